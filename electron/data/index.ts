@@ -1,0 +1,53 @@
+// Public API of the data layer: tokenizers, dataset readers, task templates,
+// train/eval split and the seeded batch sampler.
+
+export type { TaskKind, TokenSequence, TokenizedExample } from './types.js';
+export { loadTokenizer, TokenizerError } from './tokenizer.js';
+export type { SpillwayTokenizer, EncodeOptions, DecodeOptions } from './tokenizer.js';
+export {
+  DatasetError,
+  detectFormat,
+  isParquetPath,
+  previewDataset,
+  readAllRows,
+  readDataset,
+  rowLocation,
+  PARQUET_SLICE,
+} from './datasets.js';
+export type { DatasetFormat, DatasetPreview, DatasetRow, ReadOptions } from './datasets.js';
+export {
+  DEFAULT_CLASSIFY_PROMPT,
+  loadExamples,
+  renderExample,
+  RTE_LABEL_WORDS,
+  SST2_LABEL_WORDS,
+  tokenizeExample,
+  tokenizeRows,
+  validateTemplate,
+} from './templates.js';
+export type {
+  ClassifyTemplate,
+  CompletionTemplate,
+  RenderedExample,
+  RteTemplate,
+  Sst2Template,
+  TaskTemplate,
+  TemplateKind,
+  TextTemplate,
+  TokenizeOptions,
+} from './templates.js';
+export { splitIndices, splitRows } from './split.js';
+export type { SplitIndices, SplitOptions } from './split.js';
+export {
+  BatchSampler,
+  batchIndices,
+  epochOfStep,
+  hashWords,
+  permutation,
+  PURPOSE_SAMPLER,
+  PURPOSE_SPLIT,
+  seedWords,
+  SplitMix32,
+  Xoshiro128,
+} from './sampler.js';
+export type { BatchSamplerOptions } from './sampler.js';
