@@ -1,0 +1,104 @@
+// Loads the native addon (Node-API: the same binary serves Node and Electron).
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeBatch {
+  tokens: Int32Array;
+  seqStart: Int32Array;
+  scoreStart: Int32Array;
+  scoreEnd: Int32Array;
+  exampleStart: Int32Array;
+  exampleKind: Int32Array;
+  label: Int32Array;
+}
+
+export interface NativeStepParams {
+  seed: bigint;
+  step: number;
+  q: number;
+  lr: number;
+  eps: number;
+  weightDecay: number;
+  noise: 'gaussian' | 'rademacher';
+}
+
+export interface PhaseTimes {
+  noiseMs: number;
+  forwardMs: number;
+  headMs: number;
+  updateMs: number;
+  totalMs: number;
+}
+
+export interface NativeStepResult {
+  seeds: bigint[];
+  lossPlus: number[];
+  lossMinus: number[];
+  projectedGrad: number[];
+  skipped: boolean;
+  loss: number;
+  times: PhaseTimes;
+}
+
+export interface NativeScoreResult {
+  exampleLoss: number[];
+  correct: number[];
+  candidateScores: number[];
+  scoredTokens: number[];
+  /** log p(token) of every scored token, sequence by sequence. */
+  tokenLogprobs: Float32Array;
+  loss: number;
+  times: PhaseTimes;
+}
+
+export interface NativeEngineInfo {
+  backend?: string;
+  threads?: number;
+  parameters?: number;
+  tensors?: number;
+  units?: number;
+}
+
+export interface NativeEngine {
+  load(spec: unknown): Promise<NativeEngineInfo>;
+  step(batch: NativeBatch, params: NativeStepParams): Promise<NativeStepResult>;
+  score(batch: NativeBatch): Promise<NativeScoreResult>;
+  cancel(): void;
+  tensorNames(): { name: string; shape: number[] }[];
+  getTensor(name: string): Float32Array;
+  info(): NativeEngineInfo;
+}
+
+export interface NativeAddon {
+  Engine: new (options: { threads: number }) => NativeEngine;
+  noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string }): Float32Array;
+  fnv1a32(name: string): number;
+  stepSeed(runSeed: bigint | number, step: number, j: number): bigint;
+  philox(words: Uint32Array): Uint32Array;
+  cudaCompiled: boolean;
+}
+
+/** The package root: the nearest folder above this file holding package.json. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the Spillway package root');
+    dir = up;
+  }
+}
+
+let cached: NativeAddon | null = null;
+
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const file = process.env.SPILLWAY_ADDON ?? join(packageRoot(), 'native', 'build', 'Release', 'spillway.node');
+  if (!existsSync(file)) {
+    throw new Error(`the native engine is not built (${file} is missing): run \`npm run build:native\``);
+  }
+  cached = createRequire(import.meta.url)(file) as NativeAddon;
+  return cached;
+}

@@ -1,0 +1,412 @@
+// The training loop: MeZO steps on the native engine, evaluation, the seed
+// log, and saving the fine-tuned model. Runs inside the engine host process
+// (see host.ts); it never touches the parent's state.
+import { copyFile, mkdir, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+
+import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
+import type { TaskTemplate, TokenizedExample } from '../data/index.js';
+import { loadModelInfo, writeSafetensors } from '../model/index.js';
+import type { ModelInfo } from '../model/index.js';
+import { packBatch } from './batch.js';
+import { loadNative } from './native.js';
+import type { NativeEngine, NativeScoreResult } from './native.js';
+import { engineSpec } from './spec.js';
+
+export type Schedule = 'constant' | 'linear' | 'cosine';
+export type NoiseKind = 'gaussian' | 'rademacher';
+
+export interface TrainOptions {
+  model: string;
+  train: string;
+  /** Held-out file; without it a fraction of the training file is held out. */
+  eval?: string;
+  evalFraction: number;
+  task: TaskTemplate;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  eps: number;
+  weightDecay: number;
+  q: number;
+  schedule: Schedule;
+  warmupSteps: number;
+  noise: NoiseKind;
+  seed: number;
+  /** Evaluate every N steps (0: only at the start and the end). */
+  evalEvery: number;
+  /** At most this many held-out examples per evaluation (0: all). */
+  evalMax: number;
+  threads: number;
+  maxLength?: number;
+  /** Folder to save the fine-tuned model into (created; must not exist or be empty). */
+  out?: string;
+  /** Evaluate before the first step. */
+  zeroShot: boolean;
+}
+
+export const TRAIN_DEFAULTS: Omit<TrainOptions, 'model' | 'train' | 'task'> = {
+  evalFraction: 0.1,
+  steps: 1000,
+  batchSize: 16,
+  lr: 1e-6,
+  eps: 1e-3,
+  weightDecay: 0,
+  q: 1,
+  schedule: 'constant',
+  warmupSteps: 0,
+  noise: 'gaussian',
+  seed: 0,
+  evalEvery: 0,
+  evalMax: 0,
+  threads: 0,
+  zeroShot: true,
+};
+
+export interface StartEvent {
+  type: 'start';
+  model: string;
+  architecture: string;
+  parameters: number;
+  train_examples: number;
+  eval_examples: number;
+  steps: number;
+  batch_size: number;
+  threads: number;
+  backend: string;
+}
+export interface StepEvent {
+  type: 'step';
+  step: number;
+  loss: number;
+  loss_plus: number;
+  loss_minus: number;
+  projected_grad: number;
+  lr: number;
+  step_ms: number;
+  tokens_per_s: number;
+  skipped: boolean;
+  seed: string;
+}
+export interface EvalEvent {
+  type: 'eval';
+  step: number;
+  loss: number;
+  accuracy: number | null;
+  examples: number;
+  eval_ms: number;
+}
+export interface DoneEvent {
+  type: 'done';
+  status: 'completed' | 'stopped';
+  steps: number;
+  final_loss: number | null;
+  eval: EvalEvent | null;
+  zero_shot: EvalEvent | null;
+  skipped_steps: number;
+  out: string | null;
+  wall_s: number;
+}
+export interface LogEvent {
+  type: 'log';
+  message: string;
+}
+export type TrainEvent = StartEvent | StepEvent | EvalEvent | DoneEvent | LogEvent;
+
+export interface SeedLogEntry {
+  step: number;
+  seed: string;
+  /** lr_t * g / q: the coefficient of z in the update. */
+  coef: number;
+  projected_grad: number;
+  lr: number;
+  skipped: boolean;
+}
+
+export function scheduledLr(o: Pick<TrainOptions, 'lr' | 'schedule' | 'warmupSteps' | 'steps'>, step: number): number {
+  if (o.warmupSteps > 0 && step < o.warmupSteps) return (o.lr * (step + 1)) / o.warmupSteps;
+  const T = Math.max(1, o.steps);
+  switch (o.schedule) {
+    case 'constant':
+      return o.lr;
+    case 'linear':
+      return o.lr * (1 - step / T);
+    case 'cosine':
+      return o.lr * 0.5 * (1 + Math.cos((Math.PI * step) / T));
+  }
+}
+
+/** Cooperative stop: set `stopped` and call the engine's cancel. */
+export class StopSignal {
+  stopped = false;
+  private engine: NativeEngine | null = null;
+  attach(e: NativeEngine): void {
+    this.engine = e;
+  }
+  stop(): void {
+    this.stopped = true;
+    this.engine?.cancel();
+  }
+}
+
+function isCancelled(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { code?: string }).code === 'ECANCELLED';
+}
+
+export async function scoreExamples(
+  engine: NativeEngine,
+  examples: TokenizedExample[],
+  chunk: number,
+): Promise<{ loss: number; accuracy: number | null; results: NativeScoreResult[] }> {
+  let lossSum = 0;
+  let correct = 0;
+  let classified = 0;
+  const results: NativeScoreResult[] = [];
+  for (let i = 0; i < examples.length; i += chunk) {
+    const r = await engine.score(packBatch(examples.slice(i, i + chunk)));
+    results.push(r);
+    for (const l of r.exampleLoss) lossSum += l;
+    for (const c of r.correct) {
+      if (c >= 0) {
+        classified++;
+        correct += c;
+      }
+    }
+  }
+  return {
+    loss: examples.length ? lossSum / examples.length : NaN,
+    accuracy: classified ? correct / classified : null,
+    results,
+  };
+}
+
+export interface Loaded {
+  info: ModelInfo;
+  engine: NativeEngine;
+  train: TokenizedExample[];
+  eval: TokenizedExample[];
+}
+
+export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void): Promise<Loaded> {
+  const info = await loadModelInfo(o.model);
+  if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
+  const tokenizer = await loadTokenizer(info.dir);
+  const maxLength = Math.min(o.maxLength ?? info.config.maxPositions, info.config.maxPositions);
+  const all = await loadExamples(o.train, o.task, tokenizer, { maxLength });
+  let train = all;
+  let evalSet: TokenizedExample[] = [];
+  if (o.eval) {
+    evalSet = await loadExamples(o.eval, o.task, tokenizer, { maxLength });
+  } else if (o.evalFraction > 0) {
+    const split = splitRows(all, { evalFraction: o.evalFraction, seed: o.seed });
+    train = split.train;
+    evalSet = split.eval;
+  }
+  if (train.length === 0) throw new Error(`${o.train} has no training examples`);
+  if (o.evalMax > 0 && evalSet.length > o.evalMax) evalSet = evalSet.slice(0, o.evalMax);
+  for (const ex of [...train, ...evalSet]) {
+    for (const s of ex.sequences) {
+      for (const t of s.tokens) {
+        if (t >= info.config.vocabSize) {
+          throw new Error(`${ex.source}: token id ${t} is outside the model's vocabulary (${info.config.vocabSize}); ` +
+            'the tokenizer does not belong to this model');
+        }
+      }
+    }
+  }
+  const native = loadNative();
+  const threads = o.threads > 0 ? o.threads : defaultThreads();
+  const engine = new native.Engine({ threads });
+  emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
+  await engine.load(engineSpec(info));
+  return { info, engine, train, eval: evalSet };
+}
+
+export function defaultThreads(): number {
+  const n = Number(process.env.SPILLWAY_THREADS);
+  if (Number.isInteger(n) && n > 0) return n;
+  return Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1);
+}
+
+export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
+  validateOptions(o);
+  const t0 = Date.now();
+  if (o.out) await checkOutFolder(o.out);
+  const { info, engine, train: trainSet, eval: evalSet } = await loadForTraining(o, emit);
+  signal.attach(engine);
+  const einfo = engine.info();
+  emit({
+    type: 'start',
+    model: info.name,
+    architecture: info.config.hfArchitecture,
+    parameters: info.parameterCount,
+    train_examples: trainSet.length,
+    eval_examples: evalSet.length,
+    steps: o.steps,
+    batch_size: o.batchSize,
+    threads: einfo.threads ?? 1,
+    backend: einfo.backend ?? 'cpu',
+  });
+
+  const evalChunk = Math.max(8, o.batchSize * 2);
+  const evaluate = async (step: number): Promise<EvalEvent | null> => {
+    if (evalSet.length === 0) return null;
+    const te = Date.now();
+    const r = await scoreExamples(engine, evalSet, evalChunk);
+    const ev: EvalEvent = { type: 'eval', step, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, eval_ms: Date.now() - te };
+    emit(ev);
+    return ev;
+  };
+
+  const seedLog: SeedLogEntry[] = [];
+  let zeroShot: EvalEvent | null = null;
+  let lastEval: EvalEvent | null = null;
+  let lastLoss: number | null = null;
+  let skipped = 0;
+  let step = 0;
+  let status: DoneEvent['status'] = 'completed';
+  const runSeed = BigInt(o.seed);
+  try {
+    if (o.zeroShot) zeroShot = lastEval = await evaluate(0);
+    for (; step < o.steps; step++) {
+      if (signal.stopped) {
+        status = 'stopped';
+        break;
+      }
+      const idx = batchIndices(o.seed, step, Math.min(o.batchSize, trainSet.length), trainSet.length);
+      const batch = packBatch(idx.map((i) => trainSet[i]));
+      const lr = scheduledLr(o, step);
+      const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise });
+      if (r.skipped) skipped++;
+      r.seeds.forEach((s, j) => {
+        seedLog.push({
+          step,
+          seed: s.toString(),
+          coef: r.skipped ? 0 : (lr * r.projectedGrad[j]) / o.q,
+          projected_grad: r.projectedGrad[j],
+          lr,
+          skipped: r.skipped,
+        });
+      });
+      if (r.skipped) {
+        emit({ type: 'log', message: `step ${step + 1}: non-finite loss or projected gradient, update skipped` });
+      }
+      lastLoss = r.loss;
+      emit({
+        type: 'step',
+        step: step + 1,
+        loss: r.loss,
+        loss_plus: mean(r.lossPlus),
+        loss_minus: mean(r.lossMinus),
+        projected_grad: mean(r.projectedGrad),
+        lr,
+        step_ms: r.times.totalMs,
+        tokens_per_s: (batch.tokens.length / r.times.totalMs) * 1000,
+        skipped: r.skipped,
+        seed: r.seeds[0].toString(),
+      });
+      if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) lastEval = await evaluate(step + 1);
+    }
+  } catch (e) {
+    if (!isCancelled(e)) throw e;
+    status = 'stopped';
+  }
+  if (status === 'completed' && o.steps > 0) lastEval = await evaluate(step);
+
+  let out: string | null = null;
+  if (o.out) {
+    out = resolve(o.out);
+    await saveFineTuned(engine, info, out, {
+      status,
+      steps_done: step,
+      steps_planned: o.steps,
+      options: { ...o, out: undefined },
+      eval: lastEval,
+      zero_shot: zeroShot,
+    }, seedLog);
+    emit({ type: 'log', message: `saved ${status === 'completed' ? 'fine-tuned model' : `partial model (stopped at step ${step} of ${o.steps})`} to ${out}` });
+  }
+  const done: DoneEvent = {
+    type: 'done',
+    status,
+    steps: step,
+    final_loss: lastLoss,
+    eval: lastEval,
+    zero_shot: zeroShot,
+    skipped_steps: skipped,
+    out,
+    wall_s: (Date.now() - t0) / 1000,
+  };
+  emit(done);
+  return done;
+}
+
+function mean(v: number[]): number {
+  return v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
+}
+
+export function validateOptions(o: TrainOptions): void {
+  const positiveInt = (name: string, v: number, min = 1) => {
+    if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be an integer >= ${min}, got ${v}`);
+  };
+  positiveInt('steps', o.steps, 0);
+  positiveInt('batch size', o.batchSize);
+  positiveInt('q', o.q);
+  positiveInt('eval every', o.evalEvery, 0);
+  positiveInt('seed', o.seed, 0);
+  if (!(o.lr >= 0) || !Number.isFinite(o.lr)) throw new Error(`lr must be a finite number >= 0, got ${o.lr}`);
+  if (!(o.eps > 0) || !Number.isFinite(o.eps)) throw new Error(`eps must be a positive number, got ${o.eps}`);
+  if (!(o.weightDecay >= 0)) throw new Error(`weight decay must be >= 0, got ${o.weightDecay}`);
+  if (!(o.evalFraction >= 0 && o.evalFraction < 1)) throw new Error(`eval fraction must be in [0, 1), got ${o.evalFraction}`);
+  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new Error(`unknown schedule ${o.schedule} (constant, linear, cosine)`);
+  if (!['gaussian', 'rademacher'].includes(o.noise)) throw new Error(`unknown noise ${o.noise} (gaussian, rademacher)`);
+}
+
+async function checkOutFolder(out: string): Promise<void> {
+  const { readdir } = await import('node:fs/promises');
+  try {
+    const entries = await readdir(out);
+    if (entries.length > 0) throw new Error(`output folder ${out} is not empty; choose a new folder`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
+/**
+ * Writes the model as a Hugging Face folder (float32 safetensors + config +
+ * tokenizer files) plus spillway.json and the seed log. The folder appears
+ * whole or not at all: it is written beside its destination and renamed.
+ */
+export async function saveFineTuned(
+  engine: NativeEngine,
+  info: ModelInfo,
+  out: string,
+  meta: Record<string, unknown>,
+  seedLog: SeedLogEntry[],
+): Promise<void> {
+  const tmp = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  try {
+    const tensors = engine.tensorNames().map(({ name, shape }) => {
+      const data = engine.getTensor(name);
+      return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    });
+    await writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
+    const config = JSON.parse(await readFile(join(info.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    config.torch_dtype = 'float32';
+    await writeFile(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json']) {
+      await copyFile(join(info.dir, f), join(tmp, f)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+    }
+    await writeFile(join(tmp, 'seedlog.jsonl'), seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : ''));
+    await writeFile(join(tmp, 'spillway.json'), JSON.stringify({ base_model: info.dir, ...meta }, null, 2) + '\n');
+    await rm(out, { recursive: true, force: true });
+    await rename(tmp, out);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

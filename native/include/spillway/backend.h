@@ -1,0 +1,94 @@
+// The compute backend interface: memory, copies and every kernel the forward
+// pass and the ZO step need. The CPU backend is the reference; the CUDA
+// backend is its twin. Pointers passed to kernels are backend ("device")
+// pointers; on the CPU backend they are ordinary host memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace spw {
+
+enum class Act : int { Relu = 0, Gelu = 1, GeluNew = 2, Silu = 3 };
+
+// Noise applied on the fly to a gathered tensor: value = master + scale * z(seed, id, k).
+// scale == 0 means no noise (the master itself).
+struct NoiseSpec {
+    uint64_t seed = 0;
+    uint32_t id = 0;
+    int kind = 0;
+    float scale = 0.0f;
+};
+
+// One term of a ZO update: theta -= coef * z(seed, id, k).
+struct UpdateTerm {
+    uint64_t seed;
+    float coef;
+};
+
+struct AttentionShape {
+    int heads;            // NH
+    int kv_heads;         // grouped-query heads
+    int head_dim;         // HD
+    int ldq, ldk, ldv;    // row strides of q, k and v
+    float scale;          // usually 1/sqrt(HD)
+    int window;           // sliding window span, 0 = full causal
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+    virtual int threads() const = 0;
+
+    // ---- memory and copies ----
+    virtual void* alloc(size_t bytes) = 0;
+    virtual void release(void* p) = 0;
+    virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+    virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+    virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+    virtual void synchronize() = 0;
+
+    // ---- ZO kernels ----
+    // z[i] = noise(seed, id, k0 + i) for i < n; k0 must be a multiple of 4.
+    virtual void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) = 0;
+    // w[i] = fma(scale, z[i], theta[i])
+    virtual void perturb(float* w, const float* theta, const float* z, float scale, size_t n) = 0;
+    // theta[i] -= sum_j terms[j].coef * z_j(i)  then  theta[i] -= decay * theta_before[i]
+    virtual void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
+                           int nterms, float decay) = 0;
+
+    // ---- forward kernels (row-major, N rows) ----
+    // out[n, :] = tok[ids[n], :] (+ noise); optionally += pos[posidx[n], :] (+ noise)
+    virtual void embed(float* out, const float* tok, const int32_t* ids, int N, int C,
+                       const NoiseSpec& tok_noise, const float* pos, const int32_t* posidx,
+                       const NoiseSpec& pos_noise) = 0;
+    virtual void layernorm(float* out, const float* inp, const float* w, const float* b, int N, int C,
+                           float eps) = 0;
+    virtual void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) = 0;
+    // out[N, O] = inp[N, I] W^T + b, W stored [O, I] (or [I, O] when transposed)
+    virtual void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
+                        bool transposed) = 0;
+    // rotate_half RoPE, in place, on `nheads` heads of each row of x (row stride ld).
+    virtual void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
+                      const float* inv_freq) = 0;
+    // Causal attention over packed sequences (seq_start has nseq + 1 entries); out [N, NH * HD].
+    virtual void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,
+                           const int32_t* seq_start, int nseq) = 0;
+    virtual void activation(float* x, size_t n, Act act) = 0;
+    // gate[i] = silu(gate[i]) * up[i]
+    virtual void gated_silu(float* gate, const float* up, size_t n) = 0;
+    // x[i] += y[i]
+    virtual void add(float* x, const float* y, size_t n) = 0;
+    // out[m, :] = inp[rows[m], :]
+    virtual void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) = 0;
+    // logprob[m] = log_softmax(x[m, :] W^T)[target[m]], W [V, C]
+    virtual void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M,
+                                int C, int V) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+}  // namespace spw

@@ -1,0 +1,118 @@
+// The engine: runs units (embeddings, blocks, head) through a backend in
+// order, evaluating one or more activation streams per residency of a unit.
+// A ZO step is two streams (+eps z, -eps z) sharing each unit's residency;
+// scoring is one stream on the clean masters.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "spillway/backend.h"
+#include "spillway/model.h"
+
+namespace spw {
+
+struct CancelledError : std::runtime_error {
+    CancelledError() : std::runtime_error("cancelled") {}
+};
+
+enum ExampleKind : int { EXAMPLE_LM = 0, EXAMPLE_CLASSIFY = 1 };
+
+// Packed token sequences grouped into examples (see docs/ENGINE-SPEC.md, losses).
+struct Batch {
+    std::vector<int32_t> tokens;         // all sequences, concatenated
+    std::vector<int32_t> seq_start;      // nseq + 1 offsets into tokens
+    std::vector<int32_t> score_start;    // per sequence, relative to its start (>= 1)
+    std::vector<int32_t> score_end;      // per sequence, exclusive
+    std::vector<int32_t> example_start;  // nexamples + 1 offsets into sequences
+    std::vector<int32_t> example_kind;   // ExampleKind per example
+    std::vector<int32_t> label;          // correct candidate for classify, -1 otherwise
+
+    int num_sequences() const { return (int)seq_start.size() - 1; }
+    int num_examples() const { return (int)example_start.size() - 1; }
+    int num_tokens() const { return (int)tokens.size(); }
+};
+
+struct StepParams {
+    uint64_t run_seed = 0;
+    uint64_t step = 0;
+    int q = 1;
+    float lr = 0.f;         // this step's scheduled learning rate
+    float eps = 1e-3f;
+    float weight_decay = 0.f;
+    int noise = 0;          // NoiseKind
+};
+
+struct PhaseTimes {
+    double noise_ms = 0, forward_ms = 0, head_ms = 0, update_ms = 0, total_ms = 0;
+};
+
+struct StepResult {
+    std::vector<uint64_t> seeds;
+    std::vector<double> loss_plus, loss_minus, projected_grad;
+    bool skipped = false;
+    double loss = 0;        // mean over perturbations of (L+ + L-) / 2
+    PhaseTimes times;
+};
+
+struct ScoreResult {
+    std::vector<double> example_loss;
+    std::vector<int32_t> correct;           // 1/0 for classify, -1 otherwise
+    std::vector<double> candidate_scores;   // mean log-prob per sequence
+    std::vector<int32_t> scored_tokens;     // per example
+    std::vector<float> token_logprobs;      // every scored token, sequence by sequence
+    double loss = 0;
+    PhaseTimes times;
+};
+
+class Engine {
+public:
+    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model);
+    ~Engine();
+
+    const Model& model() const { return *model_; }
+    Model& model() { return *model_; }
+    Backend& backend() { return *backend_; }
+
+    StepResult step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel);
+    ScoreResult score(const Batch& batch, const std::atomic<bool>* cancel);
+
+private:
+    struct Stream {
+        uint64_t seed;
+        float scale;
+        float* h;  // [N, C] hidden states
+        std::vector<float> logprob;
+    };
+    struct Prepared;
+
+    void validate(const Batch& batch) const;
+    void prepare(const Batch& batch, Prepared& p) const;
+    void run_forward(const Batch& batch, const Prepared& prep, std::vector<Stream>& streams, int noise,
+                     const std::atomic<bool>* cancel, PhaseTimes& times);
+    void block_forward(const Unit& unit, const std::vector<const float*>& w, float* h, const Prepared& prep);
+    void materialize(const Unit& unit, std::vector<Stream>& streams, int noise, std::vector<std::vector<const float*>>& out,
+                     PhaseTimes& times);
+    void ensure_buffers(int N, int M);
+    void losses(const Batch& batch, const std::vector<float>& logprob, std::vector<double>& example_loss,
+                std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const;
+
+    std::unique_ptr<Backend> backend_;
+    std::unique_ptr<Model> model_;
+
+    // Device-side scratch, grown on demand and reused across steps.
+    float* zbuf_ = nullptr;      // noise of one unit
+    float* wbuf_[2] = {nullptr, nullptr};  // perturbed working copies of one unit (one per stream)
+    size_t unit_capacity_ = 0;
+    float* act_ = nullptr;       // activations arena
+    size_t act_capacity_ = 0;
+    float* hbuf_[2] = {nullptr, nullptr};
+    size_t h_capacity_ = 0;
+    std::vector<float> inv_freq_;
+};
+
+}  // namespace spw

@@ -1,0 +1,468 @@
+// Node-API glue only: an Engine object whose long operations run on a native
+// thread and settle promises; cancellation is a flag checked between units.
+#include <napi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "spillway/engine.h"
+#include "spillway/noise.h"
+
+namespace {
+
+using namespace spw;
+
+void throw_type(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
+
+Napi::Value require(const Napi::Object& o, const char* key) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) throw_type(o.Env(), std::string("missing field '") + key + "'");
+    return v;
+}
+
+double num(const Napi::Object& o, const char* key) {
+    Napi::Value v = require(o, key);
+    if (!v.IsNumber()) throw_type(o.Env(), std::string("field '") + key + "' must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+}
+
+int inum(const Napi::Object& o, const char* key) {
+    double d = num(o, key);
+    if (d != (double)(int64_t)d) throw_type(o.Env(), std::string("field '") + key + "' must be an integer");
+    return (int)d;
+}
+
+uint64_t u64(const Napi::Value& v, const char* what) {
+    if (v.IsBigInt()) {
+        bool lossless = true;
+        uint64_t x = v.As<Napi::BigInt>().Uint64Value(&lossless);
+        if (!lossless) throw_type(v.Env(), std::string(what) + " must fit in 64 unsigned bits");
+        return x;
+    }
+    if (v.IsNumber()) {
+        double d = v.As<Napi::Number>().DoubleValue();
+        if (d < 0 || d != (double)(uint64_t)d || d > 9007199254740991.0)
+            throw_type(v.Env(), std::string(what) + " must be a non-negative safe integer or a bigint");
+        return (uint64_t)d;
+    }
+    throw_type(v.Env(), std::string(what) + " must be a number or a bigint");
+    return 0;
+}
+
+std::vector<int32_t> ints(const Napi::Object& o, const char* key) {
+    Napi::Value v = require(o, key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw_type(o.Env(), std::string("field '") + key + "' must be an Int32Array");
+    auto a = v.As<Napi::Int32Array>();
+    return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+Batch parse_batch(const Napi::Object& o) {
+    Batch b;
+    b.tokens = ints(o, "tokens");
+    b.seq_start = ints(o, "seqStart");
+    b.score_start = ints(o, "scoreStart");
+    b.score_end = ints(o, "scoreEnd");
+    b.example_start = ints(o, "exampleStart");
+    b.example_kind = ints(o, "exampleKind");
+    b.label = ints(o, "label");
+    if (b.seq_start.empty() || b.example_start.empty()) throw_type(o.Env(), "batch offsets must not be empty");
+    return b;
+}
+
+Dtype parse_dtype(Napi::Env env, const std::string& s) {
+    if (s == "F32") return Dtype::F32;
+    if (s == "F16") return Dtype::F16;
+    if (s == "BF16") return Dtype::BF16;
+    throw_type(env, "unsupported dtype " + s);
+    return Dtype::F32;
+}
+
+std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
+    Napi::Env env = spec.Env();
+    auto model = std::make_unique<Model>();
+    Napi::Object c = require(spec, "config").As<Napi::Object>();
+    ModelConfig& mc = model->config;
+    std::string family = require(c, "family").As<Napi::String>().Utf8Value();
+    if (family == "opt") mc.family = Family::Opt;
+    else if (family == "gpt2") mc.family = Family::Gpt2;
+    else if (family == "llama") mc.family = Family::Llama;
+    else throw_type(env, "unknown model family " + family);
+    mc.vocab = inum(c, "vocabSize");
+    mc.hidden = inum(c, "hidden");
+    mc.layers = inum(c, "layers");
+    mc.heads = inum(c, "heads");
+    mc.kv_heads = inum(c, "kvHeads");
+    mc.head_dim = inum(c, "headDim");
+    mc.intermediate = inum(c, "intermediate");
+    mc.max_positions = inum(c, "maxPositions");
+    mc.norm_eps = (float)num(c, "normEps");
+    std::string norm = require(c, "norm").As<Napi::String>().Utf8Value();
+    mc.norm = norm == "rmsnorm" ? NormKind::RmsNorm : NormKind::LayerNorm;
+    std::string act = require(c, "activation").As<Napi::String>().Utf8Value();
+    if (act == "relu") mc.activation = (int)Act::Relu;
+    else if (act == "gelu") mc.activation = (int)Act::Gelu;
+    else if (act == "gelu_new") mc.activation = (int)Act::GeluNew;
+    else if (act == "silu") mc.activation = (int)Act::Silu;
+    else throw_type(env, "unsupported activation " + act);
+    mc.position_offset = inum(c, "positionOffset");
+    mc.rope_theta = (float)num(c, "ropeTheta");
+    mc.sliding_window = inum(c, "slidingWindow");
+    mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
+    if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
+        throw_type(env, "heads must be a positive multiple of kvHeads");
+    if (mc.rope_theta > 0.f && mc.head_dim % 2 != 0) throw_type(env, "RoPE needs an even head dimension");
+
+    Napi::Array units = require(spec, "units").As<Napi::Array>();
+    std::map<std::string, int> by_name;
+    for (uint32_t ui = 0; ui < units.Length(); ui++) {
+        Napi::Object u = units.Get(ui).As<Napi::Object>();
+        Unit unit;
+        std::string kind = require(u, "kind").As<Napi::String>().Utf8Value();
+        unit.kind = kind == "embed" ? UnitKind::Embed : kind == "head" ? UnitKind::Head : UnitKind::Block;
+        unit.index = inum(u, "index");
+        Napi::Object ts = require(u, "tensors").As<Napi::Object>();
+        Napi::Array roles = ts.GetPropertyNames();
+        for (uint32_t ri = 0; ri < roles.Length(); ri++) {
+            std::string role = roles.Get(ri).As<Napi::String>().Utf8Value();
+            Napi::Object t = ts.Get(role).As<Napi::Object>();
+            std::string name = require(t, "name").As<Napi::String>().Utf8Value();
+            auto found = by_name.find(name);
+            if (found != by_name.end()) {
+                unit.roles[role] = found->second;
+                continue;
+            }
+            Tensor tensor;
+            tensor.name = name;
+            tensor.id = fnv1a32(name.data(), name.size());
+            Napi::Array shape = require(t, "shape").As<Napi::Array>();
+            for (uint32_t d = 0; d < shape.Length(); d++)
+                tensor.shape.push_back((int64_t)shape.Get(d).As<Napi::Number>().Int64Value());
+            tensor.transposed = require(t, "transposed").As<Napi::Boolean>().Value();
+            tensor.decay = !tensor_is_no_decay(name);
+            tensor.source.file = require(t, "file").As<Napi::String>().Utf8Value();
+            tensor.source.offset = u64(require(t, "offset"), "offset");
+            tensor.source.nbytes = u64(require(t, "nbytes"), "nbytes");
+            tensor.source.dtype = parse_dtype(env, require(t, "dtype").As<Napi::String>().Utf8Value());
+            for (auto& other : model->tensors)
+                if (other.id == tensor.id)
+                    throw_type(env, "tensors " + other.name + " and " + name + " share a noise id; rename one");
+            by_name[name] = (int)model->tensors.size();
+            unit.roles[role] = (int)model->tensors.size();
+            model->tensors.push_back(std::move(tensor));
+        }
+        model->units.push_back(std::move(unit));
+    }
+    if (model->units.size() < 2 || model->units.front().kind != UnitKind::Embed ||
+        model->units.back().kind != UnitKind::Head)
+        throw_type(env, "units must start with the embeddings and end with the head");
+    if (model->units.front().find("tok") < 0) throw_type(env, "the embedding unit needs a 'tok' tensor");
+    if (!mc.tied && model->units.back().find("lm_head") < 0) throw_type(env, "an untied head needs 'lm_head'");
+    return model;
+}
+
+Napi::Object times_to_js(Napi::Env env, const PhaseTimes& t) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("noiseMs", t.noise_ms);
+    o.Set("forwardMs", t.forward_ms);
+    o.Set("headMs", t.head_ms);
+    o.Set("updateMs", t.update_ms);
+    o.Set("totalMs", t.total_ms);
+    return o;
+}
+
+Napi::Array doubles(Napi::Env env, const std::vector<double>& v) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
+    return a;
+}
+
+Napi::Array ints_js(Napi::Env env, const std::vector<int32_t>& v) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
+    return a;
+}
+
+// Runs fn on a worker thread and resolves with to_js(result); errors reject with their message.
+template <typename Result>
+class Job : public Napi::AsyncWorker {
+public:
+    using Fn = std::function<Result()>;
+    using ToJs = std::function<Napi::Value(Napi::Env, const Result&)>;
+    Job(Napi::Env env, std::atomic<bool>* busy, Fn fn, ToJs to_js)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), busy_(busy), fn_(std::move(fn)),
+          to_js_(std::move(to_js)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override {
+        try {
+            result_ = fn_();
+        } catch (const CancelledError&) {
+            cancelled_ = true;
+            SetError("cancelled");
+        } catch (const std::bad_alloc&) {
+            SetError("out of memory");
+        } catch (const std::exception& e) {
+            SetError(e.what());
+        }
+    }
+    void OnOK() override {
+        busy_->store(false);
+        deferred_.Resolve(to_js_(Env(), result_));
+    }
+    void OnError(const Napi::Error& e) override {
+        busy_->store(false);
+        Napi::Error err = Napi::Error::New(Env(), e.Message());
+        err.Set("code", Napi::String::New(Env(), cancelled_ ? "ECANCELLED" : "EENGINE"));
+        deferred_.Reject(err.Value());
+    }
+
+private:
+    Napi::Promise::Deferred deferred_;
+    std::atomic<bool>* busy_;
+    Fn fn_;
+    ToJs to_js_;
+    Result result_{};
+    bool cancelled_ = false;
+};
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+public:
+    static Napi::Function Init(Napi::Env env) {
+        return DefineClass(env, "Engine",
+                           {InstanceMethod("load", &EngineWrap::Load), InstanceMethod("step", &EngineWrap::Step),
+                            InstanceMethod("score", &EngineWrap::Score), InstanceMethod("cancel", &EngineWrap::Cancel),
+                            InstanceMethod("tensorNames", &EngineWrap::TensorNames),
+                            InstanceMethod("getTensor", &EngineWrap::GetTensor),
+                            InstanceMethod("info", &EngineWrap::Info)});
+    }
+
+    explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+        threads_ = 1;
+        if (info.Length() > 0 && info[0].IsObject()) {
+            Napi::Value t = info[0].As<Napi::Object>().Get("threads");
+            if (t.IsNumber()) threads_ = std::max(1, t.As<Napi::Number>().Int32Value());
+        }
+    }
+
+private:
+    void claim(Napi::Env env) {
+        bool expected = false;
+        if (!busy_.compare_exchange_strong(expected, true))
+            throw Napi::Error::New(env, "the engine is busy with another operation");
+        cancel_.store(false);
+    }
+    void need_model(Napi::Env env) {
+        if (!engine_) throw Napi::Error::New(env, "no model loaded");
+    }
+
+    Napi::Value Load(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
+        std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
+        claim(env);
+        engine_.reset();
+        int threads = threads_;
+        auto* self = this;
+        auto* job = new Job<std::shared_ptr<Engine>>(
+            env, &busy_,
+            [model, threads]() {
+                model_load_masters(*model, nullptr);
+                auto owned = std::make_unique<Model>();
+                std::swap(owned->config, model->config);
+                std::swap(owned->tensors, model->tensors);
+                std::swap(owned->units, model->units);
+                for (auto& u : owned->units) {
+                    u.numel = 0;
+                    for (auto& kv : u.roles) u.numel += owned->tensors[(size_t)kv.second].numel;
+                }
+                for (auto& t : owned->tensors) owned->parameter_count += t.numel;
+                return std::make_shared<Engine>(make_cpu_backend(threads), std::move(owned));
+            },
+            [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
+                self->engine_ = e;
+                return self->InfoObject(env);
+            });
+        Napi::Promise p = job->promise();
+        job->Queue();
+        return p;
+    }
+
+    Napi::Value Step(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+            throw_type(env, "step(batch, params) needs two objects");
+        Batch batch = parse_batch(info[0].As<Napi::Object>());
+        Napi::Object po = info[1].As<Napi::Object>();
+        StepParams p;
+        p.run_seed = u64(require(po, "seed"), "seed");
+        p.step = u64(require(po, "step"), "step");
+        p.q = inum(po, "q");
+        p.lr = (float)num(po, "lr");
+        p.eps = (float)num(po, "eps");
+        p.weight_decay = (float)num(po, "weightDecay");
+        std::string noise = require(po, "noise").As<Napi::String>().Utf8Value();
+        if (noise != "gaussian" && noise != "rademacher") throw_type(env, "noise must be 'gaussian' or 'rademacher'");
+        p.noise = noise == "gaussian" ? NOISE_GAUSSIAN : NOISE_RADEMACHER;
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        auto* job = new Job<StepResult>(
+            env, &busy_, [e, batch, p, cancel]() { return e->step(batch, p, cancel); },
+            [](Napi::Env env, const StepResult& r) -> Napi::Value {
+                Napi::Object o = Napi::Object::New(env);
+                Napi::Array seeds = Napi::Array::New(env, r.seeds.size());
+                for (size_t i = 0; i < r.seeds.size(); i++) seeds.Set((uint32_t)i, Napi::BigInt::New(env, r.seeds[i]));
+                o.Set("seeds", seeds);
+                o.Set("lossPlus", doubles(env, r.loss_plus));
+                o.Set("lossMinus", doubles(env, r.loss_minus));
+                o.Set("projectedGrad", doubles(env, r.projected_grad));
+                o.Set("skipped", r.skipped);
+                o.Set("loss", r.loss);
+                o.Set("times", times_to_js(env, r.times));
+                return o;
+            });
+        Napi::Promise pr = job->promise();
+        job->Queue();
+        return pr;
+    }
+
+    Napi::Value Score(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "score(batch) needs a batch object");
+        Batch batch = parse_batch(info[0].As<Napi::Object>());
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        auto* job = new Job<ScoreResult>(
+            env, &busy_, [e, batch, cancel]() { return e->score(batch, cancel); },
+            [](Napi::Env env, const ScoreResult& r) -> Napi::Value {
+                Napi::Object o = Napi::Object::New(env);
+                o.Set("exampleLoss", doubles(env, r.example_loss));
+                o.Set("correct", ints_js(env, r.correct));
+                o.Set("candidateScores", doubles(env, r.candidate_scores));
+                o.Set("scoredTokens", ints_js(env, r.scored_tokens));
+                Napi::Float32Array lp = Napi::Float32Array::New(env, r.token_logprobs.size());
+                if (!r.token_logprobs.empty())
+                    std::memcpy(lp.Data(), r.token_logprobs.data(), r.token_logprobs.size() * sizeof(float));
+                o.Set("tokenLogprobs", lp);
+                o.Set("loss", r.loss);
+                o.Set("times", times_to_js(env, r.times));
+                return o;
+            });
+        Napi::Promise pr = job->promise();
+        job->Queue();
+        return pr;
+    }
+
+    Napi::Value Cancel(const Napi::CallbackInfo& info) {
+        cancel_.store(true);
+        return info.Env().Undefined();
+    }
+
+    Napi::Value TensorNames(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        const Model& m = engine_->model();
+        Napi::Array a = Napi::Array::New(env, m.tensors.size());
+        for (size_t i = 0; i < m.tensors.size(); i++) {
+            Napi::Object t = Napi::Object::New(env);
+            t.Set("name", m.tensors[i].name);
+            Napi::Array shape = Napi::Array::New(env, m.tensors[i].shape.size());
+            for (size_t d = 0; d < m.tensors[i].shape.size(); d++) shape.Set((uint32_t)d, (double)m.tensors[i].shape[d]);
+            t.Set("shape", shape);
+            a.Set((uint32_t)i, t);
+        }
+        return a;
+    }
+
+    Napi::Value GetTensor(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "getTensor(name) needs a name");
+        const Tensor* t = engine_->model().tensor(info[0].As<Napi::String>().Utf8Value());
+        if (!t) throw Napi::Error::New(env, "no tensor named " + info[0].As<Napi::String>().Utf8Value());
+        Napi::Float32Array out = Napi::Float32Array::New(env, t->numel);
+        std::memcpy(out.Data(), t->master, t->numel * sizeof(float));
+        return out;
+    }
+
+    Napi::Value InfoObject(Napi::Env env) {
+        Napi::Object o = Napi::Object::New(env);
+        if (!engine_) return o;
+        o.Set("backend", engine_->backend().name());
+        o.Set("threads", engine_->backend().threads());
+        o.Set("parameters", (double)engine_->model().parameter_count);
+        o.Set("tensors", (double)engine_->model().tensors.size());
+        o.Set("units", (double)engine_->model().units.size());
+        return o;
+    }
+
+    Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }
+
+    std::shared_ptr<Engine> engine_;
+    std::atomic<bool> busy_{false};
+    std::atomic<bool> cancel_{false};
+    int threads_ = 1;
+};
+
+Napi::Value Noise(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "noise({seed, id, start, count, kind})");
+    Napi::Object o = info[0].As<Napi::Object>();
+    uint64_t seed = u64(require(o, "seed"), "seed");
+    uint32_t id = (uint32_t)u64(require(o, "id"), "id");
+    uint64_t start = u64(require(o, "start"), "start");
+    uint32_t count = (uint32_t)inum(o, "count");
+    std::string kind = require(o, "kind").As<Napi::String>().Utf8Value();
+    int k = kind == "rademacher" ? NOISE_RADEMACHER : NOISE_GAUSSIAN;
+    Napi::Float32Array out = Napi::Float32Array::New(env, count);
+    for (uint32_t i = 0; i < count; i++) out[i] = noise_at(seed, id, start + i, k);
+    return out;
+}
+
+Napi::Value Fnv(const Napi::CallbackInfo& info) {
+    std::string s = info[0].As<Napi::String>().Utf8Value();
+    return Napi::Number::New(info.Env(), fnv1a32(s.data(), s.size()));
+}
+
+Napi::Value StepSeed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3) throw_type(env, "stepSeed(runSeed, step, j)");
+    return Napi::BigInt::New(env, step_seed(u64(info[0], "runSeed"), u64(info[1], "step"), u64(info[2], "j")));
+}
+
+Napi::Value Philox(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Uint32Array in = info[0].As<Napi::Uint32Array>();  // c0..c3, k0, k1
+    if (in.ElementLength() != 6) throw_type(env, "philox needs 6 words");
+    Philox4 r = philox4x32_10(in[0], in[1], in[2], in[3], in[4], in[5]);
+    Napi::Uint32Array out = Napi::Uint32Array::New(env, 4);
+    for (int i = 0; i < 4; i++) out[(size_t)i] = r.x[i];
+    return out;
+}
+
+Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+    exports.Set("Engine", EngineWrap::Init(env));
+    exports.Set("noise", Napi::Function::New(env, Noise));
+    exports.Set("fnv1a32", Napi::Function::New(env, Fnv));
+    exports.Set("stepSeed", Napi::Function::New(env, StepSeed));
+    exports.Set("philox", Napi::Function::New(env, Philox));
+    exports.Set("cudaCompiled", Napi::Boolean::New(env,
+#ifdef SPW_WITH_CUDA
+                                                   true
+#else
+                                                   false
+#endif
+                                                   ));
+    return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(spillway, InitAll)

@@ -1,0 +1,319 @@
+// The CPU backend: reference kernels, multithreaded, GEMMs through OpenBLAS.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "spillway/backend.h"
+#include "spillway/noise.h"
+#include "../thread_pool.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace spw {
+
+namespace {
+
+constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Philox block (4)
+
+// Noise of elements [k0, k0 + n) of a tensor into z; k0 % 4 == 0.
+void noise_range(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) {
+    size_t full = n & ~(size_t)3;
+    for (size_t i = 0; i < full; i += 4) noise_block4(seed, id, (k0 + i) >> 2, kind, z + i);
+    if (full < n) {
+        float tail[4];
+        noise_block4(seed, id, (k0 + full) >> 2, kind, tail);
+        for (size_t i = full; i < n; i++) z[i] = tail[i - full];
+    }
+}
+
+// A row of a tensor gathered with optional noise: out[c] = src[c] + scale * z(k0 + c).
+void noisy_row(float* out, const float* src, int C, const NoiseSpec& ns, uint64_t k0, bool accumulate) {
+    if (ns.scale == 0.0f) {
+        if (accumulate)
+            for (int c = 0; c < C; c++) out[c] += src[c];
+        else
+            std::memcpy(out, src, sizeof(float) * (size_t)C);
+        return;
+    }
+    // k0 need not be a multiple of 4 here: walk the blocks that cover [k0, k0 + C).
+    uint64_t k = k0;
+    int c = 0;
+    float v[4];
+    while (c < C) {
+        uint64_t b = k >> 2;
+        noise_block4(ns.seed, ns.id, b, ns.kind, v);
+        int lane = (int)(k & 3);
+        for (; lane < 4 && c < C; lane++, c++, k++) {
+            float w = fmaf(ns.scale, v[lane], src[c]);
+            out[c] = accumulate ? out[c] + w : w;
+        }
+    }
+}
+
+float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(int threads) : pool_(threads) { openblas_set_num_threads(std::max(1, threads)); }
+
+    std::string name() const override { return "cpu"; }
+    int threads() const override { return pool_.size(); }
+
+    void* alloc(size_t bytes) override {
+        size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+        void* p = std::aligned_alloc(64, rounded);
+        if (!p) throw std::bad_alloc();
+        return p;
+    }
+    void release(void* p) override { std::free(p); }
+    void upload(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
+    void download(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
+    void copy(void* dst, const void* src, size_t bytes) override {
+        auto* d = static_cast<char*>(dst);
+        auto* s = static_cast<const char*>(src);
+        pool_.parallel_for(bytes, 1 << 20, [&](size_t b, size_t e) { std::memcpy(d + b, s + b, e - b); });
+    }
+    void synchronize() override {}
+
+    void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) { noise_range(z + b, e - b, seed, id, kind, k0 + b); });
+    }
+
+    void perturb(float* w, const float* theta, const float* z, float scale, size_t n) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) w[i] = fmaf(scale, z[i], theta[i]);
+        });
+    }
+
+    void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
+                   float decay) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            constexpr size_t kChunk = 1024;
+            float z[kChunk];
+            float before[kChunk];
+            for (size_t c0 = b; c0 < e; c0 += kChunk) {
+                size_t m = std::min(kChunk, e - c0);
+                std::memcpy(before, theta + c0, m * sizeof(float));
+                for (int j = 0; j < nterms; j++) {
+                    noise_range(z, m, terms[j].seed, id, kind, c0);
+                    float neg = -terms[j].coef;
+                    for (size_t i = 0; i < m; i++) theta[c0 + i] = fmaf(neg, z[i], theta[c0 + i]);
+                }
+                if (decay != 0.0f) {
+                    for (size_t i = 0; i < m; i++) theta[c0 + i] = fmaf(-decay, before[i], theta[c0 + i]);
+                }
+            }
+        });
+    }
+
+    void embed(float* out, const float* tok, const int32_t* ids, int N, int C, const NoiseSpec& tok_noise,
+               const float* pos, const int32_t* posidx, const NoiseSpec& pos_noise) override {
+        pool_.parallel_for((size_t)N, 1, [&](size_t b, size_t e) {
+            for (size_t n = b; n < e; n++) {
+                uint64_t row = (uint64_t)ids[n];
+                noisy_row(out + n * C, tok + row * C, C, tok_noise, row * (uint64_t)C, false);
+                if (pos) {
+                    uint64_t prow = (uint64_t)posidx[n];
+                    noisy_row(out + n * C, pos + prow * C, C, pos_noise, prow * (uint64_t)C, true);
+                }
+            }
+        });
+    }
+
+    void layernorm(float* out, const float* inp, const float* w, const float* b, int N, int C,
+                   float eps) override {
+        pool_.parallel_for((size_t)N, 1, [&](size_t r0, size_t r1) {
+            for (size_t n = r0; n < r1; n++) {
+                const float* x = inp + n * C;
+                float* y = out + n * C;
+                float mean = 0.f;
+                for (int c = 0; c < C; c++) mean += x[c];
+                mean /= (float)C;
+                float var = 0.f;
+                for (int c = 0; c < C; c++) {
+                    float d = x[c] - mean;
+                    var += d * d;
+                }
+                var /= (float)C;
+                float rstd = 1.0f / sqrtf(var + eps);
+                for (int c = 0; c < C; c++) y[c] = (x[c] - mean) * rstd * w[c] + (b ? b[c] : 0.f);
+            }
+        });
+    }
+
+    void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) override {
+        pool_.parallel_for((size_t)N, 1, [&](size_t r0, size_t r1) {
+            for (size_t n = r0; n < r1; n++) {
+                const float* x = inp + n * C;
+                float* y = out + n * C;
+                float ss = 0.f;
+                for (int c = 0; c < C; c++) ss += x[c] * x[c];
+                float rstd = 1.0f / sqrtf(ss / (float)C + eps);
+                for (int c = 0; c < C; c++) y[c] = w[c] * (x[c] * rstd);
+            }
+        });
+    }
+
+    void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
+                bool transposed) override {
+        if (transposed)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, O, I, 1.0f, inp, I, W, O, 0.0f, out, O);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, inp, I, W, I, 0.0f, out, O);
+        if (b) {
+            pool_.parallel_for((size_t)N, 16, [&](size_t r0, size_t r1) {
+                for (size_t n = r0; n < r1; n++) {
+                    float* y = out + n * O;
+                    for (int o = 0; o < O; o++) y[o] += b[o];
+                }
+            });
+        }
+    }
+
+    void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
+              const float* inv_freq) override {
+        int half = head_dim / 2;
+        pool_.parallel_for((size_t)N, 1, [&](size_t r0, size_t r1) {
+            std::vector<float> cs((size_t)half), sn((size_t)half);
+            for (size_t n = r0; n < r1; n++) {
+                float p = (float)positions[n];
+                for (int i = 0; i < half; i++) {
+                    float a = p * inv_freq[i];
+                    cs[i] = cosf(a);
+                    sn[i] = sinf(a);
+                }
+                for (int h = 0; h < nheads; h++) {
+                    float* r = x + n * (size_t)ld + (size_t)h * head_dim;
+                    for (int i = 0; i < half; i++) {
+                        float x1 = r[i], x2 = r[i + half];
+                        r[i] = x1 * cs[i] - x2 * sn[i];
+                        r[i + half] = x2 * cs[i] + x1 * sn[i];
+                    }
+                }
+            }
+        });
+    }
+
+    void attention(float* out, const float* qb, const float* kb, const float* vb, const AttentionShape& s,
+                   const int32_t* seq_start, int nseq) override {
+        int HD = s.head_dim;
+        int group = s.heads / s.kv_heads;
+        size_t tasks = (size_t)nseq * (size_t)s.heads;
+        size_t out_ld = (size_t)s.heads * HD;
+        pool_.parallel_for(tasks, 1, [&](size_t t0, size_t t1) {
+            std::vector<float> scores;
+            for (size_t t = t0; t < t1; t++) {
+                int sq = (int)(t / s.heads), h = (int)(t % s.heads);
+                int kvh = h / group;
+                int start = seq_start[sq], T = seq_start[sq + 1] - start;
+                scores.resize((size_t)T);
+                for (int i = 0; i < T; i++) {
+                    const float* q = qb + (size_t)(start + i) * s.ldq + (size_t)h * HD;
+                    int j0 = s.window > 0 ? std::max(0, i - s.window + 1) : 0;
+                    float mx = -INFINITY;
+                    for (int j = j0; j <= i; j++) {
+                        const float* k = kb + (size_t)(start + j) * s.ldk + (size_t)kvh * HD;
+                        float d = 0.f;
+                        for (int c = 0; c < HD; c++) d += q[c] * k[c];
+                        d *= s.scale;
+                        scores[j] = d;
+                        mx = std::max(mx, d);
+                    }
+                    float sum = 0.f;
+                    for (int j = j0; j <= i; j++) {
+                        scores[j] = expf(scores[j] - mx);
+                        sum += scores[j];
+                    }
+                    float inv = 1.0f / sum;
+                    float* o = out + (size_t)(start + i) * out_ld + (size_t)h * HD;
+                    for (int c = 0; c < HD; c++) o[c] = 0.f;
+                    for (int j = j0; j <= i; j++) {
+                        const float* v = vb + (size_t)(start + j) * s.ldv + (size_t)kvh * HD;
+                        float p = scores[j] * inv;
+                        for (int c = 0; c < HD; c++) o[c] += p * v[c];
+                    }
+                }
+            }
+        });
+    }
+
+    void activation(float* x, size_t n, Act act) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            switch (act) {
+                case Act::Relu:
+                    for (size_t i = b; i < e; i++) x[i] = x[i] > 0.f ? x[i] : 0.f;
+                    break;
+                case Act::Gelu:
+                    for (size_t i = b; i < e; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+                    break;
+                case Act::GeluNew:
+                    for (size_t i = b; i < e; i++) x[i] = gelu_tanh(x[i]);
+                    break;
+                case Act::Silu:
+                    for (size_t i = b; i < e; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+                    break;
+            }
+        });
+    }
+
+    void gated_silu(float* gate, const float* up, size_t n) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) {
+                float g = gate[i];
+                gate[i] = (g / (1.0f + expf(-g))) * up[i];
+            }
+        });
+    }
+
+    void add(float* x, const float* y, size_t n) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) x[i] += y[i];
+        });
+    }
+
+    void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
+        pool_.parallel_for((size_t)M, 16, [&](size_t b, size_t e) {
+            for (size_t m = b; m < e; m++) std::memcpy(out + m * C, inp + (size_t)rows[m] * C, sizeof(float) * C);
+        });
+    }
+
+    void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
+                        int V) override {
+        // Logits in chunks of rows so that memory stays bounded for long batches.
+        const int kRows = std::max(1, std::min(M, (int)((64u << 20) / (sizeof(float) * (size_t)V))));
+        logits_.resize((size_t)kRows * V);
+        for (int m0 = 0; m0 < M; m0 += kRows) {
+            int m = std::min(kRows, M - m0);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, V, C, 1.0f, x + (size_t)m0 * C, C, W, C, 0.0f,
+                        logits_.data(), V);
+            pool_.parallel_for((size_t)m, 1, [&](size_t b, size_t e) {
+                for (size_t r = b; r < e; r++) {
+                    const float* l = logits_.data() + r * V;
+                    float mx = -INFINITY;
+                    for (int v = 0; v < V; v++) mx = std::max(mx, l[v]);
+                    float sum = 0.f;
+                    for (int v = 0; v < V; v++) sum += expf(l[v] - mx);
+                    logprob[m0 + r] = l[target[m0 + r]] - mx - logf(sum);
+                }
+            });
+        }
+    }
+
+private:
+    ThreadPool pool_;
+    std::vector<float> logits_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace spw

@@ -1,0 +1,461 @@
+#include "spillway/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <unordered_map>
+
+#include "spillway/noise.h"
+
+namespace spw {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void check_cancel(const std::atomic<bool>* cancel) {
+    if (cancel && cancel->load(std::memory_order_relaxed)) throw CancelledError();
+}
+
+// Device-side int32 array owned by a backend.
+struct DeviceInts {
+    Backend* backend = nullptr;
+    int32_t* ptr = nullptr;
+    DeviceInts() = default;
+    void assign(Backend* b, const std::vector<int32_t>& host) {
+        backend = b;
+        ptr = static_cast<int32_t*>(b->alloc(std::max<size_t>(1, host.size()) * sizeof(int32_t)));
+        if (!host.empty()) b->upload(ptr, host.data(), host.size() * sizeof(int32_t));
+    }
+    DeviceInts(const DeviceInts&) = delete;
+    DeviceInts& operator=(const DeviceInts&) = delete;
+    ~DeviceInts() {
+        if (ptr) backend->release(ptr);
+    }
+};
+
+}  // namespace
+
+// Per-batch index arrays, derived once and shared by every stream and unit.
+struct Engine::Prepared {
+    int N = 0, M = 0, nseq = 0;
+    DeviceInts ids, posidx, positions, seq_start, rows, targets;
+};
+
+Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model)
+    : backend_(std::move(backend)), model_(std::move(model)) {
+    const ModelConfig& c = model_->config;
+    if (c.rope_theta > 0.f) {
+        int half = c.head_dim / 2;
+        inv_freq_.resize((size_t)half);
+        for (int i = 0; i < half; i++)
+            inv_freq_[(size_t)i] = 1.0f / powf(c.rope_theta, (float)(2 * i) / (float)c.head_dim);
+    }
+}
+
+Engine::~Engine() {
+    if (zbuf_) backend_->release(zbuf_);
+    for (float* w : wbuf_)
+        if (w) backend_->release(w);
+    for (float* h : hbuf_)
+        if (h) backend_->release(h);
+    if (act_) backend_->release(act_);
+}
+
+void Engine::validate(const Batch& b) const {
+    const ModelConfig& c = model_->config;
+    int nseq = b.num_sequences();
+    if (nseq <= 0 || b.num_examples() <= 0) throw std::runtime_error("batch is empty");
+    if (b.seq_start.front() != 0 || b.seq_start.back() != b.num_tokens())
+        throw std::runtime_error("batch sequence offsets do not cover the tokens");
+    if ((int)b.score_start.size() != nseq || (int)b.score_end.size() != nseq)
+        throw std::runtime_error("batch needs one scored span per sequence");
+    if (b.example_start.front() != 0 || b.example_start.back() != nseq)
+        throw std::runtime_error("batch example offsets do not cover the sequences");
+    if ((int)b.example_kind.size() != b.num_examples() || (int)b.label.size() != b.num_examples())
+        throw std::runtime_error("batch needs a kind and a label per example");
+    for (int32_t t : b.tokens)
+        if (t < 0 || t >= c.vocab)
+            throw std::runtime_error("token id " + std::to_string(t) + " outside the vocabulary (" +
+                                     std::to_string(c.vocab) + ")");
+    for (int s = 0; s < nseq; s++) {
+        int T = b.seq_start[s + 1] - b.seq_start[s];
+        if (T <= 0) throw std::runtime_error("sequence " + std::to_string(s) + " is empty");
+        if (T > c.max_positions)
+            throw std::runtime_error("sequence " + std::to_string(s) + " has " + std::to_string(T) +
+                                     " tokens; the model allows " + std::to_string(c.max_positions));
+        if (b.score_start[s] < 1 || b.score_end[s] > T || b.score_start[s] >= b.score_end[s])
+            throw std::runtime_error("sequence " + std::to_string(s) + " has an invalid scored span");
+    }
+    for (int e = 0; e < b.num_examples(); e++) {
+        int ns = b.example_start[e + 1] - b.example_start[e];
+        if (ns <= 0) throw std::runtime_error("example " + std::to_string(e) + " has no sequence");
+        if (b.example_kind[e] == EXAMPLE_CLASSIFY) {
+            if (b.label[e] < 0 || b.label[e] >= ns)
+                throw std::runtime_error("example " + std::to_string(e) + " has a label outside its candidates");
+        } else if (b.example_kind[e] == EXAMPLE_LM) {
+            if (ns != 1) throw std::runtime_error("example " + std::to_string(e) + " must have exactly one sequence");
+        } else {
+            throw std::runtime_error("example " + std::to_string(e) + " has an unknown kind");
+        }
+    }
+}
+
+void Engine::ensure_buffers(int N, int M) {
+    const ModelConfig& c = model_->config;
+    size_t C = (size_t)c.hidden, I = (size_t)c.intermediate;
+    size_t qd = (size_t)c.heads * c.head_dim, kvd = (size_t)c.kv_heads * c.head_dim;
+    size_t rows = (size_t)std::max(N, M);
+    // a, tmp: [N, C]; q, att: [N, qd]; k, v: [N, kvd] (or fused qkv [N, 3C]); m1, m2: [N, max(I, qd)]
+    size_t need = rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd));
+    if (need > act_capacity_) {
+        if (act_) backend_->release(act_);
+        act_ = static_cast<float*>(backend_->alloc(need * sizeof(float)));
+        act_capacity_ = need;
+    }
+    size_t hneed = (size_t)N * C;
+    if (hneed > h_capacity_) {
+        for (float*& h : hbuf_) {
+            if (h) backend_->release(h);
+            h = static_cast<float*>(backend_->alloc(hneed * sizeof(float)));
+        }
+        h_capacity_ = hneed;
+    }
+    size_t unit_need = 0;
+    for (const Unit& u : model_->units) {
+        size_t n = u.numel;
+        if (u.kind == UnitKind::Head && c.tied) n += (size_t)c.vocab * c.hidden;
+        unit_need = std::max(unit_need, n);
+    }
+    if (unit_need > unit_capacity_) {
+        if (zbuf_) backend_->release(zbuf_);
+        zbuf_ = static_cast<float*>(backend_->alloc(unit_need * sizeof(float)));
+        for (float*& w : wbuf_) {
+            if (w) backend_->release(w);
+            w = static_cast<float*>(backend_->alloc(unit_need * sizeof(float)));
+        }
+        unit_capacity_ = unit_need;
+    }
+}
+
+// Working copies of one unit's tensors per stream: the clean master for an
+// unperturbed stream, master + scale * z for a perturbed one. z is drawn once
+// per residency and shared by the streams. Keyed by role; a tied head gets the
+// embedding under "lm_head".
+void Engine::materialize(const Unit& unit, std::vector<Stream>& streams, int noise,
+                         std::vector<std::vector<const float*>>& out, PhaseTimes& times) {
+    const ModelConfig& c = model_->config;
+    std::vector<int> tensor_ids;
+    for (auto& kv : unit.roles) tensor_ids.push_back(kv.second);
+    if (unit.kind == UnitKind::Head && c.tied) tensor_ids.push_back(model_->units.front().find("tok"));
+
+    out.assign(streams.size(), {});
+    bool perturbed = false;
+    for (auto& s : streams) perturbed |= s.scale != 0.f;
+    if (perturbed) {
+        auto t0 = Clock::now();
+        size_t off = 0;
+        for (int ti : tensor_ids) {
+            const Tensor& t = model_->tensors[(size_t)ti];
+            backend_->noise_fill(zbuf_ + off, t.numel, streams[0].seed, t.id, noise, 0);
+            off += (t.numel + 15) / 16 * 16;
+        }
+        times.noise_ms += ms_since(t0);
+    }
+    for (size_t si = 0; si < streams.size(); si++) {
+        size_t off = 0;
+        for (int ti : tensor_ids) {
+            const Tensor& t = model_->tensors[(size_t)ti];
+            if (streams[si].scale == 0.f) {
+                out[si].push_back(t.master);
+            } else {
+                float* w = wbuf_[si] + off;
+                backend_->perturb(w, t.master, zbuf_ + off, streams[si].scale, t.numel);
+                out[si].push_back(w);
+            }
+            off += (t.numel + 15) / 16 * 16;
+        }
+    }
+}
+
+void Engine::block_forward(const Unit& unit, const std::vector<const float*>& w, float* h, const Prepared& p) {
+    const ModelConfig& c = model_->config;
+    Backend& be = *backend_;
+    const int N = p.N, C = c.hidden, I = c.intermediate, HD = c.head_dim;
+    const int qd = c.heads * HD, kvd = c.kv_heads * HD;
+    // Roles are iterated in map order by materialize(); index them the same way.
+    std::unordered_map<std::string, const float*> r;
+    std::unordered_map<std::string, bool> tr;
+    {
+        size_t i = 0;
+        for (auto& kv : unit.roles) {
+            r[kv.first] = w[i++];
+            tr[kv.first] = model_->tensors[(size_t)kv.second].transposed;
+        }
+    }
+    auto get = [&](const char* role) -> const float* {
+        auto it = r.find(role);
+        return it == r.end() ? nullptr : it->second;
+    };
+    auto norm = [&](float* out, const float* in, const char* wr, const char* br) {
+        if (c.norm == NormKind::RmsNorm)
+            be.rmsnorm(out, in, get(wr), N, C, c.norm_eps);
+        else
+            be.layernorm(out, in, get(wr), get(br), N, C, c.norm_eps);
+    };
+
+    size_t Cs = (size_t)N * C, Qs = (size_t)N * std::max(qd, C), Ks = (size_t)N * std::max(kvd, C);
+    float* a = act_;
+    float* tmp = a + Cs;
+    float* q = tmp + Cs;
+    float* att = q + Qs;
+    float* k = att + Qs;
+    float* v = k + Ks;
+    float* m1 = v + Ks;
+    float* m2 = m1 + (size_t)N * std::max(I, qd);
+
+    norm(a, h, "attn_norm_w", "attn_norm_b");
+    AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), c.sliding_window};
+    const float *qp, *kp, *vp;
+    if (get("qkv_w")) {
+        // The fused [N, 3C] projection spans the contiguous q, att and k buffers; attention reads
+        // it in place and writes into m1, which is free until the MLP.
+        float* qkv = q;
+        be.linear(qkv, a, get("qkv_w"), get("qkv_b"), N, C, 3 * C, tr["qkv_w"]);
+        qp = qkv;
+        kp = qkv + C;
+        vp = qkv + 2 * C;
+        s.ldq = s.ldk = s.ldv = 3 * C;
+        float* att2 = m1;
+        be.attention(att2, qp, kp, vp, s, p.seq_start.ptr, p.nseq);
+        be.linear(tmp, att2, get("o_w"), get("o_b"), N, qd, C, tr["o_w"]);
+    } else {
+        be.linear(q, a, get("q_w"), get("q_b"), N, C, qd, false);
+        be.linear(k, a, get("k_w"), get("k_b"), N, C, kvd, false);
+        be.linear(v, a, get("v_w"), get("v_b"), N, C, kvd, false);
+        if (c.rope_theta > 0.f) {
+            const float* inv = inv_freq_.data();
+            be.rope(q, qd, c.heads, HD, p.positions.ptr, N, inv);
+            be.rope(k, kvd, c.kv_heads, HD, p.positions.ptr, N, inv);
+        }
+        be.attention(att, q, k, v, s, p.seq_start.ptr, p.nseq);
+        be.linear(tmp, att, get("o_w"), get("o_b"), N, qd, C, false);
+    }
+    be.add(h, tmp, Cs);
+
+    norm(a, h, "mlp_norm_w", "mlp_norm_b");
+    if (get("gate_w")) {
+        be.linear(m1, a, get("gate_w"), get("gate_b"), N, C, I, false);
+        be.linear(m2, a, get("up_w"), get("up_b"), N, C, I, false);
+        be.gated_silu(m1, m2, (size_t)N * I);
+        be.linear(tmp, m1, get("down_w"), get("down_b"), N, I, C, false);
+    } else {
+        be.linear(m1, a, get("fc1_w"), get("fc1_b"), N, C, I, tr["fc1_w"]);
+        be.activation(m1, (size_t)N * I, (Act)c.activation);
+        be.linear(tmp, m1, get("fc2_w"), get("fc2_b"), N, I, C, tr["fc2_w"]);
+    }
+    be.add(h, tmp, Cs);
+}
+
+void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stream>& streams, int noise,
+                         const std::atomic<bool>* cancel, PhaseTimes& times) {
+    const ModelConfig& c = model_->config;
+    Backend& be = *backend_;
+    const int N = p.N, C = c.hidden;
+    (void)batch;
+
+    // Embeddings: only the rows in use are read, perturbed on the fly.
+    auto t0 = Clock::now();
+    const Unit& embed = model_->units.front();
+    const Tensor& tok = model_->tensors[(size_t)embed.find("tok")];
+    int pos_i = embed.find("pos");
+    const Tensor* pos = pos_i >= 0 ? &model_->tensors[(size_t)pos_i] : nullptr;
+    for (auto& s : streams) {
+        NoiseSpec tn{s.seed, tok.id, noise, s.scale};
+        NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
+        be.embed(s.h, tok.master, p.ids.ptr, N, C, tn, pos ? pos->master : nullptr, p.posidx.ptr, pn);
+    }
+    times.forward_ms += ms_since(t0);
+
+    std::vector<std::vector<const float*>> w;
+    for (size_t ui = 1; ui + 1 < model_->units.size(); ui++) {
+        check_cancel(cancel);
+        const Unit& unit = model_->units[ui];
+        materialize(unit, streams, noise, w, times);
+        auto tf = Clock::now();
+        for (size_t si = 0; si < streams.size(); si++) block_forward(unit, w[si], streams[si].h, p);
+        times.forward_ms += ms_since(tf);
+    }
+
+    check_cancel(cancel);
+    const Unit& head = model_->units.back();
+    materialize(head, streams, noise, w, times);
+    auto th = Clock::now();
+    for (size_t si = 0; si < streams.size(); si++) {
+        std::unordered_map<std::string, const float*> r;
+        size_t i = 0;
+        for (auto& kv : head.roles) r[kv.first] = w[si][i++];
+        if (c.tied) r["lm_head"] = w[si][i];
+        auto get = [&](const char* role) -> const float* {
+            auto it = r.find(role);
+            return it == r.end() ? nullptr : it->second;
+        };
+        float* x = act_;
+        float* xn = act_ + (size_t)p.M * C;
+        be.gather_rows(x, streams[si].h, p.rows.ptr, p.M, C);
+        if (c.norm == NormKind::RmsNorm)
+            be.rmsnorm(xn, x, get("norm_w"), p.M, C, c.norm_eps);
+        else
+            be.layernorm(xn, x, get("norm_w"), get("norm_b"), p.M, C, c.norm_eps);
+        float* lp = static_cast<float*>(be.alloc(sizeof(float) * (size_t)std::max(1, p.M)));
+        be.token_logprobs(lp, xn, get("lm_head"), p.targets.ptr, p.M, C, c.vocab);
+        streams[si].logprob.resize((size_t)p.M);
+        be.download(streams[si].logprob.data(), lp, sizeof(float) * (size_t)p.M);
+        be.release(lp);
+    }
+    be.synchronize();
+    times.head_ms += ms_since(th);
+}
+
+void Engine::losses(const Batch& b, const std::vector<float>& lp, std::vector<double>& example_loss,
+                    std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const {
+    int nseq = b.num_sequences();
+    cand.assign((size_t)nseq, 0.0);
+    std::vector<int32_t> seq_tokens((size_t)nseq);
+    size_t row = 0;
+    for (int s = 0; s < nseq; s++) {
+        int n = b.score_end[s] - b.score_start[s];
+        float sum = 0.f;
+        for (int i = 0; i < n; i++) sum += lp[row++];
+        cand[(size_t)s] = (double)(sum / (float)n);
+        seq_tokens[(size_t)s] = n;
+    }
+    int ne = b.num_examples();
+    example_loss.assign((size_t)ne, 0.0);
+    correct.assign((size_t)ne, -1);
+    scored.assign((size_t)ne, 0);
+    for (int e = 0; e < ne; e++) {
+        int s0 = b.example_start[e], s1 = b.example_start[e + 1];
+        for (int s = s0; s < s1; s++) scored[(size_t)e] += seq_tokens[(size_t)s];
+        if (b.example_kind[e] == EXAMPLE_LM) {
+            example_loss[(size_t)e] = -cand[(size_t)s0];
+        } else {
+            double mx = -INFINITY;
+            int best = -1;
+            for (int s = s0; s < s1; s++) {
+                if (cand[(size_t)s] > mx) {
+                    mx = cand[(size_t)s];
+                    best = s - s0;
+                }
+            }
+            double sum = 0;
+            for (int s = s0; s < s1; s++) sum += std::exp(cand[(size_t)s] - mx);
+            example_loss[(size_t)e] = mx + std::log(sum) - cand[(size_t)(s0 + b.label[e])];
+            correct[(size_t)e] = best == b.label[e] ? 1 : 0;
+        }
+    }
+}
+
+namespace {
+double mean(const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return v.empty() ? 0.0 : s / (double)v.size();
+}
+}  // namespace
+
+void Engine::prepare(const Batch& batch, Prepared& p) const {
+    const ModelConfig& c = model_->config;
+    p.N = batch.num_tokens();
+    p.nseq = batch.num_sequences();
+    std::vector<int32_t> posidx((size_t)p.N), positions((size_t)p.N), rows, targets;
+    for (int s = 0; s < p.nseq; s++) {
+        int st = batch.seq_start[s], T = batch.seq_start[s + 1] - st;
+        for (int t = 0; t < T; t++) {
+            positions[(size_t)(st + t)] = t;
+            posidx[(size_t)(st + t)] = t + c.position_offset;
+        }
+        // Token t of the span is predicted by the hidden state at t - 1.
+        for (int t = batch.score_start[s]; t < batch.score_end[s]; t++) {
+            rows.push_back(st + t - 1);
+            targets.push_back(batch.tokens[(size_t)(st + t)]);
+        }
+    }
+    p.M = (int)rows.size();
+    Backend* be = backend_.get();
+    p.ids.assign(be, batch.tokens);
+    p.posidx.assign(be, posidx);
+    p.positions.assign(be, positions);
+    p.seq_start.assign(be, batch.seq_start);
+    p.rows.assign(be, rows);
+    p.targets.assign(be, targets);
+}
+
+StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel) {
+    auto t_start = Clock::now();
+    validate(batch);
+    if (params.q < 1) throw std::runtime_error("q must be at least 1");
+    if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");
+    Prepared prep;
+    prepare(batch, prep);
+    ensure_buffers(prep.N, prep.M);
+
+    StepResult res;
+    for (int j = 0; j < params.q; j++) {
+        uint64_t seed = step_seed(params.run_seed, params.step, (uint64_t)j);
+        std::vector<Stream> streams = {{seed, params.eps, hbuf_[0], {}}, {seed, -params.eps, hbuf_[1], {}}};
+        run_forward(batch, prep, streams, params.noise, cancel, res.times);
+        std::vector<double> lplus, lminus, cand;
+        std::vector<int32_t> corr, scored;
+        losses(batch, streams[0].logprob, lplus, corr, cand, scored);
+        losses(batch, streams[1].logprob, lminus, corr, cand, scored);
+        double Lp = mean(lplus), Lm = mean(lminus);
+        double g = (Lp - Lm) / (2.0 * (double)params.eps);
+        res.seeds.push_back(seed);
+        res.loss_plus.push_back(Lp);
+        res.loss_minus.push_back(Lm);
+        res.projected_grad.push_back(g);
+        if (!std::isfinite(Lp) || !std::isfinite(Lm) || !std::isfinite(g)) res.skipped = true;
+        res.loss += (Lp + Lm) / 2.0 / params.q;
+    }
+    check_cancel(cancel);
+
+    if (!res.skipped) {
+        auto tu = Clock::now();
+        std::vector<UpdateTerm> terms;
+        for (int j = 0; j < params.q; j++)
+            terms.push_back({res.seeds[(size_t)j], (float)((double)params.lr * res.projected_grad[(size_t)j] / params.q)});
+        float decay = params.lr * params.weight_decay;
+        for (const Tensor& t : model_->tensors) {
+            if (!t.master) continue;
+            backend_->zo_update(t.master, t.numel, t.id, params.noise, terms.data(), (int)terms.size(),
+                                t.decay ? decay : 0.0f);
+        }
+        backend_->synchronize();
+        res.times.update_ms += ms_since(tu);
+    }
+    res.times.total_ms = ms_since(t_start);
+    return res;
+}
+
+ScoreResult Engine::score(const Batch& batch, const std::atomic<bool>* cancel) {
+    auto t_start = Clock::now();
+    validate(batch);
+    Prepared prep;
+    prepare(batch, prep);
+    ensure_buffers(prep.N, prep.M);
+    std::vector<Stream> streams = {{0, 0.f, hbuf_[0], {}}};
+    ScoreResult res;
+    run_forward(batch, prep, streams, 0, cancel, res.times);
+    losses(batch, streams[0].logprob, res.example_loss, res.correct, res.candidate_scores, res.scored_tokens);
+    res.token_logprobs = std::move(streams[0].logprob);
+    res.loss = mean(res.example_loss);
+    res.times.total_ms = ms_since(t_start);
+    return res;
+}
+
+}  // namespace spw
