@@ -1,0 +1,369 @@
+// `spillway`: train, score and inspect from a terminal. Training and scoring
+// run in an engine host process; this process only parses, prints and relays.
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import type { TaskTemplate } from '../data/index.js';
+import { formatInspect, inspectModel } from '../model/index.js';
+import { packageRoot } from '../engine/native.js';
+import { startEngineJob } from '../engine/runner.js';
+import type { ScoreOptions } from '../engine/score.js';
+import { TRAIN_DEFAULTS } from '../engine/trainer.js';
+import type { TrainEvent, TrainOptions } from '../engine/trainer.js';
+import { ProgressLine } from './progress.js';
+
+const USAGE = `spillway — zeroth-order fine-tuning of language models larger than the GPU
+
+Usage:
+  spillway train [options]        fine-tune with MeZO (no options: the embedded demo)
+  spillway score --model M --data D [--task T] [--json]
+                                  per-example loss and accuracy, no training
+  spillway inspect <model> [--json]
+                                  architecture, parameters, dtype, size, support
+  spillway help
+
+Train options:
+  --model PATH          Hugging Face model folder or HF cache entry (models--org--name)
+  --data FILE           training data (.jsonl, .csv, .parquet)
+  --eval-data FILE      held-out data (default: --eval-fraction of --data)
+  --eval-fraction F     fraction of --data held out when no --eval-data (default 0.1)
+  --task T              sst2 | rte | classify | text | completion (default sst2)
+  --label-words W       classify: label words as JSON ('[" bad"," good"]') or comma-separated
+  --label-map M         classify: JSON object from dataset label to label-word index
+  --prompt P            classify: prompt with {text} (default "{text} It was")
+  --steps N             steps (default 1000)          --batch-size N   (default 16)
+  --lr X                learning rate (default 1e-6)  --eps X          (default 1e-3)
+  --weight-decay X      (default 0)                   --q N            perturbations per step (default 1)
+  --schedule S          constant | linear | cosine    --warmup N       warm-up steps (default 0)
+  --noise K             gaussian | rademacher         --seed N         (default 0)
+  --eval-every N        evaluate every N steps (default: start and end only)
+  --eval-max N          at most N held-out examples per evaluation
+  --max-length N        truncate sequences to N tokens
+  --threads N           CPU threads (default: all cores)
+  --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
+  --no-zero-shot        skip the evaluation before the first step
+  --json                one JSON object per line: start, step, eval, done, error
+`;
+
+function fail(message: string, json: boolean): never {
+  if (json) process.stdout.write(JSON.stringify({ type: 'error', message }) + '\n');
+  else process.stderr.write(`spillway: ${message}\n`);
+  process.exit(1);
+}
+
+function num(v: string | undefined, name: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`--${name} expects a number, got "${v}"`);
+  return n;
+}
+
+function parseLabelWords(v: string): string[] {
+  const t = v.trim();
+  if (t.startsWith('[')) {
+    const parsed = JSON.parse(t) as unknown;
+    if (!Array.isArray(parsed) || !parsed.every((x) => typeof x === 'string')) throw new Error('--label-words must be a JSON array of strings');
+    return parsed as string[];
+  }
+  return v.split(',');
+}
+
+export function buildTask(kind: string, v: Record<string, string | boolean | undefined>): TaskTemplate {
+  const labelWords = typeof v['label-words'] === 'string' ? parseLabelWords(v['label-words']) : undefined;
+  switch (kind) {
+    case 'sst2':
+      return { kind: 'sst2', ...(labelWords ? { labelWords } : {}) };
+    case 'rte':
+      return { kind: 'rte', ...(labelWords ? { labelWords } : {}) };
+    case 'classify': {
+      if (!labelWords) throw new Error('--task classify needs --label-words');
+      const labelMap = typeof v['label-map'] === 'string' ? (JSON.parse(v['label-map']) as Record<string, number>) : undefined;
+      const prompt = typeof v.prompt === 'string' ? v.prompt : undefined;
+      return { kind: 'classify', labelWords, ...(labelMap ? { labelMap } : {}), ...(prompt ? { prompt } : {}) };
+    }
+    case 'text':
+      return { kind: 'text' };
+    case 'completion':
+      return { kind: 'completion' };
+    default:
+      throw new Error(`unknown task "${kind}" (sst2, rte, classify, text, completion)`);
+  }
+}
+
+interface DemoSpec {
+  model: string;
+  data: { train: string; eval: string };
+  task: { template: string; labelWords?: string[] };
+  steps: number;
+  batchSize: number;
+  lr: number;
+  eps: number;
+  evalEvery: number;
+  seed: number;
+  evalMax?: number;
+}
+
+export function demoOptions(): TrainOptions {
+  const res = join(packageRoot(), 'resources');
+  const demo = JSON.parse(readFileSync(join(res, 'demo.json'), 'utf8')) as DemoSpec;
+  return {
+    ...TRAIN_DEFAULTS,
+    model: join(res, demo.model),
+    train: join(res, demo.data.train),
+    eval: join(res, demo.data.eval),
+    task: buildTask(demo.task.template, { 'label-words': demo.task.labelWords ? JSON.stringify(demo.task.labelWords) : undefined }),
+    steps: demo.steps,
+    batchSize: demo.batchSize,
+    lr: demo.lr,
+    eps: demo.eps,
+    evalEvery: demo.evalEvery,
+    seed: demo.seed,
+    evalMax: demo.evalMax ?? 0,
+  };
+}
+
+const TRAIN_FLAGS = {
+  model: { type: 'string' },
+  data: { type: 'string' },
+  'eval-data': { type: 'string' },
+  'eval-fraction': { type: 'string' },
+  task: { type: 'string' },
+  'label-words': { type: 'string' },
+  'label-map': { type: 'string' },
+  prompt: { type: 'string' },
+  steps: { type: 'string' },
+  'batch-size': { type: 'string' },
+  lr: { type: 'string' },
+  eps: { type: 'string' },
+  'weight-decay': { type: 'string' },
+  q: { type: 'string' },
+  schedule: { type: 'string' },
+  warmup: { type: 'string' },
+  noise: { type: 'string' },
+  seed: { type: 'string' },
+  'eval-every': { type: 'string' },
+  'eval-max': { type: 'string' },
+  'max-length': { type: 'string' },
+  threads: { type: 'string' },
+  out: { type: 'string' },
+  'no-zero-shot': { type: 'boolean' },
+  json: { type: 'boolean' },
+} as const;
+
+export function trainOptionsFromArgs(v: Record<string, string | boolean | undefined>): TrainOptions {
+  const anyModelFlag = v.model !== undefined || v.data !== undefined;
+  let base: TrainOptions;
+  if (!anyModelFlag) {
+    base = demoOptions();
+  } else {
+    if (typeof v.model !== 'string') throw new Error('--model is required with --data');
+    if (typeof v.data !== 'string') throw new Error('--data is required with --model');
+    base = {
+      ...TRAIN_DEFAULTS,
+      model: resolve(v.model),
+      train: resolve(v.data),
+      task: buildTask(typeof v.task === 'string' ? v.task : 'sst2', v),
+    };
+  }
+  if (anyModelFlag && typeof v['eval-data'] === 'string') base.eval = resolve(v['eval-data']);
+  if (!anyModelFlag && typeof v.task === 'string') base.task = buildTask(v.task, v);
+  const s = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const o: TrainOptions = {
+    ...base,
+    evalFraction: num(s('eval-fraction'), 'eval-fraction', base.evalFraction),
+    steps: num(s('steps'), 'steps', base.steps),
+    batchSize: num(s('batch-size'), 'batch-size', base.batchSize),
+    lr: num(s('lr'), 'lr', base.lr),
+    eps: num(s('eps'), 'eps', base.eps),
+    weightDecay: num(s('weight-decay'), 'weight-decay', base.weightDecay),
+    q: num(s('q'), 'q', base.q),
+    schedule: (s('schedule') ?? base.schedule) as TrainOptions['schedule'],
+    warmupSteps: num(s('warmup'), 'warmup', base.warmupSteps),
+    noise: (s('noise') ?? base.noise) as TrainOptions['noise'],
+    seed: num(s('seed'), 'seed', base.seed),
+    evalEvery: num(s('eval-every'), 'eval-every', base.evalEvery),
+    evalMax: num(s('eval-max'), 'eval-max', base.evalMax),
+    threads: num(s('threads'), 'threads', base.threads),
+    maxLength: s('max-length') !== undefined ? num(s('max-length'), 'max-length', 0) : base.maxLength,
+    out: s('out') !== undefined ? resolve(s('out') as string) : base.out,
+    zeroShot: v['no-zero-shot'] ? false : base.zeroShot,
+  };
+  return o;
+}
+
+function pct(x: number | null | undefined): string {
+  return x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`;
+}
+
+async function cmdTrain(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: TRAIN_FLAGS, allowPositionals: false });
+  const json = values.json === true;
+  let options: TrainOptions;
+  try {
+    options = trainOptionsFromArgs(values);
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+  const isDemo = values.model === undefined && values.data === undefined;
+  const progress = new ProgressLine(process.stderr, !json && process.stderr.isTTY === true);
+  let zeroShot: number | null = null;
+  let lastEval: number | null = null;
+  const onEvent = (raw: unknown) => {
+    const e = raw as TrainEvent;
+    if (json) {
+      if (e.type !== 'log') process.stdout.write(JSON.stringify(e) + '\n');
+      return;
+    }
+    switch (e.type) {
+      case 'log':
+        progress.log(e.message);
+        break;
+      case 'start':
+        progress.log(
+          `${isDemo ? 'demo: ' : ''}${e.model} (${e.architecture}, ${(e.parameters / 1e6).toFixed(2)}M parameters) on ${e.backend} × ${e.threads} threads; ` +
+            `${e.train_examples} training / ${e.eval_examples} held-out examples; ${e.steps} steps of batch ${e.batch_size}`,
+        );
+        progress.total = e.steps;
+        break;
+      case 'eval':
+        if (e.step === 0) {
+          zeroShot = e.accuracy;
+          progress.log(`zero-shot (before training): held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+        } else {
+          lastEval = e.accuracy;
+          progress.log(`step ${e.step}: held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+        }
+        break;
+      case 'step':
+        progress.update(e.step, `loss ${e.loss.toFixed(4)}  ${e.step_ms.toFixed(0)} ms/step  ${Math.round(e.tokens_per_s)} tok/s`);
+        break;
+      case 'done': {
+        progress.finish();
+        const lift = zeroShot !== null && lastEval !== null ? ` (${((lastEval - zeroShot) * 100 >= 0 ? '+' : '')}${((lastEval - zeroShot) * 100).toFixed(1)} points)` : '';
+        process.stderr.write(
+          `${e.status === 'completed' ? 'done' : 'stopped'}: ${e.steps} steps in ${e.wall_s.toFixed(1)} s; ` +
+            `held-out accuracy ${pct(zeroShot)} → ${pct(e.eval?.accuracy)}${lift}` +
+            (e.skipped_steps ? `; ${e.skipped_steps} steps skipped (non-finite)` : '') +
+            (e.out ? `\nsaved to ${e.out}` : '') +
+            '\n',
+        );
+        break;
+      }
+    }
+  };
+  const job = startEngineJob({ type: 'train', options }, onEvent);
+  let interrupted = 0;
+  process.on('SIGINT', () => {
+    interrupted++;
+    if (interrupted === 1) {
+      progress.log('stopping after the current step (Ctrl-C again to kill)…');
+      job.stop();
+    } else {
+      job.kill('SIGKILL');
+    }
+  });
+  try {
+    await job.done;
+    return 0;
+  } catch (e) {
+    progress.finish();
+    fail((e as Error).message, json);
+  }
+}
+
+async function cmdScore(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      data: { type: 'string' },
+      task: { type: 'string' },
+      'label-words': { type: 'string' },
+      'label-map': { type: 'string' },
+      prompt: { type: 'string' },
+      threads: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'max-length': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
+  const json = values.json === true;
+  let options: ScoreOptions;
+  try {
+    if (!values.model || !values.data) throw new Error('score needs --model and --data');
+    options = {
+      model: resolve(values.model),
+      data: resolve(values.data),
+      task: buildTask(values.task ?? 'sst2', values),
+      threads: num(values.threads, 'threads', 0),
+      batchSize: num(values['batch-size'], 'batch-size', 16),
+      maxLength: values['max-length'] !== undefined ? num(values['max-length'], 'max-length', 0) : undefined,
+    };
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+  const onEvent = (raw: unknown) => {
+    const e = raw as { type: string } & Record<string, unknown>;
+    if (e.type === 'log') {
+      if (!json) process.stderr.write(`${String(e.message)}\n`);
+      return;
+    }
+    if (e.type === 'start') return;
+    if (json) {
+      process.stdout.write(JSON.stringify(e) + '\n');
+    } else if (e.type === 'example') {
+      const c = e.correct === null ? '' : e.correct ? '  correct' : '  wrong';
+      process.stdout.write(`${String(e.source)}  loss ${(e.loss as number).toFixed(4)}${c}\n`);
+    } else if (e.type === 'summary') {
+      process.stdout.write(`${String(e.examples)} examples: mean loss ${(e.loss as number).toFixed(4)}, accuracy ${pct(e.accuracy as number | null)}\n`);
+    }
+  };
+  const job = startEngineJob({ type: 'score', options }, onEvent);
+  try {
+    await job.done;
+    return 0;
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+}
+
+async function cmdInspect(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true });
+  const json = values.json === true;
+  if (positionals.length !== 1) fail('inspect needs exactly one model path', json);
+  try {
+    const report = await inspectModel(resolve(positionals[0]));
+    process.stdout.write(json ? JSON.stringify(report) + '\n' : formatInspect(report) + '\n');
+    return 0;
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'train':
+        return await cmdTrain(rest);
+      case 'score':
+        return await cmdScore(rest);
+      case 'inspect':
+        return await cmdInspect(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return cmd === undefined ? 1 : 0;
+      default:
+        process.stderr.write(`spillway: unknown command "${cmd}"\n\n${USAGE}`);
+        return 1;
+    }
+  } catch (e) {
+    // parseArgs rejects unknown flags here.
+    process.stderr.write(`spillway: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
