@@ -1,0 +1,142 @@
+// The `spillway` command as a person runs it: real child processes, real files.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { readSafetensorsHeader } from '../../electron/model/index.js';
+import { FIXTURE_MODELS, ROOT } from '../helpers/engine.js';
+import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
+
+const run = promisify(execFile);
+const BIN = join(ROOT, 'bin', 'spillway.js');
+
+async function spillway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2' }, maxBuffer: 64 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+const lines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+let work: string;
+let model: string;
+const train = join(DEMO_DATA, 'sentiment-demo', 'train.jsonl');
+const evalData = join(DEMO_DATA, 'sentiment-demo', 'eval.jsonl');
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'spw-cli-'));
+  model = await makeTinyLlama(join(work, 'tiny'));
+});
+
+describe('spillway inspect', () => {
+  it('reports architecture, parameter count and dtype of a checkpoint', async () => {
+    const r = await spillway(['inspect', join(FIXTURE_MODELS, 'gpt2-tiny'), '--json']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(JSON.stringify(report)).toContain('GPT2LMHeadModel');
+    const header = await readSafetensorsHeader(join(FIXTURE_MODELS, 'gpt2-tiny', 'model.safetensors'));
+    const total = header.tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+    expect(report.parameters ?? report.parameterCount).toBe(total);
+    const human = await spillway(['inspect', join(FIXTURE_MODELS, 'gpt2-tiny')]);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/GPT2LMHeadModel/);
+  });
+
+  it('names an unsupported architecture and the supported list', async () => {
+    const dir = join(work, 'bert');
+    await makeTinyLlama(dir);
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, architectures: ['BertForMaskedLM'], model_type: 'bert' }));
+    const r = await spillway(['inspect', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/BertForMaskedLM/);
+    expect(r.stderr).toMatch(/LlamaForCausalLM/);
+  });
+});
+
+describe('spillway train', () => {
+  it('streams start, eval, step and done events as JSON lines and saves the model', async () => {
+    const out = join(work, 'tuned');
+    const r = await spillway([
+      'train', '--model', model, '--data', train, '--eval-data', evalData, '--eval-max', '16',
+      '--steps', '4', '--batch-size', '4', '--lr', '1e-3', '--seed', '5', '--json', '--out', out,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const ev = lines(r.stdout);
+    expect(ev.map((e) => e.type)).toEqual(['start', 'eval', 'step', 'step', 'step', 'step', 'eval', 'done']);
+    const steps = ev.filter((e) => e.type === 'step');
+    for (const [i, s] of steps.entries()) {
+      expect(s.step).toBe(i + 1);
+      for (const k of ['loss', 'loss_plus', 'loss_minus', 'projected_grad', 'lr', 'step_ms', 'tokens_per_s']) {
+        expect(typeof s[k], k).toBe('number');
+      }
+      expect(s.loss as number).toBeCloseTo(((s.loss_plus as number) + (s.loss_minus as number)) / 2, 9);
+    }
+    const evals = ev.filter((e) => e.type === 'eval');
+    expect(evals[0].step).toBe(0);
+    expect(evals[1].step).toBe(4);
+    expect(evals[0].accuracy as number).toBeGreaterThanOrEqual(0);
+    expect(evals[0].accuracy as number).toBeLessThanOrEqual(1);
+    const done = ev.at(-1) as Record<string, unknown>;
+    expect(done.status).toBe('completed');
+    expect(done.out).toBe(out);
+    expect(readFileSync(join(out, 'seedlog.jsonl'), 'utf8').trim().split('\n')).toHaveLength(4);
+    expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
+  });
+
+  it('gives the same losses for the same seed and different ones for another', async () => {
+    const args = (seed: string) => ['train', '--model', model, '--data', train, '--eval-fraction', '0', '--no-zero-shot', '--steps', '3', '--batch-size', '4', '--lr', '1e-3', '--seed', seed, '--json'];
+    const losses = async (seed: string) => lines((await spillway(args(seed))).stdout).filter((e) => e.type === 'step').map((e) => e.loss);
+    const a = await losses('11');
+    const b = await losses('11');
+    const c = await losses('12');
+    expect(a).toHaveLength(3);
+    expect(a).toEqual(b);
+    expect(a).not.toEqual(c);
+  });
+
+  it('names the file, line and field of a bad row and saves nothing', async () => {
+    const bad = join(work, 'bad.jsonl');
+    writeFileSync(bad, '{"sentence": "fine film", "label": 1}\n{"sentence": "no label here"}\n');
+    const out = join(work, 'never');
+    const r = await spillway(['train', '--model', model, '--data', bad, '--steps', '2', '--out', out, '--json']);
+    expect(r.code).toBe(1);
+    const err = lines(r.stdout).find((e) => e.type === 'error');
+    expect(err?.message).toMatch(/bad\.jsonl:2/);
+    expect(err?.message).toMatch(/label/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('refuses bad flags with a clear message', async () => {
+    const r = await spillway(['train', '--model', model, '--data', train, '--steps', 'many']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--steps expects a number/);
+    const unknown = await spillway(['train', '--frobnicate']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/frobnicate/);
+  });
+});
+
+describe('spillway score', () => {
+  it('prints per-example loss and accuracy without training', async () => {
+    const r = await spillway(['score', '--model', model, '--data', evalData, '--task', 'sst2', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const ev = lines(r.stdout);
+    const rows = readFileSync(evalData, 'utf8').trim().split('\n').length;
+    const examples = ev.filter((e) => e.type === 'example');
+    expect(examples).toHaveLength(rows);
+    const summary = ev.find((e) => e.type === 'summary') as Record<string, number>;
+    const meanLoss = examples.reduce((s, e) => s + (e.loss as number), 0) / rows;
+    expect(summary.loss).toBeCloseTo(meanLoss, 9);
+    const acc = examples.filter((e) => e.correct === true).length / rows;
+    expect(summary.accuracy).toBeCloseTo(acc, 12);
+    expect(examples[0].source).toMatch(/eval\.jsonl:1$/);
+  });
+});

@@ -1,0 +1,62 @@
+// The native loader re-checks what the TypeScript side already validated: a spec
+// that points outside its file, or whose byte count disagrees with its shape, is
+// a clear error and never a crash.
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { engineSpec } from '../../electron/engine/spec.js';
+import { loadNative } from '../../electron/engine/native.js';
+import { loadModelInfo } from '../../electron/model/index.js';
+import type { ModelInfo } from '../../electron/model/index.js';
+import { FIXTURE_MODELS } from '../helpers/engine.js';
+
+async function specWith(mutate: (info: ModelInfo) => void): Promise<unknown> {
+  const info = await loadModelInfo(join(FIXTURE_MODELS, 'llama-tiny'));
+  mutate(info);
+  return engineSpec(info);
+}
+
+describe('the native loader', () => {
+  const Engine = loadNative().Engine;
+
+  it('refuses a tensor lying outside its file', async () => {
+    const spec = await specWith((info) => {
+      info.units[1].tensors.q_w.offset += 1 << 30;
+    });
+    await expect(new Engine({ threads: 1 }).load(spec)).rejects.toThrow(/lies outside .*model\.safetensors/);
+  });
+
+  it('refuses a byte count that does not match the shape', async () => {
+    const spec = await specWith((info) => {
+      info.units[1].tensors.q_w.nbytes -= 4;
+    });
+    await expect(new Engine({ threads: 1 }).load(spec)).rejects.toThrow(/do not match its shape/);
+  });
+
+  it('refuses a missing file', async () => {
+    const spec = await specWith((info) => {
+      info.units[0].tensors.tok.file = '/nonexistent/model.safetensors';
+    });
+    await expect(new Engine({ threads: 1 }).load(spec)).rejects.toThrow(/cannot open \/nonexistent\/model\.safetensors/);
+  });
+
+  it('refuses a malformed spec with a type error, not a crash', () => {
+    expect(() => new Engine({ threads: 1 }).load({ config: {}, units: [] })).toThrow(/missing field 'family'/);
+    expect(() => new Engine({ threads: 1 }).load(42)).toThrow(/model spec/);
+  });
+
+  it('refuses to step before a model is loaded', () => {
+    expect(() => new Engine({ threads: 1 }).info()).not.toThrow();
+    expect(() =>
+      new Engine({ threads: 1 }).score({
+        tokens: new Int32Array(2),
+        seqStart: new Int32Array([0, 2]),
+        scoreStart: new Int32Array([1]),
+        scoreEnd: new Int32Array([2]),
+        exampleStart: new Int32Array([0, 1]),
+        exampleKind: new Int32Array([0]),
+        label: new Int32Array([-1]),
+      }),
+    ).toThrow(/no model loaded/);
+  });
+});
