@@ -55,6 +55,7 @@ export interface NativeScoreResult {
 
 export interface NativeEngineInfo {
   backend?: string;
+  device?: string;
   threads?: number;
   parameters?: number;
   tensors?: number;
@@ -71,8 +72,16 @@ export interface NativeEngine {
   info(): NativeEngineInfo;
 }
 
+export interface CudaReport {
+  /** 'ok', 'CUDA not compiled in' or 'no device'. */
+  state: string;
+  [key: string]: unknown;
+}
+
 export interface NativeAddon {
-  Engine: new (options: { threads: number }) => NativeEngine;
+  /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
+  Engine: new (options: { threads: number; device?: string }) => NativeEngine;
+  cudaDevices(): CudaReport;
   noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string }): Float32Array;
   fnv1a32(name: string): number;
   stepSeed(runSeed: bigint | number, step: number, j: number): bigint;

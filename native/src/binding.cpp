@@ -240,10 +240,17 @@ public:
     }
 
     explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+        Napi::Env env = info.Env();
         threads_ = 1;
         if (info.Length() > 0 && info[0].IsObject()) {
-            Napi::Value t = info[0].As<Napi::Object>().Get("threads");
+            Napi::Object o = info[0].As<Napi::Object>();
+            Napi::Value t = o.Get("threads");
             if (t.IsNumber()) threads_ = std::max(1, t.As<Napi::Number>().Int32Value());
+            Napi::Value d = o.Get("device");
+            if (!d.IsUndefined() && !d.IsNull()) {
+                if (!d.IsString()) throw_type(env, "device must be 'cpu', 'cuda' or 'cuda:N'");
+                parse_device(env, d.As<Napi::String>().Utf8Value());
+            }
         }
     }
 
@@ -258,6 +265,36 @@ private:
         if (!engine_) throw Napi::Error::New(env, "no model loaded");
     }
 
+    // 'cpu' (default), 'cuda' (device 0) or 'cuda:N'. CUDA must be compiled in and the device present.
+    void parse_device(Napi::Env env, const std::string& d) {
+        if (d == "cpu") {
+            cuda_device_ = -1;
+            return;
+        }
+        int index = 0;
+        if (d.rfind("cuda:", 0) == 0) {
+            std::string n = d.substr(5);
+            if (n.empty() || n.size() > 6 || n.find_first_not_of("0123456789") != std::string::npos)
+                throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
+            index = std::stoi(n);
+        } else if (d != "cuda") {
+            throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
+        }
+        CudaReport r = cuda_report();
+        if (!r.compiled)
+            throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend "
+                                        "(CUDA not compiled in: nvcc was not found when it was built)");
+        if (r.state != "ok")
+            throw Napi::Error::New(env, "device '" + d + "' asked for, but CUDA reports " + r.state +
+                                            (r.detail.empty() ? "" : " (" + r.detail + ")"));
+        if (index >= (int)r.devices.size())
+            throw Napi::Error::New(env, "device '" + d + "' asked for, but there " +
+                                            (r.devices.size() == 1 ? std::string("is 1 CUDA device")
+                                                                   : "are " + std::to_string(r.devices.size()) +
+                                                                         " CUDA devices"));
+        cuda_device_ = index;
+    }
+
     Napi::Value Load(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
@@ -265,10 +302,11 @@ private:
         claim(env);
         engine_.reset();
         int threads = threads_;
+        int cuda_device = cuda_device_;
         auto* self = this;
         auto* job = new Job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads]() {
+            [model, threads, cuda_device]() {
                 model_load_masters(*model, nullptr);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
@@ -279,7 +317,12 @@ private:
                     for (auto& kv : u.roles) u.numel += owned->tensors[(size_t)kv.second].numel;
                 }
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
-                return std::make_shared<Engine>(make_cpu_backend(threads), std::move(owned));
+                std::unique_ptr<Backend> backend;
+#ifdef SPW_WITH_CUDA
+                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
+#endif
+                if (!backend) backend = make_cpu_backend(threads);
+                return std::make_shared<Engine>(std::move(backend), std::move(owned));
             },
             [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
                 self->engine_ = e;
@@ -388,7 +431,11 @@ private:
         const Tensor* t = engine_->model().tensor(info[0].As<Napi::String>().Utf8Value());
         if (!t) throw Napi::Error::New(env, "no tensor named " + info[0].As<Napi::String>().Utf8Value());
         Napi::Float32Array out = Napi::Float32Array::New(env, t->numel);
-        std::memcpy(out.Data(), t->master, t->numel * sizeof(float));
+        try {
+            engine_->read_tensor(*t, out.Data());
+        } catch (const std::exception& e) {
+            throw Napi::Error::New(env, e.what());
+        }
         return out;
     }
 
@@ -396,6 +443,7 @@ private:
         Napi::Object o = Napi::Object::New(env);
         if (!engine_) return o;
         o.Set("backend", engine_->backend().name());
+        o.Set("device", cuda_device_ >= 0 ? "cuda:" + std::to_string(cuda_device_) : std::string("cpu"));
         o.Set("threads", engine_->backend().threads());
         o.Set("parameters", (double)engine_->model().parameter_count);
         o.Set("tensors", (double)engine_->model().tensors.size());
@@ -409,6 +457,7 @@ private:
     std::atomic<bool> busy_{false};
     std::atomic<bool> cancel_{false};
     int threads_ = 1;
+    int cuda_device_ = -1;  // -1: the CPU backend
 };
 
 Napi::Value Noise(const Napi::CallbackInfo& info) {
@@ -447,7 +496,38 @@ Napi::Value Philox(const Napi::CallbackInfo& info) {
     return out;
 }
 
+// {compiled, state: 'ok' | 'CUDA not compiled in' | 'no device', detail, driverVersion, runtimeVersion,
+//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors}]}
+Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CudaReport r = cuda_report();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("compiled", r.compiled);
+    o.Set("state", r.state);
+    o.Set("detail", r.detail);
+    o.Set("driverVersion", r.driver_version);
+    o.Set("runtimeVersion", r.runtime_version);
+    Napi::Array devs = Napi::Array::New(env, r.devices.size());
+    for (size_t i = 0; i < r.devices.size(); i++) {
+        const CudaDeviceInfo& d = r.devices[i];
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("index", d.index);
+        x.Set("name", d.name);
+        x.Set("totalBytes", (double)d.total_bytes);
+        if (d.free_bytes >= 0)
+            x.Set("freeBytes", (double)d.free_bytes);
+        else
+            x.Set("freeBytes", env.Null());
+        x.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
+        x.Set("multiprocessors", d.multiprocessors);
+        devs.Set((uint32_t)i, x);
+    }
+    o.Set("devices", devs);
+    return o;
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+    exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
     exports.Set("Engine", EngineWrap::Init(env));
     exports.Set("noise", Napi::Function::New(env, Noise));
     exports.Set("fnv1a32", Napi::Function::New(env, Fnv));

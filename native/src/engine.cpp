@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <unordered_map>
 
 #include "spillway/noise.h"
@@ -55,9 +56,53 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model)
         for (int i = 0; i < half; i++)
             inv_freq_[(size_t)i] = 1.0f / powf(c.rope_theta, (float)(2 * i) / (float)c.head_dim);
     }
+    resident_ = !backend_->host_addressable();
+    try {
+        if (!inv_freq_.empty()) {
+            if (resident_) {
+                inv_freq_dev_ = static_cast<float*>(backend_->alloc(inv_freq_.size() * sizeof(float)));
+                backend_->upload(inv_freq_dev_, inv_freq_.data(), inv_freq_.size() * sizeof(float));
+            } else {
+                inv_freq_dev_ = inv_freq_.data();
+            }
+        }
+        // All resident: every master is uploaded once; kernels and updates use the device copies.
+        for (Tensor& t : model_->tensors) {
+            if (!t.master) continue;
+            if (!resident_) {
+                t.device = t.master;
+                continue;
+            }
+            t.device = static_cast<float*>(backend_->alloc(std::max<size_t>(t.numel, 1) * sizeof(float)));
+            backend_->upload(t.device, t.master, t.numel * sizeof(float));
+        }
+    } catch (...) {
+        release_resident();
+        throw;
+    }
+}
+
+void Engine::release_resident() {
+    if (!resident_) return;
+    for (Tensor& t : model_->tensors) {
+        if (t.device && t.device != t.master) backend_->release(t.device);
+        t.device = nullptr;
+    }
+    if (inv_freq_dev_) backend_->release(inv_freq_dev_);
+    inv_freq_dev_ = nullptr;
+}
+
+void Engine::read_tensor(const Tensor& t, float* out) {
+    const float* src = t.device ? t.device : t.master;
+    if (!src) throw std::runtime_error("tensor " + t.name + " is not loaded");
+    if (src == t.master)
+        std::memcpy(out, src, t.numel * sizeof(float));
+    else
+        backend_->download(out, src, t.numel * sizeof(float));
 }
 
 Engine::~Engine() {
+    release_resident();
     if (zbuf_) backend_->release(zbuf_);
     for (float* w : wbuf_)
         if (w) backend_->release(w);
@@ -171,10 +216,10 @@ void Engine::materialize(const Unit& unit, std::vector<Stream>& streams, int noi
         for (int ti : tensor_ids) {
             const Tensor& t = model_->tensors[(size_t)ti];
             if (streams[si].scale == 0.f) {
-                out[si].push_back(t.master);
+                out[si].push_back(t.device);
             } else {
                 float* w = wbuf_[si] + off;
-                backend_->perturb(w, t.master, zbuf_ + off, streams[si].scale, t.numel);
+                backend_->perturb(w, t.device, zbuf_ + off, streams[si].scale, t.numel);
                 out[si].push_back(w);
             }
             off += (t.numel + 15) / 16 * 16;
@@ -238,7 +283,7 @@ void Engine::block_forward(const Unit& unit, const std::vector<const float*>& w,
         be.linear(k, a, get("k_w"), get("k_b"), N, C, kvd, false);
         be.linear(v, a, get("v_w"), get("v_b"), N, C, kvd, false);
         if (c.rope_theta > 0.f) {
-            const float* inv = inv_freq_.data();
+            const float* inv = inv_freq_dev_;
             be.rope(q, qd, c.heads, HD, p.positions.ptr, N, inv);
             be.rope(k, kvd, c.kv_heads, HD, p.positions.ptr, N, inv);
         }
@@ -277,7 +322,7 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
     for (auto& s : streams) {
         NoiseSpec tn{s.seed, tok.id, noise, s.scale};
         NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
-        be.embed(s.h, tok.master, p.ids.ptr, N, C, tn, pos ? pos->master : nullptr, p.posidx.ptr, pn);
+        be.embed(s.h, tok.device, p.ids.ptr, N, C, tn, pos ? pos->device : nullptr, p.posidx.ptr, pn);
     }
     times.forward_ms += ms_since(t0);
 
@@ -431,8 +476,8 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
             terms.push_back({res.seeds[(size_t)j], (float)((double)params.lr * res.projected_grad[(size_t)j] / params.q)});
         float decay = params.lr * params.weight_decay;
         for (const Tensor& t : model_->tensors) {
-            if (!t.master) continue;
-            backend_->zo_update(t.master, t.numel, t.id, params.noise, terms.data(), (int)terms.size(),
+            if (!t.device) continue;
+            backend_->zo_update(t.device, t.numel, t.id, params.noise, terms.data(), (int)terms.size(),
                                 t.decay ? decay : 0.0f);
         }
         backend_->synchronize();

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace spw {
 
@@ -42,13 +43,29 @@ public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
     virtual int threads() const = 0;
+    // True when backend pointers are ordinary host memory (the CPU backend):
+    // the engine then hands host masters straight to kernels. Otherwise every
+    // tensor a kernel reads must first be uploaded (Tensor::device).
+    virtual bool host_addressable() const { return true; }
 
     // ---- memory and copies ----
+    // Device memory; failure throws std::runtime_error naming the bytes asked
+    // and the bytes free.
     virtual void* alloc(size_t bytes) = 0;
     virtual void release(void* p) = 0;
+    // Host memory suited to fast and asynchronous copies (pinned on CUDA).
+    virtual void* alloc_host(size_t bytes);
+    virtual void release_host(void* p);
+    // Copies in the order of the kernels: when upload() returns the host source
+    // may be reused; when download() returns the host destination holds the data.
     virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
     virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+    // Asynchronous variants for host buffers from alloc_host(): queued in kernel
+    // order; the host buffer must stay untouched until synchronize() returns.
+    virtual void upload_async(void* dst, const void* host_src, size_t bytes) { upload(dst, host_src, bytes); }
+    virtual void download_async(void* host_dst, const void* src, size_t bytes) { download(host_dst, src, bytes); }
     virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+    // Waits for every queued kernel and copy.
     virtual void synchronize() = 0;
 
     // ---- ZO kernels ----
@@ -90,5 +107,35 @@ public:
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+// ---- CUDA ----
+struct CudaDeviceInfo {
+    int index = 0;
+    std::string name;
+    size_t total_bytes = 0;
+    long long free_bytes = -1;   // -1 when NVML is not available to ask without a context
+    int cc_major = 0, cc_minor = 0;
+    int multiprocessors = 0;
+};
+
+struct CudaReport {
+    bool compiled = false;
+    // "ok", "CUDA not compiled in" or "no device" (states, not errors); detail says why.
+    std::string state;
+    std::string detail;
+    int driver_version = 0;       // e.g. 13000 (cudaDriverGetVersion), 0 when unknown
+    int runtime_version = 0;      // the cudart this addon was built with
+    std::vector<CudaDeviceInfo> devices;
+};
+
+// Never throws: every failure is a state of the report.
+CudaReport cuda_report();
+
+#ifdef SPW_WITH_CUDA
+// Throws std::runtime_error when the device does not exist or cannot be used.
+// cuBLAS is reached through dlopen (libcublas.so.13, or $SPILLWAY_CUBLAS);
+// without it, or with SPILLWAY_CUBLAS=0, GEMMs use the built-in tiled kernel.
+std::unique_ptr<Backend> make_cuda_backend(int device);
+#endif
 
 }  // namespace spw

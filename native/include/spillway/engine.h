@@ -81,6 +81,9 @@ public:
     StepResult step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel);
     ScoreResult score(const Batch& batch, const std::atomic<bool>* cancel);
 
+    // The current float32 values of a tensor (t.numel floats into out), wherever it lives.
+    void read_tensor(const Tensor& t, float* out);
+
 private:
     struct Stream {
         uint64_t seed;
@@ -98,6 +101,7 @@ private:
     void materialize(const Unit& unit, std::vector<Stream>& streams, int noise, std::vector<std::vector<const float*>>& out,
                      PhaseTimes& times);
     void ensure_buffers(int N, int M);
+    void release_resident();
     void losses(const Batch& batch, const std::vector<float>& logprob, std::vector<double>& example_loss,
                 std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const;
 
@@ -113,6 +117,8 @@ private:
     float* hbuf_[2] = {nullptr, nullptr};
     size_t h_capacity_ = 0;
     std::vector<float> inv_freq_;
+    float* inv_freq_dev_ = nullptr;    // RoPE frequencies on the backend
+    bool resident_ = false;            // masters uploaded to device memory (Tensor::device != master)
 };
 
 }  // namespace spw

@@ -52,6 +52,11 @@ struct Tensor {
     bool decay = true;            // weight decay applies (not biases, not norms)
     TensorSource source;
     float* master = nullptr;      // float32 master, host memory
+    // What kernels read and the ZO update writes: the master itself on a
+    // host-addressable backend, else a device copy uploaded once by the
+    // engine (then the device copy is authoritative: read it back with
+    // Engine::read_tensor).
+    float* device = nullptr;
 };
 
 struct Unit {

@@ -316,4 +316,22 @@ private:
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
 
+void* Backend::alloc_host(size_t bytes) {
+    size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    return p;
+}
+
+void Backend::release_host(void* p) { std::free(p); }
+
+#ifndef SPW_WITH_CUDA
+CudaReport cuda_report() {
+    CudaReport r;
+    r.compiled = false;
+    r.state = "CUDA not compiled in";
+    return r;
+}
+#endif
+
 }  // namespace spw

@@ -1,0 +1,799 @@
+// The CUDA backend: the CPU backend's twin on one device, behind spw::Backend.
+//
+// - One compute stream per backend; every kernel and copy is queued on it, so
+//   no events are needed yet (the tiered store will add a copy stream).
+// - The ZO kernels (noise_fill, perturb, zo_update, the noise of embed) run the
+//   same __host__ __device__ code as the CPU (spillway/noise.h). This file is
+//   compiled with -fmad=false so that nvcc contracts nothing the CPU build
+//   (-ffp-contract=off) does not: the noise and the perturbed weights are
+//   bit-identical to the CPU's.
+// - GEMMs go through cuBLAS reached with dlopen (no link-time dependency);
+//   without it a tiled kernel computes the same products.
+// - Nothing here throws across a kernel: errors become std::runtime_error
+//   with the CUDA message, and allocation failures name the bytes asked and
+//   the bytes free.
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "spillway/backend.h"
+#include "spillway/noise.h"
+
+namespace spw {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+        cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+        throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" +
+                                 cudaGetErrorString(e) + ")");
+    }
+}
+
+#define SPW_CK(x) check((x), #x)
+#define SPW_LAUNCHED(name) check(cudaGetLastError(), name)
+
+std::string mib(double bytes) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
+    return buf;
+}
+
+// ---------------------------------------------------------------- cuBLAS by dlopen
+// Our own prototypes of the four cuBLAS v2 entry points we use (stable ABI since CUDA 4).
+using cublas_handle = void*;
+using fn_cublas_create = int (*)(cublas_handle*);
+using fn_cublas_destroy = int (*)(cublas_handle);
+using fn_cublas_set_stream = int (*)(cublas_handle, cudaStream_t);
+using fn_cublas_sgemm = int (*)(cublas_handle, int transa, int transb, int m, int n, int k, const float* alpha,
+                                const float* A, int lda, const float* B, int ldb, const float* beta, float* C,
+                                int ldc);
+constexpr int CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
+
+struct Cublas {
+    void* lib = nullptr;
+    fn_cublas_create create = nullptr;
+    fn_cublas_destroy destroy = nullptr;
+    fn_cublas_set_stream set_stream = nullptr;
+    fn_cublas_sgemm sgemm = nullptr;
+    cublas_handle handle = nullptr;
+    std::string why_not;  // why cuBLAS is not used, for the backend's name
+
+    void load(cudaStream_t stream) {
+        const char* env = std::getenv("SPILLWAY_CUBLAS");
+        if (env && std::strcmp(env, "0") == 0) {
+            why_not = "disabled by SPILLWAY_CUBLAS=0";
+            return;
+        }
+        const char* names[] = {env && *env ? env : nullptr, "libcublas.so.13", "libcublas.so"};
+        for (const char* n : names) {
+            if (!n) continue;
+            lib = dlopen(n, RTLD_NOW | RTLD_LOCAL);
+            if (lib) break;
+        }
+        if (!lib) {
+            why_not = "libcublas.so.13 not found";
+            return;
+        }
+        create = (fn_cublas_create)dlsym(lib, "cublasCreate_v2");
+        destroy = (fn_cublas_destroy)dlsym(lib, "cublasDestroy_v2");
+        set_stream = (fn_cublas_set_stream)dlsym(lib, "cublasSetStream_v2");
+        sgemm = (fn_cublas_sgemm)dlsym(lib, "cublasSgemm_v2");
+        if (!create || !destroy || !set_stream || !sgemm) {
+            why_not = "libcublas lacks the v2 entry points";
+            unload();
+            return;
+        }
+        int st = create(&handle);
+        if (st != 0) {
+            why_not = "cublasCreate failed with status " + std::to_string(st);
+            handle = nullptr;
+            unload();
+            return;
+        }
+        st = set_stream(handle, stream);
+        if (st != 0) {
+            why_not = "cublasSetStream failed with status " + std::to_string(st);
+            unload();
+        }
+    }
+    void unload() {
+        if (handle && destroy) destroy(handle);
+        handle = nullptr;
+        sgemm = nullptr;
+        // The library stays mapped: unloading cuBLAS while its kernels are registered is not worth the risk.
+    }
+    bool ok() const { return handle != nullptr && sgemm != nullptr; }
+};
+
+// ---------------------------------------------------------------- NVML by dlopen (free memory only)
+struct NvmlMemory {
+    unsigned long long total, free, used;
+};
+using nvml_device = void*;
+using fn_nvml_init = int (*)();
+using fn_nvml_by_bus = int (*)(const char*, nvml_device*);
+using fn_nvml_mem = int (*)(nvml_device, NvmlMemory*);
+using fn_nvml_shutdown = int (*)();
+
+long long nvml_free_bytes(const char* pci_bus_id) {
+    static void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return -1;
+    auto init = (fn_nvml_init)dlsym(lib, "nvmlInit_v2");
+    auto by_bus = (fn_nvml_by_bus)dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2");
+    auto mem = (fn_nvml_mem)dlsym(lib, "nvmlDeviceGetMemoryInfo");
+    auto shutdown = (fn_nvml_shutdown)dlsym(lib, "nvmlShutdown");
+    if (!init || !by_bus || !mem || !shutdown) return -1;
+    if (init() != 0) return -1;
+    long long result = -1;
+    nvml_device d = nullptr;
+    NvmlMemory m{};
+    if (by_bus(pci_bus_id, &d) == 0 && mem(d, &m) == 0) result = (long long)m.free;
+    shutdown();
+    return result;
+}
+
+// ---------------------------------------------------------------- kernels
+constexpr int kThreads = 256;
+
+unsigned grid_for(size_t work, int threads = kThreads) {
+    size_t blocks = (work + (size_t)threads - 1) / (size_t)threads;
+    return (unsigned)std::max<size_t>(1, std::min<size_t>(blocks, (size_t)1 << 20));  // grid-stride beyond
+}
+
+__device__ __forceinline__ size_t gtid() { return (size_t)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ size_t gstride() { return (size_t)gridDim.x * blockDim.x; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Block-wide reductions for blockDim.x a multiple of 32 (<= 1024); every thread gets the result.
+__device__ float block_sum(float v, float* shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float r = lane < nw ? shared32[lane] : 0.f;
+    return warp_sum(r);
+}
+__device__ float block_max(float v, float* shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    float r = lane < nw ? shared32[lane] : -INFINITY;
+    return warp_max(r);
+}
+
+// z[i] = noise(k0 + i): one Philox block (4 elements) per thread.
+__global__ void k_noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) {
+    size_t nb = (n + 3) / 4;
+    for (size_t t = gtid(); t < nb; t += gstride()) {
+        size_t i = t * 4;
+        float v[4];
+        noise_block4(seed, id, (k0 + i) >> 2, kind, v);
+        if (i + 4 <= n) {
+            z[i] = v[0];
+            z[i + 1] = v[1];
+            z[i + 2] = v[2];
+            z[i + 3] = v[3];
+        } else {
+            for (size_t l = 0; i + l < n; l++) z[i + l] = v[l];
+        }
+    }
+}
+
+__global__ void k_perturb(float* w, const float* theta, const float* z, float scale, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) w[i] = fmaf(scale, z[i], theta[i]);
+}
+
+constexpr int kInlineTerms = 32;
+struct InlineTerms {
+    UpdateTerm t[kInlineTerms];
+};
+
+// theta -= sum_j coef_j z_j; then theta -= decay * theta_before; in that order, per element.
+__global__ void k_zo_update(float* theta, size_t n, uint32_t id, int kind, InlineTerms inl, const UpdateTerm* terms,
+                            int nterms, float decay) {
+    size_t nb = (n + 3) / 4;
+    for (size_t t = gtid(); t < nb; t += gstride()) {
+        size_t i0 = t * 4;
+        int m = (int)min((size_t)4, n - i0);
+        float th[4], before[4];
+        for (int l = 0; l < 4; l++) th[l] = before[l] = l < m ? theta[i0 + l] : 0.f;
+        for (int j = 0; j < nterms; j++) {
+            UpdateTerm term = terms ? terms[j] : inl.t[j];
+            float z[4];
+            noise_block4(term.seed, id, t, kind, z);
+            float neg = -term.coef;
+            for (int l = 0; l < 4; l++) th[l] = fmaf(neg, z[l], th[l]);
+        }
+        if (decay != 0.0f)
+            for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
+        for (int l = 0; l < m; l++) theta[i0 + l] = th[l];
+    }
+}
+
+// out[n, :] (=|+=) src[idx[n], :] + scale * z(idx[n] * C + c): one block per row, one Philox block per thread.
+__global__ void k_embed_rows(float* out, const float* src, const int32_t* idx, int C, NoiseSpec ns, int accumulate) {
+    int n = blockIdx.x;
+    uint64_t row = (uint64_t)idx[n];
+    const float* s = src + row * (uint64_t)C;
+    float* o = out + (size_t)n * C;
+    if (ns.scale == 0.0f) {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = accumulate ? o[c] + s[c] : s[c];
+        return;
+    }
+    uint64_t k0 = row * (uint64_t)C, k1 = k0 + (uint64_t)C;
+    uint64_t b0 = k0 >> 2, b1 = (k1 - 1) >> 2;
+    for (uint64_t b = b0 + threadIdx.x; b <= b1; b += blockDim.x) {
+        float v[4];
+        noise_block4(ns.seed, ns.id, b, ns.kind, v);
+        for (int lane = 0; lane < 4; lane++) {
+            uint64_t k = b * 4 + (uint64_t)lane;
+            if (k < k0 || k >= k1) continue;
+            int c = (int)(k - k0);
+            float w = fmaf(ns.scale, v[lane], s[c]);
+            o[c] = accumulate ? o[c] + w : w;
+        }
+    }
+}
+
+__global__ void k_layernorm(float* out, const float* inp, const float* w, const float* b, int C, float eps) {
+    __shared__ float red[32];
+    const float* x = inp + (size_t)blockIdx.x * C;
+    float* y = out + (size_t)blockIdx.x * C;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+    float mean = block_sum(s, red) / (float)C;
+    float v = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float d = x[c] - mean;
+        v += d * d;
+    }
+    float var = block_sum(v, red) / (float)C;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * rstd * w[c] + (b ? b[c] : 0.f);
+}
+
+__global__ void k_rmsnorm(float* out, const float* inp, const float* w, int C, float eps) {
+    __shared__ float red[32];
+    const float* x = inp + (size_t)blockIdx.x * C;
+    float* y = out + (size_t)blockIdx.x * C;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c] * x[c];
+    float ss = block_sum(s, red);
+    float rstd = 1.0f / sqrtf(ss / (float)C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = w[c] * (x[c] * rstd);
+}
+
+// Fallback GEMM: out[N, O] = A[N, I] W^T with W [O, I] (or [I, O] when transposed).
+// 64x64 output tile per block of 256 threads, 4x4 outputs per thread, K in steps of 16.
+constexpr int TM = 64, TN = 64, TK = 16;
+__global__ void k_gemm_tiled(float* out, const float* A, const float* W, int N, int I, int O, int transposed) {
+    __shared__ float As[TK][TM + 4];
+    __shared__ float Ws[TK][TN + 4];
+    int tid = threadIdx.x;
+    int tr = tid / 16, tc = tid % 16;  // thread's 4x4 block: rows tr*4.., cols tc*4..
+    int row0 = blockIdx.y * TM, col0 = blockIdx.x * TN;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < I; k0 += TK) {
+        // A tile: 64 rows x 16 k = 1024 values, 4 per thread.
+        for (int e = tid; e < TM * TK; e += 256) {
+            int r = e / TK, k = e % TK;
+            int gr = row0 + r, gk = k0 + k;
+            As[k][r] = (gr < N && gk < I) ? A[(size_t)gr * I + gk] : 0.f;
+        }
+        // W tile: 64 output columns x 16 k.
+        if (transposed) {
+            for (int e = tid; e < TN * TK; e += 256) {
+                int k = e / TN, c = e % TN;  // consecutive threads: consecutive columns (coalesced)
+                int gc = col0 + c, gk = k0 + k;
+                Ws[k][c] = (gc < O && gk < I) ? W[(size_t)gk * O + gc] : 0.f;
+            }
+        } else {
+            for (int e = tid; e < TN * TK; e += 256) {
+                int c = e / TK, k = e % TK;
+                int gc = col0 + c, gk = k0 + k;
+                Ws[k][c] = (gc < O && gk < I) ? W[(size_t)gc * I + gk] : 0.f;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < TK; k++) {
+            float a[4], w[4];
+            for (int i = 0; i < 4; i++) a[i] = As[k][tr * 4 + i];
+            for (int j = 0; j < 4; j++) w[j] = Ws[k][tc * 4 + j];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) acc[i][j] += a[i] * w[j];
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; i++) {
+        int gr = row0 + tr * 4 + i;
+        if (gr >= N) continue;
+        for (int j = 0; j < 4; j++) {
+            int gc = col0 + tc * 4 + j;
+            if (gc < O) out[(size_t)gr * O + gc] = acc[i][j];
+        }
+    }
+}
+
+__global__ void k_add_bias(float* out, const float* b, size_t N, int O) {
+    size_t total = N * (size_t)O;
+    for (size_t i = gtid(); i < total; i += gstride()) out[i] += b[i % (size_t)O];
+}
+
+__global__ void k_rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
+                       const float* inv_freq) {
+    int half = head_dim / 2;
+    size_t total = (size_t)N * nheads * half;
+    for (size_t t = gtid(); t < total; t += gstride()) {
+        int i = (int)(t % half);
+        size_t nh = t / half;
+        int h = (int)(nh % nheads);
+        size_t n = nh / nheads;
+        float a = (float)positions[n] * inv_freq[i];
+        float cs = cosf(a), sn = sinf(a);
+        float* r = x + n * (size_t)ld + (size_t)h * head_dim;
+        float x1 = r[i], x2 = r[i + half];
+        r[i] = x1 * cs - x2 * sn;
+        r[i + half] = x2 * cs + x1 * sn;
+    }
+}
+
+// Causal (optionally sliding-window) attention with grouped-query heads.
+// Grid (sequence, head, query tile); one warp per query, lanes own head dims
+// (head_dim <= 32 * kDimsPerLane); online softmax in float32 over the keys.
+constexpr int kDimsPerLane = 8;
+constexpr int kAttnWarps = 4;
+__global__ void k_attention(float* out, const float* qb, const float* kb, const float* vb, AttentionShape s,
+                            const int32_t* seq_start) {
+    int sq = blockIdx.x, h = blockIdx.y;
+    int group = s.heads / s.kv_heads, kvh = h / group;
+    int start = seq_start[sq], T = seq_start[sq + 1] - start;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int HD = s.head_dim;
+    size_t out_ld = (size_t)s.heads * HD;
+    for (int i = blockIdx.z * kAttnWarps + warp; i < T; i += gridDim.z * kAttnWarps) {
+        const float* q = qb + (size_t)(start + i) * s.ldq + (size_t)h * HD;
+        float qr[kDimsPerLane], acc[kDimsPerLane];
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int d = lane + 32 * r;
+            qr[r] = d < HD ? q[d] : 0.f;
+            acc[r] = 0.f;
+        }
+        int j0 = s.window > 0 ? max(0, i - s.window + 1) : 0;
+        float m = -INFINITY, l = 0.f;
+        for (int j = j0; j <= i; j++) {
+            const float* k = kb + (size_t)(start + j) * s.ldk + (size_t)kvh * HD;
+            float d = 0.f;
+#pragma unroll
+            for (int r = 0; r < kDimsPerLane; r++) {
+                int dd = lane + 32 * r;
+                if (dd < HD) d += qr[r] * k[dd];
+            }
+            d = warp_sum(d) * s.scale;
+            float mn = fmaxf(m, d);
+            float corr = expf(m - mn);
+            float p = expf(d - mn);
+            l = l * corr + p;
+            const float* v = vb + (size_t)(start + j) * s.ldv + (size_t)kvh * HD;
+#pragma unroll
+            for (int r = 0; r < kDimsPerLane; r++) {
+                int dd = lane + 32 * r;
+                if (dd < HD) acc[r] = acc[r] * corr + p * v[dd];
+            }
+            m = mn;
+        }
+        float inv = 1.0f / l;
+        float* o = out + (size_t)(start + i) * out_ld + (size_t)h * HD;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) o[dd] = acc[r] * inv;
+        }
+    }
+}
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+__global__ void k_activation(float* x, size_t n, int act) {
+    for (size_t i = gtid(); i < n; i += gstride()) {
+        float v = x[i];
+        switch (act) {
+            case (int)Act::Relu: v = v > 0.f ? v : 0.f; break;
+            case (int)Act::Gelu: v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
+            case (int)Act::GeluNew: v = gelu_tanh(v); break;
+            default: v = v / (1.0f + expf(-v)); break;
+        }
+        x[i] = v;
+    }
+}
+
+__global__ void k_gated_silu(float* gate, const float* up, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) {
+        float g = gate[i];
+        gate[i] = (g / (1.0f + expf(-g))) * up[i];
+    }
+}
+
+__global__ void k_add(float* x, const float* y, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] += y[i];
+}
+
+__global__ void k_gather_rows(float* out, const float* inp, const int32_t* rows, int C) {
+    int m = blockIdx.x;
+    const float* s = inp + (size_t)rows[m] * C;
+    float* o = out + (size_t)m * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = s[c];
+}
+
+// logprob[r] = l[r, target[r]] - max - log(sum exp(l - max)); one block per row.
+__global__ void k_log_softmax_gather(float* logprob, const float* logits, const int32_t* target, int V) {
+    __shared__ float red[32];
+    const float* l = logits + (size_t)blockIdx.x * V;
+    float mx = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, l[v]);
+    mx = block_max(mx, red);
+    float s = 0.f;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(l[v] - mx);
+    s = block_sum(s, red);
+    if (threadIdx.x == 0) logprob[blockIdx.x] = l[target[blockIdx.x]] - mx - logf(s);
+}
+
+// ---------------------------------------------------------------- the backend
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : dev_(device) {
+        int count = 0;
+        SPW_CK(cudaGetDeviceCount(&count));
+        if (device < 0 || device >= count)
+            throw std::runtime_error("CUDA device " + std::to_string(device) + " does not exist (" +
+                                     std::to_string(count) + " device" + (count == 1 ? "" : "s") + ")");
+        SPW_CK(cudaSetDevice(dev_));
+        cudaDeviceProp p;
+        SPW_CK(cudaGetDeviceProperties(&p, dev_));
+        device_name_ = p.name;
+        SPW_CK(cudaFree(nullptr));  // create the primary context now, not in the first kernel
+        SPW_CK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        cublas_.load(stream_);
+    }
+
+    ~CudaBackend() override {
+        cudaSetDevice(dev_);
+        cudaStreamSynchronize(stream_);
+        if (logits_) cudaFree(logits_);
+        if (terms_) cudaFree(terms_);
+        cublas_.unload();
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override {
+        return "cuda:" + std::to_string(dev_) + (cublas_.ok() ? "" : " (tiled gemm: " + cublas_.why_not + ")");
+    }
+    int threads() const override { return 1; }
+    bool host_addressable() const override { return false; }
+
+    // ---- memory and copies ----
+    void* alloc(size_t bytes) override {
+        cur();
+        void* p = nullptr;
+        size_t n = std::max<size_t>(bytes, 1);
+        cudaError_t e = cudaMalloc(&p, n);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            size_t free_b = 0, total_b = 0;
+            cudaMemGetInfo(&free_b, &total_b);
+            cudaGetLastError();
+            throw std::runtime_error("CUDA device " + std::to_string(dev_) + " (" + device_name_ +
+                                     ") cannot allocate " + std::to_string(n) + " bytes (" + mib((double)n) +
+                                     "): " + std::to_string(free_b) + " bytes (" + mib((double)free_b) +
+                                     ") free of " + std::to_string(total_b) + " [" + cudaGetErrorString(e) + "]");
+        }
+        return p;
+    }
+    void release(void* p) override {
+        if (!p) return;
+        cur();
+        cudaFree(p);  // never throws from a release path
+    }
+    void* alloc_host(size_t bytes) override {
+        cur();
+        void* p = nullptr;
+        size_t n = std::max<size_t>(bytes, 1);
+        cudaError_t e = cudaMallocHost(&p, n);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            throw std::runtime_error("cannot allocate " + std::to_string(n) + " bytes (" + mib((double)n) +
+                                     ") of pinned host memory: " + cudaGetErrorString(e));
+        }
+        return p;
+    }
+    void release_host(void* p) override {
+        if (!p) return;
+        cur();
+        cudaFreeHost(p);
+    }
+    void upload(void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+        SPW_CK(cudaStreamSynchronize(stream_));
+    }
+    void download(void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+        SPW_CK(cudaStreamSynchronize(stream_));
+    }
+    void upload_async(void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    }
+    void download_async(void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    }
+    void copy(void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
+    }
+    void synchronize() override {
+        cur();
+        SPW_CK(cudaStreamSynchronize(stream_));
+    }
+
+    // ---- ZO kernels ----
+    void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) override {
+        if (!n) return;
+        if (k0 % 4) throw std::runtime_error("noise_fill: k0 must be a multiple of 4");
+        cur();
+        k_noise_fill<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(z, n, seed, id, kind, k0);
+        SPW_LAUNCHED("noise_fill");
+    }
+    void perturb(float* w, const float* theta, const float* z, float scale, size_t n) override {
+        if (!n) return;
+        cur();
+        k_perturb<<<grid_for(n), kThreads, 0, stream_>>>(w, theta, z, scale, n);
+        SPW_LAUNCHED("perturb");
+    }
+    void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
+                   float decay) override {
+        if (!n) return;
+        cur();
+        InlineTerms inl{};
+        const UpdateTerm* dev_terms = nullptr;
+        if (nterms <= kInlineTerms) {
+            for (int j = 0; j < nterms; j++) inl.t[j] = terms[j];
+        } else {
+            if ((size_t)nterms > terms_cap_) {
+                if (terms_) cudaFree(terms_);
+                terms_ = nullptr;
+                terms_ = static_cast<UpdateTerm*>(alloc(sizeof(UpdateTerm) * (size_t)nterms));
+                terms_cap_ = (size_t)nterms;
+            }
+            SPW_CK(cudaMemcpyAsync(terms_, terms, sizeof(UpdateTerm) * (size_t)nterms, cudaMemcpyHostToDevice,
+                                   stream_));
+            SPW_CK(cudaStreamSynchronize(stream_));
+            dev_terms = terms_;
+        }
+        k_zo_update<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, n, id, kind, inl, dev_terms, nterms,
+                                                                    decay);
+        SPW_LAUNCHED("zo_update");
+    }
+
+    // ---- forward kernels ----
+    void embed(float* out, const float* tok, const int32_t* ids, int N, int C, const NoiseSpec& tok_noise,
+               const float* pos, const int32_t* posidx, const NoiseSpec& pos_noise) override {
+        if (N <= 0) return;
+        cur();
+        k_embed_rows<<<N, 128, 0, stream_>>>(out, tok, ids, C, tok_noise, 0);
+        SPW_LAUNCHED("embed");
+        if (pos) {
+            k_embed_rows<<<N, 128, 0, stream_>>>(out, pos, posidx, C, pos_noise, 1);
+            SPW_LAUNCHED("embed(pos)");
+        }
+    }
+    void layernorm(float* out, const float* inp, const float* w, const float* b, int N, int C,
+                   float eps) override {
+        if (N <= 0) return;
+        cur();
+        k_layernorm<<<N, kThreads, 0, stream_>>>(out, inp, w, b, C, eps);
+        SPW_LAUNCHED("layernorm");
+    }
+    void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) override {
+        if (N <= 0) return;
+        cur();
+        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, C, eps);
+        SPW_LAUNCHED("rmsnorm");
+    }
+    void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
+                bool transposed) override {
+        if (N <= 0 || O <= 0) return;
+        cur();
+        gemm(out, inp, W, N, I, O, transposed);
+        if (b) {
+            k_add_bias<<<grid_for((size_t)N * O), kThreads, 0, stream_>>>(out, b, (size_t)N, O);
+            SPW_LAUNCHED("linear(bias)");
+        }
+    }
+    void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
+              const float* inv_freq) override {
+        if (N <= 0) return;
+        cur();
+        size_t total = (size_t)N * nheads * (head_dim / 2);
+        k_rope<<<grid_for(total), kThreads, 0, stream_>>>(x, ld, nheads, head_dim, positions, N, inv_freq);
+        SPW_LAUNCHED("rope");
+    }
+    void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,
+                   const int32_t* seq_start, int nseq) override {
+        if (nseq <= 0) return;
+        if (s.head_dim > 32 * kDimsPerLane)
+            throw std::runtime_error("CUDA attention supports head_dim up to " + std::to_string(32 * kDimsPerLane) +
+                                     " (got " + std::to_string(s.head_dim) + ")");
+        if (s.heads > 65535) throw std::runtime_error("CUDA attention: too many heads");
+        cur();
+        // Sequence lengths live on the device; enough query tiles to fill the GPU, idle warps leave early.
+        int base = nseq * s.heads;
+        int tiles = std::max(1, std::min(64, (2048 + base - 1) / base));
+        dim3 grid((unsigned)nseq, (unsigned)s.heads, (unsigned)tiles);
+        k_attention<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, k, v, s, seq_start);
+        SPW_LAUNCHED("attention");
+    }
+    void activation(float* x, size_t n, Act act) override {
+        if (!n) return;
+        cur();
+        k_activation<<<grid_for(n), kThreads, 0, stream_>>>(x, n, (int)act);
+        SPW_LAUNCHED("activation");
+    }
+    void gated_silu(float* gate, const float* up, size_t n) override {
+        if (!n) return;
+        cur();
+        k_gated_silu<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n);
+        SPW_LAUNCHED("gated_silu");
+    }
+    void add(float* x, const float* y, size_t n) override {
+        if (!n) return;
+        cur();
+        k_add<<<grid_for(n), kThreads, 0, stream_>>>(x, y, n);
+        SPW_LAUNCHED("add");
+    }
+    void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
+        if (M <= 0) return;
+        cur();
+        k_gather_rows<<<M, 128, 0, stream_>>>(out, inp, rows, C);
+        SPW_LAUNCHED("gather_rows");
+    }
+    void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
+                        int V) override {
+        if (M <= 0) return;
+        cur();
+        // Logits in chunks of rows (at most ~256 MiB of them) so that long batches stay bounded.
+        const int rows = std::max(1, std::min(M, (int)(((size_t)256 << 20) / (sizeof(float) * (size_t)V))));
+        size_t need = (size_t)rows * V;
+        if (need > logits_cap_) {
+            if (logits_) {
+                SPW_CK(cudaStreamSynchronize(stream_));
+                cudaFree(logits_);
+                logits_ = nullptr;
+            }
+            logits_ = static_cast<float*>(alloc(need * sizeof(float)));
+            logits_cap_ = need;
+        }
+        for (int m0 = 0; m0 < M; m0 += rows) {
+            int m = std::min(rows, M - m0);
+            gemm(logits_, x + (size_t)m0 * C, W, m, C, V, false);
+            k_log_softmax_gather<<<m, kThreads, 0, stream_>>>(logprob + m0, logits_, target + m0, V);
+            SPW_LAUNCHED("token_logprobs");
+        }
+    }
+
+private:
+    void cur() const { SPW_CK(cudaSetDevice(dev_)); }
+
+    // out[N, O] = A[N, I] W^T, W [O, I] row-major, or [I, O] when transposed.
+    void gemm(float* out, const float* A, const float* W, int N, int I, int O, bool transposed) {
+        if (cublas_.ok()) {
+            // Column-major view: out^T [O, N] = op(W) [O, I] x A^T [I, N].
+            const float one = 1.0f, zero = 0.0f;
+            int st = transposed ? cublas_.sgemm(cublas_.handle, CUBLAS_OP_N, CUBLAS_OP_N, O, N, I, &one, W, O, A, I,
+                                                &zero, out, O)
+                                : cublas_.sgemm(cublas_.handle, CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, &one, W, I, A, I,
+                                                &zero, out, O);
+            if (st != 0) throw std::runtime_error("cublasSgemm failed with status " + std::to_string(st));
+            return;
+        }
+        dim3 grid((unsigned)((O + TN - 1) / TN), (unsigned)((N + TM - 1) / TM));
+        if (grid.y > 65535) throw std::runtime_error("tiled gemm: too many rows");
+        k_gemm_tiled<<<grid, 256, 0, stream_>>>(out, A, W, N, I, O, transposed ? 1 : 0);
+        SPW_LAUNCHED("gemm_tiled");
+    }
+
+    int dev_;
+    std::string device_name_;
+    cudaStream_t stream_ = nullptr;
+    Cublas cublas_;
+    float* logits_ = nullptr;
+    size_t logits_cap_ = 0;
+    UpdateTerm* terms_ = nullptr;
+    size_t terms_cap_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+CudaReport cuda_report() {
+    CudaReport r;
+    r.compiled = true;
+    cudaRuntimeGetVersion(&r.runtime_version);
+    if (cudaDriverGetVersion(&r.driver_version) != cudaSuccess) r.driver_version = 0;
+    cudaGetLastError();
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    cudaGetLastError();
+    if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0)) {
+        r.state = "no device";
+        r.detail = "the CUDA driver reports no device";
+        return r;
+    }
+    if (e == cudaErrorInsufficientDriver) {
+        r.state = "no device";
+        r.detail = r.driver_version == 0
+                       ? "no CUDA driver (libcuda.so.1) on this machine"
+                       : "the CUDA driver (" + std::to_string(r.driver_version) + ") is older than this build's runtime (" +
+                             std::to_string(r.runtime_version) + ")";
+        return r;
+    }
+    if (e != cudaSuccess) {
+        r.state = "no device";
+        r.detail = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+        return r;
+    }
+    for (int i = 0; i < n; i++) {
+        cudaDeviceProp p;
+        if (cudaGetDeviceProperties(&p, i) != cudaSuccess) {
+            cudaGetLastError();
+            continue;
+        }
+        CudaDeviceInfo d;
+        d.index = i;
+        d.name = p.name;
+        d.total_bytes = p.totalGlobalMem;
+        d.cc_major = p.major;
+        d.cc_minor = p.minor;
+        d.multiprocessors = p.multiProcessorCount;
+        char bus[64] = {0};
+        if (cudaDeviceGetPCIBusId(bus, (int)sizeof bus, i) == cudaSuccess) d.free_bytes = nvml_free_bytes(bus);
+        cudaGetLastError();
+        r.devices.push_back(d);
+    }
+    r.state = r.devices.empty() ? "no device" : "ok";
+    if (r.devices.empty()) r.detail = "no device could be queried";
+    return r;
+}
+
+}  // namespace spw
