@@ -82,7 +82,8 @@ export interface NativeAddon {
   /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
   Engine: new (options: { threads: number; device?: string }) => NativeEngine;
   cudaDevices(): CudaReport;
-  noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string }): Float32Array;
+  /** Noise values element by element, or with `bulk` through the CPU backend's generator. */
+  noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string; bulk?: boolean }): Float32Array;
   fnv1a32(name: string): number;
   stepSeed(runSeed: bigint | number, step: number, j: number): bigint;
   philox(words: Uint32Array): Uint32Array;

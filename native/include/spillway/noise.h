@@ -82,10 +82,10 @@ SPW_HD inline float portable_logf(float x) {
     uint32_t b = float_to_bits(x);
     int e = (int)((b >> 23) & 0xFF) - 127;
     float m = bits_to_float((b & 0x7FFFFFu) | 0x3F800000u);  // [1, 2)
-    if (m > 1.41421356f) {
-        m = m * 0.5f;  // exact
-        e += 1;
-    }
+    // Branch-free so that bulk generators vectorise: m / 2 is exact.
+    bool big = m > 1.41421356f;
+    m = big ? m * 0.5f : m;
+    e += big ? 1 : 0;
     float s = (m - 1.0f) / (m + 1.0f);  // |s| < 0.1716, IEEE division on every backend
     float s2 = s * s;
     // 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...)
@@ -128,12 +128,12 @@ SPW_HD inline void portable_sincos_turns(float u, float* s_out, float* c_out) {
     cp = fmaf(cp, t2, 2.53669507901048e-01f);        //  (pi/2)^4 / 4!
     cp = fmaf(cp, t2, -1.2337005501361697e+00f);     // -(pi/2)^2 / 2!
     float cs = fmaf(cp, t2, 1.0f);
-    switch (quadrant & 3) {
-        case 0: *s_out = sn; *c_out = cs; break;
-        case 1: *s_out = cs; *c_out = -sn; break;
-        case 2: *s_out = -sn; *c_out = -cs; break;
-        default: *s_out = -cs; *c_out = sn; break;
-    }
+    // Rotate by the quadrant with exact sign flips (branch-free, same bits as a switch).
+    int q2 = quadrant & 3;
+    float s_sel = (q2 & 1) ? cs : sn;
+    float c_sel = (q2 & 1) ? sn : cs;
+    *s_out = (q2 & 2) ? -s_sel : s_sel;
+    *c_out = ((q2 + 1) & 2) ? -c_sel : c_sel;
 }
 
 // Four consecutive noise values of block b (elements 4b .. 4b+3) of tensor `id`.

@@ -10,6 +10,8 @@
 
 #include "spillway/backend.h"
 #include "spillway/noise.h"
+#include "noise_cpu.h"
+#include "simd_cpu.h"
 #include "../thread_pool.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -19,17 +21,6 @@ namespace spw {
 namespace {
 
 constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Philox block (4)
-
-// Noise of elements [k0, k0 + n) of a tensor into z; k0 % 4 == 0.
-void noise_range(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) {
-    size_t full = n & ~(size_t)3;
-    for (size_t i = 0; i < full; i += 4) noise_block4(seed, id, (k0 + i) >> 2, kind, z + i);
-    if (full < n) {
-        float tail[4];
-        noise_block4(seed, id, (k0 + full) >> 2, kind, tail);
-        for (size_t i = full; i < n; i++) z[i] = tail[i - full];
-    }
-}
 
 // A row of a tensor gathered with optional noise: out[c] = src[c] + scale * z(k0 + c).
 void noisy_row(float* out, const float* src, int C, const NoiseSpec& ns, uint64_t k0, bool accumulate) {
@@ -221,9 +212,7 @@ public:
                     float mx = -INFINITY;
                     for (int j = j0; j <= i; j++) {
                         const float* k = kb + (size_t)(start + j) * s.ldk + (size_t)kvh * HD;
-                        float d = 0.f;
-                        for (int c = 0; c < HD; c++) d += q[c] * k[c];
-                        d *= s.scale;
+                        float d = dot(q, k, HD) * s.scale;
                         scores[j] = d;
                         mx = std::max(mx, d);
                     }
@@ -237,8 +226,7 @@ public:
                     for (int c = 0; c < HD; c++) o[c] = 0.f;
                     for (int j = j0; j <= i; j++) {
                         const float* v = vb + (size_t)(start + j) * s.ldv + (size_t)kvh * HD;
-                        float p = scores[j] * inv;
-                        for (int c = 0; c < HD; c++) o[c] += p * v[c];
+                        axpy(o, v, scores[j] * inv, HD);
                     }
                 }
             }
@@ -297,10 +285,8 @@ public:
             pool_.parallel_for((size_t)m, 1, [&](size_t b, size_t e) {
                 for (size_t r = b; r < e; r++) {
                     const float* l = logits_.data() + r * V;
-                    float mx = -INFINITY;
-                    for (int v = 0; v < V; v++) mx = std::max(mx, l[v]);
-                    float sum = 0.f;
-                    for (int v = 0; v < V; v++) sum += expf(l[v] - mx);
+                    float mx = max_of(l, V);
+                    float sum = sum_exp(l, V, mx);
                     logprob[m0 + r] = l[target[m0 + r]] - mx - logf(sum);
                 }
             });
