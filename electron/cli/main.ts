@@ -42,6 +42,9 @@ Train options:
   --max-length N        truncate sequences to N tokens
   --threads N           CPU threads (default: all cores)
   --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
+  --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
+  --checkpoint-dir DIR  where checkpoints go (the two newest are kept)
+  --resume DIR          continue from a checkpoint folder (same options as the first run)
   --no-zero-shot        skip the evaluation before the first step
   --json                one JSON object per line: start, step, eval, done, error
 `;
@@ -147,6 +150,9 @@ const TRAIN_FLAGS = {
   'max-length': { type: 'string' },
   threads: { type: 'string' },
   out: { type: 'string' },
+  'checkpoint-every': { type: 'string' },
+  'checkpoint-dir': { type: 'string' },
+  resume: { type: 'string' },
   'no-zero-shot': { type: 'boolean' },
   json: { type: 'boolean' },
 } as const;
@@ -188,7 +194,11 @@ export function trainOptionsFromArgs(v: Record<string, string | boolean | undefi
     maxLength: s('max-length') !== undefined ? num(s('max-length'), 'max-length', 0) : base.maxLength,
     out: s('out') !== undefined ? resolve(s('out') as string) : base.out,
     zeroShot: v['no-zero-shot'] ? false : base.zeroShot,
+    checkpointEvery: num(s('checkpoint-every'), 'checkpoint-every', 0),
+    checkpointDir: s('checkpoint-dir') !== undefined ? resolve(s('checkpoint-dir') as string) : undefined,
+    resumeFrom: s('resume') !== undefined ? resolve(s('resume') as string) : undefined,
   };
+  if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
   return o;
 }
 
@@ -234,6 +244,9 @@ async function cmdTrain(argv: string[]): Promise<number> {
           lastEval = e.accuracy;
           progress.log(`step ${e.step}: held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
         }
+        break;
+      case 'checkpoint':
+        progress.log(`checkpoint at step ${e.step}: ${e.path}`);
         break;
       case 'step':
         progress.update(e.step, `loss ${e.loss.toFixed(4)}  ${e.step_ms.toFixed(0)} ms/step  ${Math.round(e.tokens_per_s)} tok/s`);

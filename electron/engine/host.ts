@@ -9,7 +9,8 @@ import type { TrainOptions } from './trainer.js';
 export type HostCommand =
   | { type: 'train'; options: TrainOptions }
   | { type: 'score'; options: ScoreOptions }
-  | { type: 'stop' };
+  | { type: 'stop' }
+  | { type: 'checkpoint' };
 
 export type HostMessage =
   | { type: 'event'; event: unknown }
@@ -51,6 +52,10 @@ process.on('message', (raw: unknown) => {
   }
   if (cmd.type === 'stop') {
     signal.stop();
+    return;
+  }
+  if (cmd.type === 'checkpoint') {
+    signal.checkpointRequested = true;
     return;
   }
   if (started) {

@@ -43,10 +43,12 @@ export interface EngineJob {
   /** Resolves when the job finishes; rejects with EngineJobError or EngineCrashError. */
   readonly done: Promise<void>;
   stop(): void;
+  /** Ask for a checkpoint after the current step. */
+  checkpoint(): void;
   kill(signal?: NodeJS.Signals): void;
 }
 
-export function startEngineJob(cmd: Exclude<HostCommand, { type: 'stop' }>, onEvent: (e: unknown) => void, options: { env?: NodeJS.ProcessEnv } = {}): EngineJob {
+export function startEngineJob(cmd: Extract<HostCommand, { type: 'train' | 'score' }>, onEvent: (e: unknown) => void, options: { env?: NodeJS.ProcessEnv } = {}): EngineJob {
   const entry = hostEntry();
   const child = fork(entry.file, [], {
     execArgv: entry.execArgv,
@@ -90,6 +92,9 @@ export function startEngineJob(cmd: Exclude<HostCommand, { type: 'stop' }>, onEv
     done,
     stop: () => {
       if (child.connected) child.send({ type: 'stop' } satisfies HostCommand);
+    },
+    checkpoint: () => {
+      if (child.connected) child.send({ type: 'checkpoint' } satisfies HostCommand);
     },
     kill: (signal: NodeJS.Signals = 'SIGKILL') => {
       child.kill(signal);

@@ -1,7 +1,7 @@
 // The training loop: MeZO steps on the native engine, evaluation, the seed
 // log, and saving the fine-tuned model. Runs inside the engine host process
 // (see host.ts); it never touches the parent's state.
-import { copyFile, mkdir, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
@@ -43,6 +43,12 @@ export interface TrainOptions {
   out?: string;
   /** Evaluate before the first step. */
   zeroShot: boolean;
+  /** Write a checkpoint every N steps into checkpointDir (0: only on request and on stop). */
+  checkpointEvery?: number;
+  /** Folder receiving checkpoints, one sub-folder per step (the two newest are kept). */
+  checkpointDir?: string;
+  /** Continue from a checkpoint folder written by a previous run of the same options. */
+  resumeFrom?: string;
 }
 
 export const TRAIN_DEFAULTS: Omit<TrainOptions, 'model' | 'train' | 'task'> = {
@@ -111,7 +117,22 @@ export interface LogEvent {
   type: 'log';
   message: string;
 }
-export type TrainEvent = StartEvent | StepEvent | EvalEvent | DoneEvent | LogEvent;
+export interface CheckpointEvent {
+  type: 'checkpoint';
+  step: number;
+  path: string;
+  bytes: number;
+}
+export type TrainEvent = StartEvent | StepEvent | EvalEvent | DoneEvent | LogEvent | CheckpointEvent;
+
+/** What a checkpoint folder records beside the model, in spillway.json. */
+export interface CheckpointState {
+  status: 'checkpoint' | 'completed' | 'stopped';
+  steps_done: number;
+  steps_planned: number;
+  base_model: string;
+  options: Partial<TrainOptions>;
+}
 
 export interface SeedLogEntry {
   step: number;
@@ -139,6 +160,8 @@ export function scheduledLr(o: Pick<TrainOptions, 'lr' | 'schedule' | 'warmupSte
 /** Cooperative stop: set `stopped` and call the engine's cancel. */
 export class StopSignal {
   stopped = false;
+  /** Set to ask for a checkpoint after the current step. */
+  checkpointRequested = false;
   private engine: NativeEngine | null = null;
   attach(e: NativeEngine): void {
     this.engine = e;
@@ -188,7 +211,7 @@ export interface Loaded {
 }
 
 export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void): Promise<Loaded> {
-  const info = await loadModelInfo(o.model);
+  const info = await loadModelInfo(o.resumeFrom ?? o.model);
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
   const maxLength = Math.min(o.maxLength ?? info.config.maxPositions, info.config.maxPositions);
@@ -258,7 +281,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
     return ev;
   };
 
-  const seedLog: SeedLogEntry[] = [];
+  let seedLog: SeedLogEntry[] = [];
   let zeroShot: EvalEvent | null = null;
   let lastEval: EvalEvent | null = null;
   let lastLoss: number | null = null;
@@ -266,9 +289,31 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   let step = 0;
   let status: DoneEvent['status'] = 'completed';
   const runSeed = BigInt(o.seed);
+  const baseModel = o.resumeFrom ? await resumeState(o.resumeFrom).then((r) => r.base_model) : info.dir;
+  if (o.resumeFrom) {
+    const state = await resumeState(o.resumeFrom);
+    step = state.steps_done;
+    seedLog = await readSeedLog(o.resumeFrom);
+    if (seedLog.length !== step * o.q) {
+      throw new Error(`${o.resumeFrom}: the seed log has ${seedLog.length} entries for ${step} steps; the checkpoint is damaged`);
+    }
+    emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+  }
+  const checkpoint = async (stepsDone: number): Promise<void> => {
+    if (!o.checkpointDir) return;
+    const path = join(o.checkpointDir, `step-${String(stepsDone).padStart(8, '0')}`);
+    await saveFineTuned(engine, info, path, { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } }, seedLog);
+    const bytes = (await stat(join(path, 'model.safetensors'))).size;
+    emit({ type: 'checkpoint', step: stepsDone, path, bytes });
+    await pruneCheckpoints(o.checkpointDir, 2);
+  };
   try {
-    if (o.zeroShot) zeroShot = lastEval = await evaluate(0);
+    if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
     for (; step < o.steps; step++) {
+      if (signal.checkpointRequested) {
+        signal.checkpointRequested = false;
+        await checkpoint(step);
+      }
       if (signal.stopped) {
         status = 'stopped';
         break;
@@ -306,11 +351,13 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
         seed: r.seeds[0].toString(),
       });
       if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) lastEval = await evaluate(step + 1);
+      if (o.checkpointEvery && (step + 1) % o.checkpointEvery === 0 && step + 1 < o.steps) await checkpoint(step + 1);
     }
   } catch (e) {
     if (!isCancelled(e)) throw e;
     status = 'stopped';
   }
+  if (status === 'stopped') await checkpoint(step);
   if (status === 'completed' && o.steps > 0) lastEval = await evaluate(step);
 
   let out: string | null = null;
@@ -320,7 +367,8 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
       status,
       steps_done: step,
       steps_planned: o.steps,
-      options: { ...o, out: undefined },
+      base_model: baseModel,
+      options: { ...o, out: undefined, resumeFrom: undefined },
       eval: lastEval,
       zero_shot: zeroShot,
     }, seedLog);
@@ -409,4 +457,37 @@ export async function saveFineTuned(
     await rm(tmp, { recursive: true, force: true });
     throw e;
   }
+}
+
+export async function resumeState(dir: string): Promise<CheckpointState> {
+  let raw: string;
+  try {
+    raw = await readFile(join(dir, 'spillway.json'), 'utf8');
+  } catch {
+    throw new Error(`${dir} is not a Spillway checkpoint (spillway.json is missing)`);
+  }
+  const state = JSON.parse(raw) as Partial<CheckpointState>;
+  if (typeof state.steps_done !== 'number' || typeof state.base_model !== 'string') {
+    throw new Error(`${join(dir, 'spillway.json')} does not describe a checkpoint (steps_done, base_model)`);
+  }
+  return state as CheckpointState;
+}
+
+export async function readSeedLog(dir: string): Promise<SeedLogEntry[]> {
+  const text = await readFile(join(dir, 'seedlog.jsonl'), 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as SeedLogEntry);
+}
+
+/** The newest checkpoint folder under dir, or null. */
+export async function latestCheckpoint(dir: string): Promise<string | null> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => /^step-\d+$/.test(n)).sort();
+  return names.length ? join(dir, names[names.length - 1]) : null;
+}
+
+async function pruneCheckpoints(dir: string, keep: number): Promise<void> {
+  const names = (await readdir(dir)).filter((n) => /^step-\d+$/.test(n)).sort();
+  for (const n of names.slice(0, Math.max(0, names.length - keep))) await rm(join(dir, n), { recursive: true, force: true });
 }

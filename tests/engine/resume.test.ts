@@ -1,0 +1,98 @@
+// Checkpoints and resume: a run interrupted (even by SIGKILL) and resumed from
+// its last checkpoint gives the same losses and the same final weights, bit for
+// bit, as a run that was never interrupted (CPU backend).
+import { readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { startEngineJob } from '../../electron/engine/runner.js';
+import { TRAIN_DEFAULTS, latestCheckpoint } from '../../electron/engine/trainer.js';
+import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
+import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
+
+let work: string;
+let model: string;
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'spw-resume-'));
+  model = await makeTinyLlama(join(work, 'tiny'));
+});
+
+const options = (over: Partial<TrainOptions>): TrainOptions => ({
+  ...TRAIN_DEFAULTS,
+  model,
+  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
+  task: { kind: 'sst2' },
+  steps: 8,
+  batchSize: 4,
+  lr: 1e-2,
+  seed: 9,
+  threads: 1,
+  zeroShot: false,
+  evalFraction: 0,
+  ...over,
+});
+
+async function runToEnd(o: TrainOptions): Promise<TrainEvent[]> {
+  const events: TrainEvent[] = [];
+  const job = startEngineJob({ type: 'train', options: o }, (e) => events.push(e as TrainEvent));
+  await job.done;
+  return events;
+}
+
+const stepLosses = (events: TrainEvent[]) =>
+  events.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss_plus, e.loss_minus] as const] : []));
+
+describe('checkpoint and resume', () => {
+  it('continues bit-identically from a checkpoint', async () => {
+    const whole = await runToEnd(options({ out: join(work, 'whole') }));
+
+    const ckpts = join(work, 'ckpt-a');
+    const first = await runToEnd(options({ steps: 8, checkpointEvery: 3, checkpointDir: ckpts, out: join(work, 'first') }));
+    const written = first.filter((e) => e.type === 'checkpoint').map((e) => (e.type === 'checkpoint' ? e.step : -1));
+    expect(written).toEqual([3, 6]);
+    const resumeFrom = join(ckpts, 'step-00000006');
+    expect(await latestCheckpoint(ckpts)).toBe(resumeFrom);
+
+    const rest = await runToEnd(options({ resumeFrom, out: join(work, 'resumed') }));
+    expect(stepLosses(rest).map((s) => s[0])).toEqual([7, 8]);
+    expect(stepLosses(rest)).toEqual(stepLosses(whole).slice(6));
+    const a = readFileSync(join(work, 'whole', 'model.safetensors'));
+    const b = readFileSync(join(work, 'resumed', 'model.safetensors'));
+    expect(b.equals(a)).toBe(true);
+    const log = readFileSync(join(work, 'resumed', 'seedlog.jsonl'), 'utf8').trim().split('\n');
+    expect(log).toEqual(readFileSync(join(work, 'whole', 'seedlog.jsonl'), 'utf8').trim().split('\n'));
+  });
+
+  it('resumes after SIGKILL from the last checkpoint', async () => {
+    const ckpts = join(work, 'ckpt-kill');
+    const events: TrainEvent[] = [];
+    const job = startEngineJob({ type: 'train', options: options({ steps: 100_000, checkpointEvery: 2, checkpointDir: ckpts }) }, (e) => events.push(e as TrainEvent));
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (events.some((e) => e.type === 'checkpoint' && e.step >= 4)) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 5);
+    });
+    job.kill('SIGKILL');
+    await job.done.catch(() => undefined);
+    const last = await latestCheckpoint(ckpts);
+    expect(last).not.toBeNull();
+    const stepsDone = Number(/step-(\d+)$/.exec(last as string)?.[1]);
+    expect(stepsDone).toBeGreaterThanOrEqual(4);
+    const resumed = await runToEnd(options({ steps: stepsDone + 2, resumeFrom: last as string }));
+    const before = stepLosses(events).filter((s) => s[0] <= stepsDone);
+    const whole = await runToEnd(options({ steps: stepsDone + 2 }));
+    expect(stepLosses(whole).slice(0, stepsDone)).toEqual(before);
+    expect(stepLosses(resumed)).toEqual(stepLosses(whole).slice(stepsDone));
+  });
+
+  it('refuses a folder that is not a checkpoint', async () => {
+    const job = startEngineJob({ type: 'train', options: options({ resumeFrom: model }) }, () => {});
+    await expect(job.done).rejects.toThrow(/not a Spillway checkpoint/);
+  });
+});
