@@ -2,6 +2,7 @@
 // log, and saving the fine-tuned model. Runs inside the engine host process
 // (see host.ts); it never touches the parent's state.
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
@@ -248,7 +249,7 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
 export function defaultThreads(): number {
   const n = Number(process.env.SPILLWAY_THREADS);
   if (Number.isInteger(n) && n > 0) return n;
-  return Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1);
+  return Math.max(1, availableParallelism());
 }
 
 export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
