@@ -8,6 +8,9 @@ import type { TaskTemplate } from '../data/index.js';
 import { formatInspect, inspectModel } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { startEngineJob } from '../engine/runner.js';
+import { resolveDataDir } from '../services/paths.js';
+import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
+import type { RunEvent } from '../services/runs/index.js';
 import type { ScoreOptions } from '../engine/score.js';
 import { TRAIN_DEFAULTS } from '../engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../engine/trainer.js';
@@ -21,6 +24,9 @@ Usage:
                                   per-example loss and accuracy, no training
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
+  spillway doctor [--spill DIR] [--json]
+                                  what this machine has: CUDA, GPUs, cuBLAS, NVML,
+                                  BLAS, io_uring, O_DIRECT on the spill folder
   spillway help
 
 Train options:
@@ -43,11 +49,16 @@ Train options:
   --threads N           CPU threads (default: all cores)
   --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
   --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
+                        (without it: every 100 steps, quietly, into the run's folder)
   --checkpoint-dir DIR  where checkpoints go (the two newest are kept)
   --resume DIR          continue from a checkpoint folder (same options as the first run)
   --no-zero-shot        skip the evaluation before the first step
   --json                one JSON object per line: start, step, eval, done, error
-`;
+  --data-dir DIR        where runs are recorded (default $SPILLWAY_DATA_DIR, else
+                        $XDG_DATA_HOME/spillway or ~/.local/share/spillway)
+
+Runs:
+${RUNS_USAGE.replace(/^Usage:\n/, '')}`;
 
 function fail(message: string, json: boolean): never {
   if (json) process.stdout.write(JSON.stringify({ type: 'error', message }) + '\n');
@@ -155,6 +166,7 @@ const TRAIN_FLAGS = {
   resume: { type: 'string' },
   'no-zero-shot': { type: 'boolean' },
   json: { type: 'boolean' },
+  'data-dir': { type: 'string' },
 } as const;
 
 export function trainOptionsFromArgs(v: Record<string, string | boolean | undefined>): TrainOptions {
@@ -265,24 +277,47 @@ async function cmdTrain(argv: string[]): Promise<number> {
       }
     }
   };
-  const job = startEngineJob({ type: 'train', options }, onEvent);
+  // Checkpoints the person did not ask for go quietly into the run's folder.
+  const showCheckpoints = values['checkpoint-dir'] !== undefined;
+  if (values['checkpoint-every'] === undefined) delete options.checkpointEvery;
+  let supervisor: RunSupervisor;
+  let runId: string;
+  try {
+    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] }));
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+  for (const n of supervisor.store.notices) progress.log(n);
+  supervisor.recover();
+  supervisor.subscribe('*', (e: RunEvent) => {
+    if (e.type === 'status' || e.runId !== runId) return;
+    if (e.type === 'checkpoint' && !showCheckpoints) return;
+    const { runId: _, ...event } = e;
+    onEvent(event);
+  });
+  const finish = async (message: string | null): Promise<number> => {
+    await supervisor.close();
+    if (message === null) return 0;
+    progress.finish();
+    fail(message, json);
+  };
+  try {
+    runId = (await supervisor.start({ options, saveModel: false })).id;
+  } catch (e) {
+    return finish((e as Error).message);
+  }
   let interrupted = 0;
   process.on('SIGINT', () => {
     interrupted++;
     if (interrupted === 1) {
       progress.log('stopping after the current step (Ctrl-C again to kill)…');
-      job.stop();
+      void supervisor.stop(runId, { graceMs: null });
     } else {
-      job.kill('SIGKILL');
+      void supervisor.kill(runId);
     }
   });
-  try {
-    await job.done;
-    return 0;
-  } catch (e) {
-    progress.finish();
-    fail((e as Error).message, json);
-  }
+  const run = await supervisor.waitFor(runId);
+  return finish(run.error);
 }
 
 async function cmdScore(argv: string[]): Promise<number> {
@@ -354,6 +389,55 @@ async function cmdInspect(argv: string[]): Promise<number> {
   }
 }
 
+async function cmdDoctor(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, spill: { type: 'string' } } });
+  const { loadNative } = await import('../engine/native.js');
+  const os = await import('node:os');
+  const spill = resolve(values.spill ?? os.tmpdir());
+  let native;
+  try {
+    native = loadNative();
+  } catch (e) {
+    fail((e as Error).message, values.json === true);
+  }
+  const cuda = native.cudaDevices();
+  const probe = native.probe(spill);
+  const gpu = await native.nvmlSample();
+  const report = {
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), memoryBytes: os.totalmem() },
+    blas: probe.blas,
+    cudaCompiled: native.cudaCompiled,
+    cuda,
+    cublas: probe.cublas,
+    nvml: probe.nvml,
+    gpu,
+    ioUring: probe.ioUring,
+    directIo: { folder: spill, ...probe.directIo },
+  };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(report) + '\n');
+    return 0;
+  }
+  const mark = (ok: boolean) => (ok ? 'yes' : 'no ');
+  const lines = [
+    `node         ${report.node} on ${report.platform}`,
+    `cpu          ${report.cpu.model}, ${report.cpu.cores} cores, ${(report.cpu.memoryBytes / 2 ** 30).toFixed(1)} GiB`,
+    `blas         ${report.blas}`,
+    `cuda         ${report.cudaCompiled ? 'compiled in' : 'not compiled in'}; ${cuda.state}${cuda.detail ? ` (${String(cuda.detail)})` : ''}`,
+    ...((cuda.devices as { index: number; name: string; totalBytes: number; computeCapability: string }[] | undefined) ?? []).map(
+      (d) => `  device ${d.index}     ${d.name}, ${(d.totalBytes / 2 ** 30).toFixed(1)} GiB, compute capability ${d.computeCapability}`,
+    ),
+    `cublas       ${mark(probe.cublas.ok)} ${probe.cublas.ok ? '' : `(${probe.cublas.detail}; GEMMs would use the built-in kernel)`}`,
+    `nvml         ${mark(probe.nvml.ok)} ${probe.nvml.ok ? '' : '(no GPU telemetry)'}`,
+    `io_uring     ${mark(probe.ioUring.ok)} ${probe.ioUring.detail}`,
+    `O_DIRECT     ${mark(probe.directIo?.ok === true)} ${probe.directIo?.detail ?? ''}`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
@@ -364,6 +448,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdScore(rest);
       case 'inspect':
         return await cmdInspect(rest);
+      case 'runs':
+        return await runsCommand(rest);
+      case 'doctor':
+        return await cmdDoctor(rest);
       case undefined:
       case 'help':
       case '--help':

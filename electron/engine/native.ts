@@ -72,6 +72,11 @@ export interface NativeEngine {
   info(): NativeEngineInfo;
 }
 
+export interface ProbeResult {
+  ok: boolean;
+  detail: string;
+}
+
 export interface CudaReport {
   /** 'ok', 'CUDA not compiled in' or 'no device'. */
   state: string;
@@ -82,6 +87,16 @@ export interface NativeAddon {
   /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
   Engine: new (options: { threads: number; device?: string }) => NativeEngine;
   cudaDevices(): CudaReport;
+  /** NVML readings of every GPU (runs on a native thread); 'absent' where there is no driver. */
+  nvmlSample(): Promise<{ state: 'ok' | 'absent' | 'unavailable'; reason?: string; devices: unknown[] }>;
+  /** Machine capabilities for `spillway doctor`; spillDir adds an O_DIRECT probe there. */
+  probe(spillDir?: string): {
+    cublas: ProbeResult;
+    nvml: ProbeResult;
+    ioUring: ProbeResult;
+    directIo?: ProbeResult;
+    blas: string;
+  };
   /** Noise values element by element, or with `bulk` through the CPU backend's generator. */
   noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string; bulk?: boolean }): Float32Array;
   fnv1a32(name: string): number;

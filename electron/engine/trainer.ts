@@ -11,7 +11,7 @@ import { loadModelInfo, writeSafetensors } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
 import { loadNative } from './native.js';
-import type { NativeEngine, NativeScoreResult } from './native.js';
+import type { NativeEngine, NativeScoreResult, PhaseTimes } from './native.js';
 import { engineSpec } from './spec.js';
 
 export type Schedule = 'constant' | 'linear' | 'cosine';
@@ -94,6 +94,8 @@ export interface StepEvent {
   tokens_per_s: number;
   skipped: boolean;
   seed: string;
+  /** Engine time per phase of this step (noise, forward, head, update, total), ms. */
+  times: PhaseTimes;
 }
 export interface EvalEvent {
   type: 'eval';
@@ -350,6 +352,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
         tokens_per_s: (batch.tokens.length / r.times.totalMs) * 1000,
         skipped: r.skipped,
         seed: r.seeds[0].toString(),
+        times: r.times,
       });
       if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) lastEval = await evaluate(step + 1);
       if (o.checkpointEvery && (step + 1) % o.checkpointEvery === 0 && step + 1 < o.steps) await checkpoint(step + 1);

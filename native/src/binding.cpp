@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
 
 #include "spillway/engine.h"
 #include "spillway/noise.h"
+#include "probe.h"
+#include "nvml.h"
 
 namespace {
 
@@ -533,8 +536,65 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
     return o;
 }
 
+// nvmlSample(): Promise<{state: 'ok' | 'absent' | 'unavailable', reason?, devices: [{index, name, pciBusId,
+//  utilization (0..1), memoryUsedBytes, memoryTotalBytes, pcieRxBytesPerS, pcieTxBytesPerS, powerW, temperatureC}]}>,
+// a value NVML cannot give being null. Runs on a worker thread: the PCIe counters block ~20 ms each.
+Napi::Value NvmlSample(const Napi::CallbackInfo& info) {
+    static std::atomic<bool> unused{false};  // Job's busy flag guards engines; samples may overlap
+    auto to_js = [](Napi::Env env, const NvmlReport& r) -> Napi::Value {
+        auto num_or_null = [&](double v) -> Napi::Value {
+            return std::isnan(v) ? env.Null() : Napi::Number::New(env, v).As<Napi::Value>();
+        };
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("state", r.state);
+        if (!r.reason.empty()) o.Set("reason", r.reason);
+        Napi::Array devs = Napi::Array::New(env, r.devices.size());
+        for (size_t i = 0; i < r.devices.size(); i++) {
+            const NvmlDeviceSample& d = r.devices[i];
+            Napi::Object x = Napi::Object::New(env);
+            x.Set("index", d.index);
+            x.Set("name", d.name);
+            x.Set("pciBusId", d.pci_bus_id.empty() ? env.Null() : Napi::String::New(env, d.pci_bus_id).As<Napi::Value>());
+            x.Set("utilization", num_or_null(d.utilization));
+            x.Set("memoryUsedBytes", num_or_null(d.memory_used));
+            x.Set("memoryTotalBytes", num_or_null(d.memory_total));
+            x.Set("pcieRxBytesPerS", num_or_null(d.pcie_rx));
+            x.Set("pcieTxBytesPerS", num_or_null(d.pcie_tx));
+            x.Set("powerW", num_or_null(d.power_w));
+            x.Set("temperatureC", num_or_null(d.temperature_c));
+            devs.Set((uint32_t)i, x);
+        }
+        o.Set("devices", devs);
+        return o;
+    };
+    auto* job = new Job<NvmlReport>(info.Env(), &unused, [] { return nvml_sample(); }, to_js);
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+}
+
+// probe(spillDir): what this machine can do, for `spillway doctor`. Never throws.
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto js = [&](const ProbeResult& r) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ok", r.ok);
+        o.Set("detail", r.detail);
+        return o;
+    };
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("cublas", js(probe_library("libcublas.so.13")));
+    o.Set("nvml", js(probe_library("libnvidia-ml.so.1")));
+    o.Set("ioUring", js(probe_io_uring()));
+    if (info.Length() > 0 && info[0].IsString()) o.Set("directIo", js(probe_direct_io(info[0].As<Napi::String>().Utf8Value())));
+    o.Set("blas", blas_config());
+    return o;
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+    exports.Set("probe", Napi::Function::New(env, Probe));
     exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
+    exports.Set("nvmlSample", Napi::Function::New(env, NvmlSample));
     exports.Set("Engine", EngineWrap::Init(env));
     exports.Set("noise", Napi::Function::New(env, Noise));
     exports.Set("fnv1a32", Napi::Function::New(env, Fnv));

@@ -140,3 +140,20 @@ describe('spillway score', () => {
     expect(examples[0].source).toMatch(/eval\.jsonl:1$/);
   });
 });
+
+describe('spillway doctor', () => {
+  it('reports CUDA, libraries, io_uring and O_DIRECT on the spill folder', async () => {
+    const r = await spillway(['doctor', '--spill', work, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const d = JSON.parse(r.stdout) as Record<string, { ok?: boolean; detail?: string; state?: string; folder?: string } & Record<string, unknown>>;
+    expect(typeof d.cudaCompiled).toBe('boolean');
+    expect(['ok', 'no device', 'CUDA not compiled in']).toContain(d.cuda.state);
+    for (const k of ['cublas', 'nvml', 'ioUring', 'directIo']) expect(typeof d[k].ok, k).toBe('boolean');
+    expect(d.directIo.folder).toBe(work);
+    expect(String(d.blas)).toMatch(/OpenBLAS/);
+    const missing = await spillway(['doctor', '--spill', join(work, 'no-such-dir'), '--json']);
+    const m = JSON.parse(missing.stdout) as Record<string, { ok: boolean; detail: string }>;
+    expect(m.directIo.ok).toBe(false);
+    expect(m.directIo.detail).toMatch(/no-such-dir/);
+  });
+});
