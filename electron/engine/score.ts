@@ -1,7 +1,7 @@
 // Scoring without training: per-example loss (mean token NLL over the scored
 // tokens) and accuracy of a model on a dataset.
 import type { TaskTemplate } from '../data/index.js';
-import { loadForTraining, scoreExamples } from './trainer.js';
+import { TRAIN_DEFAULTS, loadForTraining, scoreExamples } from './trainer.js';
 import type { TrainEvent } from './trainer.js';
 
 export interface ScoreOptions {
@@ -37,24 +37,14 @@ export async function scoreDataset(o: ScoreOptions, emit: (e: ScoreEvent) => voi
   const t0 = Date.now();
   const { engine, train: examples } = await loadForTraining(
     {
+      ...TRAIN_DEFAULTS,
       model: o.model,
       train: o.data,
-      evalFraction: 0,
       task: o.task,
       threads: o.threads,
       maxLength: o.maxLength,
-      steps: 0,
       batchSize: o.batchSize,
-      lr: 0,
-      eps: 1,
-      weightDecay: 0,
-      q: 1,
-      schedule: 'constant',
-      warmupSteps: 0,
-      noise: 'gaussian',
-      seed: 0,
-      evalEvery: 0,
-      evalMax: 0,
+      evalFraction: 0,
       zeroShot: false,
     },
     emit,
