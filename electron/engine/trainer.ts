@@ -293,6 +293,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   let status: DoneEvent['status'] = 'completed';
   const runSeed = BigInt(o.seed);
   const baseModel = o.resumeFrom ? await resumeState(o.resumeFrom).then((r) => r.base_model) : info.dir;
+  const side = await readSideFiles(info.dir);
   if (o.resumeFrom) {
     const state = await resumeState(o.resumeFrom);
     step = state.steps_done;
@@ -305,10 +306,10 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   const checkpoint = async (stepsDone: number): Promise<void> => {
     if (!o.checkpointDir) return;
     const path = join(o.checkpointDir, `step-${String(stepsDone).padStart(8, '0')}`);
-    await saveFineTuned(engine, info, path, { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } }, seedLog);
+    await saveFineTuned(engine, side, path, { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } }, seedLog);
     const bytes = (await stat(join(path, 'model.safetensors'))).size;
     emit({ type: 'checkpoint', step: stepsDone, path, bytes });
-    await pruneCheckpoints(o.checkpointDir, 2);
+    await pruneCheckpoints(o.checkpointDir, 2, o.resumeFrom);
   };
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
@@ -367,7 +368,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   let out: string | null = null;
   if (o.out) {
     out = resolve(o.out);
-    await saveFineTuned(engine, info, out, {
+    await saveFineTuned(engine, side, out, {
       status,
       steps_done: step,
       steps_planned: o.steps,
@@ -429,9 +430,38 @@ async function checkOutFolder(out: string): Promise<void> {
  * tokenizer files) plus spillway.json and the seed log. The folder appears
  * whole or not at all: it is written beside its destination and renamed.
  */
+/** The small files a saved model carries beside its weights, read once from the source folder. */
+export interface ModelSideFiles {
+  dir: string;
+  config: Record<string, unknown>;
+  files: Map<string, Buffer>;
+}
+
+const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
+
+export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
+  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const files = new Map<string, Buffer>();
+  for (const f of SIDE_FILES) {
+    try {
+      files.set(f, await readFile(join(dir, f)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  return { dir, config, files };
+}
+
+/**
+ * Writes the model as a Hugging Face folder (float32 safetensors + config +
+ * tokenizer files) plus spillway.json and the seed log. The folder appears
+ * whole or not at all: it is written beside its destination and renamed.
+ * The side files come from memory, so the source folder may be gone by now
+ * (a checkpoint that was resumed from and then pruned).
+ */
 export async function saveFineTuned(
   engine: NativeEngine,
-  info: ModelInfo,
+  side: ModelSideFiles,
   out: string,
   meta: Record<string, unknown>,
   seedLog: SeedLogEntry[],
@@ -445,16 +475,10 @@ export async function saveFineTuned(
       return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
     });
     await writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
-    const config = JSON.parse(await readFile(join(info.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    config.torch_dtype = 'float32';
-    await writeFile(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json']) {
-      await copyFile(join(info.dir, f), join(tmp, f)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw e;
-      });
-    }
+    await writeFile(join(tmp, 'config.json'), JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n');
+    for (const [f, bytes] of side.files) await writeFile(join(tmp, f), bytes);
     await writeFile(join(tmp, 'seedlog.jsonl'), seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : ''));
-    await writeFile(join(tmp, 'spillway.json'), JSON.stringify({ base_model: info.dir, ...meta }, null, 2) + '\n');
+    await writeFile(join(tmp, 'spillway.json'), JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n');
     await rm(out, { recursive: true, force: true });
     await rename(tmp, out);
   } catch (e) {
@@ -491,7 +515,11 @@ export async function latestCheckpoint(dir: string): Promise<string | null> {
   return names.length ? join(dir, names[names.length - 1]) : null;
 }
 
-async function pruneCheckpoints(dir: string, keep: number): Promise<void> {
+/** Keeps the `keep` newest checkpoints, and never deletes the one this run resumed from. */
+async function pruneCheckpoints(dir: string, keep: number, resumedFrom?: string): Promise<void> {
   const names = (await readdir(dir)).filter((n) => /^step-\d+$/.test(n)).sort();
-  for (const n of names.slice(0, Math.max(0, names.length - keep))) await rm(join(dir, n), { recursive: true, force: true });
+  for (const n of names.slice(0, Math.max(0, names.length - keep))) {
+    if (resumedFrom && resolve(join(dir, n)) === resolve(resumedFrom)) continue;
+    await rm(join(dir, n), { recursive: true, force: true });
+  }
 }

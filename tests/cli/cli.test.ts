@@ -15,7 +15,7 @@ const BIN = join(ROOT, 'bin', 'spillway.js');
 
 async function spillway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2' }, maxBuffer: 64 << 20 });
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2', SPILLWAY_DATA_DIR: join(work, 'data') }, maxBuffer: 64 << 20 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };

@@ -91,6 +91,18 @@ describe('checkpoint and resume', () => {
     expect(stepLosses(resumed)).toEqual(stepLosses(whole).slice(stepsDone));
   });
 
+  it('keeps checkpointing into the same folder it resumed from', async () => {
+    // The resume source is one of the run's own checkpoints; later checkpoints must
+    // neither prune it away nor need it again (the side files are read once).
+    const ckpts = join(work, 'ckpt-same');
+    await runToEnd(options({ steps: 2, checkpointEvery: 1, checkpointDir: ckpts }));
+    const from = join(ckpts, 'step-00000001');
+    const events = await runToEnd(options({ steps: 6, checkpointEvery: 1, checkpointDir: ckpts, resumeFrom: from, out: join(work, 'same-out') }));
+    expect(events.filter((e) => e.type === 'checkpoint').map((e) => (e.type === 'checkpoint' ? e.step : -1))).toEqual([2, 3, 4, 5]);
+    expect(events.at(-1)?.type).toBe('done');
+    expect(readFileSync(join(work, 'same-out', 'config.json'), 'utf8')).toContain('LlamaForCausalLM');
+  });
+
   it('refuses a folder that is not a checkpoint', async () => {
     const job = startEngineJob({ type: 'train', options: options({ resumeFrom: model }) }, () => {});
     await expect(job.done).rejects.toThrow(/not a Spillway checkpoint/);

@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
-import { saveFineTuned } from '../../electron/engine/trainer.js';
+import { readSideFiles, saveFineTuned } from '../../electron/engine/trainer.js';
 import type { SeedLogEntry } from '../../electron/engine/trainer.js';
-import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, GOLDEN, ROOT, loadEngine, readJson, toExamples } from '../helpers/engine.js';
 import type { GoldenExample } from '../helpers/engine.js';
 
@@ -40,7 +39,7 @@ describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny'])('saving a fine-tuned %s',
       log.push({ step, seed: r.seeds[0].toString(), coef: 1e-2 * r.projectedGrad[0], projected_grad: r.projectedGrad[0], lr: 1e-2, skipped: r.skipped });
     }
     const out = join(mkdtempSync(join(tmpdir(), 'spw-save-')), 'tuned');
-    await saveFineTuned(engine, await loadModelInfo(src), out, { status: 'completed' }, log);
+    await saveFineTuned(engine, await readSideFiles(src), out, { status: 'completed' }, log);
 
     expect(readdirSync(out).sort()).toEqual(['config.json', 'model.safetensors', 'seedlog.jsonl', 'spillway.json']);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;

@@ -1,0 +1,171 @@
+// `spillway runs list|show|export|delete`: the run store from a terminal.
+import { writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
+import { parseArgs } from 'node:util';
+
+import { resolveDataDir } from '../paths.js';
+import type { EvalMetric, RunRecord, StepMetric } from '../store/types.js';
+import { RunSupervisor } from './supervisor.js';
+
+export const RUNS_USAGE = `Usage:
+  spillway runs list [--json]                  every run, newest first
+  spillway runs show ID [--json]               config, status, final metrics, last eval
+  spillway runs export ID --format json|csv [--out FILE]
+                                               step and eval metrics
+  spillway runs delete ID [--yes]              remove the run's rows and files
+  (ID may be any unambiguous prefix; --data-dir DIR picks the data folder)
+`;
+
+export interface CommandIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+}
+
+const STEP_COLUMNS = ['step', 'time', 'loss', 'loss_plus', 'loss_minus', 'projected_grad', 'lr', 'step_ms', 'tokens_per_s', 'skipped', 'seed'] as const;
+const EVAL_COLUMNS = ['accuracy', 'examples', 'eval_ms'] as const;
+export const CSV_HEADER = ['kind', ...STEP_COLUMNS, ...EVAL_COLUMNS];
+
+function csvField(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  const s = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** One table of step rows then eval rows; columns a kind lacks stay empty. */
+export function metricsCsv(steps: StepMetric[], evals: EvalMetric[]): string {
+  const rows: unknown[][] = [CSV_HEADER];
+  for (const m of steps) rows.push(['step', m.step, m.time, m.loss, m.lossPlus, m.lossMinus, m.projectedGrad, m.lr, m.stepMs, m.tokensPerS, m.skipped, m.seed, null, null, null]);
+  for (const e of evals) rows.push(['eval', e.step, e.time, e.loss, null, null, null, null, null, null, null, null, e.accuracy, e.examples, e.evalMs]);
+  return rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n';
+}
+
+const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : 'n/a');
+const fixed = (x: unknown) => (typeof x === 'number' ? x.toFixed(4) : 'n/a');
+const when = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().replace('T', ' ').slice(0, 19));
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n';
+}
+
+function finalAccuracy(r: RunRecord): unknown {
+  return (r.finalMetrics?.eval as { accuracy?: unknown } | null | undefined)?.accuracy;
+}
+
+function listTable(runs: RunRecord[]): string {
+  if (runs.length === 0) return 'no runs yet\n';
+  return table([
+    ['ID', 'STATUS', 'STEPS', 'LOSS', 'ACC', 'CREATED', 'NAME'],
+    ...runs.map((r) => [r.id, r.status, `${r.stepsDone}/${r.stepsPlanned}`, fixed(r.finalMetrics?.final_loss), pct(finalAccuracy(r)), when(r.createdAt), r.name]),
+  ]);
+}
+
+function showText(s: RunSupervisor, r: RunRecord): string {
+  const last = s.store.lastEval(r.id);
+  const lines = [
+    `run         ${r.id}  ${r.name}`,
+    `status      ${r.status}${r.error ? ` (${r.error})` : ''}`,
+    `model       ${r.model}`,
+    `dataset     ${r.dataset}`,
+    `task        ${r.task}`,
+    `steps       ${r.stepsDone}/${r.stepsPlanned}`,
+    `created     ${when(r.createdAt)}   started ${when(r.startedAt)}   ended ${when(r.endedAt)}`,
+    ...(r.resumedFrom ? [`resumed     from ${r.resumedFrom}`] : []),
+    `final loss  ${fixed(r.finalMetrics?.final_loss)}`,
+    `last eval   ${last ? `step ${last.step}: accuracy ${pct(last.accuracy)}, loss ${fixed(last.loss)} (${last.examples} examples)` : 'none'}`,
+    `folder      ${r.folder}`,
+    ...s.store.checkpoints(r.id).map((c) => `checkpoint  step ${c.step}: ${c.path} (${c.bytes} bytes)`),
+    ...s.store.artifacts(r.id).map((a) => `${a.kind.padEnd(11)} ${a.path} (${a.bytes} bytes)`),
+    'config',
+    JSON.stringify(r.config, null, 2).replace(/^/gm, '  '),
+  ];
+  return lines.join('\n') + '\n';
+}
+
+async function confirm(io: CommandIO, question: string): Promise<boolean> {
+  const rl = createInterface({ input: io.stdin, output: io.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+export async function runsCommand(argv: string[], io: CommandIO = process): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      json: { type: 'boolean' },
+      format: { type: 'string' },
+      out: { type: 'string' },
+      yes: { type: 'boolean' },
+      'data-dir': { type: 'string' },
+    },
+  });
+  const [sub, idArg] = positionals;
+  const say = (s: string) => io.stderr.write(`spillway: ${s}\n`);
+  if (!sub || !['list', 'show', 'export', 'delete'].includes(sub)) {
+    io.stderr.write(sub ? `spillway: unknown runs command "${sub}"\n\n${RUNS_USAGE}` : RUNS_USAGE);
+    return 1;
+  }
+  if (sub !== 'list' && !idArg) {
+    say(`runs ${sub} needs a run id`);
+    return 1;
+  }
+  if (sub === 'export' && values.format !== 'json' && values.format !== 'csv') {
+    say('runs export needs --format json or --format csv');
+    return 1;
+  }
+  const sup = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] }));
+  try {
+    for (const n of sup.store.notices) say(n);
+    sup.recover();
+    if (sub === 'list') {
+      const runs = sup.listRuns();
+      io.stdout.write(values.json ? JSON.stringify(runs) + '\n' : listTable(runs));
+      return 0;
+    }
+    const run = sup.store.findRun(idArg);
+    switch (sub) {
+      case 'show':
+        io.stdout.write(
+          values.json
+            ? JSON.stringify({ ...run, lastEval: sup.store.lastEval(run.id), checkpoints: sup.store.checkpoints(run.id), artifacts: sup.store.artifacts(run.id) }) + '\n'
+            : showText(sup, run),
+        );
+        return 0;
+      case 'export': {
+        const m = sup.getMetrics(run.id);
+        const text = values.format === 'json' ? JSON.stringify({ run, steps: m.steps, evals: m.evals }, null, 2) + '\n' : metricsCsv(m.steps, m.evals);
+        if (values.out) writeFileSync(values.out, text);
+        else io.stdout.write(text);
+        return 0;
+      }
+      case 'delete': {
+        const files = sup.runFiles(run.id);
+        if (!values.yes) {
+          if (!io.stdin.isTTY) {
+            say(`not deleting run ${run.id} without confirmation; pass --yes`);
+            return 1;
+          }
+          const list = files.map((f) => `\n  ${f}`).join('');
+          if (!(await confirm(io, `Delete run ${run.id} (${run.name}) and its files?${list}\n[y/N] `))) {
+            say('nothing deleted');
+            return 1;
+          }
+        }
+        const removed = await sup.deleteRun(run.id);
+        io.stdout.write(`deleted run ${run.id}${removed.length ? ` and ${removed.join(', ')}` : ''}\n`);
+        return 0;
+      }
+    }
+    return 1;
+  } catch (e) {
+    say((e as Error).message);
+    return 1;
+  } finally {
+    await sup.close();
+  }
+}

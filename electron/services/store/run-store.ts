@@ -1,0 +1,387 @@
+// The run store: one SQLite file, cached prepared statements, plain objects
+// in and out. Metric rows normally arrive through MetricWriter in batches.
+import type { Database as Db, Statement } from 'better-sqlite3';
+
+import { databaseFile } from '../paths.js';
+import { openDatabase } from './database.js';
+import type { OpenOptions } from './database.js';
+import type {
+  ArtifactRecord,
+  CheckpointRecord,
+  EvalMetric,
+  LogLine,
+  NewRun,
+  RunMetrics,
+  RunPatch,
+  RunRecord,
+  RunStatus,
+  StepMetric,
+  SystemSample,
+  TierStat,
+} from './types.js';
+
+/** Log lines kept per run; older ones are pruned as new ones arrive. */
+export const LOG_LINES_KEPT = 1000;
+
+interface RunRow {
+  id: string;
+  name: string;
+  model: string;
+  dataset: string;
+  task: string;
+  config: string;
+  status: RunStatus;
+  created_at: number;
+  started_at: number | null;
+  ended_at: number | null;
+  error: string | null;
+  resumed_from: string | null;
+  steps_planned: number;
+  steps_done: number;
+  final_metrics: string | null;
+  folder: string;
+  owner_pid: number | null;
+}
+
+const RUN_COLUMNS: Record<keyof RunPatch, keyof RunRow> = {
+  name: 'name',
+  model: 'model',
+  dataset: 'dataset',
+  task: 'task',
+  config: 'config',
+  status: 'status',
+  startedAt: 'started_at',
+  endedAt: 'ended_at',
+  error: 'error',
+  resumedFrom: 'resumed_from',
+  stepsPlanned: 'steps_planned',
+  stepsDone: 'steps_done',
+  finalMetrics: 'final_metrics',
+  folder: 'folder',
+  ownerPid: 'owner_pid',
+};
+
+const json = (v: unknown): string => JSON.stringify(v ?? null);
+
+function toRun(r: RunRow): RunRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    model: r.model,
+    dataset: r.dataset,
+    task: r.task,
+    config: JSON.parse(r.config) as Record<string, unknown>,
+    status: r.status,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    endedAt: r.ended_at,
+    error: r.error,
+    resumedFrom: r.resumed_from,
+    stepsPlanned: r.steps_planned,
+    stepsDone: r.steps_done,
+    finalMetrics: r.final_metrics === null ? null : (JSON.parse(r.final_metrics) as Record<string, unknown>),
+    folder: r.folder,
+    ownerPid: r.owner_pid,
+  };
+}
+
+interface StepRow {
+  step: number;
+  time: number;
+  loss: number | null;
+  loss_plus: number | null;
+  loss_minus: number | null;
+  projected_grad: number | null;
+  lr: number | null;
+  step_ms: number | null;
+  tokens_per_s: number | null;
+  skipped: number;
+  seed: string;
+}
+
+const toStep = (r: StepRow): StepMetric => ({
+  step: r.step,
+  time: r.time,
+  loss: r.loss,
+  lossPlus: r.loss_plus,
+  lossMinus: r.loss_minus,
+  projectedGrad: r.projected_grad,
+  lr: r.lr,
+  stepMs: r.step_ms,
+  tokensPerS: r.tokens_per_s,
+  skipped: r.skipped !== 0,
+  seed: r.seed,
+});
+
+interface EvalRow {
+  step: number;
+  time: number;
+  loss: number | null;
+  accuracy: number | null;
+  examples: number;
+  eval_ms: number | null;
+}
+
+const toEval = (r: EvalRow): EvalMetric => ({ step: r.step, time: r.time, loss: r.loss, accuracy: r.accuracy, examples: r.examples, evalMs: r.eval_ms });
+
+/** SQLite stores NaN as NULL; say so explicitly rather than rely on the driver. */
+const finite = (x: number | null | undefined): number | null => (x === null || x === undefined || Number.isNaN(x) ? null : x);
+
+export class RunStore {
+  private readonly statements = new Map<string, Statement>();
+
+  constructor(
+    readonly db: Db,
+    readonly file: string,
+    readonly notices: string[] = [],
+  ) {}
+
+  /** Opens (creating and migrating) the store in a data folder. */
+  static open(dataDir: string, options: OpenOptions = {}): RunStore {
+    const file = databaseFile(dataDir);
+    const { db, notices } = openDatabase(file, options);
+    return new RunStore(db, file, notices);
+  }
+
+  private stmt(sql: string): Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    this.statements.clear();
+    if (this.db.open) this.db.close();
+  }
+
+  // ---------------------------------------------------------------- runs
+
+  createRun(r: NewRun): RunRecord {
+    this.stmt(
+      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, started_at, resumed_from, steps_planned, folder, owner_pid)
+       VALUES (@id, @name, @model, @dataset, @task, @config, @status, @created_at, @started_at, @resumed_from, @steps_planned, @folder, @owner_pid)`,
+    ).run({
+      id: r.id,
+      name: r.name,
+      model: r.model,
+      dataset: r.dataset,
+      task: r.task,
+      config: json(r.config),
+      status: r.status ?? 'created',
+      created_at: r.createdAt ?? Date.now(),
+      started_at: r.startedAt ?? null,
+      resumed_from: r.resumedFrom ?? null,
+      steps_planned: r.stepsPlanned,
+      folder: r.folder,
+      owner_pid: r.ownerPid ?? null,
+    });
+    return this.getRun(r.id) as RunRecord;
+  }
+
+  getRun(id: string): RunRecord | null {
+    const row = this.stmt('SELECT * FROM runs WHERE id = ?').get(id) as RunRow | undefined;
+    return row ? toRun(row) : null;
+  }
+
+  /** A run by its id or an unambiguous prefix of it (what people type). */
+  findRun(idOrPrefix: string): RunRecord {
+    const exact = this.getRun(idOrPrefix);
+    if (exact) return exact;
+    const rows = this.stmt('SELECT * FROM runs WHERE substr(id, 1, length(@p)) = @p LIMIT 3').all({ p: idOrPrefix }) as RunRow[];
+    if (rows.length === 0) throw new Error(`no run with id ${idOrPrefix}`);
+    if (rows.length > 1) throw new Error(`${idOrPrefix} matches several runs (${rows.map((r) => r.id).join(', ')}…); type more of the id`);
+    return toRun(rows[0]);
+  }
+
+  /** Newest first. */
+  listRuns(): RunRecord[] {
+    return (this.stmt('SELECT * FROM runs ORDER BY created_at DESC, id DESC').all() as RunRow[]).map(toRun);
+  }
+
+  runsWithStatus(status: RunStatus): RunRecord[] {
+    return (this.stmt('SELECT * FROM runs WHERE status = ? ORDER BY created_at').all(status) as RunRow[]).map(toRun);
+  }
+
+  updateRun(id: string, patch: RunPatch): RunRecord {
+    const keys = Object.keys(patch) as (keyof RunPatch)[];
+    if (keys.length) {
+      const sets = keys.map((k) => `${RUN_COLUMNS[k]} = @${RUN_COLUMNS[k]}`).join(', ');
+      const values: Record<string, unknown> = { id };
+      for (const k of keys) {
+        const v = patch[k];
+        values[RUN_COLUMNS[k]] = k === 'config' || k === 'finalMetrics' ? (v === null ? null : json(v)) : v;
+      }
+      this.stmt(`UPDATE runs SET ${sets} WHERE id = @id`).run(values);
+    }
+    const run = this.getRun(id);
+    if (!run) throw new Error(`no run with id ${id}`);
+    return run;
+  }
+
+  /** Removes the run and, by cascade, every row that belongs to it. */
+  deleteRun(id: string): boolean {
+    return this.stmt('DELETE FROM runs WHERE id = ?').run(id).changes > 0;
+  }
+
+  // ------------------------------------------------------------- metrics
+
+  insertStepMetrics(runId: string, rows: readonly StepMetric[]): void {
+    const s = this.stmt(
+      `INSERT OR REPLACE INTO step_metrics (run_id, step, time, loss, loss_plus, loss_minus, projected_grad, lr, step_ms, tokens_per_s, skipped, seed)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    for (const m of rows) {
+      s.run(runId, m.step, m.time, finite(m.loss), finite(m.lossPlus), finite(m.lossMinus), finite(m.projectedGrad), finite(m.lr), finite(m.stepMs), finite(m.tokensPerS), m.skipped ? 1 : 0, m.seed);
+    }
+  }
+
+  insertEvalMetrics(runId: string, rows: readonly EvalMetric[]): void {
+    const s = this.stmt(
+      'INSERT OR REPLACE INTO eval_metrics (run_id, step, time, loss, accuracy, examples, eval_ms) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    for (const m of rows) s.run(runId, m.step, m.time, finite(m.loss), finite(m.accuracy), m.examples, finite(m.evalMs));
+  }
+
+  /** Step and eval metrics after `sinceStep` (0: all), in step order. */
+  getMetrics(runId: string, sinceStep = 0): RunMetrics {
+    const steps = (this.stmt('SELECT * FROM step_metrics WHERE run_id = ? AND step > ? ORDER BY step').all(runId, sinceStep) as StepRow[]).map(toStep);
+    // Evals at step N describe the weights after N steps, so "since N" excludes them;
+    // from the beginning includes the zero-shot eval at step 0.
+    const evalsAfter = sinceStep <= 0 ? -1 : sinceStep;
+    const evals = (this.stmt('SELECT * FROM eval_metrics WHERE run_id = ? AND step > ? ORDER BY step').all(runId, evalsAfter) as EvalRow[]).map(toEval);
+    return { steps, evals };
+  }
+
+  advanceStepsDone(runId: string, step: number): void {
+    this.stmt('UPDATE runs SET steps_done = max(steps_done, ?) WHERE id = ?').run(step, runId);
+  }
+
+  lastEval(runId: string): EvalMetric | null {
+    const row = this.stmt('SELECT * FROM eval_metrics WHERE run_id = ? ORDER BY step DESC LIMIT 1').get(runId) as EvalRow | undefined;
+    return row ? toEval(row) : null;
+  }
+
+  lastStep(runId: string): number {
+    const row = this.stmt('SELECT max(step) AS step FROM step_metrics WHERE run_id = ?').get(runId) as { step: number | null };
+    return row.step ?? 0;
+  }
+
+  /** Forgets metrics past a checkpoint that a resumed run will recompute. */
+  deleteMetricsAfter(runId: string, step: number): void {
+    this.stmt('DELETE FROM step_metrics WHERE run_id = ? AND step > ?').run(runId, step);
+    this.stmt('DELETE FROM eval_metrics WHERE run_id = ? AND step > ?').run(runId, step);
+    this.stmt('DELETE FROM checkpoints WHERE run_id = ? AND step > ?').run(runId, step);
+  }
+
+  // -------------------------------------------------- checkpoints, files
+
+  addCheckpoint(c: CheckpointRecord): void {
+    this.stmt('INSERT OR REPLACE INTO checkpoints (run_id, step, path, bytes, created_at) VALUES (?, ?, ?, ?, ?)').run(c.runId, c.step, c.path, c.bytes, c.createdAt);
+  }
+
+  removeCheckpoint(runId: string, step: number): void {
+    this.stmt('DELETE FROM checkpoints WHERE run_id = ? AND step = ?').run(runId, step);
+  }
+
+  checkpoints(runId: string): CheckpointRecord[] {
+    return (this.stmt('SELECT run_id AS runId, step, path, bytes, created_at AS createdAt FROM checkpoints WHERE run_id = ? ORDER BY step').all(runId) as CheckpointRecord[]);
+  }
+
+  addArtifact(a: ArtifactRecord): void {
+    this.stmt('INSERT OR REPLACE INTO artifacts (run_id, kind, path, bytes, created_at) VALUES (?, ?, ?, ?, ?)').run(a.runId, a.kind, a.path, a.bytes, a.createdAt);
+  }
+
+  removeArtifacts(runId: string, kind: ArtifactRecord['kind']): void {
+    this.stmt('DELETE FROM artifacts WHERE run_id = ? AND kind = ?').run(runId, kind);
+  }
+
+  artifacts(runId: string): ArtifactRecord[] {
+    return this.stmt('SELECT run_id AS runId, kind, path, bytes, created_at AS createdAt FROM artifacts WHERE run_id = ? ORDER BY id').all(runId) as ArtifactRecord[];
+  }
+
+  // ---------------------------------------------------------------- logs
+
+  addLogs(runId: string, lines: readonly LogLine[]): void {
+    const s = this.stmt('INSERT INTO logs (run_id, time, level, message) VALUES (?, ?, ?, ?)');
+    for (const l of lines) s.run(runId, l.time, l.level, l.message);
+    this.stmt(
+      `DELETE FROM logs WHERE run_id = @run AND id <= (SELECT id FROM logs WHERE run_id = @run ORDER BY id DESC LIMIT 1 OFFSET ${LOG_LINES_KEPT})`,
+    ).run({ run: runId });
+  }
+
+  /** The last `limit` log lines of a run, oldest first. */
+  logs(runId: string, limit = 100): LogLine[] {
+    const rows = this.stmt('SELECT time, level, message FROM logs WHERE run_id = ? ORDER BY id DESC LIMIT ?').all(runId, limit) as LogLine[];
+    return rows.reverse();
+  }
+
+  // ----------------------------------------------------------- telemetry
+
+  insertSystemSamples(rows: readonly SystemSample[]): void {
+    const s = this.stmt(
+      'INSERT INTO system_samples (run_id, time, cpu_percent, ram_used_bytes, gpu_percent, gpu_mem_used_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    for (const r of rows) s.run(r.runId, r.time, finite(r.cpuPercent), finite(r.ramUsedBytes), finite(r.gpuPercent), finite(r.gpuMemUsedBytes), json(r.payload));
+  }
+
+  systemSamples(runId: string | null, sinceTime = 0): SystemSample[] {
+    const rows = this.stmt(
+      `SELECT run_id, time, cpu_percent, ram_used_bytes, gpu_percent, gpu_mem_used_bytes, payload FROM system_samples
+       WHERE run_id IS ? AND time > ? ORDER BY time, id`,
+    ).all(runId, sinceTime) as { run_id: string | null; time: number; cpu_percent: number | null; ram_used_bytes: number | null; gpu_percent: number | null; gpu_mem_used_bytes: number | null; payload: string }[];
+    return rows.map((r) => ({
+      runId: r.run_id,
+      time: r.time,
+      cpuPercent: r.cpu_percent,
+      ramUsedBytes: r.ram_used_bytes,
+      gpuPercent: r.gpu_percent,
+      gpuMemUsedBytes: r.gpu_mem_used_bytes,
+      payload: JSON.parse(r.payload) as unknown,
+    }));
+  }
+
+  insertTierStats(rows: readonly TierStat[]): void {
+    const s = this.stmt(
+      'INSERT INTO tier_stats (run_id, step, time, tier, resident_bytes, read_bytes, written_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    for (const r of rows) s.run(r.runId, r.step, r.time, r.tier, finite(r.residentBytes), finite(r.readBytes), finite(r.writtenBytes), json(r.payload));
+  }
+
+  tierStats(runId: string, sinceStep = 0): TierStat[] {
+    const rows = this.stmt(
+      'SELECT run_id, step, time, tier, resident_bytes, read_bytes, written_bytes, payload FROM tier_stats WHERE run_id = ? AND step > ? ORDER BY step, id',
+    ).all(runId, sinceStep) as { run_id: string; step: number; time: number; tier: string; resident_bytes: number | null; read_bytes: number | null; written_bytes: number | null; payload: string }[];
+    return rows.map((r) => ({
+      runId: r.run_id,
+      step: r.step,
+      time: r.time,
+      tier: r.tier,
+      residentBytes: r.resident_bytes,
+      readBytes: r.read_bytes,
+      writtenBytes: r.written_bytes,
+      payload: JSON.parse(r.payload) as unknown,
+    }));
+  }
+
+  // ------------------------------------------------------------ settings
+
+  getSetting<T = unknown>(key: string): T | undefined {
+    const row = this.stmt('SELECT value FROM settings WHERE key = ?').get(key) as { value: string } | undefined;
+    return row ? (JSON.parse(row.value) as T) : undefined;
+  }
+
+  setSetting(key: string, value: unknown): void {
+    this.stmt('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, json(value));
+  }
+
+  deleteSetting(key: string): void {
+    this.stmt('DELETE FROM settings WHERE key = ?').run(key);
+  }
+}
