@@ -157,3 +157,20 @@ describe('spillway doctor', () => {
     expect(m.directIo.detail).toMatch(/no-such-dir/);
   });
 });
+
+describe('the embedded demo', () => {
+  it('starts at the zero-shot figure and lifts held-out accuracy by at least 15 points', async () => {
+    // The demo's own settings (resources/demo.json), shortened to 50 steps; on this
+    // model MeZO reaches ~97% by step 25 from 50% zero-shot (resources/README.md).
+    const r = await spillway(['train', '--steps', '50', '--eval-every', '25', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const ev = lines(r.stdout);
+    const evals = ev.filter((e) => e.type === 'eval');
+    expect(evals[0].step).toBe(0);
+    const zeroShot = evals[0].accuracy as number;
+    expect(zeroShot).toBeLessThanOrEqual(0.7);
+    const final = evals.at(-1) as Record<string, number>;
+    expect(final.step).toBe(50);
+    expect(final.accuracy - zeroShot).toBeGreaterThanOrEqual(0.15);
+  });
+});
