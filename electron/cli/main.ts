@@ -15,6 +15,7 @@ import type { ScoreOptions } from '../engine/score.js';
 import { TRAIN_DEFAULTS } from '../engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../engine/trainer.js';
 import { ProgressLine } from './progress.js';
+import { cmdServe } from '../server/serve-command.js';
 
 const USAGE = `spillway — zeroth-order fine-tuning of language models larger than the GPU
 
@@ -27,6 +28,8 @@ Usage:
   spillway doctor [--spill DIR] [--json]
                                   what this machine has: CUDA, GPUs, cuBLAS, NVML,
                                   BLAS, io_uring, O_DIRECT on the spill folder
+  spillway serve [--host H] [--port N] [--static DIR]
+                                  the app's backend for a browser (127.0.0.1 + token)
   spillway help
 
 Train options:
@@ -448,6 +451,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdScore(rest);
       case 'inspect':
         return await cmdInspect(rest);
+      case 'serve':
+        return await cmdServe(rest);
       case 'runs':
         return await runsCommand(rest);
       case 'doctor':

@@ -1,0 +1,610 @@
+// The one contract between the UI (Electron renderer or a browser tab) and the
+// backend: request/response methods and pushed events, as zod schemas with
+// the TypeScript types inferred from them. Both transports (Electron IPC and
+// WebSocket) validate every message against these schemas at the boundary.
+//
+// This file runs in the renderer: no Node imports here or anywhere under
+// electron/common/.
+
+import { z } from 'zod';
+
+import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
+
+export * from './channels.js';
+
+// ---------------------------------------------------------------------------
+// Shared building blocks
+
+const Bytes = z.number().int().nonnegative();
+const Step = z.number().int().nonnegative();
+/** Milliseconds since the Unix epoch. */
+const Timestamp = z.number().nonnegative();
+const RunId = z.string().min(1).max(200);
+const FilePath = z.string().min(1).max(4096);
+
+export const Dtype = z.enum(['F32', 'F16', 'BF16']);
+export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
+export const UnitKind = z.enum(['embed', 'block', 'head']);
+export const Tier = z.enum(['gpu', 'cpu', 'ssd']);
+
+// --- models
+
+export const ModelSummary = z.object({
+  dir: z.string(),
+  name: z.string(),
+  architecture: z.string(),
+  family: ArchFamily,
+  parameterCount: z.number().int().nonnegative(),
+  dtypes: z.partialRecord(Dtype, z.number().int().nonnegative()),
+  sizeOnDisk: Bytes,
+  layers: z.number().int().nonnegative(),
+  hidden: z.number().int().nonnegative(),
+  vocabSize: z.number().int().nonnegative(),
+  tokenizer: z.enum(['tokenizer.json', 'vocab+merges']).nullable(),
+});
+
+export const UnsupportedModel = z.object({
+  dir: z.string(),
+  name: z.string(),
+  hfArchitecture: z.string().nullable(),
+  reason: z.string(),
+});
+
+export const InspectReport = z.object({
+  name: z.string(),
+  dir: z.string(),
+  architecture: z.string(),
+  family: ArchFamily,
+  parameterCount: z.number().int().nonnegative(),
+  dtypes: z.partialRecord(Dtype, z.number().int().nonnegative()),
+  sizeOnDisk: Bytes,
+  weightFiles: z.number().int().nonnegative(),
+  layers: z.number().int().nonnegative(),
+  hidden: z.number().int().nonnegative(),
+  heads: z.number().int().nonnegative(),
+  kvHeads: z.number().int().nonnegative(),
+  headDim: z.number().int().nonnegative(),
+  intermediate: z.number().int().nonnegative(),
+  vocabSize: z.number().int().nonnegative(),
+  maxPositions: z.number().int().nonnegative(),
+  norm: z.enum(['layernorm', 'rmsnorm']),
+  activation: z.string(),
+  ropeTheta: z.number(),
+  slidingWindow: z.number().int().nonnegative(),
+  tiedEmbeddings: z.boolean(),
+  tokenizer: z.enum(['tokenizer.json', 'vocab+merges']).nullable(),
+  unusedTensors: z.number().int().nonnegative(),
+  units: z.array(
+    z.object({
+      kind: UnitKind,
+      count: z.number().int().nonnegative(),
+      tensorsPerUnit: z.number().int().nonnegative(),
+      parametersPerUnit: z.number().int().nonnegative(),
+    }),
+  ),
+});
+
+// --- datasets and task templates (mirrors electron/data/templates.ts)
+
+export const DatasetFormat = z.enum(['jsonl', 'csv', 'parquet']);
+
+const LabelWords = z.array(z.string().min(1)).min(2).max(64);
+
+export const TaskTemplate = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('sst2'),
+    sentenceField: z.string().optional(),
+    labelField: z.string().optional(),
+    labelWords: z.array(z.string().min(1)).length(2).optional(),
+  }),
+  z.object({
+    kind: z.literal('rte'),
+    premiseField: z.string().optional(),
+    hypothesisField: z.string().optional(),
+    labelField: z.string().optional(),
+    labelWords: z.array(z.string().min(1)).length(2).optional(),
+  }),
+  z.object({
+    kind: z.literal('classify'),
+    textField: z.string().optional(),
+    labelField: z.string().optional(),
+    labelWords: LabelWords,
+    labelMap: z.record(z.string(), z.number().int().nonnegative()).optional(),
+    prompt: z.string().includes('{text}').optional(),
+  }),
+  z.object({ kind: z.literal('text'), textField: z.string().optional() }),
+  z.object({
+    kind: z.literal('completion'),
+    promptField: z.string().optional(),
+    completionField: z.string().optional(),
+    appendEos: z.boolean().optional(),
+  }),
+]);
+
+export const DatasetEntry = z.object({
+  path: z.string(),
+  name: z.string(),
+  format: DatasetFormat,
+  bytes: Bytes,
+  modified: Timestamp,
+});
+
+/** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
+  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
+);
+
+export const RenderedExample = z.object({
+  kind: z.enum(['classify', 'lm', 'completion']),
+  prompt: z.string(),
+  candidates: z.array(z.string()),
+  label: z.number().int(),
+  texts: z.array(z.string()),
+});
+
+export const DatasetPreview = z.object({
+  path: z.string(),
+  format: DatasetFormat,
+  columns: z.array(z.string()),
+  rows: z.array(z.object({ line: z.number().int().nonnegative(), values: z.record(z.string(), JsonValue) })),
+  /** Known without a full scan only for Parquet. */
+  totalRows: z.number().int().nonnegative().nullable(),
+  /** With a template: each previewed row as the model would see it, or why it cannot be rendered. */
+  rendered: z
+    .array(z.union([z.object({ ok: z.literal(true), example: RenderedExample }), z.object({ ok: z.literal(false), error: z.string() })]))
+    .nullable(),
+});
+
+// --- plan
+
+export const PlanRequest = z.object({
+  model: FilePath,
+  /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
+  budgets: z
+    .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
+    .default({}),
+  spillDir: FilePath.optional(),
+  precision: z.enum(['f32']).default('f32'),
+  batchSize: z.number().int().positive().max(65536).default(16),
+  /** Tokens per sequence used for the activation estimate. */
+  maxLength: z.number().int().positive().max(1 << 20).default(256),
+});
+
+export const PlanUnit = z.object({
+  kind: UnitKind,
+  index: z.number().int(),
+  parameters: z.number().int().nonnegative(),
+  bytes: Bytes,
+  home: Tier,
+});
+
+export const TierMemory = z.object({ gpu: Bytes, cpu: Bytes, ssd: Bytes });
+
+export const PlanResult = z.object({
+  model: z.string(),
+  /** Where the forward passes run. */
+  computeDevice: z.enum(['cpu', 'gpu']),
+  /** How the plan was made: 'all-resident' until the calibrated tiered planner exists. */
+  strategy: z.enum(['all-resident']),
+  units: z.array(PlanUnit),
+  memory: TierMemory,
+  breakdown: z.object({
+    /** float32 masters of every unit. */
+    weights: Bytes,
+    /** w+ / w- of the unit being computed (float32). */
+    workingCopies: Bytes,
+    /** Peak activations of one forward pass (estimate). */
+    activations: Bytes,
+  }),
+  /** Bytes moved per step on each link (0 when every unit stays resident on the CPU). */
+  linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: Bytes, ssdRead: Bytes, ssdWrite: Bytes }),
+  /** null until the engine has been calibrated on this machine. */
+  predictedStepMs: z.number().nonnegative().nullable(),
+  feasible: z.boolean(),
+  /** What is short, one sentence per tier, when not feasible. */
+  shortfalls: z.array(z.string()),
+  notes: z.array(z.string()),
+});
+
+// --- runs
+
+export const RunStatus = z.enum(['queued', 'running', 'stopping', 'stopped', 'completed', 'failed']);
+
+/** TrainOptions (electron/engine/trainer.ts) as the UI sends them; omitted fields take TRAIN_DEFAULTS. */
+export const RunOptions = z.object({
+  model: FilePath,
+  train: FilePath,
+  eval: FilePath.optional(),
+  evalFraction: z.number().min(0).max(0.9).optional(),
+  task: TaskTemplate,
+  steps: z.number().int().positive().max(100_000_000).optional(),
+  batchSize: z.number().int().positive().max(65536).optional(),
+  lr: z.number().nonnegative().optional(),
+  eps: z.number().positive().optional(),
+  weightDecay: z.number().nonnegative().optional(),
+  q: z.number().int().positive().max(1024).optional(),
+  schedule: z.enum(['constant', 'linear', 'cosine']).optional(),
+  warmupSteps: z.number().int().nonnegative().optional(),
+  noise: z.enum(['gaussian', 'rademacher']).optional(),
+  seed: z.number().int().nonnegative().optional(),
+  evalEvery: z.number().int().nonnegative().optional(),
+  evalMax: z.number().int().nonnegative().optional(),
+  threads: z.number().int().nonnegative().optional(),
+  maxLength: z.number().int().positive().optional(),
+  out: FilePath.optional(),
+  zeroShot: z.boolean().optional(),
+  checkpointEvery: z.number().int().nonnegative().optional(),
+});
+
+export const RunSummary = z.object({
+  id: RunId,
+  name: z.string(),
+  status: RunStatus,
+  model: z.string(),
+  dataset: z.string(),
+  createdAt: Timestamp,
+  startedAt: Timestamp.nullable(),
+  endedAt: Timestamp.nullable(),
+  stepsDone: Step,
+  stepsPlanned: Step,
+  lastLoss: z.number().nullable(),
+  lastAccuracy: z.number().nullable(),
+  error: z.string().nullable(),
+  resumedFrom: RunId.nullable(),
+});
+
+export const StepMetric = z.object({
+  runId: RunId,
+  step: Step,
+  loss: z.number(),
+  lossPlus: z.number(),
+  lossMinus: z.number(),
+  projectedGrad: z.number(),
+  lr: z.number(),
+  stepMs: z.number().nonnegative(),
+  tokensPerS: z.number().nonnegative(),
+  skipped: z.boolean(),
+});
+
+export const EvalMetric = z.object({
+  runId: RunId,
+  step: Step,
+  loss: z.number(),
+  accuracy: z.number().min(0).max(1).nullable(),
+  examples: z.number().int().nonnegative(),
+  evalMs: z.number().nonnegative(),
+});
+
+export const Checkpoint = z.object({ step: Step, path: z.string(), bytes: Bytes, createdAt: Timestamp });
+
+export const RunDetail = RunSummary.extend({
+  options: RunOptions,
+  checkpoints: z.array(Checkpoint),
+  evals: z.array(EvalMetric),
+  outDir: z.string().nullable(),
+});
+
+export const RunQuery = z.object({
+  status: z.array(RunStatus).optional(),
+  /** Matched against the name, model and dataset. */
+  search: z.string().max(500).optional(),
+  sort: z.enum(['createdAt', 'name', 'status', 'lastLoss']).default('createdAt'),
+  order: z.enum(['asc', 'desc']).default('desc'),
+  limit: z.number().int().positive().max(1000).default(100),
+  offset: z.number().int().nonnegative().default(0),
+});
+
+export const MetricsQuery = z.object({
+  runId: RunId,
+  /** Steps strictly after this one are returned; -1 (default) = from the start. */
+  sinceStep: z.number().int().min(-1).default(-1),
+  limit: z.number().int().positive().max(100_000).default(10_000),
+});
+
+export const MetricsPage = z.object({
+  runId: RunId,
+  steps: z.array(StepMetric),
+  evals: z.array(EvalMetric),
+  /** The newest step recorded for the run (-1 if none): more remain when it is past the last returned. */
+  latestStep: z.number().int().min(-1),
+});
+
+export const ExportKind = z.enum(['model', 'seed-log', 'metrics-csv']);
+
+export const Settings = z.object({
+  /** Folders scanned for models (besides the Hugging Face cache). */
+  modelRoots: z.array(FilePath).max(64),
+  datasetRoots: z.array(FilePath).max(64),
+  includeHfCache: z.boolean(),
+  /** Where the tiered store spills (SSD tier) and where runs write checkpoints. */
+  spillDir: FilePath.nullable(),
+  runsDir: FilePath.nullable(),
+  budgets: z.object({ gpu: Bytes.nullable(), cpu: Bytes.nullable(), ssd: Bytes.nullable() }),
+  threads: z.number().int().nonnegative(),
+});
+
+// --- telemetry (the sampler in electron/services/telemetry fills this)
+
+export const TelemetrySample = z.object({
+  at: Timestamp,
+  cpu: z.object({ utilization: z.number().min(0).max(1) }).nullable(),
+  memory: z.object({ usedBytes: Bytes, totalBytes: Bytes }).nullable(),
+  disk: z.object({ readBytesPerS: z.number().nonnegative(), writeBytesPerS: z.number().nonnegative() }).nullable(),
+  gpus: z.array(
+    z.object({
+      index: z.number().int().nonnegative(),
+      name: z.string(),
+      utilization: z.number().min(0).max(1).nullable(),
+      memoryUsedBytes: Bytes.nullable(),
+      memoryTotalBytes: Bytes.nullable(),
+      pcieRxBytesPerS: z.number().nonnegative().nullable(),
+      pcieTxBytesPerS: z.number().nonnegative().nullable(),
+    }),
+  ),
+  /** Bytes held by each tier for running runs, when an engine reports them. */
+  tiers: TierMemory.nullable(),
+});
+
+// ---------------------------------------------------------------------------
+// Methods
+
+const Empty = z.object({}).strict().default({});
+
+interface MethodSpec {
+  params: z.ZodType;
+  result: z.ZodType;
+}
+
+function method<P extends z.ZodType, R extends z.ZodType>(params: P, result: R) {
+  return { params, result };
+}
+
+export const methods = {
+  listModels: method(z.object({ roots: z.array(FilePath).max(64).optional() }).default({}), z.object({ models: z.array(ModelSummary), unsupported: z.array(UnsupportedModel) })),
+  inspectModel: method(z.object({ path: FilePath }), InspectReport),
+  listDatasets: method(z.object({ roots: z.array(FilePath).max(64).optional() }).default({}), z.object({ datasets: z.array(DatasetEntry) })),
+  previewDataset: method(
+    z.object({ path: FilePath, rows: z.number().int().positive().max(200).default(5), format: DatasetFormat.optional(), template: TaskTemplate.optional() }),
+    DatasetPreview,
+  ),
+  plan: method(PlanRequest, PlanResult),
+  startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions }), RunSummary),
+  stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
+  resumeRun: method(z.object({ runId: RunId }), RunSummary),
+  checkpointRun: method(z.object({ runId: RunId }), z.object({ requested: z.literal(true) })),
+  listRuns: method(RunQuery.prefault({}), z.object({ runs: z.array(RunSummary), total: z.number().int().nonnegative() })),
+  getRun: method(z.object({ runId: RunId }), RunDetail),
+  getMetrics: method(MetricsQuery, MetricsPage),
+  deleteRun: method(z.object({ runId: RunId }), z.object({ deleted: z.literal(true) })),
+  exportRun: method(z.object({ runId: RunId, kind: ExportKind, dest: FilePath }), z.object({ path: z.string(), bytes: Bytes })),
+  getSettings: method(Empty, Settings),
+  updateSettings: method(Settings.partial(), Settings),
+} satisfies Record<MethodName, MethodSpec>;
+
+export type Methods = typeof methods;
+/** What a caller may send (defaults not yet applied). */
+export type MethodParamsInput<M extends MethodName> = z.input<Methods[M]['params']>;
+/** What a handler receives (validated, defaults applied). */
+export type MethodParams<M extends MethodName> = z.output<Methods[M]['params']>;
+export type MethodResult<M extends MethodName> = z.output<Methods[M]['result']>;
+
+// ---------------------------------------------------------------------------
+// Events (pushed from the backend to every connected UI)
+
+export const events = {
+  runStatus: z.object({
+    runId: RunId,
+    status: RunStatus,
+    stepsDone: Step,
+    error: z.string().nullable(),
+    at: Timestamp,
+  }),
+  stepMetrics: StepMetric,
+  evalMetrics: EvalMetric,
+  telemetry: TelemetrySample,
+  log: z.object({
+    runId: RunId.nullable(),
+    level: z.enum(['info', 'warn', 'error']),
+    message: z.string(),
+    at: Timestamp,
+  }),
+} satisfies Record<EventName, z.ZodType>;
+
+export type Events = typeof events;
+export type EventPayload<E extends EventName> = z.output<Events[E]>;
+
+/** An event as it travels: its name and payload, kept together so the pair type-checks. */
+export type AnyEvent = { [E in EventName]: { event: E; payload: EventPayload<E> } }[EventName];
+
+// ---------------------------------------------------------------------------
+// Inferred data types
+
+export type ModelSummary = z.output<typeof ModelSummary>;
+export type UnsupportedModel = z.output<typeof UnsupportedModel>;
+export type InspectReport = z.output<typeof InspectReport>;
+export type TaskTemplate = z.output<typeof TaskTemplate>;
+export type DatasetEntry = z.output<typeof DatasetEntry>;
+export type DatasetPreview = z.output<typeof DatasetPreview>;
+export type RenderedExample = z.output<typeof RenderedExample>;
+export type PlanRequest = z.output<typeof PlanRequest>;
+export type PlanResult = z.output<typeof PlanResult>;
+export type PlanUnit = z.output<typeof PlanUnit>;
+export type RunStatus = z.output<typeof RunStatus>;
+export type RunOptions = z.output<typeof RunOptions>;
+export type RunSummary = z.output<typeof RunSummary>;
+export type RunDetail = z.output<typeof RunDetail>;
+export type RunQuery = z.output<typeof RunQuery>;
+export type MetricsQuery = z.output<typeof MetricsQuery>;
+export type MetricsPage = z.output<typeof MetricsPage>;
+export type StepMetric = z.output<typeof StepMetric>;
+export type EvalMetric = z.output<typeof EvalMetric>;
+export type Checkpoint = z.output<typeof Checkpoint>;
+export type ExportKind = z.output<typeof ExportKind>;
+export type Settings = z.output<typeof Settings>;
+export type TelemetrySample = z.output<typeof TelemetrySample>;
+
+// ---------------------------------------------------------------------------
+// Errors: they cross every boundary as plain data, {name, message, stack} plus a code.
+
+export const ErrorCode = z.enum([
+  /** Params failed validation; `issues` says where. */
+  'BAD_REQUEST',
+  'UNKNOWN_METHOD',
+  /** A frame that is not JSON, not a known shape, or too large. */
+  'BAD_FRAME',
+  'NOT_FOUND',
+  /** The request is valid but the state forbids it (e.g. resume a running run). */
+  'CONFLICT',
+  /** The backend produced a result that breaks the contract (a bug on our side). */
+  'BAD_RESULT',
+  'CANCELLED',
+  /** The sender is not allowed to call (unknown frame, wrong origin). */
+  'FORBIDDEN',
+  /** The backend piece is not there (e.g. the run supervisor is not wired in). */
+  'UNAVAILABLE',
+  /** The transport closed before the answer came. */
+  'DISCONNECTED',
+  /** Anything else thrown by a service: the message says what. */
+  'INTERNAL',
+]);
+export type ErrorCode = z.output<typeof ErrorCode>;
+
+export const WireError = z.object({
+  name: z.string(),
+  message: z.string(),
+  code: ErrorCode,
+  stack: z.string().optional(),
+  issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+});
+export type WireError = z.output<typeof WireError>;
+
+/** The error every call rejects with, whichever side raised it. Services throw it to pick a code. */
+export class SpillwayError extends Error {
+  override name = 'SpillwayError';
+  readonly code: ErrorCode;
+  readonly issues: { path: string; message: string }[] | undefined;
+  /** The stack of the side that raised it, when it came over a transport. */
+  readonly remoteStack: string | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { issues?: { path: string; message: string }[]; remoteStack?: string; name?: string } = {}) {
+    super(message);
+    this.code = code;
+    this.issues = opts.issues;
+    this.remoteStack = opts.remoteStack;
+    if (opts.name) this.name = opts.name;
+  }
+
+  static fromWire(w: WireError): SpillwayError {
+    return new SpillwayError(w.code, w.message, { issues: w.issues, remoteStack: w.stack, name: w.name });
+  }
+}
+
+/** Any thrown value as a WireError; errors that are not SpillwayErrors become INTERNAL, keeping their name. */
+export function toWireError(e: unknown, includeStack = true): WireError {
+  if (e instanceof SpillwayError) {
+    return {
+      name: e.name,
+      message: e.message,
+      code: e.code,
+      ...(includeStack && e.stack ? { stack: e.stack } : {}),
+      ...(e.issues ? { issues: e.issues } : {}),
+    };
+  }
+  if (e instanceof Error) {
+    const code: ErrorCode = e.name === 'AbortError' ? 'CANCELLED' : 'INTERNAL';
+    return { name: e.name, message: e.message, code, ...(includeStack && e.stack ? { stack: e.stack } : {}) };
+  }
+  return { name: 'Error', message: String(e), code: 'INTERNAL' };
+}
+
+export function issuesOf(err: z.ZodError): { path: string; message: string }[] {
+  return err.issues.map((i) => ({ path: i.path.map(String).join('.') || '(root)', message: i.message }));
+}
+
+function describeIssues(issues: { path: string; message: string }[]): string {
+  return issues
+    .slice(0, 5)
+    .map((i) => `${i.path}: ${i.message}`)
+    .join('; ');
+}
+
+/** Validates `raw` as params of `method`; throws SpillwayError BAD_REQUEST / UNKNOWN_METHOD. */
+export function parseParams<M extends MethodName>(method: M, raw: unknown): MethodParams<M>;
+export function parseParams(method: unknown, raw: unknown): unknown;
+export function parseParams(method: unknown, raw: unknown): unknown {
+  if (!isMethodName(method)) {
+    throw new SpillwayError('UNKNOWN_METHOD', `unknown method ${JSON.stringify(String(method)).slice(0, 120)}`);
+  }
+  const r = methods[method].params.safeParse(raw ?? undefined);
+  if (!r.success) {
+    const issues = issuesOf(r.error);
+    throw new SpillwayError('BAD_REQUEST', `invalid params for ${method}: ${describeIssues(issues)}`, { issues });
+  }
+  return r.data;
+}
+
+/** Validates a result before it leaves the backend (or when it arrives at the UI). */
+export function parseResult<M extends MethodName>(method: M, raw: unknown): MethodResult<M> {
+  const r = methods[method].result.safeParse(raw);
+  if (!r.success) {
+    const issues = issuesOf(r.error);
+    throw new SpillwayError('BAD_RESULT', `result of ${method} breaks the contract: ${describeIssues(issues)}`, { issues });
+  }
+  return r.data as MethodResult<M>;
+}
+
+/** Validates an event payload; null when it does not match (the caller logs and drops it). */
+export function parseEvent(event: unknown, payload: unknown): AnyEvent | null {
+  if (!isEventName(event)) return null;
+  const r = events[event].safeParse(payload);
+  return r.success ? ({ event, payload: r.data } as AnyEvent) : null;
+}
+
+// ---------------------------------------------------------------------------
+// Electron IPC (channel names: channels.ts)
+
+/** What an IPC call carries: the call id (for cancel) and the params. */
+export const IpcRequest = z.object({ id: z.string().min(1).max(100), params: z.unknown().optional() });
+export type IpcRequest = z.output<typeof IpcRequest>;
+
+/** Calls answer with an envelope instead of throwing, so the error keeps its shape across IPC. */
+export type CallOutcome<R = unknown> = { ok: true; result: R } | { ok: false; error: WireError };
+
+/** What the preload exposes as `window.spillway` (contextBridge). */
+export interface SpillwayBridge {
+  /** Resolves with an outcome, never rejects; `callId` lets `cancel` abort it. */
+  call(method: string, params: unknown, callId?: string): Promise<CallOutcome>;
+  cancel(callId: string): void;
+  /** Listens to one pushed event; returns the unsubscribe function. Unknown events throw. */
+  on(event: string, listener: (payload: unknown) => void): () => void;
+}
+export const CallOutcome = z.union([
+  z.object({ ok: z.literal(true), result: z.unknown().optional() }),
+  z.object({ ok: z.literal(false), error: WireError }),
+]);
+
+// ---------------------------------------------------------------------------
+// WebSocket frames (JSON text, one message per frame)
+
+/** Frames larger than this are refused (BAD_FRAME) without being parsed. */
+export const MAX_FRAME_BYTES = 1 << 20;
+export const WS_PATH = '/ws';
+export const TOKEN_PARAM = 'token';
+
+const CallId = z.union([z.string().min(1).max(100), z.number().int().nonnegative()]);
+
+export const ClientFrame = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('call'), id: CallId, method: z.string().max(100), params: z.unknown().optional() }),
+  z.object({ type: z.literal('cancel'), id: CallId }),
+]);
+export type ClientFrame = z.output<typeof ClientFrame>;
+
+export const ServerFrame = z.union([
+  z.object({ type: z.literal('result'), id: CallId, ok: z.literal(true), result: z.unknown().optional() }),
+  z.object({ type: z.literal('result'), id: CallId, ok: z.literal(false), error: WireError }),
+  z.object({ type: z.literal('event'), event: z.string(), payload: z.unknown().optional() }),
+  /** A frame that could not be answered by id (not JSON, too large, no id). */
+  z.object({ type: z.literal('error'), id: CallId.nullable(), error: WireError }),
+]);
+export type ServerFrame = z.output<typeof ServerFrame>;

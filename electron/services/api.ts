@@ -1,0 +1,348 @@
+// The service facade behind the contract: one method per contract method
+// (params already validated, result checked again on the way out), plus the
+// pushed events and shutdown. Plain Node; knows nothing of Electron or of the
+// transports.
+//
+// The catalog parts (models, datasets, preview, plan) are implemented here.
+// Run operations and settings come from the run supervisor (RunOperations),
+// injected; until it is wired in, `unavailableRunOperations()` answers
+// UNAVAILABLE for runs and keeps settings in memory.
+
+import { promises as fsp } from 'node:fs';
+import type { Dirent } from 'node:fs';
+import { homedir } from 'node:os';
+import * as path from 'node:path';
+
+import {
+  SpillwayError,
+  type AnyEvent,
+  type DatasetEntry,
+  type DatasetPreview,
+  type JsonValue,
+  type MethodName,
+  type MethodParams,
+  type MethodResult,
+  type ModelSummary,
+  type PlanResult,
+  type PlanUnit,
+  type Settings,
+} from '../common/contract.js';
+import { DatasetError, detectFormat, previewDataset, renderExample, validateTemplate } from '../data/index.js';
+import type { TaskTemplate } from '../data/index.js';
+import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../model/index.js';
+import type { ModelInfo } from '../model/index.js';
+
+export interface CallContext {
+  /** Aborted when the caller cancels or disconnects. */
+  signal: AbortSignal;
+}
+
+/** One async function per contract method, typed from the contract. */
+export type ServiceMethods = {
+  [M in MethodName]: (params: MethodParams<M>, ctx: CallContext) => Promise<MethodResult<M>>;
+};
+
+export type EventListener = (e: AnyEvent) => void;
+
+export interface EventSource {
+  /** Returns the unsubscribe function. */
+  onEvent(listener: EventListener): () => void;
+}
+
+export interface SpillwayServices extends ServiceMethods, EventSource {
+  /** Stops every run with a checkpoint and releases resources; called when the app quits. */
+  shutdown(): Promise<void>;
+}
+
+/** Methods the run supervisor (electron/services/runs + store) implements. */
+export const RUN_METHODS = [
+  'startRun',
+  'stopRun',
+  'resumeRun',
+  'checkpointRun',
+  'listRuns',
+  'getRun',
+  'getMetrics',
+  'deleteRun',
+  'exportRun',
+  'getSettings',
+  'updateSettings',
+] as const satisfies readonly MethodName[];
+export type RunMethodName = (typeof RUN_METHODS)[number];
+
+/**
+ * What the run supervisor provides. Conventions:
+ * - throw SpillwayError('NOT_FOUND') for an unknown run id, 'CONFLICT' for a
+ *   state that forbids the operation (resume a running run, delete a running
+ *   run); any other error crosses as INTERNAL with its message;
+ * - push runStatus / stepMetrics / evalMetrics / log events through onEvent,
+ *   stepMetrics in step order; getMetrics must return every step the events
+ *   carried (that is how a reconnecting UI catches up);
+ * - shutdown: stop every running run with a checkpoint, then resolve.
+ */
+export type RunOperations = Pick<ServiceMethods, RunMethodName> & EventSource & { shutdown(): Promise<void> };
+
+export interface ServicesOptions {
+  runs?: RunOperations;
+  /** More event sources, e.g. the telemetry sampler. */
+  eventSources?: EventSource[];
+  /** The Hugging Face hub cache; default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub. */
+  hfCacheDir?: string;
+}
+
+export function defaultSettings(): Settings {
+  return {
+    modelRoots: [],
+    datasetRoots: [],
+    includeHfCache: true,
+    spillDir: null,
+    runsDir: null,
+    budgets: { gpu: null, cpu: null, ssd: null },
+    threads: 0,
+  };
+}
+
+/** Run operations for a backend without the supervisor: runs answer UNAVAILABLE, settings live in memory. */
+export function unavailableRunOperations(initial: Settings = defaultSettings()): RunOperations {
+  let settings = structuredClone(initial);
+  const unavailable = async (): Promise<never> => {
+    throw new SpillwayError('UNAVAILABLE', 'runs are not available in this build: the run supervisor is not wired in');
+  };
+  return {
+    startRun: unavailable,
+    stopRun: unavailable,
+    resumeRun: unavailable,
+    checkpointRun: unavailable,
+    listRuns: async () => ({ runs: [], total: 0 }),
+    getRun: unavailable,
+    getMetrics: unavailable,
+    deleteRun: unavailable,
+    exportRun: unavailable,
+    getSettings: async () => structuredClone(settings),
+    updateSettings: async (patch) => {
+      settings = { ...settings, ...patch };
+      return structuredClone(settings);
+    },
+    onEvent: () => () => {},
+    shutdown: async () => {},
+  };
+}
+
+export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HF_HOME) return path.join(env.HF_HOME, 'hub');
+  return path.join(homedir(), '.cache', 'huggingface', 'hub');
+}
+
+export function createServices(options: ServicesOptions = {}): SpillwayServices {
+  const runs = options.runs ?? unavailableRunOperations();
+  const sources: EventSource[] = [runs, ...(options.eventSources ?? [])];
+  const hfCache = options.hfCacheDir ?? hfHubCacheDir();
+
+  return {
+    startRun: (p, ctx) => runs.startRun(p, ctx),
+    stopRun: (p, ctx) => runs.stopRun(p, ctx),
+    resumeRun: (p, ctx) => runs.resumeRun(p, ctx),
+    checkpointRun: (p, ctx) => runs.checkpointRun(p, ctx),
+    listRuns: (p, ctx) => runs.listRuns(p, ctx),
+    getRun: (p, ctx) => runs.getRun(p, ctx),
+    getMetrics: (p, ctx) => runs.getMetrics(p, ctx),
+    deleteRun: (p, ctx) => runs.deleteRun(p, ctx),
+    exportRun: (p, ctx) => runs.exportRun(p, ctx),
+    getSettings: (p, ctx) => runs.getSettings(p, ctx),
+    updateSettings: (p, ctx) => runs.updateSettings(p, ctx),
+
+    async listModels(p, ctx) {
+      const settings = await runs.getSettings({}, ctx);
+      const roots = p.roots ?? [...settings.modelRoots, ...(settings.includeHfCache ? [hfCache] : [])];
+      const { models, unsupported } = await scanModelRoots(roots);
+      return { models: models.map(modelSummary), unsupported };
+    },
+
+    inspectModel: (p) => catalogCall(() => inspectModel(p.path)),
+
+    async listDatasets(p, ctx) {
+      const roots = p.roots ?? (await runs.getSettings({}, ctx)).datasetRoots;
+      return { datasets: await scanDatasetRoots(roots, ctx.signal) };
+    },
+
+    previewDataset: (p) =>
+      catalogCall(async () => {
+        let template: TaskTemplate | undefined;
+        if (p.template) {
+          template = p.template;
+          try {
+            validateTemplate(template);
+          } catch (e) {
+            throw new SpillwayError('BAD_REQUEST', (e as Error).message);
+          }
+        }
+        const preview = await previewDataset(p.path, p.rows, p.format ? { format: p.format } : {});
+        return datasetPreviewResult(preview, template);
+      }),
+
+    plan: (p) => catalogCall(async () => planAllResident(await loadModelInfo(p.model), p)),
+
+    onEvent(listener) {
+      const offs = sources.map((s) => s.onEvent(listener));
+      return () => offs.forEach((off) => off());
+    },
+
+    shutdown: () => runs.shutdown(),
+  };
+}
+
+/** Errors about the user's files (ModelError, DatasetError) become BAD_REQUEST, keeping their name. */
+async function catalogCall<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (isModelError(e) || e instanceof DatasetError) {
+      throw new SpillwayError('BAD_REQUEST', e.message, { name: e.name });
+    }
+    throw e;
+  }
+}
+
+function modelSummary(m: ModelInfo): ModelSummary {
+  return {
+    dir: m.dir,
+    name: m.name,
+    architecture: m.config.hfArchitecture,
+    family: m.config.family,
+    parameterCount: m.parameterCount,
+    dtypes: { ...m.dtypes },
+    sizeOnDisk: m.sizeOnDisk,
+    layers: m.config.layers,
+    hidden: m.config.hidden,
+    vocabSize: m.config.vocabSize,
+    tokenizer: m.tokenizer?.kind ?? null,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Datasets
+
+const DATASET_EXTENSIONS = new Set(['.jsonl', '.json', '.ndjson', '.csv', '.parquet']);
+const SKIP_DIRS = new Set(['node_modules', '.git', '__pycache__', '.cache']);
+const MAX_DATASETS = 2000;
+const DATASET_SCAN_DEPTH = 3;
+
+export async function scanDatasetRoots(roots: string[], signal?: AbortSignal): Promise<DatasetEntry[]> {
+  const found = new Map<string, DatasetEntry>();
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    if (signal?.aborted || found.size >= MAX_DATASETS) return;
+    let entries: Dirent[];
+    try {
+      entries = await fsp.readdir(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (depth < DATASET_SCAN_DEPTH && !SKIP_DIRS.has(e.name) && !e.name.startsWith('.')) await walk(full, depth + 1);
+      } else if (e.isFile() && DATASET_EXTENSIONS.has(path.extname(e.name).toLowerCase())) {
+        const st = await fsp.stat(full).catch(() => null);
+        if (st && found.size < MAX_DATASETS) {
+          found.set(full, { path: full, name: e.name, format: detectFormat(full), bytes: st.size, modified: st.mtimeMs });
+        }
+      }
+    }
+  };
+  for (const r of roots) await walk(path.resolve(r), 0);
+  return [...found.values()];
+}
+
+/** Dataset cells as JSON: bigint → number when safe, else string; Date → ISO; bytes → a description; NaN → null. */
+export function toJsonValue(v: unknown, depth = 0): JsonValue {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'string' || typeof v === 'boolean') return v;
+  if (typeof v === 'number') return Number.isFinite(v) ? v : null;
+  if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+  if (v instanceof Date) return Number.isNaN(v.getTime()) ? null : v.toISOString();
+  if (ArrayBuffer.isView(v)) return `<${v.byteLength} bytes>`;
+  if (depth > 32) return '<nested too deeply>';
+  if (Array.isArray(v)) return v.map((x) => toJsonValue(x, depth + 1));
+  if (typeof v === 'object') {
+    const out: Record<string, JsonValue> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = toJsonValue(x, depth + 1);
+    return out;
+  }
+  return String(v);
+}
+
+function datasetPreviewResult(
+  preview: Awaited<ReturnType<typeof previewDataset>>,
+  template: TaskTemplate | undefined,
+): DatasetPreview {
+  return {
+    path: preview.file,
+    format: preview.format,
+    columns: preview.columns,
+    rows: preview.rows.map((r) => ({ line: r.line, values: toJsonValue(r.values) as Record<string, JsonValue> })),
+    totalRows: preview.totalRows ?? null,
+    rendered: template
+      ? preview.rows.map((r) => {
+          try {
+            return { ok: true as const, example: renderExample(r, template, preview.file) };
+          } catch (e) {
+            return { ok: false as const, error: (e as Error).message };
+          }
+        })
+      : null,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Plan: the all-resident case, until the calibrated tiered planner exists
+
+const F32 = 4;
+
+export function planAllResident(info: ModelInfo, req: MethodParams<'plan'>): PlanResult {
+  const c = info.config;
+  const units: PlanUnit[] = info.units.map((u) => {
+    const parameters = Object.values(u.tensors).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+    return { kind: u.kind, index: u.index, parameters, bytes: parameters * F32, home: 'cpu' };
+  });
+  const weights = units.reduce((n, u) => n + u.bytes, 0);
+  // w+ and w- of the unit being computed (ENGINE-SPEC: clean float32 masters).
+  const workingCopies = 2 * Math.max(0, ...units.map((u) => u.bytes));
+  // One forward pass at a time: hidden states, q/k/v, MLP, attention scores and logits.
+  const B = req.batchSize;
+  const T = Math.min(req.maxLength, c.maxPositions || req.maxLength);
+  const activations = F32 * (B * T * (5 * c.hidden + 2 * c.intermediate + c.vocabSize) + B * c.heads * T * T);
+  const cpu = weights + workingCopies + activations;
+  const shortfalls: string[] = [];
+  const budget = req.budgets.cpu;
+  if (budget !== undefined && cpu > budget) {
+    shortfalls.push(
+      `CPU memory: the all-resident plan needs ${formatBytes(cpu)} but the budget is ${formatBytes(budget)} (short by ${formatBytes(cpu - budget)}); ` +
+        'spilling to the SSD tier needs the tiered planner, which is not available yet',
+    );
+  }
+  return {
+    model: info.dir,
+    computeDevice: 'cpu',
+    strategy: 'all-resident',
+    units,
+    memory: { gpu: 0, cpu, ssd: 0 },
+    breakdown: { weights, workingCopies, activations },
+    linkBytesPerStep: { hostToDevice: 0, deviceToHost: 0, ssdRead: 0, ssdWrite: 0 },
+    predictedStepMs: null,
+    feasible: shortfalls.length === 0,
+    shortfalls,
+    notes: [
+      'Every unit stays resident on the CPU in float32; nothing moves between tiers during a step.',
+      'Predicted step time is unknown until the engine has been calibrated on this machine.',
+      `Activations are an upper-bound estimate for ${B} sequences of ${T} tokens (classification counts one sequence per label word).`,
+    ],
+  };
+}
+
+function formatBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return `${n} B`;
+}

@@ -1,0 +1,339 @@
+// The contract test suite, written once and run against every transport
+// (tests/electron/server/ws-contract.test.ts, tests/electron/shell/ipc-contract.test.ts).
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
+import type { SpillwayClient } from '../../../electron/common/client.js';
+import { SpillwayError, type StepMetric } from '../../../electron/common/contract.js';
+import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
+import { FakeRuns } from './fake-runs.js';
+
+export const MODELS_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/models');
+
+/** A backend reachable over one transport. */
+export interface Backend {
+  connect(): Promise<SpillwayClient>;
+  close(): Promise<void>;
+}
+export type BackendFactory = (services: SpillwayServices) => Promise<Backend>;
+
+export async function waitFor(cond: () => boolean, what = 'condition', timeoutMs = 3000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(SpillwayError);
+    return e as SpillwayError;
+  }
+  throw new Error('expected the call to reject');
+}
+
+const RUN_OPTIONS = { model: '/models/opt', train: '/data/train.jsonl', task: { kind: 'sst2' as const }, steps: 100 };
+
+export function contractSuite(transport: string, makeBackend: BackendFactory): void {
+  describe(`contract over ${transport}`, () => {
+    let runs: FakeRuns;
+    let backend: Backend;
+    let client: SpillwayClient;
+    let dataDir: string;
+    const extraClients: SpillwayClient[] = [];
+
+    const connectAnother = async () => {
+      const c = await backend.connect();
+      extraClients.push(c);
+      return c;
+    };
+
+    beforeAll(async () => {
+      dataDir = await mkdtemp(path.join(os.tmpdir(), 'spillway-contract-'));
+      await writeFile(path.join(dataDir, 'train.jsonl'), '{"sentence":"a fine film","label":1}\n{"sentence":"dull","label":0}\n{"sentence":"no label"}\n');
+      await writeFile(path.join(dataDir, 'eval.csv'), 'sentence,label\nok,1\n');
+      await writeFile(path.join(dataDir, 'notes.txt'), 'not a dataset');
+      await mkdir(path.join(dataDir, 'sub'));
+      await writeFile(path.join(dataDir, 'sub', 'more.jsonl'), '{"text":"x"}\n');
+    });
+    afterAll(async () => {
+      await rm(dataDir, { recursive: true, force: true });
+    });
+
+    beforeEach(async () => {
+      runs = new FakeRuns();
+      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache') }));
+      client = await backend.connect();
+    });
+    afterEach(async () => {
+      client.close();
+      extraClients.splice(0).forEach((c) => c.close());
+      await backend.close();
+    });
+
+    describe('catalog', () => {
+      it('lists the models under the given roots, with unsupported ones and why', async () => {
+        const r = await client.call('listModels', { roots: [MODELS_ROOT] });
+        const names = r.models.map((m) => m.name);
+        expect(names).toEqual(expect.arrayContaining(['opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded']));
+        const opt = r.models.find((m) => m.name === 'opt-tiny')!;
+        expect(opt.family).toBe('opt');
+        expect(opt.parameterCount).toBeGreaterThan(0);
+        expect(r.unsupported).toEqual([]);
+      });
+
+      it('lists models from the settings when no roots are given', async () => {
+        expect((await client.call('listModels', {})).models).toEqual([]);
+        await client.call('updateSettings', { modelRoots: [MODELS_ROOT] });
+        expect((await client.call('listModels', {})).models.length).toBeGreaterThanOrEqual(5);
+      });
+
+      it('inspects a model', async () => {
+        const r = await client.call('inspectModel', { path: path.join(MODELS_ROOT, 'llama-tiny') });
+        expect(r.family).toBe('llama');
+        expect(r.units.map((u) => u.kind)).toEqual(['embed', 'block', 'head']);
+      });
+
+      it('answers a missing model folder with a typed error that names it', async () => {
+        const e = await rejection(client.call('inspectModel', { path: path.join(dataDir, 'nope') }));
+        expect(e.code).toBe('BAD_REQUEST');
+        expect(e.name).toBe('ModelError');
+        expect(e.message).toContain('nope');
+      });
+
+      it('lists datasets (JSONL, CSV, Parquet) under the roots', async () => {
+        const r = await client.call('listDatasets', { roots: [dataDir] });
+        expect(r.datasets.map((d) => d.name).sort()).toEqual(['eval.csv', 'more.jsonl', 'train.jsonl']);
+        expect(r.datasets.find((d) => d.name === 'eval.csv')!.format).toBe('csv');
+      });
+
+      it('previews a dataset, rendering rows with a template and saying which rows fail', async () => {
+        const r = await client.call('previewDataset', { path: path.join(dataDir, 'train.jsonl'), rows: 3, template: { kind: 'sst2' } });
+        expect(r.columns).toEqual(['sentence', 'label']);
+        expect(r.rows).toHaveLength(3);
+        expect(r.rows[0]).toEqual({ line: 1, values: { sentence: 'a fine film', label: 1 } });
+        expect(r.rendered![0]).toEqual({ ok: true, example: expect.objectContaining({ prompt: 'a fine film It was', label: 1 }) });
+        expect(r.rendered![2]).toEqual({ ok: false, error: expect.stringContaining('label') });
+        expect(r.totalRows).toBeNull();
+      });
+
+      it('refuses a template that cannot work, before reading the file', async () => {
+        const e = await rejection(
+          client.call('previewDataset', { path: path.join(dataDir, 'train.jsonl'), template: { kind: 'classify', labelWords: [' yes'] } }),
+        );
+        expect(e.code).toBe('BAD_REQUEST');
+        expect(e.issues?.[0].path).toBe('template.labelWords');
+      });
+
+      it('plans the all-resident case and says the step time is not predicted yet', async () => {
+        const p = await client.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), batchSize: 4, maxLength: 32 });
+        const info = await client.call('inspectModel', { path: path.join(MODELS_ROOT, 'opt-tiny') });
+        expect(p.strategy).toBe('all-resident');
+        expect(p.units.every((u) => u.home === 'cpu')).toBe(true);
+        expect(p.breakdown.weights).toBe(4 * p.units.reduce((n, u) => n + u.parameters, 0));
+        expect(p.units.reduce((n, u) => n + u.parameters, 0)).toBeLessThanOrEqual(info.parameterCount);
+        expect(p.memory).toEqual({ gpu: 0, cpu: p.breakdown.weights + p.breakdown.workingCopies + p.breakdown.activations, ssd: 0 });
+        expect(p.linkBytesPerStep).toEqual({ hostToDevice: 0, deviceToHost: 0, ssdRead: 0, ssdWrite: 0 });
+        expect(p.predictedStepMs).toBeNull();
+        expect(p.notes.join(' ')).toMatch(/calibrat/);
+        expect(p.feasible).toBe(true);
+      });
+
+      it('says exactly what is short when the budget is too small', async () => {
+        const p = await client.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), budgets: { cpu: 1000 } });
+        expect(p.feasible).toBe(false);
+        expect(p.shortfalls[0]).toMatch(/^CPU memory: the all-resident plan needs [\d.]+ MiB but the budget is 1000 B \(short by [\d.]+ MiB\)/);
+      });
+    });
+
+    describe('runs and settings', () => {
+      it('starts, lists, gets, checkpoints, stops, resumes, exports and deletes a run', async () => {
+        const started = await client.call('startRun', { name: 'first', options: RUN_OPTIONS });
+        expect(started).toMatchObject({ name: 'first', status: 'running', stepsPlanned: 100 });
+        const id = started.id;
+        expect((await client.call('listRuns', {})).runs.map((r) => r.id)).toEqual([id]);
+        expect((await client.call('listRuns', { status: ['completed'] })).total).toBe(0);
+        expect((await client.call('getRun', { runId: id })).options.task).toEqual({ kind: 'sst2' });
+        expect(await client.call('checkpointRun', { runId: id })).toEqual({ requested: true });
+        runs.emitStep(id, 1);
+        expect((await client.call('stopRun', { runId: id })).status).toBe('stopped');
+        expect((await client.call('getRun', { runId: id })).checkpoints).toHaveLength(1);
+        expect((await rejection(client.call('stopRun', { runId: id }))).code).toBe('CONFLICT');
+        expect((await client.call('resumeRun', { runId: id })).status).toBe('running');
+        expect((await rejection(client.call('deleteRun', { runId: id }))).code).toBe('CONFLICT');
+        await client.call('stopRun', { runId: id, checkpoint: false });
+        expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: '/tmp/out' })).toEqual({ path: `/tmp/out/${id}-seed-log`, bytes: 42 });
+        expect(await client.call('deleteRun', { runId: id })).toEqual({ deleted: true });
+        const e = await rejection(client.call('getRun', { runId: id }));
+        expect(e.code).toBe('NOT_FOUND');
+      });
+
+      it('reads and updates settings', async () => {
+        const s = await client.call('getSettings', {});
+        expect(s.includeHfCache).toBe(true);
+        const u = await client.call('updateSettings', { threads: 4, budgets: { gpu: null, cpu: 8e9, ssd: null } });
+        expect(u.threads).toBe(4);
+        expect((await client.call('getSettings', {})).budgets.cpu).toBe(8e9);
+      });
+
+      it('gets metrics since a step', async () => {
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        for (let s = 1; s <= 5; s++) runs.emitStep(id, s);
+        runs.emitEval(id, 4, 0.75);
+        const m = await client.call('getMetrics', { runId: id, sinceStep: 3 });
+        expect(m.steps.map((s) => s.step)).toEqual([4, 5]);
+        expect(m.evals.map((e) => e.accuracy)).toEqual([0.75]);
+        expect(m.latestStep).toBe(5);
+      });
+    });
+
+    describe('bad requests', () => {
+      it('answers wrong param types with BAD_REQUEST naming the field, and keeps serving', async () => {
+        const e = await rejection(client.call('getMetrics', { runId: 'x', sinceStep: 'three' as unknown as number }));
+        expect(e.code).toBe('BAD_REQUEST');
+        expect(e.issues).toEqual([expect.objectContaining({ path: 'sinceStep' })]);
+        expect((await client.call('getSettings', {})).threads).toBe(0);
+      });
+
+      it('answers missing or non-object params with BAD_REQUEST', async () => {
+        expect((await rejection(client.call('inspectModel', undefined as never))).code).toBe('BAD_REQUEST');
+        expect((await rejection(client.call('getRun', 'run-1' as never))).code).toBe('BAD_REQUEST');
+        expect((await rejection(client.call('getSettings', { extra: 1 } as never))).code).toBe('BAD_REQUEST');
+        expect((await rejection(client.call('startRun', { options: { ...RUN_OPTIONS, task: { kind: 'poetry' } } } as never))).code).toBe('BAD_REQUEST');
+      });
+
+      it('answers an unknown method with UNKNOWN_METHOD', async () => {
+        const outcome = await client.transport.call('dropDatabase', 'id-1', {});
+        expect(outcome).toEqual({ ok: false, error: expect.objectContaining({ code: 'UNKNOWN_METHOD' }) });
+        const e = await rejection(client.call('__proto__' as never, {} as never));
+        expect(e.code).toBe('UNKNOWN_METHOD');
+      });
+
+      it('turns a service crash into INTERNAL with its name and message, and keeps serving', async () => {
+        const e = await rejection(client.call('getRun', { runId: 'throws' }));
+        expect(e).toMatchObject({ code: 'INTERNAL', name: 'TypeError', message: 'something internal went wrong' });
+        expect(await client.call('listRuns', {})).toEqual({ runs: [], total: 0 });
+      });
+
+      it('refuses a result that breaks the contract with BAD_RESULT', async () => {
+        const e = await rejection(client.call('getRun', { runId: 'broken' }));
+        expect(e.code).toBe('BAD_RESULT');
+      });
+
+      it('cancels a call: the caller gets CANCELLED and the service sees the abort', async () => {
+        const ac = new AbortController();
+        const pending = client.call('getRun', { runId: 'slow' }, { signal: ac.signal });
+        await waitFor(() => runs.slowGetRunCancelled === false, 'the slow call to arrive');
+        ac.abort();
+        expect((await rejection(pending)).code).toBe('CANCELLED');
+        await waitFor(() => runs.slowGetRunCancelled === true, 'the service to see the abort');
+        expect((await client.call('getSettings', {})).threads).toBe(0);
+      });
+    });
+
+    describe('events', () => {
+      it('pushes run status, step, eval, telemetry and log events', async () => {
+        const seen: string[] = [];
+        client.on('runStatus', (s) => seen.push(`status:${s.status}`));
+        client.on('stepMetrics', (m) => seen.push(`step:${m.step}`));
+        client.on('evalMetrics', (m) => seen.push(`eval:${m.accuracy}`));
+        client.on('telemetry', (t) => seen.push(`telemetry:${t.cpu?.utilization}`));
+        client.on('log', (l) => seen.push(`log:${l.message}`));
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        runs.emitStep(id, 1);
+        runs.emitEval(id, 1, 0.5);
+        runs.emit({ event: 'telemetry', payload: { at: 1, cpu: { utilization: 0.25 }, memory: null, disk: null, gpus: [], tiers: null } });
+        runs.emit({ event: 'log', payload: { runId: id, level: 'info', message: 'hello', at: 1 } });
+        await waitFor(() => seen.length === 5, 'five events');
+        expect(seen).toEqual(['status:running', 'step:1', 'eval:0.5', 'telemetry:0.25', 'log:hello']);
+      });
+
+      it('drops events that break the contract and keeps delivering', async () => {
+        const steps: number[] = [];
+        client.on('stepMetrics', (m) => steps.push(m.step));
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        runs.emitRaw('stepMetrics', { runId: id, step: 'one' });
+        runs.emitRaw('notAnEvent', {});
+        runs.emitStep(id, 2);
+        await waitFor(() => steps.length > 0, 'a step');
+        expect(steps).toEqual([2]);
+      });
+
+      it('delivers one run to two clients watching it', async () => {
+        const other = await connectAnother();
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        const a: number[] = [];
+        const b: number[] = [];
+        await client.subscribe(id, -1, { onStep: (m) => a.push(m.step) });
+        await other.subscribe(id, -1, { onStep: (m) => b.push(m.step) });
+        for (let s = 1; s <= 3; s++) runs.emitStep(id, s);
+        await waitFor(() => a.length === 3 && b.length === 3, 'both clients to get three steps');
+        expect(a).toEqual([1, 2, 3]);
+        expect(b).toEqual([1, 2, 3]);
+      });
+
+      it('gives a subscriber that reconnects the steps it missed, then live ones, each once', async () => {
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        const first: StepMetric[] = [];
+        const off = await client.subscribe(id, -1, { onStep: (m) => first.push(m) });
+        runs.emitStep(id, 1);
+        runs.emitStep(id, 2);
+        await waitFor(() => first.length === 2, 'two steps');
+        off();
+        client.close();
+        // Missed while disconnected:
+        runs.emitStep(id, 3);
+        runs.emitStep(id, 4);
+        runs.emitEval(id, 4, 0.9);
+        const again = await connectAnother();
+        const steps: number[] = [];
+        const evals: number[] = [];
+        const statuses: string[] = [];
+        await again.subscribe(id, first.at(-1)!.step, {
+          onStep: (m) => steps.push(m.step),
+          onEval: (m) => evals.push(m.step),
+          onStatus: (s) => statuses.push(s.status),
+        });
+        expect(steps).toEqual([3, 4]);
+        expect(evals).toEqual([4]);
+        runs.emitStep(id, 5);
+        await again.call('stopRun', { runId: id });
+        await waitFor(() => steps.length === 3 && statuses.length === 1, 'the live step and status');
+        expect(steps).toEqual([3, 4, 5]);
+        expect(statuses).toEqual(['stopped']);
+      });
+
+      it('stops delivering after unsubscribe, and filters other runs out', async () => {
+        const r1 = await client.call('startRun', { options: RUN_OPTIONS });
+        const r2 = await client.call('startRun', { options: RUN_OPTIONS });
+        const got: string[] = [];
+        const off = await client.subscribe(r1.id, -1, { onStep: (m) => got.push(`${m.runId}:${m.step}`) });
+        runs.emitStep(r2.id, 1);
+        runs.emitStep(r1.id, 1);
+        await waitFor(() => got.length === 1, 'one step');
+        off();
+        runs.emitStep(r1.id, 2);
+        await client.call('getSettings', {}); // a round trip: anything sent before it has arrived
+        expect(got).toEqual([`${r1.id}:1`]);
+      });
+
+      it('rejects subscribe to an unknown run with NOT_FOUND', async () => {
+        const e = await rejection(client.subscribe('nope', -1, {}));
+        expect(e.code).toBe('NOT_FOUND');
+      });
+    });
+
+    it('is closed cleanly: a closed client answers DISCONNECTED', async () => {
+      client.close();
+      await new Promise((r) => setTimeout(r, 20));
+      const e = await rejection(client.call('getSettings', {}));
+      expect(e.code).toBe('DISCONNECTED');
+    });
+  });
+}

@@ -1,0 +1,101 @@
+// The contract itself: names and schemas agree, defaults, error mapping,
+// and electron/common stays free of Node.
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+import { webSocketUrlFor } from '../../../electron/common/client.js';
+import {
+  ClientFrame,
+  EVENT_CHANNELS,
+  EVENT_NAMES,
+  events,
+  METHOD_CHANNELS,
+  METHOD_NAMES,
+  methods,
+  parseEvent,
+  parseParams,
+  SpillwayError,
+  toWireError,
+} from '../../../electron/common/contract.js';
+import { toJsonValue, unavailableRunOperations, RUN_METHODS } from '../../../electron/services/api.js';
+
+const COMMON = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../electron/common');
+
+describe('contract', () => {
+  it('has a schema and a channel for exactly each method and event name', () => {
+    expect(Object.keys(methods).sort()).toEqual([...METHOD_NAMES].sort());
+    expect(Object.keys(events).sort()).toEqual([...EVENT_NAMES].sort());
+    for (const m of METHOD_NAMES) expect(METHOD_CHANNELS[m]).toBe(`spillway:call:${m}`);
+    for (const e of EVENT_NAMES) expect(EVENT_CHANNELS[e]).toBe(`spillway:event:${e}`);
+  });
+
+  it('applies defaults to params', () => {
+    expect(parseParams('listRuns', undefined)).toEqual({ sort: 'createdAt', order: 'desc', limit: 100, offset: 0 });
+    expect(parseParams('getMetrics', { runId: 'r' })).toEqual({ runId: 'r', sinceStep: -1, limit: 10_000 });
+    expect(parseParams('stopRun', { runId: 'r' })).toEqual({ runId: 'r', checkpoint: true });
+    expect(parseParams('plan', { model: '/m' })).toMatchObject({ budgets: {}, precision: 'f32', batchSize: 16 });
+  });
+
+  it('refuses prototype keys as method names', () => {
+    for (const m of ['__proto__', 'constructor', 'hasOwnProperty', 'toString']) {
+      expect(() => parseParams(m, {})).toThrow(expect.objectContaining({ code: 'UNKNOWN_METHOD' }));
+    }
+    expect(parseEvent('__proto__', {})).toBeNull();
+  });
+
+  it('turns thrown values into wire errors and back', () => {
+    const w = toWireError(new SpillwayError('NOT_FOUND', 'no run x'));
+    expect(w).toMatchObject({ name: 'SpillwayError', code: 'NOT_FOUND', message: 'no run x' });
+    expect(w.stack).toContain('no run x');
+    expect(toWireError(new RangeError('bad'), false)).toEqual({ name: 'RangeError', code: 'INTERNAL', message: 'bad' });
+    expect(toWireError('a string')).toEqual({ name: 'Error', code: 'INTERNAL', message: 'a string' });
+    const back = SpillwayError.fromWire({ ...w, name: 'ModelError' });
+    expect(back).toBeInstanceOf(SpillwayError);
+    expect(back).toMatchObject({ code: 'NOT_FOUND', name: 'ModelError', remoteStack: w.stack });
+  });
+
+  it('accepts call and cancel frames only', () => {
+    expect(ClientFrame.safeParse({ type: 'call', id: 1, method: 'plan', params: {} }).success).toBe(true);
+    expect(ClientFrame.safeParse({ type: 'cancel', id: 'a' }).success).toBe(true);
+    expect(ClientFrame.safeParse({ type: 'call', id: -1, method: 'plan' }).success).toBe(false);
+    expect(ClientFrame.safeParse({ type: 'event', event: 'log' }).success).toBe(false);
+  });
+
+  it('derives the WebSocket URL (token included) from the page URL', () => {
+    expect(webSocketUrlFor('http://127.0.0.1:5123/?token=abc')).toBe('ws://127.0.0.1:5123/ws?token=abc');
+    expect(webSocketUrlFor('https://host.example/app/?token=x&y=1')).toBe('wss://host.example/ws?token=x');
+  });
+
+  it('keeps electron/common free of Node, electron and ws imports', () => {
+    for (const f of readdirSync(COMMON)) {
+      const text = readFileSync(path.join(COMMON, f), 'utf8');
+      const imports = [...text.matchAll(/from '([^']+)'/g)].map((m) => m[1]);
+      for (const i of imports) expect(i === 'zod' || i.startsWith('./'), `${f} imports ${i}`).toBe(true);
+    }
+  });
+});
+
+describe('services facade', () => {
+  it('converts dataset cells to JSON', () => {
+    expect(toJsonValue({ a: 1n, b: 2n ** 70n, c: new Date(0), d: NaN, e: new Uint8Array(3), f: [undefined, 'x'] })).toEqual({
+      a: 1,
+      b: '1180591620717411303424',
+      c: '1970-01-01T00:00:00.000Z',
+      d: null,
+      e: '<3 bytes>',
+      f: [null, 'x'],
+    });
+  });
+
+  it('answers UNAVAILABLE for runs until the supervisor is wired in, and keeps settings in memory', async () => {
+    const ops = unavailableRunOperations();
+    const ctx = { signal: new AbortController().signal };
+    await expect(ops.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, ctx)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await ops.listRuns({ sort: 'createdAt', order: 'desc', limit: 1, offset: 0 }, ctx)).toEqual({ runs: [], total: 0 });
+    expect((await ops.updateSettings({ threads: 3 }, ctx)).threads).toBe(3);
+    expect((await ops.getSettings({}, ctx)).threads).toBe(3);
+    expect(RUN_METHODS.every((m) => typeof ops[m] === 'function')).toBe(true);
+  });
+});
