@@ -209,7 +209,7 @@ export const PlanResult = z.object({
 
 // --- runs
 
-export const RunStatus = z.enum(['queued', 'running', 'stopping', 'stopped', 'completed', 'failed']);
+export const RunStatus = z.enum(['queued', 'running', 'stopping', 'stopped', 'completed', 'failed', 'interrupted']);
 
 /** TrainOptions (electron/engine/trainer.ts) as the UI sends them; omitted fields take TRAIN_DEFAULTS. */
 export const RunOptions = z.object({
@@ -251,7 +251,8 @@ export const RunSummary = z.object({
   lastLoss: z.number().nullable(),
   lastAccuracy: z.number().nullable(),
   error: z.string().nullable(),
-  resumedFrom: RunId.nullable(),
+  /** The checkpoint folder the run last continued from. */
+  resumedFrom: z.string().nullable(),
 });
 
 export const StepMetric = z.object({

@@ -7,24 +7,43 @@ import { parseArgs } from 'node:util';
 
 import { packageRoot } from '../engine/native.js';
 import { createServices, type SpillwayServices } from '../services/api.js';
+import { resolveDataDir } from '../services/paths.js';
+import { supervisorOperations, telemetrySource } from '../services/runs/operations.js';
+import { RunSupervisor } from '../services/runs/supervisor.js';
 import { isLoopback, startServer, type RunningServer } from './server.js';
 
-export const SERVE_USAGE = `Usage: spillway serve [--host H] [--port N] [--static DIR]
+export const SERVE_USAGE = `Usage: spillway serve [--host H] [--port N] [--static DIR] [--data-dir DIR]
   --host H      address to bind (default 127.0.0.1; anything else exposes Spillway to the network)
   --port N      port (default 0: a free one)
   --static DIR  the built renderer to serve (default dist/renderer when built, else a placeholder page)
+  --data-dir D  the run store's folder (default $SPILLWAY_DATA_DIR or ~/.local/share/spillway)
 `;
 
 export interface ServeOptions {
   host: string;
   port: number;
   staticDir: string | null;
+  dataDir?: string;
+}
+
+/** The full backend: catalog services, the run supervisor over the store in dataDir, telemetry. */
+export function defaultServices(dataDir: string): SpillwayServices {
+  const sup = RunSupervisor.open(dataDir);
+  sup.recover();
+  const telemetry = telemetrySource(sup);
+  const runs = supervisorOperations(sup);
+  const shutdown = runs.shutdown;
+  runs.shutdown = async () => {
+    telemetry.stop();
+    await shutdown();
+  };
+  return createServices({ runs, eventSources: [telemetry] });
 }
 
 export function serveOptionsFromArgs(argv: string[]): ServeOptions {
   const { values } = parseArgs({
     args: argv,
-    options: { host: { type: 'string' }, port: { type: 'string' }, static: { type: 'string' } },
+    options: { host: { type: 'string' }, port: { type: 'string' }, static: { type: 'string' }, 'data-dir': { type: 'string' } },
     allowPositionals: false,
   });
   const port = values.port === undefined ? 0 : Number(values.port);
@@ -37,7 +56,7 @@ export function serveOptionsFromArgs(argv: string[]): ServeOptions {
     const built = join(packageRoot(), 'dist', 'renderer');
     if (existsSync(join(built, 'index.html'))) staticDir = built;
   }
-  return { host: values.host ?? '127.0.0.1', port, staticDir };
+  return { host: values.host ?? '127.0.0.1', port, staticDir, dataDir: resolveDataDir({ explicit: values['data-dir'] }) };
 }
 
 export function exposureWarning(host: string): string | null {
@@ -76,7 +95,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
     process.stderr.write(`spillway: ${(e as Error).message}\n\n${SERVE_USAGE}`);
     return 1;
   }
-  const { stop } = await startServe(opts);
+  const { stop } = await startServe(opts, defaultServices(opts.dataDir ?? resolveDataDir()));
   await new Promise<void>((resolve) => {
     const onSignal = () => {
       process.stderr.write('spillway: stopping (runs are checkpointed)…\n');

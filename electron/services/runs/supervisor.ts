@@ -15,7 +15,7 @@ import { runCheckpointFolder, runFolder, runModelFolder } from '../paths.js';
 import { MetricWriter } from '../store/metric-writer.js';
 import type { MetricWriterOptions } from '../store/metric-writer.js';
 import { RunStore } from '../store/run-store.js';
-import type { RunMetrics, RunPatch, RunRecord } from '../store/types.js';
+import type { RunMetrics, RunPatch, RunRecord, SystemSample } from '../store/types.js';
 import type { RunConfig, RunEvent, RunListener, StoredRunConfig } from './types.js';
 
 export const DEFAULT_CHECKPOINT_EVERY = 100;
@@ -157,6 +157,11 @@ export class RunSupervisor {
   getMetrics(runId: string, sinceStep = 0): RunMetrics {
     this.writer.flush();
     return this.store.getMetrics(runId, sinceStep);
+  }
+
+  /** Stores a telemetry sample with a run (batched like the metrics). */
+  recordSystemSample(sample: SystemSample): void {
+    if (!this.closed) this.writer.addSystemSample(sample);
   }
 
   isActive(runId: string): boolean {

@@ -1,0 +1,318 @@
+// The contract's run operations (electron/services/api.ts RunOperations) on
+// top of the run supervisor and its store, and the telemetry sampler as an
+// event source. Maps store rows and engine events to the contract's shapes.
+import { copyFile, cp, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { SpillwayError } from '../../common/contract.js';
+import type { AnyEvent, RunDetail, RunOptions, RunSummary, Settings } from '../../common/contract.js';
+import type { EventListener, EventSource, RunOperations } from '../api.js';
+import { defaultSettings } from '../api.js';
+import { TRAIN_DEFAULTS } from '../../engine/trainer.js';
+import type { TrainOptions } from '../../engine/trainer.js';
+import type { EvalMetric as StoredEval, RunRecord, StepMetric as StoredStep } from '../store/types.js';
+import { Sampler, stepTimesFromEvent } from '../telemetry/index.js';
+import type { TelemetrySample } from '../telemetry/index.js';
+import { metricsCsv } from './commands.js';
+import type { RunSupervisor } from './supervisor.js';
+import type { RunEvent, StoredRunConfig } from './types.js';
+
+const SETTINGS_KEY = 'settings';
+
+function notFound(runId: string): SpillwayError {
+  return new SpillwayError('NOT_FOUND', `no run with id ${runId}`);
+}
+
+/** The store's "created" (row written, engine not yet started) is the contract's "queued". */
+function contractStatus(s: RunRecord['status']): RunSummary['status'] {
+  return s === 'created' ? 'queued' : s;
+}
+
+function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | null): RunSummary {
+  return {
+    id: r.id,
+    name: r.name,
+    status: contractStatus(r.status),
+    model: r.model,
+    dataset: r.dataset,
+    createdAt: r.createdAt,
+    startedAt: r.startedAt,
+    endedAt: r.endedAt,
+    stepsDone: r.stepsDone,
+    stepsPlanned: r.stepsPlanned,
+    lastLoss,
+    lastAccuracy,
+    error: r.error,
+    resumedFrom: r.resumedFrom,
+  };
+}
+
+const finite = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
+
+function stepToContract(runId: string, s: StoredStep) {
+  return {
+    runId,
+    step: s.step,
+    loss: s.loss ?? Number.NaN,
+    lossPlus: s.lossPlus ?? Number.NaN,
+    lossMinus: s.lossMinus ?? Number.NaN,
+    projectedGrad: s.projectedGrad ?? Number.NaN,
+    lr: s.lr ?? 0,
+    stepMs: s.stepMs ?? 0,
+    tokensPerS: s.tokensPerS ?? 0,
+    skipped: s.skipped,
+  };
+}
+
+function evalToContract(runId: string, e: StoredEval) {
+  return { runId, step: e.step, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
+}
+
+/** The run's options as the UI sent them: the stored engine options minus the supervisor's own fields. */
+function optionsOf(r: RunRecord): RunOptions {
+  const stored = r.config as unknown as StoredRunConfig;
+  const o = stored.options;
+  const { checkpointDir: _dir, resumeFrom: _resume, out, ...rest } = o;
+  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) } as RunOptions;
+}
+
+function telemetryToContract(s: TelemetrySample): AnyEvent {
+  const gpuDevices = s.gpu.state === 'ok' ? s.gpu.devices : [];
+  return {
+    event: 'telemetry',
+    payload: {
+      at: s.t,
+      cpu: s.cpu ? { utilization: Math.min(1, Math.max(0, s.cpu.total)) } : null,
+      memory: s.memory ? { usedBytes: s.memory.usedBytes, totalBytes: s.memory.totalBytes } : null,
+      disk: s.disk ? { readBytesPerS: Math.max(0, s.disk.readBytesPerS), writeBytesPerS: Math.max(0, s.disk.writeBytesPerS) } : null,
+      gpus: gpuDevices.map((d) => ({
+        index: d.index,
+        name: d.name,
+        utilization: d.utilization === null ? null : Math.min(1, Math.max(0, d.utilization)),
+        memoryUsedBytes: d.memoryUsedBytes,
+        memoryTotalBytes: d.memoryTotalBytes,
+        pcieRxBytesPerS: d.pcieRxBytesPerS,
+        pcieTxBytesPerS: d.pcieTxBytesPerS,
+      })),
+      tiers: null,
+    },
+  } as AnyEvent;
+}
+
+/** The run supervisor as the contract's RunOperations. */
+export function supervisorOperations(sup: RunSupervisor): RunOperations {
+  const store = sup.store;
+  const last = (runId: string) => {
+    const lastStepRow = sup.getMetrics(runId, store.lastStep(runId) - 1).steps.at(-1);
+    const lastEval = store.lastEval(runId);
+    return { loss: finite(lastStepRow?.loss), accuracy: finite(lastEval?.accuracy) };
+  };
+  const sum = (r: RunRecord) => {
+    const l = last(r.id);
+    return summary(r, l.loss, l.accuracy);
+  };
+  const get = (runId: string): RunRecord => {
+    const r = sup.getRun(runId);
+    if (!r) throw notFound(runId);
+    return r;
+  };
+  const settings = (): Settings => ({ ...defaultSettings(), ...(store.getSetting<Partial<Settings>>(SETTINGS_KEY) ?? {}) });
+
+  return {
+    async startRun({ name, options }) {
+      const s = settings();
+      const full: TrainOptions = {
+        ...TRAIN_DEFAULTS,
+        threads: s.threads,
+        ...options,
+      } as TrainOptions;
+      try {
+        const r = await sup.start({ name, options: full });
+        return sum(r);
+      } catch (e) {
+        throw new SpillwayError('BAD_REQUEST', (e as Error).message);
+      }
+    },
+    async stopRun({ runId, checkpoint }) {
+      get(runId);
+      if (!sup.isActive(runId)) throw new SpillwayError('CONFLICT', `run ${runId} is not running`);
+      const r = checkpoint ? await sup.stop(runId) : await sup.kill(runId);
+      return sum(r);
+    },
+    async resumeRun({ runId }) {
+      const r = get(runId);
+      if (sup.isActive(runId) || r.status === 'running') throw new SpillwayError('CONFLICT', `run ${runId} is already running`);
+      try {
+        return sum(await sup.resume(runId));
+      } catch (e) {
+        throw new SpillwayError('CONFLICT', (e as Error).message);
+      }
+    },
+    async checkpointRun({ runId }) {
+      get(runId);
+      if (!sup.isActive(runId)) throw new SpillwayError('CONFLICT', `run ${runId} is not running`);
+      sup.checkpointNow(runId);
+      return { requested: true as const };
+    },
+    async listRuns({ status, search, sort, order, limit, offset }) {
+      let runs = sup.listRuns().map(sum);
+      if (status?.length) runs = runs.filter((r) => status.includes(r.status));
+      if (search) {
+        const q = search.toLowerCase();
+        runs = runs.filter((r) => [r.name, r.model, r.dataset].some((s) => s.toLowerCase().includes(q)));
+      }
+      const key = (r: RunSummary): number | string => (sort === 'lastLoss' ? (r.lastLoss ?? Infinity) : (r[sort] as number | string));
+      runs.sort((a, b) => {
+        const x = key(a);
+        const y = key(b);
+        const c = x < y ? -1 : x > y ? 1 : 0;
+        return order === 'asc' ? c : -c;
+      });
+      return { runs: runs.slice(offset, offset + limit), total: runs.length };
+    },
+    async getRun({ runId }): Promise<RunDetail> {
+      const r = get(runId);
+      const stored = r.config as unknown as StoredRunConfig;
+      return {
+        ...sum(r),
+        options: optionsOf(r),
+        checkpoints: store.checkpoints(runId).map((c) => ({ step: c.step, path: c.path, bytes: c.bytes, createdAt: c.createdAt })),
+        evals: sup.getMetrics(runId, -1).evals.map((e) => evalToContract(runId, e)),
+        outDir: stored.options.out ?? null,
+      };
+    },
+    async getMetrics({ runId, sinceStep, limit }) {
+      get(runId);
+      const m = sup.getMetrics(runId, sinceStep);
+      const steps = m.steps.slice(0, limit).map((s) => stepToContract(runId, s));
+      const lastReturned = steps.length ? steps[steps.length - 1].step : sinceStep;
+      const evals = m.evals.filter((e) => e.step <= lastReturned || steps.length === m.steps.length).map((e) => evalToContract(runId, e));
+      return { runId, steps, evals, latestStep: store.lastStep(runId) > 0 ? store.lastStep(runId) : -1 };
+    },
+    async deleteRun({ runId }) {
+      get(runId);
+      try {
+        await sup.deleteRun(runId);
+      } catch (e) {
+        throw new SpillwayError('CONFLICT', (e as Error).message);
+      }
+      return { deleted: true as const };
+    },
+    async exportRun({ runId, kind, dest }) {
+      const r = get(runId);
+      const stored = r.config as unknown as StoredRunConfig;
+      if (kind === 'metrics-csv') {
+        const m = sup.getMetrics(runId, -1);
+        await writeFile(dest, metricsCsv(m.steps, m.evals));
+      } else {
+        const model = stored.options.out;
+        if (!model) throw new SpillwayError('NOT_FOUND', `run ${runId} saved no model`);
+        try {
+          await stat(join(model, 'model.safetensors'));
+        } catch {
+          throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
+        }
+        if (kind === 'seed-log') await copyFile(join(model, 'seedlog.jsonl'), dest);
+        else await cp(model, dest, { recursive: true, errorOnExist: true, force: false });
+      }
+      const st = await stat(dest);
+      return { path: dest, bytes: st.isDirectory() ? (await stat(join(dest, 'model.safetensors'))).size : st.size };
+    },
+    async getSettings() {
+      return settings();
+    },
+    async updateSettings(patch) {
+      const next = { ...settings(), ...patch };
+      store.setSetting(SETTINGS_KEY, next);
+      return next;
+    },
+    onEvent(listener: EventListener) {
+      return sup.subscribe('*', (e: RunEvent) => {
+        const at = Date.now();
+        switch (e.type) {
+          case 'step':
+            listener({
+              event: 'stepMetrics',
+              payload: {
+                runId: e.runId,
+                step: e.step,
+                loss: e.loss,
+                lossPlus: e.loss_plus,
+                lossMinus: e.loss_minus,
+                projectedGrad: e.projected_grad,
+                lr: e.lr,
+                stepMs: e.step_ms,
+                tokensPerS: e.tokens_per_s,
+                skipped: e.skipped,
+              },
+            });
+            break;
+          case 'eval':
+            listener({ event: 'evalMetrics', payload: { runId: e.runId, step: e.step, loss: e.loss, accuracy: e.accuracy, examples: e.examples, evalMs: e.eval_ms } });
+            break;
+          case 'status': {
+            const r = sup.getRun(e.runId);
+            listener({ event: 'runStatus', payload: { runId: e.runId, status: contractStatus(e.status), stepsDone: r?.stepsDone ?? 0, error: e.error, at } });
+            break;
+          }
+          case 'log':
+            listener({ event: 'log', payload: { runId: e.runId, level: 'info', message: e.message, at } });
+            break;
+          case 'checkpoint':
+            listener({ event: 'log', payload: { runId: e.runId, level: 'info', message: `checkpoint at step ${e.step}: ${e.path}`, at } });
+            break;
+          default:
+            break;
+        }
+      });
+    },
+    async shutdown() {
+      await sup.close();
+    },
+  };
+}
+
+/** The telemetry sampler as an event source: samples while anything runs, about once a second. */
+export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): EventSource & { stop(): void } {
+  let running = false;
+  const listeners = new Set<EventListener>();
+  sampler.onSample((s) => {
+    const e = telemetryToContract(s);
+    for (const l of listeners) l(e);
+    for (const r of sup.listRuns()) {
+      if (!sup.isActive(r.id)) continue;
+      sup.recordSystemSample({
+        runId: r.id,
+        time: s.t,
+        cpuPercent: s.cpu ? s.cpu.total * 100 : null,
+        ramUsedBytes: s.memory?.usedBytes ?? null,
+        gpuPercent: s.gpu.state === 'ok' && s.gpu.devices[0]?.utilization != null ? s.gpu.devices[0].utilization * 100 : null,
+        gpuMemUsedBytes: s.gpu.state === 'ok' ? (s.gpu.devices[0]?.memoryUsedBytes ?? null) : null,
+        payload: s,
+      });
+    }
+  });
+  const unsubscribe = sup.subscribe('*', (e) => {
+    if (e.type === 'step') sampler.recordStep(stepTimesFromEvent(e as unknown as { step: number; step_ms: number; times?: Record<string, number> }));
+    const active = sup.listRuns().some((r) => sup.isActive(r.id));
+    if (active && !running) {
+      running = true;
+      sampler.start({ intervalMs: 1000, spillDir: sup.dataDir, enginePid: sup.enginePid(e.runId) });
+    } else if (!active && running) {
+      running = false;
+      sampler.stop();
+    } else if (active && e.type === 'start') {
+      sampler.setEnginePid(sup.enginePid(e.runId));
+    }
+  });
+  return {
+    onEvent(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    stop() {
+      unsubscribe();
+      if (running) sampler.stop();
+    },
+  };
+}

@@ -1,0 +1,123 @@
+// The whole backend through the contract: a real `serve` server with the run
+// supervisor over a real SQLite store, real engine processes, and a WebSocket
+// client. Start a run, watch its metrics arrive, stop it, resume it, export,
+// delete; a second client reconnecting with sinceStep catches up.
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { connectWebSocket, SpillwayClient, webSocketUrlFor } from '../../../../electron/common/client.js';
+import type { StepMetric } from '../../../../electron/common/contract.js';
+import { defaultServices, startServe } from '../../../../electron/server/serve-command.js';
+import { DEMO_DATA, makeTinyLlama } from '../../../helpers/tiny-model.js';
+import { wsFactory } from '../../server/ws-helpers.js';
+
+let work: string;
+let model: string;
+let stop: () => Promise<void>;
+let url: string;
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'spw-ops-'));
+  model = await makeTinyLlama(join(work, 'tiny'));
+  const served = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, defaultServices(join(work, 'data')), () => {});
+  stop = served.stop;
+  url = served.server.url;
+});
+
+afterAll(async () => {
+  await stop?.();
+});
+
+const client = async () => new SpillwayClient(await connectWebSocket(webSocketUrlFor(url), wsFactory));
+
+const options = (steps: number) => ({
+  model,
+  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
+  eval: join(DEMO_DATA, 'sentiment-demo', 'eval.jsonl'),
+  evalMax: 16,
+  task: { kind: 'sst2' as const },
+  steps,
+  batchSize: 4,
+  lr: 1e-3,
+  threads: 1,
+  evalEvery: 5,
+  checkpointEvery: 5,
+});
+
+async function until(cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('the backend over the contract', () => {
+  it('runs, streams, stops, resumes, exports and deletes a run', async () => {
+    const a = await client();
+    const started = await a.call('startRun', { name: 'contract run', options: options(100_000) });
+    expect(started.status).toBe('running');
+    const seen: StepMetric[] = [];
+    const unsubscribe = await a.subscribe(started.id, -1, { onStep: (m) => seen.push(m) });
+    await until(() => seen.length >= 7);
+    expect(seen.map((m) => m.step)).toEqual(seen.map((_, i) => i + 1));
+
+    // A second client joining late catches up from step 3 and then follows live.
+    const b = await client();
+    const late: StepMetric[] = [];
+    await b.subscribe(started.id, 3, { onStep: (m) => late.push(m) });
+    await until(() => late.length >= 6);
+    expect(late[0].step).toBe(4);
+    expect(late.map((m) => m.step)).toEqual(late.map((_, i) => i + 4));
+
+    const stopped = await a.call('stopRun', { runId: started.id, checkpoint: true });
+    expect(stopped.status).toBe('stopped');
+    const detail = await a.call('getRun', { runId: started.id });
+    expect(detail.checkpoints.length).toBeGreaterThan(0);
+    expect(detail.options.steps).toBe(100_000);
+    const stepsAtStop = detail.stepsDone;
+    expect(stepsAtStop).toBeGreaterThanOrEqual(7);
+
+    const list = await a.call('listRuns', {});
+    expect(list.runs.map((r) => r.id)).toContain(started.id);
+    expect(list.runs.find((r) => r.id === started.id)?.lastLoss).not.toBeNull();
+
+    const resumed = await a.call('resumeRun', { runId: started.id });
+    expect(resumed.status).toBe('running');
+    await until(async () => (await a.call('getMetrics', { runId: started.id, sinceStep: stepsAtStop })).steps.length >= 2);
+    await a.call('stopRun', { runId: started.id, checkpoint: true });
+
+    const csv = join(work, 'metrics.csv');
+    const exported = await a.call('exportRun', { runId: started.id, kind: 'metrics-csv', dest: csv });
+    expect(exported.bytes).toBeGreaterThan(0);
+    expect(readFileSync(csv, 'utf8').split('\n').length).toBeGreaterThan(stepsAtStop);
+
+    await expect(a.call('resumeRun', { runId: 'no-such-run' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    const folder = (await a.call('getRun', { runId: started.id })).checkpoints[0]?.path;
+    await a.call('deleteRun', { runId: started.id });
+    await expect(a.call('getRun', { runId: started.id })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    if (folder) expect(existsSync(folder)).toBe(false);
+    unsubscribe();
+    a.close();
+    b.close();
+  });
+
+  it('reports a run whose engine fails to start as failed with the reason', async () => {
+    const a = await client();
+    const r = await a.call('startRun', { options: { ...options(5), model: join(work, 'missing-model') } });
+    await until(async () => (await a.call('getRun', { runId: r.id })).status === 'failed');
+    const detail = await a.call('getRun', { runId: r.id });
+    expect(detail.error).toMatch(/missing-model/);
+    a.close();
+  });
+
+  it('keeps settings in the store', async () => {
+    const a = await client();
+    const s = await a.call('updateSettings', { threads: 3, modelRoots: [work] });
+    expect(s.threads).toBe(3);
+    expect((await a.call('getSettings', {})).modelRoots).toEqual([work]);
+    a.close();
+  });
+});
