@@ -31,6 +31,7 @@ import { DatasetError, detectFormat, previewDataset, renderExample, validateTemp
 import type { TaskTemplate } from '../data/index.js';
 import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
+import { packageRoot } from '../engine/native.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -88,6 +89,14 @@ export interface ServicesOptions {
   eventSources?: EventSource[];
   /** The Hugging Face hub cache; default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub. */
   hfCacheDir?: string;
+  /** Folders always listed first (default: the embedded demo's resources/models and resources/datasets). */
+  builtInRoots?: { models: string[]; datasets: string[] };
+}
+
+/** resources/models and resources/datasets of this installation. */
+export function bundledRoots(): { models: string[]; datasets: string[] } {
+  const res = path.join(packageRoot(), 'resources');
+  return { models: [path.join(res, 'models')], datasets: [path.join(res, 'datasets')] };
 }
 
 export function defaultSettings(): Settings {
@@ -138,6 +147,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   const runs = options.runs ?? unavailableRunOperations();
   const sources: EventSource[] = [runs, ...(options.eventSources ?? [])];
   const hfCache = options.hfCacheDir ?? hfHubCacheDir();
+  // The embedded demo is always listed, so a first launch can preselect it.
+  const builtIn = options.builtInRoots ?? bundledRoots();
 
   return {
     startRun: (p, ctx) => runs.startRun(p, ctx),
@@ -154,7 +165,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
     async listModels(p, ctx) {
       const settings = await runs.getSettings({}, ctx);
-      const roots = p.roots ?? [...settings.modelRoots, ...(settings.includeHfCache ? [hfCache] : [])];
+      const roots = p.roots ?? [...builtIn.models, ...settings.modelRoots, ...(settings.includeHfCache ? [hfCache] : [])];
       const { models, unsupported } = await scanModelRoots(roots);
       return { models: models.map(modelSummary), unsupported };
     },
@@ -162,7 +173,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     inspectModel: (p) => catalogCall(() => inspectModel(p.path)),
 
     async listDatasets(p, ctx) {
-      const roots = p.roots ?? (await runs.getSettings({}, ctx)).datasetRoots;
+      const roots = p.roots ?? [...builtIn.datasets, ...(await runs.getSettings({}, ctx)).datasetRoots];
       return { datasets: await scanDatasetRoots(roots, ctx.signal) };
     },
 

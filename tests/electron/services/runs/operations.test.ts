@@ -46,10 +46,10 @@ const options = (steps: number) => ({
   checkpointEvery: 5,
 });
 
-async function until(cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
   const t0 = Date.now();
   while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error('timed out');
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -61,14 +61,14 @@ describe('the backend over the contract', () => {
     expect(started.status).toBe('running');
     const seen: StepMetric[] = [];
     const unsubscribe = await a.subscribe(started.id, -1, { onStep: (m) => seen.push(m) });
-    await until(() => seen.length >= 7);
+    await until('7 live steps', () => seen.length >= 7);
     expect(seen.map((m) => m.step)).toEqual(seen.map((_, i) => i + 1));
 
     // A second client joining late catches up from step 3 and then follows live.
     const b = await client();
     const late: StepMetric[] = [];
     await b.subscribe(started.id, 3, { onStep: (m) => late.push(m) });
-    await until(() => late.length >= 6);
+    await until('6 steps for the late client', () => late.length >= 6);
     expect(late[0].step).toBe(4);
     expect(late.map((m) => m.step)).toEqual(late.map((_, i) => i + 4));
 
@@ -86,7 +86,7 @@ describe('the backend over the contract', () => {
 
     const resumed = await a.call('resumeRun', { runId: started.id });
     expect(resumed.status).toBe('running');
-    await until(async () => (await a.call('getMetrics', { runId: started.id, sinceStep: stepsAtStop })).steps.length >= 2);
+    await until('2 steps after resume', async () => (await a.call('getMetrics', { runId: started.id, sinceStep: stepsAtStop })).steps.length >= 2);
     await a.call('stopRun', { runId: started.id, checkpoint: true });
 
     const csv = join(work, 'metrics.csv');
@@ -107,7 +107,7 @@ describe('the backend over the contract', () => {
   it('reports a run whose engine fails to start as failed with the reason', async () => {
     const a = await client();
     const r = await a.call('startRun', { options: { ...options(5), model: join(work, 'missing-model') } });
-    await until(async () => (await a.call('getRun', { runId: r.id })).status === 'failed');
+    await until('the failed status', async () => (await a.call('getRun', { runId: r.id })).status === 'failed');
     const detail = await a.call('getRun', { runId: r.id });
     expect(detail.error).toMatch(/missing-model/);
     a.close();

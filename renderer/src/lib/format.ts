@@ -1,0 +1,53 @@
+// Numbers as people read them.
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+export function formatBytes(n: number | null | undefined): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '—';
+  let v = n;
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < UNITS.length - 1) { v /= 1024; u++; }
+  return `${u === 0 ? v.toFixed(0) : v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${UNITS[u]}`;
+}
+
+export function formatCount(n: number | null | undefined): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '—';
+  const a = Math.abs(n);
+  if (a >= 1e12) return `${(n / 1e12).toFixed(2)} T`;
+  if (a >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
+  if (a >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (a >= 1e3) return `${(n / 1e3).toFixed(1)} K`;
+  return String(n);
+}
+
+export function formatDuration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '—';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} m ${s % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} m`;
+}
+
+export function formatNumber(n: number | null | undefined, digits = 4): string {
+  if (n === null || n === undefined) return '—';
+  if (!Number.isFinite(n)) return String(n);
+  if (n !== 0 && (Math.abs(n) < 1e-3 || Math.abs(n) >= 1e6)) return n.toExponential(2);
+  return Number(n.toPrecision(digits)).toString();
+}
+
+export function formatPercent(f: number | null | undefined): string {
+  if (f === null || f === undefined || !Number.isFinite(f)) return '—';
+  return `${(f * 100).toFixed(1)} %`;
+}
+
+/** "16 GiB", "512m", "2048" (bytes) → bytes; null for empty; NaN when unreadable. */
+export function parseBytes(text: string): number | null {
+  const t = text.trim();
+  if (t === '') return null;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$/i.exec(t);
+  if (!m) return NaN;
+  const power = ' kmgtp'.indexOf(m[2].toLowerCase() || ' ');
+  return Math.round(Number(m[1]) * 1024 ** power);
+}

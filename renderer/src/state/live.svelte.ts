@@ -1,0 +1,216 @@
+// The run being watched: its history (paged from the store), then live step,
+// evaluation, status and telemetry events. Chart data is bounded and refreshed
+// at most a few times a second however fast steps arrive.
+
+import type { EvalMetric, RunDetail, RunStatus, StepMetric, TelemetrySample } from '../../../electron/common/contract.ts';
+import { app } from './app.svelte.ts';
+import type { Client } from '../lib/client.ts';
+import { describeError } from '../lib/client.ts';
+import { RunSeries } from '../lib/series.ts';
+import type { Point } from '../lib/smoothing.ts';
+
+export const ACTIVE: readonly RunStatus[] = ['queued', 'running', 'stopping'];
+const TELEMETRY_KEEP = 900;
+const REFRESH_MS = 250;
+
+export interface TelemetryPoints {
+  cpu: Point[];
+  gpu: Point[];
+  ram: Point[];
+}
+
+export class LiveRunState {
+  runId = $state<string | null>(null);
+  detail = $state<RunDetail | null>(null);
+  status = $state<RunStatus | null>(null);
+  stepsDone = $state(0);
+  stepsPlanned = $state(0);
+  error = $state<string | null>(null);
+  loadError = $state<string | null>(null);
+  loading = $state(false);
+  smoothing = $state(0.6);
+  /** Bumped when the series change; chart data derive from it. */
+  version = $state(0);
+  telemetry = $state<TelemetrySample | null>(null);
+  telemetryVersion = $state(0);
+  busy = $state<'stop' | 'checkpoint' | 'resume' | null>(null);
+
+  series = new RunSeries(0.6);
+  telemetryPoints: TelemetryPoints = { cpu: [], gpu: [], ram: [] };
+  lastStep = $state<StepMetric | null>(null);
+  lastEval = $state<EvalMetric | null>(null);
+
+  active = $derived(this.status !== null && ACTIVE.includes(this.status));
+  progress = $derived(this.stepsPlanned > 0 ? Math.min(1, this.stepsDone / this.stepsPlanned) : 0);
+
+  lossChart = $derived.by(() => {
+    void this.version;
+    return {
+      raw: this.series.bounded(this.series.loss),
+      smoothed: this.series.bounded(this.series.smoothedForDisplay()),
+    };
+  });
+  evalChart = $derived.by(() => {
+    void this.version;
+    return { accuracy: this.series.evalAccuracy.slice(), loss: this.series.evalLoss.slice() };
+  });
+  speedChart = $derived.by(() => {
+    void this.version;
+    return { stepMs: this.series.bounded(this.series.stepMs), tokensPerS: this.series.bounded(this.series.tokensPerS) };
+  });
+  telemetryChart = $derived.by(() => {
+    void this.telemetryVersion;
+    return { cpu: this.telemetryPoints.cpu.slice(), gpu: this.telemetryPoints.gpu.slice(), ram: this.telemetryPoints.ram.slice() };
+  });
+
+  #client: () => Client;
+  #pending: ((s: RunSeries) => void)[] | null = null;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #generation = 0;
+
+  constructor(client: () => Client) {
+    this.#client = client;
+  }
+
+  /** Subscribes to the backend's events; call once. */
+  listen(): () => void {
+    const c = this.#client();
+    const offs = [
+      c.on('stepMetrics', (m) => this.#apply(m.runId, (s) => s.addStep(m) && (this.lastStep = m))),
+      c.on('evalMetrics', (e) => this.#apply(e.runId, (s) => s.addEval(e) && (this.lastEval = e))),
+      c.on('runStatus', (r) => {
+        if (r.runId !== this.runId) return;
+        this.status = r.status;
+        this.stepsDone = Math.max(this.stepsDone, r.stepsDone);
+        this.error = r.error;
+      }),
+      c.on('telemetry', (t) => this.#addTelemetry(t)),
+    ];
+    return () => offs.forEach((off) => off());
+  }
+
+  #apply(runId: string, change: (s: RunSeries) => unknown): void {
+    if (runId !== this.runId) return;
+    if (this.#pending) {
+      this.#pending.push(change);
+      return;
+    }
+    change(this.series);
+    this.stepsDone = Math.max(this.stepsDone, this.series.lastStep);
+    this.#scheduleRefresh();
+  }
+
+  #scheduleRefresh(): void {
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.version++;
+    }, REFRESH_MS);
+  }
+
+  #addTelemetry(t: TelemetrySample): void {
+    this.telemetry = t;
+    const x = t.at / 1000;
+    const push = (arr: Point[], y: number | null | undefined) => {
+      if (y === null || y === undefined) return;
+      arr.push({ x, y });
+      if (arr.length > TELEMETRY_KEEP) arr.splice(0, arr.length - TELEMETRY_KEEP);
+    };
+    push(this.telemetryPoints.cpu, t.cpu ? t.cpu.utilization * 100 : null);
+    push(this.telemetryPoints.gpu, t.gpus[0]?.utilization != null ? t.gpus[0].utilization * 100 : null);
+    push(this.telemetryPoints.ram, t.memory ? (t.memory.usedBytes / Math.max(1, t.memory.totalBytes)) * 100 : null);
+    this.telemetryVersion++;
+  }
+
+  /** Shows a run: its history first, then whatever arrives live. */
+  async open(runId: string): Promise<void> {
+    const generation = ++this.#generation;
+    this.runId = runId;
+    this.series = new RunSeries(this.smoothing);
+    this.lastStep = null;
+    this.lastEval = null;
+    this.detail = null;
+    this.loadError = null;
+    this.loading = true;
+    this.#pending = [];
+    try {
+      const c = this.#client();
+      const detail = await c.call('getRun', { runId });
+      if (generation !== this.#generation) return;
+      this.detail = detail;
+      this.status = detail.status;
+      this.stepsDone = detail.stepsDone;
+      this.stepsPlanned = detail.stepsPlanned;
+      this.error = detail.error;
+      let since = -1;
+      for (;;) {
+        const page = await c.call('getMetrics', { runId, sinceStep: since, limit: 10_000 });
+        if (generation !== this.#generation) return;
+        for (const m of page.steps) this.series.addStep(m);
+        for (const e of page.evals) this.series.addEval(e);
+        const last = page.steps.at(-1);
+        if (!last || last.step >= page.latestStep) break;
+        since = last.step;
+      }
+      for (const e of detail.evals) this.series.addEval(e);
+      this.lastEval = detail.evals.at(-1) ?? null;
+    } catch (e) {
+      if (generation === this.#generation) this.loadError = describeError(e);
+    } finally {
+      if (generation === this.#generation) {
+        const queued = this.#pending ?? [];
+        this.#pending = null;
+        for (const change of queued) change(this.series);
+        this.stepsDone = Math.max(this.stepsDone, this.series.lastStep);
+        this.loading = false;
+        this.version++;
+      }
+    }
+  }
+
+  close(): void {
+    this.#generation++;
+    this.runId = null;
+    this.detail = null;
+    this.status = null;
+    this.series = new RunSeries(this.smoothing);
+    this.version++;
+  }
+
+  setSmoothing(w: number): void {
+    this.smoothing = w;
+    this.series.setSmoothing(w);
+    this.version++;
+  }
+
+  async #act(kind: 'stop' | 'checkpoint' | 'resume', call: (c: Client, runId: string) => Promise<unknown>): Promise<void> {
+    if (!this.runId) return;
+    this.busy = kind;
+    try {
+      await call(this.#client(), this.runId);
+    } finally {
+      this.busy = null;
+    }
+  }
+
+  stop(): Promise<void> {
+    return this.#act('stop', async (c, runId) => {
+      const r = await c.call('stopRun', { runId, checkpoint: true });
+      this.status = r.status;
+    });
+  }
+
+  checkpoint(): Promise<void> {
+    return this.#act('checkpoint', (c, runId) => c.call('checkpointRun', { runId }));
+  }
+
+  resume(): Promise<void> {
+    return this.#act('resume', async (c, runId) => {
+      const r = await c.call('resumeRun', { runId });
+      this.status = r.status;
+      this.stepsPlanned = r.stepsPlanned;
+    });
+  }
+}
+
+export const liveRun = new LiveRunState(() => app.client);

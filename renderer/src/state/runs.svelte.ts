@@ -1,0 +1,148 @@
+// The Runs table: filter, sort, select several to overlay their curves, and
+// the per-run actions (open, resume, export, delete).
+
+import type { ExportKind, RunStatus, RunSummary } from '../../../electron/common/contract.ts';
+import { app } from './app.svelte.ts';
+import type { Client } from '../lib/client.ts';
+import { describeError } from '../lib/client.ts';
+import { RunSeries } from '../lib/series.ts';
+
+export type SortKey = 'name' | 'status' | 'model' | 'dataset' | 'lastLoss' | 'lastAccuracy' | 'duration' | 'createdAt';
+
+export function runDuration(r: RunSummary, now = Date.now()): number | null {
+  if (r.startedAt === null) return null;
+  return (r.endedAt ?? now) - r.startedAt;
+}
+
+function sortValue(r: RunSummary, key: SortKey): string | number {
+  switch (key) {
+    case 'duration':
+      return runDuration(r) ?? -1;
+    case 'lastLoss':
+      return r.lastLoss ?? Infinity;
+    case 'lastAccuracy':
+      return r.lastAccuracy ?? -1;
+    default:
+      return r[key];
+  }
+}
+
+export function sortRuns(runs: readonly RunSummary[], key: SortKey, order: 'asc' | 'desc'): RunSummary[] {
+  const sign = order === 'asc' ? 1 : -1;
+  return [...runs].sort((a, b) => {
+    const va = sortValue(a, key);
+    const vb = sortValue(b, key);
+    const c = typeof va === 'number' && typeof vb === 'number' ? va - vb : String(va).localeCompare(String(vb));
+    return c * sign || (b.createdAt - a.createdAt);
+  });
+}
+
+export class RunsState {
+  runs = $state<RunSummary[]>([]);
+  total = $state(0);
+  search = $state('');
+  statusFilter = $state<RunStatus | ''>('');
+  sortKey = $state<SortKey>('createdAt');
+  order = $state<'asc' | 'desc'>('desc');
+  selected = $state<string[]>([]);
+  loading = $state(false);
+  error = $state<string | null>(null);
+  /** Curves of the selected runs, loaded on demand for the overlay chart. */
+  overlay = $state<{ id: string; name: string; series: RunSeries }[]>([]);
+  overlayError = $state<string | null>(null);
+
+  sorted = $derived(sortRuns(this.runs, this.sortKey, this.order));
+
+  #client: () => Client;
+  #loadSeq = 0;
+
+  constructor(client: () => Client) {
+    this.#client = client;
+  }
+
+  async refresh(): Promise<void> {
+    const seq = ++this.#loadSeq;
+    this.loading = true;
+    try {
+      const r = await this.#client().call('listRuns', {
+        ...(this.search.trim() ? { search: this.search.trim() } : {}),
+        ...(this.statusFilter ? { status: [this.statusFilter] } : {}),
+        limit: 1000,
+      });
+      if (seq !== this.#loadSeq) return;
+      this.runs = r.runs;
+      this.total = r.total;
+      this.error = null;
+      const ids = new Set(r.runs.map((x) => x.id));
+      this.selected = this.selected.filter((id) => ids.has(id));
+    } catch (e) {
+      if (seq === this.#loadSeq) this.error = describeError(e);
+    } finally {
+      if (seq === this.#loadSeq) this.loading = false;
+    }
+  }
+
+  /** Applies a status event to the row in place (the table stays live without refetching). */
+  applyStatus(runId: string, status: RunStatus, stepsDone: number, error: string | null): boolean {
+    const i = this.runs.findIndex((r) => r.id === runId);
+    if (i < 0) return false;
+    this.runs[i] = { ...this.runs[i], status, stepsDone, error };
+    return true;
+  }
+
+  sortBy(key: SortKey): void {
+    if (this.sortKey === key) this.order = this.order === 'asc' ? 'desc' : 'asc';
+    else {
+      this.sortKey = key;
+      this.order = key === 'name' || key === 'model' || key === 'dataset' ? 'asc' : 'desc';
+    }
+  }
+
+  toggle(id: string): void {
+    this.selected = this.selected.includes(id) ? this.selected.filter((x) => x !== id) : [...this.selected, id];
+  }
+
+  async loadOverlay(smoothing: number): Promise<void> {
+    this.overlayError = null;
+    try {
+      const c = this.#client();
+      this.overlay = await Promise.all(
+        this.selected.map(async (id) => {
+          const series = new RunSeries(smoothing);
+          let since = -1;
+          for (;;) {
+            const page = await c.call('getMetrics', { runId: id, sinceStep: since, limit: 10_000 });
+            for (const m of page.steps) series.addStep(m);
+            for (const e of page.evals) series.addEval(e);
+            const last = page.steps.at(-1);
+            if (!last || last.step >= page.latestStep) break;
+            since = last.step;
+          }
+          return { id, name: this.runs.find((r) => r.id === id)?.name ?? id, series };
+        }),
+      );
+    } catch (e) {
+      this.overlayError = describeError(e);
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.#client().call('deleteRun', { runId: id });
+    this.runs = this.runs.filter((r) => r.id !== id);
+    this.selected = this.selected.filter((x) => x !== id);
+    this.overlay = this.overlay.filter((o) => o.id !== id);
+    this.total = Math.max(0, this.total - 1);
+  }
+
+  async resume(id: string): Promise<RunSummary> {
+    const r = await this.#client().call('resumeRun', { runId: id });
+    this.applyStatus(id, r.status, r.stepsDone, r.error);
+    return r;
+  }
+
+  async exportRun(id: string, kind: ExportKind, dest: string): Promise<{ path: string; bytes: number }> {
+    return this.#client().call('exportRun', { runId: id, kind, dest });
+  }
+}
+
+export const runs = new RunsState(() => app.client);
