@@ -2,9 +2,9 @@
 // else. Only the contract's channels can be reached through it; everything
 // else is rejected here, and main validates again.
 //
-// A sandboxed preload cannot load ES modules or local files: the packaging
-// step bundles this file with channels.ts into one CommonJS script
-// (dist/electron/preload.cjs, see forge.config.ts / electron-builder.yml).
+// A sandboxed preload cannot load ES modules or local files: build:ts bundles
+// this file with channels.ts into one CommonJS script,
+// dist/electron/preload.cjs (scripts/build-preload.mjs), which main loads.
 
 import { contextBridge, ipcRenderer } from 'electron';
 import type { IpcRendererEvent } from 'electron';
