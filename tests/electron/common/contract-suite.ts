@@ -12,6 +12,8 @@ import { createServices, type SpillwayServices } from '../../../electron/service
 import { FakeRuns } from './fake-runs.js';
 
 export const MODELS_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/models');
+/** The embedded demo model: the one with a tokenizer. */
+const DEMO_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../resources/models/spillway-demo');
 
 /** A backend reachable over one transport. */
 export interface Backend {
@@ -61,6 +63,17 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       await writeFile(path.join(dataDir, 'notes.txt'), 'not a dataset');
       await mkdir(path.join(dataDir, 'sub'));
       await writeFile(path.join(dataDir, 'sub', 'more.jsonl'), '{"text":"x"}\n');
+      await writeFile(
+        path.join(dataDir, 'sub', 'two-bad.jsonl'),
+        [
+          '{"sentence":"a fine film","label":1}',
+          '{"sentence":"no label here"}',
+          '{"sentence":"dull","label":0}',
+          '',
+          '{"sentence": "broken json",',
+          '{"sentence":"lovely","label":"1"}',
+        ].join('\n') + '\n',
+      );
     });
     afterAll(async () => {
       await rm(dataDir, { recursive: true, force: true });
@@ -88,10 +101,11 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(r.unsupported).toEqual([]);
       });
 
-      it('lists models from the settings when no roots are given', async () => {
-        expect((await client.call('listModels', {})).models).toEqual([]);
+      it('lists the embedded demo, then the models of the settings when no roots are given', async () => {
+        const builtIn = (await client.call('listModels', {})).models;
+        expect(builtIn.map((m) => m.name)).toEqual(['spillway-demo']);
         await client.call('updateSettings', { modelRoots: [MODELS_ROOT] });
-        expect((await client.call('listModels', {})).models.length).toBeGreaterThanOrEqual(5);
+        expect((await client.call('listModels', {})).models.length).toBeGreaterThanOrEqual(6);
       });
 
       it('inspects a model', async () => {
@@ -109,7 +123,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
       it('lists datasets (JSONL, CSV, Parquet) under the roots', async () => {
         const r = await client.call('listDatasets', { roots: [dataDir] });
-        expect(r.datasets.map((d) => d.name).sort()).toEqual(['eval.csv', 'more.jsonl', 'train.jsonl']);
+        expect(r.datasets.map((d) => d.name).sort()).toEqual(['eval.csv', 'more.jsonl', 'train.jsonl', 'two-bad.jsonl']);
         expect(r.datasets.find((d) => d.name === 'eval.csv')!.format).toBe('csv');
       });
 
@@ -129,6 +143,28 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         );
         expect(e.code).toBe('BAD_REQUEST');
         expect(e.issues?.[0].path).toBe('template.labelWords');
+      });
+
+      it('checks every row with the model tokenizer, listing each bad row with its line and field', async () => {
+        const file = path.join(dataDir, 'sub', 'two-bad.jsonl');
+        const r = await client.call('checkDataset', { path: file, model: DEMO_MODEL, template: { kind: 'sst2' } });
+        expect(r).toMatchObject({ path: file, rows: 5, ok: 3, errorCount: 2, complete: true, maxLength: 256 });
+        expect(r.errors).toEqual([
+          { line: 2, field: 'label', message: expect.stringContaining('expected a label') },
+          { line: 5, field: null, message: expect.stringMatching(/^invalid JSON/) },
+        ]);
+        // A tighter token limit makes the long rows fail too, still one entry per row.
+        const tight = await client.call('checkDataset', { path: file, model: DEMO_MODEL, template: { kind: 'sst2' }, maxLength: 2 });
+        expect(tight.maxLength).toBe(2);
+        expect(tight.errorCount).toBe(5);
+      });
+
+      it('answers a dataset check on a model without a tokenizer, or a missing file, with BAD_REQUEST', async () => {
+        const file = path.join(dataDir, 'train.jsonl');
+        const e = await rejection(client.call('checkDataset', { path: file, model: path.join(MODELS_ROOT, 'opt-tiny'), template: { kind: 'sst2' } }));
+        expect(e.code).toBe('BAD_REQUEST');
+        const missing = await rejection(client.call('checkDataset', { path: path.join(dataDir, 'nope.jsonl'), model: DEMO_MODEL, template: { kind: 'sst2' } }));
+        expect(missing).toMatchObject({ code: 'BAD_REQUEST', name: 'DatasetError' });
       });
 
       it('plans the all-resident case and says the step time is not predicted yet', async () => {
@@ -180,6 +216,12 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         const u = await client.call('updateSettings', { threads: 4, budgets: { gpu: null, cpu: 8e9, ssd: null } });
         expect(u.threads).toBe(4);
         expect((await client.call('getSettings', {})).budgets.cpu).toBe(8e9);
+        expect(s.samplingIntervalMs).toBe(1000);
+        expect((await client.call('updateSettings', { samplingIntervalMs: 250 })).samplingIntervalMs).toBe(250);
+        expect((await rejection(client.call('updateSettings', { samplingIntervalMs: 50 }))).code).toBe('BAD_REQUEST');
+        // The data folder is read-only: one sent is dropped.
+        const d = await client.call('updateSettings', { dataDir: '/elsewhere', threads: 2 } as never);
+        expect(d).toMatchObject({ dataDir: null, threads: 2 });
       });
 
       it('gets metrics since a step', async () => {
