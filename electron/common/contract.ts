@@ -323,6 +323,34 @@ export const Settings = z.object({
   runsDir: FilePath.nullable(),
   budgets: z.object({ gpu: Bytes.nullable(), cpu: Bytes.nullable(), ssd: Bytes.nullable() }),
   threads: z.number().int().nonnegative(),
+  /** How often telemetry is sampled while a run is active; read when sampling starts. */
+  samplingIntervalMs: z.number().int().min(200).max(10_000),
+  /**
+   * Read-only: the data folder (run store, run folders) this backend opened, null without one.
+   * Chosen at startup (--data-dir, $SPILLWAY_DATA_DIR); updateSettings ignores it.
+   */
+  dataDir: z.string().nullable(),
+});
+
+/** What updateSettings accepts: any settings but the read-only dataDir (a dataDir sent is dropped). */
+export const SettingsPatch = Settings.omit({ dataDir: true }).partial();
+
+/** Every row of a dataset tokenised with a model's tokenizer: how many pass, and where the others fail. */
+export const DatasetCheck = z.object({
+  path: z.string(),
+  /** Rows read (bad ones included). */
+  rows: z.number().int().nonnegative(),
+  /** Rows that tokenise. */
+  ok: z.number().int().nonnegative(),
+  /** Rows that do not, all of them (errors lists at most the first 100). */
+  errorCount: z.number().int().nonnegative(),
+  errors: z
+    .array(z.object({ line: z.number().int().nonnegative(), field: z.string().nullable(), message: z.string() }))
+    .max(100),
+  /** False when a problem stopped the read (e.g. a malformed CSV quote): rows after it were not checked. */
+  complete: z.boolean(),
+  /** Tokens per sequence the rows were checked against. */
+  maxLength: z.number().int().positive(),
 });
 
 // --- telemetry (the sampler in electron/services/telemetry fills this)
@@ -369,6 +397,18 @@ export const methods = {
     z.object({ path: FilePath, rows: z.number().int().positive().max(200).default(5), format: DatasetFormat.optional(), template: TaskTemplate.optional() }),
     DatasetPreview,
   ),
+  checkDataset: method(
+    z.object({
+      path: FilePath,
+      /** The model folder whose tokenizer (and position limit) the rows are checked with. */
+      model: FilePath,
+      template: TaskTemplate,
+      /** Default, and at most: the model's position limit. */
+      maxLength: z.number().int().min(2).max(1 << 20).optional(),
+      format: DatasetFormat.optional(),
+    }),
+    DatasetCheck,
+  ),
   plan: method(PlanRequest, PlanResult),
   startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions }), RunSummary),
   stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
@@ -380,7 +420,7 @@ export const methods = {
   deleteRun: method(z.object({ runId: RunId }), z.object({ deleted: z.literal(true) })),
   exportRun: method(z.object({ runId: RunId, kind: ExportKind, dest: FilePath }), z.object({ path: z.string(), bytes: Bytes })),
   getSettings: method(Empty, Settings),
-  updateSettings: method(Settings.partial(), Settings),
+  updateSettings: method(SettingsPatch, Settings),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -443,6 +483,8 @@ export type EvalMetric = z.output<typeof EvalMetric>;
 export type Checkpoint = z.output<typeof Checkpoint>;
 export type ExportKind = z.output<typeof ExportKind>;
 export type Settings = z.output<typeof Settings>;
+export type SettingsPatch = z.output<typeof SettingsPatch>;
+export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
 
 // ---------------------------------------------------------------------------

@@ -29,6 +29,8 @@ export class DatasetError extends Error {
   readonly field?: string;
   /** Whether `line` counts text lines or Parquet rows. */
   readonly unit: 'line' | 'row';
+  /** The message without the file, line and field in front. */
+  readonly detail: string;
 
   constructor(file: string, line: number, detail: string, opts: { field?: string; unit?: 'line' | 'row' } = {}) {
     const unit = opts.unit ?? 'line';
@@ -38,6 +40,7 @@ export class DatasetError extends Error {
     this.file = file;
     this.line = line;
     this.unit = unit;
+    this.detail = detail;
     if (opts.field !== undefined) this.field = opts.field;
   }
 }
@@ -64,6 +67,11 @@ export interface ReadOptions {
   format?: DatasetFormat;
   /** Stop after this many rows. */
   limit?: number;
+  /**
+   * When given, a row the reader can step over (JSONL: a line that is not a JSON object; CSV: a
+   * record with the wrong number of fields) is passed here and skipped instead of ending the read.
+   */
+  onBadRow?: (e: DatasetError) => void;
 }
 
 async function checkReadable(file: string): Promise<void> {
@@ -75,7 +83,7 @@ async function checkReadable(file: string): Promise<void> {
   }
 }
 
-async function* readJsonl(file: string): AsyncGenerator<DatasetRow> {
+async function* readJsonl(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
   const stream = createReadStream(file, { encoding: 'utf8' });
   const rl = createInterface({ input: stream, crlfDelay: Infinity });
   let lineNo = 0;
@@ -88,13 +96,19 @@ async function* readJsonl(file: string): AsyncGenerator<DatasetRow> {
         throw new DatasetError(file, 1, 'looks like a JSON array; expected JSON lines (one object per line)');
       }
       let value: unknown;
+      let bad: DatasetError | null = null;
       try {
         value = JSON.parse(text);
       } catch (e) {
-        throw new DatasetError(file, lineNo, `invalid JSON: ${(e as Error).message}`);
+        bad = new DatasetError(file, lineNo, `invalid JSON: ${(e as Error).message}`);
       }
-      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-        throw new DatasetError(file, lineNo, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+      if (!bad && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+        bad = new DatasetError(file, lineNo, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+      }
+      if (bad) {
+        if (!onBadRow) throw bad;
+        onBadRow(bad);
+        continue;
       }
       yield { line: lineNo, values: value as Record<string, unknown> };
     }
@@ -147,11 +161,12 @@ class LineIndex {
   }
 }
 
-async function* readCsv(file: string): AsyncGenerator<DatasetRow> {
+async function* readCsv(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
   const stream = createReadStream(file);
   const lines = new LineIndex();
   stream.on('data', (chunk) => lines.push(chunk as Buffer));
-  const parser = stream.pipe(csvParse({ bom: true, info: true, skip_empty_lines: true }));
+  // With onBadRow, ragged records reach the check below (and are skipped) instead of ending the parse.
+  const parser = stream.pipe(csvParse({ bom: true, info: true, skip_empty_lines: true, relax_column_count: onBadRow !== undefined }));
   let header: string[] | null = null;
   let prevEnd = 0;
   try {
@@ -165,7 +180,10 @@ async function* readCsv(file: string): AsyncGenerator<DatasetRow> {
         continue;
       }
       if (item.record.length !== header.length) {
-        throw new DatasetError(file, line, `CSV record has ${item.record.length} fields; the header has ${header.length}`);
+        const bad = new DatasetError(file, line, `CSV record has ${item.record.length} fields; the header has ${header.length}`);
+        if (!onBadRow) throw bad;
+        onBadRow(bad);
+        continue;
       }
       const values: Record<string, unknown> = {};
       header.forEach((h, i) => (values[h] = item.record[i]));
@@ -225,7 +243,7 @@ export async function* readDataset(file: string, options: ReadOptions = {}): Asy
   await checkReadable(file);
   const limit = options.limit ?? Infinity;
   if (limit <= 0) return;
-  const source = format === 'jsonl' ? readJsonl(file) : format === 'csv' ? readCsv(file) : readParquet(file);
+  const source = format === 'jsonl' ? readJsonl(file, options.onBadRow) : format === 'csv' ? readCsv(file, options.onBadRow) : readParquet(file);
   let count = 0;
   for await (const row of source) {
     yield row;

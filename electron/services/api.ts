@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import {
   SpillwayError,
   type AnyEvent,
+  type DatasetCheck,
   type DatasetEntry,
   type DatasetPreview,
   type JsonValue,
@@ -27,7 +28,17 @@ import {
   type PlanUnit,
   type Settings,
 } from '../common/contract.js';
-import { DatasetError, detectFormat, previewDataset, renderExample, validateTemplate } from '../data/index.js';
+import {
+  DatasetError,
+  detectFormat,
+  loadTokenizer,
+  previewDataset,
+  readDataset,
+  renderExample,
+  tokenizeExample,
+  TokenizerError,
+  validateTemplate,
+} from '../data/index.js';
 import type { TaskTemplate } from '../data/index.js';
 import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
@@ -108,6 +119,8 @@ export function defaultSettings(): Settings {
     runsDir: null,
     budgets: { gpu: null, cpu: null, ssd: null },
     threads: 0,
+    samplingIntervalMs: 1000,
+    dataDir: null,
   };
 }
 
@@ -129,7 +142,8 @@ export function unavailableRunOperations(initial: Settings = defaultSettings()):
     exportRun: unavailable,
     getSettings: async () => structuredClone(settings),
     updateSettings: async (patch) => {
-      settings = { ...settings, ...patch };
+      const { dataDir: _readOnly, ...writable } = patch as Partial<Settings>;
+      settings = { ...settings, ...writable };
       return structuredClone(settings);
     },
     onEvent: () => () => {},
@@ -192,6 +206,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
         return datasetPreviewResult(preview, template);
       }),
 
+    checkDataset: (p, ctx) => catalogCall(() => checkDataset(p, ctx.signal)),
+
     plan: (p) => catalogCall(async () => planAllResident(await loadModelInfo(p.model), p)),
 
     onEvent(listener) {
@@ -203,12 +219,12 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   };
 }
 
-/** Errors about the user's files (ModelError, DatasetError) become BAD_REQUEST, keeping their name. */
+/** Errors about the user's files (ModelError, DatasetError, TokenizerError) become BAD_REQUEST, keeping their name. */
 async function catalogCall<T>(f: () => Promise<T>): Promise<T> {
   try {
     return await f();
   } catch (e) {
-    if (isModelError(e) || e instanceof DatasetError) {
+    if (isModelError(e) || e instanceof DatasetError || e instanceof TokenizerError) {
       throw new SpillwayError('BAD_REQUEST', e.message, { name: e.name });
     }
     throw e;
@@ -281,6 +297,66 @@ export function toJsonValue(v: unknown, depth = 0): JsonValue {
     return out;
   }
   return String(v);
+}
+
+/** The most row errors a dataset check lists (it counts them all). */
+export const MAX_CHECK_ERRORS = 100;
+
+/**
+ * Tokenises every row of a dataset with the model's tokenizer, as a run would, without stopping at
+ * the first bad row. A problem that ends the read (a malformed CSV quote, a corrupt Parquet page) is
+ * listed as the last error, with `complete: false`; one about the whole file (unreadable, unknown
+ * format) or the model is thrown.
+ */
+export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: AbortSignal): Promise<DatasetCheck> {
+  try {
+    validateTemplate(p.template);
+  } catch (e) {
+    throw new SpillwayError('BAD_REQUEST', (e as Error).message);
+  }
+  const info = await loadModelInfo(p.model);
+  const tokenizer = await loadTokenizer(info.dir);
+  const limit = info.config.maxPositions > 0 ? info.config.maxPositions : Infinity;
+  const maxLength = Math.min(p.maxLength ?? limit, limit);
+  if (!Number.isFinite(maxLength)) throw new SpillwayError('BAD_REQUEST', 'the model states no position limit: give maxLength');
+  const errors: DatasetCheck['errors'] = [];
+  let rows = 0;
+  let ok = 0;
+  let errorCount = 0;
+  let complete = true;
+  const record = (e: unknown, line: number) => {
+    errorCount++;
+    if (errors.length >= MAX_CHECK_ERRORS) return;
+    errors.push(
+      e instanceof DatasetError
+        ? { line: e.line, field: e.field ?? null, message: e.detail }
+        : { line, field: null, message: e instanceof Error ? e.message : String(e) },
+    );
+  };
+  try {
+    const read = readDataset(p.path, {
+      ...(p.format ? { format: p.format } : {}),
+      onBadRow: (e) => {
+        rows++;
+        record(e, e.line);
+      },
+    });
+    for await (const row of read) {
+      if (signal?.aborted) throw new SpillwayError('CANCELLED', 'checkDataset was cancelled');
+      rows++;
+      try {
+        tokenizeExample(row, p.template, tokenizer, { file: p.path, maxLength });
+        ok++;
+      } catch (e) {
+        record(e, row.line);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof DatasetError) || e.line <= 0) throw e;
+    record(e, e.line);
+    complete = false;
+  }
+  return { path: p.path, rows, ok, errorCount, errors, complete, maxLength };
 }
 
 function datasetPreviewResult(

@@ -2,7 +2,7 @@
 // serving the freshly built renderer, driven by headless Chromium.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -110,6 +110,17 @@ describe('Spillway GUI', () => {
     await shot('new-run');
   });
 
+  it('New run: a CPU budget too small makes the plan say what is short', async () => {
+    await page.fill('[data-testid="cpu-budget"]', '1 MiB');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
+    const text = await page.textContent('[data-testid="plan"]');
+    expect(text).toContain('Does not fit.');
+    expect(text).toMatch(/CPU memory: the all-resident plan needs [\d.]+ \w+ but the budget is 1\.0 MiB \(short by [\d.]+ \w+\)/);
+    await shot('plan-short');
+    await page.fill('[data-testid="cpu-budget"]', '');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+  });
+
   it('Models and Datasets screens show the demo and render examples', async () => {
     await page.click('[data-testid="nav-models"]');
     await page.waitForSelector('[data-testid="models-table"] >> text=spillway-demo');
@@ -118,6 +129,24 @@ describe('Spillway GUI', () => {
     await page.click('[data-testid="dataset-open"]');
     await page.waitForSelector('[data-testid="preview-table"] mark');
     await shot('datasets');
+  });
+
+  let bad = '';
+  it('Datasets: "Check all rows" lists every bad row with its line', async () => {
+    bad = join(dataDir, 'two-bad.jsonl');
+    writeFileSync(
+      bad,
+      ['{"sentence":"a fine film","label":1}', '{"sentence":"no label"}', '{"sentence":"dull","label":0}', '{"sentence": broken', '{"sentence":"fine","label":1}'].join('\n') + '\n',
+    );
+    await page.fill('[data-testid="dataset-path"]', bad);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="check-model"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    await page.click('[data-testid="check-rows"]');
+    await page.waitForSelector('[data-testid="check-result"]', { timeout: 30_000 });
+    expect(await page.getAttribute('[data-testid="check-result"]', 'data-ok')).toBe('3');
+    expect(await page.getAttribute('[data-testid="check-result"]', 'data-errors')).toBe('2');
+    expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2', '4']);
+    expect(await page.textContent('[data-testid="check-result"]')).toContain('3 of 5 rows tokenise');
+    await shot('datasets-check');
   });
 
   let first = '';
@@ -152,10 +181,29 @@ describe('Spillway GUI', () => {
 
   it('Settings, and the dark theme', async () => {
     await page.click('[data-testid="nav-settings"]');
+    await page.waitForFunction(() => (document.querySelector('[data-testid="data-dir"]') as HTMLInputElement | null)?.value.startsWith('/'));
+    expect(await page.inputValue('[data-testid="data-dir"]')).toBe(dataDir);
+    expect(await page.getAttribute('[data-testid="data-dir"]', 'readonly')).not.toBeNull();
+    expect(await page.inputValue('[data-testid="sampling-interval"]')).toBe('1000');
+    await page.fill('[data-testid="sampling-interval"]', '500');
+    await page.click('button[type="submit"]:has-text("Save")');
+    await expect.poll(async () => ((await callApi('getSettings', {})) as { samplingIntervalMs: number }).samplingIntervalMs).toBe(500);
+    await shot('settings');
     await page.check('[data-testid="theme-dark"]');
     await shot('settings-dark');
-    await page.click(`[data-testid="nav-live"]`);
+    await page.goto(`${url}#/live/${encodeURIComponent(first)}`);
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > 0);
     await shot('live-dark');
+    await page.click('[data-testid="nav-datasets"]');
+    await page.fill('[data-testid="dataset-path"]', bad);
+    await page.click('[data-testid="check-rows"]');
+    await page.waitForSelector('[data-testid="check-result"]', { timeout: 30_000 });
+    await shot('datasets-check-dark');
+    await page.click('[data-testid="nav-new"]');
+    await page.fill('[data-testid="cpu-budget"]', '1 MiB');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
+    await shot('plan-short-dark');
+    await page.fill('[data-testid="cpu-budget"]', '');
     await page.click('[data-testid="nav-settings"]');
     await page.check('[data-testid="theme-light"]');
   });

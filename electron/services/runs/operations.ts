@@ -19,6 +19,12 @@ import type { RunEvent, StoredRunConfig } from './types.js';
 
 const SETTINGS_KEY = 'settings';
 
+/** The settings kept in the supervisor's store, over the defaults, with the data folder it opened. */
+export function storedSettings(sup: RunSupervisor): Settings {
+  const { dataDir: _stale, ...kept } = sup.store.getSetting<Partial<Settings>>(SETTINGS_KEY) ?? {};
+  return { ...defaultSettings(), ...kept, dataDir: sup.dataDir };
+}
+
 function notFound(runId: string): SpillwayError {
   return new SpillwayError('NOT_FOUND', `no run with id ${runId}`);
 }
@@ -116,7 +122,7 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
     if (!r) throw notFound(runId);
     return r;
   };
-  const settings = (): Settings => ({ ...defaultSettings(), ...(store.getSetting<Partial<Settings>>(SETTINGS_KEY) ?? {}) });
+  const settings = (): Settings => storedSettings(sup);
 
   return {
     async startRun({ name, options }) {
@@ -222,9 +228,11 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       return settings();
     },
     async updateSettings(patch) {
-      const next = { ...settings(), ...patch };
+      // dataDir is read-only: chosen when the backend starts (--data-dir, $SPILLWAY_DATA_DIR).
+      const { dataDir: _readOnly, ...writable } = patch as Partial<Settings>;
+      const { dataDir: _current, ...next } = { ...settings(), ...writable };
       store.setSetting(SETTINGS_KEY, next);
-      return next;
+      return settings();
     },
     onEvent(listener: EventListener) {
       return sup.subscribe('*', (e: RunEvent) => {
@@ -272,7 +280,7 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
   };
 }
 
-/** The telemetry sampler as an event source: samples while anything runs, about once a second. */
+/** The telemetry sampler as an event source: samples while anything runs, every samplingIntervalMs (read from the settings when sampling starts). */
 export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): EventSource & { stop(): void } {
   let running = false;
   const listeners = new Set<EventListener>();
@@ -297,7 +305,7 @@ export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): Ev
     const active = sup.listRuns().some((r) => sup.isActive(r.id));
     if (active && !running) {
       running = true;
-      sampler.start({ intervalMs: 1000, spillDir: sup.dataDir, enginePid: sup.enginePid(e.runId) });
+      sampler.start({ intervalMs: storedSettings(sup).samplingIntervalMs, spillDir: sup.dataDir, enginePid: sup.enginePid(e.runId) });
     } else if (!active && running) {
       running = false;
       sampler.stop();

@@ -3,11 +3,13 @@
 // Spillway looks.
 
 import type {
+  DatasetCheck,
   DatasetEntry,
   DatasetPreview,
   InspectReport,
   ModelSummary,
   Settings,
+  SettingsPatch,
   TaskTemplate,
   UnsupportedModel,
 } from '../../../electron/common/contract.ts';
@@ -37,6 +39,10 @@ export class LibraryState {
   previewError = $state<string | null>(null);
   previewing = $state(false);
 
+  check = $state<DatasetCheck | null>(null);
+  checkError = $state<string | null>(null);
+  checking = $state(false);
+
   demoModel = $derived(this.models.find((m) => m.name === DEMO_MODEL || m.dir.endsWith(`/${DEMO_MODEL}`)) ?? null);
   demoTrain = $derived(this.datasets.find((d) => DEMO_TRAIN.test(d.path)) ?? null);
   demoEval = $derived(this.datasets.find((d) => DEMO_EVAL.test(d.path)) ?? null);
@@ -60,7 +66,7 @@ export class LibraryState {
     }
   }
 
-  async saveSettings(patch: Partial<Settings>): Promise<void> {
+  async saveSettings(patch: SettingsPatch): Promise<void> {
     this.settings = await this.#client().call('updateSettings', patch);
   }
 
@@ -117,6 +123,8 @@ export class LibraryState {
   async previewDataset(path: string, template: TaskTemplate | undefined, rows = 8): Promise<void> {
     this.previewing = true;
     this.previewError = null;
+    this.check = null;
+    this.checkError = null;
     try {
       this.preview = await this.#client().call('previewDataset', { path: path.trim(), rows, template });
     } catch (e) {
@@ -124,6 +132,20 @@ export class LibraryState {
       this.previewError = describeError(e);
     } finally {
       this.previewing = false;
+    }
+  }
+
+  /** Tokenises every row with the model's tokenizer; the result lists the first errors with their lines. */
+  async checkDataset(path: string, model: string, template: TaskTemplate, maxLength?: number): Promise<void> {
+    this.checking = true;
+    this.checkError = null;
+    try {
+      this.check = await this.#client().call('checkDataset', { path: path.trim(), model, template, ...(maxLength ? { maxLength } : {}) });
+    } catch (e) {
+      this.check = null;
+      this.checkError = describeError(e);
+    } finally {
+      this.checking = false;
     }
   }
 }

@@ -153,10 +153,15 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
           { line: 2, field: 'label', message: expect.stringContaining('expected a label') },
           { line: 5, field: null, message: expect.stringMatching(/^invalid JSON/) },
         ]);
-        // A tighter token limit makes the long rows fail too, still one entry per row.
-        const tight = await client.call('checkDataset', { path: file, model: DEMO_MODEL, template: { kind: 'sst2' }, maxLength: 2 });
-        expect(tight.maxLength).toBe(2);
-        expect(tight.errorCount).toBe(5);
+        // A label word longer than the token limit fails every row it could render, one entry per row.
+        const tight = await client.call('checkDataset', {
+          path: file,
+          model: DEMO_MODEL,
+          template: { kind: 'sst2', labelWords: [' terrible terrible terrible', ' great'] },
+          maxLength: 3,
+        });
+        expect(tight).toMatchObject({ rows: 5, ok: 0, errorCount: 5, maxLength: 3 });
+        expect(tight.errors.filter((e) => /does not fit maxLength 3/.test(e.message)).map((e) => e.line)).toEqual([1, 3, 6]);
       });
 
       it('answers a dataset check on a model without a tokenizer, or a missing file, with BAD_REQUEST', async () => {

@@ -143,6 +143,30 @@ describe('CSV', () => {
   });
 });
 
+describe('onBadRow: report a bad row and read on', () => {
+  it('JSONL: lines that are not JSON objects are reported with their line and skipped', async () => {
+    const f = path.join(dir, 'some-bad.jsonl');
+    await writeFile(f, '{"a":1}\n{"a":\n[1,2]\n{"a":4}\n');
+    const bad: DatasetError[] = [];
+    const rows = await readAllRows(f, { onBadRow: (e) => bad.push(e) });
+    expect(rows.map((r) => r.line)).toEqual([1, 4]);
+    expect(bad.map((e) => [e.line, e.detail.split(':')[0]])).toEqual([
+      [2, 'invalid JSON'],
+      [3, 'expected a JSON object, got an array'],
+    ]);
+  });
+
+  it('CSV: ragged records are reported with their line and skipped', async () => {
+    const f = path.join(dir, 'ragged-on.csv');
+    await writeFile(f, 'text,label\nok,1\ntoo,many,fields\nfine,0\n');
+    const bad: DatasetError[] = [];
+    const rows = await readAllRows(f, { onBadRow: (e) => bad.push(e) });
+    expect(rows.map((r) => r.values.text)).toEqual(['ok', 'fine']);
+    expect(bad.map((e) => e.line)).toEqual([3]);
+    expect(bad[0].detail).toBe('CSV record has 3 fields; the header has 2');
+  });
+});
+
 describe('Parquet', () => {
   it('reads rows (INT64 as numbers) in slices; preview has schema and row count', async () => {
     const f = path.join(dir, 'data.parquet');
