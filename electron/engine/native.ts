@@ -53,9 +53,33 @@ export interface NativeScoreResult {
   times: PhaseTimes;
 }
 
+/** Where each unit's master lives between visits to the compute device. */
+export const HOME = { device: 0, cpu: 1, ssd: 2 } as const;
+
+export interface TierPlacement {
+  /** One home per unit (HOME values); the embeddings and the head must stay on the device. */
+  homes: number[];
+  /** Folder for the spill file when any unit lives on the SSD. */
+  spillDir?: string;
+  /** Rewrite an SSD unit every K updates; pending updates are replayed on read in between. */
+  writeBackEvery?: number;
+}
+
+export interface TierInfo {
+  deviceWeightBytes: number;
+  deviceStageBytes: number;
+  cpuBytes: number;
+  ssdBytes: number;
+  h2dBytes: number;
+  ssdReadBytes: number;
+  ssdWriteBytes: number;
+  spillFile: string;
+}
+
 export interface NativeEngineInfo {
   backend?: string;
   device?: string;
+  tiers?: TierInfo;
   threads?: number;
   parameters?: number;
   tensors?: number;
@@ -63,7 +87,7 @@ export interface NativeEngineInfo {
 }
 
 export interface NativeEngine {
-  load(spec: unknown): Promise<NativeEngineInfo>;
+  load(spec: unknown, placement?: TierPlacement): Promise<NativeEngineInfo>;
   step(batch: NativeBatch, params: NativeStepParams): Promise<NativeStepResult>;
   score(batch: NativeBatch): Promise<NativeScoreResult>;
   cancel(): void;

@@ -302,6 +302,24 @@ private:
         Napi::Env env = info.Env();
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
         std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
+        // load(spec, {homes: number[] per unit (0 device, 1 cpu, 2 ssd), spillDir, writeBackEvery})
+        TierOptions tiers;
+        if (info.Length() > 1 && info[1].IsObject()) {
+            Napi::Object t = info[1].As<Napi::Object>();
+            Napi::Value homes = t.Get("homes");
+            if (homes.IsArray()) {
+                Napi::Array a = homes.As<Napi::Array>();
+                for (uint32_t i = 0; i < a.Length(); i++) {
+                    Napi::Value h = a.Get(i);
+                    if (!h.IsNumber()) throw_type(env, "homes must be numbers (0 device, 1 cpu, 2 ssd)");
+                    tiers.homes.push_back(h.As<Napi::Number>().Int32Value());
+                }
+            }
+            Napi::Value dir = t.Get("spillDir");
+            if (dir.IsString()) tiers.spill_dir = dir.As<Napi::String>().Utf8Value();
+            Napi::Value k = t.Get("writeBackEvery");
+            if (k.IsNumber()) tiers.write_back_every = k.As<Napi::Number>().Int32Value();
+        }
         claim(env);
         engine_.reset();
         int threads = threads_;
@@ -309,7 +327,7 @@ private:
         auto* self = this;
         auto* job = new Job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device]() {
+            [model, threads, cuda_device, tiers]() {
                 model_load_masters(*model, nullptr);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
@@ -325,7 +343,7 @@ private:
                 if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
 #endif
                 if (!backend) backend = make_cpu_backend(threads);
-                return std::make_shared<Engine>(std::move(backend), std::move(owned));
+                return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers);
             },
             [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
                 self->engine_ = e;
@@ -451,6 +469,17 @@ private:
         o.Set("parameters", (double)engine_->model().parameter_count);
         o.Set("tensors", (double)engine_->model().tensors.size());
         o.Set("units", (double)engine_->model().units.size());
+        TierStats ts = engine_->tier_stats();
+        Napi::Object t = Napi::Object::New(env);
+        t.Set("deviceWeightBytes", (double)ts.device_weight_bytes);
+        t.Set("deviceStageBytes", (double)ts.device_stage_bytes);
+        t.Set("cpuBytes", (double)ts.cpu_bytes);
+        t.Set("ssdBytes", (double)ts.ssd_bytes);
+        t.Set("h2dBytes", (double)ts.h2d_bytes);
+        t.Set("ssdReadBytes", (double)ts.ssd_read_bytes);
+        t.Set("ssdWriteBytes", (double)ts.ssd_write_bytes);
+        t.Set("spillFile", ts.spill_file);
+        o.Set("tiers", t);
         return o;
     }
 

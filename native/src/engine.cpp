@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <unordered_map>
 
 #include "spillway/noise.h"
+#include "tier/spill.h"
 
 namespace spw {
 
@@ -47,7 +49,7 @@ struct Engine::Prepared {
     DeviceInts ids, posidx, positions, seq_start, rows, targets;
 };
 
-Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model)
+Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers)
     : backend_(std::move(backend)), model_(std::move(model)) {
     const ModelConfig& c = model_->config;
     if (c.rope_theta > 0.f) {
@@ -58,6 +60,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model)
     }
     resident_ = !backend_->host_addressable();
     try {
+        setup_tiers(tiers);
         if (!inv_freq_.empty()) {
             if (resident_) {
                 inv_freq_dev_ = static_cast<float*>(backend_->alloc(inv_freq_.size() * sizeof(float)));
@@ -66,9 +69,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model)
                 inv_freq_dev_ = inv_freq_.data();
             }
         }
-        // All resident: every master is uploaded once; kernels and updates use the device copies.
-        for (Tensor& t : model_->tensors) {
+        // Device-homed units: every master is uploaded once; kernels and updates use the
+        // device copies. Streamed units pass through the staging slot instead.
+        for (size_t ti = 0; ti < model_->tensors.size(); ti++) {
+            Tensor& t = model_->tensors[ti];
             if (!t.master) continue;
+            if (tiers_[(size_t)tensor_unit_[ti]].home != Home::Device) continue;
             if (!resident_) {
                 t.device = t.master;
                 continue;
@@ -93,7 +99,15 @@ void Engine::release_resident() {
 }
 
 void Engine::read_tensor(const Tensor& t, float* out) {
-    const float* src = t.device ? t.device : t.master;
+    size_t ti = (size_t)(&t - model_->tensors.data());
+    const UnitTier& tier = tiers_[(size_t)tensor_unit_[ti]];
+    if (tier.home == Home::Ssd) {
+        load_ssd_unit((size_t)tensor_unit_[ti], static_cast<float*>(io_->data()));
+        for (auto& [idx, off] : tier.layout)
+            if ((size_t)idx == ti) std::memcpy(out, static_cast<float*>(io_->data()) + off, t.numel * sizeof(float));
+        return;
+    }
+    const float* src = tier.home == Home::Cpu ? t.master : (t.device ? t.device : t.master);
     if (!src) throw std::runtime_error("tensor " + t.name + " is not loaded");
     if (src == t.master)
         std::memcpy(out, src, t.numel * sizeof(float));
@@ -103,12 +117,147 @@ void Engine::read_tensor(const Tensor& t, float* out) {
 
 Engine::~Engine() {
     release_resident();
+    if (stage_) backend_->release(stage_);
     if (zbuf_) backend_->release(zbuf_);
     for (float* w : wbuf_)
         if (w) backend_->release(w);
     for (float* h : hbuf_)
         if (h) backend_->release(h);
     if (act_) backend_->release(act_);
+}
+
+void Engine::setup_tiers(const TierOptions& o) {
+    const size_t nu = model_->units.size();
+    tiers_.assign(nu, UnitTier{});
+    tensor_unit_.assign(model_->tensors.size(), -1);
+    write_back_every_ = std::max(1, o.write_back_every);
+    if (!o.homes.empty() && o.homes.size() != nu)
+        throw std::runtime_error("placement gives " + std::to_string(o.homes.size()) + " homes for " +
+                                 std::to_string(nu) + " units");
+    bool any_ssd = false;
+    uint64_t spill_bytes = 0;
+    size_t max_floats = 0;
+    for (size_t ui = 0; ui < nu; ui++) {
+        UnitTier& tier = tiers_[ui];
+        int h = o.homes.empty() ? 0 : o.homes[ui];
+        if (h < 0 || h > 2) throw std::runtime_error("unknown home " + std::to_string(h) + " for unit " + std::to_string(ui));
+        tier.home = (Home)h;
+        const Unit& u = model_->units[ui];
+        if (tier.home != Home::Device && u.kind != UnitKind::Block)
+            throw std::runtime_error("the embeddings and the head stay on the compute device; only blocks can live on the CPU or the SSD");
+        for (auto& kv : u.roles) {
+            if (tensor_unit_[(size_t)kv.second] >= 0) continue;
+            tensor_unit_[(size_t)kv.second] = (int)ui;
+            tier.layout.push_back({kv.second, tier.floats});
+            tier.floats += (model_->tensors[(size_t)kv.second].numel + 15) / 16 * 16;
+        }
+        if (tier.home != Home::Device) max_floats = std::max(max_floats, tier.floats);
+        if (tier.home == Home::Ssd) {
+            any_ssd = true;
+            tier.offset = spill_bytes;
+            spill_bytes += spill_round_up(tier.floats * sizeof(float));
+        }
+    }
+    host_ = backend_.get();
+    if (!backend_->host_addressable() && max_floats > 0) {
+        host_owned_ = make_cpu_backend(std::max(1, (int)std::thread::hardware_concurrency()));
+        host_ = host_owned_.get();
+    }
+    if (max_floats == 0) return;
+    stage_ = static_cast<float*>(backend_->alloc(max_floats * sizeof(float)));
+    stage_floats_ = max_floats;
+    io_ = std::make_unique<AlignedBuffer>(max_floats * sizeof(float));
+    if (!any_ssd) return;
+    if (o.spill_dir.empty()) throw std::runtime_error("units placed on the SSD need a spill folder");
+    spill_ = std::make_unique<SpillFile>(o.spill_dir, spill_bytes);
+    // Move the SSD-homed masters to the spill file and free their host memory.
+    for (size_t ui = 0; ui < nu; ui++) {
+        if (tiers_[ui].home != Home::Ssd) continue;
+        float* host = static_cast<float*>(io_->data());
+        std::memset(host, 0, spill_round_up(tiers_[ui].floats * sizeof(float)));
+        for (auto& [ti, off] : tiers_[ui].layout) {
+            Tensor& t = model_->tensors[(size_t)ti];
+            std::memcpy(host + off, t.master, t.numel * sizeof(float));
+            std::free(t.master);
+            t.master = nullptr;
+        }
+        write_ssd_unit(ui, host);
+    }
+}
+
+void Engine::write_ssd_unit(size_t ui, const float* host) {
+    UnitTier& tier = tiers_[ui];
+    size_t bytes = tier.floats * sizeof(float);
+    tier.checksum = spill_checksum(host, bytes);
+    spill_->write(tier.offset, host, spill_round_up(bytes));
+}
+
+// The SSD copy of a unit, verified, with the updates not yet written back
+// replayed in order (bit for bit what updating it in place would have given);
+// written back once K updates have piled up.
+void Engine::load_ssd_unit(size_t ui, float* host) {
+    UnitTier& tier = tiers_[ui];
+    size_t bytes = tier.floats * sizeof(float);
+    spill_->read(tier.offset, host, spill_round_up(bytes));
+    if (spill_checksum(host, bytes) != tier.checksum) {
+        const Unit& u = model_->units[ui];
+        throw std::runtime_error("spill data of block " + std::to_string(u.index) + " is corrupt (checksum mismatch in " +
+                                 spill_->path() + " at byte " + std::to_string(tier.offset) + "); not training on it");
+    }
+    if (tier.pending.empty()) return;
+    for (const Pending& p : tier.pending) {
+        for (auto& [ti, off] : tier.layout) {
+            const Tensor& t = model_->tensors[(size_t)ti];
+            host_->zo_update(host + off, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(), t.decay ? p.decay : 0.f);
+        }
+    }
+    host_->synchronize();
+    if ((int)tier.pending.size() >= write_back_every_) {
+        write_ssd_unit(ui, host);
+        tier.pending.clear();
+    }
+}
+
+void Engine::make_resident(size_t ui) {
+    UnitTier& tier = tiers_[ui];
+    if (tier.home == Home::Device) return;
+    float* host = nullptr;
+    if (tier.home == Home::Ssd) {
+        host = static_cast<float*>(io_->data());
+        load_ssd_unit(ui, host);
+    }
+    for (auto& [ti, off] : tier.layout) {
+        Tensor& t = model_->tensors[(size_t)ti];
+        const float* src = tier.home == Home::Cpu ? t.master : host + off;
+        backend_->upload(stage_ + off, src, t.numel * sizeof(float));
+        h2d_bytes_ += t.numel * sizeof(float);
+        t.device = stage_ + off;
+    }
+}
+
+void Engine::release_residency(size_t ui) {
+    UnitTier& tier = tiers_[ui];
+    if (tier.home == Home::Device) return;
+    for (auto& [ti, off] : tier.layout) model_->tensors[(size_t)ti].device = nullptr;
+}
+
+TierStats Engine::tier_stats() const {
+    TierStats s;
+    for (size_t ui = 0; ui < tiers_.size(); ui++) {
+        uint64_t b = tiers_[ui].floats * sizeof(float);
+        if (tiers_[ui].home == Home::Device) s.device_weight_bytes += b;
+        else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += b;
+    }
+    s.device_stage_bytes = stage_floats_ * sizeof(float);
+    if (io_) s.cpu_bytes += io_->capacity();
+    s.h2d_bytes = h2d_bytes_;
+    if (spill_) {
+        s.ssd_bytes = spill_->size();
+        s.ssd_read_bytes = spill_->bytes_read();
+        s.ssd_write_bytes = spill_->bytes_written();
+        s.spill_file = spill_->path();
+    }
+    return s;
 }
 
 void Engine::validate(const Batch& b) const {
@@ -198,6 +347,7 @@ void Engine::materialize(const Unit& unit, std::vector<Stream>& streams, int noi
     for (auto& kv : unit.roles) tensor_ids.push_back(kv.second);
     if (unit.kind == UnitKind::Head && c.tied) tensor_ids.push_back(model_->units.front().find("tok"));
 
+    make_resident(unit_index(unit));
     out.assign(streams.size(), {});
     bool perturbed = false;
     for (auto& s : streams) perturbed |= s.scale != 0.f;
@@ -333,6 +483,7 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
         materialize(unit, streams, noise, w, times);
         auto tf = Clock::now();
         for (size_t si = 0; si < streams.size(); si++) block_forward(unit, w[si], streams[si].h, p);
+        release_residency(ui);
         times.forward_ms += ms_since(tf);
     }
 
@@ -475,12 +626,23 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
         for (int j = 0; j < params.q; j++)
             terms.push_back({res.seeds[(size_t)j], (float)((double)params.lr * res.projected_grad[(size_t)j] / params.q)});
         float decay = params.lr * params.weight_decay;
-        for (const Tensor& t : model_->tensors) {
-            if (!t.device) continue;
-            backend_->zo_update(t.device, t.numel, t.id, params.noise, terms.data(), (int)terms.size(),
-                                t.decay ? decay : 0.0f);
+        // Each unit is updated where its master lives; SSD units queue the update and
+        // replay it on their next read (lazy write-back).
+        for (size_t ui = 0; ui < tiers_.size(); ui++) {
+            UnitTier& tier = tiers_[ui];
+            if (tier.home == Home::Ssd) {
+                tier.pending.push_back({terms, decay, params.noise});
+                continue;
+            }
+            Backend* be = tier.home == Home::Cpu ? host_ : backend_.get();
+            for (auto& [ti, off] : tier.layout) {
+                const Tensor& t = model_->tensors[(size_t)ti];
+                float* theta = tier.home == Home::Cpu ? t.master : t.device;
+                be->zo_update(theta, t.numel, t.id, params.noise, terms.data(), (int)terms.size(), t.decay ? decay : 0.0f);
+            }
         }
         backend_->synchronize();
+        if (host_ != backend_.get()) host_->synchronize();
         res.times.update_ms += ms_since(tu);
     }
     res.times.total_ms = ms_since(t_start);

@@ -47,6 +47,26 @@ struct StepParams {
     int noise = 0;          // NoiseKind
 };
 
+// Where a unit's master lives between its visits to the compute device.
+enum class Home : int { Device = 0, Cpu = 1, Ssd = 2 };
+
+struct TierOptions {
+    std::vector<int> homes;     // Home per unit; empty: every unit stays on the device
+    std::string spill_dir;      // required when any unit lives on the SSD
+    int write_back_every = 1;   // K: an SSD unit is rewritten every K updates, replayed in between
+};
+
+struct TierStats {
+    uint64_t device_weight_bytes = 0;  // masters resident on the compute device
+    uint64_t device_stage_bytes = 0;   // the staging slot streamed units pass through
+    uint64_t cpu_bytes = 0;            // masters of CPU-homed units + the I/O buffer
+    uint64_t ssd_bytes = 0;            // the spill file
+    uint64_t h2d_bytes = 0;            // streamed to the device so far
+    uint64_t ssd_read_bytes = 0;
+    uint64_t ssd_write_bytes = 0;
+    std::string spill_file;
+};
+
 struct PhaseTimes {
     double noise_ms = 0, forward_ms = 0, head_ms = 0, update_ms = 0, total_ms = 0;
 };
@@ -69,9 +89,12 @@ struct ScoreResult {
     PhaseTimes times;
 };
 
+class SpillFile;
+class AlignedBuffer;
+
 class Engine {
 public:
-    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model);
+    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers = {});
     ~Engine();
 
     const Model& model() const { return *model_; }
@@ -79,6 +102,7 @@ public:
     Backend& backend() { return *backend_; }
 
     StepResult step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel);
+    TierStats tier_stats() const;
     ScoreResult score(const Batch& batch, const std::atomic<bool>* cancel);
 
     // The current float32 values of a tensor (t.numel floats into out), wherever it lives.
@@ -101,6 +125,25 @@ private:
     void materialize(const Unit& unit, std::vector<Stream>& streams, int noise, std::vector<std::vector<const float*>>& out,
                      PhaseTimes& times);
     void ensure_buffers(int N, int M);
+    struct Pending {
+        std::vector<UpdateTerm> terms;
+        float decay;
+        int noise;
+    };
+    struct UnitTier {
+        Home home = Home::Device;
+        std::vector<std::pair<int, size_t>> layout;  // (tensor, float offset) inside the unit's slot
+        size_t floats = 0;                           // slot size in floats
+        uint64_t offset = 0;                         // SSD: byte offset in the spill file
+        uint64_t checksum = 0;                       // SSD: of the slot as last written
+        std::vector<Pending> pending;                // SSD: updates not yet written back
+    };
+    void setup_tiers(const TierOptions& o);
+    void make_resident(size_t ui);
+    void release_residency(size_t ui);
+    void load_ssd_unit(size_t ui, float* host);
+    void write_ssd_unit(size_t ui, const float* host);
+    size_t unit_index(const Unit& u) const { return (size_t)(&u - model_->units.data()); }
     void release_resident();
     void losses(const Batch& batch, const std::vector<float>& logprob, std::vector<double>& example_loss,
                 std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const;
@@ -117,6 +160,18 @@ private:
     float* hbuf_[2] = {nullptr, nullptr};
     size_t h_capacity_ = 0;
     std::vector<float> inv_freq_;
+
+    // Tiers: homes per unit, the spill file, one staging slot on the device.
+    std::vector<UnitTier> tiers_;
+    std::vector<int> tensor_unit_;
+    std::unique_ptr<SpillFile> spill_;
+    std::unique_ptr<AlignedBuffer> io_;
+    float* stage_ = nullptr;
+    size_t stage_floats_ = 0;
+    int write_back_every_ = 1;
+    Backend* host_ = nullptr;                 // updates at home run here
+    std::unique_ptr<Backend> host_owned_;
+    uint64_t h2d_bytes_ = 0;
     float* inv_freq_dev_ = nullptr;    // RoPE frequencies on the backend
     bool resident_ = false;            // masters uploaded to device memory (Tensor::device != master)
 };

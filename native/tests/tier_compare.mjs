@@ -1,0 +1,51 @@
+// The tiered store's placement invariant on one backend, for a GPU machine:
+// on CUDA, blocks streamed from CPU memory and from the SSD tier (K = 1, 2)
+// give bit-identical losses and weights to the all-resident run.
+//   node native/tests/tier_compare.mjs ADDON.node SPECS.json SPILL_DIR [cuda|cpu]
+// (SPECS.json from `node native/tests/zo_step_compare.mjs make-specs`.)
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+const [addonPath, specsPath, spillDir, device = 'cuda'] = process.argv.slice(2);
+const addon = createRequire(import.meta.url)(resolve(addonPath));
+const specs = JSON.parse(readFileSync(specsPath, 'utf8'));
+const root = process.cwd();
+
+function batchFor(cfg) {
+  const seqs = [[1, 5, 9, 14, 3, 7, 11, 2], [2, 8, 6, 4, 12, 10, 13, 15, 5, 3]].map((s) => s.map((t) => t % cfg.vocabSize));
+  const tokens = [], seqStart = [0], scoreStart = [], scoreEnd = [];
+  for (const s of seqs) { tokens.push(...s); seqStart.push(tokens.length); scoreStart.push(1); scoreEnd.push(s.length); }
+  return { tokens: Int32Array.from(tokens), seqStart: Int32Array.from(seqStart), scoreStart: Int32Array.from(scoreStart),
+    scoreEnd: Int32Array.from(scoreEnd), exampleStart: Int32Array.from([0, 1, 2]), exampleKind: Int32Array.from([0, 0]), label: Int32Array.from([-1, -1]) };
+}
+
+async function run(spec, homes, k) {
+  for (const u of spec.units) for (const t of Object.values(u.tensors)) t.file = resolve(root, t.file);
+  const e = new addon.Engine({ threads: 8, device });
+  await e.load(spec, { homes, spillDir, writeBackEvery: k });
+  const batch = batchFor(spec.config);
+  const losses = [];
+  for (let step = 0; step < 4; step++) {
+    const r = await e.step(batch, { seed: 3n, step, q: 1, lr: 1e-2, eps: 1e-3, weightDecay: 0.1, noise: 'gaussian' });
+    losses.push(...r.lossPlus, ...r.lossMinus);
+  }
+  const weights = e.tensorNames().map((t) => Buffer.from(e.getTensor(t.name).buffer));
+  return { losses, weights, tiers: e.info().tiers };
+}
+
+let failed = 0;
+for (const name of ['llama-tiny', 'gpt2-tiny', 'qwen2-tiny']) {
+  const spec = () => JSON.parse(JSON.stringify(specs[name]));
+  const n = specs[name].units.length;
+  const homes = (h) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? 0 : typeof h === 'function' ? h(i) : h));
+  const ref = await run(spec(), homes(0), 1);
+  for (const [label, hs, k] of [['cpu', homes(1), 1], ['ssd K=1', homes(2), 1], ['ssd K=2', homes(2), 2], ['mixed', homes((i) => (i % 2 ? 2 : 1)), 2]]) {
+    const r = await run(spec(), hs, k);
+    const same = JSON.stringify(r.losses) === JSON.stringify(ref.losses) && r.weights.every((w, i) => w.equals(ref.weights[i]));
+    if (!same) failed++;
+    console.log(`${device} ${name.padEnd(11)} ${label.padEnd(8)} ${same ? 'bit-identical' : 'DIFFERENT'}  h2d ${r.tiers.h2dBytes} B, ssd read ${r.tiers.ssdReadBytes} B, written ${r.tiers.ssdWriteBytes} B`);
+  }
+}
+console.log(failed ? `${failed} failed` : 'all placements bit-identical');
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,112 @@
+// The tiered store's first slice on the CPU backend: blocks whose masters live
+// in CPU memory or on the SSD (a spill file, O_DIRECT, checksummed, lazy
+// write-back with replay) stream through one device staging slot. Whatever the
+// placement and K, the loss trajectory and the final weights are bit-identical
+// to the all-resident run.
+import { mkdtempSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { packBatch } from '../../electron/engine/batch.js';
+import { HOME, loadNative } from '../../electron/engine/native.js';
+import type { NativeEngine, TierPlacement } from '../../electron/engine/native.js';
+import { engineSpec } from '../../electron/engine/spec.js';
+import { loadModelInfo } from '../../electron/model/index.js';
+import { FIXTURE_MODELS, GOLDEN, readJson, toExamples } from '../helpers/engine.js';
+import type { GoldenExample } from '../helpers/engine.js';
+
+const spill = mkdtempSync(join(tmpdir(), 'spw-spill-'));
+
+async function engineFor(name: string, homes: (units: number) => number[], extra: Partial<TierPlacement> = {}): Promise<NativeEngine> {
+  const info = await loadModelInfo(join(FIXTURE_MODELS, name));
+  const e = new (loadNative().Engine)({ threads: 2 });
+  await e.load(engineSpec(info), { homes: homes(info.units.length), spillDir: spill, ...extra });
+  return e;
+}
+
+const blocksOn = (home: number) => (n: number) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? HOME.device : home));
+const alternating = (n: number) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? HOME.device : i % 2 ? HOME.ssd : HOME.cpu));
+
+async function steps(e: NativeEngine, name: string, from: number, n: number): Promise<number[]> {
+  const batch = packBatch(toExamples(readJson<{ examples: { batch: GoldenExample[] } }>(join(GOLDEN, `${name}.json`)).examples.batch));
+  const losses: number[] = [];
+  for (let step = from; step < from + n; step++) {
+    const r = await e.step(batch, { seed: 5n, step, q: 2, lr: 1e-2, eps: 1e-3, weightDecay: 0.1, noise: 'gaussian' });
+    losses.push(...r.lossPlus, ...r.lossMinus);
+  }
+  return losses;
+}
+
+async function run(e: NativeEngine, name: string, n: number): Promise<{ losses: number[]; weights: Map<string, Float32Array> }> {
+  const losses = await steps(e, name, 0, n);
+  return { losses, weights: new Map(e.tensorNames().map((t) => [t.name, e.getTensor(t.name)])) };
+}
+
+function expectSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Array>): void {
+  expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+  for (const [k, v] of a) expect(Buffer.from((b.get(k) as Float32Array).buffer).equals(Buffer.from(v.buffer)), k).toBe(true);
+}
+
+describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) => {
+  it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (K = 1, 3) and mixed', async () => {
+    const reference = await run(await engineFor(name, blocksOn(HOME.device)), name, 5);
+    for (const [label, homes, k] of [
+      ['cpu', blocksOn(HOME.cpu), 1],
+      ['ssd K=1', blocksOn(HOME.ssd), 1],
+      ['ssd K=3', blocksOn(HOME.ssd), 3],
+      ['mixed K=2', alternating, 2],
+    ] as const) {
+      const e = await engineFor(name, homes, { writeBackEvery: k });
+      const r = await run(e, name, 5);
+      expect(r.losses, label).toEqual(reference.losses);
+      expectSameBits(reference.weights, r.weights);
+    }
+  });
+});
+
+describe('the SSD tier', () => {
+  it('keeps masters off the host, streams through one slot and writes back every K updates', async () => {
+    const resident = await engineFor('llama-tiny', blocksOn(HOME.device));
+    const spilled = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 3 });
+    const ri = resident.info().tiers!;
+    const si = spilled.info().tiers!;
+    expect(si.ssdBytes).toBeGreaterThan(0);
+    expect(si.deviceWeightBytes).toBeLessThan(ri.deviceWeightBytes);
+    expect(si.deviceStageBytes).toBeGreaterThan(0);
+    expect(si.deviceStageBytes).toBeLessThan(ri.deviceWeightBytes);
+    expect(existsSync(si.spillFile)).toBe(true);
+    const writesAtLoad = si.ssdWriteBytes;
+    // 3 steps of q = 2: every block is read once per perturbation and queues one update
+    // per step; K = 3, so nothing is rewritten until a read finds 3 pending updates.
+    await steps(spilled, 'llama-tiny', 0, 3);
+    const after = spilled.info().tiers!;
+    expect(after.ssdReadBytes).toBe(2 * 3 * writesAtLoad);
+    expect(after.ssdWriteBytes).toBe(writesAtLoad);
+    await steps(spilled, 'llama-tiny', 3, 1);
+    expect(spilled.info().tiers!.ssdWriteBytes).toBe(2 * writesAtLoad);
+    expect(spilled.info().tiers!.h2dBytes).toBeGreaterThan(0);
+  });
+
+  it('detects corrupted spill data and names the block and the file', async () => {
+    const e = await engineFor('llama-tiny', blocksOn(HOME.ssd));
+    const file = e.info().tiers!.spillFile;
+    const fd = openSync(file, 'r+');
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, 64);
+    b[0] ^= 0xff;
+    writeSync(fd, b, 0, 4, 64);
+    closeSync(fd);
+    const batch = packBatch(toExamples(readJson<{ examples: { batch: GoldenExample[] } }>(join(GOLDEN, 'llama-tiny.json')).examples.batch));
+    await expect(e.score(batch)).rejects.toThrow(/spill data of block 0 is corrupt .*spillway-.*\.spill/);
+  });
+
+  it('refuses impossible placements clearly', async () => {
+    const info = await loadModelInfo(join(FIXTURE_MODELS, 'llama-tiny'));
+    const E = loadNative().Engine;
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [HOME.ssd, 0, 0, 0] })).rejects.toThrow(/embeddings and the head stay on the compute device/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, HOME.ssd, 0, 0] })).rejects.toThrow(/need a spill folder/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, HOME.ssd, 0, 0], spillDir: '/nonexistent-spill' })).rejects.toThrow(/spill folder \/nonexistent-spill is not usable/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, 0] })).rejects.toThrow(/2 homes for 4 units/);
+  });
+});
