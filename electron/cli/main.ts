@@ -50,6 +50,9 @@ Train options:
   --eval-max N          at most N held-out examples per evaluation
   --max-length N        truncate sequences to N tokens
   --threads N           CPU threads (default: all cores)
+  --offload T           where the blocks live between visits: none (default), cpu, ssd
+  --spill DIR           spill folder for --offload ssd (a preallocated file, removed at the end)
+  --write-back-every K  --offload ssd: rewrite a block every K updates, replaying in between (default 1)
   --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
   --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
                         (without it: every 100 steps, quietly, into the run's folder)
@@ -165,6 +168,9 @@ const TRAIN_FLAGS = {
   threads: { type: 'string' },
   out: { type: 'string' },
   'checkpoint-every': { type: 'string' },
+  offload: { type: 'string' },
+  spill: { type: 'string' },
+  'write-back-every': { type: 'string' },
   'checkpoint-dir': { type: 'string' },
   resume: { type: 'string' },
   'no-zero-shot': { type: 'boolean' },
@@ -212,6 +218,9 @@ export function trainOptionsFromArgs(v: Record<string, string | boolean | undefi
     checkpointEvery: num(s('checkpoint-every'), 'checkpoint-every', 0),
     checkpointDir: s('checkpoint-dir') !== undefined ? resolve(s('checkpoint-dir') as string) : undefined,
     resumeFrom: s('resume') !== undefined ? resolve(s('resume') as string) : undefined,
+    offload: (s('offload') ?? base.offload) as TrainOptions['offload'],
+    spillDir: s('spill') !== undefined ? resolve(s('spill') as string) : base.spillDir,
+    writeBackEvery: s('write-back-every') !== undefined ? num(s('write-back-every'), 'write-back-every', 1) : base.writeBackEvery,
   };
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
   return o;

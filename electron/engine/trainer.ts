@@ -11,7 +11,8 @@ import { loadModelInfo, writeSafetensors } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
 import { loadNative } from './native.js';
-import type { NativeEngine, NativeScoreResult, PhaseTimes } from './native.js';
+import { HOME } from './native.js';
+import type { NativeEngine, NativeScoreResult, PhaseTimes, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
 
 export type Schedule = 'constant' | 'linear' | 'cosine';
@@ -50,6 +51,20 @@ export interface TrainOptions {
   checkpointDir?: string;
   /** Continue from a checkpoint folder written by a previous run of the same options. */
   resumeFrom?: string;
+  /** Where the transformer blocks live between visits to the compute device (default: resident). */
+  offload?: 'none' | 'cpu' | 'ssd';
+  /** Spill folder for offload 'ssd'. */
+  spillDir?: string;
+  /** SSD tier: rewrite a block every K updates (pending updates are replayed on read). */
+  writeBackEvery?: number;
+}
+
+/** The engine placement for the offload options: blocks on the CPU or the SSD, the rest resident. */
+export function placementFor(o: Pick<TrainOptions, 'offload' | 'spillDir' | 'writeBackEvery'>, units: { kind: string }[]): TierPlacement | undefined {
+  if (!o.offload || o.offload === 'none') return undefined;
+  if (o.offload === 'ssd' && !o.spillDir) throw new Error('offload to the SSD needs a spill folder (--spill DIR)');
+  const home = o.offload === 'cpu' ? HOME.cpu : HOME.ssd;
+  return { homes: units.map((u) => (u.kind === 'block' ? home : HOME.device)), spillDir: o.spillDir, writeBackEvery: o.writeBackEvery ?? 1 };
 }
 
 export const TRAIN_DEFAULTS: Omit<TrainOptions, 'model' | 'train' | 'task'> = {
@@ -244,7 +259,7 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   const threads = o.threads > 0 ? o.threads : defaultThreads();
   const engine = new native.Engine({ threads });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
-  await engine.load(engineSpec(info));
+  await engine.load(engineSpec(info), placementFor(o, info.units));
   return { info, engine, train, eval: evalSet };
 }
 
@@ -413,6 +428,8 @@ export function validateOptions(o: TrainOptions): void {
   if (!(o.evalFraction >= 0 && o.evalFraction < 1)) throw new Error(`eval fraction must be in [0, 1), got ${o.evalFraction}`);
   if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new Error(`unknown schedule ${o.schedule} (constant, linear, cosine)`);
   if (!['gaussian', 'rademacher'].includes(o.noise)) throw new Error(`unknown noise ${o.noise} (gaussian, rademacher)`);
+  if (o.offload !== undefined && !['none', 'cpu', 'ssd'].includes(o.offload)) throw new Error(`unknown offload ${o.offload} (none, cpu, ssd)`);
+  if (o.writeBackEvery !== undefined) positiveInt('write-back-every', o.writeBackEvery);
 }
 
 async function checkOutFolder(out: string): Promise<void> {

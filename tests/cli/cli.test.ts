@@ -174,3 +174,21 @@ describe('the embedded demo', () => {
     expect(final.accuracy - zeroShot).toBeGreaterThanOrEqual(0.15);
   });
 });
+
+describe('spillway train --offload', () => {
+  it('trains with the blocks on the CPU or the SSD with the same losses as resident', async () => {
+    const base = ['train', '--model', model, '--data', train, '--eval-fraction', '0', '--no-zero-shot', '--steps', '4', '--batch-size', '4', '--lr', '1e-3', '--seed', '3', '--json'];
+    const losses = async (extra: string[]) => {
+      const r = await spillway([...base, ...extra]);
+      expect(r.code, r.stderr).toBe(0);
+      return lines(r.stdout).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    };
+    const resident = await losses([]);
+    expect(resident).toHaveLength(4);
+    expect(await losses(['--offload', 'cpu'])).toEqual(resident);
+    expect(await losses(['--offload', 'ssd', '--spill', work, '--write-back-every', '2'])).toEqual(resident);
+    const noSpill = await spillway([...base, '--offload', 'ssd']);
+    expect(noSpill.code).toBe(1);
+    expect(noSpill.stdout).toMatch(/needs a spill folder/);
+  });
+});
