@@ -26,6 +26,8 @@ export interface NativeStepParams {
 
 export interface PhaseTimes {
   noiseMs: number;
+  /** Waiting for streamed units on the compute path (SSD read, replay, upload). */
+  ioMs: number;
   forwardMs: number;
   headMs: number;
   updateMs: number;
@@ -63,6 +65,8 @@ export interface TierPlacement {
   spillDir?: string;
   /** Rewrite an SSD unit every K updates; pending updates are replayed on read in between. */
   writeBackEvery?: number;
+  /** SSD units read ahead of the one computing (default 2; 0 reads on demand). */
+  prefetch?: number;
 }
 
 export interface TierInfo {
@@ -107,7 +111,36 @@ export interface CudaReport {
   [key: string]: unknown;
 }
 
+export interface NativeCalibration {
+  /** Backend name of the compute device measured ('cpu' or 'cuda'). */
+  backend: string;
+  /** Copies went through pinned host memory (alloc_host on CUDA); on the CPU backend they are memcpy. */
+  pinned: boolean;
+  copyBytes: number;
+  h2dBytesPerS: number;
+  d2hBytesPerS: number;
+  /** Backend::linear (sgemm) on the compute device, FLOP/s. */
+  gemmFlopsPerS: number;
+  /** zo_update on the host backend, one term, float32 elements/s. */
+  cpuUpdateElemsPerS: number;
+  hostThreads: number;
+  ssd:
+    | {
+        available: true;
+        /** O_DIRECT was granted on the spill folder (otherwise the page cache may flatter reads). */
+        direct: boolean;
+        fileBytes: number;
+        readBytesPerS: number;
+        writeBytesPerS: number;
+        byRequest: { requestBytes: number; readBytesPerS: number; writeBytesPerS: number }[];
+      }
+    | { available: false; reason: string };
+  seconds: number;
+}
+
 export interface NativeAddon {
+  /** Measures copy, GEMM, update and SSD rates with the engine's own paths (native thread). */
+  calibrate(o: { spillDir?: string; bytes?: number; device?: string; threads?: number }): Promise<NativeCalibration>;
   /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
   Engine: new (options: { threads: number; device?: string }) => NativeEngine;
   cudaDevices(): CudaReport;

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <future>
+#include <map>
 #include <thread>
 #include <unordered_map>
 
@@ -102,7 +104,7 @@ void Engine::read_tensor(const Tensor& t, float* out) {
     size_t ti = (size_t)(&t - model_->tensors.data());
     const UnitTier& tier = tiers_[(size_t)tensor_unit_[ti]];
     if (tier.home == Home::Ssd) {
-        load_ssd_unit((size_t)tensor_unit_[ti], static_cast<float*>(io_->data()));
+        load_ssd_unit((size_t)tensor_unit_[ti], static_cast<float*>(io_->data()), *host_);
         for (auto& [idx, off] : tier.layout)
             if ((size_t)idx == ti) std::memcpy(out, static_cast<float*>(io_->data()) + off, t.numel * sizeof(float));
         return;
@@ -131,6 +133,7 @@ void Engine::setup_tiers(const TierOptions& o) {
     tiers_.assign(nu, UnitTier{});
     tensor_unit_.assign(model_->tensors.size(), -1);
     write_back_every_ = std::max(1, o.write_back_every);
+    prefetch_ = std::max(0, o.prefetch);
     if (!o.homes.empty() && o.homes.size() != nu)
         throw std::runtime_error("placement gives " + std::to_string(o.homes.size()) + " homes for " +
                                  std::to_string(nu) + " units");
@@ -160,7 +163,7 @@ void Engine::setup_tiers(const TierOptions& o) {
     }
     host_ = backend_.get();
     if (!backend_->host_addressable() && max_floats > 0) {
-        host_owned_ = make_cpu_backend(std::max(1, (int)std::thread::hardware_concurrency()));
+        host_owned_ = make_cpu_backend(std::max(1, (int)std::thread::hardware_concurrency()), false);
         host_ = host_owned_.get();
     }
     if (max_floats == 0) return;
@@ -170,6 +173,8 @@ void Engine::setup_tiers(const TierOptions& o) {
     if (!any_ssd) return;
     if (o.spill_dir.empty()) throw std::runtime_error("units placed on the SSD need a spill folder");
     spill_ = std::make_unique<SpillFile>(o.spill_dir, spill_bytes);
+    replay_ = make_cpu_backend(1, false);
+    for (int i = 0; i < prefetch_; i++) prefetch_bufs_.push_back(std::make_unique<AlignedBuffer>(max_floats * sizeof(float)));
     // Move the SSD-homed masters to the spill file and free their host memory.
     for (size_t ui = 0; ui < nu; ui++) {
         if (tiers_[ui].home != Home::Ssd) continue;
@@ -195,7 +200,7 @@ void Engine::write_ssd_unit(size_t ui, const float* host) {
 // The SSD copy of a unit, verified, with the updates not yet written back
 // replayed in order (bit for bit what updating it in place would have given);
 // written back once K updates have piled up.
-void Engine::load_ssd_unit(size_t ui, float* host) {
+void Engine::load_ssd_unit(size_t ui, float* host, Backend& replay) {
     UnitTier& tier = tiers_[ui];
     size_t bytes = tier.floats * sizeof(float);
     spill_->read(tier.offset, host, spill_round_up(bytes));
@@ -208,23 +213,24 @@ void Engine::load_ssd_unit(size_t ui, float* host) {
     for (const Pending& p : tier.pending) {
         for (auto& [ti, off] : tier.layout) {
             const Tensor& t = model_->tensors[(size_t)ti];
-            host_->zo_update(host + off, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(), t.decay ? p.decay : 0.f);
+            replay.zo_update(host + off, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(), t.decay ? p.decay : 0.f);
         }
     }
-    host_->synchronize();
+    replay.synchronize();
     if ((int)tier.pending.size() >= write_back_every_) {
         write_ssd_unit(ui, host);
         tier.pending.clear();
     }
 }
 
-void Engine::make_resident(size_t ui) {
+void Engine::make_resident(size_t ui, const float* loaded) {
     UnitTier& tier = tiers_[ui];
     if (tier.home == Home::Device) return;
-    float* host = nullptr;
-    if (tier.home == Home::Ssd) {
-        host = static_cast<float*>(io_->data());
-        load_ssd_unit(ui, host);
+    const float* host = loaded;
+    if (tier.home == Home::Ssd && !host) {
+        float* buf = static_cast<float*>(io_->data());
+        load_ssd_unit(ui, buf, *host_);
+        host = buf;
     }
     for (auto& [ti, off] : tier.layout) {
         Tensor& t = model_->tensors[(size_t)ti];
@@ -250,6 +256,7 @@ TierStats Engine::tier_stats() const {
     }
     s.device_stage_bytes = stage_floats_ * sizeof(float);
     if (io_) s.cpu_bytes += io_->capacity();
+    for (auto& b : prefetch_bufs_) s.cpu_bytes += b->capacity();
     s.h2d_bytes = h2d_bytes_;
     if (spill_) {
         s.ssd_bytes = spill_->size();
@@ -347,7 +354,6 @@ void Engine::materialize(const Unit& unit, std::vector<Stream>& streams, int noi
     for (auto& kv : unit.roles) tensor_ids.push_back(kv.second);
     if (unit.kind == UnitKind::Head && c.tied) tensor_ids.push_back(model_->units.front().find("tok"));
 
-    make_resident(unit_index(unit));
     out.assign(streams.size(), {});
     bool perturbed = false;
     for (auto& s : streams) perturbed |= s.scale != 0.f;
@@ -477,9 +483,41 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
     times.forward_ms += ms_since(t0);
 
     std::vector<std::vector<const float*>> w;
+    // SSD blocks are read, verified and replayed up to `prefetch_` units ahead on
+    // their own threads while earlier blocks compute.
+    std::vector<size_t> ssd_units;
+    for (size_t ui = 1; ui + 1 < model_->units.size(); ui++)
+        if (tiers_[ui].home == Home::Ssd) ssd_units.push_back(ui);
+    std::map<size_t, std::pair<std::future<void>, AlignedBuffer*>> inflight;
+    std::vector<AlignedBuffer*> free_bufs;
+    for (auto& b : prefetch_bufs_) free_bufs.push_back(b.get());
+    size_t next_prefetch = 0;
+    auto launch = [&]() {
+        while (next_prefetch < ssd_units.size() && !free_bufs.empty()) {
+            size_t ui = ssd_units[next_prefetch++];
+            AlignedBuffer* buf = free_bufs.back();
+            free_bufs.pop_back();
+            inflight[ui] = {std::async(std::launch::async,
+                                       [this, ui, buf] { load_ssd_unit(ui, static_cast<float*>(buf->data()), *replay_); }),
+                            buf};
+        }
+    };
+    launch();
     for (size_t ui = 1; ui + 1 < model_->units.size(); ui++) {
         check_cancel(cancel);
         const Unit& unit = model_->units[ui];
+        auto tr = Clock::now();
+        auto it = inflight.find(ui);
+        if (it != inflight.end()) {
+            it->second.first.get();  // rethrows a read or checksum error
+            make_resident(ui, static_cast<const float*>(it->second.second->data()));
+            free_bufs.push_back(it->second.second);
+            inflight.erase(it);
+            launch();
+        } else {
+            make_resident(ui);
+        }
+        times.io_ms += ms_since(tr);
         materialize(unit, streams, noise, w, times);
         auto tf = Clock::now();
         for (size_t si = 0; si < streams.size(); si++) block_forward(unit, w[si], streams[si].h, p);

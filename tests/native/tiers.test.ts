@@ -49,15 +49,16 @@ function expectSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Arra
 }
 
 describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) => {
-  it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (K = 1, 3) and mixed', async () => {
+  it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (any K, any prefetch depth) and mixed', async () => {
     const reference = await run(await engineFor(name, blocksOn(HOME.device)), name, 5);
-    for (const [label, homes, k] of [
-      ['cpu', blocksOn(HOME.cpu), 1],
-      ['ssd K=1', blocksOn(HOME.ssd), 1],
-      ['ssd K=3', blocksOn(HOME.ssd), 3],
-      ['mixed K=2', alternating, 2],
+    for (const [label, homes, k, prefetch] of [
+      ['cpu', blocksOn(HOME.cpu), 1, 2],
+      ['ssd K=1', blocksOn(HOME.ssd), 1, 2],
+      ['ssd K=3 no prefetch', blocksOn(HOME.ssd), 3, 0],
+      ['ssd K=3 prefetch 1', blocksOn(HOME.ssd), 3, 1],
+      ['mixed K=2', alternating, 2, 2],
     ] as const) {
-      const e = await engineFor(name, homes, { writeBackEvery: k });
+      const e = await engineFor(name, homes, { writeBackEvery: k, prefetch });
       const r = await run(e, name, 5);
       expect(r.losses, label).toEqual(reference.losses);
       expectSameBits(reference.weights, r.weights);

@@ -106,7 +106,10 @@ public:
                                 int C, int V) = 0;
 };
 
-std::unique_ptr<Backend> make_cpu_backend(int threads);
+// sets_blas_threads: a compute backend sets OpenBLAS's (process-wide) thread count to
+// its own; helper backends (noise, replays, updates at home) leave it alone, since
+// OpenBLAS's results can depend on its thread count.
+std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads = true);
 
 // ---- CUDA ----
 struct CudaDeviceInfo {

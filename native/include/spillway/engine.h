@@ -54,6 +54,7 @@ struct TierOptions {
     std::vector<int> homes;     // Home per unit; empty: every unit stays on the device
     std::string spill_dir;      // required when any unit lives on the SSD
     int write_back_every = 1;   // K: an SSD unit is rewritten every K updates, replayed in between
+    int prefetch = 2;           // SSD units read (and replayed) ahead of the one computing; 0: none
 };
 
 struct TierStats {
@@ -69,6 +70,7 @@ struct TierStats {
 
 struct PhaseTimes {
     double noise_ms = 0, forward_ms = 0, head_ms = 0, update_ms = 0, total_ms = 0;
+    double io_ms = 0;  // waiting for streamed units (SSD read, replay, upload) on the compute path
 };
 
 struct StepResult {
@@ -139,9 +141,11 @@ private:
         std::vector<Pending> pending;                // SSD: updates not yet written back
     };
     void setup_tiers(const TierOptions& o);
-    void make_resident(size_t ui);
+    // Makes a streamed unit resident in the staging slot; an SSD unit's data comes
+    // from `loaded` (a prefetched, verified, replayed copy) or is read now.
+    void make_resident(size_t ui, const float* loaded = nullptr);
     void release_residency(size_t ui);
-    void load_ssd_unit(size_t ui, float* host);
+    void load_ssd_unit(size_t ui, float* host, Backend& replay);
     void write_ssd_unit(size_t ui, const float* host);
     size_t unit_index(const Unit& u) const { return (size_t)(&u - model_->units.data()); }
     void release_resident();
@@ -169,6 +173,9 @@ private:
     float* stage_ = nullptr;
     size_t stage_floats_ = 0;
     int write_back_every_ = 1;
+    int prefetch_ = 2;
+    std::unique_ptr<Backend> replay_;         // single-threaded: replays pending updates on prefetch threads
+    std::vector<std::unique_ptr<AlignedBuffer>> prefetch_bufs_;
     Backend* host_ = nullptr;                 // updates at home run here
     std::unique_ptr<Backend> host_owned_;
     uint64_t h2d_bytes_ = 0;

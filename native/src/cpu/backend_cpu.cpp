@@ -53,7 +53,9 @@ float gelu_tanh(float x) {
 
 class CpuBackend final : public Backend {
 public:
-    explicit CpuBackend(int threads) : pool_(threads) { openblas_set_num_threads(std::max(1, threads)); }
+    CpuBackend(int threads, bool sets_blas_threads) : pool_(threads) {
+        if (sets_blas_threads) openblas_set_num_threads(std::max(1, threads));
+    }
 
     std::string name() const override { return "cpu"; }
     int threads() const override { return pool_.size(); }
@@ -300,7 +302,9 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads) {
+    return std::make_unique<CpuBackend>(threads, sets_blas_threads);
+}
 
 void* Backend::alloc_host(size_t bytes) {
     size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;

@@ -1,9 +1,11 @@
 // The SSD tier's storage: one preallocated spill file per engine in a spill
 // folder, opened with O_DIRECT (page cache bypassed) and kept open; slots at
 // 4 KiB-aligned offsets; reads and writes that survive short transfers and
-// EINTR; a checksum per slot write, verified on every read.
+// EINTR; a checksum per slot write, verified on every read. pread/pwrite at
+// explicit offsets, so prefetch threads may read other slots concurrently.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -51,16 +53,16 @@ public:
     void write(uint64_t offset, const void* buf, size_t bytes);
     void read(uint64_t offset, void* buf, size_t bytes);
 
-    uint64_t bytes_read() const { return bytes_read_; }
-    uint64_t bytes_written() const { return bytes_written_; }
+    uint64_t bytes_read() const { return bytes_read_.load(); }
+    uint64_t bytes_written() const { return bytes_written_.load(); }
 
 private:
     std::string path_;
     int fd_ = -1;
     bool direct_ = false;
     uint64_t size_ = 0;
-    uint64_t bytes_read_ = 0;
-    uint64_t bytes_written_ = 0;
+    std::atomic<uint64_t> bytes_read_{0};  // prefetch threads read while the engine writes back
+    std::atomic<uint64_t> bytes_written_{0};
 };
 
 }  // namespace spw
