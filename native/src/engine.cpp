@@ -182,9 +182,13 @@ void Engine::setup_tiers(const TierOptions& o) {
         std::memset(host, 0, spill_round_up(tiers_[ui].floats * sizeof(float)));
         for (auto& [ti, off] : tiers_[ui].layout) {
             Tensor& t = model_->tensors[(size_t)ti];
-            std::memcpy(host + off, t.master, t.numel * sizeof(float));
-            std::free(t.master);
-            t.master = nullptr;
+            if (t.master) {
+                std::memcpy(host + off, t.master, t.numel * sizeof(float));
+                std::free(t.master);
+                t.master = nullptr;
+            } else {
+                model_read_tensor(t, host + off);  // never loaded: straight from the checkpoint
+            }
         }
         write_ssd_unit(ui, host);
     }

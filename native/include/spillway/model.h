@@ -91,6 +91,12 @@ bool tensor_is_no_decay(const std::string& name);
 // size and its shape against its dtype, and converts to float32 masters.
 // Throws std::runtime_error naming the file and the tensor on any problem.
 // `progress(done_bytes, total_bytes)` is called as tensors load.
-void model_load_masters(Model& model, const std::function<void(uint64_t, uint64_t)>& progress);
+// Tensors flagged in `skip` are checked but not loaded (their master stays null):
+// the SSD tier reads them straight into the spill file, unit by unit.
+void model_load_masters(Model& model, const std::function<void(uint64_t, uint64_t)>& progress,
+                        const std::vector<bool>* skip = nullptr);
+
+// Converts one tensor from its file into dst (numel floats), bounds-checked again.
+void model_read_tensor(const Tensor& t, float* dst);
 
 }  // namespace spw
