@@ -13,6 +13,8 @@ import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.j
 import type { RunEvent } from '../services/runs/index.js';
 import type { ScoreOptions } from '../engine/score.js';
 import { TRAIN_DEFAULTS } from '../engine/trainer.js';
+import { formatPlan, parseBytes } from '../engine/planner.js';
+import { planFor, toPlanResult } from '../engine/plan-result.js';
 import type { TrainEvent, TrainOptions } from '../engine/trainer.js';
 import { ProgressLine } from './progress.js';
 import { cmdServe } from '../server/serve-command.js';
@@ -25,6 +27,10 @@ Usage:
                                   per-example loss and accuracy, no training
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
+  spillway plan --model M [--gpu-mem 24GB --cpu-mem 2GB --spill DIR --ssd-mem 100GB
+                --batch-size 16 --max-length 256 --recalibrate] [--json]
+                                  where every unit lives, memory per tier, bytes per
+                                  step per link, predicted step time and its floor
   spillway doctor [--spill DIR] [--json]
                                   what this machine has: CUDA, GPUs, cuBLAS, NVML,
                                   BLAS, io_uring, O_DIRECT on the spill folder
@@ -50,8 +56,11 @@ Train options:
   --eval-max N          at most N held-out examples per evaluation
   --max-length N        truncate sequences to N tokens
   --threads N           CPU threads (default: all cores)
-  --offload T           where the blocks live between visits: none (default), cpu, ssd
-  --spill DIR           spill folder for --offload ssd (a preallocated file, removed at the end)
+  --offload T           where the blocks live between visits: none (default), cpu, ssd, auto
+  --gpu-mem X           device memory budget (24GB, 512MiB, bytes); with --cpu-mem or --ssd-mem:
+  --cpu-mem X           the planner places blocks (device first, then CPU, then SSD): --offload auto
+  --ssd-mem X           spill file budget (default: the free space of --spill)
+  --spill DIR           spill folder for --offload ssd / auto (a preallocated file, removed at the end)
   --write-back-every K  --offload ssd: rewrite a block every K updates, replaying in between (default 1)
   --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
   --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
@@ -169,6 +178,9 @@ const TRAIN_FLAGS = {
   out: { type: 'string' },
   'checkpoint-every': { type: 'string' },
   offload: { type: 'string' },
+  'gpu-mem': { type: 'string' },
+  'cpu-mem': { type: 'string' },
+  'ssd-mem': { type: 'string' },
   spill: { type: 'string' },
   'write-back-every': { type: 'string' },
   'checkpoint-dir': { type: 'string' },
@@ -218,7 +230,10 @@ export function trainOptionsFromArgs(v: Record<string, string | boolean | undefi
     checkpointEvery: num(s('checkpoint-every'), 'checkpoint-every', 0),
     checkpointDir: s('checkpoint-dir') !== undefined ? resolve(s('checkpoint-dir') as string) : undefined,
     resumeFrom: s('resume') !== undefined ? resolve(s('resume') as string) : undefined,
-    offload: (s('offload') ?? base.offload) as TrainOptions['offload'],
+    offload: (s('offload') ?? (s('gpu-mem') ?? s('cpu-mem') ?? s('ssd-mem') ? 'auto' : base.offload)) as TrainOptions['offload'],
+    gpuMem: s('gpu-mem') !== undefined ? parseBytes(s('gpu-mem') as string) : base.gpuMem,
+    cpuMem: s('cpu-mem') !== undefined ? parseBytes(s('cpu-mem') as string) : base.cpuMem,
+    ssdMem: s('ssd-mem') !== undefined ? parseBytes(s('ssd-mem') as string) : base.ssdMem,
     spillDir: s('spill') !== undefined ? resolve(s('spill') as string) : base.spillDir,
     writeBackEvery: s('write-back-every') !== undefined ? num(s('write-back-every'), 'write-back-every', 1) : base.writeBackEvery,
   };
@@ -258,6 +273,14 @@ async function cmdTrain(argv: string[]): Promise<number> {
           `${isDemo ? 'demo: ' : ''}${e.model} (${e.architecture}, ${(e.parameters / 1e6).toFixed(2)}M parameters) on ${e.backend} × ${e.threads} threads; ` +
             `${e.train_examples} training / ${e.eval_examples} held-out examples; ${e.steps} steps of batch ${e.batch_size}`,
         );
+        if (e.plan) {
+          const p = e.plan;
+          const ms = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(1)} ms`);
+          progress.log(
+            `plan: ${p.homes.device} units on the device, ${p.homes.cpu} on the CPU, ${p.homes.ssd} on the SSD; ` +
+              `predicted ${ms(p.predicted_step_ms)} per step, floor ${ms(p.floor_ms)}${p.bound ? ` (${p.bound})` : ''}`,
+          );
+        }
         progress.total = e.steps;
         break;
       case 'eval':
@@ -450,6 +473,60 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdPlan(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      'gpu-mem': { type: 'string' },
+      'cpu-mem': { type: 'string' },
+      'ssd-mem': { type: 'string' },
+      spill: { type: 'string' },
+      device: { type: 'string' },
+      precision: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'max-length': { type: 'string' },
+      q: { type: 'string' },
+      'write-back-every': { type: 'string' },
+      'calibration-bytes': { type: 'string' },
+      recalibrate: { type: 'boolean' },
+      json: { type: 'boolean' },
+      'data-dir': { type: 'string' },
+    },
+  });
+  const json = values.json === true;
+  try {
+    if (!values.model) throw new Error('plan needs --model');
+    const device = values.device ?? (values['gpu-mem'] !== undefined ? 'gpu' : 'cpu');
+    if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got "${device}"`);
+    const precision = values.precision ?? 'f32';
+    if (!['f32', 'bf16', 'fp16'].includes(precision)) throw new Error(`--precision must be f32, bf16 or fp16, got "${precision}"`);
+    const bytes = (k: 'gpu-mem' | 'cpu-mem' | 'ssd-mem') => (values[k] !== undefined ? parseBytes(values[k] as string) : undefined);
+    const { plan, info, calibration } = await planFor({
+      model: resolve(values.model),
+      computeDevice: device,
+      budgets: { device: bytes('gpu-mem'), cpu: bytes('cpu-mem'), ssd: bytes('ssd-mem') },
+      spillDir: values.spill !== undefined ? resolve(values.spill) : null,
+      precision: precision as 'f32',
+      batchSize: num(values['batch-size'], 'batch-size', 16),
+      maxLength: num(values['max-length'], 'max-length', 256),
+      q: num(values.q, 'q', 1),
+      writeBackEvery: num(values['write-back-every'], 'write-back-every', 1),
+      dataDir: resolveDataDir({ explicit: values['data-dir'] }),
+      calibrate: values.recalibrate ? 'recalibrate' : 'measure',
+      calibrationBytes: values['calibration-bytes'] !== undefined ? parseBytes(values['calibration-bytes']) : undefined,
+    });
+    if (json) {
+      process.stdout.write(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, calibration }) + '\n');
+    } else {
+      process.stdout.write(formatPlan(plan) + '\n');
+    }
+    return 0;
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
@@ -466,6 +543,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runsCommand(rest);
       case 'doctor':
         return await cmdDoctor(rest);
+      case 'plan':
+        return await cmdPlan(rest);
       case undefined:
       case 'help':
       case '--help':

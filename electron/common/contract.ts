@@ -165,10 +165,13 @@ export const PlanRequest = z.object({
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
     .default({}),
   spillDir: FilePath.optional(),
-  precision: z.enum(['f32']).default('f32'),
+  /** Master precision; only f32 is implemented (bf16/fp16 plans say so). */
+  precision: z.enum(['f32', 'bf16', 'fp16']).default('f32'),
   batchSize: z.number().int().positive().max(65536).default(16),
   /** Tokens per sequence used for the activation estimate. */
   maxLength: z.number().int().positive().max(1 << 20).default(256),
+  /** Measure the machine again instead of using the cached calibration (takes seconds). */
+  recalibrate: z.boolean().optional(),
 });
 
 export const PlanUnit = z.object({
@@ -185,8 +188,8 @@ export const PlanResult = z.object({
   model: z.string(),
   /** Where the forward passes run. */
   computeDevice: z.enum(['cpu', 'gpu']),
-  /** How the plan was made: 'all-resident' until the calibrated tiered planner exists. */
-  strategy: z.enum(['all-resident']),
+  /** 'all-resident' when every unit stays on the compute device, 'tiered' when blocks stream. */
+  strategy: z.enum(['all-resident', 'tiered']),
   units: z.array(PlanUnit),
   memory: TierMemory,
   breakdown: z.object({
@@ -196,11 +199,33 @@ export const PlanResult = z.object({
     workingCopies: Bytes,
     /** Peak activations of one forward pass (estimate). */
     activations: Bytes,
+    /** Device staging slot streamed units pass through (0 when nothing streams). */
+    stage: Bytes.optional(),
+    /** Host I/O buffer streamed units pass through (0 when nothing streams). */
+    ioBuffer: Bytes.optional(),
   }),
   /** Bytes moved per step on each link (0 when every unit stays resident on the CPU). */
   linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: Bytes, ssdRead: Bytes, ssdWrite: Bytes }),
   /** null until the engine has been calibrated on this machine. */
   predictedStepMs: z.number().nonnegative().nullable(),
+  /** The physical floor of one step (ALGORITHMS.md §5, full overlap); null when not calibrated. */
+  floorMs: z.number().nonnegative().nullable().optional(),
+  /** The term that sets the floor. */
+  bound: z.enum(['compute', 'host-to-device', 'device-to-host', 'ssd-read', 'ssd-write', 'cpu-update']).nullable().optional(),
+  /** Per-step time of each term, ms; null when not calibrated. */
+  timeTerms: z
+    .object({
+      computeMs: z.number().nonnegative(),
+      hostToDeviceMs: z.number().nonnegative(),
+      deviceToHostMs: z.number().nonnegative(),
+      ssdReadMs: z.number().nonnegative(),
+      ssdWriteMs: z.number().nonnegative(),
+      cpuUpdateMs: z.number().nonnegative(),
+    })
+    .nullable()
+    .optional(),
+  /** ISO date of the calibration the times come from. */
+  calibratedAt: z.string().nullable().optional(),
   feasible: z.boolean(),
   /** What is short, one sentence per tier, when not feasible. */
   shortfalls: z.array(z.string()),

@@ -14,6 +14,12 @@ import { loadNative } from './native.js';
 import { HOME } from './native.js';
 import type { NativeEngine, NativeScoreResult, PhaseTimes, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
+import { planFor } from './plan-result.js';
+import { planSummary } from './planner.js';
+import type { Plan } from './planner.js';
+import { resolveDataDir } from '../services/paths.js';
+
+export type PlanSummary = ReturnType<typeof planSummary>;
 
 export type Schedule = 'constant' | 'linear' | 'cosine';
 export type NoiseKind = 'gaussian' | 'rademacher';
@@ -51,9 +57,14 @@ export interface TrainOptions {
   checkpointDir?: string;
   /** Continue from a checkpoint folder written by a previous run of the same options. */
   resumeFrom?: string;
-  /** Where the transformer blocks live between visits to the compute device (default: resident). */
-  offload?: 'none' | 'cpu' | 'ssd';
-  /** Spill folder for offload 'ssd'. */
+  /** Where the transformer blocks live between visits to the compute device (default: resident);
+   *  'auto': the planner places each block under gpuMem / cpuMem / ssdMem. */
+  offload?: 'none' | 'cpu' | 'ssd' | 'auto';
+  /** Budgets for offload 'auto', bytes (absent: unlimited; ssdMem defaults to the spill folder's free space). */
+  gpuMem?: number;
+  cpuMem?: number;
+  ssdMem?: number;
+  /** Spill folder for offload 'ssd' and 'auto'. */
   spillDir?: string;
   /** SSD tier: rewrite a block every K updates (pending updates are replayed on read). */
   writeBackEvery?: number;
@@ -62,9 +73,35 @@ export interface TrainOptions {
 /** The engine placement for the offload options: blocks on the CPU or the SSD, the rest resident. */
 export function placementFor(o: Pick<TrainOptions, 'offload' | 'spillDir' | 'writeBackEvery'>, units: { kind: string }[]): TierPlacement | undefined {
   if (!o.offload || o.offload === 'none') return undefined;
+  if (o.offload === 'auto') throw new Error("offload 'auto' is placed by the planner (planPlacement)");
   if (o.offload === 'ssd' && !o.spillDir) throw new Error('offload to the SSD needs a spill folder (--spill DIR)');
   const home = o.offload === 'cpu' ? HOME.cpu : HOME.ssd;
   return { homes: units.map((u) => (u.kind === 'block' ? home : HOME.device)), spillDir: o.spillDir, writeBackEvery: o.writeBackEvery ?? 1 };
+}
+
+/**
+ * offload 'auto': the planner's placement under the budgets (the engine computes on the CPU here),
+ * with the predicted step time from the cached calibration (measured and cached when absent).
+ */
+export async function planPlacement(o: TrainOptions, info: ModelInfo, maxLength: number): Promise<{ placement: TierPlacement | undefined; plan: Plan }> {
+  const { plan } = await planFor({
+    model: info,
+    computeDevice: 'cpu',
+    budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
+    spillDir: o.spillDir ?? null,
+    batchSize: o.batchSize,
+    maxLength,
+    q: o.q,
+    writeBackEvery: o.writeBackEvery,
+    dataDir: resolveDataDir(),
+    calibrate: 'measure',
+    calibrationBytes: 64 * 2 ** 20,
+    threads: o.threads > 0 ? o.threads : defaultThreads(),
+  });
+  if (!plan.feasible) throw new Error(`the plan does not fit: ${plan.shortfalls.join('; ')}`);
+  const streamed = plan.count.cpu + plan.count.ssd > 0;
+  const placement = streamed ? { homes: plan.homes, spillDir: o.spillDir, writeBackEvery: o.writeBackEvery ?? 1 } : undefined;
+  return { placement, plan };
 }
 
 export const TRAIN_DEFAULTS: Omit<TrainOptions, 'model' | 'train' | 'task'> = {
@@ -96,6 +133,8 @@ export interface StartEvent {
   batch_size: number;
   threads: number;
   backend: string;
+  /** offload 'auto': the planner's summary (homes per tier, predicted step and floor, ms). */
+  plan?: PlanSummary;
 }
 export interface StepEvent {
   type: 'step';
@@ -224,6 +263,7 @@ export async function scoreExamples(
 export interface Loaded {
   info: ModelInfo;
   engine: NativeEngine;
+  plan?: Plan;
   train: TokenizedExample[];
   eval: TokenizedExample[];
 }
@@ -259,6 +299,17 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   const threads = o.threads > 0 ? o.threads : defaultThreads();
   const engine = new native.Engine({ threads });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
+  if (o.offload === 'auto') {
+    const { placement, plan } = await planPlacement(
+      o,
+      info,
+      // Activations for --max-length when given, else for the longest sequence present.
+      o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
+    );
+    emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
+    await engine.load(engineSpec(info), placement);
+    return { info, engine, train, eval: evalSet, plan };
+  }
   await engine.load(engineSpec(info), placementFor(o, info.units));
   return { info, engine, train, eval: evalSet };
 }
@@ -273,7 +324,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   validateOptions(o);
   const t0 = Date.now();
   if (o.out) await checkOutFolder(o.out);
-  const { info, engine, train: trainSet, eval: evalSet } = await loadForTraining(o, emit);
+  const { info, engine, train: trainSet, eval: evalSet, plan } = await loadForTraining(o, emit);
   signal.attach(engine);
   const einfo = engine.info();
   emit({
@@ -287,6 +338,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
     batch_size: o.batchSize,
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
+    ...(plan ? { plan: planSummary(plan) } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
@@ -428,7 +480,10 @@ export function validateOptions(o: TrainOptions): void {
   if (!(o.evalFraction >= 0 && o.evalFraction < 1)) throw new Error(`eval fraction must be in [0, 1), got ${o.evalFraction}`);
   if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new Error(`unknown schedule ${o.schedule} (constant, linear, cosine)`);
   if (!['gaussian', 'rademacher'].includes(o.noise)) throw new Error(`unknown noise ${o.noise} (gaussian, rademacher)`);
-  if (o.offload !== undefined && !['none', 'cpu', 'ssd'].includes(o.offload)) throw new Error(`unknown offload ${o.offload} (none, cpu, ssd)`);
+  if (o.offload !== undefined && !['none', 'cpu', 'ssd', 'auto'].includes(o.offload)) throw new Error(`unknown offload ${o.offload} (none, cpu, ssd, auto)`);
+  for (const [name, v] of [['gpu-mem', o.gpuMem], ['cpu-mem', o.cpuMem], ['ssd-mem', o.ssdMem]] as const) {
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new Error(`${name} must be a byte count >= 0, got ${v}`);
+  }
   if (o.writeBackEvery !== undefined) positiveInt('write-back-every', o.writeBackEvery);
 }
 

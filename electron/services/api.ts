@@ -24,8 +24,6 @@ import {
   type MethodParams,
   type MethodResult,
   type ModelSummary,
-  type PlanResult,
-  type PlanUnit,
   type Settings,
 } from '../common/contract.js';
 import {
@@ -43,6 +41,7 @@ import type { TaskTemplate } from '../data/index.js';
 import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
+import { planFor, toPlanResult } from '../engine/plan-result.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -208,7 +207,27 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
     checkDataset: (p, ctx) => catalogCall(() => checkDataset(p, ctx.signal)),
 
-    plan: (p) => catalogCall(async () => planAllResident(await loadModelInfo(p.model), p)),
+    plan: (p, ctx) =>
+      catalogCall(async () => {
+        const settings = await runs.getSettings({}, ctx);
+        const spillDir = p.spillDir ?? settings.spillDir ?? null;
+        const { plan, info } = await planFor({
+          model: p.model,
+          computeDevice: 'cpu',
+          budgets: {
+            device: p.budgets.gpu ?? settings.budgets.gpu ?? undefined,
+            cpu: p.budgets.cpu ?? settings.budgets.cpu ?? undefined,
+            ssd: p.budgets.ssd ?? settings.budgets.ssd ?? undefined,
+          },
+          spillDir,
+          precision: p.precision,
+          batchSize: p.batchSize,
+          maxLength: p.maxLength,
+          dataDir: settings.dataDir,
+          calibrate: p.recalibrate ? 'recalibrate' : 'cached',
+        });
+        return toPlanResult(plan, info.dir);
+      }),
 
     onEvent(listener) {
       const offs = sources.map((s) => s.onEvent(listener));
@@ -379,57 +398,4 @@ function datasetPreviewResult(
         })
       : null,
   };
-}
-
-// ---------------------------------------------------------------------------
-// Plan: the all-resident case, until the calibrated tiered planner exists
-
-const F32 = 4;
-
-export function planAllResident(info: ModelInfo, req: MethodParams<'plan'>): PlanResult {
-  const c = info.config;
-  const units: PlanUnit[] = info.units.map((u) => {
-    const parameters = Object.values(u.tensors).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
-    return { kind: u.kind, index: u.index, parameters, bytes: parameters * F32, home: 'cpu' };
-  });
-  const weights = units.reduce((n, u) => n + u.bytes, 0);
-  // w+ and w- of the unit being computed (ENGINE-SPEC: clean float32 masters).
-  const workingCopies = 2 * Math.max(0, ...units.map((u) => u.bytes));
-  // One forward pass at a time: hidden states, q/k/v, MLP, attention scores and logits.
-  const B = req.batchSize;
-  const T = Math.min(req.maxLength, c.maxPositions || req.maxLength);
-  const activations = F32 * (B * T * (5 * c.hidden + 2 * c.intermediate + c.vocabSize) + B * c.heads * T * T);
-  const cpu = weights + workingCopies + activations;
-  const shortfalls: string[] = [];
-  const budget = req.budgets.cpu;
-  if (budget !== undefined && cpu > budget) {
-    shortfalls.push(
-      `CPU memory: the all-resident plan needs ${formatBytes(cpu)} but the budget is ${formatBytes(budget)} (short by ${formatBytes(cpu - budget)}); ` +
-        'spilling to the SSD tier needs the tiered planner, which is not available yet',
-    );
-  }
-  return {
-    model: info.dir,
-    computeDevice: 'cpu',
-    strategy: 'all-resident',
-    units,
-    memory: { gpu: 0, cpu, ssd: 0 },
-    breakdown: { weights, workingCopies, activations },
-    linkBytesPerStep: { hostToDevice: 0, deviceToHost: 0, ssdRead: 0, ssdWrite: 0 },
-    predictedStepMs: null,
-    feasible: shortfalls.length === 0,
-    shortfalls,
-    notes: [
-      'Every unit stays resident on the CPU in float32; nothing moves between tiers during a step.',
-      'Predicted step time is unknown until the engine has been calibrated on this machine.',
-      `Activations are an upper-bound estimate for ${B} sequences of ${T} tokens (classification counts one sequence per label word).`,
-    ],
-  };
-}
-
-function formatBytes(n: number): string {
-  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
-  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
-  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
-  return `${n} B`;
 }

@@ -12,6 +12,7 @@
 #include "spillway/engine.h"
 #include "spillway/noise.h"
 #include "probe.h"
+#include "tier/calibrate.h"
 #include "nvml.h"
 
 namespace {
@@ -170,6 +171,7 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
 Napi::Object times_to_js(Napi::Env env, const PhaseTimes& t) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("noiseMs", t.noise_ms);
+    o.Set("ioMs", t.io_ms);
     o.Set("forwardMs", t.forward_ms);
     o.Set("headMs", t.head_ms);
     o.Set("updateMs", t.update_ms);
@@ -319,6 +321,8 @@ private:
             if (dir.IsString()) tiers.spill_dir = dir.As<Napi::String>().Utf8Value();
             Napi::Value k = t.Get("writeBackEvery");
             if (k.IsNumber()) tiers.write_back_every = k.As<Napi::Number>().Int32Value();
+            Napi::Value pf = t.Get("prefetch");
+            if (pf.IsNumber()) tiers.prefetch = pf.As<Napi::Number>().Int32Value();
         }
         claim(env);
         engine_.reset();
@@ -328,7 +332,13 @@ private:
         auto* job = new Job<std::shared_ptr<Engine>>(
             env, &busy_,
             [model, threads, cuda_device, tiers]() {
-                model_load_masters(*model, nullptr);
+                // SSD-homed blocks go from the checkpoint to the spill file unit by
+                // unit: never all in host memory at once.
+                std::vector<bool> skip(model->tensors.size(), false);
+                for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++)
+                    if (tiers.homes[ui] == (int)Home::Ssd && model->units[ui].kind == UnitKind::Block)
+                        for (auto& kv : model->units[ui].roles) skip[(size_t)kv.second] = true;
+                model_load_masters(*model, nullptr, &skip);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
                 std::swap(owned->tensors, model->tensors);
@@ -507,7 +517,7 @@ Napi::Value Noise(const Napi::CallbackInfo& info) {
     if (bulk.IsBoolean() && bulk.As<Napi::Boolean>().Value()) {
         // The CPU backend's bulk generator (the one training uses), for tests.
         if (start % 4 != 0) throw_type(env, "bulk noise needs start to be a multiple of 4");
-        make_cpu_backend(2)->noise_fill(out.Data(), count, seed, id, k, start);
+        make_cpu_backend(2, false)->noise_fill(out.Data(), count, seed, id, k, start);
     } else {
         for (uint32_t i = 0; i < count; i++) out[i] = noise_at(seed, id, start + i, k);
     }
@@ -620,7 +630,75 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
     return o;
 }
 
+// calibrate({spillDir?, bytes?, device?, threads?}): Promise<calibration> measured on a native thread
+// with the engine's own paths (see tier/calibrate.h). Never rejects for a missing spill folder: the
+// SSD tier is then {available: false, reason}.
+Napi::Value Calibrate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    static std::atomic<bool> unused{false};
+    CalibrateOptions o;
+    if (info.Length() > 0 && info[0].IsObject()) {
+        Napi::Object a = info[0].As<Napi::Object>();
+        Napi::Value dir = a.Get("spillDir");
+        if (dir.IsString()) o.spill_dir = dir.As<Napi::String>().Utf8Value();
+        Napi::Value bytes = a.Get("bytes");
+        if (!bytes.IsUndefined() && !bytes.IsNull()) o.bytes = u64(bytes, "bytes");
+        Napi::Value threads = a.Get("threads");
+        if (threads.IsNumber()) o.threads = threads.As<Napi::Number>().Int32Value();
+        Napi::Value dev = a.Get("device");
+        if (dev.IsString()) {
+            std::string d = dev.As<Napi::String>().Utf8Value();
+            if (d == "cuda") o.cuda_device = 0;
+            else if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos)
+                o.cuda_device = std::stoi(d.substr(5));
+            else if (d != "cpu") throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
+#ifndef SPW_WITH_CUDA
+            if (o.cuda_device >= 0)
+                throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend");
+#endif
+        }
+    }
+    auto to_js = [](Napi::Env env, const CalibrateResult& r) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("backend", r.backend);
+        o.Set("pinned", r.pinned);
+        o.Set("copyBytes", (double)r.copy_bytes);
+        o.Set("h2dBytesPerS", r.h2d_bytes_per_s);
+        o.Set("d2hBytesPerS", r.d2h_bytes_per_s);
+        o.Set("gemmFlopsPerS", r.gemm_flops_per_s);
+        o.Set("cpuUpdateElemsPerS", r.cpu_update_elems_per_s);
+        o.Set("hostThreads", r.host_threads);
+        Napi::Object ssd = Napi::Object::New(env);
+        ssd.Set("available", r.ssd_available);
+        if (r.ssd_available) {
+            ssd.Set("direct", r.ssd_direct);
+            ssd.Set("fileBytes", (double)r.ssd_file_bytes);
+            ssd.Set("readBytesPerS", r.ssd_read_bytes_per_s);
+            ssd.Set("writeBytesPerS", r.ssd_write_bytes_per_s);
+            Napi::Array by = Napi::Array::New(env, r.ssd_by_request.size());
+            for (size_t i = 0; i < r.ssd_by_request.size(); i++) {
+                Napi::Object x = Napi::Object::New(env);
+                x.Set("requestBytes", (double)r.ssd_by_request[i].request_bytes);
+                x.Set("readBytesPerS", r.ssd_by_request[i].read_bytes_per_s);
+                x.Set("writeBytesPerS", r.ssd_by_request[i].write_bytes_per_s);
+                by.Set((uint32_t)i, x);
+            }
+            ssd.Set("byRequest", by);
+        } else {
+            ssd.Set("reason", r.ssd_reason);
+        }
+        o.Set("ssd", ssd);
+        o.Set("seconds", r.seconds);
+        return o;
+    };
+    auto* job = new Job<CalibrateResult>(env, &unused, [o] { return calibrate(o); }, to_js);
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+    exports.Set("calibrate", Napi::Function::New(env, Calibrate));
     exports.Set("probe", Napi::Function::New(env, Probe));
     exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
     exports.Set("nvmlSample", Napi::Function::New(env, NvmlSample));

@@ -189,7 +189,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       it('says exactly what is short when the budget is too small', async () => {
         const p = await client.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), budgets: { cpu: 1000 } });
         expect(p.feasible).toBe(false);
-        expect(p.shortfalls[0]).toMatch(/^CPU memory: the all-resident plan needs [\d.]+ MiB but the budget is 1000 B \(short by [\d.]+ MiB\)/);
+        expect(p.shortfalls[0]).toMatch(/^CPU memory: what must stay on the compute device needs [\d.]+ MiB \(.*\) but the budget is 1000 B \(short by [\d.]+ MiB\)/);
       });
     });
 

@@ -1,0 +1,109 @@
+// `spillway plan` and planner-placed training, as a person runs them.
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { ROOT } from '../helpers/engine.js';
+
+const run = promisify(execFile);
+const BIN = join(ROOT, 'bin', 'spillway.js');
+const DEMO_MODEL = join(ROOT, 'resources', 'models', 'spillway-demo');
+
+let work: string;
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'spw-plan-'));
+});
+
+async function spillway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2', SPILLWAY_DATA_DIR: join(work, 'data') }, maxBuffer: 64 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+const lines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+interface PlanJson {
+  strategy: string;
+  units: { kind: string; bytes: number; parameters: number; home: string }[];
+  memory: { gpu: number; cpu: number; ssd: number };
+  linkBytesPerStep: Record<string, number>;
+  predictedStepMs: number | null;
+  floorMs: number | null;
+  bound: string | null;
+  calibratedAt: string | null;
+  feasible: boolean;
+  shortfalls: string[];
+  calibration: { machine: { cpu: string; spillDir: string | null }; date: string };
+}
+
+describe('spillway plan', () => {
+  it('prints the demo model plan as JSON, calibrated and cached on first use', async () => {
+    const spill = mkdtempSync(join(tmpdir(), 'spw-plan-spill-'));
+    const r = await spillway(['plan', '--model', DEMO_MODEL, '--spill', spill, '--batch-size', '4', '--max-length', '32', '--calibration-bytes', '16MiB', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const p = JSON.parse(r.stdout) as PlanJson;
+    expect(p.feasible).toBe(true);
+    expect(p.strategy).toBe('all-resident');
+    expect(p.units.map((u) => u.kind)).toEqual(['embed', 'block', 'block', 'block', 'block', 'head']);
+    expect(p.units.every((u) => u.bytes === 4 * u.parameters)).toBe(true);
+    expect(p.predictedStepMs).toBeGreaterThan(0);
+    expect(p.floorMs).toBeGreaterThan(0);
+    expect(p.floorMs!).toBeLessThanOrEqual(p.predictedStepMs!);
+    expect(p.bound).toBe('compute');
+    expect(p.calibratedAt).toBe(p.calibration.date);
+    expect(p.calibration.machine.spillDir).toBe(spill);
+
+    // A CPU budget below the blocks: the plan spills, and the second call reuses the cached calibration.
+    const blocks = p.units.filter((u) => u.kind === 'block');
+    const b = blocks[0].bytes;
+    const budget = p.memory.cpu - b / 2;
+    const s = await spillway(['plan', '--model', DEMO_MODEL, '--spill', spill, '--batch-size', '4', '--max-length', '32', '--cpu-mem', String(budget), '--json']);
+    const q = JSON.parse(s.stdout) as PlanJson;
+    expect(q.calibration.date).toBe(p.calibration.date);
+    expect(q.strategy).toBe('tiered');
+    const onSsd = q.units.filter((u) => u.home === 'ssd');
+    expect(onSsd.length).toBeGreaterThan(0);
+    expect(q.memory.cpu).toBeLessThanOrEqual(budget);
+    const ssdBytes = onSsd.reduce((n, u) => n + u.bytes, 0);
+    expect(q.linkBytesPerStep).toMatchObject({ ssdRead: ssdBytes, ssdWrite: ssdBytes, hostToDevice: ssdBytes, deviceToHost: 0 });
+
+    const human = await spillway(['plan', '--model', DEMO_MODEL, '--cpu-mem', '1000']);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/DOES NOT FIT/);
+    expect(human.stdout).toMatch(/short: CPU memory: .* but the budget is 1000 B \(short by [\d.]+ MiB\)/);
+  });
+});
+
+describe('spillway train --cpu-mem', () => {
+  it('puts blocks on the SSD when the CPU budget is smaller than the model and trains with the resident losses', async () => {
+    const spill = mkdtempSync(join(tmpdir(), 'spw-train-spill-'));
+    const common = ['--steps', '3', '--max-length', '64', '--no-zero-shot', '--eval-max', '4', '--json'];
+    const plan = JSON.parse((await spillway(['plan', '--model', DEMO_MODEL, '--batch-size', '16', '--max-length', '64', '--spill', spill, '--calibration-bytes', '16MiB', '--json'])).stdout) as PlanJson;
+    const blocks = plan.units.filter((u) => u.kind === 'block');
+    const b = blocks[0].bytes;
+    // All resident needs plan.memory.cpu; streaming adds a staging slot and an I/O buffer (one block each),
+    // so this budget keeps floor(1.5) = 1 block resident and spills the rest.
+    const budget = plan.memory.cpu - b / 2;
+    const expectResident = Math.floor((budget - (plan.memory.cpu - blocks.length * b) - 2 * b) / b);
+
+    const resident = await spillway(['train', ...common]);
+    expect(resident.code, resident.stderr).toBe(0);
+    const tiered = await spillway(['train', ...common, '--cpu-mem', String(budget), '--spill', spill]);
+    expect(tiered.code, tiered.stderr).toBe(0);
+    const start = lines(tiered.stdout).find((e) => e.type === 'start') as { plan: { homes: Record<string, number>; predicted_step_ms: number; floor_ms: number } };
+    expect(start.plan.homes).toEqual({ device: 2 + expectResident, cpu: 0, ssd: blocks.length - expectResident });
+    expect(start.plan.homes.ssd).toBeGreaterThan(0);
+    expect(start.plan.predicted_step_ms).toBeGreaterThan(0);
+    expect(start.plan.floor_ms).toBeGreaterThan(0);
+    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    expect(losses(tiered.stdout)).toHaveLength(3);
+    expect(losses(tiered.stdout)).toEqual(losses(resident.stdout));
+  });
+});
