@@ -31,7 +31,7 @@ Usage:
                 --batch-size 16 --max-length 256 --recalibrate] [--json]
                                   where every unit lives, memory per tier, bytes per
                                   step per link, predicted step time and its floor
-  spillway doctor [--spill DIR] [--json]
+  spillway doctor [--spill DIR] [--clean-spill] [--json]
                                   what this machine has: CUDA, GPUs, cuBLAS, NVML,
                                   BLAS, io_uring, O_DIRECT on the spill folder
   spillway serve [--host H] [--port N] [--static DIR]
@@ -425,7 +425,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
 }
 
 async function cmdDoctor(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, spill: { type: 'string' } } });
+  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, spill: { type: 'string' }, 'clean-spill': { type: 'boolean' } } });
   const { loadNative } = await import('../engine/native.js');
   const os = await import('node:os');
   const spill = resolve(values.spill ?? os.tmpdir());
@@ -438,6 +438,9 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   const cuda = native.cudaDevices();
   const probe = native.probe(spill);
   const gpu = await native.nvmlSample();
+  const { deleteSpillFiles, findStaleSpillFiles } = await import('../engine/spill-files.js');
+  const stale = await findStaleSpillFiles(spill);
+  if (values['clean-spill']) await deleteSpillFiles(stale);
   const report = {
     node: process.version,
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
@@ -450,6 +453,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     gpu,
     ioUring: probe.ioUring,
     directIo: { folder: spill, ...probe.directIo },
+    staleSpillFiles: stale.map((f) => ({ ...f, deleted: values['clean-spill'] === true })),
   };
   if (values.json) {
     process.stdout.write(JSON.stringify(report) + '\n');
@@ -468,6 +472,10 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     `nvml         ${mark(probe.nvml.ok)} ${probe.nvml.ok ? '' : '(no GPU telemetry)'}`,
     `io_uring     ${mark(probe.ioUring.ok)} ${probe.ioUring.detail}`,
     `O_DIRECT     ${mark(probe.directIo?.ok === true)} ${probe.directIo?.detail ?? ''}`,
+    stale.length
+      ? `spill files  ${stale.length} left by engines that ended uncleanly (${(stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2)} GB)` +
+        (values['clean-spill'] ? ': deleted' : `: delete them with spillway doctor --spill ${spill} --clean-spill`)
+      : `spill files  none left over in ${spill}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;

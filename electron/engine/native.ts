@@ -98,6 +98,8 @@ export interface NativeEngine {
   tensorNames(): { name: string; shape: number[] }[];
   getTensor(name: string): Float32Array;
   info(): NativeEngineInfo;
+  /** Frees the model, device memory and the spill file now. */
+  close(): void;
 }
 
 export interface ProbeResult {

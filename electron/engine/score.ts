@@ -49,7 +49,12 @@ export async function scoreDataset(o: ScoreOptions, emit: (e: ScoreEvent) => voi
     },
     emit,
   );
-  const r = await scoreExamples(engine, examples, o.batchSize);
+  let r: Awaited<ReturnType<typeof scoreExamples>>;
+  try {
+    r = await scoreExamples(engine, examples, o.batchSize);
+  } finally {
+    engine.close();
+  }
   let index = 0;
   for (const chunk of r.results) {
     let seq = 0;

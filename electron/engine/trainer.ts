@@ -10,6 +10,7 @@ import type { TaskTemplate, TokenizedExample } from '../data/index.js';
 import { loadModelInfo, writeSafetensors } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
+import { findStaleSpillFiles } from './spill-files.js';
 import { loadNative } from './native.js';
 import { HOME } from './native.js';
 import type { NativeEngine, NativeScoreResult, PhaseTimes, TierPlacement } from './native.js';
@@ -295,6 +296,13 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
       }
     }
   }
+  if (o.spillDir) {
+    const stale = await findStaleSpillFiles(o.spillDir);
+    if (stale.length) {
+      const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
+      emit({ type: 'log', message: `${o.spillDir} holds ${stale.length} spill file(s) (${gb} GB) from engines that ended uncleanly; delete them with spillway doctor --spill ${o.spillDir} --clean-spill` });
+    }
+  }
   const native = loadNative();
   const threads = o.threads > 0 ? o.threads : defaultThreads();
   const engine = new native.Engine({ threads });
@@ -324,7 +332,23 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   validateOptions(o);
   const t0 = Date.now();
   if (o.out) await checkOutFolder(o.out);
-  const { info, engine, train: trainSet, eval: evalSet, plan } = await loadForTraining(o, emit);
+  const loaded = await loadForTraining(o, emit);
+  try {
+    return await trainLoaded(o, emit, signal, loaded, t0);
+  } finally {
+    // Frees the spill file and device memory now: a host process that exits never garbage-collects.
+    loaded.engine.close();
+  }
+}
+
+async function trainLoaded(
+  o: TrainOptions,
+  emit: (e: TrainEvent) => void,
+  signal: StopSignal,
+  loaded: Awaited<ReturnType<typeof loadForTraining>>,
+  t0: number,
+): Promise<DoneEvent> {
+  const { info, engine, train: trainSet, eval: evalSet, plan } = loaded;
   signal.attach(engine);
   const einfo = engine.info();
   emit({

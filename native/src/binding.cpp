@@ -241,7 +241,8 @@ public:
                             InstanceMethod("score", &EngineWrap::Score), InstanceMethod("cancel", &EngineWrap::Cancel),
                             InstanceMethod("tensorNames", &EngineWrap::TensorNames),
                             InstanceMethod("getTensor", &EngineWrap::GetTensor),
-                            InstanceMethod("info", &EngineWrap::Info)});
+                            InstanceMethod("info", &EngineWrap::Info),
+                            InstanceMethod("close", &EngineWrap::Close)});
     }
 
     explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
@@ -494,6 +495,15 @@ private:
     }
 
     Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }
+
+    // Releases the model, device memory and the spill file now rather than at garbage
+    // collection (which a process that exits never reaches).
+    Napi::Value Close(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        engine_.reset();
+        return env.Undefined();
+    }
 
     std::shared_ptr<Engine> engine_;
     std::atomic<bool> busy_{false};

@@ -3,10 +3,10 @@
 // write-back with replay) stream through one device staging slot. Whatever the
 // placement and K, the loss trajectory and the final weights are bit-identical
 // to the all-resident run.
-import { mkdtempSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
 import { HOME, loadNative } from '../../electron/engine/native.js';
@@ -17,11 +17,18 @@ import { FIXTURE_MODELS, GOLDEN, readJson, toExamples } from '../helpers/engine.
 import type { GoldenExample } from '../helpers/engine.js';
 
 const spill = mkdtempSync(join(tmpdir(), 'spw-spill-'));
+const opened: NativeEngine[] = [];
+afterAll(() => {
+  // Closing removes each engine's spill file (a process that exits never garbage-collects them).
+  for (const e of opened) e.close();
+  expect(readdirSync(spill).filter((n) => n.endsWith('.spill'))).toEqual([]);
+});
 
 async function engineFor(name: string, homes: (units: number) => number[], extra: Partial<TierPlacement> = {}): Promise<NativeEngine> {
   const info = await loadModelInfo(join(FIXTURE_MODELS, name));
   const e = new (loadNative().Engine)({ threads: 2 });
   await e.load(engineSpec(info), { homes: homes(info.units.length), spillDir: spill, ...extra });
+  opened.push(e);
   return e;
 }
 
