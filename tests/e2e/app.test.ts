@@ -115,7 +115,7 @@ describe('Spillway GUI', () => {
     await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
     const text = await page.textContent('[data-testid="plan"]');
     expect(text).toContain('Does not fit.');
-    expect(text).toMatch(/CPU memory: the all-resident plan needs [\d.]+ \w+ but the budget is 1\.0 MiB \(short by [\d.]+ \w+\)/);
+    expect(text).toMatch(/CPU memory: what must stay on the compute device needs [\d.]+ \w+ \(.*\) but the budget is 1\.0 MiB \(short by [\d.]+ \w+\)/);
     await shot('plan-short');
     await page.fill('[data-testid="cpu-budget"]', '');
     await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
