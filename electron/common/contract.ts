@@ -260,6 +260,13 @@ export const RunOptions = z.object({
   out: FilePath.optional(),
   zeroShot: z.boolean().optional(),
   checkpointEvery: z.number().int().nonnegative().optional(),
+  /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
+  offload: z.enum(['none', 'cpu', 'ssd', 'auto']).optional(),
+  gpuMem: Bytes.optional(),
+  cpuMem: Bytes.optional(),
+  ssdMem: Bytes.optional(),
+  spillDir: FilePath.optional(),
+  writeBackEvery: z.number().int().positive().max(1_000_000).optional(),
 });
 
 export const RunSummary = z.object({

@@ -133,7 +133,17 @@ export class NewRunState {
       seed: h.seed,
       evalEvery: h.evalEvery,
       maxLength: h.maxLength,
+      ...this.placement(),
     };
+  }
+
+  /** The budgets and spill folder the plan was made with: a run follows the plan it showed. */
+  placement(): Pick<RunOptions, 'offload' | 'gpuMem' | 'cpuMem' | 'spillDir'> {
+    const gpu = parseBytes(this.gpuBudget);
+    const cpu = parseBytes(this.cpuBudget);
+    const spill = this.spillDir.trim();
+    if (gpu === null && cpu === null) return spill ? { spillDir: spill } : {};
+    return { offload: 'auto', ...(gpu !== null ? { gpuMem: gpu } : {}), ...(cpu !== null ? { cpuMem: cpu } : {}), ...(spill ? { spillDir: spill } : {}) };
   }
 
   async makePlan(): Promise<void> {

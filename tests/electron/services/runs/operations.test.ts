@@ -113,6 +113,19 @@ describe('the backend over the contract', () => {
     a.close();
   });
 
+  it('runs with the blocks on the SSD tier when the options say so, with the resident losses', async () => {
+    const a = await client();
+    const steps = async (extra: Record<string, unknown>) => {
+      const r = await a.call('startRun', { options: { ...options(3), evalEvery: 0, zeroShot: false, ...extra } });
+      await until('the run to complete', async () => (await a.call('getRun', { runId: r.id })).status === 'completed');
+      return (await a.call('getMetrics', { runId: r.id, sinceStep: -1 })).steps.map((m) => [m.lossPlus, m.lossMinus]);
+    };
+    const resident = await steps({});
+    expect(resident).toHaveLength(3);
+    expect(await steps({ offload: 'ssd', spillDir: work, writeBackEvery: 2 })).toEqual(resident);
+    a.close();
+  });
+
   it('keeps settings in the store', async () => {
     const a = await client();
     const s = await a.call('updateSettings', { threads: 3, modelRoots: [work] });
