@@ -78,6 +78,8 @@ export interface TierInfo {
   ssdReadBytes: number;
   ssdWriteBytes: number;
   spillFile: string;
+  /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
+  ioPath: string;
 }
 
 export interface NativeEngineInfo {

@@ -490,6 +490,7 @@ private:
         t.Set("ssdReadBytes", (double)ts.ssd_read_bytes);
         t.Set("ssdWriteBytes", (double)ts.ssd_write_bytes);
         t.Set("spillFile", ts.spill_file);
+        t.Set("ioPath", ts.io_path);
         o.Set("tiers", t);
         return o;
     }

@@ -267,6 +267,7 @@ TierStats Engine::tier_stats() const {
         s.ssd_read_bytes = spill_->bytes_read();
         s.ssd_write_bytes = spill_->bytes_written();
         s.spill_file = spill_->path();
+        s.io_path = spill_->io_path();
     }
     return s;
 }

@@ -14,6 +14,7 @@ import type { NativeEngine, TierPlacement } from '../../electron/engine/native.j
 import { engineSpec } from '../../electron/engine/spec.js';
 import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, GOLDEN, readJson, toExamples } from '../helpers/engine.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
 import type { GoldenExample } from '../helpers/engine.js';
 
 const spill = mkdtempSync(join(tmpdir(), 'spw-spill-'));
@@ -94,6 +95,46 @@ describe('the SSD tier', () => {
     await steps(spilled, 'llama-tiny', 3, 1);
     expect(spilled.info().tiers!.ssdWriteBytes).toBe(2 * writesAtLoad);
     expect(spilled.info().tiers!.h2dBytes).toBeGreaterThan(0);
+  });
+
+  it('reads and writes through io_uring, and the pread fallback gives the same bits', async () => {
+    const ring = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 2 });
+    expect(ring.info().tiers!.ioPath).toBe('io_uring');
+    process.env.SPILLWAY_IO = 'pread';
+    let plain: NativeEngine;
+    try {
+      plain = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 2 });
+    } finally {
+      delete process.env.SPILLWAY_IO;
+    }
+    expect(plain.info().tiers!.ioPath).toBe('pread');
+    const a = await run(ring, 'llama-tiny', 4);
+    const b = await run(plain, 'llama-tiny', 4);
+    expect(b.losses).toEqual(a.losses);
+    expectSameBits(a.weights, b.weights);
+    expect(ring.info().tiers!.ssdReadBytes).toBe(plain.info().tiers!.ssdReadBytes);
+  });
+
+  it('moves multi-megabyte blocks through the queue (many 1 MiB requests) without changing a bit', async () => {
+    // 10 MiB blocks: each read and write-back is ten 1 MiB requests in flight together.
+    const dir = await makeTinyLlama(join(spill, 'wide'), { hidden: 512, layers: 2, seed: 7 });
+    const info = await loadModelInfo(dir);
+    const batch = packBatch([{ kind: 'lm', label: -1, source: 'x', sequences: [{ tokens: [1, 9, 33, 7, 250, 4, 18, 2], scoreStart: 1, scoreEnd: 8 }] }]);
+    const losses = async (homes: number[]) => {
+      const e = new (loadNative().Engine)({ threads: 2 });
+      await e.load(engineSpec(info), { homes, spillDir: spill, writeBackEvery: 1 });
+      opened.push(e);
+      const out: number[] = [];
+      for (let step = 0; step < 3; step++) {
+        const r = await e.step(batch, { seed: 9n, step, q: 1, lr: 1e-2, eps: 1e-3, weightDecay: 0, noise: 'gaussian' });
+        out.push(...r.lossPlus, ...r.lossMinus);
+      }
+      return { out, tiers: e.info().tiers! };
+    };
+    const resident = await losses(blocksOn(HOME.device)(info.units.length));
+    const spilled = await losses(blocksOn(HOME.ssd)(info.units.length));
+    expect(spilled.out).toEqual(resident.out);
+    expect(spilled.tiers.ssdReadBytes).toBeGreaterThanOrEqual(3 * 2 * 10 * 512 * 512 * 4);
   });
 
   it('detects corrupted spill data and names the block and the file', async () => {

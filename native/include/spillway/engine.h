@@ -66,6 +66,7 @@ struct TierStats {
     uint64_t ssd_read_bytes = 0;
     uint64_t ssd_write_bytes = 0;
     std::string spill_file;
+    std::string io_path;               // "io_uring" or "pread"
 };
 
 struct PhaseTimes {

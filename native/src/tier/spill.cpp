@@ -1,6 +1,9 @@
 #include "spill.h"
 
 #include <fcntl.h>
+#ifdef SPW_HAVE_URING
+#include <liburing.h>
+#endif
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -45,7 +48,18 @@ void AlignedBuffer::reserve(size_t bytes) {
     capacity_ = bytes;
 }
 
+#ifdef SPW_HAVE_URING
+struct SpillFile::Ring {
+    struct io_uring ring;
+    ~Ring() { io_uring_queue_exit(&ring); }
+};
+#else
+struct SpillFile::Ring {};
+#endif
+
 namespace {
+constexpr unsigned kQueueDepth = 32;
+constexpr size_t kRequestBytes = 1 << 20;
 std::atomic<int> g_spill_counter{0};
 
 std::string human(uint64_t b) {
@@ -76,14 +90,94 @@ SpillFile::SpillFile(const std::string& dir, uint64_t bytes) : size_(bytes) {
         throw std::runtime_error("cannot reserve " + human(bytes) + " for the spill file in " + dir + ": " +
                                  std::strerror(rc));
     }
+#ifdef SPW_HAVE_URING
+    const char* io = std::getenv("SPILLWAY_IO");
+    if (!(io && std::strcmp(io, "pread") == 0)) {
+        auto r = std::make_unique<Ring>();
+        if (io_uring_queue_init(kQueueDepth, &r->ring, 0) == 0) ring_ = std::move(r);
+    }
+#endif
 }
 
+// Splits a transfer into 1 MiB requests kept up to kQueueDepth deep. Returns false
+// when the ring cannot be used (the caller falls back to pread/pwrite); short
+// completions are finished with pread/pwrite at the right offset.
+bool SpillFile::ring_transfer(bool write, uint64_t offset, char* buf, size_t bytes) {
+#ifdef SPW_HAVE_URING
+    if (!ring_) return false;
+    std::lock_guard<std::mutex> lock(ring_mu_);
+    struct io_uring* ring = &ring_->ring;
+    size_t next = 0, inflight = 0;
+    while (next < bytes || inflight > 0) {
+        while (next < bytes && inflight < kQueueDepth) {
+            struct io_uring_sqe* sqe = io_uring_get_sqe(ring);
+            if (!sqe) break;
+            size_t n = std::min(kRequestBytes, bytes - next);
+            if (write) io_uring_prep_write(sqe, fd_, buf + next, (unsigned)n, offset + next);
+            else io_uring_prep_read(sqe, fd_, buf + next, (unsigned)n, offset + next);
+            sqe->user_data = next;
+            next += n;
+            inflight++;
+        }
+        int sr = io_uring_submit(ring);
+        if (sr < 0 && sr != -EINTR && sr != -EAGAIN && sr != -EBUSY)
+            throw std::runtime_error(std::string(write ? "writing" : "reading") + " the spill file " + path_ +
+                                     " failed: " + std::strerror(-sr));
+        struct io_uring_cqe* cqe = nullptr;
+        int wr = io_uring_wait_cqe(ring, &cqe);
+        if (wr == -EINTR) continue;
+        if (wr < 0)
+            throw std::runtime_error(std::string(write ? "writing" : "reading") + " the spill file " + path_ +
+                                     " failed: " + std::strerror(-wr));
+        size_t at = (size_t)cqe->user_data;
+        size_t want = std::min(kRequestBytes, bytes - at);
+        int res = cqe->res;
+        io_uring_cqe_seen(ring, cqe);
+        inflight--;
+        if (res < 0 && res != -EINTR && res != -EAGAIN)
+            throw std::runtime_error(std::string(write ? "writing" : "reading") + " the spill file " + path_ +
+                                     " failed: " + std::strerror(-res));
+        size_t done = res > 0 ? (size_t)res : 0;
+        if (done < want) {
+            // Short or interrupted: finish the rest of this request synchronously.
+            uint64_t o = offset + at + done;
+            char* p = buf + at + done;
+            size_t left = want - done;
+            while (left > 0) {
+                ssize_t k = write ? pwrite(fd_, p, left, (off_t)o) : pread(fd_, p, left, (off_t)o);
+                if (k < 0 && errno == EINTR) continue;
+                if (k <= 0)
+                    throw std::runtime_error(std::string(write ? "writing" : "reading") + " the spill file " + path_ +
+                                             " failed: " + (k < 0 ? std::strerror(errno) : "no progress"));
+                p += k;
+                o += (uint64_t)k;
+                left -= (size_t)k;
+            }
+        }
+    }
+    return true;
+#else
+    (void)write;
+    (void)offset;
+    (void)buf;
+    (void)bytes;
+    return false;
+#endif
+}
+
+const char* SpillFile::io_path() const { return ring_ ? "io_uring" : "pread"; }
+
 SpillFile::~SpillFile() {
+    ring_.reset();
     if (fd_ >= 0) close(fd_);
     if (!path_.empty()) unlink(path_.c_str());
 }
 
 void SpillFile::write(uint64_t offset, const void* buf, size_t bytes) {
+    if (ring_transfer(true, offset, const_cast<char*>(static_cast<const char*>(buf)), bytes)) {
+        bytes_written_ += bytes;
+        return;
+    }
     const char* p = static_cast<const char*>(buf);
     size_t done = 0;
     while (done < bytes) {
@@ -99,6 +193,10 @@ void SpillFile::write(uint64_t offset, const void* buf, size_t bytes) {
 }
 
 void SpillFile::read(uint64_t offset, void* buf, size_t bytes) {
+    if (ring_transfer(false, offset, static_cast<char*>(buf), bytes)) {
+        bytes_read_ += bytes;
+        return;
+    }
     char* p = static_cast<char*>(buf);
     size_t done = 0;
     while (done < bytes) {

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace spw {
@@ -53,12 +55,21 @@ public:
     void write(uint64_t offset, const void* buf, size_t bytes);
     void read(uint64_t offset, void* buf, size_t bytes);
 
+    // "io_uring" (deep queue of 1 MiB requests) or "pread" (the thread-pool fallback);
+    // SPILLWAY_IO=pread forces the fallback.
+    const char* io_path() const;
+
     uint64_t bytes_read() const { return bytes_read_.load(); }
     uint64_t bytes_written() const { return bytes_written_.load(); }
 
 private:
+    struct Ring;
+    bool ring_transfer(bool write, uint64_t offset, char* buf, size_t bytes);
+
     std::string path_;
     int fd_ = -1;
+    std::unique_ptr<Ring> ring_;  // null when io_uring is unavailable
+    std::mutex ring_mu_;          // prefetch threads share the ring
     bool direct_ = false;
     uint64_t size_ = 0;
     std::atomic<uint64_t> bytes_read_{0};  // prefetch threads read while the engine writes back
