@@ -20,25 +20,14 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { packBatch } from '../electron/engine/batch.js';
-import { HOME, loadNative, packageRoot } from '../electron/engine/native.js';
+import { HOME, loadNative } from '../electron/engine/native.js';
 import type { NativeCalibration, NativeStepParams, PhaseTimes, TierInfo, TierPlacement } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
-import { makeOptModel, OPT_125M, Rng } from './make-model.js';
+import { makeOptModel, OPT_125M } from './make-model.js';
+import { BATCH, BATCH_FILE, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
 
-const ROOT = packageRoot();
-const BENCH = join(ROOT, 'bench');
-const WORK = join(BENCH, 'work');
-const RESULTS = join(BENCH, 'results');
-const MODEL_DIR = join(WORK, 'opt-125m-random');
-const BATCH_FILE = join(WORK, 'batch-16x64.json');
 const SELF = fileURLToPath(import.meta.url);
-
-const BATCH = 16;
-const SEQ = 64;
-const LR = 1e-6;
-const EPS = 1e-3;
-const WD = 0;
 const UNITS = OPT_125M.layers + 2; // embeddings, blocks, head
 
 interface Options {
@@ -73,27 +62,9 @@ function parseArgs(argv: string[]): Options {
 }
 
 /** The same 16 x 64 tokens as bench/zo-step.ts (same seed). */
-function makeTokens(vocab: number): number[][] {
-  const rng = new Rng(20240601);
-  return Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => rng.int(vocab)));
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
-/** Busy CPU time of the whole machine (all processes), from /proc/stat; NaN where absent. */
-function machineBusyMs(): number {
-  try {
-    const v = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    return ((v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1000) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Step configurations

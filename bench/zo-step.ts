@@ -13,25 +13,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { packBatch } from '../electron/engine/batch.js';
-import { loadNative, packageRoot } from '../electron/engine/native.js';
+import { loadNative } from '../electron/engine/native.js';
 import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
-import { makeOptModel, OPT_125M, Rng } from './make-model.js';
+import { makeOptModel, OPT_125M } from './make-model.js';
+import { BATCH, BATCH_FILE, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
 
-const ROOT = packageRoot();
-const BENCH = join(ROOT, 'bench');
-const WORK = join(BENCH, 'work');
-const RESULTS = join(BENCH, 'results');
-const MODEL_DIR = join(WORK, 'opt-125m-random');
-const BATCH_FILE = join(WORK, 'batch-16x64.json');
 const SELF = fileURLToPath(import.meta.url);
-
-const BATCH = 16;
-const SEQ = 64;
-const LR = 1e-6;
-const EPS = 1e-3;
-const WD = 0;
 
 interface Options {
   threads: number;
@@ -62,10 +51,6 @@ function parseArgs(argv: string[]): Options & { engineChild: boolean } {
 }
 
 /** 16 random token sequences of 64 tokens (seeded), as [B][T]. */
-function makeTokens(vocab: number): number[][] {
-  const rng = new Rng(20240601);
-  return Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => rng.int(vocab)));
-}
 
 interface StepRecord {
   ms: number;
@@ -92,15 +77,6 @@ interface ImplResult {
   [k: string]: unknown;
 }
 
-/** Busy CPU time of the whole machine (all processes), from /proc/stat; NaN where absent. */
-function machineBusyMs(): number {
-  try {
-    const v = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    return ((v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1000) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return Number.NaN;
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Engine child: load, warm up, time N steps, print JSON on stdout.
@@ -183,11 +159,6 @@ function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<
   });
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 interface Summary {
   label: string;

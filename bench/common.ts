@@ -1,0 +1,42 @@
+// What the CPU benchmarks share: the random OPT-125M model and batch they run,
+// their folders, and the small statistics and machine-load helpers.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { packageRoot } from '../electron/engine/native.js';
+import { Rng } from './make-model.js';
+
+export const ROOT = packageRoot();
+export const BENCH = join(ROOT, 'bench');
+export const WORK = join(BENCH, 'work');
+export const RESULTS = join(BENCH, 'results');
+export const MODEL_DIR = join(WORK, 'opt-125m-random');
+export const BATCH_FILE = join(WORK, 'batch-16x64.json');
+
+export const BATCH = 16;
+export const SEQ = 64;
+export const LR = 1e-6;
+export const EPS = 1e-3;
+export const WD = 0;
+
+/** The benchmark batch: BATCH random sequences of SEQ tokens, the same in every run. */
+export function makeTokens(vocab: number): number[][] {
+  const rng = new Rng(20240601);
+  return Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => rng.int(vocab)));
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Busy CPU time of the whole machine (all processes), from /proc/stat; NaN where absent. */
+export function machineBusyMs(): number {
+  try {
+    const v = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+    return ((v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1000) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return Number.NaN;
+  }
+}
