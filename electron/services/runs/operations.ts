@@ -14,6 +14,7 @@ import type { EvalMetric as StoredEval, RunRecord, StepMetric as StoredStep } fr
 import { Sampler, stepTimesFromEvent } from '../telemetry/index.js';
 import type { TelemetrySample } from '../telemetry/index.js';
 import { metricsCsv } from './commands.js';
+import { evalRecord, stepRecord } from './supervisor.js';
 import type { RunSupervisor } from './supervisor.js';
 import type { RunEvent, StoredRunConfig } from './types.js';
 
@@ -238,25 +239,12 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       return sup.subscribe('*', (e: RunEvent) => {
         const at = Date.now();
         switch (e.type) {
+          // Live events take the same shape as the rows getMetrics returns.
           case 'step':
-            listener({
-              event: 'stepMetrics',
-              payload: {
-                runId: e.runId,
-                step: e.step,
-                loss: e.loss,
-                lossPlus: e.loss_plus,
-                lossMinus: e.loss_minus,
-                projectedGrad: e.projected_grad,
-                lr: e.lr,
-                stepMs: e.step_ms,
-                tokensPerS: e.tokens_per_s,
-                skipped: e.skipped,
-              },
-            });
+            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, stepRecord(e, at)) });
             break;
           case 'eval':
-            listener({ event: 'evalMetrics', payload: { runId: e.runId, step: e.step, loss: e.loss, accuracy: e.accuracy, examples: e.examples, evalMs: e.eval_ms } });
+            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, evalRecord(e, at)) });
             break;
           case 'status': {
             const r = sup.getRun(e.runId);

@@ -10,13 +10,34 @@ import { basename, join } from 'node:path';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
 import type { EngineJob } from '../../engine/runner.js';
 import { latestCheckpoint, resumeState, validateOptions } from '../../engine/trainer.js';
-import type { DoneEvent, TrainEvent, TrainOptions } from '../../engine/trainer.js';
+import type { DoneEvent, EvalEvent, StepEvent, TrainEvent, TrainOptions } from '../../engine/trainer.js';
 import { runCheckpointFolder, runFolder, runModelFolder } from '../paths.js';
 import { MetricWriter } from '../store/metric-writer.js';
 import type { MetricWriterOptions } from '../store/metric-writer.js';
 import { RunStore } from '../store/run-store.js';
-import type { RunMetrics, RunPatch, RunRecord, SystemSample } from '../store/types.js';
+import type { EvalMetric, RunMetrics, RunPatch, RunRecord, StepMetric, SystemSample } from '../store/types.js';
 import type { RunConfig, RunEvent, RunListener, StoredRunConfig } from './types.js';
+
+/** An engine step event as the store keeps it (and as getMetrics returns it). */
+export function stepRecord(e: StepEvent, time: number): StepMetric {
+  return {
+    step: e.step,
+    time,
+    loss: e.loss,
+    lossPlus: e.loss_plus,
+    lossMinus: e.loss_minus,
+    projectedGrad: e.projected_grad,
+    lr: e.lr,
+    stepMs: e.step_ms,
+    tokensPerS: e.tokens_per_s,
+    skipped: e.skipped,
+    seed: e.seed,
+  };
+}
+
+export function evalRecord(e: EvalEvent, time: number): EvalMetric {
+  return { step: e.step, time, loss: e.loss, accuracy: e.accuracy, examples: e.examples, evalMs: e.eval_ms };
+}
 
 export const DEFAULT_CHECKPOINT_EVERY = 100;
 export const DEFAULT_STOP_GRACE_MS = 10_000;
@@ -275,22 +296,10 @@ export class RunSupervisor {
     try {
       switch (e.type) {
         case 'step':
-          this.writer.addStep(runId, {
-            step: e.step,
-            time: now,
-            loss: e.loss,
-            lossPlus: e.loss_plus,
-            lossMinus: e.loss_minus,
-            projectedGrad: e.projected_grad,
-            lr: e.lr,
-            stepMs: e.step_ms,
-            tokensPerS: e.tokens_per_s,
-            skipped: e.skipped,
-            seed: e.seed,
-          });
+          this.writer.addStep(runId, stepRecord(e, now));
           break;
         case 'eval':
-          this.writer.addEval(runId, { step: e.step, time: now, loss: e.loss, accuracy: e.accuracy, examples: e.examples, evalMs: e.eval_ms });
+          this.writer.addEval(runId, evalRecord(e, now));
           break;
         case 'log':
           this.writer.addLog(runId, { time: now, level: 'info', message: e.message });
