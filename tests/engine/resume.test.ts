@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { startEngineJob } from '../../electron/engine/runner.js';
 import { TRAIN_DEFAULTS, latestCheckpoint } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
+import { waitForCheckpoint } from '../helpers/events.js';
 import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
 
 let work: string;
@@ -70,14 +71,7 @@ describe('checkpoint and resume', () => {
     const ckpts = join(work, 'ckpt-kill');
     const events: TrainEvent[] = [];
     const job = startEngineJob({ type: 'train', options: options({ steps: 100_000, checkpointEvery: 2, checkpointDir: ckpts }) }, (e) => events.push(e as TrainEvent));
-    await new Promise<void>((resolve) => {
-      const t = setInterval(() => {
-        if (events.some((e) => e.type === 'checkpoint' && e.step >= 4)) {
-          clearInterval(t);
-          resolve();
-        }
-      }, 5);
-    });
+    await waitForCheckpoint(events, 4);
     job.kill('SIGKILL');
     await job.done.catch(() => undefined);
     const last = await latestCheckpoint(ckpts);

@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { EngineCrashError, EngineJobError, startEngineJob } from '../../electron/engine/runner.js';
 import { TRAIN_DEFAULTS } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
+import { waitForEvents } from '../helpers/events.js';
 import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
 
 let work: string;
@@ -33,14 +34,7 @@ const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
 });
 
 function waitForSteps(events: TrainEvent[], n: number): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setInterval(() => {
-      if (events.filter((e) => e.type === 'step').length >= n) {
-        clearInterval(t);
-        resolve();
-      }
-    }, 5);
-  });
+  return waitForEvents(events, (ev) => ev.filter((e) => e.type === 'step').length >= n);
 }
 
 describe('the engine host process', () => {

@@ -13,6 +13,7 @@ import { startEngineJob } from '../../electron/engine/runner.js';
 import { TRAIN_DEFAULTS, latestCheckpoint } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
 import { ROOT } from '../helpers/engine.js';
+import { waitForCheckpoint } from '../helpers/events.js';
 import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
 
 const run = promisify(execFile);
@@ -51,14 +52,7 @@ describe('an SSD-tier engine killed mid-run', () => {
     const ckpts = join(work, 'ckpt');
     const events: TrainEvent[] = [];
     const job = startEngineJob({ type: 'train', options: options({ steps: 100_000, checkpointEvery: 2, checkpointDir: ckpts }) }, (e) => events.push(e as TrainEvent));
-    await new Promise<void>((resolve) => {
-      const t = setInterval(() => {
-        if (events.some((e) => e.type === 'checkpoint' && e.step >= 4)) {
-          clearInterval(t);
-          resolve();
-        }
-      }, 5);
-    });
+    await waitForCheckpoint(events, 4);
     job.kill('SIGKILL');
     await job.done.catch(() => undefined);
     const left = readdirSync(spill).filter((n) => n.endsWith('.spill'));
