@@ -4,7 +4,7 @@
 // database and the other runs carry on. Resume continues in the same run row.
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, link, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
@@ -65,23 +65,6 @@ interface ActiveRun {
   killTimer: NodeJS.Timeout | null;
   done: DoneEvent | null;
   finished: Promise<RunRecord>;
-}
-
-/**
- * A hard-linked (copied across file systems) twin of a checkpoint folder.
- * The engine reads config and tokenizer files from the folder it resumed
- * from whenever it saves, and it prunes old checkpoints in its checkpoint
- * folder, so resuming straight from there fails once that checkpoint is
- * pruned. Links cost no space and the engine never writes in place.
- */
-async function linkTree(from: string, to: string): Promise<void> {
-  await mkdir(to, { recursive: true });
-  for (const entry of await readdir(from, { withFileTypes: true })) {
-    const a = join(from, entry.name);
-    const b = join(to, entry.name);
-    if (entry.isDirectory()) await linkTree(a, b);
-    else await link(a, b).catch(() => copyFile(a, b));
-  }
 }
 
 function newRunId(): string {
@@ -260,9 +243,6 @@ export class RunSupervisor {
       await rm(stored.options.out, { recursive: true, force: true });
       await mkdir(stored.options.out, { recursive: true });
     }
-    const base = join(run.folder, 'resume', basename(checkpoint));
-    await rm(join(run.folder, 'resume'), { recursive: true, force: true });
-    await linkTree(checkpoint, base);
     const resumed = this.store.transaction(() => {
       this.store.deleteMetricsAfter(runId, step);
       this.store.removeArtifacts(runId, 'model');
@@ -276,7 +256,8 @@ export class RunSupervisor {
         ownerPid: process.pid,
       });
     });
-    this.launch(runId, { ...stored.options, resumeFrom: base });
+    // The engine never prunes the checkpoint it resumed from, and reads its files once.
+    this.launch(runId, { ...stored.options, resumeFrom: checkpoint });
     return resumed;
   }
 
