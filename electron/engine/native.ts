@@ -63,6 +63,15 @@ export interface TierPlacement {
   homes: number[];
   /** Folder for the spill file when any unit lives on the SSD. */
   spillDir?: string;
+  /** Several spill folders (drives): SSD units are striped over them in unit order; overrides spillDir. */
+  spillDirs?: string[];
+  /**
+   * Per unit: true applies a streamed unit's update on the compute device at its next visit and
+   * writes it back home (ZO2's way); false (default) updates it at home on host threads. Same values.
+   */
+  deviceUpdate?: boolean[];
+  /** Device staging slots (2 overlaps the next upload with compute; default 2 on a GPU, 1 on the CPU). */
+  stageSlots?: number;
   /** Rewrite an SSD unit every K updates; pending updates are replayed on read in between. */
   writeBackEvery?: number;
   /** SSD units read ahead of the one computing (default 2; 0 reads on demand). */
@@ -78,6 +87,11 @@ export interface TierInfo {
   ssdReadBytes: number;
   ssdWriteBytes: number;
   spillFile: string;
+  /** Every spill file, in stripe order. */
+  spillFiles: string[];
+  /** Bytes written back from the device to CPU or SSD homes (device-side updates). */
+  d2hBytes: number;
+  stageSlots: number;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
   ioPath: string;
 }

@@ -305,7 +305,8 @@ private:
         Napi::Env env = info.Env();
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
         std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
-        // load(spec, {homes: number[] per unit (0 device, 1 cpu, 2 ssd), spillDir, writeBackEvery})
+        // load(spec, {homes: number[] per unit (0 device, 1 cpu, 2 ssd), spillDir | spillDirs,
+        //             deviceUpdate: boolean[] per unit, writeBackEvery, prefetch, stageSlots})
         TierOptions tiers;
         if (info.Length() > 1 && info[1].IsObject()) {
             Napi::Object t = info[1].As<Napi::Object>();
@@ -320,6 +321,22 @@ private:
             }
             Napi::Value dir = t.Get("spillDir");
             if (dir.IsString()) tiers.spill_dir = dir.As<Napi::String>().Utf8Value();
+            Napi::Value dirs = t.Get("spillDirs");
+            if (dirs.IsArray()) {
+                Napi::Array a = dirs.As<Napi::Array>();
+                for (uint32_t i = 0; i < a.Length(); i++) {
+                    Napi::Value d = a.Get(i);
+                    if (!d.IsString()) throw_type(env, "spillDirs must be folder paths");
+                    tiers.spill_dirs.push_back(d.As<Napi::String>().Utf8Value());
+                }
+            }
+            Napi::Value du = t.Get("deviceUpdate");
+            if (du.IsArray()) {
+                Napi::Array a = du.As<Napi::Array>();
+                for (uint32_t i = 0; i < a.Length(); i++) tiers.device_update.push_back(a.Get(i).ToBoolean().Value() ? 1 : 0);
+            }
+            Napi::Value slots = t.Get("stageSlots");
+            if (slots.IsNumber()) tiers.stage_slots = slots.As<Napi::Number>().Int32Value();
             Napi::Value k = t.Get("writeBackEvery");
             if (k.IsNumber()) tiers.write_back_every = k.As<Napi::Number>().Int32Value();
             Napi::Value pf = t.Get("prefetch");
@@ -490,6 +507,11 @@ private:
         t.Set("ssdReadBytes", (double)ts.ssd_read_bytes);
         t.Set("ssdWriteBytes", (double)ts.ssd_write_bytes);
         t.Set("spillFile", ts.spill_file);
+        Napi::Array files = Napi::Array::New(env, ts.spill_files.size());
+        for (size_t i = 0; i < ts.spill_files.size(); i++) files.Set((uint32_t)i, ts.spill_files[i]);
+        t.Set("spillFiles", files);
+        t.Set("d2hBytes", (double)ts.d2h_bytes);
+        t.Set("stageSlots", ts.stage_slots);
         t.Set("ioPath", ts.io_path);
         o.Set("tiers", t);
         return o;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <map>
 #include <thread>
@@ -26,29 +27,14 @@ void check_cancel(const std::atomic<bool>* cancel) {
     if (cancel && cancel->load(std::memory_order_relaxed)) throw CancelledError();
 }
 
-// Device-side int32 array owned by a backend.
-struct DeviceInts {
-    Backend* backend = nullptr;
-    int32_t* ptr = nullptr;
-    DeviceInts() = default;
-    void assign(Backend* b, const std::vector<int32_t>& host) {
-        backend = b;
-        ptr = static_cast<int32_t*>(b->alloc(std::max<size_t>(1, host.size()) * sizeof(int32_t)));
-        if (!host.empty()) b->upload(ptr, host.data(), host.size() * sizeof(int32_t));
-    }
-    DeviceInts(const DeviceInts&) = delete;
-    DeviceInts& operator=(const DeviceInts&) = delete;
-    ~DeviceInts() {
-        if (ptr) backend->release(ptr);
-    }
-};
-
 }  // namespace
 
-// Per-batch index arrays, derived once and shared by every stream and unit.
+// Per-batch index arrays, derived once and shared by every stream and unit
+// (pointers into the engine's int arena).
 struct Engine::Prepared {
     int N = 0, M = 0, nseq = 0;
-    DeviceInts ids, posidx, positions, seq_start, rows, targets;
+    const int32_t *ids = nullptr, *posidx = nullptr, *positions = nullptr, *seq_start = nullptr, *rows = nullptr,
+                  *targets = nullptr;
 };
 
 Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers)
@@ -72,7 +58,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
             }
         }
         // Device-homed units: every master is uploaded once; kernels and updates use the
-        // device copies. Streamed units pass through the staging slot instead.
+        // device copies. Streamed units pass through the staging slots instead.
         for (size_t ti = 0; ti < model_->tensors.size(); ti++) {
             Tensor& t = model_->tensors[ti];
             if (!t.master) continue;
@@ -86,6 +72,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
         }
     } catch (...) {
         release_resident();
+        release_tiers();
         throw;
     }
 }
@@ -100,15 +87,49 @@ void Engine::release_resident() {
     inv_freq_dev_ = nullptr;
 }
 
+// Staging slots, events and host registrations (everything setup_tiers made on the backend).
+void Engine::release_tiers() {
+    backend_->synchronize();
+    for (float* s : stage_) backend_->release(s);
+    stage_.clear();
+    for (auto* evs : {&slot_ready_, &slot_free_, &prefetch_done_})
+        for (Backend::Event* e : *evs) backend_->event_destroy(e);
+    slot_ready_.clear();
+    slot_free_.clear();
+    prefetch_done_.clear();
+    if (io_done_) backend_->event_destroy(io_done_);
+    io_done_ = nullptr;
+    for (void* p : pinned_) backend_->unpin_host(p);
+    pinned_.clear();
+}
+
+// A CPU-homed unit updated on the device keeps its last update pending until its next
+// visit; whoever reads its master first applies it here, on the host (same values).
+void Engine::flush_cpu_pending(size_t ui) {
+    UnitTier& tier = tiers_[ui];
+    if (tier.home != Home::Cpu || tier.pending.empty()) return;
+    backend_->synchronize();  // write-backs still in flight land first
+    for (const Pending& p : tier.pending)
+        for (auto& [ti, off] : tier.layout) {
+            Tensor& t = model_->tensors[(size_t)ti];
+            host_->zo_update(t.master, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(), t.decay ? p.decay : 0.f);
+        }
+    host_->synchronize();
+    tier.pending.clear();
+}
+
 void Engine::read_tensor(const Tensor& t, float* out) {
     size_t ti = (size_t)(&t - model_->tensors.data());
-    const UnitTier& tier = tiers_[(size_t)tensor_unit_[ti]];
+    size_t ui = (size_t)tensor_unit_[ti];
+    const UnitTier& tier = tiers_[ui];
     if (tier.home == Home::Ssd) {
-        load_ssd_unit((size_t)tensor_unit_[ti], static_cast<float*>(io_->data()), *host_);
+        backend_->synchronize();
+        load_ssd_unit(ui, static_cast<float*>(io_->data()), *host_);
         for (auto& [idx, off] : tier.layout)
             if ((size_t)idx == ti) std::memcpy(out, static_cast<float*>(io_->data()) + off, t.numel * sizeof(float));
         return;
     }
+    flush_cpu_pending(ui);
     const float* src = tier.home == Home::Cpu ? t.master : (t.device ? t.device : t.master);
     if (!src) throw std::runtime_error("tensor " + t.name + " is not loaded");
     if (src == t.master)
@@ -118,14 +139,15 @@ void Engine::read_tensor(const Tensor& t, float* out) {
 }
 
 Engine::~Engine() {
+    release_tiers();
     release_resident();
-    if (stage_) backend_->release(stage_);
     if (zbuf_) backend_->release(zbuf_);
-    for (float* w : wbuf_)
-        if (w) backend_->release(w);
+    if (wbuf_) backend_->release(wbuf_);
     for (float* h : hbuf_)
         if (h) backend_->release(h);
     if (act_) backend_->release(act_);
+    if (ints_) backend_->release(ints_);
+    if (lp_) backend_->release(lp_);
 }
 
 void Engine::setup_tiers(const TierOptions& o) {
@@ -137,14 +159,22 @@ void Engine::setup_tiers(const TierOptions& o) {
     if (!o.homes.empty() && o.homes.size() != nu)
         throw std::runtime_error("placement gives " + std::to_string(o.homes.size()) + " homes for " +
                                  std::to_string(nu) + " units");
-    bool any_ssd = false;
-    uint64_t spill_bytes = 0;
+    if (!o.device_update.empty() && o.device_update.size() != nu)
+        throw std::runtime_error("update modes given for " + std::to_string(o.device_update.size()) + " units; the model has " +
+                                 std::to_string(nu));
+    std::vector<std::string> dirs = o.spill_dirs;
+    if (dirs.empty() && !o.spill_dir.empty()) dirs.push_back(o.spill_dir);
+    for (const std::string& d : dirs)
+        if (d.empty()) throw std::runtime_error("a spill folder is an empty path");
+    std::vector<uint64_t> spill_bytes(std::max<size_t>(dirs.size(), 1), 0);
+    int ssd_seen = 0;
     size_t max_floats = 0;
     for (size_t ui = 0; ui < nu; ui++) {
         UnitTier& tier = tiers_[ui];
         int h = o.homes.empty() ? 0 : o.homes[ui];
         if (h < 0 || h > 2) throw std::runtime_error("unknown home " + std::to_string(h) + " for unit " + std::to_string(ui));
         tier.home = (Home)h;
+        tier.device_update = tier.home != Home::Device && !o.device_update.empty() && o.device_update[ui] != 0;
         const Unit& u = model_->units[ui];
         if (tier.home != Home::Device && u.kind != UnitKind::Block)
             throw std::runtime_error("the embeddings and the head stay on the compute device; only blocks can live on the CPU or the SSD");
@@ -156,9 +186,9 @@ void Engine::setup_tiers(const TierOptions& o) {
         }
         if (tier.home != Home::Device) max_floats = std::max(max_floats, tier.floats);
         if (tier.home == Home::Ssd) {
-            any_ssd = true;
-            tier.offset = spill_bytes;
-            spill_bytes += spill_round_up(tier.floats * sizeof(float));
+            tier.file = ssd_seen++ % (int)spill_bytes.size();
+            tier.offset = spill_bytes[(size_t)tier.file];
+            spill_bytes[(size_t)tier.file] += spill_round_up(tier.floats * sizeof(float));
         }
     }
     host_ = backend_.get();
@@ -167,14 +197,39 @@ void Engine::setup_tiers(const TierOptions& o) {
         host_ = host_owned_.get();
     }
     if (max_floats == 0) return;
-    stage_ = static_cast<float*>(backend_->alloc(max_floats * sizeof(float)));
+    int slots = o.stage_slots > 0 ? std::min(o.stage_slots, 2) : (backend_->host_addressable() ? 1 : 2);
+    for (int s = 0; s < slots; s++) {
+        stage_.push_back(static_cast<float*>(backend_->alloc(max_floats * sizeof(float))));
+        slot_ready_.push_back(backend_->event_create());
+        slot_free_.push_back(backend_->event_create());
+    }
     stage_floats_ = max_floats;
     io_ = std::make_unique<AlignedBuffer>(max_floats * sizeof(float));
-    if (!any_ssd) return;
-    if (o.spill_dir.empty()) throw std::runtime_error("units placed on the SSD need a spill folder");
-    spill_ = std::make_unique<SpillFile>(o.spill_dir, spill_bytes);
+    io_done_ = backend_->event_create();
+    auto pin = [&](void* p, size_t bytes) {
+        if (backend_->host_addressable()) return;
+        backend_->pin_host(p, bytes);
+        pinned_.push_back(p);
+    };
+    pin(io_->data(), io_->capacity());
+    // CPU-homed masters are uploaded (and written back) asynchronously: pin them.
+    for (size_t ui = 0; ui < nu; ui++)
+        if (tiers_[ui].home == Home::Cpu)
+            for (auto& [ti, off] : tiers_[ui].layout) {
+                Tensor& t = model_->tensors[(size_t)ti];
+                if (t.master) pin(t.master, t.numel * sizeof(float));
+            }
+    if (ssd_seen == 0) return;
+    if (dirs.empty()) throw std::runtime_error("units placed on the SSD need a spill folder");
+    for (size_t f = 0; f < dirs.size(); f++)
+        if (spill_bytes[f] > 0) spills_.push_back(std::make_unique<SpillFile>(dirs[f], spill_bytes[f]));
+        else spills_.push_back(nullptr);  // fewer SSD units than folders
     replay_ = make_cpu_backend(1, false);
-    for (int i = 0; i < prefetch_; i++) prefetch_bufs_.push_back(std::make_unique<AlignedBuffer>(max_floats * sizeof(float)));
+    for (int i = 0; i < prefetch_; i++) {
+        prefetch_bufs_.push_back(std::make_unique<AlignedBuffer>(max_floats * sizeof(float)));
+        prefetch_done_.push_back(backend_->event_create());
+        pin(prefetch_bufs_.back()->data(), prefetch_bufs_.back()->capacity());
+    }
     // Move the SSD-homed masters to the spill file and free their host memory.
     for (size_t ui = 0; ui < nu; ui++) {
         if (tiers_[ui].home != Home::Ssd) continue;
@@ -198,22 +253,24 @@ void Engine::write_ssd_unit(size_t ui, const float* host) {
     UnitTier& tier = tiers_[ui];
     size_t bytes = tier.floats * sizeof(float);
     tier.checksum = spill_checksum(host, bytes);
-    spill_->write(tier.offset, host, spill_round_up(bytes));
+    spills_[(size_t)tier.file]->write(tier.offset, host, spill_round_up(bytes));
 }
 
 // The SSD copy of a unit, verified, with the updates not yet written back
 // replayed in order (bit for bit what updating it in place would have given);
-// written back once K updates have piled up.
-void Engine::load_ssd_unit(size_t ui, float* host, Backend& replay) {
+// written back once K updates have piled up. A unit updated on the device is
+// only read and verified here: its replay happens on the device.
+void Engine::load_ssd_unit(size_t ui, float* host, Backend& replay, bool replay_pending) {
     UnitTier& tier = tiers_[ui];
     size_t bytes = tier.floats * sizeof(float);
-    spill_->read(tier.offset, host, spill_round_up(bytes));
+    SpillFile& file = *spills_[(size_t)tier.file];
+    file.read(tier.offset, host, spill_round_up(bytes));
     if (spill_checksum(host, bytes) != tier.checksum) {
         const Unit& u = model_->units[ui];
         throw std::runtime_error("spill data of block " + std::to_string(u.index) + " is corrupt (checksum mismatch in " +
-                                 spill_->path() + " at byte " + std::to_string(tier.offset) + "); not training on it");
+                                 file.path() + " at byte " + std::to_string(tier.offset) + "); not training on it");
     }
-    if (tier.pending.empty()) return;
+    if (tier.pending.empty() || !replay_pending) return;
     for (const Pending& p : tier.pending) {
         for (auto& [ti, off] : tier.layout) {
             const Tensor& t = model_->tensors[(size_t)ti];
@@ -227,28 +284,61 @@ void Engine::load_ssd_unit(size_t ui, float* host, Backend& replay) {
     }
 }
 
-void Engine::make_resident(size_t ui, const float* loaded) {
+Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Event* source_done) {
     UnitTier& tier = tiers_[ui];
-    if (tier.home == Home::Device) return;
-    const float* host = loaded;
+    Staged s{ui, next_slot_, loaded, -1};
+    next_slot_ = (next_slot_ + 1) % (int)stage_.size();
+    const float* host = loaded ? static_cast<const float*>(loaded->data()) : nullptr;
     if (tier.home == Home::Ssd && !host) {
-        float* buf = static_cast<float*>(io_->data());
-        load_ssd_unit(ui, buf, *host_);
-        host = buf;
+        backend_->host_wait(io_done_);  // the previous upload from io_ has left it
+        load_ssd_unit(ui, static_cast<float*>(io_->data()), *host_, !tier.device_update);
+        s.buf = io_.get();
+        host = static_cast<const float*>(io_->data());
     }
+    // The slot is free once the compute that last read it is done.
+    backend_->wait(Backend::Queue::Copy, slot_free_[(size_t)s.slot]);
+    float* slot = stage_[(size_t)s.slot];
     for (auto& [ti, off] : tier.layout) {
-        Tensor& t = model_->tensors[(size_t)ti];
+        const Tensor& t = model_->tensors[(size_t)ti];
         const float* src = tier.home == Home::Cpu ? t.master : host + off;
-        backend_->upload(stage_ + off, src, t.numel * sizeof(float));
+        backend_->upload_on(Backend::Queue::Copy, slot + off, src, t.numel * sizeof(float));
         h2d_bytes_ += t.numel * sizeof(float);
-        t.device = stage_ + off;
     }
+    backend_->record(slot_ready_[(size_t)s.slot], Backend::Queue::Copy);
+    if (tier.home == Home::Ssd) backend_->record(source_done, Backend::Queue::Copy);
+    return s;
 }
 
-void Engine::release_residency(size_t ui) {
-    UnitTier& tier = tiers_[ui];
-    if (tier.home == Home::Device) return;
+void Engine::use_staged(const Staged& s) {
+    UnitTier& tier = tiers_[s.unit];
+    float* slot = stage_[(size_t)s.slot];
+    backend_->wait(Backend::Queue::Compute, slot_ready_[(size_t)s.slot]);
+    for (auto& [ti, off] : tier.layout) model_->tensors[(size_t)ti].device = slot + off;
+    if (!tier.device_update || tier.pending.empty()) return;
+    // ZO2's way: the pending updates are applied to the staged copy on the device, and
+    // the result goes back home (CPU master now; SSD every K updates, replayed until then).
+    for (const Pending& p : tier.pending)
+        for (auto& [ti, off] : tier.layout) {
+            const Tensor& t = model_->tensors[(size_t)ti];
+            backend_->zo_update(slot + off, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(),
+                                t.decay ? p.decay : 0.f);
+        }
+    bool write_back = tier.home == Home::Cpu || (int)tier.pending.size() >= write_back_every_;
+    if (!write_back) return;
+    float* host = tier.home == Home::Ssd ? static_cast<float*>(s.buf->data()) : nullptr;
+    for (auto& [ti, off] : tier.layout) {
+        Tensor& t = model_->tensors[(size_t)ti];
+        backend_->download(tier.home == Home::Cpu ? t.master : host + off, slot + off, t.numel * sizeof(float));
+        d2h_bytes_ += t.numel * sizeof(float);
+    }
+    if (tier.home == Home::Ssd) write_ssd_unit(s.unit, host);
+    tier.pending.clear();
+}
+
+void Engine::release_residency(const Staged& s) {
+    UnitTier& tier = tiers_[s.unit];
     for (auto& [ti, off] : tier.layout) model_->tensors[(size_t)ti].device = nullptr;
+    backend_->record(slot_free_[(size_t)s.slot], Backend::Queue::Compute);
 }
 
 TierStats Engine::tier_stats() const {
@@ -258,16 +348,20 @@ TierStats Engine::tier_stats() const {
         if (tiers_[ui].home == Home::Device) s.device_weight_bytes += b;
         else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += b;
     }
-    s.device_stage_bytes = stage_floats_ * sizeof(float);
+    s.stage_slots = (int)stage_.size();
+    s.device_stage_bytes = stage_floats_ * sizeof(float) * stage_.size();
     if (io_) s.cpu_bytes += io_->capacity();
     for (auto& b : prefetch_bufs_) s.cpu_bytes += b->capacity();
     s.h2d_bytes = h2d_bytes_;
-    if (spill_) {
-        s.ssd_bytes = spill_->size();
-        s.ssd_read_bytes = spill_->bytes_read();
-        s.ssd_write_bytes = spill_->bytes_written();
-        s.spill_file = spill_->path();
-        s.io_path = spill_->io_path();
+    s.d2h_bytes = d2h_bytes_;
+    for (const auto& f : spills_) {
+        if (!f) continue;
+        s.ssd_bytes += f->size();
+        s.ssd_read_bytes += f->bytes_read();
+        s.ssd_write_bytes += f->bytes_written();
+        s.spill_files.push_back(f->path());
+        if (s.spill_file.empty()) s.spill_file = f->path();
+        s.io_path = f->io_path();
     }
     return s;
 }
@@ -311,7 +405,7 @@ void Engine::validate(const Batch& b) const {
     }
 }
 
-void Engine::ensure_buffers(int N, int M) {
+void Engine::ensure_buffers(int N, int M, int nstreams) {
     const ModelConfig& c = model_->config;
     size_t C = (size_t)c.hidden, I = (size_t)c.intermediate;
     size_t qd = (size_t)c.heads * c.head_dim, kvd = (size_t)c.kv_heads * c.head_dim;
@@ -320,71 +414,78 @@ void Engine::ensure_buffers(int N, int M) {
     size_t need = rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd));
     if (need > act_capacity_) {
         if (act_) backend_->release(act_);
+        act_ = nullptr;
         act_ = static_cast<float*>(backend_->alloc(need * sizeof(float)));
         act_capacity_ = need;
     }
     size_t hneed = (size_t)N * C;
     if (hneed > h_capacity_) {
         for (float*& h : hbuf_) {
-            if (h) backend_->release(h);
-            h = static_cast<float*>(backend_->alloc(hneed * sizeof(float)));
+            backend_->release(h);
+            h = nullptr;
         }
+        hbuf_.clear();
         h_capacity_ = hneed;
     }
+    while ((int)hbuf_.size() < nstreams) hbuf_.push_back(static_cast<float*>(backend_->alloc(h_capacity_ * sizeof(float))));
     size_t unit_need = 0;
     for (const Unit& u : model_->units) {
-        size_t n = u.numel;
-        if (u.kind == UnitKind::Head && c.tied) n += (size_t)c.vocab * c.hidden;
+        size_t n = 0;
+        for (int ti : unit_tensors(u)) n += (model_->tensors[(size_t)ti].numel + 15) / 16 * 16;
         unit_need = std::max(unit_need, n);
     }
     if (unit_need > unit_capacity_) {
         if (zbuf_) backend_->release(zbuf_);
+        if (wbuf_) backend_->release(wbuf_);
+        zbuf_ = wbuf_ = nullptr;
         zbuf_ = static_cast<float*>(backend_->alloc(unit_need * sizeof(float)));
-        for (float*& w : wbuf_) {
-            if (w) backend_->release(w);
-            w = static_cast<float*>(backend_->alloc(unit_need * sizeof(float)));
-        }
+        wbuf_ = static_cast<float*>(backend_->alloc(unit_need * sizeof(float)));
         unit_capacity_ = unit_need;
+    }
+    if ((size_t)std::max(1, M) > lp_capacity_) {
+        if (lp_) backend_->release(lp_);
+        lp_ = nullptr;
+        lp_capacity_ = (size_t)std::max(1, M);
+        lp_ = static_cast<float*>(backend_->alloc(lp_capacity_ * sizeof(float)));
     }
 }
 
-// Working copies of one unit's tensors per stream: the clean master for an
-// unperturbed stream, master + scale * z for a perturbed one. z is drawn once
-// per residency and shared by the streams. Keyed by role; a tied head gets the
-// embedding under "lm_head".
-void Engine::materialize(const Unit& unit, std::vector<Stream>& streams, int noise,
-                         std::vector<std::vector<const float*>>& out, PhaseTimes& times) {
-    const ModelConfig& c = model_->config;
-    std::vector<int> tensor_ids;
-    for (auto& kv : unit.roles) tensor_ids.push_back(kv.second);
-    if (unit.kind == UnitKind::Head && c.tied) tensor_ids.push_back(model_->units.front().find("tok"));
+// A unit's tensors in role order (the order block_forward indexes them); a tied
+// head also reads the token embedding, last.
+std::vector<int> Engine::unit_tensors(const Unit& unit) const {
+    std::vector<int> ids;
+    for (auto& kv : unit.roles) ids.push_back(kv.second);
+    if (unit.kind == UnitKind::Head && model_->config.tied) ids.push_back(model_->units.front().find("tok"));
+    return ids;
+}
 
-    out.assign(streams.size(), {});
-    bool perturbed = false;
-    for (auto& s : streams) perturbed |= s.scale != 0.f;
-    if (perturbed) {
-        auto t0 = Clock::now();
-        size_t off = 0;
-        for (int ti : tensor_ids) {
-            const Tensor& t = model_->tensors[(size_t)ti];
-            backend_->noise_fill(zbuf_ + off, t.numel, streams[0].seed, t.id, noise, 0);
-            off += (t.numel + 15) / 16 * 16;
-        }
-        times.noise_ms += ms_since(t0);
+// z for one seed over a unit's tensors, drawn once per residency and shared by the
+// +eps and -eps streams of that seed.
+void Engine::fill_noise(const std::vector<int>& ids, uint64_t seed, int noise, PhaseTimes& times) {
+    auto t0 = Clock::now();
+    size_t off = 0;
+    for (int ti : ids) {
+        const Tensor& t = model_->tensors[(size_t)ti];
+        backend_->noise_fill(zbuf_ + off, t.numel, seed, t.id, noise, 0);
+        off += (t.numel + 15) / 16 * 16;
     }
-    for (size_t si = 0; si < streams.size(); si++) {
-        size_t off = 0;
-        for (int ti : tensor_ids) {
-            const Tensor& t = model_->tensors[(size_t)ti];
-            if (streams[si].scale == 0.f) {
-                out[si].push_back(t.device);
-            } else {
-                float* w = wbuf_[si] + off;
-                backend_->perturb(w, t.device, zbuf_ + off, streams[si].scale, t.numel);
-                out[si].push_back(w);
-            }
-            off += (t.numel + 15) / 16 * 16;
+    times.noise_ms += ms_since(t0);
+}
+
+// The weights one stream computes with: the tensors themselves for an unperturbed
+// stream, theta + scale * z (z from fill_noise) in the working copy otherwise.
+void Engine::working_weights(const std::vector<int>& ids, float scale, std::vector<const float*>& out) {
+    out.clear();
+    size_t off = 0;
+    for (int ti : ids) {
+        const Tensor& t = model_->tensors[(size_t)ti];
+        if (scale == 0.f) {
+            out.push_back(t.device);
+        } else {
+            backend_->perturb(wbuf_ + off, t.device, zbuf_ + off, scale, t.numel);
+            out.push_back(wbuf_ + off);
         }
+        off += (t.numel + 15) / 16 * 16;
     }
 }
 
@@ -437,7 +538,7 @@ void Engine::block_forward(const Unit& unit, const std::vector<const float*>& w,
         vp = qkv + 2 * C;
         s.ldq = s.ldk = s.ldv = 3 * C;
         float* att2 = m1;
-        be.attention(att2, qp, kp, vp, s, p.seq_start.ptr, p.nseq);
+        be.attention(att2, qp, kp, vp, s, p.seq_start, p.nseq);
         be.linear(tmp, att2, get("o_w"), get("o_b"), N, qd, C, tr["o_w"]);
     } else {
         be.linear(q, a, get("q_w"), get("q_b"), N, C, qd, false);
@@ -445,10 +546,10 @@ void Engine::block_forward(const Unit& unit, const std::vector<const float*>& w,
         be.linear(v, a, get("v_w"), get("v_b"), N, C, kvd, false);
         if (c.rope_theta > 0.f) {
             const float* inv = inv_freq_dev_;
-            be.rope(q, qd, c.heads, HD, p.positions.ptr, N, inv);
-            be.rope(k, kvd, c.kv_heads, HD, p.positions.ptr, N, inv);
+            be.rope(q, qd, c.heads, HD, p.positions, N, inv);
+            be.rope(k, kvd, c.kv_heads, HD, p.positions, N, inv);
         }
-        be.attention(att, q, k, v, s, p.seq_start.ptr, p.nseq);
+        be.attention(att, q, k, v, s, p.seq_start, p.nseq);
         be.linear(tmp, att, get("o_w"), get("o_b"), N, qd, C, false);
     }
     be.add(h, tmp, Cs);
@@ -483,81 +584,134 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
     for (auto& s : streams) {
         NoiseSpec tn{s.seed, tok.id, noise, s.scale};
         NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
-        be.embed(s.h, tok.device, p.ids.ptr, N, C, tn, pos ? pos->device : nullptr, p.posidx.ptr, pn);
+        be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
     }
     times.forward_ms += ms_since(t0);
 
-    std::vector<std::vector<const float*>> w;
-    // SSD blocks are read, verified and replayed up to `prefetch_` units ahead on
-    // their own threads while earlier blocks compute.
-    std::vector<size_t> ssd_units;
-    for (size_t ui = 1; ui + 1 < model_->units.size(); ui++)
+    // Every stream runs through a unit while it is resident: the streams of one seed
+    // share its noise, and a streamed unit is visited once per pass whatever q is.
+    std::vector<const float*> w;
+    auto forward_streams = [&](const Unit& unit, double& phase_ms,
+                               const std::function<void(size_t, const std::vector<const float*>&)>& f) {
+        std::vector<int> ids = unit_tensors(unit);
+        for (size_t si = 0; si < streams.size(); si++) {
+            bool new_seed = si == 0 || streams[si].seed != streams[si - 1].seed;
+            if (new_seed) {
+                bool perturbed = false;
+                for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
+                    perturbed |= streams[sj].scale != 0.f;
+                if (perturbed) fill_noise(ids, streams[si].seed, noise, times);
+            }
+            working_weights(ids, streams[si].scale, w);
+            auto tf = Clock::now();
+            f(si, w);
+            phase_ms += ms_since(tf);
+        }
+    };
+
+    // SSD blocks are read and verified (and replayed, when updated at home) up to
+    // `prefetch_` units ahead on their own threads while earlier blocks compute; with two
+    // staging slots the next streamed unit's upload is queued before this one computes.
+    std::vector<size_t> streamed, ssd_units;
+    for (size_t ui = 1; ui + 1 < model_->units.size(); ui++) {
+        if (tiers_[ui].home != Home::Device) streamed.push_back(ui);
         if (tiers_[ui].home == Home::Ssd) ssd_units.push_back(ui);
-    std::map<size_t, std::pair<std::future<void>, AlignedBuffer*>> inflight;
-    std::vector<AlignedBuffer*> free_bufs;
-    for (auto& b : prefetch_bufs_) free_bufs.push_back(b.get());
+    }
+    std::map<size_t, std::pair<std::future<void>, size_t>> inflight;  // unit -> (read, prefetch buffer)
+    std::vector<size_t> free_bufs;
+    for (size_t b = prefetch_bufs_.size(); b-- > 0;) free_bufs.push_back(b);
     size_t next_prefetch = 0;
     auto launch = [&]() {
         while (next_prefetch < ssd_units.size() && !free_bufs.empty()) {
             size_t ui = ssd_units[next_prefetch++];
-            AlignedBuffer* buf = free_bufs.back();
+            size_t b = free_bufs.back();
             free_bufs.pop_back();
-            inflight[ui] = {std::async(std::launch::async,
-                                       [this, ui, buf] { load_ssd_unit(ui, static_cast<float*>(buf->data()), *replay_); }),
-                            buf};
+            be.host_wait(prefetch_done_[b]);  // its last upload has left it
+            float* buf = static_cast<float*>(prefetch_bufs_[b]->data());
+            bool replay = !tiers_[ui].device_update;
+            inflight[ui] = {std::async(std::launch::async, [this, ui, buf, replay] { load_ssd_unit(ui, buf, *replay_, replay); }), b};
         }
     };
+    // Joins every read still in flight (on an error, before the buffers they write go away).
+    struct JoinReads {
+        std::map<size_t, std::pair<std::future<void>, size_t>>& m;
+        ~JoinReads() {
+            for (auto& kv : m)
+                if (kv.second.first.valid()) kv.second.first.wait();
+        }
+    } join_reads{inflight};
+    std::vector<size_t> staged_buf;  // per staged unit, its prefetch buffer or SIZE_MAX
+    auto stage = [&](size_t ui) -> Staged {
+        auto it = inflight.find(ui);
+        if (it == inflight.end()) return stage_unit(ui, nullptr, io_done_);
+        auto tr = Clock::now();
+        it->second.first.get();  // rethrows a read or checksum error
+        times.io_ms += ms_since(tr);
+        size_t b = it->second.second;
+        inflight.erase(it);
+        Staged s = stage_unit(ui, prefetch_bufs_[b].get(), prefetch_done_[b]);
+        s.prefetch_buf = (int)b;
+        return s;
+    };
     launch();
+    const bool ahead = stage_.size() >= 2;
+    size_t next_streamed = 0;
+    Staged cur{}, next{};
+    auto stage_next = [&]() {
+        if (next_streamed < streamed.size()) {
+            auto tr = Clock::now();
+            next = stage(streamed[next_streamed++]);
+            times.io_ms += ms_since(tr);
+        }
+    };
+    if (ahead) stage_next();
     for (size_t ui = 1; ui + 1 < model_->units.size(); ui++) {
         check_cancel(cancel);
         const Unit& unit = model_->units[ui];
-        auto tr = Clock::now();
-        auto it = inflight.find(ui);
-        if (it != inflight.end()) {
-            it->second.first.get();  // rethrows a read or checksum error
-            make_resident(ui, static_cast<const float*>(it->second.second->data()));
-            free_bufs.push_back(it->second.second);
-            inflight.erase(it);
-            launch();
-        } else {
-            make_resident(ui);
+        bool is_streamed = tiers_[ui].home != Home::Device;
+        if (is_streamed) {
+            auto tr = Clock::now();
+            if (!ahead) stage_next();
+            cur = next;
+            use_staged(cur);
+            if (ahead) stage_next();
+            times.io_ms += ms_since(tr);
         }
-        times.io_ms += ms_since(tr);
-        materialize(unit, streams, noise, w, times);
-        auto tf = Clock::now();
-        for (size_t si = 0; si < streams.size(); si++) block_forward(unit, w[si], streams[si].h, p);
-        release_residency(ui);
-        times.forward_ms += ms_since(tf);
+        forward_streams(unit, times.forward_ms, [&](size_t si, const std::vector<const float*>& ws) { block_forward(unit, ws, streams[si].h, p); });
+        if (is_streamed) {
+            release_residency(cur);
+            if (cur.prefetch_buf >= 0) {
+                free_bufs.push_back((size_t)cur.prefetch_buf);
+                launch();
+            }
+        }
     }
 
     check_cancel(cancel);
     const Unit& head = model_->units.back();
-    materialize(head, streams, noise, w, times);
-    auto th = Clock::now();
-    for (size_t si = 0; si < streams.size(); si++) {
+    forward_streams(head, times.head_ms, [&](size_t si, const std::vector<const float*>& ws) {
         std::unordered_map<std::string, const float*> r;
         size_t i = 0;
-        for (auto& kv : head.roles) r[kv.first] = w[si][i++];
-        if (c.tied) r["lm_head"] = w[si][i];
+        for (auto& kv : head.roles) r[kv.first] = ws[i++];
+        if (c.tied) r["lm_head"] = ws[i];
         auto get = [&](const char* role) -> const float* {
             auto it = r.find(role);
             return it == r.end() ? nullptr : it->second;
         };
         float* x = act_;
         float* xn = act_ + (size_t)p.M * C;
-        be.gather_rows(x, streams[si].h, p.rows.ptr, p.M, C);
+        be.gather_rows(x, streams[si].h, p.rows, p.M, C);
         if (c.norm == NormKind::RmsNorm)
             be.rmsnorm(xn, x, get("norm_w"), p.M, C, c.norm_eps);
         else
             be.layernorm(xn, x, get("norm_w"), get("norm_b"), p.M, C, c.norm_eps);
-        float* lp = static_cast<float*>(be.alloc(sizeof(float) * (size_t)std::max(1, p.M)));
-        be.token_logprobs(lp, xn, get("lm_head"), p.targets.ptr, p.M, C, c.vocab);
+        be.token_logprobs(lp_, xn, get("lm_head"), p.targets, p.M, C, c.vocab);
         streams[si].logprob.resize((size_t)p.M);
-        be.download(streams[si].logprob.data(), lp, sizeof(float) * (size_t)p.M);
-        be.release(lp);
-    }
+        be.download(streams[si].logprob.data(), lp_, sizeof(float) * (size_t)p.M);
+    });
+    auto ts = Clock::now();
     be.synchronize();
-    times.head_ms += ms_since(th);
+    times.head_ms += ms_since(ts);
 }
 
 void Engine::losses(const Batch& b, const std::vector<float>& lp, std::vector<double>& example_loss,
@@ -607,7 +761,7 @@ double mean(const std::vector<double>& v) {
 }
 }  // namespace
 
-void Engine::prepare(const Batch& batch, Prepared& p) const {
+void Engine::prepare(const Batch& batch, Prepared& p) {
     const ModelConfig& c = model_->config;
     p.N = batch.num_tokens();
     p.nseq = batch.num_sequences();
@@ -625,36 +779,59 @@ void Engine::prepare(const Batch& batch, Prepared& p) const {
         }
     }
     p.M = (int)rows.size();
-    Backend* be = backend_.get();
-    p.ids.assign(be, batch.tokens);
-    p.posidx.assign(be, posidx);
-    p.positions.assign(be, positions);
-    p.seq_start.assign(be, batch.seq_start);
-    p.rows.assign(be, rows);
-    p.targets.assign(be, targets);
+    // One arena for the six index arrays, grown on demand: no allocation (and on a GPU
+    // no implicit synchronisation from freeing) per step.
+    std::vector<int32_t> all;
+    auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
+    size_t offs[6];
+    const std::vector<int32_t>* parts[6] = {&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets};
+    for (int i = 0; i < 6; i++) {
+        offs[i] = all.size();
+        all.insert(all.end(), parts[i]->begin(), parts[i]->end());
+        all.resize(pad(all.size()), 0);
+    }
+    if (all.size() > ints_capacity_) {
+        if (ints_) backend_->release(ints_);
+        ints_ = nullptr;
+        ints_ = static_cast<int32_t*>(backend_->alloc(all.size() * sizeof(int32_t)));
+        ints_capacity_ = all.size();
+    }
+    backend_->upload(ints_, all.data(), all.size() * sizeof(int32_t));
+    p.ids = ints_ + offs[0];
+    p.posidx = ints_ + offs[1];
+    p.positions = ints_ + offs[2];
+    p.seq_start = ints_ + offs[3];
+    p.rows = ints_ + offs[4];
+    p.targets = ints_ + offs[5];
 }
 
 StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel) {
     auto t_start = Clock::now();
     validate(batch);
     if (params.q < 1) throw std::runtime_error("q must be at least 1");
+    if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");
     Prepared prep;
     prepare(batch, prep);
-    ensure_buffers(prep.N, prep.M);
+    ensure_buffers(prep.N, prep.M, 2 * params.q);
 
+    // All 2q perturbed streams share one pass over the units.
     StepResult res;
+    std::vector<Stream> streams;
     for (int j = 0; j < params.q; j++) {
         uint64_t seed = step_seed(params.run_seed, params.step, (uint64_t)j);
-        std::vector<Stream> streams = {{seed, params.eps, hbuf_[0], {}}, {seed, -params.eps, hbuf_[1], {}}};
-        run_forward(batch, prep, streams, params.noise, cancel, res.times);
+        res.seeds.push_back(seed);
+        streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * j)], {}});
+        streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * j + 1)], {}});
+    }
+    run_forward(batch, prep, streams, params.noise, cancel, res.times);
+    for (int j = 0; j < params.q; j++) {
         std::vector<double> lplus, lminus, cand;
         std::vector<int32_t> corr, scored;
-        losses(batch, streams[0].logprob, lplus, corr, cand, scored);
-        losses(batch, streams[1].logprob, lminus, corr, cand, scored);
+        losses(batch, streams[(size_t)(2 * j)].logprob, lplus, corr, cand, scored);
+        losses(batch, streams[(size_t)(2 * j + 1)].logprob, lminus, corr, cand, scored);
         double Lp = mean(lplus), Lm = mean(lminus);
         double g = (Lp - Lm) / (2.0 * (double)params.eps);
-        res.seeds.push_back(seed);
         res.loss_plus.push_back(Lp);
         res.loss_minus.push_back(Lm);
         res.projected_grad.push_back(g);
@@ -670,10 +847,11 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
             terms.push_back({res.seeds[(size_t)j], (float)((double)params.lr * res.projected_grad[(size_t)j] / params.q)});
         float decay = params.lr * params.weight_decay;
         // Each unit is updated where its master lives; SSD units queue the update and
-        // replay it on their next read (lazy write-back).
+        // replay it on their next read (lazy write-back); units updated on the device
+        // queue it for their next visit there.
         for (size_t ui = 0; ui < tiers_.size(); ui++) {
             UnitTier& tier = tiers_[ui];
-            if (tier.home == Home::Ssd) {
+            if (tier.home == Home::Ssd || tier.device_update) {
                 tier.pending.push_back({terms, decay, params.noise});
                 continue;
             }
@@ -697,7 +875,7 @@ ScoreResult Engine::score(const Batch& batch, const std::atomic<bool>* cancel) {
     validate(batch);
     Prepared prep;
     prepare(batch, prep);
-    ensure_buffers(prep.N, prep.M);
+    ensure_buffers(prep.N, prep.M, 1);
     std::vector<Stream> streams = {{0, 0.f, hbuf_[0], {}}};
     ScoreResult res;
     run_forward(batch, prep, streams, 0, cancel, res.times);

@@ -1,9 +1,10 @@
-// The tiered store's first slice on the CPU backend: blocks whose masters live
-// in CPU memory or on the SSD (a spill file, O_DIRECT, checksummed, lazy
-// write-back with replay) stream through one device staging slot. Whatever the
-// placement and K, the loss trajectory and the final weights are bit-identical
-// to the all-resident run.
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readSync, writeSync } from 'node:fs';
+// The tiered store on the CPU backend: blocks whose masters live in CPU memory
+// or on the SSD (spill files striped over folders, O_DIRECT, checksummed, lazy
+// write-back with replay) stream through one or two device staging slots, and
+// are updated at home or on the device with write-back. Whatever the placement,
+// K, prefetch depth, slots and update mode, the loss trajectory and the final
+// weights are bit-identical to the all-resident run.
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,22 +19,28 @@ import { makeTinyLlama } from '../helpers/tiny-model.js';
 import type { GoldenExample } from '../helpers/engine.js';
 
 const spill = mkdtempSync(join(tmpdir(), 'spw-spill-'));
+const spill2 = mkdtempSync(join(tmpdir(), 'spw-spill2-'));
 const opened: NativeEngine[] = [];
 afterAll(() => {
   // Closing removes each engine's spill file (a process that exits never garbage-collects them).
   for (const e of opened) e.close();
   expect(readdirSync(spill).filter((n) => n.endsWith('.spill'))).toEqual([]);
+  expect(readdirSync(spill2).filter((n) => n.endsWith('.spill'))).toEqual([]);
 });
 
-async function engineFor(name: string, homes: (units: number) => number[], extra: Partial<TierPlacement> = {}): Promise<NativeEngine> {
+type Extra = Partial<Omit<TierPlacement, 'deviceUpdate'>> & { deviceUpdate?: (units: number) => boolean[] };
+
+async function engineFor(name: string, homes: (units: number) => number[], extra: Extra = {}): Promise<NativeEngine> {
   const info = await loadModelInfo(join(FIXTURE_MODELS, name));
   const e = new (loadNative().Engine)({ threads: 2 });
-  await e.load(engineSpec(info), { homes: homes(info.units.length), spillDir: spill, ...extra });
+  const n = info.units.length;
+  await e.load(engineSpec(info), { homes: homes(n), spillDir: spill, ...extra, deviceUpdate: extra.deviceUpdate?.(n) });
   opened.push(e);
   return e;
 }
 
 const blocksOn = (home: number) => (n: number) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? HOME.device : home));
+const onDevice = (n: number) => Array.from({ length: n }, () => true);
 const alternating = (n: number) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? HOME.device : i % 2 ? HOME.ssd : HOME.cpu));
 
 async function steps(e: NativeEngine, name: string, from: number, n: number): Promise<number[]> {
@@ -57,16 +64,23 @@ function expectSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Arra
 }
 
 describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) => {
-  it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (any K, any prefetch depth) and mixed', async () => {
+  it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (any K, any prefetch depth, slots, stripes, update mode) and mixed', async () => {
     const reference = await run(await engineFor(name, blocksOn(HOME.device)), name, 5);
-    for (const [label, homes, k, prefetch] of [
-      ['cpu', blocksOn(HOME.cpu), 1, 2],
-      ['ssd K=1', blocksOn(HOME.ssd), 1, 2],
-      ['ssd K=3 no prefetch', blocksOn(HOME.ssd), 3, 0],
-      ['ssd K=3 prefetch 1', blocksOn(HOME.ssd), 3, 1],
-      ['mixed K=2', alternating, 2, 2],
+    const two = { spillDirs: [spill, spill2] };
+    for (const [label, homes, k, prefetch, extra] of [
+      ['cpu', blocksOn(HOME.cpu), 1, 2, {}],
+      ['cpu, two slots', blocksOn(HOME.cpu), 1, 2, { stageSlots: 2 }],
+      ['cpu, updated on device', blocksOn(HOME.cpu), 1, 2, { deviceUpdate: onDevice }],
+      ['ssd K=1', blocksOn(HOME.ssd), 1, 2, {}],
+      ['ssd K=3 no prefetch', blocksOn(HOME.ssd), 3, 0, {}],
+      ['ssd K=3 prefetch 1', blocksOn(HOME.ssd), 3, 1, {}],
+      ['ssd K=2 two slots, two folders', blocksOn(HOME.ssd), 2, 2, { stageSlots: 2, ...two }],
+      ['ssd K=1 updated on device', blocksOn(HOME.ssd), 1, 2, { deviceUpdate: onDevice }],
+      ['ssd K=3 updated on device, two slots, no prefetch', blocksOn(HOME.ssd), 3, 0, { deviceUpdate: onDevice, stageSlots: 2 }],
+      ['mixed K=2', alternating, 2, 2, {}],
+      ['mixed K=2 updated on device, two folders', alternating, 2, 1, { deviceUpdate: onDevice, stageSlots: 2, ...two }],
     ] as const) {
-      const e = await engineFor(name, homes, { writeBackEvery: k, prefetch });
+      const e = await engineFor(name, homes, { writeBackEvery: k, prefetch, ...(extra as Extra) });
       const r = await run(e, name, 5);
       expect(r.losses, label).toEqual(reference.losses);
       expectSameBits(reference.weights, r.weights);
@@ -75,7 +89,7 @@ describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) 
 });
 
 describe('the SSD tier', () => {
-  it('keeps masters off the host, streams through one slot and writes back every K updates', async () => {
+  it('keeps masters off the host, streams through one slot, reads each block once per step and writes back every K updates', async () => {
     const resident = await engineFor('llama-tiny', blocksOn(HOME.device));
     const spilled = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 3 });
     const ri = resident.info().tiers!;
@@ -86,11 +100,12 @@ describe('the SSD tier', () => {
     expect(si.deviceStageBytes).toBeLessThan(ri.deviceWeightBytes);
     expect(existsSync(si.spillFile)).toBe(true);
     const writesAtLoad = si.ssdWriteBytes;
-    // 3 steps of q = 2: every block is read once per perturbation and queues one update
-    // per step; K = 3, so nothing is rewritten until a read finds 3 pending updates.
+    // 3 steps of q = 2: both perturbations share one visit, so every block is read once per
+    // step and queues one update; K = 3, so nothing is rewritten until a read finds 3 pending.
     await steps(spilled, 'llama-tiny', 0, 3);
     const after = spilled.info().tiers!;
-    expect(after.ssdReadBytes).toBe(2 * 3 * writesAtLoad);
+    expect(after.stageSlots).toBe(1);
+    expect(after.ssdReadBytes).toBe(3 * writesAtLoad);
     expect(after.ssdWriteBytes).toBe(writesAtLoad);
     await steps(spilled, 'llama-tiny', 3, 1);
     expect(spilled.info().tiers!.ssdWriteBytes).toBe(2 * writesAtLoad);
@@ -135,6 +150,41 @@ describe('the SSD tier', () => {
     const spilled = await losses(blocksOn(HOME.ssd)(info.units.length));
     expect(spilled.out).toEqual(resident.out);
     expect(spilled.tiers.ssdReadBytes).toBeGreaterThanOrEqual(3 * 2 * 10 * 512 * 512 * 4);
+  });
+
+  it('stripes SSD blocks over several spill folders, one file each', async () => {
+    const e = await engineFor('gpt2-tiny', blocksOn(HOME.ssd), { spillDirs: [spill, spill2] });
+    const t = e.info().tiers!;
+    expect(t.spillFiles).toHaveLength(2);
+    expect(t.spillFiles[0].startsWith(spill + '/')).toBe(true);
+    expect(t.spillFiles[1].startsWith(spill2 + '/')).toBe(true);
+    expect(t.spillFiles.every((f) => existsSync(f))).toBe(true);
+    const sizes = t.spillFiles.map((f) => statSync(f).size);
+    expect(sizes[0] + sizes[1]).toBe(t.ssdBytes);
+    // gpt2-tiny's blocks are all the same size: an even count splits evenly.
+    const blocks = (await loadModelInfo(join(FIXTURE_MODELS, 'gpt2-tiny'))).units.filter((u) => u.kind === 'block').length;
+    expect(sizes[0]).toBe(Math.ceil(blocks / 2) * (t.ssdBytes / blocks));
+    await steps(e, 'gpt2-tiny', 0, 1);
+    expect(e.info().tiers!.ssdReadBytes).toBe(t.ssdBytes);
+    await expect(engineFor('gpt2-tiny', blocksOn(HOME.ssd), { spillDirs: [spill, '/nonexistent-spill'] })).rejects.toThrow(/spill folder \/nonexistent-spill is not usable/);
+  });
+
+  it('updates on the device and writes back: CPU homes every visit, SSD homes every K', async () => {
+    const cpu = await engineFor('llama-tiny', blocksOn(HOME.cpu), { deviceUpdate: onDevice });
+    await steps(cpu, 'llama-tiny', 0, 3);
+    // Step 0 has nothing pending; steps 1 and 2 apply the previous update on the device and copy every block back.
+    const blockBytes = cpu.info().tiers!.h2dBytes / 3;
+    expect(cpu.info().tiers!.d2hBytes).toBe(2 * blockBytes);
+    const home = await engineFor('llama-tiny', blocksOn(HOME.cpu));
+    await steps(home, 'llama-tiny', 0, 3);
+    expect(home.info().tiers!.d2hBytes).toBe(0);
+
+    const ssd = await engineFor('llama-tiny', blocksOn(HOME.ssd), { deviceUpdate: onDevice, writeBackEvery: 2 });
+    const atLoad = ssd.info().tiers!.ssdWriteBytes;
+    await steps(ssd, 'llama-tiny', 0, 3);
+    // Visits at steps 1 and 2 find 1 and 2 pending updates: only the second writes back (K = 2).
+    expect(ssd.info().tiers!.ssdWriteBytes).toBe(2 * atLoad);
+    expect(ssd.info().tiers!.d2hBytes).toBeGreaterThan(0);
   });
 
   it('detects corrupted spill data and names the block and the file', async () => {

@@ -68,6 +68,29 @@ public:
     // Waits for every queued kernel and copy.
     virtual void synchronize() = 0;
 
+    // ---- a second queue for the tiered store's uploads ----
+    // Uploads queued on the copy queue run beside the kernels of the compute
+    // queue. Events order the two queues without stopping the host: wait(q, e)
+    // makes work queued on q afterwards wait, on the device, for everything
+    // queued on the other queue before record(e, ...). On a backend without
+    // queues (the CPU) every copy is done when it returns and events are no-ops.
+    // An upload's host source must stay untouched until host_wait() on an event
+    // recorded after it has returned; pin_host() makes such uploads truly
+    // asynchronous for memory not from alloc_host() (cudaHostRegister).
+    enum class Queue : int { Compute = 0, Copy = 1 };
+    struct Event;
+    virtual Event* event_create() { return nullptr; }
+    virtual void event_destroy(Event* e) { (void)e; }
+    virtual void record(Event* e, Queue q) { (void)e; (void)q; }
+    virtual void wait(Queue q, Event* e) { (void)q; (void)e; }
+    virtual void host_wait(Event* e) { (void)e; }
+    virtual void upload_on(Queue q, void* dst, const void* host_src, size_t bytes) {
+        (void)q;
+        upload(dst, host_src, bytes);
+    }
+    virtual void pin_host(void* p, size_t bytes) { (void)p; (void)bytes; }
+    virtual void unpin_host(void* p) { (void)p; }
+
     // ---- ZO kernels ----
     // z[i] = noise(seed, id, k0 + i) for i < n; k0 must be a multiple of 4.
     virtual void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) = 0;

@@ -52,9 +52,17 @@ enum class Home : int { Device = 0, Cpu = 1, Ssd = 2 };
 
 struct TierOptions {
     std::vector<int> homes;     // Home per unit; empty: every unit stays on the device
-    std::string spill_dir;      // required when any unit lives on the SSD
+    std::string spill_dir;      // one spill folder (required when any unit lives on the SSD) ...
+    std::vector<std::string> spill_dirs;  // ... or several (drives): SSD units striped over them in unit order
+    // Per unit, where a streamed unit's update is applied: 0 (or empty) at its home by
+    // host threads after the step; 1 on the compute device when the unit is next staged,
+    // then written back home by a device-to-host copy (ZO2's way). Same values either way.
+    std::vector<int> device_update;
     int write_back_every = 1;   // K: an SSD unit is rewritten every K updates, replayed in between
     int prefetch = 2;           // SSD units read (and replayed) ahead of the one computing; 0: none
+    // Device staging slots streamed units pass through; with 2 the upload of the next
+    // unit overlaps the compute of this one. 0: 2 on a device with queues, 1 on the CPU.
+    int stage_slots = 0;
 };
 
 struct TierStats {
@@ -65,8 +73,11 @@ struct TierStats {
     uint64_t h2d_bytes = 0;            // streamed to the device so far
     uint64_t ssd_read_bytes = 0;
     uint64_t ssd_write_bytes = 0;
-    std::string spill_file;
+    uint64_t d2h_bytes = 0;            // written back from the device to CPU or SSD homes
+    std::string spill_file;            // the first spill file
+    std::vector<std::string> spill_files;
     std::string io_path;               // "io_uring" or "pread"
+    int stage_slots = 0;
 };
 
 struct PhaseTimes {
@@ -118,16 +129,24 @@ private:
         float* h;  // [N, C] hidden states
         std::vector<float> logprob;
     };
+    // A staged unit: where its data came from and what must finish before that host memory is reused.
+    struct Staged {
+        size_t unit = 0;
+        int slot = 0;
+        AlignedBuffer* buf = nullptr;  // SSD: the host copy it was uploaded from
+        int prefetch_buf = -1;         // which prefetch buffer that is, -1: io_
+    };
     struct Prepared;
 
     void validate(const Batch& batch) const;
-    void prepare(const Batch& batch, Prepared& p) const;
+    void prepare(const Batch& batch, Prepared& p);
     void run_forward(const Batch& batch, const Prepared& prep, std::vector<Stream>& streams, int noise,
                      const std::atomic<bool>* cancel, PhaseTimes& times);
     void block_forward(const Unit& unit, const std::vector<const float*>& w, float* h, const Prepared& prep);
-    void materialize(const Unit& unit, std::vector<Stream>& streams, int noise, std::vector<std::vector<const float*>>& out,
-                     PhaseTimes& times);
-    void ensure_buffers(int N, int M);
+    std::vector<int> unit_tensors(const Unit& unit) const;
+    void fill_noise(const std::vector<int>& ids, uint64_t seed, int noise, PhaseTimes& times);
+    void working_weights(const std::vector<int>& ids, float scale, std::vector<const float*>& out);
+    void ensure_buffers(int N, int M, int nstreams);
     struct Pending {
         std::vector<UpdateTerm> terms;
         float decay;
@@ -139,17 +158,25 @@ private:
         size_t floats = 0;                           // slot size in floats
         uint64_t offset = 0;                         // SSD: byte offset in the spill file
         uint64_t checksum = 0;                       // SSD: of the slot as last written
-        std::vector<Pending> pending;                // SSD: updates not yet written back
+        std::vector<Pending> pending;                // updates not yet applied to the stored copy
+        int file = 0;                                // SSD: which spill file (striping)
+        bool device_update = false;                  // applied on the device when staged, then written back
     };
     void setup_tiers(const TierOptions& o);
-    // Makes a streamed unit resident in the staging slot; an SSD unit's data comes
-    // from `loaded` (a prefetched, verified, replayed copy) or is read now.
-    void make_resident(size_t ui, const float* loaded = nullptr);
-    void release_residency(size_t ui);
-    void load_ssd_unit(size_t ui, float* host, Backend& replay);
+    // Queues the upload of a streamed unit into the next staging slot; an SSD unit's
+    // data comes from `loaded` (a prefetched, verified copy) or is read now into io_.
+    // `source_done` is recorded on the copy queue once the upload has left the host copy.
+    Staged stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Event* source_done);
+    // Makes the compute queue wait for a staged unit, applies its pending updates on the
+    // device when it is updated there (writing it back home), and points its tensors at the slot.
+    void use_staged(const Staged& s);
+    void release_residency(const Staged& s);
+    void load_ssd_unit(size_t ui, float* host, Backend& replay, bool replay_pending = true);
     void write_ssd_unit(size_t ui, const float* host);
+    void flush_cpu_pending(size_t ui);
     size_t unit_index(const Unit& u) const { return (size_t)(&u - model_->units.data()); }
     void release_resident();
+    void release_tiers();
     void losses(const Batch& batch, const std::vector<float>& logprob, std::vector<double>& example_loss,
                 std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const;
 
@@ -158,28 +185,38 @@ private:
 
     // Device-side scratch, grown on demand and reused across steps.
     float* zbuf_ = nullptr;      // noise of one unit
-    float* wbuf_[2] = {nullptr, nullptr};  // perturbed working copies of one unit (one per stream)
+    float* wbuf_ = nullptr;      // the perturbed working copy of one unit
     size_t unit_capacity_ = 0;
     float* act_ = nullptr;       // activations arena
     size_t act_capacity_ = 0;
-    float* hbuf_[2] = {nullptr, nullptr};
+    std::vector<float*> hbuf_;   // hidden states, one per stream
     size_t h_capacity_ = 0;
+    int32_t* ints_ = nullptr;    // the batch's index arrays
+    size_t ints_capacity_ = 0;
+    float* lp_ = nullptr;        // token log-probs of one stream
+    size_t lp_capacity_ = 0;
     std::vector<float> inv_freq_;
 
     // Tiers: homes per unit, the spill file, one staging slot on the device.
     std::vector<UnitTier> tiers_;
     std::vector<int> tensor_unit_;
-    std::unique_ptr<SpillFile> spill_;
+    std::vector<std::unique_ptr<SpillFile>> spills_;
     std::unique_ptr<AlignedBuffer> io_;
-    float* stage_ = nullptr;
+    Backend::Event* io_done_ = nullptr;       // the last upload from io_
+    std::vector<float*> stage_;               // staging slots
+    std::vector<Backend::Event*> slot_ready_, slot_free_;
+    int next_slot_ = 0;
     size_t stage_floats_ = 0;
     int write_back_every_ = 1;
     int prefetch_ = 2;
     std::unique_ptr<Backend> replay_;         // single-threaded: replays pending updates on prefetch threads
     std::vector<std::unique_ptr<AlignedBuffer>> prefetch_bufs_;
+    std::vector<Backend::Event*> prefetch_done_;  // per prefetch buffer: its last upload
+    std::vector<void*> pinned_;                   // host memory registered with the backend
     Backend* host_ = nullptr;                 // updates at home run here
     std::unique_ptr<Backend> host_owned_;
     uint64_t h2d_bytes_ = 0;
+    uint64_t d2h_bytes_ = 0;
     float* inv_freq_dev_ = nullptr;    // RoPE frequencies on the backend
     bool resident_ = false;            // masters uploaded to device memory (Tensor::device != master)
 };
