@@ -1,16 +1,18 @@
 // The training loop: MeZO steps on the native engine, evaluation, the seed
 // log, and saving the fine-tuned model. Runs inside the engine host process
 // (see host.ts); it never touches the parent's state.
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
 import type { TaskTemplate, TokenizedExample } from '../data/index.js';
-import { loadModelInfo, writeSafetensors } from '../model/index.js';
+import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
 import { findStaleSpillFiles } from './spill-files.js';
+import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFolderAtomic } from './safe-write.js';
+import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js';
 import { loadNative } from './native.js';
 import { HOME } from './native.js';
 import type { NativeEngine, NativeScoreResult, PhaseTimes, TierPlacement } from './native.js';
@@ -332,6 +334,7 @@ export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, sign
   validateOptions(o);
   const t0 = Date.now();
   if (o.out) await checkOutFolder(o.out);
+  await preflightDiskSpace(o);
   const loaded = await loadForTraining(o, emit);
   try {
     return await trainLoaded(o, emit, signal, loaded, t0);
@@ -394,13 +397,33 @@ async function trainLoaded(
     }
     emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
   }
+  // The newest complete checkpoint of this run: what a failed write leaves to resume from.
+  let lastCheckpoint: { step: number; path: string } | null = o.resumeFrom ? { step, path: o.resumeFrom } : null;
+  const intactNote = async (which: string): Promise<string> =>
+    lastCheckpoint && (await isCompleteCheckpoint(lastCheckpoint.path))
+      ? `the ${which} checkpoint (step ${lastCheckpoint.step}) is intact at ${lastCheckpoint.path}`
+      : 'no earlier checkpoint of this run exists';
   const checkpoint = async (stepsDone: number): Promise<void> => {
     if (!o.checkpointDir) return;
-    const path = join(o.checkpointDir, `step-${String(stepsDone).padStart(8, '0')}`);
-    await saveFineTuned(engine, side, path, { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } }, seedLog);
-    const bytes = (await stat(join(path, 'model.safetensors'))).size;
-    emit({ type: 'checkpoint', step: stepsDone, path, bytes });
-    await pruneCheckpoints(o.checkpointDir, 2, o.resumeFrom);
+    const dir = o.checkpointDir;
+    const path = join(dir, `step-${String(stepsDone).padStart(8, '0')}`);
+    const keep = () => [o.resumeFrom, lastCheckpoint?.path].filter((p): p is string => !!p);
+    const { weightsBytes } = await saveFineTuned(
+      engine,
+      side,
+      path,
+      { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } },
+      seedLog,
+      {
+        what: 'checkpoint not written',
+        note: () => intactNote('previous'),
+        // Short of room: drop all but the newest checkpoint first (the two newest are kept otherwise).
+        makeRoom: async () => (await pruneCheckpoints(dir, 1, keep())) > 0,
+      },
+    );
+    lastCheckpoint = { step: stepsDone, path };
+    emit({ type: 'checkpoint', step: stepsDone, path, bytes: weightsBytes });
+    await pruneCheckpoints(dir, 2, keep());
   };
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
@@ -467,7 +490,7 @@ async function trainLoaded(
       options: { ...o, out: undefined, resumeFrom: undefined },
       eval: lastEval,
       zero_shot: zeroShot,
-    }, seedLog);
+    }, seedLog, { what: 'model not saved', note: () => intactNote('last') });
     emit({ type: 'log', message: `saved ${status === 'completed' ? 'fine-tuned model' : `partial model (stopped at step ${step} of ${o.steps})`} to ${out}` });
   }
   const done: DoneEvent = {
@@ -521,11 +544,6 @@ async function checkOutFolder(out: string): Promise<void> {
   }
 }
 
-/**
- * Writes the model as a Hugging Face folder (float32 safetensors + config +
- * tokenizer files) plus spillway.json and the seed log. The folder appears
- * whole or not at all: it is written beside its destination and renamed.
- */
 /** The small files a saved model carries beside its weights, read once from the source folder. */
 export interface ModelSideFiles {
   dir: string;
@@ -548,12 +566,25 @@ export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
   return { dir, config, files };
 }
 
+export interface SaveOptions {
+  /** The start of the error message when the folder cannot be written (default "model not saved"). */
+  what?: string;
+  /** Appended to that message (what is left intact). */
+  note?: WriteFolderOptions['note'];
+  /** Called when the free space is short before writing; returns whether it freed some. */
+  makeRoom?: WriteFolderOptions['makeRoom'];
+}
+
 /**
  * Writes the model as a Hugging Face folder (float32 safetensors + config +
  * tokenizer files) plus spillway.json and the seed log. The folder appears
- * whole or not at all: it is written beside its destination and renamed.
- * The side files come from memory, so the source folder may be gone by now
- * (a checkpoint that was resumed from and then pruned).
+ * whole or not at all (see writeFolderAtomic): every file is written and
+ * fsynced in a temporary sibling that is then renamed over `out`. The free
+ * space is checked first; a full disk or any other write error throws a
+ * DiskWriteError naming `out`, the bytes needed and the bytes free, after
+ * removing the temporary, so that `out` and the checkpoints beside it stay
+ * as they were. The side files come from memory, so the source folder may be
+ * gone by now (a checkpoint that was resumed from and then pruned).
  */
 export async function saveFineTuned(
   engine: NativeEngine,
@@ -561,26 +592,84 @@ export async function saveFineTuned(
   out: string,
   meta: Record<string, unknown>,
   seedLog: SeedLogEntry[],
-): Promise<void> {
-  const tmp = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
-  try {
-    const tensors = engine.tensorNames().map(({ name, shape }) => {
-      const data = engine.getTensor(name);
-      return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-    });
-    await writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
-    await writeFile(join(tmp, 'config.json'), JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n');
-    for (const [f, bytes] of side.files) await writeFile(join(tmp, f), bytes);
-    await writeFile(join(tmp, 'seedlog.jsonl'), seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : ''));
-    await writeFile(join(tmp, 'spillway.json'), JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n');
-    await rm(out, { recursive: true, force: true });
-    await rename(tmp, out);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
+  so: SaveOptions = {},
+): Promise<{ bytes: number; weightsBytes: number }> {
+  const tensors = engine.tensorNames().map(({ name, shape }) => {
+    const data = engine.getTensor(name);
+    return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  });
+  const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
+  const files: FolderFile[] = [
+    { name: 'model.safetensors', data: weights },
+    { name: 'config.json', data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
+    ...[...side.files].map(([name, data]) => ({ name, data })),
+    { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
+    { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },
+  ];
+  const bytes = await writeFolderAtomic(out, files, { what: so.what ?? 'model not saved', note: so.note, makeRoom: so.makeRoom });
+  return { bytes, weightsBytes: byteLength(weights) };
+}
+
+/** Bytes of one seed log line, generously (step, a 64-bit seed, three doubles). */
+const SEED_LOG_LINE_BYTES = 192;
+
+/**
+ * The sizes of the files a checkpoint or saved model of this model holds,
+ * estimated before loading it: float32 weights for every parameter, the
+ * safetensors header, the side files, spillway.json and a seed log of
+ * `logEntries` lines.
+ */
+async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: number): Promise<number[]> {
+  const header = 8 + 64 + info.tensors.reduce((n, t) => n + t.name.length + 80 + 12 * t.shape.length, 0);
+  const sizes = [header + info.parameterCount * 4, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES];
+  for (const f of ['config.json', ...SIDE_FILES]) {
+    const st = await stat(join(info.dir, f)).catch(() => null);
+    if (st) sizes.push(st.size + (f === 'config.json' ? 256 : 0));
   }
+  return sizes;
+}
+
+/**
+ * Refuses to start a run whose checkpoint folder and output folder cannot
+ * hold one checkpoint and the fine-tuned model (estimated from the model's
+ * parameters), before the engine loads and before any step. Folders on the
+ * same filesystem add up.
+ */
+export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
+  const targets: { dir: string; what: string; logEntries: number }[] = [];
+  if (o.checkpointDir) targets.push({ dir: o.checkpointDir, what: 'one checkpoint', logEntries: Math.min(o.steps, o.checkpointEvery || o.steps) * o.q });
+  if (o.out) targets.push({ dir: o.out, what: 'the fine-tuned model', logEntries: o.steps * o.q });
+  if (targets.length === 0) return;
+  const info = await loadModelInfo(o.resumeFrom ?? o.model);
+  const groups = new Map<number, { fs: FreeSpace; dirs: string[]; whats: string[]; needed: number }>();
+  for (const t of targets) {
+    const fs = await freeSpace(t.dir);
+    if (!fs) continue;
+    const g = groups.get(fs.dev) ?? { fs, dirs: [], whats: [], needed: 0 };
+    groups.set(fs.dev, g);
+    if (!g.dirs.includes(t.dir)) g.dirs.push(t.dir);
+    g.whats.push(t.what);
+    g.needed += diskBytes(await estimatedSaveSizes(info, o, t.logEntries), fs.blockSize);
+  }
+  for (const g of groups.values()) {
+    if (g.fs.free >= g.needed) continue;
+    const where = g.dirs.join(' and ');
+    throw new DiskWriteError(
+      `cannot start training: not enough disk space at ${where} for ${g.whats.join(' and ')} ` +
+        `(needs ${formatBytes(g.needed)}, ${formatBytes(g.fs.free)} free); free some space or choose another folder`,
+      'ENOSPC',
+      g.dirs[0],
+      g.needed,
+      g.fs.free,
+      true,
+    );
+  }
+}
+
+/** Whether dir holds a complete checkpoint (its weights and spillway.json). */
+async function isCompleteCheckpoint(dir: string): Promise<boolean> {
+  const ok = async (f: string) => (await stat(join(dir, f)).catch(() => null))?.isFile() === true;
+  return (await ok('spillway.json')) && (await ok('model.safetensors'));
 }
 
 export async function resumeState(dir: string): Promise<CheckpointState> {
@@ -605,17 +694,27 @@ export async function readSeedLog(dir: string): Promise<SeedLogEntry[]> {
     .map((l) => JSON.parse(l) as SeedLogEntry);
 }
 
-/** The newest checkpoint folder under dir, or null. */
+/** The newest complete checkpoint folder under dir, or null. */
 export async function latestCheckpoint(dir: string): Promise<string | null> {
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => /^step-\d+$/.test(n)).sort();
-  return names.length ? join(dir, names[names.length - 1]) : null;
+  for (let i = names.length - 1; i >= 0; i--) {
+    if (await isCompleteCheckpoint(join(dir, names[i]))) return join(dir, names[i]);
+  }
+  return null;
 }
 
-/** Keeps the `keep` newest checkpoints, and never deletes the one this run resumed from. */
-async function pruneCheckpoints(dir: string, keep: number, resumedFrom?: string): Promise<void> {
+/**
+ * Keeps the `keep` newest checkpoints, and never deletes the protected ones
+ * (the one this run resumed from, its newest complete one). Returns how many it removed.
+ */
+async function pruneCheckpoints(dir: string, keep: number, protect: readonly string[] = []): Promise<number> {
   const names = (await readdir(dir)).filter((n) => /^step-\d+$/.test(n)).sort();
+  const kept = new Set(protect.map((p) => resolve(p)));
+  let removed = 0;
   for (const n of names.slice(0, Math.max(0, names.length - keep))) {
-    if (resumedFrom && resolve(join(dir, n)) === resolve(resumedFrom)) continue;
+    if (kept.has(resolve(join(dir, n)))) continue;
     await rm(join(dir, n), { recursive: true, force: true });
+    removed++;
   }
+  return removed;
 }

@@ -62,9 +62,21 @@ constexpr unsigned kQueueDepth = 32;
 constexpr size_t kRequestBytes = 1 << 20;
 std::atomic<int> g_spill_counter{0};
 
+// 1536 -> "1.5 KiB": binary units, one decimal (small spill files of tiny models stay readable).
 std::string human(uint64_t b) {
+    static const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
     char s[64];
-    std::snprintf(s, sizeof s, "%.2f GB", (double)b / 1e9);
+    if (b < 1024) {
+        std::snprintf(s, sizeof s, "%llu B", (unsigned long long)b);
+        return s;
+    }
+    double v = (double)b / 1024.0;
+    int i = 0;
+    while (v >= 1024.0 && i < 4) {
+        v /= 1024.0;
+        i++;
+    }
+    std::snprintf(s, sizeof s, "%.1f %s", v, units[i]);
     return s;
 }
 }  // namespace
@@ -75,8 +87,8 @@ SpillFile::SpillFile(const std::string& dir, uint64_t bytes) : size_(bytes) {
         throw std::runtime_error("spill folder " + dir + " is not usable: " + std::strerror(errno));
     uint64_t free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
     if (free_bytes < bytes)
-        throw std::runtime_error("spill folder " + dir + " has " + human(free_bytes) + " free; the SSD tier needs " +
-                                 human(bytes));
+        throw std::runtime_error("not enough space for the spill file in " + dir + ": the SSD tier needs " +
+                                 human(bytes) + ", " + human(free_bytes) + " free");
     path_ = dir + "/spillway-" + std::to_string(getpid()) + "-" + std::to_string(g_spill_counter++) + ".spill";
     fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
     direct_ = fd_ >= 0;
@@ -87,8 +99,9 @@ SpillFile::SpillFile(const std::string& dir, uint64_t bytes) : size_(bytes) {
         close(fd_);
         unlink(path_.c_str());
         fd_ = -1;
-        throw std::runtime_error("cannot reserve " + human(bytes) + " for the spill file in " + dir + ": " +
-                                 std::strerror(rc));
+        uint64_t now_free = statvfs(dir.c_str(), &vfs) == 0 ? (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize : free_bytes;
+        throw std::runtime_error("cannot reserve " + human(bytes) + " for the spill file in " + dir + " (" +
+                                 human(now_free) + " free): " + std::strerror(rc));
     }
 #ifdef SPW_HAVE_URING
     const char* io = std::getenv("SPILLWAY_IO");
