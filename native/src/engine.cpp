@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "spillway/noise.h"
+#include "spillway/precision.h"
 #include "tier/spill.h"
 
 namespace spw {
@@ -92,6 +93,8 @@ void Engine::release_tiers() {
     backend_->synchronize();
     for (float* s : stage_) backend_->release(s);
     stage_.clear();
+    for (uint16_t* r : raw_) backend_->release(r);
+    raw_.clear();
     for (auto* evs : {&slot_ready_, &slot_free_, &prefetch_done_})
         for (Backend::Event* e : *evs) backend_->event_destroy(e);
     slot_ready_.clear();
@@ -112,10 +115,20 @@ void Engine::flush_cpu_pending(size_t ui) {
     for (const Pending& p : tier.pending)
         for (auto& [ti, off] : tier.layout) {
             Tensor& t = model_->tensors[(size_t)ti];
-            host_->zo_update(t.master, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(), t.decay ? p.decay : 0.f);
+            update_at(*host_, t, tier.packed ? (void*)(static_cast<uint16_t*>(tier.packed->data()) + off) : t.master,
+                      tier.packed != nullptr, p.terms, p.decay, p.noise);
         }
     host_->synchronize();
     tier.pending.clear();
+}
+
+void Engine::update_at(Backend& be, const Tensor& t, void* theta, bool packed, const std::vector<UpdateTerm>& terms,
+                       float decay, int noise) {
+    float d = t.decay ? decay : 0.f;
+    if (dtype_ == MASTER_F32)
+        be.zo_update(static_cast<float*>(theta), t.numel, t.id, noise, terms.data(), (int)terms.size(), d);
+    else
+        be.zo_update_rounded(theta, packed, dtype_, t.numel, t.id, noise, terms.data(), (int)terms.size(), d);
 }
 
 void Engine::read_tensor(const Tensor& t, float* out) {
@@ -124,12 +137,22 @@ void Engine::read_tensor(const Tensor& t, float* out) {
     const UnitTier& tier = tiers_[ui];
     if (tier.home == Home::Ssd) {
         backend_->synchronize();
-        load_ssd_unit(ui, static_cast<float*>(io_->data()), *host_);
-        for (auto& [idx, off] : tier.layout)
-            if ((size_t)idx == ti) std::memcpy(out, static_cast<float*>(io_->data()) + off, t.numel * sizeof(float));
+        load_ssd_unit(ui, io_->data(), *host_);
+        for (auto& [idx, off] : tier.layout) {
+            if ((size_t)idx != ti) continue;
+            if (dtype_ != MASTER_F32)
+                host_->widen(out, static_cast<const uint16_t*>(io_->data()) + off, t.numel, dtype_);
+            else
+                std::memcpy(out, static_cast<float*>(io_->data()) + off, t.numel * sizeof(float));
+        }
         return;
     }
     flush_cpu_pending(ui);
+    if (tier.packed) {
+        for (auto& [idx, off] : tier.layout)
+            if ((size_t)idx == ti) host_->widen(out, static_cast<const uint16_t*>(tier.packed->data()) + off, t.numel, dtype_);
+        return;
+    }
     const float* src = tier.home == Home::Cpu ? t.master : (t.device ? t.device : t.master);
     if (!src) throw std::runtime_error("tensor " + t.name + " is not loaded");
     if (src == t.master)
@@ -156,6 +179,17 @@ void Engine::setup_tiers(const TierOptions& o) {
     tensor_unit_.assign(model_->tensors.size(), -1);
     write_back_every_ = std::max(1, o.write_back_every);
     prefetch_ = std::max(0, o.prefetch);
+    if (o.master_dtype < MASTER_F32 || o.master_dtype > MASTER_F16)
+        throw std::runtime_error("unknown master precision " + std::to_string(o.master_dtype));
+    dtype_ = o.master_dtype;
+    ebytes_ = master_dtype_bytes(dtype_);
+    if (dtype_ != MASTER_F32) {
+        // Every master takes the format's values from the start (round to nearest even;
+        // exact for a bf16/fp16 checkpoint or one saved from such a run).
+        for (Tensor& t : model_->tensors)
+            if (t.master)
+                for (size_t i = 0; i < t.numel; i++) t.master[i] = widen_one(narrow_one(t.master[i], dtype_), dtype_);
+    }
     if (!o.homes.empty() && o.homes.size() != nu)
         throw std::runtime_error("placement gives " + std::to_string(o.homes.size()) + " homes for " +
                                  std::to_string(nu) + " units");
@@ -188,7 +222,7 @@ void Engine::setup_tiers(const TierOptions& o) {
         if (tier.home == Home::Ssd) {
             tier.file = ssd_seen++ % (int)spill_bytes.size();
             tier.offset = spill_bytes[(size_t)tier.file];
-            spill_bytes[(size_t)tier.file] += spill_round_up(tier.floats * sizeof(float));
+            spill_bytes[(size_t)tier.file] += spill_round_up(tier.floats * ebytes_);
         }
     }
     host_ = backend_.get();
@@ -200,11 +234,12 @@ void Engine::setup_tiers(const TierOptions& o) {
     int slots = o.stage_slots > 0 ? std::min(o.stage_slots, 2) : (backend_->host_addressable() ? 1 : 2);
     for (int s = 0; s < slots; s++) {
         stage_.push_back(static_cast<float*>(backend_->alloc(max_floats * sizeof(float))));
+        if (dtype_ != MASTER_F32) raw_.push_back(static_cast<uint16_t*>(backend_->alloc(max_floats * ebytes_)));
         slot_ready_.push_back(backend_->event_create());
         slot_free_.push_back(backend_->event_create());
     }
     stage_floats_ = max_floats;
-    io_ = std::make_unique<AlignedBuffer>(max_floats * sizeof(float));
+    io_ = std::make_unique<AlignedBuffer>(max_floats * ebytes_);
     io_done_ = backend_->event_create();
     auto pin = [&](void* p, size_t bytes) {
         if (backend_->host_addressable()) return;
@@ -212,13 +247,36 @@ void Engine::setup_tiers(const TierOptions& o) {
         pinned_.push_back(p);
     };
     pin(io_->data(), io_->capacity());
-    // CPU-homed masters are uploaded (and written back) asynchronously: pin them.
-    for (size_t ui = 0; ui < nu; ui++)
-        if (tiers_[ui].home == Home::Cpu)
-            for (auto& [ti, off] : tiers_[ui].layout) {
+    // CPU-homed masters are uploaded (and written back) asynchronously: pin them. In
+    // bf16/fp16 a unit's masters become one packed buffer in that format.
+    for (size_t ui = 0; ui < nu; ui++) {
+        UnitTier& tier = tiers_[ui];
+        if (tier.home != Home::Cpu) continue;
+        if (dtype_ != MASTER_F32) {
+            tier.packed = std::make_shared<AlignedBuffer>(tier.floats * ebytes_);
+            uint16_t* dst = static_cast<uint16_t*>(tier.packed->data());
+            std::memset(dst, 0, tier.floats * ebytes_);
+            std::vector<float> tmp;
+            for (auto& [ti, off] : tier.layout) {
                 Tensor& t = model_->tensors[(size_t)ti];
-                if (t.master) pin(t.master, t.numel * sizeof(float));
+                const float* src = t.master;
+                if (!src) {
+                    tmp.resize(t.numel);
+                    model_read_tensor(t, tmp.data());
+                    src = tmp.data();
+                }
+                for (size_t i = 0; i < t.numel; i++) dst[off + i] = narrow_one(src[i], dtype_);
+                std::free(t.master);
+                t.master = nullptr;
             }
+            pin(tier.packed->data(), tier.packed->capacity());
+            continue;
+        }
+        for (auto& [ti, off] : tier.layout) {
+            Tensor& t = model_->tensors[(size_t)ti];
+            if (t.master) pin(t.master, t.numel * sizeof(float));
+        }
+    }
     if (ssd_seen == 0) return;
     if (dirs.empty()) throw std::runtime_error("units placed on the SSD need a spill folder");
     for (size_t f = 0; f < dirs.size(); f++)
@@ -226,32 +284,42 @@ void Engine::setup_tiers(const TierOptions& o) {
         else spills_.push_back(nullptr);  // fewer SSD units than folders
     replay_ = make_cpu_backend(1, false);
     for (int i = 0; i < prefetch_; i++) {
-        prefetch_bufs_.push_back(std::make_unique<AlignedBuffer>(max_floats * sizeof(float)));
+        prefetch_bufs_.push_back(std::make_unique<AlignedBuffer>(max_floats * ebytes_));
         prefetch_done_.push_back(backend_->event_create());
         pin(prefetch_bufs_.back()->data(), prefetch_bufs_.back()->capacity());
     }
     // Move the SSD-homed masters to the spill file and free their host memory.
+    std::vector<float> tmp;
     for (size_t ui = 0; ui < nu; ui++) {
         if (tiers_[ui].home != Home::Ssd) continue;
-        float* host = static_cast<float*>(io_->data());
-        std::memset(host, 0, spill_round_up(tiers_[ui].floats * sizeof(float)));
+        void* host = io_->data();
+        std::memset(host, 0, spill_round_up(tiers_[ui].floats * ebytes_));
         for (auto& [ti, off] : tiers_[ui].layout) {
             Tensor& t = model_->tensors[(size_t)ti];
-            if (t.master) {
-                std::memcpy(host + off, t.master, t.numel * sizeof(float));
-                std::free(t.master);
-                t.master = nullptr;
-            } else {
-                model_read_tensor(t, host + off);  // never loaded: straight from the checkpoint
+            const float* src = t.master;
+            if (!src) {  // never loaded: straight from the checkpoint
+                if (dtype_ == MASTER_F32) {
+                    model_read_tensor(t, static_cast<float*>(host) + off);
+                    continue;
+                }
+                tmp.resize(t.numel);
+                model_read_tensor(t, tmp.data());
+                src = tmp.data();
             }
+            if (dtype_ == MASTER_F32)
+                std::memcpy(static_cast<float*>(host) + off, src, t.numel * sizeof(float));
+            else
+                for (size_t i = 0; i < t.numel; i++) static_cast<uint16_t*>(host)[off + i] = narrow_one(src[i], dtype_);
+            std::free(t.master);
+            t.master = nullptr;
         }
         write_ssd_unit(ui, host);
     }
 }
 
-void Engine::write_ssd_unit(size_t ui, const float* host) {
+void Engine::write_ssd_unit(size_t ui, const void* host) {
     UnitTier& tier = tiers_[ui];
-    size_t bytes = tier.floats * sizeof(float);
+    size_t bytes = tier.floats * ebytes_;
     tier.checksum = spill_checksum(host, bytes);
     spills_[(size_t)tier.file]->write(tier.offset, host, spill_round_up(bytes));
 }
@@ -260,9 +328,9 @@ void Engine::write_ssd_unit(size_t ui, const float* host) {
 // replayed in order (bit for bit what updating it in place would have given);
 // written back once K updates have piled up. A unit updated on the device is
 // only read and verified here: its replay happens on the device.
-void Engine::load_ssd_unit(size_t ui, float* host, Backend& replay, bool replay_pending) {
+void Engine::load_ssd_unit(size_t ui, void* host, Backend& replay, bool replay_pending) {
     UnitTier& tier = tiers_[ui];
-    size_t bytes = tier.floats * sizeof(float);
+    size_t bytes = tier.floats * ebytes_;
     SpillFile& file = *spills_[(size_t)tier.file];
     file.read(tier.offset, host, spill_round_up(bytes));
     if (spill_checksum(host, bytes) != tier.checksum) {
@@ -274,7 +342,7 @@ void Engine::load_ssd_unit(size_t ui, float* host, Backend& replay, bool replay_
     for (const Pending& p : tier.pending) {
         for (auto& [ti, off] : tier.layout) {
             const Tensor& t = model_->tensors[(size_t)ti];
-            replay.zo_update(host + off, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(), t.decay ? p.decay : 0.f);
+            update_at(replay, t, static_cast<char*>(host) + off * ebytes_, true, p.terms, p.decay, p.noise);
         }
     }
     replay.synchronize();
@@ -288,21 +356,23 @@ Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Eve
     UnitTier& tier = tiers_[ui];
     Staged s{ui, next_slot_, loaded, -1};
     next_slot_ = (next_slot_ + 1) % (int)stage_.size();
-    const float* host = loaded ? static_cast<const float*>(loaded->data()) : nullptr;
+    const char* host = loaded ? static_cast<const char*>(loaded->data()) : nullptr;
     if (tier.home == Home::Ssd && !host) {
         backend_->host_wait(io_done_);  // the previous upload from io_ has left it
-        load_ssd_unit(ui, static_cast<float*>(io_->data()), *host_, !tier.device_update);
+        load_ssd_unit(ui, io_->data(), *host_, !tier.device_update);
         s.buf = io_.get();
-        host = static_cast<const float*>(io_->data());
+        host = static_cast<const char*>(io_->data());
     }
-    // The slot is free once the compute that last read it is done.
+    if (tier.packed) host = static_cast<const char*>(tier.packed->data());
+    // The slot is free once the compute that last read it is done. bf16/fp16 units land
+    // in the slot's raw half-width buffer and are widened on the compute queue.
     backend_->wait(Backend::Queue::Copy, slot_free_[(size_t)s.slot]);
-    float* slot = stage_[(size_t)s.slot];
+    char* dst = dtype_ == MASTER_F32 ? reinterpret_cast<char*>(stage_[(size_t)s.slot]) : reinterpret_cast<char*>(raw_[(size_t)s.slot]);
     for (auto& [ti, off] : tier.layout) {
         const Tensor& t = model_->tensors[(size_t)ti];
-        const float* src = tier.home == Home::Cpu ? t.master : host + off;
-        backend_->upload_on(Backend::Queue::Copy, slot + off, src, t.numel * sizeof(float));
-        h2d_bytes_ += t.numel * sizeof(float);
+        const void* src = host ? static_cast<const void*>(host + off * ebytes_) : t.master;
+        backend_->upload_on(Backend::Queue::Copy, dst + off * ebytes_, src, t.numel * ebytes_);
+        h2d_bytes_ += t.numel * ebytes_;
     }
     backend_->record(slot_ready_[(size_t)s.slot], Backend::Queue::Copy);
     if (tier.home == Home::Ssd) backend_->record(source_done, Backend::Queue::Copy);
@@ -312,26 +382,34 @@ Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Eve
 void Engine::use_staged(const Staged& s) {
     UnitTier& tier = tiers_[s.unit];
     float* slot = stage_[(size_t)s.slot];
+    uint16_t* raw = dtype_ == MASTER_F32 ? nullptr : raw_[(size_t)s.slot];
     backend_->wait(Backend::Queue::Compute, slot_ready_[(size_t)s.slot]);
-    for (auto& [ti, off] : tier.layout) model_->tensors[(size_t)ti].device = slot + off;
+    for (auto& [ti, off] : tier.layout) {
+        Tensor& t = model_->tensors[(size_t)ti];
+        if (raw) backend_->widen(slot + off, raw + off, t.numel, dtype_);
+        t.device = slot + off;
+    }
     if (!tier.device_update || tier.pending.empty()) return;
     // ZO2's way: the pending updates are applied to the staged copy on the device, and
     // the result goes back home (CPU master now; SSD every K updates, replayed until then).
     for (const Pending& p : tier.pending)
-        for (auto& [ti, off] : tier.layout) {
-            const Tensor& t = model_->tensors[(size_t)ti];
-            backend_->zo_update(slot + off, t.numel, t.id, p.noise, p.terms.data(), (int)p.terms.size(),
-                                t.decay ? p.decay : 0.f);
-        }
+        for (auto& [ti, off] : tier.layout) update_at(*backend_, model_->tensors[(size_t)ti], slot + off, false, p.terms, p.decay, p.noise);
     bool write_back = tier.home == Home::Cpu || (int)tier.pending.size() >= write_back_every_;
     if (!write_back) return;
-    float* host = tier.home == Home::Ssd ? static_cast<float*>(s.buf->data()) : nullptr;
+    char* home = tier.packed ? static_cast<char*>(tier.packed->data())
+                 : tier.home == Home::Ssd ? static_cast<char*>(s.buf->data()) : nullptr;
     for (auto& [ti, off] : tier.layout) {
         Tensor& t = model_->tensors[(size_t)ti];
-        backend_->download(tier.home == Home::Cpu ? t.master : host + off, slot + off, t.numel * sizeof(float));
-        d2h_bytes_ += t.numel * sizeof(float);
+        const void* src = slot + off;
+        if (raw) {
+            backend_->narrow(raw + off, slot + off, t.numel, dtype_);  // exact: the values are the format's
+            src = raw + off;
+        }
+        backend_->download(home ? static_cast<void*>(home + off * ebytes_) : t.master, src, t.numel * ebytes_);
+        d2h_bytes_ += t.numel * ebytes_;
     }
-    if (tier.home == Home::Ssd) write_ssd_unit(s.unit, host);
+
+    if (tier.home == Home::Ssd) write_ssd_unit(s.unit, home);
     tier.pending.clear();
 }
 
@@ -346,10 +424,11 @@ TierStats Engine::tier_stats() const {
     for (size_t ui = 0; ui < tiers_.size(); ui++) {
         uint64_t b = tiers_[ui].floats * sizeof(float);
         if (tiers_[ui].home == Home::Device) s.device_weight_bytes += b;
-        else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += b;
+        else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += tiers_[ui].floats * ebytes_;
     }
     s.stage_slots = (int)stage_.size();
-    s.device_stage_bytes = stage_floats_ * sizeof(float) * stage_.size();
+    s.device_stage_bytes = (stage_floats_ * sizeof(float) + (raw_.empty() ? 0 : stage_floats_ * ebytes_)) * stage_.size();
+    s.master_dtype = master_dtype_name(dtype_);
     if (io_) s.cpu_bytes += io_->capacity();
     for (auto& b : prefetch_bufs_) s.cpu_bytes += b->capacity();
     s.h2d_bytes = h2d_bytes_;
@@ -858,8 +937,9 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
             Backend* be = tier.home == Home::Cpu ? host_ : backend_.get();
             for (auto& [ti, off] : tier.layout) {
                 const Tensor& t = model_->tensors[(size_t)ti];
-                float* theta = tier.home == Home::Cpu ? t.master : t.device;
-                be->zo_update(theta, t.numel, t.id, params.noise, terms.data(), (int)terms.size(), t.decay ? decay : 0.0f);
+                void* theta = tier.packed ? static_cast<void*>(static_cast<uint16_t*>(tier.packed->data()) + off)
+                              : tier.home == Home::Cpu ? t.master : t.device;
+                update_at(*be, t, theta, tier.packed != nullptr, terms, decay, params.noise);
             }
         }
         backend_->synchronize();

@@ -209,3 +209,56 @@ describe('the SSD tier', () => {
     await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, 0] })).rejects.toThrow(/2 homes for 4 units/);
   });
 });
+
+// bf16/fp16 masters: every placement and update mode rounds the same values with the
+// same counter-based bits, so the invariance holds in each precision too.
+describe.each(['bf16', 'fp16'] as const)('%s masters', (masters) => {
+  const representable = (v: Float32Array) => {
+    const out = new Float32Array(v.length);
+    if (masters === 'bf16') {
+      const u = new Uint32Array(v.buffer, v.byteOffset, v.length);
+      return u.every((x) => (x & 0xffff) === 0);
+    }
+    // fp16: every value survives a round trip through a half (Float16Array is not in Node 20: check via the spacing).
+    for (let i = 0; i < v.length; i++) {
+      const a = Math.abs(v[i]);
+      const q = a < 2 ** -14 ? 2 ** -24 : 2 ** (Math.floor(Math.log2(a)) - 10);
+      out[i] = Math.round(a / q) * q;
+      if (out[i] !== a || a > 65504) return false;
+    }
+    return true;
+  };
+
+  it('keeps the format\'s values and is placement-invariant (resident, CPU, SSD, device updates, two slots)', async () => {
+    const name = 'llama-tiny';
+    const reference = await run(await engineFor(name, blocksOn(HOME.device), { masters }), name, 4);
+    for (const w of reference.weights.values()) expect(representable(w)).toBe(true);
+    const fp32 = await run(await engineFor(name, blocksOn(HOME.device)), name, 4);
+    expect(reference.losses).not.toEqual(fp32.losses);
+    for (const [label, homes, extra] of [
+      ['cpu', blocksOn(HOME.cpu), {}],
+      ['cpu updated on device, two slots', blocksOn(HOME.cpu), { deviceUpdate: onDevice, stageSlots: 2 }],
+      ['ssd K=2', blocksOn(HOME.ssd), { writeBackEvery: 2 }],
+      ['ssd K=3 updated on device, no prefetch', blocksOn(HOME.ssd), { writeBackEvery: 3, deviceUpdate: onDevice, prefetch: 0 }],
+      ['mixed, two folders', alternating, { writeBackEvery: 2, spillDirs: [spill, spill2] }],
+    ] as const) {
+      const e = await engineFor(name, homes, { masters, ...(extra as Extra) });
+      const r = await run(e, name, 4);
+      expect(r.losses, label).toEqual(reference.losses);
+      expectSameBits(reference.weights, r.weights);
+    }
+  });
+
+  it('stores and moves streamed blocks in half the bytes', async () => {
+    const full = await engineFor('llama-tiny', blocksOn(HOME.ssd));
+    const half = await engineFor('llama-tiny', blocksOn(HOME.ssd), { masters });
+    expect(half.info().tiers!.masters).toBe(masters);
+    expect(half.info().tiers!.ssdBytes).toBeLessThan(full.info().tiers!.ssdBytes);
+    await steps(full, 'llama-tiny', 0, 1);
+    await steps(half, 'llama-tiny', 0, 1);
+    expect(half.info().tiers!.h2dBytes * 2).toBe(full.info().tiers!.h2dBytes);
+    const cpuFull = await engineFor('llama-tiny', blocksOn(HOME.cpu));
+    const cpuHalf = await engineFor('llama-tiny', blocksOn(HOME.cpu), { masters });
+    expect(cpuHalf.info().tiers!.cpuBytes).toBeLessThan(cpuFull.info().tiers!.cpuBytes * 0.6);
+  });
+});

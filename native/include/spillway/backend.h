@@ -100,6 +100,18 @@ public:
     virtual void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
                            int nterms, float decay) = 0;
 
+    // ---- reduced-precision masters (spillway/precision.h) ----
+    // The ZO update of a master held in `dtype` (MASTER_BF16 or MASTER_F16): computed in
+    // float32 exactly as zo_update, then rounded stochastically with
+    // sr_bits4(terms[0].seed, id, k). packed: theta is uint16_t[n] in that format; else
+    // float[n] holding values of that format. The defaults throw: not every backend has them.
+    virtual void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind,
+                                   const UpdateTerm* terms, int nterms, float decay);
+    // out[i] = in[i] as float32 (exact)
+    virtual void widen(float* out, const uint16_t* in, size_t n, int dtype);
+    // out[i] = in[i] rounded to nearest even in `dtype` (exact for representable values)
+    virtual void narrow(uint16_t* out, const float* in, size_t n, int dtype);
+
     // ---- forward kernels (row-major, N rows) ----
     // out[n, :] = tok[ids[n], :] (+ noise); optionally += pos[posidx[n], :] (+ noise)
     virtual void embed(float* out, const float* tok, const int32_t* ids, int N, int C,

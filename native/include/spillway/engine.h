@@ -63,6 +63,10 @@ struct TierOptions {
     // Device staging slots streamed units pass through; with 2 the upload of the next
     // unit overlaps the compute of this one. 0: 2 on a device with queues, 1 on the CPU.
     int stage_slots = 0;
+    // Precision of every master (spillway/precision.h): MASTER_F32, or MASTER_BF16 / MASTER_F16
+    // with stochastic rounding of updates. Streamed units are stored, moved and written in
+    // that format (half the bytes); device-resident units hold its values in float32.
+    int master_dtype = 0;
 };
 
 struct TierStats {
@@ -78,6 +82,7 @@ struct TierStats {
     std::vector<std::string> spill_files;
     std::string io_path;               // "io_uring" or "pread"
     int stage_slots = 0;
+    std::string master_dtype;          // "fp32", "bf16" or "fp16"
 };
 
 struct PhaseTimes {
@@ -160,6 +165,7 @@ private:
         uint64_t checksum = 0;                       // SSD: of the slot as last written
         std::vector<Pending> pending;                // updates not yet applied to the stored copy
         int file = 0;                                // SSD: which spill file (striping)
+        std::shared_ptr<AlignedBuffer> packed;       // CPU home with bf16/fp16 masters: the unit in that format
         bool device_update = false;                  // applied on the device when staged, then written back
     };
     void setup_tiers(const TierOptions& o);
@@ -171,9 +177,12 @@ private:
     // device when it is updated there (writing it back home), and points its tensors at the slot.
     void use_staged(const Staged& s);
     void release_residency(const Staged& s);
-    void load_ssd_unit(size_t ui, float* host, Backend& replay, bool replay_pending = true);
-    void write_ssd_unit(size_t ui, const float* host);
+    void load_ssd_unit(size_t ui, void* host, Backend& replay, bool replay_pending = true);
+    void write_ssd_unit(size_t ui, const void* host);
     void flush_cpu_pending(size_t ui);
+    // One tensor's ZO update on `be`: theta is float32, or (bf16/fp16 masters) packed when `packed`.
+    void update_at(Backend& be, const Tensor& t, void* theta, bool packed, const std::vector<UpdateTerm>& terms,
+                   float decay, int noise);
     size_t unit_index(const Unit& u) const { return (size_t)(&u - model_->units.data()); }
     void release_resident();
     void release_tiers();
@@ -204,6 +213,7 @@ private:
     std::unique_ptr<AlignedBuffer> io_;
     Backend::Event* io_done_ = nullptr;       // the last upload from io_
     std::vector<float*> stage_;               // staging slots
+    std::vector<uint16_t*> raw_;              // per slot: the unit as uploaded in bf16/fp16, before widening
     std::vector<Backend::Event*> slot_ready_, slot_free_;
     int next_slot_ = 0;
     size_t stage_floats_ = 0;
@@ -217,6 +227,8 @@ private:
     std::unique_ptr<Backend> host_owned_;
     uint64_t h2d_bytes_ = 0;
     uint64_t d2h_bytes_ = 0;
+    int dtype_ = 0;                    // MasterDtype
+    size_t ebytes_ = 4;                // bytes per stored master element of a streamed unit
     float* inv_freq_dev_ = nullptr;    // RoPE frequencies on the backend
     bool resident_ = false;            // masters uploaded to device memory (Tensor::device != master)
 };

@@ -6,10 +6,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "spillway/backend.h"
 #include "spillway/noise.h"
+#include "spillway/precision.h"
 #include "noise_cpu.h"
 #include "simd_cpu.h"
 #include "../thread_pool.h"
@@ -104,6 +106,52 @@ public:
                     for (size_t i = 0; i < m; i++) theta[c0 + i] = fmaf(-decay, before[i], theta[c0 + i]);
                 }
             }
+        });
+    }
+
+    void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
+                           int nterms, float decay) override {
+        if (dtype != MASTER_BF16 && dtype != MASTER_F16) throw std::runtime_error("zo_update_rounded needs bf16 or fp16");
+        if (nterms < 1) return;
+        float* t32 = static_cast<float*>(theta);
+        uint16_t* t16 = static_cast<uint16_t*>(theta);
+        const uint64_t sr_seed = terms[0].seed;
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            constexpr size_t kChunk = 1024;
+            float z[kChunk], v[kChunk], before[kChunk];
+            uint32_t bits[kChunk];
+            for (size_t c0 = b; c0 < e; c0 += kChunk) {
+                size_t m = std::min(kChunk, e - c0);
+                for (size_t i = 0; i < m; i++) before[i] = packed ? widen_one(t16[c0 + i], dtype) : t32[c0 + i];
+                std::memcpy(v, before, m * sizeof(float));
+                for (int j = 0; j < nterms; j++) {
+                    noise_range(z, m, terms[j].seed, id, kind, c0);
+                    float neg = -terms[j].coef;
+                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], v[i]);
+                }
+                if (decay != 0.0f)
+                    for (size_t i = 0; i < m; i++) v[i] = fmaf(-decay, before[i], v[i]);
+                for (size_t i = 0; i < m; i += 4) sr_bits4(sr_seed, id, (c0 + i) >> 2, bits + i);
+                for (size_t i = 0; i < m; i++) {
+                    float r = round_sr(v[i], dtype, bits[i]);
+                    if (packed)
+                        t16[c0 + i] = narrow_one(r, dtype);
+                    else
+                        t32[c0 + i] = r;
+                }
+            }
+        });
+    }
+
+    void widen(float* out, const uint16_t* in, size_t n, int dtype) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) out[i] = widen_one(in[i], dtype);
+        });
+    }
+
+    void narrow(uint16_t* out, const float* in, size_t n, int dtype) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) out[i] = narrow_one(in[i], dtype);
         });
     }
 
@@ -314,6 +362,16 @@ void* Backend::alloc_host(size_t bytes) {
 }
 
 void Backend::release_host(void* p) { std::free(p); }
+
+void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float) {
+    throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
+}
+void Backend::widen(float*, const uint16_t*, size_t, int) {
+    throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
+}
+void Backend::narrow(uint16_t*, const float*, size_t, int) {
+    throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
+}
 
 #ifndef SPW_WITH_CUDA
 CudaReport cuda_report() {
