@@ -287,6 +287,39 @@ export const RunSummary = z.object({
   resumedFrom: z.string().nullable(),
 });
 
+/** What one step moved on each link (deltas of the engine's tier counters) and how long compute waited for streamed units. */
+export const StepIo = z.object({
+  h2dBytes: Bytes,
+  d2hBytes: Bytes,
+  ssdReadBytes: Bytes,
+  ssdWriteBytes: Bytes,
+  waitMs: z.number().nonnegative(),
+});
+
+/** Per-link figures of a plan (bytes or ms per step); bytes may be fractional (SSD write-back every K steps). */
+const LinkFigures = z.object({
+  hostToDevice: z.number().nonnegative(),
+  deviceToHost: z.number().nonnegative(),
+  ssdRead: z.number().nonnegative(),
+  ssdWrite: z.number().nonnegative(),
+});
+
+/** The plan a run was placed by (offload auto): what it predicts per step, to set beside the measured figures. */
+export const RunPlan = z.object({
+  /** Units per home. */
+  homes: z.object({ device: z.number().int().nonnegative(), cpu: z.number().int().nonnegative(), ssd: z.number().int().nonnegative() }),
+  predictedStepMs: z.number().nonnegative().nullable(),
+  floorMs: z.number().nonnegative().nullable(),
+  /** The term that sets the floor. */
+  bound: z.string().nullable(),
+  /** Bytes per step per link; null when the plan did not say (runs recorded before it did). */
+  linkBytes: LinkFigures.nullable(),
+  /** Time per step per link, ms; null without a calibration. */
+  linkMs: LinkFigures.nullable(),
+  /** The predicted step less its compute: the predicted wait for streamed units, ms. */
+  ioWaitMs: z.number().nonnegative().nullable(),
+});
+
 export const StepMetric = z.object({
   runId: RunId,
   step: Step,
@@ -298,6 +331,8 @@ export const StepMetric = z.object({
   stepMs: z.number().nonnegative(),
   tokensPerS: z.number().nonnegative(),
   skipped: z.boolean(),
+  /** Absent or null when the engine reported no tier counters (and for steps recorded before they were kept). */
+  io: StepIo.nullable().optional(),
 });
 
 export const EvalMetric = z.object({
@@ -316,6 +351,8 @@ export const RunDetail = RunSummary.extend({
   checkpoints: z.array(Checkpoint),
   evals: z.array(EvalMetric),
   outDir: z.string().nullable(),
+  /** The plan the run was placed by; null when it had none (not offload auto, or not started yet). */
+  plan: RunPlan.nullable().optional(),
 });
 
 export const RunQuery = z.object({
@@ -511,6 +548,8 @@ export type RunQuery = z.output<typeof RunQuery>;
 export type MetricsQuery = z.output<typeof MetricsQuery>;
 export type MetricsPage = z.output<typeof MetricsPage>;
 export type StepMetric = z.output<typeof StepMetric>;
+export type StepIo = z.output<typeof StepIo>;
+export type RunPlan = z.output<typeof RunPlan>;
 export type EvalMetric = z.output<typeof EvalMetric>;
 export type Checkpoint = z.output<typeof Checkpoint>;
 export type ExportKind = z.output<typeof ExportKind>;

@@ -15,14 +15,64 @@ import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFol
 import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js';
 import { loadNative } from './native.js';
 import { HOME } from './native.js';
-import type { NativeEngine, NativeScoreResult, PhaseTimes, TierPlacement } from './native.js';
+import type { NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
 import { planFor } from './plan-result.js';
 import { planSummary } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
 
-export type PlanSummary = ReturnType<typeof planSummary>;
+/** Bytes (or ms) per step on each link: host → device, device → host, SSD read, SSD write. */
+export interface LinkFigures {
+  h2d: number;
+  d2h: number;
+  ssd_read: number;
+  ssd_write: number;
+}
+
+/** What the start event says of the plan: the planner's summary, plus its per-link predictions. */
+export type PlanSummary = ReturnType<typeof planSummary> & {
+  /** Bytes per step per link, as planned. */
+  link_bytes: LinkFigures;
+  /** Time per step per link, ms; null without a calibration. */
+  link_ms: LinkFigures | null;
+  /** The predicted step less its compute (what the compute path waits for streamed units), ms; null without a calibration. */
+  io_wait_ms: number | null;
+};
+
+export function runPlanSummary(p: Plan): PlanSummary {
+  const t = p.times;
+  const l = p.linkBytesPerStep;
+  const hostUpdateMs = t && 'hostUpdateMs' in t ? Number(t.hostUpdateMs) || 0 : 0;
+  return {
+    ...planSummary(p),
+    link_bytes: { h2d: l.hostToDevice, d2h: l.deviceToHost, ssd_read: l.ssdRead, ssd_write: l.ssdWrite },
+    link_ms: t ? { h2d: t.hostToDeviceMs, d2h: t.deviceToHostMs, ssd_read: t.ssdReadMs, ssd_write: t.ssdWriteMs } : null,
+    io_wait_ms: t && p.predictedStepMs !== null ? Math.max(0, p.predictedStepMs - t.computeMs - hostUpdateMs) : null,
+  };
+}
+
+/** What one step moved on each link (deltas of the engine's cumulative tier counters) and how long the compute path waited for streamed units. */
+export interface StepIo {
+  h2d_bytes: number;
+  d2h_bytes: number;
+  ssd_read_bytes: number;
+  ssd_write_bytes: number;
+  wait_ms: number;
+}
+
+/** The step's I/O from the tier counters read before and after it; undefined when the engine reports no tiers. */
+export function stepIo(before: TierInfo | undefined, after: TierInfo | undefined, times: Pick<PhaseTimes, 'ioMs'>): StepIo | undefined {
+  if (!before || !after) return undefined;
+  const delta = (k: 'h2dBytes' | 'd2hBytes' | 'ssdReadBytes' | 'ssdWriteBytes') => Math.max(0, (Number(after[k]) || 0) - (Number(before[k]) || 0));
+  return {
+    h2d_bytes: delta('h2dBytes'),
+    d2h_bytes: delta('d2hBytes'),
+    ssd_read_bytes: delta('ssdReadBytes'),
+    ssd_write_bytes: delta('ssdWriteBytes'),
+    wait_ms: Math.max(0, Number(times.ioMs) || 0),
+  };
+}
 
 export type Schedule = 'constant' | 'linear' | 'cosine';
 export type NoiseKind = 'gaussian' | 'rademacher';
@@ -153,6 +203,8 @@ export interface StepEvent {
   seed: string;
   /** Engine time per phase of this step (noise, forward, head, update, total), ms. */
   times: PhaseTimes;
+  /** Bytes moved per link during this step and the compute path's wait for streamed units; absent when the engine reports no tiers. */
+  io?: StepIo;
 }
 export interface EvalEvent {
   type: 'eval';
@@ -365,7 +417,7 @@ async function trainLoaded(
     batch_size: o.batchSize,
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
-    ...(plan ? { plan: planSummary(plan) } : {}),
+    ...(plan ? { plan: runPlanSummary(plan) } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
@@ -439,6 +491,7 @@ async function trainLoaded(
       const idx = batchIndices(o.seed, step, Math.min(o.batchSize, trainSet.length), trainSet.length);
       const batch = packBatch(idx.map((i) => trainSet[i]));
       const lr = scheduledLr(o, step);
+      const tiersBefore = engine.info().tiers;
       const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise });
       if (r.skipped) skipped++;
       r.seeds.forEach((s, j) => {
@@ -455,6 +508,7 @@ async function trainLoaded(
         emit({ type: 'log', message: `step ${step + 1}: non-finite loss or projected gradient, update skipped` });
       }
       lastLoss = r.loss;
+      const io = stepIo(tiersBefore, engine.info().tiers, r.times);
       emit({
         type: 'step',
         step: step + 1,
@@ -468,6 +522,7 @@ async function trainLoaded(
         skipped: r.skipped,
         seed: r.seeds[0].toString(),
         times: r.times,
+        ...(io ? { io } : {}),
       });
       if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) lastEval = await evaluate(step + 1);
       if (o.checkpointEvery && (step + 1) % o.checkpointEvery === 0 && step + 1 < o.steps) await checkpoint(step + 1);

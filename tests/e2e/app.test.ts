@@ -179,6 +179,55 @@ describe('Spillway GUI', () => {
     expect(await page.$(`[data-run-id="${first}"]`)).not.toBeNull();
   });
 
+  it('a run with blocks on the SSD shows the Tiers panel: bytes per link measured beside the plan', async () => {
+    await page.goto(`${url}#/new`);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    const model = await page.inputValue('[data-testid="model-select"]');
+    const spill = mkdtempSync(join(dataDir, 'spill-'));
+    // A CPU budget half a block short of everything resident: streaming adds a staging slot and an
+    // I/O buffer, so all but one of the demo's four blocks go to the SSD.
+    const maxLength = Number(await page.inputValue('[data-testid="max-length"]'));
+    const plan = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength })) as { memory: { cpu: number }; units: { kind: string; bytes: number }[] };
+    const block = plan.units.find((u) => u.kind === 'block')!.bytes;
+    await page.fill('[data-testid="run-name"]', 'e2e tiers');
+    await page.fill('[data-testid="steps"]', '40');
+    await page.fill('[data-testid="batch-size"]', '4');
+    await page.fill('[data-testid="eval-every"]', '0');
+    await page.fill('[data-testid="spill-dir"]', spill);
+    await page.fill('[data-testid="cpu-budget"]', String(Math.floor(plan.memory.cpu - block / 2)));
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await page.click('[data-testid="start-run"]');
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    try {
+      await page.waitForFunction(
+        () => Number(document.querySelector('[data-testid="tier-ssdRead"]')?.getAttribute('data-latest')) > 0 &&
+          document.querySelector('[data-testid="tiers"]')?.getAttribute('data-plan') === 'yes',
+        null,
+        { timeout: 90_000 },
+      );
+    } catch (e) {
+      await shot('failed-tiers');
+      throw e;
+    }
+    const ssdRead = Number(await page.getAttribute('[data-testid="tier-ssdRead"]', 'data-latest'));
+    // Three blocks of the demo model, each read once a step (rounded up to 4 KiB slots).
+    expect(ssdRead).toBeGreaterThanOrEqual(3 * block);
+    expect(ssdRead).toBeLessThanOrEqual(3 * (block + 4096));
+    const row = await page.textContent('[data-testid="tier-ssdRead"]');
+    expect(row).toMatch(/SSD read\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+×/);
+    expect(await page.textContent('[data-testid="tier-step-ratio"]')).toMatch(/^[\d.]+×$/);
+    expect(await page.textContent('[data-testid="tier-floor-ratio"]')).toMatch(/^[\d.]+×$/);
+    await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+    await shot('live-tiers');
+    // The resident demo run shows no Tiers panel.
+    await page.goto(`${url}#/live/${encodeURIComponent(first)}`);
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > 0);
+    expect(await page.$('[data-testid="tiers"]')).toBeNull();
+    await page.goto(`${url}#/new`);
+    await page.fill('[data-testid="spill-dir"]', '');
+    await page.fill('[data-testid="cpu-budget"]', '');
+  });
+
   it('Settings, and the dark theme', async () => {
     await page.click('[data-testid="nav-settings"]');
     await page.waitForFunction(() => (document.querySelector('[data-testid="data-dir"]') as HTMLInputElement | null)?.value.startsWith('/'));

@@ -24,7 +24,9 @@ export interface CommandIO {
 
 const STEP_COLUMNS = ['step', 'time', 'loss', 'loss_plus', 'loss_minus', 'projected_grad', 'lr', 'step_ms', 'tokens_per_s', 'skipped', 'seed'] as const;
 const EVAL_COLUMNS = ['accuracy', 'examples', 'eval_ms'] as const;
-export const CSV_HEADER = ['kind', ...STEP_COLUMNS, ...EVAL_COLUMNS];
+/** A step's bytes per link and wait for streamed units (empty when the engine reported none); last, so older columns keep their places. */
+const IO_COLUMNS = ['h2d_bytes', 'd2h_bytes', 'ssd_read_bytes', 'ssd_write_bytes', 'io_wait_ms'] as const;
+export const CSV_HEADER = ['kind', ...STEP_COLUMNS, ...EVAL_COLUMNS, ...IO_COLUMNS];
 
 function csvField(v: unknown): string {
   if (v === null || v === undefined) return '';
@@ -35,8 +37,14 @@ function csvField(v: unknown): string {
 /** One table of step rows then eval rows; columns a kind lacks stay empty. */
 export function metricsCsv(steps: StepMetric[], evals: EvalMetric[]): string {
   const rows: unknown[][] = [CSV_HEADER];
-  for (const m of steps) rows.push(['step', m.step, m.time, m.loss, m.lossPlus, m.lossMinus, m.projectedGrad, m.lr, m.stepMs, m.tokensPerS, m.skipped, m.seed, null, null, null]);
-  for (const e of evals) rows.push(['eval', e.step, e.time, e.loss, null, null, null, null, null, null, null, null, e.accuracy, e.examples, e.evalMs]);
+  for (const m of steps) {
+    const io = m.io ?? null;
+    rows.push([
+      'step', m.step, m.time, m.loss, m.lossPlus, m.lossMinus, m.projectedGrad, m.lr, m.stepMs, m.tokensPerS, m.skipped, m.seed, null, null, null,
+      io?.h2dBytes, io?.d2hBytes, io?.ssdReadBytes, io?.ssdWriteBytes, io?.waitMs,
+    ]);
+  }
+  for (const e of evals) rows.push(['eval', e.step, e.time, e.loss, null, null, null, null, null, null, null, null, e.accuracy, e.examples, e.evalMs, null, null, null, null, null]);
   return rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n';
 }
 
@@ -51,6 +59,13 @@ function table(rows: string[][]): string {
 
 function finalAccuracy(r: RunRecord): unknown {
   return (r.finalMetrics?.eval as { accuracy?: unknown } | null | undefined)?.accuracy;
+}
+
+/** The plan a run was placed by, one line: homes, predicted step and floor. */
+function planLine(p: Record<string, unknown>): string {
+  const homes = (p.homes ?? {}) as Record<string, unknown>;
+  const ms = (x: unknown) => (typeof x === 'number' ? `${x.toFixed(1)} ms` : 'n/a');
+  return `${homes.device ?? 0} units on the device, ${homes.cpu ?? 0} on the CPU, ${homes.ssd ?? 0} on the SSD; predicted step ${ms(p.predicted_step_ms)}, floor ${ms(p.floor_ms)}`;
 }
 
 function listTable(runs: RunRecord[]): string {
@@ -73,6 +88,7 @@ function showText(s: RunSupervisor, r: RunRecord): string {
     `created     ${when(r.createdAt)}   started ${when(r.startedAt)}   ended ${when(r.endedAt)}`,
     ...(r.resumedFrom ? [`resumed     from ${r.resumedFrom}`] : []),
     `final loss  ${fixed(r.finalMetrics?.final_loss)}`,
+    ...(r.plan ? [`plan        ${planLine(r.plan)}`] : []),
     `last eval   ${last ? `step ${last.step}: accuracy ${pct(last.accuracy)}, loss ${fixed(last.loss)} (${last.examples} examples)` : 'none'}`,
     `folder      ${r.folder}`,
     ...s.store.checkpoints(r.id).map((c) => `checkpoint  step ${c.step}: ${c.path} (${c.bytes} bytes)`),

@@ -5,7 +5,7 @@ import { copyFile, cp, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { SpillwayError } from '../../common/contract.js';
-import type { AnyEvent, RunDetail, RunOptions, RunSummary, Settings } from '../../common/contract.js';
+import type { AnyEvent, RunDetail, RunOptions, RunPlan, RunSummary, Settings } from '../../common/contract.js';
 import type { EventListener, EventSource, RunOperations } from '../api.js';
 import { defaultSettings } from '../api.js';
 import { TRAIN_DEFAULTS } from '../../engine/trainer.js';
@@ -68,6 +68,35 @@ function stepToContract(runId: string, s: StoredStep) {
     stepMs: s.stepMs ?? 0,
     tokensPerS: s.tokensPerS ?? 0,
     skipped: s.skipped,
+    io: s.io ?? null,
+  };
+}
+
+const nonNegative = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : null);
+
+/** The four links of a plan summary's figures (h2d, d2h, ssd_read, ssd_write) in the contract's names; null when absent or malformed. */
+function linkFigures(v: unknown): RunPlan['linkBytes'] {
+  if (!v || typeof v !== 'object') return null;
+  const o = v as Record<string, unknown>;
+  const f = [o.h2d, o.d2h, o.ssd_read, o.ssd_write].map(nonNegative);
+  if (f.some((x) => x === null)) return null;
+  const [hostToDevice, deviceToHost, ssdRead, ssdWrite] = f as number[];
+  return { hostToDevice, deviceToHost, ssdRead, ssdWrite };
+}
+
+/** The plan summary the run's start event carried (electron/engine/trainer.ts PlanSummary), in the contract's form. */
+export function runPlanToContract(p: Record<string, unknown> | null | undefined): RunPlan | null {
+  if (!p || typeof p !== 'object') return null;
+  const homes = (p.homes ?? {}) as Record<string, unknown>;
+  const count = (x: unknown) => (typeof x === 'number' && Number.isInteger(x) && x >= 0 ? x : 0);
+  return {
+    homes: { device: count(homes.device), cpu: count(homes.cpu), ssd: count(homes.ssd) },
+    predictedStepMs: nonNegative(p.predicted_step_ms),
+    floorMs: nonNegative(p.floor_ms),
+    bound: typeof p.bound === 'string' ? p.bound : null,
+    linkBytes: linkFigures(p.link_bytes),
+    linkMs: linkFigures(p.link_ms),
+    ioWaitMs: nonNegative(p.io_wait_ms),
   };
 }
 
@@ -186,6 +215,7 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         checkpoints: store.checkpoints(runId).map((c) => ({ step: c.step, path: c.path, bytes: c.bytes, createdAt: c.createdAt })),
         evals: sup.getMetrics(runId, -1).evals.map((e) => evalToContract(runId, e)),
         outDir: stored.options.out ?? null,
+        plan: runPlanToContract(r.plan),
       };
     },
     async getMetrics({ runId, sinceStep, limit }) {

@@ -32,6 +32,9 @@ export function stepRecord(e: StepEvent, time: number): StepMetric {
     tokensPerS: e.tokens_per_s,
     skipped: e.skipped,
     seed: e.seed,
+    io: e.io
+      ? { h2dBytes: e.io.h2d_bytes, d2hBytes: e.io.d2h_bytes, ssdReadBytes: e.io.ssd_read_bytes, ssdWriteBytes: e.io.ssd_write_bytes, waitMs: e.io.wait_ms }
+      : null,
   };
 }
 
@@ -295,6 +298,8 @@ export class RunSupervisor {
           break;
         }
         case 'start':
+          // The plan the engine placed the blocks by: the GUI sets its predictions beside the measured I/O.
+          this.store.updateRun(runId, { plan: (e.plan as unknown as Record<string, unknown> | undefined) ?? null });
           this.writer.addLog(runId, {
             time: now,
             level: 'info',

@@ -15,6 +15,7 @@ import type {
   RunPatch,
   RunRecord,
   RunStatus,
+  StepIo,
   StepMetric,
   SystemSample,
   TierStat,
@@ -41,6 +42,7 @@ interface RunRow {
   final_metrics: string | null;
   folder: string;
   owner_pid: number | null;
+  plan: string | null;
 }
 
 const RUN_COLUMNS: Record<keyof RunPatch, keyof RunRow> = {
@@ -59,7 +61,11 @@ const RUN_COLUMNS: Record<keyof RunPatch, keyof RunRow> = {
   finalMetrics: 'final_metrics',
   folder: 'folder',
   ownerPid: 'owner_pid',
+  plan: 'plan',
 };
+
+/** Patch fields kept as JSON text. */
+const JSON_COLUMNS = new Set<keyof RunPatch>(['config', 'finalMetrics', 'plan']);
 
 const json = (v: unknown): string => JSON.stringify(v ?? null);
 
@@ -82,6 +88,7 @@ function toRun(r: RunRow): RunRecord {
     finalMetrics: r.final_metrics === null ? null : (JSON.parse(r.final_metrics) as Record<string, unknown>),
     folder: r.folder,
     ownerPid: r.owner_pid,
+    plan: r.plan === null || r.plan === undefined ? null : (JSON.parse(r.plan) as Record<string, unknown>),
   };
 }
 
@@ -97,6 +104,23 @@ interface StepRow {
   tokens_per_s: number | null;
   skipped: number;
   seed: string;
+  h2d_bytes: number | null;
+  d2h_bytes: number | null;
+  ssd_read_bytes: number | null;
+  ssd_write_bytes: number | null;
+  io_wait_ms: number | null;
+}
+
+/** A step's I/O columns, or null when the step recorded none. */
+function toStepIo(r: StepRow): StepIo | null {
+  if (r.h2d_bytes === null && r.d2h_bytes === null && r.ssd_read_bytes === null && r.ssd_write_bytes === null && r.io_wait_ms === null) return null;
+  return {
+    h2dBytes: r.h2d_bytes ?? 0,
+    d2hBytes: r.d2h_bytes ?? 0,
+    ssdReadBytes: r.ssd_read_bytes ?? 0,
+    ssdWriteBytes: r.ssd_write_bytes ?? 0,
+    waitMs: r.io_wait_ms ?? 0,
+  };
 }
 
 const toStep = (r: StepRow): StepMetric => ({
@@ -111,6 +135,7 @@ const toStep = (r: StepRow): StepMetric => ({
   tokensPerS: r.tokens_per_s,
   skipped: r.skipped !== 0,
   seed: r.seed,
+  io: toStepIo(r),
 });
 
 interface EvalRow {
@@ -126,6 +151,9 @@ const toEval = (r: EvalRow): EvalMetric => ({ step: r.step, time: r.time, loss: 
 
 /** SQLite stores NaN as NULL; say so explicitly rather than rely on the driver. */
 const finite = (x: number | null | undefined): number | null => (x === null || x === undefined || Number.isNaN(x) ? null : x);
+
+/** A byte count for an INTEGER column of a STRICT table (rounded; null when not finite). */
+const bytes = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x) : null);
 
 export class RunStore {
   private readonly statements = new Map<string, Statement>();
@@ -165,8 +193,8 @@ export class RunStore {
 
   createRun(r: NewRun): RunRecord {
     this.stmt(
-      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, started_at, resumed_from, steps_planned, folder, owner_pid)
-       VALUES (@id, @name, @model, @dataset, @task, @config, @status, @created_at, @started_at, @resumed_from, @steps_planned, @folder, @owner_pid)`,
+      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, started_at, resumed_from, steps_planned, folder, owner_pid, plan)
+       VALUES (@id, @name, @model, @dataset, @task, @config, @status, @created_at, @started_at, @resumed_from, @steps_planned, @folder, @owner_pid, @plan)`,
     ).run({
       id: r.id,
       name: r.name,
@@ -181,6 +209,7 @@ export class RunStore {
       steps_planned: r.stepsPlanned,
       folder: r.folder,
       owner_pid: r.ownerPid ?? null,
+      plan: r.plan ? json(r.plan) : null,
     });
     return this.getRun(r.id) as RunRecord;
   }
@@ -216,7 +245,7 @@ export class RunStore {
       const values: Record<string, unknown> = { id };
       for (const k of keys) {
         const v = patch[k];
-        values[RUN_COLUMNS[k]] = k === 'config' || k === 'finalMetrics' ? (v === null ? null : json(v)) : v;
+        values[RUN_COLUMNS[k]] = JSON_COLUMNS.has(k) ? (v === null || v === undefined ? null : json(v)) : v;
       }
       this.stmt(`UPDATE runs SET ${sets} WHERE id = @id`).run(values);
     }
@@ -234,11 +263,16 @@ export class RunStore {
 
   insertStepMetrics(runId: string, rows: readonly StepMetric[]): void {
     const s = this.stmt(
-      `INSERT OR REPLACE INTO step_metrics (run_id, step, time, loss, loss_plus, loss_minus, projected_grad, lr, step_ms, tokens_per_s, skipped, seed)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT OR REPLACE INTO step_metrics (run_id, step, time, loss, loss_plus, loss_minus, projected_grad, lr, step_ms, tokens_per_s, skipped, seed,
+         h2d_bytes, d2h_bytes, ssd_read_bytes, ssd_write_bytes, io_wait_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     for (const m of rows) {
-      s.run(runId, m.step, m.time, finite(m.loss), finite(m.lossPlus), finite(m.lossMinus), finite(m.projectedGrad), finite(m.lr), finite(m.stepMs), finite(m.tokensPerS), m.skipped ? 1 : 0, m.seed);
+      const io = m.io ?? null;
+      s.run(
+        runId, m.step, m.time, finite(m.loss), finite(m.lossPlus), finite(m.lossMinus), finite(m.projectedGrad), finite(m.lr), finite(m.stepMs), finite(m.tokensPerS), m.skipped ? 1 : 0, m.seed,
+        io ? bytes(io.h2dBytes) : null, io ? bytes(io.d2hBytes) : null, io ? bytes(io.ssdReadBytes) : null, io ? bytes(io.ssdWriteBytes) : null, io ? finite(io.waitMs) : null,
+      );
     }
   }
 

@@ -24,10 +24,12 @@ export interface RunRecord {
   folder: string;
   /** The process supervising the run while it is running. */
   ownerPid: number | null;
+  /** The plan summary the engine started with (offload auto), as its start event carried it. */
+  plan: Record<string, unknown> | null;
 }
 
 export type NewRun = Pick<RunRecord, 'id' | 'name' | 'model' | 'dataset' | 'task' | 'config' | 'stepsPlanned' | 'folder'> &
-  Partial<Pick<RunRecord, 'status' | 'createdAt' | 'resumedFrom' | 'ownerPid' | 'startedAt'>>;
+  Partial<Pick<RunRecord, 'status' | 'createdAt' | 'resumedFrom' | 'ownerPid' | 'startedAt' | 'plan'>>;
 
 export type RunPatch = Partial<Omit<RunRecord, 'id' | 'createdAt'>>;
 
@@ -43,6 +45,16 @@ export interface StepMetric {
   tokensPerS: number | null;
   skipped: boolean;
   seed: string;
+  /** Bytes moved per link during the step and the wait for streamed units; null/absent when not reported. */
+  io?: StepIo | null;
+}
+
+export interface StepIo {
+  h2dBytes: number;
+  d2hBytes: number;
+  ssdReadBytes: number;
+  ssdWriteBytes: number;
+  waitMs: number;
 }
 
 export interface EvalMetric {

@@ -5,6 +5,7 @@
 import type { EvalMetric, StepMetric } from '../../../electron/common/contract.ts';
 import { decimateMinMax } from './decimate.ts';
 import { EmaSmoother, type Point } from './smoothing.ts';
+import { addIoSample, type IoSample } from './tiers.ts';
 
 export const MAX_CHART_POINTS = 1500;
 
@@ -15,6 +16,8 @@ export class RunSeries {
   tokensPerS: Point[] = [];
   evalLoss: Point[] = [];
   evalAccuracy: Point[] = [];
+  /** The last steps' bytes per link and I/O wait (steps that reported them), for the Tiers panel. */
+  io: IoSample[] = [];
   lastStep = -1;
   lastEvalStep = -1;
   #ema: EmaSmoother;
@@ -26,6 +29,7 @@ export class RunSeries {
   addStep(m: StepMetric): boolean {
     if (m.step <= this.lastStep) return false;
     this.lastStep = m.step;
+    addIoSample(this.io, m);
     if (m.skipped) return true;
     this.loss.push({ x: m.step, y: m.loss });
     this.smoothed.push({ x: m.step, y: this.#ema.push(m.loss) });

@@ -7,6 +7,7 @@ import { app } from './app.svelte.ts';
 import type { Client } from '../lib/client.ts';
 import { describeError } from '../lib/client.ts';
 import { RunSeries } from '../lib/series.ts';
+import { streamsUnits, tierSummary } from '../lib/tiers.ts';
 import type { Point } from '../lib/smoothing.ts';
 
 export const ACTIVE: readonly RunStatus[] = ['queued', 'running', 'stopping'];
@@ -58,6 +59,16 @@ export class LiveRunState {
     void this.version;
     return { stepMs: this.series.bounded(this.series.stepMs), tokensPerS: this.series.bounded(this.series.tokensPerS) };
   });
+  /** The Tiers panel: measured I/O per step beside the plan's predictions; null before any step reported it. */
+  tiers = $derived.by(() => {
+    void this.version;
+    return tierSummary(this.series.io, this.detail?.plan ?? null);
+  });
+  /** Whether the run streams units (the Tiers panel is hidden otherwise). */
+  showTiers = $derived.by(() => {
+    void this.version;
+    return streamsUnits(this.detail?.plan ?? null, this.detail?.options.offload, this.series.io);
+  });
   telemetryChart = $derived.by(() => {
     void this.telemetryVersion;
     return { cpu: this.telemetryPoints.cpu.slice(), gpu: this.telemetryPoints.gpu.slice(), ram: this.telemetryPoints.ram.slice() };
@@ -67,6 +78,7 @@ export class LiveRunState {
   #pending: ((s: RunSeries) => void)[] | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #generation = 0;
+  #planAsked = false;
 
   constructor(client: () => Client) {
     this.#client = client;
@@ -76,7 +88,10 @@ export class LiveRunState {
   listen(): () => void {
     const c = this.#client();
     const offs = [
-      c.on('stepMetrics', (m) => this.#apply(m.runId, (s) => s.addStep(m) && (this.lastStep = m))),
+      c.on('stepMetrics', (m) => {
+        this.#apply(m.runId, (s) => s.addStep(m) && (this.lastStep = m));
+        if (m.runId === this.runId) void this.#fetchPlan();
+      }),
       c.on('evalMetrics', (e) => this.#apply(e.runId, (s) => s.addEval(e) && (this.lastEval = e))),
       c.on('runStatus', (r) => {
         if (r.runId !== this.runId) return;
@@ -98,6 +113,23 @@ export class LiveRunState {
     change(this.series);
     this.stepsDone = Math.max(this.stepsDone, this.series.lastStep);
     this.#scheduleRefresh();
+  }
+
+  /**
+   * A run placed by the planner records its plan when its engine starts, which may be after the
+   * run was opened: ask for it again once steps arrive.
+   */
+  async #fetchPlan(): Promise<void> {
+    const d = this.detail;
+    if (!d || d.plan || d.options.offload !== 'auto' || this.#planAsked) return;
+    this.#planAsked = true;
+    const generation = this.#generation;
+    try {
+      const fresh = await this.#client().call('getRun', { runId: d.id });
+      if (generation === this.#generation && this.detail) this.detail = { ...this.detail, plan: fresh.plan ?? null };
+    } catch {
+      this.#planAsked = false;
+    }
   }
 
   #scheduleRefresh(): void {
@@ -130,6 +162,7 @@ export class LiveRunState {
     this.lastStep = null;
     this.lastEval = null;
     this.detail = null;
+    this.#planAsked = false;
     this.loadError = null;
     this.loading = true;
     this.#pending = [];

@@ -38,6 +38,34 @@ describe('contract', () => {
     expect(parseParams('plan', { model: '/m' })).toMatchObject({ budgets: {}, precision: 'f32', batchSize: 16 });
   });
 
+  it('carries a step\'s I/O per link (optional, for old rows and engines without tiers) and a run\'s plan', () => {
+    const step = { runId: 'r', step: 1, loss: 0.5, lossPlus: 0.6, lossMinus: 0.4, projectedGrad: 1, lr: 1e-3, stepMs: 12, tokensPerS: 100, skipped: false };
+    const io = { h2dBytes: 3166208, d2hBytes: 0, ssdReadBytes: 3178496, ssdWriteBytes: 3178496, waitMs: 13.8 };
+    expect(parseEvent('stepMetrics', { ...step, io })).toEqual({ event: 'stepMetrics', payload: { ...step, io } });
+    expect(parseEvent('stepMetrics', step)?.payload).toEqual(step);
+    expect(parseEvent('stepMetrics', { ...step, io: null })?.payload).toEqual({ ...step, io: null });
+    expect(parseEvent('stepMetrics', { ...step, io: { ...io, ssdReadBytes: -1 } })).toBeNull();
+    expect(parseEvent('stepMetrics', { ...step, io: { ...io, waitMs: undefined } })).toBeNull();
+
+    const plan = {
+      homes: { device: 2, cpu: 0, ssd: 4 },
+      predictedStepMs: 23.3,
+      floorMs: 22.9,
+      bound: 'compute',
+      linkBytes: { hostToDevice: 3166208, deviceToHost: 0, ssdRead: 3166208, ssdWrite: 1583104.5 },
+      linkMs: null,
+      ioWaitMs: 0.45,
+    };
+    const detail = {
+      id: 'r', name: 'n', status: 'completed', model: '/m', dataset: '/d', createdAt: 1, startedAt: 1, endedAt: 2, stepsDone: 1, stepsPlanned: 1,
+      lastLoss: 0.5, lastAccuracy: null, error: null, resumedFrom: null, options: { model: '/m', train: '/d', task: { kind: 'sst2' } },
+      checkpoints: [], evals: [], outDir: null,
+    };
+    expect(methods.getRun.result.parse({ ...detail, plan })).toMatchObject({ plan });
+    expect(methods.getRun.result.parse({ ...detail, plan: null }).plan).toBeNull();
+    expect(methods.getRun.result.parse(detail).plan).toBeUndefined();
+  });
+
   it('refuses prototype keys as method names', () => {
     for (const m of ['__proto__', 'constructor', 'hasOwnProperty', 'toString']) {
       expect(() => parseParams(m, {})).toThrow(expect.objectContaining({ code: 'UNKNOWN_METHOD' }));

@@ -56,6 +56,38 @@ describe('openDatabase', () => {
     }
   });
 
+  it('version 3 adds the steps\' I/O per link and the run\'s plan; rows from version 2 read back without them', () => {
+    const dir = tempDir();
+    const old = openDatabase(databaseFile(dir), { migrations: MIGRATIONS.slice(0, 2) }).db;
+    expect(schemaVersion(old)).toBe(2);
+    old.prepare(
+      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, steps_planned, folder, owner_pid)
+       VALUES ('r2', 'v2 run', '/m', '/d.jsonl', 'sst2', '{"options":{}}', 'completed', 1, 10, '/runs/r2', NULL)`,
+    ).run();
+    old.prepare(
+      `INSERT INTO step_metrics (run_id, step, time, loss, loss_plus, loss_minus, projected_grad, lr, step_ms, tokens_per_s, skipped, seed)
+       VALUES ('r2', 1, 2, 0.5, 0.6, 0.4, 1, 0.001, 12, 100, 0, '7')`,
+    ).run();
+    old.close();
+
+    const store = RunStore.open(dir);
+    expect(schemaVersion(store.db)).toBeGreaterThanOrEqual(3);
+    const columns = (t: string) => (store.db.prepare(`SELECT name FROM pragma_table_info('${t}')`).all() as { name: string }[]).map((c) => c.name);
+    expect(columns('step_metrics')).toEqual(expect.arrayContaining(['h2d_bytes', 'd2h_bytes', 'ssd_read_bytes', 'ssd_write_bytes', 'io_wait_ms']));
+    expect(columns('runs')).toContain('plan');
+    // The old row: no I/O, no plan.
+    expect(store.getMetrics('r2').steps).toEqual([expect.objectContaining({ step: 1, stepMs: 12, seed: '7', io: null })]);
+    expect(store.getRun('r2')).toMatchObject({ name: 'v2 run', plan: null });
+    // New rows carry them.
+    const io = { h2dBytes: 3166208, d2hBytes: 0, ssdReadBytes: 3178496, ssdWriteBytes: 3178496, waitMs: 8.5 };
+    store.insertStepMetrics('r2', [{ step: 2, time: 3, loss: 0.4, lossPlus: 0.5, lossMinus: 0.3, projectedGrad: 1, lr: 0.001, stepMs: 11, tokensPerS: 110, skipped: false, seed: '8', io }]);
+    expect(store.getMetrics('r2', 1).steps[0].io).toEqual(io);
+    const plan = { homes: { device: 2, cpu: 0, ssd: 4 }, predicted_step_ms: 20, floor_ms: 12, bound: 'ssd-read' };
+    expect(store.updateRun('r2', { plan }).plan).toEqual(plan);
+    expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
+    store.close();
+  });
+
   it('refuses a database written by a newer Spillway and leaves it untouched', () => {
     const dir = tempDir();
     RunStore.open(dir).close();
@@ -64,7 +96,9 @@ describe('openDatabase', () => {
     raw.close();
     const before = readFileSync(databaseFile(dir));
     expect(() => RunStore.open(dir)).toThrow(DatabaseTooNewError);
-    expect(() => RunStore.open(dir)).toThrow(/newer version of Spillway \(schema version 3; this version knows up to 2\)/);
+    expect(() => RunStore.open(dir)).toThrow(
+      new RegExp(`newer version of Spillway \\(schema version ${SCHEMA_VERSION + 1}; this version knows up to ${SCHEMA_VERSION}\\)`),
+    );
     expect(readFileSync(databaseFile(dir)).equals(before)).toBe(true);
     expect(readdirSync(dir).filter((n) => n.includes('corrupt'))).toEqual([]);
   });

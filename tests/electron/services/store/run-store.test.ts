@@ -34,6 +34,20 @@ describe('RunStore', () => {
     store.close();
   });
 
+  it('keeps a step\'s I/O per link (or none) and a run\'s plan', () => {
+    const store = open();
+    newRun(store);
+    expect(store.getRun('run-a')?.plan).toBeNull();
+    const io = { h2dBytes: 1.5e6, d2hBytes: 2048, ssdReadBytes: 3178496, ssdWriteBytes: 0, waitMs: 0.25 };
+    store.insertStepMetrics('run-a', [step(1), { ...step(2), io }, { ...step(3), io: null }, { ...step(4), io: { ...io, ssdReadBytes: 12.6, waitMs: NaN } }]);
+    const rows = store.getMetrics('run-a').steps;
+    expect(rows.map((r) => r.io)).toEqual([null, io, null, { ...io, ssdReadBytes: 13, waitMs: 0 }]);
+    const plan = { homes: { device: 2, cpu: 1, ssd: 3 }, predicted_step_ms: 40, floor_ms: 25, bound: 'ssd-read', link_bytes: { h2d: 1, d2h: 0, ssd_read: 1, ssd_write: 0.5 }, link_ms: null, io_wait_ms: 3 };
+    expect(store.updateRun('run-a', { plan }).plan).toEqual(plan);
+    expect(store.updateRun('run-a', { plan: null }).plan).toBeNull();
+    store.close();
+  });
+
   it('batches metric writes and flushes them on close', () => {
     const store = open();
     newRun(store);

@@ -1,0 +1,166 @@
+// What each step moved per link, end to end: a real engine process streaming
+// the blocks from the SSD tier, its step events recorded by the supervisor and
+// served by the contract's operations; the bytes are the deltas of the
+// engine's own tier counters across one step, and a planned run keeps its plan.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+import { packBatch } from '../../../../electron/engine/batch.js';
+import { planFor } from '../../../../electron/engine/plan-result.js';
+import { batchIndices } from '../../../../electron/data/index.js';
+import { TRAIN_DEFAULTS, loadForTraining, runPlanSummary, stepIo } from '../../../../electron/engine/trainer.js';
+import type { StepEvent, TrainOptions } from '../../../../electron/engine/trainer.js';
+import { RunSupervisor } from '../../../../electron/services/runs/index.js';
+import type { RunEvent } from '../../../../electron/services/runs/index.js';
+import { metricsCsv, CSV_HEADER } from '../../../../electron/services/runs/commands.js';
+import { runPlanToContract, supervisorOperations } from '../../../../electron/services/runs/operations.js';
+import { DEMO_DATA, DEMO_TOKENIZER_DIR, makeTinyLlama } from '../../../helpers/tiny-model.js';
+
+let work: string;
+let model: string;
+const open: RunSupervisor[] = [];
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'spw-io-'));
+  model = await makeTinyLlama(join(work, 'tiny'));
+});
+
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+});
+
+const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
+  ...TRAIN_DEFAULTS,
+  model,
+  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
+  task: { kind: 'sst2' },
+  steps: 3,
+  batchSize: 4,
+  lr: 1e-2,
+  seed: 3,
+  threads: 1,
+  zeroShot: false,
+  evalFraction: 0,
+  maxLength: 64,
+  ...over,
+});
+
+function supervisor(): RunSupervisor {
+  const dataDir = mkdtempSync(join(tmpdir(), 'spw-io-data-'));
+  // The engine caches its calibration in the data folder (offload auto).
+  const s = RunSupervisor.open(dataDir, { env: { SPILLWAY_DATA_DIR: dataDir } });
+  open.push(s);
+  return s;
+}
+
+async function run(sup: RunSupervisor, o: TrainOptions): Promise<{ id: string; events: RunEvent[] }> {
+  const events: RunEvent[] = [];
+  sup.subscribe('*', (e) => events.push(e));
+  const r = await sup.start({ options: o, saveModel: false });
+  const done = await sup.waitFor(r.id);
+  expect(done.status, done.error ?? '').toBe('completed');
+  return { id: r.id, events: events.filter((e) => e.runId === r.id) };
+}
+
+describe('step I/O', () => {
+  it('stepIo: deltas of the cumulative counters, never negative, and the wait', () => {
+    const tiers = (h2d: number, d2h: number, r: number, w: number) =>
+      ({ h2dBytes: h2d, d2hBytes: d2h, ssdReadBytes: r, ssdWriteBytes: w }) as Parameters<typeof stepIo>[0];
+    expect(stepIo(tiers(10, 0, 100, 50), tiers(30, 4, 400, 50), { ioMs: 2.5 })).toEqual({
+      h2d_bytes: 20, d2h_bytes: 4, ssd_read_bytes: 300, ssd_write_bytes: 0, wait_ms: 2.5,
+    });
+    expect(stepIo(tiers(10, 0, 100, 50), tiers(0, 0, 0, 0), { ioMs: -1 })).toEqual({ h2d_bytes: 0, d2h_bytes: 0, ssd_read_bytes: 0, ssd_write_bytes: 0, wait_ms: 0 });
+    expect(stepIo(undefined, tiers(1, 1, 1, 1), { ioMs: 1 })).toBeUndefined();
+  });
+
+  it('a run with its blocks on the SSD reports each step\'s bytes per link, as the engine counts them, stored and served', async () => {
+    const spill = mkdtempSync(join(work, 'spill-'));
+    const o = options({ offload: 'ssd', spillDir: spill });
+
+    // The engine's own counters across one step, in this process, with the trainer's loader and first batch.
+    const loaded = await loadForTraining(o, () => {});
+    let expected: ReturnType<typeof stepIo>;
+    try {
+      const before = loaded.engine.info().tiers;
+      const idx = batchIndices(o.seed, 0, Math.min(o.batchSize, loaded.train.length), loaded.train.length);
+      const r = await loaded.engine.step(packBatch(idx.map((i) => loaded.train[i])), { seed: BigInt(o.seed), step: 0, q: o.q, lr: o.lr, eps: o.eps, weightDecay: 0, noise: o.noise });
+      const after = loaded.engine.info().tiers;
+      expect(after?.ssdReadBytes).toBeGreaterThan(before?.ssdReadBytes ?? 0);
+      expected = { h2d_bytes: 0, d2h_bytes: 0, ssd_read_bytes: 0, ssd_write_bytes: 0, wait_ms: 0, ...stepIo(before, after, r.times) };
+    } finally {
+      loaded.engine.close();
+    }
+
+    const sup = supervisor();
+    const { id, events } = await run(sup, o);
+    const steps = events.filter((e): e is StepEvent & { runId: string } => e.type === 'step');
+    expect(steps).toHaveLength(3);
+    for (const e of steps) {
+      expect(e.io, `step ${e.step}`).toBeDefined();
+      // Every block is read from the SSD once a step (one visit for both perturbed passes).
+      expect(e.io?.ssd_read_bytes).toBe(expected?.ssd_read_bytes);
+      expect(e.io?.h2d_bytes).toBe(expected?.h2d_bytes);
+      expect(e.io?.ssd_read_bytes).toBeGreaterThan(0);
+      expect(e.io?.wait_ms).toBeGreaterThanOrEqual(0);
+      expect(e.io?.wait_ms).toBe(e.times.ioMs);
+    }
+    // Lazy write-back: nothing to write at the first step, every block after an update.
+    expect(steps[0].io?.ssd_write_bytes).toBe(expected?.ssd_write_bytes);
+    expect(steps[1].io?.ssd_write_bytes).toBe(steps[1].io?.ssd_read_bytes);
+
+    // Recorded as the events carried them, and served by the contract's operations.
+    const stored = sup.getMetrics(id).steps;
+    expect(stored.map((s) => s.io)).toEqual(
+      steps.map((e) => ({ h2dBytes: e.io?.h2d_bytes, d2hBytes: e.io?.d2h_bytes, ssdReadBytes: e.io?.ssd_read_bytes, ssdWriteBytes: e.io?.ssd_write_bytes, waitMs: e.io?.wait_ms })),
+    );
+    const ops = supervisorOperations(sup);
+    const signal = new AbortController().signal;
+    const page = await ops.getMetrics({ runId: id, sinceStep: -1, limit: 100 }, { signal });
+    expect(page.steps.map((s) => s.io)).toEqual(stored.map((s) => s.io));
+    expect((await ops.getRun({ runId: id }, { signal })).plan).toBeNull();
+
+    // The CSV export carries them in its last columns.
+    const csv = metricsCsv(stored, []).trim().split('\n').map((l) => l.split(','));
+    const col = (name: string) => CSV_HEADER.indexOf(name);
+    expect(csv[1][col('ssd_read_bytes')]).toBe(String(steps[0].io?.ssd_read_bytes));
+    expect(csv[1][col('io_wait_ms')]).toBe(String(steps[0].io?.wait_ms));
+    expect(csv.every((r) => r.length === CSV_HEADER.length)).toBe(true);
+  });
+
+  it('a run placed by the planner keeps its plan, with the bytes per link it predicts beside the measured ones', async () => {
+    const spill = mkdtempSync(join(work, 'spill-'));
+    const sup = supervisor();
+    const ops = supervisorOperations(sup);
+    const signal = new AbortController().signal;
+    // The demo model: four blocks, so a budget half a block short of all-resident keeps one and spills three.
+    const demo = DEMO_TOKENIZER_DIR;
+    const { id, events } = await run(sup, options({ model: demo, offload: 'auto', spillDir: spill, steps: 2, cpuMem: await budgetForSsd(demo, spill) }));
+    const start = events.find((e) => e.type === 'start');
+    expect(start?.type === 'start' && start.plan).toBeTruthy();
+    const summary = (start as { plan: ReturnType<typeof runPlanSummary> }).plan;
+    expect(summary.homes.ssd).toBeGreaterThan(0);
+    expect(summary.link_bytes.ssd_read).toBeGreaterThan(0);
+    expect(sup.getRun(id)?.plan).toEqual(summary);
+
+    const detail = await ops.getRun({ runId: id }, { signal });
+    expect(detail.plan).toEqual(runPlanToContract(summary as unknown as Record<string, unknown>));
+    expect(detail.plan?.linkBytes?.ssdRead).toBe(summary.link_bytes.ssd_read);
+    expect(detail.plan?.homes).toEqual(summary.homes);
+
+    // Measured against planned: the engine reads each SSD block rounded up to its 4 KiB-aligned slot.
+    const steps = sup.getMetrics(id).steps;
+    for (const s of steps) {
+      expect(s.io?.ssdReadBytes).toBeGreaterThanOrEqual(summary.link_bytes.ssd_read);
+      expect(s.io?.ssdReadBytes).toBeLessThanOrEqual(summary.link_bytes.ssd_read + 4096 * summary.homes.ssd);
+    }
+  });
+});
+
+/** A CPU budget half a block under "everything resident": streaming adds a staging slot and an I/O buffer, so blocks go to the SSD. */
+async function budgetForSsd(model: string, spill: string): Promise<number> {
+  const { plan } = await planFor({ model, computeDevice: 'cpu', budgets: {}, spillDir: spill, batchSize: 4, maxLength: 64, dataDir: null, calibrate: 'cached' });
+  const block = plan.units.find((u) => u.kind === 'block');
+  return plan.memory.device + plan.memory.cpu - (block?.bytes ?? 0) / 2;
+}
