@@ -1,6 +1,6 @@
 // `spillway`: train, score and inspect from a terminal. Training and scoring
 // run in an engine host process; this process only parses, prints and relays.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -13,7 +13,8 @@ import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.j
 import type { RunEvent } from '../services/runs/index.js';
 import type { ScoreOptions } from '../engine/score.js';
 import { TRAIN_DEFAULTS } from '../engine/trainer.js';
-import { formatPlan, parseBytes } from '../engine/planner.js';
+import { formatPlan, parseBytes, splitFolders } from '../engine/planner.js';
+import type { UpdateMode } from '../engine/planner.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import type { TrainEvent, TrainOptions } from '../engine/trainer.js';
 import { ProgressLine } from './progress.js';
@@ -27,10 +28,12 @@ Usage:
                                   per-example loss and accuracy, no training
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
-  spillway plan --model M [--gpu-mem 24GB --cpu-mem 2GB --spill DIR --ssd-mem 100GB
-                --batch-size 16 --max-length 256 --recalibrate] [--json]
-                                  where every unit lives, memory per tier, bytes per
-                                  step per link, predicted step time and its floor
+  spillway plan --model M [--gpu-mem 24GB --cpu-mem 2GB --spill DIR[,DIR...] --ssd-mem 100GB
+                --batch-size 16 --max-length 256 --update-on auto|home|device
+                --recalibrate] [--json]
+                                  where every unit lives (SSD blocks striped over the
+                                  spill folders), where each is updated, memory per tier,
+                                  bytes per step per link, predicted step time and its floor
   spillway doctor [--spill DIR] [--clean-spill] [--json]
                                   what this machine has: CUDA, GPUs, cuBLAS, NVML,
                                   BLAS, io_uring, O_DIRECT on the spill folder
@@ -79,6 +82,12 @@ function fail(message: string, json: boolean): never {
   if (json) process.stdout.write(JSON.stringify({ type: 'error', message }) + '\n');
   else process.stderr.write(`spillway: ${message}\n`);
   process.exit(1);
+}
+
+/** --spill values: each a folder, or a comma-separated list of folders (a path that exists is taken whole). */
+function spillFolders(v: string | string[] | boolean | undefined): string[] {
+  const vals = typeof v === 'string' ? [v] : Array.isArray(v) ? v : [];
+  return vals.flatMap((x) => (existsSync(x) ? [x] : splitFolders(x)));
 }
 
 function num(v: string | undefined, name: string, fallback: number): number {
@@ -181,7 +190,7 @@ const TRAIN_FLAGS = {
   'gpu-mem': { type: 'string' },
   'cpu-mem': { type: 'string' },
   'ssd-mem': { type: 'string' },
-  spill: { type: 'string' },
+  spill: { type: 'string', multiple: true },
   'write-back-every': { type: 'string' },
   'checkpoint-dir': { type: 'string' },
   resume: { type: 'string' },
@@ -190,8 +199,10 @@ const TRAIN_FLAGS = {
   'data-dir': { type: 'string' },
 } as const;
 
-export function trainOptionsFromArgs(v: Record<string, string | boolean | undefined>): TrainOptions {
+export function trainOptionsFromArgs(v: Record<string, string | string[] | boolean | undefined>): TrainOptions {
   const anyModelFlag = v.model !== undefined || v.data !== undefined;
+  // Only --spill may be repeated (a list); the task flags are single strings.
+  const taskFlags = v as Record<string, string | boolean | undefined>;
   let base: TrainOptions;
   if (!anyModelFlag) {
     base = demoOptions();
@@ -202,12 +213,16 @@ export function trainOptionsFromArgs(v: Record<string, string | boolean | undefi
       ...TRAIN_DEFAULTS,
       model: resolve(v.model),
       train: resolve(v.data),
-      task: buildTask(typeof v.task === 'string' ? v.task : 'sst2', v),
+      task: buildTask(typeof v.task === 'string' ? v.task : 'sst2', taskFlags),
     };
   }
   if (anyModelFlag && typeof v['eval-data'] === 'string') base.eval = resolve(v['eval-data']);
-  if (!anyModelFlag && typeof v.task === 'string') base.task = buildTask(v.task, v);
+  if (!anyModelFlag && typeof v.task === 'string') base.task = buildTask(v.task, taskFlags);
   const s = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const spill = spillFolders(v.spill);
+  if (spill.length > 1) {
+    throw new Error(`--spill: several spill folders (${spill.join(', ')}) are planned by \`spillway plan\` but training takes one folder for now`);
+  }
   const o: TrainOptions = {
     ...base,
     evalFraction: num(s('eval-fraction'), 'eval-fraction', base.evalFraction),
@@ -234,7 +249,7 @@ export function trainOptionsFromArgs(v: Record<string, string | boolean | undefi
     gpuMem: s('gpu-mem') !== undefined ? parseBytes(s('gpu-mem') as string) : base.gpuMem,
     cpuMem: s('cpu-mem') !== undefined ? parseBytes(s('cpu-mem') as string) : base.cpuMem,
     ssdMem: s('ssd-mem') !== undefined ? parseBytes(s('ssd-mem') as string) : base.ssdMem,
-    spillDir: s('spill') !== undefined ? resolve(s('spill') as string) : base.spillDir,
+    spillDir: spill.length ? resolve(spill[0]) : base.spillDir,
     writeBackEvery: s('write-back-every') !== undefined ? num(s('write-back-every'), 'write-back-every', 1) : base.writeBackEvery,
   };
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
@@ -489,7 +504,8 @@ async function cmdPlan(argv: string[]): Promise<number> {
       'gpu-mem': { type: 'string' },
       'cpu-mem': { type: 'string' },
       'ssd-mem': { type: 'string' },
-      spill: { type: 'string' },
+      spill: { type: 'string', multiple: true },
+      'update-on': { type: 'string' },
       device: { type: 'string' },
       precision: { type: 'string' },
       'batch-size': { type: 'string' },
@@ -510,11 +526,24 @@ async function cmdPlan(argv: string[]): Promise<number> {
     const precision = values.precision ?? 'f32';
     if (!['f32', 'bf16', 'fp16'].includes(precision)) throw new Error(`--precision must be f32, bf16 or fp16, got "${precision}"`);
     const bytes = (k: 'gpu-mem' | 'cpu-mem' | 'ssd-mem') => (values[k] !== undefined ? parseBytes(values[k] as string) : undefined);
+    const updateMode = values['update-on'] ?? 'auto';
+    if (!['auto', 'home', 'device'].includes(updateMode)) throw new Error(`--update-on must be auto, home or device, got "${updateMode}"`);
+    const spillDirs = spillFolders(values.spill).map((d) => resolve(d));
+    // A GPU plan calibrates the GPU when this build and machine have one.
+    let calibrationDevice = 'cpu';
+    if (device === 'gpu') {
+      const { loadNative } = await import('../engine/native.js');
+      const native = loadNative();
+      if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
+    }
     const { plan, info, calibration } = await planFor({
       model: resolve(values.model),
       computeDevice: device,
+      calibrationDevice,
       budgets: { device: bytes('gpu-mem'), cpu: bytes('cpu-mem'), ssd: bytes('ssd-mem') },
-      spillDir: values.spill !== undefined ? resolve(values.spill) : null,
+      spillDir: spillDirs[0] ?? null,
+      spillDirs,
+      updateMode: updateMode as UpdateMode,
       precision: precision as 'f32',
       batchSize: num(values['batch-size'], 'batch-size', 16),
       maxLength: num(values['max-length'], 'max-length', 256),

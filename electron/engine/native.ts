@@ -58,6 +58,8 @@ export interface NativeScoreResult {
 /** Where each unit's master lives between visits to the compute device. */
 export const HOME = { device: 0, cpu: 1, ssd: 2 } as const;
 
+export type MasterPrecision = 'fp32' | 'bf16' | 'fp16';
+
 export interface TierPlacement {
   /** One home per unit (HOME values); the embeddings and the head must stay on the device. */
   homes: number[];
@@ -72,6 +74,11 @@ export interface TierPlacement {
   deviceUpdate?: boolean[];
   /** Device staging slots (2 overlaps the next upload with compute; default 2 on a GPU, 1 on the CPU). */
   stageSlots?: number;
+  /**
+   * Precision of the masters: fp32 (default), or bf16 / fp16 with stochastic rounding of every
+   * update. Streamed units are stored and moved in that format (half the bytes).
+   */
+  masters?: MasterPrecision;
   /** Rewrite an SSD unit every K updates; pending updates are replayed on read in between. */
   writeBackEvery?: number;
   /** SSD units read ahead of the one computing (default 2; 0 reads on demand). */
@@ -92,6 +99,7 @@ export interface TierInfo {
   /** Bytes written back from the device to CPU or SSD homes (device-side updates). */
   d2hBytes: number;
   stageSlots: number;
+  masters: MasterPrecision;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
   ioPath: string;
 }
@@ -111,7 +119,8 @@ export interface NativeEngine {
   step(batch: NativeBatch, params: NativeStepParams): Promise<NativeStepResult>;
   score(batch: NativeBatch): Promise<NativeScoreResult>;
   cancel(): void;
-  tensorNames(): { name: string; shape: number[] }[];
+  /** decay: whether weight decay applies (not to biases and norms). */
+  tensorNames(): { name: string; shape: number[]; decay: boolean }[];
   getTensor(name: string): Float32Array;
   info(): NativeEngineInfo;
   /** Frees the model, device memory and the spill file now. */
@@ -129,7 +138,67 @@ export interface CudaReport {
   [key: string]: unknown;
 }
 
+/** One transformer block as the engine runs it, for calibrate({block}). */
+export interface NativeBlockShape {
+  hidden: number;
+  intermediate: number;
+  heads: number;
+  /** Grouped-query heads (default: heads). */
+  kvHeads?: number;
+  /** Default: hidden / heads. */
+  headDim?: number;
+  /** gate/up/down MLP (llama family) instead of fc1/fc2. */
+  gated?: boolean;
+  norm?: 'layernorm' | 'rmsnorm';
+  /** Rotary positions on q and k. */
+  rope?: boolean;
+  /** Biases on projections and norms (OPT, GPT-2; default true). */
+  bias?: boolean;
+  activation?: 'relu' | 'gelu' | 'gelu_new' | 'silu';
+  /** Packed sequences of seqLen tokens each. */
+  sequences: number;
+  seqLen: number;
+  noise?: 'gaussian' | 'rademacher';
+}
+
+/** Both forwards of one block per perturbation, as a ZO step runs them, on the compute device. */
+export interface NativeBlockTiming {
+  /**
+   * 'measured': the block ran at this shape; 'extrapolated': a smaller block of the same kind ran and was
+   * scaled (see detail); 'failed': it could not run (detail says why; the planner then estimates from FLOPs).
+   */
+  source: 'measured' | 'extrapolated' | 'failed';
+  parameters: number;
+  tokens: number;
+  /** One forward of the block (one activation stream). */
+  forwardMs: number;
+  /** z for the block's parameters and the two perturbed working copies. */
+  perturbMs: number;
+  /** perturbMs + 2 × forwardMs: one block's share of one perturbation of a step. */
+  zoMs: number;
+  reps: number;
+  /** Extrapolated: the GEMM rate the projections were scaled with. */
+  gemmFlopsPerS?: number;
+  /** Extrapolated: the smaller block that ran. */
+  proxy?: { hidden: number; intermediate: number; heads: number; kvHeads: number; headDim: number; sequences: number; seqLen: number };
+  detail: string;
+}
+
+export type NativeSsdCalibration =
+  | {
+      available: true;
+      /** O_DIRECT was granted on the spill folder (otherwise the page cache may flatter reads). */
+      direct: boolean;
+      fileBytes: number;
+      readBytesPerS: number;
+      writeBytesPerS: number;
+      byRequest: { requestBytes: number; readBytesPerS: number; writeBytesPerS: number }[];
+    }
+  | { available: false; reason: string };
+
 export interface NativeCalibration {
+  /** What was measured: 'machine' (copies, GEMM, updates), 'ssd', 'block'; the other figures are 0. */
+  parts?: ('machine' | 'ssd' | 'block')[];
   /** Backend name of the compute device measured ('cpu' or 'cuda'). */
   backend: string;
   /** Copies went through pinned host memory (alloc_host on CUDA); on the CPU backend they are memcpy. */
@@ -139,26 +208,33 @@ export interface NativeCalibration {
   d2hBytesPerS: number;
   /** Backend::linear (sgemm) on the compute device, FLOP/s. */
   gemmFlopsPerS: number;
-  /** zo_update on the host backend, one term, float32 elements/s. */
+  /** zo_update on the host backend (the engine's thread count), one term, float32 elements/s. */
   cpuUpdateElemsPerS: number;
+  /** zo_update on the compute device, one term, floats/s (on the CPU backend the device is the host: the same figure). */
+  deviceUpdateElemsPerS?: number;
+  /** Floats of the buffer the updates were timed on. */
+  updateElems?: number;
   hostThreads: number;
-  ssd:
-    | {
-        available: true;
-        /** O_DIRECT was granted on the spill folder (otherwise the page cache may flatter reads). */
-        direct: boolean;
-        fileBytes: number;
-        readBytesPerS: number;
-        writeBytesPerS: number;
-        byRequest: { requestBytes: number; readBytesPerS: number; writeBytesPerS: number }[];
-      }
-    | { available: false; reason: string };
+  ssd: NativeSsdCalibration;
+  /** With calibrate({block}). */
+  block?: NativeBlockTiming;
   seconds: number;
 }
 
 export interface NativeAddon {
-  /** Measures copy, GEMM, update and SSD rates with the engine's own paths (native thread). */
-  calibrate(o: { spillDir?: string; bytes?: number; device?: string; threads?: number }): Promise<NativeCalibration>;
+  /**
+   * Measures copy, GEMM, update and SSD rates, and one block's forward, with the engine's own paths
+   * (native thread). parts (default: machine and ssd, plus block when a block shape is given) picks
+   * what is measured.
+   */
+  calibrate(o: {
+    spillDir?: string;
+    bytes?: number;
+    device?: string;
+    threads?: number;
+    parts?: ('machine' | 'ssd' | 'block')[];
+    block?: NativeBlockShape;
+  }): Promise<NativeCalibration>;
   /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
   Engine: new (options: { threads: number; device?: string }) => NativeEngine;
   cudaDevices(): CudaReport;

@@ -2,25 +2,31 @@
 // plan request to a plan (model info, budgets, cached calibration), shared by
 // the service facade, `spillway plan` and training.
 import { statfs } from 'node:fs/promises';
+import { resolve } from 'node:path';
 
 import type { PlanResult } from '../common/contract.js';
 import { loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
-import { cachedCalibration, calibration, ratesOf } from './calibration.js';
+import { blockShapeOf, cachedCalibration, calibration, fsDeviceOf, ratesOf } from './calibration.js';
 import type { Calibration } from './calibration.js';
 import { makePlan, plannerModel } from './planner.js';
-import type { Plan, Precision } from './planner.js';
+import type { ComputeSource, Plan, Precision, UpdateMode, UpdateOn } from './planner.js';
 
 export interface PlanOptions {
   model: string | ModelInfo;
   computeDevice?: 'cpu' | 'gpu';
   budgets: { device?: number; cpu?: number; ssd?: number };
+  /** One spill folder. */
   spillDir?: string | null;
+  /** Several spill folders (striping); overrides spillDir when not empty. */
+  spillDirs?: string[];
   precision?: Precision;
   batchSize: number;
   maxLength: number;
   q?: number;
   writeBackEvery?: number;
+  /** Where streamed units are updated (default 'auto': by the cost model). */
+  updateMode?: UpdateMode;
   /** Folder of calibration.json (null: nothing cached). */
   dataDir: string | null;
   /** 'cached': use the cache only; 'measure': measure when not cached; 'recalibrate': always measure. */
@@ -28,6 +34,8 @@ export interface PlanOptions {
   /** SSD test file size for a measurement. */
   calibrationBytes?: number;
   threads?: number;
+  /** The device calibration measures: 'cpu' (default) or 'cuda[:N]' (the compute device of a GPU plan). */
+  calibrationDevice?: string;
 }
 
 /** Free bytes of the spill folder's filesystem, or undefined. */
@@ -42,33 +50,66 @@ async function freeBytes(dir: string): Promise<number | undefined> {
 
 export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null }> {
   const info = typeof o.model === 'string' ? await loadModelInfo(o.model) : o.model;
-  const spillDir = o.spillDir ?? null;
+  const dirs = (o.spillDirs?.length ? o.spillDirs : o.spillDir ? [o.spillDir] : []).map((d) => resolve(d));
+  const maxLength = Math.min(o.maxLength, info.config.maxPositions || o.maxLength);
+  const model = plannerModel(info);
+  const block = blockShapeOf(model.config, o.batchSize, maxLength);
   let cal: Calibration | null = null;
   if (o.calibrate === 'cached') {
-    cal = o.dataDir ? await cachedCalibration(o.dataDir, spillDir) : null;
+    cal = o.dataDir ? await cachedCalibration(o.dataDir, dirs, o.calibrationDevice ?? 'cpu', { threads: o.threads, block }) : null;
   } else {
-    cal = await calibration({ dataDir: o.dataDir, spillDir, bytes: o.calibrationBytes, threads: o.threads, recalibrate: o.calibrate === 'recalibrate' });
+    cal = await calibration({
+      dataDir: o.dataDir,
+      spillDirs: dirs,
+      device: o.calibrationDevice,
+      bytes: o.calibrationBytes,
+      threads: o.threads,
+      block,
+      recalibrate: o.calibrate === 'recalibrate',
+    });
   }
   const budgets = { ...o.budgets };
-  if (budgets.ssd === undefined && spillDir) budgets.ssd = await freeBytes(spillDir);
-  const maxLength = Math.min(o.maxLength, info.config.maxPositions || o.maxLength);
+  // One folder: its free space is the SSD budget; several: each filesystem's free space bounds its folders' files.
+  if (budgets.ssd === undefined && dirs.length === 1) budgets.ssd = await freeBytes(dirs[0]);
+  const spillInfo = dirs.length > 1 ? await Promise.all(dirs.map(async (d) => ({ device: await fsDeviceOf(d), freeBytes: await freeBytes(d) }))) : undefined;
   const plan = makePlan({
-    model: plannerModel(info),
+    model,
     computeDevice: o.computeDevice ?? 'cpu',
     budgets,
-    spillDir,
+    spillDir: dirs[0] ?? null,
+    spillDirs: dirs,
+    ...(spillInfo ? { spillInfo } : {}),
     precision: o.precision ?? 'f32',
     batchSize: o.batchSize,
     maxLength,
     q: o.q,
     writeBackEvery: o.writeBackEvery,
+    updateMode: o.updateMode,
     rates: cal ? ratesOf(cal) : null,
   });
+  if (cal?.block?.source === 'failed') plan.notes.push(`The block forward could not be measured (${cal.block.detail}); compute is estimated from FLOPs.`);
+  if (cal && plan.computeDevice === 'gpu' && cal.backend === 'cpu') {
+    plan.notes.push('The rates are those of the CPU backend (no CUDA device was calibrated): copies, compute and updates on the GPU will differ.');
+  }
   return { plan, info, calibration: cal };
 }
 
+/** What the plan says beyond the contract's PlanResult (the CLI's JSON carries it; the contract strips it). */
+export interface PlanExtras {
+  units: (PlanResult['units'][number] & { updateOn: UpdateOn; updateMs: number | null; deviceToHostBytes: number; spillIndex: number | null })[];
+  spillDirs: string[];
+  ssd: Plan['ssd'];
+  updateMode: UpdateMode;
+  update: Plan['update'];
+  /** Per unit, for Engine.load's TierPlacement.deviceUpdate. */
+  deviceUpdate: boolean[];
+  compute: Plan['compute'];
+  /** Where each compute figure comes from. */
+  computeSource: { block: ComputeSource; head: ComputeSource } | null;
+}
+
 /** The contract's form: on the CPU backend the device arena is CPU memory, so device homes read 'cpu'. */
-export function toPlanResult(plan: Plan, modelDir: string): PlanResult {
+export function toPlanResult(plan: Plan, modelDir: string): PlanResult & PlanExtras {
   const onCpu = plan.computeDevice === 'cpu';
   const tier = (h: Plan['units'][number]['home']) => (h === 'device' ? (onCpu ? 'cpu' : 'gpu') : h);
   const t = plan.times;
@@ -77,7 +118,17 @@ export function toPlanResult(plan: Plan, modelDir: string): PlanResult {
     model: modelDir,
     computeDevice: plan.computeDevice,
     strategy: plan.count.cpu + plan.count.ssd === 0 ? 'all-resident' : 'tiered',
-    units: plan.units.map((u) => ({ kind: u.kind, index: u.index, parameters: u.parameters, bytes: u.bytes, home: tier(u.home) })),
+    units: plan.units.map((u) => ({
+      kind: u.kind,
+      index: u.index,
+      parameters: u.parameters,
+      bytes: u.bytes,
+      home: tier(u.home),
+      updateOn: u.updateOn,
+      updateMs: u.updateMs,
+      deviceToHostBytes: u.deviceToHostBytes,
+      spillIndex: u.spillIndex,
+    })),
     memory: onCpu ? { gpu: 0, cpu: plan.memory.device + plan.memory.cpu, ssd: plan.memory.ssd } : { gpu: plan.memory.device, cpu: plan.memory.cpu, ssd: plan.memory.ssd },
     breakdown: plan.breakdown,
     linkBytesPerStep: plan.linkBytesPerStep,
@@ -89,5 +140,12 @@ export function toPlanResult(plan: Plan, modelDir: string): PlanResult {
     feasible: plan.feasible,
     shortfalls: plan.shortfalls,
     notes: plan.notes,
+    spillDirs: plan.spillDirs,
+    ssd: plan.ssd,
+    updateMode: plan.update.mode,
+    update: plan.update,
+    deviceUpdate: plan.deviceUpdate,
+    compute: plan.compute,
+    computeSource: plan.compute ? { block: plan.compute.blockSource, head: plan.compute.headSource } : null,
   };
 }

@@ -1,13 +1,20 @@
 // The calibrated planner (ALGORITHMS.md §4.6, §5): chooses the home of every
-// unit under the budgets, and predicts memory per tier, bytes per step per
-// link, the step time and the physical floor of one step. Pure: the inputs are
-// the model's shape, the budgets and the calibrated rates (calibration.ts).
+// unit under the budgets, stripes SSD units over the spill folders, chooses
+// where each streamed unit's update runs (at home or on the compute device),
+// and predicts memory per tier, bytes per step per link, the step time and the
+// physical floor of one step. Pure: the inputs are the model's shape, the
+// budgets and the calibrated rates (calibration.ts).
 import type { ModelInfo } from '../model/index.js';
 import { HOME } from './native.js';
 
 export type Home = 'device' | 'cpu' | 'ssd';
 export type Precision = 'f32' | 'bf16' | 'fp16';
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
+/** Where a unit's update runs: by host threads where its master lives, or on the compute device (then written back home). */
+export type UpdateOn = 'home' | 'device';
+export type UpdateMode = 'auto' | UpdateOn;
+/** Where a compute figure comes from: the block ran at this shape, a smaller one ran and was scaled, or FLOPs at the GEMM rate. */
+export type ComputeSource = 'measured' | 'extrapolated' | 'estimated';
 
 export interface PlannerUnit {
   kind: 'embed' | 'block' | 'head';
@@ -19,22 +26,56 @@ export interface PlannerUnit {
 
 export interface PlannerModel {
   name: string;
-  config: { hidden: number; heads: number; intermediate: number; vocabSize: number; tiedEmbeddings: boolean };
+  config: {
+    hidden: number;
+    heads: number;
+    intermediate: number;
+    vocabSize: number;
+    tiedEmbeddings: boolean;
+    /** What the block calibration runs (defaults: OPT-like). */
+    family?: 'opt' | 'gpt2' | 'llama';
+    kvHeads?: number;
+    headDim?: number;
+    norm?: 'layernorm' | 'rmsnorm';
+    activation?: 'relu' | 'gelu' | 'gelu_new' | 'silu';
+  };
   units: PlannerUnit[];
+}
+
+/** One spill folder's measured rates (null: unknown or unusable). */
+export interface SpillRates {
+  readBytesPerS: number | null;
+  writeBytesPerS: number | null;
+  /** Why the folder could not be measured. */
+  unavailable?: string;
+  /** st_dev of its filesystem (folders on one device share its bandwidth). */
+  device?: string | null;
 }
 
 /** Measured (or assumed) rates; null fields are unknown. */
 export interface PlannerRates {
   h2dBytesPerS: number;
   d2hBytesPerS: number;
+  /** The (first) spill folder's SSD rates; `spill` gives them per folder. */
   ssdReadBytesPerS: number | null;
   ssdWriteBytesPerS: number | null;
   /** Why the SSD could not be measured, when it could not. */
   ssdUnavailable?: string;
+  /** Per spill folder, in the order of PlanInput.spillDirs. */
+  spill?: SpillRates[];
   gemmFlopsPerS: number;
+  /** zo_update by the host threads (the engine's thread count), floats/s per term. */
   cpuUpdateElemsPerS: number;
-  /** Measured time of both forwards of one block at this batch shape; overrides the FLOP estimate. */
+  /** zo_update on the compute device, floats/s per term (on the CPU backend: cpuUpdateElemsPerS). */
+  deviceUpdateElemsPerS?: number;
+  /** Threads cpuUpdateElemsPerS was measured with (the SSD replay runs on one). */
+  hostThreads?: number;
+  /** Time of both forwards of one block at this batch shape, z and perturbed copies included; overrides the FLOP estimate. */
   blockForwardMs?: number;
+  /** Where blockForwardMs comes from (default 'measured'). */
+  blockSource?: 'measured' | 'extrapolated';
+  /** How it was obtained, for the plan's notes. */
+  blockDetail?: string;
   /** ISO date of the measurement, or a label for assumed figures. */
   date?: string;
 }
@@ -43,9 +84,14 @@ export interface PlanInput {
   model: PlannerModel;
   /** Where the forwards run: on 'cpu' the device arena is CPU memory and shares the CPU budget. */
   computeDevice: 'cpu' | 'gpu';
-  /** Bytes each tier may use; absent = unlimited. */
+  /** Bytes each tier may use; absent = unlimited. ssd: all spill files together. */
   budgets: { device?: number; cpu?: number; ssd?: number };
+  /** One spill folder (the form used before striping). */
   spillDir?: string | null;
+  /** Several spill folders: SSD units are striped over them round-robin in unit order; overrides spillDir. */
+  spillDirs?: string[];
+  /** Per spill folder (same order): its filesystem (st_dev) and free bytes, when known. */
+  spillInfo?: { device?: string | null; freeBytes?: number }[];
   precision: Precision;
   batchSize: number;
   maxLength: number;
@@ -53,6 +99,12 @@ export interface PlanInput {
   q?: number;
   /** SSD lazy write-back: a unit is rewritten every K updates (default 1). */
   writeBackEvery?: number;
+  /** Where streamed units are updated: chosen per unit by the cost model (default), or forced. */
+  updateMode?: UpdateMode;
+  /** SSD read-ahead buffers in host memory (the engine's default 2). */
+  prefetch?: number;
+  /** Device staging slots (the engine's default: 2 on a GPU, 1 on the CPU). */
+  stageSlots?: number;
   rates: PlannerRates | null;
 }
 
@@ -62,15 +114,45 @@ export interface PlannedUnit {
   parameters: number;
   bytes: number;
   home: Home;
+  /** Where its update runs; units resident on the device are always updated there. */
+  updateOn: UpdateOn;
+  /** Predicted time of its update per step (on the host threads, the SSD replay thread or the device); null: not calibrated. */
+  updateMs: number | null;
+  /** Bytes written back device → host per step (device-side updates of streamed units). */
+  deviceToHostBytes: number;
+  /** SSD units: index of the spill folder (in spillDirs) holding it; null otherwise. */
+  spillIndex: number | null;
 }
 
 export interface TimeTerms {
+  /** The compute device's busy time: the forwards and the updates that run on it (the floor's compute term). */
   computeMs: number;
   hostToDeviceMs: number;
   deviceToHostMs: number;
   ssdReadMs: number;
   ssdWriteMs: number;
+  /** Host CPU update time: updates at home after the forwards plus the SSD replays. */
   cpuUpdateMs: number;
+  /** Both forwards of every unit, q times (z and perturbed copies included). */
+  forwardMs: number;
+  /** Updates on the compute device: resident units and streamed units updated there. */
+  deviceUpdateMs: number;
+  /** Updates at home of CPU-homed units, after the forwards (on the step's critical path). */
+  hostUpdateMs: number;
+  /** Pending updates of SSD units replayed on read (SSD prefetch thread). */
+  replayMs: number;
+}
+
+export interface SsdFolderPlan {
+  dir: string;
+  /** st_dev of its filesystem; null: unknown. */
+  device: string | null;
+  /** SSD units striped onto it, and its spill file's size. */
+  units: number;
+  bytes: number;
+  readBytesPerS: number | null;
+  writeBytesPerS: number | null;
+  unavailable?: string;
 }
 
 export interface Plan {
@@ -79,11 +161,47 @@ export interface Plan {
   units: PlannedUnit[];
   /** HOME values per unit, for Engine.load. */
   homes: number[];
+  /** Spill folders for Engine.load (TierPlacement.spillDirs): SSD unit j is in folder j mod length. */
+  spillDirs: string[];
+  /** Per unit, for Engine.load (TierPlacement.deviceUpdate): true when a streamed unit is updated on the device. */
+  deviceUpdate: boolean[];
+  /** Per unit: where its update runs. */
+  updateOn: UpdateOn[];
   count: Record<Home, number>;
-  /** Bytes per tier: device arena, CPU tier (masters of CPU-homed units + I/O buffer), spill file. */
+  /** Bytes per tier: device arena, CPU tier (masters of CPU-homed units + I/O and read-ahead buffers), spill files. */
   memory: { device: number; cpu: number; ssd: number };
   breakdown: { weights: number; workingCopies: number; activations: number; stage: number; ioBuffer: number };
   linkBytesPerStep: { hostToDevice: number; deviceToHost: number; ssdRead: number; ssdWrite: number };
+  /** The spill folders, their devices and the aggregate SSD bandwidth; null without a spill folder. */
+  ssd: {
+    folders: SsdFolderPlan[];
+    /** Distinct devices among the folders. */
+    devices: number;
+    /** Bandwidth summed over distinct devices (folders on one device count once). */
+    readBytesPerS: number | null;
+    writeBytesPerS: number | null;
+    summed: boolean;
+  } | null;
+  /** Where the updates run, and what each way costs. */
+  update: {
+    mode: UpdateMode;
+    /** Streamed units updated at home / on the device. */
+    homeUnits: number;
+    deviceUnits: number;
+    /** Predicted step time with every streamed unit updated at home / on the device (null: unknown). */
+    allHomeStepMs: number | null;
+    allDeviceStepMs: number | null;
+    reason: string;
+  };
+  /** The forwards' figures and where they come from; null without a calibration. */
+  compute: {
+    /** Both forwards of one block at this batch, one perturbation. */
+    blockMs: number;
+    blockSource: ComputeSource;
+    headMs: number;
+    headSource: ComputeSource;
+    detail: string;
+  } | null;
   times: TimeTerms | null;
   predictedStepMs: number | null;
   floorMs: number | null;
@@ -116,7 +234,18 @@ export function plannerModel(info: ModelInfo): PlannerModel {
   const c = info.config;
   return {
     name: info.name,
-    config: { hidden: c.hidden, heads: c.heads, intermediate: c.intermediate, vocabSize: c.vocabSize, tiedEmbeddings: c.tiedEmbeddings },
+    config: {
+      hidden: c.hidden,
+      heads: c.heads,
+      intermediate: c.intermediate,
+      vocabSize: c.vocabSize,
+      tiedEmbeddings: c.tiedEmbeddings,
+      family: c.family,
+      kvHeads: c.kvHeads,
+      headDim: c.headDim,
+      norm: c.norm,
+      activation: c.activation,
+    },
     units,
   };
 }
@@ -128,9 +257,12 @@ export function formatBytes(n: number): string {
   return `${n} B`;
 }
 
-/** Peak activations of one forward pass: hidden states, q/k/v, MLP, attention scores and logits (an upper bound). */
-export function activationBytes(c: PlannerModel['config'], batch: number, seq: number): number {
-  return F32 * (batch * seq * (5 * c.hidden + 2 * c.intermediate + c.vocabSize) + batch * c.heads * seq * seq);
+/**
+ * Peak activations of one forward pass: hidden states, q/k/v, MLP, attention scores and logits (an
+ * upper bound), with `streams` activation streams alive (2q in a step: the + and - of each perturbation).
+ */
+export function activationBytes(c: PlannerModel['config'], batch: number, seq: number, streams = 2): number {
+  return F32 * (batch * seq * (5 * c.hidden + 2 * c.intermediate + c.vocabSize + Math.max(0, streams - 2) * c.hidden) + batch * c.heads * seq * seq);
 }
 
 /** FLOPs of one forward pass: 2 per parameter per token in the blocks, causal attention, the head's logits. */
@@ -143,82 +275,122 @@ export function forwardFlops(m: PlannerModel, batch: number, seq: number): { blo
   return { blocks: 2 * tokens * blockParams + attention, head, total: 2 * tokens * blockParams + attention + head };
 }
 
+const inf = Number.POSITIVE_INFINITY;
+
 export function makePlan(input: PlanInput): Plan {
   const { model: m, budgets } = input;
-  const q = input.q ?? 1;
+  const q = Math.max(1, input.q ?? 1);
   const K = Math.max(1, input.writeBackEvery ?? 1);
   const shared = input.computeDevice === 'cpu';
   const devName = shared ? 'CPU memory' : 'device memory';
+  const mode: UpdateMode = input.updateMode ?? 'auto';
+  const slots = Math.max(1, Math.min(2, input.stageSlots ?? (shared ? 1 : 2)));
+  const prefetch = Math.max(0, input.prefetch ?? 2);
+  const dirs = input.spillDirs?.length ? input.spillDirs : input.spillDir ? [input.spillDir] : [];
   const shortfalls: string[] = [];
   const notes: string[] = [];
 
   const bytesOf = (u: PlannerUnit) => u.parameters * F32;
   const slotOf = (u: PlannerUnit) => u.slotBytes ?? u.parameters * F32;
   const weights = m.units.reduce((n, u) => n + bytesOf(u), 0);
-  // The engine's scratch: z and the two perturbed copies, each the size of the largest unit
+  // The engine's scratch: z and the perturbed working copy, each the size of the largest unit
   // (a tied head also materialises the embedding matrix).
   const largestUnit = Math.max(
     0,
     ...m.units.map((u) => bytesOf(u) + (u.kind === 'head' && m.config.tiedEmbeddings ? F32 * m.config.vocabSize * m.config.hidden : 0)),
   );
-  const workingCopies = 3 * largestUnit;
-  const activations = activationBytes(m.config, input.batchSize, input.maxLength);
+  const workingCopies = 2 * largestUnit;
+  const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);
   const fixedUnits = m.units.filter((u) => u.kind !== 'block').reduce((n, u) => n + bytesOf(u), 0);
   const fixedDevice = fixedUnits + workingCopies + activations;
 
-  const inf = Number.POSITIVE_INFINITY;
   const cpuCap = budgets.cpu ?? inf;
   const devCap = shared ? Math.min(budgets.device ?? inf, cpuCap) : budgets.device ?? inf;
   const ssdCap = budgets.ssd ?? inf;
   const blocks = m.units.filter((u) => u.kind === 'block');
   const blockBytes = blocks.reduce((n, u) => n + bytesOf(u), 0);
-  const homes = new Map<PlannerUnit, Home>();
-  for (const u of m.units) homes.set(u, 'device');
+  const maxSlot = Math.max(0, ...blocks.map(slotOf));
 
-  let stage = 0;
-  let ioBuffer = 0;
-  let devUsed = fixedDevice;
-  let cpuUsed = 0;
-  const pool = () => (shared ? devUsed + cpuUsed : cpuUsed);
-  if (fixedDevice + blockBytes > devCap) {
-    // Something streams: one staging slot on the device and one I/O buffer on the host, each the largest streamed unit.
-    stage = ioBuffer = Math.max(0, ...blocks.map(slotOf));
-    devUsed += stage;
-    cpuUsed += ioBuffer;
-    for (const u of blocks) {
-      const b = bytesOf(u);
-      if (devUsed + b <= devCap && (!shared || pool() + b <= cpuCap)) {
-        devUsed += b;
-      } else if (pool() + b <= cpuCap && !shared) {
-        cpuUsed += b;
-        homes.set(u, 'cpu');
-      } else {
-        homes.set(u, 'ssd');
+  // --- placement: device first, then CPU, then SSD. Something streams: staging slots on the device
+  // and one I/O buffer on the host, each the largest streamed unit.
+  const place = () => {
+    const homes = new Map<PlannerUnit, Home>();
+    for (const u of m.units) homes.set(u, 'device');
+    let devUsed = fixedDevice;
+    let cpuUsed = 0;
+    let stage = 0;
+    let ioBuffer = 0;
+    const pool = () => (shared ? devUsed + cpuUsed : cpuUsed);
+    if (fixedDevice + blockBytes > devCap) {
+      stage = slots * maxSlot;
+      ioBuffer = maxSlot;
+      devUsed += stage;
+      cpuUsed += ioBuffer;
+      for (const u of blocks) {
+        const b = bytesOf(u);
+        if (devUsed + b <= devCap && (!shared || pool() + b <= cpuCap)) {
+          devUsed += b;
+        } else if (pool() + b <= cpuCap && !shared) {
+          cpuUsed += b;
+          homes.set(u, 'cpu');
+        } else {
+          homes.set(u, 'ssd');
+        }
       }
+    } else {
+      devUsed += blockBytes;
     }
-  } else {
-    devUsed += blockBytes;
-  }
+    return { homes, devUsed, cpuUsed, stage, ioBuffer };
+  };
+  const { homes, devUsed, cpuUsed, stage, ioBuffer } = place();
+  const homeOf = (u: PlannerUnit) => homes.get(u) as Home;
 
-  const planned: PlannedUnit[] = m.units.map((u) => ({ kind: u.kind, index: u.index, parameters: u.parameters, bytes: bytesOf(u), home: homes.get(u) as Home }));
-  const count: Record<Home, number> = { device: 0, cpu: 0, ssd: 0 };
-  for (const u of planned) count[u.home]++;
-  const ssdUnits = m.units.filter((u) => homes.get(u) === 'ssd');
-  const streamed = m.units.filter((u) => homes.get(u) !== 'device');
-  const ssdFile = ssdUnits.reduce((n, u) => n + roundUp(slotOf(u), SPILL_ALIGN), 0);
+  const ssdUnits = m.units.filter((u) => homeOf(u) === 'ssd');
+  const streamed = m.units.filter((u) => homeOf(u) !== 'device');
+  const residentParams = m.units.filter((u) => homeOf(u) === 'device').reduce((n, u) => n + u.parameters, 0);
+
+  // --- striping: SSD unit j (in unit order) lives in folder j mod F, one spill file per folder.
+  const F = Math.max(1, dirs.length);
+  const spillIndex = new Map<PlannerUnit, number>();
+  ssdUnits.forEach((u, j) => spillIndex.set(u, j % F));
+  const r = input.rates;
+  const folderRates = (i: number): SpillRates => {
+    const s = r?.spill?.[i];
+    if (s) return s;
+    return { readBytesPerS: r?.ssdReadBytesPerS ?? null, writeBytesPerS: r?.ssdWriteBytesPerS ?? null, ...(r?.ssdUnavailable ? { unavailable: r.ssdUnavailable } : {}) };
+  };
+  const folders: SsdFolderPlan[] = dirs.map((dir, i) => {
+    const mine = ssdUnits.filter((u) => spillIndex.get(u) === i);
+    const fr = folderRates(i);
+    return {
+      dir,
+      device: input.spillInfo?.[i]?.device ?? fr.device ?? null,
+      units: mine.length,
+      bytes: mine.reduce((n, u) => n + roundUp(slotOf(u), SPILL_ALIGN), 0),
+      readBytesPerS: r ? fr.readBytesPerS : null,
+      writeBytesPerS: r ? fr.writeBytesPerS : null,
+      ...(fr.unavailable ? { unavailable: fr.unavailable } : {}),
+    };
+  });
+  // Devices: folders with the same st_dev share one; folders whose device is unknown are taken to share one.
+  const deviceKey = (f: SsdFolderPlan) => f.device ?? '?';
+  const deviceKeys = [...new Set(folders.map(deviceKey))];
+  const deviceBw = (key: string, which: 'readBytesPerS' | 'writeBytesPerS'): number | null => {
+    const xs = folders.filter((f) => deviceKey(f) === key).map((f) => f[which]);
+    const known = xs.filter((x): x is number => x !== null && x > 0);
+    return known.length ? Math.max(...known) : null;
+  };
+  const ssdFile = folders.length ? folders.reduce((n, f) => n + f.bytes, 0) : ssdUnits.reduce((n, u) => n + roundUp(slotOf(u), SPILL_ALIGN), 0);
   const ssdBytes = ssdUnits.reduce((n, u) => n + bytesOf(u), 0);
-  const streamedBytes = streamed.reduce((n, u) => n + bytesOf(u), 0);
-  const homeUpdated = streamed.reduce((n, u) => n + u.parameters, 0);
-  const deviceParams = m.units.filter((u) => homes.get(u) === 'device').reduce((n, u) => n + u.parameters, 0);
 
   // --- what is short
   const fixedNeed = fixedDevice + stage;
-  if (fixedNeed > devCap) {
+  if (fixedNeed + (shared ? ioBuffer : 0) > devCap) {
     const parts = [
       `embeddings and head ${formatBytes(fixedUnits)}`,
       `working copies ${formatBytes(workingCopies)}`,
       `activations ${formatBytes(activations)}`,
-      ...(stage ? [`staging slot ${formatBytes(stage)}`] : []),
+      ...(stage ? [`staging slot${slots > 1 ? 's' : ''} ${formatBytes(stage)}`] : []),
       ...(shared && ioBuffer ? [`I/O buffer ${formatBytes(ioBuffer)}`] : []),
     ];
     const need = fixedNeed + (shared ? ioBuffer : 0);
@@ -230,53 +402,142 @@ export function makePlan(input: PlanInput): Plan {
   }
   if (ssdUnits.length) {
     const what = `${ssdUnits.length} block${ssdUnits.length === 1 ? '' : 's'} (${formatBytes(ssdBytes)}) fit neither ${shared ? 'CPU memory' : 'device nor CPU memory'}`;
-    if (!input.spillDir) {
+    if (!dirs.length) {
       shortfalls.push(`SSD: ${what} and need the SSD tier, but no spill folder was given (--spill DIR); spill file ${formatBytes(ssdFile)}`);
     } else if (ssdFile > ssdCap) {
-      shortfalls.push(`SSD: ${what}; the spill file needs ${formatBytes(ssdFile)} but the SSD budget is ${formatBytes(ssdCap)} (short by ${formatBytes(ssdFile - ssdCap)})`);
-    } else if (input.rates && input.rates.ssdReadBytesPerS === null) {
-      shortfalls.push(`SSD: ${what}, but the spill folder ${input.spillDir} cannot be used: ${input.rates.ssdUnavailable ?? 'not measured'}`);
+      shortfalls.push(
+        `SSD: ${what}; the spill file${folders.length > 1 ? 's need' : ' needs'} ${formatBytes(ssdFile)} but the SSD budget is ${formatBytes(ssdCap)} (short by ${formatBytes(ssdFile - ssdCap)})`,
+      );
+    } else {
+      // Per filesystem: the spill files of its folders must fit its free space.
+      if (folders.length > 1) {
+        for (const key of deviceKeys) {
+          const fs = folders.map((f, i) => ({ f, i })).filter(({ f }) => deviceKey(f) === key);
+          const free = fs.map(({ i }) => input.spillInfo?.[i]?.freeBytes).filter((x): x is number => x !== undefined);
+          const need = fs.reduce((n, { f }) => n + f.bytes, 0);
+          if (free.length && need > Math.min(...free)) {
+            shortfalls.push(
+              `SSD: the spill file${fs.length > 1 ? 's' : ''} in ${fs.map(({ f }) => f.dir).join(', ')} need ${formatBytes(need)} but that filesystem has ${formatBytes(Math.min(...free))} free (short by ${formatBytes(need - Math.min(...free))})`,
+            );
+          }
+        }
+      }
+      if (r) {
+        for (const f of folders) {
+          if (f.units && f.readBytesPerS === null) {
+            shortfalls.push(`SSD: ${what}, but the spill folder ${f.dir} cannot be used: ${f.unavailable ?? 'not measured'}`);
+          }
+        }
+      }
     }
   }
   if (input.precision !== 'f32') {
     shortfalls.push(`precision: ${input.precision} masters are not implemented yet (float32 masters only); this plan is for f32`);
   }
 
-  // --- bytes per step per link
-  const link = {
-    hostToDevice: q * streamedBytes, // every streamed unit crosses once per perturbation (both forwards share it)
-    deviceToHost: 0, // updates happen at home: only (seed, coefficient) pairs go back
-    ssdRead: q * ssdBytes,
-    ssdWrite: ssdBytes / K,
-  };
-
-  // --- times
-  let times: TimeTerms | null = null;
-  let predicted: number | null = null;
-  let floor: number | null = null;
-  let bound: Bound | null = null;
-  const r = input.rates;
+  // --- compute: the measured block where there is one, else FLOPs at the GEMM rate
+  const fwd = forwardFlops(m, input.batchSize, input.maxLength);
+  let compute: Plan['compute'] = null;
   if (r) {
-    const fwd = forwardFlops(m, input.batchSize, input.maxLength);
-    let computeMs =
-      r.blockForwardMs !== undefined
-        ? q * (blocks.length * r.blockForwardMs + (1000 * 2 * fwd.head) / r.gemmFlopsPerS)
-        : (1000 * q * 2 * fwd.total) / r.gemmFlopsPerS;
-    // On the CPU backend the device-homed units are updated by the same CPU threads, inside the step.
-    if (shared) computeMs += (1000 * q * deviceParams) / r.cpuUpdateElemsPerS;
-    // Updates at home: q terms per streamed element, plus the replay of pending SSD updates (on average (K-1)/2 steps of q terms, on each of q reads).
-    const ssdParams = ssdUnits.reduce((n, u) => n + u.parameters, 0);
-    const replay = ssdParams * q * q * ((K - 1) / 2);
-    const cpuUpdateMs = (1000 * (q * homeUpdated + replay)) / r.cpuUpdateElemsPerS;
-    const ms = (bytes: number, bw: number | null) => (bytes === 0 ? 0 : bw && bw > 0 ? (1000 * bytes) / bw : inf);
-    times = {
-      computeMs,
+    const estimatedBlock = blocks.length ? (1000 * 2 * fwd.blocks) / blocks.length / r.gemmFlopsPerS : 0;
+    const measured = r.blockForwardMs !== undefined;
+    compute = {
+      blockMs: measured ? (r.blockForwardMs as number) : estimatedBlock,
+      blockSource: measured ? r.blockSource ?? 'measured' : 'estimated',
+      headMs: (1000 * 2 * fwd.head) / r.gemmFlopsPerS,
+      headSource: 'estimated',
+      detail: measured
+        ? `${(r.blockForwardMs as number).toFixed(2)} ms per block for both forwards, z and the perturbed copies included${r.blockDetail ? ` (${r.blockDetail})` : ''}`
+        : `${(fwd.blocks / Math.max(1, blocks.length) / 1e9).toFixed(3)} GFLOP per block per forward at the measured GEMM rate of ${(r.gemmFlopsPerS / 1e9).toFixed(1)} GFLOP/s`,
+    };
+  }
+  const forwardMs = compute ? q * (blocks.length * compute.blockMs + compute.headMs) : 0;
+
+  // --- the cost of a choice of update modes (streamed units updated on the device: `onDevice`)
+  const hostRate = r?.cpuUpdateElemsPerS ?? 0;
+  const devRate = r ? r.deviceUpdateElemsPerS ?? (shared ? r.cpuUpdateElemsPerS : null) : null;
+  // SSD replays run on one prefetch thread beside a GPU's compute; on the CPU backend they take
+  // their share of the same cores, so they count at the full host rate on the compute path.
+  const replayRate = r ? (shared ? r.cpuUpdateElemsPerS : r.cpuUpdateElemsPerS / Math.max(1, r.hostThreads ?? 1)) : 0;
+  // Pending updates an SSD unit's visit applies on average: 1 .. K of them, then it is rewritten.
+  const pendingPerVisit = (K + 1) / 2;
+  const ms = (bytes: number, bw: number | null | undefined) => (bytes === 0 ? 0 : bw && bw > 0 ? (1000 * bytes) / bw : inf);
+  const updateCost = (u: PlannerUnit, on: UpdateOn) => {
+    const home = homeOf(u);
+    const n = u.parameters;
+    if (home === 'device') return { ms: devRate ? (1000 * q * n) / devRate : null, d2h: 0 };
+    if (on === 'device') {
+      const floats = q * n * (home === 'ssd' ? pendingPerVisit : 1);
+      return { ms: devRate ? (1000 * floats) / devRate : null, d2h: home === 'ssd' ? bytesOf(u) / K : bytesOf(u) };
+    }
+    if (home === 'cpu') return { ms: hostRate ? (1000 * q * n) / hostRate : null, d2h: 0 };
+    return { ms: replayRate ? (1000 * q * n * pendingPerVisit) / replayRate : null, d2h: 0 };
+  };
+  const evaluate = (onDevice: Set<PlannerUnit>) => {
+    const on = (u: PlannerUnit): UpdateOn => (homeOf(u) === 'device' || onDevice.has(u) ? 'device' : 'home');
+    let deviceFloats = q * residentParams;
+    let hostFloats = 0;
+    let replayFloats = 0;
+    let d2hBytes = 0;
+    for (const u of streamed) {
+      const n = u.parameters;
+      if (on(u) === 'device') {
+        deviceFloats += q * n * (homeOf(u) === 'ssd' ? pendingPerVisit : 1);
+        d2hBytes += homeOf(u) === 'ssd' ? bytesOf(u) / K : bytesOf(u);
+      } else if (homeOf(u) === 'cpu') {
+        hostFloats += q * n;
+      } else {
+        replayFloats += q * n * pendingPerVisit;
+      }
+    }
+    const link = {
+      hostToDevice: streamed.reduce((n, u) => n + bytesOf(u), 0), // one visit per step, whatever q is
+      deviceToHost: d2hBytes,
+      ssdRead: ssdBytes,
+      ssdWrite: ssdBytes / K,
+    };
+    if (!r) return { link, on, times: null, predicted: null, floor: null, bound: null as Bound | null };
+    // SSD traffic per device: reads and write-backs of its folders' units.
+    let ssdReadMs = 0;
+    let ssdWriteMs = 0;
+    let ssdWriteHomeMs = 0;
+    let ssdWriteDeviceMs = 0;
+    let ssdBusyMs = 0; // a device reads and writes through the same bandwidth, whichever thread asks
+    const keys = folders.length ? deviceKeys : ['?'];
+    for (const key of keys) {
+      const mine = ssdUnits.filter((u) => (folders.length ? deviceKey(folders[spillIndex.get(u) as number]) === key : true));
+      const read = folders.length ? deviceBw(key, 'readBytesPerS') : r.ssdReadBytesPerS;
+      const write = folders.length ? deviceBw(key, 'writeBytesPerS') : r.ssdWriteBytesPerS;
+      const rb = mine.reduce((n, u) => n + bytesOf(u), 0);
+      const wh = mine.filter((u) => on(u) === 'home').reduce((n, u) => n + bytesOf(u) / K, 0);
+      const wd = mine.filter((u) => on(u) === 'device').reduce((n, u) => n + bytesOf(u) / K, 0);
+      ssdReadMs = Math.max(ssdReadMs, ms(rb, read));
+      ssdWriteMs = Math.max(ssdWriteMs, ms(wh + wd, write));
+      ssdWriteHomeMs = Math.max(ssdWriteHomeMs, ms(wh, write));
+      ssdWriteDeviceMs += ms(wd, write); // written from the compute thread, one unit after another
+      ssdBusyMs = Math.max(ssdBusyMs, ms(rb, read) + ms(wh + wd, write));
+    }
+    const deviceUpdateMs = devRate ? (1000 * deviceFloats) / devRate : 0;
+    const hostUpdateMs = hostFloats ? (1000 * hostFloats) / hostRate : 0;
+    const replayMs = replayFloats ? (1000 * replayFloats) / replayRate : 0;
+    const times: TimeTerms = {
+      computeMs: forwardMs + deviceUpdateMs,
       hostToDeviceMs: ms(link.hostToDevice, r.h2dBytesPerS),
       deviceToHostMs: ms(link.deviceToHost, r.d2hBytesPerS),
-      ssdReadMs: ms(link.ssdRead, r.ssdReadBytesPerS),
-      ssdWriteMs: ms(link.ssdWrite, r.ssdWriteBytesPerS),
-      cpuUpdateMs,
+      ssdReadMs,
+      ssdWriteMs,
+      cpuUpdateMs: hostUpdateMs + replayMs,
+      forwardMs,
+      deviceUpdateMs,
+      hostUpdateMs,
+      replayMs,
     };
+    // GPU: uploads (two staging slots) and write-backs run on copy queues beside the compute, SSD reads,
+    // replays and write-backs at home on prefetch threads. CPU: copies and replays take the compute's
+    // cores; only the SSD's own time overlaps.
+    const path = shared
+      ? Math.max(times.computeMs + times.hostToDeviceMs + times.deviceToHostMs + ssdWriteDeviceMs + replayMs, ssdReadMs + ssdWriteHomeMs, ssdBusyMs)
+      : Math.max(times.computeMs + ssdWriteDeviceMs, times.hostToDeviceMs, times.deviceToHostMs, ssdReadMs + ssdWriteHomeMs + replayMs, ssdBusyMs);
     const terms: [Bound, number][] = [
       ['compute', times.computeMs],
       ['host-to-device', times.hostToDeviceMs],
@@ -285,41 +546,141 @@ export function makePlan(input: PlanInput): Plan {
       ['ssd-write', times.ssdWriteMs],
       ['cpu-update', times.cpuUpdateMs],
     ];
-    [bound, floor] = terms.reduce((a, b) => (b[1] > a[1] ? b : a));
-    // SSD reads, write-backs and replays run on prefetch threads beside the compute path;
-    // uploads and updates at home are on it.
-    const replayMs = (1000 * replay) / r.cpuUpdateElemsPerS;
-    const homeUpdateMs = times.cpuUpdateMs - replayMs;
-    predicted =
-      Math.max(times.computeMs + times.hostToDeviceMs + times.deviceToHostMs, times.ssdReadMs + times.ssdWriteMs + replayMs) + homeUpdateMs;
-    if (!Number.isFinite(predicted)) predicted = floor = null;
+    const [bound, floor] = terms.reduce((a, b) => (b[1] > a[1] ? b : a));
+    let predicted: number | null = Math.max(path + hostUpdateMs, floor);
+    if (!Number.isFinite(predicted)) predicted = null;
+    return { link, on, times, predicted, floor: predicted === null ? null : floor, bound: predicted === null ? null : bound };
+  };
+
+  // --- the update mode of each streamed unit
+  const cpuStreamed = streamed.filter((u) => homeOf(u) === 'cpu');
+  const ssdStreamed = streamed.filter((u) => homeOf(u) === 'ssd');
+  const allHome = evaluate(new Set());
+  const allDevice = evaluate(new Set(streamed));
+  let chosen = allHome;
+  let reason: string;
+  if (!streamed.length) {
+    reason = 'every unit is resident on the compute device and is updated there';
+  } else if (mode === 'home') {
+    reason = 'forced: every streamed unit is updated at home (--update-on home)';
+  } else if (mode === 'device') {
+    chosen = allDevice;
+    reason = 'forced: every streamed unit is updated on the device and written back home (--update-on device)';
+  } else if (!r) {
+    reason = 'not calibrated: streamed units are updated at home';
+  } else if (!devRate) {
+    reason = "the compute device's update rate is not calibrated: streamed units are updated at home";
+  } else {
+    // The predicted step time depends on how many CPU- and SSD-homed units are updated on the device
+    // (blocks are alike): try every split, keep the fastest, and the fewest device updates on a tie.
+    let best = { kc: 0, ks: 0, e: allHome };
+    for (let kc = 0; kc <= cpuStreamed.length; kc++) {
+      for (let ks = 0; ks <= ssdStreamed.length; ks++) {
+        if (kc + ks === 0) continue;
+        const e = evaluate(new Set([...cpuStreamed.slice(0, kc), ...ssdStreamed.slice(0, ks)]));
+        const bp = best.e.predicted ?? inf;
+        const ep = e.predicted ?? inf;
+        if (ep < bp * (1 - 1e-9) || (Math.abs(ep - bp) <= bp * 1e-9 && kc + ks < best.kc + best.ks)) best = { kc, ks, e };
+      }
+    }
+    chosen = best.e;
+    const n = best.kc + best.ks;
+    const f = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(1)} ms`);
+    const rates = `(update at home ${(hostRate / 1e9).toFixed(2)} G floats/s per term, device → host ${(r.d2hBytesPerS / 1e9).toFixed(1)} GB/s, update on the device ${(devRate / 1e9).toFixed(2)} G floats/s per term)`;
+    reason =
+      n === 0
+        ? `auto: updates at home are fastest: step ${f(allHome.predicted)} against ${f(allDevice.predicted)} with every streamed unit updated on the device ${rates}`
+        : `auto: ${n} of ${streamed.length} streamed unit${streamed.length === 1 ? '' : 's'} updated on the device: step ${f(chosen.predicted)} against ${f(allHome.predicted)} with every update at home ${rates}`;
+  }
+
+  const planned: PlannedUnit[] = m.units.map((u) => {
+    const on = chosen.on(u);
+    const c = updateCost(u, on);
+    return {
+      kind: u.kind,
+      index: u.index,
+      parameters: u.parameters,
+      bytes: bytesOf(u),
+      home: homeOf(u),
+      updateOn: on,
+      updateMs: r ? c.ms : null,
+      deviceToHostBytes: c.d2h,
+      spillIndex: spillIndex.get(u) ?? null,
+    };
+  });
+  const count: Record<Home, number> = { device: 0, cpu: 0, ssd: 0 };
+  for (const u of planned) count[u.home]++;
+  const deviceUnits = planned.filter((u) => u.home !== 'device' && u.updateOn === 'device').length;
+
+  // --- notes
+  const { times, predicted, floor, bound } = chosen;
+  if (r) {
     notes.push(
-      'Predicted step time = max(compute + H2D, SSD read + write-back + replay) + updates at home: SSD blocks are prefetched on their own threads ' +
-        'while earlier blocks compute, uploads and home updates are not overlapped yet. On the CPU backend the prefetch threads share the cores with compute, ' +
-        'so the overlap is partial. The floor (ALGORITHMS.md §5) is what full overlap would give: the largest single term.',
+      shared
+        ? 'Predicted step time = max(compute + copies + SSD replays, SSD reads + write-backs) + updates at home: on the CPU backend ' +
+            'copies are made by the compute threads and SSD replays share their cores; SSD blocks are read and written back ahead on ' +
+            'prefetch threads. The floor (ALGORITHMS.md §5) is what full overlap would give: the largest single term.'
+        : 'Predicted step time = max(compute, host → device, device → host, SSD read + write-back + replay) + updates at home: uploads go through ' +
+            `${slots} staging slot${slots > 1 ? 's' : ''} on a copy queue and write-backs of device-side updates are assumed to overlap compute; SSD blocks are read ` +
+            '(and replayed) ahead on prefetch threads; updates at home of CPU-homed blocks follow the forwards. The floor (ALGORITHMS.md §5) is the largest single term.',
     );
     notes.push(
-      r.blockForwardMs !== undefined
-        ? 'Compute uses the measured forward time per block.'
+      compute && compute.blockSource !== 'estimated'
+        ? `Compute uses the ${compute.blockSource} forward time per block: ${compute.detail}; the head is estimated from FLOPs at the measured GEMM rate.`
         : `Compute is estimated from ${(fwd.total / 1e9).toFixed(2)} GFLOP per forward (2 forwards × ${q} perturbation${q === 1 ? '' : 's'}) at the measured GEMM rate of ${(r.gemmFlopsPerS / 1e9).toFixed(1)} GFLOP/s; it counts logits for every token (an upper bound for classification).`,
     );
+    if (!devRate && !shared) notes.push("The compute device's update rate is not calibrated: updates on the device are left out of the compute time.");
   } else {
     notes.push('Predicted step time is unknown until the engine has been calibrated on this machine (`spillway plan --recalibrate`).');
+  }
+  if (streamed.length) notes.push(`Updates: ${reason}.`);
+  if (folders.length > 1) {
+    const nDev = deviceKeys.length;
+    const unknown = folders.some((f) => f.device === null);
+    notes.push(
+      nDev > 1
+        ? `SSD: ${folders.length} spill folders on ${nDev} distinct devices: their bandwidths add up (SSD blocks are striped round-robin over the folders in unit order).`
+        : `SSD: the ${folders.length} spill folders are on ${unknown ? 'devices that could not be told apart (taken as' : 'the same device (st_dev'} ${unknown ? 'one)' : `${folders[0].device})`}: striping over them does not add bandwidth.`,
+    );
   }
   notes.push(`Masters are float32 (4 bytes per parameter); bf16/fp16 masters are not implemented yet.`);
   notes.push(`Activations are an upper-bound estimate for ${input.batchSize} sequences of ${input.maxLength} tokens.`);
   if (shared) notes.push('The compute device is the CPU: its arena (device-homed units, working copies, activations) is CPU memory and counts against the CPU budget.');
+  if (ssdUnits.length && prefetch > 0) {
+    notes.push(
+      `The engine also reads SSD blocks ahead into ${prefetch} host buffer${prefetch === 1 ? '' : 's'} of the largest block (${formatBytes(prefetch * maxSlot)}), not counted against the CPU budget here.`,
+    );
+  }
   if (ssdUnits.length && K > 1) notes.push(`SSD blocks are rewritten every ${K} updates; pending updates are replayed on read in between.`);
+
+  const readAgg = deviceKeys.map((k) => deviceBw(k, 'readBytesPerS'));
+  const writeAgg = deviceKeys.map((k) => deviceBw(k, 'writeBytesPerS'));
+  const sum = (xs: (number | null)[]) => (xs.length && xs.every((x) => x !== null) ? xs.reduce((a: number, b) => a + (b as number), 0) : null);
 
   return {
     model: m.name,
     computeDevice: input.computeDevice,
     units: planned,
     homes: planned.map((u) => HOME[u.home]),
+    spillDirs: [...dirs],
+    deviceUpdate: planned.map((u) => u.home !== 'device' && u.updateOn === 'device'),
+    updateOn: planned.map((u) => u.updateOn),
     count,
     memory: { device: devUsed, cpu: cpuUsed, ssd: ssdFile },
     breakdown: { weights, workingCopies, activations, stage, ioBuffer },
-    linkBytesPerStep: link,
+    linkBytesPerStep: chosen.link,
+    ssd: folders.length
+      ? { folders, devices: deviceKeys.length, readBytesPerS: r ? sum(readAgg) : null, writeBytesPerS: r ? sum(writeAgg) : null, summed: deviceKeys.length > 1 }
+      : null,
+    update: {
+      mode,
+      homeUnits: streamed.length - deviceUnits,
+      deviceUnits,
+      allHomeStepMs: allHome.predicted,
+      allDeviceStepMs: streamed.length ? (devRate ? allDevice.predicted : null) : allHome.predicted,
+      reason,
+    },
+    compute,
     times,
     predictedStepMs: predicted,
     floorMs: floor,
@@ -339,31 +700,60 @@ export function planSummary(p: Plan): { homes: Record<Home, number>; predicted_s
 /** A plain-text rendering for `spillway plan`. */
 export function formatPlan(p: Plan): string {
   const ms = (x: number | null) => (x === null ? 'n/a' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(1)} ms`);
+  const bw = (x: number | null) => (x === null ? 'n/a' : `${(x / 1e9).toFixed(2)} GB/s`);
   const dev = p.computeDevice === 'cpu' ? 'device (CPU arena)' : 'device (GPU)';
   const lines = [`plan for ${p.model}: compute on the ${p.computeDevice.toUpperCase()}; ${p.feasible ? 'fits' : 'DOES NOT FIT'}`];
   for (const s of p.shortfalls) lines.push(`  short: ${s}`);
-  lines.push('', 'unit          parameters        bytes  home');
+  const striped = p.spillDirs.length > 1;
+  lines.push('', `unit          parameters        bytes  home${striped ? '  folder' : ''}  update`);
   for (const u of p.units) {
     const name = `${u.kind}${u.index >= 0 ? ` ${u.index}` : ''}`;
-    lines.push(`${name.padEnd(12)} ${String(u.parameters).padStart(11)} ${formatBytes(u.bytes).padStart(12)}  ${u.home}`);
+    const folder = striped ? `  ${(u.spillIndex === null ? '' : `#${u.spillIndex}`).padEnd(6)}` : '';
+    const wb = u.deviceToHostBytes ? ` + write-back ${formatBytes(u.deviceToHostBytes)}` : '';
+    const upd = `${u.updateOn.padEnd(6)} ${u.updateMs === null ? '' : ms(u.updateMs)}${wb}`;
+    lines.push(`${name.padEnd(12)} ${String(u.parameters).padStart(11)} ${formatBytes(u.bytes).padStart(12)}  ${u.home.padEnd(6)}${folder}  ${upd}`);
   }
   lines.push(
     '',
     'memory per tier',
     `  ${dev.padEnd(20)} ${formatBytes(p.memory.device)} (working copies ${formatBytes(p.breakdown.workingCopies)}, activations ${formatBytes(p.breakdown.activations)}, staging ${formatBytes(p.breakdown.stage)})`,
     `  ${'CPU'.padEnd(20)} ${formatBytes(p.memory.cpu)} (I/O buffer ${formatBytes(p.breakdown.ioBuffer)})`,
-    `  ${'SSD (spill file)'.padEnd(20)} ${formatBytes(p.memory.ssd)}`,
+    `  ${(p.spillDirs.length > 1 ? 'SSD (spill files)' : 'SSD (spill file)').padEnd(20)} ${formatBytes(p.memory.ssd)}`,
+  );
+  if (p.ssd) {
+    for (const [i, f] of p.ssd.folders.entries()) {
+      lines.push(
+        `    #${i} ${f.dir}: ${f.units} block${f.units === 1 ? '' : 's'}, ${formatBytes(f.bytes)}; device ${f.device ?? 'unknown'}; read ${bw(f.readBytesPerS)}, write ${bw(f.writeBytesPerS)}${f.unavailable ? ` (${f.unavailable})` : ''}`,
+      );
+    }
+    if (p.ssd.folders.length > 1) {
+      lines.push(
+        `    aggregate read ${bw(p.ssd.readBytesPerS)}, write ${bw(p.ssd.writeBytesPerS)} (${p.ssd.summed ? `summed over ${p.ssd.devices} devices` : 'one device: not summed'})`,
+      );
+    }
+  }
+  lines.push(
     'bytes per step',
     `  host → device  ${formatBytes(p.linkBytesPerStep.hostToDevice)}`,
     `  device → host  ${formatBytes(p.linkBytesPerStep.deviceToHost)}`,
     `  SSD read       ${formatBytes(p.linkBytesPerStep.ssdRead)}`,
     `  SSD write      ${formatBytes(p.linkBytesPerStep.ssdWrite)}`,
   );
+  if (p.compute) {
+    lines.push(`compute per block ${ms(p.compute.blockMs)} (${p.compute.blockSource}), head ${ms(p.compute.headMs)} (${p.compute.headSource})`);
+  }
+  if (p.update.homeUnits + p.update.deviceUnits > 0) {
+    lines.push(
+      `updates (${p.update.mode}): ${p.update.homeUnits} streamed unit${p.update.homeUnits === 1 ? '' : 's'} at home, ${p.update.deviceUnits} on the device; ` +
+        `step with all at home ${ms(p.update.allHomeStepMs)}, all on the device ${ms(p.update.allDeviceStepMs)}`,
+    );
+  }
   if (p.times) {
     const t = p.times;
     lines.push(
       'time per step',
-      `  compute ${ms(t.computeMs)} · H2D ${ms(t.hostToDeviceMs)} · SSD read ${ms(t.ssdReadMs)} · SSD write ${ms(t.ssdWriteMs)} · update at home ${ms(t.cpuUpdateMs)}`,
+      `  compute ${ms(t.computeMs)} (forwards ${ms(t.forwardMs)}, updates on the device ${ms(t.deviceUpdateMs)}) · H2D ${ms(t.hostToDeviceMs)} · D2H ${ms(t.deviceToHostMs)} · ` +
+        `SSD read ${ms(t.ssdReadMs)} · SSD write ${ms(t.ssdWriteMs)} · update at home ${ms(t.hostUpdateMs)} · SSD replay ${ms(t.replayMs)}`,
     );
   }
   lines.push(`predicted step ${ms(p.predictedStepMs)}; floor ${ms(p.floorMs)}${p.bound ? ` (bound by ${p.bound})` : ''}${p.calibratedAt ? `; calibrated ${p.calibratedAt}` : ''}`);
@@ -378,4 +768,10 @@ export function parseBytes(v: string): number {
   const pow = ' KMGT'.indexOf(m[2].toUpperCase() || ' ');
   const base = m[3] ? 1024 : 1000;
   return Math.round(Number(m[1]) * base ** pow);
+}
+
+/** "a,b" and repeated flags → folder list (empty entries dropped). */
+export function splitFolders(v: string | string[] | undefined): string[] {
+  if (v === undefined) return [];
+  return (Array.isArray(v) ? v : [v]).flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean);
 }

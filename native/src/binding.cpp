@@ -306,7 +306,8 @@ private:
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
         std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
         // load(spec, {homes: number[] per unit (0 device, 1 cpu, 2 ssd), spillDir | spillDirs,
-        //             deviceUpdate: boolean[] per unit, writeBackEvery, prefetch, stageSlots})
+        //             deviceUpdate: boolean[] per unit, writeBackEvery, prefetch, stageSlots,
+        //             masters: 'fp32' | 'bf16' | 'fp16'})
         TierOptions tiers;
         if (info.Length() > 1 && info[1].IsObject()) {
             Napi::Object t = info[1].As<Napi::Object>();
@@ -334,6 +335,14 @@ private:
             if (du.IsArray()) {
                 Napi::Array a = du.As<Napi::Array>();
                 for (uint32_t i = 0; i < a.Length(); i++) tiers.device_update.push_back(a.Get(i).ToBoolean().Value() ? 1 : 0);
+            }
+            Napi::Value md = t.Get("masters");
+            if (md.IsString()) {
+                std::string m = md.As<Napi::String>().Utf8Value();
+                if (m == "fp32") tiers.master_dtype = 0;
+                else if (m == "bf16") tiers.master_dtype = 1;
+                else if (m == "fp16") tiers.master_dtype = 2;
+                else throw_type(env, "masters must be 'fp32', 'bf16' or 'fp16', not '" + m + "'");
             }
             Napi::Value slots = t.Get("stageSlots");
             if (slots.IsNumber()) tiers.stage_slots = slots.As<Napi::Number>().Int32Value();
@@ -464,6 +473,7 @@ private:
         for (size_t i = 0; i < m.tensors.size(); i++) {
             Napi::Object t = Napi::Object::New(env);
             t.Set("name", m.tensors[i].name);
+            t.Set("decay", m.tensors[i].decay);
             Napi::Array shape = Napi::Array::New(env, m.tensors[i].shape.size());
             for (size_t d = 0; d < m.tensors[i].shape.size(); d++) shape.Set((uint32_t)d, (double)m.tensors[i].shape[d]);
             t.Set("shape", shape);
@@ -512,6 +522,7 @@ private:
         t.Set("spillFiles", files);
         t.Set("d2hBytes", (double)ts.d2h_bytes);
         t.Set("stageSlots", ts.stage_slots);
+        t.Set("masters", ts.master_dtype);
         t.Set("ioPath", ts.io_path);
         o.Set("tiers", t);
         return o;
@@ -663,9 +674,10 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
     return o;
 }
 
-// calibrate({spillDir?, bytes?, device?, threads?}): Promise<calibration> measured on a native thread
-// with the engine's own paths (see tier/calibrate.h). Never rejects for a missing spill folder: the
-// SSD tier is then {available: false, reason}.
+// calibrate({spillDir?, bytes?, device?, threads?, parts?, block?}): Promise<calibration> measured on a
+// native thread with the engine's own paths (see tier/calibrate.h). parts: any of 'machine' (copies,
+// GEMM, updates), 'ssd' and 'block' (default: 'machine' and 'ssd', plus 'block' when a block shape is
+// given). Never rejects for a missing spill folder: the SSD tier is then {available: false, reason}.
 Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     static std::atomic<bool> unused{false};
@@ -690,9 +702,76 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
                 throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend");
 #endif
         }
+        Napi::Value block = a.Get("block");
+        if (block.IsObject()) {
+            Napi::Object b = block.As<Napi::Object>();
+            BlockShape& s = o.block;
+            s.hidden = inum(b, "hidden");
+            s.intermediate = inum(b, "intermediate");
+            s.heads = inum(b, "heads");
+            s.sequences = inum(b, "sequences");
+            s.seq_len = inum(b, "seqLen");
+            auto opt_int = [&](const char* k, int& out) {
+                Napi::Value v = b.Get(k);
+                if (!v.IsUndefined() && !v.IsNull()) out = inum(b, k);
+            };
+            auto opt_bool = [&](const char* k, bool& out) {
+                Napi::Value v = b.Get(k);
+                if (v.IsBoolean()) out = v.As<Napi::Boolean>().Value();
+                else if (!v.IsUndefined() && !v.IsNull()) throw_type(env, std::string("block.") + k + " must be a boolean");
+            };
+            opt_int("kvHeads", s.kv_heads);
+            opt_int("headDim", s.head_dim);
+            opt_bool("gated", s.gated);
+            opt_bool("rope", s.rope);
+            opt_bool("bias", s.bias);
+            Napi::Value norm = b.Get("norm");
+            if (norm.IsString()) {
+                std::string n = norm.As<Napi::String>().Utf8Value();
+                if (n != "layernorm" && n != "rmsnorm") throw_type(env, "block.norm must be 'layernorm' or 'rmsnorm'");
+                s.rmsnorm = n == "rmsnorm";
+            }
+            Napi::Value act = b.Get("activation");
+            if (act.IsString()) {
+                std::string n = act.As<Napi::String>().Utf8Value();
+                if (n == "relu") s.activation = (int)Act::Relu;
+                else if (n == "gelu") s.activation = (int)Act::Gelu;
+                else if (n == "gelu_new") s.activation = (int)Act::GeluNew;
+                else if (n == "silu") s.activation = (int)Act::Silu;
+                else throw_type(env, "block.activation must be relu, gelu, gelu_new or silu");
+            }
+            Napi::Value noise = b.Get("noise");
+            if (noise.IsString()) s.noise = noise.As<Napi::String>().Utf8Value() == "rademacher" ? NOISE_RADEMACHER : NOISE_GAUSSIAN;
+            if (s.hidden <= 0 || s.intermediate <= 0 || s.heads <= 0 || s.sequences <= 0 || s.seq_len <= 0)
+                throw_type(env, "block: hidden, intermediate, heads, sequences and seqLen must be positive");
+            o.has_block = true;
+        }
+        Napi::Value parts = a.Get("parts");
+        if (parts.IsArray()) {
+            Napi::Array p = parts.As<Napi::Array>();
+            o.machine = o.ssd = false;
+            bool want_block = false;
+            for (uint32_t i = 0; i < p.Length(); i++) {
+                Napi::Value v = p.Get(i);
+                std::string n = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+                if (n == "machine") o.machine = true;
+                else if (n == "ssd") o.ssd = true;
+                else if (n == "block") want_block = true;
+                else throw_type(env, "parts: each must be 'machine', 'ssd' or 'block'");
+            }
+            if (want_block && !o.has_block) throw_type(env, "parts 'block' needs a block shape");
+            o.has_block = want_block;
+        }
     }
-    auto to_js = [](Napi::Env env, const CalibrateResult& r) -> Napi::Value {
+    const bool machine = o.machine, ssd_part = o.ssd;
+    auto to_js = [machine, ssd_part](Napi::Env env, const CalibrateResult& r) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
+        Napi::Array parts = Napi::Array::New(env);
+        uint32_t np = 0;
+        if (machine) parts.Set(np++, "machine");
+        if (ssd_part) parts.Set(np++, "ssd");
+        if (r.has_block) parts.Set(np++, "block");
+        o.Set("parts", parts);
         o.Set("backend", r.backend);
         o.Set("pinned", r.pinned);
         o.Set("copyBytes", (double)r.copy_bytes);
@@ -700,6 +779,8 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
         o.Set("d2hBytesPerS", r.d2h_bytes_per_s);
         o.Set("gemmFlopsPerS", r.gemm_flops_per_s);
         o.Set("cpuUpdateElemsPerS", r.cpu_update_elems_per_s);
+        o.Set("deviceUpdateElemsPerS", r.device_update_elems_per_s);
+        o.Set("updateElems", (double)r.update_elems);
         o.Set("hostThreads", r.host_threads);
         Napi::Object ssd = Napi::Object::New(env);
         ssd.Set("available", r.ssd_available);
@@ -718,9 +799,35 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
             }
             ssd.Set("byRequest", by);
         } else {
-            ssd.Set("reason", r.ssd_reason);
+            ssd.Set("reason", ssd_part ? r.ssd_reason : std::string("not measured"));
         }
         o.Set("ssd", ssd);
+        if (r.has_block) {
+            const BlockTiming& b = r.block;
+            auto shape = [&](const BlockShape& s) {
+                Napi::Object x = Napi::Object::New(env);
+                x.Set("hidden", s.hidden);
+                x.Set("intermediate", s.intermediate);
+                x.Set("heads", s.heads);
+                x.Set("kvHeads", s.kv_heads > 0 ? s.kv_heads : s.heads);
+                x.Set("headDim", s.head_dim > 0 ? s.head_dim : s.hidden / std::max(1, s.heads));
+                x.Set("sequences", s.sequences);
+                x.Set("seqLen", s.seq_len);
+                return x;
+            };
+            Napi::Object x = Napi::Object::New(env);
+            x.Set("source", b.source);
+            x.Set("parameters", (double)b.parameters);
+            x.Set("tokens", b.tokens);
+            x.Set("forwardMs", b.forward_ms);
+            x.Set("perturbMs", b.perturb_ms);
+            x.Set("zoMs", b.zo_ms);
+            x.Set("reps", b.reps);
+            if (b.gemm_flops_per_s > 0) x.Set("gemmFlopsPerS", b.gemm_flops_per_s);
+            if (b.source == "extrapolated") x.Set("proxy", shape(b.proxy));
+            x.Set("detail", b.detail);
+            o.Set("block", x);
+        }
         o.Set("seconds", r.seconds);
         return o;
     };

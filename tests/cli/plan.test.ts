@@ -31,7 +31,7 @@ const lines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSO
 
 interface PlanJson {
   strategy: string;
-  units: { kind: string; bytes: number; parameters: number; home: string }[];
+  units: { kind: string; bytes: number; parameters: number; home: string; updateOn: string; updateMs: number | null; deviceToHostBytes: number; spillIndex: number | null }[];
   memory: { gpu: number; cpu: number; ssd: number };
   linkBytesPerStep: Record<string, number>;
   predictedStepMs: number | null;
@@ -40,7 +40,14 @@ interface PlanJson {
   calibratedAt: string | null;
   feasible: boolean;
   shortfalls: string[];
-  calibration: { machine: { cpu: string; spillDir: string | null }; date: string };
+  calibration: { machine: { cpu: string; spillDir: string | null }; date: string; block?: { source: string; zoMs: number } };
+  spillDirs: string[];
+  ssd: { folders: { dir: string; device: string | null; units: number }[]; devices: number; summed: boolean } | null;
+  updateMode: string;
+  update: { mode: string; homeUnits: number; deviceUnits: number; reason: string };
+  deviceUpdate: boolean[];
+  computeSource: { block: string; head: string } | null;
+  timeTerms: Record<string, number> | null;
 }
 
 describe('spillway plan', () => {
@@ -59,6 +66,11 @@ describe('spillway plan', () => {
     expect(p.bound).toBe('compute');
     expect(p.calibratedAt).toBe(p.calibration.date);
     expect(p.calibration.machine.spillDir).toBe(spill);
+    // The demo's block ran at the plan's shape (4 × 32 tokens); the head is estimated from FLOPs.
+    expect(p.computeSource).toEqual({ block: 'measured', head: 'estimated' });
+    expect(p.calibration.block).toMatchObject({ source: 'measured' });
+    expect(p.spillDirs).toEqual([spill]);
+    expect(p.units.every((u) => u.updateOn === 'device' && u.spillIndex === null)).toBe(true);
 
     // A CPU budget below the blocks: the plan spills, and the second call reuses the cached calibration.
     const blocks = p.units.filter((u) => u.kind === 'block');
@@ -73,11 +85,55 @@ describe('spillway plan', () => {
     expect(q.memory.cpu).toBeLessThanOrEqual(budget);
     const ssdBytes = onSsd.reduce((n, u) => n + u.bytes, 0);
     expect(q.linkBytesPerStep).toMatchObject({ ssdRead: ssdBytes, ssdWrite: ssdBytes, hostToDevice: ssdBytes, deviceToHost: 0 });
+    // On the CPU backend the device is the host: updating there only adds the write-back copy, so updates stay at home.
+    expect(onSsd.every((u) => u.updateOn === 'home' && u.spillIndex === 0)).toBe(true);
+    expect(q.update).toMatchObject({ mode: 'auto', deviceUnits: 0 });
+
+    // Forced: every streamed block updated on the device, written back home.
+    const d = JSON.parse((await spillway(['plan', '--model', DEMO_MODEL, '--spill', spill, '--batch-size', '4', '--max-length', '32', '--cpu-mem', String(budget), '--update-on', 'device', '--json'])).stdout) as PlanJson;
+    expect(d.updateMode).toBe('device');
+    expect(d.units.filter((u) => u.home === 'ssd').every((u) => u.updateOn === 'device' && u.deviceToHostBytes === u.bytes)).toBe(true);
+    expect(d.deviceUpdate).toEqual(d.units.map((u) => u.home === 'ssd'));
+    expect(d.linkBytesPerStep.deviceToHost).toBe(ssdBytes);
+    expect(d.timeTerms!.deviceToHostMs).toBeGreaterThan(0);
+    const bad = await spillway(['plan', '--model', DEMO_MODEL, '--update-on', 'gpu']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--update-on must be auto, home or device/);
 
     const human = await spillway(['plan', '--model', DEMO_MODEL, '--cpu-mem', '1000']);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/DOES NOT FIT/);
     expect(human.stdout).toMatch(/short: CPU memory: .* but the budget is 1000 B \(short by [\d.]+ MiB\)/);
+  });
+});
+
+describe('spillway plan --spill A,B', () => {
+  it('stripes the SSD blocks over the folders, calibrated each; folders on one filesystem are not summed', async () => {
+    const a = mkdtempSync(join(tmpdir(), 'spw-plan-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'spw-plan-b-'));
+    const c = mkdtempSync(join(tmpdir(), 'spw-plan-c-'));
+    const args = ['plan', '--model', DEMO_MODEL, '--batch-size', '4', '--max-length', '32', '--calibration-bytes', '16MiB', '--cpu-mem', '1MB', '--json'];
+    // A comma-separated list, and a repeated flag: the same three folders.
+    const r = await spillway([...args, '--spill', `${a},${b}`, '--spill', c]);
+    expect(r.code, r.stderr).toBe(0);
+    const p = JSON.parse(r.stdout) as PlanJson;
+    expect(p.spillDirs).toEqual([a, b, c]);
+    const ssd = p.units.filter((u) => u.home === 'ssd');
+    expect(ssd.length).toBe(4);
+    expect(ssd.map((u) => u.spillIndex)).toEqual([0, 1, 2, 0]);
+    expect(p.ssd!.folders.map((f) => f.units)).toEqual([2, 1, 1]);
+    expect(p.ssd).toMatchObject({ devices: 1, summed: false });
+    expect(new Set(p.ssd!.folders.map((f) => f.device)).size).toBe(1);
+
+    const human = await spillway(['plan', '--model', DEMO_MODEL, '--batch-size', '4', '--max-length', '32', '--cpu-mem', '1MB', '--spill', `${a},${b}`]);
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toMatch(/#0 .*#1/s);
+    expect(human.stdout).toMatch(/one device: not summed/);
+    expect(human.stdout).toMatch(/updates \(auto\): 4 streamed units at home, 0 on the device/);
+
+    const train = await spillway(['train', '--steps', '1', '--spill', `${a},${b}`, '--cpu-mem', '1MB', '--json']);
+    expect(train.code).toBe(1);
+    expect(train.stdout + train.stderr).toMatch(/training takes one folder for now/);
   });
 });
 

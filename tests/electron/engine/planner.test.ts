@@ -1,6 +1,7 @@
 // The planner on synthetic models with fixed rates: placement order, budgets,
-// shortfalls with amounts, bytes per link, the floor and what bounds it. Every
-// expectation is derived here from the inputs.
+// shortfalls with amounts, bytes per link, the floor and what bounds it,
+// striping over spill folders, and where updates run. Every expectation is
+// derived here from the inputs.
 import { describe, expect, it } from 'vitest';
 
 import { activationBytes, forwardFlops, formatBytes, makePlan, parseBytes } from '../../../electron/engine/planner.js';
@@ -50,10 +51,12 @@ const m = model();
 const blockBytes = 4 * BLOCK;
 const embedHead = 4 * (m.units[0].parameters + m.units[m.units.length - 1].parameters);
 const largest = Math.max(4 * m.units[0].parameters, 4 * (2 * C + V * C), blockBytes); // a tied head materialises the embedding
-const working = 3 * largest;
+const working = 2 * largest; // z and the perturbed working copy
 const acts = 4 * (B * T * (5 * C + 2 * 4 * C + V) + B * 4 * T * T);
 const fixed = embedHead + working + acts;
 const spillSlot = Math.ceil(blockBytes / 4096) * 4096;
+// Streaming on a GPU: two staging slots on the device and one I/O buffer on the host.
+const slots = 2 * blockBytes;
 
 describe('the planner', () => {
   it('keeps everything on the device when the device budget allows, with nothing on any link', () => {
@@ -71,7 +74,9 @@ describe('the planner', () => {
   it('places blocks device first, then CPU, then SSD, within every budget', () => {
     const onDevice = 2;
     const onCpu = 1;
-    const device = fixed + blockBytes /* staging slot */ + onDevice * blockBytes + blockBytes / 2;
+    // q = 2: four activation streams (the + and - of each perturbation), two more hidden states than q = 1.
+    const fixedQ2 = fixed + 4 * 2 * B * T * C;
+    const device = fixedQ2 + slots + onDevice * blockBytes + blockBytes / 2;
     const cpu = blockBytes /* I/O buffer */ + onCpu * blockBytes + blockBytes / 2;
     const p = makePlan(base({ budgets: { device, cpu }, writeBackEvery: 4, q: 2 }));
     const onSsd = L - onDevice - onCpu;
@@ -83,23 +88,28 @@ describe('the planner', () => {
       ...Array<string>(onSsd).fill('ssd'),
       'device',
     ]);
-    expect(p.memory.device).toBe(fixed + blockBytes + onDevice * blockBytes);
+    expect(p.breakdown.activations).toBe(acts + 4 * 2 * B * T * C);
+    expect(p.memory.device).toBe(fixedQ2 + slots + onDevice * blockBytes);
     expect(p.memory.device).toBeLessThanOrEqual(device);
     expect(p.memory.cpu).toBe(blockBytes + onCpu * blockBytes);
     expect(p.memory.cpu).toBeLessThanOrEqual(cpu);
     expect(p.memory.ssd).toBe(onSsd * spillSlot);
-    // q = 2 perturbations: every streamed block crosses H2D and every SSD block is read once per perturbation; written every K = 4.
+    // q = 2 perturbations share one visit of each block: every streamed block crosses H2D and every SSD
+    // block is read once per step; written every K = 4. No device update rate: updates stay at home.
     expect(p.linkBytesPerStep).toEqual({
-      hostToDevice: 2 * (onCpu + onSsd) * blockBytes,
+      hostToDevice: (onCpu + onSsd) * blockBytes,
       deviceToHost: 0,
-      ssdRead: 2 * onSsd * blockBytes,
+      ssdRead: onSsd * blockBytes,
       ssdWrite: (onSsd * blockBytes) / 4,
     });
+    expect(p.units.filter((u) => u.home !== 'device').every((u) => u.updateOn === 'home')).toBe(true);
+    expect(p.deviceUpdate.every((d) => d === false)).toBe(true);
+    expect(p.units.filter((u) => u.home === 'device').every((u) => u.updateOn === 'device')).toBe(true);
   });
 
-  it('computes the floor as the largest term and the prediction with SSD traffic overlapping compute', () => {
-    const p = makePlan(base({ budgets: { device: fixed + blockBytes, cpu: blockBytes } }));
-    // Nothing fits beside the staging slot on the device, and the CPU holds only the I/O buffer: every block on the SSD.
+  it('computes the floor as the largest term and the prediction with copies and SSD traffic overlapping compute', () => {
+    const p = makePlan(base({ budgets: { device: fixed + slots, cpu: blockBytes } }));
+    // Nothing fits beside the staging slots on the device, and the CPU holds only the I/O buffer: every block on the SSD.
     expect(p.count).toEqual({ device: 2, cpu: 0, ssd: L });
     const ssd = L * blockBytes;
     const t = p.times!;
@@ -107,32 +117,34 @@ describe('the planner', () => {
     expect(t.ssdReadMs).toBeCloseTo((1000 * ssd) / (RATES.ssdReadBytesPerS as number), 9);
     expect(t.ssdWriteMs).toBeCloseTo((1000 * ssd) / (RATES.ssdWriteBytesPerS as number), 9);
     expect(t.computeMs).toBeCloseTo((1000 * 2 * forwardFlops(m, B, T).total) / RATES.gemmFlopsPerS, 9);
+    // SSD blocks updated at home: the pending update is replayed when the block is next read (K = 1: one of them).
     expect(t.cpuUpdateMs).toBeCloseTo((1000 * L * BLOCK) / RATES.cpuUpdateElemsPerS, 9);
+    expect(t.replayMs).toBeCloseTo(t.cpuUpdateMs, 9);
+    expect(t.hostUpdateMs).toBe(0);
     const terms = { compute: t.computeMs, 'host-to-device': t.hostToDeviceMs, 'ssd-read': t.ssdReadMs, 'ssd-write': t.ssdWriteMs, 'cpu-update': t.cpuUpdateMs };
     const [bound, floor] = Object.entries(terms).reduce((a, b) => (b[1] > a[1] ? b : a));
     expect(p.bound).toBe(bound);
     expect(p.floorMs).toBeCloseTo(floor, 9);
-    // K = 1: no replay. SSD reads and write-backs run on prefetch threads beside compute + upload;
-    // updates at home follow.
-    const predicted = Math.max(t.computeMs + t.hostToDeviceMs, t.ssdReadMs + t.ssdWriteMs) + t.cpuUpdateMs;
+    // SSD reads, replays and write-backs run on prefetch threads, uploads on the copy queue, beside compute.
+    const predicted = Math.max(t.computeMs, t.hostToDeviceMs, t.ssdReadMs + t.ssdWriteMs + t.replayMs);
     expect(p.predictedStepMs).toBeCloseTo(predicted, 9);
-    expect(p.notes.join(' ')).toMatch(/prefetched on their own threads/);
+    expect(p.notes.join(' ')).toMatch(/read .* ahead on prefetch threads/);
   });
 
   it('says exactly what is short and by how much', () => {
     const device = fixed - 1000;
     const p = makePlan(base({ budgets: { device } }));
     expect(p.feasible).toBe(false);
-    const need = fixed + blockBytes;
+    const need = fixed + slots;
     expect(p.shortfalls[0]).toContain(`needs ${formatBytes(need)}`);
     expect(p.shortfalls[0]).toContain(`short by ${formatBytes(need - device)}`);
 
-    const noSpill = makePlan(base({ budgets: { device: fixed + blockBytes, cpu: blockBytes }, spillDir: null }));
+    const noSpill = makePlan(base({ budgets: { device: fixed + slots, cpu: blockBytes }, spillDir: null }));
     expect(noSpill.shortfalls.join(' ')).toContain(`SSD: ${L} blocks (${formatBytes(L * blockBytes)})`);
     expect(noSpill.shortfalls.join(' ')).toMatch(/no spill folder/);
 
     const ssd = 2 * spillSlot;
-    const small = makePlan(base({ budgets: { device: fixed + blockBytes, cpu: blockBytes, ssd } }));
+    const small = makePlan(base({ budgets: { device: fixed + slots, cpu: blockBytes, ssd } }));
     expect(small.shortfalls.join(' ')).toContain(`short by ${formatBytes(L * spillSlot - ssd)}`);
 
     const bf16 = makePlan(base({ precision: 'bf16' }));
@@ -140,9 +152,15 @@ describe('the planner', () => {
   });
 
   it('on the CPU backend counts the device arena against the CPU budget and skips the CPU tier', () => {
-    const cpu = fixed + 2 * blockBytes /* slot + buffer */ + 2 * blockBytes + blockBytes / 3;
+    const cpu = fixed + 2 * blockBytes /* one slot + the I/O buffer */ + 2 * blockBytes + blockBytes / 3;
     const p = makePlan(base({ computeDevice: 'cpu', budgets: { cpu } }));
     expect(p.count).toEqual({ device: 2 + 2, cpu: 0, ssd: L - 2 });
+    expect(p.breakdown.stage).toBe(blockBytes);
+    expect(p.notes.join(' ')).toMatch(/reads SSD blocks ahead into 2 host buffers/);
+    // The I/O buffer counts against the shared budget too.
+    const tight = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: fixed + 2 * blockBytes - 1 } }));
+    expect(tight.feasible).toBe(false);
+    expect(tight.shortfalls[0]).toMatch(/I\/O buffer/);
     expect(p.memory.device + p.memory.cpu).toBeLessThanOrEqual(cpu);
   });
 
@@ -158,5 +176,118 @@ describe('the planner', () => {
     expect(p.predictedStepMs).toBeNull();
     expect(p.floorMs).toBeNull();
     expect(p.notes.join(' ')).toMatch(/calibrat/);
+  });
+  it('uses the measured block forward instead of the FLOP estimate, and says so', () => {
+    const blockMs = 3.25;
+    const est = makePlan(base({ q: 2 }));
+    expect(est.compute).toMatchObject({ blockSource: 'estimated', headSource: 'estimated' });
+    const p = makePlan(base({ q: 2, rates: { ...RATES, blockForwardMs: blockMs, blockSource: 'measured' } }));
+    const headMs = (1000 * 2 * forwardFlops(m, B, T).head) / RATES.gemmFlopsPerS;
+    expect(p.compute).toMatchObject({ blockMs, blockSource: 'measured', headMs, headSource: 'estimated' });
+    expect(p.times!.forwardMs).toBeCloseTo(2 * (L * blockMs + headMs), 9);
+    expect(p.notes.join(' ')).toMatch(/measured forward time per block/);
+    const x = makePlan(base({ rates: { ...RATES, blockForwardMs: blockMs, blockSource: 'extrapolated' } }));
+    expect(x.compute?.blockSource).toBe('extrapolated');
+  });
+
+  // Every block on the SSD (GPU budgets as in the floor test), striped over two folders.
+  const allSsd = { device: fixed + slots, cpu: blockBytes };
+  it('stripes SSD blocks round-robin over spill folders; folders on one device do not add bandwidth', () => {
+    const spill = [
+      { readBytesPerS: 3e9, writeBytesPerS: 2e9, device: '2049' },
+      { readBytesPerS: 3.2e9, writeBytesPerS: 2.1e9, device: '2049' },
+    ];
+    const p = makePlan(base({ budgets: allSsd, spillDirs: ['/a', '/b'], spillInfo: [{ device: '2049' }, { device: '2049' }], rates: { ...RATES, spill } }));
+    expect(p.count.ssd).toBe(L);
+    expect(p.spillDirs).toEqual(['/a', '/b']);
+    const idx = p.units.filter((u) => u.home === 'ssd').map((u) => u.spillIndex);
+    expect(idx).toEqual(Array.from({ length: L }, (_, j) => j % 2));
+    expect(p.units.filter((u) => u.home !== 'ssd').every((u) => u.spillIndex === null)).toBe(true);
+    expect(p.ssd).toMatchObject({ devices: 1, summed: false, readBytesPerS: 3.2e9, writeBytesPerS: 2.1e9 });
+    expect(p.ssd!.folders.map((f) => [f.units, f.bytes])).toEqual([
+      [L / 2, (L / 2) * spillSlot],
+      [L / 2, (L / 2) * spillSlot],
+    ]);
+    expect(p.memory.ssd).toBe(L * spillSlot);
+    // One device: all the reads go through it, at its best measured rate.
+    expect(p.times!.ssdReadMs).toBeCloseTo((1000 * L * blockBytes) / 3.2e9, 9);
+    expect(p.notes.join(' ')).toMatch(/same device .*does not add bandwidth/);
+
+    // Two devices: the aggregate is the sum, and each device carries its half.
+    const two = makePlan(base({ budgets: allSsd, spillDirs: ['/a', '/b'], spillInfo: [{ device: '2049' }, { device: '2065' }], rates: { ...RATES, spill } }));
+    expect(two.ssd).toMatchObject({ devices: 2, summed: true, readBytesPerS: 6.2e9, writeBytesPerS: 4.1e9 });
+    expect(two.times!.ssdReadMs).toBeCloseTo((1000 * (L / 2) * blockBytes) / 3e9, 9);
+    expect(two.times!.ssdReadMs).toBeLessThan(p.times!.ssdReadMs);
+    expect(two.notes.join(' ')).toMatch(/2 distinct devices: their bandwidths add up/);
+
+    // One folder: exactly as before striping.
+    const one = makePlan(base({ budgets: allSsd }));
+    expect(one.spillDirs).toEqual(['/spill']);
+    expect(one.units.filter((u) => u.home === 'ssd').every((u) => u.spillIndex === 0)).toBe(true);
+    expect(one.times!.ssdReadMs).toBeCloseTo((1000 * L * blockBytes) / (RATES.ssdReadBytesPerS as number), 9);
+
+    // A folder that cannot be used is short.
+    const bad = makePlan(
+      base({ budgets: allSsd, spillDirs: ['/a', '/b'], rates: { ...RATES, spill: [spill[0], { readBytesPerS: null, writeBytesPerS: null, unavailable: 'no room' }] } }),
+    );
+    expect(bad.feasible).toBe(false);
+    expect(bad.shortfalls.join(' ')).toMatch(/spill folder \/b cannot be used: no room/);
+  });
+
+  // Every block homed in CPU memory (the device holds only what must stay and the two slots).
+  const allCpu = { device: fixed + slots };
+  const cpuBlocks = (p: ReturnType<typeof makePlan>) => p.units.filter((u) => u.home === 'cpu');
+
+  it('respects a forced update mode', () => {
+    const rates = { ...RATES, deviceUpdateElemsPerS: 2e10 };
+    const home = makePlan(base({ budgets: allCpu, updateMode: 'home', rates }));
+    expect(home.count.cpu).toBe(L);
+    expect(cpuBlocks(home).every((u) => u.updateOn === 'home' && u.deviceToHostBytes === 0)).toBe(true);
+    expect(home.update).toMatchObject({ mode: 'home', homeUnits: L, deviceUnits: 0 });
+    expect(home.linkBytesPerStep.deviceToHost).toBe(0);
+    expect(home.times!.hostUpdateMs).toBeCloseTo((1000 * L * BLOCK) / RATES.cpuUpdateElemsPerS, 9);
+    expect(cpuBlocks(home)[0].updateMs).toBeCloseTo((1000 * BLOCK) / RATES.cpuUpdateElemsPerS, 9);
+
+    const dev = makePlan(base({ budgets: allCpu, updateMode: 'device', rates, q: 2 }));
+    expect(cpuBlocks(dev).every((u) => u.updateOn === 'device' && u.deviceToHostBytes === blockBytes)).toBe(true);
+    expect(dev.deviceUpdate).toEqual(dev.units.map((u) => u.home === 'cpu'));
+    expect(dev.update).toMatchObject({ mode: 'device', homeUnits: 0, deviceUnits: L });
+    expect(dev.linkBytesPerStep.deviceToHost).toBe(L * blockBytes);
+    expect(dev.times!.deviceToHostMs).toBeCloseTo((1000 * L * blockBytes) / RATES.d2hBytesPerS, 9);
+    expect(dev.times!.hostUpdateMs).toBe(0);
+    // q = 2 terms per element, for every unit (resident ones included), on the device.
+    const all = m.units.reduce((n, u) => n + u.parameters, 0);
+    expect(dev.times!.deviceUpdateMs).toBeCloseTo((1000 * 2 * all) / 2e10, 9);
+    expect(cpuBlocks(dev)[0].updateMs).toBeCloseTo((1000 * 2 * BLOCK) / 2e10, 9);
+    // Included in the predicted step: the device's compute time carries the device updates.
+    expect(dev.times!.computeMs).toBeCloseTo(dev.times!.forwardMs + dev.times!.deviceUpdateMs, 9);
+    expect(dev.predictedStepMs!).toBeGreaterThanOrEqual(dev.times!.computeMs);
+
+    // SSD homes updated on the device are written back every K visits.
+    const ssd = makePlan(base({ budgets: allSsd, updateMode: 'device', rates, writeBackEvery: 4 }));
+    expect(ssd.units.filter((u) => u.home === 'ssd').every((u) => u.updateOn === 'device' && u.deviceToHostBytes === blockBytes / 4)).toBe(true);
+  });
+
+  it('auto: updates on the device when write-back is much cheaper than the host update, at home otherwise', () => {
+    // Host update 10^8 floats/s (10 ns a float), device→host 25 GB/s (0.16 ns a float), device update 2·10^10/s.
+    const slowHost = makePlan(base({ budgets: allCpu, rates: { ...RATES, cpuUpdateElemsPerS: 1e8, deviceUpdateElemsPerS: 2e10 } }));
+    expect(slowHost.update.mode).toBe('auto');
+    expect(cpuBlocks(slowHost).every((u) => u.updateOn === 'device')).toBe(true);
+    expect(slowHost.update.deviceUnits).toBe(L);
+    expect(slowHost.predictedStepMs!).toBeLessThan(slowHost.update.allHomeStepMs!);
+    expect(slowHost.update.reason).toMatch(/auto: 6 of 6 streamed units updated on the device/);
+
+    // Device→host at 10^8 B/s (40 ns a float) against a host update at 10^10 floats/s: at home.
+    const slowLink = makePlan(base({ budgets: allCpu, rates: { ...RATES, d2hBytesPerS: 1e8, cpuUpdateElemsPerS: 1e10, deviceUpdateElemsPerS: 2e10 } }));
+    expect(cpuBlocks(slowLink).every((u) => u.updateOn === 'home')).toBe(true);
+    expect(slowLink.linkBytesPerStep.deviceToHost).toBe(0);
+    expect(slowLink.update.allDeviceStepMs!).toBeGreaterThan(slowLink.predictedStepMs!);
+    expect(slowLink.update.reason).toMatch(/auto: updates at home are fastest/);
+
+    // Without a calibrated device update rate on a GPU, or on the CPU backend (the device is the host), at home.
+    expect(cpuBlocks(makePlan(base({ budgets: allCpu, rates: { ...RATES, cpuUpdateElemsPerS: 1e8 } }))).every((u) => u.updateOn === 'home')).toBe(true);
+    const onCpu = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: fixed + 4 * blockBytes }, rates: { ...RATES, cpuUpdateElemsPerS: 1e8 } }));
+    expect(onCpu.count.ssd).toBeGreaterThan(0);
+    expect(onCpu.units.filter((u) => u.home !== 'device').every((u) => u.updateOn === 'home')).toBe(true);
   });
 });
