@@ -100,8 +100,10 @@ void Engine::release_tiers() {
     slot_ready_.clear();
     slot_free_.clear();
     prefetch_done_.clear();
-    if (io_done_) backend_->event_destroy(io_done_);
-    io_done_ = nullptr;
+    for (Backend::Event** e : {&io_done_, &wb_done_, &updated_}) {
+        if (*e) backend_->event_destroy(*e);
+        *e = nullptr;
+    }
     for (void* p : pinned_) backend_->unpin_host(p);
     pinned_.clear();
 }
@@ -241,6 +243,8 @@ void Engine::setup_tiers(const TierOptions& o) {
     stage_floats_ = max_floats;
     io_ = std::make_unique<AlignedBuffer>(max_floats * ebytes_);
     io_done_ = backend_->event_create();
+    wb_done_ = backend_->event_create();
+    updated_ = backend_->event_create();
     auto pin = [&](void* p, size_t bytes) {
         if (backend_->host_addressable()) return;
         backend_->pin_host(p, bytes);
@@ -282,8 +286,14 @@ void Engine::setup_tiers(const TierOptions& o) {
     for (size_t f = 0; f < dirs.size(); f++)
         if (spill_bytes[f] > 0) spills_.push_back(std::make_unique<SpillFile>(dirs[f], spill_bytes[f]));
         else spills_.push_back(nullptr);  // fewer SSD units than folders
-    replay_ = make_cpu_backend(1, false);
+    // Replays run on the prefetch threads. Beside a GPU the host's cores are free, so
+    // each thread gets its share of them; beside the CPU backend they would take the
+    // compute's cores, so one each.
+    int replay_threads = backend_->host_addressable()
+                             ? 1
+                             : std::max(1, (int)std::thread::hardware_concurrency() / std::max(1, prefetch_));
     for (int i = 0; i < prefetch_; i++) {
+        replays_.push_back(make_cpu_backend(replay_threads, false));
         prefetch_bufs_.push_back(std::make_unique<AlignedBuffer>(max_floats * ebytes_));
         prefetch_done_.push_back(backend_->event_create());
         pin(prefetch_bufs_.back()->data(), prefetch_bufs_.back()->capacity());
@@ -379,7 +389,7 @@ Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Eve
     return s;
 }
 
-void Engine::use_staged(const Staged& s) {
+void Engine::use_staged(Staged& s) {
     UnitTier& tier = tiers_[s.unit];
     float* slot = stage_[(size_t)s.slot];
     uint16_t* raw = dtype_ == MASTER_F32 ? nullptr : raw_[(size_t)s.slot];
@@ -398,25 +408,39 @@ void Engine::use_staged(const Staged& s) {
     if (!write_back) return;
     char* home = tier.packed ? static_cast<char*>(tier.packed->data())
                  : tier.home == Home::Ssd ? static_cast<char*>(s.buf->data()) : nullptr;
+    if (raw)
+        for (auto& [ti, off] : tier.layout)
+            backend_->narrow(raw + off, slot + off, model_->tensors[(size_t)ti].numel, dtype_);  // exact: the format's values
+    // The copy home runs on the copy queue beside this unit's forward pass. The CPU master
+    // is next read by an upload queued after it; an SSD write waits for it in release_residency.
+    backend_->record(updated_, Backend::Queue::Compute);
+    backend_->wait(Backend::Queue::Copy, updated_);
     for (auto& [ti, off] : tier.layout) {
         Tensor& t = model_->tensors[(size_t)ti];
-        const void* src = slot + off;
-        if (raw) {
-            backend_->narrow(raw + off, slot + off, t.numel, dtype_);  // exact: the values are the format's
-            src = raw + off;
-        }
-        backend_->download(home ? static_cast<void*>(home + off * ebytes_) : t.master, src, t.numel * ebytes_);
+        const void* src = raw ? static_cast<const void*>(raw + off) : static_cast<const void*>(slot + off);
+        backend_->download_on(Backend::Queue::Copy, home ? static_cast<void*>(home + off * ebytes_) : t.master, src,
+                              t.numel * ebytes_);
         d2h_bytes_ += t.numel * ebytes_;
     }
-
-    if (tier.home == Home::Ssd) write_ssd_unit(s.unit, home);
-    tier.pending.clear();
+    backend_->record(wb_done_, Backend::Queue::Copy);
+    // An SSD unit's pending updates are dropped only once the file holds them.
+    s.ssd_write = tier.home == Home::Ssd;
+    if (!s.ssd_write) tier.pending.clear();
 }
 
-void Engine::release_residency(const Staged& s) {
+void Engine::release_residency(Staged& s) {
     UnitTier& tier = tiers_[s.unit];
     for (auto& [ti, off] : tier.layout) model_->tensors[(size_t)ti].device = nullptr;
     backend_->record(slot_free_[(size_t)s.slot], Backend::Queue::Compute);
+    finish_write_back(s);
+}
+
+void Engine::finish_write_back(Staged& s) {
+    if (!s.ssd_write) return;
+    backend_->host_wait(wb_done_);
+    write_ssd_unit(s.unit, s.buf->data());
+    tiers_[s.unit].pending.clear();
+    s.ssd_write = false;
 }
 
 TierStats Engine::tier_stats() const {
@@ -708,7 +732,8 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
             be.host_wait(prefetch_done_[b]);  // its last upload has left it
             float* buf = static_cast<float*>(prefetch_bufs_[b]->data());
             bool replay = !tiers_[ui].device_update;
-            inflight[ui] = {std::async(std::launch::async, [this, ui, buf, replay] { load_ssd_unit(ui, buf, *replay_, replay); }), b};
+            Backend* rb = replays_[b].get();
+            inflight[ui] = {std::async(std::launch::async, [this, ui, buf, rb, replay] { load_ssd_unit(ui, buf, *rb, replay); }), b};
         }
     };
     // Joins every read still in flight (on an error, before the buffers they write go away).
@@ -753,6 +778,8 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
             if (!ahead) stage_next();
             cur = next;
             use_staged(cur);
+            // Staging the next unit without read-ahead reuses io_: this unit's write-back leaves it first.
+            if (ahead && cur.prefetch_buf < 0) finish_write_back(cur);
             if (ahead) stage_next();
             times.io_ms += ms_since(tr);
         }

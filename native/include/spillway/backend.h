@@ -65,7 +65,7 @@ public:
     virtual void upload_async(void* dst, const void* host_src, size_t bytes) { upload(dst, host_src, bytes); }
     virtual void download_async(void* host_dst, const void* src, size_t bytes) { download(host_dst, src, bytes); }
     virtual void copy(void* dst, const void* src, size_t bytes) = 0;
-    // Waits for every queued kernel and copy.
+    // Waits for every queued kernel and copy, on every queue.
     virtual void synchronize() = 0;
 
     // ---- a second queue for the tiered store's uploads ----
@@ -87,6 +87,12 @@ public:
     virtual void upload_on(Queue q, void* dst, const void* host_src, size_t bytes) {
         (void)q;
         upload(dst, host_src, bytes);
+    }
+    // A download queued on q: the host destination holds the data once host_wait() on
+    // an event recorded on q after it has returned.
+    virtual void download_on(Queue q, void* host_dst, const void* src, size_t bytes) {
+        (void)q;
+        download(host_dst, src, bytes);
     }
     virtual void pin_host(void* p, size_t bytes) { (void)p; (void)bytes; }
     virtual void unpin_host(void* p) { (void)p; }

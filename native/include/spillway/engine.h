@@ -140,6 +140,7 @@ private:
         int slot = 0;
         AlignedBuffer* buf = nullptr;  // SSD: the host copy it was uploaded from
         int prefetch_buf = -1;         // which prefetch buffer that is, -1: io_
+        bool ssd_write = false;        // written back from the device: write buf to the SSD once wb_done_ passes
     };
     struct Prepared;
 
@@ -175,8 +176,11 @@ private:
     Staged stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Event* source_done);
     // Makes the compute queue wait for a staged unit, applies its pending updates on the
     // device when it is updated there (writing it back home), and points its tensors at the slot.
-    void use_staged(const Staged& s);
-    void release_residency(const Staged& s);
+    void use_staged(Staged& s);
+    // Called once the unit's compute is queued: frees its slot for the next upload and
+    // finishes an SSD write-back (the device-to-host copy ran beside the compute).
+    void release_residency(Staged& s);
+    void finish_write_back(Staged& s);
     void load_ssd_unit(size_t ui, void* host, Backend& replay, bool replay_pending = true);
     void write_ssd_unit(size_t ui, const void* host);
     void flush_cpu_pending(size_t ui);
@@ -219,7 +223,9 @@ private:
     size_t stage_floats_ = 0;
     int write_back_every_ = 1;
     int prefetch_ = 2;
-    std::unique_ptr<Backend> replay_;         // single-threaded: replays pending updates on prefetch threads
+    std::vector<std::unique_ptr<Backend>> replays_;  // per prefetch buffer: replays pending updates on its thread
+    Backend::Event* wb_done_ = nullptr;       // the last write-back copy to the host
+    Backend::Event* updated_ = nullptr;       // a device update done, before its copy home
     std::vector<std::unique_ptr<AlignedBuffer>> prefetch_bufs_;
     std::vector<Backend::Event*> prefetch_done_;  // per prefetch buffer: its last upload
     std::vector<void*> pinned_;                   // host memory registered with the backend
