@@ -86,7 +86,8 @@ def main():
         for prec in ("fp32", "tf32"):
             t = find(r["model"], "pytorch", r["batch"], prec)
             if t:
-                ratios.append({"model": r["model"], "batch": r["batch"], "seq": r["seq"], "vs": f"pytorch-{prec}",
+                ratios.append({"model": r["model"], "batch": r["batch"], "seq": r["seq"],
+                               "spillway": f"spillway-{r.get('precision', 'fp32')}", "vs": f"pytorch-{prec}",
                                "timeRatio": r["ms"]["median"] / t["ms"]["median"],
                                "memoryRatio": r["peakBytes"] / t["peakBytes"],
                                "loss0Spillway": r["loss0"], "loss0PyTorchFp32": t["loss0"],
@@ -106,12 +107,20 @@ def main():
          "Spillway's step `times` (host clock; the engine synchronizes only at the end of the head and of the",
          "update, so GPU work queued by noise/forward is mostly charged to head); PyTorch's perturb",
          "(3 x zo_perturb_parameters), forward (2 x loss, .item()) and update (zo_update), each synchronized.",
+         "Spillway's GEMM precision is SPILLWAY_GEMM as the backend reported it: fp32 = cublasSgemm, default math;",
+         "tf32 = cublasGemmEx, CUBLAS_COMPUTE_32F_FAST_TF32; bf16 = operands rounded to bf16 per call, cublasGemmEx,",
+         "fp32 accumulation. Weights, activations, noise and updates are fp32 in every mode.",
          "",
          "| model | B x T | implementation | step ms median (min-max) | tokens/s | peak GPU memory | noise / perturb ms | forward ms | head ms | update ms |",
          "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "spillway", r["precision"])):
+    spillway_names = {"fp32": "Spillway CUDA, fp32 (cuBLAS sgemm, default math)",
+                      "tf32": "Spillway CUDA, TF32 GEMMs (cublasGemmEx, FAST_TF32)",
+                      "bf16": "Spillway CUDA, bf16 GEMM operands (cublasGemmEx, fp32 accumulate)"}
+    prec_order = {"fp32": 0, "tf32": 1, "bf16": 2}
+    for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["impl"] != "spillway",
+                                         prec_order.get(r["precision"], 9))):
         p = r["phasesMedianMs"]
-        name = ("Spillway CUDA, fp32 (cuBLAS sgemm, default math)" if r["impl"] == "spillway"
+        name = (spillway_names.get(r["precision"], "Spillway CUDA, " + r["precision"]) if r["impl"] == "spillway"
                 else f"PyTorch {r['torch']} + transformers {r['transformers']} ({r['attn']}), "
                      f"{'fp32' if r['precision'] == 'fp32' else 'TF32 matmuls'}")
         noise = p.get("noiseMs", p.get("perturbMs"))
@@ -128,7 +137,7 @@ def main():
     L += ["", "| model | B x T | Spillway / PyTorch | time ratio | memory ratio | loss at init: Spillway / PyTorch fp32 (rel diff) |",
           "|---|---|---|---|---|---|"]
     for x in ratios:
-        L.append(f"| OPT-{x['model']} | {x['batch']} x {x['seq']} | vs {x['vs']} | {x['timeRatio']:.2f}x | "
+        L.append(f"| OPT-{x['model']} | {x['batch']} x {x['seq']} | {x.get('spillway', 'spillway-fp32')} vs {x['vs']} | {x['timeRatio']:.2f}x | "
                  f"{x['memoryRatio']:.2f}x | {x['loss0Spillway']:.6f} / {x['loss0PyTorchFp32']:.6f} ({x['loss0RelDiff']:.1e}) |")
     if zo2 is not None:
         L += ["", "ZO2 (exit status %s):" % zo2["exitStatus"], "", "```"] + zo2["tail"] + ["```"]

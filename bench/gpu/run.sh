@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU benchmark: one MeZO step of Spillway's CUDA engine (all parameters resident
-# on the device, fp32) against a PyTorch MeZO step (transformers OPTForCausalLM,
-# sdpa attention, model resident on the same GPU; fp32 and TF32 matmuls), on
+# on the device, fp32 weights; GEMMs in each of SPILLWAY_GEMM's precisions: fp32,
+# tf32, bf16) against a PyTorch MeZO step (transformers OPTForCausalLM, sdpa
+# attention, model resident on the same GPU; fp32 and TF32 matmuls), on
 # random-initialised OPT-shaped models written on this machine.
 #
 # usage (repository root, on a GPU machine):
-#   bench/gpu/run.sh                       # OPT-1.3B, batch 1 and 16, sequence 512
-#   MODELS="1.3b 6.7b" SEQ=512 BATCHES="1 16" RESULTS=bench/results bench/gpu/run.sh
+#   bench/gpu/run.sh                       # OPT-1.3B, batch 1 and 16, sequence 512, gemm fp32 tf32 bf16
+#   MODELS="1.3b 6.7b" SEQ=512 BATCHES="1 16" GEMMS="tf32 bf16" RESULTS=bench/results bench/gpu/run.sh
 # Needs: nvidia-smi, python3 with torch + transformers, node (or $CARRY/node.xz),
 # the addon built with CUDA ($ADDON, default native/build/Release/spillway.node,
 # else $CARRY/spillway-bench.node), OpenBLAS (or $CARRY/openblas.tar.xz).
@@ -18,6 +19,7 @@ RESULTS=${RESULTS:-bench/results}
 MODELS=${MODELS:-1.3b}
 BATCHES=${BATCHES:-"1 16"}
 SEQ=${SEQ:-512}
+GEMMS=${GEMMS:-"fp32 tf32 bf16"}   # Spillway's GEMM precisions (SPILLWAY_GEMM), one engine each
 STEPS=${STEPS:-5}
 WARMUP=${WARMUP:-2}
 ZO2=${ZO2:-1}
@@ -72,9 +74,12 @@ for m in $MODELS; do
   maxb=0; for b in $BATCHES; do [ "$b" -gt "$maxb" ] && maxb=$b; done
   python3 "$here/make_opt_model.py" --shape "$m" --out "$dir" --seq "$SEQ" --batch "$maxb" || { echo "model writer failed"; continue; }
   for b in $BATCHES; do
-    echo "== OPT-$m: Spillway CUDA, batch $b x $SEQ"
-    f="$WORK/spillway-$m-b$b.json"
-    sampled "$f" node "$here/spillway_step.mjs" "$ADDON" "$dir" --batches "$b" --steps "$STEPS" --warmup "$WARMUP" && FILES+=("$m:$f")
+    for g in $GEMMS; do
+      echo "== OPT-$m: Spillway CUDA, batch $b x $SEQ, gemm $g"
+      f="$WORK/spillway-$m-b$b-$g.json"
+      SPILLWAY_GEMM=$g sampled "$f" node "$here/spillway_step.mjs" "$ADDON" "$dir" --batches "$b" --steps "$STEPS" \
+        --warmup "$WARMUP" --gemm "$g" && FILES+=("$m:$f")
+    done
   done
   echo "== OPT-$m: PyTorch MeZO, batches $BATCHES x $SEQ, fp32 and tf32"
   f="$WORK/torch-$m.json"

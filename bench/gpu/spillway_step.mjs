@@ -1,8 +1,12 @@
 // One MeZO step of Spillway's CUDA engine (all masters resident on the device,
-// fp32), timed: the Spillway side of bench/gpu/run.sh.
+// fp32 weights), timed: the Spillway side of bench/gpu/run.sh.
 //
 //   node bench/gpu/spillway_step.mjs ADDON.node MODEL_DIR [--batches 1,16] [--steps 5]
-//        [--warmup 2] [--threads 16]            prints one JSON object on stdout
+//        [--warmup 2] [--threads 16] [--gemm fp32|tf32|bf16]   prints one JSON object on stdout
+//
+// --gemm (default $SPILLWAY_GEMM, else fp32) sets SPILLWAY_GEMM, the CUDA backend's GEMM
+// precision, before each engine is made; the precision recorded is the one the backend's name
+// reports ("gemm tf32"), so a mode that fell back to fp32 is recorded as fp32, with a warning.
 //
 // MODEL_DIR is what make_opt_model.py writes (spec.json, batch.json). Per batch
 // size: a fresh Engine({threads, device: 'cuda'}), load, score() at the
@@ -23,6 +27,8 @@ const steps = Number(opt('--steps', '5'));
 const warmup = Number(opt('--warmup', '2'));
 const threads = Number(opt('--threads', '16'));
 const device = opt('--device', 'cuda'); // 'cpu' only to try the script without a GPU
+const gemm = opt('--gemm', process.env.SPILLWAY_GEMM || 'fp32');
+process.env.SPILLWAY_GEMM = gemm; // read by the native backend when an engine is made
 const LR = 1e-6, EPS = 1e-3;
 
 const addon = createRequire(import.meta.url)(resolve(addonPath));
@@ -48,7 +54,7 @@ function makeBatch(B) {
   };
 }
 
-const out = { impl: 'spillway', device: addon.cudaDevices(), threads, lr: LR, eps: EPS, wd: 0, runs: [] };
+const out = { impl: 'spillway', device: addon.cudaDevices(), threads, gemm, lr: LR, eps: EPS, wd: 0, runs: [] };
 for (const B of batches) {
   const T = rows[0].length;
   const batch = makeBatch(B);
@@ -62,6 +68,8 @@ for (const B of batches) {
   minFree = Math.min(minFree, freeLoaded);
   const score = await e.score(batch);
   minFree = Math.min(minFree, free());
+  const precision = (/gemm (fp32|tf32|bf16)/.exec(info.backend) || [])[1] || 'fp32';
+  if (precision !== gemm) log(`[spillway] WARNING: asked for gemm ${gemm}, the backend runs ${precision}: ${info.backend}`);
   log(`[spillway] B=${B} T=${T} loaded in ${(loadMs / 1e3).toFixed(1)} s (backend ${info.backend}), ` +
       `${((free0 - freeLoaded) / 2 ** 30).toFixed(2)} GiB on the device; score loss ${score.loss.toFixed(6)}`);
   const recs = [];
@@ -81,7 +89,7 @@ for (const B of batches) {
   const phases = {};
   for (const k of Object.keys(timed[0].times)) phases[k] = med(timed.map((s) => s.times[k]));
   out.runs.push({
-    impl: 'spillway', precision: 'fp32', batch: B, seq: T, backend: info.backend, loadMs,
+    impl: 'spillway', precision, gemmRequested: gemm, batch: B, seq: T, backend: info.backend, loadMs,
     loss0: score.loss, ms: summary(timed.map((s) => s.ms)), phasesMedianMs: phases,
     deviceBytesAfterLoad: free0 - freeLoaded, peakDeviceBytes: free0 - minFree, steps: recs,
   });

@@ -1,27 +1,45 @@
 // The CUDA backend: the CPU backend's twin on one device, behind spw::Backend.
 //
-// - One compute stream per backend; every kernel and copy is queued on it, so
-//   no events are needed yet (the tiered store will add a copy stream).
+// - Two streams: the compute queue (every kernel, cuBLAS, and the plain copies)
+//   and the copy queue (upload_on(Queue::Copy): the tiered store's uploads,
+//   beside the kernels). Backend::Event is a cudaEvent_t (timing disabled).
 // - The ZO kernels (noise_fill, perturb, zo_update, the noise of embed) run the
 //   same __host__ __device__ code as the CPU (spillway/noise.h). This file is
 //   compiled with -fmad=false so that nvcc contracts nothing the CPU build
 //   (-ffp-contract=off) does not: the noise and the perturbed weights are
 //   bit-identical to the CPU's.
 // - GEMMs go through cuBLAS reached with dlopen (no link-time dependency);
-//   without it a tiled kernel computes the same products.
+//   without it a tiled kernel computes the same products. SPILLWAY_GEMM picks
+//   their precision: fp32 (default: cublasSgemm, default math, no TF32), tf32
+//   (cublasGemmEx, CUBLAS_COMPUTE_32F_FAST_TF32) or bf16 (inputs rounded to
+//   bfloat16 into scratch, cublasGemmEx with fp32 accumulation); fp32 in and out.
+// - Nothing queued per step waits on the host: small uploads go through a
+//   pinned staging ring (the host source is free when upload() returns),
+//   zo_update's terms too, and scratch buffers grow with stream-ordered
+//   allocations. download() and synchronize() are the waits.
 // - Nothing here throws across a kernel: errors become std::runtime_error
 //   with the CUDA message, and allocation failures name the bytes asked and
 //   the bytes free.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <library_types.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "spillway/backend.h"
 #include "spillway/noise.h"
@@ -48,7 +66,8 @@ std::string mib(double bytes) {
 }
 
 // ---------------------------------------------------------------- cuBLAS by dlopen
-// Our own prototypes of the four cuBLAS v2 entry points we use (stable ABI since CUDA 4).
+// Our own prototypes of the cuBLAS entry points we use (stable ABI since CUDA 4; cublasGemmEx's
+// compute-type argument since CUDA 11). The enums are C enums (int); the values are cublas_api.h's.
 using cublas_handle = void*;
 using fn_cublas_create = int (*)(cublas_handle*);
 using fn_cublas_destroy = int (*)(cublas_handle);
@@ -56,7 +75,13 @@ using fn_cublas_set_stream = int (*)(cublas_handle, cudaStream_t);
 using fn_cublas_sgemm = int (*)(cublas_handle, int transa, int transb, int m, int n, int k, const float* alpha,
                                 const float* A, int lda, const float* B, int ldb, const float* beta, float* C,
                                 int ldc);
+using fn_cublas_gemm_ex = int (*)(cublas_handle, int transa, int transb, int m, int n, int k, const void* alpha,
+                                  const void* A, int Atype, int lda, const void* B, int Btype, int ldb,
+                                  const void* beta, void* C, int Ctype, int ldc, int compute_type, int algo);
 constexpr int CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
+constexpr int CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77;  // cublasComputeType_t
+constexpr int CUBLAS_GEMM_DEFAULT = -1;                                     // cublasGemmAlgo_t
+static_assert(CUDA_R_32F == 0 && CUDA_R_16BF == 14, "cudaDataType values (library_types.h)");
 
 struct Cublas {
     void* lib = nullptr;
@@ -64,6 +89,7 @@ struct Cublas {
     fn_cublas_destroy destroy = nullptr;
     fn_cublas_set_stream set_stream = nullptr;
     fn_cublas_sgemm sgemm = nullptr;
+    fn_cublas_gemm_ex gemm_ex = nullptr;  // optional: the tf32 and bf16 modes need it
     cublas_handle handle = nullptr;
     std::string why_not;  // why cuBLAS is not used, for the backend's name
 
@@ -92,6 +118,7 @@ struct Cublas {
             unload();
             return;
         }
+        gemm_ex = (fn_cublas_gemm_ex)dlsym(lib, "cublasGemmEx");
         int st = create(&handle);
         if (st != 0) {
             why_not = "cublasCreate failed with status " + std::to_string(st);
@@ -109,6 +136,7 @@ struct Cublas {
         if (handle && destroy) destroy(handle);
         handle = nullptr;
         sgemm = nullptr;
+        gemm_ex = nullptr;
         // The library stays mapped: unloading cuBLAS while its kernels are registered is not worth the risk.
     }
     bool ok() const { return handle != nullptr && sgemm != nullptr; }
@@ -461,10 +489,43 @@ __global__ void k_log_softmax_gather(float* logprob, const float* logits, const 
     if (threadIdx.x == 0) logprob[blockIdx.x] = l[target[blockIdx.x]] - mx - logf(s);
 }
 
+// dst[i] = bf16(src[i]), round to nearest even (the bf16 GEMM mode's operands).
+__global__ void k_to_bf16(__nv_bfloat16* dst, const float* src, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// ---------------------------------------------------------------- GEMM precision
+enum class GemmMode { Fp32, Tf32, Bf16 };
+
+const char* gemm_mode_name(GemmMode m) {
+    return m == GemmMode::Tf32 ? "tf32" : m == GemmMode::Bf16 ? "bf16" : "fp32";
+}
+
+// SPILLWAY_GEMM: unset or empty = fp32; anything but fp32, tf32 or bf16 is an error (a typo
+// must not silently measure the wrong precision).
+GemmMode gemm_mode_from_env() {
+    const char* env = std::getenv("SPILLWAY_GEMM");
+    if (!env || !*env) return GemmMode::Fp32;
+    std::string v(env);
+    for (char& c : v) c = (char)std::tolower((unsigned char)c);
+    if (v == "fp32") return GemmMode::Fp32;
+    if (v == "tf32") return GemmMode::Tf32;
+    if (v == "bf16") return GemmMode::Bf16;
+    throw std::runtime_error(std::string("SPILLWAY_GEMM must be fp32, tf32 or bf16 (got '") + env + "')");
+}
+
+// Bytes of device memory the backend keeps for itself (logits, terms, bf16 operands). Grown with
+// stream-ordered allocations where the device has memory pools: no host wait, and the old buffer is
+// freed after the kernels queued before it.
+struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+};
+
 // ---------------------------------------------------------------- the backend
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int device) : dev_(device) {
+    CudaBackend(int device, GemmMode want) : dev_(device) {
         int count = 0;
         SPW_CK(cudaGetDeviceCount(&count));
         if (device < 0 || device >= count)
@@ -476,20 +537,50 @@ public:
         device_name_ = p.name;
         SPW_CK(cudaFree(nullptr));  // create the primary context now, not in the first kernel
         SPW_CK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        SPW_CK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+        int pools = 0;
+        if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev_) != cudaSuccess) pools = 0;
+        cudaGetLastError();
+        pools_ = pools != 0;
         cublas_.load(stream_);
+        if (want != GemmMode::Fp32) {
+            std::string why;
+            if (!cublas_.ok()) why = "needs cuBLAS";
+            else if (!cublas_.gemm_ex) why = "libcublas lacks cublasGemmEx";
+            else if (p.major < 8)
+                why = "needs tensor cores of compute capability 8.0 or newer (device is " + std::to_string(p.major) +
+                      "." + std::to_string(p.minor) + ")";
+            if (why.empty()) gemm_ = want;
+            else gemm_note_ = std::string("SPILLWAY_GEMM=") + gemm_mode_name(want) + " ignored: " + why;
+        }
     }
 
     ~CudaBackend() override {
         cudaSetDevice(dev_);
+        cudaStreamSynchronize(copy_stream_);
         cudaStreamSynchronize(stream_);
-        if (logits_) cudaFree(logits_);
-        if (terms_) cudaFree(terms_);
+        for (Scratch* s : {&logits_, &terms_, &bf16_a_, &bf16_w_}) {
+            if (!s->p) continue;
+            if (pools_) cudaFreeAsync(s->p, stream_);
+            else cudaFree(s->p);
+        }
+        cudaStreamSynchronize(stream_);
+        for (auto& u : stage_inflight_) cudaEventDestroy(u.done);
+        for (cudaEvent_t e : stage_spare_) cudaEventDestroy(e);
+        if (stage_host_) cudaFreeHost(stage_host_);
+        for (auto& kv : pinned_) cudaHostUnregister(kv.second);
+        cudaGetLastError();
         cublas_.unload();
+        cudaStreamDestroy(copy_stream_);
         cudaStreamDestroy(stream_);
     }
 
+    // "cuda:0 (NVIDIA H100 80GB HBM3, gemm tf32)"; a mode that could not be had says why.
     std::string name() const override {
-        return "cuda:" + std::to_string(dev_) + (cublas_.ok() ? "" : " (tiled gemm: " + cublas_.why_not + ")");
+        std::string s = "cuda:" + std::to_string(dev_) + " (" + device_name_ + ", gemm " + gemm_mode_name(gemm_);
+        if (!cublas_.ok()) s += ", tiled gemm: " + cublas_.why_not;
+        if (!gemm_note_.empty()) s += "; " + gemm_note_;
+        return s + ")";
     }
     int threads() const override { return 1; }
     bool host_addressable() const override { return false; }
@@ -500,16 +591,17 @@ public:
         void* p = nullptr;
         size_t n = std::max<size_t>(bytes, 1);
         cudaError_t e = cudaMalloc(&p, n);
-        if (e != cudaSuccess) {
+        if (e != cudaSuccess && pools_) {
+            // Scratch freed with cudaFreeAsync stays in the memory pool until a synchronization:
+            // hand it back to the device and try once more (out of memory only, so the wait is cheap).
             cudaGetLastError();
-            size_t free_b = 0, total_b = 0;
-            cudaMemGetInfo(&free_b, &total_b);
+            cudaStreamSynchronize(stream_);
+            cudaMemPool_t pool = nullptr;
+            if (cudaDeviceGetDefaultMemPool(&pool, dev_) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
             cudaGetLastError();
-            throw std::runtime_error("CUDA device " + std::to_string(dev_) + " (" + device_name_ +
-                                     ") cannot allocate " + std::to_string(n) + " bytes (" + mib((double)n) +
-                                     "): " + std::to_string(free_b) + " bytes (" + mib((double)free_b) +
-                                     ") free of " + std::to_string(total_b) + " [" + cudaGetErrorString(e) + "]");
+            e = cudaMalloc(&p, n);
         }
+        if (e != cudaSuccess) out_of_memory(n, e, "");
         return p;
     }
     void release(void* p) override {
@@ -534,9 +626,12 @@ public:
         cur();
         cudaFreeHost(p);
     }
+    // Up to kStageMax bytes: through the pinned staging ring, no host wait (the source is copied
+    // into the ring before this returns). Bigger: a copy and a wait, as the interface promises.
     void upload(void* dst, const void* src, size_t bytes) override {
         if (!bytes) return;
         cur();
+        if (bytes <= kStageMax && staged_upload(dst, src, bytes)) return;
         SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
         SPW_CK(cudaStreamSynchronize(stream_));
     }
@@ -561,9 +656,89 @@ public:
         cur();
         SPW_CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
     }
+    // Both queues: "every queued kernel and copy" includes the copy queue's uploads (their host
+    // sources may be freed after this returns).
     void synchronize() override {
         cur();
+        SPW_CK(cudaStreamSynchronize(copy_stream_));
         SPW_CK(cudaStreamSynchronize(stream_));
+    }
+
+    // ---- the copy queue and events ----
+    // A Backend::Event* is the cudaEvent_t itself (never dereferenced as an Event).
+    Event* event_create() override {
+        cur();
+        cudaEvent_t e = nullptr;
+        SPW_CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        return reinterpret_cast<Event*>(e);
+    }
+    void event_destroy(Event* e) override {
+        if (!e) return;
+        cur();
+        cudaEventDestroy(reinterpret_cast<cudaEvent_t>(e));  // never throws (a release path)
+        cudaGetLastError();
+    }
+    void record(Event* e, Queue q) override {
+        cur();
+        check(cudaEventRecord(event(e, "record"), queue(q)), q == Queue::Copy ? "cudaEventRecord(copy queue)"
+                                                                               : "cudaEventRecord(compute queue)");
+    }
+    void wait(Queue q, Event* e) override {
+        cur();
+        check(cudaStreamWaitEvent(queue(q), event(e, "wait"), 0),
+              q == Queue::Copy ? "cudaStreamWaitEvent(copy queue)" : "cudaStreamWaitEvent(compute queue)");
+    }
+    void host_wait(Event* e) override {
+        cur();
+        check(cudaEventSynchronize(event(e, "host_wait")), "cudaEventSynchronize");
+    }
+    // Asynchronous on either queue. From pageable memory CUDA stages the copy itself and the call
+    // returns only once the source has been read (no overlap with the host); pin_host() avoids that.
+    void upload_on(Queue q, void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, queue(q)),
+              q == Queue::Copy ? "cudaMemcpyAsync(copy queue, host to device)"
+                               : "cudaMemcpyAsync(compute queue, host to device)");
+    }
+    // cudaHostRegister. "Already registered" is not an error: memory from alloc_host(), a range pinned
+    // twice, or a range sharing a page with a neighbour pinned before it (masters come from
+    // aligned_alloc(64, ...): small ones share pages). In the last case the pages wholly inside the
+    // range are pinned on their own, so that the bulk of it is. Other failures throw.
+    void pin_host(void* p, size_t bytes) override {
+        if (!p || !bytes) return;
+        cur();
+        std::lock_guard<std::mutex> lock(pin_mu_);
+        if (pinned_.count(p)) return;
+        cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+        if (e == cudaSuccess) {
+            pinned_[p] = p;
+            return;
+        }
+        cudaGetLastError();
+        if (e != cudaErrorHostMemoryAlreadyRegistered) pin_error(p, bytes, e);
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + bytes) / page * page;
+        if (hi <= lo) return;
+        e = cudaHostRegister((void*)lo, hi - lo, cudaHostRegisterDefault);
+        if (e == cudaSuccess) {
+            pinned_[p] = (void*)lo;
+            return;
+        }
+        cudaGetLastError();
+        if (e != cudaErrorHostMemoryAlreadyRegistered) pin_error((void*)lo, hi - lo, e);
+    }
+    // Undoes this backend's own pin_host() of p (and nothing else: a range found already registered
+    // belongs to whoever registered it). Never throws.
+    void unpin_host(void* p) override {
+        if (!p) return;
+        cur();
+        std::lock_guard<std::mutex> lock(pin_mu_);
+        auto it = pinned_.find(p);
+        if (it == pinned_.end()) return;
+        cudaHostUnregister(it->second);
+        cudaGetLastError();
+        pinned_.erase(it);
     }
 
     // ---- ZO kernels ----
@@ -580,6 +755,8 @@ public:
         k_perturb<<<grid_for(n), kThreads, 0, stream_>>>(w, theta, z, scale, n);
         SPW_LAUNCHED("perturb");
     }
+    // Up to kInlineTerms terms travel by value in the kernel's parameters; more go to a device
+    // buffer through the staging ring. Neither waits on the host.
     void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
                    float decay) override {
         if (!n) return;
@@ -589,16 +766,9 @@ public:
         if (nterms <= kInlineTerms) {
             for (int j = 0; j < nterms; j++) inl.t[j] = terms[j];
         } else {
-            if ((size_t)nterms > terms_cap_) {
-                if (terms_) cudaFree(terms_);
-                terms_ = nullptr;
-                terms_ = static_cast<UpdateTerm*>(alloc(sizeof(UpdateTerm) * (size_t)nterms));
-                terms_cap_ = (size_t)nterms;
-            }
-            SPW_CK(cudaMemcpyAsync(terms_, terms, sizeof(UpdateTerm) * (size_t)nterms, cudaMemcpyHostToDevice,
-                                   stream_));
-            SPW_CK(cudaStreamSynchronize(stream_));
-            dev_terms = terms_;
+            size_t bytes = sizeof(UpdateTerm) * (size_t)nterms;
+            dev_terms = static_cast<UpdateTerm*>(grow(terms_, bytes, bytes * 2, "zo_update terms"));
+            upload(const_cast<UpdateTerm*>(dev_terms), terms, bytes);
         }
         k_zo_update<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, n, id, kind, inl, dev_terms, nterms,
                                                                     decay);
@@ -634,7 +804,7 @@ public:
                 bool transposed) override {
         if (N <= 0 || O <= 0) return;
         cur();
-        gemm(out, inp, W, N, I, O, transposed);
+        gemm(out, inp, W, N, I, O, transposed, nullptr);
         if (b) {
             k_add_bias<<<grid_for((size_t)N * O), kThreads, 0, stream_>>>(out, b, (size_t)N, O);
             SPW_LAUNCHED("linear(bias)");
@@ -691,39 +861,178 @@ public:
                         int V) override {
         if (M <= 0) return;
         cur();
-        // Logits in chunks of rows (at most ~256 MiB of them) so that long batches stay bounded.
-        const int rows = std::max(1, std::min(M, (int)(((size_t)256 << 20) / (sizeof(float) * (size_t)V))));
-        size_t need = (size_t)rows * V;
-        if (need > logits_cap_) {
-            if (logits_) {
-                SPW_CK(cudaStreamSynchronize(stream_));
-                cudaFree(logits_);
-                logits_ = nullptr;
-            }
-            logits_ = static_cast<float*>(alloc(need * sizeof(float)));
-            logits_cap_ = need;
-        }
+        // Logits in chunks of rows (at most ~256 MiB of them) so that long batches stay bounded. The
+        // buffer grows (by half again, up to one full chunk) and is kept: no per-call allocation.
+        const int max_rows = std::max(1, (int)(((size_t)256 << 20) / (sizeof(float) * (size_t)V)));
+        const int rows = std::min(M, max_rows);
+        float* logits = static_cast<float*>(grow(logits_, sizeof(float) * (size_t)rows * V,
+                                                 sizeof(float) * (size_t)max_rows * V, "token_logprobs logits"));
+        // bf16: the head is rounded once per call, not once per chunk of rows.
+        const void* Wb = gemm_ == GemmMode::Bf16 && cublas_.ok() ? to_bf16(W, (size_t)V * C, bf16_w_) : nullptr;
         for (int m0 = 0; m0 < M; m0 += rows) {
             int m = std::min(rows, M - m0);
-            gemm(logits_, x + (size_t)m0 * C, W, m, C, V, false);
-            k_log_softmax_gather<<<m, kThreads, 0, stream_>>>(logprob + m0, logits_, target + m0, V);
+            gemm(logits, x + (size_t)m0 * C, W, m, C, V, false, Wb);
+            k_log_softmax_gather<<<m, kThreads, 0, stream_>>>(logprob + m0, logits, target + m0, V);
             SPW_LAUNCHED("token_logprobs");
         }
     }
 
 private:
-    void cur() const { SPW_CK(cudaSetDevice(dev_)); }
+    static constexpr size_t kStageBytes = (size_t)8 << 20;  // the pinned staging ring
+    static constexpr size_t kStageMax = (size_t)1 << 20;    // uploads up to this size go through it
 
-    // out[N, O] = A[N, I] W^T, W [O, I] row-major, or [I, O] when transposed.
-    void gemm(float* out, const float* A, const float* W, int N, int I, int O, bool transposed) {
+    void cur() const { SPW_CK(cudaSetDevice(dev_)); }
+    cudaStream_t queue(Queue q) const { return q == Queue::Copy ? copy_stream_ : stream_; }
+    static cudaEvent_t event(Event* e, const char* what) {
+        if (!e) throw std::runtime_error(std::string(what) + ": null event (not from this backend's event_create)");
+        return reinterpret_cast<cudaEvent_t>(e);
+    }
+
+    [[noreturn]] void out_of_memory(size_t n, cudaError_t e, const std::string& what) const {
+        cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        cudaGetLastError();
+        throw std::runtime_error("CUDA device " + std::to_string(dev_) + " (" + device_name_ + ") cannot allocate " +
+                                 std::to_string(n) + " bytes (" + mib((double)n) + ")" + what + ": " +
+                                 std::to_string(free_b) + " bytes (" + mib((double)free_b) + ") free of " +
+                                 std::to_string(total_b) + " [" + cudaGetErrorString(e) + "]");
+    }
+    [[noreturn]] static void pin_error(void* p, size_t bytes, cudaError_t e) {
+        char where[32];
+        snprintf(where, sizeof where, "%p", p);
+        throw std::runtime_error("CUDA error in cudaHostRegister(" + std::string(where) + ", " +
+                                 std::to_string(bytes) + " bytes, cudaHostRegisterDefault): " + cudaGetErrorName(e) +
+                                 " (" + cudaGetErrorString(e) + ")");
+    }
+
+    // At least `need` bytes of s: grown to max(need, 1.5 x its size) but at most max(need, limit).
+    // Stream-ordered (the old buffer is freed after the work queued before, without a host wait)
+    // where the device has memory pools; otherwise a wait, then cudaFree / cudaMalloc. Growth only:
+    // a buffer of the right size costs nothing per call.
+    void* grow(Scratch& s, size_t need, size_t limit, const char* what) {
+        if (need <= s.bytes) return s.p;
+        size_t want = std::max(need, std::min(limit, s.bytes + s.bytes / 2));
+        want = (want + 255) / 256 * 256;
+        if (s.p) {
+            if (pools_) SPW_CK(cudaFreeAsync(s.p, stream_));
+            else {
+                SPW_CK(cudaStreamSynchronize(stream_));
+                cudaFree(s.p);
+            }
+            s.p = nullptr;
+            s.bytes = 0;
+        }
+        void* p = nullptr;
+        cudaError_t e = pools_ ? cudaMallocAsync(&p, want, stream_) : cudaMalloc(&p, want);
+        if (e != cudaSuccess && want > need) {  // the margin was too much: exactly what is needed
+            cudaGetLastError();
+            want = (need + 255) / 256 * 256;
+            e = pools_ ? cudaMallocAsync(&p, want, stream_) : cudaMalloc(&p, want);
+        }
+        if (e != cudaSuccess) out_of_memory(want, e, std::string(" for ") + what);
+        s.p = p;
+        s.bytes = want;
+        return p;
+    }
+
+    // The staging ring: host data is copied into pinned memory and from there, asynchronously, to the
+    // device on the compute queue; an event per copy tells when its bytes may be reused. A region is
+    // waited for only when the ring has come round to it while its copy is still queued.
+    struct StageUse {
+        size_t begin, end;
+        cudaEvent_t done;
+    };
+    bool staged_upload(void* dst, const void* src, size_t bytes) {
+        std::lock_guard<std::mutex> lock(stage_mu_);
+        if (!stage_host_) {
+            if (stage_failed_) return false;
+            if (cudaMallocHost(&stage_host_, kStageBytes) != cudaSuccess) {
+                cudaGetLastError();
+                stage_host_ = nullptr;
+                stage_failed_ = true;  // no pinned memory to spare: plain copies and waits, as before
+                return false;
+            }
+        }
+        // Retire the copies that are done (cheap queries, oldest first).
+        while (!stage_inflight_.empty()) {
+            cudaError_t q = cudaEventQuery(stage_inflight_.front().done);
+            if (q == cudaErrorNotReady) {
+                cudaGetLastError();
+                break;
+            }
+            check(q, "cudaEventQuery(staging ring)");
+            stage_spare_.push_back(stage_inflight_.front().done);
+            stage_inflight_.pop_front();
+        }
+        size_t len = (bytes + 255) / 256 * 256;
+        size_t start = 0;
+        for (;;) {
+            start = stage_head_ + len <= kStageBytes ? stage_head_ : 0;
+            bool clash = false;
+            for (const StageUse& u : stage_inflight_)
+                if (u.begin < start + len && start < u.end) {
+                    clash = true;
+                    break;
+                }
+            if (!clash) break;
+            check(cudaEventSynchronize(stage_inflight_.front().done), "cudaEventSynchronize(staging ring)");
+            stage_spare_.push_back(stage_inflight_.front().done);
+            stage_inflight_.pop_front();
+        }
+        stage_head_ = start + len;
+        char* slot = static_cast<char*>(stage_host_) + start;
+        std::memcpy(slot, src, bytes);
+        cudaEvent_t done = nullptr;
+        if (!stage_spare_.empty()) {
+            done = stage_spare_.back();
+            stage_spare_.pop_back();
+        } else {
+            SPW_CK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+        }
+        cudaError_t e = cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream_);
+        if (e == cudaSuccess) e = cudaEventRecord(done, stream_);
+        if (e != cudaSuccess) {
+            stage_spare_.push_back(done);
+            check(e, "cudaMemcpyAsync(staging ring, host to device)");
+        }
+        stage_inflight_.push_back({start, start + len, done});
+        return true;
+    }
+
+    // src rounded to bf16 in s (grown as needed); queued on the compute stream.
+    const __nv_bfloat16* to_bf16(const float* src, size_t n, Scratch& s) {
+        auto* dst = static_cast<__nv_bfloat16*>(grow(s, n * sizeof(__nv_bfloat16), n * sizeof(__nv_bfloat16),
+                                                     "bf16 GEMM operands"));
+        k_to_bf16<<<grid_for(n), kThreads, 0, stream_>>>(dst, src, n);
+        SPW_LAUNCHED("gemm(bf16 rounding)");
+        return dst;
+    }
+
+    // out[N, O] = A[N, I] W^T, W [O, I] row-major, or [I, O] when transposed. Wb: W already in bf16
+    // (bf16 mode only; nullptr: round it here).
+    void gemm(float* out, const float* A, const float* W, int N, int I, int O, bool transposed, const void* Wb) {
         if (cublas_.ok()) {
             // Column-major view: out^T [O, N] = op(W) [O, I] x A^T [I, N].
             const float one = 1.0f, zero = 0.0f;
-            int st = transposed ? cublas_.sgemm(cublas_.handle, CUBLAS_OP_N, CUBLAS_OP_N, O, N, I, &one, W, O, A, I,
-                                                &zero, out, O)
-                                : cublas_.sgemm(cublas_.handle, CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, &one, W, I, A, I,
-                                                &zero, out, O);
-            if (st != 0) throw std::runtime_error("cublasSgemm failed with status " + std::to_string(st));
+            const int opw = transposed ? CUBLAS_OP_N : CUBLAS_OP_T, ldw = transposed ? O : I;
+            int st = 0;
+            if (gemm_ == GemmMode::Fp32) {
+                st = cublas_.sgemm(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, W, ldw, A, I, &zero, out, O);
+                if (st != 0) throw std::runtime_error("cublasSgemm failed with status " + std::to_string(st));
+            } else if (gemm_ == GemmMode::Tf32) {
+                st = cublas_.gemm_ex(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, W, CUDA_R_32F, ldw, A,
+                                     CUDA_R_32F, I, &zero, out, CUDA_R_32F, O, CUBLAS_COMPUTE_32F_FAST_TF32,
+                                     CUBLAS_GEMM_DEFAULT);
+                if (st != 0) throw std::runtime_error("cublasGemmEx (tf32) failed with status " + std::to_string(st));
+            } else {
+                const void* wb = Wb ? Wb : to_bf16(W, (size_t)O * I, bf16_w_);
+                const void* ab = to_bf16(A, (size_t)N * I, bf16_a_);
+                st = cublas_.gemm_ex(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, wb, CUDA_R_16BF, ldw, ab,
+                                     CUDA_R_16BF, I, &zero, out, CUDA_R_32F, O, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT);
+                if (st != 0) throw std::runtime_error("cublasGemmEx (bf16) failed with status " + std::to_string(st));
+            }
             return;
         }
         dim3 grid((unsigned)((O + TN - 1) / TN), (unsigned)((N + TM - 1) / TM));
@@ -734,17 +1043,29 @@ private:
 
     int dev_;
     std::string device_name_;
-    cudaStream_t stream_ = nullptr;
+    cudaStream_t stream_ = nullptr;       // the compute queue
+    cudaStream_t copy_stream_ = nullptr;  // the copy queue
+    bool pools_ = false;                  // cudaMallocAsync / cudaFreeAsync available
     Cublas cublas_;
-    float* logits_ = nullptr;
-    size_t logits_cap_ = 0;
-    UpdateTerm* terms_ = nullptr;
-    size_t terms_cap_ = 0;
+    GemmMode gemm_ = GemmMode::Fp32;
+    std::string gemm_note_;  // why SPILLWAY_GEMM's mode is not in effect
+    Scratch logits_, terms_, bf16_a_, bf16_w_;
+    std::mutex stage_mu_;
+    void* stage_host_ = nullptr;
+    bool stage_failed_ = false;
+    size_t stage_head_ = 0;
+    std::deque<StageUse> stage_inflight_;
+    std::vector<cudaEvent_t> stage_spare_;
+    std::mutex pin_mu_;
+    std::unordered_map<void*, void*> pinned_;  // pin_host's pointer -> the base this backend registered
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+    return std::make_unique<CudaBackend>(device, gemm_mode_from_env());
+}
+
 
 CudaReport cuda_report() {
     CudaReport r;

@@ -3,10 +3,17 @@
 # an NVIDIA GPU, nvcc and cmake:
 #   1. builds the native core + backend_ops with CUDA (cmake directly; the Node
 #      addon too when node and node_modules are there: npm run build:native),
-#   2. runs backend_ops (every kernel, CPU vs CUDA, then --perf timings),
-#   3. when Node and an addon are available, one MeZO step + scoring of each
-#      fixture model on CPU vs CUDA (native/tests/zo_step_compare.mjs),
-# and writes everything, with the machine's description, to a report file.
+#   2. runs backend_ops (every kernel, CPU vs CUDA, the staging ring, the copy
+#      queue and its events, pin_host) once per GEMM precision: SPILLWAY_GEMM=fp32
+#      (with --perf timings and the copy-queue bandwidth/overlap), then tf32 and
+#      bf16 (looser, stated thresholds on the GEMM ops; --perf-gemm timings),
+#   3. compute-sanitizer memcheck (fp32 and bf16) and racecheck (fp32),
+#   4. when Node and an addon are available, one MeZO step + scoring of each
+#      fixture model on CPU vs CUDA (native/tests/zo_step_compare.mjs): fp32
+#      decides; tf32 and bf16 runs are recorded for information (their
+#      tolerances are fp32's),
+# and writes everything, with the machine's description, to a report file,
+# ending with one summary line per part.
 #
 # usage: native/tests/gpu_proof.sh [REPORT]     (default: native/tests/gpu-report.txt)
 # Optional carry folder ($SPILLWAY_GPU_CARRY, default .gpucarry) for machines
@@ -74,25 +81,38 @@ elif [ -f "$CARRY/spillway.node" ]; then
   echo "addon: carried, built on the CPU machine with npm run build:native (not rebuilt here: no node_modules)"
 fi
 
-# ---- kernels
-echo "== backend_ops (CPU backend vs CUDA backend, same inputs)"
-"$WORK/build/backend_ops" --perf || status=1
+# ---- kernels, once per GEMM precision
+SUMMARY=()
+for gemm in fp32 tf32 bf16; do
+  if [ $gemm = fp32 ]; then perf=--perf; else perf=--perf-gemm; fi
+  echo "== backend_ops, SPILLWAY_GEMM=$gemm $perf (CPU backend vs CUDA backend, same inputs)"
+  SPILLWAY_GEMM=$gemm "$WORK/build/backend_ops" $perf 2>&1 | tee "$WORK/backend_ops-$gemm.log"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || status=1
+  SUMMARY+=("backend_ops SPILLWAY_GEMM=$gemm: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$WORK/backend_ops-$gemm.log" | tail -1 || true) (exit $rc); $(grep -E '^backends:' "$WORK/backend_ops-$gemm.log" | cut -d'|' -f2 | sed 's/^ *//')")
+done
 if [ -x "$CARRY/backend_ops" ]; then
-  echo "== backend_ops as built on the CPU machine (correctness only)"
-  "$CARRY/backend_ops" | tail -1 || status=1
+  echo "== backend_ops as built on the CPU machine (correctness only, fp32)"
+  SPILLWAY_GEMM=fp32 "$CARRY/backend_ops" | tail -1
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 
 # ---- sanitizers: out-of-bounds accesses (memcheck) and shared-memory races (racecheck) in our kernels
-# (API errors are not reported: backend_ops provokes an out-of-memory cudaMalloc on purpose)
+# (API errors are not reported: backend_ops provokes an out-of-memory cudaMalloc and a failing
+# cudaHostRegister on purpose.) memcheck also runs in bf16 mode: its rounding kernel and scratch.
 if command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
-    echo "== compute-sanitizer --tool $tool backend_ops (correctness shapes)"
-    if compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 3 "$WORK/build/backend_ops" >"$WORK/$tool.log" 2>&1; then
-      echo "$tool: clean ($(grep -E 'passed, .* failed' "$WORK/$tool.log"); $(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY)' "$WORK/$tool.log" | head -1))"
+  for run in memcheck:fp32 memcheck:bf16 racecheck:fp32; do
+    tool=${run%%:*}; gemm=${run##*:}
+    echo "== compute-sanitizer --tool $tool backend_ops, SPILLWAY_GEMM=$gemm (correctness shapes)"
+    if SPILLWAY_GEMM=$gemm compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 3 "$WORK/build/backend_ops" >"$WORK/$tool-$gemm.log" 2>&1; then
+      line="$tool ($gemm): clean ($(grep -E 'passed, .* failed' "$WORK/$tool-$gemm.log"); $(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY)' "$WORK/$tool-$gemm.log" | head -1))"
     else
-      echo "$tool: FAILED"; grep -E '^=========' "$WORK/$tool.log" | head -30; status=1
+      line="$tool ($gemm): FAILED"; grep -E '^=========' "$WORK/$tool-$gemm.log" | head -30; status=1
     fi
+    echo "$line"; SUMMARY+=("$line")
   done
+else
+  SUMMARY+=("compute-sanitizer: not on this machine")
 fi
 
 # ---- engine: one MeZO step CPU vs CUDA
@@ -101,12 +121,22 @@ if [ -n "$ADDON_PATH" ] && command -v node >/dev/null; then
   if [ ! -f "$SPECS" ] && [ -d dist ]; then node native/tests/zo_step_compare.mjs make-specs "$WORK/specs.json" && SPECS="$WORK/specs.json"; fi
   if [ -f "$SPECS" ]; then
     echo "== zo_step_compare (engine: one MeZO step, q=2, + scoring; CPU vs CUDA, all masters resident on the GPU)"
-    node native/tests/zo_step_compare.mjs run "$ADDON_PATH" "$SPECS" || status=1
+    if SPILLWAY_GEMM=fp32 node native/tests/zo_step_compare.mjs run "$ADDON_PATH" "$SPECS"; then SUMMARY+=("zo_step_compare fp32: PASS")
+    else status=1; SUMMARY+=("zo_step_compare fp32: FAIL"); fi
+    # Reduced-precision GEMMs: how far a step moves from the CPU's (L+, L-, g, weights). For the record:
+    # the tolerances are fp32's, so a "failure" here is information, not a verdict.
+    for gemm in tf32 bf16; do
+      echo "== zo_step_compare, SPILLWAY_GEMM=$gemm (informational: fp32 tolerances)"
+      SPILLWAY_GEMM=$gemm node native/tests/zo_step_compare.mjs run "$ADDON_PATH" "$SPECS"
+      SUMMARY+=("zo_step_compare $gemm: exit $? (informational)")
+    done
   else
     echo "== zo_step_compare skipped: no specs (needs dist/ or $CARRY/specs.json)"
   fi
 else
   echo "== zo_step_compare skipped: no node or no addon"
 fi
+echo "== summary"
+for line in "${SUMMARY[@]}"; do echo "  $line"; done
 echo "== overall: $([ $status = 0 ] && echo PASS || echo FAIL)"
 exit $status
