@@ -43,6 +43,7 @@
 
 #include "spillway/backend.h"
 #include "spillway/noise.h"
+#include "spillway/precision.h"
 
 namespace spw {
 
@@ -255,6 +256,51 @@ __global__ void k_zo_update(float* theta, size_t n, uint32_t id, int kind, Inlin
             for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
         for (int l = 0; l < m; l++) theta[i0 + l] = th[l];
     }
+}
+
+// The same update for bf16/fp16 masters, then stochastic rounding with sr_bits4(terms[0].seed, id, k)
+// (spillway/precision.h, shared with the CPU backend). packed: theta is uint16_t in the format.
+__global__ void k_zo_update_rounded(void* theta, int packed, int dtype, size_t n, uint32_t id, int kind, InlineTerms inl,
+                                    const UpdateTerm* terms, int nterms, float decay) {
+    float* t32 = static_cast<float*>(theta);
+    uint16_t* t16 = static_cast<uint16_t*>(theta);
+    uint64_t sr_seed = terms ? terms[0].seed : inl.t[0].seed;
+    size_t nb = (n + 3) / 4;
+    for (size_t t = gtid(); t < nb; t += gstride()) {
+        size_t i0 = t * 4;
+        int m = (int)min((size_t)4, n - i0);
+        float th[4], before[4];
+        for (int l = 0; l < 4; l++) {
+            float v = l < m ? (packed ? widen_one(t16[i0 + l], dtype) : t32[i0 + l]) : 0.f;
+            th[l] = before[l] = v;
+        }
+        for (int j = 0; j < nterms; j++) {
+            UpdateTerm term = terms ? terms[j] : inl.t[j];
+            float z[4];
+            noise_block4(term.seed, id, t, kind, z);
+            float neg = -term.coef;
+            for (int l = 0; l < 4; l++) th[l] = fmaf(neg, z[l], th[l]);
+        }
+        if (decay != 0.0f)
+            for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
+        uint32_t bits[4];
+        sr_bits4(sr_seed, id, t, bits);
+        for (int l = 0; l < m; l++) {
+            float r = round_sr(th[l], dtype, bits[l]);
+            if (packed)
+                t16[i0 + l] = narrow_one(r, dtype);
+            else
+                t32[i0 + l] = r;
+        }
+    }
+}
+
+__global__ void k_widen(float* out, const uint16_t* in, size_t n, int dtype) {
+    for (size_t i = gtid(); i < n; i += gstride()) out[i] = widen_one(in[i], dtype);
+}
+
+__global__ void k_narrow(uint16_t* out, const float* in, size_t n, int dtype) {
+    for (size_t i = gtid(); i < n; i += gstride()) out[i] = narrow_one(in[i], dtype);
 }
 
 // out[n, :] (=|+=) src[idx[n], :] + scale * z(idx[n] * C + c): one block per row, one Philox block per thread.
@@ -701,6 +747,14 @@ public:
               q == Queue::Copy ? "cudaMemcpyAsync(copy queue, host to device)"
                                : "cudaMemcpyAsync(compute queue, host to device)");
     }
+    // Asynchronous on either queue; the destination holds the data once an event recorded after it has passed.
+    void download_on(Queue q, void* dst, const void* src, size_t bytes) override {
+        if (!bytes) return;
+        cur();
+        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, queue(q)),
+              q == Queue::Copy ? "cudaMemcpyAsync(copy queue, device to host)"
+                               : "cudaMemcpyAsync(compute queue, device to host)");
+    }
     // cudaHostRegister. "Already registered" is not an error: memory from alloc_host(), a range pinned
     // twice, or a range sharing a page with a neighbour pinned before it (masters come from
     // aligned_alloc(64, ...): small ones share pages). In the last case the pages wholly inside the
@@ -773,6 +827,37 @@ public:
         k_zo_update<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, n, id, kind, inl, dev_terms, nterms,
                                                                     decay);
         SPW_LAUNCHED("zo_update");
+    }
+
+    void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
+                           int nterms, float decay) override {
+        if (dtype != MASTER_BF16 && dtype != MASTER_F16) throw std::runtime_error("zo_update_rounded needs bf16 or fp16");
+        if (!n || nterms < 1) return;
+        cur();
+        InlineTerms inl{};
+        const UpdateTerm* dev_terms = nullptr;
+        if (nterms <= kInlineTerms) {
+            for (int j = 0; j < nterms; j++) inl.t[j] = terms[j];
+        } else {
+            size_t bytes = sizeof(UpdateTerm) * (size_t)nterms;
+            dev_terms = static_cast<UpdateTerm*>(grow(terms_, bytes, bytes * 2, "zo_update terms"));
+            upload(const_cast<UpdateTerm*>(dev_terms), terms, bytes);
+        }
+        k_zo_update_rounded<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, packed ? 1 : 0, dtype, n, id, kind, inl,
+                                                                            dev_terms, nterms, decay);
+        SPW_LAUNCHED("zo_update_rounded");
+    }
+    void widen(float* out, const uint16_t* in, size_t n, int dtype) override {
+        if (!n) return;
+        cur();
+        k_widen<<<grid_for(n), kThreads, 0, stream_>>>(out, in, n, dtype);
+        SPW_LAUNCHED("widen");
+    }
+    void narrow(uint16_t* out, const float* in, size_t n, int dtype) override {
+        if (!n) return;
+        cur();
+        k_narrow<<<grid_for(n), kThreads, 0, stream_>>>(out, in, n, dtype);
+        SPW_LAUNCHED("narrow");
     }
 
     // ---- forward kernels ----

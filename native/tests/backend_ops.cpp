@@ -36,6 +36,7 @@
 
 #include "spillway/backend.h"
 #include "spillway/noise.h"
+#include "spillway/precision.h"
 
 using namespace spw;
 
@@ -201,6 +202,55 @@ std::vector<Op> make_ops(const Shapes& S) {
                                                be.zo_update(t, nb, 0xFACEu, NOISE_GAUSSIAN, tb.data(), 500, 3e-5f);
                                            },
                                            [=, &d] { return d.get(t, nb); }};
+                       }});
+    }
+    // bf16/fp16 masters: the stochastically rounded update (float32 storage and packed 16-bit
+    // storage) and the widen/narrow conversions must match the CPU bit for bit.
+    for (int dtype : {(int)MASTER_BF16, (int)MASTER_F16}) {
+        const std::string dn = master_dtype_name(dtype);
+        auto theta = randn(n, 0.05f);
+        // Small magnitudes too: fp16 subnormals (below 2^-14) take their own rounding path.
+        for (size_t i = 0; i < n; i += 7) theta[i] *= 1e-4f;
+        std::vector<uint16_t> packed(n);
+        std::vector<float> rounded(n);
+        for (size_t i = 0; i < n; i++) {
+            packed[i] = narrow_one(theta[i], dtype);
+            rounded[i] = widen_one(packed[i], dtype);
+        }
+        std::vector<UpdateTerm> terms;
+        for (int j = 0; j < 3; j++) terms.push_back({step_seed(9, 4, (uint64_t)j), 3e-4f * (float)(j + 1) - 5e-4f});
+        ops.push_back({"zo_update_rounded/" + dn, EXACT, false, [=](Backend& be, Dev& d) {
+                           float* t = d.f(rounded);
+                           return Prepared{[=, &be] { be.zo_update_rounded(t, false, dtype, n, 0xABCDu, NOISE_GAUSSIAN, terms.data(), 3, 1e-5f); },
+                                           [=, &d] { return d.get(t, n); }};
+                       }});
+        auto u16_buffer = [](Backend& be, Dev& d, const std::vector<uint16_t>& h) {
+            auto* p = static_cast<uint16_t*>(be.alloc(h.size() * sizeof(uint16_t)));
+            d.ptrs.push_back(p);
+            be.upload(p, h.data(), h.size() * sizeof(uint16_t));
+            return p;
+        };
+        auto widened = [dtype](Backend& be, const uint16_t* p, size_t m) {
+            std::vector<uint16_t> h(m);
+            be.download(h.data(), p, m * sizeof(uint16_t));
+            std::vector<float> out(m);
+            for (size_t i = 0; i < m; i++) out[i] = widen_one(h[i], dtype);
+            return out;
+        };
+        ops.push_back({"zo_update_rounded/" + dn + "/packed", EXACT, false, [=](Backend& be, Dev& d) {
+                           uint16_t* t = u16_buffer(be, d, packed);
+                           return Prepared{[=, &be] { be.zo_update_rounded(t, true, dtype, n, 0xABCDu, NOISE_RADEMACHER, terms.data(), 3, 0.0f); },
+                                           [=, &be] { return widened(be, t, n); }};
+                       }});
+        ops.push_back({"narrow+widen/" + dn, EXACT, false, [=](Backend& be, Dev& d) {
+                           float* in = d.f(theta);
+                           float* out = d.zeros(n);
+                           uint16_t* mid = u16_buffer(be, d, std::vector<uint16_t>(n, 0));
+                           return Prepared{[=, &be] {
+                                               be.narrow(mid, in, n, dtype);
+                                               be.widen(out, mid, n, dtype);
+                                           },
+                                           [=, &d] { return d.get(out, n); }};
                        }});
     }
     {
