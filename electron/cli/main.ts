@@ -30,7 +30,7 @@ Usage:
                                   architecture, parameters, dtype, size, support
   spillway plan --model M [--gpu-mem 24GB --cpu-mem 2GB --spill DIR[,DIR...] --ssd-mem 100GB
                 --batch-size 16 --max-length 256 --update-on auto|home|device
-                --recalibrate] [--json]
+                --masters fp32|bf16|fp16 --recalibrate] [--json]
                                   where every unit lives (SSD blocks striped over the
                                   spill folders), where each is updated, memory per tier,
                                   bytes per step per link, predicted step time and its floor
@@ -63,8 +63,13 @@ Train options:
   --gpu-mem X           device memory budget (24GB, 512MiB, bytes); with --cpu-mem or --ssd-mem:
   --cpu-mem X           the planner places blocks (device first, then CPU, then SSD): --offload auto
   --ssd-mem X           spill file budget (default: the free space of --spill)
-  --spill DIR           spill folder for --offload ssd / auto (a preallocated file, removed at the end)
+  --spill DIR[,DIR...]  spill folder(s) for --offload ssd / auto (a preallocated file each, removed at
+                        the end); several folders (drives): SSD blocks are striped over them
   --write-back-every K  --offload ssd: rewrite a block every K updates, replaying in between (default 1)
+  --update-on M         streamed blocks: auto (the planner's cost model, default), home (host threads
+                        where the master lives) or device (on the device, then copied home: ZO2's way)
+  --masters P           fp32 (default), bf16 or fp16: masters in that format, every update rounded
+                        stochastically; streamed blocks move and are stored in half the bytes
   --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
   --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
                         (without it: every 100 steps, quietly, into the run's folder)
@@ -192,6 +197,8 @@ const TRAIN_FLAGS = {
   'ssd-mem': { type: 'string' },
   spill: { type: 'string', multiple: true },
   'write-back-every': { type: 'string' },
+  'update-on': { type: 'string' },
+  masters: { type: 'string' },
   'checkpoint-dir': { type: 'string' },
   resume: { type: 'string' },
   'no-zero-shot': { type: 'boolean' },
@@ -219,10 +226,7 @@ export function trainOptionsFromArgs(v: Record<string, string | string[] | boole
   if (anyModelFlag && typeof v['eval-data'] === 'string') base.eval = resolve(v['eval-data']);
   if (!anyModelFlag && typeof v.task === 'string') base.task = buildTask(v.task, taskFlags);
   const s = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
-  const spill = spillFolders(v.spill);
-  if (spill.length > 1) {
-    throw new Error(`--spill: several spill folders (${spill.join(', ')}) are planned by \`spillway plan\` but training takes one folder for now`);
-  }
+  const spill = spillFolders(v.spill).map((d) => resolve(d));
   const o: TrainOptions = {
     ...base,
     evalFraction: num(s('eval-fraction'), 'eval-fraction', base.evalFraction),
@@ -249,8 +253,11 @@ export function trainOptionsFromArgs(v: Record<string, string | string[] | boole
     gpuMem: s('gpu-mem') !== undefined ? parseBytes(s('gpu-mem') as string) : base.gpuMem,
     cpuMem: s('cpu-mem') !== undefined ? parseBytes(s('cpu-mem') as string) : base.cpuMem,
     ssdMem: s('ssd-mem') !== undefined ? parseBytes(s('ssd-mem') as string) : base.ssdMem,
-    spillDir: spill.length ? resolve(spill[0]) : base.spillDir,
+    spillDir: spill.length ? spill[0] : base.spillDir,
+    spillDirs: spill.length > 1 ? spill : base.spillDirs,
     writeBackEvery: s('write-back-every') !== undefined ? num(s('write-back-every'), 'write-back-every', 1) : base.writeBackEvery,
+    updateOn: (s('update-on') ?? base.updateOn) as TrainOptions['updateOn'],
+    masters: (s('masters') ?? base.masters) as TrainOptions['masters'],
   };
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
   return o;
@@ -508,6 +515,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       'update-on': { type: 'string' },
       device: { type: 'string' },
       precision: { type: 'string' },
+      masters: { type: 'string' },
       'batch-size': { type: 'string' },
       'max-length': { type: 'string' },
       q: { type: 'string' },
@@ -523,8 +531,10 @@ async function cmdPlan(argv: string[]): Promise<number> {
     if (!values.model) throw new Error('plan needs --model');
     const device = values.device ?? (values['gpu-mem'] !== undefined ? 'gpu' : 'cpu');
     if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got "${device}"`);
-    const precision = values.precision ?? 'f32';
-    if (!['f32', 'bf16', 'fp16'].includes(precision)) throw new Error(`--precision must be f32, bf16 or fp16, got "${precision}"`);
+    // --masters (as in train) or --precision; fp32 and f32 are the same.
+    const asked = values.masters ?? values.precision ?? 'f32';
+    const precision = asked === 'fp32' ? 'f32' : asked;
+    if (!['f32', 'bf16', 'fp16'].includes(precision)) throw new Error(`--masters must be fp32, bf16 or fp16, got "${asked}"`);
     const bytes = (k: 'gpu-mem' | 'cpu-mem' | 'ssd-mem') => (values[k] !== undefined ? parseBytes(values[k] as string) : undefined);
     const updateMode = values['update-on'] ?? 'auto';
     if (!['auto', 'home', 'device'].includes(updateMode)) throw new Error(`--update-on must be auto, home or device, got "${updateMode}"`);
@@ -544,7 +554,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       spillDir: spillDirs[0] ?? null,
       spillDirs,
       updateMode: updateMode as UpdateMode,
-      precision: precision as 'f32',
+      precision: precision as 'f32' | 'bf16' | 'fp16',
       batchSize: num(values['batch-size'], 'batch-size', 16),
       maxLength: num(values['max-length'], 'max-length', 256),
       q: num(values.q, 'q', 1),

@@ -170,7 +170,21 @@ export interface Plan {
   count: Record<Home, number>;
   /** Bytes per tier: device arena, CPU tier (masters of CPU-homed units + I/O and read-ahead buffers), spill files. */
   memory: { device: number; cpu: number; ssd: number };
-  breakdown: { weights: number; workingCopies: number; activations: number; stage: number; ioBuffer: number };
+  breakdown: {
+    weights: number;
+    workingCopies: number;
+    activations: number;
+    stage: number;
+    ioBuffer: number;
+    /** SSD read-ahead buffers in host memory (prefetch × the largest streamed unit as stored). */
+    prefetchBuffers: number;
+    /** The engine process itself (runtime, addon, BLAS, small buffers). */
+    runtime: number;
+  };
+  /** SSD read-ahead depth the engine should use: the requested one, lowered when the CPU budget cannot hold its buffers. */
+  prefetch: number;
+  /** Bytes per stored parameter of a streamed unit (4 for f32 masters, 2 for bf16/fp16). */
+  bytesPerParameter: number;
   linkBytesPerStep: { hostToDevice: number; deviceToHost: number; ssdRead: number; ssdWrite: number };
   /** The spill folders, their devices and the aggregate SSD bandwidth; null without a spill folder. */
   ssd: {
@@ -214,6 +228,8 @@ export interface Plan {
 
 const F32 = 4;
 const SPILL_ALIGN = 4096;
+/** The engine process's own memory beyond the buffers the plan counts (measured: 75–96 MiB, bench/results/big-model-cpu.md). */
+export const ENGINE_RUNTIME_BYTES = 128 * 2 ** 20;
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
@@ -285,13 +301,19 @@ export function makePlan(input: PlanInput): Plan {
   const devName = shared ? 'CPU memory' : 'device memory';
   const mode: UpdateMode = input.updateMode ?? 'auto';
   const slots = Math.max(1, Math.min(2, input.stageSlots ?? (shared ? 1 : 2)));
-  const prefetch = Math.max(0, input.prefetch ?? 2);
+  const requestedPrefetch = Math.max(0, input.prefetch ?? 2);
+  // bf16/fp16 masters: streamed units are stored, moved and written in 2 bytes per parameter and
+  // widened on the device (a 16-bit staging buffer beside each float32 slot); resident ones stay float32.
+  const EB = input.precision === 'f32' ? F32 : 2;
   const dirs = input.spillDirs?.length ? input.spillDirs : input.spillDir ? [input.spillDir] : [];
   const shortfalls: string[] = [];
   const notes: string[] = [];
 
   const bytesOf = (u: PlannerUnit) => u.parameters * F32;
   const slotOf = (u: PlannerUnit) => u.slotBytes ?? u.parameters * F32;
+  /** As stored on the CPU or the SSD and moved over the links. */
+  const storedOf = (u: PlannerUnit) => u.parameters * EB;
+  const storedSlotOf = (u: PlannerUnit) => (slotOf(u) / F32) * EB;
   const weights = m.units.reduce((n, u) => n + bytesOf(u), 0);
   // The engine's scratch: z and the perturbed working copy, each the size of the largest unit
   // (a tied head also materialises the embedding matrix).
@@ -310,39 +332,54 @@ export function makePlan(input: PlanInput): Plan {
   const blocks = m.units.filter((u) => u.kind === 'block');
   const blockBytes = blocks.reduce((n, u) => n + bytesOf(u), 0);
   const maxSlot = Math.max(0, ...blocks.map(slotOf));
+  const maxStored = Math.max(0, ...blocks.map(storedSlotOf));
+  const runtime = ENGINE_RUNTIME_BYTES;
 
   // --- placement: device first, then CPU, then SSD. Something streams: staging slots on the device
   // and one I/O buffer on the host, each the largest streamed unit.
-  const place = () => {
+  // `readAhead` SSD buffers are reserved in host memory up front; they are released again when
+  // nothing ends up on the SSD.
+  const place = (readAhead: number) => {
     const homes = new Map<PlannerUnit, Home>();
     for (const u of m.units) homes.set(u, 'device');
     let devUsed = fixedDevice;
-    let cpuUsed = 0;
+    let cpuUsed = runtime;
     let stage = 0;
     let ioBuffer = 0;
+    let prefetchBuffers = 0;
     const pool = () => (shared ? devUsed + cpuUsed : cpuUsed);
-    if (fixedDevice + blockBytes > devCap) {
-      stage = slots * maxSlot;
-      ioBuffer = maxSlot;
+    if (fixedDevice + blockBytes > devCap || (shared && fixedDevice + blockBytes + runtime > cpuCap)) {
+      stage = slots * (maxSlot + (EB < F32 ? maxStored : 0));
+      ioBuffer = maxStored;
+      prefetchBuffers = readAhead * maxStored;
       devUsed += stage;
-      cpuUsed += ioBuffer;
+      cpuUsed += ioBuffer + prefetchBuffers;
       for (const u of blocks) {
         const b = bytesOf(u);
         if (devUsed + b <= devCap && (!shared || pool() + b <= cpuCap)) {
           devUsed += b;
-        } else if (pool() + b <= cpuCap && !shared) {
-          cpuUsed += b;
+        } else if (pool() + storedOf(u) <= cpuCap && !shared) {
+          cpuUsed += storedOf(u);
           homes.set(u, 'cpu');
         } else {
           homes.set(u, 'ssd');
         }
       }
+      if (![...homes.values()].includes('ssd')) {
+        cpuUsed -= prefetchBuffers;
+        prefetchBuffers = 0;
+      }
     } else {
       devUsed += blockBytes;
     }
-    return { homes, devUsed, cpuUsed, stage, ioBuffer };
+    return { homes, devUsed, cpuUsed, stage, ioBuffer, prefetchBuffers, readAhead };
   };
-  const { homes, devUsed, cpuUsed, stage, ioBuffer } = place();
+  // The deepest read-ahead whose buffers fit the CPU budget beside what must stay (lowered to 0 if need be).
+  let placed = place(requestedPrefetch);
+  for (let p = requestedPrefetch - 1; p >= 0 && (shared ? placed.devUsed + placed.cpuUsed : placed.cpuUsed) > cpuCap; p--) placed = place(p);
+  const { homes, devUsed, cpuUsed, stage, ioBuffer, prefetchBuffers } = placed;
+  const prefetch = prefetchBuffers > 0 ? placed.readAhead : requestedPrefetch;
+  if (prefetch < requestedPrefetch) notes.push(`SSD read-ahead lowered from ${requestedPrefetch} to ${prefetch} block${prefetch === 1 ? '' : 's'}: the CPU budget cannot hold more read-ahead buffers.`);
   const homeOf = (u: PlannerUnit) => homes.get(u) as Home;
 
   const ssdUnits = m.units.filter((u) => homeOf(u) === 'ssd');
@@ -366,7 +403,7 @@ export function makePlan(input: PlanInput): Plan {
       dir,
       device: input.spillInfo?.[i]?.device ?? fr.device ?? null,
       units: mine.length,
-      bytes: mine.reduce((n, u) => n + roundUp(slotOf(u), SPILL_ALIGN), 0),
+      bytes: mine.reduce((n, u) => n + roundUp(storedSlotOf(u), SPILL_ALIGN), 0),
       readBytesPerS: r ? fr.readBytesPerS : null,
       writeBytesPerS: r ? fr.writeBytesPerS : null,
       ...(fr.unavailable ? { unavailable: fr.unavailable } : {}),
@@ -380,8 +417,8 @@ export function makePlan(input: PlanInput): Plan {
     const known = xs.filter((x): x is number => x !== null && x > 0);
     return known.length ? Math.max(...known) : null;
   };
-  const ssdFile = folders.length ? folders.reduce((n, f) => n + f.bytes, 0) : ssdUnits.reduce((n, u) => n + roundUp(slotOf(u), SPILL_ALIGN), 0);
-  const ssdBytes = ssdUnits.reduce((n, u) => n + bytesOf(u), 0);
+  const ssdFile = folders.length ? folders.reduce((n, f) => n + f.bytes, 0) : ssdUnits.reduce((n, u) => n + roundUp(storedSlotOf(u), SPILL_ALIGN), 0);
+  const ssdBytes = ssdUnits.reduce((n, u) => n + storedOf(u), 0);
 
   // --- what is short
   const fixedNeed = fixedDevice + stage;
@@ -399,6 +436,15 @@ export function makePlan(input: PlanInput): Plan {
     );
   } else if (!shared && ioBuffer > cpuCap) {
     shortfalls.push(`CPU memory: the I/O buffer streamed blocks pass through needs ${formatBytes(ioBuffer)} but the budget is ${formatBytes(cpuCap)} (short by ${formatBytes(ioBuffer - cpuCap)})`);
+  } else if ((shared ? devUsed + cpuUsed : cpuUsed) > cpuCap) {
+    const need = shared ? devUsed + cpuUsed : cpuUsed;
+    const parts = [
+      `the engine process ${formatBytes(runtime)}`,
+      ...(ioBuffer ? [`I/O buffer ${formatBytes(ioBuffer)}`] : []),
+      ...(prefetchBuffers ? [`read-ahead buffers ${formatBytes(prefetchBuffers)}`] : []),
+      ...(shared ? [`the compute arena ${formatBytes(devUsed)}`] : []),
+    ];
+    shortfalls.push(`CPU memory: ${parts.join(', ')} need ${formatBytes(need)} but the budget is ${formatBytes(cpuCap)} (short by ${formatBytes(need - cpuCap)})`);
   }
   if (ssdUnits.length) {
     const what = `${ssdUnits.length} block${ssdUnits.length === 1 ? '' : 's'} (${formatBytes(ssdBytes)}) fit neither ${shared ? 'CPU memory' : 'device nor CPU memory'}`;
@@ -430,9 +476,6 @@ export function makePlan(input: PlanInput): Plan {
         }
       }
     }
-  }
-  if (input.precision !== 'f32') {
-    shortfalls.push(`precision: ${input.precision} masters are not implemented yet (float32 masters only); this plan is for f32`);
   }
 
   // --- compute: the measured block where there is one, else FLOPs at the GEMM rate
@@ -468,7 +511,7 @@ export function makePlan(input: PlanInput): Plan {
     if (home === 'device') return { ms: devRate ? (1000 * q * n) / devRate : null, d2h: 0 };
     if (on === 'device') {
       const floats = q * n * (home === 'ssd' ? pendingPerVisit : 1);
-      return { ms: devRate ? (1000 * floats) / devRate : null, d2h: home === 'ssd' ? bytesOf(u) / K : bytesOf(u) };
+      return { ms: devRate ? (1000 * floats) / devRate : null, d2h: home === 'ssd' ? storedOf(u) / K : storedOf(u) };
     }
     if (home === 'cpu') return { ms: hostRate ? (1000 * q * n) / hostRate : null, d2h: 0 };
     return { ms: replayRate ? (1000 * q * n * pendingPerVisit) / replayRate : null, d2h: 0 };
@@ -483,7 +526,7 @@ export function makePlan(input: PlanInput): Plan {
       const n = u.parameters;
       if (on(u) === 'device') {
         deviceFloats += q * n * (homeOf(u) === 'ssd' ? pendingPerVisit : 1);
-        d2hBytes += homeOf(u) === 'ssd' ? bytesOf(u) / K : bytesOf(u);
+        d2hBytes += homeOf(u) === 'ssd' ? storedOf(u) / K : storedOf(u);
       } else if (homeOf(u) === 'cpu') {
         hostFloats += q * n;
       } else {
@@ -491,7 +534,7 @@ export function makePlan(input: PlanInput): Plan {
       }
     }
     const link = {
-      hostToDevice: streamed.reduce((n, u) => n + bytesOf(u), 0), // one visit per step, whatever q is
+      hostToDevice: streamed.reduce((n, u) => n + storedOf(u), 0), // one visit per step, whatever q is
       deviceToHost: d2hBytes,
       ssdRead: ssdBytes,
       ssdWrite: ssdBytes / K,
@@ -508,9 +551,9 @@ export function makePlan(input: PlanInput): Plan {
       const mine = ssdUnits.filter((u) => (folders.length ? deviceKey(folders[spillIndex.get(u) as number]) === key : true));
       const read = folders.length ? deviceBw(key, 'readBytesPerS') : r.ssdReadBytesPerS;
       const write = folders.length ? deviceBw(key, 'writeBytesPerS') : r.ssdWriteBytesPerS;
-      const rb = mine.reduce((n, u) => n + bytesOf(u), 0);
-      const wh = mine.filter((u) => on(u) === 'home').reduce((n, u) => n + bytesOf(u) / K, 0);
-      const wd = mine.filter((u) => on(u) === 'device').reduce((n, u) => n + bytesOf(u) / K, 0);
+      const rb = mine.reduce((n, u) => n + storedOf(u), 0);
+      const wh = mine.filter((u) => on(u) === 'home').reduce((n, u) => n + storedOf(u) / K, 0);
+      const wd = mine.filter((u) => on(u) === 'device').reduce((n, u) => n + storedOf(u) / K, 0);
       ssdReadMs = Math.max(ssdReadMs, ms(rb, read));
       ssdWriteMs = Math.max(ssdWriteMs, ms(wh + wd, write));
       ssdWriteHomeMs = Math.max(ssdWriteHomeMs, ms(wh, write));
@@ -600,7 +643,7 @@ export function makePlan(input: PlanInput): Plan {
       kind: u.kind,
       index: u.index,
       parameters: u.parameters,
-      bytes: bytesOf(u),
+      bytes: homeOf(u) === 'device' ? bytesOf(u) : storedOf(u),
       home: homeOf(u),
       updateOn: on,
       updateMs: r ? c.ms : null,
@@ -643,13 +686,16 @@ export function makePlan(input: PlanInput): Plan {
         : `SSD: the ${folders.length} spill folders are on ${unknown ? 'devices that could not be told apart (taken as' : 'the same device (st_dev'} ${unknown ? 'one)' : `${folders[0].device})`}: striping over them does not add bandwidth.`,
     );
   }
-  notes.push(`Masters are float32 (4 bytes per parameter); bf16/fp16 masters are not implemented yet.`);
+  notes.push(
+    input.precision === 'f32'
+      ? 'Masters are float32 (4 bytes per parameter).'
+      : `Masters are ${input.precision} with stochastic rounding of every update: streamed blocks are stored, moved and written in 2 bytes per parameter (half the CPU, SSD and link bytes of float32) and widened on the device; resident units keep the format's values in float32.`,
+  );
+  notes.push(`The engine process itself is budgeted ${formatBytes(runtime)} of CPU memory (runtime, addon, BLAS and small buffers).`);
   notes.push(`Activations are an upper-bound estimate for ${input.batchSize} sequences of ${input.maxLength} tokens.`);
   if (shared) notes.push('The compute device is the CPU: its arena (device-homed units, working copies, activations) is CPU memory and counts against the CPU budget.');
   if (ssdUnits.length && prefetch > 0) {
-    notes.push(
-      `The engine also reads SSD blocks ahead into ${prefetch} host buffer${prefetch === 1 ? '' : 's'} of the largest block (${formatBytes(prefetch * maxSlot)}), not counted against the CPU budget here.`,
-    );
+    notes.push(`SSD blocks are read ahead into ${prefetch} host buffer${prefetch === 1 ? '' : 's'} of the largest block (${formatBytes(prefetchBuffers)}), counted in CPU memory.`);
   }
   if (ssdUnits.length && K > 1) notes.push(`SSD blocks are rewritten every ${K} updates; pending updates are replayed on read in between.`);
 
@@ -667,7 +713,9 @@ export function makePlan(input: PlanInput): Plan {
     updateOn: planned.map((u) => u.updateOn),
     count,
     memory: { device: devUsed, cpu: cpuUsed, ssd: ssdFile },
-    breakdown: { weights, workingCopies, activations, stage, ioBuffer },
+    breakdown: { weights, workingCopies, activations, stage, ioBuffer, prefetchBuffers, runtime },
+    prefetch,
+    bytesPerParameter: EB,
     linkBytesPerStep: chosen.link,
     ssd: folders.length
       ? { folders, devices: deviceKeys.length, readBytesPerS: r ? sum(readAgg) : null, writeBytesPerS: r ? sum(writeAgg) : null, summed: deviceKeys.length > 1 }
@@ -717,7 +765,7 @@ export function formatPlan(p: Plan): string {
     '',
     'memory per tier',
     `  ${dev.padEnd(20)} ${formatBytes(p.memory.device)} (working copies ${formatBytes(p.breakdown.workingCopies)}, activations ${formatBytes(p.breakdown.activations)}, staging ${formatBytes(p.breakdown.stage)})`,
-    `  ${'CPU'.padEnd(20)} ${formatBytes(p.memory.cpu)} (I/O buffer ${formatBytes(p.breakdown.ioBuffer)})`,
+    `  ${'CPU'.padEnd(20)} ${formatBytes(p.memory.cpu)} (I/O buffer ${formatBytes(p.breakdown.ioBuffer)}, read-ahead ${formatBytes(p.breakdown.prefetchBuffers)}, engine process ${formatBytes(p.breakdown.runtime)})`,
     `  ${(p.spillDirs.length > 1 ? 'SSD (spill files)' : 'SSD (spill file)').padEnd(20)} ${formatBytes(p.memory.ssd)}`,
   );
   if (p.ssd) {

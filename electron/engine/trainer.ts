@@ -15,7 +15,7 @@ import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFol
 import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js';
 import { loadNative } from './native.js';
 import { HOME } from './native.js';
-import type { NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
+import type { MasterPrecision, NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
 import { planFor } from './plan-result.js';
 import { planSummary } from './planner.js';
@@ -119,17 +119,40 @@ export interface TrainOptions {
   ssdMem?: number;
   /** Spill folder for offload 'ssd' and 'auto'. */
   spillDir?: string;
+  /** Several spill folders (drives): SSD blocks are striped over them; overrides spillDir. */
+  spillDirs?: string[];
   /** SSD tier: rewrite a block every K updates (pending updates are replayed on read). */
   writeBackEvery?: number;
+  /** Where streamed blocks are updated: by the planner's cost model (auto, default), at home, or on the device with write-back. */
+  updateOn?: 'auto' | 'home' | 'device';
+  /** Precision of the masters: fp32 (default), or bf16 / fp16 with stochastic rounding of updates. */
+  masters?: MasterPrecision;
+}
+
+/** The spill folders of the options: spillDirs when given, else spillDir. */
+export function spillFoldersOf(o: Pick<TrainOptions, 'spillDir' | 'spillDirs'>): string[] {
+  return o.spillDirs?.length ? o.spillDirs : o.spillDir ? [o.spillDir] : [];
 }
 
 /** The engine placement for the offload options: blocks on the CPU or the SSD, the rest resident. */
-export function placementFor(o: Pick<TrainOptions, 'offload' | 'spillDir' | 'writeBackEvery'>, units: { kind: string }[]): TierPlacement | undefined {
-  if (!o.offload || o.offload === 'none') return undefined;
+export function placementFor(
+  o: Pick<TrainOptions, 'offload' | 'spillDir' | 'spillDirs' | 'writeBackEvery' | 'updateOn' | 'masters'>,
+  units: { kind: string }[],
+): TierPlacement | undefined {
+  const masters = o.masters && o.masters !== 'fp32' ? { masters: o.masters } : {};
+  if (!o.offload || o.offload === 'none') return Object.keys(masters).length ? { homes: units.map(() => HOME.device), ...masters } : undefined;
   if (o.offload === 'auto') throw new Error("offload 'auto' is placed by the planner (planPlacement)");
-  if (o.offload === 'ssd' && !o.spillDir) throw new Error('offload to the SSD needs a spill folder (--spill DIR)');
+  const dirs = spillFoldersOf(o);
+  if (o.offload === 'ssd' && !dirs.length) throw new Error('offload to the SSD needs a spill folder (--spill DIR)');
   const home = o.offload === 'cpu' ? HOME.cpu : HOME.ssd;
-  return { homes: units.map((u) => (u.kind === 'block' ? home : HOME.device)), spillDir: o.spillDir, writeBackEvery: o.writeBackEvery ?? 1 };
+  return {
+    homes: units.map((u) => (u.kind === 'block' ? home : HOME.device)),
+    spillDir: dirs[0],
+    ...(dirs.length > 1 ? { spillDirs: dirs } : {}),
+    writeBackEvery: o.writeBackEvery ?? 1,
+    ...(o.updateOn === 'device' ? { deviceUpdate: units.map((u) => u.kind === 'block') } : {}),
+    ...masters,
+  };
 }
 
 /**
@@ -141,7 +164,10 @@ export async function planPlacement(o: TrainOptions, info: ModelInfo, maxLength:
     model: info,
     computeDevice: 'cpu',
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
-    spillDir: o.spillDir ?? null,
+    spillDir: spillFoldersOf(o)[0] ?? null,
+    spillDirs: spillFoldersOf(o),
+    updateMode: o.updateOn ?? 'auto',
+    precision: o.masters === 'bf16' ? 'bf16' : o.masters === 'fp16' ? 'fp16' : 'f32',
     batchSize: o.batchSize,
     maxLength,
     q: o.q,
@@ -153,7 +179,21 @@ export async function planPlacement(o: TrainOptions, info: ModelInfo, maxLength:
   });
   if (!plan.feasible) throw new Error(`the plan does not fit: ${plan.shortfalls.join('; ')}`);
   const streamed = plan.count.cpu + plan.count.ssd > 0;
-  const placement = streamed ? { homes: plan.homes, spillDir: o.spillDir, writeBackEvery: o.writeBackEvery ?? 1 } : undefined;
+  const dirs = plan.spillDirs.length ? plan.spillDirs : spillFoldersOf(o);
+  const placement: TierPlacement | undefined = streamed
+    ? {
+        homes: plan.homes,
+        spillDir: dirs[0],
+        ...(dirs.length > 1 ? { spillDirs: dirs } : {}),
+        writeBackEvery: o.writeBackEvery ?? 1,
+        deviceUpdate: plan.deviceUpdate,
+        // The read-ahead the plan budgeted for (lowered when the CPU budget is tight).
+        prefetch: plan.prefetch,
+        ...(o.masters && o.masters !== 'fp32' ? { masters: o.masters } : {}),
+      }
+    : o.masters && o.masters !== 'fp32'
+      ? { homes: plan.homes, masters: o.masters }
+      : undefined;
   return { placement, plan };
 }
 
@@ -236,6 +276,20 @@ export interface CheckpointEvent {
   bytes: number;
 }
 export type TrainEvent = StartEvent | StepEvent | EvalEvent | DoneEvent | LogEvent | CheckpointEvent;
+
+/**
+ * A run resumes in the precision its checkpoint was trained in (the checkpoint holds that
+ * format's values, so loading them is exact): taken from the checkpoint when not given,
+ * refused when given differently.
+ */
+async function resumedMasters(o: TrainOptions): Promise<MasterPrecision> {
+  const state = await resumeState(o.resumeFrom as string);
+  const saved = (state.options?.masters ?? 'fp32') as MasterPrecision;
+  if (o.masters !== undefined && o.masters !== saved) {
+    throw new Error(`${o.resumeFrom} was trained with ${saved} masters; resume it with --masters ${saved} (not ${o.masters})`);
+  }
+  return saved;
+}
 
 /** What a checkpoint folder records beside the model, in spillway.json. */
 export interface CheckpointState {
@@ -350,11 +404,11 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
       }
     }
   }
-  if (o.spillDir) {
-    const stale = await findStaleSpillFiles(o.spillDir);
+  for (const dir of spillFoldersOf(o)) {
+    const stale = await findStaleSpillFiles(dir);
     if (stale.length) {
       const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
-      emit({ type: 'log', message: `${o.spillDir} holds ${stale.length} spill file(s) (${gb} GB) from engines that ended uncleanly; delete them with spillway doctor --spill ${o.spillDir} --clean-spill` });
+      emit({ type: 'log', message: `${dir} holds ${stale.length} spill file(s) (${gb} GB) from engines that ended uncleanly; delete them with spillway doctor --spill ${dir} --clean-spill` });
     }
   }
   const native = loadNative();
@@ -384,6 +438,7 @@ export function defaultThreads(): number {
 
 export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
   validateOptions(o);
+  if (o.resumeFrom) o = { ...o, masters: await resumedMasters(o) };
   const t0 = Date.now();
   if (o.out) await checkOutFolder(o.out);
   await preflightDiskSpace(o);
@@ -587,6 +642,8 @@ export function validateOptions(o: TrainOptions): void {
     if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new Error(`${name} must be a byte count >= 0, got ${v}`);
   }
   if (o.writeBackEvery !== undefined) positiveInt('write-back-every', o.writeBackEvery);
+  if (o.updateOn !== undefined && !['auto', 'home', 'device'].includes(o.updateOn)) throw new Error(`unknown update mode ${o.updateOn} (auto, home, device)`);
+  if (o.masters !== undefined && !['fp32', 'bf16', 'fp16'].includes(o.masters)) throw new Error(`unknown master precision ${o.masters} (fp32, bf16, fp16)`);
 }
 
 async function checkOutFolder(out: string): Promise<void> {

@@ -131,9 +131,10 @@ describe('spillway plan --spill A,B', () => {
     expect(human.stdout).toMatch(/one device: not summed/);
     expect(human.stdout).toMatch(/updates \(auto\): 4 streamed units at home, 0 on the device/);
 
+    // Training takes the same folders; 1 MB cannot hold what must stay in memory: refused before any step, saying why.
     const train = await spillway(['train', '--steps', '1', '--spill', `${a},${b}`, '--cpu-mem', '1MB', '--json']);
     expect(train.code).toBe(1);
-    expect(train.stdout + train.stderr).toMatch(/training takes one folder for now/);
+    expect(train.stdout + train.stderr).toMatch(/the plan does not fit: CPU memory: .* but the budget is 976.6 KiB \(short by/);
   });
 });
 
@@ -144,10 +145,13 @@ describe('spillway train --cpu-mem', () => {
     const plan = JSON.parse((await spillway(['plan', '--model', DEMO_MODEL, '--batch-size', '16', '--max-length', '64', '--spill', spill, '--calibration-bytes', '16MiB', '--json'])).stdout) as PlanJson;
     const blocks = plan.units.filter((u) => u.kind === 'block');
     const b = blocks[0].bytes;
-    // All resident needs plan.memory.cpu; streaming adds a staging slot and an I/O buffer (one block each),
-    // so this budget keeps floor(1.5) = 1 block resident and spills the rest.
+    // All resident needs plan.memory.cpu; streaming adds a staging slot, an I/O buffer and up to two
+    // read-ahead buffers (one block each): the deepest read-ahead that fits is used, then as many
+    // blocks as fit stay resident and the rest go to the SSD.
     const budget = plan.memory.cpu - b / 2;
-    const expectResident = Math.floor((budget - (plan.memory.cpu - blocks.length * b) - 2 * b) / b);
+    const nonBlocks = plan.memory.cpu - blocks.length * b;
+    let expectResident = -1;
+    for (let p = 2; p >= 0 && expectResident < 0; p--) expectResident = Math.floor((budget - nonBlocks - (2 + p) * b) / b);
 
     const resident = await spillway(['train', ...common]);
     expect(resident.code, resident.stderr).toBe(0);
@@ -161,5 +165,27 @@ describe('spillway train --cpu-mem', () => {
     const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
     expect(losses(tiered.stdout)).toHaveLength(3);
     expect(losses(tiered.stdout)).toEqual(losses(resident.stdout));
+  });
+
+  it('trains with bf16 masters the same whatever the placement: resident, SSD striped over two folders with device updates', async () => {
+    const a = mkdtempSync(join(tmpdir(), 'spw-train-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'spw-train-b-'));
+    const common = ['--steps', '3', '--max-length', '64', '--no-zero-shot', '--eval-max', '4', '--json', '--masters', 'bf16'];
+    const resident = await spillway(['train', ...common]);
+    expect(resident.code, resident.stderr).toBe(0);
+    const striped = await spillway(['train', ...common, '--offload', 'ssd', '--spill', `${a},${b}`, '--update-on', 'device', '--write-back-every', '2']);
+    expect(striped.code, striped.stderr).toBe(0);
+    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    expect(losses(striped.stdout)).toHaveLength(3);
+    expect(losses(striped.stdout)).toEqual(losses(resident.stdout));
+    // Both folders were used (each step read from the SSD), and fp32 masters give other losses.
+    const io = lines(striped.stdout).filter((e) => e.type === 'step').map((e) => e.io as { ssd_read_bytes: number; d2h_bytes: number });
+    expect(io.every((x) => x.ssd_read_bytes > 0)).toBe(true);
+    expect(io.slice(1).some((x) => x.d2h_bytes > 0)).toBe(true);
+    const fp32 = await spillway(['train', ...common.filter((x) => x !== '--masters' && x !== 'bf16')]);
+    expect(losses(fp32.stdout)).not.toEqual(losses(resident.stdout));
+    const bad = await spillway(['train', ...common.slice(0, -2), '--masters', 'fp8']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stdout + bad.stderr).toMatch(/unknown master precision fp8 \(fp32, bf16, fp16\)/);
   });
 });

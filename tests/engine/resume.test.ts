@@ -67,6 +67,26 @@ describe('checkpoint and resume', () => {
     expect(log).toEqual(readFileSync(join(work, 'whole', 'seedlog.jsonl'), 'utf8').trim().split('\n'));
   });
 
+  it('resumes bf16 masters bit-identically, in the checkpoint\'s precision, with blocks on the SSD', async () => {
+    const spill = mkdtempSync(join(tmpdir(), 'spw-resume-spill-'));
+    const bf16 = (over: Partial<TrainOptions>) => options({ masters: 'bf16', offload: 'ssd', spillDir: spill, writeBackEvery: 2, ...over });
+    const whole = await runToEnd(bf16({ steps: 6, out: join(work, 'bf16-whole') }));
+    const ckpts = join(work, 'ckpt-bf16');
+    await runToEnd(bf16({ steps: 6, checkpointEvery: 3, checkpointDir: ckpts }));
+    const resumeFrom = join(ckpts, 'step-00000003');
+    // Not given: the checkpoint's precision is used (and the placement may differ: resident here).
+    const rest = await runToEnd(options({ resumeFrom, steps: 6, out: join(work, 'bf16-resumed') }));
+    expect(stepLosses(rest).map((s) => s[0])).toEqual([4, 5, 6]);
+    expect(stepLosses(rest)).toEqual(stepLosses(whole).slice(3));
+    expect(readFileSync(join(work, 'bf16-resumed', 'model.safetensors')).equals(readFileSync(join(work, 'bf16-whole', 'model.safetensors')))).toBe(true);
+    // Given differently: refused, naming both.
+    const wrong = await runToEnd(options({ resumeFrom, steps: 6, masters: 'fp16' })).then(
+      () => '',
+      (e: Error) => e.message,
+    );
+    expect(wrong).toMatch(/was trained with bf16 masters; resume it with --masters bf16 \(not fp16\)/);
+  });
+
   it('resumes after SIGKILL from the last checkpoint', async () => {
     const ckpts = join(work, 'ckpt-kill');
     const events: TrainEvent[] = [];

@@ -4,7 +4,7 @@
 // derived here from the inputs.
 import { describe, expect, it } from 'vitest';
 
-import { activationBytes, forwardFlops, formatBytes, makePlan, parseBytes } from '../../../electron/engine/planner.js';
+import { ENGINE_RUNTIME_BYTES, activationBytes, forwardFlops, formatBytes, makePlan, parseBytes } from '../../../electron/engine/planner.js';
 import type { PlanInput, PlannerModel, PlannerRates } from '../../../electron/engine/planner.js';
 import { HOME } from '../../../electron/engine/native.js';
 
@@ -64,7 +64,8 @@ describe('the planner', () => {
     expect(p.feasible).toBe(true);
     expect(p.count).toEqual({ device: L + 2, cpu: 0, ssd: 0 });
     expect(p.homes.every((h) => h === HOME.device)).toBe(true);
-    expect(p.memory).toEqual({ device: fixed + L * blockBytes, cpu: 0, ssd: 0 });
+    // The engine process itself is the only CPU memory.
+    expect(p.memory).toEqual({ device: fixed + L * blockBytes, cpu: ENGINE_RUNTIME_BYTES, ssd: 0 });
     expect(p.breakdown.activations).toBe(acts);
     expect(activationBytes(m.config, B, T)).toBe(acts);
     expect(p.linkBytesPerStep).toEqual({ hostToDevice: 0, deviceToHost: 0, ssdRead: 0, ssdWrite: 0 });
@@ -77,8 +78,11 @@ describe('the planner', () => {
     // q = 2: four activation streams (the + and - of each perturbation), two more hidden states than q = 1.
     const fixedQ2 = fixed + 4 * 2 * B * T * C;
     const device = fixedQ2 + slots + onDevice * blockBytes + blockBytes / 2;
-    const cpu = blockBytes /* I/O buffer */ + onCpu * blockBytes + blockBytes / 2;
+    // The engine process, the I/O buffer and two read-ahead buffers (each the largest block), then one CPU block.
+    const cpu = ENGINE_RUNTIME_BYTES + 3 * blockBytes + onCpu * blockBytes + blockBytes / 2;
     const p = makePlan(base({ budgets: { device, cpu }, writeBackEvery: 4, q: 2 }));
+    expect(p.prefetch).toBe(2);
+    expect(p.breakdown.prefetchBuffers).toBe(2 * blockBytes);
     const onSsd = L - onDevice - onCpu;
     expect(p.feasible).toBe(true);
     expect(p.units.map((u) => u.home)).toEqual([
@@ -91,7 +95,7 @@ describe('the planner', () => {
     expect(p.breakdown.activations).toBe(acts + 4 * 2 * B * T * C);
     expect(p.memory.device).toBe(fixedQ2 + slots + onDevice * blockBytes);
     expect(p.memory.device).toBeLessThanOrEqual(device);
-    expect(p.memory.cpu).toBe(blockBytes + onCpu * blockBytes);
+    expect(p.memory.cpu).toBe(ENGINE_RUNTIME_BYTES + 3 * blockBytes + onCpu * blockBytes);
     expect(p.memory.cpu).toBeLessThanOrEqual(cpu);
     expect(p.memory.ssd).toBe(onSsd * spillSlot);
     // q = 2 perturbations share one visit of each block: every streamed block crosses H2D and every SSD
@@ -139,29 +143,55 @@ describe('the planner', () => {
     expect(p.shortfalls[0]).toContain(`needs ${formatBytes(need)}`);
     expect(p.shortfalls[0]).toContain(`short by ${formatBytes(need - device)}`);
 
-    const noSpill = makePlan(base({ budgets: { device: fixed + slots, cpu: blockBytes }, spillDir: null }));
+    const noSpill = makePlan(base({ budgets: { device: fixed + slots, cpu: ENGINE_RUNTIME_BYTES + blockBytes }, spillDir: null }));
     expect(noSpill.shortfalls.join(' ')).toContain(`SSD: ${L} blocks (${formatBytes(L * blockBytes)})`);
     expect(noSpill.shortfalls.join(' ')).toMatch(/no spill folder/);
 
     const ssd = 2 * spillSlot;
-    const small = makePlan(base({ budgets: { device: fixed + slots, cpu: blockBytes, ssd } }));
+    const small = makePlan(base({ budgets: { device: fixed + slots, cpu: ENGINE_RUNTIME_BYTES + blockBytes, ssd } }));
     expect(small.shortfalls.join(' ')).toContain(`short by ${formatBytes(L * spillSlot - ssd)}`);
 
-    const bf16 = makePlan(base({ precision: 'bf16' }));
-    expect(bf16.shortfalls.join(' ')).toMatch(/bf16 masters are not implemented yet/);
+    // Less CPU memory than the engine process needs: said so, with the parts.
+    const starved = makePlan(base({ budgets: { cpu: ENGINE_RUNTIME_BYTES / 2 } }));
+    expect(starved.feasible).toBe(false);
+    expect(starved.shortfalls.join(' ')).toMatch(/CPU memory: the engine process .*short by/);
   });
 
   it('on the CPU backend counts the device arena against the CPU budget and skips the CPU tier', () => {
-    const cpu = fixed + 2 * blockBytes /* one slot + the I/O buffer */ + 2 * blockBytes + blockBytes / 3;
-    const p = makePlan(base({ computeDevice: 'cpu', budgets: { cpu } }));
-    expect(p.count).toEqual({ device: 2 + 2, cpu: 0, ssd: L - 2 });
+    // The engine process, one slot, the I/O buffer and one read-ahead buffer, then one resident block.
+    const cpu = ENGINE_RUNTIME_BYTES + fixed + 3 * blockBytes + blockBytes + blockBytes / 3;
+    const p = makePlan(base({ computeDevice: 'cpu', budgets: { cpu }, prefetch: 1 }));
+    expect(p.count).toEqual({ device: 2 + 1, cpu: 0, ssd: L - 1 });
     expect(p.breakdown.stage).toBe(blockBytes);
-    expect(p.notes.join(' ')).toMatch(/reads SSD blocks ahead into 2 host buffers/);
+    expect(p.notes.join(' ')).toMatch(/read ahead into 1 host buffer .* counted in CPU memory/);
+    // Too little for two read-ahead buffers: the read-ahead is lowered, and the plan says so.
+    const shallow = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 3 * blockBytes + blockBytes / 3 } }));
+    expect(shallow.prefetch).toBe(1);
+    expect(shallow.count).toEqual({ device: 2, cpu: 0, ssd: L });
+    expect(shallow.notes.join(' ')).toMatch(/read-ahead lowered from 2 to 1/);
     // The I/O buffer counts against the shared budget too.
-    const tight = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: fixed + 2 * blockBytes - 1 } }));
+    const tight = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 2 * blockBytes - 1 } }));
     expect(tight.feasible).toBe(false);
     expect(tight.shortfalls[0]).toMatch(/I\/O buffer/);
     expect(p.memory.device + p.memory.cpu).toBeLessThanOrEqual(cpu);
+  });
+
+  it('plans bf16/fp16 masters at half the bytes of every streamed block on the CPU, the SSD and the links', () => {
+    // Staging slots in bf16 also hold the 16-bit copy beside the float32 one.
+    const budgets = { device: fixed + 1.5 * slots, cpu: ENGINE_RUNTIME_BYTES + 3 * blockBytes + blockBytes / 2 };
+    const f32 = makePlan(base({ budgets }));
+    const bf16 = makePlan(base({ budgets, precision: 'bf16' }));
+    expect(bf16.feasible).toBe(true);
+    expect(bf16.bytesPerParameter).toBe(2);
+    // Half-size buffers leave room for one more block on the CPU.
+    expect(bf16.count.cpu).toBeGreaterThan(f32.count.cpu);
+    const streamedParams = bf16.units.filter((u) => u.home !== 'device').reduce((n, u) => n + u.parameters, 0);
+    expect(bf16.linkBytesPerStep.hostToDevice).toBe(2 * streamedParams);
+    expect(bf16.units.filter((u) => u.home === 'ssd').every((u) => u.bytes === 2 * u.parameters)).toBe(true);
+    expect(bf16.breakdown.ioBuffer).toBe(f32.breakdown.ioBuffer / 2);
+    expect(bf16.notes.join(' ')).toMatch(/bf16 with stochastic rounding/);
+    const fp16 = makePlan(base({ budgets, precision: 'fp16' }));
+    expect(fp16.linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
   });
 
   it('reads sizes the way people write them', () => {
