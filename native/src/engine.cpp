@@ -748,9 +748,7 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
     auto stage = [&](size_t ui) -> Staged {
         auto it = inflight.find(ui);
         if (it == inflight.end()) return stage_unit(ui, nullptr, io_done_);
-        auto tr = Clock::now();
         it->second.first.get();  // rethrows a read or checksum error
-        times.io_ms += ms_since(tr);
         size_t b = it->second.second;
         inflight.erase(it);
         Staged s = stage_unit(ui, prefetch_bufs_[b].get(), prefetch_done_[b]);
@@ -761,14 +759,15 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
     const bool ahead = stage_.size() >= 2;
     size_t next_streamed = 0;
     Staged cur{}, next{};
+    // io_ms: the compute path's time spent staging units (waiting for reads, replays, uploads).
     auto stage_next = [&]() {
-        if (next_streamed < streamed.size()) {
-            auto tr = Clock::now();
-            next = stage(streamed[next_streamed++]);
-            times.io_ms += ms_since(tr);
-        }
+        if (next_streamed < streamed.size()) next = stage(streamed[next_streamed++]);
     };
-    if (ahead) stage_next();
+    if (ahead) {
+        auto tr = Clock::now();
+        stage_next();
+        times.io_ms += ms_since(tr);
+    }
     for (size_t ui = 1; ui + 1 < model_->units.size(); ui++) {
         check_cancel(cancel);
         const Unit& unit = model_->units[ui];
