@@ -326,7 +326,7 @@ export function ratesOf(c: Calibration): PlannerRates {
     cpuUpdateElemsPerS: c.cpuUpdateElemsPerS,
     ...(c.deviceUpdateElemsPerS ? { deviceUpdateElemsPerS: c.deviceUpdateElemsPerS } : {}),
     hostThreads: c.hostThreads,
-    ...(c.block && c.block.source !== 'failed' ? { blockForwardMs: c.block.zoMs, blockSource: c.block.source, blockDetail: c.block.detail } : {}),
+    ...(c.block && c.block.source !== 'failed' ? { blockForwardMs: c.block.zoMs, blockPerturbMs: c.block.perturbMs, blockSource: c.block.source, blockDetail: c.block.detail } : {}),
     date: c.date,
   };
 }

@@ -27,6 +27,10 @@ export interface PlanOptions {
   writeBackEvery?: number;
   /** Where streamed units are updated (default 'auto': by the cost model). */
   updateMode?: UpdateMode;
+  /** SSD read-ahead depth asked for (default DEFAULT_PREFETCH); the plan lowers it when the CPU budget is short. */
+  prefetch?: number;
+  /** Tokens a step really computes, when known from the data (PlanInput.tokensPerStep). */
+  tokensPerStep?: number;
   /** Folder of calibration.json (null: nothing cached). */
   dataDir: string | null;
   /** 'cached': use the cache only; 'measure': measure when not cached; 'recalibrate': always measure. */
@@ -38,6 +42,9 @@ export interface PlanOptions {
   calibrationDevice?: string;
 }
 
+/** The engine's SSD read-ahead depth (blocks) unless told otherwise: what a plan asks for. */
+export const DEFAULT_PREFETCH = 2;
+
 /** Free bytes of the spill folder's filesystem, or undefined. */
 async function freeBytes(dir: string): Promise<number | undefined> {
   try {
@@ -48,7 +55,7 @@ async function freeBytes(dir: string): Promise<number | undefined> {
   }
 }
 
-export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null }> {
+export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number }> {
   const info = typeof o.model === 'string' ? await loadModelInfo(o.model) : o.model;
   const dirs = (o.spillDirs?.length ? o.spillDirs : o.spillDir ? [o.spillDir] : []).map((d) => resolve(d));
   const maxLength = Math.min(o.maxLength, info.config.maxPositions || o.maxLength);
@@ -82,16 +89,18 @@ export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: Model
     precision: o.precision ?? 'f32',
     batchSize: o.batchSize,
     maxLength,
+    ...(o.tokensPerStep ? { tokensPerStep: o.tokensPerStep } : {}),
     q: o.q,
     writeBackEvery: o.writeBackEvery,
     updateMode: o.updateMode,
+    prefetch: o.prefetch ?? DEFAULT_PREFETCH,
     rates: cal ? ratesOf(cal) : null,
   });
   if (cal?.block?.source === 'failed') plan.notes.push(`The block forward could not be measured (${cal.block.detail}); compute is estimated from FLOPs.`);
   if (cal && plan.computeDevice === 'gpu' && cal.backend === 'cpu') {
     plan.notes.push('The rates are those of the CPU backend (no CUDA device was calibrated): copies, compute and updates on the GPU will differ.');
   }
-  return { plan, info, calibration: cal };
+  return { plan, info, calibration: cal, prefetchRequested: o.prefetch ?? DEFAULT_PREFETCH };
 }
 
 /** What the plan says beyond the contract's PlanResult (the CLI's JSON carries it; the contract strips it). */
@@ -106,10 +115,16 @@ export interface PlanExtras {
   compute: Plan['compute'];
   /** Where each compute figure comes from. */
   computeSource: { block: ComputeSource; head: ComputeSource } | null;
+  prefetch: number;
+  prefetchRequested: number;
+  bytesPerParameter: number;
 }
 
-/** The contract's form: on the CPU backend the device arena is CPU memory, so device homes read 'cpu'. */
-export function toPlanResult(plan: Plan, modelDir: string): PlanResult & PlanExtras {
+/**
+ * The contract's form: on the CPU backend the device arena is CPU memory, so device homes read 'cpu'.
+ * `prefetchRequested`: the read-ahead depth the plan was asked for (planFor's result says it).
+ */
+export function toPlanResult(plan: Plan, modelDir: string, prefetchRequested = DEFAULT_PREFETCH): PlanResult & PlanExtras {
   const onCpu = plan.computeDevice === 'cpu';
   const tier = (h: Plan['units'][number]['home']) => (h === 'device' ? (onCpu ? 'cpu' : 'gpu') : h);
   const t = plan.times;
@@ -147,5 +162,8 @@ export function toPlanResult(plan: Plan, modelDir: string): PlanResult & PlanExt
     deviceUpdate: plan.deviceUpdate,
     compute: plan.compute,
     computeSource: plan.compute ? { block: plan.compute.blockSource, head: plan.compute.headSource } : null,
+    prefetch: plan.prefetch,
+    prefetchRequested,
+    bytesPerParameter: plan.bytesPerParameter,
   };
 }

@@ -72,6 +72,8 @@ export interface PlannerRates {
   hostThreads?: number;
   /** Time of both forwards of one block at this batch shape, z and perturbed copies included; overrides the FLOP estimate. */
   blockForwardMs?: number;
+  /** The part of blockForwardMs that does not scale with tokens: z and the perturbed copies. */
+  blockPerturbMs?: number;
   /** Where blockForwardMs comes from (default 'measured'). */
   blockSource?: 'measured' | 'extrapolated';
   /** How it was obtained, for the plan's notes. */
@@ -95,6 +97,11 @@ export interface PlanInput {
   precision: Precision;
   batchSize: number;
   maxLength: number;
+  /**
+   * Tokens one step actually computes (every sequence of a batch, packed without padding), when
+   * known from the data: compute time scales with it; memory stays sized for batchSize × maxLength.
+   */
+  tokensPerStep?: number;
   /** Perturbations per step (default 1). */
   q?: number;
   /** SSD lazy write-back: a unit is rewritten every K updates (default 1). */
@@ -480,18 +487,23 @@ export function makePlan(input: PlanInput): Plan {
 
   // --- compute: the measured block where there is one, else FLOPs at the GEMM rate
   const fwd = forwardFlops(m, input.batchSize, input.maxLength);
+  // The forwards' token-proportional part scales to the tokens a step really computes.
+  const shapeTokens = input.batchSize * input.maxLength;
+  const tokenScale = input.tokensPerStep && input.tokensPerStep > 0 ? Math.min(1, input.tokensPerStep / shapeTokens) : 1;
   let compute: Plan['compute'] = null;
   if (r) {
     const estimatedBlock = blocks.length ? (1000 * 2 * fwd.blocks) / blocks.length / r.gemmFlopsPerS : 0;
     const measured = r.blockForwardMs !== undefined;
+    const perturb = measured ? Math.min(r.blockPerturbMs ?? 0, r.blockForwardMs as number) : 0;
+    const scaled = tokenScale < 1 ? `, scaled to ${Math.round(input.tokensPerStep as number)} tokens per step from the ${shapeTokens} of the shape` : '';
     compute = {
-      blockMs: measured ? (r.blockForwardMs as number) : estimatedBlock,
+      blockMs: measured ? perturb + ((r.blockForwardMs as number) - perturb) * tokenScale : estimatedBlock * tokenScale,
       blockSource: measured ? r.blockSource ?? 'measured' : 'estimated',
-      headMs: (1000 * 2 * fwd.head) / r.gemmFlopsPerS,
+      headMs: ((1000 * 2 * fwd.head) / r.gemmFlopsPerS) * tokenScale,
       headSource: 'estimated',
       detail: measured
-        ? `${(r.blockForwardMs as number).toFixed(2)} ms per block for both forwards, z and the perturbed copies included${r.blockDetail ? ` (${r.blockDetail})` : ''}`
-        : `${(fwd.blocks / Math.max(1, blocks.length) / 1e9).toFixed(3)} GFLOP per block per forward at the measured GEMM rate of ${(r.gemmFlopsPerS / 1e9).toFixed(1)} GFLOP/s`,
+        ? `${(r.blockForwardMs as number).toFixed(2)} ms per block for both forwards, z and the perturbed copies included${r.blockDetail ? ` (${r.blockDetail})` : ''}${scaled}`
+        : `${(fwd.blocks / Math.max(1, blocks.length) / 1e9).toFixed(3)} GFLOP per block per forward at the measured GEMM rate of ${(r.gemmFlopsPerS / 1e9).toFixed(1)} GFLOP/s${scaled}`,
     };
   }
   const forwardMs = compute ? q * (blocks.length * compute.blockMs + compute.headMs) : 0;

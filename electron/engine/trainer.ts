@@ -159,8 +159,15 @@ export function placementFor(
  * offload 'auto': the planner's placement under the budgets (the engine computes on the CPU here),
  * with the predicted step time from the cached calibration (measured and cached when absent).
  */
-export async function planPlacement(o: TrainOptions, info: ModelInfo, maxLength: number): Promise<{ placement: TierPlacement | undefined; plan: Plan }> {
+export async function planPlacement(
+  o: TrainOptions,
+  info: ModelInfo,
+  maxLength: number,
+  /** Mean tokens per training example (all its sequences), when the data is known: the step's compute. */
+  meanExampleTokens?: number,
+): Promise<{ placement: TierPlacement | undefined; plan: Plan }> {
   const { plan } = await planFor({
+    ...(meanExampleTokens ? { tokensPerStep: meanExampleTokens * o.batchSize } : {}),
     model: info,
     computeDevice: 'cpu',
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
@@ -421,6 +428,7 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
       info,
       // Activations for --max-length when given, else for the longest sequence present.
       o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
+      train.reduce((n, ex) => n + ex.sequences.reduce((m, s) => m + s.tokens.length, 0), 0) / Math.max(1, train.length),
     );
     emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
     await engine.load(engineSpec(info), placement);

@@ -194,6 +194,20 @@ describe('the planner', () => {
     expect(fp16.linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
   });
 
+  it('scales the forwards (not z and the perturbed copies) to the tokens a step really computes', () => {
+    const rates = { ...RATES, blockForwardMs: 10, blockPerturbMs: 4, blockSource: 'measured' as const };
+    const full = makePlan(base({ rates }));
+    const quarter = makePlan(base({ rates, tokensPerStep: (B * T) / 4 }));
+    expect(full.compute!.blockMs).toBe(10);
+    expect(quarter.compute!.blockMs).toBeCloseTo(4 + 6 / 4, 12);
+    expect(quarter.compute!.headMs).toBeCloseTo(full.compute!.headMs / 4, 12);
+    expect(quarter.compute!.detail).toMatch(/scaled to \d+ tokens per step/);
+    // Memory stays sized for the whole shape.
+    expect(quarter.breakdown.activations).toBe(full.breakdown.activations);
+    // More tokens than the shape holds cannot happen (sequences are cut at maxLength): no scaling up.
+    expect(makePlan(base({ rates, tokensPerStep: 10 * B * T })).compute!.blockMs).toBe(10);
+  });
+
   it('reads sizes the way people write them', () => {
     expect(parseBytes('24GB')).toBe(24e9);
     expect(parseBytes('512MiB')).toBe(512 * 2 ** 20);
