@@ -98,6 +98,8 @@ export interface TierInfo {
   spillFiles: string[];
   /** Bytes written back from the device to CPU or SSD homes (device-side updates). */
   d2hBytes: number;
+  /** z and the perturbed working copy on the device (allocated at the first step). */
+  scratchBytes: number;
   stageSlots: number;
   masters: MasterPrecision;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */

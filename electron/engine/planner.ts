@@ -22,6 +22,12 @@ export interface PlannerUnit {
   parameters: number;
   /** The engine's slot: every tensor padded to 16 floats (default parameters × 4). */
   slotBytes?: number;
+  /**
+   * Parameters of the largest group of tensors one kernel call reads (a weight and its bias; the
+   * head's norm and lm_head, the embedding when tied): the engine perturbs one group at a time,
+   * so its working copies are this size (default: the whole unit).
+   */
+  maxGroupParameters?: number;
 }
 
 export interface PlannerModel {
@@ -240,8 +246,24 @@ export const ENGINE_RUNTIME_BYTES = 128 * 2 ** 20;
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
+/** The engine's op groups (native/src/engine.cpp op_groups()): tensors perturbed together. */
+const OP_GROUPS = [
+  ['attn_norm_w', 'attn_norm_b'], ['qkv_w', 'qkv_b'], ['q_w', 'q_b'], ['k_w', 'k_b'], ['v_w', 'v_b'], ['o_w', 'o_b'],
+  ['mlp_norm_w', 'mlp_norm_b'], ['gate_w', 'gate_b'], ['up_w', 'up_b'], ['down_w', 'down_b'], ['fc1_w', 'fc1_b'], ['fc2_w', 'fc2_b'],
+  ['norm_w', 'norm_b', 'lm_head'],
+];
+
 export function plannerModel(info: ModelInfo): PlannerModel {
   const seen = new Set<string>();
+  const numel = (t: { shape: number[] } | undefined) => (t ? t.shape.reduce((a, b) => a * b, 1) : 0);
+  const tok = info.units.find((u) => u.kind === 'embed')?.tensors.tok;
+  const groupMax = (u: ModelInfo['units'][number]) =>
+    Math.max(
+      0,
+      ...OP_GROUPS.map((g) =>
+        g.reduce((n, role) => n + roundUp(numel(role === 'lm_head' && u.kind === 'head' && !u.tensors.lm_head && info.config.tiedEmbeddings ? tok : u.tensors[role]), 16), 0),
+      ),
+    );
   const units = info.units.map((u) => {
     let parameters = 0;
     let slot = 0;
@@ -252,7 +274,7 @@ export function plannerModel(info: ModelInfo): PlannerModel {
       seen.add(t.name);
       slot += roundUp(n, 16) * F32;
     }
-    return { kind: u.kind, index: u.index, parameters, slotBytes: slot };
+    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, ...(u.kind === 'embed' ? { maxGroupParameters: 0 } : { maxGroupParameters: groupMax(u) }) };
   });
   const c = info.config;
   return {
@@ -285,7 +307,12 @@ export function formatBytes(n: number): string {
  * upper bound), with `streams` activation streams alive (2q in a step: the + and - of each perturbation).
  */
 export function activationBytes(c: PlannerModel['config'], batch: number, seq: number, streams = 2): number {
-  return F32 * (batch * seq * (5 * c.hidden + 2 * c.intermediate + c.vocabSize + Math.max(0, streams - 2) * c.hidden) + batch * c.heads * seq * seq);
+  // Per stream (streams run through a block in lockstep, each with its own buffers): the hidden
+  // state and the engine's arena (a, tmp, q, att, k, v, m1, m2); once: logits and attention scores.
+  const qd = c.heads * (c.headDim ?? c.hidden / c.heads);
+  const kvd = (c.kvHeads ?? c.heads) * (c.headDim ?? c.hidden / c.heads);
+  const arena = 2 * c.hidden + 2 * Math.max(qd, c.hidden) + 2 * Math.max(kvd, c.hidden) + 2 * Math.max(c.intermediate, qd);
+  return F32 * (batch * seq * (Math.max(1, streams) * (c.hidden + arena) + c.vocabSize) + batch * c.heads * seq * seq);
 }
 
 /** FLOPs of one forward pass: 2 per parameter per token in the blocks, causal attention, the head's logits. */
@@ -322,11 +349,15 @@ export function makePlan(input: PlanInput): Plan {
   const storedOf = (u: PlannerUnit) => u.parameters * EB;
   const storedSlotOf = (u: PlannerUnit) => (slotOf(u) / F32) * EB;
   const weights = m.units.reduce((n, u) => n + bytesOf(u), 0);
-  // The engine's scratch: z and the perturbed working copy, each the size of the largest unit
-  // (a tied head also materialises the embedding matrix).
+  // The engine's scratch: z and the perturbed working copy, each the size of the largest group of
+  // tensors one kernel call reads (embeddings are perturbed on the fly; a tied head reads the embedding).
   const largestUnit = Math.max(
     0,
-    ...m.units.map((u) => bytesOf(u) + (u.kind === 'head' && m.config.tiedEmbeddings ? F32 * m.config.vocabSize * m.config.hidden : 0)),
+    ...m.units.map((u) =>
+      u.maxGroupParameters !== undefined
+        ? F32 * u.maxGroupParameters
+        : bytesOf(u) + (u.kind === 'head' && m.config.tiedEmbeddings ? F32 * m.config.vocabSize * m.config.hidden : 0),
+    ),
   );
   const workingCopies = 2 * largestUnit;
   const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);

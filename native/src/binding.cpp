@@ -521,6 +521,7 @@ private:
         for (size_t i = 0; i < ts.spill_files.size(); i++) files.Set((uint32_t)i, ts.spill_files[i]);
         t.Set("spillFiles", files);
         t.Set("d2hBytes", (double)ts.d2h_bytes);
+        t.Set("scratchBytes", (double)ts.scratch_bytes);
         t.Set("stageSlots", ts.stage_slots);
         t.Set("masters", ts.master_dtype);
         t.Set("ioPath", ts.io_path);

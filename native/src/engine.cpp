@@ -457,6 +457,7 @@ TierStats Engine::tier_stats() const {
     for (auto& b : prefetch_bufs_) s.cpu_bytes += b->capacity();
     s.h2d_bytes = h2d_bytes_;
     s.d2h_bytes = d2h_bytes_;
+    s.scratch_bytes = (uint64_t)unit_capacity_ * 2 * sizeof(float);
     for (const auto& f : spills_) {
         if (!f) continue;
         s.ssd_bytes += f->size();
@@ -508,13 +509,30 @@ void Engine::validate(const Batch& b) const {
     }
 }
 
+namespace {
+// The tensor groups one kernel call reads together: a unit's weights are perturbed one group at
+// a time, right before the call, so the working copies are the size of the largest group rather
+// than of the whole unit.
+const std::vector<std::vector<const char*>>& op_groups() {
+    static const std::vector<std::vector<const char*>> g = {
+        {"attn_norm_w", "attn_norm_b"}, {"qkv_w", "qkv_b"}, {"q_w", "q_b"},       {"k_w", "k_b"},
+        {"v_w", "v_b"},                 {"o_w", "o_b"},     {"mlp_norm_w", "mlp_norm_b"},
+        {"gate_w", "gate_b"},           {"up_w", "up_b"},   {"down_w", "down_b"}, {"fc1_w", "fc1_b"},
+        {"fc2_w", "fc2_b"},             {"norm_w", "norm_b", "lm_head"},
+    };
+    return g;
+}
+size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
+}  // namespace
+
 void Engine::ensure_buffers(int N, int M, int nstreams) {
     const ModelConfig& c = model_->config;
     size_t C = (size_t)c.hidden, I = (size_t)c.intermediate;
     size_t qd = (size_t)c.heads * c.head_dim, kvd = (size_t)c.kv_heads * c.head_dim;
     size_t rows = (size_t)std::max(N, M);
     // a, tmp: [N, C]; q, att: [N, qd]; k, v: [N, kvd] (or fused qkv [N, 3C]); m1, m2: [N, max(I, qd)]
-    size_t need = rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd));
+    // Per stream (streams run through a block in lockstep, each with its own activations).
+    size_t need = rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd)) * (size_t)std::max(1, nstreams);
     if (need > act_capacity_) {
         if (act_) backend_->release(act_);
         act_ = nullptr;
@@ -531,12 +549,17 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
         h_capacity_ = hneed;
     }
     while ((int)hbuf_.size() < nstreams) hbuf_.push_back(static_cast<float*>(backend_->alloc(h_capacity_ * sizeof(float))));
+    // z and the working copy hold the largest group of tensors one kernel call reads.
     size_t unit_need = 0;
-    for (const Unit& u : model_->units) {
-        size_t n = 0;
-        for (int ti : unit_tensors(u)) n += (model_->tensors[(size_t)ti].numel + 15) / 16 * 16;
-        unit_need = std::max(unit_need, n);
-    }
+    for (const Unit& u : model_->units)
+        for (const auto& group : op_groups()) {
+            size_t n = 0;
+            for (const char* role : group) {
+                int ti = role_tensor(u, role);
+                if (ti >= 0) n += pad16(model_->tensors[(size_t)ti].numel);
+            }
+            unit_need = std::max(unit_need, n);
+        }
     if (unit_need > unit_capacity_) {
         if (zbuf_) backend_->release(zbuf_);
         if (wbuf_) backend_->release(wbuf_);
@@ -553,122 +576,151 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
     }
 }
 
-// A unit's tensors in role order (the order block_forward indexes them); a tied
-// head also reads the token embedding, last.
-std::vector<int> Engine::unit_tensors(const Unit& unit) const {
-    std::vector<int> ids;
-    for (auto& kv : unit.roles) ids.push_back(kv.second);
-    if (unit.kind == UnitKind::Head && model_->config.tied) ids.push_back(model_->units.front().find("tok"));
-    return ids;
+
+// A role's tensor in a unit; a tied head reads the token embedding as "lm_head". -1: absent.
+int Engine::role_tensor(const Unit& unit, const char* role) const {
+    int i = unit.find(role);
+    if (i < 0 && unit.kind == UnitKind::Head && model_->config.tied && std::strcmp(role, "lm_head") == 0)
+        i = model_->units.front().find("tok");
+    return i;
 }
 
-// z for one seed over a unit's tensors, drawn once per residency and shared by the
-// +eps and -eps streams of that seed.
-void Engine::fill_noise(const std::vector<int>& ids, uint64_t seed, int noise, PhaseTimes& times) {
-    auto t0 = Clock::now();
+// Runs fn(si, w) for every stream, w[i] the tensor of roles[i] as that stream computes with it
+// (nullptr when the unit has no such role): the tensor itself for an unperturbed stream,
+// theta + scale * z in the working copy otherwise. z is drawn once per seed for the group and
+// shared by the streams of that seed (+eps and -eps).
+void Engine::with_weights(const Unit& unit, const std::vector<const char*>& roles, std::vector<Stream>& streams, int noise,
+                          PhaseTimes& times, const std::function<void(size_t, const float* const*)>& fn) {
+    const size_t nr = roles.size();
+    int ids[4] = {-1, -1, -1, -1};
+    size_t offs[4] = {0, 0, 0, 0};
     size_t off = 0;
-    for (int ti : ids) {
-        const Tensor& t = model_->tensors[(size_t)ti];
-        backend_->noise_fill(zbuf_ + off, t.numel, seed, t.id, noise, 0);
-        off += (t.numel + 15) / 16 * 16;
+    for (size_t i = 0; i < nr; i++) {
+        ids[i] = role_tensor(unit, roles[i]);
+        if (ids[i] < 0) continue;
+        offs[i] = off;
+        off += pad16(model_->tensors[(size_t)ids[i]].numel);
     }
-    times.noise_ms += ms_since(t0);
-}
-
-// The weights one stream computes with: the tensors themselves for an unperturbed
-// stream, theta + scale * z (z from fill_noise) in the working copy otherwise.
-void Engine::working_weights(const std::vector<int>& ids, float scale, std::vector<const float*>& out) {
-    out.clear();
-    size_t off = 0;
-    for (int ti : ids) {
-        const Tensor& t = model_->tensors[(size_t)ti];
-        if (scale == 0.f) {
-            out.push_back(t.device);
-        } else {
-            backend_->perturb(wbuf_ + off, t.device, zbuf_ + off, scale, t.numel);
-            out.push_back(wbuf_ + off);
+    const float* w[4] = {nullptr, nullptr, nullptr, nullptr};
+    for (size_t si = 0; si < streams.size(); si++) {
+        if (si == 0 || streams[si].seed != streams[si - 1].seed) {
+            bool perturbed = false;
+            for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++) perturbed |= streams[sj].scale != 0.f;
+            if (perturbed) {
+                auto t0 = Clock::now();
+                for (size_t i = 0; i < nr; i++) {
+                    if (ids[i] < 0) continue;
+                    const Tensor& t = model_->tensors[(size_t)ids[i]];
+                    backend_->noise_fill(zbuf_ + offs[i], t.numel, streams[si].seed, t.id, noise, 0);
+                }
+                times.noise_ms += ms_since(t0);
+            }
         }
-        off += (t.numel + 15) / 16 * 16;
+        for (size_t i = 0; i < nr; i++) {
+            if (ids[i] < 0) {
+                w[i] = nullptr;
+                continue;
+            }
+            const Tensor& t = model_->tensors[(size_t)ids[i]];
+            if (streams[si].scale == 0.f) {
+                w[i] = t.device;
+            } else {
+                backend_->perturb(wbuf_ + offs[i], t.device, zbuf_ + offs[i], streams[si].scale, t.numel);
+                w[i] = wbuf_ + offs[i];
+            }
+        }
+        fn(si, w);
     }
 }
 
-void Engine::block_forward(const Unit& unit, const std::vector<const float*>& w, float* h, const Prepared& p) {
+// One block for every stream in lockstep, kernel call by kernel call (so that each weight
+// group is perturbed once per stream right before it is used). Each stream has its own
+// activations; the hidden states h of each stream are updated in place.
+void Engine::block_forward(const Unit& unit, std::vector<Stream>& streams, int noise, const Prepared& p, PhaseTimes& times) {
     const ModelConfig& c = model_->config;
     Backend& be = *backend_;
     const int N = p.N, C = c.hidden, I = c.intermediate, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
-    // Roles are iterated in map order by materialize(); index them the same way.
-    std::unordered_map<std::string, const float*> r;
-    std::unordered_map<std::string, bool> tr;
-    {
-        size_t i = 0;
-        for (auto& kv : unit.roles) {
-            r[kv.first] = w[i++];
-            tr[kv.first] = model_->tensors[(size_t)kv.second].transposed;
+    const size_t Cs = (size_t)N * C, Qs = (size_t)N * std::max(qd, C), Ks = (size_t)N * std::max(kvd, C);
+    const size_t per_stream = act_capacity_ / std::max<size_t>(1, streams.size());
+    struct Acts {
+        float *a, *tmp, *q, *att, *k, *v, *m1, *m2;
+    };
+    auto acts = [&](size_t si) {
+        Acts x;
+        x.a = act_ + si * per_stream;
+        x.tmp = x.a + Cs;
+        x.q = x.tmp + Cs;
+        x.att = x.q + Qs;
+        x.k = x.att + Qs;
+        x.v = x.k + Ks;
+        x.m1 = x.v + Ks;
+        x.m2 = x.m1 + (size_t)N * std::max(I, qd);
+        return x;
+    };
+    auto tr = [&](const char* role) {
+        int i = unit.find(role);
+        return i >= 0 && model_->tensors[(size_t)i].transposed;
+    };
+    auto norm = [&](const char* wr, const char* br) {
+        with_weights(unit, {wr, br}, streams, noise, times, [&](size_t si, const float* const* w) {
+            Acts x = acts(si);
+            if (c.norm == NormKind::RmsNorm)
+                be.rmsnorm(x.a, streams[si].h, w[0], N, C, c.norm_eps);
+            else
+                be.layernorm(x.a, streams[si].h, w[0], w[1], N, C, c.norm_eps);
+        });
+    };
+    auto linear = [&](const char* wr, const char* br, float* Acts::*out, float* Acts::*in, int In, int Out, bool transposed) {
+        with_weights(unit, {wr, br}, streams, noise, times, [&](size_t si, const float* const* w) {
+            Acts x = acts(si);
+            be.linear(x.*out, x.*in, w[0], w[1], N, In, Out, transposed);
+        });
+    };
+    auto each = [&](const std::function<void(size_t, Acts&)>& f) {
+        for (size_t si = 0; si < streams.size(); si++) {
+            Acts x = acts(si);
+            f(si, x);
         }
-    }
-    auto get = [&](const char* role) -> const float* {
-        auto it = r.find(role);
-        return it == r.end() ? nullptr : it->second;
-    };
-    auto norm = [&](float* out, const float* in, const char* wr, const char* br) {
-        if (c.norm == NormKind::RmsNorm)
-            be.rmsnorm(out, in, get(wr), N, C, c.norm_eps);
-        else
-            be.layernorm(out, in, get(wr), get(br), N, C, c.norm_eps);
     };
 
-    size_t Cs = (size_t)N * C, Qs = (size_t)N * std::max(qd, C), Ks = (size_t)N * std::max(kvd, C);
-    float* a = act_;
-    float* tmp = a + Cs;
-    float* q = tmp + Cs;
-    float* att = q + Qs;
-    float* k = att + Qs;
-    float* v = k + Ks;
-    float* m1 = v + Ks;
-    float* m2 = m1 + (size_t)N * std::max(I, qd);
-
-    norm(a, h, "attn_norm_w", "attn_norm_b");
+    norm("attn_norm_w", "attn_norm_b");
     AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), c.sliding_window};
-    const float *qp, *kp, *vp;
-    if (get("qkv_w")) {
+    if (unit.find("qkv_w") >= 0) {
         // The fused [N, 3C] projection spans the contiguous q, att and k buffers; attention reads
         // it in place and writes into m1, which is free until the MLP.
-        float* qkv = q;
-        be.linear(qkv, a, get("qkv_w"), get("qkv_b"), N, C, 3 * C, tr["qkv_w"]);
-        qp = qkv;
-        kp = qkv + C;
-        vp = qkv + 2 * C;
-        s.ldq = s.ldk = s.ldv = 3 * C;
-        float* att2 = m1;
-        be.attention(att2, qp, kp, vp, s, p.seq_start, p.nseq);
-        be.linear(tmp, att2, get("o_w"), get("o_b"), N, qd, C, tr["o_w"]);
+        linear("qkv_w", "qkv_b", &Acts::q, &Acts::a, C, 3 * C, tr("qkv_w"));
+        AttentionShape s3 = s;
+        s3.ldq = s3.ldk = s3.ldv = 3 * C;
+        each([&](size_t, Acts& x) { be.attention(x.m1, x.q, x.q + C, x.q + 2 * C, s3, p.seq_start, p.nseq); });
+        linear("o_w", "o_b", &Acts::tmp, &Acts::m1, qd, C, tr("o_w"));
     } else {
-        be.linear(q, a, get("q_w"), get("q_b"), N, C, qd, false);
-        be.linear(k, a, get("k_w"), get("k_b"), N, C, kvd, false);
-        be.linear(v, a, get("v_w"), get("v_b"), N, C, kvd, false);
-        if (c.rope_theta > 0.f) {
-            const float* inv = inv_freq_dev_;
-            be.rope(q, qd, c.heads, HD, p.positions, N, inv);
-            be.rope(k, kvd, c.kv_heads, HD, p.positions, N, inv);
-        }
-        be.attention(att, q, k, v, s, p.seq_start, p.nseq);
-        be.linear(tmp, att, get("o_w"), get("o_b"), N, qd, C, false);
+        linear("q_w", "q_b", &Acts::q, &Acts::a, C, qd, false);
+        linear("k_w", "k_b", &Acts::k, &Acts::a, C, kvd, false);
+        linear("v_w", "v_b", &Acts::v, &Acts::a, C, kvd, false);
+        each([&](size_t, Acts& x) {
+            if (c.rope_theta > 0.f) {
+                be.rope(x.q, qd, c.heads, HD, p.positions, N, inv_freq_dev_);
+                be.rope(x.k, kvd, c.kv_heads, HD, p.positions, N, inv_freq_dev_);
+            }
+            be.attention(x.att, x.q, x.k, x.v, s, p.seq_start, p.nseq);
+        });
+        linear("o_w", "o_b", &Acts::tmp, &Acts::att, qd, C, false);
     }
-    be.add(h, tmp, Cs);
+    each([&](size_t si, Acts& x) { be.add(streams[si].h, x.tmp, Cs); });
 
-    norm(a, h, "mlp_norm_w", "mlp_norm_b");
-    if (get("gate_w")) {
-        be.linear(m1, a, get("gate_w"), get("gate_b"), N, C, I, false);
-        be.linear(m2, a, get("up_w"), get("up_b"), N, C, I, false);
-        be.gated_silu(m1, m2, (size_t)N * I);
-        be.linear(tmp, m1, get("down_w"), get("down_b"), N, I, C, false);
+    norm("mlp_norm_w", "mlp_norm_b");
+    if (unit.find("gate_w") >= 0) {
+        linear("gate_w", "gate_b", &Acts::m1, &Acts::a, C, I, false);
+        linear("up_w", "up_b", &Acts::m2, &Acts::a, C, I, false);
+        each([&](size_t, Acts& x) { be.gated_silu(x.m1, x.m2, (size_t)N * I); });
+        linear("down_w", "down_b", &Acts::tmp, &Acts::m1, I, C, false);
     } else {
-        be.linear(m1, a, get("fc1_w"), get("fc1_b"), N, C, I, tr["fc1_w"]);
-        be.activation(m1, (size_t)N * I, (Act)c.activation);
-        be.linear(tmp, m1, get("fc2_w"), get("fc2_b"), N, I, C, tr["fc2_w"]);
+        linear("fc1_w", "fc1_b", &Acts::m1, &Acts::a, C, I, tr("fc1_w"));
+        each([&](size_t, Acts& x) { be.activation(x.m1, (size_t)N * I, (Act)c.activation); });
+        linear("fc2_w", "fc2_b", &Acts::tmp, &Acts::m1, I, C, tr("fc2_w"));
     }
-    be.add(h, tmp, Cs);
+    each([&](size_t si, Acts& x) { be.add(streams[si].h, x.tmp, Cs); });
 }
 
 void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stream>& streams, int noise,
@@ -691,25 +743,14 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
     }
     times.forward_ms += ms_since(t0);
 
-    // Every stream runs through a unit while it is resident: the streams of one seed
-    // share its noise, and a streamed unit is visited once per pass whatever q is.
-    std::vector<const float*> w;
-    auto forward_streams = [&](const Unit& unit, double& phase_ms,
-                               const std::function<void(size_t, const std::vector<const float*>&)>& f) {
-        std::vector<int> ids = unit_tensors(unit);
-        for (size_t si = 0; si < streams.size(); si++) {
-            bool new_seed = si == 0 || streams[si].seed != streams[si - 1].seed;
-            if (new_seed) {
-                bool perturbed = false;
-                for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
-                    perturbed |= streams[sj].scale != 0.f;
-                if (perturbed) fill_noise(ids, streams[si].seed, noise, times);
-            }
-            working_weights(ids, streams[si].scale, w);
-            auto tf = Clock::now();
-            f(si, w);
-            phase_ms += ms_since(tf);
-        }
+    // Every stream runs through a unit while it is resident (in lockstep, kernel by kernel):
+    // the streams of one seed share its noise, and a streamed unit is visited once per pass
+    // whatever q is. Noise time is its own phase.
+    auto timed = [&](double& phase_ms, const std::function<void()>& f) {
+        double noise0 = times.noise_ms;
+        auto t0 = Clock::now();
+        f();
+        phase_ms += ms_since(t0) - (times.noise_ms - noise0);
     };
 
     // SSD blocks are read and verified (and replayed, when updated at home) up to
@@ -782,7 +823,7 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
             if (ahead) stage_next();
             times.io_ms += ms_since(tr);
         }
-        forward_streams(unit, times.forward_ms, [&](size_t si, const std::vector<const float*>& ws) { block_forward(unit, ws, streams[si].h, p); });
+        timed(times.forward_ms, [&] { block_forward(unit, streams, noise, p, times); });
         if (is_streamed) {
             release_residency(cur);
             if (cur.prefetch_buf >= 0) {
@@ -794,25 +835,19 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
 
     check_cancel(cancel);
     const Unit& head = model_->units.back();
-    forward_streams(head, times.head_ms, [&](size_t si, const std::vector<const float*>& ws) {
-        std::unordered_map<std::string, const float*> r;
-        size_t i = 0;
-        for (auto& kv : head.roles) r[kv.first] = ws[i++];
-        if (c.tied) r["lm_head"] = ws[i];
-        auto get = [&](const char* role) -> const float* {
-            auto it = r.find(role);
-            return it == r.end() ? nullptr : it->second;
-        };
-        float* x = act_;
-        float* xn = act_ + (size_t)p.M * C;
-        be.gather_rows(x, streams[si].h, p.rows, p.M, C);
-        if (c.norm == NormKind::RmsNorm)
-            be.rmsnorm(xn, x, get("norm_w"), p.M, C, c.norm_eps);
-        else
-            be.layernorm(xn, x, get("norm_w"), get("norm_b"), p.M, C, c.norm_eps);
-        be.token_logprobs(lp_, xn, get("lm_head"), p.targets, p.M, C, c.vocab);
-        streams[si].logprob.resize((size_t)p.M);
-        be.download(streams[si].logprob.data(), lp_, sizeof(float) * (size_t)p.M);
+    timed(times.head_ms, [&] {
+        with_weights(head, {"norm_w", "norm_b", "lm_head"}, streams, noise, times, [&](size_t si, const float* const* w) {
+            float* x = act_;
+            float* xn = act_ + (size_t)p.M * C;
+            be.gather_rows(x, streams[si].h, p.rows, p.M, C);
+            if (c.norm == NormKind::RmsNorm)
+                be.rmsnorm(xn, x, w[0], p.M, C, c.norm_eps);
+            else
+                be.layernorm(xn, x, w[0], w[1], p.M, C, c.norm_eps);
+            be.token_logprobs(lp_, xn, w[2], p.targets, p.M, C, c.vocab);
+            streams[si].logprob.resize((size_t)p.M);
+            be.download(streams[si].logprob.data(), lp_, sizeof(float) * (size_t)p.M);
+        });
     });
     auto ts = Clock::now();
     be.synchronize();

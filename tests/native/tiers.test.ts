@@ -262,3 +262,19 @@ describe.each(['bf16', 'fp16'] as const)('%s masters', (masters) => {
     expect(cpuHalf.info().tiers!.cpuBytes).toBeLessThan(cpuFull.info().tiers!.cpuBytes * 0.6);
   });
 });
+
+// The planner's working-copy term is what the engine allocates: z and one perturbed copy of the
+// largest group of tensors one kernel call reads (not of the whole unit).
+describe('working copies', () => {
+  it.each(['llama-tiny', 'gpt2-tiny', 'opt-tiny', 'qwen2-tiny'])('%s: the engine allocates exactly the plan\'s working copies, smaller than two whole units', async (name) => {
+    const { makePlan, plannerModel } = await import('../../electron/engine/planner.js');
+    const info = await loadModelInfo(join(FIXTURE_MODELS, name));
+    const e = await engineFor(name, blocksOn(HOME.device));
+    await steps(e, name, 0, 1);
+    const pm = plannerModel(info);
+    const plan = makePlan({ model: pm, computeDevice: 'cpu', budgets: {}, precision: 'f32', batchSize: 1, maxLength: 8, rates: null });
+    expect(e.info().tiers!.scratchBytes).toBe(plan.breakdown.workingCopies);
+    const largestUnit = Math.max(...pm.units.filter((u) => u.kind === 'block').map((u) => 4 * u.parameters));
+    expect(plan.breakdown.workingCopies).toBeLessThan(2 * largestUnit);
+  });
+});

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -78,6 +79,7 @@ struct TierStats {
     uint64_t ssd_read_bytes = 0;
     uint64_t ssd_write_bytes = 0;
     uint64_t d2h_bytes = 0;            // written back from the device to CPU or SSD homes
+    uint64_t scratch_bytes = 0;        // z and the perturbed working copy (largest group of tensors one kernel reads)
     std::string spill_file;            // the first spill file
     std::vector<std::string> spill_files;
     std::string io_path;               // "io_uring" or "pread"
@@ -148,10 +150,10 @@ private:
     void prepare(const Batch& batch, Prepared& p);
     void run_forward(const Batch& batch, const Prepared& prep, std::vector<Stream>& streams, int noise,
                      const std::atomic<bool>* cancel, PhaseTimes& times);
-    void block_forward(const Unit& unit, const std::vector<const float*>& w, float* h, const Prepared& prep);
-    std::vector<int> unit_tensors(const Unit& unit) const;
-    void fill_noise(const std::vector<int>& ids, uint64_t seed, int noise, PhaseTimes& times);
-    void working_weights(const std::vector<int>& ids, float scale, std::vector<const float*>& out);
+    void block_forward(const Unit& unit, std::vector<Stream>& streams, int noise, const Prepared& prep, PhaseTimes& times);
+    int role_tensor(const Unit& unit, const char* role) const;
+    void with_weights(const Unit& unit, const std::vector<const char*>& roles, std::vector<Stream>& streams, int noise,
+                      PhaseTimes& times, const std::function<void(size_t, const float* const*)>& fn);
     void ensure_buffers(int N, int M, int nstreams);
     struct Pending {
         std::vector<UpdateTerm> terms;

@@ -52,7 +52,11 @@ const blockBytes = 4 * BLOCK;
 const embedHead = 4 * (m.units[0].parameters + m.units[m.units.length - 1].parameters);
 const largest = Math.max(4 * m.units[0].parameters, 4 * (2 * C + V * C), blockBytes); // a tied head materialises the embedding
 const working = 2 * largest; // z and the perturbed working copy
-const acts = 4 * (B * T * (5 * C + 2 * 4 * C + V) + B * 4 * T * T);
+// Per activation stream: its hidden state and the engine's arena (a, tmp [C]; q, att [C]; k, v [C]; m1, m2 [4C]);
+// once: the logits and the attention scores.
+const perStream = C + (2 * C + 2 * C + 2 * C + 2 * 4 * C);
+const actsFor = (streams: number) => 4 * (B * T * (streams * perStream + V) + B * 4 * T * T);
+const acts = actsFor(2);
 const fixed = embedHead + working + acts;
 const spillSlot = Math.ceil(blockBytes / 4096) * 4096;
 // Streaming on a GPU: two staging slots on the device and one I/O buffer on the host.
@@ -76,7 +80,7 @@ describe('the planner', () => {
     const onDevice = 2;
     const onCpu = 1;
     // q = 2: four activation streams (the + and - of each perturbation), two more hidden states than q = 1.
-    const fixedQ2 = fixed + 4 * 2 * B * T * C;
+    const fixedQ2 = fixed + actsFor(4) - actsFor(2);
     const device = fixedQ2 + slots + onDevice * blockBytes + blockBytes / 2;
     // The engine process, the I/O buffer and two read-ahead buffers (each the largest block), then one CPU block.
     const cpu = ENGINE_RUNTIME_BYTES + 3 * blockBytes + onCpu * blockBytes + blockBytes / 2;
@@ -92,7 +96,7 @@ describe('the planner', () => {
       ...Array<string>(onSsd).fill('ssd'),
       'device',
     ]);
-    expect(p.breakdown.activations).toBe(acts + 4 * 2 * B * T * C);
+    expect(p.breakdown.activations).toBe(actsFor(4));
     expect(p.memory.device).toBe(fixedQ2 + slots + onDevice * blockBytes);
     expect(p.memory.device).toBeLessThanOrEqual(device);
     expect(p.memory.cpu).toBe(ENGINE_RUNTIME_BYTES + 3 * blockBytes + onCpu * blockBytes);
