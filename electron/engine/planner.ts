@@ -336,8 +336,8 @@ export function makePlan(input: PlanInput): Plan {
   const mode: UpdateMode = input.updateMode ?? 'auto';
   const slots = Math.max(1, Math.min(2, input.stageSlots ?? (shared ? 1 : 2)));
   const requestedPrefetch = Math.max(0, input.prefetch ?? 2);
-  // bf16/fp16 masters: streamed units are stored, moved and written in 2 bytes per parameter and
-  // widened on the device (a 16-bit staging buffer beside each float32 slot); resident ones stay float32.
+  // bf16/fp16 masters: streamed units are stored, moved, staged and written in 2 bytes per parameter
+  // (widened or perturbed into float32 a tensor group at a time); resident ones stay float32.
   const EB = input.precision === 'f32' ? F32 : 2;
   const dirs = input.spillDirs?.length ? input.spillDirs : input.spillDir ? [input.spillDir] : [];
   const shortfalls: string[] = [];
@@ -387,7 +387,7 @@ export function makePlan(input: PlanInput): Plan {
     let prefetchBuffers = 0;
     const pool = () => (shared ? devUsed + cpuUsed : cpuUsed);
     if (fixedDevice + blockBytes > devCap || (shared && fixedDevice + blockBytes + runtime > cpuCap)) {
-      stage = slots * (maxSlot + (EB < F32 ? maxStored : 0));
+      stage = slots * (EB < F32 ? maxStored : maxSlot);
       ioBuffer = maxStored;
       prefetchBuffers = readAhead * maxStored;
       devUsed += stage;

@@ -299,6 +299,10 @@ __global__ void k_widen(float* out, const uint16_t* in, size_t n, int dtype) {
     for (size_t i = gtid(); i < n; i += gstride()) out[i] = widen_one(in[i], dtype);
 }
 
+__global__ void k_perturb_packed(float* w, const uint16_t* theta, const float* z, float scale, size_t n, int dtype) {
+    for (size_t i = gtid(); i < n; i += gstride()) w[i] = fmaf(scale, z[i], widen_one(theta[i], dtype));
+}
+
 __global__ void k_narrow(uint16_t* out, const float* in, size_t n, int dtype) {
     for (size_t i = gtid(); i < n; i += gstride()) out[i] = narrow_one(in[i], dtype);
 }
@@ -852,6 +856,12 @@ public:
         cur();
         k_widen<<<grid_for(n), kThreads, 0, stream_>>>(out, in, n, dtype);
         SPW_LAUNCHED("widen");
+    }
+    void perturb_packed(float* w, const uint16_t* theta, const float* z, float scale, size_t n, int dtype) override {
+        if (!n) return;
+        cur();
+        k_perturb_packed<<<grid_for(n), kThreads, 0, stream_>>>(w, theta, z, scale, n, dtype);
+        SPW_LAUNCHED("perturb_packed");
     }
     void narrow(uint16_t* out, const float* in, size_t n, int dtype) override {
         if (!n) return;

@@ -234,9 +234,14 @@ void Engine::setup_tiers(const TierOptions& o) {
     }
     if (max_floats == 0) return;
     int slots = o.stage_slots > 0 ? std::min(o.stage_slots, 2) : (backend_->host_addressable() ? 1 : 2);
+    stage_count_ = slots;
+    // A slot holds a unit as stored: float32, or bf16/fp16 (perturbed or widened a tensor
+    // group at a time as kernels need them).
     for (int s = 0; s < slots; s++) {
-        stage_.push_back(static_cast<float*>(backend_->alloc(max_floats * sizeof(float))));
-        if (dtype_ != MASTER_F32) raw_.push_back(static_cast<uint16_t*>(backend_->alloc(max_floats * ebytes_)));
+        if (dtype_ == MASTER_F32)
+            stage_.push_back(static_cast<float*>(backend_->alloc(max_floats * sizeof(float))));
+        else
+            raw_.push_back(static_cast<uint16_t*>(backend_->alloc(max_floats * ebytes_)));
         slot_ready_.push_back(backend_->event_create());
         slot_free_.push_back(backend_->event_create());
     }
@@ -365,7 +370,7 @@ void Engine::load_ssd_unit(size_t ui, void* host, Backend& replay, bool replay_p
 Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Event* source_done) {
     UnitTier& tier = tiers_[ui];
     Staged s{ui, next_slot_, loaded, -1};
-    next_slot_ = (next_slot_ + 1) % (int)stage_.size();
+    next_slot_ = (next_slot_ + 1) % stage_count_;
     const char* host = loaded ? static_cast<const char*>(loaded->data()) : nullptr;
     if (tier.home == Home::Ssd && !host) {
         backend_->host_wait(io_done_);  // the previous upload from io_ has left it
@@ -391,26 +396,27 @@ Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Eve
 
 void Engine::use_staged(Staged& s) {
     UnitTier& tier = tiers_[s.unit];
-    float* slot = stage_[(size_t)s.slot];
+    float* slot = dtype_ == MASTER_F32 ? stage_[(size_t)s.slot] : nullptr;
     uint16_t* raw = dtype_ == MASTER_F32 ? nullptr : raw_[(size_t)s.slot];
     backend_->wait(Backend::Queue::Compute, slot_ready_[(size_t)s.slot]);
     for (auto& [ti, off] : tier.layout) {
         Tensor& t = model_->tensors[(size_t)ti];
-        if (raw) backend_->widen(slot + off, raw + off, t.numel, dtype_);
-        t.device = slot + off;
+        if (raw)
+            t.device16 = raw + off;
+        else
+            t.device = slot + off;
     }
     if (!tier.device_update || tier.pending.empty()) return;
     // ZO2's way: the pending updates are applied to the staged copy on the device, and
     // the result goes back home (CPU master now; SSD every K updates, replayed until then).
     for (const Pending& p : tier.pending)
-        for (auto& [ti, off] : tier.layout) update_at(*backend_, model_->tensors[(size_t)ti], slot + off, false, p.terms, p.decay, p.noise);
+        for (auto& [ti, off] : tier.layout)
+            update_at(*backend_, model_->tensors[(size_t)ti], raw ? static_cast<void*>(raw + off) : static_cast<void*>(slot + off),
+                      raw != nullptr, p.terms, p.decay, p.noise);
     bool write_back = tier.home == Home::Cpu || (int)tier.pending.size() >= write_back_every_;
     if (!write_back) return;
     char* home = tier.packed ? static_cast<char*>(tier.packed->data())
                  : tier.home == Home::Ssd ? static_cast<char*>(s.buf->data()) : nullptr;
-    if (raw)
-        for (auto& [ti, off] : tier.layout)
-            backend_->narrow(raw + off, slot + off, model_->tensors[(size_t)ti].numel, dtype_);  // exact: the format's values
     // The copy home runs on the copy queue beside this unit's forward pass. The CPU master
     // is next read by an upload queued after it; an SSD write waits for it in release_residency.
     backend_->record(updated_, Backend::Queue::Compute);
@@ -430,7 +436,10 @@ void Engine::use_staged(Staged& s) {
 
 void Engine::release_residency(Staged& s) {
     UnitTier& tier = tiers_[s.unit];
-    for (auto& [ti, off] : tier.layout) model_->tensors[(size_t)ti].device = nullptr;
+    for (auto& [ti, off] : tier.layout) {
+        model_->tensors[(size_t)ti].device = nullptr;
+        model_->tensors[(size_t)ti].device16 = nullptr;
+    }
     backend_->record(slot_free_[(size_t)s.slot], Backend::Queue::Compute);
     finish_write_back(s);
 }
@@ -450,8 +459,8 @@ TierStats Engine::tier_stats() const {
         if (tiers_[ui].home == Home::Device) s.device_weight_bytes += b;
         else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += tiers_[ui].floats * ebytes_;
     }
-    s.stage_slots = (int)stage_.size();
-    s.device_stage_bytes = (stage_floats_ * sizeof(float) + (raw_.empty() ? 0 : stage_floats_ * ebytes_)) * stage_.size();
+    s.stage_slots = stage_count_;
+    s.device_stage_bytes = stage_floats_ * ebytes_ * (uint64_t)stage_count_;
     s.master_dtype = master_dtype_name(dtype_);
     if (io_) s.cpu_bytes += io_->capacity();
     for (auto& b : prefetch_bufs_) s.cpu_bytes += b->capacity();
@@ -622,7 +631,13 @@ void Engine::with_weights(const Unit& unit, const std::vector<const char*>& role
                 continue;
             }
             const Tensor& t = model_->tensors[(size_t)ids[i]];
-            if (streams[si].scale == 0.f) {
+            if (t.device16) {  // staged in bf16/fp16: widened or perturbed into the working copy
+                if (streams[si].scale == 0.f)
+                    backend_->widen(wbuf_ + offs[i], t.device16, t.numel, dtype_);
+                else
+                    backend_->perturb_packed(wbuf_ + offs[i], t.device16, zbuf_ + offs[i], streams[si].scale, t.numel, dtype_);
+                w[i] = wbuf_ + offs[i];
+            } else if (streams[si].scale == 0.f) {
                 w[i] = t.device;
             } else {
                 backend_->perturb(wbuf_ + offs[i], t.device, zbuf_ + offs[i], streams[si].scale, t.numel);
@@ -797,7 +812,7 @@ void Engine::run_forward(const Batch& batch, const Prepared& p, std::vector<Stre
         return s;
     };
     launch();
-    const bool ahead = stage_.size() >= 2;
+    const bool ahead = stage_count_ >= 2;
     size_t next_streamed = 0;
     Staged cur{}, next{};
     // io_ms: the compute path's time spent staging units (waiting for reads, replays, uploads).

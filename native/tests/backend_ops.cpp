@@ -242,6 +242,13 @@ std::vector<Op> make_ops(const Shapes& S) {
                            return Prepared{[=, &be] { be.zo_update_rounded(t, true, dtype, n, 0xABCDu, NOISE_RADEMACHER, terms.data(), 3, 0.0f); },
                                            [=, &be] { return widened(be, t, n); }};
                        }});
+        auto zz = randn(n);
+        ops.push_back({"perturb_packed/" + dn, EXACT, false, [=](Backend& be, Dev& d) {
+                           uint16_t* t = u16_buffer(be, d, packed);
+                           float* z = d.f(zz);
+                           float* w = d.zeros(n);
+                           return Prepared{[=, &be] { be.perturb_packed(w, t, z, -1e-3f, n, dtype); }, [=, &d] { return d.get(w, n); }};
+                       }});
         ops.push_back({"narrow+widen/" + dn, EXACT, false, [=](Backend& be, Dev& d) {
                            float* in = d.f(theta);
                            float* out = d.zeros(n);

@@ -115,6 +115,8 @@ public:
                                    const UpdateTerm* terms, int nterms, float decay);
     // out[i] = in[i] as float32 (exact)
     virtual void widen(float* out, const uint16_t* in, size_t n, int dtype);
+    // w[i] = fma(scale, z[i], float(theta[i])): perturb() from a master in `dtype`
+    virtual void perturb_packed(float* w, const uint16_t* theta, const float* z, float scale, size_t n, int dtype);
     // out[i] = in[i] rounded to nearest even in `dtype` (exact for representable values)
     virtual void narrow(uint16_t* out, const float* in, size_t n, int dtype);
 

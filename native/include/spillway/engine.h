@@ -222,6 +222,7 @@ private:
     std::vector<uint16_t*> raw_;              // per slot: the unit as uploaded in bf16/fp16, before widening
     std::vector<Backend::Event*> slot_ready_, slot_free_;
     int next_slot_ = 0;
+    int stage_count_ = 0;                     // staging slots (stage_ in float32, or raw_ in bf16/fp16)
     size_t stage_floats_ = 0;
     int write_back_every_ = 1;
     int prefetch_ = 2;

@@ -57,6 +57,9 @@ struct Tensor {
     // engine (then the device copy is authoritative: read it back with
     // Engine::read_tensor).
     float* device = nullptr;
+    // A streamed unit with bf16/fp16 masters while staged: its data on the device in that
+    // format (device is then null; kernels get widened or perturbed float32 copies).
+    uint16_t* device16 = nullptr;
 };
 
 struct Unit {

@@ -149,6 +149,12 @@ public:
         });
     }
 
+    void perturb_packed(float* w, const uint16_t* theta, const float* z, float scale, size_t n, int dtype) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) w[i] = fmaf(scale, z[i], widen_one(theta[i], dtype));
+        });
+    }
+
     void narrow(uint16_t* out, const float* in, size_t n, int dtype) override {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             for (size_t i = b; i < e; i++) out[i] = narrow_one(in[i], dtype);
@@ -367,6 +373,9 @@ void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const U
     throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
 }
 void Backend::widen(float*, const uint16_t*, size_t, int) {
+    throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
+}
+void Backend::perturb_packed(float*, const uint16_t*, const float*, float, size_t, int) {
     throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
 }
 void Backend::narrow(uint16_t*, const float*, size_t, int) {

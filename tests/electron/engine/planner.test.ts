@@ -181,8 +181,7 @@ describe('the planner', () => {
   });
 
   it('plans bf16/fp16 masters at half the bytes of every streamed block on the CPU, the SSD and the links', () => {
-    // Staging slots in bf16 also hold the 16-bit copy beside the float32 one.
-    const budgets = { device: fixed + 1.5 * slots, cpu: ENGINE_RUNTIME_BYTES + 3 * blockBytes + blockBytes / 2 };
+    const budgets = { device: fixed + slots, cpu: ENGINE_RUNTIME_BYTES + 3 * blockBytes + blockBytes / 2 };
     const f32 = makePlan(base({ budgets }));
     const bf16 = makePlan(base({ budgets, precision: 'bf16' }));
     expect(bf16.feasible).toBe(true);
@@ -193,6 +192,8 @@ describe('the planner', () => {
     expect(bf16.linkBytesPerStep.hostToDevice).toBe(2 * streamedParams);
     expect(bf16.units.filter((u) => u.home === 'ssd').every((u) => u.bytes === 2 * u.parameters)).toBe(true);
     expect(bf16.breakdown.ioBuffer).toBe(f32.breakdown.ioBuffer / 2);
+    // Staging slots hold streamed blocks as stored: half the bytes too.
+    expect(bf16.breakdown.stage).toBe(f32.breakdown.stage / 2);
     expect(bf16.notes.join(' ')).toMatch(/bf16 with stochastic rounding/);
     const fp16 = makePlan(base({ budgets, precision: 'fp16' }));
     expect(fp16.linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
