@@ -196,6 +196,8 @@ export interface Plan {
   };
   /** SSD read-ahead depth the engine should use: the requested one, lowered when the CPU budget cannot hold its buffers. */
   prefetch: number;
+  /** Device staging slots the engine should use: 2 (uploads overlap compute), or 1 when the device cannot hold two. */
+  stageSlots: number;
   /** Bytes per stored parameter of a streamed unit (4 for f32 masters, 2 for bf16/fp16). */
   bytesPerParameter: number;
   linkBytesPerStep: { hostToDevice: number; deviceToHost: number; ssdRead: number; ssdWrite: number };
@@ -334,7 +336,8 @@ export function makePlan(input: PlanInput): Plan {
   const shared = input.computeDevice === 'cpu';
   const devName = shared ? 'CPU memory' : 'device memory';
   const mode: UpdateMode = input.updateMode ?? 'auto';
-  const slots = Math.max(1, Math.min(2, input.stageSlots ?? (shared ? 1 : 2)));
+  const requestedSlots = Math.max(1, Math.min(2, input.stageSlots ?? (shared ? 1 : 2)));
+  let slots = requestedSlots;
   const requestedPrefetch = Math.max(0, input.prefetch ?? 2);
   // bf16/fp16 masters: streamed units are stored, moved, staged and written in 2 bytes per parameter
   // (widened or perturbed into float32 a tensor group at a time); resident ones stay float32.
@@ -412,6 +415,12 @@ export function makePlan(input: PlanInput): Plan {
     }
     return { homes, devUsed, cpuUsed, stage, ioBuffer, prefetchBuffers, readAhead };
   };
+  // Two staging slots let the next upload overlap this block's compute; when what must stay on the
+  // device does not fit beside two, one slot it is (uploads then wait for the compute).
+  if (requestedSlots > 1 && fixedDevice + blockBytes > devCap && fixedDevice + requestedSlots * (EB < F32 ? maxStored : maxSlot) > devCap) {
+    slots = 1;
+    notes.push('One staging slot instead of two: what must stay on the device does not fit beside two (uploads no longer overlap the compute).');
+  }
   // The deepest read-ahead whose buffers fit the CPU budget beside what must stay (lowered to 0 if need be).
   let placed = place(requestedPrefetch);
   for (let p = requestedPrefetch - 1; p >= 0 && (shared ? placed.devUsed + placed.cpuUsed : placed.cpuUsed) > cpuCap; p--) placed = place(p);
@@ -758,6 +767,7 @@ export function makePlan(input: PlanInput): Plan {
     memory: { device: devUsed, cpu: cpuUsed, ssd: ssdFile },
     breakdown: { weights, workingCopies, activations, stage, ioBuffer, prefetchBuffers, runtime },
     prefetch,
+    stageSlots: slots,
     bytesPerParameter: EB,
     linkBytesPerStep: chosen.link,
     ssd: folders.length

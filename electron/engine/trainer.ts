@@ -196,6 +196,7 @@ export async function planPlacement(
         deviceUpdate: plan.deviceUpdate,
         // The read-ahead the plan budgeted for (lowered when the CPU budget is tight).
         prefetch: plan.prefetch,
+        stageSlots: plan.stageSlots,
         ...(o.masters && o.masters !== 'fp32' ? { masters: o.masters } : {}),
       }
     : o.masters && o.masters !== 'fp32'

@@ -143,7 +143,9 @@ describe('the planner', () => {
     const device = fixed - 1000;
     const p = makePlan(base({ budgets: { device } }));
     expect(p.feasible).toBe(false);
-    const need = fixed + slots;
+    // Two staging slots do not fit: the plan is made with one, and still says what is short.
+    const need = fixed + blockBytes;
+    expect(p.stageSlots).toBe(1);
     expect(p.shortfalls[0]).toContain(`needs ${formatBytes(need)}`);
     expect(p.shortfalls[0]).toContain(`short by ${formatBytes(need - device)}`);
 
@@ -211,6 +213,16 @@ describe('the planner', () => {
     expect(quarter.breakdown.activations).toBe(full.breakdown.activations);
     // More tokens than the shape holds cannot happen (sequences are cut at maxLength): no scaling up.
     expect(makePlan(base({ rates, tokensPerStep: 10 * B * T })).compute!.blockMs).toBe(10);
+  });
+
+  it('drops to one staging slot when two do not fit beside what must stay on the device, and says so', () => {
+    const two = makePlan(base({ budgets: { device: fixed + slots } }));
+    expect(two.stageSlots).toBe(2);
+    const one = makePlan(base({ budgets: { device: fixed + slots - 1 } }));
+    expect(one.stageSlots).toBe(1);
+    expect(one.feasible).toBe(true);
+    expect(one.breakdown.stage).toBe(blockBytes);
+    expect(one.notes.join(' ')).toMatch(/One staging slot instead of two/);
   });
 
   it('reads sizes the way people write them', () => {
