@@ -150,6 +150,7 @@ void Engine::read_tensor(const Tensor& t, float* out) {
         return;
     }
     flush_cpu_pending(ui);
+    if (tier.home == Home::Cpu) backend_->synchronize();  // a write-back copy into the master may be in flight
     if (tier.packed) {
         for (auto& [idx, off] : tier.layout)
             if ((size_t)idx == ti) host_->widen(out, static_cast<const uint16_t*>(tier.packed->data()) + off, t.numel, dtype_);
