@@ -425,7 +425,7 @@ export function makePlan(input: PlanInput): Plan {
   let placed = place(requestedPrefetch);
   for (let p = requestedPrefetch - 1; p >= 0 && (shared ? placed.devUsed + placed.cpuUsed : placed.cpuUsed) > cpuCap; p--) placed = place(p);
   const { homes, devUsed, cpuUsed, stage, ioBuffer, prefetchBuffers } = placed;
-  const prefetch = prefetchBuffers > 0 ? placed.readAhead : requestedPrefetch;
+  const prefetch = [...homes.values()].includes('ssd') ? placed.readAhead : requestedPrefetch;
   if (prefetch < requestedPrefetch) notes.push(`SSD read-ahead lowered from ${requestedPrefetch} to ${prefetch} block${prefetch === 1 ? '' : 's'}: the CPU budget cannot hold more read-ahead buffers.`);
   const homeOf = (u: PlannerUnit) => homes.get(u) as Home;
 

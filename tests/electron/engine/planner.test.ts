@@ -175,6 +175,12 @@ describe('the planner', () => {
     expect(shallow.prefetch).toBe(1);
     expect(shallow.count).toEqual({ device: 2, cpu: 0, ssd: L });
     expect(shallow.notes.join(' ')).toMatch(/read-ahead lowered from 2 to 1/);
+    // Room for no read-ahead at all: the engine is told 0 (and allocates none).
+    const none = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 2 * blockBytes + blockBytes / 3 } }));
+    expect(none.count.ssd).toBe(L);
+    expect(none.prefetch).toBe(0);
+    expect(none.breakdown.prefetchBuffers).toBe(0);
+    expect(none.notes.join(' ')).toMatch(/read-ahead lowered from 2 to 0/);
     // The I/O buffer counts against the shared budget too.
     const tight = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 2 * blockBytes - 1 } }));
     expect(tight.feasible).toBe(false);
