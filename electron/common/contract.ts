@@ -158,15 +158,33 @@ export const DatasetPreview = z.object({
 
 // --- plan
 
+/** Precision of the masters as the run options name it (TrainOptions.masters). */
+export const Masters = z.enum(['fp32', 'bf16', 'fp16']);
+/** The planner's name for a master precision (the run options say fp32 where the planner says f32). */
+export function precisionOfMasters(m: z.output<typeof Masters>): 'f32' | 'bf16' | 'fp16' {
+  return m === 'fp32' ? 'f32' : m;
+}
+/** Where streamed blocks are updated: by the planner's cost model, at home (host threads), or on the compute device (then written back). */
+export const UpdateMode = z.enum(['auto', 'home', 'device']);
+/** Several spill folders (drives): SSD blocks are striped over them round-robin. */
+const SpillDirs = z.array(FilePath).max(64);
+
 export const PlanRequest = z.object({
   model: FilePath,
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
     .default({}),
+  /** One spill folder (absent: the settings' spill folder). */
   spillDir: FilePath.optional(),
-  /** Master precision; only f32 is implemented (bf16/fp16 plans say so). */
+  /** Several spill folders; overrides spillDir when not empty. */
+  spillDirs: SpillDirs.optional(),
+  /** Master precision in the planner's names; `masters` overrides it. */
   precision: z.enum(['f32', 'bf16', 'fp16']).default('f32'),
+  /** Master precision in the run options' names (fp32 = f32): bf16/fp16 store and move streamed blocks in half the bytes. */
+  masters: Masters.optional(),
+  /** Where streamed blocks are updated (default auto: by the cost model). */
+  updateOn: UpdateMode.default('auto'),
   batchSize: z.number().int().positive().max(65536).default(16),
   /** Tokens per sequence used for the activation estimate. */
   maxLength: z.number().int().positive().max(1 << 20).default(256),
@@ -178,11 +196,36 @@ export const PlanUnit = z.object({
   kind: UnitKind,
   index: z.number().int(),
   parameters: z.number().int().nonnegative(),
+  /** As the unit is held at home: float32 on the compute device, the masters' format on the CPU / SSD tiers. */
   bytes: Bytes,
   home: Tier,
+  /** Where its update runs (resident units: always on the device). */
+  updateOn: z.enum(['home', 'device']).optional(),
+  /** Predicted time of its update per step, ms; null when not calibrated. */
+  updateMs: z.number().nonnegative().nullable().optional(),
+  /** Bytes written back device → host per step (streamed units updated on the device; fractional with write-back every K). */
+  deviceToHostBytes: z.number().nonnegative().optional(),
+  /** SSD units: the spill folder (index into spillDirs) holding it; null otherwise. */
+  spillIndex: z.number().int().nonnegative().nullable().optional(),
 });
 
 export const TierMemory = z.object({ gpu: Bytes, cpu: Bytes, ssd: Bytes });
+
+/** One spill folder of a plan: its filesystem, the SSD units striped onto it and its measured rates. */
+export const PlanSpillFolder = z.object({
+  dir: z.string(),
+  /** st_dev of its filesystem; null: unknown. */
+  device: z.string().nullable(),
+  units: z.number().int().nonnegative(),
+  /** Its spill file's size. */
+  bytes: Bytes,
+  readBytesPerS: z.number().nonnegative().nullable(),
+  writeBytesPerS: z.number().nonnegative().nullable(),
+  /** Why the folder could not be measured. */
+  unavailable: z.string().optional(),
+});
+
+const ComputeSource = z.enum(['measured', 'extrapolated', 'estimated']);
 
 export const PlanResult = z.object({
   model: z.string(),
@@ -203,9 +246,13 @@ export const PlanResult = z.object({
     stage: Bytes.optional(),
     /** Host I/O buffer streamed units pass through (0 when nothing streams). */
     ioBuffer: Bytes.optional(),
+    /** SSD read-ahead buffers in host memory (prefetch × the largest streamed unit as stored). */
+    prefetchBuffers: Bytes.optional(),
+    /** The engine process itself (runtime, addon, BLAS, small buffers), counted in CPU memory. */
+    runtime: Bytes.optional(),
   }),
-  /** Bytes moved per step on each link (0 when every unit stays resident on the CPU). */
-  linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: Bytes, ssdRead: Bytes, ssdWrite: Bytes }),
+  /** Bytes moved per step on each link (0 when every unit stays resident on the CPU); fractional with write-back every K. */
+  linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: z.number().nonnegative(), ssdRead: Bytes, ssdWrite: z.number().nonnegative() }),
   /** null until the engine has been calibrated on this machine. */
   predictedStepMs: z.number().nonnegative().nullable(),
   /** The physical floor of one step (ALGORITHMS.md §5, full overlap); null when not calibrated. */
@@ -221,6 +268,14 @@ export const PlanResult = z.object({
       ssdReadMs: z.number().nonnegative(),
       ssdWriteMs: z.number().nonnegative(),
       cpuUpdateMs: z.number().nonnegative(),
+      /** Both forwards of every unit, q times. */
+      forwardMs: z.number().nonnegative().optional(),
+      /** Updates on the compute device (resident units and streamed units updated there). */
+      deviceUpdateMs: z.number().nonnegative().optional(),
+      /** Updates at home of CPU-homed units, after the forwards. */
+      hostUpdateMs: z.number().nonnegative().optional(),
+      /** Pending updates of SSD units replayed on read. */
+      replayMs: z.number().nonnegative().optional(),
     })
     .nullable()
     .optional(),
@@ -230,6 +285,55 @@ export const PlanResult = z.object({
   /** What is short, one sentence per tier, when not feasible. */
   shortfalls: z.array(z.string()),
   notes: z.array(z.string()),
+  /** SSD read-ahead depth the engine will use (blocks): the requested one, lowered when the CPU budget cannot hold its buffers. */
+  prefetch: z.number().int().nonnegative().optional(),
+  /** The read-ahead depth asked for; prefetch < prefetchRequested means it was lowered. */
+  prefetchRequested: z.number().int().nonnegative().optional(),
+  /** Bytes per stored parameter of a streamed unit: 4 for fp32 masters, 2 for bf16 / fp16. */
+  bytesPerParameter: z.number().int().positive().optional(),
+  /** The spill folders the plan stripes SSD units over (resolved). */
+  spillDirs: z.array(z.string()).optional(),
+  /** The spill folders, their devices and the aggregate SSD bandwidth; null without a spill folder. */
+  ssd: z
+    .object({
+      folders: z.array(PlanSpillFolder),
+      /** Distinct devices among the folders. */
+      devices: z.number().int().nonnegative(),
+      /** Bandwidth summed over distinct devices (folders on one device count once); null: unknown. */
+      readBytesPerS: z.number().nonnegative().nullable(),
+      writeBytesPerS: z.number().nonnegative().nullable(),
+      summed: z.boolean(),
+    })
+    .nullable()
+    .optional(),
+  /** Where the updates of streamed units run, and what each way costs. */
+  update: z
+    .object({
+      mode: UpdateMode,
+      /** Streamed units updated at home / on the device. */
+      homeUnits: z.number().int().nonnegative(),
+      deviceUnits: z.number().int().nonnegative(),
+      /** Predicted step with every streamed unit updated at home / on the device; null: unknown. */
+      allHomeStepMs: z.number().nonnegative().nullable(),
+      allDeviceStepMs: z.number().nonnegative().nullable(),
+      /** Why the plan updates where it does, one sentence. */
+      reason: z.string(),
+    })
+    .optional(),
+  /** Per unit: true when a streamed unit is updated on the device (Engine.load's TierPlacement.deviceUpdate). */
+  deviceUpdate: z.array(z.boolean()).optional(),
+  /** The forwards' figures and where they come from; null without a calibration. */
+  compute: z
+    .object({
+      /** Both forwards of one block at this batch, one perturbation, ms. */
+      blockMs: z.number().nonnegative(),
+      blockSource: ComputeSource,
+      headMs: z.number().nonnegative(),
+      headSource: ComputeSource,
+      detail: z.string(),
+    })
+    .nullable()
+    .optional(),
 });
 
 // --- runs
@@ -266,7 +370,13 @@ export const RunOptions = z.object({
   cpuMem: Bytes.optional(),
   ssdMem: Bytes.optional(),
   spillDir: FilePath.optional(),
+  /** Several spill folders (drives): SSD blocks are striped over them; overrides spillDir when not empty. */
+  spillDirs: SpillDirs.optional(),
   writeBackEvery: z.number().int().positive().max(1_000_000).optional(),
+  /** Where streamed blocks are updated (default auto: the planner's cost model). */
+  updateOn: UpdateMode.optional(),
+  /** Precision of the masters (default fp32); bf16 / fp16 round every update stochastically. */
+  masters: Masters.optional(),
 });
 
 export const RunSummary = z.object({
@@ -540,6 +650,8 @@ export type RenderedExample = z.output<typeof RenderedExample>;
 export type PlanRequest = z.output<typeof PlanRequest>;
 export type PlanResult = z.output<typeof PlanResult>;
 export type PlanUnit = z.output<typeof PlanUnit>;
+export type Masters = z.output<typeof Masters>;
+export type UpdateMode = z.output<typeof UpdateMode>;
 export type RunStatus = z.output<typeof RunStatus>;
 export type RunOptions = z.output<typeof RunOptions>;
 export type RunSummary = z.output<typeof RunSummary>;

@@ -14,6 +14,7 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 
 import {
+  precisionOfMasters,
   SpillwayError,
   type AnyEvent,
   type DatasetCheck,
@@ -210,8 +211,9 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     plan: (p, ctx) =>
       catalogCall(async () => {
         const settings = await runs.getSettings({}, ctx);
-        const spillDir = p.spillDir ?? settings.spillDir ?? null;
-        const { plan, info } = await planFor({
+        // The folders asked for (several: striped), else the settings' spill folder.
+        const spillDirs = p.spillDirs?.length ? p.spillDirs : [p.spillDir ?? settings.spillDir].filter((d): d is string => !!d);
+        const { plan, info, prefetchRequested } = await planFor({
           model: p.model,
           computeDevice: 'cpu',
           budgets: {
@@ -219,14 +221,16 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
             cpu: p.budgets.cpu ?? settings.budgets.cpu ?? undefined,
             ssd: p.budgets.ssd ?? settings.budgets.ssd ?? undefined,
           },
-          spillDir,
-          precision: p.precision,
+          spillDir: spillDirs[0] ?? null,
+          spillDirs,
+          precision: p.masters ? precisionOfMasters(p.masters) : p.precision,
+          updateMode: p.updateOn,
           batchSize: p.batchSize,
           maxLength: p.maxLength,
           dataDir: settings.dataDir,
           calibrate: p.recalibrate ? 'recalibrate' : 'cached',
         });
-        return toPlanResult(plan, info.dir);
+        return toPlanResult(plan, info.dir, prefetchRequested);
       }),
 
     onEvent(listener) {

@@ -10,6 +10,8 @@ import WebSocket from 'ws';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { allBlocksOnSsdBudget, type BudgetPlan } from '../electron/common/plan-budget.js';
+
 const ROOT = resolve(import.meta.dirname, '../..');
 const SCREENS = join(ROOT, 'tests/e2e/screens');
 const CHROMIUM = process.env.SPILLWAY_CHROMIUM ?? '/usr/bin/chromium';
@@ -179,11 +181,13 @@ describe('Spillway GUI', () => {
     expect(await page.$(`[data-run-id="${first}"]`)).not.toBeNull();
   });
 
+  /** The spill folder of the tiered run: the calibration its engine cached is that folder's. */
+  let tierSpill = '';
   it('a run with blocks on the SSD shows the Tiers panel: bytes per link measured beside the plan', async () => {
     await page.goto(`${url}#/new`);
     await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
     const model = await page.inputValue('[data-testid="model-select"]');
-    const spill = mkdtempSync(join(dataDir, 'spill-'));
+    const spill = (tierSpill = mkdtempSync(join(dataDir, 'spill-')));
     // A CPU budget half a block short of everything resident: streaming adds a staging slot and an
     // I/O buffer, so all but one of the demo's four blocks go to the SSD.
     const maxLength = Number(await page.inputValue('[data-testid="max-length"]'));
@@ -194,7 +198,9 @@ describe('Spillway GUI', () => {
     await page.fill('[data-testid="batch-size"]', '4');
     await page.fill('[data-testid="eval-every"]', '0');
     await page.fill('[data-testid="spill-dir"]', spill);
-    await page.fill('[data-testid="cpu-budget"]', String(Math.floor(plan.memory.cpu - block / 2)));
+    const cpuMem = Math.floor(plan.memory.cpu - block / 2);
+    await page.fill('[data-testid="cpu-budget"]', String(cpuMem));
+    const tiered = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, budgets: { cpu: cpuMem } })) as { units: { home: string }[] };
     await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
     await page.click('[data-testid="start-run"]');
     await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
@@ -210,9 +216,12 @@ describe('Spillway GUI', () => {
       throw e;
     }
     const ssdRead = Number(await page.getAttribute('[data-testid="tier-ssdRead"]', 'data-latest'));
-    // Three blocks of the demo model, each read once a step (rounded up to 4 KiB slots).
-    expect(ssdRead).toBeGreaterThanOrEqual(3 * block);
-    expect(ssdRead).toBeLessThanOrEqual(3 * (block + 4096));
+    // The blocks the plan put on the SSD (the demo's four, now that the plan also counts the read-ahead
+    // buffers and the engine process), each read once a step (rounded up to 4 KiB slots).
+    const onSsd = tiered.units.filter((u) => u.home === 'ssd').length;
+    expect(onSsd).toBeGreaterThanOrEqual(3);
+    expect(ssdRead).toBeGreaterThanOrEqual(onSsd * block);
+    expect(ssdRead).toBeLessThanOrEqual(onSsd * (block + 4096));
     const row = await page.textContent('[data-testid="tier-ssdRead"]');
     expect(row).toMatch(/SSD read\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+×/);
     expect(await page.textContent('[data-testid="tier-step-ratio"]')).toMatch(/^[\d.]+×$/);
@@ -224,6 +233,84 @@ describe('Spillway GUI', () => {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > 0);
     expect(await page.$('[data-testid="tiers"]')).toBeNull();
     await page.goto(`${url}#/new`);
+    await page.fill('[data-testid="spill-dir"]', '');
+    await page.fill('[data-testid="cpu-budget"]', '');
+  });
+
+  it('New run with bf16 masters: the comparison shows half the streamed bytes of fp32, and the run follows that plan', async () => {
+    await page.goto(`${url}#/new`);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    const model = await page.inputValue('[data-testid="model-select"]');
+    const spill = tierSpill || mkdtempSync(join(dataDir, 'spill-bf16-'));
+    const maxLength = Number(await page.inputValue('[data-testid="max-length"]'));
+    // A CPU budget under which every block streams from the SSD with fp32 and with bf16 masters.
+    type Plan = BudgetPlan & { prefetch: number; prefetchRequested: number; update: { homeUnits: number; deviceUnits: number; mode: string } };
+    const planAt = (cpu: number | undefined, masters: string) =>
+      callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, masters, ...(cpu === undefined ? {} : { budgets: { cpu } }) }) as Promise<Plan>;
+    const { cpu, blocks } = await allBlocksOnSsdBudget(planAt);
+    const f32 = await planAt(cpu, 'fp32');
+    const bf16 = await planAt(cpu, 'bf16');
+    await page.fill('[data-testid="run-name"]', 'e2e bf16');
+    await page.fill('[data-testid="steps"]', '6');
+    await page.fill('[data-testid="batch-size"]', '4');
+    await page.fill('[data-testid="eval-every"]', '0');
+    await page.fill('[data-testid="spill-dir"]', spill);
+    await page.fill('[data-testid="cpu-budget"]', String(cpu));
+    await page.selectOption('[data-testid="masters"]', 'bf16');
+    const cell = async (row: string, m: string) => Number(await page.getAttribute(`[data-testid="cmp-${row}"] td[data-masters="${m}"]`, 'data-value'));
+    try {
+      await page.waitForSelector('[data-testid="plan"][data-feasible="true"][data-bytes-per-parameter="2"]', { timeout: 30_000 });
+      await page.waitForSelector('[data-testid="precision-compare"][data-chosen="bf16"]');
+      // The budgeted plans have arrived when fp32's blocks stream.
+      await page.waitForFunction(() => Number(document.querySelector('[data-testid="cmp-h2d"] td[data-masters="fp32"]')?.getAttribute('data-value')) > 0, null, { timeout: 30_000 });
+    } catch (e) {
+      await shot('failed-bf16-plan');
+      throw e;
+    }
+    const h2d = await cell('h2d', 'bf16');
+    expect(h2d).toBeGreaterThan(0);
+    expect(h2d).toBe((await cell('h2d', 'fp32')) / 2);
+    expect(await cell('h2d', 'fp16')).toBe(h2d);
+    expect(await cell('ssd', 'bf16')).toBe((await cell('ssd', 'fp32')) / 2);
+    expect(await page.textContent('[data-testid="cmp-h2d"] td[data-masters="fp32"]')).toContain('+100%');
+    // The calibration the tiered run's engine cached (same folder, same batch) predicts every precision's step.
+    if (tierSpill) expect(await cell('step', 'bf16')).toBeGreaterThan(0);
+    const u = bf16.update;
+    expect(u.homeUnits + u.deviceUnits).toBe(blocks);
+    expect(await page.textContent('[data-testid="plan-update"]')).toMatch(
+      new RegExp(`^Updates \\(auto\\):\\s+${u.homeUnits} streamed blocks? at home, ${u.deviceUnits} on the device\\.`),
+    );
+    // The read-ahead each plan leaves room for, lowered (and said so) where the budget is short.
+    for (const [m, p] of [['fp32', f32], ['bf16', bf16]] as const) {
+      await page.selectOption('[data-testid="masters"]', m);
+      await page.waitForSelector(`[data-testid="plan"][data-bytes-per-parameter="${m === 'fp32' ? 4 : 2}"]`);
+      expect(await page.getAttribute('[data-testid="plan-prefetch"]', 'data-depth')).toBe(String(p.prefetch));
+      const lowered = p.prefetch < p.prefetchRequested;
+      expect(await page.getAttribute('[data-testid="plan-prefetch"]', 'data-lowered')).toBe(String(lowered));
+      if (lowered) expect(await page.textContent('[data-testid="plan-prefetch"]')).toMatch(/lowered from 2/);
+    }
+    await shot('new-run-bf16');
+
+    await page.click('[data-testid="start-run"]');
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    const runId = decodeURIComponent(page.url().split('#/live/')[1]);
+    try {
+      await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+    } catch (e) {
+      await shot('failed-bf16-run');
+      throw e;
+    }
+    expect(await page.textContent('[data-testid="live-steps"]')).toBe('step 6 / 6');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="tier-h2d"]')?.getAttribute('data-latest')) > 0);
+    // Every step moved the blocks in 2 bytes per parameter, as the plan said (slots padded a little at most).
+    const measured = Number(await page.getAttribute('[data-testid="tier-h2d"]', 'data-latest'));
+    expect(measured).toBeGreaterThanOrEqual(h2d);
+    expect(measured).toBeLessThan(h2d * 1.01);
+    const detail = (await callApi('getRun', { runId })) as { options: Record<string, unknown>; plan: { linkBytes: { hostToDevice: number } } };
+    expect(detail.options).toMatchObject({ masters: 'bf16', offload: 'auto', spillDir: spill });
+    expect(detail.plan.linkBytes.hostToDevice).toBe(h2d);
+    await page.goto(`${url}#/new`);
+    await page.selectOption('[data-testid="masters"]', 'fp32');
     await page.fill('[data-testid="spill-dir"]', '');
     await page.fill('[data-testid="cpu-budget"]', '');
   });

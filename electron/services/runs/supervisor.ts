@@ -265,7 +265,9 @@ export class RunSupervisor {
   }
 
   private launch(runId: string, options: TrainOptions): void {
-    const job = startEngineJob({ type: 'train', options }, (e) => this.onEngineEvent(runId, e as TrainEvent), { env: this.env });
+    // The engine caches its calibration (offload 'auto') in this data folder, where the plan method reads it.
+    const env = { SPILLWAY_DATA_DIR: this.dataDir, ...this.env };
+    const job = startEngineJob({ type: 'train', options }, (e) => this.onEngineEvent(runId, e as TrainEvent), { env });
     const a: ActiveRun = { job, stopRequested: false, killTimer: null, done: null, finished: Promise.resolve(null as unknown as RunRecord) };
     a.finished = job.done.then(
       () => this.finish(runId, a, null),

@@ -1,11 +1,13 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { PlanResult, RunOptions, RunSummary, TaskTemplate } from '../../../electron/common/contract.ts';
+import type { Masters, MethodParamsInput, PlanResult, RunOptions, RunSummary, Settings, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
+import { library } from './library.svelte.ts';
 import type { Client } from '../lib/client.ts';
 import { describeError } from '../lib/client.ts';
 import { parseBytes } from '../lib/format.ts';
+import { MASTERS, precisionComparison, precisionOf } from '../lib/precision.ts';
 
 export type TaskKind = TaskTemplate['kind'];
 
@@ -47,11 +49,19 @@ export class NewRunState {
   hyper = $state<Hyper>({ ...TASK_DEFAULTS.sst2 });
   gpuBudget = $state('');
   cpuBudget = $state('');
-  spillDir = $state('');
-  precision = $state<'f32'>('f32');
+  /** Spill folders, one per drive (the first is the spill folder; empty entries are ignored). */
+  spillDirs = $state<string[]>(['']);
+  masters = $state<Masters>('fp32');
+  updateOn = $state<UpdateMode>('auto');
 
-  plan = $state<PlanResult | null>(null);
-  planError = $state<string | null>(null);
+  /** The form planned with each precision (null: that plan failed, planErrors says why). */
+  plans = $state<Partial<Record<Masters, PlanResult | null>>>({});
+  planErrors = $state<Partial<Record<Masters, string>>>({});
+  /** The plan of the chosen masters, and why there is none. */
+  plan = $derived(this.plans[this.masters] ?? null);
+  planError = $derived(this.planErrors[this.masters] ?? null);
+  /** The chosen precision's figures beside the other two. */
+  comparison = $derived(this.plan ? precisionComparison(this.plans, this.masters) : null);
   planning = $state(false);
   starting = $state(false);
   startError = $state<string | null>(null);
@@ -97,9 +107,41 @@ export class NewRunState {
   });
 
   #client: () => Client;
+  #settings: () => Settings | null;
+  #planSeq = 0;
 
-  constructor(client: () => Client) {
+  /** `settings`: the backend's settings, whose spill folder and budgets stand in for empty fields. */
+  constructor(client: () => Client, settings: () => Settings | null = () => null) {
     this.#client = client;
+    this.#settings = settings;
+  }
+
+  /** The spill folders typed (trimmed, empty ones dropped, each once), else the settings' spill folder. */
+  get spillFolders(): string[] {
+    const typed = [...new Set(this.spillDirs.map((d) => d.trim()).filter(Boolean))];
+    if (typed.length) return typed;
+    const d = this.#settings()?.spillDir;
+    return d ? [d] : [];
+  }
+
+  addSpillDir(): void {
+    this.spillDirs = [...this.spillDirs, ''];
+  }
+
+  /** Removes the i-th folder; the list keeps one (empty) field. */
+  removeSpillDir(i: number): void {
+    const next = this.spillDirs.filter((_, j) => j !== i);
+    this.spillDirs = next.length ? next : [''];
+  }
+
+  /** The budgets typed, else the settings' (null: unlimited). */
+  budgets(): { gpu: number | null; cpu: number | null; ssd: number | null } {
+    const s = this.#settings()?.budgets;
+    const typed = (v: string) => {
+      const b = parseBytes(v);
+      return b === null || Number.isNaN(b) ? null : b;
+    };
+    return { gpu: typed(this.gpuBudget) ?? s?.gpu ?? null, cpu: typed(this.cpuBudget) ?? s?.cpu ?? null, ssd: s?.ssd ?? null };
   }
 
   setTask(task: TaskKind, demo = false): void {
@@ -137,35 +179,62 @@ export class NewRunState {
     };
   }
 
-  /** The budgets and spill folder the plan was made with: a run follows the plan it showed. */
-  placement(): Pick<RunOptions, 'offload' | 'gpuMem' | 'cpuMem' | 'spillDir'> {
-    const gpu = parseBytes(this.gpuBudget);
-    const cpu = parseBytes(this.cpuBudget);
-    const spill = this.spillDir.trim();
-    if (gpu === null && cpu === null) return spill ? { spillDir: spill } : {};
-    return { offload: 'auto', ...(gpu !== null ? { gpuMem: gpu } : {}), ...(cpu !== null ? { cpuMem: cpu } : {}), ...(spill ? { spillDir: spill } : {}) };
+  /**
+   * The budgets, spill folders, masters and update mode the plan was made with: a run follows the plan it
+   * showed (placed by the planner, offload 'auto', when a budget is set; resident otherwise).
+   */
+  placement(): Pick<RunOptions, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDir' | 'spillDirs' | 'masters' | 'updateOn'> {
+    const b = this.budgets();
+    const dirs = this.spillFolders;
+    const spill = { ...(dirs.length ? { spillDir: dirs[0] } : {}), ...(dirs.length > 1 ? { spillDirs: dirs } : {}) };
+    const how = { ...(this.masters !== 'fp32' ? { masters: this.masters } : {}), ...(this.updateOn !== 'auto' ? { updateOn: this.updateOn } : {}) };
+    if (b.gpu === null && b.cpu === null) return { ...spill, ...how };
+    return {
+      offload: 'auto',
+      ...(b.gpu !== null ? { gpuMem: b.gpu } : {}),
+      ...(b.cpu !== null ? { cpuMem: b.cpu } : {}),
+      ...(b.ssd !== null ? { ssdMem: b.ssd } : {}),
+      ...spill,
+      ...how,
+    };
   }
 
+  /** The plan request for one master precision (the form's budgets, folders, update mode and batch shape). */
+  planRequest(masters: Masters = this.masters): MethodParamsInput<'plan'> {
+    const b = this.budgets();
+    const dirs = this.spillFolders;
+    return {
+      model: this.model,
+      budgets: { ...(b.gpu !== null ? { gpu: b.gpu } : {}), ...(b.cpu !== null ? { cpu: b.cpu } : {}), ...(b.ssd !== null ? { ssd: b.ssd } : {}) },
+      ...(dirs.length === 1 ? { spillDir: dirs[0] } : dirs.length > 1 ? { spillDirs: dirs } : {}),
+      masters,
+      precision: precisionOf(masters),
+      updateOn: this.updateOn,
+      batchSize: this.hyper.batchSize,
+      maxLength: this.hyper.maxLength,
+    };
+  }
+
+  /** Plans the form with each precision (three requests): the chosen one is the plan shown, all three feed the comparison. */
   async makePlan(): Promise<void> {
     if (!this.model || this.budgetErrors.length) return;
+    const seq = ++this.#planSeq;
     this.planning = true;
     try {
-      const gpu = parseBytes(this.gpuBudget);
-      const cpu = parseBytes(this.cpuBudget);
-      this.plan = await this.#client().call('plan', {
-        model: this.model,
-        budgets: { ...(gpu !== null ? { gpu } : {}), ...(cpu !== null ? { cpu } : {}) },
-        ...(this.spillDir.trim() ? { spillDir: this.spillDir.trim() } : {}),
-        precision: this.precision,
-        batchSize: this.hyper.batchSize,
-        maxLength: this.hyper.maxLength,
+      const requests = MASTERS.map((m) => this.planRequest(m));
+      const results = await Promise.allSettled(requests.map(async (r) => this.#client().call('plan', r)));
+      if (seq !== this.#planSeq) return; // a newer request is on its way
+      const plans: Partial<Record<Masters, PlanResult | null>> = {};
+      const errors: Partial<Record<Masters, string>> = {};
+      MASTERS.forEach((m, i) => {
+        const r = results[i];
+        plans[m] = r.status === 'fulfilled' ? r.value : null;
+        if (r.status === 'rejected') errors[m] = describeError(r.reason);
       });
-      this.planError = null;
-    } catch (e) {
-      this.plan = null;
-      this.planError = describeError(e);
+      this.plans = plans;
+      this.planErrors = errors;
     } finally {
-      this.planning = false;
+      if (seq === this.#planSeq) this.planning = false;
     }
   }
 
@@ -187,4 +256,7 @@ export class NewRunState {
   }
 }
 
-export const newRun = new NewRunState(() => app.client);
+export const newRun = new NewRunState(
+  () => app.client,
+  () => library.settings,
+);

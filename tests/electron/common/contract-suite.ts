@@ -10,6 +10,7 @@ import type { SpillwayClient } from '../../../electron/common/client.js';
 import { SpillwayError, type StepMetric } from '../../../electron/common/contract.js';
 import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
 import { FakeRuns } from './fake-runs.js';
+import { allBlocksOnSsdBudget } from './plan-budget.js';
 
 export const MODELS_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/models');
 /** The embedded demo model: the one with a tokenizer. */
@@ -179,7 +180,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(p.units.every((u) => u.home === 'cpu')).toBe(true);
         expect(p.breakdown.weights).toBe(4 * p.units.reduce((n, u) => n + u.parameters, 0));
         expect(p.units.reduce((n, u) => n + u.parameters, 0)).toBeLessThanOrEqual(info.parameterCount);
-        expect(p.memory).toEqual({ gpu: 0, cpu: p.breakdown.weights + p.breakdown.workingCopies + p.breakdown.activations, ssd: 0 });
+        expect(p.memory).toEqual({ gpu: 0, cpu: p.breakdown.weights + p.breakdown.workingCopies + p.breakdown.activations + (p.breakdown.runtime ?? 0), ssd: 0 });
         expect(p.linkBytesPerStep).toEqual({ hostToDevice: 0, deviceToHost: 0, ssdRead: 0, ssdWrite: 0 });
         expect(p.predictedStepMs).toBeNull();
         expect(p.notes.join(' ')).toMatch(/calibrat/);
@@ -190,6 +191,53 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         const p = await client.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), budgets: { cpu: 1000 } });
         expect(p.feasible).toBe(false);
         expect(p.shortfalls[0]).toMatch(/^CPU memory: what must stay on the compute device needs [\d.]+ MiB \(.*\) but the budget is 1000 B \(short by [\d.]+ MiB\)/);
+      });
+
+      it('plans bf16 masters: the same placement with half the streamed bytes, and says the read-ahead and the update choice', async () => {
+        const spill = await mkdtemp(path.join(dataDir, 'spill-'));
+        const ask = { model: DEMO_MODEL, spillDir: spill, batchSize: 4, maxLength: 64 };
+        const resident = await client.call('plan', ask);
+        expect(resident).toMatchObject({ strategy: 'all-resident', bytesPerParameter: 4, prefetch: 2, prefetchRequested: 2 });
+        expect(resident.update).toMatchObject({ mode: 'auto', homeUnits: 0, deviceUnits: 0 });
+        // A CPU budget under which every block streams from the SSD, with either precision.
+        const { cpu } = await allBlocksOnSsdBudget((c, masters) => client.call('plan', { ...ask, masters, ...(c === undefined ? {} : { budgets: { cpu: c } }) }));
+        const budgets = { cpu };
+        const f32 = await client.call('plan', { ...ask, budgets, masters: 'fp32' });
+        const bf16 = await client.call('plan', { ...ask, budgets, masters: 'bf16' });
+        expect(f32.feasible && bf16.feasible).toBe(true);
+        expect(bf16.units.map((u) => u.home)).toEqual(f32.units.map((u) => u.home));
+        const streamed = f32.units.filter((u) => u.home === 'ssd');
+        expect(streamed.length).toBe(resident.units.filter((u) => u.kind === 'block').length);
+        expect(f32.bytesPerParameter).toBe(4);
+        expect(bf16.bytesPerParameter).toBe(2);
+        for (const u of bf16.units.filter((x) => x.home === 'ssd')) expect(u.bytes).toBe(2 * u.parameters);
+        expect(bf16.linkBytesPerStep.hostToDevice).toBe(f32.linkBytesPerStep.hostToDevice / 2);
+        expect(bf16.linkBytesPerStep.ssdRead).toBe(f32.linkBytesPerStep.ssdRead / 2);
+        expect(bf16.memory.ssd).toBe(f32.memory.ssd / 2);
+        expect(bf16.breakdown.runtime).toBeGreaterThan(0);
+        // `precision` (the planner's name) still works, and says the same as masters.
+        expect((await client.call('plan', { ...ask, budgets, precision: 'bf16' })).linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
+        // The read-ahead asked for, and the depth the budget leaves (lowered with a note when short).
+        for (const p of [f32, bf16]) {
+          expect(p.prefetchRequested).toBe(2);
+          expect(p.prefetch!).toBeLessThanOrEqual(2);
+          if (p.prefetch! < 2) expect(p.notes.join(' ')).toMatch(/read-ahead lowered from 2/);
+        }
+        expect(f32.update).toMatchObject({ mode: 'auto', homeUnits: streamed.length, deviceUnits: 0 });
+        expect(f32.update!.reason).toMatch(/not calibrated/);
+        expect(f32.units.filter((u) => u.home === 'ssd').every((u) => u.updateOn === 'home' && u.spillIndex === 0)).toBe(true);
+
+        // Forced device updates, striped over two folders.
+        const spill2 = await mkdtemp(path.join(dataDir, 'spill-'));
+        const striped = await client.call('plan', { ...ask, spillDir: undefined, spillDirs: [spill, spill2], budgets, masters: 'bf16', updateOn: 'device' });
+        expect(striped.spillDirs).toEqual([spill, spill2]);
+        expect(striped.ssd!.folders.map((f) => f.units)).toEqual([Math.ceil(streamed.length / 2), Math.floor(streamed.length / 2)]);
+        const onSsd = striped.units.filter((u) => u.home === 'ssd');
+        expect(onSsd.map((u) => u.spillIndex)).toEqual(onSsd.map((_, i) => i % 2));
+        expect(onSsd.every((u) => u.updateOn === 'device' && u.deviceToHostBytes === u.bytes)).toBe(true);
+        expect(striped.update).toMatchObject({ mode: 'device', homeUnits: 0, deviceUnits: streamed.length });
+        expect(striped.deviceUpdate).toEqual(striped.units.map((u) => u.home === 'ssd'));
+        expect(striped.linkBytesPerStep.deviceToHost).toBe(bf16.linkBytesPerStep.hostToDevice);
       });
     });
 

@@ -16,6 +16,7 @@ import {
   methods,
   parseEvent,
   parseParams,
+  parseResult,
   SpillwayError,
   toWireError,
 } from '../../../electron/common/contract.js';
@@ -64,6 +65,63 @@ describe('contract', () => {
     expect(methods.getRun.result.parse({ ...detail, plan })).toMatchObject({ plan });
     expect(methods.getRun.result.parse({ ...detail, plan: null }).plan).toBeNull();
     expect(methods.getRun.result.parse(detail).plan).toBeUndefined();
+  });
+
+  it('plan requests take masters, an update mode and several spill folders (spillDir still works)', () => {
+    expect(parseParams('plan', { model: '/m' })).toMatchObject({ updateOn: 'auto' });
+    expect(parseParams('plan', { model: '/m' }).masters).toBeUndefined();
+    expect(parseParams('plan', { model: '/m', spillDir: '/s' })).toMatchObject({ spillDir: '/s' });
+    const p = parseParams('plan', { model: '/m', masters: 'bf16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'] });
+    expect(p).toMatchObject({ masters: 'bf16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'] });
+    expect(() => parseParams('plan', { model: '/m', masters: 'f32' })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    expect(() => parseParams('plan', { model: '/m', updateOn: 'gpu' })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    expect(() => parseParams('plan', { model: '/m', spillDirs: [''] })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+  });
+
+  it('carries masters, the update mode and several spill folders in run options through to the trainer', () => {
+    const options = { model: '/m', train: '/d', task: { kind: 'sst2' }, offload: 'auto', cpuMem: 2e9, spillDirs: ['/a', '/b'], masters: 'fp16', updateOn: 'home' };
+    expect(parseParams('startRun', { options }).options).toMatchObject({ spillDirs: ['/a', '/b'], masters: 'fp16', updateOn: 'home' });
+    expect(() => parseParams('startRun', { options: { ...options, masters: 'int8' } })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    expect(() => parseParams('startRun', { options: { ...options, updateOn: 'somewhere' } })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+  });
+
+  it('carries the plan\'s read-ahead, bytes per parameter, spill folders, update choice and compute figures; old plans still validate', () => {
+    const old = {
+      model: '/m', computeDevice: 'cpu', strategy: 'tiered',
+      units: [{ kind: 'block', index: 0, parameters: 10, bytes: 40, home: 'ssd' }],
+      memory: { gpu: 0, cpu: 100, ssd: 4096 },
+      breakdown: { weights: 40, workingCopies: 80, activations: 10 },
+      linkBytesPerStep: { hostToDevice: 40, deviceToHost: 0, ssdRead: 40, ssdWrite: 40 },
+      predictedStepMs: null, feasible: true, shortfalls: [], notes: [],
+    };
+    expect(parseResult('plan', old)).toEqual(old);
+    const full = {
+      ...old,
+      units: [{ kind: 'block', index: 0, parameters: 10, bytes: 20, home: 'ssd', updateOn: 'device', updateMs: 0.25, deviceToHostBytes: 10, spillIndex: 1 }],
+      breakdown: { ...old.breakdown, stage: 60, ioBuffer: 20, prefetchBuffers: 20, runtime: 134217728 },
+      linkBytesPerStep: { hostToDevice: 20, deviceToHost: 10, ssdRead: 20, ssdWrite: 10 },
+      timeTerms: { computeMs: 2, hostToDeviceMs: 0.1, deviceToHostMs: 0.1, ssdReadMs: 1, ssdWriteMs: 1, cpuUpdateMs: 0, forwardMs: 1.5, deviceUpdateMs: 0.5, hostUpdateMs: 0, replayMs: 0 },
+      prefetch: 1,
+      prefetchRequested: 2,
+      bytesPerParameter: 2,
+      spillDirs: ['/a', '/b'],
+      ssd: {
+        folders: [
+          { dir: '/a', device: '2049', units: 0, bytes: 0, readBytesPerS: 2e9, writeBytesPerS: 1e9 },
+          { dir: '/b', device: null, units: 1, bytes: 4096, readBytesPerS: null, writeBytesPerS: null, unavailable: 'O_DIRECT refused' },
+        ],
+        devices: 2,
+        readBytesPerS: null,
+        writeBytesPerS: null,
+        summed: true,
+      },
+      update: { mode: 'auto', homeUnits: 0, deviceUnits: 1, allHomeStepMs: 3, allDeviceStepMs: 2.5, reason: 'auto: 1 of 1 streamed unit updated on the device' },
+      deviceUpdate: [true],
+      compute: { blockMs: 1.5, blockSource: 'measured', headMs: 0.2, headSource: 'estimated', detail: '1.50 ms per block' },
+    };
+    expect(parseResult('plan', full)).toEqual(full);
+    expect(() => parseResult('plan', { ...full, update: { ...full.update, mode: 'gpu' } })).toThrow(expect.objectContaining({ code: 'BAD_RESULT' }));
+    expect(() => parseResult('plan', { ...full, bytesPerParameter: 0 })).toThrow(expect.objectContaining({ code: 'BAD_RESULT' }));
   });
 
   it('refuses prototype keys as method names', () => {

@@ -12,6 +12,7 @@ import type { StepMetric } from '../../../../electron/common/contract.js';
 import { defaultServices, startServe } from '../../../../electron/server/serve-command.js';
 import { DEMO_DATA, makeTinyLlama } from '../../../helpers/tiny-model.js';
 import { wsFactory } from '../../server/ws-helpers.js';
+import { allBlocksOnSsdBudget } from '../../common/plan-budget.js';
 
 let work: string;
 let model: string;
@@ -125,6 +126,44 @@ describe('the backend over the contract', () => {
     expect(await steps({ offload: 'ssd', spillDir: work, writeBackEvery: 2 })).toEqual(resident);
     a.close();
   });
+
+  it('runs bf16 masters placed by the plan (offload auto) over two spill folders with device updates: the options reach the engine', async () => {
+    const a = await client();
+    // Four blocks, and a CPU budget under which every one streams from the SSD, in fp32 and in bf16.
+    const model = await makeTinyLlama(join(work, 'tiny4'), { layers: 4 });
+    const spill = [mkdtempSync(join(work, 'spill-a-')), mkdtempSync(join(work, 'spill-b-'))];
+    const shape = { batchSize: 4, maxLength: 64 };
+    const base = { model, spillDirs: spill, updateOn: 'device' as const, ...shape };
+    const { cpu: cpuMem } = await allBlocksOnSsdBudget((c, masters) => a.call('plan', { ...base, masters, ...(c === undefined ? {} : { budgets: { cpu: c } }) }));
+    const ask = { ...base, budgets: { cpu: cpuMem } };
+    const f32 = await a.call('plan', { ...ask, masters: 'fp32' });
+    const bf16 = await a.call('plan', { ...ask, masters: 'bf16' });
+    expect(bf16.feasible).toBe(true);
+    expect(bf16.units.map((u) => u.home)).toEqual(f32.units.map((u) => u.home));
+    expect(bf16.linkBytesPerStep.hostToDevice).toBe(f32.linkBytesPerStep.hostToDevice / 2);
+    const onSsd = bf16.units.filter((u) => u.home === 'ssd').length;
+    expect(onSsd).toBe(4);
+
+    const extra = { offload: 'auto' as const, cpuMem, spillDir: spill[0], spillDirs: spill, masters: 'bf16' as const, updateOn: 'device' as const };
+    const r = await a.call('startRun', { options: { ...options(3), model, ...shape, evalEvery: 0, zeroShot: false, checkpointEvery: 0, ...extra } });
+    await until('the bf16 run to complete', async () => ['completed', 'failed'].includes((await a.call('getRun', { runId: r.id })).status), 120_000);
+    const detail = await a.call('getRun', { runId: r.id });
+    expect(detail.error).toBeNull();
+    expect(detail.status).toBe('completed');
+    expect(detail.options).toMatchObject(extra);
+    // The run followed the plan the contract showed: the same homes and bytes per step.
+    expect(detail.plan?.homes).toEqual({ device: bf16.units.length - onSsd, cpu: 0, ssd: onSsd });
+    expect(detail.plan?.linkBytes).toEqual({ ...bf16.linkBytesPerStep });
+    // Measured per step: the blocks crossed in 2 bytes per parameter, as the plan said; from the second step on,
+    // the previous step's device-side updates are written back (device → host, then the SSD).
+    const steps = (await a.call('getMetrics', { runId: r.id, sinceStep: -1 })).steps;
+    expect(steps).toHaveLength(3);
+    for (const s of steps) expect(s.io!.h2dBytes).toBe(bf16.linkBytesPerStep.hostToDevice);
+    for (const s of steps.slice(1)) expect(s.io!.d2hBytes).toBe(bf16.linkBytesPerStep.deviceToHost);
+    // The engine cached its calibration in this backend's data folder: plans are now predicted.
+    expect((await a.call('plan', { ...ask, masters: 'bf16' })).predictedStepMs).not.toBeNull();
+    a.close();
+  }, 180_000);
 
   it('keeps settings in the store', async () => {
     const a = await client();
