@@ -588,6 +588,7 @@ public:
         SPW_CK(cudaFree(nullptr));  // create the primary context now, not in the first kernel
         SPW_CK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         SPW_CK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+        SPW_CK(cudaStreamCreateWithFlags(&out_stream_, cudaStreamNonBlocking));
         int pools = 0;
         if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev_) != cudaSuccess) pools = 0;
         cudaGetLastError();
@@ -608,6 +609,7 @@ public:
     ~CudaBackend() override {
         cudaSetDevice(dev_);
         cudaStreamSynchronize(copy_stream_);
+        cudaStreamSynchronize(out_stream_);
         cudaStreamSynchronize(stream_);
         for (Scratch* s : {&logits_, &terms_, &bf16_a_, &bf16_w_}) {
             if (!s->p) continue;
@@ -622,6 +624,7 @@ public:
         cudaGetLastError();
         cublas_.unload();
         cudaStreamDestroy(copy_stream_);
+        cudaStreamDestroy(out_stream_);
         cudaStreamDestroy(stream_);
     }
 
@@ -711,6 +714,7 @@ public:
     void synchronize() override {
         cur();
         SPW_CK(cudaStreamSynchronize(copy_stream_));
+        SPW_CK(cudaStreamSynchronize(out_stream_));
         SPW_CK(cudaStreamSynchronize(stream_));
     }
 
@@ -730,13 +734,11 @@ public:
     }
     void record(Event* e, Queue q) override {
         cur();
-        check(cudaEventRecord(event(e, "record"), queue(q)), q == Queue::Copy ? "cudaEventRecord(copy queue)"
-                                                                               : "cudaEventRecord(compute queue)");
+        check(cudaEventRecord(event(e, "record"), queue(q)), (std::string("cudaEventRecord(") + queue_name(q) + ")").c_str());
     }
     void wait(Queue q, Event* e) override {
         cur();
-        check(cudaStreamWaitEvent(queue(q), event(e, "wait"), 0),
-              q == Queue::Copy ? "cudaStreamWaitEvent(copy queue)" : "cudaStreamWaitEvent(compute queue)");
+        check(cudaStreamWaitEvent(queue(q), event(e, "wait"), 0), (std::string("cudaStreamWaitEvent(") + queue_name(q) + ")").c_str());
     }
     void host_wait(Event* e) override {
         cur();
@@ -748,16 +750,14 @@ public:
         if (!bytes) return;
         cur();
         check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, queue(q)),
-              q == Queue::Copy ? "cudaMemcpyAsync(copy queue, host to device)"
-                               : "cudaMemcpyAsync(compute queue, host to device)");
+              (std::string("cudaMemcpyAsync(") + queue_name(q) + ", host to device)").c_str());
     }
     // Asynchronous on either queue; the destination holds the data once an event recorded after it has passed.
     void download_on(Queue q, void* dst, const void* src, size_t bytes) override {
         if (!bytes) return;
         cur();
         check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, queue(q)),
-              q == Queue::Copy ? "cudaMemcpyAsync(copy queue, device to host)"
-                               : "cudaMemcpyAsync(compute queue, device to host)");
+              (std::string("cudaMemcpyAsync(") + queue_name(q) + ", device to host)").c_str());
     }
     // cudaHostRegister. "Already registered" is not an error: memory from alloc_host(), a range pinned
     // twice, or a range sharing a page with a neighbour pinned before it (masters come from
@@ -977,7 +977,8 @@ private:
     static constexpr size_t kStageMax = (size_t)1 << 20;    // uploads up to this size go through it
 
     void cur() const { SPW_CK(cudaSetDevice(dev_)); }
-    cudaStream_t queue(Queue q) const { return q == Queue::Copy ? copy_stream_ : stream_; }
+    cudaStream_t queue(Queue q) const { return q == Queue::Copy ? copy_stream_ : q == Queue::CopyOut ? out_stream_ : stream_; }
+    static const char* queue_name(Queue q) { return q == Queue::Copy ? "copy queue" : q == Queue::CopyOut ? "write-back queue" : "compute queue"; }
     static cudaEvent_t event(Event* e, const char* what) {
         if (!e) throw std::runtime_error(std::string(what) + ": null event (not from this backend's event_create)");
         return reinterpret_cast<cudaEvent_t>(e);
@@ -1139,7 +1140,8 @@ private:
     int dev_;
     std::string device_name_;
     cudaStream_t stream_ = nullptr;       // the compute queue
-    cudaStream_t copy_stream_ = nullptr;  // the copy queue
+    cudaStream_t copy_stream_ = nullptr;  // the copy queue (uploads)
+    cudaStream_t out_stream_ = nullptr;   // the write-back queue (downloads)
     bool pools_ = false;                  // cudaMallocAsync / cudaFreeAsync available
     Cublas cublas_;
     GemmMode gemm_ = GemmMode::Fp32;

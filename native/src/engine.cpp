@@ -95,10 +95,11 @@ void Engine::release_tiers() {
     stage_.clear();
     for (uint16_t* r : raw_) backend_->release(r);
     raw_.clear();
-    for (auto* evs : {&slot_ready_, &slot_free_, &prefetch_done_})
+    for (auto* evs : {&slot_ready_, &slot_free_, &slot_wb_, &prefetch_done_})
         for (Backend::Event* e : *evs) backend_->event_destroy(e);
     slot_ready_.clear();
     slot_free_.clear();
+    slot_wb_.clear();
     prefetch_done_.clear();
     for (Backend::Event** e : {&io_done_, &wb_done_, &updated_}) {
         if (*e) backend_->event_destroy(*e);
@@ -245,6 +246,7 @@ void Engine::setup_tiers(const TierOptions& o) {
             raw_.push_back(static_cast<uint16_t*>(backend_->alloc(max_floats * ebytes_)));
         slot_ready_.push_back(backend_->event_create());
         slot_free_.push_back(backend_->event_create());
+        slot_wb_.push_back(backend_->event_create());
     }
     stage_floats_ = max_floats;
     io_ = std::make_unique<AlignedBuffer>(max_floats * ebytes_);
@@ -383,6 +385,7 @@ Engine::Staged Engine::stage_unit(size_t ui, AlignedBuffer* loaded, Backend::Eve
     // The slot is free once the compute that last read it is done. bf16/fp16 units land
     // in the slot's raw half-width buffer and are widened on the compute queue.
     backend_->wait(Backend::Queue::Copy, slot_free_[(size_t)s.slot]);
+    backend_->wait(Backend::Queue::Copy, slot_wb_[(size_t)s.slot]);
     char* dst = dtype_ == MASTER_F32 ? reinterpret_cast<char*>(stage_[(size_t)s.slot]) : reinterpret_cast<char*>(raw_[(size_t)s.slot]);
     for (auto& [ti, off] : tier.layout) {
         const Tensor& t = model_->tensors[(size_t)ti];
@@ -418,18 +421,21 @@ void Engine::use_staged(Staged& s) {
     if (!write_back) return;
     char* home = tier.packed ? static_cast<char*>(tier.packed->data())
                  : tier.home == Home::Ssd ? static_cast<char*>(s.buf->data()) : nullptr;
-    // The copy home runs on the copy queue beside this unit's forward pass. The CPU master
-    // is next read by an upload queued after it; an SSD write waits for it in release_residency.
+    // The copy home runs on the write-back queue beside this unit's forward pass and the next
+    // unit's upload. The CPU master is next read by an upload of the next pass (passes end with
+    // a synchronize); an SSD write waits for it in finish_write_back; the next upload into this
+    // slot waits for it (slot_wb_) as well as for the slot's compute (slot_free_).
     backend_->record(updated_, Backend::Queue::Compute);
-    backend_->wait(Backend::Queue::Copy, updated_);
+    backend_->wait(Backend::Queue::CopyOut, updated_);
     for (auto& [ti, off] : tier.layout) {
         Tensor& t = model_->tensors[(size_t)ti];
         const void* src = raw ? static_cast<const void*>(raw + off) : static_cast<const void*>(slot + off);
-        backend_->download_on(Backend::Queue::Copy, home ? static_cast<void*>(home + off * ebytes_) : t.master, src,
+        backend_->download_on(Backend::Queue::CopyOut, home ? static_cast<void*>(home + off * ebytes_) : t.master, src,
                               t.numel * ebytes_);
         d2h_bytes_ += t.numel * ebytes_;
     }
-    backend_->record(wb_done_, Backend::Queue::Copy);
+    backend_->record(wb_done_, Backend::Queue::CopyOut);
+    backend_->record(slot_wb_[(size_t)s.slot], Backend::Queue::CopyOut);
     // An SSD unit's pending updates are dropped only once the file holds them.
     s.ssd_write = tier.home == Home::Ssd;
     if (!s.ssd_write) tier.pending.clear();

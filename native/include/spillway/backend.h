@@ -77,7 +77,9 @@ public:
     // An upload's host source must stay untouched until host_wait() on an event
     // recorded after it has returned; pin_host() makes such uploads truly
     // asynchronous for memory not from alloc_host() (cudaHostRegister).
-    enum class Queue : int { Compute = 0, Copy = 1 };
+    // Copy: host-to-device uploads; CopyOut: device-to-host write-backs (a GPU has a copy
+    // engine per direction, so the two overlap each other and the kernels).
+    enum class Queue : int { Compute = 0, Copy = 1, CopyOut = 2 };
     struct Event;
     virtual Event* event_create() { return nullptr; }
     virtual void event_destroy(Event* e) { (void)e; }

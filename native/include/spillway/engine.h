@@ -220,7 +220,7 @@ private:
     Backend::Event* io_done_ = nullptr;       // the last upload from io_
     std::vector<float*> stage_;               // staging slots
     std::vector<uint16_t*> raw_;              // per slot: the unit as uploaded in bf16/fp16, before widening
-    std::vector<Backend::Event*> slot_ready_, slot_free_;
+    std::vector<Backend::Event*> slot_ready_, slot_free_, slot_wb_;  // per slot: uploaded, computed, written back
     int next_slot_ = 0;
     int stage_count_ = 0;                     // staging slots (stage_ in float32, or raw_ in bf16/fp16)
     size_t stage_floats_ = 0;
