@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# GPU benchmark: one MeZO step of Spillway's CUDA engine (all parameters resident
-# on the device, fp32 weights; GEMMs in each of SPILLWAY_GEMM's precisions: fp32,
-# tf32, bf16) against a PyTorch MeZO step (transformers OPTForCausalLM, sdpa
-# attention, model resident on the same GPU; fp32 and TF32 matmuls), on
-# random-initialised OPT-shaped models written on this machine.
+# GPU benchmark of one MeZO step, in two sections (each can be turned off):
+#
+# RESIDENT (RESIDENT=1, default): Spillway's CUDA engine with all parameters resident on the
+# device (fp32 weights; GEMMs in each of SPILLWAY_GEMM's precisions: fp32, tf32, bf16) against a
+# PyTorch MeZO step (transformers OPTForCausalLM, sdpa attention, model resident on the same GPU;
+# fp32 and TF32 matmuls).
+# STREAMED (STREAMED=1, default): ZO2's regime. Every transformer block lives on the CPU (pinned;
+# STREAM_OFFLOAD=ssd: in a spill file) and visits the GPU once per step; embeddings and head stay
+# resident; masters fp32 and bf16; updates applied on the device and written back (ZO2's way).
+# Per configuration: step time, peak GPU memory (NVML, whole process), H2D/D2H bytes per step
+# and the transfer efficiency against the calibrated H2D bandwidth (ALGORITHMS.md §5).
+# Models are random-initialised OPT shapes written on this machine.
 #
 # usage (repository root, on a GPU machine):
-#   bench/gpu/run.sh                       # OPT-1.3B, batch 1 and 16, sequence 512, gemm fp32 tf32 bf16
-#   MODELS="1.3b 6.7b" SEQ=512 BATCHES="1 16" GEMMS="tf32 bf16" RESULTS=bench/results bench/gpu/run.sh
+#   bench/gpu/run.sh                       # resident OPT-1.3B; streamed OPT-1.3B and 6.7B (~7 min on an H100)
+#   MODELS=6.7b STREAMED=0 MERGE=bench/results/gpu-zo-step.json bench/gpu/run.sh   # + resident 6.7B (~7 min)
+#   MODELS="1.3b 6.7b" bench/gpu/run.sh    # both in one go (~12 min: over the run tool's 10-minute call)
+#   ESTIMATE_ONLY=1 MODELS="1.3b 6.7b" bench/gpu/run.sh   # print the expected wall time and stop
+#   RESIDENT=0 STREAM_MODELS=13b STREAM_MASTERS=bf16 NAME=gpu-zo-step-13b MERGE=bench/results/gpu-zo-step.json bench/gpu/run.sh
+# Resident knobs: MODELS (1.3b), BATCHES ("1 16"), SEQ (512), GEMMS ("fp32 tf32 bf16"), STEPS (5), WARMUP (2).
+# Streamed knobs: STREAM_MODELS ("1.3b 6.7b"; STREAM_13B=1 adds 13b, written in bf16 to fit the disk),
+#   STREAM_SHAPES ("1x512 16x512 1x2048": B x T; 1x2048 is the shape of ZO2's published memory figures;
+#   STREAM_LONG=1 adds 16x2048), STREAM_MASTERS ("fp32 bf16"), STREAM_UPDATE (device | home),
+#   STREAM_OFFLOAD (cpu | ssd), STREAM_GEMMS (fp32), STREAM_SLOTS (2), STREAM_STEPS (3), STREAM_WARMUP (1),
+#   SPILL (ssd: spill folder, default $WORK/spill).
+# MERGE=FILE.json merges an earlier report's rows into this one; NAME (gpu-zo-step) names the outputs.
 # Needs: nvidia-smi, python3 with torch + transformers, node (or $CARRY/node.xz),
 # the addon built with CUDA ($ADDON, default native/build/Release/spillway.node,
 # else $CARRY/spillway-bench.node), OpenBLAS (or $CARRY/openblas.tar.xz).
 # Optional: ZO2 sources in $CARRY/zo2 (liangyuwang/zo2): its own OPT speed test is tried.
-# Writes $RESULTS/gpu-zo-step.json, .md and .log.
+# Writes $RESULTS/$NAME.json, .md and .log (NAME defaults to gpu-zo-step).
 set -u
 CARRY=${SPILLWAY_GPU_CARRY:-.gpucarry}
 RESULTS=${RESULTS:-bench/results}
@@ -23,18 +40,44 @@ GEMMS=${GEMMS:-"fp32 tf32 bf16"}   # Spillway's GEMM precisions (SPILLWAY_GEMM),
 STEPS=${STEPS:-5}
 WARMUP=${WARMUP:-2}
 ZO2=${ZO2:-1}
+DEVICE=${DEVICE:-cuda}     # cpu: a smoke test of the scripts without a GPU (MODELS=tiny; PyTorch then fails, harmlessly)
+THREADS=${THREADS:-16}
+RESIDENT=${RESIDENT:-1}
+STREAMED=${STREAMED:-1}
+STREAM_MODELS=${STREAM_MODELS:-"1.3b 6.7b"}
+[ "${STREAM_13B:-0}" = 1 ] && STREAM_MODELS="$STREAM_MODELS 13b"
+STREAM_SHAPES=${STREAM_SHAPES:-"1x512 16x512 1x2048"}
+[ "${STREAM_LONG:-0}" = 1 ] && STREAM_SHAPES="$STREAM_SHAPES 16x2048"
+STREAM_MASTERS=${STREAM_MASTERS:-"fp32 bf16"}
+STREAM_UPDATE=${STREAM_UPDATE:-device}
+STREAM_OFFLOAD=${STREAM_OFFLOAD:-cpu}
+STREAM_GEMMS=${STREAM_GEMMS:-fp32}
+STREAM_SLOTS=${STREAM_SLOTS:-2}
+STREAM_STEPS=${STREAM_STEPS:-3}
+STREAM_WARMUP=${STREAM_WARMUP:-1}
 WORK=${WORK:-${TMPDIR:-/tmp}/spillway-gpu-bench}        # raw outputs
 MODEL_DIR=${MODEL_DIR:-${TMPDIR:-/tmp}/spillway-gpu-models}  # the generated models (GiBs)
-mkdir -p "$WORK" "$RESULTS" "$MODEL_DIR"
-LOG="$RESULTS/gpu-zo-step.log"
-exec > >(tee "$LOG") 2>&1
 here=$(cd "$(dirname "$0")" && pwd)
+estimate() {
+  python3 "$here/estimate.py" --resident "$RESIDENT" --models "$MODELS" --batches "$BATCHES" --seq "$SEQ" \
+    --gemms "$GEMMS" --steps "$STEPS" --warmup "$WARMUP" --streamed "$STREAMED" --stream-models "$STREAM_MODELS" \
+    --stream-shapes "$STREAM_SHAPES" --stream-masters "$STREAM_MASTERS" --stream-gemms "$STREAM_GEMMS" \
+    --stream-offload "$STREAM_OFFLOAD" --stream-update "$STREAM_UPDATE" --stream-steps "$STREAM_STEPS" --stream-warmup "$STREAM_WARMUP"
+}
+if [ "${ESTIMATE_ONLY:-0}" = 1 ]; then echo "== expected wall time on one H100 (rough, +-30%)"; estimate; exit 0; fi
+mkdir -p "$WORK" "$RESULTS" "$MODEL_DIR"
+NAME=${NAME:-gpu-zo-step}   # output basename: $RESULTS/$NAME.{json,md,log}
+LOG="$RESULTS/$NAME.log"
+exec > >(tee "$LOG") 2>&1
 
 echo "== spillway GPU ZO-step benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 nvidia-smi 2>&1 | head -12 | tee "$WORK/nvidia-smi.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv 2>&1
 echo "cpu cores: $(nproc); $(python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)')"
 git log -1 --format='tree at commit %h (%s) plus uncommitted changes' 2>/dev/null
+echo "== expected wall time on one H100 (rough, +-30%; bench/gpu/estimate.py)"
+estimate
+T_START=$(date +%s)
 
 if [ -f "$CARRY/openblas.tar.xz" ] && ! ldconfig -p 2>/dev/null | grep -q libopenblas.so.0; then
   mkdir -p "$WORK/openblas" && tar -C "$WORK/openblas" -xJf "$CARRY/openblas.tar.xz"
@@ -67,24 +110,77 @@ sampled() { # OUTFILE CMD...
   return $rc
 }
 
+# One model folder per shape, written once (--reuse) with token rows for every batch size and
+# sequence length either section asks for. 13b is written in bf16 (26 GB; fp32 would not fit
+# the 64 GiB disk beside the others): when the disk is short, the other models are deleted first.
+maxb=0; for b in $BATCHES; do [ "$b" -gt "$maxb" ] && maxb=$b; done
+SEQS=""
+for s in $STREAM_SHAPES; do
+  b=${s%x*}; t=${s#*x}
+  [ "$b" -gt "$maxb" ] && maxb=$b
+  [ "$t" != "$SEQ" ] && case " $SEQS " in *" $t "*) ;; *) SEQS="$SEQS $t";; esac
+done
+SEQS=$(echo $SEQS | tr ' ' ,)
+model_dir() { if [ "$1" = 13b ]; then echo "$MODEL_DIR/opt-13b-bf16"; else echo "$MODEL_DIR/opt-$1"; fi; }
+write_model() { # SHAPE
+  local m=$1 dir; dir=$(model_dir "$1")
+  local dtype=f32; [ "$m" = 13b ] && dtype=bf16
+  if [ ! -f "$dir/spec.json" ]; then
+    local need; need=$(python3 -c "import sys; sys.path.insert(0, '$here'); from estimate import params; print(int(params('$m')['all'] * (2 if '$dtype' == 'bf16' else 4) + 4 * 2**30))")
+    local avail; avail=$(df --output=avail -B1 "$MODEL_DIR" | tail -1)
+    if [ "$avail" -lt "$need" ]; then
+      echo "disk: $((avail / 2**30)) GiB free, OPT-$m needs $((need / 2**30)) GiB: deleting the other generated models"
+      for d in "$MODEL_DIR"/opt-*; do [ "$d" != "$dir" ] && rm -rf "$d"; done
+    fi
+  fi
+  python3 "$here/make_opt_model.py" --shape "$m" --out "$dir" --seq "$SEQ" --batch "$maxb" --dtype "$dtype" \
+    ${SEQS:+--extra-seqs "$SEQS"} --reuse
+}
+
 FILES=()
-for m in $MODELS; do
-  dir="$MODEL_DIR/opt-$m"
+[ "$RESIDENT" = 1 ] && for m in $MODELS; do
+  dir=$(model_dir "$m")
   echo "== OPT-$m: model"
-  maxb=0; for b in $BATCHES; do [ "$b" -gt "$maxb" ] && maxb=$b; done
-  python3 "$here/make_opt_model.py" --shape "$m" --out "$dir" --seq "$SEQ" --batch "$maxb" || { echo "model writer failed"; continue; }
+  write_model "$m" || { echo "model writer failed"; continue; }
   for b in $BATCHES; do
     for g in $GEMMS; do
       echo "== OPT-$m: Spillway CUDA, batch $b x $SEQ, gemm $g"
       f="$WORK/spillway-$m-b$b-$g.json"
       SPILLWAY_GEMM=$g sampled "$f" node "$here/spillway_step.mjs" "$ADDON" "$dir" --batches "$b" --steps "$STEPS" \
-        --warmup "$WARMUP" --gemm "$g" && FILES+=("$m:$f")
+        --warmup "$WARMUP" --gemm "$g" --device "$DEVICE" --threads "$THREADS" && FILES+=("$m:$f")
     done
   done
   echo "== OPT-$m: PyTorch MeZO, batches $BATCHES x $SEQ, fp32 and tf32"
   f="$WORK/torch-$m.json"
   sampled "$f" python3 "$here/mezo_torch_gpu.py" "$dir" --batches "$(echo $BATCHES | tr ' ' ,)" --steps "$STEPS" --warmup "$WARMUP" && FILES+=("$m:$f")
 done
+[ "$RESIDENT" = 1 ] && echo "== resident section: $(( $(date +%s) - T_START )) s"
+
+# ---- STREAMED: ZO2's regime (blocks homed on the CPU or the SSD, one visit to the GPU per step)
+if [ "$STREAMED" = 1 ]; then
+  T_STREAM=$(date +%s)
+  shapes=$(echo $STREAM_SHAPES | tr ' ' ,)
+  for m in $STREAM_MODELS; do
+    dir=$(model_dir "$m")
+    echo "== OPT-$m: model"
+    write_model "$m" || { echo "model writer failed"; continue; }
+    for mast in $STREAM_MASTERS; do
+      for g in $STREAM_GEMMS; do
+        echo "== OPT-$m: Spillway CUDA streamed, offload $STREAM_OFFLOAD, masters $mast, update on $STREAM_UPDATE, gemm $g, slots $STREAM_SLOTS, shapes $STREAM_SHAPES"
+        f="$WORK/stream-$m-$STREAM_OFFLOAD-$mast-$STREAM_UPDATE-$g.json"
+        spill=()
+        if [ "$STREAM_OFFLOAD" = ssd ]; then mkdir -p "${SPILL:-$WORK/spill}"; spill=(--spill "${SPILL:-$WORK/spill}"); fi
+        # A hang (or a far slower run than expected) costs at most the timeout; on SIGTERM the script
+        # writes the shapes it finished.
+        case $m in 13b) tmo=900;; 6.7b) tmo=480;; *) tmo=240;; esac
+        SPILLWAY_GEMM=$g sampled "$f" timeout -k 15 "${STREAM_TIMEOUT:-$tmo}" node "$here/spillway_step.mjs" "$ADDON" "$dir" --shapes "$shapes" \
+          --steps "$STREAM_STEPS" --warmup "$STREAM_WARMUP" --gemm "$g" --offload "$STREAM_OFFLOAD" --masters "$mast" \
+          --update-on "$STREAM_UPDATE" --slots "$STREAM_SLOTS" "${spill[@]}" --device "$DEVICE" --threads "$THREADS" && FILES+=("$m:$f")
+      done
+    done
+  done
+  echo "== streamed section: $(( $(date +%s) - T_STREAM )) s"
+fi
 
 if [ "$ZO2" = 1 ] && [ -d "$CARRY/zo2/zo2" ]; then
   echo "== ZO2 ($(cat "$CARRY/zo2/COMMIT" 2>/dev/null)): its own test/mezo_sgd/hf_opt/test_speed.py, opt_1_3b, zo2 (offloaded), fp32, batch 1, seq 512"
@@ -95,4 +191,6 @@ if [ "$ZO2" = 1 ] && [ -d "$CARRY/zo2/zo2" ]; then
   FILES+=("zo2:$WORK/zo2.txt")
 fi
 
-python3 "$here/report.py" --out "$RESULTS/gpu-zo-step" --smi "$WORK/nvidia-smi.txt" "${FILES[@]}"
+[ -n "${MERGE:-}" ] && [ -f "$MERGE" ] && cp "$MERGE" "$WORK/merge.json" && FILES+=("json:$WORK/merge.json")
+echo "== total: $(( $(date +%s) - T_START )) s"
+python3 "$here/report.py" --out "$RESULTS/$NAME" --smi "$WORK/nvidia-smi.txt" "${FILES[@]}"
