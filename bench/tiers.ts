@@ -614,7 +614,7 @@ function markdown(
     `File size ${mibs(n('fileBytes'))}. dd file written with \`dd if=/dev/zero of=FILE bs=1M count=${n('fileBytes') / MiB} oflag=direct conv=fsync\` ` +
       `(${gbs(io.ddWrite.bytesPerS)}), read with \`dd if=FILE of=/dev/null bs=1M|64M iflag=direct\`. The engine's path: ` +
       '`calibrate({spillDir, bytes})` (native/src/tier/calibrate.cpp): a SpillFile (O_DIRECT, posix_fallocate) in the same folder, ' +
-      'written then read sequentially with SpillFile::write/read (pread/pwrite loops, queue depth 1) at 1, 4, 16, 64 MiB requests. ' +
+      'written then read sequentially with SpillFile::write/read (io_uring: each transfer split into 1 MiB requests kept 32 deep; pread/pwrite with SPILLWAY_IO=pread) for transfers of 1, 4, 16, 64 MiB. ' +
       'Three rounds of (wait for an idle machine, dd bs=1M, dd bs=64M, calibrate); the medians are the headline, the bests beside them.',
     '',
     '| request size | engine (SpillFile) read, median | dd iflag=direct, median | ratio of medians (target >= 0.9) | engine best | dd best | ratio of bests |',
