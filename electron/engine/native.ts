@@ -100,6 +100,10 @@ export interface TierInfo {
   d2hBytes: number;
   /** z and the perturbed working copy on the device (allocated at the first step). */
   scratchBytes: number;
+  /** The device memory budget the engine enforces (0: none), what its allocations hold now and at most. */
+  deviceMemoryBudget: number;
+  deviceMemoryInUse: number;
+  deviceMemoryPeak: number;
   stageSlots: number;
   masters: MasterPrecision;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
@@ -238,7 +242,8 @@ export interface NativeAddon {
     block?: NativeBlockShape;
   }): Promise<NativeCalibration>;
   /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
-  Engine: new (options: { threads: number; device?: string }) => NativeEngine;
+  /** deviceMemory: the device memory budget in bytes the engine enforces (on the CPU backend: its arena). */
+  Engine: new (options: { threads: number; device?: string; deviceMemory?: number }) => NativeEngine;
   cudaDevices(): CudaReport;
   /** NVML readings of every GPU (runs on a native thread); 'absent' where there is no driver. */
   nvmlSample(): Promise<{ state: 'ok' | 'absent' | 'unavailable'; reason?: string; devices: unknown[] }>;

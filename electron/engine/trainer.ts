@@ -421,7 +421,8 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   }
   const native = loadNative();
   const threads = o.threads > 0 ? o.threads : defaultThreads();
-  const engine = new native.Engine({ threads });
+  // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
+  const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   if (o.offload === 'auto') {
     const { placement, plan } = await planPlacement(

@@ -643,6 +643,7 @@ public:
         cur();
         void* p = nullptr;
         size_t n = std::max<size_t>(bytes, 1);
+        ledger_.reserve(n, budget_, name());
         cudaError_t e = cudaMalloc(&p, n);
         if (e != cudaSuccess && pools_) {
             // Scratch freed with cudaFreeAsync stays in the memory pool until a synchronization:
@@ -655,11 +656,13 @@ public:
             e = cudaMalloc(&p, n);
         }
         if (e != cudaSuccess) out_of_memory(n, e, "");
+        ledger_.commit(p, n);
         return p;
     }
     void release(void* p) override {
         if (!p) return;
         cur();
+        ledger_.forget(p);
         cudaFree(p);  // never throws from a release path
     }
     void* alloc_host(size_t bytes) override {

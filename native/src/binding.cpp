@@ -252,6 +252,12 @@ public:
             Napi::Object o = info[0].As<Napi::Object>();
             Napi::Value t = o.Get("threads");
             if (t.IsNumber()) threads_ = std::max(1, t.As<Napi::Number>().Int32Value());
+            Napi::Value mb = o.Get("deviceMemory");
+            if (mb.IsNumber()) {
+                double v = mb.As<Napi::Number>().DoubleValue();
+                if (!(v >= 0)) throw_type(env, "deviceMemory must be a byte count >= 0");
+                memory_budget_ = (size_t)v;
+            }
             Napi::Value d = o.Get("device");
             if (!d.IsUndefined() && !d.IsNull()) {
                 if (!d.IsString()) throw_type(env, "device must be 'cpu', 'cuda' or 'cuda:N'");
@@ -355,10 +361,11 @@ private:
         engine_.reset();
         int threads = threads_;
         int cuda_device = cuda_device_;
+        size_t memory_budget = memory_budget_;
         auto* self = this;
         auto* job = new Job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers]() {
+            [model, threads, cuda_device, tiers, memory_budget]() {
                 // SSD-homed blocks go from the checkpoint to the spill file unit by
                 // unit: never all in host memory at once.
                 std::vector<bool> skip(model->tensors.size(), false);
@@ -380,6 +387,7 @@ private:
                 if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
 #endif
                 if (!backend) backend = make_cpu_backend(threads);
+                backend->set_memory_budget(memory_budget);
                 return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers);
             },
             [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
@@ -522,6 +530,9 @@ private:
         t.Set("spillFiles", files);
         t.Set("d2hBytes", (double)ts.d2h_bytes);
         t.Set("scratchBytes", (double)ts.scratch_bytes);
+        t.Set("deviceMemoryBudget", (double)engine_->backend().memory_budget());
+        t.Set("deviceMemoryInUse", (double)engine_->backend().memory_in_use());
+        t.Set("deviceMemoryPeak", (double)engine_->backend().memory_peak());
         t.Set("stageSlots", ts.stage_slots);
         t.Set("masters", ts.master_dtype);
         t.Set("ioPath", ts.io_path);
@@ -545,6 +556,7 @@ private:
     std::atomic<bool> cancel_{false};
     int threads_ = 1;
     int cuda_device_ = -1;  // -1: the CPU backend
+    size_t memory_budget_ = 0;  // device memory budget, bytes (0: none)
 };
 
 Napi::Value Noise(const Napi::CallbackInfo& info) {

@@ -278,3 +278,30 @@ describe('working copies', () => {
     expect(plan.breakdown.workingCopies).toBeLessThan(2 * largestUnit);
   });
 });
+
+// The device memory budget: the engine's allocations are counted (on the CPU backend, its
+// arena), and one beyond the budget is refused with what was asked, in use and allowed.
+describe('device memory budget', () => {
+  const runWith = async (deviceMemory?: number) => {
+    const info = await loadModelInfo(join(FIXTURE_MODELS, 'llama-tiny'));
+    const e = new (loadNative().Engine)({ threads: 2, ...(deviceMemory !== undefined ? { deviceMemory } : {}) });
+    opened.push(e);
+    const n = info.units.length;
+    await e.load(engineSpec(info), { homes: blocksOn(HOME.cpu)(n), spillDir: spill });
+    await steps(e, 'llama-tiny', 0, 2);
+    return e.info().tiers!;
+  };
+
+  it('holds exactly at the peak an unbudgeted run reached, and refuses one byte less', async () => {
+    const free = await runWith();
+    expect(free.deviceMemoryBudget).toBe(0);
+    expect(free.deviceMemoryPeak).toBeGreaterThan(0);
+    expect(free.deviceMemoryPeak).toBeGreaterThanOrEqual(free.deviceStageBytes + free.scratchBytes);
+    const exact = await runWith(free.deviceMemoryPeak);
+    expect(exact.deviceMemoryPeak).toBe(free.deviceMemoryPeak);
+    expect(exact.deviceMemoryBudget).toBe(free.deviceMemoryPeak);
+    await expect(runWith(free.deviceMemoryPeak - 1)).rejects.toThrow(
+      /device memory budget exceeded on the CPU backend's device arena: asked for [\d.]+ MiB with [\d.]+ MiB of the [\d.]+ MiB budget in use \(--gpu-mem\)/,
+    );
+  });
+});

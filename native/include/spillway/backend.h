@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace spw {
@@ -38,6 +40,22 @@ struct AttentionShape {
     int window;           // sliding window span, 0 = full causal
 };
 
+// What alloc() implementations call around the real allocation: reserve() throws when the
+// budget would be exceeded, commit() records a successful allocation, forget() a release.
+class MemoryLedger {
+public:
+    void reserve(size_t bytes, size_t budget, const std::string& device) const;
+    void commit(void* p, size_t bytes);
+    void forget(void* p);
+    size_t in_use() const;
+    size_t peak() const;
+
+private:
+    mutable std::mutex mu_;
+    std::unordered_map<void*, size_t> sizes_;
+    size_t in_use_ = 0, peak_ = 0;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -47,6 +65,14 @@ public:
     // the engine then hands host masters straight to kernels. Otherwise every
     // tensor a kernel reads must first be uploaded (Tensor::device).
     virtual bool host_addressable() const { return true; }
+
+    // ---- the device memory budget ----
+    // Bytes alloc() may hand out in all (0: no budget). Beyond it alloc() throws, naming the
+    // budget, what is in use and what was asked: a clear error, never the device's own OOM.
+    void set_memory_budget(size_t bytes) { budget_ = bytes; }
+    size_t memory_budget() const { return budget_; }
+    size_t memory_in_use() const { return ledger_.in_use(); }
+    size_t memory_peak() const { return ledger_.peak(); }
 
     // ---- memory and copies ----
     // Device memory; failure throws std::runtime_error naming the bytes asked
@@ -149,6 +175,10 @@ public:
     // logprob[m] = log_softmax(x[m, :] W^T)[target[m]], W [V, C]
     virtual void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M,
                                 int C, int V) = 0;
+
+protected:
+    MemoryLedger ledger_;
+    size_t budget_ = 0;
 };
 
 // sets_blas_threads: a compute backend sets OpenBLAS's (process-wide) thread count to

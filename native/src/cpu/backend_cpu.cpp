@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -62,13 +63,21 @@ public:
     std::string name() const override { return "cpu"; }
     int threads() const override { return pool_.size(); }
 
+    // The CPU backend's "device" memory is the arena the scheduler fills exactly as on a GPU:
+    // it keeps the same ledger, so a budget is enforced (and measured) here too.
     void* alloc(size_t bytes) override {
         size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+        ledger_.reserve(rounded, budget_, "the CPU backend's device arena");
         void* p = std::aligned_alloc(64, rounded);
         if (!p) throw std::bad_alloc();
+        ledger_.commit(p, rounded);
         return p;
     }
-    void release(void* p) override { std::free(p); }
+    void release(void* p) override {
+        if (!p) return;
+        ledger_.forget(p);
+        std::free(p);
+    }
     void upload(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
     void download(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
     void copy(void* dst, const void* src, size_t bytes) override {
@@ -368,6 +377,44 @@ void* Backend::alloc_host(size_t bytes) {
 }
 
 void Backend::release_host(void* p) { std::free(p); }
+
+namespace {
+std::string mib(size_t b) {
+    char s[64];
+    std::snprintf(s, sizeof s, "%.1f MiB", (double)b / (1024.0 * 1024.0));
+    return s;
+}
+}  // namespace
+
+void MemoryLedger::reserve(size_t bytes, size_t budget, const std::string& device) const {
+    if (budget == 0) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (in_use_ + bytes > budget)
+        throw std::runtime_error("device memory budget exceeded on " + device + ": asked for " + mib(bytes) + " with " +
+                                 mib(in_use_) + " of the " + mib(budget) + " budget in use (--gpu-mem); plan with this budget " +
+                                 "(spillway plan) to stream more blocks");
+}
+void MemoryLedger::commit(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = bytes;
+    in_use_ += bytes;
+    peak_ = std::max(peak_, in_use_);
+}
+void MemoryLedger::forget(void* p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sizes_.find(p);
+    if (it == sizes_.end()) return;
+    in_use_ -= it->second;
+    sizes_.erase(it);
+}
+size_t MemoryLedger::in_use() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_use_;
+}
+size_t MemoryLedger::peak() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peak_;
+}
 
 void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float) {
     throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
