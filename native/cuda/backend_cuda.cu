@@ -490,6 +490,93 @@ __global__ void k_attention(float* out, const float* qb, const float* kb, const 
     }
 }
 
+// Tiled causal attention (flash-style): one block of 128 threads per (sequence, head, 32
+// queries); keys and values come through shared memory 16 at a time. Thread t owns query row
+// t / 4 of the tile: 4 of the 16 scores of each key tile and every 4th output dimension
+// (starting at t % 4); the 4 threads of a row are adjacent lanes and combine row maxima, sums
+// and probabilities by shuffles. Online softmax in float32, as k_attention. head_dim <= 128
+// and a multiple of 4.
+constexpr int kTq = 32, kTk = 16, kTileHD = 128;
+__global__ void __launch_bounds__(128) k_attention_tiled(float* out, const float* qb, const float* kb, const float* vb,
+                                                         AttentionShape s, const int32_t* seq_start) {
+    __shared__ float Qs[kTq][kTileHD + 1];
+    __shared__ float Ks[kTk][kTileHD + 1];
+    __shared__ float Vs[kTk][kTileHD];
+    const int sq = blockIdx.x, h = blockIdx.y;
+    const int group = s.heads / s.kv_heads, kvh = h / group;
+    const int start = seq_start[sq], T = seq_start[sq + 1] - start;
+    const int HD = s.head_dim, HDq = HD / 4;
+    const int t = threadIdx.x, r = t >> 2, qq = t & 3, lane = t & 31;
+    const size_t out_ld = (size_t)s.heads * HD;
+    for (int q0 = blockIdx.z * kTq; q0 < T; q0 += gridDim.z * kTq) {
+        __syncthreads();  // the previous tile's readers are done with Qs
+        for (int idx = t; idx < kTq * HD; idx += blockDim.x) {
+            int rr = idx / HD, d = idx - rr * HD;
+            Qs[rr][d] = q0 + rr < T ? qb[(size_t)(start + q0 + rr) * s.ldq + (size_t)h * HD + d] : 0.f;
+        }
+        const int i = q0 + r;
+        const bool valid = i < T;
+        float m = -INFINITY, l = 0.f, acc[kTileHD / 4];
+#pragma unroll
+        for (int k = 0; k < kTileHD / 4; k++) acc[k] = 0.f;
+        const int last = min(T - 1, q0 + kTq - 1);
+        const int first = s.window > 0 ? max(0, q0 - s.window + 1) : 0;
+        for (int k0 = first / kTk * kTk; k0 <= last; k0 += kTk) {
+            __syncthreads();  // Ks / Vs free (and Qs written, on the first tile)
+            for (int idx = t; idx < kTk * HD; idx += blockDim.x) {
+                int c = idx / HD, d = idx - c * HD;
+                bool in = k0 + c < T;
+                size_t row = (size_t)(start + k0 + c);
+                Ks[c][d] = in ? kb[row * s.ldk + (size_t)kvh * HD + d] : 0.f;
+                Vs[c][d] = in ? vb[row * s.ldv + (size_t)kvh * HD + d] : 0.f;
+            }
+            __syncthreads();
+            float sc[kTk / 4];
+            float tmax = -INFINITY;
+#pragma unroll
+            for (int cc = 0; cc < kTk / 4; cc++) {
+                int c = qq * (kTk / 4) + cc, j = k0 + c;
+                float dot = 0.f;
+                for (int d = 0; d < HD; d++) dot += Qs[r][d] * Ks[c][d];
+                bool masked = !valid || j > i || j >= T || (s.window > 0 && j < i - s.window + 1);
+                sc[cc] = masked ? -INFINITY : dot * s.scale;
+                tmax = fmaxf(tmax, sc[cc]);
+            }
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+            tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+            const float mn = fmaxf(m, tmax);
+            const bool none = mn == -INFINITY;  // every key so far masked for this row
+            const float corr = none ? 1.f : expf(m - mn);
+            float p[kTk / 4], psum = 0.f;
+#pragma unroll
+            for (int cc = 0; cc < kTk / 4; cc++) {
+                p[cc] = none || sc[cc] == -INFINITY ? 0.f : expf(sc[cc] - mn);
+                psum += p[cc];
+            }
+            psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+            psum += __shfl_xor_sync(0xffffffffu, psum, 2);
+            l = l * corr + psum;
+#pragma unroll
+            for (int k = 0; k < kTileHD / 4; k++) acc[k] *= corr;
+#pragma unroll
+            for (int c = 0; c < kTk; c++) {
+                float pc = __shfl_sync(0xffffffffu, p[c % (kTk / 4)], (lane & ~3) | (c / (kTk / 4)));
+#pragma unroll
+                for (int k = 0; k < kTileHD / 4; k++)
+                    if (k < HDq) acc[k] += pc * Vs[c][qq + 4 * k];
+            }
+            m = none ? m : mn;
+        }
+        if (valid) {
+            float inv = 1.0f / l;
+            float* o = out + (size_t)(start + i) * out_ld + (size_t)h * HD;
+#pragma unroll
+            for (int k = 0; k < kTileHD / 4; k++)
+                if (k < HDq) o[qq + 4 * k] = acc[k] * inv;
+        }
+    }
+}
+
 __device__ __forceinline__ float gelu_tanh(float x) {
     const float k = 0.7978845608028654f;  // sqrt(2 / pi)
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
@@ -928,6 +1015,11 @@ public:
         int base = nseq * s.heads;
         int tiles = std::max(1, std::min(64, (2048 + base - 1) / base));
         dim3 grid((unsigned)nseq, (unsigned)s.heads, (unsigned)tiles);
+        if (tiled_attention_ && s.head_dim <= kTileHD && s.head_dim % 4 == 0) {
+            k_attention_tiled<<<grid, 128, 0, stream_>>>(out, q, k, v, s, seq_start);
+            SPW_LAUNCHED("attention (tiled)");
+            return;
+        }
         k_attention<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, k, v, s, seq_start);
         SPW_LAUNCHED("attention");
     }
@@ -1143,6 +1235,12 @@ private:
     int dev_;
     std::string device_name_;
     cudaStream_t stream_ = nullptr;       // the compute queue
+    // SPILLWAY_ATTENTION=warp: the one-warp-per-query kernel everywhere (the tiled one is the default
+    // for head_dim <= 128, a multiple of 4).
+    bool tiled_attention_ = [] {
+        const char* a = std::getenv("SPILLWAY_ATTENTION");
+        return !(a && std::string(a) == "warp");
+    }();
     cudaStream_t copy_stream_ = nullptr;  // the copy queue (uploads)
     cudaStream_t out_stream_ = nullptr;   // the write-back queue (downloads)
     bool pools_ = false;                  // cudaMallocAsync / cudaFreeAsync available

@@ -91,6 +91,13 @@ for gemm in fp32 tf32 bf16; do
   [ "$rc" = 0 ] || status=1
   SUMMARY+=("backend_ops SPILLWAY_GEMM=$gemm: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$WORK/backend_ops-$gemm.log" | tail -1 || true) (exit $rc); $(grep -E '^backends:' "$WORK/backend_ops-$gemm.log" | cut -d'|' -f2 | sed 's/^ *//')")
 done
+# The one-warp-per-query attention kernel (the fallback beside the tiled default) against the CPU too,
+# with --perf so the attention rows of the two kernels can be compared.
+echo "== backend_ops, SPILLWAY_ATTENTION=warp --perf (the fallback attention kernel)"
+SPILLWAY_ATTENTION=warp SPILLWAY_GEMM=fp32 "$WORK/build/backend_ops" --perf 2>&1 | tee "$WORK/backend_ops-warp-attention.log" | grep -E 'attention|passed'
+rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] || status=1
+SUMMARY+=("backend_ops SPILLWAY_ATTENTION=warp: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$WORK/backend_ops-warp-attention.log" | tail -1 || true) (exit $rc)")
 if [ -x "$CARRY/backend_ops" ]; then
   echo "== backend_ops as built on the CPU machine (correctness only, fp32)"
   SPILLWAY_GEMM=fp32 "$CARRY/backend_ops" | tail -1
