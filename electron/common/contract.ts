@@ -190,6 +190,9 @@ export const PlanRequest = z.object({
   maxLength: z.number().int().positive().max(1 << 20).default(256),
   /** Measure the machine again instead of using the cached calibration (takes seconds). */
   recalibrate: z.boolean().optional(),
+  /** The training dataset and its task: compute is then predicted for the data's mean tokens per example, as a run's own plan is. */
+  train: FilePath.optional(),
+  task: TaskTemplate.optional(),
 });
 
 export const PlanUnit = z.object({
@@ -334,6 +337,15 @@ export const PlanResult = z.object({
     })
     .nullable()
     .optional(),
+  /** The training data the compute was predicted for (tokensPerStep = batch × its mean tokens per example); null: batch × max length. */
+  dataTokens: z
+    .object({
+      meanPerExample: z.number().nonnegative(),
+      examples: z.number().int().nonnegative(),
+      perStep: z.number().nonnegative(),
+    })
+    .nullable()
+    .optional(),
 });
 
 // --- runs
@@ -379,6 +391,34 @@ export const RunOptions = z.object({
   masters: Masters.optional(),
 });
 
+/** What a run keeps its streamed blocks as and where (its masters, update mode and spill folders), as shown beside its placement. */
+export const RunStorage = z.object({
+  masters: Masters,
+  updateOn: UpdateMode,
+  /** spillDirs when not empty, else [spillDir], else none. */
+  spillDirs: z.array(z.string()),
+});
+
+/**
+ * A run's masters, update mode and spill folders (defaults fp32, auto), or null when the run sets none
+ * of them and streams no blocks (`streams`: its plan or offload puts blocks on the CPU or the SSD).
+ */
+export function runStorage(
+  o: Pick<z.input<typeof RunOptions>, 'masters' | 'updateOn' | 'spillDir' | 'spillDirs'>,
+  streams: boolean,
+): z.output<typeof RunStorage> | null {
+  const spillDirs = o.spillDirs?.length ? [...o.spillDirs] : o.spillDir ? [o.spillDir] : [];
+  if (!streams && o.masters === undefined && o.updateOn === undefined && spillDirs.length === 0) return null;
+  return { masters: o.masters ?? 'fp32', updateOn: o.updateOn ?? 'auto', spillDirs };
+}
+
+/** One line: "masters bf16 · updates on device · spill /a, /b" (folders through `path`, e.g. to shorten them). */
+export function formatRunStorage(s: z.output<typeof RunStorage>, path: (p: string) => string = (p) => p): string {
+  const update = s.updateOn === 'auto' ? 'updates auto' : s.updateOn === 'home' ? 'updates at home' : 'updates on device';
+  const spill = s.spillDirs.length ? ` · spill ${s.spillDirs.map(path).join(', ')}` : '';
+  return `masters ${s.masters} · ${update}${spill}`;
+}
+
 export const RunSummary = z.object({
   id: RunId,
   name: z.string(),
@@ -395,6 +435,8 @@ export const RunSummary = z.object({
   error: z.string().nullable(),
   /** The checkpoint folder the run last continued from. */
   resumedFrom: z.string().nullable(),
+  /** Its masters, update mode and spill folders (runStorage); null when it sets none and streams no blocks. */
+  storage: RunStorage.nullable().optional(),
 });
 
 /** What one step moved on each link (deltas of the engine's tier counters) and how long compute waited for streamed units. */
@@ -655,6 +697,7 @@ export type UpdateMode = z.output<typeof UpdateMode>;
 export type RunStatus = z.output<typeof RunStatus>;
 export type RunOptions = z.output<typeof RunOptions>;
 export type RunSummary = z.output<typeof RunSummary>;
+export type RunStorage = z.output<typeof RunStorage>;
 export type RunDetail = z.output<typeof RunDetail>;
 export type RunQuery = z.output<typeof RunQuery>;
 export type MetricsQuery = z.output<typeof MetricsQuery>;

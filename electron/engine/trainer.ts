@@ -18,6 +18,7 @@ import { HOME } from './native.js';
 import type { MasterPrecision, NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
 import { planFor } from './plan-result.js';
+import { meanExampleTokens } from './example-tokens.js';
 import { planSummary } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
@@ -430,7 +431,7 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
       info,
       // Activations for --max-length when given, else for the longest sequence present.
       o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
-      train.reduce((n, ex) => n + ex.sequences.reduce((m, s) => m + s.tokens.length, 0), 0) / Math.max(1, train.length),
+      meanExampleTokens(train),
     );
     emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
     await engine.load(engineSpec(info), placement);

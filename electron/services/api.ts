@@ -43,6 +43,7 @@ import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../mo
 import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
+import { datasetMeanTokens } from '../engine/example-tokens.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -159,6 +160,7 @@ export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export function createServices(options: ServicesOptions = {}): SpillwayServices {
   const runs = options.runs ?? unavailableRunOperations();
+  const meanTokens = meanTokensCache();
   const sources: EventSource[] = [runs, ...(options.eventSources ?? [])];
   const hfCache = options.hfCacheDir ?? hfHubCacheDir();
   // The embedded demo is always listed, so a first launch can preselect it.
@@ -213,6 +215,17 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
         const settings = await runs.getSettings({}, ctx);
         // The folders asked for (several: striped), else the settings' spill folder.
         const spillDirs = p.spillDirs?.length ? p.spillDirs : [p.spillDir ?? settings.spillDir].filter((d): d is string => !!d);
+        // With the training data named: compute for its mean tokens per example, as the run's own plan does.
+        let data: { meanTokens: number; examples: number } | null = null;
+        let dataNote: string | null = null;
+        if (p.train && p.task) {
+          try {
+            data = await meanTokens(p.model, p.train, p.task, p.maxLength);
+            if (data.examples === 0) data = null;
+          } catch (e) {
+            dataNote = `The training data could not be tokenized (${(e as Error).message}); compute is predicted for batch × max length.`;
+          }
+        }
         const { plan, info, prefetchRequested } = await planFor({
           model: p.model,
           computeDevice: 'cpu',
@@ -227,10 +240,15 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
           updateMode: p.updateOn,
           batchSize: p.batchSize,
           maxLength: p.maxLength,
+          ...(data ? { tokensPerStep: data.meanTokens * p.batchSize } : {}),
           dataDir: settings.dataDir,
           calibrate: p.recalibrate ? 'recalibrate' : 'cached',
         });
-        return toPlanResult(plan, info.dir, prefetchRequested);
+        if (dataNote) plan.notes.push(dataNote);
+        return {
+          ...toPlanResult(plan, info.dir, prefetchRequested),
+          dataTokens: data ? { meanPerExample: data.meanTokens, examples: data.examples, perStep: data.meanTokens * p.batchSize } : null,
+        };
       }),
 
     onEvent(listener) {
@@ -239,6 +257,28 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     },
 
     shutdown: () => runs.shutdown(),
+  };
+}
+
+/**
+ * Mean tokens per training example, remembered per (dataset, task, model, max length) and the files' change
+ * times, so that a plan per keystroke of the New run form tokenizes the data once. Concurrent asks share one.
+ */
+function meanTokensCache(limit = 32) {
+  const cache = new Map<string, Promise<{ meanTokens: number; examples: number }>>();
+  const mtime = async (f: string) => (await fsp.stat(f).catch(() => null))?.mtimeMs ?? null;
+  return async (model: string, train: string, task: TaskTemplate, maxLength: number) => {
+    const m = path.resolve(model);
+    const t = path.resolve(train);
+    const key = JSON.stringify([t, task, m, maxLength, await mtime(t), await mtime(path.join(m, 'tokenizer.json'))]);
+    let hit = cache.get(key);
+    if (!hit) {
+      hit = datasetMeanTokens({ model: m, train: t, task, maxLength });
+      cache.set(key, hit);
+      hit.catch(() => cache.delete(key));
+      while (cache.size > limit) cache.delete(cache.keys().next().value!);
+    }
+    return hit;
   };
 }
 

@@ -22,6 +22,11 @@ describe('NewRunState', () => {
     expect(s.template).toEqual({ kind: 'sst2', labelWords: [' terrible', ' great'] });
     expect(s.formErrors).toEqual([]);
     expect(s.options()).toMatchObject({ model: '/m/spillway-demo', eval: '/d/eval.jsonl', steps: 300 });
+    // The plan is made for the training data's mean length: the request names the data and its task.
+    expect(s.planRequest()).toMatchObject({ train: '/d/train.jsonl', task: { kind: 'sst2', labelWords: [' terrible', ' great'] } });
+    s.setTask('classify');
+    s.labelWords = 'yes';
+    expect(s.planRequest()).not.toHaveProperty('train'); // an incomplete template is not sent
   });
   it('says what is wrong with the form', () => {
     const s = new NewRunState(noClient as () => Client);

@@ -3,9 +3,12 @@ import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
+import { formatRunStorage, runStorage } from '../../common/contract.js';
+import type { RunStorage } from '../../common/contract.js';
 import { resolveDataDir } from '../paths.js';
 import type { EvalMetric, RunRecord, StepMetric } from '../store/types.js';
 import { RunSupervisor } from './supervisor.js';
+import type { StoredRunConfig } from './types.js';
 
 export const RUNS_USAGE = `Usage:
   spillway runs list [--json]                  every run, newest first
@@ -76,8 +79,22 @@ function listTable(runs: RunRecord[]): string {
   ]);
 }
 
+/**
+ * The run's masters, update mode and spill folders (its stored options), when it sets them or streams
+ * blocks (its plan homes units on the CPU or the SSD, or its offload puts them there); null otherwise.
+ */
+export function runStorageOf(r: RunRecord): RunStorage | null {
+  const o = (r.config as unknown as StoredRunConfig | null)?.options;
+  if (!o) return null;
+  const homes = ((r.plan as { homes?: Record<string, unknown> } | null)?.homes ?? {}) as Record<string, unknown>;
+  const count = (x: unknown) => (typeof x === 'number' && x > 0 ? x : 0);
+  const streams = count(homes.cpu) + count(homes.ssd) > 0 || o.offload === 'cpu' || o.offload === 'ssd';
+  return runStorage(o, streams);
+}
+
 function showText(s: RunSupervisor, r: RunRecord): string {
   const last = s.store.lastEval(r.id);
+  const storage = runStorageOf(r);
   const lines = [
     `run         ${r.id}  ${r.name}`,
     `status      ${r.status}${r.error ? ` (${r.error})` : ''}`,
@@ -89,6 +106,7 @@ function showText(s: RunSupervisor, r: RunRecord): string {
     ...(r.resumedFrom ? [`resumed     from ${r.resumedFrom}`] : []),
     `final loss  ${fixed(r.finalMetrics?.final_loss)}`,
     ...(r.plan ? [`plan        ${planLine(r.plan)}`] : []),
+    ...(storage ? [`storage     ${formatRunStorage(storage)}`] : []),
     `last eval   ${last ? `step ${last.step}: accuracy ${pct(last.accuracy)}, loss ${fixed(last.loss)} (${last.examples} examples)` : 'none'}`,
     `folder      ${r.folder}`,
     ...s.store.checkpoints(r.id).map((c) => `checkpoint  step ${c.step}: ${c.path} (${c.bytes} bytes)`),

@@ -13,7 +13,7 @@ import type { TrainOptions } from '../../engine/trainer.js';
 import type { EvalMetric as StoredEval, RunRecord, StepMetric as StoredStep } from '../store/types.js';
 import { Sampler, stepTimesFromEvent } from '../telemetry/index.js';
 import type { TelemetrySample } from '../telemetry/index.js';
-import { metricsCsv } from './commands.js';
+import { metricsCsv, runStorageOf } from './commands.js';
 import { evalRecord, stepRecord } from './supervisor.js';
 import type { RunSupervisor } from './supervisor.js';
 import type { RunEvent, StoredRunConfig } from './types.js';
@@ -51,8 +51,10 @@ function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | n
     lastAccuracy,
     error: r.error,
     resumedFrom: r.resumedFrom,
+    storage: runStorageOf(r),
   };
 }
+
 
 const finite = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
 

@@ -122,3 +122,10 @@ export function readAheadSummary(plan: PlanResult): { depth: number; lowered: bo
       : `SSD read-ahead ${blocks(depth)}${buffers}.`,
   };
 }
+
+/** What the plan's compute (and so its step time) was predicted for: the training data's mean length, or batch × max length. */
+export function dataTokensLine(t: PlanResult['dataTokens']): string {
+  if (!t) return 'Step time for batch × max length tokens (choose a training dataset to plan for its mean length).';
+  const mean = t.meanPerExample.toFixed(t.meanPerExample < 100 ? 1 : 0);
+  return `Step time for the dataset's mean length: ${mean} tokens per example, ${Math.round(t.perStep)} per step (${t.examples} examples).`;
+}

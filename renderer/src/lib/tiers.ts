@@ -3,7 +3,8 @@
 // units, latest and mean over the last steps, each beside the plan's
 // prediction, and the step time against the predicted step and the floor.
 
-import type { RunOptions, RunPlan, StepIo, StepMetric } from '../../../electron/common/contract.ts';
+import { formatRunStorage, runStorage } from '../../../electron/common/contract.ts';
+import type { RunOptions, RunPlan, RunStorage, StepIo, StepMetric } from '../../../electron/common/contract.ts';
 
 /** Steps the means are taken over. */
 export const TIER_WINDOW = 20;
@@ -116,4 +117,27 @@ export function formatMs(ms: number | null | undefined): string {
 export function formatRatio(r: number | null | undefined): string {
   if (r === null || r === undefined || !Number.isFinite(r)) return '—';
   return `${r.toFixed(r >= 100 ? 0 : 2)}×`;
+}
+
+/** The last two parts of a path: "/mnt/nvme0/spill" → "nvme0/spill". */
+export function shortPath(p: string): string {
+  return p.split(/[\\/]/).filter(Boolean).slice(-2).join('/') || p;
+}
+
+/**
+ * A run's masters, update mode and spill folders in one line ("masters bf16 · updates on device · spill a/s, b/s"),
+ * or null when the run sets none of them and streams no blocks.
+ */
+export function storageLine(
+  options: Pick<RunOptions, 'masters' | 'updateOn' | 'spillDir' | 'spillDirs' | 'offload'> | null | undefined,
+  plan: RunPlan | null | undefined,
+  samples: readonly IoSample[] = [],
+): string | null {
+  if (!options) return null;
+  return formatStorage(runStorage(options, streamsUnits(plan, options.offload, samples)));
+}
+
+/** A run summary's storage (RunSummary.storage) in one line with short folder names; null when it has none. */
+export function formatStorage(s: RunStorage | null | undefined): string | null {
+  return s ? formatRunStorage(s, shortPath) : null;
 }

@@ -7,7 +7,7 @@ import { app } from './app.svelte.ts';
 import type { Client } from '../lib/client.ts';
 import { describeError } from '../lib/client.ts';
 import { RunSeries } from '../lib/series.ts';
-import { streamsUnits, tierSummary } from '../lib/tiers.ts';
+import { storageLine, streamsUnits, tierSummary } from '../lib/tiers.ts';
 import type { Point } from '../lib/smoothing.ts';
 
 export const ACTIVE: readonly RunStatus[] = ['queued', 'running', 'stopping'];
@@ -68,6 +68,11 @@ export class LiveRunState {
   showTiers = $derived.by(() => {
     void this.version;
     return streamsUnits(this.detail?.plan ?? null, this.detail?.options.offload, this.series.io);
+  });
+  /** The run's masters, update mode and spill folders, when it sets them or streams blocks. */
+  storage = $derived.by(() => {
+    void this.version;
+    return storageLine(this.detail?.options, this.detail?.plan ?? null, this.series.io);
   });
   telemetryChart = $derived.by(() => {
     void this.telemetryVersion;

@@ -212,7 +212,14 @@ export class NewRunState {
       updateOn: this.updateOn,
       batchSize: this.hyper.batchSize,
       maxLength: this.hyper.maxLength,
+      // The training data and task: the step is then predicted for the data's mean length, as the run's own plan is.
+      ...(this.train.trim() && this.templateComplete ? { train: this.train.trim(), task: this.template } : {}),
     };
+  }
+
+  /** Whether the task template is one the backend accepts (classification needs two label words or more). */
+  get templateComplete(): boolean {
+    return this.task !== 'classify' || this.labelWordList.length >= 2;
   }
 
   /** Plans the form with each precision (three requests): the chosen one is the plan shown, all three feed the comparison. */

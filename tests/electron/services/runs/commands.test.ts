@@ -63,6 +63,8 @@ describe('spillway train records its run', () => {
     expect(show.stdout).toMatch(/status\s+completed/);
     expect(show.stdout).toMatch(/last eval\s+step 3: accuracy/);
     expect(show.stdout).toContain('"steps": 3');
+    // A resident run that sets no masters, update mode or spill folder: no storage line.
+    expect(show.stdout).not.toMatch(/^storage/m);
     const showJson = JSON.parse((await spillway(['runs', 'show', run.id, '--json', '--data-dir', dataDir])).stdout) as Record<string, unknown>;
     expect(showJson).toMatchObject({ id: run.id, status: 'completed', lastEval: { step: 3, examples: 8 } });
     expect((showJson.config as { options: { model: string } }).options.model).toBe(model);
@@ -97,6 +99,17 @@ describe('spillway train records its run', () => {
     const gone = await spillway(['runs', 'show', run.id, '--data-dir', dataDir]);
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(/no run with id/);
+  });
+
+  it('runs show names the masters, update mode and spill folders of a run that streams its blocks', async () => {
+    const dir = join(work, 'data-spill');
+    const spill = mkdtempSync(join(work, 'spill-'));
+    const t = await spillway([...trainArgs(), '--eval-max', '0', '--offload', 'ssd', '--spill', spill, '--masters', 'bf16', '--update-on', 'home', '--json', '--data-dir', dir]);
+    expect(t.code, t.stderr).toBe(0);
+    const [run] = JSON.parse((await spillway(['runs', 'list', '--json', '--data-dir', dir])).stdout) as { id: string }[];
+    const show = await spillway(['runs', 'show', run.id, '--data-dir', dir]);
+    expect(show.code, show.stderr).toBe(0);
+    expect(show.stdout).toContain(`storage     masters bf16 · updates at home · spill ${spill}\n`);
   });
 
   it('records a failed run with the reason and prints the same error', async () => {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectWebSocket, SpillwayClient, webSocketUrlFor } from '../../../../electron/common/client.js';
 import type { StepMetric } from '../../../../electron/common/contract.js';
 import { defaultServices, startServe } from '../../../../electron/server/serve-command.js';
-import { DEMO_DATA, makeTinyLlama } from '../../../helpers/tiny-model.js';
+import { DEMO_DATA, DEMO_TOKENIZER_DIR, makeTinyLlama } from '../../../helpers/tiny-model.js';
 import { wsFactory } from '../../server/ws-helpers.js';
 import { allBlocksOnSsdBudget } from '../../common/plan-budget.js';
 
@@ -78,6 +78,7 @@ describe('the backend over the contract', () => {
     const detail = await a.call('getRun', { runId: started.id });
     expect(detail.checkpoints.length).toBeGreaterThan(0);
     expect(detail.options.steps).toBe(100_000);
+    expect(detail.storage).toBeNull();
     const stepsAtStop = detail.stepsDone;
     expect(stepsAtStop).toBeGreaterThanOrEqual(7);
 
@@ -151,6 +152,8 @@ describe('the backend over the contract', () => {
     expect(detail.error).toBeNull();
     expect(detail.status).toBe('completed');
     expect(detail.options).toMatchObject(extra);
+    // The list shows how the run keeps its streamed blocks, and where.
+    expect((await a.call('listRuns', {})).runs.find((x) => x.id === r.id)?.storage).toEqual({ masters: 'bf16', updateOn: 'device', spillDirs: spill });
     // The run followed the plan the contract showed: the same homes and bytes per step.
     expect(detail.plan?.homes).toEqual({ device: bf16.units.length - onSsd, cpu: 0, ssd: onSsd });
     expect(detail.plan?.linkBytes).toEqual({ ...bf16.linkBytesPerStep });
@@ -164,6 +167,35 @@ describe('the backend over the contract', () => {
     expect((await a.call('plan', { ...ask, masters: 'bf16' })).predictedStepMs).not.toBeNull();
     a.close();
   }, 180_000);
+
+  it("plans for the training data's mean tokens per example when the request names the dataset and task", async () => {
+    const a = await client();
+    const ask = { model: DEMO_TOKENIZER_DIR, batchSize: 16, maxLength: 256 };
+    const data = { train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'), task: { kind: 'sst2' as const } };
+    // Measured here, then cached in this backend's data folder for the plans below.
+    const bare = await a.call('plan', { ...ask, recalibrate: true });
+    expect(bare.predictedStepMs).not.toBeNull();
+    expect(bare.dataTokens ?? null).toBeNull();
+
+    const withData = await a.call('plan', { ...ask, ...data });
+    const t = withData.dataTokens!;
+    expect(t.examples).toBe(512);
+    // SST-2: two sequences per example (one per label word), each far shorter than the max length.
+    expect(t.meanPerExample).toBeGreaterThan(2);
+    expect(t.meanPerExample).toBeLessThan(ask.maxLength);
+    expect(t.perStep).toBeCloseTo(t.meanPerExample * ask.batchSize, 6);
+    expect(withData.timeTerms!.computeMs).toBeLessThan(bare.timeTerms!.computeMs);
+    expect(withData.predictedStepMs!).toBeLessThan(bare.predictedStepMs!);
+    // Asked again (as the form does per keystroke): the same figures, from the cache.
+    expect((await a.call('plan', { ...ask, ...data })).dataTokens).toEqual(t);
+
+    // Data that cannot be tokenized: planned for batch × max length, with a note.
+    const bad = await a.call('plan', { ...ask, train: join(work, 'missing.jsonl'), task: { kind: 'sst2' } });
+    expect(bad.dataTokens ?? null).toBeNull();
+    expect(bad.predictedStepMs).toBe(bare.predictedStepMs);
+    expect(bad.notes.some((n) => /could not be tokenized/.test(n))).toBe(true);
+    a.close();
+  }, 120_000);
 
   it('keeps settings in the store', async () => {
     const a = await client();
