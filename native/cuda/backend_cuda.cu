@@ -236,7 +236,22 @@ struct InlineTerms {
     UpdateTerm t[kInlineTerms];
 };
 
-// theta -= sum_j coef_j z_j; then theta -= decay * theta_before; in that order, per element.
+// The ZO update of elements 4t .. 4t+3 from their values before the step: theta -= sum_j
+// coef_j z_j, then theta -= decay * theta_before; in that order, per element.
+__device__ __forceinline__ void zo_block4(float th[4], const float before[4], size_t t, uint32_t id, int kind,
+                                          const InlineTerms& inl, const UpdateTerm* terms, int nterms, float decay) {
+    for (int l = 0; l < 4; l++) th[l] = before[l];
+    for (int j = 0; j < nterms; j++) {
+        UpdateTerm term = terms ? terms[j] : inl.t[j];
+        float z[4];
+        noise_block4(term.seed, id, t, kind, z);
+        float neg = -term.coef;
+        for (int l = 0; l < 4; l++) th[l] = fmaf(neg, z[l], th[l]);
+    }
+    if (decay != 0.0f)
+        for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
+}
+
 __global__ void k_zo_update(float* theta, size_t n, uint32_t id, int kind, InlineTerms inl, const UpdateTerm* terms,
                             int nterms, float decay) {
     size_t nb = (n + 3) / 4;
@@ -244,16 +259,8 @@ __global__ void k_zo_update(float* theta, size_t n, uint32_t id, int kind, Inlin
         size_t i0 = t * 4;
         int m = (int)min((size_t)4, n - i0);
         float th[4], before[4];
-        for (int l = 0; l < 4; l++) th[l] = before[l] = l < m ? theta[i0 + l] : 0.f;
-        for (int j = 0; j < nterms; j++) {
-            UpdateTerm term = terms ? terms[j] : inl.t[j];
-            float z[4];
-            noise_block4(term.seed, id, t, kind, z);
-            float neg = -term.coef;
-            for (int l = 0; l < 4; l++) th[l] = fmaf(neg, z[l], th[l]);
-        }
-        if (decay != 0.0f)
-            for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
+        for (int l = 0; l < 4; l++) before[l] = l < m ? theta[i0 + l] : 0.f;
+        zo_block4(th, before, t, id, kind, inl, terms, nterms, decay);
         for (int l = 0; l < m; l++) theta[i0 + l] = th[l];
     }
 }
@@ -270,19 +277,8 @@ __global__ void k_zo_update_rounded(void* theta, int packed, int dtype, size_t n
         size_t i0 = t * 4;
         int m = (int)min((size_t)4, n - i0);
         float th[4], before[4];
-        for (int l = 0; l < 4; l++) {
-            float v = l < m ? (packed ? widen_one(t16[i0 + l], dtype) : t32[i0 + l]) : 0.f;
-            th[l] = before[l] = v;
-        }
-        for (int j = 0; j < nterms; j++) {
-            UpdateTerm term = terms ? terms[j] : inl.t[j];
-            float z[4];
-            noise_block4(term.seed, id, t, kind, z);
-            float neg = -term.coef;
-            for (int l = 0; l < 4; l++) th[l] = fmaf(neg, z[l], th[l]);
-        }
-        if (decay != 0.0f)
-            for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
+        for (int l = 0; l < 4; l++) before[l] = l < m ? (packed ? widen_one(t16[i0 + l], dtype) : t32[i0 + l]) : 0.f;
+        zo_block4(th, before, t, id, kind, inl, terms, nterms, decay);
         uint32_t bits[4];
         sr_bits4(sr_seed, id, t, bits);
         for (int l = 0; l < m; l++) {
@@ -903,21 +899,24 @@ public:
         k_perturb<<<grid_for(n), kThreads, 0, stream_>>>(w, theta, z, scale, n);
         SPW_LAUNCHED("perturb");
     }
-    // Up to kInlineTerms terms travel by value in the kernel's parameters; more go to a device
-    // buffer through the staging ring. Neither waits on the host.
+    // Up to kInlineTerms terms travel by value in the kernel's parameters (returns null); more go
+    // to a device buffer through the staging ring (returned). Neither waits on the host.
+    const UpdateTerm* stage_terms(const UpdateTerm* terms, int nterms, InlineTerms& inl) {
+        if (nterms <= kInlineTerms) {
+            for (int j = 0; j < nterms; j++) inl.t[j] = terms[j];
+            return nullptr;
+        }
+        size_t bytes = sizeof(UpdateTerm) * (size_t)nterms;
+        auto* dev = static_cast<UpdateTerm*>(grow(terms_, bytes, bytes * 2, "zo_update terms"));
+        upload(dev, terms, bytes);
+        return dev;
+    }
     void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
                    float decay) override {
         if (!n) return;
         cur();
         InlineTerms inl{};
-        const UpdateTerm* dev_terms = nullptr;
-        if (nterms <= kInlineTerms) {
-            for (int j = 0; j < nterms; j++) inl.t[j] = terms[j];
-        } else {
-            size_t bytes = sizeof(UpdateTerm) * (size_t)nterms;
-            dev_terms = static_cast<UpdateTerm*>(grow(terms_, bytes, bytes * 2, "zo_update terms"));
-            upload(const_cast<UpdateTerm*>(dev_terms), terms, bytes);
-        }
+        const UpdateTerm* dev_terms = stage_terms(terms, nterms, inl);
         k_zo_update<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, n, id, kind, inl, dev_terms, nterms,
                                                                     decay);
         SPW_LAUNCHED("zo_update");
@@ -929,14 +928,7 @@ public:
         if (!n || nterms < 1) return;
         cur();
         InlineTerms inl{};
-        const UpdateTerm* dev_terms = nullptr;
-        if (nterms <= kInlineTerms) {
-            for (int j = 0; j < nterms; j++) inl.t[j] = terms[j];
-        } else {
-            size_t bytes = sizeof(UpdateTerm) * (size_t)nterms;
-            dev_terms = static_cast<UpdateTerm*>(grow(terms_, bytes, bytes * 2, "zo_update terms"));
-            upload(const_cast<UpdateTerm*>(dev_terms), terms, bytes);
-        }
+        const UpdateTerm* dev_terms = stage_terms(terms, nterms, inl);
         k_zo_update_rounded<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, packed ? 1 : 0, dtype, n, id, kind, inl,
                                                                             dev_terms, nterms, decay);
         SPW_LAUNCHED("zo_update_rounded");

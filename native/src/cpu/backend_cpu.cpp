@@ -97,25 +97,37 @@ public:
         });
     }
 
-    void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
-                   float decay) override {
+    // The ZO update over chunks of 1024 elements: load(c0, m, before) reads the values before the
+    // step, store(c0, m, v) writes the updated ones; in between theta -= sum_j coef_j z_j, then
+    // theta -= decay * theta_before, in that order per element.
+    template <class Load, class Store>
+    void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay, Load load,
+                       Store store) {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             constexpr size_t kChunk = 1024;
-            float z[kChunk];
-            float before[kChunk];
+            float z[kChunk], v[kChunk], before[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
-                std::memcpy(before, theta + c0, m * sizeof(float));
+                load(c0, m, before);
+                std::memcpy(v, before, m * sizeof(float));
                 for (int j = 0; j < nterms; j++) {
                     noise_range(z, m, terms[j].seed, id, kind, c0);
                     float neg = -terms[j].coef;
-                    for (size_t i = 0; i < m; i++) theta[c0 + i] = fmaf(neg, z[i], theta[c0 + i]);
+                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], v[i]);
                 }
-                if (decay != 0.0f) {
-                    for (size_t i = 0; i < m; i++) theta[c0 + i] = fmaf(-decay, before[i], theta[c0 + i]);
-                }
+                if (decay != 0.0f)
+                    for (size_t i = 0; i < m; i++) v[i] = fmaf(-decay, before[i], v[i]);
+                store(c0, m, v);
             }
         });
+    }
+
+    void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
+                   float decay) override {
+        update_chunks(
+            n, id, kind, terms, nterms, decay,
+            [&](size_t c0, size_t m, float* before) { std::memcpy(before, theta + c0, m * sizeof(float)); },
+            [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); });
     }
 
     void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
@@ -125,21 +137,13 @@ public:
         float* t32 = static_cast<float*>(theta);
         uint16_t* t16 = static_cast<uint16_t*>(theta);
         const uint64_t sr_seed = terms[0].seed;
-        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
-            constexpr size_t kChunk = 1024;
-            float z[kChunk], v[kChunk], before[kChunk];
-            uint32_t bits[kChunk];
-            for (size_t c0 = b; c0 < e; c0 += kChunk) {
-                size_t m = std::min(kChunk, e - c0);
+        update_chunks(
+            n, id, kind, terms, nterms, decay,
+            [&](size_t c0, size_t m, float* before) {
                 for (size_t i = 0; i < m; i++) before[i] = packed ? widen_one(t16[c0 + i], dtype) : t32[c0 + i];
-                std::memcpy(v, before, m * sizeof(float));
-                for (int j = 0; j < nterms; j++) {
-                    noise_range(z, m, terms[j].seed, id, kind, c0);
-                    float neg = -terms[j].coef;
-                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], v[i]);
-                }
-                if (decay != 0.0f)
-                    for (size_t i = 0; i < m; i++) v[i] = fmaf(-decay, before[i], v[i]);
+            },
+            [&](size_t c0, size_t m, const float* v) {
+                uint32_t bits[1024];
                 for (size_t i = 0; i < m; i += 4) sr_bits4(sr_seed, id, (c0 + i) >> 2, bits + i);
                 for (size_t i = 0; i < m; i++) {
                     float r = round_sr(v[i], dtype, bits[i]);
@@ -148,8 +152,7 @@ public:
                     else
                         t32[c0 + i] = r;
                 }
-            }
-        });
+            });
     }
 
     void widen(float* out, const uint16_t* in, size_t n, int dtype) override {
