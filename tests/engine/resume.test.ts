@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { startEngineJob } from '../../electron/engine/runner.js';
-import { TRAIN_DEFAULTS, latestCheckpoint } from '../../electron/engine/trainer.js';
+import { latestCheckpoint } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
 import { waitForCheckpoint } from '../helpers/events.js';
-import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
+import { demoTrainOptions } from '../helpers/train-options.js';
 
 let work: string;
 let model: string;
@@ -21,20 +22,12 @@ beforeAll(async () => {
   model = await makeTinyLlama(join(work, 'tiny'));
 });
 
-const options = (over: Partial<TrainOptions>): TrainOptions => ({
-  ...TRAIN_DEFAULTS,
-  model,
-  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
-  task: { kind: 'sst2' },
-  steps: 8,
-  batchSize: 4,
-  lr: 1e-2,
-  seed: 9,
-  threads: 1,
-  zeroShot: false,
-  evalFraction: 0,
-  ...over,
-});
+const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
+  demoTrainOptions(model, {
+    steps: 8,
+    seed: 9,
+    ...over,
+  });
 
 async function runToEnd(o: TrainOptions): Promise<TrainEvent[]> {
   const events: TrainEvent[] = [];

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { EngineCrashError, EngineJobError, startEngineJob } from '../../electron/engine/runner.js';
-import { TRAIN_DEFAULTS } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
 import { waitForEvents } from '../helpers/events.js';
-import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
+import { demoTrainOptions } from '../helpers/train-options.js';
 
 let work: string;
 let model: string;
@@ -19,19 +19,12 @@ beforeAll(async () => {
   model = await makeTinyLlama(join(work, 'tiny'));
 });
 
-const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
-  ...TRAIN_DEFAULTS,
-  model,
-  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
-  task: { kind: 'sst2' },
-  steps: 100_000,
-  batchSize: 4,
-  lr: 1e-3,
-  threads: 1,
-  zeroShot: false,
-  evalFraction: 0,
-  ...over,
-});
+const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
+  demoTrainOptions(model, {
+    steps: 100_000,
+    lr: 1e-3,
+    ...over,
+  });
 
 function waitForSteps(events: TrainEvent[], n: number): Promise<void> {
   return waitForEvents(events, (ev) => ev.filter((e) => e.type === 'step').length >= n);

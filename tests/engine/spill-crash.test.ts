@@ -10,11 +10,12 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { startEngineJob } from '../../electron/engine/runner.js';
-import { TRAIN_DEFAULTS, latestCheckpoint } from '../../electron/engine/trainer.js';
+import { latestCheckpoint } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
 import { ROOT } from '../helpers/engine.js';
 import { waitForCheckpoint } from '../helpers/events.js';
-import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
+import { demoTrainOptions } from '../helpers/train-options.js';
 
 const run = promisify(execFile);
 let work: string;
@@ -28,22 +29,14 @@ beforeAll(async () => {
   model = await makeTinyLlama(join(work, 'tiny'));
 });
 
-const options = (over: Partial<TrainOptions>): TrainOptions => ({
-  ...TRAIN_DEFAULTS,
-  model,
-  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
-  task: { kind: 'sst2' },
-  batchSize: 4,
-  lr: 1e-2,
-  seed: 4,
-  threads: 1,
-  zeroShot: false,
-  evalFraction: 0,
-  offload: 'ssd',
-  spillDir: spill,
-  writeBackEvery: 3,
-  ...over,
-});
+const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
+  demoTrainOptions(model, {
+    seed: 4,
+    offload: 'ssd',
+    spillDir: spill,
+    writeBackEvery: 3,
+    ...over,
+  });
 
 const losses = (ev: TrainEvent[]) => ev.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss_plus, e.loss_minus]] : []));
 

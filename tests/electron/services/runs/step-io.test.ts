@@ -10,13 +10,14 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { packBatch } from '../../../../electron/engine/batch.js';
 import { planFor } from '../../../../electron/engine/plan-result.js';
 import { batchIndices } from '../../../../electron/data/index.js';
-import { TRAIN_DEFAULTS, loadForTraining, runPlanSummary, stepIo } from '../../../../electron/engine/trainer.js';
+import { loadForTraining, runPlanSummary, stepIo } from '../../../../electron/engine/trainer.js';
 import type { StepEvent, TrainOptions } from '../../../../electron/engine/trainer.js';
 import { RunSupervisor } from '../../../../electron/services/runs/index.js';
 import type { RunEvent } from '../../../../electron/services/runs/index.js';
 import { metricsCsv, CSV_HEADER } from '../../../../electron/services/runs/commands.js';
 import { runPlanToContract, supervisorOperations } from '../../../../electron/services/runs/operations.js';
-import { DEMO_DATA, DEMO_TOKENIZER_DIR, makeTinyLlama } from '../../../helpers/tiny-model.js';
+import { DEMO_TOKENIZER_DIR, makeTinyLlama } from '../../../helpers/tiny-model.js';
+import { demoTrainOptions } from '../../../helpers/train-options.js';
 
 let work: string;
 let model: string;
@@ -31,21 +32,13 @@ afterEach(async () => {
   for (const s of open.splice(0)) await s.close();
 });
 
-const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
-  ...TRAIN_DEFAULTS,
-  model,
-  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
-  task: { kind: 'sst2' },
-  steps: 3,
-  batchSize: 4,
-  lr: 1e-2,
-  seed: 3,
-  threads: 1,
-  zeroShot: false,
-  evalFraction: 0,
-  maxLength: 64,
-  ...over,
-});
+const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
+  demoTrainOptions(model, {
+    steps: 3,
+    seed: 3,
+    maxLength: 64,
+    ...over,
+  });
 
 function supervisor(): RunSupervisor {
   const dataDir = mkdtempSync(join(tmpdir(), 'spw-io-data-'));

@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { TRAIN_DEFAULTS } from '../../../../electron/engine/trainer.js';
 import type { TrainOptions } from '../../../../electron/engine/trainer.js';
 import { RunSupervisor } from '../../../../electron/services/runs/index.js';
 import type { RunEvent } from '../../../../electron/services/runs/index.js';
 import { RunStore } from '../../../../electron/services/store/index.js';
-import { DEMO_DATA, makeTinyLlama } from '../../../helpers/tiny-model.js';
+import { makeTinyLlama } from '../../../helpers/tiny-model.js';
+import { demoTrainOptions } from '../../../helpers/train-options.js';
 
 let work: string;
 let model: string;
@@ -26,20 +26,12 @@ afterEach(async () => {
   for (const s of open.splice(0)) await s.close();
 });
 
-const options = (over: Partial<TrainOptions> = {}): TrainOptions => ({
-  ...TRAIN_DEFAULTS,
-  model,
-  train: join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'),
-  task: { kind: 'sst2' },
-  steps: 4,
-  batchSize: 4,
-  lr: 1e-2,
-  seed: 3,
-  threads: 1,
-  zeroShot: false,
-  evalFraction: 0,
-  ...over,
-});
+const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
+  demoTrainOptions(model, {
+    steps: 4,
+    seed: 3,
+    ...over,
+  });
 
 function supervisor(dataDir = mkdtempSync(join(tmpdir(), 'spw-data-')), o: Parameters<typeof RunSupervisor.open>[1] = {}): RunSupervisor {
   const s = RunSupervisor.open(dataDir, o);
