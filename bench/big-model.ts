@@ -26,16 +26,8 @@ import { fileURLToPath } from 'node:url';
 
 import { BIG_LLAMA, generateLlama, llamaTensors, numel } from './big-model-gen.js';
 import type { LlamaShape } from './big-model-gen.js';
+import { packageRoot } from '../electron/engine/native.js';
 
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the Spillway package root');
-    dir = up;
-  }
-}
 
 const ROOT = packageRoot();
 const CLI = join(ROOT, 'bin', 'spillway.js');
