@@ -371,7 +371,8 @@ export function makePlan(input: PlanInput): Plan {
   const devCap = shared ? Math.min(budgets.device ?? inf, cpuCap) : budgets.device ?? inf;
   const ssdCap = budgets.ssd ?? inf;
   const blocks = m.units.filter((u) => u.kind === 'block');
-  const blockBytes = blocks.reduce((n, u) => n + bytesOf(u), 0);
+  // A block resident on the device is kept as stored too (bf16/fp16: 2 bytes per parameter).
+  const blockBytes = blocks.reduce((n, u) => n + storedOf(u), 0);
   const maxSlot = Math.max(0, ...blocks.map(slotOf));
   const maxStored = Math.max(0, ...blocks.map(storedSlotOf));
   const runtime = ENGINE_RUNTIME_BYTES;
@@ -396,7 +397,7 @@ export function makePlan(input: PlanInput): Plan {
       devUsed += stage;
       cpuUsed += ioBuffer + prefetchBuffers;
       for (const u of blocks) {
-        const b = bytesOf(u);
+        const b = storedOf(u);
         if (devUsed + b <= devCap && (!shared || pool() + b <= cpuCap)) {
           devUsed += b;
         } else if (pool() + storedOf(u) <= cpuCap && !shared) {
@@ -695,7 +696,7 @@ export function makePlan(input: PlanInput): Plan {
       kind: u.kind,
       index: u.index,
       parameters: u.parameters,
-      bytes: homeOf(u) === 'device' ? bytesOf(u) : storedOf(u),
+      bytes: u.kind === 'block' ? storedOf(u) : bytesOf(u),
       home: homeOf(u),
       updateOn: on,
       updateMs: r ? c.ms : null,

@@ -60,10 +60,23 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
         }
         // Device-homed units: every master is uploaded once; kernels and updates use the
         // device copies. Streamed units pass through the staging slots instead.
+        // With bf16/fp16 masters a resident block is kept in that format on the device too (half the
+        // memory); its groups are widened or perturbed into float32 as kernels need them, like a
+        // staged block's. The embeddings and the head stay float32 (their kernels read them whole).
         for (size_t ti = 0; ti < model_->tensors.size(); ti++) {
             Tensor& t = model_->tensors[ti];
             if (!t.master) continue;
             if (tiers_[(size_t)tensor_unit_[ti]].home != Home::Device) continue;
+            if (dtype_ != MASTER_F32 && model_->units[(size_t)tensor_unit_[ti]].kind == UnitKind::Block) {
+                std::vector<uint16_t> h(t.numel);
+                for (size_t i = 0; i < t.numel; i++) h[i] = narrow_one(t.master[i], dtype_);
+                t.device16 = static_cast<uint16_t*>(backend_->alloc(std::max<size_t>(t.numel, 1) * sizeof(uint16_t)));
+                resident16_.push_back(t.device16);
+                backend_->upload(t.device16, h.data(), t.numel * sizeof(uint16_t));
+                std::free(t.master);
+                t.master = nullptr;
+                continue;
+            }
             if (!resident_) {
                 t.device = t.master;
                 continue;
@@ -79,6 +92,8 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
 }
 
 void Engine::release_resident() {
+    for (uint16_t* p : resident16_) backend_->release(p);
+    resident16_.clear();
     if (!resident_) return;
     for (Tensor& t : model_->tensors) {
         if (t.device && t.device != t.master) backend_->release(t.device);
@@ -152,6 +167,12 @@ void Engine::read_tensor(const Tensor& t, float* out) {
     }
     flush_cpu_pending(ui);
     if (tier.home == Home::Cpu) backend_->synchronize();  // a write-back copy into the master may be in flight
+    if (tier.home == Home::Device && t.device16) {
+        std::vector<uint16_t> h(t.numel);
+        backend_->download(h.data(), t.device16, t.numel * sizeof(uint16_t));
+        host_->widen(out, h.data(), t.numel, dtype_);
+        return;
+    }
     if (tier.packed) {
         for (auto& [idx, off] : tier.layout)
             if ((size_t)idx == ti) host_->widen(out, static_cast<const uint16_t*>(tier.packed->data()) + off, t.numel, dtype_);
@@ -463,7 +484,8 @@ TierStats Engine::tier_stats() const {
     TierStats s;
     for (size_t ui = 0; ui < tiers_.size(); ui++) {
         uint64_t b = tiers_[ui].floats * sizeof(float);
-        if (tiers_[ui].home == Home::Device) s.device_weight_bytes += b;
+        if (tiers_[ui].home == Home::Device)
+            s.device_weight_bytes += dtype_ != MASTER_F32 && model_->units[ui].kind == UnitKind::Block ? tiers_[ui].floats * ebytes_ : b;
         else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += tiers_[ui].floats * ebytes_;
     }
     s.stage_slots = stage_count_;
@@ -1020,9 +1042,11 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
             Backend* be = tier.home == Home::Cpu ? host_ : backend_.get();
             for (auto& [ti, off] : tier.layout) {
                 const Tensor& t = model_->tensors[(size_t)ti];
+                bool packed = tier.packed != nullptr || t.device16 != nullptr;
                 void* theta = tier.packed ? static_cast<void*>(static_cast<uint16_t*>(tier.packed->data()) + off)
-                              : tier.home == Home::Cpu ? t.master : t.device;
-                update_at(*be, t, theta, tier.packed != nullptr, terms, decay, params.noise);
+                              : t.device16 ? static_cast<void*>(t.device16)
+                              : tier.home == Home::Cpu ? static_cast<void*>(t.master) : static_cast<void*>(t.device);
+                update_at(*be, t, theta, packed, terms, decay, params.noise);
             }
         }
         backend_->synchronize();

@@ -257,6 +257,12 @@ describe.each(['bf16', 'fp16'] as const)('%s masters', (masters) => {
     await steps(full, 'llama-tiny', 0, 1);
     await steps(half, 'llama-tiny', 0, 1);
     expect(half.info().tiers!.h2dBytes * 2).toBe(full.info().tiers!.h2dBytes);
+    // Resident blocks are kept in 16 bits on the device as well (embeddings and head stay float32).
+    const resFull = (await engineFor('llama-tiny', blocksOn(HOME.device))).info().tiers!;
+    const resHalf = (await engineFor('llama-tiny', blocksOn(HOME.device), { masters })).info().tiers!;
+    const blockBytes = resFull.deviceWeightBytes - full.info().tiers!.deviceWeightBytes; // the SSD engine keeps only embeddings and head
+    expect(blockBytes).toBeGreaterThan(0);
+    expect(resHalf.deviceWeightBytes).toBe(full.info().tiers!.deviceWeightBytes + blockBytes / 2);
     const cpuFull = await engineFor('llama-tiny', blocksOn(HOME.cpu));
     const cpuHalf = await engineFor('llama-tiny', blocksOn(HOME.cpu), { masters });
     expect(cpuHalf.info().tiers!.cpuBytes).toBeLessThan(cpuFull.info().tiers!.cpuBytes * 0.6);

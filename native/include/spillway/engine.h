@@ -239,6 +239,7 @@ private:
     int dtype_ = 0;                    // MasterDtype
     size_t ebytes_ = 4;                // bytes per stored master element of a streamed unit
     float* inv_freq_dev_ = nullptr;    // RoPE frequencies on the backend
+    std::vector<uint16_t*> resident16_;  // resident blocks' bf16/fp16 copies on the device
     bool resident_ = false;            // masters uploaded to device memory (Tensor::device != master)
 };
 
