@@ -371,8 +371,10 @@ export function makePlan(input: PlanInput): Plan {
   const devCap = shared ? Math.min(budgets.device ?? inf, cpuCap) : budgets.device ?? inf;
   const ssdCap = budgets.ssd ?? inf;
   const blocks = m.units.filter((u) => u.kind === 'block');
-  // A block resident on the device is kept as stored too (bf16/fp16: 2 bytes per parameter).
-  const blockBytes = blocks.reduce((n, u) => n + storedOf(u), 0);
+  // Resident blocks are counted in float32 in every precision: the engine keeps them in 2 bytes
+  // with bf16/fp16 masters (so it uses less than planned), but the placement stays the one the
+  // float32 plan makes, and precisions compare over the same homes.
+  const blockBytes = blocks.reduce((n, u) => n + bytesOf(u), 0);
   const maxSlot = Math.max(0, ...blocks.map(slotOf));
   const maxStored = Math.max(0, ...blocks.map(storedSlotOf));
   const runtime = ENGINE_RUNTIME_BYTES;
@@ -397,7 +399,7 @@ export function makePlan(input: PlanInput): Plan {
       devUsed += stage;
       cpuUsed += ioBuffer + prefetchBuffers;
       for (const u of blocks) {
-        const b = storedOf(u);
+        const b = bytesOf(u);
         if (devUsed + b <= devCap && (!shared || pool() + b <= cpuCap)) {
           devUsed += b;
         } else if (pool() + storedOf(u) <= cpuCap && !shared) {
@@ -696,7 +698,7 @@ export function makePlan(input: PlanInput): Plan {
       kind: u.kind,
       index: u.index,
       parameters: u.parameters,
-      bytes: u.kind === 'block' ? storedOf(u) : bytesOf(u),
+      bytes: homeOf(u) === 'device' ? bytesOf(u) : storedOf(u),
       home: homeOf(u),
       updateOn: on,
       updateMs: r ? c.ms : null,
