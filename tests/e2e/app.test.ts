@@ -263,6 +263,16 @@ describe('Spillway GUI', () => {
       await page.waitForSelector('[data-testid="precision-compare"][data-chosen="bf16"]');
       // The budgeted plans have arrived when fp32's blocks stream.
       await page.waitForFunction(() => Number(document.querySelector('[data-testid="cmp-h2d"] td[data-masters="fp32"]')?.getAttribute('data-value')) > 0, null, { timeout: 30_000 });
+      // The three precisions' plans are asked for together but answer one by one: wait until every
+      // column holds the answer for this budget (bf16 and fp16 at half of fp32's streamed bytes).
+      await page.waitForFunction(
+        () => {
+          const v = (m: string) => Number(document.querySelector(`[data-testid="cmp-h2d"] td[data-masters="${m}"]`)?.getAttribute('data-value'));
+          return v('fp32') > 0 && v('bf16') * 2 === v('fp32') && v('fp16') === v('bf16');
+        },
+        null,
+        { timeout: 30_000 },
+      );
     } catch (e) {
       await shot('failed-bf16-plan');
       throw e;
