@@ -1,29 +1,17 @@
 // The `spillway` command as a person runs it: real child processes, real files.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { readSafetensorsHeader } from '../../electron/model/index.js';
-import { FIXTURE_MODELS, ROOT } from '../helpers/engine.js';
+import { jsonLines, runSpillway } from '../helpers/cli.js';
+import { FIXTURE_MODELS } from '../helpers/engine.js';
 import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
 
-const run = promisify(execFile);
-const BIN = join(ROOT, 'bin', 'spillway.js');
 
-async function spillway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2', SPILLWAY_DATA_DIR: join(work, 'data') }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
-
-const lines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const spillway = (args: string[]) => runSpillway(args, join(work, 'data'));
+const lines = jsonLines;
 
 let work: string;
 let model: string;

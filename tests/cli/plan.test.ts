@@ -1,15 +1,12 @@
 // `spillway plan` and planner-placed training, as a person runs them.
-import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { ROOT } from '../helpers/engine.js';
+import { jsonLines, runSpillway } from '../helpers/cli.js';
 
-const run = promisify(execFile);
-const BIN = join(ROOT, 'bin', 'spillway.js');
 const DEMO_MODEL = join(ROOT, 'resources', 'models', 'spillway-demo');
 
 let work: string;
@@ -17,17 +14,8 @@ beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), 'spw-plan-'));
 });
 
-async function spillway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2', SPILLWAY_DATA_DIR: join(work, 'data') }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
-
-const lines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const spillway = (args: string[]) => runSpillway(args, join(work, 'data'));
+const lines = jsonLines;
 
 interface PlanJson {
   strategy: string;
