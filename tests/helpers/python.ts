@@ -1,0 +1,26 @@
+// The Python interpreters the tests compare against.
+//
+// - debianPython: Debian's /usr/bin/python3 with python3-torch (PyTorch 1.13) and numpy: the
+//   readable references in tests/reference/ were written against it.
+// - venvPython: a virtual environment with PyTorch 2.13 (CPU), transformers, peft, tokenizers,
+//   safetensors and jinja2, installed offline from the machine's local package index by
+//   `scripts/setup.sh --test` at $SPILLWAY_VENV (default ~/.cache/spillway/venv): the real Hugging
+//   Face implementations the engine, the chat templates and the adapters are checked against.
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export const debianPython = '/usr/bin/python3';
+
+export function venvDir(): string {
+  return process.env.SPILLWAY_VENV || join(homedir(), '.cache', 'spillway', 'venv');
+}
+
+/** The venv's interpreter; throws with the command that creates it when it is missing (tests need it: no silent skip). */
+export function venvPython(): string {
+  const py = join(venvDir(), 'bin', 'python');
+  if (!existsSync(py)) {
+    throw new Error(`${py} not found: the reference environment (torch 2.13, transformers) is made by \`bash scripts/setup.sh --test\``);
+  }
+  return py;
+}
