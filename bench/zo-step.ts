@@ -12,13 +12,12 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { packBatch } from '../electron/engine/batch.js';
 import { loadNative } from '../electron/engine/native.js';
 import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, benchBatch, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -31,23 +30,8 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options & { engineChild: boolean } {
-  const o = { threads: 2, steps: 3, warmup: 1, python: '/usr/bin/python3', rounds: 1, engineChild: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--threads') o.threads = Number(val());
-    else if (a === '--steps') o.steps = Number(val());
-    else if (a === '--warmup') o.warmup = Number(val());
-    else if (a === '--python') o.python = val();
-    else if (a === '--rounds') o.rounds = Number(val());
-    else if (a === '--engine-child') o.engineChild = true;
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
+  const a = benchArgs(argv, { threads: 2, steps: 3, warmup: 1, python: '/usr/bin/python3', rounds: 1, 'engine-child': false });
+  return { threads: a.threads, steps: a.steps, warmup: a.warmup, python: a.python, rounds: a.rounds, engineChild: a['engine-child'] };
 }
 
 /** 16 random token sequences of 64 tokens (seeded), as [B][T]. */
@@ -82,15 +66,7 @@ interface ImplResult {
 // Engine child: load, warm up, time N steps, print JSON on stdout.
 
 async function engineChild(o: Options): Promise<void> {
-  const tokens = (JSON.parse(readFileSync(BATCH_FILE, 'utf8')) as { tokens: number[][] }).tokens;
-  const batch = packBatch(
-    tokens.map((t, i) => ({
-      kind: 'lm' as const,
-      label: -1,
-      source: `bench:${i}`,
-      sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }],
-    })),
-  );
+  const batch = benchBatch();
   const info = await loadModelInfo(MODEL_DIR);
   const engine = new (loadNative().Engine)({ threads: o.threads });
   const tl = performance.now();

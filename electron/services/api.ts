@@ -14,7 +14,6 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 
 import {
-  precisionOfMasters,
   SpillwayError,
   type AnyEvent,
   type DatasetCheck,
@@ -25,6 +24,7 @@ import {
   type MethodParams,
   type MethodResult,
   type ModelSummary,
+  type RunMethodName,
   type Settings,
 } from '../common/contract.js';
 import {
@@ -66,22 +66,6 @@ export interface SpillwayServices extends ServiceMethods, EventSource {
   /** Stops every run with a checkpoint and releases resources; called when the app quits. */
   shutdown(): Promise<void>;
 }
-
-/** Methods the run supervisor (electron/services/runs + store) implements. */
-export const RUN_METHODS = [
-  'startRun',
-  'stopRun',
-  'resumeRun',
-  'checkpointRun',
-  'listRuns',
-  'getRun',
-  'getMetrics',
-  'deleteRun',
-  'exportRun',
-  'getSettings',
-  'updateSettings',
-] as const satisfies readonly MethodName[];
-export type RunMethodName = (typeof RUN_METHODS)[number];
 
 /**
  * What the run supervisor provides. Conventions:
@@ -214,7 +198,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
       catalogCall(async () => {
         const settings = await runs.getSettings({}, ctx);
         // The folders asked for (several: striped), else the settings' spill folder.
-        const spillDirs = p.spillDirs?.length ? p.spillDirs : [p.spillDir ?? settings.spillDir].filter((d): d is string => !!d);
+        const spillDirs = p.spillDirs?.length ? p.spillDirs : settings.spillDir ? [settings.spillDir] : [];
         // With the training data named: compute for its mean tokens per example, as the run's own plan does.
         let data: { meanTokens: number; examples: number } | null = null;
         let dataNote: string | null = null;
@@ -234,9 +218,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
             cpu: p.budgets.cpu ?? settings.budgets.cpu ?? undefined,
             ssd: p.budgets.ssd ?? settings.budgets.ssd ?? undefined,
           },
-          spillDir: spillDirs[0] ?? null,
           spillDirs,
-          precision: p.masters ? precisionOfMasters(p.masters) : p.precision,
+          masters: p.masters ?? 'fp32',
           updateMode: p.updateOn,
           batchSize: p.batchSize,
           maxLength: p.maxLength,

@@ -145,12 +145,12 @@ describe('spillway train --cpu-mem', () => {
     expect(resident.code, resident.stderr).toBe(0);
     const tiered = await spillway(['train', ...common, '--cpu-mem', String(budget), '--spill', spill]);
     expect(tiered.code, tiered.stderr).toBe(0);
-    const start = lines(tiered.stdout).find((e) => e.type === 'start') as { plan: { homes: Record<string, number>; predicted_step_ms: number; floor_ms: number } };
+    const start = lines(tiered.stdout).find((e) => e.type === 'start') as { plan: { homes: Record<string, number>; predictedStepMs: number; floorMs: number } };
     expect(start.plan.homes).toEqual({ device: 2 + expectResident, cpu: 0, ssd: blocks.length - expectResident });
     expect(start.plan.homes.ssd).toBeGreaterThan(0);
-    expect(start.plan.predicted_step_ms).toBeGreaterThan(0);
-    expect(start.plan.floor_ms).toBeGreaterThan(0);
-    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    expect(start.plan.predictedStepMs).toBeGreaterThan(0);
+    expect(start.plan.floorMs).toBeGreaterThan(0);
+    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.lossPlus, e.lossMinus]);
     expect(losses(tiered.stdout)).toHaveLength(3);
     expect(losses(tiered.stdout)).toEqual(losses(resident.stdout));
   });
@@ -163,13 +163,13 @@ describe('spillway train --cpu-mem', () => {
     expect(resident.code, resident.stderr).toBe(0);
     const striped = await spillway(['train', ...common, '--offload', 'ssd', '--spill', `${a},${b}`, '--update-on', 'device', '--write-back-every', '2']);
     expect(striped.code, striped.stderr).toBe(0);
-    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.lossPlus, e.lossMinus]);
     expect(losses(striped.stdout)).toHaveLength(3);
     expect(losses(striped.stdout)).toEqual(losses(resident.stdout));
     // Both folders were used (each step read from the SSD), and fp32 masters give other losses.
-    const io = lines(striped.stdout).filter((e) => e.type === 'step').map((e) => e.io as { ssd_read_bytes: number; d2h_bytes: number });
-    expect(io.every((x) => x.ssd_read_bytes > 0)).toBe(true);
-    expect(io.slice(1).some((x) => x.d2h_bytes > 0)).toBe(true);
+    const io = lines(striped.stdout).filter((e) => e.type === 'step').map((e) => e.io as { ssdReadBytes: number; d2hBytes: number });
+    expect(io.every((x) => x.ssdReadBytes > 0)).toBe(true);
+    expect(io.slice(1).some((x) => x.d2hBytes > 0)).toBe(true);
     const fp32 = await spillway(['train', ...common.filter((x) => x !== '--masters' && x !== 'bf16')]);
     expect(losses(fp32.stdout)).not.toEqual(losses(resident.stdout));
     const bad = await spillway(['train', ...common.slice(0, -2), '--masters', 'fp8']);

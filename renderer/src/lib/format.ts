@@ -20,15 +20,7 @@ export function formatCount(n: number | null | undefined): string {
   return String(n);
 }
 
-export function formatDuration(ms: number | null | undefined): string {
-  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '—';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} m ${s % 60} s`;
-  return `${Math.floor(m / 60)} h ${m % 60} m`;
-}
+export { formatDuration } from '../../../electron/common/format.ts';
 
 export function formatNumber(n: number | null | undefined, digits = 4): string {
   if (n === null || n === undefined) return '—';

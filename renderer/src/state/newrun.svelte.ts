@@ -1,15 +1,15 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { Masters, MethodParamsInput, PlanResult, RunOptions, RunSummary, Settings, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
+import type { Masters, MethodParamsInput, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 import { parseBytes } from '../lib/format.ts';
-import { MASTERS, precisionComparison, precisionOf } from '../lib/precision.ts';
+import { MASTERS, precisionComparison } from '../lib/precision.ts';
 
-export type TaskKind = TaskTemplate['kind'];
+export type { TaskKind };
 
 export interface Hyper {
   steps: number;
@@ -19,7 +19,7 @@ export interface Hyper {
   weightDecay: number;
   evalEvery: number;
   seed: number;
-  schedule: 'constant' | 'linear' | 'cosine';
+  schedule: Schedule;
   maxLength: number;
 }
 
@@ -159,7 +159,7 @@ export class NewRunState {
     if (!this.name) this.name = 'demo sentiment';
   }
 
-  options(): RunOptions {
+  options(): RunOptionsInput {
     const h = this.hyper;
     return {
       model: this.model,
@@ -183,10 +183,10 @@ export class NewRunState {
    * The budgets, spill folders, masters and update mode the plan was made with: a run follows the plan it
    * showed (placed by the planner, offload 'auto', when a budget is set; resident otherwise).
    */
-  placement(): Pick<RunOptions, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDir' | 'spillDirs' | 'masters' | 'updateOn'> {
+  placement(): Pick<RunOptionsInput, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDirs' | 'masters' | 'updateOn'> {
     const b = this.budgets();
     const dirs = this.spillFolders;
-    const spill = { ...(dirs.length ? { spillDir: dirs[0] } : {}), ...(dirs.length > 1 ? { spillDirs: dirs } : {}) };
+    const spill = dirs.length ? { spillDirs: dirs } : {};
     const how = { ...(this.masters !== 'fp32' ? { masters: this.masters } : {}), ...(this.updateOn !== 'auto' ? { updateOn: this.updateOn } : {}) };
     if (b.gpu === null && b.cpu === null) return { ...spill, ...how };
     return {
@@ -206,9 +206,8 @@ export class NewRunState {
     return {
       model: this.model,
       budgets: { ...(b.gpu !== null ? { gpu: b.gpu } : {}), ...(b.cpu !== null ? { cpu: b.cpu } : {}), ...(b.ssd !== null ? { ssd: b.ssd } : {}) },
-      ...(dirs.length === 1 ? { spillDir: dirs[0] } : dirs.length > 1 ? { spillDirs: dirs } : {}),
+      ...(dirs.length ? { spillDirs: dirs } : {}),
       masters,
-      precision: precisionOf(masters),
       updateOn: this.updateOn,
       batchSize: this.hyper.batchSize,
       maxLength: this.hyper.maxLength,

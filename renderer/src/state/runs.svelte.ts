@@ -3,8 +3,8 @@
 
 import type { ExportKind, RunStatus, RunSummary } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 import { RunSeries } from '../lib/series.ts';
 
 export type SortKey = 'name' | 'status' | 'model' | 'dataset' | 'lastLoss' | 'lastAccuracy' | 'duration' | 'createdAt';

@@ -13,6 +13,7 @@ import {
   events,
   METHOD_CHANNELS,
   METHOD_NAMES,
+  RUN_METHOD_NAMES,
   methods,
   parseEvent,
   parseParams,
@@ -20,7 +21,7 @@ import {
   SpillwayError,
   toWireError,
 } from '../../../electron/common/contract.js';
-import { toJsonValue, unavailableRunOperations, RUN_METHODS } from '../../../electron/services/api.js';
+import { toJsonValue, unavailableRunOperations } from '../../../electron/services/api.js';
 
 const COMMON = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../electron/common');
 
@@ -36,7 +37,7 @@ describe('contract', () => {
     expect(parseParams('listRuns', undefined)).toEqual({ sort: 'createdAt', order: 'desc', limit: 100, offset: 0 });
     expect(parseParams('getMetrics', { runId: 'r' })).toEqual({ runId: 'r', sinceStep: -1, limit: 10_000 });
     expect(parseParams('stopRun', { runId: 'r' })).toEqual({ runId: 'r', checkpoint: true });
-    expect(parseParams('plan', { model: '/m' })).toMatchObject({ budgets: {}, precision: 'f32', batchSize: 16 });
+    expect(parseParams('plan', { model: '/m' })).toMatchObject({ budgets: {}, batchSize: 16, maxLength: 256, updateOn: 'auto' });
   });
 
   it('carries a step\'s I/O per link (optional, for old rows and engines without tiers) and a run\'s plan', () => {
@@ -67,10 +68,12 @@ describe('contract', () => {
     expect(methods.getRun.result.parse(detail).plan).toBeUndefined();
   });
 
-  it('plan requests take masters, an update mode and several spill folders (spillDir still works)', () => {
+  it('plan requests take masters, an update mode and several spill folders, and refuse a field they do not know', () => {
     expect(parseParams('plan', { model: '/m' })).toMatchObject({ updateOn: 'auto' });
     expect(parseParams('plan', { model: '/m' }).masters).toBeUndefined();
-    expect(parseParams('plan', { model: '/m', spillDir: '/s' })).toMatchObject({ spillDir: '/s' });
+    // One name per concept: spillDirs (one folder or several), masters (not the planner's old precision).
+    expect(() => parseParams('plan', { model: '/m', spillDir: '/s' })).toThrow(/spillDir/);
+    expect(() => parseParams('plan', { model: '/m', precision: 'f32' })).toThrow(/precision/);
     const p = parseParams('plan', { model: '/m', masters: 'bf16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'] });
     expect(p).toMatchObject({ masters: 'bf16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'] });
     expect(() => parseParams('plan', { model: '/m', masters: 'f32' })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
@@ -182,6 +185,6 @@ describe('services facade', () => {
     expect(await ops.listRuns({ sort: 'createdAt', order: 'desc', limit: 1, offset: 0 }, ctx)).toEqual({ runs: [], total: 0 });
     expect((await ops.updateSettings({ threads: 3 }, ctx)).threads).toBe(3);
     expect((await ops.getSettings({}, ctx)).threads).toBe(3);
-    expect(RUN_METHODS.every((m) => typeof ops[m] === 'function')).toBe(true);
+    expect(RUN_METHOD_NAMES.every((m) => typeof ops[m] === 'function')).toBe(true);
   });
 });
