@@ -59,7 +59,8 @@ function shown(input: unknown): string {
 }
 
 function choice<const T extends readonly [string, ...string[]]>(values: T, noun: string) {
-  return z.enum(values, { error: (iss) => `unknown ${noun} ${shown(iss.input)} (${values.join(', ')})` });
+  const word = (x: unknown) => (typeof x === 'string' && /^[\w.-]+$/.test(x) ? x : shown(x));
+  return z.enum(values, { error: (iss) => `unknown ${noun} ${word(iss.input)} (${values.join(', ')})` });
 }
 
 /** An integer in [min, max]; the message names the range and what was given. */
