@@ -81,6 +81,31 @@ describe('contract', () => {
     expect(() => parseParams('plan', { model: '/m', spillDirs: [''] })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
   });
 
+  it('bounds every numeric run option where the engine does, for a run and for the settings, naming the field', () => {
+    const options = { model: '/m', train: '/d', task: { kind: 'sst2' } };
+    const refused = (method: 'startRun' | 'updateSettings', params: unknown) => {
+      try {
+        parseParams(method, params);
+      } catch (e) {
+        return e as SpillwayError;
+      }
+      throw new Error('accepted');
+    };
+    const e = refused('startRun', { options: { ...options, threads: 100_000 } });
+    expect(e.code).toBe('BAD_REQUEST');
+    expect(e.message).toMatch(/options\.threads: expected an integer from 0 to 1024, got 100000/);
+    expect(refused('updateSettings', { threads: 100_000 }).message).toMatch(/threads: expected an integer from 0 to 1024, got 100000/);
+    // The engine's own limit on perturbations (two hidden-state buffers each), not a looser one.
+    expect(refused('startRun', { options: { ...options, q: 65 } }).message).toMatch(/options\.q: expected an integer from 1 to 64, got 65/);
+    for (const [field, value] of [['steps', -1], ['batchSize', 0], ['evalFraction', 1], ['lr', -1], ['eps', 0], ['seed', 2 ** 53], ['maxLength', 0], ['writeBackEvery', 0], ['warmupSteps', 1e9], ['cpuMem', -1]] as const) {
+      expect(refused('startRun', { options: { ...options, [field]: value } }).message, field).toMatch(new RegExp(`options\\.${field}: `));
+    }
+    // What is in bounds passes, with the defaults filled: the trainer receives the whole options.
+    expect(parseParams('startRun', { options: { ...options, threads: 1024 } }).options).toMatchObject({ threads: 1024, steps: 1000, q: 1, batchSize: 16, zeroShot: true });
+    // A field the schema does not know is refused, not dropped (a misspelt option would take its default).
+    expect(refused('startRun', { options: { ...options, thread: 4 } }).message).toMatch(/thread/);
+  });
+
   it('carries masters, the update mode and several spill folders in run options through to the trainer', () => {
     const options = { model: '/m', train: '/d', task: { kind: 'sst2' }, offload: 'auto', cpuMem: 2e9, spillDirs: ['/a', '/b'], masters: 'fp16', updateOn: 'home' };
     expect(parseParams('startRun', { options }).options).toMatchObject({ spillDirs: ['/a', '/b'], masters: 'fp16', updateOn: 'home' });
