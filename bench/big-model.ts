@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { BIG_LLAMA, generateLlama, llamaTensors, numel } from './big-model-gen.js';
 import type { LlamaShape } from './big-model-gen.js';
 import { packageRoot } from '../electron/engine/native.js';
-import { parseBytes } from '../electron/engine/planner.js';
+import { parseBytes } from '../electron/common/format.js';
 import { benchArgs } from './common.js';
 
 

@@ -9,7 +9,7 @@ import { z } from 'zod';
 
 import { DEFAULT_TASK, flags as registry, TASK_KINDS, TaskTemplate } from '../common/options.js';
 import type { FlagMeta, TaskKind } from '../common/options.js';
-import { parseBytes, splitFolders } from '../engine/planner.js';
+import { parseBytes } from '../common/format.js';
 
 export type ArgOption = { type: 'string' | 'boolean'; multiple?: boolean };
 export type ArgValues = Record<string, string | string[] | boolean | undefined>;
@@ -127,7 +127,8 @@ function readFlag(f: FlagField, raw: string | string[] | boolean): unknown {
   if (f.meta.read === 'folders') {
     // A folder that exists is taken whole (its name may hold a comma).
     const list = Array.isArray(raw) ? raw : [raw];
-    return list.flatMap((x) => (existsSync(x) ? [x] : splitFolders(x))).map((d) => resolve(d));
+    const split = (x: string) => x.split(',').map((d) => d.trim()).filter(Boolean);
+    return list.flatMap((x) => (existsSync(x) ? [x] : split(x))).map((d) => resolve(d));
   }
   const text = Array.isArray(raw) ? raw[raw.length - 1] : raw;
   switch (f.meta.read) {

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { formatDuration } from '../common/format.js';
+import { formatDuration, parseBytes } from '../common/format.js';
 import { PlanRequest, RunOptions, ScoreOptions, TrainOptions } from '../common/contract.js';
 import type { RunOptionsInput } from '../common/contract.js';
 import { formatInspect, inspectModel } from '../model/index.js';
@@ -14,7 +14,7 @@ import { packageRoot } from '../engine/native.js';
 import { startEngineJob } from '../engine/runner.js';
 import type { ScoreEvent } from '../engine/score.js';
 import type { EvalEvent, TrainEvent } from '../engine/trainer.js';
-import { formatPlan, parseBytes } from '../engine/planner.js';
+import { formatPlan } from '../engine/planner.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';

@@ -1,4 +1,5 @@
-// Durations as people read them, the same in the terminal and the GUI. No Node imports.
+// Durations and sizes as people read and write them, the same in the terminal and the GUI.
+// No Node imports.
 
 /** "850 ms", "42 s", "3 m 5 s", "2 h 14 m"; "—" when unknown. */
 export function formatDuration(ms: number | null | undefined): string {
@@ -9,4 +10,15 @@ export function formatDuration(ms: number | null | undefined): string {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} m ${s % 60} s`;
   return `${Math.floor(m / 60)} h ${m % 60} m`;
+}
+
+/**
+ * A size as a person writes it: "24GB" or "24 G" (10^9), "24GiB" (2^30), "512MB", "512MiB", "1TB",
+ * or a plain byte count. Throws, naming the text, when it does not read.
+ */
+export function parseBytes(v: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$/i.exec(v);
+  if (!m) throw new Error(`cannot read ${JSON.stringify(v)} as a size (for example 24GB, 512MiB or 1000000)`);
+  const pow = ' KMGTP'.indexOf(m[2].toUpperCase() || ' ');
+  return Math.round(Number(m[1]) * (m[3] ? 1024 : 1000) ** pow);
 }

@@ -17,9 +17,11 @@
 // special token before `$A`). OPT and Llama prepend BOS; GPT-2 does not.
 // Special tokens a post-processor appends at the END (EOS) are never added.
 
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+
+import { pathExists } from '../node/files.js';
 
 export interface EncodeOptions {
   /** Prepend BOS when the model expects one. Default true (as in Hugging Face). */
@@ -60,15 +62,6 @@ export class TokenizerError extends Error {
 
 type Json = Record<string, unknown>;
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function readJsonObject(file: string): Promise<Json> {
   let text: string;
   try {
@@ -89,7 +82,7 @@ async function readJsonObject(file: string): Promise<Json> {
 }
 
 async function readOptionalJson(file: string): Promise<Json | null> {
-  return (await exists(file)) ? readJsonObject(file) : null;
+  return (await pathExists(file)) ? readJsonObject(file) : null;
 }
 
 /** A special token in a config may be a string or an AddedToken object `{content: ...}`. */
@@ -191,7 +184,7 @@ async function buildFromVocabMerges(dir: string, config: Json | null): Promise<J
     }
     vocab[tok] = id;
   }
-  if (!(await exists(mergesFile))) {
+  if (!(await pathExists(mergesFile))) {
     throw new TokenizerError(mergesFile, 'missing (vocab.json needs merges.txt next to it)');
   }
   let mergesText: string;
@@ -327,7 +320,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
   let json: Json;
   let format: SpillwayTokenizer['format'];
   let sourceFile: string;
-  if (await exists(tjFile)) {
+  if (await pathExists(tjFile)) {
     json = await readJsonObject(tjFile);
     format = 'tokenizer.json';
     sourceFile = tjFile;
@@ -335,7 +328,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
     // The library requires these keys to be present (null allowed).
     for (const key of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) if (!(key in json)) json[key] = null;
     if (!Array.isArray(json.added_tokens)) json.added_tokens = [];
-  } else if (await exists(path.join(dir, 'vocab.json'))) {
+  } else if (await pathExists(path.join(dir, 'vocab.json'))) {
     json = await buildFromVocabMerges(dir, config);
     format = 'vocab.json+merges.txt';
     sourceFile = path.join(dir, 'vocab.json');

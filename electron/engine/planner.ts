@@ -878,17 +878,3 @@ export function formatPlan(p: Plan, o: { steps?: number } = {}): string {
   return lines.join('\n');
 }
 
-/** "24GB" (10^9), "24GiB" (2^30), "512MB", "512MiB", "1TB", or a plain byte count. */
-export function parseBytes(v: string): number {
-  const m = /^\s*([\d.]+)\s*([KMGT]?)(i?)B?\s*$/i.exec(v);
-  if (!m || !Number.isFinite(Number(m[1]))) throw new Error(`cannot read "${v}" as a size (for example 24GB, 512MiB or 1000000)`);
-  const pow = ' KMGT'.indexOf(m[2].toUpperCase() || ' ');
-  const base = m[3] ? 1024 : 1000;
-  return Math.round(Number(m[1]) * base ** pow);
-}
-
-/** "a,b" and repeated flags → folder list (empty entries dropped). */
-export function splitFolders(v: string | string[] | undefined): string[] {
-  if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [v]).flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean);
-}

@@ -1,7 +1,7 @@
 // The training loop: MeZO steps on the native engine, evaluation, the seed
 // log, and saving the fine-tuned model. Runs inside the engine host process
 // (see host.ts); it never touches the parent's state.
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -24,6 +24,7 @@ import { meanExampleTokens } from './example-tokens.js';
 import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
+import { isFile, statOrNull } from '../node/files.js';
 
 export { TrainOptions };
 
@@ -592,7 +593,7 @@ async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: 
   const header = 8 + 64 + info.tensors.reduce((n, t) => n + t.name.length + 80 + 12 * t.shape.length, 0);
   const sizes = [header + info.parameterCount * 4, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES];
   for (const f of ['config.json', ...SIDE_FILES]) {
-    const st = await stat(join(info.dir, f)).catch(() => null);
+    const st = await statOrNull(join(info.dir, f));
     if (st) sizes.push(st.size + (f === 'config.json' ? 256 : 0));
   }
   return sizes;
@@ -637,8 +638,7 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
 
 /** Whether dir holds a complete checkpoint (its weights and spillway.json). */
 async function isCompleteCheckpoint(dir: string): Promise<boolean> {
-  const ok = async (f: string) => (await stat(join(dir, f)).catch(() => null))?.isFile() === true;
-  return (await ok('spillway.json')) && (await ok('model.safetensors'));
+  return (await isFile(join(dir, 'spillway.json'))) && (await isFile(join(dir, 'model.safetensors')));
 }
 
 export async function resumeState(dir: string): Promise<CheckpointState> {

@@ -20,6 +20,8 @@ export function formatCount(n: number | null | undefined): string {
   return String(n);
 }
 
+import { parseBytes as parseSize } from '../../../electron/common/format.ts';
+
 export { formatDuration } from '../../../electron/common/format.ts';
 
 export function formatNumber(n: number | null | undefined, digits = 4): string {
@@ -34,12 +36,12 @@ export function formatPercent(f: number | null | undefined): string {
   return `${(f * 100).toFixed(1)} %`;
 }
 
-/** "16 GiB", "512m", "2048" (bytes) → bytes; null for empty; NaN when unreadable. */
+/** A size field: bytes as the CLI reads them ("16 GiB", "16 GB", "2048"); null for empty; NaN when unreadable. */
 export function parseBytes(text: string): number | null {
-  const t = text.trim();
-  if (t === '') return null;
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$/i.exec(t);
-  if (!m) return NaN;
-  const power = ' kmgtp'.indexOf(m[2].toLowerCase() || ' ');
-  return Math.round(Number(m[1]) * 1024 ** power);
+  if (text.trim() === '') return null;
+  try {
+    return parseSize(text);
+  } catch {
+    return NaN;
+  }
 }

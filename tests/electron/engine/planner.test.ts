@@ -4,7 +4,8 @@
 // derived here from the inputs.
 import { describe, expect, it } from 'vitest';
 
-import { ENGINE_RUNTIME_BYTES, activationBytes, forwardFlops, formatBytes, makePlan, parseBytes } from '../../../electron/engine/planner.js';
+import { ENGINE_RUNTIME_BYTES, activationBytes, forwardFlops, formatBytes, makePlan } from '../../../electron/engine/planner.js';
+import { parseBytes } from '../../../electron/common/format.js';
 import type { PlanInput, PlannerModel, PlannerRates } from '../../../electron/engine/planner.js';
 
 const C = 64;
