@@ -275,13 +275,8 @@ Napi::Object times_to_js(Napi::Env env, const PhaseTimes& t) {
     return o;
 }
 
-Napi::Array doubles(Napi::Env env, const std::vector<double>& v) {
-    Napi::Array a = Napi::Array::New(env, v.size());
-    for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
-    return a;
-}
-
-Napi::Array ints_js(Napi::Env env, const std::vector<int32_t>& v) {
+template <typename T>
+Napi::Array array_js(Napi::Env env, const std::vector<T>& v) {
     Napi::Array a = Napi::Array::New(env, v.size());
     for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
     return a;
@@ -328,6 +323,15 @@ private:
     Result result_{};
     bool cancelled_ = false;
 };
+
+// Queues fn on a worker thread; the promise settles with to_js(its result), or rejects with its error.
+template <typename Result>
+Napi::Promise run_job(Napi::Env env, std::atomic<bool>* busy, typename Job<Result>::Fn fn, typename Job<Result>::ToJs to_js) {
+    auto* job = new Job<Result>(env, busy, std::move(fn), std::move(to_js));
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+}
 
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 public:
@@ -417,7 +421,7 @@ private:
         int cuda_device = cuda_device_;
         size_t memory_budget = memory_budget_;
         auto* self = this;
-        auto* job = new Job<std::shared_ptr<Engine>>(
+        return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
             [model, threads, cuda_device, tiers, memory_budget]() {
                 // SSD-homed blocks go from the checkpoint to the spill file unit by
@@ -448,9 +452,6 @@ private:
                 self->engine_ = e;
                 return self->InfoObject(env);
             });
-        Napi::Promise p = job->promise();
-        job->Queue();
-        return p;
     }
 
     Napi::Value Step(const Napi::CallbackInfo& info) {
@@ -471,24 +472,21 @@ private:
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;
-        auto* job = new Job<StepResult>(
+        return run_job<StepResult>(
             env, &busy_, [e, batch, p, cancel]() { return e->step(batch, p, cancel); },
             [](Napi::Env env, const StepResult& r) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
                 Napi::Array seeds = Napi::Array::New(env, r.seeds.size());
                 for (size_t i = 0; i < r.seeds.size(); i++) seeds.Set((uint32_t)i, Napi::BigInt::New(env, r.seeds[i]));
                 o.Set("seeds", seeds);
-                o.Set("lossPlus", doubles(env, r.loss_plus));
-                o.Set("lossMinus", doubles(env, r.loss_minus));
-                o.Set("projectedGrad", doubles(env, r.projected_grad));
+                o.Set("lossPlus", array_js(env, r.loss_plus));
+                o.Set("lossMinus", array_js(env, r.loss_minus));
+                o.Set("projectedGrad", array_js(env, r.projected_grad));
                 o.Set("skipped", r.skipped);
                 o.Set("loss", r.loss);
                 o.Set("times", times_to_js(env, r.times));
                 return o;
             });
-        Napi::Promise pr = job->promise();
-        job->Queue();
-        return pr;
     }
 
     Napi::Value Score(const Napi::CallbackInfo& info) {
@@ -499,14 +497,14 @@ private:
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;
-        auto* job = new Job<ScoreResult>(
+        return run_job<ScoreResult>(
             env, &busy_, [e, batch, cancel]() { return e->score(batch, cancel); },
             [](Napi::Env env, const ScoreResult& r) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
-                o.Set("exampleLoss", doubles(env, r.example_loss));
-                o.Set("correct", ints_js(env, r.correct));
-                o.Set("candidateScores", doubles(env, r.candidate_scores));
-                o.Set("scoredTokens", ints_js(env, r.scored_tokens));
+                o.Set("exampleLoss", array_js(env, r.example_loss));
+                o.Set("correct", array_js(env, r.correct));
+                o.Set("candidateScores", array_js(env, r.candidate_scores));
+                o.Set("scoredTokens", array_js(env, r.scored_tokens));
                 Napi::Float32Array lp = Napi::Float32Array::New(env, r.token_logprobs.size());
                 if (!r.token_logprobs.empty())
                     std::memcpy(lp.Data(), r.token_logprobs.data(), r.token_logprobs.size() * sizeof(float));
@@ -515,9 +513,6 @@ private:
                 o.Set("times", times_to_js(env, r.times));
                 return o;
             });
-        Napi::Promise pr = job->promise();
-        job->Queue();
-        return pr;
     }
 
     Napi::Value Cancel(const Napi::CallbackInfo& info) {
@@ -714,10 +709,7 @@ Napi::Value NvmlSample(const Napi::CallbackInfo& info) {
         o.Set("devices", devs);
         return o;
     };
-    auto* job = new Job<NvmlReport>(info.Env(), &unused, [] { return nvml_sample(); }, to_js);
-    Napi::Promise p = job->promise();
-    job->Queue();
-    return p;
+    return run_job<NvmlReport>(info.Env(), &unused, [] { return nvml_sample(); }, to_js);
 }
 
 // probe(spillDir): what this machine can do, for `spillway doctor`. Never throws.
@@ -869,10 +861,7 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
         o.Set("seconds", r.seconds);
         return o;
     };
-    auto* job = new Job<CalibrateResult>(env, &unused, [o] { return calibrate(o); }, to_js);
-    Napi::Promise p = job->promise();
-    job->Queue();
-    return p;
+    return run_job<CalibrateResult>(env, &unused, [o] { return calibrate(o); }, to_js);
 }
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
