@@ -127,8 +127,8 @@ E named_field(const Napi::Object& o, const char* key, const Name<E> (&names)[N])
     return named(o.Env(), str(o, key), names, std::string("field '") + key + "'");
 }
 
-constexpr Name<int> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher", NOISE_RADEMACHER}};
-constexpr Name<int> kMasters[] = {{"fp32", MASTER_F32}, {"bf16", MASTER_BF16}, {"fp16", MASTER_F16}};
+constexpr Name<NoiseKind> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher", NOISE_RADEMACHER}};
+constexpr Name<MasterDtype> kMasters[] = {{"fp32", MASTER_F32}, {"bf16", MASTER_BF16}, {"fp16", MASTER_F16}};
 constexpr Name<Home> kHomes[] = {{"device", Home::Device}, {"cpu", Home::Cpu}, {"ssd", Home::Ssd}};
 constexpr Name<Act> kActivations[] = {{"relu", Act::Relu}, {"gelu", Act::Gelu}, {"gelu_new", Act::GeluNew}, {"silu", Act::Silu}};
 
