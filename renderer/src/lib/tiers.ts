@@ -4,7 +4,7 @@
 // prediction, and the step time against the predicted step and the floor.
 
 import { formatRunStorage, runStorage } from '../../../electron/common/contract.ts';
-import type { PlanResult, RunOptions, RunPlan, RunStorage, StepIo, StepMetric } from '../../../electron/common/contract.ts';
+import type { Home, PlanResult, RunOptions, RunPlan, RunStorage, StepIo, StepMetric } from '../../../electron/common/contract.ts';
 
 /** Steps the means are taken over. */
 export const TIER_WINDOW = 20;
@@ -88,12 +88,17 @@ export function tierSummary(samples: readonly IoSample[], plan: RunPlan | null |
 }
 
 /**
- * Units per memory a plan homes them in: a unit homed on the compute device lives in the GPU's memory,
- * or in the CPU's when the CPU computes (its device arena is CPU memory).
+ * The memory a unit's home is in: a unit homed on the compute device lives in the GPU's memory, or in
+ * the CPU's when the CPU computes (its device arena is CPU memory).
  */
+export function memoryOf(home: Home, computeDevice: PlanResult['computeDevice']): 'gpu' | 'cpu' | 'ssd' {
+  return home === 'device' ? computeDevice : home;
+}
+
+/** Units per memory a plan homes them in. */
 export function unitsByMemory(plan: Pick<PlanResult, 'units' | 'computeDevice'>): { gpu: number; cpu: number; ssd: number } {
   const n = { gpu: 0, cpu: 0, ssd: 0 };
-  for (const u of plan.units) n[u.home === 'device' ? plan.computeDevice : u.home]++;
+  for (const u of plan.units) n[memoryOf(u.home, plan.computeDevice)]++;
   return n;
 }
 
