@@ -12,12 +12,13 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { packBatch } from '../electron/engine/batch.js';
 import { loadNative } from '../electron/engine/native.js';
 import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, benchArgs, benchBatch, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -66,7 +67,15 @@ interface ImplResult {
 // Engine child: load, warm up, time N steps, print JSON on stdout.
 
 async function engineChild(o: Options): Promise<void> {
-  const batch = benchBatch();
+  const tokens = (JSON.parse(readFileSync(BATCH_FILE, 'utf8')) as { tokens: number[][] }).tokens;
+  const batch = packBatch(
+    tokens.map((t, i) => ({
+      kind: 'lm' as const,
+      label: -1,
+      source: `bench:${i}`,
+      sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }],
+    })),
+  );
   const info = await loadModelInfo(MODEL_DIR);
   const engine = new (loadNative().Engine)({ threads: o.threads });
   const tl = performance.now();
