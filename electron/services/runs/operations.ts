@@ -82,10 +82,20 @@ function evalToContract(runId: string, e: Omit<StoredEval, 'time'>) {
   return { runId, step: e.step, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
 }
 
-/** The run's options as the UI sent them: the stored engine options minus the supervisor's own fields. */
+/**
+ * The run's options as the UI sent them: the stored engine options minus the supervisor's own fields.
+ * A value a run stored before today's bounds (threads 5000, say) reads as the option's default, so the
+ * run still shows.
+ */
 function optionsOf(r: RunRecord): RunOptions {
   const stored = r.config as unknown as StoredRunConfig;
-  const { out, ...rest } = RunOptions.parse(stored.options);
+  let parsed = RunOptions.safeParse(stored.options);
+  if (!parsed.success) {
+    const bad = new Set(parsed.error.issues.map((i) => i.path[0]));
+    parsed = RunOptions.safeParse(Object.fromEntries(Object.entries(stored.options).filter(([k]) => !bad.has(k))));
+  }
+  if (!parsed.success) throw new SpillwayError('INTERNAL', `run ${r.id} has stored options that do not read: ${parsed.error.issues[0]?.message}`);
+  const { out, ...rest } = parsed.data;
   return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) };
 }
 

@@ -8,6 +8,8 @@ import { describe, expect, it } from 'vitest';
 
 import { RunPlan, TrainOptions } from '../../../../electron/common/contract.js';
 import { databaseFile } from '../../../../electron/services/paths.js';
+import { supervisorOperations } from '../../../../electron/services/runs/operations.js';
+import { RunSupervisor } from '../../../../electron/services/runs/supervisor.js';
 import { DatabaseTooNewError, MIGRATIONS, RunStore, SCHEMA_VERSION, openDatabase, schemaVersion } from '../../../../electron/services/store/index.js';
 
 const tempDir = () => mkdtempSync(join(tmpdir(), 'spw-store-'));
@@ -89,7 +91,7 @@ describe('openDatabase', () => {
     store.close();
   });
 
-  it('version 4 gives runs written before it the one spelling: camelCase final metrics and plan, spillDirs', () => {
+  it('version 4 gives runs written before it the one spelling: camelCase final metrics and plan, spillDirs', async () => {
     // The three JSON columns exactly as Spillway at schema version 3 wrote them for a run placed by the
     // planner (`spillway train --cpu-mem 150MB --spill DIR --json`, commit 8f159cd).
     const config = {
@@ -121,6 +123,8 @@ describe('openDatabase', () => {
     insert.run('r3', JSON.stringify(config), JSON.stringify(finalMetrics), JSON.stringify(plan));
     // A run that had not finished (no final metrics, no plan), with both spill fields: spillDirs wins.
     insert.run('r3-open', JSON.stringify({ options: { spillDir: '/a', spillDirs: ['/a', '/b'] } }), null, null);
+    // The old contract took any thread count; today's bound is 1024.
+    insert.run('r3-threads', JSON.stringify({ ...config, options: { ...config.options, threads: 100_000 } }), null, null);
     old.close();
 
     const store = RunStore.open(dir);
@@ -145,7 +149,16 @@ describe('openDatabase', () => {
     expect(store.getRun('r3-open')).toMatchObject({ config: { options: { spillDirs: ['/a', '/b'] } }, finalMetrics: null, plan: null });
     expect((store.getRun('r3-open')!.config as { options: object }).options).not.toHaveProperty('spillDir');
     expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
-    store.close();
+
+    // The API shows them as it shows new runs: the options (an out-of-bound value as its default), the plan.
+    const sup = new RunSupervisor({ store, dataDir: dir });
+    const ops = supervisorOperations(sup);
+    const ctx = { signal: new AbortController().signal };
+    const detail = await ops.getRun({ runId: 'r3' }, ctx);
+    expect(detail.options).toMatchObject({ spillDirs: ['/nvme/spill'], offload: 'auto', cpuMem: 150000000, threads: 0 });
+    expect(detail.plan).toMatchObject({ predictedStepMs: 56.5, linkBytes: { ssdRead: 3178496 } });
+    expect((await ops.getRun({ runId: 'r3-threads' }, ctx)).options).toMatchObject({ threads: 0, steps: 2, batchSize: 4 });
+    await sup.close();
   });
 
   it('refuses a database written by a newer Spillway and leaves it untouched', () => {
