@@ -79,10 +79,10 @@ function real(min: number, o: { inclusive: boolean; below?: number }) {
 }
 
 /** A byte count. */
-export const Bytes = z.number().int().nonnegative();
-export const FilePath = z.string().min(1).max(4096);
-/** A file path of its own (a schema registered with a flag must not be shared: the registry keys on it). */
+export const Bytes = int(0, Number.MAX_SAFE_INTEGER);
+/** A file path of its own: a schema registered with a flag must not be shared (the registry keys on it). */
 const path = () => z.string().min(1).max(4096);
+export const FilePath = path();
 
 // ---------------------------------------------------------------------------
 // CLI metadata
