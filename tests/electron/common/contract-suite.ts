@@ -31,7 +31,8 @@ export async function waitFor(cond: () => boolean, what = 'condition', timeoutMs
   }
 }
 
-async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
+/** The SpillwayError a call rejects with (the test fails if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
   try {
     await p;
   } catch (e) {

@@ -14,7 +14,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 
 import { connectWebSocket, SpillwayClient, webSocketUrlFor } from '../../../electron/common/client.js';
-import { SpillwayError } from '../../../electron/common/contract.js';
 import { hashPassword, isLocalHostHeader, LoginLimiter, passwordMatches } from '../../../electron/server/auth.js';
 import { readPassword } from '../../../electron/server/serve-command.js';
 import { startServer, type RunningServer } from '../../../electron/server/server.js';
@@ -23,6 +22,7 @@ import { resolvePath } from '../../../electron/services/access.js';
 import { supervisorOperations } from '../../../electron/services/runs/operations.js';
 import { RunSupervisor } from '../../../electron/services/runs/supervisor.js';
 import { runFolder } from '../../../electron/services/paths.js';
+import { rejection } from '../common/contract-suite.js';
 import { FakeRuns } from '../common/fake-runs.js';
 import { wsFactory } from './ws-helpers.js';
 
@@ -58,16 +58,6 @@ function upgradeStatus(url: string, headers: Record<string, string> = {}): Promi
     ws.once('unexpected-response', (_req, r) => res(r.statusCode ?? 0));
     ws.once('error', () => res(-1));
   });
-}
-
-async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(SpillwayError);
-    return e as SpillwayError;
-  }
-  throw new Error('expected the call to reject');
 }
 
 describe('who may talk to the server', () => {
