@@ -1,5 +1,7 @@
 // `spillway serve`: the headless backend with the default services, for a
-// browser on this machine (or, with --host, deliberately on the network).
+// browser on this machine (or, with --host and a password, deliberately on
+// the network), reading and writing only inside the folders it is allowed
+// (--allow DIR, the settings', the demo's and the data folder).
 
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
