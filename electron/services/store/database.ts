@@ -98,7 +98,8 @@ function checkIntegrity(file: string): void {
   }
   try {
     const rows = db.pragma(`quick_check(${QUICK_CHECK_LIMIT})`) as { quick_check: string }[];
-    const problems = rows.map((r) => r.quick_check).filter((m) => m !== 'ok');
+    // One line per problem, without the banner SQLite puts before the first ("*** in database main ***").
+    const problems = rows.map((r) => r.quick_check.replace(/\*\*\* in database \w+ \*\*\*/g, '').replace(/\s+/g, ' ').trim()).filter((m) => m && m !== 'ok');
     if (problems.length) throw new DatabaseDamagedError(problems);
   } finally {
     db.close();

@@ -17,9 +17,11 @@ import { RunSupervisor } from '../../../../electron/services/runs/supervisor.js'
 import { MetricWriter, RunStore } from '../../../../electron/services/store/index.js';
 import { readFlushedStep } from '../../../../electron/services/store/run-files.js';
 import { runSpillway } from '../../../helpers/cli.js';
+import { DEMO_DATA } from '../../../helpers/tiny-model.js';
 import { wsFactory } from '../../server/ws-helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '../../../..');
+const DEMO_MODEL = join(ROOT, 'resources', 'models', 'spillway-demo');
 const RUNS = ['run-a', 'run-b', 'run-c'];
 const STEPS = 400;
 
@@ -183,6 +185,22 @@ describe('a damaged database page', () => {
     expect(store.getRun(run)?.stepsDone).toBe(STEPS);
     store.close();
   });
+
+  it('`spillway train` on a damaged file: it says so, trains, and records its run beside the recovered ones', async () => {
+    const dir = buildDataDir();
+    damagePage(databaseFile(dir), 5, 31);
+    const r = await runSpillway(
+      ['train', '--model', DEMO_MODEL, '--data', join(DEMO_DATA, 'sentiment-demo', 'train.jsonl'), '--eval-fraction', '0', '--no-zero-shot', '--steps', '2', '--batch-size', '4', '--data-dir', dir, '--json'],
+      dir,
+    );
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/the database .*spillway\.db is damaged \(Tree \d+ page 5: .*\); it was moved aside to .*spillway\.db\.corrupt-.* recovered 3 runs, 1 settings, 1200 step rows/);
+    const store = RunStore.open(dir);
+    expect(store.notices).toEqual([]);
+    expect(store.listRuns()).toHaveLength(RUNS.length + 1);
+    expect(store.listRuns()[0]).toMatchObject({ status: 'completed', stepsDone: 2 });
+    store.close();
+  }, 120_000);
 
   it('page 1 (the header): nothing is readable; the runs are rebuilt from their folders and the app opens', () => {
     const dir = buildDataDir();
