@@ -17,7 +17,18 @@ export const RUN_METHOD_NAMES = [
   'updateSettings',
 ] as const;
 
-export const METHOD_NAMES = ['listModels', 'inspectModel', 'listDatasets', 'previewDataset', 'checkDataset', 'plan', ...RUN_METHOD_NAMES] as const;
+export const METHOD_NAMES = [
+  'listModels',
+  'inspectModel',
+  'listDatasets',
+  'previewDataset',
+  'checkDataset',
+  'plan',
+  'listFolder',
+  'pickPath',
+  'getNotices',
+  ...RUN_METHOD_NAMES,
+] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 export type RunMethodName = (typeof RUN_METHOD_NAMES)[number];
 
@@ -54,6 +65,9 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   exportRun: 'spillway:call:exportRun',
   getSettings: 'spillway:call:getSettings',
   updateSettings: 'spillway:call:updateSettings',
+  listFolder: 'spillway:call:listFolder',
+  pickPath: 'spillway:call:pickPath',
+  getNotices: 'spillway:call:getNotices',
 };
 
 export const EVENT_CHANNELS: Record<EventName, EventChannel> = {

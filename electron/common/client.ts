@@ -223,14 +223,17 @@ export type WebSocketFactory = (url: string) => WebSocketLike;
 
 const WS_OPEN = 1;
 
-/** ws(s)://host/ws?token=… for a page served at `pageUrl` (which carries the token). */
+/**
+ * ws(s)://host/ws for a page served by `spillway serve`. The page normally carries no token (the server
+ * traded it for a session cookie, which the socket sends too); one still in its address is passed on.
+ */
 export function webSocketUrlFor(pageUrl: string): string {
   const u = new URL(pageUrl);
-  const token = u.searchParams.get(TOKEN_PARAM) ?? '';
+  const token = u.searchParams.get(TOKEN_PARAM);
   const ws = new URL(WS_PATH, u);
   ws.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   ws.search = '';
-  ws.searchParams.set(TOKEN_PARAM, token);
+  if (token) ws.searchParams.set(TOKEN_PARAM, token);
   return ws.toString();
 }
 
@@ -361,7 +364,8 @@ export function describeError(e: unknown): string {
       FORBIDDEN: 'Open the exact address `spillway serve` printed (it carries the access token).',
       BAD_RESULT: 'The backend answered something unexpected: a bug — please report it.',
     };
-    const extra = hint[e.code];
+    // A path outside the allowed folders is FORBIDDEN too, and its message already says what to do.
+    const extra = e.name === 'OutsideAllowedFolders' ? undefined : hint[e.code];
     return extra ? `${e.message}. ${extra}` : e.message;
   }
   return e instanceof Error ? e.message : String(e);

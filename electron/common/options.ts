@@ -106,6 +106,18 @@ export interface FlagMeta {
 /** The CLI flag of each field that has one (electron/cli/flags.ts reads it). */
 export const flags = z.registry<FlagMeta>();
 
+/** What an allowed folder is for: reading models or datasets, spilling blocks, writing results (exports, run outputs). */
+export const RootKind = z.enum(['models', 'datasets', 'spill', 'export']);
+export type RootKind = z.output<typeof RootKind>;
+
+/** The allowed folder a path option must lie in, and how a refusal names it (electron/services/api.ts checks it). */
+export interface PathMeta {
+  kind: RootKind;
+  what: string;
+}
+
+export const pathKinds = z.registry<PathMeta>();
+
 // ---------------------------------------------------------------------------
 // Task templates (mirrors electron/data/templates.ts): the kind is --task, the fields its flags.
 
@@ -161,9 +173,15 @@ const SpillDirs = z.array(FilePath).max(MAX_SPILL_DIRS);
 
 /** A run's options as the UI and the CLI give them; omitted fields take their defaults. */
 export const RunOptions = z.object({
-  model: path().register(flags, { flag: 'model', arg: 'PATH', read: 'path', help: 'Hugging Face model folder or HF cache entry (models--org--name)' }),
-  train: path().register(flags, { flag: 'data', arg: 'FILE', read: 'path', help: 'training data (.jsonl, .csv, .parquet)' }),
-  eval: FilePath.optional().register(flags, { flag: 'eval-data', arg: 'FILE', read: 'path', help: 'held-out data (default: --eval-fraction of --data)' }),
+  model: path()
+    .register(flags, { flag: 'model', arg: 'PATH', read: 'path', help: 'Hugging Face model folder or HF cache entry (models--org--name)' })
+    .register(pathKinds, { kind: 'models', what: 'the model folder' }),
+  train: path()
+    .register(flags, { flag: 'data', arg: 'FILE', read: 'path', help: 'training data (.jsonl, .csv, .parquet)' })
+    .register(pathKinds, { kind: 'datasets', what: 'the training data' }),
+  eval: FilePath.optional()
+    .register(flags, { flag: 'eval-data', arg: 'FILE', read: 'path', help: 'held-out data (default: --eval-fraction of --data)' })
+    .register(pathKinds, { kind: 'datasets', what: 'the evaluation data' }),
   evalFraction: real(0, { inclusive: true, below: 1 })
     .default(0.1)
     .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' }),
@@ -182,7 +200,9 @@ export const RunOptions = z.object({
   evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
   threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
   maxLength: int(1, MAX_LENGTH).optional().register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" }),
-  out: FilePath.optional().register(flags, { flag: 'out', arg: 'DIR', read: 'path', help: 'save the fine-tuned model (Hugging Face folder + seed log) here' }),
+  out: FilePath.optional()
+    .register(flags, { flag: 'out', arg: 'DIR', read: 'path', help: 'save the fine-tuned model (Hugging Face folder + seed log) here' })
+    .register(pathKinds, { kind: 'export', what: 'the output folder' }),
   zeroShot: z.boolean().default(true).register(flags, { flag: 'no-zero-shot', read: 'off', help: 'skip the evaluation before the first step' }),
   checkpointEvery: int(0, MAX_STEPS)
     .optional()
@@ -195,12 +215,14 @@ export const RunOptions = z.object({
   gpuMem: Bytes.optional().register(flags, { flag: 'gpu-mem', arg: 'X', read: 'bytes', help: 'device memory budget (24GB, 512MiB or bytes), enforced by the engine' }),
   cpuMem: Bytes.optional().register(flags, { flag: 'cpu-mem', arg: 'X', read: 'bytes', help: 'CPU memory budget: the planner places blocks on the device first, then the CPU, then the SSD' }),
   ssdMem: Bytes.optional().register(flags, { flag: 'ssd-mem', arg: 'X', read: 'bytes', help: 'spill file budget (default: the free space of --spill)' }),
-  spillDirs: SpillDirs.optional().register(flags, {
-    flag: 'spill',
-    arg: 'DIR[,DIR...]',
-    read: 'folders',
-    help: 'spill folders for --offload ssd or auto (a preallocated file each, removed at the end); SSD blocks are striped over several (drives)',
-  }),
+  spillDirs: SpillDirs.optional()
+    .register(flags, {
+      flag: 'spill',
+      arg: 'DIR[,DIR...]',
+      read: 'folders',
+      help: 'spill folders for --offload ssd or auto (a preallocated file each, removed at the end); SSD blocks are striped over several (drives)',
+    })
+    .register(pathKinds, { kind: 'spill', what: 'the spill folder' }),
   writeBackEvery: int(1, MAX_WRITE_BACK_EVERY)
     .optional()
     .register(flags, { flag: 'write-back-every', arg: 'K', help: 'SSD blocks: rewrite a block every K updates, replaying them in between (default 1)' }),
@@ -218,8 +240,12 @@ export const RunOptions = z.object({
 
 /** What the engine host and the trainer receive: a run's options plus where its checkpoints go and what it resumes. */
 export const TrainOptions = RunOptions.extend({
-  checkpointDir: FilePath.optional().register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' }),
-  resumeFrom: FilePath.optional().register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' }),
+  checkpointDir: FilePath.optional()
+    .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
+    .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
+  resumeFrom: FilePath.optional()
+    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' })
+    .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
 });
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */

@@ -10,7 +10,7 @@ const bridge = findBridge();
 const transport = bridge
   ? bridgeTransport(bridge, EVENT_NAMES)
   : webSocketTransport(webSocketUrlFor(window.location.href), (url) => new WebSocket(url), { reconnect: true });
-app.connect(new SpillwayClient(transport));
+app.connect(new SpillwayClient(transport), bridge !== null);
 app.loadPreferences(window.localStorage);
 
 mount(App, { target: document.getElementById('app')! });

@@ -14,6 +14,7 @@ import {
   METHOD_CHANNELS,
   METHOD_NAMES,
   RUN_METHOD_NAMES,
+  RunOptions,
   methods,
   parseEvent,
   parseParams,
@@ -177,9 +178,10 @@ describe('contract', () => {
     expect(ClientFrame.safeParse({ type: 'event', event: 'log' }).success).toBe(false);
   });
 
-  it('derives the WebSocket URL (token included) from the page URL', () => {
+  it('derives the WebSocket URL from the page URL: its token when it has one, else none (the session cookie goes along)', () => {
     expect(webSocketUrlFor('http://127.0.0.1:5123/?token=abc')).toBe('ws://127.0.0.1:5123/ws?token=abc');
     expect(webSocketUrlFor('https://host.example/app/?token=x&y=1')).toBe('wss://host.example/ws?token=x');
+    expect(webSocketUrlFor('http://127.0.0.1:5123/#/runs')).toBe('ws://127.0.0.1:5123/ws');
   });
 
   it('keeps electron/common free of Node, electron and ws imports', () => {
@@ -206,7 +208,7 @@ describe('services facade', () => {
   it('answers UNAVAILABLE for runs until the supervisor is wired in, and keeps settings in memory', async () => {
     const ops = unavailableRunOperations();
     const ctx = { signal: new AbortController().signal };
-    await expect(ops.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, ctx)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(ops.startRun({ options: RunOptions.parse({ model: '/m', train: '/t', task: { kind: 'text' } }) }, ctx)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     expect(await ops.listRuns({ sort: 'createdAt', order: 'desc', limit: 1, offset: 0 }, ctx)).toEqual({ runs: [], total: 0 });
     expect((await ops.updateSettings({ threads: 3 }, ctx)).threads).toBe(3);
     expect((await ops.getSettings({}, ctx)).threads).toBe(3);
