@@ -8,7 +8,10 @@
 // - config.options: a lone spillDir becomes spillDirs (one list of spill
 //   folders, whether one or several).
 // Rows already in the new shape pass through unchanged; a value that is not
-// JSON is left as it was.
+// JSON is left as it was. Salvaging a damaged file (../recover.ts) runs the same
+// rewrite over what it copied.
+import type { Database } from 'better-sqlite3';
+
 import type { Migration } from './types.js';
 
 type Json = Record<string, unknown>;
@@ -51,23 +54,26 @@ function config004(o: Json): Json {
   return { ...o, options: { ...options, ...(spillDirs ? { spillDirs } : {}) } };
 }
 
+/** Rewrites every run row's JSON in today's spelling; rows already in it are left as they are. */
+export function respellRuns(db: Database): void {
+  const rows = db.prepare('SELECT id, config, final_metrics, plan FROM runs').all() as { id: string; config: string; final_metrics: string | null; plan: string | null }[];
+  const update = db.prepare('UPDATE runs SET config = ?, final_metrics = ?, plan = ? WHERE id = ?');
+  const rewrite = (text: string | null, f: (o: Json) => Json): string | null => {
+    if (text === null) return null;
+    try {
+      const v = JSON.parse(text) as unknown;
+      return isObject(v) ? JSON.stringify(f(v)) : text;
+    } catch {
+      return text;
+    }
+  };
+  for (const r of rows) {
+    update.run(rewrite(r.config, config004) ?? r.config, rewrite(r.final_metrics, finalMetrics004), rewrite(r.plan, plan004), r.id);
+  }
+}
+
 export const migration004: Migration = {
   version: 4,
   name: 'one spelling: camelCase final metrics and plan, spillDirs',
-  up(db) {
-    const rows = db.prepare('SELECT id, config, final_metrics, plan FROM runs').all() as { id: string; config: string; final_metrics: string | null; plan: string | null }[];
-    const update = db.prepare('UPDATE runs SET config = ?, final_metrics = ?, plan = ? WHERE id = ?');
-    const rewrite = (text: string | null, f: (o: Json) => Json): string | null => {
-      if (text === null) return null;
-      try {
-        const v = JSON.parse(text) as unknown;
-        return isObject(v) ? JSON.stringify(f(v)) : text;
-      } catch {
-        return text;
-      }
-    };
-    for (const r of rows) {
-      update.run(rewrite(r.config, config004) ?? r.config, rewrite(r.final_metrics, finalMetrics004), rewrite(r.plan, plan004), r.id);
-    }
-  },
+  up: respellRuns,
 };

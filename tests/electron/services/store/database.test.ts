@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { RunPlan, TrainOptions } from '../../../../electron/common/contract.js';
 import { databaseFile } from '../../../../electron/services/paths.js';
 import { supervisorOperations } from '../../../../electron/services/runs/operations.js';
+import { salvage } from '../../../../electron/services/store/recover.js';
 import { RunSupervisor } from '../../../../electron/services/runs/supervisor.js';
 import { DatabaseTooNewError, MIGRATIONS, RunStore, SCHEMA_VERSION, openDatabase, schemaVersion } from '../../../../electron/services/store/index.js';
 
@@ -160,6 +161,23 @@ describe('openDatabase', () => {
     expect(detail.plan).toMatchObject({ predictedStepMs: 56.5, linkBytes: { ssdRead: 3178496 } });
     expect((await ops.getRun({ runId: 'r3-threads' }, ctx)).options).toMatchObject({ threads: 0, steps: 2, batchSize: 4 });
     await sup.close();
+
+    // Salvaging a damaged file copies its rows into a fresh one at the latest version: rows of a
+    // version-3 file take today's spelling there too.
+    const v3 = openDatabase(databaseFile(tempDir()), { migrations: MIGRATIONS.slice(0, 3) }).db;
+    v3.prepare(
+      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, steps_planned, folder, owner_pid, final_metrics, plan)
+       VALUES ('r3', 'v3 run', '/m', '/d.jsonl', 'sst2', ?, 'completed', 1, 2, '/runs/r3', NULL, ?, ?)`,
+    ).run(JSON.stringify(config), JSON.stringify(finalMetrics), JSON.stringify(plan));
+    const fresh = openDatabase(databaseFile(tempDir())).db;
+    fresh.pragma('foreign_keys = OFF');
+    salvage(v3, fresh, tempDir());
+    const row = fresh.prepare('SELECT config, final_metrics, plan FROM runs WHERE id = ?').get('r3') as { config: string; final_metrics: string; plan: string };
+    expect(JSON.parse(row.final_metrics)).toMatchObject({ finalLoss: 0.8486711093225512, skippedSteps: 0, wallS: 3.254 });
+    expect(RunPlan.parse(JSON.parse(row.plan)).linkBytes).toEqual({ hostToDevice: 3166208, deviceToHost: 0, ssdRead: 3178496, ssdWrite: 1589248 });
+    expect(JSON.parse(row.config).options.spillDirs).toEqual(['/nvme/spill']);
+    v3.close();
+    fresh.close();
   });
 
   it('refuses a database written by a newer Spillway and leaves it untouched', () => {
