@@ -60,9 +60,10 @@ export interface ChatMessage {
   [key: string]: ChatValue;
 }
 
-/** Dataset role names understood without a roleMap (OpenAI, ShareGPT, LLaMA-Factory, Gemma). */
+/** Dataset role names understood without a roleMap (OpenAI, ShareGPT, LLaMA-Factory, Gemma). Matched as written, else lower-cased. */
 export const DEFAULT_ROLE_NAMES: Readonly<Record<string, ChatRole>> = {
   system: 'system',
+  developer: 'system',
   user: 'user',
   human: 'user',
   assistant: 'assistant',
@@ -130,7 +131,7 @@ function contentText(v: unknown): string | null {
   return null;
 }
 
-function detectFormat(row: DatasetRow, t: ChatTemplate, file: string): ChatFormat {
+function rowFormat(row: DatasetRow, t: ChatTemplate, file: string): ChatFormat {
   if (t.format) return t.format;
   const v = row.values;
   if (t.messagesField !== undefined) return 'messages';
@@ -166,7 +167,7 @@ function turnsOf(row: DatasetRow, t: ChatTemplate, format: ChatFormat, file: str
       throw rowError(
         file,
         row,
-        `${where}: unknown role ${JSON.stringify(name)} (known: ${Object.keys(names).join(', ')}; --role-map maps other names, e.g. '{"${name}": "assistant"}')`,
+        `${where}: unknown role ${JSON.stringify(name)} (known: ${Object.keys(names).join(', ')}; map other names with --role-map or Role names, e.g. ${name}=assistant)`,
         field,
       );
     }
@@ -245,7 +246,7 @@ function checkOrder(turns: ChatMessage[], row: DatasetRow, file: string, field: 
 
 /** The conversation a row holds, checked (roles known and in order, text where text is due, at least one reply). */
 export function rowConversation(row: DatasetRow, t: ChatTemplate, file = '<row>'): ChatMessage[] {
-  const format = detectFormat(row, t, file);
+  const format = rowFormat(row, t, file);
   const { turns, field } = format === 'alpaca' ? { turns: alpacaTurns(row, t, file), field: undefined } : turnsOf(row, t, format, file);
   if (t.systemPrompt !== undefined && turns[0]?.role !== 'system') turns.unshift({ role: 'system', content: t.systemPrompt });
   checkOrder(turns, row, file, field);

@@ -31,6 +31,7 @@ const MODELS = {
   demo: path.join(ROOT, 'resources/models/spillway-demo'),
 };
 const DATA = ['messages.jsonl', 'sharegpt.jsonl', 'alpaca.json'].map((f) => path.join(ROOT, 'tests/fixtures/chat', f));
+const TOOLS = path.join(ROOT, 'tests/fixtures/chat/tools.jsonl');
 /** strftime_now reads this on both sides (local time). */
 const NOW = new Date(2024, 6, 26, 9, 30, 0);
 const NOW_ISO = '2024-07-26T09:30:00';
@@ -100,6 +101,8 @@ describe('chat templates against transformers', () => {
     for (const data of DATA) cases.push({ id: `${m} ${path.basename(data)}`, model: MODELS[m], data });
   }
   cases.push({ id: 'qwen3 messages.jsonl enable_thinking=false', model: MODELS.qwen3, data: DATA[0], variables: { enable_thinking: false } });
+  // Tool calls (arguments through tojson) and tool results; Gemma 3's template refuses a tool role.
+  for (const m of ['llama3_1', 'qwen3'] as const) cases.push({ id: `${m} tools.jsonl`, model: MODELS[m], data: TOOLS });
   let dated = '';
   let results: Map<string, PyRow[]>;
   const tokenizers = new Map<string, SpillwayTokenizer>();
@@ -148,10 +151,10 @@ describe('chat templates against transformers', () => {
 
   it('covers every model and form', () => {
     expect(results.size).toBe(cases.length);
-    expect(cases.length).toBe(17);
+    expect(cases.length).toBe(19);
   });
 
-  for (const i of Array.from({ length: 17 }, (_, k) => k)) {
+  for (const i of Array.from({ length: 19 }, (_, k) => k)) {
     it(`case ${i}: text, ids and mask equal transformers'`, async () => {
       const c = cases[i];
       const tok = tokenizers.get(c.model)!;

@@ -146,7 +146,7 @@ describe('malformed chat rows: file, line, field and what is wrong', () => {
     ['missing content', msgs(u(), { role: 'assistant' }), /message 2 \(assistant\): has no "content" \(the message has field "role"; --content-field/],
     ['content a number', msgs(u(3), a()), /message 1 \(user\): "content" must be a string \(or a list of text parts\), got number 3/],
     ['role a number', msgs({ role: 1, content: 'q' }, a()), /message 1: "role" must be a string, got number 1/],
-    ['unknown role', msgs({ role: 'narrator', content: 'q' }, a()), /message 1: unknown role "narrator" \(known: .*; --role-map maps other names/],
+    ['unknown role', msgs({ role: 'narrator', content: 'q' }, a()), /message 1: unknown role "narrator" \(known: .*; map other names with --role-map or Role names, e.g. narrator=assistant\)/],
     ['message not an object', msgs('hello', a()), /message 1: expected an object with "role" and "content", got string "hello"/],
     ['messages not a list', row({ messages: 'hi' }), /field "messages": expected a list of messages, got string "hi"/],
     ['alpaca without output', row({ instruction: 'do' }), /field "output": missing: an Alpaca row needs "instruction" and "output"/],
