@@ -175,6 +175,19 @@ describe('Spillway GUI', () => {
     await page.click('[data-testid="check-rows"]');
     await page.waitForSelector('[data-testid="check-result"][data-errors="1"]', { timeout: 30_000 });
     expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2']);
+    // "Use for a new run" carries the file, the task and its mapping to New run; the plan follows.
+    await page.fill('[data-testid="chat-role-map"]', 'Customer=user');
+    await page.click('text=Use for a new run');
+    await page.waitForSelector('[data-testid="task-select"]');
+    const demoTrain = await page.evaluate(() => document.querySelector('#dataset-paths option[value*="sentiment-demo/train"]')?.getAttribute('value') ?? '');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(chat);
+    expect(await page.inputValue('[data-testid="task-select"]')).toBe('chat');
+    expect(await page.inputValue('[data-testid="chat-role-map"]')).toBe('Customer=user');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await shot('new-run-chat');
+    await page.selectOption('[data-testid="task-select"]', 'sst2');
+    await page.fill('[data-testid="train-path"]', demoTrain);
+    await page.click('[data-testid="nav-datasets"]');
     await page.selectOption('[data-testid="dataset-task"]', 'sst2');
   });
 
