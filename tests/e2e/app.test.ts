@@ -214,6 +214,7 @@ describe('Spillway GUI', () => {
         .map((r) => JSON.stringify(r))
         .join('\n') + '\n',
     );
+    await page.click('[data-testid="nav-datasets"]');
     await page.selectOption('[data-testid="dataset-task"]', 'chat');
     await page.waitForSelector('[data-testid="chat-fields"]');
     await page.fill('[data-testid="dataset-path"]', chat);
