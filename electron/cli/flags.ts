@@ -9,7 +9,7 @@ import { z } from 'zod';
 
 import { DEFAULT_TASK, flags as registry, TASK_KINDS, TaskTemplate } from '../common/options.js';
 import type { FlagMeta, TaskKind } from '../common/options.js';
-import { parseBytes } from '../common/format.js';
+import { parseBytes, parsePairs } from '../common/format.js';
 
 export type ArgOption = { type: 'string' | 'boolean'; multiple?: boolean };
 export type ArgValues = Record<string, string | string[] | boolean | undefined>;
@@ -119,6 +119,22 @@ function words(flag: string, v: string): string[] {
   return parsed as string[];
 }
 
+function json(flag: string, text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new Error(`--${flag} is not valid JSON: ${text}`);
+  }
+}
+
+function pairs(flag: string, text: string): Record<string, string> {
+  try {
+    return parsePairs(text);
+  } catch (e) {
+    throw new Error(`--${flag}: ${(e as Error).message}`);
+  }
+}
+
 /** A flag's text as the field's value; throws naming the flag when the text cannot be read. */
 function readFlag(f: FlagField, raw: string | string[] | boolean): unknown {
   const flag = f.meta.flag;
@@ -139,11 +155,9 @@ function readFlag(f: FlagField, raw: string | string[] | boolean): unknown {
     case 'words':
       return words(flag, text);
     case 'json':
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        throw new Error(`--${flag} is not valid JSON: ${text}`);
-      }
+      return json(flag, text);
+    case 'pairs':
+      return text.trim().startsWith('{') ? json(flag, text) : pairs(flag, text);
   }
   if (kindOf(f.type) === 'number') {
     const n = text.trim() === '' ? Number.NaN : Number(text);
@@ -180,20 +194,20 @@ export function taskFromFlags(values: ArgValues, base?: TaskTemplate): TaskTempl
   const given = { ...(base?.kind === kind ? base : {}), kind, ...fieldsFromFlags(variant, values) };
   const r = variant.safeParse(given);
   if (r.success) return r.data;
-  throw new Error(describeIssues(r.error, (key) => flagFields(variant).find((f) => f.key === key)?.meta.flag, `--task ${kind}`));
+  throw new Error(describeIssues(r.error, given, (key) => flagFields(variant).find((f) => f.key === key)?.meta.flag, `--task ${kind}`));
 }
 
 /**
  * The schema's issues, each named by its flag: "--threads: expected an integer from 0 to 1024, got 100000".
- * A required field left out reads "<what> needs --flag".
+ * A required field left out of `given` reads "<what> needs --flag".
  */
-export function describeIssues(err: z.ZodError, flagOf: (key: string) => string | undefined, what = 'this command'): string {
+function describeIssues(err: z.ZodError, given: Record<string, unknown>, flagOf: (key: string) => string | undefined, what: string): string {
   return err.issues
     .map((i) => {
       const key = String(i.path[0] ?? '');
       const flag = flagOf(key);
       const name = flag ? `--${flag}` : key || 'options';
-      if (i.code === 'invalid_type' && (i as { input?: unknown }).input === undefined && flag) return `${what} needs ${name}`;
+      if (flag && given[key] === undefined) return `${what} needs ${name}`;
       return `${name}: ${i.message}`;
     })
     .join('; ');
@@ -211,5 +225,5 @@ export function optionsFromFlags<S extends z.ZodObject>(schema: S, values: ArgVa
   const r = schema.safeParse(given);
   if (r.success) return r.data;
   const fields = flagFields(schema);
-  throw new Error(describeIssues(r.error, (key) => fields.find((f) => f.key === key)?.meta.flag, what));
+  throw new Error(describeIssues(r.error, given, (key) => fields.find((f) => f.key === key)?.meta.flag, what));
 }

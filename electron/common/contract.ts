@@ -9,7 +9,7 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
-import { Bytes, FilePath, flags, Home, int, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
+import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
 
 export * from './channels.js';
 export * from './options.js';
@@ -95,19 +95,36 @@ export const DatasetEntry = z.object({
   modified: Timestamp,
 });
 
-/** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
-export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
-  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
-);
 
-export const RenderedExample = z.object({
-  kind: z.enum(['classify', 'lm', 'completion']),
-  prompt: z.string(),
-  candidates: z.array(z.string()),
-  label: z.number().int(),
-  texts: z.array(z.string()),
+/** A chat row rendered with the model's template: the sequences it is trained as, trained pieces marked, with token counts. */
+export const RenderedChat = z.object({
+  kind: z.literal('chat'),
+  /** The model's own chat template, or Spillway's plain fallback (the model has none). */
+  template: z.enum(['model', 'fallback']),
+  templateFile: z.string().nullable(),
+  messages: z.number().int().nonnegative(),
+  /** One, unless the template renders earlier replies differently once later turns follow (each is then trained in its own). */
+  sequences: z.array(
+    z.object({
+      /** The messages (1-based) whose replies this sequence trains. */
+      replies: z.array(z.number().int().positive()),
+      pieces: z.array(z.object({ text: z.string(), trained: z.boolean(), tokens: z.number().int().nonnegative() })),
+      tokens: z.number().int().nonnegative(),
+      trainedTokens: z.number().int().nonnegative(),
+    }),
+  ),
 });
+
+export const RenderedExample = z.union([
+  z.object({
+    kind: z.enum(['classify', 'lm', 'completion']),
+    prompt: z.string(),
+    candidates: z.array(z.string()),
+    label: z.number().int(),
+    texts: z.array(z.string()),
+  }),
+  RenderedChat,
+]);
 
 export const DatasetPreview = z.object({
   path: z.string(),
@@ -564,7 +581,14 @@ export const methods = {
   inspectModel: method(z.object({ path: FilePath }), InspectReport),
   listDatasets: method(z.object({ roots: z.array(FilePath).max(64).optional() }).default({}), z.object({ datasets: z.array(DatasetEntry) })),
   previewDataset: method(
-    z.object({ path: FilePath, rows: z.number().int().positive().max(200).default(5), format: DatasetFormat.optional(), template: TaskTemplate.optional() }),
+    z.object({
+      path: FilePath,
+      rows: z.number().int().positive().max(200).default(5),
+      format: DatasetFormat.optional(),
+      template: TaskTemplate.optional(),
+      /** The model whose chat template and tokenizer render chat rows (with token counts); other tasks need none. */
+      model: FilePath.optional(),
+    }),
     DatasetPreview,
   ),
   checkDataset: method(

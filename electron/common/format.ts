@@ -22,3 +22,19 @@ export function parseBytes(v: string): number {
   const pow = ' KMGTP'.indexOf(m[2].toUpperCase() || ' ');
   return Math.round(Number(m[1]) * (m[3] ? 1024 : 1000) ** pow);
 }
+
+/**
+ * "Customer=user,Agent=assistant" → { Customer: 'user', Agent: 'assistant' }: name=value pairs separated
+ * by commas, as the CLI and the GUI take a mapping (a name may hold '='; the last one splits).
+ * Throws, naming the pair, when one has no name or no '='.
+ */
+export function parsePairs(text: string, value = 'value'): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.lastIndexOf('=');
+    const name = part.slice(0, eq).trim();
+    if (eq <= 0 || !name) throw new Error(`write name=${value} pairs separated by commas (got ${JSON.stringify(part)})`);
+    out[name] = part.slice(eq + 1).trim();
+  }
+  return out;
+}

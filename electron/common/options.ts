@@ -98,9 +98,10 @@ export interface FlagMeta {
    * How the flag's text becomes the value (numbers, choices and switches need nothing):
    * bytes: "24GB", "512MiB" or a count; path: resolved against the working folder;
    * folders: comma-separated folders, the flag repeatable; off: a switch that sets false;
-   * words: a JSON array of strings or a comma-separated list; json: a JSON value.
+   * words: a JSON array of strings or a comma-separated list; json: a JSON value;
+   * pairs: name=value pairs separated by commas, or a JSON object.
    */
-  read?: 'bytes' | 'path' | 'folders' | 'off' | 'words' | 'json';
+  read?: 'bytes' | 'path' | 'folders' | 'off' | 'words' | 'json' | 'pairs';
 }
 
 /** The CLI flag of each field that has one (electron/cli/flags.ts reads it). */
@@ -118,6 +119,12 @@ export interface PathMeta {
 
 export const pathKinds = z.registry<PathMeta>();
 
+/** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
+  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
+);
+
 // ---------------------------------------------------------------------------
 // Task templates (mirrors electron/data/templates.ts): the kind is --task, the fields its flags.
 
@@ -126,6 +133,9 @@ const taskFlag = {
   labelMap: { flag: 'label-map', arg: 'M', read: 'json', help: 'classify: JSON object from dataset label to label-word index' },
   prompt: { flag: 'prompt', arg: 'P', help: 'classify: prompt with {text} (default "{text} It was")' },
 } satisfies Record<string, FlagMeta>;
+
+/** A chat field name of the data (a column mapping). */
+const field = (flag: string, help: string) => z.string().min(1).optional().register(flags, { flag, arg: 'F', help: `chat: ${help}` });
 
 const LabelWords = z.array(z.string().min(1)).min(2).max(64);
 const LabelPair = z.array(z.string().min(1)).length(2);
@@ -158,6 +168,40 @@ export const TaskTemplate = z.discriminatedUnion('kind', [
     promptField: z.string().optional(),
     completionField: z.string().optional(),
     appendEos: z.boolean().optional(),
+  }),
+  z.object({
+    kind: z.literal('chat'),
+    /** How rows are laid out; absent: found from each row's fields. */
+    format: z
+      .enum(['messages', 'sharegpt', 'alpaca'])
+      .optional()
+      .register(flags, { flag: 'chat-format', arg: 'F', help: 'chat: messages (OpenAI), sharegpt or alpaca (default: found from the fields)' }),
+    messagesField: field('messages-field', 'the list of turns (default messages, else conversations)'),
+    roleField: field('role-field', "a turn's role key (default role, or from)"),
+    contentField: field('content-field', "a turn's text key (default content, or value)"),
+    /** The dataset's role names → roles, on top of the usual ones (human, gpt, model, ...). */
+    roleMap: z
+      .record(z.string(), choice(['system', 'user', 'assistant', 'tool'], 'role'))
+      .optional()
+      .register(flags, { flag: 'role-map', arg: 'M', read: 'pairs', help: "chat: the data's role names, 'Customer=user,Agent=assistant' or a JSON object" }),
+    instructionField: field('instruction-field', 'Alpaca rows: the instruction (default instruction)'),
+    inputField: field('input-field', 'Alpaca rows: the input (default input)'),
+    outputField: field('output-field', 'Alpaca rows: the output (default output)'),
+    systemField: z.string().min(1).optional(),
+    historyField: z.string().min(1).optional(),
+    /** A system turn put before each conversation that has none. */
+    systemPrompt: z.string().optional().register(flags, { flag: 'system-prompt', arg: 'S', help: 'chat: a system turn for conversations that have none' }),
+    /** Which of the model's named chat templates (default "default"). */
+    templateName: z
+      .string()
+      .min(1)
+      .optional()
+      .register(flags, { flag: 'chat-template', arg: 'NAME', help: 'chat: which of the model\'s named chat templates (default "default")' }),
+    /** More variables for the chat template, e.g. {"enable_thinking": false}. */
+    templateVariables: z
+      .record(z.string(), z.lazy(() => JsonValue), { error: 'expected a JSON object' })
+      .optional()
+      .register(flags, { flag: 'template-vars', arg: 'J', read: 'json', help: `chat: more chat template variables as JSON, e.g. '{"enable_thinking": false}'` }),
   }),
 ]);
 export type TaskTemplate = z.output<typeof TaskTemplate>;

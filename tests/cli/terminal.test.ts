@@ -88,6 +88,23 @@ describe('spillway train in a terminal', () => {
     expect(show.stdout).toMatch(/final loss\s+[\d.]+/);
   });
 
+  it('reads the task\'s flags from the schema too: each is checked, and one the task has not is named', async () => {
+    const dir = join(work, 'task-data');
+    for (const [args, message] of [
+      [['--task', 'chat', '--role-map', 'Customer'], /--role-map: write name=value pairs separated by commas \(got "Customer"\)/],
+      [['--task', 'chat', '--role-map', 'Customer=robot'], /--role-map: unknown role robot \(system, user, assistant, tool\)/],
+      [['--task', 'chat', '--template-vars', '[1]'], /--template-vars: expected a JSON object/],
+      [['--task', 'chat', '--template-vars', '{not json'], /--template-vars is not valid JSON/],
+      [['--task', 'chat', '--prompt', '{text} was'], /--prompt does not apply to --task chat/],
+      [['--task', 'classify'], /--task classify needs --label-words/],
+      [['--task', 'poem'], /unknown task "poem" \(sst2, rte, classify, text, completion, chat\)/],
+    ] as const) {
+      const r = await runSpillway(['score', '--model', model, '--data', train, ...args], dir);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr, args.join(' ')).toMatch(message);
+    }
+  });
+
   it('refuses threads beyond the bound before a run exists, naming the flag, the range and the value', async () => {
     const dir = join(work, 'threads-data');
     const r = await runSpillway(['train', '--model', model, '--data', train, '--steps', '1', '--threads', '100000'], dir);
