@@ -29,14 +29,10 @@ async function startServe(): Promise<string> {
   });
   let out = '';
   return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`spillway serve printed no URL:\n${out}`)), 30_000);
     const onData = (b: Buffer) => {
       out += b.toString();
       const m = /(http:\/\/\S+\?token=\w+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]);
-      }
+      if (m) res(m[1]);
     };
     server.stdout!.on('data', onData);
     server.stderr!.on('data', onData);
@@ -75,7 +71,7 @@ async function startDemoRun(name: string, steps: number, seed = 0): Promise<stri
   await page.fill('[data-testid="seed"]', String(seed));
   await page.click('[data-testid="start-run"]');
   try {
-    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
   } catch (e) {
     await shot('failed-start');
     throw e;
@@ -94,8 +90,11 @@ beforeAll(async () => {
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
   });
   page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  // Waits end when the page shows what they wait for; this is only a hang guard, generous because
+  // runs train for real on a machine CI shares (the test's own guard is longer still).
+  page.setDefaultTimeout(300_000);
   page.on('pageerror', (e) => console.error('page error:', e.message));
-}, 120_000);
+});
 
 afterAll(async () => {
   await browser?.close();
@@ -103,24 +102,24 @@ afterAll(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-describe('Spillway GUI', () => {
+describe('Spillway GUI', { timeout: 600_000 }, () => {
   it('first launch: the demo model and dataset are preselected and the plan shows', async () => {
     await page.goto(url);
     await page.waitForSelector('[data-testid="connection"]:has-text("Connected")');
-    await page.waitForSelector('[data-testid="plan"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"]');
     expect(await page.inputValue('[data-testid="train-path"]')).toMatch(/sentiment-demo\/train\.jsonl$/);
     await shot('new-run');
   });
 
   it('New run: a CPU budget too small makes the plan say what is short', async () => {
     await page.fill('[data-testid="cpu-budget"]', '1 MiB');
-    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]');
     const text = await page.textContent('[data-testid="plan"]');
     expect(text).toContain('Does not fit.');
     expect(text).toMatch(/CPU memory: what must stay on the compute device needs [\d.]+ \w+ \(.*\) but the budget is 1\.0 MiB \(short by [\d.]+ \w+\)/);
     await shot('plan-short');
     await page.fill('[data-testid="cpu-budget"]', '');
-    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
   });
 
   it('Models and Datasets screens show the demo and render examples', async () => {
@@ -143,7 +142,7 @@ describe('Spillway GUI', () => {
     await page.fill('[data-testid="dataset-path"]', bad);
     await page.waitForFunction(() => (document.querySelector('[data-testid="check-model"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
     await page.click('[data-testid="check-rows"]');
-    await page.waitForSelector('[data-testid="check-result"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="check-result"]');
     expect(await page.getAttribute('[data-testid="check-result"]', 'data-ok')).toBe('3');
     expect(await page.getAttribute('[data-testid="check-result"]', 'data-errors')).toBe('2');
     expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2', '4']);
@@ -154,19 +153,19 @@ describe('Spillway GUI', () => {
   let first = '';
   it('starts a run, chart points arrive, a reload resumes the live view, stop', async () => {
     first = await startDemoRun('e2e first', 400);
-    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) >= 4, null, { timeout: 60_000 });
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) >= 4);
     const before = await chartPoints('chart-loss');
     await page.reload();
-    await page.waitForFunction((n) => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > n, before, { timeout: 60_000 });
+    await page.waitForFunction((n) => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > n, before);
     expect(page.url()).toContain(`#/live/${encodeURIComponent(first)}`);
     await shot('live');
     await page.click('[data-testid="stop"]');
-    await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]', { timeout: 60_000 });
+    await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]');
   });
 
   it('a second run completes; Runs lists both, compares them, deletes one', async () => {
     const second = await startDemoRun('e2e second', 10, 1);
-    await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+    await page.waitForSelector('.sub [data-status="completed"]');
     await page.click('[data-testid="nav-runs"]');
     await page.waitForSelector(`[data-run-id="${first}"]`);
     await page.waitForSelector(`[data-run-id="${second}"]`);
@@ -201,15 +200,13 @@ describe('Spillway GUI', () => {
     const cpuMem = Math.floor(plan.memory.cpu - block / 2);
     await page.fill('[data-testid="cpu-budget"]', String(cpuMem));
     const tiered = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, budgets: { cpu: cpuMem } })) as { units: { home: string }[] };
-    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
     await page.click('[data-testid="start-run"]');
-    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
     try {
       await page.waitForFunction(
         () => Number(document.querySelector('[data-testid="tier-ssdRead"]')?.getAttribute('data-latest')) > 0 &&
           document.querySelector('[data-testid="tiers"]')?.getAttribute('data-plan') === 'yes',
-        null,
-        { timeout: 90_000 },
       );
     } catch (e) {
       await shot('failed-tiers');
@@ -226,7 +223,7 @@ describe('Spillway GUI', () => {
     expect(row).toMatch(/SSD read\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+×/);
     expect(await page.textContent('[data-testid="tier-step-ratio"]')).toMatch(/^[\d.]+×$/);
     expect(await page.textContent('[data-testid="tier-floor-ratio"]')).toMatch(/^[\d.]+×$/);
-    await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+    await page.waitForSelector('.sub [data-status="completed"]');
     await shot('live-tiers');
     // The resident demo run shows no Tiers panel.
     await page.goto(`${url}#/live/${encodeURIComponent(first)}`);
@@ -259,10 +256,10 @@ describe('Spillway GUI', () => {
     await page.selectOption('[data-testid="masters"]', 'bf16');
     const cell = async (row: string, m: string) => Number(await page.getAttribute(`[data-testid="cmp-${row}"] td[data-masters="${m}"]`, 'data-value'));
     try {
-      await page.waitForSelector('[data-testid="plan"][data-feasible="true"][data-bytes-per-parameter="2"]', { timeout: 30_000 });
+      await page.waitForSelector('[data-testid="plan"][data-feasible="true"][data-bytes-per-parameter="2"]');
       await page.waitForSelector('[data-testid="precision-compare"][data-chosen="bf16"]');
       // The budgeted plans have arrived when fp32's blocks stream.
-      await page.waitForFunction(() => Number(document.querySelector('[data-testid="cmp-h2d"] td[data-masters="fp32"]')?.getAttribute('data-value')) > 0, null, { timeout: 30_000 });
+      await page.waitForFunction(() => Number(document.querySelector('[data-testid="cmp-h2d"] td[data-masters="fp32"]')?.getAttribute('data-value')) > 0);
       // The three precisions' plans are asked for together but answer one by one: wait until every
       // column holds the answer for this budget (bf16 and fp16 at half of fp32's streamed bytes).
       await page.waitForFunction(
@@ -270,8 +267,6 @@ describe('Spillway GUI', () => {
           const v = (m: string) => Number(document.querySelector(`[data-testid="cmp-h2d"] td[data-masters="${m}"]`)?.getAttribute('data-value'));
           return v('fp32') > 0 && v('bf16') * 2 === v('fp32') && v('fp16') === v('bf16');
         },
-        null,
-        { timeout: 30_000 },
       );
     } catch (e) {
       await shot('failed-bf16-plan');
@@ -302,10 +297,10 @@ describe('Spillway GUI', () => {
     await shot('new-run-bf16');
 
     await page.click('[data-testid="start-run"]');
-    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
     const runId = decodeURIComponent(page.url().split('#/live/')[1]);
     try {
-      await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+      await page.waitForSelector('.sub [data-status="completed"]');
     } catch (e) {
       await shot('failed-bf16-run');
       throw e;
@@ -333,7 +328,8 @@ describe('Spillway GUI', () => {
     expect(await page.inputValue('[data-testid="sampling-interval"]')).toBe('1000');
     await page.fill('[data-testid="sampling-interval"]', '500');
     await page.click('button[type="submit"]:has-text("Save")');
-    await expect.poll(async () => ((await callApi('getSettings', {})) as { samplingIntervalMs: number }).samplingIntervalMs).toBe(500);
+    await page.waitForSelector('.notice:has-text("Settings saved")');
+    expect(((await callApi('getSettings', {})) as { samplingIntervalMs: number }).samplingIntervalMs).toBe(500);
     await shot('settings');
     await page.check('[data-testid="theme-dark"]');
     await shot('settings-dark');
@@ -343,11 +339,11 @@ describe('Spillway GUI', () => {
     await page.click('[data-testid="nav-datasets"]');
     await page.fill('[data-testid="dataset-path"]', bad);
     await page.click('[data-testid="check-rows"]');
-    await page.waitForSelector('[data-testid="check-result"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="check-result"]');
     await shot('datasets-check-dark');
     await page.click('[data-testid="nav-new"]');
     await page.fill('[data-testid="cpu-budget"]', '1 MiB');
-    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]');
     await shot('plan-short-dark');
     await page.fill('[data-testid="cpu-budget"]', '');
     await page.click('[data-testid="nav-settings"]');

@@ -10,6 +10,7 @@ import {
   type Settings,
   type StepMetric,
 } from '../../../electron/common/contract.js';
+import { EventLog } from '../../helpers/events.js';
 import { defaultSettings, type EventListener, type RunOperations } from '../../../electron/services/api.js';
 
 interface FakeRun {
@@ -23,8 +24,8 @@ export class FakeRuns implements RunOperations {
   private nextId = 1;
   private settings: Settings = defaultSettings();
   shutdownCalls = 0;
-  /** Resolves the pending slow call (see `slowGetRun`). */
-  slowGetRunCancelled: boolean | null = null;
+  /** What became of the call for run 'slow', which never answers on its own: 'arrived', then 'cancelled' on abort. */
+  slowGetRun = new EventLog<'arrived' | 'cancelled'>();
   now = 1_700_000_000_000;
 
   emit(e: AnyEvent): void {
@@ -144,10 +145,10 @@ export class FakeRuns implements RunOperations {
   getRun: RunOperations['getRun'] = async ({ runId }, ctx) => {
     if (runId === 'slow') {
       // Never answers on its own: for cancellation tests.
-      this.slowGetRunCancelled = false;
+      this.slowGetRun.push('arrived');
       return new Promise<never>((_resolve, reject) => {
         ctx.signal.addEventListener('abort', () => {
-          this.slowGetRunCancelled = true;
+          this.slowGetRun.push('cancelled');
           reject(new Error('aborted'));
         });
       });

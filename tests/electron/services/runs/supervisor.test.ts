@@ -12,6 +12,7 @@ import type { RunEvent } from '../../../../electron/services/runs/index.js';
 import { RunStore } from '../../../../electron/services/store/index.js';
 import { makeTinyLlama } from '../../../helpers/tiny-model.js';
 import { demoTrainOptions } from '../../../helpers/train-options.js';
+import { EventLog } from '../../../helpers/events.js';
 
 let work: string;
 let model: string;
@@ -39,16 +40,15 @@ function supervisor(dataDir = mkdtempSync(join(tmpdir(), 'spw-data-')), o: Param
   return s;
 }
 
-function until(events: RunEvent[], pred: (e: RunEvent) => boolean): Promise<RunEvent> {
-  return new Promise((resolve) => {
-    const t = setInterval(() => {
-      const hit = events.find(pred);
-      if (hit) {
-        clearInterval(t);
-        resolve(hit);
-      }
-    }, 2);
-  });
+/** The first event that satisfies `pred`; rejects when the run ends before it arrives. */
+function until(events: EventLog<RunEvent>, pred: (e: RunEvent) => boolean): Promise<void> {
+  return events.until(
+    (ev) => ev.some(pred),
+    (ev) => {
+      const last = ev.at(-1);
+      return last?.type === 'status' && last.status !== 'running' ? `the run ended (${last.status}: ${last.error}) first` : null;
+    },
+  );
 }
 
 const losses = (s: RunSupervisor, runId: string) => s.getMetrics(runId).steps.map((m) => [m.step, m.lossPlus, m.lossMinus]);
@@ -96,7 +96,7 @@ describe('RunSupervisor', () => {
 
   it('stops cooperatively: status stopped, a checkpoint row, resumable', async () => {
     const sup = supervisor();
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     sup.subscribe('*', (e) => events.push(e));
     const run = await sup.start({ options: options({ steps: 100_000 }) });
     await until(events, (e) => e.type === 'step' && e.step >= 3);
@@ -126,7 +126,7 @@ describe('RunSupervisor', () => {
 
   it('kills an engine that ignores stop after the grace period, and records it as stopped', async () => {
     const sup = supervisor();
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     sup.subscribe('*', (e) => events.push(e));
     const run = await sup.start({ options: options({ steps: 100_000 }) });
     await until(events, (e) => e.type === 'step');
@@ -145,7 +145,7 @@ describe('RunSupervisor', () => {
     const whole = await sup.start({ name: 'whole', options: o, saveModel: false });
     await sup.waitFor(whole.id);
 
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     const run = await sup.start({ name: 'victim', options: o });
     sup.subscribe(run.id, (e) => {
       events.push(e);
@@ -187,7 +187,7 @@ describe('RunSupervisor', () => {
     store.close();
 
     const sup = supervisor(dataDir);
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     sup.subscribe('*', (e) => events.push(e));
     const recovered = sup.recover();
     expect(recovered.map((r) => r.id)).toEqual(['orphan']);
