@@ -2,7 +2,7 @@
 // serving the freshly built renderer, driven by headless Chromium.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -348,5 +348,36 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.fill('[data-testid="cpu-budget"]', '');
     await page.click('[data-testid="nav-settings"]');
     await page.check('[data-testid="theme-light"]');
+  });
+  it('Settings sets the dataset folders; Datasets lists their files; "Use for a new run" keeps the file and the task', async () => {
+    const folder = mkdtempSync(join(dataDir, 'datasets-'));
+    copyFileSync(join(ROOT, 'resources/datasets/classify-demo.csv'), join(folder, 'reviews.csv'));
+    await page.click('[data-testid="nav-settings"]');
+    await page.fill('[data-testid="dataset-roots"]', folder);
+    await page.click('button[type="submit"]:has-text("Save")');
+    await page.waitForSelector('.notice:has-text("Settings saved")');
+    expect(((await callApi('getSettings', {})) as { datasetRoots: string[] }).datasetRoots).toEqual([folder]);
+
+    await page.click('[data-testid="nav-datasets"]');
+    await page.fill('[data-testid="dataset-path"]', '');
+    await page.waitForSelector(`[data-testid="datasets-found"] >> text=reviews.csv`);
+    expect(await page.textContent('[data-testid="dataset-roots-note"]')).toContain(folder);
+    await page.click('[data-testid="datasets-found"] button:has-text("reviews.csv")');
+    await page.selectOption('[data-testid="dataset-task"]', 'classify');
+    await page.fill('[data-testid="dataset-label-words"]', '" negative"," positive"');
+    await page.click('[data-testid="dataset-open"]');
+    // The labels are the words themselves: every previewed row renders, none fails.
+    await page.waitForSelector('[data-testid="preview-table"] mark');
+    expect(await page.$$('[data-testid="row-error"]')).toHaveLength(0);
+    await shot('datasets-found');
+    await page.click('[data-testid="use-for-run"]');
+    await page.waitForFunction(() => location.hash === '#/new');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(join(folder, 'reviews.csv'));
+    expect(await page.inputValue('[data-testid="task-select"]')).toBe('classify');
+    expect(await page.inputValue('[data-testid="label-words"]')).toBe('" negative"," positive"');
+    expect(await page.inputValue('[data-testid="eval-path"]')).toBe('');
+    expect(await page.inputValue('[data-testid="model-select"]')).toContain('spillway-demo');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
+    await shot('new-run-from-datasets');
   });
 });

@@ -28,6 +28,24 @@ describe('NewRunState', () => {
     s.labelWords = 'yes';
     expect(s.planRequest()).not.toHaveProperty('train'); // an incomplete template is not sent
   });
+  it('takes a dataset chosen on the Datasets screen: its file and task, held-out evaluation, the model kept', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    s.useDataset(' /data/classify-demo.csv ', 'classify', '" negative"," positive"', '/m/other');
+    expect(s.options()).toMatchObject({
+      model: '/m/spillway-demo',
+      train: '/data/classify-demo.csv',
+      evalFraction: 0.1,
+      task: { kind: 'classify', labelWords: [' negative', ' positive'] },
+      steps: TASK_DEFAULTS.classify.steps,
+    });
+    expect(s.options()).not.toHaveProperty('eval');
+    // Nothing chosen yet: the demo model is taken, so the run can start.
+    const fresh = new NewRunState(noClient as () => Client);
+    fresh.useDataset('/data/x.jsonl', 'text', '', '/m/spillway-demo');
+    expect(fresh.formErrors).toEqual([]);
+    expect(fresh.options()).toMatchObject({ model: '/m/spillway-demo', train: '/data/x.jsonl', task: { kind: 'text' } });
+  });
   it('says what is wrong with the form', () => {
     const s = new NewRunState(noClient as () => Client);
     s.gpuBudget = 'lots';

@@ -159,6 +159,18 @@ export class NewRunState {
     if (!this.name) this.name = 'demo sentiment';
   }
 
+  /**
+   * A dataset chosen on the Datasets screen: its file and task, with held-out evaluation (the
+   * previous eval file belonged to other data). The model is kept, or the demo model when none is chosen.
+   */
+  useDataset(train: string, task: TaskKind, labelWords: string, demoModel: string | null): void {
+    this.train = train.trim();
+    this.eval = '';
+    this.labelWords = labelWords;
+    if (this.task !== task) this.setTask(task);
+    if (!this.model && demoModel) this.model = demoModel;
+  }
+
   options(): RunOptions {
     const h = this.hyper;
     return {
