@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
+import { latestCheckpoint } from '../../../../electron/engine/trainer.js';
 import type { TrainOptions } from '../../../../electron/engine/trainer.js';
 import { RunSupervisor } from '../../../../electron/services/runs/index.js';
 import type { RunEvent } from '../../../../electron/services/runs/index.js';
@@ -159,8 +160,11 @@ describe('RunSupervisor', () => {
     expect(sup.store.db.pragma('integrity_check', { simple: true })).toBe('ok');
     expect(sup.getRun(whole.id)?.status).toBe('completed');
 
+    // The kill lands while the engine runs on: it resumes from the newest checkpoint on disk (step 4 or later).
+    const newest = (await latestCheckpoint(join(run.folder, 'checkpoints'))) as string;
+    expect(Number(/step-(\d+)$/.exec(newest)?.[1])).toBeGreaterThanOrEqual(4);
     const resumed = await sup.resume(run.id);
-    expect(resumed).toMatchObject({ id: run.id, status: 'running', error: null, resumedFrom: join(run.folder, 'checkpoints', 'step-00000004') });
+    expect(resumed).toMatchObject({ id: run.id, status: 'running', error: null, resumedFrom: newest });
     const after = await sup.waitFor(run.id);
     expect(after.error).toBeNull();
     expect(after.status).toBe('completed');
