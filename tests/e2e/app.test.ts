@@ -2,7 +2,7 @@
 // serving the freshly built renderer, driven by headless Chromium.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -158,25 +158,84 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.reload();
     await page.waitForFunction((n) => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > n, before);
     expect(page.url()).toContain(`#/live/${encodeURIComponent(first)}`);
+    // The header's clock moves on while the run trains, with the time left at the recent pace.
+    const elapsed = await page.textContent('[data-testid="live-elapsed"]');
+    expect(elapsed).toMatch(/^\d+:\d\d$/);
+    await page.waitForFunction((t) => document.querySelector('[data-testid="live-elapsed"]')?.textContent !== t, elapsed);
+    await page.waitForFunction(() => /^\d+:\d\d(:\d\d)?$/.test(document.querySelector('[data-testid="live-eta"]')?.textContent ?? ''));
     await shot('live');
     await page.click('[data-testid="stop"]');
     await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]');
   });
 
   it('a second run completes; Runs lists both, compares them, deletes one', async () => {
-    const second = await startDemoRun('e2e second', 10, 1);
+    // The same name as the first run: the comparison must still tell them apart.
+    const second = await startDemoRun('e2e first', 10, 1);
     await page.waitForSelector('.sub [data-status="completed"]');
+    await page.setViewportSize({ width: 1400, height: 900 });
     await page.click('[data-testid="nav-runs"]');
     await page.waitForSelector(`[data-run-id="${first}"]`);
     await page.waitForSelector(`[data-run-id="${second}"]`);
+    // Every row's actions are on screen at 1400 px: the table fits its box, nothing to scroll to.
+    expect(await page.$eval('[data-testid="runs-table"]', (t) => t.parentElement!.scrollWidth <= t.parentElement!.clientWidth)).toBe(true);
+    for (const id of [first, second]) {
+      const box = (await page.locator(`[data-run-id="${id}"] [data-testid="delete"]`).boundingBox())!;
+      expect(box.x + box.width).toBeLessThanOrEqual(1400);
+    }
     await page.check(`[data-run-id="${first}"] input[type=checkbox]`);
     await page.check(`[data-run-id="${second}"] input[type=checkbox]`);
     await page.click('[data-testid="compare"]');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-overlay-loss"]')?.getAttribute('data-points')) > 10);
+    const heads = await page.$$eval('[data-testid="hyperparameters"] thead th', (ths) => ths.slice(1).map((th) => th.textContent?.trim()));
+    expect(heads).toEqual([`e2e first · ${first}`, `e2e first · ${second}`]);
+    const differs = async (key: string) => page.getAttribute(`[data-testid="hyper-row"][data-key="${key}"]`, 'data-differs');
+    expect(await differs('seed')).toBe('true');
+    expect(await differs('steps')).toBe('true');
+    expect(await differs('lr')).toBe('false');
     await shot('runs-compare');
-    await page.click(`[data-run-id="${second}"] [data-testid="delete"]`);
-    await page.click('[data-testid="confirm-delete-yes"]');
-    await page.waitForSelector(`[data-run-id="${second}"]`, { state: 'detached' });
+    await page.check('[data-testid="only-differences"]');
+    expect(await page.$(`[data-testid="hyper-row"][data-key="lr"]`)).toBeNull();
+    expect(await page.$(`[data-testid="hyper-row"][data-key="seed"]`)).not.toBeNull();
+    // By time since each run started, on a log scale; the smoothing moves.
+    await page.selectOption('[data-testid="compare-axis"]', 'time');
+    await page.waitForSelector('[data-testid="overlay"][data-axis="time"]');
+    expect(await chartPoints('chart-overlay-loss')).toBeGreaterThan(10);
+    await page.check('[data-testid="chart-overlay-loss-log"]');
+    await page.waitForSelector('[data-testid="chart-overlay-loss"][data-log="true"]');
+    await page.$eval('[data-testid="compare-smoothing"]', (el) => {
+      (el as HTMLInputElement).value = '0.9';
+      el.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await page.waitForFunction(() => document.querySelector('[data-testid="compare-smoothing"]')?.parentElement?.textContent?.includes('0.90'));
+    await shot('runs-compare-time-log');
+    // The compared data as CSV: a row per run and step, as many as the runs have steps.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="compare-csv"]')]);
+    const csv = readFileSync((await download.path())!, 'utf8').trim().split('\n');
+    expect(csv[0]).toBe('run_id,run_name,step,elapsed_s,loss,smoothed_loss,eval_loss,eval_accuracy');
+    const done = await Promise.all([first, second].map(async (id) => ((await callApi('getRun', { runId: id })) as { stepsDone: number }).stepsDone));
+    for (const [i, id] of [first, second].entries()) {
+      expect(csv.filter((l) => l.startsWith(`${id},`) && Number(l.split(',')[2]) > 0)).toHaveLength(done[i]);
+    }
+
+    // A run that ends while Runs is open shows its final figures without Refresh.
+    const { options } = (await callApi('getRun', { runId: second })) as { options: Record<string, unknown> };
+    const live = ((await callApi('startRun', { name: 'e2e live row', options: { ...options, steps: 40, evalEvery: 10 } })) as { id: string }).id;
+    await page.waitForSelector(`[data-run-id="${live}"][data-status="completed"]`);
+    const ended = (await callApi('getRun', { runId: live })) as { lastLoss: number; lastAccuracy: number };
+    await page.waitForFunction(
+      ([id, loss]) => Number(document.querySelector(`[data-run-id="${id}"] [data-testid="final-loss"]`)?.getAttribute('data-value')) === loss,
+      [live, ended.lastLoss] as const,
+    );
+    expect(await page.textContent(`[data-run-id="${live}"] [data-testid="run-steps"]`)).toBe('40/40');
+    expect(Number(await page.getAttribute(`[data-run-id="${live}"] [data-testid="final-accuracy"]`, 'data-value'))).toBe(ended.lastAccuracy);
+    await shot('runs-1400');
+    await page.setViewportSize({ width: 1280, height: 720 });
+
+    for (const id of [second, live]) {
+      await page.click(`[data-run-id="${id}"] [data-testid="delete"]`);
+      await page.click('[data-testid="confirm-delete-yes"]');
+      await page.waitForSelector(`[data-run-id="${id}"]`, { state: 'detached' });
+    }
     expect(await page.$(`[data-run-id="${first}"]`)).not.toBeNull();
   });
 
@@ -379,5 +438,31 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     expect(await page.inputValue('[data-testid="model-select"]')).toContain('spillway-demo');
     await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
     await shot('new-run-from-datasets');
+
+    // What the CLI has, set on the form, reaches the run: label map, q, noise, warm-up, checkpoints, output folder.
+    const out = join(folder, 'tuned');
+    await page.fill('[data-testid="run-name"]', 'e2e options');
+    await page.fill('[data-testid="label-words"]', '" bad"," good"');
+    await page.fill('[data-testid="label-map"]', 'negative: 0, positive: 1');
+    await page.fill('[data-testid="steps"]', '4');
+    await page.fill('[data-testid="batch-size"]', '4');
+    await page.fill('[data-testid="eval-every"]', '0');
+    await page.fill('[data-testid="q"]', '2');
+    await page.selectOption('[data-testid="noise"]', 'rademacher');
+    await page.fill('[data-testid="warmup"]', '3');
+    await page.fill('[data-testid="checkpoint-every"]', '2');
+    await page.fill('[data-testid="out-dir"]', out);
+    await shot('new-run-options');
+    await page.click('[data-testid="start-run"]');
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
+    const runId = decodeURIComponent(page.url().split('#/live/')[1]);
+    await page.waitForSelector('.sub [data-status="completed"]');
+    const detail = (await callApi('getRun', { runId })) as { options: Record<string, unknown>; checkpoints: { step: number }[] };
+    expect(detail.options).toMatchObject({
+      task: { kind: 'classify', labelWords: [' bad', ' good'], labelMap: { negative: 0, positive: 1 } },
+      q: 2, noise: 'rademacher', warmupSteps: 3, checkpointEvery: 2, out,
+    });
+    expect(detail.checkpoints.map((c) => c.step)).toContain(2);
+    expect(readdirSync(out)).toContain('model.safetensors');
   });
 });

@@ -56,7 +56,7 @@ export class FakeRuns implements RunOperations {
 
   emitStep(runId: string, step: number, loss = 1 / (step + 1)): StepMetric {
     const r = this.get(runId);
-    const m: StepMetric = { runId, step, loss, lossPlus: loss + 0.01, lossMinus: loss - 0.01, projectedGrad: 0.5, lr: 1e-6, stepMs: 12, tokensPerS: 1000, skipped: false };
+    const m: StepMetric = { runId, step, at: this.now + step * 1000, loss, lossPlus: loss + 0.01, lossMinus: loss - 0.01, projectedGrad: 0.5, lr: 1e-6, stepMs: 12, tokensPerS: 1000, skipped: false };
     r.steps.push(m);
     r.detail.stepsDone = step;
     r.detail.lastLoss = loss;
@@ -66,7 +66,7 @@ export class FakeRuns implements RunOperations {
 
   emitEval(runId: string, step: number, accuracy: number): EvalMetric {
     const r = this.get(runId);
-    const m: EvalMetric = { runId, step, loss: 0.5, accuracy, examples: 10, evalMs: 5 };
+    const m: EvalMetric = { runId, step, at: this.now + step * 1000 + 500, loss: 0.5, accuracy, examples: 10, evalMs: 5 };
     r.detail.evals.push(m);
     r.detail.lastAccuracy = accuracy;
     this.emit({ event: 'evalMetrics', payload: m });
