@@ -20,7 +20,7 @@ const Step = z.number().int().nonnegative();
 /** Milliseconds since the Unix epoch. */
 const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
-const FilePath = z.string().min(1).max(4096);
+export const FilePath = z.string().min(1).max(4096);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
 export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
@@ -119,6 +119,27 @@ export const TaskTemplate = z.discriminatedUnion('kind', [
     completionField: z.string().optional(),
     appendEos: z.boolean().optional(),
   }),
+  z.object({
+    kind: z.literal('chat'),
+    /** How rows are laid out; absent: found from each row's fields. */
+    format: z.enum(['messages', 'sharegpt', 'alpaca']).optional(),
+    messagesField: z.string().min(1).optional(),
+    roleField: z.string().min(1).optional(),
+    contentField: z.string().min(1).optional(),
+    /** The dataset's role names → roles, on top of the usual ones (human, gpt, model, ...). */
+    roleMap: z.record(z.string(), z.enum(['system', 'user', 'assistant', 'tool'])).optional(),
+    instructionField: z.string().min(1).optional(),
+    inputField: z.string().min(1).optional(),
+    outputField: z.string().min(1).optional(),
+    systemField: z.string().min(1).optional(),
+    historyField: z.string().min(1).optional(),
+    /** A system turn put before each conversation that has none. */
+    systemPrompt: z.string().optional(),
+    /** Which of the model's named chat templates (default "default"). */
+    templateName: z.string().min(1).optional(),
+    /** More variables for the chat template, e.g. {"enable_thinking": false}. */
+    templateVariables: z.record(z.string(), z.lazy(() => JsonValue)).optional(),
+  }),
 ]);
 
 export const DatasetEntry = z.object({
@@ -135,13 +156,35 @@ export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
   z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
 );
 
-export const RenderedExample = z.object({
-  kind: z.enum(['classify', 'lm', 'completion']),
-  prompt: z.string(),
-  candidates: z.array(z.string()),
-  label: z.number().int(),
-  texts: z.array(z.string()),
+/** A chat row rendered with the model's template: the sequences it is trained as, trained pieces marked, with token counts. */
+export const RenderedChat = z.object({
+  kind: z.literal('chat'),
+  /** The model's own chat template, or Spillway's plain fallback (the model has none). */
+  template: z.enum(['model', 'fallback']),
+  templateFile: z.string().nullable(),
+  messages: z.number().int().nonnegative(),
+  /** One, unless the template renders earlier replies differently once later turns follow (each is then trained in its own). */
+  sequences: z.array(
+    z.object({
+      /** The messages (1-based) whose replies this sequence trains. */
+      replies: z.array(z.number().int().positive()),
+      pieces: z.array(z.object({ text: z.string(), trained: z.boolean(), tokens: z.number().int().nonnegative() })),
+      tokens: z.number().int().nonnegative(),
+      trainedTokens: z.number().int().nonnegative(),
+    }),
+  ),
 });
+
+export const RenderedExample = z.union([
+  z.object({
+    kind: z.enum(['classify', 'lm', 'completion']),
+    prompt: z.string(),
+    candidates: z.array(z.string()),
+    label: z.number().int(),
+    texts: z.array(z.string()),
+  }),
+  RenderedChat,
+]);
 
 export const DatasetPreview = z.object({
   path: z.string(),
@@ -603,6 +646,46 @@ export const TelemetrySample = z.object({
   tiers: TierMemory.nullable(),
 });
 
+// --- files: the folders the backend may use, a file browser over them, native dialogs
+
+/** What an allowed folder is for: reading models or datasets, spilling blocks, writing results (exports, run outputs). */
+export const RootKind = z.enum(['models', 'datasets', 'spill', 'export']);
+
+export const FolderEntry = z.object({
+  name: z.string(),
+  path: z.string(),
+  type: z.enum(['folder', 'file']),
+  bytes: Bytes.nullable(),
+  modified: Timestamp.nullable(),
+  /** A symlink whose target lies outside the allowed folders: shown, not followed. */
+  outside: z.boolean(),
+});
+
+export const FolderListing = z.object({
+  /** The folder listed (resolved); null for the top level, which lists the allowed folders. */
+  path: z.string().nullable(),
+  /** The folder above, or null at the top or where the folder above is not allowed. */
+  parent: z.string().nullable(),
+  /** The allowed folders of the kind asked for (every kind when none was), with where each comes from. */
+  roots: z.array(z.object({ path: z.string(), kind: RootKind, source: z.string() })),
+  entries: z.array(FolderEntry),
+  /** More entries than the listing holds (it keeps the first, folders first). */
+  truncated: z.boolean(),
+});
+
+/** A native dialog (desktop app only): open a file or folder, or choose where to save. */
+export const PickRequest = z.object({
+  kind: RootKind,
+  mode: z.enum(['file', 'folder', 'save']),
+  title: z.string().max(200).optional(),
+  defaultPath: FilePath.optional(),
+  /** File types offered, e.g. [{ name: 'Datasets', extensions: ['jsonl', 'csv', 'parquet'] }]. */
+  filters: z.array(z.object({ name: z.string().max(100), extensions: z.array(z.string().max(20)).max(20) })).max(10).optional(),
+});
+
+/** What the backend said when it started (a damaged database moved aside, rows that could not be read). */
+export const Notice = z.object({ level: z.enum(['info', 'warn', 'error']), message: z.string(), at: Timestamp });
+
 // ---------------------------------------------------------------------------
 // Methods
 
@@ -622,7 +705,14 @@ export const methods = {
   inspectModel: method(z.object({ path: FilePath }), InspectReport),
   listDatasets: method(z.object({ roots: z.array(FilePath).max(64).optional() }).default({}), z.object({ datasets: z.array(DatasetEntry) })),
   previewDataset: method(
-    z.object({ path: FilePath, rows: z.number().int().positive().max(200).default(5), format: DatasetFormat.optional(), template: TaskTemplate.optional() }),
+    z.object({
+      path: FilePath,
+      rows: z.number().int().positive().max(200).default(5),
+      format: DatasetFormat.optional(),
+      template: TaskTemplate.optional(),
+      /** The model whose chat template and tokenizer render chat rows (with token counts); other tasks need none. */
+      model: FilePath.optional(),
+    }),
     DatasetPreview,
   ),
   checkDataset: method(
@@ -646,9 +736,18 @@ export const methods = {
   getRun: method(z.object({ runId: RunId }), RunDetail),
   getMetrics: method(MetricsQuery, MetricsPage),
   deleteRun: method(z.object({ runId: RunId }), z.object({ deleted: z.literal(true) })),
-  exportRun: method(z.object({ runId: RunId, kind: ExportKind, dest: FilePath }), z.object({ path: z.string(), bytes: Bytes })),
+  exportRun: method(
+    /** An existing destination is replaced only with overwrite (the GUI asks first); without it the call answers CONFLICT. */
+    z.object({ runId: RunId, kind: ExportKind, dest: FilePath, overwrite: z.boolean().default(false) }),
+    z.object({ path: z.string(), bytes: Bytes }),
+  ),
   getSettings: method(Empty, Settings),
   updateSettings: method(SettingsPatch, Settings),
+  /** A folder's entries, limited to the allowed folders; without a path, the allowed folders themselves. */
+  listFolder: method(z.object({ path: FilePath.optional(), kind: RootKind.optional(), showHidden: z.boolean().default(false) }).default({ showHidden: false }), FolderListing),
+  /** Desktop app: a native open/save dialog; the path picked is allowed for its kind from then on. UNAVAILABLE in a browser. */
+  pickPath: method(PickRequest, z.object({ path: z.string().nullable() })),
+  getNotices: method(Empty, z.object({ notices: z.array(Notice) })),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -719,6 +818,11 @@ export type Settings = z.output<typeof Settings>;
 export type SettingsPatch = z.output<typeof SettingsPatch>;
 export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
+export type RootKind = z.output<typeof RootKind>;
+export type FolderEntry = z.output<typeof FolderEntry>;
+export type FolderListing = z.output<typeof FolderListing>;
+export type PickRequest = z.output<typeof PickRequest>;
+export type Notice = z.output<typeof Notice>;
 
 // ---------------------------------------------------------------------------
 // Errors: they cross every boundary as plain data, {name, message, stack} plus a code.

@@ -22,6 +22,7 @@ export class EventLog<T> extends Array<T> {
   }
 
   #waiters: Waiter<T>[] = [];
+  #ended: string | null = null;
 
   override push(...items: T[]): number {
     const n = super.push(...items);
@@ -36,6 +37,12 @@ export class EventLog<T> extends Array<T> {
     });
   }
 
+  /** Nothing more will arrive (a socket closed): waits that do not hold by now fail with `why`. */
+  end(why: string): void {
+    this.#ended = why;
+    this.check();
+  }
+
   /** The first item that satisfies `pred`, once it has arrived. */
   async first(pred: (item: T) => boolean): Promise<T> {
     await this.until((items) => items.some(pred));
@@ -48,7 +55,7 @@ export class EventLog<T> extends Array<T> {
         w.resolve();
         return false;
       }
-      const why = w.fails?.(this) ?? null;
+      const why = w.fails?.(this) ?? this.#ended;
       if (why !== null) {
         w.reject(new Error(why));
         return false;

@@ -4,6 +4,7 @@ import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS, parseLabelMap } from '../../
 import { RunsState, sortRuns } from '../../renderer/src/state/runs.svelte.ts';
 import { CLOCK_MS, LiveRunState } from '../../renderer/src/state/live.svelte.ts';
 import type { Client } from '../../renderer/src/lib/client.ts';
+import { emptyChatFields } from '../../renderer/src/lib/chat.ts';
 import type { Settings } from '../../electron/common/contract.ts';
 
 const run = (id: string, name: string, lastLoss: number | null, createdAt: number) => ({
@@ -31,7 +32,7 @@ describe('NewRunState', () => {
   it('takes a dataset chosen on the Datasets screen: its file and task, held-out evaluation, the model kept', () => {
     const s = new NewRunState(noClient as () => Client);
     s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
-    s.useDataset(' /data/classify-demo.csv ', 'classify', '" negative"," positive"', '/m/other');
+    s.useDataset(' /data/classify-demo.csv ', 'classify', '" negative"," positive"', emptyChatFields(), '/m/other');
     expect(s.options()).toMatchObject({
       model: '/m/spillway-demo',
       train: '/data/classify-demo.csv',
@@ -42,7 +43,7 @@ describe('NewRunState', () => {
     expect(s.options()).not.toHaveProperty('eval');
     // Nothing chosen yet: the demo model is taken, so the run can start.
     const fresh = new NewRunState(noClient as () => Client);
-    fresh.useDataset('/data/x.jsonl', 'text', '', '/m/spillway-demo');
+    fresh.useDataset('/data/x.jsonl', 'text', '', emptyChatFields(), '/m/spillway-demo');
     expect(fresh.formErrors).toEqual([]);
     expect(fresh.options()).toMatchObject({ model: '/m/spillway-demo', train: '/data/x.jsonl', task: { kind: 'text' } });
   });
@@ -209,8 +210,8 @@ describe('LiveRunState: the Tiers panel', () => {
     expect(s.showTiers).toBe(false);
     started = true;
     const io = { h2dBytes: 3_178_496, d2hBytes: 0, ssdReadBytes: 3_178_496, ssdWriteBytes: 0, waitMs: 5 };
-    listeners.get('stepMetrics')?.({ runId: 'r1', step: 1, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 24, tokensPerS: 1, skipped: false, io });
-    listeners.get('stepMetrics')?.({ runId: 'r1', step: 2, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 26, tokensPerS: 1, skipped: false, io });
+    listeners.get('stepMetrics')?.({ runId: 'r1', step: 1, at: 1_000, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 24, tokensPerS: 1, skipped: false, io });
+    listeners.get('stepMetrics')?.({ runId: 'r1', step: 2, at: 2_000, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 26, tokensPerS: 1, skipped: false, io });
     await new Promise((r) => setTimeout(r, 300));
     expect(calls.filter((c) => c === 'getRun')).toHaveLength(2);
     expect(s.detail?.plan).toEqual(plan);

@@ -6,6 +6,7 @@ import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
 import type { Client } from '../lib/client.ts';
 import { describeError } from '../lib/client.ts';
+import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '../lib/chat.ts';
 import { parseBytes } from '../lib/format.ts';
 import { MASTERS, precisionComparison, precisionOf } from '../lib/precision.ts';
 
@@ -39,6 +40,8 @@ export const TASK_DEFAULTS: Record<TaskKind, Hyper> = {
   classify: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
   text: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6 },
   completion: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6 },
+  // Conversations run longer than MeZO's sentences (capped by the model's positions).
+  chat: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6, maxLength: 1024 },
 };
 export const DEMO_DEFAULTS: Hyper = { ...MEZO, steps: 300, batchSize: 16, lr: 3e-4, evalEvery: 25 };
 
@@ -85,6 +88,8 @@ export class NewRunState {
   /** Dataset label → label word index, as typed (see parseLabelMap); classification only. */
   labelMap = $state('');
   prompt = $state('');
+  /** The chat task's column mapping ("" fields: the defaults). */
+  chat = $state<ChatFields>(emptyChatFields());
   hyper = $state<Hyper>({ ...TASK_DEFAULTS.sst2 });
   gpuBudget = $state('');
   cpuBudget = $state('');
@@ -123,6 +128,8 @@ export class NewRunState {
     if (!this.train.trim()) errs.push('Choose a training dataset.');
     if (this.task === 'classify' && this.labelWordList.length < 2) errs.push('Classification needs at least two label words, separated by commas.');
     if (this.task === 'classify' && this.labelMapParsed.error) errs.push(this.labelMapParsed.error);
+    const roleError = this.task === 'chat' ? parseRoleMap(this.chat.roleMap).error : null;
+    if (roleError) errs.push(roleError);
     const h = this.hyper;
     if (!(Number.isInteger(h.steps) && h.steps > 0)) errs.push('Steps must be a whole number above 0.');
     if (!(Number.isInteger(h.batchSize) && h.batchSize > 0)) errs.push('Batch size must be a whole number above 0.');
@@ -158,6 +165,8 @@ export class NewRunState {
       case 'sst2':
       case 'rte':
         return this.labelWordList.length === 2 ? { kind: this.task, labelWords: this.labelWordList } : { kind: this.task };
+      case 'chat':
+        return chatTemplateOf(this.chat);
       default:
         return { kind: this.task };
     }
@@ -217,14 +226,16 @@ export class NewRunState {
   }
 
   /**
-   * A dataset chosen on the Datasets screen: its file and task, with held-out evaluation (the
-   * previous eval file belonged to other data). The model is kept, or the demo model when none is chosen.
+   * A dataset chosen on the Datasets screen: its file, task, label words or chat mapping, with held-out
+   * evaluation (the previous eval file belonged to other data). The model is kept, or the demo model
+   * when none is chosen.
    */
-  useDataset(train: string, task: TaskKind, labelWords: string, demoModel: string | null): void {
+  useDataset(train: string, task: TaskKind, labelWords: string, chat: ChatFields, demoModel: string | null): void {
     this.train = train.trim();
     this.eval = '';
     this.labelWords = labelWords;
     this.labelMap = '';
+    this.chat = { ...chat };
     if (this.task !== task) this.setTask(task);
     if (!this.model && demoModel) this.model = demoModel;
   }
@@ -294,6 +305,7 @@ export class NewRunState {
 
   /** Whether the task template is one the backend accepts (classification needs two label words or more). */
   get templateComplete(): boolean {
+    if (this.task === 'chat') return parseRoleMap(this.chat.roleMap).error === null;
     return this.task !== 'classify' || (this.labelWordList.length >= 2 && this.labelMapParsed.error === null);
   }
 
