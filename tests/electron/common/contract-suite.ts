@@ -161,7 +161,8 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       });
 
       it('previews chat rows with the model\'s template: the trained replies marked, token counts, the fallback said', async () => {
-        const dir = await mkdtemp(path.join(os.tmpdir(), 'spillway-chat-'));
+        // Inside the allowed data folder: the backend reads datasets only from folders it may read.
+        const dir = await mkdtemp(path.join(dataDir, 'chat-'));
         const file = path.join(dir, 'chat.jsonl');
         await writeFile(
           file,
