@@ -402,6 +402,8 @@ export const RunPlan = z.object({
 export const StepMetric = z.object({
   runId: RunId,
   step: Step,
+  /** When the step ended (ms since the epoch): elapsed time, ETA and the time axis. */
+  at: Timestamp,
   loss: z.number(),
   lossPlus: z.number(),
   lossMinus: z.number(),
@@ -417,6 +419,8 @@ export const StepMetric = z.object({
 export const EvalMetric = z.object({
   runId: RunId,
   step: Step,
+  /** When the evaluation ended (ms since the epoch). */
+  at: Timestamp,
   loss: z.number(),
   accuracy: z.number().min(0).max(1).nullable(),
   examples: z.number().int().nonnegative(),

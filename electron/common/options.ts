@@ -53,6 +53,8 @@ export const MAX_LENGTH = 1 << 20;
 export const MAX_WRITE_BACK_EVERY = 1_000_000;
 /** Spill folders one run may stripe over. */
 export const MAX_SPILL_DIRS = 64;
+/** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
+export const DEFAULT_CHECKPOINT_EVERY = 100;
 
 function shown(input: unknown): string {
   return typeof input === 'string' ? JSON.stringify(input) : String(input);
@@ -250,7 +252,7 @@ export const RunOptions = z.object({
   zeroShot: z.boolean().default(true).register(flags, { flag: 'no-zero-shot', read: 'off', help: 'skip the evaluation before the first step' }),
   checkpointEvery: int(0, MAX_STEPS)
     .optional()
-    .register(flags, { flag: 'checkpoint-every', arg: 'N', help: "write a checkpoint every N steps and on stop into --checkpoint-dir (default: every 100 steps, quietly, into the run's folder)" }),
+    .register(flags, { flag: 'checkpoint-every', arg: 'N', help: `write a checkpoint every N steps and on stop into --checkpoint-dir (default: every ${DEFAULT_CHECKPOINT_EVERY} steps, quietly, into the run's folder)` }),
   offload: Offload.optional().register(flags, {
     flag: 'offload',
     arg: 'T',

@@ -55,11 +55,12 @@ function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | n
 
 const finite = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
 
-/** A step as the contract carries it, from a stored row (NaN is stored as NULL) or a live engine event (same names). */
-function stepToContract(runId: string, s: Omit<StoredStep, 'time' | 'seed'>) {
+/** A step as the contract carries it, from a stored row (NaN is stored as NULL; its `time` is the step's `at`) or a live engine event. */
+function stepToContract(runId: string, s: Omit<StoredStep, 'seed'>) {
   return {
     runId,
     step: s.step,
+    at: s.time,
     loss: s.loss ?? Number.NaN,
     lossPlus: s.lossPlus ?? Number.NaN,
     lossMinus: s.lossMinus ?? Number.NaN,
@@ -78,8 +79,8 @@ export function runPlanToContract(p: Record<string, unknown> | null | undefined)
   return r.success ? r.data : null;
 }
 
-function evalToContract(runId: string, e: Omit<StoredEval, 'time'>) {
-  return { runId, step: e.step, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
+function evalToContract(runId: string, e: StoredEval) {
+  return { runId, step: e.step, at: e.time, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
 }
 
 /**
@@ -288,10 +289,10 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         switch (e.type) {
           // Live events take the same shape as the rows getMetrics returns.
           case 'step':
-            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, { ...e, io: e.io ?? null }) });
+            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, { ...e, time: e.at, io: e.io ?? null }) });
             break;
           case 'eval':
-            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, e) });
+            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, { ...e, time: e.at }) });
             break;
           case 'status': {
             const r = sup.getRun(e.runId);

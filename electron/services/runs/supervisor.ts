@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
+import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
 import type { EngineJob } from '../../engine/runner.js';
 import { latestCheckpoint, parseTrainOptions, resumeState } from '../../engine/trainer.js';
@@ -18,18 +19,18 @@ import { RunStore } from '../store/run-store.js';
 import type { EvalMetric, RunMetrics, RunPatch, RunRecord, StepMetric, SystemSample } from '../store/types.js';
 import type { RunConfig, RunEvent, RunListener, StoredRunConfig } from './types.js';
 
-/** An engine step event as the store keeps it: its fields, stamped (the event already has the contract's names). */
-function stepRecord(e: StepEvent, time: number): StepMetric {
-  const { type: _type, times: _times, io, ...fields } = e;
-  return { ...fields, time, io: io ?? null };
+/** An engine step event as the store keeps it (the event already has the contract's names; its end, `at`, is the row's time). */
+function stepRecord(e: StepEvent): StepMetric {
+  const { type: _type, times: _times, io, at, ...fields } = e;
+  return { ...fields, time: at, io: io ?? null };
 }
 
-function evalRecord(e: EvalEvent, time: number): EvalMetric {
-  const { type: _type, ...fields } = e;
-  return { ...fields, time };
+function evalRecord(e: EvalEvent): EvalMetric {
+  const { type: _type, at, ...fields } = e;
+  return { ...fields, time: at };
 }
 
-export const DEFAULT_CHECKPOINT_EVERY = 100;
+export { DEFAULT_CHECKPOINT_EVERY };
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 
 export interface SupervisorOptions {
@@ -269,10 +270,10 @@ export class RunSupervisor {
     try {
       switch (e.type) {
         case 'step':
-          this.writer.addStep(runId, stepRecord(e, now));
+          this.writer.addStep(runId, stepRecord(e));
           break;
         case 'eval':
-          this.writer.addEval(runId, evalRecord(e, now));
+          this.writer.addEval(runId, evalRecord(e));
           break;
         case 'log':
           this.writer.addLog(runId, { time: now, level: 'info', message: e.message });
