@@ -16,8 +16,10 @@ import type { ScoreEvent } from '../engine/score.js';
 import type { EvalEvent, TrainEvent } from '../engine/trainer.js';
 import { formatPlan } from '../engine/planner.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
+import { deviceListing, effectiveGemm, resolveDevice } from '../engine/device.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
+import { telemetrySource } from '../services/runs/operations.js';
 import type { RunEvent } from '../services/runs/index.js';
 import { cmdServe } from '../server/serve-command.js';
 import { argOptions, helpLines, optionsFromFlags } from './flags.js';
@@ -38,6 +40,8 @@ const PlanFields = RunOptions.pick({
   q: true,
   writeBackEvery: true,
   steps: true,
+  device: true,
+  gemm: true,
 }).extend({ maxLength: PlanRequest.shape.maxLength });
 /** `spillway plan`'s exit status when the plan does not fit. */
 export const EXIT_DOES_NOT_FIT = 2;
@@ -76,7 +80,6 @@ train, and
 
 Plan options:
 ${helpLines(PlanFields)}
-  --device D            cpu or gpu: where the forwards run (default gpu with --gpu-mem, else cpu)
   --calibration-bytes X size of the SSD test file when calibrating (default 64MiB)
   --recalibrate         measure this machine again instead of using the cached calibration
   --json                the plan as one JSON object
@@ -144,6 +147,9 @@ export function trainOptionsFromArgs(v: ArgValues): TrainOptions {
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
 
+/** "cuda:0 (NVIDIA H100 80GB HBM3, gemm fp32)" or "cpu × 8 threads". */
+const onWhat = (e: { backend: string; threads: number; device?: { id: string } }) => (e.device && e.device.id !== 'cpu' ? e.backend : `${e.backend} × ${e.threads} threads`);
+
 /** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise. */
 const evalWords = (e: EvalEvent) => (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
 
@@ -184,7 +190,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
         break;
       case 'start':
         progress.log(
-          `${isDemo ? 'demo: ' : ''}run ${runId}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
+          `${isDemo ? 'demo: ' : ''}run ${runId}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${onWhat(event)}; ` +
             `${event.trainExamples} training / ${event.evalExamples} held-out examples; ${event.steps} steps of batch ${event.batchSize}`,
         );
         if (event.plan) {
@@ -234,12 +240,15 @@ async function cmdTrain(argv: string[]): Promise<number> {
   }
   for (const n of supervisor.store.notices) progress.log(n);
   supervisor.recover();
+  // The machine's telemetry is kept with the run, as the app keeps it (runs show, the GUI's Runs page).
+  const telemetry = telemetrySource(supervisor);
   supervisor.subscribe('*', (e: RunEvent) => {
     if (e.type === 'status' || e.runId !== runId) return;
     if (e.type === 'checkpoint' && !showCheckpoints) return;
     onEvent(e);
   });
   const finish = async (message: string | null): Promise<number> => {
+    telemetry.stop();
     await supervisor.close();
     if (message === null) return 0;
     progress.finish();
@@ -386,7 +395,6 @@ async function cmdDoctor(argv: string[]): Promise<number> {
 
 const PLAN_FLAGS = {
   ...argOptions(PlanFields),
-  device: { type: 'string' },
   'calibration-bytes': { type: 'string' },
   recalibrate: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -399,19 +407,11 @@ async function cmdPlan(argv: string[]): Promise<number> {
   try {
     if (values.model === undefined) throw new Error('plan needs --model');
     const o = optionsFromFlags(PlanFields, values, {}, 'plan');
-    const device = (values.device as string | undefined) ?? (o.gpuMem !== undefined ? 'gpu' : 'cpu');
-    if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got ${JSON.stringify(device)}`);
-    // A GPU plan calibrates the GPU when this build and machine have one.
-    let calibrationDevice = 'cpu';
-    if (device === 'gpu') {
-      const { loadNative } = await import('../engine/native.js');
-      const native = loadNative();
-      if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
-    }
-    const { plan, info, calibration } = await planFor({
+    // Planned for the device a run with these flags computes on: calibrated there, its free memory the default budget.
+    const resolved = resolveDevice(o.device, deviceListing());
+    const { plan, info, calibration, prefetchRequested, device } = await planFor({
       model: o.model,
-      computeDevice: device,
-      calibrationDevice,
+      device: { resolved, gemm: effectiveGemm(o.gemm, resolved).gemm },
       budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
       spillDirs: o.spillDirs ?? [],
       updateMode: o.updateOn ?? 'auto',
@@ -426,9 +426,9 @@ async function cmdPlan(argv: string[]): Promise<number> {
     });
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
     if (json) {
-      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration }) + '\n');
+      out(JSON.stringify({ ...toPlanResult(plan, info.dir, prefetchRequested, device), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration }) + '\n');
     } else {
-      out(formatPlan(plan, { steps: o.steps }) + '\n');
+      out(`${resolved.reason}${device?.gemm && resolved.kind === 'cuda' ? `; GEMMs in ${device.gemm}` : ''}\n` + formatPlan(plan, { steps: o.steps }) + '\n');
     }
     return plan.feasible ? 0 : EXIT_DOES_NOT_FIT;
   } catch (e) {

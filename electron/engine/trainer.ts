@@ -8,8 +8,8 @@ import { join, resolve } from 'node:path';
 import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
 import type { TokenizedExample } from '../data/index.js';
 import { TrainOptions } from '../common/options.js';
-import type { Masters } from '../common/options.js';
-import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract.js';
+import type { Gemm, Masters } from '../common/options.js';
+import type { EvalMetric, RunDevice, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
@@ -25,6 +25,9 @@ import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
 import { isFile, statOrNull } from '../node/files.js';
+import { deviceListing, effectiveGemm, resolveDevice, runDevice } from './device.js';
+import type { ResolvedDevice } from './device.js';
+import { deviceFailure, resumeDeviceNote } from './device-errors.js';
 
 export { TrainOptions };
 
@@ -70,11 +73,13 @@ export async function planPlacement(
   maxLength: number,
   /** Mean tokens per training example (all its sequences), when the data is known: the step's compute. */
   meanExampleTokens?: number,
+  /** The device that will compute (default the CPU) and its GEMM precision: calibrated there, its free memory the default budget. */
+  device?: { resolved: ResolvedDevice; gemm: Gemm },
 ): Promise<{ placement: TierPlacement | undefined; plan: Plan }> {
   const { plan } = await planFor({
     ...(meanExampleTokens ? { tokensPerStep: meanExampleTokens * o.batchSize } : {}),
     model: info,
-    computeDevice: 'cpu',
+    ...(device ? { device } : { computeDevice: 'cpu' as const }),
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
     spillDirs: o.spillDirs ?? [],
     updateMode: o.updateOn ?? 'auto',
@@ -118,6 +123,8 @@ export interface StartEvent {
   batchSize: number;
   threads: number;
   backend: string;
+  /** The device --device resolved to, the GEMM precision it computes with, and the engine's name for it. */
+  device: RunDevice;
   /** offload 'auto': the plan the run was placed by (homes per tier, predicted step, floor and links). */
   plan?: RunPlan;
 }
@@ -174,6 +181,8 @@ export interface CheckpointState {
   steps_planned: number;
   base_model: string;
   options: Partial<TrainOptions>;
+  /** The device the steps so far ran on (absent in checkpoints written before it was kept). */
+  device?: RunDevice;
 }
 
 export interface SeedLogEntry {
@@ -248,6 +257,10 @@ export async function scoreExamples(
 export interface Loaded {
   info: ModelInfo;
   engine: NativeEngine;
+  /** The device it computes on, as the run records it. */
+  device: RunDevice;
+  /** The CUDA device's memory when the run started (free, total): what an out-of-memory message quotes. */
+  cuda: ResolvedDevice['cuda'];
   plan?: Plan;
   train: TokenizedExample[];
   eval: TokenizedExample[];
@@ -291,23 +304,46 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   const threads = engineThreads(o.threads);
   const cores = availableParallelism();
   if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
+  const resolved = resolveDevice(o.device, deviceListing());
+  emit({ type: 'log', message: resolved.reason });
+  const { gemm, note } = effectiveGemm(o.gemm, resolved);
+  if (note) emit({ type: 'log', message: note });
   // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
-  const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
+  const engine = new native.Engine({ threads, device: resolved.id, gemm, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
-  if (o.offload === 'auto') {
-    const { placement, plan } = await planPlacement(
-      o,
-      info,
-      // Activations for --max-length when given, else for the longest sequence present.
-      o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
-      meanExampleTokens(train),
-    );
-    emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
-    await engine.load(engineSpec(info), placement);
-    return { info, engine, train, eval: evalSet, plan };
+  // On a GPU the planner places the blocks unless told otherwise: a model larger than the GPU streams.
+  const offload = o.offload ?? (resolved.kind === 'cuda' ? 'auto' : 'none');
+  let plan: Plan | undefined;
+  try {
+    if (offload === 'auto') {
+      const placed = await planPlacement(
+        o,
+        info,
+        // Activations for --max-length when given, else for the longest sequence present.
+        o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
+        meanExampleTokens(train),
+        { resolved, gemm },
+      );
+      plan = placed.plan;
+      emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
+      await engine.load(engineSpec(info), placed.placement);
+    } else {
+      await engine.load(engineSpec(info), placementFor({ ...o, offload }, info.units));
+    }
+  } catch (e) {
+    engine.close();
+    throw deviceFailure(e, { device: runDevice(resolved, gemm, resolved.id), cuda: resolved.cuda, gpuMem: o.gpuMem, plan: plan ?? null, checkpoint: null, when: 'loading the model' });
   }
-  await engine.load(engineSpec(info), placementFor(o, info.units));
-  return { info, engine, train, eval: evalSet };
+  // The backend exists once loaded: its name says the GEMM precision it really runs.
+  const backend = engine.info().backend ?? resolved.id;
+  const device = runDevice(resolved, gemmOfBackend(backend, gemm), backend);
+  return { info, engine, device, cuda: resolved.cuda, train, eval: evalSet, ...(plan ? { plan } : {}) };
+}
+
+/** The GEMM precision the backend reports in its name ("cuda:0 (…, gemm tf32)"): a mode the device cannot run falls back, and the run records what ran. */
+function gemmOfBackend(backend: string | undefined, asked: Gemm): Gemm {
+  const m = / gemm (fp32|tf32|bf16)\b/.exec(backend ?? '');
+  return m ? (m[1] as Gemm) : asked;
 }
 
 /** Trains with options checked against the run options' schema (the engine host's boundary): defaults filled, bounds enforced. */
@@ -333,7 +369,7 @@ async function trainLoaded(
   loaded: Awaited<ReturnType<typeof loadForTraining>>,
   t0: number,
 ): Promise<DoneEvent> {
-  const { info, engine, train: trainSet, eval: evalSet, plan } = loaded;
+  const { info, engine, train: trainSet, eval: evalSet, plan, device } = loaded;
   signal.attach(engine);
   const einfo = engine.info();
   emit({
@@ -347,6 +383,7 @@ async function trainLoaded(
     batchSize: o.batchSize,
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
+    device,
     ...(plan ? { plan: runPlan(plan) } : {}),
   });
 
@@ -379,6 +416,8 @@ async function trainLoaded(
       throw new Error(`${o.resumeFrom}: the seed log has ${seedLog.length} entries for ${step} steps; the checkpoint is damaged`);
     }
     emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+    const moved = resumeDeviceNote(state.device, device);
+    if (moved) emit({ type: 'log', message: moved });
   }
   // The newest complete checkpoint of this run: what a failed write leaves to resume from.
   let lastCheckpoint: { step: number; path: string } | null = o.resumeFrom ? { step, path: o.resumeFrom } : null;
@@ -395,7 +434,7 @@ async function trainLoaded(
       engine,
       side,
       path,
-      { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } },
+      { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined }, device },
       seedLog,
       {
         what: 'checkpoint not written',
@@ -464,7 +503,9 @@ async function trainLoaded(
       if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
     }
   } catch (e) {
-    if (!isCancelled(e)) throw e;
+    if (!isCancelled(e)) {
+      throw deviceFailure(e, { device, cuda: loaded.cuda, gpuMem: o.gpuMem, plan: plan ?? null, checkpoint: await intactNote('last'), when: `step ${step + 1}` });
+    }
     status = 'stopped';
   }
   if (status === 'stopped') await checkpoint(step);
@@ -479,6 +520,7 @@ async function trainLoaded(
       steps_planned: o.steps,
       base_model: baseModel,
       options: { ...o, out: undefined, resumeFrom: undefined },
+      device,
       eval: lastEval,
       zero_shot: zeroShot,
     }, seedLog, { what: 'model not saved', note: () => intactNote('last') });

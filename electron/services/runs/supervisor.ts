@@ -8,6 +8,7 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
+import type { Device } from '../../common/contract.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
 import type { EngineJob } from '../../engine/runner.js';
 import { latestCheckpoint, parseTrainOptions, resumeState } from '../../engine/trainer.js';
@@ -159,6 +160,12 @@ export class RunSupervisor {
     if (!this.closed) this.writer.addSystemSample(sample);
   }
 
+  /** The telemetry samples kept with a run, oldest first, including those not yet flushed. */
+  systemSamples(runId: string): SystemSample[] {
+    this.writer.flush();
+    return this.store.systemSamples(runId);
+  }
+
   isActive(runId: string): boolean {
     return this.active.has(runId);
   }
@@ -218,13 +225,15 @@ export class RunSupervisor {
    * in the same run row: metrics past the checkpoint are dropped (the engine
    * recomputes them), resumed_from records the checkpoint folder.
    */
-  async resume(runId: string): Promise<RunRecord> {
+  async resume(runId: string, o: { device?: Device } = {}): Promise<RunRecord> {
     this.assertOpen();
     const run = this.store.getRun(runId);
     if (!run) throw new Error(`no run with id ${runId}`);
     if (this.active.has(runId) || run.status === 'running') throw new Error(`run ${runId} is already running`);
     if (run.status === 'completed') throw new Error(`run ${runId} has completed; there is nothing to resume`);
-    const stored = run.config as unknown as StoredRunConfig;
+    const kept = run.config as unknown as StoredRunConfig;
+    // Resumed on another device: the run asks for it from now on (the engine notes the change of backend).
+    const stored: StoredRunConfig = o.device ? { ...kept, options: { ...kept.options, device: o.device } } : kept;
     const dir = stored.options.checkpointDir as string;
     const checkpoint = await latestCheckpoint(dir);
     if (!checkpoint) throw new Error(`run ${runId} has no checkpoint to resume from (none in ${dir})`);
@@ -238,6 +247,7 @@ export class RunSupervisor {
       this.store.deleteMetricsAfter(runId, step);
       this.store.removeArtifacts(runId, 'model');
       return this.store.updateRun(runId, {
+        ...(o.device ? { config: stored as unknown as Record<string, unknown> } : {}),
         status: 'running',
         resumedFrom: checkpoint,
         endedAt: null,
@@ -287,15 +297,21 @@ export class RunSupervisor {
           if (a) a.done = e;
           break;
         }
-        case 'start':
-          // The plan the engine placed the blocks by: the GUI sets its predictions beside the measured I/O.
-          this.store.updateRun(runId, { plan: (e.plan as unknown as Record<string, unknown> | undefined) ?? null });
+        case 'start': {
+          // The plan the engine placed the blocks by (the GUI sets its predictions beside the measured I/O),
+          // and the device it computes on (a resume may have moved it).
+          const config = this.store.getRun(runId)?.config as unknown as StoredRunConfig | undefined;
+          this.store.updateRun(runId, {
+            plan: (e.plan as unknown as Record<string, unknown> | undefined) ?? null,
+            ...(config && e.device ? { config: { ...config, device: e.device } as unknown as Record<string, unknown> } : {}),
+          });
           this.writer.addLog(runId, {
             time: now,
             level: 'info',
             message: `${e.model} (${e.architecture}, ${e.parameters} parameters) on ${e.backend} x ${e.threads} threads; ${e.trainExamples} training / ${e.evalExamples} held-out examples`,
           });
           break;
+        }
       }
     } catch (err) {
       process.emitWarning(`spillway: recording a ${e.type} event of run ${runId} failed: ${(err as Error).message}`);
