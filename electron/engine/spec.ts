@@ -2,8 +2,9 @@
 import type { ModelInfo } from '../model/types.js';
 
 export function engineSpec(info: ModelInfo): unknown {
+  const c = info.config;
   return {
-    config: info.config,
+    config: { ...c, rope: c.ropeTheta > 0 ? { type: 'default', theta: c.ropeTheta, rotaryDim: c.headDim } : null },
     units: info.units.map((u) => ({ kind: u.kind, index: u.index, tensors: u.tensors })),
   };
 }
