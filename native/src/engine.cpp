@@ -184,10 +184,11 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                    noise, times.noise_ms);
     residency_->pass(
         [&](size_t ui) {
+            check_cancel(cancel);
             const BlockParams& w = params.blocks[(size_t)model_->units[ui].index];
             timed(times.forward_ms, [&] { family_->block(pass, w); });
         },
-        cancel, times);
+        times.io_ms);
 
     check_cancel(cancel);
     const HeadParams& head = params.head;

@@ -443,8 +443,7 @@ void Residency::finish_write_back(Staged& s) {
     s.ssd_write = false;
 }
 
-void Residency::pass(const std::function<void(size_t unit)>& visit, const std::atomic<bool>* cancel,
-                     PhaseTimes& times) {
+void Residency::pass(const std::function<void(size_t unit)>& visit, double& io_ms) {
     // SSD blocks are read and verified (and replayed, when updated at home) up to
     // `prefetch_` units ahead on their own threads while earlier blocks compute; with two
     // staging slots the next streamed unit's upload is queued before this one computes.
@@ -498,10 +497,9 @@ void Residency::pass(const std::function<void(size_t unit)>& visit, const std::a
     if (ahead) {
         auto tr = Clock::now();
         stage_next();
-        times.io_ms += ms_since(tr);
+        io_ms += ms_since(tr);
     }
     for (size_t ui = 1; ui + 1 < model_.units.size(); ui++) {
-        if (cancel && cancel->load(std::memory_order_relaxed)) throw CancelledError();
         bool is_streamed = tiers_[ui].home != Home::Device;
         if (is_streamed) {
             auto tr = Clock::now();
@@ -511,7 +509,7 @@ void Residency::pass(const std::function<void(size_t unit)>& visit, const std::a
             // Staging the next unit without read-ahead reuses io_: this unit's write-back leaves it first.
             if (ahead && cur.prefetch_buf < 0) finish_write_back(cur);
             if (ahead) stage_next();
-            times.io_ms += ms_since(tr);
+            io_ms += ms_since(tr);
         }
         visit(ui);
         if (is_streamed) {

@@ -6,15 +6,14 @@
 // The engine owns one and runs its passes through it.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
 
 #include "spillway/backend.h"
-#include "spillway/engine.h"
 #include "spillway/model.h"
+#include "spillway/tiers.h"
 
 namespace spw {
 
@@ -35,8 +34,8 @@ public:
     // One pass over the blocks (units 1 .. n-2) in order: `visit(unit)` queues the block's
     // compute once its tensors' device pointers point at its data (resident, or staged in a
     // slot). Streamed blocks are read ahead and uploaded beside the compute; the time the
-    // compute path waits for them is added to times.io_ms. Checks `cancel` before each block.
-    void pass(const std::function<void(size_t unit)>& visit, const std::atomic<bool>* cancel, PhaseTimes& times);
+    // compute path waits for them is added to io_ms. An exception from visit ends the pass.
+    void pass(const std::function<void(size_t unit)>& visit, double& io_ms);
 
     // A step's update of every unit, applied where its master lives (or queued: SSD replay,
     // device updates at the next visit); returns once every update is done.
