@@ -444,10 +444,6 @@ private:
                 std::swap(owned->tensors, model->tensors);
                 std::swap(owned->units, model->units);
                 std::swap(owned->params, model->params);
-                for (auto& u : owned->units) {
-                    u.numel = 0;
-                    for (int ti : u.tensors) u.numel += owned->tensors[(size_t)ti].numel;
-                }
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA

@@ -129,7 +129,6 @@ struct Unit {
     UnitKind kind = UnitKind::Block;
     int index = -1;            // block index for blocks, -1 otherwise
     std::vector<int> tensors;  // every tensor the unit holds (indices into Model::tensors)
-    size_t numel = 0;          // sum over the unit's tensors
 };
 
 struct Model {

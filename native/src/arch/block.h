@@ -1,7 +1,10 @@
 // The one block forward: what a family's recipe (family.h) calls, kernel by
 // kernel, to run a block over every activation stream in lockstep. The engine
-// (training and scoring) and calibration run blocks through it; a decoding
-// pass with a KV cache will too (see BlockPass::attention).
+// (training and scoring) and calibration run blocks through it. Decoding with a
+// KV cache will too, without a second copy of any recipe: its pass holds the
+// new tokens only (N = one per sequence, positions = cached length + t) and a
+// cache per block, BlockPass::attention appends k and v to the block's cache
+// and attends over it, and the engine tells the pass which block it runs.
 //
 // Lockstep: each kernel runs for every stream before the next kernel starts,
 // and the weight group a kernel reads (a weight and its bias) is perturbed into

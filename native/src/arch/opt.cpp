@@ -1,6 +1,7 @@
 // OPT and GPT-2: pre-LayerNorm blocks with learned positions, attention from
 // separate q/k/v projections (OPT) or one fused [C, 3C] Conv1D (GPT-2), and a
-// plain MLP (fc1, the config's activation, fc2), every linear with a bias.
+// plain MLP (fc1, the config's activation, fc2); linears carry biases (OPT's
+// enable_bias may drop them).
 #include <cmath>
 
 #include "family.h"
