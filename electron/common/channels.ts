@@ -20,6 +20,9 @@ export const METHOD_NAMES = [
   'exportRun',
   'getSettings',
   'updateSettings',
+  'listFolder',
+  'pickPath',
+  'getNotices',
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
@@ -56,6 +59,9 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   exportRun: 'spillway:call:exportRun',
   getSettings: 'spillway:call:getSettings',
   updateSettings: 'spillway:call:updateSettings',
+  listFolder: 'spillway:call:listFolder',
+  pickPath: 'spillway:call:pickPath',
+  getNotices: 'spillway:call:getNotices',
 };
 
 export const EVENT_CHANNELS: Record<EventName, EventChannel> = {

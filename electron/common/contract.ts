@@ -20,7 +20,7 @@ const Step = z.number().int().nonnegative();
 /** Milliseconds since the Unix epoch. */
 const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
-const FilePath = z.string().min(1).max(4096);
+export const FilePath = z.string().min(1).max(4096);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
 export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
@@ -596,6 +596,46 @@ export const TelemetrySample = z.object({
   tiers: TierMemory.nullable(),
 });
 
+// --- files: the folders the backend may use, a file browser over them, native dialogs
+
+/** What an allowed folder is for: reading models or datasets, spilling blocks, writing results (exports, run outputs). */
+export const RootKind = z.enum(['models', 'datasets', 'spill', 'export']);
+
+export const FolderEntry = z.object({
+  name: z.string(),
+  path: z.string(),
+  type: z.enum(['folder', 'file']),
+  bytes: Bytes.nullable(),
+  modified: Timestamp.nullable(),
+  /** A symlink whose target lies outside the allowed folders: shown, not followed. */
+  outside: z.boolean(),
+});
+
+export const FolderListing = z.object({
+  /** The folder listed (resolved); null for the top level, which lists the allowed folders. */
+  path: z.string().nullable(),
+  /** The folder above, or null at the top or where the folder above is not allowed. */
+  parent: z.string().nullable(),
+  /** The allowed folders of the kind asked for (every kind when none was), with where each comes from. */
+  roots: z.array(z.object({ path: z.string(), kind: RootKind, source: z.string() })),
+  entries: z.array(FolderEntry),
+  /** More entries than the listing holds (it keeps the first, folders first). */
+  truncated: z.boolean(),
+});
+
+/** A native dialog (desktop app only): open a file or folder, or choose where to save. */
+export const PickRequest = z.object({
+  kind: RootKind,
+  mode: z.enum(['file', 'folder', 'save']),
+  title: z.string().max(200).optional(),
+  defaultPath: FilePath.optional(),
+  /** File types offered, e.g. [{ name: 'Datasets', extensions: ['jsonl', 'csv', 'parquet'] }]. */
+  filters: z.array(z.object({ name: z.string().max(100), extensions: z.array(z.string().max(20)).max(20) })).max(10).optional(),
+});
+
+/** What the backend said when it started (a damaged database moved aside, rows that could not be read). */
+export const Notice = z.object({ level: z.enum(['info', 'warn', 'error']), message: z.string(), at: Timestamp });
+
 // ---------------------------------------------------------------------------
 // Methods
 
@@ -639,9 +679,18 @@ export const methods = {
   getRun: method(z.object({ runId: RunId }), RunDetail),
   getMetrics: method(MetricsQuery, MetricsPage),
   deleteRun: method(z.object({ runId: RunId }), z.object({ deleted: z.literal(true) })),
-  exportRun: method(z.object({ runId: RunId, kind: ExportKind, dest: FilePath }), z.object({ path: z.string(), bytes: Bytes })),
+  exportRun: method(
+    /** An existing destination is replaced only with overwrite (the GUI asks first); without it the call answers CONFLICT. */
+    z.object({ runId: RunId, kind: ExportKind, dest: FilePath, overwrite: z.boolean().default(false) }),
+    z.object({ path: z.string(), bytes: Bytes }),
+  ),
   getSettings: method(Empty, Settings),
   updateSettings: method(SettingsPatch, Settings),
+  /** A folder's entries, limited to the allowed folders; without a path, the allowed folders themselves. */
+  listFolder: method(z.object({ path: FilePath.optional(), kind: RootKind.optional(), showHidden: z.boolean().default(false) }).default({ showHidden: false }), FolderListing),
+  /** Desktop app: a native open/save dialog; the path picked is allowed for its kind from then on. UNAVAILABLE in a browser. */
+  pickPath: method(PickRequest, z.object({ path: z.string().nullable() })),
+  getNotices: method(Empty, z.object({ notices: z.array(Notice) })),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -712,6 +761,11 @@ export type Settings = z.output<typeof Settings>;
 export type SettingsPatch = z.output<typeof SettingsPatch>;
 export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
+export type RootKind = z.output<typeof RootKind>;
+export type FolderEntry = z.output<typeof FolderEntry>;
+export type FolderListing = z.output<typeof FolderListing>;
+export type PickRequest = z.output<typeof PickRequest>;
+export type Notice = z.output<typeof Notice>;
 
 // ---------------------------------------------------------------------------
 // Errors: they cross every boundary as plain data, {name, message, stack} plus a code.

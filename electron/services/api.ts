@@ -25,6 +25,9 @@ import {
   type MethodParams,
   type MethodResult,
   type ModelSummary,
+  type Notice,
+  type PickRequest,
+  type RunOptions,
   type Settings,
 } from '../common/contract.js';
 import {
@@ -44,6 +47,8 @@ import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { datasetMeanTokens } from '../engine/example-tokens.js';
+import { FileAccess, type AccessOptions, type RootKind } from './access.js';
+import { listFolder } from './folders.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -103,6 +108,12 @@ export interface ServicesOptions {
   hfCacheDir?: string;
   /** Folders always listed first (default: the embedded demo's resources/models and resources/datasets). */
   builtInRoots?: { models: string[]; datasets: string[] };
+  /** Folders the calls may use besides the demo, the data folder and the settings' (`spillway serve --allow`). */
+  access?: Pick<AccessOptions, 'allow' | 'perKind'>;
+  /** The desktop app's native dialogs; without it pickPath answers UNAVAILABLE (a browser uses listFolder). */
+  picker?: (request: PickRequest) => Promise<string | null>;
+  /** What the backend had to say when it opened its data folder (a damaged database moved aside…). */
+  notices?: () => Notice[];
 }
 
 /** resources/models and resources/datasets of this installation. */
@@ -165,9 +176,14 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   const hfCache = options.hfCacheDir ?? hfHubCacheDir();
   // The embedded demo is always listed, so a first launch can preselect it.
   const builtIn = options.builtInRoots ?? bundledRoots();
+  const access = new FileAccess({ ...options.access, builtIn, hfCache }, () => runs.getSettings({}, { signal: new AbortController().signal }));
+  const allowed = (kind: RootKind, p: string, what: string) => access.check(kind, p, what);
 
   return {
-    startRun: (p, ctx) => runs.startRun(p, ctx),
+    async startRun(p, ctx) {
+      await checkRunPaths(access, p.options);
+      return runs.startRun(p, ctx);
+    },
     stopRun: (p, ctx) => runs.stopRun(p, ctx),
     resumeRun: (p, ctx) => runs.resumeRun(p, ctx),
     checkpointRun: (p, ctx) => runs.checkpointRun(p, ctx),
@@ -175,26 +191,57 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     getRun: (p, ctx) => runs.getRun(p, ctx),
     getMetrics: (p, ctx) => runs.getMetrics(p, ctx),
     deleteRun: (p, ctx) => runs.deleteRun(p, ctx),
-    exportRun: (p, ctx) => runs.exportRun(p, ctx),
+    async exportRun(p, ctx) {
+      await allowed('export', p.dest, 'the export destination');
+      return runs.exportRun(p, ctx);
+    },
     getSettings: (p, ctx) => runs.getSettings(p, ctx),
-    updateSettings: (p, ctx) => runs.updateSettings(p, ctx),
-
-    async listModels(p, ctx) {
-      const settings = await runs.getSettings({}, ctx);
-      const roots = p.roots ?? [...builtIn.models, ...settings.modelRoots, ...(settings.includeHfCache ? [hfCache] : [])];
-      const { models, unsupported } = await scanModelRoots(roots);
-      return { models: models.map(modelSummary), unsupported };
+    async updateSettings(p, ctx) {
+      await checkSettingFolders(access, p, await runs.getSettings({}, ctx));
+      return runs.updateSettings(p, ctx);
     },
 
-    inspectModel: (p) => catalogCall(() => inspectModel(p.path)),
+    async listModels(p, ctx) {
+      for (const r of p.roots ?? []) await allowed('models', r, 'the model folder');
+      const roots = p.roots ?? (await listedRoots(access, 'models'));
+      const { models, unsupported } = await scanModelRoots(roots);
+      // A symlink inside an allowed folder may lead out of it: what lies there is not listed.
+      const inside = async (dir: string) => (await access.within(dir, 'models')) !== null;
+      const keep = await Promise.all([...models.map((m) => inside(m.dir)), ...unsupported.map((u) => inside(u.dir))]);
+      return {
+        models: models.filter((_, i) => keep[i]).map(modelSummary),
+        unsupported: unsupported.filter((_, i) => keep[models.length + i]),
+      };
+    },
+
+    inspectModel: (p) =>
+      catalogCall(async () => {
+        await allowed('models', p.path, 'the model folder');
+        return inspectModel(p.path);
+      }),
 
     async listDatasets(p, ctx) {
-      const roots = p.roots ?? [...builtIn.datasets, ...(await runs.getSettings({}, ctx)).datasetRoots];
+      for (const r of p.roots ?? []) await allowed('datasets', r, 'the dataset folder');
+      const roots = p.roots ?? (await listedRoots(access, 'datasets'));
       return { datasets: await scanDatasetRoots(roots, ctx.signal) };
     },
 
+    listFolder: (p) => listFolder(access, p),
+
+    async pickPath(p) {
+      if (!options.picker) {
+        throw new SpillwayError('UNAVAILABLE', 'native dialogs exist only in the desktop app; in a browser, browse the allowed folders instead');
+      }
+      const picked = await options.picker(p);
+      if (picked) await access.grant(p.kind, picked);
+      return { path: picked };
+    },
+
+    getNotices: async () => ({ notices: options.notices?.() ?? [] }),
+
     previewDataset: (p) =>
       catalogCall(async () => {
+        await allowed('datasets', p.path, 'the dataset');
         let template: TaskTemplate | undefined;
         if (p.template) {
           template = p.template;
@@ -208,13 +255,21 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
         return datasetPreviewResult(preview, template);
       }),
 
-    checkDataset: (p, ctx) => catalogCall(() => checkDataset(p, ctx.signal)),
+    checkDataset: (p, ctx) =>
+      catalogCall(async () => {
+        await allowed('datasets', p.path, 'the dataset');
+        await allowed('models', p.model, 'the model folder');
+        return checkDataset(p, ctx.signal);
+      }),
 
     plan: (p, ctx) =>
       catalogCall(async () => {
         const settings = await runs.getSettings({}, ctx);
         // The folders asked for (several: striped), else the settings' spill folder.
         const spillDirs = p.spillDirs?.length ? p.spillDirs : [p.spillDir ?? settings.spillDir].filter((d): d is string => !!d);
+        await allowed('models', p.model, 'the model folder');
+        for (const d of spillDirs) await allowed('spill', d, 'the spill folder');
+        if (p.train) await allowed('datasets', p.train, 'the training data');
         // With the training data named: compute for its mean tokens per example, as the run's own plan does.
         let data: { meanTokens: number; examples: number } | null = null;
         let dataNote: string | null = null;
@@ -258,6 +313,76 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
     shutdown: () => runs.shutdown(),
   };
+}
+
+/** Which kind of allowed folder each path of a run's options must lie in (a test checks every path field is here). */
+export const RUN_OPTION_PATHS: Record<string, { kind: RootKind; what: string }> = {
+  model: { kind: 'models', what: 'the model folder' },
+  train: { kind: 'datasets', what: 'the training data' },
+  eval: { kind: 'datasets', what: 'the evaluation data' },
+  spillDir: { kind: 'spill', what: 'the spill folder' },
+  spillDirs: { kind: 'spill', what: 'the spill folder' },
+  out: { kind: 'export', what: 'the output folder' },
+  checkpointDir: { kind: 'export', what: 'the checkpoint folder' },
+  resumeFrom: { kind: 'export', what: 'the checkpoint to resume from' },
+};
+
+/** The folders scanned when a listing names none: every allowed one but the data folder (its runs' checkpoints and seed logs are not a library). */
+async function listedRoots(access: FileAccess, kind: RootKind): Promise<string[]> {
+  return (await access.roots(kind)).filter((r) => r.source !== 'data folder').map((r) => r.path);
+}
+
+async function checkRunPaths(access: FileAccess, options: RunOptions): Promise<void> {
+  for (const [field, value] of Object.entries(options)) {
+    const rule = RUN_OPTION_PATHS[field];
+    if (!rule) continue;
+    for (const p of Array.isArray(value) ? value : [value]) if (typeof p === 'string') await access.check(rule.kind, p, rule.what);
+  }
+}
+
+/**
+ * Folders a settings change names: never a system folder or one holding the home folder's secrets. A model
+ * folder it adds must hold a model (or folders of models), a dataset folder it adds must exist; folders
+ * already in the settings are not checked for that again, so one that emptied since does not block saving the rest.
+ */
+async function checkSettingFolders(access: FileAccess, patch: Partial<Settings>, current: Settings): Promise<void> {
+  for (const r of patch.modelRoots ?? []) {
+    const resolved = await access.checkSettingFolder('Model folders', r);
+    if (!current.modelRoots.includes(r)) await checkModelFolder(r, resolved);
+  }
+  for (const r of patch.datasetRoots ?? []) {
+    const resolved = await access.checkSettingFolder('Dataset folders', r);
+    if (current.datasetRoots.includes(r)) continue;
+    const st = await fsp.stat(resolved).catch(() => null);
+    if (!st?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `Dataset folders: ${r} ${st ? 'is not a folder' : 'does not exist'}`);
+  }
+  for (const [setting, p] of [['Spill folder', patch.spillDir], ['Runs folder', patch.runsDir]] as const) {
+    if (!p) continue;
+    const resolved = await access.checkSettingFolder(setting, p);
+    const st = await fsp.stat(resolved).catch(() => null);
+    if (st && !st.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${setting}: ${p} is a file, not a folder`);
+  }
+}
+
+/** A model folder setting must exist and hold at least one model; else the reason the folder is not one. */
+async function checkModelFolder(given: string, resolved: string): Promise<void> {
+  const st = await fsp.stat(resolved).catch(() => null);
+  if (!st) throw new SpillwayError('BAD_REQUEST', `Model folders: ${given} does not exist`, { name: 'NotAModelFolder' });
+  if (!st.isDirectory()) throw new SpillwayError('BAD_REQUEST', `Model folders: ${given} is a file; choose the folder that holds config.json and the weights`, { name: 'NotAModelFolder' });
+  const { models, unsupported } = await scanModelRoots([resolved]);
+  if (models.length > 0 || unsupported.length > 0) return;
+  let why: string;
+  try {
+    await loadModelInfo(resolved);
+    why = 'no model was found in it';
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  throw new SpillwayError(
+    'BAD_REQUEST',
+    `Model folders: ${given} holds no model (${why}). A model folder has config.json, *.safetensors and a tokenizer; a folder of models holds such folders (up to 4 levels down), as does a Hugging Face cache.`,
+    { name: 'NotAModelFolder' },
+  );
 }
 
 /**

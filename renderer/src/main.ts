@@ -6,7 +6,7 @@ import { app } from './state/app.svelte.ts';
 import './app.css';
 
 const bridge = (window as unknown as { spillway?: SpillwayBridge }).spillway;
-app.connect(bridge ? bridgeClient(bridge, EVENT_NAMES) : socketClient(socketUrl(window.location)));
+app.connect(bridge ? bridgeClient(bridge, EVENT_NAMES) : socketClient(socketUrl(window.location)), !!bridge);
 app.loadPreferences(window.localStorage);
 
 mount(App, { target: document.getElementById('app')! });

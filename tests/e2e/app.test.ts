@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { build } from 'vite';
@@ -149,6 +149,58 @@ describe('Spillway GUI', () => {
     expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2', '4']);
     expect(await page.textContent('[data-testid="check-result"]')).toContain('3 of 5 rows tokenise');
     await shot('datasets-check');
+  });
+
+  it('file browser: walks the allowed folders, picks a dataset, and is refused outside them', async () => {
+    mkdirSync(join(dataDir, 'picked', 'sub'), { recursive: true });
+    writeFileSync(join(dataDir, 'picked', 'sub', 'mine.jsonl'), '{"sentence":"a fine film","label":1}\n{"sentence":"dull","label":0}\n');
+    await page.click('[data-testid="nav-datasets"]');
+    const current = await page.inputValue('[data-testid="dataset-path"]');
+    await page.click('[data-testid="dataset-path-browse"]');
+    await page.waitForSelector('[data-testid="file-browser"][open]');
+    // It opens beside the current value, inside the allowed folders.
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${dirname(current)}"]`);
+    await page.click('[data-testid="browser-roots"]');
+    await page.waitForSelector(`[data-testid="browser-entry"][data-name="${dataDir}"]`);
+    await shot('file-browser-roots');
+    await page.click(`[data-testid="browser-entry"][data-name="${dataDir}"]`);
+    await page.click('[data-testid="browser-entry"][data-name="picked"]');
+    await page.click('[data-testid="browser-entry"][data-name="sub"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked', 'sub')}"]`);
+    await page.click('[data-testid="browser-up"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked')}"]`);
+    await page.click('[data-testid="browser-entry"][data-name="sub"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked', 'sub')}"]`);
+    // Refused outside the allowed folders: it says so and stays where it was.
+    await page.fill('[data-testid="browser-goto"]', '/etc');
+    await page.click('[data-testid="browser-go"]');
+    await page.waitForSelector('[data-testid="file-browser"] [role="alert"]');
+    expect(await page.textContent('[data-testid="file-browser"] [role="alert"]')).toMatch(/\/etc is outside the folders Spillway may read datasets from: .*\(data folder\)/);
+    expect(await page.getAttribute('[data-testid="browser-path"]', 'data-path')).toBe(join(dataDir, 'picked', 'sub'));
+    await shot('file-browser-refused');
+    await page.click('[data-testid="browser-entry"][data-name="mine.jsonl"]');
+    await page.waitForSelector('[data-testid="file-browser"][open]', { state: 'detached' });
+    expect(await page.inputValue('[data-testid="dataset-path"]')).toBe(join(dataDir, 'picked', 'sub', 'mine.jsonl'));
+    await page.waitForSelector('[data-testid="preview-table"] >> text=a fine film');
+    // A path typed outside the allowed folders is refused by the backend, not read.
+    await page.fill('[data-testid="dataset-path"]', '/etc/passwd');
+    await page.click('[data-testid="dataset-open"]');
+    await page.waitForSelector('[role="alert"]:has-text("Could not open that file")');
+    expect(await page.textContent('[role="alert"]:has-text("Could not open that file")')).toMatch(/\/etc\/passwd is outside the folders Spillway may read datasets from/);
+
+    // New run: the training data picked the same way.
+    await page.goto(`${url}#/new`);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    await page.click('[data-testid="train-path-browse"]');
+    await page.waitForSelector('[data-testid="file-browser"][open]');
+    await page.waitForSelector('[data-testid="browser-path"][data-path]:not([data-path=""])');
+    await page.fill('[data-testid="browser-goto"]', join(dataDir, 'picked', 'sub'));
+    await page.click('[data-testid="browser-go"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked', 'sub')}"]`);
+    await page.click('[data-testid="browser-entry"][data-name="mine.jsonl"]');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(join(dataDir, 'picked', 'sub', 'mine.jsonl'));
+    await page.waitForSelector('[data-testid="plan"]', { timeout: 30_000 });
+    await page.reload();
   });
 
   let first = '';

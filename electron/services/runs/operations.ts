@@ -1,8 +1,8 @@
 // The contract's run operations (electron/services/api.ts RunOperations) on
 // top of the run supervisor and its store, and the telemetry sampler as an
 // event source. Maps store rows and engine events to the contract's shapes.
-import { copyFile, cp, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, cp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
 import { SpillwayError } from '../../common/contract.js';
 import type { AnyEvent, RunDetail, RunOptions, RunPlan, RunSummary, Settings } from '../../common/contract.js';
@@ -137,6 +137,30 @@ function telemetryToContract(s: TelemetrySample): AnyEvent {
   } as AnyEvent;
 }
 
+/** Writes `dest` through a temporary file beside it, so a failed export leaves the old file whole. */
+async function replaceFile(dest: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = join(dirname(dest), `.${basename(dest)}.spillway-${process.pid}.tmp`);
+  try {
+    await write(tmp);
+    await rename(tmp, dest);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Replacing a model export: only an empty folder or one that holds a model (config.json) is removed first. */
+async function clearModelFolder(dest: string, isFolder: boolean): Promise<void> {
+  if (!isFolder) throw new SpillwayError('BAD_REQUEST', `${dest} is a file; a model is exported to a folder`);
+  const names = await readdir(dest);
+  if (names.length && !names.includes('config.json')) {
+    throw new SpillwayError('CONFLICT', `${dest} holds other files (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}); choose an empty folder or a new name`, {
+      name: 'DestinationExists',
+    });
+  }
+  await rm(dest, { recursive: true, force: true });
+}
+
 /** The run supervisor as the contract's RunOperations. */
 export function supervisorOperations(sup: RunSupervisor): RunOperations {
   const store = sup.store;
@@ -237,12 +261,17 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       }
       return { deleted: true as const };
     },
-    async exportRun({ runId, kind, dest }) {
+    async exportRun({ runId, kind, dest, overwrite }) {
       const r = get(runId);
       const stored = r.config as unknown as StoredRunConfig;
+      const existing = await stat(dest).catch(() => null);
+      if (existing && !overwrite) {
+        throw new SpillwayError('CONFLICT', `${dest} already exists; export again with overwrite to replace it`, { name: 'DestinationExists' });
+      }
       if (kind === 'metrics-csv') {
+        if (existing?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${dest} is a folder; give a file name for the CSV`);
         const m = sup.getMetrics(runId, -1);
-        await writeFile(dest, metricsCsv(m.steps, m.evals));
+        await replaceFile(dest, (tmp) => writeFile(tmp, metricsCsv(m.steps, m.evals)));
       } else {
         const model = stored.options.out;
         if (!model) throw new SpillwayError('NOT_FOUND', `run ${runId} saved no model`);
@@ -251,8 +280,13 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         } catch {
           throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
         }
-        if (kind === 'seed-log') await copyFile(join(model, 'seedlog.jsonl'), dest);
-        else await cp(model, dest, { recursive: true, errorOnExist: true, force: false });
+        if (kind === 'seed-log') {
+          if (existing?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${dest} is a folder; give a file name for the seed log`);
+          await replaceFile(dest, (tmp) => copyFile(join(model, 'seedlog.jsonl'), tmp));
+        } else {
+          if (existing) await clearModelFolder(dest, existing.isDirectory());
+          await cp(model, dest, { recursive: true, errorOnExist: true, force: false });
+        }
       }
       const st = await stat(dest);
       return { path: dest, bytes: st.isDirectory() ? (await stat(join(dest, 'model.safetensors'))).size : st.size };

@@ -157,11 +157,14 @@ export function socketClient(url: string, WebSocketImpl: typeof WebSocket = WebS
   };
 }
 
-/** The socket address for a page served by `spillway serve` (token from the page's query string). */
+/**
+ * The socket address for a page served by `spillway serve`. The page normally carries no token (the
+ * server traded it for a session cookie, which the socket sends too); one still in the query is passed on.
+ */
 export function socketUrl(location: Pick<Location, 'protocol' | 'host' | 'search'>): string {
-  const token = new URLSearchParams(location.search).get(TOKEN_PARAM) ?? '';
+  const token = new URLSearchParams(location.search).get(TOKEN_PARAM);
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}${WS_PATH}?${TOKEN_PARAM}=${encodeURIComponent(token)}`;
+  return `${proto}//${location.host}${WS_PATH}${token ? `?${TOKEN_PARAM}=${encodeURIComponent(token)}` : ''}`;
 }
 
 /** A human sentence for any error a call may throw, with what to do when we know. */
@@ -173,7 +176,8 @@ export function describeError(e: unknown): string {
       FORBIDDEN: 'Open the exact address `spillway serve` printed (it carries the access token).',
       BAD_RESULT: 'The backend answered something unexpected: a bug — please report it.',
     };
-    const extra = hint[e.code];
+    // A path outside the allowed folders is FORBIDDEN too, and its message already says what to do.
+    const extra = e.name === 'OutsideAllowedFolders' ? undefined : hint[e.code];
     return extra ? `${e.message}. ${extra}` : e.message;
   }
   return e instanceof Error ? e.message : String(e);

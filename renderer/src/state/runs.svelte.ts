@@ -140,8 +140,9 @@ export class RunsState {
     return r;
   }
 
-  async exportRun(id: string, kind: ExportKind, dest: string): Promise<{ path: string; bytes: number }> {
-    return this.#client().call('exportRun', { runId: id, kind, dest });
+  /** Without overwrite an existing destination is refused (CONFLICT, name DestinationExists): ask, then call again with it. */
+  async exportRun(id: string, kind: ExportKind, dest: string, overwrite = false): Promise<{ path: string; bytes: number }> {
+    return this.#client().call('exportRun', { runId: id, kind, dest, overwrite });
   }
 }
 

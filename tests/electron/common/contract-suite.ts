@@ -31,7 +31,8 @@ export async function waitFor(cond: () => boolean, what = 'condition', timeoutMs
   }
 }
 
-async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
+/** The SpillwayError a call rejects with (the test fails if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
   try {
     await p;
   } catch (e) {
@@ -41,7 +42,9 @@ async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
   throw new Error('expected the call to reject');
 }
 
-const RUN_OPTIONS = { model: '/models/opt', train: '/data/train.jsonl', task: { kind: 'sst2' as const }, steps: 100 };
+/** A folder the fake runs name (it need not exist: the run supervisor is faked); the backend is told it is allowed. */
+const FAKE_ROOT = '/spillway-contract';
+const RUN_OPTIONS = { model: `${FAKE_ROOT}/models/opt`, train: `${FAKE_ROOT}/data/train.jsonl`, task: { kind: 'sst2' as const }, steps: 100 };
 
 export function contractSuite(transport: string, makeBackend: BackendFactory): void {
   describe(`contract over ${transport}`, () => {
@@ -82,7 +85,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
     beforeEach(async () => {
       runs = new FakeRuns();
-      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache') }));
+      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache'), access: { allow: [dataDir, MODELS_ROOT, FAKE_ROOT] } }));
       client = await backend.connect();
     });
     afterEach(async () => {
@@ -102,11 +105,10 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(r.unsupported).toEqual([]);
       });
 
-      it('lists the embedded demo, then the models of the settings when no roots are given', async () => {
-        const builtIn = (await client.call('listModels', {})).models;
-        expect(builtIn.map((m) => m.name)).toEqual(['spillway-demo']);
-        await client.call('updateSettings', { modelRoots: [MODELS_ROOT] });
-        expect((await client.call('listModels', {})).models.length).toBeGreaterThanOrEqual(6);
+      it('lists the embedded demo and the allowed folders\' models when no roots are given', async () => {
+        const names = (await client.call('listModels', {})).models.map((m) => m.name);
+        expect(names).toContain('spillway-demo');
+        expect(names).toEqual(expect.arrayContaining(['llama-tiny', 'opt-tiny']));
       });
 
       it('inspects a model', async () => {
@@ -241,6 +243,47 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       });
     });
 
+    describe('allowed folders', () => {
+      it('refuses paths outside the allowed folders with FORBIDDEN, naming the path and the folders', async () => {
+        const e = await rejection(client.call('previewDataset', { path: '/etc/passwd' }));
+        expect(e.code).toBe('FORBIDDEN');
+        expect(e.message).toMatch(/^the dataset \/etc\/passwd is outside the folders Spillway may read datasets from: .*\(command line\)/);
+        expect((await rejection(client.call('inspectModel', { path: '/usr' }))).code).toBe('FORBIDDEN');
+        expect((await rejection(client.call('startRun', { options: { ...RUN_OPTIONS, spillDir: '/var/tmp/spill' } }))).code).toBe('FORBIDDEN');
+      });
+
+      it('lists the allowed folders, then a folder inside them; outside them it refuses', async () => {
+        const top = await client.call('listFolder', {});
+        expect(top.path).toBeNull();
+        expect(top.roots.map((r) => r.path)).toEqual(expect.arrayContaining([dataDir, MODELS_ROOT]));
+        const inside = await client.call('listFolder', { path: dataDir });
+        const known = new Set(['sub', 'eval.csv', 'notes.txt', 'train.jsonl']);
+        // Folders first, then files, each by name (other tests leave spill folders here too).
+        expect(inside.entries.filter((e) => known.has(e.name)).map((e) => `${e.type}:${e.name}`)).toEqual(['folder:sub', 'file:eval.csv', 'file:notes.txt', 'file:train.jsonl']);
+        expect(inside.entries.find((e) => e.name === 'train.jsonl')).toMatchObject({ path: path.join(dataDir, 'train.jsonl'), bytes: expect.any(Number), outside: false });
+        expect(inside.parent).toBeNull();
+        expect((await client.call('listFolder', { path: path.join(dataDir, 'sub') })).parent).toBe(dataDir);
+        expect((await rejection(client.call('listFolder', { path: '/' }))).code).toBe('FORBIDDEN');
+        expect((await rejection(client.call('listFolder', { path: path.join(dataDir, 'train.jsonl') }))).code).toBe('BAD_REQUEST');
+      });
+
+      it('checks the folders a settings change adds', async () => {
+        const notModel = await rejection(client.call('updateSettings', { modelRoots: [path.join(dataDir, 'sub')] }));
+        expect(notModel.code).toBe('BAD_REQUEST');
+        expect(notModel.message).toMatch(/sub holds no model \(.*config\.json/);
+        expect((await rejection(client.call('updateSettings', { modelRoots: [path.join(dataDir, 'nope')] }))).message).toMatch(/nope does not exist/);
+        const system = await rejection(client.call('updateSettings', { datasetRoots: ['/etc'] }));
+        expect(system).toMatchObject({ code: 'BAD_REQUEST', name: 'SystemFolder' });
+        expect((await rejection(client.call('updateSettings', { spillDir: '/' }))).message).toMatch(/contains \/etc/);
+        expect((await client.call('updateSettings', { modelRoots: [MODELS_ROOT], datasetRoots: [dataDir] })).datasetRoots).toEqual([dataDir]);
+      });
+
+      it('has no native dialogs outside the desktop app, and no notices from a fresh backend', async () => {
+        expect((await rejection(client.call('pickPath', { kind: 'datasets', mode: 'file' }))).code).toBe('UNAVAILABLE');
+        expect(await client.call('getNotices', {})).toEqual({ notices: [] });
+      });
+    });
+
     describe('runs and settings', () => {
       it('starts, lists, gets, checkpoints, stops, resumes, exports and deletes a run', async () => {
         const started = await client.call('startRun', { name: 'first', options: RUN_OPTIONS });
@@ -257,7 +300,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await client.call('resumeRun', { runId: id })).status).toBe('running');
         expect((await rejection(client.call('deleteRun', { runId: id }))).code).toBe('CONFLICT');
         await client.call('stopRun', { runId: id, checkpoint: false });
-        expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: '/tmp/out' })).toEqual({ path: `/tmp/out/${id}-seed-log`, bytes: 42 });
+        expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: `${FAKE_ROOT}/out` })).toEqual({ path: `${FAKE_ROOT}/out/${id}-seed-log`, bytes: 42 });
         expect(await client.call('deleteRun', { runId: id })).toEqual({ deleted: true });
         const e = await rejection(client.call('getRun', { runId: id }));
         expect(e.code).toBe('NOT_FOUND');

@@ -76,6 +76,9 @@ export const state = {
   menu: null as unknown,
   /** The webContents the module-level ipcRenderer (used by preload.ts) speaks for. */
   currentRenderer: null as FakeWebContents | null,
+  /** What the next native dialogs answer (a path, or null: cancelled), and what they were asked. */
+  dialogAnswers: [] as (string | null)[],
+  dialogCalls: [] as { kind: 'open' | 'save'; parent: unknown; options: Record<string, unknown> }[],
 };
 
 class FakeApp extends EventEmitter {
@@ -113,6 +116,8 @@ export function resetElectron(): void {
   state.protocolHandlers.clear();
   state.menu = null;
   state.currentRenderer = null;
+  state.dialogAnswers = [];
+  state.dialogCalls = [];
   app.removeAllListeners();
 }
 
@@ -203,7 +208,24 @@ export const Menu = {
   },
 };
 
+/** The native dialogs, answering from state.dialogAnswers (two-argument form: parent window first). */
+export const dialog = {
+  async showOpenDialog(...args: unknown[]) {
+    const [parent, options] = args.length > 1 ? args : [null, args[0]];
+    state.dialogCalls.push({ kind: 'open', parent, options: options as Record<string, unknown> });
+    const answer = state.dialogAnswers.shift() ?? null;
+    return { canceled: answer === null, filePaths: answer === null ? [] : [answer] };
+  },
+  async showSaveDialog(...args: unknown[]) {
+    const [parent, options] = args.length > 1 ? args : [null, args[0]];
+    state.dialogCalls.push({ kind: 'save', parent, options: options as Record<string, unknown> });
+    const answer = state.dialogAnswers.shift() ?? null;
+    return { canceled: answer === null, filePath: answer ?? undefined };
+  },
+};
+
 export const electronModule = {
+  dialog,
   app,
   BrowserWindow: FakeBrowserWindow,
   ipcMain,

@@ -1,6 +1,10 @@
 // The Electron shell's logic with `electron` mocked: window options,
 // single-instance lock, CSP, navigation and window-open blocking, the app://
-// protocol, IPC allow-list and sender check, and quitting with a checkpoint.
+// protocol, IPC allow-list and sender check, native dialogs that allow what
+// is picked, and quitting with a checkpoint.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 
 vi.mock('electron', async () => (await import('./fake-electron.js')).electronModule);
@@ -153,6 +157,41 @@ describe('IPC', () => {
     runs.emitStep(id, 1);
     expect(window.webContents.sent.map((s) => s.channel)).toEqual(['spillway:event:runStatus', 'spillway:event:stepMetrics']);
     expect(bystander.sent).toEqual([]);
+  });
+});
+
+describe('native dialogs', () => {
+  it('picking a file opens the system dialog over the window, and allows that file (and no other) from then on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spw-pick-'));
+    const picked = join(dir, 'picked.jsonl');
+    writeFileSync(picked, '{"sentence":"fine","label":1}\n');
+    writeFileSync(join(dir, 'beside.jsonl'), '{"sentence":"fine","label":1}\n');
+    // No services given: the app's own, with the native picker wired in.
+    expect(await runApp({ rendererDir: null, preload: '/p', log: () => {} })).toBe(true);
+    const window = state.windows[0];
+    const renderer = fakeIpcRenderer(window.webContents);
+    const call = async (method: keyof typeof METHOD_CHANNELS, params: unknown) => (await renderer.invoke(METHOD_CHANNELS[method], { id: String(Math.random()), params })) as CallOutcome;
+
+    expect(await call('previewDataset', { path: picked })).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+    state.dialogAnswers.push(picked);
+    const filters = [{ name: 'Datasets', extensions: ['jsonl', 'csv', 'parquet'] }];
+    expect(await call('pickPath', { kind: 'datasets', mode: 'file', title: 'Training data', filters })).toEqual({ ok: true, result: { path: picked } });
+    expect(state.dialogCalls[0]).toEqual({ kind: 'open', parent: window, options: { title: 'Training data', filters, properties: ['openFile'] } });
+    expect(await call('previewDataset', { path: picked })).toMatchObject({ ok: true, result: { rows: [{ line: 1 }] } });
+    expect(await call('previewDataset', { path: join(dir, 'beside.jsonl') })).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+  });
+
+  it('a cancelled dialog grants nothing; folders and save destinations use the matching dialogs', async () => {
+    expect(await runApp({ rendererDir: null, preload: '/p', log: () => {} })).toBe(true);
+    const renderer = fakeIpcRenderer(state.windows[0].webContents);
+    const call = async (params: unknown) => (await renderer.invoke(METHOD_CHANNELS.pickPath, { id: String(Math.random()), params })) as CallOutcome;
+    expect(await call({ kind: 'models', mode: 'folder' })).toEqual({ ok: true, result: { path: null } });
+    state.dialogAnswers.push('/tmp/out.csv');
+    expect(await call({ kind: 'export', mode: 'save', defaultPath: '/tmp/run.csv' })).toEqual({ ok: true, result: { path: '/tmp/out.csv' } });
+    expect(state.dialogCalls.map((c) => [c.kind, c.options.properties])).toEqual([
+      ['open', ['openDirectory', 'createDirectory']],
+      ['save', ['showOverwriteConfirmation', 'createDirectory']],
+    ]);
   });
 });
 

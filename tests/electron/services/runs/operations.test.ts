@@ -22,7 +22,7 @@ let url: string;
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'spw-ops-'));
   model = await makeTinyLlama(join(work, 'tiny'));
-  const served = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, defaultServices(join(work, 'data')), () => {});
+  const served = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, defaultServices(join(work, 'data'), { allow: [work] }), () => {});
   stop = served.stop;
   url = served.server.url;
 });

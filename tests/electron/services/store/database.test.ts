@@ -1,5 +1,6 @@
 // Opening the store: migrations from every earlier version, a newer file
-// refused, a corrupt file moved aside, WAL and foreign keys on.
+// refused, a file that is not a database moved aside, WAL and foreign keys on
+// (damage to real database files: damage.test.ts).
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,7 +111,7 @@ describe('openDatabase', () => {
     writeFileSync(file, garbage);
     const store = RunStore.open(dir);
     expect(store.notices).toHaveLength(1);
-    expect(store.notices[0]).toMatch(/could not be read .* moved aside to .*spillway\.db\.corrupt-\d{4}-\d\d-\d\dT/);
+    expect(store.notices[0]).toMatch(/is damaged \(file is not a database\); it was moved aside to .*spillway\.db\.corrupt-\d{4}-\d\d-\d\dT.* \(not readable at all\) and a new database was made from what could still be read: no rows could be read$/);
     const aside = readdirSync(dir).filter((n) => n.startsWith('spillway.db.corrupt-'));
     expect(aside).toHaveLength(1);
     expect(readFileSync(join(dir, aside[0])).equals(garbage)).toBe(true);
