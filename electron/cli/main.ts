@@ -46,10 +46,20 @@ Train options:
   --data FILE           training data (.jsonl, .csv, .parquet)
   --eval-data FILE      held-out data (default: --eval-fraction of --data)
   --eval-fraction F     fraction of --data held out when no --eval-data (default 0.1)
-  --task T              sst2 | rte | classify | text | completion (default sst2)
+  --task T              sst2 | rte | classify | text | completion | chat (default sst2)
   --label-words W       classify: label words as JSON ('[" bad"," good"]') or comma-separated
   --label-map M         classify: JSON object from dataset label to label-word index
   --prompt P            classify: prompt with {text} (default "{text} It was")
+  --chat-format F       chat: messages (OpenAI) | sharegpt | alpaca (default: found from the fields)
+  --messages-field F    chat: the list of turns (default messages, else conversations)
+  --role-field F        chat: a turn's role key (default role, or from)
+  --content-field F     chat: a turn's text key (default content, or value)
+  --role-map M          chat: the data's role names, 'Customer=user,Agent=assistant' or a JSON object
+  --instruction-field F, --input-field F, --output-field F
+                        chat, Alpaca rows: field names (default instruction, input, output)
+  --system-prompt S     chat: a system turn for conversations that have none
+  --chat-template NAME  chat: which of the model's named chat templates (default "default")
+  --template-vars J     chat: more chat template variables as JSON, e.g. '{"enable_thinking": false}'
   --steps N             steps (default 1000)          --batch-size N   (default 16)
   --lr X                learning rate (default 1e-6)  --eps X          (default 1e-3)
   --weight-decay X      (default 0)                   --q N            perturbations per step (default 1)
@@ -112,6 +122,66 @@ function parseLabelWords(v: string): string[] {
   return v.split(',');
 }
 
+/** The chat task's flags (column mapping, template choice), shared by train and score. */
+const CHAT_FLAGS = {
+  'chat-format': { type: 'string' },
+  'messages-field': { type: 'string' },
+  'role-field': { type: 'string' },
+  'content-field': { type: 'string' },
+  'role-map': { type: 'string' },
+  'instruction-field': { type: 'string' },
+  'input-field': { type: 'string' },
+  'output-field': { type: 'string' },
+  'system-prompt': { type: 'string' },
+  'chat-template': { type: 'string' },
+  'template-vars': { type: 'string' },
+} as const;
+
+function jsonObject(text: string, flag: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${flag} expects a JSON object: ${(e as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${flag} expects a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+function chatTask(v: Record<string, string | boolean | undefined>): TaskTemplate {
+  const s = (k: keyof typeof CHAT_FLAGS) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const t: Extract<TaskTemplate, { kind: 'chat' }> = { kind: 'chat' };
+  const format = s('chat-format');
+  if (format !== undefined) {
+    if (format !== 'messages' && format !== 'sharegpt' && format !== 'alpaca') throw new Error(`--chat-format must be messages, sharegpt or alpaca, got "${format}"`);
+    t.format = format;
+  }
+  const fields = [
+    ['messages-field', 'messagesField'],
+    ['role-field', 'roleField'],
+    ['content-field', 'contentField'],
+    ['instruction-field', 'instructionField'],
+    ['input-field', 'inputField'],
+    ['output-field', 'outputField'],
+  ] as const;
+  for (const [flag, key] of fields) if (s(flag)) t[key] = s(flag);
+  const roleMap = s('role-map');
+  if (roleMap !== undefined) {
+    const entries = roleMap.trim().startsWith('{')
+      ? Object.entries(jsonObject(roleMap, '--role-map'))
+      : roleMap.split(',').filter((p) => p.trim()).map((p) => {
+          const eq = p.lastIndexOf('=');
+          if (eq <= 0) throw new Error(`--role-map: write name=role pairs separated by commas, got "${p}"`);
+          return [p.slice(0, eq).trim(), p.slice(eq + 1).trim()];
+        });
+    t.roleMap = Object.fromEntries(entries) as NonNullable<typeof t.roleMap>;
+  }
+  if (s('system-prompt') !== undefined) t.systemPrompt = s('system-prompt');
+  if (s('chat-template') !== undefined) t.templateName = s('chat-template');
+  if (s('template-vars') !== undefined) t.templateVariables = jsonObject(s('template-vars')!, '--template-vars') as NonNullable<typeof t.templateVariables>;
+  return t;
+}
+
 export function buildTask(kind: string, v: Record<string, string | boolean | undefined>): TaskTemplate {
   const labelWords = typeof v['label-words'] === 'string' ? parseLabelWords(v['label-words']) : undefined;
   switch (kind) {
@@ -129,8 +199,10 @@ export function buildTask(kind: string, v: Record<string, string | boolean | und
       return { kind: 'text' };
     case 'completion':
       return { kind: 'completion' };
+    case 'chat':
+      return chatTask(v);
     default:
-      throw new Error(`unknown task "${kind}" (sst2, rte, classify, text, completion)`);
+      throw new Error(`unknown task "${kind}" (sst2, rte, classify, text, completion, chat)`);
   }
 }
 
@@ -175,6 +247,7 @@ const TRAIN_FLAGS = {
   'label-words': { type: 'string' },
   'label-map': { type: 'string' },
   prompt: { type: 'string' },
+  ...CHAT_FLAGS,
   steps: { type: 'string' },
   'batch-size': { type: 'string' },
   lr: { type: 'string' },
@@ -387,6 +460,7 @@ async function cmdScore(argv: string[]): Promise<number> {
       'label-words': { type: 'string' },
       'label-map': { type: 'string' },
       prompt: { type: 'string' },
+      ...CHAT_FLAGS,
       threads: { type: 'string' },
       'batch-size': { type: 'string' },
       'max-length': { type: 'string' },

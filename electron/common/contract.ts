@@ -119,6 +119,27 @@ export const TaskTemplate = z.discriminatedUnion('kind', [
     completionField: z.string().optional(),
     appendEos: z.boolean().optional(),
   }),
+  z.object({
+    kind: z.literal('chat'),
+    /** How rows are laid out; absent: found from each row's fields. */
+    format: z.enum(['messages', 'sharegpt', 'alpaca']).optional(),
+    messagesField: z.string().min(1).optional(),
+    roleField: z.string().min(1).optional(),
+    contentField: z.string().min(1).optional(),
+    /** The dataset's role names → roles, on top of the usual ones (human, gpt, model, ...). */
+    roleMap: z.record(z.string(), z.enum(['system', 'user', 'assistant', 'tool'])).optional(),
+    instructionField: z.string().min(1).optional(),
+    inputField: z.string().min(1).optional(),
+    outputField: z.string().min(1).optional(),
+    systemField: z.string().min(1).optional(),
+    historyField: z.string().min(1).optional(),
+    /** A system turn put before each conversation that has none. */
+    systemPrompt: z.string().optional(),
+    /** Which of the model's named chat templates (default "default"). */
+    templateName: z.string().min(1).optional(),
+    /** More variables for the chat template, e.g. {"enable_thinking": false}. */
+    templateVariables: z.record(z.string(), z.lazy(() => JsonValue)).optional(),
+  }),
 ]);
 
 export const DatasetEntry = z.object({
@@ -135,13 +156,35 @@ export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
   z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
 );
 
-export const RenderedExample = z.object({
-  kind: z.enum(['classify', 'lm', 'completion']),
-  prompt: z.string(),
-  candidates: z.array(z.string()),
-  label: z.number().int(),
-  texts: z.array(z.string()),
+/** A chat row rendered with the model's template: the sequences it is trained as, trained pieces marked, with token counts. */
+export const RenderedChat = z.object({
+  kind: z.literal('chat'),
+  /** The model's own chat template, or Spillway's plain fallback (the model has none). */
+  template: z.enum(['model', 'fallback']),
+  templateFile: z.string().nullable(),
+  messages: z.number().int().nonnegative(),
+  /** One, unless the template renders earlier replies differently once later turns follow (each is then trained in its own). */
+  sequences: z.array(
+    z.object({
+      /** The messages (1-based) whose replies this sequence trains. */
+      replies: z.array(z.number().int().positive()),
+      pieces: z.array(z.object({ text: z.string(), trained: z.boolean(), tokens: z.number().int().nonnegative() })),
+      tokens: z.number().int().nonnegative(),
+      trainedTokens: z.number().int().nonnegative(),
+    }),
+  ),
 });
+
+export const RenderedExample = z.union([
+  z.object({
+    kind: z.enum(['classify', 'lm', 'completion']),
+    prompt: z.string(),
+    candidates: z.array(z.string()),
+    label: z.number().int(),
+    texts: z.array(z.string()),
+  }),
+  RenderedChat,
+]);
 
 export const DatasetPreview = z.object({
   path: z.string(),
@@ -655,7 +698,14 @@ export const methods = {
   inspectModel: method(z.object({ path: FilePath }), InspectReport),
   listDatasets: method(z.object({ roots: z.array(FilePath).max(64).optional() }).default({}), z.object({ datasets: z.array(DatasetEntry) })),
   previewDataset: method(
-    z.object({ path: FilePath, rows: z.number().int().positive().max(200).default(5), format: DatasetFormat.optional(), template: TaskTemplate.optional() }),
+    z.object({
+      path: FilePath,
+      rows: z.number().int().positive().max(200).default(5),
+      format: DatasetFormat.optional(),
+      template: TaskTemplate.optional(),
+      /** The model whose chat template and tokenizer render chat rows (with token counts); other tasks need none. */
+      model: FilePath.optional(),
+    }),
     DatasetPreview,
   ),
   checkDataset: method(

@@ -8,8 +8,11 @@ import type { RopeSpec } from '../model/types.js';
 export interface NativeBatch {
   tokens: Int32Array;
   seqStart: Int32Array;
+  /** Per scored span (one per sequence unless seqSpans says otherwise). */
   scoreStart: Int32Array;
   scoreEnd: Int32Array;
+  /** nseq + 1 offsets into scoreStart/scoreEnd when a sequence has several scored spans (chat); absent: one each. */
+  seqSpans?: Int32Array;
   exampleStart: Int32Array;
   exampleKind: Int32Array;
   label: Int32Array;

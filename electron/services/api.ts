@@ -31,9 +31,12 @@ import {
   type Settings,
 } from '../common/contract.js';
 import {
+  chatRenderer,
+  ChatTemplateError,
   DatasetError,
   detectFormat,
   loadTokenizer,
+  previewChatRow,
   previewDataset,
   readDataset,
   renderExample,
@@ -41,7 +44,7 @@ import {
   TokenizerError,
   validateTemplate,
 } from '../data/index.js';
-import type { TaskTemplate } from '../data/index.js';
+import type { ChatRenderer, SpillwayTokenizer, TaskTemplate } from '../data/index.js';
 import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
@@ -252,7 +255,12 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
           }
         }
         const preview = await previewDataset(p.path, p.rows, p.format ? { format: p.format } : {});
-        return datasetPreviewResult(preview, template);
+        let chat: ChatPreviewer | null = null;
+        if (template?.kind === 'chat' && p.model) {
+          const tokenizer = await loadTokenizer((await loadModelInfo(p.model)).dir);
+          chat = { tokenizer, renderer: chatRenderer(tokenizer, template) };
+        }
+        return datasetPreviewResult(preview, template, chat);
       }),
 
     checkDataset: (p, ctx) =>
@@ -412,7 +420,7 @@ async function catalogCall<T>(f: () => Promise<T>): Promise<T> {
   try {
     return await f();
   } catch (e) {
-    if (isModelError(e) || e instanceof DatasetError || e instanceof TokenizerError) {
+    if (isModelError(e) || e instanceof DatasetError || e instanceof TokenizerError || e instanceof ChatTemplateError) {
       throw new SpillwayError('BAD_REQUEST', e.message, { name: e.name });
     }
     throw e;
@@ -507,6 +515,7 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
   const limit = info.config.maxPositions > 0 ? info.config.maxPositions : Infinity;
   const maxLength = Math.min(p.maxLength ?? limit, limit);
   if (!Number.isFinite(maxLength)) throw new SpillwayError('BAD_REQUEST', 'the model states no position limit: give maxLength');
+  const chat = p.template.kind === 'chat' ? chatRenderer(tokenizer, p.template) : undefined;
   const errors: DatasetCheck['errors'] = [];
   let rows = 0;
   let ok = 0;
@@ -533,7 +542,7 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
       if (signal?.aborted) throw new SpillwayError('CANCELLED', 'checkDataset was cancelled');
       rows++;
       try {
-        tokenizeExample(row, p.template, tokenizer, { file: p.path, maxLength });
+        tokenizeExample(row, p.template, tokenizer, { file: p.path, maxLength, chat });
         ok++;
       } catch (e) {
         record(e, row.line);
@@ -547,9 +556,16 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
   return { path: p.path, rows, ok, errorCount, errors, complete, maxLength };
 }
 
+/** What renders chat rows in a preview: the chosen model's tokenizer and chat template. */
+interface ChatPreviewer {
+  tokenizer: SpillwayTokenizer;
+  renderer: ChatRenderer;
+}
+
 function datasetPreviewResult(
   preview: Awaited<ReturnType<typeof previewDataset>>,
   template: TaskTemplate | undefined,
+  chat: ChatPreviewer | null,
 ): DatasetPreview {
   return {
     path: preview.file,
@@ -560,7 +576,9 @@ function datasetPreviewResult(
     rendered: template
       ? preview.rows.map((r) => {
           try {
-            return { ok: true as const, example: renderExample(r, template, preview.file) };
+            if (template.kind !== 'chat') return { ok: true as const, example: renderExample(r, template, preview.file) };
+            if (!chat) return { ok: false as const, error: 'choose a model: chat rows are rendered with its chat template and tokenizer' };
+            return { ok: true as const, example: previewChatRow(r, template, chat.tokenizer, chat.renderer, preview.file) };
           } catch (e) {
             return { ok: false as const, error: (e as Error).message };
           }

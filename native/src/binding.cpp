@@ -74,6 +74,7 @@ Batch parse_batch(const Napi::Object& o) {
     b.seq_start = ints(o, "seqStart");
     b.score_start = ints(o, "scoreStart");
     b.score_end = ints(o, "scoreEnd");
+    if (o.Has("seqSpans") && !o.Get("seqSpans").IsUndefined()) b.span_start = ints(o, "seqSpans");
     b.example_start = ints(o, "exampleStart");
     b.example_kind = ints(o, "exampleKind");
     b.label = ints(o, "label");

@@ -84,8 +84,18 @@ void Engine::validate(const Batch& b) const {
     if (nseq <= 0 || b.num_examples() <= 0) throw std::runtime_error("batch is empty");
     if (b.seq_start.front() != 0 || b.seq_start.back() != b.num_tokens())
         throw std::runtime_error("batch sequence offsets do not cover the tokens");
-    if ((int)b.score_start.size() != nseq || (int)b.score_end.size() != nseq)
-        throw std::runtime_error("batch needs one scored span per sequence");
+    int nspans = nseq;
+    if (!b.span_start.empty()) {
+        if ((int)b.span_start.size() != nseq + 1 || b.span_start.front() != 0)
+            throw std::runtime_error("batch span offsets need one entry per sequence plus one, starting at 0");
+        for (int s = 0; s < nseq; s++)
+            if (b.span_start[(size_t)s + 1] <= b.span_start[(size_t)s])
+                throw std::runtime_error("sequence " + std::to_string(s) + " has no scored span");
+        nspans = b.span_start.back();
+    }
+    if ((int)b.score_start.size() != nspans || (int)b.score_end.size() != nspans)
+        throw std::runtime_error(b.span_start.empty() ? "batch needs one scored span per sequence"
+                                                      : "batch span offsets do not cover the scored spans");
     if (b.example_start.front() != 0 || b.example_start.back() != nseq)
         throw std::runtime_error("batch example offsets do not cover the sequences");
     if ((int)b.example_kind.size() != b.num_examples() || (int)b.label.size() != b.num_examples())
@@ -100,8 +110,13 @@ void Engine::validate(const Batch& b) const {
         if (T > c.max_positions)
             throw std::runtime_error("sequence " + std::to_string(s) + " has " + std::to_string(T) +
                                      " tokens; the model allows " + std::to_string(c.max_positions));
-        if (b.score_start[s] < 1 || b.score_end[s] > T || b.score_start[s] >= b.score_end[s])
-            throw std::runtime_error("sequence " + std::to_string(s) + " has an invalid scored span");
+        // Spans are non-empty, in order and disjoint; the first token is never scored.
+        int prev_end = 1;
+        for (int k = b.first_span(s); k < b.end_span(s); k++) {
+            if (b.score_start[k] < prev_end || b.score_end[k] > T || b.score_start[k] >= b.score_end[k])
+                throw std::runtime_error("sequence " + std::to_string(s) + " has an invalid scored span");
+            prev_end = b.score_end[k];
+        }
     }
     for (int e = 0; e < b.num_examples(); e++) {
         int ns = b.example_start[e + 1] - b.example_start[e];
@@ -109,9 +124,7 @@ void Engine::validate(const Batch& b) const {
         if (b.example_kind[e] == EXAMPLE_CLASSIFY) {
             if (b.label[e] < 0 || b.label[e] >= ns)
                 throw std::runtime_error("example " + std::to_string(e) + " has a label outside its candidates");
-        } else if (b.example_kind[e] == EXAMPLE_LM) {
-            if (ns != 1) throw std::runtime_error("example " + std::to_string(e) + " must have exactly one sequence");
-        } else {
+        } else if (b.example_kind[e] != EXAMPLE_LM) {
             throw std::runtime_error("example " + std::to_string(e) + " has an unknown kind");
         }
     }
@@ -218,11 +231,14 @@ void Engine::losses(const Batch& b, const std::vector<float>& lp, std::vector<do
     cand.assign((size_t)nseq, 0.0);
     std::vector<int32_t> seq_tokens((size_t)nseq);
     size_t row = 0;
+    std::vector<float> seq_sum((size_t)nseq);
     for (int s = 0; s < nseq; s++) {
-        int n = b.score_end[s] - b.score_start[s];
+        int n = 0;
         float sum = 0.f;
-        for (int i = 0; i < n; i++) sum += lp[row++];
+        for (int k = b.first_span(s); k < b.end_span(s); k++)
+            for (int t = b.score_start[k]; t < b.score_end[k]; t++, n++) sum += lp[row++];
         cand[(size_t)s] = (double)(sum / (float)n);
+        seq_sum[(size_t)s] = sum;
         seq_tokens[(size_t)s] = n;
     }
     int ne = b.num_examples();
@@ -233,7 +249,10 @@ void Engine::losses(const Batch& b, const std::vector<float>& lp, std::vector<do
         int s0 = b.example_start[e], s1 = b.example_start[e + 1];
         for (int s = s0; s < s1; s++) scored[(size_t)e] += seq_tokens[(size_t)s];
         if (b.example_kind[e] == EXAMPLE_LM) {
-            example_loss[(size_t)e] = -cand[(size_t)s0];
+            // Mean NLL over every scored token of the example's sequences (one sequence: -cand, bit for bit).
+            float sum = 0.f;
+            for (int s = s0; s < s1; s++) sum += seq_sum[(size_t)s];
+            example_loss[(size_t)e] = -(double)(sum / (float)scored[(size_t)e]);
         } else {
             double mx = -INFINITY;
             int best = -1;
@@ -272,10 +291,11 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
             posidx[(size_t)(st + t)] = t + c.position_offset;
         }
         // Token t of the span is predicted by the hidden state at t - 1.
-        for (int t = batch.score_start[s]; t < batch.score_end[s]; t++) {
-            rows.push_back(st + t - 1);
-            targets.push_back(batch.tokens[(size_t)(st + t)]);
-        }
+        for (int k = batch.first_span(s); k < batch.end_span(s); k++)
+            for (int t = batch.score_start[k]; t < batch.score_end[k]; t++) {
+                rows.push_back(st + t - 1);
+                targets.push_back(batch.tokens[(size_t)(st + t)]);
+            }
     }
     p.M = (int)rows.size();
     // One arena for the six index arrays, grown on demand: no allocation (and on a GPU

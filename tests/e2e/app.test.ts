@@ -203,6 +203,47 @@ describe('Spillway GUI', () => {
     await page.reload();
   });
 
+  it('Datasets: chat rows show the rendered conversation, the trained replies highlighted, token counts and bad rows', async () => {
+    const chat = join(dataDir, 'chat.jsonl');
+    writeFileSync(
+      chat,
+      [
+        { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'bye' }, { role: 'assistant', content: 'ciao' }] },
+        { messages: [{ role: 'user', content: 'hi' }, { role: 'user', content: 'anyone?' }, { role: 'assistant', content: 'yes' }] },
+      ]
+        .map((r) => JSON.stringify(r))
+        .join('\n') + '\n',
+    );
+    await page.click('[data-testid="nav-datasets"]');
+    await page.selectOption('[data-testid="dataset-task"]', 'chat');
+    await page.waitForSelector('[data-testid="chat-fields"]');
+    await page.fill('[data-testid="dataset-path"]', chat);
+    await page.click('[data-testid="dataset-open"]');
+    await page.waitForSelector('[data-testid="chat-sequence"] mark', { timeout: 30_000 });
+    expect(await page.$$eval('[data-testid="chat-sequence"] mark', (m) => m.map((x) => x.textContent))).toEqual(['hello</s>\n\n', 'ciao</s>\n\n']);
+    expect(await page.textContent('[data-testid="chat-counts"]')).toMatch(/^\d+ tokens, \d+ trained \(replies of messages 2, 4\)$/);
+    expect(await page.textContent('[data-testid="chat-note"]')).toContain('no chat template');
+    expect(await page.textContent('[data-testid="row-error"]')).toMatch(/^line 2: .*:2: field "messages": message 2 \(user\): two user turns in a row/);
+    await shot('datasets-chat');
+    await page.click('[data-testid="check-rows"]');
+    await page.waitForSelector('[data-testid="check-result"][data-errors="1"]', { timeout: 30_000 });
+    expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2']);
+    // "Use for a new run" carries the file, the task and its mapping to New run; the plan follows.
+    await page.fill('[data-testid="chat-role-map"]', 'Customer=user');
+    await page.click('text=Use for a new run');
+    await page.waitForSelector('[data-testid="task-select"]');
+    const demoTrain = await page.evaluate(() => document.querySelector('#dataset-paths option[value*="sentiment-demo/train"]')?.getAttribute('value') ?? '');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(chat);
+    expect(await page.inputValue('[data-testid="task-select"]')).toBe('chat');
+    expect(await page.inputValue('[data-testid="chat-role-map"]')).toBe('Customer=user');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await shot('new-run-chat');
+    await page.selectOption('[data-testid="task-select"]', 'sst2');
+    await page.fill('[data-testid="train-path"]', demoTrain);
+    await page.click('[data-testid="nav-datasets"]');
+    await page.selectOption('[data-testid="dataset-task"]', 'sst2');
+  });
+
   let first = '';
   it('starts a run, chart points arrive, a reload resumes the live view, stop', async () => {
     first = await startDemoRun('e2e first', 400);

@@ -30,8 +30,11 @@ enum ExampleKind : int { EXAMPLE_LM = 0, EXAMPLE_CLASSIFY = 1 };
 struct Batch {
     std::vector<int32_t> tokens;         // all sequences, concatenated
     std::vector<int32_t> seq_start;      // nseq + 1 offsets into tokens
-    std::vector<int32_t> score_start;    // per sequence, relative to its start (>= 1)
-    std::vector<int32_t> score_end;      // per sequence, exclusive
+    std::vector<int32_t> score_start;    // per scored span, relative to its sequence's start (>= 1)
+    std::vector<int32_t> score_end;      // per scored span, exclusive
+    // nseq + 1 offsets into score_start/score_end: sequence s scores spans
+    // [span_start[s], span_start[s + 1]) (chat: one per assistant reply). Empty: one span per sequence.
+    std::vector<int32_t> span_start;
     std::vector<int32_t> example_start;  // nexamples + 1 offsets into sequences
     std::vector<int32_t> example_kind;   // ExampleKind per example
     std::vector<int32_t> label;          // correct candidate for classify, -1 otherwise
@@ -39,6 +42,8 @@ struct Batch {
     int num_sequences() const { return (int)seq_start.size() - 1; }
     int num_examples() const { return (int)example_start.size() - 1; }
     int num_tokens() const { return (int)tokens.size(); }
+    int first_span(int s) const { return span_start.empty() ? s : span_start[(size_t)s]; }
+    int end_span(int s) const { return span_start.empty() ? s + 1 : span_start[(size_t)s + 1]; }
 };
 
 struct StepParams {

@@ -120,13 +120,14 @@ export class LibraryState {
     }
   }
 
-  async previewDataset(path: string, template: TaskTemplate | undefined, rows = 8): Promise<void> {
+  /** `model`: whose chat template and tokenizer render chat rows. */
+  async previewDataset(path: string, template: TaskTemplate | undefined, rows = 8, model?: string): Promise<void> {
     this.previewing = true;
     this.previewError = null;
     this.check = null;
     this.checkError = null;
     try {
-      this.preview = await this.#client().call('previewDataset', { path: path.trim(), rows, template });
+      this.preview = await this.#client().call('previewDataset', { path: path.trim(), rows, template, ...(model ? { model } : {}) });
     } catch (e) {
       this.preview = null;
       this.previewError = describeError(e);

@@ -6,6 +6,7 @@ import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
 import type { Client } from '../lib/client.ts';
 import { describeError } from '../lib/client.ts';
+import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '../lib/chat.ts';
 import { parseBytes } from '../lib/format.ts';
 import { MASTERS, precisionComparison, precisionOf } from '../lib/precision.ts';
 
@@ -34,6 +35,8 @@ export const TASK_DEFAULTS: Record<TaskKind, Hyper> = {
   classify: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
   text: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
   completion: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
+  // Conversations run longer than MeZO's sentences (capped by the model's positions).
+  chat: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 1024 },
 };
 export const DEMO_DEFAULTS: Hyper = { steps: 300, batchSize: 16, lr: 3e-4, eps: 1e-3, weightDecay: 0, evalEvery: 25, seed: 0, schedule: 'constant', maxLength: 256 };
 
@@ -46,6 +49,8 @@ export class NewRunState {
   task = $state<TaskKind>('sst2');
   labelWords = $state('');
   prompt = $state('');
+  /** The chat task's column mapping ("" fields: the defaults). */
+  chat = $state<ChatFields>(emptyChatFields());
   hyper = $state<Hyper>({ ...TASK_DEFAULTS.sst2 });
   gpuBudget = $state('');
   cpuBudget = $state('');
@@ -79,6 +84,8 @@ export class NewRunState {
     if (!this.model) errs.push('Choose a model.');
     if (!this.train.trim()) errs.push('Choose a training dataset.');
     if (this.task === 'classify' && this.labelWordList.length < 2) errs.push('Classification needs at least two label words, separated by commas.');
+    const roleError = this.task === 'chat' ? parseRoleMap(this.chat.roleMap).error : null;
+    if (roleError) errs.push(roleError);
     const h = this.hyper;
     if (!(Number.isInteger(h.steps) && h.steps > 0)) errs.push('Steps must be a whole number above 0.');
     if (!(Number.isInteger(h.batchSize) && h.batchSize > 0)) errs.push('Batch size must be a whole number above 0.');
@@ -101,6 +108,8 @@ export class NewRunState {
       case 'sst2':
       case 'rte':
         return this.labelWordList.length === 2 ? { kind: this.task, labelWords: this.labelWordList } : { kind: this.task };
+      case 'chat':
+        return chatTemplateOf(this.chat);
       default:
         return { kind: this.task };
     }
@@ -219,6 +228,7 @@ export class NewRunState {
 
   /** Whether the task template is one the backend accepts (classification needs two label words or more). */
   get templateComplete(): boolean {
+    if (this.task === 'chat') return parseRoleMap(this.chat.roleMap).error === null;
     return this.task !== 'classify' || this.labelWordList.length >= 2;
   }
 

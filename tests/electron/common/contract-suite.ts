@@ -167,6 +167,39 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(tight.errors.filter((e) => /does not fit maxLength 3/.test(e.message)).map((e) => e.line)).toEqual([1, 3, 6]);
       });
 
+      it('previews chat rows with the model\'s template: the trained replies marked, token counts, the fallback said', async () => {
+        const dir = await mkdtemp(path.join(os.tmpdir(), 'spillway-chat-'));
+        const file = path.join(dir, 'chat.jsonl');
+        await writeFile(
+          file,
+          [
+            { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'bye' }, { role: 'assistant', content: 'ciao' }] },
+            { messages: [{ role: 'assistant', content: 'me first' }, { role: 'user', content: 'hi' }] },
+          ]
+            .map((r) => JSON.stringify(r))
+            .join('\n') + '\n',
+        );
+        const r = await client.call('previewDataset', { path: file, template: { kind: 'chat' }, model: DEMO_MODEL });
+        const first = r.rendered![0];
+        if (!first.ok || first.example.kind !== 'chat') throw new Error(`expected a rendered chat row, got ${JSON.stringify(first)}`);
+        expect(first.example).toMatchObject({ template: 'fallback', templateFile: null, messages: 4 });
+        const [seq] = first.example.sequences;
+        expect(seq.replies).toEqual([2, 4]);
+        expect(seq.pieces.filter((p) => p.trained).map((p) => p.text)).toEqual(['hello</s>\n\n', 'ciao</s>\n\n']);
+        expect(seq.pieces.map((p) => p.text).join('')).toBe('<s>### User:\nhi\n\n### Assistant:\nhello</s>\n\n### User:\nbye\n\n### Assistant:\nciao</s>\n\n');
+        expect(seq.tokens).toBe(seq.pieces.reduce((n, p) => n + p.tokens, 0));
+        expect(seq.trainedTokens).toBeGreaterThan(0);
+        expect(r.rendered![1]).toEqual({ ok: false, error: expect.stringMatching(/:2: field "messages": message 1 \(assistant\): the conversation must start with a user turn/) });
+        // Without a model the rows cannot be rendered: each says so.
+        const bare = await client.call('previewDataset', { path: file, template: { kind: 'chat' } });
+        expect(bare.rendered![0]).toEqual({ ok: false, error: expect.stringContaining('choose a model') });
+        // A check of every row lists the bad one with its line.
+        const check = await client.call('checkDataset', { path: file, model: DEMO_MODEL, template: { kind: 'chat' } });
+        expect(check).toMatchObject({ rows: 2, ok: 1, errorCount: 1 });
+        expect(check.errors).toEqual([{ line: 2, field: 'messages', message: expect.stringContaining('must start with a user turn') }]);
+        await rm(dir, { recursive: true, force: true });
+      });
+
       it('answers a dataset check on a model without a tokenizer, or a missing file, with BAD_REQUEST', async () => {
         const file = path.join(dataDir, 'train.jsonl');
         const e = await rejection(client.call('checkDataset', { path: file, model: path.join(MODELS_ROOT, 'opt-tiny'), template: { kind: 'sst2' } }));

@@ -71,15 +71,21 @@ describe('JSONL', () => {
     expect(e.message).toMatch(/broken\.jsonl:3: invalid JSON: .+/);
   });
 
-  it('non-object lines and JSON arrays are rejected', async () => {
+  it('non-object lines are rejected; a file holding one JSON array is read element by element', async () => {
     const f = path.join(dir, 'scalar.jsonl');
     await writeFile(f, '{"a":1}\n42\n');
     const e = await errorOf(readAllRows(f));
     expect(e.line).toBe(2);
     expect(e.message).toMatch(/expected a JSON object/);
     const g = path.join(dir, 'array.json');
-    await writeFile(g, '[{"a":1}]\n');
-    expect((await errorOf(readAllRows(g))).message).toMatch(/JSON array/);
+    await writeFile(g, '\uFEFF [{"a":1},\n {"a": [2, {"b": "],"}]}]\n');
+    expect(await readAllRows(g)).toEqual([
+      { line: 1, values: { a: 1 } },
+      { line: 2, values: { a: [2, { b: '],' }] } },
+    ]);
+    const h = path.join(dir, 'nested.json');
+    await writeFile(h, '[[1, 2]]');
+    expect((await errorOf(readAllRows(h))).message).toBe(`${h}:1: expected a JSON object, got an array`);
   });
 });
 
