@@ -9,7 +9,7 @@ import { gpt2 } from './gpt2.js';
 import { llama } from './llama.js';
 import { opt } from './opt.js';
 
-export const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama];
+const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama];
 
 const BY_ARCHITECTURE = new Map<string, ArchitectureFamily>(
   FAMILIES.flatMap((f) => Object.keys(f.architectures).map((a) => [a, f] as const)),
