@@ -16,6 +16,7 @@
 
 #include "spillway/backend.h"
 #include "spillway/model.h"
+#include "spillway/noise.h"
 #include "spillway/tiers.h"
 
 namespace spw {
@@ -53,7 +54,7 @@ struct StepParams {
     float lr = 0.f;         // this step's scheduled learning rate
     float eps = 1e-3f;
     float weight_decay = 0.f;
-    int noise = 0;          // NoiseKind
+    NoiseKind noise = NOISE_GAUSSIAN;
 };
 
 struct PhaseTimes {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "spillway/precision.h"
+
 namespace spw {
 
 // Where a unit's master lives between its visits to the compute device.
@@ -25,10 +27,10 @@ struct TierOptions {
     // Device staging slots streamed units pass through; with 2 the upload of the next
     // unit overlaps the compute of this one. 0: 2 on a device with queues, 1 on the CPU.
     int stage_slots = 0;
-    // Precision of every master (spillway/precision.h): MASTER_F32, or MASTER_BF16 / MASTER_F16
-    // with stochastic rounding of updates. Streamed units are stored, moved and written in
-    // that format (half the bytes); device-resident units hold its values in float32.
-    int master_dtype = 0;
+    // Precision of every master: MASTER_F32, or MASTER_BF16 / MASTER_F16 with stochastic
+    // rounding of updates. Streamed units are stored, moved and written in that format (half
+    // the bytes); device-resident units hold its values in float32.
+    MasterDtype master_dtype = MASTER_F32;
 };
 
 struct TierStats {
