@@ -37,9 +37,11 @@ export const Gemm = choice(['fp32', 'tf32', 'bf16'], 'GEMM precision');
  * present, else the CPU), cpu, or a CUDA device by the CUDA runtime's index: cuda is cuda:0, and N
  * counts the devices CUDA_VISIBLE_DEVICES leaves, in CUDA_DEVICE_ORDER's order.
  */
-export const Device = z
-  .string()
-  .regex(/^(auto|cpu|cuda(:\d{1,4})?)$/, { error: (iss) => `unknown device ${shown(iss.input)} (auto, cpu, cuda or cuda:N)` });
+export const Device = (() => {
+  const error = (iss: { input?: unknown }) => `unknown device ${shown(iss.input)} (auto, cpu, cuda or cuda:N)`;
+  const indexed = z.templateLiteral(['cuda:', z.int()]).refine((d) => /^cuda:\d{1,4}$/.test(d), { error });
+  return z.union([z.enum(['auto', 'cpu', 'cuda']), indexed], { error });
+})();
 
 export type Masters = z.output<typeof Masters>;
 export type Home = z.output<typeof Home>;

@@ -114,7 +114,7 @@ export function describeCuda(d: CudaDevice): string {
 
 /** Why the CUDA devices cannot be used, from the listing: not compiled in, no driver, a driver too old, none present. */
 function cudaAbsence(l: DeviceList): string {
-  if (!l.cudaCompiled) return 'this build of the engine has no CUDA backend (nvcc was not found when it was built)';
+  if (!l.cudaCompiled && !l.cudaDetail) return 'this build of the engine has no CUDA backend (nvcc was not found when it was built)';
   if (l.cudaDetail) return `CUDA reports ${l.cudaState}: ${l.cudaDetail}`;
   return `CUDA reports ${l.cudaState}`;
 }

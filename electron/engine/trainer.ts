@@ -388,8 +388,11 @@ async function trainLoaded(
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
+  // What the engine is doing, for a device failure's message.
+  let doing = 'starting';
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
+    doing = step === 0 ? 'evaluating before the first step' : `evaluating after step ${step}`;
     const te = Date.now();
     const r = await scoreExamples(engine, evalSet, evalChunk);
     const at = Date.now();
@@ -461,6 +464,7 @@ async function trainLoaded(
       const idx = batchIndices(o.seed, step, Math.min(o.batchSize, trainSet.length), trainSet.length);
       const batch = packBatch(idx.map((i) => trainSet[i]));
       const lr = scheduledLr(o, step);
+      doing = `running step ${step + 1}`;
       const tiersBefore = engine.info().tiers;
       const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise });
       if (r.skipped) skipped++;
@@ -504,7 +508,7 @@ async function trainLoaded(
     }
   } catch (e) {
     if (!isCancelled(e)) {
-      throw deviceFailure(e, { device, cuda: loaded.cuda, gpuMem: o.gpuMem, plan: plan ?? null, checkpoint: await intactNote('last'), when: `step ${step + 1}` });
+      throw deviceFailure(e, { device, cuda: loaded.cuda, gpuMem: o.gpuMem, plan: plan ?? null, checkpoint: await intactNote('last'), when: doing });
     }
     status = 'stopped';
   }

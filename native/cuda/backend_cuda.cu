@@ -52,12 +52,43 @@ namespace {
 
 // CUDA errors carry the call and where it is (llm.c's cudaCheck): "CUDA error in cudaMalloc(...) at
 // backend_cuda.cu:412: cudaErrorMemoryAllocation (out of memory)".
+// Errors after which the context cannot be used again ("the process must be terminated":
+// driver_types.h), and those of a device that is gone or failing.
+bool device_failed(cudaError_t e) {
+    switch (e) {
+        case cudaErrorIllegalAddress:
+        case cudaErrorLaunchTimeout:
+        case cudaErrorHardwareStackError:
+        case cudaErrorIllegalInstruction:
+        case cudaErrorMisalignedAddress:
+        case cudaErrorInvalidAddressSpace:
+        case cudaErrorInvalidPc:
+        case cudaErrorLaunchFailure:
+        case cudaErrorMpsClientTerminated:
+        case cudaErrorECCUncorrectable:
+        case cudaErrorNvlinkUncorrectable:
+        case cudaErrorDevicesUnavailable:
+        case cudaErrorDeviceUninitialized:
+        case cudaErrorContextIsDestroyed:
+        case cudaErrorNoDevice:
+        case cudaErrorSystemNotReady:
+        case cudaErrorExternalDevice:
+        case cudaErrorUnknown:
+            return true;
+        default:
+            return false;
+    }
+}
+
 void check(cudaError_t e, const std::string& what, const char* file, int line) {
     if (e != cudaSuccess) {
         cudaGetLastError();  // clear a non-sticky error so the next call starts clean
         const char* base = std::strrchr(file, '/');
-        throw std::runtime_error("CUDA error in " + what + " at " + (base ? base + 1 : file) + ":" + std::to_string(line) +
-                                 ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+        std::string msg = "CUDA error in " + what + " at " + (base ? base + 1 : file) + ":" + std::to_string(line) + ": " +
+                          cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+        if (e == cudaErrorMemoryAllocation) throw DeviceOutOfMemory(msg);
+        if (device_failed(e)) throw DeviceFailed(msg);
+        throw std::runtime_error(msg);
     }
 }
 
@@ -621,17 +652,18 @@ const char* gemm_mode_name(GemmMode m) {
     return m == GemmMode::Tf32 ? "tf32" : m == GemmMode::Bf16 ? "bf16" : "fp32";
 }
 
-// SPILLWAY_GEMM: unset or empty = fp32; anything but fp32, tf32 or bf16 is an error (a typo
-// must not silently measure the wrong precision).
-GemmMode gemm_mode_from_env() {
+// The mode asked for (the run's --gemm; empty = fp32), $SPILLWAY_GEMM over it when set. Anything
+// but fp32, tf32 or bf16 is an error (a typo must not silently measure the wrong precision).
+GemmMode gemm_mode(const std::string& asked) {
     const char* env = std::getenv("SPILLWAY_GEMM");
-    if (!env || !*env) return GemmMode::Fp32;
-    std::string v(env);
+    const bool from_env = env && *env;
+    std::string v = from_env ? std::string(env) : asked;
     for (char& c : v) c = (char)std::tolower((unsigned char)c);
-    if (v == "fp32") return GemmMode::Fp32;
+    if (v.empty() || v == "fp32") return GemmMode::Fp32;
     if (v == "tf32") return GemmMode::Tf32;
     if (v == "bf16") return GemmMode::Bf16;
-    throw std::runtime_error(std::string("SPILLWAY_GEMM must be fp32, tf32 or bf16 (got '") + env + "')");
+    throw std::runtime_error(std::string(from_env ? "SPILLWAY_GEMM" : "gemm") + " must be fp32, tf32 or bf16 (got '" +
+                             (from_env ? std::string(env) : asked) + "')");
 }
 
 // Bytes of device memory the backend keeps for itself (logits, terms, bf16 operands). Grown with
@@ -672,7 +704,7 @@ public:
                 why = "needs tensor cores of compute capability 8.0 or newer (device is " + std::to_string(p.major) +
                       "." + std::to_string(p.minor) + ")";
             if (why.empty()) gemm_ = want;
-            else gemm_note_ = std::string("SPILLWAY_GEMM=") + gemm_mode_name(want) + " ignored: " + why;
+            else gemm_note_ = std::string("gemm ") + gemm_mode_name(want) + " not available: " + why;
         }
     }
 
@@ -1064,7 +1096,7 @@ private:
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         cudaGetLastError();
-        throw std::runtime_error("CUDA device " + std::to_string(dev_) + " (" + device_name_ + ") cannot allocate " +
+        throw DeviceOutOfMemory("CUDA device " + std::to_string(dev_) + " (" + device_name_ + ") cannot allocate " +
                                  std::to_string(n) + " bytes (" + mib((double)n) + ")" + what + ": " +
                                  std::to_string(free_b) + " bytes (" + mib((double)free_b) + ") free of " +
                                  std::to_string(total_b) + " [" + cudaGetErrorString(e) + "]");
@@ -1236,8 +1268,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
-    return std::make_unique<CudaBackend>(device, gemm_mode_from_env());
+std::unique_ptr<Backend> make_cuda_backend(int device, const std::string& gemm) {
+    return std::make_unique<CudaBackend>(device, gemm_mode(gemm));
 }
 
 
@@ -1282,7 +1314,10 @@ CudaReport cuda_report() {
         d.cc_minor = p.minor;
         d.multiprocessors = p.multiProcessorCount;
         char bus[64] = {0};
-        if (cudaDeviceGetPCIBusId(bus, (int)sizeof bus, i) == cudaSuccess) d.free_bytes = nvml_free_bytes(bus);
+        if (cudaDeviceGetPCIBusId(bus, (int)sizeof bus, i) == cudaSuccess) {
+            d.pci_bus_id = bus;
+            d.free_bytes = nvml_free_bytes(bus);
+        }
         cudaGetLastError();
         r.devices.push_back(d);
     }

@@ -146,6 +146,14 @@ int parse_device_index(Napi::Env env, const std::string& d) {
     return -1;
 }
 
+// 'fp32' | 'tf32' | 'bf16': the GEMM precision of a CUDA backend.
+std::string gemm_field(const Napi::Object& o, const char* key) {
+    std::string g = str(o, key);
+    if (g != "fp32" && g != "tf32" && g != "bf16")
+        throw_type(o.Env(), std::string("field '") + key + "' must be 'fp32', 'tf32' or 'bf16', not '" + g + "'");
+    return g;
+}
+
 // The cores this process may run on (its CPU affinity, as Node's availableParallelism counts them).
 int cores_present() {
     cpu_set_t set;
@@ -358,10 +366,16 @@ public:
         try {
             result_ = fn_();
         } catch (const CancelledError&) {
-            cancelled_ = true;
+            code_ = "ECANCELLED";
             SetError("cancelled");
         } catch (const std::bad_alloc&) {
             SetError("out of memory");
+        } catch (const DeviceOutOfMemory& e) {
+            code_ = "EDEVICEMEM";
+            SetError(e.what());
+        } catch (const DeviceFailed& e) {
+            code_ = "EDEVICELOST";
+            SetError(e.what());
         } catch (const std::exception& e) {
             SetError(e.what());
         }
@@ -373,7 +387,7 @@ public:
     void OnError(const Napi::Error& e) override {
         busy_->store(false);
         Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), cancelled_ ? "ECANCELLED" : "EENGINE"));
+        err.Set("code", Napi::String::New(Env(), code_));
         deferred_.Reject(err.Value());
     }
 
@@ -383,7 +397,8 @@ private:
     Fn fn_;
     ToJs to_js_;
     Result result_{};
-    bool cancelled_ = false;
+    // ECANCELLED, EDEVICEMEM (out of device memory or of its budget), EDEVICELOST (the device failed), else EENGINE.
+    const char* code_ = "EENGINE";
 };
 
 // Queues fn on a worker thread; the promise settles with to_js(its result), or rejects with its error.
@@ -418,6 +433,7 @@ public:
                 memory_budget_ = (size_t)v;
             }
             if (present(o, "device")) use_device(env, str(o, "device"));
+            if (present(o, "gemm")) gemm_ = gemm_field(o, "gemm");
         }
     }
 
@@ -482,10 +498,11 @@ private:
         int threads = threads_;
         int cuda_device = cuda_device_;
         size_t memory_budget = memory_budget_;
+        std::string gemm = gemm_;
         auto* self = this;
         return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers, memory_budget]() {
+            [model, threads, cuda_device, tiers, memory_budget, gemm]() {
                 // SSD-homed blocks go from the checkpoint to the spill file unit by
                 // unit: never all in host memory at once.
                 std::vector<bool> skip(model->tensors.size(), false);
@@ -501,8 +518,9 @@ private:
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA
-                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
+                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device, gemm);
 #endif
+                (void)gemm;  // the CPU backend computes in fp32
                 if (!backend) backend = make_cpu_backend(threads);
                 backend->set_memory_budget(memory_budget);
                 return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers);
@@ -663,6 +681,7 @@ private:
     int threads_ = 1;
     int cuda_device_ = -1;  // -1: the CPU backend
     size_t memory_budget_ = 0;  // device memory budget, bytes (0: none)
+    std::string gemm_;          // a CUDA backend's GEMM precision (empty: fp32; $SPILLWAY_GEMM overrides)
 };
 
 Napi::Value Noise(const Napi::CallbackInfo& info) {
@@ -708,7 +727,7 @@ Napi::Value Philox(const Napi::CallbackInfo& info) {
 }
 
 // {compiled, state: 'ok' | 'CUDA not compiled in' | 'no device', detail, driverVersion, runtimeVersion,
-//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors}]}
+//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors, pciBusId}]}
 Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CudaReport r = cuda_report();
@@ -731,6 +750,7 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
             x.Set("freeBytes", env.Null());
         x.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
         x.Set("multiprocessors", d.multiprocessors);
+        x.Set("pciBusId", d.pci_bus_id.empty() ? env.Null() : Napi::String::New(env, d.pci_bus_id).As<Napi::Value>());
         devs.Set((uint32_t)i, x);
     }
     o.Set("devices", devs);
@@ -810,6 +830,7 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
                 throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend");
 #endif
         }
+        if (present(a, "gemm")) o.gemm = gemm_field(a, "gemm");
         Napi::Value block = a.Get("block");
         if (block.IsObject()) {
             Napi::Object b = block.As<Napi::Object>();

@@ -840,12 +840,49 @@ int main(int argc, char** argv) {
         try {
             void* p = gpu->alloc((size_t)1 << 50);
             gpu->release(p);
-        } catch (const std::runtime_error& e) {
+        } catch (const DeviceOutOfMemory& e) {  // the binding's EDEVICEMEM: the trainer explains it
             msg = e.what();
             ok = msg.find("1125899906842624 bytes") != std::string::npos && msg.find("free") != std::string::npos;
+        } catch (const std::runtime_error& e) {
+            msg = std::string("not a DeviceOutOfMemory: ") + e.what();
         }
         (ok ? passed : failed)++;
         std::printf("%-28s %-10s %12s %10s  %s: %s\n", "alloc/1PiB", "cuda", "-", "error", ok ? "PASS" : "FAIL", msg.c_str());
+
+        // A budget refuses alike on both backends, with the same error type.
+        for (Backend* be : {cpu.get(), gpu.get()}) {
+            bool refused = false;
+            std::string said = "no exception";
+            be->set_memory_budget(be->memory_in_use() + (1u << 20));
+            try {
+                void* p = be->alloc(2u << 20);
+                be->release(p);
+            } catch (const DeviceOutOfMemory& e) {
+                said = e.what();
+                refused = said.find("budget") != std::string::npos;
+            }
+            be->set_memory_budget(0);
+            (refused ? passed : failed)++;
+            std::printf("%-28s %-10s %12s %10s  %s: %s\n", "alloc/over-budget", be == gpu.get() ? "cuda" : "cpu", "-", "error",
+                        refused ? "PASS" : "FAIL", said.c_str());
+        }
+
+        // The run's --gemm reaches the backend (SPILLWAY_GEMM, when set, overrides it); a typo is refused.
+        if (!env_gemm || !*env_gemm) {
+            bool excused = !has_cublas || di.cc_major < 8;
+            std::string got = gemm_mode_of(*make_cuda_backend(device, "tf32"));
+            bool ok_mode = got == "tf32" || (excused && got == "fp32");
+            bool typo_refused = false;
+            try {
+                make_cuda_backend(device, "tf23");
+            } catch (const std::runtime_error&) {
+                typo_refused = true;
+            }
+            bool ok_arg = ok_mode && typo_refused;
+            (ok_arg ? passed : failed)++;
+            std::printf("%-28s %-10s %12s %10s  %s: asked tf32, in effect %s; 'tf23' %s\n", "gemm argument", "cuda", "-", "tf32",
+                        ok_arg ? "PASS" : "FAIL", got.c_str(), typo_refused ? "refused" : "accepted");
+        }
 
         const size_t n = ((size_t)1 << 20) + 3;
         auto* h = static_cast<float*>(gpu->alloc_host(n * sizeof(float)));

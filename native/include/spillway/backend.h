@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -38,6 +39,17 @@ struct AttentionShape {
     int ldq, ldk, ldv;    // row strides of q, k and v
     float scale;          // usually 1/sqrt(HD)
     int window;           // sliding window span, 0 = full causal
+};
+
+// Failures a caller tells apart from the rest (the binding gives each its code): an allocation
+// the device, or the engine's budget of it, cannot serve; and a device that failed, after which
+// the process cannot use it again (CUDA's sticky errors: lost or reset, an uncorrectable ECC
+// error, a kernel fault).
+struct DeviceOutOfMemory : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+struct DeviceFailed : std::runtime_error {
+    using std::runtime_error::runtime_error;
 };
 
 // What alloc() implementations call around the real allocation: reserve() throws when the
@@ -192,6 +204,7 @@ std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads = 
 struct CudaDeviceInfo {
     int index = 0;
     std::string name;
+    std::string pci_bus_id;      // "0000:3B:00.0" (cudaDeviceGetPCIBusId); NVML's devices are matched by it
     size_t total_bytes = 0;
     long long free_bytes = -1;   // -1 when NVML is not available to ask without a context
     int cc_major = 0, cc_minor = 0;
@@ -215,7 +228,8 @@ CudaReport cuda_report();
 // Throws std::runtime_error when the device does not exist or cannot be used.
 // cuBLAS is reached through dlopen (libcublas.so.13, or $SPILLWAY_CUBLAS);
 // without it, or with SPILLWAY_CUBLAS=0, GEMMs use the built-in tiled kernel.
-std::unique_ptr<Backend> make_cuda_backend(int device);
+// gemm: "fp32", "tf32" or "bf16" (empty: fp32); $SPILLWAY_GEMM, when set, overrides it.
+std::unique_ptr<Backend> make_cuda_backend(int device, const std::string& gemm = std::string());
 #endif
 
 }  // namespace spw

@@ -393,7 +393,7 @@ void MemoryLedger::reserve(size_t bytes, size_t budget, const std::string& devic
     if (budget == 0) return;
     std::lock_guard<std::mutex> lock(mu_);
     if (in_use_ + bytes > budget)
-        throw std::runtime_error("device memory budget exceeded on " + device + ": asked for " + mib(bytes) + " with " +
+        throw DeviceOutOfMemory("device memory budget exceeded on " + device + ": asked for " + mib(bytes) + " with " +
                                  mib(in_use_) + " of the " + mib(budget) + " budget in use (--gpu-mem); plan with this budget " +
                                  "(spillway plan) to stream more blocks");
 }

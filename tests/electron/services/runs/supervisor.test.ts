@@ -74,7 +74,12 @@ describe('RunSupervisor', () => {
     expect(done.finalMetrics).toMatchObject({ steps: 4, skippedSteps: 0, out: join(run.folder, 'model') });
 
     const types = mine.map((e) => e.type);
-    expect(types).toEqual(['log', 'start', 'eval', 'step', 'step', 'eval', 'step', 'step', 'eval', 'log', 'done', 'status']);
+    expect(types).toEqual(['log', 'log', 'start', 'eval', 'step', 'step', 'eval', 'step', 'step', 'eval', 'log', 'done', 'status']);
+    // The device line first: which device `auto` took on this machine and why; the start carries it, the run keeps it.
+    expect(mine[0]).toMatchObject({ type: 'log', message: expect.stringMatching(/^device auto: /) });
+    const start = mine.find((e) => e.type === 'start') as Extract<RunEvent, { type: 'start' }>;
+    expect(start.device).toMatchObject({ asked: 'auto', id: expect.stringMatching(/^(cpu|cuda:\d+)$/) });
+    expect((done.config as { device?: unknown }).device).toEqual(start.device);
     expect(all.filter((e) => e.type !== 'status')).toEqual(mine.filter((e) => e.type !== 'status'));
     expect(all[0]).toEqual({ runId: run.id, type: 'status', status: 'running', error: null });
     expect(all.every((e) => e.runId === run.id)).toBe(true);
