@@ -15,7 +15,7 @@ export const RUNS_USAGE = `Usage:
   spillway runs list [--json]                  every run, newest first
   spillway runs show ID [--json]               config, status, final metrics, last eval
   spillway runs export ID --format json|csv [--out FILE]
-                                               step and eval metrics
+                                               step and eval metrics (JSON: and the telemetry kept)
   spillway runs delete ID [--yes]              remove the run's rows and files
   (ID may be any part of a run id that only one run has; --data-dir DIR picks the data folder)
 `;
@@ -180,7 +180,11 @@ export async function runsCommand(argv: string[], io: CommandIO = process): Prom
         return 0;
       case 'export': {
         const m = sup.getMetrics(run.id);
-        const text = values.format === 'json' ? JSON.stringify({ run, steps: m.steps, evals: m.evals }, null, 2) + '\n' : metricsCsv(m.steps, m.evals);
+        // JSON carries the machine's telemetry kept with the run too (CPU, memory, the spill drive, NVML's GPUs).
+        const text =
+          values.format === 'json'
+            ? JSON.stringify({ run, steps: m.steps, evals: m.evals, telemetry: sup.systemSamples(run.id).map((s) => s.payload) }, null, 2) + '\n'
+            : metricsCsv(m.steps, m.evals);
         if (values.out) writeFileSync(values.out, text);
         else io.stdout.write(text);
         return 0;

@@ -203,7 +203,7 @@ export class LiveRunState {
     this.#telemetryQueue = [];
     let kept: TelemetrySample[] = [];
     try {
-      kept = (await this.#client().call('getTelemetry', { runId: d.id, limit: TELEMETRY_KEEP })).samples;
+      kept = (await this.#client().call('getTelemetry', { runId: d.id, limit: TELEMETRY_KEEP })).samples ?? [];
     } catch {
       // An older backend without kept samples: the live ones still come.
     }
