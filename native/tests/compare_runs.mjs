@@ -6,8 +6,9 @@
 //   node native/tests/compare_runs.mjs REF.jsonl OTHER.jsonl (--exact | --rel 1e-5) [LABEL]
 import { readFileSync } from 'node:fs';
 
-const [refPath, otherPath, mode, tolArg, label = ''] = process.argv.slice(2);
+const [refPath, otherPath, mode, ...rest] = process.argv.slice(2);
 const exact = mode === '--exact';
+const [tolArg, label = ''] = exact ? [undefined, rest[0]] : rest;
 const tol = exact ? 0 : Number(mode === '--rel' ? tolArg : NaN);
 if (!exact && !(tol > 0)) {
   console.error('usage: compare_runs.mjs REF.jsonl OTHER.jsonl (--exact | --rel TOL) [LABEL]');

@@ -1,18 +1,20 @@
 # Sourced by native/tests/gpu_proof.sh and bench/gpu/run.sh on the GPU machine: what .gpucarry
 # (bench/gpu/carry.sh, made on the CPU machine) brings, put in place where the machine lacks it.
-#   CARRY (default .gpucarry) and WORK (scratch) are read; PATH and LD_LIBRARY_PATH are set;
-#   ADDON names the CUDA-built addon (native/build/Release/spillway.node once this has run).
+#   CARRY (default .gpucarry) is read; node and OpenBLAS go to a scratch folder of their own (never under a
+#   run's $OUT, whose files are sent back), unpacked once; PATH and LD_LIBRARY_PATH are set; ADDON names the
+#   CUDA-built addon (native/build/Release/spillway.node once this has run).
 CARRY=${SPILLWAY_GPU_CARRY:-${CARRY:-.gpucarry}}
-mkdir -p "$WORK"
+ENVDIR=${TMPDIR:-/tmp}/spillway-gpu-env
+mkdir -p "$ENVDIR"
 if [ -f "$CARRY/openblas.tar.xz" ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then
-  mkdir -p "$WORK/openblas" && tar -C "$WORK/openblas" -xJf "$CARRY/openblas.tar.xz"
-  export LD_LIBRARY_PATH="$WORK/openblas/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  OPENBLAS_DIR="$WORK/openblas"
+  OPENBLAS_DIR="$ENVDIR/openblas"
+  [ -f "$OPENBLAS_DIR/lib/libopenblas.so.0" ] || { mkdir -p "$OPENBLAS_DIR" && tar -C "$OPENBLAS_DIR" -xJf "$CARRY/openblas.tar.xz"; }
+  export LD_LIBRARY_PATH="$OPENBLAS_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   echo "OpenBLAS: carried (Debian 12 build)"
 fi
 if ! command -v node >/dev/null && [ -f "$CARRY/node.xz" ]; then
-  mkdir -p "$WORK/bin" && xz -dc "$CARRY/node.xz" >"$WORK/bin/node" && chmod +x "$WORK/bin/node"
-  export PATH="$WORK/bin:$PATH"
+  [ -x "$ENVDIR/bin/node" ] || { mkdir -p "$ENVDIR/bin" && xz -dc "$CARRY/node.xz" >"$ENVDIR/bin/node.tmp" && chmod +x "$ENVDIR/bin/node.tmp" && mv "$ENVDIR/bin/node.tmp" "$ENVDIR/bin/node"; }
+  export PATH="$ENVDIR/bin:$PATH"
   echo "node: carried $(node --version)"
 fi
 # The CLI's runtime (dist/ and node_modules/) where the tree has none: `spillway train` runs here.

@@ -41,13 +41,14 @@ echo "cpu cores: $(nproc); kernel $(uname -r); $(nvcc --version 2>&1 | tail -2 |
 git log -1 --format='tree at commit %h (%s) plus uncommitted changes' 2>/dev/null
 . native/tests/gpu_env.sh
 SUMMARY=()
+SANITIZERS=()   # their pids: a bare `wait` would also wait for the report's tee
 part() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 
 # ---- build
 part "build: cmake, Release, CUDA architectures 75;80;86;89;90;120 (+PTX 120)"
 CMAKE_BLAS=()
 [ -n "${OPENBLAS_DIR:-}" ] && CMAKE_BLAS=(-DCBLAS_INCLUDE_DIR="$OPENBLAS_DIR/include" -DOPENBLAS_LIBRARY="$OPENBLAS_DIR/lib/libopenblas.so")
-rm -rf "$WORK/build"
+rm -rf "$WORK/build" "$WORK"/memcheck.* "$WORK"/racecheck.*
 if cmake -S native -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPILLWAY_ADDON=OFF "${CMAKE_BLAS[@]}" >"$WORK/cmake.log" 2>&1 &&
    cmake --build "$WORK/build" -j "$(nproc)" >>"$WORK/cmake.log" 2>&1; then
   grep -E 'CUDA backend' "$WORK/cmake.log"
@@ -80,6 +81,7 @@ if [ -x "$WORK/build/backend_ops" ]; then
       part "compute-sanitizer --tool $tool backend_ops (correctness shapes, fp32), in the background"
       ( SPILLWAY_GEMM=fp32 timeout 240 compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 3 "$WORK/build/backend_ops" >"$WORK/$tool.log" 2>&1
         echo $? >"$WORK/$tool.rc" ) &
+      SANITIZERS+=($!)
     done
   fi
 fi
@@ -167,7 +169,7 @@ echo "wrote $(ls "$OUTDIR"/gpu-devices.json "$OUTDIR"/gpu-calibration.json "$OUT
 cp "$WORK"/runs/*.jsonl "$OUTDIR/" 2>/dev/null
 
 part "compute-sanitizer: waiting for the runs in the background"
-wait
+[ ${#SANITIZERS[@]} -gt 0 ] && wait "${SANITIZERS[@]}"
 for tool in memcheck racecheck; do
   [ -f "$WORK/$tool.rc" ] || { SUMMARY+=("$tool: not run (no compute-sanitizer or no backend_ops)"); continue; }
   if [ "$(cat "$WORK/$tool.rc")" = 0 ]; then

@@ -261,6 +261,7 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     expect(await page.textContent('[data-testid="live-device"]')).toBe('· on CPU');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-telemetry-util"]')?.getAttribute('data-points')) >= 2);
     await shot('live');
+    await page.locator('[data-testid="telemetry-charts"]').screenshot({ path: join(SCREENS, 'live-telemetry.png') });
     await page.click('[data-testid="stop"]');
     await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]');
   });

@@ -12,6 +12,14 @@ const run = (id: string, name: string, lastLoss: number | null, createdAt: numbe
   stepsDone: 1, stepsPlanned: 1, lastLoss, lastAccuracy: null, error: null, resumedFrom: null,
 });
 
+/** A client for LiveRunState: `answer`'s reply to a call, else an empty metrics page; listeners kept by event. */
+function liveClient(listeners: Map<string, (p: unknown) => void>, answer: (method: string) => unknown): Client {
+  return {
+    call: async (m: string) => answer(m) ?? { runId: 'r1', steps: [], evals: [], latestStep: -1 },
+    on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
+  } as unknown as Client;
+}
+
 describe('NewRunState', () => {
   const noClient = () => { throw new Error('no backend in this test'); };
   it('takes MeZO defaults per task and the demo values for the demo', () => {
@@ -194,14 +202,10 @@ describe('LiveRunState: the Tiers panel', () => {
     };
     let started = false;
     const calls: string[] = [];
-    const client = {
-      call: async (m: string) => {
-        calls.push(m);
-        if (m === 'getRun') return started ? { ...detail, plan } : detail;
-        return { runId: 'r1', steps: [], evals: [], latestStep: -1 };
-      },
-      on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
-    } as unknown as Client;
+    const client = liveClient(listeners, (m) => {
+      calls.push(m);
+      return m === 'getRun' ? (started ? { ...detail, plan } : detail) : undefined;
+    });
     const s = new LiveRunState(() => client);
     s.listen();
     await s.open('r1');
@@ -321,14 +325,9 @@ describe('LiveRunState: machine telemetry', () => {
     const device = { asked: 'auto', id: 'cuda:0', name: 'H100', gemm: 'fp32' as const, backend: 'cuda:0', pciBusId: '0000:86:00.0' };
     let status: 'running' | 'completed' = 'completed';
     const detail = () => ({ ...run('r1', 'gpu run', null, 10_000), status, device, options: { model: '/m', train: '/d', task: { kind: 'sst2' as const } }, checkpoints: [], evals: [], outDir: null, plan: null });
-    const client = {
-      call: async (m: string) => {
-        if (m === 'getRun') return detail();
-        if (m === 'getTelemetry') return { runId: 'r1', samples: [sample(11_000, 0.5), sample(12_000, 0.9)], thinned: false };
-        return { runId: 'r1', steps: [], evals: [], latestStep: -1 };
-      },
-      on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
-    } as unknown as Client;
+    const client = liveClient(listeners, (m) =>
+      m === 'getRun' ? detail() : m === 'getTelemetry' ? { runId: 'r1', samples: [sample(11_000, 0.5), sample(12_000, 0.9)], thinned: false } : undefined,
+    );
     const s = new LiveRunState(() => client);
     s.listen();
     await s.open('r1');
