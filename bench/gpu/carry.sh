@@ -17,16 +17,20 @@ mkdir -p "$CARRY"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-xz -T0 -6 -c "$(command -v node)" >"$CARRY/node.xz"
+# node and OpenBLAS change with the machine, not the tree: packed again only when newer than the carried ones.
+node_bin=$(readlink -f "$(command -v node)")
+[ "$CARRY/node.xz" -nt "$node_bin" ] || xz -T0 -6 -c "$node_bin" >"$CARRY/node.xz"
 
-mkdir -p "$tmp/openblas/lib" "$tmp/openblas/include"
 blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libopenblas.so.0)
+if [ ! "$CARRY/openblas.tar.xz" -nt "$blas" ]; then
+mkdir -p "$tmp/openblas/lib" "$tmp/openblas/include"
 cp "$blas" "$tmp/openblas/lib/libopenblas.so.0"
 ln -s libopenblas.so.0 "$tmp/openblas/lib/libopenblas.so"
 for dep in libgfortran.so.5 libquadmath.so.0; do cp "$(readlink -f /usr/lib/x86_64-linux-gnu/$dep)" "$tmp/openblas/lib/$dep"; done
 cp /usr/include/x86_64-linux-gnu/cblas*.h /usr/include/x86_64-linux-gnu/openblas_config*.h "$tmp/openblas/include/" 2>/dev/null ||
   cp /usr/include/cblas*.h /usr/include/openblas_config*.h "$tmp/openblas/include/"
 tar -C "$tmp/openblas" -cJf "$CARRY/openblas.tar.xz" lib include
+fi
 
 # The runtime closure of the CLI's dependencies (package.json's, less the build tools and the GUI's chart library).
 mods=$(node -e '

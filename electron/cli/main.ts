@@ -73,8 +73,8 @@ ${helpLines(TrainOptions, { task: true })}
   --data-dir DIR        where runs are recorded (default $SPILLWAY_DATA_DIR, else
                         $XDG_DATA_HOME/spillway or ~/.local/share/spillway)
 
-Score options: --model, --data, the task flags, --threads, --batch-size and --max-length as in
-train, and
+Score options: --model, --data, the task flags, --threads, --batch-size, --max-length, --device and
+--gemm as in train, and
   --per-example         one line per example (loss, and correct or wrong when classifying)
   --json                one JSON object per line: each example, then the summary
 
