@@ -208,6 +208,8 @@ export const RunDevice = z.object({
   backend: z.string(),
   /** CUDA devices: their bus id (telemetry finds the GPU by it); null on the CPU. */
   pciBusId: z.string().nullable().optional(),
+  /** Which device and why, the run's log line ("device auto: the CPU, because ..."); absent in runs recorded before it was kept. */
+  reason: z.string().optional(),
 });
 
 // --- plan

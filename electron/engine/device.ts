@@ -194,5 +194,5 @@ export function effectiveGemm(asked: Gemm | undefined, device: Pick<ResolvedDevi
 
 /** The device a run records, from its resolution and the engine's own name for its backend. */
 export function runDevice(d: ResolvedDevice, gemm: Gemm, backend: string): RunDevice {
-  return { asked: d.asked, id: d.id, name: d.name, gemm, backend, pciBusId: d.cuda?.pciBusId ?? null };
+  return { asked: d.asked, id: d.id, name: d.name, gemm, backend, pciBusId: d.cuda?.pciBusId ?? null, reason: d.reason };
 }
