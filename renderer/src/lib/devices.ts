@@ -1,11 +1,11 @@
 // The compute devices as New run offers them, and a run's device in a few words.
 
-import type { CudaDevice, DeviceList, RunDevice } from '../../../electron/common/contract.ts';
+import type { CudaDevice, Device, DeviceList, RunDevice } from '../../../electron/common/contract.ts';
 import { formatBytes } from './format.ts';
 
 export interface DeviceChoice {
   /** What --device takes: auto, cpu, cuda:N. */
-  value: string;
+  value: Device;
   label: string;
   /** A CUDA device's memory, for the plan and the tooltip. */
   cuda: CudaDevice | null;
@@ -23,7 +23,7 @@ export function deviceChoices(list: DeviceList | null): DeviceChoice[] {
   return [
     { value: 'auto', label: `Auto: ${auto ? `${auto.id}, ${auto.name}` : 'the CPU (no CUDA device)'}`, cuda: auto },
     { value: 'cpu', label: `CPU · ${list.cpu.name}, ${list.cpu.cores} cores, ${formatBytes(list.cpu.memoryBytes)}`, cuda: null },
-    ...list.devices.map((d) => ({ value: d.id, label: `${d.id} · ${cudaLabel(d)}`, cuda: d })),
+    ...list.devices.map((d) => ({ value: `cuda:${d.index}` as const, label: `${d.id} · ${cudaLabel(d)}`, cuda: d })),
   ];
 }
 

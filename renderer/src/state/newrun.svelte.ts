@@ -1,7 +1,7 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { DeviceList, Gemm, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
+import type { Device, DeviceList, Gemm, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
 import type { Client } from '../../../electron/common/client.ts';
@@ -103,7 +103,7 @@ export class NewRunState {
   /** Where the trained model is written; empty: the run's own folder in the data folder. */
   out = $state('');
   /** The compute device: auto, cpu or cuda:N. */
-  device = $state('auto');
+  device = $state<Device>('auto');
   /** The GEMM precision on a CUDA device. */
   gemm = $state<Gemm>('fp32');
   /** The backend's devices (listDevices), and why they could not be listed. */
