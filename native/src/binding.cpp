@@ -14,6 +14,7 @@
 #include "probe.h"
 #include "tier/calibrate.h"
 #include "nvml.h"
+#include "binding_dist.h"
 
 namespace {
 
@@ -853,6 +854,7 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
     exports.Set("calibrate", Napi::Function::New(env, Calibrate));
+    init_dist_binding(env, exports);
     exports.Set("probe", Napi::Function::New(env, Probe));
     exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
     exports.Set("nvmlSample", Napi::Function::New(env, NvmlSample));

@@ -203,6 +203,7 @@ void Comm::wait(std::vector<mpi::Request>& requests, const std::vector<int>& pee
 }
 
 void Comm::exchange(const void* mine, size_t bytes, void* all, double timeout_s, const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
     if (failed_) throw DistError("an earlier exchange failed; " + what + " is not attempted", {});
     try {
         exchange_once(mine, bytes, all, timeout_s, what);
@@ -213,6 +214,7 @@ void Comm::exchange(const void* mine, size_t bytes, void* all, double timeout_s,
 }
 
 void Comm::all_gather(void* buf, size_t slice_bytes, double timeout_s, const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
     if (failed_) throw DistError("an earlier exchange failed; " + what + " is not attempted", {});
     try {
         all_gather_once(buf, slice_bytes, timeout_s, what);

@@ -103,6 +103,7 @@ private:
     int rank_ = 0;
     std::vector<RankInfo> ranks_;
     std::string library_;
+    std::mutex mu_;  // one exchange at a time, whichever thread calls
     int tag_ = 0;
     bool failed_ = false;
     double grace_s_ = 10.0;
