@@ -1,0 +1,184 @@
+// The planner for a run over several GPUs (ALGORITHMS.md §7, DistZO2): from the plan input of
+// one GPU (planner.ts), what each GPU and each link does when N ranks share a step, with or without the
+// sliced transfer, and the predicted speedup over one GPU doing the same step. Pure.
+//
+// What the engine does, and so what is modelled:
+// - Every rank holds its own copy of the streamed masters in CPU memory (or its own spill
+//   file): a machine with L ranks holds L copies, and its SSD serves L readers.
+// - Without slicing every GPU uploads every streamed block over its own PCIe link.
+// - Sliced (DistZO2): each GPU uploads 1/L of a block (L: ranks on its machine) and the slices
+//   are all-gathered GPU to GPU on the same copy queue, after the upload; each block is then
+//   updated on the device and only the rank's own slice is written back. Over NVLink the
+//   all-gather has its own links; on a PCIe-only machine it crosses the same PCIe links, so the
+//   bytes per link do not shrink.
+// - data parallel: each rank computes all q perturbations on its shard of the batch (compute
+//   scales with its tokens); perturbation parallel: its q / ranks perturbations on the whole batch.
+//   Either way every rank applies every update (device updates do not shrink).
+import { makePlan } from './planner.js';
+import type { Plan, PlanInput } from './planner.js';
+
+export type Parallel = 'data' | 'perturbation' | '2d';
+
+export interface Interconnect {
+  kind: 'nvlink' | 'pcie';
+  /** Bytes per second one GPU receives in an all-gather among the GPUs of its machine. */
+  allGatherBytesPerS: number;
+  label?: string;
+}
+
+export interface DistPlanInput {
+  /** GPUs, one rank each. */
+  ranks: number;
+  /** Ranks on one machine (default: all of them). */
+  ranksPerMachine?: number;
+  parallel: Parallel;
+  /** Perturbation groups for 2d (perturbation: ranks; data: 1). */
+  groups?: number;
+  q: number;
+  batchSize: number;
+  interconnect: Interconnect;
+  /** The sliced transfer (default: on over NVLink when blocks stream and a machine has several ranks). */
+  sliced?: boolean;
+  /** The per-step exchange of losses between ranks, ms (default 0.1: MPI within a machine). */
+  exchangeMs?: number;
+}
+
+export type DistBound = 'compute' | 'host-to-device + all-gather' | 'device-to-host' | 'ssd' | 'cpu-update';
+
+export interface DistPlan {
+  ranks: number;
+  ranksPerMachine: number;
+  groups: number;
+  shards: number;
+  sliced: boolean;
+  /** Per GPU (every rank does the same): bytes per step on each of its links, and times. */
+  perGpu: {
+    examples: number;
+    perturbations: number;
+    h2dBytes: number;
+    allGatherBytes: number;
+    d2hBytes: number;
+    computeMs: number;
+    h2dMs: number;
+    allGatherMs: number;
+    d2hMs: number;
+    /** Device memory of one rank (its share of the batch and perturbations). */
+    deviceBytes: number;
+  };
+  perMachine: {
+    /** CPU memory of its ranks (one copy of the streamed masters each). */
+    cpuBytes: number;
+    ssdReadBytes: number;
+    ssdMs: number;
+    /** Updates at home and SSD replays of all its ranks on its cores. */
+    cpuUpdateMs: number;
+  };
+  exchangeMs: number;
+  stepMs: number;
+  /** One GPU doing the same step (the same global batch and q). */
+  singleGpuStepMs: number;
+  speedup: number;
+  bound: DistBound;
+  /** One rank's share fits its GPU, and the single-GPU plan it is compared with fits too. */
+  feasible: boolean;
+  /** The single-GPU plan of the same step. */
+  single: Plan;
+  /** One rank's plan (its share of the batch, all q updates): where its blocks live. */
+  rank: Plan;
+  notes: string[];
+}
+
+/**
+ * The plan of one rank from the plan input of the whole step (its model, budgets of one GPU and
+ * rates): the rank's share of the batch and of the perturbations, each rank's links, and the
+ * same step on one GPU for the speedup.
+ */
+export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
+  const N = o.ranks;
+  if (!Number.isInteger(N) || N < 1) throw new Error(`ranks must be an integer >= 1, got ${N}`);
+  const L = Math.min(N, o.ranksPerMachine ?? N);
+  if (N % L !== 0) throw new Error(`${N} ranks do not fill machines of ${L}`);
+  const groups = o.parallel === 'data' ? 1 : o.parallel === 'perturbation' ? N : (o.groups ?? 0);
+  if (!Number.isInteger(groups) || groups < 1 || N % groups !== 0) throw new Error(`${N} ranks cannot form ${groups} perturbation groups`);
+  const shards = N / groups;
+  if (o.q % groups !== 0) throw new Error(`q (${o.q}) must be a multiple of the ${groups} perturbation groups`);
+  if (o.batchSize < shards) throw new Error(`the batch of ${o.batchSize} is smaller than the ${shards} data shards`);
+  const single = makePlan({ ...input, batchSize: o.batchSize, q: o.q });
+  if (!single.times || single.predictedStepMs === null) throw new Error('the multi-GPU plan needs calibrated (or assumed) rates');
+  const notes: string[] = [];
+  const streams = single.linkBytesPerStep.hostToDevice > 0;
+  const sliced = (o.sliced ?? (o.interconnect.kind === 'nvlink' && streams)) && L > 1 && streams;
+  if (o.sliced && !sliced) notes.push(streams ? 'one rank per machine: nothing to slice' : 'no block streams: nothing to slice');
+
+  const examples = Math.ceil(o.batchSize / shards);
+  const perturbations = o.q / groups;
+  const tokens = input.tokensPerStep !== undefined ? { tokensPerStep: (input.tokensPerStep * examples) / o.batchSize } : {};
+  // Sliced: streamed blocks are updated on the device, and each rank writes back only its slice.
+  const updateMode = sliced ? ('device' as const) : input.updateMode;
+  // The forwards of the rank's perturbations on its examples; the updates of all q (every rank applies them all).
+  const forwards = makePlan({ ...input, ...tokens, batchSize: examples, q: perturbations, updateMode });
+  const rank = makePlan({ ...input, ...tokens, batchSize: examples, q: o.q, updateMode });
+  const f = forwards.times;
+  const t = rank.times;
+  if (!f || !t) throw new Error('the multi-GPU plan needs calibrated (or assumed) rates');
+  if (!forwards.feasible) notes.push(`one rank's share does not fit: ${forwards.shortfalls.join('; ')}`);
+  const H = rank.linkBytesPerStep.hostToDevice;
+  const computeMs = f.forwardMs + t.deviceUpdateMs;
+  const h2dBytes = sliced ? H / L : H;
+  const allGatherBytes = sliced ? (H * (L - 1)) / L : 0;
+  const h2dMs = H > 0 ? (t.hostToDeviceMs * h2dBytes) / H : 0;
+  const allGatherMs = (1000 * allGatherBytes) / o.interconnect.allGatherBytesPerS;
+  const D = rank.linkBytesPerStep.deviceToHost;
+  const d2hBytes = sliced ? D / L : D;
+  const d2hMs = D > 0 ? (t.deviceToHostMs * d2hBytes) / D : 0;
+  // A machine's ranks share its SSD and its cores.
+  const ssdMs = L * (t.ssdReadMs + t.ssdWriteMs);
+  const cpuUpdateMs = L * (t.hostUpdateMs + t.replayMs);
+  const exchangeMs = N > 1 ? (o.exchangeMs ?? 0.1) : 0;
+  const terms: [DistBound, number][] = [
+    ['compute', computeMs],
+    ['host-to-device + all-gather', h2dMs + allGatherMs],
+    ['device-to-host', d2hMs],
+    ['ssd', ssdMs],
+  ];
+  const [bound0, path] = terms.reduce((a, b) => (b[1] > a[1] ? b : a));
+  const stepMs = path + cpuUpdateMs + exchangeMs;
+  const bound: DistBound = cpuUpdateMs > path ? 'cpu-update' : bound0;
+  if (L > 1 && rank.memory.cpu > 0 && streams) notes.push(`each of the ${L} ranks on a machine holds its own copy of the streamed masters`);
+  if (o.interconnect.kind === 'pcie' && sliced) notes.push('PCIe only: the all-gather crosses the same links as the uploads');
+  return {
+    ranks: N,
+    ranksPerMachine: L,
+    groups,
+    shards,
+    sliced,
+    perGpu: { examples, perturbations, h2dBytes, allGatherBytes, d2hBytes, computeMs, h2dMs, allGatherMs, d2hMs, deviceBytes: forwards.memory.device },
+    perMachine: { cpuBytes: L * rank.memory.cpu, ssdReadBytes: L * rank.linkBytesPerStep.ssdRead, ssdMs, cpuUpdateMs },
+    exchangeMs,
+    stepMs,
+    singleGpuStepMs: single.predictedStepMs,
+    speedup: single.predictedStepMs / stepMs,
+    bound,
+    feasible: forwards.feasible && single.feasible,
+    single,
+    rank,
+    notes,
+  };
+}
+
+export function formatDistPlan(d: DistPlan): string {
+  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+  const ms = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(1)} ms`);
+  const mode = d.groups === 1 ? 'data parallel' : d.shards === 1 ? 'perturbation parallel' : `2d (${d.groups} perturbation groups of ${d.shards})`;
+  return [
+    `${d.ranks} ranks (${d.ranksPerMachine} per machine), ${mode}${d.sliced ? ', sliced transfer' : ''}`,
+    `  per GPU: ${d.perGpu.examples} examples × ${d.perGpu.perturbations} perturbations; H2D ${gb(d.perGpu.h2dBytes)}` +
+      (d.sliced ? ` + all-gather ${gb(d.perGpu.allGatherBytes)}` : '') +
+      `, D2H ${gb(d.perGpu.d2hBytes)} per step`,
+    `  compute ${ms(d.perGpu.computeMs)} · H2D ${ms(d.perGpu.h2dMs)}${d.sliced ? ` · all-gather ${ms(d.perGpu.allGatherMs)}` : ''} · D2H ${ms(d.perGpu.d2hMs)}` +
+      ` · SSD (machine) ${ms(d.perMachine.ssdMs)} · updates at home (machine) ${ms(d.perMachine.cpuUpdateMs)} · exchange ${ms(d.exchangeMs)}`,
+    `  CPU memory per machine ${gb(d.perMachine.cpuBytes)}`,
+    `predicted step ${ms(d.stepMs)} (bound by ${d.bound}); one GPU ${ms(d.singleGpuStepMs)}: ${d.speedup.toFixed(2)}×`,
+    ...d.notes.map((n) => `  note: ${n}`),
+  ].join('\n');
+}
