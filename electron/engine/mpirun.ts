@@ -130,3 +130,12 @@ export function noticedEnd(lines: readonly string[]): NoticedEnd | null {
   if (abort) return { rank: Number(abort[1]), how: `called MPI_Abort (error code ${abort[2]})` };
   return null;
 }
+
+/** The prefix of a line a rank host writes for its launcher (the rest is one JSON message). */
+export const RANK_LINE = '@@spillway@@ ';
+
+/** What a rank host writes: the job's events (rank 0), its end, or a rank's error. */
+export type RankMessage =
+  | { type: 'event'; event: unknown }
+  | { type: 'finished' }
+  | { type: 'error'; rank: number; message: string; stack?: string; ranks?: number[] };

@@ -264,6 +264,27 @@ export interface NativeAddon {
   stepSeed(runSeed: bigint | number, step: number, j: number): bigint;
   philox(words: Uint32Array): Uint32Array;
   cudaCompiled: boolean;
+  /** Whether Open MPI (libmpi.so.40) and NCCL (libnccl.so.2) can be loaded, and whether this process was started as a rank. */
+  distLibraries(): { mpi: ProbeResult; nccl: ProbeResult; launchedAsRank: boolean };
+  /** MPI_Init and the rendezvous of a process started by mpirun (world.ts wraps these). */
+  distInit(timeoutMs: number): Promise<NativeWorld>;
+  /** Every rank's values, concatenated in rank order; rejects with code EDIST naming the ranks that did not take part. */
+  distExchange(values: Float64Array, timeoutMs: number, what: string): Promise<Float64Array>;
+  /** Rank 0's bytes on every rank (the others pass null). */
+  distBroadcast(data: Uint8Array | null, timeoutMs: number, what: string): Promise<Uint8Array>;
+  /** Ends every rank of the job (MPI_Abort). */
+  distAbort(code: number): never;
+  distFinalize(): void;
+}
+
+export interface NativeWorld {
+  rank: number;
+  size: number;
+  localRank: number;
+  localSize: number;
+  /** The MPI library's version line, e.g. "Open MPI v4.1.4". */
+  library: string;
+  ranks: { rank: number; pid: number; host: string; localRank: number }[];
 }
 
 /** The package root: the nearest folder above this file holding package.json. */

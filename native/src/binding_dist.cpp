@@ -142,6 +142,36 @@ Napi::Value Exchange(const Napi::CallbackInfo& info) {
     return p;
 }
 
+// distBroadcast(data: Uint8Array | null, timeoutMs, what): rank 0's bytes on every rank (the
+// others pass null).
+Napi::Value Broadcast(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    dist::Comm& c = need_world(env);
+    auto data = std::make_shared<std::vector<char>>();
+    if (c.rank() == 0) {
+        if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+            throw Napi::TypeError::New(env, "distBroadcast(data) on rank 0 needs a Uint8Array");
+        auto a = info[0].As<Napi::Uint8Array>();
+        data->assign(reinterpret_cast<const char*>(a.Data()), reinterpret_cast<const char*>(a.Data()) + a.ElementLength());
+    }
+    double timeout = seconds_arg(info, 1, "distBroadcast");
+    std::string what = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "a broadcast";
+    auto* job = new DistJob<std::shared_ptr<std::vector<char>>>(
+        env,
+        [&c, data, timeout, what] {
+            c.broadcast(*data, timeout, what);
+            return data;
+        },
+        [](Napi::Env env, const std::shared_ptr<std::vector<char>>& d) -> Napi::Value {
+            Napi::Uint8Array out = Napi::Uint8Array::New(env, d->size());
+            if (!d->empty()) std::memcpy(out.Data(), d->data(), d->size());
+            return out;
+        });
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+}
+
 // distAbort(code): ends every rank of the job; does not return.
 Napi::Value Abort(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -162,6 +192,7 @@ void init_dist_binding(Napi::Env env, Napi::Object exports) {
     exports.Set("distLibraries", Napi::Function::New(env, Libraries));
     exports.Set("distInit", Napi::Function::New(env, Init));
     exports.Set("distExchange", Napi::Function::New(env, Exchange));
+    exports.Set("distBroadcast", Napi::Function::New(env, Broadcast));
     exports.Set("distAbort", Napi::Function::New(env, Abort));
     exports.Set("distFinalize", Napi::Function::New(env, Finalize));
 }

@@ -224,6 +224,40 @@ void Comm::all_gather(void* buf, size_t slice_bytes, double timeout_s, const std
     }
 }
 
+void Comm::broadcast(std::vector<char>& data, double timeout_s, const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_) throw DistError("an earlier exchange failed; " + what + " is not attempted", {});
+    try {
+        broadcast_once(data, timeout_s, what);
+    } catch (const DistError&) {
+        failed_ = true;
+        throw;
+    }
+}
+
+void Comm::broadcast_once(std::vector<char>& data, double timeout_s, const std::string& what) {
+    // The length first (every rank learns it, and rank 0 learns that every rank is there), then the bytes.
+    uint64_t mine = rank_ == 0 ? (uint64_t)data.size() : 0;
+    std::vector<uint64_t> lengths((size_t)size());
+    exchange_once(&mine, sizeof mine, lengths.data(), timeout_s, what);
+    const mpi::Api& a = mpi::api();
+    size_t n = (size_t)lengths[0];
+    if (n > kMaxMessage) throw std::runtime_error(what + " is too large to broadcast (" + std::to_string(n) + " bytes)");
+    if (rank_ != 0) data.assign(n, 0);
+    if (n == 0) return;
+    // Rank 0's buffer is not touched by a late receive; the others receive into an inbox.
+    char* box = rank_ == 0 ? data.data() : inbox(n);
+    mpi::Request q = nullptr;
+    int rc = a.ibcast(box, (int)n, a.byte, 0, a.world, &q);
+    if (rc != mpi::SUCCESS) throw DistError(what + ": " + a.error("MPI_Ibcast", rc), {0});
+    std::vector<mpi::Request> req = {q};
+    std::vector<int> peers = {rank_ == 0 ? -1 : 0};
+    double limit = rank_ == 0 ? timeout_s : timeout_s + grace_s_;
+    wait(req, peers, Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit)), limit, what,
+         rank_ != 0);
+    if (rank_ != 0) std::memcpy(data.data(), box, n);
+}
+
 void Comm::exchange_once(const void* mine, size_t bytes, void* all, double timeout_s, const std::string& what) {
     const mpi::Api& a = mpi::api();
     const int n = size();

@@ -67,6 +67,9 @@ public:
     // others wait timeout_s + grace() for rank 0 (so that rank 0, which knows who is
     // missing, speaks first).
     void exchange(const void* mine, size_t bytes, void* all, double timeout_s, const std::string& what);
+    // Rank 0's bytes to every rank (any length; the others pass an empty vector, which is
+    // filled). Same deadlines as exchange().
+    void broadcast(std::vector<char>& data, double timeout_s, const std::string& what);
     // In-place all-gather of equal slices: buf holds size() slices of slice_bytes, this
     // rank's (at rank() * slice_bytes) filled; the others are received from their ranks.
     void all_gather(void* buf, size_t slice_bytes, double timeout_s, const std::string& what);
@@ -94,6 +97,7 @@ private:
               double timeout_s, const std::string& what, bool via_root = false);
     int next_tag();
     void exchange_once(const void* mine, size_t bytes, void* all, double timeout_s, const std::string& what);
+    void broadcast_once(std::vector<char>& data, double timeout_s, const std::string& what);
     void all_gather_once(void* buf, size_t slice_bytes, double timeout_s, const std::string& what);
     // A receive buffer that outlives a timed-out exchange (a late message must land in
     // memory that is still ours; the process is aborted right after).
