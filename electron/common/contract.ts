@@ -396,6 +396,9 @@ export const PlanResult = z.object({
 export const RunStatus = z.enum(['queued', 'running', 'stopping', 'stopped', 'completed', 'failed', 'interrupted']);
 
 /** TrainOptions (electron/engine/trainer.ts) as the UI sends them; omitted fields take TRAIN_DEFAULTS. */
+/** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
+export const DEFAULT_CHECKPOINT_EVERY = 100;
+
 export const RunOptions = z.object({
   model: FilePath,
   train: FilePath,
@@ -518,6 +521,8 @@ export const RunPlan = z.object({
 export const StepMetric = z.object({
   runId: RunId,
   step: Step,
+  /** When the step ended (ms since the epoch): elapsed time, ETA and the time axis. */
+  at: Timestamp,
   loss: z.number(),
   lossPlus: z.number(),
   lossMinus: z.number(),
@@ -533,6 +538,8 @@ export const StepMetric = z.object({
 export const EvalMetric = z.object({
   runId: RunId,
   step: Step,
+  /** When the evaluation ended (ms since the epoch). */
+  at: Timestamp,
   loss: z.number(),
   accuracy: z.number().min(0).max(1).nullable(),
   examples: z.number().int().nonnegative(),

@@ -13,6 +13,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse as csvParse } from 'csv-parse';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+// hyparquet reads snappy and uncompressed pages itself; these add gzip, brotli, zstd, lz4 and lz4_raw.
+import { compressors } from 'hyparquet-compressors';
 
 export type DatasetFormat = 'jsonl' | 'csv' | 'parquet';
 
@@ -319,7 +321,7 @@ async function* readParquet(file: string): AsyncGenerator<DatasetRow> {
     const end = Math.min(total, start + PARQUET_SLICE);
     let rows: Record<string, unknown>[];
     try {
-      rows = await parquetReadObjects({ file: buffer, metadata, rowStart: start, rowEnd: end });
+      rows = await parquetReadObjects({ file: buffer, metadata, rowStart: start, rowEnd: end, compressors });
     } catch (e) {
       throw new DatasetError(file, start + 1, `cannot decode Parquet rows ${start}..${end - 1}: ${(e as Error).message}`, {
         unit: 'row',

@@ -50,7 +50,8 @@ export interface ClassifyTemplate {
   labelWords: readonly string[];
   /**
    * Dataset label value (int or string, compared via String(value)) -> index into
-   * labelWords. Without it, labels must be integer indices into labelWords.
+   * labelWords. Without it, a label is an integer index into labelWords, or a
+   * label word itself (ignoring case and surrounding spaces: "positive" for " positive").
    */
   labelMap?: Readonly<Record<string, number>>;
   /** Prompt with a `{text}` placeholder; default "{text} It was". */
@@ -116,19 +117,34 @@ function asInteger(v: unknown): number | null {
   return null;
 }
 
+/** How a label that is a word reads: case and surrounding spaces do not matter. */
+const labelKey = (word: string): string => word.trim().toLowerCase();
+
+/** The label words as label values ("negative" for " negative"); words that read alike name no label. */
+function wordLabels(words: readonly string[]): Record<string, number> {
+  const keys = words.map(labelKey);
+  const names: Record<string, number> = {};
+  keys.forEach((k, i) => {
+    if (k && keys.indexOf(k) === keys.lastIndexOf(k)) names[k] = i;
+  });
+  return names;
+}
+
 function getIndexLabel(
   row: DatasetRow,
   field: string,
   file: string,
   count: number,
   names: Record<string, number> = {},
+  hint = '',
 ): number {
   const v = row.values[field];
   let idx = asInteger(v);
-  if (idx === null && typeof v === 'string' && v in names) idx = names[v];
+  if (idx === null && typeof v === 'string' && Object.hasOwn(names, labelKey(v))) idx = names[labelKey(v)];
   if (idx === null || idx < 0 || idx >= count) {
     const allowed = [...Array.from({ length: count }, (_, i) => String(i)), ...Object.keys(names).map((k) => JSON.stringify(k))];
-    throw rowError(file, row, `expected a label in {${allowed.join(', ')}}, got ${describeValue(v)}`, field);
+    const mapHint = typeof v === 'string' && asInteger(v) === null ? hint : '';
+    throw rowError(file, row, `expected a label in {${allowed.join(', ')}}, got ${describeValue(v)}${mapHint}`, field);
   }
   return idx;
 }
@@ -217,7 +233,14 @@ export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<
       const field = template.labelField ?? 'label';
       label = template.labelMap
         ? getMappedLabel(row, field, file, template.labelMap)
-        : getIndexLabel(row, field, file, candidates.length);
+        : getIndexLabel(
+            row,
+            field,
+            file,
+            candidates.length,
+            wordLabels(candidates),
+            `; labels that are neither an index nor a label word need a label map from each label to its word's index (--label-map '{${JSON.stringify(String(row.values[field]).trim())}: 0, …}', or Label map on New run)`,
+          );
       prompt = (template.prompt ?? DEFAULT_CLASSIFY_PROMPT).split('{text}').join(text);
       kind = 'classify';
       break;

@@ -545,7 +545,7 @@ async function trainLoaded(
   };
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
-    for (; step < o.steps; step++) {
+    while (step < o.steps) {
       if (signal.checkpointRequested) {
         signal.checkpointRequested = false;
         await checkpoint(step);
@@ -570,14 +570,18 @@ async function trainLoaded(
           skipped: r.skipped,
         });
       });
+      // The update is applied: the step counts as done whatever stops the run from here on (a stop
+      // during the evaluation or the checkpoint below), so a checkpoint on stop holds as many
+      // steps as its seed log and its weights have.
+      step++;
       if (r.skipped) {
-        emit({ type: 'log', message: `step ${step + 1}: non-finite loss or projected gradient, update skipped` });
+        emit({ type: 'log', message: `step ${step}: non-finite loss or projected gradient, update skipped` });
       }
       lastLoss = r.loss;
       const io = stepIo(tiersBefore, engine.info().tiers, r.times);
       emit({
         type: 'step',
-        step: step + 1,
+        step,
         loss: r.loss,
         loss_plus: mean(r.lossPlus),
         loss_minus: mean(r.lossMinus),
@@ -590,8 +594,8 @@ async function trainLoaded(
         times: r.times,
         ...(io ? { io } : {}),
       });
-      if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) lastEval = await evaluate(step + 1);
-      if (o.checkpointEvery && (step + 1) % o.checkpointEvery === 0 && step + 1 < o.steps) await checkpoint(step + 1);
+      if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) lastEval = await evaluate(step);
+      if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
     }
   } catch (e) {
     if (!isCancelled(e)) throw e;

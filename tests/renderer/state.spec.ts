@@ -1,9 +1,10 @@
 // Svelte state classes (runes): run with `npm run test:renderer`.
-import { describe, expect, it } from 'vitest';
-import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS } from '../../renderer/src/state/newrun.svelte.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS, parseLabelMap } from '../../renderer/src/state/newrun.svelte.ts';
 import { RunsState, sortRuns } from '../../renderer/src/state/runs.svelte.ts';
-import { LiveRunState } from '../../renderer/src/state/live.svelte.ts';
+import { CLOCK_MS, LiveRunState } from '../../renderer/src/state/live.svelte.ts';
 import type { Client } from '../../renderer/src/lib/client.ts';
+import { emptyChatFields } from '../../renderer/src/lib/chat.ts';
 import type { Settings } from '../../electron/common/contract.ts';
 
 const run = (id: string, name: string, lastLoss: number | null, createdAt: number) => ({
@@ -27,6 +28,55 @@ describe('NewRunState', () => {
     s.setTask('classify');
     s.labelWords = 'yes';
     expect(s.planRequest()).not.toHaveProperty('train'); // an incomplete template is not sent
+  });
+  it('takes a dataset chosen on the Datasets screen: its file and task, held-out evaluation, the model kept', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    s.useDataset(' /data/classify-demo.csv ', 'classify', '" negative"," positive"', emptyChatFields(), '/m/other');
+    expect(s.options()).toMatchObject({
+      model: '/m/spillway-demo',
+      train: '/data/classify-demo.csv',
+      evalFraction: 0.1,
+      task: { kind: 'classify', labelWords: [' negative', ' positive'] },
+      steps: TASK_DEFAULTS.classify.steps,
+    });
+    expect(s.options()).not.toHaveProperty('eval');
+    // Nothing chosen yet: the demo model is taken, so the run can start.
+    const fresh = new NewRunState(noClient as () => Client);
+    fresh.useDataset('/data/x.jsonl', 'text', '', emptyChatFields(), '/m/spillway-demo');
+    expect(fresh.formErrors).toEqual([]);
+    expect(fresh.options()).toMatchObject({ model: '/m/spillway-demo', train: '/data/x.jsonl', task: { kind: 'text' } });
+  });
+  it('sends what the CLI has: label map, q, noise, warm-up, checkpoint interval and output folder', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    // Defaults: MeZO's q = 1, Gaussian noise, no warm-up; the backend's checkpoint interval; the run's own model folder.
+    expect(s.options()).toMatchObject({ q: 1, noise: 'gaussian', warmupSteps: 0 });
+    expect(s.options()).not.toHaveProperty('checkpointEvery');
+    expect(s.options()).not.toHaveProperty('out');
+    s.setTask('classify');
+    s.labelWords = '" bad"," good"';
+    s.labelMap = 'neg: 0, "pos" = 1';
+    Object.assign(s.hyper, { q: 4, noise: 'rademacher', warmupSteps: 20 });
+    s.checkpointEvery = 0;
+    s.out = ' /models/tuned ';
+    expect(s.formErrors).toEqual([]);
+    expect(s.options()).toMatchObject({
+      task: { kind: 'classify', labelWords: [' bad', ' good'], labelMap: { neg: 0, pos: 1 } },
+      q: 4, noise: 'rademacher', warmupSteps: 20, checkpointEvery: 0, out: '/models/tuned',
+    });
+    s.labelMap = 'neg: 2';
+    expect(s.formErrors.join(' ')).toMatch(/"neg" must map to the index of a label word \(0 to 1\)/);
+    expect(s.planRequest()).not.toHaveProperty('task');
+    s.hyper.q = 0;
+    expect(s.formErrors.join(' ')).toMatch(/q \(perturbations per step\)/);
+  });
+  it('reads a label map as pairs or as JSON, and says what is wrong with one', () => {
+    expect(parseLabelMap('', 2)).toEqual({ map: null, error: null });
+    expect(parseLabelMap('negative=0, positive = 1', 2).map).toEqual({ negative: 0, positive: 1 });
+    expect(parseLabelMap('{"neg": 0, "5": 1}', 2).map).toEqual({ neg: 0, '5': 1 });
+    expect(parseLabelMap('{"neg": 0', 2).error).toMatch(/does not parse/);
+    expect(parseLabelMap('neg 0', 2).error).toMatch(/label: index/);
   });
   it('says what is wrong with the form', () => {
     const s = new NewRunState(noClient as () => Client);
@@ -160,13 +210,56 @@ describe('LiveRunState: the Tiers panel', () => {
     expect(s.showTiers).toBe(false);
     started = true;
     const io = { h2dBytes: 3_178_496, d2hBytes: 0, ssdReadBytes: 3_178_496, ssdWriteBytes: 0, waitMs: 5 };
-    listeners.get('stepMetrics')?.({ runId: 'r1', step: 1, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 24, tokensPerS: 1, skipped: false, io });
-    listeners.get('stepMetrics')?.({ runId: 'r1', step: 2, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 26, tokensPerS: 1, skipped: false, io });
+    listeners.get('stepMetrics')?.({ runId: 'r1', step: 1, at: 1_000, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 24, tokensPerS: 1, skipped: false, io });
+    listeners.get('stepMetrics')?.({ runId: 'r1', step: 2, at: 2_000, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 26, tokensPerS: 1, skipped: false, io });
     await new Promise((r) => setTimeout(r, 300));
     expect(calls.filter((c) => c === 'getRun')).toHaveLength(2);
     expect(s.detail?.plan).toEqual(plan);
     expect(s.showTiers).toBe(true);
     expect(s.tiers?.links.find((l) => l.key === 'ssdRead')).toMatchObject({ latest: 3_178_496, predicted: 3e6 });
     expect(s.tiers?.step).toMatchObject({ mean: 25, ratio: 1.25, floorRatio: 25 / 16 });
+  });
+});
+
+describe('LiveRunState: elapsed time and ETA', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('tick while the run is active, from its start and at the pace of its last steps; they stop at its end', async () => {
+    vi.useFakeTimers();
+    const t0 = 1_700_000_000_000;
+    vi.setSystemTime(t0 + 5_000);
+    const listeners = new Map<string, (p: unknown) => void>();
+    const detail = {
+      ...run('r1', 'timed', null, t0), startedAt: t0, endedAt: null, status: 'running' as const, stepsDone: 0, stepsPlanned: 100,
+      options: { model: '/m', train: '/d', task: { kind: 'sst2' as const } }, checkpoints: [], evals: [], outDir: null, plan: null,
+    };
+    let ended: number | null = null;
+    const client = {
+      call: async (m: string) =>
+        m === 'getRun' ? { ...detail, ...(ended ? { status: 'completed', endedAt: ended } : {}) } : { runId: 'r1', steps: [], evals: [], latestStep: -1 },
+      on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
+    } as unknown as Client;
+    const s = new LiveRunState(() => client);
+    const off = s.listen();
+    await s.open('r1');
+    expect(s.elapsed).toBe(5_000);
+    expect(s.eta).toBeNull();
+    // Steps 1..10 in 4 s, the last at t0 + 5 s: 0.4 s a step, 90 to go.
+    for (let i = 1; i <= 10; i++) {
+      listeners.get('stepMetrics')?.({ runId: 'r1', step: i, at: t0 + 1_000 + 400 * i, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 400, tokensPerS: 1, skipped: false });
+    }
+    await vi.advanceTimersByTimeAsync(CLOCK_MS);
+    expect(s.elapsed).toBe(6_000);
+    expect(s.eta).toBeCloseTo(90 * 400 - 1_000, 6);
+    await vi.advanceTimersByTimeAsync(3 * CLOCK_MS);
+    expect(s.elapsed).toBe(9_000);
+    expect(s.eta).toBeCloseTo(90 * 400 - 4_000, 6);
+
+    ended = t0 + 9_500;
+    listeners.get('runStatus')?.({ runId: 'r1', status: 'completed', stepsDone: 100, error: null, at: ended });
+    await vi.advanceTimersByTimeAsync(5 * CLOCK_MS);
+    expect(s.elapsed).toBe(9_500);
+    expect(s.eta).toBeNull();
+    off();
   });
 });

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 
 import { formatRunStorage, runStorage } from '../../common/contract.js';
 import type { RunStorage } from '../../common/contract.js';
+import { csvText } from '../../common/csv.js';
 import { resolveDataDir } from '../paths.js';
 import type { EvalMetric, RunRecord, StepMetric } from '../store/types.js';
 import { RunSupervisor } from './supervisor.js';
@@ -31,12 +32,6 @@ const EVAL_COLUMNS = ['accuracy', 'examples', 'eval_ms'] as const;
 const IO_COLUMNS = ['h2d_bytes', 'd2h_bytes', 'ssd_read_bytes', 'ssd_write_bytes', 'io_wait_ms'] as const;
 export const CSV_HEADER = ['kind', ...STEP_COLUMNS, ...EVAL_COLUMNS, ...IO_COLUMNS];
 
-function csvField(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  const s = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 /** One table of step rows then eval rows; columns a kind lacks stay empty. */
 export function metricsCsv(steps: StepMetric[], evals: EvalMetric[]): string {
   const rows: unknown[][] = [CSV_HEADER];
@@ -48,7 +43,7 @@ export function metricsCsv(steps: StepMetric[], evals: EvalMetric[]): string {
     ]);
   }
   for (const e of evals) rows.push(['eval', e.step, e.time, e.loss, null, null, null, null, null, null, null, null, e.accuracy, e.examples, e.evalMs, null, null, null, null, null]);
-  return rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n';
+  return csvText(rows);
 }
 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : 'n/a');

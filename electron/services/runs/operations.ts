@@ -62,6 +62,7 @@ function stepToContract(runId: string, s: StoredStep) {
   return {
     runId,
     step: s.step,
+    at: s.time,
     loss: s.loss ?? Number.NaN,
     lossPlus: s.lossPlus ?? Number.NaN,
     lossMinus: s.lossMinus ?? Number.NaN,
@@ -103,7 +104,7 @@ export function runPlanToContract(p: Record<string, unknown> | null | undefined)
 }
 
 function evalToContract(runId: string, e: StoredEval) {
-  return { runId, step: e.step, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
+  return { runId, step: e.step, at: e.time, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
 }
 
 /** The run's options as the UI sent them: the stored engine options minus the supervisor's own fields. */

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
+import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
 import type { EngineJob } from '../../engine/runner.js';
 import { latestCheckpoint, resumeState, validateOptions } from '../../engine/trainer.js';
@@ -42,7 +43,7 @@ export function evalRecord(e: EvalEvent, time: number): EvalMetric {
   return { step: e.step, time, loss: e.loss, accuracy: e.accuracy, examples: e.examples, evalMs: e.eval_ms };
 }
 
-export const DEFAULT_CHECKPOINT_EVERY = 100;
+export { DEFAULT_CHECKPOINT_EVERY };
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 
 export interface SupervisorOptions {

@@ -30,6 +30,22 @@ export function formatDuration(ms: number | null | undefined): string {
   return `${Math.floor(m / 60)} h ${m % 60} m`;
 }
 
+/** A running clock: "0:07", "12:03", "1:02:03" (whole seconds, rounded down). */
+export function formatClock(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '—';
+  const s = Math.floor(ms / 1000);
+  const two = (n: number) => String(n).padStart(2, '0');
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}:${two(m)}:${two(s % 60)}` : `${m}:${two(s % 60)}`;
+}
+
+/** Seconds on a time axis: "0.5 s", "42 s" under a minute, then a clock ("1:30", "1:02:03"). */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '—';
+  return Math.abs(s) < 60 ? `${Number(s.toPrecision(2))} s` : formatClock(s * 1000);
+}
+
 export function formatNumber(n: number | null | undefined, digits = 4): string {
   if (n === null || n === undefined) return '—';
   if (!Number.isFinite(n)) return String(n);

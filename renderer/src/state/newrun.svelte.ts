@@ -18,9 +18,13 @@ export interface Hyper {
   lr: number;
   eps: number;
   weightDecay: number;
+  /** Perturbations averaged per step (MeZO's n; 1 in the paper). */
+  q: number;
+  noise: 'gaussian' | 'rademacher';
+  schedule: 'constant' | 'linear' | 'cosine';
+  warmupSteps: number;
   evalEvery: number;
   seed: number;
-  schedule: 'constant' | 'linear' | 'cosine';
   maxLength: number;
 }
 
@@ -29,16 +33,49 @@ export interface Hyper {
  * lr 1e-6 for full-parameter ZO-SGD), except for the embedded demo model,
  * whose tuned settings live in resources/demo.json (mirrored here).
  */
+const MEZO = { eps: 1e-3, weightDecay: 0, q: 1, noise: 'gaussian', schedule: 'constant', warmupSteps: 0, evalEvery: 100, seed: 0, maxLength: 256 } as const;
 export const TASK_DEFAULTS: Record<TaskKind, Hyper> = {
-  sst2: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  rte: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  classify: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  text: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  completion: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
+  sst2: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
+  rte: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
+  classify: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
+  text: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6 },
+  completion: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6 },
   // Conversations run longer than MeZO's sentences (capped by the model's positions).
-  chat: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 1024 },
+  chat: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6, maxLength: 1024 },
 };
-export const DEMO_DEFAULTS: Hyper = { steps: 300, batchSize: 16, lr: 3e-4, eps: 1e-3, weightDecay: 0, evalEvery: 25, seed: 0, schedule: 'constant', maxLength: 256 };
+export const DEMO_DEFAULTS: Hyper = { ...MEZO, steps: 300, batchSize: 16, lr: 3e-4, evalEvery: 25 };
+
+/**
+ * A label map as typed: `negative: 0, positive: 1` (or `=` instead of `:`, or a JSON object) →
+ * dataset label → index of its label word. Empty text: no map.
+ */
+export function parseLabelMap(text: string, words: number): { map: Record<string, number> | null; error: string | null } {
+  const t = text.trim();
+  if (!t) return { map: null, error: null };
+  let entries: [string, unknown][];
+  if (t.startsWith('{')) {
+    try {
+      entries = Object.entries(JSON.parse(t) as Record<string, unknown>);
+    } catch {
+      return { map: null, error: 'Label map: the JSON object does not parse.' };
+    }
+  } else {
+    entries = [];
+    for (const part of t.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const m = /^(.+?)\s*[:=]\s*(\S+)$/.exec(part);
+      if (!m) return { map: null, error: `Label map: write each entry as label: index (got ${JSON.stringify(part)}).` };
+      entries.push([m[1].trim().replace(/^"(.*)"$/, '$1'), Number(m[2])]);
+    }
+  }
+  const map: Record<string, number> = {};
+  for (const [k, v] of entries) {
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < words)) {
+      return { map: null, error: `Label map: ${JSON.stringify(k)} must map to the index of a label word (0 to ${words - 1}).` };
+    }
+    map[k] = v;
+  }
+  return { map, error: null };
+}
 
 export class NewRunState {
   name = $state('');
@@ -48,6 +85,8 @@ export class NewRunState {
   evalFraction = $state(0.1);
   task = $state<TaskKind>('sst2');
   labelWords = $state('');
+  /** Dataset label → label word index, as typed (see parseLabelMap); classification only. */
+  labelMap = $state('');
   prompt = $state('');
   /** The chat task's column mapping ("" fields: the defaults). */
   chat = $state<ChatFields>(emptyChatFields());
@@ -58,6 +97,10 @@ export class NewRunState {
   spillDirs = $state<string[]>(['']);
   masters = $state<Masters>('fp32');
   updateOn = $state<UpdateMode>('auto');
+  /** Steps between checkpoints; null: the backend's default (DEFAULT_CHECKPOINT_EVERY), 0: none. */
+  checkpointEvery = $state<number | null>(null);
+  /** Where the trained model is written; empty: the run's own folder in the data folder. */
+  out = $state('');
 
   /** The form planned with each precision (null: that plan failed, planErrors says why). */
   plans = $state<Partial<Record<Masters, PlanResult | null>>>({});
@@ -84,6 +127,7 @@ export class NewRunState {
     if (!this.model) errs.push('Choose a model.');
     if (!this.train.trim()) errs.push('Choose a training dataset.');
     if (this.task === 'classify' && this.labelWordList.length < 2) errs.push('Classification needs at least two label words, separated by commas.');
+    if (this.task === 'classify' && this.labelMapParsed.error) errs.push(this.labelMapParsed.error);
     const roleError = this.task === 'chat' ? parseRoleMap(this.chat.roleMap).error : null;
     if (roleError) errs.push(roleError);
     const h = this.hyper;
@@ -91,6 +135,10 @@ export class NewRunState {
     if (!(Number.isInteger(h.batchSize) && h.batchSize > 0)) errs.push('Batch size must be a whole number above 0.');
     if (!(h.lr >= 0)) errs.push('Learning rate must be 0 or more.');
     if (!(h.eps > 0)) errs.push('Perturbation scale (eps) must be above 0.');
+    if (!(Number.isInteger(h.q) && h.q >= 1 && h.q <= 1024)) errs.push('q (perturbations per step) must be a whole number from 1 to 1024.');
+    if (!(Number.isInteger(h.warmupSteps) && h.warmupSteps >= 0)) errs.push('Warm-up steps must be a whole number, 0 or more.');
+    const ck = this.checkpointEvery;
+    if (ck !== null && !(Number.isInteger(ck) && ck >= 0)) errs.push('Checkpoint every must be a whole number of steps (0: no checkpoints), or empty for the default.');
     return [...errs, ...this.budgetErrors];
   });
 
@@ -101,10 +149,19 @@ export class NewRunState {
       .filter((w) => w.trim() !== ''),
   );
 
+  labelMapParsed = $derived(parseLabelMap(this.labelMap, this.labelWordList.length));
+
   template = $derived.by((): TaskTemplate => {
     switch (this.task) {
-      case 'classify':
-        return { kind: 'classify', labelWords: this.labelWordList, ...(this.prompt.includes('{text}') ? { prompt: this.prompt } : {}) };
+      case 'classify': {
+        const map = this.labelMapParsed.map;
+        return {
+          kind: 'classify',
+          labelWords: this.labelWordList,
+          ...(map && Object.keys(map).length ? { labelMap: map } : {}),
+          ...(this.prompt.includes('{text}') ? { prompt: this.prompt } : {}),
+        };
+      }
       case 'sst2':
       case 'rte':
         return this.labelWordList.length === 2 ? { kind: this.task, labelWords: this.labelWordList } : { kind: this.task };
@@ -168,6 +225,21 @@ export class NewRunState {
     if (!this.name) this.name = 'demo sentiment';
   }
 
+  /**
+   * A dataset chosen on the Datasets screen: its file, task, label words or chat mapping, with held-out
+   * evaluation (the previous eval file belonged to other data). The model is kept, or the demo model
+   * when none is chosen.
+   */
+  useDataset(train: string, task: TaskKind, labelWords: string, chat: ChatFields, demoModel: string | null): void {
+    this.train = train.trim();
+    this.eval = '';
+    this.labelWords = labelWords;
+    this.labelMap = '';
+    this.chat = { ...chat };
+    if (this.task !== task) this.setTask(task);
+    if (!this.model && demoModel) this.model = demoModel;
+  }
+
   options(): RunOptions {
     const h = this.hyper;
     return {
@@ -180,10 +252,15 @@ export class NewRunState {
       lr: h.lr,
       eps: h.eps,
       weightDecay: h.weightDecay,
+      q: h.q,
+      noise: h.noise,
       schedule: h.schedule,
+      warmupSteps: h.warmupSteps,
       seed: h.seed,
       evalEvery: h.evalEvery,
       maxLength: h.maxLength,
+      ...(this.checkpointEvery !== null ? { checkpointEvery: this.checkpointEvery } : {}),
+      ...(this.out.trim() ? { out: this.out.trim() } : {}),
       ...this.placement(),
     };
   }
@@ -229,7 +306,7 @@ export class NewRunState {
   /** Whether the task template is one the backend accepts (classification needs two label words or more). */
   get templateComplete(): boolean {
     if (this.task === 'chat') return parseRoleMap(this.chat.roleMap).error === null;
-    return this.task !== 'classify' || this.labelWordList.length >= 2;
+    return this.task !== 'classify' || (this.labelWordList.length >= 2 && this.labelMapParsed.error === null);
   }
 
   /** Plans the form with each precision (three requests): the chosen one is the plan shown, all three feed the comparison. */

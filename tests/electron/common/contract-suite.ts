@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { SpillwayClient } from '../../../electron/common/client.js';
 import { SpillwayError, type StepMetric } from '../../../electron/common/contract.js';
 import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
+import { EventLog } from '../../helpers/events.js';
 import { FakeRuns } from './fake-runs.js';
 import { allBlocksOnSsdBudget } from './plan-budget.js';
 
@@ -22,14 +23,6 @@ export interface Backend {
   close(): Promise<void>;
 }
 export type BackendFactory = (services: SpillwayServices) => Promise<Backend>;
-
-export async function waitFor(cond: () => boolean, what = 'condition', timeoutMs = 3000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** The SpillwayError a call rejects with (the test fails if it resolves). */
 export async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
@@ -168,7 +161,8 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       });
 
       it('previews chat rows with the model\'s template: the trained replies marked, token counts, the fallback said', async () => {
-        const dir = await mkdtemp(path.join(os.tmpdir(), 'spillway-chat-'));
+        // Inside the allowed data folder: the backend reads datasets only from folders it may read.
+        const dir = await mkdtemp(path.join(dataDir, 'chat-'));
         const file = path.join(dir, 'chat.jsonl');
         await writeFile(
           file,
@@ -400,17 +394,17 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       it('cancels a call: the caller gets CANCELLED and the service sees the abort', async () => {
         const ac = new AbortController();
         const pending = client.call('getRun', { runId: 'slow' }, { signal: ac.signal });
-        await waitFor(() => runs.slowGetRunCancelled === false, 'the slow call to arrive');
+        await runs.slowGetRun.first((s) => s === 'arrived');
         ac.abort();
         expect((await rejection(pending)).code).toBe('CANCELLED');
-        await waitFor(() => runs.slowGetRunCancelled === true, 'the service to see the abort');
+        await runs.slowGetRun.first((s) => s === 'cancelled');
         expect((await client.call('getSettings', {})).threads).toBe(0);
       });
     });
 
     describe('events', () => {
       it('pushes run status, step, eval, telemetry and log events', async () => {
-        const seen: string[] = [];
+        const seen = new EventLog<string>();
         client.on('runStatus', (s) => seen.push(`status:${s.status}`));
         client.on('stepMetrics', (m) => seen.push(`step:${m.step}`));
         client.on('evalMetrics', (m) => seen.push(`eval:${m.accuracy}`));
@@ -421,41 +415,41 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         runs.emitEval(id, 1, 0.5);
         runs.emit({ event: 'telemetry', payload: { at: 1, cpu: { utilization: 0.25 }, memory: null, disk: null, gpus: [], tiers: null } });
         runs.emit({ event: 'log', payload: { runId: id, level: 'info', message: 'hello', at: 1 } });
-        await waitFor(() => seen.length === 5, 'five events');
+        await seen.until((s) => s.length === 5);
         expect(seen).toEqual(['status:running', 'step:1', 'eval:0.5', 'telemetry:0.25', 'log:hello']);
       });
 
       it('drops events that break the contract and keeps delivering', async () => {
-        const steps: number[] = [];
+        const steps = new EventLog<number>();
         client.on('stepMetrics', (m) => steps.push(m.step));
         const { id } = await client.call('startRun', { options: RUN_OPTIONS });
         runs.emitRaw('stepMetrics', { runId: id, step: 'one' });
         runs.emitRaw('notAnEvent', {});
         runs.emitStep(id, 2);
-        await waitFor(() => steps.length > 0, 'a step');
+        await steps.until((s) => s.length > 0);
         expect(steps).toEqual([2]);
       });
 
       it('delivers one run to two clients watching it', async () => {
         const other = await connectAnother();
         const { id } = await client.call('startRun', { options: RUN_OPTIONS });
-        const a: number[] = [];
-        const b: number[] = [];
+        const a = new EventLog<number>();
+        const b = new EventLog<number>();
         await client.subscribe(id, -1, { onStep: (m) => a.push(m.step) });
         await other.subscribe(id, -1, { onStep: (m) => b.push(m.step) });
         for (let s = 1; s <= 3; s++) runs.emitStep(id, s);
-        await waitFor(() => a.length === 3 && b.length === 3, 'both clients to get three steps');
+        await Promise.all([a.until((s) => s.length === 3), b.until((s) => s.length === 3)]);
         expect(a).toEqual([1, 2, 3]);
         expect(b).toEqual([1, 2, 3]);
       });
 
       it('gives a subscriber that reconnects the steps it missed, then live ones, each once', async () => {
         const { id } = await client.call('startRun', { options: RUN_OPTIONS });
-        const first: StepMetric[] = [];
+        const first = new EventLog<StepMetric>();
         const off = await client.subscribe(id, -1, { onStep: (m) => first.push(m) });
         runs.emitStep(id, 1);
         runs.emitStep(id, 2);
-        await waitFor(() => first.length === 2, 'two steps');
+        await first.until((s) => s.length === 2);
         off();
         client.close();
         // Missed while disconnected:
@@ -463,9 +457,9 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         runs.emitStep(id, 4);
         runs.emitEval(id, 4, 0.9);
         const again = await connectAnother();
-        const steps: number[] = [];
+        const steps = new EventLog<number>();
         const evals: number[] = [];
-        const statuses: string[] = [];
+        const statuses = new EventLog<string>();
         await again.subscribe(id, first.at(-1)!.step, {
           onStep: (m) => steps.push(m.step),
           onEval: (m) => evals.push(m.step),
@@ -475,7 +469,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(evals).toEqual([4]);
         runs.emitStep(id, 5);
         await again.call('stopRun', { runId: id });
-        await waitFor(() => steps.length === 3 && statuses.length === 1, 'the live step and status');
+        await Promise.all([steps.until((s) => s.length === 3), statuses.until((s) => s.length === 1)]);
         expect(steps).toEqual([3, 4, 5]);
         expect(statuses).toEqual(['stopped']);
       });
@@ -483,11 +477,11 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       it('stops delivering after unsubscribe, and filters other runs out', async () => {
         const r1 = await client.call('startRun', { options: RUN_OPTIONS });
         const r2 = await client.call('startRun', { options: RUN_OPTIONS });
-        const got: string[] = [];
+        const got = new EventLog<string>();
         const off = await client.subscribe(r1.id, -1, { onStep: (m) => got.push(`${m.runId}:${m.step}`) });
         runs.emitStep(r2.id, 1);
         runs.emitStep(r1.id, 1);
-        await waitFor(() => got.length === 1, 'one step');
+        await got.until((s) => s.length === 1);
         off();
         runs.emitStep(r1.id, 2);
         await client.call('getSettings', {}); // a round trip: anything sent before it has arrived
@@ -502,7 +496,6 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
     it('is closed cleanly: a closed client answers DISCONNECTED', async () => {
       client.close();
-      await new Promise((r) => setTimeout(r, 20));
       const e = await rejection(client.call('getSettings', {}));
       expect(e.code).toBe('DISCONNECTED');
     });

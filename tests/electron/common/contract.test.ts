@@ -40,7 +40,7 @@ describe('contract', () => {
   });
 
   it('carries a step\'s I/O per link (optional, for old rows and engines without tiers) and a run\'s plan', () => {
-    const step = { runId: 'r', step: 1, loss: 0.5, lossPlus: 0.6, lossMinus: 0.4, projectedGrad: 1, lr: 1e-3, stepMs: 12, tokensPerS: 100, skipped: false };
+    const step = { runId: 'r', step: 1, at: 1_700_000_000_000, loss: 0.5, lossPlus: 0.6, lossMinus: 0.4, projectedGrad: 1, lr: 1e-3, stepMs: 12, tokensPerS: 100, skipped: false };
     const io = { h2dBytes: 3166208, d2hBytes: 0, ssdReadBytes: 3178496, ssdWriteBytes: 3178496, waitMs: 13.8 };
     expect(parseEvent('stepMetrics', { ...step, io })).toEqual({ event: 'stepMetrics', payload: { ...step, io } });
     expect(parseEvent('stepMetrics', step)?.payload).toEqual(step);

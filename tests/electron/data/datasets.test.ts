@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { asyncBufferFromFile, parquetMetadataAsync } from 'hyparquet';
 import { parquetWriteFile } from 'hyparquet-writer';
 import {
   DatasetError,
@@ -196,6 +197,24 @@ describe('Parquet', () => {
     expect(p.columns).toEqual(['sentence', 'label', 'score']);
     expect(p.totalRows).toBe(n);
     expect(p.rows.map((r) => r.values.sentence)).toEqual(['sentence 0', 'sentence 1', 'sentence 2']);
+  });
+
+  it('reads files a real writer compressed with each codec (pyarrow: snappy, gzip, brotli, lz4, zstd)', async () => {
+    // Written by tests/fixtures/datasets/parquet/make_parquet.py, with the rows it wrote beside them.
+    const fixtures = path.resolve(import.meta.dirname, '../../fixtures/datasets/parquet');
+    const want = JSON.parse(await readFile(path.join(fixtures, 'rows.json'), 'utf8')) as { rows: Record<string, unknown>[] };
+    const codecs = { snappy: 'SNAPPY', gzip: 'GZIP', brotli: 'BROTLI', lz4: 'LZ4_RAW', zstd: 'ZSTD' };
+    for (const [name, codec] of Object.entries(codecs)) {
+      const f = path.join(fixtures, `${name}.parquet`);
+      const meta = await parquetMetadataAsync(await asyncBufferFromFile(f));
+      expect(meta.row_groups.length).toBeGreaterThan(1);
+      expect(meta.row_groups.flatMap((g) => g.columns.map((c) => c.meta_data?.codec))).toEqual(
+        Array(meta.row_groups.length * 3).fill(codec),
+      );
+      const rows = await readAllRows(f);
+      expect(rows.map((r) => r.values), name).toEqual(want.rows);
+      expect((await previewDataset(f, 2)).totalRows).toBe(want.rows.length);
+    }
   });
 
   it('a corrupt file gives a DatasetError naming it', async () => {

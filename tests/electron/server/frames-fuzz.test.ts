@@ -13,6 +13,7 @@ import { connectWebSocket, SpillwayClient, webSocketUrlFor } from '../../../elec
 import { MAX_FRAME_BYTES, METHOD_NAMES, type ServerFrame } from '../../../electron/common/contract.js';
 import { startServer, type RunningServer } from '../../../electron/server/server.js';
 import { createServices } from '../../../electron/services/api.js';
+import { EventLog } from '../../helpers/events.js';
 import { FakeRuns } from '../common/fake-runs.js';
 import { wsFactory } from './ws-helpers.js';
 
@@ -177,26 +178,15 @@ describe('malformed WebSocket traffic', () => {
 
   it('answers every malformed message (or ignores an unknown cancel) and keeps the connection serving', async () => {
     const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws?token=${server.token}`);
-    const replies: ServerFrame[] = [];
-    const waiters: (() => void)[] = [];
-    ws.on('message', (d) => {
-      replies.push(JSON.parse(d.toString()));
-      waiters.splice(0).forEach((w) => w());
-    });
+    const replies = new EventLog<ServerFrame>();
+    ws.on('message', (d) => replies.push(JSON.parse(d.toString())));
     await new Promise<void>((res, rej) => {
       ws.once('open', () => res());
       ws.once('error', rej);
     });
-    const until = async (cond: () => boolean, what: string) => {
-      const t0 = Date.now();
-      while (!cond()) {
-        if (Date.now() - t0 > 20_000) throw new Error(`timed out waiting for ${what}`);
-        await new Promise<void>((res) => {
-          waiters.push(res);
-          setTimeout(res, 200);
-        });
-      }
-    };
+    ws.on('close', () => replies.end('the server closed the socket'));
+    // Each wait is woken by the frames as they arrive (no deadline of its own).
+    const until = (cond: () => boolean, what: string) => replies.until(cond).catch((e: Error) => Promise.reject(new Error(`${e.message} while waiting for ${what}`)));
     let expected = 0;
     for (const [i, m] of messages.entries()) {
       ws.send(m.data, { binary: m.binary ?? false });

@@ -14,13 +14,14 @@ import { hashPassword } from '../../../electron/server/auth.js';
 import { isLoopback, startServer, type RunningServer } from '../../../electron/server/server.js';
 import { CONTENT_SECURITY_POLICY } from '../../../electron/server/static.js';
 import { createServices } from '../../../electron/services/api.js';
+import { EventLog } from '../../helpers/events.js';
 import { FakeRuns } from '../common/fake-runs.js';
 import { wsFactory } from './ws-helpers.js';
 
 /** A raw `ws` socket that collects server frames. */
 async function rawSocket(url: string, headers: Record<string, string> = {}) {
   const ws = new WebSocket(url, { headers });
-  const frames: ServerFrame[] = [];
+  const frames = new EventLog<ServerFrame>();
   ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -28,11 +29,7 @@ async function rawSocket(url: string, headers: Record<string, string> = {}) {
     ws.once('error', reject);
   });
   const next = async (n: number) => {
-    const t0 = Date.now();
-    while (frames.length < n) {
-      if (Date.now() - t0 > 3000) throw new Error(`timed out waiting for frame ${n}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await frames.until((f) => f.length >= n);
     return frames[n - 1];
   };
   return { ws, frames, next };
@@ -180,11 +177,9 @@ describe('headless server', () => {
     it('aborts the calls of a client that disconnects, and keeps serving the others', async () => {
       const s = await rawSocket(wsUrl());
       s.ws.send(JSON.stringify({ type: 'call', id: 1, method: 'getRun', params: { runId: 'slow' } }));
-      const t0 = Date.now();
-      while (runs.slowGetRunCancelled !== false && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+      await runs.slowGetRun.first((c) => c === 'arrived');
       s.ws.terminate();
-      while (runs.slowGetRunCancelled !== true && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
-      expect(runs.slowGetRunCancelled).toBe(true);
+      await runs.slowGetRun.first((c) => c === 'cancelled');
       const client = new SpillwayClient(await connectWebSocket(webSocketUrlFor(server.url), wsFactory));
       expect((await client.call('listRuns', {})).total).toBe(0);
       client.close();

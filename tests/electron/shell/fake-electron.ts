@@ -3,6 +3,7 @@
 // events, session, protocol, Menu and contextBridge. Payloads cross through
 // structuredClone, as they do over real IPC.
 import { EventEmitter } from 'node:events';
+import { EventLog } from '../../helpers/events.js';
 
 type MainHandler = (event: unknown, ...args: unknown[]) => unknown;
 
@@ -68,6 +69,8 @@ export const state = {
   singleInstanceLock: true,
   quitCalls: 0,
   quitted: false,
+  /** One entry per time the app quit: tests await it. */
+  quits: new EventLog<'quit'>(),
   exitCode: null as number | null,
   headersListener: null as null | ((details: { responseHeaders?: Record<string, string[]> }, cb: (r: { responseHeaders: Record<string, string[]> }) => void) => void),
   permissionHandler: null as null | ((wc: unknown, permission: string, cb: (granted: boolean) => void) => void),
@@ -89,7 +92,10 @@ class FakeApp extends EventEmitter {
     state.quitCalls++;
     let prevented = false;
     this.emit('before-quit', { preventDefault: () => (prevented = true) });
-    if (!prevented) state.quitted = true;
+    if (!prevented) {
+      state.quitted = true;
+      state.quits.push('quit');
+    }
   }
   exit(code: number): void {
     state.exitCode = code;
@@ -109,6 +115,7 @@ export function resetElectron(): void {
   state.singleInstanceLock = true;
   state.quitCalls = 0;
   state.quitted = false;
+  state.quits = new EventLog();
   state.exitCode = null;
   state.headersListener = null;
   state.permissionHandler = null;

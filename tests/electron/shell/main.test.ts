@@ -14,7 +14,6 @@ import { APP_URL, menuTemplate, runApp, windowOptions } from '../../../electron/
 import { CONTENT_SECURITY_POLICY } from '../../../electron/server/static.js';
 import { createServices } from '../../../electron/services/api.js';
 import { FakeRuns } from '../common/fake-runs.js';
-import { waitFor } from '../common/contract-suite.js';
 import { app, FakeWebContents, fakeIpcRenderer, resetElectron, state } from './fake-electron.js';
 
 async function started(runs = new FakeRuns()) {
@@ -136,11 +135,12 @@ describe('IPC', () => {
   it('ignores cancel messages from unknown senders', async () => {
     const { runs, window, renderer } = await started();
     const pending = renderer.invoke(METHOD_CHANNELS.getRun, { id: 'c1', params: { runId: 'slow' } });
-    await waitFor(() => runs.slowGetRunCancelled === false, 'the slow call');
+    await runs.slowGetRun.first((c) => c === 'arrived');
     fakeIpcRenderer(new FakeWebContents(), APP_URL).send(CANCEL_CHANNEL, 'c1');
     fakeIpcRenderer(window.webContents, 'https://evil.example/').send(CANCEL_CHANNEL, 'c1');
-    await new Promise((r) => setTimeout(r, 20));
-    expect(runs.slowGetRunCancelled).toBe(false);
+    // A round trip: the cancels sent before it have been handled.
+    await renderer.invoke(METHOD_CHANNELS.getSettings, { id: 'c2', params: {} });
+    expect(runs.slowGetRun).not.toContain('cancelled');
     renderer.send(CANCEL_CHANNEL, 'c1');
     expect(await pending).toEqual({ ok: false, error: expect.objectContaining({ code: 'CANCELLED' }) });
   });
@@ -202,7 +202,7 @@ describe('quit', () => {
     app.quit();
     expect(state.quitted).toBe(false);
     app.quit(); // a second request while shutting down waits for the same shutdown
-    await waitFor(() => state.quitted, 'the app to quit');
+    await state.quits.first(() => true);
     expect(runs.shutdownCalls).toBe(1);
     expect((await runs.getRun({ runId: id }, { signal: new AbortController().signal })).status).toBe('stopped');
   });
@@ -214,13 +214,13 @@ describe('quit', () => {
     };
     await started(runs);
     app.quit();
-    await waitFor(() => state.quitted, 'the app to quit');
+    await state.quits.first(() => true);
   });
 
   it('quits when the last window closes', async () => {
     await started();
     app.emit('window-all-closed');
-    await waitFor(() => state.quitted, 'the app to quit');
+    await state.quits.first(() => true);
   });
 });
 
