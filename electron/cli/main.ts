@@ -84,7 +84,14 @@ Train options:
   --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
                         (without it: every 100 steps, quietly, into the run's folder)
   --checkpoint-dir DIR  where checkpoints go (the two newest are kept)
-  --resume DIR          continue from a checkpoint folder (same options as the first run)
+  --resume DIR          continue from a checkpoint folder (same options as the first run; --ranks may differ)
+  --ranks N             N engine processes share each step (started with Open MPI's mpirun; one per GPU,
+                        or per group of cores: the cores are shared among the ranks of a machine)
+  --parallel P          data (default: each rank its shard of the batch), perturbation (each rank q/N of
+                        the perturbations on the whole batch), 2d (--groups G perturbation groups of N/G)
+  --groups G            --parallel 2d: perturbation groups
+  --rank-timeout S      seconds a rank waits for the others before it names them and ends the run (120)
+  --hostfile FILE       Open MPI host file: ranks on several machines (same install path on each)
   --no-zero-shot        skip the evaluation before the first step
   --json                one JSON object per line: start, step, eval, done, error
   --data-dir DIR        where runs are recorded (default $SPILLWAY_DATA_DIR, else
@@ -274,6 +281,11 @@ const TRAIN_FLAGS = {
   masters: { type: 'string' },
   'checkpoint-dir': { type: 'string' },
   resume: { type: 'string' },
+  ranks: { type: 'string' },
+  parallel: { type: 'string' },
+  groups: { type: 'string' },
+  'rank-timeout': { type: 'string' },
+  hostfile: { type: 'string' },
   'no-zero-shot': { type: 'boolean' },
   json: { type: 'boolean' },
   'data-dir': { type: 'string' },
@@ -331,6 +343,11 @@ export function trainOptionsFromArgs(v: Record<string, string | string[] | boole
     writeBackEvery: s('write-back-every') !== undefined ? num(s('write-back-every'), 'write-back-every', 1) : base.writeBackEvery,
     updateOn: (s('update-on') ?? base.updateOn) as TrainOptions['updateOn'],
     masters: (s('masters') ?? base.masters) as TrainOptions['masters'],
+    ...(s('ranks') !== undefined ? { ranks: num(s('ranks'), 'ranks', 1) } : {}),
+    ...(s('parallel') !== undefined ? { parallel: s('parallel') as TrainOptions['parallel'] } : {}),
+    ...(s('groups') !== undefined ? { groups: num(s('groups'), 'groups', 1) } : {}),
+    ...(s('rank-timeout') !== undefined ? { rankTimeout: num(s('rank-timeout'), 'rank-timeout', 120) } : {}),
+    ...(s('hostfile') !== undefined ? { hostfile: resolve(s('hostfile') as string) } : {}),
   };
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
   return o;

@@ -25,6 +25,24 @@ export interface NativeStepParams {
   eps: number;
   weightDecay: number;
   noise: 'gaussian' | 'rademacher';
+  /**
+   * This rank's share of a step of the job's ranks (after distInit): the perturbations of its group
+   * (`groups` perturbation groups), its shard of a global batch of `globalExamples` (the batch
+   * passed is that shard), the losses exchanged within timeoutMs.
+   */
+  dist?: { groups: number; globalExamples: number; timeoutMs: number };
+}
+
+/** One rank's timings of a shared step, as every rank learns them at the exchange. */
+export interface NativeRankTimes {
+  /** From the start of its step to its arrival at the exchange. */
+  computeMs: number;
+  forwardMs: number;
+  ioMs: number;
+  noiseMs: number;
+  headMs: number;
+  examples: number;
+  tokens: number;
 }
 
 export interface PhaseTimes {
@@ -35,6 +53,8 @@ export interface PhaseTimes {
   headMs: number;
   updateMs: number;
   totalMs: number;
+  /** A shared step: exchanging losses with the other ranks (waiting for the slowest included). */
+  exchangeMs: number;
 }
 
 export interface NativeStepResult {
@@ -45,6 +65,8 @@ export interface NativeStepResult {
   skipped: boolean;
   loss: number;
   times: PhaseTimes;
+  /** A shared step: every rank's timings, in rank order. */
+  ranks?: NativeRankTimes[];
 }
 
 export interface NativeScoreResult {

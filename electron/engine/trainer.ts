@@ -22,6 +22,9 @@ import { meanExampleTokens } from './example-tokens.js';
 import { planSummary } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
+import { agreeOnControl, agreeOnStart, checkLayout, dataHash, rankLayout, rankSteps, scoreShared, shardOf, waitForRankZero, writeAllowanceMs } from './dist-train.js';
+import type { Parallel, RankLayout, RankStep } from './dist-train.js';
+import type { World } from './world.js';
 
 /** Bytes (or ms) per step on each link: host → device, device → host, SSD read, SSD write. */
 export interface LinkFigures {
@@ -128,7 +131,19 @@ export interface TrainOptions {
   updateOn?: 'auto' | 'home' | 'device';
   /** Precision of the masters: fp32 (default), or bf16 / fp16 with stochastic rounding of updates. */
   masters?: MasterPrecision;
+  /** Engine processes (ranks) sharing each step, started with mpirun (default 1: this process alone). */
+  ranks?: number;
+  /** How the ranks share a step: data (default), perturbation, or 2d with `groups` perturbation groups. */
+  parallel?: Parallel;
+  /** --parallel 2d: perturbation groups (each of ranks / groups data-parallel ranks). */
+  groups?: number;
+  /** Seconds a rank waits for the others at an exchange before it names them and ends the run (default 120). */
+  rankTimeout?: number;
+  /** Open MPI host file: ranks across machines. */
+  hostfile?: string;
 }
+
+export const DEFAULT_RANK_TIMEOUT_S = 120;
 
 /** The spill folders of the options: spillDirs when given, else spillDir. */
 export function spillFoldersOf(o: Pick<TrainOptions, 'spillDir' | 'spillDirs'>): string[] {
@@ -237,6 +252,16 @@ export interface StartEvent {
   backend: string;
   /** offload 'auto': the planner's summary (homes per tier, predicted step and floor, ms). */
   plan?: PlanSummary;
+  /** Several ranks: how they share a step, and where each runs. */
+  world?: {
+    size: number;
+    parallel: Parallel;
+    groups: number;
+    shards: number;
+    library: string;
+    timeout_s: number;
+    ranks: { rank: number; host: string; pid: number; local_rank: number; threads: number }[];
+  };
 }
 export interface StepEvent {
   type: 'step';
@@ -254,6 +279,8 @@ export interface StepEvent {
   times: PhaseTimes;
   /** Bytes moved per link during this step and the compute path's wait for streamed units; absent when the engine reports no tiers. */
   io?: StepIo;
+  /** Several ranks: each rank's share of this step and its timings. */
+  ranks?: RankStep[];
 }
 export interface EvalEvent {
   type: 'eval';
@@ -386,7 +413,7 @@ export interface Loaded {
   eval: TokenizedExample[];
 }
 
-export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void): Promise<Loaded> {
+export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void, ranksHere = 1): Promise<Loaded> {
   const info = await loadModelInfo(o.resumeFrom ?? o.model);
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
@@ -421,7 +448,8 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
     }
   }
   const native = loadNative();
-  const threads = o.threads > 0 ? o.threads : defaultThreads();
+  // Ranks on one machine share its cores.
+  const threads = o.threads > 0 ? o.threads : Math.max(1, Math.floor(defaultThreads() / ranksHere));
   // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
   const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
@@ -447,15 +475,22 @@ export function defaultThreads(): number {
   return Math.max(1, availableParallelism());
 }
 
-export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
+/**
+ * Trains in this process, or (world) as one rank of a distributed run: every rank trains its
+ * share of each step, rank 0 alone writes (checkpoints, the seed log, the model) and emits.
+ */
+export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal(), world?: World): Promise<DoneEvent> {
   validateOptions(o);
+  if (world && world.size !== (o.ranks ?? 1)) throw new Error(`the run asks for ${o.ranks ?? 1} ranks; ${world.size} were started`);
   if (o.resumeFrom) o = { ...o, masters: await resumedMasters(o) };
   const t0 = Date.now();
-  if (o.out) await checkOutFolder(o.out);
-  await preflightDiskSpace(o);
-  const loaded = await loadForTraining(o, emit);
+  if (!world || world.rank === 0) {
+    if (o.out) await checkOutFolder(o.out);
+    await preflightDiskSpace(o);
+  }
+  const loaded = await loadForTraining(o, emit, world?.localSize ?? 1);
   try {
-    return await trainLoaded(o, emit, signal, loaded, t0);
+    return await trainLoaded(o, emit, signal, loaded, t0, world);
   } finally {
     // Frees the spill file and device memory now: a host process that exits never garbage-collects.
     loaded.engine.close();
@@ -468,10 +503,37 @@ async function trainLoaded(
   signal: StopSignal,
   loaded: Awaited<ReturnType<typeof loadForTraining>>,
   t0: number,
+  world?: World,
 ): Promise<DoneEvent> {
   const { info, engine, train: trainSet, eval: evalSet, plan } = loaded;
-  signal.attach(engine);
+  // A rank never cancels a step midway (the others would wait for its losses): stops are taken
+  // by every rank at the same step boundary (agreeOnControl).
+  if (!world) signal.attach(engine);
   const einfo = engine.info();
+  const layout: RankLayout | null = world ? rankLayout(world.size, o.parallel ?? 'data', o.groups) : null;
+  const timeoutMs = (o.rankTimeout ?? DEFAULT_RANK_TIMEOUT_S) * 1000;
+  // The others wait for rank 0's writes: the rank timeout plus the model's bytes at 50 MB/s.
+  const writeWaitMs = writeAllowanceMs(timeoutMs, info.parameterCount * 4);
+  let worldStart: StartEvent['world'];
+  if (world && layout) {
+    checkLayout(layout, o.q, Math.min(o.batchSize, trainSet.length));
+    const starts = await agreeOnStart(world, {
+      threads: einfo.threads ?? 1,
+      trainExamples: trainSet.length,
+      evalExamples: evalSet.length,
+      parameters: info.parameterCount,
+      dataHash: dataHash(trainSet),
+    });
+    worldStart = {
+      size: world.size,
+      parallel: o.parallel ?? 'data',
+      groups: layout.groups,
+      shards: layout.shards,
+      library: world.info.library,
+      timeout_s: timeoutMs / 1000,
+      ranks: world.info.ranks.map((r) => ({ rank: r.rank, host: r.host, pid: r.pid, local_rank: r.localRank, threads: starts[r.rank].threads })),
+    };
+  }
   emit({
     type: 'start',
     model: info.name,
@@ -484,13 +546,14 @@ async function trainLoaded(
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
     ...(plan ? { plan: runPlanSummary(plan) } : {}),
+    ...(worldStart ? { world: worldStart } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
     const te = Date.now();
-    const r = await scoreExamples(engine, evalSet, evalChunk);
+    const r = world ? await scoreShared(world, engine, evalSet, evalChunk) : await scoreExamples(engine, evalSet, evalChunk);
     const ev: EvalEvent = { type: 'eval', step, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, eval_ms: Date.now() - te };
     emit(ev);
     return ev;
@@ -523,6 +586,10 @@ async function trainLoaded(
       : 'no earlier checkpoint of this run exists';
   const checkpoint = async (stepsDone: number): Promise<void> => {
     if (!o.checkpointDir) return;
+    if (world && world.rank !== 0) {
+      await waitForRankZero(world, `rank 0 writing the checkpoint of step ${stepsDone}`, writeWaitMs);
+      return;
+    }
     const dir = o.checkpointDir;
     const path = join(dir, `step-${String(stepsDone).padStart(8, '0')}`);
     const keep = () => [o.resumeFrom, lastCheckpoint?.path].filter((p): p is string => !!p);
@@ -542,23 +609,39 @@ async function trainLoaded(
     lastCheckpoint = { step: stepsDone, path };
     emit({ type: 'checkpoint', step: stepsDone, path, bytes: weightsBytes });
     await pruneCheckpoints(dir, 2, keep());
+    if (world) await waitForRankZero(world, `rank 0 writing the checkpoint of step ${stepsDone}`, writeWaitMs);
   };
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
     while (step < o.steps) {
-      if (signal.checkpointRequested) {
+      // Several ranks: rank 0's requests, taken by every rank at this step.
+      const control = world
+        ? await agreeOnControl(world, signal.stopped, signal.checkpointRequested)
+        : { stop: signal.stopped, checkpoint: signal.checkpointRequested };
+      if (control.checkpoint) {
         signal.checkpointRequested = false;
         await checkpoint(step);
       }
-      if (signal.stopped) {
+      if (control.stop) {
         status = 'stopped';
         break;
       }
       const idx = batchIndices(o.seed, step, Math.min(o.batchSize, trainSet.length), trainSet.length);
-      const batch = packBatch(idx.map((i) => trainSet[i]));
+      // Several ranks: this rank's shard of the global batch; the engine exchanges the losses.
+      const mine = world && layout ? idx.slice(...shardOf(layout, world.rank, idx.length)) : idx;
+      const batch = packBatch(mine.map((i) => trainSet[i]));
       const lr = scheduledLr(o, step);
       const tiersBefore = engine.info().tiers;
-      const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise });
+      const r = await engine.step(batch, {
+        seed: runSeed,
+        step,
+        q: o.q,
+        lr,
+        eps: o.eps,
+        weightDecay: o.weightDecay,
+        noise: o.noise,
+        ...(world && layout ? { dist: { groups: layout.groups, globalExamples: idx.length, timeoutMs } } : {}),
+      });
       if (r.skipped) skipped++;
       r.seeds.forEach((s, j) => {
         seedLog.push({
@@ -579,6 +662,8 @@ async function trainLoaded(
       }
       lastLoss = r.loss;
       const io = stepIo(tiersBefore, engine.info().tiers, r.times);
+      // Every group of ranks covers the whole batch once.
+      const tokens = r.ranks && layout ? r.ranks.reduce((n, t) => n + t.tokens, 0) / layout.groups : batch.tokens.length;
       emit({
         type: 'step',
         step,
@@ -588,11 +673,12 @@ async function trainLoaded(
         projected_grad: mean(r.projectedGrad),
         lr,
         step_ms: r.times.totalMs,
-        tokens_per_s: (batch.tokens.length / r.times.totalMs) * 1000,
+        tokens_per_s: (tokens / r.times.totalMs) * 1000,
         skipped: r.skipped,
         seed: r.seeds[0].toString(),
         times: r.times,
         ...(io ? { io } : {}),
+        ...(world && r.ranks ? { ranks: rankSteps(world, r.ranks) } : {}),
       });
       if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) lastEval = await evaluate(step);
       if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
@@ -605,7 +691,10 @@ async function trainLoaded(
   if (status === 'completed' && o.steps > 0) lastEval = await evaluate(step);
 
   let out: string | null = null;
-  if (o.out) {
+  if (o.out && world && world.rank !== 0) {
+    out = resolve(o.out);
+    await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
+  } else if (o.out) {
     out = resolve(o.out);
     await saveFineTuned(engine, side, out, {
       status,
@@ -617,6 +706,7 @@ async function trainLoaded(
       zero_shot: zeroShot,
     }, seedLog, { what: 'model not saved', note: () => intactNote('last') });
     emit({ type: 'log', message: `saved ${status === 'completed' ? 'fine-tuned model' : `partial model (stopped at step ${step} of ${o.steps})`} to ${out}` });
+    if (world) await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
   }
   const done: DoneEvent = {
     type: 'done',
@@ -659,6 +749,13 @@ export function validateOptions(o: TrainOptions): void {
   if (o.writeBackEvery !== undefined) positiveInt('write-back-every', o.writeBackEvery);
   if (o.updateOn !== undefined && !['auto', 'home', 'device'].includes(o.updateOn)) throw new Error(`unknown update mode ${o.updateOn} (auto, home, device)`);
   if (o.masters !== undefined && !['fp32', 'bf16', 'fp16'].includes(o.masters)) throw new Error(`unknown master precision ${o.masters} (fp32, bf16, fp16)`);
+  if (o.ranks !== undefined) positiveInt('ranks', o.ranks);
+  if (o.parallel !== undefined && !['data', 'perturbation', '2d'].includes(o.parallel)) throw new Error(`unknown parallelism ${o.parallel} (data, perturbation, 2d)`);
+  if (o.rankTimeout !== undefined && !(o.rankTimeout > 0 && Number.isFinite(o.rankTimeout))) throw new Error(`rank timeout must be a positive number of seconds, got ${o.rankTimeout}`);
+  if ((o.ranks ?? 1) > 1) {
+    const l = rankLayout(o.ranks as number, o.parallel ?? 'data', o.groups);
+    checkLayout(l, o.q, o.batchSize);
+  }
 }
 
 async function checkOutFolder(out: string): Promise<void> {

@@ -15,6 +15,8 @@
 #include "tier/calibrate.h"
 #include "nvml.h"
 #include "binding_dist.h"
+#include "dist/comm.h"
+#include "dist/step_share.h"
 
 namespace {
 
@@ -178,8 +180,15 @@ Napi::Object times_to_js(Napi::Env env, const PhaseTimes& t) {
     o.Set("headMs", t.head_ms);
     o.Set("updateMs", t.update_ms);
     o.Set("totalMs", t.total_ms);
+    o.Set("exchangeMs", t.exchange_ms);
     return o;
 }
+
+// A step's result and, shared among ranks, every rank's timings.
+struct StepOut {
+    StepResult step;
+    std::vector<dist::RankTimes> ranks;
+};
 
 Napi::Array doubles(Napi::Env env, const std::vector<double>& v) {
     Napi::Array a = Napi::Array::New(env, v.size());
@@ -418,12 +427,37 @@ private:
         std::string noise = require(po, "noise").As<Napi::String>().Utf8Value();
         if (noise != "gaussian" && noise != "rademacher") throw_type(env, "noise must be 'gaussian' or 'rademacher'");
         p.noise = noise == "gaussian" ? NOISE_GAUSSIAN : NOISE_RADEMACHER;
+        // dist: {groups, globalExamples, timeoutMs}: this rank's share of a step of the job's ranks
+        // (src/dist): its group's perturbations, its shard of the batch, the losses exchanged.
+        auto shared = std::make_shared<dist::SharedStep>();
+        bool is_shared = false;
+        Napi::Value dv = po.Get("dist");
+        if (dv.IsObject()) {
+            Napi::Object d = dv.As<Napi::Object>();
+            dist::Comm* comm = dist::Comm::current();
+            if (!comm) throw Napi::Error::New(env, "a shared step needs the ranks' world: call distInit() first");
+            try {
+                dist::StepLayout layout = dist::StepLayout::make(comm->size(), inum(d, "groups"));
+                dist::make_shared_step(*shared, *comm, layout, p.q, inum(d, "globalExamples"), batch.num_examples(), batch.num_tokens(),
+                                       num(d, "timeoutMs") / 1000.0);
+            } catch (const std::runtime_error& err) {
+                throw Napi::Error::New(env, err.what());
+            }
+            is_shared = true;
+        }
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;
-        auto* job = new Job<StepResult>(
-            env, &busy_, [e, batch, p, cancel]() { return e->step(batch, p, cancel); },
-            [](Napi::Env env, const StepResult& r) -> Napi::Value {
+        auto* job = new Job<StepOut>(
+            env, &busy_,
+            [e, batch, p, cancel, shared, is_shared]() {
+                StepOut out;
+                out.step = e->step(batch, p, cancel, is_shared ? &shared->share : nullptr);
+                out.ranks = shared->ranks;
+                return out;
+            },
+            [](Napi::Env env, const StepOut& out) -> Napi::Value {
+                const StepResult& r = out.step;
                 Napi::Object o = Napi::Object::New(env);
                 Napi::Array seeds = Napi::Array::New(env, r.seeds.size());
                 for (size_t i = 0; i < r.seeds.size(); i++) seeds.Set((uint32_t)i, Napi::BigInt::New(env, r.seeds[i]));
@@ -434,6 +468,22 @@ private:
                 o.Set("skipped", r.skipped);
                 o.Set("loss", r.loss);
                 o.Set("times", times_to_js(env, r.times));
+                if (!out.ranks.empty()) {
+                    Napi::Array ranks = Napi::Array::New(env, out.ranks.size());
+                    for (size_t i = 0; i < out.ranks.size(); i++) {
+                        const dist::RankTimes& t = out.ranks[i];
+                        Napi::Object x = Napi::Object::New(env);
+                        x.Set("computeMs", t.compute_ms);
+                        x.Set("forwardMs", t.forward_ms);
+                        x.Set("ioMs", t.io_ms);
+                        x.Set("noiseMs", t.noise_ms);
+                        x.Set("headMs", t.head_ms);
+                        x.Set("examples", t.examples);
+                        x.Set("tokens", t.tokens);
+                        ranks.Set((uint32_t)i, x);
+                    }
+                    o.Set("ranks", ranks);
+                }
                 return o;
             });
         Napi::Promise pr = job->promise();
@@ -549,6 +599,9 @@ private:
     Napi::Value Close(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        // A rank whose exchange failed is about to be aborted: a late message may still land in
+        // the engine's buffers, which therefore stay.
+        if (dist_failed()) return env.Undefined();
         engine_.reset();
         return env.Undefined();
     }
