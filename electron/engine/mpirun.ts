@@ -119,15 +119,18 @@ export class TaggedLineReader {
 /** What mpirun said about a rank that ended abnormally ("mpirun noticed that process rank 1 ... exited on signal 9 (Killed)"). */
 export interface NoticedEnd {
   rank: number;
+  /** "exited on signal 9 (Killed)", "exited with status 3", "called MPI_Abort (error code 1)" */
   how: string;
+  /** The node mpirun named, when it did. */
+  host: string | null;
 }
 
 export function noticedEnd(lines: readonly string[]): NoticedEnd | null {
   const text = lines.join(' ').replace(/\s+/g, ' ');
   const m = /process rank (\d+) with PID \d+ on node (\S+) (exited on signal \d+ \([^)]*\)|exited with status \d+)/.exec(text);
-  if (m) return { rank: Number(m[1]), how: `${m[3]} on ${m[2]}` };
+  if (m) return { rank: Number(m[1]), how: m[3], host: m[2] };
   const abort = /MPI_ABORT was invoked on rank (\d+) in communicator MPI_COMM_WORLD with errorcode (\d+)/.exec(text);
-  if (abort) return { rank: Number(abort[1]), how: `called MPI_Abort (error code ${abort[2]})` };
+  if (abort) return { rank: Number(abort[1]), how: `called MPI_Abort (error code ${abort[2]})`, host: null };
   return null;
 }
 

@@ -53,7 +53,8 @@ export function startRankJob(cmd: Extract<HostCommand, { type: 'train' }>, onEve
   };
   let finished = false;
   const rankErrors: Extract<RankMessage, { type: 'error' }>[] = [];
-  const pids = new Set<number>();
+  // From rank 0's start event: every rank's process, to name it and to kill what mpirun leaves.
+  const world = new Map<number, { pid: number; host: string }>();
   const reader = new TaggedLineReader((l) => {
     if (l.rank < 0) {
       mpirunLines.push(l.text);
@@ -74,9 +75,8 @@ export function startRankJob(cmd: Extract<HostCommand, { type: 'train' }>, onEve
     if (m.type === 'error') rankErrors.push({ ...m, rank: m.rank >= 0 ? m.rank : l.rank });
     else if (m.type === 'finished') finished = true;
     else if (m.type === 'event') {
-      const e = m.event as { type?: string; world?: { ranks?: { pid: number; host: string }[] } };
-      // The start event names every rank's process: what a kill must reach (on this machine) if mpirun cannot.
-      if (e?.type === 'start') for (const r of e.world?.ranks ?? []) if (r.host === hostname()) pids.add(r.pid);
+      const e = m.event as { type?: string; world?: { ranks?: { rank: number; pid: number; host: string }[] } };
+      if (e?.type === 'start') for (const r of e.world?.ranks ?? []) world.set(r.rank, { pid: r.pid, host: r.host });
       onEvent(m.event);
     }
   });
@@ -106,7 +106,7 @@ export function startRankJob(cmd: Extract<HostCommand, { type: 'train' }>, onEve
         resolve();
         return;
       }
-      reject(failure(rankErrors, mpirunLines, code, sig, tail));
+      reject(failure(rankErrors, mpirunLines, world, code, sig, tail));
     });
   });
   child.stdin.on('error', () => {});
@@ -125,7 +125,8 @@ export function startRankJob(cmd: Extract<HostCommand, { type: 'train' }>, onEve
       child.kill('SIGTERM');
       if (!killTimer) {
         killTimer = setTimeout(() => {
-          for (const pid of pids) {
+          for (const { pid, host } of world.values()) {
+            if (host !== hostname()) continue;
             try {
               process.kill(pid, 'SIGKILL');
             } catch {
@@ -154,17 +155,22 @@ function forwarded(env: NodeJS.ProcessEnv): Set<string> {
 function failure(
   errors: Extract<RankMessage, { type: 'error' }>[],
   mpirunLines: string[],
+  world: Map<number, { pid: number; host: string }>,
   code: number | null,
   sig: NodeJS.Signals | null,
   tail: string[],
 ): Error {
   const noticed = noticedEnd(mpirunLines);
+  const who = (rank: number, host: string | null) => {
+    const w = world.get(rank);
+    return w ? `rank ${rank} (pid ${w.pid} on ${w.host})` : host ? `rank ${rank} (on ${host})` : `rank ${rank}`;
+  };
   const reported = errors[0];
   if (reported) {
-    const also = noticed && noticed.rank !== reported.rank && !/MPI_Abort/.test(noticed.how) ? `; mpirun saw rank ${noticed.rank} end: ${noticed.how}` : '';
+    const also = noticed && noticed.rank !== reported.rank && !/MPI_Abort/.test(noticed.how) ? `; mpirun saw ${who(noticed.rank, noticed.host)} end: ${noticed.how}` : '';
     return new EngineJobError(`rank ${reported.rank}: ${reported.message}${also}; every rank was stopped`, reported.stack);
   }
-  if (noticed) return new EngineCrashError(`rank ${noticed.rank} ${noticed.how}; every rank was stopped`, code, sig, [...tail]);
+  if (noticed) return new EngineCrashError(`${who(noticed.rank, noticed.host)} ${noticed.how}; every rank was stopped`, code, sig, [...tail]);
   const how = sig ? `was killed by ${sig}` : `exited with code ${code}`;
   const last = tail.length ? `; last output: ${tail.slice(-5).join(' | ')}` : '';
   return new EngineCrashError(`mpirun ${how} before the job finished${last}`, code, sig, [...tail]);
