@@ -5,12 +5,15 @@
 //                                              the step layout's pack/assemble through it, for every
 //                                              way N ranks form perturbation groups
 //        mpirun -n N dist_ops all-gather       in-place slices of 3 MB from every rank
+//        mpirun -n N dist_ops bench BYTES ITERS  the exchange's own cost: ITERS exchanges of BYTES per
+//                                              rank back to back; rank 0 prints the median and p90 in us
 //        mpirun -n N dist_ops late RANK SECONDS TIMEOUT
 //                                              RANK arrives SECONDS late at an exchange with TIMEOUT:
 //                                              the waiting ranks print the DistError and rank 0 aborts
 // Prints "ok <what>" lines and "FAIL <what>" lines; exit status 1 on a failure.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -172,6 +175,21 @@ void late(Comm& c, int late_rank, double seconds, double timeout) {
     }
 }
 
+void bench(Comm& c, size_t bytes, int iters) {
+    std::vector<char> mine(bytes, (char)c.rank()), all(bytes * (size_t)c.size());
+    std::vector<double> us;
+    for (int i = 0; i < iters + 50; i++) {
+        auto t0 = std::chrono::steady_clock::now();
+        c.exchange(mine.data(), bytes, all.data(), 30, "a benchmark exchange");
+        double t = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        if (i >= 50) us.push_back(t);  // the first 50 warm the connections up
+    }
+    std::sort(us.begin(), us.end());
+    if (c.rank() == 0)
+        std::printf("exchange %zu bytes x %d ranks: median %.1f us, p90 %.1f us, min %.1f us (%d exchanges)\n", bytes, c.size(),
+                    us[us.size() / 2], us[us.size() * 9 / 10], us.front(), iters);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -184,9 +202,10 @@ int main(int argc, char** argv) {
     Comm& c = Comm::world(30);
     if (what == "exchange") exchange_checks(c);
     else if (what == "all-gather") all_gather_checks(c);
+    else if (what == "bench" && argc == 4) bench(c, (size_t)std::atoll(argv[2]), std::atoi(argv[3]));
     else if (what == "late" && argc == 5) late(c, std::atoi(argv[2]), std::atof(argv[3]), std::atof(argv[4]));
     else {
-        std::fprintf(stderr, "usage: dist_ops layout | exchange | all-gather | late RANK SECONDS TIMEOUT\n");
+        std::fprintf(stderr, "usage: dist_ops layout | exchange | all-gather | bench BYTES ITERS | late RANK SECONDS TIMEOUT\n");
         return 2;
     }
     std::printf("rank %d: %d failed\n", c.rank(), failures);

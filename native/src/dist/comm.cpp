@@ -142,7 +142,6 @@ void Comm::wait(std::vector<mpi::Request>& requests, const std::vector<int>& pee
     std::vector<bool> done(requests.size(), false);
     size_t left = requests.size();
     auto start = Clock::now();
-    int idle = 0;
     while (left > 0) {
         bool progressed = false;
         for (size_t i = 0; i < requests.size(); i++) {
@@ -193,12 +192,11 @@ void Comm::wait(std::vector<mpi::Request>& requests, const std::vector<int>& pee
             throw DistError(msg, missing);
         }
         // Poll hard briefly (a balanced exchange completes within microseconds), then
-        // back off: a waiting rank must not take the cores a rank still computing needs.
-        if (progressed) idle = 0;
+        // sleep between polls: a waiting rank must not take the cores a rank still computing
+        // needs, and 50 us keeps the added latency small against a step.
         double waited = std::chrono::duration<double>(Clock::now() - start).count();
-        if (waited < 200e-6) continue;
-        idle = std::min(idle + 1, 6);
-        std::this_thread::sleep_for(std::chrono::microseconds(15 << idle));
+        if (progressed || waited < 200e-6) continue;
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
 }
 
