@@ -39,7 +39,7 @@ const CONFIGS: Config[] = [
 interface StepRow {
   step_ms: number;
   exchange_ms: number;
-  ranks?: { compute_ms: number; wait_ms: number }[];
+  ranks?: { computeMs: number; waitMs: number }[];
 }
 
 function train(c: Config, dataDir: string): StepRow[] {
@@ -49,9 +49,9 @@ function train(c: Config, dataDir: string): StepRow[] {
   return out
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l) as { type: string; step_ms: number; times: { exchangeMs: number }; ranks?: StepRow['ranks'] })
+    .map((l) => JSON.parse(l) as { type: string; stepMs: number; times: { exchangeMs: number }; ranks?: StepRow['ranks'] })
     .filter((e) => e.type === 'step')
-    .map((e) => ({ step_ms: e.step_ms, exchange_ms: e.times.exchangeMs ?? 0, ranks: e.ranks }));
+    .map((e) => ({ step_ms: e.stepMs, exchange_ms: e.times.exchangeMs ?? 0, ranks: e.ranks }));
 }
 
 /** The exchange alone: rank 0's figures over 2000 back-to-back exchanges of `bytes` per rank, ms. */
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
     const steps = train(c, data).slice(WARMUP);
     const stepMs = median(steps.map((s) => s.step_ms));
     const exchangeMs = median(steps.map((s) => s.exchange_ms));
-    const waitMs = c.ranks > 1 ? median(steps.map((s) => s.ranks?.[0]?.wait_ms ?? 0)) : 0;
+    const waitMs = c.ranks > 1 ? median(steps.map((s) => s.ranks?.[0]?.waitMs ?? 0)) : 0;
     process.stderr.write(`${c.label}: ${stepMs.toFixed(0)} ms/step\n`);
     return { ...c, stepMs, exchangeMs, waitMs, steps };
   });

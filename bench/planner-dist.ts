@@ -57,7 +57,7 @@ function input(model: (typeof MODELS)[number], gpus: number, batch: number, q: n
     budgets: { device: GPU, cpu: RAM / gpus },
     spillDirs: [SPILL.dir],
     spillInfo: [{ device: SPILL.device }],
-    precision: 'bf16',
+    masters: 'bf16',
     batchSize: batch,
     maxLength: SEQ,
     q,

@@ -18,7 +18,7 @@ import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -31,23 +31,8 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options & { engineChild: boolean } {
-  const o = { threads: 2, steps: 3, warmup: 1, python: '/usr/bin/python3', rounds: 1, engineChild: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--threads') o.threads = Number(val());
-    else if (a === '--steps') o.steps = Number(val());
-    else if (a === '--warmup') o.warmup = Number(val());
-    else if (a === '--python') o.python = val();
-    else if (a === '--rounds') o.rounds = Number(val());
-    else if (a === '--engine-child') o.engineChild = true;
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
+  const a = benchArgs(argv, { threads: 2, steps: 3, warmup: 1, python: '/usr/bin/python3', rounds: 1, 'engine-child': false });
+  return { threads: a.threads, steps: a.steps, warmup: a.warmup, python: a.python, rounds: a.rounds, engineChild: a['engine-child'] };
 }
 
 /** 16 random token sequences of 64 tokens (seeded), as [B][T]. */

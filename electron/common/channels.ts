@@ -2,13 +2,8 @@
 // derived from them. Kept free of zod (and of any import) so the sandboxed
 // preload can carry it; contract.ts checks its schemas cover exactly these names.
 
-export const METHOD_NAMES = [
-  'listModels',
-  'inspectModel',
-  'listDatasets',
-  'previewDataset',
-  'checkDataset',
-  'plan',
+/** Methods the run supervisor implements (electron/services/runs); the others are the catalog's. */
+export const RUN_METHOD_NAMES = [
   'startRun',
   'stopRun',
   'resumeRun',
@@ -20,11 +15,22 @@ export const METHOD_NAMES = [
   'exportRun',
   'getSettings',
   'updateSettings',
+] as const;
+
+export const METHOD_NAMES = [
+  'listModels',
+  'inspectModel',
+  'listDatasets',
+  'previewDataset',
+  'checkDataset',
+  'plan',
   'listFolder',
   'pickPath',
   'getNotices',
+  ...RUN_METHOD_NAMES,
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
+export type RunMethodName = (typeof RUN_METHOD_NAMES)[number];
 
 export const EVENT_NAMES = ['runStatus', 'stepMetrics', 'evalMetrics', 'telemetry', 'log'] as const;
 export type EventName = (typeof EVENT_NAMES)[number];

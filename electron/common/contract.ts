@@ -9,23 +9,22 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
+import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
 
 export * from './channels.js';
+export * from './options.js';
 
 // ---------------------------------------------------------------------------
 // Shared building blocks
 
-const Bytes = z.number().int().nonnegative();
 const Step = z.number().int().nonnegative();
 /** Milliseconds since the Unix epoch. */
 const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
-export const FilePath = z.string().min(1).max(4096);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
 export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
-export const Tier = z.enum(['gpu', 'cpu', 'ssd']);
 
 // --- models
 
@@ -84,63 +83,9 @@ export const InspectReport = z.object({
   ),
 });
 
-// --- datasets and task templates (mirrors electron/data/templates.ts)
+// --- datasets (task templates: options.ts)
 
 export const DatasetFormat = z.enum(['jsonl', 'csv', 'parquet']);
-
-const LabelWords = z.array(z.string().min(1)).min(2).max(64);
-
-export const TaskTemplate = z.discriminatedUnion('kind', [
-  z.object({
-    kind: z.literal('sst2'),
-    sentenceField: z.string().optional(),
-    labelField: z.string().optional(),
-    labelWords: z.array(z.string().min(1)).length(2).optional(),
-  }),
-  z.object({
-    kind: z.literal('rte'),
-    premiseField: z.string().optional(),
-    hypothesisField: z.string().optional(),
-    labelField: z.string().optional(),
-    labelWords: z.array(z.string().min(1)).length(2).optional(),
-  }),
-  z.object({
-    kind: z.literal('classify'),
-    textField: z.string().optional(),
-    labelField: z.string().optional(),
-    labelWords: LabelWords,
-    labelMap: z.record(z.string(), z.number().int().nonnegative()).optional(),
-    prompt: z.string().includes('{text}').optional(),
-  }),
-  z.object({ kind: z.literal('text'), textField: z.string().optional() }),
-  z.object({
-    kind: z.literal('completion'),
-    promptField: z.string().optional(),
-    completionField: z.string().optional(),
-    appendEos: z.boolean().optional(),
-  }),
-  z.object({
-    kind: z.literal('chat'),
-    /** How rows are laid out; absent: found from each row's fields. */
-    format: z.enum(['messages', 'sharegpt', 'alpaca']).optional(),
-    messagesField: z.string().min(1).optional(),
-    roleField: z.string().min(1).optional(),
-    contentField: z.string().min(1).optional(),
-    /** The dataset's role names → roles, on top of the usual ones (human, gpt, model, ...). */
-    roleMap: z.record(z.string(), z.enum(['system', 'user', 'assistant', 'tool'])).optional(),
-    instructionField: z.string().min(1).optional(),
-    inputField: z.string().min(1).optional(),
-    outputField: z.string().min(1).optional(),
-    systemField: z.string().min(1).optional(),
-    historyField: z.string().min(1).optional(),
-    /** A system turn put before each conversation that has none. */
-    systemPrompt: z.string().optional(),
-    /** Which of the model's named chat templates (default "default"). */
-    templateName: z.string().min(1).optional(),
-    /** More variables for the chat template, e.g. {"enable_thinking": false}. */
-    templateVariables: z.record(z.string(), z.lazy(() => JsonValue)).optional(),
-  }),
-]);
 
 export const DatasetEntry = z.object({
   path: z.string(),
@@ -150,11 +95,6 @@ export const DatasetEntry = z.object({
   modified: Timestamp,
 });
 
-/** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
-export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
-  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
-);
 
 /** A chat row rendered with the model's template: the sequences it is trained as, trained pieces marked, with token counts. */
 export const RenderedChat = z.object({
@@ -201,36 +141,18 @@ export const DatasetPreview = z.object({
 
 // --- plan
 
-/** Precision of the masters as the run options name it (TrainOptions.masters). */
-export const Masters = z.enum(['fp32', 'bf16', 'fp16']);
-/** The planner's name for a master precision (the run options say fp32 where the planner says f32). */
-export function precisionOfMasters(m: z.output<typeof Masters>): 'f32' | 'bf16' | 'fp16' {
-  return m === 'fp32' ? 'f32' : m;
-}
-/** Where streamed blocks are updated: by the planner's cost model, at home (host threads), or on the compute device (then written back). */
-export const UpdateMode = z.enum(['auto', 'home', 'device']);
-/** Several spill folders (drives): SSD blocks are striped over them round-robin. */
-const SpillDirs = z.array(FilePath).max(64);
-
-export const PlanRequest = z.object({
-  model: FilePath,
+/** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
+export const PlanRequest = RunOptions.pick({ model: true, masters: true, batchSize: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
     .default({}),
-  /** One spill folder (absent: the settings' spill folder). */
-  spillDir: FilePath.optional(),
-  /** Several spill folders; overrides spillDir when not empty. */
-  spillDirs: SpillDirs.optional(),
-  /** Master precision in the planner's names; `masters` overrides it. */
-  precision: z.enum(['f32', 'bf16', 'fp16']).default('f32'),
-  /** Master precision in the run options' names (fp32 = f32): bf16/fp16 store and move streamed blocks in half the bytes. */
-  masters: Masters.optional(),
+  /** SSD blocks are striped over these folders (absent or empty: the settings' spill folder). */
+  spillDirs: RunOptions.shape.spillDirs,
   /** Where streamed blocks are updated (default auto: by the cost model). */
   updateOn: UpdateMode.default('auto'),
-  batchSize: z.number().int().positive().max(65536).default(16),
   /** Tokens per sequence used for the activation estimate. */
-  maxLength: z.number().int().positive().max(1 << 20).default(256),
+  maxLength: int(1, MAX_LENGTH).default(256).register(flags, { flag: 'max-length', arg: 'N', help: 'tokens per sequence the activations are sized for' }),
   /** Measure the machine again instead of using the cached calibration (takes seconds). */
   recalibrate: z.boolean().optional(),
   /** The training dataset and its task: compute is then predicted for the data's mean tokens per example, as a run's own plan is. */
@@ -244,7 +166,7 @@ export const PlanUnit = z.object({
   parameters: z.number().int().nonnegative(),
   /** As the unit is held at home: float32 on the compute device, the masters' format on the CPU / SSD tiers. */
   bytes: Bytes,
-  home: Tier,
+  home: Home,
   /** Where its update runs (resident units: always on the device). */
   updateOn: z.enum(['home', 'device']).optional(),
   /** Predicted time of its update per step, ms; null when not calibrated. */
@@ -262,6 +184,8 @@ export const PlanSpillFolder = z.object({
   dir: z.string(),
   /** st_dev of its filesystem; null: unknown. */
   device: z.string().nullable(),
+  /** Its filesystem as a person knows it: "/mnt/nvme (/dev/nvme0n1p2, ext4)"; null: unknown. */
+  mount: z.string().nullable().optional(),
   units: z.number().int().nonnegative(),
   /** Its spill file's size. */
   bytes: Bytes,
@@ -301,7 +225,7 @@ export const PlanResult = z.object({
   linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: z.number().nonnegative(), ssdRead: Bytes, ssdWrite: z.number().nonnegative() }),
   /** null until the engine has been calibrated on this machine. */
   predictedStepMs: z.number().nonnegative().nullable(),
-  /** The physical floor of one step (ALGORITHMS.md §5, full overlap); null when not calibrated. */
+  /** The physical floor of one step (full overlap: the largest single term; docs/TIERED-STORE.md); null when not calibrated. */
   floorMs: z.number().nonnegative().nullable().optional(),
   /** The term that sets the floor. */
   bound: z.enum(['compute', 'host-to-device', 'device-to-host', 'ssd-read', 'ssd-write', 'cpu-update']).nullable().optional(),
@@ -395,53 +319,10 @@ export const PlanResult = z.object({
 
 export const RunStatus = z.enum(['queued', 'running', 'stopping', 'stopped', 'completed', 'failed', 'interrupted']);
 
-/** TrainOptions (electron/engine/trainer.ts) as the UI sends them; omitted fields take TRAIN_DEFAULTS. */
-/** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
-export const DEFAULT_CHECKPOINT_EVERY = 100;
-
-export const RunOptions = z.object({
-  model: FilePath,
-  train: FilePath,
-  eval: FilePath.optional(),
-  evalFraction: z.number().min(0).max(0.9).optional(),
-  task: TaskTemplate,
-  steps: z.number().int().positive().max(100_000_000).optional(),
-  batchSize: z.number().int().positive().max(65536).optional(),
-  lr: z.number().nonnegative().optional(),
-  eps: z.number().positive().optional(),
-  weightDecay: z.number().nonnegative().optional(),
-  q: z.number().int().positive().max(1024).optional(),
-  schedule: z.enum(['constant', 'linear', 'cosine']).optional(),
-  warmupSteps: z.number().int().nonnegative().optional(),
-  noise: z.enum(['gaussian', 'rademacher']).optional(),
-  seed: z.number().int().nonnegative().optional(),
-  evalEvery: z.number().int().nonnegative().optional(),
-  evalMax: z.number().int().nonnegative().optional(),
-  threads: z.number().int().nonnegative().optional(),
-  maxLength: z.number().int().positive().optional(),
-  out: FilePath.optional(),
-  zeroShot: z.boolean().optional(),
-  checkpointEvery: z.number().int().nonnegative().optional(),
-  /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
-  offload: z.enum(['none', 'cpu', 'ssd', 'auto']).optional(),
-  gpuMem: Bytes.optional(),
-  cpuMem: Bytes.optional(),
-  ssdMem: Bytes.optional(),
-  spillDir: FilePath.optional(),
-  /** Several spill folders (drives): SSD blocks are striped over them; overrides spillDir when not empty. */
-  spillDirs: SpillDirs.optional(),
-  writeBackEvery: z.number().int().positive().max(1_000_000).optional(),
-  /** Where streamed blocks are updated (default auto: the planner's cost model). */
-  updateOn: UpdateMode.optional(),
-  /** Precision of the masters (default fp32); bf16 / fp16 round every update stochastically. */
-  masters: Masters.optional(),
-});
-
 /** What a run keeps its streamed blocks as and where (its masters, update mode and spill folders), as shown beside its placement. */
 export const RunStorage = z.object({
   masters: Masters,
   updateOn: UpdateMode,
-  /** spillDirs when not empty, else [spillDir], else none. */
   spillDirs: z.array(z.string()),
 });
 
@@ -450,10 +331,10 @@ export const RunStorage = z.object({
  * of them and streams no blocks (`streams`: its plan or offload puts blocks on the CPU or the SSD).
  */
 export function runStorage(
-  o: Pick<z.input<typeof RunOptions>, 'masters' | 'updateOn' | 'spillDir' | 'spillDirs'>,
+  o: Pick<z.input<typeof RunOptions>, 'masters' | 'updateOn' | 'spillDirs'>,
   streams: boolean,
 ): z.output<typeof RunStorage> | null {
-  const spillDirs = o.spillDirs?.length ? [...o.spillDirs] : o.spillDir ? [o.spillDir] : [];
+  const spillDirs = [...(o.spillDirs ?? [])];
   if (!streams && o.masters === undefined && o.updateOn === undefined && spillDirs.length === 0) return null;
   return { masters: o.masters ?? 'fp32', updateOn: o.updateOn ?? 'auto', spillDirs };
 }
@@ -518,6 +399,20 @@ export const RunPlan = z.object({
   ioWaitMs: z.number().nonnegative().nullable(),
 });
 
+/** One rank's share of a step of a run over several ranks (per-rank telemetry). */
+export const RankStep = z.object({
+  rank: z.number().int().nonnegative(),
+  host: z.string(),
+  /** From the start of its step to its arrival at the exchange of losses. */
+  computeMs: z.number().nonnegative(),
+  forwardMs: z.number().nonnegative(),
+  ioMs: z.number().nonnegative(),
+  /** How long it waited at the exchange for the slowest rank (estimated from the ranks' compute times). */
+  waitMs: z.number().nonnegative(),
+  examples: z.number().int().nonnegative(),
+  tokens: z.number().int().nonnegative(),
+});
+
 export const StepMetric = z.object({
   runId: RunId,
   step: Step,
@@ -533,6 +428,8 @@ export const StepMetric = z.object({
   skipped: z.boolean(),
   /** Absent or null when the engine reported no tier counters (and for steps recorded before they were kept). */
   io: StepIo.nullable().optional(),
+  /** A run over several ranks: each rank's share of the step, live only (the store keeps the run's figures). */
+  ranks: z.array(RankStep).optional(),
 });
 
 export const EvalMetric = z.object({
@@ -593,7 +490,8 @@ export const Settings = z.object({
   spillDir: FilePath.nullable(),
   runsDir: FilePath.nullable(),
   budgets: z.object({ gpu: Bytes.nullable(), cpu: Bytes.nullable(), ssd: Bytes.nullable() }),
-  threads: z.number().int().nonnegative(),
+  /** CPU threads of a run that does not say (0: all cores). */
+  threads: int(0, MAX_THREADS),
   /** How often telemetry is sampled while a run is active; read when sampling starts. */
   samplingIntervalMs: z.number().int().min(200).max(10_000),
   /**
@@ -648,8 +546,6 @@ export const TelemetrySample = z.object({
 
 // --- files: the folders the backend may use, a file browser over them, native dialogs
 
-/** What an allowed folder is for: reading models or datasets, spilling blocks, writing results (exports, run outputs). */
-export const RootKind = z.enum(['models', 'datasets', 'spill', 'export']);
 
 export const FolderEntry = z.object({
   name: z.string(),
@@ -727,8 +623,9 @@ export const methods = {
     }),
     DatasetCheck,
   ),
-  plan: method(PlanRequest, PlanResult),
-  startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions }), RunSummary),
+  // Unknown fields are refused, not dropped: a misspelt option must not silently take its default.
+  plan: method(PlanRequest.strict(), PlanResult),
+  startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions.strict() }), RunSummary),
   stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
   resumeRun: method(z.object({ runId: RunId }), RunSummary),
   checkpointRun: method(z.object({ runId: RunId }), z.object({ requested: z.literal(true) })),
@@ -791,17 +688,13 @@ export type AnyEvent = { [E in EventName]: { event: E; payload: EventPayload<E> 
 export type ModelSummary = z.output<typeof ModelSummary>;
 export type UnsupportedModel = z.output<typeof UnsupportedModel>;
 export type InspectReport = z.output<typeof InspectReport>;
-export type TaskTemplate = z.output<typeof TaskTemplate>;
 export type DatasetEntry = z.output<typeof DatasetEntry>;
 export type DatasetPreview = z.output<typeof DatasetPreview>;
 export type RenderedExample = z.output<typeof RenderedExample>;
 export type PlanRequest = z.output<typeof PlanRequest>;
 export type PlanResult = z.output<typeof PlanResult>;
 export type PlanUnit = z.output<typeof PlanUnit>;
-export type Masters = z.output<typeof Masters>;
-export type UpdateMode = z.output<typeof UpdateMode>;
 export type RunStatus = z.output<typeof RunStatus>;
-export type RunOptions = z.output<typeof RunOptions>;
 export type RunSummary = z.output<typeof RunSummary>;
 export type RunStorage = z.output<typeof RunStorage>;
 export type RunDetail = z.output<typeof RunDetail>;
@@ -810,6 +703,7 @@ export type MetricsQuery = z.output<typeof MetricsQuery>;
 export type MetricsPage = z.output<typeof MetricsPage>;
 export type StepMetric = z.output<typeof StepMetric>;
 export type StepIo = z.output<typeof StepIo>;
+export type RankStep = z.output<typeof RankStep>;
 export type RunPlan = z.output<typeof RunPlan>;
 export type EvalMetric = z.output<typeof EvalMetric>;
 export type Checkpoint = z.output<typeof Checkpoint>;
@@ -818,7 +712,6 @@ export type Settings = z.output<typeof Settings>;
 export type SettingsPatch = z.output<typeof SettingsPatch>;
 export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
-export type RootKind = z.output<typeof RootKind>;
 export type FolderEntry = z.output<typeof FolderEntry>;
 export type FolderListing = z.output<typeof FolderListing>;
 export type PickRequest = z.output<typeof PickRequest>;

@@ -17,9 +17,11 @@
 // special token before `$A`). OPT and Llama prepend BOS; GPT-2 does not.
 // Special tokens a post-processor appends at the END (EOS) are never added.
 
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+
+import { pathExists } from '../node/files.js';
 
 export interface EncodeOptions {
   /** Prepend BOS when the model expects one. Default true (as in Hugging Face). */
@@ -73,15 +75,6 @@ export class TokenizerError extends Error {
 
 type Json = Record<string, unknown>;
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function readJsonObject(file: string): Promise<Json> {
   let text: string;
   try {
@@ -102,7 +95,7 @@ async function readJsonObject(file: string): Promise<Json> {
 }
 
 async function readOptionalJson(file: string): Promise<Json | null> {
-  return (await exists(file)) ? readJsonObject(file) : null;
+  return (await pathExists(file)) ? readJsonObject(file) : null;
 }
 
 /** The named special tokens of a tokenizer config (transformers' SPECIAL_TOKENS_ATTRIBUTES). */
@@ -218,7 +211,7 @@ async function readChatTemplates(dir: string, config: Json | null): Promise<{ te
       throw new TokenizerError(file, `cannot read file: ${(e as Error).message}`);
     }
   };
-  if (await exists(main)) templates.default = await readText(main);
+  if (await pathExists(main)) templates.default = await readText(main);
   const extraDir = path.join(dir, 'additional_chat_templates');
   let extras: string[] = [];
   try {
@@ -227,7 +220,7 @@ async function readChatTemplates(dir: string, config: Json | null): Promise<{ te
     // no additional templates
   }
   for (const f of extras) templates[f.slice(0, -'.jinja'.length)] = await readText(path.join(extraDir, f));
-  if (Object.keys(templates).length > 0) return { templates, file: (await exists(main)) ? main : extraDir };
+  if (Object.keys(templates).length > 0) return { templates, file: (await pathExists(main)) ? main : extraDir };
 
   const configFile = path.join(dir, 'tokenizer_config.json');
   const t = config?.chat_template;
@@ -263,7 +256,7 @@ async function buildFromVocabMerges(dir: string, config: Json | null): Promise<J
     }
     vocab[tok] = id;
   }
-  if (!(await exists(mergesFile))) {
+  if (!(await pathExists(mergesFile))) {
     throw new TokenizerError(mergesFile, 'missing (vocab.json needs merges.txt next to it)');
   }
   let mergesText: string;
@@ -402,7 +395,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
   let json: Json;
   let format: SpillwayTokenizer['format'];
   let sourceFile: string;
-  if (await exists(tjFile)) {
+  if (await pathExists(tjFile)) {
     json = await readJsonObject(tjFile);
     format = 'tokenizer.json';
     sourceFile = tjFile;
@@ -410,7 +403,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
     // The library requires these keys to be present (null allowed).
     for (const key of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) if (!(key in json)) json[key] = null;
     if (!Array.isArray(json.added_tokens)) json.added_tokens = [];
-  } else if (await exists(path.join(dir, 'vocab.json'))) {
+  } else if (await pathExists(path.join(dir, 'vocab.json'))) {
     json = await buildFromVocabMerges(dir, config);
     format = 'vocab.json+merges.txt';
     sourceFile = path.join(dir, 'vocab.json');

@@ -3,12 +3,12 @@
 // same thing, the stop and checkpoint decisions of rank 0 that every rank follows, evaluation
 // shared among the ranks, and the waits for rank 0's writes. The exchanges go through World
 // (world.ts); the step's own exchange of losses happens inside the engine (NativeStepParams.dist).
+import type { RankStep } from '../common/contract.js';
+import type { Parallel } from '../common/options.js';
 import type { TokenizedExample } from '../data/index.js';
 import type { NativeEngine, NativeRankTimes } from './native.js';
 import { packBatch } from './batch.js';
 import type { World } from './world.js';
-
-export type Parallel = 'data' | 'perturbation' | '2d';
 
 /** How the ranks share a step: `groups` perturbation groups of `shards` data-parallel ranks (native/src/dist/layout.h). */
 export interface RankLayout {
@@ -146,29 +146,15 @@ export async function scoreShared(
   return { loss: n ? lossSum / n : Number.NaN, accuracy: classified ? correct / classified : null };
 }
 
-/** Per-rank telemetry of a step, as the step event carries it. */
-export interface RankStep {
-  rank: number;
-  host: string;
-  /** From the start of its step to its arrival at the exchange of losses. */
-  compute_ms: number;
-  forward_ms: number;
-  io_ms: number;
-  /** How long it waited at the exchange for the slowest rank (the last to arrive waits least). */
-  wait_ms: number;
-  examples: number;
-  tokens: number;
-}
-
 export function rankSteps(world: World, ranks: NativeRankTimes[]): RankStep[] {
   const slowest = Math.max(...ranks.map((t) => t.computeMs));
   return ranks.map((t, r) => ({
     rank: r,
     host: world.info.ranks[r]?.host ?? '',
-    compute_ms: t.computeMs,
-    forward_ms: t.forwardMs,
-    io_ms: t.ioMs,
-    wait_ms: Math.max(0, slowest - t.computeMs),
+    computeMs: t.computeMs,
+    forwardMs: t.forwardMs,
+    ioMs: t.ioMs,
+    waitMs: Math.max(0, slowest - t.computeMs),
     examples: t.examples,
     tokens: t.tokens,
   }));

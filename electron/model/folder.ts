@@ -5,6 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import type { Dirent } from 'node:fs';
 import * as path from 'node:path';
+import { isDir, isFile, statOrNull } from '../node/files.js';
 import type { Dtype, ModelConfig, ModelInfo, TensorRef, UnitSpec, UnsupportedModel } from './types.js';
 import { ModelError, describeError } from './errors.js';
 import { readSafetensorsHeader, numelOf, type UnsupportedDtypeTensor } from './safetensors.js';
@@ -22,22 +23,6 @@ export interface ResolvedModelDir {
   cacheRepo: string | null;
   /** Snapshot revision (folder name) for the HF cache. */
   revision: string | null;
-}
-
-async function statOrNull(p: string): Promise<import('node:fs').Stats | null> {
-  try {
-    return await fsp.stat(p);
-  } catch {
-    return null;
-  }
-}
-
-async function isDir(p: string): Promise<boolean> {
-  return (await statOrNull(p))?.isDirectory() ?? false;
-}
-
-async function isFile(p: string): Promise<boolean> {
-  return (await statOrNull(p))?.isFile() ?? false;
 }
 
 /** "models--org--name" -> "org/name"; null when not a cache repo folder name. */

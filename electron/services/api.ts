@@ -14,8 +14,9 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 
 import {
-  precisionOfMasters,
+  pathKinds,
   SpillwayError,
+  TrainOptions,
   type AnyEvent,
   type DatasetCheck,
   type DatasetEntry,
@@ -26,7 +27,9 @@ import {
   type MethodResult,
   type ModelSummary,
   type Notice,
+  type PathMeta,
   type PickRequest,
+  type RunMethodName,
   type RunOptions,
   type Settings,
 } from '../common/contract.js';
@@ -74,22 +77,6 @@ export interface SpillwayServices extends ServiceMethods, EventSource {
   /** Stops every run with a checkpoint and releases resources; called when the app quits. */
   shutdown(): Promise<void>;
 }
-
-/** Methods the run supervisor (electron/services/runs + store) implements. */
-export const RUN_METHODS = [
-  'startRun',
-  'stopRun',
-  'resumeRun',
-  'checkpointRun',
-  'listRuns',
-  'getRun',
-  'getMetrics',
-  'deleteRun',
-  'exportRun',
-  'getSettings',
-  'updateSettings',
-] as const satisfies readonly MethodName[];
-export type RunMethodName = (typeof RUN_METHODS)[number];
 
 /**
  * What the run supervisor provides. Conventions:
@@ -274,7 +261,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
       catalogCall(async () => {
         const settings = await runs.getSettings({}, ctx);
         // The folders asked for (several: striped), else the settings' spill folder.
-        const spillDirs = p.spillDirs?.length ? p.spillDirs : [p.spillDir ?? settings.spillDir].filter((d): d is string => !!d);
+        const spillDirs = p.spillDirs?.length ? p.spillDirs : settings.spillDir ? [settings.spillDir] : [];
         await allowed('models', p.model, 'the model folder');
         for (const d of spillDirs) await allowed('spill', d, 'the spill folder');
         if (p.train) await allowed('datasets', p.train, 'the training data');
@@ -297,9 +284,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
             cpu: p.budgets.cpu ?? settings.budgets.cpu ?? undefined,
             ssd: p.budgets.ssd ?? settings.budgets.ssd ?? undefined,
           },
-          spillDir: spillDirs[0] ?? null,
           spillDirs,
-          precision: p.masters ? precisionOfMasters(p.masters) : p.precision,
+          masters: p.masters ?? 'fp32',
           updateMode: p.updateOn,
           batchSize: p.batchSize,
           maxLength: p.maxLength,
@@ -323,17 +309,13 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   };
 }
 
-/** Which kind of allowed folder each path of a run's options must lie in (a test checks every path field is here). */
-export const RUN_OPTION_PATHS: Record<string, { kind: RootKind; what: string }> = {
-  model: { kind: 'models', what: 'the model folder' },
-  train: { kind: 'datasets', what: 'the training data' },
-  eval: { kind: 'datasets', what: 'the evaluation data' },
-  spillDir: { kind: 'spill', what: 'the spill folder' },
-  spillDirs: { kind: 'spill', what: 'the spill folder' },
-  out: { kind: 'export', what: 'the output folder' },
-  checkpointDir: { kind: 'export', what: 'the checkpoint folder' },
-  resumeFrom: { kind: 'export', what: 'the checkpoint to resume from' },
-};
+/** Which kind of allowed folder each path of a run's options must lie in: as the options' schema says (pathKinds). */
+export const RUN_OPTION_PATHS: Record<string, PathMeta> = Object.fromEntries(
+  Object.entries(TrainOptions.shape).flatMap(([field, schema]) => {
+    const meta = pathKinds.get(schema);
+    return meta ? [[field, meta]] : [];
+  }),
+);
 
 /** The folders scanned when a listing names none: every allowed one but the data folder (its runs' checkpoints and seed logs are not a library). */
 async function listedRoots(access: FileAccess, kind: RootKind): Promise<string[]> {

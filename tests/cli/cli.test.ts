@@ -62,10 +62,10 @@ describe('spillway train', () => {
     const steps = ev.filter((e) => e.type === 'step');
     for (const [i, s] of steps.entries()) {
       expect(s.step).toBe(i + 1);
-      for (const k of ['loss', 'loss_plus', 'loss_minus', 'projected_grad', 'lr', 'step_ms', 'tokens_per_s']) {
+      for (const k of ['loss', 'lossPlus', 'lossMinus', 'projectedGrad', 'lr', 'stepMs', 'tokensPerS']) {
         expect(typeof s[k], k).toBe('number');
       }
-      expect(s.loss as number).toBeCloseTo(((s.loss_plus as number) + (s.loss_minus as number)) / 2, 9);
+      expect(s.loss as number).toBeCloseTo(((s.lossPlus as number) + (s.lossMinus as number)) / 2, 9);
     }
     const evals = ev.filter((e) => e.type === 'eval');
     expect(evals[0].step).toBe(0);
@@ -144,7 +144,7 @@ describe('chat data from the command line', () => {
     expect(s.code, s.stderr).toBe(0);
     const examples = lines(s.stdout).filter((e) => e.type === 'example');
     expect(examples).toHaveLength(5);
-    expect(examples.every((e) => (e.scored_tokens as number) > 0 && e.correct === null)).toBe(true);
+    expect(examples.every((e) => (e.scoredTokens as number) > 0 && e.correct === null)).toBe(true);
   });
 
   it('maps other field and role names with flags', async () => {
@@ -208,7 +208,7 @@ describe('spillway train --offload', () => {
     const losses = async (extra: string[]) => {
       const r = await spillway([...base, ...extra]);
       expect(r.code, r.stderr).toBe(0);
-      return lines(r.stdout).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+      return lines(r.stdout).filter((e) => e.type === 'step').map((e) => [e.lossPlus, e.lossMinus]);
     };
     const resident = await losses([]);
     expect(resident).toHaveLength(4);

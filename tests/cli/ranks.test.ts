@@ -27,7 +27,7 @@ const dataDir = (name: string) => join(work, `data-${name}`);
 const base = (steps: number) => ['train', '--model', model, '--data', DEMO_TRAIN, '--task', 'sst2', '--batch-size', '4', '--lr', '1e-2', '--steps', String(steps), '--threads', '1', '--eval-fraction', '0', '--no-zero-shot', '--json'];
 
 type Event = Record<string, unknown> & { type: string };
-const steps = (events: Event[]) => events.filter((e) => e.type === 'step') as (Event & { step: number; loss: number; loss_plus: number; loss_minus: number; projected_grad: number; ranks?: Record<string, number | string>[] })[];
+const steps = (events: Event[]) => events.filter((e) => e.type === 'step') as (Event & { step: number; loss: number; lossPlus: number; lossMinus: number; projectedGrad: number; ranks?: Record<string, number | string>[] })[];
 
 async function train(name: string, args: string[]): Promise<{ code: number; events: Event[]; stderr: string }> {
   const r = await runSpillway(args, dataDir(name));
@@ -60,7 +60,7 @@ describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
     const b = steps(two.events);
     expect(b.length).toBe(6);
     expect(maxRelDiff(b.map((s) => s.loss), a.map((s) => s.loss))).toBeLessThanOrEqual(DATA_TOLERANCE);
-    expect(maxRelDiff(b.map((s) => s.projected_grad), a.map((s) => s.projected_grad))).toBeLessThanOrEqual(DATA_TOLERANCE * 1e3);
+    expect(maxRelDiff(b.map((s) => s.projectedGrad), a.map((s) => s.projectedGrad))).toBeLessThanOrEqual(DATA_TOLERANCE * 1e3);
     // Per-rank telemetry: each rank computed its 2 examples of the batch of 4.
     for (const s of b) {
       expect(s.ranks?.map((r) => r.rank)).toEqual([0, 1]);
@@ -73,7 +73,7 @@ describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
     const two = await train('pert', [...base(5), '--q', '2', '--ranks', '2', '--parallel', 'perturbation', '--out', join(work, 'out-two')]);
     expect(one.code, one.stderr).toBe(0);
     expect(two.code, two.stderr).toBe(0);
-    const key = (e: ReturnType<typeof steps>[number]) => [e.loss, e.loss_plus, e.loss_minus, e.projected_grad];
+    const key = (e: ReturnType<typeof steps>[number]) => [e.loss, e.lossPlus, e.lossMinus, e.projectedGrad];
     expect(steps(two.events).map(key)).toEqual(steps(one.events).map(key));
     // Every rank applied both terms to every weight: the saved models are the same bytes.
     expect(readFileSync(join(work, 'out-two', 'model.safetensors')).equals(readFileSync(join(work, 'out-one', 'model.safetensors')))).toBe(true);

@@ -342,7 +342,7 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     // A CPU budget half a block short of everything resident: streaming adds a staging slot and an
     // I/O buffer, so all but one of the demo's four blocks go to the SSD.
     const maxLength = Number(await page.inputValue('[data-testid="max-length"]'));
-    const plan = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength })) as { memory: { cpu: number }; units: { kind: string; bytes: number }[] };
+    const plan = (await callApi('plan', { model, spillDirs: [spill], batchSize: 4, maxLength })) as { memory: { cpu: number }; units: { kind: string; bytes: number }[] };
     const block = plan.units.find((u) => u.kind === 'block')!.bytes;
     await page.fill('[data-testid="run-name"]', 'e2e tiers');
     await page.fill('[data-testid="steps"]', '40');
@@ -351,7 +351,7 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.fill('[data-testid="spill-dir"]', spill);
     const cpuMem = Math.floor(plan.memory.cpu - block / 2);
     await page.fill('[data-testid="cpu-budget"]', String(cpuMem));
-    const tiered = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, budgets: { cpu: cpuMem } })) as { units: { home: string }[] };
+    const tiered = (await callApi('plan', { model, spillDirs: [spill], batchSize: 4, maxLength, budgets: { cpu: cpuMem } })) as { units: { home: string }[] };
     await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
     await page.click('[data-testid="start-run"]');
     await page.waitForFunction(() => location.hash.startsWith('#/live/'));
@@ -395,7 +395,7 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     // A CPU budget under which every block streams from the SSD with fp32 and with bf16 masters.
     type Plan = BudgetPlan & { prefetch: number; prefetchRequested: number; update: { homeUnits: number; deviceUnits: number; mode: string } };
     const planAt = (cpu: number | undefined, masters: string) =>
-      callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, masters, ...(cpu === undefined ? {} : { budgets: { cpu } }) }) as Promise<Plan>;
+      callApi('plan', { model, spillDirs: [spill], batchSize: 4, maxLength, masters, ...(cpu === undefined ? {} : { budgets: { cpu } }) }) as Promise<Plan>;
     const { cpu, blocks } = await allBlocksOnSsdBudget(planAt);
     const f32 = await planAt(cpu, 'fp32');
     const bf16 = await planAt(cpu, 'bf16');
@@ -464,7 +464,7 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     expect(measured).toBeGreaterThanOrEqual(h2d);
     expect(measured).toBeLessThan(h2d * 1.01);
     const detail = (await callApi('getRun', { runId })) as { options: Record<string, unknown>; plan: { linkBytes: { hostToDevice: number } } };
-    expect(detail.options).toMatchObject({ masters: 'bf16', offload: 'auto', spillDir: spill });
+    expect(detail.options).toMatchObject({ masters: 'bf16', offload: 'auto', spillDirs: [spill] });
     expect(detail.plan.linkBytes.hostToDevice).toBe(h2d);
     await page.goto(`${url}#/new`);
     await page.selectOption('[data-testid="masters"]', 'fp32');

@@ -37,7 +37,7 @@ async function runToEnd(o: TrainOptions): Promise<TrainEvent[]> {
 }
 
 const stepLosses = (events: TrainEvent[]) =>
-  events.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss_plus, e.loss_minus] as const] : []));
+  events.flatMap((e) => (e.type === 'step' ? [[e.step, e.lossPlus, e.lossMinus] as const] : []));
 
 describe('checkpoint and resume', () => {
   it('continues bit-identically from a checkpoint', async () => {
@@ -62,7 +62,7 @@ describe('checkpoint and resume', () => {
 
   it('resumes bf16 masters bit-identically, in the checkpoint\'s precision, with blocks on the SSD', async () => {
     const spill = mkdtempSync(join(tmpdir(), 'spw-resume-spill-'));
-    const bf16 = (over: Partial<TrainOptions>) => options({ masters: 'bf16', offload: 'ssd', spillDir: spill, writeBackEvery: 2, ...over });
+    const bf16 = (over: Partial<TrainOptions>) => options({ masters: 'bf16', offload: 'ssd', spillDirs: [spill], writeBackEvery: 2, ...over });
     const whole = await runToEnd(bf16({ steps: 6, out: join(work, 'bf16-whole') }));
     const ckpts = join(work, 'ckpt-bf16');
     await runToEnd(bf16({ steps: 6, checkpointEvery: 3, checkpointDir: ckpts }));

@@ -33,12 +33,12 @@ const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
   demoTrainOptions(model, {
     seed: 4,
     offload: 'ssd',
-    spillDir: spill,
+    spillDirs: [spill],
     writeBackEvery: 3,
     ...over,
   });
 
-const losses = (ev: TrainEvent[]) => ev.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss_plus, e.loss_minus]] : []));
+const losses = (ev: TrainEvent[]) => ev.flatMap((e) => (e.type === 'step' ? [[e.step, e.lossPlus, e.lossMinus]] : []));
 
 describe('an SSD-tier engine killed mid-run', () => {
   it('leaves a spill file that doctor finds and deletes, and resumes from its checkpoint', async () => {

@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
-import { HOME, loadNative } from '../../electron/engine/native.js';
-import type { MasterPrecision, NativeEngine } from '../../electron/engine/native.js';
+import { loadNative } from '../../electron/engine/native.js';
+import type { NativeEngine } from '../../electron/engine/native.js';
+import type { Masters } from '../../electron/common/options.js';
 import { engineSpec } from '../../electron/engine/spec.js';
 import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, GOLDEN, ROOT, readJson, toExamples } from '../helpers/engine.js';
@@ -20,12 +21,12 @@ import { debianPythonWith } from '../helpers/python.js';
 
 const work = mkdtempSync(join(tmpdir(), 'spw-precision-'));
 
-async function open(masters: MasterPrecision | undefined, ssd: boolean): Promise<NativeEngine> {
+async function open(masters: Masters | undefined, ssd: boolean): Promise<NativeEngine> {
   const info = await loadModelInfo(join(FIXTURE_MODELS, 'llama-tiny'));
   const e = new (loadNative().Engine)({ threads: 2 });
   const n = info.units.length;
-  const homes = Array.from({ length: n }, (_, i) => (ssd && i > 0 && i < n - 1 ? HOME.ssd : HOME.device));
-  await e.load(engineSpec(info), { homes, spillDir: work, masters });
+  const homes = Array.from({ length: n }, (_, i) => (ssd && i > 0 && i < n - 1 ? 'ssd' : 'device'));
+  await e.load(engineSpec(info), { homes, spillDirs: [work], masters });
   return e;
 }
 

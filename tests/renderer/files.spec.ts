@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { SpillwayError, type FolderListing } from '../../electron/common/contract.ts';
-import type { Client } from '../../renderer/src/lib/client.ts';
+import type { Client } from '../../electron/common/client.ts';
 import { FilePickerState } from '../../renderer/src/state/files.svelte.ts';
 
 const entry = (dir: string, name: string, type: 'folder' | 'file', outside = false) => ({ name, path: `${dir}/${name}`, type, bytes: type === 'file' ? 10 : null, modified: 1, outside });

@@ -28,7 +28,10 @@ describe('formatting', () => {
   });
   it('parses budgets', () => {
     expect(parseBytes('16 GiB')).toBe(16 * 1024 ** 3);
-    expect(parseBytes('512m')).toBe(512 * 1024 ** 2);
+    // As the CLI reads them (one parser): SI letters are powers of 1000, the i-forms of 1024.
+    expect(parseBytes('512m')).toBe(512e6);
+    expect(parseBytes('16 GB')).toBe(16e9);
+    expect(parseBytes(' 1.5 TiB ')).toBe(1.5 * 1024 ** 4);
     expect(parseBytes('')).toBeNull();
     expect(parseBytes('lots')).toBeNaN();
   });

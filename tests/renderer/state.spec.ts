@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS, parseLabelMap } from '../../renderer/src/state/newrun.svelte.ts';
 import { RunsState, sortRuns } from '../../renderer/src/state/runs.svelte.ts';
 import { CLOCK_MS, LiveRunState } from '../../renderer/src/state/live.svelte.ts';
-import type { Client } from '../../renderer/src/lib/client.ts';
+import type { Client } from '../../electron/common/client.ts';
 import { emptyChatFields } from '../../renderer/src/lib/chat.ts';
 import type { Settings } from '../../electron/common/contract.ts';
 
@@ -98,7 +98,7 @@ describe('NewRunState: masters, update mode, spill folders', () => {
     expect(s.placement()).toEqual({});
     s.masters = 'bf16';
     s.spillDirs = [' /nvme0/spill '];
-    expect(s.placement()).toEqual({ spillDir: '/nvme0/spill', masters: 'bf16' });
+    expect(s.placement()).toEqual({ spillDirs: ['/nvme0/spill'], masters: 'bf16' });
     s.addSpillDir();
     s.spillDirs[1] = '/nvme1/spill';
     s.addSpillDir(); // an empty field is ignored
@@ -107,39 +107,39 @@ describe('NewRunState: masters, update mode, spill folders', () => {
     expect(s.options()).toMatchObject({
       offload: 'auto',
       cpuMem: 2 * 1024 ** 3,
-      spillDir: '/nvme0/spill',
       spillDirs: ['/nvme0/spill', '/nvme1/spill'],
       masters: 'bf16',
       updateOn: 'device',
     });
-    expect(s.planRequest('fp16')).toMatchObject({ masters: 'fp16', precision: 'fp16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'], budgets: { cpu: 2 * 1024 ** 3 } });
+    expect(s.planRequest('fp16')).not.toHaveProperty('precision');
+    expect(s.planRequest('fp16')).toMatchObject({ masters: 'fp16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'], budgets: { cpu: 2 * 1024 ** 3 } });
     s.removeSpillDir(0);
     s.removeSpillDir(0);
     s.removeSpillDir(0);
     expect(s.spillDirs).toEqual(['']);
-    expect(s.planRequest()).not.toHaveProperty('spillDir');
+    expect(s.planRequest()).not.toHaveProperty('spillDirs');
   });
 
   it('uses the settings\' spill folder and budgets for empty fields, in the plan and in the run alike', () => {
     const settings = { spillDir: '/scratch/spill', budgets: { gpu: null, cpu: 4e9, ssd: 5e10 } } as unknown as Settings;
     const s = new NewRunState(noClient as () => Client, () => settings);
     demo(s);
-    expect(s.placement()).toEqual({ offload: 'auto', cpuMem: 4e9, ssdMem: 5e10, spillDir: '/scratch/spill' });
-    expect(s.planRequest()).toMatchObject({ spillDir: '/scratch/spill', budgets: { cpu: 4e9, ssd: 5e10 } });
+    expect(s.placement()).toEqual({ offload: 'auto', cpuMem: 4e9, ssdMem: 5e10, spillDirs: ['/scratch/spill'] });
+    expect(s.planRequest()).toMatchObject({ spillDirs: ['/scratch/spill'], budgets: { cpu: 4e9, ssd: 5e10 } });
     s.cpuBudget = '1 GiB';
     s.spillDirs = ['/mine'];
-    expect(s.placement()).toMatchObject({ cpuMem: 1024 ** 3, spillDir: '/mine' });
+    expect(s.placement()).toMatchObject({ cpuMem: 1024 ** 3, spillDirs: ['/mine'] });
   });
 
   it('plans all three precisions; the chosen one is the plan, the others feed the comparison; a failed one says why', async () => {
-    const asked: { masters?: string; precision?: string }[] = [];
+    const asked: { masters?: string }[] = [];
     const planOf = (bpp: number) => ({
       model: '/m', computeDevice: 'cpu', strategy: 'tiered', units: [], memory: { gpu: 0, cpu: 100, ssd: 40 * bpp },
       breakdown: { weights: 40, workingCopies: 8, activations: 8 }, linkBytesPerStep: { hostToDevice: 10 * bpp, deviceToHost: 0, ssdRead: 10 * bpp, ssdWrite: 10 * bpp },
       predictedStepMs: null, feasible: true, shortfalls: [], notes: [], bytesPerParameter: bpp,
     });
     const client = {
-      call: async (_m: string, p: { masters: string; precision: string }) => {
+      call: async (_m: string, p: { masters: string }) => {
         asked.push(p);
         if (p.masters === 'fp16') throw new Error('fp16 refused');
         return planOf(p.masters === 'fp32' ? 4 : 2);
@@ -149,7 +149,7 @@ describe('NewRunState: masters, update mode, spill folders', () => {
     demo(s);
     s.masters = 'bf16';
     await s.makePlan();
-    expect(asked.map((p) => [p.masters, p.precision])).toEqual([['fp32', 'f32'], ['bf16', 'bf16'], ['fp16', 'fp16']]);
+    expect(asked.map((p) => p.masters)).toEqual(['fp32', 'bf16', 'fp16']);
     expect(s.plan?.bytesPerParameter).toBe(2);
     expect(s.planError).toBeNull();
     const h2d = s.comparison!.rows.find((r) => r.key === 'h2d')!.cells;

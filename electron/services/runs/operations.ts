@@ -4,17 +4,14 @@
 import { copyFile, cp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import { SpillwayError } from '../../common/contract.js';
-import type { AnyEvent, RunDetail, RunOptions, RunPlan, RunSummary, Settings } from '../../common/contract.js';
+import { RunOptions, RunPlan, SpillwayError } from '../../common/contract.js';
+import type { AnyEvent, RunDetail, RunSummary, Settings } from '../../common/contract.js';
 import type { EventListener, EventSource, RunOperations } from '../api.js';
 import { defaultSettings } from '../api.js';
-import { TRAIN_DEFAULTS } from '../../engine/trainer.js';
-import type { TrainOptions } from '../../engine/trainer.js';
 import type { EvalMetric as StoredEval, RunRecord, StepMetric as StoredStep } from '../store/types.js';
 import { Sampler, stepTimesFromEvent } from '../telemetry/index.js';
 import type { TelemetrySample } from '../telemetry/index.js';
 import { metricsCsv, runStorageOf } from './commands.js';
-import { evalRecord, stepRecord } from './supervisor.js';
 import type { RunSupervisor } from './supervisor.js';
 import type { RunEvent, StoredRunConfig } from './types.js';
 
@@ -58,7 +55,8 @@ function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | n
 
 const finite = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
 
-function stepToContract(runId: string, s: StoredStep) {
+/** A step as the contract carries it, from a stored row (NaN is stored as NULL; its `time` is the step's `at`) or a live engine event. */
+function stepToContract(runId: string, s: Omit<StoredStep, 'seed'>) {
   return {
     runId,
     step: s.step,
@@ -75,44 +73,31 @@ function stepToContract(runId: string, s: StoredStep) {
   };
 }
 
-const nonNegative = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : null);
-
-/** The four links of a plan summary's figures (h2d, d2h, ssd_read, ssd_write) in the contract's names; null when absent or malformed. */
-function linkFigures(v: unknown): RunPlan['linkBytes'] {
-  if (!v || typeof v !== 'object') return null;
-  const o = v as Record<string, unknown>;
-  const f = [o.h2d, o.d2h, o.ssd_read, o.ssd_write].map(nonNegative);
-  if (f.some((x) => x === null)) return null;
-  const [hostToDevice, deviceToHost, ssdRead, ssdWrite] = f as number[];
-  return { hostToDevice, deviceToHost, ssdRead, ssdWrite };
-}
-
-/** The plan summary the run's start event carried (electron/engine/trainer.ts PlanSummary), in the contract's form. */
+/** The plan the run's start event carried (planner.ts runPlan); null when it had none or it does not read. */
 export function runPlanToContract(p: Record<string, unknown> | null | undefined): RunPlan | null {
-  if (!p || typeof p !== 'object') return null;
-  const homes = (p.homes ?? {}) as Record<string, unknown>;
-  const count = (x: unknown) => (typeof x === 'number' && Number.isInteger(x) && x >= 0 ? x : 0);
-  return {
-    homes: { device: count(homes.device), cpu: count(homes.cpu), ssd: count(homes.ssd) },
-    predictedStepMs: nonNegative(p.predicted_step_ms),
-    floorMs: nonNegative(p.floor_ms),
-    bound: typeof p.bound === 'string' ? p.bound : null,
-    linkBytes: linkFigures(p.link_bytes),
-    linkMs: linkFigures(p.link_ms),
-    ioWaitMs: nonNegative(p.io_wait_ms),
-  };
+  const r = RunPlan.safeParse(p);
+  return r.success ? r.data : null;
 }
 
 function evalToContract(runId: string, e: StoredEval) {
   return { runId, step: e.step, at: e.time, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
 }
 
-/** The run's options as the UI sent them: the stored engine options minus the supervisor's own fields. */
+/**
+ * The run's options as the UI sent them: the stored engine options minus the supervisor's own fields.
+ * A value a run stored before today's bounds (threads 5000, say) reads as the option's default, so the
+ * run still shows.
+ */
 function optionsOf(r: RunRecord): RunOptions {
   const stored = r.config as unknown as StoredRunConfig;
-  const o = stored.options;
-  const { checkpointDir: _dir, resumeFrom: _resume, out, ...rest } = o;
-  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) } as RunOptions;
+  let parsed = RunOptions.safeParse(stored.options);
+  if (!parsed.success) {
+    const bad = new Set(parsed.error.issues.map((i) => i.path[0]));
+    parsed = RunOptions.safeParse(Object.fromEntries(Object.entries(stored.options).filter(([k]) => !bad.has(k))));
+  }
+  if (!parsed.success) throw new SpillwayError('INTERNAL', `run ${r.id} has stored options that do not read: ${parsed.error.issues[0]?.message}`);
+  const { out, ...rest } = parsed.data;
+  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) };
 }
 
 function telemetryToContract(s: TelemetrySample): AnyEvent {
@@ -183,14 +168,10 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
 
   return {
     async startRun({ name, options }) {
-      const s = settings();
-      const full: TrainOptions = {
-        ...TRAIN_DEFAULTS,
-        threads: s.threads,
-        ...options,
-      } as TrainOptions;
+      // A run that does not say takes the settings' threads.
+      const threads = options.threads || settings().threads;
       try {
-        const r = await sup.start({ name, options: full });
+        const r = await sup.start({ name, options: { ...options, threads } });
         return sum(r);
       } catch (e) {
         throw new SpillwayError('BAD_REQUEST', (e as Error).message);
@@ -308,10 +289,10 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         switch (e.type) {
           // Live events take the same shape as the rows getMetrics returns.
           case 'step':
-            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, stepRecord(e, at)) });
+            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, { ...e, time: e.at, io: e.io ?? null }) });
             break;
           case 'eval':
-            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, evalRecord(e, at)) });
+            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, { ...e, time: e.at }) });
             break;
           case 'status': {
             const r = sup.getRun(e.runId);
@@ -356,7 +337,7 @@ export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): Ev
     }
   });
   const unsubscribe = sup.subscribe('*', (e) => {
-    if (e.type === 'step') sampler.recordStep(stepTimesFromEvent(e as unknown as { step: number; step_ms: number; times?: Record<string, number> }));
+    if (e.type === 'step') sampler.recordStep(stepTimesFromEvent(e));
     const active = sup.listRuns().some((r) => sup.isActive(r.id));
     if (active && !running) {
       running = true;

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 
 import type { Database as Db, Statement } from 'better-sqlite3';
 
+import { respellRuns } from './migrations/004-one-spelling.js';
 import { readFlushedStep, readRunRecord, recordFromCheckpoints } from './run-files.js';
 
 /** Tables in the order they are copied (runs first: the others refer to it). */
@@ -174,6 +175,9 @@ export function salvage(src: Db | null, dst: Db, runsDir: string): RecoveryRepor
       }
     }
     rebuildLostRuns(dst, runsDir, folders, report);
+    // Rows from a file older than schema version 4, and runs rebuilt from folders written before it,
+    // take the spelling the new file's readers expect.
+    respellRuns(dst);
   });
   copy();
   dst.pragma('foreign_keys = ON');

@@ -277,12 +277,17 @@ export class RunStore {
   }
 
   /** A run by its id or an unambiguous prefix of it (what people type). */
-  findRun(idOrPrefix: string): RunRecord {
-    const exact = this.getRun(idOrPrefix);
+  /** The run whose id is `part`, else the one run whose id contains it (anywhere: the random tail is the memorable part). */
+  findRun(part: string): RunRecord {
+    const exact = this.getRun(part);
     if (exact) return exact;
-    const rows = this.stmt('SELECT * FROM runs WHERE substr(id, 1, length(@p)) = @p LIMIT 3').all({ p: idOrPrefix }) as RunRow[];
-    if (rows.length === 0) throw new Error(`no run with id ${idOrPrefix}`);
-    if (rows.length > 1) throw new Error(`${idOrPrefix} matches several runs (${rows.map((r) => r.id).join(', ')}…); type more of the id`);
+    const shown = 5;
+    const rows = this.stmt('SELECT * FROM runs WHERE instr(id, @p) > 0 ORDER BY created_at DESC, id DESC LIMIT @n').all({ p: part, n: shown + 1 }) as RunRow[];
+    if (rows.length === 0) throw new Error(`no run with id ${JSON.stringify(part)} or containing it (spillway runs list shows them)`);
+    if (rows.length > 1) {
+      const ids = rows.slice(0, shown).map((r) => `${r.id} (${r.name})`);
+      throw new Error(`${JSON.stringify(part)} is in ${rows.length > shown ? `more than ${shown}` : rows.length} run ids: ${ids.join(', ')}${rows.length > shown ? ', …' : ''}; give more of the one you mean`);
+    }
     return toRun(rows[0]);
   }
 

@@ -14,6 +14,8 @@
 
 #include "spillway/backend.h"
 #include "spillway/model.h"
+#include "spillway/noise.h"
+#include "spillway/precision.h"
 
 namespace spw {
 
@@ -50,7 +52,7 @@ struct StepParams {
     float lr = 0.f;         // this step's scheduled learning rate
     float eps = 1e-3f;
     float weight_decay = 0.f;
-    int noise = 0;          // NoiseKind
+    NoiseKind noise = NOISE_GAUSSIAN;
 };
 
 // Where a unit's master lives between its visits to the compute device.
@@ -69,10 +71,10 @@ struct TierOptions {
     // Device staging slots streamed units pass through; with 2 the upload of the next
     // unit overlaps the compute of this one. 0: 2 on a device with queues, 1 on the CPU.
     int stage_slots = 0;
-    // Precision of every master (spillway/precision.h): MASTER_F32, or MASTER_BF16 / MASTER_F16
-    // with stochastic rounding of updates. Streamed units are stored, moved and written in
-    // that format (half the bytes); device-resident units hold its values in float32.
-    int master_dtype = 0;
+    // Precision of every master: MASTER_F32, or MASTER_BF16 / MASTER_F16 with stochastic
+    // rounding of updates. Streamed units are stored, moved and written in that format (half
+    // the bytes); device-resident units hold its values in float32.
+    MasterDtype master_dtype = MASTER_F32;
 };
 
 struct TierStats {

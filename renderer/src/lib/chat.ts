@@ -3,6 +3,7 @@
 // preview says about a rendered chat row.
 
 import type { RenderedExample, TaskTemplate } from '../../../electron/common/contract.ts';
+import { parsePairs } from '../../../electron/common/format.ts';
 
 export type ChatTaskTemplate = Extract<TaskTemplate, { kind: 'chat' }>;
 type RenderedChat = Extract<RenderedExample, { kind: 'chat' }>;
@@ -36,13 +37,15 @@ const ROLES = ['system', 'user', 'assistant', 'tool'] as const;
 /** The role map typed as "name=role, ...": the map, or what is wrong with it. */
 export function parseRoleMap(text: string): { map: Record<string, (typeof ROLES)[number]>; error: string | null } {
   const map: Record<string, (typeof ROLES)[number]> = {};
-  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
-    const eq = part.lastIndexOf('=');
-    const name = part.slice(0, eq).trim();
-    const role = part.slice(eq + 1).trim() as (typeof ROLES)[number];
-    if (eq <= 0 || !name) return { map, error: `Role names: write name=role, e.g. Customer=user (got "${part}").` };
-    if (!ROLES.includes(role)) return { map, error: `Role names: "${role}" is not one of ${ROLES.join(', ')}.` };
-    map[name] = role;
+  let pairs: Record<string, string>;
+  try {
+    pairs = parsePairs(text, 'role');
+  } catch (e) {
+    return { map, error: `Role names: ${(e as Error).message}, e.g. Customer=user.` };
+  }
+  for (const [name, role] of Object.entries(pairs)) {
+    if (!ROLES.includes(role as (typeof ROLES)[number])) return { map, error: `Role names: "${role}" is not one of ${ROLES.join(', ')}.` };
+    map[name] = role as (typeof ROLES)[number];
   }
   return { map, error: null };
 }

@@ -2,8 +2,8 @@
 // screen is shown (kept in the URL hash so a reload lands on the same screen,
 // a live run included), the theme, and the notices shown to the person.
 
-import type { Client, ConnectionState } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client, ConnectionState } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 
 import type { Route, Screen } from '../lib/route.ts';
 

@@ -5,8 +5,8 @@
 // asked to go elsewhere.
 
 import type { FolderEntry, FolderListing, PickRequest, RootKind } from '../../../electron/common/contract.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 import { app } from './app.svelte.ts';
 
 export type PickMode = PickRequest['mode'];

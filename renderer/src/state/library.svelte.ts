@@ -14,8 +14,8 @@ import type {
   UnsupportedModel,
 } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 
 export const DEMO_MODEL = 'spillway-demo';
 export const DEMO_TRAIN = /sentiment-demo[\\/]train\.jsonl$/;

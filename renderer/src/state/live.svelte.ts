@@ -4,8 +4,8 @@
 
 import type { EvalMetric, RunDetail, RunStatus, StepMetric, TelemetrySample } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 import { elapsedMs, remainingMs } from '../lib/progress.ts';
 import { RunSeries } from '../lib/series.ts';
 import { storageLine, streamsUnits, tierSummary } from '../lib/tiers.ts';

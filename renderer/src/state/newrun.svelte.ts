@@ -1,16 +1,16 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { Masters, MethodParamsInput, PlanResult, RunOptions, RunSummary, Settings, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
+import type { Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '../lib/chat.ts';
 import { parseBytes } from '../lib/format.ts';
-import { MASTERS, precisionComparison, precisionOf } from '../lib/precision.ts';
+import { MASTERS, precisionComparison } from '../lib/precision.ts';
 
-export type TaskKind = TaskTemplate['kind'];
+export type { TaskKind };
 
 export interface Hyper {
   steps: number;
@@ -20,8 +20,8 @@ export interface Hyper {
   weightDecay: number;
   /** Perturbations averaged per step (MeZO's n; 1 in the paper). */
   q: number;
-  noise: 'gaussian' | 'rademacher';
-  schedule: 'constant' | 'linear' | 'cosine';
+  noise: NoiseKind;
+  schedule: Schedule;
   warmupSteps: number;
   evalEvery: number;
   seed: number;
@@ -240,7 +240,7 @@ export class NewRunState {
     if (!this.model && demoModel) this.model = demoModel;
   }
 
-  options(): RunOptions {
+  options(): RunOptionsInput {
     const h = this.hyper;
     return {
       model: this.model,
@@ -269,10 +269,10 @@ export class NewRunState {
    * The budgets, spill folders, masters and update mode the plan was made with: a run follows the plan it
    * showed (placed by the planner, offload 'auto', when a budget is set; resident otherwise).
    */
-  placement(): Pick<RunOptions, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDir' | 'spillDirs' | 'masters' | 'updateOn'> {
+  placement(): Pick<RunOptionsInput, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDirs' | 'masters' | 'updateOn'> {
     const b = this.budgets();
     const dirs = this.spillFolders;
-    const spill = { ...(dirs.length ? { spillDir: dirs[0] } : {}), ...(dirs.length > 1 ? { spillDirs: dirs } : {}) };
+    const spill = dirs.length ? { spillDirs: dirs } : {};
     const how = { ...(this.masters !== 'fp32' ? { masters: this.masters } : {}), ...(this.updateOn !== 'auto' ? { updateOn: this.updateOn } : {}) };
     if (b.gpu === null && b.cpu === null) return { ...spill, ...how };
     return {
@@ -292,9 +292,8 @@ export class NewRunState {
     return {
       model: this.model,
       budgets: { ...(b.gpu !== null ? { gpu: b.gpu } : {}), ...(b.cpu !== null ? { cpu: b.cpu } : {}), ...(b.ssd !== null ? { ssd: b.ssd } : {}) },
-      ...(dirs.length === 1 ? { spillDir: dirs[0] } : dirs.length > 1 ? { spillDirs: dirs } : {}),
+      ...(dirs.length ? { spillDirs: dirs } : {}),
       masters,
-      precision: precisionOf(masters),
       updateOn: this.updateOn,
       batchSize: this.hyper.batchSize,
       maxLength: this.hyper.maxLength,

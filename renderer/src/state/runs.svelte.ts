@@ -3,8 +3,8 @@
 
 import type { ExportKind, RunStatus, RunSummary } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 import { comparisonCsv, type ComparedRun, type XAxis } from '../lib/compare.ts';
 import { RunSeries } from '../lib/series.ts';
 import { ACTIVE } from './live.svelte.ts';

@@ -206,7 +206,9 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         const p = await client.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), batchSize: 4, maxLength: 32 });
         const info = await client.call('inspectModel', { path: path.join(MODELS_ROOT, 'opt-tiny') });
         expect(p.strategy).toBe('all-resident');
-        expect(p.units.every((u) => u.home === 'cpu')).toBe(true);
+        // Every unit stays on the compute device, which is the CPU here: its memory is the CPU's.
+        expect(p.computeDevice).toBe('cpu');
+        expect(p.units.every((u) => u.home === 'device')).toBe(true);
         expect(p.breakdown.weights).toBe(4 * p.units.reduce((n, u) => n + u.parameters, 0));
         expect(p.units.reduce((n, u) => n + u.parameters, 0)).toBeLessThanOrEqual(info.parameterCount);
         expect(p.memory).toEqual({ gpu: 0, cpu: p.breakdown.weights + p.breakdown.workingCopies + p.breakdown.activations + (p.breakdown.runtime ?? 0), ssd: 0 });
@@ -224,7 +226,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
       it('plans bf16 masters: the same placement with half the streamed bytes, and says the read-ahead and the update choice', async () => {
         const spill = await mkdtemp(path.join(dataDir, 'spill-'));
-        const ask = { model: DEMO_MODEL, spillDir: spill, batchSize: 4, maxLength: 64 };
+        const ask = { model: DEMO_MODEL, spillDirs: [spill], batchSize: 4, maxLength: 64 };
         const resident = await client.call('plan', ask);
         expect(resident).toMatchObject({ strategy: 'all-resident', bytesPerParameter: 4, prefetch: 2, prefetchRequested: 2 });
         expect(resident.update).toMatchObject({ mode: 'auto', homeUnits: 0, deviceUnits: 0 });
@@ -244,8 +246,6 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(bf16.linkBytesPerStep.ssdRead).toBe(f32.linkBytesPerStep.ssdRead / 2);
         expect(bf16.memory.ssd).toBe(f32.memory.ssd / 2);
         expect(bf16.breakdown.runtime).toBeGreaterThan(0);
-        // `precision` (the planner's name) still works, and says the same as masters.
-        expect((await client.call('plan', { ...ask, budgets, precision: 'bf16' })).linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
         // The read-ahead asked for, and the depth the budget leaves (lowered with a note when short).
         for (const p of [f32, bf16]) {
           expect(p.prefetchRequested).toBe(2);
@@ -258,7 +258,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
         // Forced device updates, striped over two folders.
         const spill2 = await mkdtemp(path.join(dataDir, 'spill-'));
-        const striped = await client.call('plan', { ...ask, spillDir: undefined, spillDirs: [spill, spill2], budgets, masters: 'bf16', updateOn: 'device' });
+        const striped = await client.call('plan', { ...ask, spillDirs: [spill, spill2], budgets, masters: 'bf16', updateOn: 'device' });
         expect(striped.spillDirs).toEqual([spill, spill2]);
         expect(striped.ssd!.folders.map((f) => f.units)).toEqual([Math.ceil(streamed.length / 2), Math.floor(streamed.length / 2)]);
         const onSsd = striped.units.filter((u) => u.home === 'ssd');
@@ -276,7 +276,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(e.code).toBe('FORBIDDEN');
         expect(e.message).toMatch(/^the dataset \/etc\/passwd is outside the folders Spillway may read datasets from: .*\(command line\)/);
         expect((await rejection(client.call('inspectModel', { path: '/usr' }))).code).toBe('FORBIDDEN');
-        expect((await rejection(client.call('startRun', { options: { ...RUN_OPTIONS, spillDir: '/var/tmp/spill' } }))).code).toBe('FORBIDDEN');
+        expect((await rejection(client.call('startRun', { options: { ...RUN_OPTIONS, spillDirs: ['/var/tmp/spill'] } }))).code).toBe('FORBIDDEN');
       });
 
       it('lists the allowed folders, then a folder inside them; outside them it refuses', async () => {

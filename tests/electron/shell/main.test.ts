@@ -9,7 +9,7 @@ import { beforeEach, describe, expect, it, vi } from 'vitest';
 
 vi.mock('electron', async () => (await import('./fake-electron.js')).electronModule);
 
-import { CANCEL_CHANNEL, METHOD_CHANNELS, type CallOutcome } from '../../../electron/common/contract.js';
+import { CANCEL_CHANNEL, METHOD_CHANNELS, RunOptions, type CallOutcome } from '../../../electron/common/contract.js';
 import { APP_URL, menuTemplate, runApp, windowOptions } from '../../../electron/main.js';
 import { CONTENT_SECURITY_POLICY } from '../../../electron/server/static.js';
 import { createServices } from '../../../electron/services/api.js';
@@ -153,7 +153,7 @@ describe('IPC', () => {
   it('pushes events to the app window only', async () => {
     const { runs, window } = await started();
     const bystander = new FakeWebContents();
-    const { id } = await runs.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, { signal: new AbortController().signal });
+    const { id } = await runs.startRun({ options: RunOptions.parse({ model: '/m', train: '/t', task: { kind: 'text' } }) }, { signal: new AbortController().signal });
     runs.emitStep(id, 1);
     expect(window.webContents.sent.map((s) => s.channel)).toEqual(['spillway:event:runStatus', 'spillway:event:stepMetrics']);
     expect(bystander.sent).toEqual([]);
@@ -198,7 +198,7 @@ describe('native dialogs', () => {
 describe('quit', () => {
   it('stops runs with a checkpoint before quitting, once', async () => {
     const { runs } = await started();
-    const { id } = await runs.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, { signal: new AbortController().signal });
+    const { id } = await runs.startRun({ options: RunOptions.parse({ model: '/m', train: '/t', task: { kind: 'text' } }) }, { signal: new AbortController().signal });
     app.quit();
     expect(state.quitted).toBe(false);
     app.quit(); // a second request while shutting down waits for the same shutdown

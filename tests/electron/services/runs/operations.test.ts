@@ -119,7 +119,7 @@ describe('the backend over the contract', () => {
     };
     const resident = await steps({});
     expect(resident).toHaveLength(3);
-    expect(await steps({ offload: 'ssd', spillDir: work, writeBackEvery: 2 })).toEqual(resident);
+    expect(await steps({ offload: 'ssd', spillDirs: [work], writeBackEvery: 2 })).toEqual(resident);
     a.close();
   });
 
@@ -140,7 +140,7 @@ describe('the backend over the contract', () => {
     const onSsd = bf16.units.filter((u) => u.home === 'ssd').length;
     expect(onSsd).toBe(4);
 
-    const extra = { offload: 'auto' as const, cpuMem, spillDir: spill[0], spillDirs: spill, masters: 'bf16' as const, updateOn: 'device' as const };
+    const extra = { offload: 'auto' as const, cpuMem, spillDirs: spill, masters: 'bf16' as const, updateOn: 'device' as const };
     const r = await a.call('startRun', { options: { ...options(3), model, ...shape, evalEvery: 0, zeroShot: false, checkpointEvery: 0, ...extra } });
     await (await watchRun(a, r.id, -1)).until('the bf16 run to end', (w) => ['completed', 'failed'].includes(w.status()));
     const detail = await a.call('getRun', { runId: r.id });

@@ -71,7 +71,7 @@ describe('RunSupervisor', () => {
     expect(done.error).toBeNull();
     expect(done.stepsDone).toBe(4);
     expect(done.endedAt).toBeGreaterThanOrEqual(done.startedAt as number);
-    expect(done.finalMetrics).toMatchObject({ steps: 4, skipped_steps: 0, out: join(run.folder, 'model') });
+    expect(done.finalMetrics).toMatchObject({ steps: 4, skippedSteps: 0, out: join(run.folder, 'model') });
 
     const types = mine.map((e) => e.type);
     expect(types).toEqual(['log', 'start', 'eval', 'step', 'step', 'eval', 'step', 'step', 'eval', 'log', 'done', 'status']);
@@ -221,7 +221,9 @@ describe('RunSupervisor', () => {
 
   it('refuses invalid options before creating a run', async () => {
     const sup = supervisor();
-    await expect(sup.start({ options: options({ steps: -1 }) })).rejects.toThrow(/steps must be/);
+    await expect(sup.start({ options: { ...options(), steps: -1 } })).rejects.toThrow(/steps: expected an integer from 0 to 100000000, got -1/);
+    // The bounds are the engine's: q above what it accepts is refused here, before the model loads.
+    await expect(sup.start({ options: { ...options(), q: 65 } })).rejects.toThrow(/q: expected an integer from 1 to 64, got 65/);
     expect(sup.listRuns()).toEqual([]);
   });
 });
