@@ -8,7 +8,8 @@ import { join } from 'node:path';
 
 import { packageRoot } from '../electron/engine/native.js';
 import { distPlan } from '../electron/engine/dist-plan.js';
-import type { DistPlan, Interconnect, Parallel } from '../electron/engine/dist-plan.js';
+import type { DistPlan, Interconnect } from '../electron/engine/dist-plan.js';
+import type { Parallel } from '../electron/common/options.js';
 import type { PlanInput, PlannerRates } from '../electron/engine/planner.js';
 import { OPT, optModel } from './opt-shapes.js';
 

@@ -325,7 +325,7 @@ export const TrainOptions = RunOptions.extend({
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
   resumeFrom: FilePath.optional()
-    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' })
+    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run; --ranks may differ)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
 });
 

@@ -16,8 +16,7 @@
 //   Either way every rank applies every update (device updates do not shrink).
 import { makePlan } from './planner.js';
 import type { Plan, PlanInput } from './planner.js';
-
-export type Parallel = 'data' | 'perturbation' | '2d';
+import type { Parallel } from '../common/options.js';
 
 export interface Interconnect {
   kind: 'nvlink' | 'pcie';
@@ -79,7 +78,7 @@ export interface DistPlan {
   singleGpuStepMs: number;
   speedup: number;
   bound: DistBound;
-  /** One rank's share fits its GPU, and the single-GPU plan it is compared with fits too. */
+  /** One rank's share fits its device (the single-GPU plan it is compared with may not: see single.feasible). */
   feasible: boolean;
   /** The single-GPU plan of the same step. */
   single: Plan;
@@ -112,18 +111,24 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
 
   const examples = Math.ceil(o.batchSize / shards);
   const perturbations = o.q / groups;
-  const tokens = input.tokensPerStep !== undefined ? { tokensPerStep: (input.tokensPerStep * examples) / o.batchSize } : {};
+  // The rank's tokens: its share of the step's (the measured block stays at the step's shape and is scaled).
+  const tokensPerStep = ((input.tokensPerStep ?? o.batchSize * input.maxLength) * examples) / o.batchSize;
   // Sliced: streamed blocks are updated on the device, and each rank writes back only its slice.
   const updateMode = sliced ? ('device' as const) : input.updateMode;
-  // The forwards of the rank's perturbations on its examples; the updates of all q (every rank applies them all).
-  const forwards = makePlan({ ...input, ...tokens, batchSize: examples, q: perturbations, updateMode });
-  const rank = makePlan({ ...input, ...tokens, batchSize: examples, q: o.q, updateMode });
+  // The forwards of the rank's perturbations on its tokens; its memory at its share of the batch;
+  // its links and updates with all q terms (every rank applies them all).
+  const forwards = makePlan({ ...input, batchSize: o.batchSize, tokensPerStep, q: perturbations, updateMode });
+  const memory = makePlan({ ...input, batchSize: examples, q: perturbations, updateMode });
+  const rank = makePlan({ ...input, batchSize: o.batchSize, q: o.q, updateMode });
   const f = forwards.times;
   const t = rank.times;
   if (!f || !t) throw new Error('the multi-GPU plan needs calibrated (or assumed) rates');
-  if (!forwards.feasible) notes.push(`one rank's share does not fit: ${forwards.shortfalls.join('; ')}`);
+  if (!memory.feasible) notes.push(`one rank's share does not fit: ${memory.shortfalls.join('; ')}`);
   const H = rank.linkBytesPerStep.hostToDevice;
-  const computeMs = f.forwardMs + t.deviceUpdateMs;
+  // CPU ranks of one machine share its cores: each computes at 1/L of the rate the plan was calibrated at.
+  const cores = input.computeDevice === 'cpu' ? L : 1;
+  if (cores > 1) notes.push(`the ${L} CPU ranks of a machine share its cores: each computes at 1/${L} of the calibrated rate`);
+  const computeMs = (f.forwardMs + t.deviceUpdateMs) * cores;
   const h2dBytes = sliced ? H / L : H;
   const allGatherBytes = sliced ? (H * (L - 1)) / L : 0;
   const h2dMs = H > 0 ? (t.hostToDeviceMs * h2dBytes) / H : 0;
@@ -152,16 +157,16 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
     groups,
     shards,
     sliced,
-    perGpu: { examples, perturbations, h2dBytes, allGatherBytes, d2hBytes, computeMs, h2dMs, allGatherMs, d2hMs, deviceBytes: forwards.memory.device },
+    perGpu: { examples, perturbations, h2dBytes, allGatherBytes, d2hBytes, computeMs, h2dMs, allGatherMs, d2hMs, deviceBytes: memory.memory.device },
     perMachine: { cpuBytes: L * rank.memory.cpu, ssdReadBytes: L * rank.linkBytesPerStep.ssdRead, ssdMs, cpuUpdateMs },
     exchangeMs,
     stepMs,
     singleGpuStepMs: single.predictedStepMs,
     speedup: single.predictedStepMs / stepMs,
     bound,
-    feasible: forwards.feasible && single.feasible,
+    feasible: memory.feasible,
     single,
-    rank,
+    rank: memory,
     notes,
   };
 }
@@ -172,13 +177,13 @@ export function formatDistPlan(d: DistPlan): string {
   const mode = d.groups === 1 ? 'data parallel' : d.shards === 1 ? 'perturbation parallel' : `2d (${d.groups} perturbation groups of ${d.shards})`;
   return [
     `${d.ranks} ranks (${d.ranksPerMachine} per machine), ${mode}${d.sliced ? ', sliced transfer' : ''}`,
-    `  per GPU: ${d.perGpu.examples} examples × ${d.perGpu.perturbations} perturbations; H2D ${gb(d.perGpu.h2dBytes)}` +
+    `  per rank: ${d.perGpu.examples} examples × ${d.perGpu.perturbations} perturbations; H2D ${gb(d.perGpu.h2dBytes)}` +
       (d.sliced ? ` + all-gather ${gb(d.perGpu.allGatherBytes)}` : '') +
       `, D2H ${gb(d.perGpu.d2hBytes)} per step`,
     `  compute ${ms(d.perGpu.computeMs)} · H2D ${ms(d.perGpu.h2dMs)}${d.sliced ? ` · all-gather ${ms(d.perGpu.allGatherMs)}` : ''} · D2H ${ms(d.perGpu.d2hMs)}` +
       ` · SSD (machine) ${ms(d.perMachine.ssdMs)} · updates at home (machine) ${ms(d.perMachine.cpuUpdateMs)} · exchange ${ms(d.exchangeMs)}`,
     `  CPU memory per machine ${gb(d.perMachine.cpuBytes)}`,
-    `predicted step ${ms(d.stepMs)} (bound by ${d.bound}); one GPU ${ms(d.singleGpuStepMs)}: ${d.speedup.toFixed(2)}×`,
+    `predicted step ${ms(d.stepMs)} (bound by ${d.bound}); the same step in one process ${ms(d.singleGpuStepMs)}: ${d.speedup.toFixed(2)}×`,
     ...d.notes.map((n) => `  note: ${n}`),
   ].join('\n');
 }
