@@ -25,8 +25,9 @@ import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
 import { isFile, statOrNull } from '../node/files.js';
-import { agreeOnControl, agreeOnStart, checkLayout, dataHash, rankLayout, rankSteps, scoreShared, shardOf, waitForRankZero, writeAllowanceMs } from './dist-train.js';
-import type { RankLayout } from './dist-train.js';
+import { agreeOnControl, agreeOnStart, dataHash, rankSteps, scoreShared, waitForRankZero, writeAllowanceMs } from './dist-train.js';
+import { checkLayout, rankLayout, shardOf } from '../common/ranks.js';
+import type { RankLayout } from '../common/ranks.js';
 import type { World } from './world.js';
 
 export { TrainOptions };
