@@ -356,6 +356,10 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   const { deleteSpillFiles, findStaleSpillFiles } = await import('../engine/spill-files.js');
   const stale = await findStaleSpillFiles(spill);
   if (values['clean-spill']) await deleteSpillFiles(stale);
+  // --ranks: Open MPI's library (dlopened by the engine) and mpirun; NCCL for the sliced transfer on GPUs.
+  const dist = native.distLibraries();
+  const { mpirunVersion } = await import('../engine/mpirun.js');
+  const mpirun = mpirunVersion();
   const report = {
     node: process.version,
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
@@ -369,6 +373,8 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     ioUring: probe.ioUring,
     directIo: { folder: spill, ...probe.directIo },
     staleSpillFiles: stale.map((f) => ({ ...f, deleted: values['clean-spill'] === true })),
+    mpi: { ...dist.mpi, mpirun },
+    nccl: dist.nccl,
   };
   if (values.json) {
     out(JSON.stringify(report) + '\n');
@@ -387,6 +393,8 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     `nvml         ${mark(probe.nvml.ok)} ${probe.nvml.ok ? '' : '(no GPU telemetry)'}`,
     `io_uring     ${mark(probe.ioUring.ok)} ${probe.ioUring.detail}`,
     `O_DIRECT     ${mark(probe.directIo?.ok === true)} ${probe.directIo?.detail ?? ''}`,
+    `mpi          ${mark(dist.mpi.ok && mpirun.version !== null)} ${dist.mpi.ok ? `${dist.mpi.detail}, ${mpirun.version ?? mpirun.error}` : `(${dist.mpi.detail}; --ranks needs it)`}`,
+    `nccl         ${mark(dist.nccl.ok)} ${dist.nccl.ok ? dist.nccl.detail : `(${dist.nccl.detail}; the sliced transfer between GPUs needs it)`}`,
     stale.length
       ? `spill files  ${stale.length} left by engines that ended uncleanly (${(stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2)} GB)` +
         (values['clean-spill'] ? ': deleted' : `: delete them with spillway doctor --spill ${spill} --clean-spill`)
