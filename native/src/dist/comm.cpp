@@ -120,10 +120,18 @@ Comm& Comm::world(double timeout_s) {
 }
 
 int Comm::next_tag() {
-    // All ranks make the same calls in the same order, so their counters agree; tags stay
-    // below 32767, the least MPI_TAG_UB the standard allows.
-    tag_ = tag_ % 32000 + 1;
+    // All ranks make the same exchanges in the same order, so their counters agree; tags stay
+    // below 16000 (all-gathers among a group take 16001..32000, below 32767, the least
+    // MPI_TAG_UB the standard allows).
+    tag_ = tag_ % 16000 + 1;
     return tag_;
+}
+
+int Comm::next_group_tag() {
+    // Only the members of a group take these (in the same order), so they count apart from
+    // the exchanges of the whole world.
+    group_tag_ = group_tag_ % 16000 + 1;
+    return 16000 + group_tag_;
 }
 
 char* Comm::inbox(size_t bytes) {
@@ -211,11 +219,18 @@ void Comm::exchange(const void* mine, size_t bytes, void* all, double timeout_s,
     }
 }
 
-void Comm::all_gather(void* buf, size_t slice_bytes, double timeout_s, const std::string& what) {
+std::vector<int> Comm::local_ranks() const {
+    std::vector<int> out;
+    for (const RankInfo& i : ranks_)
+        if (i.host == self().host) out.push_back(i.rank);
+    return out;
+}
+
+void Comm::all_gather(const std::vector<int>& group, void* buf, size_t slice_bytes, double timeout_s, const std::string& what) {
     std::lock_guard<std::mutex> lock(mu_);
     if (failed_) throw DistError("an earlier exchange failed; " + what + " is not attempted", {});
     try {
-        all_gather_once(buf, slice_bytes, timeout_s, what);
+        all_gather_once(group, buf, slice_bytes, timeout_s, what);
     } catch (const DistError&) {
         failed_ = true;
         throw;
@@ -301,22 +316,28 @@ void Comm::exchange_once(const void* mine, size_t bytes, void* all, double timeo
     std::memcpy(all, box, total);
 }
 
-void Comm::all_gather_once(void* buf, size_t slice_bytes, double timeout_s, const std::string& what) {
+void Comm::all_gather_once(const std::vector<int>& group, void* buf, size_t slice_bytes, double timeout_s, const std::string& what) {
     const mpi::Api& a = mpi::api();
-    const int n = size();
+    std::vector<int> members = group;
+    if (members.empty())
+        for (int r = 0; r < size(); r++) members.push_back(r);
+    auto mine_at = std::find(members.begin(), members.end(), rank_);
+    if (mine_at == members.end()) throw std::runtime_error("rank " + std::to_string(rank_) + " is not in the group of " + what);
+    const size_t me = (size_t)(mine_at - members.begin());
     char* base = static_cast<char*>(buf);
-    int tag = next_tag();
+    int tag = group.empty() ? next_tag() : next_group_tag();
     std::vector<mpi::Request> req;
     std::vector<int> peers;
     auto arrive = Clock::now();
-    for (int r = 0; r < n; r++) {
+    for (size_t i = 0; i < members.size(); i++) {
+        const int r = members[i];
         if (r == rank_) continue;
         for (size_t off = 0; off < slice_bytes; off += kMaxMessage) {
             int count = (int)std::min(kMaxMessage, slice_bytes - off);
             mpi::Request rq = nullptr, sq = nullptr;
-            int rc = a.irecv(base + (size_t)r * slice_bytes + off, count, a.byte, r, tag, a.world, &rq);
+            int rc = a.irecv(base + i * slice_bytes + off, count, a.byte, r, tag, a.world, &rq);
             if (rc != mpi::SUCCESS) throw DistError(what + ": " + a.error("MPI_Irecv", rc), {r});
-            rc = a.isend(base + (size_t)rank_ * slice_bytes + off, count, a.byte, r, tag, a.world, &sq);
+            rc = a.isend(base + me * slice_bytes + off, count, a.byte, r, tag, a.world, &sq);
             if (rc != mpi::SUCCESS) throw DistError(what + ": " + a.error("MPI_Isend", rc), {r});
             req.push_back(rq);
             peers.push_back(r);

@@ -70,9 +70,12 @@ public:
     // Rank 0's bytes to every rank (any length; the others pass an empty vector, which is
     // filled). Same deadlines as exchange().
     void broadcast(std::vector<char>& data, double timeout_s, const std::string& what);
-    // In-place all-gather of equal slices: buf holds size() slices of slice_bytes, this
-    // rank's (at rank() * slice_bytes) filled; the others are received from their ranks.
-    void all_gather(void* buf, size_t slice_bytes, double timeout_s, const std::string& what);
+    // In-place all-gather of equal slices among `group` (world ranks, this one among them;
+    // empty: every rank): buf holds group.size() slices of slice_bytes, slice i belongs to
+    // group[i]; this rank's is filled, the others are received from their ranks.
+    void all_gather(const std::vector<int>& group, void* buf, size_t slice_bytes, double timeout_s, const std::string& what);
+    // The world ranks on this rank's machine, in rank order.
+    std::vector<int> local_ranks() const;
 
     // Whether an exchange has failed (a DistError was thrown): the buffers it was receiving
     // into must stay allocated until abort().
@@ -96,9 +99,10 @@ private:
     void wait(std::vector<mpi::Request>& requests, const std::vector<int>& peers, Clock::time_point deadline,
               double timeout_s, const std::string& what, bool via_root = false);
     int next_tag();
+    int next_group_tag();
     void exchange_once(const void* mine, size_t bytes, void* all, double timeout_s, const std::string& what);
     void broadcast_once(std::vector<char>& data, double timeout_s, const std::string& what);
-    void all_gather_once(void* buf, size_t slice_bytes, double timeout_s, const std::string& what);
+    void all_gather_once(const std::vector<int>& group, void* buf, size_t slice_bytes, double timeout_s, const std::string& what);
     // A receive buffer that outlives a timed-out exchange (a late message must land in
     // memory that is still ours; the process is aborted right after).
     char* inbox(size_t bytes);
@@ -109,6 +113,7 @@ private:
     std::string library_;
     std::mutex mu_;  // one exchange at a time, whichever thread calls
     int tag_ = 0;
+    int group_tag_ = 0;
     bool failed_ = false;
     double grace_s_ = 10.0;
     std::unique_ptr<std::vector<char>> inbox_;
