@@ -302,6 +302,13 @@ export const RunOptions = z.object({
     help: 'how the ranks share a step: data (each rank its shard of the batch), perturbation (each q/N of the perturbations on the whole batch), 2d (--groups G perturbation groups of N/G data-parallel ranks)',
   }),
   groups: int(1, MAX_RANKS).optional().register(flags, { flag: 'groups', arg: 'G', help: '--parallel 2d: the number of perturbation groups (a divisor of --ranks)' }),
+  sliced: z
+    .boolean()
+    .default(false)
+    .register(flags, {
+      flag: 'sliced',
+      help: "with --ranks: DistZO2's sliced transfer; CPU-homed blocks live once per machine in memory its ranks share, each rank uploads 1/N of a block and the slices are exchanged (NCCL between GPUs, MPI on the CPU); those blocks are updated on the device",
+    }),
   rankTimeout: real(0, { inclusive: false })
     .default(DEFAULT_RANK_TIMEOUT_S)
     .register(flags, {

@@ -88,7 +88,14 @@ export async function scoreShared(
   const hi = Math.min(n, lo + per);
   // Per example: its loss and whether it was classified correctly (-1: not a classification); padded to `per`.
   const mine = new Float64Array(2 * per).fill(Number.NaN);
-  for (let i = lo; i < hi; i += chunk) {
+  // Every rank makes as many passes as the fullest one (with the sliced transfer a pass is made
+  // by all the ranks of a machine together); a rank whose share ran out scores a stand-in.
+  for (let c = 0; c < Math.ceil(per / chunk); c++) {
+    const i = lo + c * chunk;
+    if (i >= hi) {
+      await engine.score(packBatch(examples.slice(0, 1)));
+      continue;
+    }
     const r = await engine.score(packBatch(examples.slice(i, Math.min(hi, i + chunk))));
     r.exampleLoss.forEach((l, k) => {
       mine[2 * (i - lo + k)] = l;

@@ -105,6 +105,14 @@ export interface TierPlacement {
   writeBackEvery?: number;
   /** SSD units read ahead of the one computing (default 2; 0 reads on demand). */
   prefetch?: number;
+  /**
+   * A rank of a run over several (after distInit): DistZO2's sliced transfer among the ranks of
+   * this machine. CPU-homed blocks live once in their shared memory; each rank uploads its 1/n
+   * of a block, the rest comes from the others (MPI on the CPU backend, NCCL between GPUs); the
+   * block is updated on the device and each rank writes back its slice. timeoutMs bounds the
+   * waits for the others while loading.
+   */
+  sliced?: { timeoutMs: number };
 }
 
 export interface TierInfo {
@@ -130,6 +138,9 @@ export interface TierInfo {
   masters: Masters;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
   ioPath: string;
+  /** The sliced transfer: ranks sharing each CPU-homed block (0: none), and what carries the slices. */
+  sliceRanks?: number;
+  sliceTransport?: string;
 }
 
 export interface NativeEngineInfo {

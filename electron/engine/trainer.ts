@@ -267,7 +267,9 @@ export interface Loaded {
   eval: TokenizedExample[];
 }
 
-export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void, ranksHere = 1): Promise<Loaded> {
+/** Loads the model and the data; as a rank of a run (world), with the placement rank 0 planned and its share of the cores. */
+export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void, world?: World): Promise<Loaded> {
+  const ranksHere = world?.localSize ?? 1;
   const info = await loadModelInfo(o.resumeFrom ?? o.model);
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
@@ -310,19 +312,39 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   if (o.offload === 'auto') {
-    const { placement, plan } = await planPlacement(
-      o,
-      info,
-      // Activations for --max-length when given, else for the longest sequence present.
-      o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
-      meanExampleTokens(train),
-    );
-    emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
-    await engine.load(engineSpec(info), placement);
-    return { info, engine, train, eval: evalSet, plan };
+    // Several ranks: rank 0 plans (and calibrates) alone, and every rank places its blocks as it
+    // did (the sliced transfer needs the same homes everywhere).
+    let planned: Awaited<ReturnType<typeof planPlacement>> | null = null;
+    if (!world || world.rank === 0) {
+      planned = await planPlacement(
+        o,
+        info,
+        // Activations for --max-length when given, else for the longest sequence present.
+        o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
+        meanExampleTokens(train),
+      );
+      const { plan } = planned;
+      emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
+    }
+    const placement = world
+      ? (JSON.parse(await world.broadcastText(JSON.stringify(planned?.placement ?? null), "rank 0's placement")) as TierPlacement | null) ?? undefined
+      : planned?.placement;
+    await engine.load(engineSpec(info), slicedPlacement(o, placement, emit, world));
+    return { info, engine, train, eval: evalSet, ...(planned ? { plan: planned.plan } : {}) };
   }
-  await engine.load(engineSpec(info), placementFor(o, info.units));
+  await engine.load(engineSpec(info), slicedPlacement(o, placementFor(o, info.units), emit, world));
   return { info, engine, train, eval: evalSet };
+}
+
+/** --sliced on a rank: the placement with the sliced transfer among the machine's ranks, when any block lives on the CPU. */
+function slicedPlacement(o: TrainOptions, placement: TierPlacement | undefined, emit: (e: TrainEvent) => void, world?: World): TierPlacement | undefined {
+  if (!world || !o.sliced) return placement;
+  if (!placement?.homes.includes('cpu')) {
+    emit({ type: 'log', message: 'no block lives on the CPU: --sliced has nothing to slice' });
+    return placement;
+  }
+  if (world.localSize < 2) emit({ type: 'log', message: 'one rank on this machine: --sliced has no other rank to share blocks with' });
+  return { ...placement, sliced: { timeoutMs: o.rankTimeout * 1000 } };
 }
 
 /**
@@ -339,7 +361,7 @@ export async function train(options: TrainOptions, emit: (e: TrainEvent) => void
     if (o.out) await checkOutFolder(o.out);
     await preflightDiskSpace(o);
   }
-  const loaded = await loadForTraining(o, emit, world?.localSize ?? 1);
+  const loaded = await loadForTraining(o, emit, world);
   try {
     return await trainLoaded(o, emit, signal, loaded, t0, world);
   } finally {

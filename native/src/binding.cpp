@@ -23,6 +23,7 @@
 #include "tier/calibrate.h"
 #include "binding_dist.h"
 #include "dist/comm.h"
+#include "dist/slices.h"
 #include "dist/step_share.h"
 
 namespace {
@@ -469,8 +470,10 @@ private:
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
         std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
         // load(spec, {homes: ('device' | 'cpu' | 'ssd')[] per unit, spillDirs, deviceUpdate: boolean[] per
-        //             unit, writeBackEvery, prefetch, stageSlots, masters: 'fp32' | 'bf16' | 'fp16'})
+        //             unit, writeBackEvery, prefetch, stageSlots, masters: 'fp32' | 'bf16' | 'fp16',
+        //             sliced: {timeoutMs}: the sliced transfer among this machine's ranks, after distInit})
         TierOptions tiers;
+        double slice_timeout_s = 0;
         if (info.Length() > 1 && info[1].IsObject()) {
             Napi::Object t = info[1].As<Napi::Object>();
             if (present(t, "homes"))
@@ -486,6 +489,12 @@ private:
             opt_int(t, "stageSlots", tiers.stage_slots);
             opt_int(t, "writeBackEvery", tiers.write_back_every);
             opt_int(t, "prefetch", tiers.prefetch);
+            if (present(t, "sliced")) {
+                if (!dist::Comm::current()) throw Napi::Error::New(env, "the sliced transfer needs the ranks' world: call distInit() first");
+                Napi::Value sv = t.Get("sliced");
+                if (!sv.IsObject()) throw_type(env, "field 'sliced' must be an object {timeoutMs}");
+                slice_timeout_s = num(sv.As<Napi::Object>(), "timeoutMs") / 1000.0;
+            }
         }
         claim(env);
         engine_.reset();
@@ -495,13 +504,25 @@ private:
         auto* self = this;
         return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers, memory_budget]() {
+            [model, threads, cuda_device, tiers, memory_budget, slice_timeout_s]() mutable {
+                std::unique_ptr<Backend> backend;
+#ifdef SPW_WITH_CUDA
+                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
+#endif
+                if (!backend) backend = make_cpu_backend(threads);
+                backend->set_memory_budget(memory_budget);
+                // Sliced: the machine's first rank fills the shared homes of CPU-homed blocks, the
+                // others load none of them.
+                if (slice_timeout_s > 0) tiers.slices = dist::make_slice_group(*dist::Comm::current(), *backend, slice_timeout_s);
+                const bool shared_elsewhere = tiers.slices && tiers.slices->size() > 1 && tiers.slices->rank() != 0;
                 // SSD-homed blocks go from the checkpoint to the spill file unit by
                 // unit: never all in host memory at once.
                 std::vector<bool> skip(model->tensors.size(), false);
-                for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++)
-                    if (tiers.homes[ui] == (int)Home::Ssd && model->units[ui].kind == UnitKind::Block)
+                for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++) {
+                    bool away = tiers.homes[ui] == (int)Home::Ssd || (shared_elsewhere && tiers.homes[ui] == (int)Home::Cpu);
+                    if (away && model->units[ui].kind == UnitKind::Block)
                         for (int ti : model->units[ui].tensors) skip[(size_t)ti] = true;
+                }
                 model_load_masters(*model, nullptr, &skip);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
@@ -509,12 +530,6 @@ private:
                 std::swap(owned->units, model->units);
                 std::swap(owned->params, model->params);
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
-                std::unique_ptr<Backend> backend;
-#ifdef SPW_WITH_CUDA
-                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
-#endif
-                if (!backend) backend = make_cpu_backend(threads);
-                backend->set_memory_budget(memory_budget);
                 return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers);
             },
             [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
@@ -693,6 +708,8 @@ private:
         t.Set("stageSlots", ts.stage_slots);
         t.Set("masters", ts.master_dtype);  // master_dtype_name: the same spelling as kMasters
         t.Set("ioPath", ts.io_path);
+        t.Set("sliceRanks", ts.slice_ranks);
+        t.Set("sliceTransport", ts.slice_transport);
         o.Set("tiers", t);
         return o;
     }

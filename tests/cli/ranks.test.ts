@@ -2,7 +2,7 @@
 // child of mpirun, against one process doing the same steps. Then the faults: a rank killed
 // with SIGKILL, a rank that hangs, and resuming what they left with the same or another N.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -84,6 +84,27 @@ describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
     expect(maxRelDiff(steps(four.events).map((s) => s.loss), steps(one.events).map((s) => s.loss))).toBeLessThanOrEqual(DATA_TOLERANCE);
   });
 
+  it("--sliced (DistZO2's sliced transfer, MPI between the staging slots): the same losses and weights, half the bytes uploaded per rank, nothing left in /dev/shm", async () => {
+    const cpu = [...base(5), '--ranks', '2', '--offload', 'cpu', '--eval-every', '5'];
+    for (const masters of ['fp32', 'bf16']) {
+      const whole = await train('sliced', [...cpu, '--masters', masters, '--out', join(work, `sliced-whole-${masters}`)]);
+      const sliced = await train('sliced', [...cpu, '--masters', masters, '--sliced', '--out', join(work, `sliced-${masters}`)]);
+      expect(whole.code, whole.stderr).toBe(0);
+      expect(sliced.code, sliced.stderr).toBe(0);
+      // Updated on the device (the staging slot) instead of at home: the same values, bit for bit.
+      expect(steps(sliced.events).map((s) => s.loss)).toEqual(steps(whole.events).map((s) => s.loss));
+      const bytes = (d: string) => readFileSync(join(work, d, 'model.safetensors'));
+      expect(bytes(`sliced-${masters}`).equals(bytes(`sliced-whole-${masters}`))).toBe(true);
+      // Each rank uploads its slice (half a block, rounded up to 256 bytes) and writes back its slice.
+      const io = (events: Event[]) => (steps(events).at(-1) as unknown as { io: { h2dBytes: number; d2hBytes: number } }).io;
+      const h2dWhole = io(whole.events).h2dBytes;
+      expect(io(sliced.events).h2dBytes).toBeGreaterThanOrEqual(h2dWhole / 2);
+      expect(io(sliced.events).h2dBytes).toBeLessThanOrEqual(h2dWhole / 2 + 256 * 4);
+      expect(io(sliced.events).d2hBytes).toBe(io(sliced.events).h2dBytes);
+    }
+    expect(readdirSync('/dev/shm').filter((f) => f.startsWith('spillway-'))).toEqual([]);
+  });
+
   it('refuses a layout that cannot share the step, before starting any rank', async () => {
     const r = await train('refuse', [...base(2), '--ranks', '2', '--parallel', 'perturbation', '--q', '3']);
     expect(r.code).toBe(1);
@@ -123,9 +144,10 @@ function trainStreaming(name: string, args: string[], onEvent: (e: Event, so: Ev
 }
 
 describe('a rank that dies or hangs', () => {
-  it('SIGKILL of rank 1 mid-run stops every rank within seconds, fails the run naming rank 1, and resuming with 2 or 1 ranks reproduces the losses', async () => {
+  it('SIGKILL of rank 1 mid-run (sliced) stops every rank within seconds, fails the run naming rank 1, and resuming with 2 or 1 ranks reproduces the losses', async () => {
     const ck = join(work, 'ck-kill');
-    const args = [...base(14), '--ranks', '2', '--checkpoint-every', '5', '--checkpoint-dir', ck];
+    // The killed run streams its blocks from memory the ranks share (--sliced): a crash leaves nothing in /dev/shm.
+    const args = [...base(14), '--ranks', '2', '--offload', 'cpu', '--sliced', '--checkpoint-every', '5', '--checkpoint-dir', ck];
     const whole = await train('kill-whole', [...base(14), '--ranks', '2']);
     expect(whole.code).toBe(0);
     let killedAt = 0;
@@ -146,6 +168,7 @@ describe('a rank that dies or hangs', () => {
     const runs = JSON.parse((await runSpillway(['runs', 'list', '--json'], dataDir('kill'))).stdout) as { status: string; error: string | null; stepsDone: number }[];
     expect(runs).toHaveLength(1);
     expect(runs[0]).toMatchObject({ status: 'failed', error: error.message });
+    expect(readdirSync('/dev/shm').filter((f) => f.startsWith('spillway-'))).toEqual([]);
     // The checkpoint of step 5 is whole: resume it with 2 ranks (bit for bit) and with 1 (data parallel: within the tolerance).
     const resumeArgs = (ranks: string[]) => ['train', '--resume', join(ck, 'step-00000005'), '--model', model, ...base(14).slice(3), ...ranks];
     const again = await train('kill', resumeArgs(['--ranks', '2']));
