@@ -45,6 +45,7 @@ const PlanFields = RunOptions.pick({
   ranks: true,
   parallel: true,
   groups: true,
+  sliced: true,
 }).extend({ maxLength: PlanRequest.shape.maxLength });
 /** `spillway plan`'s exit status when the plan does not fit. */
 export const EXIT_DOES_NOT_FIT = 2;
@@ -88,7 +89,8 @@ ${helpLines(PlanFields)}
                         over NVLink streamed blocks are sliced (each GPU uploads 1/N, then all-gather)
   --all-gather-bandwidth X
                         bytes/s a GPU receives in an all-gather (default: NVLink 350GB, PCIe the H2D rate)
-  --ranks-per-machine N with --ranks: ranks on one machine (default all of them)
+  --ranks-per-machine N with --ranks: ranks on one machine (default all of them); --cpu-mem is then the
+                        machine's, shared among its ranks
   --calibration-bytes X size of the SSD test file when calibrating (default 64MiB)
   --recalibrate         measure this machine again instead of using the cached calibration
   --json                the plan as one JSON object
@@ -417,7 +419,7 @@ const PLAN_FLAGS = {
 } as const;
 
 /** plan --ranks N: the plan of each rank and each link when N ranks share the step (dist-plan.ts). */
-function rankPlan(input: PlanInput, o: { ranks: number; parallel: Parallel; groups?: number; q: number; batchSize: number }, values: ArgValues): DistPlan {
+function rankPlan(input: PlanInput, o: { ranks: number; parallel: Parallel; groups?: number; q: number; batchSize: number; sliced: boolean }, values: ArgValues): DistPlan {
   const kind = (values.interconnect as string | undefined) ?? 'pcie';
   if (kind !== 'pcie' && kind !== 'nvlink') throw new Error(`--interconnect must be pcie or nvlink, got ${JSON.stringify(kind)}`);
   const h2d = input.rates?.h2dBytesPerS;
@@ -433,6 +435,7 @@ function rankPlan(input: PlanInput, o: { ranks: number; parallel: Parallel; grou
     q: o.q,
     batchSize: o.batchSize,
     interconnect: { kind, allGatherBytesPerS: bw },
+    sliced: o.sliced,
   });
 }
 

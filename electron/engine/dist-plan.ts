@@ -3,18 +3,19 @@
 // sliced transfer, and the predicted speedup over one GPU doing the same step. Pure.
 //
 // What the engine does, and so what is modelled:
-// - Every rank holds its own copy of the streamed masters in CPU memory (or its own spill
-//   file): a machine with L ranks holds L copies, and its SSD serves L readers.
-// - Without slicing every GPU uploads every streamed block over its own PCIe link.
-// - Sliced (DistZO2): each GPU uploads 1/L of a block (L: ranks on its machine) and the slices
-//   are all-gathered GPU to GPU on the same copy queue, after the upload; each block is then
-//   updated on the device and only the rank's own slice is written back. Over NVLink the
-//   all-gather has its own links; on a PCIe-only machine it crosses the same PCIe links, so the
-//   bytes per link do not shrink.
+// - PlanInput.budgets.cpu is the machine's CPU memory. Each rank holds its own copy of the
+//   masters it streams (its CPU-homed blocks, its spill file), so a rank places its blocks under
+//   1/L of it (L ranks per machine), and a machine's SSD serves L readers.
+// - Sliced (--sliced, DistZO2): CPU-homed blocks live once per machine in memory its ranks
+//   share; each GPU uploads 1/L of such a block over its own PCIe link and the slices are
+//   all-gathered GPU to GPU on the same copy queue, after the upload; the block is updated on
+//   the device and each rank writes back its slice. Over NVLink the all-gather has links of its
+//   own; on a PCIe-only machine it crosses the same PCIe links, so the bytes per link do not
+//   shrink (the memory does). SSD-homed blocks are not sliced.
 // - data parallel: each rank computes all q perturbations on its shard of the batch (compute
 //   scales with its tokens); perturbation parallel: its q / ranks perturbations on the whole batch.
 //   Either way every rank applies every update (device updates do not shrink).
-import { makePlan } from './planner.js';
+import { ENGINE_RUNTIME_BYTES, makePlan } from './planner.js';
 import type { Plan, PlanInput } from './planner.js';
 import type { Parallel } from '../common/options.js';
 
@@ -36,7 +37,7 @@ export interface DistPlanInput {
   q: number;
   batchSize: number;
   interconnect: Interconnect;
-  /** The sliced transfer (default: on over NVLink when blocks stream and a machine has several ranks). */
+  /** The sliced transfer of CPU-homed blocks (--sliced; default off, as in the engine). */
   sliced?: boolean;
   /** The per-step exchange of losses between ranks, ms (default 0.1: MPI within a machine). */
   exchangeMs?: number;
@@ -103,11 +104,20 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
   if (o.q % groups !== 0) throw new Error(`q (${o.q}) must be a multiple of the ${groups} perturbation groups`);
   if (o.batchSize < shards) throw new Error(`the batch of ${o.batchSize} is smaller than the ${shards} data shards`);
   const single = makePlan({ ...input, batchSize: o.batchSize, q: o.q });
-  if (!single.times || single.predictedStepMs === null) throw new Error('the multi-GPU plan needs calibrated (or assumed) rates');
+  if (!single.times || single.predictedStepMs === null) {
+    throw new Error(
+      single.feasible
+        ? 'the multi-rank plan needs calibrated (or assumed) rates'
+        : `the step does not fit one process (${single.shortfalls.join('; ')}): there is no one-process step to set the ranks against`,
+    );
+  }
   const notes: string[] = [];
-  const streams = single.linkBytesPerStep.hostToDevice > 0;
-  const sliced = (o.sliced ?? (o.interconnect.kind === 'nvlink' && streams)) && L > 1 && streams;
-  if (o.sliced && !sliced) notes.push(streams ? 'one rank per machine: nothing to slice' : 'no block streams: nothing to slice');
+  const sliced = o.sliced === true && L > 1;
+  if (o.sliced && !sliced) notes.push('one rank per machine: nothing to slice');
+  // A rank's share of the machine's CPU memory: 1/L, or (sliced) all of it but the other ranks' own.
+  const cpu = input.budgets.cpu;
+  const rankCpu = cpu === undefined ? undefined : sliced ? Math.max(0, cpu - (L - 1) * ENGINE_RUNTIME_BYTES) : cpu / L;
+  const rankInput: PlanInput = { ...input, budgets: { ...input.budgets, cpu: rankCpu } };
 
   const examples = Math.ceil(o.batchSize / shards);
   const perturbations = o.q / groups;
@@ -117,24 +127,28 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
   const updateMode = sliced ? ('device' as const) : input.updateMode;
   // The forwards of the rank's perturbations on its tokens; its memory at its share of the batch;
   // its links and updates with all q terms (every rank applies them all).
-  const forwards = makePlan({ ...input, batchSize: o.batchSize, tokensPerStep, q: perturbations, updateMode });
-  const memory = makePlan({ ...input, batchSize: examples, q: perturbations, updateMode });
-  const rank = makePlan({ ...input, batchSize: o.batchSize, q: o.q, updateMode });
+  const forwards = makePlan({ ...rankInput, batchSize: o.batchSize, tokensPerStep, q: perturbations, updateMode });
+  const memory = makePlan({ ...rankInput, batchSize: examples, q: perturbations, updateMode });
+  const rank = makePlan({ ...rankInput, batchSize: o.batchSize, q: o.q, updateMode });
   const f = forwards.times;
   const t = rank.times;
   if (!f || !t) throw new Error('the multi-GPU plan needs calibrated (or assumed) rates');
   if (!memory.feasible) notes.push(`one rank's share does not fit: ${memory.shortfalls.join('; ')}`);
   const H = rank.linkBytesPerStep.hostToDevice;
+  // What is sliced: the CPU-homed blocks, as stored (and written back every visit, updated on the device).
+  const cpuHomed = sliced ? rank.units.filter((u) => u.home === 'cpu').reduce((n, u) => n + u.parameters * rank.bytesPerParameter, 0) : 0;
+  if (sliced && !cpuHomed) notes.push('no block lives on the CPU: nothing to slice');
+  if (sliced && rank.count.ssd) notes.push('blocks on the SSD are not sliced: each rank streams them whole from its own spill file');
   // CPU ranks of one machine share its cores: each computes at 1/L of the rate the plan was calibrated at.
   const cores = input.computeDevice === 'cpu' ? L : 1;
   if (cores > 1) notes.push(`the ${L} CPU ranks of a machine share its cores: each computes at 1/${L} of the calibrated rate`);
   const computeMs = (f.forwardMs + t.deviceUpdateMs) * cores;
-  const h2dBytes = sliced ? H / L : H;
-  const allGatherBytes = sliced ? (H * (L - 1)) / L : 0;
+  const h2dBytes = H - cpuHomed + cpuHomed / L;
+  const allGatherBytes = (cpuHomed * (L - 1)) / L;
   const h2dMs = H > 0 ? (t.hostToDeviceMs * h2dBytes) / H : 0;
   const allGatherMs = (1000 * allGatherBytes) / o.interconnect.allGatherBytesPerS;
   const D = rank.linkBytesPerStep.deviceToHost;
-  const d2hBytes = sliced ? D / L : D;
+  const d2hBytes = D - Math.min(D, cpuHomed) + Math.min(D, cpuHomed) / L;
   const d2hMs = D > 0 ? (t.deviceToHostMs * d2hBytes) / D : 0;
   // A machine's ranks share its SSD and its cores.
   const ssdMs = L * (t.ssdReadMs + t.ssdWriteMs);
@@ -149,8 +163,10 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
   const [bound0, path] = terms.reduce((a, b) => (b[1] > a[1] ? b : a));
   const stepMs = path + cpuUpdateMs + exchangeMs;
   const bound: DistBound = cpuUpdateMs > path ? 'cpu-update' : bound0;
-  if (L > 1 && rank.memory.cpu > 0 && streams) notes.push(`each of the ${L} ranks on a machine holds its own copy of the streamed masters`);
-  if (o.interconnect.kind === 'pcie' && sliced) notes.push('PCIe only: the all-gather crosses the same links as the uploads');
+  if (L > 1 && H > 0 && !sliced) notes.push(`each of the ${L} ranks on a machine holds its own copy of the streamed masters`);
+  if (o.interconnect.kind === 'pcie' && cpuHomed) notes.push('PCIe only: the all-gather crosses the same links as the uploads');
+  // Sliced: the CPU-homed blocks once per machine; the rest of each rank's CPU memory L times.
+  const cpuBytes = L * rank.memory.cpu - (L - 1) * cpuHomed;
   return {
     ranks: N,
     ranksPerMachine: L,
@@ -158,7 +174,7 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
     shards,
     sliced,
     perGpu: { examples, perturbations, h2dBytes, allGatherBytes, d2hBytes, computeMs, h2dMs, allGatherMs, d2hMs, deviceBytes: memory.memory.device },
-    perMachine: { cpuBytes: L * rank.memory.cpu, ssdReadBytes: L * rank.linkBytesPerStep.ssdRead, ssdMs, cpuUpdateMs },
+    perMachine: { cpuBytes, ssdReadBytes: L * rank.linkBytesPerStep.ssdRead, ssdMs, cpuUpdateMs },
     exchangeMs,
     stepMs,
     singleGpuStepMs: single.predictedStepMs,

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 
 import type { HostCommand } from './host.js';
 import { RANK_LINE } from './mpirun.js';
+import { loadNative } from './native.js';
 import type { RankMessage } from './mpirun.js';
 import { StopSignal, train } from './trainer.js';
 import { RankError, World } from './world.js';
@@ -54,6 +55,17 @@ function readCommands(signal: StopSignal): Promise<string> {
   });
 }
 
+/**
+ * One GPU per rank: where the machine has at least as many GPUs (NVML, which does not start CUDA)
+ * as ranks, each rank sees only the one of its local rank, as its device 0. Set before CUDA starts
+ * in this process; a CUDA_VISIBLE_DEVICES given by the person is respected (its local-rank-th entry).
+ */
+async function oneGpuPerRank(world: World): Promise<void> {
+  const gpus = (await loadNative().nvmlSample()).devices.length;
+  const visible = process.env.CUDA_VISIBLE_DEVICES?.split(',').filter(Boolean) ?? Array.from({ length: gpus }, (_, i) => String(i));
+  if (world.localSize > 1 && visible.length >= world.localSize) process.env.CUDA_VISIBLE_DEVICES = visible[world.info.localRank];
+}
+
 async function main(): Promise<void> {
   let world: World;
   try {
@@ -62,6 +74,7 @@ async function main(): Promise<void> {
     send(errorMessage(-1, e));
     process.exit(1);
   }
+  await oneGpuPerRank(world);
   const signal = new StopSignal();
   try {
     const text = await world.broadcastText(world.rank === 0 ? await readCommands(signal) : null, 'the job');
