@@ -53,8 +53,6 @@ const Loaded& load() {
         need("MPI_Irecv", a.irecv);
         need("MPI_Ibcast", a.ibcast);
         need("MPI_Test", a.test);
-        need("MPI_Cancel", a.cancel);
-        need("MPI_Request_free", a.request_free);
         need("MPI_Error_string", a.error_string);
         need("MPI_Get_processor_name", a.get_processor_name);
         need("MPI_Get_library_version", a.get_library_version);

@@ -42,8 +42,6 @@ struct Api {
     int (*irecv)(void*, int, Datatype, int, int, Comm, Request*) = nullptr;
     int (*ibcast)(void*, int, Datatype, int, Comm, Request*) = nullptr;
     int (*test)(Request*, int*, Status*) = nullptr;
-    int (*cancel)(Request*) = nullptr;
-    int (*request_free)(Request*) = nullptr;
     int (*error_string)(int, char*, int*) = nullptr;
     int (*get_processor_name)(char*, int*) = nullptr;
     int (*get_library_version)(char*, int*) = nullptr;
