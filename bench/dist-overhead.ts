@@ -1,23 +1,23 @@
-// What the collectives of a distributed step cost against the step: the OPT-125M-shaped random
-// model (bench/make-model.ts, with the demo's tokenizer) trained on the demo sentiment data,
-// batch 16, by one process and by 2 Open MPI ranks on this machine (CPU backend), side by side
-// in one run; and the exchange's own cost measured alone (native/build/dist_ops bench) at the
-// sizes a step exchanges. A figure, not an assertion. Writes bench/results/dist-overhead.{md,json}.
+// What the collectives of a distributed step cost against the step: the embedded demo model
+// (about 1M parameters: a short step, so the collectives' share is at its largest) trained on the
+// demo sentiment data, batch 16, by one process and by 2 Open MPI ranks on this machine (CPU
+// backend), side by side in one run; and the exchange's own cost measured alone
+// (native/build/dist_ops bench) at the sizes a step exchanges. A figure, not an assertion.
+// Writes bench/results/dist-overhead.{md,json}.
 //   npm run build && npm run bench:dist
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 
 import { mpirunCommand } from '../electron/engine/mpirun.js';
-import { median, RESULTS, ROOT, WORK } from './common.js';
-import { makeOptModel } from './make-model.js';
+import { median, RESULTS, ROOT } from './common.js';
 
-const STEPS = Number(process.argv[process.argv.indexOf('--steps') + 1]) || 6;
-const WARMUP = 1;
+const STEPS = Number(process.argv[process.argv.indexOf('--steps') + 1]) || 30;
+const WARMUP = 3;
 const BATCH = 16;
-const MODEL = join(WORK, 'opt-125m-random-tok');
 const DEMO = join(ROOT, 'resources');
+const MODEL = join(DEMO, 'models', 'spillway-demo');
 const TRAIN = join(DEMO, 'datasets', 'sentiment-demo', 'train.jsonl');
 const asRoot = process.getuid?.() === 0;
 
@@ -64,8 +64,6 @@ function exchangeAlone(bytes: number): { median: number; p90: number; min: numbe
 }
 
 async function main(): Promise<void> {
-  await makeOptModel(MODEL);
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(DEMO, 'models', 'spillway-demo', f), join(MODEL, f));
   const data = mkdtempSync(join(os.tmpdir(), 'spillway-bench-dist-'));
   const load0 = os.loadavg()[0];
   const rows = CONFIGS.map((c) => {
@@ -97,8 +95,9 @@ async function main(): Promise<void> {
       `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; the machine was shared with other builds (load average ${load0.toFixed(1)} at the start, ${load1.toFixed(1)} at the end), so`,
     'step times are noisy: compare within the table. Open MPI 4.1 over shared memory (one machine).',
     '',
-    `Model: OPT-125M-shaped, random weights (bench/make-model.ts), with the demo's tokenizer; the demo sentiment data (sst2, two`,
-    `candidates per example), global batch ${BATCH}, ${STEPS} steps of which the first ${WARMUP} are not counted; medians.`,
+    `Model: the embedded demo (Llama layout, about 1M parameters: a step of tens of milliseconds, where the collectives weigh the`,
+    `most); the demo sentiment data (sst2, two candidates per example), global batch ${BATCH}, ${STEPS} steps of which the first ${WARMUP}`,
+    'are not counted; medians.',
     '',
     '| configuration | step (median) | vs 1 process, 1 thread | exchange of losses inside the step (rank 0, waiting for the slower rank included) | rank 0 waiting for rank 1 (estimate) |',
     '|---|---|---|---|---|',

@@ -41,6 +41,22 @@ void expect(bool ok, const std::string& what) {
 // A loss no two (perturbation, example, sign) share.
 double loss_of(int j, int e, int sign) { return sign * (1000.0 * j + e + 0.25); }
 
+// Rank r's losses under layout l: its perturbations (rows) on its examples (columns).
+void rank_losses(const StepLayout& l, int r, int q, int B, std::vector<std::vector<double>>& p, std::vector<std::vector<double>>& m) {
+    auto [j0, j1] = l.perturbations(l.group(r), q);
+    auto [e0, e1] = l.examples(l.shard(r), B);
+    p.clear();
+    m.clear();
+    for (int j = j0; j < j1; j++) {
+        p.emplace_back();
+        m.emplace_back();
+        for (int e = e0; e < e1; e++) {
+            p.back().push_back(loss_of(j, e, 1));
+            m.back().push_back(loss_of(j, e, -1));
+        }
+    }
+}
+
 void layout_checks() {
     StepLayout l = StepLayout::make(6, 3);
     expect(l.shards == 2 && l.group(5) == 2 && l.shard(5) == 1, "6 ranks in 3 groups of 2");
@@ -73,17 +89,8 @@ void layout_checks() {
     int q = 4, B = 7;
     std::vector<double> all(two.contribution(q, B) * 4);
     for (int r = 0; r < 4; r++) {
-        auto [j0, j1] = two.perturbations(two.group(r), q);
-        auto [e0, e1] = two.examples(two.shard(r), B);
         std::vector<std::vector<double>> p, m;
-        for (int j = j0; j < j1; j++) {
-            p.emplace_back();
-            m.emplace_back();
-            for (int e = e0; e < e1; e++) {
-                p.back().push_back(loss_of(j, e, 1));
-                m.back().push_back(loss_of(j, e, -1));
-            }
-        }
+        rank_losses(two, r, q, B, p, m);
         RankTimes t;
         t.forward_ms = r + 0.5;
         two.pack(r, q, B, t, p, m, all.data() + (size_t)r * two.contribution(q, B));
@@ -113,17 +120,9 @@ void exchange_checks(Comm& c) {
         if (n % groups) continue;
         StepLayout l = StepLayout::make(n, groups);
         int q = 2 * groups, B = 3 * l.shards + 1;
-        auto [j0, j1] = l.perturbations(l.group(me), q);
-        auto [e0, e1] = l.examples(l.shard(me), B);
         std::vector<std::vector<double>> p, m;
-        for (int j = j0; j < j1; j++) {
-            p.emplace_back();
-            m.emplace_back();
-            for (int e = e0; e < e1; e++) {
-                p.back().push_back(loss_of(j, e, 1));
-                m.back().push_back(loss_of(j, e, -1));
-            }
-        }
+        rank_losses(l, me, q, B, p, m);
+        auto [e0, e1] = l.examples(l.shard(me), B);
         RankTimes t;
         t.compute_ms = 10.0 + me;
         t.examples = e1 - e0;

@@ -1,11 +1,9 @@
 #include "dist/nccl_api.h"
 
-#include <dlfcn.h>
-
-#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
-#include <type_traits>
+
+#include "dist/dl.h"
 
 namespace spw::nccl {
 namespace {
@@ -19,34 +17,24 @@ const Loaded& load() {
     static Loaded l;
     static std::once_flag once;
     std::call_once(once, [] {
-        const char* env = std::getenv("SPILLWAY_NCCL");
-        std::string file = env && *env ? env : "libnccl.so.2";
-        void* lib = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (!lib) {
-            const char* e = dlerror();
-            l.error = "NCCL not found (" + file + ": " + (e ? e : "dlopen failed") +
+        dist::Library lib("SPILLWAY_NCCL", "libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+        if (!lib.handle) {
+            l.error = "NCCL not found (" + lib.file + ": " + lib.error +
                       "); it ships with PyTorch's CUDA wheels (nvidia/nccl/lib): add that folder to LD_LIBRARY_PATH or "
                       "set SPILLWAY_NCCL to the file";
             return;
         }
         Api& a = l.api;
-        a.library = file;
-        const char* missing = nullptr;
-        auto need = [&](const char* name, auto& out) {
-            using F = std::remove_reference_t<decltype(out)>;
-            out = reinterpret_cast<F>(dlsym(lib, name));
-            if (!out && !missing) missing = name;
-        };
-        need("ncclGetVersion", a.get_version);
-        need("ncclGetUniqueId", a.get_unique_id);
-        need("ncclCommInitRank", a.comm_init_rank);
-        need("ncclAllGather", a.all_gather);
-        need("ncclCommGetAsyncError", a.comm_get_async_error);
-        need("ncclCommDestroy", a.comm_destroy);
-        need("ncclCommAbort", a.comm_abort);
-        need("ncclGetErrorString", a.get_error_string);
-        if (missing) {
-            l.error = file + " lacks " + missing + " (NCCL 2.4 or newer is needed)";
+        a.library = lib.file;
+        lib.need("ncclGetVersion", a.get_version);
+        lib.need("ncclGetUniqueId", a.get_unique_id);
+        lib.need("ncclCommInitRank", a.comm_init_rank);
+        lib.need("ncclAllGather", a.all_gather);
+        lib.need("ncclCommGetAsyncError", a.comm_get_async_error);
+        lib.need("ncclCommDestroy", a.comm_destroy);
+        lib.need("ncclGetErrorString", a.get_error_string);
+        if (lib.missing) {
+            l.error = lib.file + " lacks " + lib.missing + " (NCCL 2.4 or newer is needed)";
             l.api = Api{};
             return;
         }

@@ -23,7 +23,6 @@ struct Api {
     int (*all_gather)(const void*, void*, size_t, int, CommHandle, void*) = nullptr;  // last: cudaStream_t
     int (*comm_get_async_error)(CommHandle, int*) = nullptr;
     int (*comm_destroy)(CommHandle) = nullptr;
-    int (*comm_abort)(CommHandle) = nullptr;
     const char* (*get_error_string)(int) = nullptr;
     std::string library;
     int version = 0;  // e.g. 22703 for 2.27.3
