@@ -111,11 +111,13 @@ async function main(): Promise<void> {
       ([what, bytes, a]) => `| ${what} | ${bytes} | ${(a.min * 1000).toFixed(1)} µs | ${(a.median * 1000).toFixed(1)} µs | ${(a.p90 * 1000).toFixed(1)} µs |`,
     ),
     '',
-    'An exchange costs a microsecond or two when both ranks hold a core (the minimum); on this loaded 2-core machine a rank is often',
-    'descheduled, and the exchange then waits a scheduler slice for it (the median and p90: a fraction of a millisecond).',
-    `Per step (the losses and the decision) that is at most ${((alone.data.median + alone.control.median) * 1000).toFixed(0)} µs (medians), ` +
-      `${(((alone.data.median + alone.control.median) / rows[2].stepMs) * 100).toFixed(3)} % of the ${ms(rows[2].stepMs)} ms data-parallel step. ` +
-      'What rank 0 spends in the step\'s exchange beyond that is waiting for the slower rank (its shard had more tokens, or its core was taken).',
+    `With both ranks holding a core an exchange is a matter of microseconds (the minimum above); with ${os.availableParallelism()} cores and a load`,
+    `average of ${load1.toFixed(1)} a rank is often descheduled, and an exchange then waits a scheduler slice for it (the median and p90).`,
+    `Per step (the losses and the decision) that is ${((alone.data.median + alone.control.median) * 1000).toFixed(0)} µs at the medians, ` +
+      `${(((alone.data.median + alone.control.median) / rows[2].stepMs) * 100).toFixed(2)} % of the ${ms(rows[2].stepMs)} ms data-parallel step. ` +
+      "What rank 0 spends in the step's exchange beyond that is waiting for the slower rank (its shard had more tokens, or its core was",
+    'taken); the estimate of that wait from the ranks\' compute times assumes they started the step together, which a loaded machine',
+    'does not grant.',
     '',
   ];
   const text = lines.join('\n');
