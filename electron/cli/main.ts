@@ -209,6 +209,15 @@ async function cmdTrain(argv: string[]): Promise<number> {
               `predicted ${ms(p.predictedStepMs)} per step, floor ${ms(p.floorMs)}${p.bound ? ` (${p.bound})` : ''}`,
           );
         }
+        if (event.world) {
+          const w = event.world;
+          const hosts = [...new Set(w.ranks.map((r) => r.host))];
+          const how = w.parallel === '2d' ? `2d: ${w.groups} perturbation groups of ${w.shards}` : `${w.parallel} parallel`;
+          progress.log(
+            `${w.size} ranks (${how}) on ${hosts.join(', ')}, ${w.ranks[0]?.threads ?? 1} thread(s) each, ${w.library}; ` +
+              `a rank silent for ${w.timeoutS} s at an exchange is named and the run ended`,
+          );
+        }
         progress.total = event.steps;
         break;
       case 'eval':

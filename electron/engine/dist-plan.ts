@@ -83,7 +83,7 @@ export interface DistPlan {
   feasible: boolean;
   /** The single-GPU plan of the same step. */
   single: Plan;
-  /** One rank's plan (its share of the batch, all q updates): where its blocks live. */
+  /** One rank's plan (its share of the batch and of the perturbations): where its blocks live, its memory and links. */
   rank: Plan;
   notes: string[];
 }
@@ -125,15 +125,16 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
   const tokensPerStep = ((input.tokensPerStep ?? o.batchSize * input.maxLength) * examples) / o.batchSize;
   // Sliced: streamed blocks are updated on the device, and each rank writes back only its slice.
   const updateMode = sliced ? ('device' as const) : input.updateMode;
-  // The forwards of the rank's perturbations on its tokens; its memory at its share of the batch;
-  // its links and updates with all q terms (every rank applies them all).
+  // The rank as it runs: its share of the batch and its perturbations' streams place its blocks
+  // and give its memory and links; its forwards are the step's measured block scaled to its tokens;
+  // its updates are all q terms (every rank applies them all: linear in the terms).
+  const rank = makePlan({ ...rankInput, batchSize: examples, q: perturbations, updateMode });
   const forwards = makePlan({ ...rankInput, batchSize: o.batchSize, tokensPerStep, q: perturbations, updateMode });
-  const memory = makePlan({ ...rankInput, batchSize: examples, q: perturbations, updateMode });
-  const rank = makePlan({ ...rankInput, batchSize: o.batchSize, q: o.q, updateMode });
   const f = forwards.times;
   const t = rank.times;
-  if (!f || !t) throw new Error('the multi-GPU plan needs calibrated (or assumed) rates');
-  if (!memory.feasible) notes.push(`one rank's share does not fit: ${memory.shortfalls.join('; ')}`);
+  if (!f || !t) throw new Error('the multi-rank plan needs calibrated (or assumed) rates');
+  if (!rank.feasible) notes.push(`one rank's share does not fit: ${rank.shortfalls.join('; ')}`);
+  const termShare = o.q / perturbations;
   const H = rank.linkBytesPerStep.hostToDevice;
   // What is sliced: the CPU-homed blocks, as stored (and written back every visit, updated on the device).
   const cpuHomed = sliced ? rank.units.filter((u) => u.home === 'cpu').reduce((n, u) => n + u.parameters * rank.bytesPerParameter, 0) : 0;
@@ -142,7 +143,7 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
   // CPU ranks of one machine share its cores: each computes at 1/L of the rate the plan was calibrated at.
   const cores = input.computeDevice === 'cpu' ? L : 1;
   if (cores > 1) notes.push(`the ${L} CPU ranks of a machine share its cores: each computes at 1/${L} of the calibrated rate`);
-  const computeMs = (f.forwardMs + t.deviceUpdateMs) * cores;
+  const computeMs = (f.forwardMs + t.deviceUpdateMs * termShare) * cores;
   const h2dBytes = H - cpuHomed + cpuHomed / L;
   const allGatherBytes = (cpuHomed * (L - 1)) / L;
   const h2dMs = H > 0 ? (t.hostToDeviceMs * h2dBytes) / H : 0;
@@ -152,7 +153,7 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
   const d2hMs = D > 0 ? (t.deviceToHostMs * d2hBytes) / D : 0;
   // A machine's ranks share its SSD and its cores.
   const ssdMs = L * (t.ssdReadMs + t.ssdWriteMs);
-  const cpuUpdateMs = L * (t.hostUpdateMs + t.replayMs);
+  const cpuUpdateMs = L * (t.hostUpdateMs + t.replayMs) * termShare;
   const exchangeMs = N > 1 ? (o.exchangeMs ?? 0.1) : 0;
   const terms: [DistBound, number][] = [
     ['compute', computeMs],
@@ -173,16 +174,16 @@ export function distPlan(input: PlanInput, o: DistPlanInput): DistPlan {
     groups,
     shards,
     sliced,
-    perGpu: { examples, perturbations, h2dBytes, allGatherBytes, d2hBytes, computeMs, h2dMs, allGatherMs, d2hMs, deviceBytes: memory.memory.device },
+    perGpu: { examples, perturbations, h2dBytes, allGatherBytes, d2hBytes, computeMs, h2dMs, allGatherMs, d2hMs, deviceBytes: rank.memory.device },
     perMachine: { cpuBytes, ssdReadBytes: L * rank.linkBytesPerStep.ssdRead, ssdMs, cpuUpdateMs },
     exchangeMs,
     stepMs,
     singleGpuStepMs: single.predictedStepMs,
     speedup: single.predictedStepMs / stepMs,
     bound,
-    feasible: memory.feasible,
+    feasible: rank.feasible,
     single,
-    rank: memory,
+    rank,
     notes,
   };
 }

@@ -43,7 +43,13 @@ function readCommands(signal: StopSignal): Promise<string> {
         resolve(line);
         return;
       }
-      const cmd = JSON.parse(line) as HostCommand;
+      let cmd: HostCommand;
+      try {
+        cmd = JSON.parse(line) as HostCommand;
+      } catch {
+        send({ type: 'event', event: { type: 'log', message: `ignored a line from the launcher that is not a command: ${line.slice(0, 200)}` } });
+        return;
+      }
       if (cmd.type === 'stop') signal.stop();
       else if (cmd.type === 'checkpoint') signal.checkpointRequested = true;
     });
