@@ -47,6 +47,9 @@ function maxRelDiff(a: number[], b: number[]): number {
 // the rounding of float32 forwards lies (measured here: 0, bit for bit).
 const DATA_TOLERANCE = 1e-6;
 
+/** Steps planned for the runs a test kills or stops: far more than they live. */
+const MANY_STEPS = 1000;
+
 describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
   it('data parallel over 2 ranks follows the loss trajectory of one process with the same global batch', async () => {
     const one = await train('data', base(6));
@@ -146,12 +149,13 @@ function trainStreaming(name: string, args: string[], onEvent: (e: Event, so: Ev
 describe('a rank that dies or hangs', () => {
   it('SIGKILL of rank 1 mid-run (sliced) stops every rank within seconds, fails the run naming rank 1, and resuming with 2 or 1 ranks reproduces the losses', async () => {
     const ck = join(work, 'ck-kill');
-    // The killed run streams its blocks from memory the ranks share (--sliced): a crash leaves nothing in /dev/shm.
-    const args = [...base(14), '--ranks', '2', '--offload', 'cpu', '--sliced', '--checkpoint-every', '5', '--checkpoint-dir', ck];
-    const whole = await train('kill-whole', [...base(14), '--ranks', '2']);
-    expect(whole.code).toBe(0);
+    // The killed run streams its blocks from memory the ranks share (--sliced): a crash leaves
+    // nothing in /dev/shm. It is planned far longer than it lives (the schedule is constant, so its
+    // steps are those of any shorter run): however late the kill lands on a loaded machine, it
+    // lands mid-run.
+    const args = [...base(MANY_STEPS), '--ranks', '2', '--offload', 'cpu', '--sliced', '--checkpoint-every', '5', '--checkpoint-dir', ck];
     let killedAt = 0;
-    // Killed once step 7 is reported: rank 1 is then computing step 8.
+    // Killed once step 7 is reported: rank 1 is then computing step 8 or later.
     const killed = await trainStreaming('kill', args, (e, so) => {
       if (e.type === 'step' && e.step === 7) {
         const start = so.find((x) => x.type === 'start') as Event & { world: { ranks: { pid: number }[] } };
@@ -163,17 +167,27 @@ describe('a rank that dies or hangs', () => {
     expect(killed.code).toBe(1);
     const error = killed.events.find((e) => e.type === 'error') as Event & { message: string };
     expect(error.message).toMatch(/^rank 1 \(pid \d+ on \S+\) exited on signal 9 \(Killed\); every rank was stopped$/);
-    // Open MPI ends the other ranks once it sees one die: measured about 1 s; 10 s leaves room for a loaded machine.
-    expect(stoppedAfter).toBeLessThan(10);
+    // mpirun ends the other ranks once it sees one die (measured: about 1 s), long before the
+    // default --rank-timeout (120 s) would; 60 s leaves room for a loaded machine.
+    expect(stoppedAfter).toBeLessThan(60);
     const runs = JSON.parse((await runSpillway(['runs', 'list', '--json'], dataDir('kill'))).stdout) as { status: string; error: string | null; stepsDone: number }[];
     expect(runs).toHaveLength(1);
     expect(runs[0]).toMatchObject({ status: 'failed', error: error.message });
     expect(readdirSync('/dev/shm').filter((f) => f.startsWith('spillway-'))).toEqual([]);
-    // The checkpoint of step 5 is whole: resume it with 2 ranks (bit for bit) and with 1 (data parallel: within the tolerance).
-    const resumeArgs = (ranks: string[]) => ['train', '--resume', join(ck, 'step-00000005'), '--model', model, ...base(14).slice(3), ...ranks];
+    // The newest checkpoint (step 5, or later if the kill landed late) is whole: resume it with
+    // 2 ranks (bit for bit) and with 1 (data parallel: within the tolerance), 5 steps past it,
+    // against a run of 2 ranks that was never interrupted.
+    const newest = readdirSync(ck).filter((d) => /^step-\d+$/.test(d)).sort().at(-1) as string;
+    const from = Number(newest.slice('step-'.length));
+    expect(from).toBeGreaterThanOrEqual(5);
+    const total = from + 5;
+    const whole = await train('kill-whole', [...base(total), '--ranks', '2']);
+    expect(whole.code, whole.stderr).toBe(0);
+    const resumeArgs = (ranks: string[]) => ['train', '--resume', join(ck, newest), '--model', model, ...base(total).slice(3), ...ranks];
     const again = await train('kill', resumeArgs(['--ranks', '2']));
     expect(again.code, again.stderr).toBe(0);
-    const after = (events: Event[]) => steps(events).filter((s) => s.step > 5);
+    const after = (events: Event[]) => steps(events).filter((s) => s.step > from);
+    expect(after(again.events)).toHaveLength(5);
     expect(after(again.events).map((s) => s.loss)).toEqual(after(whole.events).map((s) => s.loss));
     const alone = await train('kill', resumeArgs([]));
     expect(alone.code, alone.stderr).toBe(0);
@@ -183,7 +197,8 @@ describe('a rank that dies or hangs', () => {
   it('a rank that hangs (SIGSTOP) is named by rank 0 after --rank-timeout, and every rank ends', async () => {
     let stoppedAt = 0;
     let pid = 0;
-    const hung = await trainStreaming('hang', [...base(30), '--ranks', '2', '--rank-timeout', '3'], (e) => {
+    // Planned far longer than it lives, like the killed run above: the stop lands mid-run however late.
+    const hung = await trainStreaming('hang', [...base(MANY_STEPS), '--ranks', '2', '--rank-timeout', '3'], (e) => {
       if (e.type === 'start') pid = (e as Event & { world: { ranks: { pid: number }[] } }).world.ranks[1].pid;
       if (e.type === 'step' && e.step === 3) {
         stoppedAt = performance.now();
@@ -193,12 +208,13 @@ describe('a rank that dies or hangs', () => {
     const seconds = (performance.now() - stoppedAt) / 1000;
     expect(hung.code).toBe(1);
     const error = hung.events.find((e) => e.type === 'error') as Event & { message: string };
+    // Named by the 3 s timeout (rank 0 may already have been waiting when the stop landed, so the
+    // timeout is read from the message, not from the clock).
     expect(error.message).toMatch(/^rank 0: rank 1 \(pid \d+ on \S+\) has not taken part in .* within 3\.0 s of rank 0 arriving: hung or dead; every rank was stopped$/);
-    // The timeout, then MPI_Abort ends the stopped rank too.
-    expect(seconds).toBeGreaterThanOrEqual(3);
-    expect(seconds).toBeLessThan(15);
-    // Gone once mpirun has reaped it.
-    for (let i = 0; i < 50 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    // The timeout, then MPI_Abort ends the stopped rank too; 60 s leaves room for a loaded machine.
+    expect(seconds).toBeLessThan(60);
+    // Gone once mpirun has reaped it (not our child: nothing to wait on but its pid).
+    for (let i = 0; i < 600 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
     expect(alive(pid)).toBe(false);
   });
 });
