@@ -117,6 +117,29 @@ describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
   });
 });
 
+describe('spillway plan --ranks', () => {
+  type RanksPlan = { ranks: number; groups: number; shards: number; perGpu: { examples: number; perturbations: number }; stepMs: number; singleGpuStepMs: number; speedup: number; feasible: boolean };
+  const plan = (name: string, args: string[]) =>
+    runSpillway(['plan', '--model', model, '--spill', join(work, `spill-${name}`), '--batch-size', '4', '--max-length', '32', '--calibration-bytes', '16MiB', ...args], dataDir(name));
+
+  it("shows each rank's share of the step beside the one-process plan, and refuses a layout that cannot share it", async () => {
+    const data = await plan('plan', ['--ranks', '2', '--json']);
+    expect(data.code, data.stderr).toBe(0);
+    const d = (JSON.parse(data.stdout) as { ranks: RanksPlan }).ranks;
+    expect(d).toMatchObject({ ranks: 2, groups: 1, shards: 2, perGpu: { examples: 2, perturbations: 1 }, feasible: true });
+    expect(d.speedup).toBeCloseTo(d.singleGpuStepMs / d.stepMs, 9);
+    const pert = await plan('plan', ['--ranks', '2', '--parallel', 'perturbation', '--q', '2', '--json']);
+    expect(pert.code, pert.stderr).toBe(0);
+    expect((JSON.parse(pert.stdout) as { ranks: RanksPlan }).ranks).toMatchObject({ groups: 2, shards: 1, perGpu: { examples: 4, perturbations: 1 } });
+    const human = await plan('plan', ['--ranks', '2']);
+    expect(human.stdout).toMatch(/^2 ranks \(2 per machine\), data parallel$/m);
+    expect(human.stdout).toMatch(/^predicted step [\d.]+ ms \(bound by \w+\); the same step in one process [\d.]+ ms: [\d.]+×$/m);
+    const refused = await plan('plan', ['--ranks', '2', '--parallel', 'perturbation', '--q', '3']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/q \(3\) must be a multiple of the 2 perturbation groups/);
+  });
+});
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
