@@ -40,6 +40,15 @@ function maxRelDiff(a: number[], b: number[]): number {
   return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.max(1e-30, Math.abs(b[i]))));
 }
 
+/**
+ * What a run left in /dev/shm: the homes a machine's ranks share are named after the pid of its
+ * first rank (rank 0 here), so other runs on this machine (other suites, other people) are not counted.
+ */
+function shmLeftBy(events: Event[]): string[] {
+  const start = events.find((e) => e.type === 'start') as Event & { world: { ranks: { pid: number }[] } };
+  return readdirSync('/dev/shm').filter((f) => f.startsWith(`spillway-${start.world.ranks[0].pid}-`));
+}
+
 // Data parallelism: each rank's shard gives per-example losses that are exchanged and summed in
 // the global order, so the step's mean is one process's whenever the shard's forward gives each
 // example the bits the whole batch's forward gives it. The engine does not promise that (a BLAS
@@ -104,8 +113,8 @@ describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
       expect(io(sliced.events).h2dBytes).toBeGreaterThanOrEqual(h2dWhole / 2);
       expect(io(sliced.events).h2dBytes).toBeLessThanOrEqual(h2dWhole / 2 + 256 * 4);
       expect(io(sliced.events).d2hBytes).toBe(io(sliced.events).h2dBytes);
+      expect(shmLeftBy(sliced.events)).toEqual([]);
     }
-    expect(readdirSync('/dev/shm').filter((f) => f.startsWith('spillway-'))).toEqual([]);
   });
 
   it('refuses a layout that cannot share the step, before starting any rank', async () => {
@@ -196,7 +205,7 @@ describe('a rank that dies or hangs', () => {
     const runs = JSON.parse((await runSpillway(['runs', 'list', '--json'], dataDir('kill'))).stdout) as { status: string; error: string | null; stepsDone: number }[];
     expect(runs).toHaveLength(1);
     expect(runs[0]).toMatchObject({ status: 'failed', error: error.message });
-    expect(readdirSync('/dev/shm').filter((f) => f.startsWith('spillway-'))).toEqual([]);
+    expect(shmLeftBy(killed.events)).toEqual([]);
     // The newest checkpoint (step 5, or later if the kill landed late) is whole: resume it with
     // 2 ranks (bit for bit) and with 1 (data parallel: within the tolerance), 5 steps past it,
     // against a run of 2 ranks that was never interrupted.
