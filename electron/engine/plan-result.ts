@@ -14,7 +14,7 @@ import { defaultGpuBudget } from './device.js';
 import type { ResolvedDevice } from './device.js';
 import { formatBytes } from './safe-write.js';
 import { makePlan, plannerModel } from './planner.js';
-import type { ComputeSource, Plan, UpdateMode, UpdateOn } from './planner.js';
+import type { ComputeSource, Plan, PlanInput, UpdateMode, UpdateOn } from './planner.js';
 
 export interface PlanOptions {
   model: string | ModelInfo;
@@ -71,7 +71,7 @@ async function freeBytes(dir: string): Promise<number | undefined> {
 
 export async function planFor(
   o: PlanOptions,
-): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number; device: PlanDevice | null }> {
+): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number; device: PlanDevice | null; input: PlanInput }> {
   const info = typeof o.model === 'string' ? await loadModelInfo(o.model) : o.model;
   const dirs = (o.spillDirs ?? []).map((d) => resolve(d));
   const maxLength = Math.min(o.maxLength, positionLimit(info.config));
@@ -103,7 +103,7 @@ export async function planFor(
   // One folder: its free space is the SSD budget; several: each filesystem's free space bounds its folders' files.
   if (budgets.ssd === undefined && dirs.length === 1) budgets.ssd = await freeBytes(dirs[0]);
   const spillInfo = await Promise.all(dirs.map(async (d) => ({ device: await fsDeviceOf(d), freeBytes: await freeBytes(d), mount: await mountOf(d) })));
-  const plan = makePlan({
+  const input: PlanInput = {
     model,
     computeDevice,
     budgets,
@@ -118,7 +118,8 @@ export async function planFor(
     updateMode: o.updateMode,
     prefetch: o.prefetch ?? DEFAULT_PREFETCH,
     rates: cal ? ratesOf(cal) : null,
-  });
+  };
+  const plan = makePlan(input);
   if (cal?.block?.source === 'failed') plan.notes.push(`The block forward could not be measured (${cal.block.detail}); compute is estimated from FLOPs.`);
   if (cal && plan.computeDevice === 'gpu' && cal.backend === 'cpu') {
     plan.notes.push('The rates are those of the CPU backend (no CUDA device was calibrated): copies, compute and updates on the GPU will differ.');
@@ -132,7 +133,7 @@ export async function planFor(
   const device: PlanDevice | null = o.device
     ? { id: o.device.resolved.id, name: o.device.resolved.name, gemm: o.device.gemm, defaultBudget, reason: o.device.resolved.reason }
     : null;
-  return { plan, info, calibration: cal, prefetchRequested: o.prefetch ?? DEFAULT_PREFETCH, device };
+  return { plan, info, calibration: cal, prefetchRequested: o.prefetch ?? DEFAULT_PREFETCH, device, input };
 }
 
 /** What the plan says beyond the contract's PlanResult (the CLI's JSON carries it; the contract strips it). */

@@ -10,6 +10,8 @@ import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '
 import { parseBytes } from '../lib/format.ts';
 import { MASTERS, precisionComparison } from '../lib/precision.ts';
 import { deviceChoices } from '../lib/devices.ts';
+import type { Parallel } from '../../../electron/common/options.ts';
+import { checkLayout, rankLayout } from '../../../electron/common/ranks.ts';
 
 export type { TaskKind };
 
@@ -112,6 +114,10 @@ export class NewRunState {
   deviceChoices = $derived(deviceChoices(this.devices));
   /** The CUDA device the run would compute on (auto's, or the one picked); null: the CPU. */
   cudaDevice = $derived(this.deviceChoices.find((c) => c.value === this.device)?.cuda ?? null);
+  /** Engine processes sharing each step (started with mpirun by the backend), how they share it, and 2d's groups. */
+  ranks = $state(1);
+  parallel = $state<Parallel>('data');
+  groups = $state(2);
 
   /** The form planned with each precision (null: that plan failed, planErrors says why). */
   plans = $state<Partial<Record<Masters, PlanResult | null>>>({});
@@ -150,6 +156,14 @@ export class NewRunState {
     if (!(Number.isInteger(h.warmupSteps) && h.warmupSteps >= 0)) errs.push('Warm-up steps must be a whole number, 0 or more.');
     const ck = this.checkpointEvery;
     if (ck !== null && !(Number.isInteger(ck) && ck >= 0)) errs.push('Checkpoint every must be a whole number of steps (0: no checkpoints), or empty for the default.');
+    if (!(Number.isInteger(this.ranks) && this.ranks >= 1)) errs.push('Ranks must be a whole number, 1 or more.');
+    else if (this.ranks > 1) {
+      try {
+        checkLayout(rankLayout(this.ranks, this.parallel, this.groups), h.q, h.batchSize);
+      } catch (e) {
+        errs.push(`Ranks: ${(e as Error).message}.`);
+      }
+    }
     return [...errs, ...this.budgetErrors];
   });
 
@@ -290,6 +304,7 @@ export class NewRunState {
       ...(this.checkpointEvery !== null ? { checkpointEvery: this.checkpointEvery } : {}),
       ...(this.out.trim() ? { out: this.out.trim() } : {}),
       ...this.deviceOptions(),
+      ...(this.ranks > 1 ? { ranks: this.ranks, parallel: this.parallel, ...(this.parallel === '2d' ? { groups: this.groups } : {}) } : {}),
       ...this.placement(),
     };
   }
