@@ -11,18 +11,24 @@ export const BENCH = join(ROOT, 'bench');
 export const WORK = join(BENCH, 'work');
 export const RESULTS = join(BENCH, 'results');
 export const MODEL_DIR = join(WORK, 'opt-125m-random');
-export const BATCH_FILE = join(WORK, 'batch-16x64.json');
 
+/** The batch shape of the tier benchmarks and the first shape of `npm run bench`. */
 export const BATCH = 16;
 export const SEQ = 64;
+export const BATCH_FILE = batchFile(BATCH, SEQ);
 export const LR = 1e-6;
 export const EPS = 1e-3;
 export const WD = 0;
 
-/** The benchmark batch: BATCH random sequences of SEQ tokens, the same in every run. */
-export function makeTokens(vocab: number): number[][] {
+/** A benchmark batch: `batch` random sequences of `seq` tokens, the same in every run. */
+export function makeTokens(vocab: number, batch = BATCH, seq = SEQ): number[][] {
   const rng = new Rng(20240601);
-  return Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => rng.int(vocab)));
+  return Array.from({ length: batch }, () => Array.from({ length: seq }, () => rng.int(vocab)));
+}
+
+/** Where the batch of a shape is written for the implementations to read. */
+export function batchFile(batch: number, seq: number): string {
+  return join(WORK, `batch-${batch}x${seq}.json`);
 }
 
 export function median(xs: number[]): number {

@@ -13,12 +13,20 @@ The in-place `add_` (instead of MeZO's `param.data = param.data + ...`) only
 saves temporaries: it is the faster form of the same arithmetic.
 
 The model is a batched OPT decoder in plain torch (pre-LayerNorm, learned
-positions with offset 2, causal softmax attention via matmul + mask, ReLU MLP,
-tied LM head with full logits [B, T, V]); the loss is the "lm" loss of the
-engine: per-example mean NLL of tokens 1..T-1, batch mean.
+positions with offset 2, causal softmax attention, ReLU MLP, tied LM head with
+full logits [B, T, V]); the loss is the "lm" loss of the engine: per-example
+mean NLL of tokens 1..T-1, batch mean. Attention is PyTorch's fused
+scaled_dot_product_attention where the version has it (2.x), matmul + mask
+otherwise (1.13): each PyTorch at its fastest.
 
-Usage: /usr/bin/python3 bench/mezo_torch.py MODEL_DIR BATCH_JSON [--threads 2]
-       [--steps 3] [--warmup 1] [--lr 1e-6] [--eps 1e-3] [--wd 0]
+--compile wraps the loss (the whole forward) in torch.compile (inductor; on the
+CPU it needs a C++ compiler). The perturbations and the update stay eager:
+they are MeZO's own loops over the parameters, with torch.normal regenerating
+z from the seed, which a compiled graph would draw from another generator.
+The first (warm-up) step then includes the compilation.
+
+Usage: python bench/mezo_torch.py MODEL_DIR BATCH_JSON [--threads 2]
+       [--steps 3] [--warmup 1] [--lr 1e-6] [--eps 1e-3] [--wd 0] [--compile]
 Prints one JSON object on stdout.
 """
 import argparse
@@ -65,6 +73,17 @@ def machine_busy_ms():
         return float("nan")
 
 
+FUSED_ATTENTION = hasattr(F, "scaled_dot_product_attention")
+
+
+def attend(q, k, v, mask):
+    """Causal softmax(q k^T) v over [B, H, T, D]; q comes scaled."""
+    if FUSED_ATTENTION:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+    w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + mask, dim=-1)
+    return torch.matmul(w, v)
+
+
 class Opt:
     """Batched OPT forward over a dict of parameters (tied head)."""
 
@@ -99,15 +118,13 @@ class Opt:
             lp = f"{pre}layers.{l}."
             res = x
             h = self._ln(x, lp + "self_attn_layer_norm")
-            q = self._lin(h, lp + "self_attn.q_proj") * (D ** -0.5)
+            q = self._lin(h, lp + "self_attn.q_proj") * (D ** -0.5)  # OPT scales q before the product
             k = self._lin(h, lp + "self_attn.k_proj")
             v = self._lin(h, lp + "self_attn.v_proj")
             q = q.view(B, T, H, D).transpose(1, 2)
             k = k.view(B, T, H, D).transpose(1, 2)
             v = v.view(B, T, H, D).transpose(1, 2)
-            w = torch.matmul(q, k.transpose(-1, -2)) + mask
-            w = torch.softmax(w, dim=-1)
-            a = torch.matmul(w, v).transpose(1, 2).reshape(B, T, C)
+            a = attend(q, k, v, mask).transpose(1, 2).reshape(B, T, C)
             x = res + self._lin(a, lp + "self_attn.out_proj")
             res = x
             h = self._ln(x, lp + "final_layer_norm")
@@ -129,8 +146,9 @@ def no_decay(name):
 
 
 class MeZO:
-    def __init__(self, model, lr, eps, wd):
+    def __init__(self, model, lr, eps, wd, loss):
         self.model = model
+        self.loss = loss
         self.lr = lr
         self.eps = eps
         self.wd = wd
@@ -149,7 +167,7 @@ class MeZO:
 
     def zo_forward(self, ids):
         t0 = time.perf_counter()
-        loss = self.model.loss(ids).item()
+        loss = self.loss(ids).item()
         self.t_forward += time.perf_counter() - t0
         return loss
 
@@ -179,6 +197,22 @@ class MeZO:
         self.t_perturb = self.t_forward = self.t_update = 0.0
 
 
+def blas_info():
+    """The BLAS this torch was built with (BLAS_INFO) and the math libraries it has loaded."""
+    built = "unknown"
+    for part in torch.__config__.show().replace("\n", ",").split(","):
+        if part.strip().startswith("BLAS_INFO="):
+            built = part.strip()[len("BLAS_INFO="):]
+    loaded = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1]
+            name = os.path.basename(path)
+            if any(k in name for k in ("blas", "mkl", "dnnl", "blis")):
+                loaded.add(os.path.realpath(path))
+    return {"built": built, "loaded": sorted(loaded)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
@@ -190,6 +224,7 @@ def main():
     ap.add_argument("--eps", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -203,7 +238,7 @@ def main():
     B, T = ids.shape
 
     model = Opt(cfg, params)
-    trainer = MeZO(model, args.lr, args.eps, args.wd)
+    trainer = MeZO(model, args.lr, args.eps, args.wd, torch.compile(model.loss) if args.compile else model.loss)
     steps = []
     with torch.inference_mode():
         for i in range(args.warmup + args.steps):
@@ -238,6 +273,9 @@ def main():
     print(json.dumps({
         "impl": "pytorch",
         "torch": torch.__version__,
+        "blas": blas_info(),
+        "compile": args.compile,
+        "attention": "scaled_dot_product_attention" if FUSED_ATTENTION else "matmul + mask + softmax",
         "numpy": np.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),

@@ -1,11 +1,19 @@
-// `npm run bench`: one ZO (MeZO) step of the CPU engine against a PyTorch
-// MeZO step on the same OPT-125M-shaped model, same batch, same loss, same
-// thread count, in one run. Writes bench/results/zo-step-cpu.{json,md}.
+// `npm run bench`: one ZO (MeZO) step of the CPU engine against PyTorch MeZO steps on the same
+// OPT-125M-shaped model, at several batch shapes, and against the machine's own floor (the step's
+// FLOPs at the float32 GEMM rate this machine reaches at the step's shapes). Same precision
+// (float32), model, batch, loss and thread count everywhere; each shape in one run, rounds
+// interleaved. Writes bench/results/zo-step-cpu.{json,md}.
 //
-//   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1] [--rounds 1] [--python /usr/bin/python3]
+//   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1] [--rounds 2]
+//        [--shapes 16x64,4x256,1x512] [--anchors torch1.13,torch2,torch2-compile]
+//        [--debian-python /usr/bin/python3] [--venv-python PATH]
 //
-// The engine and each PyTorch configuration run in their own child process,
-// so that each peak RSS is that implementation's own.
+// The anchors, each in its best configuration:
+//   torch1.13       Debian's PyTorch 1.13 (OpenBLAS): run twice, OPENBLAS_NUM_THREADS=1 and =threads
+//   torch2          PyTorch 2.x from the venv (MKL, oneDNN as they come), eager
+//   torch2-compile  the same with the forward under torch.compile (inductor)
+// The ratio is taken against the fastest of them. The engine and each anchor run in their own
+// child process, so that each peak RSS is that implementation's own.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -18,20 +26,55 @@ import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import type { OptShape } from './make-model.js';
+import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, machineBusyMs, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
+const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
+const TARGET_VS_PYTORCH = 0.5;
+const TARGET_VS_FLOOR = 1.25;
+
+interface Shape {
+  batch: number;
+  seq: number;
+}
+const shapeName = (s: Shape) => `${s.batch}x${s.seq}`;
 
 interface Options {
   threads: number;
   steps: number;
   warmup: number;
-  python: string;
   rounds: number;
+  shapes: Shape[];
+  anchors: string[];
+  debianPython: string;
+  venvPython: string;
 }
 
-function parseArgs(argv: string[]): Options & { engineChild: boolean } {
-  const o = { threads: 2, steps: 3, warmup: 1, python: '/usr/bin/python3', rounds: 1, engineChild: false };
+function venvPython(): string {
+  return join(process.env.SPILLWAY_VENV || join(os.homedir(), '.cache', 'spillway', 'venv'), 'bin', 'python');
+}
+
+function parseShape(text: string): Shape {
+  const m = /^(\d+)x(\d+)$/.exec(text.trim());
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 2) throw new Error(`shape '${text}': expected BATCHxTOKENS, e.g. 16x64 (at least 2 tokens)`);
+  return { batch: Number(m[1]), seq: Number(m[2]) };
+}
+
+const ANCHORS = ['torch1.13', 'torch2', 'torch2-compile'];
+
+function parseArgs(argv: string[]): Options & { engineChild: string | null } {
+  const o = {
+    threads: 2,
+    steps: 3,
+    warmup: 1,
+    rounds: 2,
+    shapes: ['16x64', '4x256', '1x512'].map(parseShape),
+    anchors: ANCHORS,
+    debianPython: '/usr/bin/python3',
+    venvPython: venvPython(),
+    engineChild: null as string | null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -39,18 +82,26 @@ function parseArgs(argv: string[]): Options & { engineChild: boolean } {
       if (v === undefined) throw new Error(`${a} needs a value`);
       return v;
     };
-    if (a === '--threads') o.threads = Number(val());
-    else if (a === '--steps') o.steps = Number(val());
-    else if (a === '--warmup') o.warmup = Number(val());
-    else if (a === '--python') o.python = val();
-    else if (a === '--rounds') o.rounds = Number(val());
-    else if (a === '--engine-child') o.engineChild = true;
+    const count = (min: number) => {
+      const v = Number(val());
+      if (!Number.isInteger(v) || v < min) throw new Error(`${a} needs an integer >= ${min}`);
+      return v;
+    };
+    if (a === '--threads') o.threads = count(1);
+    else if (a === '--steps') o.steps = count(1);
+    else if (a === '--warmup') o.warmup = count(0);
+    else if (a === '--rounds') o.rounds = count(1);
+    else if (a === '--shapes') o.shapes = val().split(',').map(parseShape);
+    else if (a === '--anchors') {
+      o.anchors = val().split(',').map((s) => s.trim());
+      for (const x of o.anchors) if (!ANCHORS.includes(x)) throw new Error(`unknown anchor '${x}' (known: ${ANCHORS.join(', ')})`);
+    } else if (a === '--debian-python') o.debianPython = val();
+    else if (a === '--venv-python') o.venvPython = val();
+    else if (a === '--engine-child') o.engineChild = val();
     else throw new Error(`unknown argument ${a}`);
   }
   return o;
 }
-
-/** 16 random token sequences of 64 tokens (seeded), as [B][T]. */
 
 interface StepRecord {
   ms: number;
@@ -77,12 +128,11 @@ interface ImplResult {
   [k: string]: unknown;
 }
 
-
 // ---------------------------------------------------------------------------
 // Engine child: load, warm up, time N steps, print JSON on stdout.
 
-async function engineChild(o: Options): Promise<void> {
-  const tokens = (JSON.parse(readFileSync(BATCH_FILE, 'utf8')) as { tokens: number[][] }).tokens;
+async function engineChild(o: Options, file: string): Promise<void> {
+  const tokens = (JSON.parse(readFileSync(file, 'utf8')) as { tokens: number[][] }).tokens;
   const batch = packBatch(
     tokens.map((t, i) => ({
       kind: 'lm' as const,
@@ -130,7 +180,6 @@ async function engineChild(o: Options): Promise<void> {
     loadMs,
     threads: o.threads,
     parameters: info.parameterCount,
-    batch: [BATCH, SEQ],
     steps,
     maxRssBytes: process.resourceUsage().maxRSS * 1024, // Node reports KiB
   };
@@ -138,9 +187,10 @@ async function engineChild(o: Options): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
-// Orchestrator
+// Children
 
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<ImplResult> {
+/** Runs a child to completion; its last stdout line(s) are JSON. stderr passes through (progress). */
+function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -149,200 +199,401 @@ function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<
     child.on('error', reject);
     child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`));
-      const line = out.trim().split('\n').pop() ?? '';
-      try {
-        resolve(JSON.parse(line) as ImplResult);
-      } catch {
-        reject(new Error(`${cmd}: no JSON result on stdout:\n${out}`));
-      }
+      resolve(out.trim().split('\n').filter((l) => l.startsWith('{')));
     });
   });
 }
 
+async function runImpl(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<ImplResult> {
+  const lines = await runChild(cmd, args, env);
+  if (!lines.length) throw new Error(`${cmd} ${args.join(' ')}: no JSON result on stdout`);
+  return JSON.parse(lines[lines.length - 1]) as ImplResult;
+}
+
+/** One implementation as the orchestrator runs it, round after round. */
+interface Runner {
+  label: string;
+  kind: 'spillway' | 'pytorch';
+  run(shape: Shape): Promise<ImplResult>;
+}
+
+function runners(o: Options): Runner[] {
+  const common = ['--threads', String(o.threads), '--steps', String(o.steps), '--warmup', String(o.warmup)];
+  const env = { ...process.env };
+  delete env.OPENBLAS_NUM_THREADS;
+  delete env.OMP_NUM_THREADS;
+  const torch = (python: string, extraEnv: NodeJS.ProcessEnv, extraArgs: string[]) => (shape: Shape) =>
+    runImpl(
+      python,
+      [join(BENCH, 'mezo_torch.py'), MODEL_DIR, batchFile(shape.batch, shape.seq), ...common, '--lr', String(LR), '--eps', String(EPS), '--wd', String(WD), ...extraArgs],
+      { ...env, ...extraEnv },
+    );
+  const list: Runner[] = [
+    {
+      label: 'spillway (cpu engine)',
+      kind: 'spillway',
+      run: (shape) => runImpl(process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], env),
+    },
+  ];
+  for (const a of o.anchors) {
+    if (a === 'torch1.13') {
+      for (const ob of [...new Set(['1', String(o.threads)])])
+        list.push({ label: `torch 1.13 OpenBLAS, OPENBLAS_NUM_THREADS=${ob}`, kind: 'pytorch', run: torch(o.debianPython, { OPENBLAS_NUM_THREADS: ob }, []) });
+    } else if (a === 'torch2') {
+      list.push({ label: 'torch 2 MKL, eager', kind: 'pytorch', run: torch(o.venvPython, {}, []) });
+    } else {
+      list.push({ label: 'torch 2 MKL, torch.compile', kind: 'pytorch', run: torch(o.venvPython, {}, ['--compile']) });
+    }
+  }
+  return list;
+}
+
+function checkPythons(o: Options): void {
+  const need = (python: string, why: string) => {
+    if (!existsSync(python)) throw new Error(`${python} not found (${why}); pass --anchors to leave that anchor out`);
+  };
+  if (o.anchors.includes('torch1.13')) need(o.debianPython, "Debian's python3 with python3-torch");
+  if (o.anchors.some((a) => a.startsWith('torch2')))
+    need(o.venvPython, 'the venv with torch 2, made by `bash scripts/setup.sh --test`; $SPILLWAY_VENV or --venv-python point elsewhere');
+}
+
+// ---------------------------------------------------------------------------
+// The floor: every product of the step at the best float32 GEMM rate measured for its shape.
+
+interface Product {
+  name: string;
+  /** Shape measured for the rate: MxKxN (out = x W^T) or bmm:BxMxKxN. */
+  shape: string;
+  /** FLOPs of this product in one ZO step (both forwards). */
+  flops: number;
+  phase: 'forward' | 'head';
+}
+
+/** The products of one MeZO step (q = 1: two forwards) on an OPT model at batch B x T. */
+function stepProducts(m: OptShape, s: Shape): Product[] {
+  const N = s.batch * s.seq;
+  const M = s.batch * (s.seq - 1); // scored rows: the head runs on them only
+  const C = m.hidden;
+  const F = m.ffn;
+  const HD = C / m.heads;
+  const fwd = 2 * m.layers; // two forwards through every block
+  const pairs = (s.seq * (s.seq + 1)) / 2; // causal (query, key) pairs per sequence and head
+  return [
+    { name: 'q, k, v, out projections', shape: `${N}x${C}x${C}`, flops: fwd * 4 * 2 * N * C * C, phase: 'forward' },
+    { name: 'fc1', shape: `${N}x${C}x${F}`, flops: fwd * 2 * N * C * F, phase: 'forward' },
+    { name: 'fc2', shape: `${N}x${F}x${C}`, flops: fwd * 2 * N * F * C, phase: 'forward' },
+    { name: 'attention scores q k^T (causal half)', shape: `bmm:${s.batch * m.heads}x${s.seq}x${HD}x${s.seq}`, flops: fwd * 2 * s.batch * m.heads * pairs * HD, phase: 'forward' },
+    { name: 'attention values p v (causal half)', shape: `bmm:${s.batch * m.heads}x${s.seq}x${s.seq}x${HD}`, flops: fwd * 2 * s.batch * m.heads * pairs * HD, phase: 'forward' },
+    { name: 'head (tied, full vocabulary)', shape: `${M}x${C}x${m.vocab}`, flops: 2 * 2 * M * C * m.vocab, phase: 'head' },
+  ];
+}
+
+interface Rate {
+  shape: string;
+  via: string;
+  gflops: number;
+  gflopsMedian: number;
+}
+
+/** GEMM rates at the shapes: the engine's own GEMM (OpenBLAS as the backend runs it) and MKL through torch 2. */
+async function measureRates(o: Options, shapes: string[]): Promise<Rate[]> {
+  const rates: Rate[] = [];
+  const plain = shapes.filter((s) => !s.startsWith('bmm:'));
+  if (!existsSync(GEMM_RATE)) throw new Error(`${GEMM_RATE} not found: run \`npm run build:native\``);
+  for (const line of await runChild(GEMM_RATE, ['--threads', String(o.threads), '--reps', '5', ...plain], process.env))
+    rates.push(JSON.parse(line) as Rate);
+  if (existsSync(o.venvPython)) {
+    const env = { ...process.env };
+    delete env.OMP_NUM_THREADS;
+    for (const line of await runChild(o.venvPython, [join(BENCH, 'gemm_torch.py'), '--threads', String(o.threads), '--reps', '5', ...shapes], env))
+      rates.push(JSON.parse(line) as Rate);
+  }
+  return rates;
+}
+
+interface FloorRow extends Product {
+  rates: { via: string; gflops: number }[];
+  bestGflops: number;
+  bestVia: string;
+  ms: number;
+}
+
+function floorRows(products: Product[], rates: Rate[]): FloorRow[] {
+  return products.map((p) => {
+    const mine = rates.filter((r) => r.shape === p.shape);
+    const vias = [...new Set(mine.map((r) => r.via))];
+    const best = vias.map((via) => ({ via, gflops: Math.max(...mine.filter((r) => r.via === via).map((r) => r.gflops)) }));
+    const top = best.reduce((a, b) => (b.gflops > a.gflops ? b : a), { via: 'none', gflops: 0 });
+    if (top.gflops <= 0) throw new Error(`no GEMM rate measured for ${p.shape}`);
+    return { ...p, rates: best, bestGflops: top.gflops, bestVia: top.via, ms: p.flops / top.gflops / 1e6 };
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Summaries
 
 interface Summary {
   label: string;
+  kind: 'spillway' | 'pytorch';
   medianMs: number;
   minMs: number;
   maxMs: number;
   tokensPerSec: number;
   medianCpuMs: number;
   maxLoad1: number;
-  /** Largest share of one core that other processes took during a timed step. */
+  /** Median and largest share of the cores that other processes took during a timed step. */
+  medianOtherCores: number;
   maxOtherCores: number;
   maxRssBytes: number;
   phases: Record<string, number>;
-  raw: ImplResult;
+  /** Median step of each round (for the spread of the ratios). */
+  roundMs: number[];
+  detail: ImplResult[];
 }
 
-function summarise(label: string, r: ImplResult, phaseKeys: (s: StepRecord) => Record<string, number>): Summary {
-  const timed = r.steps.filter((s) => !s.warmup);
+function summarise(r: Runner, shape: Shape, rounds: ImplResult[]): Summary {
+  const timed = rounds.flatMap((x) => x.steps.filter((s) => !s.warmup));
   const ms = timed.map((s) => s.ms);
   const med = median(ms);
+  const per = timed.map((s): Record<string, number> =>
+    s.times ? { ...(s.times as unknown as Record<string, number>) } : { perturbMs: s.perturbMs ?? 0, forwardMs: s.forwardMs ?? 0, updateMs: s.updateMs ?? 0 },
+  );
   const phases: Record<string, number> = {};
-  const per = timed.map(phaseKeys);
   for (const k of Object.keys(per[0] ?? {})) phases[k] = median(per.map((p) => p[k]));
+  const others = timed.map((s) => s.otherCpuMs / s.ms);
   return {
-    label,
+    label: r.label,
+    kind: r.kind,
     medianMs: med,
     minMs: Math.min(...ms),
     maxMs: Math.max(...ms),
-    tokensPerSec: (BATCH * SEQ) / (med / 1e3),
+    tokensPerSec: (shape.batch * shape.seq) / (med / 1e3),
     medianCpuMs: median(timed.map((s) => s.cpuMs)),
     maxLoad1: Math.max(...timed.map((s) => s.load1)),
-    maxOtherCores: Math.max(...timed.map((s) => s.otherCpuMs / s.ms)),
-    maxRssBytes: r.maxRssBytes,
+    medianOtherCores: median(others),
+    maxOtherCores: Math.max(...others),
+    maxRssBytes: Math.max(...rounds.map((x) => x.maxRssBytes)),
     phases,
-    raw: r,
+    roundMs: rounds.map((x) => median(x.steps.filter((s) => !s.warmup).map((s) => s.ms))),
+    detail: rounds,
   };
 }
 
-function machine(python: string): Record<string, unknown> {
+interface ShapeResult {
+  shape: Shape;
+  tokens: number;
+  impls: Summary[];
+  spillway: Summary;
+  best: Summary;
+  ratio: number;
+  /** spillway / anchor per round (same round, interleaved), min and max. */
+  ratioSpread: [number, number];
+  floor: FloorRow[];
+  floorMs: number;
+  floorRatio: number;
+  phaseFloor: { phase: string; ms: number; floorMs: number }[];
+}
+
+function machine(o: Options): Record<string, unknown> {
   const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
-  const flags = /flags\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.split(' ') ?? [];
-  let torch = 'unknown';
+  const field = (k: string) => new RegExp(`${k}\\s*:\\s*(.*)`).exec(cpuinfo)?.[1];
+  const flags = field('flags')?.split(' ') ?? [];
+  const torch = (python: string) => {
+    try {
+      return execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
+    } catch {
+      return 'not available';
+    }
+  };
+  let blas = 'unknown';
   try {
-    torch = execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
+    blas = loadNative().probe().blas;
   } catch {
     /* reported as unknown */
   }
   return {
-    cpu: model,
+    cpu: field('model name') ?? os.cpus()[0]?.model ?? 'unknown',
+    family: field('cpu family'),
+    model: field('model'),
     cores: os.cpus().length,
-    simd: ['avx2', 'avx512f', 'fma'].filter((f) => flags.includes(f)),
+    simd: ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16'].filter((f) => flags.includes(f)),
     memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
     os: `${os.type()} ${os.release()}`,
     node: process.version,
-    torch,
-    python,
+    engineBlas: blas,
+    torchDebian: `${torch(o.debianPython)} (${o.debianPython})`,
+    torchVenv: `${torch(o.venvPython)} (${o.venvPython})`,
     date: new Date().toISOString(),
   };
 }
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 const sec = (ms: number) => `${(ms / 1e3).toFixed(2)} s`;
+const f2 = (x: number) => x.toFixed(2);
 
-function markdown(res: Record<string, unknown>, eng: Summary, torchRuns: Summary[], best: Summary, ratio: number): string {
-  const m = res.machine as Record<string, unknown>;
-  const others = Math.max(eng.maxOtherCores, ...torchRuns.map((t) => t.maxOtherCores));
-  const busy = others > 0.1;
-  const rows = [eng, ...torchRuns].map(
-    (s) =>
-      `| ${s.label}${s === best ? ' (best)' : ''} | ${sec(s.medianMs)} | ${sec(s.minMs)} | ${sec(s.maxMs)} | ${s.tokensPerSec.toFixed(0)} | ${sec(s.medianCpuMs)} | ${mib(s.maxRssBytes)} | ${s.maxOtherCores.toFixed(2)} |`,
-  );
-  const ep = eng.phases;
-  const tp = (s: Summary) =>
-    `| ${s.label} | ${(s.phases.perturbMs ?? 0).toFixed(0)} | ${(s.phases.forwardMs ?? 0).toFixed(0)} | ${(s.phases.updateMs ?? 0).toFixed(0)} |`;
-  return [
-    '# ZO step, CPU: Spillway engine vs PyTorch MeZO',
+const PHASE_WHY: Record<string, string> = {
+  noiseMs: 'not a GEMM: z for every parameter (Philox + Box-Muller), once per step for both forwards',
+  forwardMs: 'the blocks: projections and attention (GEMMs), plus the perturbed working copies, norms, activations, residuals',
+  headMs: 'the tied head over the full vocabulary (a GEMM) and its log-softmax',
+  updateMs: 'not a GEMM: z regenerated and theta -= lr g z over every parameter',
+};
+
+function markdown(res: { machine: Record<string, unknown>; threads: number; warmup: number; steps: number; rounds: number; parameters: number }, shapes: ShapeResult[]): string {
+  const m = res.machine;
+  const maxOthers = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxOtherCores)));
+  const medOthers = median(shapes.flatMap((s) => s.impls.map((i) => i.medianOtherCores)));
+  const maxLoad = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxLoad1)));
+  const lines = [
+    '# ZO step, CPU: Spillway against the strongest PyTorch MeZO, and against the machine\'s floor',
     '',
     `Model: random OPT-125M shape (vocab ${OPT_125M.vocab}, hidden ${OPT_125M.hidden}, ${OPT_125M.layers} layers, ` +
-      `${OPT_125M.heads} heads, ffn ${OPT_125M.ffn}, tied, float32, ${(eng.raw.parameters as number).toLocaleString('en')} parameters). ` +
-      `Batch ${BATCH} x ${SEQ} tokens, "lm" loss over tokens 1..${SEQ - 1}, q = 1, Gaussian noise, lr ${LR}, eps ${EPS}, wd ${WD}. ` +
-      `${res.threads} threads each. Each run: ${res.warmup} warm-up step, then ${res.steps} timed steps; ${res.rounds} interleaved round(s); medians over all timed steps.`,
+      `${OPT_125M.heads} heads, ffn ${OPT_125M.ffn}, tied, ${res.parameters.toLocaleString('en')} parameters), float32 everywhere. ` +
+      `"lm" loss over tokens 1..T-1, q = 1, Gaussian noise, lr ${LR}, eps ${EPS}, wd ${WD}. ${res.threads} threads each. ` +
+      `Each run: ${res.warmup} warm-up step, then ${res.steps} timed steps; ${res.rounds} rounds, the implementations interleaved in each; ` +
+      'medians over all timed steps, min – max beside them.',
     '',
-    '| implementation | step (median) | min | max | tokens/s | CPU time / step | peak RSS | other processes (cores, max) |',
+    `Machine: ${m.cpu as string} (family ${m.family as string}, model ${m.model as string}), ${m.cores as number} cores ` +
+      `(${(m.simd as string[]).join(', ')}), ${m.memGiB as number} GiB; ${m.os as string}; Node ${m.node as string}; ` +
+      `engine BLAS ${m.engineBlas as string}; PyTorch ${m.torchDebian as string} and ${m.torchVenv as string}; ${m.date as string}.`,
+    '',
+    maxOthers > 0.1
+      ? `**The machine was shared:** other processes took a median ${f2(medOthers)} and up to ${f2(maxOthers)} of the ${m.cores as number} cores during timed steps ` +
+        `(1-minute load average up to ${maxLoad.toFixed(1)}). Wall times are inflated and noisy; the ratios come from interleaved runs, and their spread is the ` +
+        'range of the per-round ratios.'
+      : 'The machine was quiet: other processes took at most 0.1 of a core during any timed step.',
+    '',
+    '## Step time by shape',
+    '',
+    '| shape | implementation | step (median) | min – max | tokens/s | CPU time / step | peak RSS | other processes (cores, median / max) |',
     '|---|---|---|---|---|---|---|---|',
-    ...rows,
+  ];
+  for (const s of shapes)
+    for (const i of s.impls)
+      lines.push(
+        `| ${shapeName(s.shape)} | ${i.label}${i === s.best ? ' (strongest)' : ''} | ${sec(i.medianMs)} | ${sec(i.minMs)} – ${sec(i.maxMs)} | ` +
+          `${i.tokensPerSec.toFixed(0)} | ${sec(i.medianCpuMs)} | ${mib(i.maxRssBytes)} | ${f2(i.medianOtherCores)} / ${f2(i.maxOtherCores)} |`,
+      );
+  lines.push(
     '',
-    `**Ratio spillway / pytorch (best) = ${ratio.toFixed(3)}** (wall time, medians; target <= 1.0: ${ratio <= 1 ? 'met' : 'NOT met'}). ` +
-      `CPU-time ratio (spillway / the same PyTorch run): ${(eng.medianCpuMs / best.medianCpuMs).toFixed(3)}.`,
-    ...(busy
-      ? [
-          '',
-          `Warning: other processes used up to ${others.toFixed(2)} of the ${m.cores as number} cores during a timed step: ` +
-            'they competed for the CPU, so wall times are inflated and noisy. ' +
-            'Re-run on an idle machine (and/or with --rounds 2+) before quoting these figures.',
-        ]
-      : []),
+    '| shape | strongest PyTorch | Spillway / strongest (per-round range) | target | Spillway / floor | target |',
+    '|---|---|---|---|---|---|',
+  );
+  for (const s of shapes)
+    lines.push(
+      `| ${shapeName(s.shape)} | ${s.best.label}, ${sec(s.best.medianMs)} | **${f2(s.ratio)}** (${f2(s.ratioSpread[0])} – ${f2(s.ratioSpread[1])}) | ` +
+        `<= ${TARGET_VS_PYTORCH}: ${s.ratio <= TARGET_VS_PYTORCH ? 'met' : 'not met'} | **${f2(s.floorRatio)}** (floor ${sec(s.floorMs)}) | ` +
+        `<= ${TARGET_VS_FLOOR}: ${s.floorRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} |`,
+    );
+  lines.push(
     '',
-    'Engine phases (median, ms): ' +
-      `noise ${ep.noiseMs.toFixed(0)}, forward ${ep.forwardMs.toFixed(0)}, head ${ep.headMs.toFixed(0)}, ` +
-      `update ${ep.updateMs.toFixed(0)}, total ${ep.totalMs.toFixed(0)}.`,
+    '## The floor',
     '',
-    '| PyTorch phases (median, ms) | perturb (3x, incl. z) | forward (2x, incl. loss) | update (incl. z) |',
-    '|---|---|---|---|',
-    ...torchRuns.map(tp),
+    'Every product of the step (both forwards of every block, attention over the causal half, the head over the full vocabulary) at the best ' +
+      'float32 GEMM rate measured on this machine for its shape, in the same run: the engine\'s own GEMM (`native/build/gemm_rate`: the CPU ' +
+      'backend\'s linear, OpenBLAS as the engine runs it) and MKL through torch 2 (`bench/gemm_torch.py`: F.linear, and torch.bmm for ' +
+      'attention\'s per-head products). Rates are the best of 5 repetitions; everything else in the step (noise, perturbed copies, norms, ' +
+      'softmax, update) counts for nothing, so the floor is below anything that computes the step.',
     '',
-    `Machine: ${m.cpu}, ${m.cores} cores (${(m.simd as string[]).join(', ')}), ${m.memGiB} GiB; ${m.os}; ` +
-      `Node ${m.node}; PyTorch ${m.torch} (${m.python}); ${m.date}.`,
+    '| shape | product | measured as | GFLOP / step | rates (GFLOP/s) | best | floor |',
+    '|---|---|---|---|---|---|---|',
+  );
+  for (const s of shapes)
+    for (const r of s.floor)
+      lines.push(
+        `| ${shapeName(s.shape)} | ${r.name} | ${r.shape} | ${(r.flops / 1e9).toFixed(1)} | ${r.rates.map((x) => `${x.via.replace(/ \(.*\)$/, '')}: ${x.gflops.toFixed(0)}`).join('; ')} | ` +
+          `${r.bestGflops.toFixed(0)} | ${(r.ms / 1e3).toFixed(3)} s |`,
+      );
+  lines.push('', '## Where Spillway\'s step goes, phase by phase against its floor', '', '| shape | phase | Spillway (median) | floor | ratio | what it is |', '|---|---|---|---|---|---|');
+  for (const s of shapes)
+    for (const p of s.phaseFloor)
+      lines.push(
+        `| ${shapeName(s.shape)} | ${p.phase.replace(/Ms$/, '')} | ${(p.ms / 1e3).toFixed(3)} s | ${(p.floorMs / 1e3).toFixed(3)} s | ` +
+          `${p.floorMs > 0 ? f2(p.ms / p.floorMs) : 'all overhead'} | ${PHASE_WHY[p.phase] ?? ''} |`,
+      );
+  lines.push(
     '',
-    'Command: `npm run build:ts && npm run bench` (see bench/README.md).',
+    '## PyTorch\'s phases',
     '',
-  ].join('\n');
+    '| shape | anchor | perturb (3x, incl. z) | forward (2x, incl. loss) | update (incl. z) |',
+    '|---|---|---|---|---|',
+  );
+  for (const s of shapes)
+    for (const i of s.impls.filter((x) => x.kind === 'pytorch'))
+      lines.push(`| ${shapeName(s.shape)} | ${i.label} | ${(i.phases.perturbMs / 1e3).toFixed(3)} s | ${(i.phases.forwardMs / 1e3).toFixed(3)} s | ${(i.phases.updateMs / 1e3).toFixed(3)} s |`);
+  lines.push('', 'Command: `npm run build && npm run bench` (see bench/README.md).', '');
+  return lines.join('\n');
 }
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  if (o.engineChild) return engineChild(o);
+  if (o.engineChild) return engineChild(o, o.engineChild);
+  checkPythons(o);
 
   mkdirSync(WORK, { recursive: true });
   mkdirSync(RESULTS, { recursive: true });
   const t0 = performance.now();
   const made = await makeOptModel(MODEL_DIR);
-  process.stderr.write(
-    `[bench] model ${made.reused ? 'reused' : 'written'}: ${MODEL_DIR} (${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`,
-  );
-  writeFileSync(BATCH_FILE, JSON.stringify({ tokens: makeTokens(OPT_125M.vocab) }));
-
-  const common = ['--threads', String(o.threads), '--steps', String(o.steps), '--warmup', String(o.warmup)];
-  const baseEnv = { ...process.env };
-  delete baseEnv.OPENBLAS_NUM_THREADS;
-  delete baseEnv.OMP_NUM_THREADS;
-
-  const merge = (rs: ImplResult[]): ImplResult => ({
-    ...rs[0],
-    steps: rs.flatMap((r) => r.steps),
-    maxRssBytes: Math.max(...rs.map((r) => r.maxRssBytes)),
-    rounds: rs.length,
-  });
-  // Rounds interleave the three runs so that a busy machine slows all of them alike.
-  const engRuns: ImplResult[] = [];
-  const torchRuns1: Map<string, ImplResult[]> = new Map();
-  for (let round = 0; round < o.rounds; round++) {
-    process.stderr.write(`[bench] round ${round + 1}/${o.rounds}: Spillway CPU engine, ${o.threads} threads\n`);
-    engRuns.push(await runChild(process.execPath, [SELF, '--engine-child', ...common], baseEnv));
-    for (const ob of ['1', String(o.threads)]) {
-      process.stderr.write(`[bench] round ${round + 1}/${o.rounds}: PyTorch, torch.set_num_threads(${o.threads}), OPENBLAS_NUM_THREADS=${ob}\n`);
-      const r = await runChild(
-        o.python,
-        [join(BENCH, 'mezo_torch.py'), MODEL_DIR, BATCH_FILE, ...common, '--lr', String(LR), '--eps', String(EPS), '--wd', String(WD)],
-        { ...baseEnv, OPENBLAS_NUM_THREADS: ob },
-      );
-      const label = `pytorch OPENBLAS_NUM_THREADS=${ob}`;
-      torchRuns1.set(label, [...(torchRuns1.get(label) ?? []), r]);
+  process.stderr.write(`[bench] model ${made.reused ? 'reused' : 'written'}: ${MODEL_DIR} (${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`);
+  const info = await loadModelInfo(MODEL_DIR);
+  const impls = runners(o);
+  const results: ShapeResult[] = [];
+  for (const shape of o.shapes) {
+    writeFileSync(batchFile(shape.batch, shape.seq), JSON.stringify({ tokens: makeTokens(OPT_125M.vocab, shape.batch, shape.seq) }));
+    const products = stepProducts(OPT_125M, shape);
+    const runs: ImplResult[][] = impls.map(() => []);
+    const rates: Rate[] = [];
+    for (let round = 0; round < o.rounds; round++) {
+      // The order turns each round, so that no implementation always follows the same one.
+      for (let j = 0; j < impls.length; j++) {
+        const k = (j + round) % impls.length;
+        process.stderr.write(`[bench] ${shapeName(shape)}, round ${round + 1}/${o.rounds}: ${impls[k].label}\n`);
+        runs[k].push(await impls[k].run(shape));
+      }
+      process.stderr.write(`[bench] ${shapeName(shape)}, round ${round + 1}/${o.rounds}: GEMM rates for the floor\n`);
+      rates.push(...(await measureRates(o, [...new Set(products.map((p) => p.shape))])));
     }
+    const sums = impls.map((r, k) => summarise(r, shape, runs[k]));
+    const spillway = sums[0];
+    const anchors = sums.filter((s) => s.kind === 'pytorch');
+    const best = anchors.reduce((a, b) => (b.medianMs < a.medianMs ? b : a), anchors[0] ?? spillway);
+    const perRound = spillway.roundMs.map((ms, r) => ms / best.roundMs[r]);
+    const floor = floorRows(products, rates);
+    const floorMs = floor.reduce((a, r) => a + r.ms, 0);
+    const phaseFloor = ['noiseMs', 'forwardMs', 'headMs', 'updateMs'].map((phase) => ({
+      phase,
+      ms: spillway.phases[phase] ?? 0,
+      floorMs: floor.filter((r) => `${r.phase}Ms` === phase).reduce((a, r) => a + r.ms, 0),
+    }));
+    results.push({
+      shape,
+      tokens: shape.batch * shape.seq,
+      impls: sums,
+      spillway,
+      best,
+      ratio: spillway.medianMs / best.medianMs,
+      ratioSpread: [Math.min(...perRound), Math.max(...perRound)],
+      floor,
+      floorMs,
+      floorRatio: spillway.medianMs / floorMs,
+      phaseFloor,
+    });
   }
-  const engRaw = merge(engRuns);
-  const torchRaw = [...torchRuns1].map(([label, rs]) => ({ label, r: merge(rs) }));
-
-  const eng = summarise('spillway (cpu engine)', engRaw, (s) => ({ ...(s.times as unknown as Record<string, number>) }));
-  const torchRuns = torchRaw.map(({ label, r }) =>
-    summarise(label, r, (s) => ({ perturbMs: s.perturbMs ?? 0, forwardMs: s.forwardMs ?? 0, updateMs: s.updateMs ?? 0 })),
-  );
-  const best = torchRuns.reduce((a, b) => (b.medianMs < a.medianMs ? b : a));
-  const ratio = eng.medianMs / best.medianMs;
 
   const res = {
     bench: 'zo-step-cpu',
     model: { dir: 'bench/work/opt-125m-random', shape: OPT_125M, seed: 1234, dtype: 'float32', tied: true },
-    batch: { sequences: BATCH, tokens: SEQ, kind: 'lm', scoreStart: 1, scoreEnd: SEQ },
-    hyper: { q: 1, lr: LR, eps: EPS, weightDecay: WD, noise: 'gaussian' },
+    hyper: { q: 1, lr: LR, eps: EPS, weightDecay: WD, noise: 'gaussian', loss: 'lm, tokens 1..T-1' },
     threads: o.threads,
     warmup: o.warmup,
     steps: o.steps,
     rounds: o.rounds,
-    machine: machine(o.python),
-    spillway: { ...eng, raw: undefined, detail: eng.raw },
-    pytorch: torchRuns.map((s) => ({ ...s, raw: undefined, detail: s.raw })),
-    pytorchBest: best.label,
-    ratio,
-    target: 1.0,
-    targetMet: ratio <= 1.0,
+    parameters: info.parameterCount,
+    machine: machine(o),
+    targets: { vsStrongestPytorch: TARGET_VS_PYTORCH, vsFloor: TARGET_VS_FLOOR },
+    shapes: results,
   };
   writeFileSync(join(RESULTS, 'zo-step-cpu.json'), JSON.stringify(res, null, 2) + '\n');
-  const md = markdown(res, eng, torchRuns, best, ratio);
+  const md = markdown(res, results);
   writeFileSync(join(RESULTS, 'zo-step-cpu.md'), md);
   process.stdout.write(md);
 }
