@@ -181,9 +181,10 @@ protected:
     size_t budget_ = 0;
 };
 
-// sets_blas_threads: a compute backend sets OpenBLAS's (process-wide) thread count to
-// its own; helper backends (noise, replays, updates at home) leave it alone, since
-// OpenBLAS's results can depend on its thread count.
+// sets_blas_threads: a compute backend makes OpenBLAS (process-wide) single-threaded: its
+// pool splits every product into single-threaded calls, so that the results do not depend
+// on the thread count. Helper backends (noise, replays, updates at home) run no products
+// and leave OpenBLAS alone.
 std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads = true);
 
 // ---- CUDA ----
