@@ -129,23 +129,24 @@ public:
         });
     }
 
-    // The ZO update over chunks of 1024 elements: load(c0, m, before) reads the values before the
-    // step, store(c0, m, v) writes the updated ones; in between theta -= sum_j coef_j z_j, then
-    // theta -= decay * theta_before, in that order per element.
+    // The ZO update over chunks of 1024 elements: load(c0, m, buf) gives the values before the
+    // step (widened into buf, or where they lie), store(c0, m, v) writes the updated ones; in
+    // between theta -= sum_j coef_j z_j, then theta -= decay * theta_before, in that order per element.
     template <class Load, class Store>
     void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay, Load load,
                        Store store) {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             constexpr size_t kChunk = 1024;
-            float z[kChunk], v[kChunk], before[kChunk];
+            float z[kChunk], v[kChunk], buf[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
-                load(c0, m, before);
-                std::memcpy(v, before, m * sizeof(float));
+                const float* before = load(c0, m, buf);
+                if (nterms == 0) std::memcpy(v, before, m * sizeof(float));
                 for (int j = 0; j < nterms; j++) {
                     noise_range(z, m, terms[j].seed, id, kind, c0);
                     float neg = -terms[j].coef;
-                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], v[i]);
+                    const float* from = j == 0 ? before : v;
+                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], from[i]);
                 }
                 if (decay != 0.0f)
                     for (size_t i = 0; i < m; i++) v[i] = fmaf(-decay, before[i], v[i]);
@@ -157,8 +158,7 @@ public:
     void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
                    float decay) override {
         update_chunks(
-            n, id, kind, terms, nterms, decay,
-            [&](size_t c0, size_t m, float* before) { std::memcpy(before, theta + c0, m * sizeof(float)); },
+            n, id, kind, terms, nterms, decay, [&](size_t c0, size_t, float*) -> const float* { return theta + c0; },
             [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); });
     }
 
@@ -171,8 +171,10 @@ public:
         const uint64_t sr_seed = terms[0].seed;
         update_chunks(
             n, id, kind, terms, nterms, decay,
-            [&](size_t c0, size_t m, float* before) {
-                for (size_t i = 0; i < m; i++) before[i] = packed ? widen_one(t16[c0 + i], dtype) : t32[c0 + i];
+            [&](size_t c0, size_t m, float* buf) -> const float* {
+                if (!packed) return t32 + c0;
+                for (size_t i = 0; i < m; i++) buf[i] = widen_one(t16[c0 + i], dtype);
+                return buf;
             },
             [&](size_t c0, size_t m, const float* v) {
                 uint32_t bits[1024];
