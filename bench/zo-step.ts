@@ -6,7 +6,10 @@
 //
 //   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1] [--rounds 2]
 //        [--shapes 16x64,4x256,1x512] [--anchors torch1.13,torch2,torch2-compile]
-//        [--debian-python /usr/bin/python3] [--venv-python PATH]
+//        [--debian-python /usr/bin/python3] [--venv-python PATH] [--engine-also LABEL=ADDON ...]
+//
+// --engine-also runs another build of the engine (an addon file, e.g. one built before a change)
+// as one more implementation, interleaved like the others: what a change bought, measured paired.
 //
 // The anchors, each in its best configuration:
 //   torch1.13       Debian's PyTorch 1.13 (OpenBLAS): run twice, OPENBLAS_NUM_THREADS=1 and =threads
@@ -18,7 +21,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { packBatch } from '../electron/engine/batch.js';
@@ -50,6 +53,8 @@ interface Options {
   anchors: string[];
   debianPython: string;
   venvPython: string;
+  /** Other engine builds to run beside this one: label and addon file. */
+  engineAlso: { label: string; addon: string }[];
 }
 
 function venvPython(): string {
@@ -74,6 +79,7 @@ function parseArgs(argv: string[]): Options & { engineChild: string | null } {
     anchors: ANCHORS,
     debianPython: '/usr/bin/python3',
     venvPython: venvPython(),
+    engineAlso: [] as { label: string; addon: string }[],
     engineChild: null as string | null,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -98,7 +104,11 @@ function parseArgs(argv: string[]): Options & { engineChild: string | null } {
       for (const x of o.anchors) if (!ANCHORS.includes(x)) throw new Error(`unknown anchor '${x}' (known: ${ANCHORS.join(', ')})`);
     } else if (a === '--debian-python') o.debianPython = val();
     else if (a === '--venv-python') o.venvPython = val();
-    else if (a === '--engine-child') o.engineChild = val();
+    else if (a === '--engine-also') {
+      const m = /^([^=]+)=(.+)$/.exec(val());
+      if (!m || !existsSync(m[2])) throw new Error(`--engine-also needs LABEL=ADDON with an existing addon file`);
+      o.engineAlso.push({ label: m[1], addon: resolve(m[2]) });
+    } else if (a === '--engine-child') o.engineChild = val();
     else throw new Error(`unknown argument ${a}`);
   }
   return o;
@@ -214,7 +224,7 @@ async function runImpl(cmd: string, args: string[], env: NodeJS.ProcessEnv): Pro
 /** One implementation as the orchestrator runs it, round after round. */
 interface Runner {
   label: string;
-  kind: 'spillway' | 'pytorch';
+  kind: 'spillway' | 'spillway-other' | 'pytorch';
   run(shape: Shape): Promise<ImplResult>;
 }
 
@@ -236,6 +246,14 @@ function runners(o: Options): Runner[] {
       kind: 'spillway',
       run: (shape) => runImpl(process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], env),
     },
+    ...o.engineAlso.map(
+      (e): Runner => ({
+        label: `spillway (${e.label})`,
+        kind: 'spillway-other',
+        run: (shape) =>
+          runImpl(process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], { ...env, SPILLWAY_ADDON: e.addon }),
+      }),
+    ),
   ];
   for (const a of o.anchors) {
     if (a === 'torch1.13') {
@@ -342,7 +360,7 @@ function floorRows(products: Product[], rates: Rate[]): FloorRow[] {
 
 interface Summary {
   label: string;
-  kind: 'spillway' | 'pytorch';
+  kind: Runner['kind'];
   medianMs: number;
   minMs: number;
   maxMs: number;
@@ -492,6 +510,17 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
         `<= ${TARGET_VS_PYTORCH}: ${s.ratio <= TARGET_VS_PYTORCH ? 'met' : 'not met'} | **${f2(s.floorRatio)}** (floor ${sec(s.floorMs)}) | ` +
         `<= ${TARGET_VS_FLOOR}: ${s.floorRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} |`,
     );
+  const others = shapes.flatMap((s) => s.impls.filter((i) => i.kind === 'spillway-other').map((i) => ({ s, i })));
+  if (others.length) {
+    lines.push('', '| shape | other engine build | its step | this build / that one (per-round range) |', '|---|---|---|---|');
+    for (const { s, i } of others) {
+      const perRound = s.spillway.roundMs.map((ms, r) => ms / i.roundMs[r]);
+      lines.push(
+        `| ${shapeName(s.shape)} | ${i.label} | ${sec(i.medianMs)} | **${f2(s.spillway.medianMs / i.medianMs)}** ` +
+          `(${f2(Math.min(...perRound))} – ${f2(Math.max(...perRound))}) |`,
+      );
+    }
+  }
   lines.push(
     '',
     '## The floor',
