@@ -182,9 +182,8 @@ protected:
 };
 
 // sets_blas_threads: a compute backend makes OpenBLAS (process-wide) single-threaded: its
-// pool splits every product into single-threaded calls, so that the results do not depend
-// on the thread count. Helper backends (noise, replays, updates at home) run no products
-// and leave OpenBLAS alone.
+// own pool splits the products into single-threaded calls. Helper backends (noise, replays,
+// updates at home) run no products and leave OpenBLAS alone.
 std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads = true);
 
 // ---- CUDA ----

@@ -1,7 +1,7 @@
 // The CPU backend: reference kernels, multithreaded, GEMMs through OpenBLAS.
 //
 // Threads: the backend's pool is the only set of threads. OpenBLAS runs single-threaded and
-// the pool splits every product into independent single-threaded calls (a linear's output
+// the pool splits the products into independent single-threaded calls (a linear's output
 // columns, the head's vocabulary chunks, attention's heads). OpenBLAS's own threads would
 // otherwise stay awake (yielding) between its calls, beside the pool's kernels, on the same cores.
 #include <cblas.h>
@@ -29,11 +29,12 @@ namespace spw {
 namespace {
 
 constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Philox block (4)
-// A linear is split into bands of output columns, one single-threaded product each, only where
-// every band has at least kBandMinMacs multiply-adds. Below that OpenBLAS may take its small-matrix
-// or direct kernels (up to 28 x 512 x 512 in 0.3.21), which sum in another order; above it a band's
-// columns come out bit for bit as in one whole product, so the result does not depend on the
-// number of threads (a product too small to split is one call on any thread count).
+// A linear is split into bands of output columns, one per thread, only where every band has at
+// least kBandMinMacs multiply-adds: a smaller product is one call whatever the thread count, so a
+// small model gives the same bits on any number of threads. A band can round differently from the
+// whole product (OpenBLAS's kernels, its small-matrix paths below ~28 x 512 x 512), so bigger
+// products depend on the thread count, as they did under OpenBLAS's own threads; run to run they
+// do not (each band is always the same call).
 constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
 constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM kernels' tiles
 // token_logprobs: logits are made kVocabChunk columns at a time for up to kLogitRows rows, and
