@@ -26,8 +26,10 @@ z from the seed, which a compiled graph would draw from another generator.
 The first (warm-up) step then includes the compilation.
 
 Usage: python bench/mezo_torch.py MODEL_DIR BATCH_JSON [--threads 2]
-       [--steps 3] [--warmup 1] [--lr 1e-6] [--eps 1e-3] [--wd 0] [--compile]
-Prints one JSON object on stdout.
+       [--steps 3] [--warmup 1] [--lr 1e-6] [--eps 1e-3] [--wd 0] [--compile] [--serve]
+Prints one JSON object on stdout. With --serve it steps when asked (a line
+'step' or 'warmup' on stdin), answers each with a JSON line, and prints the
+summary when stdin closes: bench/zo-step.ts pairs its steps with the engine's.
 """
 import argparse
 import json
@@ -213,6 +215,35 @@ def blas_info():
     return {"built": built, "loaded": sorted(loaded)}
 
 
+def timed_step(trainer, ids, i, warmup):
+    """One MeZO step (zo_step + zo_update) with its wall and CPU time and the machine's load."""
+    trainer.reset_times()
+    b0 = machine_busy_ms()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    l1, l2 = trainer.zo_step(ids)
+    trainer.zo_update()
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    others = max(0.0, machine_busy_ms() - b0 - cpu * 1e3)
+    print(f"[torch] step {i}{' (warm-up)' if warmup else ''}: {dt:.3f} s "
+          f"(perturb {trainer.t_perturb:.3f}, forward {trainer.t_forward:.3f}, update {trainer.t_update:.3f}) "
+          f"L+ {l1:.6f} L- {l2:.6f}", file=sys.stderr, flush=True)
+    return {
+        "ms": dt * 1e3,
+        "cpuMs": cpu * 1e3,  # user + system time of all threads
+        "load1": os.getloadavg()[0],
+        "otherCpuMs": others,  # CPU time other processes used during the step
+        "perturbMs": trainer.t_perturb * 1e3,
+        "forwardMs": trainer.t_forward * 1e3,
+        "updateMs": trainer.t_update * 1e3,
+        "lossPlus": l1,
+        "lossMinus": l2,
+        "projectedGrad": trainer.projected_grad,
+        "warmup": warmup,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
@@ -225,6 +256,9 @@ def main():
     ap.add_argument("--wd", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
+    ap.add_argument("--serve", action="store_true",
+                    help="step on request: one line 'step' or 'warmup' on stdin per step, one JSON line back; "
+                         "at the end of stdin the summary (without --steps and --warmup)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -241,33 +275,14 @@ def main():
     trainer = MeZO(model, args.lr, args.eps, args.wd, torch.compile(model.loss) if args.compile else model.loss)
     steps = []
     with torch.inference_mode():
-        for i in range(args.warmup + args.steps):
-            trainer.reset_times()
-            b0 = machine_busy_ms()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            l1, l2 = trainer.zo_step(ids)
-            trainer.zo_update()
-            dt = time.perf_counter() - t0
-            cpu = time.process_time() - c0
-            others = max(0.0, machine_busy_ms() - b0 - cpu * 1e3)
-            rec = {
-                "ms": dt * 1e3,
-                "cpuMs": cpu * 1e3,  # user + system time of all threads
-                "load1": os.getloadavg()[0],
-                "otherCpuMs": others,  # CPU time other processes used during the step
-                "perturbMs": trainer.t_perturb * 1e3,
-                "forwardMs": trainer.t_forward * 1e3,
-                "updateMs": trainer.t_update * 1e3,
-                "lossPlus": l1,
-                "lossMinus": l2,
-                "projectedGrad": trainer.projected_grad,
-                "warmup": i < args.warmup,
-            }
-            steps.append(rec)
-            print(f"[torch] step {i}{' (warm-up)' if i < args.warmup else ''}: {dt:.3f} s "
-                  f"(perturb {trainer.t_perturb:.3f}, forward {trainer.t_forward:.3f}, update {trainer.t_update:.3f}) "
-                  f"L+ {l1:.6f} L- {l2:.6f}", file=sys.stderr, flush=True)
+        if args.serve:
+            print(json.dumps({"ready": True}), flush=True)
+            for i, line in enumerate(sys.stdin):
+                rec = timed_step(trainer, ids, i, line.strip() == "warmup")
+                print(json.dumps(rec), flush=True)
+        else:
+            for i in range(args.warmup + args.steps):
+                steps.append(timed_step(trainer, ids, i, i < args.warmup))
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
@@ -281,11 +296,12 @@ def main():
         "threads": torch.get_num_threads(),
         "openblasNumThreads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "ompNumThreads": os.environ.get("OMP_NUM_THREADS"),
+        "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"),
         "parameters": int(sum(p.numel() for _, p in model.named_parameters())),
         "batch": [B, T],
         "steps": steps,
         "maxRssBytes": ru.ru_maxrss * 1024,  # Linux: KiB
-    }))
+    }), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,30 @@
 // `npm run bench`: one ZO (MeZO) step of the CPU engine against PyTorch MeZO steps on the same
 // OPT-125M-shaped model, at several batch shapes, and against the machine's own floor (the step's
 // FLOPs at the float32 GEMM rate this machine reaches at the step's shapes). Same precision
-// (float32), model, batch, loss and thread count everywhere; each shape in one run, rounds
-// interleaved. Writes bench/results/zo-step-cpu.{json,md}.
+// (float32), model, batch, loss and thread count everywhere. Writes bench/results/zo-step-cpu.{json,md}.
 //
-//   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1] [--rounds 2]
+//   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1]
 //        [--shapes 16x64,4x256,1x512] [--anchors torch1.13,torch2,torch2-compile]
 //        [--debian-python /usr/bin/python3] [--venv-python PATH] [--engine-also LABEL=ADDON ...]
-//
-// --engine-also runs another build of the engine (an addon file, e.g. one built before a change)
-// as one more implementation, interleaved like the others: what a change bought, measured paired.
 //
 // The anchors, each in its best configuration:
 //   torch1.13       Debian's PyTorch 1.13 (OpenBLAS): run twice, OPENBLAS_NUM_THREADS=1 and =threads
 //   torch2          PyTorch 2.x from the venv (MKL, oneDNN as they come), eager: run twice,
 //                   OpenMP's default wait policy and OMP_WAIT_POLICY=PASSIVE
 //   torch2-compile  the same with the forward under torch.compile (inductor)
-// The ratio is taken against the fastest of them. The engine and each anchor run in their own
-// child process, so that each peak RSS is that implementation's own.
+// --engine-also runs another build of the engine (an addon file, e.g. one built before a change)
+// as one more implementation: what a change bought, measured the same way.
+//
+// Paired steps: the engine and each implementation it is compared with run as servers in their
+// own processes (each peak RSS is that implementation's own), and take turns, one step each,
+// `--steps` times (after their warm-up steps). On a machine other work shares, the two steps of
+// a pair see about the same load: the ratio is the median of the pairs' ratios.
 import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { packBatch } from '../electron/engine/batch.js';
@@ -48,7 +51,6 @@ interface Options {
   threads: number;
   steps: number;
   warmup: number;
-  rounds: number;
   shapes: Shape[];
   anchors: string[];
   debianPython: string;
@@ -74,7 +76,6 @@ function parseArgs(argv: string[]): Options & { engineChild: string | null } {
     threads: 2,
     steps: 3,
     warmup: 1,
-    rounds: 2,
     shapes: ['16x64', '4x256', '1x512'].map(parseShape),
     anchors: ANCHORS,
     debianPython: '/usr/bin/python3',
@@ -97,7 +98,6 @@ function parseArgs(argv: string[]): Options & { engineChild: string | null } {
     if (a === '--threads') o.threads = count(1);
     else if (a === '--steps') o.steps = count(1);
     else if (a === '--warmup') o.warmup = count(0);
-    else if (a === '--rounds') o.rounds = count(1);
     else if (a === '--shapes') o.shapes = val().split(',').map(parseShape);
     else if (a === '--anchors') {
       o.anchors = val().split(',').map((s) => s.trim());
@@ -140,7 +140,8 @@ interface ImplResult {
 }
 
 // ---------------------------------------------------------------------------
-// Engine child: load, warm up, time N steps, print JSON on stdout.
+// Engine child: load, then one step per line on stdin ('warmup' or 'step'), one JSON line back;
+// at the end of stdin, the summary.
 
 async function engineChild(o: Options, file: string): Promise<void> {
   const tokens = (JSON.parse(readFileSync(file, 'utf8')) as { tokens: number[][] }).tokens;
@@ -157,8 +158,10 @@ async function engineChild(o: Options, file: string): Promise<void> {
   const tl = performance.now();
   const einfo = await engine.load(engineSpec(info));
   const loadMs = performance.now() - tl;
-  const steps: StepRecord[] = [];
-  for (let i = 0; i < o.warmup + o.steps; i++) {
+  process.stdout.write(JSON.stringify({ ready: true }) + '\n');
+  let i = 0;
+  for await (const line of createInterface({ input: process.stdin })) {
+    const warmup = line.trim() === 'warmup';
     const params: NativeStepParams = { seed: 42n, step: i, q: 1, lr: LR, eps: EPS, weightDecay: WD, noise: 'gaussian' };
     const b0 = machineBusyMs();
     const c0 = process.cpuUsage();
@@ -166,24 +169,25 @@ async function engineChild(o: Options, file: string): Promise<void> {
     const r: NativeStepResult = await engine.step(batch, params);
     const ms = performance.now() - t0;
     const c = process.cpuUsage(c0);
-    const others = Math.max(0, machineBusyMs() - b0 - (c.user + c.system) / 1e3);
-    steps.push({
+    const rec: StepRecord = {
       ms,
       cpuMs: (c.user + c.system) / 1e3,
       load1: os.loadavg()[0],
-      otherCpuMs: others,
-      warmup: i < o.warmup,
+      otherCpuMs: Math.max(0, machineBusyMs() - b0 - (c.user + c.system) / 1e3),
+      warmup,
       times: r.times,
       lossPlus: r.lossPlus[0],
       lossMinus: r.lossMinus[0],
       projectedGrad: r.projectedGrad[0],
-    });
+    };
     const t = r.times;
     process.stderr.write(
-      `[engine] step ${i}${i < o.warmup ? ' (warm-up)' : ''}: ${(ms / 1e3).toFixed(3)} s ` +
+      `[engine] step ${i}${warmup ? ' (warm-up)' : ''}: ${(ms / 1e3).toFixed(3)} s ` +
         `(noise ${t.noiseMs.toFixed(0)} ms, forward ${t.forwardMs.toFixed(0)}, head ${t.headMs.toFixed(0)}, ` +
         `update ${t.updateMs.toFixed(0)}, total ${t.totalMs.toFixed(0)}) L+ ${r.lossPlus[0].toFixed(6)} L- ${r.lossMinus[0].toFixed(6)}\n`,
     );
+    process.stdout.write(JSON.stringify(rec) + '\n');
+    i++;
   }
   const out: ImplResult = {
     impl: 'spillway-cpu',
@@ -191,7 +195,7 @@ async function engineChild(o: Options, file: string): Promise<void> {
     loadMs,
     threads: o.threads,
     parameters: info.parameterCount,
-    steps,
+    steps: [],
     maxRssBytes: process.resourceUsage().maxRSS * 1024, // Node reports KiB
   };
   process.stdout.write(JSON.stringify(out) + '\n');
@@ -200,7 +204,7 @@ async function engineChild(o: Options, file: string): Promise<void> {
 // ---------------------------------------------------------------------------
 // Children
 
-/** Runs a child to completion; its last stdout line(s) are JSON. stderr passes through (progress). */
+/** Runs a child to completion and returns its JSON lines on stdout. stderr passes through (progress). */
 function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -215,60 +219,116 @@ function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<
   });
 }
 
-async function runImpl(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<ImplResult> {
-  const lines = await runChild(cmd, args, env);
-  if (!lines.length) throw new Error(`${cmd} ${args.join(' ')}: no JSON result on stdout`);
-  return JSON.parse(lines[lines.length - 1]) as ImplResult;
+/** An implementation running as a step server (engineChild, mezo_torch.py --serve). */
+class Served {
+  private readonly child: ChildProcess;
+  private readonly lines: string[] = [];
+  private waiting: { resolve: (l: string) => void; reject: (e: Error) => void } | null = null;
+  private ended: Error | null = null;
+
+  constructor(
+    readonly runner: Runner,
+    cmd: string,
+    args: string[],
+    env: NodeJS.ProcessEnv,
+  ) {
+    this.child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = this.child;
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (!l.startsWith('{')) return;
+      if (this.waiting) {
+        const w = this.waiting;
+        this.waiting = null;
+        w.resolve(l);
+      } else this.lines.push(l);
+    });
+    child.on('error', (e) => this.end(e));
+    child.on('close', (code) => this.end(new Error(`${runner.label}: ${cmd} ended (exit ${code}) before answering`)));
+  }
+
+  private end(e: Error): void {
+    this.ended ??= e;
+    if (this.waiting) this.waiting.reject(e);
+    this.waiting = null;
+  }
+
+  private next(): Promise<Record<string, unknown>> {
+    const l = this.lines.shift();
+    if (l !== undefined) return Promise.resolve(JSON.parse(l) as Record<string, unknown>);
+    if (this.ended) return Promise.reject(this.ended);
+    return new Promise((resolve, reject) => (this.waiting = { resolve: (x) => resolve(JSON.parse(x) as Record<string, unknown>), reject }));
+  }
+
+  async ready(): Promise<void> {
+    await this.next();
+  }
+
+  async step(warmup: boolean): Promise<StepRecord> {
+    this.child.stdin!.write(warmup ? 'warmup\n' : 'step\n');
+    return (await this.next()) as unknown as StepRecord;
+  }
+
+  /** Ends the server; its summary (peak RSS, versions). */
+  async close(): Promise<ImplResult> {
+    this.child.stdin!.end();
+    return (await this.next()) as unknown as ImplResult;
+  }
 }
 
-/** One implementation as the orchestrator runs it, round after round. */
+/** One implementation as the orchestrator starts it, for a shape. */
 interface Runner {
   label: string;
   kind: 'spillway' | 'spillway-other' | 'pytorch';
-  run(shape: Shape): Promise<ImplResult>;
+  start(shape: Shape): Served;
 }
 
 function runners(o: Options): Runner[] {
-  const common = ['--threads', String(o.threads), '--steps', String(o.steps), '--warmup', String(o.warmup)];
+  const common = ['--threads', String(o.threads)];
   const env = { ...process.env };
   delete env.OPENBLAS_NUM_THREADS;
   delete env.OMP_NUM_THREADS;
   delete env.OMP_WAIT_POLICY;
-  const torch = (python: string, extraEnv: NodeJS.ProcessEnv, extraArgs: string[]) => (shape: Shape) =>
-    runImpl(
-      python,
-      [join(BENCH, 'mezo_torch.py'), MODEL_DIR, batchFile(shape.batch, shape.seq), ...common, '--lr', String(LR), '--eps', String(EPS), '--wd', String(WD), ...extraArgs],
-      { ...env, ...extraEnv },
-    );
-  const list: Runner[] = [
-    {
-      label: 'spillway (cpu engine)',
-      kind: 'spillway',
-      run: (shape) => runImpl(process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], env),
-    },
-    ...o.engineAlso.map(
-      (e): Runner => ({
-        label: `spillway (${e.label})`,
-        kind: 'spillway-other',
-        run: (shape) =>
-          runImpl(process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], { ...env, SPILLWAY_ADDON: e.addon }),
-      }),
-    ),
-  ];
+  const engine = (label: string, kind: Runner['kind'], extraEnv: NodeJS.ProcessEnv): Runner => {
+    const r: Runner = {
+      label,
+      kind,
+      start: (shape) => new Served(r, process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], { ...env, ...extraEnv }),
+    };
+    return r;
+  };
+  const torch = (label: string, python: string, extraEnv: NodeJS.ProcessEnv, extraArgs: string[]): Runner => {
+    const r: Runner = {
+      label,
+      kind: 'pytorch',
+      start: (shape) =>
+        new Served(
+          r,
+          python,
+          [join(BENCH, 'mezo_torch.py'), MODEL_DIR, batchFile(shape.batch, shape.seq), ...common, '--lr', String(LR), '--eps', String(EPS), '--wd', String(WD), '--serve', ...extraArgs],
+          { ...env, ...extraEnv },
+        ),
+    };
+    return r;
+  };
+  const list: Runner[] = [engine('spillway (cpu engine)', 'spillway', {})];
+  for (const e of o.engineAlso) list.push(engine(`spillway (${e.label})`, 'spillway-other', { SPILLWAY_ADDON: e.addon }));
   for (const a of o.anchors) {
     if (a === 'torch1.13') {
       for (const ob of [...new Set(['1', String(o.threads)])])
-        list.push({ label: `torch 1.13 OpenBLAS, OPENBLAS_NUM_THREADS=${ob}`, kind: 'pytorch', run: torch(o.debianPython, { OPENBLAS_NUM_THREADS: ob }, []) });
+        list.push(torch(`torch 1.13 OpenBLAS, OPENBLAS_NUM_THREADS=${ob}`, o.debianPython, { OPENBLAS_NUM_THREADS: ob }, []));
     } else {
       // OpenMP's threads spin between parallel regions by default; on a machine other work shares,
       // sleeping (PASSIVE) can be the faster setting. Both are run: the anchor gets its best.
       const compile = a === 'torch2-compile';
       for (const wait of ['', 'PASSIVE'])
-        list.push({
-          label: `torch 2 MKL, ${compile ? 'torch.compile' : 'eager'}${wait ? `, OMP_WAIT_POLICY=${wait}` : ''}`,
-          kind: 'pytorch',
-          run: torch(o.venvPython, wait ? { OMP_WAIT_POLICY: wait } : {}, compile ? ['--compile'] : []),
-        });
+        list.push(
+          torch(
+            `torch 2 MKL, ${compile ? 'torch.compile' : 'eager'}${wait ? `, OMP_WAIT_POLICY=${wait}` : ''}`,
+            o.venvPython,
+            wait ? { OMP_WAIT_POLICY: wait } : {},
+            compile ? ['--compile'] : [],
+          ),
+        );
     }
   }
   return list;
@@ -317,8 +377,11 @@ function stepProducts(m: OptShape, s: Shape): Product[] {
 interface Rate {
   shape: string;
   via: string;
+  /** From the fastest repetition (wall time). */
   gflops: number;
   gflopsMedian: number;
+  /** From the repetition that took the least CPU time: one busy core's rate. */
+  gflopsPerCpuSecond: number;
 }
 
 /** GEMM rates at the shapes: the engine's own GEMM (OpenBLAS as the backend runs it) and MKL through torch 2. */
@@ -331,27 +394,37 @@ async function measureRates(o: Options, shapes: string[]): Promise<Rate[]> {
   if (existsSync(o.venvPython)) {
     const env = { ...process.env };
     delete env.OMP_NUM_THREADS;
-    for (const line of await runChild(o.venvPython, [join(BENCH, 'gemm_torch.py'), '--threads', String(o.threads), '--reps', '5', ...shapes], env))
-      rates.push(JSON.parse(line) as Rate);
+    delete env.OMP_WAIT_POLICY;
+    // OpenMP's default (spinning) and sleeping waits: the faster wall time, and CPU times without spinning.
+    for (const wait of [{}, { OMP_WAIT_POLICY: 'PASSIVE' }])
+      for (const line of await runChild(o.venvPython, [join(BENCH, 'gemm_torch.py'), '--threads', String(o.threads), '--reps', '5', ...shapes], { ...env, ...wait }))
+        rates.push(JSON.parse(line) as Rate);
   }
   return rates;
 }
 
 interface FloorRow extends Product {
-  rates: { via: string; gflops: number }[];
+  rates: { via: string; gflops: number; perCpuSecond: number }[];
   bestGflops: number;
-  bestVia: string;
+  bestPerCpuSecond: number;
+  /** The product at the best wall-time rate. */
   ms: number;
+  /** The product's CPU time at the best rate per CPU second. */
+  cpuMs: number;
 }
 
 function floorRows(products: Product[], rates: Rate[]): FloorRow[] {
   return products.map((p) => {
     const mine = rates.filter((r) => r.shape === p.shape);
     const vias = [...new Set(mine.map((r) => r.via))];
-    const best = vias.map((via) => ({ via, gflops: Math.max(...mine.filter((r) => r.via === via).map((r) => r.gflops)) }));
-    const top = best.reduce((a, b) => (b.gflops > a.gflops ? b : a), { via: 'none', gflops: 0 });
-    if (top.gflops <= 0) throw new Error(`no GEMM rate measured for ${p.shape}`);
-    return { ...p, rates: best, bestGflops: top.gflops, bestVia: top.via, ms: p.flops / top.gflops / 1e6 };
+    const best = vias.map((via) => {
+      const of = mine.filter((r) => r.via === via);
+      return { via, gflops: Math.max(...of.map((r) => r.gflops)), perCpuSecond: Math.max(...of.map((r) => r.gflopsPerCpuSecond)) };
+    });
+    const top = Math.max(0, ...best.map((b) => b.gflops));
+    const topCpu = Math.max(0, ...best.map((b) => b.perCpuSecond));
+    if (top <= 0 || topCpu <= 0) throw new Error(`no GEMM rate measured for ${p.shape}`);
+    return { ...p, rates: best, bestGflops: top, bestPerCpuSecond: topCpu, ms: p.flops / top / 1e6, cpuMs: p.flops / topCpu / 1e6 };
   });
 }
 
@@ -372,13 +445,16 @@ interface Summary {
   maxOtherCores: number;
   maxRssBytes: number;
   phases: Record<string, number>;
-  /** Median step of each round (for the spread of the ratios). */
-  roundMs: number[];
-  detail: ImplResult[];
+  /** Spillway's step over this one's, pair by pair (absent for Spillway itself). */
+  pairRatios: number[];
+  /** The median of pairRatios. */
+  ratio: number;
+  steps: StepRecord[];
+  summary: ImplResult;
 }
 
-function summarise(r: Runner, shape: Shape, rounds: ImplResult[]): Summary {
-  const timed = rounds.flatMap((x) => x.steps.filter((s) => !s.warmup));
+function summarise(r: Runner, shape: Shape, steps: StepRecord[], summary: ImplResult, pairRatios: number[]): Summary {
+  const timed = steps.filter((s) => !s.warmup);
   const ms = timed.map((s) => s.ms);
   const med = median(ms);
   const per = timed.map((s): Record<string, number> =>
@@ -398,10 +474,12 @@ function summarise(r: Runner, shape: Shape, rounds: ImplResult[]): Summary {
     maxLoad1: Math.max(...timed.map((s) => s.load1)),
     medianOtherCores: median(others),
     maxOtherCores: Math.max(...others),
-    maxRssBytes: Math.max(...rounds.map((x) => x.maxRssBytes)),
+    maxRssBytes: summary.maxRssBytes,
     phases,
-    roundMs: rounds.map((x) => median(x.steps.filter((s) => !s.warmup).map((s) => s.ms))),
-    detail: rounds,
+    pairRatios,
+    ratio: pairRatios.length ? median(pairRatios) : 1,
+    steps,
+    summary,
   };
 }
 
@@ -410,13 +488,14 @@ interface ShapeResult {
   tokens: number;
   impls: Summary[];
   spillway: Summary;
+  /** The fastest PyTorch (lowest median step). */
   best: Summary;
-  ratio: number;
-  /** spillway / anchor per round (same round, interleaved), min and max. */
-  ratioSpread: [number, number];
   floor: FloorRow[];
   floorMs: number;
   floorRatio: number;
+  /** The same in CPU time: the step's products at one busy core's best rate, against Spillway's CPU time per step. */
+  floorCpuMs: number;
+  floorCpuRatio: number;
   phaseFloor: { phase: string; ms: number; floorMs: number }[];
 }
 
@@ -464,19 +543,21 @@ const PHASE_WHY: Record<string, string> = {
   updateMs: 'not a GEMM: z regenerated and theta -= lr g z over every parameter',
 };
 
-function markdown(res: { machine: Record<string, unknown>; threads: number; warmup: number; steps: number; rounds: number; parameters: number }, shapes: ShapeResult[]): string {
+function markdown(res: { machine: Record<string, unknown>; threads: number; warmup: number; steps: number; parameters: number }, shapes: ShapeResult[]): string {
   const m = res.machine;
   const maxOthers = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxOtherCores)));
   const medOthers = median(shapes.flatMap((s) => s.impls.map((i) => i.medianOtherCores)));
   const maxLoad = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxLoad1)));
+  const spread = (xs: number[]) => (xs.length ? `${f2(Math.min(...xs))} – ${f2(Math.max(...xs))}` : '');
   const lines = [
-    '# ZO step, CPU: Spillway against the strongest PyTorch MeZO, and against the machine\'s floor',
+    "# ZO step, CPU: Spillway against the strongest PyTorch MeZO, and against the machine's floor",
     '',
     `Model: random OPT-125M shape (vocab ${OPT_125M.vocab}, hidden ${OPT_125M.hidden}, ${OPT_125M.layers} layers, ` +
       `${OPT_125M.heads} heads, ffn ${OPT_125M.ffn}, tied, ${res.parameters.toLocaleString('en')} parameters), float32 everywhere. ` +
       `"lm" loss over tokens 1..T-1, q = 1, Gaussian noise, lr ${LR}, eps ${EPS}, wd ${WD}. ${res.threads} threads each. ` +
-      `Each run: ${res.warmup} warm-up step, then ${res.steps} timed steps; ${res.rounds} rounds, the implementations interleaved in each; ` +
-      'medians over all timed steps, min – max beside them.',
+      `Steps are paired: the engine and each other implementation run side by side as servers and take turns, one step each, ` +
+      `${res.steps} times after ${res.warmup} warm-up step(s) each; a ratio is the median of its pairs' ratios (their range beside it). ` +
+      "Spillway's own figures are over all its timed steps.",
     '',
     `Machine: ${m.cpu as string} (family ${m.family as string}, model ${m.model as string}), ${m.cores as number} cores ` +
       `(${(m.simd as string[]).join(', ')}), ${m.memGiB as number} GiB; ${m.os as string}; Node ${m.node as string}; ` +
@@ -484,63 +565,58 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
     '',
     maxOthers > 0.1
       ? `**The machine was shared:** other processes took a median ${f2(medOthers)} and up to ${f2(maxOthers)} of the ${m.cores as number} cores during timed steps ` +
-        `(1-minute load average up to ${maxLoad.toFixed(1)}). Wall times are inflated and noisy; the ratios come from interleaved runs, and their spread is the ` +
-        'range of the per-round ratios.'
+        `(1-minute load average up to ${maxLoad.toFixed(1)}). Wall times are inflated and noisy, and implementations whose threads spin ` +
+        '(OpenMP) lose more than others: read the ratios as measured under that load, not as those of an idle machine.'
       : 'The machine was quiet: other processes took at most 0.1 of a core during any timed step.',
     '',
     '## Step time by shape',
     '',
-    '| shape | implementation | step (median) | min – max | tokens/s | CPU time / step | peak RSS | other processes (cores, median / max) |',
-    '|---|---|---|---|---|---|---|---|',
+    '| shape | implementation | step (median) | min – max | tokens/s | CPU time / step | peak RSS | other processes (cores, median / max) | Spillway / this, paired (range) |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const s of shapes)
     for (const i of s.impls)
       lines.push(
         `| ${shapeName(s.shape)} | ${i.label}${i === s.best ? ' (strongest)' : ''} | ${sec(i.medianMs)} | ${sec(i.minMs)} – ${sec(i.maxMs)} | ` +
-          `${i.tokensPerSec.toFixed(0)} | ${sec(i.medianCpuMs)} | ${mib(i.maxRssBytes)} | ${f2(i.medianOtherCores)} / ${f2(i.maxOtherCores)} |`,
+          `${i.tokensPerSec.toFixed(0)} | ${sec(i.medianCpuMs)} | ${mib(i.maxRssBytes)} | ${f2(i.medianOtherCores)} / ${f2(i.maxOtherCores)} | ` +
+          `${i === s.spillway ? '' : `${f2(i.ratio)} (${spread(i.pairRatios)})`} |`,
       );
   lines.push(
     '',
-    '| shape | strongest PyTorch | Spillway / strongest (per-round range) | target | Spillway / floor | target |',
-    '|---|---|---|---|---|---|',
+    '| shape | strongest PyTorch | Spillway / strongest, paired (range) | target | Spillway / floor, wall time | Spillway / floor, CPU time | target |',
+    '|---|---|---|---|---|---|---|',
   );
   for (const s of shapes)
     lines.push(
-      `| ${shapeName(s.shape)} | ${s.best.label}, ${sec(s.best.medianMs)} | **${f2(s.ratio)}** (${f2(s.ratioSpread[0])} – ${f2(s.ratioSpread[1])}) | ` +
-        `<= ${TARGET_VS_PYTORCH}: ${s.ratio <= TARGET_VS_PYTORCH ? 'met' : 'not met'} | **${f2(s.floorRatio)}** (floor ${sec(s.floorMs)}) | ` +
-        `<= ${TARGET_VS_FLOOR}: ${s.floorRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} |`,
+      `| ${shapeName(s.shape)} | ${s.best.label}, ${sec(s.best.medianMs)} | **${f2(s.best.ratio)}** (${spread(s.best.pairRatios)}) | ` +
+        `<= ${TARGET_VS_PYTORCH}: ${s.best.ratio <= TARGET_VS_PYTORCH ? 'met' : 'not met'} | **${f2(s.floorRatio)}** (${sec(s.spillway.medianMs)} / ${sec(s.floorMs)}) | ` +
+        `**${f2(s.floorCpuRatio)}** (${sec(s.spillway.medianCpuMs)} / ${sec(s.floorCpuMs)}) | <= ${TARGET_VS_FLOOR}: ` +
+        `${s.floorRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} (wall), ${s.floorCpuRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} (CPU) |`,
     );
-  const others = shapes.flatMap((s) => s.impls.filter((i) => i.kind === 'spillway-other').map((i) => ({ s, i })));
-  if (others.length) {
-    lines.push('', '| shape | other engine build | its step | this build / that one (per-round range) |', '|---|---|---|---|');
-    for (const { s, i } of others) {
-      const perRound = s.spillway.roundMs.map((ms, r) => ms / i.roundMs[r]);
-      lines.push(
-        `| ${shapeName(s.shape)} | ${i.label} | ${sec(i.medianMs)} | **${f2(s.spillway.medianMs / i.medianMs)}** ` +
-          `(${f2(Math.min(...perRound))} – ${f2(Math.max(...perRound))}) |`,
-      );
-    }
-  }
   lines.push(
     '',
     '## The floor',
     '',
     'Every product of the step (both forwards of every block, attention over the causal half, the head over the full vocabulary) at the best ' +
-      'float32 GEMM rate measured on this machine for its shape, in the same run: the engine\'s own GEMM (`native/build/gemm_rate`: the CPU ' +
-      'backend\'s linear, OpenBLAS as the engine runs it) and MKL through torch 2 (`bench/gemm_torch.py`: F.linear, and torch.bmm for ' +
-      'attention\'s per-head products). Rates are the best of 5 repetitions; everything else in the step (noise, perturbed copies, norms, ' +
-      'softmax, update) counts for nothing, so the floor is below anything that computes the step.',
+      "float32 GEMM rate measured on this machine for its shape, in the same run (before and after the paired steps): the engine's own GEMM " +
+      "(`native/build/gemm_rate`: the CPU backend's linear, OpenBLAS as the engine runs it) and MKL through torch 2 (`bench/gemm_torch.py`: " +
+      "F.linear, and torch.bmm for attention's per-head products). Rates are the best of 5 repetitions; everything else in the step (noise, " +
+      'perturbed copies, norms, softmax, update) counts for nothing, so the floor is below anything that computes the step. ' +
+      'The wall-time floor uses the fastest repetition; the CPU-time floor uses the rate per CPU second of the repetition that took the least ' +
+      "CPU time (one busy core's rate, which other processes sharing the machine disturb far less than wall time) and is compared with " +
+      "Spillway's CPU time per step (its threads do not spin: CPU time is work).",
     '',
-    '| shape | product | measured as | GFLOP / step | rates (GFLOP/s) | best | floor |',
+    '| shape | product | measured as | GFLOP / step | rates, GFLOP/s (wall; per CPU second) | best | floor (wall; CPU) |',
     '|---|---|---|---|---|---|---|',
   );
   for (const s of shapes)
     for (const r of s.floor)
       lines.push(
-        `| ${shapeName(s.shape)} | ${r.name} | ${r.shape} | ${(r.flops / 1e9).toFixed(1)} | ${r.rates.map((x) => `${x.via.replace(/ \(.*\)$/, '')}: ${x.gflops.toFixed(0)}`).join('; ')} | ` +
-          `${r.bestGflops.toFixed(0)} | ${(r.ms / 1e3).toFixed(3)} s |`,
+        `| ${shapeName(s.shape)} | ${r.name} | ${r.shape} | ${(r.flops / 1e9).toFixed(1)} | ` +
+          `${r.rates.map((x) => `${x.via.replace(/ \(.*\)$/, '')}: ${x.gflops.toFixed(0)}; ${x.perCpuSecond.toFixed(0)}`).join(' / ')} | ` +
+          `${r.bestGflops.toFixed(0)}; ${r.bestPerCpuSecond.toFixed(0)} | ${(r.ms / 1e3).toFixed(3)} s; ${(r.cpuMs / 1e3).toFixed(3)} s |`,
       );
-  lines.push('', '## Where Spillway\'s step goes, phase by phase against its floor', '', '| shape | phase | Spillway (median) | floor | ratio | what it is |', '|---|---|---|---|---|---|');
+  lines.push('', "## Where Spillway's step goes, phase by phase against its floor", '', '| shape | phase | Spillway (median) | floor | ratio | what it is |', '|---|---|---|---|---|---|');
   for (const s of shapes)
     for (const p of s.phaseFloor)
       lines.push(
@@ -549,7 +625,7 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
       );
   lines.push(
     '',
-    '## PyTorch\'s phases',
+    "## PyTorch's phases",
     '',
     '| shape | anchor | perturb (3x, incl. z) | forward (2x, incl. loss) | update (incl. z) |',
     '|---|---|---|---|---|',
@@ -572,30 +648,45 @@ async function main(): Promise<void> {
   const made = await makeOptModel(MODEL_DIR);
   process.stderr.write(`[bench] model ${made.reused ? 'reused' : 'written'}: ${MODEL_DIR} (${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`);
   const info = await loadModelInfo(MODEL_DIR);
-  const impls = runners(o);
+  const [self, ...others] = runners(o);
   const results: ShapeResult[] = [];
   for (const shape of o.shapes) {
+    const name = shapeName(shape);
     writeFileSync(batchFile(shape.batch, shape.seq), JSON.stringify({ tokens: makeTokens(OPT_125M.vocab, shape.batch, shape.seq) }));
     const products = stepProducts(OPT_125M, shape);
-    const runs: ImplResult[][] = impls.map(() => []);
-    const rates: Rate[] = [];
-    for (let round = 0; round < o.rounds; round++) {
-      // The order turns each round, so that no implementation always follows the same one.
-      for (let j = 0; j < impls.length; j++) {
-        const k = (j + round) % impls.length;
-        process.stderr.write(`[bench] ${shapeName(shape)}, round ${round + 1}/${o.rounds}: ${impls[k].label}\n`);
-        runs[k].push(await impls[k].run(shape));
+    const gemms = [...new Set(products.map((p) => p.shape))];
+    process.stderr.write(`[bench] ${name}: GEMM rates for the floor\n`);
+    const rates = await measureRates(o, gemms);
+    const engine = self.start(shape);
+    await engine.ready();
+    const engineSteps: StepRecord[] = [];
+    for (let w = 0; w < o.warmup; w++) engineSteps.push(await engine.step(true));
+    const sums: Summary[] = [];
+    for (const r of others) {
+      process.stderr.write(`[bench] ${name}: ${self.label} paired with ${r.label}\n`);
+      const other = r.start(shape);
+      await other.ready();
+      const steps: StepRecord[] = [];
+      for (let w = 0; w < o.warmup; w++) steps.push(await other.step(true));
+      const ratios: number[] = [];
+      for (let i = 0; i < o.steps; i++) {
+        // Who goes first alternates, so that neither always follows the other.
+        const [a, b] = i % 2 ? [await other.step(false), await engine.step(false)] : [await engine.step(false), await other.step(false)];
+        const [mine, theirs] = i % 2 ? [b, a] : [a, b];
+        engineSteps.push(mine);
+        steps.push(theirs);
+        ratios.push(mine.ms / theirs.ms);
       }
-      process.stderr.write(`[bench] ${shapeName(shape)}, round ${round + 1}/${o.rounds}: GEMM rates for the floor\n`);
-      rates.push(...(await measureRates(o, [...new Set(products.map((p) => p.shape))])));
+      sums.push(summarise(r, shape, steps, await other.close(), ratios));
     }
-    const sums = impls.map((r, k) => summarise(r, shape, runs[k]));
-    const spillway = sums[0];
+    process.stderr.write(`[bench] ${name}: GEMM rates for the floor, again\n`);
+    rates.push(...(await measureRates(o, gemms)));
+    const spillway = summarise(self, shape, engineSteps, await engine.close(), []);
     const anchors = sums.filter((s) => s.kind === 'pytorch');
     const best = anchors.reduce((a, b) => (b.medianMs < a.medianMs ? b : a), anchors[0] ?? spillway);
-    const perRound = spillway.roundMs.map((ms, r) => ms / best.roundMs[r]);
     const floor = floorRows(products, rates);
     const floorMs = floor.reduce((a, r) => a + r.ms, 0);
+    const floorCpuMs = floor.reduce((a, r) => a + r.cpuMs, 0);
     const phaseFloor = ['noiseMs', 'forwardMs', 'headMs', 'updateMs'].map((phase) => ({
       phase,
       ms: spillway.phases[phase] ?? 0,
@@ -604,14 +695,14 @@ async function main(): Promise<void> {
     results.push({
       shape,
       tokens: shape.batch * shape.seq,
-      impls: sums,
+      impls: [spillway, ...sums],
       spillway,
       best,
-      ratio: spillway.medianMs / best.medianMs,
-      ratioSpread: [Math.min(...perRound), Math.max(...perRound)],
       floor,
       floorMs,
       floorRatio: spillway.medianMs / floorMs,
+      floorCpuMs,
+      floorCpuRatio: spillway.medianCpuMs / floorCpuMs,
       phaseFloor,
     });
   }
@@ -623,7 +714,6 @@ async function main(): Promise<void> {
     threads: o.threads,
     warmup: o.warmup,
     steps: o.steps,
-    rounds: o.rounds,
     parameters: info.parameterCount,
     machine: machine(o),
     targets: { vsStrongestPytorch: TARGET_VS_PYTORCH, vsFloor: TARGET_VS_FLOOR },
