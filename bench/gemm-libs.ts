@@ -85,12 +85,14 @@ async function main(): Promise<void> {
   const cands = candidates(o.threads, venvPython);
   const present = cands.filter((c) => !c.path || existsSync(c.path));
   const rates = new Map<string, number[]>(); // label|shape -> best GFLOP/s of each round
+  const cpuRates = new Map<string, number[]>(); // label|shape -> best GFLOP per CPU second of each round
   for (let round = 0; round < o.rounds; round++)
     for (const c of present) {
       process.stderr.write(`[gemm] round ${round + 1}/${o.rounds}: ${c.label}\n`);
       for (const r of await run(c.cmd, [...c.args, '--threads', String(o.threads), '--reps', String(o.reps), ...gemms], c.env)) {
         const key = `${c.label}|${r.shape as string}`;
         rates.set(key, [...(rates.get(key) ?? []), r.gflops as number]);
+        cpuRates.set(key, [...(cpuRates.get(key) ?? []), r.gflopsPerCpuSecond as number]);
       }
     }
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
@@ -98,15 +100,19 @@ async function main(): Promise<void> {
   const lines = [
     '# Float32 GEMM libraries at the CPU ZO step\'s shapes',
     '',
-    `out[M, N] = x[M, K] W^T, ${o.threads} threads, best of ${o.reps} repetitions per round, ${o.rounds} rounds interleaved; the table gives ` +
-      'the median over rounds of each round\'s best, in GFLOP/s. Shapes: the projections (N tokens x 768 x 768, x 3072, 3072 x 768) and the ' +
+    `out[M, N] = x[M, K] W^T, ${o.threads} threads, best of ${o.reps} repetitions per round, ${o.rounds} rounds interleaved; each cell gives ` +
+      "the median over rounds of each round's best: GFLOP/s in wall time, then GFLOP per CPU second (all threads; a library whose threads " +
+      'spin while they wait counts the spinning). Shapes: the projections (N tokens x 768 x 768, x 3072, 3072 x 768) and the ' +
       `head (scored rows x 768 x ${V}) of batches ${o.shapes.join(', ')}.`,
     '',
     `Machine: ${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; shared with other work (see the spread across rounds in the JSON). ${new Date().toISOString()}.`,
     '',
     `| library (Debian package) | ${gemms.join(' | ')} |`,
     `|---|${gemms.map(() => '---').join('|')}|`,
-    ...present.map((c) => `| ${c.label} (${c.pkg}) | ${gemms.map((g) => median(rates.get(`${c.label}|${g}`) ?? [0]).toFixed(0)).join(' | ')} |`),
+    ...present.map(
+      (c) =>
+        `| ${c.label} (${c.pkg}) | ${gemms.map((g) => `${median(rates.get(`${c.label}|${g}`) ?? [0]).toFixed(0)}; ${median(cpuRates.get(`${c.label}|${g}`) ?? [0]).toFixed(0)}`).join(' | ')} |`,
+    ),
     ...cands.filter((c) => !present.includes(c)).map((c) => `| ${c.label} (${c.pkg}): not installed | ${gemms.map(() => '–').join(' | ')} |`),
     '',
     'Command: `npm run build && npm run bench:gemm`.',
@@ -115,7 +121,7 @@ async function main(): Promise<void> {
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(
     join(RESULTS, 'gemm-libs-cpu.json'),
-    JSON.stringify({ bench: 'gemm-libs-cpu', ...o, cpu, gemms, rates: Object.fromEntries(rates) }, null, 2) + '\n',
+    JSON.stringify({ bench: 'gemm-libs-cpu', ...o, cpu, gemms, rates: Object.fromEntries(rates), cpuRates: Object.fromEntries(cpuRates) }, null, 2) + '\n',
   );
   writeFileSync(join(RESULTS, 'gemm-libs-cpu.md'), lines.join('\n'));
   process.stdout.write(lines.join('\n'));
