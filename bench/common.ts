@@ -1,6 +1,7 @@
 // What the CPU benchmarks share: the random OPT-125M model and batch they run,
 // their folders, and the small statistics and machine-load helpers.
 import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 import { packageRoot } from '../electron/engine/native.js';
@@ -29,6 +30,11 @@ export function makeTokens(vocab: number, batch = BATCH, seq = SEQ): number[][] 
 /** Where the batch of a shape is written for the implementations to read. */
 export function batchFile(batch: number, seq: number): string {
   return join(WORK, `batch-${batch}x${seq}.json`);
+}
+
+/** The venv's python with torch 2 (MKL): $SPILLWAY_VENV, default ~/.cache/spillway/venv (scripts/setup.sh --test makes it). */
+export function venvPython(): string {
+  return join(process.env.SPILLWAY_VENV || join(homedir(), '.cache', 'spillway', 'venv'), 'bin', 'python');
 }
 
 export function median(xs: number[]): number {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 
 import { OPT_125M } from './make-model.js';
-import { BENCH, RESULTS, ROOT, median } from './common.js';
+import { BENCH, RESULTS, ROOT, median, venvPython } from './common.js';
 
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
 const LIB = '/usr/lib/x86_64-linux-gnu';
@@ -76,13 +76,12 @@ async function main(): Promise<void> {
     i++;
   }
   if (!existsSync(GEMM_RATE)) throw new Error(`${GEMM_RATE} not found: run \`npm run build:native\``);
-  const venvPython = join(process.env.SPILLWAY_VENV || join(os.homedir(), '.cache', 'spillway', 'venv'), 'bin', 'python');
   const { hidden: C, ffn: F, vocab: V } = OPT_125M;
   const gemms = [...new Set(o.shapes.flatMap((s) => {
     const [b, t] = s.split('x').map(Number);
     return [`${b * t}x${C}x${C}`, `${b * t}x${C}x${F}`, `${b * t}x${F}x${C}`, `${b * (t - 1)}x${C}x${V}`];
   }))];
-  const cands = candidates(o.threads, venvPython);
+  const cands = candidates(o.threads, venvPython());
   const present = cands.filter((c) => !c.path || existsSync(c.path));
   const rates = new Map<string, number[]>(); // label|shape -> best GFLOP/s of each round
   const cpuRates = new Map<string, number[]>(); // label|shape -> best GFLOP per CPU second of each round

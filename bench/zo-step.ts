@@ -34,7 +34,7 @@ import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
 import type { OptShape } from './make-model.js';
-import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, machineBusyMs, makeTokens, median } from './common.js';
+import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, machineBusyMs, makeTokens, median, venvPython } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
@@ -57,10 +57,6 @@ interface Options {
   venvPython: string;
   /** Other engine builds to run beside this one: label and addon file. */
   engineAlso: { label: string; addon: string }[];
-}
-
-function venvPython(): string {
-  return join(process.env.SPILLWAY_VENV || join(os.homedir(), '.cache', 'spillway', 'venv'), 'bin', 'python');
 }
 
 function parseShape(text: string): Shape {

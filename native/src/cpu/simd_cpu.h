@@ -59,16 +59,6 @@ inline float dot(const float* a, const float* b, int n) {
     return s;
 }
 
-// y[i] += alpha * x[i]
-inline void axpy(float* y, const float* x, float alpha, int n) {
-    int i = 0;
-#ifdef SPW_SIMD_AVX2
-    __m256 a = _mm256_set1_ps(alpha);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-#endif
-    for (; i < n; i++) y[i] += alpha * x[i];
-}
-
 inline float max_of(const float* x, int n) {
     float m = -INFINITY;
     int i = 0;
