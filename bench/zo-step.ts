@@ -18,7 +18,8 @@
 // Paired steps: the engine and each implementation it is compared with run as servers in their
 // own processes (each peak RSS is that implementation's own), and take turns, one step each,
 // `--steps` times (after their warm-up steps). On a machine other work shares, the two steps of
-// a pair see about the same load: the ratio is the median of the pairs' ratios.
+// a pair see about the same load: the ratio is the median of the pairs' ratios. A server is
+// stopped (SIGSTOP) except during its own steps, so that its idle threads cannot take the cores.
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -259,13 +260,21 @@ class Served {
     await this.next();
   }
 
+  /**
+   * One step. Between its steps the server is stopped (SIGSTOP): threads that spin while they
+   * wait (OpenMP's, by default) would otherwise take a core from the other side's step.
+   */
   async step(warmup: boolean): Promise<StepRecord> {
+    this.child.kill('SIGCONT');
     this.child.stdin!.write(warmup ? 'warmup\n' : 'step\n');
-    return (await this.next()) as unknown as StepRecord;
+    const rec = (await this.next()) as unknown as StepRecord;
+    this.child.kill('SIGSTOP');
+    return rec;
   }
 
   /** Ends the server; its summary (peak RSS, versions). */
   async close(): Promise<ImplResult> {
+    this.child.kill('SIGCONT');
     this.child.stdin!.end();
     return (await this.next()) as unknown as ImplResult;
   }
@@ -552,8 +561,8 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
       `${OPT_125M.heads} heads, ffn ${OPT_125M.ffn}, tied, ${res.parameters.toLocaleString('en')} parameters), float32 everywhere. ` +
       `"lm" loss over tokens 1..T-1, q = 1, Gaussian noise, lr ${LR}, eps ${EPS}, wd ${WD}. ${res.threads} threads each. ` +
       `Steps are paired: the engine and each other implementation run side by side as servers and take turns, one step each, ` +
-      `${res.steps} times after ${res.warmup} warm-up step(s) each; a ratio is the median of its pairs' ratios (their range beside it). ` +
-      "Spillway's own figures are over all its timed steps.",
+      `${res.steps} times after ${res.warmup} warm-up step(s) each; a server is stopped (SIGSTOP) outside its own steps, so that idle threads ` +
+      "cannot spin on the cores. A ratio is the median of its pairs' ratios (their range beside it); Spillway's own figures are over all its timed steps.",
     '',
     `Machine: ${m.cpu as string} (family ${m.family as string}, model ${m.model as string}), ${m.cores as number} cores ` +
       `(${(m.simd as string[]).join(', ')}), ${m.memGiB as number} GiB; ${m.os as string}; Node ${m.node as string}; ` +
@@ -656,6 +665,7 @@ async function main(): Promise<void> {
     const engine = self.start(shape);
     await engine.ready();
     const engineSteps: StepRecord[] = [];
+    // After its warm-up the engine waits, stopped, while each other implementation loads and warms up (compiles).
     for (let w = 0; w < o.warmup; w++) engineSteps.push(await engine.step(true));
     const sums: Summary[] = [];
     for (const r of others) {
