@@ -27,6 +27,8 @@ import { fileURLToPath } from 'node:url';
 import { BIG_LLAMA, generateLlama, llamaTensors, numel } from './big-model-gen.js';
 import type { LlamaShape } from './big-model-gen.js';
 import { packageRoot } from '../electron/engine/native.js';
+import { parseBytes } from '../electron/common/format.js';
+import { benchArgs } from './common.js';
 
 
 const ROOT = packageRoot();
@@ -55,67 +57,50 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = {
-    work: null,
-    keep: false,
-    cpuMem: '2GB',
-    steps: 3,
-    batchSize: 2,
-    maxLength: 64,
-    evalMax: 4,
-    threads: 2,
-    writeBackEvery: 1,
-    intervalMs: 50,
-    shardGb: 2,
-    seed: 1234,
-    shape: { ...BIG_LLAMA },
-    out: join(ROOT, 'bench', 'results', 'big-model-cpu.md'),
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const int = () => {
-      const n = Number(val());
-      if (!Number.isInteger(n) || n < 0) throw new Error(`${a} expects a non-negative integer`);
-      return n;
-    };
-    if (a === '--work') o.work = resolve(val());
-    else if (a === '--keep') o.keep = true;
-    else if (a === '--cpu-mem') o.cpuMem = val();
-    else if (a === '--steps') o.steps = int();
-    else if (a === '--batch-size') o.batchSize = int();
-    else if (a === '--max-length') o.maxLength = int();
-    else if (a === '--eval-max') o.evalMax = int();
-    else if (a === '--threads') o.threads = int();
-    else if (a === '--write-back-every') o.writeBackEvery = int();
-    else if (a === '--interval-ms') o.intervalMs = int();
-    else if (a === '--shard-gb') o.shardGb = Number(val());
-    else if (a === '--seed') o.seed = int();
-    else if (a === '--hidden') o.shape.hidden = int();
-    else if (a === '--intermediate') o.shape.intermediate = int();
-    else if (a === '--layers') o.shape.layers = int();
-    else if (a === '--vocab') o.shape.vocab = int();
-    else if (a === '--heads') o.shape.heads = o.shape.kvHeads = int();
-    else if (a === '--tied') o.shape.tied = true;
-    else if (a === '--out') o.out = resolve(val());
-    else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 8).join('\n') + '\n');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 8).join('\n') + '\n');
+    process.exit(0);
   }
-  return o;
-}
-
-/** "2GB" (10^9), "2GiB" (2^30), or bytes: the CLI's parseBytes. */
-function parseBytes(v: string): number {
-  const m = /^\s*([\d.]+)\s*([KMGT]?)(i?)B?\s*$/i.exec(v);
-  if (!m) throw new Error(`cannot read "${v}" as a size`);
-  const pow = ' KMGT'.indexOf(m[2].toUpperCase() || ' ');
-  return Math.round(Number(m[1]) * (m[3] ? 1024 : 1000) ** pow);
+  const a = benchArgs(argv, {
+    work: '',
+    keep: false,
+    'cpu-mem': '2GB',
+    steps: 3,
+    'batch-size': 2,
+    'max-length': 64,
+    'eval-max': 4,
+    threads: 2,
+    'write-back-every': 1,
+    'interval-ms': 50,
+    'shard-gb': 2,
+    seed: 1234,
+    hidden: BIG_LLAMA.hidden,
+    intermediate: BIG_LLAMA.intermediate,
+    layers: BIG_LLAMA.layers,
+    vocab: BIG_LLAMA.vocab,
+    heads: BIG_LLAMA.heads,
+    tied: BIG_LLAMA.tied,
+    out: join(ROOT, 'bench', 'results', 'big-model-cpu.md'),
+  });
+  for (const k of ['steps', 'batch-size', 'max-length', 'eval-max', 'threads', 'write-back-every', 'interval-ms', 'seed', 'hidden', 'intermediate', 'layers', 'vocab', 'heads'] as const) {
+    if (!Number.isInteger(a[k]) || a[k] < 0) throw new Error(`--${k} expects a non-negative integer`);
+  }
+  return {
+    work: a.work ? resolve(a.work) : null,
+    keep: a.keep,
+    cpuMem: a['cpu-mem'],
+    steps: a.steps,
+    batchSize: a['batch-size'],
+    maxLength: a['max-length'],
+    evalMax: a['eval-max'],
+    threads: a.threads,
+    writeBackEvery: a['write-back-every'],
+    intervalMs: a['interval-ms'],
+    shardGb: a['shard-gb'],
+    seed: a.seed,
+    shape: { ...BIG_LLAMA, hidden: a.hidden, intermediate: a.intermediate, layers: a.layers, vocab: a.vocab, heads: a.heads, kvHeads: a.heads, tied: a.tied },
+    out: resolve(a.out),
+  };
 }
 
 const GB = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
@@ -390,11 +375,11 @@ class Sampler {
 }
 
 // ---------------------------------------------------------------------------
-// The engine's own buffers, from its source (native/src/engine.cpp), for the shape
+// The engine's own buffers, from its source (native/src/engine.cpp, native/src/tier/residency.cpp), for the shape
 
 interface Expected {
   name: string;
-  /** What the engine allocates (native/src/engine.cpp at the commit measured). */
+  /** What the engine allocates (native/src/engine.cpp and tier/residency.cpp at the commit measured). */
   bytes: number;
   /** What the planner (electron/engine/planner.ts makePlan) counts for it. */
   planned: number;
@@ -414,8 +399,8 @@ function unitFloats(s: LlamaShape): { embed: number; block: number; head: number
 
 /**
  * The engine's large host buffers on the CPU backend for this shape and placement, read off
- * native/src/engine.cpp (Engine::setup_tiers, Engine::ensure_buffers): the device-homed masters,
- * z and ONE perturbed working copy of the largest unit (zbuf_, wbuf_), one staging slot
+ * native/src/tier/residency.cpp (Residency::place) and native/src/engine.cpp (Engine::ensure_buffers):
+ * the device-homed masters, z and ONE perturbed working copy of the largest group (WorkingCopies), one staging slot
  * (stage_: 1 slot when the backend is host-addressable, 2 on CUDA), the I/O buffer (io_) and
  * TierOptions::prefetch (default 2) prefetch buffers when any block lives on the SSD; next to
  * what the planner counts for each (breakdown of `spillway plan --json`).
@@ -435,7 +420,7 @@ function expectedBuffers(
     { name: 'head master (device-homed)', bytes: head, planned: head, note: s.tied ? 'final norm (tied: the embedding serves as lm_head)' : 'lm_head.weight + final norm' },
     { name: `${deviceBlocks} device-homed block master(s)`, bytes: deviceBlocks * u.block * 4, planned: deviceBlocks * u.block * 4, note: 'the blocks the planner kept resident' },
     {
-      name: 'working copies (zbuf_ + wbuf_)',
+      name: 'working copies (z + working copy)',
       bytes: 2 * unitNeed * 4,
       planned: plan.workingCopies,
       note: `z and one perturbed copy of the largest unit (${MiB(unitNeed * 4)}); the planner counts ${(plan.workingCopies / (unitNeed * 4)).toFixed(2)} × it`,
@@ -461,7 +446,7 @@ function guessBuffer(s: LlamaShape, size: number): string {
   const cands: [string, number][] = [
     ['embeddings master', u.embed * 4],
     ...(s.tied ? [] : ([['lm_head master', s.vocab * C * 4]] as [string, number][])),
-    ['working copy (zbuf_ / wbuf_)', Math.max(u.block, u.headNumel) * 4],
+    ['working copy (z / working copy)', Math.max(u.block, u.headNumel) * 4],
     ['one block slot: stage_ / io_ / prefetch buffer', u.block * 4],
     ['q/o_proj master (device block)', C * C * 4],
     ...(kvd !== C ? ([['k/v_proj master (device block)', kvd * C * 4]] as [string, number][]) : []),
@@ -574,7 +559,7 @@ function runTrain(args: string[], env: NodeJS.ProcessEnv, spill: string, o: Opti
         const rss = eng?.last ? `engine RSS ${MiB(eng.last.rss)}, peak ${MiB(eng.hwm)}` : '';
         const extra =
           e.type === 'step'
-            ? `loss ${(e.loss as number).toFixed(4)}, ${((e.step_ms as number) / 1000).toFixed(1)} s`
+            ? `loss ${(e.loss as number).toFixed(4)}, ${((e.stepMs as number) / 1000).toFixed(1)} s`
             : e.type === 'start' && e.plan
               ? `plan ${JSON.stringify((e.plan as { homes: unknown }).homes)}`
               : e.type === 'error'
@@ -673,10 +658,10 @@ async function main(): Promise<void> {
   try {
     // 2. The plan (calibrates once; cached in dataDir for the training run)
     const plan = runPlan(o, modelDir, spill, dataDir, env);
-    const homes = (plan.homes as number[]) ?? [];
-    const count = { device: homes.filter((h) => h === 0).length, cpu: homes.filter((h) => h === 1).length, ssd: homes.filter((h) => h === 2).length };
+    const homes = (plan.homes as string[]) ?? [];
+    const count = { device: homes.filter((h) => h === 'device').length, cpu: homes.filter((h) => h === 'cpu').length, ssd: homes.filter((h) => h === 'ssd').length };
     const units = plan.units as { kind: string; index: number; bytes: number }[];
-    const unitHome = (i: number) => ['device', 'cpu', 'ssd'][homes[i]];
+    const unitHome = (i: number) => homes[i];
     const blocksBy = (h: string) => units.filter((u, i) => u.kind === 'block' && unitHome(i) === h);
     const ssdBlockBytes = blocksBy('ssd').reduce((n, u) => n + u.bytes, 0);
     const memByTier = plan.memoryByTier as { device: number; cpu: number; ssd: number };
@@ -697,13 +682,13 @@ async function main(): Promise<void> {
     const { res } = run;
     const s = run.sampler;
     const eng = s.engine();
-    const steps = res.events.filter((e) => e.type === 'step') as { step: number; loss: number; loss_plus: number; loss_minus: number; step_ms: number; projected_grad: number; times: Record<string, number> }[];
-    const start = res.events.find((e) => e.type === 'start') as { parameters: number; plan?: { homes: Record<string, number>; predicted_step_ms: number | null } } | undefined;
-    const evalEv = res.events.filter((e) => e.type === 'eval').at(-1) as { loss: number; accuracy: number | null; examples: number; eval_ms: number } | undefined;
-    const done = res.events.find((e) => e.type === 'done') as { status: string; wall_s: number; skipped_steps: number } | undefined;
+    const steps = res.events.filter((e) => e.type === 'step') as { step: number; loss: number; lossPlus: number; lossMinus: number; stepMs: number; projectedGrad: number; times: Record<string, number> }[];
+    const start = res.events.find((e) => e.type === 'start') as { parameters: number; plan?: { homes: Record<string, number>; predictedStepMs: number | null } } | undefined;
+    const evalEv = res.events.filter((e) => e.type === 'eval').at(-1) as { loss: number; accuracy: number | null; examples: number; evalMs: number } | undefined;
+    const done = res.events.find((e) => e.type === 'done') as { status: string; wallS: number; skippedSteps: number } | undefined;
     const error = res.events.find((e) => e.type === 'error') as { message: string } | undefined;
     const ok = res.exitCode === 0 && !!done && !error;
-    const allFinite = steps.length > 0 && steps.every((x) => Number.isFinite(x.loss) && Number.isFinite(x.loss_plus) && Number.isFinite(x.loss_minus) && Number.isFinite(x.projected_grad));
+    const allFinite = steps.length > 0 && steps.every((x) => Number.isFinite(x.loss) && Number.isFinite(x.lossPlus) && Number.isFinite(x.lossMinus) && Number.isFinite(x.projectedGrad));
     const spillLeft = s.spillFiles.size > 0 && readdirSync(spill).length > 0;
 
     // Which mappings held the engine's memory at its peak
@@ -748,7 +733,7 @@ async function main(): Promise<void> {
         ['check', 'result'],
         [
           ['run completed', ok ? `yes (${done?.status}, exit ${res.exitCode})` : `**no** (exit ${res.exitCode}${res.signal ? `, ${res.signal}` : ''}${error ? `: ${error.message}` : ''})`],
-          ['losses finite', allFinite ? `yes (${steps.length} steps, ${done?.skipped_steps ?? 0} skipped)` : '**no**'],
+          ['losses finite', allFinite ? `yes (${steps.length} steps, ${done?.skippedSteps ?? 0} skipped)` : '**no**'],
           ['most of the model on the SSD', `${count.ssd} of ${units.filter((u) => u.kind === 'block').length} blocks, ${GB(ssdBlockBytes)} of ${GB(modelBytes)} (${((100 * ssdBlockBytes) / modelBytes).toFixed(1)}%); spill file ${GB(s.peakSpillSize)}`],
           ['engine peak RSS (VmHWM) well under the model size', !ok ? 'n/a (the run failed)' : `${both(hwm)} = ${((100 * hwm) / modelBytes).toFixed(1)}% of ${GB(modelBytes)}`],
           ['engine peak RSS within the CPU budget', !ok ? 'n/a (the run failed)' : overBudget <= 0 ? `yes: ${both(hwm)} ≤ ${o.cpuMem} (${GB(budget)})` : `**no**: ${both(hwm)} is ${MiB(overBudget)} over ${o.cpuMem} (${GB(budget)}); see "Where the memory goes"`],
@@ -823,7 +808,7 @@ async function main(): Promise<void> {
       '',
       '## Where the memory goes',
       '',
-      `The engine's large buffers for this shape and placement, read off native/src/engine.cpp (${engineRev}), next to what the planner counts:`,
+      `The engine's large buffers for this shape and placement, read off native/src/engine.cpp and native/src/tier/residency.cpp (${engineRev}), next to what the planner counts:`,
       '',
       table(
         ['buffer', 'engine allocates', 'planner counts', 'what'],
@@ -856,10 +841,10 @@ async function main(): Promise<void> {
         steps.map((x) => [
           x.step,
           x.loss.toFixed(5),
-          x.loss_plus.toFixed(5),
-          x.loss_minus.toFixed(5),
-          x.projected_grad.toExponential(3),
-          `${(x.step_ms / 1000).toFixed(1)} s`,
+          x.lossPlus.toFixed(5),
+          x.lossMinus.toFixed(5),
+          x.projectedGrad.toExponential(3),
+          `${(x.stepMs / 1000).toFixed(1)} s`,
           `${((x.times?.ioMs ?? NaN) / 1000).toFixed(1)} s`,
           `${((x.times?.forwardMs ?? NaN) / 1000).toFixed(1)} s`,
           `${((x.times?.noiseMs ?? NaN) / 1000).toFixed(1)} s`,
@@ -867,8 +852,8 @@ async function main(): Promise<void> {
         ]),
       ),
       '',
-      `Median step ${(med(steps.map((x) => x.step_ms)) / 1000).toFixed(1)} s; held-out evaluation: ${evalEv ? `loss ${evalEv.loss.toFixed(4)} on ${evalEv.examples} examples in ${(evalEv.eval_ms / 1000).toFixed(1)} s` : 'none'}; ` +
-        `whole run ${res.wallS.toFixed(1)} s (trainer: ${done ? `${done.wall_s.toFixed(1)} s` : 'n/a'}).`,
+      `Median step ${(med(steps.map((x) => x.stepMs)) / 1000).toFixed(1)} s; held-out evaluation: ${evalEv ? `loss ${evalEv.loss.toFixed(4)} on ${evalEv.examples} examples in ${(evalEv.evalMs / 1000).toFixed(1)} s` : 'none'}; ` +
+        `whole run ${res.wallS.toFixed(1)} s (trainer: ${done ? `${done.wallS.toFixed(1)} s` : 'n/a'}).`,
       '',
     );
     if (!ok) lines.push('## Failure', '', '```', res.stderr.slice(-4000), '```', '');
@@ -921,7 +906,7 @@ function findings(a: {
         : ''),
   );
   const gaps: string[] = [];
-  if (wc && wc.planned !== wc.bytes) gaps.push(`counts ${MiB(wc.planned)} of working copies where the engine allocates ${MiB(wc.bytes)} (zbuf_ + wbuf_)`);
+  if (wc && wc.planned !== wc.bytes) gaps.push(`counts ${MiB(wc.planned)} of working copies where the engine allocates ${MiB(wc.bytes)} (z + working copy)`);
   if (pf && pf.bytes > pf.planned) gaps.push(`counts ${MiB(pf.planned)} of the ${MiB(pf.bytes)} of prefetch buffers`);
   out.push(
     `- Engine buffers ${MiB(a.expectedTotal)} (measured ${MiB(a.measuredBuffers)}) vs planned ${MiB(a.plannerCounted)}` +
@@ -936,7 +921,7 @@ function findings(a: {
         `${bufDiff >= 0 ? '+' : '−'} measured vs expected large buffers (${MiB(Math.abs(bufDiff))}) ` +
         `− the headroom the plan left under the budget (${MiB(a.budget - a.plannerCounted)}).`,
       '- Fix needed (electron/engine/planner.ts `makePlan`; not changed here): make the plan count what the engine allocates — ' +
-        (wc && wc.planned !== wc.bytes ? '`workingCopies = 2 × largestUnit` (zbuf_ + wbuf_), ' : '') +
+        (wc && wc.planned !== wc.bytes ? '`workingCopies = 2 × largestUnit` (z + working copy), ' : '') +
         (pf && pf.bytes > pf.planned ? 'the `prefetch` read-ahead buffers (prefetch × largest streamed slot, TierOptions::prefetch default 2) on the CPU side whenever a block is SSD-homed, ' : '') +
         `and a runtime allowance for the engine host process (about ${MiB(Math.ceil(runtime / 2 ** 20 / 16) * 16 * 2 ** 20)} measured here) — before placing blocks. ` +
         `With those terms (engine buffers other than device-homed blocks ${MiB(a.expectedTotal - deviceBlocks * a.blockBytes)} + runtime ${MiB(runtime)}) ` +

@@ -1,9 +1,12 @@
 // What the CPU benchmarks share: the random OPT-125M model and batch they run,
-// their folders, and the small statistics and machine-load helpers.
+// their folders, their flags, and the small statistics and machine-load helpers.
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 
+import { packBatch } from '../electron/engine/batch.js';
+import type { NativeBatch } from '../electron/engine/native.js';
 import { packageRoot } from '../electron/engine/native.js';
 import { Rng } from './make-model.js';
 
@@ -35,6 +38,36 @@ export function batchFile(batch: number, seq: number): string {
 /** The venv's python with torch 2 (MKL): $SPILLWAY_VENV, default ~/.cache/spillway/venv (scripts/setup.sh --test makes it). */
 export function venvPython(): string {
   return join(process.env.SPILLWAY_VENV || join(homedir(), '.cache', 'spillway', 'venv'), 'bin', 'python');
+}
+
+/** A batch file written from makeTokens (BATCH_FILE unless told), packed as language-model examples. */
+export function benchBatch(file = BATCH_FILE): NativeBatch {
+  const tokens = (JSON.parse(readFileSync(file, 'utf8')) as { tokens: number[][] }).tokens;
+  return packBatch(
+    tokens.map((t, i) => ({ kind: 'lm' as const, label: -1, source: `bench:${i}`, sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }] })),
+  );
+}
+
+type FlagValue = number | string | boolean;
+
+/**
+ * A benchmark's flags, named as on its command line, each with its default: a number, a string, or
+ * false for a switch. Unknown flags and numbers that do not read are errors.
+ */
+export function benchArgs<T extends Record<string, FlagValue>>(argv: string[], defaults: T): { -readonly [K in keyof T]: T[K] extends boolean ? boolean : T[K] } {
+  const options = Object.fromEntries(Object.entries(defaults).map(([k, v]) => [k, { type: typeof v === 'boolean' ? ('boolean' as const) : ('string' as const) }]));
+  const { values } = parseArgs({ args: argv, options, strict: true });
+  const out: Record<string, FlagValue> = { ...defaults };
+  for (const [k, v] of Object.entries(values)) {
+    if (typeof defaults[k] !== 'number') {
+      out[k] = v as FlagValue;
+      continue;
+    }
+    const n = v === '' ? Number.NaN : Number(v);
+    if (!Number.isFinite(n)) throw new Error(`--${k} expects a number, got ${JSON.stringify(v)}`);
+    out[k] = n;
+  }
+  return out as { -readonly [K in keyof T]: T[K] extends boolean ? boolean : T[K] };
 }
 
 export function median(xs: number[]): number {

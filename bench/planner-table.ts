@@ -130,15 +130,15 @@ for (const m of MACHINES) {
       computeDevice: 'gpu',
       budgets: { device: m.gpu, cpu: m.ram },
       ...spill,
-      precision: 'f32',
+      masters: 'fp32',
       batchSize: BATCH,
       maxLength: SEQ,
       rates,
     });
     // The streaming minimum (ZO2's regime): every block streamed, only embeddings, head, scratch and one slot on the device.
-    const minimum = makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device: 0 }, ...spill, precision: 'f32', batchSize: BATCH, maxLength: SEQ, rates }).memory.device;
-    const bf16 = makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device: m.gpu, cpu: m.ram }, ...spill, precision: 'bf16', batchSize: BATCH, maxLength: SEQ, rates });
-    const bf16Min = makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device: 0 }, ...spill, precision: 'bf16', batchSize: BATCH, maxLength: SEQ, rates }).memory.device;
+    const minimum = makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device: 0 }, ...spill, masters: 'fp32', batchSize: BATCH, maxLength: SEQ, rates }).memory.device;
+    const bf16 = makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device: m.gpu, cpu: m.ram }, ...spill, masters: 'bf16', batchSize: BATCH, maxLength: SEQ, rates });
+    const bf16Min = makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device: 0 }, ...spill, masters: 'bf16', batchSize: BATCH, maxLength: SEQ, rates }).memory.device;
     const streamed = p.update.homeUnits + p.update.deviceUnits;
     const updates = streamed ? `${p.update.homeUnits} / ${p.update.deviceUnits} (${time(p.update.allHomeStepMs)})` : '—';
     const fits = p.feasible ? '' : ` — does not fit: ${p.shortfalls.join('; ')}`;

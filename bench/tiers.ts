@@ -19,13 +19,13 @@ import os from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { packBatch } from '../electron/engine/batch.js';
-import { HOME, loadNative } from '../electron/engine/native.js';
+import { loadNative } from '../electron/engine/native.js';
+import type { Home } from '../electron/common/options.js';
 import type { NativeCalibration, NativeStepParams, PhaseTimes, TierInfo, TierPlacement } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, benchBatch, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const UNITS = OPT_125M.layers + 2; // embeddings, blocks, head
@@ -41,24 +41,8 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { threads: 2, steps: 3, warmup: 1, ioMib: 512, retries: 2, spill: join(WORK, 'spill'), child: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--threads') o.threads = Number(val());
-    else if (a === '--steps') o.steps = Number(val());
-    else if (a === '--warmup') o.warmup = Number(val());
-    else if (a === '--io-mib') o.ioMib = Number(val());
-    else if (a === '--spill') o.spill = val();
-    else if (a === '--retries') o.retries = Number(val());
-    else if (a === '--child') o.child = val();
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
+  const a = benchArgs(argv, { threads: 2, steps: 3, warmup: 1, 'io-mib': 512, retries: 2, spill: join(WORK, 'spill'), child: '' });
+  return { threads: a.threads, steps: a.steps, warmup: a.warmup, ioMib: a['io-mib'], retries: a.retries, spill: a.spill, child: a.child || null };
 }
 
 /** The same 16 x 64 tokens as bench/zo-step.ts (same seed). */
@@ -72,22 +56,22 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
 interface Config {
   name: string;
   label: string;
-  homes: number[];
+  homes: Home[];
   writeBackEvery?: number;
   prefetch?: number;
   ssd: boolean;
 }
 
-function homes(block: (b: number) => number): number[] {
-  return Array.from({ length: UNITS }, (_, u) => (u === 0 || u === UNITS - 1 ? HOME.device : block(u - 1)));
+function homes(block: (b: number) => Home): Home[] {
+  return Array.from({ length: UNITS }, (_, u) => (u === 0 || u === UNITS - 1 ? 'device' : block(u - 1)));
 }
 
 /** Half the blocks on the SSD, interleaved (blocks 1, 3, 5, ...), the others resident. */
-const HALF_SSD = homes((b) => (b % 2 === 1 ? HOME.ssd : HOME.device));
+const HALF_SSD = homes((b) => (b % 2 === 1 ? 'ssd' : 'device'));
 
 const CONFIGS: Config[] = [
-  { name: 'resident', label: 'all resident', homes: homes(() => HOME.device), ssd: false },
-  { name: 'cpu', label: 'all blocks CPU-streamed', homes: homes(() => HOME.cpu), ssd: false },
+  { name: 'resident', label: 'all resident', homes: homes(() => 'device'), ssd: false },
+  { name: 'cpu', label: 'all blocks CPU-streamed', homes: homes(() => 'cpu'), ssd: false },
   { name: 'ssd-p0-k1', label: 'half SSD, prefetch 0, K = 1', homes: HALF_SSD, prefetch: 0, writeBackEvery: 1, ssd: true },
   { name: 'ssd-p2-k1', label: 'half SSD, prefetch 2, K = 1', homes: HALF_SSD, prefetch: 2, writeBackEvery: 1, ssd: true },
   { name: 'ssd-p0-k4', label: 'half SSD, prefetch 0, K = 4', homes: HALF_SSD, prefetch: 0, writeBackEvery: 4, ssd: true },
@@ -123,19 +107,11 @@ interface ChildResult {
 }
 
 async function child(o: Options, cfg: Config): Promise<void> {
-  const tokens = (JSON.parse(readFileSync(BATCH_FILE, 'utf8')) as { tokens: number[][] }).tokens;
-  const batch = packBatch(
-    tokens.map((t, i) => ({
-      kind: 'lm' as const,
-      label: -1,
-      source: `bench:${i}`,
-      sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }],
-    })),
-  );
+  const batch = benchBatch();
   const info = await loadModelInfo(MODEL_DIR);
   const engine = new (loadNative().Engine)({ threads: o.threads });
   const placement: TierPlacement = { homes: cfg.homes };
-  if (cfg.ssd) placement.spillDir = o.spill;
+  if (cfg.ssd) placement.spillDirs = [o.spill];
   if (cfg.writeBackEvery !== undefined) placement.writeBackEvery = cfg.writeBackEvery;
   if (cfg.prefetch !== undefined) placement.prefetch = cfg.prefetch;
   const tl = performance.now();

@@ -5,7 +5,7 @@
 //
 //   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1]
 //        [--shapes 16x64,4x256,1x512] [--anchors torch1.13,torch2,torch2-compile]
-//        [--debian-python /usr/bin/python3] [--venv-python PATH] [--engine-also LABEL=ADDON ...]
+//        [--debian-python /usr/bin/python3] [--venv-python PATH] [--engine-also LABEL=ADDON]
 //
 // The anchors, each in its best configuration:
 //   torch1.13       Debian's PyTorch 1.13 (OpenBLAS): run twice, OPENBLAS_NUM_THREADS=1 and =threads
@@ -28,14 +28,13 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { packBatch } from '../electron/engine/batch.js';
 import { loadNative } from '../electron/engine/native.js';
 import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
 import type { OptShape } from './make-model.js';
-import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, machineBusyMs, makeTokens, median, venvPython } from './common.js';
+import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, makeTokens, median, venvPython } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
@@ -68,47 +67,39 @@ function parseShape(text: string): Shape {
 
 const ANCHORS = ['torch1.13', 'torch2', 'torch2-compile'];
 
-function parseArgs(argv: string[]): Options & { engineChild: string | null } {
-  const o = {
+function parseArgs(argv: string[]): Options & { engineChild: string } {
+  const a = benchArgs(argv, {
     threads: 2,
     steps: 3,
     warmup: 1,
-    shapes: ['16x64', '4x256', '1x512'].map(parseShape),
-    anchors: ANCHORS,
-    debianPython: '/usr/bin/python3',
-    venvPython: venvPython(),
-    engineAlso: [] as { label: string; addon: string }[],
-    engineChild: null as string | null,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const count = (min: number) => {
-      const v = Number(val());
-      if (!Number.isInteger(v) || v < min) throw new Error(`${a} needs an integer >= ${min}`);
-      return v;
-    };
-    if (a === '--threads') o.threads = count(1);
-    else if (a === '--steps') o.steps = count(1);
-    else if (a === '--warmup') o.warmup = count(0);
-    else if (a === '--shapes') o.shapes = val().split(',').map(parseShape);
-    else if (a === '--anchors') {
-      o.anchors = val().split(',').map((s) => s.trim());
-      for (const x of o.anchors) if (!ANCHORS.includes(x)) throw new Error(`unknown anchor '${x}' (known: ${ANCHORS.join(', ')})`);
-    } else if (a === '--debian-python') o.debianPython = val();
-    else if (a === '--venv-python') o.venvPython = val();
-    else if (a === '--engine-also') {
-      const m = /^([^=]+)=(.+)$/.exec(val());
-      if (!m || !existsSync(m[2])) throw new Error(`--engine-also needs LABEL=ADDON with an existing addon file`);
-      o.engineAlso.push({ label: m[1], addon: resolve(m[2]) });
-    } else if (a === '--engine-child') o.engineChild = val();
-    else throw new Error(`unknown argument ${a}`);
+    shapes: '16x64,4x256,1x512',
+    anchors: ANCHORS.join(','),
+    'debian-python': '/usr/bin/python3',
+    'venv-python': venvPython(),
+    'engine-also': '',
+    'engine-child': '',
+  });
+  for (const [k, min] of [['threads', 1], ['steps', 1], ['warmup', 0]] as const)
+    if (!Number.isInteger(a[k]) || a[k] < min) throw new Error(`--${k} needs an integer >= ${min}`);
+  const anchors = a.anchors.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const x of anchors) if (!ANCHORS.includes(x)) throw new Error(`unknown anchor '${x}' (known: ${ANCHORS.join(', ')})`);
+  const engineAlso: Options['engineAlso'] = [];
+  if (a['engine-also']) {
+    const m = /^([^=]+)=(.+)$/.exec(a['engine-also']);
+    if (!m || !existsSync(m[2])) throw new Error('--engine-also needs LABEL=ADDON with an existing addon file');
+    engineAlso.push({ label: m[1], addon: resolve(m[2]) });
   }
-  return o;
+  return {
+    threads: a.threads,
+    steps: a.steps,
+    warmup: a.warmup,
+    shapes: a.shapes.split(',').map(parseShape),
+    anchors,
+    debianPython: a['debian-python'],
+    venvPython: a['venv-python'],
+    engineAlso,
+    engineChild: a['engine-child'],
+  };
 }
 
 interface StepRecord {
@@ -141,15 +132,7 @@ interface ImplResult {
 // at the end of stdin, the summary.
 
 async function engineChild(o: Options, file: string): Promise<void> {
-  const tokens = (JSON.parse(readFileSync(file, 'utf8')) as { tokens: number[][] }).tokens;
-  const batch = packBatch(
-    tokens.map((t, i) => ({
-      kind: 'lm' as const,
-      label: -1,
-      source: `bench:${i}`,
-      sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }],
-    })),
-  );
+  const batch = benchBatch(file);
   const info = await loadModelInfo(MODEL_DIR);
   const engine = new (loadNative().Engine)({ threads: o.threads });
   const tl = performance.now();

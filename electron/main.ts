@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { app, BrowserWindow, ipcMain, Menu, protocol, session } from 'electron';
+import { app, BrowserWindow, dialog, ipcMain, Menu, protocol, session } from 'electron';
 import type {
   BrowserWindowConstructorOptions,
   IpcMain,
@@ -21,6 +21,7 @@ import type {
 } from 'electron';
 
 import { CANCEL_CHANNEL, EVENT_CHANNELS, IpcRequest, METHOD_CHANNELS, METHOD_NAMES, type CallOutcome } from './common/contract.js';
+import { nativePicker } from './dialogs.js';
 import { Dispatcher } from './server/dispatch.js';
 import { CONTENT_SECURITY_POLICY, readStaticFile } from './server/static.js';
 import { createServices, type SpillwayServices } from './services/api.js';
@@ -178,10 +179,10 @@ export async function runApp(opts: AppOptions = {}): Promise<boolean> {
     return false;
   }
   const paths = defaultPaths();
-  const services = opts.services ?? createServices();
-  const dispatcher = new Dispatcher(services, { exposeStacks: true, log });
   let window: BrowserWindow | null = null;
   const windows = () => (window && !window.isDestroyed() ? [window] : []);
+  const services = opts.services ?? createServices({ picker: nativePicker(dialog, () => windows()[0] ?? null) });
+  const dispatcher = new Dispatcher(services, { exposeStacks: true, log });
 
   registerAppScheme(protocol);
   app.on('second-instance', () => {

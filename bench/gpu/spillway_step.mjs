@@ -139,10 +139,10 @@ async function poll(p) {
 
 const placement = () => {
   if (!streamed) return masters === 'fp32' ? undefined : { masters }; // resident bf16 masters: every unit on the device
-  const home = offload === 'cpu' ? 1 : 2;
-  const homes = spec.units.map((u) => (u.kind === 'block' ? home : 0));
+  const home = offload === 'cpu' ? 'cpu' : 'ssd';
+  const homes = spec.units.map((u) => (u.kind === 'block' ? home : 'device'));
   const p = { homes, masters, deviceUpdate: spec.units.map((u) => u.kind === 'block' && updateOn === 'device') };
-  if (offload === 'ssd') p.spillDir = spillDir;
+  if (offload === 'ssd') p.spillDirs = [spillDir];
   if (slots !== undefined) p.stageSlots = Number(slots);
   if (prefetch !== undefined) p.prefetch = Number(prefetch);
   if (writeBackEvery !== undefined) p.writeBackEvery = Number(writeBackEvery);

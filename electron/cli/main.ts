@@ -1,39 +1,60 @@
 // `spillway`: train, score and inspect from a terminal. Training and scoring
 // run in an engine host process; this process only parses, prints and relays.
-import { existsSync, readFileSync } from 'node:fs';
+// The flags of train, score and plan come from the options schema
+// (electron/common/options.ts, read by ./flags.ts).
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import type { TaskTemplate } from '../data/index.js';
+import { formatDuration, parseBytes } from '../common/format.js';
+import { PlanRequest, RunOptions, ScoreOptions, TrainOptions } from '../common/contract.js';
+import type { RunOptionsInput } from '../common/contract.js';
 import { formatInspect, inspectModel } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { startEngineJob } from '../engine/runner.js';
+import type { ScoreEvent } from '../engine/score.js';
+import type { EvalEvent, TrainEvent } from '../engine/trainer.js';
+import { formatPlan } from '../engine/planner.js';
+import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
 import type { RunEvent } from '../services/runs/index.js';
-import type { ScoreOptions } from '../engine/score.js';
-import { TRAIN_DEFAULTS } from '../engine/trainer.js';
-import { formatPlan, parseBytes, splitFolders } from '../engine/planner.js';
-import type { UpdateMode } from '../engine/planner.js';
-import { planFor, toPlanResult } from '../engine/plan-result.js';
-import type { TrainEvent, TrainOptions } from '../engine/trainer.js';
-import { ProgressLine } from './progress.js';
 import { cmdServe } from '../server/serve-command.js';
+import { argOptions, helpLines, optionsFromFlags } from './flags.js';
+import type { ArgValues } from './flags.js';
+import { isStdoutClosed, out, stdoutClosed, watchOutput } from './output.js';
+import { ProgressLine } from './progress.js';
+
+/** What `spillway plan` takes of the run options, and the plan request's sequence length (its other flags are its own). */
+const PlanFields = RunOptions.pick({
+  model: true,
+  gpuMem: true,
+  cpuMem: true,
+  ssdMem: true,
+  spillDirs: true,
+  updateOn: true,
+  masters: true,
+  batchSize: true,
+  q: true,
+  writeBackEvery: true,
+  steps: true,
+}).extend({ maxLength: PlanRequest.shape.maxLength });
+/** `spillway plan`'s exit status when the plan does not fit. */
+export const EXIT_DOES_NOT_FIT = 2;
 
 const USAGE = `spillway — zeroth-order fine-tuning of language models larger than the GPU
 
 Usage:
   spillway train [options]        fine-tune with MeZO (no options: the embedded demo)
-  spillway score --model M --data D [--task T] [--json]
-                                  per-example loss and accuracy, no training
+  spillway score --model M --data D [--task T] [--per-example] [--json]
+                                  mean loss and accuracy of a model on a dataset, no training
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
-  spillway plan --model M [--gpu-mem 24GB --cpu-mem 2GB --spill DIR[,DIR...] --ssd-mem 100GB
-                --batch-size 16 --max-length 256 --update-on auto|home|device
-                --masters fp32|bf16|fp16 --recalibrate] [--json]
+  spillway plan --model M [options] [--json]
                                   where every unit lives (SSD blocks striped over the
                                   spill folders), where each is updated, memory per tier,
-                                  bytes per step per link, predicted step time and its floor
+                                  bytes per step per link, predicted step and run time;
+                                  exit status ${EXIT_DOES_NOT_FIT} when the plan does not fit
   spillway doctor [--spill DIR] [--clean-spill] [--json]
                                   what this machine has: CUDA, GPUs, cuBLAS, NVML,
                                   BLAS, io_uring, O_DIRECT on the spill folder
@@ -42,96 +63,32 @@ Usage:
   spillway help
 
 Train options:
-  --model PATH          Hugging Face model folder or HF cache entry (models--org--name)
-  --data FILE           training data (.jsonl, .csv, .parquet)
-  --eval-data FILE      held-out data (default: --eval-fraction of --data)
-  --eval-fraction F     fraction of --data held out when no --eval-data (default 0.1)
-  --task T              sst2 | rte | classify | text | completion (default sst2)
-  --label-words W       classify: label words as JSON ('[" bad"," good"]') or comma-separated
-  --label-map M         classify: JSON object from dataset label to label-word index
-  --prompt P            classify: prompt with {text} (default "{text} It was")
-  --steps N             steps (default 1000)          --batch-size N   (default 16)
-  --lr X                learning rate (default 1e-6)  --eps X          (default 1e-3)
-  --weight-decay X      (default 0)                   --q N            perturbations per step (default 1)
-  --schedule S          constant | linear | cosine    --warmup N       warm-up steps (default 0)
-  --noise K             gaussian | rademacher         --seed N         (default 0)
-  --eval-every N        evaluate every N steps (default: start and end only)
-  --eval-max N          at most N held-out examples per evaluation
-  --max-length N        truncate sequences to N tokens
-  --threads N           CPU threads (default: all cores)
-  --offload T           where the blocks live between visits: none (default), cpu, ssd, auto
-  --gpu-mem X           device memory budget (24GB, 512MiB, bytes); with --cpu-mem or --ssd-mem:
-  --cpu-mem X           the planner places blocks (device first, then CPU, then SSD): --offload auto
-  --ssd-mem X           spill file budget (default: the free space of --spill)
-  --spill DIR[,DIR...]  spill folder(s) for --offload ssd / auto (a preallocated file each, removed at
-                        the end); several folders (drives): SSD blocks are striped over them
-  --write-back-every K  --offload ssd: rewrite a block every K updates, replaying in between (default 1)
-  --update-on M         streamed blocks: auto (the planner's cost model, default), home (host threads
-                        where the master lives) or device (on the device, then copied home: ZO2's way)
-  --masters P           fp32 (default), bf16 or fp16: masters in that format, every update rounded
-                        stochastically; streamed blocks move and are stored in half the bytes
-  --out DIR             save the fine-tuned model (Hugging Face folder + seed log) here
-  --checkpoint-every N  write a checkpoint every N steps (and on stop) into --checkpoint-dir
-                        (without it: every 100 steps, quietly, into the run's folder)
-  --checkpoint-dir DIR  where checkpoints go (the two newest are kept)
-  --resume DIR          continue from a checkpoint folder (same options as the first run)
-  --no-zero-shot        skip the evaluation before the first step
-  --json                one JSON object per line: start, step, eval, done, error
+${helpLines(TrainOptions, { task: true })}
+  --json                one JSON object per line: start (with the run id), step, eval, checkpoint,
+                        done, error
   --data-dir DIR        where runs are recorded (default $SPILLWAY_DATA_DIR, else
                         $XDG_DATA_HOME/spillway or ~/.local/share/spillway)
+
+Score options: --model, --data, the task flags, --threads, --batch-size and --max-length as in
+train, and
+  --per-example         one line per example (loss, and correct or wrong when classifying)
+  --json                one JSON object per line: each example, then the summary
+
+Plan options:
+${helpLines(PlanFields)}
+  --device D            cpu or gpu: where the forwards run (default gpu with --gpu-mem, else cpu)
+  --calibration-bytes X size of the SSD test file when calibrating (default 64MiB)
+  --recalibrate         measure this machine again instead of using the cached calibration
+  --json                the plan as one JSON object
+  --data-dir DIR        where the calibration is cached
 
 Runs:
 ${RUNS_USAGE.replace(/^Usage:\n/, '')}`;
 
 function fail(message: string, json: boolean): never {
-  if (json) process.stdout.write(JSON.stringify({ type: 'error', message }) + '\n');
+  if (json) out(JSON.stringify({ type: 'error', message }) + '\n');
   else process.stderr.write(`spillway: ${message}\n`);
   process.exit(1);
-}
-
-/** --spill values: each a folder, or a comma-separated list of folders (a path that exists is taken whole). */
-function spillFolders(v: string | string[] | boolean | undefined): string[] {
-  const vals = typeof v === 'string' ? [v] : Array.isArray(v) ? v : [];
-  return vals.flatMap((x) => (existsSync(x) ? [x] : splitFolders(x)));
-}
-
-function num(v: string | undefined, name: string, fallback: number): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new Error(`--${name} expects a number, got "${v}"`);
-  return n;
-}
-
-function parseLabelWords(v: string): string[] {
-  const t = v.trim();
-  if (t.startsWith('[')) {
-    const parsed = JSON.parse(t) as unknown;
-    if (!Array.isArray(parsed) || !parsed.every((x) => typeof x === 'string')) throw new Error('--label-words must be a JSON array of strings');
-    return parsed as string[];
-  }
-  return v.split(',');
-}
-
-export function buildTask(kind: string, v: Record<string, string | boolean | undefined>): TaskTemplate {
-  const labelWords = typeof v['label-words'] === 'string' ? parseLabelWords(v['label-words']) : undefined;
-  switch (kind) {
-    case 'sst2':
-      return { kind: 'sst2', ...(labelWords ? { labelWords } : {}) };
-    case 'rte':
-      return { kind: 'rte', ...(labelWords ? { labelWords } : {}) };
-    case 'classify': {
-      if (!labelWords) throw new Error('--task classify needs --label-words');
-      const labelMap = typeof v['label-map'] === 'string' ? (JSON.parse(v['label-map']) as Record<string, number>) : undefined;
-      const prompt = typeof v.prompt === 'string' ? v.prompt : undefined;
-      return { kind: 'classify', labelWords, ...(labelMap ? { labelMap } : {}), ...(prompt ? { prompt } : {}) };
-    }
-    case 'text':
-      return { kind: 'text' };
-    case 'completion':
-      return { kind: 'completion' };
-    default:
-      throw new Error(`unknown task "${kind}" (sst2, rte, classify, text, completion)`);
-  }
 }
 
 interface DemoSpec {
@@ -147,15 +104,15 @@ interface DemoSpec {
   evalMax?: number;
 }
 
-export function demoOptions(): TrainOptions {
+/** The embedded demo's options (resources/demo.json), over which train's flags apply when neither --model nor --data is given. */
+export function demoOptions(): RunOptionsInput {
   const res = join(packageRoot(), 'resources');
   const demo = JSON.parse(readFileSync(join(res, 'demo.json'), 'utf8')) as DemoSpec;
   return {
-    ...TRAIN_DEFAULTS,
     model: join(res, demo.model),
     train: join(res, demo.data.train),
     eval: join(res, demo.data.eval),
-    task: buildTask(demo.task.template, { 'label-words': demo.task.labelWords ? JSON.stringify(demo.task.labelWords) : undefined }),
+    task: { kind: demo.task.template, ...(demo.task.labelWords ? { labelWords: demo.task.labelWords } : {}) } as RunOptionsInput['task'],
     steps: demo.steps,
     batchSize: demo.batchSize,
     lr: demo.lr,
@@ -167,108 +124,43 @@ export function demoOptions(): TrainOptions {
 }
 
 const TRAIN_FLAGS = {
-  model: { type: 'string' },
-  data: { type: 'string' },
-  'eval-data': { type: 'string' },
-  'eval-fraction': { type: 'string' },
-  task: { type: 'string' },
-  'label-words': { type: 'string' },
-  'label-map': { type: 'string' },
-  prompt: { type: 'string' },
-  steps: { type: 'string' },
-  'batch-size': { type: 'string' },
-  lr: { type: 'string' },
-  eps: { type: 'string' },
-  'weight-decay': { type: 'string' },
-  q: { type: 'string' },
-  schedule: { type: 'string' },
-  warmup: { type: 'string' },
-  noise: { type: 'string' },
-  seed: { type: 'string' },
-  'eval-every': { type: 'string' },
-  'eval-max': { type: 'string' },
-  'max-length': { type: 'string' },
-  threads: { type: 'string' },
-  out: { type: 'string' },
-  'checkpoint-every': { type: 'string' },
-  offload: { type: 'string' },
-  'gpu-mem': { type: 'string' },
-  'cpu-mem': { type: 'string' },
-  'ssd-mem': { type: 'string' },
-  spill: { type: 'string', multiple: true },
-  'write-back-every': { type: 'string' },
-  'update-on': { type: 'string' },
-  masters: { type: 'string' },
-  'checkpoint-dir': { type: 'string' },
-  resume: { type: 'string' },
-  'no-zero-shot': { type: 'boolean' },
+  ...argOptions(TrainOptions, { task: true }),
   json: { type: 'boolean' },
   'data-dir': { type: 'string' },
 } as const;
 
-export function trainOptionsFromArgs(v: Record<string, string | string[] | boolean | undefined>): TrainOptions {
-  const anyModelFlag = v.model !== undefined || v.data !== undefined;
-  // Only --spill may be repeated (a list); the task flags are single strings.
-  const taskFlags = v as Record<string, string | boolean | undefined>;
-  let base: TrainOptions;
-  if (!anyModelFlag) {
-    base = demoOptions();
-  } else {
-    if (typeof v.model !== 'string') throw new Error('--model is required with --data');
-    if (typeof v.data !== 'string') throw new Error('--data is required with --model');
-    base = {
-      ...TRAIN_DEFAULTS,
-      model: resolve(v.model),
-      train: resolve(v.data),
-      task: buildTask(typeof v.task === 'string' ? v.task : 'sst2', taskFlags),
-    };
-  }
-  if (anyModelFlag && typeof v['eval-data'] === 'string') base.eval = resolve(v['eval-data']);
-  if (!anyModelFlag && typeof v.task === 'string') base.task = buildTask(v.task, taskFlags);
-  const s = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
-  const spill = spillFolders(v.spill).map((d) => resolve(d));
-  const o: TrainOptions = {
-    ...base,
-    evalFraction: num(s('eval-fraction'), 'eval-fraction', base.evalFraction),
-    steps: num(s('steps'), 'steps', base.steps),
-    batchSize: num(s('batch-size'), 'batch-size', base.batchSize),
-    lr: num(s('lr'), 'lr', base.lr),
-    eps: num(s('eps'), 'eps', base.eps),
-    weightDecay: num(s('weight-decay'), 'weight-decay', base.weightDecay),
-    q: num(s('q'), 'q', base.q),
-    schedule: (s('schedule') ?? base.schedule) as TrainOptions['schedule'],
-    warmupSteps: num(s('warmup'), 'warmup', base.warmupSteps),
-    noise: (s('noise') ?? base.noise) as TrainOptions['noise'],
-    seed: num(s('seed'), 'seed', base.seed),
-    evalEvery: num(s('eval-every'), 'eval-every', base.evalEvery),
-    evalMax: num(s('eval-max'), 'eval-max', base.evalMax),
-    threads: num(s('threads'), 'threads', base.threads),
-    maxLength: s('max-length') !== undefined ? num(s('max-length'), 'max-length', 0) : base.maxLength,
-    out: s('out') !== undefined ? resolve(s('out') as string) : base.out,
-    zeroShot: v['no-zero-shot'] ? false : base.zeroShot,
-    checkpointEvery: num(s('checkpoint-every'), 'checkpoint-every', 0),
-    checkpointDir: s('checkpoint-dir') !== undefined ? resolve(s('checkpoint-dir') as string) : undefined,
-    resumeFrom: s('resume') !== undefined ? resolve(s('resume') as string) : undefined,
-    offload: (s('offload') ?? (s('gpu-mem') ?? s('cpu-mem') ?? s('ssd-mem') ? 'auto' : base.offload)) as TrainOptions['offload'],
-    gpuMem: s('gpu-mem') !== undefined ? parseBytes(s('gpu-mem') as string) : base.gpuMem,
-    cpuMem: s('cpu-mem') !== undefined ? parseBytes(s('cpu-mem') as string) : base.cpuMem,
-    ssdMem: s('ssd-mem') !== undefined ? parseBytes(s('ssd-mem') as string) : base.ssdMem,
-    spillDir: spill.length ? spill[0] : base.spillDir,
-    spillDirs: spill.length > 1 ? spill : base.spillDirs,
-    writeBackEvery: s('write-back-every') !== undefined ? num(s('write-back-every'), 'write-back-every', 1) : base.writeBackEvery,
-    updateOn: (s('update-on') ?? base.updateOn) as TrainOptions['updateOn'],
-    masters: (s('masters') ?? base.masters) as TrainOptions['masters'],
-  };
+/** train's flags as the options the run starts with: over the demo's when neither --model nor --data is given. */
+export function trainOptionsFromArgs(v: ArgValues): TrainOptions {
+  const demo = v.model === undefined && v.data === undefined;
+  if (!demo && v.model === undefined) throw new Error('--model is required with --data');
+  if (!demo && v.data === undefined) throw new Error('--data is required with --model');
+  const base: Record<string, unknown> = demo ? { ...demoOptions() } : {};
+  // A budget without --offload: the planner places the blocks.
+  if (v.offload === undefined && (v['gpu-mem'] ?? v['cpu-mem'] ?? v['ssd-mem']) !== undefined) base.offload = 'auto';
+  const o = optionsFromFlags(TrainOptions, v, base, 'train');
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
   return o;
 }
 
-function pct(x: number | null | undefined): string {
-  return x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`;
+const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
+
+/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise. */
+const evalWords = (e: EvalEvent) => (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+
+/** Before → after: accuracy (and its lift in points) when classifying, else the held-out loss. */
+function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
+  if (before?.accuracy != null || after?.accuracy != null) {
+    const a = before?.accuracy ?? null;
+    const b = after?.accuracy ?? null;
+    const lift = a !== null && b !== null ? ` (${b >= a ? '+' : ''}${((b - a) * 100).toFixed(1)} points)` : '';
+    return `held-out accuracy ${pct(a)} → ${pct(b)}${lift}`;
+  }
+  const loss = (e: EvalEvent | null) => (e ? e.loss.toFixed(4) : 'n/a');
+  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}` : 'no held-out evaluation';
 }
 
 async function cmdTrain(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: TRAIN_FLAGS, allowPositionals: false });
+  const values: ArgValues = parseArgs({ args: argv, options: TRAIN_FLAGS, allowPositionals: false }).values;
   const json = values.json === true;
   let options: TrainOptions;
   try {
@@ -278,69 +170,65 @@ async function cmdTrain(argv: string[]): Promise<number> {
   }
   const isDemo = values.model === undefined && values.data === undefined;
   const progress = new ProgressLine(process.stderr, !json && process.stderr.isTTY === true);
-  let zeroShot: number | null = null;
-  let lastEval: number | null = null;
-  const onEvent = (raw: unknown) => {
-    const e = raw as TrainEvent;
+  let zeroShot: EvalEvent | null = null;
+  const onEvent = (e: TrainEvent & { runId: string }) => {
+    const { runId, ...event } = e;
     if (json) {
-      if (e.type !== 'log') process.stdout.write(JSON.stringify(e) + '\n');
+      // The start names the run (spillway runs show ID); the other lines are the engine's events.
+      if (event.type !== 'log') out(JSON.stringify(event.type === 'start' ? { ...event, runId } : event) + '\n');
       return;
     }
-    switch (e.type) {
+    switch (event.type) {
       case 'log':
-        progress.log(e.message);
+        progress.log(event.message);
         break;
       case 'start':
         progress.log(
-          `${isDemo ? 'demo: ' : ''}${e.model} (${e.architecture}, ${(e.parameters / 1e6).toFixed(2)}M parameters) on ${e.backend} × ${e.threads} threads; ` +
-            `${e.train_examples} training / ${e.eval_examples} held-out examples; ${e.steps} steps of batch ${e.batch_size}`,
+          `${isDemo ? 'demo: ' : ''}run ${runId}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
+            `${event.trainExamples} training / ${event.evalExamples} held-out examples; ${event.steps} steps of batch ${event.batchSize}`,
         );
-        if (e.plan) {
-          const p = e.plan;
+        if (event.plan) {
+          const p = event.plan;
           const ms = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(1)} ms`);
           progress.log(
             `plan: ${p.homes.device} units on the device, ${p.homes.cpu} on the CPU, ${p.homes.ssd} on the SSD; ` +
-              `predicted ${ms(p.predicted_step_ms)} per step, floor ${ms(p.floor_ms)}${p.bound ? ` (${p.bound})` : ''}`,
+              `predicted ${ms(p.predictedStepMs)} per step, floor ${ms(p.floorMs)}${p.bound ? ` (${p.bound})` : ''}`,
           );
         }
-        progress.total = e.steps;
+        progress.total = event.steps;
         break;
       case 'eval':
-        if (e.step === 0) {
-          zeroShot = e.accuracy;
-          progress.log(`zero-shot (before training): held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+        if (event.step === 0) {
+          zeroShot = event;
+          progress.log(`zero-shot (before training): ${evalWords(event)}`);
         } else {
-          lastEval = e.accuracy;
-          progress.log(`step ${e.step}: held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+          progress.log(`step ${event.step}: ${evalWords(event)}`);
         }
         break;
       case 'checkpoint':
-        progress.log(`checkpoint at step ${e.step}: ${e.path}`);
+        progress.log(`checkpoint at step ${event.step}: ${event.path}`);
         break;
       case 'step':
-        progress.update(e.step, `loss ${e.loss.toFixed(4)}  ${e.step_ms.toFixed(0)} ms/step  ${Math.round(e.tokens_per_s)} tok/s`);
+        progress.update(event.step, `loss ${event.loss.toFixed(4)}  ${event.stepMs.toFixed(0)} ms/step  ${Math.round(event.tokensPerS)} tok/s`);
         break;
-      case 'done': {
+      case 'done':
         progress.finish();
-        const lift = zeroShot !== null && lastEval !== null ? ` (${((lastEval - zeroShot) * 100 >= 0 ? '+' : '')}${((lastEval - zeroShot) * 100).toFixed(1)} points)` : '';
         process.stderr.write(
-          `${e.status === 'completed' ? 'done' : 'stopped'}: ${e.steps} steps in ${e.wall_s.toFixed(1)} s; ` +
-            `held-out accuracy ${pct(zeroShot)} → ${pct(e.eval?.accuracy)}${lift}` +
-            (e.skipped_steps ? `; ${e.skipped_steps} steps skipped (non-finite)` : '') +
-            (e.out ? `\nsaved to ${e.out}` : '') +
+          `${event.status === 'completed' ? 'done' : 'stopped'}: ${event.steps} steps in ${formatDuration(event.wallS * 1000)}; ` +
+            evalChange(zeroShot, event.eval) +
+            (event.skippedSteps ? `; ${event.skippedSteps} steps skipped (non-finite)` : '') +
+            (event.out ? `\nsaved to ${event.out}` : '') +
             '\n',
         );
         break;
-      }
     }
   };
   // Checkpoints the person did not ask for go quietly into the run's folder.
-  const showCheckpoints = values['checkpoint-dir'] !== undefined;
-  if (values['checkpoint-every'] === undefined) delete options.checkpointEvery;
+  const showCheckpoints = options.checkpointDir !== undefined;
   let supervisor: RunSupervisor;
   let runId: string;
   try {
-    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] }));
+    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] as string | undefined }));
   } catch (e) {
     fail((e as Error).message, json);
   }
@@ -349,8 +237,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
   supervisor.subscribe('*', (e: RunEvent) => {
     if (e.type === 'status' || e.runId !== runId) return;
     if (e.type === 'checkpoint' && !showCheckpoints) return;
-    const { runId: _, ...event } = e;
-    onEvent(event);
+    onEvent(e);
   });
   const finish = async (message: string | null): Promise<number> => {
     await supervisor.close();
@@ -373,62 +260,56 @@ async function cmdTrain(argv: string[]): Promise<number> {
       void supervisor.kill(runId);
     }
   });
+  // The reader of --json went away (`| head`): stop the run as Ctrl-C would, with a checkpoint.
+  void stdoutClosed.then(() => {
+    if (supervisor.isActive(runId)) void supervisor.stop(runId, { graceMs: null });
+  });
   const run = await supervisor.waitFor(runId);
   return finish(run.error);
 }
 
+const SCORE_FLAGS = {
+  ...argOptions(ScoreOptions, { task: true }),
+  'per-example': { type: 'boolean' },
+  json: { type: 'boolean' },
+} as const;
+
 async function cmdScore(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      data: { type: 'string' },
-      task: { type: 'string' },
-      'label-words': { type: 'string' },
-      'label-map': { type: 'string' },
-      prompt: { type: 'string' },
-      threads: { type: 'string' },
-      'batch-size': { type: 'string' },
-      'max-length': { type: 'string' },
-      json: { type: 'boolean' },
-    },
-  });
+  const values: ArgValues = parseArgs({ args: argv, options: SCORE_FLAGS }).values;
   const json = values.json === true;
+  const perExample = json || values['per-example'] === true;
   let options: ScoreOptions;
   try {
-    if (!values.model || !values.data) throw new Error('score needs --model and --data');
-    options = {
-      model: resolve(values.model),
-      data: resolve(values.data),
-      task: buildTask(values.task ?? 'sst2', values),
-      threads: num(values.threads, 'threads', 0),
-      batchSize: num(values['batch-size'], 'batch-size', 16),
-      maxLength: values['max-length'] !== undefined ? num(values['max-length'], 'max-length', 0) : undefined,
-    };
+    if (values.model === undefined || values.data === undefined) throw new Error('score needs --model and --data');
+    options = optionsFromFlags(ScoreOptions, values, {}, 'score');
   } catch (e) {
     fail((e as Error).message, json);
   }
   const onEvent = (raw: unknown) => {
-    const e = raw as { type: string } & Record<string, unknown>;
+    const e = raw as ScoreEvent;
     if (e.type === 'log') {
-      if (!json) process.stderr.write(`${String(e.message)}\n`);
+      if (!json) process.stderr.write(`${e.message}\n`);
       return;
     }
-    if (e.type === 'start') return;
     if (json) {
-      process.stdout.write(JSON.stringify(e) + '\n');
+      if (e.type === 'example' || e.type === 'summary') out(JSON.stringify(e) + '\n');
     } else if (e.type === 'example') {
+      if (!perExample) return;
       const c = e.correct === null ? '' : e.correct ? '  correct' : '  wrong';
-      process.stdout.write(`${String(e.source)}  loss ${(e.loss as number).toFixed(4)}${c}\n`);
+      out(`${e.source}  loss ${e.loss.toFixed(4)}${c}\n`);
     } else if (e.type === 'summary') {
-      process.stdout.write(`${String(e.examples)} examples: mean loss ${(e.loss as number).toFixed(4)}, accuracy ${pct(e.accuracy as number | null)}\n`);
+      const acc = e.accuracy === null ? '' : `, accuracy ${pct(e.accuracy)}`;
+      out(`${e.examples} examples: mean loss ${e.loss.toFixed(4)}${acc} (${formatDuration(e.wallS * 1000)})\n`);
     }
   };
   const job = startEngineJob({ type: 'score', options }, onEvent);
+  // Nobody reads the rest (`| head`): end the engine and leave quietly.
+  void stdoutClosed.then(() => job.kill());
   try {
     await job.done;
     return 0;
   } catch (e) {
+    if (isStdoutClosed()) return 0;
     fail((e as Error).message, json);
   }
 }
@@ -439,7 +320,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
   if (positionals.length !== 1) fail('inspect needs exactly one model path', json);
   try {
     const report = await inspectModel(resolve(positionals[0]));
-    process.stdout.write(json ? JSON.stringify(report) + '\n' : formatInspect(report) + '\n');
+    out(json ? JSON.stringify(report) + '\n' : formatInspect(report) + '\n');
     return 0;
   } catch (e) {
     fail((e as Error).message, json);
@@ -478,7 +359,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     staleSpillFiles: stale.map((f) => ({ ...f, deleted: values['clean-spill'] === true })),
   };
   if (values.json) {
-    process.stdout.write(JSON.stringify(report) + '\n');
+    out(JSON.stringify(report) + '\n');
     return 0;
   }
   const mark = (ok: boolean) => (ok ? 'yes' : 'no ');
@@ -499,46 +380,27 @@ async function cmdDoctor(argv: string[]): Promise<number> {
         (values['clean-spill'] ? ': deleted' : `: delete them with spillway doctor --spill ${spill} --clean-spill`)
       : `spill files  none left over in ${spill}`,
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  out(lines.join('\n') + '\n');
   return 0;
 }
 
+const PLAN_FLAGS = {
+  ...argOptions(PlanFields),
+  device: { type: 'string' },
+  'calibration-bytes': { type: 'string' },
+  recalibrate: { type: 'boolean' },
+  json: { type: 'boolean' },
+  'data-dir': { type: 'string' },
+} as const;
+
 async function cmdPlan(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      'gpu-mem': { type: 'string' },
-      'cpu-mem': { type: 'string' },
-      'ssd-mem': { type: 'string' },
-      spill: { type: 'string', multiple: true },
-      'update-on': { type: 'string' },
-      device: { type: 'string' },
-      precision: { type: 'string' },
-      masters: { type: 'string' },
-      'batch-size': { type: 'string' },
-      'max-length': { type: 'string' },
-      q: { type: 'string' },
-      'write-back-every': { type: 'string' },
-      'calibration-bytes': { type: 'string' },
-      recalibrate: { type: 'boolean' },
-      json: { type: 'boolean' },
-      'data-dir': { type: 'string' },
-    },
-  });
+  const values: ArgValues = parseArgs({ args: argv, options: PLAN_FLAGS }).values;
   const json = values.json === true;
   try {
-    if (!values.model) throw new Error('plan needs --model');
-    const device = values.device ?? (values['gpu-mem'] !== undefined ? 'gpu' : 'cpu');
-    if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got "${device}"`);
-    // --masters (as in train) or --precision; fp32 and f32 are the same.
-    const asked = values.masters ?? values.precision ?? 'f32';
-    const precision = asked === 'fp32' ? 'f32' : asked;
-    if (!['f32', 'bf16', 'fp16'].includes(precision)) throw new Error(`--masters must be fp32, bf16 or fp16, got "${asked}"`);
-    const bytes = (k: 'gpu-mem' | 'cpu-mem' | 'ssd-mem') => (values[k] !== undefined ? parseBytes(values[k] as string) : undefined);
-    const updateMode = values['update-on'] ?? 'auto';
-    if (!['auto', 'home', 'device'].includes(updateMode)) throw new Error(`--update-on must be auto, home or device, got "${updateMode}"`);
-    const spillDirs = spillFolders(values.spill).map((d) => resolve(d));
+    if (values.model === undefined) throw new Error('plan needs --model');
+    const o = optionsFromFlags(PlanFields, values, {}, 'plan');
+    const device = (values.device as string | undefined) ?? (o.gpuMem !== undefined ? 'gpu' : 'cpu');
+    if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got ${JSON.stringify(device)}`);
     // A GPU plan calibrates the GPU when this build and machine have one.
     let calibrationDevice = 'cpu';
     if (device === 'gpu') {
@@ -547,34 +409,35 @@ async function cmdPlan(argv: string[]): Promise<number> {
       if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
     }
     const { plan, info, calibration } = await planFor({
-      model: resolve(values.model),
+      model: o.model,
       computeDevice: device,
       calibrationDevice,
-      budgets: { device: bytes('gpu-mem'), cpu: bytes('cpu-mem'), ssd: bytes('ssd-mem') },
-      spillDir: spillDirs[0] ?? null,
-      spillDirs,
-      updateMode: updateMode as UpdateMode,
-      precision: precision as 'f32' | 'bf16' | 'fp16',
-      batchSize: num(values['batch-size'], 'batch-size', 16),
-      maxLength: num(values['max-length'], 'max-length', 256),
-      q: num(values.q, 'q', 1),
-      writeBackEvery: num(values['write-back-every'], 'write-back-every', 1),
-      dataDir: resolveDataDir({ explicit: values['data-dir'] }),
+      budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
+      spillDirs: o.spillDirs ?? [],
+      updateMode: o.updateOn ?? 'auto',
+      masters: o.masters ?? 'fp32',
+      batchSize: o.batchSize,
+      maxLength: o.maxLength,
+      q: o.q,
+      writeBackEvery: o.writeBackEvery ?? 1,
+      dataDir: resolveDataDir({ explicit: values['data-dir'] as string | undefined }),
       calibrate: values.recalibrate ? 'recalibrate' : 'measure',
-      calibrationBytes: values['calibration-bytes'] !== undefined ? parseBytes(values['calibration-bytes']) : undefined,
+      calibrationBytes: typeof values['calibration-bytes'] === 'string' ? parseBytes(values['calibration-bytes']) : undefined,
     });
+    const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
     if (json) {
-      process.stdout.write(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, calibration }) + '\n');
+      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration }) + '\n');
     } else {
-      process.stdout.write(formatPlan(plan) + '\n');
+      out(formatPlan(plan, { steps: o.steps }) + '\n');
     }
-    return 0;
+    return plan.feasible ? 0 : EXIT_DOES_NOT_FIT;
   } catch (e) {
     fail((e as Error).message, json);
   }
 }
 
 export async function main(argv: string[]): Promise<number> {
+  watchOutput();
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
@@ -596,7 +459,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'help':
       case '--help':
       case '-h':
-        process.stdout.write(USAGE);
+        out(USAGE);
         return cmd === undefined ? 1 : 0;
       default:
         process.stderr.write(`spillway: unknown command "${cmd}"\n\n${USAGE}`);

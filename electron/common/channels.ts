@@ -2,13 +2,8 @@
 // derived from them. Kept free of zod (and of any import) so the sandboxed
 // preload can carry it; contract.ts checks its schemas cover exactly these names.
 
-export const METHOD_NAMES = [
-  'listModels',
-  'inspectModel',
-  'listDatasets',
-  'previewDataset',
-  'checkDataset',
-  'plan',
+/** Methods the run supervisor implements (electron/services/runs); the others are the catalog's. */
+export const RUN_METHOD_NAMES = [
   'startRun',
   'stopRun',
   'resumeRun',
@@ -21,7 +16,21 @@ export const METHOD_NAMES = [
   'getSettings',
   'updateSettings',
 ] as const;
+
+export const METHOD_NAMES = [
+  'listModels',
+  'inspectModel',
+  'listDatasets',
+  'previewDataset',
+  'checkDataset',
+  'plan',
+  'listFolder',
+  'pickPath',
+  'getNotices',
+  ...RUN_METHOD_NAMES,
+] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
+export type RunMethodName = (typeof RUN_METHOD_NAMES)[number];
 
 export const EVENT_NAMES = ['runStatus', 'stepMetrics', 'evalMetrics', 'telemetry', 'log'] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
@@ -56,6 +65,9 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   exportRun: 'spillway:call:exportRun',
   getSettings: 'spillway:call:getSettings',
   updateSettings: 'spillway:call:updateSettings',
+  listFolder: 'spillway:call:listFolder',
+  pickPath: 'spillway:call:pickPath',
+  getNotices: 'spillway:call:getNotices',
 };
 
 export const EVENT_CHANNELS: Record<EventName, EventChannel> = {

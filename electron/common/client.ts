@@ -1,9 +1,12 @@
-// The UI side of the contract, whatever carries it: typed calls that reject
-// with SpillwayError, typed events, and run subscriptions that catch up on
+// The UI side of the contract, whatever carries it, and the renderer's only
+// way to the backend: typed calls that reject with SpillwayError, typed
+// events, the connection's state, and run subscriptions that catch up on
 // missed metrics. Results and events are validated on arrival.
 //
-// Transports: `bridgeTransport(window.spillway)` in Electron, and
-// `connectWebSocket(url)` in a browser tab (serve mode). No Node imports.
+// Transports: `bridgeTransport(window.spillway)` in Electron, and a WebSocket
+// in a browser tab (serve mode): `webSocketTransport(url)` reconnects with
+// backoff (the renderer's), `connectWebSocket(url)` answers once it is open
+// or refused (tests, tools). No Node imports.
 
 import {
   BRIDGE_KEY,
@@ -26,6 +29,8 @@ import {
   type WireError,
 } from './contract.js';
 
+export type ConnectionState = 'connecting' | 'open' | 'closed';
+
 /** What a transport must do; outcomes never reject (transport failures come back as DISCONNECTED). */
 export interface Transport {
   call(method: string, id: string, params: unknown): Promise<CallOutcome>;
@@ -33,7 +38,13 @@ export interface Transport {
   /** Every pushed event, unvalidated. Returns the unsubscribe function. */
   onEvent(listener: (event: string, payload: unknown) => void): () => void;
   close(): void;
+  readonly state: ConnectionState;
+  /** Changes of state; returns the unsubscribe function. */
+  onState(listener: (s: ConnectionState) => void): () => void;
 }
+
+/** What the renderer's state classes use of a client (tests give them fakes of this). */
+export type Client = Pick<SpillwayClient, 'call' | 'on' | 'onConnection' | 'state'>;
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -55,6 +66,15 @@ function nextCallId(): string {
 export class SpillwayClient {
   constructor(readonly transport: Transport) {}
 
+  get state(): ConnectionState {
+    return this.transport.state;
+  }
+
+  /** Listens to the connection's state (connecting, open, closed); returns the unsubscribe function. */
+  onConnection(listener: (s: ConnectionState) => void): () => void {
+    return this.transport.onState(listener);
+  }
+
   /** Calls `method`; rejects with SpillwayError (BAD_REQUEST, NOT_FOUND, CANCELLED, ...). */
   async call<M extends MethodName>(method: M, params: MethodParamsInput<M>, opts: CallOptions = {}): Promise<MethodResult<M>> {
     if (opts.signal?.aborted) throw new SpillwayError('CANCELLED', `${method} was cancelled`);
@@ -70,12 +90,20 @@ export class SpillwayClient {
     }
   }
 
-  /** Listens to one event; payloads that break the contract are dropped. */
+  /** Listens to one event; payloads that break the contract are dropped, and a listener that throws harms no other. */
   on<E extends EventName>(event: E, listener: (payload: EventPayload<E>) => void): () => void {
     return this.transport.onEvent((name, payload) => {
       if (name !== event) return;
       const parsed = parseEvent(name, payload);
-      if (parsed) listener(parsed.payload as EventPayload<E>);
+      if (!parsed) {
+        console.warn(`dropped a ${name} event that breaks the contract`);
+        return;
+      }
+      try {
+        listener(parsed.payload as EventPayload<E>);
+      } catch (e) {
+        console.error(`a listener of ${name} failed`, e);
+      }
     });
   }
 
@@ -173,6 +201,11 @@ export function bridgeTransport(bridge: SpillwayBridge, eventNames: readonly Eve
       offs.forEach((off) => off());
       offs = [];
     },
+    // The bridge lives as long as the window: always open.
+    get state() {
+      return closed ? 'closed' : 'open';
+    },
+    onState: () => () => {},
   };
 }
 
@@ -190,32 +223,46 @@ export type WebSocketFactory = (url: string) => WebSocketLike;
 
 const WS_OPEN = 1;
 
-/** ws(s)://host/ws?token=… for a page served at `pageUrl` (which carries the token). */
+/**
+ * ws(s)://host/ws for a page served by `spillway serve`. The page normally carries no token (the server
+ * traded it for a session cookie, which the socket sends too); one still in its address is passed on.
+ */
 export function webSocketUrlFor(pageUrl: string): string {
   const u = new URL(pageUrl);
-  const token = u.searchParams.get(TOKEN_PARAM) ?? '';
+  const token = u.searchParams.get(TOKEN_PARAM);
   const ws = new URL(WS_PATH, u);
   ws.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   ws.search = '';
-  ws.searchParams.set(TOKEN_PARAM, token);
+  if (token) ws.searchParams.set(TOKEN_PARAM, token);
   return ws.toString();
 }
 
-/** Opens the WebSocket; rejects if it closes before opening (e.g. refused with 401). */
-export function connectWebSocket(url: string, factory: WebSocketFactory): Promise<Transport> {
-  const socket = factory(url);
+const DISCONNECTED: WireError = { name: 'SpillwayError', code: 'DISCONNECTED', message: 'the connection to the backend closed' };
+
+/**
+ * A WebSocket transport. With `reconnect`, a closed socket is opened again with backoff (250 ms
+ * doubling to 5 s), and calls made while it is down wait for it; calls in flight when it closes
+ * fail with DISCONNECTED. Without, it stays closed.
+ */
+export function webSocketTransport(url: string, factory: WebSocketFactory, o: { reconnect?: boolean } = {}): Transport {
   const pending = new Map<string, { method: string; resolve: (o: CallOutcome) => void }>();
   const listeners = new Set<(event: string, payload: unknown) => void>();
-  const failAll = (error: WireError) => {
-    for (const p of pending.values()) p.resolve({ ok: false, error });
-    pending.clear();
+  const stateListeners = new Set<(s: ConnectionState) => void>();
+  const queue: string[] = [];
+  let socket: WebSocketLike | null = null;
+  let state: ConnectionState = 'connecting';
+  let retryMs = 250;
+  let closedByUs = false;
+  const setState = (s: ConnectionState) => {
+    state = s;
+    for (const l of stateListeners) l(s);
   };
 
-  socket.addEventListener('message', (ev) => {
-    if (typeof ev.data !== 'string') return;
+  const onMessage = (data: unknown) => {
+    if (typeof data !== 'string') return;
     let frame: ServerFrame;
     try {
-      const parsed = ServerFrame.safeParse(JSON.parse(ev.data));
+      const parsed = ServerFrame.safeParse(JSON.parse(data));
       if (!parsed.success) return;
       frame = parsed.data;
     } catch {
@@ -226,49 +273,100 @@ export function connectWebSocket(url: string, factory: WebSocketFactory): Promis
       return;
     }
     const id = frame.id === null ? null : String(frame.id);
-    if (id === null) return;
-    const p = pending.get(id);
-    if (!p) return;
+    const p = id === null ? undefined : pending.get(id);
+    if (!p || id === null) return;
     pending.delete(id);
     if (frame.type === 'error' || !frame.ok) p.resolve({ ok: false, error: frame.error });
     else p.resolve({ ok: true, result: frame.result });
-  });
+  };
 
-  const transport: Transport = {
+  const connect = () => {
+    setState('connecting');
+    const ws = factory(url);
+    socket = ws;
+    ws.addEventListener('open', () => {
+      retryMs = 250;
+      setState('open');
+      for (const frame of queue.splice(0)) ws.send(frame);
+    });
+    ws.addEventListener('message', (ev) => onMessage(ev.data));
+    // A refused or broken connection ends with 'close', which says what matters; its 'error' adds nothing.
+    ws.addEventListener('error', () => {});
+    ws.addEventListener('close', () => {
+      if (socket !== ws) return;
+      socket = null;
+      for (const p of pending.values()) p.resolve({ ok: false, error: { ...DISCONNECTED, message: `lost the connection to Spillway during ${p.method}; ${o.reconnect ? 'it reconnects on its own — try again' : 'the connection is closed'}` } });
+      pending.clear();
+      queue.length = 0;
+      setState('closed');
+      if (!o.reconnect || closedByUs) return;
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, 5000);
+    });
+  };
+  connect();
+
+  return {
     call(method, id, params) {
       return new Promise((resolve) => {
-        if (socket.readyState !== WS_OPEN) {
-          resolve({ ok: false, error: { name: 'SpillwayError', code: 'DISCONNECTED', message: 'the connection to the backend is closed' } });
-          return;
+        const frame = JSON.stringify({ type: 'call', id, method, params });
+        if (socket?.readyState === WS_OPEN) {
+          pending.set(id, { method, resolve });
+          socket.send(frame);
+        } else if (o.reconnect && !closedByUs) {
+          pending.set(id, { method, resolve });
+          queue.push(frame);
+        } else {
+          resolve({ ok: false, error: { ...DISCONNECTED, message: 'the connection to the backend is closed' } });
         }
-        pending.set(id, { method, resolve });
-        socket.send(JSON.stringify({ type: 'call', id, method, params }));
       });
     },
     cancel(id) {
-      if (pending.has(id) && socket.readyState === WS_OPEN) socket.send(JSON.stringify({ type: 'cancel', id }));
+      if (pending.has(id) && socket?.readyState === WS_OPEN) socket.send(JSON.stringify({ type: 'cancel', id }));
     },
     onEvent(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
     close() {
-      socket.close(1000, 'client closed');
+      closedByUs = true;
+      socket?.close(1000, 'client closed');
+    },
+    get state() {
+      return state;
+    },
+    onState(listener) {
+      stateListeners.add(listener);
+      return () => stateListeners.delete(listener);
     },
   };
+}
 
+/** Opens a WebSocket transport (no reconnection); rejects if it closes before opening (e.g. refused with 401). */
+export function connectWebSocket(url: string, factory: WebSocketFactory): Promise<Transport> {
   return new Promise((resolve, reject) => {
-    let opened = false;
-    socket.addEventListener('open', () => {
-      opened = true;
-      resolve(transport);
-    });
-    socket.addEventListener('error', () => {
-      if (!opened) reject(new SpillwayError('DISCONNECTED', `cannot connect to ${url.replace(/token=[^&]*/, 'token=…')}`));
-    });
-    socket.addEventListener('close', () => {
-      failAll({ name: 'SpillwayError', code: 'DISCONNECTED', message: 'the connection to the backend closed' });
-      if (!opened) reject(new SpillwayError('DISCONNECTED', 'the backend refused the connection'));
+    const transport = webSocketTransport(url, factory);
+    const off = transport.onState((s) => {
+      if (s === 'connecting') return;
+      off();
+      if (s === 'open') resolve(transport);
+      else reject(new SpillwayError('DISCONNECTED', `cannot connect to ${url.replace(/token=[^&]*/, 'token=…')}: the backend refused the connection`));
     });
   });
+}
+
+/** A human sentence for any error a call may throw, with what to do when we know. */
+export function describeError(e: unknown): string {
+  if (e instanceof SpillwayError) {
+    const hint: Partial<Record<SpillwayError['code'], string>> = {
+      UNAVAILABLE: 'This part of the backend is not running; restart Spillway or check its log.',
+      DISCONNECTED: 'Check that `spillway serve` (or the app) is still running.',
+      FORBIDDEN: 'Open the exact address `spillway serve` printed (it carries the access token).',
+      BAD_RESULT: 'The backend answered something unexpected: a bug — please report it.',
+    };
+    // A path outside the allowed folders is FORBIDDEN too, and its message already says what to do.
+    const extra = e.name === 'OutsideAllowedFolders' ? undefined : hint[e.code];
+    return extra ? `${e.message}. ${extra}` : e.message;
+  }
+  return e instanceof Error ? e.message : String(e);
 }

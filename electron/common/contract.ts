@@ -9,23 +9,22 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
+import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
 
 export * from './channels.js';
+export * from './options.js';
 
 // ---------------------------------------------------------------------------
 // Shared building blocks
 
-const Bytes = z.number().int().nonnegative();
 const Step = z.number().int().nonnegative();
 /** Milliseconds since the Unix epoch. */
 const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
-const FilePath = z.string().min(1).max(4096);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
 export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
-export const Tier = z.enum(['gpu', 'cpu', 'ssd']);
 
 // --- models
 
@@ -84,42 +83,9 @@ export const InspectReport = z.object({
   ),
 });
 
-// --- datasets and task templates (mirrors electron/data/templates.ts)
+// --- datasets (task templates: options.ts)
 
 export const DatasetFormat = z.enum(['jsonl', 'csv', 'parquet']);
-
-const LabelWords = z.array(z.string().min(1)).min(2).max(64);
-
-export const TaskTemplate = z.discriminatedUnion('kind', [
-  z.object({
-    kind: z.literal('sst2'),
-    sentenceField: z.string().optional(),
-    labelField: z.string().optional(),
-    labelWords: z.array(z.string().min(1)).length(2).optional(),
-  }),
-  z.object({
-    kind: z.literal('rte'),
-    premiseField: z.string().optional(),
-    hypothesisField: z.string().optional(),
-    labelField: z.string().optional(),
-    labelWords: z.array(z.string().min(1)).length(2).optional(),
-  }),
-  z.object({
-    kind: z.literal('classify'),
-    textField: z.string().optional(),
-    labelField: z.string().optional(),
-    labelWords: LabelWords,
-    labelMap: z.record(z.string(), z.number().int().nonnegative()).optional(),
-    prompt: z.string().includes('{text}').optional(),
-  }),
-  z.object({ kind: z.literal('text'), textField: z.string().optional() }),
-  z.object({
-    kind: z.literal('completion'),
-    promptField: z.string().optional(),
-    completionField: z.string().optional(),
-    appendEos: z.boolean().optional(),
-  }),
-]);
 
 export const DatasetEntry = z.object({
   path: z.string(),
@@ -129,19 +95,36 @@ export const DatasetEntry = z.object({
   modified: Timestamp,
 });
 
-/** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
-export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
-  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
-);
 
-export const RenderedExample = z.object({
-  kind: z.enum(['classify', 'lm', 'completion']),
-  prompt: z.string(),
-  candidates: z.array(z.string()),
-  label: z.number().int(),
-  texts: z.array(z.string()),
+/** A chat row rendered with the model's template: the sequences it is trained as, trained pieces marked, with token counts. */
+export const RenderedChat = z.object({
+  kind: z.literal('chat'),
+  /** The model's own chat template, or Spillway's plain fallback (the model has none). */
+  template: z.enum(['model', 'fallback']),
+  templateFile: z.string().nullable(),
+  messages: z.number().int().nonnegative(),
+  /** One, unless the template renders earlier replies differently once later turns follow (each is then trained in its own). */
+  sequences: z.array(
+    z.object({
+      /** The messages (1-based) whose replies this sequence trains. */
+      replies: z.array(z.number().int().positive()),
+      pieces: z.array(z.object({ text: z.string(), trained: z.boolean(), tokens: z.number().int().nonnegative() })),
+      tokens: z.number().int().nonnegative(),
+      trainedTokens: z.number().int().nonnegative(),
+    }),
+  ),
 });
+
+export const RenderedExample = z.union([
+  z.object({
+    kind: z.enum(['classify', 'lm', 'completion']),
+    prompt: z.string(),
+    candidates: z.array(z.string()),
+    label: z.number().int(),
+    texts: z.array(z.string()),
+  }),
+  RenderedChat,
+]);
 
 export const DatasetPreview = z.object({
   path: z.string(),
@@ -158,36 +141,18 @@ export const DatasetPreview = z.object({
 
 // --- plan
 
-/** Precision of the masters as the run options name it (TrainOptions.masters). */
-export const Masters = z.enum(['fp32', 'bf16', 'fp16']);
-/** The planner's name for a master precision (the run options say fp32 where the planner says f32). */
-export function precisionOfMasters(m: z.output<typeof Masters>): 'f32' | 'bf16' | 'fp16' {
-  return m === 'fp32' ? 'f32' : m;
-}
-/** Where streamed blocks are updated: by the planner's cost model, at home (host threads), or on the compute device (then written back). */
-export const UpdateMode = z.enum(['auto', 'home', 'device']);
-/** Several spill folders (drives): SSD blocks are striped over them round-robin. */
-const SpillDirs = z.array(FilePath).max(64);
-
-export const PlanRequest = z.object({
-  model: FilePath,
+/** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
+export const PlanRequest = RunOptions.pick({ model: true, masters: true, batchSize: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
     .default({}),
-  /** One spill folder (absent: the settings' spill folder). */
-  spillDir: FilePath.optional(),
-  /** Several spill folders; overrides spillDir when not empty. */
-  spillDirs: SpillDirs.optional(),
-  /** Master precision in the planner's names; `masters` overrides it. */
-  precision: z.enum(['f32', 'bf16', 'fp16']).default('f32'),
-  /** Master precision in the run options' names (fp32 = f32): bf16/fp16 store and move streamed blocks in half the bytes. */
-  masters: Masters.optional(),
+  /** SSD blocks are striped over these folders (absent or empty: the settings' spill folder). */
+  spillDirs: RunOptions.shape.spillDirs,
   /** Where streamed blocks are updated (default auto: by the cost model). */
   updateOn: UpdateMode.default('auto'),
-  batchSize: z.number().int().positive().max(65536).default(16),
   /** Tokens per sequence used for the activation estimate. */
-  maxLength: z.number().int().positive().max(1 << 20).default(256),
+  maxLength: int(1, MAX_LENGTH).default(256).register(flags, { flag: 'max-length', arg: 'N', help: 'tokens per sequence the activations are sized for' }),
   /** Measure the machine again instead of using the cached calibration (takes seconds). */
   recalibrate: z.boolean().optional(),
   /** The training dataset and its task: compute is then predicted for the data's mean tokens per example, as a run's own plan is. */
@@ -201,7 +166,7 @@ export const PlanUnit = z.object({
   parameters: z.number().int().nonnegative(),
   /** As the unit is held at home: float32 on the compute device, the masters' format on the CPU / SSD tiers. */
   bytes: Bytes,
-  home: Tier,
+  home: Home,
   /** Where its update runs (resident units: always on the device). */
   updateOn: z.enum(['home', 'device']).optional(),
   /** Predicted time of its update per step, ms; null when not calibrated. */
@@ -219,6 +184,8 @@ export const PlanSpillFolder = z.object({
   dir: z.string(),
   /** st_dev of its filesystem; null: unknown. */
   device: z.string().nullable(),
+  /** Its filesystem as a person knows it: "/mnt/nvme (/dev/nvme0n1p2, ext4)"; null: unknown. */
+  mount: z.string().nullable().optional(),
   units: z.number().int().nonnegative(),
   /** Its spill file's size. */
   bytes: Bytes,
@@ -258,7 +225,7 @@ export const PlanResult = z.object({
   linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: z.number().nonnegative(), ssdRead: Bytes, ssdWrite: z.number().nonnegative() }),
   /** null until the engine has been calibrated on this machine. */
   predictedStepMs: z.number().nonnegative().nullable(),
-  /** The physical floor of one step (ALGORITHMS.md §5, full overlap); null when not calibrated. */
+  /** The physical floor of one step (full overlap: the largest single term; docs/TIERED-STORE.md); null when not calibrated. */
   floorMs: z.number().nonnegative().nullable().optional(),
   /** The term that sets the floor. */
   bound: z.enum(['compute', 'host-to-device', 'device-to-host', 'ssd-read', 'ssd-write', 'cpu-update']).nullable().optional(),
@@ -352,50 +319,10 @@ export const PlanResult = z.object({
 
 export const RunStatus = z.enum(['queued', 'running', 'stopping', 'stopped', 'completed', 'failed', 'interrupted']);
 
-/** TrainOptions (electron/engine/trainer.ts) as the UI sends them; omitted fields take TRAIN_DEFAULTS. */
-export const RunOptions = z.object({
-  model: FilePath,
-  train: FilePath,
-  eval: FilePath.optional(),
-  evalFraction: z.number().min(0).max(0.9).optional(),
-  task: TaskTemplate,
-  steps: z.number().int().positive().max(100_000_000).optional(),
-  batchSize: z.number().int().positive().max(65536).optional(),
-  lr: z.number().nonnegative().optional(),
-  eps: z.number().positive().optional(),
-  weightDecay: z.number().nonnegative().optional(),
-  q: z.number().int().positive().max(1024).optional(),
-  schedule: z.enum(['constant', 'linear', 'cosine']).optional(),
-  warmupSteps: z.number().int().nonnegative().optional(),
-  noise: z.enum(['gaussian', 'rademacher']).optional(),
-  seed: z.number().int().nonnegative().optional(),
-  evalEvery: z.number().int().nonnegative().optional(),
-  evalMax: z.number().int().nonnegative().optional(),
-  threads: z.number().int().nonnegative().optional(),
-  maxLength: z.number().int().positive().optional(),
-  out: FilePath.optional(),
-  zeroShot: z.boolean().optional(),
-  checkpointEvery: z.number().int().nonnegative().optional(),
-  /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
-  offload: z.enum(['none', 'cpu', 'ssd', 'auto']).optional(),
-  gpuMem: Bytes.optional(),
-  cpuMem: Bytes.optional(),
-  ssdMem: Bytes.optional(),
-  spillDir: FilePath.optional(),
-  /** Several spill folders (drives): SSD blocks are striped over them; overrides spillDir when not empty. */
-  spillDirs: SpillDirs.optional(),
-  writeBackEvery: z.number().int().positive().max(1_000_000).optional(),
-  /** Where streamed blocks are updated (default auto: the planner's cost model). */
-  updateOn: UpdateMode.optional(),
-  /** Precision of the masters (default fp32); bf16 / fp16 round every update stochastically. */
-  masters: Masters.optional(),
-});
-
 /** What a run keeps its streamed blocks as and where (its masters, update mode and spill folders), as shown beside its placement. */
 export const RunStorage = z.object({
   masters: Masters,
   updateOn: UpdateMode,
-  /** spillDirs when not empty, else [spillDir], else none. */
   spillDirs: z.array(z.string()),
 });
 
@@ -404,10 +331,10 @@ export const RunStorage = z.object({
  * of them and streams no blocks (`streams`: its plan or offload puts blocks on the CPU or the SSD).
  */
 export function runStorage(
-  o: Pick<z.input<typeof RunOptions>, 'masters' | 'updateOn' | 'spillDir' | 'spillDirs'>,
+  o: Pick<z.input<typeof RunOptions>, 'masters' | 'updateOn' | 'spillDirs'>,
   streams: boolean,
 ): z.output<typeof RunStorage> | null {
-  const spillDirs = o.spillDirs?.length ? [...o.spillDirs] : o.spillDir ? [o.spillDir] : [];
+  const spillDirs = [...(o.spillDirs ?? [])];
   if (!streams && o.masters === undefined && o.updateOn === undefined && spillDirs.length === 0) return null;
   return { masters: o.masters ?? 'fp32', updateOn: o.updateOn ?? 'auto', spillDirs };
 }
@@ -475,6 +402,8 @@ export const RunPlan = z.object({
 export const StepMetric = z.object({
   runId: RunId,
   step: Step,
+  /** When the step ended (ms since the epoch): elapsed time, ETA and the time axis. */
+  at: Timestamp,
   loss: z.number(),
   lossPlus: z.number(),
   lossMinus: z.number(),
@@ -490,6 +419,8 @@ export const StepMetric = z.object({
 export const EvalMetric = z.object({
   runId: RunId,
   step: Step,
+  /** When the evaluation ended (ms since the epoch). */
+  at: Timestamp,
   loss: z.number(),
   accuracy: z.number().min(0).max(1).nullable(),
   examples: z.number().int().nonnegative(),
@@ -543,7 +474,8 @@ export const Settings = z.object({
   spillDir: FilePath.nullable(),
   runsDir: FilePath.nullable(),
   budgets: z.object({ gpu: Bytes.nullable(), cpu: Bytes.nullable(), ssd: Bytes.nullable() }),
-  threads: z.number().int().nonnegative(),
+  /** CPU threads of a run that does not say (0: all cores). */
+  threads: int(0, MAX_THREADS),
   /** How often telemetry is sampled while a run is active; read when sampling starts. */
   samplingIntervalMs: z.number().int().min(200).max(10_000),
   /**
@@ -596,6 +528,44 @@ export const TelemetrySample = z.object({
   tiers: TierMemory.nullable(),
 });
 
+// --- files: the folders the backend may use, a file browser over them, native dialogs
+
+
+export const FolderEntry = z.object({
+  name: z.string(),
+  path: z.string(),
+  type: z.enum(['folder', 'file']),
+  bytes: Bytes.nullable(),
+  modified: Timestamp.nullable(),
+  /** A symlink whose target lies outside the allowed folders: shown, not followed. */
+  outside: z.boolean(),
+});
+
+export const FolderListing = z.object({
+  /** The folder listed (resolved); null for the top level, which lists the allowed folders. */
+  path: z.string().nullable(),
+  /** The folder above, or null at the top or where the folder above is not allowed. */
+  parent: z.string().nullable(),
+  /** The allowed folders of the kind asked for (every kind when none was), with where each comes from. */
+  roots: z.array(z.object({ path: z.string(), kind: RootKind, source: z.string() })),
+  entries: z.array(FolderEntry),
+  /** More entries than the listing holds (it keeps the first, folders first). */
+  truncated: z.boolean(),
+});
+
+/** A native dialog (desktop app only): open a file or folder, or choose where to save. */
+export const PickRequest = z.object({
+  kind: RootKind,
+  mode: z.enum(['file', 'folder', 'save']),
+  title: z.string().max(200).optional(),
+  defaultPath: FilePath.optional(),
+  /** File types offered, e.g. [{ name: 'Datasets', extensions: ['jsonl', 'csv', 'parquet'] }]. */
+  filters: z.array(z.object({ name: z.string().max(100), extensions: z.array(z.string().max(20)).max(20) })).max(10).optional(),
+});
+
+/** What the backend said when it started (a damaged database moved aside, rows that could not be read). */
+export const Notice = z.object({ level: z.enum(['info', 'warn', 'error']), message: z.string(), at: Timestamp });
+
 // ---------------------------------------------------------------------------
 // Methods
 
@@ -615,7 +585,14 @@ export const methods = {
   inspectModel: method(z.object({ path: FilePath }), InspectReport),
   listDatasets: method(z.object({ roots: z.array(FilePath).max(64).optional() }).default({}), z.object({ datasets: z.array(DatasetEntry) })),
   previewDataset: method(
-    z.object({ path: FilePath, rows: z.number().int().positive().max(200).default(5), format: DatasetFormat.optional(), template: TaskTemplate.optional() }),
+    z.object({
+      path: FilePath,
+      rows: z.number().int().positive().max(200).default(5),
+      format: DatasetFormat.optional(),
+      template: TaskTemplate.optional(),
+      /** The model whose chat template and tokenizer render chat rows (with token counts); other tasks need none. */
+      model: FilePath.optional(),
+    }),
     DatasetPreview,
   ),
   checkDataset: method(
@@ -630,8 +607,9 @@ export const methods = {
     }),
     DatasetCheck,
   ),
-  plan: method(PlanRequest, PlanResult),
-  startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions }), RunSummary),
+  // Unknown fields are refused, not dropped: a misspelt option must not silently take its default.
+  plan: method(PlanRequest.strict(), PlanResult),
+  startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions.strict() }), RunSummary),
   stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
   resumeRun: method(z.object({ runId: RunId }), RunSummary),
   checkpointRun: method(z.object({ runId: RunId }), z.object({ requested: z.literal(true) })),
@@ -639,9 +617,18 @@ export const methods = {
   getRun: method(z.object({ runId: RunId }), RunDetail),
   getMetrics: method(MetricsQuery, MetricsPage),
   deleteRun: method(z.object({ runId: RunId }), z.object({ deleted: z.literal(true) })),
-  exportRun: method(z.object({ runId: RunId, kind: ExportKind, dest: FilePath }), z.object({ path: z.string(), bytes: Bytes })),
+  exportRun: method(
+    /** An existing destination is replaced only with overwrite (the GUI asks first); without it the call answers CONFLICT. */
+    z.object({ runId: RunId, kind: ExportKind, dest: FilePath, overwrite: z.boolean().default(false) }),
+    z.object({ path: z.string(), bytes: Bytes }),
+  ),
   getSettings: method(Empty, Settings),
   updateSettings: method(SettingsPatch, Settings),
+  /** A folder's entries, limited to the allowed folders; without a path, the allowed folders themselves. */
+  listFolder: method(z.object({ path: FilePath.optional(), kind: RootKind.optional(), showHidden: z.boolean().default(false) }).default({ showHidden: false }), FolderListing),
+  /** Desktop app: a native open/save dialog; the path picked is allowed for its kind from then on. UNAVAILABLE in a browser. */
+  pickPath: method(PickRequest, z.object({ path: z.string().nullable() })),
+  getNotices: method(Empty, z.object({ notices: z.array(Notice) })),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -685,17 +672,13 @@ export type AnyEvent = { [E in EventName]: { event: E; payload: EventPayload<E> 
 export type ModelSummary = z.output<typeof ModelSummary>;
 export type UnsupportedModel = z.output<typeof UnsupportedModel>;
 export type InspectReport = z.output<typeof InspectReport>;
-export type TaskTemplate = z.output<typeof TaskTemplate>;
 export type DatasetEntry = z.output<typeof DatasetEntry>;
 export type DatasetPreview = z.output<typeof DatasetPreview>;
 export type RenderedExample = z.output<typeof RenderedExample>;
 export type PlanRequest = z.output<typeof PlanRequest>;
 export type PlanResult = z.output<typeof PlanResult>;
 export type PlanUnit = z.output<typeof PlanUnit>;
-export type Masters = z.output<typeof Masters>;
-export type UpdateMode = z.output<typeof UpdateMode>;
 export type RunStatus = z.output<typeof RunStatus>;
-export type RunOptions = z.output<typeof RunOptions>;
 export type RunSummary = z.output<typeof RunSummary>;
 export type RunStorage = z.output<typeof RunStorage>;
 export type RunDetail = z.output<typeof RunDetail>;
@@ -712,6 +695,10 @@ export type Settings = z.output<typeof Settings>;
 export type SettingsPatch = z.output<typeof SettingsPatch>;
 export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
+export type FolderEntry = z.output<typeof FolderEntry>;
+export type FolderListing = z.output<typeof FolderListing>;
+export type PickRequest = z.output<typeof PickRequest>;
+export type Notice = z.output<typeof Notice>;
 
 // ---------------------------------------------------------------------------
 // Errors: they cross every boundary as plain data, {name, message, stack} plus a code.

@@ -1,17 +1,20 @@
-// Dataset readers: JSON lines, CSV (csv-parse) and Parquet (hyparquet), all
-// yielding rows `{ line, values }` one at a time (bounded memory: JSONL/CSV
-// are streamed; Parquet is read in slices of at most PARQUET_SLICE rows).
+// Dataset readers: JSON lines (or one JSON array of objects, as Alpaca files
+// are), CSV (csv-parse) and Parquet (hyparquet), all yielding rows
+// `{ line, values }` one at a time (bounded memory: JSONL/CSV are streamed;
+// Parquet is read in slices of at most PARQUET_SLICE rows; a JSON array is read whole).
 //
 // `line` is the 1-based physical line where the row starts for JSONL/CSV
 // (the CSV header is line 1), and the 1-based row number for Parquet
 // (row index + 1). Errors are `DatasetError`s carrying file + line.
 
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse as csvParse } from 'csv-parse';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+// hyparquet reads snappy and uncompressed pages itself; these add gzip, brotli, zstd, lz4 and lz4_raw.
+import { compressors } from 'hyparquet-compressors';
 
 export type DatasetFormat = 'jsonl' | 'csv' | 'parquet';
 
@@ -43,6 +46,20 @@ export class DatasetError extends Error {
     this.detail = detail;
     if (opts.field !== undefined) this.field = opts.field;
   }
+}
+
+/** An error about one row's content, located the way its reader counts (line or Parquet row). */
+export function rowError(file: string, row: DatasetRow, detail: string, field?: string): DatasetError {
+  return new DatasetError(file, row.line, detail, { field, unit: isParquetPath(file) ? 'row' : 'line' });
+}
+
+/** A short description of a value found where something else was expected. */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing (field missing)';
+  if (v === null) return 'null';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object';
+  return `${typeof v} ${String(v)}`;
 }
 
 /** "file:line" (or "file:row N" for Parquet), as used in TokenizedExample.source. */
@@ -83,7 +100,91 @@ async function checkReadable(file: string): Promise<void> {
   }
 }
 
+/** Whether a JSON file holds one array of rows (Alpaca's form) rather than JSON lines: its first character is '['. */
+async function isJsonArrayFile(file: string): Promise<boolean> {
+  const handle = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+    return /^\uFEFF?\s*\[/.test(buf.subarray(0, bytesRead).toString('utf8'));
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * A file holding one JSON array of objects. Each element's line is where it starts; the elements are
+ * found by scanning (strings and nesting tracked), so one malformed element is reported and skipped
+ * (with onBadRow) without losing the rest. The file is read whole: an array has no streaming form.
+ */
+async function* readJsonArray(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
+  const text = (await readFile(file, 'utf8')).replace(/^\uFEFF/, '');
+  let i = text.indexOf('[') + 1;
+  let line = 1 + countNewlines(text, 0, i);
+  const skipSpace = () => {
+    while (i < text.length && /\s/.test(text[i])) {
+      if (text[i] === '\n') line++;
+      i++;
+    }
+  };
+  const bad = (at: number, detail: string) => {
+    const e = new DatasetError(file, at, detail);
+    if (!onBadRow) throw e;
+    onBadRow(e);
+  };
+  skipSpace();
+  if (text[i] === ']') i++;
+  else {
+    for (;;) {
+      skipSpace();
+      const start = i;
+      const startLine = line;
+      let depth = 0;
+      let inString = false;
+      for (; i < text.length; i++) {
+        const c = text[i];
+        if (c === '\n') line++;
+        if (inString) {
+          if (c === '\\') i++;
+          else if (c === '"') inString = false;
+        } else if (c === '"') inString = true;
+        else if (c === '{' || c === '[') depth++;
+        else if (c === '}' || c === ']') {
+          if (depth === 0) break;
+          depth--;
+        } else if (c === ',' && depth === 0) break;
+      }
+      if (i >= text.length) throw new DatasetError(file, startLine, 'the JSON array is not closed (no "]" after this element)');
+      let value: unknown;
+      try {
+        value = JSON.parse(text.slice(start, i));
+        if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+          bad(startLine, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+        } else {
+          yield { line: startLine, values: value as Record<string, unknown> };
+        }
+      } catch (e) {
+        if (e instanceof DatasetError) throw e;
+        bad(startLine, `invalid JSON: ${(e as Error).message}`);
+      }
+      if (text[i++] === ']') break;
+    }
+  }
+  skipSpace();
+  if (i < text.length) throw new DatasetError(file, line, 'unexpected text after the JSON array');
+}
+
+function countNewlines(text: string, from: number, to: number): number {
+  let n = 0;
+  for (let k = from; k < to; k++) if (text.charCodeAt(k) === 10) n++;
+  return n;
+}
+
 async function* readJsonl(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
+  if (await isJsonArrayFile(file)) {
+    yield* readJsonArray(file, onBadRow);
+    return;
+  }
   const stream = createReadStream(file, { encoding: 'utf8' });
   const rl = createInterface({ input: stream, crlfDelay: Infinity });
   let lineNo = 0;
@@ -92,9 +193,6 @@ async function* readJsonl(file: string, onBadRow?: (e: DatasetError) => void): A
       lineNo++;
       const text = lineNo === 1 ? raw.replace(/^\uFEFF/, '') : raw;
       if (text.trim() === '') continue;
-      if (lineNo === 1 && text.trimStart().startsWith('[')) {
-        throw new DatasetError(file, 1, 'looks like a JSON array; expected JSON lines (one object per line)');
-      }
       let value: unknown;
       let bad: DatasetError | null = null;
       try {
@@ -223,7 +321,7 @@ async function* readParquet(file: string): AsyncGenerator<DatasetRow> {
     const end = Math.min(total, start + PARQUET_SLICE);
     let rows: Record<string, unknown>[];
     try {
-      rows = await parquetReadObjects({ file: buffer, metadata, rowStart: start, rowEnd: end });
+      rows = await parquetReadObjects({ file: buffer, metadata, rowStart: start, rowEnd: end, compressors });
     } catch (e) {
       throw new DatasetError(file, start + 1, `cannot decode Parquet rows ${start}..${end - 1}: ${(e as Error).message}`, {
         unit: 'row',

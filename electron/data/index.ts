@@ -6,11 +6,13 @@ export { loadTokenizer, TokenizerError } from './tokenizer.js';
 export type { SpillwayTokenizer, EncodeOptions, DecodeOptions } from './tokenizer.js';
 export {
   DatasetError,
+  describeValue,
   detectFormat,
   isParquetPath,
   previewDataset,
   readAllRows,
   readDataset,
+  rowError,
   rowLocation,
   PARQUET_SLICE,
 } from './datasets.js';
@@ -36,6 +38,32 @@ export type {
   TextTemplate,
   TokenizeOptions,
 } from './templates.js';
+export {
+  CHAT_FORMATS,
+  CHAT_ROLES,
+  chatRenderer,
+  chatSequences,
+  ChatTemplateError,
+  DEFAULT_ROLE_NAMES,
+  FALLBACK_CHAT_TEMPLATE,
+  previewChatRow,
+  rowConversation,
+  strftime,
+  taskHint,
+  tokenizeChatSequence,
+} from './chat.js';
+export type {
+  ChatFormat,
+  ChatMessage,
+  ChatPiece,
+  ChatRenderer,
+  ChatRendererOptions,
+  ChatRole,
+  ChatRowPreview,
+  ChatSequenceText,
+  ChatTemplate,
+  ChatValue,
+} from './chat.js';
 export { splitIndices, splitRows } from './split.js';
 export type { SplitIndices, SplitOptions } from './split.js';
 export {

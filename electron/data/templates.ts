@@ -8,12 +8,16 @@
 // completion: the same with a single candidate, the completion (optionally + EOS).
 // text: tokens = [BOS?] + encode(text); scored span = every token after the first.
 //
+// chat: conversations rendered with the model's chat template, the assistant
+//   replies scored (chat.ts).
+//
 // Truncation to `maxLength`: classification / completion drop tokens from the
 // LEFT of the prompt (BOS is kept; all candidates keep the same prompt tokens);
 // text truncates on the right. The scored span is never truncated: if it does
 // not fit (together with at least one token before it) that row is an error.
 
-import { DatasetError, isParquetPath, readDataset, rowLocation, type DatasetRow, type ReadOptions } from './datasets.js';
+import { describeValue, readDataset, rowError, rowLocation, type DatasetRow, type ReadOptions } from './datasets.js';
+import { CHAT_ROLES, CHAT_FORMATS, chatRenderer, fieldList, taskHint, tokenizeChatRow, type ChatRenderer, type ChatTemplate } from './chat.js';
 import type { SpillwayTokenizer } from './tokenizer.js';
 import type { TaskKind, TokenizedExample, TokenSequence } from './types.js';
 
@@ -46,7 +50,8 @@ export interface ClassifyTemplate {
   labelWords: readonly string[];
   /**
    * Dataset label value (int or string, compared via String(value)) -> index into
-   * labelWords. Without it, labels must be integer indices into labelWords.
+   * labelWords. Without it, a label is an integer index into labelWords, or a
+   * label word itself (ignoring case and surrounding spaces: "positive" for " positive").
    */
   labelMap?: Readonly<Record<string, number>>;
   /** Prompt with a `{text}` placeholder; default "{text} It was". */
@@ -66,12 +71,13 @@ export interface CompletionTemplate {
   appendEos?: boolean;
 }
 
-export type TaskTemplate = Sst2Template | RteTemplate | ClassifyTemplate | TextTemplate | CompletionTemplate;
+export type { ChatTemplate } from './chat.js';
+export type TaskTemplate = Sst2Template | RteTemplate | ClassifyTemplate | TextTemplate | CompletionTemplate | ChatTemplate;
 export type TemplateKind = TaskTemplate['kind'];
 
 /** The exact text the model sees for one row (before tokenisation, BOS not shown). */
 export interface RenderedExample {
-  kind: TaskKind;
+  kind: Exclude<TaskKind, 'chat'>;
   /** The unscored context; '' for `text`. */
   prompt: string;
   /** classify: the label words; completion: [completion]; text: [text]. */
@@ -87,26 +93,19 @@ export interface TokenizeOptions {
   file?: string;
   /** Maximum tokens per sequence (BOS included). Default: no limit. */
   maxLength?: number;
+  /** chat: the renderer every row of a dataset shares (default: one made for the row). */
+  chat?: ChatRenderer;
 }
 
 // ---------------------------------------------------------------------------
 
-function rowError(file: string, row: DatasetRow, detail: string, field?: string): DatasetError {
-  return new DatasetError(file, row.line, detail, { field, unit: isParquetPath(file) ? 'row' : 'line' });
-}
-
-function describe(v: unknown): string {
-  if (v === undefined) return 'nothing (field missing)';
-  if (v === null) return 'null';
-  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
-  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object';
-  return `${typeof v} ${String(v)}`;
-}
-
 function getString(row: DatasetRow, field: string, file: string): string {
   const v = row.values[field];
   if (typeof v !== 'string') {
-    throw rowError(file, row, `expected a string, got ${describe(v)}`, field);
+    // A missing field usually means a file in another shape: say what the row has and what would read it.
+    const hint = v === undefined ? taskHint(row.values) : null;
+    const found = v === undefined ? `; this row has ${fieldList(row.values)}${hint ? ` (${hint})` : ''}` : '';
+    throw rowError(file, row, `expected a string, got ${describeValue(v)}${found}`, field);
   }
   return v;
 }
@@ -118,19 +117,34 @@ function asInteger(v: unknown): number | null {
   return null;
 }
 
+/** How a label that is a word reads: case and surrounding spaces do not matter. */
+const labelKey = (word: string): string => word.trim().toLowerCase();
+
+/** The label words as label values ("negative" for " negative"); words that read alike name no label. */
+function wordLabels(words: readonly string[]): Record<string, number> {
+  const keys = words.map(labelKey);
+  const names: Record<string, number> = {};
+  keys.forEach((k, i) => {
+    if (k && keys.indexOf(k) === keys.lastIndexOf(k)) names[k] = i;
+  });
+  return names;
+}
+
 function getIndexLabel(
   row: DatasetRow,
   field: string,
   file: string,
   count: number,
   names: Record<string, number> = {},
+  hint = '',
 ): number {
   const v = row.values[field];
   let idx = asInteger(v);
-  if (idx === null && typeof v === 'string' && v in names) idx = names[v];
+  if (idx === null && typeof v === 'string' && Object.hasOwn(names, labelKey(v))) idx = names[labelKey(v)];
   if (idx === null || idx < 0 || idx >= count) {
     const allowed = [...Array.from({ length: count }, (_, i) => String(i)), ...Object.keys(names).map((k) => JSON.stringify(k))];
-    throw rowError(file, row, `expected a label in {${allowed.join(', ')}}, got ${describe(v)}`, field);
+    const mapHint = typeof v === 'string' && asInteger(v) === null ? hint : '';
+    throw rowError(file, row, `expected a label in {${allowed.join(', ')}}, got ${describeValue(v)}${mapHint}`, field);
   }
   return idx;
 }
@@ -140,7 +154,7 @@ function getMappedLabel(row: DatasetRow, field: string, file: string, map: Reado
   const key = typeof v === 'string' ? v.trim() : typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean' ? String(v) : null;
   if (key === null || !Object.hasOwn(map, key)) {
     const allowed = Object.keys(map).map((k) => JSON.stringify(k));
-    throw rowError(file, row, `expected a label in {${allowed.join(', ')}}, got ${describe(v)}`, field);
+    throw rowError(file, row, `expected a label in {${allowed.join(', ')}}, got ${describeValue(v)}`, field);
   }
   return map[key];
 }
@@ -172,6 +186,15 @@ export function validateTemplate(t: TaskTemplate): void {
       }
       break;
     }
+    case 'chat': {
+      if (t.format !== undefined && !CHAT_FORMATS.includes(t.format)) {
+        throw new Error(`chat template: format must be one of ${CHAT_FORMATS.join(', ')}, got ${JSON.stringify(t.format)}`);
+      }
+      for (const [name, role] of Object.entries(t.roleMap ?? {})) {
+        if (!CHAT_ROLES.includes(role)) throw new Error(`chat template: roleMap[${JSON.stringify(name)}] = ${JSON.stringify(role)} is not one of ${CHAT_ROLES.join(', ')}`);
+      }
+      break;
+    }
     default:
       break;
   }
@@ -179,7 +202,7 @@ export function validateTemplate(t: TaskTemplate): void {
 
 /** The exact text the model sees for `row` (BOS excluded). `file` is used in errors. */
 export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<row>'): RenderedExample {
-  let kind: TaskKind;
+  let kind: RenderedExample['kind'];
   let prompt: string;
   let candidates: string[];
   let label = -1;
@@ -210,7 +233,14 @@ export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<
       const field = template.labelField ?? 'label';
       label = template.labelMap
         ? getMappedLabel(row, field, file, template.labelMap)
-        : getIndexLabel(row, field, file, candidates.length);
+        : getIndexLabel(
+            row,
+            field,
+            file,
+            candidates.length,
+            wordLabels(candidates),
+            `; labels that are neither an index nor a label word need a label map from each label to its word's index (--label-map '{${JSON.stringify(String(row.values[field]).trim())}: 0, …}', or Label map on New run)`,
+          );
       prompt = (template.prompt ?? DEFAULT_CLASSIFY_PROMPT).split('{text}').join(text);
       kind = 'classify';
       break;
@@ -227,6 +257,8 @@ export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<
       kind = 'completion';
       break;
     }
+    case 'chat':
+      throw new Error('chat rows are rendered with a model\'s chat template: preview them with a model (renderChatRow)');
     default: {
       const k: never = template;
       throw new Error(`unknown template kind ${JSON.stringify((k as { kind: unknown }).kind)}`);
@@ -245,8 +277,12 @@ export function tokenizeExample(
   const file = options.file ?? '<row>';
   const maxLength = options.maxLength ?? Infinity;
   if (!(maxLength >= 2)) throw new Error(`maxLength must be at least 2, got ${maxLength}`);
-  const r = renderExample(row, template, file);
   const source = rowLocation(file, row);
+  if (template.kind === 'chat') {
+    const renderer = options.chat ?? chatRenderer(tokenizer, template);
+    return tokenizeChatRow(row, template, tokenizer, { file, maxLength, renderer, source });
+  }
+  const r = renderExample(row, template, file);
   const bos = tokenizer.addsBos && tokenizer.bosId !== null ? [tokenizer.bosId] : [];
 
   if (r.kind === 'lm') {
@@ -314,8 +350,9 @@ export function tokenizeRows(
   options: TokenizeOptions = {},
 ): TokenizedExample[] {
   validateTemplate(template);
+  const chat = template.kind === 'chat' ? (options.chat ?? chatRenderer(tokenizer, template)) : undefined;
   const out: TokenizedExample[] = [];
-  for (const row of rows) out.push(tokenizeExample(row, template, tokenizer, options));
+  for (const row of rows) out.push(tokenizeExample(row, template, tokenizer, { ...options, chat }));
   return out;
 }
 
@@ -327,9 +364,11 @@ export async function loadExamples(
   options: Omit<TokenizeOptions, 'file'> & ReadOptions = {},
 ): Promise<TokenizedExample[]> {
   validateTemplate(template);
+  // One renderer for the whole file: strftime_now reads one date for every row.
+  const chat = template.kind === 'chat' ? chatRenderer(tokenizer, template) : undefined;
   const out: TokenizedExample[] = [];
   for await (const row of readDataset(file, options)) {
-    out.push(tokenizeExample(row, template, tokenizer, { file, maxLength: options.maxLength }));
+    out.push(tokenizeExample(row, template, tokenizer, { file, maxLength: options.maxLength, chat }));
   }
   return out;
 }

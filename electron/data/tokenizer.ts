@@ -17,9 +17,11 @@
 // special token before `$A`). OPT and Llama prepend BOS; GPT-2 does not.
 // Special tokens a post-processor appends at the END (EOS) are never added.
 
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+
+import { pathExists } from '../node/files.js';
 
 export interface EncodeOptions {
   /** Prepend BOS when the model expects one. Default true (as in Hugging Face). */
@@ -47,6 +49,19 @@ export interface SpillwayTokenizer {
   readonly addsBos: boolean;
   tokenToId(token: string): number | undefined;
   idToToken(id: number): string | undefined;
+  /**
+   * The model's chat templates by name ("default" for the only or main one), from
+   * `chat_template.jinja` (+ `additional_chat_templates/*.jinja`) or else `tokenizer_config.json`'s
+   * `chat_template` (a string, or a list of `{name, template}`), as transformers reads them. Empty: none.
+   */
+  readonly chatTemplates: Readonly<Record<string, string>>;
+  /** Where the chat templates were read from; null when there are none. */
+  readonly chatTemplateFile: string | null;
+  /**
+   * The named special tokens as strings (bos_token, eos_token, unk_token, pad_token, ..., and the
+   * names of `extra_special_tokens`): the variables transformers hands a chat template.
+   */
+  readonly specialTokens: Readonly<Record<string, string>>;
 }
 
 export class TokenizerError extends Error {
@@ -59,15 +74,6 @@ export class TokenizerError extends Error {
 }
 
 type Json = Record<string, unknown>;
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function readJsonObject(file: string): Promise<Json> {
   let text: string;
@@ -89,8 +95,11 @@ async function readJsonObject(file: string): Promise<Json> {
 }
 
 async function readOptionalJson(file: string): Promise<Json | null> {
-  return (await exists(file)) ? readJsonObject(file) : null;
+  return (await pathExists(file)) ? readJsonObject(file) : null;
 }
+
+/** The named special tokens of a tokenizer config (transformers' SPECIAL_TOKENS_ATTRIBUTES). */
+const NAMED_SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
 
 /** A special token in a config may be a string or an AddedToken object `{content: ...}`. */
 function tokenContent(v: unknown): string | null {
@@ -105,7 +114,7 @@ function tokenContent(v: unknown): string | null {
  */
 function sanitizeConfig(config: Json): Json {
   const out: Json = { ...config };
-  for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
+  for (const key of NAMED_SPECIAL_TOKENS) {
     if (key in out) {
       const c = tokenContent(out[key]);
       if (c === null) delete out[key];
@@ -174,6 +183,62 @@ function trailingSpecialToken(pp: unknown): string | null {
   return null;
 }
 
+/** transformers' special_tokens_map: the named tokens (config first, then special_tokens_map.json) and extra_special_tokens. */
+function namedSpecialTokens(config: Json | null, specialsMap: Json | null): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of NAMED_SPECIAL_TOKENS) {
+    const v = tokenContent(config?.[key]) ?? tokenContent(specialsMap?.[key]);
+    if (v !== null) out[key] = v;
+  }
+  const extra = config?.extra_special_tokens;
+  if (extra && typeof extra === 'object' && !Array.isArray(extra)) {
+    for (const [key, v] of Object.entries(extra as Json)) {
+      const c = tokenContent(v);
+      if (c !== null && !(key in out)) out[key] = c;
+    }
+  }
+  return out;
+}
+
+/** The chat templates of a model folder, as transformers finds them (the .jinja files win over the config). */
+async function readChatTemplates(dir: string, config: Json | null): Promise<{ templates: Record<string, string>; file: string | null }> {
+  const templates: Record<string, string> = {};
+  const main = path.join(dir, 'chat_template.jinja');
+  const readText = async (file: string): Promise<string> => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (e) {
+      throw new TokenizerError(file, `cannot read file: ${(e as Error).message}`);
+    }
+  };
+  if (await pathExists(main)) templates.default = await readText(main);
+  const extraDir = path.join(dir, 'additional_chat_templates');
+  let extras: string[] = [];
+  try {
+    extras = (await readdir(extraDir)).filter((f) => f.endsWith('.jinja')).sort();
+  } catch {
+    // no additional templates
+  }
+  for (const f of extras) templates[f.slice(0, -'.jinja'.length)] = await readText(path.join(extraDir, f));
+  if (Object.keys(templates).length > 0) return { templates, file: (await pathExists(main)) ? main : extraDir };
+
+  const configFile = path.join(dir, 'tokenizer_config.json');
+  const t = config?.chat_template;
+  if (t === undefined || t === null) return { templates, file: null };
+  if (typeof t === 'string') return { templates: { default: t }, file: configFile };
+  if (Array.isArray(t)) {
+    for (const [i, entry] of t.entries()) {
+      const e = entry as Json;
+      if (!e || typeof e !== 'object' || typeof e.name !== 'string' || typeof e.template !== 'string') {
+        throw new TokenizerError(configFile, `chat_template[${i}]: expected {"name": string, "template": string}`);
+      }
+      templates[e.name] = e.template;
+    }
+    return { templates, file: configFile };
+  }
+  throw new TokenizerError(configFile, 'chat_template: expected a string or a list of {"name", "template"} objects');
+}
+
 const FALLBACK_BOS = ['<s>', '<|begin_of_text|>', '<|endoftext|>', '</s>', '<bos>'];
 const FALLBACK_EOS = ['</s>', '<|endoftext|>', '<|end_of_text|>', '<eos>'];
 
@@ -191,7 +256,7 @@ async function buildFromVocabMerges(dir: string, config: Json | null): Promise<J
     }
     vocab[tok] = id;
   }
-  if (!(await exists(mergesFile))) {
+  if (!(await pathExists(mergesFile))) {
     throw new TokenizerError(mergesFile, 'missing (vocab.json needs merges.txt next to it)');
   }
   let mergesText: string;
@@ -231,7 +296,7 @@ async function buildFromVocabMerges(dir: string, config: Json | null): Promise<J
   }
   for (const src of [config, specialsMap]) {
     if (!src) continue;
-    for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
+    for (const key of NAMED_SPECIAL_TOKENS) {
       addToken(tokenContent(src[key]));
     }
     if (Array.isArray(src.additional_special_tokens)) {
@@ -286,6 +351,9 @@ class HfTokenizer implements SpillwayTokenizer {
     readonly bosId: number | null,
     readonly eosId: number | null,
     readonly addsBos: boolean,
+    readonly chatTemplates: Readonly<Record<string, string>>,
+    readonly chatTemplateFile: string | null,
+    readonly specialTokens: Readonly<Record<string, string>>,
   ) {
     let max = -1;
     for (const id of inner.get_vocab(true).values()) if (id > max) max = id;
@@ -327,7 +395,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
   let json: Json;
   let format: SpillwayTokenizer['format'];
   let sourceFile: string;
-  if (await exists(tjFile)) {
+  if (await pathExists(tjFile)) {
     json = await readJsonObject(tjFile);
     format = 'tokenizer.json';
     sourceFile = tjFile;
@@ -335,7 +403,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
     // The library requires these keys to be present (null allowed).
     for (const key of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) if (!(key in json)) json[key] = null;
     if (!Array.isArray(json.added_tokens)) json.added_tokens = [];
-  } else if (await exists(path.join(dir, 'vocab.json'))) {
+  } else if (await pathExists(path.join(dir, 'vocab.json'))) {
     json = await buildFromVocabMerges(dir, config);
     format = 'vocab.json+merges.txt';
     sourceFile = path.join(dir, 'vocab.json');
@@ -376,5 +444,7 @@ export async function loadTokenizer(dir: string): Promise<SpillwayTokenizer> {
       'the model expects a BOS token but none could be resolved to an id',
     );
   }
-  return new HfTokenizer(inner, dir, format, bosId, eosId, addsBos);
+  const chat = await readChatTemplates(dir, config);
+  const specialTokens = namedSpecialTokens(config, await readOptionalJson(path.join(dir, 'special_tokens_map.json')));
+  return new HfTokenizer(inner, dir, format, bosId, eosId, addsBos, chat.templates, chat.file, specialTokens);
 }

@@ -5,11 +5,11 @@
 //            filesystem it is on (st_dev), so several folders are measured once each;
 //   blocks   one transformer block's forward at a model shape and batch: per machine + shape.
 // Everything is re-measured on demand (recalibrate).
-import { access, constants, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { access, constants, mkdir, readFile, realpath, rename, stat, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
-import { loadNative } from './native.js';
+import { engineThreads, loadNative } from './native.js';
 import type { NativeBlockShape, NativeBlockTiming, NativeCalibration, NativeSsdCalibration } from './native.js';
 import type { PlannerModel, PlannerRates } from './planner.js';
 
@@ -64,12 +64,6 @@ interface CacheFile {
 
 export const calibrationFile = (dataDir: string): string => join(dataDir, 'calibration.json');
 
-/** The engine's thread count when none is given: $SPILLWAY_THREADS, else every core (as training uses). */
-export function engineThreads(): number {
-  const n = Number(process.env.SPILLWAY_THREADS);
-  return Number.isInteger(n) && n > 0 ? n : Math.max(1, availableParallelism());
-}
-
 export function machineOf(device: string, spillDir: string | null): Calibration['machine'] {
   let gpu: string | null = null;
   if (device !== 'cpu') {
@@ -107,6 +101,34 @@ export async function fsDeviceOf(dir: string): Promise<string | null> {
   } catch {
     return null;
   }
+}
+
+/**
+ * The filesystem holding `dir` as a person knows it: "/mnt/nvme (/dev/nvme0n1p2, ext4)", from the
+ * mount with the longest mount point above it in /proc/self/mountinfo; null where that is not readable.
+ */
+export async function mountOf(dir: string): Promise<string | null> {
+  let path: string;
+  let text: string;
+  try {
+    path = await realpath(dir);
+    text = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return null;
+  }
+  // "36 25 254:0 / /mnt/nvme rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw": the mount point is field 5,
+  // the type and source follow the " - "; spaces in paths are written \040.
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  let best: { point: string; type: string; source: string } | null = null;
+  for (const line of text.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!right) continue;
+    const point = unescape(left.split(' ')[4] ?? '');
+    const [type, source] = right.split(' ');
+    const inside = point === '/' || path === point || path.startsWith(point.endsWith('/') ? point : `${point}/`);
+    if (point && inside && (!best || point.length >= best.point.length)) best = { point, type, source: unescape(source ?? '') };
+  }
+  return best ? `${best.point} (${best.source}, ${best.type})` : null;
 }
 
 const sameShape = (a: NativeBlockShape, b: NativeBlockShape) => JSON.stringify(canonShape(a)) === JSON.stringify(canonShape(b));

@@ -1,14 +1,21 @@
 // Loads the native addon (Node-API: the same binary serves Node and Electron).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { RopeSpec } from '../model/types.js';
+
+import type { Home, Masters, NoiseKind } from '../common/options.js';
 
 export interface NativeBatch {
   tokens: Int32Array;
   seqStart: Int32Array;
+  /** Per scored span (one per sequence unless seqSpans says otherwise). */
   scoreStart: Int32Array;
   scoreEnd: Int32Array;
+  /** nseq + 1 offsets into scoreStart/scoreEnd when a sequence has several scored spans (chat); absent: one each. */
+  seqSpans?: Int32Array;
   exampleStart: Int32Array;
   exampleKind: Int32Array;
   label: Int32Array;
@@ -21,7 +28,7 @@ export interface NativeStepParams {
   lr: number;
   eps: number;
   weightDecay: number;
-  noise: 'gaussian' | 'rademacher';
+  noise: NoiseKind;
 }
 
 export interface PhaseTimes {
@@ -55,17 +62,10 @@ export interface NativeScoreResult {
   times: PhaseTimes;
 }
 
-/** Where each unit's master lives between visits to the compute device. */
-export const HOME = { device: 0, cpu: 1, ssd: 2 } as const;
-
-export type MasterPrecision = 'fp32' | 'bf16' | 'fp16';
-
 export interface TierPlacement {
-  /** One home per unit (HOME values); the embeddings and the head must stay on the device. */
-  homes: number[];
-  /** Folder for the spill file when any unit lives on the SSD. */
-  spillDir?: string;
-  /** Several spill folders (drives): SSD units are striped over them in unit order; overrides spillDir. */
+  /** Where each unit's master lives between visits to the compute device; the embeddings and the head stay on the device. */
+  homes: Home[];
+  /** Spill folders when any unit lives on the SSD (a spill file each; several drives: SSD units are striped over them in unit order). */
   spillDirs?: string[];
   /**
    * Per unit: true applies a streamed unit's update on the compute device at its next visit and
@@ -78,7 +78,7 @@ export interface TierPlacement {
    * Precision of the masters: fp32 (default), or bf16 / fp16 with stochastic rounding of every
    * update. Streamed units are stored and moved in that format (half the bytes).
    */
-  masters?: MasterPrecision;
+  masters?: Masters;
   /** Rewrite an SSD unit every K updates; pending updates are replayed on read in between. */
   writeBackEvery?: number;
   /** SSD units read ahead of the one computing (default 2; 0 reads on demand). */
@@ -105,7 +105,7 @@ export interface TierInfo {
   deviceMemoryInUse: number;
   deviceMemoryPeak: number;
   stageSlots: number;
-  masters: MasterPrecision;
+  masters: Masters;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
   ioPath: string;
 }
@@ -164,7 +164,7 @@ export interface NativeBlockShape {
   /** Packed sequences of seqLen tokens each. */
   sequences: number;
   seqLen: number;
-  noise?: 'gaussian' | 'rademacher';
+  noise?: NoiseKind;
 }
 
 /** Both forwards of one block per perturbation, as a ZO step runs them, on the compute device. */
@@ -260,7 +260,19 @@ export interface NativeAddon {
   fnv1a32(name: string): number;
   stepSeed(runSeed: bigint | number, step: number, j: number): bigint;
   philox(words: Uint32Array): Uint32Array;
+  /** The RoPE frequencies and cos/sin scale of a pass of seqLen tokens (native/src/arch/rope.h). */
+  ropeTable(rope: RopeSpec, maxPositions: number, seqLen: number): { invFreq: Float32Array; attentionScale: number };
   cudaCompiled: boolean;
+}
+
+/**
+ * The threads an engine is asked for: `asked` when given, else $SPILLWAY_THREADS, else every core.
+ * The engine itself runs at most the cores present (binding.cpp).
+ */
+export function engineThreads(asked = 0): number {
+  if (asked > 0) return asked;
+  const n = Number(process.env.SPILLWAY_THREADS);
+  return Number.isInteger(n) && n > 0 ? n : Math.max(1, availableParallelism());
 }
 
 /** The package root: the nearest folder above this file holding package.json. */

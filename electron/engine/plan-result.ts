@@ -4,23 +4,22 @@
 import { statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 
-import type { PlanResult } from '../common/contract.js';
+import type { Masters, PlanResult } from '../common/contract.js';
 import { loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
-import { blockShapeOf, cachedCalibration, calibration, fsDeviceOf, ratesOf } from './calibration.js';
+import { blockShapeOf, cachedCalibration, calibration, fsDeviceOf, mountOf, ratesOf } from './calibration.js';
 import type { Calibration } from './calibration.js';
 import { makePlan, plannerModel } from './planner.js';
-import type { ComputeSource, Plan, Precision, UpdateMode, UpdateOn } from './planner.js';
+import type { ComputeSource, Plan, UpdateMode, UpdateOn } from './planner.js';
 
 export interface PlanOptions {
   model: string | ModelInfo;
   computeDevice?: 'cpu' | 'gpu';
   budgets: { device?: number; cpu?: number; ssd?: number };
-  /** One spill folder. */
-  spillDir?: string | null;
-  /** Several spill folders (striping); overrides spillDir when not empty. */
+  /** Spill folders (several: SSD blocks striped over them). */
   spillDirs?: string[];
-  precision?: Precision;
+  /** Master precision (default fp32). */
+  masters?: Masters;
   batchSize: number;
   maxLength: number;
   q?: number;
@@ -57,7 +56,7 @@ async function freeBytes(dir: string): Promise<number | undefined> {
 
 export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number }> {
   const info = typeof o.model === 'string' ? await loadModelInfo(o.model) : o.model;
-  const dirs = (o.spillDirs?.length ? o.spillDirs : o.spillDir ? [o.spillDir] : []).map((d) => resolve(d));
+  const dirs = (o.spillDirs ?? []).map((d) => resolve(d));
   const maxLength = Math.min(o.maxLength, info.config.maxPositions || o.maxLength);
   const model = plannerModel(info);
   const block = blockShapeOf(model.config, o.batchSize, maxLength);
@@ -78,15 +77,14 @@ export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: Model
   const budgets = { ...o.budgets };
   // One folder: its free space is the SSD budget; several: each filesystem's free space bounds its folders' files.
   if (budgets.ssd === undefined && dirs.length === 1) budgets.ssd = await freeBytes(dirs[0]);
-  const spillInfo = dirs.length > 1 ? await Promise.all(dirs.map(async (d) => ({ device: await fsDeviceOf(d), freeBytes: await freeBytes(d) }))) : undefined;
+  const spillInfo = await Promise.all(dirs.map(async (d) => ({ device: await fsDeviceOf(d), freeBytes: await freeBytes(d), mount: await mountOf(d) })));
   const plan = makePlan({
     model,
     computeDevice: o.computeDevice ?? 'cpu',
     budgets,
-    spillDir: dirs[0] ?? null,
     spillDirs: dirs,
-    ...(spillInfo ? { spillInfo } : {}),
-    precision: o.precision ?? 'f32',
+    spillInfo,
+    masters: o.masters ?? 'fp32',
     batchSize: o.batchSize,
     maxLength,
     ...(o.tokensPerStep ? { tokensPerStep: o.tokensPerStep } : {}),
@@ -121,12 +119,11 @@ export interface PlanExtras {
 }
 
 /**
- * The contract's form: on the CPU backend the device arena is CPU memory, so device homes read 'cpu'.
+ * The contract's form: on the CPU backend the device arena is CPU memory, so its memory counts as the CPU's.
  * `prefetchRequested`: the read-ahead depth the plan was asked for (planFor's result says it).
  */
 export function toPlanResult(plan: Plan, modelDir: string, prefetchRequested = DEFAULT_PREFETCH): PlanResult & PlanExtras {
   const onCpu = plan.computeDevice === 'cpu';
-  const tier = (h: Plan['units'][number]['home']) => (h === 'device' ? (onCpu ? 'cpu' : 'gpu') : h);
   const t = plan.times;
   const finite = t && Object.values(t).every((x) => Number.isFinite(x));
   return {
@@ -138,7 +135,7 @@ export function toPlanResult(plan: Plan, modelDir: string, prefetchRequested = D
       index: u.index,
       parameters: u.parameters,
       bytes: u.bytes,
-      home: tier(u.home),
+      home: u.home,
       updateOn: u.updateOn,
       updateMs: u.updateMs,
       deviceToHostBytes: u.deviceToHostBytes,

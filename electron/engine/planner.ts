@@ -1,18 +1,17 @@
-// The calibrated planner (ALGORITHMS.md §4.6, §5): chooses the home of every
+// The calibrated planner (docs/TIERED-STORE.md, "The plan"): chooses the home of every
 // unit under the budgets, stripes SSD units over the spill folders, chooses
 // where each streamed unit's update runs (at home or on the compute device),
 // and predicts memory per tier, bytes per step per link, the step time and the
 // physical floor of one step. Pure: the inputs are the model's shape, the
 // budgets and the calibrated rates (calibration.ts).
+import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
+import { formatDuration } from '../common/format.js';
 import type { ModelInfo } from '../model/index.js';
-import { HOME } from './native.js';
 
-export type Home = 'device' | 'cpu' | 'ssd';
-export type Precision = 'f32' | 'bf16' | 'fp16';
+export type { Home, UpdateMode };
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
 /** Where a unit's update runs: by host threads where its master lives, or on the compute device (then written back home). */
-export type UpdateOn = 'home' | 'device';
-export type UpdateMode = 'auto' | UpdateOn;
+export type UpdateOn = Exclude<UpdateMode, 'auto'>;
 /** Where a compute figure comes from: the block ran at this shape, a smaller one ran and was scaled, or FLOPs at the GEMM rate. */
 export type ComputeSource = 'measured' | 'extrapolated' | 'estimated';
 
@@ -94,13 +93,11 @@ export interface PlanInput {
   computeDevice: 'cpu' | 'gpu';
   /** Bytes each tier may use; absent = unlimited. ssd: all spill files together. */
   budgets: { device?: number; cpu?: number; ssd?: number };
-  /** One spill folder (the form used before striping). */
-  spillDir?: string | null;
-  /** Several spill folders: SSD units are striped over them round-robin in unit order; overrides spillDir. */
+  /** Spill folders: SSD units are striped over them round-robin in unit order. */
   spillDirs?: string[];
   /** Per spill folder (same order): its filesystem (st_dev) and free bytes, when known. */
-  spillInfo?: { device?: string | null; freeBytes?: number }[];
-  precision: Precision;
+  spillInfo?: { device?: string | null; freeBytes?: number; mount?: string | null }[];
+  masters: Masters;
   batchSize: number;
   maxLength: number;
   /**
@@ -160,6 +157,8 @@ export interface SsdFolderPlan {
   dir: string;
   /** st_dev of its filesystem; null: unknown. */
   device: string | null;
+  /** Its filesystem as a person knows it: the mount point, the device and the type; null: unknown. */
+  mount: string | null;
   /** SSD units striped onto it, and its spill file's size. */
   units: number;
   bytes: number;
@@ -172,8 +171,8 @@ export interface Plan {
   model: string;
   computeDevice: 'cpu' | 'gpu';
   units: PlannedUnit[];
-  /** HOME values per unit, for Engine.load. */
-  homes: number[];
+  /** The home of every unit, for Engine.load. */
+  homes: Home[];
   /** Spill folders for Engine.load (TierPlacement.spillDirs): SSD unit j is in folder j mod length. */
   spillDirs: string[];
   /** Per unit, for Engine.load (TierPlacement.deviceUpdate): true when a streamed unit is updated on the device. */
@@ -198,7 +197,7 @@ export interface Plan {
   prefetch: number;
   /** Device staging slots the engine should use: 2 (uploads overlap compute), or 1 when the device cannot hold two. */
   stageSlots: number;
-  /** Bytes per stored parameter of a streamed unit (4 for f32 masters, 2 for bf16/fp16). */
+  /** Bytes per stored parameter of a streamed unit (4 for fp32 masters, 2 for bf16/fp16). */
   bytesPerParameter: number;
   linkBytesPerStep: { hostToDevice: number; deviceToHost: number; ssdRead: number; ssdWrite: number };
   /** The spill folders, their devices and the aggregate SSD bandwidth; null without a spill folder. */
@@ -247,25 +246,29 @@ const SPILL_ALIGN = 4096;
 export const ENGINE_RUNTIME_BYTES = 128 * 2 ** 20;
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
-/** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
-/** The engine's op groups (native/src/engine.cpp op_groups()): tensors perturbed together. */
-const OP_GROUPS = [
-  ['attn_norm_w', 'attn_norm_b'], ['qkv_w', 'qkv_b'], ['q_w', 'q_b'], ['k_w', 'k_b'], ['v_w', 'v_b'], ['o_w', 'o_b'],
-  ['mlp_norm_w', 'mlp_norm_b'], ['gate_w', 'gate_b'], ['up_w', 'up_b'], ['down_w', 'down_b'], ['fc1_w', 'fc1_b'], ['fc2_w', 'fc2_b'],
-  ['norm_w', 'norm_b', 'lm_head'],
-];
+/**
+ * The largest group of tensors one of the unit's kernels reads, in floats padded to 16 (the working
+ * copies hold one; native/src/arch/block.cpp WorkingCopies::largest_group): a block's weight and
+ * its bias (roles <stem>_w and <stem>_b), the head's norm with lm_head (the embedding when tied).
+ */
+function largestGroup(info: ModelInfo, u: ModelInfo['units'][number]): number {
+  const floats = (t: { shape: number[] } | undefined) => (t ? roundUp(t.shape.reduce((a, b) => a * b, 1), 16) : 0);
+  if (u.kind === 'embed') return 0;
+  if (u.kind === 'head') {
+    const lmHead = u.tensors.lm_head ?? (info.config.tiedEmbeddings ? info.units.find((x) => x.kind === 'embed')?.tensors.tok : undefined);
+    return floats(u.tensors.norm_w) + floats(u.tensors.norm_b) + floats(lmHead);
+  }
+  const groups = new Map<string, number>();
+  for (const [role, t] of Object.entries(u.tensors)) {
+    const stem = role.replace(/_[wb]$/, '');
+    groups.set(stem, (groups.get(stem) ?? 0) + floats(t));
+  }
+  return Math.max(0, ...groups.values());
+}
 
+/** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
 export function plannerModel(info: ModelInfo): PlannerModel {
   const seen = new Set<string>();
-  const numel = (t: { shape: number[] } | undefined) => (t ? t.shape.reduce((a, b) => a * b, 1) : 0);
-  const tok = info.units.find((u) => u.kind === 'embed')?.tensors.tok;
-  const groupMax = (u: ModelInfo['units'][number]) =>
-    Math.max(
-      0,
-      ...OP_GROUPS.map((g) =>
-        g.reduce((n, role) => n + roundUp(numel(role === 'lm_head' && u.kind === 'head' && !u.tensors.lm_head && info.config.tiedEmbeddings ? tok : u.tensors[role]), 16), 0),
-      ),
-    );
   const units = info.units.map((u) => {
     let parameters = 0;
     let slot = 0;
@@ -276,7 +279,7 @@ export function plannerModel(info: ModelInfo): PlannerModel {
       seen.add(t.name);
       slot += roundUp(n, 16) * F32;
     }
-    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, ...(u.kind === 'embed' ? { maxGroupParameters: 0 } : { maxGroupParameters: groupMax(u) }) };
+    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, maxGroupParameters: largestGroup(info, u) };
   });
   const c = info.config;
   return {
@@ -341,8 +344,8 @@ export function makePlan(input: PlanInput): Plan {
   const requestedPrefetch = Math.max(0, input.prefetch ?? 2);
   // bf16/fp16 masters: streamed units are stored, moved, staged and written in 2 bytes per parameter
   // (widened or perturbed into float32 a tensor group at a time); resident ones stay float32.
-  const EB = input.precision === 'f32' ? F32 : 2;
-  const dirs = input.spillDirs?.length ? input.spillDirs : input.spillDir ? [input.spillDir] : [];
+  const EB = input.masters === 'fp32' ? F32 : 2;
+  const dirs = input.spillDirs ?? [];
   const shortfalls: string[] = [];
   const notes: string[] = [];
 
@@ -452,6 +455,7 @@ export function makePlan(input: PlanInput): Plan {
     return {
       dir,
       device: input.spillInfo?.[i]?.device ?? fr.device ?? null,
+      mount: input.spillInfo?.[i]?.mount ?? null,
       units: mine.length,
       bytes: mine.reduce((n, u) => n + roundUp(storedSlotOf(u), SPILL_ALIGN), 0),
       readBytesPerS: r ? fr.readBytesPerS : null,
@@ -717,10 +721,10 @@ export function makePlan(input: PlanInput): Plan {
       shared
         ? 'Predicted step time = max(compute + copies + SSD replays, SSD reads + write-backs) + updates at home: on the CPU backend ' +
             'copies are made by the compute threads and SSD replays share their cores; SSD blocks are read and written back ahead on ' +
-            'prefetch threads. The floor (ALGORITHMS.md §5) is what full overlap would give: the largest single term.'
+            'prefetch threads. The floor is what full overlap of copies, SSD traffic and compute would give: the largest single term (docs/TIERED-STORE.md, "The plan").'
         : 'Predicted step time = max(compute, host → device, device → host, SSD read + write-back + replay) + updates at home: uploads go through ' +
             `${slots} staging slot${slots > 1 ? 's' : ''} on a copy queue and write-backs of device-side updates are assumed to overlap compute; SSD blocks are read ` +
-            '(and replayed) ahead on prefetch threads; updates at home of CPU-homed blocks follow the forwards. The floor (ALGORITHMS.md §5) is the largest single term.',
+            '(and replayed) ahead on prefetch threads; updates at home of CPU-homed blocks follow the forwards. The floor is what full overlap would give: the largest single term (docs/TIERED-STORE.md, "The plan").',
     );
     notes.push(
       compute && compute.blockSource !== 'estimated'
@@ -738,13 +742,13 @@ export function makePlan(input: PlanInput): Plan {
     notes.push(
       nDev > 1
         ? `SSD: ${folders.length} spill folders on ${nDev} distinct devices: their bandwidths add up (SSD blocks are striped round-robin over the folders in unit order).`
-        : `SSD: the ${folders.length} spill folders are on ${unknown ? 'devices that could not be told apart (taken as' : 'the same device (st_dev'} ${unknown ? 'one)' : `${folders[0].device})`}: striping over them does not add bandwidth.`,
+        : `SSD: the ${folders.length} spill folders are on ${unknown ? 'devices that could not be told apart (taken as one)' : `the same filesystem (${folders[0].mount ?? `device ${folders[0].device}`})`}: striping over them does not add bandwidth.`,
     );
   }
   notes.push(
-    input.precision === 'f32'
+    input.masters === 'fp32'
       ? 'Masters are float32 (4 bytes per parameter).'
-      : `Masters are ${input.precision} with stochastic rounding of every update: streamed blocks are stored, moved and written in 2 bytes per parameter (half the CPU, SSD and link bytes of float32) and widened on the device; resident units keep the format's values in float32.`,
+      : `Masters are ${input.masters} with stochastic rounding of every update: streamed blocks are stored, moved and written in 2 bytes per parameter (half the CPU, SSD and link bytes of float32) and widened on the device; resident units keep the format's values in float32.`,
   );
   notes.push(`The engine process itself is budgeted ${formatBytes(runtime)} of CPU memory (runtime, addon, BLAS and small buffers).`);
   notes.push(`Activations are an upper-bound estimate for ${input.batchSize} sequences of ${input.maxLength} tokens.`);
@@ -762,7 +766,7 @@ export function makePlan(input: PlanInput): Plan {
     model: m.name,
     computeDevice: input.computeDevice,
     units: planned,
-    homes: planned.map((u) => HOME[u.home]),
+    homes: planned.map((u) => u.home),
     spillDirs: [...dirs],
     deviceUpdate: planned.map((u) => u.home !== 'device' && u.updateOn === 'device'),
     updateOn: planned.map((u) => u.updateOn),
@@ -796,14 +800,25 @@ export function makePlan(input: PlanInput): Plan {
   };
 }
 
-/** The one-line summary the training start event carries. */
-export function planSummary(p: Plan): { homes: Record<Home, number>; predicted_step_ms: number | null; floor_ms: number | null; bound: Bound | null } {
-  return { homes: { ...p.count }, predicted_step_ms: p.predictedStepMs, floor_ms: p.floorMs, bound: p.bound };
+/** What a run keeps of its plan (its start event carries it): homes per tier, predictions per step and per link. */
+export function runPlan(p: Plan): RunPlan {
+  const t = p.times;
+  return {
+    homes: { ...p.count },
+    predictedStepMs: p.predictedStepMs,
+    floorMs: p.floorMs,
+    bound: p.bound,
+    linkBytes: { ...p.linkBytesPerStep },
+    linkMs: t ? { hostToDevice: t.hostToDeviceMs, deviceToHost: t.deviceToHostMs, ssdRead: t.ssdReadMs, ssdWrite: t.ssdWriteMs } : null,
+    ioWaitMs: t && p.predictedStepMs !== null ? Math.max(0, p.predictedStepMs - t.computeMs - t.hostUpdateMs) : null,
+  };
 }
 
-/** A plain-text rendering for `spillway plan`. */
-export function formatPlan(p: Plan): string {
+/** A plain-text rendering for `spillway plan`; `steps`: the run's, for its predicted whole time. */
+export function formatPlan(p: Plan, o: { steps?: number } = {}): string {
   const ms = (x: number | null) => (x === null ? 'n/a' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(1)} ms`);
+  // A link's time per step: nothing moves on it, or its rate was not measured (no usable spill folder).
+  const link = (x: number, bytes: number) => (bytes === 0 ? 'none' : Number.isFinite(x) ? ms(x) : 'unmeasured');
   const bw = (x: number | null) => (x === null ? 'n/a' : `${(x / 1e9).toFixed(2)} GB/s`);
   const dev = p.computeDevice === 'cpu' ? 'device (CPU arena)' : 'device (GPU)';
   const lines = [`plan for ${p.model}: compute on the ${p.computeDevice.toUpperCase()}; ${p.feasible ? 'fits' : 'DOES NOT FIT'}`];
@@ -827,7 +842,7 @@ export function formatPlan(p: Plan): string {
   if (p.ssd) {
     for (const [i, f] of p.ssd.folders.entries()) {
       lines.push(
-        `    #${i} ${f.dir}: ${f.units} block${f.units === 1 ? '' : 's'}, ${formatBytes(f.bytes)}; device ${f.device ?? 'unknown'}; read ${bw(f.readBytesPerS)}, write ${bw(f.writeBytesPerS)}${f.unavailable ? ` (${f.unavailable})` : ''}`,
+        `    #${i} ${f.dir}: ${f.units} block${f.units === 1 ? '' : 's'}, ${formatBytes(f.bytes)}; ${f.mount ? `on ${f.mount}` : 'filesystem unknown'}; read ${bw(f.readBytesPerS)}, write ${bw(f.writeBytesPerS)}${f.unavailable ? ` (${f.unavailable})` : ''}`,
       );
     }
     if (p.ssd.folders.length > 1) {
@@ -854,28 +869,16 @@ export function formatPlan(p: Plan): string {
   }
   if (p.times) {
     const t = p.times;
+    const l = p.linkBytesPerStep;
     lines.push(
       'time per step',
-      `  compute ${ms(t.computeMs)} (forwards ${ms(t.forwardMs)}, updates on the device ${ms(t.deviceUpdateMs)}) · H2D ${ms(t.hostToDeviceMs)} · D2H ${ms(t.deviceToHostMs)} · ` +
-        `SSD read ${ms(t.ssdReadMs)} · SSD write ${ms(t.ssdWriteMs)} · update at home ${ms(t.hostUpdateMs)} · SSD replay ${ms(t.replayMs)}`,
+      `  compute ${ms(t.computeMs)} (forwards ${ms(t.forwardMs)}, updates on the device ${ms(t.deviceUpdateMs)}) · H2D ${link(t.hostToDeviceMs, l.hostToDevice)} · D2H ${link(t.deviceToHostMs, l.deviceToHost)} · ` +
+        `SSD read ${link(t.ssdReadMs, l.ssdRead)} · SSD write ${link(t.ssdWriteMs, l.ssdWrite)} · update at home ${ms(t.hostUpdateMs)} · SSD replay ${ms(t.replayMs)}`,
     );
   }
-  lines.push(`predicted step ${ms(p.predictedStepMs)}; floor ${ms(p.floorMs)}${p.bound ? ` (bound by ${p.bound})` : ''}${p.calibratedAt ? `; calibrated ${p.calibratedAt}` : ''}`);
+  const run = o.steps !== undefined && p.predictedStepMs !== null ? `; ${o.steps} steps ${formatDuration(o.steps * p.predictedStepMs)}` : '';
+  lines.push(`predicted step ${ms(p.predictedStepMs)}${run}; floor ${ms(p.floorMs)}${p.bound ? ` (bound by ${p.bound})` : ''}${p.calibratedAt ? `; calibrated ${p.calibratedAt}` : ''}`);
   for (const n of p.notes) lines.push(`note: ${n}`);
   return lines.join('\n');
 }
 
-/** "24GB" (10^9), "24GiB" (2^30), "512MB", "512MiB", "1TB", or a plain byte count. */
-export function parseBytes(v: string): number {
-  const m = /^\s*([\d.]+)\s*([KMGT]?)(i?)B?\s*$/i.exec(v);
-  if (!m || !Number.isFinite(Number(m[1]))) throw new Error(`cannot read "${v}" as a size (for example 24GB, 512MiB or 1000000)`);
-  const pow = ' KMGT'.indexOf(m[2].toUpperCase() || ' ');
-  const base = m[3] ? 1024 : 1000;
-  return Math.round(Number(m[1]) * base ** pow);
-}
-
-/** "a,b" and repeated flags → folder list (empty entries dropped). */
-export function splitFolders(v: string | string[] | undefined): string[] {
-  if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [v]).flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean);
-}

@@ -8,6 +8,8 @@ import { mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 
+import { pathExists } from '../node/files.js';
+
 /** A file's contents: text (UTF-8), bytes, or bytes in chunks written back to back. */
 export type FileData = string | Uint8Array | readonly Uint8Array[];
 
@@ -142,20 +144,11 @@ export async function sweepStaleTemporaries(parent: string): Promise<void> {
     const p = join(parent, n);
     const dest = join(parent, m[1]);
     try {
-      if (m[2] === 'old' && !(await exists(dest))) await rename(p, dest);
+      if (m[2] === 'old' && !(await pathExists(dest))) await rename(p, dest);
       else await rm(p, { recursive: true, force: true });
     } catch {
       /* best effort */
     }
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -273,7 +266,7 @@ export async function writeFolderAtomic(destIn: string, files: readonly FolderFi
     // Out of inodes rather than bytes? Only visible before the temporary is removed.
     const noInodes = code === 'ENOSPC' && (await freeSpace(parent))?.freeInodes === 0;
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    if (movedAside && !(await exists(dest))) await rename(aside, dest).catch(() => undefined);
+    if (movedAside && !(await pathExists(dest))) await rename(aside, dest).catch(() => undefined);
     if (code) await fail(code, false, e, noInodes);
     throw e;
   }

@@ -1,26 +1,19 @@
 // Scoring without training: per-example loss (mean token NLL over the scored
 // tokens) and accuracy of a model on a dataset.
-import type { TaskTemplate } from '../data/index.js';
-import { TRAIN_DEFAULTS, loadForTraining, scoreExamples } from './trainer.js';
+import { ScoreOptions, TrainOptions } from '../common/options.js';
+import { loadForTraining, scoreExamples } from './trainer.js';
 import type { TrainEvent } from './trainer.js';
 
-export interface ScoreOptions {
-  model: string;
-  data: string;
-  task: TaskTemplate;
-  threads: number;
-  maxLength?: number;
-  batchSize: number;
-}
+export { ScoreOptions };
 
 export interface ScoredExample {
   type: 'example';
   index: number;
   source: string;
   loss: number;
-  scored_tokens: number;
+  scoredTokens: number;
   correct: boolean | null;
-  candidate_scores: number[] | null;
+  candidateScores: number[] | null;
 }
 
 export interface ScoreSummary {
@@ -28,27 +21,15 @@ export interface ScoreSummary {
   examples: number;
   loss: number;
   accuracy: number | null;
-  wall_s: number;
+  wallS: number;
 }
 
 export type ScoreEvent = ScoredExample | ScoreSummary | TrainEvent;
 
 export async function scoreDataset(o: ScoreOptions, emit: (e: ScoreEvent) => void): Promise<ScoreSummary> {
   const t0 = Date.now();
-  const { engine, train: examples } = await loadForTraining(
-    {
-      ...TRAIN_DEFAULTS,
-      model: o.model,
-      train: o.data,
-      task: o.task,
-      threads: o.threads,
-      maxLength: o.maxLength,
-      batchSize: o.batchSize,
-      evalFraction: 0,
-      zeroShot: false,
-    },
-    emit,
-  );
+  // The whole file is scored: nothing held out.
+  const { engine, train: examples } = await loadForTraining(TrainOptions.parse({ ...ScoreOptions.parse(o), evalFraction: 0, zeroShot: false }), emit);
   let r: Awaited<ReturnType<typeof scoreExamples>>;
   try {
     r = await scoreExamples(engine, examples, o.batchSize);
@@ -66,15 +47,15 @@ export async function scoreDataset(o: ScoreOptions, emit: (e: ScoreEvent) => voi
         index,
         source: ex.source,
         loss,
-        scored_tokens: chunk.scoredTokens[i],
+        scoredTokens: chunk.scoredTokens[i],
         correct: chunk.correct[i] < 0 ? null : chunk.correct[i] === 1,
-        candidate_scores: ex.kind === 'classify' ? chunk.candidateScores.slice(seq, seq + n) : null,
+        candidateScores: ex.kind === 'classify' ? chunk.candidateScores.slice(seq, seq + n) : null,
       });
       seq += n;
       index++;
     });
   }
-  const summary: ScoreSummary = { type: 'summary', examples: examples.length, loss: r.loss, accuracy: r.accuracy, wall_s: (Date.now() - t0) / 1000 };
+  const summary: ScoreSummary = { type: 'summary', examples: examples.length, loss: r.loss, accuracy: r.accuracy, wallS: (Date.now() - t0) / 1000 };
   emit(summary);
   return summary;
 }

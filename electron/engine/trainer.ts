@@ -1,165 +1,69 @@
 // The training loop: MeZO steps on the native engine, evaluation, the seed
 // log, and saving the fine-tuned model. Runs inside the engine host process
 // (see host.ts); it never touches the parent's state.
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
-import type { TaskTemplate, TokenizedExample } from '../data/index.js';
+import type { TokenizedExample } from '../data/index.js';
+import { TrainOptions } from '../common/options.js';
+import type { Masters } from '../common/options.js';
+import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
 import { findStaleSpillFiles } from './spill-files.js';
 import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFolderAtomic } from './safe-write.js';
 import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js';
-import { loadNative } from './native.js';
-import { HOME } from './native.js';
-import type { MasterPrecision, NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
+import { engineThreads, loadNative } from './native.js';
+import type { NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
 import { planFor } from './plan-result.js';
 import { meanExampleTokens } from './example-tokens.js';
-import { planSummary } from './planner.js';
+import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
+import { isFile, statOrNull } from '../node/files.js';
 
-/** Bytes (or ms) per step on each link: host → device, device → host, SSD read, SSD write. */
-export interface LinkFigures {
-  h2d: number;
-  d2h: number;
-  ssd_read: number;
-  ssd_write: number;
-}
-
-/** What the start event says of the plan: the planner's summary, plus its per-link predictions. */
-export type PlanSummary = ReturnType<typeof planSummary> & {
-  /** Bytes per step per link, as planned. */
-  link_bytes: LinkFigures;
-  /** Time per step per link, ms; null without a calibration. */
-  link_ms: LinkFigures | null;
-  /** The predicted step less its compute (what the compute path waits for streamed units), ms; null without a calibration. */
-  io_wait_ms: number | null;
-};
-
-export function runPlanSummary(p: Plan): PlanSummary {
-  const t = p.times;
-  const l = p.linkBytesPerStep;
-  const hostUpdateMs = t && 'hostUpdateMs' in t ? Number(t.hostUpdateMs) || 0 : 0;
-  return {
-    ...planSummary(p),
-    link_bytes: { h2d: l.hostToDevice, d2h: l.deviceToHost, ssd_read: l.ssdRead, ssd_write: l.ssdWrite },
-    link_ms: t ? { h2d: t.hostToDeviceMs, d2h: t.deviceToHostMs, ssd_read: t.ssdReadMs, ssd_write: t.ssdWriteMs } : null,
-    io_wait_ms: t && p.predictedStepMs !== null ? Math.max(0, p.predictedStepMs - t.computeMs - hostUpdateMs) : null,
-  };
-}
-
-/** What one step moved on each link (deltas of the engine's cumulative tier counters) and how long the compute path waited for streamed units. */
-export interface StepIo {
-  h2d_bytes: number;
-  d2h_bytes: number;
-  ssd_read_bytes: number;
-  ssd_write_bytes: number;
-  wait_ms: number;
-}
+export { TrainOptions };
 
 /** The step's I/O from the tier counters read before and after it; undefined when the engine reports no tiers. */
 export function stepIo(before: TierInfo | undefined, after: TierInfo | undefined, times: Pick<PhaseTimes, 'ioMs'>): StepIo | undefined {
   if (!before || !after) return undefined;
   const delta = (k: 'h2dBytes' | 'd2hBytes' | 'ssdReadBytes' | 'ssdWriteBytes') => Math.max(0, (Number(after[k]) || 0) - (Number(before[k]) || 0));
   return {
-    h2d_bytes: delta('h2dBytes'),
-    d2h_bytes: delta('d2hBytes'),
-    ssd_read_bytes: delta('ssdReadBytes'),
-    ssd_write_bytes: delta('ssdWriteBytes'),
-    wait_ms: Math.max(0, Number(times.ioMs) || 0),
+    h2dBytes: delta('h2dBytes'),
+    d2hBytes: delta('d2hBytes'),
+    ssdReadBytes: delta('ssdReadBytes'),
+    ssdWriteBytes: delta('ssdWriteBytes'),
+    waitMs: Math.max(0, Number(times.ioMs) || 0),
   };
 }
 
-export type Schedule = 'constant' | 'linear' | 'cosine';
-export type NoiseKind = 'gaussian' | 'rademacher';
-
-export interface TrainOptions {
-  model: string;
-  train: string;
-  /** Held-out file; without it a fraction of the training file is held out. */
-  eval?: string;
-  evalFraction: number;
-  task: TaskTemplate;
-  steps: number;
-  batchSize: number;
-  lr: number;
-  eps: number;
-  weightDecay: number;
-  q: number;
-  schedule: Schedule;
-  warmupSteps: number;
-  noise: NoiseKind;
-  seed: number;
-  /** Evaluate every N steps (0: only at the start and the end). */
-  evalEvery: number;
-  /** At most this many held-out examples per evaluation (0: all). */
-  evalMax: number;
-  threads: number;
-  maxLength?: number;
-  /** Folder to save the fine-tuned model into (created; must not exist or be empty). */
-  out?: string;
-  /** Evaluate before the first step. */
-  zeroShot: boolean;
-  /** Write a checkpoint every N steps into checkpointDir (0: only on request and on stop). */
-  checkpointEvery?: number;
-  /** Folder receiving checkpoints, one sub-folder per step (the two newest are kept). */
-  checkpointDir?: string;
-  /** Continue from a checkpoint folder written by a previous run of the same options. */
-  resumeFrom?: string;
-  /** Where the transformer blocks live between visits to the compute device (default: resident);
-   *  'auto': the planner places each block under gpuMem / cpuMem / ssdMem. */
-  offload?: 'none' | 'cpu' | 'ssd' | 'auto';
-  /** Budgets for offload 'auto', bytes (absent: unlimited; ssdMem defaults to the spill folder's free space). */
-  gpuMem?: number;
-  cpuMem?: number;
-  ssdMem?: number;
-  /** Spill folder for offload 'ssd' and 'auto'. */
-  spillDir?: string;
-  /** Several spill folders (drives): SSD blocks are striped over them; overrides spillDir. */
-  spillDirs?: string[];
-  /** SSD tier: rewrite a block every K updates (pending updates are replayed on read). */
-  writeBackEvery?: number;
-  /** Where streamed blocks are updated: by the planner's cost model (auto, default), at home, or on the device with write-back. */
-  updateOn?: 'auto' | 'home' | 'device';
-  /** Precision of the masters: fp32 (default), or bf16 / fp16 with stochastic rounding of updates. */
-  masters?: MasterPrecision;
-}
-
-/** The spill folders of the options: spillDirs when given, else spillDir. */
-export function spillFoldersOf(o: Pick<TrainOptions, 'spillDir' | 'spillDirs'>): string[] {
-  return o.spillDirs?.length ? o.spillDirs : o.spillDir ? [o.spillDir] : [];
-}
+/** The masters for Engine.load: absent for fp32 (the engine's default). */
+const mastersOf = (o: Pick<TrainOptions, 'masters'>) => (o.masters && o.masters !== 'fp32' ? { masters: o.masters } : {});
 
 /** The engine placement for the offload options: blocks on the CPU or the SSD, the rest resident. */
 export function placementFor(
-  o: Pick<TrainOptions, 'offload' | 'spillDir' | 'spillDirs' | 'writeBackEvery' | 'updateOn' | 'masters'>,
+  o: Pick<TrainOptions, 'offload' | 'spillDirs' | 'writeBackEvery' | 'updateOn' | 'masters'>,
   units: { kind: string }[],
 ): TierPlacement | undefined {
-  const masters = o.masters && o.masters !== 'fp32' ? { masters: o.masters } : {};
-  if (!o.offload || o.offload === 'none') return Object.keys(masters).length ? { homes: units.map(() => HOME.device), ...masters } : undefined;
+  const masters = mastersOf(o);
+  if (!o.offload || o.offload === 'none') return masters.masters ? { homes: units.map(() => 'device'), ...masters } : undefined;
   if (o.offload === 'auto') throw new Error("offload 'auto' is placed by the planner (planPlacement)");
-  const dirs = spillFoldersOf(o);
+  const dirs = o.spillDirs ?? [];
   if (o.offload === 'ssd' && !dirs.length) throw new Error('offload to the SSD needs a spill folder (--spill DIR)');
-  const home = o.offload === 'cpu' ? HOME.cpu : HOME.ssd;
+  const home = o.offload;
   return {
-    homes: units.map((u) => (u.kind === 'block' ? home : HOME.device)),
-    spillDir: dirs[0],
-    ...(dirs.length > 1 ? { spillDirs: dirs } : {}),
+    homes: units.map((u) => (u.kind === 'block' ? home : 'device')),
+    spillDirs: dirs,
     writeBackEvery: o.writeBackEvery ?? 1,
     ...(o.updateOn === 'device' ? { deviceUpdate: units.map((u) => u.kind === 'block') } : {}),
     ...masters,
   };
 }
 
-/**
- * offload 'auto': the planner's placement under the budgets (the engine computes on the CPU here),
- * with the predicted step time from the cached calibration (measured and cached when absent).
- */
 export async function planPlacement(
   o: TrainOptions,
   info: ModelInfo,
@@ -172,10 +76,9 @@ export async function planPlacement(
     model: info,
     computeDevice: 'cpu',
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
-    spillDir: spillFoldersOf(o)[0] ?? null,
-    spillDirs: spillFoldersOf(o),
+    spillDirs: o.spillDirs ?? [],
     updateMode: o.updateOn ?? 'auto',
-    precision: o.masters === 'bf16' ? 'bf16' : o.masters === 'fp16' ? 'fp16' : 'f32',
+    masters: o.masters ?? 'fp32',
     batchSize: o.batchSize,
     maxLength,
     q: o.q,
@@ -183,96 +86,60 @@ export async function planPlacement(
     dataDir: resolveDataDir(),
     calibrate: 'measure',
     calibrationBytes: 64 * 2 ** 20,
-    threads: o.threads > 0 ? o.threads : defaultThreads(),
+    threads: engineThreads(o.threads),
   });
   if (!plan.feasible) throw new Error(`the plan does not fit: ${plan.shortfalls.join('; ')}`);
   const streamed = plan.count.cpu + plan.count.ssd > 0;
-  const dirs = plan.spillDirs.length ? plan.spillDirs : spillFoldersOf(o);
   const placement: TierPlacement | undefined = streamed
     ? {
         homes: plan.homes,
-        spillDir: dirs[0],
-        ...(dirs.length > 1 ? { spillDirs: dirs } : {}),
+        spillDirs: plan.spillDirs,
         writeBackEvery: o.writeBackEvery ?? 1,
         deviceUpdate: plan.deviceUpdate,
         // The read-ahead the plan budgeted for (lowered when the CPU budget is tight).
         prefetch: plan.prefetch,
         stageSlots: plan.stageSlots,
-        ...(o.masters && o.masters !== 'fp32' ? { masters: o.masters } : {}),
+        ...mastersOf(o),
       }
     : o.masters && o.masters !== 'fp32'
-      ? { homes: plan.homes, masters: o.masters }
+      ? { homes: plan.homes, ...mastersOf(o) }
       : undefined;
   return { placement, plan };
 }
-
-export const TRAIN_DEFAULTS: Omit<TrainOptions, 'model' | 'train' | 'task'> = {
-  evalFraction: 0.1,
-  steps: 1000,
-  batchSize: 16,
-  lr: 1e-6,
-  eps: 1e-3,
-  weightDecay: 0,
-  q: 1,
-  schedule: 'constant',
-  warmupSteps: 0,
-  noise: 'gaussian',
-  seed: 0,
-  evalEvery: 0,
-  evalMax: 0,
-  threads: 0,
-  zeroShot: true,
-};
 
 export interface StartEvent {
   type: 'start';
   model: string;
   architecture: string;
   parameters: number;
-  train_examples: number;
-  eval_examples: number;
+  trainExamples: number;
+  evalExamples: number;
   steps: number;
-  batch_size: number;
+  batchSize: number;
   threads: number;
   backend: string;
-  /** offload 'auto': the planner's summary (homes per tier, predicted step and floor, ms). */
-  plan?: PlanSummary;
+  /** offload 'auto': the plan the run was placed by (homes per tier, predicted step, floor and links). */
+  plan?: RunPlan;
 }
-export interface StepEvent {
-  type: 'step';
-  step: number;
-  loss: number;
-  loss_plus: number;
-  loss_minus: number;
-  projected_grad: number;
-  lr: number;
-  step_ms: number;
-  tokens_per_s: number;
-  skipped: boolean;
+/** A step as the contract's StepMetric has it (less the run id), with its seed and the engine's time per phase. */
+export type StepEvent = { type: 'step' } & Omit<StepMetric, 'runId' | 'io'> & {
   seed: string;
   /** Engine time per phase of this step (noise, forward, head, update, total), ms. */
   times: PhaseTimes;
   /** Bytes moved per link during this step and the compute path's wait for streamed units; absent when the engine reports no tiers. */
   io?: StepIo;
-}
-export interface EvalEvent {
-  type: 'eval';
-  step: number;
-  loss: number;
-  accuracy: number | null;
-  examples: number;
-  eval_ms: number;
-}
+};
+export type EvalEvent = { type: 'eval' } & Omit<EvalMetric, 'runId'>;
 export interface DoneEvent {
   type: 'done';
   status: 'completed' | 'stopped';
   steps: number;
-  final_loss: number | null;
+  finalLoss: number | null;
   eval: EvalEvent | null;
-  zero_shot: EvalEvent | null;
-  skipped_steps: number;
+  zeroShot: EvalEvent | null;
+  skippedSteps: number;
   out: string | null;
-  wall_s: number;
+  wallS: number;
 }
 export interface LogEvent {
   type: 'log';
@@ -291,9 +158,9 @@ export type TrainEvent = StartEvent | StepEvent | EvalEvent | DoneEvent | LogEve
  * format's values, so loading them is exact): taken from the checkpoint when not given,
  * refused when given differently.
  */
-async function resumedMasters(o: TrainOptions): Promise<MasterPrecision> {
+async function resumedMasters(o: TrainOptions): Promise<Masters> {
   const state = await resumeState(o.resumeFrom as string);
-  const saved = (state.options?.masters ?? 'fp32') as MasterPrecision;
+  const saved = (state.options?.masters ?? 'fp32') as Masters;
   if (o.masters !== undefined && o.masters !== saved) {
     throw new Error(`${o.resumeFrom} was trained with ${saved} masters; resume it with --masters ${saved} (not ${o.masters})`);
   }
@@ -413,7 +280,7 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
       }
     }
   }
-  for (const dir of spillFoldersOf(o)) {
+  for (const dir of o.spillDirs ?? []) {
     const stale = await findStaleSpillFiles(dir);
     if (stale.length) {
       const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
@@ -421,7 +288,9 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
     }
   }
   const native = loadNative();
-  const threads = o.threads > 0 ? o.threads : defaultThreads();
+  const threads = engineThreads(o.threads);
+  const cores = availableParallelism();
+  if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
   // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
   const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
@@ -441,14 +310,9 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   return { info, engine, train, eval: evalSet };
 }
 
-export function defaultThreads(): number {
-  const n = Number(process.env.SPILLWAY_THREADS);
-  if (Number.isInteger(n) && n > 0) return n;
-  return Math.max(1, availableParallelism());
-}
-
-export async function train(o: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
-  validateOptions(o);
+/** Trains with options checked against the run options' schema (the engine host's boundary): defaults filled, bounds enforced. */
+export async function train(options: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
+  let o = parseTrainOptions(options);
   if (o.resumeFrom) o = { ...o, masters: await resumedMasters(o) };
   const t0 = Date.now();
   if (o.out) await checkOutFolder(o.out);
@@ -477,13 +341,13 @@ async function trainLoaded(
     model: info.name,
     architecture: info.config.hfArchitecture,
     parameters: info.parameterCount,
-    train_examples: trainSet.length,
-    eval_examples: evalSet.length,
+    trainExamples: trainSet.length,
+    evalExamples: evalSet.length,
     steps: o.steps,
-    batch_size: o.batchSize,
+    batchSize: o.batchSize,
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
-    ...(plan ? { plan: runPlanSummary(plan) } : {}),
+    ...(plan ? { plan: runPlan(plan) } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
@@ -491,7 +355,8 @@ async function trainLoaded(
     if (evalSet.length === 0) return null;
     const te = Date.now();
     const r = await scoreExamples(engine, evalSet, evalChunk);
-    const ev: EvalEvent = { type: 'eval', step, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, eval_ms: Date.now() - te };
+    const at = Date.now();
+    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te };
     emit(ev);
     return ev;
   };
@@ -545,7 +410,7 @@ async function trainLoaded(
   };
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
-    for (; step < o.steps; step++) {
+    while (step < o.steps) {
       if (signal.checkpointRequested) {
         signal.checkpointRequested = false;
         await checkpoint(step);
@@ -570,28 +435,33 @@ async function trainLoaded(
           skipped: r.skipped,
         });
       });
+      // The update is applied: the step counts as done whatever stops the run from here on (a stop
+      // during the evaluation or the checkpoint below), so a checkpoint on stop holds as many
+      // steps as its seed log and its weights have.
+      step++;
       if (r.skipped) {
-        emit({ type: 'log', message: `step ${step + 1}: non-finite loss or projected gradient, update skipped` });
+        emit({ type: 'log', message: `step ${step}: non-finite loss or projected gradient, update skipped` });
       }
       lastLoss = r.loss;
       const io = stepIo(tiersBefore, engine.info().tiers, r.times);
       emit({
         type: 'step',
-        step: step + 1,
+        step,
+        at: Date.now(),
         loss: r.loss,
-        loss_plus: mean(r.lossPlus),
-        loss_minus: mean(r.lossMinus),
-        projected_grad: mean(r.projectedGrad),
+        lossPlus: mean(r.lossPlus),
+        lossMinus: mean(r.lossMinus),
+        projectedGrad: mean(r.projectedGrad),
         lr,
-        step_ms: r.times.totalMs,
-        tokens_per_s: (batch.tokens.length / r.times.totalMs) * 1000,
+        stepMs: r.times.totalMs,
+        tokensPerS: (batch.tokens.length / r.times.totalMs) * 1000,
         skipped: r.skipped,
         seed: r.seeds[0].toString(),
         times: r.times,
         ...(io ? { io } : {}),
       });
-      if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) lastEval = await evaluate(step + 1);
-      if (o.checkpointEvery && (step + 1) % o.checkpointEvery === 0 && step + 1 < o.steps) await checkpoint(step + 1);
+      if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) lastEval = await evaluate(step);
+      if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
     }
   } catch (e) {
     if (!isCancelled(e)) throw e;
@@ -618,12 +488,12 @@ async function trainLoaded(
     type: 'done',
     status,
     steps: step,
-    final_loss: lastLoss,
+    finalLoss: lastLoss,
     eval: lastEval,
-    zero_shot: zeroShot,
-    skipped_steps: skipped,
+    zeroShot,
+    skippedSteps: skipped,
     out,
-    wall_s: (Date.now() - t0) / 1000,
+    wallS: (Date.now() - t0) / 1000,
   };
   emit(done);
   return done;
@@ -633,28 +503,11 @@ function mean(v: number[]): number {
   return v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
 }
 
-export function validateOptions(o: TrainOptions): void {
-  const positiveInt = (name: string, v: number, min = 1) => {
-    if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be an integer >= ${min}, got ${v}`);
-  };
-  positiveInt('steps', o.steps, 0);
-  positiveInt('batch size', o.batchSize);
-  positiveInt('q', o.q);
-  positiveInt('eval every', o.evalEvery, 0);
-  positiveInt('seed', o.seed, 0);
-  if (!(o.lr >= 0) || !Number.isFinite(o.lr)) throw new Error(`lr must be a finite number >= 0, got ${o.lr}`);
-  if (!(o.eps > 0) || !Number.isFinite(o.eps)) throw new Error(`eps must be a positive number, got ${o.eps}`);
-  if (!(o.weightDecay >= 0)) throw new Error(`weight decay must be >= 0, got ${o.weightDecay}`);
-  if (!(o.evalFraction >= 0 && o.evalFraction < 1)) throw new Error(`eval fraction must be in [0, 1), got ${o.evalFraction}`);
-  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new Error(`unknown schedule ${o.schedule} (constant, linear, cosine)`);
-  if (!['gaussian', 'rademacher'].includes(o.noise)) throw new Error(`unknown noise ${o.noise} (gaussian, rademacher)`);
-  if (o.offload !== undefined && !['none', 'cpu', 'ssd', 'auto'].includes(o.offload)) throw new Error(`unknown offload ${o.offload} (none, cpu, ssd, auto)`);
-  for (const [name, v] of [['gpu-mem', o.gpuMem], ['cpu-mem', o.cpuMem], ['ssd-mem', o.ssdMem]] as const) {
-    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new Error(`${name} must be a byte count >= 0, got ${v}`);
-  }
-  if (o.writeBackEvery !== undefined) positiveInt('write-back-every', o.writeBackEvery);
-  if (o.updateOn !== undefined && !['auto', 'home', 'device'].includes(o.updateOn)) throw new Error(`unknown update mode ${o.updateOn} (auto, home, device)`);
-  if (o.masters !== undefined && !['fp32', 'bf16', 'fp16'].includes(o.masters)) throw new Error(`unknown master precision ${o.masters} (fp32, bf16, fp16)`);
+/** The options as the schema reads them; a value out of its bounds is an error naming the option. */
+export function parseTrainOptions(o: unknown): TrainOptions {
+  const r = TrainOptions.safeParse(o);
+  if (r.success) return r.data;
+  throw new Error(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
 }
 
 async function checkOutFolder(out: string): Promise<void> {
@@ -746,7 +599,7 @@ async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: 
   const header = 8 + 64 + info.tensors.reduce((n, t) => n + t.name.length + 80 + 12 * t.shape.length, 0);
   const sizes = [header + info.parameterCount * 4, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES];
   for (const f of ['config.json', ...SIDE_FILES]) {
-    const st = await stat(join(info.dir, f)).catch(() => null);
+    const st = await statOrNull(join(info.dir, f));
     if (st) sizes.push(st.size + (f === 'config.json' ? 256 : 0));
   }
   return sizes;
@@ -791,8 +644,7 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
 
 /** Whether dir holds a complete checkpoint (its weights and spillway.json). */
 async function isCompleteCheckpoint(dir: string): Promise<boolean> {
-  const ok = async (f: string) => (await stat(join(dir, f)).catch(() => null))?.isFile() === true;
-  return (await ok('spillway.json')) && (await ok('model.safetensors'));
+  return (await isFile(join(dir, 'spillway.json'))) && (await isFile(join(dir, 'model.safetensors')));
 }
 
 export async function resumeState(dir: string): Promise<CheckpointState> {

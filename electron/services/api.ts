@@ -14,8 +14,9 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 
 import {
-  precisionOfMasters,
+  pathKinds,
   SpillwayError,
+  TrainOptions,
   type AnyEvent,
   type DatasetCheck,
   type DatasetEntry,
@@ -25,12 +26,20 @@ import {
   type MethodParams,
   type MethodResult,
   type ModelSummary,
+  type Notice,
+  type PathMeta,
+  type PickRequest,
+  type RunMethodName,
+  type RunOptions,
   type Settings,
 } from '../common/contract.js';
 import {
+  chatRenderer,
+  ChatTemplateError,
   DatasetError,
   detectFormat,
   loadTokenizer,
+  previewChatRow,
   previewDataset,
   readDataset,
   renderExample,
@@ -38,12 +47,14 @@ import {
   TokenizerError,
   validateTemplate,
 } from '../data/index.js';
-import type { TaskTemplate } from '../data/index.js';
+import type { ChatRenderer, SpillwayTokenizer, TaskTemplate } from '../data/index.js';
 import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { datasetMeanTokens } from '../engine/example-tokens.js';
+import { FileAccess, type AccessOptions, type RootKind } from './access.js';
+import { listFolder } from './folders.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -67,22 +78,6 @@ export interface SpillwayServices extends ServiceMethods, EventSource {
   shutdown(): Promise<void>;
 }
 
-/** Methods the run supervisor (electron/services/runs + store) implements. */
-export const RUN_METHODS = [
-  'startRun',
-  'stopRun',
-  'resumeRun',
-  'checkpointRun',
-  'listRuns',
-  'getRun',
-  'getMetrics',
-  'deleteRun',
-  'exportRun',
-  'getSettings',
-  'updateSettings',
-] as const satisfies readonly MethodName[];
-export type RunMethodName = (typeof RUN_METHODS)[number];
-
 /**
  * What the run supervisor provides. Conventions:
  * - throw SpillwayError('NOT_FOUND') for an unknown run id, 'CONFLICT' for a
@@ -103,6 +98,12 @@ export interface ServicesOptions {
   hfCacheDir?: string;
   /** Folders always listed first (default: the embedded demo's resources/models and resources/datasets). */
   builtInRoots?: { models: string[]; datasets: string[] };
+  /** Folders the calls may use besides the demo, the data folder and the settings' (`spillway serve --allow`). */
+  access?: Pick<AccessOptions, 'allow' | 'perKind'>;
+  /** The desktop app's native dialogs; without it pickPath answers UNAVAILABLE (a browser uses listFolder). */
+  picker?: (request: PickRequest) => Promise<string | null>;
+  /** What the backend had to say when it opened its data folder (a damaged database moved aside…). */
+  notices?: () => Notice[];
 }
 
 /** resources/models and resources/datasets of this installation. */
@@ -165,9 +166,14 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   const hfCache = options.hfCacheDir ?? hfHubCacheDir();
   // The embedded demo is always listed, so a first launch can preselect it.
   const builtIn = options.builtInRoots ?? bundledRoots();
+  const access = new FileAccess({ ...options.access, builtIn, hfCache }, () => runs.getSettings({}, { signal: new AbortController().signal }));
+  const allowed = (kind: RootKind, p: string, what: string) => access.check(kind, p, what);
 
   return {
-    startRun: (p, ctx) => runs.startRun(p, ctx),
+    async startRun(p, ctx) {
+      await checkRunPaths(access, p.options);
+      return runs.startRun(p, ctx);
+    },
     stopRun: (p, ctx) => runs.stopRun(p, ctx),
     resumeRun: (p, ctx) => runs.resumeRun(p, ctx),
     checkpointRun: (p, ctx) => runs.checkpointRun(p, ctx),
@@ -175,26 +181,57 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     getRun: (p, ctx) => runs.getRun(p, ctx),
     getMetrics: (p, ctx) => runs.getMetrics(p, ctx),
     deleteRun: (p, ctx) => runs.deleteRun(p, ctx),
-    exportRun: (p, ctx) => runs.exportRun(p, ctx),
+    async exportRun(p, ctx) {
+      await allowed('export', p.dest, 'the export destination');
+      return runs.exportRun(p, ctx);
+    },
     getSettings: (p, ctx) => runs.getSettings(p, ctx),
-    updateSettings: (p, ctx) => runs.updateSettings(p, ctx),
-
-    async listModels(p, ctx) {
-      const settings = await runs.getSettings({}, ctx);
-      const roots = p.roots ?? [...builtIn.models, ...settings.modelRoots, ...(settings.includeHfCache ? [hfCache] : [])];
-      const { models, unsupported } = await scanModelRoots(roots);
-      return { models: models.map(modelSummary), unsupported };
+    async updateSettings(p, ctx) {
+      await checkSettingFolders(access, p, await runs.getSettings({}, ctx));
+      return runs.updateSettings(p, ctx);
     },
 
-    inspectModel: (p) => catalogCall(() => inspectModel(p.path)),
+    async listModels(p, ctx) {
+      for (const r of p.roots ?? []) await allowed('models', r, 'the model folder');
+      const roots = p.roots ?? (await listedRoots(access, 'models'));
+      const { models, unsupported } = await scanModelRoots(roots);
+      // A symlink inside an allowed folder may lead out of it: what lies there is not listed.
+      const inside = async (dir: string) => (await access.within(dir, 'models')) !== null;
+      const keep = await Promise.all([...models.map((m) => inside(m.dir)), ...unsupported.map((u) => inside(u.dir))]);
+      return {
+        models: models.filter((_, i) => keep[i]).map(modelSummary),
+        unsupported: unsupported.filter((_, i) => keep[models.length + i]),
+      };
+    },
+
+    inspectModel: (p) =>
+      catalogCall(async () => {
+        await allowed('models', p.path, 'the model folder');
+        return inspectModel(p.path);
+      }),
 
     async listDatasets(p, ctx) {
-      const roots = p.roots ?? [...builtIn.datasets, ...(await runs.getSettings({}, ctx)).datasetRoots];
+      for (const r of p.roots ?? []) await allowed('datasets', r, 'the dataset folder');
+      const roots = p.roots ?? (await listedRoots(access, 'datasets'));
       return { datasets: await scanDatasetRoots(roots, ctx.signal) };
     },
 
+    listFolder: (p) => listFolder(access, p),
+
+    async pickPath(p) {
+      if (!options.picker) {
+        throw new SpillwayError('UNAVAILABLE', 'native dialogs exist only in the desktop app; in a browser, browse the allowed folders instead');
+      }
+      const picked = await options.picker(p);
+      if (picked) await access.grant(p.kind, picked);
+      return { path: picked };
+    },
+
+    getNotices: async () => ({ notices: options.notices?.() ?? [] }),
+
     previewDataset: (p) =>
       catalogCall(async () => {
+        await allowed('datasets', p.path, 'the dataset');
         let template: TaskTemplate | undefined;
         if (p.template) {
           template = p.template;
@@ -205,16 +242,29 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
           }
         }
         const preview = await previewDataset(p.path, p.rows, p.format ? { format: p.format } : {});
-        return datasetPreviewResult(preview, template);
+        let chat: ChatPreviewer | null = null;
+        if (template?.kind === 'chat' && p.model) {
+          const tokenizer = await loadTokenizer((await loadModelInfo(p.model)).dir);
+          chat = { tokenizer, renderer: chatRenderer(tokenizer, template) };
+        }
+        return datasetPreviewResult(preview, template, chat);
       }),
 
-    checkDataset: (p, ctx) => catalogCall(() => checkDataset(p, ctx.signal)),
+    checkDataset: (p, ctx) =>
+      catalogCall(async () => {
+        await allowed('datasets', p.path, 'the dataset');
+        await allowed('models', p.model, 'the model folder');
+        return checkDataset(p, ctx.signal);
+      }),
 
     plan: (p, ctx) =>
       catalogCall(async () => {
         const settings = await runs.getSettings({}, ctx);
         // The folders asked for (several: striped), else the settings' spill folder.
-        const spillDirs = p.spillDirs?.length ? p.spillDirs : [p.spillDir ?? settings.spillDir].filter((d): d is string => !!d);
+        const spillDirs = p.spillDirs?.length ? p.spillDirs : settings.spillDir ? [settings.spillDir] : [];
+        await allowed('models', p.model, 'the model folder');
+        for (const d of spillDirs) await allowed('spill', d, 'the spill folder');
+        if (p.train) await allowed('datasets', p.train, 'the training data');
         // With the training data named: compute for its mean tokens per example, as the run's own plan does.
         let data: { meanTokens: number; examples: number } | null = null;
         let dataNote: string | null = null;
@@ -234,9 +284,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
             cpu: p.budgets.cpu ?? settings.budgets.cpu ?? undefined,
             ssd: p.budgets.ssd ?? settings.budgets.ssd ?? undefined,
           },
-          spillDir: spillDirs[0] ?? null,
           spillDirs,
-          precision: p.masters ? precisionOfMasters(p.masters) : p.precision,
+          masters: p.masters ?? 'fp32',
           updateMode: p.updateOn,
           batchSize: p.batchSize,
           maxLength: p.maxLength,
@@ -258,6 +307,72 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
     shutdown: () => runs.shutdown(),
   };
+}
+
+/** Which kind of allowed folder each path of a run's options must lie in: as the options' schema says (pathKinds). */
+export const RUN_OPTION_PATHS: Record<string, PathMeta> = Object.fromEntries(
+  Object.entries(TrainOptions.shape).flatMap(([field, schema]) => {
+    const meta = pathKinds.get(schema);
+    return meta ? [[field, meta]] : [];
+  }),
+);
+
+/** The folders scanned when a listing names none: every allowed one but the data folder (its runs' checkpoints and seed logs are not a library). */
+async function listedRoots(access: FileAccess, kind: RootKind): Promise<string[]> {
+  return (await access.roots(kind)).filter((r) => r.source !== 'data folder').map((r) => r.path);
+}
+
+async function checkRunPaths(access: FileAccess, options: RunOptions): Promise<void> {
+  for (const [field, value] of Object.entries(options)) {
+    const rule = RUN_OPTION_PATHS[field];
+    if (!rule) continue;
+    for (const p of Array.isArray(value) ? value : [value]) if (typeof p === 'string') await access.check(rule.kind, p, rule.what);
+  }
+}
+
+/**
+ * Folders a settings change names: never a system folder or one holding the home folder's secrets. A model
+ * folder it adds must hold a model (or folders of models), a dataset folder it adds must exist; folders
+ * already in the settings are not checked for that again, so one that emptied since does not block saving the rest.
+ */
+async function checkSettingFolders(access: FileAccess, patch: Partial<Settings>, current: Settings): Promise<void> {
+  for (const r of patch.modelRoots ?? []) {
+    const resolved = await access.checkSettingFolder('Model folders', r);
+    if (!current.modelRoots.includes(r)) await checkModelFolder(r, resolved);
+  }
+  for (const r of patch.datasetRoots ?? []) {
+    const resolved = await access.checkSettingFolder('Dataset folders', r);
+    if (current.datasetRoots.includes(r)) continue;
+    const st = await fsp.stat(resolved).catch(() => null);
+    if (!st?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `Dataset folders: ${r} ${st ? 'is not a folder' : 'does not exist'}`);
+  }
+  for (const [setting, p] of [['Spill folder', patch.spillDir], ['Runs folder', patch.runsDir]] as const) {
+    if (!p) continue;
+    const resolved = await access.checkSettingFolder(setting, p);
+    const st = await fsp.stat(resolved).catch(() => null);
+    if (st && !st.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${setting}: ${p} is a file, not a folder`);
+  }
+}
+
+/** A model folder setting must exist and hold at least one model; else the reason the folder is not one. */
+async function checkModelFolder(given: string, resolved: string): Promise<void> {
+  const st = await fsp.stat(resolved).catch(() => null);
+  if (!st) throw new SpillwayError('BAD_REQUEST', `Model folders: ${given} does not exist`, { name: 'NotAModelFolder' });
+  if (!st.isDirectory()) throw new SpillwayError('BAD_REQUEST', `Model folders: ${given} is a file; choose the folder that holds config.json and the weights`, { name: 'NotAModelFolder' });
+  const { models, unsupported } = await scanModelRoots([resolved]);
+  if (models.length > 0 || unsupported.length > 0) return;
+  let why: string;
+  try {
+    await loadModelInfo(resolved);
+    why = 'no model was found in it';
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  throw new SpillwayError(
+    'BAD_REQUEST',
+    `Model folders: ${given} holds no model (${why}). A model folder has config.json, *.safetensors and a tokenizer; a folder of models holds such folders (up to 4 levels down), as does a Hugging Face cache.`,
+    { name: 'NotAModelFolder' },
+  );
 }
 
 /**
@@ -287,7 +402,7 @@ async function catalogCall<T>(f: () => Promise<T>): Promise<T> {
   try {
     return await f();
   } catch (e) {
-    if (isModelError(e) || e instanceof DatasetError || e instanceof TokenizerError) {
+    if (isModelError(e) || e instanceof DatasetError || e instanceof TokenizerError || e instanceof ChatTemplateError) {
       throw new SpillwayError('BAD_REQUEST', e.message, { name: e.name });
     }
     throw e;
@@ -382,6 +497,7 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
   const limit = info.config.maxPositions > 0 ? info.config.maxPositions : Infinity;
   const maxLength = Math.min(p.maxLength ?? limit, limit);
   if (!Number.isFinite(maxLength)) throw new SpillwayError('BAD_REQUEST', 'the model states no position limit: give maxLength');
+  const chat = p.template.kind === 'chat' ? chatRenderer(tokenizer, p.template) : undefined;
   const errors: DatasetCheck['errors'] = [];
   let rows = 0;
   let ok = 0;
@@ -408,7 +524,7 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
       if (signal?.aborted) throw new SpillwayError('CANCELLED', 'checkDataset was cancelled');
       rows++;
       try {
-        tokenizeExample(row, p.template, tokenizer, { file: p.path, maxLength });
+        tokenizeExample(row, p.template, tokenizer, { file: p.path, maxLength, chat });
         ok++;
       } catch (e) {
         record(e, row.line);
@@ -422,9 +538,16 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
   return { path: p.path, rows, ok, errorCount, errors, complete, maxLength };
 }
 
+/** What renders chat rows in a preview: the chosen model's tokenizer and chat template. */
+interface ChatPreviewer {
+  tokenizer: SpillwayTokenizer;
+  renderer: ChatRenderer;
+}
+
 function datasetPreviewResult(
   preview: Awaited<ReturnType<typeof previewDataset>>,
   template: TaskTemplate | undefined,
+  chat: ChatPreviewer | null,
 ): DatasetPreview {
   return {
     path: preview.file,
@@ -435,7 +558,9 @@ function datasetPreviewResult(
     rendered: template
       ? preview.rows.map((r) => {
           try {
-            return { ok: true as const, example: renderExample(r, template, preview.file) };
+            if (template.kind !== 'chat') return { ok: true as const, example: renderExample(r, template, preview.file) };
+            if (!chat) return { ok: false as const, error: 'choose a model: chat rows are rendered with its chat template and tokenizer' };
+            return { ok: true as const, example: previewChatRow(r, template, chat.tokenizer, chat.renderer, preview.file) };
           } catch (e) {
             return { ok: false as const, error: (e as Error).message };
           }

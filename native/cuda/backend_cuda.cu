@@ -18,8 +18,8 @@
 //   zo_update's terms too, and scratch buffers grow with stream-ordered
 //   allocations. download() and synchronize() are the waits.
 // - Nothing here throws across a kernel: errors become std::runtime_error
-//   with the CUDA message, and allocation failures name the bytes asked and
-//   the bytes free.
+//   with the CUDA (or cuBLAS) message and the file and line of the call, and
+//   allocation failures name the bytes asked and the bytes free.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -43,22 +43,36 @@
 
 #include "spillway/backend.h"
 #include "spillway/noise.h"
+#include "spillway/nvml.h"
 #include "spillway/precision.h"
 
 namespace spw {
 
 namespace {
 
-void check(cudaError_t e, const char* what) {
+// CUDA errors carry the call and where it is (llm.c's cudaCheck): "CUDA error in cudaMalloc(...) at
+// backend_cuda.cu:412: cudaErrorMemoryAllocation (out of memory)".
+void check(cudaError_t e, const std::string& what, const char* file, int line) {
     if (e != cudaSuccess) {
         cudaGetLastError();  // clear a non-sticky error so the next call starts clean
-        throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" +
-                                 cudaGetErrorString(e) + ")");
+        const char* base = std::strrchr(file, '/');
+        throw std::runtime_error("CUDA error in " + what + " at " + (base ? base + 1 : file) + ":" + std::to_string(line) +
+                                 ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
     }
 }
 
-#define SPW_CK(x) check((x), #x)
-#define SPW_LAUNCHED(name) check(cudaGetLastError(), name)
+#define SPW_CHECK(x, what) check((x), (what), __FILE__, __LINE__)
+#define SPW_CK(x) SPW_CHECK(x, #x)
+#define SPW_LAUNCHED(name) SPW_CHECK(cudaGetLastError(), name)
+
+// cuBLAS calls return a cublasStatus_t (0: success), reported the same way.
+void cublas_check(int status, const char* what, const char* file, int line) {
+    if (status == 0) return;
+    const char* base = std::strrchr(file, '/');
+    throw std::runtime_error(std::string(what) + " failed with cuBLAS status " + std::to_string(status) + " at " +
+                             (base ? base + 1 : file) + ":" + std::to_string(line));
+}
+#define SPW_CUBLAS(x, what) cublas_check((x), (what), __FILE__, __LINE__)
 
 std::string mib(double bytes) {
     char buf[64];
@@ -142,33 +156,6 @@ struct Cublas {
     }
     bool ok() const { return handle != nullptr && sgemm != nullptr; }
 };
-
-// ---------------------------------------------------------------- NVML by dlopen (free memory only)
-struct NvmlMemory {
-    unsigned long long total, free, used;
-};
-using nvml_device = void*;
-using fn_nvml_init = int (*)();
-using fn_nvml_by_bus = int (*)(const char*, nvml_device*);
-using fn_nvml_mem = int (*)(nvml_device, NvmlMemory*);
-using fn_nvml_shutdown = int (*)();
-
-long long nvml_free_bytes(const char* pci_bus_id) {
-    static void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) return -1;
-    auto init = (fn_nvml_init)dlsym(lib, "nvmlInit_v2");
-    auto by_bus = (fn_nvml_by_bus)dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2");
-    auto mem = (fn_nvml_mem)dlsym(lib, "nvmlDeviceGetMemoryInfo");
-    auto shutdown = (fn_nvml_shutdown)dlsym(lib, "nvmlShutdown");
-    if (!init || !by_bus || !mem || !shutdown) return -1;
-    if (init() != 0) return -1;
-    long long result = -1;
-    nvml_device d = nullptr;
-    NvmlMemory m{};
-    if (by_bus(pci_bus_id, &d) == 0 && mem(d, &m) == 0) result = (long long)m.free;
-    shutdown();
-    return result;
-}
 
 // ---------------------------------------------------------------- kernels
 constexpr int kThreads = 256;
@@ -413,9 +400,9 @@ __global__ void k_add_bias(float* out, const float* b, size_t N, int O) {
     for (size_t i = gtid(); i < total; i += gstride()) out[i] += b[i % (size_t)O];
 }
 
-__global__ void k_rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
-                       const float* inv_freq) {
-    int half = head_dim / 2;
+__global__ void k_rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
+                       const float* inv_freq, float scale) {
+    int half = rotary_dim / 2;
     size_t total = (size_t)N * nheads * half;
     for (size_t t = gtid(); t < total; t += gstride()) {
         int i = (int)(t % half);
@@ -423,7 +410,7 @@ __global__ void k_rope(float* x, int ld, int nheads, int head_dim, const int32_t
         int h = (int)(nh % nheads);
         size_t n = nh / nheads;
         float a = (float)positions[n] * inv_freq[i];
-        float cs = cosf(a), sn = sinf(a);
+        float cs = cosf(a) * scale, sn = sinf(a) * scale;
         float* r = x + n * (size_t)ld + (size_t)h * head_dim;
         float x1 = r[i], x2 = r[i + half];
         r[i] = x1 * cs - x2 * sn;
@@ -820,30 +807,30 @@ public:
     }
     void record(Event* e, Queue q) override {
         cur();
-        check(cudaEventRecord(event(e, "record"), queue(q)), (std::string("cudaEventRecord(") + queue_name(q) + ")").c_str());
+        SPW_CHECK(cudaEventRecord(event(e, "record"), queue(q)), std::string("cudaEventRecord(") + queue_name(q) + ")");
     }
     void wait(Queue q, Event* e) override {
         cur();
-        check(cudaStreamWaitEvent(queue(q), event(e, "wait"), 0), (std::string("cudaStreamWaitEvent(") + queue_name(q) + ")").c_str());
+        SPW_CHECK(cudaStreamWaitEvent(queue(q), event(e, "wait"), 0), std::string("cudaStreamWaitEvent(") + queue_name(q) + ")");
     }
     void host_wait(Event* e) override {
         cur();
-        check(cudaEventSynchronize(event(e, "host_wait")), "cudaEventSynchronize");
+        SPW_CHECK(cudaEventSynchronize(event(e, "host_wait")), "cudaEventSynchronize");
     }
     // Asynchronous on either queue. From pageable memory CUDA stages the copy itself and the call
     // returns only once the source has been read (no overlap with the host); pin_host() avoids that.
     void upload_on(Queue q, void* dst, const void* src, size_t bytes) override {
         if (!bytes) return;
         cur();
-        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, queue(q)),
-              (std::string("cudaMemcpyAsync(") + queue_name(q) + ", host to device)").c_str());
+        SPW_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, queue(q)),
+              std::string("cudaMemcpyAsync(") + queue_name(q) + ", host to device)");
     }
     // Asynchronous on either queue; the destination holds the data once an event recorded after it has passed.
     void download_on(Queue q, void* dst, const void* src, size_t bytes) override {
         if (!bytes) return;
         cur();
-        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, queue(q)),
-              (std::string("cudaMemcpyAsync(") + queue_name(q) + ", device to host)").c_str());
+        SPW_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, queue(q)),
+              std::string("cudaMemcpyAsync(") + queue_name(q) + ", device to host)");
     }
     // cudaHostRegister. "Already registered" is not an error: memory from alloc_host(), a range pinned
     // twice, or a range sharing a page with a neighbour pinned before it (masters come from
@@ -987,12 +974,13 @@ public:
             SPW_LAUNCHED("linear(bias)");
         }
     }
-    void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
-              const float* inv_freq) override {
+    void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
+              const float* inv_freq, float scale) override {
         if (N <= 0) return;
         cur();
-        size_t total = (size_t)N * nheads * (head_dim / 2);
-        k_rope<<<grid_for(total), kThreads, 0, stream_>>>(x, ld, nheads, head_dim, positions, N, inv_freq);
+        size_t total = (size_t)N * nheads * (rotary_dim / 2);
+        k_rope<<<grid_for(total), kThreads, 0, stream_>>>(x, ld, nheads, head_dim, rotary_dim, positions, N, inv_freq,
+                                                          scale);
         SPW_LAUNCHED("rope");
     }
     void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,
@@ -1144,7 +1132,7 @@ private:
                 cudaGetLastError();
                 break;
             }
-            check(q, "cudaEventQuery(staging ring)");
+            SPW_CHECK(q, "cudaEventQuery(staging ring)");
             stage_spare_.push_back(stage_inflight_.front().done);
             stage_inflight_.pop_front();
         }
@@ -1159,7 +1147,7 @@ private:
                     break;
                 }
             if (!clash) break;
-            check(cudaEventSynchronize(stage_inflight_.front().done), "cudaEventSynchronize(staging ring)");
+            SPW_CHECK(cudaEventSynchronize(stage_inflight_.front().done), "cudaEventSynchronize(staging ring)");
             stage_spare_.push_back(stage_inflight_.front().done);
             stage_inflight_.pop_front();
         }
@@ -1177,7 +1165,7 @@ private:
         if (e == cudaSuccess) e = cudaEventRecord(done, stream_);
         if (e != cudaSuccess) {
             stage_spare_.push_back(done);
-            check(e, "cudaMemcpyAsync(staging ring, host to device)");
+            SPW_CHECK(e, "cudaMemcpyAsync(staging ring, host to device)");
         }
         stage_inflight_.push_back({start, start + len, done});
         return true;
@@ -1199,22 +1187,18 @@ private:
             // Column-major view: out^T [O, N] = op(W) [O, I] x A^T [I, N].
             const float one = 1.0f, zero = 0.0f;
             const int opw = transposed ? CUBLAS_OP_N : CUBLAS_OP_T, ldw = transposed ? O : I;
-            int st = 0;
             if (gemm_ == GemmMode::Fp32) {
-                st = cublas_.sgemm(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, W, ldw, A, I, &zero, out, O);
-                if (st != 0) throw std::runtime_error("cublasSgemm failed with status " + std::to_string(st));
+                SPW_CUBLAS(cublas_.sgemm(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, W, ldw, A, I, &zero, out, O), "cublasSgemm");
             } else if (gemm_ == GemmMode::Tf32) {
-                st = cublas_.gemm_ex(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, W, CUDA_R_32F, ldw, A,
-                                     CUDA_R_32F, I, &zero, out, CUDA_R_32F, O, CUBLAS_COMPUTE_32F_FAST_TF32,
-                                     CUBLAS_GEMM_DEFAULT);
-                if (st != 0) throw std::runtime_error("cublasGemmEx (tf32) failed with status " + std::to_string(st));
+                SPW_CUBLAS(cublas_.gemm_ex(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, W, CUDA_R_32F, ldw, A, CUDA_R_32F, I,
+                                           &zero, out, CUDA_R_32F, O, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+                           "cublasGemmEx (tf32)");
             } else {
                 const void* wb = Wb ? Wb : to_bf16(W, (size_t)O * I, bf16_w_);
                 const void* ab = to_bf16(A, (size_t)N * I, bf16_a_);
-                st = cublas_.gemm_ex(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, wb, CUDA_R_16BF, ldw, ab,
-                                     CUDA_R_16BF, I, &zero, out, CUDA_R_32F, O, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT);
-                if (st != 0) throw std::runtime_error("cublasGemmEx (bf16) failed with status " + std::to_string(st));
+                SPW_CUBLAS(cublas_.gemm_ex(cublas_.handle, opw, CUBLAS_OP_N, O, N, I, &one, wb, CUDA_R_16BF, ldw, ab, CUDA_R_16BF, I,
+                                           &zero, out, CUDA_R_32F, O, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                           "cublasGemmEx (bf16)");
             }
             return;
         }

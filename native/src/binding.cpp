@@ -1,19 +1,26 @@
 // Node-API glue only: an Engine object whose long operations run on a native
 // thread and settle promises; cancellation is a flag checked between units.
 #include <napi.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
+#include <thread>
 
+#include "arch/family.h"
+#include "arch/params.h"
+#include "arch/rope.h"
 #include "spillway/engine.h"
 #include "spillway/noise.h"
+#include "spillway/nvml.h"
+#include "spillway/precision.h"
 #include "probe.h"
 #include "tier/calibrate.h"
-#include "nvml.h"
 
 namespace {
 
@@ -64,12 +71,106 @@ std::vector<int32_t> ints(const Napi::Object& o, const char* key) {
     return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
 }
 
+// Optional fields: absent (undefined or null) leaves the value as it was; present, it must be of its type.
+bool present(const Napi::Object& o, const char* key) {
+    Napi::Value v = o.Get(key);
+    return !v.IsUndefined() && !v.IsNull();
+}
+
+void opt_int(const Napi::Object& o, const char* key, int& out) {
+    if (present(o, key)) out = inum(o, key);
+}
+
+void opt_bool(const Napi::Object& o, const char* key, bool& out) {
+    if (!present(o, key)) return;
+    Napi::Value v = o.Get(key);
+    if (!v.IsBoolean()) throw_type(o.Env(), std::string("field '") + key + "' must be a boolean");
+    out = v.As<Napi::Boolean>().Value();
+}
+
+std::string str(const Napi::Object& o, const char* key) {
+    Napi::Value v = require(o, key);
+    if (!v.IsString()) throw_type(o.Env(), std::string("field '") + key + "' must be a string");
+    return v.As<Napi::String>().Utf8Value();
+}
+
+std::vector<std::string> strings(const Napi::Object& o, const char* key) {
+    Napi::Value v = require(o, key);
+    if (!v.IsArray()) throw_type(o.Env(), std::string("field '") + key + "' must be an array of strings");
+    Napi::Array a = v.As<Napi::Array>();
+    std::vector<std::string> out;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value x = a.Get(i);
+        if (!x.IsString()) throw_type(o.Env(), std::string("field '") + key + "' must be an array of strings");
+        out.push_back(x.As<Napi::String>().Utf8Value());
+    }
+    return out;
+}
+
+// The JavaScript spelling of each engine enum (the contract's, electron/common/options.ts): converted
+// here and nowhere else.
+template <typename E>
+struct Name {
+    const char* js;
+    E value;
+};
+
+template <typename E, size_t N>
+E named(Napi::Env env, const std::string& s, const Name<E> (&names)[N], const std::string& what) {
+    std::string list;
+    for (const auto& n : names) {
+        if (s == n.js) return n.value;
+        list += std::string(list.empty() ? "'" : ", '") + n.js + "'";
+    }
+    throw_type(env, what + " must be one of " + list + ", not '" + s + "'");
+    return names[0].value;
+}
+
+template <typename E, size_t N>
+E named_field(const Napi::Object& o, const char* key, const Name<E> (&names)[N]) {
+    return named(o.Env(), str(o, key), names, std::string("field '") + key + "'");
+}
+
+constexpr Name<NoiseKind> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher", NOISE_RADEMACHER}};
+constexpr Name<MasterDtype> kMasters[] = {{"fp32", MASTER_F32}, {"bf16", MASTER_BF16}, {"fp16", MASTER_F16}};
+constexpr Name<Home> kHomes[] = {{"device", Home::Device}, {"cpu", Home::Cpu}, {"ssd", Home::Ssd}};
+constexpr Name<Act> kActivations[] = {{"relu", Act::Relu}, {"gelu", Act::Gelu}, {"gelu_new", Act::GeluNew}, {"silu", Act::Silu}};
+
+// 'cpu' -> -1, 'cuda' -> 0, 'cuda:N' -> N.
+int parse_device_index(Napi::Env env, const std::string& d) {
+    if (d == "cpu") return -1;
+    if (d == "cuda") return 0;
+    if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() <= 11 && d.find_first_not_of("0123456789", 5) == std::string::npos)
+        return std::stoi(d.substr(5));
+    throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
+    return -1;
+}
+
+// The cores this process may run on (its CPU affinity, as Node's availableParallelism counts them).
+int cores_present() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// A thread count: an integer >= 1, run as at most the cores present. One OS thread per thread asked
+// for would otherwise let a typo (threads: 100000) exhaust the machine's process limit.
+int threads_field(const Napi::Object& o, const char* key, int fallback) {
+    if (!present(o, key)) return fallback;
+    double d = num(o, key);
+    if (!(d >= 1) || d != std::floor(d) || d > 1e9)
+        throw_type(o.Env(), std::string("field '") + key + "' must be an integer >= 1 (this machine has " +
+                                std::to_string(cores_present()) + " cores)");
+    return (int)std::min<double>(d, cores_present());
+}
+
 Batch parse_batch(const Napi::Object& o) {
     Batch b;
     b.tokens = ints(o, "tokens");
     b.seq_start = ints(o, "seqStart");
     b.score_start = ints(o, "scoreStart");
     b.score_end = ints(o, "scoreEnd");
+    if (present(o, "seqSpans")) b.span_start = ints(o, "seqSpans");
     b.example_start = ints(o, "exampleStart");
     b.example_kind = ints(o, "exampleKind");
     b.label = ints(o, "label");
@@ -85,16 +186,59 @@ Dtype parse_dtype(Napi::Env env, const std::string& s) {
     return Dtype::F32;
 }
 
+constexpr Name<RopeType> kRopeTypes[] = {{"default", RopeType::Default}, {"linear", RopeType::Linear},
+                                         {"dynamic", RopeType::Dynamic}, {"yarn", RopeType::Yarn},
+                                         {"longrope", RopeType::Longrope}, {"llama3", RopeType::Llama3}};
+
+void opt_num(const Napi::Object& o, const char* key, double& out) {
+    if (present(o, key)) out = num(o, key);
+}
+
+void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
+    if (!present(o, key)) return;
+    Napi::Value v = o.Get(key);
+    auto bad = [&] { throw_type(o.Env(), std::string("field '") + key + "' must be an array of numbers"); };
+    if (!v.IsArray()) bad();
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value x = a.Get(i);
+        if (!x.IsNumber()) bad();
+        out.push_back((float)x.As<Napi::Number>().DoubleValue());
+    }
+}
+
+// config.rope: null (learned positions) or {type, theta, rotaryDim, ...the scaling's fields}
+// (electron/model/types.ts RopeSpec); the numbers are checked by rope_check.
+RopeConfig parse_rope(const Napi::Value& v, int max_positions) {
+    RopeConfig r;
+    if (v.IsUndefined() || v.IsNull()) return r;
+    if (!v.IsObject()) throw_type(v.Env(), "field 'rope' must be an object or null");
+    Napi::Object o = v.As<Napi::Object>();
+    r.type = named_field(o, "type", kRopeTypes);
+    r.theta = num(o, "theta");
+    r.rotary_dim = inum(o, "rotaryDim");
+    r.max_positions = max_positions;
+    opt_num(o, "factor", r.factor);
+    opt_int(o, "originalMaxPositions", r.original_max_positions);
+    opt_num(o, "lowFreqFactor", r.low_freq_factor);
+    opt_num(o, "highFreqFactor", r.high_freq_factor);
+    opt_num(o, "betaFast", r.beta_fast);
+    opt_num(o, "betaSlow", r.beta_slow);
+    opt_bool(o, "truncate", r.truncate);
+    opt_num(o, "mscale", r.mscale);
+    opt_num(o, "mscaleAllDim", r.mscale_all_dim);
+    opt_num(o, "attentionFactor", r.attention_factor);
+    opt_floats(o, "shortFactor", r.short_factor);
+    opt_floats(o, "longFactor", r.long_factor);
+    return r;
+}
+
 std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     Napi::Env env = spec.Env();
     auto model = std::make_unique<Model>();
     Napi::Object c = require(spec, "config").As<Napi::Object>();
     ModelConfig& mc = model->config;
-    std::string family = require(c, "family").As<Napi::String>().Utf8Value();
-    if (family == "opt") mc.family = Family::Opt;
-    else if (family == "gpt2") mc.family = Family::Gpt2;
-    else if (family == "llama") mc.family = Family::Llama;
-    else throw_type(env, "unknown model family " + family);
+    mc.family = str(c, "family");
     mc.vocab = inum(c, "vocabSize");
     mc.hidden = inum(c, "hidden");
     mc.layers = inum(c, "layers");
@@ -113,58 +257,72 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     else if (act == "silu") mc.activation = (int)Act::Silu;
     else throw_type(env, "unsupported activation " + act);
     mc.position_offset = inum(c, "positionOffset");
-    mc.rope_theta = (float)num(c, "ropeTheta");
+    mc.rope = parse_rope(c.Get("rope"), mc.max_positions);
     mc.sliding_window = inum(c, "slidingWindow");
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
-    if (mc.rope_theta > 0.f && mc.head_dim % 2 != 0) throw_type(env, "RoPE needs an even head dimension");
+    if (mc.layers <= 0) throw_type(env, "layers must be positive");
 
     Napi::Array units = require(spec, "units").As<Napi::Array>();
     std::map<std::string, int> by_name;
-    for (uint32_t ui = 0; ui < units.Length(); ui++) {
-        Napi::Object u = units.Get(ui).As<Napi::Object>();
-        Unit unit;
-        std::string kind = require(u, "kind").As<Napi::String>().Utf8Value();
-        unit.kind = kind == "embed" ? UnitKind::Embed : kind == "head" ? UnitKind::Head : UnitKind::Block;
-        unit.index = inum(u, "index");
-        Napi::Object ts = require(u, "tensors").As<Napi::Object>();
-        Napi::Array roles = ts.GetPropertyNames();
-        for (uint32_t ri = 0; ri < roles.Length(); ri++) {
-            std::string role = roles.Get(ri).As<Napi::String>().Utf8Value();
-            Napi::Object t = ts.Get(role).As<Napi::Object>();
-            std::string name = require(t, "name").As<Napi::String>().Utf8Value();
-            auto found = by_name.find(name);
-            if (found != by_name.end()) {
-                unit.roles[role] = found->second;
-                continue;
+    model->params.blocks.resize((size_t)mc.layers);
+    int blocks = 0;
+    try {
+        for (uint32_t ui = 0; ui < units.Length(); ui++) {
+            Napi::Object u = units.Get(ui).As<Napi::Object>();
+            Unit unit;
+            std::string kind = require(u, "kind").As<Napi::String>().Utf8Value();
+            unit.kind = kind == "embed" ? UnitKind::Embed : kind == "head" ? UnitKind::Head : UnitKind::Block;
+            unit.index = inum(u, "index");
+            blocks += unit.kind == UnitKind::Block;
+            Napi::Object ts = require(u, "tensors").As<Napi::Object>();
+            Napi::Array roles = ts.GetPropertyNames();
+            for (uint32_t ri = 0; ri < roles.Length(); ri++) {
+                std::string role = roles.Get(ri).As<Napi::String>().Utf8Value();
+                Napi::Object t = ts.Get(role).As<Napi::Object>();
+                std::string name = require(t, "name").As<Napi::String>().Utf8Value();
+                auto found = by_name.find(name);
+                int index = found != by_name.end() ? found->second : (int)model->tensors.size();
+                if (found == by_name.end()) {
+                    Tensor tensor;
+                    tensor.name = name;
+                    tensor.id = fnv1a32(name.data(), name.size());
+                    Napi::Array shape = require(t, "shape").As<Napi::Array>();
+                    for (uint32_t d = 0; d < shape.Length(); d++)
+                        tensor.shape.push_back((int64_t)shape.Get(d).As<Napi::Number>().Int64Value());
+                    tensor.transposed = require(t, "transposed").As<Napi::Boolean>().Value();
+                    tensor.decay = !tensor_is_no_decay(name);
+                    tensor.source.file = require(t, "file").As<Napi::String>().Utf8Value();
+                    tensor.source.offset = u64(require(t, "offset"), "offset");
+                    tensor.source.nbytes = u64(require(t, "nbytes"), "nbytes");
+                    tensor.source.dtype = parse_dtype(env, require(t, "dtype").As<Napi::String>().Utf8Value());
+                    for (auto& other : model->tensors)
+                        if (other.id == tensor.id)
+                            throw_type(env, "tensors " + other.name + " and " + name + " share a noise id; rename one");
+                    by_name[name] = index;
+                    model->tensors.push_back(std::move(tensor));
+                }
+                if (std::find(unit.tensors.begin(), unit.tensors.end(), index) == unit.tensors.end())
+                    unit.tensors.push_back(index);
+                bind_role(model->params, unit, role, index);
             }
-            Tensor tensor;
-            tensor.name = name;
-            tensor.id = fnv1a32(name.data(), name.size());
-            Napi::Array shape = require(t, "shape").As<Napi::Array>();
-            for (uint32_t d = 0; d < shape.Length(); d++)
-                tensor.shape.push_back((int64_t)shape.Get(d).As<Napi::Number>().Int64Value());
-            tensor.transposed = require(t, "transposed").As<Napi::Boolean>().Value();
-            tensor.decay = !tensor_is_no_decay(name);
-            tensor.source.file = require(t, "file").As<Napi::String>().Utf8Value();
-            tensor.source.offset = u64(require(t, "offset"), "offset");
-            tensor.source.nbytes = u64(require(t, "nbytes"), "nbytes");
-            tensor.source.dtype = parse_dtype(env, require(t, "dtype").As<Napi::String>().Utf8Value());
-            for (auto& other : model->tensors)
-                if (other.id == tensor.id)
-                    throw_type(env, "tensors " + other.name + " and " + name + " share a noise id; rename one");
-            by_name[name] = (int)model->tensors.size();
-            unit.roles[role] = (int)model->tensors.size();
-            model->tensors.push_back(std::move(tensor));
+            model->units.push_back(std::move(unit));
         }
-        model->units.push_back(std::move(unit));
+        if (model->units.size() < 2 || model->units.front().kind != UnitKind::Embed ||
+            model->units.back().kind != UnitKind::Head)
+            throw std::runtime_error("units must start with the embeddings and end with the head");
+        if (blocks != mc.layers)
+            throw std::runtime_error("the spec has " + std::to_string(blocks) + " blocks; the config says " +
+                                     std::to_string(mc.layers) + " layers");
+        HeadParams& head = model->params.head;
+        if (mc.tied && head.lm_head >= 0) throw std::runtime_error("a tied head has no 'lm_head' of its own");
+        if (mc.tied) head.lm_head = model->params.embed.tok;
+        check_params(family_of(mc.family), *model);
+        rope_check(mc.rope, mc.head_dim);
+    } catch (const std::runtime_error& e) {
+        throw_type(env, e.what());
     }
-    if (model->units.size() < 2 || model->units.front().kind != UnitKind::Embed ||
-        model->units.back().kind != UnitKind::Head)
-        throw_type(env, "units must start with the embeddings and end with the head");
-    if (model->units.front().find("tok") < 0) throw_type(env, "the embedding unit needs a 'tok' tensor");
-    if (!mc.tied && model->units.back().find("lm_head") < 0) throw_type(env, "an untied head needs 'lm_head'");
     return model;
 }
 
@@ -179,13 +337,8 @@ Napi::Object times_to_js(Napi::Env env, const PhaseTimes& t) {
     return o;
 }
 
-Napi::Array doubles(Napi::Env env, const std::vector<double>& v) {
-    Napi::Array a = Napi::Array::New(env, v.size());
-    for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
-    return a;
-}
-
-Napi::Array ints_js(Napi::Env env, const std::vector<int32_t>& v) {
+template <typename T>
+Napi::Array array_js(Napi::Env env, const std::vector<T>& v) {
     Napi::Array a = Napi::Array::New(env, v.size());
     for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
     return a;
@@ -233,6 +386,15 @@ private:
     bool cancelled_ = false;
 };
 
+// Queues fn on a worker thread; the promise settles with to_js(its result), or rejects with its error.
+template <typename Result>
+Napi::Promise run_job(Napi::Env env, std::atomic<bool>* busy, typename Job<Result>::Fn fn, typename Job<Result>::ToJs to_js) {
+    auto* job = new Job<Result>(env, busy, std::move(fn), std::move(to_js));
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+}
+
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 public:
     static Napi::Function Init(Napi::Env env) {
@@ -247,22 +409,15 @@ public:
 
     explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
         Napi::Env env = info.Env();
-        threads_ = 1;
         if (info.Length() > 0 && info[0].IsObject()) {
             Napi::Object o = info[0].As<Napi::Object>();
-            Napi::Value t = o.Get("threads");
-            if (t.IsNumber()) threads_ = std::max(1, t.As<Napi::Number>().Int32Value());
-            Napi::Value mb = o.Get("deviceMemory");
-            if (mb.IsNumber()) {
-                double v = mb.As<Napi::Number>().DoubleValue();
+            threads_ = threads_field(o, "threads", 1);
+            if (present(o, "deviceMemory")) {
+                double v = num(o, "deviceMemory");
                 if (!(v >= 0)) throw_type(env, "deviceMemory must be a byte count >= 0");
                 memory_budget_ = (size_t)v;
             }
-            Napi::Value d = o.Get("device");
-            if (!d.IsUndefined() && !d.IsNull()) {
-                if (!d.IsString()) throw_type(env, "device must be 'cpu', 'cuda' or 'cuda:N'");
-                parse_device(env, d.As<Napi::String>().Utf8Value());
-            }
+            if (present(o, "device")) use_device(env, str(o, "device"));
         }
     }
 
@@ -278,19 +433,11 @@ private:
     }
 
     // 'cpu' (default), 'cuda' (device 0) or 'cuda:N'. CUDA must be compiled in and the device present.
-    void parse_device(Napi::Env env, const std::string& d) {
-        if (d == "cpu") {
+    void use_device(Napi::Env env, const std::string& d) {
+        int index = parse_device_index(env, d);
+        if (index < 0) {
             cuda_device_ = -1;
             return;
-        }
-        int index = 0;
-        if (d.rfind("cuda:", 0) == 0) {
-            std::string n = d.substr(5);
-            if (n.empty() || n.size() > 6 || n.find_first_not_of("0123456789") != std::string::npos)
-                throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
-            index = std::stoi(n);
-        } else if (d != "cuda") {
-            throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
         }
         CudaReport r = cuda_report();
         if (!r.compiled)
@@ -311,51 +458,24 @@ private:
         Napi::Env env = info.Env();
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
         std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
-        // load(spec, {homes: number[] per unit (0 device, 1 cpu, 2 ssd), spillDir | spillDirs,
-        //             deviceUpdate: boolean[] per unit, writeBackEvery, prefetch, stageSlots,
-        //             masters: 'fp32' | 'bf16' | 'fp16'})
+        // load(spec, {homes: ('device' | 'cpu' | 'ssd')[] per unit, spillDirs, deviceUpdate: boolean[] per
+        //             unit, writeBackEvery, prefetch, stageSlots, masters: 'fp32' | 'bf16' | 'fp16'})
         TierOptions tiers;
         if (info.Length() > 1 && info[1].IsObject()) {
             Napi::Object t = info[1].As<Napi::Object>();
-            Napi::Value homes = t.Get("homes");
-            if (homes.IsArray()) {
-                Napi::Array a = homes.As<Napi::Array>();
-                for (uint32_t i = 0; i < a.Length(); i++) {
-                    Napi::Value h = a.Get(i);
-                    if (!h.IsNumber()) throw_type(env, "homes must be numbers (0 device, 1 cpu, 2 ssd)");
-                    tiers.homes.push_back(h.As<Napi::Number>().Int32Value());
-                }
-            }
-            Napi::Value dir = t.Get("spillDir");
-            if (dir.IsString()) tiers.spill_dir = dir.As<Napi::String>().Utf8Value();
-            Napi::Value dirs = t.Get("spillDirs");
-            if (dirs.IsArray()) {
-                Napi::Array a = dirs.As<Napi::Array>();
-                for (uint32_t i = 0; i < a.Length(); i++) {
-                    Napi::Value d = a.Get(i);
-                    if (!d.IsString()) throw_type(env, "spillDirs must be folder paths");
-                    tiers.spill_dirs.push_back(d.As<Napi::String>().Utf8Value());
-                }
-            }
-            Napi::Value du = t.Get("deviceUpdate");
-            if (du.IsArray()) {
+            if (present(t, "homes"))
+                for (const std::string& h : strings(t, "homes")) tiers.homes.push_back((int)named(env, h, kHomes, "a home"));
+            if (present(t, "spillDirs")) tiers.spill_dirs = strings(t, "spillDirs");
+            if (present(t, "deviceUpdate")) {
+                Napi::Value du = t.Get("deviceUpdate");
+                if (!du.IsArray()) throw_type(env, "field 'deviceUpdate' must be an array of booleans");
                 Napi::Array a = du.As<Napi::Array>();
                 for (uint32_t i = 0; i < a.Length(); i++) tiers.device_update.push_back(a.Get(i).ToBoolean().Value() ? 1 : 0);
             }
-            Napi::Value md = t.Get("masters");
-            if (md.IsString()) {
-                std::string m = md.As<Napi::String>().Utf8Value();
-                if (m == "fp32") tiers.master_dtype = 0;
-                else if (m == "bf16") tiers.master_dtype = 1;
-                else if (m == "fp16") tiers.master_dtype = 2;
-                else throw_type(env, "masters must be 'fp32', 'bf16' or 'fp16', not '" + m + "'");
-            }
-            Napi::Value slots = t.Get("stageSlots");
-            if (slots.IsNumber()) tiers.stage_slots = slots.As<Napi::Number>().Int32Value();
-            Napi::Value k = t.Get("writeBackEvery");
-            if (k.IsNumber()) tiers.write_back_every = k.As<Napi::Number>().Int32Value();
-            Napi::Value pf = t.Get("prefetch");
-            if (pf.IsNumber()) tiers.prefetch = pf.As<Napi::Number>().Int32Value();
+            if (present(t, "masters")) tiers.master_dtype = named_field(t, "masters", kMasters);
+            opt_int(t, "stageSlots", tiers.stage_slots);
+            opt_int(t, "writeBackEvery", tiers.write_back_every);
+            opt_int(t, "prefetch", tiers.prefetch);
         }
         claim(env);
         engine_.reset();
@@ -363,7 +483,7 @@ private:
         int cuda_device = cuda_device_;
         size_t memory_budget = memory_budget_;
         auto* self = this;
-        auto* job = new Job<std::shared_ptr<Engine>>(
+        return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
             [model, threads, cuda_device, tiers, memory_budget]() {
                 // SSD-homed blocks go from the checkpoint to the spill file unit by
@@ -371,16 +491,13 @@ private:
                 std::vector<bool> skip(model->tensors.size(), false);
                 for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++)
                     if (tiers.homes[ui] == (int)Home::Ssd && model->units[ui].kind == UnitKind::Block)
-                        for (auto& kv : model->units[ui].roles) skip[(size_t)kv.second] = true;
+                        for (int ti : model->units[ui].tensors) skip[(size_t)ti] = true;
                 model_load_masters(*model, nullptr, &skip);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
                 std::swap(owned->tensors, model->tensors);
                 std::swap(owned->units, model->units);
-                for (auto& u : owned->units) {
-                    u.numel = 0;
-                    for (auto& kv : u.roles) u.numel += owned->tensors[(size_t)kv.second].numel;
-                }
+                std::swap(owned->params, model->params);
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA
@@ -394,9 +511,6 @@ private:
                 self->engine_ = e;
                 return self->InfoObject(env);
             });
-        Napi::Promise p = job->promise();
-        job->Queue();
-        return p;
     }
 
     Napi::Value Step(const Napi::CallbackInfo& info) {
@@ -413,30 +527,25 @@ private:
         p.lr = (float)num(po, "lr");
         p.eps = (float)num(po, "eps");
         p.weight_decay = (float)num(po, "weightDecay");
-        std::string noise = require(po, "noise").As<Napi::String>().Utf8Value();
-        if (noise != "gaussian" && noise != "rademacher") throw_type(env, "noise must be 'gaussian' or 'rademacher'");
-        p.noise = noise == "gaussian" ? NOISE_GAUSSIAN : NOISE_RADEMACHER;
+        p.noise = named_field(po, "noise", kNoise);
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;
-        auto* job = new Job<StepResult>(
+        return run_job<StepResult>(
             env, &busy_, [e, batch, p, cancel]() { return e->step(batch, p, cancel); },
             [](Napi::Env env, const StepResult& r) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
                 Napi::Array seeds = Napi::Array::New(env, r.seeds.size());
                 for (size_t i = 0; i < r.seeds.size(); i++) seeds.Set((uint32_t)i, Napi::BigInt::New(env, r.seeds[i]));
                 o.Set("seeds", seeds);
-                o.Set("lossPlus", doubles(env, r.loss_plus));
-                o.Set("lossMinus", doubles(env, r.loss_minus));
-                o.Set("projectedGrad", doubles(env, r.projected_grad));
+                o.Set("lossPlus", array_js(env, r.loss_plus));
+                o.Set("lossMinus", array_js(env, r.loss_minus));
+                o.Set("projectedGrad", array_js(env, r.projected_grad));
                 o.Set("skipped", r.skipped);
                 o.Set("loss", r.loss);
                 o.Set("times", times_to_js(env, r.times));
                 return o;
             });
-        Napi::Promise pr = job->promise();
-        job->Queue();
-        return pr;
     }
 
     Napi::Value Score(const Napi::CallbackInfo& info) {
@@ -447,14 +556,14 @@ private:
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;
-        auto* job = new Job<ScoreResult>(
+        return run_job<ScoreResult>(
             env, &busy_, [e, batch, cancel]() { return e->score(batch, cancel); },
             [](Napi::Env env, const ScoreResult& r) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
-                o.Set("exampleLoss", doubles(env, r.example_loss));
-                o.Set("correct", ints_js(env, r.correct));
-                o.Set("candidateScores", doubles(env, r.candidate_scores));
-                o.Set("scoredTokens", ints_js(env, r.scored_tokens));
+                o.Set("exampleLoss", array_js(env, r.example_loss));
+                o.Set("correct", array_js(env, r.correct));
+                o.Set("candidateScores", array_js(env, r.candidate_scores));
+                o.Set("scoredTokens", array_js(env, r.scored_tokens));
                 Napi::Float32Array lp = Napi::Float32Array::New(env, r.token_logprobs.size());
                 if (!r.token_logprobs.empty())
                     std::memcpy(lp.Data(), r.token_logprobs.data(), r.token_logprobs.size() * sizeof(float));
@@ -463,9 +572,6 @@ private:
                 o.Set("times", times_to_js(env, r.times));
                 return o;
             });
-        Napi::Promise pr = job->promise();
-        job->Queue();
-        return pr;
     }
 
     Napi::Value Cancel(const Napi::CallbackInfo& info) {
@@ -534,7 +640,7 @@ private:
         t.Set("deviceMemoryInUse", (double)engine_->backend().memory_in_use());
         t.Set("deviceMemoryPeak", (double)engine_->backend().memory_peak());
         t.Set("stageSlots", ts.stage_slots);
-        t.Set("masters", ts.master_dtype);
+        t.Set("masters", ts.master_dtype);  // master_dtype_name: the same spelling as kMasters
         t.Set("ioPath", ts.io_path);
         o.Set("tiers", t);
         return o;
@@ -567,8 +673,7 @@ Napi::Value Noise(const Napi::CallbackInfo& info) {
     uint32_t id = (uint32_t)u64(require(o, "id"), "id");
     uint64_t start = u64(require(o, "start"), "start");
     uint32_t count = (uint32_t)inum(o, "count");
-    std::string kind = require(o, "kind").As<Napi::String>().Utf8Value();
-    int k = kind == "rademacher" ? NOISE_RADEMACHER : NOISE_GAUSSIAN;
+    int k = named_field(o, "kind", kNoise);
     Napi::Float32Array out = Napi::Float32Array::New(env, count);
     Napi::Value bulk = o.Get("bulk");
     if (bulk.IsBoolean() && bulk.As<Napi::Boolean>().Value()) {
@@ -663,10 +768,7 @@ Napi::Value NvmlSample(const Napi::CallbackInfo& info) {
         o.Set("devices", devs);
         return o;
     };
-    auto* job = new Job<NvmlReport>(info.Env(), &unused, [] { return nvml_sample(); }, to_js);
-    Napi::Promise p = job->promise();
-    job->Queue();
-    return p;
+    return run_job<NvmlReport>(info.Env(), &unused, [] { return nvml_sample(); }, to_js);
 }
 
 // probe(spillDir): what this machine can do, for `spillway doctor`. Never throws.
@@ -697,19 +799,12 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     CalibrateOptions o;
     if (info.Length() > 0 && info[0].IsObject()) {
         Napi::Object a = info[0].As<Napi::Object>();
-        Napi::Value dir = a.Get("spillDir");
-        if (dir.IsString()) o.spill_dir = dir.As<Napi::String>().Utf8Value();
-        Napi::Value bytes = a.Get("bytes");
-        if (!bytes.IsUndefined() && !bytes.IsNull()) o.bytes = u64(bytes, "bytes");
-        Napi::Value threads = a.Get("threads");
-        if (threads.IsNumber()) o.threads = threads.As<Napi::Number>().Int32Value();
-        Napi::Value dev = a.Get("device");
-        if (dev.IsString()) {
-            std::string d = dev.As<Napi::String>().Utf8Value();
-            if (d == "cuda") o.cuda_device = 0;
-            else if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos)
-                o.cuda_device = std::stoi(d.substr(5));
-            else if (d != "cpu") throw_type(env, "device '" + d + "' must be 'cpu', 'cuda' or 'cuda:N'");
+        if (present(a, "spillDir")) o.spill_dir = str(a, "spillDir");
+        if (present(a, "bytes")) o.bytes = u64(a.Get("bytes"), "bytes");
+        o.threads = threads_field(a, "threads", o.threads);
+        if (present(a, "device")) {
+            std::string d = str(a, "device");
+            o.cuda_device = parse_device_index(env, d);
 #ifndef SPW_WITH_CUDA
             if (o.cuda_device >= 0)
                 throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend");
@@ -724,37 +819,18 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
             s.heads = inum(b, "heads");
             s.sequences = inum(b, "sequences");
             s.seq_len = inum(b, "seqLen");
-            auto opt_int = [&](const char* k, int& out) {
-                Napi::Value v = b.Get(k);
-                if (!v.IsUndefined() && !v.IsNull()) out = inum(b, k);
-            };
-            auto opt_bool = [&](const char* k, bool& out) {
-                Napi::Value v = b.Get(k);
-                if (v.IsBoolean()) out = v.As<Napi::Boolean>().Value();
-                else if (!v.IsUndefined() && !v.IsNull()) throw_type(env, std::string("block.") + k + " must be a boolean");
-            };
-            opt_int("kvHeads", s.kv_heads);
-            opt_int("headDim", s.head_dim);
-            opt_bool("gated", s.gated);
-            opt_bool("rope", s.rope);
-            opt_bool("bias", s.bias);
-            Napi::Value norm = b.Get("norm");
-            if (norm.IsString()) {
-                std::string n = norm.As<Napi::String>().Utf8Value();
+            opt_int(b, "kvHeads", s.kv_heads);
+            opt_int(b, "headDim", s.head_dim);
+            opt_bool(b, "gated", s.gated);
+            opt_bool(b, "rope", s.rope);
+            opt_bool(b, "bias", s.bias);
+            if (present(b, "norm")) {
+                std::string n = str(b, "norm");
                 if (n != "layernorm" && n != "rmsnorm") throw_type(env, "block.norm must be 'layernorm' or 'rmsnorm'");
                 s.rmsnorm = n == "rmsnorm";
             }
-            Napi::Value act = b.Get("activation");
-            if (act.IsString()) {
-                std::string n = act.As<Napi::String>().Utf8Value();
-                if (n == "relu") s.activation = (int)Act::Relu;
-                else if (n == "gelu") s.activation = (int)Act::Gelu;
-                else if (n == "gelu_new") s.activation = (int)Act::GeluNew;
-                else if (n == "silu") s.activation = (int)Act::Silu;
-                else throw_type(env, "block.activation must be relu, gelu, gelu_new or silu");
-            }
-            Napi::Value noise = b.Get("noise");
-            if (noise.IsString()) s.noise = noise.As<Napi::String>().Utf8Value() == "rademacher" ? NOISE_RADEMACHER : NOISE_GAUSSIAN;
+            if (present(b, "activation")) s.activation = (int)named_field(b, "activation", kActivations);
+            if (present(b, "noise")) s.noise = named_field(b, "noise", kNoise);
             if (s.hidden <= 0 || s.intermediate <= 0 || s.heads <= 0 || s.sequences <= 0 || s.seq_len <= 0)
                 throw_type(env, "block: hidden, intermediate, heads, sequences and seqLen must be positive");
             o.has_block = true;
@@ -844,10 +920,30 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
         o.Set("seconds", r.seconds);
         return o;
     };
-    auto* job = new Job<CalibrateResult>(env, &unused, [o] { return calibrate(o); }, to_js);
-    Napi::Promise p = job->promise();
-    job->Queue();
-    return p;
+    return run_job<CalibrateResult>(env, &unused, [o] { return calibrate(o); }, to_js);
+}
+
+// ropeTable(rope, maxPositions, seqLen): {invFreq: Float32Array, attentionScale} as a pass of
+// seqLen tokens computes them (arch/rope.h); for checking every scaling against transformers.
+Napi::Value RopeTableJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber())
+        throw_type(env, "ropeTable(rope, maxPositions, seqLen) needs a rope object and two numbers");
+    RopeConfig r = parse_rope(info[0], info[1].As<Napi::Number>().Int32Value());
+    if (r.type == RopeType::None) throw_type(env, "ropeTable needs a rope object");
+    RopeTable t;
+    try {
+        rope_check(r, r.rotary_dim);
+        t = rope_table(r, info[2].As<Napi::Number>().Int32Value());
+    } catch (const std::runtime_error& e) {
+        throw_type(env, e.what());
+    }
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Float32Array inv = Napi::Float32Array::New(env, t.inv_freq.size());
+    if (!t.inv_freq.empty()) std::memcpy(inv.Data(), t.inv_freq.data(), t.inv_freq.size() * sizeof(float));
+    o.Set("invFreq", inv);
+    o.Set("attentionScale", t.attention_scale);
+    return o;
 }
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
@@ -860,6 +956,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
     exports.Set("fnv1a32", Napi::Function::New(env, Fnv));
     exports.Set("stepSeed", Napi::Function::New(env, StepSeed));
     exports.Set("philox", Napi::Function::New(env, Philox));
+    exports.Set("ropeTable", Napi::Function::New(env, RopeTableJs));
     exports.Set("cudaCompiled", Napi::Boolean::New(env,
 #ifdef SPW_WITH_CUDA
                                                    true

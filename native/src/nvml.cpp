@@ -1,6 +1,6 @@
 // NVML by dlopen: our own prototypes of the few entry points we call (nvml.h from the
 // CUDA toolkit is not needed to build, and the addon loads where no driver is installed).
-#include "nvml.h"
+#include "spillway/nvml.h"
 
 #include <dlfcn.h>
 
@@ -42,6 +42,7 @@ struct Api {
     int (*pcie)(nvml_device, unsigned, unsigned*) = nullptr;
     int (*power)(nvml_device, unsigned*) = nullptr;
     int (*temperature)(nvml_device, unsigned, unsigned*) = nullptr;
+    int (*by_bus)(const char*, nvml_device*) = nullptr;
     std::string state = "absent";
     std::string reason;
 
@@ -75,6 +76,7 @@ const Api& api() {
                   sym(lib, "nvmlDeviceGetMemoryInfo", a.memory) && sym(lib, "nvmlDeviceGetPcieThroughput", a.pcie) &&
                   sym(lib, "nvmlDeviceGetPowerUsage", a.power) && sym(lib, "nvmlDeviceGetTemperature", a.temperature);
         sym(lib, "nvmlDeviceGetPciInfo_v3", a.pci);  // optional: the bus id maps NVML to CUDA indices
+        sym(lib, "nvmlDeviceGetHandleByPciBusId_v2", a.by_bus);  // optional: free memory by a CUDA device's bus id
         if (!ok) {
             a.state = "unavailable";
             a.reason = "libnvidia-ml.so.1 lacks an entry point Spillway needs (driver too old?)";
@@ -98,6 +100,14 @@ const Api& api() {
 double or_nan(int rc, double v) { return rc == kSuccess ? v : std::nan(""); }
 
 }  // namespace
+
+long long nvml_free_bytes(const char* pci_bus_id) {
+    const Api& a = api();
+    nvml_device d = nullptr;
+    NvmlMemory m{};
+    if (a.state != "ok" || !a.by_bus || a.by_bus(pci_bus_id, &d) != kSuccess || a.memory(d, &m) != kSuccess) return -1;
+    return (long long)m.free;
+}
 
 NvmlReport nvml_sample() {
     const Api& a = api();

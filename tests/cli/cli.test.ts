@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { readSafetensorsHeader } from '../../electron/model/index.js';
 import { jsonLines, runSpillway } from '../helpers/cli.js';
-import { FIXTURE_MODELS } from '../helpers/engine.js';
+import { FIXTURE_MODELS, ROOT } from '../helpers/engine.js';
 import { DEMO_DATA, makeTinyLlama } from '../helpers/tiny-model.js';
 
 
@@ -62,10 +62,10 @@ describe('spillway train', () => {
     const steps = ev.filter((e) => e.type === 'step');
     for (const [i, s] of steps.entries()) {
       expect(s.step).toBe(i + 1);
-      for (const k of ['loss', 'loss_plus', 'loss_minus', 'projected_grad', 'lr', 'step_ms', 'tokens_per_s']) {
+      for (const k of ['loss', 'lossPlus', 'lossMinus', 'projectedGrad', 'lr', 'stepMs', 'tokensPerS']) {
         expect(typeof s[k], k).toBe('number');
       }
-      expect(s.loss as number).toBeCloseTo(((s.loss_plus as number) + (s.loss_minus as number)) / 2, 9);
+      expect(s.loss as number).toBeCloseTo(((s.lossPlus as number) + (s.lossMinus as number)) / 2, 9);
     }
     const evals = ev.filter((e) => e.type === 'eval');
     expect(evals[0].step).toBe(0);
@@ -129,6 +129,45 @@ describe('spillway score', () => {
   });
 });
 
+describe('chat data from the command line', () => {
+  const CHAT = join(ROOT, 'tests/fixtures/chat');
+
+  it('trains on Alpaca and ShareGPT files with --task chat, and scores each conversation', async () => {
+    for (const file of ['alpaca.json', 'sharegpt.jsonl']) {
+      const r = await spillway(['train', '--model', model, '--data', join(CHAT, file), '--task', 'chat', '--eval-fraction', '0', '--steps', '2', '--batch-size', '2', '--json']);
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      const steps = lines(r.stdout).filter((e) => e.type === 'step');
+      expect(steps).toHaveLength(2);
+      expect(steps.every((e) => Number.isFinite(e.loss as number))).toBe(true);
+    }
+    const s = await spillway(['score', '--model', model, '--data', join(CHAT, 'messages.jsonl'), '--task', 'chat', '--json']);
+    expect(s.code, s.stderr).toBe(0);
+    const examples = lines(s.stdout).filter((e) => e.type === 'example');
+    expect(examples).toHaveLength(5);
+    expect(examples.every((e) => (e.scoredTokens as number) > 0 && e.correct === null)).toBe(true);
+  });
+
+  it('maps other field and role names with flags', async () => {
+    const data = join(work, 'support.jsonl');
+    writeFileSync(data, JSON.stringify({ dialog: [{ speaker: 'Customer', text: 'It broke.' }, { speaker: 'Agent', text: 'Sorry! Try a restart.' }] }) + '\n');
+    const mapped = ['--task', 'chat', '--messages-field', 'dialog', '--role-field', 'speaker', '--content-field', 'text', '--role-map', 'Customer=user,Agent=assistant'];
+    const r = await spillway(['score', '--model', model, '--data', data, ...mapped, '--json']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(lines(r.stdout).filter((e) => e.type === 'example')).toHaveLength(1);
+    const unmapped = await spillway(['score', '--model', model, '--data', data, '--task', 'chat', '--json']);
+    expect(unmapped.code).toBe(1);
+    expect(lines(unmapped.stdout).find((e) => e.type === 'error')?.message).toMatch(/support\.jsonl:1: no conversation found: this row has field "dialog"; .*--messages-field/);
+  });
+
+  it('a file in another shape names its fields and the task that reads it', async () => {
+    const r = await spillway(['train', '--model', model, '--data', join(CHAT, 'messages.jsonl'), '--steps', '1', '--json']);
+    expect(r.code).toBe(1);
+    expect(lines(r.stdout).find((e) => e.type === 'error')?.message).toMatch(
+      /messages\.jsonl:1: field "sentence": expected a string, got nothing \(field missing\); this row has field "messages" \(these rows look like OpenAI chat messages: use task chat \(--task chat\)\)/,
+    );
+  });
+});
+
 describe('spillway doctor', () => {
   it('reports CUDA, libraries, io_uring and O_DIRECT on the spill folder', async () => {
     const r = await spillway(['doctor', '--spill', work, '--json']);
@@ -169,7 +208,7 @@ describe('spillway train --offload', () => {
     const losses = async (extra: string[]) => {
       const r = await spillway([...base, ...extra]);
       expect(r.code, r.stderr).toBe(0);
-      return lines(r.stdout).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+      return lines(r.stdout).filter((e) => e.type === 'step').map((e) => [e.lossPlus, e.lossMinus]);
     };
     const resident = await losses([]);
     expect(resident).toHaveLength(4);

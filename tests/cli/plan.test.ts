@@ -1,5 +1,6 @@
 // `spillway plan` and planner-placed training, as a person runs them.
-import { mkdtempSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -30,7 +31,9 @@ interface PlanJson {
   shortfalls: string[];
   calibration: { machine: { cpu: string; spillDir: string | null }; date: string; block?: { source: string; zoMs: number } };
   spillDirs: string[];
-  ssd: { folders: { dir: string; device: string | null; units: number }[]; devices: number; summed: boolean } | null;
+  ssd: { folders: { dir: string; device: string | null; mount?: string | null; units: number }[]; devices: number; summed: boolean } | null;
+  steps: number;
+  predictedRunMs: number | null;
   updateMode: string;
   update: { mode: string; homeUnits: number; deviceUnits: number; reason: string };
   deviceUpdate: boolean[];
@@ -86,12 +89,46 @@ describe('spillway plan', () => {
     expect(d.timeTerms!.deviceToHostMs).toBeGreaterThan(0);
     const bad = await spillway(['plan', '--model', DEMO_MODEL, '--update-on', 'gpu']);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/--update-on must be auto, home or device/);
+    expect(bad.stderr).toMatch(/--update-on: unknown update mode gpu \(auto, home, device\)/);
 
+    // A plan that does not fit says so and exits with status 2 (scripts can tell it from an error, 1).
     const human = await spillway(['plan', '--model', DEMO_MODEL, '--cpu-mem', '1000']);
-    expect(human.code).toBe(0);
+    expect(human.code).toBe(2);
     expect(human.stdout).toMatch(/DOES NOT FIT/);
     expect(human.stdout).toMatch(/short: CPU memory: .* but the budget is 1000 B \(short by [\d.]+ MiB\)/);
+  });
+});
+
+describe('spillway plan, read by a person', () => {
+  it('names the spill folder\'s filesystem, says which links carry nothing or were not measured, and gives the whole run\'s time', async () => {
+    const spill = mkdtempSync(join(tmpdir(), 'spw-plan-fs-'));
+    const args = ['plan', '--model', DEMO_MODEL, '--batch-size', '4', '--max-length', '32', '--calibration-bytes', '16MiB'];
+    const fits = JSON.parse((await spillway([...args, '--spill', spill, '--json'])).stdout) as PlanJson;
+    // Half a block short of all-resident: blocks go to the SSD of that folder.
+    const budget = String(fits.memory.cpu - fits.units.find((u) => u.kind === 'block')!.bytes / 2);
+    const r = await spillway([...args, '--spill', spill, '--cpu-mem', budget, '--steps', '500']);
+    expect(r.code, r.stderr).toBe(0);
+    // The filesystem by its mount point (as stat(1) finds it), not st_dev's number.
+    const mount = execFileSync('stat', ['-c', '%m', spill], { encoding: 'utf8' }).trim();
+    expect(r.stdout).toContain(`#0 ${spill}: `);
+    expect(r.stdout).toMatch(new RegExp(`#0 .*; on ${mount.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(`));
+    expect(r.stdout).not.toMatch(/; device \d+;/);
+    // The whole run beside the step, and the floor explained by a document the product ships.
+    const j = JSON.parse((await spillway([...args, '--spill', spill, '--cpu-mem', budget, '--steps', '500', '--json'])).stdout) as PlanJson;
+    expect(j.steps).toBe(500);
+    expect(j.predictedRunMs).toBeCloseTo(500 * j.predictedStepMs!, 6);
+    expect(r.stdout).toMatch(/predicted step [\d.]+ m?s; 500 steps \d/);
+    expect(r.stdout).not.toMatch(/ALGORITHMS\.md/);
+    expect(r.stdout).toMatch(/docs\/TIERED-STORE\.md/);
+    expect(existsSync(join(ROOT, 'docs', 'TIERED-STORE.md'))).toBe(true);
+
+    // Without a spill folder the SSD's rate is unknown: the link says so (and the plan does not fit).
+    const none = await spillway([...args, '--cpu-mem', budget]);
+    expect(none.code).toBe(2);
+    expect(none.stdout).not.toMatch(/Infinity|NaN/);
+    expect(none.stdout).toMatch(/SSD read unmeasured/);
+    // A link nothing crosses says so rather than "0 ms".
+    expect(r.stdout).toMatch(/D2H none/);
   });
 });
 
@@ -103,7 +140,8 @@ describe('spillway plan --spill A,B', () => {
     const args = ['plan', '--model', DEMO_MODEL, '--batch-size', '4', '--max-length', '32', '--calibration-bytes', '16MiB', '--cpu-mem', '1MB', '--json'];
     // A comma-separated list, and a repeated flag: the same three folders.
     const r = await spillway([...args, '--spill', `${a},${b}`, '--spill', c]);
-    expect(r.code, r.stderr).toBe(0);
+    // 1 MB does not fit (see below): the plan is printed all the same, with exit status 2.
+    expect(r.code, r.stderr).toBe(2);
     const p = JSON.parse(r.stdout) as PlanJson;
     expect(p.spillDirs).toEqual([a, b, c]);
     const ssd = p.units.filter((u) => u.home === 'ssd');
@@ -114,7 +152,7 @@ describe('spillway plan --spill A,B', () => {
     expect(new Set(p.ssd!.folders.map((f) => f.device)).size).toBe(1);
 
     const human = await spillway(['plan', '--model', DEMO_MODEL, '--batch-size', '4', '--max-length', '32', '--cpu-mem', '1MB', '--spill', `${a},${b}`]);
-    expect(human.code, human.stderr).toBe(0);
+    expect(human.code, human.stderr).toBe(2);
     expect(human.stdout).toMatch(/#0 .*#1/s);
     expect(human.stdout).toMatch(/one device: not summed/);
     expect(human.stdout).toMatch(/updates \(auto\): 4 streamed units at home, 0 on the device/);
@@ -145,12 +183,12 @@ describe('spillway train --cpu-mem', () => {
     expect(resident.code, resident.stderr).toBe(0);
     const tiered = await spillway(['train', ...common, '--cpu-mem', String(budget), '--spill', spill]);
     expect(tiered.code, tiered.stderr).toBe(0);
-    const start = lines(tiered.stdout).find((e) => e.type === 'start') as { plan: { homes: Record<string, number>; predicted_step_ms: number; floor_ms: number } };
+    const start = lines(tiered.stdout).find((e) => e.type === 'start') as { plan: { homes: Record<string, number>; predictedStepMs: number; floorMs: number } };
     expect(start.plan.homes).toEqual({ device: 2 + expectResident, cpu: 0, ssd: blocks.length - expectResident });
     expect(start.plan.homes.ssd).toBeGreaterThan(0);
-    expect(start.plan.predicted_step_ms).toBeGreaterThan(0);
-    expect(start.plan.floor_ms).toBeGreaterThan(0);
-    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    expect(start.plan.predictedStepMs).toBeGreaterThan(0);
+    expect(start.plan.floorMs).toBeGreaterThan(0);
+    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.lossPlus, e.lossMinus]);
     expect(losses(tiered.stdout)).toHaveLength(3);
     expect(losses(tiered.stdout)).toEqual(losses(resident.stdout));
   });
@@ -163,13 +201,13 @@ describe('spillway train --cpu-mem', () => {
     expect(resident.code, resident.stderr).toBe(0);
     const striped = await spillway(['train', ...common, '--offload', 'ssd', '--spill', `${a},${b}`, '--update-on', 'device', '--write-back-every', '2']);
     expect(striped.code, striped.stderr).toBe(0);
-    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.loss_plus, e.loss_minus]);
+    const losses = (out: string) => lines(out).filter((e) => e.type === 'step').map((e) => [e.lossPlus, e.lossMinus]);
     expect(losses(striped.stdout)).toHaveLength(3);
     expect(losses(striped.stdout)).toEqual(losses(resident.stdout));
     // Both folders were used (each step read from the SSD), and fp32 masters give other losses.
-    const io = lines(striped.stdout).filter((e) => e.type === 'step').map((e) => e.io as { ssd_read_bytes: number; d2h_bytes: number });
-    expect(io.every((x) => x.ssd_read_bytes > 0)).toBe(true);
-    expect(io.slice(1).some((x) => x.d2h_bytes > 0)).toBe(true);
+    const io = lines(striped.stdout).filter((e) => e.type === 'step').map((e) => e.io as { ssdReadBytes: number; d2hBytes: number });
+    expect(io.every((x) => x.ssdReadBytes > 0)).toBe(true);
+    expect(io.slice(1).some((x) => x.d2hBytes > 0)).toBe(true);
     const fp32 = await spillway(['train', ...common.filter((x) => x !== '--masters' && x !== 'bf16')]);
     expect(losses(fp32.stdout)).not.toEqual(losses(resident.stdout));
     const bad = await spillway(['train', ...common.slice(0, -2), '--masters', 'fp8']);

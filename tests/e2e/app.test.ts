@@ -2,9 +2,9 @@
 // serving the freshly built renderer, driven by headless Chromium.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import WebSocket from 'ws';
 import { build } from 'vite';
@@ -29,14 +29,10 @@ async function startServe(): Promise<string> {
   });
   let out = '';
   return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`spillway serve printed no URL:\n${out}`)), 30_000);
     const onData = (b: Buffer) => {
       out += b.toString();
       const m = /(http:\/\/\S+\?token=\w+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]);
-      }
+      if (m) res(m[1]);
     };
     server.stdout!.on('data', onData);
     server.stderr!.on('data', onData);
@@ -75,7 +71,7 @@ async function startDemoRun(name: string, steps: number, seed = 0): Promise<stri
   await page.fill('[data-testid="seed"]', String(seed));
   await page.click('[data-testid="start-run"]');
   try {
-    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
   } catch (e) {
     await shot('failed-start');
     throw e;
@@ -94,8 +90,11 @@ beforeAll(async () => {
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
   });
   page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  // Waits end when the page shows what they wait for; this is only a hang guard, generous because
+  // runs train for real on a machine CI shares (the test's own guard is longer still).
+  page.setDefaultTimeout(300_000);
   page.on('pageerror', (e) => console.error('page error:', e.message));
-}, 120_000);
+});
 
 afterAll(async () => {
   await browser?.close();
@@ -103,24 +102,24 @@ afterAll(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-describe('Spillway GUI', () => {
+describe('Spillway GUI', { timeout: 600_000 }, () => {
   it('first launch: the demo model and dataset are preselected and the plan shows', async () => {
     await page.goto(url);
     await page.waitForSelector('[data-testid="connection"]:has-text("Connected")');
-    await page.waitForSelector('[data-testid="plan"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"]');
     expect(await page.inputValue('[data-testid="train-path"]')).toMatch(/sentiment-demo\/train\.jsonl$/);
     await shot('new-run');
   });
 
   it('New run: a CPU budget too small makes the plan say what is short', async () => {
     await page.fill('[data-testid="cpu-budget"]', '1 MiB');
-    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]');
     const text = await page.textContent('[data-testid="plan"]');
     expect(text).toContain('Does not fit.');
     expect(text).toMatch(/CPU memory: what must stay on the compute device needs [\d.]+ \w+ \(.*\) but the budget is 1\.0 MiB \(short by [\d.]+ \w+\)/);
     await shot('plan-short');
     await page.fill('[data-testid="cpu-budget"]', '');
-    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
   });
 
   it('Models and Datasets screens show the demo and render examples', async () => {
@@ -143,7 +142,7 @@ describe('Spillway GUI', () => {
     await page.fill('[data-testid="dataset-path"]', bad);
     await page.waitForFunction(() => (document.querySelector('[data-testid="check-model"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
     await page.click('[data-testid="check-rows"]');
-    await page.waitForSelector('[data-testid="check-result"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="check-result"]');
     expect(await page.getAttribute('[data-testid="check-result"]', 'data-ok')).toBe('3');
     expect(await page.getAttribute('[data-testid="check-result"]', 'data-errors')).toBe('2');
     expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2', '4']);
@@ -151,33 +150,185 @@ describe('Spillway GUI', () => {
     await shot('datasets-check');
   });
 
+  it('file browser: walks the allowed folders, picks a dataset, and is refused outside them', async () => {
+    mkdirSync(join(dataDir, 'picked', 'sub'), { recursive: true });
+    writeFileSync(join(dataDir, 'picked', 'sub', 'mine.jsonl'), '{"sentence":"a fine film","label":1}\n{"sentence":"dull","label":0}\n');
+    await page.click('[data-testid="nav-datasets"]');
+    const current = await page.inputValue('[data-testid="dataset-path"]');
+    await page.click('[data-testid="dataset-path-browse"]');
+    await page.waitForSelector('[data-testid="file-browser"][open]');
+    // It opens beside the current value, inside the allowed folders.
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${dirname(current)}"]`);
+    await page.click('[data-testid="browser-roots"]');
+    await page.waitForSelector(`[data-testid="browser-entry"][data-name="${dataDir}"]`);
+    await shot('file-browser-roots');
+    await page.click(`[data-testid="browser-entry"][data-name="${dataDir}"]`);
+    await page.click('[data-testid="browser-entry"][data-name="picked"]');
+    await page.click('[data-testid="browser-entry"][data-name="sub"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked', 'sub')}"]`);
+    await page.click('[data-testid="browser-up"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked')}"]`);
+    await page.click('[data-testid="browser-entry"][data-name="sub"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked', 'sub')}"]`);
+    // Refused outside the allowed folders: it says so and stays where it was.
+    await page.fill('[data-testid="browser-goto"]', '/etc');
+    await page.click('[data-testid="browser-go"]');
+    await page.waitForSelector('[data-testid="file-browser"] [role="alert"]');
+    expect(await page.textContent('[data-testid="file-browser"] [role="alert"]')).toMatch(/\/etc is outside the folders Spillway may read datasets from: .*\(data folder\)/);
+    expect(await page.getAttribute('[data-testid="browser-path"]', 'data-path')).toBe(join(dataDir, 'picked', 'sub'));
+    await shot('file-browser-refused');
+    await page.click('[data-testid="browser-entry"][data-name="mine.jsonl"]');
+    await page.waitForSelector('[data-testid="file-browser"][open]', { state: 'detached' });
+    expect(await page.inputValue('[data-testid="dataset-path"]')).toBe(join(dataDir, 'picked', 'sub', 'mine.jsonl'));
+    await page.waitForSelector('[data-testid="preview-table"] >> text=a fine film');
+    // A path typed outside the allowed folders is refused by the backend, not read.
+    await page.fill('[data-testid="dataset-path"]', '/etc/passwd');
+    await page.click('[data-testid="dataset-open"]');
+    await page.waitForSelector('[role="alert"]:has-text("Could not open that file")');
+    expect(await page.textContent('[role="alert"]:has-text("Could not open that file")')).toMatch(/\/etc\/passwd is outside the folders Spillway may read datasets from/);
+
+    // New run: the training data picked the same way.
+    await page.goto(`${url}#/new`);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    await page.click('[data-testid="train-path-browse"]');
+    await page.waitForSelector('[data-testid="file-browser"][open]');
+    await page.waitForSelector('[data-testid="browser-path"][data-path]:not([data-path=""])');
+    await page.fill('[data-testid="browser-goto"]', join(dataDir, 'picked', 'sub'));
+    await page.click('[data-testid="browser-go"]');
+    await page.waitForSelector(`[data-testid="browser-path"][data-path="${join(dataDir, 'picked', 'sub')}"]`);
+    await page.click('[data-testid="browser-entry"][data-name="mine.jsonl"]');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(join(dataDir, 'picked', 'sub', 'mine.jsonl'));
+    await page.waitForSelector('[data-testid="plan"]', { timeout: 30_000 });
+    await page.reload();
+  });
+
+  it('Datasets: chat rows show the rendered conversation, the trained replies highlighted, token counts and bad rows', async () => {
+    const chat = join(dataDir, 'chat.jsonl');
+    writeFileSync(
+      chat,
+      [
+        { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'bye' }, { role: 'assistant', content: 'ciao' }] },
+        { messages: [{ role: 'user', content: 'hi' }, { role: 'user', content: 'anyone?' }, { role: 'assistant', content: 'yes' }] },
+      ]
+        .map((r) => JSON.stringify(r))
+        .join('\n') + '\n',
+    );
+    await page.click('[data-testid="nav-datasets"]');
+    await page.selectOption('[data-testid="dataset-task"]', 'chat');
+    await page.waitForSelector('[data-testid="chat-fields"]');
+    await page.fill('[data-testid="dataset-path"]', chat);
+    await page.click('[data-testid="dataset-open"]');
+    await page.waitForSelector('[data-testid="chat-sequence"] mark', { timeout: 30_000 });
+    expect(await page.$$eval('[data-testid="chat-sequence"] mark', (m) => m.map((x) => x.textContent))).toEqual(['hello</s>\n\n', 'ciao</s>\n\n']);
+    expect(await page.textContent('[data-testid="chat-counts"]')).toMatch(/^\d+ tokens, \d+ trained \(replies of messages 2, 4\)$/);
+    expect(await page.textContent('[data-testid="chat-note"]')).toContain('no chat template');
+    expect(await page.textContent('[data-testid="row-error"]')).toMatch(/^line 2: .*:2: field "messages": message 2 \(user\): two user turns in a row/);
+    await shot('datasets-chat');
+    await page.click('[data-testid="check-rows"]');
+    await page.waitForSelector('[data-testid="check-result"][data-errors="1"]', { timeout: 30_000 });
+    expect(await page.$$eval('[data-testid="check-error"]', (rows) => rows.map((r) => r.getAttribute('data-line')))).toEqual(['2']);
+    // "Use for a new run" carries the file, the task and its mapping to New run; the plan follows.
+    await page.fill('[data-testid="chat-role-map"]', 'Customer=user');
+    await page.click('text=Use for a new run');
+    await page.waitForSelector('[data-testid="task-select"]');
+    const demoTrain = await page.evaluate(() => document.querySelector('#dataset-paths option[value*="sentiment-demo/train"]')?.getAttribute('value') ?? '');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(chat);
+    expect(await page.inputValue('[data-testid="task-select"]')).toBe('chat');
+    expect(await page.inputValue('[data-testid="chat-role-map"]')).toBe('Customer=user');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    await shot('new-run-chat');
+    await page.selectOption('[data-testid="task-select"]', 'sst2');
+    await page.fill('[data-testid="train-path"]', demoTrain);
+    await page.click('[data-testid="nav-datasets"]');
+    await page.selectOption('[data-testid="dataset-task"]', 'sst2');
+  });
+
   let first = '';
   it('starts a run, chart points arrive, a reload resumes the live view, stop', async () => {
     first = await startDemoRun('e2e first', 400);
-    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) >= 4, null, { timeout: 60_000 });
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) >= 4);
     const before = await chartPoints('chart-loss');
     await page.reload();
-    await page.waitForFunction((n) => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > n, before, { timeout: 60_000 });
+    await page.waitForFunction((n) => Number(document.querySelector('[data-testid="chart-loss"]')?.getAttribute('data-points')) > n, before);
     expect(page.url()).toContain(`#/live/${encodeURIComponent(first)}`);
+    // The header's clock moves on while the run trains, with the time left at the recent pace.
+    const elapsed = await page.textContent('[data-testid="live-elapsed"]');
+    expect(elapsed).toMatch(/^\d+:\d\d$/);
+    await page.waitForFunction((t) => document.querySelector('[data-testid="live-elapsed"]')?.textContent !== t, elapsed);
+    await page.waitForFunction(() => /^\d+:\d\d(:\d\d)?$/.test(document.querySelector('[data-testid="live-eta"]')?.textContent ?? ''));
     await shot('live');
     await page.click('[data-testid="stop"]');
-    await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]', { timeout: 60_000 });
+    await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]');
   });
 
   it('a second run completes; Runs lists both, compares them, deletes one', async () => {
-    const second = await startDemoRun('e2e second', 10, 1);
-    await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+    // The same name as the first run: the comparison must still tell them apart.
+    const second = await startDemoRun('e2e first', 10, 1);
+    await page.waitForSelector('.sub [data-status="completed"]');
+    await page.setViewportSize({ width: 1400, height: 900 });
     await page.click('[data-testid="nav-runs"]');
     await page.waitForSelector(`[data-run-id="${first}"]`);
     await page.waitForSelector(`[data-run-id="${second}"]`);
+    // Every row's actions are on screen at 1400 px: the table fits its box, nothing to scroll to.
+    expect(await page.$eval('[data-testid="runs-table"]', (t) => t.parentElement!.scrollWidth <= t.parentElement!.clientWidth)).toBe(true);
+    for (const id of [first, second]) {
+      const box = (await page.locator(`[data-run-id="${id}"] [data-testid="delete"]`).boundingBox())!;
+      expect(box.x + box.width).toBeLessThanOrEqual(1400);
+    }
     await page.check(`[data-run-id="${first}"] input[type=checkbox]`);
     await page.check(`[data-run-id="${second}"] input[type=checkbox]`);
     await page.click('[data-testid="compare"]');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-overlay-loss"]')?.getAttribute('data-points')) > 10);
+    const heads = await page.$$eval('[data-testid="hyperparameters"] thead th', (ths) => ths.slice(1).map((th) => th.textContent?.trim()));
+    expect(heads).toEqual([`e2e first · ${first}`, `e2e first · ${second}`]);
+    const differs = async (key: string) => page.getAttribute(`[data-testid="hyper-row"][data-key="${key}"]`, 'data-differs');
+    expect(await differs('seed')).toBe('true');
+    expect(await differs('steps')).toBe('true');
+    expect(await differs('lr')).toBe('false');
     await shot('runs-compare');
-    await page.click(`[data-run-id="${second}"] [data-testid="delete"]`);
-    await page.click('[data-testid="confirm-delete-yes"]');
-    await page.waitForSelector(`[data-run-id="${second}"]`, { state: 'detached' });
+    await page.check('[data-testid="only-differences"]');
+    expect(await page.$(`[data-testid="hyper-row"][data-key="lr"]`)).toBeNull();
+    expect(await page.$(`[data-testid="hyper-row"][data-key="seed"]`)).not.toBeNull();
+    // By time since each run started, on a log scale; the smoothing moves.
+    await page.selectOption('[data-testid="compare-axis"]', 'time');
+    await page.waitForSelector('[data-testid="overlay"][data-axis="time"]');
+    expect(await chartPoints('chart-overlay-loss')).toBeGreaterThan(10);
+    await page.check('[data-testid="chart-overlay-loss-log"]');
+    await page.waitForSelector('[data-testid="chart-overlay-loss"][data-log="true"]');
+    await page.$eval('[data-testid="compare-smoothing"]', (el) => {
+      (el as HTMLInputElement).value = '0.9';
+      el.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await page.waitForFunction(() => document.querySelector('[data-testid="compare-smoothing"]')?.parentElement?.textContent?.includes('0.90'));
+    await shot('runs-compare-time-log');
+    // The compared data as CSV: a row per run and step, as many as the runs have steps.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="compare-csv"]')]);
+    const csv = readFileSync((await download.path())!, 'utf8').trim().split('\n');
+    expect(csv[0]).toBe('run_id,run_name,step,elapsed_s,loss,smoothed_loss,eval_loss,eval_accuracy');
+    const done = await Promise.all([first, second].map(async (id) => ((await callApi('getRun', { runId: id })) as { stepsDone: number }).stepsDone));
+    for (const [i, id] of [first, second].entries()) {
+      expect(csv.filter((l) => l.startsWith(`${id},`) && Number(l.split(',')[2]) > 0)).toHaveLength(done[i]);
+    }
+
+    // A run that ends while Runs is open shows its final figures without Refresh.
+    const { options } = (await callApi('getRun', { runId: second })) as { options: Record<string, unknown> };
+    const live = ((await callApi('startRun', { name: 'e2e live row', options: { ...options, steps: 40, evalEvery: 10 } })) as { id: string }).id;
+    await page.waitForSelector(`[data-run-id="${live}"][data-status="completed"]`);
+    const ended = (await callApi('getRun', { runId: live })) as { lastLoss: number; lastAccuracy: number };
+    await page.waitForFunction(
+      ([id, loss]) => Number(document.querySelector(`[data-run-id="${id}"] [data-testid="final-loss"]`)?.getAttribute('data-value')) === loss,
+      [live, ended.lastLoss] as const,
+    );
+    expect(await page.textContent(`[data-run-id="${live}"] [data-testid="run-steps"]`)).toBe('40/40');
+    expect(Number(await page.getAttribute(`[data-run-id="${live}"] [data-testid="final-accuracy"]`, 'data-value'))).toBe(ended.lastAccuracy);
+    await shot('runs-1400');
+    await page.setViewportSize({ width: 1280, height: 720 });
+
+    for (const id of [second, live]) {
+      await page.click(`[data-run-id="${id}"] [data-testid="delete"]`);
+      await page.click('[data-testid="confirm-delete-yes"]');
+      await page.waitForSelector(`[data-run-id="${id}"]`, { state: 'detached' });
+    }
     expect(await page.$(`[data-run-id="${first}"]`)).not.toBeNull();
   });
 
@@ -191,7 +342,7 @@ describe('Spillway GUI', () => {
     // A CPU budget half a block short of everything resident: streaming adds a staging slot and an
     // I/O buffer, so all but one of the demo's four blocks go to the SSD.
     const maxLength = Number(await page.inputValue('[data-testid="max-length"]'));
-    const plan = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength })) as { memory: { cpu: number }; units: { kind: string; bytes: number }[] };
+    const plan = (await callApi('plan', { model, spillDirs: [spill], batchSize: 4, maxLength })) as { memory: { cpu: number }; units: { kind: string; bytes: number }[] };
     const block = plan.units.find((u) => u.kind === 'block')!.bytes;
     await page.fill('[data-testid="run-name"]', 'e2e tiers');
     await page.fill('[data-testid="steps"]', '40');
@@ -200,16 +351,14 @@ describe('Spillway GUI', () => {
     await page.fill('[data-testid="spill-dir"]', spill);
     const cpuMem = Math.floor(plan.memory.cpu - block / 2);
     await page.fill('[data-testid="cpu-budget"]', String(cpuMem));
-    const tiered = (await callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, budgets: { cpu: cpuMem } })) as { units: { home: string }[] };
-    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]', { timeout: 30_000 });
+    const tiered = (await callApi('plan', { model, spillDirs: [spill], batchSize: 4, maxLength, budgets: { cpu: cpuMem } })) as { units: { home: string }[] };
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
     await page.click('[data-testid="start-run"]');
-    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
     try {
       await page.waitForFunction(
         () => Number(document.querySelector('[data-testid="tier-ssdRead"]')?.getAttribute('data-latest')) > 0 &&
           document.querySelector('[data-testid="tiers"]')?.getAttribute('data-plan') === 'yes',
-        null,
-        { timeout: 90_000 },
       );
     } catch (e) {
       await shot('failed-tiers');
@@ -226,7 +375,7 @@ describe('Spillway GUI', () => {
     expect(row).toMatch(/SSD read\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+ MB\s*[\d.]+×/);
     expect(await page.textContent('[data-testid="tier-step-ratio"]')).toMatch(/^[\d.]+×$/);
     expect(await page.textContent('[data-testid="tier-floor-ratio"]')).toMatch(/^[\d.]+×$/);
-    await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+    await page.waitForSelector('.sub [data-status="completed"]');
     await shot('live-tiers');
     // The resident demo run shows no Tiers panel.
     await page.goto(`${url}#/live/${encodeURIComponent(first)}`);
@@ -246,7 +395,7 @@ describe('Spillway GUI', () => {
     // A CPU budget under which every block streams from the SSD with fp32 and with bf16 masters.
     type Plan = BudgetPlan & { prefetch: number; prefetchRequested: number; update: { homeUnits: number; deviceUnits: number; mode: string } };
     const planAt = (cpu: number | undefined, masters: string) =>
-      callApi('plan', { model, spillDir: spill, batchSize: 4, maxLength, masters, ...(cpu === undefined ? {} : { budgets: { cpu } }) }) as Promise<Plan>;
+      callApi('plan', { model, spillDirs: [spill], batchSize: 4, maxLength, masters, ...(cpu === undefined ? {} : { budgets: { cpu } }) }) as Promise<Plan>;
     const { cpu, blocks } = await allBlocksOnSsdBudget(planAt);
     const f32 = await planAt(cpu, 'fp32');
     const bf16 = await planAt(cpu, 'bf16');
@@ -259,10 +408,10 @@ describe('Spillway GUI', () => {
     await page.selectOption('[data-testid="masters"]', 'bf16');
     const cell = async (row: string, m: string) => Number(await page.getAttribute(`[data-testid="cmp-${row}"] td[data-masters="${m}"]`, 'data-value'));
     try {
-      await page.waitForSelector('[data-testid="plan"][data-feasible="true"][data-bytes-per-parameter="2"]', { timeout: 30_000 });
+      await page.waitForSelector('[data-testid="plan"][data-feasible="true"][data-bytes-per-parameter="2"]');
       await page.waitForSelector('[data-testid="precision-compare"][data-chosen="bf16"]');
       // The budgeted plans have arrived when fp32's blocks stream.
-      await page.waitForFunction(() => Number(document.querySelector('[data-testid="cmp-h2d"] td[data-masters="fp32"]')?.getAttribute('data-value')) > 0, null, { timeout: 30_000 });
+      await page.waitForFunction(() => Number(document.querySelector('[data-testid="cmp-h2d"] td[data-masters="fp32"]')?.getAttribute('data-value')) > 0);
       // The three precisions' plans are asked for together but answer one by one: wait until every
       // column holds the answer for this budget (bf16 and fp16 at half of fp32's streamed bytes).
       await page.waitForFunction(
@@ -270,8 +419,6 @@ describe('Spillway GUI', () => {
           const v = (m: string) => Number(document.querySelector(`[data-testid="cmp-h2d"] td[data-masters="${m}"]`)?.getAttribute('data-value'));
           return v('fp32') > 0 && v('bf16') * 2 === v('fp32') && v('fp16') === v('bf16');
         },
-        null,
-        { timeout: 30_000 },
       );
     } catch (e) {
       await shot('failed-bf16-plan');
@@ -302,10 +449,10 @@ describe('Spillway GUI', () => {
     await shot('new-run-bf16');
 
     await page.click('[data-testid="start-run"]');
-    await page.waitForFunction(() => location.hash.startsWith('#/live/'), null, { timeout: 30_000 });
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
     const runId = decodeURIComponent(page.url().split('#/live/')[1]);
     try {
-      await page.waitForSelector('.sub [data-status="completed"]', { timeout: 120_000 });
+      await page.waitForSelector('.sub [data-status="completed"]');
     } catch (e) {
       await shot('failed-bf16-run');
       throw e;
@@ -317,7 +464,7 @@ describe('Spillway GUI', () => {
     expect(measured).toBeGreaterThanOrEqual(h2d);
     expect(measured).toBeLessThan(h2d * 1.01);
     const detail = (await callApi('getRun', { runId })) as { options: Record<string, unknown>; plan: { linkBytes: { hostToDevice: number } } };
-    expect(detail.options).toMatchObject({ masters: 'bf16', offload: 'auto', spillDir: spill });
+    expect(detail.options).toMatchObject({ masters: 'bf16', offload: 'auto', spillDirs: [spill] });
     expect(detail.plan.linkBytes.hostToDevice).toBe(h2d);
     await page.goto(`${url}#/new`);
     await page.selectOption('[data-testid="masters"]', 'fp32');
@@ -333,7 +480,8 @@ describe('Spillway GUI', () => {
     expect(await page.inputValue('[data-testid="sampling-interval"]')).toBe('1000');
     await page.fill('[data-testid="sampling-interval"]', '500');
     await page.click('button[type="submit"]:has-text("Save")');
-    await expect.poll(async () => ((await callApi('getSettings', {})) as { samplingIntervalMs: number }).samplingIntervalMs).toBe(500);
+    await page.waitForSelector('.notice:has-text("Settings saved")');
+    expect(((await callApi('getSettings', {})) as { samplingIntervalMs: number }).samplingIntervalMs).toBe(500);
     await shot('settings');
     await page.check('[data-testid="theme-dark"]');
     await shot('settings-dark');
@@ -343,14 +491,71 @@ describe('Spillway GUI', () => {
     await page.click('[data-testid="nav-datasets"]');
     await page.fill('[data-testid="dataset-path"]', bad);
     await page.click('[data-testid="check-rows"]');
-    await page.waitForSelector('[data-testid="check-result"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="check-result"]');
     await shot('datasets-check-dark');
     await page.click('[data-testid="nav-new"]');
     await page.fill('[data-testid="cpu-budget"]', '1 MiB');
-    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid="plan"][data-feasible="false"]');
     await shot('plan-short-dark');
     await page.fill('[data-testid="cpu-budget"]', '');
     await page.click('[data-testid="nav-settings"]');
     await page.check('[data-testid="theme-light"]');
+  });
+  it('Settings sets the dataset folders; Datasets lists their files; "Use for a new run" keeps the file and the task', async () => {
+    const folder = mkdtempSync(join(dataDir, 'datasets-'));
+    copyFileSync(join(ROOT, 'resources/datasets/classify-demo.csv'), join(folder, 'reviews.csv'));
+    await page.click('[data-testid="nav-settings"]');
+    await page.fill('[data-testid="dataset-roots"]', folder);
+    await page.click('button[type="submit"]:has-text("Save")');
+    await page.waitForSelector('.notice:has-text("Settings saved")');
+    expect(((await callApi('getSettings', {})) as { datasetRoots: string[] }).datasetRoots).toEqual([folder]);
+
+    await page.click('[data-testid="nav-datasets"]');
+    await page.fill('[data-testid="dataset-path"]', '');
+    await page.waitForSelector(`[data-testid="datasets-found"] >> text=reviews.csv`);
+    expect(await page.textContent('[data-testid="dataset-roots-note"]')).toContain(folder);
+    await page.click('[data-testid="datasets-found"] button:has-text("reviews.csv")');
+    await page.selectOption('[data-testid="dataset-task"]', 'classify');
+    await page.fill('[data-testid="dataset-label-words"]', '" negative"," positive"');
+    await page.click('[data-testid="dataset-open"]');
+    // The labels are the words themselves: every previewed row renders, none fails.
+    await page.waitForSelector('[data-testid="preview-table"] mark');
+    expect(await page.$$('[data-testid="row-error"]')).toHaveLength(0);
+    await shot('datasets-found');
+    await page.click('[data-testid="use-for-run"]');
+    await page.waitForFunction(() => location.hash === '#/new');
+    expect(await page.inputValue('[data-testid="train-path"]')).toBe(join(folder, 'reviews.csv'));
+    expect(await page.inputValue('[data-testid="task-select"]')).toBe('classify');
+    expect(await page.inputValue('[data-testid="label-words"]')).toBe('" negative"," positive"');
+    expect(await page.inputValue('[data-testid="eval-path"]')).toBe('');
+    expect(await page.inputValue('[data-testid="model-select"]')).toContain('spillway-demo');
+    await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
+    await shot('new-run-from-datasets');
+
+    // What the CLI has, set on the form, reaches the run: label map, q, noise, warm-up, checkpoints, output folder.
+    const out = join(folder, 'tuned');
+    await page.fill('[data-testid="run-name"]', 'e2e options');
+    await page.fill('[data-testid="label-words"]', '" bad"," good"');
+    await page.fill('[data-testid="label-map"]', 'negative: 0, positive: 1');
+    await page.fill('[data-testid="steps"]', '4');
+    await page.fill('[data-testid="batch-size"]', '4');
+    await page.fill('[data-testid="eval-every"]', '0');
+    await page.fill('[data-testid="q"]', '2');
+    await page.selectOption('[data-testid="noise"]', 'rademacher');
+    await page.fill('[data-testid="warmup"]', '3');
+    await page.fill('[data-testid="checkpoint-every"]', '2');
+    await page.fill('[data-testid="out-dir"]', out);
+    await shot('new-run-options');
+    await page.click('[data-testid="start-run"]');
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
+    const runId = decodeURIComponent(page.url().split('#/live/')[1]);
+    await page.waitForSelector('.sub [data-status="completed"]');
+    const detail = (await callApi('getRun', { runId })) as { options: Record<string, unknown>; checkpoints: { step: number }[] };
+    expect(detail.options).toMatchObject({
+      task: { kind: 'classify', labelWords: [' bad', ' good'], labelMap: { negative: 0, positive: 1 } },
+      q: 2, noise: 'rademacher', warmupSteps: 3, checkpointEvery: 2, out,
+    });
+    expect(detail.checkpoints.map((c) => c.step)).toContain(2);
+    expect(readdirSync(out)).toContain('model.safetensors');
   });
 });

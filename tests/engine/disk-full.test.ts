@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startEngineJob } from '../../electron/engine/runner.js';
 import { DiskWriteError, writeFolderAtomic } from '../../electron/engine/safe-write.js';
-import { TRAIN_DEFAULTS } from '../../electron/engine/trainer.js';
-import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
+import { TrainOptions } from '../../electron/common/options.js';
+import type { TrainEvent } from '../../electron/engine/trainer.js';
 import { readSafetensorsHeader } from '../../electron/model/index.js';
 import { RunSupervisor } from '../../electron/services/runs/supervisor.js';
 import { ROOT } from '../helpers/engine.js';
@@ -63,7 +63,7 @@ async function spillway(args: string[]): Promise<{ code: number; stdout: string;
 }
 
 const jsonLines = (s: string) => s.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-const stepLosses = (ev: Record<string, unknown>[]) => ev.filter((e) => e.type === 'step').map((e) => [e.step, e.loss_plus, e.loss_minus]);
+const stepLosses = (ev: Record<string, unknown>[]) => ev.filter((e) => e.type === 'step').map((e) => [e.step, e.lossPlus, e.lossMinus]);
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const SIZE = String.raw`\d+(\.\d)? (B|KiB|MiB|GiB)`;
 
@@ -179,8 +179,7 @@ describe('a full disk during a run', () => {
     const mnt = mountTmpfs(join(work, 'mnt-out'), `size=${Math.ceil((checkpointBytes * 3) / 4096) * 4}k`);
     const out = join(mnt, 'tuned');
     const ckpt = join(work, 'out-ckpt');
-    const options: TrainOptions = {
-      ...TRAIN_DEFAULTS,
+    const options = TrainOptions.parse({
       model,
       train: TRAIN,
       task: { kind: 'sst2' },
@@ -194,7 +193,7 @@ describe('a full disk during a run', () => {
       checkpointEvery: 150,
       checkpointDir: ckpt,
       out,
-    };
+    });
     // Someone else fills the disk while the run trains, once the preflight has let it start
     // (at its first step; the run has hundreds of steps to go).
     const fill = () => {

@@ -10,9 +10,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { startEngineJob } from '../../electron/engine/runner.js';
 import { latestCheckpoint } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
-import { waitForCheckpoint } from '../helpers/events.js';
+import { EventLog, waitForCheckpoint, waitForSteps } from '../helpers/events.js';
 import { makeTinyLlama } from '../helpers/tiny-model.js';
-import { demoTrainOptions } from '../helpers/train-options.js';
+import { DEMO_TRAIN, demoTrainOptions } from '../helpers/train-options.js';
 
 let work: string;
 let model: string;
@@ -37,7 +37,7 @@ async function runToEnd(o: TrainOptions): Promise<TrainEvent[]> {
 }
 
 const stepLosses = (events: TrainEvent[]) =>
-  events.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss_plus, e.loss_minus] as const] : []));
+  events.flatMap((e) => (e.type === 'step' ? [[e.step, e.lossPlus, e.lossMinus] as const] : []));
 
 describe('checkpoint and resume', () => {
   it('continues bit-identically from a checkpoint', async () => {
@@ -62,7 +62,7 @@ describe('checkpoint and resume', () => {
 
   it('resumes bf16 masters bit-identically, in the checkpoint\'s precision, with blocks on the SSD', async () => {
     const spill = mkdtempSync(join(tmpdir(), 'spw-resume-spill-'));
-    const bf16 = (over: Partial<TrainOptions>) => options({ masters: 'bf16', offload: 'ssd', spillDir: spill, writeBackEvery: 2, ...over });
+    const bf16 = (over: Partial<TrainOptions>) => options({ masters: 'bf16', offload: 'ssd', spillDirs: [spill], writeBackEvery: 2, ...over });
     const whole = await runToEnd(bf16({ steps: 6, out: join(work, 'bf16-whole') }));
     const ckpts = join(work, 'ckpt-bf16');
     await runToEnd(bf16({ steps: 6, checkpointEvery: 3, checkpointDir: ckpts }));
@@ -80,11 +80,36 @@ describe('checkpoint and resume', () => {
     expect(wrong).toMatch(/was trained with bf16 masters; resume it with --masters bf16 \(not fp16\)/);
   });
 
+  it('counts a step whose update is applied when the stop lands in the evaluation after it', async () => {
+    // Each step is followed by an evaluation of all 512 examples in chunks of 64, far longer than
+    // the step, so the stop sent on the first step event cancels a chunk of that evaluation: the
+    // checkpoint on stop must hold the step (its weights are updated and its seed is logged), and
+    // resume from there bit-identically.
+    const evalEach = { eval: DEMO_TRAIN, evalFraction: 0, evalEvery: 1, batchSize: 32 };
+    const ckpts = join(work, 'ckpt-stop-in-eval');
+    const events = new EventLog<TrainEvent>();
+    const job = startEngineJob({ type: 'train', options: options({ ...evalEach, steps: 100_000, checkpointDir: ckpts }) }, (e) => events.push(e as TrainEvent));
+    await waitForSteps(events, 1, job);
+    job.stop();
+    await job.done;
+    const done = events.at(-1);
+    expect(done).toMatchObject({ type: 'done', status: 'stopped' });
+    const stepsDone = (done as Extract<TrainEvent, { type: 'done' }>).steps;
+    expect(stepsDone).toBe(stepLosses(events).length);
+    const last = await latestCheckpoint(ckpts);
+    expect(last).toBe(join(ckpts, `step-${String(stepsDone).padStart(8, '0')}`));
+    expect(readFileSync(join(last as string, 'seedlog.jsonl'), 'utf8').trim().split('\n')).toHaveLength(stepsDone);
+
+    const resumed = await runToEnd(options({ ...evalEach, steps: stepsDone + 2, resumeFrom: last as string }));
+    const whole = await runToEnd(options({ ...evalEach, steps: stepsDone + 2 }));
+    expect(stepLosses(resumed)).toEqual(stepLosses(whole).slice(stepsDone));
+  });
+
   it('resumes after SIGKILL from the last checkpoint', async () => {
     const ckpts = join(work, 'ckpt-kill');
-    const events: TrainEvent[] = [];
+    const events = new EventLog<TrainEvent>();
     const job = startEngineJob({ type: 'train', options: options({ steps: 100_000, checkpointEvery: 2, checkpointDir: ckpts }) }, (e) => events.push(e as TrainEvent));
-    await waitForCheckpoint(events, 4);
+    await waitForCheckpoint(events, 4, job);
     job.kill('SIGKILL');
     await job.done.catch(() => undefined);
     const last = await latestCheckpoint(ckpts);

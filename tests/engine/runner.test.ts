@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { EngineCrashError, EngineJobError, startEngineJob } from '../../electron/engine/runner.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
-import { waitForEvents } from '../helpers/events.js';
+import { EventLog, waitForSteps } from '../helpers/events.js';
 import { makeTinyLlama } from '../helpers/tiny-model.js';
 import { demoTrainOptions } from '../helpers/train-options.js';
 
@@ -26,16 +26,12 @@ const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
     ...over,
   });
 
-function waitForSteps(events: TrainEvent[], n: number): Promise<void> {
-  return waitForEvents(events, (ev) => ev.filter((e) => e.type === 'step').length >= n);
-}
-
 describe('the engine host process', () => {
   it('stops cooperatively and saves a model marked as stopped', async () => {
-    const events: TrainEvent[] = [];
+    const events = new EventLog<TrainEvent>();
     const out = join(work, 'stopped');
     const job = startEngineJob({ type: 'train', options: options({ out }) }, (e) => events.push(e as TrainEvent));
-    await waitForSteps(events, 3);
+    await waitForSteps(events, 3, job);
     job.stop();
     await job.done;
     const done = events.at(-1);
@@ -51,10 +47,10 @@ describe('the engine host process', () => {
   });
 
   it('reports an engine killed mid-run with its signal, and the caller carries on', async () => {
-    const events: TrainEvent[] = [];
+    const events = new EventLog<TrainEvent>();
     const out = join(work, 'killed');
     const job = startEngineJob({ type: 'train', options: options({ out }) }, (e) => events.push(e as TrainEvent));
-    await waitForSteps(events, 2);
+    await waitForSteps(events, 2, job);
     job.kill('SIGKILL');
     const err = await job.done.then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(EngineCrashError);

@@ -13,7 +13,7 @@ import { startEngineJob } from '../../electron/engine/runner.js';
 import { latestCheckpoint } from '../../electron/engine/trainer.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
 import { ROOT } from '../helpers/engine.js';
-import { waitForCheckpoint } from '../helpers/events.js';
+import { EventLog, waitForCheckpoint } from '../helpers/events.js';
 import { makeTinyLlama } from '../helpers/tiny-model.js';
 import { demoTrainOptions } from '../helpers/train-options.js';
 
@@ -33,19 +33,19 @@ const options = (over: Partial<TrainOptions> = {}): TrainOptions =>
   demoTrainOptions(model, {
     seed: 4,
     offload: 'ssd',
-    spillDir: spill,
+    spillDirs: [spill],
     writeBackEvery: 3,
     ...over,
   });
 
-const losses = (ev: TrainEvent[]) => ev.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss_plus, e.loss_minus]] : []));
+const losses = (ev: TrainEvent[]) => ev.flatMap((e) => (e.type === 'step' ? [[e.step, e.lossPlus, e.lossMinus]] : []));
 
 describe('an SSD-tier engine killed mid-run', () => {
   it('leaves a spill file that doctor finds and deletes, and resumes from its checkpoint', async () => {
     const ckpts = join(work, 'ckpt');
-    const events: TrainEvent[] = [];
+    const events = new EventLog<TrainEvent>();
     const job = startEngineJob({ type: 'train', options: options({ steps: 100_000, checkpointEvery: 2, checkpointDir: ckpts }) }, (e) => events.push(e as TrainEvent));
-    await waitForCheckpoint(events, 4);
+    await waitForCheckpoint(events, 4, job);
     job.kill('SIGKILL');
     await job.done.catch(() => undefined);
     const left = readdirSync(spill).filter((n) => n.endsWith('.spill'));

@@ -6,11 +6,25 @@
 //   safetensors and jinja2, installed offline from the machine's local package index by
 //   `scripts/setup.sh --test` at $SPILLWAY_VENV (default ~/.cache/spillway/venv): the real Hugging
 //   Face implementations the engine, the chat templates and the adapters are checked against.
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 export const debianPython = '/usr/bin/python3';
+
+/**
+ * Debian's interpreter, once it imports `modules`; throws with the command that installs them
+ * otherwise (the references are part of the suite: a machine without them fails, it does not skip).
+ */
+export function debianPythonWith(...modules: string[]): string {
+  try {
+    execFileSync(debianPython, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore' });
+  } catch {
+    throw new Error(`${debianPython} cannot import ${modules.join(', ')}: the readable references need python3-torch and python3-numpy, installed by \`bash scripts/setup.sh --test\``);
+  }
+  return debianPython;
+}
 
 export function venvDir(): string {
   return process.env.SPILLWAY_VENV || join(homedir(), '.cache', 'spillway', 'venv');

@@ -3,15 +3,15 @@
 // file sets what it is about (steps, seed, tiers, checkpoints) on top.
 import { join } from 'node:path';
 
-import { TRAIN_DEFAULTS } from '../../electron/engine/trainer.js';
-import type { TrainOptions } from '../../electron/engine/trainer.js';
+import { TrainOptions } from '../../electron/common/options.js';
+import type { TrainOptionsInput } from '../../electron/common/options.js';
 import { DEMO_DATA } from './tiny-model.js';
 
 export const DEMO_TRAIN = join(DEMO_DATA, 'sentiment-demo', 'train.jsonl');
 
-export function demoTrainOptions(model: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    ...TRAIN_DEFAULTS,
+/** The options as the schema reads them (defaults filled): what the supervisor and the engine host receive. */
+export function demoTrainOptions(model: string, over: Partial<TrainOptionsInput> = {}): TrainOptions {
+  return TrainOptions.parse({
     model,
     train: DEMO_TRAIN,
     task: { kind: 'sst2' },
@@ -21,5 +21,5 @@ export function demoTrainOptions(model: string, over: Partial<TrainOptions> = {}
     zeroShot: false,
     evalFraction: 0,
     ...over,
-  };
+  });
 }

@@ -3,40 +3,34 @@
 // bit for bit. Rademacher noise keeps every product exact, so the reference's float64
 // arithmetic equals the engine's fused multiply-adds; weight decay is included.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
-import { HOME, loadNative } from '../../electron/engine/native.js';
-import type { MasterPrecision, NativeEngine } from '../../electron/engine/native.js';
+import { loadNative } from '../../electron/engine/native.js';
+import type { NativeEngine } from '../../electron/engine/native.js';
+import type { Masters } from '../../electron/common/options.js';
 import { engineSpec } from '../../electron/engine/spec.js';
 import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, GOLDEN, ROOT, readJson, toExamples } from '../helpers/engine.js';
 import type { GoldenExample } from '../helpers/engine.js';
+import { debianPythonWith } from '../helpers/python.js';
 
-const PY = '/usr/bin/python3';
-const numpyAvailable = (() => {
-  try {
-    return existsSync(PY) && (execFileSync(PY, ['-c', 'import numpy'], { stdio: 'ignore' }), true);
-  } catch {
-    return false;
-  }
-})();
 
 const work = mkdtempSync(join(tmpdir(), 'spw-precision-'));
 
-async function open(masters: MasterPrecision | undefined, ssd: boolean): Promise<NativeEngine> {
+async function open(masters: Masters | undefined, ssd: boolean): Promise<NativeEngine> {
   const info = await loadModelInfo(join(FIXTURE_MODELS, 'llama-tiny'));
   const e = new (loadNative().Engine)({ threads: 2 });
   const n = info.units.length;
-  const homes = Array.from({ length: n }, (_, i) => (ssd && i > 0 && i < n - 1 ? HOME.ssd : HOME.device));
-  await e.load(engineSpec(info), { homes, spillDir: work, masters });
+  const homes = Array.from({ length: n }, (_, i) => (ssd && i > 0 && i < n - 1 ? 'ssd' : 'device'));
+  await e.load(engineSpec(info), { homes, spillDirs: [work], masters });
   return e;
 }
 
-describe.skipIf(!numpyAvailable)('bf16/fp16 masters vs the numpy reference', () => {
+describe('bf16/fp16 masters vs the numpy reference', () => {
   for (const masters of ['bf16', 'fp16'] as const) {
     for (const ssd of [false, true]) {
       it(`${masters}${ssd ? ', blocks on the SSD' : ', resident'}: load rounding and one stochastically rounded update match bit for bit`, async () => {
@@ -66,7 +60,7 @@ describe.skipIf(!numpyAvailable)('bf16/fp16 masters vs the numpy reference', () 
         expect(Object.keys(tensors).length).toBeGreaterThan(3);
         const file = join(work, `${masters}-${ssd}.json`);
         writeFileSync(file, JSON.stringify({ dtype: masters, terms, decay, kind: 'rademacher', tensors }));
-        const out = execFileSync(PY, [join(ROOT, 'tests', 'reference', 'precision.py'), 'check', file], { cwd: join(ROOT, 'tests', 'reference') }).toString();
+        const out = execFileSync(debianPythonWith('numpy'), [join(ROOT, 'tests', 'reference', 'precision.py'), 'check', file], { cwd: join(ROOT, 'tests', 'reference') }).toString();
         const summary = JSON.parse(out.trim().split('\n').at(-1)!) as { elements: number; mismatches: number; moved: number };
         expect(summary.elements).toBeGreaterThan(1000);
         if (ssd) {
@@ -83,7 +77,7 @@ describe.skipIf(!numpyAvailable)('bf16/fp16 masters vs the numpy reference', () 
   }
 
   it('passes the reference\'s own self-test (unbiased, neighbours only)', () => {
-    const out = execFileSync(PY, [join(ROOT, 'tests', 'reference', 'precision.py'), 'selftest'], { cwd: join(ROOT, 'tests', 'reference') }).toString();
+    const out = execFileSync(debianPythonWith('numpy'), [join(ROOT, 'tests', 'reference', 'precision.py'), 'selftest'], { cwd: join(ROOT, 'tests', 'reference') }).toString();
     expect(out).toMatch(/bf16: unbiased/);
     expect(out).toMatch(/fp16: unbiased/);
   });

@@ -3,7 +3,7 @@
 // reference (tests/reference/models.py, faithful to transformers) with the same
 // log-probabilities (float32 tolerance 2e-5).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,17 +13,8 @@ import { readSideFiles, saveFineTuned } from '../../electron/engine/trainer.js';
 import type { SeedLogEntry } from '../../electron/engine/trainer.js';
 import { FIXTURE_MODELS, GOLDEN, ROOT, loadEngine, readJson, toExamples } from '../helpers/engine.js';
 import type { GoldenExample } from '../helpers/engine.js';
+import { debianPythonWith } from '../helpers/python.js';
 
-const TORCH_PYTHON = '/usr/bin/python3';
-function hasTorch(): boolean {
-  if (!existsSync(TORCH_PYTHON)) return false;
-  try {
-    execFileSync(TORCH_PYTHON, ['-c', 'import torch'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny'])('saving a fine-tuned %s', (name) => {
   const golden = readJson<{ sequences: number[][]; examples: { batch: GoldenExample[] } }>(join(GOLDEN, `${name}.json`));
@@ -54,7 +45,6 @@ describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny'])('saving a fine-tuned %s',
     const original = await (await loadEngine(src)).score(lmBatch);
     expect(Array.from(original.tokenLogprobs)).not.toEqual(Array.from(a.tokenLogprobs));
 
-    if (!hasTorch()) return;
     const script = `
 import json, sys
 sys.path.insert(0, ${JSON.stringify(join(ROOT, 'tests', 'reference'))})
@@ -66,7 +56,7 @@ for s in json.loads(sys.argv[2]):
     out += [float(lp[p - 1, s[p]]) for p in range(1, len(s))]
 print(json.dumps(out))`;
     const ref = JSON.parse(
-      execFileSync(TORCH_PYTHON, ['-c', script, out, JSON.stringify(golden.sequences)], { env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } }).toString(),
+      execFileSync(debianPythonWith('torch'), ['-c', script, out, JSON.stringify(golden.sequences)], { env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } }).toString(),
     ) as number[];
     expect(ref.length).toBe(a.tokenLogprobs.length);
     ref.forEach((v, i) => expect(Math.abs(v - a.tokenLogprobs[i])).toBeLessThan(2e-5));

@@ -31,11 +31,11 @@ async function peakKiB(offload: 'none' | 'ssd'): Promise<{ hwm: number; tiers: R
     const { loadModelInfo } = await import(${JSON.stringify(join(ROOT, 'dist/electron/model/index.js'))});
     const { engineSpec } = await import(${JSON.stringify(join(ROOT, 'dist/electron/engine/spec.js'))});
     const { packBatch } = await import(${JSON.stringify(join(ROOT, 'dist/electron/engine/batch.js'))});
-    const { loadNative, HOME } = await import(${JSON.stringify(join(ROOT, 'dist/electron/engine/native.js'))});
+    const { loadNative } = await import(${JSON.stringify(join(ROOT, 'dist/electron/engine/native.js'))});
     const info = await loadModelInfo(${JSON.stringify(model)});
     const e = new (loadNative().Engine)({ threads: 2 });
-    const homes = info.units.map((u) => (u.kind === 'block' && ${JSON.stringify(offload)} === 'ssd' ? HOME.ssd : HOME.device));
-    await e.load(engineSpec(info), { homes, spillDir: ${JSON.stringify(work)} });
+    const homes = info.units.map((u) => (u.kind === 'block' && ${JSON.stringify(offload)} === 'ssd' ? 'ssd' : 'device'));
+    await e.load(engineSpec(info), { homes, spillDirs: [${JSON.stringify(work)}] });
     const batch = packBatch([{ kind: 'lm', label: -1, source: 'x', sequences: [{ tokens: [1, 2, 3, 4, 5, 6, 7, 8], scoreStart: 1, scoreEnd: 8 }] }]);
     await e.step(batch, { seed: 1n, step: 0, q: 1, lr: 1e-3, eps: 1e-3, weightDecay: 0, noise: 'gaussian' });
     const hwm = Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
-import { HOME, loadNative } from '../../electron/engine/native.js';
+import { loadNative } from '../../electron/engine/native.js';
+import type { Home } from '../../electron/common/options.js';
 import type { NativeEngine, TierPlacement } from '../../electron/engine/native.js';
 import { engineSpec } from '../../electron/engine/spec.js';
 import { loadModelInfo } from '../../electron/model/index.js';
@@ -30,18 +31,18 @@ afterAll(() => {
 
 type Extra = Partial<Omit<TierPlacement, 'deviceUpdate'>> & { deviceUpdate?: (units: number) => boolean[] };
 
-async function engineFor(name: string, homes: (units: number) => number[], extra: Extra = {}): Promise<NativeEngine> {
+async function engineFor(name: string, homes: (units: number) => Home[], extra: Extra = {}): Promise<NativeEngine> {
   const info = await loadModelInfo(join(FIXTURE_MODELS, name));
   const e = new (loadNative().Engine)({ threads: 2 });
   const n = info.units.length;
-  await e.load(engineSpec(info), { homes: homes(n), spillDir: spill, ...extra, deviceUpdate: extra.deviceUpdate?.(n) });
+  await e.load(engineSpec(info), { homes: homes(n), spillDirs: [spill], ...extra, deviceUpdate: extra.deviceUpdate?.(n) });
   opened.push(e);
   return e;
 }
 
-const blocksOn = (home: number) => (n: number) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? HOME.device : home));
+const blocksOn = (home: Home) => (n: number): Home[] => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? 'device' : home));
 const onDevice = (n: number) => Array.from({ length: n }, () => true);
-const alternating = (n: number) => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? HOME.device : i % 2 ? HOME.ssd : HOME.cpu));
+const alternating = (n: number): Home[] => Array.from({ length: n }, (_, i) => (i === 0 || i === n - 1 ? 'device' : i % 2 ? 'ssd' : 'cpu'));
 
 async function steps(e: NativeEngine, name: string, from: number, n: number): Promise<number[]> {
   const batch = packBatch(toExamples(readJson<{ examples: { batch: GoldenExample[] } }>(join(GOLDEN, `${name}.json`)).examples.batch));
@@ -65,18 +66,18 @@ function expectSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Arra
 
 describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) => {
   it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (any K, any prefetch depth, slots, stripes, update mode) and mixed', async () => {
-    const reference = await run(await engineFor(name, blocksOn(HOME.device)), name, 5);
+    const reference = await run(await engineFor(name, blocksOn('device')), name, 5);
     const two = { spillDirs: [spill, spill2] };
     for (const [label, homes, k, prefetch, extra] of [
-      ['cpu', blocksOn(HOME.cpu), 1, 2, {}],
-      ['cpu, two slots', blocksOn(HOME.cpu), 1, 2, { stageSlots: 2 }],
-      ['cpu, updated on device', blocksOn(HOME.cpu), 1, 2, { deviceUpdate: onDevice }],
-      ['ssd K=1', blocksOn(HOME.ssd), 1, 2, {}],
-      ['ssd K=3 no prefetch', blocksOn(HOME.ssd), 3, 0, {}],
-      ['ssd K=3 prefetch 1', blocksOn(HOME.ssd), 3, 1, {}],
-      ['ssd K=2 two slots, two folders', blocksOn(HOME.ssd), 2, 2, { stageSlots: 2, ...two }],
-      ['ssd K=1 updated on device', blocksOn(HOME.ssd), 1, 2, { deviceUpdate: onDevice }],
-      ['ssd K=3 updated on device, two slots, no prefetch', blocksOn(HOME.ssd), 3, 0, { deviceUpdate: onDevice, stageSlots: 2 }],
+      ['cpu', blocksOn('cpu'), 1, 2, {}],
+      ['cpu, two slots', blocksOn('cpu'), 1, 2, { stageSlots: 2 }],
+      ['cpu, updated on device', blocksOn('cpu'), 1, 2, { deviceUpdate: onDevice }],
+      ['ssd K=1', blocksOn('ssd'), 1, 2, {}],
+      ['ssd K=3 no prefetch', blocksOn('ssd'), 3, 0, {}],
+      ['ssd K=3 prefetch 1', blocksOn('ssd'), 3, 1, {}],
+      ['ssd K=2 two slots, two folders', blocksOn('ssd'), 2, 2, { stageSlots: 2, ...two }],
+      ['ssd K=1 updated on device', blocksOn('ssd'), 1, 2, { deviceUpdate: onDevice }],
+      ['ssd K=3 updated on device, two slots, no prefetch', blocksOn('ssd'), 3, 0, { deviceUpdate: onDevice, stageSlots: 2 }],
       ['mixed K=2', alternating, 2, 2, {}],
       ['mixed K=2 updated on device, two folders', alternating, 2, 1, { deviceUpdate: onDevice, stageSlots: 2, ...two }],
     ] as const) {
@@ -90,8 +91,8 @@ describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) 
 
 describe('the SSD tier', () => {
   it('keeps masters off the host, streams through one slot, reads each block once per step and writes back every K updates', async () => {
-    const resident = await engineFor('llama-tiny', blocksOn(HOME.device));
-    const spilled = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 3 });
+    const resident = await engineFor('llama-tiny', blocksOn('device'));
+    const spilled = await engineFor('llama-tiny', blocksOn('ssd'), { writeBackEvery: 3 });
     const ri = resident.info().tiers!;
     const si = spilled.info().tiers!;
     expect(si.ssdBytes).toBeGreaterThan(0);
@@ -113,12 +114,12 @@ describe('the SSD tier', () => {
   });
 
   it('reads and writes through io_uring, and the pread fallback gives the same bits', async () => {
-    const ring = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 2 });
+    const ring = await engineFor('llama-tiny', blocksOn('ssd'), { writeBackEvery: 2 });
     expect(ring.info().tiers!.ioPath).toBe('io_uring');
     process.env.SPILLWAY_IO = 'pread';
     let plain: NativeEngine;
     try {
-      plain = await engineFor('llama-tiny', blocksOn(HOME.ssd), { writeBackEvery: 2 });
+      plain = await engineFor('llama-tiny', blocksOn('ssd'), { writeBackEvery: 2 });
     } finally {
       delete process.env.SPILLWAY_IO;
     }
@@ -135,9 +136,9 @@ describe('the SSD tier', () => {
     const dir = await makeTinyLlama(join(spill, 'wide'), { hidden: 512, layers: 2, seed: 7 });
     const info = await loadModelInfo(dir);
     const batch = packBatch([{ kind: 'lm', label: -1, source: 'x', sequences: [{ tokens: [1, 9, 33, 7, 250, 4, 18, 2], scoreStart: 1, scoreEnd: 8 }] }]);
-    const losses = async (homes: number[]) => {
+    const losses = async (homes: Home[]) => {
       const e = new (loadNative().Engine)({ threads: 2 });
-      await e.load(engineSpec(info), { homes, spillDir: spill, writeBackEvery: 1 });
+      await e.load(engineSpec(info), { homes, spillDirs: [spill], writeBackEvery: 1 });
       opened.push(e);
       const out: number[] = [];
       for (let step = 0; step < 3; step++) {
@@ -146,14 +147,14 @@ describe('the SSD tier', () => {
       }
       return { out, tiers: e.info().tiers! };
     };
-    const resident = await losses(blocksOn(HOME.device)(info.units.length));
-    const spilled = await losses(blocksOn(HOME.ssd)(info.units.length));
+    const resident = await losses(blocksOn('device')(info.units.length));
+    const spilled = await losses(blocksOn('ssd')(info.units.length));
     expect(spilled.out).toEqual(resident.out);
     expect(spilled.tiers.ssdReadBytes).toBeGreaterThanOrEqual(3 * 2 * 10 * 512 * 512 * 4);
   });
 
   it('stripes SSD blocks over several spill folders, one file each', async () => {
-    const e = await engineFor('gpt2-tiny', blocksOn(HOME.ssd), { spillDirs: [spill, spill2] });
+    const e = await engineFor('gpt2-tiny', blocksOn('ssd'), { spillDirs: [spill, spill2] });
     const t = e.info().tiers!;
     expect(t.spillFiles).toHaveLength(2);
     expect(t.spillFiles[0].startsWith(spill + '/')).toBe(true);
@@ -166,20 +167,20 @@ describe('the SSD tier', () => {
     expect(sizes[0]).toBe(Math.ceil(blocks / 2) * (t.ssdBytes / blocks));
     await steps(e, 'gpt2-tiny', 0, 1);
     expect(e.info().tiers!.ssdReadBytes).toBe(t.ssdBytes);
-    await expect(engineFor('gpt2-tiny', blocksOn(HOME.ssd), { spillDirs: [spill, '/nonexistent-spill'] })).rejects.toThrow(/spill folder \/nonexistent-spill is not usable/);
+    await expect(engineFor('gpt2-tiny', blocksOn('ssd'), { spillDirs: [spill, '/nonexistent-spill'] })).rejects.toThrow(/spill folder \/nonexistent-spill is not usable/);
   });
 
   it('updates on the device and writes back: CPU homes every visit, SSD homes every K', async () => {
-    const cpu = await engineFor('llama-tiny', blocksOn(HOME.cpu), { deviceUpdate: onDevice });
+    const cpu = await engineFor('llama-tiny', blocksOn('cpu'), { deviceUpdate: onDevice });
     await steps(cpu, 'llama-tiny', 0, 3);
     // Step 0 has nothing pending; steps 1 and 2 apply the previous update on the device and copy every block back.
     const blockBytes = cpu.info().tiers!.h2dBytes / 3;
     expect(cpu.info().tiers!.d2hBytes).toBe(2 * blockBytes);
-    const home = await engineFor('llama-tiny', blocksOn(HOME.cpu));
+    const home = await engineFor('llama-tiny', blocksOn('cpu'));
     await steps(home, 'llama-tiny', 0, 3);
     expect(home.info().tiers!.d2hBytes).toBe(0);
 
-    const ssd = await engineFor('llama-tiny', blocksOn(HOME.ssd), { deviceUpdate: onDevice, writeBackEvery: 2 });
+    const ssd = await engineFor('llama-tiny', blocksOn('ssd'), { deviceUpdate: onDevice, writeBackEvery: 2 });
     const atLoad = ssd.info().tiers!.ssdWriteBytes;
     await steps(ssd, 'llama-tiny', 0, 3);
     // Visits at steps 1 and 2 find 1 and 2 pending updates: only the second writes back (K = 2).
@@ -188,7 +189,7 @@ describe('the SSD tier', () => {
   });
 
   it('detects corrupted spill data and names the block and the file', async () => {
-    const e = await engineFor('llama-tiny', blocksOn(HOME.ssd));
+    const e = await engineFor('llama-tiny', blocksOn('ssd'));
     const file = e.info().tiers!.spillFile;
     const fd = openSync(file, 'r+');
     const b = Buffer.alloc(4);
@@ -203,10 +204,10 @@ describe('the SSD tier', () => {
   it('refuses impossible placements clearly', async () => {
     const info = await loadModelInfo(join(FIXTURE_MODELS, 'llama-tiny'));
     const E = loadNative().Engine;
-    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [HOME.ssd, 0, 0, 0] })).rejects.toThrow(/embeddings and the head stay on the compute device/);
-    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, HOME.ssd, 0, 0] })).rejects.toThrow(/need a spill folder/);
-    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, HOME.ssd, 0, 0], spillDir: '/nonexistent-spill' })).rejects.toThrow(/spill folder \/nonexistent-spill is not usable/);
-    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: [0, 0] })).rejects.toThrow(/2 homes for 4 units/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: ['ssd', 'device', 'device', 'device'] })).rejects.toThrow(/embeddings and the head stay on the compute device/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: ['device', 'ssd', 'device', 'device'] })).rejects.toThrow(/need a spill folder/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: ['device', 'ssd', 'device', 'device'], spillDirs: ['/nonexistent-spill'] })).rejects.toThrow(/spill folder \/nonexistent-spill is not usable/);
+    await expect(new E({ threads: 1 }).load(engineSpec(info), { homes: ['device', 'device'] })).rejects.toThrow(/2 homes for 4 units/);
   });
 });
 
@@ -231,15 +232,15 @@ describe.each(['bf16', 'fp16'] as const)('%s masters', (masters) => {
 
   it('keeps the format\'s values and is placement-invariant (resident, CPU, SSD, device updates, two slots)', async () => {
     const name = 'llama-tiny';
-    const reference = await run(await engineFor(name, blocksOn(HOME.device), { masters }), name, 4);
+    const reference = await run(await engineFor(name, blocksOn('device'), { masters }), name, 4);
     for (const w of reference.weights.values()) expect(representable(w)).toBe(true);
-    const fp32 = await run(await engineFor(name, blocksOn(HOME.device)), name, 4);
+    const fp32 = await run(await engineFor(name, blocksOn('device')), name, 4);
     expect(reference.losses).not.toEqual(fp32.losses);
     for (const [label, homes, extra] of [
-      ['cpu', blocksOn(HOME.cpu), {}],
-      ['cpu updated on device, two slots', blocksOn(HOME.cpu), { deviceUpdate: onDevice, stageSlots: 2 }],
-      ['ssd K=2', blocksOn(HOME.ssd), { writeBackEvery: 2 }],
-      ['ssd K=3 updated on device, no prefetch', blocksOn(HOME.ssd), { writeBackEvery: 3, deviceUpdate: onDevice, prefetch: 0 }],
+      ['cpu', blocksOn('cpu'), {}],
+      ['cpu updated on device, two slots', blocksOn('cpu'), { deviceUpdate: onDevice, stageSlots: 2 }],
+      ['ssd K=2', blocksOn('ssd'), { writeBackEvery: 2 }],
+      ['ssd K=3 updated on device, no prefetch', blocksOn('ssd'), { writeBackEvery: 3, deviceUpdate: onDevice, prefetch: 0 }],
       ['mixed, two folders', alternating, { writeBackEvery: 2, spillDirs: [spill, spill2] }],
     ] as const) {
       const e = await engineFor(name, homes, { masters, ...(extra as Extra) });
@@ -250,21 +251,21 @@ describe.each(['bf16', 'fp16'] as const)('%s masters', (masters) => {
   });
 
   it('stores and moves streamed blocks in half the bytes', async () => {
-    const full = await engineFor('llama-tiny', blocksOn(HOME.ssd));
-    const half = await engineFor('llama-tiny', blocksOn(HOME.ssd), { masters });
+    const full = await engineFor('llama-tiny', blocksOn('ssd'));
+    const half = await engineFor('llama-tiny', blocksOn('ssd'), { masters });
     expect(half.info().tiers!.masters).toBe(masters);
     expect(half.info().tiers!.ssdBytes).toBeLessThan(full.info().tiers!.ssdBytes);
     await steps(full, 'llama-tiny', 0, 1);
     await steps(half, 'llama-tiny', 0, 1);
     expect(half.info().tiers!.h2dBytes * 2).toBe(full.info().tiers!.h2dBytes);
     // Resident blocks are kept in 16 bits on the device as well (embeddings and head stay float32).
-    const resFull = (await engineFor('llama-tiny', blocksOn(HOME.device))).info().tiers!;
-    const resHalf = (await engineFor('llama-tiny', blocksOn(HOME.device), { masters })).info().tiers!;
+    const resFull = (await engineFor('llama-tiny', blocksOn('device'))).info().tiers!;
+    const resHalf = (await engineFor('llama-tiny', blocksOn('device'), { masters })).info().tiers!;
     const blockBytes = resFull.deviceWeightBytes - full.info().tiers!.deviceWeightBytes; // the SSD engine keeps only embeddings and head
     expect(blockBytes).toBeGreaterThan(0);
     expect(resHalf.deviceWeightBytes).toBe(full.info().tiers!.deviceWeightBytes + blockBytes / 2);
-    const cpuFull = await engineFor('llama-tiny', blocksOn(HOME.cpu));
-    const cpuHalf = await engineFor('llama-tiny', blocksOn(HOME.cpu), { masters });
+    const cpuFull = await engineFor('llama-tiny', blocksOn('cpu'));
+    const cpuHalf = await engineFor('llama-tiny', blocksOn('cpu'), { masters });
     expect(cpuHalf.info().tiers!.cpuBytes).toBeLessThan(cpuFull.info().tiers!.cpuBytes * 0.6);
   });
 });
@@ -275,10 +276,10 @@ describe('working copies', () => {
   it.each(['llama-tiny', 'gpt2-tiny', 'opt-tiny', 'qwen2-tiny'])('%s: the engine allocates exactly the plan\'s working copies, smaller than two whole units', async (name) => {
     const { makePlan, plannerModel } = await import('../../electron/engine/planner.js');
     const info = await loadModelInfo(join(FIXTURE_MODELS, name));
-    const e = await engineFor(name, blocksOn(HOME.device));
+    const e = await engineFor(name, blocksOn('device'));
     await steps(e, name, 0, 1);
     const pm = plannerModel(info);
-    const plan = makePlan({ model: pm, computeDevice: 'cpu', budgets: {}, precision: 'f32', batchSize: 1, maxLength: 8, rates: null });
+    const plan = makePlan({ model: pm, computeDevice: 'cpu', budgets: {}, masters: 'fp32', batchSize: 1, maxLength: 8, rates: null });
     expect(e.info().tiers!.scratchBytes).toBe(plan.breakdown.workingCopies);
     const largestUnit = Math.max(...pm.units.filter((u) => u.kind === 'block').map((u) => 4 * u.parameters));
     expect(plan.breakdown.workingCopies).toBeLessThan(2 * largestUnit);
@@ -293,7 +294,7 @@ describe('device memory budget', () => {
     const e = new (loadNative().Engine)({ threads: 2, ...(deviceMemory !== undefined ? { deviceMemory } : {}) });
     opened.push(e);
     const n = info.units.length;
-    await e.load(engineSpec(info), { homes: blocksOn(HOME.cpu)(n), spillDir: spill });
+    await e.load(engineSpec(info), { homes: blocksOn('cpu')(n), spillDirs: [spill] });
     await steps(e, 'llama-tiny', 0, 2);
     return e.info().tiers!;
   };

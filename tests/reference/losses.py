@@ -3,6 +3,8 @@
 Example forms (same as the golden JSON "examples.batch" entries):
   {"kind": "lm" | "completion", "tokens": [ids], "span": [s, e]}
   {"kind": "classify", "candidates": [{"tokens": [ids], "span": [s, e]}, ...], "label": i}
+  {"kind": "chat", "sequences": [{"tokens": [ids], "spans": [[s, e], ...]}, ...]}
+    (the assistant replies of a conversation: the mean NLL over every span of every sequence)
 
 Token p in [s, e) is predicted from the logits at position p - 1 (s >= 1).
 Log-softmax is taken in float32 (torch.log_softmax subtracts the row max);
@@ -32,6 +34,9 @@ def example_loss(logits_fn, ex):
     kind = ex["kind"]
     if kind in ("lm", "completion"):
         lp = span_logprobs(logits_fn(ex["tokens"]), ex["tokens"], ex["span"])
+        return float(-lp.mean()), None, None
+    if kind == "chat":
+        lp = torch.cat([span_logprobs(logits_fn(q["tokens"]), q["tokens"], span) for q in ex["sequences"] for span in q["spans"]])
         return float(-lp.mean()), None, None
     if kind == "classify":
         scores = []

@@ -6,6 +6,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import noise  # noqa: E402
+from compare import NOISE_ULPS, assert_ulp_close  # noqa: E402
 
 # Philox4x32-10 known-answer vectors (Random123 kat_vectors).
 KAT = [
@@ -44,7 +45,8 @@ def test_noise_consistency():
         full = noise.tensor_noise(seed, name, n, kind)
         idx = np.array([0, 1, 2, 3, 4, 5, 517, 1030])
         pick = noise.noise_at(seed, noise.fnv1a32(name), idx, kind)
-        assert np.array_equal(full[idx], pick), kind
+        # the whole-tensor and picked-index paths may take different SIMD loops (vector body, tail)
+        assert_ulp_close(pick, full[idx], NOISE_ULPS if kind == "gaussian" else 0, kind)
     z = noise.tensor_noise(seed, name, 200000, "gaussian")
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01, (z.mean(), z.std())
     r = noise.tensor_noise(seed, name, 200000, "rademacher")

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, formatCount, formatDuration, parseBytes } from '../../renderer/src/lib/format.ts';
+import { formatBytes, formatClock, formatCount, formatDuration, formatSeconds, parseBytes } from '../../renderer/src/lib/format.ts';
 import { parseHash } from '../../renderer/src/lib/route.ts';
 
 describe('formatting', () => {
@@ -14,9 +14,24 @@ describe('formatting', () => {
     expect(formatDuration(1500)).toBe('2 s');
     expect(formatDuration(3_725_000)).toBe('1 h 2 m');
   });
+  it('a running clock in whole seconds', () => {
+    expect(formatClock(230)).toBe('0:00');
+    expect(formatClock(22_900)).toBe('0:22');
+    expect(formatClock(12 * 60_000 + 3_000)).toBe('12:03');
+    expect(formatClock(3_723_000)).toBe('1:02:03');
+    expect(formatClock(null)).toBe('—');
+  });
+  it('seconds on a time axis', () => {
+    expect(formatSeconds(0.52)).toBe('0.52 s');
+    expect(formatSeconds(42)).toBe('42 s');
+    expect(formatSeconds(90)).toBe('1:30');
+  });
   it('parses budgets', () => {
     expect(parseBytes('16 GiB')).toBe(16 * 1024 ** 3);
-    expect(parseBytes('512m')).toBe(512 * 1024 ** 2);
+    // As the CLI reads them (one parser): SI letters are powers of 1000, the i-forms of 1024.
+    expect(parseBytes('512m')).toBe(512e6);
+    expect(parseBytes('16 GB')).toBe(16e9);
+    expect(parseBytes(' 1.5 TiB ')).toBe(1.5 * 1024 ** 4);
     expect(parseBytes('')).toBeNull();
     expect(parseBytes('lots')).toBeNaN();
   });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { PlanResult } from '../../electron/common/contract.ts';
-import { formatDelta, formatStep, precisionComparison, precisionOf, readAheadSummary } from '../../renderer/src/lib/precision.ts';
+import { formatDelta, formatStep, precisionComparison, readAheadSummary } from '../../renderer/src/lib/precision.ts';
 
 const MiB = 2 ** 20;
 
@@ -14,7 +14,7 @@ function plan(bytesPerParameter: 4 | 2, over: Partial<PlanResult> = {}): PlanRes
     computeDevice: 'cpu',
     strategy: 'tiered',
     units: [
-      { kind: 'embed', index: -1, parameters: 100, bytes: 400, home: 'cpu' },
+      { kind: 'embed', index: -1, parameters: 100, bytes: 400, home: 'device' },
       ...[0, 1, 2, 3].map((index) => ({ kind: 'block' as const, index, parameters: (3 * MiB) / 4, bytes: block, home: 'ssd' as const })),
     ],
     memory: { gpu: 0, cpu: 150 * MiB, ssd: 4 * block },
@@ -32,11 +32,6 @@ function plan(bytesPerParameter: 4 | 2, over: Partial<PlanResult> = {}): PlanRes
 }
 
 describe('masters comparison', () => {
-  it('names precisions as the planner does', () => {
-    expect(precisionOf('fp32')).toBe('f32');
-    expect(precisionOf('bf16')).toBe('bf16');
-    expect(precisionOf('fp16')).toBe('fp16');
-  });
 
   it('formats changes against the chosen precision', () => {
     expect(formatDelta(50, 100)).toBe('−50%');
@@ -98,7 +93,7 @@ describe('masters comparison', () => {
       lowered: true,
       text: 'SSD read-ahead 1 block (3.00 MiB of CPU memory): lowered from 2 because the CPU budget cannot hold more read-ahead buffers.',
     });
-    const resident = plan(4, { units: [{ kind: 'block', index: 0, parameters: 1, bytes: 4, home: 'cpu' }] });
+    const resident = plan(4, { units: [{ kind: 'block', index: 0, parameters: 1, bytes: 4, home: 'device' }] });
     expect(readAheadSummary(resident)).toMatchObject({ lowered: false, text: 'No blocks on the SSD: nothing is read ahead.' });
     const old = plan(4);
     delete old.prefetch;

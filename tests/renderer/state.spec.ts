@@ -1,9 +1,10 @@
 // Svelte state classes (runes): run with `npm run test:renderer`.
-import { describe, expect, it } from 'vitest';
-import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS } from '../../renderer/src/state/newrun.svelte.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS, parseLabelMap } from '../../renderer/src/state/newrun.svelte.ts';
 import { RunsState, sortRuns } from '../../renderer/src/state/runs.svelte.ts';
-import { LiveRunState } from '../../renderer/src/state/live.svelte.ts';
-import type { Client } from '../../renderer/src/lib/client.ts';
+import { CLOCK_MS, LiveRunState } from '../../renderer/src/state/live.svelte.ts';
+import type { Client } from '../../electron/common/client.ts';
+import { emptyChatFields } from '../../renderer/src/lib/chat.ts';
 import type { Settings } from '../../electron/common/contract.ts';
 
 const run = (id: string, name: string, lastLoss: number | null, createdAt: number) => ({
@@ -28,6 +29,55 @@ describe('NewRunState', () => {
     s.labelWords = 'yes';
     expect(s.planRequest()).not.toHaveProperty('train'); // an incomplete template is not sent
   });
+  it('takes a dataset chosen on the Datasets screen: its file and task, held-out evaluation, the model kept', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    s.useDataset(' /data/classify-demo.csv ', 'classify', '" negative"," positive"', emptyChatFields(), '/m/other');
+    expect(s.options()).toMatchObject({
+      model: '/m/spillway-demo',
+      train: '/data/classify-demo.csv',
+      evalFraction: 0.1,
+      task: { kind: 'classify', labelWords: [' negative', ' positive'] },
+      steps: TASK_DEFAULTS.classify.steps,
+    });
+    expect(s.options()).not.toHaveProperty('eval');
+    // Nothing chosen yet: the demo model is taken, so the run can start.
+    const fresh = new NewRunState(noClient as () => Client);
+    fresh.useDataset('/data/x.jsonl', 'text', '', emptyChatFields(), '/m/spillway-demo');
+    expect(fresh.formErrors).toEqual([]);
+    expect(fresh.options()).toMatchObject({ model: '/m/spillway-demo', train: '/data/x.jsonl', task: { kind: 'text' } });
+  });
+  it('sends what the CLI has: label map, q, noise, warm-up, checkpoint interval and output folder', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    // Defaults: MeZO's q = 1, Gaussian noise, no warm-up; the backend's checkpoint interval; the run's own model folder.
+    expect(s.options()).toMatchObject({ q: 1, noise: 'gaussian', warmupSteps: 0 });
+    expect(s.options()).not.toHaveProperty('checkpointEvery');
+    expect(s.options()).not.toHaveProperty('out');
+    s.setTask('classify');
+    s.labelWords = '" bad"," good"';
+    s.labelMap = 'neg: 0, "pos" = 1';
+    Object.assign(s.hyper, { q: 4, noise: 'rademacher', warmupSteps: 20 });
+    s.checkpointEvery = 0;
+    s.out = ' /models/tuned ';
+    expect(s.formErrors).toEqual([]);
+    expect(s.options()).toMatchObject({
+      task: { kind: 'classify', labelWords: [' bad', ' good'], labelMap: { neg: 0, pos: 1 } },
+      q: 4, noise: 'rademacher', warmupSteps: 20, checkpointEvery: 0, out: '/models/tuned',
+    });
+    s.labelMap = 'neg: 2';
+    expect(s.formErrors.join(' ')).toMatch(/"neg" must map to the index of a label word \(0 to 1\)/);
+    expect(s.planRequest()).not.toHaveProperty('task');
+    s.hyper.q = 0;
+    expect(s.formErrors.join(' ')).toMatch(/q \(perturbations per step\)/);
+  });
+  it('reads a label map as pairs or as JSON, and says what is wrong with one', () => {
+    expect(parseLabelMap('', 2)).toEqual({ map: null, error: null });
+    expect(parseLabelMap('negative=0, positive = 1', 2).map).toEqual({ negative: 0, positive: 1 });
+    expect(parseLabelMap('{"neg": 0, "5": 1}', 2).map).toEqual({ neg: 0, '5': 1 });
+    expect(parseLabelMap('{"neg": 0', 2).error).toMatch(/does not parse/);
+    expect(parseLabelMap('neg 0', 2).error).toMatch(/label: index/);
+  });
   it('says what is wrong with the form', () => {
     const s = new NewRunState(noClient as () => Client);
     s.gpuBudget = 'lots';
@@ -48,7 +98,7 @@ describe('NewRunState: masters, update mode, spill folders', () => {
     expect(s.placement()).toEqual({});
     s.masters = 'bf16';
     s.spillDirs = [' /nvme0/spill '];
-    expect(s.placement()).toEqual({ spillDir: '/nvme0/spill', masters: 'bf16' });
+    expect(s.placement()).toEqual({ spillDirs: ['/nvme0/spill'], masters: 'bf16' });
     s.addSpillDir();
     s.spillDirs[1] = '/nvme1/spill';
     s.addSpillDir(); // an empty field is ignored
@@ -57,39 +107,39 @@ describe('NewRunState: masters, update mode, spill folders', () => {
     expect(s.options()).toMatchObject({
       offload: 'auto',
       cpuMem: 2 * 1024 ** 3,
-      spillDir: '/nvme0/spill',
       spillDirs: ['/nvme0/spill', '/nvme1/spill'],
       masters: 'bf16',
       updateOn: 'device',
     });
-    expect(s.planRequest('fp16')).toMatchObject({ masters: 'fp16', precision: 'fp16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'], budgets: { cpu: 2 * 1024 ** 3 } });
+    expect(s.planRequest('fp16')).not.toHaveProperty('precision');
+    expect(s.planRequest('fp16')).toMatchObject({ masters: 'fp16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'], budgets: { cpu: 2 * 1024 ** 3 } });
     s.removeSpillDir(0);
     s.removeSpillDir(0);
     s.removeSpillDir(0);
     expect(s.spillDirs).toEqual(['']);
-    expect(s.planRequest()).not.toHaveProperty('spillDir');
+    expect(s.planRequest()).not.toHaveProperty('spillDirs');
   });
 
   it('uses the settings\' spill folder and budgets for empty fields, in the plan and in the run alike', () => {
     const settings = { spillDir: '/scratch/spill', budgets: { gpu: null, cpu: 4e9, ssd: 5e10 } } as unknown as Settings;
     const s = new NewRunState(noClient as () => Client, () => settings);
     demo(s);
-    expect(s.placement()).toEqual({ offload: 'auto', cpuMem: 4e9, ssdMem: 5e10, spillDir: '/scratch/spill' });
-    expect(s.planRequest()).toMatchObject({ spillDir: '/scratch/spill', budgets: { cpu: 4e9, ssd: 5e10 } });
+    expect(s.placement()).toEqual({ offload: 'auto', cpuMem: 4e9, ssdMem: 5e10, spillDirs: ['/scratch/spill'] });
+    expect(s.planRequest()).toMatchObject({ spillDirs: ['/scratch/spill'], budgets: { cpu: 4e9, ssd: 5e10 } });
     s.cpuBudget = '1 GiB';
     s.spillDirs = ['/mine'];
-    expect(s.placement()).toMatchObject({ cpuMem: 1024 ** 3, spillDir: '/mine' });
+    expect(s.placement()).toMatchObject({ cpuMem: 1024 ** 3, spillDirs: ['/mine'] });
   });
 
   it('plans all three precisions; the chosen one is the plan, the others feed the comparison; a failed one says why', async () => {
-    const asked: { masters?: string; precision?: string }[] = [];
+    const asked: { masters?: string }[] = [];
     const planOf = (bpp: number) => ({
       model: '/m', computeDevice: 'cpu', strategy: 'tiered', units: [], memory: { gpu: 0, cpu: 100, ssd: 40 * bpp },
       breakdown: { weights: 40, workingCopies: 8, activations: 8 }, linkBytesPerStep: { hostToDevice: 10 * bpp, deviceToHost: 0, ssdRead: 10 * bpp, ssdWrite: 10 * bpp },
       predictedStepMs: null, feasible: true, shortfalls: [], notes: [], bytesPerParameter: bpp,
     });
     const client = {
-      call: async (_m: string, p: { masters: string; precision: string }) => {
+      call: async (_m: string, p: { masters: string }) => {
         asked.push(p);
         if (p.masters === 'fp16') throw new Error('fp16 refused');
         return planOf(p.masters === 'fp32' ? 4 : 2);
@@ -99,7 +149,7 @@ describe('NewRunState: masters, update mode, spill folders', () => {
     demo(s);
     s.masters = 'bf16';
     await s.makePlan();
-    expect(asked.map((p) => [p.masters, p.precision])).toEqual([['fp32', 'f32'], ['bf16', 'bf16'], ['fp16', 'fp16']]);
+    expect(asked.map((p) => p.masters)).toEqual(['fp32', 'bf16', 'fp16']);
     expect(s.plan?.bytesPerParameter).toBe(2);
     expect(s.planError).toBeNull();
     const h2d = s.comparison!.rows.find((r) => r.key === 'h2d')!.cells;
@@ -160,13 +210,56 @@ describe('LiveRunState: the Tiers panel', () => {
     expect(s.showTiers).toBe(false);
     started = true;
     const io = { h2dBytes: 3_178_496, d2hBytes: 0, ssdReadBytes: 3_178_496, ssdWriteBytes: 0, waitMs: 5 };
-    listeners.get('stepMetrics')?.({ runId: 'r1', step: 1, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 24, tokensPerS: 1, skipped: false, io });
-    listeners.get('stepMetrics')?.({ runId: 'r1', step: 2, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 26, tokensPerS: 1, skipped: false, io });
+    listeners.get('stepMetrics')?.({ runId: 'r1', step: 1, at: 1_000, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 24, tokensPerS: 1, skipped: false, io });
+    listeners.get('stepMetrics')?.({ runId: 'r1', step: 2, at: 2_000, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 26, tokensPerS: 1, skipped: false, io });
     await new Promise((r) => setTimeout(r, 300));
     expect(calls.filter((c) => c === 'getRun')).toHaveLength(2);
     expect(s.detail?.plan).toEqual(plan);
     expect(s.showTiers).toBe(true);
     expect(s.tiers?.links.find((l) => l.key === 'ssdRead')).toMatchObject({ latest: 3_178_496, predicted: 3e6 });
     expect(s.tiers?.step).toMatchObject({ mean: 25, ratio: 1.25, floorRatio: 25 / 16 });
+  });
+});
+
+describe('LiveRunState: elapsed time and ETA', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('tick while the run is active, from its start and at the pace of its last steps; they stop at its end', async () => {
+    vi.useFakeTimers();
+    const t0 = 1_700_000_000_000;
+    vi.setSystemTime(t0 + 5_000);
+    const listeners = new Map<string, (p: unknown) => void>();
+    const detail = {
+      ...run('r1', 'timed', null, t0), startedAt: t0, endedAt: null, status: 'running' as const, stepsDone: 0, stepsPlanned: 100,
+      options: { model: '/m', train: '/d', task: { kind: 'sst2' as const } }, checkpoints: [], evals: [], outDir: null, plan: null,
+    };
+    let ended: number | null = null;
+    const client = {
+      call: async (m: string) =>
+        m === 'getRun' ? { ...detail, ...(ended ? { status: 'completed', endedAt: ended } : {}) } : { runId: 'r1', steps: [], evals: [], latestStep: -1 },
+      on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
+    } as unknown as Client;
+    const s = new LiveRunState(() => client);
+    const off = s.listen();
+    await s.open('r1');
+    expect(s.elapsed).toBe(5_000);
+    expect(s.eta).toBeNull();
+    // Steps 1..10 in 4 s, the last at t0 + 5 s: 0.4 s a step, 90 to go.
+    for (let i = 1; i <= 10; i++) {
+      listeners.get('stepMetrics')?.({ runId: 'r1', step: i, at: t0 + 1_000 + 400 * i, loss: 1, lossPlus: 1, lossMinus: 1, projectedGrad: 0, lr: 1e-3, stepMs: 400, tokensPerS: 1, skipped: false });
+    }
+    await vi.advanceTimersByTimeAsync(CLOCK_MS);
+    expect(s.elapsed).toBe(6_000);
+    expect(s.eta).toBeCloseTo(90 * 400 - 1_000, 6);
+    await vi.advanceTimersByTimeAsync(3 * CLOCK_MS);
+    expect(s.elapsed).toBe(9_000);
+    expect(s.eta).toBeCloseTo(90 * 400 - 4_000, 6);
+
+    ended = t0 + 9_500;
+    listeners.get('runStatus')?.({ runId: 'r1', status: 'completed', stepsDone: 100, error: null, at: ended });
+    await vi.advanceTimersByTimeAsync(5 * CLOCK_MS);
+    expect(s.elapsed).toBe(9_500);
+    expect(s.eta).toBeNull();
+    off();
   });
 });

@@ -31,12 +31,12 @@ describe('run storage line', () => {
     expect(storageLine({ offload: 'cpu' }, null)).toBe('masters fp32 · updates auto');
   });
 
-  it('shows what a run sets, with short spill folders; spillDirs over spillDir', () => {
+  it('shows what a run sets, with short spill folders', () => {
     expect(storageLine({ masters: 'bf16' }, null)).toBe('masters bf16 · updates auto');
     expect(storageLine({ updateOn: 'home' }, null)).toBe('masters fp32 · updates at home');
-    expect(storageLine({ offload: 'ssd', spillDir: '/mnt/nvme0/spill' }, null)).toBe('masters fp32 · updates auto · spill nvme0/spill');
+    expect(storageLine({ offload: 'ssd', spillDirs: ['/mnt/nvme0/spill'] }, null)).toBe('masters fp32 · updates auto · spill nvme0/spill');
     expect(
-      storageLine({ offload: 'auto', masters: 'fp16', updateOn: 'device', spillDir: '/a/x/s', spillDirs: ['/mnt/a/s', '/mnt/b/s'] }, streamed),
+      storageLine({ offload: 'auto', masters: 'fp16', updateOn: 'device', spillDirs: ['/mnt/a/s', '/mnt/b/s'] }, streamed),
     ).toBe('masters fp16 · updates on device · spill a/s, b/s');
   });
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { RunPlan, StepIo } from '../../electron/common/contract.ts';
 import { RunSeries } from '../../renderer/src/lib/series.ts';
-import { addIoSample, formatMB, formatMs, formatRatio, ratio, streamsUnits, tierSummary, type IoSample } from '../../renderer/src/lib/tiers.ts';
+import { addIoSample, formatMB, formatMs, formatRatio, ratio, streamsUnits, tierSummary, unitsByMemory, type IoSample } from '../../renderer/src/lib/tiers.ts';
 
 const io = (ssdRead: number, waitMs = 2, over: Partial<StepIo> = {}): StepIo => ({ h2dBytes: ssdRead, d2hBytes: 0, ssdReadBytes: ssdRead, ssdWriteBytes: ssdRead / 2, waitMs, ...over });
 const step = (s: number, stepMs: number, i: StepIo | null | undefined, skipped = false) => ({
@@ -18,6 +18,15 @@ const plan: RunPlan = {
   linkMs: null,
   ioWaitMs: 4,
 };
+
+describe('plan homes', () => {
+  it('counts units homed on the compute device in the memory of the device that computes', () => {
+    const units = (['device', 'device', 'cpu', 'ssd', 'ssd', 'device'] as const).map((home, index) => ({ kind: 'block' as const, index, parameters: 1, bytes: 4, home }));
+    expect(unitsByMemory({ units, computeDevice: 'gpu' })).toEqual({ gpu: 3, cpu: 1, ssd: 2 });
+    // The CPU computes: its device arena is CPU memory.
+    expect(unitsByMemory({ units, computeDevice: 'cpu' })).toEqual({ gpu: 0, cpu: 4, ssd: 2 });
+  });
+});
 
 describe('Tiers panel', () => {
   it('formats megabytes, milliseconds and ratios', () => {

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 
 import { formatRunStorage, runStorage } from '../../common/contract.js';
 import type { RunStorage } from '../../common/contract.js';
+import { csvText } from '../../common/csv.js';
 import { resolveDataDir } from '../paths.js';
 import type { EvalMetric, RunRecord, StepMetric } from '../store/types.js';
 import { RunSupervisor } from './supervisor.js';
@@ -16,7 +17,7 @@ export const RUNS_USAGE = `Usage:
   spillway runs export ID --format json|csv [--out FILE]
                                                step and eval metrics
   spillway runs delete ID [--yes]              remove the run's rows and files
-  (ID may be any unambiguous prefix; --data-dir DIR picks the data folder)
+  (ID may be any part of a run id that only one run has; --data-dir DIR picks the data folder)
 `;
 
 export interface CommandIO {
@@ -31,12 +32,6 @@ const EVAL_COLUMNS = ['accuracy', 'examples', 'eval_ms'] as const;
 const IO_COLUMNS = ['h2d_bytes', 'd2h_bytes', 'ssd_read_bytes', 'ssd_write_bytes', 'io_wait_ms'] as const;
 export const CSV_HEADER = ['kind', ...STEP_COLUMNS, ...EVAL_COLUMNS, ...IO_COLUMNS];
 
-function csvField(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  const s = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 /** One table of step rows then eval rows; columns a kind lacks stay empty. */
 export function metricsCsv(steps: StepMetric[], evals: EvalMetric[]): string {
   const rows: unknown[][] = [CSV_HEADER];
@@ -48,7 +43,7 @@ export function metricsCsv(steps: StepMetric[], evals: EvalMetric[]): string {
     ]);
   }
   for (const e of evals) rows.push(['eval', e.step, e.time, e.loss, null, null, null, null, null, null, null, null, e.accuracy, e.examples, e.evalMs, null, null, null, null, null]);
-  return rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n';
+  return csvText(rows);
 }
 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(1)}%` : 'n/a');
@@ -68,14 +63,14 @@ function finalAccuracy(r: RunRecord): unknown {
 function planLine(p: Record<string, unknown>): string {
   const homes = (p.homes ?? {}) as Record<string, unknown>;
   const ms = (x: unknown) => (typeof x === 'number' ? `${x.toFixed(1)} ms` : 'n/a');
-  return `${homes.device ?? 0} units on the device, ${homes.cpu ?? 0} on the CPU, ${homes.ssd ?? 0} on the SSD; predicted step ${ms(p.predicted_step_ms)}, floor ${ms(p.floor_ms)}`;
+  return `${homes.device ?? 0} units on the device, ${homes.cpu ?? 0} on the CPU, ${homes.ssd ?? 0} on the SSD; predicted step ${ms(p.predictedStepMs)}, floor ${ms(p.floorMs)}`;
 }
 
 function listTable(runs: RunRecord[]): string {
   if (runs.length === 0) return 'no runs yet\n';
   return table([
     ['ID', 'STATUS', 'STEPS', 'LOSS', 'ACC', 'CREATED', 'NAME'],
-    ...runs.map((r) => [r.id, r.status, `${r.stepsDone}/${r.stepsPlanned}`, fixed(r.finalMetrics?.final_loss), pct(finalAccuracy(r)), when(r.createdAt), r.name]),
+    ...runs.map((r) => [r.id, r.status, `${r.stepsDone}/${r.stepsPlanned}`, fixed(r.finalMetrics?.finalLoss), pct(finalAccuracy(r)), when(r.createdAt), r.name]),
   ]);
 }
 
@@ -104,7 +99,7 @@ function showText(s: RunSupervisor, r: RunRecord): string {
     `steps       ${r.stepsDone}/${r.stepsPlanned}`,
     `created     ${when(r.createdAt)}   started ${when(r.startedAt)}   ended ${when(r.endedAt)}`,
     ...(r.resumedFrom ? [`resumed     from ${r.resumedFrom}`] : []),
-    `final loss  ${fixed(r.finalMetrics?.final_loss)}`,
+    `final loss  ${fixed(r.finalMetrics?.finalLoss)}`,
     ...(r.plan ? [`plan        ${planLine(r.plan)}`] : []),
     ...(storage ? [`storage     ${formatRunStorage(storage)}`] : []),
     `last eval   ${last ? `step ${last.step}: accuracy ${pct(last.accuracy)}, loss ${fixed(last.loss)} (${last.examples} examples)` : 'none'}`,

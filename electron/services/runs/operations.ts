@@ -1,20 +1,17 @@
 // The contract's run operations (electron/services/api.ts RunOperations) on
 // top of the run supervisor and its store, and the telemetry sampler as an
 // event source. Maps store rows and engine events to the contract's shapes.
-import { copyFile, cp, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, cp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
-import { SpillwayError } from '../../common/contract.js';
-import type { AnyEvent, RunDetail, RunOptions, RunPlan, RunSummary, Settings } from '../../common/contract.js';
+import { RunOptions, RunPlan, SpillwayError } from '../../common/contract.js';
+import type { AnyEvent, RunDetail, RunSummary, Settings } from '../../common/contract.js';
 import type { EventListener, EventSource, RunOperations } from '../api.js';
 import { defaultSettings } from '../api.js';
-import { TRAIN_DEFAULTS } from '../../engine/trainer.js';
-import type { TrainOptions } from '../../engine/trainer.js';
 import type { EvalMetric as StoredEval, RunRecord, StepMetric as StoredStep } from '../store/types.js';
 import { Sampler, stepTimesFromEvent } from '../telemetry/index.js';
 import type { TelemetrySample } from '../telemetry/index.js';
 import { metricsCsv, runStorageOf } from './commands.js';
-import { evalRecord, stepRecord } from './supervisor.js';
 import type { RunSupervisor } from './supervisor.js';
 import type { RunEvent, StoredRunConfig } from './types.js';
 
@@ -58,10 +55,12 @@ function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | n
 
 const finite = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
 
-function stepToContract(runId: string, s: StoredStep) {
+/** A step as the contract carries it, from a stored row (NaN is stored as NULL; its `time` is the step's `at`) or a live engine event. */
+function stepToContract(runId: string, s: Omit<StoredStep, 'seed'>) {
   return {
     runId,
     step: s.step,
+    at: s.time,
     loss: s.loss ?? Number.NaN,
     lossPlus: s.lossPlus ?? Number.NaN,
     lossMinus: s.lossMinus ?? Number.NaN,
@@ -74,44 +73,31 @@ function stepToContract(runId: string, s: StoredStep) {
   };
 }
 
-const nonNegative = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : null);
-
-/** The four links of a plan summary's figures (h2d, d2h, ssd_read, ssd_write) in the contract's names; null when absent or malformed. */
-function linkFigures(v: unknown): RunPlan['linkBytes'] {
-  if (!v || typeof v !== 'object') return null;
-  const o = v as Record<string, unknown>;
-  const f = [o.h2d, o.d2h, o.ssd_read, o.ssd_write].map(nonNegative);
-  if (f.some((x) => x === null)) return null;
-  const [hostToDevice, deviceToHost, ssdRead, ssdWrite] = f as number[];
-  return { hostToDevice, deviceToHost, ssdRead, ssdWrite };
-}
-
-/** The plan summary the run's start event carried (electron/engine/trainer.ts PlanSummary), in the contract's form. */
+/** The plan the run's start event carried (planner.ts runPlan); null when it had none or it does not read. */
 export function runPlanToContract(p: Record<string, unknown> | null | undefined): RunPlan | null {
-  if (!p || typeof p !== 'object') return null;
-  const homes = (p.homes ?? {}) as Record<string, unknown>;
-  const count = (x: unknown) => (typeof x === 'number' && Number.isInteger(x) && x >= 0 ? x : 0);
-  return {
-    homes: { device: count(homes.device), cpu: count(homes.cpu), ssd: count(homes.ssd) },
-    predictedStepMs: nonNegative(p.predicted_step_ms),
-    floorMs: nonNegative(p.floor_ms),
-    bound: typeof p.bound === 'string' ? p.bound : null,
-    linkBytes: linkFigures(p.link_bytes),
-    linkMs: linkFigures(p.link_ms),
-    ioWaitMs: nonNegative(p.io_wait_ms),
-  };
+  const r = RunPlan.safeParse(p);
+  return r.success ? r.data : null;
 }
 
 function evalToContract(runId: string, e: StoredEval) {
-  return { runId, step: e.step, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
+  return { runId, step: e.step, at: e.time, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
 }
 
-/** The run's options as the UI sent them: the stored engine options minus the supervisor's own fields. */
+/**
+ * The run's options as the UI sent them: the stored engine options minus the supervisor's own fields.
+ * A value a run stored before today's bounds (threads 5000, say) reads as the option's default, so the
+ * run still shows.
+ */
 function optionsOf(r: RunRecord): RunOptions {
   const stored = r.config as unknown as StoredRunConfig;
-  const o = stored.options;
-  const { checkpointDir: _dir, resumeFrom: _resume, out, ...rest } = o;
-  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) } as RunOptions;
+  let parsed = RunOptions.safeParse(stored.options);
+  if (!parsed.success) {
+    const bad = new Set(parsed.error.issues.map((i) => i.path[0]));
+    parsed = RunOptions.safeParse(Object.fromEntries(Object.entries(stored.options).filter(([k]) => !bad.has(k))));
+  }
+  if (!parsed.success) throw new SpillwayError('INTERNAL', `run ${r.id} has stored options that do not read: ${parsed.error.issues[0]?.message}`);
+  const { out, ...rest } = parsed.data;
+  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) };
 }
 
 function telemetryToContract(s: TelemetrySample): AnyEvent {
@@ -137,6 +123,30 @@ function telemetryToContract(s: TelemetrySample): AnyEvent {
   } as AnyEvent;
 }
 
+/** Writes `dest` through a temporary file beside it, so a failed export leaves the old file whole. */
+async function replaceFile(dest: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = join(dirname(dest), `.${basename(dest)}.spillway-${process.pid}.tmp`);
+  try {
+    await write(tmp);
+    await rename(tmp, dest);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Replacing a model export: only an empty folder or one that holds a model (config.json) is removed first. */
+async function clearModelFolder(dest: string, isFolder: boolean): Promise<void> {
+  if (!isFolder) throw new SpillwayError('BAD_REQUEST', `${dest} is a file; a model is exported to a folder`);
+  const names = await readdir(dest);
+  if (names.length && !names.includes('config.json')) {
+    throw new SpillwayError('CONFLICT', `${dest} holds other files (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}); choose an empty folder or a new name`, {
+      name: 'DestinationExists',
+    });
+  }
+  await rm(dest, { recursive: true, force: true });
+}
+
 /** The run supervisor as the contract's RunOperations. */
 export function supervisorOperations(sup: RunSupervisor): RunOperations {
   const store = sup.store;
@@ -158,14 +168,10 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
 
   return {
     async startRun({ name, options }) {
-      const s = settings();
-      const full: TrainOptions = {
-        ...TRAIN_DEFAULTS,
-        threads: s.threads,
-        ...options,
-      } as TrainOptions;
+      // A run that does not say takes the settings' threads.
+      const threads = options.threads || settings().threads;
       try {
-        const r = await sup.start({ name, options: full });
+        const r = await sup.start({ name, options: { ...options, threads } });
         return sum(r);
       } catch (e) {
         throw new SpillwayError('BAD_REQUEST', (e as Error).message);
@@ -237,12 +243,17 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       }
       return { deleted: true as const };
     },
-    async exportRun({ runId, kind, dest }) {
+    async exportRun({ runId, kind, dest, overwrite }) {
       const r = get(runId);
       const stored = r.config as unknown as StoredRunConfig;
+      const existing = await stat(dest).catch(() => null);
+      if (existing && !overwrite) {
+        throw new SpillwayError('CONFLICT', `${dest} already exists; export again with overwrite to replace it`, { name: 'DestinationExists' });
+      }
       if (kind === 'metrics-csv') {
+        if (existing?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${dest} is a folder; give a file name for the CSV`);
         const m = sup.getMetrics(runId, -1);
-        await writeFile(dest, metricsCsv(m.steps, m.evals));
+        await replaceFile(dest, (tmp) => writeFile(tmp, metricsCsv(m.steps, m.evals)));
       } else {
         const model = stored.options.out;
         if (!model) throw new SpillwayError('NOT_FOUND', `run ${runId} saved no model`);
@@ -251,8 +262,13 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         } catch {
           throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
         }
-        if (kind === 'seed-log') await copyFile(join(model, 'seedlog.jsonl'), dest);
-        else await cp(model, dest, { recursive: true, errorOnExist: true, force: false });
+        if (kind === 'seed-log') {
+          if (existing?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${dest} is a folder; give a file name for the seed log`);
+          await replaceFile(dest, (tmp) => copyFile(join(model, 'seedlog.jsonl'), tmp));
+        } else {
+          if (existing) await clearModelFolder(dest, existing.isDirectory());
+          await cp(model, dest, { recursive: true, errorOnExist: true, force: false });
+        }
       }
       const st = await stat(dest);
       return { path: dest, bytes: st.isDirectory() ? (await stat(join(dest, 'model.safetensors'))).size : st.size };
@@ -273,10 +289,10 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         switch (e.type) {
           // Live events take the same shape as the rows getMetrics returns.
           case 'step':
-            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, stepRecord(e, at)) });
+            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, { ...e, time: e.at, io: e.io ?? null }) });
             break;
           case 'eval':
-            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, evalRecord(e, at)) });
+            listener({ event: 'evalMetrics', payload: evalToContract(e.runId, { ...e, time: e.at }) });
             break;
           case 'status': {
             const r = sup.getRun(e.runId);
@@ -321,7 +337,7 @@ export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): Ev
     }
   });
   const unsubscribe = sup.subscribe('*', (e) => {
-    if (e.type === 'step') sampler.recordStep(stepTimesFromEvent(e as unknown as { step: number; step_ms: number; times?: Record<string, number> }));
+    if (e.type === 'step') sampler.recordStep(stepTimesFromEvent(e));
     const active = sup.listRuns().some((r) => sup.isActive(r.id));
     if (active && !running) {
       running = true;

@@ -7,9 +7,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
+import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
 import type { EngineJob } from '../../engine/runner.js';
-import { latestCheckpoint, resumeState, validateOptions } from '../../engine/trainer.js';
+import { latestCheckpoint, parseTrainOptions, resumeState } from '../../engine/trainer.js';
 import type { DoneEvent, EvalEvent, StepEvent, TrainEvent, TrainOptions } from '../../engine/trainer.js';
 import { runCheckpointFolder, runFolder, runModelFolder } from '../paths.js';
 import { MetricWriter } from '../store/metric-writer.js';
@@ -18,31 +19,18 @@ import { RunStore } from '../store/run-store.js';
 import type { EvalMetric, RunMetrics, RunPatch, RunRecord, StepMetric, SystemSample } from '../store/types.js';
 import type { RunConfig, RunEvent, RunListener, StoredRunConfig } from './types.js';
 
-/** An engine step event as the store keeps it (and as getMetrics returns it). */
-export function stepRecord(e: StepEvent, time: number): StepMetric {
-  return {
-    step: e.step,
-    time,
-    loss: e.loss,
-    lossPlus: e.loss_plus,
-    lossMinus: e.loss_minus,
-    projectedGrad: e.projected_grad,
-    lr: e.lr,
-    stepMs: e.step_ms,
-    tokensPerS: e.tokens_per_s,
-    skipped: e.skipped,
-    seed: e.seed,
-    io: e.io
-      ? { h2dBytes: e.io.h2d_bytes, d2hBytes: e.io.d2h_bytes, ssdReadBytes: e.io.ssd_read_bytes, ssdWriteBytes: e.io.ssd_write_bytes, waitMs: e.io.wait_ms }
-      : null,
-  };
+/** An engine step event as the store keeps it (the event already has the contract's names; its end, `at`, is the row's time). */
+function stepRecord(e: StepEvent): StepMetric {
+  const { type: _type, times: _times, io, at, ...fields } = e;
+  return { ...fields, time: at, io: io ?? null };
 }
 
-export function evalRecord(e: EvalEvent, time: number): EvalMetric {
-  return { step: e.step, time, loss: e.loss, accuracy: e.accuracy, examples: e.examples, evalMs: e.eval_ms };
+function evalRecord(e: EvalEvent): EvalMetric {
+  const { type: _type, at, ...fields } = e;
+  return { ...fields, time: at };
 }
 
-export const DEFAULT_CHECKPOINT_EVERY = 100;
+export { DEFAULT_CHECKPOINT_EVERY };
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 
 export interface SupervisorOptions {
@@ -194,15 +182,15 @@ export class RunSupervisor {
   /** Creates the run's row and folder and starts its engine process. */
   async start(config: RunConfig): Promise<RunRecord> {
     this.assertOpen();
-    validateOptions(config.options);
+    const given = parseTrainOptions(config.options);
     const id = newRunId();
     const folder = runFolder(this.dataDir, id);
-    const ownModelFolder = config.options.out === undefined && config.saveModel !== false;
+    const ownModelFolder = given.out === undefined && config.saveModel !== false;
     const options: TrainOptions = {
-      ...config.options,
-      checkpointDir: config.options.checkpointDir ?? runCheckpointFolder(this.dataDir, id),
-      checkpointEvery: config.options.checkpointEvery ?? this.checkpointEvery,
-      out: ownModelFolder ? runModelFolder(this.dataDir, id) : config.options.out,
+      ...given,
+      checkpointDir: given.checkpointDir ?? runCheckpointFolder(this.dataDir, id),
+      checkpointEvery: given.checkpointEvery ?? this.checkpointEvery,
+      out: ownModelFolder ? runModelFolder(this.dataDir, id) : given.out,
     };
     await mkdir(runCheckpointFolder(this.dataDir, id), { recursive: true });
     await mkdir(runModelFolder(this.dataDir, id), { recursive: true });
@@ -282,10 +270,10 @@ export class RunSupervisor {
     try {
       switch (e.type) {
         case 'step':
-          this.writer.addStep(runId, stepRecord(e, now));
+          this.writer.addStep(runId, stepRecord(e));
           break;
         case 'eval':
-          this.writer.addEval(runId, evalRecord(e, now));
+          this.writer.addEval(runId, evalRecord(e));
           break;
         case 'log':
           this.writer.addLog(runId, { time: now, level: 'info', message: e.message });
@@ -305,7 +293,7 @@ export class RunSupervisor {
           this.writer.addLog(runId, {
             time: now,
             level: 'info',
-            message: `${e.model} (${e.architecture}, ${e.parameters} parameters) on ${e.backend} x ${e.threads} threads; ${e.train_examples} training / ${e.eval_examples} held-out examples`,
+            message: `${e.model} (${e.architecture}, ${e.parameters} parameters) on ${e.backend} x ${e.threads} threads; ${e.trainExamples} training / ${e.evalExamples} held-out examples`,
           });
           break;
       }
@@ -335,12 +323,12 @@ export class RunSupervisor {
         patch.stepsDone = d.steps;
         patch.finalMetrics = {
           steps: d.steps,
-          final_loss: d.final_loss,
+          finalLoss: d.finalLoss,
           eval: d.eval,
-          zero_shot: d.zero_shot,
-          skipped_steps: d.skipped_steps,
+          zeroShot: d.zeroShot,
+          skippedSteps: d.skippedSteps,
           out: d.out,
-          wall_s: d.wall_s,
+          wallS: d.wallS,
         };
       }
       if (d?.out) this.store.addArtifact({ runId, kind: 'model', path: d.out, bytes: await folderBytes(d.out), createdAt: Date.now() });

@@ -1,4 +1,5 @@
-import type { TrainEvent, TrainOptions } from '../../engine/trainer.js';
+import type { TrainOptions, TrainOptionsInput } from '../../common/options.js';
+import type { TrainEvent } from '../../engine/trainer.js';
 import type { RunStatus } from '../store/types.js';
 
 export interface RunConfig {
@@ -7,9 +8,9 @@ export interface RunConfig {
   /**
    * The engine's options. checkpointDir defaults to <run>/checkpoints,
    * checkpointEvery to the supervisor's default, out to <run>/model when
-   * saveModel is on.
+   * saveModel is on; the others take the schema's defaults.
    */
-  options: TrainOptions;
+  options: TrainOptionsInput;
   /** Save the fine-tuned model into <run>/model when options.out is not set (default true). */
   saveModel?: boolean;
 }

@@ -119,6 +119,7 @@ export class MetricWriter {
       this.onError(e as Error);
       return 0;
     }
+    for (const [runId, b] of runs) if (b.steps.length) this.store.noteFlushed(runId, b.steps[b.steps.length - 1].step);
     return n;
   }
 

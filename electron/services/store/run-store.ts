@@ -2,9 +2,14 @@
 // in and out. Metric rows normally arrive through MetricWriter in batches.
 import type { Database as Db, Statement } from 'better-sqlite3';
 
-import { databaseFile } from '../paths.js';
-import { openDatabase } from './database.js';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { databaseFile, runsRoot } from '../paths.js';
+import { keepWalCopy, openDatabase } from './database.js';
 import type { OpenOptions } from './database.js';
+import { stepRanges } from './recover.js';
+import { readFlushedStep, readRunRecord, writeFlushedStep, writeRunRecord } from './run-files.js';
 import type {
   ArtifactRecord,
   CheckpointRecord,
@@ -157,6 +162,8 @@ const bytes = (x: number | null | undefined): number | null => (typeof x === 'nu
 
 export class RunStore {
   private readonly statements = new Map<string, Statement>();
+  /** Run folders by id, for the flushed-step notes the metric writer asks for. */
+  private readonly folders = new Map<string, string>();
 
   constructor(
     readonly db: Db,
@@ -164,11 +171,57 @@ export class RunStore {
     readonly notices: string[] = [],
   ) {}
 
-  /** Opens (creating and migrating) the store in a data folder. */
+  /**
+   * Opens (creating and migrating) the store in a data folder, then compares it with the run folders:
+   * rows the folders recorded as committed but the database lacks (a damaged or lost write-ahead log)
+   * are reported, and runs whose row is missing are registered again from their run.json.
+   */
   static open(dataDir: string, options: OpenOptions = {}): RunStore {
     const file = databaseFile(dataDir);
-    const { db, notices } = openDatabase(file, options);
-    return new RunStore(db, file, notices);
+    const { db, notices, walCopy, recovered } = openDatabase(file, options);
+    const store = new RunStore(db, file, notices);
+    // After a recovery its notice already names the missing steps: the folders' notes are only brought in line.
+    const lost = store.compareWithRunFolders(runsRoot(dataDir), !recovered);
+    if (walCopy && lost.length) {
+      const kept = keepWalCopy(file, walCopy);
+      notices.push(
+        `the database ${file} lacks rows its run folders recorded as committed (${lost.join('; ')}): its write-ahead log was damaged or lost ` +
+          `(SQLite keeps the transactions before the first damaged frame and drops the rest). The log as found was kept as ${kept}.`,
+      );
+    } else {
+      if (walCopy) rmSync(walCopy, { force: true });
+      if (lost.length) notices.push(`the database ${file} lacks rows its run folders recorded as committed (${lost.join('; ')}); no write-ahead log was left to keep.`);
+    }
+    return store;
+  }
+
+  /** What the run folders know that the database does not; returns one phrase per loss. */
+  private compareWithRunFolders(runsDir: string, report: boolean): string[] {
+    const lost: string[] = [];
+    const known = new Set<string>();
+    for (const run of this.listRuns()) {
+      known.add(run.id);
+      const flushed = readFlushedStep(run.folder);
+      const last = this.lastStep(run.id);
+      if (flushed === null || flushed <= last) continue;
+      if (!report) {
+        writeFlushedStep(run.folder, last);
+        continue;
+      }
+      const range = stepRanges(Array.from({ length: flushed - last }, (_, i) => last + 1 + i));
+      lost.push(`run ${run.id}: steps ${range}`);
+      this.addLogs(run.id, [{ time: Date.now(), level: 'error', message: `the metrics of steps ${range} were written but are missing from the database (its write-ahead log was damaged or lost)` }]);
+      writeFlushedStep(run.folder, last);
+    }
+    for (const id of existsSync(runsDir) ? readdirSync(runsDir) : []) {
+      if (known.has(id) || this.getRun(id)) continue;
+      const record = readRunRecord(join(runsDir, id));
+      if (!record || record.id !== id) continue;
+      this.createRun({ ...record, status: 'interrupted' });
+      this.updateRun(id, { error: 'its record was missing from the database; registered again from its run folder (its metrics and status are unknown)' });
+      lost.push(`run ${id}: its record (registered again from ${join(runsDir, id, 'run.json')})`);
+    }
+    return lost;
   }
 
   private stmt(sql: string): Statement {
@@ -192,6 +245,7 @@ export class RunStore {
   // ---------------------------------------------------------------- runs
 
   createRun(r: NewRun): RunRecord {
+    const createdAt = r.createdAt ?? Date.now();
     this.stmt(
       `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, started_at, resumed_from, steps_planned, folder, owner_pid, plan)
        VALUES (@id, @name, @model, @dataset, @task, @config, @status, @created_at, @started_at, @resumed_from, @steps_planned, @folder, @owner_pid, @plan)`,
@@ -203,7 +257,7 @@ export class RunStore {
       task: r.task,
       config: json(r.config),
       status: r.status ?? 'created',
-      created_at: r.createdAt ?? Date.now(),
+      created_at: createdAt,
       started_at: r.startedAt ?? null,
       resumed_from: r.resumedFrom ?? null,
       steps_planned: r.stepsPlanned,
@@ -211,6 +265,9 @@ export class RunStore {
       owner_pid: r.ownerPid ?? null,
       plan: r.plan ? json(r.plan) : null,
     });
+    // After the commit: a run.json the database does not know of means the row was lost, never the reverse.
+    writeRunRecord({ ...r, createdAt });
+    this.folders.set(r.id, r.folder);
     return this.getRun(r.id) as RunRecord;
   }
 
@@ -220,12 +277,17 @@ export class RunStore {
   }
 
   /** A run by its id or an unambiguous prefix of it (what people type). */
-  findRun(idOrPrefix: string): RunRecord {
-    const exact = this.getRun(idOrPrefix);
+  /** The run whose id is `part`, else the one run whose id contains it (anywhere: the random tail is the memorable part). */
+  findRun(part: string): RunRecord {
+    const exact = this.getRun(part);
     if (exact) return exact;
-    const rows = this.stmt('SELECT * FROM runs WHERE substr(id, 1, length(@p)) = @p LIMIT 3').all({ p: idOrPrefix }) as RunRow[];
-    if (rows.length === 0) throw new Error(`no run with id ${idOrPrefix}`);
-    if (rows.length > 1) throw new Error(`${idOrPrefix} matches several runs (${rows.map((r) => r.id).join(', ')}…); type more of the id`);
+    const shown = 5;
+    const rows = this.stmt('SELECT * FROM runs WHERE instr(id, @p) > 0 ORDER BY created_at DESC, id DESC LIMIT @n').all({ p: part, n: shown + 1 }) as RunRow[];
+    if (rows.length === 0) throw new Error(`no run with id ${JSON.stringify(part)} or containing it (spillway runs list shows them)`);
+    if (rows.length > 1) {
+      const ids = rows.slice(0, shown).map((r) => `${r.id} (${r.name})`);
+      throw new Error(`${JSON.stringify(part)} is in ${rows.length > shown ? `more than ${shown}` : rows.length} run ids: ${ids.join(', ')}${rows.length > shown ? ', …' : ''}; give more of the one you mean`);
+    }
     return toRun(rows[0]);
   }
 
@@ -256,7 +318,19 @@ export class RunStore {
 
   /** Removes the run and, by cascade, every row that belongs to it. */
   deleteRun(id: string): boolean {
+    this.folders.delete(id);
     return this.stmt('DELETE FROM runs WHERE id = ?').run(id).changes > 0;
+  }
+
+  /** Notes in the run's folder the last step whose metrics are committed (call after the commit). */
+  noteFlushed(runId: string, step: number): void {
+    let folder = this.folders.get(runId);
+    if (folder === undefined) {
+      folder = this.getRun(runId)?.folder;
+      if (folder === undefined) return;
+      this.folders.set(runId, folder);
+    }
+    writeFlushedStep(folder, step);
   }
 
   // ------------------------------------------------------------- metrics
@@ -312,6 +386,7 @@ export class RunStore {
     this.stmt('DELETE FROM step_metrics WHERE run_id = ? AND step > ?').run(runId, step);
     this.stmt('DELETE FROM eval_metrics WHERE run_id = ? AND step > ?').run(runId, step);
     this.stmt('DELETE FROM checkpoints WHERE run_id = ? AND step > ?').run(runId, step);
+    this.noteFlushed(runId, Math.min(step, this.lastStep(runId)));
   }
 
   // -------------------------------------------------- checkpoints, files

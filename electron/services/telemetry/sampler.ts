@@ -67,17 +67,17 @@ function osMeminfo(): MemInfo {
   return { totalBytes: total, availableBytes: available, usedBytes: total - available };
 }
 
-/** Step event → what recordStep takes: the full phase times when the event carries them, else step_ms. */
+/** Step event → what recordStep takes: the full phase times when the event carries them, else stepMs. */
 export function stepTimesFromEvent(ev: {
   step: number;
-  step_ms?: number;
-  times?: Record<string, number>;
+  stepMs?: number;
+  times?: object;
 }): StepTimes {
   const phaseMs: Record<string, number> = {};
   if (ev.times) {
     for (const [k, v] of Object.entries(ev.times)) if (typeof v === 'number' && Number.isFinite(v)) phaseMs[k] = v;
-  } else if (typeof ev.step_ms === 'number' && Number.isFinite(ev.step_ms)) {
-    phaseMs.totalMs = ev.step_ms;
+  } else if (typeof ev.stepMs === 'number' && Number.isFinite(ev.stepMs)) {
+    phaseMs.totalMs = ev.stepMs;
   }
   return { step: ev.step, phaseMs };
 }

@@ -1,8 +1,9 @@
 // The one way a chart reaches the page: an attachment that creates a chart.js
-// line chart on its canvas and destroys it with the element. Data changes go
-// through chart.update('none'): no animation on streaming data, and every
-// series is handed over pre-parsed ({x, y}, parsing: false) and already bounded
-// (decimateMinMax), with chart.js's own min-max decimation as a second guard.
+// line chart on its canvas and destroys it with the element. Data and option
+// changes (axis, log scale) go through chart.update('none'): no animation on
+// streaming data, and every series is handed over pre-parsed ({x, y}, parsing:
+// false) and already bounded (decimateMinMax), with chart.js's own min-max
+// decimation as a second guard.
 
 import {
   Chart,
@@ -10,6 +11,7 @@ import {
   Legend,
   LinearScale,
   LineController,
+  LogarithmicScale,
   LineElement,
   PointElement,
   Tooltip,
@@ -17,9 +19,10 @@ import {
 } from 'chart.js';
 import { untrack } from 'svelte';
 import type { Attachment } from 'svelte/attachments';
+import { formatSeconds } from './format.ts';
 import type { Point } from './smoothing.ts';
 
-Chart.register(LineController, LineElement, PointElement, LinearScale, Legend, Tooltip, Decimation);
+Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Legend, Tooltip, Decimation);
 
 export interface Series {
   label: string;
@@ -38,6 +41,10 @@ export interface ChartOptions {
   yMin?: number;
   yMax?: number;
   legend?: boolean;
+  /** x is seconds: ticks read "42 s", then as a clock ("1:30"). */
+  xSeconds?: boolean;
+  /** A logarithmic y axis (points at or below 0 are not drawn). */
+  logY?: boolean;
 }
 
 function resolveColor(el: Element, color: string): string {
@@ -68,46 +75,60 @@ function toDatasets(el: Element, series: readonly Series[]): ChartDataset<'line'
   });
 }
 
-/** Attach with `{@attach lineChart(() => series, options)}`; `series` is read reactively. */
-export function lineChart(getSeries: () => readonly Series[], options: ChartOptions = {}): Attachment<HTMLCanvasElement> {
+/** The axes for `options`, in the page's colours. */
+function scales(options: ChartOptions, text: string, grid: string) {
+  const positive = (v: number | undefined) => (options.logY && v !== undefined && v <= 0 ? undefined : v);
+  return {
+    x: {
+      type: 'linear' as const,
+      title: { display: !!options.xLabel, text: options.xLabel, color: text },
+      ticks: { color: text, ...(options.xSeconds ? { callback: (v: number | string) => formatSeconds(Number(v)) } : {}) },
+      grid: { color: grid },
+    },
+    y: {
+      type: options.logY ? ('logarithmic' as const) : ('linear' as const),
+      min: positive(options.yMin),
+      max: options.yMax,
+      title: { display: !!options.yLabel, text: options.yLabel, color: text },
+      ticks: { color: text },
+      grid: { color: grid },
+    },
+  };
+}
+
+/**
+ * Attach with `{@attach lineChart(() => series, () => options)}`; both are read reactively: new data
+ * or new options (axis, log scale) update the chart in place.
+ */
+export function lineChart(getSeries: () => readonly Series[], getOptions: () => ChartOptions = () => ({})): Attachment<HTMLCanvasElement> {
   return (canvas) => {
     const style = getComputedStyle(canvas);
     const text = style.getPropertyValue('--text-muted').trim() || '#666';
     const grid = style.getPropertyValue('--border').trim() || '#ddd';
-    const chart = untrack(
-      () =>
-        new Chart<'line', Point[]>(canvas, {
-          type: 'line',
-          data: { datasets: toDatasets(canvas, getSeries()) },
-          options: {
-            animation: false,
-            parsing: false,
-            normalized: true,
-            responsive: true,
-            maintainAspectRatio: false,
-            interaction: { mode: 'nearest', axis: 'x', intersect: false },
-            scales: {
-              x: { type: 'linear', title: { display: !!options.xLabel, text: options.xLabel, color: text }, ticks: { color: text }, grid: { color: grid } },
-              y: {
-                type: 'linear',
-                min: options.yMin,
-                max: options.yMax,
-                title: { display: !!options.yLabel, text: options.yLabel, color: text },
-                ticks: { color: text },
-                grid: { color: grid },
-              },
-            },
-            plugins: {
-              legend: { display: options.legend ?? true, labels: { color: text, boxWidth: 12 } },
-              decimation: { enabled: true, algorithm: 'min-max' },
-              tooltip: { animation: false },
-            },
+    const chart = untrack(() => {
+      const options = getOptions();
+      return new Chart<'line', Point[]>(canvas, {
+        type: 'line',
+        data: { datasets: toDatasets(canvas, getSeries()) },
+        options: {
+          animation: false,
+          parsing: false,
+          normalized: true,
+          responsive: true,
+          maintainAspectRatio: false,
+          interaction: { mode: 'nearest', axis: 'x', intersect: false },
+          scales: scales(options, text, grid),
+          plugins: {
+            legend: { display: options.legend ?? true, labels: { color: text, boxWidth: 12 } },
+            decimation: { enabled: true, algorithm: 'min-max' },
+            tooltip: { animation: false },
           },
-        }),
-    );
+        },
+      });
+    });
     $effect(() => {
-      const datasets = toDatasets(canvas, getSeries());
-      chart.data.datasets = datasets;
+      chart.data.datasets = toDatasets(canvas, getSeries());
+      chart.options.scales = scales(getOptions(), text, grid);
       chart.update('none');
     });
     return () => chart.destroy();

@@ -20,14 +20,24 @@ export function formatCount(n: number | null | undefined): string {
   return String(n);
 }
 
-export function formatDuration(ms: number | null | undefined): string {
+import { parseBytes as parseSize } from '../../../electron/common/format.ts';
+
+export { formatDuration } from '../../../electron/common/format.ts';
+
+/** A running clock: "0:07", "12:03", "1:02:03" (whole seconds, rounded down). */
+export function formatClock(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '—';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} m ${s % 60} s`;
-  return `${Math.floor(m / 60)} h ${m % 60} m`;
+  const s = Math.floor(ms / 1000);
+  const two = (n: number) => String(n).padStart(2, '0');
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}:${two(m)}:${two(s % 60)}` : `${m}:${two(s % 60)}`;
+}
+
+/** Seconds on a time axis: "0.5 s", "42 s" under a minute, then a clock ("1:30", "1:02:03"). */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '—';
+  return Math.abs(s) < 60 ? `${Number(s.toPrecision(2))} s` : formatClock(s * 1000);
 }
 
 export function formatNumber(n: number | null | undefined, digits = 4): string {
@@ -42,12 +52,12 @@ export function formatPercent(f: number | null | undefined): string {
   return `${(f * 100).toFixed(1)} %`;
 }
 
-/** "16 GiB", "512m", "2048" (bytes) → bytes; null for empty; NaN when unreadable. */
+/** A size field: bytes as the CLI reads them ("16 GiB", "16 GB", "2048"); null for empty; NaN when unreadable. */
 export function parseBytes(text: string): number | null {
-  const t = text.trim();
-  if (t === '') return null;
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$/i.exec(t);
-  if (!m) return NaN;
-  const power = ' kmgtp'.indexOf(m[2].toLowerCase() || ' ');
-  return Math.round(Number(m[1]) * 1024 ** power);
+  if (text.trim() === '') return null;
+  try {
+    return parseSize(text);
+  } catch {
+    return NaN;
+  }
 }

@@ -3,7 +3,7 @@
 // bytes, host → device bytes per step, predicted step time), each figure
 // beside the chosen precision's.
 
-import { precisionOfMasters, type Masters, type PlanResult, type PlanRequest, type UpdateMode } from '../../../electron/common/contract.ts';
+import type { Masters, PlanResult, UpdateMode } from '../../../electron/common/contract.ts';
 import { formatBytes, formatDuration } from './format.ts';
 import { formatMs } from './tiers.ts';
 
@@ -20,9 +20,6 @@ export const UPDATE_LABEL: Record<UpdateMode, string> = {
   home: 'at home (host threads)',
   device: 'on the device (write-back)',
 };
-
-/** The planner's name for a master precision. */
-export const precisionOf: (m: Masters) => PlanRequest['precision'] = precisionOfMasters;
 
 export type CompareKey = 'cpu' | 'ssd' | 'h2d' | 'step';
 

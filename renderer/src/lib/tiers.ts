@@ -4,7 +4,7 @@
 // prediction, and the step time against the predicted step and the floor.
 
 import { formatRunStorage, runStorage } from '../../../electron/common/contract.ts';
-import type { RunOptions, RunPlan, RunStorage, StepIo, StepMetric } from '../../../electron/common/contract.ts';
+import type { Home, PlanResult, RunOptions, RunPlan, RunStorage, StepIo, StepMetric } from '../../../electron/common/contract.ts';
 
 /** Steps the means are taken over. */
 export const TIER_WINDOW = 20;
@@ -88,6 +88,21 @@ export function tierSummary(samples: readonly IoSample[], plan: RunPlan | null |
 }
 
 /**
+ * The memory a unit's home is in: a unit homed on the compute device lives in the GPU's memory, or in
+ * the CPU's when the CPU computes (its device arena is CPU memory).
+ */
+export function memoryOf(home: Home, computeDevice: PlanResult['computeDevice']): 'gpu' | 'cpu' | 'ssd' {
+  return home === 'device' ? computeDevice : home;
+}
+
+/** Units per memory a plan homes them in. */
+export function unitsByMemory(plan: Pick<PlanResult, 'units' | 'computeDevice'>): { gpu: number; cpu: number; ssd: number } {
+  const n = { gpu: 0, cpu: 0, ssd: 0 };
+  for (const u of plan.units) n[memoryOf(u.home, plan.computeDevice)]++;
+  return n;
+}
+
+/**
  * Whether the run streams units through the compute device, so the panel is worth showing: its plan
  * homes some units on the CPU or the SSD, its options put the blocks there, or a step moved bytes.
  */
@@ -129,7 +144,7 @@ export function shortPath(p: string): string {
  * or null when the run sets none of them and streams no blocks.
  */
 export function storageLine(
-  options: Pick<RunOptions, 'masters' | 'updateOn' | 'spillDir' | 'spillDirs' | 'offload'> | null | undefined,
+  options: Pick<RunOptions, 'masters' | 'updateOn' | 'spillDirs' | 'offload'> | null | undefined,
   plan: RunPlan | null | undefined,
   samples: readonly IoSample[] = [],
 ): string | null {

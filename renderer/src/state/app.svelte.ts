@@ -2,8 +2,8 @@
 // screen is shown (kept in the URL hash so a reload lands on the same screen,
 // a live run included), the theme, and the notices shown to the person.
 
-import type { Client, ConnectionState } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client, ConnectionState } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 
 import type { Route, Screen } from '../lib/route.ts';
 
@@ -25,6 +25,8 @@ export class AppState {
   route = $state<Route>({ screen: 'new', runId: null });
   theme = $state<Theme>('system');
   notices = $state<Notice[]>([]);
+  /** In the desktop app (the preload's bridge): native dialogs instead of the backend's file browser. */
+  native = $state(false);
   #client: Client | null = null;
   #nextNotice = 1;
 
@@ -33,8 +35,9 @@ export class AppState {
     return this.#client;
   }
 
-  connect(client: Client): void {
+  connect(client: Client, native = false): void {
     this.#client = client;
+    this.native = native;
     this.connection = client.state;
     client.onConnection((s) => (this.connection = s));
   }
@@ -51,6 +54,17 @@ export class AppState {
 
   navigate(screen: Screen, runId: string | null = null): void {
     this.route = { screen, runId: screen === 'live' ? (runId ?? this.route.runId) : null };
+  }
+
+  /** What the backend had to say when it opened its data folder (a damaged database moved aside…), shown until dismissed. */
+  async loadBackendNotices(): Promise<void> {
+    try {
+      for (const n of (await this.client.call('getNotices', {})).notices) {
+        this.notify(n.level === 'info' ? 'info' : 'error', 'When Spillway opened its data folder', n.message);
+      }
+    } catch (e) {
+      this.fail('Could not read what the backend reported at startup', e);
+    }
   }
 
   /** Shows a failure: what went wrong (title) and the error's own words, with a hint where one is known. */

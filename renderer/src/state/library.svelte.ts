@@ -14,8 +14,8 @@ import type {
   UnsupportedModel,
 } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
 
 export const DEMO_MODEL = 'spillway-demo';
 export const DEMO_TRAIN = /sentiment-demo[\\/]train\.jsonl$/;
@@ -120,13 +120,14 @@ export class LibraryState {
     }
   }
 
-  async previewDataset(path: string, template: TaskTemplate | undefined, rows = 8): Promise<void> {
+  /** `model`: whose chat template and tokenizer render chat rows. */
+  async previewDataset(path: string, template: TaskTemplate | undefined, rows = 8, model?: string): Promise<void> {
     this.previewing = true;
     this.previewError = null;
     this.check = null;
     this.checkError = null;
     try {
-      this.preview = await this.#client().call('previewDataset', { path: path.trim(), rows, template });
+      this.preview = await this.#client().call('previewDataset', { path: path.trim(), rows, template, ...(model ? { model } : {}) });
     } catch (e) {
       this.preview = null;
       this.previewError = describeError(e);

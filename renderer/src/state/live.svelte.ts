@@ -4,8 +4,9 @@
 
 import type { EvalMetric, RunDetail, RunStatus, StepMetric, TelemetrySample } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
+import { elapsedMs, remainingMs } from '../lib/progress.ts';
 import { RunSeries } from '../lib/series.ts';
 import { storageLine, streamsUnits, tierSummary } from '../lib/tiers.ts';
 import type { Point } from '../lib/smoothing.ts';
@@ -13,6 +14,8 @@ import type { Point } from '../lib/smoothing.ts';
 export const ACTIVE: readonly RunStatus[] = ['queued', 'running', 'stopping'];
 const TELEMETRY_KEEP = 900;
 const REFRESH_MS = 250;
+/** How often the elapsed time and the ETA of a running run move on. */
+export const CLOCK_MS = 1000;
 
 export interface TelemetryPoints {
   cpu: Point[];
@@ -35,6 +38,8 @@ export class LiveRunState {
   telemetry = $state<TelemetrySample | null>(null);
   telemetryVersion = $state(0);
   busy = $state<'stop' | 'checkpoint' | 'resume' | null>(null);
+  /** The clock the elapsed time and the ETA read: ticks while the run is active. */
+  now = $state(Date.now());
 
   series = new RunSeries(0.6);
   telemetryPoints: TelemetryPoints = { cpu: [], gpu: [], ram: [] };
@@ -43,6 +48,12 @@ export class LiveRunState {
 
   active = $derived(this.status !== null && ACTIVE.includes(this.status));
   progress = $derived(this.stepsPlanned > 0 ? Math.min(1, this.stepsDone / this.stepsPlanned) : 0);
+  elapsed = $derived(elapsedMs(this.detail?.startedAt, this.active ? null : this.detail?.endedAt, this.now));
+  /** Milliseconds left at the pace of the last steps; null when unknown or not running. */
+  eta = $derived.by(() => {
+    void this.version;
+    return this.active ? remainingMs(this.series.recent, this.stepsPlanned, this.now) : null;
+  });
 
   lossChart = $derived.by(() => {
     void this.version;
@@ -103,10 +114,31 @@ export class LiveRunState {
         this.status = r.status;
         this.stepsDone = Math.max(this.stepsDone, r.stepsDone);
         this.error = r.error;
+        this.now = Date.now();
+        // Its end time and final figures (or, resumed, its new start) are in the run's record.
+        void this.#refreshDetail();
       }),
       c.on('telemetry', (t) => this.#addTelemetry(t)),
     ];
-    return () => offs.forEach((off) => off());
+    const clock = setInterval(() => {
+      if (this.active) this.now = Date.now();
+    }, CLOCK_MS);
+    return () => {
+      clearInterval(clock);
+      offs.forEach((off) => off());
+    };
+  }
+
+  async #refreshDetail(): Promise<void> {
+    const generation = this.#generation;
+    const runId = this.runId;
+    if (!runId || !this.detail) return;
+    try {
+      const fresh = await this.#client().call('getRun', { runId });
+      if (generation === this.#generation) this.detail = fresh;
+    } catch {
+      // The next status or a reopen shows it; the live view carries on with what it has.
+    }
   }
 
   #apply(runId: string, change: (s: RunSeries) => unknown): void {
@@ -176,6 +208,7 @@ export class LiveRunState {
       const detail = await c.call('getRun', { runId });
       if (generation !== this.#generation) return;
       this.detail = detail;
+      this.now = Date.now();
       this.status = detail.status;
       this.stepsDone = detail.stepsDone;
       this.stepsPlanned = detail.stepsPlanned;

@@ -1,15 +1,16 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { Masters, MethodParamsInput, PlanResult, RunOptions, RunSummary, Settings, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
+import type { Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
+import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '../lib/chat.ts';
 import { parseBytes } from '../lib/format.ts';
-import { MASTERS, precisionComparison, precisionOf } from '../lib/precision.ts';
+import { MASTERS, precisionComparison } from '../lib/precision.ts';
 
-export type TaskKind = TaskTemplate['kind'];
+export type { TaskKind };
 
 export interface Hyper {
   steps: number;
@@ -17,9 +18,13 @@ export interface Hyper {
   lr: number;
   eps: number;
   weightDecay: number;
+  /** Perturbations averaged per step (MeZO's n; 1 in the paper). */
+  q: number;
+  noise: NoiseKind;
+  schedule: Schedule;
+  warmupSteps: number;
   evalEvery: number;
   seed: number;
-  schedule: 'constant' | 'linear' | 'cosine';
   maxLength: number;
 }
 
@@ -28,14 +33,49 @@ export interface Hyper {
  * lr 1e-6 for full-parameter ZO-SGD), except for the embedded demo model,
  * whose tuned settings live in resources/demo.json (mirrored here).
  */
+const MEZO = { eps: 1e-3, weightDecay: 0, q: 1, noise: 'gaussian', schedule: 'constant', warmupSteps: 0, evalEvery: 100, seed: 0, maxLength: 256 } as const;
 export const TASK_DEFAULTS: Record<TaskKind, Hyper> = {
-  sst2: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  rte: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  classify: { steps: 1000, batchSize: 16, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  text: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
-  completion: { steps: 1000, batchSize: 8, lr: 1e-6, eps: 1e-3, weightDecay: 0, evalEvery: 100, seed: 0, schedule: 'constant', maxLength: 256 },
+  sst2: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
+  rte: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
+  classify: { ...MEZO, steps: 1000, batchSize: 16, lr: 1e-6 },
+  text: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6 },
+  completion: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6 },
+  // Conversations run longer than MeZO's sentences (capped by the model's positions).
+  chat: { ...MEZO, steps: 1000, batchSize: 8, lr: 1e-6, maxLength: 1024 },
 };
-export const DEMO_DEFAULTS: Hyper = { steps: 300, batchSize: 16, lr: 3e-4, eps: 1e-3, weightDecay: 0, evalEvery: 25, seed: 0, schedule: 'constant', maxLength: 256 };
+export const DEMO_DEFAULTS: Hyper = { ...MEZO, steps: 300, batchSize: 16, lr: 3e-4, evalEvery: 25 };
+
+/**
+ * A label map as typed: `negative: 0, positive: 1` (or `=` instead of `:`, or a JSON object) →
+ * dataset label → index of its label word. Empty text: no map.
+ */
+export function parseLabelMap(text: string, words: number): { map: Record<string, number> | null; error: string | null } {
+  const t = text.trim();
+  if (!t) return { map: null, error: null };
+  let entries: [string, unknown][];
+  if (t.startsWith('{')) {
+    try {
+      entries = Object.entries(JSON.parse(t) as Record<string, unknown>);
+    } catch {
+      return { map: null, error: 'Label map: the JSON object does not parse.' };
+    }
+  } else {
+    entries = [];
+    for (const part of t.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const m = /^(.+?)\s*[:=]\s*(\S+)$/.exec(part);
+      if (!m) return { map: null, error: `Label map: write each entry as label: index (got ${JSON.stringify(part)}).` };
+      entries.push([m[1].trim().replace(/^"(.*)"$/, '$1'), Number(m[2])]);
+    }
+  }
+  const map: Record<string, number> = {};
+  for (const [k, v] of entries) {
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < words)) {
+      return { map: null, error: `Label map: ${JSON.stringify(k)} must map to the index of a label word (0 to ${words - 1}).` };
+    }
+    map[k] = v;
+  }
+  return { map, error: null };
+}
 
 export class NewRunState {
   name = $state('');
@@ -45,7 +85,11 @@ export class NewRunState {
   evalFraction = $state(0.1);
   task = $state<TaskKind>('sst2');
   labelWords = $state('');
+  /** Dataset label → label word index, as typed (see parseLabelMap); classification only. */
+  labelMap = $state('');
   prompt = $state('');
+  /** The chat task's column mapping ("" fields: the defaults). */
+  chat = $state<ChatFields>(emptyChatFields());
   hyper = $state<Hyper>({ ...TASK_DEFAULTS.sst2 });
   gpuBudget = $state('');
   cpuBudget = $state('');
@@ -53,6 +97,10 @@ export class NewRunState {
   spillDirs = $state<string[]>(['']);
   masters = $state<Masters>('fp32');
   updateOn = $state<UpdateMode>('auto');
+  /** Steps between checkpoints; null: the backend's default (DEFAULT_CHECKPOINT_EVERY), 0: none. */
+  checkpointEvery = $state<number | null>(null);
+  /** Where the trained model is written; empty: the run's own folder in the data folder. */
+  out = $state('');
 
   /** The form planned with each precision (null: that plan failed, planErrors says why). */
   plans = $state<Partial<Record<Masters, PlanResult | null>>>({});
@@ -79,11 +127,18 @@ export class NewRunState {
     if (!this.model) errs.push('Choose a model.');
     if (!this.train.trim()) errs.push('Choose a training dataset.');
     if (this.task === 'classify' && this.labelWordList.length < 2) errs.push('Classification needs at least two label words, separated by commas.');
+    if (this.task === 'classify' && this.labelMapParsed.error) errs.push(this.labelMapParsed.error);
+    const roleError = this.task === 'chat' ? parseRoleMap(this.chat.roleMap).error : null;
+    if (roleError) errs.push(roleError);
     const h = this.hyper;
     if (!(Number.isInteger(h.steps) && h.steps > 0)) errs.push('Steps must be a whole number above 0.');
     if (!(Number.isInteger(h.batchSize) && h.batchSize > 0)) errs.push('Batch size must be a whole number above 0.');
     if (!(h.lr >= 0)) errs.push('Learning rate must be 0 or more.');
     if (!(h.eps > 0)) errs.push('Perturbation scale (eps) must be above 0.');
+    if (!(Number.isInteger(h.q) && h.q >= 1 && h.q <= 1024)) errs.push('q (perturbations per step) must be a whole number from 1 to 1024.');
+    if (!(Number.isInteger(h.warmupSteps) && h.warmupSteps >= 0)) errs.push('Warm-up steps must be a whole number, 0 or more.');
+    const ck = this.checkpointEvery;
+    if (ck !== null && !(Number.isInteger(ck) && ck >= 0)) errs.push('Checkpoint every must be a whole number of steps (0: no checkpoints), or empty for the default.');
     return [...errs, ...this.budgetErrors];
   });
 
@@ -94,13 +149,24 @@ export class NewRunState {
       .filter((w) => w.trim() !== ''),
   );
 
+  labelMapParsed = $derived(parseLabelMap(this.labelMap, this.labelWordList.length));
+
   template = $derived.by((): TaskTemplate => {
     switch (this.task) {
-      case 'classify':
-        return { kind: 'classify', labelWords: this.labelWordList, ...(this.prompt.includes('{text}') ? { prompt: this.prompt } : {}) };
+      case 'classify': {
+        const map = this.labelMapParsed.map;
+        return {
+          kind: 'classify',
+          labelWords: this.labelWordList,
+          ...(map && Object.keys(map).length ? { labelMap: map } : {}),
+          ...(this.prompt.includes('{text}') ? { prompt: this.prompt } : {}),
+        };
+      }
       case 'sst2':
       case 'rte':
         return this.labelWordList.length === 2 ? { kind: this.task, labelWords: this.labelWordList } : { kind: this.task };
+      case 'chat':
+        return chatTemplateOf(this.chat);
       default:
         return { kind: this.task };
     }
@@ -159,7 +225,22 @@ export class NewRunState {
     if (!this.name) this.name = 'demo sentiment';
   }
 
-  options(): RunOptions {
+  /**
+   * A dataset chosen on the Datasets screen: its file, task, label words or chat mapping, with held-out
+   * evaluation (the previous eval file belonged to other data). The model is kept, or the demo model
+   * when none is chosen.
+   */
+  useDataset(train: string, task: TaskKind, labelWords: string, chat: ChatFields, demoModel: string | null): void {
+    this.train = train.trim();
+    this.eval = '';
+    this.labelWords = labelWords;
+    this.labelMap = '';
+    this.chat = { ...chat };
+    if (this.task !== task) this.setTask(task);
+    if (!this.model && demoModel) this.model = demoModel;
+  }
+
+  options(): RunOptionsInput {
     const h = this.hyper;
     return {
       model: this.model,
@@ -171,10 +252,15 @@ export class NewRunState {
       lr: h.lr,
       eps: h.eps,
       weightDecay: h.weightDecay,
+      q: h.q,
+      noise: h.noise,
       schedule: h.schedule,
+      warmupSteps: h.warmupSteps,
       seed: h.seed,
       evalEvery: h.evalEvery,
       maxLength: h.maxLength,
+      ...(this.checkpointEvery !== null ? { checkpointEvery: this.checkpointEvery } : {}),
+      ...(this.out.trim() ? { out: this.out.trim() } : {}),
       ...this.placement(),
     };
   }
@@ -183,10 +269,10 @@ export class NewRunState {
    * The budgets, spill folders, masters and update mode the plan was made with: a run follows the plan it
    * showed (placed by the planner, offload 'auto', when a budget is set; resident otherwise).
    */
-  placement(): Pick<RunOptions, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDir' | 'spillDirs' | 'masters' | 'updateOn'> {
+  placement(): Pick<RunOptionsInput, 'offload' | 'gpuMem' | 'cpuMem' | 'ssdMem' | 'spillDirs' | 'masters' | 'updateOn'> {
     const b = this.budgets();
     const dirs = this.spillFolders;
-    const spill = { ...(dirs.length ? { spillDir: dirs[0] } : {}), ...(dirs.length > 1 ? { spillDirs: dirs } : {}) };
+    const spill = dirs.length ? { spillDirs: dirs } : {};
     const how = { ...(this.masters !== 'fp32' ? { masters: this.masters } : {}), ...(this.updateOn !== 'auto' ? { updateOn: this.updateOn } : {}) };
     if (b.gpu === null && b.cpu === null) return { ...spill, ...how };
     return {
@@ -206,9 +292,8 @@ export class NewRunState {
     return {
       model: this.model,
       budgets: { ...(b.gpu !== null ? { gpu: b.gpu } : {}), ...(b.cpu !== null ? { cpu: b.cpu } : {}), ...(b.ssd !== null ? { ssd: b.ssd } : {}) },
-      ...(dirs.length === 1 ? { spillDir: dirs[0] } : dirs.length > 1 ? { spillDirs: dirs } : {}),
+      ...(dirs.length ? { spillDirs: dirs } : {}),
       masters,
-      precision: precisionOf(masters),
       updateOn: this.updateOn,
       batchSize: this.hyper.batchSize,
       maxLength: this.hyper.maxLength,
@@ -219,7 +304,8 @@ export class NewRunState {
 
   /** Whether the task template is one the backend accepts (classification needs two label words or more). */
   get templateComplete(): boolean {
-    return this.task !== 'classify' || this.labelWordList.length >= 2;
+    if (this.task === 'chat') return parseRoleMap(this.chat.roleMap).error === null;
+    return this.task !== 'classify' || (this.labelWordList.length >= 2 && this.labelMapParsed.error === null);
   }
 
   /** Plans the form with each precision (three requests): the chosen one is the plan shown, all three feed the comparison. */

@@ -3,9 +3,11 @@
 
 import type { ExportKind, RunStatus, RunSummary } from '../../../electron/common/contract.ts';
 import { app } from './app.svelte.ts';
-import type { Client } from '../lib/client.ts';
-import { describeError } from '../lib/client.ts';
+import type { Client } from '../../../electron/common/client.ts';
+import { describeError } from '../../../electron/common/client.ts';
+import { comparisonCsv, type ComparedRun, type XAxis } from '../lib/compare.ts';
 import { RunSeries } from '../lib/series.ts';
+import { ACTIVE } from './live.svelte.ts';
 
 export type SortKey = 'name' | 'status' | 'model' | 'dataset' | 'lastLoss' | 'lastAccuracy' | 'duration' | 'createdAt';
 
@@ -47,9 +49,13 @@ export class RunsState {
   selected = $state<string[]>([]);
   loading = $state(false);
   error = $state<string | null>(null);
-  /** Curves of the selected runs, loaded on demand for the overlay chart. */
-  overlay = $state<{ id: string; name: string; series: RunSeries }[]>([]);
+  /** The selected runs' curves and options, loaded on demand for the comparison. */
+  overlay = $state<ComparedRun[]>([]);
   overlayError = $state<string | null>(null);
+  /** Bumped when the compared curves change in place (smoothing). */
+  overlayVersion = $state(0);
+  compareSmoothing = $state(0.6);
+  compareAxis = $state<XAxis>('step');
 
   sorted = $derived(sortRuns(this.runs, this.sortKey, this.order));
 
@@ -82,6 +88,40 @@ export class RunsState {
     }
   }
 
+  /**
+   * Keeps the table live: steps and evaluations move a row's figures, a change of status its badge;
+   * a run that has ended is read again for its end time and final figures. Returns the unsubscribe.
+   */
+  listen(): () => void {
+    const c = this.#client();
+    const offs = [
+      c.on('stepMetrics', (m) => this.#patch(m.runId, (r) => (m.step >= r.stepsDone ? { stepsDone: m.step, lastLoss: Number.isFinite(m.loss) ? m.loss : r.lastLoss } : {}))),
+      c.on('evalMetrics', (e) => this.#patch(e.runId, () => (e.accuracy === null ? {} : { lastAccuracy: e.accuracy }))),
+      c.on('runStatus', (s) => {
+        if (!this.applyStatus(s.runId, s.status, s.stepsDone, s.error)) void this.refresh();
+        else if (!ACTIVE.includes(s.status)) void this.#reload(s.runId);
+      }),
+    ];
+    return () => offs.forEach((off) => off());
+  }
+
+  #patch(runId: string, change: (r: RunSummary) => Partial<RunSummary>): void {
+    const i = this.runs.findIndex((r) => r.id === runId);
+    if (i >= 0) this.runs[i] = { ...this.runs[i], ...change(this.runs[i]) };
+  }
+
+  async #reload(runId: string): Promise<void> {
+    try {
+      const d = await this.#client().call('getRun', { runId });
+      this.#patch(runId, () => ({
+        status: d.status, stepsDone: d.stepsDone, stepsPlanned: d.stepsPlanned, startedAt: d.startedAt, endedAt: d.endedAt,
+        lastLoss: d.lastLoss, lastAccuracy: d.lastAccuracy, error: d.error,
+      }));
+    } catch {
+      // Deleted meanwhile, or the backend is away: the next refresh shows what is there.
+    }
+  }
+
   /** Applies a status event to the row in place (the table stays live without refetching). */
   applyStatus(runId: string, status: RunStatus, stepsDone: number, error: string | null): boolean {
     const i = this.runs.findIndex((r) => r.id === runId);
@@ -102,13 +142,14 @@ export class RunsState {
     this.selected = this.selected.includes(id) ? this.selected.filter((x) => x !== id) : [...this.selected, id];
   }
 
-  async loadOverlay(smoothing: number): Promise<void> {
+  async loadOverlay(): Promise<void> {
     this.overlayError = null;
     try {
       const c = this.#client();
       this.overlay = await Promise.all(
-        this.selected.map(async (id) => {
-          const series = new RunSeries(smoothing);
+        this.selected.map(async (id): Promise<ComparedRun> => {
+          const detail = await c.call('getRun', { runId: id });
+          const series = new RunSeries(this.compareSmoothing);
           let since = -1;
           for (;;) {
             const page = await c.call('getMetrics', { runId: id, sinceStep: since, limit: 10_000 });
@@ -118,12 +159,23 @@ export class RunsState {
             if (!last || last.step >= page.latestStep) break;
             since = last.step;
           }
-          return { id, name: this.runs.find((r) => r.id === id)?.name ?? id, series };
+          return { id, name: detail.name, startedAt: detail.startedAt, options: detail.options, series };
         }),
       );
     } catch (e) {
       this.overlayError = describeError(e);
     }
+  }
+
+  setCompareSmoothing(weight: number): void {
+    this.compareSmoothing = weight;
+    for (const o of this.overlay) o.series.setSmoothing(weight);
+    this.overlayVersion++;
+  }
+
+  /** What the comparison shows, as CSV. */
+  comparisonCsv(): string {
+    return comparisonCsv(this.overlay);
   }
 
   async remove(id: string): Promise<void> {
@@ -140,8 +192,9 @@ export class RunsState {
     return r;
   }
 
-  async exportRun(id: string, kind: ExportKind, dest: string): Promise<{ path: string; bytes: number }> {
-    return this.#client().call('exportRun', { runId: id, kind, dest });
+  /** Without overwrite an existing destination is refused (CONFLICT, name DestinationExists): ask, then call again with it. */
+  async exportRun(id: string, kind: ExportKind, dest: string, overwrite = false): Promise<{ path: string; bytes: number }> {
+    return this.#client().call('exportRun', { runId: id, kind, dest, overwrite });
   }
 }
 

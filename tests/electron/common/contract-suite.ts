@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { SpillwayClient } from '../../../electron/common/client.js';
 import { SpillwayError, type StepMetric } from '../../../electron/common/contract.js';
 import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
+import { EventLog } from '../../helpers/events.js';
 import { FakeRuns } from './fake-runs.js';
 import { allBlocksOnSsdBudget } from './plan-budget.js';
 
@@ -23,15 +24,8 @@ export interface Backend {
 }
 export type BackendFactory = (services: SpillwayServices) => Promise<Backend>;
 
-export async function waitFor(cond: () => boolean, what = 'condition', timeoutMs = 3000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
+/** The SpillwayError a call rejects with (the test fails if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
   try {
     await p;
   } catch (e) {
@@ -41,7 +35,9 @@ async function rejection(p: Promise<unknown>): Promise<SpillwayError> {
   throw new Error('expected the call to reject');
 }
 
-const RUN_OPTIONS = { model: '/models/opt', train: '/data/train.jsonl', task: { kind: 'sst2' as const }, steps: 100 };
+/** A folder the fake runs name (it need not exist: the run supervisor is faked); the backend is told it is allowed. */
+const FAKE_ROOT = '/spillway-contract';
+const RUN_OPTIONS = { model: `${FAKE_ROOT}/models/opt`, train: `${FAKE_ROOT}/data/train.jsonl`, task: { kind: 'sst2' as const }, steps: 100 };
 
 export function contractSuite(transport: string, makeBackend: BackendFactory): void {
   describe(`contract over ${transport}`, () => {
@@ -82,7 +78,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
     beforeEach(async () => {
       runs = new FakeRuns();
-      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache') }));
+      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache'), access: { allow: [dataDir, MODELS_ROOT, FAKE_ROOT] } }));
       client = await backend.connect();
     });
     afterEach(async () => {
@@ -102,11 +98,10 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(r.unsupported).toEqual([]);
       });
 
-      it('lists the embedded demo, then the models of the settings when no roots are given', async () => {
-        const builtIn = (await client.call('listModels', {})).models;
-        expect(builtIn.map((m) => m.name)).toEqual(['spillway-demo']);
-        await client.call('updateSettings', { modelRoots: [MODELS_ROOT] });
-        expect((await client.call('listModels', {})).models.length).toBeGreaterThanOrEqual(6);
+      it('lists the embedded demo and the allowed folders\' models when no roots are given', async () => {
+        const names = (await client.call('listModels', {})).models.map((m) => m.name);
+        expect(names).toContain('spillway-demo');
+        expect(names).toEqual(expect.arrayContaining(['llama-tiny', 'opt-tiny']));
       });
 
       it('inspects a model', async () => {
@@ -165,6 +160,40 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(tight.errors.filter((e) => /does not fit maxLength 3/.test(e.message)).map((e) => e.line)).toEqual([1, 3, 6]);
       });
 
+      it('previews chat rows with the model\'s template: the trained replies marked, token counts, the fallback said', async () => {
+        // Inside the allowed data folder: the backend reads datasets only from folders it may read.
+        const dir = await mkdtemp(path.join(dataDir, 'chat-'));
+        const file = path.join(dir, 'chat.jsonl');
+        await writeFile(
+          file,
+          [
+            { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }, { role: 'user', content: 'bye' }, { role: 'assistant', content: 'ciao' }] },
+            { messages: [{ role: 'assistant', content: 'me first' }, { role: 'user', content: 'hi' }] },
+          ]
+            .map((r) => JSON.stringify(r))
+            .join('\n') + '\n',
+        );
+        const r = await client.call('previewDataset', { path: file, template: { kind: 'chat' }, model: DEMO_MODEL });
+        const first = r.rendered![0];
+        if (!first.ok || first.example.kind !== 'chat') throw new Error(`expected a rendered chat row, got ${JSON.stringify(first)}`);
+        expect(first.example).toMatchObject({ template: 'fallback', templateFile: null, messages: 4 });
+        const [seq] = first.example.sequences;
+        expect(seq.replies).toEqual([2, 4]);
+        expect(seq.pieces.filter((p) => p.trained).map((p) => p.text)).toEqual(['hello</s>\n\n', 'ciao</s>\n\n']);
+        expect(seq.pieces.map((p) => p.text).join('')).toBe('<s>### User:\nhi\n\n### Assistant:\nhello</s>\n\n### User:\nbye\n\n### Assistant:\nciao</s>\n\n');
+        expect(seq.tokens).toBe(seq.pieces.reduce((n, p) => n + p.tokens, 0));
+        expect(seq.trainedTokens).toBeGreaterThan(0);
+        expect(r.rendered![1]).toEqual({ ok: false, error: expect.stringMatching(/:2: field "messages": message 1 \(assistant\): the conversation must start with a user turn/) });
+        // Without a model the rows cannot be rendered: each says so.
+        const bare = await client.call('previewDataset', { path: file, template: { kind: 'chat' } });
+        expect(bare.rendered![0]).toEqual({ ok: false, error: expect.stringContaining('choose a model') });
+        // A check of every row lists the bad one with its line.
+        const check = await client.call('checkDataset', { path: file, model: DEMO_MODEL, template: { kind: 'chat' } });
+        expect(check).toMatchObject({ rows: 2, ok: 1, errorCount: 1 });
+        expect(check.errors).toEqual([{ line: 2, field: 'messages', message: expect.stringContaining('must start with a user turn') }]);
+        await rm(dir, { recursive: true, force: true });
+      });
+
       it('answers a dataset check on a model without a tokenizer, or a missing file, with BAD_REQUEST', async () => {
         const file = path.join(dataDir, 'train.jsonl');
         const e = await rejection(client.call('checkDataset', { path: file, model: path.join(MODELS_ROOT, 'opt-tiny'), template: { kind: 'sst2' } }));
@@ -177,7 +206,9 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         const p = await client.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), batchSize: 4, maxLength: 32 });
         const info = await client.call('inspectModel', { path: path.join(MODELS_ROOT, 'opt-tiny') });
         expect(p.strategy).toBe('all-resident');
-        expect(p.units.every((u) => u.home === 'cpu')).toBe(true);
+        // Every unit stays on the compute device, which is the CPU here: its memory is the CPU's.
+        expect(p.computeDevice).toBe('cpu');
+        expect(p.units.every((u) => u.home === 'device')).toBe(true);
         expect(p.breakdown.weights).toBe(4 * p.units.reduce((n, u) => n + u.parameters, 0));
         expect(p.units.reduce((n, u) => n + u.parameters, 0)).toBeLessThanOrEqual(info.parameterCount);
         expect(p.memory).toEqual({ gpu: 0, cpu: p.breakdown.weights + p.breakdown.workingCopies + p.breakdown.activations + (p.breakdown.runtime ?? 0), ssd: 0 });
@@ -195,7 +226,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
       it('plans bf16 masters: the same placement with half the streamed bytes, and says the read-ahead and the update choice', async () => {
         const spill = await mkdtemp(path.join(dataDir, 'spill-'));
-        const ask = { model: DEMO_MODEL, spillDir: spill, batchSize: 4, maxLength: 64 };
+        const ask = { model: DEMO_MODEL, spillDirs: [spill], batchSize: 4, maxLength: 64 };
         const resident = await client.call('plan', ask);
         expect(resident).toMatchObject({ strategy: 'all-resident', bytesPerParameter: 4, prefetch: 2, prefetchRequested: 2 });
         expect(resident.update).toMatchObject({ mode: 'auto', homeUnits: 0, deviceUnits: 0 });
@@ -215,8 +246,6 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(bf16.linkBytesPerStep.ssdRead).toBe(f32.linkBytesPerStep.ssdRead / 2);
         expect(bf16.memory.ssd).toBe(f32.memory.ssd / 2);
         expect(bf16.breakdown.runtime).toBeGreaterThan(0);
-        // `precision` (the planner's name) still works, and says the same as masters.
-        expect((await client.call('plan', { ...ask, budgets, precision: 'bf16' })).linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
         // The read-ahead asked for, and the depth the budget leaves (lowered with a note when short).
         for (const p of [f32, bf16]) {
           expect(p.prefetchRequested).toBe(2);
@@ -229,7 +258,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
         // Forced device updates, striped over two folders.
         const spill2 = await mkdtemp(path.join(dataDir, 'spill-'));
-        const striped = await client.call('plan', { ...ask, spillDir: undefined, spillDirs: [spill, spill2], budgets, masters: 'bf16', updateOn: 'device' });
+        const striped = await client.call('plan', { ...ask, spillDirs: [spill, spill2], budgets, masters: 'bf16', updateOn: 'device' });
         expect(striped.spillDirs).toEqual([spill, spill2]);
         expect(striped.ssd!.folders.map((f) => f.units)).toEqual([Math.ceil(streamed.length / 2), Math.floor(streamed.length / 2)]);
         const onSsd = striped.units.filter((u) => u.home === 'ssd');
@@ -238,6 +267,47 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(striped.update).toMatchObject({ mode: 'device', homeUnits: 0, deviceUnits: streamed.length });
         expect(striped.deviceUpdate).toEqual(striped.units.map((u) => u.home === 'ssd'));
         expect(striped.linkBytesPerStep.deviceToHost).toBe(bf16.linkBytesPerStep.hostToDevice);
+      });
+    });
+
+    describe('allowed folders', () => {
+      it('refuses paths outside the allowed folders with FORBIDDEN, naming the path and the folders', async () => {
+        const e = await rejection(client.call('previewDataset', { path: '/etc/passwd' }));
+        expect(e.code).toBe('FORBIDDEN');
+        expect(e.message).toMatch(/^the dataset \/etc\/passwd is outside the folders Spillway may read datasets from: .*\(command line\)/);
+        expect((await rejection(client.call('inspectModel', { path: '/usr' }))).code).toBe('FORBIDDEN');
+        expect((await rejection(client.call('startRun', { options: { ...RUN_OPTIONS, spillDirs: ['/var/tmp/spill'] } }))).code).toBe('FORBIDDEN');
+      });
+
+      it('lists the allowed folders, then a folder inside them; outside them it refuses', async () => {
+        const top = await client.call('listFolder', {});
+        expect(top.path).toBeNull();
+        expect(top.roots.map((r) => r.path)).toEqual(expect.arrayContaining([dataDir, MODELS_ROOT]));
+        const inside = await client.call('listFolder', { path: dataDir });
+        const known = new Set(['sub', 'eval.csv', 'notes.txt', 'train.jsonl']);
+        // Folders first, then files, each by name (other tests leave spill folders here too).
+        expect(inside.entries.filter((e) => known.has(e.name)).map((e) => `${e.type}:${e.name}`)).toEqual(['folder:sub', 'file:eval.csv', 'file:notes.txt', 'file:train.jsonl']);
+        expect(inside.entries.find((e) => e.name === 'train.jsonl')).toMatchObject({ path: path.join(dataDir, 'train.jsonl'), bytes: expect.any(Number), outside: false });
+        expect(inside.parent).toBeNull();
+        expect((await client.call('listFolder', { path: path.join(dataDir, 'sub') })).parent).toBe(dataDir);
+        expect((await rejection(client.call('listFolder', { path: '/' }))).code).toBe('FORBIDDEN');
+        expect((await rejection(client.call('listFolder', { path: path.join(dataDir, 'train.jsonl') }))).code).toBe('BAD_REQUEST');
+      });
+
+      it('checks the folders a settings change adds', async () => {
+        const notModel = await rejection(client.call('updateSettings', { modelRoots: [path.join(dataDir, 'sub')] }));
+        expect(notModel.code).toBe('BAD_REQUEST');
+        expect(notModel.message).toMatch(/sub holds no model \(.*config\.json/);
+        expect((await rejection(client.call('updateSettings', { modelRoots: [path.join(dataDir, 'nope')] }))).message).toMatch(/nope does not exist/);
+        const system = await rejection(client.call('updateSettings', { datasetRoots: ['/etc'] }));
+        expect(system).toMatchObject({ code: 'BAD_REQUEST', name: 'SystemFolder' });
+        expect((await rejection(client.call('updateSettings', { spillDir: '/' }))).message).toMatch(/contains \/etc/);
+        expect((await client.call('updateSettings', { modelRoots: [MODELS_ROOT], datasetRoots: [dataDir] })).datasetRoots).toEqual([dataDir]);
+      });
+
+      it('has no native dialogs outside the desktop app, and no notices from a fresh backend', async () => {
+        expect((await rejection(client.call('pickPath', { kind: 'datasets', mode: 'file' }))).code).toBe('UNAVAILABLE');
+        expect(await client.call('getNotices', {})).toEqual({ notices: [] });
       });
     });
 
@@ -257,7 +327,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await client.call('resumeRun', { runId: id })).status).toBe('running');
         expect((await rejection(client.call('deleteRun', { runId: id }))).code).toBe('CONFLICT');
         await client.call('stopRun', { runId: id, checkpoint: false });
-        expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: '/tmp/out' })).toEqual({ path: `/tmp/out/${id}-seed-log`, bytes: 42 });
+        expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: `${FAKE_ROOT}/out` })).toEqual({ path: `${FAKE_ROOT}/out/${id}-seed-log`, bytes: 42 });
         expect(await client.call('deleteRun', { runId: id })).toEqual({ deleted: true });
         const e = await rejection(client.call('getRun', { runId: id }));
         expect(e.code).toBe('NOT_FOUND');
@@ -324,17 +394,17 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       it('cancels a call: the caller gets CANCELLED and the service sees the abort', async () => {
         const ac = new AbortController();
         const pending = client.call('getRun', { runId: 'slow' }, { signal: ac.signal });
-        await waitFor(() => runs.slowGetRunCancelled === false, 'the slow call to arrive');
+        await runs.slowGetRun.first((s) => s === 'arrived');
         ac.abort();
         expect((await rejection(pending)).code).toBe('CANCELLED');
-        await waitFor(() => runs.slowGetRunCancelled === true, 'the service to see the abort');
+        await runs.slowGetRun.first((s) => s === 'cancelled');
         expect((await client.call('getSettings', {})).threads).toBe(0);
       });
     });
 
     describe('events', () => {
       it('pushes run status, step, eval, telemetry and log events', async () => {
-        const seen: string[] = [];
+        const seen = new EventLog<string>();
         client.on('runStatus', (s) => seen.push(`status:${s.status}`));
         client.on('stepMetrics', (m) => seen.push(`step:${m.step}`));
         client.on('evalMetrics', (m) => seen.push(`eval:${m.accuracy}`));
@@ -345,41 +415,41 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         runs.emitEval(id, 1, 0.5);
         runs.emit({ event: 'telemetry', payload: { at: 1, cpu: { utilization: 0.25 }, memory: null, disk: null, gpus: [], tiers: null } });
         runs.emit({ event: 'log', payload: { runId: id, level: 'info', message: 'hello', at: 1 } });
-        await waitFor(() => seen.length === 5, 'five events');
+        await seen.until((s) => s.length === 5);
         expect(seen).toEqual(['status:running', 'step:1', 'eval:0.5', 'telemetry:0.25', 'log:hello']);
       });
 
       it('drops events that break the contract and keeps delivering', async () => {
-        const steps: number[] = [];
+        const steps = new EventLog<number>();
         client.on('stepMetrics', (m) => steps.push(m.step));
         const { id } = await client.call('startRun', { options: RUN_OPTIONS });
         runs.emitRaw('stepMetrics', { runId: id, step: 'one' });
         runs.emitRaw('notAnEvent', {});
         runs.emitStep(id, 2);
-        await waitFor(() => steps.length > 0, 'a step');
+        await steps.until((s) => s.length > 0);
         expect(steps).toEqual([2]);
       });
 
       it('delivers one run to two clients watching it', async () => {
         const other = await connectAnother();
         const { id } = await client.call('startRun', { options: RUN_OPTIONS });
-        const a: number[] = [];
-        const b: number[] = [];
+        const a = new EventLog<number>();
+        const b = new EventLog<number>();
         await client.subscribe(id, -1, { onStep: (m) => a.push(m.step) });
         await other.subscribe(id, -1, { onStep: (m) => b.push(m.step) });
         for (let s = 1; s <= 3; s++) runs.emitStep(id, s);
-        await waitFor(() => a.length === 3 && b.length === 3, 'both clients to get three steps');
+        await Promise.all([a.until((s) => s.length === 3), b.until((s) => s.length === 3)]);
         expect(a).toEqual([1, 2, 3]);
         expect(b).toEqual([1, 2, 3]);
       });
 
       it('gives a subscriber that reconnects the steps it missed, then live ones, each once', async () => {
         const { id } = await client.call('startRun', { options: RUN_OPTIONS });
-        const first: StepMetric[] = [];
+        const first = new EventLog<StepMetric>();
         const off = await client.subscribe(id, -1, { onStep: (m) => first.push(m) });
         runs.emitStep(id, 1);
         runs.emitStep(id, 2);
-        await waitFor(() => first.length === 2, 'two steps');
+        await first.until((s) => s.length === 2);
         off();
         client.close();
         // Missed while disconnected:
@@ -387,9 +457,9 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         runs.emitStep(id, 4);
         runs.emitEval(id, 4, 0.9);
         const again = await connectAnother();
-        const steps: number[] = [];
+        const steps = new EventLog<number>();
         const evals: number[] = [];
-        const statuses: string[] = [];
+        const statuses = new EventLog<string>();
         await again.subscribe(id, first.at(-1)!.step, {
           onStep: (m) => steps.push(m.step),
           onEval: (m) => evals.push(m.step),
@@ -399,7 +469,7 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect(evals).toEqual([4]);
         runs.emitStep(id, 5);
         await again.call('stopRun', { runId: id });
-        await waitFor(() => steps.length === 3 && statuses.length === 1, 'the live step and status');
+        await Promise.all([steps.until((s) => s.length === 3), statuses.until((s) => s.length === 1)]);
         expect(steps).toEqual([3, 4, 5]);
         expect(statuses).toEqual(['stopped']);
       });
@@ -407,11 +477,11 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
       it('stops delivering after unsubscribe, and filters other runs out', async () => {
         const r1 = await client.call('startRun', { options: RUN_OPTIONS });
         const r2 = await client.call('startRun', { options: RUN_OPTIONS });
-        const got: string[] = [];
+        const got = new EventLog<string>();
         const off = await client.subscribe(r1.id, -1, { onStep: (m) => got.push(`${m.runId}:${m.step}`) });
         runs.emitStep(r2.id, 1);
         runs.emitStep(r1.id, 1);
-        await waitFor(() => got.length === 1, 'one step');
+        await got.until((s) => s.length === 1);
         off();
         runs.emitStep(r1.id, 2);
         await client.call('getSettings', {}); // a round trip: anything sent before it has arrived
@@ -426,7 +496,6 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
     it('is closed cleanly: a closed client answers DISCONNECTED', async () => {
       client.close();
-      await new Promise((r) => setTimeout(r, 20));
       const e = await rejection(client.call('getSettings', {}));
       expect(e.code).toBe('DISCONNECTED');
     });

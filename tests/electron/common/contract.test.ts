@@ -13,6 +13,8 @@ import {
   events,
   METHOD_CHANNELS,
   METHOD_NAMES,
+  RUN_METHOD_NAMES,
+  RunOptions,
   methods,
   parseEvent,
   parseParams,
@@ -20,7 +22,7 @@ import {
   SpillwayError,
   toWireError,
 } from '../../../electron/common/contract.js';
-import { toJsonValue, unavailableRunOperations, RUN_METHODS } from '../../../electron/services/api.js';
+import { toJsonValue, unavailableRunOperations } from '../../../electron/services/api.js';
 
 const COMMON = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../electron/common');
 
@@ -36,11 +38,11 @@ describe('contract', () => {
     expect(parseParams('listRuns', undefined)).toEqual({ sort: 'createdAt', order: 'desc', limit: 100, offset: 0 });
     expect(parseParams('getMetrics', { runId: 'r' })).toEqual({ runId: 'r', sinceStep: -1, limit: 10_000 });
     expect(parseParams('stopRun', { runId: 'r' })).toEqual({ runId: 'r', checkpoint: true });
-    expect(parseParams('plan', { model: '/m' })).toMatchObject({ budgets: {}, precision: 'f32', batchSize: 16 });
+    expect(parseParams('plan', { model: '/m' })).toMatchObject({ budgets: {}, batchSize: 16, maxLength: 256, updateOn: 'auto' });
   });
 
   it('carries a step\'s I/O per link (optional, for old rows and engines without tiers) and a run\'s plan', () => {
-    const step = { runId: 'r', step: 1, loss: 0.5, lossPlus: 0.6, lossMinus: 0.4, projectedGrad: 1, lr: 1e-3, stepMs: 12, tokensPerS: 100, skipped: false };
+    const step = { runId: 'r', step: 1, at: 1_700_000_000_000, loss: 0.5, lossPlus: 0.6, lossMinus: 0.4, projectedGrad: 1, lr: 1e-3, stepMs: 12, tokensPerS: 100, skipped: false };
     const io = { h2dBytes: 3166208, d2hBytes: 0, ssdReadBytes: 3178496, ssdWriteBytes: 3178496, waitMs: 13.8 };
     expect(parseEvent('stepMetrics', { ...step, io })).toEqual({ event: 'stepMetrics', payload: { ...step, io } });
     expect(parseEvent('stepMetrics', step)?.payload).toEqual(step);
@@ -67,15 +69,42 @@ describe('contract', () => {
     expect(methods.getRun.result.parse(detail).plan).toBeUndefined();
   });
 
-  it('plan requests take masters, an update mode and several spill folders (spillDir still works)', () => {
+  it('plan requests take masters, an update mode and several spill folders, and refuse a field they do not know', () => {
     expect(parseParams('plan', { model: '/m' })).toMatchObject({ updateOn: 'auto' });
     expect(parseParams('plan', { model: '/m' }).masters).toBeUndefined();
-    expect(parseParams('plan', { model: '/m', spillDir: '/s' })).toMatchObject({ spillDir: '/s' });
+    // One name per concept: spillDirs (one folder or several), masters (not the planner's old precision).
+    expect(() => parseParams('plan', { model: '/m', spillDir: '/s' })).toThrow(/spillDir/);
+    expect(() => parseParams('plan', { model: '/m', precision: 'f32' })).toThrow(/precision/);
     const p = parseParams('plan', { model: '/m', masters: 'bf16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'] });
     expect(p).toMatchObject({ masters: 'bf16', updateOn: 'device', spillDirs: ['/nvme0/spill', '/nvme1/spill'] });
     expect(() => parseParams('plan', { model: '/m', masters: 'f32' })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
     expect(() => parseParams('plan', { model: '/m', updateOn: 'gpu' })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
     expect(() => parseParams('plan', { model: '/m', spillDirs: [''] })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+  });
+
+  it('bounds every numeric run option where the engine does, for a run and for the settings, naming the field', () => {
+    const options = { model: '/m', train: '/d', task: { kind: 'sst2' } };
+    const refused = (method: 'startRun' | 'updateSettings', params: unknown) => {
+      try {
+        parseParams(method, params);
+      } catch (e) {
+        return e as SpillwayError;
+      }
+      throw new Error('accepted');
+    };
+    const e = refused('startRun', { options: { ...options, threads: 100_000 } });
+    expect(e.code).toBe('BAD_REQUEST');
+    expect(e.message).toMatch(/options\.threads: expected an integer from 0 to 1024, got 100000/);
+    expect(refused('updateSettings', { threads: 100_000 }).message).toMatch(/threads: expected an integer from 0 to 1024, got 100000/);
+    // The engine's own limit on perturbations (two hidden-state buffers each), not a looser one.
+    expect(refused('startRun', { options: { ...options, q: 65 } }).message).toMatch(/options\.q: expected an integer from 1 to 64, got 65/);
+    for (const [field, value] of [['steps', -1], ['batchSize', 0], ['evalFraction', 1], ['lr', -1], ['eps', 0], ['seed', 2 ** 53], ['maxLength', 0], ['writeBackEvery', 0], ['warmupSteps', 1e9], ['cpuMem', -1]] as const) {
+      expect(refused('startRun', { options: { ...options, [field]: value } }).message, field).toMatch(new RegExp(`options\\.${field}: `));
+    }
+    // What is in bounds passes, with the defaults filled: the trainer receives the whole options.
+    expect(parseParams('startRun', { options: { ...options, threads: 1024 } }).options).toMatchObject({ threads: 1024, steps: 1000, q: 1, batchSize: 16, zeroShot: true });
+    // A field the schema does not know is refused, not dropped (a misspelt option would take its default).
+    expect(refused('startRun', { options: { ...options, thread: 4 } }).message).toMatch(/thread/);
   });
 
   it('carries masters, the update mode and several spill folders in run options through to the trainer', () => {
@@ -149,9 +178,10 @@ describe('contract', () => {
     expect(ClientFrame.safeParse({ type: 'event', event: 'log' }).success).toBe(false);
   });
 
-  it('derives the WebSocket URL (token included) from the page URL', () => {
+  it('derives the WebSocket URL from the page URL: its token when it has one, else none (the session cookie goes along)', () => {
     expect(webSocketUrlFor('http://127.0.0.1:5123/?token=abc')).toBe('ws://127.0.0.1:5123/ws?token=abc');
     expect(webSocketUrlFor('https://host.example/app/?token=x&y=1')).toBe('wss://host.example/ws?token=x');
+    expect(webSocketUrlFor('http://127.0.0.1:5123/#/runs')).toBe('ws://127.0.0.1:5123/ws');
   });
 
   it('keeps electron/common free of Node, electron and ws imports', () => {
@@ -178,10 +208,10 @@ describe('services facade', () => {
   it('answers UNAVAILABLE for runs until the supervisor is wired in, and keeps settings in memory', async () => {
     const ops = unavailableRunOperations();
     const ctx = { signal: new AbortController().signal };
-    await expect(ops.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, ctx)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(ops.startRun({ options: RunOptions.parse({ model: '/m', train: '/t', task: { kind: 'text' } }) }, ctx)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     expect(await ops.listRuns({ sort: 'createdAt', order: 'desc', limit: 1, offset: 0 }, ctx)).toEqual({ runs: [], total: 0 });
     expect((await ops.updateSettings({ threads: 3 }, ctx)).threads).toBe(3);
     expect((await ops.getSettings({}, ctx)).threads).toBe(3);
-    expect(RUN_METHODS.every((m) => typeof ops[m] === 'function')).toBe(true);
+    expect(RUN_METHOD_NAMES.every((m) => typeof ops[m] === 'function')).toBe(true);
   });
 });

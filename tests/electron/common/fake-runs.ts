@@ -10,6 +10,7 @@ import {
   type Settings,
   type StepMetric,
 } from '../../../electron/common/contract.js';
+import { EventLog } from '../../helpers/events.js';
 import { defaultSettings, type EventListener, type RunOperations } from '../../../electron/services/api.js';
 
 interface FakeRun {
@@ -23,8 +24,8 @@ export class FakeRuns implements RunOperations {
   private nextId = 1;
   private settings: Settings = defaultSettings();
   shutdownCalls = 0;
-  /** Resolves the pending slow call (see `slowGetRun`). */
-  slowGetRunCancelled: boolean | null = null;
+  /** What became of the call for run 'slow', which never answers on its own: 'arrived', then 'cancelled' on abort. */
+  slowGetRun = new EventLog<'arrived' | 'cancelled'>();
   now = 1_700_000_000_000;
 
   emit(e: AnyEvent): void {
@@ -55,7 +56,7 @@ export class FakeRuns implements RunOperations {
 
   emitStep(runId: string, step: number, loss = 1 / (step + 1)): StepMetric {
     const r = this.get(runId);
-    const m: StepMetric = { runId, step, loss, lossPlus: loss + 0.01, lossMinus: loss - 0.01, projectedGrad: 0.5, lr: 1e-6, stepMs: 12, tokensPerS: 1000, skipped: false };
+    const m: StepMetric = { runId, step, at: this.now + step * 1000, loss, lossPlus: loss + 0.01, lossMinus: loss - 0.01, projectedGrad: 0.5, lr: 1e-6, stepMs: 12, tokensPerS: 1000, skipped: false };
     r.steps.push(m);
     r.detail.stepsDone = step;
     r.detail.lastLoss = loss;
@@ -65,7 +66,7 @@ export class FakeRuns implements RunOperations {
 
   emitEval(runId: string, step: number, accuracy: number): EvalMetric {
     const r = this.get(runId);
-    const m: EvalMetric = { runId, step, loss: 0.5, accuracy, examples: 10, evalMs: 5 };
+    const m: EvalMetric = { runId, step, at: this.now + step * 1000 + 500, loss: 0.5, accuracy, examples: 10, evalMs: 5 };
     r.detail.evals.push(m);
     r.detail.lastAccuracy = accuracy;
     this.emit({ event: 'evalMetrics', payload: m });
@@ -144,10 +145,10 @@ export class FakeRuns implements RunOperations {
   getRun: RunOperations['getRun'] = async ({ runId }, ctx) => {
     if (runId === 'slow') {
       // Never answers on its own: for cancellation tests.
-      this.slowGetRunCancelled = false;
+      this.slowGetRun.push('arrived');
       return new Promise<never>((_resolve, reject) => {
         ctx.signal.addEventListener('abort', () => {
-          this.slowGetRunCancelled = true;
+          this.slowGetRun.push('cancelled');
           reject(new Error('aborted'));
         });
       });

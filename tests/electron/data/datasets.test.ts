@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { asyncBufferFromFile, parquetMetadataAsync } from 'hyparquet';
 import { parquetWriteFile } from 'hyparquet-writer';
 import {
   DatasetError,
@@ -71,15 +72,21 @@ describe('JSONL', () => {
     expect(e.message).toMatch(/broken\.jsonl:3: invalid JSON: .+/);
   });
 
-  it('non-object lines and JSON arrays are rejected', async () => {
+  it('non-object lines are rejected; a file holding one JSON array is read element by element', async () => {
     const f = path.join(dir, 'scalar.jsonl');
     await writeFile(f, '{"a":1}\n42\n');
     const e = await errorOf(readAllRows(f));
     expect(e.line).toBe(2);
     expect(e.message).toMatch(/expected a JSON object/);
     const g = path.join(dir, 'array.json');
-    await writeFile(g, '[{"a":1}]\n');
-    expect((await errorOf(readAllRows(g))).message).toMatch(/JSON array/);
+    await writeFile(g, '\uFEFF [{"a":1},\n {"a": [2, {"b": "],"}]}]\n');
+    expect(await readAllRows(g)).toEqual([
+      { line: 1, values: { a: 1 } },
+      { line: 2, values: { a: [2, { b: '],' }] } },
+    ]);
+    const h = path.join(dir, 'nested.json');
+    await writeFile(h, '[[1, 2]]');
+    expect((await errorOf(readAllRows(h))).message).toBe(`${h}:1: expected a JSON object, got an array`);
   });
 });
 
@@ -190,6 +197,24 @@ describe('Parquet', () => {
     expect(p.columns).toEqual(['sentence', 'label', 'score']);
     expect(p.totalRows).toBe(n);
     expect(p.rows.map((r) => r.values.sentence)).toEqual(['sentence 0', 'sentence 1', 'sentence 2']);
+  });
+
+  it('reads files a real writer compressed with each codec (pyarrow: snappy, gzip, brotli, lz4, zstd)', async () => {
+    // Written by tests/fixtures/datasets/parquet/make_parquet.py, with the rows it wrote beside them.
+    const fixtures = path.resolve(import.meta.dirname, '../../fixtures/datasets/parquet');
+    const want = JSON.parse(await readFile(path.join(fixtures, 'rows.json'), 'utf8')) as { rows: Record<string, unknown>[] };
+    const codecs = { snappy: 'SNAPPY', gzip: 'GZIP', brotli: 'BROTLI', lz4: 'LZ4_RAW', zstd: 'ZSTD' };
+    for (const [name, codec] of Object.entries(codecs)) {
+      const f = path.join(fixtures, `${name}.parquet`);
+      const meta = await parquetMetadataAsync(await asyncBufferFromFile(f));
+      expect(meta.row_groups.length).toBeGreaterThan(1);
+      expect(meta.row_groups.flatMap((g) => g.columns.map((c) => c.meta_data?.codec))).toEqual(
+        Array(meta.row_groups.length * 3).fill(codec),
+      );
+      const rows = await readAllRows(f);
+      expect(rows.map((r) => r.values), name).toEqual(want.rows);
+      expect((await previewDataset(f, 2)).totalRows).toBe(want.rows.length);
+    }
   });
 
   it('a corrupt file gives a DatasetError naming it', async () => {

@@ -6,6 +6,7 @@ import {
   DatasetError,
   loadExamples,
   loadTokenizer,
+  readDataset,
   renderExample,
   tokenizeExample,
   tokenizeRows,
@@ -178,6 +179,26 @@ describe('tokenizeExample', () => {
       expect(e.message).toMatch(new RegExp(`^data/train\\.jsonl:12: field "${field}": `));
       expect(e.message).toMatch(re);
     }
+  });
+
+  it('takes labels that are words as the label words they name, and says how to map the others', async () => {
+    // The repository's own classify demo labels rows "negative" / "positive".
+    const demo = path.resolve(import.meta.dirname, '../../../resources/datasets/classify-demo.csv');
+    const words = [' positive', ' negative'];
+    const all = await loadExamples(demo, { kind: 'classify', labelWords: words }, gpt2);
+    const labels: unknown[] = [];
+    for await (const r of readDataset(demo)) labels.push(r.values.label);
+    expect(all.map((e) => words[e.label].trim())).toEqual(labels);
+    expect(new Set(labels)).toEqual(new Set(['negative', 'positive']));
+    // Case and surrounding spaces do not matter; integer labels still index the words.
+    const t: TaskTemplate = { kind: 'classify', labelWords: [' Bad', ' Good'] };
+    expect(tokenizeExample(row({ text: 'x', label: ' good ' }), t, gpt2).label).toBe(1);
+    expect(tokenizeExample(row({ text: 'x', label: 1 }), t, gpt2).label).toBe(1);
+    // A word that is not a label word: the error names the values it takes and the map that would fix it.
+    const e = await rowError(() => tokenizeExample(row({ text: 'x', label: 'negative' }, 3), t, gpt2, { file: 'd.csv' }));
+    expect(e.field).toBe('label');
+    expect(e.message).toContain('expected a label in {0, 1, "bad", "good"}, got string "negative"');
+    expect(e.message).toContain(`--label-map '{"negative": 0, …}'`);
   });
 
   it('configurable column names', () => {

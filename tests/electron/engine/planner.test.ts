@@ -4,9 +4,9 @@
 // derived here from the inputs.
 import { describe, expect, it } from 'vitest';
 
-import { ENGINE_RUNTIME_BYTES, activationBytes, forwardFlops, formatBytes, makePlan, parseBytes } from '../../../electron/engine/planner.js';
+import { ENGINE_RUNTIME_BYTES, activationBytes, forwardFlops, formatBytes, makePlan } from '../../../electron/engine/planner.js';
+import { parseBytes } from '../../../electron/common/format.js';
 import type { PlanInput, PlannerModel, PlannerRates } from '../../../electron/engine/planner.js';
-import { HOME } from '../../../electron/engine/native.js';
 
 const C = 64;
 const V = 100;
@@ -38,8 +38,8 @@ const base = (over: Partial<PlanInput> = {}): PlanInput => ({
   model: model(),
   computeDevice: 'gpu',
   budgets: {},
-  spillDir: '/spill',
-  precision: 'f32',
+  spillDirs: ['/spill'],
+  masters: 'fp32',
   batchSize: B,
   maxLength: T,
   rates: RATES,
@@ -67,7 +67,7 @@ describe('the planner', () => {
     const p = makePlan(base({ budgets: { device: fixed + L * blockBytes } }));
     expect(p.feasible).toBe(true);
     expect(p.count).toEqual({ device: L + 2, cpu: 0, ssd: 0 });
-    expect(p.homes.every((h) => h === HOME.device)).toBe(true);
+    expect(p.homes.every((h) => h === 'device')).toBe(true);
     // The engine process itself is the only CPU memory.
     expect(p.memory).toEqual({ device: fixed + L * blockBytes, cpu: ENGINE_RUNTIME_BYTES, ssd: 0 });
     expect(p.breakdown.activations).toBe(acts);
@@ -149,7 +149,7 @@ describe('the planner', () => {
     expect(p.shortfalls[0]).toContain(`needs ${formatBytes(need)}`);
     expect(p.shortfalls[0]).toContain(`short by ${formatBytes(need - device)}`);
 
-    const noSpill = makePlan(base({ budgets: { device: fixed + slots, cpu: ENGINE_RUNTIME_BYTES + blockBytes }, spillDir: null }));
+    const noSpill = makePlan(base({ budgets: { device: fixed + slots, cpu: ENGINE_RUNTIME_BYTES + blockBytes }, spillDirs: [] }));
     expect(noSpill.shortfalls.join(' ')).toContain(`SSD: ${L} blocks (${formatBytes(L * blockBytes)})`);
     expect(noSpill.shortfalls.join(' ')).toMatch(/no spill folder/);
 
@@ -191,7 +191,7 @@ describe('the planner', () => {
   it('plans bf16/fp16 masters at half the bytes of every streamed block on the CPU, the SSD and the links', () => {
     const budgets = { device: fixed + slots, cpu: ENGINE_RUNTIME_BYTES + 3 * blockBytes + blockBytes / 2 };
     const f32 = makePlan(base({ budgets }));
-    const bf16 = makePlan(base({ budgets, precision: 'bf16' }));
+    const bf16 = makePlan(base({ budgets, masters: 'bf16' }));
     expect(bf16.feasible).toBe(true);
     expect(bf16.bytesPerParameter).toBe(2);
     // Half-size buffers leave room for one more block on the CPU.
@@ -203,7 +203,7 @@ describe('the planner', () => {
     // Staging slots hold streamed blocks as stored: half the bytes too.
     expect(bf16.breakdown.stage).toBe(f32.breakdown.stage / 2);
     expect(bf16.notes.join(' ')).toMatch(/bf16 with stochastic rounding/);
-    const fp16 = makePlan(base({ budgets, precision: 'fp16' }));
+    const fp16 = makePlan(base({ budgets, masters: 'fp16' }));
     expect(fp16.linkBytesPerStep).toEqual(bf16.linkBytesPerStep);
   });
 
@@ -278,7 +278,7 @@ describe('the planner', () => {
     expect(p.memory.ssd).toBe(L * spillSlot);
     // One device: all the reads go through it, at its best measured rate.
     expect(p.times!.ssdReadMs).toBeCloseTo((1000 * L * blockBytes) / 3.2e9, 9);
-    expect(p.notes.join(' ')).toMatch(/same device .*does not add bandwidth/);
+    expect(p.notes.join(' ')).toMatch(/same filesystem .*does not add bandwidth/);
 
     // Two devices: the aggregate is the sum, and each device carries its half.
     const two = makePlan(base({ budgets: allSsd, spillDirs: ['/a', '/b'], spillInfo: [{ device: '2049' }, { device: '2065' }], rates: { ...RATES, spill } }));

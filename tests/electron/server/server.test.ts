@@ -10,16 +10,18 @@ import { WebSocket } from 'ws';
 import { connectWebSocket, SpillwayClient, webSocketUrlFor } from '../../../electron/common/client.js';
 import { MAX_FRAME_BYTES, SpillwayError, type ServerFrame } from '../../../electron/common/contract.js';
 import { exposureWarning, serveOptionsFromArgs, startServe } from '../../../electron/server/serve-command.js';
+import { hashPassword } from '../../../electron/server/auth.js';
 import { isLoopback, startServer, type RunningServer } from '../../../electron/server/server.js';
 import { CONTENT_SECURITY_POLICY } from '../../../electron/server/static.js';
 import { createServices } from '../../../electron/services/api.js';
+import { EventLog } from '../../helpers/events.js';
 import { FakeRuns } from '../common/fake-runs.js';
 import { wsFactory } from './ws-helpers.js';
 
 /** A raw `ws` socket that collects server frames. */
 async function rawSocket(url: string, headers: Record<string, string> = {}) {
   const ws = new WebSocket(url, { headers });
-  const frames: ServerFrame[] = [];
+  const frames = new EventLog<ServerFrame>();
   ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -27,11 +29,7 @@ async function rawSocket(url: string, headers: Record<string, string> = {}) {
     ws.once('error', reject);
   });
   const next = async (n: number) => {
-    const t0 = Date.now();
-    while (frames.length < n) {
-      if (Date.now() - t0 > 3000) throw new Error(`timed out waiting for frame ${n}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await frames.until((f) => f.length >= n);
     return frames[n - 1];
   };
   return { ws, frames, next };
@@ -75,31 +73,43 @@ describe('headless server', () => {
       expect((await fetch(`${base()}/assets/app.js`)).status).toBe(401);
     });
 
-    it('serves the page with the token, with the CSP, and remembers the token in a same-site cookie for assets', async () => {
-      const page = await fetch(server.url);
+    it('trades the token in the URL for an HttpOnly session cookie and sends the browser on without it', async () => {
+      const first = await fetch(`${server.url}&tab=2`, { redirect: 'manual' });
+      expect(first.status).toBe(302);
+      expect(first.headers.get('location')).toBe('/?tab=2');
+      const cookie = first.headers.get('set-cookie')!;
+      expect(cookie).toMatch(new RegExp(`^${server.sessionCookie}=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/$`));
+      expect(cookie).not.toContain(server.token);
+      const session = cookie.split(';')[0];
+      const page = await fetch(`${base()}/`, { headers: { cookie: session } });
       expect(page.status).toBe(200);
       expect(await page.text()).toContain('<title>gui</title>');
       expect(page.headers.get('content-security-policy')).toBe(CONTENT_SECURITY_POLICY);
       expect(page.headers.get('content-type')).toMatch(/^text\/html/);
-      const cookie = page.headers.get('set-cookie')!;
-      expect(cookie).toMatch(/HttpOnly/);
-      expect(cookie).toMatch(/SameSite=Strict/);
-      const asset = await fetch(`${base()}/assets/app.js`, { headers: { cookie: cookie.split(';')[0] } });
+      const asset = await fetch(`${base()}/assets/app.js`, { headers: { cookie: session } });
       expect(asset.status).toBe(200);
       expect(asset.headers.get('content-type')).toMatch(/^text\/javascript/);
+      // A made-up session, or another port's cookie name, opens nothing.
+      expect((await fetch(`${base()}/`, { headers: { cookie: `${server.sessionCookie}=${'a'.repeat(64)}` } })).status).toBe(401);
+      expect((await fetch(`${base()}/`, { headers: { cookie: `spillway-session-1=${session.split('=')[1]}` } })).status).toBe(401);
+    });
+
+    it('accepts the token in an Authorization header, for scripts', async () => {
+      expect((await fetch(`${base()}/`, { headers: { authorization: `token ${server.token}` } })).status).toBe(200);
+      expect((await fetch(`${base()}/`, { headers: { authorization: `token ${'0'.repeat(64)}` } })).status).toBe(401);
     });
 
     it('answers 404 outside the static folder and 405 for other methods', async () => {
-      const t = `?token=${server.token}`;
-      expect((await fetch(`${base()}/missing.js${t}`)).status).toBe(404);
-      expect((await fetch(`${base()}/..%2f..%2f..%2fetc%2fpasswd${t}`)).status).toBe(404);
-      expect((await fetch(`${base()}/%2e%2e/%2e%2e/etc/passwd${t}`)).status).toBe(404);
-      expect((await fetch(`${base()}/${t}`, { method: 'POST' })).status).toBe(405);
+      const h = { authorization: `token ${server.token}` };
+      expect((await fetch(`${base()}/missing.js`, { headers: h })).status).toBe(404);
+      expect((await fetch(`${base()}/..%2f..%2f..%2fetc%2fpasswd`, { headers: h })).status).toBe(404);
+      expect((await fetch(`${base()}/%2e%2e/%2e%2e/etc/passwd`, { headers: h })).status).toBe(404);
+      expect((await fetch(`${base()}/`, { method: 'POST', headers: h })).status).toBe(405);
     });
 
     it('serves a placeholder page when the GUI is not built', async () => {
       const bare = await startServer({ services: createServices({ runs }) });
-      const page = await fetch(bare.url);
+      const page = await fetch(`http://127.0.0.1:${bare.port}/`, { headers: { authorization: `token ${bare.token}` } });
       expect(page.status).toBe(200);
       expect(await page.text()).toContain('has not been built yet');
       await bare.close();
@@ -120,8 +130,8 @@ describe('headless server', () => {
       same.ws.close();
     });
 
-    it('accepts the token from the cookie the page set', async () => {
-      const cookie = (await fetch(server.url)).headers.get('set-cookie')!.split(';')[0];
+    it('accepts the session cookie the page was given', async () => {
+      const cookie = (await fetch(server.url, { redirect: 'manual' })).headers.get('set-cookie')!.split(';')[0];
       const s = await rawSocket(`ws://127.0.0.1:${server.port}/ws`, { cookie });
       s.ws.close();
     });
@@ -167,11 +177,9 @@ describe('headless server', () => {
     it('aborts the calls of a client that disconnects, and keeps serving the others', async () => {
       const s = await rawSocket(wsUrl());
       s.ws.send(JSON.stringify({ type: 'call', id: 1, method: 'getRun', params: { runId: 'slow' } }));
-      const t0 = Date.now();
-      while (runs.slowGetRunCancelled !== false && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+      await runs.slowGetRun.first((c) => c === 'arrived');
       s.ws.terminate();
-      while (runs.slowGetRunCancelled !== true && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
-      expect(runs.slowGetRunCancelled).toBe(true);
+      await runs.slowGetRun.first((c) => c === 'cancelled');
       const client = new SpillwayClient(await connectWebSocket(webSocketUrlFor(server.url), wsFactory));
       expect((await client.call('listRuns', {})).total).toBe(0);
       client.close();
@@ -200,22 +208,25 @@ describe('spillway serve', () => {
   it('prints the URL with the token, and stopping shuts the services down (runs checkpointed)', async () => {
     const runs = new FakeRuns();
     const lines: string[] = [];
-    const { server, stop } = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, createServices({ runs }), (l) => lines.push(l));
+    const { server, stop } = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, createServices({ runs, access: { allow: ['/spillway-test'] } }), (l) => lines.push(l));
     expect(lines[0]).toBe(`spillway: serving on ${server.url}`);
     expect(lines.join('\n')).toContain('placeholder');
     const client = new SpillwayClient(await connectWebSocket(webSocketUrlFor(server.url), wsFactory));
-    await client.call('startRun', { options: { model: '/m', train: '/t.jsonl', task: { kind: 'text' } } });
+    await client.call('startRun', { options: { model: '/spillway-test/m', train: '/spillway-test/t.jsonl', task: { kind: 'text' } } });
     await stop();
     await stop();
     expect(runs.shutdownCalls).toBe(1);
     expect((await client.call('getSettings', {}).catch((e: SpillwayError) => e.code))).toBe('DISCONNECTED');
   });
 
-  it('prints the exposure warning before the URL with --host', async () => {
+  it('refuses to listen beyond loopback without a password; with one, prints the warning, the URL and where to sign in', async () => {
+    const services = createServices({ runs: new FakeRuns() });
+    await expect(startServe({ host: '0.0.0.0', port: 0, staticDir: null }, services, () => {})).rejects.toThrow(/exposes Spillway to the network: set a password/);
     const lines: string[] = [];
-    const { stop } = await startServe({ host: '0.0.0.0', port: 0, staticDir: null }, createServices({ runs: new FakeRuns() }), (l) => lines.push(l));
+    const { stop } = await startServe({ host: '0.0.0.0', port: 0, staticDir: null }, services, (l) => lines.push(l), await hashPassword('correct horse'));
     expect(lines[0]).toMatch(/^warning:/);
     expect(lines[1]).toMatch(/^spillway: serving on http:\/\/0\.0\.0\.0:\d+\/\?token=[0-9a-f]{64}$/);
+    expect(lines[2]).toMatch(/^spillway: other machines sign in at http:\/\/0\.0\.0\.0:\d+\/login with the password$/);
     await stop();
   });
 });

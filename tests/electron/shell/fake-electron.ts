@@ -3,6 +3,7 @@
 // events, session, protocol, Menu and contextBridge. Payloads cross through
 // structuredClone, as they do over real IPC.
 import { EventEmitter } from 'node:events';
+import { EventLog } from '../../helpers/events.js';
 
 type MainHandler = (event: unknown, ...args: unknown[]) => unknown;
 
@@ -68,6 +69,8 @@ export const state = {
   singleInstanceLock: true,
   quitCalls: 0,
   quitted: false,
+  /** One entry per time the app quit: tests await it. */
+  quits: new EventLog<'quit'>(),
   exitCode: null as number | null,
   headersListener: null as null | ((details: { responseHeaders?: Record<string, string[]> }, cb: (r: { responseHeaders: Record<string, string[]> }) => void) => void),
   permissionHandler: null as null | ((wc: unknown, permission: string, cb: (granted: boolean) => void) => void),
@@ -76,6 +79,9 @@ export const state = {
   menu: null as unknown,
   /** The webContents the module-level ipcRenderer (used by preload.ts) speaks for. */
   currentRenderer: null as FakeWebContents | null,
+  /** What the next native dialogs answer (a path, or null: cancelled), and what they were asked. */
+  dialogAnswers: [] as (string | null)[],
+  dialogCalls: [] as { kind: 'open' | 'save'; parent: unknown; options: Record<string, unknown> }[],
 };
 
 class FakeApp extends EventEmitter {
@@ -86,7 +92,10 @@ class FakeApp extends EventEmitter {
     state.quitCalls++;
     let prevented = false;
     this.emit('before-quit', { preventDefault: () => (prevented = true) });
-    if (!prevented) state.quitted = true;
+    if (!prevented) {
+      state.quitted = true;
+      state.quits.push('quit');
+    }
   }
   exit(code: number): void {
     state.exitCode = code;
@@ -106,6 +115,7 @@ export function resetElectron(): void {
   state.singleInstanceLock = true;
   state.quitCalls = 0;
   state.quitted = false;
+  state.quits = new EventLog();
   state.exitCode = null;
   state.headersListener = null;
   state.permissionHandler = null;
@@ -113,6 +123,8 @@ export function resetElectron(): void {
   state.protocolHandlers.clear();
   state.menu = null;
   state.currentRenderer = null;
+  state.dialogAnswers = [];
+  state.dialogCalls = [];
   app.removeAllListeners();
 }
 
@@ -203,7 +215,24 @@ export const Menu = {
   },
 };
 
+/** The native dialogs, answering from state.dialogAnswers (two-argument form: parent window first). */
+export const dialog = {
+  async showOpenDialog(...args: unknown[]) {
+    const [parent, options] = args.length > 1 ? args : [null, args[0]];
+    state.dialogCalls.push({ kind: 'open', parent, options: options as Record<string, unknown> });
+    const answer = state.dialogAnswers.shift() ?? null;
+    return { canceled: answer === null, filePaths: answer === null ? [] : [answer] };
+  },
+  async showSaveDialog(...args: unknown[]) {
+    const [parent, options] = args.length > 1 ? args : [null, args[0]];
+    state.dialogCalls.push({ kind: 'save', parent, options: options as Record<string, unknown> });
+    const answer = state.dialogAnswers.shift() ?? null;
+    return { canceled: answer === null, filePath: answer ?? undefined };
+  },
+};
+
 export const electronModule = {
+  dialog,
   app,
   BrowserWindow: FakeBrowserWindow,
   ipcMain,

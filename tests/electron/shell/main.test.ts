@@ -1,16 +1,19 @@
 // The Electron shell's logic with `electron` mocked: window options,
 // single-instance lock, CSP, navigation and window-open blocking, the app://
-// protocol, IPC allow-list and sender check, and quitting with a checkpoint.
+// protocol, IPC allow-list and sender check, native dialogs that allow what
+// is picked, and quitting with a checkpoint.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 
 vi.mock('electron', async () => (await import('./fake-electron.js')).electronModule);
 
-import { CANCEL_CHANNEL, METHOD_CHANNELS, type CallOutcome } from '../../../electron/common/contract.js';
+import { CANCEL_CHANNEL, METHOD_CHANNELS, RunOptions, type CallOutcome } from '../../../electron/common/contract.js';
 import { APP_URL, menuTemplate, runApp, windowOptions } from '../../../electron/main.js';
 import { CONTENT_SECURITY_POLICY } from '../../../electron/server/static.js';
 import { createServices } from '../../../electron/services/api.js';
 import { FakeRuns } from '../common/fake-runs.js';
-import { waitFor } from '../common/contract-suite.js';
 import { app, FakeWebContents, fakeIpcRenderer, resetElectron, state } from './fake-electron.js';
 
 async function started(runs = new FakeRuns()) {
@@ -132,11 +135,12 @@ describe('IPC', () => {
   it('ignores cancel messages from unknown senders', async () => {
     const { runs, window, renderer } = await started();
     const pending = renderer.invoke(METHOD_CHANNELS.getRun, { id: 'c1', params: { runId: 'slow' } });
-    await waitFor(() => runs.slowGetRunCancelled === false, 'the slow call');
+    await runs.slowGetRun.first((c) => c === 'arrived');
     fakeIpcRenderer(new FakeWebContents(), APP_URL).send(CANCEL_CHANNEL, 'c1');
     fakeIpcRenderer(window.webContents, 'https://evil.example/').send(CANCEL_CHANNEL, 'c1');
-    await new Promise((r) => setTimeout(r, 20));
-    expect(runs.slowGetRunCancelled).toBe(false);
+    // A round trip: the cancels sent before it have been handled.
+    await renderer.invoke(METHOD_CHANNELS.getSettings, { id: 'c2', params: {} });
+    expect(runs.slowGetRun).not.toContain('cancelled');
     renderer.send(CANCEL_CHANNEL, 'c1');
     expect(await pending).toEqual({ ok: false, error: expect.objectContaining({ code: 'CANCELLED' }) });
   });
@@ -149,21 +153,56 @@ describe('IPC', () => {
   it('pushes events to the app window only', async () => {
     const { runs, window } = await started();
     const bystander = new FakeWebContents();
-    const { id } = await runs.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, { signal: new AbortController().signal });
+    const { id } = await runs.startRun({ options: RunOptions.parse({ model: '/m', train: '/t', task: { kind: 'text' } }) }, { signal: new AbortController().signal });
     runs.emitStep(id, 1);
     expect(window.webContents.sent.map((s) => s.channel)).toEqual(['spillway:event:runStatus', 'spillway:event:stepMetrics']);
     expect(bystander.sent).toEqual([]);
   });
 });
 
+describe('native dialogs', () => {
+  it('picking a file opens the system dialog over the window, and allows that file (and no other) from then on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spw-pick-'));
+    const picked = join(dir, 'picked.jsonl');
+    writeFileSync(picked, '{"sentence":"fine","label":1}\n');
+    writeFileSync(join(dir, 'beside.jsonl'), '{"sentence":"fine","label":1}\n');
+    // No services given: the app's own, with the native picker wired in.
+    expect(await runApp({ rendererDir: null, preload: '/p', log: () => {} })).toBe(true);
+    const window = state.windows[0];
+    const renderer = fakeIpcRenderer(window.webContents);
+    const call = async (method: keyof typeof METHOD_CHANNELS, params: unknown) => (await renderer.invoke(METHOD_CHANNELS[method], { id: String(Math.random()), params })) as CallOutcome;
+
+    expect(await call('previewDataset', { path: picked })).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+    state.dialogAnswers.push(picked);
+    const filters = [{ name: 'Datasets', extensions: ['jsonl', 'csv', 'parquet'] }];
+    expect(await call('pickPath', { kind: 'datasets', mode: 'file', title: 'Training data', filters })).toEqual({ ok: true, result: { path: picked } });
+    expect(state.dialogCalls[0]).toEqual({ kind: 'open', parent: window, options: { title: 'Training data', filters, properties: ['openFile'] } });
+    expect(await call('previewDataset', { path: picked })).toMatchObject({ ok: true, result: { rows: [{ line: 1 }] } });
+    expect(await call('previewDataset', { path: join(dir, 'beside.jsonl') })).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+  });
+
+  it('a cancelled dialog grants nothing; folders and save destinations use the matching dialogs', async () => {
+    expect(await runApp({ rendererDir: null, preload: '/p', log: () => {} })).toBe(true);
+    const renderer = fakeIpcRenderer(state.windows[0].webContents);
+    const call = async (params: unknown) => (await renderer.invoke(METHOD_CHANNELS.pickPath, { id: String(Math.random()), params })) as CallOutcome;
+    expect(await call({ kind: 'models', mode: 'folder' })).toEqual({ ok: true, result: { path: null } });
+    state.dialogAnswers.push('/tmp/out.csv');
+    expect(await call({ kind: 'export', mode: 'save', defaultPath: '/tmp/run.csv' })).toEqual({ ok: true, result: { path: '/tmp/out.csv' } });
+    expect(state.dialogCalls.map((c) => [c.kind, c.options.properties])).toEqual([
+      ['open', ['openDirectory', 'createDirectory']],
+      ['save', ['showOverwriteConfirmation', 'createDirectory']],
+    ]);
+  });
+});
+
 describe('quit', () => {
   it('stops runs with a checkpoint before quitting, once', async () => {
     const { runs } = await started();
-    const { id } = await runs.startRun({ options: { model: '/m', train: '/t', task: { kind: 'text' } } }, { signal: new AbortController().signal });
+    const { id } = await runs.startRun({ options: RunOptions.parse({ model: '/m', train: '/t', task: { kind: 'text' } }) }, { signal: new AbortController().signal });
     app.quit();
     expect(state.quitted).toBe(false);
     app.quit(); // a second request while shutting down waits for the same shutdown
-    await waitFor(() => state.quitted, 'the app to quit');
+    await state.quits.first(() => true);
     expect(runs.shutdownCalls).toBe(1);
     expect((await runs.getRun({ runId: id }, { signal: new AbortController().signal })).status).toBe('stopped');
   });
@@ -175,13 +214,13 @@ describe('quit', () => {
     };
     await started(runs);
     app.quit();
-    await waitFor(() => state.quitted, 'the app to quit');
+    await state.quits.first(() => true);
   });
 
   it('quits when the last window closes', async () => {
     await started();
     app.emit('window-all-closed');
-    await waitFor(() => state.quitted, 'the app to quit');
+    await state.quits.first(() => true);
   });
 });
 

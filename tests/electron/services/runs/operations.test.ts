@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { connectWebSocket, SpillwayClient, webSocketUrlFor } from '../../../../electron/common/client.js';
-import type { StepMetric } from '../../../../electron/common/contract.js';
 import { defaultServices, startServe } from '../../../../electron/server/serve-command.js';
+import { watchRun } from '../../../helpers/events.js';
 import { DEMO_DATA, DEMO_TOKENIZER_DIR, makeTinyLlama } from '../../../helpers/tiny-model.js';
 import { wsFactory } from '../../server/ws-helpers.js';
 import { allBlocksOnSsdBudget } from '../../common/plan-budget.js';
@@ -22,7 +22,7 @@ let url: string;
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'spw-ops-'));
   model = await makeTinyLlama(join(work, 'tiny'));
-  const served = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, defaultServices(join(work, 'data')), () => {});
+  const served = await startServe({ host: '127.0.0.1', port: 0, staticDir: null }, defaultServices(join(work, 'data'), { allow: [work] }), () => {});
   stop = served.stop;
   url = served.server.url;
 });
@@ -47,29 +47,21 @@ const options = (steps: number) => ({
   checkpointEvery: 5,
 });
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 describe('the backend over the contract', () => {
   it('runs, streams, stops, resumes, exports and deletes a run', async () => {
     const a = await client();
     const started = await a.call('startRun', { name: 'contract run', options: options(100_000) });
     expect(started.status).toBe('running');
-    const seen: StepMetric[] = [];
-    const unsubscribe = await a.subscribe(started.id, -1, { onStep: (m) => seen.push(m) });
-    await until('7 live steps', () => seen.length >= 7);
+    const watch = await watchRun(a, started.id, -1);
+    await watch.until('7 live steps', (w) => w.steps().length >= 7);
+    const seen = watch.steps();
     expect(seen.map((m) => m.step)).toEqual(seen.map((_, i) => i + 1));
 
     // A second client joining late catches up from step 3 and then follows live.
     const b = await client();
-    const late: StepMetric[] = [];
-    await b.subscribe(started.id, 3, { onStep: (m) => late.push(m) });
-    await until('6 steps for the late client', () => late.length >= 6);
+    const lateWatch = await watchRun(b, started.id, 3);
+    await lateWatch.until('6 steps for the late client', (w) => w.steps().length >= 6);
+    const late = lateWatch.steps();
     expect(late[0].step).toBe(4);
     expect(late.map((m) => m.step)).toEqual(late.map((_, i) => i + 4));
 
@@ -88,7 +80,9 @@ describe('the backend over the contract', () => {
 
     const resumed = await a.call('resumeRun', { runId: started.id });
     expect(resumed.status).toBe('running');
-    await until('2 steps after resume', async () => (await a.call('getMetrics', { runId: started.id, sinceStep: stepsAtStop })).steps.length >= 2);
+    const afterResume = await watchRun(a, started.id, stepsAtStop);
+    await afterResume.until('2 steps after resume', (w) => w.steps().length >= 2);
+    afterResume.off();
     await a.call('stopRun', { runId: started.id, checkpoint: true });
 
     const csv = join(work, 'metrics.csv');
@@ -101,7 +95,8 @@ describe('the backend over the contract', () => {
     await a.call('deleteRun', { runId: started.id });
     await expect(a.call('getRun', { runId: started.id })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     if (folder) expect(existsSync(folder)).toBe(false);
-    unsubscribe();
+    watch.off();
+    lateWatch.off();
     a.close();
     b.close();
   });
@@ -109,7 +104,7 @@ describe('the backend over the contract', () => {
   it('reports a run whose engine fails to start as failed with the reason', async () => {
     const a = await client();
     const r = await a.call('startRun', { options: { ...options(5), model: join(work, 'missing-model') } });
-    await until('the failed status', async () => (await a.call('getRun', { runId: r.id })).status === 'failed');
+    await (await watchRun(a, r.id, -1)).until('the failed status', (w) => w.status() === 'failed');
     const detail = await a.call('getRun', { runId: r.id });
     expect(detail.error).toMatch(/missing-model/);
     a.close();
@@ -119,12 +114,12 @@ describe('the backend over the contract', () => {
     const a = await client();
     const steps = async (extra: Record<string, unknown>) => {
       const r = await a.call('startRun', { options: { ...options(3), evalEvery: 0, zeroShot: false, ...extra } });
-      await until('the run to complete', async () => (await a.call('getRun', { runId: r.id })).status === 'completed');
+      await (await watchRun(a, r.id, -1)).until('the run to complete', (w) => w.status() === 'completed');
       return (await a.call('getMetrics', { runId: r.id, sinceStep: -1 })).steps.map((m) => [m.lossPlus, m.lossMinus]);
     };
     const resident = await steps({});
     expect(resident).toHaveLength(3);
-    expect(await steps({ offload: 'ssd', spillDir: work, writeBackEvery: 2 })).toEqual(resident);
+    expect(await steps({ offload: 'ssd', spillDirs: [work], writeBackEvery: 2 })).toEqual(resident);
     a.close();
   });
 
@@ -145,9 +140,9 @@ describe('the backend over the contract', () => {
     const onSsd = bf16.units.filter((u) => u.home === 'ssd').length;
     expect(onSsd).toBe(4);
 
-    const extra = { offload: 'auto' as const, cpuMem, spillDir: spill[0], spillDirs: spill, masters: 'bf16' as const, updateOn: 'device' as const };
+    const extra = { offload: 'auto' as const, cpuMem, spillDirs: spill, masters: 'bf16' as const, updateOn: 'device' as const };
     const r = await a.call('startRun', { options: { ...options(3), model, ...shape, evalEvery: 0, zeroShot: false, checkpointEvery: 0, ...extra } });
-    await until('the bf16 run to complete', async () => ['completed', 'failed'].includes((await a.call('getRun', { runId: r.id })).status), 120_000);
+    await (await watchRun(a, r.id, -1)).until('the bf16 run to end', (w) => ['completed', 'failed'].includes(w.status()));
     const detail = await a.call('getRun', { runId: r.id });
     expect(detail.error).toBeNull();
     expect(detail.status).toBe('completed');
@@ -166,7 +161,7 @@ describe('the backend over the contract', () => {
     // The engine cached its calibration in this backend's data folder: plans are now predicted.
     expect((await a.call('plan', { ...ask, masters: 'bf16' })).predictedStepMs).not.toBeNull();
     a.close();
-  }, 180_000);
+  });
 
   it("plans for the training data's mean tokens per example when the request names the dataset and task", async () => {
     const a = await client();
@@ -195,7 +190,7 @@ describe('the backend over the contract', () => {
     expect(bad.predictedStepMs).toBe(bare.predictedStepMs);
     expect(bad.notes.some((n) => /could not be tokenized/.test(n))).toBe(true);
     a.close();
-  }, 120_000);
+  });
 
   it('keeps settings in the store', async () => {
     const a = await client();

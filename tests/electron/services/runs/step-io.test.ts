@@ -10,8 +10,9 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { packBatch } from '../../../../electron/engine/batch.js';
 import { planFor } from '../../../../electron/engine/plan-result.js';
 import { batchIndices } from '../../../../electron/data/index.js';
-import { loadForTraining, runPlanSummary, stepIo } from '../../../../electron/engine/trainer.js';
+import { loadForTraining, stepIo } from '../../../../electron/engine/trainer.js';
 import type { StepEvent, TrainOptions } from '../../../../electron/engine/trainer.js';
+import type { RunPlan } from '../../../../electron/common/contract.js';
 import { RunSupervisor } from '../../../../electron/services/runs/index.js';
 import type { RunEvent } from '../../../../electron/services/runs/index.js';
 import { metricsCsv, CSV_HEADER } from '../../../../electron/services/runs/commands.js';
@@ -62,15 +63,15 @@ describe('step I/O', () => {
     const tiers = (h2d: number, d2h: number, r: number, w: number) =>
       ({ h2dBytes: h2d, d2hBytes: d2h, ssdReadBytes: r, ssdWriteBytes: w }) as Parameters<typeof stepIo>[0];
     expect(stepIo(tiers(10, 0, 100, 50), tiers(30, 4, 400, 50), { ioMs: 2.5 })).toEqual({
-      h2d_bytes: 20, d2h_bytes: 4, ssd_read_bytes: 300, ssd_write_bytes: 0, wait_ms: 2.5,
+      h2dBytes: 20, d2hBytes: 4, ssdReadBytes: 300, ssdWriteBytes: 0, waitMs: 2.5,
     });
-    expect(stepIo(tiers(10, 0, 100, 50), tiers(0, 0, 0, 0), { ioMs: -1 })).toEqual({ h2d_bytes: 0, d2h_bytes: 0, ssd_read_bytes: 0, ssd_write_bytes: 0, wait_ms: 0 });
+    expect(stepIo(tiers(10, 0, 100, 50), tiers(0, 0, 0, 0), { ioMs: -1 })).toEqual({ h2dBytes: 0, d2hBytes: 0, ssdReadBytes: 0, ssdWriteBytes: 0, waitMs: 0 });
     expect(stepIo(undefined, tiers(1, 1, 1, 1), { ioMs: 1 })).toBeUndefined();
   });
 
   it('a run with its blocks on the SSD reports each step\'s bytes per link, as the engine counts them, stored and served', async () => {
     const spill = mkdtempSync(join(work, 'spill-'));
-    const o = options({ offload: 'ssd', spillDir: spill });
+    const o = options({ offload: 'ssd', spillDirs: [spill] });
 
     // The engine's own counters across one step, in this process, with the trainer's loader and first batch.
     const loaded = await loadForTraining(o, () => {});
@@ -81,7 +82,7 @@ describe('step I/O', () => {
       const r = await loaded.engine.step(packBatch(idx.map((i) => loaded.train[i])), { seed: BigInt(o.seed), step: 0, q: o.q, lr: o.lr, eps: o.eps, weightDecay: 0, noise: o.noise });
       const after = loaded.engine.info().tiers;
       expect(after?.ssdReadBytes).toBeGreaterThan(before?.ssdReadBytes ?? 0);
-      expected = { h2d_bytes: 0, d2h_bytes: 0, ssd_read_bytes: 0, ssd_write_bytes: 0, wait_ms: 0, ...stepIo(before, after, r.times) };
+      expected = { h2dBytes: 0, d2hBytes: 0, ssdReadBytes: 0, ssdWriteBytes: 0, waitMs: 0, ...stepIo(before, after, r.times) };
     } finally {
       loaded.engine.close();
     }
@@ -93,21 +94,19 @@ describe('step I/O', () => {
     for (const e of steps) {
       expect(e.io, `step ${e.step}`).toBeDefined();
       // Every block is read from the SSD once a step (one visit for both perturbed passes).
-      expect(e.io?.ssd_read_bytes).toBe(expected?.ssd_read_bytes);
-      expect(e.io?.h2d_bytes).toBe(expected?.h2d_bytes);
-      expect(e.io?.ssd_read_bytes).toBeGreaterThan(0);
-      expect(e.io?.wait_ms).toBeGreaterThanOrEqual(0);
-      expect(e.io?.wait_ms).toBe(e.times.ioMs);
+      expect(e.io?.ssdReadBytes).toBe(expected?.ssdReadBytes);
+      expect(e.io?.h2dBytes).toBe(expected?.h2dBytes);
+      expect(e.io?.ssdReadBytes).toBeGreaterThan(0);
+      expect(e.io?.waitMs).toBeGreaterThanOrEqual(0);
+      expect(e.io?.waitMs).toBe(e.times.ioMs);
     }
     // Lazy write-back: nothing to write at the first step, every block after an update.
-    expect(steps[0].io?.ssd_write_bytes).toBe(expected?.ssd_write_bytes);
-    expect(steps[1].io?.ssd_write_bytes).toBe(steps[1].io?.ssd_read_bytes);
+    expect(steps[0].io?.ssdWriteBytes).toBe(expected?.ssdWriteBytes);
+    expect(steps[1].io?.ssdWriteBytes).toBe(steps[1].io?.ssdReadBytes);
 
     // Recorded as the events carried them, and served by the contract's operations.
     const stored = sup.getMetrics(id).steps;
-    expect(stored.map((s) => s.io)).toEqual(
-      steps.map((e) => ({ h2dBytes: e.io?.h2d_bytes, d2hBytes: e.io?.d2h_bytes, ssdReadBytes: e.io?.ssd_read_bytes, ssdWriteBytes: e.io?.ssd_write_bytes, waitMs: e.io?.wait_ms })),
-    );
+    expect(stored.map((s) => s.io)).toEqual(steps.map((e) => e.io));
     const ops = supervisorOperations(sup);
     const signal = new AbortController().signal;
     const page = await ops.getMetrics({ runId: id, sinceStep: -1, limit: 100 }, { signal });
@@ -117,8 +116,8 @@ describe('step I/O', () => {
     // The CSV export carries them in its last columns.
     const csv = metricsCsv(stored, []).trim().split('\n').map((l) => l.split(','));
     const col = (name: string) => CSV_HEADER.indexOf(name);
-    expect(csv[1][col('ssd_read_bytes')]).toBe(String(steps[0].io?.ssd_read_bytes));
-    expect(csv[1][col('io_wait_ms')]).toBe(String(steps[0].io?.wait_ms));
+    expect(csv[1][col('ssd_read_bytes')]).toBe(String(steps[0].io?.ssdReadBytes));
+    expect(csv[1][col('io_wait_ms')]).toBe(String(steps[0].io?.waitMs));
     expect(csv.every((r) => r.length === CSV_HEADER.length)).toBe(true);
   });
 
@@ -129,31 +128,32 @@ describe('step I/O', () => {
     const signal = new AbortController().signal;
     // The demo model: four blocks, so a budget half a block short of all-resident keeps one and spills three.
     const demo = DEMO_TOKENIZER_DIR;
-    const { id, events } = await run(sup, options({ model: demo, offload: 'auto', spillDir: spill, steps: 2, cpuMem: await budgetForSsd(demo, spill) }));
+    const { id, events } = await run(sup, options({ model: demo, offload: 'auto', spillDirs: [spill], steps: 2, cpuMem: await budgetForSsd(demo, spill) }));
     const start = events.find((e) => e.type === 'start');
     expect(start?.type === 'start' && start.plan).toBeTruthy();
-    const summary = (start as { plan: ReturnType<typeof runPlanSummary> }).plan;
+    const summary = (start as { plan: RunPlan }).plan;
     expect(summary.homes.ssd).toBeGreaterThan(0);
-    expect(summary.link_bytes.ssd_read).toBeGreaterThan(0);
+    expect(summary.linkBytes?.ssdRead).toBeGreaterThan(0);
     expect(sup.getRun(id)?.plan).toEqual(summary);
 
+    // The start event's plan is the contract's RunPlan as it is: getRun returns what the engine said.
     const detail = await ops.getRun({ runId: id }, { signal });
-    expect(detail.plan).toEqual(runPlanToContract(summary as unknown as Record<string, unknown>));
-    expect(detail.plan?.linkBytes?.ssdRead).toBe(summary.link_bytes.ssd_read);
+    expect(detail.plan).toEqual(summary);
+    expect(runPlanToContract(summary as unknown as Record<string, unknown>)).toEqual(summary);
     expect(detail.plan?.homes).toEqual(summary.homes);
 
     // Measured against planned: the engine reads each SSD block rounded up to its 4 KiB-aligned slot.
     const steps = sup.getMetrics(id).steps;
     for (const s of steps) {
-      expect(s.io?.ssdReadBytes).toBeGreaterThanOrEqual(summary.link_bytes.ssd_read);
-      expect(s.io?.ssdReadBytes).toBeLessThanOrEqual(summary.link_bytes.ssd_read + 4096 * summary.homes.ssd);
+      expect(s.io?.ssdReadBytes).toBeGreaterThanOrEqual(summary.linkBytes?.ssdRead as number);
+      expect(s.io?.ssdReadBytes).toBeLessThanOrEqual((summary.linkBytes?.ssdRead as number) + 4096 * summary.homes.ssd);
     }
   });
 });
 
 /** A CPU budget half a block under "everything resident": streaming adds a staging slot and an I/O buffer, so blocks go to the SSD. */
 async function budgetForSsd(model: string, spill: string): Promise<number> {
-  const { plan } = await planFor({ model, computeDevice: 'cpu', budgets: {}, spillDir: spill, batchSize: 4, maxLength: 64, dataDir: null, calibrate: 'cached' });
+  const { plan } = await planFor({ model, computeDevice: 'cpu', budgets: {}, spillDirs: [spill], batchSize: 4, maxLength: 64, dataDir: null, calibrate: 'cached' });
   const block = plan.units.find((u) => u.kind === 'block');
   return plan.memory.device + plan.memory.cpu - (block?.bytes ?? 0) / 2;
 }

@@ -6,12 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
+import { latestCheckpoint } from '../../../../electron/engine/trainer.js';
 import type { TrainOptions } from '../../../../electron/engine/trainer.js';
 import { RunSupervisor } from '../../../../electron/services/runs/index.js';
 import type { RunEvent } from '../../../../electron/services/runs/index.js';
 import { RunStore } from '../../../../electron/services/store/index.js';
 import { makeTinyLlama } from '../../../helpers/tiny-model.js';
 import { demoTrainOptions } from '../../../helpers/train-options.js';
+import { EventLog } from '../../../helpers/events.js';
 
 let work: string;
 let model: string;
@@ -39,16 +41,15 @@ function supervisor(dataDir = mkdtempSync(join(tmpdir(), 'spw-data-')), o: Param
   return s;
 }
 
-function until(events: RunEvent[], pred: (e: RunEvent) => boolean): Promise<RunEvent> {
-  return new Promise((resolve) => {
-    const t = setInterval(() => {
-      const hit = events.find(pred);
-      if (hit) {
-        clearInterval(t);
-        resolve(hit);
-      }
-    }, 2);
-  });
+/** The first event that satisfies `pred`; rejects when the run ends before it arrives. */
+function until(events: EventLog<RunEvent>, pred: (e: RunEvent) => boolean): Promise<void> {
+  return events.until(
+    (ev) => ev.some(pred),
+    (ev) => {
+      const last = ev.at(-1);
+      return last?.type === 'status' && last.status !== 'running' ? `the run ended (${last.status}: ${last.error}) first` : null;
+    },
+  );
 }
 
 const losses = (s: RunSupervisor, runId: string) => s.getMetrics(runId).steps.map((m) => [m.step, m.lossPlus, m.lossMinus]);
@@ -70,7 +71,7 @@ describe('RunSupervisor', () => {
     expect(done.error).toBeNull();
     expect(done.stepsDone).toBe(4);
     expect(done.endedAt).toBeGreaterThanOrEqual(done.startedAt as number);
-    expect(done.finalMetrics).toMatchObject({ steps: 4, skipped_steps: 0, out: join(run.folder, 'model') });
+    expect(done.finalMetrics).toMatchObject({ steps: 4, skippedSteps: 0, out: join(run.folder, 'model') });
 
     const types = mine.map((e) => e.type);
     expect(types).toEqual(['log', 'start', 'eval', 'step', 'step', 'eval', 'step', 'step', 'eval', 'log', 'done', 'status']);
@@ -96,7 +97,7 @@ describe('RunSupervisor', () => {
 
   it('stops cooperatively: status stopped, a checkpoint row, resumable', async () => {
     const sup = supervisor();
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     sup.subscribe('*', (e) => events.push(e));
     const run = await sup.start({ options: options({ steps: 100_000 }) });
     await until(events, (e) => e.type === 'step' && e.step >= 3);
@@ -126,7 +127,7 @@ describe('RunSupervisor', () => {
 
   it('kills an engine that ignores stop after the grace period, and records it as stopped', async () => {
     const sup = supervisor();
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     sup.subscribe('*', (e) => events.push(e));
     const run = await sup.start({ options: options({ steps: 100_000 }) });
     await until(events, (e) => e.type === 'step');
@@ -145,7 +146,7 @@ describe('RunSupervisor', () => {
     const whole = await sup.start({ name: 'whole', options: o, saveModel: false });
     await sup.waitFor(whole.id);
 
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     const run = await sup.start({ name: 'victim', options: o });
     sup.subscribe(run.id, (e) => {
       events.push(e);
@@ -159,8 +160,11 @@ describe('RunSupervisor', () => {
     expect(sup.store.db.pragma('integrity_check', { simple: true })).toBe('ok');
     expect(sup.getRun(whole.id)?.status).toBe('completed');
 
+    // The kill lands while the engine runs on: it resumes from the newest checkpoint on disk (step 4 or later).
+    const newest = (await latestCheckpoint(join(run.folder, 'checkpoints'))) as string;
+    expect(Number(/step-(\d+)$/.exec(newest)?.[1])).toBeGreaterThanOrEqual(4);
     const resumed = await sup.resume(run.id);
-    expect(resumed).toMatchObject({ id: run.id, status: 'running', error: null, resumedFrom: join(run.folder, 'checkpoints', 'step-00000004') });
+    expect(resumed).toMatchObject({ id: run.id, status: 'running', error: null, resumedFrom: newest });
     const after = await sup.waitFor(run.id);
     expect(after.error).toBeNull();
     expect(after.status).toBe('completed');
@@ -187,7 +191,7 @@ describe('RunSupervisor', () => {
     store.close();
 
     const sup = supervisor(dataDir);
-    const events: RunEvent[] = [];
+    const events = new EventLog<RunEvent>();
     sup.subscribe('*', (e) => events.push(e));
     const recovered = sup.recover();
     expect(recovered.map((r) => r.id)).toEqual(['orphan']);
@@ -217,7 +221,9 @@ describe('RunSupervisor', () => {
 
   it('refuses invalid options before creating a run', async () => {
     const sup = supervisor();
-    await expect(sup.start({ options: options({ steps: -1 }) })).rejects.toThrow(/steps must be/);
+    await expect(sup.start({ options: { ...options(), steps: -1 } })).rejects.toThrow(/steps: expected an integer from 0 to 100000000, got -1/);
+    // The bounds are the engine's: q above what it accepts is refused here, before the model loads.
+    await expect(sup.start({ options: { ...options(), q: 65 } })).rejects.toThrow(/q: expected an integer from 1 to 64, got 65/);
     expect(sup.listRuns()).toEqual([]);
   });
 });

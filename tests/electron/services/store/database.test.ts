@@ -1,12 +1,17 @@
 // Opening the store: migrations from every earlier version, a newer file
-// refused, a corrupt file moved aside, WAL and foreign keys on.
+// refused, a file that is not a database moved aside, WAL and foreign keys on
+// (damage to real database files: damage.test.ts).
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 
+import { RunPlan, TrainOptions } from '../../../../electron/common/contract.js';
 import { databaseFile } from '../../../../electron/services/paths.js';
+import { supervisorOperations } from '../../../../electron/services/runs/operations.js';
+import { salvage } from '../../../../electron/services/store/recover.js';
+import { RunSupervisor } from '../../../../electron/services/runs/supervisor.js';
 import { DatabaseTooNewError, MIGRATIONS, RunStore, SCHEMA_VERSION, openDatabase, schemaVersion } from '../../../../electron/services/store/index.js';
 
 const tempDir = () => mkdtempSync(join(tmpdir(), 'spw-store-'));
@@ -82,10 +87,97 @@ describe('openDatabase', () => {
     const io = { h2dBytes: 3166208, d2hBytes: 0, ssdReadBytes: 3178496, ssdWriteBytes: 3178496, waitMs: 8.5 };
     store.insertStepMetrics('r2', [{ step: 2, time: 3, loss: 0.4, lossPlus: 0.5, lossMinus: 0.3, projectedGrad: 1, lr: 0.001, stepMs: 11, tokensPerS: 110, skipped: false, seed: '8', io }]);
     expect(store.getMetrics('r2', 1).steps[0].io).toEqual(io);
-    const plan = { homes: { device: 2, cpu: 0, ssd: 4 }, predicted_step_ms: 20, floor_ms: 12, bound: 'ssd-read' };
+    const plan = { homes: { device: 2, cpu: 0, ssd: 4 }, predictedStepMs: 20, floorMs: 12, bound: 'ssd-read' };
     expect(store.updateRun('r2', { plan }).plan).toEqual(plan);
     expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
     store.close();
+  });
+
+  it('version 4 gives runs written before it the one spelling: camelCase final metrics and plan, spillDirs', async () => {
+    // The three JSON columns exactly as Spillway at schema version 3 wrote them for a run placed by the
+    // planner (`spillway train --cpu-mem 150MB --spill DIR --json`, commit 8f159cd).
+    const config = {
+      options: {
+        evalFraction: 0.1, steps: 2, batchSize: 4, lr: 0.0003, eps: 0.001, weightDecay: 0, q: 1, schedule: 'constant', warmupSteps: 0, noise: 'gaussian',
+        seed: 0, evalEvery: 25, evalMax: 4, threads: 0, zeroShot: true, model: '/m/spillway-demo', train: '/d/train.jsonl', eval: '/d/eval.jsonl',
+        task: { kind: 'sst2', labelWords: [' terrible', ' great'] }, maxLength: 64, checkpointDir: '/data/runs/r3/checkpoints', offload: 'auto',
+        cpuMem: 150000000, spillDir: '/nvme/spill', checkpointEvery: 100,
+      },
+      ownModelFolder: false,
+    };
+    const finalMetrics = {
+      steps: 2, final_loss: 0.8486711093225512,
+      eval: { type: 'eval', step: 2, loss: 0.6038100470446662, accuracy: 0.5, examples: 4, eval_ms: 8 },
+      zero_shot: { type: 'eval', step: 0, loss: 0.6066907513425626, accuracy: 0.5, examples: 4, eval_ms: 10 },
+      skipped_steps: 0, out: null, wall_s: 3.254,
+    };
+    const plan = {
+      homes: { device: 2, cpu: 0, ssd: 4 }, predicted_step_ms: 56.5, floor_ms: 50.25, bound: 'ssd-read',
+      link_bytes: { h2d: 3166208, d2h: 0, ssd_read: 3178496, ssd_write: 1589248 }, link_ms: { h2d: 1, d2h: 0, ssd_read: 50.25, ssd_write: 25 }, io_wait_ms: 3.5,
+    };
+    const dir = tempDir();
+    const old = openDatabase(databaseFile(dir), { migrations: MIGRATIONS.slice(0, 3) }).db;
+    expect(schemaVersion(old)).toBe(3);
+    const insert = old.prepare(
+      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, steps_planned, folder, owner_pid, final_metrics, plan)
+       VALUES (?, 'v3 run', '/m', '/d.jsonl', 'sst2', ?, 'completed', 1, 2, '/runs/r3', NULL, ?, ?)`,
+    );
+    insert.run('r3', JSON.stringify(config), JSON.stringify(finalMetrics), JSON.stringify(plan));
+    // A run that had not finished (no final metrics, no plan), with both spill fields: spillDirs wins.
+    insert.run('r3-open', JSON.stringify({ options: { spillDir: '/a', spillDirs: ['/a', '/b'] } }), null, null);
+    // The old contract took any thread count; today's bound is 1024.
+    insert.run('r3-threads', JSON.stringify({ ...config, options: { ...config.options, threads: 100_000 } }), null, null);
+    old.close();
+
+    const store = RunStore.open(dir);
+    expect(schemaVersion(store.db)).toBe(SCHEMA_VERSION);
+    const r = store.getRun('r3')!;
+    expect(r.finalMetrics).toEqual({
+      steps: 2, finalLoss: 0.8486711093225512,
+      eval: { type: 'eval', step: 2, loss: 0.6038100470446662, accuracy: 0.5, examples: 4, evalMs: 8 },
+      zeroShot: { type: 'eval', step: 0, loss: 0.6066907513425626, accuracy: 0.5, examples: 4, evalMs: 10 },
+      skippedSteps: 0, out: null, wallS: 3.254,
+    });
+    // The plan reads as the contract's RunPlan, the shape new runs store.
+    expect(RunPlan.parse(r.plan)).toEqual({
+      homes: { device: 2, cpu: 0, ssd: 4 }, predictedStepMs: 56.5, floorMs: 50.25, bound: 'ssd-read',
+      linkBytes: { hostToDevice: 3166208, deviceToHost: 0, ssdRead: 3178496, ssdWrite: 1589248 },
+      linkMs: { hostToDevice: 1, deviceToHost: 0, ssdRead: 50.25, ssdWrite: 25 }, ioWaitMs: 3.5,
+    });
+    const { spillDir: _gone, ...rest } = config.options;
+    expect(r.config).toEqual({ ...config, options: { ...rest, spillDirs: ['/nvme/spill'] } });
+    // The stored options are run options again: they parse, as a resume reads them.
+    expect(TrainOptions.parse((r.config as { options: unknown }).options).spillDirs).toEqual(['/nvme/spill']);
+    expect(store.getRun('r3-open')).toMatchObject({ config: { options: { spillDirs: ['/a', '/b'] } }, finalMetrics: null, plan: null });
+    expect((store.getRun('r3-open')!.config as { options: object }).options).not.toHaveProperty('spillDir');
+    expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
+
+    // The API shows them as it shows new runs: the options (an out-of-bound value as its default), the plan.
+    const sup = new RunSupervisor({ store, dataDir: dir });
+    const ops = supervisorOperations(sup);
+    const ctx = { signal: new AbortController().signal };
+    const detail = await ops.getRun({ runId: 'r3' }, ctx);
+    expect(detail.options).toMatchObject({ spillDirs: ['/nvme/spill'], offload: 'auto', cpuMem: 150000000, threads: 0 });
+    expect(detail.plan).toMatchObject({ predictedStepMs: 56.5, linkBytes: { ssdRead: 3178496 } });
+    expect((await ops.getRun({ runId: 'r3-threads' }, ctx)).options).toMatchObject({ threads: 0, steps: 2, batchSize: 4 });
+    await sup.close();
+
+    // Salvaging a damaged file copies its rows into a fresh one at the latest version: rows of a
+    // version-3 file take today's spelling there too.
+    const v3 = openDatabase(databaseFile(tempDir()), { migrations: MIGRATIONS.slice(0, 3) }).db;
+    v3.prepare(
+      `INSERT INTO runs (id, name, model, dataset, task, config, status, created_at, steps_planned, folder, owner_pid, final_metrics, plan)
+       VALUES ('r3', 'v3 run', '/m', '/d.jsonl', 'sst2', ?, 'completed', 1, 2, '/runs/r3', NULL, ?, ?)`,
+    ).run(JSON.stringify(config), JSON.stringify(finalMetrics), JSON.stringify(plan));
+    const fresh = openDatabase(databaseFile(tempDir())).db;
+    fresh.pragma('foreign_keys = OFF');
+    salvage(v3, fresh, tempDir());
+    const row = fresh.prepare('SELECT config, final_metrics, plan FROM runs WHERE id = ?').get('r3') as { config: string; final_metrics: string; plan: string };
+    expect(JSON.parse(row.final_metrics)).toMatchObject({ finalLoss: 0.8486711093225512, skippedSteps: 0, wallS: 3.254 });
+    expect(RunPlan.parse(JSON.parse(row.plan)).linkBytes).toEqual({ hostToDevice: 3166208, deviceToHost: 0, ssdRead: 3178496, ssdWrite: 1589248 });
+    expect(JSON.parse(row.config).options.spillDirs).toEqual(['/nvme/spill']);
+    v3.close();
+    fresh.close();
   });
 
   it('refuses a database written by a newer Spillway and leaves it untouched', () => {
@@ -110,7 +202,7 @@ describe('openDatabase', () => {
     writeFileSync(file, garbage);
     const store = RunStore.open(dir);
     expect(store.notices).toHaveLength(1);
-    expect(store.notices[0]).toMatch(/could not be read .* moved aside to .*spillway\.db\.corrupt-\d{4}-\d\d-\d\dT/);
+    expect(store.notices[0]).toMatch(/is damaged \(file is not a database\); it was moved aside to .*spillway\.db\.corrupt-\d{4}-\d\d-\d\dT.* \(not readable at all\) and a new database was made from what could still be read: no rows could be read$/);
     const aside = readdirSync(dir).filter((n) => n.startsWith('spillway.db.corrupt-'));
     expect(aside).toHaveLength(1);
     expect(readFileSync(join(dir, aside[0])).equals(garbage)).toBe(true);

@@ -20,15 +20,19 @@ const step = (n: number, loss = 1 / n): StepMetric => ({
 const count = (store: RunStore, table: string) => (store.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
 
 describe('RunStore', () => {
-  it('creates, finds by prefix, updates and lists runs as plain objects', () => {
+  it('creates, finds by any part of the id, updates and lists runs as plain objects', () => {
     const store = open();
     newRun(store, '20250101-000000-aaaa');
     newRun(store, '20250101-000000-bbbb');
     expect(store.findRun('20250101-000000-a').id).toBe('20250101-000000-aaaa');
-    expect(() => store.findRun('20250101')).toThrow(/matches several runs/);
-    expect(() => store.findRun('nope')).toThrow(/no run with id nope/);
-    const r = store.updateRun('20250101-000000-aaaa', { status: 'completed', finalMetrics: { final_loss: 0.25 }, endedAt: 7 });
-    expect(r).toMatchObject({ status: 'completed', finalMetrics: { final_loss: 0.25 }, endedAt: 7, config: { options: { steps: 5 } } });
+    // The random tail alone is enough (what a person remembers of an id), or any other part only one id has.
+    expect(store.findRun('bbbb').id).toBe('20250101-000000-bbbb');
+    expect(store.findRun('0-aa').id).toBe('20250101-000000-aaaa');
+    // Several: the message lists them, so the person can pick.
+    expect(() => store.findRun('20250101')).toThrow(/"20250101" is in 2 run ids: 20250101-000000-bbbb .*20250101-000000-aaaa .*give more/);
+    expect(() => store.findRun('nope')).toThrow(/no run with id "nope" or containing it/);
+    const r = store.updateRun('20250101-000000-aaaa', { status: 'completed', finalMetrics: { finalLoss: 0.25 }, endedAt: 7 });
+    expect(r).toMatchObject({ status: 'completed', finalMetrics: { finalLoss: 0.25 }, endedAt: 7, config: { options: { steps: 5 } } });
     expect(structuredClone(r)).toEqual(r);
     expect(store.listRuns()).toHaveLength(2);
     store.close();
@@ -42,7 +46,7 @@ describe('RunStore', () => {
     store.insertStepMetrics('run-a', [step(1), { ...step(2), io }, { ...step(3), io: null }, { ...step(4), io: { ...io, ssdReadBytes: 12.6, waitMs: NaN } }]);
     const rows = store.getMetrics('run-a').steps;
     expect(rows.map((r) => r.io)).toEqual([null, io, null, { ...io, ssdReadBytes: 13, waitMs: 0 }]);
-    const plan = { homes: { device: 2, cpu: 1, ssd: 3 }, predicted_step_ms: 40, floor_ms: 25, bound: 'ssd-read', link_bytes: { h2d: 1, d2h: 0, ssd_read: 1, ssd_write: 0.5 }, link_ms: null, io_wait_ms: 3 };
+    const plan = { homes: { device: 2, cpu: 1, ssd: 3 }, predictedStepMs: 40, floorMs: 25, bound: 'ssd-read', linkBytes: { hostToDevice: 1, deviceToHost: 0, ssdRead: 1, ssdWrite: 0.5 }, linkMs: null, ioWaitMs: 3 };
     expect(store.updateRun('run-a', { plan }).plan).toEqual(plan);
     expect(store.updateRun('run-a', { plan: null }).plan).toBeNull();
     store.close();

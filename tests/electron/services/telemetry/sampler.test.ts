@@ -39,7 +39,7 @@ describe('Sampler', () => {
     });
     sampler.start({ intervalMs: 1000, spillDir: dir, enginePid: child.pid });
     sampler.recordStep({ step: 1, phaseMs: { forwardMs: 10, totalMs: 12 } });
-    sampler.recordStep(stepTimesFromEvent({ step: 2, step_ms: 13 }));
+    sampler.recordStep(stepTimesFromEvent({ step: 2, stepMs: 13 }));
     await new Promise((r) => setTimeout(r, 2500));
     sampler.stop();
     const after = samples.length;

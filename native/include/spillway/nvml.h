@@ -1,5 +1,6 @@
-// GPU telemetry through NVML, loaded at run time with dlopen (no link-time dependency):
-// a machine without the NVIDIA driver reports state "absent", never an error.
+// NVML, loaded at run time with dlopen (no link-time dependency), once per process for both
+// of its users: GPU telemetry (a machine without the NVIDIA driver reports state "absent",
+// never an error) and the CUDA backend's free-memory figure.
 #pragma once
 
 #include <string>
@@ -30,5 +31,9 @@ struct NvmlReport {
 // Thread-safe; loads and initialises NVML once per process. Blocks ~40 ms per device
 // (the PCIe counters), so callers run it off the JavaScript thread.
 NvmlReport nvml_sample();
+
+// Free memory of the GPU at this PCI bus id ("0000:65:00.0"), bytes; -1 when NVML cannot say.
+// What the CUDA backend reports beside an allocation that failed (cudaMemGetInfo needs a context).
+long long nvml_free_bytes(const char* pci_bus_id);
 
 }  // namespace spw

@@ -1,0 +1,305 @@
+// The run options, once: one zod schema that the CLI parses its flags into,
+// the API validates startRun with, the supervisor stores, and the engine host
+// and the trainer receive. Each field carries its bounds (what the engine
+// accepts), its default, and its CLI flag and help line (the `flags`
+// registry), so that a new option is written here and nowhere else: the
+// CLI's flag and help, the GUI's contract, the stored options and the
+// trainer's input follow from it.
+//
+// Also the one spelling of each concept the options, the planner and the
+// engine share: master precision (Masters), the home tier of a unit (Home),
+// noise, schedule, update mode and offload.
+//
+// No Node imports: the renderer loads this file.
+
+import { z } from 'zod';
+
+// ---------------------------------------------------------------------------
+// Names
+
+/** Precision of the masters: float32, or bfloat16 / float16 with stochastic rounding of every update. */
+export const Masters = choice(['fp32', 'bf16', 'fp16'], 'master precision');
+/** Where a unit's master lives between its visits to the compute device. */
+export const Home = choice(['device', 'cpu', 'ssd'], 'home tier');
+export const NoiseKind = choice(['gaussian', 'rademacher'], 'noise');
+export const Schedule = choice(['constant', 'linear', 'cosine'], 'schedule');
+/** Where streamed blocks are updated: by the planner's cost model, at home (host threads), or on the compute device (then written back). */
+export const UpdateMode = choice(['auto', 'home', 'device'], 'update mode');
+/** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
+export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
+
+export type Masters = z.output<typeof Masters>;
+export type Home = z.output<typeof Home>;
+export type NoiseKind = z.output<typeof NoiseKind>;
+export type Schedule = z.output<typeof Schedule>;
+export type UpdateMode = z.output<typeof UpdateMode>;
+export type Offload = z.output<typeof Offload>;
+
+// ---------------------------------------------------------------------------
+// Bounds
+
+/** Steps and step counts (warm-up, evaluation and checkpoint intervals). */
+export const MAX_STEPS = 100_000_000;
+/** Perturbations per step: each keeps two hidden-state buffers in the engine (native/src/engine.cpp refuses more). */
+export const MAX_Q = 64;
+/**
+ * CPU threads one engine may start. Above the cores present the engine uses the cores (binding.cpp);
+ * this bound keeps a typo from reaching it at all.
+ */
+export const MAX_THREADS = 1024;
+export const MAX_BATCH = 65536;
+/** Tokens per sequence. */
+export const MAX_LENGTH = 1 << 20;
+export const MAX_WRITE_BACK_EVERY = 1_000_000;
+/** Spill folders one run may stripe over. */
+export const MAX_SPILL_DIRS = 64;
+/** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
+export const DEFAULT_CHECKPOINT_EVERY = 100;
+
+function shown(input: unknown): string {
+  return typeof input === 'string' ? JSON.stringify(input) : String(input);
+}
+
+function choice<const T extends readonly [string, ...string[]]>(values: T, noun: string) {
+  const word = (x: unknown) => (typeof x === 'string' && /^[\w.-]+$/.test(x) ? x : shown(x));
+  return z.enum(values, { error: (iss) => `unknown ${noun} ${word(iss.input)} (${values.join(', ')})` });
+}
+
+/** An integer in [min, max]; the message names the range and what was given. */
+export function int(min: number, max: number) {
+  const error = (iss: { input?: unknown }) => `expected an integer from ${min} to ${max}, got ${shown(iss.input)}`;
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+}
+
+/** A finite number above `min` (or at least it, `inclusive`) and below `below` when given. */
+function real(min: number, o: { inclusive: boolean; below?: number }) {
+  const range = `${o.inclusive ? '>=' : '>'} ${min}${o.below !== undefined ? ` and < ${o.below}` : ''}`;
+  const error = (iss: { input?: unknown }) => `expected a finite number ${range}, got ${shown(iss.input)}`;
+  let s = o.inclusive ? z.number({ error }).min(min, { error }) : z.number({ error }).gt(min, { error });
+  if (o.below !== undefined) s = s.lt(o.below, { error });
+  return s;
+}
+
+/** A byte count. */
+export const Bytes = int(0, Number.MAX_SAFE_INTEGER);
+/** A file path of its own: a schema registered with a flag must not be shared (the registry keys on it). */
+const path = () => z.string().min(1).max(4096);
+export const FilePath = path();
+
+// ---------------------------------------------------------------------------
+// CLI metadata
+
+/** How a field appears on the command line. */
+export interface FlagMeta {
+  /** The flag, without its dashes. */
+  flag: string;
+  /** The value's placeholder in the help ('N', 'X', 'DIR'); absent for switches. */
+  arg?: string;
+  help: string;
+  /**
+   * How the flag's text becomes the value (numbers, choices and switches need nothing):
+   * bytes: "24GB", "512MiB" or a count; path: resolved against the working folder;
+   * folders: comma-separated folders, the flag repeatable; off: a switch that sets false;
+   * words: a JSON array of strings or a comma-separated list; json: a JSON value;
+   * pairs: name=value pairs separated by commas, or a JSON object.
+   */
+  read?: 'bytes' | 'path' | 'folders' | 'off' | 'words' | 'json' | 'pairs';
+}
+
+/** The CLI flag of each field that has one (electron/cli/flags.ts reads it). */
+export const flags = z.registry<FlagMeta>();
+
+/** What an allowed folder is for: reading models or datasets, spilling blocks, writing results (exports, run outputs). */
+export const RootKind = z.enum(['models', 'datasets', 'spill', 'export']);
+export type RootKind = z.output<typeof RootKind>;
+
+/** The allowed folder a path option must lie in, and how a refusal names it (electron/services/api.ts checks it). */
+export interface PathMeta {
+  kind: RootKind;
+  what: string;
+}
+
+export const pathKinds = z.registry<PathMeta>();
+
+/** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export const JsonValue: z.ZodType<JsonValue> = z.lazy(() =>
+  z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(JsonValue), z.record(z.string(), JsonValue)]),
+);
+
+// ---------------------------------------------------------------------------
+// Task templates (mirrors electron/data/templates.ts): the kind is --task, the fields its flags.
+
+const taskFlag = {
+  labelWords: { flag: 'label-words', arg: 'W', read: 'words', help: `label words as JSON ('[" bad"," good"]') or comma-separated` },
+  labelMap: { flag: 'label-map', arg: 'M', read: 'json', help: 'classify: JSON object from dataset label to label-word index' },
+  prompt: { flag: 'prompt', arg: 'P', help: 'classify: prompt with {text} (default "{text} It was")' },
+} satisfies Record<string, FlagMeta>;
+
+/** A chat field name of the data (a column mapping). */
+const field = (flag: string, help: string) => z.string().min(1).optional().register(flags, { flag, arg: 'F', help: `chat: ${help}` });
+
+const LabelWords = z.array(z.string().min(1)).min(2).max(64);
+const LabelPair = z.array(z.string().min(1)).length(2);
+
+export const TaskTemplate = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('sst2'),
+    sentenceField: z.string().optional(),
+    labelField: z.string().optional(),
+    labelWords: LabelPair.optional().register(flags, taskFlag.labelWords),
+  }),
+  z.object({
+    kind: z.literal('rte'),
+    premiseField: z.string().optional(),
+    hypothesisField: z.string().optional(),
+    labelField: z.string().optional(),
+    labelWords: LabelPair.optional().register(flags, taskFlag.labelWords),
+  }),
+  z.object({
+    kind: z.literal('classify'),
+    textField: z.string().optional(),
+    labelField: z.string().optional(),
+    labelWords: LabelWords.register(flags, taskFlag.labelWords),
+    labelMap: z.record(z.string(), z.number().int().nonnegative()).optional().register(flags, taskFlag.labelMap),
+    prompt: z.string().includes('{text}').optional().register(flags, taskFlag.prompt),
+  }),
+  z.object({ kind: z.literal('text'), textField: z.string().optional() }),
+  z.object({
+    kind: z.literal('completion'),
+    promptField: z.string().optional(),
+    completionField: z.string().optional(),
+    appendEos: z.boolean().optional(),
+  }),
+  z.object({
+    kind: z.literal('chat'),
+    /** How rows are laid out; absent: found from each row's fields. */
+    format: z
+      .enum(['messages', 'sharegpt', 'alpaca'])
+      .optional()
+      .register(flags, { flag: 'chat-format', arg: 'F', help: 'chat: messages (OpenAI), sharegpt or alpaca (default: found from the fields)' }),
+    messagesField: field('messages-field', 'the list of turns (default messages, else conversations)'),
+    roleField: field('role-field', "a turn's role key (default role, or from)"),
+    contentField: field('content-field', "a turn's text key (default content, or value)"),
+    /** The dataset's role names → roles, on top of the usual ones (human, gpt, model, ...). */
+    roleMap: z
+      .record(z.string(), choice(['system', 'user', 'assistant', 'tool'], 'role'))
+      .optional()
+      .register(flags, { flag: 'role-map', arg: 'M', read: 'pairs', help: "chat: the data's role names, 'Customer=user,Agent=assistant' or a JSON object" }),
+    instructionField: field('instruction-field', 'Alpaca rows: the instruction (default instruction)'),
+    inputField: field('input-field', 'Alpaca rows: the input (default input)'),
+    outputField: field('output-field', 'Alpaca rows: the output (default output)'),
+    systemField: z.string().min(1).optional(),
+    historyField: z.string().min(1).optional(),
+    /** A system turn put before each conversation that has none. */
+    systemPrompt: z.string().optional().register(flags, { flag: 'system-prompt', arg: 'S', help: 'chat: a system turn for conversations that have none' }),
+    /** Which of the model's named chat templates (default "default"). */
+    templateName: z
+      .string()
+      .min(1)
+      .optional()
+      .register(flags, { flag: 'chat-template', arg: 'NAME', help: 'chat: which of the model\'s named chat templates (default "default")' }),
+    /** More variables for the chat template, e.g. {"enable_thinking": false}. */
+    templateVariables: z
+      .record(z.string(), z.lazy(() => JsonValue), { error: 'expected a JSON object' })
+      .optional()
+      .register(flags, { flag: 'template-vars', arg: 'J', read: 'json', help: `chat: more chat template variables as JSON, e.g. '{"enable_thinking": false}'` }),
+  }),
+]);
+export type TaskTemplate = z.output<typeof TaskTemplate>;
+export type TaskKind = TaskTemplate['kind'];
+export const TASK_KINDS = TaskTemplate.options.map((o) => o.shape.kind.value) as TaskKind[];
+/** The task when none is named. */
+export const DEFAULT_TASK: TaskKind = 'sst2';
+
+// ---------------------------------------------------------------------------
+// Run options
+
+const SpillDirs = z.array(FilePath).max(MAX_SPILL_DIRS);
+
+/** A run's options as the UI and the CLI give them; omitted fields take their defaults. */
+export const RunOptions = z.object({
+  model: path()
+    .register(flags, { flag: 'model', arg: 'PATH', read: 'path', help: 'Hugging Face model folder or HF cache entry (models--org--name)' })
+    .register(pathKinds, { kind: 'models', what: 'the model folder' }),
+  train: path()
+    .register(flags, { flag: 'data', arg: 'FILE', read: 'path', help: 'training data (.jsonl, .csv, .parquet)' })
+    .register(pathKinds, { kind: 'datasets', what: 'the training data' }),
+  eval: FilePath.optional()
+    .register(flags, { flag: 'eval-data', arg: 'FILE', read: 'path', help: 'held-out data (default: --eval-fraction of --data)' })
+    .register(pathKinds, { kind: 'datasets', what: 'the evaluation data' }),
+  evalFraction: real(0, { inclusive: true, below: 1 })
+    .default(0.1)
+    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' }),
+  task: TaskTemplate,
+  steps: int(0, MAX_STEPS).default(1000).register(flags, { flag: 'steps', arg: 'N', help: 'training steps' }),
+  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }),
+  lr: real(0, { inclusive: true }).default(1e-6).register(flags, { flag: 'lr', arg: 'X', help: 'learning rate' }),
+  eps: real(0, { inclusive: false }).default(1e-3).register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale' }),
+  weightDecay: real(0, { inclusive: true }).default(0).register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' }),
+  q: int(1, MAX_Q).default(1).register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step' }),
+  schedule: Schedule.default('constant').register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' }),
+  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }),
+  noise: NoiseKind.default('gaussian').register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher' }),
+  seed: int(0, Number.MAX_SAFE_INTEGER).default(0).register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' }),
+  evalEvery: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-every', arg: 'N', help: 'evaluate every N steps (0: at the start and the end only)' }),
+  evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
+  threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
+  maxLength: int(1, MAX_LENGTH).optional().register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" }),
+  out: FilePath.optional()
+    .register(flags, { flag: 'out', arg: 'DIR', read: 'path', help: 'save the fine-tuned model (Hugging Face folder + seed log) here' })
+    .register(pathKinds, { kind: 'export', what: 'the output folder' }),
+  zeroShot: z.boolean().default(true).register(flags, { flag: 'no-zero-shot', read: 'off', help: 'skip the evaluation before the first step' }),
+  checkpointEvery: int(0, MAX_STEPS)
+    .optional()
+    .register(flags, { flag: 'checkpoint-every', arg: 'N', help: `write a checkpoint every N steps and on stop into --checkpoint-dir (default: every ${DEFAULT_CHECKPOINT_EVERY} steps, quietly, into the run's folder)` }),
+  offload: Offload.optional().register(flags, {
+    flag: 'offload',
+    arg: 'T',
+    help: 'where the blocks live between visits: none (default), cpu, ssd, or auto: placed by the planner under --gpu-mem, --cpu-mem and --ssd-mem (the default when one is given)',
+  }),
+  gpuMem: Bytes.optional().register(flags, { flag: 'gpu-mem', arg: 'X', read: 'bytes', help: 'device memory budget (24GB, 512MiB or bytes), enforced by the engine' }),
+  cpuMem: Bytes.optional().register(flags, { flag: 'cpu-mem', arg: 'X', read: 'bytes', help: 'CPU memory budget: the planner places blocks on the device first, then the CPU, then the SSD' }),
+  ssdMem: Bytes.optional().register(flags, { flag: 'ssd-mem', arg: 'X', read: 'bytes', help: 'spill file budget (default: the free space of --spill)' }),
+  spillDirs: SpillDirs.optional()
+    .register(flags, {
+      flag: 'spill',
+      arg: 'DIR[,DIR...]',
+      read: 'folders',
+      help: 'spill folders for --offload ssd or auto (a preallocated file each, removed at the end); SSD blocks are striped over several (drives)',
+    })
+    .register(pathKinds, { kind: 'spill', what: 'the spill folder' }),
+  writeBackEvery: int(1, MAX_WRITE_BACK_EVERY)
+    .optional()
+    .register(flags, { flag: 'write-back-every', arg: 'K', help: 'SSD blocks: rewrite a block every K updates, replaying them in between (default 1)' }),
+  updateOn: UpdateMode.optional().register(flags, {
+    flag: 'update-on',
+    arg: 'M',
+    help: "streamed blocks are updated by the plan's cost model (auto, default), at home by host threads (home), or on the device and copied home (device)",
+  }),
+  masters: Masters.optional().register(flags, {
+    flag: 'masters',
+    arg: 'P',
+    help: 'fp32 (default), bf16 or fp16: masters in that format, every update rounded stochastically; streamed blocks move and are stored in half the bytes',
+  }),
+});
+
+/** What the engine host and the trainer receive: a run's options plus where its checkpoints go and what it resumes. */
+export const TrainOptions = RunOptions.extend({
+  checkpointDir: FilePath.optional()
+    .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
+    .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
+  resumeFrom: FilePath.optional()
+    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' })
+    .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
+});
+
+/** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
+export const ScoreOptions = RunOptions.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true });
+
+export type RunOptions = z.output<typeof RunOptions>;
+export type RunOptionsInput = z.input<typeof RunOptions>;
+export type TrainOptions = z.output<typeof TrainOptions>;
+export type TrainOptionsInput = z.input<typeof TrainOptions>;
+export type ScoreOptions = z.output<typeof ScoreOptions>;
+
