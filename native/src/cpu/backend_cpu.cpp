@@ -29,12 +29,14 @@ namespace spw {
 namespace {
 
 constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Philox block (4)
-// A linear is split into bands of output columns, one per thread, only where every band has at
-// least kBandMinMacs multiply-adds: a smaller product is one call whatever the thread count, so a
-// small model gives the same bits on any number of threads. A band can round differently from the
-// whole product (OpenBLAS's kernels, its small-matrix paths below ~28 x 512 x 512), so bigger
-// products depend on the thread count, as they did under OpenBLAS's own threads; run to run they
-// do not (each band is always the same call).
+// A linear is split into bands of output columns (the threads a stream has: all of them, or
+// their share when a pair's streams run side by side) only where every band has at least
+// kBandMinMacs multiply-adds: a smaller product is one call whatever the thread count, so a small
+// model gives the same bits on any number of threads. A band can round differently from the whole
+// product (OpenBLAS's kernels, its small-matrix paths below ~28 x 512 x 512), so bigger products
+// depend on the thread count, as they did under OpenBLAS's own threads (a pair on up to two
+// threads: whole products, whatever the count); run to run they do not (each band is always the
+// same call).
 constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
 constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM kernels' tiles
 // token_logprobs: logits are made kVocabChunk columns at a time for up to kLogitRows rows, and
@@ -95,6 +97,7 @@ public:
 
     std::string name() const override { return "cpu"; }
     int threads() const override { return pool_.size(); }
+    bool runs_pairs() const override { return true; }
 
     // The CPU backend's "device" memory is the arena the scheduler fills exactly as on a GPU:
     // it keeps the same ledger, so a budget is enforced (and measured) here too.
@@ -127,6 +130,23 @@ public:
     void perturb(float* w, const float* theta, const float* z, float scale, size_t n) override {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             for (size_t i = b; i < e; i++) w[i] = fmaf(scale, z[i], theta[i]);
+        });
+    }
+
+    // z a chunk at a time in a buffer that stays in L1, both copies written from it.
+    void perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id, int kind,
+                      float scale) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            constexpr size_t kChunk = 1024;
+            float z[kChunk];
+            for (size_t c0 = b; c0 < e; c0 += kChunk) {
+                size_t m = std::min(kChunk, e - c0);
+                noise_range(z, m, seed, id, kind, c0);
+                for (size_t i = 0; i < m; i++) {
+                    w_plus[c0 + i] = fmaf(scale, z[i], theta[c0 + i]);
+                    w_minus[c0 + i] = fmaf(-scale, z[i], theta[c0 + i]);
+                }
+            }
         });
     }
 
@@ -248,26 +268,34 @@ public:
         });
     }
 
-    // Each thread computes a band of output columns with its own single-threaded product. The
-    // bias is written into the band first and the product accumulated onto it: no pass to clear
-    // the output, none to add the bias.
     void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                 bool transposed) override {
-        int bands = pool_.size(), width = O;
+        linear_streams(1, &out, &inp, &W, &b, N, I, O, transposed);
+    }
+
+    // The streams' products side by side, each split into bands of output columns when there are
+    // more threads than streams: every band its own single-threaded product. The bias is written
+    // into the band first and the product accumulated onto it: no pass to clear the output, none
+    // to add the bias.
+    void linear_streams(int streams, float* const* out, const float* const* inp, const float* const* W,
+                        const float* const* b, int N, int I, int O, bool transposed) override {
+        int bands = std::max(1, pool_.size() / streams), width = O;
         for (; bands > 0; bands--) {
             width = (O + bands - 1) / bands;
             width = (width + kColumnGrain - 1) / kColumnGrain * kColumnGrain;
             int narrowest = O - (bands - 1) * width;  // the last band
             if (bands == 1 || (narrowest > 0 && (double)N * I * narrowest >= kBandMinMacs)) break;
         }
-        pool_.parallel_tasks((size_t)bands, [&](size_t band) {
-            int o0 = (int)band * width, n = std::min(O, o0 + width) - o0;
-            if (b)
-                for (int r = 0; r < N; r++) std::memcpy(out + (size_t)r * O + o0, b + o0, sizeof(float) * (size_t)n);
+        pool_.parallel_tasks((size_t)streams * bands, [&](size_t task) {
+            size_t s = task / (size_t)bands;
+            int o0 = (int)(task % (size_t)bands) * width, n = std::min(O, o0 + width) - o0;
+            float* y = out[s];
+            if (b[s])
+                for (int r = 0; r < N; r++) std::memcpy(y + (size_t)r * O + o0, b[s] + o0, sizeof(float) * (size_t)n);
             if (transposed)
-                sgemm_nn(N, n, I, 1.0f, inp, I, W + o0, O, out + o0, O, b != nullptr);
+                sgemm_nn(N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr);
             else
-                sgemm_nt(N, n, I, 1.0f, inp, I, W + (size_t)o0 * I, I, out + o0, O, b != nullptr);
+                sgemm_nt(N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr);
         });
     }
 
@@ -467,6 +495,11 @@ size_t MemoryLedger::in_use() const {
 size_t MemoryLedger::peak() const {
     std::lock_guard<std::mutex> lock(mu_);
     return peak_;
+}
+
+void Backend::linear_streams(int streams, float* const* out, const float* const* inp, const float* const* W,
+                             const float* const* b, int N, int I, int O, bool transposed) {
+    for (int s = 0; s < streams; s++) linear(out[s], inp[s], W[s], b[s], N, I, O, transposed);
 }
 
 void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float) {
