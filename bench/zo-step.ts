@@ -476,8 +476,8 @@ interface ShapeResult {
   tokens: number;
   impls: Summary[];
   spillway: Summary;
-  /** The fastest PyTorch (lowest median step). */
-  best: Summary;
+  /** The fastest PyTorch (lowest median step); absent when no anchor ran. */
+  best?: Summary;
   floor: FloorRow[];
   floorMs: number;
   floorRatio: number;
@@ -565,7 +565,7 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
   for (const s of shapes)
     for (const i of s.impls)
       lines.push(
-        `| ${shapeName(s.shape)} | ${i.label}${i === s.best ? ' (strongest)' : ''} | ${sec(i.medianMs)} | ${sec(i.minMs)} – ${sec(i.maxMs)} | ` +
+        `| ${shapeName(s.shape)} | ${i.label}${s.best && i === s.best ? ' (strongest)' : ''} | ${sec(i.medianMs)} | ${sec(i.minMs)} – ${sec(i.maxMs)} | ` +
           `${i.tokensPerSec.toFixed(0)} | ${sec(i.medianCpuMs)} | ${mib(i.maxRssBytes)} | ${f2(i.medianOtherCores)} / ${f2(i.maxOtherCores)} | ` +
           `${i === s.spillway ? '' : `${f2(i.ratio)} (${spread(i.pairRatios)})`} |`,
       );
@@ -576,8 +576,11 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
   );
   for (const s of shapes)
     lines.push(
-      `| ${shapeName(s.shape)} | ${s.best.label}, ${sec(s.best.medianMs)} | **${f2(s.best.ratio)}** (${spread(s.best.pairRatios)}) | ` +
-        `<= ${TARGET_VS_PYTORCH}: ${s.best.ratio <= TARGET_VS_PYTORCH ? 'met' : 'not met'} | **${f2(s.floorRatio)}** (${sec(s.spillway.medianMs)} / ${sec(s.floorMs)}) | ` +
+      (s.best
+        ? `| ${shapeName(s.shape)} | ${s.best.label}, ${sec(s.best.medianMs)} | **${f2(s.best.ratio)}** (${spread(s.best.pairRatios)}) | ` +
+          `<= ${TARGET_VS_PYTORCH}: ${s.best.ratio <= TARGET_VS_PYTORCH ? 'met' : 'not met'} | `
+        : `| ${shapeName(s.shape)} | none run | | | `) +
+        `**${f2(s.floorRatio)}** (${sec(s.spillway.medianMs)} / ${sec(s.floorMs)}) | ` +
         `**${f2(s.floorCpuRatio)}** (${sec(s.spillway.medianCpuMs)} / ${sec(s.floorCpuMs)}) | <= ${TARGET_VS_FLOOR}: ` +
         `${s.floorRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} (wall), ${s.floorCpuRatio <= TARGET_VS_FLOOR ? 'met' : 'not met'} (CPU) |`,
     );
@@ -672,7 +675,7 @@ async function main(): Promise<void> {
     rates.push(...(await measureRates(o, gemms)));
     const spillway = summarise(self, shape, engineSteps, await engine.close(), []);
     const anchors = sums.filter((s) => s.kind === 'pytorch');
-    const best = anchors.reduce((a, b) => (b.medianMs < a.medianMs ? b : a), anchors[0] ?? spillway);
+    const best = anchors.length ? anchors.reduce((a, b) => (b.medianMs < a.medianMs ? b : a)) : undefined;
     const floor = floorRows(products, rates);
     const floorMs = floor.reduce((a, r) => a + r.ms, 0);
     const floorCpuMs = floor.reduce((a, r) => a + r.cpuMs, 0);
