@@ -1,7 +1,7 @@
 // What the CPU benchmarks share: the random OPT-125M model and batch they run,
 // their folders, their flags, and the small statistics and machine-load helpers.
-import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+import os, { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -84,4 +84,30 @@ export function machineBusyMs(): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** The machine a result was measured on: CPU (with the SIMD it offers), cores, memory, OS, Node, date. */
+export function machineInfo(): { cpu: string; family?: string; model?: string; cores: number; simd: string[]; memGiB: number; os: string; node: string; date: string } {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const field = (k: string) => new RegExp(`${k}\\s*:\\s*(.*)`).exec(cpuinfo)?.[1];
+  const flags = field('flags')?.split(' ') ?? [];
+  return {
+    cpu: field('model name') ?? os.cpus()[0]?.model ?? 'unknown',
+    family: field('cpu family'),
+    model: field('model'),
+    cores: os.cpus().length,
+    simd: ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16'].filter((f) => flags.includes(f)),
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    date: new Date().toISOString(),
+  };
+}
+
+/** machineInfo as a report's sentence (without its full stop, for the caller's additions). */
+export function machineLine(m: ReturnType<typeof machineInfo>): string {
+  return (
+    `Machine: ${m.cpu} (family ${m.family ?? '?'}, model ${m.model ?? '?'}), ${m.cores} cores (${m.simd.join(', ')}), ${m.memGiB} GiB; ` +
+    `${m.os}; Node ${m.node}; ${m.date}`
+  );
 }

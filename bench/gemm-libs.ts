@@ -7,13 +7,13 @@
 //
 // Each library is dlopen'ed by native/build/gemm_rate (--blas / --dnnl) and runs on its own
 // threads; a library that is not installed is listed as such. MKL comes through torch 2 (the venv).
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 
 import { OPT_125M } from './make-model.js';
-import { BENCH, RESULTS, ROOT, median, venvPython } from './common.js';
+import { BENCH, RESULTS, ROOT, machineInfo, machineLine, median, venvPython } from './common.js';
 
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
 const LIB = '/usr/lib/x86_64-linux-gnu';
@@ -85,17 +85,29 @@ async function main(): Promise<void> {
   const present = cands.filter((c) => !c.path || existsSync(c.path));
   const rates = new Map<string, number[]>(); // label|shape -> best GFLOP/s of each round
   const cpuRates = new Map<string, number[]>(); // label|shape -> best GFLOP per CPU second of each round
+  const loads: number[] = []; // 1-minute load average as each library's run starts
   for (let round = 0; round < o.rounds; round++)
     for (const c of present) {
       process.stderr.write(`[gemm] round ${round + 1}/${o.rounds}: ${c.label}\n`);
+      loads.push(os.loadavg()[0]);
       for (const r of await run(c.cmd, [...c.args, '--threads', String(o.threads), '--reps', String(o.reps), ...gemms], c.env)) {
         const key = `${c.label}|${r.shape as string}`;
         rates.set(key, [...(rates.get(key) ?? []), r.gflops as number]);
         cpuRates.set(key, [...(cpuRates.get(key) ?? []), r.gflopsPerCpuSecond as number]);
       }
     }
-  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  const cpu = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? 'unknown';
+  const machine = machineInfo();
+  const cell = (m: Map<string, number[]>, label: string, g: string) => median(m.get(`${label}|${g}`) ?? [0]);
+  const engine = present[0];
+  // The engine's rate over the best other library's, per shape: below 1, that library would serve the step better.
+  const ratioRow = (m: Map<string, number[]>, what: string) =>
+    `| **spillway / best other, ${what}** | ${gemms
+      .map((g) => {
+        const others = present.slice(1).map((c) => ({ c, r: cell(m, c.label, g) }));
+        const best = others.reduce((a, b) => (b.r > a.r ? b : a));
+        return `${(cell(m, engine.label, g) / best.r).toFixed(2)} (${best.c.label})`;
+      })
+      .join(' | ')} |`;
   const lines = [
     '# Float32 GEMM libraries at the CPU ZO step\'s shapes',
     '',
@@ -104,23 +116,25 @@ async function main(): Promise<void> {
       'spin while they wait counts the spinning). Shapes: the projections (N tokens x 768 x 768, x 3072, 3072 x 768) and the ' +
       `head (scored rows x 768 x ${V}) of batches ${o.shapes.join(', ')}.`,
     '',
-    `Machine: ${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; shared with other work (see the spread across rounds in the JSON). ${new Date().toISOString()}.`,
+    `${machineLine(machine)}. 1-minute load average ${Math.min(...loads).toFixed(1)} – ${Math.max(...loads).toFixed(1)} on ${machine.cores} cores during the run` +
+      (Math.max(...loads) > machine.cores ? ': **the machine was shared**, rates are as measured under that load (the spread across rounds is in the JSON).' : '.'),
     '',
     `| library (Debian package) | ${gemms.join(' | ')} |`,
     `|---|${gemms.map(() => '---').join('|')}|`,
     ...present.map(
       (c) =>
-        `| ${c.label} (${c.pkg}) | ${gemms.map((g) => `${median(rates.get(`${c.label}|${g}`) ?? [0]).toFixed(0)}; ${median(cpuRates.get(`${c.label}|${g}`) ?? [0]).toFixed(0)}`).join(' | ')} |`,
+        `| ${c.label} (${c.pkg}) | ${gemms.map((g) => `${cell(rates, c.label, g).toFixed(0)}; ${cell(cpuRates, c.label, g).toFixed(0)}`).join(' | ')} |`,
     ),
+    ...(present.length > 1 ? [ratioRow(rates, 'wall time'), ratioRow(cpuRates, 'per CPU second')] : []),
     ...cands.filter((c) => !present.includes(c)).map((c) => `| ${c.label} (${c.pkg}): not installed | ${gemms.map(() => '–').join(' | ')} |`),
     '',
-    'Command: `npm run build && npm run bench:gemm`.',
+    `Command: \`npm run build && ${process.argv.length > 2 ? `node dist/bench/gemm-libs.js ${process.argv.slice(2).join(' ')}` : 'npm run bench:gemm'}\`.`,
     '',
   ];
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(
     join(RESULTS, 'gemm-libs-cpu.json'),
-    JSON.stringify({ bench: 'gemm-libs-cpu', ...o, cpu, gemms, rates: Object.fromEntries(rates), cpuRates: Object.fromEntries(cpuRates) }, null, 2) + '\n',
+    JSON.stringify({ bench: 'gemm-libs-cpu', ...o, machine, loads, gemms, rates: Object.fromEntries(rates), cpuRates: Object.fromEntries(cpuRates) }, null, 2) + '\n',
   );
   writeFileSync(join(RESULTS, 'gemm-libs-cpu.md'), lines.join('\n'));
   process.stdout.write(lines.join('\n'));

@@ -1,11 +1,12 @@
 // `npm run bench`: one ZO (MeZO) step of the CPU engine against PyTorch MeZO steps on the same
 // OPT-125M-shaped model, at several batch shapes, and against the machine's own floor (the step's
 // FLOPs at the float32 GEMM rate this machine reaches at the step's shapes). Same precision
-// (float32), model, batch, loss and thread count everywhere. Writes bench/results/zo-step-cpu.{json,md}.
+// (float32), model, batch, loss and thread count everywhere. Writes bench/results/zo-step-cpu.{json,md}
+// (--out names another pair, e.g. for a run of fewer shapes or anchors beside the full one).
 //
 //   node dist/bench/zo-step.js [--threads 2] [--steps 3] [--warmup 1]
 //        [--shapes 16x64,4x256,1x512] [--anchors torch1.13,torch2,torch2-compile]
-//        [--debian-python /usr/bin/python3] [--venv-python PATH] [--engine-also LABEL=ADDON]
+//        [--debian-python /usr/bin/python3] [--venv-python PATH] [--engine-also LABEL=ADDON] [--out zo-step-cpu]
 //
 // The anchors, each in its best configuration:
 //   torch1.13       Debian's PyTorch 1.13 (OpenBLAS): run twice, OPENBLAS_NUM_THREADS=1 and =threads
@@ -22,7 +23,7 @@
 // stopped (SIGSTOP) except during its own steps, so that its idle threads cannot take the cores.
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -34,7 +35,7 @@ import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
 import type { OptShape } from './make-model.js';
-import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, makeTokens, median, venvPython } from './common.js';
+import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, machineInfo, machineLine, makeTokens, median, venvPython } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
@@ -57,6 +58,8 @@ interface Options {
   venvPython: string;
   /** Other engine builds to run beside this one: label and addon file. */
   engineAlso: { label: string; addon: string }[];
+  /** Base name of the results pair in bench/results/. */
+  out: string;
 }
 
 function parseShape(text: string): Shape {
@@ -78,7 +81,9 @@ function parseArgs(argv: string[]): Options & { engineChild: string } {
     'venv-python': venvPython(),
     'engine-also': '',
     'engine-child': '',
+    out: 'zo-step-cpu',
   });
+  if (!/^[\w.-]+$/.test(a.out)) throw new Error(`--out '${a.out}': expected a file base name (letters, digits, '.', '_', '-')`);
   for (const [k, min] of [['threads', 1], ['steps', 1], ['warmup', 0]] as const)
     if (!Number.isInteger(a[k]) || a[k] < min) throw new Error(`--${k} needs an integer >= ${min}`);
   const anchors = a.anchors.split(',').map((s) => s.trim()).filter(Boolean);
@@ -99,6 +104,7 @@ function parseArgs(argv: string[]): Options & { engineChild: string } {
     venvPython: a['venv-python'],
     engineAlso,
     engineChild: a['engine-child'],
+    out: a.out,
   };
 }
 
@@ -487,10 +493,9 @@ interface ShapeResult {
   phaseFloor: { phase: string; ms: number; floorMs: number }[];
 }
 
-function machine(o: Options): Record<string, unknown> {
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const field = (k: string) => new RegExp(`${k}\\s*:\\s*(.*)`).exec(cpuinfo)?.[1];
-  const flags = field('flags')?.split(' ') ?? [];
+type Machine = ReturnType<typeof machineInfo> & { engineBlas: string; torchDebian: string; torchVenv: string };
+
+function machine(o: Options): Machine {
   const torch = (python: string) => {
     try {
       return execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
@@ -505,18 +510,10 @@ function machine(o: Options): Record<string, unknown> {
     /* reported as unknown */
   }
   return {
-    cpu: field('model name') ?? os.cpus()[0]?.model ?? 'unknown',
-    family: field('cpu family'),
-    model: field('model'),
-    cores: os.cpus().length,
-    simd: ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16'].filter((f) => flags.includes(f)),
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    os: `${os.type()} ${os.release()}`,
-    node: process.version,
+    ...machineInfo(),
     engineBlas: blas,
     torchDebian: `${torch(o.debianPython)} (${o.debianPython})`,
     torchVenv: `${torch(o.venvPython)} (${o.venvPython})`,
-    date: new Date().toISOString(),
   };
 }
 
@@ -531,7 +528,7 @@ const PHASE_WHY: Record<string, string> = {
   updateMs: 'not a GEMM: z regenerated and theta -= lr g z over every parameter',
 };
 
-function markdown(res: { machine: Record<string, unknown>; threads: number; warmup: number; steps: number; parameters: number }, shapes: ShapeResult[]): string {
+function markdown(res: { machine: Machine; threads: number; warmup: number; steps: number; parameters: number }, shapes: ShapeResult[]): string {
   const m = res.machine;
   const maxOthers = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxOtherCores)));
   const medOthers = median(shapes.flatMap((s) => s.impls.map((i) => i.medianOtherCores)));
@@ -547,12 +544,10 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
       `${res.steps} times after ${res.warmup} warm-up step(s) each; a server is stopped (SIGSTOP) outside its own steps, so that idle threads ` +
       "cannot spin on the cores. A ratio is the median of its pairs' ratios (their range beside it); Spillway's own figures are over all its timed steps.",
     '',
-    `Machine: ${m.cpu as string} (family ${m.family as string}, model ${m.model as string}), ${m.cores as number} cores ` +
-      `(${(m.simd as string[]).join(', ')}), ${m.memGiB as number} GiB; ${m.os as string}; Node ${m.node as string}; ` +
-      `engine BLAS ${m.engineBlas as string}; PyTorch ${m.torchDebian as string} and ${m.torchVenv as string}; ${m.date as string}.`,
+    `${machineLine(m)}; engine BLAS ${m.engineBlas}; PyTorch ${m.torchDebian} and ${m.torchVenv}.`,
     '',
     maxOthers > 0.1
-      ? `**The machine was shared:** other processes took a median ${f2(medOthers)} and up to ${f2(maxOthers)} of the ${m.cores as number} cores during timed steps ` +
+      ? `**The machine was shared:** other processes took a median ${f2(medOthers)} and up to ${f2(maxOthers)} of the ${m.cores} cores during timed steps ` +
         `(1-minute load average up to ${maxLoad.toFixed(1)}). Wall times are inflated and noisy, and implementations whose threads spin ` +
         '(OpenMP) lose more than others: read the ratios as measured under that load, not as those of an idle machine.'
       : 'The machine was quiet: other processes took at most 0.1 of a core during any timed step.',
@@ -624,7 +619,8 @@ function markdown(res: { machine: Record<string, unknown>; threads: number; warm
   for (const s of shapes)
     for (const i of s.impls.filter((x) => x.kind === 'pytorch'))
       lines.push(`| ${shapeName(s.shape)} | ${i.label} | ${(i.phases.perturbMs / 1e3).toFixed(3)} s | ${(i.phases.forwardMs / 1e3).toFixed(3)} s | ${(i.phases.updateMs / 1e3).toFixed(3)} s |`);
-  lines.push('', 'Command: `npm run build && npm run bench` (see bench/README.md).', '');
+  const args = process.argv.slice(2).join(' ');
+  lines.push('', `Command: \`npm run build && ${args ? `node dist/bench/zo-step.js ${args}` : 'npm run bench'}\` (see bench/README.md).`, '');
   return lines.join('\n');
 }
 
@@ -711,9 +707,9 @@ async function main(): Promise<void> {
     targets: { vsStrongestPytorch: TARGET_VS_PYTORCH, vsFloor: TARGET_VS_FLOOR },
     shapes: results,
   };
-  writeFileSync(join(RESULTS, 'zo-step-cpu.json'), JSON.stringify(res, null, 2) + '\n');
+  writeFileSync(join(RESULTS, `${o.out}.json`), JSON.stringify(res, null, 2) + '\n');
   const md = markdown(res, results);
-  writeFileSync(join(RESULTS, 'zo-step-cpu.md'), md);
+  writeFileSync(join(RESULTS, `${o.out}.md`), md);
   process.stdout.write(md);
 }
 
