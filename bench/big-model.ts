@@ -375,11 +375,11 @@ class Sampler {
 }
 
 // ---------------------------------------------------------------------------
-// The engine's own buffers, from its source (native/src/engine.cpp), for the shape
+// The engine's own buffers, from its source (native/src/engine.cpp, native/src/tier/residency.cpp), for the shape
 
 interface Expected {
   name: string;
-  /** What the engine allocates (native/src/engine.cpp at the commit measured). */
+  /** What the engine allocates (native/src/engine.cpp and tier/residency.cpp at the commit measured). */
   bytes: number;
   /** What the planner (electron/engine/planner.ts makePlan) counts for it. */
   planned: number;
@@ -399,8 +399,8 @@ function unitFloats(s: LlamaShape): { embed: number; block: number; head: number
 
 /**
  * The engine's large host buffers on the CPU backend for this shape and placement, read off
- * native/src/engine.cpp (Engine::setup_tiers, Engine::ensure_buffers): the device-homed masters,
- * z and ONE perturbed working copy of the largest unit (zbuf_, wbuf_), one staging slot
+ * native/src/tier/residency.cpp (Residency::place) and native/src/engine.cpp (Engine::ensure_buffers):
+ * the device-homed masters, z and ONE perturbed working copy of the largest group (WorkingCopies), one staging slot
  * (stage_: 1 slot when the backend is host-addressable, 2 on CUDA), the I/O buffer (io_) and
  * TierOptions::prefetch (default 2) prefetch buffers when any block lives on the SSD; next to
  * what the planner counts for each (breakdown of `spillway plan --json`).
@@ -420,7 +420,7 @@ function expectedBuffers(
     { name: 'head master (device-homed)', bytes: head, planned: head, note: s.tied ? 'final norm (tied: the embedding serves as lm_head)' : 'lm_head.weight + final norm' },
     { name: `${deviceBlocks} device-homed block master(s)`, bytes: deviceBlocks * u.block * 4, planned: deviceBlocks * u.block * 4, note: 'the blocks the planner kept resident' },
     {
-      name: 'working copies (zbuf_ + wbuf_)',
+      name: 'working copies (z + working copy)',
       bytes: 2 * unitNeed * 4,
       planned: plan.workingCopies,
       note: `z and one perturbed copy of the largest unit (${MiB(unitNeed * 4)}); the planner counts ${(plan.workingCopies / (unitNeed * 4)).toFixed(2)} × it`,
@@ -446,7 +446,7 @@ function guessBuffer(s: LlamaShape, size: number): string {
   const cands: [string, number][] = [
     ['embeddings master', u.embed * 4],
     ...(s.tied ? [] : ([['lm_head master', s.vocab * C * 4]] as [string, number][])),
-    ['working copy (zbuf_ / wbuf_)', Math.max(u.block, u.headNumel) * 4],
+    ['working copy (z / working copy)', Math.max(u.block, u.headNumel) * 4],
     ['one block slot: stage_ / io_ / prefetch buffer', u.block * 4],
     ['q/o_proj master (device block)', C * C * 4],
     ...(kvd !== C ? ([['k/v_proj master (device block)', kvd * C * 4]] as [string, number][]) : []),
@@ -808,7 +808,7 @@ async function main(): Promise<void> {
       '',
       '## Where the memory goes',
       '',
-      `The engine's large buffers for this shape and placement, read off native/src/engine.cpp (${engineRev}), next to what the planner counts:`,
+      `The engine's large buffers for this shape and placement, read off native/src/engine.cpp and native/src/tier/residency.cpp (${engineRev}), next to what the planner counts:`,
       '',
       table(
         ['buffer', 'engine allocates', 'planner counts', 'what'],
@@ -906,7 +906,7 @@ function findings(a: {
         : ''),
   );
   const gaps: string[] = [];
-  if (wc && wc.planned !== wc.bytes) gaps.push(`counts ${MiB(wc.planned)} of working copies where the engine allocates ${MiB(wc.bytes)} (zbuf_ + wbuf_)`);
+  if (wc && wc.planned !== wc.bytes) gaps.push(`counts ${MiB(wc.planned)} of working copies where the engine allocates ${MiB(wc.bytes)} (z + working copy)`);
   if (pf && pf.bytes > pf.planned) gaps.push(`counts ${MiB(pf.planned)} of the ${MiB(pf.bytes)} of prefetch buffers`);
   out.push(
     `- Engine buffers ${MiB(a.expectedTotal)} (measured ${MiB(a.measuredBuffers)}) vs planned ${MiB(a.plannerCounted)}` +
@@ -921,7 +921,7 @@ function findings(a: {
         `${bufDiff >= 0 ? '+' : '−'} measured vs expected large buffers (${MiB(Math.abs(bufDiff))}) ` +
         `− the headroom the plan left under the budget (${MiB(a.budget - a.plannerCounted)}).`,
       '- Fix needed (electron/engine/planner.ts `makePlan`; not changed here): make the plan count what the engine allocates — ' +
-        (wc && wc.planned !== wc.bytes ? '`workingCopies = 2 × largestUnit` (zbuf_ + wbuf_), ' : '') +
+        (wc && wc.planned !== wc.bytes ? '`workingCopies = 2 × largestUnit` (z + working copy), ' : '') +
         (pf && pf.bytes > pf.planned ? 'the `prefetch` read-ahead buffers (prefetch × largest streamed slot, TierOptions::prefetch default 2) on the CPU side whenever a block is SSD-homed, ' : '') +
         `and a runtime allowance for the engine host process (about ${MiB(Math.ceil(runtime / 2 ** 20 / 16) * 16 * 2 ** 20)} measured here) — before placing blocks. ` +
         `With those terms (engine buffers other than device-homed blocks ${MiB(a.expectedTotal - deviceBlocks * a.blockBytes)} + runtime ${MiB(runtime)}) ` +

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { RopeSpec } from '../model/types.js';
 
 import type { Home, Masters, NoiseKind } from '../common/options.js';
 
@@ -259,6 +260,8 @@ export interface NativeAddon {
   fnv1a32(name: string): number;
   stepSeed(runSeed: bigint | number, step: number, j: number): bigint;
   philox(words: Uint32Array): Uint32Array;
+  /** The RoPE frequencies and cos/sin scale of a pass of seqLen tokens (native/src/arch/rope.h). */
+  ropeTable(rope: RopeSpec, maxPositions: number, seqLen: number): { invFreq: Float32Array; attentionScale: number };
   cudaCompiled: boolean;
 }
 

@@ -246,25 +246,29 @@ const SPILL_ALIGN = 4096;
 export const ENGINE_RUNTIME_BYTES = 128 * 2 ** 20;
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
-/** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
-/** The engine's op groups (native/src/engine.cpp op_groups()): tensors perturbed together. */
-const OP_GROUPS = [
-  ['attn_norm_w', 'attn_norm_b'], ['qkv_w', 'qkv_b'], ['q_w', 'q_b'], ['k_w', 'k_b'], ['v_w', 'v_b'], ['o_w', 'o_b'],
-  ['mlp_norm_w', 'mlp_norm_b'], ['gate_w', 'gate_b'], ['up_w', 'up_b'], ['down_w', 'down_b'], ['fc1_w', 'fc1_b'], ['fc2_w', 'fc2_b'],
-  ['norm_w', 'norm_b', 'lm_head'],
-];
+/**
+ * The largest group of tensors one of the unit's kernels reads, in floats padded to 16 (the working
+ * copies hold one; native/src/arch/block.cpp WorkingCopies::largest_group): a block's weight and
+ * its bias (roles <stem>_w and <stem>_b), the head's norm with lm_head (the embedding when tied).
+ */
+function largestGroup(info: ModelInfo, u: ModelInfo['units'][number]): number {
+  const floats = (t: { shape: number[] } | undefined) => (t ? roundUp(t.shape.reduce((a, b) => a * b, 1), 16) : 0);
+  if (u.kind === 'embed') return 0;
+  if (u.kind === 'head') {
+    const lmHead = u.tensors.lm_head ?? (info.config.tiedEmbeddings ? info.units.find((x) => x.kind === 'embed')?.tensors.tok : undefined);
+    return floats(u.tensors.norm_w) + floats(u.tensors.norm_b) + floats(lmHead);
+  }
+  const groups = new Map<string, number>();
+  for (const [role, t] of Object.entries(u.tensors)) {
+    const stem = role.replace(/_[wb]$/, '');
+    groups.set(stem, (groups.get(stem) ?? 0) + floats(t));
+  }
+  return Math.max(0, ...groups.values());
+}
 
+/** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
 export function plannerModel(info: ModelInfo): PlannerModel {
   const seen = new Set<string>();
-  const numel = (t: { shape: number[] } | undefined) => (t ? t.shape.reduce((a, b) => a * b, 1) : 0);
-  const tok = info.units.find((u) => u.kind === 'embed')?.tensors.tok;
-  const groupMax = (u: ModelInfo['units'][number]) =>
-    Math.max(
-      0,
-      ...OP_GROUPS.map((g) =>
-        g.reduce((n, role) => n + roundUp(numel(role === 'lm_head' && u.kind === 'head' && !u.tensors.lm_head && info.config.tiedEmbeddings ? tok : u.tensors[role]), 16), 0),
-      ),
-    );
   const units = info.units.map((u) => {
     let parameters = 0;
     let slot = 0;
@@ -275,7 +279,7 @@ export function plannerModel(info: ModelInfo): PlannerModel {
       seen.add(t.name);
       slot += roundUp(n, 16) * F32;
     }
-    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, ...(u.kind === 'embed' ? { maxGroupParameters: 0 } : { maxGroupParameters: groupMax(u) }) };
+    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, maxGroupParameters: largestGroup(info, u) };
   });
   const c = info.config;
   return {

@@ -1,9 +1,10 @@
-// The model spec handed to the native engine: normalised config + units by role.
+// The model spec handed to the native engine (native/src/binding.cpp, parse_model): the
+// normalised config, with `rope` null for learned positions, and each unit's tensors by role.
 import type { ModelInfo } from '../model/types.js';
 
 export function engineSpec(info: ModelInfo): unknown {
   return {
-    config: info.config,
+    config: { ...info.config, rope: info.config.rope ?? null },
     units: info.units.map((u) => ({ kind: u.kind, index: u.index, tensors: u.tensors })),
   };
 }

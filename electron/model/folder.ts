@@ -6,10 +6,11 @@ import { promises as fsp } from 'node:fs';
 import type { Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { isDir, isFile, statOrNull } from '../node/files.js';
-import type { Dtype, ModelConfig, ModelInfo, TensorRef, UnitSpec, UnsupportedModel } from './types.js';
+import type { Dtype, ModelInfo, TensorRef, UnsupportedModel } from './types.js';
 import { ModelError, describeError } from './errors.js';
 import { readSafetensorsHeader, numelOf, type UnsupportedDtypeTensor } from './safetensors.js';
-import { parseModelConfigEx, type ConfigExtras } from './config.js';
+import { readModelConfig } from './config.js';
+import { type Checkpoint, TensorPicker } from './arch/tensors.js';
 
 // ---------------------------------------------------------------------------
 // Resolving a path
@@ -102,13 +103,6 @@ async function readJson(file: string): Promise<unknown> {
   } catch (e) {
     throw new ModelError(`${file} is not valid JSON: ${describeError(e)}`, { file, cause: e });
   }
-}
-
-interface Checkpoint {
-  tensors: TensorRef[];
-  unsupported: Map<string, UnsupportedDtypeTensor>;
-  weightFiles: string[];
-  sizeOnDisk: number;
 }
 
 /** Reads the headers of model.safetensors or of every shard of the index. */
@@ -216,184 +210,6 @@ async function readCheckpoint(dir: string): Promise<Checkpoint> {
   return { tensors, unsupported, weightFiles: [...realFiles], sizeOnDisk };
 }
 
-/** Tensor lookup with the shape checks and error messages the mapper needs. */
-class TensorPicker {
-  private readonly byName = new Map<string, TensorRef>();
-  readonly used = new Map<string, TensorRef>();
-
-  constructor(
-    readonly ck: Checkpoint,
-    readonly dir: string,
-    readonly arch: string,
-  ) {
-    for (const t of ck.tensors) this.byName.set(t.name, t);
-  }
-
-  has(name: string): boolean {
-    return this.byName.has(name) || this.ck.unsupported.has(name);
-  }
-
-  /** The tensor, shape-checked; throws when missing, mis-shaped or of an unsupported dtype. */
-  need(name: string, shape: number[], transposed = false): TensorRef {
-    const u = this.ck.unsupported.get(name);
-    if (u) {
-      throw new ModelError(
-        `unsupported dtype ${u.dtype} for tensor "${name}" in file ${u.file} (supported: F32, F16, BF16)`,
-        { file: u.file, tensor: name, kind: 'unsupported' },
-      );
-    }
-    const t = this.byName.get(name);
-    if (!t) {
-      throw new ModelError(`missing tensor "${name}" (required by ${this.arch}) in the weights of ${this.dir}`, {
-        file: this.dir,
-        tensor: name,
-      });
-    }
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new ModelError(
-        `tensor "${name}" in ${t.file} has shape [${t.shape.join(',')}], expected [${shape.join(',')}] from config.json`,
-        { file: t.file, tensor: name },
-      );
-    }
-    const ref: TensorRef = transposed ? { ...t, transposed: true } : t;
-    this.used.set(name, ref);
-    return ref;
-  }
-}
-
-/** Returns the first prefix p for which `p + probe` exists. */
-function pickPrefix(pk: TensorPicker, prefixes: string[], probe: string): string {
-  for (const p of prefixes) if (pk.has(p + probe)) return p;
-  return prefixes[0];
-}
-
-function mapUnits(cfg: ModelConfig, extras: ConfigExtras, pk: TensorPicker): UnitSpec[] {
-  switch (cfg.family) {
-    case 'opt':
-      return mapOpt(cfg, extras, pk);
-    case 'gpt2':
-      return mapGpt2(cfg, pk);
-    default:
-      return mapLlama(cfg, extras, pk);
-  }
-}
-
-function headUnit(cfg: ModelConfig, pk: TensorPicker, normW: string, normB: string | null): UnitSpec {
-  const C = cfg.hidden;
-  const tensors: Record<string, TensorRef> = { norm_w: pk.need(normW, [C]) };
-  if (normB) tensors.norm_b = pk.need(normB, [C]);
-  // Tied: an lm_head.weight stored anyway is ignored (the engine uses embed.tok).
-  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need('lm_head.weight', [cfg.vocabSize, C]);
-  return { kind: 'head', index: -1, tensors };
-}
-
-function mapOpt(cfg: ModelConfig, ex: ConfigExtras, pk: TensorPicker): UnitSpec[] {
-  const C = cfg.hidden;
-  const F = cfg.intermediate;
-  const p = pickPrefix(pk, ['model.decoder.', 'decoder.'], 'embed_tokens.weight');
-  const units: UnitSpec[] = [
-    {
-      kind: 'embed',
-      index: -1,
-      tensors: {
-        tok: pk.need(`${p}embed_tokens.weight`, [cfg.vocabSize, C]),
-        pos: pk.need(`${p}embed_positions.weight`, [cfg.maxPositions + cfg.positionOffset, C]),
-      },
-    },
-  ];
-  for (let i = 0; i < cfg.layers; i++) {
-    const l = `${p}layers.${i}.`;
-    const t: Record<string, TensorRef> = {};
-    const lin = (role: string, name: string, out: number, inp: number) => {
-      t[`${role}_w`] = pk.need(`${l}${name}.weight`, [out, inp]);
-      if (ex.linearBias) t[`${role}_b`] = pk.need(`${l}${name}.bias`, [out]);
-    };
-    t.attn_norm_w = pk.need(`${l}self_attn_layer_norm.weight`, [C]);
-    t.attn_norm_b = pk.need(`${l}self_attn_layer_norm.bias`, [C]);
-    lin('q', 'self_attn.q_proj', C, C);
-    lin('k', 'self_attn.k_proj', C, C);
-    lin('v', 'self_attn.v_proj', C, C);
-    lin('o', 'self_attn.out_proj', C, C);
-    t.mlp_norm_w = pk.need(`${l}final_layer_norm.weight`, [C]);
-    t.mlp_norm_b = pk.need(`${l}final_layer_norm.bias`, [C]);
-    lin('fc1', 'fc1', F, C);
-    lin('fc2', 'fc2', C, F);
-    units.push({ kind: 'block', index: i, tensors: t });
-  }
-  units.push(headUnit(cfg, pk, `${p}final_layer_norm.weight`, `${p}final_layer_norm.bias`));
-  return units;
-}
-
-function mapGpt2(cfg: ModelConfig, pk: TensorPicker): UnitSpec[] {
-  const C = cfg.hidden;
-  const F = cfg.intermediate;
-  const p = pickPrefix(pk, ['transformer.', ''], 'wte.weight');
-  const units: UnitSpec[] = [
-    {
-      kind: 'embed',
-      index: -1,
-      tensors: {
-        tok: pk.need(`${p}wte.weight`, [cfg.vocabSize, C]),
-        pos: pk.need(`${p}wpe.weight`, [cfg.maxPositions, C]),
-      },
-    },
-  ];
-  for (let i = 0; i < cfg.layers; i++) {
-    const l = `${p}h.${i}.`;
-    units.push({
-      kind: 'block',
-      index: i,
-      tensors: {
-        attn_norm_w: pk.need(`${l}ln_1.weight`, [C]),
-        attn_norm_b: pk.need(`${l}ln_1.bias`, [C]),
-        // Conv1D: stored [in, out].
-        qkv_w: pk.need(`${l}attn.c_attn.weight`, [C, 3 * C], true),
-        qkv_b: pk.need(`${l}attn.c_attn.bias`, [3 * C]),
-        o_w: pk.need(`${l}attn.c_proj.weight`, [C, C], true),
-        o_b: pk.need(`${l}attn.c_proj.bias`, [C]),
-        mlp_norm_w: pk.need(`${l}ln_2.weight`, [C]),
-        mlp_norm_b: pk.need(`${l}ln_2.bias`, [C]),
-        fc1_w: pk.need(`${l}mlp.c_fc.weight`, [C, F], true),
-        fc1_b: pk.need(`${l}mlp.c_fc.bias`, [F]),
-        fc2_w: pk.need(`${l}mlp.c_proj.weight`, [F, C], true),
-        fc2_b: pk.need(`${l}mlp.c_proj.bias`, [C]),
-      },
-    });
-  }
-  units.push(headUnit(cfg, pk, `${p}ln_f.weight`, `${p}ln_f.bias`));
-  return units;
-}
-
-function mapLlama(cfg: ModelConfig, ex: ConfigExtras, pk: TensorPicker): UnitSpec[] {
-  const C = cfg.hidden;
-  const I = cfg.intermediate;
-  const QD = cfg.heads * cfg.headDim;
-  const KVD = cfg.kvHeads * cfg.headDim;
-  const units: UnitSpec[] = [
-    { kind: 'embed', index: -1, tensors: { tok: pk.need('model.embed_tokens.weight', [cfg.vocabSize, C]) } },
-  ];
-  for (let i = 0; i < cfg.layers; i++) {
-    const l = `model.layers.${i}.`;
-    const t: Record<string, TensorRef> = {};
-    const lin = (role: string, name: string, out: number, inp: number, bias: boolean) => {
-      t[`${role}_w`] = pk.need(`${l}${name}.weight`, [out, inp]);
-      if (bias) t[`${role}_b`] = pk.need(`${l}${name}.bias`, [out]);
-    };
-    t.attn_norm_w = pk.need(`${l}input_layernorm.weight`, [C]);
-    lin('q', 'self_attn.q_proj', QD, C, ex.qkvBias);
-    lin('k', 'self_attn.k_proj', KVD, C, ex.qkvBias);
-    lin('v', 'self_attn.v_proj', KVD, C, ex.qkvBias);
-    lin('o', 'self_attn.o_proj', C, QD, ex.oBias);
-    t.mlp_norm_w = pk.need(`${l}post_attention_layernorm.weight`, [C]);
-    lin('gate', 'mlp.gate_proj', I, C, ex.mlpBias);
-    lin('up', 'mlp.up_proj', I, C, ex.mlpBias);
-    lin('down', 'mlp.down_proj', C, I, ex.mlpBias);
-    units.push({ kind: 'block', index: i, tensors: t });
-  }
-  units.push(headUnit(cfg, pk, 'model.norm.weight', null));
-  return units;
-}
-
 /** FNV-1a 32-bit of the UTF-8 name: the engine's tensor id (docs/ENGINE-SPEC.md). */
 export function tensorId(name: string): number {
   let h = 0x811c9dc5;
@@ -430,10 +246,11 @@ export async function loadModelInfo(p: string): Promise<ModelInfo> {
   if (!(await isFile(cfgFile))) {
     throw new ModelError(`${dir} has no config.json (not a Hugging Face model folder)`, { file: cfgFile });
   }
-  const { config, extras } = parseModelConfigEx(await readJson(cfgFile), dir);
+  const parsed = readModelConfig(await readJson(cfgFile), dir);
+  const config = parsed.config;
   const ck = await readCheckpoint(dir);
   const pk = new TensorPicker(ck, dir, config.hfArchitecture);
-  const units = mapUnits(config, extras, pk);
+  const units = parsed.units(pk);
 
   let parameterCount = 0;
   const dtypes: Partial<Record<Dtype, number>> = {};
@@ -454,6 +271,8 @@ export async function loadModelInfo(p: string): Promise<ModelInfo> {
   }
   // Report the refs the units use (GPT-2 Conv1D weights marked transposed).
   const tensors = ck.tensors.map((t) => pk.used.get(t.name) ?? t);
+  const isBuffer = parsed.family.buffers;
+  const buffers = isBuffer ? [...ck.tensors.map((t) => t.name), ...ck.unsupported.keys()].filter((n) => isBuffer.test(n)) : [];
 
   return {
     dir,
@@ -461,6 +280,7 @@ export async function loadModelInfo(p: string): Promise<ModelInfo> {
     config,
     units,
     tensors,
+    buffers,
     parameterCount,
     dtypes,
     sizeOnDisk: ck.sizeOnDisk,

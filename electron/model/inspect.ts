@@ -28,7 +28,7 @@ export interface InspectReport {
   slidingWindow: number;
   tiedEmbeddings: boolean;
   tokenizer: 'tokenizer.json' | 'vocab+merges' | null;
-  /** Tensors in the checkpoint that no unit uses. */
+  /** Tensors in the checkpoint that no unit uses (known buffers aside). */
   unusedTensors: number;
   units: { kind: UnitKind; count: number; tensorsPerUnit: number; parametersPerUnit: number }[];
 }
@@ -71,7 +71,7 @@ export function buildInspectReport(info: ModelInfo): InspectReport {
     slidingWindow: c.slidingWindow,
     tiedEmbeddings: c.tiedEmbeddings,
     tokenizer: info.tokenizer?.kind ?? null,
-    unusedTensors: info.tensors.filter((t) => !used.has(t.name)).length,
+    unusedTensors: info.tensors.filter((t) => !used.has(t.name) && !info.buffers.includes(t.name)).length,
     units: order
       .filter((k) => groups.has(k))
       .map((k) => {

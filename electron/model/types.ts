@@ -9,6 +9,37 @@ export type ArchFamily = 'opt' | 'gpt2' | 'llama';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
 
+/** transformers' rope_type values (modeling_rope_utils.py). */
+export type RopeType = 'default' | 'linear' | 'dynamic' | 'yarn' | 'longrope' | 'llama3';
+
+/**
+ * Rotary position embeddings, normalised from rope_scaling / rope_parameters
+ * (electron/model/arch/rope.ts); the engine's frequencies come from it
+ * (native/src/arch/rope.cpp). Fields beyond type, theta and rotaryDim belong to
+ * the scalings that use them.
+ */
+export interface RopeSpec {
+  type: RopeType;
+  theta: number;
+  /** Dims rotated per head: head_dim x partial_rotary_factor (even). */
+  rotaryDim: number;
+  /** linear, dynamic, yarn, llama3 (and longrope, when given). */
+  factor?: number;
+  /** llama3, yarn, longrope: the pretraining length. */
+  originalMaxPositions?: number;
+  lowFreqFactor?: number;
+  highFreqFactor?: number;
+  betaFast?: number;
+  betaSlow?: number;
+  truncate?: boolean;
+  mscale?: number;
+  mscaleAllDim?: number;
+  /** yarn, longrope: cos/sin scale (derived from the factor when absent). */
+  attentionFactor?: number;
+  shortFactor?: number[];
+  longFactor?: number[];
+}
+
 export interface ModelConfig {
   /** Architecture as named in config.json, e.g. "OPTForCausalLM". */
   hfArchitecture: string;
@@ -26,8 +57,10 @@ export interface ModelConfig {
   activation: Activation;
   /** Learned absolute positions (OPT, GPT-2): index = position + positionOffset. */
   positionOffset: number;
-  /** RoPE base (llama family); 0 when positions are learned. */
+  /** RoPE base (rope.theta); 0 when positions are learned. */
   ropeTheta: number;
+  /** Rotary positions (absent: learned positions) as the engine computes them. */
+  rope?: RopeSpec;
   /** Sliding-window attention span (Mistral); 0 = full causal attention. */
   slidingWindow: number;
   tiedEmbeddings: boolean;
@@ -51,13 +84,12 @@ export interface TensorRef {
 }
 
 /**
- * Roles of tensors inside units.
+ * Roles of tensors inside units: each architecture file (electron/model/arch/)
+ * names the tensors its units hold by role; the engine binds roles to the fields
+ * of its parameter structs (native/src/arch/params.cpp, spillway/model.h).
  * embed: tok [V, C], pos [P, C] (learned positions only)
- * block: attn_norm_w, attn_norm_b?, q_w, q_b?, k_w, k_b?, v_w, v_b?  (separate projections)
- *        or qkv_w [C, 3C] (transposed), qkv_b [3C] (GPT-2 fused),
- *        o_w, o_b?, mlp_norm_w, mlp_norm_b?,
- *        fc1_w, fc1_b?, fc2_w, fc2_b?            (OPT, GPT-2)
- *        gate_w, up_w, down_w (+ _b when the config has mlp bias)   (llama family)
+ * block: <stem>_w and <stem>_b for the stems attn_norm, qkv, q, k, v, o, mlp_norm, fc1, fc2,
+ *        gate, up, down (which ones, and their shapes, per family)
  * head:  norm_w, norm_b?, lm_head? (absent when tied: the engine uses embed.tok)
  */
 export type UnitKind = 'embed' | 'block' | 'head';
@@ -78,6 +110,8 @@ export interface ModelInfo {
   units: UnitSpec[];
   /** Every tensor of the checkpoint (including ones no unit uses). */
   tensors: TensorRef[];
+  /** Checkpoint entries the family knows as buffers, not weights (GPT-2's attention masks). */
+  buffers: string[];
   parameterCount: number;
   /** Dtypes found, with their parameter counts. */
   dtypes: Partial<Record<Dtype, number>>;

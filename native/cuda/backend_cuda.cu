@@ -400,9 +400,9 @@ __global__ void k_add_bias(float* out, const float* b, size_t N, int O) {
     for (size_t i = gtid(); i < total; i += gstride()) out[i] += b[i % (size_t)O];
 }
 
-__global__ void k_rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
-                       const float* inv_freq) {
-    int half = head_dim / 2;
+__global__ void k_rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
+                       const float* inv_freq, float scale) {
+    int half = rotary_dim / 2;
     size_t total = (size_t)N * nheads * half;
     for (size_t t = gtid(); t < total; t += gstride()) {
         int i = (int)(t % half);
@@ -410,7 +410,7 @@ __global__ void k_rope(float* x, int ld, int nheads, int head_dim, const int32_t
         int h = (int)(nh % nheads);
         size_t n = nh / nheads;
         float a = (float)positions[n] * inv_freq[i];
-        float cs = cosf(a), sn = sinf(a);
+        float cs = cosf(a) * scale, sn = sinf(a) * scale;
         float* r = x + n * (size_t)ld + (size_t)h * head_dim;
         float x1 = r[i], x2 = r[i + half];
         r[i] = x1 * cs - x2 * sn;
@@ -974,12 +974,13 @@ public:
             SPW_LAUNCHED("linear(bias)");
         }
     }
-    void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
-              const float* inv_freq) override {
+    void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
+              const float* inv_freq, float scale) override {
         if (N <= 0) return;
         cur();
-        size_t total = (size_t)N * nheads * (head_dim / 2);
-        k_rope<<<grid_for(total), kThreads, 0, stream_>>>(x, ld, nheads, head_dim, positions, N, inv_freq);
+        size_t total = (size_t)N * nheads * (rotary_dim / 2);
+        k_rope<<<grid_for(total), kThreads, 0, stream_>>>(x, ld, nheads, head_dim, rotary_dim, positions, N, inv_freq,
+                                                          scale);
         SPW_LAUNCHED("rope");
     }
     void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,

@@ -8,9 +8,13 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 
+#include "arch/family.h"
+#include "arch/params.h"
+#include "arch/rope.h"
 #include "spillway/engine.h"
 #include "spillway/noise.h"
 #include "spillway/nvml.h"
@@ -182,16 +186,59 @@ Dtype parse_dtype(Napi::Env env, const std::string& s) {
     return Dtype::F32;
 }
 
+constexpr Name<RopeType> kRopeTypes[] = {{"default", RopeType::Default}, {"linear", RopeType::Linear},
+                                         {"dynamic", RopeType::Dynamic}, {"yarn", RopeType::Yarn},
+                                         {"longrope", RopeType::Longrope}, {"llama3", RopeType::Llama3}};
+
+void opt_num(const Napi::Object& o, const char* key, double& out) {
+    if (present(o, key)) out = num(o, key);
+}
+
+void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
+    if (!present(o, key)) return;
+    Napi::Value v = o.Get(key);
+    auto bad = [&] { throw_type(o.Env(), std::string("field '") + key + "' must be an array of numbers"); };
+    if (!v.IsArray()) bad();
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value x = a.Get(i);
+        if (!x.IsNumber()) bad();
+        out.push_back((float)x.As<Napi::Number>().DoubleValue());
+    }
+}
+
+// config.rope: null (learned positions) or {type, theta, rotaryDim, ...the scaling's fields}
+// (electron/model/types.ts RopeSpec); the numbers are checked by rope_check.
+RopeConfig parse_rope(const Napi::Value& v, int max_positions) {
+    RopeConfig r;
+    if (v.IsUndefined() || v.IsNull()) return r;
+    if (!v.IsObject()) throw_type(v.Env(), "field 'rope' must be an object or null");
+    Napi::Object o = v.As<Napi::Object>();
+    r.type = named_field(o, "type", kRopeTypes);
+    r.theta = num(o, "theta");
+    r.rotary_dim = inum(o, "rotaryDim");
+    r.max_positions = max_positions;
+    opt_num(o, "factor", r.factor);
+    opt_int(o, "originalMaxPositions", r.original_max_positions);
+    opt_num(o, "lowFreqFactor", r.low_freq_factor);
+    opt_num(o, "highFreqFactor", r.high_freq_factor);
+    opt_num(o, "betaFast", r.beta_fast);
+    opt_num(o, "betaSlow", r.beta_slow);
+    opt_bool(o, "truncate", r.truncate);
+    opt_num(o, "mscale", r.mscale);
+    opt_num(o, "mscaleAllDim", r.mscale_all_dim);
+    opt_num(o, "attentionFactor", r.attention_factor);
+    opt_floats(o, "shortFactor", r.short_factor);
+    opt_floats(o, "longFactor", r.long_factor);
+    return r;
+}
+
 std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     Napi::Env env = spec.Env();
     auto model = std::make_unique<Model>();
     Napi::Object c = require(spec, "config").As<Napi::Object>();
     ModelConfig& mc = model->config;
-    std::string family = require(c, "family").As<Napi::String>().Utf8Value();
-    if (family == "opt") mc.family = Family::Opt;
-    else if (family == "gpt2") mc.family = Family::Gpt2;
-    else if (family == "llama") mc.family = Family::Llama;
-    else throw_type(env, "unknown model family " + family);
+    mc.family = str(c, "family");
     mc.vocab = inum(c, "vocabSize");
     mc.hidden = inum(c, "hidden");
     mc.layers = inum(c, "layers");
@@ -210,58 +257,72 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     else if (act == "silu") mc.activation = (int)Act::Silu;
     else throw_type(env, "unsupported activation " + act);
     mc.position_offset = inum(c, "positionOffset");
-    mc.rope_theta = (float)num(c, "ropeTheta");
+    mc.rope = parse_rope(c.Get("rope"), mc.max_positions);
     mc.sliding_window = inum(c, "slidingWindow");
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
-    if (mc.rope_theta > 0.f && mc.head_dim % 2 != 0) throw_type(env, "RoPE needs an even head dimension");
+    if (mc.layers <= 0) throw_type(env, "layers must be positive");
 
     Napi::Array units = require(spec, "units").As<Napi::Array>();
     std::map<std::string, int> by_name;
-    for (uint32_t ui = 0; ui < units.Length(); ui++) {
-        Napi::Object u = units.Get(ui).As<Napi::Object>();
-        Unit unit;
-        std::string kind = require(u, "kind").As<Napi::String>().Utf8Value();
-        unit.kind = kind == "embed" ? UnitKind::Embed : kind == "head" ? UnitKind::Head : UnitKind::Block;
-        unit.index = inum(u, "index");
-        Napi::Object ts = require(u, "tensors").As<Napi::Object>();
-        Napi::Array roles = ts.GetPropertyNames();
-        for (uint32_t ri = 0; ri < roles.Length(); ri++) {
-            std::string role = roles.Get(ri).As<Napi::String>().Utf8Value();
-            Napi::Object t = ts.Get(role).As<Napi::Object>();
-            std::string name = require(t, "name").As<Napi::String>().Utf8Value();
-            auto found = by_name.find(name);
-            if (found != by_name.end()) {
-                unit.roles[role] = found->second;
-                continue;
+    model->params.blocks.resize((size_t)mc.layers);
+    int blocks = 0;
+    try {
+        for (uint32_t ui = 0; ui < units.Length(); ui++) {
+            Napi::Object u = units.Get(ui).As<Napi::Object>();
+            Unit unit;
+            std::string kind = require(u, "kind").As<Napi::String>().Utf8Value();
+            unit.kind = kind == "embed" ? UnitKind::Embed : kind == "head" ? UnitKind::Head : UnitKind::Block;
+            unit.index = inum(u, "index");
+            blocks += unit.kind == UnitKind::Block;
+            Napi::Object ts = require(u, "tensors").As<Napi::Object>();
+            Napi::Array roles = ts.GetPropertyNames();
+            for (uint32_t ri = 0; ri < roles.Length(); ri++) {
+                std::string role = roles.Get(ri).As<Napi::String>().Utf8Value();
+                Napi::Object t = ts.Get(role).As<Napi::Object>();
+                std::string name = require(t, "name").As<Napi::String>().Utf8Value();
+                auto found = by_name.find(name);
+                int index = found != by_name.end() ? found->second : (int)model->tensors.size();
+                if (found == by_name.end()) {
+                    Tensor tensor;
+                    tensor.name = name;
+                    tensor.id = fnv1a32(name.data(), name.size());
+                    Napi::Array shape = require(t, "shape").As<Napi::Array>();
+                    for (uint32_t d = 0; d < shape.Length(); d++)
+                        tensor.shape.push_back((int64_t)shape.Get(d).As<Napi::Number>().Int64Value());
+                    tensor.transposed = require(t, "transposed").As<Napi::Boolean>().Value();
+                    tensor.decay = !tensor_is_no_decay(name);
+                    tensor.source.file = require(t, "file").As<Napi::String>().Utf8Value();
+                    tensor.source.offset = u64(require(t, "offset"), "offset");
+                    tensor.source.nbytes = u64(require(t, "nbytes"), "nbytes");
+                    tensor.source.dtype = parse_dtype(env, require(t, "dtype").As<Napi::String>().Utf8Value());
+                    for (auto& other : model->tensors)
+                        if (other.id == tensor.id)
+                            throw_type(env, "tensors " + other.name + " and " + name + " share a noise id; rename one");
+                    by_name[name] = index;
+                    model->tensors.push_back(std::move(tensor));
+                }
+                if (std::find(unit.tensors.begin(), unit.tensors.end(), index) == unit.tensors.end())
+                    unit.tensors.push_back(index);
+                bind_role(model->params, unit, role, index);
             }
-            Tensor tensor;
-            tensor.name = name;
-            tensor.id = fnv1a32(name.data(), name.size());
-            Napi::Array shape = require(t, "shape").As<Napi::Array>();
-            for (uint32_t d = 0; d < shape.Length(); d++)
-                tensor.shape.push_back((int64_t)shape.Get(d).As<Napi::Number>().Int64Value());
-            tensor.transposed = require(t, "transposed").As<Napi::Boolean>().Value();
-            tensor.decay = !tensor_is_no_decay(name);
-            tensor.source.file = require(t, "file").As<Napi::String>().Utf8Value();
-            tensor.source.offset = u64(require(t, "offset"), "offset");
-            tensor.source.nbytes = u64(require(t, "nbytes"), "nbytes");
-            tensor.source.dtype = parse_dtype(env, require(t, "dtype").As<Napi::String>().Utf8Value());
-            for (auto& other : model->tensors)
-                if (other.id == tensor.id)
-                    throw_type(env, "tensors " + other.name + " and " + name + " share a noise id; rename one");
-            by_name[name] = (int)model->tensors.size();
-            unit.roles[role] = (int)model->tensors.size();
-            model->tensors.push_back(std::move(tensor));
+            model->units.push_back(std::move(unit));
         }
-        model->units.push_back(std::move(unit));
+        if (model->units.size() < 2 || model->units.front().kind != UnitKind::Embed ||
+            model->units.back().kind != UnitKind::Head)
+            throw std::runtime_error("units must start with the embeddings and end with the head");
+        if (blocks != mc.layers)
+            throw std::runtime_error("the spec has " + std::to_string(blocks) + " blocks; the config says " +
+                                     std::to_string(mc.layers) + " layers");
+        HeadParams& head = model->params.head;
+        if (mc.tied && head.lm_head >= 0) throw std::runtime_error("a tied head has no 'lm_head' of its own");
+        if (mc.tied) head.lm_head = model->params.embed.tok;
+        check_params(family_of(mc.family), *model);
+        rope_check(mc.rope, mc.head_dim);
+    } catch (const std::runtime_error& e) {
+        throw_type(env, e.what());
     }
-    if (model->units.size() < 2 || model->units.front().kind != UnitKind::Embed ||
-        model->units.back().kind != UnitKind::Head)
-        throw_type(env, "units must start with the embeddings and end with the head");
-    if (model->units.front().find("tok") < 0) throw_type(env, "the embedding unit needs a 'tok' tensor");
-    if (!mc.tied && model->units.back().find("lm_head") < 0) throw_type(env, "an untied head needs 'lm_head'");
     return model;
 }
 
@@ -430,16 +491,13 @@ private:
                 std::vector<bool> skip(model->tensors.size(), false);
                 for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++)
                     if (tiers.homes[ui] == (int)Home::Ssd && model->units[ui].kind == UnitKind::Block)
-                        for (auto& kv : model->units[ui].roles) skip[(size_t)kv.second] = true;
+                        for (int ti : model->units[ui].tensors) skip[(size_t)ti] = true;
                 model_load_masters(*model, nullptr, &skip);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
                 std::swap(owned->tensors, model->tensors);
                 std::swap(owned->units, model->units);
-                for (auto& u : owned->units) {
-                    u.numel = 0;
-                    for (auto& kv : u.roles) u.numel += owned->tensors[(size_t)kv.second].numel;
-                }
+                std::swap(owned->params, model->params);
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA
@@ -865,6 +923,29 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     return run_job<CalibrateResult>(env, &unused, [o] { return calibrate(o); }, to_js);
 }
 
+// ropeTable(rope, maxPositions, seqLen): {invFreq: Float32Array, attentionScale} as a pass of
+// seqLen tokens computes them (arch/rope.h); for checking every scaling against transformers.
+Napi::Value RopeTableJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber())
+        throw_type(env, "ropeTable(rope, maxPositions, seqLen) needs a rope object and two numbers");
+    RopeConfig r = parse_rope(info[0], info[1].As<Napi::Number>().Int32Value());
+    if (r.type == RopeType::None) throw_type(env, "ropeTable needs a rope object");
+    RopeTable t;
+    try {
+        rope_check(r, r.rotary_dim);
+        t = rope_table(r, info[2].As<Napi::Number>().Int32Value());
+    } catch (const std::runtime_error& e) {
+        throw_type(env, e.what());
+    }
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Float32Array inv = Napi::Float32Array::New(env, t.inv_freq.size());
+    if (!t.inv_freq.empty()) std::memcpy(inv.Data(), t.inv_freq.data(), t.inv_freq.size() * sizeof(float));
+    o.Set("invFreq", inv);
+    o.Set("attentionScale", t.attention_scale);
+    return o;
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
     exports.Set("calibrate", Napi::Function::New(env, Calibrate));
     exports.Set("probe", Napi::Function::New(env, Probe));
@@ -875,6 +956,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
     exports.Set("fnv1a32", Napi::Function::New(env, Fnv));
     exports.Set("stepSeed", Napi::Function::New(env, StepSeed));
     exports.Set("philox", Napi::Function::New(env, Philox));
+    exports.Set("ropeTable", Napi::Function::New(env, RopeTableJs));
     exports.Set("cudaCompiled", Napi::Boolean::New(env,
 #ifdef SPW_WITH_CUDA
                                                    true

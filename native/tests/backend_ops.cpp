@@ -322,15 +322,21 @@ std::vector<Op> make_ops(const Shapes& S) {
         std::vector<int32_t> positions((size_t)N);
         for (size_t s = 0; s + 1 < S.seq_start.size(); s++)
             for (int t = S.seq_start[s]; t < S.seq_start[s + 1]; t++) positions[(size_t)t] = t - S.seq_start[s];
-        std::vector<float> inv((size_t)HD / 2);
-        for (int i = 0; i < HD / 2; i++) inv[(size_t)i] = 1.0f / powf(10000.f, (float)(2 * i) / (float)HD);
-        ops.push_back({"rope", TH_ELEMENTWISE, false, [=](Backend& be, Dev& d) {
-                           float* dx = d.f(x);
-                           int32_t* dp = d.i(positions);
-                           float* di = d.f(inv);
-                           return Prepared{[=, &be] { be.rope(dx, ld, NH + KV, HD, dp, N, di); },
-                                           [=, &d] { return d.get(dx, (size_t)N * ld); }};
-                       }});
+        // Every dim rotated; and partial rotary (the first half of each head, Phi-3 / GPT-NeoX style)
+        // with cos and sin scaled (yarn, longrope).
+        for (bool partial : {false, true}) {
+            int rot = partial ? HD / 2 : HD;
+            float scale = partial ? 1.19f : 1.0f;
+            std::vector<float> inv((size_t)rot / 2);
+            for (int i = 0; i < rot / 2; i++) inv[(size_t)i] = 1.0f / powf(10000.f, (float)(2 * i) / (float)rot);
+            ops.push_back({partial ? "rope/partial+scaled" : "rope", TH_ELEMENTWISE, false, [=](Backend& be, Dev& d) {
+                               float* dx = d.f(x);
+                               int32_t* dp = d.i(positions);
+                               float* di = d.f(inv);
+                               return Prepared{[=, &be] { be.rope(dx, ld, NH + KV, HD, rot, dp, N, di, scale); },
+                                               [=, &d] { return d.get(dx, (size_t)N * ld); }};
+                           }});
+        }
         int nseq = (int)S.seq_start.size() - 1;
         for (int variant = 0; variant < 3; variant++) {
             // 0: GQA causal; 1: GQA with a sliding window; 2: plain multi-head (kv_heads = heads) on the same rows

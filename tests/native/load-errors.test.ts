@@ -45,6 +45,47 @@ describe('the native loader', () => {
     expect(() => new Engine({ threads: 1 }).load(42)).toThrow(/model spec/);
   });
 
+  // Each family's recipe says which tensors its blocks hold (native/src/arch/): roles are bound
+  // to the parameter struct once, at load, and anything the recipe would misread is refused.
+  it('refuses a role the engine does not know, naming it', async () => {
+    const spec = await specWith((info) => {
+      info.units[1].tensors.q_proj = info.units[1].tensors.q_w;
+    });
+    expect(() => new Engine({ threads: 1 }).load(spec)).toThrow(/block 0 has no role 'q_proj'/);
+  });
+
+  it("refuses a tensor the family's recipe would not read", async () => {
+    const spec = await specWith((info) => {
+      info.units[2].tensors.fc1_w = info.units[2].tensors.up_w;
+    });
+    expect(() => new Engine({ threads: 1 }).load(spec)).toThrow(/block 1: the llama recipe reads no 'fc1_w'/);
+  });
+
+  it('refuses a block missing a tensor its recipe needs', async () => {
+    const spec = await specWith((info) => {
+      delete info.units[1].tensors.gate_w;
+    });
+    expect(() => new Engine({ threads: 1 }).load(spec)).toThrow(/block 0 of a llama model needs 'gate_w'/);
+  });
+
+  it('refuses a shape or layout the config does not imply', async () => {
+    const swapped = await specWith((info) => {
+      const t = info.units[1].tensors;
+      [t.q_w, t.k_w] = [t.k_w, t.q_w];
+    });
+    expect(() => new Engine({ threads: 1 }).load(swapped)).toThrow(/tensor model\.layers\.0\.self_attn\.k_proj\.weight has shape \[16,32\], expected \[32,32\]/);
+    const transposed = await specWith((info) => {
+      info.units[1].tensors.down_w.transposed = true;
+    });
+    expect(() => new Engine({ threads: 1 }).load(transposed)).toThrow(/down_proj\.weight must not be stored \[in, out\]/);
+  });
+
+  it('refuses an unknown family, naming the ones it has', async () => {
+    const spec = (await specWith(() => {})) as { config: Record<string, unknown> };
+    spec.config.family = 'mamba';
+    expect(() => new Engine({ threads: 1 }).load(spec)).toThrow(/unknown model family 'mamba' \(the engine has opt, gpt2, llama\)/);
+  });
+
   it('refuses to step before a model is loaded', () => {
     expect(() => new Engine({ threads: 1 }).info()).not.toThrow();
     expect(() =>

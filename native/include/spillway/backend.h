@@ -159,9 +159,11 @@ public:
     // out[N, O] = inp[N, I] W^T + b, W stored [O, I] (or [I, O] when transposed)
     virtual void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                         bool transposed) = 0;
-    // rotate_half RoPE, in place, on `nheads` heads of each row of x (row stride ld).
-    virtual void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
-                      const float* inv_freq) = 0;
+    // rotate_half RoPE, in place, on `nheads` heads of each row of x (row stride ld): the first
+    // `rotary_dim` dims of each head rotate in pairs (i, i + rotary_dim / 2) by positions[n] *
+    // inv_freq[i], with cos and sin multiplied by `scale`; the rest of the head passes through.
+    virtual void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
+                      const float* inv_freq, float scale) = 0;
     // Causal attention over packed sequences (seq_start has nseq + 1 entries); out [N, NH * HD].
     virtual void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,
                            const int32_t* seq_start, int nseq) = 0;

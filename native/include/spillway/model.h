@@ -1,37 +1,56 @@
-// A model as the engine sees it: a normalised config and units of tensors by
-// role. The TypeScript side (electron/model/) resolves Hugging Face names and
+// A model as the engine sees it: a normalised config, its tensors, the units
+// they stream in, and each unit's parameters as plain structs of tensor
+// indices, resolved once at load from the spec's roles (native/src/arch/params.h).
+// The TypeScript side (electron/model/arch/) resolves Hugging Face names and
 // layouts; this side maps the files, checks every byte range again and keeps
 // float32 masters.
 #pragma once
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
 #include <vector>
 
 namespace spw {
 
-enum class Family : int { Opt = 0, Gpt2 = 1, Llama = 2 };
 enum class NormKind : int { LayerNorm = 0, RmsNorm = 1 };
 enum class Dtype : int { F32 = 0, F16 = 1, BF16 = 2 };
 enum class UnitKind : int { Embed = 0, Block = 1, Head = 2 };
 
+// Rotary position embeddings and their scalings, as transformers' rope_parameters
+// name them (native/src/arch/rope.h computes the frequencies).
+enum class RopeType : int { None = 0, Default, Linear, Dynamic, Yarn, Longrope, Llama3 };
+
+struct RopeConfig {
+    RopeType type = RopeType::None;  // None: learned absolute positions
+    double theta = 10000.0;          // rope_theta, the base
+    int rotary_dim = 0;              // dims rotated per head: head_dim * partial_rotary_factor, even
+    int max_positions = 0;           // max_position_embeddings (dynamic; yarn and longrope's default factor)
+    double factor = 0;               // linear, dynamic, yarn, longrope, llama3 (0: yarn and longrope derive it)
+    int original_max_positions = 0;  // llama3, yarn, longrope: the pretraining length
+    double low_freq_factor = 0, high_freq_factor = 0;  // llama3
+    double beta_fast = 32, beta_slow = 1;              // yarn's ramp bounds
+    bool truncate = true;                              // yarn: floor/ceil the ramp bounds
+    double mscale = 0, mscale_all_dim = 0;             // yarn: the attention factor's ratio (0: unset)
+    double attention_factor = 0;                       // yarn, longrope: cos/sin scale (0: derived)
+    std::vector<float> short_factor, long_factor;      // longrope: rotary_dim / 2 each
+};
+
 struct ModelConfig {
-    Family family = Family::Llama;
+    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama"
     int vocab = 0;         // V
     int hidden = 0;        // C
     int layers = 0;        // L
     int heads = 0;         // NH
-    int kv_heads = 0;
+    int kv_heads = 0;      // KV
     int head_dim = 0;      // HD
-    int intermediate = 0;
+    int intermediate = 0;  // I
     int max_positions = 0;
     float norm_eps = 1e-5f;
     NormKind norm = NormKind::LayerNorm;
     int activation = 0;    // Act
     int position_offset = 0;
-    float rope_theta = 0.f;
+    RopeConfig rope;
     int sliding_window = 0;
     bool tied = false;
 };
@@ -62,22 +81,61 @@ struct Tensor {
     uint16_t* device16 = nullptr;
 };
 
+// ---- parameters: which tensors each unit's kernels read (llm.c style) ----
+// Indices into Model::tensors, -1 where absent. Shapes in the Hugging Face layout,
+// with C hidden, I MLP width, V vocabulary, P positions, NH heads, KV kv heads, HD
+// head dim; a tensor stored [in, out] (GPT-2 Conv1D, Tensor::transposed) keeps it.
+
+// A kernel's weight and its optional bias. Perturbed together, right before the kernel
+// that reads them: one group of the working copy.
+struct WeightBias {
+    int w = -1;
+    int b = -1;
+};
+
+struct EmbedParams {
+    int tok = -1;  // (V, C)
+    int pos = -1;  // (P + position_offset, C): learned absolute positions
+};
+
+// A superset of what the families' recipes read; each recipe uses its part.
+struct BlockParams {
+    WeightBias attn_norm;  // w, b (C)
+    WeightBias qkv;        // fused q|k|v: w (C, 3C) stored [in, out], b (3C)
+    WeightBias q;          // w (NH*HD, C), b (NH*HD)
+    WeightBias k;          // w (KV*HD, C), b (KV*HD)
+    WeightBias v;          // w (KV*HD, C), b (KV*HD)
+    WeightBias o;          // w (C, NH*HD) (GPT-2: (C, C) stored [in, out]), b (C)
+    WeightBias mlp_norm;   // w, b (C)
+    WeightBias fc1;        // w (I, C) (GPT-2: (C, I) stored [in, out]), b (I)
+    WeightBias fc2;        // w (C, I) (GPT-2: (I, C) stored [in, out]), b (C)
+    WeightBias gate;       // w (I, C), b (I)
+    WeightBias up;         // w (I, C), b (I)
+    WeightBias down;       // w (C, I), b (C)
+};
+
+struct HeadParams {
+    WeightBias norm;   // the final norm: w, b (C)
+    int lm_head = -1;  // (V, C); the embedding's tok when tied
+};
+
+struct ModelParams {
+    EmbedParams embed;
+    std::vector<BlockParams> blocks;  // by block index (Unit::index)
+    HeadParams head;
+};
+
 struct Unit {
     UnitKind kind = UnitKind::Block;
-    int index = -1;
-    std::map<std::string, int> roles;  // role -> index into Model::tensors
-    size_t numel = 0;                  // sum over the unit's tensors
-
-    int find(const std::string& role) const {
-        auto it = roles.find(role);
-        return it == roles.end() ? -1 : it->second;
-    }
+    int index = -1;            // block index for blocks, -1 otherwise
+    std::vector<int> tensors;  // every tensor the unit holds (indices into Model::tensors)
 };
 
 struct Model {
     ModelConfig config;
     std::vector<Tensor> tensors;
     std::vector<Unit> units;
+    ModelParams params;
     size_t parameter_count = 0;
 
     ~Model();

@@ -237,17 +237,17 @@ public:
         }
     }
 
-    void rope(float* x, int ld, int nheads, int head_dim, const int32_t* positions, int N,
-              const float* inv_freq) override {
-        int half = head_dim / 2;
+    void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
+              const float* inv_freq, float scale) override {
+        int half = rotary_dim / 2;
         pool_.parallel_for((size_t)N, 1, [&](size_t r0, size_t r1) {
             std::vector<float> cs((size_t)half), sn((size_t)half);
             for (size_t n = r0; n < r1; n++) {
                 float p = (float)positions[n];
                 for (int i = 0; i < half; i++) {
                     float a = p * inv_freq[i];
-                    cs[i] = cosf(a);
-                    sn[i] = sinf(a);
+                    cs[i] = cosf(a) * scale;
+                    sn[i] = sinf(a) * scale;
                 }
                 for (int h = 0; h < nheads; h++) {
                     float* r = x + n * (size_t)ld + (size_t)h * head_dim;

@@ -15,9 +15,14 @@
 #include <thread>
 #include <vector>
 
+#include "arch/block.h"
+#include "arch/family.h"
+#include "arch/params.h"
+#include "arch/rope.h"
 #include "spill.h"
 #include "spillway/backend.h"
 #include "spillway/noise.h"
+#include "spillway/precision.h"
 
 namespace spw {
 
@@ -179,105 +184,112 @@ void measure_ssd(const CalibrateOptions& o, CalibrateResult& r) {
     }
 }
 
-// ---- one transformer block, run with the backend's own kernels ----
+// ---- one transformer block, run with the engine's own block forward ----
 
-constexpr size_t kNone = SIZE_MAX;
+// The family whose recipe a shape runs (arch/family.h) and the config it runs it with.
+const Family& family_of_shape(const BlockShape& s) { return s.gated ? llama_family() : opt_family(); }
 
-struct Dims {
-    int C, I, NH, KV, HD, qd, kvd;
-};
-
-Dims dims_of(const BlockShape& s) {
-    Dims d;
-    d.C = s.hidden;
-    d.I = s.intermediate;
-    d.NH = s.heads;
-    d.KV = s.kv_heads > 0 ? s.kv_heads : s.heads;
-    d.HD = s.head_dim > 0 ? s.head_dim : s.hidden / std::max(1, s.heads);
-    d.qd = d.NH * d.HD;
-    d.kvd = d.KV * d.HD;
-    return d;
+ModelConfig config_of(const BlockShape& s) {
+    ModelConfig c;
+    c.family = family_of_shape(s).name;
+    c.hidden = s.hidden;
+    c.intermediate = s.intermediate;
+    c.heads = s.heads;
+    c.kv_heads = s.kv_heads > 0 ? s.kv_heads : s.heads;
+    c.head_dim = s.head_dim > 0 ? s.head_dim : s.hidden / std::max(1, s.heads);
+    c.max_positions = s.seq_len;
+    c.norm = s.rmsnorm ? NormKind::RmsNorm : NormKind::LayerNorm;
+    c.activation = s.activation;
+    if (s.rope) {
+        c.rope.type = RopeType::Default;
+        c.rope.rotary_dim = c.head_dim;
+        c.rope.max_positions = s.seq_len;
+    }
+    return c;
 }
 
-// Offsets of the block's tensors in one buffer, each padded to 16 floats (the engine's slot layout).
+// One block's tensors as its family's rules give them at this shape: biases where the family
+// always has them, and where it may when `bias`; no norm bias under RMSNorm. Offsets in `floats`
+// are those of one buffer, each tensor padded to 16 floats (the engine's slot layout).
 struct Layout {
-    size_t attn_norm_w = kNone, attn_norm_b = kNone, q_w = kNone, q_b = kNone, k_w = kNone, k_b = kNone;
-    size_t v_w = kNone, v_b = kNone, o_w = kNone, o_b = kNone, mlp_norm_w = kNone, mlp_norm_b = kNone;
-    size_t m1_w = kNone, m1_b = kNone, m2_w = kNone, m2_b = kNone, m3_w = kNone, m3_b = kNone;
+    std::vector<Tensor> tensors;
+    std::vector<size_t> offsets;
+    BlockParams params;
     size_t floats = 0;      // padded
-    uint64_t params = 0;    // unpadded
+    uint64_t parameters = 0;
 };
 
 Layout layout_of(const BlockShape& s) {
-    Dims d = dims_of(s);
+    const ModelConfig c = config_of(s);
     Layout L;
-    auto add = [&](size_t n) {
-        size_t off = L.floats;
-        L.floats += (n + 15) / 16 * 16;
-        L.params += n;
-        return off;
+    auto add = [&](int& slot, std::vector<int64_t> shape, bool in_out) {
+        Tensor t;
+        t.shape = std::move(shape);
+        t.numel = 1;
+        for (int64_t d : t.shape) t.numel *= (size_t)d;
+        t.transposed = in_out;
+        t.id = (uint32_t)L.tensors.size() + 1;
+        slot = (int)L.tensors.size();
+        L.tensors.push_back(t);
+        L.offsets.push_back(L.floats);
+        L.floats += (t.numel + 15) / 16 * 16;
+        L.parameters += t.numel;
     };
-    const bool nb = s.bias && !s.rmsnorm;  // LayerNorm carries a bias
-    const size_t C = (size_t)d.C, I = (size_t)d.I, qd = (size_t)d.qd, kvd = (size_t)d.kvd;
-    L.attn_norm_w = add(C);
-    if (nb) L.attn_norm_b = add(C);
-    L.q_w = add(qd * C);
-    if (s.bias) L.q_b = add(qd);
-    L.k_w = add(kvd * C);
-    if (s.bias) L.k_b = add(kvd);
-    L.v_w = add(kvd * C);
-    if (s.bias) L.v_b = add(kvd);
-    L.o_w = add(C * qd);
-    if (s.bias) L.o_b = add(C);
-    L.mlp_norm_w = add(C);
-    if (nb) L.mlp_norm_b = add(C);
-    if (s.gated) {
-        L.m1_w = add(I * C);  // gate
-        if (s.bias) L.m1_b = add(I);
-        L.m2_w = add(I * C);  // up
-        if (s.bias) L.m2_b = add(I);
-        L.m3_w = add(C * I);  // down
-        if (s.bias) L.m3_b = add(C);
-    } else {
-        L.m1_w = add(I * C);  // fc1
-        if (s.bias) L.m1_b = add(I);
-        L.m3_w = add(C * I);  // fc2
-        if (s.bias) L.m3_b = add(C);
+    for (const ParamRule& r : family_of_shape(s).rules) {
+        WeightBias& wb = L.params.*r.field;
+        const int64_t out = dim_of(r.out, c), in = dim_of(r.in, c);
+        const bool norm = r.in == Dim::None;
+        if (r.w != Need::No) {
+            if (norm) add(wb.w, {out}, false);
+            else add(wb.w, r.in_out ? std::vector<int64_t>{in, out} : std::vector<int64_t>{out, in}, r.in_out);
+        }
+        bool bias = r.b == Need::Yes || (r.b == Need::Maybe && s.bias);
+        if (bias && !(norm && s.rmsnorm)) add(wb.b, {out}, false);
     }
     return L;
 }
 
 // FLOPs of one forward of the block: the projections, and causal attention (QK^T and AV, half the square).
 double linear_flops(const BlockShape& s) {
-    Dims d = dims_of(s);
+    const ModelConfig c = config_of(s);
     double N = (double)s.sequences * s.seq_len;
-    double C = d.C, I = d.I, qd = d.qd, kvd = d.kvd;
+    double C = c.hidden, I = c.intermediate, qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
     return 2.0 * N * (C * qd + 2.0 * C * kvd + qd * C + (s.gated ? 3.0 : 2.0) * C * I);
 }
 
 double attention_flops(const BlockShape& s) {
-    Dims d = dims_of(s);
-    return 2.0 * s.sequences * (double)d.NH * s.seq_len * (double)s.seq_len * d.HD;
+    const ModelConfig c = config_of(s);
+    return 2.0 * s.sequences * (double)c.heads * s.seq_len * (double)s.seq_len * c.head_dim;
 }
 
 size_t activation_floats(const BlockShape& s) {
-    Dims d = dims_of(s);
     size_t N = (size_t)s.sequences * (size_t)s.seq_len;
-    size_t C = (size_t)d.C;
-    size_t Q = std::max<size_t>((size_t)d.qd, C), K = std::max<size_t>((size_t)d.kvd, C),
-           M = std::max<size_t>((size_t)d.I, (size_t)d.qd);
-    return N * (2 * C + 2 * Q + 2 * K + 2 * M) + 3 * N * C;  // + the two streams' hidden states and their start
+    return acts_floats(config_of(s), N) * 2 + 3 * N * (size_t)s.hidden;  // two streams + their hidden states and start
 }
 
-struct KernelTimes {
-    double linear = 0, attention = 0, other = 0;
+// Times every kernel of a forward by kind, each waited for.
+class KindTimes : public KernelTimer {
+public:
+    explicit KindTimes(Backend& be) : be_(be) {}
+    void start() override { t0_ = Clock::now(); }
+    void stop(KernelKind kind) override {
+        be_.synchronize();
+        seconds[(int)kind] += seconds_since(t0_);
+    }
+    double seconds[3] = {0, 0, 0};  // by KernelKind
+
+private:
+    Backend& be_;
+    Clock::time_point t0_;
 };
 
-// A block's master, noise and working copy, two activation streams and the
-// scratch Engine::block_forward uses, all in the backend's memory.
+// A block of the shape's family in the backend's memory (weights ~ 0.02 N(0, 1), hidden states
+// ~ N(0, 1)) and everything a pass of it needs, run through the family's recipe as the engine
+// runs it.
 class BlockRig {
 public:
-    BlockRig(Backend& be, const BlockShape& s) : be_(be), s_(s), d_(dims_of(s)), L_(layout_of(s)) {
+    BlockRig(Backend& be, const BlockShape& s)
+        : be_(be), s_(s), c_(config_of(s)), L_(layout_of(s)), copies_(be, MASTER_F32) {
         try {
             init();
         } catch (...) {
@@ -291,134 +303,82 @@ public:
     BlockRig(const BlockRig&) = delete;
     BlockRig& operator=(const BlockRig&) = delete;
 
+    uint64_t parameters() const { return L_.parameters; }
+    int tokens() const { return N_; }
+
+    void reset() {
+        size_t bytes = (size_t)N_ * (size_t)c_.hidden * sizeof(float);
+        be_.copy(h_[0], h0_, bytes);
+        be_.copy(h_[1], h0_, bytes);
+    }
+
+    // What a ZO step adds to the block's two forwards: z of each weight group and its +eps and
+    // -eps working copies, group by group as the engine's pass makes them.
+    void perturb() {
+        std::vector<Stream> streams = {{13, 1e-3f, h_[0]}, {13, -1e-3f, h_[1]}};
+        double noise_ms = 0;
+        for (const BlockField& f : block_fields()) {
+            const WeightBias& wb = L_.params.*f.field;
+            if (wb.w < 0) continue;
+            const int ids[2] = {wb.w, wb.b};
+            copies_.with(L_.tensors, ids, 2, streams, s_.noise, noise_ms, [](size_t, const float* const*) {});
+        }
+    }
+
+    // One forward on the clean weights; with `timer`, every kernel is waited for and timed.
+    void forward(KernelTimer* timer) {
+        std::vector<Stream> streams = {{0, 0.f, h_[0]}};
+        run(streams, timer);
+    }
+
+private:
     void init() {
-        const BlockShape& s = s_;
-        N_ = s.sequences * s.seq_len;
-        const size_t P = L_.floats, NC = (size_t)N_ * (size_t)d_.C;
-        master_ = falloc(P);
-        z_ = falloc(P);
-        w_ = falloc(P);
+        N_ = s_.sequences * s_.seq_len;
+        const size_t P = L_.floats, NC = (size_t)N_ * (size_t)c_.hidden;
+        float* master = falloc(P);
+        float* z = falloc(P);
+        be_.noise_fill(z, P, 11, 1, NOISE_GAUSSIAN, 0);
+        be_.perturb(master, z, z, 0.02f - 1.0f, P);
+        for (size_t i = 0; i < L_.tensors.size(); i++) L_.tensors[i].device = master + L_.offsets[i];
+        size_t most = 0;
+        for (const BlockField& f : block_fields()) {
+            const WeightBias& wb = L_.params.*f.field;
+            size_t n = 0;
+            for (int ti : {wb.w, wb.b})
+                if (ti >= 0) n += (L_.tensors[(size_t)ti].numel + 15) / 16 * 16;
+            most = std::max(most, n);
+        }
+        copies_.reserve(most);
         h0_ = falloc(NC);
         h_[0] = falloc(NC);
         h_[1] = falloc(NC);
-        act_ = falloc(activation_floats(s) - 3 * NC);
-        // Weights ~ 0.02 N(0, 1) (w = z + (0.02 - 1) z), hidden states ~ N(0, 1).
-        be_.noise_fill(z_, P, 11, 1, NOISE_GAUSSIAN, 0);
-        be_.perturb(master_, z_, z_, 0.02f - 1.0f, P);
+        stream_floats_ = acts_floats(c_, (size_t)N_);
+        act_ = falloc(2 * stream_floats_);
         be_.noise_fill(h0_, NC, 12, 2, NOISE_GAUSSIAN, 0);
-        std::vector<int32_t> starts((size_t)s.sequences + 1), pos((size_t)N_);
-        for (int q = 0; q <= s.sequences; q++) starts[(size_t)q] = q * s.seq_len;
-        for (int n = 0; n < N_; n++) pos[(size_t)n] = n % s.seq_len;
-        seq_start_ = ialloc(starts);
-        positions_ = ialloc(pos);
-        if (s.rope) {
-            std::vector<float> inv((size_t)d_.HD / 2);
-            for (size_t i = 0; i < inv.size(); i++) inv[i] = 1.0f / std::pow(10000.0f, (float)(2 * i) / (float)d_.HD);
-            inv_freq_ = falloc(std::max<size_t>(1, inv.size()));
-            be_.upload(inv_freq_, inv.data(), inv.size() * sizeof(float));
+        std::vector<int32_t> starts((size_t)s_.sequences + 1), pos((size_t)N_);
+        for (int q = 0; q <= s_.sequences; q++) starts[(size_t)q] = q * s_.seq_len;
+        for (int n = 0; n < N_; n++) pos[(size_t)n] = n % s_.seq_len;
+        in_.N = N_;
+        in_.nseq = s_.sequences;
+        in_.seq_start = ialloc(starts);
+        in_.positions = ialloc(pos);
+        if (c_.rope.type != RopeType::None) {
+            RopeTable t = rope_table(c_.rope, s_.seq_len);
+            float* inv = falloc(t.inv_freq.size());
+            be_.upload(inv, t.inv_freq.data(), t.inv_freq.size() * sizeof(float));
+            in_.inv_freq = inv;
+            in_.rope_scale = t.attention_scale;
         }
         reset();
         be_.synchronize();
     }
 
-    uint64_t parameters() const { return L_.params; }
-    int tokens() const { return N_; }
-
-    void reset() {
-        size_t bytes = (size_t)N_ * (size_t)d_.C * sizeof(float);
-        be_.copy(h_[0], h0_, bytes);
-        be_.copy(h_[1], h0_, bytes);
+    void run(std::vector<Stream>& streams, KernelTimer* timer) {
+        double noise_ms = 0;
+        BlockPass pass(be_, c_, L_.tensors, copies_, in_, streams, act_, stream_floats_, s_.noise, noise_ms, timer);
+        family_of_shape(s_).block(pass, L_.params);
     }
 
-    // What a ZO step does per block before its forwards: z, then the + and - working
-    // copies (the engine keeps one per stream; both cost the same pass here).
-    void perturb() {
-        be_.noise_fill(z_, L_.floats, 13, 3, s_.noise, 0);
-        be_.perturb(w_, master_, z_, 1e-3f, L_.floats);
-        be_.perturb(w_, master_, z_, -1e-3f, L_.floats);
-    }
-
-    // One forward of the block on stream si (Engine::block_forward's kernels, in its order).
-    // With t, each kernel is synchronized and its time added to its kind.
-    void forward(int si, KernelTimes* t) {
-        Backend& be = be_;
-        const int N = N_, C = d_.C, I = d_.I, HD = d_.HD, qd = d_.qd, kvd = d_.kvd;
-        auto P = [&](size_t off) -> const float* { return off == kNone ? nullptr : w_ + off; };
-        float* h = h_[si];
-        size_t Cs = (size_t)N * C, Qs = (size_t)N * std::max(qd, C), Ks = (size_t)N * std::max(kvd, C);
-        float* a = act_;
-        float* tmp = a + Cs;
-        float* q = tmp + Cs;
-        float* att = q + Qs;
-        float* k = att + Qs;
-        float* v = k + Ks;
-        float* m1 = v + Ks;
-        float* m2 = m1 + (size_t)N * std::max(I, qd);
-        KernelTimes scratch;
-        KernelTimes& T = t ? *t : scratch;
-        Clock::time_point t0;
-        auto tick = [&] {
-            if (t) t0 = Clock::now();
-        };
-        auto tock = [&](double& acc) {
-            if (!t) return;
-            be.synchronize();
-            acc += seconds_since(t0);
-        };
-        auto norm = [&](float* out, const float* in, size_t wo, size_t bo) {
-            if (s_.rmsnorm)
-                be.rmsnorm(out, in, P(wo), N, C, 1e-5f);
-            else
-                be.layernorm(out, in, P(wo), P(bo), N, C, 1e-5f);
-        };
-        tick();
-        norm(a, h, L_.attn_norm_w, L_.attn_norm_b);
-        tock(T.other);
-        tick();
-        be.linear(q, a, P(L_.q_w), P(L_.q_b), N, C, qd, false);
-        be.linear(k, a, P(L_.k_w), P(L_.k_b), N, C, kvd, false);
-        be.linear(v, a, P(L_.v_w), P(L_.v_b), N, C, kvd, false);
-        tock(T.linear);
-        tick();
-        if (s_.rope) {
-            be.rope(q, qd, d_.NH, HD, positions_, N, inv_freq_);
-            be.rope(k, kvd, d_.KV, HD, positions_, N, inv_freq_);
-        }
-        AttentionShape as{d_.NH, d_.KV, HD, qd, kvd, kvd, 1.0f / std::sqrt((float)HD), 0};
-        be.attention(att, q, k, v, as, seq_start_, s_.sequences);
-        tock(T.attention);
-        tick();
-        be.linear(tmp, att, P(L_.o_w), P(L_.o_b), N, qd, C, false);
-        tock(T.linear);
-        tick();
-        be.add(h, tmp, Cs);
-        norm(a, h, L_.mlp_norm_w, L_.mlp_norm_b);
-        tock(T.other);
-        if (s_.gated) {
-            tick();
-            be.linear(m1, a, P(L_.m1_w), P(L_.m1_b), N, C, I, false);
-            be.linear(m2, a, P(L_.m2_w), P(L_.m2_b), N, C, I, false);
-            tock(T.linear);
-            tick();
-            be.gated_silu(m1, m2, (size_t)N * I);
-            tock(T.other);
-        } else {
-            tick();
-            be.linear(m1, a, P(L_.m1_w), P(L_.m1_b), N, C, I, false);
-            tock(T.linear);
-            tick();
-            be.activation(m1, (size_t)N * I, (Act)s_.activation);
-            tock(T.other);
-        }
-        tick();
-        be.linear(tmp, m1, P(L_.m3_w), P(L_.m3_b), N, I, C, false);
-        tock(T.linear);
-        tick();
-        be.add(h, tmp, Cs);
-        tock(T.other);
-    }
-
-private:
     float* falloc(size_t n) {
         void* p = be_.alloc(std::max<size_t>(n, 1) * sizeof(float));
         owned_.push_back(p);
@@ -433,36 +393,34 @@ private:
 
     Backend& be_;
     BlockShape s_;
-    Dims d_;
+    ModelConfig c_;
     Layout L_;
+    WorkingCopies copies_;
+    PassInputs in_;
     int N_ = 0;
-    float *master_ = nullptr, *z_ = nullptr, *w_ = nullptr, *h0_ = nullptr, *act_ = nullptr;
+    float *h0_ = nullptr, *act_ = nullptr;
     float* h_[2] = {nullptr, nullptr};
-    int32_t *seq_start_ = nullptr, *positions_ = nullptr;
-    float* inv_freq_ = nullptr;
+    size_t stream_floats_ = 0;
     std::vector<void*> owned_;
 };
 
 void check_shape(const BlockShape& s) {
-    Dims d = dims_of(s);
+    const ModelConfig c = config_of(s);
     if (s.hidden <= 0 || s.intermediate <= 0 || s.heads <= 0 || s.sequences <= 0 || s.seq_len <= 0)
         throw std::runtime_error("block shape: hidden, intermediate, heads, sequences and seq_len must be positive");
-    if (d.KV <= 0 || d.NH % d.KV != 0) throw std::runtime_error("block shape: heads must be a multiple of kv_heads");
-    if (d.HD <= 0 || (s.rope && d.HD % 2 != 0)) throw std::runtime_error("block shape: bad head_dim");
+    if (c.kv_heads <= 0 || c.heads % c.kv_heads != 0) throw std::runtime_error("block shape: heads must be a multiple of kv_heads");
+    if (c.head_dim <= 0 || (s.rope && c.head_dim % 2 != 0)) throw std::runtime_error("block shape: bad head_dim");
+    if (s.rope != s.gated)
+        throw std::runtime_error("block shape: gated blocks (the Llama family's) have rotary positions, plain ones learned positions");
     if ((double)s.sequences * s.seq_len > (double)INT_MAX / 4) throw std::runtime_error("block shape: too many tokens");
 }
 
-// The block at its own shape: warm-up, then a few repetitions (median) of
-// z + two perturbed copies, and both forwards.
-void run_direct(Backend& be, const BlockShape& s, BlockTiming& b) {
-    BlockRig rig(be, s);
-    auto t0 = Clock::now();
-    rig.perturb();
-    rig.forward(0, nullptr);
-    rig.forward(1, nullptr);
-    be.synchronize();
-    double warm = seconds_since(t0);
-    int reps = (int)std::clamp(1.0 / std::max(warm, 1e-6), 3.0, 7.0);
+// The perturbation and a forward, `reps` of each (medians).
+struct PassTimes {
+    double forward = 0, perturb = 0;  // seconds
+};
+
+PassTimes time_passes(Backend& be, BlockRig& rig, int reps) {
     std::vector<double> pert, fwd;
     for (int i = 0; i < reps; i++) {
         rig.reset();
@@ -471,18 +429,31 @@ void run_direct(Backend& be, const BlockShape& s, BlockTiming& b) {
         rig.perturb();
         be.synchronize();
         auto m = Clock::now();
-        rig.forward(0, nullptr);
-        rig.forward(1, nullptr);
+        rig.forward(nullptr);
         be.synchronize();
         pert.push_back(std::chrono::duration<double>(m - a).count());
-        fwd.push_back(seconds_since(m) / 2);
+        fwd.push_back(seconds_since(m));
     }
+    return {median(fwd), median(pert)};
+}
+
+// The block at its own shape: warm-up, then a few repetitions (median) of the
+// perturbation and a forward.
+void run_direct(Backend& be, const BlockShape& s, BlockTiming& b) {
+    BlockRig rig(be, s);
+    auto t0 = Clock::now();
+    rig.perturb();
+    rig.forward(nullptr);
+    be.synchronize();
+    double warm = seconds_since(t0);
+    int reps = (int)std::clamp(1.0 / std::max(warm, 1e-6), 3.0, 7.0);
+    PassTimes t = time_passes(be, rig, reps);
     b.source = "measured";
     b.parameters = rig.parameters();
     b.tokens = rig.tokens();
     b.reps = reps;
-    b.perturb_ms = 1000 * median(pert);
-    b.forward_ms = 1000 * median(fwd);
+    b.perturb_ms = 1000 * t.perturb;
+    b.forward_ms = 1000 * t.forward;
     b.zo_ms = b.perturb_ms + 2 * b.forward_ms;
     b.proxy = s;
     char msg[256];
@@ -493,18 +464,18 @@ void run_direct(Backend& be, const BlockShape& s, BlockTiming& b) {
 // A smaller block of the same kind: fewer heads (same head size, hidden and MLP
 // scaled alike), at most `token_cap` tokens of sequences no longer than 1024.
 BlockShape proxy_of(const BlockShape& s, uint64_t param_cap, int token_cap) {
-    Dims d = dims_of(s);
+    const ModelConfig c = config_of(s);
     BlockShape p = s;
     for (int div = 1;; div *= 2) {
-        int nh = std::max(1, d.NH / div);
-        int kv = std::max(1, (int)((int64_t)d.KV * nh / d.NH));
+        int nh = std::max(1, c.heads / div);
+        int kv = std::max(1, (int)((int64_t)c.kv_heads * nh / c.heads));
         while (nh % kv) kv--;
-        double f = (double)nh / d.NH;
+        double f = (double)nh / c.heads;
         p.heads = nh;
         p.kv_heads = kv;
-        p.head_dim = d.HD;
-        p.hidden = std::max(16, (int)std::lround(d.C * f));
-        p.intermediate = std::max(16, (int)std::lround(d.I * f));
+        p.head_dim = c.head_dim;
+        p.hidden = std::max(16, (int)std::lround(c.hidden * f));
+        p.intermediate = std::max(16, (int)std::lround(c.intermediate * f));
         if (block_parameters(p) <= param_cap || nh == 1) break;
     }
     p.seq_len = std::min(s.seq_len, 1024);
@@ -522,7 +493,7 @@ void run_extrapolated(Backend& be, const BlockShape& s, double gemm_flops_per_s,
     BlockShape p = proxy_of(s, param_cap, token_cap);
     BlockRig rig(be, p);
     rig.perturb();
-    rig.forward(0, nullptr);
+    rig.forward(nullptr);
     be.synchronize();
     const int reps = 3;
     std::vector<double> lin, att, oth, pert;
@@ -533,20 +504,20 @@ void run_extrapolated(Backend& be, const BlockShape& s, double gemm_flops_per_s,
         rig.perturb();
         be.synchronize();
         pert.push_back(seconds_since(a));
-        KernelTimes kt;
-        rig.forward(0, &kt);
-        lin.push_back(kt.linear);
-        att.push_back(kt.attention);
-        oth.push_back(kt.other);
+        KindTimes kt(be);
+        rig.forward(&kt);
+        lin.push_back(kt.seconds[(int)KernelKind::Linear]);
+        att.push_back(kt.seconds[(int)KernelKind::Attention]);
+        oth.push_back(kt.seconds[(int)KernelKind::Other]);
     }
-    Dims d = dims_of(s), dp = dims_of(p);
+    const ModelConfig d = config_of(s), dp = config_of(p);
     double proxy_rate = linear_flops(p) / std::max(median(lin), 1e-9);
     double rate = std::max(proxy_rate, gemm_flops_per_s);
     double N = (double)s.sequences * s.seq_len, Np = (double)p.sequences * p.seq_len;
     double t_lin = linear_flops(s) / rate;
-    double t_att = median(att) * ((double)d.NH / dp.NH) * ((double)s.sequences / p.sequences) *
+    double t_att = median(att) * ((double)d.heads / dp.heads) * ((double)s.sequences / p.sequences) *
                    std::pow((double)s.seq_len / p.seq_len, 2.0);
-    double t_oth = median(oth) * (N * (d.C + d.I)) / (Np * (dp.C + dp.I));
+    double t_oth = median(oth) * (N * (d.hidden + d.intermediate)) / (Np * (dp.hidden + dp.intermediate));
     uint64_t P = block_parameters(s), Pp = block_parameters(p);
     double t_pert = median(pert) * (double)P / (double)Pp;
     b.source = "extrapolated";
@@ -592,7 +563,7 @@ void measure_block(Backend& dev, const BlockShape& s, CalibrateResult& r) {
 
 }  // namespace
 
-uint64_t block_parameters(const BlockShape& s) { return layout_of(s).params; }
+uint64_t block_parameters(const BlockShape& s) { return layout_of(s).parameters; }
 
 CalibrateResult calibrate(const CalibrateOptions& o) {
     auto t0 = Clock::now();

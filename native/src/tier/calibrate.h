@@ -15,10 +15,10 @@ namespace spw {
 
 class Backend;
 
-// One transformer block as the engine runs it (Engine::block_forward): separate
-// q/k/v projections, causal attention over `sequences` packed sequences of
-// `seq_len` tokens, the output projection, and a plain (fc1/fc2) or gated
-// (gate/up/down) MLP.
+// One transformer block, run by its family's recipe as the engine runs it
+// (arch/family.h): a gated block is the Llama family's (RoPE, gate/up/down), a
+// plain one OPT's (learned positions, fc1/fc2), with causal attention over
+// `sequences` packed sequences of `seq_len` tokens.
 struct BlockShape {
     int hidden = 0;         // C
     int intermediate = 0;   // MLP width

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelError } from '../../../electron/model/errors.js';
 import { formatBytes, formatInspect, formatParams, inspectModel } from '../../../electron/model/inspect.js';
-import { LLAMA_CONFIG, OPT_CONFIG, llamaSpec, numel, optSpec, specTensors, tempDir, writeModel } from './helpers.js';
+import { GPT2_CONFIG, LLAMA_CONFIG, OPT_CONFIG, gpt2Spec, llamaSpec, numel, optSpec, specTensors, tempDir, writeModel } from './helpers.js';
 
 let root: string;
 beforeAll(async () => {
@@ -59,6 +59,20 @@ describe('inspectModel / formatInspect', () => {
     expect(r.unusedTensors).toBe(1);
     expect(r.tokenizer).toBe(null);
     expect(formatInspect(r)).toMatch(/unused tensors\s+1/);
+  });
+
+  it("does not count GPT-2's attention-mask buffers as unused tensors", async () => {
+    // Hub GPT-2 checkpoints saved by older transformers carry h.N.attn.bias (and attn.masked_bias) in F32.
+    const spec = gpt2Spec();
+    const buffers: [string, number[]][] = [
+      ['transformer.h.0.attn.bias', [1, 1, 32, 32]],
+      ['transformer.h.1.attn.masked_bias', []],
+      ['transformer.h.1.extra', [4]],
+    ];
+    const dir = await writeModel(path.join(root, 'gpt2-buffers'), GPT2_CONFIG, specTensors([...spec, ...buffers]));
+    const r = await inspectModel(dir);
+    expect(r.parameterCount).toBe(numel(spec));
+    expect(r.unusedTensors).toBe(1);
   });
 
   it('propagates ModelError', async () => {

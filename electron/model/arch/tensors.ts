@@ -1,0 +1,75 @@
+// The checkpoint's tensors as the architecture files pick them: by name, with
+// the shape config.json implies, and errors that name the tensor and the file.
+
+import type { ModelConfig, TensorRef, UnitSpec } from '../types.js';
+import { ModelError } from '../errors.js';
+import type { UnsupportedDtypeTensor } from '../safetensors.js';
+
+/** A checkpoint's tensors (headers only), across its shards. */
+export interface Checkpoint {
+  tensors: TensorRef[];
+  unsupported: Map<string, UnsupportedDtypeTensor>;
+  weightFiles: string[];
+  sizeOnDisk: number;
+}
+
+/** Tensor lookup with the shape checks and error messages the mapper needs. */
+export class TensorPicker {
+  private readonly byName = new Map<string, TensorRef>();
+  readonly used = new Map<string, TensorRef>();
+
+  constructor(
+    readonly ck: Checkpoint,
+    readonly dir: string,
+    readonly arch: string,
+  ) {
+    for (const t of ck.tensors) this.byName.set(t.name, t);
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name) || this.ck.unsupported.has(name);
+  }
+
+  /** The tensor, shape-checked; throws when missing, mis-shaped or of an unsupported dtype. */
+  need(name: string, shape: number[], transposed = false): TensorRef {
+    const u = this.ck.unsupported.get(name);
+    if (u) {
+      throw new ModelError(
+        `unsupported dtype ${u.dtype} for tensor "${name}" in file ${u.file} (supported: F32, F16, BF16)`,
+        { file: u.file, tensor: name, kind: 'unsupported' },
+      );
+    }
+    const t = this.byName.get(name);
+    if (!t) {
+      throw new ModelError(`missing tensor "${name}" (required by ${this.arch}) in the weights of ${this.dir}`, {
+        file: this.dir,
+        tensor: name,
+      });
+    }
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new ModelError(
+        `tensor "${name}" in ${t.file} has shape [${t.shape.join(',')}], expected [${shape.join(',')}] from config.json`,
+        { file: t.file, tensor: name },
+      );
+    }
+    const ref: TensorRef = transposed ? { ...t, transposed: true } : t;
+    this.used.set(name, ref);
+    return ref;
+  }
+}
+
+/** Returns the first prefix p for which `p + probe` exists. */
+export function pickPrefix(pk: TensorPicker, prefixes: string[], probe: string): string {
+  for (const p of prefixes) if (pk.has(p + probe)) return p;
+  return prefixes[0];
+}
+
+/** The final norm and, untied, the LM head. */
+export function headUnit(cfg: ModelConfig, pk: TensorPicker, normW: string, normB: string | null): UnitSpec {
+  const C = cfg.hidden;
+  const tensors: Record<string, TensorRef> = { norm_w: pk.need(normW, [C]) };
+  if (normB) tensors.norm_b = pk.need(normB, [C]);
+  // Tied: an lm_head.weight stored anyway is ignored (the engine uses embed.tok).
+  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need('lm_head.weight', [cfg.vocabSize, C]);
+  return { kind: 'head', index: -1, tensors };
+}

@@ -1,0 +1,182 @@
+#include "block.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "params.h"
+
+namespace spw {
+
+namespace {
+
+size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
+
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+size_t acts_floats(const ModelConfig& c, size_t rows) {
+    size_t C = (size_t)c.hidden, I = (size_t)c.intermediate;
+    size_t qd = (size_t)c.heads * c.head_dim, kvd = (size_t)c.kv_heads * c.head_dim;
+    return rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd));
+}
+
+// ---- working copies ----
+
+WorkingCopies::~WorkingCopies() {
+    if (z_) be_.release(z_);
+    if (w_) be_.release(w_);
+}
+
+size_t WorkingCopies::largest_group(const Model& m) {
+    auto floats = [&](std::initializer_list<int> ids) {
+        size_t n = 0;
+        for (int ti : ids)
+            if (ti >= 0) n += pad16(m.tensors[(size_t)ti].numel);
+        return n;
+    };
+    size_t most = floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.lm_head});
+    for (const BlockParams& b : m.params.blocks)
+        for (const BlockField& f : block_fields()) most = std::max(most, floats({(b.*f.field).w, (b.*f.field).b}));
+    return most;
+}
+
+void WorkingCopies::reserve(size_t floats) {
+    if (floats <= capacity_) return;
+    if (z_) be_.release(z_);
+    if (w_) be_.release(w_);
+    z_ = w_ = nullptr;
+    z_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
+    w_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
+    capacity_ = floats;
+}
+
+void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
+                         int noise, double& noise_ms, const std::function<void(size_t, const float* const*)>& fn) {
+    size_t offs[4] = {0, 0, 0, 0};
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0) continue;
+        offs[i] = off;
+        off += pad16(tensors[(size_t)ids[i]].numel);
+    }
+    const float* w[4] = {nullptr, nullptr, nullptr, nullptr};
+    for (size_t si = 0; si < streams.size(); si++) {
+        if (si == 0 || streams[si].seed != streams[si - 1].seed) {
+            bool perturbed = false;
+            for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
+                perturbed |= streams[sj].scale != 0.f;
+            if (perturbed) {
+                auto t0 = Clock::now();
+                for (int i = 0; i < n; i++) {
+                    if (ids[i] < 0) continue;
+                    const Tensor& t = tensors[(size_t)ids[i]];
+                    be_.noise_fill(z_ + offs[i], t.numel, streams[si].seed, t.id, noise, 0);
+                }
+                noise_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            if (ids[i] < 0) {
+                w[i] = nullptr;
+                continue;
+            }
+            const Tensor& t = tensors[(size_t)ids[i]];
+            if (t.device16) {  // held in bf16/fp16: widened or perturbed into the working copy
+                if (streams[si].scale == 0.f)
+                    be_.widen(w_ + offs[i], t.device16, t.numel, dtype_);
+                else
+                    be_.perturb_packed(w_ + offs[i], t.device16, z_ + offs[i], streams[si].scale, t.numel, dtype_);
+                w[i] = w_ + offs[i];
+            } else if (streams[si].scale == 0.f) {
+                w[i] = t.device;
+            } else {
+                be_.perturb(w_ + offs[i], t.device, z_ + offs[i], streams[si].scale, t.numel);
+                w[i] = w_ + offs[i];
+            }
+        }
+        fn(si, w);
+    }
+}
+
+// ---- the block pass ----
+
+Acts BlockPass::acts(size_t si) const {
+    const size_t N = (size_t)in_.N, C = (size_t)c_.hidden;
+    const size_t qd = (size_t)c_.heads * c_.head_dim, kvd = (size_t)c_.kv_heads * c_.head_dim;
+    const size_t Cs = N * C, Qs = N * std::max(qd, C), Ks = N * std::max(kvd, C);
+    Acts x;
+    x.a = arena_ + si * stream_floats_;
+    x.tmp = x.a + Cs;
+    x.q = x.tmp + Cs;
+    x.att = x.q + Qs;
+    x.k = x.att + Qs;
+    x.v = x.k + Ks;
+    x.m1 = x.v + Ks;
+    x.m2 = x.m1 + N * std::max((size_t)c_.intermediate, qd);
+    return x;
+}
+
+template <typename F>
+void BlockPass::timed(KernelKind kind, F&& f) {
+    if (timer_) timer_->start();
+    f();
+    if (timer_) timer_->stop(kind);
+}
+
+void BlockPass::norm(float* Acts::*out, const WeightBias& w) {
+    const int ids[2] = {w.w, w.b};
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        Acts x = acts(si);
+        timed(KernelKind::Other, [&] {
+            if (c_.norm == NormKind::RmsNorm)
+                be_.rmsnorm(x.*out, streams_[si].h, p[0], in_.N, c_.hidden, c_.norm_eps);
+            else
+                be_.layernorm(x.*out, streams_[si].h, p[0], p[1], in_.N, c_.hidden, c_.norm_eps);
+        });
+    });
+}
+
+void BlockPass::linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim) {
+    const int ids[2] = {w.w, w.b};
+    const bool transposed = tensors_[(size_t)w.w].transposed;
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        Acts x = acts(si);
+        timed(KernelKind::Linear, [&] { be_.linear(x.*out, x.*in, p[0], p[1], in_.N, in_dim, out_dim, transposed); });
+    });
+}
+
+void BlockPass::each(const std::function<void(Acts& x, float* h)>& f) {
+    for (size_t si = 0; si < streams_.size(); si++) {
+        Acts x = acts(si);
+        f(x, streams_[si].h);
+    }
+}
+
+void BlockPass::rope(float* x, int ld, int nheads) {
+    timed(KernelKind::Attention, [&] {
+        be_.rope(x, ld, nheads, c_.head_dim, c_.rope.rotary_dim, in_.positions, in_.N, in_.inv_freq, in_.rope_scale);
+    });
+}
+
+void BlockPass::attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s) {
+    timed(KernelKind::Attention, [&] { be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq); });
+}
+
+void BlockPass::activation(float* x, int width) {
+    timed(KernelKind::Other, [&] { be_.activation(x, (size_t)in_.N * width, (Act)c_.activation); });
+}
+
+void BlockPass::gated_silu(float* gate, const float* up, int width) {
+    timed(KernelKind::Other, [&] { be_.gated_silu(gate, up, (size_t)in_.N * width); });
+}
+
+void BlockPass::residual(float* Acts::*x) {
+    const size_t n = (size_t)in_.N * c_.hidden;
+    for (size_t si = 0; si < streams_.size(); si++) {
+        Acts a = acts(si);
+        timed(KernelKind::Other, [&] { be_.add(streams_[si].h, a.*x, n); });
+    }
+}
+
+}  // namespace spw

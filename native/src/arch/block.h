@@ -1,0 +1,143 @@
+// The one block forward: what a family's recipe (family.h) calls, kernel by
+// kernel, to run a block over every activation stream in lockstep. The engine
+// (training and scoring) and calibration run blocks through it. Decoding with a
+// KV cache will too, without a second copy of any recipe: its pass holds the
+// new tokens only (N = one per sequence, positions = cached length + t) and a
+// cache per block, BlockPass::attention appends k and v to the block's cache
+// and attends over it, and the engine tells the pass which block it runs.
+//
+// Lockstep: each kernel runs for every stream before the next kernel starts,
+// and the weight group a kernel reads (a weight and its bias) is perturbed into
+// the working copy right before it, z drawn once per seed and shared by that
+// seed's +eps and -eps streams. So a streamed block is visited once per pass
+// whatever the number of streams, and the working copies are the size of the
+// largest group, not of a block.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "spillway/backend.h"
+#include "spillway/model.h"
+
+namespace spw {
+
+// One activation stream: the perturbation it computes with and its hidden states.
+struct Stream {
+    uint64_t seed = 0;
+    float scale = 0.f;  // +eps or -eps; 0: the clean masters
+    float* h = nullptr; // [N, C], updated in place block after block
+};
+
+// One stream's scratch inside a block, carved from the activation arena (N rows):
+// a, tmp [N, C]; q, att [N, max(NH*HD, C)]; k, v [N, max(KV*HD, C)]; m1, m2 [N, max(I, NH*HD)].
+// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them.
+struct Acts {
+    float *a, *tmp, *q, *att, *k, *v, *m1, *m2;
+};
+
+// Floats of one stream's Acts at `rows` rows.
+size_t acts_floats(const ModelConfig& c, size_t rows);
+
+// Where the working copies of a pass come from: for each stream, the weights a kernel reads
+// are the masters themselves (an unperturbed stream) or theta + scale * z in the working copy
+// (widened from bf16/fp16 for a unit held so).
+class WorkingCopies {
+public:
+    WorkingCopies(Backend& be, int master_dtype) : be_(be), dtype_(master_dtype) {}
+    ~WorkingCopies();
+    WorkingCopies(const WorkingCopies&) = delete;
+    WorkingCopies& operator=(const WorkingCopies&) = delete;
+
+    // The largest group any unit of `m` perturbs at once, in floats (each tensor padded to 16).
+    static size_t largest_group(const Model& m);
+    // Grows z and the working copy to hold `floats`.
+    void reserve(size_t floats);
+    size_t capacity() const { return capacity_; }
+
+    // fn(si, w) for every stream, w[i] the tensor ids[i] as stream si computes with it (nullptr
+    // for -1). Time spent drawing z is added to noise_ms.
+    void with(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
+              int noise, double& noise_ms, const std::function<void(size_t, const float* const*)>& fn);
+
+private:
+    Backend& be_;
+    int dtype_;
+    float* z_ = nullptr;  // noise of one group
+    float* w_ = nullptr;  // its perturbed working copy
+    size_t capacity_ = 0;
+};
+
+// What every block of one pass shares: the batch's layout on the device and the RoPE table.
+struct PassInputs {
+    int N = 0;                           // tokens of the pass: the rows of every activation
+    int nseq = 0;
+    const int32_t* positions = nullptr;  // [N] each token's position in its sequence
+    const int32_t* seq_start = nullptr;  // [nseq + 1]
+    const float* inv_freq = nullptr;     // [rotary_dim / 2] on the device (rope.h), null without RoPE
+    float rope_scale = 1.f;              // cos and sin scale
+};
+
+enum class KernelKind : int { Linear = 0, Attention = 1, Other = 2 };
+
+// Calibration's view of a pass: every kernel waited for and timed by kind. The engine runs without.
+class KernelTimer {
+public:
+    virtual ~KernelTimer() = default;
+    virtual void start() = 0;
+    virtual void stop(KernelKind kind) = 0;
+};
+
+// One pass of blocks over `streams`: a recipe's kernels, each for every stream in turn.
+class BlockPass {
+public:
+    BlockPass(Backend& be, const ModelConfig& c, const std::vector<Tensor>& tensors, WorkingCopies& copies,
+              const PassInputs& in, std::vector<Stream>& streams, float* arena, size_t stream_floats, int noise,
+              double& noise_ms, KernelTimer* timer = nullptr)
+        : be_(be), c_(c), tensors_(tensors), copies_(copies), in_(in), streams_(streams), arena_(arena),
+          stream_floats_(stream_floats), noise_(noise), noise_ms_(noise_ms), timer_(timer) {}
+
+    const ModelConfig& config() const { return c_; }
+
+    // ---- kernels that read weights: every stream, its group perturbed right before ----
+    // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
+    void norm(float* Acts::*out, const WeightBias& w);
+    // out [N, out_dim] = in [N, in_dim] W^T + b (W stored [in, out] when its tensor says so)
+    void linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
+
+    // ---- kernels without weights ----
+    // f(x, h) for every stream: its activations and its hidden states.
+    void each(const std::function<void(Acts& x, float* h)>& f);
+    // RoPE on `nheads` heads of one stream's rows of x (row stride ld), with the pass's table.
+    void rope(float* x, int ld, int nheads);
+    // Causal attention of one stream over the pass's sequences. A decoding pass will append k and
+    // v to its cache here and attend over the cached positions; the recipes stay as they are.
+    void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s);
+    // The config's activation on one stream's [N, width] rows
+    void activation(float* x, int width);
+    // gate = silu(gate) * up on one stream's [N, width] rows
+    void gated_silu(float* gate, const float* up, int width);
+    // h += x for every stream
+    void residual(float* Acts::*x);
+
+private:
+    Acts acts(size_t si) const;
+    template <typename F>
+    void timed(KernelKind kind, F&& f);
+
+    Backend& be_;
+    const ModelConfig& c_;
+    const std::vector<Tensor>& tensors_;
+    WorkingCopies& copies_;
+    const PassInputs& in_;
+    std::vector<Stream>& streams_;
+    float* arena_;
+    size_t stream_floats_;
+    int noise_;
+    double& noise_ms_;
+    KernelTimer* timer_;
+};
+
+}  // namespace spw

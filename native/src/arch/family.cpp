@@ -1,0 +1,108 @@
+#include "family.h"
+
+#include <stdexcept>
+
+#include "params.h"
+
+namespace spw {
+
+namespace {
+
+const std::vector<const Family*>& families() {
+    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family()};
+    return f;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+void expect_shape(const Tensor& t, const std::vector<int64_t>& shape, bool in_out) {
+    if (t.shape != shape)
+        throw std::runtime_error("tensor " + t.name + " has shape " + shape_str(t.shape) + ", expected " +
+                                 shape_str(shape));
+    if (t.transposed != in_out)
+        throw std::runtime_error("tensor " + t.name + (in_out ? " must be" : " must not be") +
+                                 " stored [in, out] (transposed)");
+}
+
+}  // namespace
+
+int dim_of(Dim d, const ModelConfig& c) {
+    switch (d) {
+        case Dim::None: return 0;
+        case Dim::C: return c.hidden;
+        case Dim::I: return c.intermediate;
+        case Dim::QD: return c.heads * c.head_dim;
+        case Dim::KVD: return c.kv_heads * c.head_dim;
+        case Dim::C3: return 3 * c.hidden;
+    }
+    return 0;
+}
+
+const Family& family_of(const std::string& name) {
+    std::string known;
+    for (const Family* f : families()) {
+        if (name == f->name) return *f;
+        known += (known.empty() ? "" : ", ") + std::string(f->name);
+    }
+    throw std::runtime_error("unknown model family '" + name + "' (the engine has " + known + ")");
+}
+
+void check_params(const Family& f, const Model& m) {
+    const ModelConfig& c = m.config;
+    const ModelParams& p = m.params;
+    auto tensor = [&](int i) -> const Tensor& { return m.tensors[(size_t)i]; };
+    const int64_t C = c.hidden, V = c.vocab;
+
+    if (p.embed.tok < 0) throw std::runtime_error("the embeddings need a 'tok' tensor");
+    expect_shape(tensor(p.embed.tok), {V, C}, false);
+    const bool learned = !f.rotary;
+    if (f.rotary && c.rope.type == RopeType::None)
+        throw std::runtime_error(std::string("a ") + f.name + " model needs rotary positions (config.rope)");
+    if (!f.rotary && c.rope.type != RopeType::None)
+        throw std::runtime_error(std::string("a ") + f.name + " model has learned positions, not rotary ones");
+    if (learned && p.embed.pos < 0) throw std::runtime_error("learned positions need a 'pos' tensor in the embeddings");
+    if (!learned && p.embed.pos >= 0) throw std::runtime_error("a model with rotary positions has no 'pos' tensor");
+    if (learned) expect_shape(tensor(p.embed.pos), {(int64_t)c.max_positions + c.position_offset, C}, false);
+
+    if (p.head.norm.w < 0) throw std::runtime_error("the head needs 'norm_w'");
+    expect_shape(tensor(p.head.norm.w), {C}, false);
+    if (p.head.norm.b >= 0) expect_shape(tensor(p.head.norm.b), {C}, false);
+    if (p.head.lm_head < 0) throw std::runtime_error("an untied head needs 'lm_head'");
+    expect_shape(tensor(p.head.lm_head), {V, C}, false);
+
+    for (size_t bi = 0; bi < p.blocks.size(); bi++) {
+        const BlockParams& b = p.blocks[bi];
+        std::string where = "block " + std::to_string(bi);
+        for (const BlockField& field : block_fields()) {
+            const WeightBias& wb = b.*field.field;
+            const ParamRule* rule = nullptr;
+            for (const ParamRule& r : f.rules)
+                if (r.field == field.field) rule = &r;
+            Need nw = rule ? rule->w : Need::No, nb = rule ? rule->b : Need::No;
+            for (int part = 0; part < 2; part++) {
+                int ti = part == 0 ? wb.w : wb.b;
+                Need need = part == 0 ? nw : nb;
+                std::string role = std::string(field.stem) + (part == 0 ? "_w" : "_b");
+                if (ti < 0 && need == Need::Yes)
+                    throw std::runtime_error(where + " of a " + f.name + " model needs '" + role + "'");
+                if (ti >= 0 && need == Need::No)
+                    throw std::runtime_error(where + ": the " + std::string(f.name) + " recipe reads no '" + role +
+                                             "' (" + tensor(ti).name + ")");
+                if (ti < 0) continue;
+                int64_t out = dim_of(rule->out, c), in = dim_of(rule->in, c);
+                if (part == 1 || rule->in == Dim::None)
+                    expect_shape(tensor(ti), {out}, false);
+                else if (rule->in_out)
+                    expect_shape(tensor(ti), {in, out}, true);
+                else
+                    expect_shape(tensor(ti), {out, in}, false);
+            }
+        }
+    }
+}
+
+}  // namespace spw

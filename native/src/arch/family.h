@@ -1,0 +1,58 @@
+// One home per architecture family: its block recipe (the order of its
+// kernels over the block's parameter struct) and the tensors its blocks hold.
+// The engine, calibration and (later) decoding run a block only through its
+// family's recipe.
+//
+// Adding a family: a recipe file here (its Family: block function and
+// parameter rules), its line in family.cpp, any new kernel (CPU, CUDA and a
+// backend-ops case), electron/model/arch/<family>.ts, and a golden fixture.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "block.h"
+#include "spillway/model.h"
+
+namespace spw {
+
+// Dimensions a parameter's shape is made of (ModelConfig's letters).
+enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */ };
+
+enum class Need : int { No = 0, Maybe, Yes };
+
+// What a family's block holds in one field: whether the weight and the bias are there, and
+// the weight's shape [out, in] (a vector [out] when in is Dim::None); stored [in, out] when
+// in_out (GPT-2 Conv1D). A bias is [out].
+struct ParamRule {
+    WeightBias BlockParams::*field;
+    Need w, b;
+    Dim out, in;
+    bool in_out = false;
+};
+
+struct Family {
+    const char* name;
+    // Rotary positions (ModelConfig::rope set), or learned ones (the embeddings' pos).
+    bool rotary;
+    // Runs one block over every stream of the pass.
+    void (*block)(BlockPass& pass, const BlockParams& w);
+    // The fields its blocks hold; every other field stays absent.
+    std::vector<ParamRule> rules;
+};
+
+// The family of ModelConfig::family; throws naming the known ones.
+const Family& family_of(const std::string& name);
+
+// Throws naming the tensor when the model's parameters do not fit its family and config:
+// a tensor missing, one the recipe would not read, a shape or layout that differs.
+void check_params(const Family& f, const Model& m);
+
+int dim_of(Dim d, const ModelConfig& c);
+
+// The recipes (opt.cpp, llama.cpp).
+const Family& opt_family();
+const Family& gpt2_family();
+const Family& llama_family();
+
+}  // namespace spw
