@@ -190,18 +190,18 @@ export interface Prepared {
 
 /**
  * Checks everything a run needs before it starts, in the order a person would fix them: options,
- * output folders, the checkpoint to resume, the model, the data (every row), the plan; then says
+ * the checkpoint to resume, output folders, the model, the data (every row), the plan; then says
  * `ready`. Nothing here runs a step, so a mistake leaves no run behind.
  */
 export async function prepareTraining(options: unknown, emit: (e: TrainEvent) => void): Promise<Prepared> {
   let o = parseTrainOptions(options);
-  await checkOutputFolders(o);
   let resume: OpenedCheckpoint | null = null;
   let optionChanges: OptionChange[] = [];
   if (o.resumeFrom) {
     resume = await openCheckpoint(o.resumeFrom);
     ({ o, changes: optionChanges } = resumedOptions(o, resume, emit));
   }
+  await checkOutputFolders(o);
   await preflightDiskSpace(o);
   const info = await loadModelInfo(o.resumeFrom ?? o.model);
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);

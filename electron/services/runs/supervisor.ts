@@ -119,6 +119,8 @@ async function folderBytes(path: string): Promise<number> {
   return total;
 }
 
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 /** Whether a process other than this one is alive (EPERM: alive, not ours). */
 function otherProcessAlive(pid: number | null): boolean {
   if (pid === null || pid === process.pid) return false;
@@ -358,8 +360,8 @@ export class RunSupervisor {
     }
     const now = Date.now();
     const lines = [
-      ...(rows.length ? [`steps ${stepRanges(rows.map((r) => r.step))} ran but were not recorded (their supervising process had ended); their rows are rebuilt from the checkpoint's seed log`] : []),
-      ...(lost.length ? [`steps ${stepRanges(lost)} ran but have no rows: the checkpoint's seed log predates the losses it now keeps`] : []),
+      ...(rows.length ? [`${plural(rows.length, 'step row')} rebuilt from the checkpoint's seed log (steps ${stepRanges(rows.map((r) => r.step))}): they ran while nothing recorded them (the supervising process had ended)`] : []),
+      ...(lost.length ? [`${plural(lost.length, 'step row')} missing (steps ${stepRanges(lost)}): they ran while nothing recorded them, and the checkpoint's seed log predates the losses it now keeps`] : []),
     ];
     this.store.addLogs(runId, lines.map((message) => ({ time: now, level: 'info' as const, message })));
     this.store.noteFlushed(runId, this.store.lastStep(runId));
