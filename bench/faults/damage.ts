@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { startEngineJob } from '../../electron/engine/runner.js';
 import { MANIFEST_FILE, SEED_LOG_FILE, STATE_FILE, WEIGHTS_FILE } from '../../electron/engine/checkpoint.js';
 import { readSafetensorsHeader } from '../../electron/model/index.js';
+import type { TrainOptions } from '../../electron/common/options.js';
 
 export interface DamageVariant {
   name: string;
@@ -99,7 +100,7 @@ export interface DamageResult {
 }
 
 /** Resumes (as run `runId`) from a damaged copy of `checkpoint` for each variant, through the engine host. */
-export async function damageCampaign(checkpoint: string, runId: string, options: Record<string, unknown>, work: string): Promise<DamageResult[]> {
+export async function damageCampaign(checkpoint: string, runId: string, options: TrainOptions, work: string): Promise<DamageResult[]> {
   const out: DamageResult[] = [];
   const variants = damageVariants('another-run');
   for (let i = 0; i < variants.length; i++) {

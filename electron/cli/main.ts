@@ -181,18 +181,26 @@ async function cmdTrain(argv: string[]): Promise<number> {
   const values: ArgValues = parseArgs({ args: argv, options: TRAIN_FLAGS, allowPositionals: false }).values;
   const json = values.json === true;
   const resumeDir = typeof values.resume === 'string' ? resolve(values.resume) : undefined;
+  let options!: TrainOptions;
+  // Flags are checked before the store opens; a resume's options start from its run's, read from the store.
+  try {
+    if (!resumeDir) options = trainOptionsFromArgs(values);
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
   let supervisor: RunSupervisor;
   try {
     supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] as string | undefined }));
   } catch (e) {
     fail((e as Error).message, json);
   }
-  let options: TrainOptions;
   let target: Awaited<ReturnType<typeof resumeTarget>> | null = null;
   try {
     supervisor.recover();
-    target = resumeDir ? await resumeTarget(supervisor, resumeDir) : null;
-    options = trainOptionsFromArgs(values, target?.base);
+    if (resumeDir) {
+      target = await resumeTarget(supervisor, resumeDir);
+      options = trainOptionsFromArgs(values, target.base);
+    }
   } catch (e) {
     await supervisor.close();
     fail((e as Error).message, json);
