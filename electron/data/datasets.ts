@@ -109,11 +109,10 @@ async function checkReadable(file: string): Promise<void> {
  */
 export const MAX_ROW_BYTES = 16 * 2 ** 20;
 
-const MIB = 2 ** 20;
-const sizeWords = (n: number) => (n >= MIB ? `${(n / MIB).toFixed(1)} MiB` : `${n} bytes`);
-
 function oversized(file: string, line: number, bytes: number, partial: boolean, unit: 'line' | 'row' = 'line'): DatasetError {
-  return new DatasetError(file, line, `the row is ${partial ? 'over ' : ''}${sizeWords(bytes)}, more than the ${sizeWords(MAX_ROW_BYTES)} a row may hold (split or shorten it)`, { unit });
+  const limit = `${MAX_ROW_BYTES} bytes (${MAX_ROW_BYTES / 2 ** 20} MiB)`;
+  const what = partial ? `the row is longer than ${limit}, the most a row may hold` : `the row is ${bytes} bytes, longer than the ${limit} a row may hold`;
+  return new DatasetError(file, line, `${what}: split or shorten it`, { unit });
 }
 
 /** A row's bytes and where they lie: [start, end) in the file, and the 1-based line it starts on. */

@@ -181,6 +181,11 @@ export class ExampleSet {
     return this.rows.length;
   }
 
+  /** What the cache holds now, by the estimate it is bounded with. */
+  get cachedBytes(): number {
+    return this.cached;
+  }
+
   /** Examples by position in the set, in the order asked. */
   async get(positions: readonly number[]): Promise<TokenizedExample[]> {
     const missing = [...new Set(positions.filter((p) => !this.cache.has(p)))];
