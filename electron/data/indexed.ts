@@ -1,5 +1,5 @@
 // Datasets read by index: one pass over the file checks every row and keeps
-// where each lies (12 bytes a row), then rows are read again and tokenised
+// where each lies (16 bytes a row), then rows are read again and tokenised
 // only when a batch or an evaluation needs them, through a cache of bounded
 // size. Memory follows the step, not the file: a 2 GB file costs its index and
 // the examples in flight. The row numbering is the streaming reader's (every
@@ -23,20 +23,21 @@ export interface IndexOptions {
   progressMs?: number;
 }
 
-/** Grows typed arrays by doubling. */
-class Column<T extends Float64Array | Uint32Array> {
+const CHUNK_BITS = 16;
+const CHUNK = 1 << CHUNK_BITS;
+
+/** A column of numbers in fixed chunks: grows without copying, and holds no spare room beyond its last chunk. */
+class Column {
+  private chunks: (Float64Array | Uint32Array)[] = [];
   length = 0;
-  constructor(public data: T) {}
+  constructor(private readonly make: (n: number) => Float64Array | Uint32Array) {}
   push(v: number): void {
-    if (this.length === this.data.length) {
-      const bigger = new (this.data.constructor as new (n: number) => T)(Math.max(1024, this.data.length * 2));
-      bigger.set(this.data);
-      this.data = bigger;
-    }
-    this.data[this.length++] = v;
+    if ((this.length & (CHUNK - 1)) === 0) this.chunks.push(this.make(CHUNK));
+    this.chunks[this.length >> CHUNK_BITS][this.length & (CHUNK - 1)] = v;
+    this.length++;
   }
-  trimmed(): T {
-    return this.data.subarray(0, this.length) as T;
+  at(i: number): number {
+    return this.chunks[i >> CHUNK_BITS][i & (CHUNK - 1)];
   }
 }
 
@@ -53,18 +54,19 @@ export class DatasetIndex {
     readonly file: string,
     readonly format: DatasetFormat,
     readonly count: number,
-    private readonly starts: Float64Array,
-    private readonly ends: Float64Array,
-    private readonly lines: Uint32Array,
+    /** Where each row's bytes start, how many there are (at most MAX_ROW_BYTES), and the line it starts on. */
+    private readonly starts: Column,
+    private readonly lengths: Column,
+    private readonly lines: Column,
     private readonly header: string[] | null,
   ) {}
 
   /** One pass over the file: every row read, checked, and its place kept. Errors name the file and line. */
   static async build(file: string, o: IndexOptions = {}): Promise<DatasetIndex> {
     const format = o.format ?? detectFormat(file);
-    const starts = new Column(new Float64Array(1024));
-    const ends = new Column(new Float64Array(1024));
-    const lines = new Column(new Uint32Array(1024));
+    const starts = new Column((n) => new Float64Array(n));
+    const lengths = new Column((n) => new Uint32Array(n));
+    const lines = new Column((n) => new Uint32Array(n));
     let header: string[] | null = null;
     let count = 0;
     const totalBytes = o.onProgress ? await stat(file).then((s) => s.size, () => 0) : 0;
@@ -75,7 +77,7 @@ export class DatasetIndex {
       if (format !== 'parquet') {
         if (row.line > 0xffffffff) throw new DatasetError(file, row.line, 'more than 4294967295 lines: split the file');
         starts.push(start);
-        ends.push(end);
+        lengths.push(end - start);
         lines.push(row.line);
       }
       if (o.onProgress && Date.now() - told >= (o.progressMs ?? 2000)) {
@@ -83,7 +85,7 @@ export class DatasetIndex {
         o.onProgress({ rows: count, bytes: Math.max(0, end), totalBytes });
       }
     }
-    return new DatasetIndex(file, format, count, starts.trimmed(), ends.trimmed(), lines.trimmed(), header);
+    return new DatasetIndex(file, format, count, starts, lengths, lines, header);
   }
 
   /** Rows by number (0-based, file order), in the order asked. */
@@ -93,15 +95,16 @@ export class DatasetIndex {
     this.fh ??= await open(this.file, 'r');
     const out: DatasetRow[] = [];
     for (const i of indices) {
-      const start = this.starts[i];
-      const bytes = Buffer.allocUnsafe(this.ends[i] - start);
+      const start = this.starts.at(i);
+      const line = this.lines.at(i);
+      const bytes = Buffer.allocUnsafe(this.lengths.at(i));
       let done = 0;
       while (done < bytes.length) {
         const { bytesRead } = await this.fh.read(bytes, done, bytes.length - done, start + done);
-        if (bytesRead === 0) throw new DatasetError(this.file, this.lines[i], 'the file is shorter than when it was read (changed since the run started)');
+        if (bytesRead === 0) throw new DatasetError(this.file, line, 'the file is shorter than when it was read (changed since the run started)');
         done += bytesRead;
       }
-      out.push(this.format === 'csv' ? this.csvRow(bytes, this.lines[i]) : jsonRowFrom(this.file, this.lines[i], bytes));
+      out.push(this.format === 'csv' ? this.csvRow(bytes, line) : jsonRowFrom(this.file, line, bytes));
     }
     return out;
   }
@@ -111,7 +114,7 @@ export class DatasetIndex {
     if (this.format === 'parquet' || k <= 0) return [];
     const top: { p: number; bytes: number }[] = [];
     for (let p = 0; p < rows.length; p++) {
-      const bytes = this.ends[rows[p]] - this.starts[rows[p]];
+      const bytes = this.lengths.at(rows[p]);
       if (top.length === k && bytes <= top[k - 1].bytes) continue;
       top.push({ p, bytes });
       top.sort((a, b) => b.bytes - a.bytes);
