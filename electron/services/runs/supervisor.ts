@@ -11,6 +11,7 @@ import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
 import { listCheckpoints, latestCheckpoint, readCheckpointState, readSeedLog } from '../../engine/checkpoint.js';
 import type { SeedLogEntry } from '../../engine/checkpoint.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
+import { startRankJob } from '../../engine/ranks.js';
 import type { EngineJob } from '../../engine/runner.js';
 import { parseTrainOptions } from '../../engine/trainer.js';
 import type { DoneEvent, EvalEvent, StepEvent, TrainEvent, TrainOptions } from '../../engine/trainer.js';
@@ -411,7 +412,11 @@ export class RunSupervisor {
       setImmediate(() => this.release(runId, a));
       ready();
     };
-    a.job = startEngineJob({ type: 'train', options }, (e) => onEvent(e as TrainEvent), { env });
+    // Several ranks: mpirun starts them (rank 0 owns the checkpoints, the seed log and the model; its events are the run's).
+    a.job =
+      options.ranks > 1
+        ? startRankJob({ type: 'train', options }, (e) => onEvent(e as TrainEvent), { ranks: options.ranks, hostfile: options.hostfile, timeoutMs: options.rankTimeout * 1000, env })
+        : startEngineJob({ type: 'train', options }, (e) => onEvent(e as TrainEvent), { env });
     this.pending.add(a.job);
     a.finished = a.job.done.then(
       () => (recorded ? this.finish(runId, a, null) : this.notStarted(a, notReady, new Error('the engine ended before the run started'))),
