@@ -46,7 +46,9 @@ export class FakeRuns implements RunOperations {
 
   private summary(r: FakeRun): RunSummary {
     const { options: _o, checkpoints: _c, evals: _e, outDir: _d, ...s } = r.detail;
-    return structuredClone(s);
+    // As the supervisor has it: ended without completing, with a checkpoint to continue from.
+    const resumable = ['stopped', 'failed', 'interrupted'].includes(s.status) && r.detail.checkpoints.length > 0;
+    return structuredClone({ ...s, resumable });
   }
 
   private setStatus(r: FakeRun, status: RunStatus, error: string | null = null): void {
@@ -102,6 +104,7 @@ export class FakeRuns implements RunOperations {
         lastAccuracy: null,
         error: null,
         resumedFrom: null,
+        resumable: false,
         options,
         checkpoints: [],
         evals: [],
@@ -125,6 +128,7 @@ export class FakeRuns implements RunOperations {
   resumeRun: RunOperations['resumeRun'] = async ({ runId, device }) => {
     const r = this.get(runId);
     if (r.detail.status === 'running') throw new SpillwayError('CONFLICT', `run ${runId} is running`);
+    if (r.detail.checkpoints.length === 0) throw new SpillwayError('CONFLICT', `run ${runId} has no checkpoint to resume from`);
     if (device) r.detail.options = { ...r.detail.options, device };
     this.setStatus(r, 'running');
     return this.summary(r);
