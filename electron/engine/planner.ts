@@ -7,6 +7,7 @@
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
 import { formatDuration } from '../common/format.js';
 import type { ModelInfo } from '../model/index.js';
+import type { ArchFamily } from '../model/types.js';
 
 export type { Home, UpdateMode };
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
@@ -38,7 +39,7 @@ export interface PlannerModel {
     vocabSize: number;
     tiedEmbeddings: boolean;
     /** What the block calibration runs (defaults: OPT-like). */
-    family?: 'opt' | 'gpt2' | 'llama';
+    family?: ArchFamily;
     kvHeads?: number;
     headDim?: number;
     norm?: 'layernorm' | 'rmsnorm';

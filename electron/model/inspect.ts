@@ -113,7 +113,7 @@ export function formatInspect(r: InspectReport): string {
   const attn =
     r.kvHeads === r.heads ? `${r.heads} x ${r.headDim}` : `${r.heads} x ${r.headDim} (${r.kvHeads} kv head${r.kvHeads === 1 ? '' : 's'})`;
   const positions =
-    r.family === 'llama'
+    r.ropeTheta > 0
       ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${r.slidingWindow ? `, sliding window ${r.slidingWindow}` : ''})`
       : `${r.maxPositions} (learned)`;
   const rows: [string, string][] = [

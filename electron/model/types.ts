@@ -4,8 +4,8 @@
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
-/** Family of forward pass the engine runs. Mistral and Qwen2 share `llama`. */
-export type ArchFamily = 'opt' | 'gpt2' | 'llama';
+/** Family of forward pass the engine runs (native/src/arch/). Mistral and Qwen2 share `llama`. */
+export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
 
@@ -64,6 +64,8 @@ export interface ModelConfig {
   /** Sliding-window attention span (Mistral); 0 = full causal attention. */
   slidingWindow: number;
   tiedEmbeddings: boolean;
+  /** GPT-NeoX: h + attn(ln1 h) + mlp(ln2 h) instead of one residual after the other. */
+  parallelResidual?: boolean;
   bosTokenId: number | null;
   eosTokenId: number | null;
 }
@@ -88,8 +90,8 @@ export interface TensorRef {
  * names the tensors its units hold by role; the engine binds roles to the fields
  * of its parameter structs (native/src/arch/params.cpp, spillway/model.h).
  * embed: tok [V, C], pos [P, C] (learned positions only)
- * block: <stem>_w and <stem>_b for the stems attn_norm, qkv, q, k, v, o, mlp_norm, fc1, fc2,
- *        gate, up, down (which ones, and their shapes, per family)
+ * block: <stem>_w and <stem>_b for the stems of native/src/arch/params.cpp (attn_norm, qkv, q,
+ *        k, v, o, mlp_norm, fc1, fc2, gate, up, down, ...; which ones, and their shapes, per family)
  * head:  norm_w, norm_b?, lm_head? (absent when tied: the engine uses embed.tok)
  */
 export type UnitKind = 'embed' | 'block' | 'head';

@@ -589,6 +589,14 @@ __global__ void k_add(float* x, const float* y, size_t n) {
     for (size_t i = gtid(); i < n; i += gstride()) x[i] += y[i];
 }
 
+__global__ void k_copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+    size_t total = (size_t)rows * cols;
+    for (size_t t = gtid(); t < total; t += gstride()) {
+        size_t r = t / (size_t)cols, c = t % (size_t)cols;
+        out[r * (size_t)ld_out + c] = in[r * (size_t)ld_in + c];
+    }
+}
+
 __global__ void k_gather_rows(float* out, const float* inp, const int32_t* rows, int C) {
     int m = blockIdx.x;
     const float* s = inp + (size_t)rows[m] * C;
@@ -1020,6 +1028,12 @@ public:
         cur();
         k_add<<<grid_for(n), kThreads, 0, stream_>>>(x, y, n);
         SPW_LAUNCHED("add");
+    }
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
+        if (rows <= 0 || cols <= 0) return;
+        cur();
+        k_copy_rows<<<grid_for((size_t)rows * cols), kThreads, 0, stream_>>>(out, ld_out, in, ld_in, rows, cols);
+        SPW_LAUNCHED("copy_rows");
     }
     void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
         if (M <= 0) return;

@@ -260,6 +260,7 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     mc.rope = parse_rope(c.Get("rope"), mc.max_positions);
     mc.sliding_window = inum(c, "slidingWindow");
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
+    opt_bool(c, "parallelResidual", mc.parallel_residual);
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
     if (mc.layers <= 0) throw_type(env, "layers must be positive");

@@ -392,6 +392,15 @@ std::vector<Op> make_ops(const Shapes& S) {
                            return Prepared{[=, &be] { be.gather_rows(out, dh, dr, M, C); },
                                            [=, &d] { return d.get(out, (size_t)M * C); }};
                        }});
+        // GPT-NeoX's split of a fused per-head q|k|v ([N, heads, 3, HD]) into its k part.
+        const int NH = S.heads, HD = S.head_dim;
+        auto qkv = randn((size_t)N * NH * 3 * HD);
+        ops.push_back({"copy_rows/strided", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* out = d.zeros((size_t)N * NH * HD);
+                           float* in = d.f(qkv);
+                           return Prepared{[=, &be] { be.copy_rows(out, HD, in + HD, 3 * HD, N * NH, HD); },
+                                           [=, &d] { return d.get(out, (size_t)N * NH * HD); }};
+                       }});
         auto x = randn((size_t)M * C), W = randn((size_t)V * C, 0.1f);
         auto target = randint((size_t)M, V);
         ops.push_back({"token_logprobs", TH_LOGPROBS, true, [=](Backend& be, Dev& d) {

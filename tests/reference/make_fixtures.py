@@ -1,10 +1,12 @@
 """Generate the tiny model fixtures and golden outputs.
 
-    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/make_fixtures.py
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/make_fixtures.py [NAME ...]
 
+With names, only those models (and their MeZO steps) are written; the others stay as they are.
 Deterministic: weights come from numpy RandomState seeded per model (seeds in
-MODELS below), sequences/examples from RandomState(FIXTURE_SEED + model index),
-torch runs on CPU with 2 threads; rerunning rewrites the same bytes.
+MODELS below), sequences/examples from RandomState(FIXTURE_SEED + k) (k below),
+torch runs on CPU with 2 threads; rerunning on one machine rewrites the same bytes (another
+machine's BLAS may move the goldens' last digits, ~4e-6 in the logits: write only new models).
 
 Writes
   tests/fixtures/models/<name>/config.json + model.safetensors
@@ -97,6 +99,19 @@ def cfg_mistral():
         "num_key_value_heads": 1, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16",
         "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
+def cfg_gpt_neox(parallel=True):
+    # Pythia's config.json as the Hub has it (transformers 4 keys: rotary_pct, rotary_emb_base).
+    return {
+        "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0,
+        "hidden_act": "gelu", "hidden_size": C, "initializer_range": 0.02, "intermediate_size": 64,
+        "layer_norm_eps": 1e-05, "max_position_embeddings": P, "model_type": "gpt_neox",
+        "num_attention_heads": H, "num_hidden_layers": L, "rotary_emb_base": 10000, "rotary_pct": 0.5,
+        "tie_word_embeddings": False, "torch_dtype": "float16" if parallel else "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_parallel_residual": parallel, "vocab_size": V,
     }
 
 
@@ -208,6 +223,32 @@ def weights_llama(cfg, seed, qkv_bias=False):
     return g.out
 
 
+def weights_gpt_neox(cfg, seed):
+    g = Gen(seed)
+    I = cfg["intermediate_size"]
+    R, theta = models.neox_rope(cfg)
+    p = "gpt_neox."
+    g.emb(p + "embed_in.weight", (V, C))
+    for l in range(L):
+        lp = f"{p}layers.{l}."
+        g.norm(lp + "input_layernorm", C)
+        g.mat(lp + "attention.query_key_value.weight", (3 * C, C))   # per head: q, k, v rows
+        g.bias(lp + "attention.query_key_value.bias", 3 * C)
+        g.mat(lp + "attention.dense.weight", (C, C))
+        g.bias(lp + "attention.dense.bias", C)
+        g.norm(lp + "post_attention_layernorm", C)
+        g.mat(lp + "mlp.dense_h_to_4h.weight", (I, C))
+        g.bias(lp + "mlp.dense_h_to_4h.bias", I)
+        g.mat(lp + "mlp.dense_4h_to_h.weight", (C, I))
+        g.bias(lp + "mlp.dense_4h_to_h.bias", C)
+        # Older Pythia files carry the rotary table as a buffer: not a weight, never trained.
+        g._put(lp + "attention.rotary_emb.inv_freq",
+               1.0 / (theta ** (np.arange(0, R, 2, dtype=np.float32) / R)))
+    g.norm(p + "final_layer_norm", C)
+    g.mat("embed_out.weight", (V, C))
+    return g.out
+
+
 # name, config, weight fn, file dtype, weight seed
 MODELS = [
     ("opt-tiny", cfg_opt, weights_opt, "F32", 101),
@@ -216,7 +257,13 @@ MODELS = [
     ("llama-tiny-sharded", cfg_llama, weights_llama, "F32", 103),   # same weights as llama-tiny
     ("mistral-tiny", cfg_mistral, weights_llama, "BF16", 105),
     ("qwen2-tiny", cfg_qwen2, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 106),
+    ("gptneox-tiny", cfg_gpt_neox, weights_gpt_neox, "F16", 201),
+    ("gptneox-seq-tiny", lambda: cfg_gpt_neox(parallel=False), weights_gpt_neox, "F32", 202),
 ]
+# The models above "gptneox-tiny" draw their sequences and examples from RandomState(FIXTURE_SEED
+# + their place in the list) (the sharded copy shares llama-tiny's); later ones from FIXTURE_SEED +
+# their weight seed, so that adding a model changes no other model's fixture.
+FIRST_SIX = 6
 
 MEZO = [
     # model, run_seed, step, q, lr, eps, wd, kind
@@ -296,14 +343,20 @@ def golden_examples(cfg, params, batch):
 def main():
     torch.set_num_threads(2)
     os.makedirs(GOLDEN_DIR, exist_ok=True)
+    only = set(sys.argv[1:])
+    unknown = only - {m[0] for m in MODELS}
+    if unknown:
+        sys.exit(f"unknown fixture models: {sorted(unknown)}")
     loaded = {}
     for mi, (name, cfg_fn, w_fn, dtag, wseed) in enumerate(MODELS):
+        if only and name not in only:
+            continue
         cfg = cfg_fn()
         weights = w_fn(cfg, wseed)
         d = write_model(name, cfg, weights, dtag)
         cfg, params = models.load_model(d)       # goldens come from what is on disk
         loaded[name] = (cfg, params)
-        rs = np.random.RandomState(FIXTURE_SEED + (2 if name == "llama-tiny-sharded" else mi))
+        rs = np.random.RandomState(FIXTURE_SEED + (2 if name == "llama-tiny-sharded" else mi if mi < FIRST_SIX else wseed))
         seqs = make_sequences(rs, [7, 10, 12])
         batch = make_examples(rs)
         # make the last classify example correct (label = its arg-max) so both outcomes are covered
@@ -321,6 +374,8 @@ def main():
         print(f"{name}: {len(params)} tensors, {sum(t.numel() for t in params.values())} params")
 
     for name, run_seed, step, q, lr, eps, wd, kind in MEZO:
+        if name not in loaded:
+            continue
         cfg, params = loaded[name]
         with open(os.path.join(GOLDEN_DIR, f"{name}.json"), "r", encoding="utf-8") as f:
             batch = json.load(f)["examples"]["batch"]

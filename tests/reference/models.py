@@ -1,8 +1,8 @@
 """Float32 PyTorch reference forward passes for the causal LMs the engine supports.
 
 Independent re-implementation of the math of Hugging Face `transformers`
-OPTForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM and
-Qwen2ForCausalLM (eager attention, no padding, batch size 1, positions 0..T-1).
+OPTForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM,
+Qwen2ForCausalLM and GPTNeoXForCausalLM (eager attention, no padding, batch size 1, positions 0..T-1).
 
     cfg, params = load_model("tests/fixtures/models/opt-tiny")
     logits = forward(cfg, params, [2, 17, 5])      # torch.float32 [T, V]
@@ -61,6 +61,8 @@ def family(cfg):
         return "gpt2"
     if mt in ("llama", "mistral", "qwen2"):
         return "llama"
+    if mt == "gpt_neox":
+        return "gpt_neox"
     raise ValueError(f"unsupported model_type {mt!r}")
 
 
@@ -292,7 +294,68 @@ def _forward_llama(cfg, p, ids):
     return F.linear(x, head)
 
 
-_FORWARD = {"opt": _forward_opt, "gpt2": _forward_gpt2, "llama": _forward_llama}
+# --------------------------------------------------------------------------- GPT-NeoX (Pythia)
+
+def neox_rope(cfg):
+    """(rotary dims per head, theta): transformers 5's rope_parameters, else the older
+    rotary_pct / rotary_emb_base (GPTNeoXConfig defaults 0.25 and 10000)."""
+    C, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    rp = cfg.get("rope_parameters") or {}
+    pct = rp.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
+    theta = rp.get("rope_theta", cfg.get("rotary_emb_base", 10000.0))
+    return int((C // H) * pct), float(theta)
+
+
+def split_fused_qkv(qkv, T, H, D):
+    """GPT-NeoX's query_key_value output [T, 3C] holds, per head, its q, k and v side by side
+    ([T, H, 3, D]); returns q, k, v as [H, T, D]."""
+    per_head = qkv.view(T, H, 3, D)
+    return tuple(per_head[:, :, i, :].transpose(0, 1) for i in range(3))
+
+
+def _rope_partial(x, cos, sin, R):
+    """RoPE on the first R dims of each head of x [H, T, D]; the other dims pass through."""
+    rot = x[..., :R] * cos + _rotate_half(x[..., :R]) * sin
+    return torch.cat((rot, x[..., R:]), dim=-1)
+
+
+def _forward_gpt_neox(cfg, p, ids):
+    pre = "gpt_neox."
+    C = cfg["hidden_size"]
+    H = cfg["num_attention_heads"]
+    D = C // H
+    R, theta = neox_rope(cfg)
+    eps = cfg.get("layer_norm_eps", 1e-5)
+    parallel = cfg.get("use_parallel_residual", True)
+    act = cfg.get("hidden_act", "gelu")
+    T = ids.shape[0]
+    x = F.embedding(ids, p[pre + "embed_in.weight"])
+    cos, sin = _rope(T, R, theta)
+    mask = _mask(T)
+
+    def mlp(h, lp):
+        return _linear(_act(act, _linear(h, p, lp + "mlp.dense_h_to_4h")), p, lp + "mlp.dense_4h_to_h")
+
+    for l in range(cfg["num_hidden_layers"]):
+        lp = f"{pre}layers.{l}."
+        h = _layer_norm(x, p, lp + "input_layernorm", eps)
+        q, k, v = split_fused_qkv(_linear(h, p, lp + "attention.query_key_value"), T, H, D)
+        q = _rope_partial(q, cos, sin, R)
+        k = _rope_partial(k, cos, sin, R)
+        attn = _linear(_attend(q, k, v, D ** -0.5, mask), p, lp + "attention.dense")
+        if parallel:
+            # Both branches read the block's input: x + attn(ln1 x) + mlp(ln2 x).
+            x = mlp(_layer_norm(x, p, lp + "post_attention_layernorm", eps), lp) + attn + x
+        else:
+            x = attn + x
+            x = mlp(_layer_norm(x, p, lp + "post_attention_layernorm", eps), lp) + x
+    x = _layer_norm(x, p, pre + "final_layer_norm", eps)
+    # The untied head: embed_out in Hub checkpoints, lm_head once transformers 5 renames it.
+    head = p["embed_out.weight"] if "embed_out.weight" in p else p["lm_head.weight"]
+    return F.linear(x, head)
+
+
+_FORWARD = {"opt": _forward_opt, "gpt2": _forward_gpt2, "llama": _forward_llama, "gpt_neox": _forward_gpt_neox}
 
 
 @torch.no_grad()

@@ -3,10 +3,10 @@
 // checkpoints name their tensors `model.decoder.*` or, saved from OPTModel,
 // `decoder.*`.
 
-import type { ModelConfig, TensorRef, UnitSpec } from '../types.js';
+import type { ModelConfig, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
-import { type TensorPicker, headUnit, pickPrefix } from './tensors.js';
+import { type TensorPicker, blockRoles, headUnit, pickPrefix } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
   const hidden = f.int('hidden_size');
@@ -74,23 +74,16 @@ function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
     },
   ];
   for (let i = 0; i < cfg.layers; i++) {
-    const l = `${p}layers.${i}.`;
-    const t: Record<string, TensorRef> = {};
-    const lin = (role: string, name: string, out: number, inp: number) => {
-      t[`${role}_w`] = pk.need(`${l}${name}.weight`, [out, inp]);
-      if (bias) t[`${role}_b`] = pk.need(`${l}${name}.bias`, [out]);
-    };
-    t.attn_norm_w = pk.need(`${l}self_attn_layer_norm.weight`, [C]);
-    t.attn_norm_b = pk.need(`${l}self_attn_layer_norm.bias`, [C]);
-    lin('q', 'self_attn.q_proj', C, C);
-    lin('k', 'self_attn.k_proj', C, C);
-    lin('v', 'self_attn.v_proj', C, C);
-    lin('o', 'self_attn.out_proj', C, C);
-    t.mlp_norm_w = pk.need(`${l}final_layer_norm.weight`, [C]);
-    t.mlp_norm_b = pk.need(`${l}final_layer_norm.bias`, [C]);
-    lin('fc1', 'fc1', F, C);
-    lin('fc2', 'fc2', C, F);
-    result.push({ kind: 'block', index: i, tensors: t });
+    const b = blockRoles(pk, `${p}layers.${i}.`, C);
+    b.norm('attn_norm', 'self_attn_layer_norm', true);
+    b.linear('q', 'self_attn.q_proj', C, C, bias);
+    b.linear('k', 'self_attn.k_proj', C, C, bias);
+    b.linear('v', 'self_attn.v_proj', C, C, bias);
+    b.linear('o', 'self_attn.out_proj', C, C, bias);
+    b.norm('mlp_norm', 'final_layer_norm', true);
+    b.linear('fc1', 'fc1', F, C, bias);
+    b.linear('fc2', 'fc2', C, F, bias);
+    result.push({ kind: 'block', index: i, tensors: b.tensors });
   }
   result.push(headUnit(cfg, pk, `${p}final_layer_norm.weight`, `${p}final_layer_norm.bias`));
   return result;

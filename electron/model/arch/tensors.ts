@@ -58,18 +58,44 @@ export class TensorPicker {
   }
 }
 
+/**
+ * A block's roles as a family names them: `linear(role, name, out, in, bias)` binds
+ * `<role>_w` to `<prefix><name>.weight` [out, in] and, with bias, `<role>_b` to `.bias` [out];
+ * `norm(role, name, bias)` a norm's [C] weight (and bias).
+ */
+export function blockRoles(pk: TensorPicker, prefix: string, C: number) {
+  const tensors: Record<string, TensorRef> = {};
+  return {
+    tensors,
+    linear(role: string, name: string, out: number, inp: number, bias: boolean): void {
+      tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [out, inp]);
+      if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [out]);
+    },
+    norm(role: string, name: string, bias: boolean): void {
+      tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [C]);
+      if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [C]);
+    },
+  };
+}
+
 /** Returns the first prefix p for which `p + probe` exists. */
 export function pickPrefix(pk: TensorPicker, prefixes: string[], probe: string): string {
   for (const p of prefixes) if (pk.has(p + probe)) return p;
   return prefixes[0];
 }
 
-/** The final norm and, untied, the LM head. */
-export function headUnit(cfg: ModelConfig, pk: TensorPicker, normW: string, normB: string | null): UnitSpec {
+/** The final norm and, untied, the LM head (`lmHead`: its name in the checkpoint). */
+export function headUnit(
+  cfg: ModelConfig,
+  pk: TensorPicker,
+  normW: string,
+  normB: string | null,
+  lmHead = 'lm_head.weight',
+): UnitSpec {
   const C = cfg.hidden;
   const tensors: Record<string, TensorRef> = { norm_w: pk.need(normW, [C]) };
   if (normB) tensors.norm_b = pk.need(normB, [C]);
   // Tied: an lm_head.weight stored anyway is ignored (the engine uses embed.tok).
-  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need('lm_head.weight', [cfg.vocabSize, C]);
+  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need(lmHead, [cfg.vocabSize, C]);
   return { kind: 'head', index: -1, tensors };
 }

@@ -172,6 +172,9 @@ public:
     virtual void gated_silu(float* gate, const float* up, size_t n) = 0;
     // x[i] += y[i]
     virtual void add(float* x, const float* y, size_t n) = 0;
+    // out[r, :cols] = in[r, :cols] for `rows` rows of strides ld_out and ld_in: a strided slice
+    // (GPT-NeoX's per-head q|k|v split into separate q, k and v).
+    virtual void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) = 0;
     // out[m, :] = inp[rows[m], :]
     virtual void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) = 0;
     // logprob[m] = log_softmax(x[m, :] W^T)[target[m]], W [V, C]

@@ -37,7 +37,7 @@ struct RopeConfig {
 };
 
 struct ModelConfig {
-    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama"
+    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama", "gpt_neox"
     int vocab = 0;         // V
     int hidden = 0;        // C
     int layers = 0;        // L
@@ -53,6 +53,8 @@ struct ModelConfig {
     RopeConfig rope;
     int sliding_window = 0;
     bool tied = false;
+    // GPT-NeoX: both branches read the block's input, h + attn(ln1 h) + mlp(ln2 h)
+    bool parallel_residual = false;
 };
 
 struct TensorSource {
@@ -101,7 +103,7 @@ struct EmbedParams {
 // A superset of what the families' recipes read; each recipe uses its part.
 struct BlockParams {
     WeightBias attn_norm;  // w, b (C)
-    WeightBias qkv;        // fused q|k|v: w (C, 3C) stored [in, out], b (3C)
+    WeightBias qkv;        // fused q|k|v: w (GPT-2: (C, 3C) stored [in, out]; GPT-NeoX: (3C, C) laid out per head [NH, 3, HD]), b (3C)
     WeightBias q;          // w (NH*HD, C), b (NH*HD)
     WeightBias k;          // w (KV*HD, C), b (KV*HD)
     WeightBias v;          // w (KV*HD, C), b (KV*HD)

@@ -179,4 +179,16 @@ void BlockPass::residual(float* Acts::*x) {
     }
 }
 
+void BlockPass::add(float* Acts::*x, float* Acts::*y) {
+    const size_t n = (size_t)in_.N * c_.hidden;
+    for (size_t si = 0; si < streams_.size(); si++) {
+        Acts a = acts(si);
+        timed(KernelKind::Other, [&] { be_.add(a.*x, a.*y, n); });
+    }
+}
+
+void BlockPass::copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+    timed(KernelKind::Other, [&] { be_.copy_rows(out, ld_out, in, ld_in, rows, cols); });
+}
+
 }  // namespace spw

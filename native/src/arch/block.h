@@ -100,6 +100,8 @@ public:
           stream_floats_(stream_floats), noise_(noise), noise_ms_(noise_ms), timer_(timer) {}
 
     const ModelConfig& config() const { return c_; }
+    // N: the rows of every activation of the pass
+    int tokens() const { return in_.N; }
 
     // ---- kernels that read weights: every stream, its group perturbed right before ----
     // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
@@ -121,6 +123,10 @@ public:
     void gated_silu(float* gate, const float* up, int width);
     // h += x for every stream
     void residual(float* Acts::*x);
+    // x += y ([N, C]) for every stream
+    void add(float* Acts::*x, float* Acts::*y);
+    // out[r, :cols] = in[r, :cols] over `rows` rows of one stream, strides ld_out and ld_in
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols);
 
 private:
     Acts acts(size_t si) const;

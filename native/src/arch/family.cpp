@@ -9,7 +9,8 @@ namespace spw {
 namespace {
 
 const std::vector<const Family*>& families() {
-    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family()};
+    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(),
+                                                            &gpt_neox_family()};
     return f;
 }
 
@@ -40,6 +41,13 @@ int dim_of(Dim d, const ModelConfig& c) {
         case Dim::C3: return 3 * c.hidden;
     }
     return 0;
+}
+
+void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in) {
+    const int C = p.config().hidden, I = p.config().intermediate;
+    p.linear(&Acts::m1, in, w.fc1, C, I);
+    p.each([&](Acts& x, float*) { p.activation(x.m1, I); });
+    p.linear(out, &Acts::m1, w.fc2, I, C);
 }
 
 const Family& family_of(const std::string& name) {

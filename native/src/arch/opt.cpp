@@ -12,7 +12,7 @@ namespace {
 
 void opt_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
-    const int C = c.hidden, I = c.intermediate, HD = c.head_dim;
+    const int C = c.hidden, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
     const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), c.sliding_window};
 
@@ -35,9 +35,7 @@ void opt_block(BlockPass& p, const BlockParams& w) {
     p.residual(&Acts::tmp);
 
     p.norm(&Acts::a, w.mlp_norm);
-    p.linear(&Acts::m1, &Acts::a, w.fc1, C, I);
-    p.each([&](Acts& x, float*) { p.activation(x.m1, I); });
-    p.linear(&Acts::tmp, &Acts::m1, w.fc2, I, C);
+    plain_mlp(p, w, &Acts::tmp, &Acts::a);
     p.residual(&Acts::tmp);
 }
 

@@ -335,6 +335,13 @@ public:
         });
     }
 
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
+        pool_.parallel_for((size_t)rows, 64, [&](size_t b, size_t e) {
+            for (size_t r = b; r < e; r++)
+                std::memcpy(out + r * (size_t)ld_out, in + r * (size_t)ld_in, sizeof(float) * (size_t)cols);
+        });
+    }
+
     void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
         pool_.parallel_for((size_t)M, 16, [&](size_t b, size_t e) {
             for (size_t m = b; m < e; m++) std::memcpy(out + m * C, inp + (size_t)rows[m] * C, sizeof(float) * C);

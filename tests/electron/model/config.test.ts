@@ -152,6 +152,27 @@ describe('parseModelConfig', () => {
     ).toBe(32);
   });
 
+  it('GPT-NeoX: Hub keys (rotary_pct, rotary_emb_base), transformers 5 rope_parameters, defaults', () => {
+    const neox = {
+      architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox', hidden_size: 64, num_attention_heads: 4,
+      num_hidden_layers: 2, intermediate_size: 256, vocab_size: 100, rotary_pct: 0.5, rotary_emb_base: 500,
+    };
+    const c = parseModelConfig(neox, DIR);
+    expect(c).toMatchObject({
+      family: 'gpt_neox', headDim: 16, norm: 'layernorm', activation: 'gelu', normEps: 1e-5, maxPositions: 2048,
+      tiedEmbeddings: false, parallelResidual: true, rope: { type: 'default', theta: 500, rotaryDim: 8 },
+    });
+    // GPTNeoXConfig's defaults: a quarter of the head rotated, base 10000.
+    const { rotary_pct: _p, rotary_emb_base: _b, ...plain } = neox;
+    expect(parseModelConfig(plain, DIR).rope).toEqual({ type: 'default', theta: 10000, rotaryDim: 4 });
+    // transformers 5 writes rope_parameters; it wins over the older keys.
+    const v5 = { ...plain, use_parallel_residual: false, rope_parameters: { rope_type: 'default', rope_theta: 250, partial_rotary_factor: 1 } };
+    expect(parseModelConfig({ ...v5, rotary_pct: 0.25 }, DIR)).toMatchObject({ parallelResidual: false, rope: { theta: 250, rotaryDim: 16 } });
+    fails({ ...neox, rotary_pct: 0.1 }, /gives 1 rotary dims of a 16-dim head/);
+    fails({ ...neox, rotary_pct: 'half' }, /"rotary_pct" must be a positive number/);
+    fails({ ...plain, rope_parameters: { rope_type: 'linear', factor: 2 } }, /rope_parameters of type "linear" is not supported yet/, 'unsupported');
+  });
+
   it('missing required fields name the field and file', () => {
     const { hidden_size: _h, ...noHidden } = OPT_CONFIG;
     const me = fails(noHidden, /missing required field "hidden_size"/, 'invalid');

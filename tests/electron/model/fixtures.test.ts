@@ -14,6 +14,8 @@ const EXPECTED: Record<string, { arch: string; family: string }> = {
   'llama-tiny-sharded': { arch: 'LlamaForCausalLM', family: 'llama' },
   'mistral-tiny': { arch: 'MistralForCausalLM', family: 'llama' },
   'qwen2-tiny': { arch: 'Qwen2ForCausalLM', family: 'llama' },
+  'gptneox-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
+  'gptneox-seq-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
 };
 const present = existsSync(ROOT)
   ? readdirSync(ROOT).filter((n) => existsSync(path.join(ROOT, n, 'config.json')))

@@ -1,0 +1,124 @@
+"""Each family-specific mistake, injected into the readable reference, and how far it moves
+the golden fixtures' outputs: the table in tests/reference/README.md ("Mistakes the goldens
+catch").
+
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/mistakes.py [--check]
+
+For every (fixture, mistake): the change of the golden batch loss (the examples of
+tests/fixtures/golden/<fixture>.json) and the largest change of a per-token log-probability
+(the golden sequences), against the tolerances the engine's golden tests hold it to (1e-5 for
+losses, 2e-5 for log-probabilities). A mistake is a change of the config (what a loader that
+ignored a key would run) or a piece of models.py swapped for a wrong one. --check exits 1
+when a mistake moves neither by at least 100 times its tolerance (the goldens would miss it).
+"""
+import contextlib
+import json
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import losses  # noqa: E402
+import models  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+LOSS_TOL = 1e-5
+LOGPROB_TOL = 2e-5
+MARGIN = 100
+
+
+@contextlib.contextmanager
+def swapped(name, fn):
+    """models.<name> replaced by fn while the block runs."""
+    old = getattr(models, name)
+    setattr(models, name, fn)
+    try:
+        yield
+    finally:
+        setattr(models, name, old)
+
+
+def config(**changes):
+    """A mistake that runs the model with other config values (None: the key removed)."""
+    def apply(cfg):
+        cfg = dict(cfg)
+        for k, v in changes.items():
+            if v is None:
+                cfg.pop(k, None)
+            else:
+                cfg[k] = v
+        return cfg, contextlib.nullcontext()
+    return apply
+
+
+def patch(name, fn):
+    return lambda cfg: (cfg, swapped(name, fn))
+
+
+# ---- the wrong pieces
+
+def qkv_split_in_blocks(qkv, T, H, D):
+    """GPT-NeoX's fused projection read as whole q, k, v blocks (GPT-2's layout) instead of per head."""
+    q, k, v = qkv.split(H * D, dim=-1)
+    return tuple(x.view(T, H, D).transpose(0, 1) for x in (q, k, v))
+
+
+# (fixture, mistake, how)
+MISTAKES = [
+    ("gptneox-tiny", "fused qkv split as whole q, k, v blocks (GPT-2 style), not per head", patch("split_fused_qkv", qkv_split_in_blocks)),
+    ("gptneox-tiny", "partial rotary (rotary_pct 0.5) on every dim", config(rotary_pct=1.0)),
+    ("gptneox-tiny", "rotary_pct ignored (transformers' default 0.25 assumed)", config(rotary_pct=None)),
+    ("gptneox-tiny", "parallel residual run one branch after the other", config(use_parallel_residual=False)),
+    ("gptneox-seq-tiny", "use_parallel_residual false ignored (parallel)", config(use_parallel_residual=True)),
+]
+
+
+def golden(fixture):
+    with open(os.path.join(ROOT, "tests", "fixtures", "golden", f"{fixture}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def token_logprobs(cfg, params, seqs):
+    out = []
+    for s in seqs:
+        lp = torch.log_softmax(models.forward(cfg, params, s), dim=-1)
+        out += [float(lp[p - 1, s[p]]) for p in range(1, len(s))]
+    return out
+
+
+def main():
+    torch.set_num_threads(1)
+    rows, missed = [], []
+    loaded = {}
+    for fixture, what, how in MISTAKES:
+        if fixture not in loaded:
+            cfg, params = models.load_model(os.path.join(ROOT, "tests", "fixtures", "models", fixture))
+            g = golden(fixture)
+            batch = g["examples"]["batch"]
+            loaded[fixture] = (cfg, params, g, losses.batch_loss(cfg, params, batch),
+                               token_logprobs(cfg, params, g["sequences"]))
+        cfg, params, g, loss, lps = loaded[fixture]
+        wrong_cfg, ctx = how(cfg)
+        with ctx:
+            wrong_loss = losses.batch_loss(wrong_cfg, params, g["examples"]["batch"])
+            wrong_lps = token_logprobs(wrong_cfg, params, g["sequences"])
+        dl = abs(wrong_loss - loss)
+        dlp = max(abs(a - b) for a, b in zip(wrong_lps, lps))
+        rows.append((fixture, what, dl, dl / LOSS_TOL, dlp, dlp / LOGPROB_TOL))
+        if dl < MARGIN * LOSS_TOL and dlp < MARGIN * LOGPROB_TOL:
+            missed.append(f"{fixture}: {what}")
+    print("| fixture | mistake | Δ batch loss | × loss tolerance (1e-5) | max Δ log p | × log-p tolerance (2e-5) |")
+    print("|---|---|---|---|---|---|")
+    for fixture, what, dl, rl, dlp, rlp in rows:
+        print(f"| `{fixture}` | {what} | {dl:.3g} | {rl:,.0f} | {dlp:.3g} | {rlp:,.0f} |")
+    if missed:
+        print("\nmoved by less than %dx the tolerances: %s" % (MARGIN, "; ".join(missed)), file=sys.stderr)
+        if "--check" in sys.argv:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
