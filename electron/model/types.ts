@@ -5,7 +5,7 @@
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
 /** Family of forward pass the engine runs (native/src/arch/). Mistral and Qwen2 share `llama`. */
-export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox';
+export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox' | 'olmo2';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
 

@@ -115,6 +115,18 @@ def cfg_gpt_neox(parallel=True):
     }
 
 
+def cfg_olmo2():
+    return {
+        "architectures": ["Olmo2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": None, "eos_token_id": 100, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "model_type": "olmo2", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": 2, "pad_token_id": 1, "rms_norm_eps": 1e-06, "rope_scaling": None,
+        "rope_theta": 500000, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
 def cfg_qwen2():
     return {
         "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 0,
@@ -249,6 +261,30 @@ def weights_gpt_neox(cfg, seed):
     return g.out
 
 
+def weights_olmo2(cfg, seed):
+    g = Gen(seed)
+    D = C // H
+    KV = cfg["num_key_value_heads"]
+    I = cfg["intermediate_size"]
+    g.emb("model.embed_tokens.weight", (V, C))
+    for l in range(L):
+        lp = f"model.layers.{l}."
+        g.mat(lp + "self_attn.q_proj.weight", (H * D, C))
+        g.mat(lp + "self_attn.k_proj.weight", (KV * D, C))
+        g.mat(lp + "self_attn.v_proj.weight", (KV * D, C))
+        g.norm(lp + "self_attn.q_norm", H * D, bias=False)      # over the whole projection width
+        g.norm(lp + "self_attn.k_norm", KV * D, bias=False)
+        g.mat(lp + "self_attn.o_proj.weight", (C, H * D))
+        g.norm(lp + "post_attention_layernorm", C, bias=False)
+        g.mat(lp + "mlp.gate_proj.weight", (I, C))
+        g.mat(lp + "mlp.up_proj.weight", (I, C))
+        g.mat(lp + "mlp.down_proj.weight", (C, I))
+        g.norm(lp + "post_feedforward_layernorm", C, bias=False)
+    g.norm("model.norm", C, bias=False)
+    g.mat("lm_head.weight", (V, C))
+    return g.out
+
+
 # name, config, weight fn, file dtype, weight seed
 MODELS = [
     ("opt-tiny", cfg_opt, weights_opt, "F32", 101),
@@ -259,6 +295,7 @@ MODELS = [
     ("qwen2-tiny", cfg_qwen2, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 106),
     ("gptneox-tiny", cfg_gpt_neox, weights_gpt_neox, "F16", 201),
     ("gptneox-seq-tiny", lambda: cfg_gpt_neox(parallel=False), weights_gpt_neox, "F32", 202),
+    ("olmo2-tiny", cfg_olmo2, weights_olmo2, "F32", 203),
 ]
 # The models above "gptneox-tiny" draw their sequences and examples from RandomState(FIXTURE_SEED
 # + their place in the list) (the sharded copy shares llama-tiny's); later ones from FIXTURE_SEED +

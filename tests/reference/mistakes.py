@@ -65,6 +65,23 @@ def qkv_split_in_blocks(qkv, T, H, D):
     return tuple(x.view(T, H, D).transpose(0, 1) for x in (q, k, v))
 
 
+def qk_norm_per_head(x, weight, eps, H, D):
+    """q/k normed per head over head_dim (Qwen3 / Gemma 3 style) instead of over the whole width."""
+    T = x.shape[0]
+    xf = x.view(T, H, D)
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (xf.reshape(T, H * D) * weight).view(T, H, D).transpose(0, 1)
+
+
+def qk_norm_skipped(x, weight, eps, H, D):
+    return models._heads(x, H, D)
+
+
+def norm_after_residual(x, y, weight, eps):
+    """The post-norm applied to x + y (OPT-350m's post-LN) instead of to the branch alone."""
+    return models._rms_norm(x + y, weight, eps)
+
+
 # (fixture, mistake, how)
 MISTAKES = [
     ("gptneox-tiny", "fused qkv split as whole q, k, v blocks (GPT-2 style), not per head", patch("split_fused_qkv", qkv_split_in_blocks)),
@@ -72,6 +89,9 @@ MISTAKES = [
     ("gptneox-tiny", "rotary_pct ignored (transformers' default 0.25 assumed)", config(rotary_pct=None)),
     ("gptneox-tiny", "parallel residual run one branch after the other", config(use_parallel_residual=False)),
     ("gptneox-seq-tiny", "use_parallel_residual false ignored (parallel)", config(use_parallel_residual=True)),
+    ("olmo2-tiny", "q/k norm per head over head_dim, not over the projection width", patch("qk_norm_olmo2", qk_norm_per_head)),
+    ("olmo2-tiny", "q/k norms skipped", patch("qk_norm_olmo2", qk_norm_skipped)),
+    ("olmo2-tiny", "post-norms applied after the residual (norm(x + f(x)))", patch("post_norm_residual", norm_after_residual)),
 ]
 
 

@@ -2,7 +2,7 @@
 
 Independent re-implementation of the math of Hugging Face `transformers`
 OPTForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM,
-Qwen2ForCausalLM and GPTNeoXForCausalLM (eager attention, no padding, batch size 1, positions 0..T-1).
+Qwen2ForCausalLM, GPTNeoXForCausalLM and Olmo2ForCausalLM (eager attention, no padding, batch size 1, positions 0..T-1).
 
     cfg, params = load_model("tests/fixtures/models/opt-tiny")
     logits = forward(cfg, params, [2, 17, 5])      # torch.float32 [T, V]
@@ -63,6 +63,8 @@ def family(cfg):
         return "llama"
     if mt == "gpt_neox":
         return "gpt_neox"
+    if mt == "olmo2":
+        return "olmo2"
     raise ValueError(f"unsupported model_type {mt!r}")
 
 
@@ -355,7 +357,54 @@ def _forward_gpt_neox(cfg, p, ids):
     return F.linear(x, head)
 
 
-_FORWARD = {"opt": _forward_opt, "gpt2": _forward_gpt2, "llama": _forward_llama, "gpt_neox": _forward_gpt_neox}
+# --------------------------------------------------------------------------- OLMo 2
+
+def qk_norm_olmo2(x, weight, eps, H, D):
+    """OLMo 2 normalises q (or k) [T, H*D] over the whole projection width, before the heads
+    are split; returns [H, T, D]."""
+    return _heads(_rms_norm(x, weight, eps), H, D)
+
+
+def post_norm_residual(x, y, weight, eps):
+    """OLMo 2's residual: the branch's output y is normed, then added to x."""
+    return x + _rms_norm(y, weight, eps)
+
+
+def _forward_olmo2(cfg, p, ids):
+    C = cfg["hidden_size"]
+    H = cfg["num_attention_heads"]
+    KV = cfg.get("num_key_value_heads") or H
+    D = C // H
+    eps = cfg.get("rms_norm_eps", 1e-5)
+    rp = cfg.get("rope_parameters") or {}
+    theta = float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    act = cfg.get("hidden_act", "silu")
+    T = ids.shape[0]
+    x = F.embedding(ids, p["model.embed_tokens.weight"])
+    cos, sin = _rope(T, D, theta)
+    mask = _mask(T)
+    for l in range(cfg["num_hidden_layers"]):
+        lp = f"model.layers.{l}."
+        # No norm before attention or the MLP: each branch's output is normed before its residual.
+        q = qk_norm_olmo2(_linear(x, p, lp + "self_attn.q_proj"), p[lp + "self_attn.q_norm.weight"], eps, H, D)
+        k = qk_norm_olmo2(_linear(x, p, lp + "self_attn.k_proj"), p[lp + "self_attn.k_norm.weight"], eps, KV, D)
+        v = _heads(_linear(x, p, lp + "self_attn.v_proj"), KV, D)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        k = k.repeat_interleave(H // KV, dim=0)
+        v = v.repeat_interleave(H // KV, dim=0)
+        a = _linear(_attend(q, k, v, D ** -0.5, mask), p, lp + "self_attn.o_proj")
+        x = post_norm_residual(x, a, p[lp + "post_attention_layernorm.weight"], eps)
+        h = _linear(_act(act, _linear(x, p, lp + "mlp.gate_proj")) * _linear(x, p, lp + "mlp.up_proj"),
+                    p, lp + "mlp.down_proj")
+        x = post_norm_residual(x, h, p[lp + "post_feedforward_layernorm.weight"], eps)
+    x = _rms_norm(x, p["model.norm.weight"], eps)
+    head = p["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else p["lm_head.weight"]
+    return F.linear(x, head)
+
+
+_FORWARD = {"opt": _forward_opt, "gpt2": _forward_gpt2, "llama": _forward_llama, "gpt_neox": _forward_gpt_neox,
+            "olmo2": _forward_olmo2}
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ struct RopeConfig {
 };
 
 struct ModelConfig {
-    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama", "gpt_neox"
+    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama", "gpt_neox", "olmo2"
     int vocab = 0;         // V
     int hidden = 0;        // C
     int layers = 0;        // L
@@ -114,6 +114,10 @@ struct BlockParams {
     WeightBias gate;       // w (I, C), b (I)
     WeightBias up;         // w (I, C), b (I)
     WeightBias down;       // w (C, I), b (C)
+    WeightBias q_norm;     // w (NH*HD) (OLMo 2: over the whole projection)
+    WeightBias k_norm;     // w (KV*HD)
+    WeightBias post_attn_norm;  // w (C): the attention's output normed before its residual (OLMo 2)
+    WeightBias post_mlp_norm;   // w (C): the MLP's output normed before its residual (OLMo 2)
 };
 
 struct HeadParams {

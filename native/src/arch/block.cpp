@@ -114,6 +114,7 @@ Acts BlockPass::acts(size_t si) const {
     x.v = x.k + Ks;
     x.m1 = x.v + Ks;
     x.m2 = x.m1 + N * std::max((size_t)c_.intermediate, qd);
+    x.h = streams_[si].h;
     return x;
 }
 
@@ -124,15 +125,18 @@ void BlockPass::timed(KernelKind kind, F&& f) {
     if (timer_) timer_->stop(kind);
 }
 
-void BlockPass::norm(float* Acts::*out, const WeightBias& w) {
+void BlockPass::norm(float* Acts::*out, const WeightBias& w) { norm(out, &Acts::h, w, c_.hidden); }
+
+void BlockPass::norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, int width, int per_token) {
     const int ids[2] = {w.w, w.b};
+    const int rows = in_.N * per_token;
     copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
         Acts x = acts(si);
         timed(KernelKind::Other, [&] {
             if (c_.norm == NormKind::RmsNorm)
-                be_.rmsnorm(x.*out, streams_[si].h, p[0], in_.N, c_.hidden, c_.norm_eps);
+                be_.rmsnorm(x.*out, x.*in, p[0], rows, width, c_.norm_eps);
             else
-                be_.layernorm(x.*out, streams_[si].h, p[0], p[1], in_.N, c_.hidden, c_.norm_eps);
+                be_.layernorm(x.*out, x.*in, p[0], p[1], rows, width, c_.norm_eps);
         });
     });
 }

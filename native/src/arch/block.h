@@ -33,9 +33,12 @@ struct Stream {
 
 // One stream's scratch inside a block, carved from the activation arena (N rows):
 // a, tmp [N, C]; q, att [N, max(NH*HD, C)]; k, v [N, max(KV*HD, C)]; m1, m2 [N, max(I, NH*HD)].
-// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them.
+// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them. h is not scratch:
+// the stream's hidden states [N, C], for the kernels that read them directly (OLMo 2's
+// projections have no norm before them).
 struct Acts {
     float *a, *tmp, *q, *att, *k, *v, *m1, *m2;
+    float* h;
 };
 
 // Floats of one stream's Acts at `rows` rows.
@@ -106,6 +109,9 @@ public:
     // ---- kernels that read weights: every stream, its group perturbed right before ----
     // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
     void norm(float* Acts::*out, const WeightBias& w);
+    // out = norm(in) over rows of `width`, `per_token` rows per token (the config's norm kind); in
+    // may be out: a norm of activations (OLMo 2's q/k norms over the projection, its post-norms).
+    void norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, int width, int per_token = 1);
     // out [N, out_dim] = in [N, in_dim] W^T + b (W stored [in, out] when its tensor says so)
     void linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
 

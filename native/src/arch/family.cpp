@@ -10,7 +10,7 @@ namespace {
 
 const std::vector<const Family*>& families() {
     static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(),
-                                                            &gpt_neox_family()};
+                                                            &gpt_neox_family(), &olmo2_family()};
     return f;
 }
 

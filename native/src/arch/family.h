@@ -54,10 +54,11 @@ int dim_of(Dim d, const ModelConfig& c);
 // out = fc2(act(fc1(in))), the plain MLP (OPT, GPT-2, GPT-NeoX); m1 holds its hidden layer.
 void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in);
 
-// The recipes (opt.cpp, llama.cpp, gpt_neox.cpp).
+// The recipes (opt.cpp, llama.cpp, gpt_neox.cpp, olmo2.cpp).
 const Family& opt_family();
 const Family& gpt2_family();
 const Family& llama_family();
 const Family& gpt_neox_family();
+const Family& olmo2_family();
 
 }  // namespace spw

@@ -173,6 +173,20 @@ describe('parseModelConfig', () => {
     fails({ ...plain, rope_parameters: { rope_type: 'linear', factor: 2 } }, /rope_parameters of type "linear" is not supported yet/, 'unsupported');
   });
 
+  it('OLMo 2: defaults, GQA, explicit head_dim', () => {
+    const olmo = {
+      architectures: ['Olmo2ForCausalLM'], model_type: 'olmo2', hidden_size: 64, num_attention_heads: 4,
+      num_key_value_heads: 2, num_hidden_layers: 2, intermediate_size: 128, vocab_size: 100, rope_theta: 500000,
+    };
+    expect(parseModelConfig(olmo, DIR)).toMatchObject({
+      family: 'olmo2', kvHeads: 2, headDim: 16, norm: 'rmsnorm', normEps: 1e-5, activation: 'silu', tiedEmbeddings: false,
+      bosTokenId: null, eosTokenId: 50279, rope: { type: 'default', theta: 500000, rotaryDim: 16 },
+    });
+    expect(parseModelConfig({ ...olmo, head_dim: 8 }, DIR)).toMatchObject({ headDim: 8, rope: { rotaryDim: 8 } });
+    fails({ ...olmo, num_key_value_heads: 3 }, /not a multiple of num_key_value_heads 3/);
+    fails({ ...olmo, hidden_act: 'gelu' }, /hidden_act "gelu" is not supported/, 'unsupported');
+  });
+
   it('missing required fields name the field and file', () => {
     const { hidden_size: _h, ...noHidden } = OPT_CONFIG;
     const me = fails(noHidden, /missing required field "hidden_size"/, 'invalid');

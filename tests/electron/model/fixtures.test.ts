@@ -16,6 +16,7 @@ const EXPECTED: Record<string, { arch: string; family: string }> = {
   'qwen2-tiny': { arch: 'Qwen2ForCausalLM', family: 'llama' },
   'gptneox-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
   'gptneox-seq-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
+  'olmo2-tiny': { arch: 'Olmo2ForCausalLM', family: 'olmo2' },
 };
 const present = existsSync(ROOT)
   ? readdirSync(ROOT).filter((n) => existsSync(path.join(ROOT, n, 'config.json')))
