@@ -66,6 +66,12 @@ export interface ModelConfig {
   tiedEmbeddings: boolean;
   /** GPT-NeoX: h + attn(ln1 h) + mlp(ln2 h) instead of one residual after the other. */
   parallelResidual?: boolean;
+  /** OPT-350m (do_layer_norm_before false): the block's norms follow their residuals, h = norm(h + f(h)). */
+  postNorm?: boolean;
+  /** A final norm before the head (default true; OPT-350m and _remove_final_layer_norm have none). */
+  finalNorm?: boolean;
+  /** E, the embeddings' width when it differs from hidden (OPT's word_embed_proj_dim): project_in/project_out. */
+  embedDim?: number;
   bosTokenId: number | null;
   eosTokenId: number | null;
 }
@@ -89,10 +95,10 @@ export interface TensorRef {
  * Roles of tensors inside units: each architecture file (electron/model/arch/)
  * names the tensors its units hold by role; the engine binds roles to the fields
  * of its parameter structs (native/src/arch/params.cpp, spillway/model.h).
- * embed: tok [V, C], pos [P, C] (learned positions only)
+ * embed: tok [V, E], pos [P, C] (learned positions only), proj [C, E] (OPT's project_in, when E != C)
  * block: <stem>_w and <stem>_b for the stems of native/src/arch/params.cpp (attn_norm, qkv, q,
  *        k, v, o, mlp_norm, fc1, fc2, gate, up, down, ...; which ones, and their shapes, per family)
- * head:  norm_w, norm_b?, lm_head? (absent when tied: the engine uses embed.tok)
+ * head:  norm_w?, norm_b?, proj? [E, C], lm_head? [V, E] (absent when tied: the engine uses embed.tok)
  */
 export type UnitKind = 'embed' | 'block' | 'head';
 

@@ -261,6 +261,10 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     mc.sliding_window = inum(c, "slidingWindow");
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
     opt_bool(c, "parallelResidual", mc.parallel_residual);
+    opt_bool(c, "postNorm", mc.post_norm);
+    opt_bool(c, "finalNorm", mc.final_norm);
+    mc.embed_dim = mc.hidden;
+    opt_int(c, "embedDim", mc.embed_dim);
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
     if (mc.layers <= 0) throw_type(env, "layers must be positive");

@@ -45,6 +45,12 @@ CASES = {
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
         max_position_embeddings=64, use_parallel_residual=False, attention_bias=False,
         rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5}), 12),
+    "opt-350m": ("opt", dict(
+        hidden_size=64, word_embed_proj_dim=32, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, do_layer_norm_before=False), 14),
+    "opt-no-final-norm": ("opt", dict(
+        hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+        _remove_final_layer_norm=True, tie_word_embeddings=False, activation_function="gelu"), 15),
     "olmo2": ("olmo2", dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=96, max_position_embeddings=64, rms_norm_eps=1e-6), 13),

@@ -65,6 +65,12 @@ def cfg_opt():
     }
 
 
+def cfg_opt350m():
+    # facebook/opt-350m's shape: post-LayerNorm blocks, no final norm, embeddings narrower than
+    # the model (project_in / project_out).
+    return {**cfg_opt(), "do_layer_norm_before": False, "word_embed_proj_dim": C // 2, "torch_dtype": "float16"}
+
+
 def cfg_gpt2():
     return {
         "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
@@ -168,8 +174,12 @@ class Gen:
 def weights_opt(cfg, seed):
     g = Gen(seed)
     F_ = cfg["ffn_dim"]
+    E = cfg["word_embed_proj_dim"]
     p = "model.decoder."
-    g.emb(p + "embed_tokens.weight", (V, C))
+    g.emb(p + "embed_tokens.weight", (V, E))
+    if E != C:
+        g.mat(p + "project_in.weight", (C, E))
+        g.mat(p + "project_out.weight", (E, C))
     g.emb(p + "embed_positions.weight", (P + 2, C))
     for l in range(L):
         lp = f"{p}layers.{l}."
@@ -182,7 +192,8 @@ def weights_opt(cfg, seed):
         g.mat(lp + "fc2.weight", (C, F_))
         g.bias(lp + "fc2.bias", C)
         g.norm(lp + "final_layer_norm", C)
-    g.norm(p + "final_layer_norm", C)
+    if cfg["do_layer_norm_before"]:
+        g.norm(p + "final_layer_norm", C)
     return g.out
 
 
@@ -296,6 +307,7 @@ MODELS = [
     ("gptneox-tiny", cfg_gpt_neox, weights_gpt_neox, "F16", 201),
     ("gptneox-seq-tiny", lambda: cfg_gpt_neox(parallel=False), weights_gpt_neox, "F32", 202),
     ("olmo2-tiny", cfg_olmo2, weights_olmo2, "F32", 203),
+    ("opt350m-tiny", cfg_opt350m, weights_opt, "F16", 204),
 ]
 # The models above "gptneox-tiny" draw their sequences and examples from RandomState(FIXTURE_SEED
 # + their place in the list) (the sharded copy shares llama-tiny's); later ones from FIXTURE_SEED +

@@ -8,7 +8,8 @@ For every (fixture, mistake): the change of the golden batch loss (the examples 
 tests/fixtures/golden/<fixture>.json) and the largest change of a per-token log-probability
 (the golden sequences), against the tolerances the engine's golden tests hold it to (1e-5 for
 losses, 2e-5 for log-probabilities). A mistake is a change of the config (what a loader that
-ignored a key would run) or a piece of models.py swapped for a wrong one. --check exits 1
+ignored a key would run), a piece of models.py swapped for a wrong one, or weights read
+wrongly. --check exits 1
 when a mistake moves neither by at least 100 times its tolerance (the goldens would miss it).
 """
 import contextlib
@@ -40,21 +41,29 @@ def swapped(name, fn):
         setattr(models, name, old)
 
 
+# A mistake: (cfg, params) -> (cfg, params, context) the wrong run uses.
+
 def config(**changes):
-    """A mistake that runs the model with other config values (None: the key removed)."""
-    def apply(cfg):
+    """The model run with other config values (None: the key removed)."""
+    def apply(cfg, params):
         cfg = dict(cfg)
         for k, v in changes.items():
             if v is None:
                 cfg.pop(k, None)
             else:
                 cfg[k] = v
-        return cfg, contextlib.nullcontext()
+        return cfg, params, contextlib.nullcontext()
     return apply
 
 
 def patch(name, fn):
-    return lambda cfg: (cfg, swapped(name, fn))
+    """A piece of models.py swapped for a wrong one."""
+    return lambda cfg, params: (cfg, params, swapped(name, fn))
+
+
+def weights(fn):
+    """The model run with weights read wrongly: fn(params) -> the wrong params."""
+    return lambda cfg, params: (cfg, fn(dict(params)), contextlib.nullcontext())
 
 
 # ---- the wrong pieces
@@ -82,6 +91,13 @@ def norm_after_residual(x, y, weight, eps):
     return models._rms_norm(x + y, weight, eps)
 
 
+def projections_swapped(p):
+    """OPT-350m's project_in and project_out each read in the other's place (both fit, transposed)."""
+    pi, po = "model.decoder.project_in.weight", "model.decoder.project_out.weight"
+    p[pi], p[po] = p[po].t().contiguous(), p[pi].t().contiguous()
+    return p
+
+
 # (fixture, mistake, how)
 MISTAKES = [
     ("gptneox-tiny", "fused qkv split as whole q, k, v blocks (GPT-2 style), not per head", patch("split_fused_qkv", qkv_split_in_blocks)),
@@ -92,6 +108,9 @@ MISTAKES = [
     ("olmo2-tiny", "q/k norm per head over head_dim, not over the projection width", patch("qk_norm_olmo2", qk_norm_per_head)),
     ("olmo2-tiny", "q/k norms skipped", patch("qk_norm_olmo2", qk_norm_skipped)),
     ("olmo2-tiny", "post-norms applied after the residual (norm(x + f(x)))", patch("post_norm_residual", norm_after_residual)),
+    ("opt350m-tiny", "do_layer_norm_before false ignored (pre-LN blocks, no final norm)",
+     config(do_layer_norm_before=True, _remove_final_layer_norm=True)),
+    ("opt350m-tiny", "project_in and project_out swapped (each transposed into the other's place)", weights(projections_swapped)),
 ]
 
 
@@ -120,10 +139,10 @@ def main():
             loaded[fixture] = (cfg, params, g, losses.batch_loss(cfg, params, batch),
                                token_logprobs(cfg, params, g["sequences"]))
         cfg, params, g, loss, lps = loaded[fixture]
-        wrong_cfg, ctx = how(cfg)
+        wrong_cfg, wrong_params, ctx = how(cfg, params)
         with ctx:
-            wrong_loss = losses.batch_loss(wrong_cfg, params, g["examples"]["batch"])
-            wrong_lps = token_logprobs(wrong_cfg, params, g["sequences"])
+            wrong_loss = losses.batch_loss(wrong_cfg, wrong_params, g["examples"]["batch"])
+            wrong_lps = token_logprobs(wrong_cfg, wrong_params, g["sequences"])
         dl = abs(wrong_loss - loss)
         dlp = max(abs(a - b) for a, b in zip(wrong_lps, lps))
         rows.append((fixture, what, dl, dl / LOSS_TOL, dlp, dlp / LOGPROB_TOL))

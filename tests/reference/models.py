@@ -147,12 +147,13 @@ def _forward_opt(cfg, p, ids):
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
     D = C // H
-    if cfg.get("word_embed_proj_dim", C) != C:
-        raise NotImplementedError("OPT project_in/project_out is not modelled")
+    projected = cfg.get("word_embed_proj_dim", C) != C   # OPT-350m: project_in / project_out
     before = cfg.get("do_layer_norm_before", True)
     eps = 1e-5  # OPT uses nn.LayerNorm defaults
     T = ids.shape[0]
     x = F.embedding(ids, p[pre + "embed_tokens.weight"])
+    if projected:
+        x = F.linear(x, p[pre + "project_in.weight"])
     pos = torch.arange(T) + 2  # OPTLearnedPositionalEmbedding offset
     x = x + F.embedding(pos, p[pre + "embed_positions.weight"])
     mask = _mask(T)
@@ -176,8 +177,11 @@ def _forward_opt(cfg, p, ids):
         x = res + x
         if not before:
             x = _layer_norm(x, p, lp + "final_layer_norm", eps)
+    # OPTDecoder has a final norm only before-norm and not removed.
     if before and not cfg.get("_remove_final_layer_norm", False):
         x = _layer_norm(x, p, pre + "final_layer_norm", eps)
+    if projected:
+        x = F.linear(x, p[pre + "project_out.weight"])
     head = p[pre + "embed_tokens.weight"] if tied(cfg) or "lm_head.weight" not in p else p["lm_head.weight"]
     return F.linear(x, head)
 

@@ -1,7 +1,9 @@
 // OPT (OPTForCausalLM): pre-LayerNorm blocks, learned positions offset by 2,
-// separate q/k/v projections, a plain MLP (fc1, activation, fc2). Hub
-// checkpoints name their tensors `model.decoder.*` or, saved from OPTModel,
-// `decoder.*`.
+// separate q/k/v projections, a plain MLP (fc1, activation, fc2). OPT-350m
+// is post-LayerNorm (do_layer_norm_before false) with no final norm, and its
+// embeddings are narrower than the model (word_embed_proj_dim): project_in
+// widens them, project_out narrows h before the head. Hub checkpoints name
+// their tensors `model.decoder.*` or, saved from OPTModel, `decoder.*`.
 
 import type { ModelConfig, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
@@ -15,22 +17,8 @@ function parse(f: ConfigFields, arch: string) {
   const ffn = f.int('ffn_dim');
   const vocab = f.int('vocab_size');
   const maxPos = f.int('max_position_embeddings');
-  if (!f.bool('do_layer_norm_before', true)) {
-    f.unsupported(
-      'do_layer_norm_before is false (post-LayerNorm OPT, e.g. opt-350m) is not supported',
-      'do_layer_norm_before',
-    );
-  }
-  const proj = f.int('word_embed_proj_dim', hidden);
-  if (proj !== hidden) {
-    f.unsupported(
-      `word_embed_proj_dim ${proj} differs from hidden_size ${hidden} (project_in/project_out layers are not supported)`,
-      'word_embed_proj_dim',
-    );
-  }
-  if (f.bool('_remove_final_layer_norm', false)) {
-    f.unsupported('_remove_final_layer_norm is true (no final LayerNorm) is not supported', '_remove_final_layer_norm');
-  }
+  const before = f.bool('do_layer_norm_before', true);
+  const embedDim = f.int('word_embed_proj_dim', hidden);
   if (!f.bool('layer_norm_elementwise_affine', true)) {
     f.unsupported('layer_norm_elementwise_affine is false is not supported', 'layer_norm_elementwise_affine');
   }
@@ -53,6 +41,10 @@ function parse(f: ConfigFields, arch: string) {
     ropeTheta: 0,
     slidingWindow: 0,
     tiedEmbeddings: f.bool('tie_word_embeddings', true),
+    // OPTDecoder keeps its final norm only before-norm and not removed (_remove_final_layer_norm).
+    ...(before ? {} : { postNorm: true }),
+    ...(before && !f.bool('_remove_final_layer_norm', false) ? {} : { finalNorm: false }),
+    ...(embedDim === hidden ? {} : { embedDim }),
     bosTokenId: f.tokenId('bos_token_id', 2),
     eosTokenId: f.tokenId('eos_token_id', 2),
   };
@@ -61,6 +53,7 @@ function parse(f: ConfigFields, arch: string) {
 
 function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
   const C = cfg.hidden;
+  const E = cfg.embedDim ?? C;
   const F = cfg.intermediate;
   const p = pickPrefix(pk, ['model.decoder.', 'decoder.'], 'embed_tokens.weight');
   const result: UnitSpec[] = [
@@ -68,8 +61,9 @@ function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
       kind: 'embed',
       index: -1,
       tensors: {
-        tok: pk.need(`${p}embed_tokens.weight`, [cfg.vocabSize, C]),
+        tok: pk.need(`${p}embed_tokens.weight`, [cfg.vocabSize, E]),
         pos: pk.need(`${p}embed_positions.weight`, [cfg.maxPositions + cfg.positionOffset, C]),
+        ...(E === C ? {} : { proj: pk.need(`${p}project_in.weight`, [C, E]) }),
       },
     },
   ];
@@ -85,7 +79,10 @@ function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
     b.linear('fc2', 'fc2', C, F, bias);
     result.push({ kind: 'block', index: i, tensors: b.tensors });
   }
-  result.push(headUnit(cfg, pk, `${p}final_layer_norm.weight`, `${p}final_layer_norm.bias`));
+  const norm = cfg.finalNorm === false ? null : `${p}final_layer_norm`;
+  result.push(
+    headUnit(cfg, pk, norm && `${norm}.weight`, norm && `${norm}.bias`, 'lm_head.weight', E === C ? undefined : `${p}project_out.weight`),
+  );
   return result;
 }
 

@@ -84,18 +84,25 @@ export function pickPrefix(pk: TensorPicker, prefixes: string[], probe: string):
   return prefixes[0];
 }
 
-/** The final norm and, untied, the LM head (`lmHead`: its name in the checkpoint). */
+/**
+ * The final norm (none when `normW` is null), OPT's project_out (`proj`) and, untied, the LM
+ * head (`lmHead`: its name in the checkpoint).
+ */
 export function headUnit(
   cfg: ModelConfig,
   pk: TensorPicker,
-  normW: string,
+  normW: string | null,
   normB: string | null,
   lmHead = 'lm_head.weight',
+  proj?: string,
 ): UnitSpec {
   const C = cfg.hidden;
-  const tensors: Record<string, TensorRef> = { norm_w: pk.need(normW, [C]) };
+  const E = cfg.embedDim ?? C;
+  const tensors: Record<string, TensorRef> = {};
+  if (normW) tensors.norm_w = pk.need(normW, [C]);
   if (normB) tensors.norm_b = pk.need(normB, [C]);
+  if (proj) tensors.proj = pk.need(proj, [E, C]);
   // Tied: an lm_head.weight stored anyway is ignored (the engine uses embed.tok).
-  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need(lmHead, [cfg.vocabSize, C]);
+  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need(lmHead, [cfg.vocabSize, E]);
   return { kind: 'head', index: -1, tensors };
 }

@@ -55,6 +55,14 @@ struct ModelConfig {
     bool tied = false;
     // GPT-NeoX: both branches read the block's input, h + attn(ln1 h) + mlp(ln2 h)
     bool parallel_residual = false;
+    // OPT-350m (do_layer_norm_before false): each branch reads h unnormed and the block's norms
+    // follow their residuals, h = norm(h + f(h))
+    bool post_norm = false;
+    // The final norm before the head (OPT-350m and _remove_final_layer_norm have none)
+    bool final_norm = true;
+    // E: the embeddings' width (OPT's word_embed_proj_dim); when it differs from C, project_in
+    // (C, E) widens the tokens' rows and project_out (E, C) narrows h before the head
+    int embed_dim = 0;
 };
 
 struct TensorSource {
@@ -96,8 +104,9 @@ struct WeightBias {
 };
 
 struct EmbedParams {
-    int tok = -1;  // (V, C)
-    int pos = -1;  // (P + position_offset, C): learned absolute positions
+    int tok = -1;   // (V, E)
+    int pos = -1;   // (P + position_offset, C): learned absolute positions
+    int proj = -1;  // (C, E): project_in, when E differs from C
 };
 
 // A superset of what the families' recipes read; each recipe uses its part.
@@ -121,8 +130,9 @@ struct BlockParams {
 };
 
 struct HeadParams {
-    WeightBias norm;   // the final norm: w, b (C)
-    int lm_head = -1;  // (V, C); the embedding's tok when tied
+    WeightBias norm;   // the final norm: w, b (C); absent without one (ModelConfig::final_norm)
+    int proj = -1;     // (E, C): project_out, when E differs from C
+    int lm_head = -1;  // (V, E); the embedding's tok when tied
 };
 
 struct ModelParams {

@@ -16,7 +16,9 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 size_t acts_floats(const ModelConfig& c, size_t rows) {
-    size_t C = (size_t)c.hidden, I = (size_t)c.intermediate;
+    // Embeddings wider than the model (OPTConfig allows it) widen every row, so that the embedding
+    // step's and the head's [rows, E] buffers fit in one stream's share.
+    size_t C = std::max((size_t)c.hidden, (size_t)c.embed_dim), I = (size_t)c.intermediate;
     size_t qd = (size_t)c.heads * c.head_dim, kvd = (size_t)c.kv_heads * c.head_dim;
     return rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd));
 }
@@ -35,7 +37,8 @@ size_t WorkingCopies::largest_group(const Model& m) {
             if (ti >= 0) n += pad16(m.tensors[(size_t)ti].numel);
         return n;
     };
-    size_t most = floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.lm_head});
+    size_t most = floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.proj, m.params.head.lm_head});
+    most = std::max(most, floats({m.params.embed.proj}));
     for (const BlockParams& b : m.params.blocks)
         for (const BlockField& f : block_fields()) most = std::max(most, floats({(b.*f.field).w, (b.*f.field).b}));
     return most;

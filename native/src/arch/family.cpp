@@ -1,6 +1,7 @@
 #include "family.h"
 
 #include <stdexcept>
+#include <tuple>
 
 #include "params.h"
 
@@ -63,10 +64,19 @@ void check_params(const Family& f, const Model& m) {
     const ModelConfig& c = m.config;
     const ModelParams& p = m.params;
     auto tensor = [&](int i) -> const Tensor& { return m.tensors[(size_t)i]; };
-    const int64_t C = c.hidden, V = c.vocab;
+    const int64_t C = c.hidden, V = c.vocab, E = c.embed_dim;
 
     if (p.embed.tok < 0) throw std::runtime_error("the embeddings need a 'tok' tensor");
-    expect_shape(tensor(p.embed.tok), {V, C}, false);
+    expect_shape(tensor(p.embed.tok), {V, E}, false);
+    const bool projected = E != C;
+    for (auto [ti, role, shape] : {std::make_tuple(p.embed.proj, "the embeddings' 'proj'", std::vector<int64_t>{C, E}),
+                                   std::make_tuple(p.head.proj, "the head's 'proj'", std::vector<int64_t>{E, C})}) {
+        if (projected && ti < 0)
+            throw std::runtime_error(std::string("embeddings of width ") + std::to_string(E) + " in a model of width " +
+                                     std::to_string(C) + " need " + role);
+        if (!projected && ti >= 0) throw std::runtime_error(std::string(role) + " projects embeddings of the model's own width");
+        if (ti >= 0) expect_shape(tensor(ti), shape, false);
+    }
     const bool learned = !f.rotary;
     if (f.rotary && c.rope.type == RopeType::None)
         throw std::runtime_error(std::string("a ") + f.name + " model needs rotary positions (config.rope)");
@@ -76,11 +86,13 @@ void check_params(const Family& f, const Model& m) {
     if (!learned && p.embed.pos >= 0) throw std::runtime_error("a model with rotary positions has no 'pos' tensor");
     if (learned) expect_shape(tensor(p.embed.pos), {(int64_t)c.max_positions + c.position_offset, C}, false);
 
-    if (p.head.norm.w < 0) throw std::runtime_error("the head needs 'norm_w'");
-    expect_shape(tensor(p.head.norm.w), {C}, false);
+    if (c.final_norm && p.head.norm.w < 0) throw std::runtime_error("the head needs 'norm_w'");
+    if (!c.final_norm && (p.head.norm.w >= 0 || p.head.norm.b >= 0))
+        throw std::runtime_error("a model without a final norm has no 'norm_w' or 'norm_b' in its head");
+    if (p.head.norm.w >= 0) expect_shape(tensor(p.head.norm.w), {C}, false);
     if (p.head.norm.b >= 0) expect_shape(tensor(p.head.norm.b), {C}, false);
     if (p.head.lm_head < 0) throw std::runtime_error("an untied head needs 'lm_head'");
-    expect_shape(tensor(p.head.lm_head), {V, C}, false);
+    expect_shape(tensor(p.head.lm_head), {V, E}, false);
 
     for (size_t bi = 0; bi < p.blocks.size(); bi++) {
         const BlockParams& b = p.blocks[bi];

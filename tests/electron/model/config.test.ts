@@ -47,12 +47,16 @@ describe('parseModelConfig', () => {
     expect(parseModelConfig({ ...OPT_CONFIG, tie_word_embeddings: false }, DIR).tiedEmbeddings).toBe(false);
   });
 
-  it('OPT post-LN, project_in/out and other variants are unsupported', () => {
-    const me = fails({ ...OPT_CONFIG, do_layer_norm_before: false }, /do_layer_norm_before is false/, 'unsupported');
-    expect(me.field).toBe('do_layer_norm_before');
-    fails({ ...OPT_CONFIG, word_embed_proj_dim: 8 }, /word_embed_proj_dim 8 differs from hidden_size 16/, 'unsupported');
+  it('OPT-350m: post-LN blocks without a final norm, project_in/out; _remove_final_layer_norm', () => {
+    const c = parseModelConfig({ ...OPT_CONFIG, do_layer_norm_before: false, word_embed_proj_dim: 8 }, DIR);
+    expect(c).toMatchObject({ postNorm: true, finalNorm: false, embedDim: 8, hidden: 16 });
+    // Pre-LN with its final norm removed; no projection when the widths agree.
+    const r = parseModelConfig({ ...OPT_CONFIG, _remove_final_layer_norm: true, word_embed_proj_dim: 16 }, DIR);
+    expect(r).toMatchObject({ finalNorm: false });
+    expect(r.postNorm).toBeUndefined();
+    expect(r.embedDim).toBeUndefined();
     fails({ ...OPT_CONFIG, activation_function: 'tanh' }, /activation_function="tanh"/, 'unsupported');
-    fails({ ...OPT_CONFIG, _remove_final_layer_norm: true }, /_remove_final_layer_norm/, 'unsupported');
+    fails({ ...OPT_CONFIG, layer_norm_elementwise_affine: false }, /layer_norm_elementwise_affine/, 'unsupported');
   });
 
   it('GPT-2 with defaults', () => {

@@ -17,6 +17,7 @@ const EXPECTED: Record<string, { arch: string; family: string }> = {
   'gptneox-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
   'gptneox-seq-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
   'olmo2-tiny': { arch: 'Olmo2ForCausalLM', family: 'olmo2' },
+  'opt350m-tiny': { arch: 'OPTForCausalLM', family: 'opt' },
 };
 const present = existsSync(ROOT)
   ? readdirSync(ROOT).filter((n) => existsSync(path.join(ROOT, n, 'config.json')))
