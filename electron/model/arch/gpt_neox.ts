@@ -10,6 +10,7 @@
 import type { ModelConfig, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
+import { uniformLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
 import { type TensorPicker, blockRoles, headUnit } from './tensors.js';
 
@@ -38,9 +39,8 @@ function parse(f: ConfigFields, arch: string) {
     norm: 'layernorm',
     activation: f.activation('hidden_act', 'gelu'),
     positionOffset: 0,
-    ropeTheta: rope.theta,
-    rope,
-    slidingWindow: 0,
+    ropes: [rope],
+    layerAttention: uniformLayers(layers, 0),
     tiedEmbeddings: f.bool('tie_word_embeddings', false),
     parallelResidual: f.bool('use_parallel_residual', true),
     bosTokenId: f.tokenId('bos_token_id', 0),

@@ -7,11 +7,13 @@ import type { ModelConfig, UnitSpec } from '../types.js';
 import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
+import { uniformLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
 import { type TensorPicker, blockRoles, headUnit } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
   const hidden = f.int('hidden_size');
+  const layers = f.int('num_hidden_layers');
   const heads = f.int('num_attention_heads');
   const kvHeads = f.int('num_key_value_heads', heads);
   if (heads % kvHeads !== 0) {
@@ -31,7 +33,7 @@ function parse(f: ConfigFields, arch: string) {
     family: 'olmo2',
     vocabSize: f.int('vocab_size'),
     hidden,
-    layers: f.int('num_hidden_layers'),
+    layers,
     heads,
     kvHeads,
     headDim,
@@ -41,9 +43,8 @@ function parse(f: ConfigFields, arch: string) {
     norm: 'rmsnorm',
     activation: 'silu',
     positionOffset: 0,
-    ropeTheta: rope.theta,
-    rope,
-    slidingWindow: 0,
+    ropes: [rope],
+    layerAttention: uniformLayers(layers, 0),
     tiedEmbeddings: f.bool('tie_word_embeddings', false),
     bosTokenId: f.tokenId('bos_token_id', null),
     eosTokenId: f.tokenId('eos_token_id', 50279),

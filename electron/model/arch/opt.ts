@@ -8,6 +8,7 @@
 import type { ModelConfig, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
+import { learnedPositions } from './layers.js';
 import { type TensorPicker, blockRoles, headUnit, pickPrefix } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
@@ -38,8 +39,8 @@ function parse(f: ConfigFields, arch: string) {
     norm: 'layernorm',
     activation: f.activation('activation_function', 'relu'),
     positionOffset: 2,
-    ropeTheta: 0,
-    slidingWindow: 0,
+    ropes: [],
+    layerAttention: learnedPositions(layers),
     tiedEmbeddings: f.bool('tie_word_embeddings', true),
     // OPTDecoder keeps its final norm only before-norm and not removed (_remove_final_layer_norm).
     ...(before ? {} : { postNorm: true }),

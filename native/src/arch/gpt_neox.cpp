@@ -14,7 +14,7 @@ namespace {
 void gpt_neox_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
     const int C = c.hidden, HD = c.head_dim, NH = c.heads;
-    const AttentionShape s{NH, NH, HD, C, C, C, 1.0f / sqrtf((float)HD), c.sliding_window};
+    const AttentionShape s{NH, NH, HD, C, C, C, 1.0f / sqrtf((float)HD), p.layer().window};
 
     p.norm(&Acts::a, w.attn_norm);
     // The fused [N, 3C] output spans the contiguous q, att and k buffers; its per-head thirds are

@@ -15,7 +15,7 @@ void opt_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
     const int C = c.hidden, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
-    const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), c.sliding_window};
+    const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), p.layer().window};
     // Pre-norm: each branch reads norm(h) from a. Post-norm (OPT-350m): it reads h, and the norm
     // follows the residual, in place.
     float* Acts::*in = c.post_norm ? &Acts::h : &Acts::a;
