@@ -7,7 +7,7 @@
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
 import { formatDuration } from '../common/format.js';
 import type { ModelInfo } from '../model/index.js';
-import type { ArchFamily } from '../model/types.js';
+import type { ArchFamily, NormKind } from '../model/types.js';
 
 export type { Home, UpdateMode };
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
@@ -42,7 +42,7 @@ export interface PlannerModel {
     family?: ArchFamily;
     kvHeads?: number;
     headDim?: number;
-    norm?: 'layernorm' | 'rmsnorm';
+    norm?: NormKind;
     activation?: 'relu' | 'gelu' | 'gelu_new' | 'silu';
   };
   units: PlannerUnit[];

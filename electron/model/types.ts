@@ -5,9 +5,12 @@
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
 /** Family of forward pass the engine runs (native/src/arch/). Mistral and Qwen2 share `llama`. */
-export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox' | 'olmo2';
+export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox' | 'olmo2' | 'gemma2' | 'gemma3';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
+
+/** rmsnorm_plus1: Gemma's RMSNorm, scaled by (1 + w). */
+export type NormKind = 'layernorm' | 'rmsnorm' | 'rmsnorm_plus1';
 
 /** transformers' rope_type values (modeling_rope_utils.py). */
 export type RopeType = 'default' | 'linear' | 'dynamic' | 'yarn' | 'longrope' | 'llama3';
@@ -61,7 +64,7 @@ export interface ModelConfig {
   intermediate: number;    // MLP width
   maxPositions: number;
   normEps: number;
-  norm: 'layernorm' | 'rmsnorm';
+  norm: NormKind;
   activation: Activation;
   /** Learned absolute positions (OPT, GPT-2): index = position + positionOffset. */
   positionOffset: number;
@@ -82,6 +85,14 @@ export interface ModelConfig {
   finalNorm?: boolean;
   /** E, the embeddings' width when it differs from hidden (OPT's word_embed_proj_dim): project_in/project_out. */
   embedDim?: number;
+  /** Gemma: the embeddings' rows times sqrt(hidden). */
+  embedScale?: number;
+  /** Gemma: scores scaled by queryPreAttnScalar^-1/2 instead of headDim^-1/2. */
+  queryPreAttnScalar?: number;
+  /** Gemma 2: attention scores soft-capped, cap * tanh(s / cap), before the mask. */
+  attnSoftcap?: number;
+  /** Gemma 2: logits soft-capped the same way before the log-softmax. */
+  finalSoftcap?: number;
   bosTokenId: number | null;
   eosTokenId: number | null;
 }

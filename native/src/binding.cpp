@@ -194,6 +194,10 @@ void opt_num(const Napi::Object& o, const char* key, double& out) {
     if (present(o, key)) out = num(o, key);
 }
 
+void opt_float(const Napi::Object& o, const char* key, float& out) {
+    if (present(o, key)) out = (float)num(o, key);
+}
+
 void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
     if (!present(o, key)) return;
     Napi::Value v = o.Get(key);
@@ -248,7 +252,10 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     mc.max_positions = inum(c, "maxPositions");
     mc.norm_eps = (float)num(c, "normEps");
     std::string norm = require(c, "norm").As<Napi::String>().Utf8Value();
-    mc.norm = norm == "rmsnorm" ? NormKind::RmsNorm : NormKind::LayerNorm;
+    if (norm == "layernorm") mc.norm = NormKind::LayerNorm;
+    else if (norm == "rmsnorm") mc.norm = NormKind::RmsNorm;
+    else if (norm == "rmsnorm_plus1") mc.norm = NormKind::RmsNormPlus1;
+    else throw_type(env, "unsupported norm " + norm + " (layernorm, rmsnorm, rmsnorm_plus1)");
     std::string act = require(c, "activation").As<Napi::String>().Utf8Value();
     if (act == "relu") mc.activation = (int)Act::Relu;
     else if (act == "gelu") mc.activation = (int)Act::Gelu;
@@ -283,6 +290,10 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     opt_bool(c, "finalNorm", mc.final_norm);
     mc.embed_dim = mc.hidden;
     opt_int(c, "embedDim", mc.embed_dim);
+    opt_float(c, "embedScale", mc.embed_scale);
+    opt_float(c, "queryPreAttnScalar", mc.attn_scalar);
+    opt_float(c, "attnSoftcap", mc.attn_softcap);
+    opt_float(c, "finalSoftcap", mc.final_softcap);
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
     if (mc.layers <= 0) throw_type(env, "layers must be positive");

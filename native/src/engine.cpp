@@ -229,6 +229,8 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
             }
         });
     }
+    if (c.embed_scale != 1.f)
+        for (auto& s : streams) be.scale(s.h, c.embed_scale, (size_t)N * C);
     times.forward_ms += ms_since(t0);
 
     // Every stream runs through a block while it is resident (in lockstep, kernel by kernel):
@@ -263,10 +265,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
             be.gather_rows(x, streams[si].h, p.rows, p.M, C);
             if (c.final_norm) {
                 float* xn = act_ + (size_t)p.M * C;
-                if (c.norm == NormKind::RmsNorm)
-                    be.rmsnorm(xn, x, w[0], p.M, C, c.norm_eps);
-                else
-                    be.layernorm(xn, x, w[0], w[1], p.M, C, c.norm_eps);
+                norm_rows(be, c, xn, x, w[0], w[1], p.M, C);
                 x = xn;
             }
             if (w[2]) {
@@ -274,7 +273,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                 be.linear(xp, x, w[2], nullptr, p.M, C, c.embed_dim, false);
                 x = xp;
             }
-            be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab);
+            be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
             logprob[si].resize((size_t)p.M);
             be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
         });

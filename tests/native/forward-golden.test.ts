@@ -23,7 +23,8 @@ interface ForwardGolden {
 }
 
 const MODELS = ['opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded', 'mistral-tiny', 'qwen2-tiny', 'qwen2-window-tiny', 'ministral-tiny',
-  'gptneox-tiny', 'gptneox-seq-tiny', 'olmo2-tiny', 'opt350m-tiny'];
+  'gptneox-tiny', 'gptneox-seq-tiny', 'olmo2-tiny', 'opt350m-tiny',
+  'gemma2-tiny', 'gemma3-tiny'];
 
 function logSoftmaxAt(row: number[], target: number): number {
   const mx = Math.max(...row);

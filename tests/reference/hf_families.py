@@ -54,6 +54,18 @@ CASES = {
     "olmo2": ("olmo2", dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=96, max_position_embeddings=64, rms_norm_eps=1e-6), 13),
+    # Soft-caps the scores and logits reach; windows shorter than the sequences; head_dim and
+    # query_pre_attn_scalar neither hidden / heads nor each other.
+    "gemma2": ("gemma2", dict(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+        intermediate_size=96, max_position_embeddings=64, query_pre_attn_scalar=32, sliding_window=5,
+        attn_logit_softcapping=3.0, final_logit_softcapping=5.0), 16),
+    "gemma3": ("gemma3_text", dict(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=24,
+        intermediate_size=96, max_position_embeddings=64, query_pre_attn_scalar=32, sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], tie_word_embeddings=False,
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}), 17),
 }
 
 

@@ -133,6 +133,41 @@ def cfg_olmo2():
     }
 
 
+def cfg_gemma2():
+    """Gemma 2 with every Gemma-specific piece set away from what a mistake would give: head_dim 16
+    (not hidden / heads), query_pre_attn_scalar 24 (not head_dim), soft-caps the scores and logits
+    reach, a window of 4 on layer 0 (layer 1 global)."""
+    return {
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": 4.0, "bos_token_id": 2, "eos_token_id": 1,
+        "final_logit_softcapping": 6.0, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": C, "initializer_range": 0.02, "intermediate_size": 64,
+        "max_position_embeddings": P, "model_type": "gemma2", "num_attention_heads": H,
+        "num_hidden_layers": L, "num_key_value_heads": 2, "pad_token_id": 0,
+        "query_pre_attn_scalar": 24, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4,
+        "tie_word_embeddings": True, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
+def cfg_gemma3():
+    """Gemma 3 (text) as transformers 4 wrote it: rope_theta for the global layers,
+    rope_local_base_freq for the local ones, sliding_window_pattern instead of layer_types (2:
+    layer 0 local with a window of 4, layer 1 global); per-head q/k norms; no soft-caps."""
+    return {
+        "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": None, "bos_token_id": 2, "eos_token_id": 1,
+        "final_logit_softcapping": None, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": C, "initializer_range": 0.02, "intermediate_size": 64,
+        "max_position_embeddings": P, "model_type": "gemma3_text", "num_attention_heads": H,
+        "num_hidden_layers": L, "num_key_value_heads": 2, "pad_token_id": 0,
+        "query_pre_attn_scalar": 24, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0,
+        "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 4, "sliding_window_pattern": 2,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
 def cfg_qwen2():
     return {
         "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 0,
@@ -319,6 +354,39 @@ def weights_olmo2(cfg, seed):
     return g.out
 
 
+def weights_gemma(cfg, seed):
+    """Norm weights are offsets from 1 ((1 + w) norms): N(0, 0.2)."""
+    g = Gen(seed)
+    D = cfg["head_dim"]
+    KV = cfg["num_key_value_heads"]
+    I = cfg["intermediate_size"]
+
+    def norm(name, n):
+        g._put(name + ".weight", g.rs.normal(0.0, 0.2, (n,)))
+
+    g.emb("model.embed_tokens.weight", (V, C))
+    for l in range(L):
+        lp = f"model.layers.{l}."
+        norm(lp + "input_layernorm", C)
+        g.mat(lp + "self_attn.q_proj.weight", (H * D, C))
+        g.mat(lp + "self_attn.k_proj.weight", (KV * D, C))
+        g.mat(lp + "self_attn.v_proj.weight", (KV * D, C))
+        if cfg["model_type"] == "gemma3_text":
+            norm(lp + "self_attn.q_norm", D)
+            norm(lp + "self_attn.k_norm", D)
+        g.mat(lp + "self_attn.o_proj.weight", (C, H * D))
+        norm(lp + "post_attention_layernorm", C)
+        norm(lp + "pre_feedforward_layernorm", C)
+        g.mat(lp + "mlp.gate_proj.weight", (I, C))
+        g.mat(lp + "mlp.up_proj.weight", (I, C))
+        g.mat(lp + "mlp.down_proj.weight", (C, I))
+        norm(lp + "post_feedforward_layernorm", C)
+    norm("model.norm", C)
+    if not cfg["tie_word_embeddings"]:
+        g.mat("lm_head.weight", (V, C))
+    return g.out
+
+
 # name, config, weight fn, file dtype, weight seed
 MODELS = [
     ("opt-tiny", cfg_opt, weights_opt, "F32", 101),
@@ -333,6 +401,8 @@ MODELS = [
     ("gptneox-seq-tiny", lambda: cfg_gpt_neox(parallel=False), weights_gpt_neox, "F32", 202),
     ("olmo2-tiny", cfg_olmo2, weights_olmo2, "F32", 203),
     ("opt350m-tiny", cfg_opt350m, weights_opt, "F16", 204),
+    ("gemma2-tiny", cfg_gemma2, weights_gemma, "F32", 205),
+    ("gemma3-tiny", cfg_gemma3, weights_gemma, "BF16", 206),
 ]
 # The models above "gptneox-tiny" draw their sequences and examples from RandomState(FIXTURE_SEED
 # + their place in the list) (the sharded copy shares llama-tiny's); it and later ones from

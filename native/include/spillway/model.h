@@ -13,7 +13,8 @@
 
 namespace spw {
 
-enum class NormKind : int { LayerNorm = 0, RmsNorm = 1 };
+// RmsNormPlus1: Gemma's RMSNorm, scaled by (1 + w) (its weights are stored as offsets from 1).
+enum class NormKind : int { LayerNorm = 0, RmsNorm = 1, RmsNormPlus1 = 2 };
 enum class Dtype : int { F32 = 0, F16 = 1, BF16 = 2 };
 enum class UnitKind : int { Embed = 0, Block = 1, Head = 2 };
 
@@ -43,7 +44,7 @@ struct LayerAttention {
 };
 
 struct ModelConfig {
-    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama", "gpt_neox", "olmo2"
+    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama", "gpt_neox", "olmo2", "gemma2", "gemma3"
     int vocab = 0;         // V
     int hidden = 0;        // C
     int layers = 0;        // L
@@ -72,6 +73,14 @@ struct ModelConfig {
     // E: the embeddings' width (OPT's word_embed_proj_dim); when it differs from C, project_in
     // (C, E) widens the tokens' rows and project_out (E, C) narrows h before the head
     int embed_dim = 0;
+    // Gemma: the embeddings' rows times sqrt(hidden) (rounded to float32, as transformers does)
+    float embed_scale = 1.f;
+    // Gemma: attention scores scaled by query_pre_attn_scalar^-1/2 instead of head_dim^-1/2 (0: head_dim)
+    float attn_scalar = 0.f;
+    // Gemma 2: attention scores soft-capped, cap * tanh(s / cap), before the mask (0: none)
+    float attn_softcap = 0.f;
+    // Gemma 2: the head's logits soft-capped the same way before the log-softmax (0: none)
+    float final_softcap = 0.f;
 };
 
 struct TensorSource {
@@ -132,10 +141,10 @@ struct BlockParams {
     WeightBias gate;       // w (I, C), b (I)
     WeightBias up;         // w (I, C), b (I)
     WeightBias down;       // w (C, I), b (C)
-    WeightBias q_norm;     // w (NH*HD) (OLMo 2: over the whole projection)
-    WeightBias k_norm;     // w (KV*HD)
-    WeightBias post_attn_norm;  // w (C): the attention's output normed before its residual (OLMo 2)
-    WeightBias post_mlp_norm;   // w (C): the MLP's output normed before its residual (OLMo 2)
+    WeightBias q_norm;     // w (NH*HD) (OLMo 2: over the whole projection); w (HD) (Gemma 3: per head)
+    WeightBias k_norm;     // w (KV*HD); w (HD) (Gemma 3)
+    WeightBias post_attn_norm;  // w (C): the attention's output normed before its residual (OLMo 2, Gemma)
+    WeightBias post_mlp_norm;   // w (C): the MLP's output normed before its residual (OLMo 2, Gemma)
 };
 
 struct HeadParams {

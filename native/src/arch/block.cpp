@@ -17,6 +17,15 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
+void norm_rows(Backend& be, const ModelConfig& c, float* out, const float* in, const float* w, const float* b,
+               int rows, int width) {
+    switch (c.norm) {
+        case NormKind::LayerNorm: be.layernorm(out, in, w, b, rows, width, c.norm_eps); return;
+        case NormKind::RmsNorm: be.rmsnorm(out, in, w, rows, width, c.norm_eps); return;
+        case NormKind::RmsNormPlus1: be.rmsnorm_offset(out, in, w, 1.f, rows, width, c.norm_eps); return;
+    }
+}
+
 size_t acts_floats(const ModelConfig& c, size_t rows) {
     // Embeddings wider than the model (OPTConfig allows it) widen every row, so that the embedding
     // step's and the head's [rows, E] buffers fit in one stream's share.
@@ -137,12 +146,7 @@ void BlockPass::norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, i
     const int rows = in_.N * per_token;
     copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
         Acts x = acts(si);
-        timed(KernelKind::Other, [&] {
-            if (c_.norm == NormKind::RmsNorm)
-                be_.rmsnorm(x.*out, x.*in, p[0], rows, width, c_.norm_eps);
-            else
-                be_.layernorm(x.*out, x.*in, p[0], p[1], rows, width, c_.norm_eps);
-        });
+        timed(KernelKind::Other, [&] { norm_rows(be_, c_, x.*out, x.*in, p[0], p[1], rows, width); });
     });
 }
 
@@ -189,6 +193,10 @@ void BlockPass::activation(float* x, int width) {
 
 void BlockPass::gated_silu(float* gate, const float* up, int width) {
     timed(KernelKind::Other, [&] { be_.gated_silu(gate, up, (size_t)in_.N * width); });
+}
+
+void BlockPass::gated_act(float* gate, const float* up, int width) {
+    timed(KernelKind::Other, [&] { be_.gated_act(gate, up, (size_t)in_.N * width, (Act)c_.activation); });
 }
 
 void BlockPass::residual(float* Acts::*x) {

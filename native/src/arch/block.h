@@ -41,6 +41,11 @@ struct Acts {
     float* h;
 };
 
+// out = the config's norm of `rows` rows of `width` (LayerNorm with b, RMSNorm, or Gemma's (1 + w)
+// RMSNorm); out may be in. The blocks' norms and the head's final norm.
+void norm_rows(Backend& be, const ModelConfig& c, float* out, const float* in, const float* w, const float* b,
+               int rows, int width);
+
 // Floats of one stream's Acts at `rows` rows.
 size_t acts_floats(const ModelConfig& c, size_t rows);
 
@@ -146,6 +151,8 @@ public:
     void activation(float* x, int width);
     // gate = silu(gate) * up on one stream's [N, width] rows
     void gated_silu(float* gate, const float* up, int width);
+    // gate = act(gate) * up with the config's activation (Gemma's tanh GELU)
+    void gated_act(float* gate, const float* up, int width);
     // h += x for every stream
     void residual(float* Acts::*x);
     // x += y ([N, C]) for every stream

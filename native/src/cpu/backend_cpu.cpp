@@ -54,6 +54,16 @@ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+float act_one(float x, Act act) {
+    switch (act) {
+        case Act::Relu: return x > 0.f ? x : 0.f;
+        case Act::Gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        case Act::GeluNew: return gelu_tanh(x);
+        case Act::Silu: return x / (1.0f + expf(-x));
+    }
+    return x;
+}
+
 class CpuBackend final : public Backend {
 public:
     CpuBackend(int threads, bool sets_blas_threads) : pool_(threads) {
@@ -209,6 +219,12 @@ public:
     }
 
     void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) override {
+        rmsnorm_offset(out, inp, w, 0.f, N, C, eps);
+    }
+
+    // offset 0 is rmsnorm exactly: 0 + w[c] is w[c].
+    void rmsnorm_offset(float* out, const float* inp, const float* w, float offset, int N, int C,
+                        float eps) override {
         pool_.parallel_for((size_t)N, 1, [&](size_t r0, size_t r1) {
             for (size_t n = r0; n < r1; n++) {
                 const float* x = inp + n * C;
@@ -216,7 +232,7 @@ public:
                 float ss = 0.f;
                 for (int c = 0; c < C; c++) ss += x[c] * x[c];
                 float rstd = 1.0f / sqrtf(ss / (float)C + eps);
-                for (int c = 0; c < C; c++) y[c] = w[c] * (x[c] * rstd);
+                for (int c = 0; c < C; c++) y[c] = (offset + w[c]) * (x[c] * rstd);
             }
         });
     }
@@ -281,6 +297,7 @@ public:
                     for (int j = j0; j <= i; j++) {
                         const float* k = kb + (size_t)(start + j) * s.ldk + (size_t)kvh * HD;
                         float d = dot(q, k, HD) * s.scale;
+                        if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
                         scores[j] = d;
                         mx = std::max(mx, d);
                     }
@@ -303,20 +320,7 @@ public:
 
     void activation(float* x, size_t n, Act act) override {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
-            switch (act) {
-                case Act::Relu:
-                    for (size_t i = b; i < e; i++) x[i] = x[i] > 0.f ? x[i] : 0.f;
-                    break;
-                case Act::Gelu:
-                    for (size_t i = b; i < e; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-                    break;
-                case Act::GeluNew:
-                    for (size_t i = b; i < e; i++) x[i] = gelu_tanh(x[i]);
-                    break;
-                case Act::Silu:
-                    for (size_t i = b; i < e; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
-                    break;
-            }
+            for (size_t i = b; i < e; i++) x[i] = act_one(x[i], act);
         });
     }
 
@@ -326,6 +330,18 @@ public:
                 float g = gate[i];
                 gate[i] = (g / (1.0f + expf(-g))) * up[i];
             }
+        });
+    }
+
+    void gated_act(float* gate, const float* up, size_t n, Act act) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) gate[i] = act_one(gate[i], act) * up[i];
+        });
+    }
+
+    void scale(float* x, float s, size_t n) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) x[i] *= s;
         });
     }
 
@@ -349,7 +365,7 @@ public:
     }
 
     void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
-                        int V) override {
+                        int V, float softcap) override {
         // Logits in chunks of rows so that memory stays bounded for long batches.
         const int kRows = std::max(1, std::min(M, (int)((64u << 20) / (sizeof(float) * (size_t)V))));
         logits_.resize((size_t)kRows * V);
@@ -359,7 +375,9 @@ public:
                         logits_.data(), V);
             pool_.parallel_for((size_t)m, 1, [&](size_t b, size_t e) {
                 for (size_t r = b; r < e; r++) {
-                    const float* l = logits_.data() + r * V;
+                    float* l = logits_.data() + r * V;
+                    if (softcap > 0.f)
+                        for (int v = 0; v < V; v++) l[v] = softcap * tanhf(l[v] / softcap);
                     float mx = max_of(l, V);
                     float sum = sum_exp(l, V, mx);
                     logprob[m0 + r] = l[target[m0 + r]] - mx - logf(sum);

@@ -191,6 +191,48 @@ describe('parseModelConfig', () => {
     fails({ ...plain, rope_parameters: { rope_type: 'linear', factor: 2 } }, /rope_parameters of type "linear" is not supported yet/, 'unsupported');
   });
 
+  it('Gemma 2: transformers\' defaults (head_dim 256, query_pre_attn_scalar 256, soft-caps 50 / 30, every second layer global)', () => {
+    const gemma = {
+      architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', hidden_size: 64, num_attention_heads: 4,
+      num_key_value_heads: 2, num_hidden_layers: 4, intermediate_size: 128, vocab_size: 100,
+    };
+    expect(parseModelConfig(gemma, DIR)).toMatchObject({
+      family: 'gemma2', headDim: 256, norm: 'rmsnorm_plus1', normEps: 1e-6, activation: 'gelu_new', tiedEmbeddings: true,
+      embedScale: 8, queryPreAttnScalar: 256, attnSoftcap: 50, finalSoftcap: 30, bosTokenId: 2, eosTokenId: 1,
+      ropes: [{ type: 'default', theta: 10000, rotaryDim: 256 }],
+      layerAttention: [{ window: 4096, rope: 0 }, { window: 0, rope: 0 }, { window: 4096, rope: 0 }, { window: 0, rope: 0 }],
+    });
+    const off = parseModelConfig({ ...gemma, attn_logit_softcapping: null, final_logit_softcapping: null, head_dim: 16 }, DIR);
+    expect(off.attnSoftcap).toBeUndefined();
+    expect(off.finalSoftcap).toBeUndefined();
+    expect(off.headDim).toBe(16);
+    fails({ ...gemma, hidden_activation: 'silu' }, /hidden_activation "silu" is not supported/, 'unsupported');
+    fails({ ...gemma, sliding_window: null }, /sliding_window" is null, but layer_types has 2 sliding_attention layers/);
+  });
+
+  it('Gemma 3 (text): two rotary bases in either config form, local layers by sliding_window_pattern or layer_types', () => {
+    const gemma = {
+      architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', hidden_size: 64, num_attention_heads: 4,
+      num_key_value_heads: 1, num_hidden_layers: 7, intermediate_size: 128, vocab_size: 100, head_dim: 16,
+      sliding_window: 512, rope_theta: 1e6, rope_local_base_freq: 1e4,
+    };
+    const c = parseModelConfig(gemma, DIR);
+    expect(c).toMatchObject({ family: 'gemma3', ropes: [{ theta: 1e6 }, { theta: 1e4 }] });
+    expect(c.attnSoftcap).toBeUndefined();
+    // Every sixth layer global (transformers' sliding_window_pattern 6), with table 0; local ones table 1.
+    expect(c.layerAttention.map((l) => `${l.window}/${l.rope}`)).toEqual(['512/1', '512/1', '512/1', '512/1', '512/1', '0/0', '512/1']);
+    const v5 = {
+      ...gemma, rope_theta: undefined, rope_local_base_freq: undefined,
+      layer_types: ['full_attention', 'sliding_attention', 'full_attention', 'sliding_attention', 'full_attention', 'sliding_attention', 'full_attention'],
+      rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 5e5 }, sliding_attention: { rope_type: 'default', rope_theta: 100 } },
+    };
+    const c5 = parseModelConfig(v5, DIR);
+    expect(c5.ropes.map((r) => r.theta)).toEqual([5e5, 100]);
+    expect(c5.layerAttention.slice(0, 2)).toEqual([{ window: 0, rope: 0 }, { window: 512, rope: 1 }]);
+    fails({ ...v5, rope_parameters: { ...v5.rope_parameters, full_attention: { rope_type: 'linear', factor: 8 } } }, /of type "linear" is not supported yet/, 'unsupported');
+    fails({ ...gemma, use_bidirectional_attention: true }, /use_bidirectional_attention is not supported/, 'unsupported');
+  });
+
   it('OLMo 2: defaults, GQA, explicit head_dim', () => {
     const olmo = {
       architectures: ['Olmo2ForCausalLM'], model_type: 'olmo2', hidden_size: 64, num_attention_heads: 4,
