@@ -8,9 +8,8 @@
 // rotary base (rope_local_base_freq, or rope_parameters.sliding_attention).
 
 import type { ArchFamily, LayerAttention, ModelConfig, RopeSpec, UnitSpec } from '../types.js';
-import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
-import { ConfigFields, isObject } from './fields.js';
+import { ConfigFields, isObject, kvHeadsOf } from './fields.js';
 import { type LayerType, layerTypesOf, windowedLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
 import { type TensorPicker, blockRoles, headUnit } from './tensors.js';
@@ -77,13 +76,7 @@ function parse(f: ConfigFields, arch: string) {
   const hidden = f.int('hidden_size');
   const layers = f.int('num_hidden_layers');
   const heads = f.int('num_attention_heads');
-  const kvHeads = f.int('num_key_value_heads', heads);
-  if (heads % kvHeads !== 0) {
-    throw new ModelError(`${f.file}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, {
-      file: f.file,
-      field: 'num_key_value_heads',
-    });
-  }
+  const kvHeads = kvHeadsOf(f, heads);
   // GemmaConfig's head_dim is 256 unless given, not hidden / heads.
   const headDim = f.int('head_dim', 256);
   const act = f.str('hidden_activation', f.str('hidden_act', 'gelu_pytorch_tanh'));
@@ -147,20 +140,15 @@ function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
     const l = `model.layers.${i}.`;
     const b = blockRoles(pk, l, C);
     b.norm('attn_norm', 'input_layernorm', false);
-    b.linear('q', 'self_attn.q_proj', QD, C, bias);
-    b.linear('k', 'self_attn.k_proj', KVD, C, bias);
-    b.linear('v', 'self_attn.v_proj', KVD, C, bias);
+    b.attention(QD, KVD, bias);
     if (cfg.family === 'gemma3') {
       // One weight per head dim, shared by every head.
       b.tensors.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [HD]);
       b.tensors.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [HD]);
     }
-    b.linear('o', 'self_attn.o_proj', C, QD, bias);
     b.norm('post_attn_norm', 'post_attention_layernorm', false);
     b.norm('mlp_norm', 'pre_feedforward_layernorm', false);
-    b.linear('gate', 'mlp.gate_proj', I, C, false);
-    b.linear('up', 'mlp.up_proj', I, C, false);
-    b.linear('down', 'mlp.down_proj', C, I, false);
+    b.gatedMlp(I);
     b.norm('post_mlp_norm', 'post_feedforward_layernorm', false);
     result.push({ kind: 'block', index: i, tensors: b.tensors });
   }

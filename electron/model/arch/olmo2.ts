@@ -4,9 +4,8 @@
 // SiLU MLP, biases only with attention_bias, an untied head.
 
 import type { ModelConfig, UnitSpec } from '../types.js';
-import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
-import { type ConfigFields, headDimOf } from './fields.js';
+import { type ConfigFields, headDimOf, kvHeadsOf } from './fields.js';
 import { uniformLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
 import { type TensorPicker, blockRoles, headUnit } from './tensors.js';
@@ -15,13 +14,7 @@ function parse(f: ConfigFields, arch: string) {
   const hidden = f.int('hidden_size');
   const layers = f.int('num_hidden_layers');
   const heads = f.int('num_attention_heads');
-  const kvHeads = f.int('num_key_value_heads', heads);
-  if (heads % kvHeads !== 0) {
-    throw new ModelError(`${f.file}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, {
-      file: f.file,
-      field: 'num_key_value_heads',
-    });
-  }
+  const kvHeads = kvHeadsOf(f, heads);
   const headDim = f.has('head_dim') ? f.int('head_dim') : headDimOf(f, hidden, heads);
   const act = f.str('hidden_act', 'silu');
   if (act !== 'silu' && act !== 'swish') f.unsupported(`hidden_act "${act}" is not supported (silu only)`, 'hidden_act');
@@ -63,17 +56,12 @@ function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
   for (let i = 0; i < cfg.layers; i++) {
     const l = `model.layers.${i}.`;
     const b = blockRoles(pk, l, C);
-    b.linear('q', 'self_attn.q_proj', QD, C, bias);
-    b.linear('k', 'self_attn.k_proj', KVD, C, bias);
-    b.linear('v', 'self_attn.v_proj', KVD, C, bias);
+    b.attention(QD, KVD, bias);
     // q and k are normed over all their heads at once: weights as wide as the projections.
     b.tensors.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [QD]);
     b.tensors.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [KVD]);
-    b.linear('o', 'self_attn.o_proj', C, QD, bias);
     b.norm('post_attn_norm', 'post_attention_layernorm', false);
-    b.linear('gate', 'mlp.gate_proj', I, C, false);
-    b.linear('up', 'mlp.up_proj', I, C, false);
-    b.linear('down', 'mlp.down_proj', C, I, false);
+    b.gatedMlp(I);
     b.norm('post_mlp_norm', 'post_feedforward_layernorm', false);
     result.push({ kind: 'block', index: i, tensors: b.tensors });
   }

@@ -65,15 +65,29 @@ export class TensorPicker {
  */
 export function blockRoles(pk: TensorPicker, prefix: string, C: number) {
   const tensors: Record<string, TensorRef> = {};
+  const linear = (role: string, name: string, out: number, inp: number, bias: boolean): void => {
+    tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [out, inp]);
+    if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [out]);
+  };
   return {
     tensors,
-    linear(role: string, name: string, out: number, inp: number, bias: boolean): void {
-      tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [out, inp]);
-      if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [out]);
-    },
+    linear,
     norm(role: string, name: string, bias: boolean): void {
       tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [C]);
       if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [C]);
+    },
+    /** self_attn.{q,k,v,o}_proj of grouped-query heads (q and o NH*HD wide, k and v KV*HD). */
+    attention(qd: number, kvd: number, bias: boolean): void {
+      linear('q', 'self_attn.q_proj', qd, C, bias);
+      linear('k', 'self_attn.k_proj', kvd, C, bias);
+      linear('v', 'self_attn.v_proj', kvd, C, bias);
+      linear('o', 'self_attn.o_proj', C, qd, bias);
+    },
+    /** mlp.{gate,up,down}_proj without biases. */
+    gatedMlp(I: number): void {
+      linear('gate', 'mlp.gate_proj', I, C, false);
+      linear('up', 'mlp.up_proj', I, C, false);
+      linear('down', 'mlp.down_proj', C, I, false);
     },
   };
 }

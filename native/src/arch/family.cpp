@@ -54,6 +54,28 @@ void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Act
     p.linear(out, &Acts::m1, w.fc2, I, C);
 }
 
+void gated_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in) {
+    const int C = p.config().hidden, I = p.config().intermediate;
+    const bool silu = p.config().activation == (int)Act::Silu;
+    p.linear(&Acts::m1, in, w.gate, C, I);
+    p.linear(&Acts::m2, in, w.up, C, I);
+    p.each([&](Acts& x, float*) {
+        if (silu)
+            p.gated_silu(x.m1, x.m2, I);
+        else
+            p.gated_act(x.m1, x.m2, I);
+    });
+    p.linear(out, &Acts::m1, w.down, I, C);
+}
+
+void rotary_attention(BlockPass& p, const AttentionShape& s) {
+    p.each([&](Acts& x, float*) {
+        p.rope(x.q, s.ldq, s.heads);
+        p.rope(x.k, s.ldk, s.kv_heads);
+        p.attention(x.att, x.q, x.k, x.v, s);
+    });
+}
+
 const Family& family_of(const std::string& name) {
     std::string known;
     for (const Family* f : families()) {

@@ -54,6 +54,11 @@ int dim_of(Dim d, const ModelConfig& c);
 // ---- pieces the recipes share ----
 // out = fc2(act(fc1(in))), the plain MLP (OPT, GPT-2, GPT-NeoX); m1 holds its hidden layer.
 void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in);
+// out = down(act(gate(in)) * up(in)) with the config's activation (SiLU through gated_silu); m1
+// and m2 hold its hidden layer.
+void gated_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in);
+// RoPE on q and k (the block's table), then attention into att, for every stream.
+void rotary_attention(BlockPass& p, const AttentionShape& s);
 
 // The recipes (opt.cpp, llama.cpp, gpt_neox.cpp, olmo2.cpp, gemma.cpp).
 const Family& opt_family();

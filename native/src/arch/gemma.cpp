@@ -16,7 +16,7 @@ namespace {
 
 void gemma_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
-    const int C = c.hidden, I = c.intermediate, HD = c.head_dim;
+    const int C = c.hidden, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
     const float scale = 1.0f / sqrtf(c.attn_scalar > 0.f ? c.attn_scalar : (float)HD);
     const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, scale, p.layer().window, c.attn_softcap};
@@ -29,20 +29,13 @@ void gemma_block(BlockPass& p, const BlockParams& w) {
         p.norm(&Acts::q, &Acts::q, w.q_norm, HD, c.heads);
         p.norm(&Acts::k, &Acts::k, w.k_norm, HD, c.kv_heads);
     }
-    p.each([&](Acts& x, float*) {
-        p.rope(x.q, qd, c.heads);
-        p.rope(x.k, kvd, c.kv_heads);
-        p.attention(x.att, x.q, x.k, x.v, s);
-    });
+    rotary_attention(p, s);
     p.linear(&Acts::tmp, &Acts::att, w.o, qd, C);
     p.norm(&Acts::tmp, &Acts::tmp, w.post_attn_norm, C);
     p.residual(&Acts::tmp);
 
     p.norm(&Acts::a, w.mlp_norm);
-    p.linear(&Acts::m1, &Acts::a, w.gate, C, I);
-    p.linear(&Acts::m2, &Acts::a, w.up, C, I);
-    p.each([&](Acts& x, float*) { p.gated_act(x.m1, x.m2, I); });
-    p.linear(&Acts::tmp, &Acts::m1, w.down, I, C);
+    gated_mlp(p, w, &Acts::tmp, &Acts::a);
     p.norm(&Acts::tmp, &Acts::tmp, w.post_mlp_norm, C);
     p.residual(&Acts::tmp);
 }

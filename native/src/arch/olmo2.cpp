@@ -12,7 +12,7 @@ namespace {
 
 void olmo2_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
-    const int C = c.hidden, I = c.intermediate, HD = c.head_dim;
+    const int C = c.hidden, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
     const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), p.layer().window};
 
@@ -21,19 +21,12 @@ void olmo2_block(BlockPass& p, const BlockParams& w) {
     p.linear(&Acts::v, &Acts::h, w.v, C, kvd);
     p.norm(&Acts::q, &Acts::q, w.q_norm, qd);
     p.norm(&Acts::k, &Acts::k, w.k_norm, kvd);
-    p.each([&](Acts& x, float*) {
-        p.rope(x.q, qd, c.heads);
-        p.rope(x.k, kvd, c.kv_heads);
-        p.attention(x.att, x.q, x.k, x.v, s);
-    });
+    rotary_attention(p, s);
     p.linear(&Acts::tmp, &Acts::att, w.o, qd, C);
     p.norm(&Acts::tmp, &Acts::tmp, w.post_attn_norm, C);
     p.residual(&Acts::tmp);
 
-    p.linear(&Acts::m1, &Acts::h, w.gate, C, I);
-    p.linear(&Acts::m2, &Acts::h, w.up, C, I);
-    p.each([&](Acts& x, float*) { p.gated_silu(x.m1, x.m2, I); });
-    p.linear(&Acts::tmp, &Acts::m1, w.down, I, C);
+    gated_mlp(p, w, &Acts::tmp, &Acts::h);
     p.norm(&Acts::tmp, &Acts::tmp, w.post_mlp_norm, C);
     p.residual(&Acts::tmp);
 }
