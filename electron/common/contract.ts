@@ -23,7 +23,7 @@ const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
-export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
+export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'gpt_neox', 'olmo2', 'gemma2', 'gemma3']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
 
 // --- models
@@ -66,7 +66,7 @@ export const InspectReport = z.object({
   intermediate: z.number().int().nonnegative(),
   vocabSize: z.number().int().nonnegative(),
   maxPositions: z.number().int().nonnegative(),
-  norm: z.enum(['layernorm', 'rmsnorm']),
+  norm: z.enum(['layernorm', 'rmsnorm', 'rmsnorm_plus1']),
   activation: z.string(),
   ropeTheta: z.number(),
   slidingWindow: z.number().int().nonnegative(),

@@ -164,7 +164,8 @@ export function blockShapeOf(config: PlannerModel['config'], batch: number, seq:
     kvHeads: c.kvHeads ?? c.heads,
     headDim: c.headDim ?? Math.floor(c.hidden / c.heads),
     gated: family === 'llama',
-    norm: c.norm ?? (family === 'llama' ? 'rmsnorm' : 'layernorm'),
+    // Gemma's (1 + w) norm costs what an RMSNorm does.
+    norm: c.norm === 'rmsnorm_plus1' ? 'rmsnorm' : (c.norm ?? (family === 'llama' ? 'rmsnorm' : 'layernorm')),
     rope: family === 'llama',
     bias: family !== 'llama',
     activation: c.activation ?? (family === 'llama' ? 'silu' : 'relu'),

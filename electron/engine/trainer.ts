@@ -787,13 +787,16 @@ async function savedModelOwner(dir: string): Promise<{ runId: string | null; sta
 export interface ModelSideFiles {
   dir: string;
   config: Record<string, unknown>;
+  /** config.json as written: saved again with only its dtype changed. */
+  configText: string;
   files: Map<string, Buffer>;
 }
 
 const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
 
 export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const configText = await readFile(join(dir, 'config.json'), 'utf8');
+  const config = JSON.parse(configText) as Record<string, unknown>;
   const files = new Map<string, Buffer>();
   for (const f of SIDE_FILES) {
     try {
@@ -802,7 +805,21 @@ export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
-  return { dir, config, files };
+  return { dir, config, configText, files };
+}
+
+/**
+ * config.json for float32 weights: the source's text with every dtype (torch_dtype, transformers
+ * 5's dtype, a sub-config's) set to float32, and torch_dtype added when it is absent. Edited as
+ * text, not re-serialised: JSON.stringify writes 5.0 as 5, which transformers' typed configs
+ * refuse for float fields (Gemma 2's final_logit_softcapping).
+ */
+export function float32Config(side: Pick<ModelSideFiles, 'config' | 'configText'>): string {
+  const text = side.configText.replace(/("(?:torch_)?dtype"\s*:\s*)(?:"[^"\\]*"|null)/g, '$1"float32"');
+  if ('torch_dtype' in side.config) return text;
+  return Object.keys(side.config).length === 0
+    ? '{ "torch_dtype": "float32" }\n'
+    : text.replace('{', '{\n  "torch_dtype": "float32",');
 }
 
 export interface SaveOptions {
@@ -841,7 +858,7 @@ export async function saveFineTuned(
   const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
   const files: FolderFile[] = [
     { name: 'model.safetensors', data: weights },
-    { name: 'config.json', data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
+    { name: 'config.json', data: float32Config(side) },
     ...[...side.files].map(([name, data]) => ({ name, data })),
     { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
     { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },

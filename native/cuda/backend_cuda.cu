@@ -377,7 +377,8 @@ __global__ void k_layernorm(float* out, const float* inp, const float* w, const 
     for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * rstd * w[c] + (b ? b[c] : 0.f);
 }
 
-__global__ void k_rmsnorm(float* out, const float* inp, const float* w, int C, float eps) {
+// y = (offset + w) * (x * rstd): rmsnorm with offset 0, Gemma's (1 + w) norms with offset 1.
+__global__ void k_rmsnorm(float* out, const float* inp, const float* w, float offset, int C, float eps) {
     __shared__ float red[32];
     const float* x = inp + (size_t)blockIdx.x * C;
     float* y = out + (size_t)blockIdx.x * C;
@@ -385,7 +386,7 @@ __global__ void k_rmsnorm(float* out, const float* inp, const float* w, int C, f
     for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c] * x[c];
     float ss = block_sum(s, red);
     float rstd = 1.0f / sqrtf(ss / (float)C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = w[c] * (x[c] * rstd);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (offset + w[c]) * (x[c] * rstd);
 }
 
 // Fallback GEMM: out[N, O] = A[N, I] W^T with W [O, I] (or [I, O] when transposed).
@@ -496,6 +497,7 @@ __global__ void k_attention(float* out, const float* qb, const float* kb, const 
                 if (dd < HD) d += qr[r] * k[dd];
             }
             d = warp_sum(d) * s.scale;
+            if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
             float mn = fmaxf(m, d);
             float corr = expf(m - mn);
             float p = expf(d - mn);
@@ -567,7 +569,9 @@ __global__ void __launch_bounds__(128) k_attention_tiled(float* out, const float
                 float dot = 0.f;
                 for (int d = 0; d < HD; d++) dot += Qs[r][d] * Ks[c][d];
                 bool masked = !valid || j > i || j >= T || (s.window > 0 && j < i - s.window + 1);
-                sc[cc] = masked ? -INFINITY : dot * s.scale;
+                float scaled = dot * s.scale;
+                if (s.softcap > 0.f) scaled = s.softcap * tanhf(scaled / s.softcap);
+                sc[cc] = masked ? -INFINITY : scaled;
                 tmax = fmaxf(tmax, sc[cc]);
             }
             tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -610,17 +614,29 @@ __device__ __forceinline__ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-__global__ void k_activation(float* x, size_t n, int act) {
-    for (size_t i = gtid(); i < n; i += gstride()) {
-        float v = x[i];
-        switch (act) {
-            case (int)Act::Relu: v = v > 0.f ? v : 0.f; break;
-            case (int)Act::Gelu: v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
-            case (int)Act::GeluNew: v = gelu_tanh(v); break;
-            default: v = v / (1.0f + expf(-v)); break;
-        }
-        x[i] = v;
+__device__ __forceinline__ float act_one(float v, int act) {
+    switch (act) {
+        case (int)Act::Relu: return v > 0.f ? v : 0.f;
+        case (int)Act::Gelu: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        case (int)Act::GeluNew: return gelu_tanh(v);
+        default: return v / (1.0f + expf(-v));
     }
+}
+
+__global__ void k_activation(float* x, size_t n, int act) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] = act_one(x[i], act);
+}
+
+__global__ void k_gated_act(float* gate, const float* up, size_t n, int act) {
+    for (size_t i = gtid(); i < n; i += gstride()) gate[i] = act_one(gate[i], act) * up[i];
+}
+
+__global__ void k_scale(float* x, float s, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] *= s;
+}
+
+__global__ void k_softcap(float* x, float cap, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] = cap * tanhf(x[i] / cap);
 }
 
 __global__ void k_gated_silu(float* gate, const float* up, size_t n) {
@@ -632,6 +648,14 @@ __global__ void k_gated_silu(float* gate, const float* up, size_t n) {
 
 __global__ void k_add(float* x, const float* y, size_t n) {
     for (size_t i = gtid(); i < n; i += gstride()) x[i] += y[i];
+}
+
+__global__ void k_copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+    size_t total = (size_t)rows * cols;
+    for (size_t t = gtid(); t < total; t += gstride()) {
+        size_t r = t / (size_t)cols, c = t % (size_t)cols;
+        out[r * (size_t)ld_out + c] = in[r * (size_t)ld_in + c];
+    }
 }
 
 __global__ void k_gather_rows(float* out, const float* inp, const int32_t* rows, int C) {
@@ -1017,8 +1041,15 @@ public:
     void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) override {
         if (N <= 0) return;
         cur();
-        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, C, eps);
+        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, 0.f, C, eps);
         SPW_LAUNCHED("rmsnorm");
+    }
+    void rmsnorm_offset(float* out, const float* inp, const float* w, float offset, int N, int C,
+                        float eps) override {
+        if (N <= 0) return;
+        cur();
+        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, offset, C, eps);
+        SPW_LAUNCHED("rmsnorm_offset");
     }
     void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                 bool transposed) override {
@@ -1071,11 +1102,29 @@ public:
         k_gated_silu<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n);
         SPW_LAUNCHED("gated_silu");
     }
+    void gated_act(float* gate, const float* up, size_t n, Act act) override {
+        if (!n) return;
+        cur();
+        k_gated_act<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n, (int)act);
+        SPW_LAUNCHED("gated_act");
+    }
+    void scale(float* x, float s, size_t n) override {
+        if (!n) return;
+        cur();
+        k_scale<<<grid_for(n), kThreads, 0, stream_>>>(x, s, n);
+        SPW_LAUNCHED("scale");
+    }
     void add(float* x, const float* y, size_t n) override {
         if (!n) return;
         cur();
         k_add<<<grid_for(n), kThreads, 0, stream_>>>(x, y, n);
         SPW_LAUNCHED("add");
+    }
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
+        if (rows <= 0 || cols <= 0) return;
+        cur();
+        k_copy_rows<<<grid_for((size_t)rows * cols), kThreads, 0, stream_>>>(out, ld_out, in, ld_in, rows, cols);
+        SPW_LAUNCHED("copy_rows");
     }
     void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
         if (M <= 0) return;
@@ -1084,7 +1133,7 @@ public:
         SPW_LAUNCHED("gather_rows");
     }
     void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
-                        int V) override {
+                        int V, float softcap) override {
         if (M <= 0) return;
         cur();
         // Logits in chunks of rows (at most ~256 MiB of them) so that long batches stay bounded. The
@@ -1098,6 +1147,10 @@ public:
         for (int m0 = 0; m0 < M; m0 += rows) {
             int m = std::min(rows, M - m0);
             gemm(logits, x + (size_t)m0 * C, W, m, C, V, false, Wb);
+            if (softcap > 0.f) {
+                k_softcap<<<grid_for((size_t)m * V), kThreads, 0, stream_>>>(logits, softcap, (size_t)m * V);
+                SPW_LAUNCHED("token_logprobs(softcap)");
+            }
             k_log_softmax_gather<<<m, kThreads, 0, stream_>>>(logprob + m0, logits, target + m0, V);
             SPW_LAUNCHED("token_logprobs");
         }

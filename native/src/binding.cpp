@@ -206,6 +206,10 @@ void opt_num(const Napi::Object& o, const char* key, double& out) {
     if (present(o, key)) out = num(o, key);
 }
 
+void opt_float(const Napi::Object& o, const char* key, float& out) {
+    if (present(o, key)) out = (float)num(o, key);
+}
+
 void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
     if (!present(o, key)) return;
     Napi::Value v = o.Get(key);
@@ -260,7 +264,10 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     mc.max_positions = inum(c, "maxPositions");
     mc.norm_eps = (float)num(c, "normEps");
     std::string norm = require(c, "norm").As<Napi::String>().Utf8Value();
-    mc.norm = norm == "rmsnorm" ? NormKind::RmsNorm : NormKind::LayerNorm;
+    if (norm == "layernorm") mc.norm = NormKind::LayerNorm;
+    else if (norm == "rmsnorm") mc.norm = NormKind::RmsNorm;
+    else if (norm == "rmsnorm_plus1") mc.norm = NormKind::RmsNormPlus1;
+    else throw_type(env, "unsupported norm " + norm + " (layernorm, rmsnorm, rmsnorm_plus1)");
     std::string act = require(c, "activation").As<Napi::String>().Utf8Value();
     if (act == "relu") mc.activation = (int)Act::Relu;
     else if (act == "gelu") mc.activation = (int)Act::Gelu;
@@ -290,6 +297,15 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
         mc.layer_attention.assign((size_t)std::max(0, mc.layers), {0, mc.ropes.empty() ? -1 : 0});
     }
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
+    opt_bool(c, "parallelResidual", mc.parallel_residual);
+    opt_bool(c, "postNorm", mc.post_norm);
+    opt_bool(c, "finalNorm", mc.final_norm);
+    mc.embed_dim = mc.hidden;
+    opt_int(c, "embedDim", mc.embed_dim);
+    opt_float(c, "embedScale", mc.embed_scale);
+    opt_float(c, "queryPreAttnScalar", mc.attn_scalar);
+    opt_float(c, "attnSoftcap", mc.attn_softcap);
+    opt_float(c, "finalSoftcap", mc.final_softcap);
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
     if (mc.layers <= 0) throw_type(env, "layers must be positive");

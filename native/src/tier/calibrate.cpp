@@ -208,6 +208,7 @@ ModelConfig config_of(const BlockShape& s) {
     ModelConfig c;
     c.family = family_of_shape(s).name;
     c.hidden = s.hidden;
+    c.embed_dim = s.hidden;
     c.intermediate = s.intermediate;
     c.heads = s.heads;
     c.kv_heads = s.kv_heads > 0 ? s.kv_heads : s.heads;
