@@ -6,7 +6,8 @@
 // options, its folders, the checkpoint it resumes (verified, its run's, its
 // trajectory), the model, every row of the data and the plan. What can still
 // fail after that is the engine itself.
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -256,6 +257,7 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
   const data = await prepareTrainingData({ ...o, maxLength }, info, tokenizer, log);
   try {
     for (const dir of o.spillDirs ?? []) {
+      if (offload === 'ssd' || offload === 'auto') await checkSpillFolder(dir);
       const stale = await findStaleSpillFiles(dir);
       if (stale.length) {
         const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
@@ -759,6 +761,16 @@ async function checkOutputFolders(o: TrainOptions): Promise<void> {
     }
   }
   if (o.out) await checkOutFolder(resolve(o.out), o.runId);
+}
+
+/** A spill folder the engine will write its spill file in: an existing, writable folder (checked before the run is recorded). */
+async function checkSpillFolder(dir: string): Promise<void> {
+  const st = await statOrNull(dir);
+  if (!st) throw new Error(`spill folder ${dir} does not exist; make it, or give another with --spill`);
+  if (!st.isDirectory()) throw new Error(`spill folder ${dir} is a file; give a folder with --spill`);
+  await access(dir, constants.W_OK | constants.X_OK).catch(() => {
+    throw new Error(`spill folder ${dir} is not writable by this user; give another with --spill`);
+  });
 }
 
 async function checkOutFolder(out: string, runId: string | undefined): Promise<void> {
