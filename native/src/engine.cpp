@@ -9,6 +9,8 @@
 #include "arch/block.h"
 #include "arch/family.h"
 #include "arch/rope.h"
+#include "generate/decoding.h"
+#include "prepared.h"
 #include "spillway/noise.h"
 #include "tier/residency.h"
 
@@ -28,15 +30,6 @@ void check_cancel(const std::atomic<bool>* cancel) {
 
 }  // namespace
 
-// Per-batch index arrays, derived once and shared by every stream and unit
-// (pointers into the engine's int arena).
-struct Engine::Prepared {
-    int N = 0, M = 0, nseq = 0;
-    int longest = 0;  // tokens of the longest sequence
-    const int32_t *ids = nullptr, *posidx = nullptr, *positions = nullptr, *seq_start = nullptr, *rows = nullptr,
-                  *targets = nullptr;
-};
-
 Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers)
     : backend_(std::move(backend)), model_(std::move(model)) {
     const ModelConfig& c = model_->config;
@@ -49,6 +42,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
 }
 
 Engine::~Engine() {
+    decoding_.reset();
     residency_.reset();
     copies_.reset();
     for (float* h : hbuf_)
@@ -56,6 +50,7 @@ Engine::~Engine() {
     if (act_) backend_->release(act_);
     if (ints_) backend_->release(ints_);
     if (lp_) backend_->release(lp_);
+    if (logits_) backend_->release(logits_);
     if (rope_dev_) backend_->release(rope_dev_);
 }
 
@@ -192,14 +187,15 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     };
 
     if (c.rope.type != RopeType::None && rope_depends_on_length(c.rope)) use_rope(p.longest);
-    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_dev_ ? rope_dev_ : rope_inv_freq_.data(), rope_scale_};
+    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_dev_ ? rope_dev_ : rope_inv_freq_.data(), rope_scale_, p.kv};
     BlockPass pass(be, c, model_->tensors, *copies_, in, streams, act_, act_capacity_ / std::max<size_t>(1, streams.size()),
                    noise, times.noise_ms);
     residency_->pass(
         [&](size_t ui) {
             check_cancel(cancel);
-            const BlockParams& w = params.blocks[(size_t)model_->units[ui].index];
-            timed(times.forward_ms, [&] { family_->block(pass, w); });
+            const int index = model_->units[ui].index;
+            pass.set_block(index);
+            timed(times.forward_ms, [&] { family_->block(pass, params.blocks[(size_t)index]); });
         },
         times.io_ms);
 
@@ -215,9 +211,22 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                 be.rmsnorm(xn, x, w[0], p.M, C, c.norm_eps);
             else
                 be.layernorm(xn, x, w[0], w[1], p.M, C, c.norm_eps);
-            be.token_logprobs(lp_, xn, w[2], p.targets, p.M, C, c.vocab);
-            logprob[si].resize((size_t)p.M);
-            be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+            if (p.logits) {
+                const size_t n = (size_t)p.M * c.vocab;
+                if (n > logits_capacity_) {
+                    if (logits_) be.release(logits_);
+                    logits_ = nullptr;
+                    logits_ = static_cast<float*>(be.alloc(n * sizeof(float)));
+                    logits_capacity_ = n;
+                }
+                be.linear(logits_, xn, w[2], nullptr, p.M, C, c.vocab, false);
+                logprob[si].resize(n);
+                be.download(logprob[si].data(), logits_, sizeof(float) * n);
+            } else {
+                be.token_logprobs(lp_, xn, w[2], p.targets, p.M, C, c.vocab);
+                logprob[si].resize((size_t)p.M);
+                be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+            }
         });
     });
     auto ts = Clock::now();
@@ -298,15 +307,24 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
             }
     }
     p.M = (int)rows.size();
-    // One arena for the six index arrays, grown on demand: no allocation (and on a GPU
+    std::vector<const int32_t*> d = upload_ints({&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets});
+    p.ids = d[0];
+    p.posidx = d[1];
+    p.positions = d[2];
+    p.seq_start = d[3];
+    p.rows = d[4];
+    p.targets = d[5];
+}
+
+std::vector<const int32_t*> Engine::upload_ints(const std::vector<const std::vector<int32_t>*>& parts) {
+    // One arena for every index array of a pass, grown on demand: no allocation (and on a GPU
     // no implicit synchronisation from freeing) per step.
     std::vector<int32_t> all;
     auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
-    size_t offs[6];
-    const std::vector<int32_t>* parts[6] = {&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets};
-    for (int i = 0; i < 6; i++) {
-        offs[i] = all.size();
-        all.insert(all.end(), parts[i]->begin(), parts[i]->end());
+    std::vector<size_t> offs;
+    for (const std::vector<int32_t>* part : parts) {
+        offs.push_back(all.size());
+        all.insert(all.end(), part->begin(), part->end());
         all.resize(pad(all.size()), 0);
     }
     if (all.size() > ints_capacity_) {
@@ -316,17 +334,16 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
         ints_capacity_ = all.size();
     }
     backend_->upload(ints_, all.data(), all.size() * sizeof(int32_t));
-    p.ids = ints_ + offs[0];
-    p.posidx = ints_ + offs[1];
-    p.positions = ints_ + offs[2];
-    p.seq_start = ints_ + offs[3];
-    p.rows = ints_ + offs[4];
-    p.targets = ints_ + offs[5];
+    std::vector<const int32_t*> out;
+    for (size_t o : offs) out.push_back(ints_ + o);
+    return out;
 }
 
 StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel) {
     auto t_start = Clock::now();
     validate(batch);
+    // The update changes the masters: a decode's cache would no longer match them.
+    decode_end();
     if (params.q < 1) throw std::runtime_error("q must be at least 1");
     if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");

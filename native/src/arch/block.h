@@ -1,10 +1,11 @@
 // The one block forward: what a family's recipe (family.h) calls, kernel by
 // kernel, to run a block over every activation stream in lockstep. The engine
-// (training and scoring) and calibration run blocks through it. Decoding with a
-// KV cache will too, without a second copy of any recipe: its pass holds the
-// new tokens only (N = one per sequence, positions = cached length + t) and a
-// cache per block, BlockPass::attention appends k and v to the block's cache
-// and attends over it, and the engine tells the pass which block it runs.
+// (training, scoring and decoding) and calibration run blocks through it.
+// Decoding keeps a KV cache per block (PassInputs::kv): the engine tells the
+// pass which block it runs, BlockPass::attention stores the pass's keys and
+// values in that block's cache and, when the pass continues cached sequences
+// (one new token per sequence, positions = cached length), attends over the
+// cache; the recipes stay as they are.
 //
 // Lockstep: each kernel runs for every stream before the next kernel starts,
 // and the weight group a kernel reads (a weight and its bias) is perturbed into
@@ -70,6 +71,15 @@ private:
     size_t capacity_ = 0;
 };
 
+// A decoding pass's KV cache (one stream, the clean masters): every block's keys and values of
+// every sequence, a fixed number of rows per sequence.
+struct KvCache {
+    std::vector<float*> k, v;           // per block: [rows, kv_heads * head_dim] on the device
+    const int32_t* rows = nullptr;      // [N] the cache row each token of the pass fills
+    const int32_t* kv_start = nullptr;  // [nseq] each sequence's first cache row
+    bool past = false;                  // the pass continues cached sequences: attend over the cache
+};
+
 // What every block of one pass shares: the batch's layout on the device and the RoPE table.
 struct PassInputs {
     int N = 0;                           // tokens of the pass: the rows of every activation
@@ -78,6 +88,7 @@ struct PassInputs {
     const int32_t* seq_start = nullptr;  // [nseq + 1]
     const float* inv_freq = nullptr;     // [rotary_dim / 2] on the device (rope.h), null without RoPE
     float rope_scale = 1.f;              // cos and sin scale
+    const KvCache* kv = nullptr;         // decoding: the cache the pass fills and reads
 };
 
 enum class KernelKind : int { Linear = 0, Attention = 1, Other = 2 };
@@ -100,6 +111,8 @@ public:
           stream_floats_(stream_floats), noise_(noise), noise_ms_(noise_ms), timer_(timer) {}
 
     const ModelConfig& config() const { return c_; }
+    // The block the next recipe call runs (its KV cache when decoding).
+    void set_block(int index) { block_ = index; }
 
     // ---- kernels that read weights: every stream, its group perturbed right before ----
     // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
@@ -112,8 +125,8 @@ public:
     void each(const std::function<void(Acts& x, float* h)>& f);
     // RoPE on `nheads` heads of one stream's rows of x (row stride ld), with the pass's table.
     void rope(float* x, int ld, int nheads);
-    // Causal attention of one stream over the pass's sequences. A decoding pass will append k and
-    // v to its cache here and attend over the cached positions; the recipes stay as they are.
+    // Causal attention of one stream over the pass's sequences. A decoding pass stores k and v in
+    // the block's cache first, and a pass that continues cached sequences attends over the cache.
     void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s);
     // The config's activation on one stream's [N, width] rows
     void activation(float* x, int width);
@@ -138,6 +151,7 @@ private:
     int noise_;
     double& noise_ms_;
     KernelTimer* timer_;
+    int block_ = 0;
 };
 
 }  // namespace spw

@@ -301,6 +301,50 @@ public:
         });
     }
 
+    void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) override {
+        pool_.parallel_for((size_t)N, 16, [&](size_t b, size_t e) {
+            for (size_t n = b; n < e; n++)
+                std::memcpy(cache + (size_t)rows[n] * width, x + n * (size_t)ld, sizeof(float) * (size_t)width);
+        });
+    }
+
+    void attention_cached(float* out, const float* qb, const float* kc, const float* vc, const AttentionShape& s,
+                          const int32_t* positions, int N, const int32_t* seq_start, const int32_t* kv_start,
+                          int nseq) override {
+        const int HD = s.head_dim, group = s.heads / s.kv_heads;
+        const size_t out_ld = (size_t)s.heads * HD;
+        // One task per (token, head); a decoding pass has one token per sequence.
+        pool_.parallel_for((size_t)N * (size_t)s.heads, 1, [&](size_t t0, size_t t1) {
+            std::vector<float> scores;
+            int sq = 0;
+            for (size_t t = t0; t < t1; t++) {
+                int n = (int)(t / s.heads), h = (int)(t % s.heads);
+                while (seq_start[sq + 1] <= n) sq++;
+                int kvh = h / group, pos = positions[n];
+                int j0 = s.window > 0 ? std::max(0, pos - s.window + 1) : 0;
+                const float* base_k = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
+                const float* base_v = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
+                const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
+                scores.resize((size_t)pos + 1);
+                float mx = -INFINITY;
+                for (int j = j0; j <= pos; j++) {
+                    float d = dot(q, base_k + (size_t)j * s.ldk, HD) * s.scale;
+                    scores[j] = d;
+                    mx = std::max(mx, d);
+                }
+                float sum = 0.f;
+                for (int j = j0; j <= pos; j++) {
+                    scores[j] = expf(scores[j] - mx);
+                    sum += scores[j];
+                }
+                float inv = 1.0f / sum;
+                float* o = out + (size_t)n * out_ld + (size_t)h * HD;
+                for (int c = 0; c < HD; c++) o[c] = 0.f;
+                for (int j = j0; j <= pos; j++) axpy(o, base_v + (size_t)j * s.ldv, scores[j] * inv, HD);
+            }
+        });
+    }
+
     void activation(float* x, size_t n, Act act) override {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             switch (act) {
