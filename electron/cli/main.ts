@@ -20,6 +20,7 @@ import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
 import type { RunEvent } from '../services/runs/index.js';
 import { cmdServe } from '../server/serve-command.js';
+import { cmdChat, cmdGenerate, GENERATE_USAGE } from './generate.js';
 import { argOptions, helpLines, optionsFromFlags } from './flags.js';
 import type { ArgValues } from './flags.js';
 import { isStdoutClosed, out, stdoutClosed, watchOutput } from './output.js';
@@ -48,6 +49,12 @@ Usage:
   spillway train [options]        fine-tune with MeZO (no options: the embedded demo)
   spillway score --model M --data D [--task T] [--per-example] [--json]
                                   mean loss and accuracy of a model on a dataset, no training
+  spillway generate --model M --prompt P [--prompt P2 ...] [--chat] [--max-new-tokens N] [--json]
+                                  text from a model (several prompts decode together),
+                                  streamed as it is written
+  spillway chat --model M [--system-prompt S] [--json]
+                                  a conversation in the model's chat template, one turn
+                                  per line
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
   spillway plan --model M [options] [--json]
@@ -73,6 +80,8 @@ Score options: --model, --data, the task flags, --threads, --batch-size and --ma
 train, and
   --per-example         one line per example (loss, and correct or wrong when classifying)
   --json                one JSON object per line: each example, then the summary
+
+${GENERATE_USAGE}
 
 Plan options:
 ${helpLines(PlanFields)}
@@ -447,6 +456,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdScore(rest);
       case 'inspect':
         return await cmdInspect(rest);
+      case 'generate':
+        return await cmdGenerate(rest);
+      case 'chat':
+        return await cmdChat(rest);
       case 'serve':
         return await cmdServe(rest);
       case 'runs':
