@@ -40,8 +40,8 @@ function generatorOptions(o: GenerateOptions | ChatOptions): GeneratorOptions {
 }
 
 function samplingOf(o: GenerateOptions | ChatOptions): SamplingOptionsInput {
-  const { maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, stop } = o;
-  return { maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, stop };
+  const { maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, stop, ignoreEos } = o;
+  return { maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, stop, ignoreEos };
 }
 
 /** "greedy" or "temperature 0.7, top-p 0.9, seed 3", for the header line. */

@@ -340,6 +340,10 @@ export const SamplingOptions = z.object({
   seed: int(0, Number.MAX_SAFE_INTEGER)
     .default(0)
     .register(flags, { flag: 'seed', arg: 'N', help: 'seed of the draws: the same model, prompt, options and seed give the same text' }),
+  ignoreEos: z
+    .boolean()
+    .default(false)
+    .register(flags, { flag: 'ignore-eos', help: "go on past the model's end ids, up to --max-new-tokens (benchmarks, long samples)" }),
   stop: z
     .array(z.string().min(1))
     .max(MAX_STOP_STRINGS)

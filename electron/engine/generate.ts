@@ -86,6 +86,8 @@ export interface SamplingSettings {
   repetitionPenalty: number;
   seed: number;
   stop: string[];
+  /** Decode past the end ids. */
+  ignoreEos: boolean;
 }
 
 /**
@@ -105,6 +107,7 @@ export function resolveSampling(o: SamplingOptions, d: GenerationDefaults, extra
     repetitionPenalty: o.repetitionPenalty ?? d.repetitionPenalty ?? 1,
     seed: o.seed,
     stop: [...new Set([...(o.stop ?? []), ...extraStop])],
+    ignoreEos: o.ignoreEos,
   };
 }
 
@@ -268,7 +271,7 @@ export async function generateTokens(
         topP: s.topP,
         repetitionPenalty: s.repetitionPenalty,
         seed: BigInt(s.seed),
-        eos: Int32Array.from(eos),
+        eos: Int32Array.from(s.ignoreEos ? [] : eos),
       }),
     );
     t1 = performance.now();

@@ -6,7 +6,7 @@
 import { chatRenderer, loadTokenizer } from '../data/index.js';
 import type { ChatRenderer, SpillwayTokenizer } from '../data/index.js';
 import { GeneratorOptions, SamplingOptions } from '../common/options.js';
-import type { SamplingOptionsInput } from '../common/options.js';
+import type { JsonValue, SamplingOptionsInput } from '../common/options.js';
 import { loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { generateTokens, generationDefaults, promptIds, resolveSampling, templateStops } from './generate.js';
@@ -21,6 +21,8 @@ export { GeneratorOptions };
 export interface GenerationRequest {
   prompts: PromptInput[];
   sampling: SamplingOptionsInput;
+  /** Chat template variables for this request, over those the generator was loaded with. */
+  templateVariables?: Record<string, JsonValue>;
 }
 
 export interface GeneratorReady {
@@ -72,6 +74,7 @@ export class Generator {
     readonly tokenizer: SpillwayTokenizer,
     readonly renderer: ChatRenderer,
     readonly defaults: GenerationDefaults,
+    private readonly options: GeneratorOptions,
   ) {}
 
   static async load(options: GeneratorOptions): Promise<Generator> {
@@ -88,7 +91,7 @@ export class Generator {
       engine.close();
       throw e;
     }
-    return new Generator(info, engine, tokenizer, renderer, defaults);
+    return new Generator(info, engine, tokenizer, renderer, defaults, o);
   }
 
   ready(): GeneratorReady {
@@ -109,8 +112,12 @@ export class Generator {
 
   /** Decodes the request's prompts together, streaming their text through emit. */
   async generate(id: string, request: GenerationRequest, emit: (e: GeneratorEvent) => void): Promise<GenerationResult> {
-    const sampling = resolveSampling(SamplingOptions.parse(request.sampling), this.defaults, request.prompts.some((p) => 'messages' in p) ? templateStops(this.renderer) : []);
-    const prompts = request.prompts.map((p) => promptIds(this.tokenizer, this.renderer, p));
+    const renderer = request.templateVariables
+      ? chatRenderer(this.tokenizer, { templateName: this.options.templateName, templateVariables: { ...this.options.templateVariables, ...request.templateVariables } })
+      : this.renderer;
+    const chat = request.prompts.some((p) => 'messages' in p);
+    const sampling = resolveSampling(SamplingOptions.parse(request.sampling), this.defaults, chat ? templateStops(renderer) : []);
+    const prompts = request.prompts.map((p) => promptIds(this.tokenizer, renderer, p));
     const limit = this.info.config.maxPositions;
     prompts.forEach((p, i) => {
       if (p.length === 0) throw new Error(`prompt ${i + 1} is empty`);

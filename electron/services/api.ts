@@ -55,6 +55,7 @@ import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { datasetMeanTokens } from '../engine/example-tokens.js';
 import { FileAccess, type AccessOptions, type RootKind } from './access.js';
 import { listFolder } from './folders.js';
+import { GenerationService } from './generation.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -104,6 +105,8 @@ export interface ServicesOptions {
   picker?: (request: PickRequest) => Promise<string | null>;
   /** What the backend had to say when it opened its data folder (a damaged database moved aside…). */
   notices?: () => Notice[];
+  /** Extra environment of the generator processes (tests). */
+  engineEnv?: NodeJS.ProcessEnv;
 }
 
 /** resources/models and resources/datasets of this installation. */
@@ -168,6 +171,13 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   const builtIn = options.builtInRoots ?? bundledRoots();
   const access = new FileAccess({ ...options.access, builtIn, hfCache }, () => runs.getSettings({}, { signal: new AbortController().signal }));
   const allowed = (kind: RootKind, p: string, what: string) => access.check(kind, p, what);
+  const generation = new GenerationService({
+    checkModel: (p) => allowed('models', p, 'the model folder'),
+    getRun: (runId, ctx) => runs.getRun({ runId }, ctx),
+    threads: async () => (await runs.getSettings({}, { signal: new AbortController().signal })).threads,
+    env: options.engineEnv,
+  });
+  sources.push(generation);
 
   return {
     async startRun(p, ctx) {
@@ -228,6 +238,9 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     },
 
     getNotices: async () => ({ notices: options.notices?.() ?? [] }),
+
+    generate: (p, ctx) => generation.generate(p, ctx),
+    stopGeneration: (p) => generation.stop(p.generationId),
 
     previewDataset: (p) =>
       catalogCall(async () => {
@@ -305,7 +318,10 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
       return () => offs.forEach((off) => off());
     },
 
-    shutdown: () => runs.shutdown(),
+    shutdown: async () => {
+      await generation.shutdown();
+      await runs.shutdown();
+    },
   };
 }
 
