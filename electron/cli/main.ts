@@ -153,8 +153,12 @@ export function trainOptionsFromArgs(v: ArgValues): TrainOptions {
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
 
-/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise. */
-const evalWords = (e: EvalEvent) => (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+/** Generated answers' exact match and F1, when the evaluation scored them. */
+const answerWords = (e: EvalEvent) => (e.exactMatch != null ? `, exact match ${pct(e.exactMatch)}, F1 ${pct(e.f1)}` : '');
+
+/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise (and generated answers' scores). */
+const evalWords = (e: EvalEvent) =>
+  (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`) + answerWords(e);
 
 /** Before → after: accuracy (and its lift in points) when classifying, else the held-out loss. */
 function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
@@ -165,7 +169,11 @@ function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
     return `held-out accuracy ${pct(a)} → ${pct(b)}${lift}`;
   }
   const loss = (e: EvalEvent | null) => (e ? e.loss.toFixed(4) : 'n/a');
-  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}` : 'no held-out evaluation';
+  const answers =
+    before?.exactMatch != null || after?.exactMatch != null
+      ? `; exact match ${pct(before?.exactMatch)} → ${pct(after?.exactMatch)}, F1 ${pct(before?.f1)} → ${pct(after?.f1)}`
+      : '';
+  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}${answers}` : 'no held-out evaluation';
 }
 
 async function cmdTrain(argv: string[]): Promise<number> {
@@ -226,7 +234,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
           `${event.status === 'completed' ? 'done' : 'stopped'}: ${event.steps} steps in ${formatDuration(event.wallS * 1000)}; ` +
             evalChange(zeroShot, event.eval) +
             (event.skippedSteps ? `; ${event.skippedSteps} steps skipped (non-finite)` : '') +
-            (event.out ? `\nsaved to ${event.out}` : '') +
+            (event.out ? `\nsaved to ${event.out} (try it: spillway chat --model ${event.out})` : '') +
             '\n',
         );
         break;
@@ -255,7 +263,8 @@ async function cmdTrain(argv: string[]): Promise<number> {
     fail(message, json);
   };
   try {
-    runId = (await supervisor.start({ options, saveModel: false })).id;
+    // Every run keeps its final model (the run's folder without --out): to try it and export it.
+    runId = (await supervisor.start({ options })).id;
   } catch (e) {
     return finish((e as Error).message);
   }

@@ -440,6 +440,9 @@ export const EvalMetric = z.object({
   accuracy: z.number().min(0).max(1).nullable(),
   examples: z.number().int().nonnegative(),
   evalMs: z.number().nonnegative(),
+  /** Completion tasks: the greedily generated answers' exact match and token F1 (SQuAD's normalisation), 0..1. */
+  exactMatch: z.number().min(0).max(1).nullable().optional(),
+  f1: z.number().min(0).max(1).nullable().optional(),
 });
 
 export const Checkpoint = z.object({ step: Step, path: z.string(), bytes: Bytes, createdAt: Timestamp });

@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { SamplingOptions } from '../common/options.js';
-import type { ChatMessage, ChatRenderer, SpillwayTokenizer } from '../data/index.js';
+import { answerScores } from '../data/index.js';
+import type { ChatMessage, ChatRenderer, SpillwayTokenizer, TokenizedExample } from '../data/index.js';
 import type { FinishReason, NativeEngine } from './native.js';
 
 /** Why a sequence ended: an end id, the token limit, a stop string, or a stop asked for. */
@@ -74,6 +75,16 @@ export async function generationDefaults(dir: string, tokenizer?: SpillwayTokeni
   }
   const sample = gen?.do_sample === true ? { temperature: num(gen.temperature) ?? 1, topK: num(gen.top_k) ?? 50, topP: num(gen.top_p) ?? 1 } : null;
   return { eos: eos ?? [], sample, repetitionPenalty: num(gen?.repetition_penalty), source };
+}
+
+/**
+ * generation_config.json for a saved model whose source folder has none: its special token ids from
+ * config.json, as transformers' GenerationConfig.from_model_config takes them (greedy decoding).
+ */
+export function generationConfigFor(config: Record<string, unknown>): string | null {
+  const keep = ['bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_start_token_id'].filter((k) => config[k] !== undefined && config[k] !== null);
+  if (keep.length === 0) return null;
+  return JSON.stringify(Object.fromEntries(keep.map((k) => [k, config[k]])), null, 2) + '\n';
 }
 
 /** Sampling as the engine runs it. */
@@ -305,4 +316,31 @@ export async function generateTokens(
     steps,
     tokensPerS: t2 > t1 ? (after / (t2 - t1)) * 1000 : 0,
   };
+}
+
+/**
+ * Generation-based evaluation of prompt/answer examples (MeZO's SQuAD and DROP figures): each
+ * prompt decoded greedily, `batch` at a time, up to `maxNewTokens` or an end id, and at the first
+ * line break when no reference answer holds one; the answers scored by exact match and token F1
+ * against the reference (the example's scored tokens, decoded).
+ */
+export async function evaluateAnswers(
+  engine: NativeEngine,
+  tokenizer: SpillwayTokenizer,
+  examples: readonly TokenizedExample[],
+  o: { maxNewTokens: number; eos: readonly number[]; batch: number },
+): Promise<{ exactMatch: number; f1: number }> {
+  const items = examples.map((ex) => {
+    const s = ex.sequences[0];
+    return { prompt: s.tokens.slice(0, s.scoreStart), reference: tokenizer.decode(s.tokens.slice(s.scoreStart, s.scoreEnd), { skipSpecialTokens: true }) };
+  });
+  const stop = items.some((i) => i.reference.includes('\n')) ? [] : ['\n'];
+  const settings: SamplingSettings = { maxNewTokens: o.maxNewTokens, temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 0, stop, ignoreEos: false };
+  const pairs: { prediction: string; references: string[] }[] = [];
+  for (let i = 0; i < items.length; i += o.batch) {
+    const chunk = items.slice(i, i + o.batch);
+    const r = await generateTokens(engine, tokenizer, chunk.map((c) => c.prompt), settings, o.eos);
+    r.sequences.forEach((s, j) => pairs.push({ prediction: s.text, references: [chunk[j].reference] }));
+  }
+  return answerScores(pairs);
 }

@@ -13,6 +13,7 @@ import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
+import { evaluateAnswers, generationConfigFor, generationDefaults } from './generate.js';
 import { findStaleSpillFiles } from './spill-files.js';
 import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFolderAtomic } from './safe-write.js';
 import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js';
@@ -351,12 +352,18 @@ async function trainLoaded(
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
+  // Prompt/answer data: the generated answers are scored too (exact match, token F1).
+  const answers =
+    o.generationEval && o.task.kind === 'completion' && evalSet.length > 0
+      ? { tokenizer: await loadTokenizer(info.dir), eos: (await generationDefaults(info.dir)).eos }
+      : null;
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
     const te = Date.now();
     const r = await scoreExamples(engine, evalSet, evalChunk);
+    const gen = answers ? await evaluateAnswers(engine, answers.tokenizer, evalSet, { maxNewTokens: o.evalMaxNewTokens, eos: answers.eos, batch: evalChunk }) : null;
     const at = Date.now();
-    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te };
+    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te, ...(gen ?? {}) };
     emit(ev);
     return ev;
   };
@@ -527,7 +534,18 @@ export interface ModelSideFiles {
   files: Map<string, Buffer>;
 }
 
-const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
+/** What a saved model carries beside its weights: tokenizer, chat template and decoding settings (what llama.cpp's converter and transformers read). */
+const SIDE_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.json',
+  'merges.txt',
+  'tokenizer.model',
+  'added_tokens.json',
+  'chat_template.jinja',
+  'generation_config.json',
+];
 
 export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
   const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -575,10 +593,13 @@ export async function saveFineTuned(
     return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   });
   const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
+  // A source without one gets the decoding settings transformers would derive from its config.
+  const genConfig = side.files.has('generation_config.json') ? null : generationConfigFor(side.config);
   const files: FolderFile[] = [
     { name: 'model.safetensors', data: weights },
     { name: 'config.json', data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
     ...[...side.files].map(([name, data]) => ({ name, data })),
+    ...(genConfig ? [{ name: 'generation_config.json', data: genConfig }] : []),
     { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
     { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },
   ];
