@@ -115,6 +115,7 @@ struct Family;
 struct Stream;
 struct KvCache;
 struct Decoding;
+struct PassRope;
 
 class Engine {
 public:
@@ -156,8 +157,11 @@ private:
     std::vector<const int32_t*> upload_ints(const std::vector<const std::vector<int32_t>*>& parts);
     // Decoding: one pass of the unfinished sequences, then each one's next token.
     DecodeStep decode_pass(bool past, const std::atomic<bool>* cancel);
-    // The RoPE table of a pass whose longest sequence has seq_len tokens, on the device.
-    void use_rope(int seq_len);
+    // The RoPE tables of a pass whose longest sequence has seq_len tokens, on the device
+    // (rope_passes_). A table that depends on the length is recomputed for every pass from that
+    // pass's longest sequence alone (transformers keeps a grown dynamic table until a pass is
+    // shorter than max_position_embeddings; here no pass depends on the ones before it).
+    void use_ropes(int seq_len);
     void losses(const Batch& batch, const std::vector<float>& logprob, std::vector<double>& example_loss,
                 std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const;
 
@@ -180,10 +184,10 @@ private:
     size_t logits_capacity_ = 0;
     std::unique_ptr<Decoding> decoding_;  // the KV cache and sequences of the decode in progress
 
-    // RoPE: the table in use (host) and where kernels read its frequencies.
-    std::vector<float> rope_inv_freq_;
-    float rope_scale_ = 1.f;
-    float* rope_dev_ = nullptr;  // on a backend that is not host-addressable
+    // RoPE: the tables in use (host, by ModelConfig::ropes index) and where kernels read them.
+    std::vector<std::vector<float>> rope_inv_freq_;
+    std::vector<PassRope> rope_passes_;
+    float* rope_dev_ = nullptr;  // every table's frequencies, on a backend that is not host-addressable
 };
 
 }  // namespace spw
