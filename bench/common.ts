@@ -1,6 +1,8 @@
 // What the CPU benchmarks share: the random OPT-125M model and batch they run,
 // their folders, their flags, and the small statistics and machine-load helpers.
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -72,4 +74,49 @@ export function machineBusyMs(): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** Runs a benchmark child in the package root; resolves with the JSON of its last stdout line. */
+export function runChild<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`));
+      const line = out.trim().split('\n').pop() ?? '';
+      try {
+        resolve(JSON.parse(line) as T);
+      } catch {
+        reject(new Error(`${cmd}: no JSON result on stdout:\n${out}`));
+      }
+    });
+  });
+}
+
+/** The machine a result was measured on: CPU, cores, SIMD, memory, OS, Node, and the PyTorch of `python` when given. */
+export function machine(python?: string): Record<string, unknown> {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
+  const flags = /flags\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.split(' ') ?? [];
+  let torch = 'unknown';
+  if (python) {
+    try {
+      torch = execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
+    } catch {
+      /* reported as unknown */
+    }
+  }
+  return {
+    cpu: model,
+    cores: os.cpus().length,
+    simd: ['avx2', 'avx512f', 'fma'].filter((f) => flags.includes(f)),
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    ...(python ? { torch, python } : {}),
+    date: new Date().toISOString(),
+  };
 }

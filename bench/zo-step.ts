@@ -6,8 +6,7 @@
 //
 // The engine and each PyTorch configuration run in their own child process,
 // so that each peak RSS is that implementation's own.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +17,7 @@ import type { NativeStepParams, NativeStepResult, PhaseTimes } from '../electron
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, benchArgs, BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, BENCH, EPS, LR, MODEL_DIR, RESULTS, SEQ, WD, WORK, machine, machineBusyMs, makeTokens, median, runChild } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -125,26 +124,6 @@ async function engineChild(o: Options): Promise<void> {
 // ---------------------------------------------------------------------------
 // Orchestrator
 
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<ImplResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => (out += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`));
-      const line = out.trim().split('\n').pop() ?? '';
-      try {
-        resolve(JSON.parse(line) as ImplResult);
-      } catch {
-        reject(new Error(`${cmd}: no JSON result on stdout:\n${out}`));
-      }
-    });
-  });
-}
-
-
 interface Summary {
   label: string;
   medianMs: number;
@@ -179,29 +158,6 @@ function summarise(label: string, r: ImplResult, phaseKeys: (s: StepRecord) => R
     maxRssBytes: r.maxRssBytes,
     phases,
     raw: r,
-  };
-}
-
-function machine(python: string): Record<string, unknown> {
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
-  const flags = /flags\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.split(' ') ?? [];
-  let torch = 'unknown';
-  try {
-    torch = execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
-  } catch {
-    /* reported as unknown */
-  }
-  return {
-    cpu: model,
-    cores: os.cpus().length,
-    simd: ['avx2', 'avx512f', 'fma'].filter((f) => flags.includes(f)),
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    os: `${os.type()} ${os.release()}`,
-    node: process.version,
-    torch,
-    python,
-    date: new Date().toISOString(),
   };
 }
 
@@ -287,10 +243,10 @@ async function main(): Promise<void> {
   const torchRuns1: Map<string, ImplResult[]> = new Map();
   for (let round = 0; round < o.rounds; round++) {
     process.stderr.write(`[bench] round ${round + 1}/${o.rounds}: Spillway CPU engine, ${o.threads} threads\n`);
-    engRuns.push(await runChild(process.execPath, [SELF, '--engine-child', ...common], baseEnv));
+    engRuns.push(await runChild<ImplResult>(process.execPath, [SELF, '--engine-child', ...common], baseEnv));
     for (const ob of ['1', String(o.threads)]) {
       process.stderr.write(`[bench] round ${round + 1}/${o.rounds}: PyTorch, torch.set_num_threads(${o.threads}), OPENBLAS_NUM_THREADS=${ob}\n`);
-      const r = await runChild(
+      const r = await runChild<ImplResult>(
         o.python,
         [join(BENCH, 'mezo_torch.py'), MODEL_DIR, BATCH_FILE, ...common, '--lr', String(LR), '--eps', String(EPS), '--wd', String(WD)],
         { ...baseEnv, OPENBLAS_NUM_THREADS: ob },
