@@ -20,8 +20,7 @@ import { loadNative } from '../electron/engine/native.js';
 import type { TierInfo } from '../electron/engine/native.js';
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
-import { venvPython } from '../tests/helpers/python.js';
-import { BENCH, MODEL_DIR, RESULTS, WORK, benchArgs, machine, median, runChild } from './common.js';
+import { BENCH, MODEL_DIR, RESULTS, WORK, benchArgs, machineInfo, machineLine, median, runChild, venvPython } from './common.js';
 import { makeOptModel, OPT_125M, Rng } from './make-model.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -132,15 +131,19 @@ async function main(): Promise<void> {
   delete env.OMP_NUM_THREADS;
   const common = ['--threads', String(o.threads), '--new', String(o.new), '--runs', String(o.runs), '--warmup', String(o.warmup)];
   const collected = new Map<string, ChildResult[]>();
-  const add = (key: string, r: ChildResult) => collected.set(key, [...(collected.get(key) ?? []), r]);
+  const add = (key: string, lines: string[]) => {
+    const last = lines.at(-1);
+    if (last === undefined) throw new Error(`${key}: the child printed no result`);
+    collected.set(key, [...(collected.get(key) ?? []), JSON.parse(last) as ChildResult]);
+  };
   for (let round = 0; round < o.rounds; round++) {
     for (const batch of o.batchList) {
       for (const home of ['device', 'cpu']) {
         process.stderr.write(`[bench] round ${round + 1}: Spillway, batch ${batch}, blocks ${home === 'device' ? 'resident' : 'streamed from CPU memory'}\n`);
-        add(`${home}:${batch}`, await runChild<ChildResult>(process.execPath, [SELF, '--engine-child', '--batch', String(batch), '--home', home, ...common], env));
+        add(`${home}:${batch}`, await runChild(process.execPath, [SELF, '--engine-child', '--batch', String(batch), '--home', home, ...common], env));
       }
       process.stderr.write(`[bench] round ${round + 1}: PyTorch generate(), batch ${batch}\n`);
-      add(`torch:${batch}`, await runChild<ChildResult>(python, [join(BENCH, 'decode_torch.py'), MODEL_DIR, PROMPTS_FILE, '--batch', String(batch), ...common], env));
+      add(`torch:${batch}`, await runChild(python, [join(BENCH, 'decode_torch.py'), MODEL_DIR, PROMPTS_FILE, '--batch', String(batch), ...common], env));
     }
   }
   // The copy rate the floor divides by: the engine's own host-to-device copy path on this backend.
@@ -166,7 +169,7 @@ async function main(): Promise<void> {
     warmup: o.warmup,
     rounds: o.rounds,
     copyBytesPerS: cal.h2dBytesPerS,
-    machine: { ...machine(python), transformers: torchInfo.transformers },
+    machine: { ...machineInfo(), torch: torchInfo.torch, transformers: torchInfo.transformers, python },
     rows,
     target: 1.0,
     targetMet: rows.every((r) => r.ratio <= 1.0),
@@ -174,7 +177,7 @@ async function main(): Promise<void> {
   };
   writeFileSync(join(RESULTS, 'decode-cpu.json'), JSON.stringify(res, null, 2) + '\n');
   const ms = (x: number) => `${x.toFixed(1)} ms`;
-  const m = res.machine as Record<string, unknown>;
+  const m = res.machine;
   const md = [
     '# Decoding on the CPU: Spillway engine vs PyTorch generate()',
     '',
@@ -202,7 +205,7 @@ async function main(): Promise<void> {
         `| ${r.batch} | ${ms(r.streamed.stepMs)} | ${(r.h2dBytesPerStep / 2 ** 20).toFixed(0)} MiB | ${ms(r.copyMs)} | ${ms(r.floorMs)} | ${r.floorRatio.toFixed(2)} |`,
     ),
     '',
-    `Machine: ${m.cpu}, ${m.cores} cores (${(m.simd as string[]).join(', ')}), ${m.memGiB} GiB; ${m.os}; Node ${m.node}; ${m.date}. ` +
+    `${machineLine(m)}. ` +
       'The machine is shared with other work: compare the ratios (measured side by side), not the absolute times.',
     '',
     'Command: `npm run build:ts && npm run bench:decode` (see bench/README.md).',

@@ -25,7 +25,7 @@ import type { NativeCalibration, NativeStepParams, PhaseTimes, TierInfo, TierPla
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, benchArgs, benchBatch, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machine, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, benchBatch, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, machineInfo, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const UNITS = OPT_125M.layers + 2; // embeddings, blocks, head
@@ -496,7 +496,7 @@ async function main(): Promise<void> {
     threads: o.threads,
     warmup: o.warmup,
     steps: o.steps,
-    machine: machine(),
+    machine: machineInfo(),
     storage: storage(o.spill),
     loadAverage: { start: startLoad, end: endLoad },
     maxOtherCores: maxOther,

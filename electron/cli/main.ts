@@ -15,10 +15,16 @@ import { startEngineJob } from '../engine/runner.js';
 import type { ScoreEvent } from '../engine/score.js';
 import type { EvalEvent, TrainEvent } from '../engine/trainer.js';
 import { formatPlan } from '../engine/planner.js';
+import type { PlanInput } from '../engine/planner.js';
+import { distPlan, formatDistPlan } from '../engine/dist-plan.js';
+import type { DistPlan } from '../engine/dist-plan.js';
+import type { Parallel } from '../common/options.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
-import type { RunEvent } from '../services/runs/index.js';
+import type { RunEvent, StoredRunConfig } from '../services/runs/index.js';
+import type { RunRecord } from '../services/store/types.js';
+import { readCheckpointState } from '../engine/checkpoint.js';
 import { cmdServe } from '../server/serve-command.js';
 import { cmdChat, cmdGenerate, GENERATE_USAGE } from './generate.js';
 import { argOptions, helpLines, optionsFromFlags } from './flags.js';
@@ -39,6 +45,10 @@ const PlanFields = RunOptions.pick({
   q: true,
   writeBackEvery: true,
   steps: true,
+  ranks: true,
+  parallel: true,
+  groups: true,
+  sliced: true,
 }).extend({ maxLength: PlanRequest.shape.maxLength });
 /** `spillway plan`'s exit status when the plan does not fit. */
 export const EXIT_DOES_NOT_FIT = 2;
@@ -86,6 +96,12 @@ ${GENERATE_USAGE}
 Plan options:
 ${helpLines(PlanFields)}
   --device D            cpu or gpu: where the forwards run (default gpu with --gpu-mem, else cpu)
+  --interconnect I      with --ranks: how the GPUs of a machine reach each other, pcie (default) or nvlink;
+                        over NVLink streamed blocks are sliced (each GPU uploads 1/N, then all-gather)
+  --all-gather-bandwidth X
+                        bytes/s a GPU receives in an all-gather (default: NVLink 350GB, PCIe the H2D rate)
+  --ranks-per-machine N with --ranks: ranks on one machine (default all of them); --cpu-mem is then the
+                        machine's, shared among its ranks
   --calibration-bytes X size of the SSD test file when calibrating (default 64MiB)
   --recalibrate         measure this machine again instead of using the cached calibration
   --json                the plan as one JSON object
@@ -138,12 +154,15 @@ const TRAIN_FLAGS = {
   'data-dir': { type: 'string' },
 } as const;
 
-/** train's flags as the options the run starts with: over the demo's when neither --model nor --data is given. */
-export function trainOptionsFromArgs(v: ArgValues): TrainOptions {
-  const demo = v.model === undefined && v.data === undefined;
-  if (!demo && v.model === undefined) throw new Error('--model is required with --data');
-  if (!demo && v.data === undefined) throw new Error('--data is required with --model');
-  const base: Record<string, unknown> = demo ? { ...demoOptions() } : {};
+/**
+ * train's flags as the options the run starts with: over the demo's when neither --model nor --data
+ * is given, over the resumed run's (`resumed`) with --resume.
+ */
+export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unknown>): TrainOptions {
+  const demo = !resumed && v.model === undefined && v.data === undefined;
+  if (!demo && !resumed && v.model === undefined) throw new Error('--model is required with --data');
+  if (!demo && !resumed && v.data === undefined) throw new Error('--data is required with --model');
+  const base: Record<string, unknown> = demo ? { ...demoOptions() } : { ...resumed };
   // A budget without --offload: the planner places the blocks.
   if (v.offload === undefined && (v['gpu-mem'] ?? v['cpu-mem'] ?? v['ssd-mem']) !== undefined) base.offload = 'auto';
   const o = optionsFromFlags(TrainOptions, v, base, 'train');
@@ -176,23 +195,55 @@ function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
   return before || after ? `held-out loss ${loss(before)} → ${loss(after)}${answers}` : 'no held-out evaluation';
 }
 
+/**
+ * What `train --resume DIR` continues: the run the checkpoint names, when this data folder has it
+ * (its stored options are the base the flags change), else the checkpoint's own options, under the
+ * checkpoint's run id when that is free here (the run keeps its identity across machines).
+ */
+async function resumeTarget(sup: RunSupervisor, dir: string): Promise<{ run: RunRecord | null; id: string | undefined; base: Record<string, unknown> }> {
+  const state = await readCheckpointState(dir);
+  const run = state.run_id ? sup.getRun(state.run_id) : null;
+  const strip = ({ resumeFrom: _r, allowOptionChanges: _a, runId: _i, ...rest }: Record<string, unknown>) => rest;
+  if (run) return { run, id: run.id, base: strip((run.config as unknown as StoredRunConfig).options as unknown as Record<string, unknown>) };
+  return { run: null, id: state.run_id, base: strip(state.options as Record<string, unknown>) };
+}
+
 async function cmdTrain(argv: string[]): Promise<number> {
   const values: ArgValues = parseArgs({ args: argv, options: TRAIN_FLAGS, allowPositionals: false }).values;
   const json = values.json === true;
-  let options: TrainOptions;
+  const resumeDir = typeof values.resume === 'string' ? resolve(values.resume) : undefined;
+  let options!: TrainOptions;
+  // Flags are checked before the store opens; a resume's options start from its run's, read from the store.
   try {
-    options = trainOptionsFromArgs(values);
+    if (!resumeDir) options = trainOptionsFromArgs(values);
   } catch (e) {
     fail((e as Error).message, json);
   }
-  const isDemo = values.model === undefined && values.data === undefined;
+  let supervisor: RunSupervisor;
+  try {
+    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] as string | undefined }));
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+  let target: Awaited<ReturnType<typeof resumeTarget>> | null = null;
+  try {
+    supervisor.recover();
+    if (resumeDir) {
+      target = await resumeTarget(supervisor, resumeDir);
+      options = trainOptionsFromArgs(values, target.base);
+    }
+  } catch (e) {
+    await supervisor.close();
+    fail((e as Error).message, json);
+  }
+  const isDemo = !resumeDir && values.model === undefined && values.data === undefined;
   const progress = new ProgressLine(process.stderr, !json && process.stderr.isTTY === true);
   let zeroShot: EvalEvent | null = null;
   const onEvent = (e: TrainEvent & { runId: string }) => {
-    const { runId, ...event } = e;
+    const { runId: eventRun, ...event } = e;
     if (json) {
       // The start names the run (spillway runs show ID); the other lines are the engine's events.
-      if (event.type !== 'log') out(JSON.stringify(event.type === 'start' ? { ...event, runId } : event) + '\n');
+      if (event.type !== 'log' && event.type !== 'ready') out(JSON.stringify(event.type === 'start' ? { ...event, runId: eventRun } : event) + '\n');
       return;
     }
     switch (event.type) {
@@ -201,7 +252,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
         break;
       case 'start':
         progress.log(
-          `${isDemo ? 'demo: ' : ''}run ${runId}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
+          `${isDemo ? 'demo: ' : ''}run ${eventRun}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
             `${event.trainExamples} training / ${event.evalExamples} held-out examples; ${event.steps} steps of batch ${event.batchSize}`,
         );
         if (event.plan) {
@@ -210,6 +261,15 @@ async function cmdTrain(argv: string[]): Promise<number> {
           progress.log(
             `plan: ${p.homes.device} units on the device, ${p.homes.cpu} on the CPU, ${p.homes.ssd} on the SSD; ` +
               `predicted ${ms(p.predictedStepMs)} per step, floor ${ms(p.floorMs)}${p.bound ? ` (${p.bound})` : ''}`,
+          );
+        }
+        if (event.world) {
+          const w = event.world;
+          const hosts = [...new Set(w.ranks.map((r) => r.host))];
+          const how = w.parallel === '2d' ? `2d: ${w.groups} perturbation groups of ${w.shards}` : `${w.parallel} parallel`;
+          progress.log(
+            `${w.size} ranks (${how}) on ${hosts.join(', ')}, ${w.ranks[0]?.threads ?? 1} thread(s) each, ${w.library}; ` +
+              `a rank silent for ${w.timeoutS} s at an exchange is named and the run ended`,
           );
         }
         progress.total = event.steps;
@@ -241,18 +301,13 @@ async function cmdTrain(argv: string[]): Promise<number> {
     }
   };
   // Checkpoints the person did not ask for go quietly into the run's folder.
-  const showCheckpoints = options.checkpointDir !== undefined;
-  let supervisor: RunSupervisor;
-  let runId: string;
-  try {
-    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] as string | undefined }));
-  } catch (e) {
-    fail((e as Error).message, json);
-  }
+  const showCheckpoints = values['checkpoint-dir'] !== undefined || (options.checkpointDir !== undefined && !target?.run);
+  let runId: string | undefined;
   for (const n of supervisor.store.notices) progress.log(n);
-  supervisor.recover();
   supervisor.subscribe('*', (e: RunEvent) => {
-    if (e.type === 'status' || e.runId !== runId) return;
+    if (e.type === 'status') return;
+    // Before the run is recorded its checks report progress (this process starts one run).
+    if (runId === undefined ? e.type !== 'log' : e.runId !== runId) return;
     if (e.type === 'checkpoint' && !showCheckpoints) return;
     onEvent(e);
   });
@@ -264,25 +319,27 @@ async function cmdTrain(argv: string[]): Promise<number> {
   };
   try {
     // Every run keeps its final model (the run's folder without --out): to try it and export it.
-    runId = (await supervisor.start({ options })).id;
+    if (target?.run) runId = (await supervisor.resume(target.run.id, { checkpoint: resumeDir, options })).id;
+    else runId = (await supervisor.start({ options, ...(target?.id ? { id: target.id } : {}) })).id;
   } catch (e) {
     return finish((e as Error).message);
   }
+  const id = runId;
   let interrupted = 0;
   process.on('SIGINT', () => {
     interrupted++;
     if (interrupted === 1) {
       progress.log('stopping after the current step (Ctrl-C again to kill)…');
-      void supervisor.stop(runId, { graceMs: null });
+      void supervisor.stop(id, { graceMs: null });
     } else {
-      void supervisor.kill(runId);
+      void supervisor.kill(id);
     }
   });
   // The reader of --json went away (`| head`): stop the run as Ctrl-C would, with a checkpoint.
   void stdoutClosed.then(() => {
-    if (supervisor.isActive(runId)) void supervisor.stop(runId, { graceMs: null });
+    if (supervisor.isActive(id)) void supervisor.stop(id, { graceMs: null });
   });
-  const run = await supervisor.waitFor(runId);
+  const run = await supervisor.waitFor(id);
   return finish(run.error);
 }
 
@@ -362,6 +419,10 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   const { deleteSpillFiles, findStaleSpillFiles } = await import('../engine/spill-files.js');
   const stale = await findStaleSpillFiles(spill);
   if (values['clean-spill']) await deleteSpillFiles(stale);
+  // --ranks: Open MPI's library (dlopened by the engine) and mpirun; NCCL for the sliced transfer on GPUs.
+  const dist = native.distLibraries();
+  const { mpirunVersion } = await import('../engine/mpirun.js');
+  const mpirun = mpirunVersion();
   const report = {
     node: process.version,
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
@@ -375,6 +436,8 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     ioUring: probe.ioUring,
     directIo: { folder: spill, ...probe.directIo },
     staleSpillFiles: stale.map((f) => ({ ...f, deleted: values['clean-spill'] === true })),
+    mpi: { ...dist.mpi, mpirun },
+    nccl: dist.nccl,
   };
   if (values.json) {
     out(JSON.stringify(report) + '\n');
@@ -393,6 +456,8 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     `nvml         ${mark(probe.nvml.ok)} ${probe.nvml.ok ? '' : '(no GPU telemetry)'}`,
     `io_uring     ${mark(probe.ioUring.ok)} ${probe.ioUring.detail}`,
     `O_DIRECT     ${mark(probe.directIo?.ok === true)} ${probe.directIo?.detail ?? ''}`,
+    `mpi          ${mark(dist.mpi.ok && mpirun.version !== null)} ${dist.mpi.ok ? `${dist.mpi.detail}, ${mpirun.version ?? mpirun.error}` : `(${dist.mpi.detail}; --ranks needs it)`}`,
+    `nccl         ${mark(dist.nccl.ok)} ${dist.nccl.ok ? dist.nccl.detail : `(${dist.nccl.detail}; the sliced transfer between GPUs needs it)`}`,
     stale.length
       ? `spill files  ${stale.length} left by engines that ended uncleanly (${(stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2)} GB)` +
         (values['clean-spill'] ? ': deleted' : `: delete them with spillway doctor --spill ${spill} --clean-spill`)
@@ -405,11 +470,35 @@ async function cmdDoctor(argv: string[]): Promise<number> {
 const PLAN_FLAGS = {
   ...argOptions(PlanFields),
   device: { type: 'string' },
+  interconnect: { type: 'string' },
+  'all-gather-bandwidth': { type: 'string' },
+  'ranks-per-machine': { type: 'string' },
   'calibration-bytes': { type: 'string' },
   recalibrate: { type: 'boolean' },
   json: { type: 'boolean' },
   'data-dir': { type: 'string' },
 } as const;
+
+/** plan --ranks N: the plan of each rank and each link when N ranks share the step (dist-plan.ts). */
+function rankPlan(input: PlanInput, o: { ranks: number; parallel: Parallel; groups?: number; q: number; batchSize: number; sliced: boolean }, values: ArgValues): DistPlan {
+  const kind = (values.interconnect as string | undefined) ?? 'pcie';
+  if (kind !== 'pcie' && kind !== 'nvlink') throw new Error(`--interconnect must be pcie or nvlink, got ${JSON.stringify(kind)}`);
+  const h2d = input.rates?.h2dBytesPerS;
+  if (!h2d) throw new Error('plan --ranks needs the rates of this machine (its calibration)');
+  const bw = typeof values['all-gather-bandwidth'] === 'string' ? parseBytes(values['all-gather-bandwidth']) : kind === 'nvlink' ? 350e9 : h2d;
+  const perMachine = typeof values['ranks-per-machine'] === 'string' ? Number(values['ranks-per-machine']) : o.ranks;
+  if (!Number.isInteger(perMachine) || perMachine < 1) throw new Error(`--ranks-per-machine must be an integer >= 1, got ${JSON.stringify(values['ranks-per-machine'])}`);
+  return distPlan(input, {
+    ranks: o.ranks,
+    ranksPerMachine: perMachine,
+    parallel: o.parallel,
+    groups: o.groups,
+    q: o.q,
+    batchSize: o.batchSize,
+    interconnect: { kind, allGatherBytesPerS: bw },
+    sliced: o.sliced,
+  });
+}
 
 async function cmdPlan(argv: string[]): Promise<number> {
   const values: ArgValues = parseArgs({ args: argv, options: PLAN_FLAGS }).values;
@@ -426,7 +515,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       const native = loadNative();
       if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
     }
-    const { plan, info, calibration } = await planFor({
+    const { plan, info, calibration, input } = await planFor({
       model: o.model,
       computeDevice: device,
       calibrationDevice,
@@ -443,10 +532,11 @@ async function cmdPlan(argv: string[]): Promise<number> {
       calibrationBytes: typeof values['calibration-bytes'] === 'string' ? parseBytes(values['calibration-bytes']) : undefined,
     });
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
+    const ranks = o.ranks > 1 ? rankPlan(input, o, values) : null;
     if (json) {
-      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration }) + '\n');
+      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
     } else {
-      out(formatPlan(plan, { steps: o.steps }) + '\n');
+      out(formatPlan(plan, { steps: o.steps }) + '\n' + (ranks ? `\n${formatDistPlan(ranks)}\n` : ''));
     }
     return plan.feasible ? 0 : EXIT_DOES_NOT_FIT;
   } catch (e) {

@@ -27,6 +27,8 @@ export const Schedule = choice(['constant', 'linear', 'cosine'], 'schedule');
 export const UpdateMode = choice(['auto', 'home', 'device'], 'update mode');
 /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
 export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
+/** How the ranks of a run share a step (ALGORITHMS.md §7): each its shard of the batch, each its share of the q perturbations, or both. */
+export const Parallel = choice(['data', 'perturbation', '2d'], 'parallelism');
 
 export type Masters = z.output<typeof Masters>;
 export type Home = z.output<typeof Home>;
@@ -34,6 +36,7 @@ export type NoiseKind = z.output<typeof NoiseKind>;
 export type Schedule = z.output<typeof Schedule>;
 export type UpdateMode = z.output<typeof UpdateMode>;
 export type Offload = z.output<typeof Offload>;
+export type Parallel = z.output<typeof Parallel>;
 
 // ---------------------------------------------------------------------------
 // Bounds
@@ -53,6 +56,10 @@ export const MAX_LENGTH = 1 << 20;
 export const MAX_WRITE_BACK_EVERY = 1_000_000;
 /** Spill folders one run may stripe over. */
 export const MAX_SPILL_DIRS = 64;
+/** Engine processes (ranks) one run may start. */
+export const MAX_RANKS = 4096;
+/** Seconds a rank waits for the others at an exchange before it names them and ends the run, by default. */
+export const DEFAULT_RANK_TIMEOUT_S = 120;
 /** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
 export const DEFAULT_CHECKPOINT_EVERY = 100;
 /** Tokens one generation may add to each prompt. */
@@ -86,6 +93,9 @@ function real(min: number, o: { inclusive: boolean; below?: number; max?: number
   if (o.max !== undefined) s = s.max(o.max, { error });
   return s;
 }
+
+/** A run's id: the supervisor's stamp and suffix, or any name of word characters (a run created elsewhere). */
+export const RunId = z.string().regex(/^[\w.-]{1,200}$/, { error: 'expected a run id (letters, digits, _ . -)' });
 
 /** A byte count. */
 export const Bytes = int(0, Number.MAX_SAFE_INTEGER);
@@ -128,6 +138,19 @@ export interface PathMeta {
 }
 
 export const pathKinds = z.registry<PathMeta>();
+
+/**
+ * An option that shapes a run's trajectory (its batches, its noise, its updates): a resume that
+ * changes one would continue another run than the one checkpointed, so it is refused unless asked
+ * for on purpose (--allow-option-changes), and then recorded with the run (electron/engine/trainer.ts).
+ * Options that only move work around (threads, placement, budgets) keep the trajectory bit for bit.
+ */
+export interface TrajectoryMeta {
+  /** The option matters only when this holds of the run's options. */
+  onlyIf?: (o: Readonly<Record<string, unknown>>) => boolean;
+}
+
+export const trajectory = z.registry<TrajectoryMeta>();
 
 /** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
@@ -236,28 +259,45 @@ export const RunOptions = z.object({
     .register(pathKinds, { kind: 'models', what: 'the model folder' }),
   train: path()
     .register(flags, { flag: 'data', arg: 'FILE', read: 'path', help: 'training data (.jsonl, .csv, .parquet)' })
-    .register(pathKinds, { kind: 'datasets', what: 'the training data' }),
+    .register(pathKinds, { kind: 'datasets', what: 'the training data' })
+    .register(trajectory, {}),
   eval: FilePath.optional()
     .register(flags, { flag: 'eval-data', arg: 'FILE', read: 'path', help: 'held-out data (default: --eval-fraction of --data)' })
     .register(pathKinds, { kind: 'datasets', what: 'the evaluation data' }),
   evalFraction: real(0, { inclusive: true, below: 1 })
     .default(0.1)
-    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' }),
-  task: TaskTemplate,
-  steps: int(0, MAX_STEPS).default(1000).register(flags, { flag: 'steps', arg: 'N', help: 'training steps' }),
-  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }),
-  lr: real(0, { inclusive: true }).default(1e-6).register(flags, { flag: 'lr', arg: 'X', help: 'learning rate' }),
-  eps: real(0, { inclusive: false }).default(1e-3).register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale' }),
-  weightDecay: real(0, { inclusive: true }).default(0).register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' }),
-  q: int(1, MAX_Q).default(1).register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step' }),
-  schedule: Schedule.default('constant').register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' }),
-  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }),
-  noise: NoiseKind.default('gaussian').register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher' }),
-  seed: int(0, Number.MAX_SAFE_INTEGER).default(0).register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' }),
+    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' })
+    .register(trajectory, { onlyIf: (o) => o.eval === undefined }),
+  task: TaskTemplate.register(trajectory, {}),
+  // A longer run keeps its trajectory under a constant rate; a decaying schedule is spread over the steps.
+  steps: int(0, MAX_STEPS)
+    .default(1000)
+    .register(flags, { flag: 'steps', arg: 'N', help: 'training steps' })
+    .register(trajectory, { onlyIf: (o) => (o.schedule ?? 'constant') !== 'constant' }),
+  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }).register(trajectory, {}),
+  lr: real(0, { inclusive: true }).default(1e-6).register(flags, { flag: 'lr', arg: 'X', help: 'learning rate' }).register(trajectory, {}),
+  eps: real(0, { inclusive: false }).default(1e-3).register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale' }).register(trajectory, {}),
+  weightDecay: real(0, { inclusive: true })
+    .default(0)
+    .register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' })
+    .register(trajectory, {}),
+  q: int(1, MAX_Q).default(1).register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step' }).register(trajectory, {}),
+  schedule: Schedule.default('constant')
+    .register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' })
+    .register(trajectory, {}),
+  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }).register(trajectory, {}),
+  noise: NoiseKind.default('gaussian').register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher' }).register(trajectory, {}),
+  seed: int(0, Number.MAX_SAFE_INTEGER)
+    .default(0)
+    .register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' })
+    .register(trajectory, {}),
   evalEvery: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-every', arg: 'N', help: 'evaluate every N steps (0: at the start and the end only)' }),
   evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
   threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
-  maxLength: int(1, MAX_LENGTH).optional().register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" }),
+  maxLength: int(1, MAX_LENGTH)
+    .optional()
+    .register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" })
+    .register(trajectory, {}),
   out: FilePath.optional()
     .register(flags, { flag: 'out', arg: 'DIR', read: 'path', help: 'save the fine-tuned model (Hugging Face folder + seed log) here' })
     .register(pathKinds, { kind: 'export', what: 'the output folder' }),
@@ -302,6 +342,41 @@ export const RunOptions = z.object({
   evalMaxNewTokens: int(1, MAX_NEW_TOKENS)
     .default(50)
     .register(flags, { flag: 'eval-max-new-tokens', arg: 'N', help: 'completion tasks: tokens generated at most per held-out answer' }),
+  ranks: int(1, MAX_RANKS)
+    .default(1)
+    .register(flags, {
+      flag: 'ranks',
+      arg: 'N',
+      help: "engine processes sharing each step, started with Open MPI's mpirun: one per GPU, or per group of cores (a machine's cores are shared among its ranks)",
+    }),
+  parallel: Parallel.default('data').register(flags, {
+    flag: 'parallel',
+    arg: 'P',
+    help: 'how the ranks share a step: data (each rank its shard of the batch), perturbation (each q/N of the perturbations on the whole batch), 2d (--groups G perturbation groups of N/G data-parallel ranks)',
+  }),
+  groups: int(1, MAX_RANKS).optional().register(flags, { flag: 'groups', arg: 'G', help: '--parallel 2d: the number of perturbation groups (a divisor of --ranks)' }),
+  sliced: z
+    .boolean()
+    .default(false)
+    .register(flags, {
+      flag: 'sliced',
+      help: "with --ranks: DistZO2's sliced transfer; CPU-homed blocks live once per machine in memory its ranks share, each rank uploads 1/N of a block and the slices are exchanged (NCCL between GPUs, MPI on the CPU); those blocks are updated on the device",
+    }),
+  rankTimeout: real(0, { inclusive: false })
+    .default(DEFAULT_RANK_TIMEOUT_S)
+    .register(flags, {
+      flag: 'rank-timeout',
+      arg: 'S',
+      help: 'seconds a rank waits for the others at an exchange before it names the missing ranks and ends the run',
+    }),
+  hostfile: FilePath.optional()
+    .register(flags, {
+      flag: 'hostfile',
+      arg: 'FILE',
+      read: 'path',
+      help: 'Open MPI host file ("host slots=N" lines): ranks on several machines, each with Spillway at the same path',
+    })
+    .register(pathKinds, { kind: 'datasets', what: 'the MPI host file' }),
 });
 
 /** What the engine host and the trainer receive: a run's options plus where its checkpoints go and what it resumes. */
@@ -310,8 +385,19 @@ export const TrainOptions = RunOptions.extend({
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
   resumeFrom: FilePath.optional()
-    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' })
+    .register(flags, {
+      flag: 'resume',
+      arg: 'DIR',
+      read: 'path',
+      help: "continue the run that wrote this checkpoint folder, with its options (flags given change them; those that shape the trajectory need --allow-option-changes; --ranks may differ)",
+    })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
+  allowOptionChanges: z
+    .boolean()
+    .default(false)
+    .register(flags, { flag: 'allow-option-changes', help: 'with --resume: take options that change the trajectory (lr, seed, batch size, ...); the change is recorded with the run' }),
+  /** The run this training is (its checkpoints name it; a resume refuses another run's checkpoint). */
+  runId: RunId.optional(),
 });
 
 // ---------------------------------------------------------------------------
@@ -375,6 +461,28 @@ export const GenerateOptions = GeneratorOptions.extend({
   chat: z.boolean().default(false).register(flags, { flag: 'chat', help: "each prompt as a user turn in the model's chat template" }),
   systemPrompt: SystemPrompt,
 }).extend(SamplingOptions.shape);
+
+/** The options that differ between a checkpoint's run and its resume and shape the trajectory (the `trajectory` registry), with their values. */
+export function trajectoryChanges(saved: Readonly<Record<string, unknown>>, now: Readonly<Record<string, unknown>>): { option: string; from: unknown; to: unknown }[] {
+  const out: { option: string; from: unknown; to: unknown }[] = [];
+  for (const [key, schema] of Object.entries(RunOptions.shape as Record<string, z.ZodType>)) {
+    const meta = trajectory.get(schema);
+    if (!meta) continue;
+    if (meta.onlyIf && !meta.onlyIf(saved) && !meta.onlyIf(now)) continue;
+    const from = saved[key];
+    const to = now[key];
+    if (canonical(from) !== canonical(to)) out.push({ option: key, from, to });
+  }
+  return out;
+}
+
+/** JSON with sorted keys and undefined fields left out: equal options read equal whatever their order. */
+function canonical(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
+}
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
 export const ScoreOptions = RunOptions.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true });

@@ -320,27 +320,29 @@ export async function generateTokens(
 
 /**
  * Generation-based evaluation of prompt/answer examples (MeZO's SQuAD and DROP figures): each
- * prompt decoded greedily, `batch` at a time, up to `maxNewTokens` or an end id, and at the first
- * line break when no reference answer holds one; the answers scored by exact match and token F1
- * against the reference (the example's scored tokens, decoded).
+ * chunk's prompts decoded greedily together, up to `maxNewTokens` or an end id, each answer cut at
+ * its first line break unless its reference holds one; the answers scored by exact match and token
+ * F1 against the reference (the example's scored tokens, decoded).
  */
 export async function evaluateAnswers(
   engine: NativeEngine,
   tokenizer: SpillwayTokenizer,
-  examples: readonly TokenizedExample[],
-  o: { maxNewTokens: number; eos: readonly number[]; batch: number },
+  chunks: AsyncIterable<readonly TokenizedExample[]>,
+  o: { maxNewTokens: number; eos: readonly number[] },
 ): Promise<{ exactMatch: number; f1: number }> {
-  const items = examples.map((ex) => {
-    const s = ex.sequences[0];
-    return { prompt: s.tokens.slice(0, s.scoreStart), reference: tokenizer.decode(s.tokens.slice(s.scoreStart, s.scoreEnd), { skipSpecialTokens: true }) };
-  });
-  const stop = items.some((i) => i.reference.includes('\n')) ? [] : ['\n'];
-  const settings: SamplingSettings = { maxNewTokens: o.maxNewTokens, temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 0, stop, ignoreEos: false };
   const pairs: { prediction: string; references: string[] }[] = [];
-  for (let i = 0; i < items.length; i += o.batch) {
-    const chunk = items.slice(i, i + o.batch);
-    const r = await generateTokens(engine, tokenizer, chunk.map((c) => c.prompt), settings, o.eos);
-    r.sequences.forEach((s, j) => pairs.push({ prediction: s.text, references: [chunk[j].reference] }));
+  for await (const examples of chunks) {
+    const items = examples.map((ex) => {
+      const s = ex.sequences[0];
+      return { prompt: s.tokens.slice(0, s.scoreStart), reference: tokenizer.decode(s.tokens.slice(s.scoreStart, s.scoreEnd), { skipSpecialTokens: true }) };
+    });
+    // An answer ends at its first line break unless its reference holds one. The stop string does
+    // that for a whole chunk; a chunk with a multi-line reference writes on and cuts the others after.
+    const multiline = items.map((i) => i.reference.includes('\n'));
+    const stop = multiline.some(Boolean) ? [] : ['\n'];
+    const settings: SamplingSettings = { maxNewTokens: o.maxNewTokens, temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 0, stop, ignoreEos: false };
+    const r = await generateTokens(engine, tokenizer, items.map((c) => c.prompt), settings, o.eos);
+    r.sequences.forEach((s, j) => pairs.push({ prediction: multiline[j] ? s.text : s.text.split('\n')[0], references: [items[j].reference] }));
   }
   return answerScores(pairs);
 }
