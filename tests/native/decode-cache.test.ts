@@ -5,8 +5,8 @@
 // sequence are compared with a fresh prefill of that sequence alone (prompt + the tokens chosen
 // so far: the training forward's attention over every position, no cache).
 // Tolerance: greedy tokens identical, logits within 1e-4 absolute (observed <= 3e-6; float32:
-// the cached and the full attention sum the same terms in the same order; the GEMMs differ in
-// their row counts). One pass over the blocks per step serves the whole batch: a streamed
+// the cached and the full attention take the same steps over the same keys; their products, and
+// the blocks' GEMMs, differ in their row counts). One pass over the blocks per step serves the whole batch: a streamed
 // block's bytes cross once per step whether one sequence or three decode.
 import { mkdtempSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -387,22 +387,15 @@ public:
                 const float* base_k = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
                 const float* base_v = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
                 const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
-                scores.resize((size_t)pos + 1);
-                float mx = -INFINITY;
-                for (int j = j0; j <= pos; j++) {
-                    float d = dot(q, base_k + (size_t)j * s.ldk, HD) * s.scale;
-                    scores[j] = d;
-                    mx = std::max(mx, d);
-                }
-                float sum = 0.f;
-                for (int j = j0; j <= pos; j++) {
-                    scores[j] = expf(scores[j] - mx);
-                    sum += scores[j];
-                }
-                float inv = 1.0f / sum;
-                float* o = out + (size_t)n * out_ld + (size_t)h * HD;
-                for (int c = 0; c < HD; c++) o[c] = 0.f;
-                for (int j = j0; j <= pos; j++) axpy(o, base_v + (size_t)j * s.ldv, scores[j] * inv, HD);
+                // The training attention's products and softmax, for one query row over the keys it sees.
+                const int keys = pos - j0 + 1;
+                scores.resize((size_t)keys);
+                float* p = scores.data();
+                sgemm_nt(1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys);
+                const float inv = 1.0f / exp_shift(p, keys, max_of(p, keys));
+                for (int j = 0; j < keys; j++) p[j] *= inv;
+                sgemm_nn(1, HD, keys, 1.0f, p, keys, base_v + (size_t)j0 * s.ldv, s.ldv, out + (size_t)n * out_ld + (size_t)h * HD,
+                         (int)out_ld);
             }
         });
     }
