@@ -28,6 +28,7 @@ import type { RunEvent, StoredRunConfig } from '../services/runs/index.js';
 import type { RunRecord } from '../services/store/types.js';
 import { readCheckpointState } from '../engine/checkpoint.js';
 import { cmdServe } from '../server/serve-command.js';
+import { cmdChat, cmdGenerate, GENERATE_USAGE } from './generate.js';
 import { argOptions, helpLines, optionsFromFlags } from './flags.js';
 import type { ArgValues } from './flags.js';
 import { isStdoutClosed, out, stdoutClosed, watchOutput } from './output.js';
@@ -62,6 +63,12 @@ Usage:
   spillway train [options]        fine-tune with MeZO (no options: the embedded demo)
   spillway score --model M --data D [--task T] [--per-example] [--json]
                                   mean loss and accuracy of a model on a dataset, no training
+  spillway generate --model M --prompt P [--prompt P2 ...] [--chat] [--max-new-tokens N] [--json]
+                                  text from a model (several prompts decode together),
+                                  streamed as it is written
+  spillway chat --model M [--system-prompt S] [--json]
+                                  a conversation in the model's chat template, one turn
+                                  per line
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
   spillway plan --model M [options] [--json]
@@ -87,6 +94,8 @@ Score options: --model, --data, the task flags, --threads, --batch-size, --max-l
 --gemm as in train, and
   --per-example         one line per example (loss, and correct or wrong when classifying)
   --json                one JSON object per line: each example, then the summary
+
+${GENERATE_USAGE}
 
 Plan options:
 ${helpLines(PlanFields)}
@@ -169,8 +178,12 @@ const pct = (x: number | null | undefined) => (x === null || x === undefined ? '
 /** "cuda:0 (NVIDIA H100 80GB HBM3, gemm fp32)" or "cpu × 8 threads". */
 const onWhat = (e: { backend: string; threads: number; device?: { id: string } }) => (e.device && e.device.id !== 'cpu' ? e.backend : `${e.backend} × ${e.threads} threads`);
 
-/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise. */
-const evalWords = (e: EvalEvent) => (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+/** Generated answers' exact match and F1, when the evaluation scored them. */
+const answerWords = (e: EvalEvent) => (e.exactMatch != null ? `, exact match ${pct(e.exactMatch)}, F1 ${pct(e.f1)}` : '');
+
+/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise (and generated answers' scores). */
+const evalWords = (e: EvalEvent) =>
+  (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`) + answerWords(e);
 
 /** Before → after: accuracy (and its lift in points) when classifying, else the held-out loss. */
 function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
@@ -181,7 +194,11 @@ function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
     return `held-out accuracy ${pct(a)} → ${pct(b)}${lift}`;
   }
   const loss = (e: EvalEvent | null) => (e ? e.loss.toFixed(4) : 'n/a');
-  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}` : 'no held-out evaluation';
+  const answers =
+    before?.exactMatch != null || after?.exactMatch != null
+      ? `; exact match ${pct(before?.exactMatch)} → ${pct(after?.exactMatch)}, F1 ${pct(before?.f1)} → ${pct(after?.f1)}`
+      : '';
+  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}${answers}` : 'no held-out evaluation';
 }
 
 /**
@@ -283,7 +300,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
           `${event.status === 'completed' ? 'done' : 'stopped'}: ${event.steps} steps in ${formatDuration(event.wallS * 1000)}; ` +
             evalChange(zeroShot, event.eval) +
             (event.skippedSteps ? `; ${event.skippedSteps} steps skipped (non-finite)` : '') +
-            (event.out ? `\nsaved to ${event.out}` : '') +
+            (event.out ? `\nsaved to ${event.out} (try it: spillway chat --model ${event.out})` : '') +
             '\n',
         );
         break;
@@ -310,8 +327,9 @@ async function cmdTrain(argv: string[]): Promise<number> {
     fail(message, json);
   };
   try {
+    // Every run keeps its final model (the run's folder without --out): to try it and export it.
     if (target?.run) runId = (await supervisor.resume(target.run.id, { checkpoint: resumeDir, options })).id;
-    else runId = (await supervisor.start({ options, saveModel: false, ...(target?.id ? { id: target.id } : {}) })).id;
+    else runId = (await supervisor.start({ options, ...(target?.id ? { id: target.id } : {}) })).id;
   } catch (e) {
     return finish((e as Error).message);
   }
@@ -537,6 +555,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdScore(rest);
       case 'inspect':
         return await cmdInspect(rest);
+      case 'generate':
+        return await cmdGenerate(rest);
+      case 'chat':
+        return await cmdChat(rest);
       case 'serve':
         return await cmdServe(rest);
       case 'runs':

@@ -29,12 +29,14 @@ export const METHOD_NAMES = [
   'pickPath',
   'getNotices',
   'listDevices',
+  'generate',
+  'stopGeneration',
   ...RUN_METHOD_NAMES,
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 export type RunMethodName = (typeof RUN_METHOD_NAMES)[number];
 
-export const EVENT_NAMES = ['runStatus', 'stepMetrics', 'evalMetrics', 'telemetry', 'log'] as const;
+export const EVENT_NAMES = ['runStatus', 'stepMetrics', 'evalMetrics', 'telemetry', 'log', 'generation'] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
 export function isMethodName(x: unknown): x is MethodName {
@@ -72,6 +74,8 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   pickPath: 'spillway:call:pickPath',
   getNotices: 'spillway:call:getNotices',
   listDevices: 'spillway:call:listDevices',
+  generate: 'spillway:call:generate',
+  stopGeneration: 'spillway:call:stopGeneration',
 };
 
 export const EVENT_CHANNELS: Record<EventName, EventChannel> = {
@@ -80,6 +84,7 @@ export const EVENT_CHANNELS: Record<EventName, EventChannel> = {
   evalMetrics: 'spillway:event:evalMetrics',
   telemetry: 'spillway:event:telemetry',
   log: 'spillway:event:log',
+  generation: 'spillway:event:generation',
 };
 
 /** Renderer → main, fire and forget: abort the call with this id. */

@@ -9,7 +9,23 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
-import { Bytes, FilePath, flags, Gemm, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
+import {
+  Bytes,
+  FilePath,
+  flags,
+  Gemm,
+  Home,
+  int,
+  JsonValue,
+  Masters,
+  MAX_LENGTH,
+  MAX_THREADS,
+  RootKind,
+  RunOptions,
+  SamplingOptions,
+  TaskTemplate,
+  UpdateMode,
+} from './options.js';
 
 export * from './channels.js';
 export * from './options.js';
@@ -529,6 +545,9 @@ export const EvalMetric = z.object({
   accuracy: z.number().min(0).max(1).nullable(),
   examples: z.number().int().nonnegative(),
   evalMs: z.number().nonnegative(),
+  /** Completion tasks: the greedily generated answers' exact match and token F1 (SQuAD's normalisation), 0..1. */
+  exactMatch: z.number().min(0).max(1).nullable().optional(),
+  f1: z.number().min(0).max(1).nullable().optional(),
 });
 
 export const Checkpoint = z.object({ step: Step, path: z.string(), bytes: Bytes, createdAt: Timestamp });
@@ -680,6 +699,65 @@ export const PickRequest = z.object({
   filters: z.array(z.object({ name: z.string().max(100), extensions: z.array(z.string().max(20)).max(20) })).max(10).optional(),
 });
 
+// --- generation (the Playground)
+
+/** Whose weights a generation runs on: a model folder, or a run's latest (its final model, else its newest checkpoint). */
+export const GenerationSource = z.union([z.object({ model: FilePath }).strict(), z.object({ runId: RunId }).strict()]);
+
+export const ChatTurn = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string().max(1 << 20) });
+
+export const GenerateRequest = z
+  .object({
+    /** Chosen by the caller: the streamed `generation` events carry it, and stopGeneration names it. */
+    generationId: z.string().min(1).max(100),
+    source: GenerationSource,
+    /** A conversation, rendered with the model's chat template (or the plain fallback) and a generation prompt. */
+    messages: z.array(ChatTurn).min(1).max(1000).optional(),
+    /** Or raw text to continue. */
+    prompt: z.string().min(1).max(1 << 20).optional(),
+    sampling: SamplingOptions.prefault({}),
+    /** More chat template variables, e.g. {"enable_thinking": false}. */
+    templateVariables: z.record(z.string(), JsonValue).optional(),
+  })
+  .refine((r) => (r.messages === undefined) !== (r.prompt === undefined), { message: 'give either messages or prompt' });
+
+/** The weights a generation ran on. */
+export const GenerationWeights = z.object({
+  dir: z.string(),
+  name: z.string(),
+  /** A model folder, a run's final model, or a run's checkpoint (at `step`). */
+  kind: z.enum(['model', 'final', 'checkpoint']),
+  step: Step.nullable(),
+});
+
+export const GenerateResult = z.object({
+  generationId: z.string(),
+  text: z.string(),
+  /** eos: the model ended; length: max new tokens (or the model's positions); stop: a stop string; stopped: asked to stop. */
+  finishReason: z.enum(['eos', 'length', 'stop', 'stopped']),
+  promptTokens: z.number().int().nonnegative(),
+  newTokens: z.number().int().nonnegative(),
+  prefillMs: z.number().nonnegative(),
+  decodeMs: z.number().nonnegative(),
+  tokensPerS: z.number().nonnegative(),
+  weights: GenerationWeights,
+  /** How the conversation was rendered (null for a raw prompt). */
+  template: z.enum(['model', 'fallback']).nullable(),
+  /** The sampling in effect, the model's generation_config.json filled in. */
+  sampling: z
+    .object({
+      maxNewTokens: z.number().int(),
+      temperature: z.number(),
+      topK: z.number().int(),
+      topP: z.number(),
+      repetitionPenalty: z.number(),
+      seed: z.number().int(),
+      stop: z.array(z.string()),
+      ignoreEos: z.boolean(),
+    })
+    .nullable(),
+});
+
 /** What the backend said when it started (a damaged database moved aside, rows that could not be read). */
 export const Notice = z.object({ level: z.enum(['info', 'warn', 'error']), message: z.string(), at: Timestamp });
 
@@ -751,6 +829,10 @@ export const methods = {
   listDevices: method(Empty, DeviceList),
   /** The telemetry samples kept with a run (at most `limit`, evenly thinned). */
   getTelemetry: method(z.object({ runId: RunId, limit: z.number().int().positive().max(100_000).default(5000) }), TelemetryPage),
+  /** Text from a model or a run's weights; its text streams as `generation` events; cancelling the call stops it. */
+  generate: method(GenerateRequest, GenerateResult),
+  /** Ends a generation now: its call answers with the text so far (finish 'stopped'). */
+  stopGeneration: method(z.object({ generationId: z.string().min(1).max(100) }), z.object({ stopped: z.boolean() })),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -780,6 +862,8 @@ export const events = {
     message: z.string(),
     at: Timestamp,
   }),
+  /** A generation's newly final text (in order); `tokens`: generated so far. */
+  generation: z.object({ generationId: z.string(), text: z.string(), tokens: z.number().int().nonnegative(), at: Timestamp }),
 } satisfies Record<EventName, z.ZodType>;
 
 export type Events = typeof events;
@@ -826,6 +910,11 @@ export type FolderEntry = z.output<typeof FolderEntry>;
 export type FolderListing = z.output<typeof FolderListing>;
 export type PickRequest = z.output<typeof PickRequest>;
 export type Notice = z.output<typeof Notice>;
+export type GenerateRequest = z.output<typeof GenerateRequest>;
+export type GenerateResult = z.output<typeof GenerateResult>;
+export type GenerationSource = z.output<typeof GenerationSource>;
+export type GenerationWeights = z.output<typeof GenerationWeights>;
+export type ChatTurn = z.output<typeof ChatTurn>;
 
 // ---------------------------------------------------------------------------
 // Errors: they cross every boundary as plain data, {name, message, stack} plus a code.

@@ -84,6 +84,38 @@ export interface NativeScoreResult {
   times: PhaseTimes;
 }
 
+/** Decoding (docs/ENGINE-SPEC.md, "Decoding"): prompts decoded together, one pass over the blocks per step. */
+export interface NativeDecodeRequest {
+  prompts: Int32Array[];
+  maxNewTokens: number;
+  /** 0 (default): greedy. */
+  temperature?: number;
+  /** 0 (default): off. */
+  topK?: number;
+  /** 1 (default): off. */
+  topP?: number;
+  /** 1 (default): off. */
+  repetitionPenalty?: number;
+  /** The draws' key (default 0). */
+  seed?: bigint | number;
+  /** Token ids that end a sequence. */
+  eos?: Int32Array;
+  /** Return each step's raw logits (tests). */
+  logits?: boolean;
+}
+
+export type FinishReason = 'eos' | 'length' | 'stopped';
+
+export interface NativeDecodeStep {
+  /** Per sequence: the token chosen this step, -1 for a sequence finished before it. */
+  tokens: Int32Array;
+  /** Per sequence after this step: why it finished, or null while it goes on. */
+  finish: (FinishReason | null)[];
+  /** With request.logits: [nseq * V], rows of finished sequences 0. */
+  logits?: Float32Array;
+  times: PhaseTimes;
+}
+
 export interface TierPlacement {
   /** Where each unit's master lives between visits to the compute device; the embeddings and the head stay on the device. */
   homes: Home[];
@@ -157,6 +189,12 @@ export interface NativeEngine {
   load(spec: unknown, placement?: TierPlacement): Promise<NativeEngineInfo>;
   step(batch: NativeBatch, params: NativeStepParams): Promise<NativeStepResult>;
   score(batch: NativeBatch): Promise<NativeScoreResult>;
+  /** Runs the prompts as one pass (filling the KV cache) and chooses each one's first token. */
+  decodeBegin(request: NativeDecodeRequest): Promise<NativeDecodeStep>;
+  /** One more token of every unfinished sequence, after finishing those in `stop` (the caller's stop strings). */
+  decodeNext(stop?: number[]): Promise<NativeDecodeStep>;
+  /** Frees the KV cache now (a step, or the next decodeBegin, also ends a decode). */
+  decodeEnd(): void;
   cancel(): void;
   /** decay: whether weight decay applies (not to biases and norms). */
   tensorNames(): { name: string; shape: number[]; decay: boolean }[];

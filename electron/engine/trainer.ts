@@ -19,6 +19,7 @@ import type { EvalMetric, RunDevice, RunPlan, StepIo, StepMetric } from '../comm
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
+import { evaluateAnswers, generationConfigFor, generationDefaults } from './generate.js';
 import { CheckpointError, isCompleteCheckpoint, openCheckpoint, otherRunsIn, pruneCheckpoints, STATE_FILE, withManifest } from './checkpoint.js';
 import type { CheckpointState, OpenedCheckpoint, OptionChange, SeedLogEntry } from './checkpoint.js';
 import { findStaleSpillFiles } from './spill-files.js';
@@ -535,13 +536,19 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
   const evalChunk = Math.max(8, o.batchSize * 2);
   // What the engine is doing, for a device failure's message.
   let doing = 'starting';
+  // Prompt/answer data: the generated answers are scored too (exact match, token F1). In one
+  // process: decoding passes are not part of the ranks' lock-step exchanges.
+  const scoreAnswers = o.generationEval && o.task.kind === 'completion' && evalSet.length > 0;
+  if (scoreAnswers && world && world.rank === 0) emit({ type: 'log', message: 'generated answers (exact match, F1) are scored in single-process runs; this run of several ranks reports the loss' });
+  const answers = scoreAnswers && !world ? { tokenizer: await loadTokenizer(info.dir), eos: (await generationDefaults(info.dir)).eos } : null;
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
     doing = step === 0 ? 'evaluating before the first step' : `evaluating after step ${step}`;
     const te = Date.now();
     const r = world ? await scoreShared(world, engine, await evalSet.get(Array.from({ length: evalSet.length }, (_, i) => i)), evalChunk) : await scoreExamples(engine, evalSet.chunks(evalChunk));
+    const gen = answers ? await evaluateAnswers(engine, answers.tokenizer, evalSet.chunks(evalChunk), { maxNewTokens: o.evalMaxNewTokens, eos: answers.eos }) : null;
     const at = Date.now();
-    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te };
+    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te, ...(gen ?? {}) };
     emit(ev);
     return ev;
   };
@@ -804,7 +811,18 @@ export interface ModelSideFiles {
   files: Map<string, Buffer>;
 }
 
-const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
+/** What a saved model carries beside its weights: tokenizer, chat template and decoding settings (what llama.cpp's converter and transformers read). */
+const SIDE_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.json',
+  'merges.txt',
+  'tokenizer.model',
+  'added_tokens.json',
+  'chat_template.jinja',
+  'generation_config.json',
+];
 
 export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
   const configText = await readFile(join(dir, 'config.json'), 'utf8');
@@ -868,10 +886,13 @@ export async function saveFineTuned(
     return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   });
   const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
+  // A source without one gets the decoding settings transformers would derive from its config.
+  const genConfig = side.files.has('generation_config.json') ? null : generationConfigFor(side.config);
   const files: FolderFile[] = [
     { name: 'model.safetensors', data: weights },
     { name: 'config.json', data: float32Config(side) },
     ...[...side.files].map(([name, data]) => ({ name, data })),
+    ...(genConfig ? [{ name: 'generation_config.json', data: genConfig }] : []),
     { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
     { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },
   ];

@@ -58,6 +58,7 @@ import type { DeviceSource, ResolvedDevice } from '../engine/device.js';
 import { datasetMeanTokens, trainingMaxLength } from '../engine/example-tokens.js';
 import { FileAccess, type AccessOptions, type RootKind } from './access.js';
 import { listFolder } from './folders.js';
+import { GenerationService } from './generation.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -109,6 +110,8 @@ export interface ServicesOptions {
   notices?: () => Notice[];
   /** Where the CUDA devices come from (default: the native addon, asked on each call). */
   devices?: DeviceSource;
+  /** Extra environment of the generator processes (tests). */
+  engineEnv?: NodeJS.ProcessEnv;
 }
 
 /** resources/models and resources/datasets of this installation. */
@@ -175,6 +178,13 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   const access = new FileAccess({ ...options.access, builtIn, hfCache }, () => runs.getSettings({}, { signal: new AbortController().signal }));
   const allowed = (kind: RootKind, p: string, what: string) => access.check(kind, p, what);
   const devices = options.devices ?? nativeDeviceSource;
+  const generation = new GenerationService({
+    checkModel: (p) => allowed('models', p, 'the model folder'),
+    getRun: (runId, ctx) => runs.getRun({ runId }, ctx),
+    threads: async () => (await runs.getSettings({}, { signal: new AbortController().signal })).threads,
+    env: options.engineEnv,
+  });
+  sources.push(generation);
 
   return {
     async startRun(p, ctx) {
@@ -238,6 +248,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     getNotices: async () => ({ notices: options.notices?.() ?? [] }),
 
     listDevices: async () => deviceListing(devices),
+    generate: (p, ctx) => generation.generate(p, ctx),
+    stopGeneration: (p) => generation.stop(p.generationId),
 
     previewDataset: (p) =>
       catalogCall(async () => {
@@ -324,7 +336,10 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
       return () => offs.forEach((off) => off());
     },
 
-    shutdown: () => runs.shutdown(),
+    shutdown: async () => {
+      await generation.shutdown();
+      await runs.shutdown();
+    },
   };
 }
 

@@ -609,6 +609,92 @@ __global__ void __launch_bounds__(128) k_attention_tiled(float* out, const float
     }
 }
 
+// Decoding: a pass's keys or values into their cache rows; one block per token.
+__global__ void k_kv_store(float* cache, const float* x, int ld, const int32_t* rows, int width) {
+    int n = blockIdx.x;
+    const float* s = x + (size_t)n * ld;
+    float* o = cache + (size_t)rows[n] * width;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) o[c] = s[c];
+}
+
+// Attention of a pass's tokens over cached keys and values. One block per (token, head); its
+// kAttnWarps warps take every kAttnWarps-th key (online softmax each, lanes owning head dims as
+// in k_attention), then merge their (max, sum, accumulator) states through shared memory, so a
+// long cache is read by four warps at once (a decoding pass has few tokens).
+__global__ void k_attention_cached(float* out, const float* qb, const float* kc, const float* vc, AttentionShape s,
+                                   const int32_t* positions, const int32_t* seq_start, const int32_t* kv_start,
+                                   int nseq) {
+    __shared__ float sm[kAttnWarps], sl[kAttnWarps], sacc[kAttnWarps][32 * kDimsPerLane];
+    int n = blockIdx.x, h = blockIdx.y;
+    int sq = 0;
+    while (sq + 1 < nseq && seq_start[sq + 1] <= n) sq++;
+    int group = s.heads / s.kv_heads, kvh = h / group;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int HD = s.head_dim, pos = positions[n];
+    const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
+    const float* kbase = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
+    const float* vbase = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
+    float qr[kDimsPerLane], acc[kDimsPerLane];
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) {
+        int d = lane + 32 * r;
+        qr[r] = d < HD ? q[d] : 0.f;
+        acc[r] = 0.f;
+    }
+    int j0 = s.window > 0 ? max(0, pos - s.window + 1) : 0;
+    float m = -INFINITY, l = 0.f;
+    for (int j = j0 + warp; j <= pos; j += kAttnWarps) {
+        const float* k = kbase + (size_t)j * s.ldk;
+        float d = 0.f;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) d += qr[r] * k[dd];
+        }
+        d = warp_sum(d) * s.scale;
+        if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
+        float mn = fmaxf(m, d);
+        float corr = expf(m - mn);
+        float p = expf(d - mn);
+        l = l * corr + p;
+        const float* v = vbase + (size_t)j * s.ldv;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) acc[r] = acc[r] * corr + p * v[dd];
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) sacc[warp][lane + 32 * r] = acc[r];
+    __syncthreads();
+    if (warp != 0) return;
+    float mt = -INFINITY;
+    for (int w = 0; w < kAttnWarps; w++) mt = fmaxf(mt, sm[w]);
+    float lt = 0.f;
+    float o[kDimsPerLane];
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) o[r] = 0.f;
+    for (int w = 0; w < kAttnWarps; w++) {
+        if (sm[w] == -INFINITY) continue;  // a warp that saw no key
+        float c = expf(sm[w] - mt);
+        lt += sl[w] * c;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) o[r] += sacc[w][lane + 32 * r] * c;
+    }
+    float inv = 1.0f / lt;
+    float* dst = out + (size_t)n * s.heads * HD + (size_t)h * HD;
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) {
+        int dd = lane + 32 * r;
+        if (dd < HD) dst[dd] = o[r] * inv;
+    }
+}
+
 __device__ __forceinline__ float gelu_tanh(float x) {
     const float k = 0.7978845608028654f;  // sqrt(2 / pi)
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
@@ -1089,6 +1175,25 @@ public:
         }
         k_attention<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, k, v, s, seq_start);
         SPW_LAUNCHED("attention");
+    }
+    void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) override {
+        if (N <= 0) return;
+        cur();
+        k_kv_store<<<N, 128, 0, stream_>>>(cache, x, ld, rows, width);
+        SPW_LAUNCHED("kv_store");
+    }
+    void attention_cached(float* out, const float* q, const float* kc, const float* vc, const AttentionShape& s,
+                          const int32_t* positions, int N, const int32_t* seq_start, const int32_t* kv_start,
+                          int nseq) override {
+        if (nseq <= 0 || N <= 0) return;
+        if (s.head_dim > 32 * kDimsPerLane)
+            throw std::runtime_error("CUDA attention supports head_dim up to " + std::to_string(32 * kDimsPerLane) +
+                                     " (got " + std::to_string(s.head_dim) + ")");
+        if (s.heads > 65535) throw std::runtime_error("CUDA attention: too many heads");
+        cur();
+        dim3 grid((unsigned)N, (unsigned)s.heads);
+        k_attention_cached<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, kc, vc, s, positions, seq_start, kv_start, nseq);
+        SPW_LAUNCHED("attention_cached");
     }
     void activation(float* x, size_t n, Act act) override {
         if (!n) return;

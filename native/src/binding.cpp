@@ -460,6 +460,9 @@ public:
         return DefineClass(env, "Engine",
                            {InstanceMethod("load", &EngineWrap::Load), InstanceMethod("step", &EngineWrap::Step),
                             InstanceMethod("score", &EngineWrap::Score), InstanceMethod("cancel", &EngineWrap::Cancel),
+                            InstanceMethod("decodeBegin", &EngineWrap::DecodeBegin),
+                            InstanceMethod("decodeNext", &EngineWrap::DecodeNext),
+                            InstanceMethod("decodeEnd", &EngineWrap::DecodeEnd),
                             InstanceMethod("tensorNames", &EngineWrap::TensorNames),
                             InstanceMethod("getTensor", &EngineWrap::GetTensor),
                             InstanceMethod("info", &EngineWrap::Info),
@@ -689,6 +692,89 @@ private:
                 o.Set("times", times_to_js(env, r.times));
                 return o;
             });
+    }
+
+    // decodeBegin({prompts: Int32Array[], maxNewTokens, temperature?, topK?, topP?, repetitionPenalty?,
+    //              seed?, eos?: Int32Array, logits?}): the prefill and each prompt's first token.
+    Napi::Value DecodeBegin(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "decodeBegin(request) needs a request object");
+        Napi::Object o = info[0].As<Napi::Object>();
+        DecodeRequest r;
+        Napi::Value pv = require(o, "prompts");
+        if (!pv.IsArray()) throw_type(env, "field 'prompts' must be an array of Int32Arrays");
+        Napi::Array pa = pv.As<Napi::Array>();
+        for (uint32_t i = 0; i < pa.Length(); i++) {
+            Napi::Value x = pa.Get(i);
+            if (!x.IsTypedArray() || x.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+                throw_type(env, "field 'prompts' must be an array of Int32Arrays");
+            auto a = x.As<Napi::Int32Array>();
+            r.prompts.emplace_back(a.Data(), a.Data() + a.ElementLength());
+        }
+        r.max_new_tokens = inum(o, "maxNewTokens");
+        if (present(o, "temperature")) r.sampling.temperature = (float)num(o, "temperature");
+        opt_int(o, "topK", r.sampling.top_k);
+        if (present(o, "topP")) r.sampling.top_p = (float)num(o, "topP");
+        if (present(o, "repetitionPenalty")) r.sampling.repetition_penalty = (float)num(o, "repetitionPenalty");
+        if (present(o, "seed")) r.sampling.seed = u64(o.Get("seed"), "seed");
+        if (present(o, "eos")) r.eos = ints(o, "eos");
+        opt_bool(o, "logits", r.logits);
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        return run_job<DecodeStep>(env, &busy_, [e, r, cancel]() { return e->decode_begin(r, cancel); }, decode_step_js);
+    }
+
+    // decodeNext(stop?: number[]): one more token of every unfinished sequence, after finishing those in stop.
+    Napi::Value DecodeNext(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        std::vector<int32_t> stop;
+        if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
+            if (!info[0].IsArray()) throw_type(env, "decodeNext(stop) takes an array of sequence indices");
+            Napi::Array a = info[0].As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); i++) {
+                Napi::Value x = a.Get(i);
+                if (!x.IsNumber()) throw_type(env, "decodeNext(stop) takes an array of sequence indices");
+                stop.push_back(x.As<Napi::Number>().Int32Value());
+            }
+        }
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        return run_job<DecodeStep>(env, &busy_, [e, stop, cancel]() { return e->decode_next(stop, cancel); }, decode_step_js);
+    }
+
+    // Frees the KV cache now.
+    Napi::Value DecodeEnd(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        if (engine_) engine_->decode_end();
+        return env.Undefined();
+    }
+
+    // {tokens: Int32Array (-1: finished before this step), finish: ('eos' | 'length' | 'stopped' | null)[],
+    //  logits?: Float32Array [nseq * V], times}
+    static Napi::Value decode_step_js(Napi::Env env, const DecodeStep& r) {
+        Napi::Object o = Napi::Object::New(env);
+        Napi::Int32Array tokens = Napi::Int32Array::New(env, r.tokens.size());
+        for (size_t i = 0; i < r.tokens.size(); i++) tokens[i] = r.tokens[i];
+        o.Set("tokens", tokens);
+        Napi::Array finish = Napi::Array::New(env, r.finish.size());
+        for (size_t i = 0; i < r.finish.size(); i++) {
+            const char* name = r.finish[i] == FINISH_EOS ? "eos" : r.finish[i] == FINISH_LENGTH ? "length"
+                               : r.finish[i] == FINISH_STOPPED ? "stopped" : nullptr;
+            finish.Set((uint32_t)i, name ? Napi::String::New(env, name).As<Napi::Value>() : env.Null());
+        }
+        o.Set("finish", finish);
+        if (!r.logits.empty()) {
+            Napi::Float32Array lg = Napi::Float32Array::New(env, r.logits.size());
+            std::memcpy(lg.Data(), r.logits.data(), r.logits.size() * sizeof(float));
+            o.Set("logits", lg);
+        }
+        o.Set("times", times_to_js(env, r.times));
+        return o;
     }
 
     Napi::Value Cancel(const Napi::CallbackInfo& info) {

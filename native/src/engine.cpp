@@ -9,6 +9,8 @@
 #include "arch/block.h"
 #include "arch/family.h"
 #include "arch/rope.h"
+#include "generate/decoding.h"
+#include "prepared.h"
 #include "spillway/noise.h"
 #include "tier/residency.h"
 
@@ -36,15 +38,6 @@ bool positions_unbounded(const ModelConfig& c) {
 
 }  // namespace
 
-// Per-batch index arrays, derived once and shared by every stream and unit
-// (pointers into the engine's int arena).
-struct Engine::Prepared {
-    int N = 0, M = 0, nseq = 0;
-    int longest = 0;  // tokens of the longest sequence
-    const int32_t *ids = nullptr, *posidx = nullptr, *positions = nullptr, *seq_start = nullptr, *rows = nullptr,
-                  *targets = nullptr;
-};
-
 Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers)
     : backend_(std::move(backend)), model_(std::move(model)) {
     const ModelConfig& c = model_->config;
@@ -56,6 +49,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
 }
 
 Engine::~Engine() {
+    decoding_.reset();
     residency_.reset();
     copies_.reset();
     for (float* h : hbuf_)
@@ -63,6 +57,7 @@ Engine::~Engine() {
     if (act_) backend_->release(act_);
     if (ints_) backend_->release(ints_);
     if (lp_) backend_->release(lp_);
+    if (logits_) backend_->release(logits_);
     if (rope_dev_) backend_->release(rope_dev_);
 }
 
@@ -245,7 +240,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     };
 
     use_ropes(p.longest);
-    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_passes_};
+    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_passes_, p.kv};
     BlockPass pass(be, c, model_->tensors, *copies_, in, streams, act_, act_capacity_ / std::max<size_t>(1, streams.size()),
                    noise, times.noise_ms);
     residency_->pass(
@@ -274,9 +269,25 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                 be.linear(xp, x, w[2], nullptr, p.M, C, c.embed_dim, false);
                 x = xp;
             }
-            be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
-            logprob[si].resize((size_t)p.M);
-            be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+            if (p.logits) {
+                const size_t n = (size_t)p.M * c.vocab;
+                if (n > logits_capacity_) {
+                    if (logits_) be.release(logits_);
+                    logits_ = nullptr;
+                    logits_ = static_cast<float*>(be.alloc(n * sizeof(float)));
+                    logits_capacity_ = n;
+                }
+                be.linear(logits_, x, w[3], nullptr, p.M, c.embed_dim, c.vocab, false);
+                logprob[si].resize(n);
+                be.download(logprob[si].data(), logits_, sizeof(float) * n);
+                // Gemma 2's final soft-cap, on the host: decoding reads every logit there anyway.
+                if (c.final_softcap > 0.f)
+                    for (float& l : logprob[si]) l = c.final_softcap * std::tanh(l / c.final_softcap);
+            } else {
+                be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
+                logprob[si].resize((size_t)p.M);
+                be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+            }
         });
     });
     auto ts = Clock::now();
@@ -357,15 +368,24 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
             }
     }
     p.M = (int)rows.size();
-    // One arena for the six index arrays, grown on demand: no allocation (and on a GPU
+    std::vector<const int32_t*> d = upload_ints({&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets});
+    p.ids = d[0];
+    p.posidx = d[1];
+    p.positions = d[2];
+    p.seq_start = d[3];
+    p.rows = d[4];
+    p.targets = d[5];
+}
+
+std::vector<const int32_t*> Engine::upload_ints(const std::vector<const std::vector<int32_t>*>& parts) {
+    // One arena for every index array of a pass, grown on demand: no allocation (and on a GPU
     // no implicit synchronisation from freeing) per step.
     std::vector<int32_t> all;
     auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
-    size_t offs[6];
-    const std::vector<int32_t>* parts[6] = {&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets};
-    for (int i = 0; i < 6; i++) {
-        offs[i] = all.size();
-        all.insert(all.end(), parts[i]->begin(), parts[i]->end());
+    std::vector<size_t> offs;
+    for (const std::vector<int32_t>* part : parts) {
+        offs.push_back(all.size());
+        all.insert(all.end(), part->begin(), part->end());
         all.resize(pad(all.size()), 0);
     }
     if (all.size() > ints_capacity_) {
@@ -375,17 +395,16 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
         ints_capacity_ = all.size();
     }
     backend_->upload(ints_, all.data(), all.size() * sizeof(int32_t));
-    p.ids = ints_ + offs[0];
-    p.posidx = ints_ + offs[1];
-    p.positions = ints_ + offs[2];
-    p.seq_start = ints_ + offs[3];
-    p.rows = ints_ + offs[4];
-    p.targets = ints_ + offs[5];
+    std::vector<const int32_t*> out;
+    for (size_t o : offs) out.push_back(ints_ + o);
+    return out;
 }
 
 StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel, const StepShare* share) {
     auto t_start = Clock::now();
     validate(batch);
+    // The update changes the masters: a decode's cache would no longer match them.
+    decode_end();
     if (params.q < 1) throw std::runtime_error("q must be at least 1");
     if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");

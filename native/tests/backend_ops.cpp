@@ -404,6 +404,52 @@ std::vector<Op> make_ops(const Shapes& S) {
         }
     }
     {
+        // Decoding: keys and values into cache rows (a strided source, like a fused qkv row), and
+        // attention of one new token per sequence (at the end of each test sequence, so caches of
+        // every test length) over a random cache, causal, with a window and multi-head.
+        int HD = S.head_dim, NH = S.heads, KV = S.kv_heads;
+        int nseq = (int)S.seq_start.size() - 1;
+        int rows = 0;
+        for (int s = 0; s < nseq; s++) rows = std::max(rows, S.seq_start[s + 1] - S.seq_start[s]);
+        int width = KV * HD, ldx = (NH + 2 * KV) * HD;
+        auto x = randn((size_t)N * ldx);
+        std::vector<int32_t> cache_rows((size_t)N);
+        for (int s = 0; s < nseq; s++)
+            for (int t = S.seq_start[s]; t < S.seq_start[s + 1]; t++) cache_rows[(size_t)t] = s * rows + (t - S.seq_start[s]);
+        ops.push_back({"kv_store", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* cache = d.zeros((size_t)nseq * rows * width);
+                           float* dx = d.f(x);
+                           int32_t* dr = d.i(cache_rows);
+                           return Prepared{[=, &be] { be.kv_store(cache, dx + (size_t)NH * HD, ldx, dr, N, width); },
+                                           [=, &d] { return d.get(cache, (size_t)nseq * rows * width); }};
+                       }});
+        std::vector<int32_t> positions((size_t)nseq), one_each((size_t)nseq + 1), kv_start((size_t)nseq);
+        for (int s = 0; s < nseq; s++) {
+            positions[(size_t)s] = S.seq_start[s + 1] - S.seq_start[s] - 1;
+            one_each[(size_t)s + 1] = s + 1;
+            kv_start[(size_t)s] = s * rows;
+        }
+        for (int variant = 0; variant < 3; variant++) {
+            int kvh = variant == 2 ? NH : KV;
+            int window = variant == 1 ? 37 : 0;
+            std::string nm = variant == 0 ? "attention_cached/gqa" : variant == 1 ? "attention_cached/gqa+window" : "attention_cached/mha";
+            auto q = randn((size_t)nseq * NH * HD);
+            auto kc = randn((size_t)nseq * rows * kvh * HD), vc = randn((size_t)nseq * rows * kvh * HD);
+            ops.push_back({nm, TH_ATTENTION, false, [=](Backend& be, Dev& d) {
+                               float* out = d.zeros((size_t)nseq * NH * HD);
+                               float* dq = d.f(q);
+                               float* dk = d.f(kc);
+                               float* dv = d.f(vc);
+                               int32_t* dp = d.i(positions);
+                               int32_t* ds = d.i(one_each);
+                               int32_t* dks = d.i(kv_start);
+                               AttentionShape s{NH, kvh, HD, NH * HD, kvh * HD, kvh * HD, 1.0f / sqrtf((float)HD), window};
+                               return Prepared{[=, &be] { be.attention_cached(out, dq, dk, dv, s, dp, nseq, ds, dks, nseq); },
+                                               [=, &d] { return d.get(out, (size_t)nseq * NH * HD); }};
+                           }});
+        }
+    }
+    {
         size_t ne = (size_t)N * I;
         auto x = randn(ne, 3.0f), y = randn(ne);
         const char* names[] = {"relu", "gelu", "gelu_new", "silu"};

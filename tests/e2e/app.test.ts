@@ -11,6 +11,7 @@ import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { allBlocksOnSsdBudget, type BudgetPlan } from '../electron/common/plan-budget.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const SCREENS = join(ROOT, 'tests/e2e/screens');
@@ -504,6 +505,66 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.selectOption('[data-testid="masters"]', 'fp32');
     await page.fill('[data-testid="spill-dir"]', '');
     await page.fill('[data-testid="cpu-budget"]', '');
+  });
+
+  it('Playground: "Try" opens a run beside its base model; chat in both; Stop ends a reply that would not end', async () => {
+    await page.goto(`${url}#/runs`);
+    await page.click(`[data-run-id="${first}"] [data-testid="try-model"]`);
+    await page.waitForFunction((id) => location.hash === `#/playground/${encodeURIComponent(id)}`, first);
+    // The run's weights on the left, its base model (the demo) on the right.
+    await page.waitForSelector('[data-testid="pg-pane-1"]');
+    expect(await page.isChecked('[data-testid="pg-compare"]')).toBe(true);
+    expect(await page.inputValue('[data-testid="pg-model"]')).toBe(`run:${first}`);
+    expect(await page.inputValue('[data-testid="pg-compare-model"]')).toMatch(/spillway-demo$/);
+    await page.fill('[data-testid="pg-max-new"]', '24');
+    await page.fill('[data-testid="pg-input"]', 'How was the film?');
+    await page.click('[data-testid="pg-send"]');
+    for (const i of [0, 1]) {
+      await page.waitForSelector(`[data-testid="pg-pane-${i}"] [data-testid="pg-turn"][data-role="assistant"][data-pending="false"]`);
+      expect(await page.textContent(`[data-testid="pg-pane-${i}"] [data-role="user"]`)).toContain('How was the film?');
+      expect(await page.textContent(`[data-testid="pg-pane-${i}"] [data-testid="pg-stats"]`)).toMatch(/^\d+ tokens · [\d.]+ tok\/s/);
+    }
+    // The run stopped early and saved its model: that is what the left pane ran on.
+    expect(await page.textContent('[data-testid="pg-pane-0"] header')).toContain(`run ${first}: final model`);
+    // Greedy on both sides: the same turn on the base model alone gives the right pane's reply.
+    const baseReply = (await page.textContent('[data-testid="pg-pane-1"] [data-role="assistant"] .text'))!.trim();
+    const demo = await page.inputValue('[data-testid="pg-compare-model"]');
+    const direct = (await callApi('generate', {
+      generationId: 'e2e-direct',
+      source: { model: demo.slice('model:'.length) },
+      messages: [{ role: 'user', content: 'How was the film?' }],
+      sampling: { maxNewTokens: 24 },
+    })) as { text: string };
+    expect(direct.text.trim()).toBe(baseReply);
+    await shot('playground-compare');
+
+    // A model whose replies run for 60000 tokens unless stopped (no end token, 65536 positions).
+    const models = join(dataDir, 'models');
+    const long = await makeTinyLlama(join(models, 'long-llama'), { maxPositions: 65536 });
+    await callApi('updateSettings', { modelRoots: [models] });
+    await page.goto(`${url}#/playground`);
+    await page.reload();
+    await page.waitForSelector(`[data-testid="pg-model"] option[value="model:${long}"]`, { state: 'attached' });
+    await page.selectOption('[data-testid="pg-model"]', `model:${long}`);
+    await page.uncheck('[data-testid="pg-compare"]');
+    await page.fill('[data-testid="pg-max-new"]', '60000');
+    await page.fill('[data-testid="pg-temperature"]', '1');
+    await page.check('[data-testid="pg-ignore-eos"]');
+    await page.click('[data-testid="pg-clear"]');
+    await page.fill('[data-testid="pg-input"]', 'Tell me everything.');
+    await page.click('[data-testid="pg-send"]');
+    const writing = '[data-testid="pg-pane-0"] [data-role="assistant"][data-pending="true"]';
+    await page.waitForFunction((sel) => (document.querySelector(`${sel} .text`)?.textContent ?? '').length > 20, writing);
+    // The reply outgrows its box: the box follows its end as text streams in.
+    await page.waitForFunction(() => {
+      const box = document.querySelector('[data-testid="pg-pane-0"] [data-testid="pg-turns"]') as HTMLElement;
+      return box.scrollHeight > box.clientHeight * 1.5 && box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+    });
+    await shot('playground-writing');
+    await page.click('[data-testid="pg-stop"]');
+    await page.waitForSelector('[data-testid="pg-pane-0"] [data-role="assistant"][data-pending="false"][data-finish="stopped"]');
+    expect(await page.textContent('[data-testid="pg-pane-0"] [data-testid="pg-stats"]')).toMatch(/ · stopped$/);
+    expect(await page.isDisabled('[data-testid="pg-stop"]')).toBe(true);
   });
 
   it('Settings, and the dark theme', async () => {

@@ -82,7 +82,17 @@ export function runPlanToContract(p: Record<string, unknown> | null | undefined)
 }
 
 function evalToContract(runId: string, e: StoredEval) {
-  return { runId, step: e.step, at: e.time, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
+  return {
+    runId,
+    step: e.step,
+    at: e.time,
+    loss: e.loss ?? Number.NaN,
+    accuracy: e.accuracy,
+    examples: e.examples,
+    evalMs: e.evalMs ?? 0,
+    exactMatch: e.exactMatch ?? null,
+    f1: e.f1 ?? null,
+  };
 }
 
 /**

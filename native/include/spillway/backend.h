@@ -222,6 +222,18 @@ public:
     virtual void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M,
                                 int C, int V, float softcap = 0.f) = 0;
 
+    // ---- decoding with a KV cache (src/generate/) ----
+    // cache[rows[n] * width + c] = x[n * ld + c] for n < N, c < width: the keys or values of a
+    // pass's tokens into their sequences' cache rows.
+    virtual void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) = 0;
+    // Causal attention of a pass's N tokens over cached keys and values (rows of s.ldk / s.ldv floats):
+    // token n of sequence s (seq_start over the pass's tokens), at position positions[n], attends
+    // to cache rows kv_start[s] + j for j <= positions[n] (and j > positions[n] - s.window with a
+    // window); out [N, NH * HD]. The same sums as attention() over the same keys.
+    virtual void attention_cached(float* out, const float* q, const float* kcache, const float* vcache,
+                                  const AttentionShape& s, const int32_t* positions, int N,
+                                  const int32_t* seq_start, const int32_t* kv_start, int nseq) = 0;
+
 protected:
     MemoryLedger ledger_;
     size_t budget_ = 0;

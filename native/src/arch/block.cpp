@@ -248,7 +248,25 @@ void BlockPass::rope(float* x, int ld, int nheads) {
 }
 
 void BlockPass::attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s) {
-    timed(KernelKind::Attention, [&] { be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq); });
+    const KvCache* kv = in_.kv;
+    if (!kv) {
+        timed(KernelKind::Attention, [&] { be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq); });
+        return;
+    }
+    const int width = s.kv_heads * s.head_dim;
+    float* kc = kv->k[(size_t)block_];
+    float* vc = kv->v[(size_t)block_];
+    timed(KernelKind::Attention, [&] {
+        be_.kv_store(kc, k, s.ldk, kv->rows, in_.N, width);
+        be_.kv_store(vc, v, s.ldv, kv->rows, in_.N, width);
+        if (!kv->past) {
+            be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq);
+            return;
+        }
+        AttentionShape cached = s;
+        cached.ldk = cached.ldv = width;
+        be_.attention_cached(out, q, kc, vc, cached, in_.positions, in_.N, in_.seq_start, kv->kv_start, in_.nseq);
+    });
 }
 
 void BlockPass::activation(float* x, int width) {

@@ -1,10 +1,11 @@
 // The one block forward: what a family's recipe (family.h) calls, kernel by
 // kernel, to run a block over every activation stream in lockstep. The engine
-// (training and scoring) and calibration run blocks through it. Decoding with a
-// KV cache will too, without a second copy of any recipe: its pass holds the
-// new tokens only (N = one per sequence, positions = cached length + t) and a
-// cache per block, BlockPass::attention appends k and v to the block's cache
-// and attends over it, and the engine tells the pass which block it runs.
+// (training, scoring and decoding) and calibration run blocks through it.
+// Decoding keeps a KV cache per block (PassInputs::kv): the engine tells the
+// pass which block it runs, BlockPass::attention stores the pass's keys and
+// values in that block's cache and, when the pass continues cached sequences
+// (one new token per sequence, positions = cached length), attends over the
+// cache; the recipes stay as they are.
 //
 // Lockstep: each kernel runs for every stream before the next kernel starts,
 // and the weight group a kernel reads (a weight and its bias) is perturbed into
@@ -96,6 +97,15 @@ private:
     size_t capacity_ = 0, pair_capacity_ = 0;
 };
 
+// A decoding pass's KV cache (one stream, the clean masters): every block's keys and values of
+// every sequence, a fixed number of rows per sequence.
+struct KvCache {
+    std::vector<float*> k, v;           // per block: [rows, kv_heads * head_dim] on the device
+    const int32_t* rows = nullptr;      // [N] the cache row each token of the pass fills
+    const int32_t* kv_start = nullptr;  // [nseq] each sequence's first cache row
+    bool past = false;                  // the pass continues cached sequences: attend over the cache
+};
+
 // One rotary table of a pass on the device (rope.h): a block turns q and k with the table its
 // LayerAttention names.
 struct PassRope {
@@ -110,6 +120,7 @@ struct PassInputs {
     const int32_t* positions = nullptr;  // [N] each token's position in its sequence
     const int32_t* seq_start = nullptr;  // [nseq + 1]
     std::vector<PassRope> ropes;         // by index of ModelConfig::ropes (empty without RoPE)
+    const KvCache* kv = nullptr;         // decoding: the cache the pass fills and reads
 };
 
 enum class KernelKind : int { Linear = 0, Attention = 1, Other = 2 };
@@ -162,8 +173,8 @@ public:
     // RoPE on `nheads` heads of one stream's rows of x (row stride ld), with the block's table;
     // nothing in a block without rotary positions (LayerAttention::rope -1).
     void rope(float* x, int ld, int nheads);
-    // Causal attention of one stream over the pass's sequences. A decoding pass will append k and
-    // v to its cache here and attend over the cached positions; the recipes stay as they are.
+    // Causal attention of one stream over the pass's sequences. A decoding pass stores k and v in
+    // the block's cache first, and a pass that continues cached sequences attends over the cache.
     void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s);
     // The config's activation on one stream's [N, width] rows
     void activation(float* x, int width);

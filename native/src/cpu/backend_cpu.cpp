@@ -381,6 +381,45 @@ public:
         });
     }
 
+    void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) override {
+        pool_.parallel_for((size_t)N, 16, [&](size_t b, size_t e) {
+            for (size_t n = b; n < e; n++)
+                std::memcpy(cache + (size_t)rows[n] * width, x + n * (size_t)ld, sizeof(float) * (size_t)width);
+        });
+    }
+
+    void attention_cached(float* out, const float* qb, const float* kc, const float* vc, const AttentionShape& s,
+                          const int32_t* positions, int N, const int32_t* seq_start, const int32_t* kv_start,
+                          int nseq) override {
+        const int HD = s.head_dim, group = s.heads / s.kv_heads;
+        const size_t out_ld = (size_t)s.heads * HD;
+        // One task per (token, head); a decoding pass has one token per sequence.
+        pool_.parallel_for((size_t)N * (size_t)s.heads, 1, [&](size_t t0, size_t t1) {
+            std::vector<float> scores;
+            int sq = 0;
+            for (size_t t = t0; t < t1; t++) {
+                int n = (int)(t / s.heads), h = (int)(t % s.heads);
+                while (seq_start[sq + 1] <= n) sq++;
+                int kvh = h / group, pos = positions[n];
+                int j0 = s.window > 0 ? std::max(0, pos - s.window + 1) : 0;
+                const float* base_k = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
+                const float* base_v = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
+                const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
+                // The training attention's products and softmax, for one query row over the keys it sees.
+                const int keys = pos - j0 + 1;
+                scores.resize((size_t)keys);
+                float* p = scores.data();
+                sgemm_nt(1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys);
+                if (s.softcap > 0.f)
+                    for (int j = 0; j < keys; j++) p[j] = s.softcap * tanhf(p[j] / s.softcap);
+                const float inv = 1.0f / exp_shift(p, keys, max_of(p, keys));
+                for (int j = 0; j < keys; j++) p[j] *= inv;
+                sgemm_nn(1, HD, keys, 1.0f, p, keys, base_v + (size_t)j0 * s.ldv, s.ldv, out + (size_t)n * out_ld + (size_t)h * HD,
+                         (int)out_ld);
+            }
+        });
+    }
+
     void activation(float* x, size_t n, Act act) override {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             for (size_t i = b; i < e; i++) x[i] = act_one(x[i], act);

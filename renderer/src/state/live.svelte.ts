@@ -63,7 +63,12 @@ export class LiveRunState {
   });
   evalChart = $derived.by(() => {
     void this.version;
-    return { accuracy: this.series.evalAccuracy.slice(), loss: this.series.evalLoss.slice() };
+    return {
+      accuracy: this.series.evalAccuracy.slice(),
+      loss: this.series.evalLoss.slice(),
+      exactMatch: this.series.evalExactMatch.slice(),
+      f1: this.series.evalF1.slice(),
+    };
   });
   speedChart = $derived.by(() => {
     void this.version;

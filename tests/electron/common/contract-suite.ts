@@ -11,6 +11,7 @@ import { SpillwayError, type StepMetric } from '../../../electron/common/contrac
 import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
 import { recordedDeviceSource } from '../../../electron/engine/device.js';
 import { EventLog } from '../../helpers/events.js';
+import { makeTinyLlama } from '../../helpers/tiny-model.js';
 import { FakeRuns } from './fake-runs.js';
 import { allBlocksOnSsdBudget } from './plan-budget.js';
 
@@ -45,6 +46,7 @@ const RUN_OPTIONS = { model: `${FAKE_ROOT}/models/opt`, train: `${FAKE_ROOT}/dat
 export function contractSuite(transport: string, makeBackend: BackendFactory): void {
   describe(`contract over ${transport}`, () => {
     let runs: FakeRuns;
+    let services: SpillwayServices;
     let backend: Backend;
     let client: SpillwayClient;
     let dataDir: string;
@@ -81,13 +83,16 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
     beforeEach(async () => {
       runs = new FakeRuns();
-      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache'), access: { allow: [dataDir, MODELS_ROOT, FAKE_ROOT] } }));
+      services = createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache'), access: { allow: [dataDir, MODELS_ROOT, FAKE_ROOT] } });
+      backend = await makeBackend(services);
       client = await backend.connect();
     });
     afterEach(async () => {
       client.close();
       extraClients.splice(0).forEach((c) => c.close());
       await backend.close();
+      // Ends the generator processes the generation tests started.
+      await services.shutdown();
     });
 
     describe('catalog', () => {
@@ -442,6 +447,68 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await rejection(pending)).code).toBe('CANCELLED');
         await runs.slowGetRun.first((s) => s === 'cancelled');
         expect((await client.call('getSettings', {})).threads).toBe(0);
+      });
+    });
+
+    describe('generation', () => {
+      it('streams a generation as events, in order, and answers with the whole text and what it ran on', async () => {
+        const deltas: string[] = [];
+        client.on('generation', (g) => {
+          if (g.generationId === 'g1') deltas.push(g.text);
+        });
+        const r = await client.call('generate', {
+          generationId: 'g1',
+          source: { model: DEMO_MODEL },
+          messages: [{ role: 'user', content: 'How was the film?' }],
+          sampling: { maxNewTokens: 12 },
+        });
+        expect(r).toMatchObject({ generationId: 'g1', template: 'fallback', weights: { kind: 'model', name: 'spillway-demo', step: null } });
+        expect(r.newTokens).toBeGreaterThan(0);
+        expect(r.sampling).toMatchObject({ temperature: 0, maxNewTokens: 12, stop: ['\n### '] });
+        // Events may trail the answer by a frame: wait for them to add up to the text.
+        await expect.poll(() => deltas.join('')).toBe(r.text);
+        // Greedy is deterministic: the same request gives the same text.
+        const again = await client.call('generate', { generationId: 'g2', source: { model: DEMO_MODEL }, messages: [{ role: 'user', content: 'How was the film?' }], sampling: { maxNewTokens: 12 } });
+        expect(again.text).toBe(r.text);
+      });
+
+      it('stops a generation on request: the call answers with the text so far', async () => {
+        const first = new EventLog<string>();
+        client.on('generation', (g) => {
+          if (g.generationId === 'long') first.push(g.text);
+        });
+        // Past any end id and up to 60000 tokens: it runs until stopped, however loaded the machine.
+        const model = await makeTinyLlama(path.join(dataDir, 'long-llama'), { maxPositions: 65536 });
+        const pending = client.call('generate', { generationId: 'long', source: { model }, prompt: 'The movie', sampling: { maxNewTokens: 60000, temperature: 1, seed: 3, ignoreEos: true } });
+        await first.until((s) => s.length > 0);
+        expect(await client.call('stopGeneration', { generationId: 'long' })).toEqual({ stopped: true });
+        const r = await pending;
+        expect(r.finishReason).toBe('stopped');
+        expect(r.newTokens).toBeLessThan(60000);
+        expect(await client.call('stopGeneration', { generationId: 'long' })).toEqual({ stopped: false });
+        // Cancelling the call stops it too, and frees the model for the next request.
+        const ac = new AbortController();
+        const cancelled = new EventLog<string>();
+        client.on('generation', (g) => {
+          if (g.generationId === 'cancelled') cancelled.push(g.text);
+        });
+        const call = client.call('generate', { generationId: 'cancelled', source: { model }, prompt: 'The', sampling: { maxNewTokens: 60000, ignoreEos: true } }, { signal: ac.signal });
+        await cancelled.until((s) => s.length > 0);
+        ac.abort();
+        expect((await rejection(call)).code).toBe('CANCELLED');
+        const next = await client.call('generate', { generationId: 'after', source: { model }, prompt: 'The', sampling: { maxNewTokens: 3, ignoreEos: true } });
+        expect(next).toMatchObject({ finishReason: 'length', newTokens: 3 });
+      });
+
+      it('refuses what it cannot generate from, naming why', async () => {
+        const outside = await rejection(client.call('generate', { generationId: 'x', source: { model: '/usr' }, prompt: 'hi' }));
+        expect(outside.code).toBe('FORBIDDEN');
+        const noTokenizer = await rejection(client.call('generate', { generationId: 'x', source: { model: path.join(MODELS_ROOT, 'opt-tiny') }, prompt: 'hi' }));
+        expect(noTokenizer).toMatchObject({ code: 'BAD_REQUEST', name: 'ModelLoadError' });
+        expect(noTokenizer.message).toMatch(/no tokenizer/);
+        const both = await rejection(client.call('generate', { generationId: 'x', source: { model: DEMO_MODEL }, prompt: 'hi', messages: [{ role: 'user', content: 'hi' }] }));
+        expect(both.code).toBe('BAD_REQUEST');
+        expect((await rejection(client.call('generate', { generationId: 'x', source: { runId: 'nope' }, prompt: 'hi' }))).code).toBe('NOT_FOUND');
       });
     });
 
