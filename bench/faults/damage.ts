@@ -82,7 +82,7 @@ export function damageVariants(otherRunId: string): DamageVariant[] {
     { name: 'spillway.json: cut short', file: J, damage: (d) => truncateSync(join(d, J), 40) },
     { name: 'spillway.json: steps_done raised, manifest rewritten to match', file: S, damage: (d) => { edit(join(d, J), (b) => Buffer.from(JSON.stringify({ ...JSON.parse(b.toString()), steps_done: JSON.parse(b.toString()).steps_done + 1 }))); reseal(d, J); } },
     { name: "spillway.json: another run's id, manifest rewritten to match", file: '', damage: (d) => { edit(join(d, J), (b) => Buffer.from(JSON.stringify({ ...JSON.parse(b.toString()), run_id: otherRunId }))); reseal(d, J); } },
-    { name: 'config.json: hidden size edited', file: 'config.json', damage: (d) => edit(join(d, 'config.json'), (b) => Buffer.from(b.toString().replace(/"hidden_size": (\d+)/, (_m, n: string) => `"hidden_size": ${Number(n) * 2}`))) },
+    { name: 'config.json: hidden size edited', file: 'config.json', damage: (d) => edit(join(d, 'config.json'), (b) => { const c = JSON.parse(b.toString()) as { hidden_size: number }; return Buffer.from(JSON.stringify({ ...c, hidden_size: c.hidden_size * 2 }, null, 2)); }) },
     { name: 'manifest: the seed log left out', file: M, damage: (d) => edit(join(d, M), (b) => Buffer.from(JSON.stringify({ ...JSON.parse(b.toString()), files: (JSON.parse(b.toString()) as { files: { name: string }[] }).files.filter((f) => f.name !== S) }))) },
     { name: 'manifest: cut short', file: M, damage: (d) => truncateSync(join(d, M), 30) },
     { name: 'no manifest (an older version\'s checkpoint): a NaN weight', file: W, damage: async (d) => { unlinkSync(join(d, M)); const at = await floatAt(d, 0.5); edit(join(d, W), (b) => void b.writeFloatLE(Number.NaN, at)); } },

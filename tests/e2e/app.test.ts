@@ -692,24 +692,21 @@ describe('Spillway GUI on a GPU machine\'s device list', { timeout: 600_000 }, (
     await gpuPage.waitForSelector('[data-testid="plan"] >> text=Computes on the CPU');
   });
 
-  it('a run started on that GPU here fails with the reason, and the run keeps the device it asked for', async () => {
+  it('a run started on that GPU here is refused before it is recorded, with the reason on the form', async () => {
     await gpuPage.selectOption('[data-testid="device-select"]', 'cuda:0');
     await gpuPage.fill('[data-testid="run-name"]', 'e2e on cuda:0');
     await gpuPage.fill('[data-testid="steps"]', '3');
     await gpuPage.click('[data-testid="start-run"]');
-    await gpuPage.waitForFunction(() => location.hash.startsWith('#/live/'));
-    const runId = decodeURIComponent(gpuPage.url().split('#/live/')[1]);
-    await gpuPage.waitForSelector('.sub [data-status="failed"]');
-    const failure = await gpuPage.textContent('main');
-    expect(failure).toMatch(/device cuda:0 asked for, but (CUDA reports no device: .+|this build of the engine has no CUDA backend)/);
-    await gpuPage.screenshot({ path: join(SCREENS, 'live-gpu-failed.png') });
+    const box = await gpuPage.waitForSelector('[role="alert"]:has-text("The run did not start")');
+    expect(await box.textContent()).toMatch(/device cuda:0 asked for, but (CUDA reports no device: .+|this build of the engine has no CUDA backend)/);
+    expect(gpuPage.url()).toContain('#/new');
+    await gpuPage.screenshot({ path: join(SCREENS, 'new-run-gpu-refused.png') });
     const u = new URL(gpuUrl);
     const ws = new WebSocket(`ws://${u.host}/ws?token=${u.searchParams.get('token')}`);
     await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
-    ws.send(JSON.stringify({ type: 'call', id: 1, method: 'getRun', params: { runId } }));
-    const reply = await new Promise<{ result: { options: { device: string; gemm: string }; device: unknown } }>((res) => ws.on('message', (d) => { const f = JSON.parse(String(d)); if (f.type === 'result') res(f); }));
+    ws.send(JSON.stringify({ type: 'call', id: 1, method: 'listRuns', params: {} }));
+    const reply = await new Promise<{ result: { runs: { name: string }[] } }>((res) => ws.on('message', (d) => { const f = JSON.parse(String(d)); if (f.type === 'result') res(f); }));
     ws.close();
-    expect(reply.result.options).toMatchObject({ device: 'cuda:0', gemm: 'tf32' });
-    expect(reply.result.device).toBeNull();
+    expect(reply.result.runs.map((r) => r.name)).not.toContain('e2e on cuda:0');
   });
 });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
+import { generationConfigFor } from '../../electron/engine/generate.js';
 import { readSideFiles, saveFineTuned } from '../../electron/engine/trainer.js';
 import type { SeedLogEntry } from '../../electron/engine/trainer.js';
 import { FIXTURE_MODELS, GOLDEN, ROOT, loadEngine, readJson, toExamples } from '../helpers/engine.js';
@@ -32,7 +33,9 @@ describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny', 'gptneox-tiny', 'olmo2-tin
     const out = join(mkdtempSync(join(tmpdir(), 'spw-save-')), 'tuned');
     await saveFineTuned(engine, await readSideFiles(src), out, { status: 'completed' }, log);
 
-    expect(readdirSync(out).sort()).toEqual(['config.json', 'manifest.json', 'model.safetensors', 'seedlog.jsonl', 'spillway.json']);
+    // A source without generation_config.json gets the one transformers would derive from its config's token ids.
+    const derived = generationConfigFor(readJson<Record<string, unknown>>(join(src, 'config.json'))) !== null;
+    expect(readdirSync(out).sort()).toEqual(['config.json', ...(derived ? ['generation_config.json'] : []), 'manifest.json', 'model.safetensors', 'seedlog.jsonl', 'spillway.json']);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(config.torch_dtype).toBe('float32');
     const lines = readFileSync(join(out, 'seedlog.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as SeedLogEntry);
