@@ -136,6 +136,56 @@ def cfg_ministral():
     }
 
 
+# RoPE scalings on llama-tiny's shape, with lengths chosen so that each matters within 12 tokens;
+# the config forms vary as checkpoints write them.
+def cfg_llama3():
+    """Llama 3.2 style: rope_scaling llama3 (rope_type), theta 5e5, explicit head_dim, tied, EOS list."""
+    c = cfg_llama()
+    c.update({"rope_theta": 500000.0, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": [2, 3],
+              "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                               "original_max_position_embeddings": 16, "rope_type": "llama3"}})
+    return c
+
+
+def cfg_llama_linear():
+    """transformers 4's form with the older "type" key."""
+    c = cfg_llama()
+    c["rope_scaling"] = {"factor": 4.0, "type": "linear"}
+    return c
+
+
+def cfg_llama_dynamic():
+    """transformers 5's rope_parameters; max_position_embeddings 8, so the sequences past 8 tokens
+    grow the NTK base and the rest keep plain RoPE; head_dim 16 (8 rotated pairs) so the grown base
+    shows within 12 tokens."""
+    c = cfg_llama()
+    del c["rope_theta"], c["rope_scaling"]
+    c["max_position_embeddings"] = 8
+    c["head_dim"] = 16
+    c["rope_parameters"] = {"factor": 8.0, "rope_theta": 10000.0, "rope_type": "dynamic"}
+    return c
+
+
+def cfg_llama_yarn():
+    """rope_parameters yarn x4 from 64 positions: cos and sin scaled by 0.1 ln 4 + 1; the ramp's
+    upper bound (1.008) is where truncation (ceil to 2) matters."""
+    c = cfg_llama()
+    del c["rope_theta"], c["rope_scaling"]
+    c["rope_parameters"] = {"factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0,
+                            "rope_type": "yarn"}
+    return c
+
+
+def cfg_llama_longrope():
+    """Phi-3's form: rope_scaling longrope (type) and original_max_position_embeddings 8 at the top
+    level; sequences past 8 tokens use the long factors, cos and sin scale by sqrt(1 + ln 8 / ln 8)."""
+    c = cfg_llama()
+    c["original_max_position_embeddings"] = 8
+    c["rope_scaling"] = {"type": "longrope", "short_factor": [1.0, 1.3, 2.1, 3.7],
+                         "long_factor": [1.2, 2.9, 6.5, 11.0]}
+    return c
+
+
 # --------------------------------------------------------------------------- weights
 
 class Gen:
@@ -241,6 +291,11 @@ MODELS = [
     ("qwen2-tiny", cfg_qwen2, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 106),
     ("qwen2-window-tiny", cfg_qwen2_window, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 107),
     ("ministral-tiny", cfg_ministral, weights_llama, "F32", 108),
+    ("llama3-tiny", cfg_llama3, weights_llama, "BF16", 109),
+    ("llama-linear-tiny", cfg_llama_linear, weights_llama, "F32", 110),
+    ("llama-dynamic-tiny", cfg_llama_dynamic, weights_llama, "F32", 111),
+    ("llama-yarn-tiny", cfg_llama_yarn, weights_llama, "F32", 112),
+    ("llama-longrope-tiny", cfg_llama_longrope, weights_llama, "F32", 113),
 ]
 
 MEZO = [

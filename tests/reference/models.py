@@ -224,12 +224,117 @@ def head_dim(cfg):
     return int(hd) if hd else cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
-def _rope(T, dim, theta):
-    # HF default rope: inv_freq in float32, positions float32, emb = cat(freqs, freqs)
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+# RoPE, as modeling_rope_utils.py computes it (equations re-derived here): inverse frequencies
+# in float32 from float64 scalars, cos and sin in float32 scaled by an attention factor.
+
+def rope_parameters(cfg, max_pos_default=2048):
+    """The config's RoPE as one dict, whichever form it is written in: transformers 5's
+    rope_parameters, or rope_theta + rope_scaling (with "type" an older name of "rope_type").
+    partial_rotary_factor and rope_theta may sit at the top level (the dict wins);
+    original_max_position_embeddings at the top level wins over the dict's (Phi-3) and
+    defaults to max_position_embeddings."""
+    d = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    d["rope_type"] = d.get("rope_type", d.get("type", "default"))
+    d.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+    if cfg.get("partial_rotary_factor") is not None:
+        d.setdefault("partial_rotary_factor", cfg["partial_rotary_factor"])
+    max_pos = cfg.get("max_position_embeddings", max_pos_default)
+    d["max_position_embeddings"] = max_pos
+    if d["rope_type"] in ("llama3", "yarn", "longrope"):
+        if cfg.get("original_max_position_embeddings") is not None:
+            d["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        d.setdefault("original_max_position_embeddings", max_pos)
+    return d
+
+
+def rotary_dim(rp, head_dim):
+    return int(head_dim * rp.get("partial_rotary_factor", 1.0))
+
+
+def _powers(theta, dim):
+    """theta^(2i/dim) for each rotated pair, float32."""
+    return theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+
+
+def rope_inv_freq(rp, head_dim, seq_len):
+    """(inv_freq [rotary_dim / 2] float32, attention factor) for a forward of seq_len tokens."""
+    kind = rp["rope_type"]
+    theta = float(rp["rope_theta"])
+    dim = rotary_dim(rp, head_dim)
+    max_pos = rp["max_position_embeddings"]
+    if kind == "default":
+        return 1.0 / _powers(theta, dim), 1.0
+    if kind == "linear":
+        return (1.0 / _powers(theta, dim)) / rp["factor"], 1.0
+    if kind == "dynamic":
+        # NTK: past max_position_embeddings the base grows with the length.
+        factor = rp["factor"]
+        length = max(seq_len, max_pos)
+        base = theta * ((factor * length / max_pos) - (factor - 1)) ** (dim / (dim - 2))
+        return 1.0 / _powers(base, dim), 1.0
+    if kind == "llama3":
+        # Keep the high frequencies, divide the low ones by the factor, blend the band between.
+        inv = 1.0 / _powers(theta, dim)
+        factor, low, high = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"]
+        original = rp["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > original / low, inv / factor, inv)
+        smooth = (original / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < original / high) & ~(wavelen > original / low)
+        return torch.where(medium, blended, scaled), 1.0
+    if kind == "yarn":
+        original = rp["original_max_position_embeddings"]
+        factor = rp.get("factor") or max_pos / original
+
+        def mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+        attention = rp.get("attention_factor")
+        if attention is None:
+            if rp.get("mscale") and rp.get("mscale_all_dim"):
+                attention = mscale(factor, rp["mscale"]) / mscale(factor, rp["mscale_all_dim"])
+            else:
+                attention = mscale(factor)
+        fast, slow = rp.get("beta_fast") or 32, rp.get("beta_slow") or 1
+
+        def correction_dim(rotations):  # the pair whose wavelength turns `rotations` times over `original`
+            return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+        lo, hi = correction_dim(fast), correction_dim(slow)
+        if rp.get("truncate", True):
+            lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = max(lo, 0), min(hi, dim - 1)
+        if lo == hi:
+            hi += 0.001
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - lo) / (hi - lo), 0, 1)
+        keep = 1 - ramp  # weight of the original (extrapolated) frequency
+        p = _powers(theta, dim)
+        return (1.0 / (factor * p)) * (1 - keep) + (1.0 / p) * keep, attention
+    if kind == "longrope":
+        original = rp["original_max_position_embeddings"]
+        factor = rp.get("factor") or max_pos / original
+        attention = rp.get("attention_factor")
+        if attention is None:
+            attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+        ext = rp["long_factor"] if seq_len > original else rp["short_factor"]
+        ext = torch.tensor(ext, dtype=torch.float32)
+        return 1.0 / (ext * _powers(theta, dim)), attention
+    raise NotImplementedError(f"rope_type {kind!r}")
+
+
+def _rope(T, inv_freq, attention=1.0):
+    """cos, sin [T, rotary_dim]: angle = position * inv_freq (float32), emb = cat(angles, angles)."""
     freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return emb.cos() * attention, emb.sin() * attention
+
+
+def _apply_rope(x, cos, sin):
+    """Rotates the first rotary_dim dims of each head of x [H, T, D] (rotate_half); the rest pass."""
+    d = cos.shape[-1]
+    rot, rest = x[..., :d], x[..., d:]
+    return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
 
 def _rotate_half(x):
@@ -258,19 +363,14 @@ def _layer_window(cfg, l):
 
 
 def _forward_llama(cfg, p, ids):
-    if cfg.get("rope_scaling"):
-        rs = cfg["rope_scaling"]
-        if rs.get("rope_type", rs.get("type")) not in (None, "default"):
-            raise NotImplementedError(f"rope_scaling {rs} not modelled")
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
     KV = cfg.get("num_key_value_heads") or H
     D = head_dim(cfg)
     eps = cfg.get("rms_norm_eps", 1e-6)
-    theta = float(cfg.get("rope_theta", 10000.0))
     T = ids.shape[0]
     x = F.embedding(ids, p["model.embed_tokens.weight"])
-    cos, sin = _rope(T, D, theta)
+    cos, sin = _rope(T, *rope_inv_freq(rope_parameters(cfg), D, T))
     act = cfg.get("hidden_act", "silu")
     for l in range(cfg["num_hidden_layers"]):
         lp = f"model.layers.{l}."
@@ -279,8 +379,8 @@ def _forward_llama(cfg, p, ids):
         q = _heads(_linear(h, p, lp + "self_attn.q_proj"), H, D)
         k = _heads(_linear(h, p, lp + "self_attn.k_proj"), KV, D)
         v = _heads(_linear(h, p, lp + "self_attn.v_proj"), KV, D)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q = _apply_rope(q, cos, sin)
+        k = _apply_rope(k, cos, sin)
         rep = H // KV
         k = k.repeat_interleave(rep, dim=0)   # kv head g serves query heads g*rep .. g*rep+rep-1
         v = v.repeat_interleave(rep, dim=0)

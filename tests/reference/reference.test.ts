@@ -1,6 +1,6 @@
 // Runs the PyTorch reference's own self-checks (Philox known-answer vectors,
-// goldens == reference, losses vs F.cross_entropy) so CI notices if the
-// reference or the fixtures drift.
+// goldens == reference, losses vs F.cross_entropy, mistakes the goldens see)
+// so CI notices if the reference or the fixtures drift.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -9,9 +9,11 @@ import { ROOT } from '../helpers/engine.js';
 import { debianPythonWith } from '../helpers/python.js';
 
 describe('the PyTorch reference', () => {
-  for (const script of ['test_noise.py', 'test_fixtures.py']) {
-    it(`passes ${script}`, () => {
-      const out = execFileSync(debianPythonWith('torch', 'numpy'), [join(ROOT, 'tests', 'reference', script)], {
+  // mistakes.py --check: every family-specific mistake injected into the reference moves the
+  // golden loss by at least 100 times the engine's tolerance (the table in mistakes.md).
+  for (const [script, ...args] of [['test_noise.py'], ['test_fixtures.py'], ['mistakes.py', '--check']]) {
+    it(`passes ${[script, ...args].join(' ')}`, () => {
+      const out = execFileSync(debianPythonWith('torch', 'numpy'), [join(ROOT, 'tests', 'reference', script), ...args], {
         cwd: ROOT,
         env: { ...process.env, OPENBLAS_NUM_THREADS: '1' },
         timeout: 300_000,

@@ -9,7 +9,7 @@ import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
 import { layerTypesOf, uniformLayers, windowedLayers } from './layers.js';
-import { ropeOf, ropeTypeOf } from './rope.js';
+import { ropeOf } from './rope.js';
 import { type TensorPicker, headUnit } from './tensors.js';
 
 interface Biases {
@@ -111,11 +111,7 @@ function parse(f: ConfigFields, arch: string) {
   if (act !== 'silu' && act !== 'swish') {
     f.unsupported(`hidden_act "${act}" is not supported (silu only)`, 'hidden_act');
   }
-  // The engine computes every RoPE scaling (checked against transformers' own tables); a model
-  // loads with one once its forward is checked end to end against a reference (issue 11).
-  const { key, type } = ropeTypeOf(f);
-  if (type !== 'default') f.unsupported(`${key} of type "${type}" is not supported yet`, key);
-  const rope = ropeOf(f, headDim);
+  const rope = ropeOf(f, headDim, { maxPositions: maxPos });
   const biases = variant.biases(f);
   const config: ModelConfig = {
     hfArchitecture: arch,

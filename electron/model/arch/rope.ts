@@ -22,7 +22,7 @@ function ropeDict(f: ConfigFields): { key: string; dict: Record<string, unknown>
 }
 
 /** The RoPE type a config names and where; refuses a type transformers does not define. */
-export function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
+function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
   const { key, dict } = ropeDict(f);
   const type = dict.rope_type ?? dict.type ?? 'default';
   if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) {
@@ -33,9 +33,11 @@ export function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
 
 /**
  * The model's RoPE: its type, base, rotated dims per head and the scaling's parameters.
- * `defaultTheta` is the architecture's rope_theta default.
+ * `maxPositions` is the model's max_position_embeddings (the pretraining length of llama3, yarn
+ * and longrope when the config names none); `defaultTheta` the architecture's rope_theta default.
  */
-export function ropeOf(f: ConfigFields, headDim: number, defaultTheta = 10000): RopeSpec {
+export function ropeOf(f: ConfigFields, headDim: number, defaults: { maxPositions?: number; theta?: number } = {}): RopeSpec {
+  const defaultTheta = defaults.theta ?? 10000;
   const { key, dict } = ropeDict(f);
   const { type } = ropeTypeOf(f);
   const field = (k: string) => `${key}.${k}`;
@@ -74,7 +76,15 @@ export function ropeOf(f: ConfigFields, headDim: number, defaultTheta = 10000): 
     f.invalid(field('partial_rotary_factor'), `gives ${rotaryDim} rotary dims of a ${headDim}-dim head; RoPE needs an even number`);
   }
   const spec: RopeSpec = { type, theta, rotaryDim };
-  const original = () => need('original_max_position_embeddings', { topLevel: true, integer: true });
+  // Phi-3 writes the pretraining length at the top level, and transformers lets it win over the
+  // dict's; without either it is max_position_embeddings.
+  const original = (): number => {
+    const k = 'original_max_position_embeddings';
+    if (f.has(k)) return f.int(k);
+    const v = num(k, { integer: true }) ?? defaults.maxPositions;
+    if (v === undefined) f.invalid(field(k), `is required by RoPE scaling "${type}"`);
+    return v;
+  };
   switch (type) {
     case 'default':
       break;

@@ -107,16 +107,26 @@ describe('parseModelConfig', () => {
     expect(d.tiedEmbeddings).toBe(false);
   });
 
-  it('rope_scaling: null/absent/default ok, anything else unsupported with its type', () => {
+  it('every RoPE scaling transformers defines, in both config forms; an unknown one is refused with its type', () => {
     expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: null }, DIR).ropes[0].theta).toBe(10000);
-    fails({ ...LLAMA_CONFIG, rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling of type "llama3"/, 'unsupported');
-    fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'linear', factor: 2 } }, /"linear"/, 'unsupported');
+    const llama3 = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: { rope_type: 'llama3', ...llama3 } }, DIR).ropes).toEqual([
+      { type: 'llama3', theta: 10000, rotaryDim: 4, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+    ]);
+    expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: { type: 'linear', factor: 2 } }, DIR).ropes[0]).toMatchObject({ type: 'linear', factor: 2 });
     // transformers 5 style
     expect(
-      parseModelConfig({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'default', rope_theta: 500000 } }, DIR)
-        .ropes[0].theta,
+      parseModelConfig({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'default', rope_theta: 500000 } }, DIR).ropes[0].theta,
     ).toBe(500000);
-    fails({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'yarn', rope_theta: 1 } }, /"yarn"/, 'unsupported');
+    // yarn without original_max_position_embeddings: transformers takes max_position_embeddings
+    expect(
+      parseModelConfig({ ...LLAMA_CONFIG, max_position_embeddings: 4096, rope_parameters: { rope_type: 'yarn', rope_theta: 1, factor: 4 } }, DIR).ropes[0],
+    ).toMatchObject({ type: 'yarn', factor: 4, originalMaxPositions: 4096 });
+    // the top-level pretraining length (Phi-3) wins over the dict's, as in transformers
+    expect(
+      parseModelConfig({ ...LLAMA_CONFIG, original_max_position_embeddings: 2048, rope_scaling: { type: 'llama3', ...llama3 } }, DIR).ropes[0].originalMaxPositions,
+    ).toBe(2048);
+    fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'ntk-by-parts', factor: 2 } }, /rope_scaling of type "ntk-by-parts" is not supported/, 'unsupported');
   });
 
   it('hidden_act must be silu', () => {

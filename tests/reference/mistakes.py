@@ -1,0 +1,143 @@
+"""Each family-specific mistake, injected into the reference, against the golden.
+
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/mistakes.py [--markdown] [--check]
+
+For every (fixture, mistake) below, patches one piece of models.py for the
+duration of a forward (the mistake a port could make: a scaling ignored, a
+window dropped, a fused split the wrong way round, ...), recomputes the golden
+examples' batch loss and the golden sequences' token log-probs, and reports
+how far they move from the stored golden, against the tolerances the engine's
+golden tests use (losses 1e-5, log-probs 2e-5). A mistake the goldens could not
+see would move them by less: --check exits 1 when any moves the loss by less
+than 100 times its tolerance. --markdown prints the table committed in
+mistakes.md.
+"""
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import losses  # noqa: E402
+import models  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+LOSS_TOL = 1e-5
+LOGPROB_TOL = 2e-5
+MARGIN = 100
+
+
+@contextlib.contextmanager
+def patched(obj, name, replacement):
+    """obj.name = replacement(original) while the block runs."""
+    original = getattr(obj, name)
+    setattr(obj, name, replacement(original))
+    try:
+        yield
+    finally:
+        setattr(obj, name, original)
+
+
+def rope_edit(edit):
+    """A mistake in how the config's RoPE is read: edit(dict) -> dict."""
+    return patched(models, "rope_parameters", lambda f: lambda *a, **k: edit(dict(f(*a, **k))))
+
+
+def scaling_ignored(rp):
+    return {**rp, "rope_type": "default"}
+
+
+def without(*keys):
+    return lambda rp: {k: v for k, v in rp.items() if k not in keys}
+
+
+def attention_factor_skipped():
+    return patched(models, "_rope", lambda f: lambda T, inv, attention=1.0: f(T, inv, 1.0))
+
+
+def window_ignored():
+    return patched(models, "_layer_window", lambda f: lambda cfg, l: None)
+
+
+def window_on_every_layer():
+    """The model's window on all layers instead of the ones its config names."""
+    def windows(f):
+        def every(cfg, l):
+            return max((f(cfg, i) or 0) for i in range(cfg["num_hidden_layers"])) or None
+        return every
+    return patched(models, "_layer_window", windows)
+
+
+def window_off_by_one():
+    """i - j <= window instead of < window: one key too many."""
+    def mask(f):
+        return lambda T, window=None: f(T, window + 1 if window else window)
+    return patched(models, "_mask", mask)
+
+
+MISTAKES = [
+    ("qwen2-window-tiny", "sliding window ignored", window_ignored),
+    ("qwen2-window-tiny", "window on every layer (max_window_layers ignored)", window_on_every_layer),
+    ("qwen2-window-tiny", "window one key too wide", window_off_by_one),
+    ("ministral-tiny", "sliding window ignored", window_ignored),
+    ("ministral-tiny", "window on every layer (layer_types ignored)", window_on_every_layer),
+    ("llama3-tiny", "llama3 scaling ignored", lambda: rope_edit(scaling_ignored)),
+    ("llama3-tiny", "llama3: every frequency divided by the factor", lambda: rope_edit(lambda rp: {**rp, "rope_type": "linear"})),
+    ("llama-linear-tiny", "linear scaling ignored (type alias not read)", lambda: rope_edit(scaling_ignored)),
+    ("llama-dynamic-tiny", "dynamic NTK ignored", lambda: rope_edit(scaling_ignored)),
+    ("llama-yarn-tiny", "yarn scaling ignored", lambda: rope_edit(scaling_ignored)),
+    ("llama-yarn-tiny", "yarn attention factor skipped", attention_factor_skipped),
+    ("llama-yarn-tiny", "yarn ramp not truncated", lambda: rope_edit(lambda rp: {**rp, "truncate": False})),
+    ("llama-longrope-tiny", "longrope scaling ignored", lambda: rope_edit(scaling_ignored)),
+    ("llama-longrope-tiny", "longrope attention factor skipped", attention_factor_skipped),
+    ("llama-longrope-tiny", "longrope short factors past the original length", lambda: rope_edit(lambda rp: {**rp, "long_factor": rp["short_factor"]})),
+    ("llama-longrope-tiny", "longrope top-level original_max_position_embeddings not read",
+     lambda: rope_edit(lambda rp: {**rp, "original_max_position_embeddings": rp["max_position_embeddings"]})),
+]
+
+
+def measure(name, make_mistake):
+    d = os.path.join(ROOT, "tests", "fixtures", "models", name)
+    with open(os.path.join(ROOT, "tests", "fixtures", "golden", f"{name}.json"), encoding="utf-8") as f:
+        golden = json.load(f)
+    cfg, params = models.load_model(d)
+    with make_mistake():
+        loss = losses.batch_loss(cfg, params, golden["examples"]["batch"])
+        worst = 0.0
+        for seq, gl in zip(golden["sequences"], golden["logits"]):
+            mine = torch.log_softmax(models.forward(cfg, params, seq), dim=-1)
+            ref = torch.log_softmax(torch.tensor(gl, dtype=torch.float32).view(len(seq), -1), dim=-1)
+            idx = torch.tensor(seq[1:])[:, None]
+            worst = max(worst, float((mine[:-1].gather(1, idx) - ref[:-1].gather(1, idx)).abs().max()))
+    return abs(loss - golden["examples"]["batch_loss"]), worst
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = [(name, what, *measure(name, make)) for name, what, make in MISTAKES]
+    weak = [r for r in rows if r[2] < MARGIN * LOSS_TOL]
+    if a.markdown:
+        print(f"| fixture | mistake | \\|Δ loss\\| | × tolerance ({LOSS_TOL:g}) | max \\|Δ log p\\| | × tolerance ({LOGPROB_TOL:g}) |")
+        print("|---|---|---|---|---|---|")
+        for name, what, dl, dp in rows:
+            print(f"| `{name}` | {what} | {dl:.3g} | {dl / LOSS_TOL:,.0f} | {dp:.3g} | {dp / LOGPROB_TOL:,.0f} |")
+    else:
+        for name, what, dl, dp in rows:
+            print(f"{name:22s} {what:60s} dloss {dl:.3e} ({dl / LOSS_TOL:9.0f}x)  dlogp {dp:.3e}")
+    if a.check and weak:
+        for name, what, dl, _ in weak:
+            print(f"FAIL {name}: '{what}' moves the loss by {dl:.3g}, less than {MARGIN} x {LOSS_TOL:g}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
