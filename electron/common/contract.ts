@@ -69,6 +69,7 @@ export const InspectReport = z.object({
   norm: z.enum(['layernorm', 'rmsnorm']),
   activation: z.string(),
   ropeTheta: z.number(),
+  ropeScaling: z.string(),
   slidingWindow: z.number().int().nonnegative(),
   slidingLayers: z.number().int().nonnegative(),
   tiedEmbeddings: z.boolean(),

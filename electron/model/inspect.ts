@@ -1,7 +1,7 @@
 // `spillway inspect <model>`: a JSON-able summary of a model folder and its
 // human-readable rendering.
 
-import type { ArchFamily, Dtype, ModelInfo, UnitKind } from './types.js';
+import type { ArchFamily, Dtype, ModelInfo, RopeSpec, UnitKind } from './types.js';
 import { loadModelInfo } from './folder.js';
 
 export interface InspectReport {
@@ -26,6 +26,8 @@ export interface InspectReport {
   activation: string;
   /** RoPE base of the model's rotary table; 0 for learned positions. */
   ropeTheta: number;
+  /** The RoPE scaling of the model's rotary table ("llama3 x32", "yarn x4", ...); '' when none. */
+  ropeScaling: string;
   /** The widest sliding window of any layer (0: none) and how many layers slide one. */
   slidingWindow: number;
   slidingLayers: number;
@@ -34,6 +36,11 @@ export interface InspectReport {
   /** Tensors in the checkpoint that no unit uses (known buffers aside). */
   unusedTensors: number;
   units: { kind: UnitKind; count: number; tensorsPerUnit: number; parametersPerUnit: number }[];
+}
+
+function ropeScaling(r: RopeSpec | undefined): string {
+  if (!r || r.type === 'default') return '';
+  return r.factor ? `${r.type} x${r.factor}` : r.type;
 }
 
 export function buildInspectReport(info: ModelInfo): InspectReport {
@@ -71,6 +78,7 @@ export function buildInspectReport(info: ModelInfo): InspectReport {
     norm: c.norm,
     activation: c.activation,
     ropeTheta: c.ropes[0]?.theta ?? 0,
+    ropeScaling: ropeScaling(c.ropes[0]),
     slidingWindow: Math.max(0, ...c.layerAttention.map((l) => l.window)),
     slidingLayers: c.layerAttention.filter((l) => l.window > 0).length,
     tiedEmbeddings: c.tiedEmbeddings,
@@ -119,7 +127,8 @@ export function formatInspect(r: InspectReport): string {
   const window = !r.slidingWindow
     ? ''
     : `, sliding window ${r.slidingWindow}${r.slidingLayers < r.layers ? ` on ${r.slidingLayers} of ${r.layers} layers` : ''}`;
-  const positions = r.ropeTheta ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${window})` : `${r.maxPositions} (learned)`;
+  const scaling = r.ropeScaling ? `, ${r.ropeScaling}` : '';
+  const positions = r.ropeTheta ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${scaling}${window})` : `${r.maxPositions} (learned)`;
   const rows: [string, string][] = [
     ['name', r.name],
     ['folder', r.dir],
