@@ -6,7 +6,7 @@
 // budgets and the calibrated rates (calibration.ts).
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
 import { formatDuration } from '../common/format.js';
-import type { ModelInfo } from '../model/index.js';
+import type { ArchFamily, ModelInfo } from '../model/index.js';
 
 export type { Home, UpdateMode };
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
@@ -38,7 +38,7 @@ export interface PlannerModel {
     vocabSize: number;
     tiedEmbeddings: boolean;
     /** What the block calibration runs (defaults: OPT-like). */
-    family?: 'opt' | 'gpt2' | 'llama';
+    family?: ArchFamily;
     kvHeads?: number;
     headDim?: number;
     norm?: 'layernorm' | 'rmsnorm';

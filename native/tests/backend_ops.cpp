@@ -300,6 +300,17 @@ std::vector<Op> make_ops(const Shapes& S) {
                        }});
     }
     {
+        // In place over each head's dims (Qwen3's q and k norms): N * heads rows of head_dim.
+        const int rows = N * S.heads, HD = S.head_dim;
+        auto x = randn((size_t)rows * HD, 2.0f), w = randn((size_t)HD);
+        ops.push_back({"rmsnorm/in place per head", TH_NORM, false, [=](Backend& be, Dev& d) {
+                           float* dx = d.f(x);
+                           float* dw = d.f(w);
+                           return Prepared{[=, &be] { be.rmsnorm(dx, dx, dw, rows, HD, 1e-6f); },
+                                           [=, &d] { return d.get(dx, (size_t)rows * HD); }};
+                       }});
+    }
+    {
         auto x = randn((size_t)N * C), W = randn((size_t)I * C, 0.05f), b = randn((size_t)I);
         for (bool tr : {false, true}) {
             for (bool bias : {true, false}) {

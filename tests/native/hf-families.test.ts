@@ -67,6 +67,29 @@ const CASES: Case[] = [
     config: { ...tiny, use_sliding_window: true, sliding_window: 3, max_window_layers: 1 },
     saved: true,
   },
+  {
+    name: 'Qwen3: per-head q/k RMSNorm before RoPE, head_dim 16 of hidden 32, tied',
+    arch: 'Qwen3ForCausalLM',
+    config: { ...tiny, head_dim: 16, tie_word_embeddings: true, rope_parameters: { rope_type: 'default', rope_theta: 1000000 } },
+    saved: true,
+  },
+  {
+    name: 'Qwen3 with attention_bias and per-layer windows',
+    arch: 'Qwen3ForCausalLM',
+    config: { ...tiny, head_dim: 8, attention_bias: true, use_sliding_window: true, sliding_window: 3, max_window_layers: 1 },
+  },
+  // SmolLM3Config's default pad_token_id (128004) lies outside the tiny vocabulary, which transformers refuses.
+  {
+    name: 'SmolLM3: layer 1 without RoPE (no_rope_layers), tied',
+    arch: 'SmolLM3ForCausalLM',
+    config: { ...tiny, pad_token_id: null, no_rope_layers: [1, 0], tie_word_embeddings: true, rope_parameters: { rope_type: 'default', rope_theta: 5000000 } },
+    saved: true,
+  },
+  {
+    name: 'SmolLM3 default NoPE interval with sliding windows on the NoPE layers',
+    arch: 'SmolLM3ForCausalLM',
+    config: { ...tiny, pad_token_id: null, num_hidden_layers: 4, no_rope_layer_interval: 2, use_sliding_window: true, sliding_window: 3 },
+  },
 ];
 
 const SEQUENCES = [

@@ -186,6 +186,36 @@ def cfg_llama_longrope():
     return c
 
 
+def cfg_qwen3():
+    """Qwen3 as released: q/k RMSNorm per head, head_dim 16 (not hidden / heads = 8: q_proj
+    [64, 32]), no biases, tied, theta 1e6, bf16."""
+    return {
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 0, "eos_token_id": 1, "head_dim": 16, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0,
+        "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "use_sliding_window": False,
+        "vocab_size": V,
+    }
+
+
+def cfg_smollm3():
+    """SmolLM3: no_rope_layers [1, 0] (layer 1 without RoPE), tied, no biases; pad_token_id null
+    (the config class's 128004 is outside the tiny vocabulary, which transformers refuses)."""
+    return {
+        "architectures": ["SmolLM3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "mlp_bias": False, "model_type": "smollm3", "no_rope_layer_interval": 4, "no_rope_layers": [1, 0],
+        "num_attention_heads": H, "num_hidden_layers": L, "num_key_value_heads": 2, "pad_token_id": None, "rms_norm_eps": 1e-06,
+        "rope_scaling": None, "rope_theta": 5000000.0, "sliding_window": None, "tie_word_embeddings": True,
+        "torch_dtype": "float32", "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_sliding_window": False, "vocab_size": V,
+    }
+
+
 # --------------------------------------------------------------------------- weights
 
 class Gen:
@@ -254,7 +284,7 @@ def weights_gpt2(cfg, seed):
     return g.out
 
 
-def weights_llama(cfg, seed, qkv_bias=False):
+def weights_llama(cfg, seed, qkv_bias=False, qk_norm=False):
     g = Gen(seed)
     D = models.head_dim(cfg)
     KV = cfg["num_key_value_heads"]
@@ -271,6 +301,9 @@ def weights_llama(cfg, seed, qkv_bias=False):
             g.bias(lp + "self_attn.k_proj.bias", KV * D)
             g.bias(lp + "self_attn.v_proj.bias", KV * D)
         g.mat(lp + "self_attn.o_proj.weight", (C, H * D))
+        if qk_norm:  # weights far from 1, so normalising after RoPE instead of before shows
+            g._put(lp + "self_attn.q_norm.weight", 1.0 + g.rs.normal(0.0, 0.5, (D,)))
+            g._put(lp + "self_attn.k_norm.weight", 1.0 + g.rs.normal(0.0, 0.5, (D,)))
         g.norm(lp + "post_attention_layernorm", C, bias=False)
         g.mat(lp + "mlp.gate_proj.weight", (I, C))
         g.mat(lp + "mlp.up_proj.weight", (I, C))
@@ -296,6 +329,8 @@ MODELS = [
     ("llama-dynamic-tiny", cfg_llama_dynamic, weights_llama, "F32", 111),
     ("llama-yarn-tiny", cfg_llama_yarn, weights_llama, "F32", 112),
     ("llama-longrope-tiny", cfg_llama_longrope, weights_llama, "F32", 113),
+    ("qwen3-tiny", cfg_qwen3, lambda c, s: weights_llama(c, s, qk_norm=True), "BF16", 114),
+    ("smollm3-tiny", cfg_smollm3, weights_llama, "F32", 115),
 ]
 
 MEZO = [

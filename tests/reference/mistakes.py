@@ -9,8 +9,7 @@ examples' batch loss and the golden sequences' token log-probs, and reports
 how far they move from the stored golden, against the tolerances the engine's
 golden tests use (losses 1e-5, log-probs 2e-5). A mistake the goldens could not
 see would move them by less: --check exits 1 when any moves the loss by less
-than 100 times its tolerance. --markdown prints the table committed in
-mistakes.md.
+than 100 times its tolerance. --markdown prints mistakes.md.
 """
 import argparse
 import contextlib
@@ -79,6 +78,33 @@ def window_off_by_one():
     return patched(models, "_mask", mask)
 
 
+def qk_norm_skipped():
+    return patched(models, "_qk_norm", lambda f: lambda q, k, p, lp, eps: (q, k))
+
+
+def qk_norm_after_rope():
+    def after(f):
+        def position(cfg, p, lp, l, q, k, cos, sin, eps):
+            if models._layer_rope(cfg, l):
+                q, k = models._apply_rope(q, cos, sin), models._apply_rope(k, cos, sin)
+            return models._qk_norm(q, k, p, lp, eps)
+        return position
+    return patched(models, "_position_qk", after)
+
+
+def qk_norm_over_all_heads():
+    """One RMSNorm over the whole projection (OLMo 2's), the head weight repeated."""
+    def whole(f):
+        def norm(q, k, p, lp, eps):
+            def one(x, w):
+                H, T, D = x.shape
+                flat = x.transpose(0, 1).reshape(T, H * D)
+                return models._rms_norm(flat, w.repeat(H), eps).view(T, H, D).transpose(0, 1)
+            return one(q, p[lp + "self_attn.q_norm.weight"]), one(k, p[lp + "self_attn.k_norm.weight"])
+        return norm
+    return patched(models, "_qk_norm", whole)
+
+
 MISTAKES = [
     ("qwen2-window-tiny", "sliding window ignored", window_ignored),
     ("qwen2-window-tiny", "window on every layer (max_window_layers ignored)", window_on_every_layer),
@@ -97,7 +123,27 @@ MISTAKES = [
     ("llama-longrope-tiny", "longrope short factors past the original length", lambda: rope_edit(lambda rp: {**rp, "long_factor": rp["short_factor"]})),
     ("llama-longrope-tiny", "longrope top-level original_max_position_embeddings not read",
      lambda: rope_edit(lambda rp: {**rp, "original_max_position_embeddings": rp["max_position_embeddings"]})),
+    ("smollm3-tiny", "RoPE on every layer (no_rope_layers ignored)", lambda: patched(models, "_layer_rope", lambda f: lambda cfg, l: True)),
+    ("smollm3-tiny", "no_rope_layers read inverted (1 = no RoPE)", lambda: patched(models, "_layer_rope", lambda f: lambda cfg, l: not f(cfg, l))),
+    ("qwen3-tiny", "q/k norms skipped", qk_norm_skipped),
+    ("qwen3-tiny", "q/k norms after RoPE instead of before", qk_norm_after_rope),
+    ("qwen3-tiny", "q/k norm over the whole projection, not per head", qk_norm_over_all_heads),
 ]
+
+
+INTRO = """# Mistakes the goldens see
+
+Each row injects one family-specific mistake into the reference (`tests/reference/models.py`,
+patched for the duration of a forward by `mistakes.py`) and measures how far it moves the golden
+batch loss and the golden sequences' token log-probs from the stored goldens, against the
+tolerances of the engine's golden tests. `tests/reference/reference.test.ts` runs
+`mistakes.py --check` (every mistake must move the loss by at least 100 x its tolerance).
+Regenerate with
+
+```sh
+OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/mistakes.py --markdown > tests/reference/mistakes.md
+```
+"""
 
 
 def measure(name, make_mistake):
@@ -125,6 +171,7 @@ def main():
     rows = [(name, what, *measure(name, make)) for name, what, make in MISTAKES]
     weak = [r for r in rows if r[2] < MARGIN * LOSS_TOL]
     if a.markdown:
+        print(INTRO)
         print(f"| fixture | mistake | \\|Δ loss\\| | × tolerance ({LOSS_TOL:g}) | max \\|Δ log p\\| | × tolerance ({LOGPROB_TOL:g}) |")
         print("|---|---|---|---|---|---|")
         for name, what, dl, dp in rows:

@@ -59,7 +59,7 @@ def family(cfg):
         return "opt"
     if mt == "gpt2":
         return "gpt2"
-    if mt in ("llama", "mistral", "ministral", "qwen2"):
+    if mt in ("llama", "mistral", "ministral", "qwen2", "qwen3", "smollm3"):
         return "llama"
     raise ValueError(f"unsupported model_type {mt!r}")
 
@@ -351,7 +351,15 @@ def _layer_window(cfg, l):
         window = cfg.get("sliding_window", 4096)
         types = cfg.get("layer_types") or ["sliding_attention" if window else "full_attention"] * cfg["num_hidden_layers"]
         return window if types[l] == "sliding_attention" else None
-    if mt == "qwen2":  # a window only with use_sliding_window, by default from max_window_layers on
+    if mt == "smollm3":  # layer_types, by default (with use_sliding_window) the layers without RoPE
+        window = cfg.get("sliding_window")
+        types = cfg.get("layer_types")
+        if types is not None:
+            sliding = types[l] == "sliding_attention"
+        else:
+            sliding = cfg.get("use_sliding_window", False) and not _layer_rope(cfg, l)
+        return window if sliding else None
+    if mt in ("qwen2", "qwen3"):  # a window only with use_sliding_window, by default from max_window_layers on
         window = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window", False) else None
         types = cfg.get("layer_types")
         if types is not None:
@@ -360,6 +368,33 @@ def _layer_window(cfg, l):
             sliding = l >= cfg.get("max_window_layers", 28)
         return window if sliding else None
     return None
+
+
+def _qk_norm(q, k, p, lp, eps):
+    """Qwen3: an RMSNorm of each query and key head (over head_dim), where the block has q_norm."""
+    if lp + "self_attn.q_norm.weight" not in p:
+        return q, k
+    return _rms_norm(q, p[lp + "self_attn.q_norm.weight"], eps), _rms_norm(k, p[lp + "self_attn.k_norm.weight"], eps)
+
+
+def _position_qk(cfg, p, lp, l, q, k, cos, sin, eps):
+    """q and k [heads, T, D] as attention sees them: normed (Qwen3), then turned unless the layer
+    has no RoPE (SmolLM3)."""
+    q, k = _qk_norm(q, k, p, lp, eps)
+    if _layer_rope(cfg, l):
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+    return q, k
+
+
+def _layer_rope(cfg, l):
+    """Whether layer l turns q and k (SmolLM3's no_rope_layers: 1 = RoPE, by default all but
+    every no_rope_layer_interval-th layer)."""
+    if cfg.get("model_type") != "smollm3":
+        return True
+    flags = cfg.get("no_rope_layers")
+    if flags is None:
+        return (l + 1) % cfg.get("no_rope_layer_interval", 4) != 0
+    return bool(flags[l])
 
 
 def _forward_llama(cfg, p, ids):
@@ -379,8 +414,7 @@ def _forward_llama(cfg, p, ids):
         q = _heads(_linear(h, p, lp + "self_attn.q_proj"), H, D)
         k = _heads(_linear(h, p, lp + "self_attn.k_proj"), KV, D)
         v = _heads(_linear(h, p, lp + "self_attn.v_proj"), KV, D)
-        q = _apply_rope(q, cos, sin)
-        k = _apply_rope(k, cos, sin)
+        q, k = _position_qk(cfg, p, lp, l, q, k, cos, sin, eps)
         rep = H // KV
         k = k.repeat_interleave(rep, dim=0)   # kv head g serves query heads g*rep .. g*rep+rep-1
         v = v.repeat_interleave(rep, dim=0)

@@ -8,8 +8,9 @@ import { isObject } from './fields.js';
 import { gpt2 } from './gpt2.js';
 import { llama } from './llama.js';
 import { opt } from './opt.js';
+import { qwen3 } from './qwen3.js';
 
-const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama];
+const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama, qwen3];
 
 const BY_ARCHITECTURE = new Map<string, ArchitectureFamily>(
   FAMILIES.flatMap((f) => Object.keys(f.architectures).map((a) => [a, f] as const)),

@@ -155,6 +155,7 @@ public:
                        const NoiseSpec& pos_noise) = 0;
     virtual void layernorm(float* out, const float* inp, const float* w, const float* b, int N, int C,
                            float eps) = 0;
+    // out may be inp (in place: each row is read whole before it is written)
     virtual void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) = 0;
     // out[N, O] = inp[N, I] W^T + b, W stored [O, I] (or [I, O] when transposed)
     virtual void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,

@@ -121,6 +121,8 @@ struct BlockParams {
     WeightBias gate;       // w (I, C), b (I)
     WeightBias up;         // w (I, C), b (I)
     WeightBias down;       // w (C, I), b (C)
+    WeightBias q_norm;     // w (HD): Qwen3's RMSNorm of each query head
+    WeightBias k_norm;     // w (HD): and of each key head
 };
 
 struct HeadParams {

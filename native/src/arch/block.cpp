@@ -148,6 +148,14 @@ void BlockPass::linear(float* Acts::*out, float* Acts::*in, const WeightBias& w,
     });
 }
 
+void BlockPass::norm_pieces(float* Acts::*x, const WeightBias& w, int pieces, int width) {
+    const int ids[2] = {w.w, w.b};
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        Acts a = acts(si);
+        timed(KernelKind::Other, [&] { be_.rmsnorm(a.*x, a.*x, p[0], in_.N * pieces, width, c_.norm_eps); });
+    });
+}
+
 void BlockPass::each(const std::function<void(Acts& x, float* h)>& f) {
     for (size_t si = 0; si < streams_.size(); si++) {
         Acts x = acts(si);

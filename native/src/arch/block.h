@@ -124,6 +124,9 @@ public:
     void norm(float* Acts::*out, const WeightBias& w);
     // out [N, out_dim] = in [N, in_dim] W^T + b (W stored [in, out] when its tensor says so)
     void linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
+    // RMSNorm in place of x [N, pieces * width] as N * pieces rows of `width` (the config's eps):
+    // Qwen3's q and k norms, one per head (width HD).
+    void norm_pieces(float* Acts::*x, const WeightBias& w, int pieces, int width);
 
     // ---- kernels without weights ----
     // f(x, h) for every stream: its activations and its hidden states.

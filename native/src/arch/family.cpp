@@ -10,7 +10,7 @@ namespace spw {
 namespace {
 
 const std::vector<const Family*>& families() {
-    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family()};
+    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(), &qwen3_family()};
     return f;
 }
 
@@ -39,6 +39,7 @@ int dim_of(Dim d, const ModelConfig& c) {
         case Dim::QD: return c.heads * c.head_dim;
         case Dim::KVD: return c.kv_heads * c.head_dim;
         case Dim::C3: return 3 * c.hidden;
+        case Dim::HD: return c.head_dim;
     }
     return 0;
 }

@@ -17,7 +17,7 @@
 namespace spw {
 
 // Dimensions a parameter's shape is made of (ModelConfig's letters).
-enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */ };
+enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */, HD };
 
 enum class Need : int { No = 0, Maybe, Yes };
 
@@ -55,5 +55,6 @@ int dim_of(Dim d, const ModelConfig& c);
 const Family& opt_family();
 const Family& gpt2_family();
 const Family& llama_family();
+const Family& qwen3_family();
 
 }  // namespace spw

@@ -1,7 +1,9 @@
-// Llama, Mistral and Qwen2: pre-RMSNorm blocks with rotary positions on q and
-// k (grouped-query heads, an optional sliding window), and a gated SiLU MLP
-// (down(silu(gate) * up)); biases only where the config asks (Qwen2's q/k/v,
-// Llama's attention_bias and mlp_bias).
+// Llama, Mistral, Ministral, Qwen2 and SmolLM3 (llama), and Qwen3: pre-RMSNorm
+// blocks with rotary positions on q and k (grouped-query heads, the block's
+// sliding window and rotary table, none in SmolLM3's NoPE layers), and a gated
+// SiLU MLP (down(silu(gate) * up)); biases only where the config asks (Qwen2's
+// q/k/v, Llama's attention_bias and mlp_bias). Qwen3 adds an RMSNorm of each
+// query and key head before RoPE.
 #include <cmath>
 
 #include "family.h"
@@ -10,7 +12,7 @@ namespace spw {
 
 namespace {
 
-void llama_block(BlockPass& p, const BlockParams& w) {
+void llama_like(BlockPass& p, const BlockParams& w, bool qk_norm) {
     const ModelConfig& c = p.config();
     const int C = c.hidden, I = c.intermediate, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
@@ -20,6 +22,10 @@ void llama_block(BlockPass& p, const BlockParams& w) {
     p.linear(&Acts::q, &Acts::a, w.q, C, qd);
     p.linear(&Acts::k, &Acts::a, w.k, C, kvd);
     p.linear(&Acts::v, &Acts::a, w.v, C, kvd);
+    if (qk_norm) {
+        p.norm_pieces(&Acts::q, w.q_norm, c.heads, HD);
+        p.norm_pieces(&Acts::k, w.k_norm, c.kv_heads, HD);
+    }
     p.each([&](Acts& x, float*) {
         p.rope(x.q, qd, c.heads);
         p.rope(x.k, kvd, c.kv_heads);
@@ -36,23 +42,37 @@ void llama_block(BlockPass& p, const BlockParams& w) {
     p.residual(&Acts::tmp);
 }
 
+void llama_block(BlockPass& p, const BlockParams& w) { llama_like(p, w, false); }
+void qwen3_block(BlockPass& p, const BlockParams& w) { llama_like(p, w, true); }
+
+const std::vector<ParamRule> llama_rules = {
+    {&BlockParams::attn_norm, Need::Yes, Need::No, Dim::C, Dim::None},
+    {&BlockParams::q, Need::Yes, Need::Maybe, Dim::QD, Dim::C},
+    {&BlockParams::k, Need::Yes, Need::Maybe, Dim::KVD, Dim::C},
+    {&BlockParams::v, Need::Yes, Need::Maybe, Dim::KVD, Dim::C},
+    {&BlockParams::o, Need::Yes, Need::Maybe, Dim::C, Dim::QD},
+    {&BlockParams::mlp_norm, Need::Yes, Need::No, Dim::C, Dim::None},
+    {&BlockParams::gate, Need::Yes, Need::Maybe, Dim::I, Dim::C},
+    {&BlockParams::up, Need::Yes, Need::Maybe, Dim::I, Dim::C},
+    {&BlockParams::down, Need::Yes, Need::Maybe, Dim::C, Dim::I},
+};
+
+std::vector<ParamRule> with(std::vector<ParamRule> rules, std::initializer_list<ParamRule> more) {
+    rules.insert(rules.end(), more);
+    return rules;
+}
+
 }  // namespace
 
 const Family& llama_family() {
-    static const Family f{"llama",
-                          true,
-                          llama_block,
-                          {
-                              {&BlockParams::attn_norm, Need::Yes, Need::No, Dim::C, Dim::None},
-                              {&BlockParams::q, Need::Yes, Need::Maybe, Dim::QD, Dim::C},
-                              {&BlockParams::k, Need::Yes, Need::Maybe, Dim::KVD, Dim::C},
-                              {&BlockParams::v, Need::Yes, Need::Maybe, Dim::KVD, Dim::C},
-                              {&BlockParams::o, Need::Yes, Need::Maybe, Dim::C, Dim::QD},
-                              {&BlockParams::mlp_norm, Need::Yes, Need::No, Dim::C, Dim::None},
-                              {&BlockParams::gate, Need::Yes, Need::Maybe, Dim::I, Dim::C},
-                              {&BlockParams::up, Need::Yes, Need::Maybe, Dim::I, Dim::C},
-                              {&BlockParams::down, Need::Yes, Need::Maybe, Dim::C, Dim::I},
-                          }};
+    static const Family f{"llama", true, llama_block, llama_rules};
+    return f;
+}
+
+const Family& qwen3_family() {
+    static const Family f{"qwen3", true, qwen3_block,
+                          with(llama_rules, {{&BlockParams::q_norm, Need::Yes, Need::No, Dim::HD, Dim::None},
+                                             {&BlockParams::k_norm, Need::Yes, Need::No, Dim::HD, Dim::None}})};
     return f;
 }
 

@@ -10,12 +10,13 @@ const std::vector<BlockField>& block_fields() {
         {"k", &BlockParams::k},                 {"v", &BlockParams::v},       {"o", &BlockParams::o},
         {"mlp_norm", &BlockParams::mlp_norm},   {"fc1", &BlockParams::fc1},   {"fc2", &BlockParams::fc2},
         {"gate", &BlockParams::gate},           {"up", &BlockParams::up},     {"down", &BlockParams::down},
+        {"q_norm", &BlockParams::q_norm},       {"k_norm", &BlockParams::k_norm},
     };
     return f;
 }
 
 // A field added to BlockParams must be named above too (the table is the only way roles reach it).
-static_assert(sizeof(BlockParams) == 12 * sizeof(WeightBias), "block_fields() must list every BlockParams field");
+static_assert(sizeof(BlockParams) == 14 * sizeof(WeightBias), "block_fields() must list every BlockParams field");
 
 namespace {
 

@@ -129,6 +129,13 @@ describe('parseModelConfig', () => {
     fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'ntk-by-parts', factor: 2 } }, /rope_scaling of type "ntk-by-parts" is not supported/, 'unsupported');
   });
 
+  it('Qwen3: its own family, head_dim 128 unless given, Qwen2 windows', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' };
+    expect(parseModelConfig(base, DIR)).toMatchObject({ family: 'qwen3', headDim: 128, tiedEmbeddings: false, bosTokenId: null });
+    expect(parseModelConfig({ ...base, head_dim: 16 }, DIR).headDim).toBe(16);
+    expect(windows({ ...base, use_sliding_window: true, sliding_window: 8, max_window_layers: 1 })).toEqual([0, 8]);
+  });
+
   it('hidden_act must be silu', () => {
     fails({ ...LLAMA_CONFIG, hidden_act: 'gelu' }, /hidden_act "gelu"/, 'unsupported');
   });
@@ -174,6 +181,23 @@ describe('parseModelConfig', () => {
     expect(windows({ ...base, use_sliding_window: true, layer_types: ['sliding_attention', 'full_attention'] })).toEqual([32, 0]);
     // transformers drops the window without use_sliding_window and then fails on sliding layers
     fails({ ...base, layer_types: ['sliding_attention', 'sliding_attention'] }, /use_sliding_window is false/, 'invalid');
+  });
+
+  it('SmolLM3: no_rope_layers (default: every no_rope_layer_interval-th layer without RoPE), windows on sliding layers', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['SmolLM3ForCausalLM'], model_type: 'smollm3', num_hidden_layers: 4 };
+    delete (base as Record<string, unknown>).tie_word_embeddings;
+    const ropes = (json: Record<string, unknown>) => parseModelConfig(json, DIR).layerAttention.map((l) => l.rope);
+    expect(parseModelConfig(base, DIR)).toMatchObject({ family: 'llama', tiedEmbeddings: true });
+    expect(ropes(base)).toEqual([0, 0, 0, -1]);
+    expect(ropes({ ...base, no_rope_layer_interval: 2 })).toEqual([0, -1, 0, -1]);
+    expect(ropes({ ...base, no_rope_layers: [0, 1, 1, 1] })).toEqual([-1, 0, 0, 0]);
+    expect(windows(base)).toEqual([0, 0, 0, 0]);
+    expect(windows({ ...base, sliding_window: 8 })).toEqual([0, 0, 0, 0]);
+    expect(windows({ ...base, use_sliding_window: true, sliding_window: 8 })).toEqual([0, 0, 0, 8]);
+    // given layer_types slide whenever sliding_window is set (transformers' mask does)
+    expect(windows({ ...base, sliding_window: 8, layer_types: ['sliding_attention', 'full_attention', 'full_attention', 'full_attention'] })).toEqual([8, 0, 0, 0]);
+    fails({ ...base, no_rope_layers: [1, 1, 2, 1] }, /"no_rope_layers" must list 0 or 1 for each of the 4 layers/, 'invalid');
+    fails({ ...base, no_rope_layers: [1, 1] }, /"no_rope_layers" must list 0 or 1/, 'invalid');
   });
 
   it('missing required fields name the field and file', () => {
