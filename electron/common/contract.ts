@@ -23,7 +23,7 @@ const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
-export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'qwen3']);
+export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'qwen3', 'phi3']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
 
 // --- models

@@ -156,7 +156,7 @@ export function blockShapeOf(config: PlannerModel['config'], batch: number, seq:
   if (!c.hidden || !c.heads || !c.intermediate || batch < 1 || seq < 1) return null;
   // The calibration block is Llama's (gated SiLU MLP, RoPE, no biases) or OPT's; the Llama-shaped
   // families time like Llama's within what calibration resolves.
-  const llamaLike = c.family === 'llama' || c.family === 'qwen3';
+  const llamaLike = c.family === 'llama' || c.family === 'qwen3' || c.family === 'phi3';
   return canonShape({
     hidden: c.hidden,
     intermediate: c.intermediate,

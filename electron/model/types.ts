@@ -5,7 +5,7 @@
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
 /** Family of forward pass the engine runs. Mistral, Ministral, Qwen2 and SmolLM3 share `llama`. */
-export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'qwen3';
+export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'qwen3' | 'phi3';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
 
@@ -99,7 +99,7 @@ export interface TensorRef {
  * of its parameter structs (native/src/arch/params.cpp, spillway/model.h).
  * embed: tok [V, C], pos [P, C] (learned positions only)
  * block: <stem>_w and <stem>_b for the stems attn_norm, qkv, q, k, v, o, mlp_norm, fc1, fc2,
- *        gate, up, down, q_norm, k_norm (which ones, and their shapes, per family)
+ *        gate, up, down, q_norm, k_norm, gate_up (which ones, and their shapes, per family)
  * head:  norm_w, norm_b?, lm_head? (absent when tied: the engine uses embed.tok)
  */
 export type UnitKind = 'embed' | 'block' | 'head';

@@ -327,6 +327,21 @@ std::vector<Op> make_ops(const Shapes& S) {
         }
     }
     {
+        // A row range of a fused weight (Phi-3's qkv_proj and gate_up_proj are computed piece by
+        // piece): W and b start mid-tensor (b at an odd offset).
+        const int rows = 2 * I + 3;
+        auto x = randn((size_t)N * C), W = randn((size_t)rows * C, 0.05f), b = randn((size_t)rows);
+        ops.push_back({"linear/fused row slice+bias", TH_GEMM, true, [=](Backend& be, Dev& d) {
+                           float* out = d.zeros((size_t)N * I);
+                           float* dx = d.f(x);
+                           float* dW = d.f(W);
+                           float* db = d.f(b);
+                           const size_t row0 = (size_t)I + 3;
+                           return Prepared{[=, &be] { be.linear(out, dx, dW + row0 * C, db + row0, N, C, I, false); },
+                                           [=, &d] { return d.get(out, (size_t)N * I); }};
+                       }});
+    }
+    {
         int HD = S.head_dim, NH = S.heads, KV = S.kv_heads;
         int ld = (NH + 2 * KV) * HD;  // q, k, v heads side by side in one row (strided like a fused qkv)
         auto x = randn((size_t)N * ld);

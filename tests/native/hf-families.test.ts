@@ -90,6 +90,31 @@ const CASES: Case[] = [
     arch: 'SmolLM3ForCausalLM',
     config: { ...tiny, pad_token_id: null, num_hidden_layers: 4, no_rope_layer_interval: 2, use_sliding_window: true, sliding_window: 3 },
   },
+  // Phi3Config's default pad_token_id (32000) lies outside the tiny vocabulary too.
+  {
+    name: 'Phi-3-mini shape: fused qkv_proj and gate_up_proj, one sliding window',
+    arch: 'Phi3ForCausalLM',
+    config: { ...tiny, pad_token_id: null, sliding_window: 3 },
+    saved: true,
+  },
+  {
+    name: 'Phi-4-mini shape: partial rotary 0.75, longrope, tied, bf16',
+    arch: 'Phi3ForCausalLM',
+    config: {
+      ...tiny,
+      pad_token_id: null,
+      tie_word_embeddings: true,
+      original_max_position_embeddings: 8,
+      rope_parameters: { rope_type: 'longrope', rope_theta: 10000, partial_rotary_factor: 0.75, original_max_position_embeddings: 8, short_factor: [1, 1.6, 2.9], long_factor: [1.4, 3.1, 7.5] },
+    },
+    dtype: 'bfloat16',
+    saved: true,
+  },
+  {
+    name: 'Phi-3 given longrope as the older "su" (saved with both names: type su, rope_type longrope)',
+    arch: 'Phi3ForCausalLM',
+    config: { ...tiny, pad_token_id: null, original_max_position_embeddings: 8, rope_scaling: { type: 'su', original_max_position_embeddings: 8, short_factor: [1, 1.3, 2.1, 3.7], long_factor: [1.2, 2.9, 6.5, 11] } },
+  },
 ];
 
 const SEQUENCES = [

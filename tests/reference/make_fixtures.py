@@ -216,6 +216,24 @@ def cfg_smollm3():
     }
 
 
+def cfg_phi3():
+    """Phi-4-mini's shape: fused qkv_proj and gate_up_proj, partial_rotary_factor 0.75 (6 of 8 dims
+    turn), longrope with original_max_position_embeddings 8 at the top level, and Phi-3-mini's
+    sliding_window (5, every layer). pad_token_id null (Phi3Config's 32000 is outside the tiny
+    vocabulary)."""
+    return {
+        "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "model_type": "phi3", "num_attention_heads": H, "num_hidden_layers": L, "num_key_value_heads": 2,
+        "original_max_position_embeddings": 8, "pad_token_id": None, "partial_rotary_factor": 0.75,
+        "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"long_factor": [1.4, 3.1, 7.5], "short_factor": [1.0, 1.6, 2.9], "type": "longrope"},
+        "rope_theta": 10000.0, "sliding_window": 5, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
 # --------------------------------------------------------------------------- weights
 
 class Gen:
@@ -315,6 +333,16 @@ def weights_llama(cfg, seed, qkv_bias=False, qk_norm=False):
 
 
 # name, config, weight fn, file dtype, weight seed
+def weights_phi3(cfg, seed):
+    """Llama's weights with q|k|v and gate|up concatenated by rows, as Phi-3 stores them."""
+    w = weights_llama(cfg, seed)
+    for l in range(L):
+        lp = f"model.layers.{l}."
+        w[lp + "self_attn.qkv_proj.weight"] = torch.cat([w.pop(lp + f"self_attn.{n}_proj.weight") for n in "qkv"])
+        w[lp + "mlp.gate_up_proj.weight"] = torch.cat([w.pop(lp + f"mlp.{n}_proj.weight") for n in ("gate", "up")])
+    return w
+
+
 MODELS = [
     ("opt-tiny", cfg_opt, weights_opt, "F32", 101),
     ("gpt2-tiny", cfg_gpt2, weights_gpt2, "F16", 102),
@@ -331,6 +359,7 @@ MODELS = [
     ("llama-longrope-tiny", cfg_llama_longrope, weights_llama, "F32", 113),
     ("qwen3-tiny", cfg_qwen3, lambda c, s: weights_llama(c, s, qk_norm=True), "BF16", 114),
     ("smollm3-tiny", cfg_smollm3, weights_llama, "F32", 115),
+    ("phi3-tiny", cfg_phi3, weights_phi3, "F32", 116),
 ]
 
 MEZO = [

@@ -105,6 +105,31 @@ def qk_norm_over_all_heads():
     return patched(models, "_qk_norm", whole)
 
 
+def qkv_split_as(order):
+    """Phi-3's fused qkv_proj cut in another order of q (H*D), k and v (KV*D each)."""
+    def project(f):
+        def split(p, lp, h, H, KV, D):
+            name = lp + "self_attn.qkv_proj"
+            if name + ".weight" not in p:
+                return f(p, lp, h, H, KV, D)
+            width = {"q": H * D, "k": KV * D, "v": KV * D}
+            pieces = dict(zip(order, models._linear(h, p, name).split([width[n] for n in order], dim=-1)))
+            return models._heads(pieces["q"], H, D), models._heads(pieces["k"], KV, D), models._heads(pieces["v"], KV, D)
+        return split
+    return patched(models, "_project_qkv", project)
+
+
+def gate_up_swapped():
+    return patched(models, "_gate_up", lambda f: lambda p, lp, h: tuple(reversed(f(p, lp, h))))
+
+
+def rotary_on_every_dim(rp):
+    """partial_rotary_factor ignored: all 8 dims of phi3-tiny's heads turn, not 6 (the fourth
+    frequency's longrope factors taken as 1)."""
+    return {**rp, "partial_rotary_factor": 1.0, "short_factor": rp["short_factor"] + [1.0],
+            "long_factor": rp["long_factor"] + [1.0]}
+
+
 MISTAKES = [
     ("qwen2-window-tiny", "sliding window ignored", window_ignored),
     ("qwen2-window-tiny", "window on every layer (max_window_layers ignored)", window_on_every_layer),
@@ -128,6 +153,10 @@ MISTAKES = [
     ("qwen3-tiny", "q/k norms skipped", qk_norm_skipped),
     ("qwen3-tiny", "q/k norms after RoPE instead of before", qk_norm_after_rope),
     ("qwen3-tiny", "q/k norm over the whole projection, not per head", qk_norm_over_all_heads),
+    ("phi3-tiny", "fused qkv_proj split as q, v, k", lambda: qkv_split_as("qvk")),
+    ("phi3-tiny", "fused gate_up_proj read as [up; gate]", gate_up_swapped),
+    ("phi3-tiny", "partial rotary on every dim (partial_rotary_factor ignored)", lambda: rope_edit(rotary_on_every_dim)),
+    ("phi3-tiny", "sliding window ignored", window_ignored),
 ]
 
 

@@ -1,8 +1,9 @@
 """Float32 PyTorch reference forward passes for the causal LMs the engine supports.
 
 Independent re-implementation of the math of Hugging Face `transformers`
-OPTForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM and
-Qwen2ForCausalLM (eager attention, no padding, batch size 1, positions 0..T-1).
+OPTForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM,
+MinistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM and
+Phi3ForCausalLM (eager attention, no padding, batch size 1, positions 0..T-1).
 
     cfg, params = load_model("tests/fixtures/models/opt-tiny")
     logits = forward(cfg, params, [2, 17, 5])      # torch.float32 [T, V]
@@ -59,7 +60,7 @@ def family(cfg):
         return "opt"
     if mt == "gpt2":
         return "gpt2"
-    if mt in ("llama", "mistral", "ministral", "qwen2", "qwen3", "smollm3"):
+    if mt in ("llama", "mistral", "ministral", "qwen2", "qwen3", "smollm3", "phi3"):
         return "llama"
     raise ValueError(f"unsupported model_type {mt!r}")
 
@@ -235,6 +236,8 @@ def rope_parameters(cfg, max_pos_default=2048):
     defaults to max_position_embeddings."""
     d = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
     d["rope_type"] = d.get("rope_type", d.get("type", "default"))
+    if cfg.get("model_type") == "phi3" and d["rope_type"] in ("su", "yarn"):  # Phi-3's older names
+        d["rope_type"] = "longrope"
     d.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
     if cfg.get("partial_rotary_factor") is not None:
         d.setdefault("partial_rotary_factor", cfg["partial_rotary_factor"])
@@ -345,6 +348,8 @@ def _rotate_half(x):
 def _layer_window(cfg, l):
     """The sliding window of layer l (None: full causal), as each config class derives it."""
     mt = cfg.get("model_type")
+    if mt == "phi3":  # one window for every layer when set
+        return cfg.get("sliding_window")
     if mt == "mistral":  # one window for every layer; layer_types is not read
         return cfg.get("sliding_window", 4096) or None
     if mt == "ministral":  # layer_types, by default every layer sliding when there is a window
@@ -397,6 +402,23 @@ def _layer_rope(cfg, l):
     return bool(flags[l])
 
 
+def _project_qkv(p, lp, h, H, KV, D):
+    """q, k, v [heads, T, D]: from separate projections, or from Phi-3's fused qkv_proj whose
+    output columns are q (H*D), then k (KV*D), then v (KV*D)."""
+    if lp + "self_attn.qkv_proj.weight" in p:
+        q, k, v = _linear(h, p, lp + "self_attn.qkv_proj").split([H * D, KV * D, KV * D], dim=-1)
+    else:
+        q, k, v = (_linear(h, p, lp + f"self_attn.{n}_proj") for n in "qkv")
+    return _heads(q, H, D), _heads(k, KV, D), _heads(v, KV, D)
+
+
+def _gate_up(p, lp, h):
+    """gate, up [T, I]: from separate projections, or Phi-3's fused gate_up_proj (gate first)."""
+    if lp + "mlp.gate_up_proj.weight" in p:
+        return _linear(h, p, lp + "mlp.gate_up_proj").chunk(2, dim=-1)
+    return _linear(h, p, lp + "mlp.gate_proj"), _linear(h, p, lp + "mlp.up_proj")
+
+
 def _forward_llama(cfg, p, ids):
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
@@ -411,9 +433,7 @@ def _forward_llama(cfg, p, ids):
         lp = f"model.layers.{l}."
         res = x
         h = _rms_norm(x, p[lp + "input_layernorm.weight"], eps)
-        q = _heads(_linear(h, p, lp + "self_attn.q_proj"), H, D)
-        k = _heads(_linear(h, p, lp + "self_attn.k_proj"), KV, D)
-        v = _heads(_linear(h, p, lp + "self_attn.v_proj"), KV, D)
+        q, k, v = _project_qkv(p, lp, h, H, KV, D)
         q, k = _position_qk(cfg, p, lp, l, q, k, cos, sin, eps)
         rep = H // KV
         k = k.repeat_interleave(rep, dim=0)   # kv head g serves query heads g*rep .. g*rep+rep-1
@@ -422,8 +442,8 @@ def _forward_llama(cfg, p, ids):
         x = res + _linear(a, p, lp + "self_attn.o_proj")
         res = x
         h = _rms_norm(x, p[lp + "post_attention_layernorm.weight"], eps)
-        h = _linear(_act(act, _linear(h, p, lp + "mlp.gate_proj")) * _linear(h, p, lp + "mlp.up_proj"),
-                    p, lp + "mlp.down_proj")
+        gate, up = _gate_up(p, lp, h)
+        h = _linear(_act(act, gate) * up, p, lp + "mlp.down_proj")
         x = res + h
     x = _rms_norm(x, p["model.norm.weight"], eps)
     head = p["model.embed_tokens.weight"] if tied(cfg) or "lm_head.weight" not in p else p["lm_head.weight"]

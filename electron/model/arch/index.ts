@@ -8,9 +8,10 @@ import { isObject } from './fields.js';
 import { gpt2 } from './gpt2.js';
 import { llama } from './llama.js';
 import { opt } from './opt.js';
+import { phi3 } from './phi3.js';
 import { qwen3 } from './qwen3.js';
 
-const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama, qwen3];
+const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama, qwen3, phi3];
 
 const BY_ARCHITECTURE = new Map<string, ArchitectureFamily>(
   FAMILIES.flatMap((f) => Object.keys(f.architectures).map((a) => [a, f] as const)),

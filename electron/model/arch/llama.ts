@@ -4,9 +4,9 @@
 // attention, a gated SiLU MLP. The variants differ in defaults, biases, which
 // layers slide a window and which skip RoPE only; each is one entry of
 // VARIANTS. Families whose block is Llama's plus a little (qwen3.ts, phi3.ts)
-// read their config with parseLlamaConfig.
+// read their config with parseLlamaConfig and name their tensors with llamaUnits.
 
-import type { ArchFamily, LayerAttention, ModelConfig, TensorRef, UnitSpec } from '../types.js';
+import type { ArchFamily, LayerAttention, ModelConfig, RopeType, TensorRef, UnitSpec } from '../types.js';
 import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
@@ -36,6 +36,8 @@ export interface Variant {
   biases(f: ConfigFields): Biases;
   /** Each block's window and rotary table, as transformers' config class derives them. */
   layers(f: ConfigFields, layers: number): LayerAttention[];
+  /** Older names of RoPE types the config class renames (rope.ts). */
+  ropeAliases?: Record<string, RopeType>;
 }
 
 export const NO_BIASES: Biases = { qkv: false, o: false, mlp: false };
@@ -47,7 +49,7 @@ export function configBiases(f: ConfigFields): Biases {
 }
 
 /** sliding_window: null means none; absent, the architecture's default. */
-function slidingWindow(f: ConfigFields, def: number | null): number | null {
+export function slidingWindow(f: ConfigFields, def: number | null): number | null {
   if (def === null && !f.has('sliding_window')) return null;
   return f.raw('sliding_window') === null ? null : f.int('sliding_window', def ?? undefined);
 }
@@ -145,7 +147,7 @@ export function parseLlamaConfig(f: ConfigFields, arch: string, variant: Variant
     norm: 'rmsnorm',
     activation: 'silu',
     positionOffset: 0,
-    ropes: [ropeOf(f, headDim, { maxPositions: maxPos })],
+    ropes: [ropeOf(f, headDim, { maxPositions: maxPos, aliases: variant.ropeAliases })],
     layerAttention,
     tiedEmbeddings: f.bool('tie_word_embeddings', variant.tied ?? false),
     bosTokenId: f.tokenId('bos_token_id', variant.bos),
@@ -161,14 +163,15 @@ function parse(f: ConfigFields, arch: string) {
 }
 
 /**
- * Llama's tensors by unit and role; `more` adds a family's own to each block (l: the block's
- * name prefix, e.g. "model.layers.3.").
+ * Llama's tensors by unit and role. `fused`: Phi-3's qkv_proj [q; k; v] and gate_up_proj
+ * [gate; up] in place of the separate projections; `more` adds a family's own tensors to each
+ * block (l: the block's name prefix, e.g. "model.layers.3.").
  */
 export function llamaUnits(
   cfg: ModelConfig,
   biases: Biases,
   pk: TensorPicker,
-  more?: (l: string, t: Record<string, TensorRef>) => void,
+  opts: { fused?: boolean; more?: (l: string, t: Record<string, TensorRef>) => void } = {},
 ): UnitSpec[] {
   const C = cfg.hidden;
   const I = cfg.intermediate;
@@ -185,15 +188,23 @@ export function llamaUnits(
       if (bias) t[`${role}_b`] = pk.need(`${l}${name}.bias`, [out]);
     };
     t.attn_norm_w = pk.need(`${l}input_layernorm.weight`, [C]);
-    lin('q', 'self_attn.q_proj', QD, C, biases.qkv);
-    lin('k', 'self_attn.k_proj', KVD, C, biases.qkv);
-    lin('v', 'self_attn.v_proj', KVD, C, biases.qkv);
+    if (opts.fused) {
+      lin('qkv', 'self_attn.qkv_proj', QD + 2 * KVD, C, biases.qkv);
+    } else {
+      lin('q', 'self_attn.q_proj', QD, C, biases.qkv);
+      lin('k', 'self_attn.k_proj', KVD, C, biases.qkv);
+      lin('v', 'self_attn.v_proj', KVD, C, biases.qkv);
+    }
     lin('o', 'self_attn.o_proj', C, QD, biases.o);
     t.mlp_norm_w = pk.need(`${l}post_attention_layernorm.weight`, [C]);
-    lin('gate', 'mlp.gate_proj', I, C, biases.mlp);
-    lin('up', 'mlp.up_proj', I, C, biases.mlp);
+    if (opts.fused) {
+      lin('gate_up', 'mlp.gate_up_proj', 2 * I, C, biases.mlp);
+    } else {
+      lin('gate', 'mlp.gate_proj', I, C, biases.mlp);
+      lin('up', 'mlp.up_proj', I, C, biases.mlp);
+    }
     lin('down', 'mlp.down_proj', C, I, biases.mlp);
-    more?.(l, t);
+    opts.more?.(l, t);
     result.push({ kind: 'block', index: i, tensors: t });
   }
   result.push(headUnit(cfg, pk, 'model.norm.weight', null));

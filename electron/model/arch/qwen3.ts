@@ -25,9 +25,11 @@ function parse(f: ConfigFields, arch: string) {
   return {
     config,
     units: (pk: TensorPicker) =>
-      llamaUnits(config, biases, pk, (l, t) => {
-        t.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [HD]);
-        t.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [HD]);
+      llamaUnits(config, biases, pk, {
+        more: (l, t) => {
+          t.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [HD]);
+          t.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [HD]);
+        },
       }),
   };
 }

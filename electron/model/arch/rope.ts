@@ -21,10 +21,14 @@ function ropeDict(f: ConfigFields): { key: string; dict: Record<string, unknown>
   return { key: 'rope_parameters', dict: {} };
 }
 
-/** The RoPE type a config names and where; refuses a type transformers does not define. */
-function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
+/**
+ * The RoPE type a config names and where; refuses a type transformers does not define.
+ * `aliases`: an architecture's older names for a type (Phi-3 reads "su" and "yarn" as longrope).
+ */
+function ropeTypeOf(f: ConfigFields, aliases: Record<string, RopeType> = {}): { key: string; type: RopeType } {
   const { key, dict } = ropeDict(f);
-  const type = dict.rope_type ?? dict.type ?? 'default';
+  const named = dict.rope_type ?? dict.type ?? 'default';
+  const type = typeof named === 'string' && Object.hasOwn(aliases, named) ? aliases[named] : named;
   if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) {
     f.unsupported(`${key} of type ${JSON.stringify(type)} is not supported (${TYPES.join(', ')})`, key);
   }
@@ -34,12 +38,17 @@ function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
 /**
  * The model's RoPE: its type, base, rotated dims per head and the scaling's parameters.
  * `maxPositions` is the model's max_position_embeddings (the pretraining length of llama3, yarn
- * and longrope when the config names none); `defaultTheta` the architecture's rope_theta default.
+ * and longrope when the config names none); `defaultTheta` the architecture's rope_theta default;
+ * `aliases` its older names of types.
  */
-export function ropeOf(f: ConfigFields, headDim: number, defaults: { maxPositions?: number; theta?: number } = {}): RopeSpec {
+export function ropeOf(
+  f: ConfigFields,
+  headDim: number,
+  defaults: { maxPositions?: number; theta?: number; aliases?: Record<string, RopeType> } = {},
+): RopeSpec {
   const defaultTheta = defaults.theta ?? 10000;
   const { key, dict } = ropeDict(f);
-  const { type } = ropeTypeOf(f);
+  const { type } = ropeTypeOf(f, defaults.aliases);
   const field = (k: string) => `${key}.${k}`;
   // A number in the dict, else at the top level of the config.
   const num = (k: string, opts: { topLevel?: boolean; integer?: boolean } = {}): number | undefined => {

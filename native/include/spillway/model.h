@@ -123,6 +123,7 @@ struct BlockParams {
     WeightBias down;       // w (C, I), b (C)
     WeightBias q_norm;     // w (HD): Qwen3's RMSNorm of each query head
     WeightBias k_norm;     // w (HD): and of each key head
+    WeightBias gate_up;    // w (2I, C): Phi-3's fused gate (rows 0..I-1) and up projections
 };
 
 struct HeadParams {

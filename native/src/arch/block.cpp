@@ -156,6 +156,27 @@ void BlockPass::norm_pieces(float* Acts::*x, const WeightBias& w, int pieces, in
     });
 }
 
+void BlockPass::linear_pieces(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces) {
+    const Tensor& t = tensors_[(size_t)w.w];
+    if (t.transposed) throw std::runtime_error("tensor " + t.name + " is split by rows, so it must be stored [out, in]");
+    int rows = 0;
+    for (const Piece& piece : pieces) rows += piece.width;
+    if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != in_dim)
+        throw std::runtime_error("tensor " + t.name + " must be [" + std::to_string(rows) + ", " + std::to_string(in_dim) +
+                                 "] to be split into its pieces");
+    const int ids[2] = {w.w, w.b};
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        Acts x = acts(si);
+        size_t row = 0;
+        for (const Piece& piece : pieces) {
+            const float* W = p[0] + row * (size_t)in_dim;
+            const float* b = p[1] ? p[1] + row : nullptr;
+            timed(KernelKind::Linear, [&] { be_.linear(x.*piece.out, x.*in, W, b, in_.N, in_dim, piece.width, false); });
+            row += (size_t)piece.width;
+        }
+    });
+}
+
 void BlockPass::each(const std::function<void(Acts& x, float* h)>& f) {
     for (size_t si = 0; si < streams_.size(); si++) {
         Acts x = acts(si);

@@ -10,7 +10,8 @@ namespace spw {
 namespace {
 
 const std::vector<const Family*>& families() {
-    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(), &qwen3_family()};
+    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(), &qwen3_family(),
+                                                  &phi3_family()};
     return f;
 }
 
@@ -40,6 +41,8 @@ int dim_of(Dim d, const ModelConfig& c) {
         case Dim::KVD: return c.kv_heads * c.head_dim;
         case Dim::C3: return 3 * c.hidden;
         case Dim::HD: return c.head_dim;
+        case Dim::QKVD: return (c.heads + 2 * c.kv_heads) * c.head_dim;
+        case Dim::I2: return 2 * c.intermediate;
     }
     return 0;
 }

@@ -1,9 +1,11 @@
-// Llama, Mistral, Ministral, Qwen2 and SmolLM3 (llama), and Qwen3: pre-RMSNorm
+// Llama, Mistral, Ministral, Qwen2 and SmolLM3 (llama), Qwen3 and Phi-3: pre-RMSNorm
 // blocks with rotary positions on q and k (grouped-query heads, the block's
 // sliding window and rotary table, none in SmolLM3's NoPE layers), and a gated
 // SiLU MLP (down(silu(gate) * up)); biases only where the config asks (Qwen2's
 // q/k/v, Llama's attention_bias and mlp_bias). Qwen3 adds an RMSNorm of each
-// query and key head before RoPE.
+// query and key head before RoPE. Phi-3 fuses q|k|v into qkv_proj and gate|up
+// into gate_up_proj (no biases), each computed piece by piece into the unfused
+// buffers, and may turn only part of each head (partial rotary).
 #include <cmath>
 
 #include "family.h"
@@ -19,9 +21,13 @@ void llama_like(BlockPass& p, const BlockParams& w, bool qk_norm) {
     const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), p.layer().window};
 
     p.norm(&Acts::a, w.attn_norm);
-    p.linear(&Acts::q, &Acts::a, w.q, C, qd);
-    p.linear(&Acts::k, &Acts::a, w.k, C, kvd);
-    p.linear(&Acts::v, &Acts::a, w.v, C, kvd);
+    if (w.qkv.w >= 0) {
+        p.linear_pieces(&Acts::a, w.qkv, C, {{&Acts::q, qd}, {&Acts::k, kvd}, {&Acts::v, kvd}});
+    } else {
+        p.linear(&Acts::q, &Acts::a, w.q, C, qd);
+        p.linear(&Acts::k, &Acts::a, w.k, C, kvd);
+        p.linear(&Acts::v, &Acts::a, w.v, C, kvd);
+    }
     if (qk_norm) {
         p.norm_pieces(&Acts::q, w.q_norm, c.heads, HD);
         p.norm_pieces(&Acts::k, w.k_norm, c.kv_heads, HD);
@@ -35,8 +41,12 @@ void llama_like(BlockPass& p, const BlockParams& w, bool qk_norm) {
     p.residual(&Acts::tmp);
 
     p.norm(&Acts::a, w.mlp_norm);
-    p.linear(&Acts::m1, &Acts::a, w.gate, C, I);
-    p.linear(&Acts::m2, &Acts::a, w.up, C, I);
+    if (w.gate_up.w >= 0) {
+        p.linear_pieces(&Acts::a, w.gate_up, C, {{&Acts::m1, I}, {&Acts::m2, I}});
+    } else {
+        p.linear(&Acts::m1, &Acts::a, w.gate, C, I);
+        p.linear(&Acts::m2, &Acts::a, w.up, C, I);
+    }
     p.each([&](Acts& x, float*) { p.gated_silu(x.m1, x.m2, I); });
     p.linear(&Acts::tmp, &Acts::m1, w.down, I, C);
     p.residual(&Acts::tmp);
@@ -66,6 +76,21 @@ std::vector<ParamRule> with(std::vector<ParamRule> rules, std::initializer_list<
 
 const Family& llama_family() {
     static const Family f{"llama", true, llama_block, llama_rules};
+    return f;
+}
+
+const Family& phi3_family() {
+    static const Family f{"phi3",
+                          true,
+                          llama_block,
+                          {
+                              {&BlockParams::attn_norm, Need::Yes, Need::No, Dim::C, Dim::None},
+                              {&BlockParams::qkv, Need::Yes, Need::No, Dim::QKVD, Dim::C},
+                              {&BlockParams::o, Need::Yes, Need::No, Dim::C, Dim::QD},
+                              {&BlockParams::mlp_norm, Need::Yes, Need::No, Dim::C, Dim::None},
+                              {&BlockParams::gate_up, Need::Yes, Need::No, Dim::I2, Dim::C},
+                              {&BlockParams::down, Need::Yes, Need::No, Dim::C, Dim::I},
+                          }};
     return f;
 }
 

@@ -200,6 +200,25 @@ describe('parseModelConfig', () => {
     fails({ ...base, no_rope_layers: [1, 1] }, /"no_rope_layers" must list 0 or 1/, 'invalid');
   });
 
+  it('Phi-3: its own family, partial rotary, longrope under its older names, one window for every layer', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['Phi3ForCausalLM'], model_type: 'phi3' };
+    const c = parseModelConfig(base, DIR);
+    expect(c).toMatchObject({ family: 'phi3', tiedEmbeddings: false, bosTokenId: 1, eosTokenId: 32000, headDim: 4 });
+    expect(c.ropes).toEqual([{ type: 'default', theta: 10000, rotaryDim: c.headDim }]);
+    expect(parseModelConfig({ ...base, partial_rotary_factor: 0.5 }, DIR).ropes[0].rotaryDim).toBe(c.headDim / 2);
+    expect(windows(base)).toEqual([0, 0]);
+    expect(windows({ ...base, sliding_window: 2047 })).toEqual([2047, 2047]);
+    const half = c.headDim / 2;
+    const factors = { short_factor: Array(half).fill(1), long_factor: Array(half).fill(2) };
+    for (const type of ['su', 'yarn', 'longrope']) {
+      const r = parseModelConfig({ ...base, original_max_position_embeddings: 64, rope_scaling: { type, ...factors } }, DIR).ropes[0];
+      expect(r, type).toMatchObject({ type: 'longrope', originalMaxPositions: 64, longFactor: factors.long_factor });
+    }
+    // "su" is Phi-3's name only
+    fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'su', ...factors } }, /rope_scaling of type "su" is not supported/, 'unsupported');
+    fails({ ...base, rope_scaling: { type: 'longrope', ...factors, short_factor: [1] } }, /short_factor/, 'invalid');
+  });
+
   it('missing required fields name the field and file', () => {
     const { hidden_size: _h, ...noHidden } = OPT_CONFIG;
     const me = fails(noHidden, /missing required field "hidden_size"/, 'invalid');

@@ -14,6 +14,9 @@ const EXPECTED: Record<string, { arch: string; family: string }> = {
   'llama-tiny-sharded': { arch: 'LlamaForCausalLM', family: 'llama' },
   'mistral-tiny': { arch: 'MistralForCausalLM', family: 'llama' },
   'qwen2-tiny': { arch: 'Qwen2ForCausalLM', family: 'llama' },
+  'qwen3-tiny': { arch: 'Qwen3ForCausalLM', family: 'qwen3' },
+  'smollm3-tiny': { arch: 'SmolLM3ForCausalLM', family: 'llama' },
+  'phi3-tiny': { arch: 'Phi3ForCausalLM', family: 'phi3' },
 };
 const present = existsSync(ROOT)
   ? readdirSync(ROOT).filter((n) => existsSync(path.join(ROOT, n, 'config.json')))
