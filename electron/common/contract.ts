@@ -42,11 +42,19 @@ export const ModelSummary = z.object({
   tokenizer: z.enum(['tokenizer.json', 'vocab+merges']).nullable(),
 });
 
+export const CheckpointFacts = z.object({
+  parameterCount: z.number().int().nonnegative(),
+  dtypes: z.record(z.string(), z.number().int().nonnegative()),
+  sizeOnDisk: Bytes,
+  weightFiles: z.number().int().nonnegative(),
+});
+
 export const UnsupportedModel = z.object({
   dir: z.string(),
   name: z.string(),
   hfArchitecture: z.string().nullable(),
   reason: z.string(),
+  checkpoint: CheckpointFacts.nullable(),
 });
 
 export const InspectReport = z.object({
@@ -70,6 +78,8 @@ export const InspectReport = z.object({
   activation: z.string(),
   ropeTheta: z.number(),
   ropeScaling: z.string(),
+  rotaryDim: z.number().int().nonnegative(),
+  ropeLayers: z.number().int().nonnegative(),
   slidingWindow: z.number().int().nonnegative(),
   slidingLayers: z.number().int().nonnegative(),
   tiedEmbeddings: z.boolean(),

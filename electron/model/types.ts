@@ -135,4 +135,15 @@ export interface UnsupportedModel {
   name: string;
   hfArchitecture: string | null;
   reason: string;
+  /** What its weights tell without their architecture; null when they cannot be read either. */
+  checkpoint: CheckpointFacts | null;
+}
+
+/** A checkpoint's size as its safetensors headers give it, whatever the architecture. */
+export interface CheckpointFacts {
+  parameterCount: number;
+  /** Parameters per safetensors dtype, those the engine does not read (I8, F8_E4M3, ...) too. */
+  dtypes: Record<string, number>;
+  sizeOnDisk: number;
+  weightFiles: number;
 }
