@@ -27,6 +27,8 @@ export const Schedule = choice(['constant', 'linear', 'cosine'], 'schedule');
 export const UpdateMode = choice(['auto', 'home', 'device'], 'update mode');
 /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
 export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
+/** How the ranks of a run share a step (ALGORITHMS.md §7): each its shard of the batch, each its share of the q perturbations, or both. */
+export const Parallel = choice(['data', 'perturbation', '2d'], 'parallelism');
 
 export type Masters = z.output<typeof Masters>;
 export type Home = z.output<typeof Home>;
@@ -34,6 +36,7 @@ export type NoiseKind = z.output<typeof NoiseKind>;
 export type Schedule = z.output<typeof Schedule>;
 export type UpdateMode = z.output<typeof UpdateMode>;
 export type Offload = z.output<typeof Offload>;
+export type Parallel = z.output<typeof Parallel>;
 
 // ---------------------------------------------------------------------------
 // Bounds
@@ -53,6 +56,10 @@ export const MAX_LENGTH = 1 << 20;
 export const MAX_WRITE_BACK_EVERY = 1_000_000;
 /** Spill folders one run may stripe over. */
 export const MAX_SPILL_DIRS = 64;
+/** Engine processes (ranks) one run may start. */
+export const MAX_RANKS = 4096;
+/** Seconds a rank waits for the others at an exchange before it names them and ends the run, by default. */
+export const DEFAULT_RANK_TIMEOUT_S = 120;
 /** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
 export const DEFAULT_CHECKPOINT_EVERY = 100;
 
@@ -282,6 +289,41 @@ export const RunOptions = z.object({
     arg: 'P',
     help: 'fp32 (default), bf16 or fp16: masters in that format, every update rounded stochastically; streamed blocks move and are stored in half the bytes',
   }),
+  ranks: int(1, MAX_RANKS)
+    .default(1)
+    .register(flags, {
+      flag: 'ranks',
+      arg: 'N',
+      help: "engine processes sharing each step, started with Open MPI's mpirun: one per GPU, or per group of cores (a machine's cores are shared among its ranks)",
+    }),
+  parallel: Parallel.default('data').register(flags, {
+    flag: 'parallel',
+    arg: 'P',
+    help: 'how the ranks share a step: data (each rank its shard of the batch), perturbation (each q/N of the perturbations on the whole batch), 2d (--groups G perturbation groups of N/G data-parallel ranks)',
+  }),
+  groups: int(1, MAX_RANKS).optional().register(flags, { flag: 'groups', arg: 'G', help: '--parallel 2d: the number of perturbation groups (a divisor of --ranks)' }),
+  sliced: z
+    .boolean()
+    .default(false)
+    .register(flags, {
+      flag: 'sliced',
+      help: "with --ranks: DistZO2's sliced transfer; CPU-homed blocks live once per machine in memory its ranks share, each rank uploads 1/N of a block and the slices are exchanged (NCCL between GPUs, MPI on the CPU); those blocks are updated on the device",
+    }),
+  rankTimeout: real(0, { inclusive: false })
+    .default(DEFAULT_RANK_TIMEOUT_S)
+    .register(flags, {
+      flag: 'rank-timeout',
+      arg: 'S',
+      help: 'seconds a rank waits for the others at an exchange before it names the missing ranks and ends the run',
+    }),
+  hostfile: FilePath.optional()
+    .register(flags, {
+      flag: 'hostfile',
+      arg: 'FILE',
+      read: 'path',
+      help: 'Open MPI host file ("host slots=N" lines): ranks on several machines, each with Spillway at the same path',
+    })
+    .register(pathKinds, { kind: 'datasets', what: 'the MPI host file' }),
 });
 
 /** What the engine host and the trainer receive: a run's options plus where its checkpoints go and what it resumes. */
@@ -290,7 +332,7 @@ export const TrainOptions = RunOptions.extend({
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
   resumeFrom: FilePath.optional()
-    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' })
+    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run; --ranks may differ)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
 });
 

@@ -836,6 +836,9 @@ public:
     // twice, or a range sharing a page with a neighbour pinned before it (masters come from
     // aligned_alloc(64, ...): small ones share pages). In the last case the pages wholly inside the
     // range are pinned on their own, so that the bulk of it is. Other failures throw.
+    void* native_queue(Queue q) override { return (void*)queue(q); }
+    void bind_thread() override { cur(); }
+
     void pin_host(void* p, size_t bytes) override {
         if (!p || !bytes) return;
         cur();

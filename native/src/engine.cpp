@@ -354,33 +354,52 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
     p.targets = ints_ + offs[5];
 }
 
-StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel) {
+StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel, const StepShare* share) {
     auto t_start = Clock::now();
     validate(batch);
     if (params.q < 1) throw std::runtime_error("q must be at least 1");
     if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");
+    const int first = share ? share->first : 0, count = share ? share->count : params.q;
+    if (first < 0 || count < 1 || first + count > params.q)
+        throw std::runtime_error("a shared step computes perturbations " + std::to_string(first) + ".." +
+                                 std::to_string(first + count - 1) + ", outside the " + std::to_string(params.q) + " of the step");
     Prepared prep;
     prepare(batch, prep);
-    ensure_buffers(prep.N, prep.M, 2 * params.q);
+    ensure_buffers(prep.N, prep.M, 2 * count);
 
-    // All 2q perturbed streams share one pass over the units.
+    // All 2 x count perturbed streams share one pass over the units.
     StepResult res;
     std::vector<Stream> streams;
-    for (int j = 0; j < params.q; j++) {
-        uint64_t seed = step_seed(params.run_seed, params.step, (uint64_t)j);
-        res.seeds.push_back(seed);
-        streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * j)]});
-        streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * j + 1)]});
+    for (int j = 0; j < params.q; j++) res.seeds.push_back(step_seed(params.run_seed, params.step, (uint64_t)j));
+    for (int j = first; j < first + count; j++) {
+        uint64_t seed = res.seeds[(size_t)j];
+        streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * (j - first))]});
+        streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * (j - first) + 1)]});
     }
     std::vector<std::vector<float>> logprob(streams.size());
     run_forward(prep, streams, logprob, params.noise, cancel, res.times);
-    for (int j = 0; j < params.q; j++) {
-        std::vector<double> lplus, lminus, cand;
+    // Per-example losses of each computed perturbation; shared: exchanged for every perturbation
+    // on every example of the global batch.
+    std::vector<std::vector<double>> plus((size_t)count), minus((size_t)count);
+    for (int k = 0; k < count; k++) {
+        std::vector<double> cand;
         std::vector<int32_t> corr, scored;
-        losses(batch, logprob[(size_t)(2 * j)], lplus, corr, cand, scored);
-        losses(batch, logprob[(size_t)(2 * j + 1)], lminus, corr, cand, scored);
-        double Lp = mean(lplus), Lm = mean(lminus);
+        losses(batch, logprob[(size_t)(2 * k)], plus[(size_t)k], corr, cand, scored);
+        losses(batch, logprob[(size_t)(2 * k + 1)], minus[(size_t)k], corr, cand, scored);
+    }
+    if (share && share->exchange) {
+        PhaseTimes so_far = res.times;
+        so_far.total_ms = ms_since(t_start);
+        auto tx = Clock::now();
+        share->exchange(plus, minus, so_far);
+        res.times.exchange_ms = ms_since(tx);
+        if ((int)plus.size() != params.q || (int)minus.size() != params.q)
+            throw std::runtime_error("the exchange returned losses of " + std::to_string(plus.size()) + " perturbations; the step has " +
+                                     std::to_string(params.q));
+    }
+    for (int j = 0; j < params.q; j++) {
+        double Lp = mean(plus[(size_t)j]), Lm = mean(minus[(size_t)j]);
         double g = (Lp - Lm) / (2.0 * (double)params.eps);
         res.loss_plus.push_back(Lp);
         res.loss_minus.push_back(Lm);

@@ -640,6 +640,18 @@ std::vector<Check> queue_checks(Backend& gpu) {
         return bad == 0;
     });
 
+    check("native_queue + bind_thread", "three distinct streams", [&](std::string& d) {
+        // What NCCL is handed (src/dist/slices.cpp): the copy queue's stream, distinct from the
+        // others; on the CPU backend there is none (the slices then go through MPI).
+        gpu.bind_thread();
+        void* c = gpu.native_queue(Q::Compute);
+        void* u = gpu.native_queue(Q::Copy);
+        void* w = gpu.native_queue(Q::CopyOut);
+        bool cpu_has_none = make_cpu_backend(1, false)->native_queue(Q::Copy) == nullptr;
+        d = cpu_has_none ? "" : "the CPU backend reports a native queue";
+        return c && u && w && c != u && u != w && c != w && cpu_has_none;
+    });
+
     check("pin_host tolerance", "no error", [&](std::string& d) {
         // alloc_host memory (pinned by CUDA already), then two ranges sharing a page.
         void* h = gpu.alloc_host((size_t)1 << 20);

@@ -124,6 +124,11 @@ public:
     }
     virtual void pin_host(void* p, size_t bytes) { (void)p; (void)bytes; }
     virtual void unpin_host(void* p) { (void)p; }
+    // For libraries that enqueue work themselves (NCCL, src/dist): the queue's native handle
+    // (a cudaStream_t on CUDA; nullptr where queues are not the device's), and making this
+    // backend's device the calling thread's.
+    virtual void* native_queue(Queue q) { (void)q; return nullptr; }
+    virtual void bind_thread() {}
 
     // ---- ZO kernels ----
     // z[i] = noise(seed, id, k0 + i) for i < n; k0 must be a multiple of 4.
