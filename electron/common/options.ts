@@ -87,6 +87,9 @@ function real(min: number, o: { inclusive: boolean; below?: number }) {
   return s;
 }
 
+/** A run's id: the supervisor's stamp and suffix, or any name of word characters (a run created elsewhere). */
+export const RunId = z.string().regex(/^[\w.-]{1,200}$/, { error: 'expected a run id (letters, digits, _ . -)' });
+
 /** A byte count. */
 export const Bytes = int(0, Number.MAX_SAFE_INTEGER);
 /** A file path of its own: a schema registered with a flag must not be shared (the registry keys on it). */
@@ -127,6 +130,19 @@ export interface PathMeta {
 }
 
 export const pathKinds = z.registry<PathMeta>();
+
+/**
+ * An option that shapes a run's trajectory (its batches, its noise, its updates): a resume that
+ * changes one would continue another run than the one checkpointed, so it is refused unless asked
+ * for on purpose (--allow-option-changes), and then recorded with the run (electron/engine/trainer.ts).
+ * Options that only move work around (threads, placement, budgets) keep the trajectory bit for bit.
+ */
+export interface TrajectoryMeta {
+  /** The option matters only when this holds of the run's options. */
+  onlyIf?: (o: Readonly<Record<string, unknown>>) => boolean;
+}
+
+export const trajectory = z.registry<TrajectoryMeta>();
 
 /** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
@@ -231,28 +247,45 @@ export const RunOptions = z.object({
     .register(pathKinds, { kind: 'models', what: 'the model folder' }),
   train: path()
     .register(flags, { flag: 'data', arg: 'FILE', read: 'path', help: 'training data (.jsonl, .csv, .parquet)' })
-    .register(pathKinds, { kind: 'datasets', what: 'the training data' }),
+    .register(pathKinds, { kind: 'datasets', what: 'the training data' })
+    .register(trajectory, {}),
   eval: FilePath.optional()
     .register(flags, { flag: 'eval-data', arg: 'FILE', read: 'path', help: 'held-out data (default: --eval-fraction of --data)' })
     .register(pathKinds, { kind: 'datasets', what: 'the evaluation data' }),
   evalFraction: real(0, { inclusive: true, below: 1 })
     .default(0.1)
-    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' }),
-  task: TaskTemplate,
-  steps: int(0, MAX_STEPS).default(1000).register(flags, { flag: 'steps', arg: 'N', help: 'training steps' }),
-  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }),
-  lr: real(0, { inclusive: true }).default(1e-6).register(flags, { flag: 'lr', arg: 'X', help: 'learning rate' }),
-  eps: real(0, { inclusive: false }).default(1e-3).register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale' }),
-  weightDecay: real(0, { inclusive: true }).default(0).register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' }),
-  q: int(1, MAX_Q).default(1).register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step' }),
-  schedule: Schedule.default('constant').register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' }),
-  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }),
-  noise: NoiseKind.default('gaussian').register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher' }),
-  seed: int(0, Number.MAX_SAFE_INTEGER).default(0).register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' }),
+    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' })
+    .register(trajectory, { onlyIf: (o) => o.eval === undefined }),
+  task: TaskTemplate.register(trajectory, {}),
+  // A longer run keeps its trajectory under a constant rate; a decaying schedule is spread over the steps.
+  steps: int(0, MAX_STEPS)
+    .default(1000)
+    .register(flags, { flag: 'steps', arg: 'N', help: 'training steps' })
+    .register(trajectory, { onlyIf: (o) => (o.schedule ?? 'constant') !== 'constant' }),
+  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }).register(trajectory, {}),
+  lr: real(0, { inclusive: true }).default(1e-6).register(flags, { flag: 'lr', arg: 'X', help: 'learning rate' }).register(trajectory, {}),
+  eps: real(0, { inclusive: false }).default(1e-3).register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale' }).register(trajectory, {}),
+  weightDecay: real(0, { inclusive: true })
+    .default(0)
+    .register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' })
+    .register(trajectory, {}),
+  q: int(1, MAX_Q).default(1).register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step' }).register(trajectory, {}),
+  schedule: Schedule.default('constant')
+    .register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' })
+    .register(trajectory, {}),
+  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }).register(trajectory, {}),
+  noise: NoiseKind.default('gaussian').register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher' }).register(trajectory, {}),
+  seed: int(0, Number.MAX_SAFE_INTEGER)
+    .default(0)
+    .register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' })
+    .register(trajectory, {}),
   evalEvery: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-every', arg: 'N', help: 'evaluate every N steps (0: at the start and the end only)' }),
   evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
   threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
-  maxLength: int(1, MAX_LENGTH).optional().register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" }),
+  maxLength: int(1, MAX_LENGTH)
+    .optional()
+    .register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" })
+    .register(trajectory, {}),
   out: FilePath.optional()
     .register(flags, { flag: 'out', arg: 'DIR', read: 'path', help: 'save the fine-tuned model (Hugging Face folder + seed log) here' })
     .register(pathKinds, { kind: 'export', what: 'the output folder' }),
@@ -332,9 +365,42 @@ export const TrainOptions = RunOptions.extend({
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
   resumeFrom: FilePath.optional()
-    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run; --ranks may differ)' })
+    .register(flags, {
+      flag: 'resume',
+      arg: 'DIR',
+      read: 'path',
+      help: "continue the run that wrote this checkpoint folder, with its options (flags given change them; those that shape the trajectory need --allow-option-changes; --ranks may differ)",
+    })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
+  allowOptionChanges: z
+    .boolean()
+    .default(false)
+    .register(flags, { flag: 'allow-option-changes', help: 'with --resume: take options that change the trajectory (lr, seed, batch size, ...); the change is recorded with the run' }),
+  /** The run this training is (its checkpoints name it; a resume refuses another run's checkpoint). */
+  runId: RunId.optional(),
 });
+
+/** The options that differ between a checkpoint's run and its resume and shape the trajectory (the `trajectory` registry), with their values. */
+export function trajectoryChanges(saved: Readonly<Record<string, unknown>>, now: Readonly<Record<string, unknown>>): { option: string; from: unknown; to: unknown }[] {
+  const out: { option: string; from: unknown; to: unknown }[] = [];
+  for (const [key, schema] of Object.entries(RunOptions.shape as Record<string, z.ZodType>)) {
+    const meta = trajectory.get(schema);
+    if (!meta) continue;
+    if (meta.onlyIf && !meta.onlyIf(saved) && !meta.onlyIf(now)) continue;
+    const from = saved[key];
+    const to = now[key];
+    if (canonical(from) !== canonical(to)) out.push({ option: key, from, to });
+  }
+  return out;
+}
+
+/** JSON with sorted keys and undefined fields left out: equal options read equal whatever their order. */
+function canonical(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
+}
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
 export const ScoreOptions = RunOptions.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true });

@@ -103,7 +103,7 @@ void Engine::read_tensor(const Tensor& t, float* out) { residency_->read_tensor(
 
 TierStats Engine::tier_stats() const {
     TierStats s = residency_->stats();
-    s.scratch_bytes = (uint64_t)copies_->capacity() * 2 * sizeof(float);
+    s.scratch_bytes = (uint64_t)copies_->bytes();
     return s;
 }
 
@@ -185,6 +185,7 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
     while ((int)hbuf_.size() < nstreams) hbuf_.push_back(static_cast<float*>(backend_->alloc(h_capacity_ * sizeof(float))));
     // z and the working copy hold the largest group of tensors one kernel call reads.
     copies_->reserve(WorkingCopies::largest_group(*model_));
+    if (backend_->runs_pairs()) copies_->reserve_pairs(WorkingCopies::largest_block_group(*model_));
     if ((size_t)std::max(1, M) > lp_capacity_) {
         if (lp_) backend_->release(lp_);
         lp_ = nullptr;
