@@ -228,16 +228,42 @@ void BlockPass::linear_pieces(float* Acts::*in, const WeightBias& w, int in_dim,
     if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != in_dim)
         throw std::runtime_error("tensor " + t.name + " must be [" + std::to_string(rows) + ", " + std::to_string(in_dim) +
                                  "] to be split into its pieces");
-    const int ids[2] = {w.w, w.b};
-    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
-        Acts x = acts(si);
+    // Every piece for k streams side by side (k = 2: a +eps/-eps pair, as linear() runs them),
+    // stream s computing with the weight W[s] and bias b[s].
+    auto run = [&](int k, const Acts* xs, const float* const* W, const float* const* b) {
         size_t row = 0;
         for (const Piece& piece : pieces) {
-            const float* W = p[0] + row * (size_t)in_dim;
-            const float* b = p[1] ? p[1] + row : nullptr;
-            timed(KernelKind::Linear, [&] { be_.linear(x.*piece.out, x.*in, W, b, in_.N, in_dim, piece.width, false); });
+            float* outs[2] = {nullptr, nullptr};
+            const float* ins[2] = {nullptr, nullptr};
+            const float* ws[2] = {nullptr, nullptr};
+            const float* bs[2] = {nullptr, nullptr};
+            for (int s = 0; s < k; s++) {
+                outs[s] = xs[s].*piece.out;
+                ins[s] = xs[s].*in;
+                ws[s] = W[s] + row * (size_t)in_dim;
+                bs[s] = b[s] ? b[s] + row : nullptr;
+            }
+            timed(KernelKind::Linear, [&] {
+                if (k == 1)
+                    be_.linear(outs[0], ins[0], ws[0], bs[0], in_.N, in_dim, piece.width, false);
+                else
+                    be_.linear_streams(k, outs, ins, ws, bs, in_.N, in_dim, piece.width, false);
+            });
             row += (size_t)piece.width;
         }
+    };
+    const int ids[2] = {w.w, w.b};
+    bool paired = copies_.with_pairs(tensors_, ids, 2, streams_, noise_, noise_ms_,
+                                     [&](size_t si, const float* const* plus, const float* const* minus) {
+                                         const Acts xs[2] = {acts(si), acts(si + 1)};
+                                         const float* W[2] = {plus[0], minus[0]};
+                                         const float* b[2] = {plus[1], minus[1]};
+                                         run(2, xs, W, b);
+                                     });
+    if (paired) return;
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        const Acts xs[1] = {acts(si)};
+        run(1, xs, &p[0], &p[1]);
     });
 }
 

@@ -147,7 +147,8 @@ public:
     // Qwen3's q and k norms, one per head (width HD).
     void norm_pieces(float* Acts::*x, const WeightBias& w, int pieces, int width);
     // A fused projection computed piece by piece: out_i [N, width_i] = in [N, in_dim] W_i^T + b_i,
-    // W_i the next width_i rows of W (stored [out, in]), its group perturbed once for all pieces.
+    // W_i the next width_i rows of W (stored [out, in]), its group perturbed once for all pieces
+    // (and a +eps/-eps pair's products side by side, as linear() runs them).
     // Phi-3's qkv_proj into q, k, v and gate_up_proj into gate, up: each lands where the unfused
     // recipe expects it, so no split kernel and no strided view is needed downstream.
     struct Piece {
