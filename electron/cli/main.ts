@@ -20,8 +20,10 @@ import { distPlan, formatDistPlan } from '../engine/dist-plan.js';
 import type { DistPlan } from '../engine/dist-plan.js';
 import type { Parallel } from '../common/options.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
+import { deviceListing, effectiveGemm, resolveDevice } from '../engine/device.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
+import { telemetrySource } from '../services/runs/operations.js';
 import type { RunEvent, StoredRunConfig } from '../services/runs/index.js';
 import type { RunRecord } from '../services/store/types.js';
 import { readCheckpointState } from '../engine/checkpoint.js';
@@ -44,6 +46,8 @@ const PlanFields = RunOptions.pick({
   q: true,
   writeBackEvery: true,
   steps: true,
+  device: true,
+  gemm: true,
   ranks: true,
   parallel: true,
   groups: true,
@@ -79,14 +83,13 @@ ${helpLines(TrainOptions, { task: true })}
   --data-dir DIR        where runs are recorded (default $SPILLWAY_DATA_DIR, else
                         $XDG_DATA_HOME/spillway or ~/.local/share/spillway)
 
-Score options: --model, --data, the task flags, --threads, --batch-size and --max-length as in
-train, and
+Score options: --model, --data, the task flags, --threads, --batch-size, --max-length, --device and
+--gemm as in train, and
   --per-example         one line per example (loss, and correct or wrong when classifying)
   --json                one JSON object per line: each example, then the summary
 
 Plan options:
 ${helpLines(PlanFields)}
-  --device D            cpu or gpu: where the forwards run (default gpu with --gpu-mem, else cpu)
   --interconnect I      with --ranks: how the GPUs of a machine reach each other, pcie (default) or nvlink;
                         over NVLink streamed blocks are sliced (each GPU uploads 1/N, then all-gather)
   --all-gather-bandwidth X
@@ -163,6 +166,9 @@ export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unkn
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
 
+/** "cuda:0 (NVIDIA H100 80GB HBM3, gemm fp32)" or "cpu × 8 threads". */
+const onWhat = (e: { backend: string; threads: number; device?: { id: string } }) => (e.device && e.device.id !== 'cpu' ? e.backend : `${e.backend} × ${e.threads} threads`);
+
 /** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise. */
 const evalWords = (e: EvalEvent) => (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
 
@@ -235,7 +241,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
         break;
       case 'start':
         progress.log(
-          `${isDemo ? 'demo: ' : ''}run ${eventRun}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
+          `${isDemo ? 'demo: ' : ''}run ${eventRun}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${onWhat(event)}; ` +
             `${event.trainExamples} training / ${event.evalExamples} held-out examples; ${event.steps} steps of batch ${event.batchSize}`,
         );
         if (event.plan) {
@@ -287,6 +293,8 @@ async function cmdTrain(argv: string[]): Promise<number> {
   const showCheckpoints = values['checkpoint-dir'] !== undefined || (options.checkpointDir !== undefined && !target?.run);
   let runId: string | undefined;
   for (const n of supervisor.store.notices) progress.log(n);
+  // The machine's telemetry is kept with the run, as the app keeps it (runs show, the GUI's Runs page).
+  const telemetry = telemetrySource(supervisor);
   supervisor.subscribe('*', (e: RunEvent) => {
     if (e.type === 'status') return;
     // Before the run is recorded its checks report progress (this process starts one run).
@@ -295,6 +303,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
     onEvent(e);
   });
   const finish = async (message: string | null): Promise<number> => {
+    telemetry.stop();
     await supervisor.close();
     if (message === null) return 0;
     progress.finish();
@@ -461,7 +470,6 @@ async function cmdDoctor(argv: string[]): Promise<number> {
 
 const PLAN_FLAGS = {
   ...argOptions(PlanFields),
-  device: { type: 'string' },
   interconnect: { type: 'string' },
   'all-gather-bandwidth': { type: 'string' },
   'ranks-per-machine': { type: 'string' },
@@ -498,19 +506,11 @@ async function cmdPlan(argv: string[]): Promise<number> {
   try {
     if (values.model === undefined) throw new Error('plan needs --model');
     const o = optionsFromFlags(PlanFields, values, {}, 'plan');
-    const device = (values.device as string | undefined) ?? (o.gpuMem !== undefined ? 'gpu' : 'cpu');
-    if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got ${JSON.stringify(device)}`);
-    // A GPU plan calibrates the GPU when this build and machine have one.
-    let calibrationDevice = 'cpu';
-    if (device === 'gpu') {
-      const { loadNative } = await import('../engine/native.js');
-      const native = loadNative();
-      if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
-    }
-    const { plan, info, calibration, input } = await planFor({
+    // Planned for the device a run with these flags computes on: calibrated there, its free memory the default budget.
+    const resolved = resolveDevice(o.device, deviceListing());
+    const { plan, info, calibration, prefetchRequested, device, input } = await planFor({
       model: o.model,
-      computeDevice: device,
-      calibrationDevice,
+      device: { resolved, gemm: effectiveGemm(o.gemm, resolved).gemm },
       budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
       spillDirs: o.spillDirs ?? [],
       updateMode: o.updateOn ?? 'auto',
@@ -526,9 +526,9 @@ async function cmdPlan(argv: string[]): Promise<number> {
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
     const ranks = o.ranks > 1 ? rankPlan(input, o, values) : null;
     if (json) {
-      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
+      out(JSON.stringify({ ...toPlanResult(plan, info.dir, prefetchRequested, device), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
     } else {
-      out(formatPlan(plan, { steps: o.steps }) + '\n' + (ranks ? `\n${formatDistPlan(ranks)}\n` : ''));
+      out(`${resolved.reason}${device?.gemm && resolved.kind === 'cuda' ? `; GEMMs in ${device.gemm}` : ''}\n` + formatPlan(plan, { steps: o.steps }) + '\n' + (ranks ? `\n${formatDistPlan(ranks)}\n` : ''));
     }
     return plan.feasible ? 0 : EXIT_DOES_NOT_FIT;
   } catch (e) {

@@ -11,6 +11,7 @@ export const RUN_METHOD_NAMES = [
   'listRuns',
   'getRun',
   'getMetrics',
+  'getTelemetry',
   'deleteRun',
   'exportRun',
   'getSettings',
@@ -27,6 +28,7 @@ export const METHOD_NAMES = [
   'listFolder',
   'pickPath',
   'getNotices',
+  'listDevices',
   ...RUN_METHOD_NAMES,
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
@@ -61,6 +63,7 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   listRuns: 'spillway:call:listRuns',
   getRun: 'spillway:call:getRun',
   getMetrics: 'spillway:call:getMetrics',
+  getTelemetry: 'spillway:call:getTelemetry',
   deleteRun: 'spillway:call:deleteRun',
   exportRun: 'spillway:call:exportRun',
   getSettings: 'spillway:call:getSettings',
@@ -68,6 +71,7 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   listFolder: 'spillway:call:listFolder',
   pickPath: 'spillway:call:pickPath',
   getNotices: 'spillway:call:getNotices',
+  listDevices: 'spillway:call:listDevices',
 };
 
 export const EVENT_CHANNELS: Record<EventName, EventChannel> = {

@@ -9,7 +9,7 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
-import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
+import { Bytes, FilePath, flags, Gemm, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
 
 export * from './channels.js';
 export * from './options.js';
@@ -23,7 +23,7 @@ const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
-export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'qwen3', 'phi3']);
+export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'qwen3', 'phi3', 'gpt_neox', 'olmo2', 'gemma2', 'gemma3']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
 
 // --- models
@@ -74,7 +74,7 @@ export const InspectReport = z.object({
   intermediate: z.number().int().nonnegative(),
   vocabSize: z.number().int().nonnegative(),
   maxPositions: z.number().int().nonnegative(),
-  norm: z.enum(['layernorm', 'rmsnorm']),
+  norm: z.enum(['layernorm', 'rmsnorm', 'rmsnorm_plus1']),
   activation: z.string(),
   ropeTheta: z.number(),
   ropeScaling: z.string(),
@@ -151,10 +151,82 @@ export const DatasetPreview = z.object({
     .nullable(),
 });
 
+// --- devices
+
+/**
+ * One CUDA device as the engine's CUDA runtime numbers it (after CUDA_VISIBLE_DEVICES, in
+ * CUDA_DEVICE_ORDER); `id` is what --device takes.
+ */
+export const CudaDevice = z.object({
+  index: z.number().int().nonnegative(),
+  id: z.string().regex(/^cuda:\d+$/),
+  name: z.string(),
+  totalBytes: Bytes,
+  /** NVML's free memory of the device; null where NVML cannot be asked. */
+  freeBytes: Bytes.nullable(),
+  computeCapability: z.string(),
+  multiprocessors: z.number().int().nonnegative(),
+  /**
+   * "0000:3b:00.0": how this device is found among NVML's (telemetry), which number every GPU of the
+   * machine in PCI bus order whatever CUDA_VISIBLE_DEVICES says; null when CUDA could not say.
+   */
+  pciBusId: z.string().nullable(),
+});
+
+/** "0000:3B:00.0" (CUDA) and "00000000:3b:00.0" (NVML) alike: [domain, bus, device, function], or null. */
+export function parsePciBusId(id: string | null | undefined): number[] | null {
+  const m = /^([0-9a-f]{1,8}):([0-9a-f]{1,2}):([0-9a-f]{1,2})\.([0-7])$/i.exec((id ?? '').trim());
+  return m ? m.slice(1).map((x) => parseInt(x, 16)) : null;
+}
+
+/** Whether two PCI bus ids, in CUDA's or NVML's spelling, name one device. */
+export function samePciBus(a: string | null | undefined, b: string | null | undefined): boolean {
+  const x = parsePciBusId(a);
+  const y = parsePciBusId(b);
+  return x !== null && y !== null && x.every((v, i) => v === y[i]);
+}
+
+/** What New run's device picker lists, and what `auto` takes. */
+export const DeviceList = z.object({
+  /** The engine was built with its CUDA backend. */
+  cudaCompiled: z.boolean(),
+  /** 'ok', 'CUDA not compiled in' or 'no device'; detail says why (no driver, a driver too old...). */
+  cudaState: z.string(),
+  cudaDetail: z.string(),
+  /** cudaDriverGetVersion (e.g. 13000), 0 without a driver; the runtime this build carries. */
+  driverVersion: z.number().int().nonnegative(),
+  runtimeVersion: z.number().int().nonnegative(),
+  devices: z.array(CudaDevice),
+  cpu: z.object({ name: z.string(), cores: z.number().int().positive(), memoryBytes: Bytes }),
+  /** What `auto` resolves to on this machine, and why, in one sentence. */
+  auto: z.string(),
+  autoReason: z.string(),
+  /** $CUDA_VISIBLE_DEVICES and $CUDA_DEVICE_ORDER as the backend sees them (null: unset). */
+  visibleDevices: z.string().nullable(),
+  deviceOrder: z.string().nullable(),
+});
+
+/** The device a run computed on, as its engine resolved --device (stored with the run). */
+export const RunDevice = z.object({
+  /** What the run asked for: auto, cpu, cuda, cuda:N. */
+  asked: z.string(),
+  /** 'cpu' or 'cuda:N'. */
+  id: z.string(),
+  name: z.string(),
+  /** The GEMM precision the backend computes with (fp32 on the CPU). */
+  gemm: Gemm,
+  /** The engine's own description of its backend ("cuda:0 (NVIDIA H100 80GB HBM3, gemm tf32)"). */
+  backend: z.string(),
+  /** CUDA devices: their bus id (telemetry finds the GPU by it); null on the CPU. */
+  pciBusId: z.string().nullable().optional(),
+  /** Which device and why, the run's log line ("device auto: the CPU, because ..."); absent in runs recorded before it was kept. */
+  reason: z.string().optional(),
+});
+
 // --- plan
 
 /** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
-export const PlanRequest = RunOptions.pick({ model: true, masters: true, batchSize: true }).extend({
+export const PlanRequest = RunOptions.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
@@ -213,6 +285,17 @@ export const PlanResult = z.object({
   model: z.string(),
   /** Where the forward passes run. */
   computeDevice: z.enum(['cpu', 'gpu']),
+  /** The device --device resolved to ('cpu', 'cuda:N') with its name, and the GPU budget the plan took when none was given. */
+  device: z
+    .object({
+      id: z.string(),
+      name: z.string(),
+      gemm: Gemm,
+      /** The device budget when none was given: the GPU's free memory less the headroom; null when a budget was given or on the CPU. */
+      defaultBudget: z.object({ bytes: Bytes, freeBytes: Bytes.nullable(), totalBytes: Bytes, headroomBytes: Bytes }).nullable(),
+      reason: z.string(),
+    })
+    .optional(),
   /** 'all-resident' when every unit stays on the compute device, 'tiered' when blocks stream. */
   strategy: z.enum(['all-resident', 'tiered']),
   units: z.array(PlanUnit),
@@ -378,6 +461,8 @@ export const RunSummary = z.object({
   resumable: z.boolean(),
   /** Its masters, update mode and spill folders (runStorage); null when it sets none and streams no blocks. */
   storage: RunStorage.nullable().optional(),
+  /** The device its engine computed on (null before its engine started, and for runs recorded before it was kept). */
+  device: RunDevice.nullable().optional(),
 });
 
 /** What one step moved on each link (deltas of the engine's tier counters) and how long compute waited for streamed units. */
@@ -542,11 +627,16 @@ export const TelemetrySample = z.object({
   at: Timestamp,
   cpu: z.object({ utilization: z.number().min(0).max(1) }).nullable(),
   memory: z.object({ usedBytes: Bytes, totalBytes: Bytes }).nullable(),
-  disk: z.object({ readBytesPerS: z.number().nonnegative(), writeBytesPerS: z.number().nonnegative() }).nullable(),
+  /** The spill drive: read/write throughput and the fraction of the interval it had I/O in flight. */
+  disk: z
+    .object({ readBytesPerS: z.number().nonnegative(), writeBytesPerS: z.number().nonnegative(), busy: z.number().min(0).max(1).optional(), device: z.string().optional() })
+    .nullable(),
   gpus: z.array(
     z.object({
+      /** NVML's index (PCI bus order, every GPU of the machine): not CUDA's; match a run's device by pciBusId. */
       index: z.number().int().nonnegative(),
       name: z.string(),
+      pciBusId: z.string().nullable().optional(),
       utilization: z.number().min(0).max(1).nullable(),
       memoryUsedBytes: Bytes.nullable(),
       memoryTotalBytes: Bytes.nullable(),
@@ -556,6 +646,14 @@ export const TelemetrySample = z.object({
   ),
   /** Bytes held by each tier for running runs, when an engine reports them. */
   tiers: TierMemory.nullable(),
+});
+
+/** A run's telemetry samples as stored with it, oldest first. */
+export const TelemetryPage = z.object({
+  runId: RunId,
+  samples: z.array(TelemetrySample),
+  /** More samples were recorded than returned (evenly thinned to `limit`). */
+  thinned: z.boolean(),
 });
 
 // --- files: the folders the backend may use, a file browser over them, native dialogs
@@ -641,7 +739,8 @@ export const methods = {
   plan: method(PlanRequest.strict(), PlanResult),
   startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions.strict() }), RunSummary),
   stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
-  resumeRun: method(z.object({ runId: RunId }), RunSummary),
+  /** Continues a run from its newest checkpoint; `device` moves it (losses are then not bit-comparable across devices). */
+  resumeRun: method(z.object({ runId: RunId, device: RunOptions.shape.device.unwrap().optional() }), RunSummary),
   checkpointRun: method(z.object({ runId: RunId }), z.object({ requested: z.literal(true) })),
   listRuns: method(RunQuery.prefault({}), z.object({ runs: z.array(RunSummary), total: z.number().int().nonnegative() })),
   getRun: method(z.object({ runId: RunId }), RunDetail),
@@ -659,6 +758,10 @@ export const methods = {
   /** Desktop app: a native open/save dialog; the path picked is allowed for its kind from then on. UNAVAILABLE in a browser. */
   pickPath: method(PickRequest, z.object({ path: z.string().nullable() })),
   getNotices: method(Empty, z.object({ notices: z.array(Notice) })),
+  /** The compute devices: the CPU and each CUDA device with its name and free / total memory, and what `auto` takes. */
+  listDevices: method(Empty, DeviceList),
+  /** The telemetry samples kept with a run (at most `limit`, evenly thinned). */
+  getTelemetry: method(z.object({ runId: RunId, limit: z.number().int().positive().max(100_000).default(5000) }), TelemetryPage),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -726,6 +829,10 @@ export type Settings = z.output<typeof Settings>;
 export type SettingsPatch = z.output<typeof SettingsPatch>;
 export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
+export type TelemetryPage = z.output<typeof TelemetryPage>;
+export type CudaDevice = z.output<typeof CudaDevice>;
+export type DeviceList = z.output<typeof DeviceList>;
+export type RunDevice = z.output<typeof RunDevice>;
 export type FolderEntry = z.output<typeof FolderEntry>;
 export type FolderListing = z.output<typeof FolderListing>;
 export type PickRequest = z.output<typeof PickRequest>;

@@ -27,6 +27,21 @@ export const Schedule = choice(['constant', 'linear', 'cosine'], 'schedule');
 export const UpdateMode = choice(['auto', 'home', 'device'], 'update mode');
 /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
 export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
+/**
+ * The precision of the GEMMs on a CUDA device: fp32 (cublasSgemm), tf32 (tensor cores, fp32 in and
+ * out) or bf16 (operands rounded to bf16, fp32 accumulation). The CPU backend computes in fp32.
+ */
+export const Gemm = choice(['fp32', 'tf32', 'bf16'], 'GEMM precision');
+/**
+ * The compute device: auto (the first CUDA device when the engine is built with CUDA and one is
+ * present, else the CPU), cpu, or a CUDA device by the CUDA runtime's index: cuda is cuda:0, and N
+ * counts the devices CUDA_VISIBLE_DEVICES leaves, in CUDA_DEVICE_ORDER's order.
+ */
+export const Device = (() => {
+  const error = (iss: { input?: unknown }) => `unknown device ${shown(iss.input)} (auto, cpu, cuda or cuda:N)`;
+  const indexed = z.templateLiteral(['cuda:', z.int()]).refine((d) => /^cuda:\d{1,4}$/.test(d), { error });
+  return z.union([z.enum(['auto', 'cpu', 'cuda']), indexed], { error });
+})();
 /** How the ranks of a run share a step (ALGORITHMS.md §7): each its shard of the batch, each its share of the q perturbations, or both. */
 export const Parallel = choice(['data', 'perturbation', '2d'], 'parallelism');
 
@@ -36,6 +51,8 @@ export type NoiseKind = z.output<typeof NoiseKind>;
 export type Schedule = z.output<typeof Schedule>;
 export type UpdateMode = z.output<typeof UpdateMode>;
 export type Offload = z.output<typeof Offload>;
+export type Gemm = z.output<typeof Gemm>;
+export type Device = z.output<typeof Device>;
 export type Parallel = z.output<typeof Parallel>;
 
 // ---------------------------------------------------------------------------
@@ -282,6 +299,16 @@ export const RunOptions = z.object({
   evalEvery: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-every', arg: 'N', help: 'evaluate every N steps (0: at the start and the end only)' }),
   evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
   threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
+  device: Device.default('auto').register(flags, {
+    flag: 'device',
+    arg: 'D',
+    help: 'where the forwards run: auto (the first CUDA device when there is one, else the CPU), cpu, cuda or cuda:N (N counts the devices CUDA_VISIBLE_DEVICES leaves, in CUDA_DEVICE_ORDER)',
+  }),
+  gemm: Gemm.optional().register(flags, {
+    flag: 'gemm',
+    arg: 'P',
+    help: 'GEMM precision on a CUDA device: fp32 (default), tf32 or bf16 (tensor cores, fp32 accumulation); $SPILLWAY_GEMM overrides; the CPU computes in fp32',
+  }),
   maxLength: int(1, MAX_LENGTH)
     .optional()
     .register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" })
@@ -296,7 +323,7 @@ export const RunOptions = z.object({
   offload: Offload.optional().register(flags, {
     flag: 'offload',
     arg: 'T',
-    help: 'where the blocks live between visits: none (default), cpu, ssd, or auto: placed by the planner under --gpu-mem, --cpu-mem and --ssd-mem (the default when one is given)',
+    help: 'where the blocks live between visits: none, cpu, ssd, or auto: placed by the planner under --gpu-mem (default: the GPU\'s free memory less a headroom), --cpu-mem and --ssd-mem. Default: auto on a CUDA device or when a budget is given, else none',
   }),
   gpuMem: Bytes.optional().register(flags, { flag: 'gpu-mem', arg: 'X', read: 'bytes', help: 'device memory budget (24GB, 512MiB or bytes), enforced by the engine' }),
   cpuMem: Bytes.optional().register(flags, { flag: 'cpu-mem', arg: 'X', read: 'bytes', help: 'CPU memory budget: the planner places blocks on the device first, then the CPU, then the SSD' }),
@@ -403,7 +430,7 @@ function canonical(v: unknown): string {
 }
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
-export const ScoreOptions = RunOptions.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true });
+export const ScoreOptions = RunOptions.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true, device: true, gemm: true });
 
 export type RunOptions = z.output<typeof RunOptions>;
 export type RunOptionsInput = z.input<typeof RunOptions>;

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RopeSpec } from '../model/types.js';
 
-import type { Home, Masters, NoiseKind } from '../common/options.js';
+import type { Gemm, Home, Masters, NoiseKind } from '../common/options.js';
 
 export interface NativeBatch {
   tokens: Int32Array;
@@ -270,13 +270,18 @@ export interface NativeAddon {
     spillDir?: string;
     bytes?: number;
     device?: string;
+    /** CUDA: the GEMM precision the block and GEMM rate are measured with ($SPILLWAY_GEMM overrides). */
+    gemm?: Gemm;
     threads?: number;
     parts?: ('machine' | 'ssd' | 'block')[];
     block?: NativeBlockShape;
   }): Promise<NativeCalibration>;
-  /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
-  /** deviceMemory: the device memory budget in bytes the engine enforces (on the CPU backend: its arena). */
-  Engine: new (options: { threads: number; device?: string; deviceMemory?: number }) => NativeEngine;
+  /**
+   * device: 'cpu' (default), 'cuda' or 'cuda:N'. deviceMemory: the device memory budget in bytes the engine
+   * enforces (on the CPU backend: its arena). gemm: a CUDA backend's GEMM precision ($SPILLWAY_GEMM overrides;
+   * the CPU backend computes in fp32).
+   */
+  Engine: new (options: { threads: number; device?: string; deviceMemory?: number; gemm?: Gemm }) => NativeEngine;
   cudaDevices(): CudaReport;
   /** NVML readings of every GPU (runs on a native thread); 'absent' where there is no driver. */
   nvmlSample(): Promise<{ state: 'ok' | 'absent' | 'unavailable'; reason?: string; devices: unknown[] }>;

@@ -6,7 +6,8 @@
 // budgets and the calibrated rates (calibration.ts).
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
 import { formatDuration } from '../common/format.js';
-import type { ArchFamily, ModelInfo } from '../model/index.js';
+import type { ModelInfo } from '../model/index.js';
+import type { ArchFamily, NormKind } from '../model/types.js';
 
 export type { Home, UpdateMode };
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
@@ -41,7 +42,7 @@ export interface PlannerModel {
     family?: ArchFamily;
     kvHeads?: number;
     headDim?: number;
-    norm?: 'layernorm' | 'rmsnorm';
+    norm?: NormKind;
     activation?: 'relu' | 'gelu' | 'gelu_new' | 'silu';
   };
   units: PlannerUnit[];

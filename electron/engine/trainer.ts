@@ -13,8 +13,8 @@ import { join, resolve } from 'node:path';
 import { batchIndices, loadTokenizer } from '../data/index.js';
 import type { ExampleSet, TokenizedExample } from '../data/index.js';
 import { TrainOptions, trajectoryChanges } from '../common/options.js';
-import type { Masters } from '../common/options.js';
-import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract.js';
+import type { Gemm, Masters } from '../common/options.js';
+import type { EvalMetric, RunDevice, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
@@ -34,6 +34,9 @@ import { prepareTrainingData } from './training-data.js';
 import type { TrainingData } from './training-data.js';
 import { resolveDataDir } from '../services/paths.js';
 import { statOrNull } from '../node/files.js';
+import { deviceListing, effectiveGemm, resolveDevice, runDevice } from './device.js';
+import type { ResolvedDevice } from './device.js';
+import { deviceFailure, resumeDeviceNote } from './device-errors.js';
 import { agreeOnControl, agreeOnStart, dataHash, rankSteps, scoreShared, waitForRankZero, writeAllowanceMs } from './dist-train.js';
 import { checkLayout, rankLayout, shardOf } from '../common/ranks.js';
 import type { RankLayout } from '../common/ranks.js';
@@ -91,11 +94,13 @@ export async function planPlacement(
   maxLength: number,
   /** Mean tokens per training example (all its sequences), when the data is known: the step's compute. */
   meanExampleTokens?: number,
+  /** The device that will compute (default the CPU) and its GEMM precision: calibrated there, its free memory the default budget. */
+  device?: PickedDevice,
 ): Promise<{ placement: TierPlacement | undefined; plan: Plan }> {
   const { plan } = await planFor({
     ...(meanExampleTokens ? { tokensPerStep: meanExampleTokens * o.batchSize } : {}),
     model: info,
-    computeDevice: 'cpu',
+    ...(device ? { device } : { computeDevice: 'cpu' as const }),
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
     spillDirs: o.spillDirs ?? [],
     updateMode: o.updateOn ?? 'auto',
@@ -139,6 +144,8 @@ export interface StartEvent {
   batchSize: number;
   threads: number;
   backend: string;
+  /** The device --device resolved to, the GEMM precision it computes with, and the engine's name for it. */
+  device: RunDevice;
   /** offload 'auto': the plan the run was placed by (homes per tier, predicted step, floor and links). */
   plan?: RunPlan;
   /** Several ranks: how they share a step, and where each runs. */
@@ -200,6 +207,23 @@ export interface Prepared {
   placement: TierPlacement | undefined;
   plan?: Plan;
   side: ModelSideFiles;
+  /** The device --device resolved to, and the GEMM precision it computes with. */
+  device: PickedDevice;
+}
+
+/** A device --device resolved to (against the CUDA runtime's list) and the GEMM precision it runs. */
+export interface PickedDevice {
+  resolved: ResolvedDevice;
+  gemm: Gemm;
+}
+
+/** Resolves --device and --gemm, saying in the log which device was taken and why. */
+export function pickDevice(o: Pick<TrainOptions, 'device' | 'gemm'>, log: (message: string) => void): PickedDevice {
+  const resolved = resolveDevice(o.device, deviceListing());
+  log(resolved.reason);
+  const { gemm, note } = effectiveGemm(o.gemm, resolved);
+  if (note) log(note);
+  return { resolved, gemm };
 }
 
 /**
@@ -226,6 +250,9 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
   const tokenizer = await loadTokenizer(info.dir);
   const maxLength = trainingMaxLength(info, o.maxLength);
   const log = (message: string) => emit({ type: 'log', message });
+  const device = pickDevice(o, log);
+  // On a GPU the planner places the blocks unless told otherwise: a model larger than the GPU streams.
+  const offload = o.offload ?? (device.resolved.kind === 'cuda' ? 'auto' : 'none');
   const data = await prepareTrainingData({ ...o, maxLength }, info, tokenizer, log);
   try {
     for (const dir of o.spillDirs ?? []) {
@@ -237,22 +264,22 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
     }
     let placement: TierPlacement | undefined;
     let plan: Plan | undefined;
-    if (o.offload === 'auto') {
+    if (offload === 'auto') {
       // Several ranks: rank 0 plans (and calibrates) alone, and every rank places its blocks as it
       // did (the sliced transfer needs the same homes everywhere).
       if (rankZero) {
         // Activations for --max-length when given, else for the longest sequence seen.
-        ({ placement, plan } = await planPlacement(o, info, o.maxLength !== undefined ? maxLength : Math.min(maxLength, data.maxTokens), data.meanTokens));
+        ({ placement, plan } = await planPlacement(o, info, o.maxLength !== undefined ? maxLength : Math.min(maxLength, data.maxTokens), data.meanTokens, device));
         log(`plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD`);
       }
       if (world) placement = (JSON.parse(await world.broadcastText(JSON.stringify(placement ?? null), "rank 0's placement")) as TierPlacement | null) ?? undefined;
     } else {
-      placement = placementFor(o, info.units);
+      placement = placementFor({ ...o, offload }, info.units);
     }
     placement = slicedPlacement(o, placement, emit, world);
     const side = await readSideFiles(info.dir);
     emit({ type: 'ready' });
-    return { o, info, data, resume, optionChanges, placement, plan, side };
+    return { o, info, data, resume, optionChanges, placement, plan, side, device };
   } catch (e) {
     await data.close();
     throw e;
@@ -289,30 +316,54 @@ function resumedOptions(o: TrainOptions, ck: OpenedCheckpoint, emit: (e: TrainEv
   return { o: resumed, changes };
 }
 
-/** An engine with the model's weights loaded in their homes; `threads` and `gpuMem` as the options say. */
-export async function openEngine(info: ModelInfo, o: Pick<TrainOptions, 'threads' | 'gpuMem'>, placement: TierPlacement | undefined, emit: (e: TrainEvent) => void, ranksHere = 1): Promise<NativeEngine> {
+/** An engine with the model's weights loaded in their homes, on the device --device resolves to; `threads` and `gpuMem` as the options say. */
+export interface OpenedEngine {
+  engine: NativeEngine;
+  /** The device it computes on, as the run records it (the GEMM precision the backend really runs). */
+  device: RunDevice;
+  /** The CUDA device's memory when the engine opened (free, total): what an out-of-memory message quotes. */
+  cuda: ResolvedDevice['cuda'];
+}
+
+export async function openEngine(
+  info: ModelInfo,
+  o: Pick<TrainOptions, 'threads' | 'gpuMem' | 'device' | 'gemm'>,
+  placement: TierPlacement | undefined,
+  emit: (e: TrainEvent) => void,
+  ranksHere = 1,
+  picked: PickedDevice = pickDevice(o, (message) => emit({ type: 'log', message })),
+  plan: Plan | null = null,
+): Promise<OpenedEngine> {
   const native = loadNative();
   // The ranks on one machine share its cores.
   const threads = o.threads > 0 ? engineThreads(o.threads) : Math.max(1, Math.floor(engineThreads() / ranksHere));
   const cores = availableParallelism();
   if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
+  const { resolved, gemm } = picked;
   // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
-  const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
+  const engine = new native.Engine({ threads, device: resolved.id, gemm, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   try {
     await engine.load(engineSpec(info), placement);
   } catch (e) {
     engine.close();
-    throw e;
+    throw deviceFailure(e, { device: runDevice(resolved, gemm, resolved.id), cuda: resolved.cuda, gpuMem: o.gpuMem, plan, checkpoint: null, when: 'loading the model' });
   }
-  return engine;
+  // The backend exists once loaded: its name says the GEMM precision it really runs.
+  const backend = engine.info().backend ?? resolved.id;
+  return { engine, device: runDevice(resolved, gemmOfBackend(backend, gemm), backend), cuda: resolved.cuda };
 }
 
-const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) => openEngine(p.info, p.o, p.placement, emit, world?.localSize ?? 1);
+/** The GEMM precision the backend reports in its name ("cuda:0 (…, gemm tf32)"): a mode the device cannot run falls back, and the run records what ran. */
+function gemmOfBackend(backend: string | undefined, asked: Gemm): Gemm {
+  const m = / gemm (fp32|tf32|bf16)\b/.exec(backend ?? '');
+  return m ? (m[1] as Gemm) : asked;
+}
 
-export interface Loaded {
+const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) => openEngine(p.info, p.o, p.placement, emit, world?.localSize ?? 1, p.device, p.plan ?? null);
+
+export interface Loaded extends OpenedEngine {
   info: ModelInfo;
-  engine: NativeEngine;
   plan?: Plan;
   train: ExampleSet;
   eval: ExampleSet;
@@ -322,13 +373,14 @@ export interface Loaded {
 /** A prepared run with its engine loaded (for scoring and tests); close() frees both. */
 export async function loadForTraining(o: unknown, emit: (e: TrainEvent) => void): Promise<Loaded> {
   const p = await prepareTraining(o, emit);
-  const engine = await loadEngine(p, emit).catch(async (e: unknown) => {
+  const opened = await loadEngine(p, emit).catch(async (e: unknown) => {
     await p.data.close();
     throw e;
   });
+  const { engine } = opened;
   return {
+    ...opened,
     info: p.info,
-    engine,
     plan: p.plan,
     train: p.data.train,
     eval: p.data.eval,
@@ -348,12 +400,12 @@ export async function train(options: unknown, emit: (e: TrainEvent) => void, sig
   const t0 = Date.now();
   const p = await prepareTraining(options, emit, world);
   try {
-    const engine = await loadEngine(p, emit, world);
+    const opened = await loadEngine(p, emit, world);
     try {
-      return await trainLoaded(p, engine, emit, signal, t0, world);
+      return await trainLoaded(p, opened, emit, signal, t0, world);
     } finally {
       // Frees the spill file and device memory now: a host process that exits never garbage-collects.
-      engine.close();
+      opened.engine.close();
     }
   } finally {
     await p.data.close();
@@ -428,8 +480,9 @@ function slicedPlacement(o: TrainOptions, placement: TierPlacement | undefined, 
   return { ...placement, sliced: { timeoutMs: o.rankTimeout * 1000 } };
 }
 
-async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEvent) => void, signal: StopSignal, t0: number, world?: World): Promise<DoneEvent> {
+async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEvent) => void, signal: StopSignal, t0: number, world?: World): Promise<DoneEvent> {
   const { o, info, data, plan, side } = p;
+  const { engine, device } = opened;
   const trainSet = data.train;
   const evalSet = data.eval;
   // A rank never cancels a step midway (the others would wait for its losses): stops are taken
@@ -472,13 +525,17 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
     batchSize: o.batchSize,
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
+    device,
     ...(plan ? { plan: runPlan(plan) } : {}),
     ...(worldStart ? { world: worldStart } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
+  // What the engine is doing, for a device failure's message.
+  let doing = 'starting';
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
+    doing = step === 0 ? 'evaluating before the first step' : `evaluating after step ${step}`;
     const te = Date.now();
     const r = world ? await scoreShared(world, engine, await evalSet.get(Array.from({ length: evalSet.length }, (_, i) => i)), evalChunk) : await scoreExamples(engine, evalSet.chunks(evalChunk));
     const at = Date.now();
@@ -498,7 +555,11 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
   const baseModel = p.resume ? p.resume.state.base_model : info.dir;
   const seedLog: SeedLogEntry[] = p.resume ? p.resume.seedLog : [];
   let step = p.resume ? p.resume.state.steps_done : 0;
-  if (p.resume) emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+  if (p.resume) {
+    emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+    const moved = resumeDeviceNote(p.resume.state.device, device);
+    if (moved) emit({ type: 'log', message: moved });
+  }
   const savedOptions = { ...o, out: undefined, resumeFrom: undefined, allowOptionChanges: undefined, runId: undefined };
   const stateOf = (status: CheckpointState['status'], stepsDone: number) => ({
     status,
@@ -507,6 +568,7 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
     base_model: baseModel,
     ...(o.runId ? { run_id: o.runId } : {}),
     options: savedOptions,
+    device,
     ...(p.optionChanges.length ? { option_changes: p.optionChanges } : {}),
   });
   // The newest complete checkpoint of this run: what a failed write leaves to resume from.
@@ -560,6 +622,7 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
       const mine = world && layout ? idx.slice(...shardOf(layout, world.rank, idx.length)) : idx;
       const batch = packBatch(await trainSet.get(mine));
       const lr = scheduledLr(o, step);
+      doing = `running step ${step + 1}`;
       const tiersBefore = engine.info().tiers;
       const r = await engine.step(batch, {
         seed: runSeed,
@@ -624,7 +687,9 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
       if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
     }
   } catch (e) {
-    if (!isCancelled(e)) throw e;
+    if (!isCancelled(e)) {
+      throw deviceFailure(e, { device, cuda: opened.cuda, gpuMem: o.gpuMem, plan: plan ?? null, checkpoint: await intactNote('last'), when: doing });
+    }
     status = 'stopped';
   }
   if (status === 'stopped') await checkpoint(step);
@@ -722,13 +787,16 @@ async function savedModelOwner(dir: string): Promise<{ runId: string | null; sta
 export interface ModelSideFiles {
   dir: string;
   config: Record<string, unknown>;
+  /** config.json as written: saved again with only its dtype changed. */
+  configText: string;
   files: Map<string, Buffer>;
 }
 
 const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
 
 export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const configText = await readFile(join(dir, 'config.json'), 'utf8');
+  const config = JSON.parse(configText) as Record<string, unknown>;
   const files = new Map<string, Buffer>();
   for (const f of SIDE_FILES) {
     try {
@@ -737,7 +805,21 @@ export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
-  return { dir, config, files };
+  return { dir, config, configText, files };
+}
+
+/**
+ * config.json for float32 weights: the source's text with every dtype (torch_dtype, transformers
+ * 5's dtype, a sub-config's) set to float32, and torch_dtype added when it is absent. Edited as
+ * text, not re-serialised: JSON.stringify writes 5.0 as 5, which transformers' typed configs
+ * refuse for float fields (Gemma 2's final_logit_softcapping).
+ */
+export function float32Config(side: Pick<ModelSideFiles, 'config' | 'configText'>): string {
+  const text = side.configText.replace(/("(?:torch_)?dtype"\s*:\s*)(?:"[^"\\]*"|null)/g, '$1"float32"');
+  if ('torch_dtype' in side.config) return text;
+  return Object.keys(side.config).length === 0
+    ? '{ "torch_dtype": "float32" }\n'
+    : text.replace('{', '{\n  "torch_dtype": "float32",');
 }
 
 export interface SaveOptions {
@@ -776,7 +858,7 @@ export async function saveFineTuned(
   const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
   const files: FolderFile[] = [
     { name: 'model.safetensors', data: weights },
-    { name: 'config.json', data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
+    { name: 'config.json', data: float32Config(side) },
     ...[...side.files].map(([name, data]) => ({ name, data })),
     { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
     { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },

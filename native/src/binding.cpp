@@ -150,6 +150,14 @@ int parse_device_index(Napi::Env env, const std::string& d) {
     return -1;
 }
 
+// 'fp32' | 'tf32' | 'bf16': the GEMM precision of a CUDA backend.
+std::string gemm_field(const Napi::Object& o, const char* key) {
+    std::string g = str(o, key);
+    if (g != "fp32" && g != "tf32" && g != "bf16")
+        throw_type(o.Env(), std::string("field '") + key + "' must be 'fp32', 'tf32' or 'bf16', not '" + g + "'");
+    return g;
+}
+
 // The cores this process may run on (its CPU affinity, as Node's availableParallelism counts them).
 int cores_present() {
     cpu_set_t set;
@@ -196,6 +204,10 @@ constexpr Name<RopeType> kRopeTypes[] = {{"default", RopeType::Default}, {"linea
 
 void opt_num(const Napi::Object& o, const char* key, double& out) {
     if (present(o, key)) out = num(o, key);
+}
+
+void opt_float(const Napi::Object& o, const char* key, float& out) {
+    if (present(o, key)) out = (float)num(o, key);
 }
 
 void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
@@ -252,7 +264,10 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     mc.max_positions = inum(c, "maxPositions");
     mc.norm_eps = (float)num(c, "normEps");
     std::string norm = require(c, "norm").As<Napi::String>().Utf8Value();
-    mc.norm = norm == "rmsnorm" ? NormKind::RmsNorm : NormKind::LayerNorm;
+    if (norm == "layernorm") mc.norm = NormKind::LayerNorm;
+    else if (norm == "rmsnorm") mc.norm = NormKind::RmsNorm;
+    else if (norm == "rmsnorm_plus1") mc.norm = NormKind::RmsNormPlus1;
+    else throw_type(env, "unsupported norm " + norm + " (layernorm, rmsnorm, rmsnorm_plus1)");
     std::string act = require(c, "activation").As<Napi::String>().Utf8Value();
     if (act == "relu") mc.activation = (int)Act::Relu;
     else if (act == "gelu") mc.activation = (int)Act::Gelu;
@@ -282,6 +297,15 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
         mc.layer_attention.assign((size_t)std::max(0, mc.layers), {0, mc.ropes.empty() ? -1 : 0});
     }
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
+    opt_bool(c, "parallelResidual", mc.parallel_residual);
+    opt_bool(c, "postNorm", mc.post_norm);
+    opt_bool(c, "finalNorm", mc.final_norm);
+    mc.embed_dim = mc.hidden;
+    opt_int(c, "embedDim", mc.embed_dim);
+    opt_float(c, "embedScale", mc.embed_scale);
+    opt_float(c, "queryPreAttnScalar", mc.attn_scalar);
+    opt_float(c, "attnSoftcap", mc.attn_softcap);
+    opt_float(c, "finalSoftcap", mc.final_softcap);
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
     if (mc.layers <= 0) throw_type(env, "layers must be positive");
@@ -386,10 +410,16 @@ public:
         try {
             result_ = fn_();
         } catch (const CancelledError&) {
-            cancelled_ = true;
+            code_ = "ECANCELLED";
             SetError("cancelled");
         } catch (const std::bad_alloc&) {
             SetError("out of memory");
+        } catch (const DeviceOutOfMemory& e) {
+            code_ = "EDEVICEMEM";
+            SetError(e.what());
+        } catch (const DeviceFailed& e) {
+            code_ = "EDEVICELOST";
+            SetError(e.what());
         } catch (const std::exception& e) {
             SetError(e.what());
         }
@@ -401,7 +431,7 @@ public:
     void OnError(const Napi::Error& e) override {
         busy_->store(false);
         Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), cancelled_ ? "ECANCELLED" : "EENGINE"));
+        err.Set("code", Napi::String::New(Env(), code_));
         deferred_.Reject(err.Value());
     }
 
@@ -411,7 +441,8 @@ private:
     Fn fn_;
     ToJs to_js_;
     Result result_{};
-    bool cancelled_ = false;
+    // ECANCELLED, EDEVICEMEM (out of device memory or of its budget), EDEVICELOST (the device failed), else EENGINE.
+    const char* code_ = "EENGINE";
 };
 
 // Queues fn on a worker thread; the promise settles with to_js(its result), or rejects with its error.
@@ -446,6 +477,7 @@ public:
                 memory_budget_ = (size_t)v;
             }
             if (present(o, "device")) use_device(env, str(o, "device"));
+            if (present(o, "gemm")) gemm_ = gemm_field(o, "gemm");
         }
     }
 
@@ -518,14 +550,16 @@ private:
         int threads = threads_;
         int cuda_device = cuda_device_;
         size_t memory_budget = memory_budget_;
+        std::string gemm = gemm_;
         auto* self = this;
         return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers, memory_budget, slice_timeout_s]() mutable {
+            [model, threads, cuda_device, tiers, memory_budget, gemm, slice_timeout_s]() mutable {
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA
-                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
+                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device, gemm);
 #endif
+                (void)gemm;  // the CPU backend computes in fp32
                 if (!backend) backend = make_cpu_backend(threads);
                 backend->set_memory_budget(memory_budget);
                 // Sliced: the machine's first rank fills the shared homes of CPU-homed blocks, the
@@ -751,6 +785,7 @@ private:
     int threads_ = 1;
     int cuda_device_ = -1;  // -1: the CPU backend
     size_t memory_budget_ = 0;  // device memory budget, bytes (0: none)
+    std::string gemm_;          // a CUDA backend's GEMM precision (empty: fp32; $SPILLWAY_GEMM overrides)
 };
 
 Napi::Value Noise(const Napi::CallbackInfo& info) {
@@ -796,7 +831,7 @@ Napi::Value Philox(const Napi::CallbackInfo& info) {
 }
 
 // {compiled, state: 'ok' | 'CUDA not compiled in' | 'no device', detail, driverVersion, runtimeVersion,
-//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors}]}
+//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors, pciBusId}]}
 Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CudaReport r = cuda_report();
@@ -819,6 +854,7 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
             x.Set("freeBytes", env.Null());
         x.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
         x.Set("multiprocessors", d.multiprocessors);
+        x.Set("pciBusId", d.pci_bus_id.empty() ? env.Null() : Napi::String::New(env, d.pci_bus_id).As<Napi::Value>());
         devs.Set((uint32_t)i, x);
     }
     o.Set("devices", devs);
@@ -898,6 +934,7 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
                 throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend");
 #endif
         }
+        if (present(a, "gemm")) o.gemm = gemm_field(a, "gemm");
         Napi::Value block = a.Get("block");
         if (block.IsObject()) {
             Napi::Object b = block.As<Napi::Object>();

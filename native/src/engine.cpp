@@ -205,11 +205,33 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     auto t0 = Clock::now();
     const Tensor& tok = model_->tensors[(size_t)params.embed.tok];
     const Tensor* pos = params.embed.pos >= 0 ? &model_->tensors[(size_t)params.embed.pos] : nullptr;
-    for (auto& s : streams) {
-        NoiseSpec tn{s.seed, tok.id, noise, s.scale};
-        NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
-        be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
+    if (params.embed.proj < 0) {
+        for (auto& s : streams) {
+            NoiseSpec tn{s.seed, tok.id, noise, s.scale};
+            NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
+            be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
+        }
+    } else {
+        // OPT-350m: h = project_in(tok rows of width E) + positions, the projection perturbed whole
+        // like a block's weight; the token and position rows go through the arena.
+        const int E = c.embed_dim;
+        float* rows = act_;
+        float* posrows = act_ + (size_t)N * E;
+        const int ids[1] = {params.embed.proj};
+        copies_->with(model_->tensors, ids, 1, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+            const Stream& s = streams[si];
+            NoiseSpec tn{s.seed, tok.id, noise, s.scale};
+            be.embed(rows, tok.device, p.ids, N, E, tn, nullptr, nullptr, NoiseSpec{});
+            be.linear(s.h, rows, w[0], nullptr, N, E, C, false);
+            if (pos) {
+                NoiseSpec pn{s.seed, pos->id, noise, s.scale};
+                be.embed(posrows, pos->device, p.posidx, N, C, pn, nullptr, nullptr, NoiseSpec{});
+                be.add(s.h, posrows, (size_t)N * C);
+            }
+        });
     }
+    if (c.embed_scale != 1.f)
+        for (auto& s : streams) be.scale(s.h, c.embed_scale, (size_t)N * C);
     times.forward_ms += ms_since(t0);
 
     // Every stream runs through a block while it is resident (in lockstep, kernel by kernel):
@@ -236,17 +258,23 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
 
     check_cancel(cancel);
     const HeadParams& head = params.head;
-    const int ids[3] = {head.norm.w, head.norm.b, head.lm_head};
+    const int ids[4] = {head.norm.w, head.norm.b, head.proj, head.lm_head};
     timed(times.head_ms, [&] {
-        copies_->with(model_->tensors, ids, 3, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+        copies_->with(model_->tensors, ids, 4, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+            // The scored rows of h, the final norm (if any), project_out (if any): x [M, E].
             float* x = act_;
-            float* xn = act_ + (size_t)p.M * C;
             be.gather_rows(x, streams[si].h, p.rows, p.M, C);
-            if (c.norm == NormKind::RmsNorm)
-                be.rmsnorm(xn, x, w[0], p.M, C, c.norm_eps);
-            else
-                be.layernorm(xn, x, w[0], w[1], p.M, C, c.norm_eps);
-            be.token_logprobs(lp_, xn, w[2], p.targets, p.M, C, c.vocab);
+            if (c.final_norm) {
+                float* xn = act_ + (size_t)p.M * C;
+                norm_rows(be, c, xn, x, w[0], w[1], p.M, C);
+                x = xn;
+            }
+            if (w[2]) {
+                float* xp = act_ + 2 * (size_t)p.M * C;
+                be.linear(xp, x, w[2], nullptr, p.M, C, c.embed_dim, false);
+                x = xp;
+            }
+            be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
             logprob[si].resize((size_t)p.M);
             be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
         });

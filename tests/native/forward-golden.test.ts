@@ -28,6 +28,7 @@ interface ForwardGolden {
 const MODELS = [
   'opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded', 'mistral-tiny', 'qwen2-tiny', 'qwen2-window-tiny', 'ministral-tiny',
   'llama3-tiny', 'llama-linear-tiny', 'llama-dynamic-tiny', 'llama-yarn-tiny', 'llama-longrope-tiny', 'qwen3-tiny', 'smollm3-tiny', 'phi3-tiny',
+  'gptneox-tiny', 'gptneox-seq-tiny', 'olmo2-tiny', 'opt350m-tiny', 'gemma2-tiny', 'gemma3-tiny',
 ];
 
 function logSoftmaxAt(row: number[], target: number): number {

@@ -1,6 +1,7 @@
 // Runs the PyTorch reference's own self-checks (Philox known-answer vectors,
-// goldens == reference, losses vs F.cross_entropy, mistakes the goldens see)
-// so CI notices if the reference or the fixtures drift.
+// goldens == reference, losses vs F.cross_entropy, every family-specific
+// mistake moving the goldens far beyond their tolerances) so CI notices if the
+// reference or the fixtures drift.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';

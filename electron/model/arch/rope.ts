@@ -25,7 +25,7 @@ function ropeDict(f: ConfigFields): { key: string; dict: Record<string, unknown>
  * The RoPE type a config names and where; refuses a type transformers does not define.
  * `aliases`: an architecture's older names for a type (Phi-3 reads "su" and "yarn" as longrope).
  */
-function ropeTypeOf(f: ConfigFields, aliases: Record<string, RopeType> = {}): { key: string; type: RopeType } {
+export function ropeTypeOf(f: ConfigFields, aliases: Record<string, RopeType> = {}): { key: string; type: RopeType } {
   const { key, dict } = ropeDict(f);
   const named = dict.rope_type ?? dict.type ?? 'default';
   const type = typeof named === 'string' && Object.hasOwn(aliases, named) ? aliases[named] : named;
@@ -35,28 +35,38 @@ function ropeTypeOf(f: ConfigFields, aliases: Record<string, RopeType> = {}): { 
   return { key, type: type as RopeType };
 }
 
+/** An architecture's RoPE defaults, and the older top-level names some configs use. */
+export interface RopeDefaults {
+  /** rope_theta when the config gives none (10000). */
+  theta?: number;
+  /** partial_rotary_factor when the config gives none (1). */
+  partialRotaryFactor?: number;
+  /** Top-level names read when rope_theta / partial_rotary_factor are absent (GPT-NeoX: rotary_emb_base, rotary_pct). */
+  thetaAlias?: string;
+  partialAlias?: string;
+  /** max_position_embeddings: the pretraining length of llama3, yarn and longrope when the config names none. */
+  maxPositions?: number;
+  /** Older names of types (Phi-3 reads "su" and "yarn" as longrope). */
+  aliases?: Record<string, RopeType>;
+}
+
 /**
  * The model's RoPE: its type, base, rotated dims per head and the scaling's parameters.
- * `maxPositions` is the model's max_position_embeddings (the pretraining length of llama3, yarn
- * and longrope when the config names none); `defaultTheta` the architecture's rope_theta default;
- * `aliases` its older names of types.
+ * `defaults` gives the architecture's (a number: its rope_theta default).
  */
-export function ropeOf(
-  f: ConfigFields,
-  headDim: number,
-  defaults: { maxPositions?: number; theta?: number; aliases?: Record<string, RopeType> } = {},
-): RopeSpec {
-  const defaultTheta = defaults.theta ?? 10000;
+export function ropeOf(f: ConfigFields, headDim: number, defaults: RopeDefaults | number = {}): RopeSpec {
+  const d: RopeDefaults = typeof defaults === 'number' ? { theta: defaults } : defaults;
   const { key, dict } = ropeDict(f);
-  const { type } = ropeTypeOf(f, defaults.aliases);
+  const { type } = ropeTypeOf(f, d.aliases);
   const field = (k: string) => `${key}.${k}`;
-  // A number in the dict, else at the top level of the config.
-  const num = (k: string, opts: { topLevel?: boolean; integer?: boolean } = {}): number | undefined => {
+  // A number in the dict, else at the top level of the config (under its own name, then the alias).
+  const num = (k: string, opts: { topLevel?: boolean; integer?: boolean; alias?: string } = {}): number | undefined => {
     let v = dict[k];
     let where = field(k);
-    if ((v === undefined || v === null) && opts.topLevel) {
-      v = f.raw(k);
-      where = k;
+    for (const top of opts.topLevel ? [k, opts.alias] : []) {
+      if (!(v === undefined || v === null) || top === undefined) break;
+      v = f.raw(top);
+      where = top;
     }
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (opts.integer && !Number.isSafeInteger(v))) {
@@ -77,8 +87,8 @@ export function ropeOf(
     return v as number[];
   };
 
-  const theta = num('rope_theta', { topLevel: true }) ?? defaultTheta;
-  const partial = num('partial_rotary_factor', { topLevel: true }) ?? 1;
+  const theta = num('rope_theta', { topLevel: true, alias: d.thetaAlias }) ?? d.theta ?? 10000;
+  const partial = num('partial_rotary_factor', { topLevel: true, alias: d.partialAlias }) ?? d.partialRotaryFactor ?? 1;
   if (partial > 1) f.invalid(field('partial_rotary_factor'), `must be at most 1, got ${partial}`);
   const rotaryDim = Math.floor(headDim * partial);
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
@@ -90,7 +100,7 @@ export function ropeOf(
   const original = (): number => {
     const k = 'original_max_position_embeddings';
     if (f.has(k)) return f.int(k);
-    const v = num(k, { integer: true }) ?? defaults.maxPositions;
+    const v = num(k, { integer: true }) ?? d.maxPositions;
     if (v === undefined) f.invalid(field(k), `is required by RoPE scaling "${type}"`);
     return v;
   };

@@ -34,10 +34,18 @@ struct Stream {
 
 // One stream's scratch inside a block, carved from the activation arena (N rows):
 // a, tmp [N, C]; q, att [N, max(NH*HD, C)]; k, v [N, max(KV*HD, C)]; m1, m2 [N, max(I, NH*HD)].
-// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them.
+// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them. h is not scratch:
+// the stream's hidden states [N, C], for the kernels that read them directly (OLMo 2's
+// projections have no norm before them).
 struct Acts {
     float *a, *tmp, *q, *att, *k, *v, *m1, *m2;
+    float* h;
 };
+
+// out = the config's norm of `rows` rows of `width` (LayerNorm with b, RMSNorm, or Gemma's (1 + w)
+// RMSNorm); out may be in. The blocks' norms and the head's final norm.
+void norm_rows(Backend& be, const ModelConfig& c, float* out, const float* in, const float* w, const float* b,
+               int rows, int width);
 
 // Floats of one stream's Acts at `rows` rows.
 size_t acts_floats(const ModelConfig& c, size_t rows);
@@ -131,6 +139,8 @@ public:
           stream_floats_(stream_floats), noise_(noise), noise_ms_(noise_ms), timer_(timer) {}
 
     const ModelConfig& config() const { return c_; }
+    // N: the rows of every activation of the pass
+    int tokens() const { return in_.N; }
 
     // Runs block `index` of the model (parameters w) through `recipe`.
     void run(BlockRecipe recipe, int index, const BlockParams& w);
@@ -141,6 +151,9 @@ public:
     // ---- kernels that read weights: every stream, its group perturbed right before ----
     // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
     void norm(float* Acts::*out, const WeightBias& w);
+    // out = norm(in) over rows of `width`, `per_token` rows per token (the config's norm kind); in
+    // may be out: a norm of activations (OLMo 2's q/k norms over the projection, its post-norms).
+    void norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, int width, int per_token = 1);
     // out [N, out_dim] = in [N, in_dim] W^T + b (W stored [in, out] when its tensor says so)
     void linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
     // RMSNorm in place of x [N, pieces * width] as N * pieces rows of `width` (the config's eps):
@@ -170,8 +183,14 @@ public:
     void activation(float* x, int width);
     // gate = silu(gate) * up on one stream's [N, width] rows
     void gated_silu(float* gate, const float* up, int width);
+    // gate = act(gate) * up with the config's activation (Gemma's tanh GELU)
+    void gated_act(float* gate, const float* up, int width);
     // h += x for every stream
     void residual(float* Acts::*x);
+    // x += y ([N, C]) for every stream
+    void add(float* Acts::*x, float* Acts::*y);
+    // out[r, :cols] = in[r, :cols] over `rows` rows of one stream, strides ld_out and ld_in
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols);
 
 private:
     Acts acts(size_t si) const;

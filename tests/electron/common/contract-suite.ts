@@ -9,11 +9,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { SpillwayClient } from '../../../electron/common/client.js';
 import { SpillwayError, type StepMetric } from '../../../electron/common/contract.js';
 import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
+import { recordedDeviceSource } from '../../../electron/engine/device.js';
 import { EventLog } from '../../helpers/events.js';
 import { FakeRuns } from './fake-runs.js';
 import { allBlocksOnSsdBudget } from './plan-budget.js';
 
 export const MODELS_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/models');
+/** The addon's cudaDevices() as the H100 machine answered it (tests/fixtures/gpu/README.md). */
+const H100_DEVICES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/gpu/h100-cuda-devices.json');
 /** The embedded demo model: the one with a tokenizer. */
 const DEMO_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../resources/models/spillway-demo');
 
@@ -305,6 +308,36 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await client.call('updateSettings', { modelRoots: [MODELS_ROOT], datasetRoots: [dataDir] })).datasetRoots).toEqual([dataDir]);
       });
 
+      it("lists the devices: the CPU, each CUDA device with its name and memory, and what auto takes (this machine's, then a recorded H100's)", async () => {
+        const here = await client.call('listDevices', {});
+        expect(here.cpu.cores).toBeGreaterThan(0);
+        expect(here.auto).toBe(here.devices[0]?.id ?? 'cpu');
+        expect(here.autoReason).toMatch(/^device auto: /);
+        if (!here.devices.length) expect(here.autoReason).toContain(here.cudaCompiled ? here.cudaDetail : 'no CUDA backend');
+
+        const recorded = await makeBackend(createServices({ runs, devices: recordedDeviceSource(H100_DEVICES), access: { allow: [MODELS_ROOT] } }));
+        try {
+          const c = await recorded.connect();
+          const list = await c.call('listDevices', {});
+          expect(list).toMatchObject({ cudaCompiled: true, cudaState: 'ok', auto: 'cuda:0', driverVersion: 13000 });
+          expect(list.devices).toEqual([
+            { index: 0, id: 'cuda:0', name: 'NVIDIA H100 80GB HBM3', totalBytes: 85017493504, freeBytes: 85014085632, computeCapability: '9.0', multiprocessors: 132, pciBusId: '0000:00:06.0' },
+          ]);
+          // A plan for that GPU takes its free memory less the headroom; a device it does not have is refused, naming what it has.
+          const p = await c.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), device: 'cuda:0', gemm: 'tf32', batchSize: 2, maxLength: 16 });
+          expect(p.computeDevice).toBe('gpu');
+          expect(p.device).toMatchObject({ id: 'cuda:0', name: 'NVIDIA H100 80GB HBM3', gemm: 'tf32', defaultBudget: { freeBytes: 85014085632, totalBytes: 85017493504 } });
+          expect(p.device!.defaultBudget!.bytes).toBe(85014085632 - p.device!.defaultBudget!.headroomBytes);
+          expect(p.notes.join(' ')).toContain('less');
+          const e = await rejection(c.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), device: 'cuda:3' }));
+          expect(e).toMatchObject({ code: 'BAD_REQUEST', message: 'device cuda:3 asked for, but CUDA lists 1 device: cuda:0 (NVIDIA H100 80GB HBM3)' });
+          expect((await rejection(c.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), device: 'gpu' as 'cuda' }))).code).toBe('BAD_REQUEST');
+          c.close();
+        } finally {
+          await recorded.close();
+        }
+      });
+
       it('has no native dialogs outside the desktop app, and no notices from a fresh backend', async () => {
         expect((await rejection(client.call('pickPath', { kind: 'datasets', mode: 'file' }))).code).toBe('UNAVAILABLE');
         expect(await client.call('getNotices', {})).toEqual({ notices: [] });
@@ -324,7 +357,9 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await client.call('stopRun', { runId: id })).status).toBe('stopped');
         expect((await client.call('getRun', { runId: id })).checkpoints).toHaveLength(1);
         expect((await rejection(client.call('stopRun', { runId: id }))).code).toBe('CONFLICT');
-        expect((await client.call('resumeRun', { runId: id })).status).toBe('running');
+        expect((await client.call('resumeRun', { runId: id, device: 'cpu' })).status).toBe('running');
+        expect((await client.call('getRun', { runId: id })).options.device).toBe('cpu');
+        expect((await rejection(client.call('resumeRun', { runId: id, device: 'gpu' as 'cpu' }))).code).toBe('BAD_REQUEST');
         expect((await rejection(client.call('deleteRun', { runId: id }))).code).toBe('CONFLICT');
         await client.call('stopRun', { runId: id, checkpoint: false });
         expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: `${FAKE_ROOT}/out` })).toEqual({ path: `${FAKE_ROOT}/out/${id}-seed-log`, bytes: 42 });
@@ -345,6 +380,14 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         // The data folder is read-only: one sent is dropped.
         const d = await client.call('updateSettings', { dataDir: '/elsewhere', threads: 2 } as never);
         expect(d).toMatchObject({ dataDir: null, threads: 2 });
+      });
+
+      it("gets a run's kept telemetry", async () => {
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        const sample = { at: 5, cpu: { utilization: 0.5 }, memory: { usedBytes: 1, totalBytes: 2 }, disk: { readBytesPerS: 3, writeBytesPerS: 4, busy: 0.25, device: 'nvme0n1' }, gpus: [{ index: 1, name: 'NVIDIA H100 80GB HBM3', pciBusId: '00000000:00:06.0', utilization: 0.9, memoryUsedBytes: 7, memoryTotalBytes: 80, pcieRxBytesPerS: 9, pcieTxBytesPerS: 1 }], tiers: null };
+        runs.telemetry.set(id, [sample]);
+        expect(await client.call('getTelemetry', { runId: id })).toEqual({ runId: id, samples: [sample], thinned: false });
+        expect((await rejection(client.call('getTelemetry', { runId: 'nope' }))).code).toBe('NOT_FOUND');
       });
 
       it('gets metrics since a step', async () => {
