@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { formatDuration, parseBytes } from '../common/format.js';
 import { PlanRequest, RunOptions, ScoreOptions, TrainOptions } from '../common/contract.js';
 import type { RunOptionsInput } from '../common/contract.js';
-import { formatInspect, inspectModel } from '../model/index.js';
+import { formatInspect, formatRefused, inspectModel, inspectRefused, isModelError } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { startEngineJob } from '../engine/runner.js';
 import type { ScoreEvent } from '../engine/score.js';
@@ -407,7 +407,17 @@ async function cmdInspect(argv: string[]): Promise<number> {
     out(json ? JSON.stringify(report) + '\n' : formatInspect(report) + '\n');
     return 0;
   } catch (e) {
-    fail((e as Error).message, json);
+    const message = (e as Error).message;
+    // A model the engine refuses still has a size, dtypes and an architecture name worth showing.
+    const refused = isModelError(e) ? await inspectRefused(resolve(positionals[0]), message) : null;
+    if (!refused) fail(message, json);
+    if (json) {
+      out(JSON.stringify({ type: 'error', message, model: refused }) + '\n');
+    } else {
+      out(formatRefused(refused) + '\n');
+      process.stderr.write(`spillway: ${message}\n`);
+    }
+    return 1;
   }
 }
 

@@ -39,7 +39,7 @@ const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
-export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'gpt_neox', 'olmo2', 'gemma2', 'gemma3']);
+export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'qwen3', 'phi3', 'gpt_neox', 'olmo2', 'gemma2', 'gemma3']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
 
 // --- models
@@ -58,11 +58,19 @@ export const ModelSummary = z.object({
   tokenizer: z.enum(['tokenizer.json', 'vocab+merges']).nullable(),
 });
 
+export const CheckpointFacts = z.object({
+  parameterCount: z.number().int().nonnegative(),
+  dtypes: z.record(z.string(), z.number().int().nonnegative()),
+  sizeOnDisk: Bytes,
+  weightFiles: z.number().int().nonnegative(),
+});
+
 export const UnsupportedModel = z.object({
   dir: z.string(),
   name: z.string(),
   hfArchitecture: z.string().nullable(),
   reason: z.string(),
+  checkpoint: CheckpointFacts.nullable(),
 });
 
 export const InspectReport = z.object({
@@ -85,6 +93,9 @@ export const InspectReport = z.object({
   norm: z.enum(['layernorm', 'rmsnorm', 'rmsnorm_plus1']),
   activation: z.string(),
   ropeTheta: z.number(),
+  ropeScaling: z.string(),
+  rotaryDim: z.number().int().nonnegative(),
+  ropeLayers: z.number().int().nonnegative(),
   slidingWindow: z.number().int().nonnegative(),
   slidingLayers: z.number().int().nonnegative(),
   tiedEmbeddings: z.boolean(),

@@ -156,19 +156,21 @@ function canonShape(s: NativeBlockShape): Required<NativeBlockShape> {
 export function blockShapeOf(config: PlannerModel['config'], batch: number, seq: number): NativeBlockShape | null {
   const c = config;
   if (!c.hidden || !c.heads || !c.intermediate || batch < 1 || seq < 1) return null;
-  const family = c.family ?? 'opt';
+  // The calibration block is Llama's (gated SiLU MLP, RoPE, no biases) or OPT's; the Llama-shaped
+  // families time like Llama's within what calibration resolves.
+  const llamaLike = c.family === 'llama' || c.family === 'qwen3' || c.family === 'phi3';
   return canonShape({
     hidden: c.hidden,
     intermediate: c.intermediate,
     heads: c.heads,
     kvHeads: c.kvHeads ?? c.heads,
     headDim: c.headDim ?? Math.floor(c.hidden / c.heads),
-    gated: family === 'llama',
+    gated: llamaLike,
     // Gemma's (1 + w) norm costs what an RMSNorm does.
-    norm: c.norm === 'rmsnorm_plus1' ? 'rmsnorm' : (c.norm ?? (family === 'llama' ? 'rmsnorm' : 'layernorm')),
-    rope: family === 'llama',
-    bias: family !== 'llama',
-    activation: c.activation ?? (family === 'llama' ? 'silu' : 'relu'),
+    norm: c.norm === 'rmsnorm_plus1' ? 'rmsnorm' : (c.norm ?? (llamaLike ? 'rmsnorm' : 'layernorm')),
+    rope: llamaLike,
+    bias: !llamaLike,
+    activation: c.activation ?? (llamaLike ? 'silu' : 'relu'),
     sequences: batch,
     seqLen: seq,
   });

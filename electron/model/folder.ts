@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import type { Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { isDir, isFile, statOrNull } from '../node/files.js';
-import type { Dtype, ModelInfo, TensorRef, UnsupportedModel } from './types.js';
+import type { CheckpointFacts, Dtype, ModelInfo, TensorRef, UnsupportedModel } from './types.js';
 import { ModelError, describeError } from './errors.js';
 import { readSafetensorsHeader, numelOf, type UnsupportedDtypeTensor } from './safetensors.js';
 import { readModelConfig } from './config.js';
@@ -288,6 +288,27 @@ export async function loadModelInfo(p: string): Promise<ModelInfo> {
   };
 }
 
+/**
+ * What the checkpoint in `dir` (a resolved model folder) tells of its size without knowing its
+ * architecture, for a model the engine refuses; null when its weights cannot be read either.
+ */
+export async function checkpointFacts(dir: string): Promise<CheckpointFacts | null> {
+  let ck: Checkpoint;
+  try {
+    ck = await readCheckpoint(dir);
+  } catch {
+    return null;
+  }
+  const dtypes: Record<string, number> = {};
+  let parameterCount = 0;
+  for (const t of [...ck.tensors, ...ck.unsupported.values()]) {
+    const n = numelOf(t.shape);
+    parameterCount += n;
+    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + n;
+  }
+  return { parameterCount, dtypes, sizeOnDisk: ck.sizeOnDisk, weightFiles: ck.weightFiles.length };
+}
+
 // ---------------------------------------------------------------------------
 // Scanning
 
@@ -318,7 +339,7 @@ export async function scanModelRoots(
     try {
       resolved = await resolveModelDir(target);
     } catch (e) {
-      unsupported.push({ dir: target, name: fallbackName, hfArchitecture: null, reason: describeError(e) });
+      unsupported.push({ dir: target, name: fallbackName, hfArchitecture: null, reason: describeError(e), checkpoint: null });
       return;
     }
     const key = await fsp.realpath(resolved.dir).catch(() => resolved.dir);
@@ -332,6 +353,7 @@ export async function scanModelRoots(
         name: resolved.name,
         hfArchitecture: await architectureName(resolved.dir),
         reason: describeError(e),
+        checkpoint: await checkpointFacts(resolved.dir),
       });
     }
   };
@@ -385,7 +407,8 @@ async function looksLikeModel(dir: string, entries: Dirent[]): Promise<boolean> 
   }
 }
 
-async function architectureName(dir: string): Promise<string | null> {
+/** The architecture config.json names (or its model_type), null when it names none. */
+export async function architectureName(dir: string): Promise<string | null> {
   try {
     const json = JSON.parse(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'));
     const a = json?.architectures;

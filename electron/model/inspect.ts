@@ -1,8 +1,8 @@
 // `spillway inspect <model>`: a JSON-able summary of a model folder and its
 // human-readable rendering.
 
-import type { ArchFamily, Dtype, ModelInfo, NormKind, UnitKind } from './types.js';
-import { loadModelInfo } from './folder.js';
+import type { ArchFamily, CheckpointFacts, Dtype, ModelInfo, NormKind, RopeSpec, UnitKind } from './types.js';
+import { architectureName, checkpointFacts, loadModelInfo, resolveModelDir } from './folder.js';
 
 export interface InspectReport {
   name: string;
@@ -26,6 +26,12 @@ export interface InspectReport {
   activation: string;
   /** RoPE base of the model's rotary table; 0 for learned positions. */
   ropeTheta: number;
+  /** The RoPE scaling of the model's rotary table ("llama3 x32", "yarn x4", ...); '' when none. */
+  ropeScaling: string;
+  /** Dims of each head that turn (less than headDim with partial rotary); 0 for learned positions. */
+  rotaryDim: number;
+  /** Layers that turn q and k (fewer than layers where some have no RoPE, e.g. SmolLM3). */
+  ropeLayers: number;
   /** The widest sliding window of any layer (0: none) and how many layers slide one. */
   slidingWindow: number;
   slidingLayers: number;
@@ -34,6 +40,11 @@ export interface InspectReport {
   /** Tensors in the checkpoint that no unit uses (known buffers aside). */
   unusedTensors: number;
   units: { kind: UnitKind; count: number; tensorsPerUnit: number; parametersPerUnit: number }[];
+}
+
+function ropeScaling(r: RopeSpec | undefined): string {
+  if (!r || r.type === 'default') return '';
+  return r.factor ? `${r.type} x${r.factor}` : r.type;
 }
 
 export function buildInspectReport(info: ModelInfo): InspectReport {
@@ -71,6 +82,9 @@ export function buildInspectReport(info: ModelInfo): InspectReport {
     norm: c.norm,
     activation: c.activation,
     ropeTheta: c.ropes[0]?.theta ?? 0,
+    ropeScaling: ropeScaling(c.ropes[0]),
+    rotaryDim: c.ropes[0]?.rotaryDim ?? 0,
+    ropeLayers: c.layerAttention.filter((l) => l.rope >= 0).length,
     slidingWindow: Math.max(0, ...c.layerAttention.map((l) => l.window)),
     slidingLayers: c.layerAttention.filter((l) => l.window > 0).length,
     tiedEmbeddings: c.tiedEmbeddings,
@@ -109,24 +123,80 @@ export function formatParams(n: number): string {
   return String(n);
 }
 
-export function formatInspect(r: InspectReport): string {
-  const dtypes = (Object.entries(r.dtypes) as [Dtype, number][])
+function formatDtypes(d: Partial<Record<string, number>>): string {
+  const entries = Object.entries(d) as [string, number][];
+  return entries
     .sort((a, b) => b[1] - a[1])
-    .map(([d, n]) => (Object.keys(r.dtypes).length > 1 ? `${d} (${formatParams(n)})` : d))
+    .map(([t, n]) => (entries.length > 1 ? `${t} (${formatParams(n)})` : t))
     .join(', ');
+}
+
+const formatCount = (n: number) => `${formatParams(n)} (${n.toLocaleString('en-US')})`;
+const formatSize = (bytes: number, files: number) => `${formatBytes(bytes)} in ${files} file${files === 1 ? '' : 's'}`;
+
+function formatRows(rows: [string, string][]): string {
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n';
+}
+
+/** What `inspect` reports of a model folder the engine refuses: why, beside what its files tell. */
+export interface RefusedReport {
+  name: string;
+  dir: string;
+  /** The architecture config.json names, null when it names none or cannot be read. */
+  architecture: string | null;
+  checkpoint: CheckpointFacts | null;
+  refused: string;
+}
+
+/**
+ * The refused report of the model at `path`, `reason` being why it could not be loaded; null
+ * when neither its config nor its weights can be read (nothing to report beside the reason).
+ */
+export async function inspectRefused(path: string, reason: string): Promise<RefusedReport | null> {
+  let resolved;
+  try {
+    resolved = await resolveModelDir(path);
+  } catch {
+    return null;
+  }
+  const architecture = await architectureName(resolved.dir);
+  const checkpoint = await checkpointFacts(resolved.dir);
+  if (architecture === null && checkpoint === null) return null;
+  return { name: resolved.name, dir: resolved.dir, architecture, checkpoint, refused: reason };
+}
+
+export function formatRefused(r: RefusedReport): string {
+  const c = r.checkpoint;
+  const rows: [string, string][] = [
+    ['name', r.name],
+    ['folder', r.dir],
+    ['architecture', r.architecture ?? 'not named in config.json'],
+    ['parameters', c ? formatCount(c.parameterCount) : 'weights unreadable'],
+  ];
+  if (c) rows.push(['dtypes', formatDtypes(c.dtypes) || '-'], ['size on disk', formatSize(c.sizeOnDisk, c.weightFiles)]);
+  rows.push(['refused', r.refused]);
+  return formatRows(rows);
+}
+
+export function formatInspect(r: InspectReport): string {
+  const dtypes = formatDtypes(r.dtypes);
   const attn =
     r.kvHeads === r.heads ? `${r.heads} x ${r.headDim}` : `${r.heads} x ${r.headDim} (${r.kvHeads} kv head${r.kvHeads === 1 ? '' : 's'})`;
   const window = !r.slidingWindow
     ? ''
     : `, sliding window ${r.slidingWindow}${r.slidingLayers < r.layers ? ` on ${r.slidingLayers} of ${r.layers} layers` : ''}`;
-  const positions = r.ropeTheta ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${window})` : `${r.maxPositions} (learned)`;
+  const scaling = r.ropeScaling ? `, ${r.ropeScaling}` : '';
+  const partial = r.rotaryDim && r.rotaryDim < r.headDim ? `, ${r.rotaryDim} of ${r.headDim} dims` : '';
+  const nope = r.ropeLayers < r.layers ? `, on ${r.ropeLayers} of ${r.layers} layers` : '';
+  const positions = r.ropeTheta ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${scaling}${partial}${nope}${window})` : `${r.maxPositions} (learned)`;
   const rows: [string, string][] = [
     ['name', r.name],
     ['folder', r.dir],
     ['architecture', `${r.architecture} (${r.family} family)`],
-    ['parameters', `${formatParams(r.parameterCount)} (${r.parameterCount.toLocaleString('en-US')})`],
+    ['parameters', formatCount(r.parameterCount)],
     ['dtypes', dtypes || '-'],
-    ['size on disk', `${formatBytes(r.sizeOnDisk)} in ${r.weightFiles} file${r.weightFiles === 1 ? '' : 's'}`],
+    ['size on disk', formatSize(r.sizeOnDisk, r.weightFiles)],
     ['layers', String(r.layers)],
     ['hidden', String(r.hidden)],
     ['attention heads', attn],
@@ -144,6 +214,5 @@ export function formatInspect(r: InspectReport): string {
     ],
   ];
   if (r.unusedTensors > 0) rows.push(['unused tensors', String(r.unusedTensors)]);
-  const w = Math.max(...rows.map(([k]) => k.length));
-  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n';
+  return formatRows(rows);
 }

@@ -4,8 +4,8 @@
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
-/** Family of forward pass the engine runs (native/src/arch/). Mistral and Qwen2 share `llama`. */
-export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox' | 'olmo2' | 'gemma2' | 'gemma3';
+/** Family of forward pass the engine runs (native/src/arch/). Mistral, Ministral, Qwen2 and SmolLM3 share `llama`. */
+export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'qwen3' | 'phi3' | 'gpt_neox' | 'olmo2' | 'gemma2' | 'gemma3';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
 
@@ -154,4 +154,15 @@ export interface UnsupportedModel {
   name: string;
   hfArchitecture: string | null;
   reason: string;
+  /** What its weights tell without their architecture; null when they cannot be read either. */
+  checkpoint: CheckpointFacts | null;
+}
+
+/** A checkpoint's size as its safetensors headers give it, whatever the architecture. */
+export interface CheckpointFacts {
+  parameterCount: number;
+  /** Parameters per safetensors dtype, those the engine does not read (I8, F8_E4M3, ...) too. */
+  dtypes: Record<string, number>;
+  sizeOnDisk: number;
+  weightFiles: number;
 }

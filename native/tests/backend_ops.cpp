@@ -323,6 +323,17 @@ std::vector<Op> make_ops(const Shapes& S) {
                        }});
     }
     {
+        // In place over each head's dims (Qwen3's q and k norms): N * heads rows of head_dim.
+        const int rows = N * S.heads, HD = S.head_dim;
+        auto x = randn((size_t)rows * HD, 2.0f), w = randn((size_t)HD);
+        ops.push_back({"rmsnorm/in place per head", TH_NORM, false, [=](Backend& be, Dev& d) {
+                           float* dx = d.f(x);
+                           float* dw = d.f(w);
+                           return Prepared{[=, &be] { be.rmsnorm(dx, dx, dw, rows, HD, 1e-6f); },
+                                           [=, &d] { return d.get(dx, (size_t)rows * HD); }};
+                       }});
+    }
+    {
         auto x = randn((size_t)N * C), W = randn((size_t)I * C, 0.05f), b = randn((size_t)I);
         for (bool tr : {false, true}) {
             for (bool bias : {true, false}) {
@@ -354,6 +365,21 @@ std::vector<Op> make_ops(const Shapes& S) {
                                                o.insert(o.end(), o1.begin(), o1.end());
                                                return o;
                                            }};
+                       }});
+    }
+    {
+        // A row range of a fused weight (Phi-3's qkv_proj and gate_up_proj are computed piece by
+        // piece): W and b start mid-tensor (b at an odd offset).
+        const int rows = 2 * I + 3;
+        auto x = randn((size_t)N * C), W = randn((size_t)rows * C, 0.05f), b = randn((size_t)rows);
+        ops.push_back({"linear/fused row slice+bias", TH_GEMM, true, [=](Backend& be, Dev& d) {
+                           float* out = d.zeros((size_t)N * I);
+                           float* dx = d.f(x);
+                           float* dW = d.f(W);
+                           float* db = d.f(b);
+                           const size_t row0 = (size_t)I + 3;
+                           return Prepared{[=, &be] { be.linear(out, dx, dW + row0 * C, db + row0, N, C, I, false); },
+                                           [=, &d] { return d.get(out, (size_t)N * I); }};
                        }});
     }
     {

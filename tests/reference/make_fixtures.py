@@ -204,6 +204,104 @@ def cfg_ministral():
     }
 
 
+# RoPE scalings on llama-tiny's shape, with lengths chosen so that each matters within 12 tokens;
+# the config forms vary as checkpoints write them.
+def cfg_llama3():
+    """Llama 3.2 style: rope_scaling llama3 (rope_type), theta 5e5, explicit head_dim, tied, EOS list."""
+    c = cfg_llama()
+    c.update({"rope_theta": 500000.0, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": [2, 3],
+              "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                               "original_max_position_embeddings": 16, "rope_type": "llama3"}})
+    return c
+
+
+def cfg_llama_linear():
+    """transformers 4's form with the older "type" key."""
+    c = cfg_llama()
+    c["rope_scaling"] = {"factor": 4.0, "type": "linear"}
+    return c
+
+
+def cfg_llama_dynamic():
+    """transformers 5's rope_parameters; max_position_embeddings 8, so the sequences past 8 tokens
+    grow the NTK base and the rest keep plain RoPE; head_dim 16 (8 rotated pairs) so the grown base
+    shows within 12 tokens."""
+    c = cfg_llama()
+    del c["rope_theta"], c["rope_scaling"]
+    c["max_position_embeddings"] = 8
+    c["head_dim"] = 16
+    c["rope_parameters"] = {"factor": 8.0, "rope_theta": 10000.0, "rope_type": "dynamic"}
+    return c
+
+
+def cfg_llama_yarn():
+    """rope_parameters yarn x4 from 64 positions: cos and sin scaled by 0.1 ln 4 + 1; the ramp's
+    upper bound (1.008) is where truncation (ceil to 2) matters."""
+    c = cfg_llama()
+    del c["rope_theta"], c["rope_scaling"]
+    c["rope_parameters"] = {"factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0,
+                            "rope_type": "yarn"}
+    return c
+
+
+def cfg_llama_longrope():
+    """Phi-3's form: rope_scaling longrope (type) and original_max_position_embeddings 8 at the top
+    level; sequences past 8 tokens use the long factors, cos and sin scale by sqrt(1 + ln 8 / ln 8)."""
+    c = cfg_llama()
+    c["original_max_position_embeddings"] = 8
+    c["rope_scaling"] = {"type": "longrope", "short_factor": [1.0, 1.3, 2.1, 3.7],
+                         "long_factor": [1.2, 2.9, 6.5, 11.0]}
+    return c
+
+
+def cfg_qwen3():
+    """Qwen3 as released: q/k RMSNorm per head, head_dim 16 (not hidden / heads = 8: q_proj
+    [64, 32]), no biases, tied, theta 1e6, bf16."""
+    return {
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 0, "eos_token_id": 1, "head_dim": 16, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0,
+        "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "use_sliding_window": False,
+        "vocab_size": V,
+    }
+
+
+def cfg_smollm3():
+    """SmolLM3: no_rope_layers [1, 0] (layer 1 without RoPE), tied, no biases; pad_token_id null
+    (the config class's 128004 is outside the tiny vocabulary, which transformers refuses)."""
+    return {
+        "architectures": ["SmolLM3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "mlp_bias": False, "model_type": "smollm3", "no_rope_layer_interval": 4, "no_rope_layers": [1, 0],
+        "num_attention_heads": H, "num_hidden_layers": L, "num_key_value_heads": 2, "pad_token_id": None, "rms_norm_eps": 1e-06,
+        "rope_scaling": None, "rope_theta": 5000000.0, "sliding_window": None, "tie_word_embeddings": True,
+        "torch_dtype": "float32", "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_sliding_window": False, "vocab_size": V,
+    }
+
+
+def cfg_phi3():
+    """Phi-4-mini's shape: fused qkv_proj and gate_up_proj, partial_rotary_factor 0.75 (6 of 8 dims
+    turn), longrope with original_max_position_embeddings 8 at the top level, and Phi-3-mini's
+    sliding_window (5, every layer). pad_token_id null (Phi3Config's 32000 is outside the tiny
+    vocabulary)."""
+    return {
+        "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "model_type": "phi3", "num_attention_heads": H, "num_hidden_layers": L, "num_key_value_heads": 2,
+        "original_max_position_embeddings": 8, "pad_token_id": None, "partial_rotary_factor": 0.75,
+        "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"long_factor": [1.4, 3.1, 7.5], "short_factor": [1.0, 1.6, 2.9], "type": "longrope"},
+        "rope_theta": 10000.0, "sliding_window": 5, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
 # --------------------------------------------------------------------------- weights
 
 class Gen:
@@ -277,7 +375,7 @@ def weights_gpt2(cfg, seed):
     return g.out
 
 
-def weights_llama(cfg, seed, qkv_bias=False):
+def weights_llama(cfg, seed, qkv_bias=False, qk_norm=False):
     g = Gen(seed)
     D = models.head_dim(cfg)
     KV = cfg["num_key_value_heads"]
@@ -294,6 +392,9 @@ def weights_llama(cfg, seed, qkv_bias=False):
             g.bias(lp + "self_attn.k_proj.bias", KV * D)
             g.bias(lp + "self_attn.v_proj.bias", KV * D)
         g.mat(lp + "self_attn.o_proj.weight", (C, H * D))
+        if qk_norm:  # weights far from 1, so normalising after RoPE instead of before shows
+            g._put(lp + "self_attn.q_norm.weight", 1.0 + g.rs.normal(0.0, 0.5, (D,)))
+            g._put(lp + "self_attn.k_norm.weight", 1.0 + g.rs.normal(0.0, 0.5, (D,)))
         g.norm(lp + "post_attention_layernorm", C, bias=False)
         g.mat(lp + "mlp.gate_proj.weight", (I, C))
         g.mat(lp + "mlp.up_proj.weight", (I, C))
@@ -387,6 +488,16 @@ def weights_gemma(cfg, seed):
     return g.out
 
 
+def weights_phi3(cfg, seed):
+    """Llama's weights with q|k|v and gate|up concatenated by rows, as Phi-3 stores them."""
+    w = weights_llama(cfg, seed)
+    for l in range(L):
+        lp = f"model.layers.{l}."
+        w[lp + "self_attn.qkv_proj.weight"] = torch.cat([w.pop(lp + f"self_attn.{n}_proj.weight") for n in "qkv"])
+        w[lp + "mlp.gate_up_proj.weight"] = torch.cat([w.pop(lp + f"mlp.{n}_proj.weight") for n in ("gate", "up")])
+    return w
+
+
 # name, config, weight fn, file dtype, weight seed
 MODELS = [
     ("opt-tiny", cfg_opt, weights_opt, "F32", 101),
@@ -397,6 +508,14 @@ MODELS = [
     ("qwen2-tiny", cfg_qwen2, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 106),
     ("qwen2-window-tiny", cfg_qwen2_window, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 107),
     ("ministral-tiny", cfg_ministral, weights_llama, "F32", 108),
+    ("llama3-tiny", cfg_llama3, weights_llama, "BF16", 109),
+    ("llama-linear-tiny", cfg_llama_linear, weights_llama, "F32", 110),
+    ("llama-dynamic-tiny", cfg_llama_dynamic, weights_llama, "F32", 111),
+    ("llama-yarn-tiny", cfg_llama_yarn, weights_llama, "F32", 112),
+    ("llama-longrope-tiny", cfg_llama_longrope, weights_llama, "F32", 113),
+    ("qwen3-tiny", cfg_qwen3, lambda c, s: weights_llama(c, s, qk_norm=True), "BF16", 114),
+    ("smollm3-tiny", cfg_smollm3, weights_llama, "F32", 115),
+    ("phi3-tiny", cfg_phi3, weights_phi3, "F32", 116),
     ("gptneox-tiny", cfg_gpt_neox, weights_gpt_neox, "F16", 201),
     ("gptneox-seq-tiny", lambda: cfg_gpt_neox(parallel=False), weights_gpt_neox, "F32", 202),
     ("olmo2-tiny", cfg_olmo2, weights_olmo2, "F32", 203),
@@ -407,7 +526,7 @@ MODELS = [
 # The models above "gptneox-tiny" draw their sequences and examples from RandomState(FIXTURE_SEED
 # + their place in the list) (the sharded copy shares llama-tiny's); it and later ones from
 # FIXTURE_SEED + their weight seed, so that adding a model changes no other model's fixture.
-BY_PLACE = 8
+BY_PLACE = 16
 
 MEZO = [
     # model, run_seed, step, q, lr, eps, wd, kind

@@ -2,8 +2,9 @@
 
 Independent re-implementation of the math of Hugging Face `transformers`
 OPTForCausalLM, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM,
-Qwen2ForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM
-(text) (eager attention, no padding, batch size 1, positions 0..T-1).
+MinistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM,
+GPTNeoXForCausalLM, Olmo2ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (text) (eager
+attention, no padding, batch size 1, positions 0..T-1).
 
     cfg, params = load_model("tests/fixtures/models/opt-tiny")
     logits = forward(cfg, params, [2, 17, 5])      # torch.float32 [T, V]
@@ -60,7 +61,7 @@ def family(cfg):
         return "opt"
     if mt == "gpt2":
         return "gpt2"
-    if mt in ("llama", "mistral", "ministral", "qwen2"):
+    if mt in ("llama", "mistral", "ministral", "qwen2", "qwen3", "smollm3", "phi3"):
         return "llama"
     if mt == "gpt_neox":
         return "gpt_neox"
@@ -235,12 +236,119 @@ def head_dim(cfg):
     return int(hd) if hd else cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
-def _rope(T, dim, theta):
-    # HF default rope: inv_freq in float32, positions float32, emb = cat(freqs, freqs)
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+# RoPE, as modeling_rope_utils.py computes it (equations re-derived here): inverse frequencies
+# in float32 from float64 scalars, cos and sin in float32 scaled by an attention factor.
+
+def rope_parameters(cfg, max_pos_default=2048):
+    """The config's RoPE as one dict, whichever form it is written in: transformers 5's
+    rope_parameters, or rope_theta + rope_scaling (with "type" an older name of "rope_type").
+    partial_rotary_factor and rope_theta may sit at the top level (the dict wins);
+    original_max_position_embeddings at the top level wins over the dict's (Phi-3) and
+    defaults to max_position_embeddings."""
+    d = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    d["rope_type"] = d.get("rope_type", d.get("type", "default"))
+    if cfg.get("model_type") == "phi3" and d["rope_type"] in ("su", "yarn"):  # Phi-3's older names
+        d["rope_type"] = "longrope"
+    d.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+    if cfg.get("partial_rotary_factor") is not None:
+        d.setdefault("partial_rotary_factor", cfg["partial_rotary_factor"])
+    max_pos = cfg.get("max_position_embeddings", max_pos_default)
+    d["max_position_embeddings"] = max_pos
+    if d["rope_type"] in ("llama3", "yarn", "longrope"):
+        if cfg.get("original_max_position_embeddings") is not None:
+            d["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        d.setdefault("original_max_position_embeddings", max_pos)
+    return d
+
+
+def rotary_dim(rp, head_dim):
+    return int(head_dim * rp.get("partial_rotary_factor", 1.0))
+
+
+def _powers(theta, dim):
+    """theta^(2i/dim) for each rotated pair, float32."""
+    return theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+
+
+def rope_inv_freq(rp, head_dim, seq_len):
+    """(inv_freq [rotary_dim / 2] float32, attention factor) for a forward of seq_len tokens."""
+    kind = rp["rope_type"]
+    theta = float(rp["rope_theta"])
+    dim = rotary_dim(rp, head_dim)
+    max_pos = rp["max_position_embeddings"]
+    if kind == "default":
+        return 1.0 / _powers(theta, dim), 1.0
+    if kind == "linear":
+        return (1.0 / _powers(theta, dim)) / rp["factor"], 1.0
+    if kind == "dynamic":
+        # NTK: past max_position_embeddings the base grows with the length.
+        factor = rp["factor"]
+        length = max(seq_len, max_pos)
+        base = theta * ((factor * length / max_pos) - (factor - 1)) ** (dim / (dim - 2))
+        return 1.0 / _powers(base, dim), 1.0
+    if kind == "llama3":
+        # Keep the high frequencies, divide the low ones by the factor, blend the band between.
+        inv = 1.0 / _powers(theta, dim)
+        factor, low, high = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"]
+        original = rp["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > original / low, inv / factor, inv)
+        smooth = (original / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < original / high) & ~(wavelen > original / low)
+        return torch.where(medium, blended, scaled), 1.0
+    if kind == "yarn":
+        original = rp["original_max_position_embeddings"]
+        factor = rp.get("factor") or max_pos / original
+
+        def mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+        attention = rp.get("attention_factor")
+        if attention is None:
+            if rp.get("mscale") and rp.get("mscale_all_dim"):
+                attention = mscale(factor, rp["mscale"]) / mscale(factor, rp["mscale_all_dim"])
+            else:
+                attention = mscale(factor)
+        fast, slow = rp.get("beta_fast") or 32, rp.get("beta_slow") or 1
+
+        def correction_dim(rotations):  # the pair whose wavelength turns `rotations` times over `original`
+            return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+        lo, hi = correction_dim(fast), correction_dim(slow)
+        if rp.get("truncate", True):
+            lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = max(lo, 0), min(hi, dim - 1)
+        if lo == hi:
+            hi += 0.001
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - lo) / (hi - lo), 0, 1)
+        keep = 1 - ramp  # weight of the original (extrapolated) frequency
+        p = _powers(theta, dim)
+        return (1.0 / (factor * p)) * (1 - keep) + (1.0 / p) * keep, attention
+    if kind == "longrope":
+        original = rp["original_max_position_embeddings"]
+        factor = rp.get("factor") or max_pos / original
+        attention = rp.get("attention_factor")
+        if attention is None:
+            attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+        ext = rp["long_factor"] if seq_len > original else rp["short_factor"]
+        ext = torch.tensor(ext, dtype=torch.float32)
+        return 1.0 / (ext * _powers(theta, dim)), attention
+    raise NotImplementedError(f"rope_type {kind!r}")
+
+
+def _rope(T, inv_freq, attention=1.0):
+    """cos, sin [T, rotary_dim]: angle = position * inv_freq (float32), emb = cat(angles, angles)."""
     freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return emb.cos() * attention, emb.sin() * attention
+
+
+def _apply_rope(x, cos, sin):
+    """Rotates the first rotary_dim dims of each head of x [H, T, D] (rotate_half); the rest pass."""
+    d = cos.shape[-1]
+    rot, rest = x[..., :d], x[..., d:]
+    return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
 
 def _rotate_half(x):
@@ -251,13 +359,23 @@ def _rotate_half(x):
 def _layer_window(cfg, l):
     """The sliding window of layer l (None: full causal), as each config class derives it."""
     mt = cfg.get("model_type")
+    if mt == "phi3":  # one window for every layer when set
+        return cfg.get("sliding_window")
     if mt == "mistral":  # one window for every layer; layer_types is not read
         return cfg.get("sliding_window", 4096) or None
     if mt == "ministral":  # layer_types, by default every layer sliding when there is a window
         window = cfg.get("sliding_window", 4096)
         types = cfg.get("layer_types") or ["sliding_attention" if window else "full_attention"] * cfg["num_hidden_layers"]
         return window if types[l] == "sliding_attention" else None
-    if mt == "qwen2":  # a window only with use_sliding_window, by default from max_window_layers on
+    if mt == "smollm3":  # layer_types, by default (with use_sliding_window) the layers without RoPE
+        window = cfg.get("sliding_window")
+        types = cfg.get("layer_types")
+        if types is not None:
+            sliding = types[l] == "sliding_attention"
+        else:
+            sliding = cfg.get("use_sliding_window", False) and not _layer_rope(cfg, l)
+        return window if sliding else None
+    if mt in ("qwen2", "qwen3"):  # a window only with use_sliding_window, by default from max_window_layers on
         window = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window", False) else None
         types = cfg.get("layer_types")
         if types is not None:
@@ -268,30 +386,66 @@ def _layer_window(cfg, l):
     return None
 
 
+def _qk_norm(q, k, p, lp, eps):
+    """Qwen3: an RMSNorm of each query and key head (over head_dim), where the block has q_norm."""
+    if lp + "self_attn.q_norm.weight" not in p:
+        return q, k
+    return _rms_norm(q, p[lp + "self_attn.q_norm.weight"], eps), _rms_norm(k, p[lp + "self_attn.k_norm.weight"], eps)
+
+
+def _position_qk(cfg, p, lp, l, q, k, cos, sin, eps):
+    """q and k [heads, T, D] as attention sees them: normed (Qwen3), then turned unless the layer
+    has no RoPE (SmolLM3)."""
+    q, k = _qk_norm(q, k, p, lp, eps)
+    if _layer_rope(cfg, l):
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+    return q, k
+
+
+def _layer_rope(cfg, l):
+    """Whether layer l turns q and k (SmolLM3's no_rope_layers: 1 = RoPE, by default all but
+    every no_rope_layer_interval-th layer)."""
+    if cfg.get("model_type") != "smollm3":
+        return True
+    flags = cfg.get("no_rope_layers")
+    if flags is None:
+        return (l + 1) % cfg.get("no_rope_layer_interval", 4) != 0
+    return bool(flags[l])
+
+
+def _project_qkv(p, lp, h, H, KV, D):
+    """q, k, v [heads, T, D]: from separate projections, or from Phi-3's fused qkv_proj whose
+    output columns are q (H*D), then k (KV*D), then v (KV*D)."""
+    if lp + "self_attn.qkv_proj.weight" in p:
+        q, k, v = _linear(h, p, lp + "self_attn.qkv_proj").split([H * D, KV * D, KV * D], dim=-1)
+    else:
+        q, k, v = (_linear(h, p, lp + f"self_attn.{n}_proj") for n in "qkv")
+    return _heads(q, H, D), _heads(k, KV, D), _heads(v, KV, D)
+
+
+def _gate_up(p, lp, h):
+    """gate, up [T, I]: from separate projections, or Phi-3's fused gate_up_proj (gate first)."""
+    if lp + "mlp.gate_up_proj.weight" in p:
+        return _linear(h, p, lp + "mlp.gate_up_proj").chunk(2, dim=-1)
+    return _linear(h, p, lp + "mlp.gate_proj"), _linear(h, p, lp + "mlp.up_proj")
+
+
 def _forward_llama(cfg, p, ids):
-    if cfg.get("rope_scaling"):
-        rs = cfg["rope_scaling"]
-        if rs.get("rope_type", rs.get("type")) not in (None, "default"):
-            raise NotImplementedError(f"rope_scaling {rs} not modelled")
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
     KV = cfg.get("num_key_value_heads") or H
     D = head_dim(cfg)
     eps = cfg.get("rms_norm_eps", 1e-6)
-    theta = float(cfg.get("rope_theta", 10000.0))
     T = ids.shape[0]
     x = F.embedding(ids, p["model.embed_tokens.weight"])
-    cos, sin = _rope(T, D, theta)
+    cos, sin = _rope(T, *rope_inv_freq(rope_parameters(cfg), D, T))
     act = cfg.get("hidden_act", "silu")
     for l in range(cfg["num_hidden_layers"]):
         lp = f"model.layers.{l}."
         res = x
         h = _rms_norm(x, p[lp + "input_layernorm.weight"], eps)
-        q = _heads(_linear(h, p, lp + "self_attn.q_proj"), H, D)
-        k = _heads(_linear(h, p, lp + "self_attn.k_proj"), KV, D)
-        v = _heads(_linear(h, p, lp + "self_attn.v_proj"), KV, D)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q, k, v = _project_qkv(p, lp, h, H, KV, D)
+        q, k = _position_qk(cfg, p, lp, l, q, k, cos, sin, eps)
         rep = H // KV
         k = k.repeat_interleave(rep, dim=0)   # kv head g serves query heads g*rep .. g*rep+rep-1
         v = v.repeat_interleave(rep, dim=0)
@@ -299,8 +453,8 @@ def _forward_llama(cfg, p, ids):
         x = res + _linear(a, p, lp + "self_attn.o_proj")
         res = x
         h = _rms_norm(x, p[lp + "post_attention_layernorm.weight"], eps)
-        h = _linear(_act(act, _linear(h, p, lp + "mlp.gate_proj")) * _linear(h, p, lp + "mlp.up_proj"),
-                    p, lp + "mlp.down_proj")
+        gate, up = _gate_up(p, lp, h)
+        h = _linear(_act(act, gate) * up, p, lp + "mlp.down_proj")
         x = res + h
     x = _rms_norm(x, p["model.norm.weight"], eps)
     head = p["model.embed_tokens.weight"] if tied(cfg) or "lm_head.weight" not in p else p["lm_head.weight"]
@@ -328,12 +482,6 @@ def split_fused_qkv(qkv, T, H, D):
     return tuple(per_head[:, :, i, :].transpose(0, 1) for i in range(3))
 
 
-def _rope_partial(x, cos, sin, R):
-    """RoPE on the first R dims of each head of x [H, T, D]; the other dims pass through."""
-    rot = x[..., :R] * cos + _rotate_half(x[..., :R]) * sin
-    return torch.cat((rot, x[..., R:]), dim=-1)
-
-
 def _forward_gpt_neox(cfg, p, ids):
     pre = "gpt_neox."
     C = cfg["hidden_size"]
@@ -345,7 +493,7 @@ def _forward_gpt_neox(cfg, p, ids):
     act = cfg.get("hidden_act", "gelu")
     T = ids.shape[0]
     x = F.embedding(ids, p[pre + "embed_in.weight"])
-    cos, sin = _rope(T, R, theta)
+    cos, sin = _rope(T, 1.0 / _powers(theta, R))
     mask = _mask(T)
 
     def mlp(h, lp):
@@ -355,8 +503,8 @@ def _forward_gpt_neox(cfg, p, ids):
         lp = f"{pre}layers.{l}."
         h = _layer_norm(x, p, lp + "input_layernorm", eps)
         q, k, v = split_fused_qkv(_linear(h, p, lp + "attention.query_key_value"), T, H, D)
-        q = _rope_partial(q, cos, sin, R)
-        k = _rope_partial(k, cos, sin, R)
+        q = _apply_rope(q, cos, sin)
+        k = _apply_rope(k, cos, sin)
         attn = _linear(_attend(q, k, v, D ** -0.5, mask), p, lp + "attention.dense")
         if parallel:
             # Both branches read the block's input: x + attn(ln1 x) + mlp(ln2 x).
@@ -394,7 +542,7 @@ def _forward_olmo2(cfg, p, ids):
     act = cfg.get("hidden_act", "silu")
     T = ids.shape[0]
     x = F.embedding(ids, p["model.embed_tokens.weight"])
-    cos, sin = _rope(T, D, theta)
+    cos, sin = _rope(T, 1.0 / _powers(theta, D))
     mask = _mask(T)
     for l in range(cfg["num_hidden_layers"]):
         lp = f"model.layers.{l}."
@@ -478,7 +626,8 @@ def _forward_gemma(cfg, p, ids):
     T = ids.shape[0]
     x = F.embedding(ids, p["model.embed_tokens.weight"]) * gemma_embed_scale(C)
     theta_global, theta_local = gemma_thetas(cfg)
-    ropes = {"full_attention": _rope(T, D, theta_global), "sliding_attention": _rope(T, D, theta_local)}
+    ropes = {"full_attention": _rope(T, 1.0 / _powers(theta_global, D)),
+             "sliding_attention": _rope(T, 1.0 / _powers(theta_local, D))}
     for l in range(cfg["num_hidden_layers"]):
         lp = f"model.layers.{l}."
         cos, sin = ropes[types[l]]

@@ -10,6 +10,9 @@ import { ROOT } from '../helpers/engine.js';
 import { debianPythonWith } from '../helpers/python.js';
 
 describe('the PyTorch reference', () => {
+  // mistakes.py --check: every family-specific mistake injected into the reference moves the
+  // golden loss or log-probs by at least 100 times the engine's tolerance, unless its row gives a
+  // smaller margin (the table in mistakes.md).
   for (const [script, ...args] of [['test_noise.py'], ['test_fixtures.py'], ['mistakes.py', '--check']]) {
     it(`passes ${[script, ...args].join(' ')}`, () => {
       const out = execFileSync(debianPythonWith('torch', 'numpy'), [join(ROOT, 'tests', 'reference', script), ...args], {

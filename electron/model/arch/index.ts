@@ -11,8 +11,10 @@ import { gptNeox } from './gpt_neox.js';
 import { llama } from './llama.js';
 import { olmo2 } from './olmo2.js';
 import { opt } from './opt.js';
+import { phi3 } from './phi3.js';
+import { qwen3 } from './qwen3.js';
 
-const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama, gptNeox, olmo2, gemma2, gemma3];
+const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama, qwen3, phi3, gptNeox, olmo2, gemma2, gemma3];
 
 const BY_ARCHITECTURE = new Map<string, ArchitectureFamily>(
   FAMILIES.flatMap((f) => Object.keys(f.architectures).map((a) => [a, f] as const)),

@@ -21,10 +21,14 @@ function ropeDict(f: ConfigFields): { key: string; dict: Record<string, unknown>
   return { key: 'rope_parameters', dict: {} };
 }
 
-/** The RoPE type a config names and where; refuses a type transformers does not define. */
-export function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
+/**
+ * The RoPE type a config names and where; refuses a type transformers does not define.
+ * `aliases`: an architecture's older names for a type (Phi-3 reads "su" and "yarn" as longrope).
+ */
+export function ropeTypeOf(f: ConfigFields, aliases: Record<string, RopeType> = {}): { key: string; type: RopeType } {
   const { key, dict } = ropeDict(f);
-  const type = dict.rope_type ?? dict.type ?? 'default';
+  const named = dict.rope_type ?? dict.type ?? 'default';
+  const type = typeof named === 'string' && Object.hasOwn(aliases, named) ? aliases[named] : named;
   if (typeof type !== 'string' || !(TYPES as readonly string[]).includes(type)) {
     f.unsupported(`${key} of type ${JSON.stringify(type)} is not supported (${TYPES.join(', ')})`, key);
   }
@@ -40,6 +44,10 @@ export interface RopeDefaults {
   /** Top-level names read when rope_theta / partial_rotary_factor are absent (GPT-NeoX: rotary_emb_base, rotary_pct). */
   thetaAlias?: string;
   partialAlias?: string;
+  /** max_position_embeddings: the pretraining length of llama3, yarn and longrope when the config names none. */
+  maxPositions?: number;
+  /** Older names of types (Phi-3 reads "su" and "yarn" as longrope). */
+  aliases?: Record<string, RopeType>;
 }
 
 /**
@@ -49,7 +57,7 @@ export interface RopeDefaults {
 export function ropeOf(f: ConfigFields, headDim: number, defaults: RopeDefaults | number = {}): RopeSpec {
   const d: RopeDefaults = typeof defaults === 'number' ? { theta: defaults } : defaults;
   const { key, dict } = ropeDict(f);
-  const { type } = ropeTypeOf(f);
+  const { type } = ropeTypeOf(f, d.aliases);
   const field = (k: string) => `${key}.${k}`;
   // A number in the dict, else at the top level of the config (under its own name, then the alias).
   const num = (k: string, opts: { topLevel?: boolean; integer?: boolean; alias?: string } = {}): number | undefined => {
@@ -87,7 +95,15 @@ export function ropeOf(f: ConfigFields, headDim: number, defaults: RopeDefaults 
     f.invalid(field('partial_rotary_factor'), `gives ${rotaryDim} rotary dims of a ${headDim}-dim head; RoPE needs an even number`);
   }
   const spec: RopeSpec = { type, theta, rotaryDim };
-  const original = () => need('original_max_position_embeddings', { topLevel: true, integer: true });
+  // Phi-3 writes the pretraining length at the top level, and transformers lets it win over the
+  // dict's; without either it is max_position_embeddings.
+  const original = (): number => {
+    const k = 'original_max_position_embeddings';
+    if (f.has(k)) return f.int(k);
+    const v = num(k, { integer: true }) ?? d.maxPositions;
+    if (v === undefined) f.invalid(field(k), `is required by RoPE scaling "${type}"`);
+    return v;
+  };
   switch (type) {
     case 'default':
       break;

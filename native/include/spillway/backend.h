@@ -184,6 +184,7 @@ public:
                        const NoiseSpec& pos_noise) = 0;
     virtual void layernorm(float* out, const float* inp, const float* w, const float* b, int N, int C,
                            float eps) = 0;
+    // out may be inp (in place: each row is read whole before it is written)
     virtual void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) = 0;
     // out = rmsnorm(inp) * (offset + w): Gemma's norms scale by (1 + w). out may be inp.
     virtual void rmsnorm_offset(float* out, const float* inp, const float* w, float offset, int N, int C,

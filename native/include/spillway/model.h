@@ -141,8 +141,9 @@ struct BlockParams {
     WeightBias gate;       // w (I, C), b (I)
     WeightBias up;         // w (I, C), b (I)
     WeightBias down;       // w (C, I), b (C)
-    WeightBias q_norm;     // w (NH*HD) (OLMo 2: over the whole projection); w (HD) (Gemma 3: per head)
-    WeightBias k_norm;     // w (KV*HD); w (HD) (Gemma 3)
+    WeightBias q_norm;     // w (HD) per head (Qwen3, Gemma 3); w (NH*HD) over the whole projection (OLMo 2)
+    WeightBias k_norm;     // w (HD) per head (Qwen3, Gemma 3); w (KV*HD) (OLMo 2)
+    WeightBias gate_up;    // w (2I, C): Phi-3's fused gate (rows 0..I-1) and up projections
     WeightBias post_attn_norm;  // w (C): the attention's output normed before its residual (OLMo 2, Gemma)
     WeightBias post_mlp_norm;   // w (C): the MLP's output normed before its residual (OLMo 2, Gemma)
 };

@@ -223,6 +223,61 @@ void BlockPass::linear(float* Acts::*out, float* Acts::*in, const WeightBias& w,
     });
 }
 
+void BlockPass::norm_pieces(float* Acts::*x, const WeightBias& w, int pieces, int width) {
+    const int ids[2] = {w.w, w.b};
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        Acts a = acts(si);
+        timed(KernelKind::Other, [&] { be_.rmsnorm(a.*x, a.*x, p[0], in_.N * pieces, width, c_.norm_eps); });
+    });
+}
+
+void BlockPass::linear_pieces(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces) {
+    const Tensor& t = tensors_[(size_t)w.w];
+    if (t.transposed) throw std::runtime_error("tensor " + t.name + " is split by rows, so it must be stored [out, in]");
+    int rows = 0;
+    for (const Piece& piece : pieces) rows += piece.width;
+    if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != in_dim)
+        throw std::runtime_error("tensor " + t.name + " must be [" + std::to_string(rows) + ", " + std::to_string(in_dim) +
+                                 "] to be split into its pieces");
+    // Every piece for k streams side by side (k = 2: a +eps/-eps pair, as linear() runs them),
+    // stream s computing with the weight W[s] and bias b[s].
+    auto run = [&](int k, const Acts* xs, const float* const* W, const float* const* b) {
+        size_t row = 0;
+        for (const Piece& piece : pieces) {
+            float* outs[2] = {nullptr, nullptr};
+            const float* ins[2] = {nullptr, nullptr};
+            const float* ws[2] = {nullptr, nullptr};
+            const float* bs[2] = {nullptr, nullptr};
+            for (int s = 0; s < k; s++) {
+                outs[s] = xs[s].*piece.out;
+                ins[s] = xs[s].*in;
+                ws[s] = W[s] + row * (size_t)in_dim;
+                bs[s] = b[s] ? b[s] + row : nullptr;
+            }
+            timed(KernelKind::Linear, [&] {
+                if (k == 1)
+                    be_.linear(outs[0], ins[0], ws[0], bs[0], in_.N, in_dim, piece.width, false);
+                else
+                    be_.linear_streams(k, outs, ins, ws, bs, in_.N, in_dim, piece.width, false);
+            });
+            row += (size_t)piece.width;
+        }
+    };
+    const int ids[2] = {w.w, w.b};
+    bool paired = copies_.with_pairs(tensors_, ids, 2, streams_, noise_, noise_ms_,
+                                     [&](size_t si, const float* const* plus, const float* const* minus) {
+                                         const Acts xs[2] = {acts(si), acts(si + 1)};
+                                         const float* W[2] = {plus[0], minus[0]};
+                                         const float* b[2] = {plus[1], minus[1]};
+                                         run(2, xs, W, b);
+                                     });
+    if (paired) return;
+    copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
+        const Acts xs[1] = {acts(si)};
+        run(1, xs, &p[0], &p[1]);
+    });
+}
+
 void BlockPass::each(const std::function<void(Acts& x, float* h)>& f) {
     for (size_t si = 0; si < streams_.size(); si++) {
         Acts x = acts(si);

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <vector>
 
 #include "spillway/backend.h"
@@ -166,6 +167,19 @@ public:
     void norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, int width, int per_token = 1);
     // out [N, out_dim] = in [N, in_dim] W^T + b (W stored [in, out] when its tensor says so)
     void linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
+    // RMSNorm in place of x [N, pieces * width] as N * pieces rows of `width` (the config's eps):
+    // Qwen3's q and k norms, one per head (width HD).
+    void norm_pieces(float* Acts::*x, const WeightBias& w, int pieces, int width);
+    // A fused projection computed piece by piece: out_i [N, width_i] = in [N, in_dim] W_i^T + b_i,
+    // W_i the next width_i rows of W (stored [out, in]), its group perturbed once for all pieces
+    // (and a +eps/-eps pair's products side by side, as linear() runs them).
+    // Phi-3's qkv_proj into q, k, v and gate_up_proj into gate, up: each lands where the unfused
+    // recipe expects it, so no split kernel and no strided view is needed downstream.
+    struct Piece {
+        float* Acts::*out;
+        int width;
+    };
+    void linear_pieces(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces);
 
     // ---- kernels without weights ----
     // f(x, h) for every stream: its activations and its hidden states.

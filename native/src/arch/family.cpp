@@ -11,9 +11,9 @@ namespace spw {
 namespace {
 
 const std::vector<const Family*>& families() {
-    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(),
-                                                            &gpt_neox_family(), &olmo2_family(),
-                                                            &gemma2_family(),   &gemma3_family()};
+    static const std::vector<const Family*> f = {&opt_family(),      &gpt2_family(),    &llama_family(),
+                                                  &qwen3_family(),    &phi3_family(),    &gpt_neox_family(),
+                                                  &olmo2_family(),    &gemma2_family(),  &gemma3_family()};
     return f;
 }
 
@@ -43,6 +43,8 @@ int dim_of(Dim d, const ModelConfig& c) {
         case Dim::KVD: return c.kv_heads * c.head_dim;
         case Dim::C3: return 3 * c.hidden;
         case Dim::HD: return c.head_dim;
+        case Dim::QKVD: return (c.heads + 2 * c.kv_heads) * c.head_dim;
+        case Dim::I2: return 2 * c.intermediate;
     }
     return 0;
 }

@@ -17,7 +17,7 @@
 namespace spw {
 
 // Dimensions a parameter's shape is made of (ModelConfig's letters).
-enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */, HD };
+enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */, HD, QKVD /* QD+2*KVD */, I2 /* 2I */ };
 
 enum class Need : int { No = 0, Maybe, Yes };
 
@@ -64,6 +64,8 @@ void rotary_attention(BlockPass& p, const AttentionShape& s);
 const Family& opt_family();
 const Family& gpt2_family();
 const Family& llama_family();
+const Family& qwen3_family();
+const Family& phi3_family();
 const Family& gpt_neox_family();
 const Family& olmo2_family();
 const Family& gemma2_family();

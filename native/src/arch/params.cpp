@@ -11,6 +11,7 @@ const std::vector<BlockField>& block_fields() {
         {"mlp_norm", &BlockParams::mlp_norm},   {"fc1", &BlockParams::fc1},   {"fc2", &BlockParams::fc2},
         {"gate", &BlockParams::gate},           {"up", &BlockParams::up},     {"down", &BlockParams::down},
         {"q_norm", &BlockParams::q_norm},       {"k_norm", &BlockParams::k_norm},
+        {"gate_up", &BlockParams::gate_up},
         {"post_attn_norm", &BlockParams::post_attn_norm},
         {"post_mlp_norm", &BlockParams::post_mlp_norm},
     };
@@ -18,7 +19,7 @@ const std::vector<BlockField>& block_fields() {
 }
 
 // A field added to BlockParams must be named above too (the table is the only way roles reach it).
-static_assert(sizeof(BlockParams) == 16 * sizeof(WeightBias), "block_fields() must list every BlockParams field");
+static_assert(sizeof(BlockParams) == 17 * sizeof(WeightBias), "block_fields() must list every BlockParams field");
 
 namespace {
 

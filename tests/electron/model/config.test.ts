@@ -111,16 +111,33 @@ describe('parseModelConfig', () => {
     expect(d.tiedEmbeddings).toBe(false);
   });
 
-  it('rope_scaling: null/absent/default ok, anything else unsupported with its type', () => {
+  it('every RoPE scaling transformers defines, in both config forms; an unknown one is refused with its type', () => {
     expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: null }, DIR).ropes[0].theta).toBe(10000);
-    fails({ ...LLAMA_CONFIG, rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling of type "llama3"/, 'unsupported');
-    fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'linear', factor: 2 } }, /"linear"/, 'unsupported');
+    const llama3 = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: { rope_type: 'llama3', ...llama3 } }, DIR).ropes).toEqual([
+      { type: 'llama3', theta: 10000, rotaryDim: 4, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+    ]);
+    expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: { type: 'linear', factor: 2 } }, DIR).ropes[0]).toMatchObject({ type: 'linear', factor: 2 });
     // transformers 5 style
     expect(
-      parseModelConfig({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'default', rope_theta: 500000 } }, DIR)
-        .ropes[0].theta,
+      parseModelConfig({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'default', rope_theta: 500000 } }, DIR).ropes[0].theta,
     ).toBe(500000);
-    fails({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'yarn', rope_theta: 1 } }, /"yarn"/, 'unsupported');
+    // yarn without original_max_position_embeddings: transformers takes max_position_embeddings
+    expect(
+      parseModelConfig({ ...LLAMA_CONFIG, max_position_embeddings: 4096, rope_parameters: { rope_type: 'yarn', rope_theta: 1, factor: 4 } }, DIR).ropes[0],
+    ).toMatchObject({ type: 'yarn', factor: 4, originalMaxPositions: 4096 });
+    // the top-level pretraining length (Phi-3) wins over the dict's, as in transformers
+    expect(
+      parseModelConfig({ ...LLAMA_CONFIG, original_max_position_embeddings: 2048, rope_scaling: { type: 'llama3', ...llama3 } }, DIR).ropes[0].originalMaxPositions,
+    ).toBe(2048);
+    fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'ntk-by-parts', factor: 2 } }, /rope_scaling of type "ntk-by-parts" is not supported/, 'unsupported');
+  });
+
+  it('Qwen3: its own family, head_dim 128 unless given, Qwen2 windows', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3' };
+    expect(parseModelConfig(base, DIR)).toMatchObject({ family: 'qwen3', headDim: 128, tiedEmbeddings: false, bosTokenId: null });
+    expect(parseModelConfig({ ...base, head_dim: 16 }, DIR).headDim).toBe(16);
+    expect(windows({ ...base, use_sliding_window: true, sliding_window: 8, max_window_layers: 1 })).toEqual([0, 8]);
   });
 
   it('hidden_act must be silu', () => {
@@ -168,6 +185,42 @@ describe('parseModelConfig', () => {
     expect(windows({ ...base, use_sliding_window: true, layer_types: ['sliding_attention', 'full_attention'] })).toEqual([32, 0]);
     // transformers drops the window without use_sliding_window and then fails on sliding layers
     fails({ ...base, layer_types: ['sliding_attention', 'sliding_attention'] }, /use_sliding_window is false/, 'invalid');
+  });
+
+  it('SmolLM3: no_rope_layers (default: every no_rope_layer_interval-th layer without RoPE), windows on sliding layers', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['SmolLM3ForCausalLM'], model_type: 'smollm3', num_hidden_layers: 4 };
+    delete (base as Record<string, unknown>).tie_word_embeddings;
+    const ropes = (json: Record<string, unknown>) => parseModelConfig(json, DIR).layerAttention.map((l) => l.rope);
+    expect(parseModelConfig(base, DIR)).toMatchObject({ family: 'llama', tiedEmbeddings: true });
+    expect(ropes(base)).toEqual([0, 0, 0, -1]);
+    expect(ropes({ ...base, no_rope_layer_interval: 2 })).toEqual([0, -1, 0, -1]);
+    expect(ropes({ ...base, no_rope_layers: [0, 1, 1, 1] })).toEqual([-1, 0, 0, 0]);
+    expect(windows(base)).toEqual([0, 0, 0, 0]);
+    expect(windows({ ...base, sliding_window: 8 })).toEqual([0, 0, 0, 0]);
+    expect(windows({ ...base, use_sliding_window: true, sliding_window: 8 })).toEqual([0, 0, 0, 8]);
+    // given layer_types slide whenever sliding_window is set (transformers' mask does)
+    expect(windows({ ...base, sliding_window: 8, layer_types: ['sliding_attention', 'full_attention', 'full_attention', 'full_attention'] })).toEqual([8, 0, 0, 0]);
+    fails({ ...base, no_rope_layers: [1, 1, 2, 1] }, /"no_rope_layers" must list 0 or 1 for each of the 4 layers/, 'invalid');
+    fails({ ...base, no_rope_layers: [1, 1] }, /"no_rope_layers" must list 0 or 1/, 'invalid');
+  });
+
+  it('Phi-3: its own family, partial rotary, longrope under its older names, one window for every layer', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['Phi3ForCausalLM'], model_type: 'phi3' };
+    const c = parseModelConfig(base, DIR);
+    expect(c).toMatchObject({ family: 'phi3', tiedEmbeddings: false, bosTokenId: 1, eosTokenId: 32000, headDim: 4 });
+    expect(c.ropes).toEqual([{ type: 'default', theta: 10000, rotaryDim: c.headDim }]);
+    expect(parseModelConfig({ ...base, partial_rotary_factor: 0.5 }, DIR).ropes[0].rotaryDim).toBe(c.headDim / 2);
+    expect(windows(base)).toEqual([0, 0]);
+    expect(windows({ ...base, sliding_window: 2047 })).toEqual([2047, 2047]);
+    const half = c.headDim / 2;
+    const factors = { short_factor: Array(half).fill(1), long_factor: Array(half).fill(2) };
+    for (const type of ['su', 'yarn', 'longrope']) {
+      const r = parseModelConfig({ ...base, original_max_position_embeddings: 64, rope_scaling: { type, ...factors } }, DIR).ropes[0];
+      expect(r, type).toMatchObject({ type: 'longrope', originalMaxPositions: 64, longFactor: factors.long_factor });
+    }
+    // "su" is Phi-3's name only
+    fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'su', ...factors } }, /rope_scaling of type "su" is not supported/, 'unsupported');
+    fails({ ...base, rope_scaling: { type: 'longrope', ...factors, short_factor: [1] } }, /short_factor/, 'invalid');
   });
 
   it('GPT-NeoX: Hub keys (rotary_pct, rotary_emb_base), transformers 5 rope_parameters, defaults', () => {

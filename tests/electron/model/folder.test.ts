@@ -444,4 +444,24 @@ describe('Hugging Face cache layout', () => {
     const deep = await scanModelRoots([scanRoot], { maxDepth: 6 });
     expect(deep.models.map((m) => m.name)).toContain('deep');
   });
+
+  it('an unsupported model is listed with the size, dtypes and parameters its weights give', async () => {
+    const scanRoot = sub('refused');
+    await writeModel(path.join(scanRoot, 'neox'), { architectures: ['GPTNeoXForCausalLM'] }, [
+      tensor('a', [3, 4]),
+      tensor('b', [5], 'BF16'),
+    ]);
+    await fsp.mkdir(path.join(scanRoot, 'broken'), { recursive: true });
+    await fsp.writeFile(path.join(scanRoot, 'broken', 'config.json'), '{"architectures": ["FalconForCausalLM"]}');
+    await fsp.writeFile(path.join(scanRoot, 'broken', 'model.safetensors'), 'not a header');
+    const res = await scanModelRoots([scanRoot]);
+    const byName = new Map(res.unsupported.map((u) => [u.name, u]));
+    const file = await fsp.stat(path.join(scanRoot, 'neox', 'model.safetensors'));
+    expect(byName.get('neox')).toMatchObject({
+      hfArchitecture: 'GPTNeoXForCausalLM',
+      checkpoint: { parameterCount: 17, dtypes: { F32: 12, BF16: 5 }, sizeOnDisk: file.size, weightFiles: 1 },
+    });
+    expect(byName.get('neox')!.reason).toMatch(/GPTNeoXForCausalLM/);
+    expect(byName.get('broken')).toMatchObject({ hfArchitecture: 'FalconForCausalLM', checkpoint: null });
+  });
 });

@@ -51,6 +51,32 @@ describe('inspectModel / formatInspect', () => {
     expect(text).toMatch(/parameters\s+\d+\.\dK/);
   });
 
+  it('names the RoPE scaling and which layers slide a window', async () => {
+    const cfg = {
+      ...LLAMA_CONFIG,
+      architectures: ['Qwen2ForCausalLM'],
+      model_type: 'qwen2',
+      use_sliding_window: true,
+      sliding_window: 32,
+      max_window_layers: 1,
+      rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 },
+    };
+    const dir = await writeModel(path.join(root, 'qwen2-yarn'), cfg, specTensors(llamaSpec(cfg, { qkvBias: true })));
+    const r = await inspectModel(dir);
+    expect(r).toMatchObject({ ropeTheta: 10000, ropeScaling: 'yarn x4', slidingWindow: 32, slidingLayers: 1 });
+    expect(formatInspect(r)).toMatch(/max positions\s+64 \(RoPE theta 10000, yarn x4, sliding window 32 on 1 of 2 layers\)/);
+  });
+
+  it('names partial rotary (Phi-3) and layers without RoPE (SmolLM3)', async () => {
+    const fixtures = path.resolve(__dirname, '../../fixtures/models');
+    const phi = await inspectModel(path.join(fixtures, 'phi3-tiny'));
+    expect(phi).toMatchObject({ family: 'phi3', rotaryDim: 6, headDim: 8, ropeLayers: 2 });
+    expect(formatInspect(phi)).toMatch(/max positions\s+64 \(RoPE theta 10000, longrope, 6 of 8 dims, sliding window 5\)/);
+    const smol = await inspectModel(path.join(fixtures, 'smollm3-tiny'));
+    expect(smol).toMatchObject({ family: 'llama', rotaryDim: 8, ropeLayers: 1, layers: 2 });
+    expect(formatInspect(smol)).toMatch(/max positions\s+64 \(RoPE theta 5000000, on 1 of 2 layers\)/);
+  });
+
   it('counts unused tensors (tied lm_head)', async () => {
     const dir = await writeModel(path.join(root, 'opt'), OPT_CONFIG, specTensors(optSpec(OPT_CONFIG, 'model.decoder.', true)), {
       tokenizer: null,
