@@ -11,6 +11,7 @@
 #include "arch/rope.h"
 #include "spillway/noise.h"
 #include "tier/residency.h"
+#include "zo/trainable.h"
 
 namespace spw {
 
@@ -37,20 +38,25 @@ struct Engine::Prepared {
                   *targets = nullptr;
 };
 
-Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers)
+Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers,
+               const TrainSpec* train)
     : backend_(std::move(backend)), model_(std::move(model)) {
     const ModelConfig& c = model_->config;
     family_ = &family_of(c.family);
     check_params(*family_, *model_);
     rope_check(c.rope, c.head_dim);
+    // Before the residency: the trainable set reads the base as loaded (thresholds, decompositions).
+    trainable_ = std::make_unique<Trainable>(*backend_, *model_, train ? *train : TrainSpec{});
     residency_ = std::make_unique<Residency>(*backend_, *model_, tiers);
     copies_ = std::make_unique<WorkingCopies>(*backend_, residency_->master_dtype());
+    if (!trainable_->adapters().empty()) copies_->set_adapters(trainable_.get());
     if (c.rope.type != RopeType::None) use_rope(0);
 }
 
 Engine::~Engine() {
     residency_.reset();
     copies_.reset();
+    trainable_.reset();
     for (float* h : hbuf_)
         if (h) backend_->release(h);
     if (act_) backend_->release(act_);
@@ -75,6 +81,7 @@ void Engine::read_tensor(const Tensor& t, float* out) { residency_->read_tensor(
 TierStats Engine::tier_stats() const {
     TierStats s = residency_->stats();
     s.scratch_bytes = (uint64_t)copies_->capacity() * 2 * sizeof(float);
+    s.adapter_bytes = trainable_->device_bytes();
     return s;
 }
 
@@ -175,8 +182,8 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     const Tensor& tok = model_->tensors[(size_t)params.embed.tok];
     const Tensor* pos = params.embed.pos >= 0 ? &model_->tensors[(size_t)params.embed.pos] : nullptr;
     for (auto& s : streams) {
-        NoiseSpec tn{s.seed, tok.id, noise, s.scale};
-        NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
+        NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
+        NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, pos && !pos->frozen ? s.scale : 0.f};
         be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
     }
     times.forward_ms += ms_since(t0);
@@ -327,46 +334,88 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
 StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel) {
     auto t_start = Clock::now();
     validate(batch);
-    if (params.q < 1) throw std::runtime_error("q must be at least 1");
+    const bool fzoo = params.estimator == ESTIMATOR_FZOO;
+    if (params.estimator != ESTIMATOR_MEZO && !fzoo) throw std::runtime_error("unknown estimator");
+    if (params.q < (fzoo ? 2 : 1))
+        throw std::runtime_error(fzoo ? "the FZOO estimator needs at least 2 probes (q >= 2): their losses' spread scales the step"
+                                      : "q must be at least 1");
     if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");
     Prepared prep;
     prepare(batch, prep);
-    ensure_buffers(prep.N, prep.M, 2 * params.q);
+    const int nstreams = fzoo ? params.q + 1 : 2 * params.q;
+    ensure_buffers(prep.N, prep.M, nstreams);
 
-    // All 2q perturbed streams share one pass over the units.
+    // Every stream of the step shares one pass over the units. MeZO: (+eps, -eps) per seed; FZOO:
+    // the clean masters first, then one +eps probe per seed.
     StepResult res;
     std::vector<Stream> streams;
+    if (fzoo) streams.push_back({0, 0.f, hbuf_[0]});
     for (int j = 0; j < params.q; j++) {
         uint64_t seed = step_seed(params.run_seed, params.step, (uint64_t)j);
         res.seeds.push_back(seed);
-        streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * j)]});
-        streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * j + 1)]});
+        if (fzoo) {
+            streams.push_back({seed, params.eps, hbuf_[(size_t)j + 1]});
+        } else {
+            streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * j)]});
+            streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * j + 1)]});
+        }
     }
     std::vector<std::vector<float>> logprob(streams.size());
     run_forward(prep, streams, logprob, params.noise, cancel, res.times);
-    for (int j = 0; j < params.q; j++) {
-        std::vector<double> lplus, lminus, cand;
+    auto batch_loss = [&](size_t stream) {
+        std::vector<double> per_example, cand;
         std::vector<int32_t> corr, scored;
-        losses(batch, logprob[(size_t)(2 * j)], lplus, corr, cand, scored);
-        losses(batch, logprob[(size_t)(2 * j + 1)], lminus, corr, cand, scored);
-        double Lp = mean(lplus), Lm = mean(lminus);
-        double g = (Lp - Lm) / (2.0 * (double)params.eps);
-        res.loss_plus.push_back(Lp);
-        res.loss_minus.push_back(Lm);
-        res.projected_grad.push_back(g);
-        if (!std::isfinite(Lp) || !std::isfinite(Lm) || !std::isfinite(g)) res.skipped = true;
-        res.loss += (Lp + Lm) / 2.0 / params.q;
+        losses(batch, logprob[stream], per_example, corr, cand, scored);
+        return mean(per_example);
+    };
+    // coef_j, in float64 and rounded once: lr g_j / q (MeZO), lr g_j / (q sigma) (FZOO).
+    std::vector<double> coef(params.q);
+    if (fzoo) {
+        const double l0 = batch_loss(0);
+        double sum = 0, sq = 0;
+        for (int j = 0; j < params.q; j++) {
+            double l = batch_loss((size_t)j + 1);
+            res.loss_plus.push_back(l);
+            res.loss_minus.push_back(l0);
+            res.projected_grad.push_back((l - l0) / (double)params.eps);
+            sum += l;
+        }
+        const double m = sum / params.q;
+        for (double l : res.loss_plus) sq += (l - m) * (l - m);
+        res.sigma = std::sqrt(sq / (params.q - 1));
+        res.loss = l0;
+        for (int j = 0; j < params.q; j++)
+            coef[(size_t)j] = (double)params.lr * res.projected_grad[(size_t)j] / (params.q * res.sigma);
+        // All probes equal (sigma 0): no direction to normalise, the step is skipped like a non-finite one.
+        res.skipped = !std::isfinite(l0) || !(res.sigma > 0.0) || !std::isfinite(res.sigma);
+    } else {
+        for (int j = 0; j < params.q; j++) {
+            double Lp = batch_loss((size_t)(2 * j)), Lm = batch_loss((size_t)(2 * j + 1));
+            double g = (Lp - Lm) / (2.0 * (double)params.eps);
+            res.loss_plus.push_back(Lp);
+            res.loss_minus.push_back(Lm);
+            res.projected_grad.push_back(g);
+            if (!std::isfinite(Lp) || !std::isfinite(Lm)) res.skipped = true;
+            res.loss += (Lp + Lm) / 2.0 / params.q;
+            coef[(size_t)j] = (double)params.lr * g / params.q;
+        }
+    }
+    for (int j = 0; j < params.q; j++) {
+        float c = (float)coef[(size_t)j];
+        if (!std::isfinite(res.projected_grad[(size_t)j]) || !std::isfinite(c)) res.skipped = true;
+        res.coef.push_back(c);
     }
     check_cancel(cancel);
 
     if (!res.skipped) {
         auto tu = Clock::now();
         std::vector<UpdateTerm> terms;
-        for (int j = 0; j < params.q; j++)
-            terms.push_back({res.seeds[(size_t)j], (float)((double)params.lr * res.projected_grad[(size_t)j] / params.q)});
-        // Each unit is updated where its master lives (docs/TIERED-STORE.md, updates).
-        residency_->update(terms, params.lr * params.weight_decay, params.noise);
+        for (int j = 0; j < params.q; j++) terms.push_back({res.seeds[(size_t)j], res.coef[(size_t)j]});
+        // Each unit is updated where its master lives (docs/TIERED-STORE.md, updates); a frozen
+        // base (lora, loldu) is not touched at all: no update, no replay, no write-back.
+        if (!trainable_->base_frozen()) residency_->update(terms, params.lr * params.weight_decay, params.noise);
+        trainable_->update(terms, params.lr * params.weight_decay, params.noise);
         res.times.update_ms += ms_since(tu);
     }
     res.times.total_ms = ms_since(t_start);

@@ -4,6 +4,7 @@
 // pointers; on the CPU backend they are ordinary host memory.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -130,9 +131,12 @@ public:
     virtual void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) = 0;
     // w[i] = fma(scale, z[i], theta[i])
     virtual void perturb(float* w, const float* theta, const float* z, float scale, size_t n) = 0;
-    // theta[i] -= sum_j terms[j].coef * z_j(i)  then  theta[i] -= decay * theta_before[i]
+    // theta[i] -= sum_j terms[j].coef * z_j(i)  then  theta[i] -= decay * theta_before[i], for the
+    // elements with |theta_before[i]| < mask_below (sparse training); the others keep their bits.
     virtual void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
-                           int nterms, float decay) = 0;
+                           int nterms, float decay, float mask_below = INFINITY) = 0;
+    // z[i] = 0 where |theta[i]| >= below (a sparse tensor's noise: only small weights move)
+    virtual void mask_small(float* z, const float* theta, float below, size_t n) = 0;
 
     // ---- reduced-precision masters (spillway/precision.h) ----
     // The ZO update of a master held in `dtype` (MASTER_BF16 or MASTER_F16): computed in
@@ -140,7 +144,7 @@ public:
     // sr_bits4(terms[0].seed, id, k). packed: theta is uint16_t[n] in that format; else
     // float[n] holding values of that format. The defaults throw: not every backend has them.
     virtual void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind,
-                                   const UpdateTerm* terms, int nterms, float decay);
+                                   const UpdateTerm* terms, int nterms, float decay, float mask_below = INFINITY);
     // out[i] = in[i] as float32 (exact)
     virtual void widen(float* out, const uint16_t* in, size_t n, int dtype);
     // w[i] = fma(scale, z[i], float(theta[i])): perturb() from a master in `dtype`
@@ -172,6 +176,8 @@ public:
     virtual void gated_silu(float* gate, const float* up, size_t n) = 0;
     // x[i] += y[i]
     virtual void add(float* x, const float* y, size_t n) = 0;
+    // x[r, c] *= d[r] for a [rows, cols] x (rows = 1: every element times d[0])
+    virtual void scale_rows(float* x, const float* d, int rows, int cols) = 0;
     // out[m, :] = inp[rows[m], :]
     virtual void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) = 0;
     // logprob[m] = log_softmax(x[m, :] W^T)[target[m]], W [V, C]
