@@ -167,7 +167,7 @@ def engine_spec(path, s, header, base):
         "hfArchitecture": "OPTForCausalLM", "family": "opt", "vocabSize": s["vocab"], "hidden": s["hidden"],
         "layers": s["layers"], "heads": s["heads"], "kvHeads": s["heads"], "headDim": s["hidden"] // s["heads"],
         "intermediate": s["ffn"], "maxPositions": MAX_POS, "normEps": 1e-5, "norm": "layernorm",
-        "activation": "relu", "positionOffset": 2, "ropeTheta": 0, "slidingWindow": 0,
+        "activation": "relu", "positionOffset": 2, "ropes": [],
         "tiedEmbeddings": True, "bosTokenId": 2, "eosTokenId": 2,
     }
     return {"config": config, "units": units}

@@ -70,6 +70,7 @@ export const InspectReport = z.object({
   activation: z.string(),
   ropeTheta: z.number(),
   slidingWindow: z.number().int().nonnegative(),
+  slidingLayers: z.number().int().nonnegative(),
   tiedEmbeddings: z.boolean(),
   tokenizer: z.enum(['tokenizer.json', 'vocab+merges']).nullable(),
   unusedTensors: z.number().int().nonnegative(),

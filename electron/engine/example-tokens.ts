@@ -5,15 +5,21 @@ import { loadExamples, loadTokenizer } from '../data/index.js';
 import type { TaskTemplate, TokenizedExample } from '../data/index.js';
 import { loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
+import { positionLimit } from '../model/index.js';
 
 /** Mean tokens per example over all its sequences (one per candidate label word); 0 for no examples. */
 export function meanExampleTokens(examples: readonly TokenizedExample[]): number {
   return examples.reduce((n, ex) => n + ex.sequences.reduce((m, s) => m + s.tokens.length, 0), 0) / Math.max(1, examples.length);
 }
 
-/** The max length training truncates to: --max-length when given, capped by the model's positions. */
+/**
+ * The max length training truncates to: --max-length when given, else max_position_embeddings; capped
+ * by the positions the model defines (past max_position_embeddings for dynamic NTK RoPE). Not finite
+ * when neither says.
+ */
 export function trainingMaxLength(info: ModelInfo, maxLength?: number): number {
-  return Math.min(maxLength ?? info.config.maxPositions, info.config.maxPositions);
+  const limit = positionLimit(info.config);
+  return Math.min(maxLength ?? (info.config.maxPositions > 0 ? info.config.maxPositions : limit), limit);
 }
 
 /**

@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { Masters, PlanResult } from '../common/contract.js';
 import { loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
+import { positionLimit } from '../model/index.js';
 import { blockShapeOf, cachedCalibration, calibration, fsDeviceOf, mountOf, ratesOf } from './calibration.js';
 import type { Calibration } from './calibration.js';
 import { makePlan, plannerModel } from './planner.js';
@@ -57,7 +58,7 @@ async function freeBytes(dir: string): Promise<number | undefined> {
 export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number }> {
   const info = typeof o.model === 'string' ? await loadModelInfo(o.model) : o.model;
   const dirs = (o.spillDirs ?? []).map((d) => resolve(d));
-  const maxLength = Math.min(o.maxLength, info.config.maxPositions || o.maxLength);
+  const maxLength = Math.min(o.maxLength, positionLimit(info.config));
   const model = plannerModel(info);
   const block = blockShapeOf(model.config, o.batchSize, maxLength);
   let cal: Calibration | null = null;

@@ -20,7 +20,7 @@ import { engineThreads, loadNative } from './native.js';
 import type { NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
 import { planFor } from './plan-result.js';
-import { meanExampleTokens } from './example-tokens.js';
+import { meanExampleTokens, trainingMaxLength } from './example-tokens.js';
 import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
@@ -257,7 +257,7 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
   const info = await loadModelInfo(o.resumeFrom ?? o.model);
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
-  const maxLength = Math.min(o.maxLength ?? info.config.maxPositions, info.config.maxPositions);
+  const maxLength = trainingMaxLength(info, o.maxLength);
   const all = await loadExamples(o.train, o.task, tokenizer, { maxLength });
   let train = all;
   let evalSet: TokenizedExample[] = [];

@@ -18,3 +18,4 @@ export {
 export * from './config.js';
 export * from './folder.js';
 export * from './inspect.js';
+export { positionLimit } from './arch/layers.js';

@@ -24,8 +24,11 @@ export interface InspectReport {
   maxPositions: number;
   norm: 'layernorm' | 'rmsnorm';
   activation: string;
+  /** RoPE base of the model's rotary table; 0 for learned positions. */
   ropeTheta: number;
+  /** The widest sliding window of any layer (0: none) and how many layers slide one. */
   slidingWindow: number;
+  slidingLayers: number;
   tiedEmbeddings: boolean;
   tokenizer: 'tokenizer.json' | 'vocab+merges' | null;
   /** Tensors in the checkpoint that no unit uses (known buffers aside). */
@@ -67,8 +70,9 @@ export function buildInspectReport(info: ModelInfo): InspectReport {
     maxPositions: c.maxPositions,
     norm: c.norm,
     activation: c.activation,
-    ropeTheta: c.ropeTheta,
-    slidingWindow: c.slidingWindow,
+    ropeTheta: c.ropes[0]?.theta ?? 0,
+    slidingWindow: Math.max(0, ...c.layerAttention.map((l) => l.window)),
+    slidingLayers: c.layerAttention.filter((l) => l.window > 0).length,
     tiedEmbeddings: c.tiedEmbeddings,
     tokenizer: info.tokenizer?.kind ?? null,
     unusedTensors: info.tensors.filter((t) => !used.has(t.name) && !info.buffers.includes(t.name)).length,
@@ -112,10 +116,10 @@ export function formatInspect(r: InspectReport): string {
     .join(', ');
   const attn =
     r.kvHeads === r.heads ? `${r.heads} x ${r.headDim}` : `${r.heads} x ${r.headDim} (${r.kvHeads} kv head${r.kvHeads === 1 ? '' : 's'})`;
-  const positions =
-    r.family === 'llama'
-      ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${r.slidingWindow ? `, sliding window ${r.slidingWindow}` : ''})`
-      : `${r.maxPositions} (learned)`;
+  const window = !r.slidingWindow
+    ? ''
+    : `, sliding window ${r.slidingWindow}${r.slidingLayers < r.layers ? ` on ${r.slidingLayers} of ${r.layers} layers` : ''}`;
+  const positions = r.ropeTheta ? `${r.maxPositions} (RoPE theta ${r.ropeTheta}${window})` : `${r.maxPositions} (learned)`;
   const rows: [string, string][] = [
     ['name', r.name],
     ['folder', r.dir],

@@ -40,6 +40,14 @@ export interface RopeSpec {
   longFactor?: number[];
 }
 
+/** How one block attends (native LayerAttention, spillway/model.h). */
+export interface LayerAttention {
+  /** Sliding-window span: a query sees itself and the window - 1 tokens before it; 0 = full causal. */
+  window: number;
+  /** Its rotary table: an index into ModelConfig.ropes, -1 for none (SmolLM3's NoPE layers). */
+  rope: number;
+}
+
 export interface ModelConfig {
   /** Architecture as named in config.json, e.g. "OPTForCausalLM". */
   hfArchitecture: string;
@@ -57,12 +65,14 @@ export interface ModelConfig {
   activation: Activation;
   /** Learned absolute positions (OPT, GPT-2): index = position + positionOffset. */
   positionOffset: number;
-  /** RoPE base (rope.theta); 0 when positions are learned. */
-  ropeTheta: number;
-  /** Rotary positions (absent: learned positions) as the engine computes them. */
-  rope?: RopeSpec;
-  /** Sliding-window attention span (Mistral); 0 = full causal attention. */
-  slidingWindow: number;
+  /**
+   * Rotary tables as the engine computes them; empty for learned positions. Blocks pick theirs in
+   * layerAttention: [0] is the model's rope_parameters; a family whose layers differ (Gemma 3's
+   * local base) adds its other table after.
+   */
+  ropes: RopeSpec[];
+  /** One per block, in order: its sliding window and its rotary table. */
+  layerAttention: LayerAttention[];
   tiedEmbeddings: boolean;
   bosTokenId: number | null;
   eosTokenId: number | null;

@@ -52,7 +52,7 @@ import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../mo
 import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
-import { datasetMeanTokens } from '../engine/example-tokens.js';
+import { datasetMeanTokens, trainingMaxLength } from '../engine/example-tokens.js';
 import { FileAccess, type AccessOptions, type RootKind } from './access.js';
 import { listFolder } from './folders.js';
 
@@ -494,8 +494,7 @@ export async function checkDataset(p: MethodParams<'checkDataset'>, signal?: Abo
   }
   const info = await loadModelInfo(p.model);
   const tokenizer = await loadTokenizer(info.dir);
-  const limit = info.config.maxPositions > 0 ? info.config.maxPositions : Infinity;
-  const maxLength = Math.min(p.maxLength ?? limit, limit);
+  const maxLength = trainingMaxLength(info, p.maxLength);
   if (!Number.isFinite(maxLength)) throw new SpillwayError('BAD_REQUEST', 'the model states no position limit: give maxLength');
   const chat = p.template.kind === 'chat' ? chatRenderer(tokenizer, p.template) : undefined;
   const errors: DatasetCheck['errors'] = [];

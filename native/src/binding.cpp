@@ -211,12 +211,11 @@ void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out)
     }
 }
 
-// config.rope: null (learned positions) or {type, theta, rotaryDim, ...the scaling's fields}
-// (electron/model/types.ts RopeSpec); the numbers are checked by rope_check.
+// One rotary table: {type, theta, rotaryDim, ...the scaling's fields} (electron/model/types.ts
+// RopeSpec); the numbers are checked by rope_check.
 RopeConfig parse_rope(const Napi::Value& v, int max_positions) {
     RopeConfig r;
-    if (v.IsUndefined() || v.IsNull()) return r;
-    if (!v.IsObject()) throw_type(v.Env(), "field 'rope' must be an object or null");
+    if (!v.IsObject() || v.IsArray()) throw_type(v.Env(), "a rotary table must be an object");
     Napi::Object o = v.As<Napi::Object>();
     r.type = named_field(o, "type", kRopeTypes);
     r.theta = num(o, "theta");
@@ -261,8 +260,27 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     else if (act == "silu") mc.activation = (int)Act::Silu;
     else throw_type(env, "unsupported activation " + act);
     mc.position_offset = inum(c, "positionOffset");
-    mc.rope = parse_rope(c.Get("rope"), mc.max_positions);
-    mc.sliding_window = inum(c, "slidingWindow");
+    if (present(c, "ropes")) {
+        Napi::Value v = c.Get("ropes");
+        if (!v.IsArray()) throw_type(env, "field 'ropes' must be an array of rotary tables");
+        Napi::Array a = v.As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); i++) mc.ropes.push_back(parse_rope(a.Get(i), mc.max_positions));
+    }
+    // layerAttention: one {window, rope} per block; absent, every block attends causally over
+    // the whole sequence with the first rotary table (if any).
+    if (present(c, "layerAttention")) {
+        Napi::Value v = c.Get("layerAttention");
+        if (!v.IsArray()) throw_type(env, "field 'layerAttention' must be an array of {window, rope}");
+        Napi::Array a = v.As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); i++) {
+            Napi::Value e = a.Get(i);
+            if (!e.IsObject()) throw_type(env, "field 'layerAttention' must be an array of {window, rope}");
+            Napi::Object o = e.As<Napi::Object>();
+            mc.layer_attention.push_back({inum(o, "window"), inum(o, "rope")});
+        }
+    } else {
+        mc.layer_attention.assign((size_t)std::max(0, mc.layers), {0, mc.ropes.empty() ? -1 : 0});
+    }
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
@@ -323,7 +341,6 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
         if (mc.tied && head.lm_head >= 0) throw std::runtime_error("a tied head has no 'lm_head' of its own");
         if (mc.tied) head.lm_head = model->params.embed.tok;
         check_params(family_of(mc.family), *model);
-        rope_check(mc.rope, mc.head_dim);
     } catch (const std::runtime_error& e) {
         throw_type(env, e.what());
     }
@@ -1002,7 +1019,6 @@ Napi::Value RopeTableJs(const Napi::CallbackInfo& info) {
     if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber())
         throw_type(env, "ropeTable(rope, maxPositions, seqLen) needs a rope object and two numbers");
     RopeConfig r = parse_rope(info[0], info[1].As<Napi::Number>().Int32Value());
-    if (r.type == RopeType::None) throw_type(env, "ropeTable needs a rope object");
     RopeTable t;
     try {
         rope_check(r, r.rotary_dim);

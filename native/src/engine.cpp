@@ -27,6 +27,14 @@ void check_cancel(const std::atomic<bool>* cancel) {
     if (cancel && cancel->load(std::memory_order_relaxed)) throw CancelledError();
 }
 
+// Sequences may run past max_position_embeddings when every rotary table defines such positions.
+bool positions_unbounded(const ModelConfig& c) {
+    if (c.ropes.empty()) return false;
+    for (const RopeConfig& r : c.ropes)
+        if (!rope_extends_past_max(r)) return false;
+    return true;
+}
+
 }  // namespace
 
 // Per-batch index arrays, derived once and shared by every stream and unit
@@ -44,13 +52,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
     const ModelConfig& c = model_->config;
     family_ = &family_of(c.family);
     check_params(*family_, *model_);
-    rope_check(c.rope, c.head_dim);
     // Before the residency: the trainable set reads the base as loaded (thresholds, decompositions).
     trainable_ = std::make_unique<Trainable>(*backend_, *model_, train ? *train : TrainSpec{});
     residency_ = std::make_unique<Residency>(*backend_, *model_, tiers);
     copies_ = std::make_unique<WorkingCopies>(*backend_, residency_->master_dtype());
     if (!trainable_->adapters().empty()) copies_->set_adapters(trainable_.get());
-    if (c.rope.type != RopeType::None) use_rope(0);
+    use_ropes(0);
 }
 
 Engine::~Engine() {
@@ -65,15 +72,37 @@ Engine::~Engine() {
     if (rope_dev_) backend_->release(rope_dev_);
 }
 
-void Engine::use_rope(int seq_len) {
-    RopeTable t = rope_table(model_->config.rope, seq_len);
-    rope_scale_ = t.attention_scale;
-    if (t.inv_freq == rope_inv_freq_ && (rope_dev_ || backend_->host_addressable())) return;
-    rope_inv_freq_ = std::move(t.inv_freq);
-    if (backend_->host_addressable()) return;
-    size_t bytes = rope_inv_freq_.size() * sizeof(float);
-    if (!rope_dev_) rope_dev_ = static_cast<float*>(backend_->alloc(std::max<size_t>(bytes, sizeof(float))));
-    backend_->upload(rope_dev_, rope_inv_freq_.data(), bytes);
+void Engine::use_ropes(int seq_len) {
+    const std::vector<RopeConfig>& ropes = model_->config.ropes;
+    const bool first = rope_passes_.size() != ropes.size();
+    if (first) {
+        rope_inv_freq_.assign(ropes.size(), {});
+        rope_passes_.assign(ropes.size(), {});
+    }
+    bool changed = false;
+    for (size_t i = 0; i < ropes.size(); i++) {
+        if (!first && !rope_depends_on_length(ropes[i])) continue;
+        RopeTable t = rope_table(ropes[i], seq_len);
+        rope_passes_[i].scale = t.attention_scale;
+        if (t.inv_freq == rope_inv_freq_[i]) continue;
+        rope_inv_freq_[i] = std::move(t.inv_freq);
+        changed = true;
+    }
+    if (!changed) return;
+    if (backend_->host_addressable()) {
+        for (size_t i = 0; i < ropes.size(); i++) rope_passes_[i].inv_freq = rope_inv_freq_[i].data();
+        return;
+    }
+    // Every table in one device buffer; a table's length is fixed by its rotary dims.
+    std::vector<float> all;
+    std::vector<size_t> offs;
+    for (const std::vector<float>& f : rope_inv_freq_) {
+        offs.push_back(all.size());
+        all.insert(all.end(), f.begin(), f.end());
+    }
+    if (!rope_dev_) rope_dev_ = static_cast<float*>(backend_->alloc(std::max<size_t>(all.size(), 1) * sizeof(float)));
+    backend_->upload(rope_dev_, all.data(), all.size() * sizeof(float));
+    for (size_t i = 0; i < ropes.size(); i++) rope_passes_[i].inv_freq = rope_dev_ + offs[i];
 }
 
 void Engine::read_tensor(const Tensor& t, float* out) { residency_->read_tensor(t, out); }
@@ -114,9 +143,10 @@ void Engine::validate(const Batch& b) const {
     for (int s = 0; s < nseq; s++) {
         int T = b.seq_start[s + 1] - b.seq_start[s];
         if (T <= 0) throw std::runtime_error("sequence " + std::to_string(s) + " is empty");
-        if (T > c.max_positions)
+        if (T > c.max_positions && !positions_unbounded(c))
             throw std::runtime_error("sequence " + std::to_string(s) + " has " + std::to_string(T) +
-                                     " tokens; the model allows " + std::to_string(c.max_positions));
+                                     " tokens; the model allows " + std::to_string(c.max_positions) +
+                                     " (max_position_embeddings)");
         // Spans are non-empty, in order and disjoint; the first token is never scored.
         int prev_end = 1;
         for (int k = b.first_span(s); k < b.end_span(s); k++) {
@@ -198,15 +228,15 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
         phase_ms += ms_since(t0) - (times.noise_ms - noise0);
     };
 
-    if (c.rope.type != RopeType::None && rope_depends_on_length(c.rope)) use_rope(p.longest);
-    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_dev_ ? rope_dev_ : rope_inv_freq_.data(), rope_scale_};
+    use_ropes(p.longest);
+    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_passes_};
     BlockPass pass(be, c, model_->tensors, *copies_, in, streams, act_, act_capacity_ / std::max<size_t>(1, streams.size()),
                    noise, times.noise_ms);
     residency_->pass(
         [&](size_t ui) {
             check_cancel(cancel);
-            const BlockParams& w = params.blocks[(size_t)model_->units[ui].index];
-            timed(times.forward_ms, [&] { family_->block(pass, w); });
+            const int index = model_->units[ui].index;
+            timed(times.forward_ms, [&] { pass.run(family_->block, index, params.blocks[(size_t)index]); });
         },
         times.io_ms);
 

@@ -22,7 +22,7 @@ interface ForwardGolden {
   };
 }
 
-const MODELS = ['opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded', 'mistral-tiny', 'qwen2-tiny'];
+const MODELS = ['opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded', 'mistral-tiny', 'qwen2-tiny', 'qwen2-window-tiny', 'ministral-tiny'];
 
 function logSoftmaxAt(row: number[], target: number): number {
   const mx = Math.max(...row);

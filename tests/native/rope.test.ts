@@ -179,7 +179,7 @@ describe('scaled RoPE through the engine, against transformers', () => {
   const engineLogprobs = async (rope_parameters: Record<string, unknown>): Promise<number[]> => {
     const info = await loadModelInfo(model);
     const rope = ropeOf(new ConfigFields({ rope_parameters }, 'config.json', 'LlamaForCausalLM'), info.config.headDim);
-    info.config = { ...info.config, rope, ropeTheta: rope.theta };
+    info.config = { ...info.config, ropes: [rope] };
     const e = new (loadNative().Engine)({ threads: 2 });
     await e.load(engineSpec(info));
     const r = await e.score(
@@ -199,6 +199,45 @@ describe('scaled RoPE through the engine, against transformers', () => {
       expect(worst).toBeLessThan(LOGPROB_ATOL);
       if (name === 'default') plain = got;
       else expect(Math.max(...got.map((x, i) => Math.abs(x - plain[i])))).toBeGreaterThan(100 * LOGPROB_ATOL);
+    });
+  }
+});
+
+// Dynamic NTK past max_position_embeddings (llama-tiny: 64): the base grows with the pass's
+// longest sequence, so each sequence is its own pass here and a fresh model in transformers.
+describe('dynamic NTK past max_position_embeddings, against transformers', () => {
+  const model = join(FIXTURE_MODELS, 'llama-tiny');
+  const rope_parameters = { rope_type: 'dynamic', rope_theta: 10000, factor: 2 };
+  const sequences = [40, 80, 120].map((n) => Array.from({ length: n }, (_, i) => (i * 37 + n) % 128));
+  const refs: number[][] = JSON.parse(
+    execFileSync(venvPython(), [join(ROOT, 'tests', 'reference', 'rope_logprobs.py')], {
+      input: JSON.stringify([{ model, rope_parameters, sequences }]),
+      env: { ...process.env, OMP_NUM_THREADS: '1' },
+      stdio: ['pipe', 'pipe', 'ignore'],
+      timeout: 300_000,
+    }).toString(),
+  )[0];
+
+  const score = async (seq: number[], dynamic: boolean): Promise<number[]> => {
+    const info = await loadModelInfo(model);
+    if (dynamic) info.config = { ...info.config, ropes: [ropeOf(new ConfigFields({ rope_parameters }, 'config.json', 'LlamaForCausalLM'), info.config.headDim)] };
+    else info.config = { ...info.config, maxPositions: 1000 };
+    const e = new (loadNative().Engine)({ threads: 2 });
+    await e.load(engineSpec(info));
+    const r = await e.score(packBatch([{ kind: 'lm' as const, label: -1, source: 'ntk', sequences: [{ tokens: seq, scoreStart: 1, scoreEnd: seq.length }] }]));
+    e.close();
+    return Array.from(r.tokenLogprobs);
+  };
+
+  for (const [i, seq] of sequences.entries()) {
+    it(`${seq.length} tokens`, async () => {
+      const got = await score(seq, true);
+      expect(got.length).toBe(refs[i].length);
+      expect(Math.max(...got.map((x, k) => Math.abs(x - refs[i][k])))).toBeLessThan(LOGPROB_ATOL);
+      // Within max_position_embeddings the table is plain RoPE's; past it, the grown base's.
+      const plain = await score(seq, false);
+      if (seq.length <= 64) expect(got).toEqual(plain);
+      else expect(Math.max(...got.map((x, k) => Math.abs(x - plain[k])))).toBeGreaterThan(100 * LOGPROB_ATOL);
     });
   }
 });

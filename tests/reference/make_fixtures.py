@@ -113,6 +113,29 @@ def cfg_qwen2():
     }
 
 
+def cfg_qwen2_window():
+    """Qwen2 with its window on the layers from max_window_layers on: layer 0 full, layer 1 sliding."""
+    c = cfg_qwen2()
+    c.update({"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 3,
+              "tie_word_embeddings": False, "rope_theta": 10000.0})
+    del c["head_dim"]
+    return c
+
+
+def cfg_ministral():
+    """Ministral: the window on the layers layer_types names (here the second)."""
+    return {
+        "architectures": ["MinistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
+        "eos_token_id": 2, "head_dim": 8, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64,
+        "layer_types": ["full_attention", "sliding_attention"], "max_position_embeddings": P,
+        "model_type": "ministral", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 3,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
 # --------------------------------------------------------------------------- weights
 
 class Gen:
@@ -216,6 +239,8 @@ MODELS = [
     ("llama-tiny-sharded", cfg_llama, weights_llama, "F32", 103),   # same weights as llama-tiny
     ("mistral-tiny", cfg_mistral, weights_llama, "BF16", 105),
     ("qwen2-tiny", cfg_qwen2, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 106),
+    ("qwen2-window-tiny", cfg_qwen2_window, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 107),
+    ("ministral-tiny", cfg_ministral, weights_llama, "F32", 108),
 ]
 
 MEZO = [

@@ -59,7 +59,7 @@ def family(cfg):
         return "opt"
     if mt == "gpt2":
         return "gpt2"
-    if mt in ("llama", "mistral", "qwen2"):
+    if mt in ("llama", "mistral", "ministral", "qwen2"):
         return "llama"
     raise ValueError(f"unsupported model_type {mt!r}")
 
@@ -238,16 +238,22 @@ def _rotate_half(x):
 
 
 def _layer_window(cfg, l):
+    """The sliding window of layer l (None: full causal), as each config class derives it."""
     mt = cfg.get("model_type")
-    if mt == "mistral":
-        return cfg.get("sliding_window") or None
-    if mt == "qwen2":
+    if mt == "mistral":  # one window for every layer; layer_types is not read
+        return cfg.get("sliding_window", 4096) or None
+    if mt == "ministral":  # layer_types, by default every layer sliding when there is a window
+        window = cfg.get("sliding_window", 4096)
+        types = cfg.get("layer_types") or ["sliding_attention" if window else "full_attention"] * cfg["num_hidden_layers"]
+        return window if types[l] == "sliding_attention" else None
+    if mt == "qwen2":  # a window only with use_sliding_window, by default from max_window_layers on
+        window = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window", False) else None
         types = cfg.get("layer_types")
         if types is not None:
             sliding = types[l] == "sliding_attention"
         else:
-            sliding = bool(cfg.get("use_sliding_window", False)) and l >= cfg.get("max_window_layers", 0)
-        return (cfg.get("sliding_window") or None) if sliding else None
+            sliding = l >= cfg.get("max_window_layers", 28)
+        return window if sliding else None
     return None
 
 

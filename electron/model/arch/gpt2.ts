@@ -7,6 +7,7 @@
 import type { ModelConfig, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
+import { learnedPositions } from './layers.js';
 import { type TensorPicker, headUnit, pickPrefix } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
@@ -40,8 +41,8 @@ function parse(f: ConfigFields, arch: string) {
     norm: 'layernorm',
     activation: f.activation('activation_function', 'gelu_new'),
     positionOffset: 0,
-    ropeTheta: 0,
-    slidingWindow: 0,
+    ropes: [],
+    layerAttention: learnedPositions(layers),
     tiedEmbeddings: f.bool('tie_word_embeddings', true),
     bosTokenId: f.tokenId('bos_token_id', 50256),
     eosTokenId: f.tokenId('eos_token_id', 50256),

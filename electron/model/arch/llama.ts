@@ -1,12 +1,14 @@
-// Llama (LlamaForCausalLM) and its variants Mistral (MistralForCausalLM) and
-// Qwen2 (Qwen2ForCausalLM): pre-RMSNorm blocks, rotary positions, grouped-query
-// attention, a gated SiLU MLP. The variants differ in defaults, biases and
-// sliding windows only; each is one entry of VARIANTS.
+// Llama (LlamaForCausalLM) and its variants Mistral (MistralForCausalLM),
+// Ministral (MinistralForCausalLM) and Qwen2 (Qwen2ForCausalLM): pre-RMSNorm
+// blocks, rotary positions, grouped-query attention, a gated SiLU MLP. The
+// variants differ in defaults, biases and which layers slide a window only;
+// each is one entry of VARIANTS.
 
-import type { ModelConfig, TensorRef, UnitSpec } from '../types.js';
+import type { LayerAttention, ModelConfig, TensorRef, UnitSpec } from '../types.js';
 import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
+import { layerTypesOf, uniformLayers, windowedLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
 import { type TensorPicker, headUnit } from './tensors.js';
 
@@ -26,7 +28,15 @@ interface Variant {
   bos: number | null;
   eos: number | null;
   biases(f: ConfigFields): Biases;
-  slidingWindow(f: ConfigFields, layers: number): number;
+  /** Each block's window, as transformers' config class derives it. */
+  layers(f: ConfigFields, layers: number): LayerAttention[];
+}
+
+const NO_BIASES: Biases = { qkv: false, o: false, mlp: false };
+
+/** sliding_window: null means none; absent, the architecture's default. */
+function slidingWindow(f: ConfigFields, def: number): number | null {
+  return f.raw('sliding_window') === null ? null : f.int('sliding_window', def);
 }
 
 const VARIANTS: Record<string, Variant> = {
@@ -39,16 +49,29 @@ const VARIANTS: Record<string, Variant> = {
       const attention = f.bool('attention_bias', false);
       return { qkv: attention, o: attention, mlp: f.bool('mlp_bias', false) };
     },
-    slidingWindow: () => 0,
+    layers: (_f, layers) => uniformLayers(layers, 0),
   },
   MistralForCausalLM: {
     modelType: 'mistral',
     maxPos: 4096 * 32,
     bos: 1,
     eos: 2,
-    biases: () => ({ qkv: false, o: false, mlp: false }),
-    // MistralConfig: sliding_window defaults to 4096; null means full attention.
-    slidingWindow: (f) => (f.raw('sliding_window') === null ? 0 : f.int('sliding_window', 4096)),
+    biases: () => NO_BIASES,
+    // MistralConfig: one window for every layer (transformers ignores layer_types here: that is Ministral).
+    layers: (f, layers) => uniformLayers(layers, slidingWindow(f, 4096) ?? 0),
+  },
+  MinistralForCausalLM: {
+    modelType: 'ministral',
+    maxPos: 4096 * 32,
+    bos: 1,
+    eos: 2,
+    biases: () => NO_BIASES,
+    // MinistralConfig: layer_types, by default every layer sliding when there is a window.
+    layers: (f, layers) => {
+      const window = slidingWindow(f, 4096);
+      const types = layerTypesOf(f, layers) ?? Array.from({ length: layers }, () => (window ? 'sliding_attention' : 'full_attention'));
+      return windowedLayers(f, types, window, 'null');
+    },
   },
   Qwen2ForCausalLM: {
     modelType: 'qwen2',
@@ -57,7 +80,7 @@ const VARIANTS: Record<string, Variant> = {
     eos: null,
     // q/k/v always carry a bias, o_proj never; no MLP biases.
     biases: () => ({ qkv: true, o: false, mlp: false }),
-    slidingWindow: qwen2SlidingWindow,
+    layers: qwen2Layers,
   },
 };
 
@@ -76,6 +99,7 @@ function parse(f: ConfigFields, arch: string) {
       { file: f.file, field: 'num_key_value_heads' },
     );
   }
+  const layerAttention = variant.layers(f, layers);
   const headDim = f.has('head_dim') ? f.int('head_dim') : headDimOf(f, hidden, heads);
   if (headDim % 2 !== 0) {
     throw new ModelError(`${f.file}: head_dim ${headDim} must be even for rotary embeddings`, {
@@ -108,9 +132,8 @@ function parse(f: ConfigFields, arch: string) {
     norm: 'rmsnorm',
     activation: 'silu',
     positionOffset: 0,
-    ropeTheta: rope.theta,
-    rope,
-    slidingWindow: variant.slidingWindow(f, layers),
+    ropes: [rope],
+    layerAttention,
     tiedEmbeddings: f.bool('tie_word_embeddings', false),
     bosTokenId: f.tokenId('bos_token_id', variant.bos),
     eosTokenId: f.tokenId('eos_token_id', variant.eos),
@@ -149,38 +172,16 @@ function units(cfg: ModelConfig, biases: Biases, pk: TensorPicker): UnitSpec[] {
 }
 
 /**
- * Qwen2 applies its sliding window only when use_sliding_window is true, and
- * then only to layers >= max_window_layers (or per `layer_types` in newer
- * configs). The engine has one window for all layers, so a mix is refused.
+ * Qwen2 slides its window only when use_sliding_window is true, and then on the layers
+ * layer_types names (by default those from max_window_layers on).
  */
-function qwen2SlidingWindow(f: ConfigFields, layers: number): number {
-  const lt = f.raw('layer_types');
-  let sliding: boolean[];
-  if (Array.isArray(lt)) {
-    if (lt.length !== layers) {
-      throw new ModelError(`${f.file}: layer_types has ${lt.length} entries, expected ${layers}`, {
-        file: f.file,
-        field: 'layer_types',
-      });
-    }
-    sliding = lt.map((t) => t === 'sliding_attention');
-  } else {
-    if (!f.bool('use_sliding_window', false)) return 0;
-    const maxWindowLayers = f.int('max_window_layers', 28, 0);
-    sliding = Array.from({ length: layers }, (_, i) => i >= maxWindowLayers);
-  }
-  const n = sliding.filter(Boolean).length;
-  if (n === 0) return 0;
-  const sw = f.raw('sliding_window');
-  if (sw === null) return 0;
-  const window = f.int('sliding_window', 4096);
-  if (n !== layers) {
-    f.unsupported(
-      `sliding-window attention on ${n} of ${layers} layers (max_window_layers/layer_types) is not supported`,
-      'use_sliding_window',
-    );
-  }
-  return window;
+function qwen2Layers(f: ConfigFields, layers: number): LayerAttention[] {
+  const window = f.bool('use_sliding_window', false) ? slidingWindow(f, 4096) : null;
+  const maxWindowLayers = f.int('max_window_layers', 28, 0);
+  const types =
+    layerTypesOf(f, layers) ??
+    Array.from({ length: layers }, (_, i) => (window && i >= maxWindowLayers ? 'sliding_attention' : 'full_attention'));
+  return windowedLayers(f, types, window, window === null && !f.bool('use_sliding_window', false) ? 'unused (use_sliding_window is false)' : 'null');
 }
 
 export const llama: ArchitectureFamily = {

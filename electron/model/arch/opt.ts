@@ -6,6 +6,7 @@
 import type { ModelConfig, TensorRef, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
+import { learnedPositions } from './layers.js';
 import { type TensorPicker, headUnit, pickPrefix } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
@@ -50,8 +51,8 @@ function parse(f: ConfigFields, arch: string) {
     norm: 'layernorm',
     activation: f.activation('activation_function', 'relu'),
     positionOffset: 2,
-    ropeTheta: 0,
-    slidingWindow: 0,
+    ropes: [],
+    layerAttention: learnedPositions(layers),
     tiedEmbeddings: f.bool('tie_word_embeddings', true),
     bosTokenId: f.tokenId('bos_token_id', 2),
     eosTokenId: f.tokenId('eos_token_id', 2),

@@ -96,6 +96,7 @@ class Trainable;
 struct Family;
 struct Stream;
 struct TrainSpec;
+struct PassRope;
 
 class Engine {
 public:
@@ -126,8 +127,11 @@ private:
     void run_forward(const Prepared& prep, std::vector<Stream>& streams, std::vector<std::vector<float>>& logprob,
                      int noise, const std::atomic<bool>* cancel, PhaseTimes& times);
     void ensure_buffers(int N, int M, int nstreams);
-    // The RoPE table of a pass whose longest sequence has seq_len tokens, on the device.
-    void use_rope(int seq_len);
+    // The RoPE tables of a pass whose longest sequence has seq_len tokens, on the device
+    // (rope_passes_). A table that depends on the length is recomputed for every pass from that
+    // pass's longest sequence alone (transformers keeps a grown dynamic table until a pass is
+    // shorter than max_position_embeddings; here no pass depends on the ones before it).
+    void use_ropes(int seq_len);
     void losses(const Batch& batch, const std::vector<float>& logprob, std::vector<double>& example_loss,
                 std::vector<int32_t>& correct, std::vector<double>& cand, std::vector<int32_t>& scored) const;
 
@@ -148,10 +152,10 @@ private:
     float* lp_ = nullptr;        // token log-probs of one stream
     size_t lp_capacity_ = 0;
 
-    // RoPE: the table in use (host) and where kernels read its frequencies.
-    std::vector<float> rope_inv_freq_;
-    float rope_scale_ = 1.f;
-    float* rope_dev_ = nullptr;  // on a backend that is not host-addressable
+    // RoPE: the tables in use (host, by ModelConfig::ropes index) and where kernels read them.
+    std::vector<std::vector<float>> rope_inv_freq_;
+    std::vector<PassRope> rope_passes_;
+    float* rope_dev_ = nullptr;  // every table's frequencies, on a backend that is not host-addressable
 };
 
 }  // namespace spw

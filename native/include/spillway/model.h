@@ -37,6 +37,12 @@ struct RopeConfig {
     std::vector<float> short_factor, long_factor;      // longrope: rotary_dim / 2 each
 };
 
+// How one block attends: its sliding window and the rotary table it turns q and k with.
+struct LayerAttention {
+    int window = 0;  // sliding-window span: a query sees itself and the window - 1 tokens before it; 0: full causal
+    int rope = 0;    // index into ModelConfig::ropes; -1: no rotary positions in this block (SmolLM3's NoPE layers)
+};
+
 struct ModelConfig {
     std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama"
     int vocab = 0;         // V
@@ -51,8 +57,11 @@ struct ModelConfig {
     NormKind norm = NormKind::LayerNorm;
     int activation = 0;    // Act
     int position_offset = 0;
-    RopeConfig rope;
-    int sliding_window = 0;
+    // Rotary tables (empty: learned positions). Blocks pick theirs in layer_attention: [0] is the
+    // model's rope_parameters; a family with another table for some layers (Gemma 3's local base)
+    // adds it after.
+    std::vector<RopeConfig> ropes;
+    std::vector<LayerAttention> layer_attention;  // one per block, by block index
     bool tied = false;
 };
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "params.h"
 
@@ -173,9 +175,20 @@ void BlockPass::each(const std::function<void(Acts& x, float* h)>& f) {
     }
 }
 
+void BlockPass::run(BlockRecipe recipe, int index, const BlockParams& w) {
+    if (index < 0 || (size_t)index >= c_.layer_attention.size())
+        throw std::runtime_error("block " + std::to_string(index) + " has no layer_attention entry (the config has " +
+                                 std::to_string(c_.layer_attention.size()) + ")");
+    block_ = index;
+    recipe(*this, w);
+}
+
 void BlockPass::rope(float* x, int ld, int nheads) {
+    const int r = layer().rope;
+    if (r < 0) return;
+    const PassRope& t = in_.ropes[(size_t)r];
     timed(KernelKind::Attention, [&] {
-        be_.rope(x, ld, nheads, c_.head_dim, c_.rope.rotary_dim, in_.positions, in_.N, in_.inv_freq, in_.rope_scale);
+        be_.rope(x, ld, nheads, c_.head_dim, c_.ropes[(size_t)r].rotary_dim, in_.positions, in_.N, t.inv_freq, t.scale);
     });
 }
 

@@ -89,14 +89,20 @@ private:
     size_t capacity_ = 0;
 };
 
-// What every block of one pass shares: the batch's layout on the device and the RoPE table.
+// One rotary table of a pass on the device (rope.h): a block turns q and k with the table its
+// LayerAttention names.
+struct PassRope {
+    const float* inv_freq = nullptr;  // [rotary_dim / 2]
+    float scale = 1.f;                // cos and sin scale
+};
+
+// What every block of one pass shares: the batch's layout on the device and the RoPE tables.
 struct PassInputs {
     int N = 0;                           // tokens of the pass: the rows of every activation
     int nseq = 0;
     const int32_t* positions = nullptr;  // [N] each token's position in its sequence
     const int32_t* seq_start = nullptr;  // [nseq + 1]
-    const float* inv_freq = nullptr;     // [rotary_dim / 2] on the device (rope.h), null without RoPE
-    float rope_scale = 1.f;              // cos and sin scale
+    std::vector<PassRope> ropes;         // by index of ModelConfig::ropes (empty without RoPE)
 };
 
 enum class KernelKind : int { Linear = 0, Attention = 1, Other = 2 };
@@ -109,7 +115,13 @@ public:
     virtual void stop(KernelKind kind) = 0;
 };
 
-// One pass of blocks over `streams`: a recipe's kernels, each for every stream in turn.
+class BlockPass;
+
+// A family's block forward (family.h): its kernels over the block's parameters, in order.
+using BlockRecipe = void (*)(BlockPass& pass, const BlockParams& w);
+
+// One pass of blocks over `streams`: a recipe's kernels, each for every stream in turn. run() tells
+// the pass which block it is in; what differs by block (its window, its rotary table) follows.
 class BlockPass {
 public:
     BlockPass(Backend& be, const ModelConfig& c, const std::vector<Tensor>& tensors, WorkingCopies& copies,
@@ -120,6 +132,12 @@ public:
 
     const ModelConfig& config() const { return c_; }
 
+    // Runs block `index` of the model (parameters w) through `recipe`.
+    void run(BlockRecipe recipe, int index, const BlockParams& w);
+    // The block being run and how it attends (its window goes into the recipe's AttentionShape).
+    int block() const { return block_; }
+    const LayerAttention& layer() const { return c_.layer_attention[(size_t)block_]; }
+
     // ---- kernels that read weights: every stream, its group perturbed right before ----
     // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
     void norm(float* Acts::*out, const WeightBias& w);
@@ -129,7 +147,8 @@ public:
     // ---- kernels without weights ----
     // f(x, h) for every stream: its activations and its hidden states.
     void each(const std::function<void(Acts& x, float* h)>& f);
-    // RoPE on `nheads` heads of one stream's rows of x (row stride ld), with the pass's table.
+    // RoPE on `nheads` heads of one stream's rows of x (row stride ld), with the block's table;
+    // nothing in a block without rotary positions (LayerAttention::rope -1).
     void rope(float* x, int ld, int nheads);
     // Causal attention of one stream over the pass's sequences. A decoding pass will append k and
     // v to its cache here and attend over the cached positions; the recipes stay as they are.
@@ -157,6 +176,7 @@ private:
     int noise_;
     double& noise_ms_;
     KernelTimer* timer_;
+    int block_ = -1;
 };
 
 }  // namespace spw

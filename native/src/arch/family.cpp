@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "params.h"
+#include "rope.h"
 
 namespace spw {
 
@@ -60,10 +61,24 @@ void check_params(const Family& f, const Model& m) {
     if (p.embed.tok < 0) throw std::runtime_error("the embeddings need a 'tok' tensor");
     expect_shape(tensor(p.embed.tok), {V, C}, false);
     const bool learned = !f.rotary;
-    if (f.rotary && c.rope.type == RopeType::None)
-        throw std::runtime_error(std::string("a ") + f.name + " model needs rotary positions (config.rope)");
-    if (!f.rotary && c.rope.type != RopeType::None)
+    if (f.rotary && c.ropes.empty())
+        throw std::runtime_error(std::string("a ") + f.name + " model needs rotary positions (config.ropes)");
+    if (!f.rotary && !c.ropes.empty())
         throw std::runtime_error(std::string("a ") + f.name + " model has learned positions, not rotary ones");
+    for (const RopeConfig& r : c.ropes) {
+        if (r.type == RopeType::None) throw std::runtime_error("a rotary table of type none");
+        rope_check(r, c.head_dim);
+    }
+    if (c.layer_attention.size() != (size_t)c.layers)
+        throw std::runtime_error("the config has " + std::to_string(c.layer_attention.size()) +
+                                 " layer_attention entries for " + std::to_string(c.layers) + " layers");
+    for (size_t li = 0; li < c.layer_attention.size(); li++) {
+        const LayerAttention& la = c.layer_attention[li];
+        if (la.window < 0) throw std::runtime_error("layer " + std::to_string(li) + " has a negative sliding window");
+        if (la.rope < -1 || la.rope >= (int)c.ropes.size())
+            throw std::runtime_error("layer " + std::to_string(li) + " names rotary table " + std::to_string(la.rope) +
+                                     "; the config has " + std::to_string(c.ropes.size()));
+    }
     if (learned && p.embed.pos < 0) throw std::runtime_error("learned positions need a 'pos' tensor in the embeddings");
     if (!learned && p.embed.pos >= 0) throw std::runtime_error("a model with rotary positions has no 'pos' tensor");
     if (learned) expect_shape(tensor(p.embed.pos), {(int64_t)c.max_positions + c.position_offset, C}, false);

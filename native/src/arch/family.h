@@ -35,8 +35,8 @@ struct Family {
     const char* name;
     // Rotary positions (ModelConfig::rope set), or learned ones (the embeddings' pos).
     bool rotary;
-    // Runs one block over every stream of the pass.
-    void (*block)(BlockPass& pass, const BlockParams& w);
+    // Runs one block over every stream of the pass (through BlockPass::run).
+    BlockRecipe block;
     // The fields its blocks hold; every other field stays absent.
     std::vector<ParamRule> rules;
 };
@@ -44,8 +44,9 @@ struct Family {
 // The family of ModelConfig::family; throws naming the known ones.
 const Family& family_of(const std::string& name);
 
-// Throws naming the tensor when the model's parameters do not fit its family and config:
-// a tensor missing, one the recipe would not read, a shape or layout that differs.
+// Throws naming the tensor or field when the model does not fit its family and config: a tensor
+// missing, one the recipe would not read, a shape or layout that differs, a rotary table the
+// engine cannot compute, a block without its LayerAttention or naming a table that is not there.
 void check_params(const Family& f, const Model& m);
 
 int dim_of(Dim d, const ModelConfig& c);

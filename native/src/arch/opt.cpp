@@ -14,7 +14,7 @@ void opt_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
     const int C = c.hidden, I = c.intermediate, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
-    const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), c.sliding_window};
+    const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), p.layer().window};
 
     p.norm(&Acts::a, w.attn_norm);
     if (w.qkv.w >= 0) {

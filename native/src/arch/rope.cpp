@@ -9,21 +9,8 @@ namespace spw {
 
 namespace {
 
-const char* type_name(RopeType t) {
-    switch (t) {
-        case RopeType::None: return "none";
-        case RopeType::Default: return "default";
-        case RopeType::Linear: return "linear";
-        case RopeType::Dynamic: return "dynamic";
-        case RopeType::Yarn: return "yarn";
-        case RopeType::Longrope: return "longrope";
-        case RopeType::Llama3: return "llama3";
-    }
-    return "?";
-}
-
 [[noreturn]] void bad(const RopeConfig& r, const std::string& what) {
-    throw std::runtime_error(std::string("rope (") + type_name(r.type) + "): " + what);
+    throw std::runtime_error(std::string("rope (") + rope_type_name(r.type) + "): " + what);
 }
 
 // theta^(2i/d) for each pair, in float32 as transformers computes base ** (arange(0, d, 2) / d).
@@ -116,6 +103,19 @@ RopeTable longrope(const RopeConfig& r, int seq_len) {
 
 }  // namespace
 
+const char* rope_type_name(RopeType t) {
+    switch (t) {
+        case RopeType::None: return "none";
+        case RopeType::Default: return "default";
+        case RopeType::Linear: return "linear";
+        case RopeType::Dynamic: return "dynamic";
+        case RopeType::Yarn: return "yarn";
+        case RopeType::Longrope: return "longrope";
+        case RopeType::Llama3: return "llama3";
+    }
+    return "?";
+}
+
 void rope_check(const RopeConfig& r, int head_dim) {
     if (r.type == RopeType::None) return;
     if (!(r.theta > 0) || !std::isfinite(r.theta)) bad(r, "theta must be a positive number");
@@ -147,6 +147,8 @@ void rope_check(const RopeConfig& r, int head_dim) {
 }
 
 bool rope_depends_on_length(const RopeConfig& r) { return r.type == RopeType::Dynamic || r.type == RopeType::Longrope; }
+
+bool rope_extends_past_max(const RopeConfig& r) { return r.type == RopeType::Dynamic; }
 
 RopeTable rope_table(const RopeConfig& r, int seq_len) {
     switch (r.type) {

@@ -28,4 +28,11 @@ RopeTable rope_table(const RopeConfig& r, int seq_len);
 // longrope past original_max_positions); otherwise one table serves every pass.
 bool rope_depends_on_length(const RopeConfig& r);
 
+// Whether the scaling defines positions past max_position_embeddings: dynamic NTK grows its base
+// with the length. The others were trained up to it (yarn and longrope by construction) and stop there.
+bool rope_extends_past_max(const RopeConfig& r);
+
+// The name transformers gives the type ("llama3", "yarn", ...), for messages.
+const char* rope_type_name(RopeType t);
+
 }  // namespace spw

@@ -200,11 +200,15 @@ ModelConfig config_of(const BlockShape& s) {
     c.max_positions = s.seq_len;
     c.norm = s.rmsnorm ? NormKind::RmsNorm : NormKind::LayerNorm;
     c.activation = s.activation;
+    c.layers = 1;
     if (s.rope) {
-        c.rope.type = RopeType::Default;
-        c.rope.rotary_dim = c.head_dim;
-        c.rope.max_positions = s.seq_len;
+        RopeConfig r;
+        r.type = RopeType::Default;
+        r.rotary_dim = c.head_dim;
+        r.max_positions = s.seq_len;
+        c.ropes.push_back(r);
     }
+    c.layer_attention.push_back({0, s.rope ? 0 : -1});
     return c;
 }
 
@@ -362,12 +366,11 @@ private:
         in_.nseq = s_.sequences;
         in_.seq_start = ialloc(starts);
         in_.positions = ialloc(pos);
-        if (c_.rope.type != RopeType::None) {
-            RopeTable t = rope_table(c_.rope, s_.seq_len);
+        for (const RopeConfig& r : c_.ropes) {
+            RopeTable t = rope_table(r, s_.seq_len);
             float* inv = falloc(t.inv_freq.size());
             be_.upload(inv, t.inv_freq.data(), t.inv_freq.size() * sizeof(float));
-            in_.inv_freq = inv;
-            in_.rope_scale = t.attention_scale;
+            in_.ropes.push_back({inv, t.attention_scale});
         }
         reset();
         be_.synchronize();
@@ -376,7 +379,7 @@ private:
     void run(std::vector<Stream>& streams, KernelTimer* timer) {
         double noise_ms = 0;
         BlockPass pass(be_, c_, L_.tensors, copies_, in_, streams, act_, stream_floats_, s_.noise, noise_ms, timer);
-        family_of_shape(s_).block(pass, L_.params);
+        pass.run(family_of_shape(s_).block, 0, L_.params);
     }
 
     float* falloc(size_t n) {

@@ -38,8 +38,8 @@ describe('parseModelConfig', () => {
       norm: 'layernorm',
       activation: 'relu',
       positionOffset: 2,
-      ropeTheta: 0,
-      slidingWindow: 0,
+      ropes: [],
+      layerAttention: [{ window: 0, rope: -1 }, { window: 0, rope: -1 }],
       tiedEmbeddings: true,
       bosTokenId: 2,
       eosTokenId: 2,
@@ -92,8 +92,8 @@ describe('parseModelConfig', () => {
       norm: 'rmsnorm',
       normEps: 1e-6,
       activation: 'silu',
-      ropeTheta: 10000,
-      slidingWindow: 0,
+      ropes: [{ type: 'default', theta: 10000, rotaryDim: 4 }],
+      layerAttention: [{ window: 0, rope: 0 }, { window: 0, rope: 0 }],
       tiedEmbeddings: false,
       positionOffset: 0,
       bosTokenId: 1,
@@ -103,18 +103,18 @@ describe('parseModelConfig', () => {
     const d = parseModelConfig({ ...min, head_dim: 8 }, DIR);
     expect(d.kvHeads).toBe(4);
     expect(d.headDim).toBe(8);
-    expect(d.ropeTheta).toBe(10000);
+    expect(d.ropes[0].theta).toBe(10000);
     expect(d.tiedEmbeddings).toBe(false);
   });
 
   it('rope_scaling: null/absent/default ok, anything else unsupported with its type', () => {
-    expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: null }, DIR).ropeTheta).toBe(10000);
+    expect(parseModelConfig({ ...LLAMA_CONFIG, rope_scaling: null }, DIR).ropes[0].theta).toBe(10000);
     fails({ ...LLAMA_CONFIG, rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling of type "llama3"/, 'unsupported');
     fails({ ...LLAMA_CONFIG, rope_scaling: { type: 'linear', factor: 2 } }, /"linear"/, 'unsupported');
     // transformers 5 style
     expect(
       parseModelConfig({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'default', rope_theta: 500000 } }, DIR)
-        .ropeTheta,
+        .ropes[0].theta,
     ).toBe(500000);
     fails({ ...LLAMA_CONFIG, rope_parameters: { rope_type: 'yarn', rope_theta: 1 } }, /"yarn"/, 'unsupported');
   });
@@ -123,14 +123,28 @@ describe('parseModelConfig', () => {
     fails({ ...LLAMA_CONFIG, hidden_act: 'gelu' }, /hidden_act "gelu"/, 'unsupported');
   });
 
-  it('Mistral sliding window (default 4096, null = none)', () => {
+  const windows = (json: Record<string, unknown>) => parseModelConfig(json, DIR).layerAttention.map((l) => l.window);
+
+  it('Mistral: one sliding window for every layer (default 4096, null = none), layer_types ignored as transformers does', () => {
     const base = { ...LLAMA_CONFIG, architectures: ['MistralForCausalLM'], model_type: 'mistral' };
-    expect(parseModelConfig(base, DIR).slidingWindow).toBe(4096);
-    expect(parseModelConfig({ ...base, sliding_window: 32 }, DIR).slidingWindow).toBe(32);
-    expect(parseModelConfig({ ...base, sliding_window: null }, DIR).slidingWindow).toBe(0);
+    expect(windows(base)).toEqual([4096, 4096]);
+    expect(windows({ ...base, sliding_window: 32 })).toEqual([32, 32]);
+    expect(windows({ ...base, sliding_window: null })).toEqual([0, 0]);
+    expect(windows({ ...base, sliding_window: 32, layer_types: ['full_attention', 'sliding_attention'] })).toEqual([32, 32]);
   });
 
-  it('Qwen2 defaults and sliding window only with use_sliding_window', () => {
+  it('Ministral: the window on the layers layer_types names (all of them by default)', () => {
+    const base = { ...LLAMA_CONFIG, architectures: ['MinistralForCausalLM'], model_type: 'ministral', sliding_window: 32 };
+    expect(parseModelConfig(base, DIR).hfArchitecture).toBe('MinistralForCausalLM');
+    expect(windows(base)).toEqual([32, 32]);
+    expect(windows({ ...base, layer_types: ['sliding_attention', 'full_attention'] })).toEqual([32, 0]);
+    expect(windows({ ...base, sliding_window: null })).toEqual([0, 0]);
+    fails({ ...base, sliding_window: null, layer_types: ['sliding_attention', 'full_attention'] }, /"sliding_window" is null, but layer_types has 1 sliding_attention layer/, 'invalid');
+    fails({ ...base, layer_types: ['sliding_attention'] }, /"layer_types" must list one type per layer \(2\)/, 'invalid');
+    fails({ ...base, layer_types: ['chunked_attention', 'full_attention'] }, /layer_types\[0\] is "chunked_attention"/, 'unsupported');
+  });
+
+  it('Qwen2 defaults, and windows only with use_sliding_window, from max_window_layers on or per layer_types', () => {
     const base = {
       ...LLAMA_CONFIG,
       architectures: ['Qwen2ForCausalLM'],
@@ -140,16 +154,16 @@ describe('parseModelConfig', () => {
     };
     delete (base as Record<string, unknown>).tie_word_embeddings;
     const c = parseModelConfig(base, DIR);
-    expect(c.slidingWindow).toBe(0);
+    expect(c.layerAttention).toEqual([{ window: 0, rope: 0 }, { window: 0, rope: 0 }]);
     expect(c.tiedEmbeddings).toBe(false);
     expect(c.bosTokenId).toBe(null);
-    expect(parseModelConfig({ ...base, use_sliding_window: true, max_window_layers: 0 }, DIR).slidingWindow).toBe(32);
+    expect(windows({ ...base, use_sliding_window: true, max_window_layers: 0 })).toEqual([32, 32]);
     // max_window_layers >= layers: no layer slides
-    expect(parseModelConfig({ ...base, use_sliding_window: true }, DIR).slidingWindow).toBe(0);
-    fails({ ...base, use_sliding_window: true, max_window_layers: 1 }, /1 of 2 layers/, 'unsupported');
-    expect(
-      parseModelConfig({ ...base, layer_types: ['sliding_attention', 'sliding_attention'] }, DIR).slidingWindow,
-    ).toBe(32);
+    expect(windows({ ...base, use_sliding_window: true })).toEqual([0, 0]);
+    expect(windows({ ...base, use_sliding_window: true, max_window_layers: 1 })).toEqual([0, 32]);
+    expect(windows({ ...base, use_sliding_window: true, layer_types: ['sliding_attention', 'full_attention'] })).toEqual([32, 0]);
+    // transformers drops the window without use_sliding_window and then fails on sliding layers
+    fails({ ...base, layer_types: ['sliding_attention', 'sliding_attention'] }, /use_sliding_window is false/, 'invalid');
   });
 
   it('missing required fields name the field and file', () => {
