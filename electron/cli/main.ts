@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { formatDuration, parseBytes } from '../common/format.js';
 import { PlanRequest, RunOptions, ScoreOptions, TrainOptions } from '../common/contract.js';
+import { RunFields, filled } from '../common/options.js';
 import type { RunOptionsInput } from '../common/contract.js';
 import { formatInspect, inspectModel } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
@@ -26,7 +27,7 @@ import { isStdoutClosed, out, stdoutClosed, watchOutput } from './output.js';
 import { ProgressLine } from './progress.js';
 
 /** What `spillway plan` takes of the run options, and the plan request's sequence length (its other flags are its own). */
-const PlanFields = RunOptions.pick({
+const PlanFields = RunFields.pick({
   model: true,
   gpuMem: true,
   cpuMem: true,
@@ -139,7 +140,7 @@ export function trainOptionsFromArgs(v: ArgValues): TrainOptions {
   if (v.offload === undefined && (v['gpu-mem'] ?? v['cpu-mem'] ?? v['ssd-mem']) !== undefined) base.offload = 'auto';
   const o = optionsFromFlags(TrainOptions, v, base, 'train');
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
-  return o;
+  return filled(o);
 }
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);

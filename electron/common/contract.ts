@@ -9,7 +9,7 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
-import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunOptions, TaskTemplate, UpdateMode } from './options.js';
+import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunFields, RunOptions, TaskTemplate, UpdateMode } from './options.js';
 
 export * from './channels.js';
 export * from './options.js';
@@ -143,7 +143,7 @@ export const DatasetPreview = z.object({
 // --- plan
 
 /** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
-export const PlanRequest = RunOptions.pick({ model: true, masters: true, batchSize: true }).extend({
+export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })

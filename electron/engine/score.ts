@@ -1,6 +1,6 @@
 // Scoring without training: per-example loss (mean token NLL over the scored
 // tokens) and accuracy of a model on a dataset.
-import { ScoreOptions, TrainOptions } from '../common/options.js';
+import { ScoreOptions, TrainOptions, filled } from '../common/options.js';
 import { loadForTraining, scoreExamples } from './trainer.js';
 import type { TrainEvent } from './trainer.js';
 
@@ -29,7 +29,7 @@ export type ScoreEvent = ScoredExample | ScoreSummary | TrainEvent;
 export async function scoreDataset(o: ScoreOptions, emit: (e: ScoreEvent) => void): Promise<ScoreSummary> {
   const t0 = Date.now();
   // The whole file is scored: nothing held out.
-  const { engine, train: examples } = await loadForTraining(TrainOptions.parse({ ...ScoreOptions.parse(o), evalFraction: 0, zeroShot: false }), emit);
+  const { engine, train: examples } = await loadForTraining(filled(TrainOptions.parse({ ...ScoreOptions.parse(o), evalFraction: 0, zeroShot: false })), emit);
   let r: Awaited<ReturnType<typeof scoreExamples>>;
   try {
     r = await scoreExamples(engine, examples, o.batchSize);

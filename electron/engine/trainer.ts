@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 
 import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
 import type { TokenizedExample } from '../data/index.js';
-import { TrainOptions } from '../common/options.js';
+import { TrainOptions, filled } from '../common/options.js';
 import type { Masters } from '../common/options.js';
 import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
@@ -19,6 +19,7 @@ import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js'
 import { engineThreads, loadNative } from './native.js';
 import type { NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
+import { TRAINED_FILE, isAdapterRun, mergedTensors, peftFiles, peftLora, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
 import { planFor } from './plan-result.js';
 import { meanExampleTokens, trainingMaxLength } from './example-tokens.js';
 import { runPlan } from './planner.js';
@@ -253,8 +254,14 @@ export interface Loaded {
   eval: TokenizedExample[];
 }
 
+/** The model folder a run loads: its checkpoint's weights when resuming, except for an adapter run (its base, frozen). */
+async function modelFolder(o: TrainOptions): Promise<string> {
+  if (!o.resumeFrom) return o.model;
+  return isAdapterRun(o) ? (await resumeState(o.resumeFrom)).base_model : o.resumeFrom;
+}
+
 export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void): Promise<Loaded> {
-  const info = await loadModelInfo(o.resumeFrom ?? o.model);
+  const info = await loadModelInfo(await modelFolder(o));
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
   const maxLength = trainingMaxLength(info, o.maxLength);
@@ -303,16 +310,28 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
       meanExampleTokens(train),
     );
     emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
-    await engine.load(engineSpec(info), placement);
+    await loadTrainable(engine, info, placement, o, emit);
     return { info, engine, train, eval: evalSet, plan };
   }
-  await engine.load(engineSpec(info), placementFor(o, info.units));
+  await loadTrainable(engine, info, placementFor(o, info.units), o, emit);
   return { info, engine, train, eval: evalSet };
+}
+
+/** Loads the model with its trainable set, and an adapter run's trained tensors when it resumes. */
+async function loadTrainable(engine: NativeEngine, info: ModelInfo, placement: TierPlacement | undefined, o: TrainOptions, emit: (e: TrainEvent) => void) {
+  const loaded = await engine.load(engineSpec(info), placement, trainSpecOf(o));
+  const t = loaded.trainable;
+  if (t && o.trainable !== 'full') {
+    const setup = t.setupSeconds >= 0.01 ? ` (set up in ${t.setupSeconds.toFixed(2)} s)` : '';
+    emit({ type: 'log', message: `training ${t.elements.toLocaleString('en-US')} of ${info.parameterCount.toLocaleString('en-US')} parameters (${o.trainable})${setup}` });
+  }
+  if (o.resumeFrom && isAdapterRun(o)) await restoreTrained(engine, join(o.resumeFrom, TRAINED_FILE));
 }
 
 /** Trains with options checked against the run options' schema (the engine host's boundary): defaults filled, bounds enforced. */
 export async function train(options: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
   let o = parseTrainOptions(options);
+  checkTrainOptions(o);
   if (o.resumeFrom) o = { ...o, masters: await resumedMasters(o) };
   const t0 = Date.now();
   if (o.out) await checkOutFolder(o.out);
@@ -391,12 +410,13 @@ async function trainLoaded(
     const dir = o.checkpointDir;
     const path = join(dir, `step-${String(stepsDone).padStart(8, '0')}`);
     const keep = () => [o.resumeFrom, lastCheckpoint?.path].filter((p): p is string => !!p);
-    const { weightsBytes } = await saveFineTuned(
+    const { weightsBytes } = await saveRun(
       engine,
       side,
       path,
       { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } },
       seedLog,
+      { ...o, merge: false },
       {
         what: 'checkpoint not written',
         note: () => intactNote('previous'),
@@ -423,13 +443,13 @@ async function trainLoaded(
       const batch = packBatch(idx.map((i) => trainSet[i]));
       const lr = scheduledLr(o, step);
       const tiersBefore = engine.info().tiers;
-      const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise });
+      const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise, estimator: o.estimator });
       if (r.skipped) skipped++;
       r.seeds.forEach((s, j) => {
         seedLog.push({
           step,
           seed: s.toString(),
-          coef: r.skipped ? 0 : (lr * r.projectedGrad[j]) / o.q,
+          coef: r.skipped ? 0 : r.coef[j],
           projected_grad: r.projectedGrad[j],
           lr,
           skipped: r.skipped,
@@ -440,7 +460,8 @@ async function trainLoaded(
       // steps as its seed log and its weights have.
       step++;
       if (r.skipped) {
-        emit({ type: 'log', message: `step ${step}: non-finite loss or projected gradient, update skipped` });
+        const why = o.estimator === 'fzoo' && r.sigma === 0 ? 'every probe gave the same loss (nothing to normalise by)' : 'non-finite loss or projected gradient';
+        emit({ type: 'log', message: `step ${step}: ${why}, update skipped` });
       }
       lastLoss = r.loss;
       const io = stepIo(tiersBefore, engine.info().tiers, r.times);
@@ -473,7 +494,7 @@ async function trainLoaded(
   let out: string | null = null;
   if (o.out) {
     out = resolve(o.out);
-    await saveFineTuned(engine, side, out, {
+    await saveRun(engine, side, out, {
       status,
       steps_done: step,
       steps_planned: o.steps,
@@ -481,8 +502,9 @@ async function trainLoaded(
       options: { ...o, out: undefined, resumeFrom: undefined },
       eval: lastEval,
       zero_shot: zeroShot,
-    }, seedLog, { what: 'model not saved', note: () => intactNote('last') });
-    emit({ type: 'log', message: `saved ${status === 'completed' ? 'fine-tuned model' : `partial model (stopped at step ${step} of ${o.steps})`} to ${out}` });
+    }, seedLog, o, { what: 'model not saved', note: () => intactNote('last') });
+    const what = isAdapterRun(o) ? `${o.trainable === 'lora' ? 'LoRA' : 'LoLDU'} adapter (peft)${o.merge ? ' and the merged model in merged/' : ''}` : 'fine-tuned model';
+    emit({ type: 'log', message: `saved ${status === 'completed' ? what : `partial ${what} (stopped at step ${step} of ${o.steps})`} to ${out}` });
   }
   const done: DoneEvent = {
     type: 'done',
@@ -503,10 +525,15 @@ function mean(v: number[]): number {
   return v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
 }
 
+/** What the schema leaves to the trainer (checkCombined in common/options.ts has the rest): a run from the app always has an output folder. */
+export function checkTrainOptions(o: TrainOptions): void {
+  if (o.merge && !o.out) throw new Error('--merge needs --out (the merged model goes to --out/merged)');
+}
+
 /** The options as the schema reads them; a value out of its bounds is an error naming the option. */
 export function parseTrainOptions(o: unknown): TrainOptions {
   const r = TrainOptions.safeParse(o);
-  if (r.success) return r.data;
+  if (r.success) return filled(r.data);
   throw new Error(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
 }
 
@@ -551,6 +578,28 @@ export interface SaveOptions {
   makeRoom?: WriteFolderOptions['makeRoom'];
 }
 
+/** The seed log and spillway.json every saved run folder carries. */
+function runFiles(side: ModelSideFiles, meta: Record<string, unknown>, seedLog: SeedLogEntry[]): FolderFile[] {
+  return [
+    { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
+    { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },
+  ];
+}
+
+/** A whole model as a Hugging Face folder's files (float32 safetensors, config, tokenizer files), under `prefix`. */
+function modelFiles(tensors: { name: string; shape: number[]; data: Float32Array }[], side: ModelSideFiles, out: string, prefix = ''): FolderFile[] {
+  const weights = encodeSafetensors(
+    tensors.map(({ name, shape, data }) => ({ name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })),
+    { format: 'pt' },
+    join(out, prefix, 'model.safetensors'),
+  );
+  return [
+    { name: `${prefix}model.safetensors`, data: weights },
+    { name: `${prefix}config.json`, data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
+    ...[...side.files].map(([name, data]) => ({ name: `${prefix}${name}`, data })),
+  ];
+}
+
 /**
  * Writes the model as a Hugging Face folder (float32 safetensors + config +
  * tokenizer files) plus spillway.json and the seed log. The folder appears
@@ -570,20 +619,52 @@ export async function saveFineTuned(
   seedLog: SeedLogEntry[],
   so: SaveOptions = {},
 ): Promise<{ bytes: number; weightsBytes: number }> {
-  const tensors = engine.tensorNames().map(({ name, shape }) => {
-    const data = engine.getTensor(name);
-    return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-  });
-  const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
-  const files: FolderFile[] = [
-    { name: 'model.safetensors', data: weights },
-    { name: 'config.json', data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
-    ...[...side.files].map(([name, data]) => ({ name, data })),
-    { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
-    { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },
-  ];
+  const tensors = engine.tensorNames().map(({ name, shape }) => ({ name, shape, data: engine.getTensor(name) }));
+  const files = [...modelFiles(tensors, side, out), ...runFiles(side, meta, seedLog)];
   const bytes = await writeFolderAtomic(out, files, { what: so.what ?? 'model not saved', note: so.note, makeRoom: so.makeRoom });
-  return { bytes, weightsBytes: byteLength(weights) };
+  return { bytes, weightsBytes: byteLength(files[0].data) };
+}
+
+/**
+ * An adapter run's folder, written as saveFineTuned writes a model's: the peft adapter
+ * (adapter_config.json, adapter_model.safetensors), the trained tensors by the engine's names
+ * (trainable.safetensors: what a resume puts back), the tokenizer files, the seed log and
+ * spillway.json; with `merge`, the base with the adapter merged in as a Hugging Face folder in
+ * merged/ (beside the adapter, transformers would read the folder as a peft one).
+ */
+export async function saveAdapter(
+  engine: NativeEngine,
+  side: ModelSideFiles,
+  out: string,
+  meta: Record<string, unknown>,
+  seedLog: SeedLogEntry[],
+  o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'merge'>,
+  so: SaveOptions = {},
+): Promise<{ bytes: number; weightsBytes: number }> {
+  const lora = peftLora(engine, o);
+  const adapter = peftFiles(lora, side.dir);
+  const files = [
+    ...adapter,
+    trainedFile(engine),
+    ...[...side.files].map(([name, data]) => ({ name, data })),
+    ...runFiles(side, meta, seedLog),
+    ...(o.merge ? modelFiles(mergedTensors(engine, lora), side, out, 'merged/') : []),
+  ];
+  const bytes = await writeFolderAtomic(out, files, { what: so.what ?? 'adapter not saved', note: so.note, makeRoom: so.makeRoom });
+  return { bytes, weightsBytes: byteLength(adapter[1].data) };
+}
+
+/** saveAdapter for an adapter run, saveFineTuned otherwise. */
+export function saveRun(
+  engine: NativeEngine,
+  side: ModelSideFiles,
+  out: string,
+  meta: Record<string, unknown>,
+  seedLog: SeedLogEntry[],
+  o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'merge'>,
+  so: SaveOptions = {},
+): Promise<{ bytes: number; weightsBytes: number }> {
+  return isAdapterRun(o) ? saveAdapter(engine, side, out, meta, seedLog, o, so) : saveFineTuned(engine, side, out, meta, seedLog, so);
 }
 
 /** Bytes of one seed log line, generously (step, a 64-bit seed, three doubles). */
@@ -595,14 +676,30 @@ const SEED_LOG_LINE_BYTES = 192;
  * safetensors header, the side files, spillway.json and a seed log of
  * `logEntries` lines.
  */
-async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: number): Promise<number[]> {
+async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: number, merged: boolean): Promise<number[]> {
   const header = 8 + 64 + info.tensors.reduce((n, t) => n + t.name.length + 80 + 12 * t.shape.length, 0);
-  const sizes = [header + info.parameterCount * 4, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES];
+  const model = header + info.parameterCount * 4;
+  // An adapter run saves its adapter twice (peft's file and the trained tensors), and the merged model with --merge.
+  const weights = isAdapterRun(o) ? 2 * adapterBytes(info, o) + (merged ? model : 0) : model;
+  const sizes = [weights, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES];
   for (const f of ['config.json', ...SIDE_FILES]) {
     const st = await statOrNull(join(info.dir, f));
     if (st) sizes.push(st.size + (f === 'config.json' ? 256 : 0));
   }
   return sizes;
+}
+
+/** An adapter's float32 bytes, generously (LoLDU keeps fewer: z and s, but saves B and A as a LoRA). */
+function adapterBytes(info: ModelInfo, o: Pick<TrainOptions, 'targets' | 'rank'>): number {
+  let floats = 0;
+  for (const u of info.units) {
+    if (u.kind !== 'block') continue;
+    for (const t of o.targets) {
+      const w = u.tensors[`${t}_w`];
+      if (w && w.shape.length === 2) floats += o.rank * (w.shape[0] + w.shape[1]);
+    }
+  }
+  return 4 * floats + 4096;
 }
 
 /**
@@ -612,11 +709,11 @@ async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: 
  * same filesystem add up.
  */
 export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
-  const targets: { dir: string; what: string; logEntries: number }[] = [];
-  if (o.checkpointDir) targets.push({ dir: o.checkpointDir, what: 'one checkpoint', logEntries: Math.min(o.steps, o.checkpointEvery || o.steps) * o.q });
-  if (o.out) targets.push({ dir: o.out, what: 'the fine-tuned model', logEntries: o.steps * o.q });
+  const targets: { dir: string; what: string; logEntries: number; merged: boolean }[] = [];
+  if (o.checkpointDir) targets.push({ dir: o.checkpointDir, what: 'one checkpoint', logEntries: Math.min(o.steps, o.checkpointEvery || o.steps) * o.q, merged: false });
+  if (o.out) targets.push({ dir: o.out, what: 'the fine-tuned model', logEntries: o.steps * o.q, merged: o.merge });
   if (targets.length === 0) return;
-  const info = await loadModelInfo(o.resumeFrom ?? o.model);
+  const info = await loadModelInfo(await modelFolder(o));
   const groups = new Map<number, { fs: FreeSpace; dirs: string[]; whats: string[]; needed: number }>();
   for (const t of targets) {
     const fs = await freeSpace(t.dir);
@@ -625,7 +722,7 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
     groups.set(fs.dev, g);
     if (!g.dirs.includes(t.dir)) g.dirs.push(t.dir);
     g.whats.push(t.what);
-    g.needed += diskBytes(await estimatedSaveSizes(info, o, t.logEntries), fs.blockSize);
+    g.needed += diskBytes(await estimatedSaveSizes(info, o, t.logEntries, t.merged), fs.blockSize);
   }
   for (const g of groups.values()) {
     if (g.fs.free >= g.needed) continue;
@@ -644,7 +741,7 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
 
 /** Whether dir holds a complete checkpoint (its weights and spillway.json). */
 async function isCompleteCheckpoint(dir: string): Promise<boolean> {
-  return (await isFile(join(dir, 'spillway.json'))) && (await isFile(join(dir, 'model.safetensors')));
+  return (await isFile(join(dir, 'spillway.json'))) && ((await isFile(join(dir, 'model.safetensors'))) || (await isFile(join(dir, TRAINED_FILE))));
 }
 
 export async function resumeState(dir: string): Promise<CheckpointState> {

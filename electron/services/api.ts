@@ -53,6 +53,7 @@ import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { datasetMeanTokens, trainingMaxLength } from '../engine/example-tokens.js';
+import { filled } from '../common/options.js';
 import { FileAccess, type AccessOptions, type RootKind } from './access.js';
 import { listFolder } from './folders.js';
 
@@ -171,7 +172,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
   return {
     async startRun(p, ctx) {
-      await checkRunPaths(access, p.options);
+      await checkRunPaths(access, filled(p.options));
       return runs.startRun(p, ctx);
     },
     stopRun: (p, ctx) => runs.stopRun(p, ctx),

@@ -5,6 +5,7 @@ import { copyFile, cp, readdir, rename, rm, stat, writeFile } from 'node:fs/prom
 import { basename, dirname, join } from 'node:path';
 
 import { RunOptions, RunPlan, SpillwayError } from '../../common/contract.js';
+import { filled } from '../../common/options.js';
 import type { AnyEvent, RunDetail, RunSummary, Settings } from '../../common/contract.js';
 import type { EventListener, EventSource, RunOperations } from '../api.js';
 import { defaultSettings } from '../api.js';
@@ -97,7 +98,7 @@ function optionsOf(r: RunRecord): RunOptions {
   }
   if (!parsed.success) throw new SpillwayError('INTERNAL', `run ${r.id} has stored options that do not read: ${parsed.error.issues[0]?.message}`);
   const { out, ...rest } = parsed.data;
-  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) };
+  return filled({ ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) });
 }
 
 function telemetryToContract(s: TelemetrySample): AnyEvent {

@@ -38,7 +38,8 @@ LduFactors ldu_first(const float* w, int out, int in, int r) {
     if (r < 1 || r > std::min(out, in))
         throw std::runtime_error("LoLDU rank " + std::to_string(r) + " must be from 1 to " + std::to_string(std::min(out, in)));
     const size_t O = (size_t)out, I = (size_t)in, R = (size_t)r;
-    std::vector<double> pl(O * R, 0.0), u(R * I, 0.0), col(O);
+    // What is left after step k is W - sum_{j<k} PL_j d_j U_j: L and U are unit triangular, D apart.
+    std::vector<double> pl(O * R, 0.0), u(R * I, 0.0), d(R, 0.0), col(O);
     std::vector<char> pivoted(O, 0);
     LduFactors f;
     f.d.resize(R);
@@ -49,7 +50,7 @@ LduFactors ldu_first(const float* w, int out, int in, int r) {
         for (size_t i = 0; i < O; i++) {
             if (pivoted[i]) continue;
             double v = (double)w[i * I + k];
-            for (size_t j = 0; j < k; j++) v -= pl[i * R + j] * u[j * I + k];
+            for (size_t j = 0; j < k; j++) v -= pl[i * R + j] * d[j] * u[j * I + k];
             col[i] = v;
             if (std::fabs(v) > best) {
                 best = std::fabs(v);
@@ -61,11 +62,12 @@ LduFactors ldu_first(const float* w, int out, int in, int r) {
                                      std::to_string(r) + " asked for");
         pivoted[p] = 1;
         const double pivot = col[p];
+        d[k] = pivot;
         f.d[k] = (float)pivot;
         // Row k of U: the pivot row of what is left, over columns k.., divided by the pivot.
         for (size_t c = k; c < I; c++) {
             double v = (double)w[p * I + c];
-            for (size_t j = 0; j < k; j++) v -= pl[p * R + j] * u[j * I + c];
+            for (size_t j = 0; j < k; j++) v -= pl[p * R + j] * d[j] * u[j * I + c];
             u[k * I + c] = c == k ? 1.0 : v / pivot;
         }
         for (size_t i = 0; i < O; i++)
