@@ -626,13 +626,13 @@ export async function saveFineTuned(
 }
 
 /**
- * An adapter run's folder, written as saveFineTuned writes a model's: the peft adapter
- * (adapter_config.json, adapter_model.safetensors), the trained tensors by the engine's names
- * (trainable.safetensors: what a resume puts back), the tokenizer files, the seed log and
- * spillway.json; with `merge`, the base with the adapter merged in as a Hugging Face folder in
- * merged/ (beside the adapter, transformers would read the folder as a peft one).
+ * Writes a run's result: the model as saveFineTuned writes it, or for an adapter run its folder:
+ * the peft adapter (adapter_config.json, adapter_model.safetensors), the trained tensors by the
+ * engine's names (trainable.safetensors: what a resume puts back), the tokenizer files, the seed
+ * log and spillway.json; with `merge`, the base with the adapter merged in as a Hugging Face
+ * folder in merged/ (beside the adapter, transformers would read the folder as a peft one).
  */
-export async function saveAdapter(
+export async function saveRun(
   engine: NativeEngine,
   side: ModelSideFiles,
   out: string,
@@ -641,6 +641,7 @@ export async function saveAdapter(
   o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'merge'>,
   so: SaveOptions = {},
 ): Promise<{ bytes: number; weightsBytes: number }> {
+  if (!isAdapterRun(o)) return saveFineTuned(engine, side, out, meta, seedLog, so);
   const lora = peftLora(engine, o);
   const adapter = peftFiles(lora, side.dir);
   const files = [
@@ -652,19 +653,6 @@ export async function saveAdapter(
   ];
   const bytes = await writeFolderAtomic(out, files, { what: so.what ?? 'adapter not saved', note: so.note, makeRoom: so.makeRoom });
   return { bytes, weightsBytes: byteLength(adapter[1].data) };
-}
-
-/** saveAdapter for an adapter run, saveFineTuned otherwise. */
-export function saveRun(
-  engine: NativeEngine,
-  side: ModelSideFiles,
-  out: string,
-  meta: Record<string, unknown>,
-  seedLog: SeedLogEntry[],
-  o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'merge'>,
-  so: SaveOptions = {},
-): Promise<{ bytes: number; weightsBytes: number }> {
-  return isAdapterRun(o) ? saveAdapter(engine, side, out, meta, seedLog, o, so) : saveFineTuned(engine, side, out, meta, seedLog, so);
 }
 
 /** Bytes of one seed log line, generously (step, a 64-bit seed, three doubles). */

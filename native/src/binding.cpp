@@ -132,6 +132,17 @@ E named_field(const Napi::Object& o, const char* key, const Name<E> (&names)[N])
     return named(o.Env(), str(o, key), names, std::string("field '") + key + "'");
 }
 
+// {name, decay, shape} of a tensor, as tensorNames() and trainableTensors() list them.
+Napi::Object tensor_entry(Napi::Env env, const Tensor& t) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name);
+    o.Set("decay", t.decay);
+    Napi::Array shape = Napi::Array::New(env, t.shape.size());
+    for (size_t d = 0; d < t.shape.size(); d++) shape.Set((uint32_t)d, (double)t.shape[d]);
+    o.Set("shape", shape);
+    return o;
+}
+
 constexpr Name<NoiseKind> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher", NOISE_RADEMACHER}};
 constexpr Name<Estimator> kEstimators[] = {{"mezo", ESTIMATOR_MEZO}, {"fzoo", ESTIMATOR_FZOO}};
 constexpr Name<TrainKind> kTrainKinds[] = {
@@ -623,15 +634,7 @@ private:
         need_model(env);
         const Model& m = engine_->model();
         Napi::Array a = Napi::Array::New(env, m.tensors.size());
-        for (size_t i = 0; i < m.tensors.size(); i++) {
-            Napi::Object t = Napi::Object::New(env);
-            t.Set("name", m.tensors[i].name);
-            t.Set("decay", m.tensors[i].decay);
-            Napi::Array shape = Napi::Array::New(env, m.tensors[i].shape.size());
-            for (size_t d = 0; d < m.tensors[i].shape.size(); d++) shape.Set((uint32_t)d, (double)m.tensors[i].shape[d]);
-            t.Set("shape", shape);
-            a.Set((uint32_t)i, t);
-        }
+        for (size_t i = 0; i < m.tensors.size(); i++) a.Set((uint32_t)i, tensor_entry(env, m.tensors[i]));
         return a;
     }
 
@@ -665,13 +668,8 @@ private:
         const std::vector<Tensor>& ts = engine_->trainable().tensors();
         Napi::Array a = Napi::Array::New(env, ts.size());
         for (size_t i = 0; i < ts.size(); i++) {
-            Napi::Object t = Napi::Object::New(env);
-            t.Set("name", ts[i].name);
+            Napi::Object t = tensor_entry(env, ts[i]);
             t.Set("frozen", ts[i].frozen);
-            t.Set("decay", ts[i].decay);
-            Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
-            for (size_t d = 0; d < ts[i].shape.size(); d++) shape.Set((uint32_t)d, (double)ts[i].shape[d]);
-            t.Set("shape", shape);
             a.Set((uint32_t)i, t);
         }
         return a;

@@ -20,7 +20,7 @@ import { packBatch } from '../../electron/engine/batch.js';
 import { loadNative } from '../../electron/engine/native.js';
 import type { NativeEngine, NativeTrainSpec } from '../../electron/engine/native.js';
 import { engineSpec } from '../../electron/engine/spec.js';
-import { readSideFiles, saveAdapter } from '../../electron/engine/trainer.js';
+import { readSideFiles, saveRun } from '../../electron/engine/trainer.js';
 import type { TokenizedExample } from '../../electron/data/types.js';
 import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, ROOT, maxAbsDiff } from '../helpers/engine.js';
@@ -123,7 +123,7 @@ describe.each(['llama-tiny', 'qwen2-tiny'])('adapters on %s against peft', (name
     for (let step = 0; step < 4; step++) await engine.step(train, { seed: 3n, step, q: 1, lr: kind === 'lora' ? 0.05 : 0.5, eps: 1e-2, weightDecay: 0, noise: 'gaussian' });
     const out = join(tmp, `${name}-${kind}`);
     const o = { trainable: kind, rank: 4, loraAlpha: 8, merge: true };
-    await saveAdapter(engine, await readSideFiles(model), out, {}, [], o);
+    await saveRun(engine, await readSideFiles(model), out, {}, [], o);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     expect(config).toMatchObject({ peft_type: 'LORA', r: 4, task_type: 'CAUSAL_LM', lora_alpha: kind === 'lora' ? 8 : 4 });
     // The adapter is not the identity: it changes the base's log-probs by more than the tolerance.
