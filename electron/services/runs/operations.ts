@@ -101,6 +101,15 @@ function optionsOf(r: RunRecord): RunOptions {
   return filled({ ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) });
 }
 
+/** The weights file of a saved run folder: a model's, or an adapter run's peft adapter; null when neither is there. */
+async function savedWeights(dir: string): Promise<string | null> {
+  for (const name of ['model.safetensors', 'adapter_model.safetensors']) {
+    const st = await stat(join(dir, name)).catch(() => null);
+    if (st?.isFile()) return join(dir, name);
+  }
+  return null;
+}
+
 function telemetryToContract(s: TelemetrySample): AnyEvent {
   const gpuDevices = s.gpu.state === 'ok' ? s.gpu.devices : [];
   return {
@@ -258,11 +267,8 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       } else {
         const model = stored.options.out;
         if (!model) throw new SpillwayError('NOT_FOUND', `run ${runId} saved no model`);
-        try {
-          await stat(join(model, 'model.safetensors'));
-        } catch {
-          throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
-        }
+        const weights = await savedWeights(model);
+        if (!weights) throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
         if (kind === 'seed-log') {
           if (existing?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${dest} is a folder; give a file name for the seed log`);
           await replaceFile(dest, (tmp) => copyFile(join(model, 'seedlog.jsonl'), tmp));
@@ -272,7 +278,8 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         }
       }
       const st = await stat(dest);
-      return { path: dest, bytes: st.isDirectory() ? (await stat(join(dest, 'model.safetensors'))).size : st.size };
+      const copied = st.isDirectory() ? await savedWeights(dest) : null;
+      return { path: dest, bytes: copied ? (await stat(copied)).size : st.size };
     },
     async getSettings() {
       return settings();
