@@ -1,6 +1,7 @@
 // What the CPU benchmarks share: the random OPT-125M model and batch they run,
 // their folders, their flags, and the small statistics and machine-load helpers.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import os, { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -14,23 +15,34 @@ export const BENCH = join(ROOT, 'bench');
 export const WORK = join(BENCH, 'work');
 export const RESULTS = join(BENCH, 'results');
 export const MODEL_DIR = join(WORK, 'opt-125m-random');
-export const BATCH_FILE = join(WORK, 'batch-16x64.json');
 
+/** The batch shape of the tier benchmarks and the first shape of `npm run bench`. */
 export const BATCH = 16;
 export const SEQ = 64;
+export const BATCH_FILE = batchFile(BATCH, SEQ);
 export const LR = 1e-6;
 export const EPS = 1e-3;
 export const WD = 0;
 
-/** The benchmark batch: BATCH random sequences of SEQ tokens, the same in every run. */
-export function makeTokens(vocab: number): number[][] {
+/** A benchmark batch: `batch` random sequences of `seq` tokens, the same in every run. */
+export function makeTokens(vocab: number, batch = BATCH, seq = SEQ): number[][] {
   const rng = new Rng(20240601);
-  return Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => rng.int(vocab)));
+  return Array.from({ length: batch }, () => Array.from({ length: seq }, () => rng.int(vocab)));
 }
 
-/** The batch of BATCH_FILE (written by makeTokens), packed as language-model examples. */
-export function benchBatch(): NativeBatch {
-  const tokens = (JSON.parse(readFileSync(BATCH_FILE, 'utf8')) as { tokens: number[][] }).tokens;
+/** Where the batch of a shape is written for the implementations to read. */
+export function batchFile(batch: number, seq: number): string {
+  return join(WORK, `batch-${batch}x${seq}.json`);
+}
+
+/** The venv's python with torch 2 (MKL): $SPILLWAY_VENV, default ~/.cache/spillway/venv (scripts/setup.sh --test makes it). */
+export function venvPython(): string {
+  return join(process.env.SPILLWAY_VENV || join(homedir(), '.cache', 'spillway', 'venv'), 'bin', 'python');
+}
+
+/** A batch file written from makeTokens (BATCH_FILE unless told), packed as language-model examples. */
+export function benchBatch(file = BATCH_FILE): NativeBatch {
+  const tokens = (JSON.parse(readFileSync(file, 'utf8')) as { tokens: number[][] }).tokens;
   return packBatch(
     tokens.map((t, i) => ({ kind: 'lm' as const, label: -1, source: `bench:${i}`, sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }] })),
   );
@@ -72,4 +84,30 @@ export function machineBusyMs(): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** The machine a result was measured on: CPU (with the SIMD it offers), cores, memory, OS, Node, date. */
+export function machineInfo(): { cpu: string; family?: string; model?: string; cores: number; simd: string[]; memGiB: number; os: string; node: string; date: string } {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const field = (k: string) => new RegExp(`${k}\\s*:\\s*(.*)`).exec(cpuinfo)?.[1];
+  const flags = field('flags')?.split(' ') ?? [];
+  return {
+    cpu: field('model name') ?? os.cpus()[0]?.model ?? 'unknown',
+    family: field('cpu family'),
+    model: field('model'),
+    cores: os.cpus().length,
+    simd: ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16'].filter((f) => flags.includes(f)),
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    date: new Date().toISOString(),
+  };
+}
+
+/** machineInfo as a report's sentence (without its full stop, for the caller's additions). */
+export function machineLine(m: ReturnType<typeof machineInfo>): string {
+  return (
+    `Machine: ${m.cpu} (family ${m.family ?? '?'}, model ${m.model ?? '?'}), ${m.cores} cores (${m.simd.join(', ')}), ${m.memGiB} GiB; ` +
+    `${m.os}; Node ${m.node}; ${m.date}`
+  );
 }

@@ -13,13 +13,23 @@ The in-place `add_` (instead of MeZO's `param.data = param.data + ...`) only
 saves temporaries: it is the faster form of the same arithmetic.
 
 The model is a batched OPT decoder in plain torch (pre-LayerNorm, learned
-positions with offset 2, causal softmax attention via matmul + mask, ReLU MLP,
-tied LM head with full logits [B, T, V]); the loss is the "lm" loss of the
-engine: per-example mean NLL of tokens 1..T-1, batch mean.
+positions with offset 2, causal softmax attention, ReLU MLP, tied LM head with
+full logits [B, T, V]); the loss is the "lm" loss of the engine: per-example
+mean NLL of tokens 1..T-1, batch mean. Attention is PyTorch's fused
+scaled_dot_product_attention where the version has it (2.x), matmul + mask
+otherwise (1.13): each PyTorch at its fastest.
 
-Usage: /usr/bin/python3 bench/mezo_torch.py MODEL_DIR BATCH_JSON [--threads 2]
-       [--steps 3] [--warmup 1] [--lr 1e-6] [--eps 1e-3] [--wd 0]
-Prints one JSON object on stdout.
+--compile wraps the loss (the whole forward) in torch.compile (inductor; on the
+CPU it needs a C++ compiler). The perturbations and the update stay eager:
+they are MeZO's own loops over the parameters, with torch.normal regenerating
+z from the seed, which a compiled graph would draw from another generator.
+The first (warm-up) step then includes the compilation.
+
+Usage: python bench/mezo_torch.py MODEL_DIR BATCH_JSON [--threads 2]
+       [--steps 3] [--warmup 1] [--lr 1e-6] [--eps 1e-3] [--wd 0] [--compile] [--serve]
+Prints one JSON object on stdout. With --serve it steps when asked (a line
+'step' or 'warmup' on stdin), answers each with a JSON line, and prints the
+summary when stdin closes: bench/zo-step.ts pairs its steps with the engine's.
 """
 import argparse
 import json
@@ -65,6 +75,17 @@ def machine_busy_ms():
         return float("nan")
 
 
+FUSED_ATTENTION = hasattr(F, "scaled_dot_product_attention")
+
+
+def attend(q, k, v, mask):
+    """Causal softmax(q k^T) v over [B, H, T, D]; q comes scaled."""
+    if FUSED_ATTENTION:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+    w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + mask, dim=-1)
+    return torch.matmul(w, v)
+
+
 class Opt:
     """Batched OPT forward over a dict of parameters (tied head)."""
 
@@ -99,15 +120,13 @@ class Opt:
             lp = f"{pre}layers.{l}."
             res = x
             h = self._ln(x, lp + "self_attn_layer_norm")
-            q = self._lin(h, lp + "self_attn.q_proj") * (D ** -0.5)
+            q = self._lin(h, lp + "self_attn.q_proj") * (D ** -0.5)  # OPT scales q before the product
             k = self._lin(h, lp + "self_attn.k_proj")
             v = self._lin(h, lp + "self_attn.v_proj")
             q = q.view(B, T, H, D).transpose(1, 2)
             k = k.view(B, T, H, D).transpose(1, 2)
             v = v.view(B, T, H, D).transpose(1, 2)
-            w = torch.matmul(q, k.transpose(-1, -2)) + mask
-            w = torch.softmax(w, dim=-1)
-            a = torch.matmul(w, v).transpose(1, 2).reshape(B, T, C)
+            a = attend(q, k, v, mask).transpose(1, 2).reshape(B, T, C)
             x = res + self._lin(a, lp + "self_attn.out_proj")
             res = x
             h = self._ln(x, lp + "final_layer_norm")
@@ -129,8 +148,9 @@ def no_decay(name):
 
 
 class MeZO:
-    def __init__(self, model, lr, eps, wd):
+    def __init__(self, model, lr, eps, wd, loss):
         self.model = model
+        self.loss = loss
         self.lr = lr
         self.eps = eps
         self.wd = wd
@@ -149,7 +169,7 @@ class MeZO:
 
     def zo_forward(self, ids):
         t0 = time.perf_counter()
-        loss = self.model.loss(ids).item()
+        loss = self.loss(ids).item()
         self.t_forward += time.perf_counter() - t0
         return loss
 
@@ -179,6 +199,51 @@ class MeZO:
         self.t_perturb = self.t_forward = self.t_update = 0.0
 
 
+def blas_info():
+    """The BLAS this torch was built with (BLAS_INFO) and the math libraries it has loaded."""
+    built = "unknown"
+    for part in torch.__config__.show().replace("\n", ",").split(","):
+        if part.strip().startswith("BLAS_INFO="):
+            built = part.strip()[len("BLAS_INFO="):]
+    loaded = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1]
+            name = os.path.basename(path)
+            if any(k in name for k in ("blas", "mkl", "dnnl", "blis")):
+                loaded.add(os.path.realpath(path))
+    return {"built": built, "loaded": sorted(loaded)}
+
+
+def timed_step(trainer, ids, i, warmup):
+    """One MeZO step (zo_step + zo_update) with its wall and CPU time and the machine's load."""
+    trainer.reset_times()
+    b0 = machine_busy_ms()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    l1, l2 = trainer.zo_step(ids)
+    trainer.zo_update()
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    others = max(0.0, machine_busy_ms() - b0 - cpu * 1e3)
+    print(f"[torch] step {i}{' (warm-up)' if warmup else ''}: {dt:.3f} s "
+          f"(perturb {trainer.t_perturb:.3f}, forward {trainer.t_forward:.3f}, update {trainer.t_update:.3f}) "
+          f"L+ {l1:.6f} L- {l2:.6f}", file=sys.stderr, flush=True)
+    return {
+        "ms": dt * 1e3,
+        "cpuMs": cpu * 1e3,  # user + system time of all threads
+        "load1": os.getloadavg()[0],
+        "otherCpuMs": others,  # CPU time other processes used during the step
+        "perturbMs": trainer.t_perturb * 1e3,
+        "forwardMs": trainer.t_forward * 1e3,
+        "updateMs": trainer.t_update * 1e3,
+        "lossPlus": l1,
+        "lossMinus": l2,
+        "projectedGrad": trainer.projected_grad,
+        "warmup": warmup,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
@@ -190,6 +255,10 @@ def main():
     ap.add_argument("--eps", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
+    ap.add_argument("--serve", action="store_true",
+                    help="step on request: one line 'step' or 'warmup' on stdin per step, one JSON line back; "
+                         "at the end of stdin the summary (without --steps and --warmup)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -203,51 +272,36 @@ def main():
     B, T = ids.shape
 
     model = Opt(cfg, params)
-    trainer = MeZO(model, args.lr, args.eps, args.wd)
+    trainer = MeZO(model, args.lr, args.eps, args.wd, torch.compile(model.loss) if args.compile else model.loss)
     steps = []
     with torch.inference_mode():
-        for i in range(args.warmup + args.steps):
-            trainer.reset_times()
-            b0 = machine_busy_ms()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            l1, l2 = trainer.zo_step(ids)
-            trainer.zo_update()
-            dt = time.perf_counter() - t0
-            cpu = time.process_time() - c0
-            others = max(0.0, machine_busy_ms() - b0 - cpu * 1e3)
-            rec = {
-                "ms": dt * 1e3,
-                "cpuMs": cpu * 1e3,  # user + system time of all threads
-                "load1": os.getloadavg()[0],
-                "otherCpuMs": others,  # CPU time other processes used during the step
-                "perturbMs": trainer.t_perturb * 1e3,
-                "forwardMs": trainer.t_forward * 1e3,
-                "updateMs": trainer.t_update * 1e3,
-                "lossPlus": l1,
-                "lossMinus": l2,
-                "projectedGrad": trainer.projected_grad,
-                "warmup": i < args.warmup,
-            }
-            steps.append(rec)
-            print(f"[torch] step {i}{' (warm-up)' if i < args.warmup else ''}: {dt:.3f} s "
-                  f"(perturb {trainer.t_perturb:.3f}, forward {trainer.t_forward:.3f}, update {trainer.t_update:.3f}) "
-                  f"L+ {l1:.6f} L- {l2:.6f}", file=sys.stderr, flush=True)
+        if args.serve:
+            print(json.dumps({"ready": True}), flush=True)
+            for i, line in enumerate(sys.stdin):
+                rec = timed_step(trainer, ids, i, line.strip() == "warmup")
+                print(json.dumps(rec), flush=True)
+        else:
+            for i in range(args.warmup + args.steps):
+                steps.append(timed_step(trainer, ids, i, i < args.warmup))
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "impl": "pytorch",
         "torch": torch.__version__,
+        "blas": blas_info(),
+        "compile": args.compile,
+        "attention": "scaled_dot_product_attention" if FUSED_ATTENTION else "matmul + mask + softmax",
         "numpy": np.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "openblasNumThreads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "ompNumThreads": os.environ.get("OMP_NUM_THREADS"),
+        "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"),
         "parameters": int(sum(p.numel() for _, p in model.named_parameters())),
         "batch": [B, T],
         "steps": steps,
         "maxRssBytes": ru.ru_maxrss * 1024,  # Linux: KiB
-    }))
+    }), flush=True)
 
 
 if __name__ == "__main__":

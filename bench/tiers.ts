@@ -25,7 +25,7 @@ import type { NativeCalibration, NativeStepParams, PhaseTimes, TierInfo, TierPla
 import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
-import { BATCH, BATCH_FILE, benchArgs, benchBatch, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, makeTokens, median } from './common.js';
+import { BATCH, BATCH_FILE, benchArgs, benchBatch, EPS, LR, MODEL_DIR, RESULTS, ROOT, SEQ, WD, WORK, machineBusyMs, machineInfo, makeTokens, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const UNITS = OPT_125M.layers + 2; // embeddings, blocks, head
@@ -277,21 +277,6 @@ function storage(dir: string): Record<string, unknown> {
   };
 }
 
-function machine(): Record<string, unknown> {
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
-  const flags = /flags\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.split(' ') ?? [];
-  return {
-    cpu: model,
-    cores: os.cpus().length,
-    simd: ['avx2', 'avx512f', 'fma'].filter((f) => flags.includes(f)),
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    os: `${os.type()} ${os.release()}`,
-    node: process.version,
-    date: new Date().toISOString(),
-  };
-}
-
 // ---------------------------------------------------------------------------
 // Orchestrator
 
@@ -511,7 +496,7 @@ async function main(): Promise<void> {
     threads: o.threads,
     warmup: o.warmup,
     steps: o.steps,
-    machine: machine(),
+    machine: machineInfo(),
     storage: storage(o.spill),
     loadAverage: { start: startLoad, end: endLoad },
     maxOtherCores: maxOther,

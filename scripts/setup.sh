@@ -29,8 +29,8 @@ TEST_PACKAGES=(
   "python3-torch||PyTorch 1.13 for the readable references in tests/reference (/usr/bin/python3)"
   "python3-numpy||numpy for the same references (noise, bf16/fp16 rounding)"
   "python3-venv||creates the venv of the Hugging Face references below"
-  "openmpi-bin||mpirun, for the data-parallel ranks of the distribution work"
-  "libopenmpi-dev||MPI headers and libraries the native engine's distribution code links"
+  "openmpi-bin||mpirun and Open MPI's libmpi.so.40 (dlopened by the engine): the ranks of train --ranks"
+  "libopenmpi-dev||mpi.h: native/tests/dist_abi checks the engine's own Open MPI prototypes against it"
 )
 
 # The venv of the Hugging Face references (tests compare against transformers, peft, tokenizers).

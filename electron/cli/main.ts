@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { formatDuration, parseBytes } from '../common/format.js';
 import { PlanRequest, RunOptions, ScoreOptions, TrainOptions } from '../common/contract.js';
-import { RunFields, filled } from '../common/options.js';
+import { ESTIMATOR_DEFAULTS, RunFields, filled } from '../common/options.js';
 import type { RunOptionsInput } from '../common/contract.js';
 import { formatInspect, inspectModel } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
@@ -16,6 +16,10 @@ import { startEngineJob } from '../engine/runner.js';
 import type { ScoreEvent } from '../engine/score.js';
 import type { EvalEvent, TrainEvent } from '../engine/trainer.js';
 import { formatPlan } from '../engine/planner.js';
+import type { PlanInput } from '../engine/planner.js';
+import { distPlan, formatDistPlan } from '../engine/dist-plan.js';
+import type { DistPlan } from '../engine/dist-plan.js';
+import type { Parallel } from '../common/options.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
@@ -39,6 +43,10 @@ const PlanFields = RunFields.pick({
   q: true,
   writeBackEvery: true,
   steps: true,
+  ranks: true,
+  parallel: true,
+  groups: true,
+  sliced: true,
 }).extend({ maxLength: PlanRequest.shape.maxLength });
 /** `spillway plan`'s exit status when the plan does not fit. */
 export const EXIT_DOES_NOT_FIT = 2;
@@ -78,6 +86,12 @@ train, and
 Plan options:
 ${helpLines(PlanFields)}
   --device D            cpu or gpu: where the forwards run (default gpu with --gpu-mem, else cpu)
+  --interconnect I      with --ranks: how the GPUs of a machine reach each other, pcie (default) or nvlink;
+                        over NVLink streamed blocks are sliced (each GPU uploads 1/N, then all-gather)
+  --all-gather-bandwidth X
+                        bytes/s a GPU receives in an all-gather (default: NVLink 350GB, PCIe the H2D rate)
+  --ranks-per-machine N with --ranks: ranks on one machine (default all of them); --cpu-mem is then the
+                        machine's, shared among its ranks
   --calibration-bytes X size of the SSD test file when calibrating (default 64MiB)
   --recalibrate         measure this machine again instead of using the cached calibration
   --json                the plan as one JSON object
@@ -194,6 +208,15 @@ async function cmdTrain(argv: string[]): Promise<number> {
           progress.log(
             `plan: ${p.homes.device} units on the device, ${p.homes.cpu} on the CPU, ${p.homes.ssd} on the SSD; ` +
               `predicted ${ms(p.predictedStepMs)} per step, floor ${ms(p.floorMs)}${p.bound ? ` (${p.bound})` : ''}`,
+          );
+        }
+        if (event.world) {
+          const w = event.world;
+          const hosts = [...new Set(w.ranks.map((r) => r.host))];
+          const how = w.parallel === '2d' ? `2d: ${w.groups} perturbation groups of ${w.shards}` : `${w.parallel} parallel`;
+          progress.log(
+            `${w.size} ranks (${how}) on ${hosts.join(', ')}, ${w.ranks[0]?.threads ?? 1} thread(s) each, ${w.library}; ` +
+              `a rank silent for ${w.timeoutS} s at an exchange is named and the run ended`,
           );
         }
         progress.total = event.steps;
@@ -345,6 +368,10 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   const { deleteSpillFiles, findStaleSpillFiles } = await import('../engine/spill-files.js');
   const stale = await findStaleSpillFiles(spill);
   if (values['clean-spill']) await deleteSpillFiles(stale);
+  // --ranks: Open MPI's library (dlopened by the engine) and mpirun; NCCL for the sliced transfer on GPUs.
+  const dist = native.distLibraries();
+  const { mpirunVersion } = await import('../engine/mpirun.js');
+  const mpirun = mpirunVersion();
   const report = {
     node: process.version,
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
@@ -358,6 +385,8 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     ioUring: probe.ioUring,
     directIo: { folder: spill, ...probe.directIo },
     staleSpillFiles: stale.map((f) => ({ ...f, deleted: values['clean-spill'] === true })),
+    mpi: { ...dist.mpi, mpirun },
+    nccl: dist.nccl,
   };
   if (values.json) {
     out(JSON.stringify(report) + '\n');
@@ -376,6 +405,8 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     `nvml         ${mark(probe.nvml.ok)} ${probe.nvml.ok ? '' : '(no GPU telemetry)'}`,
     `io_uring     ${mark(probe.ioUring.ok)} ${probe.ioUring.detail}`,
     `O_DIRECT     ${mark(probe.directIo?.ok === true)} ${probe.directIo?.detail ?? ''}`,
+    `mpi          ${mark(dist.mpi.ok && mpirun.version !== null)} ${dist.mpi.ok ? `${dist.mpi.detail}, ${mpirun.version ?? mpirun.error}` : `(${dist.mpi.detail}; --ranks needs it)`}`,
+    `nccl         ${mark(dist.nccl.ok)} ${dist.nccl.ok ? dist.nccl.detail : `(${dist.nccl.detail}; the sliced transfer between GPUs needs it)`}`,
     stale.length
       ? `spill files  ${stale.length} left by engines that ended uncleanly (${(stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2)} GB)` +
         (values['clean-spill'] ? ': deleted' : `: delete them with spillway doctor --spill ${spill} --clean-spill`)
@@ -388,11 +419,35 @@ async function cmdDoctor(argv: string[]): Promise<number> {
 const PLAN_FLAGS = {
   ...argOptions(PlanFields),
   device: { type: 'string' },
+  interconnect: { type: 'string' },
+  'all-gather-bandwidth': { type: 'string' },
+  'ranks-per-machine': { type: 'string' },
   'calibration-bytes': { type: 'string' },
   recalibrate: { type: 'boolean' },
   json: { type: 'boolean' },
   'data-dir': { type: 'string' },
 } as const;
+
+/** plan --ranks N: the plan of each rank and each link when N ranks share the step (dist-plan.ts). */
+function rankPlan(input: PlanInput, o: { ranks: number; parallel: Parallel; groups?: number; q: number; batchSize: number; sliced: boolean }, values: ArgValues): DistPlan {
+  const kind = (values.interconnect as string | undefined) ?? 'pcie';
+  if (kind !== 'pcie' && kind !== 'nvlink') throw new Error(`--interconnect must be pcie or nvlink, got ${JSON.stringify(kind)}`);
+  const h2d = input.rates?.h2dBytesPerS;
+  if (!h2d) throw new Error('plan --ranks needs the rates of this machine (its calibration)');
+  const bw = typeof values['all-gather-bandwidth'] === 'string' ? parseBytes(values['all-gather-bandwidth']) : kind === 'nvlink' ? 350e9 : h2d;
+  const perMachine = typeof values['ranks-per-machine'] === 'string' ? Number(values['ranks-per-machine']) : o.ranks;
+  if (!Number.isInteger(perMachine) || perMachine < 1) throw new Error(`--ranks-per-machine must be an integer >= 1, got ${JSON.stringify(values['ranks-per-machine'])}`);
+  return distPlan(input, {
+    ranks: o.ranks,
+    ranksPerMachine: perMachine,
+    parallel: o.parallel,
+    groups: o.groups,
+    q: o.q,
+    batchSize: o.batchSize,
+    interconnect: { kind, allGatherBytesPerS: bw },
+    sliced: o.sliced,
+  });
+}
 
 async function cmdPlan(argv: string[]): Promise<number> {
   const values: ArgValues = parseArgs({ args: argv, options: PLAN_FLAGS }).values;
@@ -409,7 +464,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       const native = loadNative();
       if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
     }
-    const { plan, info, calibration } = await planFor({
+    const { plan, info, calibration, input } = await planFor({
       model: o.model,
       computeDevice: device,
       calibrationDevice,
@@ -426,10 +481,11 @@ async function cmdPlan(argv: string[]): Promise<number> {
       calibrationBytes: typeof values['calibration-bytes'] === 'string' ? parseBytes(values['calibration-bytes']) : undefined,
     });
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
+    const ranks = o.ranks > 1 ? rankPlan(input, { ...o, q: o.q ?? ESTIMATOR_DEFAULTS.mezo.q }, values) : null;
     if (json) {
-      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration }) + '\n');
+      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
     } else {
-      out(formatPlan(plan, { steps: o.steps }) + '\n');
+      out(formatPlan(plan, { steps: o.steps }) + '\n' + (ranks ? `\n${formatDistPlan(ranks)}\n` : ''));
     }
     return plan.feasible ? 0 : EXIT_DOES_NOT_FIT;
   } catch (e) {

@@ -400,6 +400,20 @@ export const RunPlan = z.object({
   ioWaitMs: z.number().nonnegative().nullable(),
 });
 
+/** One rank's share of a step of a run over several ranks (per-rank telemetry). */
+export const RankStep = z.object({
+  rank: z.number().int().nonnegative(),
+  host: z.string(),
+  /** From the start of its step to its arrival at the exchange of losses. */
+  computeMs: z.number().nonnegative(),
+  forwardMs: z.number().nonnegative(),
+  ioMs: z.number().nonnegative(),
+  /** How long it waited at the exchange for the slowest rank (estimated from the ranks' compute times). */
+  waitMs: z.number().nonnegative(),
+  examples: z.number().int().nonnegative(),
+  tokens: z.number().int().nonnegative(),
+});
+
 export const StepMetric = z.object({
   runId: RunId,
   step: Step,
@@ -415,6 +429,8 @@ export const StepMetric = z.object({
   skipped: z.boolean(),
   /** Absent or null when the engine reported no tier counters (and for steps recorded before they were kept). */
   io: StepIo.nullable().optional(),
+  /** A run over several ranks: each rank's share of the step, live only (the store keeps the run's figures). */
+  ranks: z.array(RankStep).optional(),
 });
 
 export const EvalMetric = z.object({
@@ -688,6 +704,7 @@ export type MetricsQuery = z.output<typeof MetricsQuery>;
 export type MetricsPage = z.output<typeof MetricsPage>;
 export type StepMetric = z.output<typeof StepMetric>;
 export type StepIo = z.output<typeof StepIo>;
+export type RankStep = z.output<typeof RankStep>;
 export type RunPlan = z.output<typeof RunPlan>;
 export type EvalMetric = z.output<typeof EvalMetric>;
 export type Checkpoint = z.output<typeof Checkpoint>;

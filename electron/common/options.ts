@@ -36,6 +36,8 @@ export const TrainableSet = choice(['full', 'lora', 'loldu', 'sparse'], 'trainab
 export const Estimator = choice(['mezo', 'fzoo'], 'estimator');
 /** A block matrix an adapter may target, by its role in the engine's spec (native/src/arch/params.cpp); qkv is GPT-2's fused one. */
 export const AdapterTarget = choice(['q', 'k', 'v', 'o', 'qkv', 'fc1', 'fc2', 'gate', 'up', 'down'], 'target matrix');
+/** How the ranks of a run share a step (ALGORITHMS.md §7): each its shard of the batch, each its share of the q perturbations, or both. */
+export const Parallel = choice(['data', 'perturbation', '2d'], 'parallelism');
 
 export type Masters = z.output<typeof Masters>;
 export type Home = z.output<typeof Home>;
@@ -46,6 +48,7 @@ export type Offload = z.output<typeof Offload>;
 export type TrainableSet = z.output<typeof TrainableSet>;
 export type Estimator = z.output<typeof Estimator>;
 export type AdapterTarget = z.output<typeof AdapterTarget>;
+export type Parallel = z.output<typeof Parallel>;
 
 // ---------------------------------------------------------------------------
 // Bounds
@@ -65,6 +68,10 @@ export const MAX_LENGTH = 1 << 20;
 export const MAX_WRITE_BACK_EVERY = 1_000_000;
 /** Spill folders one run may stripe over. */
 export const MAX_SPILL_DIRS = 64;
+/** Engine processes (ranks) one run may start. */
+export const MAX_RANKS = 4096;
+/** Seconds a rank waits for the others at an exchange before it names them and ends the run, by default. */
+export const DEFAULT_RANK_TIMEOUT_S = 120;
 /** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
 export const DEFAULT_CHECKPOINT_EVERY = 100;
 /** Adapter rank (LoRA, LoLDU). */
@@ -348,6 +355,41 @@ export const RunFields = z.object({
     arg: 'P',
     help: 'fp32 (default), bf16 or fp16: masters in that format, every update rounded stochastically; streamed blocks move and are stored in half the bytes',
   }),
+  ranks: int(1, MAX_RANKS)
+    .default(1)
+    .register(flags, {
+      flag: 'ranks',
+      arg: 'N',
+      help: "engine processes sharing each step, started with Open MPI's mpirun: one per GPU, or per group of cores (a machine's cores are shared among its ranks)",
+    }),
+  parallel: Parallel.default('data').register(flags, {
+    flag: 'parallel',
+    arg: 'P',
+    help: 'how the ranks share a step: data (each rank its shard of the batch), perturbation (each q/N of the perturbations on the whole batch), 2d (--groups G perturbation groups of N/G data-parallel ranks)',
+  }),
+  groups: int(1, MAX_RANKS).optional().register(flags, { flag: 'groups', arg: 'G', help: '--parallel 2d: the number of perturbation groups (a divisor of --ranks)' }),
+  sliced: z
+    .boolean()
+    .default(false)
+    .register(flags, {
+      flag: 'sliced',
+      help: "with --ranks: DistZO2's sliced transfer; CPU-homed blocks live once per machine in memory its ranks share, each rank uploads 1/N of a block and the slices are exchanged (NCCL between GPUs, MPI on the CPU); those blocks are updated on the device",
+    }),
+  rankTimeout: real(0, { inclusive: false })
+    .default(DEFAULT_RANK_TIMEOUT_S)
+    .register(flags, {
+      flag: 'rank-timeout',
+      arg: 'S',
+      help: 'seconds a rank waits for the others at an exchange before it names the missing ranks and ends the run',
+    }),
+  hostfile: FilePath.optional()
+    .register(flags, {
+      flag: 'hostfile',
+      arg: 'FILE',
+      read: 'path',
+      help: 'Open MPI host file ("host slots=N" lines): ranks on several machines, each with Spillway at the same path',
+    })
+    .register(pathKinds, { kind: 'datasets', what: 'the MPI host file' }),
 });
 
 /**
@@ -355,7 +397,11 @@ export const RunFields = z.object({
  * New run form show them beside the field). `--merge` without `--out` is the trainer's to refuse:
  * a run started from the app always has an output folder.
  */
-function checkCombined<T extends { trainable: TrainableSet; estimator: Estimator; q?: number; merge: boolean }>(o: T, ctx: z.RefinementCtx<T>): void {
+function checkCombined<T extends { trainable: TrainableSet; estimator: Estimator; q?: number; merge: boolean; ranks: number }>(o: T, ctx: z.RefinementCtx<T>): void {
+  // Several ranks exchange MeZO's loss pairs and may share CPU homes the trainable sets read at load.
+  if (o.ranks > 1 && (o.trainable !== 'full' || o.estimator !== 'mezo')) {
+    ctx.addIssue({ code: 'custom', path: ['ranks'], message: `several ranks train every weight with MeZO; the trainable set ${o.trainable} and the ${o.estimator} estimator run on one rank` });
+  }
   if (o.merge && o.trainable !== 'lora' && o.trainable !== 'loldu') {
     ctx.addIssue({ code: 'custom', path: ['merge'], message: 'merging saves the base with its adapter merged in: it needs the trainable set lora or loldu' });
   }
@@ -372,7 +418,7 @@ export const TrainOptions = RunFields.extend({
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
   resumeFrom: FilePath.optional()
-    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run)' })
+    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run; --ranks may differ)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
 })
   .overwrite(withTrainDefaults)

@@ -31,6 +31,24 @@ export interface NativeStepParams {
   eps: number;
   weightDecay: number;
   noise: NoiseKind;
+  /**
+   * This rank's share of a step of the job's ranks (after distInit): the perturbations of its group
+   * (`groups` perturbation groups), its shard of a global batch of `globalExamples` (the batch
+   * passed is that shard), the losses exchanged within timeoutMs.
+   */
+  dist?: { groups: number; globalExamples: number; timeoutMs: number };
+}
+
+/** One rank's timings of a shared step, as every rank learns them at the exchange. */
+export interface NativeRankTimes {
+  /** From the start of its step to its arrival at the exchange. */
+  computeMs: number;
+  forwardMs: number;
+  ioMs: number;
+  noiseMs: number;
+  headMs: number;
+  examples: number;
+  tokens: number;
 }
 
 export interface PhaseTimes {
@@ -41,6 +59,8 @@ export interface PhaseTimes {
   headMs: number;
   updateMs: number;
   totalMs: number;
+  /** A shared step: exchanging losses with the other ranks (waiting for the slowest included). */
+  exchangeMs: number;
 }
 
 export interface NativeStepResult {
@@ -58,6 +78,8 @@ export interface NativeStepResult {
   /** FZOO: the standard deviation of the probe losses the step was divided by (0 with MeZO). */
   sigma: number;
   times: PhaseTimes;
+  /** A shared step: every rank's timings, in rank order. */
+  ranks?: NativeRankTimes[];
 }
 
 /** What Engine.load trains (native/src/zo/trainable.h). */
@@ -115,6 +137,14 @@ export interface TierPlacement {
   writeBackEvery?: number;
   /** SSD units read ahead of the one computing (default 2; 0 reads on demand). */
   prefetch?: number;
+  /**
+   * A rank of a run over several (after distInit): DistZO2's sliced transfer among the ranks of
+   * this machine. CPU-homed blocks live once in their shared memory; each rank uploads its 1/n
+   * of a block, the rest comes from the others (MPI on the CPU backend, NCCL between GPUs); the
+   * block is updated on the device and each rank writes back its slice. timeoutMs bounds the
+   * waits for the others while loading.
+   */
+  sliced?: { timeoutMs: number };
 }
 
 export interface TierInfo {
@@ -142,6 +172,9 @@ export interface TierInfo {
   masters: Masters;
   /** 'io_uring' (deep queue of 1 MiB requests) or 'pread' (fallback; SPILLWAY_IO=pread forces it). */
   ioPath: string;
+  /** The sliced transfer: ranks sharing each CPU-homed block (0: none), and what carries the slices. */
+  sliceRanks?: number;
+  sliceTransport?: string;
 }
 
 export interface NativeEngineInfo {
@@ -304,6 +337,27 @@ export interface NativeAddon {
   /** The RoPE frequencies and cos/sin scale of a pass of seqLen tokens (native/src/arch/rope.h). */
   ropeTable(rope: RopeSpec, maxPositions: number, seqLen: number): { invFreq: Float32Array; attentionScale: number };
   cudaCompiled: boolean;
+  /** Whether Open MPI (libmpi.so.40) and NCCL (libnccl.so.2) can be loaded, and whether this process was started as a rank. */
+  distLibraries(): { mpi: ProbeResult; nccl: ProbeResult; launchedAsRank: boolean };
+  /** MPI_Init and the rendezvous of a process started by mpirun (world.ts wraps these). */
+  distInit(timeoutMs: number): Promise<NativeWorld>;
+  /** Every rank's values, concatenated in rank order; rejects with code EDIST naming the ranks that did not take part. */
+  distExchange(values: Float64Array, timeoutMs: number, what: string): Promise<Float64Array>;
+  /** Rank 0's bytes on every rank (the others pass null). */
+  distBroadcast(data: Uint8Array | null, timeoutMs: number, what: string): Promise<Uint8Array>;
+  /** Ends every rank of the job (MPI_Abort). */
+  distAbort(code: number): never;
+  distFinalize(): void;
+}
+
+export interface NativeWorld {
+  rank: number;
+  size: number;
+  localRank: number;
+  localSize: number;
+  /** The MPI library's version line, e.g. "Open MPI v4.1.4". */
+  library: string;
+  ranks: { rank: number; pid: number; host: string; localRank: number }[];
 }
 
 /**

@@ -11,7 +11,7 @@ import { positionLimit } from '../model/index.js';
 import { blockShapeOf, cachedCalibration, calibration, fsDeviceOf, mountOf, ratesOf } from './calibration.js';
 import type { Calibration } from './calibration.js';
 import { makePlan, plannerModel } from './planner.js';
-import type { ComputeSource, Plan, UpdateMode, UpdateOn } from './planner.js';
+import type { ComputeSource, Plan, PlanInput, UpdateMode, UpdateOn } from './planner.js';
 
 export interface PlanOptions {
   model: string | ModelInfo;
@@ -55,7 +55,9 @@ async function freeBytes(dir: string): Promise<number | undefined> {
   }
 }
 
-export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number }> {
+export async function planFor(
+  o: PlanOptions,
+): Promise<{ plan: Plan; info: ModelInfo; calibration: Calibration | null; prefetchRequested: number; input: PlanInput }> {
   const info = typeof o.model === 'string' ? await loadModelInfo(o.model) : o.model;
   const dirs = (o.spillDirs ?? []).map((d) => resolve(d));
   const maxLength = Math.min(o.maxLength, positionLimit(info.config));
@@ -79,7 +81,7 @@ export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: Model
   // One folder: its free space is the SSD budget; several: each filesystem's free space bounds its folders' files.
   if (budgets.ssd === undefined && dirs.length === 1) budgets.ssd = await freeBytes(dirs[0]);
   const spillInfo = await Promise.all(dirs.map(async (d) => ({ device: await fsDeviceOf(d), freeBytes: await freeBytes(d), mount: await mountOf(d) })));
-  const plan = makePlan({
+  const input: PlanInput = {
     model,
     computeDevice: o.computeDevice ?? 'cpu',
     budgets,
@@ -94,12 +96,13 @@ export async function planFor(o: PlanOptions): Promise<{ plan: Plan; info: Model
     updateMode: o.updateMode,
     prefetch: o.prefetch ?? DEFAULT_PREFETCH,
     rates: cal ? ratesOf(cal) : null,
-  });
+  };
+  const plan = makePlan(input);
   if (cal?.block?.source === 'failed') plan.notes.push(`The block forward could not be measured (${cal.block.detail}); compute is estimated from FLOPs.`);
   if (cal && plan.computeDevice === 'gpu' && cal.backend === 'cpu') {
     plan.notes.push('The rates are those of the CPU backend (no CUDA device was calibrated): copies, compute and updates on the GPU will differ.');
   }
-  return { plan, info, calibration: cal, prefetchRequested: o.prefetch ?? DEFAULT_PREFETCH };
+  return { plan, info, calibration: cal, prefetchRequested: o.prefetch ?? DEFAULT_PREFETCH, input };
 }
 
 /** What the plan says beyond the contract's PlanResult (the CLI's JSON carries it; the contract strips it). */

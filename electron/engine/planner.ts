@@ -365,7 +365,9 @@ export function makePlan(input: PlanInput): Plan {
         : bytesOf(u) + (u.kind === 'head' && m.config.tiedEmbeddings ? F32 * m.config.vocabSize * m.config.hidden : 0),
     ),
   );
-  const workingCopies = 2 * largestUnit;
+  // The CPU backend makes a block's groups a +eps/-eps pair at a time: one more copy, of the largest block group.
+  const largestBlockGroup = Math.max(0, ...m.units.filter((u) => u.kind === 'block').map((u) => F32 * (u.maxGroupParameters ?? u.parameters)));
+  const workingCopies = 2 * largestUnit + (shared ? largestBlockGroup : 0);
   const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);
   const fixedUnits = m.units.filter((u) => u.kind !== 'block').reduce((n, u) => n + bytesOf(u), 0);
   const fixedDevice = fixedUnits + workingCopies + activations;

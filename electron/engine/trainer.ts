@@ -26,6 +26,10 @@ import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
 import { resolveDataDir } from '../services/paths.js';
 import { isFile, statOrNull } from '../node/files.js';
+import { agreeOnControl, agreeOnStart, dataHash, rankSteps, scoreShared, waitForRankZero, writeAllowanceMs } from './dist-train.js';
+import { checkLayout, rankLayout, shardOf } from '../common/ranks.js';
+import type { RankLayout } from '../common/ranks.js';
+import type { World } from './world.js';
 
 export { TrainOptions };
 
@@ -121,6 +125,16 @@ export interface StartEvent {
   backend: string;
   /** offload 'auto': the plan the run was placed by (homes per tier, predicted step, floor and links). */
   plan?: RunPlan;
+  /** Several ranks: how they share a step, and where each runs. */
+  world?: {
+    size: number;
+    parallel: TrainOptions['parallel'];
+    groups: number;
+    shards: number;
+    library: string;
+    timeoutS: number;
+    ranks: { rank: number; host: string; pid: number; localRank: number; threads: number }[];
+  };
 }
 /** A step as the contract's StepMetric has it (less the run id), with its seed and the engine's time per phase. */
 export type StepEvent = { type: 'step' } & Omit<StepMetric, 'runId' | 'io'> & {
@@ -260,7 +274,9 @@ async function modelFolder(o: TrainOptions): Promise<string> {
   return isAdapterRun(o) ? (await resumeState(o.resumeFrom)).base_model : o.resumeFrom;
 }
 
-export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void): Promise<Loaded> {
+/** Loads the model and the data; as a rank of a run (world), with the placement rank 0 planned and its share of the cores. */
+export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void, world?: World): Promise<Loaded> {
+  const ranksHere = world?.localSize ?? 1;
   const info = await loadModelInfo(await modelFolder(o));
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
@@ -295,26 +311,47 @@ export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => 
     }
   }
   const native = loadNative();
-  const threads = engineThreads(o.threads);
+  // The ranks on one machine share its cores.
+  const threads = o.threads > 0 ? o.threads : Math.max(1, Math.floor(engineThreads() / ranksHere));
   const cores = availableParallelism();
   if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
   // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
   const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   if (o.offload === 'auto') {
-    const { placement, plan } = await planPlacement(
-      o,
-      info,
-      // Activations for --max-length when given, else for the longest sequence present.
-      o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
-      meanExampleTokens(train),
-    );
-    emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
-    await loadTrainable(engine, info, placement, o, emit);
-    return { info, engine, train, eval: evalSet, plan };
+    // Several ranks: rank 0 plans (and calibrates) alone, and every rank places its blocks as it
+    // did (the sliced transfer needs the same homes everywhere).
+    let planned: Awaited<ReturnType<typeof planPlacement>> | null = null;
+    if (!world || world.rank === 0) {
+      planned = await planPlacement(
+        o,
+        info,
+        // Activations for --max-length when given, else for the longest sequence present.
+        o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
+        meanExampleTokens(train),
+      );
+      const { plan } = planned;
+      emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
+    }
+    const placement = world
+      ? (JSON.parse(await world.broadcastText(JSON.stringify(planned?.placement ?? null), "rank 0's placement")) as TierPlacement | null) ?? undefined
+      : planned?.placement;
+    await loadTrainable(engine, info, slicedPlacement(o, placement, emit, world), o, emit);
+    return { info, engine, train, eval: evalSet, ...(planned ? { plan: planned.plan } : {}) };
   }
-  await loadTrainable(engine, info, placementFor(o, info.units), o, emit);
+  await loadTrainable(engine, info, slicedPlacement(o, placementFor(o, info.units), emit, world), o, emit);
   return { info, engine, train, eval: evalSet };
+}
+
+/** --sliced on a rank: the placement with the sliced transfer among the machine's ranks, when any block lives on the CPU. */
+function slicedPlacement(o: TrainOptions, placement: TierPlacement | undefined, emit: (e: TrainEvent) => void, world?: World): TierPlacement | undefined {
+  if (!world || !o.sliced) return placement;
+  if (!placement?.homes.includes('cpu')) {
+    emit({ type: 'log', message: 'no block lives on the CPU: --sliced has nothing to slice' });
+    return placement;
+  }
+  if (world.localSize < 2) emit({ type: 'log', message: 'one rank on this machine: --sliced has no other rank to share blocks with' });
+  return { ...placement, sliced: { timeoutMs: o.rankTimeout * 1000 } };
 }
 
 /** Loads the model with its trainable set, and an adapter run's trained tensors when it resumes. */
@@ -328,17 +365,24 @@ async function loadTrainable(engine: NativeEngine, info: ModelInfo, placement: T
   if (o.resumeFrom && isAdapterRun(o)) await restoreTrained(engine, join(o.resumeFrom, TRAINED_FILE));
 }
 
-/** Trains with options checked against the run options' schema (the engine host's boundary): defaults filled, bounds enforced. */
-export async function train(options: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal()): Promise<DoneEvent> {
+/**
+ * Trains with options checked against the run options' schema (the engine host's boundary): defaults
+ * filled, bounds enforced. In this process, or (world) as one rank of a run over several: every rank
+ * trains its share of each step; rank 0 alone writes (checkpoints, the seed log, the model) and emits.
+ */
+export async function train(options: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal(), world?: World): Promise<DoneEvent> {
   let o = parseTrainOptions(options);
   checkTrainOptions(o);
+  if (world && world.size !== o.ranks) throw new Error(`the run asks for ${o.ranks} ranks; ${world.size} were started`);
   if (o.resumeFrom) o = { ...o, masters: await resumedMasters(o) };
   const t0 = Date.now();
-  if (o.out) await checkOutFolder(o.out);
-  await preflightDiskSpace(o);
-  const loaded = await loadForTraining(o, emit);
+  if (!world || world.rank === 0) {
+    if (o.out) await checkOutFolder(o.out);
+    await preflightDiskSpace(o);
+  }
+  const loaded = await loadForTraining(o, emit, world);
   try {
-    return await trainLoaded(o, emit, signal, loaded, t0);
+    return await trainLoaded(o, emit, signal, loaded, t0, world);
   } finally {
     // Frees the spill file and device memory now: a host process that exits never garbage-collects.
     loaded.engine.close();
@@ -351,10 +395,37 @@ async function trainLoaded(
   signal: StopSignal,
   loaded: Awaited<ReturnType<typeof loadForTraining>>,
   t0: number,
+  world?: World,
 ): Promise<DoneEvent> {
   const { info, engine, train: trainSet, eval: evalSet, plan } = loaded;
-  signal.attach(engine);
+  // A rank never cancels a step midway (the others would wait for its losses): stops are taken
+  // by every rank at the same step boundary (agreeOnControl).
+  if (!world) signal.attach(engine);
   const einfo = engine.info();
+  const layout: RankLayout | null = world ? rankLayout(world.size, o.parallel, o.groups) : null;
+  const timeoutMs = o.rankTimeout * 1000;
+  // The others wait for rank 0's writes: the rank timeout plus the model's bytes at 50 MB/s.
+  const writeWaitMs = writeAllowanceMs(timeoutMs, info.parameterCount * 4);
+  let worldStart: StartEvent['world'];
+  if (world && layout) {
+    checkLayout(layout, o.q, Math.min(o.batchSize, trainSet.length));
+    const starts = await agreeOnStart(world, {
+      threads: einfo.threads ?? 1,
+      trainExamples: trainSet.length,
+      evalExamples: evalSet.length,
+      parameters: info.parameterCount,
+      dataHash: dataHash(trainSet),
+    });
+    worldStart = {
+      size: world.size,
+      parallel: o.parallel,
+      groups: layout.groups,
+      shards: layout.shards,
+      library: world.info.library,
+      timeoutS: o.rankTimeout,
+      ranks: world.info.ranks.map((r) => ({ rank: r.rank, host: r.host, pid: r.pid, localRank: r.localRank, threads: starts[r.rank].threads })),
+    };
+  }
   emit({
     type: 'start',
     model: info.name,
@@ -367,13 +438,14 @@ async function trainLoaded(
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
     ...(plan ? { plan: runPlan(plan) } : {}),
+    ...(worldStart ? { world: worldStart } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
     const te = Date.now();
-    const r = await scoreExamples(engine, evalSet, evalChunk);
+    const r = world ? await scoreShared(world, engine, evalSet, evalChunk) : await scoreExamples(engine, evalSet, evalChunk);
     const at = Date.now();
     const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te };
     emit(ev);
@@ -407,6 +479,10 @@ async function trainLoaded(
       : 'no earlier checkpoint of this run exists';
   const checkpoint = async (stepsDone: number): Promise<void> => {
     if (!o.checkpointDir) return;
+    if (world && world.rank !== 0) {
+      await waitForRankZero(world, `rank 0 writing the checkpoint of step ${stepsDone}`, writeWaitMs);
+      return;
+    }
     const dir = o.checkpointDir;
     const path = join(dir, `step-${String(stepsDone).padStart(8, '0')}`);
     const keep = () => [o.resumeFrom, lastCheckpoint?.path].filter((p): p is string => !!p);
@@ -427,23 +503,40 @@ async function trainLoaded(
     lastCheckpoint = { step: stepsDone, path };
     emit({ type: 'checkpoint', step: stepsDone, path, bytes: weightsBytes });
     await pruneCheckpoints(dir, 2, keep());
+    if (world) await waitForRankZero(world, `rank 0 writing the checkpoint of step ${stepsDone}`, writeWaitMs);
   };
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
     while (step < o.steps) {
-      if (signal.checkpointRequested) {
+      // Several ranks: rank 0's requests, taken by every rank at this step.
+      const control = world
+        ? await agreeOnControl(world, signal.stopped, signal.checkpointRequested)
+        : { stop: signal.stopped, checkpoint: signal.checkpointRequested };
+      if (control.checkpoint) {
         signal.checkpointRequested = false;
         await checkpoint(step);
       }
-      if (signal.stopped) {
+      if (control.stop) {
         status = 'stopped';
         break;
       }
       const idx = batchIndices(o.seed, step, Math.min(o.batchSize, trainSet.length), trainSet.length);
-      const batch = packBatch(idx.map((i) => trainSet[i]));
+      // Several ranks: this rank's shard of the global batch; the engine exchanges the losses.
+      const mine = world && layout ? idx.slice(...shardOf(layout, world.rank, idx.length)) : idx;
+      const batch = packBatch(mine.map((i) => trainSet[i]));
       const lr = scheduledLr(o, step);
       const tiersBefore = engine.info().tiers;
-      const r = await engine.step(batch, { seed: runSeed, step, q: o.q, lr, eps: o.eps, weightDecay: o.weightDecay, noise: o.noise, estimator: o.estimator });
+      const r = await engine.step(batch, {
+        seed: runSeed,
+        step,
+        q: o.q,
+        lr,
+        eps: o.eps,
+        weightDecay: o.weightDecay,
+        noise: o.noise,
+        estimator: o.estimator,
+        ...(world && layout ? { dist: { groups: layout.groups, globalExamples: idx.length, timeoutMs } } : {}),
+      });
       if (r.skipped) skipped++;
       r.seeds.forEach((s, j) => {
         seedLog.push({
@@ -465,6 +558,8 @@ async function trainLoaded(
       }
       lastLoss = r.loss;
       const io = stepIo(tiersBefore, engine.info().tiers, r.times);
+      // Every group of ranks covers the whole batch once.
+      const tokens = r.ranks && layout ? r.ranks.reduce((n, t) => n + t.tokens, 0) / layout.groups : batch.tokens.length;
       emit({
         type: 'step',
         step,
@@ -475,11 +570,12 @@ async function trainLoaded(
         projectedGrad: mean(r.projectedGrad),
         lr,
         stepMs: r.times.totalMs,
-        tokensPerS: (batch.tokens.length / r.times.totalMs) * 1000,
+        tokensPerS: (tokens / r.times.totalMs) * 1000,
         skipped: r.skipped,
         seed: r.seeds[0].toString(),
         times: r.times,
         ...(io ? { io } : {}),
+        ...(world && r.ranks ? { ranks: rankSteps(world, r.ranks) } : {}),
       });
       if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) lastEval = await evaluate(step);
       if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
@@ -492,7 +588,10 @@ async function trainLoaded(
   if (status === 'completed' && o.steps > 0) lastEval = await evaluate(step);
 
   let out: string | null = null;
-  if (o.out) {
+  if (o.out && world && world.rank !== 0) {
+    out = resolve(o.out);
+    await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
+  } else if (o.out) {
     out = resolve(o.out);
     await saveRun(engine, side, out, {
       status,
@@ -505,6 +604,7 @@ async function trainLoaded(
     }, seedLog, o, { what: 'model not saved', note: () => intactNote('last') });
     const what = isAdapterRun(o) ? `${o.trainable === 'lora' ? 'LoRA' : 'LoLDU'} adapter (peft)${o.merge ? ' and the merged model in merged/' : ''}` : 'fine-tuned model';
     emit({ type: 'log', message: `saved ${status === 'completed' ? what : `partial ${what} (stopped at step ${step} of ${o.steps})`} to ${out}` });
+    if (world) await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
   }
   const done: DoneEvent = {
     type: 'done',
@@ -533,8 +633,11 @@ export function checkTrainOptions(o: TrainOptions): void {
 /** The options as the schema reads them; a value out of its bounds is an error naming the option. */
 export function parseTrainOptions(o: unknown): TrainOptions {
   const r = TrainOptions.safeParse(o);
-  if (r.success) return filled(r.data);
-  throw new Error(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
+  if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
+  const parsed = filled(r.data);
+  // Several ranks: the layout must share the step (q among the perturbation groups, the batch among the shards).
+  if (parsed.ranks > 1) checkLayout(rankLayout(parsed.ranks, parsed.parallel, parsed.groups), parsed.q, parsed.batchSize);
+  return parsed;
 }
 
 async function checkOutFolder(out: string): Promise<void> {

@@ -218,6 +218,20 @@ __global__ void k_perturb(float* w, const float* theta, const float* z, float sc
     for (size_t i = gtid(); i < n; i += gstride()) w[i] = fmaf(scale, z[i], theta[i]);
 }
 
+// A pair's working copies, theta +- scale * z, z drawn in registers: one Philox block per thread.
+__global__ void k_perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id,
+                               int kind, float scale) {
+    size_t nb = (n + 3) / 4;
+    for (size_t t = gtid(); t < nb; t += gstride()) {
+        float v[4];
+        noise_block4(seed, id, t, kind, v);
+        for (size_t l = 0, i = t * 4; l < 4 && i < n; l++, i++) {
+            w_plus[i] = fmaf(scale, v[l], theta[i]);
+            w_minus[i] = fmaf(-scale, v[l], theta[i]);
+        }
+    }
+}
+
 constexpr int kInlineTerms = 32;
 struct InlineTerms {
     UpdateTerm t[kInlineTerms];
@@ -850,6 +864,9 @@ public:
     // twice, or a range sharing a page with a neighbour pinned before it (masters come from
     // aligned_alloc(64, ...): small ones share pages). In the last case the pages wholly inside the
     // range are pinned on their own, so that the bulk of it is. Other failures throw.
+    void* native_queue(Queue q) override { return (void*)queue(q); }
+    void bind_thread() override { cur(); }
+
     void pin_host(void* p, size_t bytes) override {
         if (!p || !bytes) return;
         cur();
@@ -899,6 +916,13 @@ public:
         cur();
         k_perturb<<<grid_for(n), kThreads, 0, stream_>>>(w, theta, z, scale, n);
         SPW_LAUNCHED("perturb");
+    }
+    void perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id, int kind,
+                      float scale) override {
+        if (!n) return;
+        cur();
+        k_perturb_pair<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(w_plus, w_minus, theta, n, seed, id, kind, scale);
+        SPW_LAUNCHED("perturb_pair");
     }
     // Up to kInlineTerms terms travel by value in the kernel's parameters (returns null); more go
     // to a device buffer through the staging ring (returned). Neither waits on the host.

@@ -21,6 +21,10 @@
 #include "spillway/precision.h"
 #include "probe.h"
 #include "tier/calibrate.h"
+#include "binding_dist.h"
+#include "dist/comm.h"
+#include "dist/slices.h"
+#include "dist/step_share.h"
 #include "zo/trainable.h"
 
 namespace {
@@ -366,8 +370,15 @@ Napi::Object times_to_js(Napi::Env env, const PhaseTimes& t) {
     o.Set("headMs", t.head_ms);
     o.Set("updateMs", t.update_ms);
     o.Set("totalMs", t.total_ms);
+    o.Set("exchangeMs", t.exchange_ms);
     return o;
 }
+
+// A step's result and, shared among ranks, every rank's timings.
+struct StepOut {
+    StepResult step;
+    std::vector<dist::RankTimes> ranks;
+};
 
 template <typename T>
 Napi::Array array_js(Napi::Env env, const std::vector<T>& v) {
@@ -493,8 +504,10 @@ private:
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "load(spec) needs a model spec object");
         std::shared_ptr<Model> model(parse_model(info[0].As<Napi::Object>()).release());
         // load(spec, {homes: ('device' | 'cpu' | 'ssd')[] per unit, spillDirs, deviceUpdate: boolean[] per
-        //             unit, writeBackEvery, prefetch, stageSlots, masters: 'fp32' | 'bf16' | 'fp16'})
+        //             unit, writeBackEvery, prefetch, stageSlots, masters: 'fp32' | 'bf16' | 'fp16',
+        //             sliced: {timeoutMs}: the sliced transfer among this machine's ranks, after distInit})
         TierOptions tiers;
+        double slice_timeout_s = 0;
         if (info.Length() > 1 && info[1].IsObject()) {
             Napi::Object t = info[1].As<Napi::Object>();
             if (present(t, "homes"))
@@ -510,6 +523,12 @@ private:
             opt_int(t, "stageSlots", tiers.stage_slots);
             opt_int(t, "writeBackEvery", tiers.write_back_every);
             opt_int(t, "prefetch", tiers.prefetch);
+            if (present(t, "sliced")) {
+                if (!dist::Comm::current()) throw Napi::Error::New(env, "the sliced transfer needs the ranks' world: call distInit() first");
+                Napi::Value sv = t.Get("sliced");
+                if (!sv.IsObject()) throw_type(env, "field 'sliced' must be an object {timeoutMs}");
+                slice_timeout_s = num(sv.As<Napi::Object>(), "timeoutMs") / 1000.0;
+            }
         }
         // train: {kind: 'full' | 'sparse' | 'lora' | 'loldu', rank, alpha, targets: string[], fraction, seed}
         TrainSpec train;
@@ -532,13 +551,25 @@ private:
         auto* self = this;
         return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers, memory_budget, train]() {
+            [model, threads, cuda_device, tiers, memory_budget, slice_timeout_s, train]() mutable {
+                std::unique_ptr<Backend> backend;
+#ifdef SPW_WITH_CUDA
+                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
+#endif
+                if (!backend) backend = make_cpu_backend(threads);
+                backend->set_memory_budget(memory_budget);
+                // Sliced: the machine's first rank fills the shared homes of CPU-homed blocks, the
+                // others load none of them.
+                if (slice_timeout_s > 0) tiers.slices = dist::make_slice_group(*dist::Comm::current(), *backend, slice_timeout_s);
+                const bool shared_elsewhere = tiers.slices && tiers.slices->size() > 1 && tiers.slices->rank() != 0;
                 // SSD-homed blocks go from the checkpoint to the spill file unit by
                 // unit: never all in host memory at once.
                 std::vector<bool> skip(model->tensors.size(), false);
-                for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++)
-                    if (tiers.homes[ui] == (int)Home::Ssd && model->units[ui].kind == UnitKind::Block)
+                for (size_t ui = 0; ui < model->units.size() && ui < tiers.homes.size(); ui++) {
+                    bool away = tiers.homes[ui] == (int)Home::Ssd || (shared_elsewhere && tiers.homes[ui] == (int)Home::Cpu);
+                    if (away && model->units[ui].kind == UnitKind::Block)
                         for (int ti : model->units[ui].tensors) skip[(size_t)ti] = true;
+                }
                 model_load_masters(*model, nullptr, &skip);
                 auto owned = std::make_unique<Model>();
                 std::swap(owned->config, model->config);
@@ -546,12 +577,6 @@ private:
                 std::swap(owned->units, model->units);
                 std::swap(owned->params, model->params);
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
-                std::unique_ptr<Backend> backend;
-#ifdef SPW_WITH_CUDA
-                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
-#endif
-                if (!backend) backend = make_cpu_backend(threads);
-                backend->set_memory_budget(memory_budget);
                 return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers, &train);
             },
             [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
@@ -576,12 +601,37 @@ private:
         p.eps = (float)num(po, "eps");
         p.weight_decay = (float)num(po, "weightDecay");
         p.noise = named_field(po, "noise", kNoise);
+        // dist: {groups, globalExamples, timeoutMs}: this rank's share of a step of the job's ranks
+        // (src/dist): its group's perturbations, its shard of the batch, the losses exchanged.
+        auto shared = std::make_shared<dist::SharedStep>();
+        bool is_shared = false;
+        Napi::Value dv = po.Get("dist");
+        if (dv.IsObject()) {
+            Napi::Object d = dv.As<Napi::Object>();
+            dist::Comm* comm = dist::Comm::current();
+            if (!comm) throw Napi::Error::New(env, "a shared step needs the ranks' world: call distInit() first");
+            try {
+                dist::StepLayout layout = dist::StepLayout::make(comm->size(), inum(d, "groups"));
+                dist::make_shared_step(*shared, *comm, layout, p.q, inum(d, "globalExamples"), batch.num_examples(), batch.num_tokens(),
+                                       num(d, "timeoutMs") / 1000.0);
+            } catch (const std::runtime_error& err) {
+                throw Napi::Error::New(env, err.what());
+            }
+            is_shared = true;
+        }
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;
-        return run_job<StepResult>(
-            env, &busy_, [e, batch, p, cancel]() { return e->step(batch, p, cancel); },
-            [](Napi::Env env, const StepResult& r) -> Napi::Value {
+        return run_job<StepOut>(
+            env, &busy_,
+            [e, batch, p, cancel, shared, is_shared]() {
+                StepOut out;
+                out.step = e->step(batch, p, cancel, is_shared ? &shared->share : nullptr);
+                out.ranks = shared->ranks;
+                return out;
+            },
+            [](Napi::Env env, const StepOut& out) -> Napi::Value {
+                const StepResult& r = out.step;
                 Napi::Object o = Napi::Object::New(env);
                 Napi::Array seeds = Napi::Array::New(env, r.seeds.size());
                 for (size_t i = 0; i < r.seeds.size(); i++) seeds.Set((uint32_t)i, Napi::BigInt::New(env, r.seeds[i]));
@@ -594,6 +644,22 @@ private:
                 o.Set("loss", r.loss);
                 o.Set("sigma", r.sigma);
                 o.Set("times", times_to_js(env, r.times));
+                if (!out.ranks.empty()) {
+                    Napi::Array ranks = Napi::Array::New(env, out.ranks.size());
+                    for (size_t i = 0; i < out.ranks.size(); i++) {
+                        const dist::RankTimes& t = out.ranks[i];
+                        Napi::Object x = Napi::Object::New(env);
+                        x.Set("computeMs", t.compute_ms);
+                        x.Set("forwardMs", t.forward_ms);
+                        x.Set("ioMs", t.io_ms);
+                        x.Set("noiseMs", t.noise_ms);
+                        x.Set("headMs", t.head_ms);
+                        x.Set("examples", t.examples);
+                        x.Set("tokens", t.tokens);
+                        ranks.Set((uint32_t)i, x);
+                    }
+                    o.Set("ranks", ranks);
+                }
                 return o;
             });
     }
@@ -729,6 +795,8 @@ private:
         t.Set("stageSlots", ts.stage_slots);
         t.Set("masters", ts.master_dtype);  // master_dtype_name: the same spelling as kMasters
         t.Set("ioPath", ts.io_path);
+        t.Set("sliceRanks", ts.slice_ranks);
+        t.Set("sliceTransport", ts.slice_transport);
         o.Set("tiers", t);
         return o;
     }
@@ -740,6 +808,9 @@ private:
     Napi::Value Close(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        // A rank whose exchange failed is about to be aborted: a late message may still land in
+        // the engine's buffers, which therefore stay.
+        if (dist_failed()) return env.Undefined();
         engine_.reset();
         return env.Undefined();
     }
@@ -1034,6 +1105,7 @@ Napi::Value RopeTableJs(const Napi::CallbackInfo& info) {
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
     exports.Set("calibrate", Napi::Function::New(env, Calibrate));
+    init_dist_binding(env, exports);
     exports.Set("probe", Napi::Function::New(env, Probe));
     exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
     exports.Set("nvmlSample", Napi::Function::New(env, NvmlSample));

@@ -109,7 +109,7 @@ void Engine::read_tensor(const Tensor& t, float* out) { residency_->read_tensor(
 
 TierStats Engine::tier_stats() const {
     TierStats s = residency_->stats();
-    s.scratch_bytes = (uint64_t)copies_->capacity() * 2 * sizeof(float);
+    s.scratch_bytes = (uint64_t)copies_->bytes();
     s.adapter_bytes = trainable_->device_bytes();
     return s;
 }
@@ -192,6 +192,7 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
     while ((int)hbuf_.size() < nstreams) hbuf_.push_back(static_cast<float*>(backend_->alloc(h_capacity_ * sizeof(float))));
     // z and the working copy hold the largest group of tensors one kernel call reads.
     copies_->reserve(WorkingCopies::largest_group(*model_));
+    if (backend_->runs_pairs()) copies_->reserve_pairs(WorkingCopies::largest_block_group(*model_));
     if ((size_t)std::max(1, M) > lp_capacity_) {
         if (lp_) backend_->release(lp_);
         lp_ = nullptr;
@@ -361,7 +362,7 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
     p.targets = ints_ + offs[5];
 }
 
-StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel) {
+StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel, const StepShare* share) {
     auto t_start = Clock::now();
     validate(batch);
     const bool fzoo = params.estimator == ESTIMATOR_FZOO;
@@ -371,41 +372,47 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
                                       : "q must be at least 1");
     if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");
+    const int first = share ? share->first : 0, count = share ? share->count : params.q;
+    if (first < 0 || count < 1 || first + count > params.q)
+        throw std::runtime_error("a shared step computes perturbations " + std::to_string(first) + ".." +
+                                 std::to_string(first + count - 1) + ", outside the " + std::to_string(params.q) + " of the step");
     Prepared prep;
     prepare(batch, prep);
-    const int nstreams = fzoo ? params.q + 1 : 2 * params.q;
-    ensure_buffers(prep.N, prep.M, nstreams);
+    if (fzoo && share) throw std::runtime_error("the FZOO estimator runs on one rank: several ranks share MeZO steps only");
+    ensure_buffers(prep.N, prep.M, fzoo ? params.q + 1 : 2 * count);
 
-    // Every stream of the step shares one pass over the units. MeZO: (+eps, -eps) per seed; FZOO:
-    // the clean masters first, then one +eps probe per seed.
+    // Every stream of the step shares one pass over the units. MeZO: (+eps, -eps) per seed this rank
+    // computes; FZOO: the clean masters first, then one +eps probe per seed.
     StepResult res;
     std::vector<Stream> streams;
-    if (fzoo) streams.push_back({0, 0.f, hbuf_[0]});
-    for (int j = 0; j < params.q; j++) {
-        uint64_t seed = step_seed(params.run_seed, params.step, (uint64_t)j);
-        res.seeds.push_back(seed);
-        if (fzoo) {
-            streams.push_back({seed, params.eps, hbuf_[(size_t)j + 1]});
-        } else {
-            streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * j)]});
-            streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * j + 1)]});
+    for (int j = 0; j < params.q; j++) res.seeds.push_back(step_seed(params.run_seed, params.step, (uint64_t)j));
+    if (fzoo) {
+        streams.push_back({0, 0.f, hbuf_[0]});
+        for (int j = 0; j < params.q; j++) streams.push_back({res.seeds[(size_t)j], params.eps, hbuf_[(size_t)j + 1]});
+    } else {
+        for (int j = first; j < first + count; j++) {
+            uint64_t seed = res.seeds[(size_t)j];
+            streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * (j - first))]});
+            streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * (j - first) + 1)]});
         }
     }
     std::vector<std::vector<float>> logprob(streams.size());
     run_forward(prep, streams, logprob, params.noise, cancel, res.times);
-    auto batch_loss = [&](size_t stream) {
-        std::vector<double> per_example, cand;
+    auto example_losses = [&](size_t stream, std::vector<double>& out) {
+        std::vector<double> cand;
         std::vector<int32_t> corr, scored;
-        losses(batch, logprob[stream], per_example, corr, cand, scored);
-        return mean(per_example);
+        losses(batch, logprob[stream], out, corr, cand, scored);
     };
     // coef_j, in float64 and rounded once: lr g_j / q (MeZO), lr g_j / (q sigma) (FZOO).
     std::vector<double> coef(params.q);
     if (fzoo) {
-        const double l0 = batch_loss(0);
+        std::vector<double> per_example;
+        example_losses(0, per_example);
+        const double l0 = mean(per_example);
         double sum = 0, sq = 0;
         for (int j = 0; j < params.q; j++) {
-            double l = batch_loss((size_t)j + 1);
+            example_losses((size_t)j + 1, per_example);
+            double l = mean(per_example);
             res.loss_plus.push_back(l);
             res.loss_minus.push_back(l0);
             res.projected_grad.push_back((l - l0) / (double)params.eps);
@@ -420,8 +427,25 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
         // All probes equal (sigma 0): no direction to normalise, the step is skipped like a non-finite one.
         res.skipped = !std::isfinite(l0) || !(res.sigma > 0.0) || !std::isfinite(res.sigma);
     } else {
+        // Per-example losses of each computed perturbation; shared: exchanged for every perturbation
+        // on every example of the global batch.
+        std::vector<std::vector<double>> plus((size_t)count), minus((size_t)count);
+        for (int k = 0; k < count; k++) {
+            example_losses((size_t)(2 * k), plus[(size_t)k]);
+            example_losses((size_t)(2 * k + 1), minus[(size_t)k]);
+        }
+        if (share && share->exchange) {
+            PhaseTimes so_far = res.times;
+            so_far.total_ms = ms_since(t_start);
+            auto tx = Clock::now();
+            share->exchange(plus, minus, so_far);
+            res.times.exchange_ms = ms_since(tx);
+            if ((int)plus.size() != params.q || (int)minus.size() != params.q)
+                throw std::runtime_error("the exchange returned losses of " + std::to_string(plus.size()) +
+                                         " perturbations; the step has " + std::to_string(params.q));
+        }
         for (int j = 0; j < params.q; j++) {
-            double Lp = batch_loss((size_t)(2 * j)), Lm = batch_loss((size_t)(2 * j + 1));
+            double Lp = mean(plus[(size_t)j]), Lm = mean(minus[(size_t)j]);
             double g = (Lp - Lm) / (2.0 * (double)params.eps);
             res.loss_plus.push_back(Lp);
             res.loss_minus.push_back(Lm);

@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace spw {
 
@@ -62,6 +63,13 @@ void ThreadPool::parallel_for(size_t n, size_t grain, const std::function<void(s
     fn(0, std::min(n, chunk));
     std::unique_lock<std::mutex> lock(mu_);
     done_.wait(lock, [&] { return pending_ == 0; });
+}
+
+void ThreadPool::parallel_tasks(size_t n, const std::function<void(size_t)>& fn) {
+    std::atomic<size_t> next{0};
+    parallel_for((size_t)size(), 1, [&](size_t, size_t) {
+        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(i);
+    });
 }
 
 }  // namespace spw

@@ -25,6 +25,11 @@ public:
     // Calls fn(begin, end) over [0, n) split into contiguous chunks, aligned to `grain`.
     void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
+    // Calls fn(i) for every i in [0, n), each thread taking the next task as it finishes one:
+    // for tasks of uneven cost, or threads that other processes slow down. Every task must
+    // write only its own outputs, so that the result does not depend on which thread ran it.
+    void parallel_tasks(size_t n, const std::function<void(size_t)>& fn);
+
 private:
     void worker_loop(int index);
 

@@ -175,6 +175,22 @@ std::vector<Op> make_ops(const Shapes& S) {
                            return Prepared{[=, &be] { be.perturb(w, t, zz, -1e-3f, n); }, [=, &d] { return d.get(w, n); }};
                        }});
     }
+    for (int kind : {NOISE_GAUSSIAN, NOISE_RADEMACHER}) {
+        // A pair's two copies in one pass (z drawn inside); the last block is partial (n % 4 != 0).
+        auto theta = randn(n, 0.05f);
+        std::string nm = std::string("perturb_pair/") + (kind == NOISE_GAUSSIAN ? "gaussian" : "rademacher");
+        ops.push_back({nm, EXACT, false, [=](Backend& be, Dev& d) {
+                           float* plus = d.zeros(n);
+                           float* minus = d.zeros(n);
+                           float* t = d.f(theta);
+                           return Prepared{[=, &be] { be.perturb_pair(plus, minus, t, n, 0x0DDBA11ull, 0xACEu, kind, 1e-3f); },
+                                           [=, &d] {
+                                               std::vector<float> out = d.get(plus, n), m = d.get(minus, n);
+                                               out.insert(out.end(), m.begin(), m.end());
+                                               return out;
+                                           }};
+                       }});
+    }
     for (int nterms : {3, 40}) {
         auto theta = randn(n, 0.05f);
         std::vector<UpdateTerm> terms;
@@ -339,6 +355,24 @@ std::vector<Op> make_ops(const Shapes& S) {
                                }});
             }
         }
+        // A pair's products in one call (the CPU runs them side by side), biases on one of them.
+        auto x2 = randn((size_t)N * C), W2 = randn((size_t)I * C, 0.05f);
+        ops.push_back({"linear_streams/2", TH_GEMM, true, [=](Backend& be, Dev& d) {
+                           float* out0 = d.zeros((size_t)N * I);
+                           float* out1 = d.zeros((size_t)N * I);
+                           const float* ins[2] = {d.f(x), d.f(x2)};
+                           const float* Ws[2] = {d.f(W), d.f(W2)};
+                           const float* bs[2] = {d.f(b), nullptr};
+                           return Prepared{[=, &be] {
+                                               float* outs[2] = {out0, out1};
+                                               be.linear_streams(2, outs, ins, Ws, bs, N, C, I, false);
+                                           },
+                                           [=, &d] {
+                                               std::vector<float> o = d.get(out0, (size_t)N * I), o1 = d.get(out1, (size_t)N * I);
+                                               o.insert(o.end(), o1.begin(), o1.end());
+                                               return o;
+                                           }};
+                       }});
     }
     {
         int HD = S.head_dim, NH = S.heads, KV = S.kv_heads;
@@ -649,6 +683,18 @@ std::vector<Check> queue_checks(Backend& gpu) {
         for (size_t i = 0; i < n; i++) bad += (back[i] != keep[i]) + (back2[i] != 2.f * keep[i]);
         if (bad) d = std::to_string(bad) + " values wrong";
         return bad == 0;
+    });
+
+    check("native_queue + bind_thread", "three distinct streams", [&](std::string& d) {
+        // What NCCL is handed (src/dist/slices.cpp): the copy queue's stream, distinct from the
+        // others; on the CPU backend there is none (the slices then go through MPI).
+        gpu.bind_thread();
+        void* c = gpu.native_queue(Q::Compute);
+        void* u = gpu.native_queue(Q::Copy);
+        void* w = gpu.native_queue(Q::CopyOut);
+        bool cpu_has_none = make_cpu_backend(1, false)->native_queue(Q::Copy) == nullptr;
+        d = cpu_has_none ? "" : "the CPU backend reports a native queue";
+        return c && u && w && c != u && u != w && c != w && cpu_has_none;
     });
 
     check("pin_host tolerance", "no error", [&](std::string& d) {

@@ -386,6 +386,35 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.fill('[data-testid="cpu-budget"]', '');
   });
 
+  it('New run over 2 ranks: mpirun starts them, Live shows one run and each rank\'s share of every step', async () => {
+    await page.goto(`${url}#/new`);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    await page.fill('[data-testid="run-name"]', 'e2e ranks');
+    await page.fill('[data-testid="steps"]', '12');
+    await page.fill('[data-testid="batch-size"]', '4');
+    await page.fill('[data-testid="eval-every"]', '0');
+    await page.fill('[data-testid="ranks"]', '2');
+    await page.selectOption('[data-testid="parallel"]', 'data');
+    await page.click('[data-testid="start-run"]');
+    await page.waitForFunction(() => location.hash.startsWith('#/live/'));
+    const runId = decodeURIComponent(page.url().split('#/live/')[1]);
+    try {
+      await page.waitForSelector('[data-testid="rank-1"]');
+    } catch (e) {
+      await shot('failed-ranks');
+      throw e;
+    }
+    // Each rank took 2 of the batch's 4 examples, on this machine.
+    for (const r of [0, 1]) expect(await page.textContent(`[data-testid="rank-${r}"]`)).toMatch(new RegExp(`^\\s*${r}\\s*\\S+\\s*2\\s*\\d+`));
+    await page.waitForSelector('.sub [data-status="completed"]');
+    await shot('live-ranks');
+    const run = (await callApi('getRun', { runId })) as { stepsDone: number; options: { ranks: number; parallel: string } };
+    expect(run.stepsDone).toBe(12);
+    expect(run.options).toMatchObject({ ranks: 2, parallel: 'data' });
+    await page.goto(`${url}#/new`);
+    await page.fill('[data-testid="ranks"]', '1');
+  });
+
   it('New run with bf16 masters: the comparison shows half the streamed bytes of fp32, and the run follows that plan', async () => {
     await page.goto(`${url}#/new`);
     await page.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));

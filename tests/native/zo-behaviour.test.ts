@@ -11,6 +11,7 @@ import { scheduledLr } from '../../electron/engine/trainer.js';
 import { readSafetensorsHeader } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, GOLDEN, loadEngine, maxAbsDiff, readJson, toExamples } from '../helpers/engine.js';
 import type { GoldenExample } from '../helpers/engine.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
 
 const golden = readJson<{ examples: { batch: GoldenExample[] } }>(join(GOLDEN, 'llama-tiny.json'));
 const batch = packBatch(toExamples(golden.examples.batch));
@@ -54,6 +55,36 @@ describe('ZO-SGD on the CPU engine', () => {
     const a = await loadEngine(model, 1);
     const b = await loadEngine(model, 2);
     expect(await trajectory(a, 3)).toEqual(await trajectory(b, 3));
+  });
+
+  it('gives the same trajectory run to run when the products are split across threads', async () => {
+    // Hidden 256, 256 tokens: the CPU backend splits every projection into bands of output
+    // columns and the head into vocabulary chunks, which the threads take in whatever order they
+    // free up; each band and chunk lands in its own place, so the order cannot show.
+    const dir = await makeTinyLlama(join(mkdtempSync(join(tmpdir(), 'spw-bands-')), 'model'), { hidden: 256, layers: 1, vocab: 2500 });
+    const rand = (i: number) => (Math.imul(i + 1, 2654435761) >>> 8) % 2500;
+    const wide = packBatch(
+      Array.from({ length: 4 }, (_, s) => ({
+        kind: 'lm' as const,
+        label: -1,
+        source: 'bands',
+        sequences: [{ tokens: Array.from({ length: 64 }, (_, t) => rand(64 * s + t)), scoreStart: 1, scoreEnd: 64 }],
+      })),
+    );
+    const run = async (threads: number) => {
+      const e = await loadEngine(dir, threads);
+      const losses: number[] = [];
+      for (let s = 0; s < 2; s++) {
+        const r = await e.step(wide, params({ step: s }));
+        losses.push(...r.lossPlus, ...r.lossMinus);
+      }
+      return { losses, weights: allTensors(e) };
+    };
+    for (const threads of [2, 3]) {
+      const [a, b] = [await run(threads), await run(threads)];
+      expect(b.losses).toEqual(a.losses);
+      for (const [name, w] of a.weights) expect(maxAbsDiff(w, b.weights.get(name) as Float32Array)).toBe(0);
+    }
   });
 
   it('gives a different trajectory for a different seed', async () => {

@@ -297,7 +297,8 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         switch (e.type) {
           // Live events take the same shape as the rows getMetrics returns.
           case 'step':
-            listener({ event: 'stepMetrics', payload: stepToContract(e.runId, { ...e, time: e.at, io: e.io ?? null }) });
+            // A run over several ranks: each rank's share of the step goes live with it (the store keeps the run's figures).
+            listener({ event: 'stepMetrics', payload: { ...stepToContract(e.runId, { ...e, time: e.at, io: e.io ?? null }), ...(e.ranks ? { ranks: e.ranks } : {}) } });
             break;
           case 'eval':
             listener({ event: 'evalMetrics', payload: evalToContract(e.runId, { ...e, time: e.at }) });

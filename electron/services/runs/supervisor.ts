@@ -9,6 +9,7 @@ import { basename, join } from 'node:path';
 
 import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
+import { startRankJob } from '../../engine/ranks.js';
 import type { EngineJob } from '../../engine/runner.js';
 import { latestCheckpoint, parseTrainOptions, resumeState } from '../../engine/trainer.js';
 import type { DoneEvent, EvalEvent, StepEvent, TrainEvent, TrainOptions } from '../../engine/trainer.js';
@@ -255,7 +256,12 @@ export class RunSupervisor {
   private launch(runId: string, options: TrainOptions): void {
     // The engine caches its calibration (offload 'auto') in this data folder, where the plan method reads it.
     const env = { SPILLWAY_DATA_DIR: this.dataDir, ...this.env };
-    const job = startEngineJob({ type: 'train', options }, (e) => this.onEngineEvent(runId, e as TrainEvent), { env });
+    const onEvent = (e: unknown) => this.onEngineEvent(runId, e as TrainEvent);
+    // Several ranks: mpirun starts them (rank 0 owns the checkpoints, the seed log and the model; its events are the run's).
+    const job =
+      options.ranks > 1
+        ? startRankJob({ type: 'train', options }, onEvent, { ranks: options.ranks, hostfile: options.hostfile, timeoutMs: options.rankTimeout * 1000, env })
+        : startEngineJob({ type: 'train', options }, onEvent, { env });
     const a: ActiveRun = { job, stopRequested: false, killTimer: null, done: null, finished: Promise.resolve(null as unknown as RunRecord) };
     a.finished = job.done.then(
       () => this.finish(runId, a, null),

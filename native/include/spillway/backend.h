@@ -66,6 +66,10 @@ public:
     // the engine then hands host masters straight to kernels. Otherwise every
     // tensor a kernel reads must first be uploaded (Tensor::device).
     virtual bool host_addressable() const { return true; }
+    // True when the backend runs a +eps/-eps pair's products side by side (linear_streams on
+    // its threads): the engine then perturbs a block's weight groups a pair at a time
+    // (perturb_pair, one more working copy) instead of a stream at a time.
+    virtual bool runs_pairs() const { return false; }
 
     // ---- the device memory budget ----
     // Bytes alloc() may hand out in all (0: no budget). Beyond it alloc() throws, naming the
@@ -125,12 +129,22 @@ public:
     }
     virtual void pin_host(void* p, size_t bytes) { (void)p; (void)bytes; }
     virtual void unpin_host(void* p) { (void)p; }
+    // For libraries that enqueue work themselves (NCCL, src/dist): the queue's native handle
+    // (a cudaStream_t on CUDA; nullptr where queues are not the device's), and making this
+    // backend's device the calling thread's.
+    virtual void* native_queue(Queue q) { (void)q; return nullptr; }
+    virtual void bind_thread() {}
 
     // ---- ZO kernels ----
     // z[i] = noise(seed, id, k0 + i) for i < n; k0 must be a multiple of 4.
     virtual void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) = 0;
     // w[i] = fma(scale, z[i], theta[i])
     virtual void perturb(float* w, const float* theta, const float* z, float scale, size_t n) = 0;
+    // w_plus[i] = fma(scale, z_i, theta[i]) and w_minus[i] = fma(-scale, z_i, theta[i]) with
+    // z_i = noise(seed, id, i): a pair's two working copies in one pass, z never stored (the same
+    // bits as noise_fill, then perturb with scale and with -scale).
+    virtual void perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id,
+                              int kind, float scale) = 0;
     // theta[i] -= sum_j terms[j].coef * z_j(i)  then  theta[i] -= decay * theta_before[i], for the
     // elements with |theta_before[i]| < mask_below (sparse training); the others keep their bits.
     virtual void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
@@ -163,6 +177,10 @@ public:
     // out[N, O] = inp[N, I] W^T + b, W stored [O, I] (or [I, O] when transposed)
     virtual void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                         bool transposed) = 0;
+    // linear() for `streams` streams of one shape: out[s] = inp[s] W[s]^T + b[s] (b[s] may be null).
+    // The default runs them one after the other; the CPU backend runs them side by side.
+    virtual void linear_streams(int streams, float* const* out, const float* const* inp, const float* const* W,
+                                const float* const* b, int N, int I, int O, bool transposed);
     // rotate_half RoPE, in place, on `nheads` heads of each row of x (row stride ld): the first
     // `rotary_dim` dims of each head rotate in pairs (i, i + rotary_dim / 2) by positions[n] *
     // inv_freq[i], with cos and sin multiplied by `scale`; the rest of the head passes through.
@@ -189,9 +207,9 @@ protected:
     size_t budget_ = 0;
 };
 
-// sets_blas_threads: a compute backend sets OpenBLAS's (process-wide) thread count to
-// its own; helper backends (noise, replays, updates at home) leave it alone, since
-// OpenBLAS's results can depend on its thread count.
+// sets_blas_threads: a compute backend makes OpenBLAS (process-wide) single-threaded: its
+// own pool splits the products into single-threaded calls. Helper backends (noise, replays,
+// updates at home) run no products and leave OpenBLAS alone.
 std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads = true);
 
 // ---- CUDA ----

@@ -67,6 +67,7 @@ struct StepParams {
 struct PhaseTimes {
     double noise_ms = 0, forward_ms = 0, head_ms = 0, update_ms = 0, total_ms = 0;
     double io_ms = 0;  // waiting for streamed units (SSD read, replay, upload) on the compute path
+    double exchange_ms = 0;  // a shared step: exchanging losses with the other processes (StepShare)
 };
 
 struct StepResult {
@@ -78,6 +79,21 @@ struct StepResult {
     double loss = 0;        // MeZO: mean over perturbations of (L+ + L-) / 2; FZOO: L0
     double sigma = 0;       // FZOO: the standard deviation of the probe losses
     PhaseTimes times;
+};
+
+// A step shared by several processes (data and perturbation parallelism, src/dist): which
+// of the q perturbations this process computes, and the exchange that turns its per-example
+// losses (rows: its perturbations; columns: the examples of its batch, its shard of the
+// global batch) into those of all q perturbations on every example of the global batch, in
+// the global order. The step then goes on exactly as one process with the global batch
+// would: the same means, projected gradients and update on every process. Without a share a
+// step computes all q perturbations, and its batch is the whole batch.
+struct StepShare {
+    int first = 0;  // perturbations [first, first + count) of q
+    int count = 0;
+    // `so_far`: this process's phase times up to the exchange (total_ms: its compute).
+    std::function<void(std::vector<std::vector<double>>& plus, std::vector<std::vector<double>>& minus, const PhaseTimes& so_far)>
+        exchange;
 };
 
 struct ScoreResult {
@@ -110,7 +126,8 @@ public:
     Backend& backend() { return *backend_; }
     Trainable& trainable() { return *trainable_; }
 
-    StepResult step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel);
+    StepResult step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel,
+                    const StepShare* share = nullptr);
     TierStats tier_stats() const;
     ScoreResult score(const Batch& batch, const std::atomic<bool>* cancel);
 

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "spillway/precision.h"
+#include "spillway/slices.h"
 
 namespace spw {
 
@@ -31,6 +33,11 @@ struct TierOptions {
     // rounding of updates. Streamed units are stored, moved and written in that format (half
     // the bytes); device-resident units hold its values in float32.
     MasterDtype master_dtype = MASTER_F32;
+    // DistZO2's sliced transfer among the ranks of this machine (src/dist): every CPU-homed
+    // block lives once in their shared memory, each rank uploads its 1/n of it into the slot
+    // and the group fills in the rest; the block is updated on the device and each rank writes
+    // back its slice. Null, or a group of one: every rank streams whole blocks of its own.
+    std::shared_ptr<SliceGroup> slices;
 };
 
 struct TierStats {
@@ -49,6 +56,8 @@ struct TierStats {
     std::string io_path;               // "io_uring" or "pread"
     int stage_slots = 0;
     std::string master_dtype;          // "fp32", "bf16" or "fp16"
+    int slice_ranks = 0;               // sliced transfer: the ranks sharing each CPU-homed block (0: none)
+    std::string slice_transport;       // "mpi" or "nccl"
 };
 
 }  // namespace spw

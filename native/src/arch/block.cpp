@@ -29,6 +29,7 @@ size_t acts_floats(const ModelConfig& c, size_t rows) {
 WorkingCopies::~WorkingCopies() {
     if (z_) be_.release(z_);
     if (w_) be_.release(w_);
+    if (w_minus_) be_.release(w_minus_);
 }
 
 size_t WorkingCopies::largest_group(const Model& m) {
@@ -38,9 +39,18 @@ size_t WorkingCopies::largest_group(const Model& m) {
             if (ti >= 0) n += pad16(m.tensors[(size_t)ti].numel);
         return n;
     };
-    size_t most = floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.lm_head});
+    return std::max(floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.lm_head}), largest_block_group(m));
+}
+
+size_t WorkingCopies::largest_block_group(const Model& m) {
+    size_t most = 0;
     for (const BlockParams& b : m.params.blocks)
-        for (const BlockField& f : block_fields()) most = std::max(most, floats({(b.*f.field).w, (b.*f.field).b}));
+        for (const BlockField& f : block_fields()) {
+            size_t n = 0;
+            for (int ti : {(b.*f.field).w, (b.*f.field).b})
+                if (ti >= 0) n += pad16(m.tensors[(size_t)ti].numel);
+            most = std::max(most, n);
+        }
     return most;
 }
 
@@ -52,6 +62,49 @@ void WorkingCopies::reserve(size_t floats) {
     z_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
     w_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
     capacity_ = floats;
+}
+
+void WorkingCopies::reserve_pairs(size_t floats) {
+    if (floats <= pair_capacity_) return;
+    if (w_minus_) be_.release(w_minus_);
+    w_minus_ = nullptr;
+    w_minus_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
+    pair_capacity_ = floats;
+}
+
+bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
+                               int noise, double& noise_ms,
+                               const std::function<void(size_t, const float* const*, const float* const*)>& fn) {
+    size_t offs[4] = {0, 0, 0, 0};
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0) continue;
+        const Tensor& t = tensors[(size_t)ids[i]];
+        if (!t.device) return false;  // held in bf16/fp16: widened by with()
+        // Frozen, masked (sparse) or adapted tensors: with() perturbs only what trains.
+        if (t.frozen || t.mask_below != INFINITY || (adapters_ && adapters_->adapter_of(ids[i]) >= 0)) return false;
+        offs[i] = off;
+        off += pad16(t.numel);
+    }
+    if (off > pair_capacity_ || off > capacity_ || streams.size() % 2) return false;
+    for (size_t si = 0; si < streams.size(); si += 2)
+        if (streams[si].seed != streams[si + 1].seed || streams[si].scale == 0.f || streams[si + 1].scale != -streams[si].scale)
+            return false;
+    const float* plus[4] = {nullptr, nullptr, nullptr, nullptr};
+    const float* minus[4] = {nullptr, nullptr, nullptr, nullptr};
+    for (size_t si = 0; si < streams.size(); si += 2) {
+        auto t0 = Clock::now();
+        for (int i = 0; i < n; i++) {
+            if (ids[i] < 0) continue;
+            const Tensor& t = tensors[(size_t)ids[i]];
+            be_.perturb_pair(w_ + offs[i], w_minus_ + offs[i], t.device, t.numel, streams[si].seed, t.id, noise, streams[si].scale);
+            plus[i] = w_ + offs[i];
+            minus[i] = w_minus_ + offs[i];
+        }
+        noise_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        fn(si, plus, minus);
+    }
+    return true;
 }
 
 void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
@@ -162,6 +215,19 @@ void BlockPass::norm(float* Acts::*out, const WeightBias& w) {
 void BlockPass::linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim) {
     const int ids[2] = {w.w, w.b};
     const bool transposed = tensors_[(size_t)w.w].transposed;
+    // A pair's two products side by side, from both its copies.
+    bool paired = copies_.with_pairs(tensors_, ids, 2, streams_, noise_, noise_ms_,
+                                     [&](size_t si, const float* const* plus, const float* const* minus) {
+                                         Acts x = acts(si), y = acts(si + 1);
+                                         float* outs[2] = {x.*out, y.*out};
+                                         const float* ins[2] = {x.*in, y.*in};
+                                         const float* ws[2] = {plus[0], minus[0]};
+                                         const float* bs[2] = {plus[1], minus[1]};
+                                         timed(KernelKind::Linear, [&] {
+                                             be_.linear_streams(2, outs, ins, ws, bs, in_.N, in_dim, out_dim, transposed);
+                                         });
+                                     });
+    if (paired) return;
     copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
         Acts x = acts(si);
         timed(KernelKind::Linear, [&] { be_.linear(x.*out, x.*in, p[0], p[1], in_.N, in_dim, out_dim, transposed); });

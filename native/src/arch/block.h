@@ -58,7 +58,10 @@ public:
 // Where the working copies of a pass come from: for each stream, the weights a kernel reads
 // are the masters themselves (an unperturbed stream, or a frozen tensor), theta + scale * z in
 // the working copy (widened from bf16/fp16 for a unit held so; z masked to the small weights of
-// a sparse tensor), or an adapted weight's base + delta (AdapterHook).
+// a sparse tensor), or an adapted weight's base + delta (AdapterHook). On a backend that runs
+// pairs (runs_pairs), a block's groups of plain float32 trained tensors can instead be made a
+// +eps/-eps pair at a time: both copies from one pass (perturb_pair) into the working copy and a
+// second one the size of the largest block group.
 class WorkingCopies {
 public:
     WorkingCopies(Backend& be, int master_dtype) : be_(be), dtype_(master_dtype) {}
@@ -68,9 +71,15 @@ public:
 
     // The largest group any unit of `m` perturbs at once, in floats (each tensor padded to 16).
     static size_t largest_group(const Model& m);
+    // The largest group of a block of `m` (what a pair's second copy holds).
+    static size_t largest_block_group(const Model& m);
     // Grows z and the working copy to hold `floats`.
     void reserve(size_t floats);
+    // Grows the pair's second copy to hold `floats` (no more than reserve's).
+    void reserve_pairs(size_t floats);
     size_t capacity() const { return capacity_; }
+    // Device memory of z and the copies.
+    size_t bytes() const { return (2 * capacity_ + pair_capacity_) * sizeof(float); }
 
     // fn(si, w) for every stream, w[i] the tensor ids[i] as stream si computes with it (nullptr
     // for -1). Time spent drawing z is added to noise_ms.
@@ -80,13 +89,23 @@ public:
     // The adapters of the weights (null: none). Not owned.
     void set_adapters(AdapterHook* hook) { adapters_ = hook; }
 
+    // fn(si, plus, minus) for every pair of streams (si, si + 1), plus[i] and minus[i] the tensor
+    // ids[i] as each computes with it, when pairs can be made here: the streams are +eps/-eps pairs
+    // of one seed, the tensors float32 and the group within the pair capacity. Otherwise does
+    // nothing and returns false (with() then serves). The pass (z drawn and both copies written)
+    // is added to noise_ms.
+    bool with_pairs(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
+                    int noise, double& noise_ms,
+                    const std::function<void(size_t, const float* const*, const float* const*)>& fn);
+
 private:
     Backend& be_;
     int dtype_;
     AdapterHook* adapters_ = nullptr;
-    float* z_ = nullptr;  // noise of one group
-    float* w_ = nullptr;  // its perturbed working copy
-    size_t capacity_ = 0;
+    float* z_ = nullptr;        // noise of one group
+    float* w_ = nullptr;        // its perturbed working copy (a pair's +eps copy)
+    float* w_minus_ = nullptr;  // a pair's -eps copy
+    size_t capacity_ = 0, pair_capacity_ = 0;
 };
 
 // One rotary table of a pass on the device (rope.h): a block turns q and k with the table its

@@ -1,4 +1,9 @@
 // The CPU backend: reference kernels, multithreaded, GEMMs through OpenBLAS.
+//
+// Threads: the backend's pool is the only set of threads. OpenBLAS runs single-threaded and
+// the pool splits the products into independent single-threaded calls (a linear's output
+// columns, the head's vocabulary chunks, attention's heads). OpenBLAS's own threads would
+// otherwise stay awake (yielding) between its calls, beside the pool's kernels, on the same cores.
 #include <cblas.h>
 
 #include <algorithm>
@@ -24,6 +29,33 @@ namespace spw {
 namespace {
 
 constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Philox block (4)
+// A linear is split into bands of output columns (the threads a stream has: all of them, or
+// their share when a pair's streams run side by side) only where every band has at least
+// kBandMinMacs multiply-adds: a smaller product is one call whatever the thread count, so a small
+// model gives the same bits on any number of threads. A band can round differently from the whole
+// product (OpenBLAS's kernels, its small-matrix paths below ~28 x 512 x 512), so bigger products
+// depend on the thread count, as they did under OpenBLAS's own threads (a pair on up to two
+// threads: whole products, whatever the count); run to run they do not (each band is always the
+// same call).
+constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
+constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM kernels' tiles
+// token_logprobs: logits are made kVocabChunk columns at a time for up to kLogitRows rows, and
+// reduced while they are in cache; the chunks (fixed, whatever the thread count) are combined
+// in order, so the result does not depend on the number of threads.
+constexpr int kVocabChunk = 1024;
+constexpr int kLogitRows = 1024;
+constexpr int kQueryBlock = 64;      // attention: query rows per pair of products
+
+// C[M, N] = alpha A[M, K] B^T (+ C when accumulate), B stored [N, K]; row-major with leading dimensions.
+void sgemm_nt(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+              bool accumulate = false) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+}
+// The same with B stored [K, N].
+void sgemm_nn(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+              bool accumulate = false) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+}
 
 // A row of a tensor gathered with optional noise: out[c] = src[c] + scale * z(k0 + c).
 void noisy_row(float* out, const float* src, int C, const NoiseSpec& ns, uint64_t k0, bool accumulate) {
@@ -34,18 +66,21 @@ void noisy_row(float* out, const float* src, int C, const NoiseSpec& ns, uint64_
             std::memcpy(out, src, sizeof(float) * (size_t)C);
         return;
     }
-    // k0 need not be a multiple of 4 here: walk the blocks that cover [k0, k0 + C).
-    uint64_t k = k0;
+    // k0 need not be a multiple of 4 here: the blocks that cover [k0, k0 + C), in bulk from
+    // the first whole block (the same values block by block).
+    constexpr int kSpan = 256;
+    float z[kSpan];
     int c = 0;
-    float v[4];
     while (c < C) {
-        uint64_t b = k >> 2;
-        noise_block4(ns.seed, ns.id, b, ns.kind, v);
+        uint64_t k = k0 + (uint64_t)c;
         int lane = (int)(k & 3);
-        for (; lane < 4 && c < C; lane++, c++, k++) {
-            float w = fmaf(ns.scale, v[lane], src[c]);
-            out[c] = accumulate ? out[c] + w : w;
+        int n = std::min(kSpan - lane, C - c);
+        noise_range(z, (size_t)(lane + n), ns.seed, ns.id, ns.kind, k - (uint64_t)lane);
+        for (int i = 0; i < n; i++) {
+            float w = fmaf(ns.scale, z[lane + i], src[c + i]);
+            out[c + i] = accumulate ? out[c + i] + w : w;
         }
+        c += n;
     }
 }
 
@@ -57,11 +92,12 @@ float gelu_tanh(float x) {
 class CpuBackend final : public Backend {
 public:
     CpuBackend(int threads, bool sets_blas_threads) : pool_(threads) {
-        if (sets_blas_threads) openblas_set_num_threads(std::max(1, threads));
+        if (sets_blas_threads) openblas_set_num_threads(1);
     }
 
     std::string name() const override { return "cpu"; }
     int threads() const override { return pool_.size(); }
+    bool runs_pairs() const override { return true; }
 
     // The CPU backend's "device" memory is the arena the scheduler fills exactly as on a GPU:
     // it keeps the same ledger, so a budget is enforced (and measured) here too.
@@ -97,24 +133,42 @@ public:
         });
     }
 
-    // The ZO update over chunks of 1024 elements: load(c0, m, before) reads the values before the
-    // step, store(c0, m, v) writes the updated ones; in between theta -= sum_j coef_j z_j, then
-    // theta -= decay * theta_before, in that order per element.
+    // z a chunk at a time in a buffer that stays in L1, both copies written from it.
+    void perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id, int kind,
+                      float scale) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            constexpr size_t kChunk = 1024;
+            float z[kChunk];
+            for (size_t c0 = b; c0 < e; c0 += kChunk) {
+                size_t m = std::min(kChunk, e - c0);
+                noise_range(z, m, seed, id, kind, c0);
+                for (size_t i = 0; i < m; i++) {
+                    w_plus[c0 + i] = fmaf(scale, z[i], theta[c0 + i]);
+                    w_minus[c0 + i] = fmaf(-scale, z[i], theta[c0 + i]);
+                }
+            }
+        });
+    }
+
+    // The ZO update over chunks of 1024 elements: load(c0, m, buf) gives the values before the
+    // step (widened into buf, or where they lie), store(c0, m, v) writes the updated ones; in
+    // between theta -= sum_j coef_j z_j, then theta -= decay * theta_before, in that order per element.
     // Elements with |before| >= mask_below keep their value (sparse training; +inf: none).
     template <class Load, class Store>
     void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay,
                        float mask_below, Load load, Store store) {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             constexpr size_t kChunk = 1024;
-            float z[kChunk], v[kChunk], before[kChunk];
+            float z[kChunk], v[kChunk], buf[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
-                load(c0, m, before);
-                std::memcpy(v, before, m * sizeof(float));
+                const float* before = load(c0, m, buf);
+                if (nterms == 0) std::memcpy(v, before, m * sizeof(float));
                 for (int j = 0; j < nterms; j++) {
                     noise_range(z, m, terms[j].seed, id, kind, c0);
                     float neg = -terms[j].coef;
-                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], v[i]);
+                    const float* from = j == 0 ? before : v;
+                    for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], from[i]);
                 }
                 if (decay != 0.0f)
                     for (size_t i = 0; i < m; i++) v[i] = fmaf(-decay, before[i], v[i]);
@@ -129,8 +183,7 @@ public:
     void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
                    float decay, float mask_below) override {
         update_chunks(
-            n, id, kind, terms, nterms, decay, mask_below,
-            [&](size_t c0, size_t m, float* before) { std::memcpy(before, theta + c0, m * sizeof(float)); },
+            n, id, kind, terms, nterms, decay, mask_below, [&](size_t c0, size_t, float*) -> const float* { return theta + c0; },
             [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); });
     }
 
@@ -143,8 +196,10 @@ public:
         const uint64_t sr_seed = terms[0].seed;
         update_chunks(
             n, id, kind, terms, nterms, decay, mask_below,
-            [&](size_t c0, size_t m, float* before) {
-                for (size_t i = 0; i < m; i++) before[i] = packed ? widen_one(t16[c0 + i], dtype) : t32[c0 + i];
+            [&](size_t c0, size_t m, float* buf) -> const float* {
+                if (!packed) return t32 + c0;
+                for (size_t i = 0; i < m; i++) buf[i] = widen_one(t16[c0 + i], dtype);
+                return buf;
             },
             [&](size_t c0, size_t m, const float* v) {
                 uint32_t bits[1024];
@@ -204,15 +259,8 @@ public:
             for (size_t n = r0; n < r1; n++) {
                 const float* x = inp + n * C;
                 float* y = out + n * C;
-                float mean = 0.f;
-                for (int c = 0; c < C; c++) mean += x[c];
-                mean /= (float)C;
-                float var = 0.f;
-                for (int c = 0; c < C; c++) {
-                    float d = x[c] - mean;
-                    var += d * d;
-                }
-                var /= (float)C;
+                float mean = sum_of(x, C) / (float)C;
+                float var = sum_sq_dev(x, C, mean) / (float)C;
                 float rstd = 1.0f / sqrtf(var + eps);
                 for (int c = 0; c < C; c++) y[c] = (x[c] - mean) * rstd * w[c] + (b ? b[c] : 0.f);
             }
@@ -224,8 +272,7 @@ public:
             for (size_t n = r0; n < r1; n++) {
                 const float* x = inp + n * C;
                 float* y = out + n * C;
-                float ss = 0.f;
-                for (int c = 0; c < C; c++) ss += x[c] * x[c];
+                float ss = dot(x, x, C);
                 float rstd = 1.0f / sqrtf(ss / (float)C + eps);
                 for (int c = 0; c < C; c++) y[c] = w[c] * (x[c] * rstd);
             }
@@ -234,18 +281,33 @@ public:
 
     void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                 bool transposed) override {
-        if (transposed)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, O, I, 1.0f, inp, I, W, O, 0.0f, out, O);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, inp, I, W, I, 0.0f, out, O);
-        if (b) {
-            pool_.parallel_for((size_t)N, 16, [&](size_t r0, size_t r1) {
-                for (size_t n = r0; n < r1; n++) {
-                    float* y = out + n * O;
-                    for (int o = 0; o < O; o++) y[o] += b[o];
-                }
-            });
+        linear_streams(1, &out, &inp, &W, &b, N, I, O, transposed);
+    }
+
+    // The streams' products side by side, each split into bands of output columns when there are
+    // more threads than streams: every band its own single-threaded product. The bias is written
+    // into the band first and the product accumulated onto it: no pass to clear the output, none
+    // to add the bias.
+    void linear_streams(int streams, float* const* out, const float* const* inp, const float* const* W,
+                        const float* const* b, int N, int I, int O, bool transposed) override {
+        int bands = std::max(1, pool_.size() / streams), width = O;
+        for (; bands > 0; bands--) {
+            width = (O + bands - 1) / bands;
+            width = (width + kColumnGrain - 1) / kColumnGrain * kColumnGrain;
+            int narrowest = O - (bands - 1) * width;  // the last band
+            if (bands == 1 || (narrowest > 0 && (double)N * I * narrowest >= kBandMinMacs)) break;
         }
+        pool_.parallel_tasks((size_t)streams * bands, [&](size_t task) {
+            size_t s = task / (size_t)bands;
+            int o0 = (int)(task % (size_t)bands) * width, n = std::min(O, o0 + width) - o0;
+            float* y = out[s];
+            if (b[s])
+                for (int r = 0; r < N; r++) std::memcpy(y + (size_t)r * O + o0, b[s] + o0, sizeof(float) * (size_t)n);
+            if (transposed)
+                sgemm_nn(N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr);
+            else
+                sgemm_nt(N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr);
+        });
     }
 
     void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
@@ -272,42 +334,42 @@ public:
         });
     }
 
+    // Per (sequence, head), kQueryBlock queries at a time: their scores against the keys they
+    // see (one product), a softmax over each row's causal (and windowed) span, zeros beyond
+    // it, then the weighted sum of the values (a second product).
     void attention(float* out, const float* qb, const float* kb, const float* vb, const AttentionShape& s,
                    const int32_t* seq_start, int nseq) override {
         int HD = s.head_dim;
         int group = s.heads / s.kv_heads;
         size_t tasks = (size_t)nseq * (size_t)s.heads;
-        size_t out_ld = (size_t)s.heads * HD;
-        pool_.parallel_for(tasks, 1, [&](size_t t0, size_t t1) {
-            std::vector<float> scores;
-            for (size_t t = t0; t < t1; t++) {
-                int sq = (int)(t / s.heads), h = (int)(t % s.heads);
-                int kvh = h / group;
-                int start = seq_start[sq], T = seq_start[sq + 1] - start;
-                scores.resize((size_t)T);
-                for (int i = 0; i < T; i++) {
-                    const float* q = qb + (size_t)(start + i) * s.ldq + (size_t)h * HD;
-                    int j0 = s.window > 0 ? std::max(0, i - s.window + 1) : 0;
-                    float mx = -INFINITY;
-                    for (int j = j0; j <= i; j++) {
-                        const float* k = kb + (size_t)(start + j) * s.ldk + (size_t)kvh * HD;
-                        float d = dot(q, k, HD) * s.scale;
-                        scores[j] = d;
-                        mx = std::max(mx, d);
-                    }
-                    float sum = 0.f;
-                    for (int j = j0; j <= i; j++) {
-                        scores[j] = expf(scores[j] - mx);
-                        sum += scores[j];
-                    }
-                    float inv = 1.0f / sum;
-                    float* o = out + (size_t)(start + i) * out_ld + (size_t)h * HD;
-                    for (int c = 0; c < HD; c++) o[c] = 0.f;
-                    for (int j = j0; j <= i; j++) {
-                        const float* v = vb + (size_t)(start + j) * s.ldv + (size_t)kvh * HD;
-                        axpy(o, v, scores[j] * inv, HD);
-                    }
+        int out_ld = s.heads * HD;
+        pool_.parallel_tasks(tasks, [&](size_t t) {
+            thread_local std::vector<float> scores;
+            int sq = (int)(t / s.heads), h = (int)(t % s.heads);
+            int kvh = h / group;
+            int start = seq_start[sq], T = seq_start[sq + 1] - start;
+            const float* q = qb + (size_t)start * s.ldq + (size_t)h * HD;
+            const float* k = kb + (size_t)start * s.ldk + (size_t)kvh * HD;
+            const float* v = vb + (size_t)start * s.ldv + (size_t)kvh * HD;
+            float* o = out + (size_t)start * out_ld + (size_t)h * HD;
+            for (int i0 = 0; i0 < T; i0 += kQueryBlock) {
+                int i1 = std::min(T, i0 + kQueryBlock), rows = i1 - i0;
+                int j0 = s.window > 0 ? std::max(0, i0 - s.window + 1) : 0;
+                int keys = i1 - j0;
+                scores.resize((size_t)rows * keys);
+                sgemm_nt(rows, keys, HD, s.scale, q + (size_t)i0 * s.ldq, s.ldq, k + (size_t)j0 * s.ldk, s.ldk,
+                         scores.data(), keys);
+                for (int r = 0; r < rows; r++) {
+                    int i = i0 + r;
+                    int lo = (s.window > 0 ? std::max(0, i - s.window + 1) : 0) - j0, hi = i - j0 + 1;
+                    float* p = scores.data() + (size_t)r * keys;
+                    float inv = 1.0f / exp_shift(p + lo, hi - lo, max_of(p + lo, hi - lo));
+                    for (int j = 0; j < lo; j++) p[j] = 0.f;
+                    for (int j = lo; j < hi; j++) p[j] *= inv;
+                    for (int j = hi; j < keys; j++) p[j] = 0.f;
                 }
+                sgemm_nn(rows, HD, keys, 1.0f, scores.data(), keys, v + (size_t)j0 * s.ldv, s.ldv, o + (size_t)i0 * out_ld,
+                         out_ld);
             }
         });
     }
@@ -359,29 +421,45 @@ public:
         });
     }
 
+    // log_softmax at the target, kLogitRows rows at a time: each vocabulary chunk's logits are
+    // made by one single-threaded product and reduced to their maximum and sum of exponentials
+    // right away; the chunks are then combined in order (log-sum-exp of the partial sums).
     void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
                         int V) override {
-        // Logits in chunks of rows so that memory stays bounded for long batches.
-        const int kRows = std::max(1, std::min(M, (int)((64u << 20) / (sizeof(float) * (size_t)V))));
-        logits_.resize((size_t)kRows * V);
-        for (int m0 = 0; m0 < M; m0 += kRows) {
-            int m = std::min(kRows, M - m0);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, V, C, 1.0f, x + (size_t)m0 * C, C, W, C, 0.0f,
-                        logits_.data(), V);
-            pool_.parallel_for((size_t)m, 1, [&](size_t b, size_t e) {
-                for (size_t r = b; r < e; r++) {
-                    const float* l = logits_.data() + r * V;
-                    float mx = max_of(l, V);
-                    float sum = sum_exp(l, V, mx);
-                    logprob[m0 + r] = l[target[m0 + r]] - mx - logf(sum);
+        const int chunks = (V + kVocabChunk - 1) / kVocabChunk;
+        for (int m0 = 0; m0 < M; m0 += kLogitRows) {
+            int m = std::min(kLogitRows, M - m0);
+            part_max_.resize((size_t)m * chunks);
+            part_sum_.resize((size_t)m * chunks);
+            target_logit_.resize((size_t)m);
+            pool_.parallel_tasks((size_t)chunks, [&](size_t c) {
+                thread_local std::vector<float> logits;
+                logits.resize((size_t)m * kVocabChunk);
+                int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
+                sgemm_nt(m, n, C, 1.0f, x + (size_t)m0 * C, C, W + (size_t)v0 * C, C, logits.data(), n);
+                for (int r = 0; r < m; r++) {
+                    const float* l = logits.data() + (size_t)r * n;
+                    float mx = max_of(l, n);
+                    part_max_[(size_t)r * chunks + c] = mx;
+                    part_sum_[(size_t)r * chunks + c] = sum_exp(l, n, mx);
+                    int t = target[m0 + r] - v0;
+                    if (t >= 0 && t < n) target_logit_[(size_t)r] = l[t];
                 }
             });
+            for (int r = 0; r < m; r++) {
+                const float* pm = part_max_.data() + (size_t)r * chunks;
+                const float* ps = part_sum_.data() + (size_t)r * chunks;
+                float mx = max_of(pm, chunks);
+                float sum = 0.f;
+                for (int c = 0; c < chunks; c++) sum += ps[c] * expf(pm[c] - mx);
+                logprob[m0 + r] = target_logit_[(size_t)r] - mx - logf(sum);
+            }
         }
     }
 
 private:
     ThreadPool pool_;
-    std::vector<float> logits_;
+    std::vector<float> part_max_, part_sum_, target_logit_;  // token_logprobs: per row and vocabulary chunk
 };
 
 }  // namespace
@@ -435,6 +513,11 @@ size_t MemoryLedger::in_use() const {
 size_t MemoryLedger::peak() const {
     std::lock_guard<std::mutex> lock(mu_);
     return peak_;
+}
+
+void Backend::linear_streams(int streams, float* const* out, const float* const* inp, const float* const* W,
+                             const float* const* b, int N, int I, int O, bool transposed) {
+    for (int s = 0; s < streams; s++) linear(out[s], inp[s], W[s], b[s], N, I, O, transposed);
 }
 
 void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float, float) {

@@ -20,16 +20,24 @@ namespace spw {
 #ifdef SPW_NOISE_AVX2
 namespace avx {
 
-// hi:lo of a 32x32 -> 64-bit product in every 32-bit lane.
+// hi:lo of a 32x32 -> 64-bit product in every 32-bit lane, m the same in every lane.
 inline void mul_hilo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
-    __m256i even = _mm256_mul_epu32(a, m);                                        // lanes 0,2,4,6
-    __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(m, 32));  // lanes 1,3,5,7
-    __m256i even_hi = _mm256_srli_epi64(even, 32);
-    __m256i odd_hi = _mm256_and_si256(odd, _mm256_set1_epi64x((long long)0xFFFFFFFF00000000ull));
-    *hi = _mm256_or_si256(even_hi, odd_hi);
-    __m256i even_lo = _mm256_and_si256(even, _mm256_set1_epi64x(0xFFFFFFFFll));
-    __m256i odd_lo = _mm256_slli_epi64(odd, 32);
-    *lo = _mm256_or_si256(even_lo, odd_lo);
+    __m256i even = _mm256_mul_epu32(a, m);                          // lanes 0,2,4,6: 64-bit products
+    __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);    // lanes 1,3,5,7
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+// out[4 l + w] = v[w][l]: eight Philox blocks of four values, lane by lane, back in element order.
+inline void store_blocks(float* out, const __m256 v[4]) {
+    __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    __m256 b0 = _mm256_shuffle_ps(t0, t2, 0x44), b1 = _mm256_shuffle_ps(t0, t2, 0xEE);  // blocks 0, 1 | 4, 5
+    __m256 b2 = _mm256_shuffle_ps(t1, t3, 0x44), b3 = _mm256_shuffle_ps(t1, t3, 0xEE);  // blocks 2, 3 | 6, 7
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(b0, b1, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(b2, b3, 0x20));
+    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(b0, b1, 0x31));
+    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(b2, b3, 0x31));
 }
 
 inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
@@ -121,14 +129,14 @@ inline void noise_blocks8(uint64_t seed, uint32_t id, uint64_t b0, int kind, flo
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
-    alignas(32) float o[4][8];
+    __m256 o[4];
     if (kind == NOISE_RADEMACHER) {
         __m256i one = _mm256_set1_epi32(1);
         __m256 pos = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-1.0f);
         __m256i xs[4] = {x0, x1, x2, x3};
         for (int w = 0; w < 4; w++) {
             __m256 bit = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(xs[w], one), one));
-            _mm256_store_ps(o[w], _mm256_blendv_ps(neg, pos, bit));
+            o[w] = _mm256_blendv_ps(neg, pos, bit);
         }
     } else {
         __m256 scale = _mm256_set1_ps(5.9604644775390625e-08f);
@@ -141,12 +149,11 @@ inline void noise_blocks8(uint64_t seed, uint32_t id, uint64_t b0, int kind, flo
             __m256 rad = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), avx::logf8(u1)));
             __m256 sn, cs;
             avx::sincos8(u2, &sn, &cs);
-            _mm256_store_ps(o[2 * p], _mm256_mul_ps(rad, cs));
-            _mm256_store_ps(o[2 * p + 1], _mm256_mul_ps(rad, sn));
+            o[2 * p] = _mm256_mul_ps(rad, cs);
+            o[2 * p + 1] = _mm256_mul_ps(rad, sn);
         }
     }
-    for (int l = 0; l < 8; l++)
-        for (int w = 0; w < 4; w++) out[4 * l + w] = o[w][l];
+    avx::store_blocks(out, o);
 #else
     for (int l = 0; l < 8; l++) noise_block4(seed, id, b0 + (uint64_t)l, kind, out + 4 * l);
 #endif

@@ -1,4 +1,4 @@
-// Reductions for the CPU backend's hot loops (attention scores, log-softmax),
+// Reductions for the CPU backend's hot loops (norms, attention's softmax, log-softmax),
 // written with AVX2 where available and plain loops otherwise. Results are
 // deterministic for a given build (fixed lane order), not bit-equal to the
 // scalar order; the golden tests bound them against the reference.
@@ -59,16 +59,6 @@ inline float dot(const float* a, const float* b, int n) {
     return s;
 }
 
-// y[i] += alpha * x[i]
-inline void axpy(float* y, const float* x, float alpha, int n) {
-    int i = 0;
-#ifdef SPW_SIMD_AVX2
-    __m256 a = _mm256_set1_ps(alpha);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-#endif
-    for (; i < n; i++) y[i] += alpha * x[i];
-}
-
 inline float max_of(const float* x, int n) {
     float m = -INFINITY;
     int i = 0;
@@ -90,6 +80,69 @@ inline float max_of(const float* x, int n) {
         m = std::max(m, x[i]);
     }
     return m;
+}
+
+// sum_i x[i]
+inline float sum_of(const float* x, int n) {
+    int i = 0;
+    float s = 0.f;
+#ifdef SPW_SIMD_AVX2
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(x + i));
+        acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(x + i + 8));
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(x + i));
+    s = hsum8(_mm256_add_ps(acc0, acc1));
+#endif
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+// sum_i (x[i] - mean)^2
+inline float sum_sq_dev(const float* x, int n, float mean) {
+    int i = 0;
+    float s = 0.f;
+#ifdef SPW_SIMD_AVX2
+    __m256 m = _mm256_set1_ps(mean);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), m), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m);
+        acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+        acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), m);
+        acc0 = _mm256_fmadd_ps(d, d, acc0);
+    }
+    s = hsum8(_mm256_add_ps(acc0, acc1));
+#endif
+    for (; i < n; i++) {
+        float d = x[i] - mean;
+        s += d * d;
+    }
+    return s;
+}
+
+// x[i] = exp(x[i] - shift) in place; returns their sum (a softmax's numerators and denominator).
+inline float exp_shift(float* x, int n, float shift) {
+    float s = 0.f;
+    int i = 0;
+#ifdef SPW_SIMD_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    __m256 sh = _mm256_set1_ps(shift);
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    s = hsum8(acc);
+#endif
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - shift);
+        s += x[i];
+    }
+    return s;
 }
 
 // sum_i exp(x[i] - shift)

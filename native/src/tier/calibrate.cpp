@@ -317,7 +317,8 @@ public:
     }
 
     // What a ZO step adds to the block's two forwards: z of each weight group and its +eps and
-    // -eps working copies, group by group as the engine's pass makes them.
+    // -eps working copies, group by group as the engine's pass makes them (a pair at a time where
+    // the backend runs pairs).
     void perturb() {
         std::vector<Stream> streams = {{13, 1e-3f, h_[0]}, {13, -1e-3f, h_[1]}};
         double noise_ms = 0;
@@ -325,7 +326,9 @@ public:
             const WeightBias& wb = L_.params.*f.field;
             if (wb.w < 0) continue;
             const int ids[2] = {wb.w, wb.b};
-            copies_.with(L_.tensors, ids, 2, streams, s_.noise, noise_ms, [](size_t, const float* const*) {});
+            if (!copies_.with_pairs(L_.tensors, ids, 2, streams, s_.noise, noise_ms,
+                                    [](size_t, const float* const*, const float* const*) {}))
+                copies_.with(L_.tensors, ids, 2, streams, s_.noise, noise_ms, [](size_t, const float* const*) {});
         }
     }
 
@@ -353,6 +356,7 @@ private:
             most = std::max(most, n);
         }
         copies_.reserve(most);
+        if (be_.runs_pairs()) copies_.reserve_pairs(most);
         h0_ = falloc(NC);
         h_[0] = falloc(NC);
         h_[1] = falloc(NC);

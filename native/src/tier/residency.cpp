@@ -141,6 +141,27 @@ void Residency::read_tensor(const Tensor& t, float* out) {
         }
         return;
     }
+    if (tier.shared) {
+        // The shared copy holds every rank's slices as last written back; the updates still
+        // pending are applied here to a copy (each rank applies them on the device at the
+        // next visit: the shared copy must not take them twice).
+        be_.synchronize();
+        for (auto& [idx, off] : tier.layout) {
+            if ((size_t)idx != ti) continue;
+            const char* src = tier.shared + off * ebytes_;
+            if (dtype_ == MASTER_F32) {
+                std::memcpy(out, src, t.numel * sizeof(float));
+                for (const Pending& p : tier.pending) update_at(*host_, t, out, false, p.terms, p.decay, p.noise);
+            } else {
+                std::vector<uint16_t> tmp(t.numel);
+                std::memcpy(tmp.data(), src, t.numel * ebytes_);
+                for (const Pending& p : tier.pending) update_at(*host_, t, tmp.data(), true, p.terms, p.decay, p.noise);
+                host_->widen(out, tmp.data(), t.numel, dtype_);
+            }
+            host_->synchronize();
+        }
+        return;
+    }
     flush_cpu_pending(ui);
     if (tier.home == Home::Cpu) be_.synchronize();  // a write-back copy into the master may be in flight
     if (tier.home == Home::Device && t.device16) {
@@ -168,6 +189,7 @@ void Residency::place(const TierOptions& o) {
     tensor_unit_.assign(model_.tensors.size(), -1);
     write_back_every_ = std::max(1, o.write_back_every);
     prefetch_ = std::max(0, o.prefetch);
+    if (o.slices && o.slices->size() > 1) slices_ = o.slices;
     if (o.master_dtype < MASTER_F32 || o.master_dtype > MASTER_F16)
         throw std::runtime_error("unknown master precision " + std::to_string(o.master_dtype));
     dtype_ = o.master_dtype;
@@ -198,6 +220,8 @@ void Residency::place(const TierOptions& o) {
         if (h < 0 || h > 2) throw std::runtime_error("unknown home " + std::to_string(h) + " for unit " + std::to_string(ui));
         tier.home = (Home)h;
         tier.device_update = tier.home != Home::Device && !o.device_update.empty() && o.device_update[ui] != 0;
+        // Sliced blocks are updated on the device (each rank writes back only its slice).
+        if (slices_ && tier.home == Home::Cpu) tier.device_update = true;
         const Unit& u = model_.units[ui];
         if (tier.home != Home::Device && u.kind != UnitKind::Block)
             throw std::runtime_error("the embeddings and the head stay on the compute device; only blocks can live on the CPU or the SSD");
@@ -208,6 +232,9 @@ void Residency::place(const TierOptions& o) {
             tier.floats += (model_.tensors[(size_t)ti].numel + 15) / 16 * 16;
         }
         if (tier.home != Home::Device) max_floats = std::max(max_floats, tier.floats);
+        // A sliced slot holds n equal slices, a little more than the unit.
+        if (slices_ && tier.home == Home::Cpu)
+            max_floats = std::max(max_floats, (slice_bytes(tier) * (size_t)slices_->size() + ebytes_ - 1) / ebytes_);
         if (tier.home == Home::Ssd) {
             tier.file = ssd_seen++ % (int)spill_bytes.size();
             tier.offset = spill_bytes[(size_t)tier.file];
@@ -249,6 +276,11 @@ void Residency::place(const TierOptions& o) {
     for (size_t ui = 0; ui < nu; ui++) {
         UnitTier& tier = tiers_[ui];
         if (tier.home != Home::Cpu) continue;
+        if (slices_) {
+            place_sliced(ui);
+            pin(tier.shared, slice_bytes(tier) * (size_t)slices_->size());
+            continue;
+        }
         if (dtype_ != MASTER_F32) {
             tier.packed = std::make_shared<AlignedBuffer>(tier.floats * ebytes_);
             uint16_t* dst = static_cast<uint16_t*>(tier.packed->data());
@@ -320,6 +352,39 @@ void Residency::place(const TierOptions& o) {
     }
 }
 
+size_t Residency::slice_bytes(const UnitTier& tier) const {
+    // Equal slices, each a multiple of 256 bytes (NCCL's and the copy engines' alignment).
+    const size_t n = (size_t)slices_->size();
+    return (tier.floats * ebytes_ + n * 256 - 1) / (n * 256) * 256;
+}
+
+// A sliced unit's home: made in shared memory by the machine's first rank, which fills it from
+// its masters in the stored format; the others loaded none of these masters (binding.cpp).
+void Residency::place_sliced(size_t ui) {
+    UnitTier& tier = tiers_[ui];
+    bool first = false;
+    tier.shared = static_cast<char*>(slices_->shared(ui, slice_bytes(tier) * (size_t)slices_->size(), first));
+    std::vector<float> tmp;
+    for (auto& [ti, off] : tier.layout) {
+        Tensor& t = model_.tensors[(size_t)ti];
+        if (first) {
+            const float* src = t.master;
+            if (!src) {
+                tmp.resize(t.numel);
+                model_read_tensor(t, tmp.data());
+                src = tmp.data();
+            }
+            if (dtype_ == MASTER_F32)
+                std::memcpy(tier.shared + off * ebytes_, src, t.numel * sizeof(float));
+            else
+                for (size_t i = 0; i < t.numel; i++) reinterpret_cast<uint16_t*>(tier.shared)[off + i] = narrow_one(src[i], dtype_);
+        }
+        std::free(t.master);
+        t.master = nullptr;
+    }
+    slices_->barrier();  // the others read it only once it is filled
+}
+
 void Residency::write_ssd_unit(size_t ui, const void* host) {
     UnitTier& tier = tiers_[ui];
     size_t bytes = tier.floats * ebytes_;
@@ -372,6 +437,17 @@ Residency::Staged Residency::stage_unit(size_t ui, AlignedBuffer* loaded, Backen
     be_.wait(Backend::Queue::Copy, slot_free_[(size_t)s.slot]);
     be_.wait(Backend::Queue::Copy, slot_wb_[(size_t)s.slot]);
     char* dst = dtype_ == MASTER_F32 ? reinterpret_cast<char*>(stage_[(size_t)s.slot]) : reinterpret_cast<char*>(raw_[(size_t)s.slot]);
+    if (tier.shared) {
+        // This rank's slice over its own link, then the others' from the group (the shared home
+        // is laid out as the slot is, padding included).
+        const size_t sb = slice_bytes(tier);
+        const size_t at = (size_t)slices_->rank() * sb;
+        be_.upload_on(Backend::Queue::Copy, dst + at, tier.shared + at, sb);
+        h2d_bytes_ += sb;
+        slices_->gather(be_, dst, sb);
+        be_.record(slot_ready_[(size_t)s.slot], Backend::Queue::Copy);
+        return s;
+    }
     for (auto& [ti, off] : tier.layout) {
         const Tensor& t = model_.tensors[(size_t)ti];
         const void* src = host ? static_cast<const void*>(host + off * ebytes_) : t.master;
@@ -412,6 +488,18 @@ void Residency::use_staged(Staged& s) {
     // slot waits for it (slot_wb_) as well as for the slot's compute (slot_free_).
     be_.record(updated_, Backend::Queue::Compute);
     be_.wait(Backend::Queue::CopyOut, updated_);
+    if (tier.shared) {
+        // Every rank applied the same updates to the whole block; each writes back its slice.
+        const size_t sb = slice_bytes(tier);
+        const size_t at = (size_t)slices_->rank() * sb;
+        const char* slot_bytes = raw ? reinterpret_cast<const char*>(raw) : reinterpret_cast<const char*>(slot);
+        be_.download_on(Backend::Queue::CopyOut, tier.shared + at, slot_bytes + at, sb);
+        d2h_bytes_ += sb;
+        be_.record(wb_done_, Backend::Queue::CopyOut);
+        be_.record(slot_wb_[(size_t)s.slot], Backend::Queue::CopyOut);
+        tier.pending.clear();
+        return;
+    }
     for (auto& [ti, off] : tier.layout) {
         Tensor& t = model_.tensors[(size_t)ti];
         const void* src = raw ? static_cast<const void*>(raw + off) : static_cast<const void*>(slot + off);
@@ -558,6 +646,7 @@ TierStats Residency::stats() const {
         uint64_t b = tiers_[ui].floats * sizeof(float);
         if (tiers_[ui].home == Home::Device)
             s.device_weight_bytes += dtype_ != MASTER_F32 && model_.units[ui].kind == UnitKind::Block ? tiers_[ui].floats * ebytes_ : b;
+        else if (tiers_[ui].home == Home::Cpu && tiers_[ui].shared) s.cpu_bytes += slice_bytes(tiers_[ui]);  // its share of the machine's copy
         else if (tiers_[ui].home == Home::Cpu) s.cpu_bytes += tiers_[ui].floats * ebytes_;
     }
     s.stage_slots = stage_count_;
@@ -567,6 +656,10 @@ TierStats Residency::stats() const {
     for (auto& b : prefetch_bufs_) s.cpu_bytes += b->capacity();
     s.h2d_bytes = h2d_bytes_;
     s.d2h_bytes = d2h_bytes_;
+    if (slices_) {
+        s.slice_ranks = slices_->size();
+        s.slice_transport = slices_->transport();
+    }
     for (const auto& f : spills_) {
         if (!f) continue;
         s.ssd_bytes += f->size();

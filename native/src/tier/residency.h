@@ -62,6 +62,9 @@ private:
         int file = 0;                                // SSD: which spill file (striping)
         std::shared_ptr<AlignedBuffer> packed;       // CPU home with bf16/fp16 masters: the unit in that format
         bool device_update = false;                  // applied on the device when staged, then written back
+        // Sliced (TierOptions::slices): the CPU home as the slot holds it (stored format, same
+        // layout), in memory the machine's ranks share; this rank moves only its slice of it.
+        char* shared = nullptr;
     };
     // A staged unit: where its data came from and what must finish before that host memory is reused.
     struct Staged {
@@ -89,6 +92,9 @@ private:
     void load_ssd_unit(size_t ui, void* host, Backend& replay, bool replay_pending = true);
     void write_ssd_unit(size_t ui, const void* host);
     void flush_cpu_pending(size_t ui);
+    void place_sliced(size_t ui);
+    // Sliced units: the bytes of each rank's slice (the slot holds slice_ranks of them).
+    size_t slice_bytes(const UnitTier& tier) const;
     // One tensor's ZO update on `be`: theta is float32, or (bf16/fp16 masters) packed when `packed`.
     void update_at(Backend& be, const Tensor& t, void* theta, bool packed, const std::vector<UpdateTerm>& terms,
                    float decay, int noise);
@@ -122,6 +128,7 @@ private:
     size_t ebytes_ = 4;                // bytes per stored master element of a streamed unit
     std::vector<uint16_t*> resident16_;  // resident blocks' bf16/fp16 copies on the device
     bool resident_ = false;            // masters uploaded to device memory (Tensor::device != master)
+    std::shared_ptr<SliceGroup> slices_;  // the sliced transfer's group (null: none)
 };
 
 }  // namespace spw

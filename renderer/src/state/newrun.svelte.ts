@@ -10,6 +10,8 @@ import { describeError } from '../../../electron/common/client.ts';
 import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '../lib/chat.ts';
 import { parseBytes } from '../lib/format.ts';
 import { MASTERS, precisionComparison } from '../lib/precision.ts';
+import type { Parallel } from '../../../electron/common/options.ts';
+import { checkLayout, rankLayout } from '../../../electron/common/ranks.ts';
 
 export type { TaskKind };
 
@@ -128,6 +130,10 @@ export class NewRunState {
   checkpointEvery = $state<number | null>(null);
   /** Where the trained model is written; empty: the run's own folder in the data folder. */
   out = $state('');
+  /** Engine processes sharing each step (started with mpirun by the backend), how they share it, and 2d's groups. */
+  ranks = $state(1);
+  parallel = $state<Parallel>('data');
+  groups = $state(2);
 
   /** The form planned with each precision (null: that plan failed, planErrors says why). */
   plans = $state<Partial<Record<Masters, PlanResult | null>>>({});
@@ -173,6 +179,14 @@ export class NewRunState {
     if (this.trainable === 'sparse' && !(this.sparseFraction > 0 && this.sparseFraction <= 1)) errs.push('Sparse fraction must be above 0 and at most 1.');
     const ck = this.checkpointEvery;
     if (ck !== null && !(Number.isInteger(ck) && ck >= 0)) errs.push('Checkpoint every must be a whole number of steps (0: no checkpoints), or empty for the default.');
+    if (!(Number.isInteger(this.ranks) && this.ranks >= 1)) errs.push('Ranks must be a whole number, 1 or more.');
+    else if (this.ranks > 1) {
+      try {
+        checkLayout(rankLayout(this.ranks, this.parallel, this.groups), h.q, h.batchSize);
+      } catch (e) {
+        errs.push(`Ranks: ${(e as Error).message}.`);
+      }
+    }
     return [...errs, ...this.budgetErrors];
   });
 
@@ -313,6 +327,7 @@ export class NewRunState {
       ...this.method(),
       ...(this.checkpointEvery !== null ? { checkpointEvery: this.checkpointEvery } : {}),
       ...(this.out.trim() ? { out: this.out.trim() } : {}),
+      ...(this.ranks > 1 ? { ranks: this.ranks, parallel: this.parallel, ...(this.parallel === '2d' ? { groups: this.groups } : {}) } : {}),
       ...this.placement(),
     };
   }

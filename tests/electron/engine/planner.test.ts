@@ -58,6 +58,8 @@ const perStream = C + (2 * C + 2 * C + 2 * C + 2 * 4 * C);
 const actsFor = (streams: number) => 4 * (B * T * (streams * perStream + V) + B * 4 * T * T);
 const acts = actsFor(2);
 const fixed = embedHead + working + acts;
+// On the CPU a pair's -eps working copy too, the size of the largest block group (these units give no groups: a block).
+const fixedCpu = fixed + blockBytes;
 const spillSlot = Math.ceil(blockBytes / 4096) * 4096;
 // Streaming on a GPU: two staging slots on the device and one I/O buffer on the host.
 const slots = 2 * blockBytes;
@@ -165,24 +167,24 @@ describe('the planner', () => {
 
   it('on the CPU backend counts the device arena against the CPU budget and skips the CPU tier', () => {
     // The engine process, one slot, the I/O buffer and one read-ahead buffer, then one resident block.
-    const cpu = ENGINE_RUNTIME_BYTES + fixed + 3 * blockBytes + blockBytes + blockBytes / 3;
+    const cpu = ENGINE_RUNTIME_BYTES + fixedCpu + 3 * blockBytes + blockBytes + blockBytes / 3;
     const p = makePlan(base({ computeDevice: 'cpu', budgets: { cpu }, prefetch: 1 }));
     expect(p.count).toEqual({ device: 2 + 1, cpu: 0, ssd: L - 1 });
     expect(p.breakdown.stage).toBe(blockBytes);
     expect(p.notes.join(' ')).toMatch(/read ahead into 1 host buffer .* counted in CPU memory/);
     // Too little for two read-ahead buffers: the read-ahead is lowered, and the plan says so.
-    const shallow = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 3 * blockBytes + blockBytes / 3 } }));
+    const shallow = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixedCpu + 3 * blockBytes + blockBytes / 3 } }));
     expect(shallow.prefetch).toBe(1);
     expect(shallow.count).toEqual({ device: 2, cpu: 0, ssd: L });
     expect(shallow.notes.join(' ')).toMatch(/read-ahead lowered from 2 to 1/);
     // Room for no read-ahead at all: the engine is told 0 (and allocates none).
-    const none = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 2 * blockBytes + blockBytes / 3 } }));
+    const none = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixedCpu + 2 * blockBytes + blockBytes / 3 } }));
     expect(none.count.ssd).toBe(L);
     expect(none.prefetch).toBe(0);
     expect(none.breakdown.prefetchBuffers).toBe(0);
     expect(none.notes.join(' ')).toMatch(/read-ahead lowered from 2 to 0/);
     // The I/O buffer counts against the shared budget too.
-    const tight = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixed + 2 * blockBytes - 1 } }));
+    const tight = makePlan(base({ computeDevice: 'cpu', budgets: { cpu: ENGINE_RUNTIME_BYTES + fixedCpu + 2 * blockBytes - 1 } }));
     expect(tight.feasible).toBe(false);
     expect(tight.shortfalls[0]).toMatch(/I\/O buffer/);
     expect(p.memory.device + p.memory.cpu).toBeLessThanOrEqual(cpu);

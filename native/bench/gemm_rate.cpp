@@ -1,0 +1,155 @@
+// gemm_rate: the float32 GEMM rate of this machine at given shapes, for the floor of
+// `npm run bench` (bench/zo-step.ts) and the library comparison of `npm run bench:gemm`.
+//
+// usage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] SHAPE ...
+//   SHAPE is MxKxN: out[M, N] = inp[M, K] W^T, W stored [N, K] (the engine's linear layout).
+//   Default: the CPU backend's own linear(), i.e. the GEMM the engine runs (OpenBLAS, threaded
+//   the way the backend threads it).
+//   --blas LIB: cblas_sgemm of that shared library (dlopen'ed with its own symbols first), on
+//   the library's own threads (openblas_set_num_threads or bli_thread_set_num_threads when it
+//   has them; OMP_NUM_THREADS otherwise).
+//   --dnnl LIB: oneDNN's dnnl_sgemm (row-major) from LIB; threads: OMP_NUM_THREADS.
+// Prints one JSON line per shape: {"shape","m","k","n","via","threads","reps","bestMs",
+// "medianMs","gflops","gflopsMedian","bestCpuMs","gflopsPerCpuSecond"}; gflops from the best
+// repetition (wall time), gflopsPerCpuSecond from the repetition that took the least CPU time
+// (user + system, all threads: the rate of one busy core, which other processes on the machine
+// slow much less than the wall time), after one untimed call.
+#include <dlfcn.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spillway/backend.h"
+
+using namespace spw;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double cpu_ms() {
+    rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1e3 + (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e3;
+}
+
+struct Shape {
+    int m = 0, k = 0, n = 0;
+    std::string text;
+};
+
+Shape parse_shape(const std::string& s) {
+    Shape sh;
+    sh.text = s;
+    char end = 0;
+    if (std::sscanf(s.c_str(), "%dx%dx%d%c", &sh.m, &sh.k, &sh.n, &end) != 3 || sh.m <= 0 || sh.k <= 0 || sh.n <= 0)
+        throw std::runtime_error("shape '" + s + "': expected MxKxN with positive integers");
+    return sh;
+}
+
+// CBLAS enums as the reference cblas.h numbers them (every implementation keeps them).
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+using CblasSgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+using DnnlSgemm = int (*)(char, char, long, long, long, float, const float*, long, const float*, long, float, float*, long);
+
+// One way of running out = inp W^T.
+struct Gemm {
+    std::string via;
+    std::function<void(const Shape&, const float*, const float*, float*)> run;
+};
+
+Gemm engine_gemm(int threads) {
+    std::shared_ptr<Backend> be = make_cpu_backend(threads);
+    return {"spillway cpu backend (" + std::to_string(be->threads()) + " threads)",
+            [be](const Shape& s, const float* a, const float* w, float* c) { be->linear(c, a, w, nullptr, s.m, s.k, s.n, false); }};
+}
+
+Gemm library_gemm(const std::string& path, bool dnnl, int threads) {
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!h) throw std::runtime_error("cannot load " + path + ": " + dlerror());
+    if (auto set = reinterpret_cast<void (*)(int)>(dlsym(h, "openblas_set_num_threads"))) set(threads);
+    if (auto set = reinterpret_cast<void (*)(long)>(dlsym(h, "bli_thread_set_num_threads"))) set(threads);
+    if (dnnl) {
+        auto f = reinterpret_cast<DnnlSgemm>(dlsym(h, "dnnl_sgemm"));
+        if (!f) throw std::runtime_error(path + " has no dnnl_sgemm");
+        return {"dnnl_sgemm " + path, [f](const Shape& s, const float* a, const float* w, float* c) {
+                    f('N', 'T', s.m, s.n, s.k, 1.0f, a, s.k, w, s.k, 0.0f, c, s.n);
+                }};
+    }
+    auto f = reinterpret_cast<CblasSgemm>(dlsym(h, "cblas_sgemm"));
+    if (!f) throw std::runtime_error(path + " has no cblas_sgemm");
+    return {"cblas_sgemm " + path, [f](const Shape& s, const float* a, const float* w, float* c) {
+                f(kRowMajor, kNoTrans, kTrans, s.m, s.n, s.k, 1.0f, a, s.k, w, s.k, 0.0f, c, s.n);
+            }};
+}
+
+void measure(const Gemm& g, const Shape& s, int threads, int reps) {
+    size_t na = (size_t)s.m * s.k, nw = (size_t)s.n * s.k, nc = (size_t)s.m * s.n;
+    std::vector<float> a(na), w(nw), c(nc);
+    // Values of the order of activations and weights; the rate does not depend on them.
+    for (size_t i = 0; i < na; i++) a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < nw; i++) w[i] = (float)((i * 104729) % 1000) * 4e-5f - 0.02f;
+    g.run(s, a.data(), w.data(), c.data());
+    std::vector<double> ms;
+    double best_cpu = 1e300;
+    for (int r = 0; r < reps; r++) {
+        double c0 = cpu_ms();
+        auto t0 = Clock::now();
+        g.run(s, a.data(), w.data(), c.data());
+        ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        best_cpu = std::min(best_cpu, cpu_ms() - c0);
+    }
+    std::sort(ms.begin(), ms.end());
+    double med = reps % 2 ? ms[(size_t)reps / 2] : (ms[(size_t)reps / 2 - 1] + ms[(size_t)reps / 2]) / 2;
+    double flop = 2.0 * s.m * s.k * s.n;
+    std::printf(
+        "{\"shape\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"via\":\"%s\",\"threads\":%d,\"reps\":%d,"
+        "\"bestMs\":%.4f,\"medianMs\":%.4f,\"gflops\":%.2f,\"gflopsMedian\":%.2f,\"bestCpuMs\":%.4f,"
+        "\"gflopsPerCpuSecond\":%.2f}\n",
+        s.text.c_str(), s.m, s.k, s.n, g.via.c_str(), threads, reps, ms.front(), med, flop / ms.front() / 1e6,
+        flop / med / 1e6, best_cpu, flop / best_cpu / 1e6);
+    std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int threads = 2, reps = 5;
+    std::string lib;
+    bool dnnl = false;
+    std::vector<Shape> shapes;
+    try {
+        for (int i = 1; i < argc; i++) {
+            std::string a = argv[i];
+            auto val = [&]() -> std::string {
+                if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+                return argv[++i];
+            };
+            if (a == "--threads") threads = std::max(1, std::atoi(val().c_str()));
+            else if (a == "--reps") reps = std::max(1, std::atoi(val().c_str()));
+            else if (a == "--blas") lib = val();
+            else if (a == "--dnnl") lib = val(), dnnl = true;
+            else if (!a.empty() && a[0] == '-') throw std::runtime_error("unknown option " + a);
+            else shapes.push_back(parse_shape(a));
+        }
+        if (shapes.empty()) throw std::runtime_error("no shapes given");
+        Gemm g = lib.empty() ? engine_gemm(threads) : library_gemm(lib, dnnl, threads);
+        for (const Shape& s : shapes) measure(g, s, threads, reps);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr,
+                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] MxKxN ...\n",
+                     e.what());
+        return 2;
+    }
+    return 0;
+}
