@@ -149,7 +149,11 @@ function readFlag(f: FlagField, raw: string | string[] | boolean): unknown {
   const text = Array.isArray(raw) ? raw[raw.length - 1] : raw;
   switch (f.meta.read) {
     case 'bytes':
-      return parseBytes(text);
+      try {
+        return parseBytes(text);
+      } catch (e) {
+        throw new Error(`--${flag}: ${(e as Error).message}`);
+      }
     case 'path':
       return resolve(text);
     case 'words':

@@ -23,7 +23,9 @@ import type { Parallel } from '../common/options.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
-import type { RunEvent } from '../services/runs/index.js';
+import type { RunEvent, StoredRunConfig } from '../services/runs/index.js';
+import type { RunRecord } from '../services/store/types.js';
+import { readCheckpointState } from '../engine/checkpoint.js';
 import { cmdServe } from '../server/serve-command.js';
 import { argOptions, helpLines, optionsFromFlags } from './flags.js';
 import type { ArgValues } from './flags.js';
@@ -144,12 +146,15 @@ const TRAIN_FLAGS = {
   'data-dir': { type: 'string' },
 } as const;
 
-/** train's flags as the options the run starts with: over the demo's when neither --model nor --data is given. */
-export function trainOptionsFromArgs(v: ArgValues): TrainOptions {
-  const demo = v.model === undefined && v.data === undefined;
-  if (!demo && v.model === undefined) throw new Error('--model is required with --data');
-  if (!demo && v.data === undefined) throw new Error('--data is required with --model');
-  const base: Record<string, unknown> = demo ? { ...demoOptions() } : {};
+/**
+ * train's flags as the options the run starts with: over the demo's when neither --model nor --data
+ * is given, over the resumed run's (`resumed`) with --resume.
+ */
+export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unknown>): TrainOptions {
+  const demo = !resumed && v.model === undefined && v.data === undefined;
+  if (!demo && !resumed && v.model === undefined) throw new Error('--model is required with --data');
+  if (!demo && !resumed && v.data === undefined) throw new Error('--data is required with --model');
+  const base: Record<string, unknown> = demo ? { ...demoOptions() } : { ...resumed };
   // A budget without --offload: the planner places the blocks.
   if (v.offload === undefined && (v['gpu-mem'] ?? v['cpu-mem'] ?? v['ssd-mem']) !== undefined) base.offload = 'auto';
   const o = optionsFromFlags(TrainOptions, v, base, 'train');
@@ -174,23 +179,55 @@ function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
   return before || after ? `held-out loss ${loss(before)} → ${loss(after)}` : 'no held-out evaluation';
 }
 
+/**
+ * What `train --resume DIR` continues: the run the checkpoint names, when this data folder has it
+ * (its stored options are the base the flags change), else the checkpoint's own options, under the
+ * checkpoint's run id when that is free here (the run keeps its identity across machines).
+ */
+async function resumeTarget(sup: RunSupervisor, dir: string): Promise<{ run: RunRecord | null; id: string | undefined; base: Record<string, unknown> }> {
+  const state = await readCheckpointState(dir);
+  const run = state.run_id ? sup.getRun(state.run_id) : null;
+  const strip = ({ resumeFrom: _r, allowOptionChanges: _a, runId: _i, ...rest }: Record<string, unknown>) => rest;
+  if (run) return { run, id: run.id, base: strip((run.config as unknown as StoredRunConfig).options as unknown as Record<string, unknown>) };
+  return { run: null, id: state.run_id, base: strip(state.options as Record<string, unknown>) };
+}
+
 async function cmdTrain(argv: string[]): Promise<number> {
   const values: ArgValues = parseArgs({ args: argv, options: TRAIN_FLAGS, allowPositionals: false }).values;
   const json = values.json === true;
-  let options: TrainOptions;
+  const resumeDir = typeof values.resume === 'string' ? resolve(values.resume) : undefined;
+  let options!: TrainOptions;
+  // Flags are checked before the store opens; a resume's options start from its run's, read from the store.
   try {
-    options = trainOptionsFromArgs(values);
+    if (!resumeDir) options = trainOptionsFromArgs(values);
   } catch (e) {
     fail((e as Error).message, json);
   }
-  const isDemo = values.model === undefined && values.data === undefined;
+  let supervisor: RunSupervisor;
+  try {
+    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] as string | undefined }));
+  } catch (e) {
+    fail((e as Error).message, json);
+  }
+  let target: Awaited<ReturnType<typeof resumeTarget>> | null = null;
+  try {
+    supervisor.recover();
+    if (resumeDir) {
+      target = await resumeTarget(supervisor, resumeDir);
+      options = trainOptionsFromArgs(values, target.base);
+    }
+  } catch (e) {
+    await supervisor.close();
+    fail((e as Error).message, json);
+  }
+  const isDemo = !resumeDir && values.model === undefined && values.data === undefined;
   const progress = new ProgressLine(process.stderr, !json && process.stderr.isTTY === true);
   let zeroShot: EvalEvent | null = null;
   const onEvent = (e: TrainEvent & { runId: string }) => {
-    const { runId, ...event } = e;
+    const { runId: eventRun, ...event } = e;
     if (json) {
       // The start names the run (spillway runs show ID); the other lines are the engine's events.
-      if (event.type !== 'log') out(JSON.stringify(event.type === 'start' ? { ...event, runId } : event) + '\n');
+      if (event.type !== 'log' && event.type !== 'ready') out(JSON.stringify(event.type === 'start' ? { ...event, runId: eventRun } : event) + '\n');
       return;
     }
     switch (event.type) {
@@ -199,7 +236,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
         break;
       case 'start':
         progress.log(
-          `${isDemo ? 'demo: ' : ''}run ${runId}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
+          `${isDemo ? 'demo: ' : ''}run ${eventRun}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
             `${event.trainExamples} training / ${event.evalExamples} held-out examples; ${event.steps} steps of batch ${event.batchSize}`,
         );
         if (event.plan) {
@@ -248,18 +285,13 @@ async function cmdTrain(argv: string[]): Promise<number> {
     }
   };
   // Checkpoints the person did not ask for go quietly into the run's folder.
-  const showCheckpoints = options.checkpointDir !== undefined;
-  let supervisor: RunSupervisor;
-  let runId: string;
-  try {
-    supervisor = RunSupervisor.open(resolveDataDir({ explicit: values['data-dir'] as string | undefined }));
-  } catch (e) {
-    fail((e as Error).message, json);
-  }
+  const showCheckpoints = values['checkpoint-dir'] !== undefined || (options.checkpointDir !== undefined && !target?.run);
+  let runId: string | undefined;
   for (const n of supervisor.store.notices) progress.log(n);
-  supervisor.recover();
   supervisor.subscribe('*', (e: RunEvent) => {
-    if (e.type === 'status' || e.runId !== runId) return;
+    if (e.type === 'status') return;
+    // Before the run is recorded its checks report progress (this process starts one run).
+    if (runId === undefined ? e.type !== 'log' : e.runId !== runId) return;
     if (e.type === 'checkpoint' && !showCheckpoints) return;
     onEvent(e);
   });
@@ -270,25 +302,27 @@ async function cmdTrain(argv: string[]): Promise<number> {
     fail(message, json);
   };
   try {
-    runId = (await supervisor.start({ options, saveModel: false })).id;
+    if (target?.run) runId = (await supervisor.resume(target.run.id, { checkpoint: resumeDir, options })).id;
+    else runId = (await supervisor.start({ options, saveModel: false, ...(target?.id ? { id: target.id } : {}) })).id;
   } catch (e) {
     return finish((e as Error).message);
   }
+  const id = runId;
   let interrupted = 0;
   process.on('SIGINT', () => {
     interrupted++;
     if (interrupted === 1) {
       progress.log('stopping after the current step (Ctrl-C again to kill)…');
-      void supervisor.stop(runId, { graceMs: null });
+      void supervisor.stop(id, { graceMs: null });
     } else {
-      void supervisor.kill(runId);
+      void supervisor.kill(id);
     }
   });
   // The reader of --json went away (`| head`): stop the run as Ctrl-C would, with a checkpoint.
   void stdoutClosed.then(() => {
-    if (supervisor.isActive(runId)) void supervisor.stop(runId, { graceMs: null });
+    if (supervisor.isActive(id)) void supervisor.stop(id, { graceMs: null });
   });
-  const run = await supervisor.waitFor(runId);
+  const run = await supervisor.waitFor(id);
   return finish(run.error);
 }
 

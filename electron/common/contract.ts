@@ -363,6 +363,8 @@ export const RunSummary = z.object({
   error: z.string().nullable(),
   /** The checkpoint folder the run last continued from. */
   resumedFrom: z.string().nullable(),
+  /** Resume can continue it: it ended without completing and a checkpoint of its own is on disk (a run that failed before its first checkpoint has none). */
+  resumable: z.boolean(),
   /** Its masters, update mode and spill folders (runStorage); null when it sets none and streams no blocks. */
   storage: RunStorage.nullable().optional(),
 });

@@ -101,6 +101,9 @@ function real(min: number, o: { inclusive: boolean; below?: number }) {
   return s;
 }
 
+/** A run's id: the supervisor's stamp and suffix, or any name of word characters (a run created elsewhere). */
+export const RunId = z.string().regex(/^[\w.-]{1,200}$/, { error: 'expected a run id (letters, digits, _ . -)' });
+
 /** A byte count. */
 export const Bytes = int(0, Number.MAX_SAFE_INTEGER);
 /** A file path of its own: a schema registered with a flag must not be shared (the registry keys on it). */
@@ -141,6 +144,19 @@ export interface PathMeta {
 }
 
 export const pathKinds = z.registry<PathMeta>();
+
+/**
+ * An option that shapes a run's trajectory (its batches, its noise, its updates): a resume that
+ * changes one would continue another run than the one checkpointed, so it is refused unless asked
+ * for on purpose (--allow-option-changes), and then recorded with the run (electron/engine/trainer.ts).
+ * Options that only move work around (threads, placement, budgets) keep the trajectory bit for bit.
+ */
+export interface TrajectoryMeta {
+  /** The option matters only when this holds of the run's options. */
+  onlyIf?: (o: Readonly<Record<string, unknown>>) => boolean;
+}
+
+export const trajectory = z.registry<TrajectoryMeta>();
 
 /** A JSON value: dataset cells are converted to this before they cross (bigint → string, Date → ISO). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
@@ -263,6 +279,9 @@ export function withTrainDefaults<T extends Defaulted>(o: T): T & { lr: number; 
   return { ...o, lr: o.lr ?? t.lr, eps: o.eps ?? t.eps, noise: o.noise ?? e.noise, q: o.q ?? e.q, rank: o.rank ?? t.rank ?? 8 };
 }
 
+/** The trajectory options of the adapter sets count only in runs of them (options saved before the sets existed have none). */
+const ADAPTER_RUN = (o: Readonly<Record<string, unknown>>) => o.trainable === 'lora' || o.trainable === 'loldu';
+
 /** A run's options as the UI and the CLI give them; omitted fields take their defaults. */
 export const RunFields = z.object({
   model: path()
@@ -270,49 +289,89 @@ export const RunFields = z.object({
     .register(pathKinds, { kind: 'models', what: 'the model folder' }),
   train: path()
     .register(flags, { flag: 'data', arg: 'FILE', read: 'path', help: 'training data (.jsonl, .csv, .parquet)' })
-    .register(pathKinds, { kind: 'datasets', what: 'the training data' }),
+    .register(pathKinds, { kind: 'datasets', what: 'the training data' })
+    .register(trajectory, {}),
   eval: FilePath.optional()
     .register(flags, { flag: 'eval-data', arg: 'FILE', read: 'path', help: 'held-out data (default: --eval-fraction of --data)' })
     .register(pathKinds, { kind: 'datasets', what: 'the evaluation data' }),
   evalFraction: real(0, { inclusive: true, below: 1 })
     .default(0.1)
-    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' }),
-  task: TaskTemplate,
-  steps: int(0, MAX_STEPS).default(1000).register(flags, { flag: 'steps', arg: 'N', help: 'training steps' }),
-  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }),
-  trainable: TrainableSet.default('full').register(flags, {
-    flag: 'train',
-    arg: 'SET',
-    help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen) or sparse (the smallest --sparse-fraction of each block matrix)',
-  }),
-  rank: int(1, MAX_RANK).optional().register(flags, { flag: 'rank', arg: 'R', help: 'lora and loldu: the adapters\' rank (default 8)' }),
-  loraAlpha: real(0, { inclusive: false }).default(16).register(flags, { flag: 'lora-alpha', arg: 'X', help: 'lora: the delta is scaled by alpha / rank' }),
+    .register(flags, { flag: 'eval-fraction', arg: 'F', help: 'fraction of --data held out when there is no --eval-data' })
+    .register(trajectory, { onlyIf: (o) => o.eval === undefined }),
+  task: TaskTemplate.register(trajectory, {}),
+  // A longer run keeps its trajectory under a constant rate; a decaying schedule is spread over the steps.
+  steps: int(0, MAX_STEPS)
+    .default(1000)
+    .register(flags, { flag: 'steps', arg: 'N', help: 'training steps' })
+    .register(trajectory, { onlyIf: (o) => (o.schedule ?? 'constant') !== 'constant' }),
+  batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }).register(trajectory, {}),
+  trainable: TrainableSet.default('full')
+    .register(flags, {
+      flag: 'train',
+      arg: 'SET',
+      help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen) or sparse (the smallest --sparse-fraction of each block matrix)',
+    })
+    .register(trajectory, { onlyIf: (o) => (o.trainable ?? 'full') !== 'full' }),
+  rank: int(1, MAX_RANK)
+    .optional()
+    .register(flags, { flag: 'rank', arg: 'R', help: "lora and loldu: the adapters' rank (default 8)" })
+    .register(trajectory, { onlyIf: ADAPTER_RUN }),
+  loraAlpha: real(0, { inclusive: false })
+    .default(16)
+    .register(flags, { flag: 'lora-alpha', arg: 'X', help: 'lora: the delta is scaled by alpha / rank' })
+    .register(trajectory, { onlyIf: (o) => o.trainable === 'lora' }),
   targets: z
     .array(AdapterTarget)
     .min(1, { error: 'expected at least one target matrix' })
     .default(['q', 'v'])
-    .register(flags, { flag: 'targets', arg: 'T', read: 'words', help: 'lora and loldu: the block matrices adapted, comma-separated (q, k, v, o, fc1, fc2, gate, up, down; default q,v)' }),
+    .register(flags, { flag: 'targets', arg: 'T', read: 'words', help: 'lora and loldu: the block matrices adapted, comma-separated (q, k, v, o, fc1, fc2, gate, up, down; default q,v)' })
+    .register(trajectory, { onlyIf: ADAPTER_RUN }),
   sparseFraction: real(0, { inclusive: false })
     .max(1, { error: (iss) => `expected a finite number > 0 and <= 1, got ${shown(iss.input)}` })
     .default(0.25)
-    .register(flags, { flag: 'sparse-fraction', arg: 'F', help: 'sparse: the share of each block matrix that trains, its smallest weights' }),
-  estimator: Estimator.default('mezo').register(flags, {
-    flag: 'estimator',
-    arg: 'E',
-    help: "mezo (two forwards per perturbation) or fzoo (--q one-sided probes around the unperturbed loss, the step divided by their losses' standard deviation)",
-  }),
-  lr: real(0, { inclusive: true }).optional().register(flags, { flag: 'lr', arg: 'X', help: 'learning rate (default 1e-6; 1e-4 with --train lora or loldu)' }),
-  eps: real(0, { inclusive: false }).optional().register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale (default 1e-3; 1e-2 with --train lora or loldu)' }),
-  weightDecay: real(0, { inclusive: true }).default(0).register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' }),
-  q: int(1, MAX_Q).optional().register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step (default 1); with --estimator fzoo the probes (at least 2, default 4)' }),
-  schedule: Schedule.default('constant').register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' }),
-  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }),
-  noise: NoiseKind.optional().register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher (default gaussian; rademacher with --estimator fzoo)' }),
-  seed: int(0, Number.MAX_SAFE_INTEGER).default(0).register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' }),
+    .register(flags, { flag: 'sparse-fraction', arg: 'F', help: 'sparse: the share of each block matrix that trains, its smallest weights' })
+    .register(trajectory, { onlyIf: (o) => o.trainable === 'sparse' }),
+  estimator: Estimator.default('mezo')
+    .register(flags, {
+      flag: 'estimator',
+      arg: 'E',
+      help: "mezo (two forwards per perturbation) or fzoo (--q one-sided probes around the unperturbed loss, the step divided by their losses' standard deviation)",
+    })
+    .register(trajectory, { onlyIf: (o) => (o.estimator ?? 'mezo') !== 'mezo' }),
+  lr: real(0, { inclusive: true })
+    .optional()
+    .register(flags, { flag: 'lr', arg: 'X', help: 'learning rate (default 1e-6; 1e-4 with --train lora or loldu)' })
+    .register(trajectory, {}),
+  eps: real(0, { inclusive: false })
+    .optional()
+    .register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale (default 1e-3; 1e-2 with --train lora or loldu)' })
+    .register(trajectory, {}),
+  weightDecay: real(0, { inclusive: true })
+    .default(0)
+    .register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' })
+    .register(trajectory, {}),
+  q: int(1, MAX_Q)
+    .optional()
+    .register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step (default 1); with --estimator fzoo the probes (at least 2, default 4)' })
+    .register(trajectory, {}),
+  schedule: Schedule.default('constant')
+    .register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' })
+    .register(trajectory, {}),
+  warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }).register(trajectory, {}),
+  noise: NoiseKind.optional()
+    .register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher (default gaussian; rademacher with --estimator fzoo)' })
+    .register(trajectory, {}),
+  seed: int(0, Number.MAX_SAFE_INTEGER)
+    .default(0)
+    .register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' })
+    .register(trajectory, {}),
   evalEvery: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-every', arg: 'N', help: 'evaluate every N steps (0: at the start and the end only)' }),
   evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
   threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
-  maxLength: int(1, MAX_LENGTH).optional().register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" }),
+  maxLength: int(1, MAX_LENGTH)
+    .optional()
+    .register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" })
+    .register(trajectory, {}),
   out: FilePath.optional()
     .register(flags, {
       flag: 'out',
@@ -418,11 +477,44 @@ export const TrainOptions = RunFields.extend({
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
   resumeFrom: FilePath.optional()
-    .register(flags, { flag: 'resume', arg: 'DIR', read: 'path', help: 'continue from a checkpoint folder (same options as the first run; --ranks may differ)' })
+    .register(flags, {
+      flag: 'resume',
+      arg: 'DIR',
+      read: 'path',
+      help: "continue the run that wrote this checkpoint folder, with its options (flags given change them; those that shape the trajectory need --allow-option-changes; --ranks may differ)",
+    })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint to resume from' }),
+  allowOptionChanges: z
+    .boolean()
+    .default(false)
+    .register(flags, { flag: 'allow-option-changes', help: 'with --resume: take options that change the trajectory (lr, seed, batch size, ...); the change is recorded with the run' }),
+  /** The run this training is (its checkpoints name it; a resume refuses another run's checkpoint). */
+  runId: RunId.optional(),
 })
   .overwrite(withTrainDefaults)
   .superRefine(checkCombined);
+
+/** The options that differ between a checkpoint's run and its resume and shape the trajectory (the `trajectory` registry), with their values. */
+export function trajectoryChanges(saved: Readonly<Record<string, unknown>>, now: Readonly<Record<string, unknown>>): { option: string; from: unknown; to: unknown }[] {
+  const out: { option: string; from: unknown; to: unknown }[] = [];
+  for (const [key, schema] of Object.entries(RunFields.shape as Record<string, z.ZodType>)) {
+    const meta = trajectory.get(schema);
+    if (!meta) continue;
+    if (meta.onlyIf && !meta.onlyIf(saved) && !meta.onlyIf(now)) continue;
+    const from = saved[key];
+    const to = now[key];
+    if (canonical(from) !== canonical(to)) out.push({ option: key, from, to });
+  }
+  return out;
+}
+
+/** JSON with sorted keys and undefined fields left out: equal options read equal whatever their order. */
+function canonical(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
+}
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
 export const ScoreOptions = RunFields.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true });

@@ -1,16 +1,18 @@
 // Dataset readers: JSON lines (or one JSON array of objects, as Alpaca files
 // are), CSV (csv-parse) and Parquet (hyparquet), all yielding rows
-// `{ line, values }` one at a time (bounded memory: JSONL/CSV are streamed;
-// Parquet is read in slices of at most PARQUET_SLICE rows; a JSON array is read whole).
+// `{ line, values }` one at a time, in bounded memory: JSON files and CSV
+// stream through (a row is held whole only up to MAX_ROW_BYTES), Parquet is
+// read in slices of at most PARQUET_SLICE rows. Each JSON and CSV row comes
+// with the bytes it was read from, so that an index can read it again alone
+// (indexed.ts).
 //
 // `line` is the 1-based physical line where the row starts for JSONL/CSV
 // (the CSV header is line 1), and the 1-based row number for Parquet
 // (row index + 1). Errors are `DatasetError`s carrying file + line.
 
 import { createReadStream } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { parse as csvParse } from 'csv-parse';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 // hyparquet reads snappy and uncompressed pages itself; these add gzip, brotli, zstd, lz4 and lz4_raw.
@@ -100,119 +102,228 @@ async function checkReadable(file: string): Promise<void> {
   }
 }
 
-/** Whether a JSON file holds one array of rows (Alpaca's form) rather than JSON lines: its first character is '['. */
-async function isJsonArrayFile(file: string): Promise<boolean> {
-  const handle = await open(file, 'r');
+/**
+ * The largest row a dataset may hold (16 MiB of text). A row is parsed and tokenised whole, and the
+ * tokenizer needs about 20 bytes and a second of work per kilobyte of text: far longer rows (a whole
+ * book in one cell) ran the engine host out of memory. No model's context needs more.
+ */
+export const MAX_ROW_BYTES = 16 * 2 ** 20;
+
+function oversized(file: string, line: number, bytes: number, partial: boolean, unit: 'line' | 'row' = 'line'): DatasetError {
+  const limit = `${MAX_ROW_BYTES} bytes (${MAX_ROW_BYTES / 2 ** 20} MiB)`;
+  const what = partial ? `the row is longer than ${limit}, the most a row may hold` : `the row is ${bytes} bytes, longer than the ${limit} a row may hold`;
+  return new DatasetError(file, line, `${what}: split or shorten it`, { unit });
+}
+
+/** A row's bytes and where they lie: [start, end) in the file, and the 1-based line it starts on. */
+interface RowSpan {
+  line: number;
+  start: number;
+  end: number;
+  bytes: Buffer;
+}
+
+/** A row and the bytes [start, end) it was read from (-1 for Parquet, whose rows are found by number). */
+export interface LocatedRow {
+  row: DatasetRow;
+  start: number;
+  end: number;
+}
+
+const READ_CHUNK = 1 << 20;
+const NL = 0x0a;
+
+/** The bytes of a file, chunk by chunk, with each chunk's offset. */
+async function* fileChunks(file: string, from = 0): AsyncGenerator<{ at: number; bytes: Buffer }> {
+  const fh = await open(file, 'r');
+  try {
+    let at = from;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(READ_CHUNK);
+      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, at);
+      if (bytesRead === 0) return;
+      yield { at, bytes: buf.subarray(0, bytesRead) };
+      at += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Where a file's rows start past a UTF-8 byte order mark, and whether it holds one JSON array (Alpaca's form) rather than JSON lines. */
+async function jsonLayout(file: string): Promise<{ bom: number; array: boolean }> {
+  const fh = await open(file, 'r');
   try {
     const buf = Buffer.alloc(4096);
-    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-    return /^\uFEFF?\s*\[/.test(buf.subarray(0, bytesRead).toString('utf8'));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const head = buf.subarray(0, bytesRead);
+    const bom = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf ? 3 : 0;
+    return { bom, array: /^\s*\[/.test(head.subarray(bom).toString('utf8')) };
   } finally {
-    await handle.close();
+    await fh.close();
   }
+}
+
+/** Collects one row's bytes across chunks, up to MAX_ROW_BYTES (beyond that it only counts them). */
+class RowBytes {
+  private parts: Buffer[] = [];
+  length = 0;
+  add(b: Buffer): void {
+    if (this.length + b.length <= MAX_ROW_BYTES) this.parts.push(b);
+    else this.parts = [];
+    this.length += b.length;
+  }
+  get over(): boolean {
+    return this.length > MAX_ROW_BYTES;
+  }
+  take(): Buffer {
+    const b = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
+    this.parts = [];
+    this.length = 0;
+    return b;
+  }
+}
+
+const isBlank = (b: Buffer) => {
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) return false;
+  }
+  return true;
+};
+
+/** JSON lines: every line that is not blank is a row. Lines longer than MAX_ROW_BYTES are refused (reported and skipped with onBadRow). */
+async function* jsonLineSpans(file: string, bom: number, onBadRow?: (e: DatasetError) => void): AsyncGenerator<RowSpan> {
+  let line = 1;
+  let start = bom;
+  const row = new RowBytes();
+  const finish = (end: number): RowSpan | null => {
+    const over = row.over;
+    const length = row.length;
+    const bytes = over ? Buffer.alloc(0) : row.take();
+    if (over) {
+      row.take();
+      const e = oversized(file, line, length, false);
+      if (!onBadRow) throw e;
+      onBadRow(e);
+      return null;
+    }
+    return isBlank(bytes) ? null : { line, start, end, bytes };
+  };
+  for await (const { at, bytes } of fileChunks(file, bom)) {
+    let from = 0;
+    for (;;) {
+      const nl = bytes.indexOf(NL, from);
+      if (nl < 0) {
+        row.add(bytes.subarray(from));
+        if (row.over && !onBadRow) throw oversized(file, line, row.length, true);
+        break;
+      }
+      row.add(bytes.subarray(from, nl));
+      const span = finish(at + nl);
+      if (span) yield span;
+      line++;
+      from = nl + 1;
+      start = at + from;
+    }
+  }
+  const span = finish(start + row.length);
+  if (span) yield span;
 }
 
 /**
- * A file holding one JSON array of objects. Each element's line is where it starts; the elements are
- * found by scanning (strings and nesting tracked), so one malformed element is reported and skipped
- * (with onBadRow) without losing the rest. The file is read whole: an array has no streaming form.
+ * A file holding one JSON array of objects: each element is a row, found by scanning the bytes
+ * (strings and nesting tracked; the delimiters are ASCII, so UTF-8 text cannot fake one), with the
+ * line it starts on. The file streams through: memory holds one element.
  */
-async function* readJsonArray(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
-  const text = (await readFile(file, 'utf8')).replace(/^\uFEFF/, '');
-  let i = text.indexOf('[') + 1;
-  let line = 1 + countNewlines(text, 0, i);
-  const skipSpace = () => {
-    while (i < text.length && /\s/.test(text[i])) {
-      if (text[i] === '\n') line++;
-      i++;
-    }
-  };
-  const bad = (at: number, detail: string) => {
-    const e = new DatasetError(file, at, detail);
-    if (!onBadRow) throw e;
-    onBadRow(e);
-  };
-  skipSpace();
-  if (text[i] === ']') i++;
-  else {
-    for (;;) {
-      skipSpace();
-      const start = i;
-      const startLine = line;
-      let depth = 0;
-      let inString = false;
-      for (; i < text.length; i++) {
-        const c = text[i];
-        if (c === '\n') line++;
+async function* jsonArraySpans(file: string, bom: number): AsyncGenerator<RowSpan> {
+  let line = 1;
+  let state: 'open' | 'before' | 'in' | 'after' | 'closed' = 'open';
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let start = 0;
+  let startLine = 0;
+  const row = new RowBytes();
+  const space = (c: number) => c === 0x20 || c === 0x09 || c === 0x0d || c === NL;
+  const unexpected = (c: number, where: string) => new DatasetError(file, line, `unexpected ${JSON.stringify(String.fromCharCode(c))} ${where}`);
+  for await (const { at, bytes } of fileChunks(file, bom)) {
+    let rowFrom = state === 'in' ? 0 : -1;
+    for (let i = 0; i < bytes.length; i++) {
+      const c = bytes[i];
+      if (state === 'in') {
         if (inString) {
-          if (c === '\\') i++;
-          else if (c === '"') inString = false;
-        } else if (c === '"') inString = true;
-        else if (c === '{' || c === '[') depth++;
-        else if (c === '}' || c === ']') {
-          if (depth === 0) break;
-          depth--;
-        } else if (c === ',' && depth === 0) break;
-      }
-      if (i >= text.length) throw new DatasetError(file, startLine, 'the JSON array is not closed (no "]" after this element)');
-      let value: unknown;
-      try {
-        value = JSON.parse(text.slice(start, i));
-        if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-          bad(startLine, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
-        } else {
-          yield { line: startLine, values: value as Record<string, unknown> };
+          if (escaped) escaped = false;
+          else if (c === 0x5c) escaped = true;
+          else if (c === 0x22) inString = false;
+        } else if (c === 0x22) inString = true;
+        else if (c === 0x7b || c === 0x5b) depth++;
+        else if ((c === 0x7d || c === 0x5d) && depth > 0) depth--;
+        else if ((c === 0x5d || c === 0x2c) && depth === 0) {
+          row.add(bytes.subarray(rowFrom, i));
+          if (row.over) throw oversized(file, startLine, row.length, false);
+          yield { line: startLine, start, end: at + i, bytes: row.take() };
+          state = c === 0x2c ? 'before' : 'closed';
+          rowFrom = -1;
         }
-      } catch (e) {
-        if (e instanceof DatasetError) throw e;
-        bad(startLine, `invalid JSON: ${(e as Error).message}`);
+      } else if (space(c)) {
+        // between elements
+      } else if (state === 'open') {
+        if (c !== 0x5b) throw unexpected(c, 'where the JSON array should start');
+        state = 'before';
+      } else if (state === 'before' && c === 0x5d) {
+        state = 'closed';
+      } else if (state === 'before') {
+        state = 'in';
+        start = at + i;
+        startLine = line;
+        rowFrom = i;
+        depth = 0;
+        inString = false;
+        escaped = false;
+        if (c === 0x22) inString = true;
+        else if (c === 0x7b || c === 0x5b) depth = 1;
+      } else {
+        throw unexpected(c, state === 'closed' ? 'after the JSON array' : 'between the elements of the JSON array');
       }
-      if (text[i++] === ']') break;
+      if (c === NL) line++;
+    }
+    if (state === 'in') {
+      row.add(bytes.subarray(rowFrom));
+      if (row.over) throw oversized(file, startLine, row.length, true);
     }
   }
-  skipSpace();
-  if (i < text.length) throw new DatasetError(file, line, 'unexpected text after the JSON array');
+  if (state === 'in') throw new DatasetError(file, startLine, 'the JSON array is not closed (no "]" after this element)');
+  if ((state as string) !== 'closed') throw new DatasetError(file, line, 'the JSON array is not closed (no "]")');
 }
 
-function countNewlines(text: string, from: number, to: number): number {
-  let n = 0;
-  for (let k = from; k < to; k++) if (text.charCodeAt(k) === 10) n++;
-  return n;
-}
-
-async function* readJsonl(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
-  if (await isJsonArrayFile(file)) {
-    yield* readJsonArray(file, onBadRow);
-    return;
-  }
-  const stream = createReadStream(file, { encoding: 'utf8' });
-  const rl = createInterface({ input: stream, crlfDelay: Infinity });
-  let lineNo = 0;
+/** One JSON row from its bytes: an object, else an error naming the file and line. */
+function parseJsonRow(file: string, line: number, bytes: Buffer): DatasetRow {
+  let value: unknown;
   try {
-    for await (const raw of rl) {
-      lineNo++;
-      const text = lineNo === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-      if (text.trim() === '') continue;
-      let value: unknown;
-      let bad: DatasetError | null = null;
-      try {
-        value = JSON.parse(text);
-      } catch (e) {
-        bad = new DatasetError(file, lineNo, `invalid JSON: ${(e as Error).message}`);
-      }
-      if (!bad && (value === null || typeof value !== 'object' || Array.isArray(value))) {
-        bad = new DatasetError(file, lineNo, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
-      }
-      if (bad) {
-        if (!onBadRow) throw bad;
-        onBadRow(bad);
-        continue;
-      }
-      yield { line: lineNo, values: value as Record<string, unknown> };
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new DatasetError(file, line, `invalid JSON: ${(e as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new DatasetError(file, line, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+  }
+  return { line, values: value as Record<string, unknown> };
+}
+
+/** The rows of a JSON lines or JSON array file with their spans; a row that does not parse is reported and skipped with onBadRow. */
+async function* jsonRows(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<LocatedRow> {
+  const { bom, array } = await jsonLayout(file);
+  for await (const span of array ? jsonArraySpans(file, bom) : jsonLineSpans(file, bom, onBadRow)) {
+    let row: DatasetRow;
+    try {
+      row = parseJsonRow(file, span.line, span.bytes);
+    } catch (e) {
+      if (!onBadRow || !(e instanceof DatasetError)) throw e;
+      onBadRow(e);
+      continue;
     }
-  } finally {
-    rl.close();
-    stream.destroy();
+    yield { row, start: span.start, end: span.end };
   }
 }
 
@@ -259,38 +370,54 @@ class LineIndex {
   }
 }
 
-async function* readCsv(file: string, onBadRow?: (e: DatasetError) => void): AsyncGenerator<DatasetRow> {
+/** csv-parse's options for a file's records (a record read again alone takes the same, less the BOM and the record limit's message). */
+export const CSV_OPTIONS = { skip_empty_lines: true, max_record_size: MAX_ROW_BYTES } as const;
+
+/** A CSV record as a row: the header's names over its fields (a record of another length is an error at its line). */
+export function csvRecordRow(file: string, header: readonly string[], record: readonly string[], line: number): DatasetRow {
+  if (record.length !== header.length) throw new DatasetError(file, line, `CSV record has ${record.length} fields; the header has ${header.length}`);
+  const values: Record<string, unknown> = {};
+  header.forEach((h, i) => (values[h] = record[i]));
+  return { line, values };
+}
+
+/** The rows of a CSV file with their spans; the header comes first through onHeader. */
+async function* csvRows(file: string, onBadRow?: (e: DatasetError) => void, onHeader?: (h: string[]) => void): AsyncGenerator<LocatedRow> {
   const stream = createReadStream(file);
   const lines = new LineIndex();
   stream.on('data', (chunk) => lines.push(chunk as Buffer));
   // With onBadRow, ragged records reach the check below (and are skipped) instead of ending the parse.
-  const parser = stream.pipe(csvParse({ bom: true, info: true, skip_empty_lines: true, relax_column_count: onBadRow !== undefined }));
+  const parser = stream.pipe(csvParse({ ...CSV_OPTIONS, bom: true, info: true, relax_column_count: onBadRow !== undefined }));
   let header: string[] | null = null;
   let prevEnd = 0;
   try {
     for await (const item of parser as AsyncIterable<CsvInfoRecord>) {
       const line = lines.recordStartLine(prevEnd);
+      const start = prevEnd;
       prevEnd = item.info.bytes;
       if (header === null) {
         header = item.record;
         const dup = header.find((h, i) => header!.indexOf(h) !== i);
         if (dup !== undefined) throw new DatasetError(file, line, `duplicate column name ${JSON.stringify(dup)} in the header`);
+        onHeader?.(header);
         continue;
       }
-      if (item.record.length !== header.length) {
-        const bad = new DatasetError(file, line, `CSV record has ${item.record.length} fields; the header has ${header.length}`);
-        if (!onBadRow) throw bad;
-        onBadRow(bad);
+      let row: DatasetRow;
+      try {
+        row = csvRecordRow(file, header, item.record, line);
+      } catch (e) {
+        if (!onBadRow) throw e;
+        onBadRow(e as DatasetError);
         continue;
       }
-      const values: Record<string, unknown> = {};
-      header.forEach((h, i) => (values[h] = item.record[i]));
-      yield { line, values };
+      yield { row, start, end: prevEnd };
     }
   } catch (e) {
     if (e instanceof DatasetError) throw e;
-    const err = e as Error & { lines?: number };
-    throw new DatasetError(file, typeof err.lines === 'number' ? err.lines : 0, `CSV error: ${err.message}`);
+    const err = e as Error & { lines?: number; code?: string };
+    const line = typeof err.lines === 'number' ? err.lines : 0;
+    if (err.code === 'CSV_MAX_RECORD_SIZE') throw oversized(file, lines.recordStartLine(prevEnd), MAX_ROW_BYTES, true);
+    throw new DatasetError(file, line, `CSV error: ${err.message}`);
   } finally {
     stream.destroy();
   }
@@ -307,46 +434,76 @@ function plainValue(v: unknown): unknown {
   return v;
 }
 
-async function* readParquet(file: string): AsyncGenerator<DatasetRow> {
-  let buffer;
-  let metadata;
+/** A Parquet file's reader and metadata; errors name the file. */
+export async function openParquet(file: string) {
   try {
-    buffer = await asyncBufferFromFile(file);
-    metadata = await parquetMetadataAsync(buffer);
+    const buffer = await asyncBufferFromFile(file);
+    return { buffer, metadata: await parquetMetadataAsync(buffer) };
   } catch (e) {
     throw new DatasetError(file, 0, `invalid Parquet file: ${(e as Error).message}`, { unit: 'row' });
   }
-  const total = Number(metadata.num_rows);
+}
+
+/** Roughly the bytes a value's text takes (strings by length, nested values summed): what a Parquet row is bounded by. */
+function textSize(v: unknown): number {
+  if (typeof v === 'string') return v.length;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + textSize(x), 0);
+  if (v && typeof v === 'object' && !(v instanceof Date)) return Object.values(v).reduce((n: number, x) => n + textSize(x), 0);
+  return 8;
+}
+
+/** Rows [start, end) of a Parquet file (0-based), numbered from 1; a row larger than MAX_ROW_BYTES is an error at its number. */
+export async function parquetSlice(file: string, pq: Awaited<ReturnType<typeof openParquet>>, start: number, end: number): Promise<DatasetRow[]> {
+  let rows: Record<string, unknown>[];
+  try {
+    rows = await parquetReadObjects({ file: pq.buffer, metadata: pq.metadata, rowStart: start, rowEnd: end, compressors });
+  } catch (e) {
+    throw new DatasetError(file, start + 1, `cannot decode Parquet rows ${start}..${end - 1}: ${(e as Error).message}`, { unit: 'row' });
+  }
+  return rows.map((r, i) => {
+    const values: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(r)) values[k] = plainValue(v);
+    const size = textSize(values);
+    if (size > MAX_ROW_BYTES) throw oversized(file, start + i + 1, size, false, 'row');
+    return { line: start + i + 1, values };
+  });
+}
+
+async function* parquetRows(file: string): AsyncGenerator<LocatedRow> {
+  const pq = await openParquet(file);
+  const total = Number(pq.metadata.num_rows);
   for (let start = 0; start < total; start += PARQUET_SLICE) {
-    const end = Math.min(total, start + PARQUET_SLICE);
-    let rows: Record<string, unknown>[];
-    try {
-      rows = await parquetReadObjects({ file: buffer, metadata, rowStart: start, rowEnd: end, compressors });
-    } catch (e) {
-      throw new DatasetError(file, start + 1, `cannot decode Parquet rows ${start}..${end - 1}: ${(e as Error).message}`, {
-        unit: 'row',
-      });
-    }
-    for (let i = 0; i < rows.length; i++) {
-      const values: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(rows[i])) values[k] = plainValue(v);
-      yield { line: start + i + 1, values };
-    }
+    for (const row of await parquetSlice(file, pq, start, Math.min(total, start + PARQUET_SLICE))) yield { row, start: -1, end: -1 };
+  }
+}
+
+export interface LocateOptions extends ReadOptions {
+  /** CSV: told the header before the first row. */
+  onHeader?: (header: string[]) => void;
+}
+
+/** Stream the rows of a dataset file with the bytes each was read from (what an index of the file keeps). */
+export async function* readLocated(file: string, options: LocateOptions = {}): AsyncGenerator<LocatedRow> {
+  const format = options.format ?? detectFormat(file);
+  await checkReadable(file);
+  const limit = options.limit ?? Infinity;
+  if (limit <= 0) return;
+  const source = format === 'jsonl' ? jsonRows(file, options.onBadRow) : format === 'csv' ? csvRows(file, options.onBadRow, options.onHeader) : parquetRows(file);
+  let count = 0;
+  for await (const located of source) {
+    yield located;
+    if (++count >= limit) break;
   }
 }
 
 /** Stream the rows of a dataset file. */
 export async function* readDataset(file: string, options: ReadOptions = {}): AsyncGenerator<DatasetRow> {
-  const format = options.format ?? detectFormat(file);
-  await checkReadable(file);
-  const limit = options.limit ?? Infinity;
-  if (limit <= 0) return;
-  const source = format === 'jsonl' ? readJsonl(file, options.onBadRow) : format === 'csv' ? readCsv(file, options.onBadRow) : readParquet(file);
-  let count = 0;
-  for await (const row of source) {
-    yield row;
-    if (++count >= limit) break;
-  }
+  for await (const { row } of readLocated(file, options)) yield row;
+}
+
+/** One row of a JSON lines or JSON array file, read again from its bytes. */
+export function jsonRowFrom(file: string, line: number, bytes: Buffer): DatasetRow {
+  return parseJsonRow(file, line, bytes);
 }
 
 export async function readAllRows(file: string, options: ReadOptions = {}): Promise<DatasetRow[]> {
@@ -371,8 +528,7 @@ export async function previewDataset(file: string, n = 5, options: { format?: Da
   const rows = await readAllRows(file, { format, limit: n });
   const preview: DatasetPreview = { file, format, columns: [], rows };
   if (format === 'parquet') {
-    const buffer = await asyncBufferFromFile(file);
-    const metadata = await parquetMetadataAsync(buffer);
+    const { metadata } = await openParquet(file);
     preview.totalRows = Number(metadata.num_rows);
     preview.columns = parquetSchema(metadata).children.map((c) => c.element.name);
   } else if (format === 'csv' && rows.length > 0) {

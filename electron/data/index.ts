@@ -9,6 +9,7 @@ export {
   describeValue,
   detectFormat,
   isParquetPath,
+  MAX_ROW_BYTES,
   previewDataset,
   readAllRows,
   readDataset,
@@ -64,7 +65,9 @@ export type {
   ChatTemplate,
   ChatValue,
 } from './chat.js';
-export { splitIndices, splitRows } from './split.js';
+export { splitIndexArrays, splitIndices, splitRows } from './split.js';
+export { DatasetIndex, ExampleSet } from './indexed.js';
+export type { IndexOptions } from './indexed.js';
 export type { SplitIndices, SplitOptions } from './split.js';
 export {
   BatchSampler,

@@ -16,17 +16,28 @@ export interface SplitIndices {
  * so file order is preserved; which rows land in eval depends only on (n, seed).
  */
 export function splitIndices(n: number, evalFraction: number, seed: number): SplitIndices {
+  const { train, eval: ev } = splitIndexArrays(n, evalFraction, seed);
+  return { train: Array.from(train), eval: Array.from(ev) };
+}
+
+/** splitIndices as typed arrays: 4 bytes a row, for datasets of millions of rows. */
+export function splitIndexArrays(n: number, evalFraction: number, seed: number): { train: Uint32Array; eval: Uint32Array } {
   if (!Number.isInteger(n) || n < 0) throw new RangeError(`n must be a non-negative integer, got ${n}`);
   if (!(evalFraction >= 0 && evalFraction < 1)) throw new RangeError(`evalFraction must be in [0, 1), got ${evalFraction}`);
   let nEval = Math.round(n * evalFraction);
   if (evalFraction > 0 && n >= 2) nEval = Math.min(Math.max(nEval, 1), n - 1);
-  if (nEval === 0) return { train: Array.from({ length: n }, (_, i) => i), eval: [] };
+  if (nEval === 0) return { train: Uint32Array.from({ length: n }, (_, i) => i), eval: new Uint32Array(0) };
   const perm = permutation(seed, PURPOSE_SPLIT, 0, n);
   const isEval = new Uint8Array(n);
   for (let i = 0; i < nEval; i++) isEval[perm[i]] = 1;
-  const train: number[] = [];
-  const evalIdx: number[] = [];
-  for (let i = 0; i < n; i++) (isEval[i] ? evalIdx : train).push(i);
+  const train = new Uint32Array(n - nEval);
+  const evalIdx = new Uint32Array(nEval);
+  let t = 0;
+  let e = 0;
+  for (let i = 0; i < n; i++) {
+    if (isEval[i]) evalIdx[e++] = i;
+    else train[t++] = i;
+  }
   return { train, eval: evalIdx };
 }
 

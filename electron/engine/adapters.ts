@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 
 import type { TrainOptions } from '../common/options.js';
 import { encodeSafetensors, readSafetensorsHeader } from '../model/index.js';
+import { TRAINED_FILE } from './checkpoint.js';
 import type { FolderFile } from './safe-write.js';
 import type { NativeEngine, NativeTrainSpec } from './native.js';
 
@@ -19,8 +20,6 @@ export function trainSpecOf(o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAl
   return { kind: o.trainable, rank: o.rank, alpha: o.loraAlpha, targets: o.targets, fraction: o.sparseFraction, seed: o.seed };
 }
 
-/** The file a checkpoint of an adapter run keeps the trained tensors in, by the engine's names. */
-export const TRAINED_FILE = 'trainable.safetensors';
 
 /** One adapted matrix as a LoRA: its base weight's name, A (r, in), B (out, r). */
 export interface LoraMatrix {

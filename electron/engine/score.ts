@@ -1,7 +1,15 @@
 // Scoring without training: per-example loss (mean token NLL over the scored
-// tokens) and accuracy of a model on a dataset.
-import { ScoreOptions, TrainOptions, filled } from '../common/options.js';
-import { loadForTraining, scoreExamples } from './trainer.js';
+// tokens) and accuracy of a model on a dataset. The file streams through: rows
+// are tokenised and scored a batch at a time and each example is reported as
+// its batch is scored, so memory holds one batch and the first lines come at
+// once, whatever the file's size.
+import { ScoreOptions } from '../common/options.js';
+import { loadTokenizer, readDataset } from '../data/index.js';
+import type { TokenizedExample } from '../data/index.js';
+import { loadModelInfo } from '../model/index.js';
+import { trainingMaxLength } from './example-tokens.js';
+import { exampleTokenizer } from './training-data.js';
+import { openEngine, scoreExamples } from './trainer.js';
 import type { TrainEvent } from './trainer.js';
 
 export { ScoreOptions };
@@ -26,36 +34,50 @@ export interface ScoreSummary {
 
 export type ScoreEvent = ScoredExample | ScoreSummary | TrainEvent;
 
-export async function scoreDataset(o: ScoreOptions, emit: (e: ScoreEvent) => void): Promise<ScoreSummary> {
+/** The file's examples, `size` at a time, tokenised as they are read. */
+async function* batchesOf(file: string, tokenize: (row: Parameters<ReturnType<ReturnType<typeof exampleTokenizer>>>[0]) => TokenizedExample, size: number): AsyncGenerator<TokenizedExample[]> {
+  let batch: TokenizedExample[] = [];
+  for await (const row of readDataset(file)) {
+    batch.push(tokenize(row));
+    if (batch.length === size) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length) yield batch;
+}
+
+export async function scoreDataset(options: ScoreOptions, emit: (e: ScoreEvent) => void): Promise<ScoreSummary> {
   const t0 = Date.now();
-  // The whole file is scored: nothing held out.
-  const { engine, train: examples } = await loadForTraining(filled(TrainOptions.parse({ ...ScoreOptions.parse(o), evalFraction: 0, zeroShot: false })), emit);
+  const o = ScoreOptions.parse(options);
+  const info = await loadModelInfo(o.model);
+  if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
+  const tokenize = exampleTokenizer(o.task, await loadTokenizer(info.dir), info, trainingMaxLength(info, o.maxLength))(o.train);
+  const engine = await openEngine(info, o, undefined, emit);
+  let index = 0;
   let r: Awaited<ReturnType<typeof scoreExamples>>;
   try {
-    r = await scoreExamples(engine, examples, o.batchSize);
+    r = await scoreExamples(engine, batchesOf(o.train, tokenize, o.batchSize), (examples, chunk) => {
+      let seq = 0;
+      examples.forEach((ex, i) => {
+        const n = ex.sequences.length;
+        emit({
+          type: 'example',
+          index: index++,
+          source: ex.source,
+          loss: chunk.exampleLoss[i],
+          scoredTokens: chunk.scoredTokens[i],
+          correct: chunk.correct[i] < 0 ? null : chunk.correct[i] === 1,
+          candidateScores: ex.kind === 'classify' ? chunk.candidateScores.slice(seq, seq + n) : null,
+        });
+        seq += n;
+      });
+    });
   } finally {
     engine.close();
   }
-  let index = 0;
-  for (const chunk of r.results) {
-    let seq = 0;
-    chunk.exampleLoss.forEach((loss, i) => {
-      const ex = examples[index];
-      const n = ex.sequences.length;
-      emit({
-        type: 'example',
-        index,
-        source: ex.source,
-        loss,
-        scoredTokens: chunk.scoredTokens[i],
-        correct: chunk.correct[i] < 0 ? null : chunk.correct[i] === 1,
-        candidateScores: ex.kind === 'classify' ? chunk.candidateScores.slice(seq, seq + n) : null,
-      });
-      seq += n;
-      index++;
-    });
-  }
-  const summary: ScoreSummary = { type: 'summary', examples: examples.length, loss: r.loss, accuracy: r.accuracy, wallS: (Date.now() - t0) / 1000 };
+  if (r.examples === 0) throw new Error(`${o.train} has no examples to score`);
+  const summary: ScoreSummary = { type: 'summary', examples: r.examples, loss: r.loss, accuracy: r.accuracy, wallS: (Date.now() - t0) / 1000 };
   emit(summary);
   return summary;
 }

@@ -1,37 +1,54 @@
 // The training loop: MeZO steps on the native engine, evaluation, the seed
-// log, and saving the fine-tuned model. Runs inside the engine host process
-// (see host.ts); it never touches the parent's state.
-import { readdir, readFile, rm } from 'node:fs/promises';
+// log, checkpoints, and saving the fine-tuned model. Runs inside the engine
+// host process (see host.ts); it never touches the parent's state.
+//
+// A run is checked whole before it is reported ready (and so recorded): its
+// options, its folders, the checkpoint it resumes (verified, its run's, its
+// trajectory), the model, every row of the data and the plan. What can still
+// fail after that is the engine itself.
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
-import { batchIndices, loadExamples, loadTokenizer, splitRows } from '../data/index.js';
-import type { TokenizedExample } from '../data/index.js';
-import { TrainOptions, filled } from '../common/options.js';
+import { batchIndices, loadTokenizer } from '../data/index.js';
+import type { ExampleSet, TokenizedExample } from '../data/index.js';
+import { TrainOptions, filled, trajectoryChanges } from '../common/options.js';
 import type { Masters } from '../common/options.js';
 import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
+import { CheckpointError, isCompleteCheckpoint, openCheckpoint, otherRunsIn, pruneCheckpoints, STATE_FILE, TRAINED_FILE, withManifest } from './checkpoint.js';
+import { isAdapterRun, mergedTensors, peftFiles, peftLora, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
+import type { CheckpointState, OpenedCheckpoint, OptionChange, SeedLogEntry } from './checkpoint.js';
 import { findStaleSpillFiles } from './spill-files.js';
 import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFolderAtomic } from './safe-write.js';
 import type { FolderFile, FreeSpace, WriteFolderOptions } from './safe-write.js';
 import { engineThreads, loadNative } from './native.js';
 import type { NativeEngine, NativeScoreResult, PhaseTimes, TierInfo, TierPlacement } from './native.js';
 import { engineSpec } from './spec.js';
-import { TRAINED_FILE, isAdapterRun, mergedTensors, peftFiles, peftLora, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
 import { planFor } from './plan-result.js';
-import { meanExampleTokens, trainingMaxLength } from './example-tokens.js';
+import { trainingMaxLength } from './example-tokens.js';
 import { runPlan } from './planner.js';
 import type { Plan } from './planner.js';
+import { prepareTrainingData } from './training-data.js';
+import type { TrainingData } from './training-data.js';
 import { resolveDataDir } from '../services/paths.js';
-import { isFile, statOrNull } from '../node/files.js';
+import { statOrNull } from '../node/files.js';
 import { agreeOnControl, agreeOnStart, dataHash, rankSteps, scoreShared, waitForRankZero, writeAllowanceMs } from './dist-train.js';
 import { checkLayout, rankLayout, shardOf } from '../common/ranks.js';
 import type { RankLayout } from '../common/ranks.js';
 import type { World } from './world.js';
 
 export { TrainOptions };
+export type { CheckpointState, SeedLogEntry };
+
+/**
+ * Consecutive skipped steps (a non-finite loss or projected gradient: no update) after which a run
+ * stops as failed. One such step is a glitch the run steps over; ten in a row mean the weights,
+ * the learning rate or the data give NaN or Inf, and every further step would be skipped too.
+ */
+export const MAX_CONSECUTIVE_SKIPPED = 10;
 
 /** The step's I/O from the tier counters read before and after it; undefined when the engine reports no tiers. */
 export function stepIo(before: TierInfo | undefined, after: TierInfo | undefined, times: Pick<PhaseTimes, 'ioMs'>): StepIo | undefined {
@@ -166,39 +183,197 @@ export interface CheckpointEvent {
   path: string;
   bytes: number;
 }
-export type TrainEvent = StartEvent | StepEvent | EvalEvent | DoneEvent | LogEvent | CheckpointEvent;
+/** The run is checked (options, folders, checkpoint, model, data, plan) and about to load the engine: it can start, so it is recorded. */
+export interface ReadyEvent {
+  type: 'ready';
+}
+export type TrainEvent = ReadyEvent | StartEvent | StepEvent | EvalEvent | DoneEvent | LogEvent | CheckpointEvent;
+
+/** What the run checked before it starts: its options as it runs them, the model, the data and where the units go. */
+export interface Prepared {
+  o: TrainOptions;
+  info: ModelInfo;
+  data: TrainingData;
+  /** The checkpoint it resumes, verified. */
+  resume: OpenedCheckpoint | null;
+  /** The options the resume changed on purpose (with those of earlier resumes). */
+  optionChanges: OptionChange[];
+  placement: TierPlacement | undefined;
+  plan?: Plan;
+  side: ModelSideFiles;
+}
 
 /**
- * A run resumes in the precision its checkpoint was trained in (the checkpoint holds that
- * format's values, so loading them is exact): taken from the checkpoint when not given,
- * refused when given differently.
+ * Checks everything a run needs before it starts, in the order a person would fix them: options,
+ * the checkpoint to resume, output folders, the model, the data (every row), the plan; then says
+ * `ready`. Nothing here runs a step, so a mistake leaves no run behind.
  */
-async function resumedMasters(o: TrainOptions): Promise<Masters> {
-  const state = await resumeState(o.resumeFrom as string);
-  const saved = (state.options?.masters ?? 'fp32') as Masters;
-  if (o.masters !== undefined && o.masters !== saved) {
-    throw new Error(`${o.resumeFrom} was trained with ${saved} masters; resume it with --masters ${saved} (not ${o.masters})`);
+export async function prepareTraining(options: unknown, emit: (e: TrainEvent) => void, world?: World): Promise<Prepared> {
+  let o = parseTrainOptions(options);
+  checkTrainOptions(o);
+  if (world && world.size !== o.ranks) throw new Error(`the run asks for ${o.ranks} ranks; ${world.size} were started`);
+  const rankZero = !world || world.rank === 0;
+  let resume: OpenedCheckpoint | null = null;
+  let optionChanges: OptionChange[] = [];
+  if (o.resumeFrom) {
+    resume = await openCheckpoint(o.resumeFrom);
+    ({ o, changes: optionChanges } = resumedOptions(o, resume, emit));
   }
-  return saved;
+  if (rankZero) {
+    await checkOutputFolders(o);
+    await preflightDiskSpace(o);
+  }
+  // An adapter run resumes over its frozen base; its checkpoint holds the adapters only.
+  const info = await loadModelInfo(resume && isAdapterRun(o) ? resume.state.base_model : (o.resumeFrom ?? o.model));
+  if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
+  const tokenizer = await loadTokenizer(info.dir);
+  const maxLength = trainingMaxLength(info, o.maxLength);
+  const log = (message: string) => emit({ type: 'log', message });
+  const data = await prepareTrainingData({ ...o, maxLength }, info, tokenizer, log);
+  try {
+    for (const dir of o.spillDirs ?? []) {
+      const stale = await findStaleSpillFiles(dir);
+      if (stale.length) {
+        const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
+        log(`${dir} holds ${stale.length} spill file(s) (${gb} GB) from engines that ended uncleanly; delete them with spillway doctor --spill ${dir} --clean-spill`);
+      }
+    }
+    let placement: TierPlacement | undefined;
+    let plan: Plan | undefined;
+    if (o.offload === 'auto') {
+      // Several ranks: rank 0 plans (and calibrates) alone, and every rank places its blocks as it
+      // did (the sliced transfer needs the same homes everywhere).
+      if (rankZero) {
+        // Activations for --max-length when given, else for the longest sequence seen.
+        ({ placement, plan } = await planPlacement(o, info, o.maxLength !== undefined ? maxLength : Math.min(maxLength, data.maxTokens), data.meanTokens));
+        log(`plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD`);
+      }
+      if (world) placement = (JSON.parse(await world.broadcastText(JSON.stringify(placement ?? null), "rank 0's placement")) as TierPlacement | null) ?? undefined;
+    } else {
+      placement = placementFor(o, info.units);
+    }
+    placement = slicedPlacement(o, placement, emit, world);
+    const side = await readSideFiles(info.dir);
+    emit({ type: 'ready' });
+    return { o, info, data, resume, optionChanges, placement, plan, side };
+  } catch (e) {
+    await data.close();
+    throw e;
+  }
 }
 
-/** What a checkpoint folder records beside the model, in spillway.json. */
-export interface CheckpointState {
-  status: 'checkpoint' | 'completed' | 'stopped';
-  steps_done: number;
-  steps_planned: number;
-  base_model: string;
-  options: Partial<TrainOptions>;
+/**
+ * The options a resume runs with, checked against the checkpoint: the run it names, the precision it
+ * holds, and the options that shape the trajectory (refused when changed, unless the resume allows
+ * it; then the change is logged and kept with the checkpoints that follow).
+ */
+function resumedOptions(o: TrainOptions, ck: OpenedCheckpoint, emit: (e: TrainEvent) => void): { o: TrainOptions; changes: OptionChange[] } {
+  const { state, dir } = ck;
+  if (o.runId && state.run_id && state.run_id !== o.runId) {
+    throw new CheckpointError(dir, `was written by run ${state.run_id}, not by run ${o.runId}; a run resumes from its own checkpoints only`);
+  }
+  const saved = (state.options.masters ?? 'fp32') as Masters;
+  if (o.masters !== undefined && o.masters !== saved) {
+    throw new Error(`${dir} was trained with ${saved} masters; resume it with --masters ${saved} (not ${o.masters})`);
+  }
+  const resumed = { ...o, masters: saved };
+  const diffs = trajectoryChanges(state.options, resumed);
+  const shown = (v: unknown) => (v === undefined ? '(not set)' : typeof v === 'string' ? v : JSON.stringify(v));
+  const list = diffs.map((d) => `${d.option} ${shown(d.from)} → ${shown(d.to)}`).join(', ');
+  if (diffs.length && !o.allowOptionChanges) {
+    throw new Error(
+      `${dir} was trained with other options than this resume asks for (${list}); they change the run's trajectory. ` +
+        'Resume with the run\'s options, or add --allow-option-changes to take them (the change is recorded with the run)',
+    );
+  }
+  const changes = [...(state.option_changes ?? []), ...diffs.map((d) => ({ step: state.steps_done, ...d }))];
+  if (diffs.length) emit({ type: 'log', message: `options changed on resume at step ${state.steps_done}: ${list}` });
+  if (!ck.verified) emit({ type: 'log', message: `${dir} has no manifest of checksums (written by an earlier version): its files were checked for shape and finite values only` });
+  return { o: resumed, changes };
 }
 
-export interface SeedLogEntry {
-  step: number;
-  seed: string;
-  /** lr_t * g / q: the coefficient of z in the update. */
-  coef: number;
-  projected_grad: number;
-  lr: number;
-  skipped: boolean;
+/** An engine with the model's weights loaded in their homes; `threads` and `gpuMem` as the options say. */
+export async function openEngine(
+  info: ModelInfo,
+  o: Pick<TrainOptions, 'threads' | 'gpuMem'> & Partial<TrainOptions>,
+  placement: TierPlacement | undefined,
+  emit: (e: TrainEvent) => void,
+  ranksHere = 1,
+): Promise<NativeEngine> {
+  const native = loadNative();
+  // The ranks on one machine share its cores.
+  const threads = o.threads > 0 ? engineThreads(o.threads) : Math.max(1, Math.floor(engineThreads() / ranksHere));
+  const cores = availableParallelism();
+  if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
+  // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
+  const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
+  emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
+  try {
+    const loaded = await engine.load(engineSpec(info), placement, o.trainable ? trainSpecOf(o as TrainOptions) : undefined);
+    const t = loaded.trainable;
+    if (t && o.trainable && o.trainable !== 'full') {
+      const setup = t.setupSeconds >= 0.01 ? ` (set up in ${t.setupSeconds.toFixed(2)} s)` : '';
+      emit({ type: 'log', message: `training ${t.elements.toLocaleString('en-US')} of ${info.parameterCount.toLocaleString('en-US')} parameters (${o.trainable})${setup}` });
+    }
+    // An adapter run's resume: the adapters as its checkpoint holds them.
+    if (o.resumeFrom && o.trainable && isAdapterRun(o as TrainOptions)) await restoreTrained(engine, join(o.resumeFrom, TRAINED_FILE));
+  } catch (e) {
+    engine.close();
+    throw e;
+  }
+  return engine;
+}
+
+const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) => openEngine(p.info, p.o, p.placement, emit, world?.localSize ?? 1);
+
+export interface Loaded {
+  info: ModelInfo;
+  engine: NativeEngine;
+  plan?: Plan;
+  train: ExampleSet;
+  eval: ExampleSet;
+  close(): Promise<void>;
+}
+
+/** A prepared run with its engine loaded (for scoring and tests); close() frees both. */
+export async function loadForTraining(o: unknown, emit: (e: TrainEvent) => void): Promise<Loaded> {
+  const p = await prepareTraining(o, emit);
+  const engine = await loadEngine(p, emit).catch(async (e: unknown) => {
+    await p.data.close();
+    throw e;
+  });
+  return {
+    info: p.info,
+    engine,
+    plan: p.plan,
+    train: p.data.train,
+    eval: p.data.eval,
+    close: async () => {
+      engine.close();
+      await p.data.close();
+    },
+  };
+}
+
+/**
+ * Trains with options checked against the run options' schema (the engine host's boundary): defaults
+ * filled, bounds enforced. In this process, or (world) as one rank of a run over several: every rank
+ * trains its share of each step; rank 0 alone writes (checkpoints, the seed log, the model) and emits.
+ */
+export async function train(options: unknown, emit: (e: TrainEvent) => void, signal = new StopSignal(), world?: World): Promise<DoneEvent> {
+  const t0 = Date.now();
+  const p = await prepareTraining(options, emit, world);
+  try {
+    const engine = await loadEngine(p, emit, world);
+    try {
+      return await trainLoaded(p, engine, emit, signal, t0, world);
+    } finally {
+      // Frees the spill file and device memory now: a host process that exits never garbage-collects.
+      engine.close();
+    }
+  } finally {
+    await p.data.close();
+  }
 }
 
 export function scheduledLr(o: Pick<TrainOptions, 'lr' | 'schedule' | 'warmupSteps' | 'steps'>, step: number): number {
@@ -233,18 +408,20 @@ function isCancelled(e: unknown): boolean {
   return typeof e === 'object' && e !== null && (e as { code?: string }).code === 'ECANCELLED';
 }
 
+/** Loss and accuracy of a model over a set of examples, scored a chunk at a time. */
 export async function scoreExamples(
   engine: NativeEngine,
-  examples: TokenizedExample[],
-  chunk: number,
-): Promise<{ loss: number; accuracy: number | null; results: NativeScoreResult[] }> {
+  chunks: AsyncIterable<TokenizedExample[]>,
+  onChunk?: (examples: TokenizedExample[], r: NativeScoreResult) => void,
+): Promise<{ loss: number; accuracy: number | null; examples: number }> {
   let lossSum = 0;
   let correct = 0;
   let classified = 0;
-  const results: NativeScoreResult[] = [];
-  for (let i = 0; i < examples.length; i += chunk) {
-    const r = await engine.score(packBatch(examples.slice(i, i + chunk)));
-    results.push(r);
+  let n = 0;
+  for await (const examples of chunks) {
+    const r = await engine.score(packBatch(examples));
+    onChunk?.(examples, r);
+    n += examples.length;
     for (const l of r.exampleLoss) lossSum += l;
     for (const c of r.correct) {
       if (c >= 0) {
@@ -253,94 +430,7 @@ export async function scoreExamples(
       }
     }
   }
-  return {
-    loss: examples.length ? lossSum / examples.length : NaN,
-    accuracy: classified ? correct / classified : null,
-    results,
-  };
-}
-
-export interface Loaded {
-  info: ModelInfo;
-  engine: NativeEngine;
-  plan?: Plan;
-  train: TokenizedExample[];
-  eval: TokenizedExample[];
-}
-
-/** The model folder a run loads: its checkpoint's weights when resuming, except for an adapter run (its base, frozen). */
-async function modelFolder(o: TrainOptions): Promise<string> {
-  if (!o.resumeFrom) return o.model;
-  return isAdapterRun(o) ? (await resumeState(o.resumeFrom)).base_model : o.resumeFrom;
-}
-
-/** Loads the model and the data; as a rank of a run (world), with the placement rank 0 planned and its share of the cores. */
-export async function loadForTraining(o: TrainOptions, emit: (e: TrainEvent) => void, world?: World): Promise<Loaded> {
-  const ranksHere = world?.localSize ?? 1;
-  const info = await loadModelInfo(await modelFolder(o));
-  if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
-  const tokenizer = await loadTokenizer(info.dir);
-  const maxLength = trainingMaxLength(info, o.maxLength);
-  const all = await loadExamples(o.train, o.task, tokenizer, { maxLength });
-  let train = all;
-  let evalSet: TokenizedExample[] = [];
-  if (o.eval) {
-    evalSet = await loadExamples(o.eval, o.task, tokenizer, { maxLength });
-  } else if (o.evalFraction > 0) {
-    const split = splitRows(all, { evalFraction: o.evalFraction, seed: o.seed });
-    train = split.train;
-    evalSet = split.eval;
-  }
-  if (train.length === 0) throw new Error(`${o.train} has no training examples`);
-  if (o.evalMax > 0 && evalSet.length > o.evalMax) evalSet = evalSet.slice(0, o.evalMax);
-  for (const ex of [...train, ...evalSet]) {
-    for (const s of ex.sequences) {
-      for (const t of s.tokens) {
-        if (t >= info.config.vocabSize) {
-          throw new Error(`${ex.source}: token id ${t} is outside the model's vocabulary (${info.config.vocabSize}); ` +
-            'the tokenizer does not belong to this model');
-        }
-      }
-    }
-  }
-  for (const dir of o.spillDirs ?? []) {
-    const stale = await findStaleSpillFiles(dir);
-    if (stale.length) {
-      const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
-      emit({ type: 'log', message: `${dir} holds ${stale.length} spill file(s) (${gb} GB) from engines that ended uncleanly; delete them with spillway doctor --spill ${dir} --clean-spill` });
-    }
-  }
-  const native = loadNative();
-  // The ranks on one machine share its cores.
-  const threads = o.threads > 0 ? o.threads : Math.max(1, Math.floor(engineThreads() / ranksHere));
-  const cores = availableParallelism();
-  if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
-  // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
-  const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
-  emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
-  if (o.offload === 'auto') {
-    // Several ranks: rank 0 plans (and calibrates) alone, and every rank places its blocks as it
-    // did (the sliced transfer needs the same homes everywhere).
-    let planned: Awaited<ReturnType<typeof planPlacement>> | null = null;
-    if (!world || world.rank === 0) {
-      planned = await planPlacement(
-        o,
-        info,
-        // Activations for --max-length when given, else for the longest sequence present.
-        o.maxLength !== undefined ? maxLength : Math.min(maxLength, Math.max(1, ...[...train, ...evalSet].flatMap((ex) => ex.sequences.map((s) => s.tokens.length)))),
-        meanExampleTokens(train),
-      );
-      const { plan } = planned;
-      emit({ type: 'log', message: `plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD` });
-    }
-    const placement = world
-      ? (JSON.parse(await world.broadcastText(JSON.stringify(planned?.placement ?? null), "rank 0's placement")) as TierPlacement | null) ?? undefined
-      : planned?.placement;
-    await loadTrainable(engine, info, slicedPlacement(o, placement, emit, world), o, emit);
-    return { info, engine, train, eval: evalSet, ...(planned ? { plan: planned.plan } : {}) };
-  }
-  await loadTrainable(engine, info, slicedPlacement(o, placementFor(o, info.units), emit, world), o, emit);
-  return { info, engine, train, eval: evalSet };
+  return { loss: n ? lossSum / n : NaN, accuracy: classified ? correct / classified : null, examples: n };
 }
 
 /** --sliced on a rank: the placement with the sliced transfer among the machine's ranks, when any block lives on the CPU. */
@@ -354,50 +444,10 @@ function slicedPlacement(o: TrainOptions, placement: TierPlacement | undefined, 
   return { ...placement, sliced: { timeoutMs: o.rankTimeout * 1000 } };
 }
 
-/** Loads the model with its trainable set, and an adapter run's trained tensors when it resumes. */
-async function loadTrainable(engine: NativeEngine, info: ModelInfo, placement: TierPlacement | undefined, o: TrainOptions, emit: (e: TrainEvent) => void) {
-  const loaded = await engine.load(engineSpec(info), placement, trainSpecOf(o));
-  const t = loaded.trainable;
-  if (t && o.trainable !== 'full') {
-    const setup = t.setupSeconds >= 0.01 ? ` (set up in ${t.setupSeconds.toFixed(2)} s)` : '';
-    emit({ type: 'log', message: `training ${t.elements.toLocaleString('en-US')} of ${info.parameterCount.toLocaleString('en-US')} parameters (${o.trainable})${setup}` });
-  }
-  if (o.resumeFrom && isAdapterRun(o)) await restoreTrained(engine, join(o.resumeFrom, TRAINED_FILE));
-}
-
-/**
- * Trains with options checked against the run options' schema (the engine host's boundary): defaults
- * filled, bounds enforced. In this process, or (world) as one rank of a run over several: every rank
- * trains its share of each step; rank 0 alone writes (checkpoints, the seed log, the model) and emits.
- */
-export async function train(options: TrainOptions, emit: (e: TrainEvent) => void, signal = new StopSignal(), world?: World): Promise<DoneEvent> {
-  let o = parseTrainOptions(options);
-  checkTrainOptions(o);
-  if (world && world.size !== o.ranks) throw new Error(`the run asks for ${o.ranks} ranks; ${world.size} were started`);
-  if (o.resumeFrom) o = { ...o, masters: await resumedMasters(o) };
-  const t0 = Date.now();
-  if (!world || world.rank === 0) {
-    if (o.out) await checkOutFolder(o.out);
-    await preflightDiskSpace(o);
-  }
-  const loaded = await loadForTraining(o, emit, world);
-  try {
-    return await trainLoaded(o, emit, signal, loaded, t0, world);
-  } finally {
-    // Frees the spill file and device memory now: a host process that exits never garbage-collects.
-    loaded.engine.close();
-  }
-}
-
-async function trainLoaded(
-  o: TrainOptions,
-  emit: (e: TrainEvent) => void,
-  signal: StopSignal,
-  loaded: Awaited<ReturnType<typeof loadForTraining>>,
-  t0: number,
-  world?: World,
-): Promise<DoneEvent> {
-  const { info, engine, train: trainSet, eval: evalSet, plan } = loaded;
+async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEvent) => void, signal: StopSignal, t0: number, world?: World): Promise<DoneEvent> {
+  const { o, info, data, plan, side } = p;
+  const trainSet = data.train;
+  const evalSet = data.eval;
   // A rank never cancels a step midway (the others would wait for its losses): stops are taken
   // by every rank at the same step boundary (agreeOnControl).
   if (!world) signal.attach(engine);
@@ -414,7 +464,8 @@ async function trainLoaded(
       trainExamples: trainSet.length,
       evalExamples: evalSet.length,
       parameters: info.parameterCount,
-      dataHash: dataHash(trainSet),
+      // The data is read as it goes: its first examples (with the counts) tell whether every rank reads the same.
+      dataHash: dataHash(await trainSet.get(Array.from({ length: Math.min(256, trainSet.length) }, (_, i) => i))),
     });
     worldStart = {
       size: world.size,
@@ -445,32 +496,35 @@ async function trainLoaded(
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
     const te = Date.now();
-    const r = world ? await scoreShared(world, engine, evalSet, evalChunk) : await scoreExamples(engine, evalSet, evalChunk);
+    const r = world ? await scoreShared(world, engine, await evalSet.get(Array.from({ length: evalSet.length }, (_, i) => i)), evalChunk) : await scoreExamples(engine, evalSet.chunks(evalChunk));
     const at = Date.now();
     const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te };
     emit(ev);
     return ev;
   };
 
-  let seedLog: SeedLogEntry[] = [];
   let zeroShot: EvalEvent | null = null;
   let lastEval: EvalEvent | null = null;
   let lastLoss: number | null = null;
   let skipped = 0;
-  let step = 0;
+  let skippedInRow = 0;
+  let stepsRun = 0;
   let status: DoneEvent['status'] = 'completed';
   const runSeed = BigInt(o.seed);
-  const baseModel = o.resumeFrom ? await resumeState(o.resumeFrom).then((r) => r.base_model) : info.dir;
-  const side = await readSideFiles(info.dir);
-  if (o.resumeFrom) {
-    const state = await resumeState(o.resumeFrom);
-    step = state.steps_done;
-    seedLog = await readSeedLog(o.resumeFrom);
-    if (seedLog.length !== step * o.q) {
-      throw new Error(`${o.resumeFrom}: the seed log has ${seedLog.length} entries for ${step} steps; the checkpoint is damaged`);
-    }
-    emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
-  }
+  const baseModel = p.resume ? p.resume.state.base_model : info.dir;
+  const seedLog: SeedLogEntry[] = p.resume ? p.resume.seedLog : [];
+  let step = p.resume ? p.resume.state.steps_done : 0;
+  if (p.resume) emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+  const savedOptions = { ...o, out: undefined, resumeFrom: undefined, allowOptionChanges: undefined, runId: undefined };
+  const stateOf = (status: CheckpointState['status'], stepsDone: number) => ({
+    status,
+    steps_done: stepsDone,
+    steps_planned: o.steps,
+    base_model: baseModel,
+    ...(o.runId ? { run_id: o.runId } : {}),
+    options: savedOptions,
+    ...(p.optionChanges.length ? { option_changes: p.optionChanges } : {}),
+  });
   // The newest complete checkpoint of this run: what a failed write leaves to resume from.
   let lastCheckpoint: { step: number; path: string } | null = o.resumeFrom ? { step, path: o.resumeFrom } : null;
   const intactNote = async (which: string): Promise<string> =>
@@ -486,25 +540,22 @@ async function trainLoaded(
     const dir = o.checkpointDir;
     const path = join(dir, `step-${String(stepsDone).padStart(8, '0')}`);
     const keep = () => [o.resumeFrom, lastCheckpoint?.path].filter((p): p is string => !!p);
-    const { weightsBytes } = await saveRun(
-      engine,
-      side,
-      path,
-      { status: 'checkpoint', steps_done: stepsDone, steps_planned: o.steps, base_model: baseModel, options: { ...o, out: undefined, resumeFrom: undefined } },
-      seedLog,
-      { ...o, merge: false },
-      {
-        what: 'checkpoint not written',
-        note: () => intactNote('previous'),
-        // Short of room: drop all but the newest checkpoint first (the two newest are kept otherwise).
-        makeRoom: async () => (await pruneCheckpoints(dir, 1, keep())) > 0,
-      },
-    );
+    const { weightsBytes } = await saveRun(engine, side, path, stateOf('checkpoint', stepsDone), seedLog, { ...o, merge: false }, {
+      what: 'checkpoint not written',
+      note: () => intactNote('previous'),
+      // Short of room: drop all but the newest checkpoint first (the two newest are kept otherwise).
+      makeRoom: async () => (await pruneCheckpoints(dir, 1, keep(), o.runId)) > 0,
+    });
     lastCheckpoint = { step: stepsDone, path };
     emit({ type: 'checkpoint', step: stepsDone, path, bytes: weightsBytes });
-    await pruneCheckpoints(dir, 2, keep());
+    await pruneCheckpoints(dir, 2, keep(), o.runId);
     if (world) await waitForRankZero(world, `rank 0 writing the checkpoint of step ${stepsDone}`, writeWaitMs);
   };
+  const nothingTrains = async (from: number, to: number) =>
+    new Error(
+      `steps ${from}–${to} were all skipped: their loss or projected gradient was not finite (NaN or Inf), so no update was made. ` +
+        `The weights, the learning rate (lr ${o.lr}), eps or the data give non-finite values; the run stops rather than step on (${await intactNote('last')})`,
+    );
   try {
     if (o.zeroShot && !o.resumeFrom) zeroShot = lastEval = await evaluate(0);
     while (step < o.steps) {
@@ -523,7 +574,7 @@ async function trainLoaded(
       const idx = batchIndices(o.seed, step, Math.min(o.batchSize, trainSet.length), trainSet.length);
       // Several ranks: this rank's shard of the global batch; the engine exchanges the losses.
       const mine = world && layout ? idx.slice(...shardOf(layout, world.rank, idx.length)) : idx;
-      const batch = packBatch(mine.map((i) => trainSet[i]));
+      const batch = packBatch(await trainSet.get(mine));
       const lr = scheduledLr(o, step);
       const tiersBefore = engine.info().tiers;
       const r = await engine.step(batch, {
@@ -537,6 +588,7 @@ async function trainLoaded(
         estimator: o.estimator,
         ...(world && layout ? { dist: { groups: layout.groups, globalExamples: idx.length, timeoutMs } } : {}),
       });
+      const at = Date.now();
       if (r.skipped) skipped++;
       r.seeds.forEach((s, j) => {
         seedLog.push({
@@ -546,12 +598,20 @@ async function trainLoaded(
           projected_grad: r.projectedGrad[j],
           lr,
           skipped: r.skipped,
+          loss: r.loss,
+          loss_plus: r.lossPlus[j],
+          loss_minus: r.lossMinus[j],
+          at,
+          step_ms: r.times.totalMs,
+          tokens: batch.tokens.length,
         });
       });
       // The update is applied: the step counts as done whatever stops the run from here on (a stop
       // during the evaluation or the checkpoint below), so a checkpoint on stop holds as many
       // steps as its seed log and its weights have.
       step++;
+      stepsRun++;
+      skippedInRow = r.skipped ? skippedInRow + 1 : 0;
       if (r.skipped) {
         const why = o.estimator === 'fzoo' && r.sigma === 0 ? 'every probe gave the same loss (nothing to normalise by)' : 'non-finite loss or projected gradient';
         emit({ type: 'log', message: `step ${step}: ${why}, update skipped` });
@@ -563,7 +623,7 @@ async function trainLoaded(
       emit({
         type: 'step',
         step,
-        at: Date.now(),
+        at,
         loss: r.loss,
         lossPlus: mean(r.lossPlus),
         lossMinus: mean(r.lossMinus),
@@ -577,6 +637,7 @@ async function trainLoaded(
         ...(io ? { io } : {}),
         ...(world && r.ranks ? { ranks: rankSteps(world, r.ranks) } : {}),
       });
+      if (skippedInRow >= MAX_CONSECUTIVE_SKIPPED) throw await nothingTrains(step - skippedInRow + 1, step);
       if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) lastEval = await evaluate(step);
       if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
     }
@@ -585,6 +646,8 @@ async function trainLoaded(
     status = 'stopped';
   }
   if (status === 'stopped') await checkpoint(step);
+  // A run too short to reach the bound still must not end "completed" having trained nothing.
+  if (status === 'completed' && stepsRun > 0 && skippedInRow === stepsRun) throw await nothingTrains(step - stepsRun + 1, step);
   if (status === 'completed' && o.steps > 0) lastEval = await evaluate(step);
 
   let out: string | null = null;
@@ -593,15 +656,7 @@ async function trainLoaded(
     await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
   } else if (o.out) {
     out = resolve(o.out);
-    await saveRun(engine, side, out, {
-      status,
-      steps_done: step,
-      steps_planned: o.steps,
-      base_model: baseModel,
-      options: { ...o, out: undefined, resumeFrom: undefined },
-      eval: lastEval,
-      zero_shot: zeroShot,
-    }, seedLog, o, { what: 'model not saved', note: () => intactNote('last') });
+    await saveRun(engine, side, out, { ...stateOf(status, step), eval: lastEval, zero_shot: zeroShot }, seedLog, o, { what: 'model not saved', note: () => intactNote('last') });
     const what = isAdapterRun(o) ? `${o.trainable === 'lora' ? 'LoRA' : 'LoLDU'} adapter (peft)${o.merge ? ' and the merged model in merged/' : ''}` : 'fine-tuned model';
     emit({ type: 'log', message: `saved ${status === 'completed' ? what : `partial ${what} (stopped at step ${step} of ${o.steps})`} to ${out}` });
     if (world) await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
@@ -625,11 +680,6 @@ function mean(v: number[]): number {
   return v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
 }
 
-/** What the schema leaves to the trainer (checkCombined in common/options.ts has the rest): a run from the app always has an output folder. */
-export function checkTrainOptions(o: TrainOptions): void {
-  if (o.merge && !o.out) throw new Error('--merge needs --out (the merged model goes to --out/merged)');
-}
-
 /** The options as the schema reads them; a value out of its bounds is an error naming the option. */
 export function parseTrainOptions(o: unknown): TrainOptions {
   const r = TrainOptions.safeParse(o);
@@ -640,13 +690,56 @@ export function parseTrainOptions(o: unknown): TrainOptions {
   return parsed;
 }
 
-async function checkOutFolder(out: string): Promise<void> {
-  const { readdir } = await import('node:fs/promises');
+/** What the schema leaves to the trainer (checkCombined in common/options.ts has the rest): a run from the app always has an output folder. */
+export function checkTrainOptions(o: TrainOptions): void {
+  if (o.merge && !o.out) throw new Error('--merge needs --out (the merged model goes to --out/merged)');
+}
+
+/**
+ * The folders a run writes, checked before anything runs: the checkpoint folder is a folder (made
+ * now) that holds no other run's checkpoints; the output folder is a folder, and empty or this
+ * run's own saved model (a stopped run's partial model, which its resume replaces).
+ */
+async function checkOutputFolders(o: TrainOptions): Promise<void> {
+  if (o.checkpointDir) {
+    const dir = o.checkpointDir;
+    const st = await statOrNull(dir);
+    if (st && !st.isDirectory()) throw new Error(`the checkpoint folder ${dir} is a file; choose a folder (--checkpoint-dir)`);
+    if (!st) {
+      await mkdir(dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+        throw new Error(`cannot make the checkpoint folder ${dir}: ${e.code === 'EEXIST' || e.code === 'ENOTDIR' ? 'a file is in the way' : e.message}`);
+      });
+    }
+    if (o.runId) {
+      const others = await otherRunsIn(dir, o.runId);
+      if (others.length) {
+        const which = others.map((r) => `run ${r.runId} (step${r.steps.length > 1 ? 's' : ''} ${r.steps.join(', ')})`).join(', ');
+        throw new Error(`the checkpoint folder ${dir} holds the checkpoints of ${which}; a folder keeps one run's checkpoints: choose another --checkpoint-dir, or resume that run`);
+      }
+    }
+  }
+  if (o.out) await checkOutFolder(resolve(o.out), o.runId);
+}
+
+async function checkOutFolder(out: string, runId: string | undefined): Promise<void> {
+  const st = await statOrNull(out);
+  if (!st) return;
+  if (!st.isDirectory()) throw new Error(`the output folder ${out} is a file; choose a folder (--out)`);
+  const entries = await readdir(out);
+  if (entries.length === 0) return;
+  const owner = await savedModelOwner(out);
+  if (owner !== undefined && runId !== undefined && (owner.runId === runId || (owner.runId === null && owner.status === 'stopped'))) return;
+  const whose = owner?.runId ? ` (the model of run ${owner.runId})` : '';
+  throw new Error(`output folder ${out} is not empty${whose}; choose a new folder`);
+}
+
+/** The run and status a saved model's spillway.json names; undefined when the folder is not a Spillway model. */
+async function savedModelOwner(dir: string): Promise<{ runId: string | null; status: unknown } | undefined> {
   try {
-    const entries = await readdir(out);
-    if (entries.length > 0) throw new Error(`output folder ${out} is not empty; choose a new folder`);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    const s = JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')) as { run_id?: unknown; status?: unknown };
+    return { runId: typeof s.run_id === 'string' ? s.run_id : null, status: s.status };
+  } catch {
+    return undefined;
   }
 }
 
@@ -681,6 +774,32 @@ export interface SaveOptions {
   makeRoom?: WriteFolderOptions['makeRoom'];
 }
 
+/**
+ * Writes the model as a Hugging Face folder (float32 safetensors + config +
+ * tokenizer files) plus spillway.json, the seed log and the manifest of their
+ * checksums (checkpoint.ts). The folder appears
+ * whole or not at all (see writeFolderAtomic): every file is written and
+ * fsynced in a temporary sibling that is then renamed over `out`. The free
+ * space is checked first; a full disk or any other write error throws a
+ * DiskWriteError naming `out`, the bytes needed and the bytes free, after
+ * removing the temporary, so that `out` and the checkpoints beside it stay
+ * as they were. The side files come from memory, so the source folder may be
+ * gone by now (a checkpoint that was resumed from and then pruned).
+ */
+export async function saveFineTuned(
+  engine: NativeEngine,
+  side: ModelSideFiles,
+  out: string,
+  meta: Record<string, unknown>,
+  seedLog: SeedLogEntry[],
+  so: SaveOptions = {},
+): Promise<{ bytes: number; weightsBytes: number }> {
+  const tensors = engine.tensorNames().map(({ name, shape }) => ({ name, shape, data: engine.getTensor(name) }));
+  const files = [...modelFiles(tensors, side, out), ...runFiles(side, meta, seedLog)];
+  const bytes = await writeFolderAtomic(out, withManifest(files), { what: so.what ?? 'model not saved', note: so.note, makeRoom: so.makeRoom });
+  return { bytes, weightsBytes: byteLength(files[0].data) };
+}
+
 /** The seed log and spillway.json every saved run folder carries. */
 function runFiles(side: ModelSideFiles, meta: Record<string, unknown>, seedLog: SeedLogEntry[]): FolderFile[] {
   return [
@@ -704,36 +823,12 @@ function modelFiles(tensors: { name: string; shape: number[]; data: Float32Array
 }
 
 /**
- * Writes the model as a Hugging Face folder (float32 safetensors + config +
- * tokenizer files) plus spillway.json and the seed log. The folder appears
- * whole or not at all (see writeFolderAtomic): every file is written and
- * fsynced in a temporary sibling that is then renamed over `out`. The free
- * space is checked first; a full disk or any other write error throws a
- * DiskWriteError naming `out`, the bytes needed and the bytes free, after
- * removing the temporary, so that `out` and the checkpoints beside it stay
- * as they were. The side files come from memory, so the source folder may be
- * gone by now (a checkpoint that was resumed from and then pruned).
- */
-export async function saveFineTuned(
-  engine: NativeEngine,
-  side: ModelSideFiles,
-  out: string,
-  meta: Record<string, unknown>,
-  seedLog: SeedLogEntry[],
-  so: SaveOptions = {},
-): Promise<{ bytes: number; weightsBytes: number }> {
-  const tensors = engine.tensorNames().map(({ name, shape }) => ({ name, shape, data: engine.getTensor(name) }));
-  const files = [...modelFiles(tensors, side, out), ...runFiles(side, meta, seedLog)];
-  const bytes = await writeFolderAtomic(out, files, { what: so.what ?? 'model not saved', note: so.note, makeRoom: so.makeRoom });
-  return { bytes, weightsBytes: byteLength(files[0].data) };
-}
-
-/**
  * Writes a run's result: the model as saveFineTuned writes it, or for an adapter run its folder:
  * the peft adapter (adapter_config.json, adapter_model.safetensors), the trained tensors by the
  * engine's names (trainable.safetensors: what a resume puts back), the tokenizer files, the seed
- * log and spillway.json; with `merge`, the base with the adapter merged in as a Hugging Face
- * folder in merged/ (beside the adapter, transformers would read the folder as a peft one).
+ * log and spillway.json, with their manifest; with `merge`, the base with the adapter merged in as
+ * a Hugging Face folder in merged/ (beside the adapter, transformers would read the folder as a
+ * peft one).
  */
 export async function saveRun(
   engine: NativeEngine,
@@ -754,12 +849,14 @@ export async function saveRun(
     ...runFiles(side, meta, seedLog),
     ...(o.merge ? modelFiles(mergedTensors(engine, lora), side, out, 'merged/') : []),
   ];
-  const bytes = await writeFolderAtomic(out, files, { what: so.what ?? 'adapter not saved', note: so.note, makeRoom: so.makeRoom });
+  const bytes = await writeFolderAtomic(out, withManifest(files), { what: so.what ?? 'adapter not saved', note: so.note, makeRoom: so.makeRoom });
   return { bytes, weightsBytes: byteLength(adapter[1].data) };
 }
 
-/** Bytes of one seed log line, generously (step, a 64-bit seed, three doubles). */
-const SEED_LOG_LINE_BYTES = 192;
+/** Bytes of one seed log line, generously (step, a 64-bit seed, the update's three doubles, the step's metrics). */
+const SEED_LOG_LINE_BYTES = 384;
+/** The manifest: a name, a size and a SHA-256 per file. */
+const MANIFEST_BYTES = 2048;
 
 /**
  * The sizes of the files a checkpoint or saved model of this model holds,
@@ -772,7 +869,7 @@ async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: 
   const model = header + info.parameterCount * 4;
   // An adapter run saves its adapter twice (peft's file and the trained tensors), and the merged model with --merge.
   const weights = isAdapterRun(o) ? 2 * adapterBytes(info, o) + (merged ? model : 0) : model;
-  const sizes = [weights, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES];
+  const sizes = [weights, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES, MANIFEST_BYTES];
   for (const f of ['config.json', ...SIDE_FILES]) {
     const st = await statOrNull(join(info.dir, f));
     if (st) sizes.push(st.size + (f === 'config.json' ? 256 : 0));
@@ -804,7 +901,8 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
   if (o.checkpointDir) targets.push({ dir: o.checkpointDir, what: 'one checkpoint', logEntries: Math.min(o.steps, o.checkpointEvery || o.steps) * o.q, merged: false });
   if (o.out) targets.push({ dir: o.out, what: 'the fine-tuned model', logEntries: o.steps * o.q, merged: o.merge });
   if (targets.length === 0) return;
-  const info = await loadModelInfo(await modelFolder(o));
+  // An adapter run's checkpoint holds no model: its base is the run's model.
+  const info = await loadModelInfo(isAdapterRun(o) ? o.model : (o.resumeFrom ?? o.model));
   const groups = new Map<number, { fs: FreeSpace; dirs: string[]; whats: string[]; needed: number }>();
   for (const t of targets) {
     const fs = await freeSpace(t.dir);
@@ -830,54 +928,3 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
   }
 }
 
-/** Whether dir holds a complete checkpoint (its weights and spillway.json). */
-async function isCompleteCheckpoint(dir: string): Promise<boolean> {
-  return (await isFile(join(dir, 'spillway.json'))) && ((await isFile(join(dir, 'model.safetensors'))) || (await isFile(join(dir, TRAINED_FILE))));
-}
-
-export async function resumeState(dir: string): Promise<CheckpointState> {
-  let raw: string;
-  try {
-    raw = await readFile(join(dir, 'spillway.json'), 'utf8');
-  } catch {
-    throw new Error(`${dir} is not a Spillway checkpoint (spillway.json is missing)`);
-  }
-  const state = JSON.parse(raw) as Partial<CheckpointState>;
-  if (typeof state.steps_done !== 'number' || typeof state.base_model !== 'string') {
-    throw new Error(`${join(dir, 'spillway.json')} does not describe a checkpoint (steps_done, base_model)`);
-  }
-  return state as CheckpointState;
-}
-
-export async function readSeedLog(dir: string): Promise<SeedLogEntry[]> {
-  const text = await readFile(join(dir, 'seedlog.jsonl'), 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as SeedLogEntry);
-}
-
-/** The newest complete checkpoint folder under dir, or null. */
-export async function latestCheckpoint(dir: string): Promise<string | null> {
-  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => /^step-\d+$/.test(n)).sort();
-  for (let i = names.length - 1; i >= 0; i--) {
-    if (await isCompleteCheckpoint(join(dir, names[i]))) return join(dir, names[i]);
-  }
-  return null;
-}
-
-/**
- * Keeps the `keep` newest checkpoints, and never deletes the protected ones
- * (the one this run resumed from, its newest complete one). Returns how many it removed.
- */
-async function pruneCheckpoints(dir: string, keep: number, protect: readonly string[] = []): Promise<number> {
-  const names = (await readdir(dir)).filter((n) => /^step-\d+$/.test(n)).sort();
-  const kept = new Set(protect.map((p) => resolve(p)));
-  let removed = 0;
-  for (const n of names.slice(0, Math.max(0, names.length - keep))) {
-    if (kept.has(resolve(join(dir, n)))) continue;
-    await rm(join(dir, n), { recursive: true, force: true });
-    removed++;
-  }
-  return removed;
-}

@@ -127,6 +127,18 @@ describe('spillway score', () => {
     expect(summary.accuracy).toBeCloseTo(acc, 12);
     expect(examples[0].source).toMatch(/eval\.jsonl:1$/);
   });
+
+  it('streams: the batches before a bad row are printed, then the error names its line', async () => {
+    // Read whole first, a file failed before printing anything; streamed, every batch scored is out.
+    const good = readFileSync(evalData, 'utf8').trim().split('\n').slice(0, 40);
+    const data = join(work, 'score-then-bad.jsonl');
+    writeFileSync(data, [...good, '{"sentence": "cut sho'].join('\n') + '\n');
+    const r = await spillway(['score', '--model', model, '--data', data, '--batch-size', '8', '--json']);
+    expect(r.code).toBe(1);
+    const ev = lines(r.stdout);
+    expect(ev.filter((e) => e.type === 'example').map((e) => e.index)).toEqual([...Array(40).keys()]);
+    expect(ev.at(-1)).toEqual({ type: 'error', message: expect.stringContaining(`${data}:41: invalid JSON`) });
+  });
 });
 
 describe('chat data from the command line', () => {

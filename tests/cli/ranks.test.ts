@@ -89,7 +89,9 @@ describe('train --ranks on real Open MPI ranks (CPU backend)', () => {
     expect(steps(two.events).map(key)).toEqual(steps(one.events).map(key));
     // Every rank applied both terms to every weight: the saved models are the same bytes.
     expect(readFileSync(join(work, 'out-two', 'model.safetensors')).equals(readFileSync(join(work, 'out-one', 'model.safetensors')))).toBe(true);
-    expect(readFileSync(join(work, 'out-two', 'seedlog.jsonl'), 'utf8')).toBe(readFileSync(join(work, 'out-one', 'seedlog.jsonl'), 'utf8'));
+    // The seed logs agree but for when each step ended and how long it took (kept to rebuild lost rows).
+    const trajectory = (dir: string) => readFileSync(join(work, dir, 'seedlog.jsonl'), 'utf8').trim().split('\n').map((l) => ({ ...JSON.parse(l), at: undefined, step_ms: undefined }));
+    expect(trajectory('out-two')).toEqual(trajectory('out-one'));
     // The 2d layout, 2 perturbation groups of 2 data-parallel ranks, on the same steps.
     const four = await train('pert', [...base(5), '--q', '2', '--ranks', '4', '--parallel', '2d', '--groups', '2']);
     expect(four.code, four.stderr).toBe(0);
@@ -221,7 +223,9 @@ describe('a rank that dies or hangs', () => {
     const after = (events: Event[]) => steps(events).filter((s) => s.step > from);
     expect(after(again.events)).toHaveLength(5);
     expect(after(again.events).map((s) => s.loss)).toEqual(after(whole.events).map((s) => s.loss));
-    const alone = await train('kill', resumeArgs([]));
+    // The run has gone on past that checkpoint (again): in its own data folder a second resume from
+    // it is refused, so the 1-rank resume runs in another folder.
+    const alone = await train('kill-alone', resumeArgs([]));
     expect(alone.code, alone.stderr).toBe(0);
     expect(maxRelDiff(after(alone.events).map((s) => s.loss), after(whole.events).map((s) => s.loss))).toBeLessThanOrEqual(DATA_TOLERANCE);
   });

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { startEngineJob } from '../../electron/engine/runner.js';
-import { latestCheckpoint } from '../../electron/engine/trainer.js';
+import { latestCheckpoint } from '../../electron/engine/checkpoint.js';
 import type { TrainEvent, TrainOptions } from '../../electron/engine/trainer.js';
 import { ROOT } from '../helpers/engine.js';
 import { EventLog, waitForCheckpoint } from '../helpers/events.js';

@@ -32,7 +32,7 @@ describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny'])('saving a fine-tuned %s',
     const out = join(mkdtempSync(join(tmpdir(), 'spw-save-')), 'tuned');
     await saveFineTuned(engine, await readSideFiles(src), out, { status: 'completed' }, log);
 
-    expect(readdirSync(out).sort()).toEqual(['config.json', 'model.safetensors', 'seedlog.jsonl', 'spillway.json']);
+    expect(readdirSync(out).sort()).toEqual(['config.json', 'manifest.json', 'model.safetensors', 'seedlog.jsonl', 'spillway.json']);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(config.torch_dtype).toBe('float32');
     const lines = readFileSync(join(out, 'seedlog.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as SeedLogEntry);

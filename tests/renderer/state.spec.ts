@@ -9,7 +9,7 @@ import type { Settings } from '../../electron/common/contract.ts';
 
 const run = (id: string, name: string, lastLoss: number | null, createdAt: number) => ({
   id, name, status: 'completed' as const, model: 'm', dataset: 'd', createdAt, startedAt: createdAt, endedAt: createdAt + 1000,
-  stepsDone: 1, stepsPlanned: 1, lastLoss, lastAccuracy: null, error: null, resumedFrom: null,
+  stepsDone: 1, stepsPlanned: 1, lastLoss, lastAccuracy: null, error: null, resumedFrom: null, resumable: false,
 });
 
 describe('NewRunState', () => {

@@ -33,7 +33,7 @@ function contractStatus(s: RunRecord['status']): RunSummary['status'] {
   return s === 'created' ? 'queued' : s;
 }
 
-function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | null): RunSummary {
+function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | null, resumable: boolean): RunSummary {
   return {
     id: r.id,
     name: r.name,
@@ -49,6 +49,7 @@ function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | n
     lastAccuracy,
     error: r.error,
     resumedFrom: r.resumedFrom,
+    resumable,
     storage: runStorageOf(r),
   };
 }
@@ -165,9 +166,9 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
     const lastEval = store.lastEval(runId);
     return { loss: finite(lastStepRow?.loss), accuracy: finite(lastEval?.accuracy) };
   };
-  const sum = (r: RunRecord) => {
+  const sum = async (r: RunRecord) => {
     const l = last(r.id);
-    return summary(r, l.loss, l.accuracy);
+    return summary(r, l.loss, l.accuracy, await sup.resumable(r.id));
   };
   const get = (runId: string): RunRecord => {
     const r = sup.getRun(runId);
@@ -209,7 +210,7 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       return { requested: true as const };
     },
     async listRuns({ status, search, sort, order, limit, offset }) {
-      let runs = sup.listRuns().map(sum);
+      let runs = await Promise.all(sup.listRuns().map(sum));
       if (status?.length) runs = runs.filter((r) => status.includes(r.status));
       if (search) {
         const q = search.toLowerCase();
@@ -228,7 +229,7 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       const r = get(runId);
       const stored = r.config as unknown as StoredRunConfig;
       return {
-        ...sum(r),
+        ...(await sum(r)),
         options: optionsOf(r),
         checkpoints: store.checkpoints(runId).map((c) => ({ step: c.step, path: c.path, bytes: c.bytes, createdAt: c.createdAt })),
         evals: sup.getMetrics(runId, -1).evals.map((e) => evalToContract(runId, e)),

@@ -8,22 +8,62 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
+import { listCheckpoints, latestCheckpoint, readCheckpointState, readSeedLog } from '../../engine/checkpoint.js';
+import type { SeedLogEntry } from '../../engine/checkpoint.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
 import { startRankJob } from '../../engine/ranks.js';
 import type { EngineJob } from '../../engine/runner.js';
-import { latestCheckpoint, parseTrainOptions, resumeState } from '../../engine/trainer.js';
+import { parseTrainOptions } from '../../engine/trainer.js';
 import type { DoneEvent, EvalEvent, StepEvent, TrainEvent, TrainOptions } from '../../engine/trainer.js';
 import { runCheckpointFolder, runFolder, runModelFolder } from '../paths.js';
 import { MetricWriter } from '../store/metric-writer.js';
 import type { MetricWriterOptions } from '../store/metric-writer.js';
 import { RunStore } from '../store/run-store.js';
 import type { EvalMetric, RunMetrics, RunPatch, RunRecord, StepMetric, SystemSample } from '../store/types.js';
+import { stepRanges } from '../store/recover.js';
 import type { RunConfig, RunEvent, RunListener, StoredRunConfig } from './types.js';
 
 /** An engine step event as the store keeps it (the event already has the contract's names; its end, `at`, is the row's time). */
 function stepRecord(e: StepEvent): StepMetric {
   const { type: _type, times: _times, io, at, ...fields } = e;
   return { ...fields, time: at, io: io ?? null };
+}
+
+/**
+ * The metrics rows of steps a checkpoint holds, rebuilt from its seed log (each entry keeps what its
+ * step measured): the rows of steps that ran while nobody could record them (the supervising process
+ * died before the engine's stop checkpoint). Steps whose entries predate that (no loss logged) are
+ * left out: `lost` names them.
+ */
+export function stepRowsFromSeedLog(log: readonly SeedLogEntry[], steps: ReadonlySet<number>): { rows: StepMetric[]; lost: number[] } {
+  const byStep = new Map<number, SeedLogEntry[]>();
+  for (const e of log) if (steps.has(e.step + 1)) byStep.set(e.step + 1, [...(byStep.get(e.step + 1) ?? []), e]);
+  const rows: StepMetric[] = [];
+  const lost: number[] = [];
+  const mean = (v: (number | null | undefined)[]) => v.reduce((a: number, b) => a + (b ?? Number.NaN), 0) / Math.max(1, v.length);
+  for (const step of [...steps].sort((a, b) => a - b)) {
+    const es = byStep.get(step);
+    const first = es?.[0];
+    if (!es || !first || first.loss === undefined || first.at === undefined) {
+      lost.push(step);
+      continue;
+    }
+    rows.push({
+      step,
+      time: first.at,
+      loss: first.loss ?? null,
+      lossPlus: mean(es.map((e) => e.loss_plus)),
+      lossMinus: mean(es.map((e) => e.loss_minus)),
+      projectedGrad: mean(es.map((e) => e.projected_grad)),
+      lr: first.lr,
+      stepMs: first.step_ms ?? null,
+      tokensPerS: first.tokens !== undefined && first.step_ms ? (first.tokens / first.step_ms) * 1000 : null,
+      skipped: first.skipped,
+      seed: first.seed,
+      io: null,
+    });
+  }
+  return { rows, lost };
 }
 
 function evalRecord(e: EvalEvent): EvalMetric {
@@ -51,8 +91,13 @@ export interface StopOptions {
   graceMs?: number | null;
 }
 
+/** How a launch records its run once the engine says it can start (creates the row, or updates it for a resume). */
+type OnReady = () => void;
+
 interface ActiveRun {
   job: EngineJob;
+  /** Events that came right after the run was recorded, before its starter could subscribe: delivered a turn later. */
+  held: TrainEvent[] | null;
   stopRequested: boolean;
   killTimer: NodeJS.Timeout | null;
   done: DoneEvent | null;
@@ -75,6 +120,8 @@ async function folderBytes(path: string): Promise<number> {
   return total;
 }
 
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 /** Whether a process other than this one is alive (EPERM: alive, not ours). */
 function otherProcessAlive(pid: number | null): boolean {
   if (pid === null || pid === process.pid) return false;
@@ -94,6 +141,8 @@ export class RunSupervisor {
   private readonly stopGraceMs: number;
   private readonly env: NodeJS.ProcessEnv | undefined;
   private readonly active = new Map<string, ActiveRun>();
+  /** Engines still checking their run, not yet recorded. */
+  private readonly pending = new Set<EngineJob>();
   private readonly listeners = new Map<string, Set<RunListener>>();
   private closed = false;
 
@@ -180,15 +229,21 @@ export class RunSupervisor {
 
   // ---------------------------------------------------------- lifecycle
 
-  /** Creates the run's row and folder and starts its engine process. */
+  /**
+   * Starts a run's engine and records the run once the engine has checked it (options, folders,
+   * model, every row of the data, the plan): a run that cannot start leaves no row and no folder
+   * behind, and this rejects with the reason.
+   */
   async start(config: RunConfig): Promise<RunRecord> {
     this.assertOpen();
     const given = parseTrainOptions(config.options);
-    const id = newRunId();
+    const id = config.id ?? newRunId();
+    if (this.store.getRun(id)) throw new Error(`a run with id ${id} exists already`);
     const folder = runFolder(this.dataDir, id);
     const ownModelFolder = given.out === undefined && config.saveModel !== false;
     const options: TrainOptions = {
       ...given,
+      runId: id,
       checkpointDir: given.checkpointDir ?? runCheckpointFolder(this.dataDir, id),
       checkpointEvery: given.checkpointEvery ?? this.checkpointEvery,
       out: ownModelFolder ? runModelFolder(this.dataDir, id) : given.out,
@@ -196,82 +251,199 @@ export class RunSupervisor {
     await mkdir(runCheckpointFolder(this.dataDir, id), { recursive: true });
     await mkdir(runModelFolder(this.dataDir, id), { recursive: true });
     const stored: StoredRunConfig = { options, ownModelFolder };
-    const run = this.store.createRun({
-      id,
-      name: config.name ?? `${basename(options.model)} on ${basename(options.train)}`,
-      model: options.model,
-      dataset: options.train,
-      task: options.task.kind,
-      config: stored as unknown as Record<string, unknown>,
-      status: 'running',
-      startedAt: Date.now(),
-      resumedFrom: options.resumeFrom ?? null,
-      stepsPlanned: options.steps,
-      folder,
-      ownerPid: process.pid,
-    });
-    this.launch(id, options);
-    return run;
+    let run: RunRecord | null = null;
+    try {
+      await this.launch(id, options, () => {
+        run = this.store.createRun({
+          id,
+          name: config.name ?? `${basename(options.model)} on ${basename(options.train)}`,
+          model: options.model,
+          dataset: options.train,
+          task: options.task.kind,
+          config: stored as unknown as Record<string, unknown>,
+          status: 'running',
+          startedAt: Date.now(),
+          resumedFrom: options.resumeFrom ?? null,
+          stepsPlanned: options.steps,
+          folder,
+          ownerPid: process.pid,
+        });
+      });
+    } catch (e) {
+      await rm(folder, { recursive: true, force: true });
+      throw e;
+    }
+    return run as unknown as RunRecord;
   }
 
   /**
-   * Continues a stopped, failed or interrupted run from its latest checkpoint,
-   * in the same run row: metrics past the checkpoint are dropped (the engine
-   * recomputes them), resumed_from records the checkpoint folder.
+   * The checkpoint a run would resume from: its newest own one (a folder shared with other runs
+   * holds theirs too, never taken), or null.
    */
-  async resume(runId: string): Promise<RunRecord> {
+  async resumeCheckpoint(runId: string): Promise<string | null> {
+    const run = this.store.getRun(runId);
+    if (!run) return null;
+    const dir = (run.config as unknown as StoredRunConfig).options.checkpointDir as string;
+    return latestCheckpoint(dir, runId);
+  }
+
+  /** Whether Resume can continue the run: it has ended without completing and a checkpoint of its own is there. */
+  async resumable(runId: string): Promise<boolean> {
+    const run = this.store.getRun(runId);
+    if (!run || this.active.has(runId) || !['stopped', 'failed', 'interrupted'].includes(run.status)) return false;
+    return (await this.resumeCheckpoint(runId)) !== null;
+  }
+
+  /**
+   * Continues a stopped, failed or interrupted run from its latest checkpoint (or the one given),
+   * in the same run row: metrics past the checkpoint are dropped (the engine recomputes them), those
+   * the checkpoint holds but the store lost are rebuilt from its seed log, resumed_from records the
+   * checkpoint folder. Nothing changes until the engine has checked the checkpoint and the data:
+   * a resume that cannot start leaves the run as it was and rejects with the reason.
+   */
+  async resume(runId: string, over: { checkpoint?: string; options?: TrainOptions } = {}): Promise<RunRecord> {
     this.assertOpen();
     const run = this.store.getRun(runId);
     if (!run) throw new Error(`no run with id ${runId}`);
-    if (this.active.has(runId) || run.status === 'running') throw new Error(`run ${runId} is already running`);
-    if (run.status === 'completed') throw new Error(`run ${runId} has completed; there is nothing to resume`);
+    if (this.active.has(runId) || (run.status === 'running' && otherProcessAlive(run.ownerPid))) throw new Error(`run ${runId} is already running`);
     const stored = run.config as unknown as StoredRunConfig;
     const dir = stored.options.checkpointDir as string;
-    const checkpoint = await latestCheckpoint(dir);
-    if (!checkpoint) throw new Error(`run ${runId} has no checkpoint to resume from (none in ${dir})`);
-    const { steps_done: step } = await resumeState(checkpoint);
+    const checkpoint = over.checkpoint ?? (await latestCheckpoint(dir, runId));
+    if (!checkpoint) {
+      const others = (await listCheckpoints(dir)).filter((c) => c.runId !== null && c.runId !== runId);
+      const note = others.length ? `; the checkpoints there are run ${[...new Set(others.map((c) => c.runId))].join(', ')}'s` : '';
+      throw new Error(`run ${runId} has no checkpoint to resume from (none of its own in ${dir}${note})`);
+    }
+    const { steps_done: step } = await readCheckpointState(checkpoint);
+    const options: TrainOptions = { ...(over.options ?? stored.options), runId, resumeFrom: checkpoint };
+    if (run.status === 'completed' && options.steps <= run.stepsDone) {
+      throw new Error(`run ${runId} has completed its ${run.stepsDone} steps; there is nothing to resume (give more steps to train further)`);
+    }
+    // What the checkpoint holds, for the rows the store lost; a log that does not read is the engine's to refuse.
+    const seedLog = await readSeedLog(checkpoint).catch(() => [] as SeedLogEntry[]);
     if (stored.ownModelFolder && stored.options.out) {
       // A stopped run saved a partial model there; the resumed run writes the whole one.
       await rm(stored.options.out, { recursive: true, force: true });
       await mkdir(stored.options.out, { recursive: true });
     }
-    const resumed = this.store.transaction(() => {
-      this.store.deleteMetricsAfter(runId, step);
-      this.store.removeArtifacts(runId, 'model');
-      return this.store.updateRun(runId, {
-        status: 'running',
-        resumedFrom: checkpoint,
-        endedAt: null,
-        error: null,
-        finalMetrics: null,
-        stepsDone: step,
-        ownerPid: process.pid,
+    let resumed: RunRecord | null = null;
+    await this.launch(runId, options, () => {
+      resumed = this.store.transaction(() => {
+        this.store.deleteMetricsAfter(runId, step);
+        this.restoreSteps(runId, step, seedLog);
+        this.store.removeArtifacts(runId, 'model');
+        return this.store.updateRun(runId, {
+          status: 'running',
+          config: { ...stored, options: { ...options, resumeFrom: undefined } } as unknown as Record<string, unknown>,
+          stepsPlanned: options.steps,
+          resumedFrom: checkpoint,
+          endedAt: null,
+          error: null,
+          finalMetrics: null,
+          stepsDone: step,
+          ownerPid: process.pid,
+        });
       });
     });
-    // The engine never prunes the checkpoint it resumed from, and reads its files once.
-    this.launch(runId, { ...stored.options, resumeFrom: checkpoint });
-    return resumed;
+    return resumed as unknown as RunRecord;
   }
 
-  private launch(runId: string, options: TrainOptions): void {
+  /** Rows for the checkpoint's steps that the store lacks, from its seed log; what cannot be rebuilt is said in the run's log. */
+  private restoreSteps(runId: string, step: number, seedLog: readonly SeedLogEntry[]): void {
+    const have = new Set(this.store.stepNumbers(runId, step));
+    const missing = new Set<number>();
+    for (let s = 1; s <= step; s++) if (!have.has(s)) missing.add(s);
+    if (missing.size === 0) return;
+    const { rows, lost } = stepRowsFromSeedLog(seedLog, missing);
+    if (rows.length) {
+      this.store.insertStepMetrics(runId, rows);
+      this.store.advanceStepsDone(runId, step);
+    }
+    const now = Date.now();
+    const lines = [
+      ...(rows.length ? [`${plural(rows.length, 'step row')} rebuilt from the checkpoint's seed log (steps ${stepRanges(rows.map((r) => r.step))}): they ran while nothing recorded them (the supervising process had ended)`] : []),
+      ...(lost.length ? [`${plural(lost.length, 'step row')} missing (steps ${stepRanges(lost)}): they ran while nothing recorded them, and the checkpoint's seed log predates the losses it now keeps`] : []),
+    ];
+    this.store.addLogs(runId, lines.map((message) => ({ time: now, level: 'info' as const, message })));
+    this.store.noteFlushed(runId, this.store.lastStep(runId));
+  }
+
+  /**
+   * Starts the engine of a run and waits for it to say the run can start; then `onReady` records
+   * it and the events flow (those the engine sent before are recorded then). Rejects with the
+   * engine's reason when it ends before that.
+   */
+  private launch(runId: string, options: TrainOptions, onReady: OnReady): Promise<void> {
     // The engine caches its calibration (offload 'auto') in this data folder, where the plan method reads it.
     const env = { SPILLWAY_DATA_DIR: this.dataDir, ...this.env };
-    const onEvent = (e: unknown) => this.onEngineEvent(runId, e as TrainEvent);
+    let recorded = false;
+    const early: TrainEvent[] = [];
+    let ready!: () => void;
+    let notReady!: (e: Error) => void;
+    const readyP = new Promise<void>((res, rej) => {
+      ready = res;
+      notReady = rej;
+    });
+    const a: ActiveRun = { job: null as unknown as EngineJob, held: null, stopRequested: false, killTimer: null, done: null, finished: Promise.resolve(null as unknown as RunRecord) };
+    const onEvent = (e: TrainEvent) => {
+      if (a.held) return void a.held.push(e);
+      if (recorded) return this.onEngineEvent(runId, e);
+      if (e.type !== 'ready') {
+        early.push(e);
+        // Progress on long checks (a large dataset being read) reaches listeners at once.
+        if (e.type === 'log') this.emit({ ...e, runId });
+        return;
+      }
+      try {
+        onReady();
+      } catch (err) {
+        a.job.kill('SIGKILL');
+        notReady(err as Error);
+        return;
+      }
+      recorded = true;
+      this.pending.delete(a.job);
+      this.active.set(runId, a);
+      for (const x of early) this.record(runId, x);
+      this.emit({ runId, type: 'status', status: 'running', error: null });
+      // Several engine messages can arrive in one turn: the ones after `ready` wait for the next,
+      // so that whoever awaited start() or resume() has subscribed by then.
+      a.held = [];
+      setImmediate(() => this.release(runId, a));
+      ready();
+    };
     // Several ranks: mpirun starts them (rank 0 owns the checkpoints, the seed log and the model; its events are the run's).
-    const job =
+    a.job =
       options.ranks > 1
-        ? startRankJob({ type: 'train', options }, onEvent, { ranks: options.ranks, hostfile: options.hostfile, timeoutMs: options.rankTimeout * 1000, env })
-        : startEngineJob({ type: 'train', options }, onEvent, { env });
-    const a: ActiveRun = { job, stopRequested: false, killTimer: null, done: null, finished: Promise.resolve(null as unknown as RunRecord) };
-    a.finished = job.done.then(
-      () => this.finish(runId, a, null),
-      (e: unknown) => this.finish(runId, a, e as Error),
+        ? startRankJob({ type: 'train', options }, (e) => onEvent(e as TrainEvent), { ranks: options.ranks, hostfile: options.hostfile, timeoutMs: options.rankTimeout * 1000, env })
+        : startEngineJob({ type: 'train', options }, (e) => onEvent(e as TrainEvent), { env });
+    this.pending.add(a.job);
+    a.finished = a.job.done.then(
+      () => (recorded ? this.finish(runId, a, null) : this.notStarted(a, notReady, new Error('the engine ended before the run started'))),
+      (e: unknown) => (recorded ? this.finish(runId, a, e as Error) : this.notStarted(a, notReady, e as Error)),
     );
-    this.active.set(runId, a);
-    this.emit({ runId, type: 'status', status: 'running', error: null });
+    return readyP;
+  }
+
+  private release(runId: string, a: ActiveRun): void {
+    const held = a.held ?? [];
+    a.held = null;
+    for (const e of held) this.onEngineEvent(runId, e);
+  }
+
+  private notStarted(a: ActiveRun, reject: (e: Error) => void, e: Error): RunRecord {
+    this.pending.delete(a.job);
+    reject(e);
+    return null as unknown as RunRecord;
   }
 
   private onEngineEvent(runId: string, e: TrainEvent): void {
+    this.record(runId, e);
+    this.emit({ ...e, runId });
+  }
+
+  /** Keeps an engine event in the store. */
+  private record(runId: string, e: TrainEvent): void {
     const now = Date.now();
     try {
       switch (e.type) {
@@ -302,11 +474,12 @@ export class RunSupervisor {
             message: `${e.model} (${e.architecture}, ${e.parameters} parameters) on ${e.backend} x ${e.threads} threads; ${e.trainExamples} training / ${e.evalExamples} held-out examples`,
           });
           break;
+        case 'ready':
+          break;
       }
     } catch (err) {
       process.emitWarning(`spillway: recording a ${e.type} event of run ${runId} failed: ${(err as Error).message}`);
     }
-    this.emit({ ...e, runId });
   }
 
   /** The engine keeps the two newest checkpoint folders; rows follow the disk. */
@@ -317,6 +490,7 @@ export class RunSupervisor {
   }
 
   private async finish(runId: string, a: ActiveRun, err: Error | null): Promise<RunRecord> {
+    this.release(runId, a);
     if (a.killTimer) clearTimeout(a.killTimer);
     this.writer.flush();
     const patch: RunPatch = { endedAt: Date.now(), ownerPid: null };
@@ -442,6 +616,8 @@ export class RunSupervisor {
   /** Stops every active run (cooperatively, with the grace period), flushes and closes the store. */
   async close(): Promise<void> {
     if (this.closed) return;
+    // An engine still checking its run has nothing to save: it is ended, and its run never recorded.
+    for (const job of this.pending) job.kill('SIGKILL');
     await Promise.all([...this.active.keys()].map((id) => this.stop(id)));
     this.closed = true;
     this.writer.close();

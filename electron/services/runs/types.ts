@@ -3,6 +3,8 @@ import type { TrainEvent } from '../../engine/trainer.js';
 import type { RunStatus } from '../store/types.js';
 
 export interface RunConfig {
+  /** The run's id (default: a new one); a checkpoint's run started again elsewhere keeps its own. */
+  id?: string;
   /** Shown in run lists (default: "<model folder> on <data file>"). */
   name?: string;
   /**

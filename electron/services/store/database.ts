@@ -73,10 +73,14 @@ export function migrate(db: Db, file: string, migrations: readonly Migration[]):
   if (current > latest) throw new DatabaseTooNewError(file, current, latest);
   for (const m of migrations) {
     if (m.version <= current) continue;
+    // Two processes opening a new file at once (a CLI run beside the app) both see version 0: the
+    // write lock is taken first and the version read again under it, so the second skips what the
+    // first applied instead of failing on "table runs already exists".
     db.transaction(() => {
+      if (schemaVersion(db) >= m.version) return;
       m.up(db);
       db.pragma(`user_version = ${m.version}`);
-    })();
+    }).immediate();
   }
 }
 
@@ -109,10 +113,11 @@ function checkIntegrity(file: string): void {
 function openAndMigrate(file: string, migrations: readonly Migration[]): Db {
   const db = new Database(file);
   try {
+    // First: switching to WAL and migrating wait for another process that holds the lock.
+    db.pragma('busy_timeout = 5000');
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
-    db.pragma('busy_timeout = 5000');
     // Reading the schema touches every page of sqlite_master: a file that is not a database fails here.
     db.prepare('SELECT count(*) FROM sqlite_master').get();
     migrate(db, file, migrations);

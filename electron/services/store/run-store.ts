@@ -381,6 +381,11 @@ export class RunStore {
     return row.step ?? 0;
   }
 
+  /** The steps up to `upTo` that have a row, in order. */
+  stepNumbers(runId: string, upTo: number): number[] {
+    return (this.stmt('SELECT step FROM step_metrics WHERE run_id = ? AND step <= ? ORDER BY step').all(runId, upTo) as { step: number }[]).map((r) => r.step);
+  }
+
   /** Forgets metrics past a checkpoint that a resumed run will recompute. */
   deleteMetricsAfter(runId: string, step: number): void {
     this.stmt('DELETE FROM step_metrics WHERE run_id = ? AND step > ?').run(runId, step);

@@ -47,6 +47,8 @@ export class LiveRunState {
   lastEval = $state<EvalMetric | null>(null);
 
   active = $derived(this.status !== null && ACTIVE.includes(this.status));
+  /** Resume can continue it: ended without completing, with a checkpoint of its own (the backend says). */
+  resumable = $derived(!this.active && this.detail?.resumable === true && this.detail.status === this.status);
   progress = $derived(this.stepsPlanned > 0 ? Math.min(1, this.stepsDone / this.stepsPlanned) : 0);
   elapsed = $derived(elapsedMs(this.detail?.startedAt, this.active ? null : this.detail?.endedAt, this.now));
   /** Milliseconds left at the pace of the last steps; null when unknown or not running. */

@@ -61,7 +61,7 @@ describe('contract', () => {
     };
     const detail = {
       id: 'r', name: 'n', status: 'completed', model: '/m', dataset: '/d', createdAt: 1, startedAt: 1, endedAt: 2, stepsDone: 1, stepsPlanned: 1,
-      lastLoss: 0.5, lastAccuracy: null, error: null, resumedFrom: null, options: { model: '/m', train: '/d', task: { kind: 'sst2' } },
+      lastLoss: 0.5, lastAccuracy: null, error: null, resumedFrom: null, resumable: false, options: { model: '/m', train: '/d', task: { kind: 'sst2' } },
       checkpoints: [], evals: [], outDir: null,
     };
     expect(methods.getRun.result.parse({ ...detail, plan })).toMatchObject({ plan });

@@ -45,7 +45,9 @@ export class FakeRuns implements RunOperations {
 
   private summary(r: FakeRun): RunSummary {
     const { options: _o, checkpoints: _c, evals: _e, outDir: _d, ...s } = r.detail;
-    return structuredClone(s);
+    // As the supervisor has it: ended without completing, with a checkpoint to continue from.
+    const resumable = ['stopped', 'failed', 'interrupted'].includes(s.status) && r.detail.checkpoints.length > 0;
+    return structuredClone({ ...s, resumable });
   }
 
   private setStatus(r: FakeRun, status: RunStatus, error: string | null = null): void {
@@ -101,6 +103,7 @@ export class FakeRuns implements RunOperations {
         lastAccuracy: null,
         error: null,
         resumedFrom: null,
+        resumable: false,
         options,
         checkpoints: [],
         evals: [],
@@ -124,6 +127,7 @@ export class FakeRuns implements RunOperations {
   resumeRun: RunOperations['resumeRun'] = async ({ runId }) => {
     const r = this.get(runId);
     if (r.detail.status === 'running') throw new SpillwayError('CONFLICT', `run ${runId} is running`);
+    if (r.detail.checkpoints.length === 0) throw new SpillwayError('CONFLICT', `run ${runId} has no checkpoint to resume from`);
     this.setStatus(r, 'running');
     return this.summary(r);
   };

@@ -1,7 +1,7 @@
 // `spillway train` records its run in the store; `spillway runs ...` reads,
 // exports and deletes runs. Real child processes (run `npm run build:ts` first).
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -114,14 +114,12 @@ describe('spillway train records its run', () => {
     expect(show.stdout).toContain(`storage     masters bf16 · updates at home · spill ${spill}\n`);
   });
 
-  it('records a failed run with the reason and prints the same error', async () => {
+  it('leaves no run behind when the data cannot be read, and prints why (issue 13)', async () => {
     const dir = join(work, 'data-fail');
     const r = await spillway(['train', '--model', model, '--data', join(work, 'missing.jsonl'), '--steps', '2', '--data-dir', dir]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^spillway: .*missing\.jsonl/m);
-    const runs = JSON.parse((await spillway(['runs', 'list', '--json', '--data-dir', dir])).stdout) as { status: string; error: string }[];
-    expect(runs).toHaveLength(1);
-    expect(runs[0].status).toBe('failed');
-    expect(r.stderr).toContain(runs[0].error);
+    expect(r.stderr).toMatch(/^spillway: .*missing\.jsonl: cannot read file/m);
+    expect(JSON.parse((await spillway(['runs', 'list', '--json', '--data-dir', dir])).stdout)).toEqual([]);
+    expect(readdirSync(join(dir, 'runs'))).toEqual([]);
   });
 });

@@ -101,12 +101,25 @@ describe('the backend over the contract', () => {
     b.close();
   });
 
-  it('reports a run whose engine fails to start as failed with the reason', async () => {
+  it('refuses a run that cannot start, naming why, and records nothing (issue 13)', async () => {
     const a = await client();
-    const r = await a.call('startRun', { options: { ...options(5), model: join(work, 'missing-model') } });
+    const before = (await a.call('listRuns', {})).total;
+    await expect(a.call('startRun', { options: { ...options(5), model: join(work, 'missing-model') } })).rejects.toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/missing-model/) });
+    expect((await a.call('listRuns', {})).total).toBe(before);
+    a.close();
+  });
+
+  it('records a run whose engine fails after its checks, and does not offer to resume it without a checkpoint', async () => {
+    const a = await client();
+    // A device budget of 1 KiB: the checks pass, the engine refuses to load the weights.
+    const r = await a.call('startRun', { options: { ...options(5), gpuMem: 1024 } });
     await (await watchRun(a, r.id, -1)).until('the failed status', (w) => w.status() === 'failed');
     const detail = await a.call('getRun', { runId: r.id });
-    expect(detail.error).toMatch(/missing-model/);
+    expect(detail.error).toMatch(/budget|memory/i);
+    expect(detail.resumable).toBe(false);
+    expect((await a.call('listRuns', {})).runs.find((x) => x.id === r.id)?.resumable).toBe(false);
+    await expect(a.call('resumeRun', { runId: r.id })).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringMatching(/no checkpoint/) });
+    expect((await a.call('getRun', { runId: r.id })).status).toBe('failed');
     a.close();
   });
 

@@ -79,12 +79,12 @@ describe('step I/O', () => {
     try {
       const before = loaded.engine.info().tiers;
       const idx = batchIndices(o.seed, 0, Math.min(o.batchSize, loaded.train.length), loaded.train.length);
-      const r = await loaded.engine.step(packBatch(idx.map((i) => loaded.train[i])), { seed: BigInt(o.seed), step: 0, q: o.q, lr: o.lr, eps: o.eps, weightDecay: 0, noise: o.noise });
+      const r = await loaded.engine.step(packBatch(await loaded.train.get(idx)), { seed: BigInt(o.seed), step: 0, q: o.q, lr: o.lr, eps: o.eps, weightDecay: 0, noise: o.noise });
       const after = loaded.engine.info().tiers;
       expect(after?.ssdReadBytes).toBeGreaterThan(before?.ssdReadBytes ?? 0);
       expected = { h2dBytes: 0, d2hBytes: 0, ssdReadBytes: 0, ssdWriteBytes: 0, waitMs: 0, ...stepIo(before, after, r.times) };
     } finally {
-      loaded.engine.close();
+      await loaded.close();
     }
 
     const sup = supervisor();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { latestCheckpoint } from '../../../../electron/engine/trainer.js';
+import { latestCheckpoint } from '../../../../electron/engine/checkpoint.js';
 import type { TrainOptions } from '../../../../electron/engine/trainer.js';
 import { RunSupervisor } from '../../../../electron/services/runs/index.js';
 import type { RunEvent } from '../../../../electron/services/runs/index.js';

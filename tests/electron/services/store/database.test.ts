@@ -1,6 +1,7 @@
 // Opening the store: migrations from every earlier version, a newer file
 // refused, a file that is not a database moved aside, WAL and foreign keys on
 // (damage to real database files: damage.test.ts).
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,6 +179,25 @@ describe('openDatabase', () => {
     expect(JSON.parse(row.config).options.spillDirs).toEqual(['/nvme/spill']);
     v3.close();
     fresh.close();
+  });
+
+  it('lets several processes create the same new file at once (a CLI run started beside the app)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spw-db-race-'));
+    const module = join(import.meta.dirname, '../../../../dist/electron/services/store/index.js');
+    const script = `import { RunStore } from ${JSON.stringify(module)}; RunStore.open(process.argv[1]).close(); console.log('opened');`;
+    const opens = Array.from({ length: 6 }, () =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const c = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        c.stdout.on('data', (b: Buffer) => (out += b));
+        c.stderr.on('data', (b: Buffer) => (out += b));
+        c.on('exit', (code) => resolve({ code, out }));
+      }),
+    );
+    for (const r of await Promise.all(opens)) expect(r, r.out).toEqual({ code: 0, out: 'opened\n' });
+    const db = new Database(databaseFile(dir), { readonly: true });
+    expect(schemaVersion(db)).toBe(SCHEMA_VERSION);
+    db.close();
   });
 
   it('refuses a database written by a newer Spillway and leaves it untouched', () => {
