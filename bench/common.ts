@@ -1,5 +1,6 @@
 // What the CPU benchmarks share: the random OPT-125M model and batch they run,
 // their folders, their flags, and the small statistics and machine-load helpers.
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import os, { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -110,4 +111,19 @@ export function machineLine(m: ReturnType<typeof machineInfo>): string {
     `Machine: ${m.cpu} (family ${m.family ?? '?'}, model ${m.model ?? '?'}), ${m.cores} cores (${m.simd.join(', ')}), ${m.memGiB} GiB; ` +
     `${m.os}; Node ${m.node}; ${m.date}`
   );
+}
+
+/** Runs a child to completion and returns its JSON lines on stdout. stderr passes through (progress). */
+export function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`));
+      resolve(out.trim().split('\n').filter((l) => l.startsWith('{')));
+    });
+  });
 }

@@ -35,7 +35,7 @@ import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
 import type { OptShape } from './make-model.js';
-import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, machineInfo, machineLine, makeTokens, median, venvPython } from './common.js';
+import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, machineInfo, machineLine, makeTokens, median, runChild, venvPython } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
@@ -189,21 +189,6 @@ async function engineChild(o: Options, file: string): Promise<void> {
 
 // ---------------------------------------------------------------------------
 // Children
-
-/** Runs a child to completion and returns its JSON lines on stdout. stderr passes through (progress). */
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => (out += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`));
-      resolve(out.trim().split('\n').filter((l) => l.startsWith('{')));
-    });
-  });
-}
 
 /** An implementation running as a step server (engineChild, mezo_torch.py --serve). */
 class Served {

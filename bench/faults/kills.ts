@@ -124,9 +124,19 @@ function scheduler(seed: number, steps: number) {
       lastAt = now;
       return step;
     },
-    delay(step: number): number {
-      const left = Math.max(1, steps - step - 2) * stepMs;
-      return rng() * Math.min(3000, Math.max(100, left));
+    /**
+     * The step after which the next kill is armed: drawn from what is left of the run, shared among
+     * the kills still to come, and at least two steps before its end, so every kill lands in the run
+     * however fast or loaded the machine is (a delay drawn in time alone let a slow-then-fast run end first).
+     */
+    armAfter(from: number, killsLeft: number): number {
+      const lastArm = Math.max(1, steps - 2);
+      const span = Math.max(1, Math.floor((lastArm - from) / Math.max(1, killsLeft)));
+      return Math.min(lastArm, from + 1 + Math.floor(rng() * span));
+    },
+    /** The moment within the step after arming: a random part of one step's time (the step, its evaluation or its checkpoint). */
+    delay(): number {
+      return rng() * Math.min(3000, Math.max(20, 0.8 * stepMs));
     },
     reset() {
       lastAt = 0;
@@ -140,9 +150,11 @@ interface Session {
 }
 
 /** A `spillway train --json` session killed (its engine or itself) at the drawn moment once armed. */
-function cliSession(args: string[], target: 'engine' | 'cli', sched: ReturnType<typeof scheduler>, armOn: 'checkpoint' | 'step', onStart: (runId: string) => void): Session {
+function cliSession(args: string[], target: 'engine' | 'cli', sched: ReturnType<typeof scheduler>, armOn: 'checkpoint' | 'step', armAt: number, onStart: (runId: string) => void): Session {
   const p: Spawned = spillway(args);
   let last = 0;
+  // A first session is killed only once a checkpoint exists to resume from.
+  let resumable = armOn === 'step';
   let timer: NodeJS.Timeout | null = null;
   const killed = new Promise<number | null>((resolve, reject) => {
     p.onLine((line) => {
@@ -154,7 +166,8 @@ function cliSession(args: string[], target: 'engine' | 'cli', sched: ReturnType<
       }
       if (e.type === 'start' && e.runId) onStart(e.runId);
       if (e.type === 'step') last = sched.step(e.step as number);
-      if (!timer && (e.type === armOn || (armOn === 'step' && e.type === 'checkpoint'))) {
+      if (e.type === 'checkpoint') resumable = true;
+      if (!timer && resumable && last >= armAt && (e.type === 'step' || e.type === 'checkpoint')) {
         timer = setTimeout(async () => {
           const engine = await engineOf(p.child.pid as number);
           // Not up yet: the next event arms again.
@@ -164,7 +177,7 @@ function cliSession(args: string[], target: 'engine' | 'cli', sched: ReturnType<
           await p.exited;
           await ended(engine);
           resolve(at);
-        }, sched.delay(last));
+        }, sched.delay());
       }
     });
     void p.exited.then(({ code, signal }) => {
@@ -189,7 +202,8 @@ async function cliCampaign(o: KillOptions, sched: ReturnType<typeof scheduler>):
   for (;;) {
     sched.reset();
     const target = killedAfter.length < o.kills ? (o.target as 'engine' | 'cli') : null;
-    const s = target ? cliSession(args, target, sched, armOn, (id) => (runId = id)) : null;
+    const armAt = sched.armAfter(killedAfter.at(-1) ?? 0, o.kills - killedAfter.length);
+    const s = target ? cliSession(args, target, sched, armOn, armAt, (id) => (runId = id)) : null;
     const at = s ? await s.killed : await finishCli(args, (id) => (runId = id));
     if (at === null) break;
     killedAfter.push(at);
@@ -244,11 +258,14 @@ async function serveCampaign(o: KillOptions, sched: ReturnType<typeof scheduler>
     sched.reset();
     const { p, client } = await serve(dataDir);
     const arming = killedAfter.length < o.kills;
+    const armAt = sched.armAfter(killedAfter.at(-1) ?? 0, o.kills - killedAfter.length);
+    // The first session is killed only once a checkpoint exists to resume from.
+    let resumable = killedAfter.length > 0;
     let last = 0;
     let timer: NodeJS.Timeout | null = null;
     const outcome = new Promise<number | null>((resolve, reject) => {
       const arm = () => {
-        if (timer || !arming) return;
+        if (timer || !arming || !resumable || last < armAt) return;
         timer = setTimeout(async () => {
           const engine = await engineOf(p.child.pid as number);
           // Not up yet: the next step arms again.
@@ -258,16 +275,18 @@ async function serveCampaign(o: KillOptions, sched: ReturnType<typeof scheduler>
           await p.exited;
           await ended(engine);
           resolve(at);
-        }, sched.delay(last));
+        }, sched.delay());
       };
-      const watch = (id: string, since: number, armOnStep: boolean) =>
+      const watch = (id: string, since: number) =>
         client.subscribe(id, since, {
           onStep: (m) => {
             last = sched.step(m.step);
-            if (armOnStep) arm();
+            arm();
           },
           onLog: (l) => {
-            if (l.message.startsWith('checkpoint at step')) arm();
+            if (!l.message.startsWith('checkpoint at step')) return;
+            resumable = true;
+            arm();
           },
           onStatus: (st) => {
             if (st.status === 'completed') resolve(null);
@@ -278,11 +297,11 @@ async function serveCampaign(o: KillOptions, sched: ReturnType<typeof scheduler>
         if (!runId) {
           const r = await client.call('startRun', { name: 'killed', options: runOptions(o.steps) });
           runId = r.id;
-          await watch(runId, 0, false);
+          await watch(runId, 0);
         } else {
           const r = await client.call('resumeRun', { runId });
           resumed++;
-          await watch(runId, r.stepsDone, true);
+          await watch(runId, r.stepsDone);
         }
       };
       go().catch(reject);

@@ -10,7 +10,9 @@ MeZO as in princeton-nlp/MeZO (large_models/trainer.py, default in-place path):
              (no decay for bias / layer norm; wd = 0 here)
 The model is transformers' OPTForCausalLM (random init written by make_opt_model.py,
 loaded from the same safetensors Spillway reads), fp32, on cuda, eval mode,
-torch.inference_mode, attention "sdpa" by default. Tied head: named_parameters()
+torch.inference_mode, attention "sdpa" by default. Precisions: fp32 (TF32 off),
+tf32 (TF32 matmuls allowed) and bf16 (the forwards under torch.autocast to bfloat16;
+weights, perturbation and update stay fp32, as Spillway's bf16 GEMM mode keeps them). Tied head: named_parameters()
 lists the embedding once, as in MeZO. Loss = the engine's "lm" loss: per-example
 mean NLL of tokens 1..T-1 over full [B, T, V] logits, batch mean.
 
@@ -18,8 +20,9 @@ Each configuration (batch size x matmul precision) runs warm-up + timed steps;
 steps are timed with torch.cuda.synchronize() around them (and CUDA events);
 the peak is torch.cuda.max_memory_allocated after reset_peak_memory_stats.
 
-usage: python3 bench/gpu/mezo_torch_gpu.py MODEL_DIR [--batches 1,16] [--precisions fp32,tf32]
-       [--attn sdpa] [--steps 5] [--warmup 2]      prints one JSON object on stdout
+usage: python3 bench/gpu/mezo_torch_gpu.py MODEL_DIR [--batches 1,16] [--precisions fp32,tf32,bf16]
+       [--attn sdpa] [--steps 5] [--warmup 2] [--device cuda]      prints one JSON object on stdout
+       (--device cpu: a smoke test of the script without a GPU)
 """
 import argparse
 import json
@@ -39,16 +42,22 @@ def no_decay(name):
     return "bias" in name or "layer_norm" in name or "layernorm" in name
 
 
-def lm_loss(model, ids):
-    logits = model(input_ids=ids, use_cache=False).logits  # [B, T, V] fp32
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def lm_loss(model, ids, bf16=False):
+    with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=ids, use_cache=False).logits.float()  # [B, T, V]
     B, T, V = logits.shape
     nll = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none")
     return nll.view(B, T - 1).mean(dim=1).mean()
 
 
 class MeZO:
-    def __init__(self, model, lr, eps, wd):
-        self.model, self.lr, self.eps, self.wd = model, lr, eps, wd
+    def __init__(self, model, lr, eps, wd, bf16=False):
+        self.model, self.lr, self.eps, self.wd, self.bf16 = model, lr, eps, wd, bf16
         self.named_parameters_to_optim = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.reset_times()
 
@@ -61,12 +70,12 @@ class MeZO:
         for _, param in self.named_parameters_to_optim:
             z = torch.normal(mean=0, std=1, size=param.data.size(), device=param.data.device, dtype=param.data.dtype)
             param.data.add_(z, alpha=scaling_factor * self.eps)
-        torch.cuda.synchronize()
+        sync()
         self.t_perturb += time.perf_counter() - t0
 
     def zo_forward(self, ids):
         t0 = time.perf_counter()
-        loss = lm_loss(self.model, ids).item()  # .item() synchronizes
+        loss = lm_loss(self.model, ids, self.bf16).item()  # .item() synchronizes
         self.t_forward += time.perf_counter() - t0
         return loss
 
@@ -89,7 +98,7 @@ class MeZO:
             if not no_decay(name) and self.wd != 0.0:
                 param.data.mul_(1.0 - self.lr * self.wd)
             param.data.add_(z, alpha=-self.lr * g)
-        torch.cuda.synchronize()
+        sync()
         self.t_update += time.perf_counter() - t0
 
 
@@ -101,7 +110,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("--batches", default="1,16")
-    ap.add_argument("--precisions", default="fp32,tf32")
+    ap.add_argument("--precisions", default="fp32,tf32,bf16")
+    ap.add_argument("--device", default="cuda")
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -111,8 +121,10 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()
 
-    dev = torch.device("cuda")
-    torch.cuda.reset_peak_memory_stats()
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
         model = OPTForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32, attn_implementation=a.attn)
@@ -120,8 +132,8 @@ def main():
         model = OPTForCausalLM.from_pretrained(a.model_dir, torch_dtype=torch.float32, attn_implementation=a.attn)
     model.to(dev).eval()
     load_s = time.perf_counter() - t0
-    torch.cuda.synchronize()
-    weights_bytes = torch.cuda.memory_allocated()
+    sync()
+    weights_bytes = torch.cuda.memory_allocated() if cuda else 0
     with open(os.path.join(a.model_dir, "batch.json")) as f:
         all_ids = torch.tensor(json.load(f)["tokens"], dtype=torch.long, device=dev)
     nparams = sum(p.numel() for _, p in model.named_parameters())
@@ -141,24 +153,27 @@ def main():
                 tf32 = prec == "tf32"
                 torch.backends.cuda.matmul.allow_tf32 = tf32
                 torch.backends.cudnn.allow_tf32 = tf32
-                loss0_prec = lm_loss(model, ids).item()
+                loss0_prec = lm_loss(model, ids, prec == "bf16").item()
                 np.random.seed(a.seed)
-                trainer = MeZO(model, a.lr, a.eps, a.wd)
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
+                trainer = MeZO(model, a.lr, a.eps, a.wd, bf16=prec == "bf16")
+                sync()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
                 steps = []
                 for i in range(a.warmup + a.steps):
                     trainer.reset_times()
-                    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    torch.cuda.synchronize()
-                    ev0.record()
+                    sync()
+                    if cuda:
+                        ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        ev0.record()
                     w0 = time.perf_counter()
                     l1, l2 = trainer.zo_step(ids)
                     trainer.zo_update()
-                    ev1.record()
-                    torch.cuda.synchronize()
+                    if cuda:
+                        ev1.record()
+                    sync()
                     ms = (time.perf_counter() - w0) * 1e3
-                    steps.append({"ms": ms, "eventMs": ev0.elapsed_time(ev1), "perturbMs": trainer.t_perturb * 1e3,
+                    steps.append({"ms": ms, "eventMs": ev0.elapsed_time(ev1) if cuda else ms, "perturbMs": trainer.t_perturb * 1e3,
                                   "forwardMs": trainer.t_forward * 1e3, "updateMs": trainer.t_update * 1e3,
                                   "lossPlus": l1, "lossMinus": l2, "projectedGrad": trainer.projected_grad,
                                   "warmup": i < a.warmup})
@@ -172,13 +187,13 @@ def main():
                     "ms": summary([s["ms"] for s in timed]), "eventMs": summary([s["eventMs"] for s in timed]),
                     "phasesMedianMs": {k: statistics.median([s[k] for s in timed])
                                        for k in ("perturbMs", "forwardMs", "updateMs")},
-                    "peakAllocatedBytes": torch.cuda.max_memory_allocated(),
-                    "peakReservedBytes": torch.cuda.max_memory_reserved(),
+                    "peakAllocatedBytes": torch.cuda.max_memory_allocated() if cuda else 0,
+                    "peakReservedBytes": torch.cuda.max_memory_reserved() if cuda else 0,
                     "steps": steps,
                 })
     print(json.dumps({
         "impl": "pytorch", "torch": torch.__version__, "transformers": transformers.__version__,
-        "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0), "parameters": nparams,
+        "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if cuda else "cpu", "parameters": nparams,
         "weightsAllocatedBytes": weights_bytes, "loadSeconds": load_s,
         "lr": a.lr, "eps": a.eps, "wd": a.wd, "runs": runs,
     }))

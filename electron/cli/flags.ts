@@ -58,7 +58,8 @@ export function argOptions(schema: z.ZodObject, o: { task?: boolean } = {}): Rec
   const opts: Record<string, ArgOption> = o.task ? { task: { type: 'string' } } : {};
   for (const f of fields) {
     const isSwitch = kindOf(f.type) === 'boolean';
-    opts[f.meta.flag] = { type: isSwitch ? 'boolean' : 'string', ...(f.meta.read === 'folders' ? { multiple: true } : {}) };
+    const repeatable = f.meta.read === 'folders' || f.meta.read === 'list';
+    opts[f.meta.flag] = { type: isSwitch ? 'boolean' : 'string', ...(repeatable ? { multiple: true } : {}) };
   }
   return opts;
 }
@@ -146,6 +147,7 @@ function readFlag(f: FlagField, raw: string | string[] | boolean): unknown {
     const split = (x: string) => x.split(',').map((d) => d.trim()).filter(Boolean);
     return list.flatMap((x) => (existsSync(x) ? [x] : split(x))).map((d) => resolve(d));
   }
+  if (f.meta.read === 'list') return Array.isArray(raw) ? raw : [raw];
   const text = Array.isArray(raw) ? raw[raw.length - 1] : raw;
   switch (f.meta.read) {
     case 'bytes':

@@ -21,12 +21,15 @@ import { distPlan, formatDistPlan } from '../engine/dist-plan.js';
 import type { DistPlan } from '../engine/dist-plan.js';
 import type { Parallel } from '../common/options.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
+import { deviceListing, effectiveGemm, resolveDevice } from '../engine/device.js';
 import { resolveDataDir } from '../services/paths.js';
 import { RunSupervisor, runsCommand, RUNS_USAGE } from '../services/runs/index.js';
+import { telemetrySource } from '../services/runs/operations.js';
 import type { RunEvent, StoredRunConfig } from '../services/runs/index.js';
 import type { RunRecord } from '../services/store/types.js';
 import { readCheckpointState } from '../engine/checkpoint.js';
 import { cmdServe } from '../server/serve-command.js';
+import { cmdChat, cmdGenerate, GENERATE_USAGE } from './generate.js';
 import { argOptions, helpLines, optionsFromFlags } from './flags.js';
 import type { ArgValues } from './flags.js';
 import { isStdoutClosed, out, stdoutClosed, watchOutput } from './output.js';
@@ -45,6 +48,8 @@ const PlanFields = RunFields.pick({
   q: true,
   writeBackEvery: true,
   steps: true,
+  device: true,
+  gemm: true,
   ranks: true,
   parallel: true,
   groups: true,
@@ -59,6 +64,12 @@ Usage:
   spillway train [options]        fine-tune with MeZO (no options: the embedded demo)
   spillway score --model M --data D [--task T] [--per-example] [--json]
                                   mean loss and accuracy of a model on a dataset, no training
+  spillway generate --model M --prompt P [--prompt P2 ...] [--chat] [--max-new-tokens N] [--json]
+                                  text from a model (several prompts decode together),
+                                  streamed as it is written
+  spillway chat --model M [--system-prompt S] [--json]
+                                  a conversation in the model's chat template, one turn
+                                  per line
   spillway inspect <model> [--json]
                                   architecture, parameters, dtype, size, support
   spillway plan --model M [options] [--json]
@@ -80,14 +91,15 @@ ${helpLines(TrainOptions, { task: true })}
   --data-dir DIR        where runs are recorded (default $SPILLWAY_DATA_DIR, else
                         $XDG_DATA_HOME/spillway or ~/.local/share/spillway)
 
-Score options: --model, --data, the task flags, --threads, --batch-size and --max-length as in
-train, and
+Score options: --model, --data, the task flags, --threads, --batch-size, --max-length, --device and
+--gemm as in train, and
   --per-example         one line per example (loss, and correct or wrong when classifying)
   --json                one JSON object per line: each example, then the summary
 
+${GENERATE_USAGE}
+
 Plan options:
 ${helpLines(PlanFields)}
-  --device D            cpu or gpu: where the forwards run (default gpu with --gpu-mem, else cpu)
   --interconnect I      with --ranks: how the GPUs of a machine reach each other, pcie (default) or nvlink;
                         over NVLink streamed blocks are sliced (each GPU uploads 1/N, then all-gather)
   --all-gather-bandwidth X
@@ -164,8 +176,15 @@ export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unkn
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
 
-/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise. */
-const evalWords = (e: EvalEvent) => (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`);
+/** "cuda:0 (NVIDIA H100 80GB HBM3, gemm fp32)" or "cpu × 8 threads". */
+const onWhat = (e: { backend: string; threads: number; device?: { id: string } }) => (e.device && e.device.id !== 'cpu' ? e.backend : `${e.backend} × ${e.threads} threads`);
+
+/** Generated answers' exact match and F1, when the evaluation scored them. */
+const answerWords = (e: EvalEvent) => (e.exactMatch != null ? `, exact match ${pct(e.exactMatch)}, F1 ${pct(e.f1)}` : '');
+
+/** An evaluation in a few words: accuracy and loss when classifying, the loss otherwise (and generated answers' scores). */
+const evalWords = (e: EvalEvent) =>
+  (e.accuracy === null ? `held-out loss ${e.loss.toFixed(4)}` : `held-out accuracy ${pct(e.accuracy)}, loss ${e.loss.toFixed(4)}`) + answerWords(e);
 
 /** Before → after: accuracy (and its lift in points) when classifying, else the held-out loss. */
 function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
@@ -176,7 +195,11 @@ function evalChange(before: EvalEvent | null, after: EvalEvent | null): string {
     return `held-out accuracy ${pct(a)} → ${pct(b)}${lift}`;
   }
   const loss = (e: EvalEvent | null) => (e ? e.loss.toFixed(4) : 'n/a');
-  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}` : 'no held-out evaluation';
+  const answers =
+    before?.exactMatch != null || after?.exactMatch != null
+      ? `; exact match ${pct(before?.exactMatch)} → ${pct(after?.exactMatch)}, F1 ${pct(before?.f1)} → ${pct(after?.f1)}`
+      : '';
+  return before || after ? `held-out loss ${loss(before)} → ${loss(after)}${answers}` : 'no held-out evaluation';
 }
 
 /**
@@ -236,7 +259,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
         break;
       case 'start':
         progress.log(
-          `${isDemo ? 'demo: ' : ''}run ${eventRun}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${event.backend} × ${event.threads} threads; ` +
+          `${isDemo ? 'demo: ' : ''}run ${eventRun}: ${event.model} (${event.architecture}, ${(event.parameters / 1e6).toFixed(2)}M parameters) on ${onWhat(event)}; ` +
             `${event.trainExamples} training / ${event.evalExamples} held-out examples; ${event.steps} steps of batch ${event.batchSize}`,
         );
         if (event.plan) {
@@ -278,7 +301,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
           `${event.status === 'completed' ? 'done' : 'stopped'}: ${event.steps} steps in ${formatDuration(event.wallS * 1000)}; ` +
             evalChange(zeroShot, event.eval) +
             (event.skippedSteps ? `; ${event.skippedSteps} steps skipped (non-finite)` : '') +
-            (event.out ? `\nsaved to ${event.out}` : '') +
+            (event.out ? `\nsaved to ${event.out} (try it: spillway chat --model ${event.out})` : '') +
             '\n',
         );
         break;
@@ -288,6 +311,8 @@ async function cmdTrain(argv: string[]): Promise<number> {
   const showCheckpoints = values['checkpoint-dir'] !== undefined || (options.checkpointDir !== undefined && !target?.run);
   let runId: string | undefined;
   for (const n of supervisor.store.notices) progress.log(n);
+  // The machine's telemetry is kept with the run, as the app keeps it (runs show, the GUI's Runs page).
+  const telemetry = telemetrySource(supervisor);
   supervisor.subscribe('*', (e: RunEvent) => {
     if (e.type === 'status') return;
     // Before the run is recorded its checks report progress (this process starts one run).
@@ -296,14 +321,16 @@ async function cmdTrain(argv: string[]): Promise<number> {
     onEvent(e);
   });
   const finish = async (message: string | null): Promise<number> => {
+    telemetry.stop();
     await supervisor.close();
     if (message === null) return 0;
     progress.finish();
     fail(message, json);
   };
   try {
+    // Every run keeps its final model (the run's folder without --out): to try it and export it.
     if (target?.run) runId = (await supervisor.resume(target.run.id, { checkpoint: resumeDir, options })).id;
-    else runId = (await supervisor.start({ options, saveModel: false, ...(target?.id ? { id: target.id } : {}) })).id;
+    else runId = (await supervisor.start({ options, ...(target?.id ? { id: target.id } : {}) })).id;
   } catch (e) {
     return finish((e as Error).message);
   }
@@ -452,7 +479,6 @@ async function cmdDoctor(argv: string[]): Promise<number> {
 
 const PLAN_FLAGS = {
   ...argOptions(PlanFields),
-  device: { type: 'string' },
   interconnect: { type: 'string' },
   'all-gather-bandwidth': { type: 'string' },
   'ranks-per-machine': { type: 'string' },
@@ -489,19 +515,11 @@ async function cmdPlan(argv: string[]): Promise<number> {
   try {
     if (values.model === undefined) throw new Error('plan needs --model');
     const o = optionsFromFlags(PlanFields, values, {}, 'plan');
-    const device = (values.device as string | undefined) ?? (o.gpuMem !== undefined ? 'gpu' : 'cpu');
-    if (device !== 'cpu' && device !== 'gpu') throw new Error(`--device must be cpu or gpu, got ${JSON.stringify(device)}`);
-    // A GPU plan calibrates the GPU when this build and machine have one.
-    let calibrationDevice = 'cpu';
-    if (device === 'gpu') {
-      const { loadNative } = await import('../engine/native.js');
-      const native = loadNative();
-      if (native.cudaCompiled && native.cudaDevices().state === 'ok') calibrationDevice = 'cuda';
-    }
-    const { plan, info, calibration, input } = await planFor({
+    // Planned for the device a run with these flags computes on: calibrated there, its free memory the default budget.
+    const resolved = resolveDevice(o.device, deviceListing());
+    const { plan, info, calibration, prefetchRequested, device, input } = await planFor({
       model: o.model,
-      computeDevice: device,
-      calibrationDevice,
+      device: { resolved, gemm: effectiveGemm(o.gemm, resolved).gemm },
       budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
       spillDirs: o.spillDirs ?? [],
       updateMode: o.updateOn ?? 'auto',
@@ -517,9 +535,9 @@ async function cmdPlan(argv: string[]): Promise<number> {
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
     const ranks = o.ranks > 1 ? rankPlan(input, { ...o, q: o.q ?? ESTIMATOR_DEFAULTS.mezo.q }, values) : null;
     if (json) {
-      out(JSON.stringify({ ...toPlanResult(plan, info.dir), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
+      out(JSON.stringify({ ...toPlanResult(plan, info.dir, prefetchRequested, device), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
     } else {
-      out(formatPlan(plan, { steps: o.steps }) + '\n' + (ranks ? `\n${formatDistPlan(ranks)}\n` : ''));
+      out(`${resolved.reason}${device?.gemm && resolved.kind === 'cuda' ? `; GEMMs in ${device.gemm}` : ''}\n` + formatPlan(plan, { steps: o.steps }) + '\n' + (ranks ? `\n${formatDistPlan(ranks)}\n` : ''));
     }
     return plan.feasible ? 0 : EXIT_DOES_NOT_FIT;
   } catch (e) {
@@ -538,6 +556,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdScore(rest);
       case 'inspect':
         return await cmdInspect(rest);
+      case 'generate':
+        return await cmdGenerate(rest);
+      case 'chat':
+        return await cmdChat(rest);
       case 'serve':
         return await cmdServe(rest);
       case 'runs':

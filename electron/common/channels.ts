@@ -11,6 +11,7 @@ export const RUN_METHOD_NAMES = [
   'listRuns',
   'getRun',
   'getMetrics',
+  'getTelemetry',
   'deleteRun',
   'exportRun',
   'getSettings',
@@ -27,12 +28,15 @@ export const METHOD_NAMES = [
   'listFolder',
   'pickPath',
   'getNotices',
+  'listDevices',
+  'generate',
+  'stopGeneration',
   ...RUN_METHOD_NAMES,
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 export type RunMethodName = (typeof RUN_METHOD_NAMES)[number];
 
-export const EVENT_NAMES = ['runStatus', 'stepMetrics', 'evalMetrics', 'telemetry', 'log'] as const;
+export const EVENT_NAMES = ['runStatus', 'stepMetrics', 'evalMetrics', 'telemetry', 'log', 'generation'] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
 export function isMethodName(x: unknown): x is MethodName {
@@ -61,6 +65,7 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   listRuns: 'spillway:call:listRuns',
   getRun: 'spillway:call:getRun',
   getMetrics: 'spillway:call:getMetrics',
+  getTelemetry: 'spillway:call:getTelemetry',
   deleteRun: 'spillway:call:deleteRun',
   exportRun: 'spillway:call:exportRun',
   getSettings: 'spillway:call:getSettings',
@@ -68,6 +73,9 @@ export const METHOD_CHANNELS: Record<MethodName, MethodChannel> = {
   listFolder: 'spillway:call:listFolder',
   pickPath: 'spillway:call:pickPath',
   getNotices: 'spillway:call:getNotices',
+  listDevices: 'spillway:call:listDevices',
+  generate: 'spillway:call:generate',
+  stopGeneration: 'spillway:call:stopGeneration',
 };
 
 export const EVENT_CHANNELS: Record<EventName, EventChannel> = {
@@ -76,6 +84,7 @@ export const EVENT_CHANNELS: Record<EventName, EventChannel> = {
   evalMetrics: 'spillway:event:evalMetrics',
   telemetry: 'spillway:event:telemetry',
   log: 'spillway:event:log',
+  generation: 'spillway:event:generation',
 };
 
 /** Renderer → main, fire and forget: abort the call with this id. */

@@ -9,7 +9,24 @@
 import { z } from 'zod';
 
 import { isEventName, isMethodName, type EventName, type MethodName } from './channels.js';
-import { Bytes, FilePath, flags, Home, int, JsonValue, Masters, MAX_LENGTH, MAX_THREADS, RootKind, RunFields, RunOptions, TaskTemplate, UpdateMode } from './options.js';
+import {
+  Bytes,
+  FilePath,
+  flags,
+  Gemm,
+  Home,
+  int,
+  JsonValue,
+  Masters,
+  MAX_LENGTH,
+  MAX_THREADS,
+  RootKind,
+  RunFields,
+  RunOptions,
+  SamplingOptions,
+  TaskTemplate,
+  UpdateMode,
+} from './options.js';
 
 export * from './channels.js';
 export * from './options.js';
@@ -23,7 +40,7 @@ const Timestamp = z.number().nonnegative();
 const RunId = z.string().min(1).max(200);
 
 export const Dtype = z.enum(['F32', 'F16', 'BF16']);
-export const ArchFamily = z.enum(['opt', 'gpt2', 'llama']);
+export const ArchFamily = z.enum(['opt', 'gpt2', 'llama', 'gpt_neox', 'olmo2', 'gemma2', 'gemma3']);
 export const UnitKind = z.enum(['embed', 'block', 'head']);
 
 // --- models
@@ -66,7 +83,7 @@ export const InspectReport = z.object({
   intermediate: z.number().int().nonnegative(),
   vocabSize: z.number().int().nonnegative(),
   maxPositions: z.number().int().nonnegative(),
-  norm: z.enum(['layernorm', 'rmsnorm']),
+  norm: z.enum(['layernorm', 'rmsnorm', 'rmsnorm_plus1']),
   activation: z.string(),
   ropeTheta: z.number(),
   slidingWindow: z.number().int().nonnegative(),
@@ -140,10 +157,82 @@ export const DatasetPreview = z.object({
     .nullable(),
 });
 
+// --- devices
+
+/**
+ * One CUDA device as the engine's CUDA runtime numbers it (after CUDA_VISIBLE_DEVICES, in
+ * CUDA_DEVICE_ORDER); `id` is what --device takes.
+ */
+export const CudaDevice = z.object({
+  index: z.number().int().nonnegative(),
+  id: z.string().regex(/^cuda:\d+$/),
+  name: z.string(),
+  totalBytes: Bytes,
+  /** NVML's free memory of the device; null where NVML cannot be asked. */
+  freeBytes: Bytes.nullable(),
+  computeCapability: z.string(),
+  multiprocessors: z.number().int().nonnegative(),
+  /**
+   * "0000:3b:00.0": how this device is found among NVML's (telemetry), which number every GPU of the
+   * machine in PCI bus order whatever CUDA_VISIBLE_DEVICES says; null when CUDA could not say.
+   */
+  pciBusId: z.string().nullable(),
+});
+
+/** "0000:3B:00.0" (CUDA) and "00000000:3b:00.0" (NVML) alike: [domain, bus, device, function], or null. */
+export function parsePciBusId(id: string | null | undefined): number[] | null {
+  const m = /^([0-9a-f]{1,8}):([0-9a-f]{1,2}):([0-9a-f]{1,2})\.([0-7])$/i.exec((id ?? '').trim());
+  return m ? m.slice(1).map((x) => parseInt(x, 16)) : null;
+}
+
+/** Whether two PCI bus ids, in CUDA's or NVML's spelling, name one device. */
+export function samePciBus(a: string | null | undefined, b: string | null | undefined): boolean {
+  const x = parsePciBusId(a);
+  const y = parsePciBusId(b);
+  return x !== null && y !== null && x.every((v, i) => v === y[i]);
+}
+
+/** What New run's device picker lists, and what `auto` takes. */
+export const DeviceList = z.object({
+  /** The engine was built with its CUDA backend. */
+  cudaCompiled: z.boolean(),
+  /** 'ok', 'CUDA not compiled in' or 'no device'; detail says why (no driver, a driver too old...). */
+  cudaState: z.string(),
+  cudaDetail: z.string(),
+  /** cudaDriverGetVersion (e.g. 13000), 0 without a driver; the runtime this build carries. */
+  driverVersion: z.number().int().nonnegative(),
+  runtimeVersion: z.number().int().nonnegative(),
+  devices: z.array(CudaDevice),
+  cpu: z.object({ name: z.string(), cores: z.number().int().positive(), memoryBytes: Bytes }),
+  /** What `auto` resolves to on this machine, and why, in one sentence. */
+  auto: z.string(),
+  autoReason: z.string(),
+  /** $CUDA_VISIBLE_DEVICES and $CUDA_DEVICE_ORDER as the backend sees them (null: unset). */
+  visibleDevices: z.string().nullable(),
+  deviceOrder: z.string().nullable(),
+});
+
+/** The device a run computed on, as its engine resolved --device (stored with the run). */
+export const RunDevice = z.object({
+  /** What the run asked for: auto, cpu, cuda, cuda:N. */
+  asked: z.string(),
+  /** 'cpu' or 'cuda:N'. */
+  id: z.string(),
+  name: z.string(),
+  /** The GEMM precision the backend computes with (fp32 on the CPU). */
+  gemm: Gemm,
+  /** The engine's own description of its backend ("cuda:0 (NVIDIA H100 80GB HBM3, gemm tf32)"). */
+  backend: z.string(),
+  /** CUDA devices: their bus id (telemetry finds the GPU by it); null on the CPU. */
+  pciBusId: z.string().nullable().optional(),
+  /** Which device and why, the run's log line ("device auto: the CPU, because ..."); absent in runs recorded before it was kept. */
+  reason: z.string().optional(),
+});
+
 // --- plan
 
 /** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
-export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true }).extend({
+export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
@@ -202,6 +291,17 @@ export const PlanResult = z.object({
   model: z.string(),
   /** Where the forward passes run. */
   computeDevice: z.enum(['cpu', 'gpu']),
+  /** The device --device resolved to ('cpu', 'cuda:N') with its name, and the GPU budget the plan took when none was given. */
+  device: z
+    .object({
+      id: z.string(),
+      name: z.string(),
+      gemm: Gemm,
+      /** The device budget when none was given: the GPU's free memory less the headroom; null when a budget was given or on the CPU. */
+      defaultBudget: z.object({ bytes: Bytes, freeBytes: Bytes.nullable(), totalBytes: Bytes, headroomBytes: Bytes }).nullable(),
+      reason: z.string(),
+    })
+    .optional(),
   /** 'all-resident' when every unit stays on the compute device, 'tiered' when blocks stream. */
   strategy: z.enum(['all-resident', 'tiered']),
   units: z.array(PlanUnit),
@@ -367,6 +467,8 @@ export const RunSummary = z.object({
   resumable: z.boolean(),
   /** Its masters, update mode and spill folders (runStorage); null when it sets none and streams no blocks. */
   storage: RunStorage.nullable().optional(),
+  /** The device its engine computed on (null before its engine started, and for runs recorded before it was kept). */
+  device: RunDevice.nullable().optional(),
 });
 
 /** What one step moved on each link (deltas of the engine's tier counters) and how long compute waited for streamed units. */
@@ -444,6 +546,9 @@ export const EvalMetric = z.object({
   accuracy: z.number().min(0).max(1).nullable(),
   examples: z.number().int().nonnegative(),
   evalMs: z.number().nonnegative(),
+  /** Completion tasks: the greedily generated answers' exact match and token F1 (SQuAD's normalisation), 0..1. */
+  exactMatch: z.number().min(0).max(1).nullable().optional(),
+  f1: z.number().min(0).max(1).nullable().optional(),
 });
 
 export const Checkpoint = z.object({ step: Step, path: z.string(), bytes: Bytes, createdAt: Timestamp });
@@ -531,11 +636,16 @@ export const TelemetrySample = z.object({
   at: Timestamp,
   cpu: z.object({ utilization: z.number().min(0).max(1) }).nullable(),
   memory: z.object({ usedBytes: Bytes, totalBytes: Bytes }).nullable(),
-  disk: z.object({ readBytesPerS: z.number().nonnegative(), writeBytesPerS: z.number().nonnegative() }).nullable(),
+  /** The spill drive: read/write throughput and the fraction of the interval it had I/O in flight. */
+  disk: z
+    .object({ readBytesPerS: z.number().nonnegative(), writeBytesPerS: z.number().nonnegative(), busy: z.number().min(0).max(1).optional(), device: z.string().optional() })
+    .nullable(),
   gpus: z.array(
     z.object({
+      /** NVML's index (PCI bus order, every GPU of the machine): not CUDA's; match a run's device by pciBusId. */
       index: z.number().int().nonnegative(),
       name: z.string(),
+      pciBusId: z.string().nullable().optional(),
       utilization: z.number().min(0).max(1).nullable(),
       memoryUsedBytes: Bytes.nullable(),
       memoryTotalBytes: Bytes.nullable(),
@@ -545,6 +655,14 @@ export const TelemetrySample = z.object({
   ),
   /** Bytes held by each tier for running runs, when an engine reports them. */
   tiers: TierMemory.nullable(),
+});
+
+/** A run's telemetry samples as stored with it, oldest first. */
+export const TelemetryPage = z.object({
+  runId: RunId,
+  samples: z.array(TelemetrySample),
+  /** More samples were recorded than returned (evenly thinned to `limit`). */
+  thinned: z.boolean(),
 });
 
 // --- files: the folders the backend may use, a file browser over them, native dialogs
@@ -580,6 +698,65 @@ export const PickRequest = z.object({
   defaultPath: FilePath.optional(),
   /** File types offered, e.g. [{ name: 'Datasets', extensions: ['jsonl', 'csv', 'parquet'] }]. */
   filters: z.array(z.object({ name: z.string().max(100), extensions: z.array(z.string().max(20)).max(20) })).max(10).optional(),
+});
+
+// --- generation (the Playground)
+
+/** Whose weights a generation runs on: a model folder, or a run's latest (its final model, else its newest checkpoint). */
+export const GenerationSource = z.union([z.object({ model: FilePath }).strict(), z.object({ runId: RunId }).strict()]);
+
+export const ChatTurn = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string().max(1 << 20) });
+
+export const GenerateRequest = z
+  .object({
+    /** Chosen by the caller: the streamed `generation` events carry it, and stopGeneration names it. */
+    generationId: z.string().min(1).max(100),
+    source: GenerationSource,
+    /** A conversation, rendered with the model's chat template (or the plain fallback) and a generation prompt. */
+    messages: z.array(ChatTurn).min(1).max(1000).optional(),
+    /** Or raw text to continue. */
+    prompt: z.string().min(1).max(1 << 20).optional(),
+    sampling: SamplingOptions.prefault({}),
+    /** More chat template variables, e.g. {"enable_thinking": false}. */
+    templateVariables: z.record(z.string(), JsonValue).optional(),
+  })
+  .refine((r) => (r.messages === undefined) !== (r.prompt === undefined), { message: 'give either messages or prompt' });
+
+/** The weights a generation ran on. */
+export const GenerationWeights = z.object({
+  dir: z.string(),
+  name: z.string(),
+  /** A model folder, a run's final model, or a run's checkpoint (at `step`). */
+  kind: z.enum(['model', 'final', 'checkpoint']),
+  step: Step.nullable(),
+});
+
+export const GenerateResult = z.object({
+  generationId: z.string(),
+  text: z.string(),
+  /** eos: the model ended; length: max new tokens (or the model's positions); stop: a stop string; stopped: asked to stop. */
+  finishReason: z.enum(['eos', 'length', 'stop', 'stopped']),
+  promptTokens: z.number().int().nonnegative(),
+  newTokens: z.number().int().nonnegative(),
+  prefillMs: z.number().nonnegative(),
+  decodeMs: z.number().nonnegative(),
+  tokensPerS: z.number().nonnegative(),
+  weights: GenerationWeights,
+  /** How the conversation was rendered (null for a raw prompt). */
+  template: z.enum(['model', 'fallback']).nullable(),
+  /** The sampling in effect, the model's generation_config.json filled in. */
+  sampling: z
+    .object({
+      maxNewTokens: z.number().int(),
+      temperature: z.number(),
+      topK: z.number().int(),
+      topP: z.number(),
+      repetitionPenalty: z.number(),
+      seed: z.number().int(),
+      stop: z.array(z.string()),
+      ignoreEos: z.boolean(),
+    })
+    .nullable(),
 });
 
 /** What the backend said when it started (a damaged database moved aside, rows that could not be read). */
@@ -630,7 +807,8 @@ export const methods = {
   plan: method(PlanRequest.strict(), PlanResult),
   startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions.strict() }), RunSummary),
   stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
-  resumeRun: method(z.object({ runId: RunId }), RunSummary),
+  /** Continues a run from its newest checkpoint; `device` moves it (losses are then not bit-comparable across devices). */
+  resumeRun: method(z.object({ runId: RunId, device: RunOptions.shape.device.unwrap().optional() }), RunSummary),
   checkpointRun: method(z.object({ runId: RunId }), z.object({ requested: z.literal(true) })),
   listRuns: method(RunQuery.prefault({}), z.object({ runs: z.array(RunSummary), total: z.number().int().nonnegative() })),
   getRun: method(z.object({ runId: RunId }), RunDetail),
@@ -648,6 +826,14 @@ export const methods = {
   /** Desktop app: a native open/save dialog; the path picked is allowed for its kind from then on. UNAVAILABLE in a browser. */
   pickPath: method(PickRequest, z.object({ path: z.string().nullable() })),
   getNotices: method(Empty, z.object({ notices: z.array(Notice) })),
+  /** The compute devices: the CPU and each CUDA device with its name and free / total memory, and what `auto` takes. */
+  listDevices: method(Empty, DeviceList),
+  /** The telemetry samples kept with a run (at most `limit`, evenly thinned). */
+  getTelemetry: method(z.object({ runId: RunId, limit: z.number().int().positive().max(100_000).default(5000) }), TelemetryPage),
+  /** Text from a model or a run's weights; its text streams as `generation` events; cancelling the call stops it. */
+  generate: method(GenerateRequest, GenerateResult),
+  /** Ends a generation now: its call answers with the text so far (finish 'stopped'). */
+  stopGeneration: method(z.object({ generationId: z.string().min(1).max(100) }), z.object({ stopped: z.boolean() })),
 } satisfies Record<MethodName, MethodSpec>;
 
 export type Methods = typeof methods;
@@ -677,6 +863,8 @@ export const events = {
     message: z.string(),
     at: Timestamp,
   }),
+  /** A generation's newly final text (in order); `tokens`: generated so far. */
+  generation: z.object({ generationId: z.string(), text: z.string(), tokens: z.number().int().nonnegative(), at: Timestamp }),
 } satisfies Record<EventName, z.ZodType>;
 
 export type Events = typeof events;
@@ -715,10 +903,19 @@ export type Settings = z.output<typeof Settings>;
 export type SettingsPatch = z.output<typeof SettingsPatch>;
 export type DatasetCheck = z.output<typeof DatasetCheck>;
 export type TelemetrySample = z.output<typeof TelemetrySample>;
+export type TelemetryPage = z.output<typeof TelemetryPage>;
+export type CudaDevice = z.output<typeof CudaDevice>;
+export type DeviceList = z.output<typeof DeviceList>;
+export type RunDevice = z.output<typeof RunDevice>;
 export type FolderEntry = z.output<typeof FolderEntry>;
 export type FolderListing = z.output<typeof FolderListing>;
 export type PickRequest = z.output<typeof PickRequest>;
 export type Notice = z.output<typeof Notice>;
+export type GenerateRequest = z.output<typeof GenerateRequest>;
+export type GenerateResult = z.output<typeof GenerateResult>;
+export type GenerationSource = z.output<typeof GenerationSource>;
+export type GenerationWeights = z.output<typeof GenerationWeights>;
+export type ChatTurn = z.output<typeof ChatTurn>;
 
 // ---------------------------------------------------------------------------
 // Errors: they cross every boundary as plain data, {name, message, stack} plus a code.

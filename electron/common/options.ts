@@ -36,6 +36,21 @@ export const TrainableSet = choice(['full', 'lora', 'loldu', 'sparse'], 'trainab
 export const Estimator = choice(['mezo', 'fzoo'], 'estimator');
 /** A block matrix an adapter may target, by its role in the engine's spec (native/src/arch/params.cpp); qkv is GPT-2's fused one. */
 export const AdapterTarget = choice(['q', 'k', 'v', 'o', 'qkv', 'fc1', 'fc2', 'gate', 'up', 'down'], 'target matrix');
+/**
+ * The precision of the GEMMs on a CUDA device: fp32 (cublasSgemm), tf32 (tensor cores, fp32 in and
+ * out) or bf16 (operands rounded to bf16, fp32 accumulation). The CPU backend computes in fp32.
+ */
+export const Gemm = choice(['fp32', 'tf32', 'bf16'], 'GEMM precision');
+/**
+ * The compute device: auto (the first CUDA device when the engine is built with CUDA and one is
+ * present, else the CPU), cpu, or a CUDA device by the CUDA runtime's index: cuda is cuda:0, and N
+ * counts the devices CUDA_VISIBLE_DEVICES leaves, in CUDA_DEVICE_ORDER's order.
+ */
+export const Device = (() => {
+  const error = (iss: { input?: unknown }) => `unknown device ${shown(iss.input)} (auto, cpu, cuda or cuda:N)`;
+  const indexed = z.templateLiteral(['cuda:', z.int()]).refine((d) => /^cuda:\d{1,4}$/.test(d), { error });
+  return z.union([z.enum(['auto', 'cpu', 'cuda']), indexed], { error });
+})();
 /** How the ranks of a run share a step (ALGORITHMS.md §7): each its shard of the batch, each its share of the q perturbations, or both. */
 export const Parallel = choice(['data', 'perturbation', '2d'], 'parallelism');
 
@@ -48,6 +63,8 @@ export type Offload = z.output<typeof Offload>;
 export type TrainableSet = z.output<typeof TrainableSet>;
 export type Estimator = z.output<typeof Estimator>;
 export type AdapterTarget = z.output<typeof AdapterTarget>;
+export type Gemm = z.output<typeof Gemm>;
+export type Device = z.output<typeof Device>;
 export type Parallel = z.output<typeof Parallel>;
 
 // ---------------------------------------------------------------------------
@@ -76,6 +93,11 @@ export const DEFAULT_RANK_TIMEOUT_S = 120;
 export const DEFAULT_CHECKPOINT_EVERY = 100;
 /** Adapter rank (LoRA, LoLDU). */
 export const MAX_RANK = 4096;
+/** Tokens one generation may add to each prompt. */
+export const MAX_NEW_TOKENS = 1 << 16;
+/** Prompts decoded together in one request. */
+export const MAX_PROMPTS = 256;
+export const MAX_STOP_STRINGS = 16;
 
 function shown(input: unknown): string {
   return typeof input === 'string' ? JSON.stringify(input) : String(input);
@@ -92,12 +114,14 @@ export function int(min: number, max: number) {
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
 }
 
-/** A finite number above `min` (or at least it, `inclusive`) and below `below` when given. */
-function real(min: number, o: { inclusive: boolean; below?: number }) {
-  const range = `${o.inclusive ? '>=' : '>'} ${min}${o.below !== undefined ? ` and < ${o.below}` : ''}`;
+/** A finite number above `min` (or at least it, `inclusive`), and below `below` or at most `max` when given. */
+function real(min: number, o: { inclusive: boolean; below?: number; max?: number }) {
+  const upper = o.below !== undefined ? ` and < ${o.below}` : o.max !== undefined ? ` and <= ${o.max}` : '';
+  const range = `${o.inclusive ? '>=' : '>'} ${min}${upper}`;
   const error = (iss: { input?: unknown }) => `expected a finite number ${range}, got ${shown(iss.input)}`;
   let s = o.inclusive ? z.number({ error }).min(min, { error }) : z.number({ error }).gt(min, { error });
   if (o.below !== undefined) s = s.lt(o.below, { error });
+  if (o.max !== undefined) s = s.max(o.max, { error });
   return s;
 }
 
@@ -124,10 +148,11 @@ export interface FlagMeta {
    * How the flag's text becomes the value (numbers, choices and switches need nothing):
    * bytes: "24GB", "512MiB" or a count; path: resolved against the working folder;
    * folders: comma-separated folders, the flag repeatable; off: a switch that sets false;
-   * words: a JSON array of strings or a comma-separated list; json: a JSON value;
+   * words: a JSON array of strings or a comma-separated list; list: the flag repeatable, each
+   * one item (text that may hold commas); json: a JSON value;
    * pairs: name=value pairs separated by commas, or a JSON object.
    */
-  read?: 'bytes' | 'path' | 'folders' | 'off' | 'words' | 'json' | 'pairs';
+  read?: 'bytes' | 'path' | 'folders' | 'off' | 'words' | 'list' | 'json' | 'pairs';
 }
 
 /** The CLI flag of each field that has one (electron/cli/flags.ts reads it). */
@@ -175,6 +200,20 @@ const taskFlag = {
 
 /** A chat field name of the data (a column mapping). */
 const field = (flag: string, help: string) => z.string().min(1).optional().register(flags, { flag, arg: 'F', help: `chat: ${help}` });
+
+/** A system turn put before each conversation that has none. */
+const SystemPrompt = z.string().optional().register(flags, { flag: 'system-prompt', arg: 'S', help: 'chat: a system turn for conversations that have none' });
+/** Which of the model's named chat templates (default "default"). */
+const TemplateName = z
+  .string()
+  .min(1)
+  .optional()
+  .register(flags, { flag: 'chat-template', arg: 'NAME', help: 'chat: which of the model\'s named chat templates (default "default")' });
+/** More variables for the chat template, e.g. {"enable_thinking": false}. */
+const TemplateVariables = z
+  .record(z.string(), z.lazy(() => JsonValue), { error: 'expected a JSON object' })
+  .optional()
+  .register(flags, { flag: 'template-vars', arg: 'J', read: 'json', help: `chat: more chat template variables as JSON, e.g. '{"enable_thinking": false}'` });
 
 const LabelWords = z.array(z.string().min(1)).min(2).max(64);
 const LabelPair = z.array(z.string().min(1)).length(2);
@@ -228,19 +267,9 @@ export const TaskTemplate = z.discriminatedUnion('kind', [
     outputField: field('output-field', 'Alpaca rows: the output (default output)'),
     systemField: z.string().min(1).optional(),
     historyField: z.string().min(1).optional(),
-    /** A system turn put before each conversation that has none. */
-    systemPrompt: z.string().optional().register(flags, { flag: 'system-prompt', arg: 'S', help: 'chat: a system turn for conversations that have none' }),
-    /** Which of the model's named chat templates (default "default"). */
-    templateName: z
-      .string()
-      .min(1)
-      .optional()
-      .register(flags, { flag: 'chat-template', arg: 'NAME', help: 'chat: which of the model\'s named chat templates (default "default")' }),
-    /** More variables for the chat template, e.g. {"enable_thinking": false}. */
-    templateVariables: z
-      .record(z.string(), z.lazy(() => JsonValue), { error: 'expected a JSON object' })
-      .optional()
-      .register(flags, { flag: 'template-vars', arg: 'J', read: 'json', help: `chat: more chat template variables as JSON, e.g. '{"enable_thinking": false}'` }),
+    systemPrompt: SystemPrompt,
+    templateName: TemplateName,
+    templateVariables: TemplateVariables,
   }),
 ]);
 export type TaskTemplate = z.output<typeof TaskTemplate>;
@@ -368,6 +397,16 @@ export const RunFields = z.object({
   evalEvery: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-every', arg: 'N', help: 'evaluate every N steps (0: at the start and the end only)' }),
   evalMax: int(0, MAX_STEPS).default(0).register(flags, { flag: 'eval-max', arg: 'N', help: 'at most N held-out examples per evaluation (0: all)' }),
   threads: int(0, MAX_THREADS).default(0).register(flags, { flag: 'threads', arg: 'N', help: "CPU threads (0: all cores; more than the machine's cores run as many as it has)" }),
+  device: Device.default('auto').register(flags, {
+    flag: 'device',
+    arg: 'D',
+    help: 'where the forwards run: auto (the first CUDA device when there is one, else the CPU), cpu, cuda or cuda:N (N counts the devices CUDA_VISIBLE_DEVICES leaves, in CUDA_DEVICE_ORDER)',
+  }),
+  gemm: Gemm.optional().register(flags, {
+    flag: 'gemm',
+    arg: 'P',
+    help: 'GEMM precision on a CUDA device: fp32 (default), tf32 or bf16 (tensor cores, fp32 accumulation); $SPILLWAY_GEMM overrides; the CPU computes in fp32',
+  }),
   maxLength: int(1, MAX_LENGTH)
     .optional()
     .register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" })
@@ -388,7 +427,7 @@ export const RunFields = z.object({
   offload: Offload.optional().register(flags, {
     flag: 'offload',
     arg: 'T',
-    help: 'where the blocks live between visits: none (default), cpu, ssd, or auto: placed by the planner under --gpu-mem, --cpu-mem and --ssd-mem (the default when one is given)',
+    help: 'where the blocks live between visits: none, cpu, ssd, or auto: placed by the planner under --gpu-mem (default: the GPU\'s free memory less a headroom), --cpu-mem and --ssd-mem. Default: auto on a CUDA device or when a budget is given, else none',
   }),
   gpuMem: Bytes.optional().register(flags, { flag: 'gpu-mem', arg: 'X', read: 'bytes', help: 'device memory budget (24GB, 512MiB or bytes), enforced by the engine' }),
   cpuMem: Bytes.optional().register(flags, { flag: 'cpu-mem', arg: 'X', read: 'bytes', help: 'CPU memory budget: the planner places blocks on the device first, then the CPU, then the SSD' }),
@@ -414,6 +453,14 @@ export const RunFields = z.object({
     arg: 'P',
     help: 'fp32 (default), bf16 or fp16: masters in that format, every update rounded stochastically; streamed blocks move and are stored in half the bytes',
   }),
+  generationEval: z.boolean().default(true).register(flags, {
+    flag: 'no-generation-eval',
+    read: 'off',
+    help: 'completion tasks: skip the exact match and token F1 of greedily generated answers at each evaluation',
+  }),
+  evalMaxNewTokens: int(1, MAX_NEW_TOKENS)
+    .default(50)
+    .register(flags, { flag: 'eval-max-new-tokens', arg: 'N', help: 'completion tasks: tokens generated at most per held-out answer' }),
   ranks: int(1, MAX_RANKS)
     .default(1)
     .register(flags, {
@@ -494,6 +541,68 @@ export const TrainOptions = RunFields.extend({
   .overwrite(withTrainDefaults)
   .superRefine(checkCombined);
 
+// ---------------------------------------------------------------------------
+// Generation (docs/ENGINE-SPEC.md, "Decoding")
+
+/**
+ * How tokens are chosen. Unset fields take the model's generation_config.json (do_sample,
+ * temperature, top_k, top_p, repetition_penalty), else greedy decoding.
+ */
+export const SamplingOptions = z.object({
+  maxNewTokens: int(1, MAX_NEW_TOKENS)
+    .default(256)
+    .register(flags, { flag: 'max-new-tokens', arg: 'N', help: 'tokens generated at most per prompt' }),
+  temperature: real(0, { inclusive: true })
+    .optional()
+    .register(flags, { flag: 'temperature', arg: 'T', help: "sampling temperature, 0 for greedy (default: the model's generation_config.json, else greedy)" }),
+  topK: int(0, 1 << 24)
+    .optional()
+    .register(flags, { flag: 'top-k', arg: 'K', help: 'sample among the K most likely tokens (0: all)' }),
+  topP: real(0, { inclusive: false, max: 1 })
+    .optional()
+    .register(flags, { flag: 'top-p', arg: 'P', help: 'sample among the most likely tokens whose mass reaches P (1: all)' }),
+  repetitionPenalty: real(0, { inclusive: false })
+    .optional()
+    .register(flags, { flag: 'repetition-penalty', arg: 'R', help: 'divide the logits of tokens already in the text by R (1: off)' }),
+  seed: int(0, Number.MAX_SAFE_INTEGER)
+    .default(0)
+    .register(flags, { flag: 'seed', arg: 'N', help: 'seed of the draws: the same model, prompt, options and seed give the same text' }),
+  ignoreEos: z
+    .boolean()
+    .default(false)
+    .register(flags, { flag: 'ignore-eos', help: "go on past the model's end ids, up to --max-new-tokens (benchmarks, long samples)" }),
+  stop: z
+    .array(z.string().min(1))
+    .max(MAX_STOP_STRINGS)
+    .optional()
+    .register(flags, { flag: 'stop', arg: 'S', read: 'list', help: 'end a sequence where its text holds S (the text stops before it; repeatable)' }),
+});
+
+/** What a generator is loaded with and how it renders conversations (`spillway chat`, the Playground). */
+export const GeneratorOptions = RunOptions.pick({ model: true, threads: true, spillDirs: true, masters: true }).extend({
+  offload: Offload.exclude(['auto']).optional().register(flags, {
+    flag: 'offload',
+    arg: 'T',
+    help: 'where the blocks live between decoding steps: none (default), cpu or ssd (one pass over them per step serves every prompt)',
+  }),
+  templateName: TemplateName,
+  templateVariables: TemplateVariables,
+});
+
+/** `spillway chat`: a generator, a system turn, and how tokens are chosen. */
+export const ChatOptions = GeneratorOptions.extend({ systemPrompt: SystemPrompt }).extend(SamplingOptions.shape);
+
+/** `spillway generate`: prompts decoded together, raw or as one user turn each. */
+export const GenerateOptions = GeneratorOptions.extend({
+  prompts: z
+    .array(z.string().min(1))
+    .min(1)
+    .max(MAX_PROMPTS)
+    .register(flags, { flag: 'prompt', arg: 'P', read: 'list', help: 'a prompt (repeat the flag for several: decoded together)' }),
+  chat: z.boolean().default(false).register(flags, { flag: 'chat', help: "each prompt as a user turn in the model's chat template" }),
+  systemPrompt: SystemPrompt,
+}).extend(SamplingOptions.shape);
+
 /** The options that differ between a checkpoint's run and its resume and shape the trajectory (the `trajectory` registry), with their values. */
 export function trajectoryChanges(saved: Readonly<Record<string, unknown>>, now: Readonly<Record<string, unknown>>): { option: string; from: unknown; to: unknown }[] {
   const out: { option: string; from: unknown; to: unknown }[] = [];
@@ -517,7 +626,7 @@ function canonical(v: unknown): string {
 }
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
-export const ScoreOptions = RunFields.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true });
+export const ScoreOptions = RunFields.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true, device: true, gemm: true });
 
 /** What parsing guarantees beyond the schema's types: the defaults withTrainDefaults fills in. */
 export type Filled<T> = T & { lr: number; eps: number; noise: NoiseKind; q: number; rank: number };
@@ -528,4 +637,9 @@ export type RunOptionsInput = z.input<typeof RunOptions>;
 export type TrainOptions = Filled<z.output<typeof TrainOptions>>;
 export type TrainOptionsInput = z.input<typeof TrainOptions>;
 export type ScoreOptions = z.output<typeof ScoreOptions>;
+export type SamplingOptions = z.output<typeof SamplingOptions>;
+export type SamplingOptionsInput = z.input<typeof SamplingOptions>;
+export type GeneratorOptions = z.output<typeof GeneratorOptions>;
+export type ChatOptions = z.output<typeof ChatOptions>;
+export type GenerateOptions = z.output<typeof GenerateOptions>;
 

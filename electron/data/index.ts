@@ -82,3 +82,4 @@ export {
   Xoshiro128,
 } from './sampler.js';
 export type { BatchSamplerOptions } from './sampler.js';
+export { answerScores, exactMatch, normalizeAnswer, tokenF1 } from './answers.js';

@@ -12,6 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { engineThreads, loadNative } from './native.js';
 import type { NativeBlockShape, NativeBlockTiming, NativeCalibration, NativeSsdCalibration } from './native.js';
 import type { PlannerModel, PlannerRates } from './planner.js';
+import type { Gemm } from '../common/options.js';
 
 /** One spill folder's SSD calibration. */
 export type SpillCalibration = NativeSsdCalibration & {
@@ -47,11 +48,12 @@ interface MachineKey {
   /** 'cpu', 'cuda', 'cuda:N'. */
   device: string;
   threads: number;
-  /** CUDA: the GEMM precision the backend runs with ($SPILLWAY_GEMM); null on the CPU. */
-  gemm?: string | null;
+  /** CUDA: the GEMM precision the backend runs with (--gemm, $SPILLWAY_GEMM); null on the CPU. */
+  gemm?: Gemm | null;
 }
 
-const gemmOf = (device: string): string | null => (device === 'cpu' ? null : process.env.SPILLWAY_GEMM || 'fp32');
+/** The GEMM precision a calibration of `device` runs with: none on the CPU; $SPILLWAY_GEMM over the one asked for over fp32 on CUDA. */
+const gemmOf = (device: string, asked?: Gemm): Gemm | null => (device === 'cpu' ? null : ((process.env.SPILLWAY_GEMM?.trim().toLowerCase() as Gemm | undefined) || asked || 'fp32'));
 
 type MachineRates = Omit<NativeCalibration, 'ssd' | 'block' | 'parts'>;
 
@@ -162,7 +164,8 @@ export function blockShapeOf(config: PlannerModel['config'], batch: number, seq:
     kvHeads: c.kvHeads ?? c.heads,
     headDim: c.headDim ?? Math.floor(c.hidden / c.heads),
     gated: family === 'llama',
-    norm: c.norm ?? (family === 'llama' ? 'rmsnorm' : 'layernorm'),
+    // Gemma's (1 + w) norm costs what an RMSNorm does.
+    norm: c.norm === 'rmsnorm_plus1' ? 'rmsnorm' : (c.norm ?? (family === 'llama' ? 'rmsnorm' : 'layernorm')),
     rope: family === 'llama',
     bias: family !== 'llama',
     activation: c.activation ?? (family === 'llama' ? 'silu' : 'relu'),
@@ -180,6 +183,8 @@ export interface CalibrateRequest {
   spillDirs?: string[];
   /** 'cpu' (default) or 'cuda[:N]'. */
   device?: string;
+  /** CUDA: the GEMM precision to calibrate with (default fp32). */
+  gemm?: Gemm;
   /** Size of the SSD test file (default 256 MiB, capped by free space). */
   bytes?: number;
   /** The engine's thread count (default: engineThreads()). */
@@ -193,8 +198,8 @@ export interface CalibrateRequest {
 const foldersOf = (spillDir: string | null | undefined, spillDirs: string[] | undefined): string[] =>
   (spillDirs?.length ? spillDirs : spillDir ? [spillDir] : []).map((d) => resolve(d));
 
-function findMachine(cache: CacheFile, m: Calibration['machine'], device: string, threads: number | undefined) {
-  const mine = cache.machines.filter((e) => e.key.cpu === m.cpu && e.key.gpu === m.gpu && e.key.device === device && (e.key.gemm ?? null) === gemmOf(device));
+function findMachine(cache: CacheFile, m: Calibration['machine'], device: string, threads: number | undefined, gemm: string | null) {
+  const mine = cache.machines.filter((e) => e.key.cpu === m.cpu && e.key.gpu === m.gpu && e.key.device === device && (e.key.gemm ?? null) === gemm);
   if (threads !== undefined) return mine.find((e) => e.key.threads === threads) ?? null;
   // No thread count asked for: the engine's default, else any measured on this machine.
   return mine.find((e) => e.key.threads === engineThreads()) ?? mine[mine.length - 1] ?? null;
@@ -242,12 +247,12 @@ export async function cachedCalibration(
   dataDir: string,
   spillDir: string | string[] | null,
   device = 'cpu',
-  o: { threads?: number; block?: NativeBlockShape | null } = {},
+  o: { threads?: number; block?: NativeBlockShape | null; gemm?: Gemm } = {},
 ): Promise<Calibration | null> {
   const dirs = Array.isArray(spillDir) ? foldersOf(null, spillDir) : foldersOf(spillDir, undefined);
   const m = machineOf(device, dirs[0] ?? null);
   const cache = await readCache(calibrationFile(dataDir));
-  const machine = findMachine(cache, m, device, o.threads);
+  const machine = findMachine(cache, m, device, o.threads, gemmOf(device, o.gemm));
   if (!machine) return null;
   const spill: SpillCalibration[] = [];
   for (const d of dirs) {
@@ -270,7 +275,8 @@ export async function calibration(req: CalibrateRequest): Promise<Calibration> {
   const shape = req.block ? canonShape(req.block) : null;
 
   // The machine's rates (and the block, in the same native call when it is missing too).
-  let machine = findMachine(cache, m, device, req.threads);
+  const gemm = gemmOf(device, req.gemm);
+  let machine = findMachine(cache, m, device, req.threads, gemm);
   const threads = req.threads ?? machine?.key.threads ?? engineThreads();
   let block: BlockCalibration | null = machine && shape ? findBlock(cache, machine.key, shape) : null;
   const fresh: { machine?: typeof machine; block?: BlockCalibration; spill: SpillCalibration[] } = { spill: [] };
@@ -278,11 +284,11 @@ export async function calibration(req: CalibrateRequest): Promise<Calibration> {
     const parts: ('machine' | 'block')[] = [];
     if (!machine) parts.push('machine');
     if (shape && !block) parts.push('block');
-    const r = await native.calibrate({ device, threads, parts, ...(shape && !block ? { block: shape } : {}) });
+    const r = await native.calibrate({ device, threads, parts, ...(gemm ? { gemm } : {}), ...(shape && !block ? { block: shape } : {}) });
     const date = new Date().toISOString();
     if (!machine) {
       const { ssd: _s, block: _b, parts: _p, ...rates } = r;
-      machine = fresh.machine = { key: { cpu: m.cpu, gpu: m.gpu, device, threads: r.hostThreads, gemm: gemmOf(device) }, date, rates };
+      machine = fresh.machine = { key: { cpu: m.cpu, gpu: m.gpu, device, threads: r.hostThreads, gemm }, date, rates };
     }
     if (shape && !block && r.block) {
       block = { ...r.block, shape, date };

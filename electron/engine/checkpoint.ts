@@ -10,6 +10,7 @@ import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import type { TrainOptions } from '../common/options.js';
+import type { RunDevice } from '../common/contract.js';
 import { readSafetensorsHeader } from '../model/index.js';
 import { isFile } from '../node/files.js';
 import type { FileData, FolderFile } from './safe-write.js';
@@ -45,6 +46,8 @@ export interface CheckpointState {
   run_id?: string;
   options: Partial<TrainOptions>;
   option_changes?: OptionChange[];
+  /** The device the steps so far ran on (absent in checkpoints written before it was kept). */
+  device?: RunDevice;
 }
 
 /** One perturbation of one step: what reproduces the update, and what the step measured (its metrics row). */

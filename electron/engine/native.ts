@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RopeSpec } from '../model/types.js';
 
-import type { Estimator, Home, Masters, NoiseKind, TrainableSet } from '../common/options.js';
+import type { Estimator, Gemm, Home, Masters, NoiseKind, TrainableSet } from '../common/options.js';
 
 export interface NativeBatch {
   tokens: Int32Array;
@@ -116,6 +116,38 @@ export interface NativeScoreResult {
   times: PhaseTimes;
 }
 
+/** Decoding (docs/ENGINE-SPEC.md, "Decoding"): prompts decoded together, one pass over the blocks per step. */
+export interface NativeDecodeRequest {
+  prompts: Int32Array[];
+  maxNewTokens: number;
+  /** 0 (default): greedy. */
+  temperature?: number;
+  /** 0 (default): off. */
+  topK?: number;
+  /** 1 (default): off. */
+  topP?: number;
+  /** 1 (default): off. */
+  repetitionPenalty?: number;
+  /** The draws' key (default 0). */
+  seed?: bigint | number;
+  /** Token ids that end a sequence. */
+  eos?: Int32Array;
+  /** Return each step's raw logits (tests). */
+  logits?: boolean;
+}
+
+export type FinishReason = 'eos' | 'length' | 'stopped';
+
+export interface NativeDecodeStep {
+  /** Per sequence: the token chosen this step, -1 for a sequence finished before it. */
+  tokens: Int32Array;
+  /** Per sequence after this step: why it finished, or null while it goes on. */
+  finish: (FinishReason | null)[];
+  /** With request.logits: [nseq * V], rows of finished sequences 0. */
+  logits?: Float32Array;
+  times: PhaseTimes;
+}
+
 export interface TierPlacement {
   /** Where each unit's master lives between visits to the compute device; the embeddings and the head stay on the device. */
   homes: Home[];
@@ -193,6 +225,12 @@ export interface NativeEngine {
   load(spec: unknown, placement?: TierPlacement, train?: NativeTrainSpec): Promise<NativeEngineInfo>;
   step(batch: NativeBatch, params: NativeStepParams): Promise<NativeStepResult>;
   score(batch: NativeBatch): Promise<NativeScoreResult>;
+  /** Runs the prompts as one pass (filling the KV cache) and chooses each one's first token. */
+  decodeBegin(request: NativeDecodeRequest): Promise<NativeDecodeStep>;
+  /** One more token of every unfinished sequence, after finishing those in `stop` (the caller's stop strings). */
+  decodeNext(stop?: number[]): Promise<NativeDecodeStep>;
+  /** Frees the KV cache now (a step, or the next decodeBegin, also ends a decode). */
+  decodeEnd(): void;
   cancel(): void;
   /** decay: whether weight decay applies (not to biases and norms). */
   tensorNames(): { name: string; shape: number[]; decay: boolean }[];
@@ -311,13 +349,18 @@ export interface NativeAddon {
     spillDir?: string;
     bytes?: number;
     device?: string;
+    /** CUDA: the GEMM precision the block and GEMM rate are measured with ($SPILLWAY_GEMM overrides). */
+    gemm?: Gemm;
     threads?: number;
     parts?: ('machine' | 'ssd' | 'block')[];
     block?: NativeBlockShape;
   }): Promise<NativeCalibration>;
-  /** device: 'cpu' (default), 'cuda' or 'cuda:N'. */
-  /** deviceMemory: the device memory budget in bytes the engine enforces (on the CPU backend: its arena). */
-  Engine: new (options: { threads: number; device?: string; deviceMemory?: number }) => NativeEngine;
+  /**
+   * device: 'cpu' (default), 'cuda' or 'cuda:N'. deviceMemory: the device memory budget in bytes the engine
+   * enforces (on the CPU backend: its arena). gemm: a CUDA backend's GEMM precision ($SPILLWAY_GEMM overrides;
+   * the CPU backend computes in fp32).
+   */
+  Engine: new (options: { threads: number; device?: string; deviceMemory?: number; gemm?: Gemm }) => NativeEngine;
   cudaDevices(): CudaReport;
   /** NVML readings of every GPU (runs on a native thread); 'absent' where there is no driver. */
   nvmlSample(): Promise<{ state: 'ok' | 'absent' | 'unavailable'; reason?: string; devices: unknown[] }>;

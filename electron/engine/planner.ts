@@ -7,6 +7,7 @@
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
 import { formatDuration } from '../common/format.js';
 import type { ModelInfo } from '../model/index.js';
+import type { ArchFamily, NormKind } from '../model/types.js';
 
 export type { Home, UpdateMode };
 export type Bound = 'compute' | 'host-to-device' | 'device-to-host' | 'ssd-read' | 'ssd-write' | 'cpu-update';
@@ -38,10 +39,10 @@ export interface PlannerModel {
     vocabSize: number;
     tiedEmbeddings: boolean;
     /** What the block calibration runs (defaults: OPT-like). */
-    family?: 'opt' | 'gpt2' | 'llama';
+    family?: ArchFamily;
     kvHeads?: number;
     headDim?: number;
-    norm?: 'layernorm' | 'rmsnorm';
+    norm?: NormKind;
     activation?: 'relu' | 'gelu' | 'gelu_new' | 'silu';
   };
   units: PlannerUnit[];

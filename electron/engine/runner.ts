@@ -28,7 +28,7 @@ export class EngineJobError extends Error {
   }
 }
 
-function hostEntry(): { file: string; execArgv: string[] } {
+export function hostEntry(): { file: string; execArgv: string[] } {
   const here = dirname(fileURLToPath(import.meta.url));
   const sibling = join(here, 'host.js');
   if (existsSync(sibling)) return { file: sibling, execArgv: [] };

@@ -6,18 +6,20 @@
 // options, its folders, the checkpoint it resumes (verified, its run's, its
 // trajectory), the model, every row of the data and the plan. What can still
 // fail after that is the engine itself.
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { batchIndices, loadTokenizer } from '../data/index.js';
 import type { ExampleSet, TokenizedExample } from '../data/index.js';
 import { TrainOptions, filled, trajectoryChanges } from '../common/options.js';
-import type { Masters } from '../common/options.js';
-import type { EvalMetric, RunPlan, StepIo, StepMetric } from '../common/contract.js';
+import type { Gemm, Masters } from '../common/options.js';
+import type { EvalMetric, RunDevice, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
+import { evaluateAnswers, generationConfigFor, generationDefaults } from './generate.js';
 import { CheckpointError, isCompleteCheckpoint, openCheckpoint, otherRunsIn, pruneCheckpoints, STATE_FILE, TRAINED_FILE, withManifest } from './checkpoint.js';
 import { isAdapterRun, mergedTensors, peftFiles, peftLora, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
 import type { CheckpointState, OpenedCheckpoint, OptionChange, SeedLogEntry } from './checkpoint.js';
@@ -35,6 +37,9 @@ import { prepareTrainingData } from './training-data.js';
 import type { TrainingData } from './training-data.js';
 import { resolveDataDir } from '../services/paths.js';
 import { statOrNull } from '../node/files.js';
+import { deviceListing, effectiveGemm, resolveDevice, runDevice } from './device.js';
+import type { ResolvedDevice } from './device.js';
+import { deviceFailure, resumeDeviceNote } from './device-errors.js';
 import { agreeOnControl, agreeOnStart, dataHash, rankSteps, scoreShared, waitForRankZero, writeAllowanceMs } from './dist-train.js';
 import { checkLayout, rankLayout, shardOf } from '../common/ranks.js';
 import type { RankLayout } from '../common/ranks.js';
@@ -92,11 +97,13 @@ export async function planPlacement(
   maxLength: number,
   /** Mean tokens per training example (all its sequences), when the data is known: the step's compute. */
   meanExampleTokens?: number,
+  /** The device that will compute (default the CPU) and its GEMM precision: calibrated there, its free memory the default budget. */
+  device?: PickedDevice,
 ): Promise<{ placement: TierPlacement | undefined; plan: Plan }> {
   const { plan } = await planFor({
     ...(meanExampleTokens ? { tokensPerStep: meanExampleTokens * o.batchSize } : {}),
     model: info,
-    computeDevice: 'cpu',
+    ...(device ? { device } : { computeDevice: 'cpu' as const }),
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
     spillDirs: o.spillDirs ?? [],
     updateMode: o.updateOn ?? 'auto',
@@ -140,6 +147,8 @@ export interface StartEvent {
   batchSize: number;
   threads: number;
   backend: string;
+  /** The device --device resolved to, the GEMM precision it computes with, and the engine's name for it. */
+  device: RunDevice;
   /** offload 'auto': the plan the run was placed by (homes per tier, predicted step, floor and links). */
   plan?: RunPlan;
   /** Several ranks: how they share a step, and where each runs. */
@@ -201,6 +210,23 @@ export interface Prepared {
   placement: TierPlacement | undefined;
   plan?: Plan;
   side: ModelSideFiles;
+  /** The device --device resolved to, and the GEMM precision it computes with. */
+  device: PickedDevice;
+}
+
+/** A device --device resolved to (against the CUDA runtime's list) and the GEMM precision it runs. */
+export interface PickedDevice {
+  resolved: ResolvedDevice;
+  gemm: Gemm;
+}
+
+/** Resolves --device and --gemm, saying in the log which device was taken and why. */
+export function pickDevice(o: Pick<TrainOptions, 'device' | 'gemm'>, log: (message: string) => void): PickedDevice {
+  const resolved = resolveDevice(o.device, deviceListing());
+  log(resolved.reason);
+  const { gemm, note } = effectiveGemm(o.gemm, resolved);
+  if (note) log(note);
+  return { resolved, gemm };
 }
 
 /**
@@ -229,9 +255,13 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
   const tokenizer = await loadTokenizer(info.dir);
   const maxLength = trainingMaxLength(info, o.maxLength);
   const log = (message: string) => emit({ type: 'log', message });
+  const device = pickDevice(o, log);
+  // On a GPU the planner places the blocks unless told otherwise: a model larger than the GPU streams.
+  const offload = o.offload ?? (device.resolved.kind === 'cuda' ? 'auto' : 'none');
   const data = await prepareTrainingData({ ...o, maxLength }, info, tokenizer, log);
   try {
     for (const dir of o.spillDirs ?? []) {
+      if (offload === 'ssd' || offload === 'auto') await checkSpillFolder(dir);
       const stale = await findStaleSpillFiles(dir);
       if (stale.length) {
         const gb = (stale.reduce((n, f) => n + f.bytes, 0) / 1e9).toFixed(2);
@@ -240,22 +270,22 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
     }
     let placement: TierPlacement | undefined;
     let plan: Plan | undefined;
-    if (o.offload === 'auto') {
+    if (offload === 'auto') {
       // Several ranks: rank 0 plans (and calibrates) alone, and every rank places its blocks as it
       // did (the sliced transfer needs the same homes everywhere).
       if (rankZero) {
         // Activations for --max-length when given, else for the longest sequence seen.
-        ({ placement, plan } = await planPlacement(o, info, o.maxLength !== undefined ? maxLength : Math.min(maxLength, data.maxTokens), data.meanTokens));
+        ({ placement, plan } = await planPlacement(o, info, o.maxLength !== undefined ? maxLength : Math.min(maxLength, data.maxTokens), data.meanTokens, device));
         log(`plan: ${plan.count.device} units on the device, ${plan.count.cpu} on the CPU, ${plan.count.ssd} on the SSD`);
       }
       if (world) placement = (JSON.parse(await world.broadcastText(JSON.stringify(placement ?? null), "rank 0's placement")) as TierPlacement | null) ?? undefined;
     } else {
-      placement = placementFor(o, info.units);
+      placement = placementFor({ ...o, offload }, info.units);
     }
     placement = slicedPlacement(o, placement, emit, world);
     const side = await readSideFiles(info.dir);
     emit({ type: 'ready' });
-    return { o, info, data, resume, optionChanges, placement, plan, side };
+    return { o, info, data, resume, optionChanges, placement, plan, side, device };
   } catch (e) {
     await data.close();
     throw e;
@@ -292,21 +322,32 @@ function resumedOptions(o: TrainOptions, ck: OpenedCheckpoint, emit: (e: TrainEv
   return { o: resumed, changes };
 }
 
-/** An engine with the model's weights loaded in their homes; `threads` and `gpuMem` as the options say. */
+/** An engine with the model's weights loaded in their homes, on the device --device resolves to; `threads` and `gpuMem` as the options say. */
+export interface OpenedEngine {
+  engine: NativeEngine;
+  /** The device it computes on, as the run records it (the GEMM precision the backend really runs). */
+  device: RunDevice;
+  /** The CUDA device's memory when the engine opened (free, total): what an out-of-memory message quotes. */
+  cuda: ResolvedDevice['cuda'];
+}
+
 export async function openEngine(
   info: ModelInfo,
-  o: Pick<TrainOptions, 'threads' | 'gpuMem'> & Partial<TrainOptions>,
+  o: Pick<TrainOptions, 'threads' | 'gpuMem' | 'device' | 'gemm'> & Partial<TrainOptions>,
   placement: TierPlacement | undefined,
   emit: (e: TrainEvent) => void,
   ranksHere = 1,
-): Promise<NativeEngine> {
+  picked: PickedDevice = pickDevice(o, (message) => emit({ type: 'log', message })),
+  plan: Plan | null = null,
+): Promise<OpenedEngine> {
   const native = loadNative();
   // The ranks on one machine share its cores.
   const threads = o.threads > 0 ? engineThreads(o.threads) : Math.max(1, Math.floor(engineThreads() / ranksHere));
   const cores = availableParallelism();
   if (threads > cores) emit({ type: 'log', message: `${threads} threads asked for; this machine has ${cores} cores: the engine runs ${cores}` });
+  const { resolved, gemm } = picked;
   // --gpu-mem is enforced by the engine too: an allocation beyond it is a clear error, not the device's OOM.
-  const engine = new native.Engine({ threads, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
+  const engine = new native.Engine({ threads, device: resolved.id, gemm, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   try {
     const loaded = await engine.load(engineSpec(info), placement, o.trainable ? trainSpecOf(o as TrainOptions) : undefined);
@@ -319,16 +360,23 @@ export async function openEngine(
     if (o.resumeFrom && o.trainable && isAdapterRun(o as TrainOptions)) await restoreTrained(engine, join(o.resumeFrom, TRAINED_FILE));
   } catch (e) {
     engine.close();
-    throw e;
+    throw deviceFailure(e, { device: runDevice(resolved, gemm, resolved.id), cuda: resolved.cuda, gpuMem: o.gpuMem, plan, checkpoint: null, when: 'loading the model' });
   }
-  return engine;
+  // The backend exists once loaded: its name says the GEMM precision it really runs.
+  const backend = engine.info().backend ?? resolved.id;
+  return { engine, device: runDevice(resolved, gemmOfBackend(backend, gemm), backend), cuda: resolved.cuda };
 }
 
-const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) => openEngine(p.info, p.o, p.placement, emit, world?.localSize ?? 1);
+/** The GEMM precision the backend reports in its name ("cuda:0 (…, gemm tf32)"): a mode the device cannot run falls back, and the run records what ran. */
+function gemmOfBackend(backend: string | undefined, asked: Gemm): Gemm {
+  const m = / gemm (fp32|tf32|bf16)\b/.exec(backend ?? '');
+  return m ? (m[1] as Gemm) : asked;
+}
 
-export interface Loaded {
+const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) => openEngine(p.info, p.o, p.placement, emit, world?.localSize ?? 1, p.device, p.plan ?? null);
+
+export interface Loaded extends OpenedEngine {
   info: ModelInfo;
-  engine: NativeEngine;
   plan?: Plan;
   train: ExampleSet;
   eval: ExampleSet;
@@ -338,13 +386,14 @@ export interface Loaded {
 /** A prepared run with its engine loaded (for scoring and tests); close() frees both. */
 export async function loadForTraining(o: unknown, emit: (e: TrainEvent) => void): Promise<Loaded> {
   const p = await prepareTraining(o, emit);
-  const engine = await loadEngine(p, emit).catch(async (e: unknown) => {
+  const opened = await loadEngine(p, emit).catch(async (e: unknown) => {
     await p.data.close();
     throw e;
   });
+  const { engine } = opened;
   return {
+    ...opened,
     info: p.info,
-    engine,
     plan: p.plan,
     train: p.data.train,
     eval: p.data.eval,
@@ -364,12 +413,12 @@ export async function train(options: unknown, emit: (e: TrainEvent) => void, sig
   const t0 = Date.now();
   const p = await prepareTraining(options, emit, world);
   try {
-    const engine = await loadEngine(p, emit, world);
+    const opened = await loadEngine(p, emit, world);
     try {
-      return await trainLoaded(p, engine, emit, signal, t0, world);
+      return await trainLoaded(p, opened, emit, signal, t0, world);
     } finally {
       // Frees the spill file and device memory now: a host process that exits never garbage-collects.
-      engine.close();
+      opened.engine.close();
     }
   } finally {
     await p.data.close();
@@ -444,8 +493,9 @@ function slicedPlacement(o: TrainOptions, placement: TierPlacement | undefined, 
   return { ...placement, sliced: { timeoutMs: o.rankTimeout * 1000 } };
 }
 
-async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEvent) => void, signal: StopSignal, t0: number, world?: World): Promise<DoneEvent> {
+async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEvent) => void, signal: StopSignal, t0: number, world?: World): Promise<DoneEvent> {
   const { o, info, data, plan, side } = p;
+  const { engine, device } = opened;
   const trainSet = data.train;
   const evalSet = data.eval;
   // A rank never cancels a step midway (the others would wait for its losses): stops are taken
@@ -488,17 +538,27 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
     batchSize: o.batchSize,
     threads: einfo.threads ?? 1,
     backend: einfo.backend ?? 'cpu',
+    device,
     ...(plan ? { plan: runPlan(plan) } : {}),
     ...(worldStart ? { world: worldStart } : {}),
   });
 
   const evalChunk = Math.max(8, o.batchSize * 2);
+  // What the engine is doing, for a device failure's message.
+  let doing = 'starting';
+  // Prompt/answer data: the generated answers are scored too (exact match, token F1). In one
+  // process: decoding passes are not part of the ranks' lock-step exchanges.
+  const scoreAnswers = o.generationEval && o.task.kind === 'completion' && evalSet.length > 0;
+  if (scoreAnswers && world && world.rank === 0) emit({ type: 'log', message: 'generated answers (exact match, F1) are scored in single-process runs; this run of several ranks reports the loss' });
+  const answers = scoreAnswers && !world ? { tokenizer: await loadTokenizer(info.dir), eos: (await generationDefaults(info.dir)).eos } : null;
   const evaluate = async (step: number): Promise<EvalEvent | null> => {
     if (evalSet.length === 0) return null;
+    doing = step === 0 ? 'evaluating before the first step' : `evaluating after step ${step}`;
     const te = Date.now();
     const r = world ? await scoreShared(world, engine, await evalSet.get(Array.from({ length: evalSet.length }, (_, i) => i)), evalChunk) : await scoreExamples(engine, evalSet.chunks(evalChunk));
+    const gen = answers ? await evaluateAnswers(engine, answers.tokenizer, evalSet.chunks(evalChunk), { maxNewTokens: o.evalMaxNewTokens, eos: answers.eos }) : null;
     const at = Date.now();
-    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te };
+    const ev: EvalEvent = { type: 'eval', step, at, loss: r.loss, accuracy: r.accuracy, examples: evalSet.length, evalMs: at - te, ...(gen ?? {}) };
     emit(ev);
     return ev;
   };
@@ -514,7 +574,11 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
   const baseModel = p.resume ? p.resume.state.base_model : info.dir;
   const seedLog: SeedLogEntry[] = p.resume ? p.resume.seedLog : [];
   let step = p.resume ? p.resume.state.steps_done : 0;
-  if (p.resume) emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+  if (p.resume) {
+    emit({ type: 'log', message: `resuming from step ${step} (${o.resumeFrom})` });
+    const moved = resumeDeviceNote(p.resume.state.device, device);
+    if (moved) emit({ type: 'log', message: moved });
+  }
   const savedOptions = { ...o, out: undefined, resumeFrom: undefined, allowOptionChanges: undefined, runId: undefined };
   const stateOf = (status: CheckpointState['status'], stepsDone: number) => ({
     status,
@@ -523,6 +587,7 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
     base_model: baseModel,
     ...(o.runId ? { run_id: o.runId } : {}),
     options: savedOptions,
+    device,
     ...(p.optionChanges.length ? { option_changes: p.optionChanges } : {}),
   });
   // The newest complete checkpoint of this run: what a failed write leaves to resume from.
@@ -576,6 +641,7 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
       const mine = world && layout ? idx.slice(...shardOf(layout, world.rank, idx.length)) : idx;
       const batch = packBatch(await trainSet.get(mine));
       const lr = scheduledLr(o, step);
+      doing = `running step ${step + 1}`;
       const tiersBefore = engine.info().tiers;
       const r = await engine.step(batch, {
         seed: runSeed,
@@ -642,7 +708,9 @@ async function trainLoaded(p: Prepared, engine: NativeEngine, emit: (e: TrainEve
       if (o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await checkpoint(step);
     }
   } catch (e) {
-    if (!isCancelled(e)) throw e;
+    if (!isCancelled(e)) {
+      throw deviceFailure(e, { device, cuda: opened.cuda, gpuMem: o.gpuMem, plan: plan ?? null, checkpoint: await intactNote('last'), when: doing });
+    }
     status = 'stopped';
   }
   if (status === 'stopped') await checkpoint(step);
@@ -721,6 +789,16 @@ async function checkOutputFolders(o: TrainOptions): Promise<void> {
   if (o.out) await checkOutFolder(resolve(o.out), o.runId);
 }
 
+/** A spill folder the engine will write its spill file in: an existing, writable folder (checked before the run is recorded). */
+async function checkSpillFolder(dir: string): Promise<void> {
+  const st = await statOrNull(dir);
+  if (!st) throw new Error(`spill folder ${dir} does not exist; make it, or give another with --spill`);
+  if (!st.isDirectory()) throw new Error(`spill folder ${dir} is a file; give a folder with --spill`);
+  await access(dir, constants.W_OK | constants.X_OK).catch(() => {
+    throw new Error(`spill folder ${dir} is not writable by this user; give another with --spill`);
+  });
+}
+
 async function checkOutFolder(out: string, runId: string | undefined): Promise<void> {
   const st = await statOrNull(out);
   if (!st) return;
@@ -747,13 +825,27 @@ async function savedModelOwner(dir: string): Promise<{ runId: string | null; sta
 export interface ModelSideFiles {
   dir: string;
   config: Record<string, unknown>;
+  /** config.json as written: saved again with only its dtype changed. */
+  configText: string;
   files: Map<string, Buffer>;
 }
 
-const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
+/** What a saved model carries beside its weights: tokenizer, chat template and decoding settings (what llama.cpp's converter and transformers read). */
+const SIDE_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.json',
+  'merges.txt',
+  'tokenizer.model',
+  'added_tokens.json',
+  'chat_template.jinja',
+  'generation_config.json',
+];
 
 export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const configText = await readFile(join(dir, 'config.json'), 'utf8');
+  const config = JSON.parse(configText) as Record<string, unknown>;
   const files = new Map<string, Buffer>();
   for (const f of SIDE_FILES) {
     try {
@@ -762,7 +854,21 @@ export async function readSideFiles(dir: string): Promise<ModelSideFiles> {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
-  return { dir, config, files };
+  return { dir, config, configText, files };
+}
+
+/**
+ * config.json for float32 weights: the source's text with every dtype (torch_dtype, transformers
+ * 5's dtype, a sub-config's) set to float32, and torch_dtype added when it is absent. Edited as
+ * text, not re-serialised: JSON.stringify writes 5.0 as 5, which transformers' typed configs
+ * refuse for float fields (Gemma 2's final_logit_softcapping).
+ */
+export function float32Config(side: Pick<ModelSideFiles, 'config' | 'configText'>): string {
+  const text = side.configText.replace(/("(?:torch_)?dtype"\s*:\s*)(?:"[^"\\]*"|null)/g, '$1"float32"');
+  if ('torch_dtype' in side.config) return text;
+  return Object.keys(side.config).length === 0
+    ? '{ "torch_dtype": "float32" }\n'
+    : text.replace('{', '{\n  "torch_dtype": "float32",');
 }
 
 export interface SaveOptions {
@@ -808,6 +914,12 @@ function runFiles(side: ModelSideFiles, meta: Record<string, unknown>, seedLog: 
   ];
 }
 
+/** A source without generation_config.json gets the decoding settings transformers would derive from its config (none when it has none). */
+function generationConfigFile(side: ModelSideFiles, prefix: string): FolderFile[] {
+  const data = side.files.has('generation_config.json') ? null : generationConfigFor(side.config);
+  return data ? [{ name: `${prefix}generation_config.json`, data }] : [];
+}
+
 /** A whole model as a Hugging Face folder's files (float32 safetensors, config, tokenizer files), under `prefix`. */
 function modelFiles(tensors: { name: string; shape: number[]; data: Float32Array }[], side: ModelSideFiles, out: string, prefix = ''): FolderFile[] {
   const weights = encodeSafetensors(
@@ -817,8 +929,9 @@ function modelFiles(tensors: { name: string; shape: number[]; data: Float32Array
   );
   return [
     { name: `${prefix}model.safetensors`, data: weights },
-    { name: `${prefix}config.json`, data: JSON.stringify({ ...side.config, torch_dtype: 'float32' }, null, 2) + '\n' },
+    { name: `${prefix}config.json`, data: float32Config(side) },
     ...[...side.files].map(([name, data]) => ({ name: `${prefix}${name}`, data })),
+    ...generationConfigFile(side, prefix),
   ];
 }
 

@@ -1,7 +1,7 @@
 // `spillway inspect <model>`: a JSON-able summary of a model folder and its
 // human-readable rendering.
 
-import type { ArchFamily, Dtype, ModelInfo, UnitKind } from './types.js';
+import type { ArchFamily, Dtype, ModelInfo, NormKind, UnitKind } from './types.js';
 import { loadModelInfo } from './folder.js';
 
 export interface InspectReport {
@@ -22,7 +22,7 @@ export interface InspectReport {
   intermediate: number;
   vocabSize: number;
   maxPositions: number;
-  norm: 'layernorm' | 'rmsnorm';
+  norm: NormKind;
   activation: string;
   /** RoPE base of the model's rotary table; 0 for learned positions. */
   ropeTheta: number;

@@ -4,10 +4,13 @@
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
-/** Family of forward pass the engine runs. Mistral and Qwen2 share `llama`. */
-export type ArchFamily = 'opt' | 'gpt2' | 'llama';
+/** Family of forward pass the engine runs (native/src/arch/). Mistral and Qwen2 share `llama`. */
+export type ArchFamily = 'opt' | 'gpt2' | 'llama' | 'gpt_neox' | 'olmo2' | 'gemma2' | 'gemma3';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_new' | 'silu';
+
+/** rmsnorm_plus1: Gemma's RMSNorm, scaled by (1 + w). */
+export type NormKind = 'layernorm' | 'rmsnorm' | 'rmsnorm_plus1';
 
 /** transformers' rope_type values (modeling_rope_utils.py). */
 export type RopeType = 'default' | 'linear' | 'dynamic' | 'yarn' | 'longrope' | 'llama3';
@@ -61,7 +64,7 @@ export interface ModelConfig {
   intermediate: number;    // MLP width
   maxPositions: number;
   normEps: number;
-  norm: 'layernorm' | 'rmsnorm';
+  norm: NormKind;
   activation: Activation;
   /** Learned absolute positions (OPT, GPT-2): index = position + positionOffset. */
   positionOffset: number;
@@ -74,6 +77,22 @@ export interface ModelConfig {
   /** One per block, in order: its sliding window and its rotary table. */
   layerAttention: LayerAttention[];
   tiedEmbeddings: boolean;
+  /** GPT-NeoX: h + attn(ln1 h) + mlp(ln2 h) instead of one residual after the other. */
+  parallelResidual?: boolean;
+  /** OPT-350m (do_layer_norm_before false): the block's norms follow their residuals, h = norm(h + f(h)). */
+  postNorm?: boolean;
+  /** A final norm before the head (default true; OPT-350m and _remove_final_layer_norm have none). */
+  finalNorm?: boolean;
+  /** E, the embeddings' width when it differs from hidden (OPT's word_embed_proj_dim): project_in/project_out. */
+  embedDim?: number;
+  /** Gemma: the embeddings' rows times sqrt(hidden). */
+  embedScale?: number;
+  /** Gemma: scores scaled by queryPreAttnScalar^-1/2 instead of headDim^-1/2. */
+  queryPreAttnScalar?: number;
+  /** Gemma 2: attention scores soft-capped, cap * tanh(s / cap), before the mask. */
+  attnSoftcap?: number;
+  /** Gemma 2: logits soft-capped the same way before the log-softmax. */
+  finalSoftcap?: number;
   bosTokenId: number | null;
   eosTokenId: number | null;
 }
@@ -97,10 +116,10 @@ export interface TensorRef {
  * Roles of tensors inside units: each architecture file (electron/model/arch/)
  * names the tensors its units hold by role; the engine binds roles to the fields
  * of its parameter structs (native/src/arch/params.cpp, spillway/model.h).
- * embed: tok [V, C], pos [P, C] (learned positions only)
- * block: <stem>_w and <stem>_b for the stems attn_norm, qkv, q, k, v, o, mlp_norm, fc1, fc2,
- *        gate, up, down (which ones, and their shapes, per family)
- * head:  norm_w, norm_b?, lm_head? (absent when tied: the engine uses embed.tok)
+ * embed: tok [V, E], pos [P, C] (learned positions only), proj [C, E] (OPT's project_in, when E != C)
+ * block: <stem>_w and <stem>_b for the stems of native/src/arch/params.cpp (attn_norm, qkv, q,
+ *        k, v, o, mlp_norm, fc1, fc2, gate, up, down, ...; which ones, and their shapes, per family)
+ * head:  norm_w?, norm_b?, proj? [E, C], lm_head? [V, E] (absent when tied: the engine uses embed.tok)
  */
 export type UnitKind = 'embed' | 'block' | 'head';
 

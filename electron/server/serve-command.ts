@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import { packageRoot } from '../engine/native.js';
+import { deviceSourceFromEnv } from '../engine/device.js';
 import { createServices, type ServicesOptions, type SpillwayServices } from '../services/api.js';
 import { resolveDataDir } from '../services/paths.js';
 import { supervisorOperations, telemetrySource } from '../services/runs/operations.js';
@@ -54,7 +55,7 @@ export function defaultServices(dataDir: string, access: ServicesOptions['access
   };
   const openedAt = Date.now();
   const notices = sup.store.notices.map((message) => ({ level: 'warn' as const, message, at: openedAt }));
-  return createServices({ runs, eventSources: [telemetry], access, notices: () => notices });
+  return createServices({ runs, eventSources: [telemetry], access, notices: () => notices, devices: deviceSourceFromEnv() });
 }
 
 export function serveOptionsFromArgs(argv: string[]): ServeOptions {

@@ -21,6 +21,7 @@ import {
   type DatasetCheck,
   type DatasetEntry,
   type DatasetPreview,
+  type Gemm,
   type JsonValue,
   type MethodName,
   type MethodParams,
@@ -52,10 +53,13 @@ import { inspectModel, isModelError, loadModelInfo, scanModelRoots } from '../mo
 import type { ModelInfo } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
 import { planFor, toPlanResult } from '../engine/plan-result.js';
+import { deviceListing, effectiveGemm, nativeDeviceSource, resolveDevice } from '../engine/device.js';
+import type { DeviceSource, ResolvedDevice } from '../engine/device.js';
 import { datasetMeanTokens, trainingMaxLength } from '../engine/example-tokens.js';
 import { filled } from '../common/options.js';
 import { FileAccess, type AccessOptions, type RootKind } from './access.js';
 import { listFolder } from './folders.js';
+import { GenerationService } from './generation.js';
 
 export interface CallContext {
   /** Aborted when the caller cancels or disconnects. */
@@ -105,6 +109,10 @@ export interface ServicesOptions {
   picker?: (request: PickRequest) => Promise<string | null>;
   /** What the backend had to say when it opened its data folder (a damaged database moved aside…). */
   notices?: () => Notice[];
+  /** Where the CUDA devices come from (default: the native addon, asked on each call). */
+  devices?: DeviceSource;
+  /** Extra environment of the generator processes (tests). */
+  engineEnv?: NodeJS.ProcessEnv;
 }
 
 /** resources/models and resources/datasets of this installation. */
@@ -141,6 +149,7 @@ export function unavailableRunOperations(initial: Settings = defaultSettings()):
     listRuns: async () => ({ runs: [], total: 0 }),
     getRun: unavailable,
     getMetrics: unavailable,
+    getTelemetry: unavailable,
     deleteRun: unavailable,
     exportRun: unavailable,
     getSettings: async () => structuredClone(settings),
@@ -169,6 +178,14 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
   const builtIn = options.builtInRoots ?? bundledRoots();
   const access = new FileAccess({ ...options.access, builtIn, hfCache }, () => runs.getSettings({}, { signal: new AbortController().signal }));
   const allowed = (kind: RootKind, p: string, what: string) => access.check(kind, p, what);
+  const devices = options.devices ?? nativeDeviceSource;
+  const generation = new GenerationService({
+    checkModel: (p) => allowed('models', p, 'the model folder'),
+    getRun: (runId, ctx) => runs.getRun({ runId }, ctx),
+    threads: async () => (await runs.getSettings({}, { signal: new AbortController().signal })).threads,
+    env: options.engineEnv,
+  });
+  sources.push(generation);
 
   return {
     async startRun(p, ctx) {
@@ -181,6 +198,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
     listRuns: (p, ctx) => runs.listRuns(p, ctx),
     getRun: (p, ctx) => runs.getRun(p, ctx),
     getMetrics: (p, ctx) => runs.getMetrics(p, ctx),
+    getTelemetry: (p, ctx) => runs.getTelemetry(p, ctx),
     deleteRun: (p, ctx) => runs.deleteRun(p, ctx),
     async exportRun(p, ctx) {
       await allowed('export', p.dest, 'the export destination');
@@ -230,6 +248,10 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
     getNotices: async () => ({ notices: options.notices?.() ?? [] }),
 
+    listDevices: async () => deviceListing(devices),
+    generate: (p, ctx) => generation.generate(p, ctx),
+    stopGeneration: (p) => generation.stop(p.generationId),
+
     previewDataset: (p) =>
       catalogCall(async () => {
         await allowed('datasets', p.path, 'the dataset');
@@ -277,9 +299,18 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
             dataNote = `The training data could not be tokenized (${(e as Error).message}); compute is predicted for batch × max length.`;
           }
         }
-        const { plan, info, prefetchRequested } = await planFor({
+        // The plan is made for the device the run would compute on (--device's resolution, said in the plan).
+        let resolved: ResolvedDevice;
+        let gemm: Gemm;
+        try {
+          resolved = resolveDevice(p.device, deviceListing(devices));
+          gemm = effectiveGemm(p.gemm, resolved).gemm;
+        } catch (e) {
+          throw new SpillwayError('BAD_REQUEST', (e as Error).message);
+        }
+        const { plan, info, prefetchRequested, device } = await planFor({
           model: p.model,
-          computeDevice: 'cpu',
+          device: { resolved, gemm },
           budgets: {
             device: p.budgets.gpu ?? settings.budgets.gpu ?? undefined,
             cpu: p.budgets.cpu ?? settings.budgets.cpu ?? undefined,
@@ -296,7 +327,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
         });
         if (dataNote) plan.notes.push(dataNote);
         return {
-          ...toPlanResult(plan, info.dir, prefetchRequested),
+          ...toPlanResult(plan, info.dir, prefetchRequested, device),
           dataTokens: data ? { meanPerExample: data.meanTokens, examples: data.examples, perStep: data.meanTokens * p.batchSize } : null,
         };
       }),
@@ -306,7 +337,10 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
       return () => offs.forEach((off) => off());
     },
 
-    shutdown: () => runs.shutdown(),
+    shutdown: async () => {
+      await generation.shutdown();
+      await runs.shutdown();
+    },
   };
 }
 

@@ -52,12 +52,43 @@ namespace {
 
 // CUDA errors carry the call and where it is (llm.c's cudaCheck): "CUDA error in cudaMalloc(...) at
 // backend_cuda.cu:412: cudaErrorMemoryAllocation (out of memory)".
+// Errors after which the context cannot be used again ("the process must be terminated":
+// driver_types.h), and those of a device that is gone or failing.
+bool device_failed(cudaError_t e) {
+    switch (e) {
+        case cudaErrorIllegalAddress:
+        case cudaErrorLaunchTimeout:
+        case cudaErrorHardwareStackError:
+        case cudaErrorIllegalInstruction:
+        case cudaErrorMisalignedAddress:
+        case cudaErrorInvalidAddressSpace:
+        case cudaErrorInvalidPc:
+        case cudaErrorLaunchFailure:
+        case cudaErrorMpsClientTerminated:
+        case cudaErrorECCUncorrectable:
+        case cudaErrorNvlinkUncorrectable:
+        case cudaErrorDevicesUnavailable:
+        case cudaErrorDeviceUninitialized:
+        case cudaErrorContextIsDestroyed:
+        case cudaErrorNoDevice:
+        case cudaErrorSystemNotReady:
+        case cudaErrorExternalDevice:
+        case cudaErrorUnknown:
+            return true;
+        default:
+            return false;
+    }
+}
+
 void check(cudaError_t e, const std::string& what, const char* file, int line) {
     if (e != cudaSuccess) {
         cudaGetLastError();  // clear a non-sticky error so the next call starts clean
         const char* base = std::strrchr(file, '/');
-        throw std::runtime_error("CUDA error in " + what + " at " + (base ? base + 1 : file) + ":" + std::to_string(line) +
-                                 ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+        std::string msg = "CUDA error in " + what + " at " + (base ? base + 1 : file) + ":" + std::to_string(line) + ": " +
+                          cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+        if (e == cudaErrorMemoryAllocation) throw DeviceOutOfMemory(msg);
+        if (device_failed(e)) throw DeviceFailed(msg);
+        throw std::runtime_error(msg);
     }
 }
 
@@ -360,7 +391,8 @@ __global__ void k_layernorm(float* out, const float* inp, const float* w, const 
     for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (x[c] - mean) * rstd * w[c] + (b ? b[c] : 0.f);
 }
 
-__global__ void k_rmsnorm(float* out, const float* inp, const float* w, int C, float eps) {
+// y = (offset + w) * (x * rstd): rmsnorm with offset 0, Gemma's (1 + w) norms with offset 1.
+__global__ void k_rmsnorm(float* out, const float* inp, const float* w, float offset, int C, float eps) {
     __shared__ float red[32];
     const float* x = inp + (size_t)blockIdx.x * C;
     float* y = out + (size_t)blockIdx.x * C;
@@ -368,7 +400,7 @@ __global__ void k_rmsnorm(float* out, const float* inp, const float* w, int C, f
     for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c] * x[c];
     float ss = block_sum(s, red);
     float rstd = 1.0f / sqrtf(ss / (float)C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = w[c] * (x[c] * rstd);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = (offset + w[c]) * (x[c] * rstd);
 }
 
 // Fallback GEMM: out[N, O] = A[N, I] W^T with W [O, I] (or [I, O] when transposed).
@@ -479,6 +511,7 @@ __global__ void k_attention(float* out, const float* qb, const float* kb, const 
                 if (dd < HD) d += qr[r] * k[dd];
             }
             d = warp_sum(d) * s.scale;
+            if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
             float mn = fmaxf(m, d);
             float corr = expf(m - mn);
             float p = expf(d - mn);
@@ -550,7 +583,9 @@ __global__ void __launch_bounds__(128) k_attention_tiled(float* out, const float
                 float dot = 0.f;
                 for (int d = 0; d < HD; d++) dot += Qs[r][d] * Ks[c][d];
                 bool masked = !valid || j > i || j >= T || (s.window > 0 && j < i - s.window + 1);
-                sc[cc] = masked ? -INFINITY : dot * s.scale;
+                float scaled = dot * s.scale;
+                if (s.softcap > 0.f) scaled = s.softcap * tanhf(scaled / s.softcap);
+                sc[cc] = masked ? -INFINITY : scaled;
                 tmax = fmaxf(tmax, sc[cc]);
             }
             tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -588,22 +623,120 @@ __global__ void __launch_bounds__(128) k_attention_tiled(float* out, const float
     }
 }
 
+// Decoding: a pass's keys or values into their cache rows; one block per token.
+__global__ void k_kv_store(float* cache, const float* x, int ld, const int32_t* rows, int width) {
+    int n = blockIdx.x;
+    const float* s = x + (size_t)n * ld;
+    float* o = cache + (size_t)rows[n] * width;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) o[c] = s[c];
+}
+
+// Attention of a pass's tokens over cached keys and values. One block per (token, head); its
+// kAttnWarps warps take every kAttnWarps-th key (online softmax each, lanes owning head dims as
+// in k_attention), then merge their (max, sum, accumulator) states through shared memory, so a
+// long cache is read by four warps at once (a decoding pass has few tokens).
+__global__ void k_attention_cached(float* out, const float* qb, const float* kc, const float* vc, AttentionShape s,
+                                   const int32_t* positions, const int32_t* seq_start, const int32_t* kv_start,
+                                   int nseq) {
+    __shared__ float sm[kAttnWarps], sl[kAttnWarps], sacc[kAttnWarps][32 * kDimsPerLane];
+    int n = blockIdx.x, h = blockIdx.y;
+    int sq = 0;
+    while (sq + 1 < nseq && seq_start[sq + 1] <= n) sq++;
+    int group = s.heads / s.kv_heads, kvh = h / group;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int HD = s.head_dim, pos = positions[n];
+    const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
+    const float* kbase = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
+    const float* vbase = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
+    float qr[kDimsPerLane], acc[kDimsPerLane];
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) {
+        int d = lane + 32 * r;
+        qr[r] = d < HD ? q[d] : 0.f;
+        acc[r] = 0.f;
+    }
+    int j0 = s.window > 0 ? max(0, pos - s.window + 1) : 0;
+    float m = -INFINITY, l = 0.f;
+    for (int j = j0 + warp; j <= pos; j += kAttnWarps) {
+        const float* k = kbase + (size_t)j * s.ldk;
+        float d = 0.f;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) d += qr[r] * k[dd];
+        }
+        d = warp_sum(d) * s.scale;
+        if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
+        float mn = fmaxf(m, d);
+        float corr = expf(m - mn);
+        float p = expf(d - mn);
+        l = l * corr + p;
+        const float* v = vbase + (size_t)j * s.ldv;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) acc[r] = acc[r] * corr + p * v[dd];
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) sacc[warp][lane + 32 * r] = acc[r];
+    __syncthreads();
+    if (warp != 0) return;
+    float mt = -INFINITY;
+    for (int w = 0; w < kAttnWarps; w++) mt = fmaxf(mt, sm[w]);
+    float lt = 0.f;
+    float o[kDimsPerLane];
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) o[r] = 0.f;
+    for (int w = 0; w < kAttnWarps; w++) {
+        if (sm[w] == -INFINITY) continue;  // a warp that saw no key
+        float c = expf(sm[w] - mt);
+        lt += sl[w] * c;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) o[r] += sacc[w][lane + 32 * r] * c;
+    }
+    float inv = 1.0f / lt;
+    float* dst = out + (size_t)n * s.heads * HD + (size_t)h * HD;
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) {
+        int dd = lane + 32 * r;
+        if (dd < HD) dst[dd] = o[r] * inv;
+    }
+}
+
 __device__ __forceinline__ float gelu_tanh(float x) {
     const float k = 0.7978845608028654f;  // sqrt(2 / pi)
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-__global__ void k_activation(float* x, size_t n, int act) {
-    for (size_t i = gtid(); i < n; i += gstride()) {
-        float v = x[i];
-        switch (act) {
-            case (int)Act::Relu: v = v > 0.f ? v : 0.f; break;
-            case (int)Act::Gelu: v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); break;
-            case (int)Act::GeluNew: v = gelu_tanh(v); break;
-            default: v = v / (1.0f + expf(-v)); break;
-        }
-        x[i] = v;
+__device__ __forceinline__ float act_one(float v, int act) {
+    switch (act) {
+        case (int)Act::Relu: return v > 0.f ? v : 0.f;
+        case (int)Act::Gelu: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        case (int)Act::GeluNew: return gelu_tanh(v);
+        default: return v / (1.0f + expf(-v));
     }
+}
+
+__global__ void k_activation(float* x, size_t n, int act) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] = act_one(x[i], act);
+}
+
+__global__ void k_gated_act(float* gate, const float* up, size_t n, int act) {
+    for (size_t i = gtid(); i < n; i += gstride()) gate[i] = act_one(gate[i], act) * up[i];
+}
+
+__global__ void k_scale(float* x, float s, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] *= s;
+}
+
+__global__ void k_softcap(float* x, float cap, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] = cap * tanhf(x[i] / cap);
 }
 
 __global__ void k_gated_silu(float* gate, const float* up, size_t n) {
@@ -615,6 +748,14 @@ __global__ void k_gated_silu(float* gate, const float* up, size_t n) {
 
 __global__ void k_add(float* x, const float* y, size_t n) {
     for (size_t i = gtid(); i < n; i += gstride()) x[i] += y[i];
+}
+
+__global__ void k_copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+    size_t total = (size_t)rows * cols;
+    for (size_t t = gtid(); t < total; t += gstride()) {
+        size_t r = t / (size_t)cols, c = t % (size_t)cols;
+        out[r * (size_t)ld_out + c] = in[r * (size_t)ld_in + c];
+    }
 }
 
 __global__ void k_gather_rows(float* out, const float* inp, const int32_t* rows, int C) {
@@ -649,17 +790,18 @@ const char* gemm_mode_name(GemmMode m) {
     return m == GemmMode::Tf32 ? "tf32" : m == GemmMode::Bf16 ? "bf16" : "fp32";
 }
 
-// SPILLWAY_GEMM: unset or empty = fp32; anything but fp32, tf32 or bf16 is an error (a typo
-// must not silently measure the wrong precision).
-GemmMode gemm_mode_from_env() {
+// The mode asked for (the run's --gemm; empty = fp32), $SPILLWAY_GEMM over it when set. Anything
+// but fp32, tf32 or bf16 is an error (a typo must not silently measure the wrong precision).
+GemmMode gemm_mode(const std::string& asked) {
     const char* env = std::getenv("SPILLWAY_GEMM");
-    if (!env || !*env) return GemmMode::Fp32;
-    std::string v(env);
+    const bool from_env = env && *env;
+    std::string v = from_env ? std::string(env) : asked;
     for (char& c : v) c = (char)std::tolower((unsigned char)c);
-    if (v == "fp32") return GemmMode::Fp32;
+    if (v.empty() || v == "fp32") return GemmMode::Fp32;
     if (v == "tf32") return GemmMode::Tf32;
     if (v == "bf16") return GemmMode::Bf16;
-    throw std::runtime_error(std::string("SPILLWAY_GEMM must be fp32, tf32 or bf16 (got '") + env + "')");
+    throw std::runtime_error(std::string(from_env ? "SPILLWAY_GEMM" : "gemm") + " must be fp32, tf32 or bf16 (got '" +
+                             (from_env ? std::string(env) : asked) + "')");
 }
 
 // Bytes of device memory the backend keeps for itself (logits, terms, bf16 operands). Grown with
@@ -700,7 +842,7 @@ public:
                 why = "needs tensor cores of compute capability 8.0 or newer (device is " + std::to_string(p.major) +
                       "." + std::to_string(p.minor) + ")";
             if (why.empty()) gemm_ = want;
-            else gemm_note_ = std::string("SPILLWAY_GEMM=") + gemm_mode_name(want) + " ignored: " + why;
+            else gemm_note_ = std::string("gemm ") + gemm_mode_name(want) + " not available: " + why;
         }
     }
 
@@ -1005,8 +1147,15 @@ public:
     void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) override {
         if (N <= 0) return;
         cur();
-        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, C, eps);
+        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, 0.f, C, eps);
         SPW_LAUNCHED("rmsnorm");
+    }
+    void rmsnorm_offset(float* out, const float* inp, const float* w, float offset, int N, int C,
+                        float eps) override {
+        if (N <= 0) return;
+        cur();
+        k_rmsnorm<<<N, kThreads, 0, stream_>>>(out, inp, w, offset, C, eps);
+        SPW_LAUNCHED("rmsnorm_offset");
     }
     void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                 bool transposed) override {
@@ -1047,6 +1196,25 @@ public:
         k_attention<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, k, v, s, seq_start);
         SPW_LAUNCHED("attention");
     }
+    void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) override {
+        if (N <= 0) return;
+        cur();
+        k_kv_store<<<N, 128, 0, stream_>>>(cache, x, ld, rows, width);
+        SPW_LAUNCHED("kv_store");
+    }
+    void attention_cached(float* out, const float* q, const float* kc, const float* vc, const AttentionShape& s,
+                          const int32_t* positions, int N, const int32_t* seq_start, const int32_t* kv_start,
+                          int nseq) override {
+        if (nseq <= 0 || N <= 0) return;
+        if (s.head_dim > 32 * kDimsPerLane)
+            throw std::runtime_error("CUDA attention supports head_dim up to " + std::to_string(32 * kDimsPerLane) +
+                                     " (got " + std::to_string(s.head_dim) + ")");
+        if (s.heads > 65535) throw std::runtime_error("CUDA attention: too many heads");
+        cur();
+        dim3 grid((unsigned)N, (unsigned)s.heads);
+        k_attention_cached<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, kc, vc, s, positions, seq_start, kv_start, nseq);
+        SPW_LAUNCHED("attention_cached");
+    }
     void activation(float* x, size_t n, Act act) override {
         if (!n) return;
         cur();
@@ -1058,6 +1226,18 @@ public:
         cur();
         k_gated_silu<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n);
         SPW_LAUNCHED("gated_silu");
+    }
+    void gated_act(float* gate, const float* up, size_t n, Act act) override {
+        if (!n) return;
+        cur();
+        k_gated_act<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n, (int)act);
+        SPW_LAUNCHED("gated_act");
+    }
+    void scale(float* x, float s, size_t n) override {
+        if (!n) return;
+        cur();
+        k_scale<<<grid_for(n), kThreads, 0, stream_>>>(x, s, n);
+        SPW_LAUNCHED("scale");
     }
     void add(float* x, const float* y, size_t n) override {
         if (!n) return;
@@ -1072,6 +1252,12 @@ public:
         k_scale_rows<<<grid_for(n), kThreads, 0, stream_>>>(x, d, n, cols);
         SPW_LAUNCHED("scale_rows");
     }
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
+        if (rows <= 0 || cols <= 0) return;
+        cur();
+        k_copy_rows<<<grid_for((size_t)rows * cols), kThreads, 0, stream_>>>(out, ld_out, in, ld_in, rows, cols);
+        SPW_LAUNCHED("copy_rows");
+    }
     void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
         if (M <= 0) return;
         cur();
@@ -1079,7 +1265,7 @@ public:
         SPW_LAUNCHED("gather_rows");
     }
     void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
-                        int V) override {
+                        int V, float softcap) override {
         if (M <= 0) return;
         cur();
         // Logits in chunks of rows (at most ~256 MiB of them) so that long batches stay bounded. The
@@ -1093,6 +1279,10 @@ public:
         for (int m0 = 0; m0 < M; m0 += rows) {
             int m = std::min(rows, M - m0);
             gemm(logits, x + (size_t)m0 * C, W, m, C, V, false, Wb);
+            if (softcap > 0.f) {
+                k_softcap<<<grid_for((size_t)m * V), kThreads, 0, stream_>>>(logits, softcap, (size_t)m * V);
+                SPW_LAUNCHED("token_logprobs(softcap)");
+            }
             k_log_softmax_gather<<<m, kThreads, 0, stream_>>>(logprob + m0, logits, target + m0, V);
             SPW_LAUNCHED("token_logprobs");
         }
@@ -1115,7 +1305,7 @@ private:
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         cudaGetLastError();
-        throw std::runtime_error("CUDA device " + std::to_string(dev_) + " (" + device_name_ + ") cannot allocate " +
+        throw DeviceOutOfMemory("CUDA device " + std::to_string(dev_) + " (" + device_name_ + ") cannot allocate " +
                                  std::to_string(n) + " bytes (" + mib((double)n) + ")" + what + ": " +
                                  std::to_string(free_b) + " bytes (" + mib((double)free_b) + ") free of " +
                                  std::to_string(total_b) + " [" + cudaGetErrorString(e) + "]");
@@ -1287,8 +1477,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
-    return std::make_unique<CudaBackend>(device, gemm_mode_from_env());
+std::unique_ptr<Backend> make_cuda_backend(int device, const std::string& gemm) {
+    return std::make_unique<CudaBackend>(device, gemm_mode(gemm));
 }
 
 
@@ -1333,7 +1523,10 @@ CudaReport cuda_report() {
         d.cc_minor = p.minor;
         d.multiprocessors = p.multiProcessorCount;
         char bus[64] = {0};
-        if (cudaDeviceGetPCIBusId(bus, (int)sizeof bus, i) == cudaSuccess) d.free_bytes = nvml_free_bytes(bus);
+        if (cudaDeviceGetPCIBusId(bus, (int)sizeof bus, i) == cudaSuccess) {
+            d.pci_bus_id = bus;
+            d.free_bytes = nvml_free_bytes(bus);
+        }
         cudaGetLastError();
         r.devices.push_back(d);
     }

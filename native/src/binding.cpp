@@ -165,6 +165,14 @@ int parse_device_index(Napi::Env env, const std::string& d) {
     return -1;
 }
 
+// 'fp32' | 'tf32' | 'bf16': the GEMM precision of a CUDA backend.
+std::string gemm_field(const Napi::Object& o, const char* key) {
+    std::string g = str(o, key);
+    if (g != "fp32" && g != "tf32" && g != "bf16")
+        throw_type(o.Env(), std::string("field '") + key + "' must be 'fp32', 'tf32' or 'bf16', not '" + g + "'");
+    return g;
+}
+
 // The cores this process may run on (its CPU affinity, as Node's availableParallelism counts them).
 int cores_present() {
     cpu_set_t set;
@@ -211,6 +219,10 @@ constexpr Name<RopeType> kRopeTypes[] = {{"default", RopeType::Default}, {"linea
 
 void opt_num(const Napi::Object& o, const char* key, double& out) {
     if (present(o, key)) out = num(o, key);
+}
+
+void opt_float(const Napi::Object& o, const char* key, float& out) {
+    if (present(o, key)) out = (float)num(o, key);
 }
 
 void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
@@ -267,7 +279,10 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
     mc.max_positions = inum(c, "maxPositions");
     mc.norm_eps = (float)num(c, "normEps");
     std::string norm = require(c, "norm").As<Napi::String>().Utf8Value();
-    mc.norm = norm == "rmsnorm" ? NormKind::RmsNorm : NormKind::LayerNorm;
+    if (norm == "layernorm") mc.norm = NormKind::LayerNorm;
+    else if (norm == "rmsnorm") mc.norm = NormKind::RmsNorm;
+    else if (norm == "rmsnorm_plus1") mc.norm = NormKind::RmsNormPlus1;
+    else throw_type(env, "unsupported norm " + norm + " (layernorm, rmsnorm, rmsnorm_plus1)");
     std::string act = require(c, "activation").As<Napi::String>().Utf8Value();
     if (act == "relu") mc.activation = (int)Act::Relu;
     else if (act == "gelu") mc.activation = (int)Act::Gelu;
@@ -297,6 +312,15 @@ std::unique_ptr<Model> parse_model(const Napi::Object& spec) {
         mc.layer_attention.assign((size_t)std::max(0, mc.layers), {0, mc.ropes.empty() ? -1 : 0});
     }
     mc.tied = require(c, "tiedEmbeddings").As<Napi::Boolean>().Value();
+    opt_bool(c, "parallelResidual", mc.parallel_residual);
+    opt_bool(c, "postNorm", mc.post_norm);
+    opt_bool(c, "finalNorm", mc.final_norm);
+    mc.embed_dim = mc.hidden;
+    opt_int(c, "embedDim", mc.embed_dim);
+    opt_float(c, "embedScale", mc.embed_scale);
+    opt_float(c, "queryPreAttnScalar", mc.attn_scalar);
+    opt_float(c, "attnSoftcap", mc.attn_softcap);
+    opt_float(c, "finalSoftcap", mc.final_softcap);
     if (mc.heads <= 0 || mc.kv_heads <= 0 || mc.heads % mc.kv_heads != 0)
         throw_type(env, "heads must be a positive multiple of kvHeads");
     if (mc.layers <= 0) throw_type(env, "layers must be positive");
@@ -401,10 +425,16 @@ public:
         try {
             result_ = fn_();
         } catch (const CancelledError&) {
-            cancelled_ = true;
+            code_ = "ECANCELLED";
             SetError("cancelled");
         } catch (const std::bad_alloc&) {
             SetError("out of memory");
+        } catch (const DeviceOutOfMemory& e) {
+            code_ = "EDEVICEMEM";
+            SetError(e.what());
+        } catch (const DeviceFailed& e) {
+            code_ = "EDEVICELOST";
+            SetError(e.what());
         } catch (const std::exception& e) {
             SetError(e.what());
         }
@@ -416,7 +446,7 @@ public:
     void OnError(const Napi::Error& e) override {
         busy_->store(false);
         Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), cancelled_ ? "ECANCELLED" : "EENGINE"));
+        err.Set("code", Napi::String::New(Env(), code_));
         deferred_.Reject(err.Value());
     }
 
@@ -426,7 +456,8 @@ private:
     Fn fn_;
     ToJs to_js_;
     Result result_{};
-    bool cancelled_ = false;
+    // ECANCELLED, EDEVICEMEM (out of device memory or of its budget), EDEVICELOST (the device failed), else EENGINE.
+    const char* code_ = "EENGINE";
 };
 
 // Queues fn on a worker thread; the promise settles with to_js(its result), or rejects with its error.
@@ -444,6 +475,9 @@ public:
         return DefineClass(env, "Engine",
                            {InstanceMethod("load", &EngineWrap::Load), InstanceMethod("step", &EngineWrap::Step),
                             InstanceMethod("score", &EngineWrap::Score), InstanceMethod("cancel", &EngineWrap::Cancel),
+                            InstanceMethod("decodeBegin", &EngineWrap::DecodeBegin),
+                            InstanceMethod("decodeNext", &EngineWrap::DecodeNext),
+                            InstanceMethod("decodeEnd", &EngineWrap::DecodeEnd),
                             InstanceMethod("tensorNames", &EngineWrap::TensorNames),
                             InstanceMethod("getTensor", &EngineWrap::GetTensor),
                             InstanceMethod("trainableTensors", &EngineWrap::TrainableTensors),
@@ -463,6 +497,7 @@ public:
                 memory_budget_ = (size_t)v;
             }
             if (present(o, "device")) use_device(env, str(o, "device"));
+            if (present(o, "gemm")) gemm_ = gemm_field(o, "gemm");
         }
     }
 
@@ -548,14 +583,16 @@ private:
         int threads = threads_;
         int cuda_device = cuda_device_;
         size_t memory_budget = memory_budget_;
+        std::string gemm = gemm_;
         auto* self = this;
         return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers, memory_budget, slice_timeout_s, train]() mutable {
+            [model, threads, cuda_device, tiers, memory_budget, gemm, slice_timeout_s, train]() mutable {
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA
-                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device);
+                if (cuda_device >= 0) backend = make_cuda_backend(cuda_device, gemm);
 #endif
+                (void)gemm;  // the CPU backend computes in fp32
                 if (!backend) backend = make_cpu_backend(threads);
                 backend->set_memory_budget(memory_budget);
                 // Sliced: the machine's first rank fills the shared homes of CPU-homed blocks, the
@@ -690,6 +727,89 @@ private:
             });
     }
 
+    // decodeBegin({prompts: Int32Array[], maxNewTokens, temperature?, topK?, topP?, repetitionPenalty?,
+    //              seed?, eos?: Int32Array, logits?}): the prefill and each prompt's first token.
+    Napi::Value DecodeBegin(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "decodeBegin(request) needs a request object");
+        Napi::Object o = info[0].As<Napi::Object>();
+        DecodeRequest r;
+        Napi::Value pv = require(o, "prompts");
+        if (!pv.IsArray()) throw_type(env, "field 'prompts' must be an array of Int32Arrays");
+        Napi::Array pa = pv.As<Napi::Array>();
+        for (uint32_t i = 0; i < pa.Length(); i++) {
+            Napi::Value x = pa.Get(i);
+            if (!x.IsTypedArray() || x.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+                throw_type(env, "field 'prompts' must be an array of Int32Arrays");
+            auto a = x.As<Napi::Int32Array>();
+            r.prompts.emplace_back(a.Data(), a.Data() + a.ElementLength());
+        }
+        r.max_new_tokens = inum(o, "maxNewTokens");
+        if (present(o, "temperature")) r.sampling.temperature = (float)num(o, "temperature");
+        opt_int(o, "topK", r.sampling.top_k);
+        if (present(o, "topP")) r.sampling.top_p = (float)num(o, "topP");
+        if (present(o, "repetitionPenalty")) r.sampling.repetition_penalty = (float)num(o, "repetitionPenalty");
+        if (present(o, "seed")) r.sampling.seed = u64(o.Get("seed"), "seed");
+        if (present(o, "eos")) r.eos = ints(o, "eos");
+        opt_bool(o, "logits", r.logits);
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        return run_job<DecodeStep>(env, &busy_, [e, r, cancel]() { return e->decode_begin(r, cancel); }, decode_step_js);
+    }
+
+    // decodeNext(stop?: number[]): one more token of every unfinished sequence, after finishing those in stop.
+    Napi::Value DecodeNext(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        std::vector<int32_t> stop;
+        if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
+            if (!info[0].IsArray()) throw_type(env, "decodeNext(stop) takes an array of sequence indices");
+            Napi::Array a = info[0].As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); i++) {
+                Napi::Value x = a.Get(i);
+                if (!x.IsNumber()) throw_type(env, "decodeNext(stop) takes an array of sequence indices");
+                stop.push_back(x.As<Napi::Number>().Int32Value());
+            }
+        }
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        return run_job<DecodeStep>(env, &busy_, [e, stop, cancel]() { return e->decode_next(stop, cancel); }, decode_step_js);
+    }
+
+    // Frees the KV cache now.
+    Napi::Value DecodeEnd(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        if (engine_) engine_->decode_end();
+        return env.Undefined();
+    }
+
+    // {tokens: Int32Array (-1: finished before this step), finish: ('eos' | 'length' | 'stopped' | null)[],
+    //  logits?: Float32Array [nseq * V], times}
+    static Napi::Value decode_step_js(Napi::Env env, const DecodeStep& r) {
+        Napi::Object o = Napi::Object::New(env);
+        Napi::Int32Array tokens = Napi::Int32Array::New(env, r.tokens.size());
+        for (size_t i = 0; i < r.tokens.size(); i++) tokens[i] = r.tokens[i];
+        o.Set("tokens", tokens);
+        Napi::Array finish = Napi::Array::New(env, r.finish.size());
+        for (size_t i = 0; i < r.finish.size(); i++) {
+            const char* name = r.finish[i] == FINISH_EOS ? "eos" : r.finish[i] == FINISH_LENGTH ? "length"
+                               : r.finish[i] == FINISH_STOPPED ? "stopped" : nullptr;
+            finish.Set((uint32_t)i, name ? Napi::String::New(env, name).As<Napi::Value>() : env.Null());
+        }
+        o.Set("finish", finish);
+        if (!r.logits.empty()) {
+            Napi::Float32Array lg = Napi::Float32Array::New(env, r.logits.size());
+            std::memcpy(lg.Data(), r.logits.data(), r.logits.size() * sizeof(float));
+            o.Set("logits", lg);
+        }
+        o.Set("times", times_to_js(env, r.times));
+        return o;
+    }
+
     Napi::Value Cancel(const Napi::CallbackInfo& info) {
         cancel_.store(true);
         return info.Env().Undefined();
@@ -821,6 +941,7 @@ private:
     int threads_ = 1;
     int cuda_device_ = -1;  // -1: the CPU backend
     size_t memory_budget_ = 0;  // device memory budget, bytes (0: none)
+    std::string gemm_;          // a CUDA backend's GEMM precision (empty: fp32; $SPILLWAY_GEMM overrides)
 };
 
 Napi::Value Noise(const Napi::CallbackInfo& info) {
@@ -866,7 +987,7 @@ Napi::Value Philox(const Napi::CallbackInfo& info) {
 }
 
 // {compiled, state: 'ok' | 'CUDA not compiled in' | 'no device', detail, driverVersion, runtimeVersion,
-//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors}]}
+//  devices: [{index, name, totalBytes, freeBytes (null without NVML), computeCapability, multiprocessors, pciBusId}]}
 Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CudaReport r = cuda_report();
@@ -889,6 +1010,7 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
             x.Set("freeBytes", env.Null());
         x.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
         x.Set("multiprocessors", d.multiprocessors);
+        x.Set("pciBusId", d.pci_bus_id.empty() ? env.Null() : Napi::String::New(env, d.pci_bus_id).As<Napi::Value>());
         devs.Set((uint32_t)i, x);
     }
     o.Set("devices", devs);
@@ -968,6 +1090,7 @@ Napi::Value Calibrate(const Napi::CallbackInfo& info) {
                 throw Napi::Error::New(env, "device '" + d + "' asked for, but this build of the engine has no CUDA backend");
 #endif
         }
+        if (present(a, "gemm")) o.gemm = gemm_field(a, "gemm");
         Napi::Value block = a.Get("block");
         if (block.IsObject()) {
             Napi::Object b = block.As<Napi::Object>();

@@ -9,6 +9,8 @@
 #include "arch/block.h"
 #include "arch/family.h"
 #include "arch/rope.h"
+#include "generate/decoding.h"
+#include "prepared.h"
 #include "spillway/noise.h"
 #include "tier/residency.h"
 #include "zo/trainable.h"
@@ -37,15 +39,6 @@ bool positions_unbounded(const ModelConfig& c) {
 
 }  // namespace
 
-// Per-batch index arrays, derived once and shared by every stream and unit
-// (pointers into the engine's int arena).
-struct Engine::Prepared {
-    int N = 0, M = 0, nseq = 0;
-    int longest = 0;  // tokens of the longest sequence
-    const int32_t *ids = nullptr, *posidx = nullptr, *positions = nullptr, *seq_start = nullptr, *rows = nullptr,
-                  *targets = nullptr;
-};
-
 Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers,
                const TrainSpec* train)
     : backend_(std::move(backend)), model_(std::move(model)) {
@@ -61,6 +54,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, c
 }
 
 Engine::~Engine() {
+    decoding_.reset();
     residency_.reset();
     copies_.reset();
     trainable_.reset();
@@ -69,6 +63,7 @@ Engine::~Engine() {
     if (act_) backend_->release(act_);
     if (ints_) backend_->release(ints_);
     if (lp_) backend_->release(lp_);
+    if (logits_) backend_->release(logits_);
     if (rope_dev_) backend_->release(rope_dev_);
 }
 
@@ -212,11 +207,33 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     auto t0 = Clock::now();
     const Tensor& tok = model_->tensors[(size_t)params.embed.tok];
     const Tensor* pos = params.embed.pos >= 0 ? &model_->tensors[(size_t)params.embed.pos] : nullptr;
-    for (auto& s : streams) {
-        NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
-        NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, pos && !pos->frozen ? s.scale : 0.f};
-        be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
+    if (params.embed.proj < 0) {
+        for (auto& s : streams) {
+            NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
+            NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, pos && !pos->frozen ? s.scale : 0.f};
+            be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
+        }
+    } else {
+        // OPT-350m: h = project_in(tok rows of width E) + positions, the projection perturbed whole
+        // like a block's weight; the token and position rows go through the arena.
+        const int E = c.embed_dim;
+        float* rows = act_;
+        float* posrows = act_ + (size_t)N * E;
+        const int ids[1] = {params.embed.proj};
+        copies_->with(model_->tensors, ids, 1, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+            const Stream& s = streams[si];
+            NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
+            be.embed(rows, tok.device, p.ids, N, E, tn, nullptr, nullptr, NoiseSpec{});
+            be.linear(s.h, rows, w[0], nullptr, N, E, C, false);
+            if (pos) {
+                NoiseSpec pn{s.seed, pos->id, noise, pos->frozen ? 0.f : s.scale};
+                be.embed(posrows, pos->device, p.posidx, N, C, pn, nullptr, nullptr, NoiseSpec{});
+                be.add(s.h, posrows, (size_t)N * C);
+            }
+        });
     }
+    if (c.embed_scale != 1.f)
+        for (auto& s : streams) be.scale(s.h, c.embed_scale, (size_t)N * C);
     times.forward_ms += ms_since(t0);
 
     // Every stream runs through a block while it is resident (in lockstep, kernel by kernel):
@@ -230,7 +247,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     };
 
     use_ropes(p.longest);
-    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_passes_};
+    PassInputs in{N, p.nseq, p.positions, p.seq_start, rope_passes_, p.kv};
     BlockPass pass(be, c, model_->tensors, *copies_, in, streams, act_, act_capacity_ / std::max<size_t>(1, streams.size()),
                    noise, times.noise_ms);
     residency_->pass(
@@ -243,19 +260,41 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
 
     check_cancel(cancel);
     const HeadParams& head = params.head;
-    const int ids[3] = {head.norm.w, head.norm.b, head.lm_head};
+    const int ids[4] = {head.norm.w, head.norm.b, head.proj, head.lm_head};
     timed(times.head_ms, [&] {
-        copies_->with(model_->tensors, ids, 3, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+        copies_->with(model_->tensors, ids, 4, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+            // The scored rows of h, the final norm (if any), project_out (if any): x [M, E].
             float* x = act_;
-            float* xn = act_ + (size_t)p.M * C;
             be.gather_rows(x, streams[si].h, p.rows, p.M, C);
-            if (c.norm == NormKind::RmsNorm)
-                be.rmsnorm(xn, x, w[0], p.M, C, c.norm_eps);
-            else
-                be.layernorm(xn, x, w[0], w[1], p.M, C, c.norm_eps);
-            be.token_logprobs(lp_, xn, w[2], p.targets, p.M, C, c.vocab);
-            logprob[si].resize((size_t)p.M);
-            be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+            if (c.final_norm) {
+                float* xn = act_ + (size_t)p.M * C;
+                norm_rows(be, c, xn, x, w[0], w[1], p.M, C);
+                x = xn;
+            }
+            if (w[2]) {
+                float* xp = act_ + 2 * (size_t)p.M * C;
+                be.linear(xp, x, w[2], nullptr, p.M, C, c.embed_dim, false);
+                x = xp;
+            }
+            if (p.logits) {
+                const size_t n = (size_t)p.M * c.vocab;
+                if (n > logits_capacity_) {
+                    if (logits_) be.release(logits_);
+                    logits_ = nullptr;
+                    logits_ = static_cast<float*>(be.alloc(n * sizeof(float)));
+                    logits_capacity_ = n;
+                }
+                be.linear(logits_, x, w[3], nullptr, p.M, c.embed_dim, c.vocab, false);
+                logprob[si].resize(n);
+                be.download(logprob[si].data(), logits_, sizeof(float) * n);
+                // Gemma 2's final soft-cap, on the host: decoding reads every logit there anyway.
+                if (c.final_softcap > 0.f)
+                    for (float& l : logprob[si]) l = c.final_softcap * std::tanh(l / c.final_softcap);
+            } else {
+                be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
+                logprob[si].resize((size_t)p.M);
+                be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+            }
         });
     });
     auto ts = Clock::now();
@@ -336,15 +375,24 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
             }
     }
     p.M = (int)rows.size();
-    // One arena for the six index arrays, grown on demand: no allocation (and on a GPU
+    std::vector<const int32_t*> d = upload_ints({&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets});
+    p.ids = d[0];
+    p.posidx = d[1];
+    p.positions = d[2];
+    p.seq_start = d[3];
+    p.rows = d[4];
+    p.targets = d[5];
+}
+
+std::vector<const int32_t*> Engine::upload_ints(const std::vector<const std::vector<int32_t>*>& parts) {
+    // One arena for every index array of a pass, grown on demand: no allocation (and on a GPU
     // no implicit synchronisation from freeing) per step.
     std::vector<int32_t> all;
     auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
-    size_t offs[6];
-    const std::vector<int32_t>* parts[6] = {&batch.tokens, &posidx, &positions, &batch.seq_start, &rows, &targets};
-    for (int i = 0; i < 6; i++) {
-        offs[i] = all.size();
-        all.insert(all.end(), parts[i]->begin(), parts[i]->end());
+    std::vector<size_t> offs;
+    for (const std::vector<int32_t>* part : parts) {
+        offs.push_back(all.size());
+        all.insert(all.end(), part->begin(), part->end());
         all.resize(pad(all.size()), 0);
     }
     if (all.size() > ints_capacity_) {
@@ -354,17 +402,16 @@ void Engine::prepare(const Batch& batch, Prepared& p) {
         ints_capacity_ = all.size();
     }
     backend_->upload(ints_, all.data(), all.size() * sizeof(int32_t));
-    p.ids = ints_ + offs[0];
-    p.posidx = ints_ + offs[1];
-    p.positions = ints_ + offs[2];
-    p.seq_start = ints_ + offs[3];
-    p.rows = ints_ + offs[4];
-    p.targets = ints_ + offs[5];
+    std::vector<const int32_t*> out;
+    for (size_t o : offs) out.push_back(ints_ + o);
+    return out;
 }
 
 StepResult Engine::step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel, const StepShare* share) {
     auto t_start = Clock::now();
     validate(batch);
+    // The update changes the masters: a decode's cache would no longer match them.
+    decode_end();
     const bool fzoo = params.estimator == ESTIMATOR_FZOO;
     if (params.estimator != ESTIMATOR_MEZO && !fzoo) throw std::runtime_error("unknown estimator");
     if (params.q < (fzoo ? 2 : 1))

@@ -339,6 +339,13 @@ std::vector<Op> make_ops(const Shapes& S) {
                            return Prepared{[=, &be] { be.rmsnorm(out, dx, dw, N, C, 1e-6f); },
                                            [=, &d] { return d.get(out, (size_t)N * C); }};
                        }});
+        // Gemma's (1 + w) norm, in place (its q/k and post-branch norms overwrite their input).
+        ops.push_back({"rmsnorm_offset/inplace", TH_NORM, false, [=](Backend& be, Dev& d) {
+                           float* dx = d.f(x);
+                           float* dw = d.f(w);
+                           return Prepared{[=, &be] { be.rmsnorm_offset(dx, dx, dw, 1.f, N, C, 1e-6f); },
+                                           [=, &d] { return d.get(dx, (size_t)N * C); }};
+                       }});
     }
     {
         auto x = randn((size_t)N * C), W = randn((size_t)I * C, 0.05f), b = randn((size_t)I);
@@ -397,11 +404,14 @@ std::vector<Op> make_ops(const Shapes& S) {
                            }});
         }
         int nseq = (int)S.seq_start.size() - 1;
-        for (int variant = 0; variant < 3; variant++) {
-            // 0: GQA causal; 1: GQA with a sliding window; 2: plain multi-head (kv_heads = heads) on the same rows
+        for (int variant = 0; variant < 4; variant++) {
+            // 0: GQA causal; 1: GQA with a sliding window; 2: plain multi-head (kv_heads = heads) on the same rows;
+            // 3: GQA, windowed, scores soft-capped (Gemma 2) at a cap the scores reach
             int kvh = variant == 2 ? NH : KV;
-            int window = variant == 1 ? 37 : 0;
-            std::string nm = variant == 0 ? "attention/gqa" : variant == 1 ? "attention/gqa+window" : "attention/mha";
+            int window = variant == 1 || variant == 3 ? 37 : 0;
+            float softcap = variant == 3 ? 2.5f : 0.f;
+            std::string nm = variant == 0 ? "attention/gqa" : variant == 1 ? "attention/gqa+window"
+                             : variant == 2 ? "attention/mha" : "attention/gqa+window+softcap";
             // MHA reads k and v heads at offsets NH*HD and 2*NH*HD: it gets its own wider rows.
             int ldm = variant == 2 ? 3 * NH * HD : ld;
             auto xm = variant == 2 ? randn((size_t)N * ldm) : x;
@@ -409,12 +419,58 @@ std::vector<Op> make_ops(const Shapes& S) {
                                float* out = d.zeros((size_t)N * NH * HD);
                                float* dx = d.f(xm);
                                int32_t* ds = d.i(S.seq_start);
-                               AttentionShape s{NH, kvh, HD, ldm, ldm, ldm, 1.0f / sqrtf((float)HD), window};
+                               AttentionShape s{NH, kvh, HD, ldm, ldm, ldm, 1.0f / sqrtf((float)HD), window, softcap};
                                const float* q = dx;
                                const float* k = dx + (size_t)NH * HD;
                                const float* v = dx + (size_t)(NH + kvh) * HD;
                                return Prepared{[=, &be] { be.attention(out, q, k, v, s, ds, nseq); },
                                                [=, &d] { return d.get(out, (size_t)N * NH * HD); }};
+                           }});
+        }
+    }
+    {
+        // Decoding: keys and values into cache rows (a strided source, like a fused qkv row), and
+        // attention of one new token per sequence (at the end of each test sequence, so caches of
+        // every test length) over a random cache, causal, with a window and multi-head.
+        int HD = S.head_dim, NH = S.heads, KV = S.kv_heads;
+        int nseq = (int)S.seq_start.size() - 1;
+        int rows = 0;
+        for (int s = 0; s < nseq; s++) rows = std::max(rows, S.seq_start[s + 1] - S.seq_start[s]);
+        int width = KV * HD, ldx = (NH + 2 * KV) * HD;
+        auto x = randn((size_t)N * ldx);
+        std::vector<int32_t> cache_rows((size_t)N);
+        for (int s = 0; s < nseq; s++)
+            for (int t = S.seq_start[s]; t < S.seq_start[s + 1]; t++) cache_rows[(size_t)t] = s * rows + (t - S.seq_start[s]);
+        ops.push_back({"kv_store", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* cache = d.zeros((size_t)nseq * rows * width);
+                           float* dx = d.f(x);
+                           int32_t* dr = d.i(cache_rows);
+                           return Prepared{[=, &be] { be.kv_store(cache, dx + (size_t)NH * HD, ldx, dr, N, width); },
+                                           [=, &d] { return d.get(cache, (size_t)nseq * rows * width); }};
+                       }});
+        std::vector<int32_t> positions((size_t)nseq), one_each((size_t)nseq + 1), kv_start((size_t)nseq);
+        for (int s = 0; s < nseq; s++) {
+            positions[(size_t)s] = S.seq_start[s + 1] - S.seq_start[s] - 1;
+            one_each[(size_t)s + 1] = s + 1;
+            kv_start[(size_t)s] = s * rows;
+        }
+        for (int variant = 0; variant < 3; variant++) {
+            int kvh = variant == 2 ? NH : KV;
+            int window = variant == 1 ? 37 : 0;
+            std::string nm = variant == 0 ? "attention_cached/gqa" : variant == 1 ? "attention_cached/gqa+window" : "attention_cached/mha";
+            auto q = randn((size_t)nseq * NH * HD);
+            auto kc = randn((size_t)nseq * rows * kvh * HD), vc = randn((size_t)nseq * rows * kvh * HD);
+            ops.push_back({nm, TH_ATTENTION, false, [=](Backend& be, Dev& d) {
+                               float* out = d.zeros((size_t)nseq * NH * HD);
+                               float* dq = d.f(q);
+                               float* dk = d.f(kc);
+                               float* dv = d.f(vc);
+                               int32_t* dp = d.i(positions);
+                               int32_t* ds = d.i(one_each);
+                               int32_t* dks = d.i(kv_start);
+                               AttentionShape s{NH, kvh, HD, NH * HD, kvh * HD, kvh * HD, 1.0f / sqrtf((float)HD), window};
+                               return Prepared{[=, &be] { be.attention_cached(out, dq, dk, dv, s, dp, nseq, ds, dks, nseq); },
+                                               [=, &d] { return d.get(out, (size_t)nseq * NH * HD); }};
                            }});
         }
     }
@@ -434,6 +490,18 @@ std::vector<Op> make_ops(const Shapes& S) {
                            float* dx = d.f(x);
                            float* dy = d.f(y);
                            return Prepared{[=, &be] { be.gated_silu(dx, dy, ne); }, [=, &d] { return d.get(dx, ne); }};
+                       }});
+        for (Act a : {Act::GeluNew, Act::Silu}) {
+            ops.push_back({std::string("gated_act/") + (a == Act::GeluNew ? "gelu_new" : "silu"), TH_ELEMENTWISE, false,
+                           [=](Backend& be, Dev& d) {
+                               float* dx = d.f(x);
+                               float* dy = d.f(y);
+                               return Prepared{[=, &be] { be.gated_act(dx, dy, ne, a); }, [=, &d] { return d.get(dx, ne); }};
+                           }});
+        }
+        ops.push_back({"scale", TH_ELEMENTWISE, false, [=](Backend& be, Dev& d) {
+                           float* dx = d.f(x);
+                           return Prepared{[=, &be] { be.scale(dx, 5.656854f, ne); }, [=, &d] { return d.get(dx, ne); }};
                        }});
         ops.push_back({"add", EXACT, false, [=](Backend& be, Dev& d) {
                            float* dx = d.f(x);
@@ -463,6 +531,15 @@ std::vector<Op> make_ops(const Shapes& S) {
                            return Prepared{[=, &be] { be.gather_rows(out, dh, dr, M, C); },
                                            [=, &d] { return d.get(out, (size_t)M * C); }};
                        }});
+        // GPT-NeoX's split of a fused per-head q|k|v ([N, heads, 3, HD]) into its k part.
+        const int NH = S.heads, HD = S.head_dim;
+        auto qkv = randn((size_t)N * NH * 3 * HD);
+        ops.push_back({"copy_rows/strided", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* out = d.zeros((size_t)N * NH * HD);
+                           float* in = d.f(qkv);
+                           return Prepared{[=, &be] { be.copy_rows(out, HD, in + HD, 3 * HD, N * NH, HD); },
+                                           [=, &d] { return d.get(out, (size_t)N * NH * HD); }};
+                       }});
         auto x = randn((size_t)M * C), W = randn((size_t)V * C, 0.1f);
         auto target = randint((size_t)M, V);
         ops.push_back({"token_logprobs", TH_LOGPROBS, true, [=](Backend& be, Dev& d) {
@@ -471,6 +548,14 @@ std::vector<Op> make_ops(const Shapes& S) {
                            float* dW = d.f(W);
                            int32_t* dt = d.i(target);
                            return Prepared{[=, &be] { be.token_logprobs(lp, dx, dW, dt, M, C, V); },
+                                           [=, &d] { return d.get(lp, (size_t)M); }};
+                       }});
+        ops.push_back({"token_logprobs/softcap", TH_LOGPROBS, true, [=](Backend& be, Dev& d) {
+                           float* lp = d.zeros((size_t)M);
+                           float* dx = d.f(x);
+                           float* dW = d.f(W);
+                           int32_t* dt = d.i(target);
+                           return Prepared{[=, &be] { be.token_logprobs(lp, dx, dW, dt, M, C, V, 1.5f); },
                                            [=, &d] { return d.get(lp, (size_t)M); }};
                        }});
         // A few rows, then more rows than any call so far: the logits buffer grows between calls
@@ -923,12 +1008,49 @@ int main(int argc, char** argv) {
         try {
             void* p = gpu->alloc((size_t)1 << 50);
             gpu->release(p);
-        } catch (const std::runtime_error& e) {
+        } catch (const DeviceOutOfMemory& e) {  // the binding's EDEVICEMEM: the trainer explains it
             msg = e.what();
             ok = msg.find("1125899906842624 bytes") != std::string::npos && msg.find("free") != std::string::npos;
+        } catch (const std::runtime_error& e) {
+            msg = std::string("not a DeviceOutOfMemory: ") + e.what();
         }
         (ok ? passed : failed)++;
         std::printf("%-28s %-10s %12s %10s  %s: %s\n", "alloc/1PiB", "cuda", "-", "error", ok ? "PASS" : "FAIL", msg.c_str());
+
+        // A budget refuses alike on both backends, with the same error type.
+        for (Backend* be : {cpu.get(), gpu.get()}) {
+            bool refused = false;
+            std::string said = "no exception";
+            be->set_memory_budget(be->memory_in_use() + (1u << 20));
+            try {
+                void* p = be->alloc(2u << 20);
+                be->release(p);
+            } catch (const DeviceOutOfMemory& e) {
+                said = e.what();
+                refused = said.find("budget") != std::string::npos;
+            }
+            be->set_memory_budget(0);
+            (refused ? passed : failed)++;
+            std::printf("%-28s %-10s %12s %10s  %s: %s\n", "alloc/over-budget", be == gpu.get() ? "cuda" : "cpu", "-", "error",
+                        refused ? "PASS" : "FAIL", said.c_str());
+        }
+
+        // The run's --gemm reaches the backend (SPILLWAY_GEMM, when set, overrides it); a typo is refused.
+        if (!env_gemm || !*env_gemm) {
+            bool excused = !has_cublas || di.cc_major < 8;
+            std::string got = gemm_mode_of(*make_cuda_backend(device, "tf32"));
+            bool ok_mode = got == "tf32" || (excused && got == "fp32");
+            bool typo_refused = false;
+            try {
+                make_cuda_backend(device, "tf23");
+            } catch (const std::runtime_error&) {
+                typo_refused = true;
+            }
+            bool ok_arg = ok_mode && typo_refused;
+            (ok_arg ? passed : failed)++;
+            std::printf("%-28s %-10s %12s %10s  %s: asked tf32, in effect %s; 'tf23' %s\n", "gemm argument", "cuda", "-", "tf32",
+                        ok_arg ? "PASS" : "FAIL", got.c_str(), typo_refused ? "refused" : "accepted");
+        }
 
         const size_t n = ((size_t)1 << 20) + 3;
         auto* h = static_cast<float*>(gpu->alloc_host(n * sizeof(float)));

@@ -11,22 +11,24 @@ import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { allBlocksOnSsdBudget, type BudgetPlan } from '../electron/common/plan-budget.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const SCREENS = join(ROOT, 'tests/e2e/screens');
 const CHROMIUM = process.env.SPILLWAY_CHROMIUM ?? '/usr/bin/chromium';
 
-let server: ChildProcess;
+const servers: ChildProcess[] = [];
 let url = '';
 let dataDir = '';
 let browser: Browser;
 let page: Page;
 
-async function startServe(): Promise<string> {
-  server = spawn(process.execPath, [join(ROOT, 'bin/spillway.js'), 'serve', '--port', '0', '--static', join(ROOT, 'dist/renderer')], {
-    env: { ...process.env, SPILLWAY_DATA_DIR: dataDir },
+async function startServe(env: NodeJS.ProcessEnv = {}, data = dataDir): Promise<string> {
+  const server = spawn(process.execPath, [join(ROOT, 'bin/spillway.js'), 'serve', '--port', '0', '--static', join(ROOT, 'dist/renderer')], {
+    env: { ...process.env, SPILLWAY_DATA_DIR: data, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  servers.push(server);
   let out = '';
   return new Promise((res, rej) => {
     const onData = (b: Buffer) => {
@@ -98,7 +100,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  server?.kill('SIGTERM');
+  for (const server of servers) server.kill('SIGTERM');
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -256,7 +258,11 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     expect(elapsed).toMatch(/^\d+:\d\d$/);
     await page.waitForFunction((t) => document.querySelector('[data-testid="live-elapsed"]')?.textContent !== t, elapsed);
     await page.waitForFunction(() => /^\d+:\d\d(:\d\d)?$/.test(document.querySelector('[data-testid="live-eta"]')?.textContent ?? ''));
+    // Where it computes (auto took the CPU: this machine has no GPU), and the machine's telemetry over the run's time.
+    expect(await page.textContent('[data-testid="live-device"]')).toBe('· on CPU');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="chart-telemetry-util"]')?.getAttribute('data-points')) >= 2);
     await shot('live');
+    await page.locator('[data-testid="telemetry-charts"]').screenshot({ path: join(SCREENS, 'live-telemetry.png') });
     await page.click('[data-testid="stop"]');
     await page.waitForSelector('[data-testid="live-title"] ~ .sub [data-status="stopped"], .sub [data-status="stopped"]');
   });
@@ -501,6 +507,66 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.fill('[data-testid="cpu-budget"]', '');
   });
 
+  it('Playground: "Try" opens a run beside its base model; chat in both; Stop ends a reply that would not end', async () => {
+    await page.goto(`${url}#/runs`);
+    await page.click(`[data-run-id="${first}"] [data-testid="try-model"]`);
+    await page.waitForFunction((id) => location.hash === `#/playground/${encodeURIComponent(id)}`, first);
+    // The run's weights on the left, its base model (the demo) on the right.
+    await page.waitForSelector('[data-testid="pg-pane-1"]');
+    expect(await page.isChecked('[data-testid="pg-compare"]')).toBe(true);
+    expect(await page.inputValue('[data-testid="pg-model"]')).toBe(`run:${first}`);
+    expect(await page.inputValue('[data-testid="pg-compare-model"]')).toMatch(/spillway-demo$/);
+    await page.fill('[data-testid="pg-max-new"]', '24');
+    await page.fill('[data-testid="pg-input"]', 'How was the film?');
+    await page.click('[data-testid="pg-send"]');
+    for (const i of [0, 1]) {
+      await page.waitForSelector(`[data-testid="pg-pane-${i}"] [data-testid="pg-turn"][data-role="assistant"][data-pending="false"]`);
+      expect(await page.textContent(`[data-testid="pg-pane-${i}"] [data-role="user"]`)).toContain('How was the film?');
+      expect(await page.textContent(`[data-testid="pg-pane-${i}"] [data-testid="pg-stats"]`)).toMatch(/^\d+ tokens · [\d.]+ tok\/s/);
+    }
+    // The run stopped early and saved its model: that is what the left pane ran on.
+    expect(await page.textContent('[data-testid="pg-pane-0"] header')).toContain(`run ${first}: final model`);
+    // Greedy on both sides: the same turn on the base model alone gives the right pane's reply.
+    const baseReply = (await page.textContent('[data-testid="pg-pane-1"] [data-role="assistant"] .text'))!.trim();
+    const demo = await page.inputValue('[data-testid="pg-compare-model"]');
+    const direct = (await callApi('generate', {
+      generationId: 'e2e-direct',
+      source: { model: demo.slice('model:'.length) },
+      messages: [{ role: 'user', content: 'How was the film?' }],
+      sampling: { maxNewTokens: 24 },
+    })) as { text: string };
+    expect(direct.text.trim()).toBe(baseReply);
+    await shot('playground-compare');
+
+    // A model whose replies run for 60000 tokens unless stopped (no end token, 65536 positions).
+    const models = join(dataDir, 'models');
+    const long = await makeTinyLlama(join(models, 'long-llama'), { maxPositions: 65536 });
+    await callApi('updateSettings', { modelRoots: [models] });
+    await page.goto(`${url}#/playground`);
+    await page.reload();
+    await page.waitForSelector(`[data-testid="pg-model"] option[value="model:${long}"]`, { state: 'attached' });
+    await page.selectOption('[data-testid="pg-model"]', `model:${long}`);
+    await page.uncheck('[data-testid="pg-compare"]');
+    await page.fill('[data-testid="pg-max-new"]', '60000');
+    await page.fill('[data-testid="pg-temperature"]', '1');
+    await page.check('[data-testid="pg-ignore-eos"]');
+    await page.click('[data-testid="pg-clear"]');
+    await page.fill('[data-testid="pg-input"]', 'Tell me everything.');
+    await page.click('[data-testid="pg-send"]');
+    const writing = '[data-testid="pg-pane-0"] [data-role="assistant"][data-pending="true"]';
+    await page.waitForFunction((sel) => (document.querySelector(`${sel} .text`)?.textContent ?? '').length > 20, writing);
+    // The reply outgrows its box: the box follows its end as text streams in.
+    await page.waitForFunction(() => {
+      const box = document.querySelector('[data-testid="pg-pane-0"] [data-testid="pg-turns"]') as HTMLElement;
+      return box.scrollHeight > box.clientHeight * 1.5 && box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+    });
+    await shot('playground-writing');
+    await page.click('[data-testid="pg-stop"]');
+    await page.waitForSelector('[data-testid="pg-pane-0"] [data-role="assistant"][data-pending="false"][data-finish="stopped"]');
+    expect(await page.textContent('[data-testid="pg-pane-0"] [data-testid="pg-stats"]')).toMatch(/ · stopped$/);
+    expect(await page.isDisabled('[data-testid="pg-stop"]')).toBe(true);
+  });
+
   it('Settings, and the dark theme', async () => {
     await page.click('[data-testid="nav-settings"]');
     await page.waitForFunction(() => (document.querySelector('[data-testid="data-dir"]') as HTMLInputElement | null)?.value.startsWith('/'));
@@ -594,5 +660,64 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     });
     expect(detail.checkpoints.map((c) => c.step)).toContain(2);
     expect(readdirSync(out)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors']));
+  });
+});
+
+describe('Spillway GUI on a GPU machine\'s device list', { timeout: 600_000 }, () => {
+  // The backend lists the devices an H100 machine reported (tests/fixtures/gpu); this machine's
+  // engine has no GPU, so a run asked onto it fails, saying why.
+  let gpuPage: Page;
+  let gpuUrl = '';
+  beforeAll(async () => {
+    const data = mkdtempSync(join(tmpdir(), 'spillway-e2e-gpu-'));
+    gpuUrl = await startServe({ SPILLWAY_DEVICE_LIST: join(ROOT, 'tests/fixtures/gpu/h100-cuda-devices.json') }, data);
+    gpuPage = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    gpuPage.setDefaultTimeout(300_000);
+  });
+  afterAll(async () => {
+    await gpuPage?.close();
+  });
+
+  it('New run lists each GPU with its name and free / total memory; the plan is made for the one picked', async () => {
+    await gpuPage.goto(`${gpuUrl}#/new`);
+    await gpuPage.waitForSelector('[data-testid="device-select"] option[value="cuda:0"]', { state: 'attached' });
+    const options = await gpuPage.$$eval('[data-testid="device-select"] option', (os) => os.map((o) => [(o as HTMLOptionElement).value, o.textContent?.trim()]));
+    expect(options[0]).toEqual(['auto', 'Auto: cuda:0, NVIDIA H100 80GB HBM3']);
+    expect(options[1][0]).toBe('cpu');
+    expect(options[2]).toEqual(['cuda:0', 'cuda:0 · NVIDIA H100 80GB HBM3 · 79.2 GiB free of 79.2 GiB']);
+    await gpuPage.waitForFunction(() => (document.querySelector('[data-testid="model-select"]') as HTMLSelectElement | null)?.value.includes('spillway-demo'));
+    await gpuPage.selectOption('[data-testid="device-select"]', 'cuda:0');
+    await gpuPage.selectOption('[data-testid="gemm"]', 'tf32');
+    expect(await gpuPage.textContent('[data-testid="device-note"]')).toContain('cuda:0: NVIDIA H100 80GB HBM3 · 79.2 GiB free of 79.2 GiB, compute capability 9.0');
+    await gpuPage.waitForSelector('[data-testid="plan"] >> text=Computes on cuda:0 (NVIDIA H100 80GB HBM3, GEMMs in tf32)');
+    const budget = Number(await gpuPage.getAttribute('[data-testid="plan-gpu-budget"]', 'data-bytes'));
+    expect(budget).toBeGreaterThan(70 * 2 ** 30);
+    expect(budget).toBeLessThan(85014085632);
+    await gpuPage.screenshot({ path: join(SCREENS, 'new-run-gpu.png') });
+    // The CPU picked: GEMMs are the CPU's own fp32, the plan is the CPU's.
+    await gpuPage.selectOption('[data-testid="device-select"]', 'cpu');
+    expect(await gpuPage.isDisabled('[data-testid="gemm"]')).toBe(true);
+    await gpuPage.waitForSelector('[data-testid="plan"] >> text=Computes on the CPU');
+  });
+
+  it('a run started on that GPU here fails with the reason, and the run keeps the device it asked for', async () => {
+    await gpuPage.selectOption('[data-testid="device-select"]', 'cuda:0');
+    await gpuPage.fill('[data-testid="run-name"]', 'e2e on cuda:0');
+    await gpuPage.fill('[data-testid="steps"]', '3');
+    await gpuPage.click('[data-testid="start-run"]');
+    await gpuPage.waitForFunction(() => location.hash.startsWith('#/live/'));
+    const runId = decodeURIComponent(gpuPage.url().split('#/live/')[1]);
+    await gpuPage.waitForSelector('.sub [data-status="failed"]');
+    const failure = await gpuPage.textContent('main');
+    expect(failure).toMatch(/device cuda:0 asked for, but (CUDA reports no device: .+|this build of the engine has no CUDA backend)/);
+    await gpuPage.screenshot({ path: join(SCREENS, 'live-gpu-failed.png') });
+    const u = new URL(gpuUrl);
+    const ws = new WebSocket(`ws://${u.host}/ws?token=${u.searchParams.get('token')}`);
+    await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+    ws.send(JSON.stringify({ type: 'call', id: 1, method: 'getRun', params: { runId } }));
+    const reply = await new Promise<{ result: { options: { device: string; gemm: string }; device: unknown } }>((res) => ws.on('message', (d) => { const f = JSON.parse(String(d)); if (f.type === 'result') res(f); }));
+    ws.close();
+    expect(reply.result.options).toMatchObject({ device: 'cuda:0', gemm: 'tf32' });
+    expect(reply.result.device).toBeNull();
   });
 });

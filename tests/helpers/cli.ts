@@ -9,9 +9,9 @@ import { ROOT } from './engine.js';
 const run = promisify(execFile);
 export const BIN = join(ROOT, 'bin', 'spillway.js');
 
-export async function runSpillway(args: string[], dataDir: string): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function runSpillway(args: string[], dataDir: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2', SPILLWAY_DATA_DIR: dataDir }, maxBuffer: 64 << 20 });
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, SPILLWAY_THREADS: '2', SPILLWAY_DATA_DIR: dataDir, ...env }, maxBuffer: 64 << 20 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };

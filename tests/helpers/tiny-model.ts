@@ -20,7 +20,7 @@ function rng(seed: number): () => number {
   };
 }
 
-export async function makeTinyLlama(dir: string, opts: { vocab?: number; hidden?: number; layers?: number; seed?: number } = {}): Promise<string> {
+export async function makeTinyLlama(dir: string, opts: { vocab?: number; hidden?: number; layers?: number; seed?: number; maxPositions?: number } = {}): Promise<string> {
   const V = opts.vocab ?? 1408;
   const C = opts.hidden ?? 32;
   const L = opts.layers ?? 2;
@@ -66,7 +66,7 @@ export async function makeTinyLlama(dir: string, opts: { vocab?: number; hidden?
       num_hidden_layers: L,
       num_attention_heads: 4,
       num_key_value_heads: 4,
-      max_position_embeddings: 256,
+      max_position_embeddings: opts.maxPositions ?? 256,
       rms_norm_eps: 1e-6,
       rope_theta: 10000,
       tie_word_embeddings: true,

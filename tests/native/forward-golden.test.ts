@@ -22,7 +22,9 @@ interface ForwardGolden {
   };
 }
 
-const MODELS = ['opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded', 'mistral-tiny', 'qwen2-tiny', 'qwen2-window-tiny', 'ministral-tiny'];
+const MODELS = ['opt-tiny', 'gpt2-tiny', 'llama-tiny', 'llama-tiny-sharded', 'mistral-tiny', 'qwen2-tiny', 'qwen2-window-tiny', 'ministral-tiny',
+  'gptneox-tiny', 'gptneox-seq-tiny', 'olmo2-tiny', 'opt350m-tiny',
+  'gemma2-tiny', 'gemma3-tiny'];
 
 function logSoftmaxAt(row: number[], target: number): number {
   const mx = Math.max(...row);

@@ -16,7 +16,7 @@ import type { GoldenExample } from '../helpers/engine.js';
 import { debianPythonWith } from '../helpers/python.js';
 
 
-describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny'])('saving a fine-tuned %s', (name) => {
+describe.each(['opt-tiny', 'gpt2-tiny', 'qwen2-tiny', 'gptneox-tiny', 'olmo2-tiny', 'opt350m-tiny', 'gemma2-tiny', 'gemma3-tiny'])('saving a fine-tuned %s', (name) => {
   const golden = readJson<{ sequences: number[][]; examples: { batch: GoldenExample[] } }>(join(GOLDEN, `${name}.json`));
   const batch = packBatch(toExamples(golden.examples.batch));
   const lmBatch = packBatch(golden.sequences.map((s) => ({ kind: 'lm' as const, label: -1, source: 'seq', sequences: [{ tokens: s, scoreStart: 1, scoreEnd: s.length }] })));

@@ -64,7 +64,7 @@ function expectSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Arra
   for (const [k, v] of a) expect(Buffer.from((b.get(k) as Float32Array).buffer).equals(Buffer.from(v.buffer)), k).toBe(true);
 }
 
-describe.each(['llama-tiny', 'gpt2-tiny'])('placement invariance on %s', (name) => {
+describe.each(['llama-tiny', 'gpt2-tiny', 'gptneox-tiny', 'olmo2-tiny', 'opt350m-tiny', 'gemma2-tiny', 'gemma3-tiny'])('placement invariance on %s', (name) => {
   it('gives bit-identical losses and weights all resident, CPU-streamed, SSD-spilled (any K, any prefetch depth, slots, stripes, update mode) and mixed', async () => {
     const reference = await run(await engineFor(name, blocksOn('device')), name, 5);
     const two = { spillDirs: [spill, spill2] };

@@ -1,10 +1,12 @@
 """Generate the tiny model fixtures and golden outputs.
 
-    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/make_fixtures.py
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/reference/make_fixtures.py [NAME ...]
 
+With names, only those models (and their MeZO steps) are written; the others stay as they are.
 Deterministic: weights come from numpy RandomState seeded per model (seeds in
-MODELS below), sequences/examples from RandomState(FIXTURE_SEED + model index),
-torch runs on CPU with 2 threads; rerunning rewrites the same bytes.
+MODELS below), sequences/examples from RandomState(FIXTURE_SEED + k) (k below),
+torch runs on CPU with 2 threads; rerunning on one machine rewrites the same bytes (another
+machine's BLAS may move the goldens' last digits, ~4e-6 in the logits: write only new models).
 
 Writes
   tests/fixtures/models/<name>/config.json + model.safetensors
@@ -63,6 +65,12 @@ def cfg_opt():
     }
 
 
+def cfg_opt350m():
+    # facebook/opt-350m's shape: post-LayerNorm blocks, no final norm, embeddings narrower than
+    # the model (project_in / project_out).
+    return {**cfg_opt(), "do_layer_norm_before": False, "word_embed_proj_dim": C // 2, "torch_dtype": "float16"}
+
+
 def cfg_gpt2():
     return {
         "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
@@ -96,6 +104,66 @@ def cfg_mistral():
         "model_type": "mistral", "num_attention_heads": H, "num_hidden_layers": L,
         "num_key_value_heads": 1, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
+def cfg_gpt_neox(parallel=True):
+    # Pythia's config.json as the Hub has it (transformers 4 keys: rotary_pct, rotary_emb_base).
+    return {
+        "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0,
+        "hidden_act": "gelu", "hidden_size": C, "initializer_range": 0.02, "intermediate_size": 64,
+        "layer_norm_eps": 1e-05, "max_position_embeddings": P, "model_type": "gpt_neox",
+        "num_attention_heads": H, "num_hidden_layers": L, "rotary_emb_base": 10000, "rotary_pct": 0.5,
+        "tie_word_embeddings": False, "torch_dtype": "float16" if parallel else "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True,
+        "use_parallel_residual": parallel, "vocab_size": V,
+    }
+
+
+def cfg_olmo2():
+    return {
+        "architectures": ["Olmo2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": None, "eos_token_id": 100, "hidden_act": "silu", "hidden_size": C,
+        "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": P,
+        "model_type": "olmo2", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": 2, "pad_token_id": 1, "rms_norm_eps": 1e-06, "rope_scaling": None,
+        "rope_theta": 500000, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
+def cfg_gemma2():
+    """Gemma 2 with every Gemma-specific piece set away from what a mistake would give: head_dim 16
+    (not hidden / heads), query_pre_attn_scalar 24 (not head_dim), soft-caps the scores and logits
+    reach, a window of 4 on layer 0 (layer 1 global)."""
+    return {
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": 4.0, "bos_token_id": 2, "eos_token_id": 1,
+        "final_logit_softcapping": 6.0, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": C, "initializer_range": 0.02, "intermediate_size": 64,
+        "max_position_embeddings": P, "model_type": "gemma2", "num_attention_heads": H,
+        "num_hidden_layers": L, "num_key_value_heads": 2, "pad_token_id": 0,
+        "query_pre_attn_scalar": 24, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4,
+        "tie_word_embeddings": True, "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
+    }
+
+
+def cfg_gemma3():
+    """Gemma 3 (text) as transformers 4 wrote it: rope_theta for the global layers,
+    rope_local_base_freq for the local ones, sliding_window_pattern instead of layer_types (2:
+    layer 0 local with a window of 4, layer 1 global); per-head q/k norms; no soft-caps."""
+    return {
+        "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "attn_logit_softcapping": None, "bos_token_id": 2, "eos_token_id": 1,
+        "final_logit_softcapping": None, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": C, "initializer_range": 0.02, "intermediate_size": 64,
+        "max_position_embeddings": P, "model_type": "gemma3_text", "num_attention_heads": H,
+        "num_hidden_layers": L, "num_key_value_heads": 2, "pad_token_id": 0,
+        "query_pre_attn_scalar": 24, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0,
+        "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 4, "sliding_window_pattern": 2,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
         "transformers_version": TRANSFORMERS_VERSION, "use_cache": True, "vocab_size": V,
     }
 
@@ -164,8 +232,12 @@ class Gen:
 def weights_opt(cfg, seed):
     g = Gen(seed)
     F_ = cfg["ffn_dim"]
+    E = cfg["word_embed_proj_dim"]
     p = "model.decoder."
-    g.emb(p + "embed_tokens.weight", (V, C))
+    g.emb(p + "embed_tokens.weight", (V, E))
+    if E != C:
+        g.mat(p + "project_in.weight", (C, E))
+        g.mat(p + "project_out.weight", (E, C))
     g.emb(p + "embed_positions.weight", (P + 2, C))
     for l in range(L):
         lp = f"{p}layers.{l}."
@@ -178,7 +250,8 @@ def weights_opt(cfg, seed):
         g.mat(lp + "fc2.weight", (C, F_))
         g.bias(lp + "fc2.bias", C)
         g.norm(lp + "final_layer_norm", C)
-    g.norm(p + "final_layer_norm", C)
+    if cfg["do_layer_norm_before"]:
+        g.norm(p + "final_layer_norm", C)
     return g.out
 
 
@@ -231,6 +304,89 @@ def weights_llama(cfg, seed, qkv_bias=False):
     return g.out
 
 
+def weights_gpt_neox(cfg, seed):
+    g = Gen(seed)
+    I = cfg["intermediate_size"]
+    R, theta = models.neox_rope(cfg)
+    p = "gpt_neox."
+    g.emb(p + "embed_in.weight", (V, C))
+    for l in range(L):
+        lp = f"{p}layers.{l}."
+        g.norm(lp + "input_layernorm", C)
+        g.mat(lp + "attention.query_key_value.weight", (3 * C, C))   # per head: q, k, v rows
+        g.bias(lp + "attention.query_key_value.bias", 3 * C)
+        g.mat(lp + "attention.dense.weight", (C, C))
+        g.bias(lp + "attention.dense.bias", C)
+        g.norm(lp + "post_attention_layernorm", C)
+        g.mat(lp + "mlp.dense_h_to_4h.weight", (I, C))
+        g.bias(lp + "mlp.dense_h_to_4h.bias", I)
+        g.mat(lp + "mlp.dense_4h_to_h.weight", (C, I))
+        g.bias(lp + "mlp.dense_4h_to_h.bias", C)
+        # Older Pythia files carry the rotary table as a buffer: not a weight, never trained.
+        g._put(lp + "attention.rotary_emb.inv_freq",
+               1.0 / (theta ** (np.arange(0, R, 2, dtype=np.float32) / R)))
+    g.norm(p + "final_layer_norm", C)
+    g.mat("embed_out.weight", (V, C))
+    return g.out
+
+
+def weights_olmo2(cfg, seed):
+    g = Gen(seed)
+    D = C // H
+    KV = cfg["num_key_value_heads"]
+    I = cfg["intermediate_size"]
+    g.emb("model.embed_tokens.weight", (V, C))
+    for l in range(L):
+        lp = f"model.layers.{l}."
+        g.mat(lp + "self_attn.q_proj.weight", (H * D, C))
+        g.mat(lp + "self_attn.k_proj.weight", (KV * D, C))
+        g.mat(lp + "self_attn.v_proj.weight", (KV * D, C))
+        g.norm(lp + "self_attn.q_norm", H * D, bias=False)      # over the whole projection width
+        g.norm(lp + "self_attn.k_norm", KV * D, bias=False)
+        g.mat(lp + "self_attn.o_proj.weight", (C, H * D))
+        g.norm(lp + "post_attention_layernorm", C, bias=False)
+        g.mat(lp + "mlp.gate_proj.weight", (I, C))
+        g.mat(lp + "mlp.up_proj.weight", (I, C))
+        g.mat(lp + "mlp.down_proj.weight", (C, I))
+        g.norm(lp + "post_feedforward_layernorm", C, bias=False)
+    g.norm("model.norm", C, bias=False)
+    g.mat("lm_head.weight", (V, C))
+    return g.out
+
+
+def weights_gemma(cfg, seed):
+    """Norm weights are offsets from 1 ((1 + w) norms): N(0, 0.2)."""
+    g = Gen(seed)
+    D = cfg["head_dim"]
+    KV = cfg["num_key_value_heads"]
+    I = cfg["intermediate_size"]
+
+    def norm(name, n):
+        g._put(name + ".weight", g.rs.normal(0.0, 0.2, (n,)))
+
+    g.emb("model.embed_tokens.weight", (V, C))
+    for l in range(L):
+        lp = f"model.layers.{l}."
+        norm(lp + "input_layernorm", C)
+        g.mat(lp + "self_attn.q_proj.weight", (H * D, C))
+        g.mat(lp + "self_attn.k_proj.weight", (KV * D, C))
+        g.mat(lp + "self_attn.v_proj.weight", (KV * D, C))
+        if cfg["model_type"] == "gemma3_text":
+            norm(lp + "self_attn.q_norm", D)
+            norm(lp + "self_attn.k_norm", D)
+        g.mat(lp + "self_attn.o_proj.weight", (C, H * D))
+        norm(lp + "post_attention_layernorm", C)
+        norm(lp + "pre_feedforward_layernorm", C)
+        g.mat(lp + "mlp.gate_proj.weight", (I, C))
+        g.mat(lp + "mlp.up_proj.weight", (I, C))
+        g.mat(lp + "mlp.down_proj.weight", (C, I))
+        norm(lp + "post_feedforward_layernorm", C)
+    norm("model.norm", C)
+    if not cfg["tie_word_embeddings"]:
+        g.mat("lm_head.weight", (V, C))
+    return g.out
+
+
 # name, config, weight fn, file dtype, weight seed
 MODELS = [
     ("opt-tiny", cfg_opt, weights_opt, "F32", 101),
@@ -241,7 +397,17 @@ MODELS = [
     ("qwen2-tiny", cfg_qwen2, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 106),
     ("qwen2-window-tiny", cfg_qwen2_window, lambda c, s: weights_llama(c, s, qkv_bias=True), "F32", 107),
     ("ministral-tiny", cfg_ministral, weights_llama, "F32", 108),
+    ("gptneox-tiny", cfg_gpt_neox, weights_gpt_neox, "F16", 201),
+    ("gptneox-seq-tiny", lambda: cfg_gpt_neox(parallel=False), weights_gpt_neox, "F32", 202),
+    ("olmo2-tiny", cfg_olmo2, weights_olmo2, "F32", 203),
+    ("opt350m-tiny", cfg_opt350m, weights_opt, "F16", 204),
+    ("gemma2-tiny", cfg_gemma2, weights_gemma, "F32", 205),
+    ("gemma3-tiny", cfg_gemma3, weights_gemma, "BF16", 206),
 ]
+# The models above "gptneox-tiny" draw their sequences and examples from RandomState(FIXTURE_SEED
+# + their place in the list) (the sharded copy shares llama-tiny's); it and later ones from
+# FIXTURE_SEED + their weight seed, so that adding a model changes no other model's fixture.
+BY_PLACE = 8
 
 MEZO = [
     # model, run_seed, step, q, lr, eps, wd, kind
@@ -321,14 +487,20 @@ def golden_examples(cfg, params, batch):
 def main():
     torch.set_num_threads(2)
     os.makedirs(GOLDEN_DIR, exist_ok=True)
+    only = set(sys.argv[1:])
+    unknown = only - {m[0] for m in MODELS}
+    if unknown:
+        sys.exit(f"unknown fixture models: {sorted(unknown)}")
     loaded = {}
     for mi, (name, cfg_fn, w_fn, dtag, wseed) in enumerate(MODELS):
+        if only and name not in only:
+            continue
         cfg = cfg_fn()
         weights = w_fn(cfg, wseed)
         d = write_model(name, cfg, weights, dtag)
         cfg, params = models.load_model(d)       # goldens come from what is on disk
         loaded[name] = (cfg, params)
-        rs = np.random.RandomState(FIXTURE_SEED + (2 if name == "llama-tiny-sharded" else mi))
+        rs = np.random.RandomState(FIXTURE_SEED + (2 if name == "llama-tiny-sharded" else mi if mi < BY_PLACE else wseed))
         seqs = make_sequences(rs, [7, 10, 12])
         batch = make_examples(rs)
         # make the last classify example correct (label = its arg-max) so both outcomes are covered
@@ -346,6 +518,8 @@ def main():
         print(f"{name}: {len(params)} tensors, {sum(t.numel() for t in params.values())} params")
 
     for name, run_seed, step, q, lr, eps, wd, kind in MEZO:
+        if name not in loaded:
+            continue
         cfg, params = loaded[name]
         with open(os.path.join(GOLDEN_DIR, f"{name}.json"), "r", encoding="utf-8") as f:
             batch = json.load(f)["examples"]["batch"]

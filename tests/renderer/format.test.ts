@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatBytes, formatClock, formatCount, formatDuration, formatSeconds, parseBytes } from '../../renderer/src/lib/format.ts';
-import { parseHash } from '../../renderer/src/lib/route.ts';
+import { parseHash, routeHash } from '../../renderer/src/lib/route.ts';
 
 describe('formatting', () => {
   it('bytes', () => {
@@ -38,5 +38,10 @@ describe('formatting', () => {
   it('keeps the live run in the URL hash', () => {
     expect(parseHash('#/live/run%2F1')).toEqual({ screen: 'live', runId: 'run/1' });
     expect(parseHash('#/nonsense')).toEqual({ screen: 'new', runId: null });
+  });
+  it('keeps the run the Playground has open in the URL hash, and no run for other screens', () => {
+    expect(parseHash(routeHash({ screen: 'playground', runId: 'run/2' }))).toEqual({ screen: 'playground', runId: 'run/2' });
+    expect(parseHash('#/playground')).toEqual({ screen: 'playground', runId: null });
+    expect(parseHash('#/runs/run1')).toEqual({ screen: 'runs', runId: null });
   });
 });

@@ -12,6 +12,14 @@ const run = (id: string, name: string, lastLoss: number | null, createdAt: numbe
   stepsDone: 1, stepsPlanned: 1, lastLoss, lastAccuracy: null, error: null, resumedFrom: null, resumable: false,
 });
 
+/** A client for LiveRunState: `answer`'s reply to a call, else an empty metrics page; listeners kept by event. */
+function liveClient(listeners: Map<string, (p: unknown) => void>, answer: (method: string) => unknown): Client {
+  return {
+    call: async (m: string) => answer(m) ?? { runId: 'r1', steps: [], evals: [], latestStep: -1 },
+    on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
+  } as unknown as Client;
+}
+
 describe('NewRunState', () => {
   const noClient = () => { throw new Error('no backend in this test'); };
   it('takes MeZO defaults per task and the demo values for the demo', () => {
@@ -229,14 +237,10 @@ describe('LiveRunState: the Tiers panel', () => {
     };
     let started = false;
     const calls: string[] = [];
-    const client = {
-      call: async (m: string) => {
-        calls.push(m);
-        if (m === 'getRun') return started ? { ...detail, plan } : detail;
-        return { runId: 'r1', steps: [], evals: [], latestStep: -1 };
-      },
-      on: (e: string, l: (p: unknown) => void) => { listeners.set(e, l); return () => listeners.delete(e); },
-    } as unknown as Client;
+    const client = liveClient(listeners, (m) => {
+      calls.push(m);
+      return m === 'getRun' ? (started ? { ...detail, plan } : detail) : undefined;
+    });
     const s = new LiveRunState(() => client);
     s.listen();
     await s.open('r1');
@@ -296,5 +300,84 @@ describe('LiveRunState: elapsed time and ETA', () => {
     expect(s.elapsed).toBe(9_500);
     expect(s.eta).toBeNull();
     off();
+  });
+});
+
+describe('NewRunState: the device picker', () => {
+  // A backend's listDevices on the recorded H100 machine (tests/fixtures/gpu/h100-cuda-devices.json).
+  const h100 = { index: 0, id: 'cuda:0', name: 'NVIDIA H100 80GB HBM3', totalBytes: 85017493504, freeBytes: 85014085632, computeCapability: '9.0', multiprocessors: 132, pciBusId: '0000:00:06.0' };
+  const list = {
+    cudaCompiled: true, cudaState: 'ok', cudaDetail: '', driverVersion: 13000, runtimeVersion: 13000, devices: [h100],
+    cpu: { name: 'AMD EPYC', cores: 16, memoryBytes: 128 * 2 ** 30 }, auto: 'cuda:0', autoReason: 'device auto: cuda:0, …', visibleDevices: null, deviceOrder: null,
+  };
+  const clientWith = (devices: unknown) => ({ call: async (m: string) => (m === 'listDevices' ? devices : null) }) as unknown as Client;
+
+  it('lists auto (saying what it takes), the CPU and each GPU with its free and total memory', async () => {
+    const s = new NewRunState(() => clientWith(list));
+    await s.loadDevices();
+    expect(s.deviceChoices.map((c) => [c.value, c.label])).toEqual([
+      ['auto', 'Auto: cuda:0, NVIDIA H100 80GB HBM3'],
+      ['cpu', 'CPU · AMD EPYC, 16 cores, 128 GiB'],
+      ['cuda:0', 'cuda:0 · NVIDIA H100 80GB HBM3 · 79.2 GiB free of 79.2 GiB'],
+    ]);
+    expect(s.cudaDevice).toEqual(h100);
+  });
+
+  it('sends the device and GEMM precision picked, with the run and its plan; fp32 and auto are left to the defaults', async () => {
+    const s = new NewRunState(() => clientWith(list));
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    await s.loadDevices();
+    expect(s.options()).not.toHaveProperty('device');
+    s.device = 'cuda:0';
+    s.gemm = 'tf32';
+    expect(s.options()).toMatchObject({ device: 'cuda:0', gemm: 'tf32' });
+    expect(s.planRequest()).toMatchObject({ device: 'cuda:0', gemm: 'tf32' });
+    s.device = 'cpu';
+    expect(s.options()).toMatchObject({ device: 'cpu' });
+    expect(s.options()).not.toHaveProperty('gemm');
+    expect(s.cudaDevice).toBeNull();
+  });
+
+  it('falls back to auto when the device picked is gone, and says why there is no GPU', async () => {
+    let answer: unknown = list;
+    const s = new NewRunState(() => clientWith(answer));
+    await s.loadDevices();
+    s.device = 'cuda:0';
+    answer = { ...list, cudaState: 'no device', cudaDetail: 'no CUDA driver (libcuda.so.1) on this machine', devices: [], auto: 'cpu' };
+    await s.loadDevices();
+    expect(s.device).toBe('auto');
+    expect(s.deviceChoices[0].label).toBe('Auto: the CPU (no CUDA device)');
+    const { noCudaReason } = await import('../../renderer/src/lib/devices.ts');
+    expect(noCudaReason(s.devices)).toBe('No CUDA device: no CUDA driver (libcuda.so.1) on this machine. Runs compute on the CPU.');
+  });
+});
+
+describe('LiveRunState: machine telemetry', () => {
+  it("shows a finished run's kept samples over its elapsed time, its own GPU's by bus id; an active run continues them live", async () => {
+    const listeners = new Map<string, (p: unknown) => void>();
+    const gpu = (bus: string, u: number) => ({ index: 0, name: bus === '00000000:86:00.0' ? 'H100' : 'A10', pciBusId: bus, utilization: u, memoryUsedBytes: 2 ** 30, memoryTotalBytes: 80 * 2 ** 30, pcieRxBytesPerS: 2e9, pcieTxBytesPerS: 1e6 });
+    const sample = (at: number, u: number) => ({ at, cpu: { utilization: 0.5 }, memory: { usedBytes: 4 * 2 ** 30, totalBytes: 16 * 2 ** 30 }, disk: { readBytesPerS: 5e6, writeBytesPerS: 0, busy: 0.1 }, gpus: [gpu('00000000:3b:00.0', 0.01), { ...gpu('00000000:86:00.0', u), index: 1 }], tiers: null });
+    const device = { asked: 'auto', id: 'cuda:0', name: 'H100', gemm: 'fp32' as const, backend: 'cuda:0', pciBusId: '0000:86:00.0' };
+    let status: 'running' | 'completed' = 'completed';
+    const detail = () => ({ ...run('r1', 'gpu run', null, 10_000), status, device, options: { model: '/m', train: '/d', task: { kind: 'sst2' as const } }, checkpoints: [], evals: [], outDir: null, plan: null });
+    const client = liveClient(listeners, (m) =>
+      m === 'getRun' ? detail() : m === 'getTelemetry' ? { runId: 'r1', samples: [sample(11_000, 0.5), sample(12_000, 0.9)], thinned: false } : undefined,
+    );
+    const s = new LiveRunState(() => client);
+    s.listen();
+    await s.open('r1');
+    await new Promise((r) => setTimeout(r, 0));
+    expect(s.telemetryChart.gpuUtil).toEqual([{ x: 1, y: 50 }, { x: 2, y: 90 }]);
+    expect(s.telemetryChart.gpuName).toBe('H100');
+    expect(s.telemetryChart.pcieRx).toEqual([{ x: 1, y: 2000 }, { x: 2, y: 2000 }]);
+    expect(s.telemetryChart.diskBusy.map((p) => p.y)).toEqual([10, 10]);
+    // A finished run takes no live samples (they are another run's now).
+    listeners.get('telemetry')?.(sample(13_000, 0.7));
+    expect(s.telemetryChart.gpuUtil).toHaveLength(2);
+    status = 'running';
+    await s.open('r1');
+    await new Promise((r) => setTimeout(r, 0));
+    listeners.get('telemetry')?.(sample(13_000, 0.7));
+    expect(s.telemetryChart.gpuUtil.at(-1)).toEqual({ x: 3, y: 70 });
   });
 });

@@ -122,3 +122,15 @@ export function headDimOf(f: ConfigFields, hidden: number, heads: number, key = 
   }
   return hidden / heads;
 }
+
+/** num_key_value_heads (default: heads), which must divide num_attention_heads. */
+export function kvHeadsOf(f: ConfigFields, heads: number): number {
+  const kvHeads = f.int('num_key_value_heads', heads);
+  if (heads % kvHeads !== 0) {
+    throw new ModelError(`${f.file}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, {
+      file: f.file,
+      field: 'num_key_value_heads',
+    });
+  }
+  return kvHeads;
+}

@@ -5,11 +5,14 @@
 import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
 import { isObject } from './fields.js';
+import { gemma2, gemma3 } from './gemma.js';
 import { gpt2 } from './gpt2.js';
+import { gptNeox } from './gpt_neox.js';
 import { llama } from './llama.js';
+import { olmo2 } from './olmo2.js';
 import { opt } from './opt.js';
 
-const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama];
+const FAMILIES: readonly ArchitectureFamily[] = [opt, gpt2, llama, gptNeox, olmo2, gemma2, gemma3];
 
 const BY_ARCHITECTURE = new Map<string, ArchitectureFamily>(
   FAMILIES.flatMap((f) => Object.keys(f.architectures).map((a) => [a, f] as const)),

@@ -1,13 +1,15 @@
 // OPT (OPTForCausalLM): pre-LayerNorm blocks, learned positions offset by 2,
-// separate q/k/v projections, a plain MLP (fc1, activation, fc2). Hub
-// checkpoints name their tensors `model.decoder.*` or, saved from OPTModel,
-// `decoder.*`.
+// separate q/k/v projections, a plain MLP (fc1, activation, fc2). OPT-350m
+// is post-LayerNorm (do_layer_norm_before false) with no final norm, and its
+// embeddings are narrower than the model (word_embed_proj_dim): project_in
+// widens them, project_out narrows h before the head. Hub checkpoints name
+// their tensors `model.decoder.*` or, saved from OPTModel, `decoder.*`.
 
-import type { ModelConfig, TensorRef, UnitSpec } from '../types.js';
+import type { ModelConfig, UnitSpec } from '../types.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
 import { learnedPositions } from './layers.js';
-import { type TensorPicker, headUnit, pickPrefix } from './tensors.js';
+import { type TensorPicker, blockRoles, headUnit, pickPrefix } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
   const hidden = f.int('hidden_size');
@@ -16,22 +18,8 @@ function parse(f: ConfigFields, arch: string) {
   const ffn = f.int('ffn_dim');
   const vocab = f.int('vocab_size');
   const maxPos = f.int('max_position_embeddings');
-  if (!f.bool('do_layer_norm_before', true)) {
-    f.unsupported(
-      'do_layer_norm_before is false (post-LayerNorm OPT, e.g. opt-350m) is not supported',
-      'do_layer_norm_before',
-    );
-  }
-  const proj = f.int('word_embed_proj_dim', hidden);
-  if (proj !== hidden) {
-    f.unsupported(
-      `word_embed_proj_dim ${proj} differs from hidden_size ${hidden} (project_in/project_out layers are not supported)`,
-      'word_embed_proj_dim',
-    );
-  }
-  if (f.bool('_remove_final_layer_norm', false)) {
-    f.unsupported('_remove_final_layer_norm is true (no final LayerNorm) is not supported', '_remove_final_layer_norm');
-  }
+  const before = f.bool('do_layer_norm_before', true);
+  const embedDim = f.int('word_embed_proj_dim', hidden);
   if (!f.bool('layer_norm_elementwise_affine', true)) {
     f.unsupported('layer_norm_elementwise_affine is false is not supported', 'layer_norm_elementwise_affine');
   }
@@ -54,6 +42,10 @@ function parse(f: ConfigFields, arch: string) {
     ropes: [],
     layerAttention: learnedPositions(layers),
     tiedEmbeddings: f.bool('tie_word_embeddings', true),
+    // OPTDecoder keeps its final norm only before-norm and not removed (_remove_final_layer_norm).
+    ...(before ? {} : { postNorm: true }),
+    ...(before && !f.bool('_remove_final_layer_norm', false) ? {} : { finalNorm: false }),
+    ...(embedDim === hidden ? {} : { embedDim }),
     bosTokenId: f.tokenId('bos_token_id', 2),
     eosTokenId: f.tokenId('eos_token_id', 2),
   };
@@ -62,6 +54,7 @@ function parse(f: ConfigFields, arch: string) {
 
 function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
   const C = cfg.hidden;
+  const E = cfg.embedDim ?? C;
   const F = cfg.intermediate;
   const p = pickPrefix(pk, ['model.decoder.', 'decoder.'], 'embed_tokens.weight');
   const result: UnitSpec[] = [
@@ -69,31 +62,28 @@ function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
       kind: 'embed',
       index: -1,
       tensors: {
-        tok: pk.need(`${p}embed_tokens.weight`, [cfg.vocabSize, C]),
+        tok: pk.need(`${p}embed_tokens.weight`, [cfg.vocabSize, E]),
         pos: pk.need(`${p}embed_positions.weight`, [cfg.maxPositions + cfg.positionOffset, C]),
+        ...(E === C ? {} : { proj: pk.need(`${p}project_in.weight`, [C, E]) }),
       },
     },
   ];
   for (let i = 0; i < cfg.layers; i++) {
-    const l = `${p}layers.${i}.`;
-    const t: Record<string, TensorRef> = {};
-    const lin = (role: string, name: string, out: number, inp: number) => {
-      t[`${role}_w`] = pk.need(`${l}${name}.weight`, [out, inp]);
-      if (bias) t[`${role}_b`] = pk.need(`${l}${name}.bias`, [out]);
-    };
-    t.attn_norm_w = pk.need(`${l}self_attn_layer_norm.weight`, [C]);
-    t.attn_norm_b = pk.need(`${l}self_attn_layer_norm.bias`, [C]);
-    lin('q', 'self_attn.q_proj', C, C);
-    lin('k', 'self_attn.k_proj', C, C);
-    lin('v', 'self_attn.v_proj', C, C);
-    lin('o', 'self_attn.out_proj', C, C);
-    t.mlp_norm_w = pk.need(`${l}final_layer_norm.weight`, [C]);
-    t.mlp_norm_b = pk.need(`${l}final_layer_norm.bias`, [C]);
-    lin('fc1', 'fc1', F, C);
-    lin('fc2', 'fc2', C, F);
-    result.push({ kind: 'block', index: i, tensors: t });
+    const b = blockRoles(pk, `${p}layers.${i}.`, C);
+    b.norm('attn_norm', 'self_attn_layer_norm', true);
+    b.linear('q', 'self_attn.q_proj', C, C, bias);
+    b.linear('k', 'self_attn.k_proj', C, C, bias);
+    b.linear('v', 'self_attn.v_proj', C, C, bias);
+    b.linear('o', 'self_attn.out_proj', C, C, bias);
+    b.norm('mlp_norm', 'final_layer_norm', true);
+    b.linear('fc1', 'fc1', F, C, bias);
+    b.linear('fc2', 'fc2', C, F, bias);
+    result.push({ kind: 'block', index: i, tensors: b.tensors });
   }
-  result.push(headUnit(cfg, pk, `${p}final_layer_norm.weight`, `${p}final_layer_norm.bias`));
+  const norm = cfg.finalNorm === false ? null : `${p}final_layer_norm`;
+  result.push(
+    headUnit(cfg, pk, norm && `${norm}.weight`, norm && `${norm}.bias`, 'lm_head.weight', E === C ? undefined : `${p}project_out.weight`),
+  );
   return result;
 }
 

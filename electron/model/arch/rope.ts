@@ -31,21 +31,34 @@ export function ropeTypeOf(f: ConfigFields): { key: string; type: RopeType } {
   return { key, type: type as RopeType };
 }
 
+/** An architecture's RoPE defaults, and the older top-level names some configs use. */
+export interface RopeDefaults {
+  /** rope_theta when the config gives none (10000). */
+  theta?: number;
+  /** partial_rotary_factor when the config gives none (1). */
+  partialRotaryFactor?: number;
+  /** Top-level names read when rope_theta / partial_rotary_factor are absent (GPT-NeoX: rotary_emb_base, rotary_pct). */
+  thetaAlias?: string;
+  partialAlias?: string;
+}
+
 /**
  * The model's RoPE: its type, base, rotated dims per head and the scaling's parameters.
- * `defaultTheta` is the architecture's rope_theta default.
+ * `defaults` gives the architecture's (a number: its rope_theta default).
  */
-export function ropeOf(f: ConfigFields, headDim: number, defaultTheta = 10000): RopeSpec {
+export function ropeOf(f: ConfigFields, headDim: number, defaults: RopeDefaults | number = {}): RopeSpec {
+  const d: RopeDefaults = typeof defaults === 'number' ? { theta: defaults } : defaults;
   const { key, dict } = ropeDict(f);
   const { type } = ropeTypeOf(f);
   const field = (k: string) => `${key}.${k}`;
-  // A number in the dict, else at the top level of the config.
-  const num = (k: string, opts: { topLevel?: boolean; integer?: boolean } = {}): number | undefined => {
+  // A number in the dict, else at the top level of the config (under its own name, then the alias).
+  const num = (k: string, opts: { topLevel?: boolean; integer?: boolean; alias?: string } = {}): number | undefined => {
     let v = dict[k];
     let where = field(k);
-    if ((v === undefined || v === null) && opts.topLevel) {
-      v = f.raw(k);
-      where = k;
+    for (const top of opts.topLevel ? [k, opts.alias] : []) {
+      if (!(v === undefined || v === null) || top === undefined) break;
+      v = f.raw(top);
+      where = top;
     }
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (opts.integer && !Number.isSafeInteger(v))) {
@@ -66,8 +79,8 @@ export function ropeOf(f: ConfigFields, headDim: number, defaultTheta = 10000): 
     return v as number[];
   };
 
-  const theta = num('rope_theta', { topLevel: true }) ?? defaultTheta;
-  const partial = num('partial_rotary_factor', { topLevel: true }) ?? 1;
+  const theta = num('rope_theta', { topLevel: true, alias: d.thetaAlias }) ?? d.theta ?? 10000;
+  const partial = num('partial_rotary_factor', { topLevel: true, alias: d.partialAlias }) ?? d.partialRotaryFactor ?? 1;
   if (partial > 1) f.invalid(field('partial_rotary_factor'), `must be at most 1, got ${partial}`);
   const rotaryDim = Math.floor(headDim * partial);
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) {

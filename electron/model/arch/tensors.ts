@@ -58,18 +58,65 @@ export class TensorPicker {
   }
 }
 
+/**
+ * A block's roles as a family names them: `linear(role, name, out, in, bias)` binds
+ * `<role>_w` to `<prefix><name>.weight` [out, in] and, with bias, `<role>_b` to `.bias` [out];
+ * `norm(role, name, bias)` a norm's [C] weight (and bias).
+ */
+export function blockRoles(pk: TensorPicker, prefix: string, C: number) {
+  const tensors: Record<string, TensorRef> = {};
+  const linear = (role: string, name: string, out: number, inp: number, bias: boolean): void => {
+    tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [out, inp]);
+    if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [out]);
+  };
+  return {
+    tensors,
+    linear,
+    norm(role: string, name: string, bias: boolean): void {
+      tensors[`${role}_w`] = pk.need(`${prefix}${name}.weight`, [C]);
+      if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [C]);
+    },
+    /** self_attn.{q,k,v,o}_proj of grouped-query heads (q and o NH*HD wide, k and v KV*HD). */
+    attention(qd: number, kvd: number, bias: boolean): void {
+      linear('q', 'self_attn.q_proj', qd, C, bias);
+      linear('k', 'self_attn.k_proj', kvd, C, bias);
+      linear('v', 'self_attn.v_proj', kvd, C, bias);
+      linear('o', 'self_attn.o_proj', C, qd, bias);
+    },
+    /** mlp.{gate,up,down}_proj without biases. */
+    gatedMlp(I: number): void {
+      linear('gate', 'mlp.gate_proj', I, C, false);
+      linear('up', 'mlp.up_proj', I, C, false);
+      linear('down', 'mlp.down_proj', C, I, false);
+    },
+  };
+}
+
 /** Returns the first prefix p for which `p + probe` exists. */
 export function pickPrefix(pk: TensorPicker, prefixes: string[], probe: string): string {
   for (const p of prefixes) if (pk.has(p + probe)) return p;
   return prefixes[0];
 }
 
-/** The final norm and, untied, the LM head. */
-export function headUnit(cfg: ModelConfig, pk: TensorPicker, normW: string, normB: string | null): UnitSpec {
+/**
+ * The final norm (none when `normW` is null), OPT's project_out (`proj`) and, untied, the LM
+ * head (`lmHead`: its name in the checkpoint).
+ */
+export function headUnit(
+  cfg: ModelConfig,
+  pk: TensorPicker,
+  normW: string | null,
+  normB: string | null,
+  lmHead = 'lm_head.weight',
+  proj?: string,
+): UnitSpec {
   const C = cfg.hidden;
-  const tensors: Record<string, TensorRef> = { norm_w: pk.need(normW, [C]) };
+  const E = cfg.embedDim ?? C;
+  const tensors: Record<string, TensorRef> = {};
+  if (normW) tensors.norm_w = pk.need(normW, [C]);
   if (normB) tensors.norm_b = pk.need(normB, [C]);
+  if (proj) tensors.proj = pk.need(proj, [E, C]);
   // Tied: an lm_head.weight stored anyway is ignored (the engine uses embed.tok).
-  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need('lm_head.weight', [cfg.vocabSize, C]);
+  if (!cfg.tiedEmbeddings) tensors.lm_head = pk.need(lmHead, [cfg.vocabSize, E]);
   return { kind: 'head', index: -1, tensors };
 }

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 
-import { formatRunStorage, runStorage } from '../../common/contract.js';
+import { formatRunStorage, RunDevice, runStorage } from '../../common/contract.js';
 import type { RunStorage } from '../../common/contract.js';
 import { csvText } from '../../common/csv.js';
 import { resolveDataDir } from '../paths.js';
@@ -15,7 +15,7 @@ export const RUNS_USAGE = `Usage:
   spillway runs list [--json]                  every run, newest first
   spillway runs show ID [--json]               config, status, final metrics, last eval
   spillway runs export ID --format json|csv [--out FILE]
-                                               step and eval metrics
+                                               step and eval metrics (JSON: and the telemetry kept)
   spillway runs delete ID [--yes]              remove the run's rows and files
   (ID may be any part of a run id that only one run has; --data-dir DIR picks the data folder)
 `;
@@ -69,8 +69,8 @@ function planLine(p: Record<string, unknown>): string {
 function listTable(runs: RunRecord[]): string {
   if (runs.length === 0) return 'no runs yet\n';
   return table([
-    ['ID', 'STATUS', 'STEPS', 'LOSS', 'ACC', 'CREATED', 'NAME'],
-    ...runs.map((r) => [r.id, r.status, `${r.stepsDone}/${r.stepsPlanned}`, fixed(r.finalMetrics?.finalLoss), pct(finalAccuracy(r)), when(r.createdAt), r.name]),
+    ['ID', 'STATUS', 'STEPS', 'LOSS', 'ACC', 'DEVICE', 'CREATED', 'NAME'],
+    ...runs.map((r) => [r.id, r.status, `${r.stepsDone}/${r.stepsPlanned}`, fixed(r.finalMetrics?.finalLoss), pct(finalAccuracy(r)), runDeviceOf(r)?.id ?? '-', when(r.createdAt), r.name]),
   ]);
 }
 
@@ -87,9 +87,21 @@ export function runStorageOf(r: RunRecord): RunStorage | null {
   return runStorage(o, streams);
 }
 
+/** The device the run's engine resolved --device to (its start event), from the stored config; null before that. */
+export function runDeviceOf(r: RunRecord): RunDevice | null {
+  const parsed = RunDevice.safeParse((r.config as unknown as StoredRunConfig | null)?.device);
+  return parsed.success ? parsed.data : null;
+}
+
+/** "cuda:0: NVIDIA H100 80GB HBM3, GEMMs in tf32 (asked auto)". */
+export function formatRunDevice(d: RunDevice): string {
+  return `${d.id}: ${d.name}${d.id === 'cpu' ? '' : `, GEMMs in ${d.gemm}`}${d.asked === d.id ? '' : ` (asked ${d.asked})`}`;
+}
+
 function showText(s: RunSupervisor, r: RunRecord): string {
   const last = s.store.lastEval(r.id);
   const storage = runStorageOf(r);
+  const device = runDeviceOf(r);
   const lines = [
     `run         ${r.id}  ${r.name}`,
     `status      ${r.status}${r.error ? ` (${r.error})` : ''}`,
@@ -97,6 +109,7 @@ function showText(s: RunSupervisor, r: RunRecord): string {
     `dataset     ${r.dataset}`,
     `task        ${r.task}`,
     `steps       ${r.stepsDone}/${r.stepsPlanned}`,
+    `device      ${device ? formatRunDevice(device) : `not started (asked ${(r.config as unknown as StoredRunConfig | null)?.options?.device ?? 'auto'})`}`,
     `created     ${when(r.createdAt)}   started ${when(r.startedAt)}   ended ${when(r.endedAt)}`,
     ...(r.resumedFrom ? [`resumed     from ${r.resumedFrom}`] : []),
     `final loss  ${fixed(r.finalMetrics?.finalLoss)}`,
@@ -167,7 +180,11 @@ export async function runsCommand(argv: string[], io: CommandIO = process): Prom
         return 0;
       case 'export': {
         const m = sup.getMetrics(run.id);
-        const text = values.format === 'json' ? JSON.stringify({ run, steps: m.steps, evals: m.evals }, null, 2) + '\n' : metricsCsv(m.steps, m.evals);
+        // JSON carries the machine's telemetry kept with the run too (CPU, memory, the spill drive, NVML's GPUs).
+        const text =
+          values.format === 'json'
+            ? JSON.stringify({ run, steps: m.steps, evals: m.evals, telemetry: sup.systemSamples(run.id).map((s) => s.payload) }, null, 2) + '\n'
+            : metricsCsv(m.steps, m.evals);
         if (values.out) writeFileSync(values.out, text);
         else io.stdout.write(text);
         return 0;

@@ -4,15 +4,15 @@
 import { copyFile, cp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import { RunOptions, RunPlan, SpillwayError } from '../../common/contract.js';
+import { RunOptions, RunPlan, samePciBus, SpillwayError } from '../../common/contract.js';
 import { filled } from '../../common/options.js';
-import type { AnyEvent, RunDetail, RunSummary, Settings } from '../../common/contract.js';
+import type { AnyEvent, RunDetail, RunDevice, RunSummary, Settings, TelemetrySample as ContractSample } from '../../common/contract.js';
 import type { EventListener, EventSource, RunOperations } from '../api.js';
 import { defaultSettings } from '../api.js';
 import type { EvalMetric as StoredEval, RunRecord, StepMetric as StoredStep } from '../store/types.js';
 import { Sampler, stepTimesFromEvent } from '../telemetry/index.js';
 import type { TelemetrySample } from '../telemetry/index.js';
-import { metricsCsv, runStorageOf } from './commands.js';
+import { metricsCsv, runDeviceOf, runStorageOf } from './commands.js';
 import type { RunSupervisor } from './supervisor.js';
 import type { RunEvent, StoredRunConfig } from './types.js';
 
@@ -51,6 +51,7 @@ function summary(r: RunRecord, lastLoss: number | null, lastAccuracy: number | n
     resumedFrom: r.resumedFrom,
     resumable,
     storage: runStorageOf(r),
+    device: runDeviceOf(r),
   };
 }
 
@@ -82,7 +83,17 @@ export function runPlanToContract(p: Record<string, unknown> | null | undefined)
 }
 
 function evalToContract(runId: string, e: StoredEval) {
-  return { runId, step: e.step, at: e.time, loss: e.loss ?? Number.NaN, accuracy: e.accuracy, examples: e.examples, evalMs: e.evalMs ?? 0 };
+  return {
+    runId,
+    step: e.step,
+    at: e.time,
+    loss: e.loss ?? Number.NaN,
+    accuracy: e.accuracy,
+    examples: e.examples,
+    evalMs: e.evalMs ?? 0,
+    exactMatch: e.exactMatch ?? null,
+    f1: e.f1 ?? null,
+  };
 }
 
 /**
@@ -111,27 +122,53 @@ async function savedWeights(dir: string): Promise<string | null> {
   return null;
 }
 
-function telemetryToContract(s: TelemetrySample): AnyEvent {
+const unit = (x: number) => Math.min(1, Math.max(0, x));
+const bytes = (x: number | null | undefined) => (typeof x === 'number' && Number.isFinite(x) ? Math.max(0, Math.round(x)) : null);
+
+/**
+ * A sample as the contract carries it, live (the telemetry event) and as kept with a run (getTelemetry):
+ * one path, so what a finished run shows is what its live view showed.
+ */
+export function telemetryToContract(s: TelemetrySample): ContractSample {
   const gpuDevices = s.gpu.state === 'ok' ? s.gpu.devices : [];
   return {
-    event: 'telemetry',
-    payload: {
-      at: s.t,
-      cpu: s.cpu ? { utilization: Math.min(1, Math.max(0, s.cpu.total)) } : null,
-      memory: s.memory ? { usedBytes: s.memory.usedBytes, totalBytes: s.memory.totalBytes } : null,
-      disk: s.disk ? { readBytesPerS: Math.max(0, s.disk.readBytesPerS), writeBytesPerS: Math.max(0, s.disk.writeBytesPerS) } : null,
-      gpus: gpuDevices.map((d) => ({
-        index: d.index,
-        name: d.name,
-        utilization: d.utilization === null ? null : Math.min(1, Math.max(0, d.utilization)),
-        memoryUsedBytes: d.memoryUsedBytes,
-        memoryTotalBytes: d.memoryTotalBytes,
-        pcieRxBytesPerS: d.pcieRxBytesPerS,
-        pcieTxBytesPerS: d.pcieTxBytesPerS,
-      })),
-      tiers: null,
-    },
-  } as AnyEvent;
+    at: s.t,
+    cpu: s.cpu ? { utilization: unit(s.cpu.total) } : null,
+    memory: s.memory ? { usedBytes: Math.max(0, s.memory.usedBytes), totalBytes: Math.max(0, s.memory.totalBytes) } : null,
+    disk: s.disk
+      ? {
+          readBytesPerS: Math.max(0, s.disk.readBytesPerS),
+          writeBytesPerS: Math.max(0, s.disk.writeBytesPerS),
+          ...(typeof s.disk.busy === 'number' ? { busy: unit(s.disk.busy) } : {}),
+          device: s.disk.device,
+        }
+      : null,
+    gpus: gpuDevices.map((d) => ({
+      index: d.index,
+      name: d.name,
+      pciBusId: d.pciBusId ?? null,
+      utilization: d.utilization === null ? null : unit(d.utilization),
+      memoryUsedBytes: bytes(d.memoryUsedBytes),
+      memoryTotalBytes: bytes(d.memoryTotalBytes),
+      pcieRxBytesPerS: d.pcieRxBytesPerS === null ? null : Math.max(0, d.pcieRxBytesPerS),
+      pcieTxBytesPerS: d.pcieTxBytesPerS === null ? null : Math.max(0, d.pcieTxBytesPerS),
+    })),
+    tiers: null,
+  };
+}
+
+/** The GPU a run computes on among a sample's (by PCI bus id; the first when the run's is not known), or null. */
+export function runGpu<G extends { pciBusId?: string | null }>(gpus: readonly G[], device: RunDevice | null): G | null {
+  if (device && device.id === 'cpu') return null;
+  const bus = device?.pciBusId;
+  return (bus ? gpus.find((g) => samePciBus(g.pciBusId, bus)) : undefined) ?? gpus[0] ?? null;
+}
+
+/** n rows evenly thinned to at most `limit`, the first and the last kept. */
+function thin<T>(rows: T[], limit: number): T[] {
+  if (rows.length <= limit) return rows;
+  if (limit === 1) return [rows[rows.length - 1]];
+  return Array.from({ length: limit }, (_, i) => rows[Math.round((i * (rows.length - 1)) / (limit - 1))]);
 }
 
 /** Writes `dest` through a temporary file beside it, so a failed export leaves the old file whole. */
@@ -194,11 +231,11 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       const r = checkpoint ? await sup.stop(runId) : await sup.kill(runId);
       return sum(r);
     },
-    async resumeRun({ runId }) {
+    async resumeRun({ runId, device }) {
       const r = get(runId);
       if (sup.isActive(runId) || r.status === 'running') throw new SpillwayError('CONFLICT', `run ${runId} is already running`);
       try {
-        return sum(await sup.resume(runId));
+        return sum(await sup.resume(runId, { device }));
       } catch (e) {
         throw new SpillwayError('CONFLICT', (e as Error).message);
       }
@@ -236,6 +273,12 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         outDir: stored.options.out ?? null,
         plan: runPlanToContract(r.plan),
       };
+    },
+    async getTelemetry({ runId, limit }) {
+      get(runId);
+      const rows = sup.systemSamples(runId).filter((r) => typeof (r.payload as TelemetrySample | null)?.t === 'number');
+      const kept = thin(rows, limit);
+      return { runId, samples: kept.map((r) => telemetryToContract(r.payload as TelemetrySample)), thinned: kept.length < rows.length };
     },
     async getMetrics({ runId, sinceStep, limit }) {
       get(runId);
@@ -331,17 +374,19 @@ export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): Ev
   let running = false;
   const listeners = new Set<EventListener>();
   sampler.onSample((s) => {
-    const e = telemetryToContract(s);
+    const e: AnyEvent = { event: 'telemetry', payload: telemetryToContract(s) };
     for (const l of listeners) l(e);
     for (const r of sup.listRuns()) {
       if (!sup.isActive(r.id)) continue;
+      // The run's own GPU (by bus id: NVML's order is not CUDA's), none for a CPU run.
+      const gpu = s.gpu.state === 'ok' ? runGpu(s.gpu.devices, runDeviceOf(r)) : null;
       sup.recordSystemSample({
         runId: r.id,
         time: s.t,
         cpuPercent: s.cpu ? s.cpu.total * 100 : null,
         ramUsedBytes: s.memory?.usedBytes ?? null,
-        gpuPercent: s.gpu.state === 'ok' && s.gpu.devices[0]?.utilization != null ? s.gpu.devices[0].utilization * 100 : null,
-        gpuMemUsedBytes: s.gpu.state === 'ok' ? (s.gpu.devices[0]?.memoryUsedBytes ?? null) : null,
+        gpuPercent: gpu?.utilization != null ? gpu.utilization * 100 : null,
+        gpuMemUsedBytes: gpu?.memoryUsedBytes ?? null,
         payload: s,
       });
     }
@@ -351,7 +396,9 @@ export function telemetrySource(sup: RunSupervisor, sampler = new Sampler()): Ev
     const active = sup.listRuns().some((r) => sup.isActive(r.id));
     if (active && !running) {
       running = true;
-      sampler.start({ intervalMs: storedSettings(sup).samplingIntervalMs, spillDir: sup.dataDir, enginePid: sup.enginePid(e.runId) });
+      // The drive whose throughput and busy time are shown: the run's first spill folder, else the data folder's.
+      const spill = (sup.getRun(e.runId)?.config as unknown as StoredRunConfig | undefined)?.options?.spillDirs?.[0];
+      sampler.start({ intervalMs: storedSettings(sup).samplingIntervalMs, spillDir: spill ?? sup.dataDir, enginePid: sup.enginePid(e.runId) });
     } else if (!active && running) {
       running = false;
       sampler.stop();

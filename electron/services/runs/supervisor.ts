@@ -8,6 +8,7 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import { DEFAULT_CHECKPOINT_EVERY } from '../../common/contract.js';
+import type { Device } from '../../common/contract.js';
 import { listCheckpoints, latestCheckpoint, readCheckpointState, readSeedLog } from '../../engine/checkpoint.js';
 import type { SeedLogEntry } from '../../engine/checkpoint.js';
 import { EngineCrashError, startEngineJob } from '../../engine/runner.js';
@@ -209,6 +210,12 @@ export class RunSupervisor {
     if (!this.closed) this.writer.addSystemSample(sample);
   }
 
+  /** The telemetry samples kept with a run, oldest first, including those not yet flushed. */
+  systemSamples(runId: string): SystemSample[] {
+    this.writer.flush();
+    return this.store.systemSamples(runId);
+  }
+
   isActive(runId: string): boolean {
     return this.active.has(runId);
   }
@@ -301,7 +308,7 @@ export class RunSupervisor {
    * checkpoint folder. Nothing changes until the engine has checked the checkpoint and the data:
    * a resume that cannot start leaves the run as it was and rejects with the reason.
    */
-  async resume(runId: string, over: { checkpoint?: string; options?: TrainOptions } = {}): Promise<RunRecord> {
+  async resume(runId: string, over: { checkpoint?: string; options?: TrainOptions; device?: Device } = {}): Promise<RunRecord> {
     this.assertOpen();
     const run = this.store.getRun(runId);
     if (!run) throw new Error(`no run with id ${runId}`);
@@ -315,7 +322,8 @@ export class RunSupervisor {
       throw new Error(`run ${runId} has no checkpoint to resume from (none of its own in ${dir}${note})`);
     }
     const { steps_done: step } = await readCheckpointState(checkpoint);
-    const options: TrainOptions = { ...(over.options ?? stored.options), runId, resumeFrom: checkpoint };
+    // Resumed on another device: the run asks for it from now on (the engine notes the change of backend).
+    const options: TrainOptions = { ...(over.options ?? stored.options), ...(over.device ? { device: over.device } : {}), runId, resumeFrom: checkpoint };
     if (run.status === 'completed' && options.steps <= run.stepsDone) {
       throw new Error(`run ${runId} has completed its ${run.stepsDone} steps; there is nothing to resume (give more steps to train further)`);
     }
@@ -465,15 +473,21 @@ export class RunSupervisor {
           if (a) a.done = e;
           break;
         }
-        case 'start':
-          // The plan the engine placed the blocks by: the GUI sets its predictions beside the measured I/O.
-          this.store.updateRun(runId, { plan: (e.plan as unknown as Record<string, unknown> | undefined) ?? null });
+        case 'start': {
+          // The plan the engine placed the blocks by (the GUI sets its predictions beside the measured I/O),
+          // and the device it computes on (a resume may have moved it).
+          const config = this.store.getRun(runId)?.config as unknown as StoredRunConfig | undefined;
+          this.store.updateRun(runId, {
+            plan: (e.plan as unknown as Record<string, unknown> | undefined) ?? null,
+            ...(config && e.device ? { config: { ...config, device: e.device } as unknown as Record<string, unknown> } : {}),
+          });
           this.writer.addLog(runId, {
             time: now,
             level: 'info',
             message: `${e.model} (${e.architecture}, ${e.parameters} parameters) on ${e.backend} x ${e.threads} threads; ${e.trainExamples} training / ${e.evalExamples} held-out examples`,
           });
           break;
+        }
         case 'ready':
           break;
       }

@@ -1,3 +1,4 @@
+import type { RunDevice } from '../../common/contract.js';
 import type { TrainOptions, TrainOptionsInput } from '../../common/options.js';
 import type { TrainEvent } from '../../engine/trainer.js';
 import type { RunStatus } from '../store/types.js';
@@ -22,6 +23,8 @@ export interface StoredRunConfig {
   options: TrainOptions;
   /** options.out is the run's own model folder (cleared again on resume). */
   ownModelFolder: boolean;
+  /** The device its engine resolved --device to, from its (latest) start event. */
+  device?: RunDevice;
 }
 
 export interface StatusEvent {

@@ -150,9 +150,20 @@ interface EvalRow {
   accuracy: number | null;
   examples: number;
   eval_ms: number | null;
+  exact_match: number | null;
+  f1: number | null;
 }
 
-const toEval = (r: EvalRow): EvalMetric => ({ step: r.step, time: r.time, loss: r.loss, accuracy: r.accuracy, examples: r.examples, evalMs: r.eval_ms });
+const toEval = (r: EvalRow): EvalMetric => ({
+  step: r.step,
+  time: r.time,
+  loss: r.loss,
+  accuracy: r.accuracy,
+  examples: r.examples,
+  evalMs: r.eval_ms,
+  exactMatch: r.exact_match,
+  f1: r.f1,
+});
 
 /** SQLite stores NaN as NULL; say so explicitly rather than rely on the driver. */
 const finite = (x: number | null | undefined): number | null => (x === null || x === undefined || Number.isNaN(x) ? null : x);
@@ -352,9 +363,9 @@ export class RunStore {
 
   insertEvalMetrics(runId: string, rows: readonly EvalMetric[]): void {
     const s = this.stmt(
-      'INSERT OR REPLACE INTO eval_metrics (run_id, step, time, loss, accuracy, examples, eval_ms) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      'INSERT OR REPLACE INTO eval_metrics (run_id, step, time, loss, accuracy, examples, eval_ms, exact_match, f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
-    for (const m of rows) s.run(runId, m.step, m.time, finite(m.loss), finite(m.accuracy), m.examples, finite(m.evalMs));
+    for (const m of rows) s.run(runId, m.step, m.time, finite(m.loss), finite(m.accuracy), m.examples, finite(m.evalMs), finite(m.exactMatch), finite(m.f1));
   }
 
   /** Step and eval metrics after `sinceStep` (0: all), in step order. */

@@ -64,6 +64,9 @@ export interface EvalMetric {
   accuracy: number | null;
   examples: number;
   evalMs: number | null;
+  /** Generated answers against the references (completion tasks); absent or null otherwise. */
+  exactMatch?: number | null;
+  f1?: number | null;
 }
 
 export interface CheckpointRecord {

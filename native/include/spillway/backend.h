@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -39,6 +40,20 @@ struct AttentionShape {
     int ldq, ldk, ldv;    // row strides of q, k and v
     float scale;          // usually 1/sqrt(HD)
     int window;           // sliding window span, 0 = full causal
+    // Gemma 2's attention-logit soft-cap: each scaled score s becomes cap * tanh(s / cap) before
+    // the mask and the softmax; 0: none.
+    float softcap = 0.f;
+};
+
+// Failures a caller tells apart from the rest (the binding gives each its code): an allocation
+// the device, or the engine's budget of it, cannot serve; and a device that failed, after which
+// the process cannot use it again (CUDA's sticky errors: lost or reset, an uncorrectable ECC
+// error, a kernel fault).
+struct DeviceOutOfMemory : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+struct DeviceFailed : std::runtime_error {
+    using std::runtime_error::runtime_error;
 };
 
 // What alloc() implementations call around the real allocation: reserve() throws when the
@@ -174,6 +189,9 @@ public:
     virtual void layernorm(float* out, const float* inp, const float* w, const float* b, int N, int C,
                            float eps) = 0;
     virtual void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) = 0;
+    // out = rmsnorm(inp) * (offset + w): Gemma's norms scale by (1 + w). out may be inp.
+    virtual void rmsnorm_offset(float* out, const float* inp, const float* w, float offset, int N, int C,
+                                float eps) = 0;
     // out[N, O] = inp[N, I] W^T + b, W stored [O, I] (or [I, O] when transposed)
     virtual void linear(float* out, const float* inp, const float* W, const float* b, int N, int I, int O,
                         bool transposed) = 0;
@@ -192,15 +210,35 @@ public:
     virtual void activation(float* x, size_t n, Act act) = 0;
     // gate[i] = silu(gate[i]) * up[i]
     virtual void gated_silu(float* gate, const float* up, size_t n) = 0;
+    // gate[i] = act(gate[i]) * up[i] (Gemma's GeGLU: the tanh GELU, Act::GeluNew)
+    virtual void gated_act(float* gate, const float* up, size_t n, Act act) = 0;
+    // x[i] *= s (Gemma's embeddings times sqrt(hidden))
+    virtual void scale(float* x, float s, size_t n) = 0;
     // x[i] += y[i]
     virtual void add(float* x, const float* y, size_t n) = 0;
     // x[r, c] *= d[r] for a [rows, cols] x (rows = 1: every element times d[0])
     virtual void scale_rows(float* x, const float* d, int rows, int cols) = 0;
+    // out[r, :cols] = in[r, :cols] for `rows` rows of strides ld_out and ld_in: a strided slice
+    // (GPT-NeoX's per-head q|k|v split into separate q, k and v).
+    virtual void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) = 0;
     // out[m, :] = inp[rows[m], :]
     virtual void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) = 0;
-    // logprob[m] = log_softmax(x[m, :] W^T)[target[m]], W [V, C]
+    // logprob[m] = log_softmax(x[m, :] W^T)[target[m]], W [V, C]; with softcap > 0 each logit l
+    // becomes softcap * tanh(l / softcap) first (Gemma 2's final soft-cap).
     virtual void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M,
-                                int C, int V) = 0;
+                                int C, int V, float softcap = 0.f) = 0;
+
+    // ---- decoding with a KV cache (src/generate/) ----
+    // cache[rows[n] * width + c] = x[n * ld + c] for n < N, c < width: the keys or values of a
+    // pass's tokens into their sequences' cache rows.
+    virtual void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) = 0;
+    // Causal attention of a pass's N tokens over cached keys and values (rows of s.ldk / s.ldv floats):
+    // token n of sequence s (seq_start over the pass's tokens), at position positions[n], attends
+    // to cache rows kv_start[s] + j for j <= positions[n] (and j > positions[n] - s.window with a
+    // window); out [N, NH * HD]. The same sums as attention() over the same keys.
+    virtual void attention_cached(float* out, const float* q, const float* kcache, const float* vcache,
+                                  const AttentionShape& s, const int32_t* positions, int N,
+                                  const int32_t* seq_start, const int32_t* kv_start, int nseq) = 0;
 
 protected:
     MemoryLedger ledger_;
@@ -216,6 +254,7 @@ std::unique_ptr<Backend> make_cpu_backend(int threads, bool sets_blas_threads = 
 struct CudaDeviceInfo {
     int index = 0;
     std::string name;
+    std::string pci_bus_id;      // "0000:3B:00.0" (cudaDeviceGetPCIBusId); NVML's devices are matched by it
     size_t total_bytes = 0;
     long long free_bytes = -1;   // -1 when NVML is not available to ask without a context
     int cc_major = 0, cc_minor = 0;
@@ -239,7 +278,8 @@ CudaReport cuda_report();
 // Throws std::runtime_error when the device does not exist or cannot be used.
 // cuBLAS is reached through dlopen (libcublas.so.13, or $SPILLWAY_CUBLAS);
 // without it, or with SPILLWAY_CUBLAS=0, GEMMs use the built-in tiled kernel.
-std::unique_ptr<Backend> make_cuda_backend(int device);
+// gemm: "fp32", "tf32" or "bf16" (empty: fp32); $SPILLWAY_GEMM, when set, overrides it.
+std::unique_ptr<Backend> make_cuda_backend(int device, const std::string& gemm = std::string());
 #endif
 
 }  // namespace spw

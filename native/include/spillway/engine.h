@@ -106,12 +106,43 @@ struct ScoreResult {
     PhaseTimes times;
 };
 
+// ---- decoding (src/generate/; docs/ENGINE-SPEC.md, "Decoding") ----
+
+// How the next token is chosen from a sequence's logits.
+struct SamplingParams {
+    float temperature = 0.f;         // 0: greedy (arg-max, the lowest id on ties)
+    int top_k = 0;                   // keep the k most likely tokens (ties at the k-th kept); 0: all
+    float top_p = 1.f;               // keep the most likely tokens until their mass reaches p; 1: all
+    float repetition_penalty = 1.f;  // logits of tokens already in the sequence: / r when > 0, * r otherwise
+    uint64_t seed = 0;               // the counter-based draws' key
+};
+
+struct DecodeRequest {
+    std::vector<std::vector<int32_t>> prompts;  // one sequence each, decoded together
+    int max_new_tokens = 1;
+    SamplingParams sampling;
+    std::vector<int32_t> eos;  // ids that end a sequence (the id is reported, then the sequence is finished)
+    bool logits = false;       // return each step's raw logits (before the penalty and sampling)
+};
+
+enum FinishReason : int { FINISH_NONE = 0, FINISH_EOS = 1, FINISH_LENGTH = 2, FINISH_STOPPED = 3 };
+
+// One step of a decode: the prefill and first token (decode_begin), or one more token (decode_next).
+struct DecodeStep {
+    std::vector<int32_t> tokens;  // per sequence: the token chosen this step, -1 for a finished sequence
+    std::vector<int32_t> finish;  // per sequence: its FinishReason after this step (FINISH_NONE: goes on)
+    std::vector<float> logits;    // DecodeRequest::logits: [nseq, V], the rows of finished sequences 0
+    PhaseTimes times;
+};
+
 class Residency;
 class WorkingCopies;
 class Trainable;
 struct Family;
 struct Stream;
 struct TrainSpec;
+struct KvCache;
+struct Decoding;
 struct PassRope;
 
 class Engine {
@@ -134,6 +165,16 @@ public:
     // The current float32 values of a tensor (t.numel floats into out), wherever it lives.
     void read_tensor(const Tensor& t, float* out);
 
+    // Decoding with a KV cache on the clean masters: decode_begin runs the prompts as one pass
+    // (filling every block's cache) and chooses each sequence's first token; decode_next feeds
+    // the last tokens as one pass over the blocks (one token per unfinished sequence) and chooses
+    // the next ones, after finishing the sequences in `stop` (indices into the prompts, the
+    // caller's stop strings). The cache lives until decode_end or the next decode_begin; a
+    // training step in between ends it.
+    DecodeStep decode_begin(const DecodeRequest& request, const std::atomic<bool>* cancel);
+    DecodeStep decode_next(const std::vector<int32_t>& stop, const std::atomic<bool>* cancel);
+    void decode_end();
+
 private:
     struct Prepared;
 
@@ -144,6 +185,10 @@ private:
     void run_forward(const Prepared& prep, std::vector<Stream>& streams, std::vector<std::vector<float>>& logprob,
                      int noise, const std::atomic<bool>* cancel, PhaseTimes& times);
     void ensure_buffers(int N, int M, int nstreams);
+    // The index arrays of a pass into the int arena, each padded to 16; their device pointers in order.
+    std::vector<const int32_t*> upload_ints(const std::vector<const std::vector<int32_t>*>& parts);
+    // Decoding: one pass of the unfinished sequences, then each one's next token.
+    DecodeStep decode_pass(bool past, const std::atomic<bool>* cancel);
     // The RoPE tables of a pass whose longest sequence has seq_len tokens, on the device
     // (rope_passes_). A table that depends on the length is recomputed for every pass from that
     // pass's longest sequence alone (transformers keeps a grown dynamic table until a pass is
@@ -168,6 +213,9 @@ private:
     size_t ints_capacity_ = 0;
     float* lp_ = nullptr;        // token log-probs of one stream
     size_t lp_capacity_ = 0;
+    float* logits_ = nullptr;    // decoding: [sequences, V]
+    size_t logits_capacity_ = 0;
+    std::unique_ptr<Decoding> decoding_;  // the KV cache and sequences of the decode in progress
 
     // RoPE: the tables in use (host, by ModelConfig::ropes index) and where kernels read them.
     std::vector<std::vector<float>> rope_inv_freq_;

@@ -14,7 +14,8 @@
 
 namespace spw {
 
-enum class NormKind : int { LayerNorm = 0, RmsNorm = 1 };
+// RmsNormPlus1: Gemma's RMSNorm, scaled by (1 + w) (its weights are stored as offsets from 1).
+enum class NormKind : int { LayerNorm = 0, RmsNorm = 1, RmsNormPlus1 = 2 };
 enum class Dtype : int { F32 = 0, F16 = 1, BF16 = 2 };
 enum class UnitKind : int { Embed = 0, Block = 1, Head = 2 };
 
@@ -44,7 +45,7 @@ struct LayerAttention {
 };
 
 struct ModelConfig {
-    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama"
+    std::string family;    // the block recipe (native/src/arch/family.h): "opt", "gpt2", "llama", "gpt_neox", "olmo2", "gemma2", "gemma3"
     int vocab = 0;         // V
     int hidden = 0;        // C
     int layers = 0;        // L
@@ -63,6 +64,24 @@ struct ModelConfig {
     std::vector<RopeConfig> ropes;
     std::vector<LayerAttention> layer_attention;  // one per block, by block index
     bool tied = false;
+    // GPT-NeoX: both branches read the block's input, h + attn(ln1 h) + mlp(ln2 h)
+    bool parallel_residual = false;
+    // OPT-350m (do_layer_norm_before false): each branch reads h unnormed and the block's norms
+    // follow their residuals, h = norm(h + f(h))
+    bool post_norm = false;
+    // The final norm before the head (OPT-350m and _remove_final_layer_norm have none)
+    bool final_norm = true;
+    // E: the embeddings' width (OPT's word_embed_proj_dim); when it differs from C, project_in
+    // (C, E) widens the tokens' rows and project_out (E, C) narrows h before the head
+    int embed_dim = 0;
+    // Gemma: the embeddings' rows times sqrt(hidden) (rounded to float32, as transformers does)
+    float embed_scale = 1.f;
+    // Gemma: attention scores scaled by query_pre_attn_scalar^-1/2 instead of head_dim^-1/2 (0: head_dim)
+    float attn_scalar = 0.f;
+    // Gemma 2: attention scores soft-capped, cap * tanh(s / cap), before the mask (0: none)
+    float attn_softcap = 0.f;
+    // Gemma 2: the head's logits soft-capped the same way before the log-softmax (0: none)
+    float final_softcap = 0.f;
 };
 
 struct TensorSource {
@@ -109,14 +128,15 @@ struct WeightBias {
 };
 
 struct EmbedParams {
-    int tok = -1;  // (V, C)
-    int pos = -1;  // (P + position_offset, C): learned absolute positions
+    int tok = -1;   // (V, E)
+    int pos = -1;   // (P + position_offset, C): learned absolute positions
+    int proj = -1;  // (C, E): project_in, when E differs from C
 };
 
 // A superset of what the families' recipes read; each recipe uses its part.
 struct BlockParams {
     WeightBias attn_norm;  // w, b (C)
-    WeightBias qkv;        // fused q|k|v: w (C, 3C) stored [in, out], b (3C)
+    WeightBias qkv;        // fused q|k|v: w (GPT-2: (C, 3C) stored [in, out]; GPT-NeoX: (3C, C) laid out per head [NH, 3, HD]), b (3C)
     WeightBias q;          // w (NH*HD, C), b (NH*HD)
     WeightBias k;          // w (KV*HD, C), b (KV*HD)
     WeightBias v;          // w (KV*HD, C), b (KV*HD)
@@ -127,11 +147,16 @@ struct BlockParams {
     WeightBias gate;       // w (I, C), b (I)
     WeightBias up;         // w (I, C), b (I)
     WeightBias down;       // w (C, I), b (C)
+    WeightBias q_norm;     // w (NH*HD) (OLMo 2: over the whole projection); w (HD) (Gemma 3: per head)
+    WeightBias k_norm;     // w (KV*HD); w (HD) (Gemma 3)
+    WeightBias post_attn_norm;  // w (C): the attention's output normed before its residual (OLMo 2, Gemma)
+    WeightBias post_mlp_norm;   // w (C): the MLP's output normed before its residual (OLMo 2, Gemma)
 };
 
 struct HeadParams {
-    WeightBias norm;   // the final norm: w, b (C)
-    int lm_head = -1;  // (V, C); the embedding's tok when tied
+    WeightBias norm;   // the final norm: w, b (C); absent without one (ModelConfig::final_norm)
+    int proj = -1;     // (E, C): project_out, when E differs from C
+    int lm_head = -1;  // (V, E); the embedding's tok when tied
 };
 
 struct ModelParams {

@@ -18,8 +18,19 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
+void norm_rows(Backend& be, const ModelConfig& c, float* out, const float* in, const float* w, const float* b,
+               int rows, int width) {
+    switch (c.norm) {
+        case NormKind::LayerNorm: be.layernorm(out, in, w, b, rows, width, c.norm_eps); return;
+        case NormKind::RmsNorm: be.rmsnorm(out, in, w, rows, width, c.norm_eps); return;
+        case NormKind::RmsNormPlus1: be.rmsnorm_offset(out, in, w, 1.f, rows, width, c.norm_eps); return;
+    }
+}
+
 size_t acts_floats(const ModelConfig& c, size_t rows) {
-    size_t C = (size_t)c.hidden, I = (size_t)c.intermediate;
+    // Embeddings wider than the model (OPTConfig allows it) widen every row, so that the embedding
+    // step's and the head's [rows, E] buffers fit in one stream's share.
+    size_t C = std::max((size_t)c.hidden, (size_t)c.embed_dim), I = (size_t)c.intermediate;
     size_t qd = (size_t)c.heads * c.head_dim, kvd = (size_t)c.kv_heads * c.head_dim;
     return rows * (2 * C + 2 * std::max(qd, C) + 2 * std::max(kvd, C) + 2 * std::max(I, qd));
 }
@@ -39,7 +50,8 @@ size_t WorkingCopies::largest_group(const Model& m) {
             if (ti >= 0) n += pad16(m.tensors[(size_t)ti].numel);
         return n;
     };
-    return std::max(floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.lm_head}), largest_block_group(m));
+    return std::max({floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.proj, m.params.head.lm_head}),
+                     floats({m.params.embed.proj}), largest_block_group(m)});
 }
 
 size_t WorkingCopies::largest_block_group(const Model& m) {
@@ -189,6 +201,7 @@ Acts BlockPass::acts(size_t si) const {
     x.v = x.k + Ks;
     x.m1 = x.v + Ks;
     x.m2 = x.m1 + N * std::max((size_t)c_.intermediate, qd);
+    x.h = streams_[si].h;
     return x;
 }
 
@@ -199,16 +212,14 @@ void BlockPass::timed(KernelKind kind, F&& f) {
     if (timer_) timer_->stop(kind);
 }
 
-void BlockPass::norm(float* Acts::*out, const WeightBias& w) {
+void BlockPass::norm(float* Acts::*out, const WeightBias& w) { norm(out, &Acts::h, w, c_.hidden); }
+
+void BlockPass::norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, int width, int per_token) {
     const int ids[2] = {w.w, w.b};
+    const int rows = in_.N * per_token;
     copies_.with(tensors_, ids, 2, streams_, noise_, noise_ms_, [&](size_t si, const float* const* p) {
         Acts x = acts(si);
-        timed(KernelKind::Other, [&] {
-            if (c_.norm == NormKind::RmsNorm)
-                be_.rmsnorm(x.*out, streams_[si].h, p[0], in_.N, c_.hidden, c_.norm_eps);
-            else
-                be_.layernorm(x.*out, streams_[si].h, p[0], p[1], in_.N, c_.hidden, c_.norm_eps);
-        });
+        timed(KernelKind::Other, [&] { norm_rows(be_, c_, x.*out, x.*in, p[0], p[1], rows, width); });
     });
 }
 
@@ -259,7 +270,25 @@ void BlockPass::rope(float* x, int ld, int nheads) {
 }
 
 void BlockPass::attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s) {
-    timed(KernelKind::Attention, [&] { be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq); });
+    const KvCache* kv = in_.kv;
+    if (!kv) {
+        timed(KernelKind::Attention, [&] { be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq); });
+        return;
+    }
+    const int width = s.kv_heads * s.head_dim;
+    float* kc = kv->k[(size_t)block_];
+    float* vc = kv->v[(size_t)block_];
+    timed(KernelKind::Attention, [&] {
+        be_.kv_store(kc, k, s.ldk, kv->rows, in_.N, width);
+        be_.kv_store(vc, v, s.ldv, kv->rows, in_.N, width);
+        if (!kv->past) {
+            be_.attention(out, q, k, v, s, in_.seq_start, in_.nseq);
+            return;
+        }
+        AttentionShape cached = s;
+        cached.ldk = cached.ldv = width;
+        be_.attention_cached(out, q, kc, vc, cached, in_.positions, in_.N, in_.seq_start, kv->kv_start, in_.nseq);
+    });
 }
 
 void BlockPass::activation(float* x, int width) {
@@ -270,12 +299,28 @@ void BlockPass::gated_silu(float* gate, const float* up, int width) {
     timed(KernelKind::Other, [&] { be_.gated_silu(gate, up, (size_t)in_.N * width); });
 }
 
+void BlockPass::gated_act(float* gate, const float* up, int width) {
+    timed(KernelKind::Other, [&] { be_.gated_act(gate, up, (size_t)in_.N * width, (Act)c_.activation); });
+}
+
 void BlockPass::residual(float* Acts::*x) {
     const size_t n = (size_t)in_.N * c_.hidden;
     for (size_t si = 0; si < streams_.size(); si++) {
         Acts a = acts(si);
         timed(KernelKind::Other, [&] { be_.add(streams_[si].h, a.*x, n); });
     }
+}
+
+void BlockPass::add(float* Acts::*x, float* Acts::*y) {
+    const size_t n = (size_t)in_.N * c_.hidden;
+    for (size_t si = 0; si < streams_.size(); si++) {
+        Acts a = acts(si);
+        timed(KernelKind::Other, [&] { be_.add(a.*x, a.*y, n); });
+    }
+}
+
+void BlockPass::copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+    timed(KernelKind::Other, [&] { be_.copy_rows(out, ld_out, in, ld_in, rows, cols); });
 }
 
 }  // namespace spw

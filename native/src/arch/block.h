@@ -1,10 +1,11 @@
 // The one block forward: what a family's recipe (family.h) calls, kernel by
 // kernel, to run a block over every activation stream in lockstep. The engine
-// (training and scoring) and calibration run blocks through it. Decoding with a
-// KV cache will too, without a second copy of any recipe: its pass holds the
-// new tokens only (N = one per sequence, positions = cached length + t) and a
-// cache per block, BlockPass::attention appends k and v to the block's cache
-// and attends over it, and the engine tells the pass which block it runs.
+// (training, scoring and decoding) and calibration run blocks through it.
+// Decoding keeps a KV cache per block (PassInputs::kv): the engine tells the
+// pass which block it runs, BlockPass::attention stores the pass's keys and
+// values in that block's cache and, when the pass continues cached sequences
+// (one new token per sequence, positions = cached length), attends over the
+// cache; the recipes stay as they are.
 //
 // Lockstep: each kernel runs for every stream before the next kernel starts,
 // and the weight group a kernel reads (a weight and its bias) is perturbed into
@@ -33,10 +34,18 @@ struct Stream {
 
 // One stream's scratch inside a block, carved from the activation arena (N rows):
 // a, tmp [N, C]; q, att [N, max(NH*HD, C)]; k, v [N, max(KV*HD, C)]; m1, m2 [N, max(I, NH*HD)].
-// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them.
+// q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them. h is not scratch:
+// the stream's hidden states [N, C], for the kernels that read them directly (OLMo 2's
+// projections have no norm before them).
 struct Acts {
     float *a, *tmp, *q, *att, *k, *v, *m1, *m2;
+    float* h;
 };
+
+// out = the config's norm of `rows` rows of `width` (LayerNorm with b, RMSNorm, or Gemma's (1 + w)
+// RMSNorm); out may be in. The blocks' norms and the head's final norm.
+void norm_rows(Backend& be, const ModelConfig& c, float* out, const float* in, const float* w, const float* b,
+               int rows, int width);
 
 // Floats of one stream's Acts at `rows` rows.
 size_t acts_floats(const ModelConfig& c, size_t rows);
@@ -108,6 +117,15 @@ private:
     size_t capacity_ = 0, pair_capacity_ = 0;
 };
 
+// A decoding pass's KV cache (one stream, the clean masters): every block's keys and values of
+// every sequence, a fixed number of rows per sequence.
+struct KvCache {
+    std::vector<float*> k, v;           // per block: [rows, kv_heads * head_dim] on the device
+    const int32_t* rows = nullptr;      // [N] the cache row each token of the pass fills
+    const int32_t* kv_start = nullptr;  // [nseq] each sequence's first cache row
+    bool past = false;                  // the pass continues cached sequences: attend over the cache
+};
+
 // One rotary table of a pass on the device (rope.h): a block turns q and k with the table its
 // LayerAttention names.
 struct PassRope {
@@ -122,6 +140,7 @@ struct PassInputs {
     const int32_t* positions = nullptr;  // [N] each token's position in its sequence
     const int32_t* seq_start = nullptr;  // [nseq + 1]
     std::vector<PassRope> ropes;         // by index of ModelConfig::ropes (empty without RoPE)
+    const KvCache* kv = nullptr;         // decoding: the cache the pass fills and reads
 };
 
 enum class KernelKind : int { Linear = 0, Attention = 1, Other = 2 };
@@ -150,6 +169,8 @@ public:
           stream_floats_(stream_floats), noise_(noise), noise_ms_(noise_ms), timer_(timer) {}
 
     const ModelConfig& config() const { return c_; }
+    // N: the rows of every activation of the pass
+    int tokens() const { return in_.N; }
 
     // Runs block `index` of the model (parameters w) through `recipe`.
     void run(BlockRecipe recipe, int index, const BlockParams& w);
@@ -160,6 +181,9 @@ public:
     // ---- kernels that read weights: every stream, its group perturbed right before ----
     // out = norm(h) (the config's norm kind; LayerNorm with w.b, RMSNorm without)
     void norm(float* Acts::*out, const WeightBias& w);
+    // out = norm(in) over rows of `width`, `per_token` rows per token (the config's norm kind); in
+    // may be out: a norm of activations (OLMo 2's q/k norms over the projection, its post-norms).
+    void norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, int width, int per_token = 1);
     // out [N, out_dim] = in [N, in_dim] W^T + b (W stored [in, out] when its tensor says so)
     void linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
 
@@ -169,15 +193,21 @@ public:
     // RoPE on `nheads` heads of one stream's rows of x (row stride ld), with the block's table;
     // nothing in a block without rotary positions (LayerAttention::rope -1).
     void rope(float* x, int ld, int nheads);
-    // Causal attention of one stream over the pass's sequences. A decoding pass will append k and
-    // v to its cache here and attend over the cached positions; the recipes stay as they are.
+    // Causal attention of one stream over the pass's sequences. A decoding pass stores k and v in
+    // the block's cache first, and a pass that continues cached sequences attends over the cache.
     void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s);
     // The config's activation on one stream's [N, width] rows
     void activation(float* x, int width);
     // gate = silu(gate) * up on one stream's [N, width] rows
     void gated_silu(float* gate, const float* up, int width);
+    // gate = act(gate) * up with the config's activation (Gemma's tanh GELU)
+    void gated_act(float* gate, const float* up, int width);
     // h += x for every stream
     void residual(float* Acts::*x);
+    // x += y ([N, C]) for every stream
+    void add(float* Acts::*x, float* Acts::*y);
+    // out[r, :cols] = in[r, :cols] over `rows` rows of one stream, strides ld_out and ld_in
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols);
 
 private:
     Acts acts(size_t si) const;

@@ -1,6 +1,7 @@
 #include "family.h"
 
 #include <stdexcept>
+#include <tuple>
 
 #include "params.h"
 #include "rope.h"
@@ -10,7 +11,9 @@ namespace spw {
 namespace {
 
 const std::vector<const Family*>& families() {
-    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family()};
+    static const std::vector<const Family*> f = {&opt_family(), &gpt2_family(), &llama_family(),
+                                                            &gpt_neox_family(), &olmo2_family(),
+                                                            &gemma2_family(),   &gemma3_family()};
     return f;
 }
 
@@ -39,8 +42,38 @@ int dim_of(Dim d, const ModelConfig& c) {
         case Dim::QD: return c.heads * c.head_dim;
         case Dim::KVD: return c.kv_heads * c.head_dim;
         case Dim::C3: return 3 * c.hidden;
+        case Dim::HD: return c.head_dim;
     }
     return 0;
+}
+
+void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in) {
+    const int C = p.config().hidden, I = p.config().intermediate;
+    p.linear(&Acts::m1, in, w.fc1, C, I);
+    p.each([&](Acts& x, float*) { p.activation(x.m1, I); });
+    p.linear(out, &Acts::m1, w.fc2, I, C);
+}
+
+void gated_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in) {
+    const int C = p.config().hidden, I = p.config().intermediate;
+    const bool silu = p.config().activation == (int)Act::Silu;
+    p.linear(&Acts::m1, in, w.gate, C, I);
+    p.linear(&Acts::m2, in, w.up, C, I);
+    p.each([&](Acts& x, float*) {
+        if (silu)
+            p.gated_silu(x.m1, x.m2, I);
+        else
+            p.gated_act(x.m1, x.m2, I);
+    });
+    p.linear(out, &Acts::m1, w.down, I, C);
+}
+
+void rotary_attention(BlockPass& p, const AttentionShape& s) {
+    p.each([&](Acts& x, float*) {
+        p.rope(x.q, s.ldq, s.heads);
+        p.rope(x.k, s.ldk, s.kv_heads);
+        p.attention(x.att, x.q, x.k, x.v, s);
+    });
 }
 
 const Family& family_of(const std::string& name) {
@@ -56,10 +89,19 @@ void check_params(const Family& f, const Model& m) {
     const ModelConfig& c = m.config;
     const ModelParams& p = m.params;
     auto tensor = [&](int i) -> const Tensor& { return m.tensors[(size_t)i]; };
-    const int64_t C = c.hidden, V = c.vocab;
+    const int64_t C = c.hidden, V = c.vocab, E = c.embed_dim;
 
     if (p.embed.tok < 0) throw std::runtime_error("the embeddings need a 'tok' tensor");
-    expect_shape(tensor(p.embed.tok), {V, C}, false);
+    expect_shape(tensor(p.embed.tok), {V, E}, false);
+    const bool projected = E != C;
+    for (auto [ti, role, shape] : {std::make_tuple(p.embed.proj, "the embeddings' 'proj'", std::vector<int64_t>{C, E}),
+                                   std::make_tuple(p.head.proj, "the head's 'proj'", std::vector<int64_t>{E, C})}) {
+        if (projected && ti < 0)
+            throw std::runtime_error(std::string("embeddings of width ") + std::to_string(E) + " in a model of width " +
+                                     std::to_string(C) + " need " + role);
+        if (!projected && ti >= 0) throw std::runtime_error(std::string(role) + " projects embeddings of the model's own width");
+        if (ti >= 0) expect_shape(tensor(ti), shape, false);
+    }
     const bool learned = !f.rotary;
     if (f.rotary && c.ropes.empty())
         throw std::runtime_error(std::string("a ") + f.name + " model needs rotary positions (config.ropes)");
@@ -83,11 +125,13 @@ void check_params(const Family& f, const Model& m) {
     if (!learned && p.embed.pos >= 0) throw std::runtime_error("a model with rotary positions has no 'pos' tensor");
     if (learned) expect_shape(tensor(p.embed.pos), {(int64_t)c.max_positions + c.position_offset, C}, false);
 
-    if (p.head.norm.w < 0) throw std::runtime_error("the head needs 'norm_w'");
-    expect_shape(tensor(p.head.norm.w), {C}, false);
+    if (c.final_norm && p.head.norm.w < 0) throw std::runtime_error("the head needs 'norm_w'");
+    if (!c.final_norm && (p.head.norm.w >= 0 || p.head.norm.b >= 0))
+        throw std::runtime_error("a model without a final norm has no 'norm_w' or 'norm_b' in its head");
+    if (p.head.norm.w >= 0) expect_shape(tensor(p.head.norm.w), {C}, false);
     if (p.head.norm.b >= 0) expect_shape(tensor(p.head.norm.b), {C}, false);
     if (p.head.lm_head < 0) throw std::runtime_error("an untied head needs 'lm_head'");
-    expect_shape(tensor(p.head.lm_head), {V, C}, false);
+    expect_shape(tensor(p.head.lm_head), {V, E}, false);
 
     for (size_t bi = 0; bi < p.blocks.size(); bi++) {
         const BlockParams& b = p.blocks[bi];

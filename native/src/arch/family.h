@@ -17,7 +17,7 @@
 namespace spw {
 
 // Dimensions a parameter's shape is made of (ModelConfig's letters).
-enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */ };
+enum class Dim : int { None = 0, C, I, QD /* NH*HD */, KVD /* KV*HD */, C3 /* 3C */, HD };
 
 enum class Need : int { No = 0, Maybe, Yes };
 
@@ -51,9 +51,22 @@ void check_params(const Family& f, const Model& m);
 
 int dim_of(Dim d, const ModelConfig& c);
 
-// The recipes (opt.cpp, llama.cpp).
+// ---- pieces the recipes share ----
+// out = fc2(act(fc1(in))), the plain MLP (OPT, GPT-2, GPT-NeoX); m1 holds its hidden layer.
+void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in);
+// out = down(act(gate(in)) * up(in)) with the config's activation (SiLU through gated_silu); m1
+// and m2 hold its hidden layer.
+void gated_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in);
+// RoPE on q and k (the block's table), then attention into att, for every stream.
+void rotary_attention(BlockPass& p, const AttentionShape& s);
+
+// The recipes (opt.cpp, llama.cpp, gpt_neox.cpp, olmo2.cpp, gemma.cpp).
 const Family& opt_family();
 const Family& gpt2_family();
 const Family& llama_family();
+const Family& gpt_neox_family();
+const Family& olmo2_family();
+const Family& gemma2_family();
+const Family& gemma3_family();
 
 }  // namespace spw

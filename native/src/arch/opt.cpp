@@ -1,7 +1,8 @@
 // OPT and GPT-2: pre-LayerNorm blocks with learned positions, attention from
 // separate q/k/v projections (OPT) or one fused [C, 3C] Conv1D (GPT-2), and a
 // plain MLP (fc1, the config's activation, fc2); linears carry biases (OPT's
-// enable_bias may drop them).
+// enable_bias may drop them). OPT-350m's blocks are post-LayerNorm
+// (do_layer_norm_before false): h = norm(h + f(h)).
 #include <cmath>
 
 #include "family.h"
@@ -12,33 +13,36 @@ namespace {
 
 void opt_block(BlockPass& p, const BlockParams& w) {
     const ModelConfig& c = p.config();
-    const int C = c.hidden, I = c.intermediate, HD = c.head_dim;
+    const int C = c.hidden, HD = c.head_dim;
     const int qd = c.heads * HD, kvd = c.kv_heads * HD;
     const AttentionShape s{c.heads, c.kv_heads, HD, qd, kvd, kvd, 1.0f / sqrtf((float)HD), p.layer().window};
+    // Pre-norm: each branch reads norm(h) from a. Post-norm (OPT-350m): it reads h, and the norm
+    // follows the residual, in place.
+    float* Acts::*in = c.post_norm ? &Acts::h : &Acts::a;
 
-    p.norm(&Acts::a, w.attn_norm);
+    if (!c.post_norm) p.norm(&Acts::a, w.attn_norm);
     if (w.qkv.w >= 0) {
         // The fused [N, 3C] projection spans the contiguous q, att and k buffers; attention reads
         // it in place and writes into m1, which is free until the MLP.
-        p.linear(&Acts::q, &Acts::a, w.qkv, C, 3 * C);
+        p.linear(&Acts::q, in, w.qkv, C, 3 * C);
         AttentionShape s3 = s;
         s3.ldq = s3.ldk = s3.ldv = 3 * C;
         p.each([&](Acts& x, float*) { p.attention(x.m1, x.q, x.q + C, x.q + 2 * C, s3); });
         p.linear(&Acts::tmp, &Acts::m1, w.o, qd, C);
     } else {
-        p.linear(&Acts::q, &Acts::a, w.q, C, qd);
-        p.linear(&Acts::k, &Acts::a, w.k, C, kvd);
-        p.linear(&Acts::v, &Acts::a, w.v, C, kvd);
+        p.linear(&Acts::q, in, w.q, C, qd);
+        p.linear(&Acts::k, in, w.k, C, kvd);
+        p.linear(&Acts::v, in, w.v, C, kvd);
         p.each([&](Acts& x, float*) { p.attention(x.att, x.q, x.k, x.v, s); });
         p.linear(&Acts::tmp, &Acts::att, w.o, qd, C);
     }
     p.residual(&Acts::tmp);
+    if (c.post_norm) p.norm(&Acts::h, &Acts::h, w.attn_norm, C);
 
-    p.norm(&Acts::a, w.mlp_norm);
-    p.linear(&Acts::m1, &Acts::a, w.fc1, C, I);
-    p.each([&](Acts& x, float*) { p.activation(x.m1, I); });
-    p.linear(&Acts::tmp, &Acts::m1, w.fc2, I, C);
+    if (!c.post_norm) p.norm(&Acts::a, w.mlp_norm);
+    plain_mlp(p, w, &Acts::tmp, in);
     p.residual(&Acts::tmp);
+    if (c.post_norm) p.norm(&Acts::h, &Acts::h, w.mlp_norm, C);
 }
 
 }  // namespace

@@ -10,12 +10,15 @@ const std::vector<BlockField>& block_fields() {
         {"k", &BlockParams::k},                 {"v", &BlockParams::v},       {"o", &BlockParams::o},
         {"mlp_norm", &BlockParams::mlp_norm},   {"fc1", &BlockParams::fc1},   {"fc2", &BlockParams::fc2},
         {"gate", &BlockParams::gate},           {"up", &BlockParams::up},     {"down", &BlockParams::down},
+        {"q_norm", &BlockParams::q_norm},       {"k_norm", &BlockParams::k_norm},
+        {"post_attn_norm", &BlockParams::post_attn_norm},
+        {"post_mlp_norm", &BlockParams::post_mlp_norm},
     };
     return f;
 }
 
 // A field added to BlockParams must be named above too (the table is the only way roles reach it).
-static_assert(sizeof(BlockParams) == 12 * sizeof(WeightBias), "block_fields() must list every BlockParams field");
+static_assert(sizeof(BlockParams) == 16 * sizeof(WeightBias), "block_fields() must list every BlockParams field");
 
 namespace {
 
@@ -42,12 +45,14 @@ void bind_role(ModelParams& params, const Unit& u, const std::string& role, int 
         case UnitKind::Embed:
             if (role == "tok") return bind(params.embed.tok, role, u, tensor);
             if (role == "pos") return bind(params.embed.pos, role, u, tensor);
-            throw std::runtime_error("the embeddings have no role '" + role + "' (tok, pos)");
+            if (role == "proj") return bind(params.embed.proj, role, u, tensor);
+            throw std::runtime_error("the embeddings have no role '" + role + "' (tok, pos, proj)");
         case UnitKind::Head:
             if (role == "norm_w") return bind(params.head.norm.w, role, u, tensor);
             if (role == "norm_b") return bind(params.head.norm.b, role, u, tensor);
             if (role == "lm_head") return bind(params.head.lm_head, role, u, tensor);
-            throw std::runtime_error("the head has no role '" + role + "' (norm_w, norm_b, lm_head)");
+            if (role == "proj") return bind(params.head.proj, role, u, tensor);
+            throw std::runtime_error("the head has no role '" + role + "' (norm_w, norm_b, proj, lm_head)");
         case UnitKind::Block: {
             if (u.index < 0 || (size_t)u.index >= params.blocks.size())
                 throw std::runtime_error("block index " + std::to_string(u.index) + " is outside the model's " +

@@ -20,8 +20,8 @@ struct BlockField {
 const std::vector<BlockField>& block_fields();
 
 // Binds one role of unit `u` to `tensor` in `params` (a block's own struct by its index):
-// embeddings "tok", "pos"; blocks "<stem>_w", "<stem>_b"; the head "norm_w", "norm_b",
-// "lm_head". Throws naming the role when the unit kind has none such or it is bound twice.
+// embeddings "tok", "pos", "proj"; blocks "<stem>_w", "<stem>_b"; the head "norm_w", "norm_b",
+// "proj", "lm_head". Throws naming the role when the unit kind has none such or it is bound twice.
 void bind_role(ModelParams& params, const Unit& u, const std::string& role, int tensor);
 
 }  // namespace spw

@@ -89,6 +89,16 @@ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+float act_one(float x, Act act) {
+    switch (act) {
+        case Act::Relu: return x > 0.f ? x : 0.f;
+        case Act::Gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        case Act::GeluNew: return gelu_tanh(x);
+        case Act::Silu: return x / (1.0f + expf(-x));
+    }
+    return x;
+}
+
 class CpuBackend final : public Backend {
 public:
     CpuBackend(int threads, bool sets_blas_threads) : pool_(threads) {
@@ -268,13 +278,19 @@ public:
     }
 
     void rmsnorm(float* out, const float* inp, const float* w, int N, int C, float eps) override {
+        rmsnorm_offset(out, inp, w, 0.f, N, C, eps);
+    }
+
+    // offset 0 is rmsnorm exactly: 0 + w[c] is w[c].
+    void rmsnorm_offset(float* out, const float* inp, const float* w, float offset, int N, int C,
+                        float eps) override {
         pool_.parallel_for((size_t)N, 1, [&](size_t r0, size_t r1) {
             for (size_t n = r0; n < r1; n++) {
                 const float* x = inp + n * C;
                 float* y = out + n * C;
                 float ss = dot(x, x, C);
                 float rstd = 1.0f / sqrtf(ss / (float)C + eps);
-                for (int c = 0; c < C; c++) y[c] = w[c] * (x[c] * rstd);
+                for (int c = 0; c < C; c++) y[c] = (offset + w[c]) * (x[c] * rstd);
             }
         });
     }
@@ -363,6 +379,8 @@ public:
                     int i = i0 + r;
                     int lo = (s.window > 0 ? std::max(0, i - s.window + 1) : 0) - j0, hi = i - j0 + 1;
                     float* p = scores.data() + (size_t)r * keys;
+                    if (s.softcap > 0.f)
+                        for (int j = lo; j < hi; j++) p[j] = s.softcap * tanhf(p[j] / s.softcap);
                     float inv = 1.0f / exp_shift(p + lo, hi - lo, max_of(p + lo, hi - lo));
                     for (int j = 0; j < lo; j++) p[j] = 0.f;
                     for (int j = lo; j < hi; j++) p[j] *= inv;
@@ -374,22 +392,48 @@ public:
         });
     }
 
+    void kv_store(float* cache, const float* x, int ld, const int32_t* rows, int N, int width) override {
+        pool_.parallel_for((size_t)N, 16, [&](size_t b, size_t e) {
+            for (size_t n = b; n < e; n++)
+                std::memcpy(cache + (size_t)rows[n] * width, x + n * (size_t)ld, sizeof(float) * (size_t)width);
+        });
+    }
+
+    void attention_cached(float* out, const float* qb, const float* kc, const float* vc, const AttentionShape& s,
+                          const int32_t* positions, int N, const int32_t* seq_start, const int32_t* kv_start,
+                          int nseq) override {
+        const int HD = s.head_dim, group = s.heads / s.kv_heads;
+        const size_t out_ld = (size_t)s.heads * HD;
+        // One task per (token, head); a decoding pass has one token per sequence.
+        pool_.parallel_for((size_t)N * (size_t)s.heads, 1, [&](size_t t0, size_t t1) {
+            std::vector<float> scores;
+            int sq = 0;
+            for (size_t t = t0; t < t1; t++) {
+                int n = (int)(t / s.heads), h = (int)(t % s.heads);
+                while (seq_start[sq + 1] <= n) sq++;
+                int kvh = h / group, pos = positions[n];
+                int j0 = s.window > 0 ? std::max(0, pos - s.window + 1) : 0;
+                const float* base_k = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
+                const float* base_v = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
+                const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
+                // The training attention's products and softmax, for one query row over the keys it sees.
+                const int keys = pos - j0 + 1;
+                scores.resize((size_t)keys);
+                float* p = scores.data();
+                sgemm_nt(1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys);
+                if (s.softcap > 0.f)
+                    for (int j = 0; j < keys; j++) p[j] = s.softcap * tanhf(p[j] / s.softcap);
+                const float inv = 1.0f / exp_shift(p, keys, max_of(p, keys));
+                for (int j = 0; j < keys; j++) p[j] *= inv;
+                sgemm_nn(1, HD, keys, 1.0f, p, keys, base_v + (size_t)j0 * s.ldv, s.ldv, out + (size_t)n * out_ld + (size_t)h * HD,
+                         (int)out_ld);
+            }
+        });
+    }
+
     void activation(float* x, size_t n, Act act) override {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
-            switch (act) {
-                case Act::Relu:
-                    for (size_t i = b; i < e; i++) x[i] = x[i] > 0.f ? x[i] : 0.f;
-                    break;
-                case Act::Gelu:
-                    for (size_t i = b; i < e; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-                    break;
-                case Act::GeluNew:
-                    for (size_t i = b; i < e; i++) x[i] = gelu_tanh(x[i]);
-                    break;
-                case Act::Silu:
-                    for (size_t i = b; i < e; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
-                    break;
-            }
+            for (size_t i = b; i < e; i++) x[i] = act_one(x[i], act);
         });
     }
 
@@ -399,6 +443,18 @@ public:
                 float g = gate[i];
                 gate[i] = (g / (1.0f + expf(-g))) * up[i];
             }
+        });
+    }
+
+    void gated_act(float* gate, const float* up, size_t n, Act act) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) gate[i] = act_one(gate[i], act) * up[i];
+        });
+    }
+
+    void scale(float* x, float s, size_t n) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) x[i] *= s;
         });
     }
 
@@ -415,6 +471,13 @@ public:
         });
     }
 
+    void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
+        pool_.parallel_for((size_t)rows, 64, [&](size_t b, size_t e) {
+            for (size_t r = b; r < e; r++)
+                std::memcpy(out + r * (size_t)ld_out, in + r * (size_t)ld_in, sizeof(float) * (size_t)cols);
+        });
+    }
+
     void gather_rows(float* out, const float* inp, const int32_t* rows, int M, int C) override {
         pool_.parallel_for((size_t)M, 16, [&](size_t b, size_t e) {
             for (size_t m = b; m < e; m++) std::memcpy(out + m * C, inp + (size_t)rows[m] * C, sizeof(float) * C);
@@ -425,7 +488,7 @@ public:
     // made by one single-threaded product and reduced to their maximum and sum of exponentials
     // right away; the chunks are then combined in order (log-sum-exp of the partial sums).
     void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
-                        int V) override {
+                        int V, float softcap) override {
         const int chunks = (V + kVocabChunk - 1) / kVocabChunk;
         for (int m0 = 0; m0 < M; m0 += kLogitRows) {
             int m = std::min(kLogitRows, M - m0);
@@ -437,6 +500,8 @@ public:
                 logits.resize((size_t)m * kVocabChunk);
                 int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
                 sgemm_nt(m, n, C, 1.0f, x + (size_t)m0 * C, C, W + (size_t)v0 * C, C, logits.data(), n);
+                if (softcap > 0.f)
+                    for (size_t i = 0; i < (size_t)m * n; i++) logits[i] = softcap * tanhf(logits[i] / softcap);
                 for (int r = 0; r < m; r++) {
                     const float* l = logits.data() + (size_t)r * n;
                     float mx = max_of(l, n);
@@ -489,7 +554,7 @@ void MemoryLedger::reserve(size_t bytes, size_t budget, const std::string& devic
     if (budget == 0) return;
     std::lock_guard<std::mutex> lock(mu_);
     if (in_use_ + bytes > budget)
-        throw std::runtime_error("device memory budget exceeded on " + device + ": asked for " + mib(bytes) + " with " +
+        throw DeviceOutOfMemory("device memory budget exceeded on " + device + ": asked for " + mib(bytes) + " with " +
                                  mib(in_use_) + " of the " + mib(budget) + " budget in use (--gpu-mem); plan with this budget " +
                                  "(spillway plan) to stream more blocks");
 }

@@ -136,7 +136,10 @@ void measure_update(int threads, Backend& dev, CalibrateResult& r) {
     dev.release(d);
 }
 
-void measure_ssd(const CalibrateOptions& o, CalibrateResult& r) {
+// Reads and writes through SpillFile (O_DIRECT, io_uring) into a buffer registered with the compute
+// device as the engine's read-ahead buffers are (pinned beside a GPU): the SSD → pinned leg of a
+// streamed block, as the engine runs it.
+void measure_ssd(const CalibrateOptions& o, Backend& dev, CalibrateResult& r) {
     if (o.spill_dir.empty()) {
         r.ssd_reason = "no spill folder given";
         return;
@@ -160,6 +163,18 @@ void measure_ssd(const CalibrateOptions& o, CalibrateResult& r) {
         uint64_t largest = std::min<uint64_t>(64 * mib, bytes);
         AlignedBuffer buf(largest);
         std::memset(buf.data(), 0x5a, buf.capacity());
+        struct Pin {
+            Backend& dev;
+            void* p = nullptr;
+            Pin(Backend& d, void* q, size_t n) : dev(d) {
+                if (dev.host_addressable()) return;
+                dev.pin_host(q, n);
+                p = q;
+            }
+            ~Pin() {
+                if (p) dev.unpin_host(p);
+            }
+        } pinned(dev, buf.data(), buf.capacity());
         for (uint64_t req = mib; req <= largest; req *= 4) {
             SsdRequestRate rate;
             rate.request_bytes = req;
@@ -193,6 +208,7 @@ ModelConfig config_of(const BlockShape& s) {
     ModelConfig c;
     c.family = family_of_shape(s).name;
     c.hidden = s.hidden;
+    c.embed_dim = s.hidden;
     c.intermediate = s.intermediate;
     c.heads = s.heads;
     c.kv_heads = s.kv_heads > 0 ? s.kv_heads : s.heads;
@@ -579,7 +595,7 @@ CalibrateResult calibrate(const CalibrateOptions& o) {
     std::unique_ptr<Backend> dev;
 #ifdef SPW_WITH_CUDA
     if (o.cuda_device >= 0) {
-        dev = make_cuda_backend(o.cuda_device);
+        dev = make_cuda_backend(o.cuda_device, o.gemm);
         r.pinned = true;
     }
 #endif
@@ -591,7 +607,7 @@ CalibrateResult calibrate(const CalibrateOptions& o) {
         r.gemm_flops_per_s = gemm_rate(*dev);
         measure_update(threads, *dev, r);
     }
-    if (o.ssd) measure_ssd(o, r);
+    if (o.ssd) measure_ssd(o, *dev, r);
     if (o.has_block) {
         try {
             measure_block(*dev, o.block, r);

@@ -40,6 +40,7 @@ struct CalibrateOptions {
     uint64_t bytes = 256ull << 20;  // spill test file size (capped by free space)
     int threads = 0;             // host threads (0: all cores)
     int cuda_device = -1;        // -1: the CPU backend is the compute device
+    std::string gemm;            // a CUDA device's GEMM precision (empty: fp32; $SPILLWAY_GEMM overrides)
     // What to measure: the machine's copy, GEMM and update rates; the SSD tier of
     // spill_dir; one block of `block`'s shape.
     bool machine = true;

@@ -27,7 +27,7 @@ export function legendNames(runs: readonly Pick<ComparedRun, 'id' | 'name'>[]): 
 const ORDER = [
   'model', 'train', 'eval', 'evalFraction', 'task', 'steps', 'batchSize', 'lr', 'eps', 'weightDecay', 'q', 'noise',
   'schedule', 'warmupSteps', 'seed', 'maxLength', 'evalEvery', 'evalMax', 'zeroShot', 'checkpointEvery', 'masters',
-  'offload', 'gpuMem', 'cpuMem', 'ssdMem', 'updateOn', 'spillDir', 'spillDirs', 'writeBackEvery', 'threads', 'out',
+  'offload', 'gpuMem', 'cpuMem', 'ssdMem', 'updateOn', 'spillDir', 'spillDirs', 'writeBackEvery', 'device', 'gemm', 'threads', 'out',
 ];
 
 const LABELS: Record<string, string> = {
@@ -37,7 +37,8 @@ const LABELS: Record<string, string> = {
   noise: 'noise', schedule: 'schedule', warmupSteps: 'warm-up steps', seed: 'seed', maxLength: 'max tokens',
   evalEvery: 'evaluate every', evalMax: 'eval examples (max)', zeroShot: 'zero-shot evaluation', checkpointEvery: 'checkpoint every',
   masters: 'masters', offload: 'offload', gpuMem: 'GPU budget', cpuMem: 'CPU budget', ssdMem: 'SSD budget', updateOn: 'update on',
-  spillDir: 'spill folder', spillDirs: 'spill folders', writeBackEvery: 'write back every', threads: 'threads', out: 'output folder',
+  spillDir: 'spill folder', spillDirs: 'spill folders', writeBackEvery: 'write back every', device: 'device asked', gemm: 'GEMM precision',
+  threads: 'threads', out: 'output folder',
 };
 
 export interface HyperparameterRow {

@@ -17,6 +17,9 @@ export class RunSeries {
   tokensPerS: Point[] = [];
   evalLoss: Point[] = [];
   evalAccuracy: Point[] = [];
+  /** Generated answers (completion tasks): exact match and token F1, 0..1. */
+  evalExactMatch: Point[] = [];
+  evalF1: Point[] = [];
   /** The last steps' bytes per link and I/O wait (steps that reported them), for the Tiers panel. */
   io: IoSample[] = [];
   /** The last PACE_WINDOW steps' end times: the ETA. */
@@ -53,6 +56,8 @@ export class RunSeries {
     this.#evalAt.set(e.step, e.at);
     this.evalLoss.push({ x: e.step, y: e.loss });
     if (e.accuracy !== null) this.evalAccuracy.push({ x: e.step, y: e.accuracy });
+    if (e.exactMatch != null) this.evalExactMatch.push({ x: e.step, y: e.exactMatch });
+    if (e.f1 != null) this.evalF1.push({ x: e.step, y: e.f1 });
     return true;
   }
 

@@ -53,7 +53,7 @@ export class AppState {
   }
 
   navigate(screen: Screen, runId: string | null = null): void {
-    this.route = { screen, runId: screen === 'live' ? (runId ?? this.route.runId) : null };
+    this.route = { screen, runId: screen === 'live' ? (runId ?? this.route.runId) : screen === 'playground' ? runId : null };
   }
 
   /** What the backend had to say when it opened its data folder (a damaged database moved aside…), shown until dismissed. */

@@ -9,7 +9,8 @@ import { describeError } from '../../../electron/common/client.ts';
 import { elapsedMs, remainingMs } from '../lib/progress.ts';
 import { RunSeries } from '../lib/series.ts';
 import { storageLine, streamsUnits, tierSummary } from '../lib/tiers.ts';
-import type { Point } from '../lib/smoothing.ts';
+import { emptySeries, telemetrySeries } from '../lib/telemetry.ts';
+import type { TelemetrySeries } from '../lib/telemetry.ts';
 
 export const ACTIVE: readonly RunStatus[] = ['queued', 'running', 'stopping'];
 const TELEMETRY_KEEP = 900;
@@ -17,11 +18,6 @@ const REFRESH_MS = 250;
 /** How often the elapsed time and the ETA of a running run move on. */
 export const CLOCK_MS = 1000;
 
-export interface TelemetryPoints {
-  cpu: Point[];
-  gpu: Point[];
-  ram: Point[];
-}
 
 export class LiveRunState {
   runId = $state<string | null>(null);
@@ -42,7 +38,8 @@ export class LiveRunState {
   now = $state(Date.now());
 
   series = new RunSeries(0.6);
-  telemetryPoints: TelemetryPoints = { cpu: [], gpu: [], ram: [] };
+  /** The machine's telemetry samples while the run ran: kept with the run, then live (the newest TELEMETRY_KEEP). */
+  telemetrySamples: TelemetrySample[] = [];
   lastStep = $state<StepMetric | null>(null);
   lastEval = $state<EvalMetric | null>(null);
 
@@ -66,7 +63,12 @@ export class LiveRunState {
   });
   evalChart = $derived.by(() => {
     void this.version;
-    return { accuracy: this.series.evalAccuracy.slice(), loss: this.series.evalLoss.slice() };
+    return {
+      accuracy: this.series.evalAccuracy.slice(),
+      loss: this.series.evalLoss.slice(),
+      exactMatch: this.series.evalExactMatch.slice(),
+      f1: this.series.evalF1.slice(),
+    };
   });
   speedChart = $derived.by(() => {
     void this.version;
@@ -87,9 +89,11 @@ export class LiveRunState {
     void this.version;
     return storageLine(this.detail?.options, this.detail?.plan ?? null, this.series.io);
   });
-  telemetryChart = $derived.by(() => {
+  /** The samples as series over the run's elapsed time, its own GPU's (found once its engine said which). */
+  telemetryChart = $derived.by((): TelemetrySeries => {
     void this.telemetryVersion;
-    return { cpu: this.telemetryPoints.cpu.slice(), gpu: this.telemetryPoints.gpu.slice(), ram: this.telemetryPoints.ram.slice() };
+    const d = this.detail;
+    return d ? telemetrySeries(this.telemetrySamples, d.startedAt ?? d.createdAt, d.device) : emptySeries();
   });
 
   #client: () => Client;
@@ -97,6 +101,7 @@ export class LiveRunState {
   #timer: ReturnType<typeof setTimeout> | null = null;
   #generation = 0;
   #planAsked = false;
+  #telemetryQueue: TelemetrySample[] | null = null;
 
   constructor(client: () => Client) {
     this.#client = client;
@@ -160,12 +165,17 @@ export class LiveRunState {
    */
   async #fetchPlan(): Promise<void> {
     const d = this.detail;
-    if (!d || d.plan || d.options.offload !== 'auto' || this.#planAsked) return;
+    // A GPU run without --offload is placed by the planner too.
+    const planned = d && (d.options.offload === 'auto' || (d.options.offload === undefined && d.device?.id !== 'cpu'));
+    if (!d || this.#planAsked || ((d.plan || !planned) && d.device)) return;
     this.#planAsked = true;
     const generation = this.#generation;
     try {
       const fresh = await this.#client().call('getRun', { runId: d.id });
-      if (generation === this.#generation && this.detail) this.detail = { ...this.detail, plan: fresh.plan ?? null };
+      if (generation === this.#generation && this.detail) {
+        this.detail = { ...this.detail, plan: fresh.plan ?? null, device: fresh.device ?? null };
+        this.telemetryVersion++;
+      }
     } catch {
       this.#planAsked = false;
     }
@@ -179,17 +189,38 @@ export class LiveRunState {
     }, REFRESH_MS);
   }
 
+  /** A live sample: machine-wide, so it belongs to the open run only while that run is active. */
   #addTelemetry(t: TelemetrySample): void {
+    if (!this.detail || !this.active) return;
+    if (this.#telemetryQueue) {
+      this.#telemetryQueue.push(t);
+      return;
+    }
     this.telemetry = t;
-    const x = t.at / 1000;
-    const push = (arr: Point[], y: number | null | undefined) => {
-      if (y === null || y === undefined) return;
-      arr.push({ x, y });
-      if (arr.length > TELEMETRY_KEEP) arr.splice(0, arr.length - TELEMETRY_KEEP);
-    };
-    push(this.telemetryPoints.cpu, t.cpu ? t.cpu.utilization * 100 : null);
-    push(this.telemetryPoints.gpu, t.gpus[0]?.utilization != null ? t.gpus[0].utilization * 100 : null);
-    push(this.telemetryPoints.ram, t.memory ? (t.memory.usedBytes / Math.max(1, t.memory.totalBytes)) * 100 : null);
+    this.telemetrySamples.push(t);
+    if (this.telemetrySamples.length > TELEMETRY_KEEP) this.telemetrySamples.splice(0, this.telemetrySamples.length - TELEMETRY_KEEP);
+    this.telemetryVersion++;
+  }
+
+  /** The samples kept with the run (a finished run shows them; a running one continues them live). */
+  async #loadTelemetry(generation: number): Promise<void> {
+    const d = this.detail;
+    if (!d) return;
+    // Live samples that arrive meanwhile wait, then follow the kept ones they are newer than.
+    this.#telemetryQueue = [];
+    let kept: TelemetrySample[] = [];
+    try {
+      kept = (await this.#client().call('getTelemetry', { runId: d.id, limit: TELEMETRY_KEEP })).samples ?? [];
+    } catch {
+      // An older backend without kept samples: the live ones still come.
+    }
+    if (generation !== this.#generation) return;
+    const queued = this.#telemetryQueue;
+    this.#telemetryQueue = null;
+    const last = kept.at(-1)?.at ?? -Infinity;
+    const samples = [...kept, ...queued.filter((t) => t.at > last)];
+    this.telemetrySamples = samples.slice(-TELEMETRY_KEEP);
+    this.telemetry = samples.at(-1) ?? null;
     this.telemetryVersion++;
   }
 
@@ -205,6 +236,9 @@ export class LiveRunState {
     this.loadError = null;
     this.loading = true;
     this.#pending = [];
+    this.telemetry = null;
+    this.telemetrySamples = [];
+    this.telemetryVersion++;
     try {
       const c = this.#client();
       const detail = await c.call('getRun', { runId });
@@ -215,6 +249,7 @@ export class LiveRunState {
       this.stepsDone = detail.stepsDone;
       this.stepsPlanned = detail.stepsPlanned;
       this.error = detail.error;
+      void this.#loadTelemetry(generation);
       let since = -1;
       for (;;) {
         const page = await c.call('getMetrics', { runId, sinceStep: since, limit: 10_000 });

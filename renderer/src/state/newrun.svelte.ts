@@ -1,7 +1,7 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { AdapterTarget, Estimator, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, TrainableSet, UpdateMode } from '../../../electron/common/contract.ts';
+import type { AdapterTarget, Device, DeviceList, Estimator, Gemm, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, TrainableSet, UpdateMode } from '../../../electron/common/contract.ts';
 import { AdapterTarget as AdapterTargetSchema, ESTIMATOR_DEFAULTS, MAX_RANK, TRAIN_DEFAULTS } from '../../../electron/common/options.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
@@ -10,6 +10,7 @@ import { describeError } from '../../../electron/common/client.ts';
 import { chatTemplateOf, emptyChatFields, parseRoleMap, type ChatFields } from '../lib/chat.ts';
 import { parseBytes } from '../lib/format.ts';
 import { MASTERS, precisionComparison } from '../lib/precision.ts';
+import { deviceChoices } from '../lib/devices.ts';
 import type { Parallel } from '../../../electron/common/options.ts';
 import { checkLayout, rankLayout } from '../../../electron/common/ranks.ts';
 
@@ -130,6 +131,16 @@ export class NewRunState {
   checkpointEvery = $state<number | null>(null);
   /** Where the trained model is written; empty: the run's own folder in the data folder. */
   out = $state('');
+  /** The compute device: auto, cpu or cuda:N. */
+  device = $state<Device>('auto');
+  /** The GEMM precision on a CUDA device. */
+  gemm = $state<Gemm>('fp32');
+  /** The backend's devices (listDevices), and why they could not be listed. */
+  devices = $state<DeviceList | null>(null);
+  devicesError = $state<string | null>(null);
+  deviceChoices = $derived(deviceChoices(this.devices));
+  /** The CUDA device the run would compute on (auto's, or the one picked); null: the CPU. */
+  cudaDevice = $derived(this.deviceChoices.find((c) => c.value === this.device)?.cuda ?? null);
   /** Engine processes sharing each step (started with mpirun by the backend), how they share it, and 2d's groups. */
   ranks = $state(1);
   parallel = $state<Parallel>('data');
@@ -258,6 +269,23 @@ export class NewRunState {
     return { gpu: typed(this.gpuBudget) ?? s?.gpu ?? null, cpu: typed(this.cpuBudget) ?? s?.cpu ?? null, ssd: s?.ssd ?? null };
   }
 
+  /** Asks the backend for its devices (New run's picker). */
+  async loadDevices(): Promise<void> {
+    try {
+      this.devices = await this.#client().call('listDevices', {});
+      this.devicesError = null;
+      // A device picked earlier that is gone: back to auto.
+      if (!this.deviceChoices.some((c) => c.value === this.device)) this.device = 'auto';
+    } catch (e) {
+      this.devicesError = describeError(e);
+    }
+  }
+
+  /** The device and GEMM precision a run and its plan ask for (auto and fp32 are the defaults, left out). */
+  deviceOptions(): Pick<RunOptionsInput, 'device' | 'gemm'> {
+    return { ...(this.device !== 'auto' ? { device: this.device } : {}), ...(this.gemm !== 'fp32' && this.device !== 'cpu' ? { gemm: this.gemm } : {}) };
+  }
+
   setTask(task: TaskKind, demo = false): void {
     this.task = task;
     this.hyper = { ...(demo ? DEMO_DEFAULTS : TASK_DEFAULTS[task]) };
@@ -327,6 +355,7 @@ export class NewRunState {
       ...this.method(),
       ...(this.checkpointEvery !== null ? { checkpointEvery: this.checkpointEvery } : {}),
       ...(this.out.trim() ? { out: this.out.trim() } : {}),
+      ...this.deviceOptions(),
       ...(this.ranks > 1 ? { ranks: this.ranks, parallel: this.parallel, ...(this.parallel === '2d' ? { groups: this.groups } : {}) } : {}),
       ...this.placement(),
     };
@@ -374,6 +403,7 @@ export class NewRunState {
       ...(dirs.length ? { spillDirs: dirs } : {}),
       masters,
       updateOn: this.updateOn,
+      ...this.deviceOptions(),
       batchSize: this.hyper.batchSize,
       maxLength: this.hyper.maxLength,
       // The training data and task: the step is then predicted for the data's mean length, as the run's own plan is.

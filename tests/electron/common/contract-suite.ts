@@ -9,11 +9,15 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { SpillwayClient } from '../../../electron/common/client.js';
 import { SpillwayError, type StepMetric } from '../../../electron/common/contract.js';
 import { createServices, type SpillwayServices } from '../../../electron/services/api.js';
+import { recordedDeviceSource } from '../../../electron/engine/device.js';
 import { EventLog } from '../../helpers/events.js';
+import { makeTinyLlama } from '../../helpers/tiny-model.js';
 import { FakeRuns } from './fake-runs.js';
 import { allBlocksOnSsdBudget } from './plan-budget.js';
 
 export const MODELS_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/models');
+/** The addon's cudaDevices() as the H100 machine answered it (tests/fixtures/gpu/README.md). */
+const H100_DEVICES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/gpu/h100-cuda-devices.json');
 /** The embedded demo model: the one with a tokenizer. */
 const DEMO_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../resources/models/spillway-demo');
 
@@ -42,6 +46,7 @@ const RUN_OPTIONS = { model: `${FAKE_ROOT}/models/opt`, train: `${FAKE_ROOT}/dat
 export function contractSuite(transport: string, makeBackend: BackendFactory): void {
   describe(`contract over ${transport}`, () => {
     let runs: FakeRuns;
+    let services: SpillwayServices;
     let backend: Backend;
     let client: SpillwayClient;
     let dataDir: string;
@@ -78,13 +83,16 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
 
     beforeEach(async () => {
       runs = new FakeRuns();
-      backend = await makeBackend(createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache'), access: { allow: [dataDir, MODELS_ROOT, FAKE_ROOT] } }));
+      services = createServices({ runs, hfCacheDir: path.join(dataDir, 'no-hf-cache'), access: { allow: [dataDir, MODELS_ROOT, FAKE_ROOT] } });
+      backend = await makeBackend(services);
       client = await backend.connect();
     });
     afterEach(async () => {
       client.close();
       extraClients.splice(0).forEach((c) => c.close());
       await backend.close();
+      // Ends the generator processes the generation tests started.
+      await services.shutdown();
     });
 
     describe('catalog', () => {
@@ -305,6 +313,36 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await client.call('updateSettings', { modelRoots: [MODELS_ROOT], datasetRoots: [dataDir] })).datasetRoots).toEqual([dataDir]);
       });
 
+      it("lists the devices: the CPU, each CUDA device with its name and memory, and what auto takes (this machine's, then a recorded H100's)", async () => {
+        const here = await client.call('listDevices', {});
+        expect(here.cpu.cores).toBeGreaterThan(0);
+        expect(here.auto).toBe(here.devices[0]?.id ?? 'cpu');
+        expect(here.autoReason).toMatch(/^device auto: /);
+        if (!here.devices.length) expect(here.autoReason).toContain(here.cudaCompiled ? here.cudaDetail : 'no CUDA backend');
+
+        const recorded = await makeBackend(createServices({ runs, devices: recordedDeviceSource(H100_DEVICES), access: { allow: [MODELS_ROOT] } }));
+        try {
+          const c = await recorded.connect();
+          const list = await c.call('listDevices', {});
+          expect(list).toMatchObject({ cudaCompiled: true, cudaState: 'ok', auto: 'cuda:0', driverVersion: 13000 });
+          expect(list.devices).toEqual([
+            { index: 0, id: 'cuda:0', name: 'NVIDIA H100 80GB HBM3', totalBytes: 85017493504, freeBytes: 85014085632, computeCapability: '9.0', multiprocessors: 132, pciBusId: '0000:00:06.0' },
+          ]);
+          // A plan for that GPU takes its free memory less the headroom; a device it does not have is refused, naming what it has.
+          const p = await c.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), device: 'cuda:0', gemm: 'tf32', batchSize: 2, maxLength: 16 });
+          expect(p.computeDevice).toBe('gpu');
+          expect(p.device).toMatchObject({ id: 'cuda:0', name: 'NVIDIA H100 80GB HBM3', gemm: 'tf32', defaultBudget: { freeBytes: 85014085632, totalBytes: 85017493504 } });
+          expect(p.device!.defaultBudget!.bytes).toBe(85014085632 - p.device!.defaultBudget!.headroomBytes);
+          expect(p.notes.join(' ')).toContain('less');
+          const e = await rejection(c.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), device: 'cuda:3' }));
+          expect(e).toMatchObject({ code: 'BAD_REQUEST', message: 'device cuda:3 asked for, but CUDA lists 1 device: cuda:0 (NVIDIA H100 80GB HBM3)' });
+          expect((await rejection(c.call('plan', { model: path.join(MODELS_ROOT, 'opt-tiny'), device: 'gpu' as 'cuda' }))).code).toBe('BAD_REQUEST');
+          c.close();
+        } finally {
+          await recorded.close();
+        }
+      });
+
       it('has no native dialogs outside the desktop app, and no notices from a fresh backend', async () => {
         expect((await rejection(client.call('pickPath', { kind: 'datasets', mode: 'file' }))).code).toBe('UNAVAILABLE');
         expect(await client.call('getNotices', {})).toEqual({ notices: [] });
@@ -324,7 +362,9 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await client.call('stopRun', { runId: id })).status).toBe('stopped');
         expect((await client.call('getRun', { runId: id })).checkpoints).toHaveLength(1);
         expect((await rejection(client.call('stopRun', { runId: id }))).code).toBe('CONFLICT');
-        expect((await client.call('resumeRun', { runId: id })).status).toBe('running');
+        expect((await client.call('resumeRun', { runId: id, device: 'cpu' })).status).toBe('running');
+        expect((await client.call('getRun', { runId: id })).options.device).toBe('cpu');
+        expect((await rejection(client.call('resumeRun', { runId: id, device: 'gpu' as 'cpu' }))).code).toBe('BAD_REQUEST');
         expect((await rejection(client.call('deleteRun', { runId: id }))).code).toBe('CONFLICT');
         await client.call('stopRun', { runId: id, checkpoint: false });
         expect(await client.call('exportRun', { runId: id, kind: 'seed-log', dest: `${FAKE_ROOT}/out` })).toEqual({ path: `${FAKE_ROOT}/out/${id}-seed-log`, bytes: 42 });
@@ -345,6 +385,14 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         // The data folder is read-only: one sent is dropped.
         const d = await client.call('updateSettings', { dataDir: '/elsewhere', threads: 2 } as never);
         expect(d).toMatchObject({ dataDir: null, threads: 2 });
+      });
+
+      it("gets a run's kept telemetry", async () => {
+        const { id } = await client.call('startRun', { options: RUN_OPTIONS });
+        const sample = { at: 5, cpu: { utilization: 0.5 }, memory: { usedBytes: 1, totalBytes: 2 }, disk: { readBytesPerS: 3, writeBytesPerS: 4, busy: 0.25, device: 'nvme0n1' }, gpus: [{ index: 1, name: 'NVIDIA H100 80GB HBM3', pciBusId: '00000000:00:06.0', utilization: 0.9, memoryUsedBytes: 7, memoryTotalBytes: 80, pcieRxBytesPerS: 9, pcieTxBytesPerS: 1 }], tiers: null };
+        runs.telemetry.set(id, [sample]);
+        expect(await client.call('getTelemetry', { runId: id })).toEqual({ runId: id, samples: [sample], thinned: false });
+        expect((await rejection(client.call('getTelemetry', { runId: 'nope' }))).code).toBe('NOT_FOUND');
       });
 
       it('gets metrics since a step', async () => {
@@ -399,6 +447,68 @@ export function contractSuite(transport: string, makeBackend: BackendFactory): v
         expect((await rejection(pending)).code).toBe('CANCELLED');
         await runs.slowGetRun.first((s) => s === 'cancelled');
         expect((await client.call('getSettings', {})).threads).toBe(0);
+      });
+    });
+
+    describe('generation', () => {
+      it('streams a generation as events, in order, and answers with the whole text and what it ran on', async () => {
+        const deltas: string[] = [];
+        client.on('generation', (g) => {
+          if (g.generationId === 'g1') deltas.push(g.text);
+        });
+        const r = await client.call('generate', {
+          generationId: 'g1',
+          source: { model: DEMO_MODEL },
+          messages: [{ role: 'user', content: 'How was the film?' }],
+          sampling: { maxNewTokens: 12 },
+        });
+        expect(r).toMatchObject({ generationId: 'g1', template: 'fallback', weights: { kind: 'model', name: 'spillway-demo', step: null } });
+        expect(r.newTokens).toBeGreaterThan(0);
+        expect(r.sampling).toMatchObject({ temperature: 0, maxNewTokens: 12, stop: ['\n### '] });
+        // Events may trail the answer by a frame: wait for them to add up to the text.
+        await expect.poll(() => deltas.join('')).toBe(r.text);
+        // Greedy is deterministic: the same request gives the same text.
+        const again = await client.call('generate', { generationId: 'g2', source: { model: DEMO_MODEL }, messages: [{ role: 'user', content: 'How was the film?' }], sampling: { maxNewTokens: 12 } });
+        expect(again.text).toBe(r.text);
+      });
+
+      it('stops a generation on request: the call answers with the text so far', async () => {
+        const first = new EventLog<string>();
+        client.on('generation', (g) => {
+          if (g.generationId === 'long') first.push(g.text);
+        });
+        // Past any end id and up to 60000 tokens: it runs until stopped, however loaded the machine.
+        const model = await makeTinyLlama(path.join(dataDir, 'long-llama'), { maxPositions: 65536 });
+        const pending = client.call('generate', { generationId: 'long', source: { model }, prompt: 'The movie', sampling: { maxNewTokens: 60000, temperature: 1, seed: 3, ignoreEos: true } });
+        await first.until((s) => s.length > 0);
+        expect(await client.call('stopGeneration', { generationId: 'long' })).toEqual({ stopped: true });
+        const r = await pending;
+        expect(r.finishReason).toBe('stopped');
+        expect(r.newTokens).toBeLessThan(60000);
+        expect(await client.call('stopGeneration', { generationId: 'long' })).toEqual({ stopped: false });
+        // Cancelling the call stops it too, and frees the model for the next request.
+        const ac = new AbortController();
+        const cancelled = new EventLog<string>();
+        client.on('generation', (g) => {
+          if (g.generationId === 'cancelled') cancelled.push(g.text);
+        });
+        const call = client.call('generate', { generationId: 'cancelled', source: { model }, prompt: 'The', sampling: { maxNewTokens: 60000, ignoreEos: true } }, { signal: ac.signal });
+        await cancelled.until((s) => s.length > 0);
+        ac.abort();
+        expect((await rejection(call)).code).toBe('CANCELLED');
+        const next = await client.call('generate', { generationId: 'after', source: { model }, prompt: 'The', sampling: { maxNewTokens: 3, ignoreEos: true } });
+        expect(next).toMatchObject({ finishReason: 'length', newTokens: 3 });
+      });
+
+      it('refuses what it cannot generate from, naming why', async () => {
+        const outside = await rejection(client.call('generate', { generationId: 'x', source: { model: '/usr' }, prompt: 'hi' }));
+        expect(outside.code).toBe('FORBIDDEN');
+        const noTokenizer = await rejection(client.call('generate', { generationId: 'x', source: { model: path.join(MODELS_ROOT, 'opt-tiny') }, prompt: 'hi' }));
+        expect(noTokenizer).toMatchObject({ code: 'BAD_REQUEST', name: 'ModelLoadError' });
+        expect(noTokenizer.message).toMatch(/no tokenizer/);
+        const both = await rejection(client.call('generate', { generationId: 'x', source: { model: DEMO_MODEL }, prompt: 'hi', messages: [{ role: 'user', content: 'hi' }] }));
+        expect(both.code).toBe('BAD_REQUEST');
+        expect((await rejection(client.call('generate', { generationId: 'x', source: { runId: 'nope' }, prompt: 'hi' }))).code).toBe('NOT_FOUND');
       });
     });
 

@@ -9,6 +9,7 @@ import {
   type RunSummary,
   type Settings,
   type StepMetric,
+  type TelemetrySample,
 } from '../../../electron/common/contract.js';
 import { EventLog } from '../../helpers/events.js';
 import { defaultSettings, type EventListener, type RunOperations } from '../../../electron/services/api.js';
@@ -124,12 +125,22 @@ export class FakeRuns implements RunOperations {
     return this.summary(r);
   };
 
-  resumeRun: RunOperations['resumeRun'] = async ({ runId }) => {
+  resumeRun: RunOperations['resumeRun'] = async ({ runId, device }) => {
     const r = this.get(runId);
     if (r.detail.status === 'running') throw new SpillwayError('CONFLICT', `run ${runId} is running`);
     if (r.detail.checkpoints.length === 0) throw new SpillwayError('CONFLICT', `run ${runId} has no checkpoint to resume from`);
+    if (device) r.detail.options = { ...r.detail.options, device };
     this.setStatus(r, 'running');
     return this.summary(r);
+  };
+
+  /** Samples kept per run (tests put them here). */
+  telemetry = new Map<string, TelemetrySample[]>();
+
+  getTelemetry: RunOperations['getTelemetry'] = async ({ runId, limit }) => {
+    this.get(runId);
+    const all = this.telemetry.get(runId) ?? [];
+    return { runId, samples: structuredClone(all.slice(-limit)), thinned: all.length > limit };
   };
 
   checkpointRun: RunOperations['checkpointRun'] = async ({ runId }) => {

@@ -47,12 +47,16 @@ describe('parseModelConfig', () => {
     expect(parseModelConfig({ ...OPT_CONFIG, tie_word_embeddings: false }, DIR).tiedEmbeddings).toBe(false);
   });
 
-  it('OPT post-LN, project_in/out and other variants are unsupported', () => {
-    const me = fails({ ...OPT_CONFIG, do_layer_norm_before: false }, /do_layer_norm_before is false/, 'unsupported');
-    expect(me.field).toBe('do_layer_norm_before');
-    fails({ ...OPT_CONFIG, word_embed_proj_dim: 8 }, /word_embed_proj_dim 8 differs from hidden_size 16/, 'unsupported');
+  it('OPT-350m: post-LN blocks without a final norm, project_in/out; _remove_final_layer_norm', () => {
+    const c = parseModelConfig({ ...OPT_CONFIG, do_layer_norm_before: false, word_embed_proj_dim: 8 }, DIR);
+    expect(c).toMatchObject({ postNorm: true, finalNorm: false, embedDim: 8, hidden: 16 });
+    // Pre-LN with its final norm removed; no projection when the widths agree.
+    const r = parseModelConfig({ ...OPT_CONFIG, _remove_final_layer_norm: true, word_embed_proj_dim: 16 }, DIR);
+    expect(r).toMatchObject({ finalNorm: false });
+    expect(r.postNorm).toBeUndefined();
+    expect(r.embedDim).toBeUndefined();
     fails({ ...OPT_CONFIG, activation_function: 'tanh' }, /activation_function="tanh"/, 'unsupported');
-    fails({ ...OPT_CONFIG, _remove_final_layer_norm: true }, /_remove_final_layer_norm/, 'unsupported');
+    fails({ ...OPT_CONFIG, layer_norm_elementwise_affine: false }, /layer_norm_elementwise_affine/, 'unsupported');
   });
 
   it('GPT-2 with defaults', () => {
@@ -164,6 +168,83 @@ describe('parseModelConfig', () => {
     expect(windows({ ...base, use_sliding_window: true, layer_types: ['sliding_attention', 'full_attention'] })).toEqual([32, 0]);
     // transformers drops the window without use_sliding_window and then fails on sliding layers
     fails({ ...base, layer_types: ['sliding_attention', 'sliding_attention'] }, /use_sliding_window is false/, 'invalid');
+  });
+
+  it('GPT-NeoX: Hub keys (rotary_pct, rotary_emb_base), transformers 5 rope_parameters, defaults', () => {
+    const neox = {
+      architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox', hidden_size: 64, num_attention_heads: 4,
+      num_hidden_layers: 2, intermediate_size: 256, vocab_size: 100, rotary_pct: 0.5, rotary_emb_base: 500,
+    };
+    const c = parseModelConfig(neox, DIR);
+    expect(c).toMatchObject({
+      family: 'gpt_neox', headDim: 16, norm: 'layernorm', activation: 'gelu', normEps: 1e-5, maxPositions: 2048,
+      tiedEmbeddings: false, parallelResidual: true, ropes: [{ type: 'default', theta: 500, rotaryDim: 8 }],
+    });
+    // GPTNeoXConfig's defaults: a quarter of the head rotated, base 10000.
+    const { rotary_pct: _p, rotary_emb_base: _b, ...plain } = neox;
+    expect(parseModelConfig(plain, DIR).ropes).toEqual([{ type: 'default', theta: 10000, rotaryDim: 4 }]);
+    // transformers 5 writes rope_parameters; it wins over the older keys.
+    const v5 = { ...plain, use_parallel_residual: false, rope_parameters: { rope_type: 'default', rope_theta: 250, partial_rotary_factor: 1 } };
+    expect(parseModelConfig({ ...v5, rotary_pct: 0.25 }, DIR)).toMatchObject({ parallelResidual: false, ropes: [{ theta: 250, rotaryDim: 16 }] });
+    fails({ ...neox, rotary_pct: 0.1 }, /gives 1 rotary dims of a 16-dim head/);
+    fails({ ...neox, rotary_pct: 'half' }, /"rotary_pct" must be a positive number/);
+    fails({ ...plain, rope_parameters: { rope_type: 'linear', factor: 2 } }, /rope_parameters of type "linear" is not supported yet/, 'unsupported');
+  });
+
+  it('Gemma 2: transformers\' defaults (head_dim 256, query_pre_attn_scalar 256, soft-caps 50 / 30, every second layer global)', () => {
+    const gemma = {
+      architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', hidden_size: 64, num_attention_heads: 4,
+      num_key_value_heads: 2, num_hidden_layers: 4, intermediate_size: 128, vocab_size: 100,
+    };
+    expect(parseModelConfig(gemma, DIR)).toMatchObject({
+      family: 'gemma2', headDim: 256, norm: 'rmsnorm_plus1', normEps: 1e-6, activation: 'gelu_new', tiedEmbeddings: true,
+      embedScale: 8, queryPreAttnScalar: 256, attnSoftcap: 50, finalSoftcap: 30, bosTokenId: 2, eosTokenId: 1,
+      ropes: [{ type: 'default', theta: 10000, rotaryDim: 256 }],
+      layerAttention: [{ window: 4096, rope: 0 }, { window: 0, rope: 0 }, { window: 4096, rope: 0 }, { window: 0, rope: 0 }],
+    });
+    const off = parseModelConfig({ ...gemma, attn_logit_softcapping: null, final_logit_softcapping: null, head_dim: 16 }, DIR);
+    expect(off.attnSoftcap).toBeUndefined();
+    expect(off.finalSoftcap).toBeUndefined();
+    expect(off.headDim).toBe(16);
+    fails({ ...gemma, hidden_activation: 'silu' }, /hidden_activation "silu" is not supported/, 'unsupported');
+    fails({ ...gemma, sliding_window: null }, /sliding_window" is null, but layer_types has 2 sliding_attention layers/);
+  });
+
+  it('Gemma 3 (text): two rotary bases in either config form, local layers by sliding_window_pattern or layer_types', () => {
+    const gemma = {
+      architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', hidden_size: 64, num_attention_heads: 4,
+      num_key_value_heads: 1, num_hidden_layers: 7, intermediate_size: 128, vocab_size: 100, head_dim: 16,
+      sliding_window: 512, rope_theta: 1e6, rope_local_base_freq: 1e4,
+    };
+    const c = parseModelConfig(gemma, DIR);
+    expect(c).toMatchObject({ family: 'gemma3', ropes: [{ theta: 1e6 }, { theta: 1e4 }] });
+    expect(c.attnSoftcap).toBeUndefined();
+    // Every sixth layer global (transformers' sliding_window_pattern 6), with table 0; local ones table 1.
+    expect(c.layerAttention.map((l) => `${l.window}/${l.rope}`)).toEqual(['512/1', '512/1', '512/1', '512/1', '512/1', '0/0', '512/1']);
+    const v5 = {
+      ...gemma, rope_theta: undefined, rope_local_base_freq: undefined,
+      layer_types: ['full_attention', 'sliding_attention', 'full_attention', 'sliding_attention', 'full_attention', 'sliding_attention', 'full_attention'],
+      rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 5e5 }, sliding_attention: { rope_type: 'default', rope_theta: 100 } },
+    };
+    const c5 = parseModelConfig(v5, DIR);
+    expect(c5.ropes.map((r) => r.theta)).toEqual([5e5, 100]);
+    expect(c5.layerAttention.slice(0, 2)).toEqual([{ window: 0, rope: 0 }, { window: 512, rope: 1 }]);
+    fails({ ...v5, rope_parameters: { ...v5.rope_parameters, full_attention: { rope_type: 'linear', factor: 8 } } }, /of type "linear" is not supported yet/, 'unsupported');
+    fails({ ...gemma, use_bidirectional_attention: true }, /use_bidirectional_attention is not supported/, 'unsupported');
+  });
+
+  it('OLMo 2: defaults, GQA, explicit head_dim', () => {
+    const olmo = {
+      architectures: ['Olmo2ForCausalLM'], model_type: 'olmo2', hidden_size: 64, num_attention_heads: 4,
+      num_key_value_heads: 2, num_hidden_layers: 2, intermediate_size: 128, vocab_size: 100, rope_theta: 500000,
+    };
+    expect(parseModelConfig(olmo, DIR)).toMatchObject({
+      family: 'olmo2', kvHeads: 2, headDim: 16, norm: 'rmsnorm', normEps: 1e-5, activation: 'silu', tiedEmbeddings: false,
+      bosTokenId: null, eosTokenId: 50279, ropes: [{ type: 'default', theta: 500000, rotaryDim: 16 }],
+    });
+    expect(parseModelConfig({ ...olmo, head_dim: 8 }, DIR)).toMatchObject({ headDim: 8, ropes: [{ rotaryDim: 8 }] });
+    fails({ ...olmo, num_key_value_heads: 3 }, /not a multiple of num_key_value_heads 3/);
+    fails({ ...olmo, hidden_act: 'gelu' }, /hidden_act "gelu" is not supported/, 'unsupported');
   });
 
   it('missing required fields name the field and file', () => {

@@ -14,6 +14,12 @@ const EXPECTED: Record<string, { arch: string; family: string }> = {
   'llama-tiny-sharded': { arch: 'LlamaForCausalLM', family: 'llama' },
   'mistral-tiny': { arch: 'MistralForCausalLM', family: 'llama' },
   'qwen2-tiny': { arch: 'Qwen2ForCausalLM', family: 'llama' },
+  'gptneox-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
+  'gptneox-seq-tiny': { arch: 'GPTNeoXForCausalLM', family: 'gpt_neox' },
+  'olmo2-tiny': { arch: 'Olmo2ForCausalLM', family: 'olmo2' },
+  'opt350m-tiny': { arch: 'OPTForCausalLM', family: 'opt' },
+  'gemma2-tiny': { arch: 'Gemma2ForCausalLM', family: 'gemma2' },
+  'gemma3-tiny': { arch: 'Gemma3ForCausalLM', family: 'gemma3' },
 };
 const present = existsSync(ROOT)
   ? readdirSync(ROOT).filter((n) => existsSync(path.join(ROOT, n, 'config.json')))

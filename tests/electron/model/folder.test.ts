@@ -137,9 +137,22 @@ describe('loadModelInfo: OPT', () => {
     );
   });
 
-  it('post-LN OPT (do_layer_norm_before false) is unsupported', async () => {
-    const dir = await writeModel(sub('opt-350m'), { ...OPT_CONFIG, do_layer_norm_before: false }, specTensors(optSpec()));
-    await loadFails(dir, /do_layer_norm_before is false/, 'unsupported');
+  it('OPT-350m: post-LN blocks, no final norm, project_in/project_out around narrower embeddings', async () => {
+    const E = 8;
+    const C = OPT_CONFIG.hidden_size;
+    const spec = optSpec()
+      .filter(([name]) => !name.startsWith('model.decoder.final_layer_norm.'))
+      .map(([name, s]): [string, number[]] => (name === 'model.decoder.embed_tokens.weight' ? [name, [OPT_CONFIG.vocab_size, E]] : [name, s]));
+    spec.push(['model.decoder.project_in.weight', [C, E]], ['model.decoder.project_out.weight', [E, C]]);
+    const cfg = { ...OPT_CONFIG, do_layer_norm_before: false, word_embed_proj_dim: E };
+    const info = await loadModelInfo(await writeModel(sub('opt-350m'), cfg, specTensors(spec)));
+    const roles = (kind: string) => Object.keys(info.units.find((u) => u.kind === kind)!.tensors).sort();
+    expect(roles('embed')).toEqual(['pos', 'proj', 'tok']);
+    expect(roles('head')).toEqual(['proj']);
+    expect(info.config).toMatchObject({ postNorm: true, finalNorm: false, embedDim: E });
+    // project_out must be there, and [E, C].
+    const noOut = spec.filter(([name]) => name !== 'model.decoder.project_out.weight');
+    await loadFails(await writeModel(sub('opt-350m-noout'), cfg, specTensors(noOut)), /missing tensor "model.decoder.project_out.weight"/);
   });
 
   it('config without a required field / unknown architecture', async () => {
@@ -408,8 +421,8 @@ describe('Hugging Face cache layout', () => {
     await fsp.mkdir(path.join(hub, 'datasets--acme--data'), { recursive: true });
     await writeModel(path.join(scanRoot, 'models', 'my-opt'), OPT_CONFIG, specTensors(optSpec()));
     await writeModel(
-      path.join(scanRoot, 'models', 'opt-350m'),
-      { ...OPT_CONFIG, do_layer_norm_before: false },
+      path.join(scanRoot, 'models', 'opt-noaffine'),
+      { ...OPT_CONFIG, layer_norm_elementwise_affine: false },
       specTensors(optSpec()),
     );
     await writeModel(path.join(scanRoot, 'models', 'bert'), { architectures: ['BertModel'] }, [tensor('x', [1])]);
@@ -423,9 +436,9 @@ describe('Hugging Face cache layout', () => {
     expect(res.models.map((m) => m.name)).toEqual(['acme/tiny-gpt2', 'my-opt']);
     expect(res.unsupported.map((u) => [u.name, u.hfArchitecture])).toEqual([
       ['bert', 'BertModel'],
-      ['opt-350m', 'OPTForCausalLM'],
+      ['opt-noaffine', 'OPTForCausalLM'],
     ]);
-    expect(res.unsupported[1].reason).toMatch(/do_layer_norm_before/);
+    expect(res.unsupported[1].reason).toMatch(/layer_norm_elementwise_affine/);
     expect(res.unsupported[0].reason).toMatch(/supported: OPTForCausalLM/);
 
     const deep = await scanModelRoots([scanRoot], { maxDepth: 6 });

@@ -75,8 +75,17 @@ describe('RunSupervisor', () => {
 
     const types = mine.map((e) => e.type);
     expect(types).toEqual(['log', 'start', 'eval', 'step', 'step', 'eval', 'step', 'step', 'eval', 'log', 'done', 'status']);
-    expect(all.filter((e) => e.type !== 'status')).toEqual(mine.filter((e) => e.type !== 'status'));
-    expect(all[0]).toEqual({ runId: run.id, type: 'status', status: 'running', error: null });
+    // The device line first (said while the run was checked, before it was recorded): which device `auto` took on this
+    // machine and why; the start carries it, the run keeps it.
+    expect(sup.store.logs(run.id)[0]).toMatchObject({ message: expect.stringMatching(/^device auto: /) });
+    const start = mine.find((e) => e.type === 'start') as Extract<RunEvent, { type: 'start' }>;
+    expect(start.device).toMatchObject({ asked: 'auto', id: expect.stringMatching(/^(cpu|cuda:\d+)$/) });
+    expect((done.config as { device?: unknown }).device).toEqual(start.device);
+    // What the run's checks said before start() resolved reached only the subscribers already listening: the device line.
+    const early = all.slice(0, all.findIndex((e) => e.type === 'status'));
+    expect(early).toEqual([{ runId: run.id, type: 'log', message: expect.stringMatching(/^device auto: /) }]);
+    expect(all.slice(early.length).filter((e) => e.type !== 'status')).toEqual(mine.filter((e) => e.type !== 'status'));
+    expect(all[early.length]).toEqual({ runId: run.id, type: 'status', status: 'running', error: null });
     expect(all.every((e) => e.runId === run.id)).toBe(true);
 
     const m = sup.getMetrics(run.id);

@@ -29,6 +29,7 @@ function fakeSupervisor() {
     store,
     dataDir: dir,
     listRuns: () => [{ id: 'r1' }],
+    getRun: () => ({ id: 'r1', config: { options: {} } }),
     isActive: () => active,
     enginePid: () => 1234,
     recordSystemSample: () => {},
