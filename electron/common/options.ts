@@ -579,7 +579,7 @@ export const SamplingOptions = z.object({
 });
 
 /** What a generator is loaded with and how it renders conversations (`spillway chat`, the Playground). */
-export const GeneratorOptions = RunOptions.pick({ model: true, threads: true, spillDirs: true, masters: true }).extend({
+export const GeneratorOptions = RunFields.pick({ model: true, threads: true, spillDirs: true, masters: true }).extend({
   offload: Offload.exclude(['auto']).optional().register(flags, {
     flag: 'offload',
     arg: 'T',
