@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { TrainOptions } from '../../electron/common/options.js';
+import { TrainOptions, filled } from '../../electron/common/options.js';
 import { packageRoot } from '../../electron/engine/native.js';
 import { startEngineJob } from '../../electron/engine/runner.js';
 import { benchArgs, RESULTS } from '../common.js';
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
 
   say('damaged checkpoints…');
   const RUN = 'the-run';
-  const options = TrainOptions.parse({ model: join(DEMO, 'models', 'spillway-demo'), train: join(DEMO, 'datasets', 'sentiment-demo', 'train.jsonl'), task: { kind: 'sst2' }, steps: 7, seed: 2, q: 2, batchSize: 4, lr: 1e-4, threads: 2, zeroShot: false, evalFraction: 0, checkpointEvery: 3 });
+  const options = filled(TrainOptions.parse({ model: join(DEMO, 'models', 'spillway-demo'), train: join(DEMO, 'datasets', 'sentiment-demo', 'train.jsonl'), task: { kind: 'sst2' }, steps: 7, seed: 2, q: 2, batchSize: 4, lr: 1e-4, threads: 2, zeroShot: false, evalFraction: 0, checkpointEvery: 3 }));
   await startEngineJob({ type: 'train', options: { ...options, runId: RUN, checkpointDir: join(work, 'ckpt') } }, () => {}).done;
   const damage = await damageCampaign(join(work, 'ckpt', 'step-00000006'), RUN, options, join(work, 'damaged'));
 

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { formatDuration, parseBytes } from '../common/format.js';
 import { PlanRequest, RunOptions, ScoreOptions, TrainOptions } from '../common/contract.js';
+import { ESTIMATOR_DEFAULTS, RunFields, filled } from '../common/options.js';
 import type { RunOptionsInput } from '../common/contract.js';
 import { formatInspect, formatRefused, inspectModel, inspectRefused, isModelError } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
@@ -35,7 +36,7 @@ import { isStdoutClosed, out, stdoutClosed, watchOutput } from './output.js';
 import { ProgressLine } from './progress.js';
 
 /** What `spillway plan` takes of the run options, and the plan request's sequence length (its other flags are its own). */
-const PlanFields = RunOptions.pick({
+const PlanFields = RunFields.pick({
   model: true,
   gpuMem: true,
   cpuMem: true,
@@ -170,7 +171,7 @@ export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unkn
   if (v.offload === undefined && (v['gpu-mem'] ?? v['cpu-mem'] ?? v['ssd-mem']) !== undefined) base.offload = 'auto';
   const o = optionsFromFlags(TrainOptions, v, base, 'train');
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
-  return o;
+  return filled(o);
 }
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
@@ -542,7 +543,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       calibrationBytes: typeof values['calibration-bytes'] === 'string' ? parseBytes(values['calibration-bytes']) : undefined,
     });
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
-    const ranks = o.ranks > 1 ? rankPlan(input, o, values) : null;
+    const ranks = o.ranks > 1 ? rankPlan(input, { ...o, q: o.q ?? ESTIMATOR_DEFAULTS.mezo.q }, values) : null;
     if (json) {
       out(JSON.stringify({ ...toPlanResult(plan, info.dir, prefetchRequested, device), homes: plan.homes, memoryByTier: plan.memory, steps: o.steps, predictedRunMs: runMs, calibration, ...(ranks ? { ranks: { ...ranks, single: undefined, rank: undefined } } : {}) }) + '\n');
     } else {

@@ -21,6 +21,7 @@ import {
   MAX_LENGTH,
   MAX_THREADS,
   RootKind,
+  RunFields,
   RunOptions,
   SamplingOptions,
   TaskTemplate,
@@ -242,13 +243,13 @@ export const RunDevice = z.object({
 // --- plan
 
 /** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
-export const PlanRequest = RunOptions.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true }).extend({
+export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
     .default({}),
   /** SSD blocks are striped over these folders (absent or empty: the settings' spill folder). */
-  spillDirs: RunOptions.shape.spillDirs,
+  spillDirs: RunFields.shape.spillDirs,
   /** Where streamed blocks are updated (default auto: by the cost model). */
   updateOn: UpdateMode.default('auto'),
   /** Tokens per sequence used for the activation estimate. */
@@ -818,7 +819,7 @@ export const methods = {
   startRun: method(z.object({ name: z.string().max(200).optional(), options: RunOptions.strict() }), RunSummary),
   stopRun: method(z.object({ runId: RunId, checkpoint: z.boolean().default(true) }), RunSummary),
   /** Continues a run from its newest checkpoint; `device` moves it (losses are then not bit-comparable across devices). */
-  resumeRun: method(z.object({ runId: RunId, device: RunOptions.shape.device.unwrap().optional() }), RunSummary),
+  resumeRun: method(z.object({ runId: RunId, device: RunFields.shape.device.unwrap().optional() }), RunSummary),
   checkpointRun: method(z.object({ runId: RunId }), z.object({ requested: z.literal(true) })),
   listRuns: method(RunQuery.prefault({}), z.object({ runs: z.array(RunSummary), total: z.number().int().nonnegative() })),
   getRun: method(z.object({ runId: RunId }), RunDetail),

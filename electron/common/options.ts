@@ -8,7 +8,7 @@
 //
 // Also the one spelling of each concept the options, the planner and the
 // engine share: master precision (Masters), the home tier of a unit (Home),
-// noise, schedule, update mode and offload.
+// noise, schedule, update mode, offload, the trainable set and the estimator.
 //
 // No Node imports: the renderer loads this file.
 
@@ -27,6 +27,15 @@ export const Schedule = choice(['constant', 'linear', 'cosine'], 'schedule');
 export const UpdateMode = choice(['auto', 'home', 'device'], 'update mode');
 /** Where the blocks live: resident (none), all on the CPU or the SSD, or placed by the planner (auto) under the budgets. */
 export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
+/**
+ * What a step trains (native/src/zo/trainable.h): every weight, the small weights of each block matrix
+ * (Sparse MeZO), or adapters over a frozen base (LoRA; LoLDU's diagonal of an LU decomposition).
+ */
+export const TrainableSet = choice(['full', 'lora', 'loldu', 'sparse'], 'trainable set');
+/** How a step estimates its direction: MeZO's two-point SPSA, or FZOO's one-sided probes normalised by their losses' spread. */
+export const Estimator = choice(['mezo', 'fzoo'], 'estimator');
+/** A block matrix an adapter may target, by its role in the engine's spec (native/src/arch/params.cpp); qkv is GPT-2's fused one. */
+export const AdapterTarget = choice(['q', 'k', 'v', 'o', 'qkv', 'fc1', 'fc2', 'gate', 'up', 'down'], 'target matrix');
 /**
  * The precision of the GEMMs on a CUDA device: fp32 (cublasSgemm), tf32 (tensor cores, fp32 in and
  * out) or bf16 (operands rounded to bf16, fp32 accumulation). The CPU backend computes in fp32.
@@ -51,6 +60,9 @@ export type NoiseKind = z.output<typeof NoiseKind>;
 export type Schedule = z.output<typeof Schedule>;
 export type UpdateMode = z.output<typeof UpdateMode>;
 export type Offload = z.output<typeof Offload>;
+export type TrainableSet = z.output<typeof TrainableSet>;
+export type Estimator = z.output<typeof Estimator>;
+export type AdapterTarget = z.output<typeof AdapterTarget>;
 export type Gemm = z.output<typeof Gemm>;
 export type Device = z.output<typeof Device>;
 export type Parallel = z.output<typeof Parallel>;
@@ -79,6 +91,8 @@ export const MAX_RANKS = 4096;
 export const DEFAULT_RANK_TIMEOUT_S = 120;
 /** A run started without checkpointEvery writes a checkpoint every this many steps (the two newest are kept). */
 export const DEFAULT_CHECKPOINT_EVERY = 100;
+/** Adapter rank (LoRA, LoLDU). */
+export const MAX_RANK = 4096;
 /** Tokens one generation may add to each prompt. */
 export const MAX_NEW_TOKENS = 1 << 16;
 /** Prompts decoded together in one request. */
@@ -269,8 +283,36 @@ export const DEFAULT_TASK: TaskKind = 'sst2';
 
 const SpillDirs = z.array(FilePath).max(MAX_SPILL_DIRS);
 
+/**
+ * The defaults that depend on other options, filled in after parsing (so that a value given is
+ * never overridden): MeZO-LoRA's lr 1e-4 and eps 1e-2 for the adapter sets (MeZO's full-parameter
+ * 1e-6 and 1e-3 otherwise), FZOO's Rademacher probes, 4 of them, against MeZO's Gaussian 1, and the
+ * adapters' rank.
+ */
+export const TRAIN_DEFAULTS = {
+  full: { lr: 1e-6, eps: 1e-3 },
+  sparse: { lr: 1e-6, eps: 1e-3 },
+  lora: { lr: 1e-4, eps: 1e-2, rank: 8 },
+  loldu: { lr: 1e-4, eps: 1e-2, rank: 8 },
+} as const;
+export const ESTIMATOR_DEFAULTS = {
+  mezo: { noise: 'gaussian', q: 1 },
+  fzoo: { noise: 'rademacher', q: 4 },
+} as const;
+
+type Defaulted = { trainable: TrainableSet; estimator: Estimator; lr?: number; eps?: number; noise?: NoiseKind; q?: number; rank?: number };
+/** The options with every default that depends on another option filled in. */
+export function withTrainDefaults<T extends Defaulted>(o: T): T & { lr: number; eps: number; noise: NoiseKind; q: number; rank: number } {
+  const t: { lr: number; eps: number; rank?: number } = TRAIN_DEFAULTS[o.trainable];
+  const e = ESTIMATOR_DEFAULTS[o.estimator];
+  return { ...o, lr: o.lr ?? t.lr, eps: o.eps ?? t.eps, noise: o.noise ?? e.noise, q: o.q ?? e.q, rank: o.rank ?? t.rank ?? 8 };
+}
+
+/** The trajectory options of the adapter sets count only in runs of them (options saved before the sets existed have none). */
+const ADAPTER_RUN = (o: Readonly<Record<string, unknown>>) => o.trainable === 'lora' || o.trainable === 'loldu';
+
 /** A run's options as the UI and the CLI give them; omitted fields take their defaults. */
-export const RunOptions = z.object({
+export const RunFields = z.object({
   model: path()
     .register(flags, { flag: 'model', arg: 'PATH', read: 'path', help: 'Hugging Face model folder or HF cache entry (models--org--name)' })
     .register(pathKinds, { kind: 'models', what: 'the model folder' }),
@@ -292,18 +334,62 @@ export const RunOptions = z.object({
     .register(flags, { flag: 'steps', arg: 'N', help: 'training steps' })
     .register(trajectory, { onlyIf: (o) => (o.schedule ?? 'constant') !== 'constant' }),
   batchSize: int(1, MAX_BATCH).default(16).register(flags, { flag: 'batch-size', arg: 'N', help: 'examples per step' }).register(trajectory, {}),
-  lr: real(0, { inclusive: true }).default(1e-6).register(flags, { flag: 'lr', arg: 'X', help: 'learning rate' }).register(trajectory, {}),
-  eps: real(0, { inclusive: false }).default(1e-3).register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale' }).register(trajectory, {}),
+  trainable: TrainableSet.default('full')
+    .register(flags, {
+      flag: 'train',
+      arg: 'SET',
+      help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen) or sparse (the smallest --sparse-fraction of each block matrix)',
+    })
+    .register(trajectory, { onlyIf: (o) => (o.trainable ?? 'full') !== 'full' }),
+  rank: int(1, MAX_RANK)
+    .optional()
+    .register(flags, { flag: 'rank', arg: 'R', help: "lora and loldu: the adapters' rank (default 8)" })
+    .register(trajectory, { onlyIf: ADAPTER_RUN }),
+  loraAlpha: real(0, { inclusive: false })
+    .default(16)
+    .register(flags, { flag: 'lora-alpha', arg: 'X', help: 'lora: the delta is scaled by alpha / rank' })
+    .register(trajectory, { onlyIf: (o) => o.trainable === 'lora' }),
+  targets: z
+    .array(AdapterTarget)
+    .min(1, { error: 'expected at least one target matrix' })
+    .default(['q', 'v'])
+    .register(flags, { flag: 'targets', arg: 'T', read: 'words', help: 'lora and loldu: the block matrices adapted, comma-separated (q, k, v, o, fc1, fc2, gate, up, down; default q,v)' })
+    .register(trajectory, { onlyIf: ADAPTER_RUN }),
+  sparseFraction: real(0, { inclusive: false })
+    .max(1, { error: (iss) => `expected a finite number > 0 and <= 1, got ${shown(iss.input)}` })
+    .default(0.25)
+    .register(flags, { flag: 'sparse-fraction', arg: 'F', help: 'sparse: the share of each block matrix that trains, its smallest weights' })
+    .register(trajectory, { onlyIf: (o) => o.trainable === 'sparse' }),
+  estimator: Estimator.default('mezo')
+    .register(flags, {
+      flag: 'estimator',
+      arg: 'E',
+      help: "mezo (two forwards per perturbation) or fzoo (--q one-sided probes around the unperturbed loss, the step divided by their losses' standard deviation)",
+    })
+    .register(trajectory, { onlyIf: (o) => (o.estimator ?? 'mezo') !== 'mezo' }),
+  lr: real(0, { inclusive: true })
+    .optional()
+    .register(flags, { flag: 'lr', arg: 'X', help: 'learning rate (default 1e-6; 1e-4 with --train lora or loldu)' })
+    .register(trajectory, {}),
+  eps: real(0, { inclusive: false })
+    .optional()
+    .register(flags, { flag: 'eps', arg: 'X', help: 'perturbation scale (default 1e-3; 1e-2 with --train lora or loldu)' })
+    .register(trajectory, {}),
   weightDecay: real(0, { inclusive: true })
     .default(0)
     .register(flags, { flag: 'weight-decay', arg: 'X', help: 'weight decay (not on biases and norms)' })
     .register(trajectory, {}),
-  q: int(1, MAX_Q).default(1).register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step' }).register(trajectory, {}),
+  q: int(1, MAX_Q)
+    .optional()
+    .register(flags, { flag: 'q', arg: 'N', help: 'perturbations per step (default 1); with --estimator fzoo the probes (at least 2, default 4)' })
+    .register(trajectory, {}),
   schedule: Schedule.default('constant')
     .register(flags, { flag: 'schedule', arg: 'S', help: 'learning-rate schedule: constant, linear or cosine' })
     .register(trajectory, {}),
   warmupSteps: int(0, MAX_STEPS).default(0).register(flags, { flag: 'warmup', arg: 'N', help: 'warm-up steps' }).register(trajectory, {}),
-  noise: NoiseKind.default('gaussian').register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher' }).register(trajectory, {}),
+  noise: NoiseKind.optional()
+    .register(flags, { flag: 'noise', arg: 'K', help: 'perturbation noise: gaussian or rademacher (default gaussian; rademacher with --estimator fzoo)' })
+    .register(trajectory, {}),
   seed: int(0, Number.MAX_SAFE_INTEGER)
     .default(0)
     .register(flags, { flag: 'seed', arg: 'N', help: 'run seed (noise, data order, held-out split)' })
@@ -326,8 +412,14 @@ export const RunOptions = z.object({
     .register(flags, { flag: 'max-length', arg: 'N', help: "truncate sequences to N tokens (default: the model's position limit)" })
     .register(trajectory, {}),
   out: FilePath.optional()
-    .register(flags, { flag: 'out', arg: 'DIR', read: 'path', help: 'save the fine-tuned model (Hugging Face folder + seed log) here' })
+    .register(flags, {
+      flag: 'out',
+      arg: 'DIR',
+      read: 'path',
+      help: 'save the fine-tuned model here with its seed log: a Hugging Face folder, or with --train lora or loldu a peft adapter (adapter_config.json, adapter_model.safetensors)',
+    })
     .register(pathKinds, { kind: 'export', what: 'the output folder' }),
+  merge: z.boolean().default(false).register(flags, { flag: 'merge', help: 'lora and loldu: also save the base with the adapter merged in, a Hugging Face folder in --out/merged' }),
   zeroShot: z.boolean().default(true).register(flags, { flag: 'no-zero-shot', read: 'off', help: 'skip the evaluation before the first step' }),
   checkpointEvery: int(0, MAX_STEPS)
     .optional()
@@ -406,8 +498,28 @@ export const RunOptions = z.object({
     .register(pathKinds, { kind: 'datasets', what: 'the MPI host file' }),
 });
 
+/**
+ * Options that are each valid but do not go together, as the schema's issues (the CLI and the
+ * New run form show them beside the field). `--merge` without `--out` is the trainer's to refuse:
+ * a run started from the app always has an output folder.
+ */
+function checkCombined<T extends { trainable: TrainableSet; estimator: Estimator; q?: number; merge: boolean; ranks: number }>(o: T, ctx: z.RefinementCtx<T>): void {
+  // Several ranks exchange MeZO's loss pairs and may share CPU homes the trainable sets read at load.
+  if (o.ranks > 1 && (o.trainable !== 'full' || o.estimator !== 'mezo')) {
+    ctx.addIssue({ code: 'custom', path: ['ranks'], message: `several ranks train every weight with MeZO; the trainable set ${o.trainable} and the ${o.estimator} estimator run on one rank` });
+  }
+  if (o.merge && o.trainable !== 'lora' && o.trainable !== 'loldu') {
+    ctx.addIssue({ code: 'custom', path: ['merge'], message: 'merging saves the base with its adapter merged in: it needs the trainable set lora or loldu' });
+  }
+  if (o.estimator === 'fzoo' && o.q !== undefined && o.q < 2) {
+    ctx.addIssue({ code: 'custom', path: ['q'], message: `the fzoo estimator needs at least 2 probes, got ${o.q}: the spread of their losses scales the step` });
+  }
+}
+
+export const RunOptions = RunFields.overwrite(withTrainDefaults).superRefine(checkCombined);
+
 /** What the engine host and the trainer receive: a run's options plus where its checkpoints go and what it resumes. */
-export const TrainOptions = RunOptions.extend({
+export const TrainOptions = RunFields.extend({
   checkpointDir: FilePath.optional()
     .register(flags, { flag: 'checkpoint-dir', arg: 'DIR', read: 'path', help: 'where checkpoints go (the two newest are kept)' })
     .register(pathKinds, { kind: 'export', what: 'the checkpoint folder' }),
@@ -425,7 +537,9 @@ export const TrainOptions = RunOptions.extend({
     .register(flags, { flag: 'allow-option-changes', help: 'with --resume: take options that change the trajectory (lr, seed, batch size, ...); the change is recorded with the run' }),
   /** The run this training is (its checkpoints name it; a resume refuses another run's checkpoint). */
   runId: RunId.optional(),
-});
+})
+  .overwrite(withTrainDefaults)
+  .superRefine(checkCombined);
 
 // ---------------------------------------------------------------------------
 // Generation (docs/ENGINE-SPEC.md, "Decoding")
@@ -465,7 +579,7 @@ export const SamplingOptions = z.object({
 });
 
 /** What a generator is loaded with and how it renders conversations (`spillway chat`, the Playground). */
-export const GeneratorOptions = RunOptions.pick({ model: true, threads: true, spillDirs: true, masters: true }).extend({
+export const GeneratorOptions = RunFields.pick({ model: true, threads: true, spillDirs: true, masters: true }).extend({
   offload: Offload.exclude(['auto']).optional().register(flags, {
     flag: 'offload',
     arg: 'T',
@@ -492,7 +606,7 @@ export const GenerateOptions = GeneratorOptions.extend({
 /** The options that differ between a checkpoint's run and its resume and shape the trajectory (the `trajectory` registry), with their values. */
 export function trajectoryChanges(saved: Readonly<Record<string, unknown>>, now: Readonly<Record<string, unknown>>): { option: string; from: unknown; to: unknown }[] {
   const out: { option: string; from: unknown; to: unknown }[] = [];
-  for (const [key, schema] of Object.entries(RunOptions.shape as Record<string, z.ZodType>)) {
+  for (const [key, schema] of Object.entries(RunFields.shape as Record<string, z.ZodType>)) {
     const meta = trajectory.get(schema);
     if (!meta) continue;
     if (meta.onlyIf && !meta.onlyIf(saved) && !meta.onlyIf(now)) continue;
@@ -512,11 +626,15 @@ function canonical(v: unknown): string {
 }
 
 /** Scoring a model on a dataset: the run options it shares (the data is `train`: the --data flag). */
-export const ScoreOptions = RunOptions.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true, device: true, gemm: true });
+export const ScoreOptions = RunFields.pick({ model: true, train: true, task: true, threads: true, batchSize: true, maxLength: true, device: true, gemm: true });
 
-export type RunOptions = z.output<typeof RunOptions>;
+/** What parsing guarantees beyond the schema's types: the defaults withTrainDefaults fills in. */
+export type Filled<T> = T & { lr: number; eps: number; noise: NoiseKind; q: number; rank: number };
+/** The output of RunOptions or TrainOptions typed with the defaults their parse has filled in. */
+export const filled = <T extends object>(parsed: T): Filled<T> => parsed as Filled<T>;
+export type RunOptions = Filled<z.output<typeof RunOptions>>;
 export type RunOptionsInput = z.input<typeof RunOptions>;
-export type TrainOptions = z.output<typeof TrainOptions>;
+export type TrainOptions = Filled<z.output<typeof TrainOptions>>;
 export type TrainOptionsInput = z.input<typeof TrainOptions>;
 export type ScoreOptions = z.output<typeof ScoreOptions>;
 export type SamplingOptions = z.output<typeof SamplingOptions>;

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RopeSpec } from '../model/types.js';
 
-import type { Gemm, Home, Masters, NoiseKind } from '../common/options.js';
+import type { Estimator, Gemm, Home, Masters, NoiseKind, TrainableSet } from '../common/options.js';
 
 export interface NativeBatch {
   tokens: Int32Array;
@@ -24,6 +24,8 @@ export interface NativeBatch {
 export interface NativeStepParams {
   seed: bigint;
   step: number;
+  /** mezo (default) or fzoo: q one-sided probes around the unperturbed loss (docs/ENGINE-SPEC.md, "Estimators"). */
+  estimator?: Estimator;
   q: number;
   lr: number;
   eps: number;
@@ -63,14 +65,44 @@ export interface PhaseTimes {
 
 export interface NativeStepResult {
   seeds: bigint[];
+  /** Per seed. MeZO: L+ and L-; FZOO: the probe's loss and the unperturbed L0. */
   lossPlus: number[];
   lossMinus: number[];
+  /** MeZO: (L+ - L-) / (2 eps); FZOO: (L_j - L0) / eps. */
   projectedGrad: number[];
+  /** The coefficient of z_j in the update applied (theta -= coef_j z_j): what the seed log records. */
+  coef: number[];
   skipped: boolean;
+  /** MeZO: the mean of (L+ + L-) / 2; FZOO: L0. */
   loss: number;
+  /** FZOO: the standard deviation of the probe losses the step was divided by (0 with MeZO). */
+  sigma: number;
   times: PhaseTimes;
   /** A shared step: every rank's timings, in rank order. */
   ranks?: NativeRankTimes[];
+}
+
+/** What Engine.load trains (native/src/zo/trainable.h). */
+export interface NativeTrainSpec {
+  kind: TrainableSet;
+  /** lora, loldu */
+  rank?: number;
+  /** lora: the delta is scaled by alpha / rank */
+  alpha?: number;
+  /** lora, loldu: block roles, e.g. ['q', 'v'] */
+  targets?: string[];
+  /** sparse: the share of each block matrix that trains */
+  fraction?: number;
+  /** lora: A's draw */
+  seed?: number | bigint;
+}
+
+/** A tensor of the adapters (lora, loldu); frozen ones are rebuilt from the base at load. */
+export interface NativeAdapterTensor {
+  name: string;
+  shape: number[];
+  frozen: boolean;
+  decay: boolean;
 }
 
 export interface NativeScoreResult {
@@ -162,6 +194,8 @@ export interface TierInfo {
   d2hBytes: number;
   /** z and the perturbed working copy on the device (allocated at the first step). */
   scratchBytes: number;
+  /** LoRA / LoLDU adapters on the device, with their noise and working copies. */
+  adapterBytes: number;
   /** The device memory budget the engine enforces (0: none), what its allocations hold now and at most. */
   deviceMemoryBudget: number;
   deviceMemoryInUse: number;
@@ -183,10 +217,12 @@ export interface NativeEngineInfo {
   parameters?: number;
   tensors?: number;
   units?: number;
+  /** Elements a step may move, and the seconds the trainable set took to build at load (loldu: its decompositions). */
+  trainable?: { elements: number; setupSeconds: number };
 }
 
 export interface NativeEngine {
-  load(spec: unknown, placement?: TierPlacement): Promise<NativeEngineInfo>;
+  load(spec: unknown, placement?: TierPlacement, train?: NativeTrainSpec): Promise<NativeEngineInfo>;
   step(batch: NativeBatch, params: NativeStepParams): Promise<NativeStepResult>;
   score(batch: NativeBatch): Promise<NativeScoreResult>;
   /** Runs the prompts as one pass (filling the KV cache) and chooses each one's first token. */
@@ -198,7 +234,12 @@ export interface NativeEngine {
   cancel(): void;
   /** decay: whether weight decay applies (not to biases and norms). */
   tensorNames(): { name: string; shape: number[]; decay: boolean }[];
+  /** A model tensor's current values, or an adapter tensor's. */
   getTensor(name: string): Float32Array;
+  /** The adapters' tensors (lora, loldu; none otherwise). */
+  trainableTensors(): NativeAdapterTensor[];
+  /** Sets an adapter tensor's values (resuming an adapter run). */
+  setTensor(name: string, values: Float32Array): void;
   info(): NativeEngineInfo;
   /** Frees the model, device memory and the spill file now. */
   close(): void;

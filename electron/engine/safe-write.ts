@@ -14,6 +14,7 @@ import { pathExists } from '../node/files.js';
 export type FileData = string | Uint8Array | readonly Uint8Array[];
 
 export interface FolderFile {
+  /** A path inside the folder: a name, or sub/name (the subfolder is made). */
   name: string;
   data: FileData;
 }
@@ -247,7 +248,10 @@ export async function writeFolderAtomic(destIn: string, files: readonly FolderFi
   let movedAside = false;
   try {
     await mkdir(tmp);
+    const subfolders = [...new Set(files.map((f) => dirname(join(tmp, f.name))).filter((d) => d !== tmp))];
+    for (const d of subfolders) await mkdir(d, { recursive: true });
     for (let i = 0; i < files.length; i++) await writeFileSynced(join(tmp, files[i].name), files[i].data);
+    for (const d of subfolders) await syncFolder(d);
     await syncFolder(tmp);
     try {
       await rename(tmp, dest);

@@ -13,14 +13,15 @@ import { join, resolve } from 'node:path';
 
 import { batchIndices, loadTokenizer } from '../data/index.js';
 import type { ExampleSet, TokenizedExample } from '../data/index.js';
-import { TrainOptions, trajectoryChanges } from '../common/options.js';
+import { TrainOptions, filled, trajectoryChanges } from '../common/options.js';
 import type { Gemm, Masters } from '../common/options.js';
 import type { EvalMetric, RunDevice, RunPlan, StepIo, StepMetric } from '../common/contract.js';
 import { encodeSafetensors, loadModelInfo } from '../model/index.js';
 import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
 import { evaluateAnswers, generationConfigFor, generationDefaults } from './generate.js';
-import { CheckpointError, isCompleteCheckpoint, openCheckpoint, otherRunsIn, pruneCheckpoints, STATE_FILE, withManifest } from './checkpoint.js';
+import { CheckpointError, isCompleteCheckpoint, openCheckpoint, otherRunsIn, pruneCheckpoints, STATE_FILE, TRAINED_FILE, withManifest } from './checkpoint.js';
+import { isAdapterRun, mergedTensors, peftFiles, peftLora, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
 import type { CheckpointState, OpenedCheckpoint, OptionChange, SeedLogEntry } from './checkpoint.js';
 import { findStaleSpillFiles } from './spill-files.js';
 import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFolderAtomic } from './safe-write.js';
@@ -235,6 +236,7 @@ export function pickDevice(o: Pick<TrainOptions, 'device' | 'gemm'>, log: (messa
  */
 export async function prepareTraining(options: unknown, emit: (e: TrainEvent) => void, world?: World): Promise<Prepared> {
   let o = parseTrainOptions(options);
+  checkTrainOptions(o);
   if (world && world.size !== o.ranks) throw new Error(`the run asks for ${o.ranks} ranks; ${world.size} were started`);
   const rankZero = !world || world.rank === 0;
   let resume: OpenedCheckpoint | null = null;
@@ -247,7 +249,8 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
     await checkOutputFolders(o);
     await preflightDiskSpace(o);
   }
-  const info = await loadModelInfo(o.resumeFrom ?? o.model);
+  // An adapter run resumes over its frozen base; its checkpoint holds the adapters only.
+  const info = await loadModelInfo(resume && isAdapterRun(o) ? resume.state.base_model : (o.resumeFrom ?? o.model));
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenizer = await loadTokenizer(info.dir);
   const maxLength = trainingMaxLength(info, o.maxLength);
@@ -330,7 +333,7 @@ export interface OpenedEngine {
 
 export async function openEngine(
   info: ModelInfo,
-  o: Pick<TrainOptions, 'threads' | 'gpuMem' | 'device' | 'gemm'>,
+  o: Pick<TrainOptions, 'threads' | 'gpuMem' | 'device' | 'gemm'> & Partial<TrainOptions>,
   placement: TierPlacement | undefined,
   emit: (e: TrainEvent) => void,
   ranksHere = 1,
@@ -347,7 +350,14 @@ export async function openEngine(
   const engine = new native.Engine({ threads, device: resolved.id, gemm, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   try {
-    await engine.load(engineSpec(info), placement);
+    const loaded = await engine.load(engineSpec(info), placement, o.trainable ? trainSpecOf(o as TrainOptions) : undefined);
+    const t = loaded.trainable;
+    if (t && o.trainable && o.trainable !== 'full') {
+      const setup = t.setupSeconds >= 0.01 ? ` (set up in ${t.setupSeconds.toFixed(2)} s)` : '';
+      emit({ type: 'log', message: `training ${t.elements.toLocaleString('en-US')} of ${info.parameterCount.toLocaleString('en-US')} parameters (${o.trainable})${setup}` });
+    }
+    // An adapter run's resume: the adapters as its checkpoint holds them.
+    if (o.resumeFrom && o.trainable && isAdapterRun(o as TrainOptions)) await restoreTrained(engine, join(o.resumeFrom, TRAINED_FILE));
   } catch (e) {
     engine.close();
     throw deviceFailure(e, { device: runDevice(resolved, gemm, resolved.id), cuda: resolved.cuda, gpuMem: o.gpuMem, plan, checkpoint: null, when: 'loading the model' });
@@ -595,7 +605,7 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
     const dir = o.checkpointDir;
     const path = join(dir, `step-${String(stepsDone).padStart(8, '0')}`);
     const keep = () => [o.resumeFrom, lastCheckpoint?.path].filter((p): p is string => !!p);
-    const { weightsBytes } = await saveFineTuned(engine, side, path, stateOf('checkpoint', stepsDone), seedLog, {
+    const { weightsBytes } = await saveRun(engine, side, path, stateOf('checkpoint', stepsDone), seedLog, { ...o, merge: false }, {
       what: 'checkpoint not written',
       note: () => intactNote('previous'),
       // Short of room: drop all but the newest checkpoint first (the two newest are kept otherwise).
@@ -641,6 +651,7 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
         eps: o.eps,
         weightDecay: o.weightDecay,
         noise: o.noise,
+        estimator: o.estimator,
         ...(world && layout ? { dist: { groups: layout.groups, globalExamples: idx.length, timeoutMs } } : {}),
       });
       const at = Date.now();
@@ -649,7 +660,7 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
         seedLog.push({
           step,
           seed: s.toString(),
-          coef: r.skipped ? 0 : (lr * r.projectedGrad[j]) / o.q,
+          coef: r.skipped ? 0 : r.coef[j],
           projected_grad: r.projectedGrad[j],
           lr,
           skipped: r.skipped,
@@ -668,7 +679,8 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
       stepsRun++;
       skippedInRow = r.skipped ? skippedInRow + 1 : 0;
       if (r.skipped) {
-        emit({ type: 'log', message: `step ${step}: non-finite loss or projected gradient, update skipped` });
+        const why = o.estimator === 'fzoo' && r.sigma === 0 ? 'every probe gave the same loss (nothing to normalise by)' : 'non-finite loss or projected gradient';
+        emit({ type: 'log', message: `step ${step}: ${why}, update skipped` });
       }
       lastLoss = r.loss;
       const io = stepIo(tiersBefore, engine.info().tiers, r.times);
@@ -712,8 +724,9 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
     await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
   } else if (o.out) {
     out = resolve(o.out);
-    await saveFineTuned(engine, side, out, { ...stateOf(status, step), eval: lastEval, zero_shot: zeroShot }, seedLog, { what: 'model not saved', note: () => intactNote('last') });
-    emit({ type: 'log', message: `saved ${status === 'completed' ? 'fine-tuned model' : `partial model (stopped at step ${step} of ${o.steps})`} to ${out}` });
+    await saveRun(engine, side, out, { ...stateOf(status, step), eval: lastEval, zero_shot: zeroShot }, seedLog, o, { what: 'model not saved', note: () => intactNote('last') });
+    const what = isAdapterRun(o) ? `${o.trainable === 'lora' ? 'LoRA' : 'LoLDU'} adapter (peft)${o.merge ? ' and the merged model in merged/' : ''}` : 'fine-tuned model';
+    emit({ type: 'log', message: `saved ${status === 'completed' ? what : `partial ${what} (stopped at step ${step} of ${o.steps})`} to ${out}` });
     if (world) await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
   }
   const done: DoneEvent = {
@@ -739,9 +752,15 @@ function mean(v: number[]): number {
 export function parseTrainOptions(o: unknown): TrainOptions {
   const r = TrainOptions.safeParse(o);
   if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
+  const parsed = filled(r.data);
   // Several ranks: the layout must share the step (q among the perturbation groups, the batch among the shards).
-  if (r.data.ranks > 1) checkLayout(rankLayout(r.data.ranks, r.data.parallel, r.data.groups), r.data.q, r.data.batchSize);
-  return r.data;
+  if (parsed.ranks > 1) checkLayout(rankLayout(parsed.ranks, parsed.parallel, parsed.groups), parsed.q, parsed.batchSize);
+  return parsed;
+}
+
+/** What the schema leaves to the trainer (checkCombined in common/options.ts has the rest): a run from the app always has an output folder. */
+export function checkTrainOptions(o: TrainOptions): void {
+  if (o.merge && !o.out) throw new Error('--merge needs --out (the merged model goes to --out/merged)');
 }
 
 /**
@@ -881,23 +900,70 @@ export async function saveFineTuned(
   seedLog: SeedLogEntry[],
   so: SaveOptions = {},
 ): Promise<{ bytes: number; weightsBytes: number }> {
-  const tensors = engine.tensorNames().map(({ name, shape }) => {
-    const data = engine.getTensor(name);
-    return { name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-  });
-  const weights = encodeSafetensors(tensors, { format: 'pt' }, join(out, 'model.safetensors'));
-  // A source without one gets the decoding settings transformers would derive from its config.
-  const genConfig = side.files.has('generation_config.json') ? null : generationConfigFor(side.config);
-  const files: FolderFile[] = [
-    { name: 'model.safetensors', data: weights },
-    { name: 'config.json', data: float32Config(side) },
-    ...[...side.files].map(([name, data]) => ({ name, data })),
-    ...(genConfig ? [{ name: 'generation_config.json', data: genConfig }] : []),
+  const tensors = engine.tensorNames().map(({ name, shape }) => ({ name, shape, data: engine.getTensor(name) }));
+  const files = [...modelFiles(tensors, side, out), ...runFiles(side, meta, seedLog)];
+  const bytes = await writeFolderAtomic(out, withManifest(files), { what: so.what ?? 'model not saved', note: so.note, makeRoom: so.makeRoom });
+  return { bytes, weightsBytes: byteLength(files[0].data) };
+}
+
+/** The seed log and spillway.json every saved run folder carries. */
+function runFiles(side: ModelSideFiles, meta: Record<string, unknown>, seedLog: SeedLogEntry[]): FolderFile[] {
+  return [
     { name: 'seedlog.jsonl', data: seedLog.map((e) => JSON.stringify(e)).join('\n') + (seedLog.length ? '\n' : '') },
     { name: 'spillway.json', data: JSON.stringify({ base_model: side.dir, ...meta }, null, 2) + '\n' },
   ];
-  const bytes = await writeFolderAtomic(out, withManifest(files), { what: so.what ?? 'model not saved', note: so.note, makeRoom: so.makeRoom });
-  return { bytes, weightsBytes: byteLength(weights) };
+}
+
+/** A source without generation_config.json gets the decoding settings transformers would derive from its config (none when it has none). */
+function generationConfigFile(side: ModelSideFiles, prefix: string): FolderFile[] {
+  const data = side.files.has('generation_config.json') ? null : generationConfigFor(side.config);
+  return data ? [{ name: `${prefix}generation_config.json`, data }] : [];
+}
+
+/** A whole model as a Hugging Face folder's files (float32 safetensors, config, tokenizer files), under `prefix`. */
+function modelFiles(tensors: { name: string; shape: number[]; data: Float32Array }[], side: ModelSideFiles, out: string, prefix = ''): FolderFile[] {
+  const weights = encodeSafetensors(
+    tensors.map(({ name, shape, data }) => ({ name, dtype: 'F32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })),
+    { format: 'pt' },
+    join(out, prefix, 'model.safetensors'),
+  );
+  return [
+    { name: `${prefix}model.safetensors`, data: weights },
+    { name: `${prefix}config.json`, data: float32Config(side) },
+    ...[...side.files].map(([name, data]) => ({ name: `${prefix}${name}`, data })),
+    ...generationConfigFile(side, prefix),
+  ];
+}
+
+/**
+ * Writes a run's result: the model as saveFineTuned writes it, or for an adapter run its folder:
+ * the peft adapter (adapter_config.json, adapter_model.safetensors), the trained tensors by the
+ * engine's names (trainable.safetensors: what a resume puts back), the tokenizer files, the seed
+ * log and spillway.json, with their manifest; with `merge`, the base with the adapter merged in as
+ * a Hugging Face folder in merged/ (beside the adapter, transformers would read the folder as a
+ * peft one).
+ */
+export async function saveRun(
+  engine: NativeEngine,
+  side: ModelSideFiles,
+  out: string,
+  meta: Record<string, unknown>,
+  seedLog: SeedLogEntry[],
+  o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'merge'>,
+  so: SaveOptions = {},
+): Promise<{ bytes: number; weightsBytes: number }> {
+  if (!isAdapterRun(o)) return saveFineTuned(engine, side, out, meta, seedLog, so);
+  const lora = peftLora(engine, o);
+  const adapter = peftFiles(lora, side.dir);
+  const files = [
+    ...adapter,
+    trainedFile(engine),
+    ...[...side.files].map(([name, data]) => ({ name, data })),
+    ...runFiles(side, meta, seedLog),
+    ...(o.merge ? modelFiles(mergedTensors(engine, lora), side, out, 'merged/') : []),
+  ];
+  const bytes = await writeFolderAtomic(out, withManifest(files), { what: so.what ?? 'adapter not saved', note: so.note, makeRoom: so.makeRoom });
+  return { bytes, weightsBytes: byteLength(adapter[1].data) };
 }
 
 /** Bytes of one seed log line, generously (step, a 64-bit seed, the update's three doubles, the step's metrics). */
@@ -911,14 +977,30 @@ const MANIFEST_BYTES = 2048;
  * safetensors header, the side files, spillway.json and a seed log of
  * `logEntries` lines.
  */
-async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: number): Promise<number[]> {
+async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: number, merged: boolean): Promise<number[]> {
   const header = 8 + 64 + info.tensors.reduce((n, t) => n + t.name.length + 80 + 12 * t.shape.length, 0);
-  const sizes = [header + info.parameterCount * 4, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES, MANIFEST_BYTES];
+  const model = header + info.parameterCount * 4;
+  // An adapter run saves its adapter twice (peft's file and the trained tensors), and the merged model with --merge.
+  const weights = isAdapterRun(o) ? 2 * adapterBytes(info, o) + (merged ? model : 0) : model;
+  const sizes = [weights, JSON.stringify({ ...o }).length + 4096, logEntries * SEED_LOG_LINE_BYTES, MANIFEST_BYTES];
   for (const f of ['config.json', ...SIDE_FILES]) {
     const st = await statOrNull(join(info.dir, f));
     if (st) sizes.push(st.size + (f === 'config.json' ? 256 : 0));
   }
   return sizes;
+}
+
+/** An adapter's float32 bytes, generously (LoLDU keeps fewer: z and s, but saves B and A as a LoRA). */
+function adapterBytes(info: ModelInfo, o: Pick<TrainOptions, 'targets' | 'rank'>): number {
+  let floats = 0;
+  for (const u of info.units) {
+    if (u.kind !== 'block') continue;
+    for (const t of o.targets) {
+      const w = u.tensors[`${t}_w`];
+      if (w && w.shape.length === 2) floats += o.rank * (w.shape[0] + w.shape[1]);
+    }
+  }
+  return 4 * floats + 4096;
 }
 
 /**
@@ -928,11 +1010,12 @@ async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: 
  * same filesystem add up.
  */
 export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
-  const targets: { dir: string; what: string; logEntries: number }[] = [];
-  if (o.checkpointDir) targets.push({ dir: o.checkpointDir, what: 'one checkpoint', logEntries: Math.min(o.steps, o.checkpointEvery || o.steps) * o.q });
-  if (o.out) targets.push({ dir: o.out, what: 'the fine-tuned model', logEntries: o.steps * o.q });
+  const targets: { dir: string; what: string; logEntries: number; merged: boolean }[] = [];
+  if (o.checkpointDir) targets.push({ dir: o.checkpointDir, what: 'one checkpoint', logEntries: Math.min(o.steps, o.checkpointEvery || o.steps) * o.q, merged: false });
+  if (o.out) targets.push({ dir: o.out, what: 'the fine-tuned model', logEntries: o.steps * o.q, merged: o.merge });
   if (targets.length === 0) return;
-  const info = await loadModelInfo(o.resumeFrom ?? o.model);
+  // An adapter run's checkpoint holds no model: its base is the run's model.
+  const info = await loadModelInfo(isAdapterRun(o) ? o.model : (o.resumeFrom ?? o.model));
   const groups = new Map<number, { fs: FreeSpace; dirs: string[]; whats: string[]; needed: number }>();
   for (const t of targets) {
     const fs = await freeSpace(t.dir);
@@ -941,7 +1024,7 @@ export async function preflightDiskSpace(o: TrainOptions): Promise<void> {
     groups.set(fs.dev, g);
     if (!g.dirs.includes(t.dir)) g.dirs.push(t.dir);
     g.whats.push(t.what);
-    g.needed += diskBytes(await estimatedSaveSizes(info, o, t.logEntries), fs.blockSize);
+    g.needed += diskBytes(await estimatedSaveSizes(info, o, t.logEntries, t.merged), fs.blockSize);
   }
   for (const g of groups.values()) {
     if (g.fs.free >= g.needed) continue;

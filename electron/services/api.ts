@@ -56,6 +56,7 @@ import { planFor, toPlanResult } from '../engine/plan-result.js';
 import { deviceListing, effectiveGemm, nativeDeviceSource, resolveDevice } from '../engine/device.js';
 import type { DeviceSource, ResolvedDevice } from '../engine/device.js';
 import { datasetMeanTokens, trainingMaxLength } from '../engine/example-tokens.js';
+import { filled } from '../common/options.js';
 import { FileAccess, type AccessOptions, type RootKind } from './access.js';
 import { listFolder } from './folders.js';
 import { GenerationService } from './generation.js';
@@ -188,7 +189,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
 
   return {
     async startRun(p, ctx) {
-      await checkRunPaths(access, p.options);
+      await checkRunPaths(access, filled(p.options));
       return runs.startRun(p, ctx);
     },
     stopRun: (p, ctx) => runs.stopRun(p, ctx),

@@ -269,9 +269,11 @@ struct InlineTerms {
 };
 
 // The ZO update of elements 4t .. 4t+3 from their values before the step: theta -= sum_j
-// coef_j z_j, then theta -= decay * theta_before; in that order, per element.
+// coef_j z_j, then theta -= decay * theta_before; in that order, per element. Elements with
+// |theta_before| >= mask_below keep their value (sparse training).
 __device__ __forceinline__ void zo_block4(float th[4], const float before[4], size_t t, uint32_t id, int kind,
-                                          const InlineTerms& inl, const UpdateTerm* terms, int nterms, float decay) {
+                                          const InlineTerms& inl, const UpdateTerm* terms, int nterms, float decay,
+                                          float mask_below) {
     for (int l = 0; l < 4; l++) th[l] = before[l];
     for (int j = 0; j < nterms; j++) {
         UpdateTerm term = terms ? terms[j] : inl.t[j];
@@ -282,17 +284,20 @@ __device__ __forceinline__ void zo_block4(float th[4], const float before[4], si
     }
     if (decay != 0.0f)
         for (int l = 0; l < 4; l++) th[l] = fmaf(-decay, before[l], th[l]);
+    if (mask_below != INFINITY)
+        for (int l = 0; l < 4; l++)
+            if (!(fabsf(before[l]) < mask_below)) th[l] = before[l];
 }
 
 __global__ void k_zo_update(float* theta, size_t n, uint32_t id, int kind, InlineTerms inl, const UpdateTerm* terms,
-                            int nterms, float decay) {
+                            int nterms, float decay, float mask_below) {
     size_t nb = (n + 3) / 4;
     for (size_t t = gtid(); t < nb; t += gstride()) {
         size_t i0 = t * 4;
         int m = (int)min((size_t)4, n - i0);
         float th[4], before[4];
         for (int l = 0; l < 4; l++) before[l] = l < m ? theta[i0 + l] : 0.f;
-        zo_block4(th, before, t, id, kind, inl, terms, nterms, decay);
+        zo_block4(th, before, t, id, kind, inl, terms, nterms, decay, mask_below);
         for (int l = 0; l < m; l++) theta[i0 + l] = th[l];
     }
 }
@@ -300,7 +305,7 @@ __global__ void k_zo_update(float* theta, size_t n, uint32_t id, int kind, Inlin
 // The same update for bf16/fp16 masters, then stochastic rounding with sr_bits4(terms[0].seed, id, k)
 // (spillway/precision.h, shared with the CPU backend). packed: theta is uint16_t in the format.
 __global__ void k_zo_update_rounded(void* theta, int packed, int dtype, size_t n, uint32_t id, int kind, InlineTerms inl,
-                                    const UpdateTerm* terms, int nterms, float decay) {
+                                    const UpdateTerm* terms, int nterms, float decay, float mask_below) {
     float* t32 = static_cast<float*>(theta);
     uint16_t* t16 = static_cast<uint16_t*>(theta);
     uint64_t sr_seed = terms ? terms[0].seed : inl.t[0].seed;
@@ -310,7 +315,7 @@ __global__ void k_zo_update_rounded(void* theta, int packed, int dtype, size_t n
         int m = (int)min((size_t)4, n - i0);
         float th[4], before[4];
         for (int l = 0; l < 4; l++) before[l] = l < m ? (packed ? widen_one(t16[i0 + l], dtype) : t32[i0 + l]) : 0.f;
-        zo_block4(th, before, t, id, kind, inl, terms, nterms, decay);
+        zo_block4(th, before, t, id, kind, inl, terms, nterms, decay, mask_below);
         uint32_t bits[4];
         sr_bits4(sr_seed, id, t, bits);
         for (int l = 0; l < m; l++) {
@@ -321,6 +326,15 @@ __global__ void k_zo_update_rounded(void* theta, int packed, int dtype, size_t n
                 t32[i0 + l] = r;
         }
     }
+}
+
+__global__ void k_mask_small(float* z, const float* theta, float below, size_t n) {
+    for (size_t i = gtid(); i < n; i += gstride())
+        if (!(fabsf(theta[i]) < below)) z[i] = 0.0f;
+}
+
+__global__ void k_scale_rows(float* x, const float* d, size_t n, int cols) {
+    for (size_t i = gtid(); i < n; i += gstride()) x[i] *= d[i / (size_t)cols];
 }
 
 __global__ void k_widen(float* out, const uint16_t* in, size_t n, int dtype) {
@@ -1065,25 +1079,31 @@ public:
         return dev;
     }
     void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
-                   float decay) override {
+                   float decay, float mask_below) override {
         if (!n) return;
         cur();
         InlineTerms inl{};
         const UpdateTerm* dev_terms = stage_terms(terms, nterms, inl);
         k_zo_update<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, n, id, kind, inl, dev_terms, nterms,
-                                                                    decay);
+                                                                    decay, mask_below);
         SPW_LAUNCHED("zo_update");
+    }
+    void mask_small(float* z, const float* theta, float below, size_t n) override {
+        if (!n) return;
+        cur();
+        k_mask_small<<<grid_for(n), kThreads, 0, stream_>>>(z, theta, below, n);
+        SPW_LAUNCHED("mask_small");
     }
 
     void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
-                           int nterms, float decay) override {
+                           int nterms, float decay, float mask_below) override {
         if (dtype != MASTER_BF16 && dtype != MASTER_F16) throw std::runtime_error("zo_update_rounded needs bf16 or fp16");
         if (!n || nterms < 1) return;
         cur();
         InlineTerms inl{};
         const UpdateTerm* dev_terms = stage_terms(terms, nterms, inl);
         k_zo_update_rounded<<<grid_for((n + 3) / 4), kThreads, 0, stream_>>>(theta, packed ? 1 : 0, dtype, n, id, kind, inl,
-                                                                            dev_terms, nterms, decay);
+                                                                            dev_terms, nterms, decay, mask_below);
         SPW_LAUNCHED("zo_update_rounded");
     }
     void widen(float* out, const uint16_t* in, size_t n, int dtype) override {
@@ -1224,6 +1244,13 @@ public:
         cur();
         k_add<<<grid_for(n), kThreads, 0, stream_>>>(x, y, n);
         SPW_LAUNCHED("add");
+    }
+    void scale_rows(float* x, const float* d, int rows, int cols) override {
+        size_t n = (size_t)rows * cols;
+        if (!n) return;
+        cur();
+        k_scale_rows<<<grid_for(n), kThreads, 0, stream_>>>(x, d, n, cols);
+        SPW_LAUNCHED("scale_rows");
     }
     void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
         if (rows <= 0 || cols <= 0) return;

@@ -25,6 +25,7 @@
 #include "dist/comm.h"
 #include "dist/slices.h"
 #include "dist/step_share.h"
+#include "zo/trainable.h"
 
 namespace {
 
@@ -135,7 +136,21 @@ E named_field(const Napi::Object& o, const char* key, const Name<E> (&names)[N])
     return named(o.Env(), str(o, key), names, std::string("field '") + key + "'");
 }
 
+// {name, decay, shape} of a tensor, as tensorNames() and trainableTensors() list them.
+Napi::Object tensor_entry(Napi::Env env, const Tensor& t) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name);
+    o.Set("decay", t.decay);
+    Napi::Array shape = Napi::Array::New(env, t.shape.size());
+    for (size_t d = 0; d < t.shape.size(); d++) shape.Set((uint32_t)d, (double)t.shape[d]);
+    o.Set("shape", shape);
+    return o;
+}
+
 constexpr Name<NoiseKind> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher", NOISE_RADEMACHER}};
+constexpr Name<Estimator> kEstimators[] = {{"mezo", ESTIMATOR_MEZO}, {"fzoo", ESTIMATOR_FZOO}};
+constexpr Name<TrainKind> kTrainKinds[] = {
+    {"full", TrainKind::Full}, {"sparse", TrainKind::Sparse}, {"lora", TrainKind::Lora}, {"loldu", TrainKind::Loldu}};
 constexpr Name<MasterDtype> kMasters[] = {{"fp32", MASTER_F32}, {"bf16", MASTER_BF16}, {"fp16", MASTER_F16}};
 constexpr Name<Home> kHomes[] = {{"device", Home::Device}, {"cpu", Home::Cpu}, {"ssd", Home::Ssd}};
 constexpr Name<Act> kActivations[] = {{"relu", Act::Relu}, {"gelu", Act::Gelu}, {"gelu_new", Act::GeluNew}, {"silu", Act::Silu}};
@@ -465,6 +480,8 @@ public:
                             InstanceMethod("decodeEnd", &EngineWrap::DecodeEnd),
                             InstanceMethod("tensorNames", &EngineWrap::TensorNames),
                             InstanceMethod("getTensor", &EngineWrap::GetTensor),
+                            InstanceMethod("trainableTensors", &EngineWrap::TrainableTensors),
+                            InstanceMethod("setTensor", &EngineWrap::SetTensor),
                             InstanceMethod("info", &EngineWrap::Info),
                             InstanceMethod("close", &EngineWrap::Close)});
     }
@@ -548,6 +565,19 @@ private:
                 slice_timeout_s = num(sv.As<Napi::Object>(), "timeoutMs") / 1000.0;
             }
         }
+        // train: {kind: 'full' | 'sparse' | 'lora' | 'loldu', rank, alpha, targets: string[], fraction, seed}
+        TrainSpec train;
+        if (info.Length() > 2 && info[2].IsObject()) {
+            Napi::Object o = info[2].As<Napi::Object>();
+            train.kind = named_field(o, "kind", kTrainKinds);
+            opt_int(o, "rank", train.rank);
+            double alpha = train.alpha;
+            opt_num(o, "alpha", alpha);
+            train.alpha = (float)alpha;
+            if (present(o, "targets")) train.targets = strings(o, "targets");
+            opt_num(o, "fraction", train.fraction);
+            if (present(o, "seed")) train.seed = u64(o.Get("seed"), "seed");
+        }
         claim(env);
         engine_.reset();
         int threads = threads_;
@@ -557,7 +587,7 @@ private:
         auto* self = this;
         return run_job<std::shared_ptr<Engine>>(
             env, &busy_,
-            [model, threads, cuda_device, tiers, memory_budget, gemm, slice_timeout_s]() mutable {
+            [model, threads, cuda_device, tiers, memory_budget, gemm, slice_timeout_s, train]() mutable {
                 std::unique_ptr<Backend> backend;
 #ifdef SPW_WITH_CUDA
                 if (cuda_device >= 0) backend = make_cuda_backend(cuda_device, gemm);
@@ -584,7 +614,7 @@ private:
                 std::swap(owned->units, model->units);
                 std::swap(owned->params, model->params);
                 for (auto& t : owned->tensors) owned->parameter_count += t.numel;
-                return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers);
+                return std::make_shared<Engine>(std::move(backend), std::move(owned), tiers, &train);
             },
             [self](Napi::Env env, const std::shared_ptr<Engine>& e) {
                 self->engine_ = e;
@@ -602,6 +632,7 @@ private:
         StepParams p;
         p.run_seed = u64(require(po, "seed"), "seed");
         p.step = u64(require(po, "step"), "step");
+        if (present(po, "estimator")) p.estimator = named_field(po, "estimator", kEstimators);
         p.q = inum(po, "q");
         p.lr = (float)num(po, "lr");
         p.eps = (float)num(po, "eps");
@@ -645,8 +676,10 @@ private:
                 o.Set("lossPlus", array_js(env, r.loss_plus));
                 o.Set("lossMinus", array_js(env, r.loss_minus));
                 o.Set("projectedGrad", array_js(env, r.projected_grad));
+                o.Set("coef", array_js(env, r.coef));
                 o.Set("skipped", r.skipped);
                 o.Set("loss", r.loss);
+                o.Set("sigma", r.sigma);
                 o.Set("times", times_to_js(env, r.times));
                 if (!out.ranks.empty()) {
                     Napi::Array ranks = Napi::Array::New(env, out.ranks.size());
@@ -787,32 +820,64 @@ private:
         need_model(env);
         const Model& m = engine_->model();
         Napi::Array a = Napi::Array::New(env, m.tensors.size());
-        for (size_t i = 0; i < m.tensors.size(); i++) {
-            Napi::Object t = Napi::Object::New(env);
-            t.Set("name", m.tensors[i].name);
-            t.Set("decay", m.tensors[i].decay);
-            Napi::Array shape = Napi::Array::New(env, m.tensors[i].shape.size());
-            for (size_t d = 0; d < m.tensors[i].shape.size(); d++) shape.Set((uint32_t)d, (double)m.tensors[i].shape[d]);
-            t.Set("shape", shape);
-            a.Set((uint32_t)i, t);
-        }
+        for (size_t i = 0; i < m.tensors.size(); i++) a.Set((uint32_t)i, tensor_entry(env, m.tensors[i]));
         return a;
     }
 
+    // A model tensor, or an adapter's (trainableTensors()).
     Napi::Value GetTensor(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         need_model(env);
         if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
         if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "getTensor(name) needs a name");
-        const Tensor* t = engine_->model().tensor(info[0].As<Napi::String>().Utf8Value());
-        if (!t) throw Napi::Error::New(env, "no tensor named " + info[0].As<Napi::String>().Utf8Value());
-        Napi::Float32Array out = Napi::Float32Array::New(env, t->numel);
+        const std::string name = info[0].As<Napi::String>().Utf8Value();
+        const Tensor* t = engine_->model().tensor(name);
+        int adapter = t ? -1 : engine_->trainable().find(name);
+        if (!t && adapter < 0) throw Napi::Error::New(env, "no tensor named " + name);
+        size_t numel = t ? t->numel : engine_->trainable().tensors()[(size_t)adapter].numel;
+        Napi::Float32Array out = Napi::Float32Array::New(env, numel);
         try {
-            engine_->read_tensor(*t, out.Data());
+            if (t)
+                engine_->read_tensor(*t, out.Data());
+            else
+                engine_->trainable().read((size_t)adapter, out.Data());
         } catch (const std::exception& e) {
             throw Napi::Error::New(env, e.what());
         }
         return out;
+    }
+
+    // The adapters' tensors (lora, loldu): [{name, shape, frozen, decay}], in the order they were made.
+    Napi::Value TrainableTensors(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        const std::vector<Tensor>& ts = engine_->trainable().tensors();
+        Napi::Array a = Napi::Array::New(env, ts.size());
+        for (size_t i = 0; i < ts.size(); i++) {
+            Napi::Object t = tensor_entry(env, ts[i]);
+            t.Set("frozen", ts[i].frozen);
+            a.Set((uint32_t)i, t);
+        }
+        return a;
+    }
+
+    // setTensor(name, Float32Array): an adapter tensor's values (resuming a run from its adapters).
+    Napi::Value SetTensor(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        need_model(env);
+        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        if (info.Length() < 2 || !info[0].IsString() || !info[1].IsTypedArray() ||
+            info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+            throw_type(env, "setTensor(name, values) needs a name and a Float32Array");
+        const std::string name = info[0].As<Napi::String>().Utf8Value();
+        int i = engine_->trainable().find(name);
+        if (i < 0) throw Napi::Error::New(env, "no adapter tensor named " + name + " (only adapters can be set)");
+        auto v = info[1].As<Napi::Float32Array>();
+        size_t numel = engine_->trainable().tensors()[(size_t)i].numel;
+        if (v.ElementLength() != numel)
+            throw Napi::Error::New(env, name + " holds " + std::to_string(numel) + " values, not " + std::to_string(v.ElementLength()));
+        engine_->trainable().write((size_t)i, v.Data());
+        return env.Undefined();
     }
 
     Napi::Value InfoObject(Napi::Env env) {
@@ -824,6 +889,10 @@ private:
         o.Set("parameters", (double)engine_->model().parameter_count);
         o.Set("tensors", (double)engine_->model().tensors.size());
         o.Set("units", (double)engine_->model().units.size());
+        Napi::Object tr = Napi::Object::New(env);
+        tr.Set("elements", (double)engine_->trainable().trainable_elements());
+        tr.Set("setupSeconds", engine_->trainable().setup_seconds());
+        o.Set("trainable", tr);
         TierStats ts = engine_->tier_stats();
         Napi::Object t = Napi::Object::New(env);
         t.Set("deviceWeightBytes", (double)ts.device_weight_bytes);
@@ -839,6 +908,7 @@ private:
         t.Set("spillFiles", files);
         t.Set("d2hBytes", (double)ts.d2h_bytes);
         t.Set("scratchBytes", (double)ts.scratch_bytes);
+        t.Set("adapterBytes", (double)ts.adapter_bytes);
         t.Set("deviceMemoryBudget", (double)engine_->backend().memory_budget());
         t.Set("deviceMemoryInUse", (double)engine_->backend().memory_in_use());
         t.Set("deviceMemoryPeak", (double)engine_->backend().memory_peak());

@@ -13,6 +13,7 @@
 #include "prepared.h"
 #include "spillway/noise.h"
 #include "tier/residency.h"
+#include "zo/trainable.h"
 
 namespace spw {
 
@@ -38,13 +39,17 @@ bool positions_unbounded(const ModelConfig& c) {
 
 }  // namespace
 
-Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers)
+Engine::Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers,
+               const TrainSpec* train)
     : backend_(std::move(backend)), model_(std::move(model)) {
     const ModelConfig& c = model_->config;
     family_ = &family_of(c.family);
     check_params(*family_, *model_);
+    // Before the residency: the trainable set reads the base as loaded (thresholds, decompositions).
+    trainable_ = std::make_unique<Trainable>(*backend_, *model_, train ? *train : TrainSpec{});
     residency_ = std::make_unique<Residency>(*backend_, *model_, tiers);
     copies_ = std::make_unique<WorkingCopies>(*backend_, residency_->master_dtype());
+    if (!trainable_->adapters().empty()) copies_->set_adapters(trainable_.get());
     use_ropes(0);
 }
 
@@ -52,6 +57,7 @@ Engine::~Engine() {
     decoding_.reset();
     residency_.reset();
     copies_.reset();
+    trainable_.reset();
     for (float* h : hbuf_)
         if (h) backend_->release(h);
     if (act_) backend_->release(act_);
@@ -99,6 +105,7 @@ void Engine::read_tensor(const Tensor& t, float* out) { residency_->read_tensor(
 TierStats Engine::tier_stats() const {
     TierStats s = residency_->stats();
     s.scratch_bytes = (uint64_t)copies_->bytes();
+    s.adapter_bytes = trainable_->device_bytes();
     return s;
 }
 
@@ -202,8 +209,8 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     const Tensor* pos = params.embed.pos >= 0 ? &model_->tensors[(size_t)params.embed.pos] : nullptr;
     if (params.embed.proj < 0) {
         for (auto& s : streams) {
-            NoiseSpec tn{s.seed, tok.id, noise, s.scale};
-            NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, s.scale};
+            NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
+            NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, pos && !pos->frozen ? s.scale : 0.f};
             be.embed(s.h, tok.device, p.ids, N, C, tn, pos ? pos->device : nullptr, p.posidx, pn);
         }
     } else {
@@ -215,11 +222,11 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
         const int ids[1] = {params.embed.proj};
         copies_->with(model_->tensors, ids, 1, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
             const Stream& s = streams[si];
-            NoiseSpec tn{s.seed, tok.id, noise, s.scale};
+            NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
             be.embed(rows, tok.device, p.ids, N, E, tn, nullptr, nullptr, NoiseSpec{});
             be.linear(s.h, rows, w[0], nullptr, N, E, C, false);
             if (pos) {
-                NoiseSpec pn{s.seed, pos->id, noise, s.scale};
+                NoiseSpec pn{s.seed, pos->id, noise, pos->frozen ? 0.f : s.scale};
                 be.embed(posrows, pos->device, p.posidx, N, C, pn, nullptr, nullptr, NoiseSpec{});
                 be.add(s.h, posrows, (size_t)N * C);
             }
@@ -405,7 +412,11 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
     validate(batch);
     // The update changes the masters: a decode's cache would no longer match them.
     decode_end();
-    if (params.q < 1) throw std::runtime_error("q must be at least 1");
+    const bool fzoo = params.estimator == ESTIMATOR_FZOO;
+    if (params.estimator != ESTIMATOR_MEZO && !fzoo) throw std::runtime_error("unknown estimator");
+    if (params.q < (fzoo ? 2 : 1))
+        throw std::runtime_error(fzoo ? "the FZOO estimator needs at least 2 probes (q >= 2): their losses' spread scales the step"
+                                      : "q must be at least 1");
     if (params.q > 64) throw std::runtime_error("q is at most 64 (each perturbation keeps two hidden-state buffers)");
     if (!(params.eps > 0.f)) throw std::runtime_error("eps must be positive");
     const int first = share ? share->first : 0, count = share ? share->count : params.q;
@@ -414,56 +425,98 @@ StepResult Engine::step(const Batch& batch, const StepParams& params, const std:
                                  std::to_string(first + count - 1) + ", outside the " + std::to_string(params.q) + " of the step");
     Prepared prep;
     prepare(batch, prep);
-    ensure_buffers(prep.N, prep.M, 2 * count);
+    if (fzoo && share) throw std::runtime_error("the FZOO estimator runs on one rank: several ranks share MeZO steps only");
+    ensure_buffers(prep.N, prep.M, fzoo ? params.q + 1 : 2 * count);
 
-    // All 2 x count perturbed streams share one pass over the units.
+    // Every stream of the step shares one pass over the units. MeZO: (+eps, -eps) per seed this rank
+    // computes; FZOO: the clean masters first, then one +eps probe per seed.
     StepResult res;
     std::vector<Stream> streams;
     for (int j = 0; j < params.q; j++) res.seeds.push_back(step_seed(params.run_seed, params.step, (uint64_t)j));
-    for (int j = first; j < first + count; j++) {
-        uint64_t seed = res.seeds[(size_t)j];
-        streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * (j - first))]});
-        streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * (j - first) + 1)]});
+    if (fzoo) {
+        streams.push_back({0, 0.f, hbuf_[0]});
+        for (int j = 0; j < params.q; j++) streams.push_back({res.seeds[(size_t)j], params.eps, hbuf_[(size_t)j + 1]});
+    } else {
+        for (int j = first; j < first + count; j++) {
+            uint64_t seed = res.seeds[(size_t)j];
+            streams.push_back({seed, params.eps, hbuf_[(size_t)(2 * (j - first))]});
+            streams.push_back({seed, -params.eps, hbuf_[(size_t)(2 * (j - first) + 1)]});
+        }
     }
     std::vector<std::vector<float>> logprob(streams.size());
     run_forward(prep, streams, logprob, params.noise, cancel, res.times);
-    // Per-example losses of each computed perturbation; shared: exchanged for every perturbation
-    // on every example of the global batch.
-    std::vector<std::vector<double>> plus((size_t)count), minus((size_t)count);
-    for (int k = 0; k < count; k++) {
+    auto example_losses = [&](size_t stream, std::vector<double>& out) {
         std::vector<double> cand;
         std::vector<int32_t> corr, scored;
-        losses(batch, logprob[(size_t)(2 * k)], plus[(size_t)k], corr, cand, scored);
-        losses(batch, logprob[(size_t)(2 * k + 1)], minus[(size_t)k], corr, cand, scored);
-    }
-    if (share && share->exchange) {
-        PhaseTimes so_far = res.times;
-        so_far.total_ms = ms_since(t_start);
-        auto tx = Clock::now();
-        share->exchange(plus, minus, so_far);
-        res.times.exchange_ms = ms_since(tx);
-        if ((int)plus.size() != params.q || (int)minus.size() != params.q)
-            throw std::runtime_error("the exchange returned losses of " + std::to_string(plus.size()) + " perturbations; the step has " +
-                                     std::to_string(params.q));
+        losses(batch, logprob[stream], out, corr, cand, scored);
+    };
+    // coef_j, in float64 and rounded once: lr g_j / q (MeZO), lr g_j / (q sigma) (FZOO).
+    std::vector<double> coef(params.q);
+    if (fzoo) {
+        std::vector<double> per_example;
+        example_losses(0, per_example);
+        const double l0 = mean(per_example);
+        double sum = 0, sq = 0;
+        for (int j = 0; j < params.q; j++) {
+            example_losses((size_t)j + 1, per_example);
+            double l = mean(per_example);
+            res.loss_plus.push_back(l);
+            res.loss_minus.push_back(l0);
+            res.projected_grad.push_back((l - l0) / (double)params.eps);
+            sum += l;
+        }
+        const double m = sum / params.q;
+        for (double l : res.loss_plus) sq += (l - m) * (l - m);
+        res.sigma = std::sqrt(sq / (params.q - 1));
+        res.loss = l0;
+        for (int j = 0; j < params.q; j++)
+            coef[(size_t)j] = (double)params.lr * res.projected_grad[(size_t)j] / (params.q * res.sigma);
+        // All probes equal (sigma 0): no direction to normalise, the step is skipped like a non-finite one.
+        res.skipped = !std::isfinite(l0) || !(res.sigma > 0.0) || !std::isfinite(res.sigma);
+    } else {
+        // Per-example losses of each computed perturbation; shared: exchanged for every perturbation
+        // on every example of the global batch.
+        std::vector<std::vector<double>> plus((size_t)count), minus((size_t)count);
+        for (int k = 0; k < count; k++) {
+            example_losses((size_t)(2 * k), plus[(size_t)k]);
+            example_losses((size_t)(2 * k + 1), minus[(size_t)k]);
+        }
+        if (share && share->exchange) {
+            PhaseTimes so_far = res.times;
+            so_far.total_ms = ms_since(t_start);
+            auto tx = Clock::now();
+            share->exchange(plus, minus, so_far);
+            res.times.exchange_ms = ms_since(tx);
+            if ((int)plus.size() != params.q || (int)minus.size() != params.q)
+                throw std::runtime_error("the exchange returned losses of " + std::to_string(plus.size()) +
+                                         " perturbations; the step has " + std::to_string(params.q));
+        }
+        for (int j = 0; j < params.q; j++) {
+            double Lp = mean(plus[(size_t)j]), Lm = mean(minus[(size_t)j]);
+            double g = (Lp - Lm) / (2.0 * (double)params.eps);
+            res.loss_plus.push_back(Lp);
+            res.loss_minus.push_back(Lm);
+            res.projected_grad.push_back(g);
+            if (!std::isfinite(Lp) || !std::isfinite(Lm)) res.skipped = true;
+            res.loss += (Lp + Lm) / 2.0 / params.q;
+            coef[(size_t)j] = (double)params.lr * g / params.q;
+        }
     }
     for (int j = 0; j < params.q; j++) {
-        double Lp = mean(plus[(size_t)j]), Lm = mean(minus[(size_t)j]);
-        double g = (Lp - Lm) / (2.0 * (double)params.eps);
-        res.loss_plus.push_back(Lp);
-        res.loss_minus.push_back(Lm);
-        res.projected_grad.push_back(g);
-        if (!std::isfinite(Lp) || !std::isfinite(Lm) || !std::isfinite(g)) res.skipped = true;
-        res.loss += (Lp + Lm) / 2.0 / params.q;
+        float c = (float)coef[(size_t)j];
+        if (!std::isfinite(res.projected_grad[(size_t)j]) || !std::isfinite(c)) res.skipped = true;
+        res.coef.push_back(c);
     }
     check_cancel(cancel);
 
     if (!res.skipped) {
         auto tu = Clock::now();
         std::vector<UpdateTerm> terms;
-        for (int j = 0; j < params.q; j++)
-            terms.push_back({res.seeds[(size_t)j], (float)((double)params.lr * res.projected_grad[(size_t)j] / params.q)});
-        // Each unit is updated where its master lives (docs/TIERED-STORE.md, updates).
-        residency_->update(terms, params.lr * params.weight_decay, params.noise);
+        for (int j = 0; j < params.q; j++) terms.push_back({res.seeds[(size_t)j], res.coef[(size_t)j]});
+        // Each unit is updated where its master lives (docs/TIERED-STORE.md, updates); a frozen
+        // base (lora, loldu) is not touched at all: no update, no replay, no write-back.
+        if (!trainable_->base_frozen()) residency_->update(terms, params.lr * params.weight_decay, params.noise);
+        trainable_->update(terms, params.lr * params.weight_decay, params.noise);
         res.times.update_ms += ms_since(tu);
     }
     res.times.total_ms = ms_since(t_start);

@@ -220,6 +220,31 @@ std::vector<Op> make_ops(const Shapes& S) {
                                            [=, &d] { return d.get(t, nb); }};
                        }});
     }
+    {
+        // Sparse training: only |theta| < below moves (about a third of N(0, 0.05) here), in float32
+        // and through the rounded update; the mask of the perturbation likewise.
+        auto theta = randn(n, 0.05f), z = randn(n);
+        const float below = 0.02f;
+        std::vector<UpdateTerm> terms;
+        for (int j = 0; j < 3; j++) terms.push_back({step_seed(13, 2, (uint64_t)j), 4e-4f * (float)(j + 1) - 1e-3f});
+        ops.push_back({"zo_update/masked+decay", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* t = d.f(theta);
+                           return Prepared{[=, &be] { be.zo_update(t, n, 0xD00Du, NOISE_GAUSSIAN, terms.data(), 3, 1e-5f, below); },
+                                           [=, &d] { return d.get(t, n); }};
+                       }});
+        ops.push_back({"mask_small", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* dz = d.f(z);
+                           float* t = d.f(theta);
+                           return Prepared{[=, &be] { be.mask_small(dz, t, below, n); }, [=, &d] { return d.get(dz, n); }};
+                       }});
+        std::vector<float> rounded(n);
+        for (size_t i = 0; i < n; i++) rounded[i] = widen_one(narrow_one(theta[i], MASTER_BF16), MASTER_BF16);
+        ops.push_back({"zo_update_rounded/bf16/masked", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* t = d.f(rounded);
+                           return Prepared{[=, &be] { be.zo_update_rounded(t, false, MASTER_BF16, n, 0xD00Du, NOISE_RADEMACHER, terms.data(), 3, 0.0f, below); },
+                                           [=, &d] { return d.get(t, n); }};
+                       }});
+    }
     // bf16/fp16 masters: the stochastically rounded update (float32 storage and packed 16-bit
     // storage) and the widen/narrow conversions must match the CPU bit for bit.
     for (int dtype : {(int)MASTER_BF16, (int)MASTER_F16}) {
@@ -508,6 +533,18 @@ std::vector<Op> make_ops(const Shapes& S) {
                            float* dx = d.f(x);
                            float* dy = d.f(y);
                            return Prepared{[=, &be] { be.add(dx, dy, ne); }, [=, &d] { return d.get(dx, ne); }};
+                       }});
+        // A LoLDU adapter's diag(v) U (rows) and its scale (one row: every element).
+        const int rows = 24, cols = (int)(ne / 24);
+        auto dv = randn((size_t)rows);
+        ops.push_back({"scale_rows", EXACT, false, [=](Backend& be, Dev& d) {
+                           float* dx = d.f(x);
+                           float* v = d.f(dv);
+                           return Prepared{[=, &be] {
+                                               be.scale_rows(dx, v, rows, cols);
+                                               be.scale_rows(dx, v + 3, 1, rows * cols);
+                                           },
+                                           [=, &d] { return d.get(dx, (size_t)rows * cols); }};
                        }});
     }
     {

@@ -4,7 +4,8 @@
 Each document is its own sequence (no packing across documents), prefixed with
 <s> half of the time so the model works with and without a BOS token, and
 terminated with </s>. AdamW, warmup + cosine decay.
-usage: pretrain.py [epochs] [out_dir]
+usage: pretrain.py [epochs] [out_dir] [corpus]   (corpus: build/corpus.txt, one document per line,
+       or a .jsonl file of JSON strings for documents that hold newlines)
 """
 import json, math, os, random, sys, time
 import torch
@@ -31,7 +32,9 @@ def main():
     r = random.Random(7)
     bpe = T.load()
     CONFIG['vocab_size'] = len(bpe.vocab)
-    docs = [l for l in open(os.path.join(HERE, 'build', 'corpus.txt')).read().split('\n') if l]
+    corpus = sys.argv[3] if len(sys.argv) > 3 else os.path.join(HERE, 'build', 'corpus.txt')
+    lines = [l for l in open(corpus).read().split('\n') if l]
+    docs = [json.loads(l) for l in lines] if corpus.endswith('.jsonl') else lines
     seqs = [bpe.encode(d) + [T.EOS] for d in docs]
     m = LlamaForCausalLM(CONFIG)
     init_weights(m, seed=0)

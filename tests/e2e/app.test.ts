@@ -627,7 +627,7 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.waitForSelector('[data-testid="plan"][data-feasible="true"]');
     await shot('new-run-from-datasets');
 
-    // What the CLI has, set on the form, reaches the run: label map, q, noise, warm-up, checkpoints, output folder.
+    // What the CLI has, set on the form, reaches the run: label map, trainable set, estimator, q, noise, warm-up, checkpoints, output folder.
     const out = join(folder, 'tuned');
     await page.fill('[data-testid="run-name"]', 'e2e options');
     await page.fill('[data-testid="label-words"]', '" bad"," good"');
@@ -635,6 +635,13 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     await page.fill('[data-testid="steps"]', '4');
     await page.fill('[data-testid="batch-size"]', '4');
     await page.fill('[data-testid="eval-every"]', '0');
+    // What trains: LoRA (rank 2 on q and v) with the FZOO estimator, chosen before q and the noise it sets defaults for.
+    await page.selectOption('[data-testid="trainable"]', 'lora');
+    expect(await page.inputValue('[data-testid="lr"]')).toBe('0.0001');
+    await page.fill('[data-testid="rank"]', '2');
+    await page.fill('[data-testid="targets"]', 'q, v');
+    await page.selectOption('[data-testid="estimator"]', 'fzoo');
+    expect(await page.inputValue('[data-testid="q"]')).toBe('4');
     await page.fill('[data-testid="q"]', '2');
     await page.selectOption('[data-testid="noise"]', 'rademacher');
     await page.fill('[data-testid="warmup"]', '3');
@@ -649,9 +656,10 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     expect(detail.options).toMatchObject({
       task: { kind: 'classify', labelWords: [' bad', ' good'], labelMap: { negative: 0, positive: 1 } },
       q: 2, noise: 'rademacher', warmupSteps: 3, checkpointEvery: 2, out,
+      trainable: 'lora', rank: 2, targets: ['q', 'v'], estimator: 'fzoo', lr: 1e-4,
     });
     expect(detail.checkpoints.map((c) => c.step)).toContain(2);
-    expect(readdirSync(out)).toContain('model.safetensors');
+    expect(readdirSync(out)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors']));
   });
 });
 

@@ -1,7 +1,7 @@
 // Checkpoints and resume: a run interrupted (even by SIGKILL) and resumed from
 // its last checkpoint gives the same losses and the same final weights, bit for
 // bit, as a run that was never interrupted (CPU backend).
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +66,30 @@ describe('checkpoint and resume', () => {
           return rest;
         });
     expect(updates('resumed')).toEqual(updates('whole'));
+  });
+
+  it('resumes an adapter run (LoRA, FZOO) bit-identically from its trained tensors', async () => {
+    const adapter = { trainable: 'lora', rank: 2, targets: ['q', 'v', 'o'], estimator: 'fzoo', q: 3, lr: 1e-3 } as const;
+    const whole = await runToEnd(options({ ...adapter, out: join(work, 'lora-whole'), merge: true }));
+    expect(whole.find((e) => e.type === 'error')).toBeUndefined();
+    expect(readdirSync(join(work, 'lora-whole')).sort()).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'merged', 'seedlog.jsonl', 'spillway.json', 'trainable.safetensors']));
+    expect(readdirSync(join(work, 'lora-whole'))).not.toContain('model.safetensors');
+    expect(readdirSync(join(work, 'lora-whole', 'merged'))).toEqual(expect.arrayContaining(['config.json', 'model.safetensors']));
+    const ckpts = join(work, 'ckpt-lora');
+    await runToEnd(options({ ...adapter, checkpointEvery: 5, checkpointDir: ckpts }));
+    const resumeFrom = join(ckpts, 'step-00000005');
+    // A checkpoint of an adapter run keeps the adapters, not the (frozen) model.
+    expect(readdirSync(resumeFrom)).toContain('trainable.safetensors');
+    expect(readdirSync(resumeFrom)).not.toContain('model.safetensors');
+    const rest = await runToEnd(options({ ...adapter, resumeFrom, out: join(work, 'lora-resumed') }));
+    expect(stepLosses(rest)).toEqual(stepLosses(whole).slice(5));
+    for (const f of ['adapter_model.safetensors', 'trainable.safetensors']) {
+      expect(readFileSync(join(work, 'lora-resumed', f)).equals(readFileSync(join(work, 'lora-whole', f))), f).toBe(true);
+    }
+    // The seed log holds the coefficient each probe's noise was applied with: FZOO's, normalised by the probes' spread.
+    const log = readFileSync(join(work, 'lora-whole', 'seedlog.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { coef: number; projected_grad: number; lr: number });
+    expect(log).toHaveLength(8 * 3);
+    expect(log.every((e) => Number.isFinite(e.coef) && e.coef !== (e.lr * e.projected_grad) / 3)).toBe(true);
   });
 
   it('resumes bf16 masters bit-identically, in the checkpoint\'s precision, with blocks on the SSD', async () => {

@@ -3,7 +3,7 @@
 // file sets what it is about (steps, seed, tiers, checkpoints) on top.
 import { join } from 'node:path';
 
-import { TrainOptions } from '../../electron/common/options.js';
+import { TrainOptions, filled } from '../../electron/common/options.js';
 import type { TrainOptionsInput } from '../../electron/common/options.js';
 import { DEMO_DATA } from './tiny-model.js';
 
@@ -11,7 +11,7 @@ export const DEMO_TRAIN = join(DEMO_DATA, 'sentiment-demo', 'train.jsonl');
 
 /** The options as the schema reads them (defaults filled): what the supervisor and the engine host receive. */
 export function demoTrainOptions(model: string, over: Partial<TrainOptionsInput> = {}): TrainOptions {
-  return TrainOptions.parse({
+  return filled(TrainOptions.parse({
     model,
     train: DEMO_TRAIN,
     task: { kind: 'sst2' },
@@ -21,5 +21,5 @@ export function demoTrainOptions(model: string, over: Partial<TrainOptionsInput>
     zeroShot: false,
     evalFraction: 0,
     ...over,
-  });
+  }));
 }

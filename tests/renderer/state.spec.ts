@@ -1,6 +1,6 @@
 // Svelte state classes (runes): run with `npm run test:renderer`.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS, parseLabelMap } from '../../renderer/src/state/newrun.svelte.ts';
+import { NewRunState, DEMO_DEFAULTS, TASK_DEFAULTS, parseLabelMap, parseTargets } from '../../renderer/src/state/newrun.svelte.ts';
 import { RunsState, sortRuns } from '../../renderer/src/state/runs.svelte.ts';
 import { CLOCK_MS, LiveRunState } from '../../renderer/src/state/live.svelte.ts';
 import type { Client } from '../../electron/common/client.ts';
@@ -78,6 +78,41 @@ describe('NewRunState', () => {
     expect(s.planRequest()).not.toHaveProperty('task');
     s.hyper.q = 0;
     expect(s.formErrors.join(' ')).toMatch(/q \(perturbations per step\)/);
+  });
+  it('sends the trainable set and the estimator with their defaults, and only the chosen set\'s options', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    expect(s.options()).toMatchObject({ trainable: 'full', estimator: 'mezo' });
+    expect(s.options()).not.toHaveProperty('rank');
+    s.setTrainable('lora');
+    expect(s.hyper).toMatchObject({ lr: 1e-4, eps: 1e-2 });
+    s.setEstimator('fzoo');
+    expect(s.hyper).toMatchObject({ q: 4, noise: 'rademacher' });
+    s.targets = 'q, k,v';
+    s.rank = 4;
+    s.merge = true;
+    expect(s.formErrors).toEqual([]);
+    expect(s.options()).toMatchObject({ trainable: 'lora', estimator: 'fzoo', rank: 4, loraAlpha: 16, targets: ['q', 'k', 'v'], merge: true, q: 4, lr: 1e-4 });
+    expect(s.options()).not.toHaveProperty('sparseFraction');
+    // A new task keeps the chosen set and estimator, and their defaults.
+    s.setTask('rte');
+    expect(s.hyper).toMatchObject({ lr: 1e-4, eps: 1e-2, q: 4, noise: 'rademacher' });
+    s.setTrainable('sparse');
+    expect(s.merge).toBe(false);
+    expect(s.options()).toMatchObject({ trainable: 'sparse', sparseFraction: 0.25, lr: 1e-6, eps: 1e-3 });
+    expect(s.options()).not.toHaveProperty('targets');
+    s.sparseFraction = 0;
+    s.hyper.q = 1;
+    expect(s.formErrors.join(' ')).toMatch(/Sparse fraction must be above 0.*FZOO estimator needs at least 2 probes|FZOO estimator needs at least 2 probes.*Sparse fraction must be above 0/);
+    s.setTrainable('loldu');
+    s.targets = 'q, attention';
+    s.rank = 0;
+    expect(s.formErrors.join(' ')).toMatch(/Rank must be a whole number from 1 to 4096/);
+    expect(s.formErrors.join(' ')).toMatch(/"attention" is not one \(q, k, v, o, qkv/);
+  });
+  it('reads target matrices separated by commas or spaces, each once', () => {
+    expect(parseTargets('q, v  q')).toEqual({ targets: ['q', 'v'], error: null });
+    expect(parseTargets(' ').error).toMatch(/name at least one/);
   });
   it('reads a label map as pairs or as JSON, and says what is wrong with one', () => {
     expect(parseLabelMap('', 2)).toEqual({ map: null, error: null });

@@ -5,6 +5,7 @@ import { copyFile, cp, readdir, rename, rm, stat, writeFile } from 'node:fs/prom
 import { basename, dirname, join } from 'node:path';
 
 import { RunOptions, RunPlan, samePciBus, SpillwayError } from '../../common/contract.js';
+import { filled } from '../../common/options.js';
 import type { AnyEvent, RunDetail, RunDevice, RunSummary, Settings, TelemetrySample as ContractSample } from '../../common/contract.js';
 import type { EventListener, EventSource, RunOperations } from '../api.js';
 import { defaultSettings } from '../api.js';
@@ -109,7 +110,16 @@ function optionsOf(r: RunRecord): RunOptions {
   }
   if (!parsed.success) throw new SpillwayError('INTERNAL', `run ${r.id} has stored options that do not read: ${parsed.error.issues[0]?.message}`);
   const { out, ...rest } = parsed.data;
-  return { ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) };
+  return filled({ ...rest, ...(stored.ownModelFolder || out === undefined ? {} : { out }) });
+}
+
+/** The weights file of a saved run folder: a model's, or an adapter run's peft adapter; null when neither is there. */
+async function savedWeights(dir: string): Promise<string | null> {
+  for (const name of ['model.safetensors', 'adapter_model.safetensors']) {
+    const st = await stat(join(dir, name)).catch(() => null);
+    if (st?.isFile()) return join(dir, name);
+  }
+  return null;
 }
 
 const unit = (x: number) => Math.min(1, Math.max(0, x));
@@ -301,11 +311,8 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
       } else {
         const model = stored.options.out;
         if (!model) throw new SpillwayError('NOT_FOUND', `run ${runId} saved no model`);
-        try {
-          await stat(join(model, 'model.safetensors'));
-        } catch {
-          throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
-        }
+        const weights = await savedWeights(model);
+        if (!weights) throw new SpillwayError('NOT_FOUND', `run ${runId} has no saved model yet (${model})`);
         if (kind === 'seed-log') {
           if (existing?.isDirectory()) throw new SpillwayError('BAD_REQUEST', `${dest} is a folder; give a file name for the seed log`);
           await replaceFile(dest, (tmp) => copyFile(join(model, 'seedlog.jsonl'), tmp));
@@ -315,7 +322,8 @@ export function supervisorOperations(sup: RunSupervisor): RunOperations {
         }
       }
       const st = await stat(dest);
-      return { path: dest, bytes: st.isDirectory() ? (await stat(join(dest, 'model.safetensors'))).size : st.size };
+      const copied = st.isDirectory() ? await savedWeights(dest) : null;
+      return { path: dest, bytes: copied ? (await stat(copied)).size : st.size };
     },
     async getSettings() {
       return settings();

@@ -4,6 +4,7 @@
 // pointers; on the CPU backend they are ordinary host memory.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -159,9 +160,12 @@ public:
     // bits as noise_fill, then perturb with scale and with -scale).
     virtual void perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id,
                               int kind, float scale) = 0;
-    // theta[i] -= sum_j terms[j].coef * z_j(i)  then  theta[i] -= decay * theta_before[i]
+    // theta[i] -= sum_j terms[j].coef * z_j(i)  then  theta[i] -= decay * theta_before[i], for the
+    // elements with |theta_before[i]| < mask_below (sparse training); the others keep their bits.
     virtual void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
-                           int nterms, float decay) = 0;
+                           int nterms, float decay, float mask_below = INFINITY) = 0;
+    // z[i] = 0 where |theta[i]| >= below (a sparse tensor's noise: only small weights move)
+    virtual void mask_small(float* z, const float* theta, float below, size_t n) = 0;
 
     // ---- reduced-precision masters (spillway/precision.h) ----
     // The ZO update of a master held in `dtype` (MASTER_BF16 or MASTER_F16): computed in
@@ -169,7 +173,7 @@ public:
     // sr_bits4(terms[0].seed, id, k). packed: theta is uint16_t[n] in that format; else
     // float[n] holding values of that format. The defaults throw: not every backend has them.
     virtual void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind,
-                                   const UpdateTerm* terms, int nterms, float decay);
+                                   const UpdateTerm* terms, int nterms, float decay, float mask_below = INFINITY);
     // out[i] = in[i] as float32 (exact)
     virtual void widen(float* out, const uint16_t* in, size_t n, int dtype);
     // w[i] = fma(scale, z[i], float(theta[i])): perturb() from a master in `dtype`
@@ -213,6 +217,8 @@ public:
     virtual void scale(float* x, float s, size_t n) = 0;
     // x[i] += y[i]
     virtual void add(float* x, const float* y, size_t n) = 0;
+    // x[r, c] *= d[r] for a [rows, cols] x (rows = 1: every element times d[0])
+    virtual void scale_rows(float* x, const float* d, int rows, int cols) = 0;
     // out[r, :cols] = in[r, :cols] for `rows` rows of strides ld_out and ld_in: a strided slice
     // (GPT-NeoX's per-head q|k|v split into separate q, k and v).
     virtual void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) = 0;

@@ -47,10 +47,17 @@ struct Batch {
     int end_span(int s) const { return span_start.empty() ? s + 1 : span_start[(size_t)s + 1]; }
 };
 
+// How a step estimates its descent direction (docs/ENGINE-SPEC.md, "Estimators").
+//   MEZO: q two-point (SPSA) estimates, L(theta + eps z) and L(theta - eps z) per seed.
+//   FZOO: q one-sided probes L(theta + eps z_j) around the unperturbed L0 (q + 1 forwards in one
+//         pass over the blocks), the step divided by the standard deviation of the probe losses.
+enum Estimator : int { ESTIMATOR_MEZO = 0, ESTIMATOR_FZOO = 1 };
+
 struct StepParams {
     uint64_t run_seed = 0;
     uint64_t step = 0;
-    int q = 1;
+    Estimator estimator = ESTIMATOR_MEZO;
+    int q = 1;              // MeZO: perturbations; FZOO: probes (at least 2)
     float lr = 0.f;         // this step's scheduled learning rate
     float eps = 1e-3f;
     float weight_decay = 0.f;
@@ -65,9 +72,12 @@ struct PhaseTimes {
 
 struct StepResult {
     std::vector<uint64_t> seeds;
+    // Per seed. MeZO: L+, L- and (L+ - L-) / (2 eps). FZOO: the probe's loss, L0, and (L_j - L0) / eps.
     std::vector<double> loss_plus, loss_minus, projected_grad;
+    std::vector<float> coef;  // the coefficient of z_j in the update (theta -= coef_j z_j): the seed log's
     bool skipped = false;
-    double loss = 0;        // mean over perturbations of (L+ + L-) / 2
+    double loss = 0;        // MeZO: mean over perturbations of (L+ + L-) / 2; FZOO: L0
+    double sigma = 0;       // FZOO: the standard deviation of the probe losses
     PhaseTimes times;
 };
 
@@ -127,20 +137,25 @@ struct DecodeStep {
 
 class Residency;
 class WorkingCopies;
+class Trainable;
 struct Family;
 struct Stream;
+struct TrainSpec;
 struct KvCache;
 struct Decoding;
 struct PassRope;
 
 class Engine {
 public:
-    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers = {});
+    // `train`: what a step trains (native/src/zo/trainable.h); null: every tensor.
+    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Model> model, const TierOptions& tiers = {},
+           const TrainSpec* train = nullptr);
     ~Engine();
 
     const Model& model() const { return *model_; }
     Model& model() { return *model_; }
     Backend& backend() { return *backend_; }
+    Trainable& trainable() { return *trainable_; }
 
     StepResult step(const Batch& batch, const StepParams& params, const std::atomic<bool>* cancel,
                     const StepShare* share = nullptr);
@@ -185,6 +200,7 @@ private:
     std::unique_ptr<Backend> backend_;
     std::unique_ptr<Model> model_;
     const Family* family_ = nullptr;
+    std::unique_ptr<Trainable> trainable_;
     std::unique_ptr<Residency> residency_;
     std::unique_ptr<WorkingCopies> copies_;  // z and the perturbed working copy of one weight group
 

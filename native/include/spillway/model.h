@@ -6,6 +6,7 @@
 // float32 masters.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -107,6 +108,11 @@ struct Tensor {
     // A streamed unit with bf16/fp16 masters while staged: its data on the device in that
     // format (device is then null; kernels get widened or perturbed float32 copies).
     uint16_t* device16 = nullptr;
+    // What a ZO step does with it (the trainable set, native/src/zo/trainable.h): a frozen tensor is
+    // neither perturbed nor updated; with a finite mask_below only its elements with
+    // |theta| < mask_below are (sparse training), the mask read from the master as it is.
+    bool frozen = false;
+    float mask_below = INFINITY;
 };
 
 // ---- parameters: which tensors each unit's kernels read (llm.c style) ----

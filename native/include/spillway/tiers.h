@@ -50,6 +50,7 @@ struct TierStats {
     uint64_t ssd_write_bytes = 0;
     uint64_t d2h_bytes = 0;            // written back from the device to CPU or SSD homes
     uint64_t scratch_bytes = 0;        // z and the perturbed working copy (largest group of tensors one kernel reads)
+    uint64_t adapter_bytes = 0;        // LoRA / LoLDU adapters on the compute device, with their noise and working copies
     std::string spill_file;            // the first spill file
     std::vector<std::string> spill_files;
     std::string io_path;               // "io_uring" or "pread"

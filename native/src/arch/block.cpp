@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -92,6 +93,8 @@ bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* id
         if (ids[i] < 0) continue;
         const Tensor& t = tensors[(size_t)ids[i]];
         if (!t.device) return false;  // held in bf16/fp16: widened by with()
+        // Frozen, masked (sparse) or adapted tensors: with() perturbs only what trains.
+        if (t.frozen || t.mask_below != INFINITY || (adapters_ && adapters_->adapter_of(ids[i]) >= 0)) return false;
         offs[i] = off;
         off += pad16(t.numel);
     }
@@ -125,6 +128,9 @@ void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int
         offs[i] = off;
         off += pad16(tensors[(size_t)ids[i]].numel);
     }
+    int adapter[4] = {-1, -1, -1, -1};
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && adapters_) adapter[i] = adapters_->adapter_of(ids[i]);
     const float* w[4] = {nullptr, nullptr, nullptr, nullptr};
     for (size_t si = 0; si < streams.size(); si++) {
         if (si == 0 || streams[si].seed != streams[si - 1].seed) {
@@ -135,8 +141,18 @@ void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int
                 auto t0 = Clock::now();
                 for (int i = 0; i < n; i++) {
                     if (ids[i] < 0) continue;
+                    if (adapter[i] >= 0) adapters_->draw(adapter[i], streams[si].seed, noise);
                     const Tensor& t = tensors[(size_t)ids[i]];
+                    if (t.frozen) continue;
                     be_.noise_fill(z_ + offs[i], t.numel, streams[si].seed, t.id, noise, 0);
+                    if (t.mask_below == INFINITY) continue;
+                    // Sparse: the mask is read from the master (widened first when held in 16 bits).
+                    const float* theta = t.device;
+                    if (t.device16) {
+                        be_.widen(w_ + offs[i], t.device16, t.numel, dtype_);
+                        theta = w_ + offs[i];
+                    }
+                    be_.mask_small(z_ + offs[i], theta, t.mask_below, t.numel);
                 }
                 noise_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
             }
@@ -147,16 +163,22 @@ void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int
                 continue;
             }
             const Tensor& t = tensors[(size_t)ids[i]];
+            if (adapter[i] >= 0) {  // the frozen base plus the adapter's delta; its z_ is free scratch
+                adapters_->merge(adapter[i], streams[si].scale, t, dtype_, w_ + offs[i], z_ + offs[i]);
+                w[i] = w_ + offs[i];
+                continue;
+            }
+            const float scale = t.frozen ? 0.f : streams[si].scale;
             if (t.device16) {  // held in bf16/fp16: widened or perturbed into the working copy
-                if (streams[si].scale == 0.f)
+                if (scale == 0.f)
                     be_.widen(w_ + offs[i], t.device16, t.numel, dtype_);
                 else
-                    be_.perturb_packed(w_ + offs[i], t.device16, z_ + offs[i], streams[si].scale, t.numel, dtype_);
+                    be_.perturb_packed(w_ + offs[i], t.device16, z_ + offs[i], scale, t.numel, dtype_);
                 w[i] = w_ + offs[i];
-            } else if (streams[si].scale == 0.f) {
+            } else if (scale == 0.f) {
                 w[i] = t.device;
             } else {
-                be_.perturb(w_ + offs[i], t.device, z_ + offs[i], streams[si].scale, t.numel);
+                be_.perturb(w_ + offs[i], t.device, z_ + offs[i], scale, t.numel);
                 w[i] = w_ + offs[i];
             }
         }

@@ -51,11 +51,27 @@ void norm_rows(Backend& be, const ModelConfig& c, float* out, const float* in, c
 // Floats of one stream's Acts at `rows` rows.
 size_t acts_floats(const ModelConfig& c, size_t rows);
 
+// Weights with an adapter (LoRA, LoLDU; native/src/zo/trainable.h): a stream computes with the
+// frozen base plus the adapter's low-rank delta as that stream perturbs the adapter.
+class AdapterHook {
+public:
+    virtual ~AdapterHook() = default;
+    // The adapter of tensor `ti` (an index into Model::tensors), or -1.
+    virtual int adapter_of(int ti) const = 0;
+    // Draws the adapter's noise for `seed`: once per seed, before that seed's streams merge.
+    virtual void draw(int adapter, uint64_t seed, int noise) = 0;
+    // w = base + delta, the adapter perturbed by `scale` (0: as it is); scratch holds base.numel
+    // floats. The base is float32 at base.device or bf16/fp16 (`dtype`) at base.device16.
+    virtual void merge(int adapter, float scale, const Tensor& base, int dtype, float* w, float* scratch) = 0;
+};
+
 // Where the working copies of a pass come from: for each stream, the weights a kernel reads
-// are the masters themselves (an unperturbed stream) or theta + scale * z in the working copy
-// (widened from bf16/fp16 for a unit held so). On a backend that runs pairs (runs_pairs), a
-// block's groups can instead be made a +eps/-eps pair at a time: both copies from one pass
-// (perturb_pair) into the working copy and a second one the size of the largest block group.
+// are the masters themselves (an unperturbed stream, or a frozen tensor), theta + scale * z in
+// the working copy (widened from bf16/fp16 for a unit held so; z masked to the small weights of
+// a sparse tensor), or an adapted weight's base + delta (AdapterHook). On a backend that runs
+// pairs (runs_pairs), a block's groups of plain float32 trained tensors can instead be made a
+// +eps/-eps pair at a time: both copies from one pass (perturb_pair) into the working copy and a
+// second one the size of the largest block group.
 class WorkingCopies {
 public:
     WorkingCopies(Backend& be, int master_dtype) : be_(be), dtype_(master_dtype) {}
@@ -80,6 +96,9 @@ public:
     void with(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
               int noise, double& noise_ms, const std::function<void(size_t, const float* const*)>& fn);
 
+    // The adapters of the weights (null: none). Not owned.
+    void set_adapters(AdapterHook* hook) { adapters_ = hook; }
+
     // fn(si, plus, minus) for every pair of streams (si, si + 1), plus[i] and minus[i] the tensor
     // ids[i] as each computes with it, when pairs can be made here: the streams are +eps/-eps pairs
     // of one seed, the tensors float32 and the group within the pair capacity. Otherwise does
@@ -92,6 +111,7 @@ public:
 private:
     Backend& be_;
     int dtype_;
+    AdapterHook* adapters_ = nullptr;
     float* z_ = nullptr;        // noise of one group
     float* w_ = nullptr;        // its perturbed working copy (a pair's +eps copy)
     float* w_minus_ = nullptr;  // a pair's -eps copy

@@ -163,9 +163,10 @@ public:
     // The ZO update over chunks of 1024 elements: load(c0, m, buf) gives the values before the
     // step (widened into buf, or where they lie), store(c0, m, v) writes the updated ones; in
     // between theta -= sum_j coef_j z_j, then theta -= decay * theta_before, in that order per element.
+    // Elements with |before| >= mask_below keep their value (sparse training; +inf: none).
     template <class Load, class Store>
-    void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay, Load load,
-                       Store store) {
+    void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay,
+                       float mask_below, Load load, Store store) {
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             constexpr size_t kChunk = 1024;
             float z[kChunk], v[kChunk], buf[kChunk];
@@ -181,27 +182,30 @@ public:
                 }
                 if (decay != 0.0f)
                     for (size_t i = 0; i < m; i++) v[i] = fmaf(-decay, before[i], v[i]);
+                if (mask_below != INFINITY)
+                    for (size_t i = 0; i < m; i++)
+                        if (!(fabsf(before[i]) < mask_below)) v[i] = before[i];
                 store(c0, m, v);
             }
         });
     }
 
     void zo_update(float* theta, size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms,
-                   float decay) override {
+                   float decay, float mask_below) override {
         update_chunks(
-            n, id, kind, terms, nterms, decay, [&](size_t c0, size_t, float*) -> const float* { return theta + c0; },
+            n, id, kind, terms, nterms, decay, mask_below, [&](size_t c0, size_t, float*) -> const float* { return theta + c0; },
             [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); });
     }
 
     void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
-                           int nterms, float decay) override {
+                           int nterms, float decay, float mask_below) override {
         if (dtype != MASTER_BF16 && dtype != MASTER_F16) throw std::runtime_error("zo_update_rounded needs bf16 or fp16");
         if (nterms < 1) return;
         float* t32 = static_cast<float*>(theta);
         uint16_t* t16 = static_cast<uint16_t*>(theta);
         const uint64_t sr_seed = terms[0].seed;
         update_chunks(
-            n, id, kind, terms, nterms, decay,
+            n, id, kind, terms, nterms, decay, mask_below,
             [&](size_t c0, size_t m, float* buf) -> const float* {
                 if (!packed) return t32 + c0;
                 for (size_t i = 0; i < m; i++) buf[i] = widen_one(t16[c0 + i], dtype);
@@ -218,6 +222,13 @@ public:
                         t32[c0 + i] = r;
                 }
             });
+    }
+
+    void mask_small(float* z, const float* theta, float below, size_t n) override {
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++)
+                if (!(fabsf(theta[i]) < below)) z[i] = 0.0f;
+        });
     }
 
     void widen(float* out, const uint16_t* in, size_t n, int dtype) override {
@@ -453,6 +464,13 @@ public:
         });
     }
 
+    void scale_rows(float* x, const float* d, int rows, int cols) override {
+        const size_t n = (size_t)rows * cols;
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
+            for (size_t i = b; i < e; i++) x[i] *= d[i / (size_t)cols];
+        });
+    }
+
     void copy_rows(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) override {
         pool_.parallel_for((size_t)rows, 64, [&](size_t b, size_t e) {
             for (size_t r = b; r < e; r++)
@@ -567,7 +585,7 @@ void Backend::linear_streams(int streams, float* const* out, const float* const*
     for (int s = 0; s < streams; s++) linear(out[s], inp[s], W[s], b[s], N, I, O, transposed);
 }
 
-void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float) {
+void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float, float) {
     throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
 }
 void Backend::widen(float*, const uint16_t*, size_t, int) {

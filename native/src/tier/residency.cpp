@@ -117,11 +117,12 @@ void Residency::flush_cpu_pending(size_t ui) {
 
 void Residency::update_at(Backend& be, const Tensor& t, void* theta, bool packed, const std::vector<UpdateTerm>& terms,
                        float decay, int noise) {
+    if (t.frozen) return;
     float d = t.decay ? decay : 0.f;
     if (dtype_ == MASTER_F32)
-        be.zo_update(static_cast<float*>(theta), t.numel, t.id, noise, terms.data(), (int)terms.size(), d);
+        be.zo_update(static_cast<float*>(theta), t.numel, t.id, noise, terms.data(), (int)terms.size(), d, t.mask_below);
     else
-        be.zo_update_rounded(theta, packed, dtype_, t.numel, t.id, noise, terms.data(), (int)terms.size(), d);
+        be.zo_update_rounded(theta, packed, dtype_, t.numel, t.id, noise, terms.data(), (int)terms.size(), d, t.mask_below);
 }
 
 void Residency::read_tensor(const Tensor& t, float* out) {
@@ -614,8 +615,13 @@ void Residency::update(const std::vector<UpdateTerm>& terms, float decay, int no
     // Each unit is updated where its master lives; SSD units queue the update and
     // replay it on their next read (lazy write-back); units updated on the device
     // queue it for their next visit there.
+    // A unit whose tensors are all frozen (a trainable set that leaves it out) is read-only: it
+    // queues nothing, so it is never replayed nor written back.
     for (size_t ui = 0; ui < tiers_.size(); ui++) {
         UnitTier& tier = tiers_[ui];
+        bool trained = false;
+        for (auto& [ti, off] : tier.layout) trained |= !model_.tensors[(size_t)ti].frozen;
+        if (!trained) continue;
         if (tier.home == Home::Ssd || tier.device_update) {
             tier.pending.push_back({terms, decay, noise});
             continue;

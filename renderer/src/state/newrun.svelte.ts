@@ -1,7 +1,8 @@
 // The New run form: what to train on, MeZO's hyperparameters (defaults per
 // task), budgets and precision, and the plan the backend makes from them.
 
-import type { Device, DeviceList, Gemm, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, UpdateMode } from '../../../electron/common/contract.ts';
+import type { AdapterTarget, Device, DeviceList, Estimator, Gemm, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, TrainableSet, UpdateMode } from '../../../electron/common/contract.ts';
+import { AdapterTarget as AdapterTargetSchema, ESTIMATOR_DEFAULTS, MAX_RANK, TRAIN_DEFAULTS } from '../../../electron/common/options.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
 import type { Client } from '../../../electron/common/client.ts';
@@ -80,6 +81,21 @@ export function parseLabelMap(text: string, words: number): { map: Record<string
   return { map, error: null };
 }
 
+/** The targets as typed ("q, v"): the matrices, or the first word that names none. */
+export function parseTargets(text: string): { targets: AdapterTarget[]; error: string | null } {
+  const words = text.split(/[\s,]+/).filter(Boolean);
+  if (!words.length) return { targets: [], error: 'Target matrices: name at least one (for example q, v).' };
+  const targets: AdapterTarget[] = [];
+  for (const w of words) {
+    const r = AdapterTargetSchema.safeParse(w);
+    if (!r.success) return { targets: [], error: `Target matrices: ${JSON.stringify(w)} is not one (${AdapterTargetSchema.options.join(', ')}).` };
+    if (!targets.includes(r.data)) targets.push(r.data);
+  }
+  return { targets, error: null };
+}
+
+const isAdapterSet = (t: TrainableSet) => t === 'lora' || t === 'loldu';
+
 export class NewRunState {
   name = $state('');
   model = $state('');
@@ -94,6 +110,17 @@ export class NewRunState {
   /** The chat task's column mapping ("" fields: the defaults). */
   chat = $state<ChatFields>(emptyChatFields());
   hyper = $state<Hyper>({ ...TASK_DEFAULTS.sst2 });
+  /** What trains (every weight, the small ones, or adapters over a frozen base) and how a step estimates its direction. */
+  trainable = $state<TrainableSet>('full');
+  estimator = $state<Estimator>('mezo');
+  rank = $state(TRAIN_DEFAULTS.lora.rank);
+  loraAlpha = $state(16);
+  /** The adapters' target matrices as typed (see parseTargets). */
+  targets = $state('q, v');
+  sparseFraction = $state(0.25);
+  /** Adapter runs: also save the base with the adapter merged in. */
+  merge = $state(false);
+  targetsParsed = $derived(parseTargets(this.targets));
   gpuBudget = $state('');
   cpuBudget = $state('');
   /** Spill folders, one per drive (the first is the spill folder; empty entries are ignored). */
@@ -154,6 +181,13 @@ export class NewRunState {
     if (!(h.eps > 0)) errs.push('Perturbation scale (eps) must be above 0.');
     if (!(Number.isInteger(h.q) && h.q >= 1 && h.q <= 1024)) errs.push('q (perturbations per step) must be a whole number from 1 to 1024.');
     if (!(Number.isInteger(h.warmupSteps) && h.warmupSteps >= 0)) errs.push('Warm-up steps must be a whole number, 0 or more.');
+    if (this.estimator === 'fzoo' && !(h.q >= 2)) errs.push("The FZOO estimator needs at least 2 probes (q): the spread of their losses scales the step.");
+    if (isAdapterSet(this.trainable)) {
+      if (!(Number.isInteger(this.rank) && this.rank >= 1 && this.rank <= MAX_RANK)) errs.push(`Rank must be a whole number from 1 to ${MAX_RANK}.`);
+      if (this.trainable === 'lora' && !(this.loraAlpha > 0)) errs.push('LoRA alpha must be above 0.');
+      if (this.targetsParsed.error) errs.push(this.targetsParsed.error);
+    }
+    if (this.trainable === 'sparse' && !(this.sparseFraction > 0 && this.sparseFraction <= 1)) errs.push('Sparse fraction must be above 0 and at most 1.');
     const ck = this.checkpointEvery;
     if (ck !== null && !(Number.isInteger(ck) && ck >= 0)) errs.push('Checkpoint every must be a whole number of steps (0: no checkpoints), or empty for the default.');
     if (!(Number.isInteger(this.ranks) && this.ranks >= 1)) errs.push('Ranks must be a whole number, 1 or more.');
@@ -255,6 +289,23 @@ export class NewRunState {
   setTask(task: TaskKind, demo = false): void {
     this.task = task;
     this.hyper = { ...(demo ? DEMO_DEFAULTS : TASK_DEFAULTS[task]) };
+    if (isAdapterSet(this.trainable)) this.setTrainable(this.trainable);
+    if (this.estimator !== 'mezo') this.setEstimator(this.estimator);
+  }
+
+  /** Another trainable set, with its learning rate and ε (MeZO-LoRA's 1e-4 and 1e-2 for the adapter sets). */
+  setTrainable(t: TrainableSet): void {
+    this.trainable = t;
+    const d = TRAIN_DEFAULTS[t];
+    this.hyper = { ...this.hyper, lr: d.lr, eps: d.eps };
+    if (!isAdapterSet(t)) this.merge = false;
+  }
+
+  /** Another estimator, with its noise and probes (FZOO: 4 Rademacher probes). */
+  setEstimator(e: Estimator): void {
+    this.estimator = e;
+    const d = ESTIMATOR_DEFAULTS[e];
+    this.hyper = { ...this.hyper, noise: d.noise, q: d.q };
   }
 
   /** First launch: the embedded demo, ready to go. */
@@ -301,11 +352,24 @@ export class NewRunState {
       seed: h.seed,
       evalEvery: h.evalEvery,
       maxLength: h.maxLength,
+      ...this.method(),
       ...(this.checkpointEvery !== null ? { checkpointEvery: this.checkpointEvery } : {}),
       ...(this.out.trim() ? { out: this.out.trim() } : {}),
       ...this.deviceOptions(),
       ...(this.ranks > 1 ? { ranks: this.ranks, parallel: this.parallel, ...(this.parallel === '2d' ? { groups: this.groups } : {}) } : {}),
       ...this.placement(),
+    };
+  }
+
+  /** The trainable set and the estimator, with the options of the set chosen only. */
+  method(): Pick<RunOptionsInput, 'trainable' | 'estimator' | 'rank' | 'loraAlpha' | 'targets' | 'sparseFraction' | 'merge'> {
+    const t = this.trainable;
+    return {
+      trainable: t,
+      estimator: this.estimator,
+      ...(isAdapterSet(t) ? { rank: this.rank, targets: this.targetsParsed.targets, ...(this.merge ? { merge: true } : {}) } : {}),
+      ...(t === 'lora' ? { loraAlpha: this.loraAlpha } : {}),
+      ...(t === 'sparse' ? { sparseFraction: this.sparseFraction } : {}),
     };
   }
 

@@ -2,6 +2,7 @@
 // the per-run actions (open, resume, export, delete).
 
 import type { ExportKind, RunStatus, RunSummary } from '../../../electron/common/contract.ts';
+import { filled } from '../../../electron/common/options.ts';
 import { app } from './app.svelte.ts';
 import type { Client } from '../../../electron/common/client.ts';
 import { describeError } from '../../../electron/common/client.ts';
@@ -159,7 +160,8 @@ export class RunsState {
             if (!last || last.step >= page.latestStep) break;
             since = last.step;
           }
-          return { id, name: detail.name, startedAt: detail.startedAt, options: detail.options, series };
+          // getRun's options went through RunOptions: the defaults that follow the trainable set are filled.
+          return { id, name: detail.name, startedAt: detail.startedAt, options: filled(detail.options), series };
         }),
       );
     } catch (e) {

@@ -176,6 +176,23 @@ describe('the backend over the contract', () => {
     a.close();
   });
 
+  it('runs a LoRA run with the FZOO estimator started through the contract, and exports its adapter folder', async () => {
+    const a = await client();
+    const method = { trainable: 'lora' as const, rank: 2, targets: ['q' as const, 'v' as const], estimator: 'fzoo' as const, merge: true };
+    const r = await a.call('startRun', { options: { ...options(3), evalEvery: 0, zeroShot: false, checkpointEvery: 0, ...method } });
+    await (await watchRun(a, r.id, -1)).until('the LoRA run to end', (w) => ['completed', 'failed'].includes(w.status()));
+    const detail = await a.call('getRun', { runId: r.id });
+    expect(detail.error).toBeNull();
+    // The defaults that follow the estimator reached the run: FZOO's 4 Rademacher probes.
+    expect(detail.options).toMatchObject({ ...method, q: 4, noise: 'rademacher' });
+    const dest = join(work, 'exported-adapter');
+    const exported = await a.call('exportRun', { runId: r.id, kind: 'model', dest });
+    expect(existsSync(join(dest, 'adapter_config.json'))).toBe(true);
+    expect(existsSync(join(dest, 'merged', 'model.safetensors'))).toBe(true);
+    expect(exported.bytes).toBeGreaterThan(0);
+    a.close();
+  });
+
   it("plans for the training data's mean tokens per example when the request names the dataset and task", async () => {
     const a = await client();
     const ask = { model: DEMO_TOKENIZER_DIR, batchSize: 16, maxLength: 256 };
