@@ -99,7 +99,7 @@ export interface ServicesOptions {
   runs?: RunOperations;
   /** More event sources, e.g. the telemetry sampler. */
   eventSources?: EventSource[];
-  /** The Hugging Face hub cache; default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub. */
+  /** The Hugging Face hub cache; default hfHubCacheDir(). */
   hfCacheDir?: string;
   /** Folders always listed first (default: the embedded demo's resources/models and resources/datasets). */
   builtInRoots?: { models: string[]; datasets: string[] };
@@ -163,10 +163,12 @@ export function unavailableRunOperations(initial: Settings = defaultSettings()):
   };
 }
 
-export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+/** Where huggingface_hub keeps its cache: $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. */
+export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env, home = homedir()): string {
   if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
   if (env.HF_HOME) return path.join(env.HF_HOME, 'hub');
-  return path.join(homedir(), '.cache', 'huggingface', 'hub');
+  if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, 'huggingface', 'hub');
+  return path.join(home, '.cache', 'huggingface', 'hub');
 }
 
 export function createServices(options: ServicesOptions = {}): SpillwayServices {
