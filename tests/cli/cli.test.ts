@@ -49,24 +49,24 @@ describe('spillway inspect', () => {
   });
 
   it('reports what it can of a refused model (parameters, dtypes, size) beside the reason', async () => {
-    const dir = join(work, 'neox');
+    const dir = join(work, 'falcon');
     await makeTinyLlama(dir);
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox' }));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, architectures: ['FalconForCausalLM'], model_type: 'falcon' }));
     const header = await readSafetensorsHeader(join(dir, 'model.safetensors'));
     const total = header.tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
     const human = await spillway(['inspect', dir]);
     expect(human.code).toBe(1);
-    expect(human.stdout).toMatch(/architecture\s+GPTNeoXForCausalLM/);
+    expect(human.stdout).toMatch(/architecture\s+FalconForCausalLM/);
     expect(human.stdout).toContain(total.toLocaleString('en-US'));
-    expect(human.stdout).toMatch(/refused\s+.*unsupported architecture GPTNeoXForCausalLM/);
-    expect(human.stderr).toMatch(/GPTNeoXForCausalLM/);
+    expect(human.stdout).toMatch(/refused\s+.*unsupported architecture FalconForCausalLM/);
+    expect(human.stderr).toMatch(/FalconForCausalLM/);
     const r = await spillway(['inspect', dir, '--json']);
     expect(r.code).toBe(1);
     const e = JSON.parse(r.stdout) as { type: string; message: string; model: { architecture: string; checkpoint: { parameterCount: number; sizeOnDisk: number } } };
     expect(e.type).toBe('error');
-    expect(e.message).toMatch(/GPTNeoXForCausalLM/);
-    expect(e.model.architecture).toBe('GPTNeoXForCausalLM');
+    expect(e.message).toMatch(/FalconForCausalLM/);
+    expect(e.model.architecture).toBe('FalconForCausalLM');
     expect(e.model.checkpoint.parameterCount).toBe(total);
     expect(e.model.checkpoint.sizeOnDisk).toBe(header.fileSize);
   });

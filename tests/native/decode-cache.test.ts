@@ -20,7 +20,19 @@ import { engineSpec } from '../../electron/engine/spec.js';
 import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS } from '../helpers/engine.js';
 
-const MODELS = readdirSync(FIXTURE_MODELS).filter((n) => existsSync(join(FIXTURE_MODELS, n, 'config.json'))).sort();
+// Models whose rotary table changes with the sequence's length (dynamic NTK past max_position_embeddings,
+// longrope past original_max_position_embeddings) decode only up to that length: a cache keeps each
+// key rotated by the table it was made with, so crossing it would not be the model's forward. Their
+// fixtures cross it within a few tokens; the stop is tested below.
+const LENGTH_DEPENDENT_ROPE = new Set(['dynamic', 'longrope']);
+const ALL = readdirSync(FIXTURE_MODELS).filter((n) => existsSync(join(FIXTURE_MODELS, n, 'config.json'))).sort();
+const MODELS = (
+  await Promise.all(
+    ALL.map(async (n) => ((await loadModelInfo(join(FIXTURE_MODELS, n))).config.ropes.some((r) => LENGTH_DEPENDENT_ROPE.has(r.type)) ? null : n)),
+  )
+)
+  .filter((n): n is string => n !== null)
+  .sort();
 const spill = mkdtempSync(join(tmpdir(), 'spw-decode-spill-'));
 const opened: NativeEngine[] = [];
 afterAll(() => {
@@ -124,5 +136,28 @@ describe('decoding limits', () => {
     expect(n.finish).toEqual(['stopped', null]);
     await expect(engine.decodeBegin({ prompts: [Int32Array.of(vocab)], maxNewTokens: 1 })).rejects.toThrow(/outside the vocabulary/);
     await expect(engine.decodeBegin({ prompts: [p], maxNewTokens: 1, topP: 0 })).rejects.toThrow(/top_p/);
+  });
+});
+
+describe.each(ALL.filter((n) => !MODELS.includes(n)))('decoding %s, whose rotary table changes with the length', (name) => {
+  it('stops ("length") where the table would change, and refuses a prompt that reaches it', async () => {
+    const info = await loadModelInfo(join(FIXTURE_MODELS, name));
+    const limit = Math.min(
+      info.config.maxPositions,
+      ...info.config.ropes.map((r) => (r.type === 'dynamic' ? info.config.maxPositions : r.type === 'longrope' ? (r.originalMaxPositions ?? Infinity) : Infinity)),
+    );
+    const { engine, vocab } = await engineFor(name, 'device');
+    const prompt = prompts(vocab)[2].slice(0, Math.max(1, limit - 2));
+    let r = await engine.decodeBegin({ prompts: [prompt], maxNewTokens: 50 });
+    let n = 0;
+    for (;;) {
+      if (r.tokens[0] >= 0) n++;
+      if (r.finish[0] !== null) break;
+      r = await engine.decodeNext();
+    }
+    expect(r.finish[0]).toBe('length');
+    expect(prompt.length + n).toBe(limit);
+    const long = Int32Array.from({ length: limit }, (_, i) => i % vocab);
+    await expect(engine.decodeBegin({ prompts: [long], maxNewTokens: 1 })).rejects.toThrow(`has ${limit} tokens; the model decodes up to ${limit} positions`);
   });
 });

@@ -17,7 +17,18 @@ import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS, ROOT, loadEngine } from '../helpers/engine.js';
 import { venvPython } from '../helpers/python.js';
 
-const MODELS = readdirSync(FIXTURE_MODELS).filter((n) => existsSync(join(FIXTURE_MODELS, n, 'config.json'))).sort();
+// Models whose rotary table changes with the sequence's length (dynamic NTK, longrope) decode only up to
+// that length (native/src/generate/decode.cpp); their fixtures are made to cross it within a few
+// tokens, so they are left out here and their stop is tested in decode-cache.test.ts.
+const MODELS = (
+  await Promise.all(
+    readdirSync(FIXTURE_MODELS)
+      .filter((n) => existsSync(join(FIXTURE_MODELS, n, 'config.json')))
+      .map(async (n) => ((await loadModelInfo(join(FIXTURE_MODELS, n))).config.ropes.some((r) => r.type === 'dynamic' || r.type === 'longrope') ? null : n)),
+  )
+)
+  .filter((n): n is string => n !== null)
+  .sort();
 const NEW_TOKENS = 12;
 const opened: NativeEngine[] = [];
 afterAll(() => {

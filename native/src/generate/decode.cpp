@@ -46,8 +46,28 @@ Decoding::~Decoding() {
     for (float* p : kv.v) if (p) be.release(p);
 }
 
+namespace {
+
+// The positions a decode may reach: the model's limit, and for a rotary table that changes with
+// the sequence's length the length where it changes (dynamic NTK past max_position_embeddings,
+// longrope past original_max_position_embeddings). A cache keeps each key rotated by the table it
+// was made with, so a decode crossing that length would not be the model's forward of the whole
+// sequence; it stops there ("length") instead.
+int64_t position_limit(const ModelConfig& c) {
+    int64_t limit = c.max_positions;
+    for (const RopeConfig& rc : c.ropes) {
+        if (rc.type == RopeType::Dynamic && rc.max_positions > 0) limit = std::min<int64_t>(limit, rc.max_positions);
+        if (rc.type == RopeType::Longrope && rc.original_max_positions > 0)
+            limit = std::min<int64_t>(limit, rc.original_max_positions);
+    }
+    return limit;
+}
+
+}  // namespace
+
 DecodeStep Engine::decode_begin(const DecodeRequest& r, const std::atomic<bool>* cancel) {
     const ModelConfig& c = model_->config;
+    const int64_t limit = position_limit(c);
     decode_end();
     if (r.prompts.empty()) throw std::runtime_error("nothing to decode: no prompt");
     if (r.max_new_tokens < 1) throw std::runtime_error("max_new_tokens must be at least 1");
@@ -62,9 +82,9 @@ DecodeStep Engine::decode_begin(const DecodeRequest& r, const std::atomic<bool>*
     for (size_t s = 0; s < r.prompts.size(); s++) {
         const auto& p = r.prompts[s];
         if (p.empty()) throw std::runtime_error("prompt " + std::to_string(s) + " is empty");
-        if ((int64_t)p.size() >= (int64_t)c.max_positions)
+        if ((int64_t)p.size() >= limit)
             throw std::runtime_error("prompt " + std::to_string(s) + " has " + std::to_string(p.size()) +
-                                     " tokens; the model allows " + std::to_string(c.max_positions) +
+                                     " tokens; the model decodes up to " + std::to_string(limit) +
                                      " positions, which leaves no room for a new token");
         for (int32_t t : p)
             if (t < 0 || t >= c.vocab)
@@ -72,7 +92,7 @@ DecodeStep Engine::decode_begin(const DecodeRequest& r, const std::atomic<bool>*
                                          " outside the vocabulary (" + std::to_string(c.vocab) + ")");
         longest = std::max(longest, p.size());
     }
-    const int rows = (int)std::min<int64_t>((int64_t)longest + r.max_new_tokens, c.max_positions);
+    const int rows = (int)std::min<int64_t>((int64_t)longest + r.max_new_tokens, limit);
     auto d = std::make_unique<Decoding>(*backend_, c.layers, (int)r.prompts.size(), rows, c.kv_heads * c.head_dim);
     d->request = r;
     d->tokens = r.prompts;
@@ -164,7 +184,7 @@ DecodeStep Engine::decode_pass(bool past, const std::atomic<bool>* cancel) {
         res.tokens[s] = tok;
         if (std::find(r.eos.begin(), r.eos.end(), tok) != r.eos.end())
             d.finish[s] = FINISH_EOS;
-        else if (generated + 1 >= r.max_new_tokens || (int)d.tokens[s].size() >= c.max_positions)
+        else if (generated + 1 >= r.max_new_tokens || (int64_t)d.tokens[s].size() >= position_limit(c))
             d.finish[s] = FINISH_LENGTH;
     }
     res.finish = d.finish;
