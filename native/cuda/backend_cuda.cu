@@ -478,11 +478,66 @@ __global__ void k_rope(float* x, int ld, int nheads, int head_dim, int rotary_di
     }
 }
 
+constexpr int kDimsPerLane = 8;
+constexpr int kAttnWarps = 4;
+
+// One warp's query row in registers: lane owns dims lane, lane + 32, ...; the rest are zero.
+__device__ __forceinline__ void warp_load_query(float qr[kDimsPerLane], const float* q, int HD, int lane) {
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) {
+        int d = lane + 32 * r;
+        qr[r] = d < HD ? q[d] : 0.f;
+    }
+}
+
+// One warp's online softmax (float32) of its query over keys j = first, first + step, ... <= last,
+// rows kbase + j * ldk and vbase + j * ldv. Leaves the running max m, the sum l and the unnormalised
+// accumulator acc (started at m = -inf, l = 0, acc = 0), so a caller may merge several warps' states.
+__device__ __forceinline__ void warp_softmax_keys(const float qr[kDimsPerLane], const float* kbase, const float* vbase,
+                                                  const AttentionShape& s, int first, int last, int step, int lane,
+                                                  float acc[kDimsPerLane], float& m, float& l) {
+    const int HD = s.head_dim;
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) acc[r] = 0.f;
+    m = -INFINITY;
+    l = 0.f;
+    for (int j = first; j <= last; j += step) {
+        const float* k = kbase + (size_t)j * s.ldk;
+        float d = 0.f;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) d += qr[r] * k[dd];
+        }
+        d = warp_sum(d) * s.scale;
+        if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
+        float mn = fmaxf(m, d);
+        float corr = expf(m - mn);
+        float p = expf(d - mn);
+        l = l * corr + p;
+        const float* v = vbase + (size_t)j * s.ldv;
+#pragma unroll
+        for (int r = 0; r < kDimsPerLane; r++) {
+            int dd = lane + 32 * r;
+            if (dd < HD) acc[r] = acc[r] * corr + p * v[dd];
+        }
+        m = mn;
+    }
+}
+
+// One warp's output row: acc / l over the dims its lanes own.
+__device__ __forceinline__ void warp_store_row(float* o, const float acc[kDimsPerLane], float l, int HD, int lane) {
+    float inv = 1.0f / l;
+#pragma unroll
+    for (int r = 0; r < kDimsPerLane; r++) {
+        int dd = lane + 32 * r;
+        if (dd < HD) o[dd] = acc[r] * inv;
+    }
+}
+
 // Causal (optionally sliding-window) attention with grouped-query heads.
 // Grid (sequence, head, query tile); one warp per query, lanes own head dims
 // (head_dim <= 32 * kDimsPerLane); online softmax in float32 over the keys.
-constexpr int kDimsPerLane = 8;
-constexpr int kAttnWarps = 4;
 __global__ void k_attention(float* out, const float* qb, const float* kb, const float* vb, AttentionShape s,
                             const int32_t* seq_start) {
     int sq = blockIdx.x, h = blockIdx.y;
@@ -491,46 +546,14 @@ __global__ void k_attention(float* out, const float* qb, const float* kb, const 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int HD = s.head_dim;
     size_t out_ld = (size_t)s.heads * HD;
+    const float* kbase = kb + (size_t)start * s.ldk + (size_t)kvh * HD;
+    const float* vbase = vb + (size_t)start * s.ldv + (size_t)kvh * HD;
     for (int i = blockIdx.z * kAttnWarps + warp; i < T; i += gridDim.z * kAttnWarps) {
-        const float* q = qb + (size_t)(start + i) * s.ldq + (size_t)h * HD;
-        float qr[kDimsPerLane], acc[kDimsPerLane];
-#pragma unroll
-        for (int r = 0; r < kDimsPerLane; r++) {
-            int d = lane + 32 * r;
-            qr[r] = d < HD ? q[d] : 0.f;
-            acc[r] = 0.f;
-        }
+        float qr[kDimsPerLane], acc[kDimsPerLane], m, l;
+        warp_load_query(qr, qb + (size_t)(start + i) * s.ldq + (size_t)h * HD, HD, lane);
         int j0 = s.window > 0 ? max(0, i - s.window + 1) : 0;
-        float m = -INFINITY, l = 0.f;
-        for (int j = j0; j <= i; j++) {
-            const float* k = kb + (size_t)(start + j) * s.ldk + (size_t)kvh * HD;
-            float d = 0.f;
-#pragma unroll
-            for (int r = 0; r < kDimsPerLane; r++) {
-                int dd = lane + 32 * r;
-                if (dd < HD) d += qr[r] * k[dd];
-            }
-            d = warp_sum(d) * s.scale;
-            if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
-            float mn = fmaxf(m, d);
-            float corr = expf(m - mn);
-            float p = expf(d - mn);
-            l = l * corr + p;
-            const float* v = vb + (size_t)(start + j) * s.ldv + (size_t)kvh * HD;
-#pragma unroll
-            for (int r = 0; r < kDimsPerLane; r++) {
-                int dd = lane + 32 * r;
-                if (dd < HD) acc[r] = acc[r] * corr + p * v[dd];
-            }
-            m = mn;
-        }
-        float inv = 1.0f / l;
-        float* o = out + (size_t)(start + i) * out_ld + (size_t)h * HD;
-#pragma unroll
-        for (int r = 0; r < kDimsPerLane; r++) {
-            int dd = lane + 32 * r;
-            if (dd < HD) o[dd] = acc[r] * inv;
-        }
+        warp_softmax_keys(qr, kbase, vbase, s, j0, i, 1, lane, acc, m, l);
+        warp_store_row(out + (size_t)(start + i) * out_ld + (size_t)h * HD, acc, l, HD, lane);
     }
 }
 
@@ -632,9 +655,8 @@ __global__ void k_kv_store(float* cache, const float* x, int ld, const int32_t* 
 }
 
 // Attention of a pass's tokens over cached keys and values. One block per (token, head); its
-// kAttnWarps warps take every kAttnWarps-th key (online softmax each, lanes owning head dims as
-// in k_attention), then merge their (max, sum, accumulator) states through shared memory, so a
-// long cache is read by four warps at once (a decoding pass has few tokens).
+// kAttnWarps warps take every kAttnWarps-th key (warp_softmax_keys, as in k_attention), then
+// merge their (max, sum, accumulator) states through shared memory, so a long cache is read by four warps at once (a decoding pass has few tokens).
 __global__ void k_attention_cached(float* out, const float* qb, const float* kc, const float* vc, AttentionShape s,
                                    const int32_t* positions, const int32_t* seq_start, const int32_t* kv_start,
                                    int nseq) {
@@ -648,37 +670,10 @@ __global__ void k_attention_cached(float* out, const float* qb, const float* kc,
     const float* q = qb + (size_t)n * s.ldq + (size_t)h * HD;
     const float* kbase = kc + (size_t)kv_start[sq] * s.ldk + (size_t)kvh * HD;
     const float* vbase = vc + (size_t)kv_start[sq] * s.ldv + (size_t)kvh * HD;
-    float qr[kDimsPerLane], acc[kDimsPerLane];
-#pragma unroll
-    for (int r = 0; r < kDimsPerLane; r++) {
-        int d = lane + 32 * r;
-        qr[r] = d < HD ? q[d] : 0.f;
-        acc[r] = 0.f;
-    }
+    float qr[kDimsPerLane], acc[kDimsPerLane], m, l;
+    warp_load_query(qr, q, HD, lane);
     int j0 = s.window > 0 ? max(0, pos - s.window + 1) : 0;
-    float m = -INFINITY, l = 0.f;
-    for (int j = j0 + warp; j <= pos; j += kAttnWarps) {
-        const float* k = kbase + (size_t)j * s.ldk;
-        float d = 0.f;
-#pragma unroll
-        for (int r = 0; r < kDimsPerLane; r++) {
-            int dd = lane + 32 * r;
-            if (dd < HD) d += qr[r] * k[dd];
-        }
-        d = warp_sum(d) * s.scale;
-        if (s.softcap > 0.f) d = s.softcap * tanhf(d / s.softcap);
-        float mn = fmaxf(m, d);
-        float corr = expf(m - mn);
-        float p = expf(d - mn);
-        l = l * corr + p;
-        const float* v = vbase + (size_t)j * s.ldv;
-#pragma unroll
-        for (int r = 0; r < kDimsPerLane; r++) {
-            int dd = lane + 32 * r;
-            if (dd < HD) acc[r] = acc[r] * corr + p * v[dd];
-        }
-        m = mn;
-    }
+    warp_softmax_keys(qr, kbase, vbase, s, j0 + warp, pos, kAttnWarps, lane, acc, m, l);
     if (lane == 0) {
         sm[warp] = m;
         sl[warp] = l;
@@ -700,13 +695,7 @@ __global__ void k_attention_cached(float* out, const float* qb, const float* kc,
 #pragma unroll
         for (int r = 0; r < kDimsPerLane; r++) o[r] += sacc[w][lane + 32 * r] * c;
     }
-    float inv = 1.0f / lt;
-    float* dst = out + (size_t)n * s.heads * HD + (size_t)h * HD;
-#pragma unroll
-    for (int r = 0; r < kDimsPerLane; r++) {
-        int dd = lane + 32 * r;
-        if (dd < HD) dst[dd] = o[r] * inv;
-    }
+    warp_store_row(out + (size_t)n * s.heads * HD + (size_t)h * HD, o, lt, HD, lane);
 }
 
 __device__ __forceinline__ float gelu_tanh(float x) {
