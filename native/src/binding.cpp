@@ -68,12 +68,27 @@ uint64_t u64(const Napi::Value& v, const char* what) {
     return 0;
 }
 
-std::vector<int32_t> ints(const Napi::Object& o, const char* key) {
-    Napi::Value v = require(o, key);
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-        throw_type(o.Env(), std::string("field '") + key + "' must be an Int32Array");
+// An Int32Array's values; `wrong` is the error for any other value.
+std::vector<int32_t> int32_array(const Napi::Value& v, const std::string& wrong) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw_type(v.Env(), wrong);
     auto a = v.As<Napi::Int32Array>();
     return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+std::vector<int32_t> ints(const Napi::Object& o, const char* key) {
+    return int32_array(require(o, key), std::string("field '") + key + "' must be an Int32Array");
+}
+
+// Each element of a plain array of numbers, handed to `each`; `wrong` is the error for any other value.
+template <class Each>
+void each_number(const Napi::Value& v, const std::string& wrong, Each each) {
+    if (!v.IsArray()) throw_type(v.Env(), wrong);
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value x = a.Get(i);
+        if (!x.IsNumber()) throw_type(v.Env(), wrong);
+        each(x.As<Napi::Number>());
+    }
 }
 
 // Optional fields: absent (undefined or null) leaves the value as it was; present, it must be of its type.
@@ -227,15 +242,8 @@ void opt_float(const Napi::Object& o, const char* key, float& out) {
 
 void opt_floats(const Napi::Object& o, const char* key, std::vector<float>& out) {
     if (!present(o, key)) return;
-    Napi::Value v = o.Get(key);
-    auto bad = [&] { throw_type(o.Env(), std::string("field '") + key + "' must be an array of numbers"); };
-    if (!v.IsArray()) bad();
-    Napi::Array a = v.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) {
-        Napi::Value x = a.Get(i);
-        if (!x.IsNumber()) bad();
-        out.push_back((float)x.As<Napi::Number>().DoubleValue());
-    }
+    each_number(o.Get(key), std::string("field '") + key + "' must be an array of numbers",
+                [&](Napi::Number x) { out.push_back((float)x.DoubleValue()); });
 }
 
 // One rotary table: {type, theta, rotaryDim, ...the scaling's fields} (electron/model/types.ts
@@ -738,13 +746,8 @@ private:
         Napi::Value pv = require(o, "prompts");
         if (!pv.IsArray()) throw_type(env, "field 'prompts' must be an array of Int32Arrays");
         Napi::Array pa = pv.As<Napi::Array>();
-        for (uint32_t i = 0; i < pa.Length(); i++) {
-            Napi::Value x = pa.Get(i);
-            if (!x.IsTypedArray() || x.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-                throw_type(env, "field 'prompts' must be an array of Int32Arrays");
-            auto a = x.As<Napi::Int32Array>();
-            r.prompts.emplace_back(a.Data(), a.Data() + a.ElementLength());
-        }
+        for (uint32_t i = 0; i < pa.Length(); i++)
+            r.prompts.push_back(int32_array(pa.Get(i), "field 'prompts' must be an array of Int32Arrays"));
         r.max_new_tokens = inum(o, "maxNewTokens");
         if (present(o, "temperature")) r.sampling.temperature = (float)num(o, "temperature");
         opt_int(o, "topK", r.sampling.top_k);
@@ -764,15 +767,9 @@ private:
         Napi::Env env = info.Env();
         need_model(env);
         std::vector<int32_t> stop;
-        if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
-            if (!info[0].IsArray()) throw_type(env, "decodeNext(stop) takes an array of sequence indices");
-            Napi::Array a = info[0].As<Napi::Array>();
-            for (uint32_t i = 0; i < a.Length(); i++) {
-                Napi::Value x = a.Get(i);
-                if (!x.IsNumber()) throw_type(env, "decodeNext(stop) takes an array of sequence indices");
-                stop.push_back(x.As<Napi::Number>().Int32Value());
-            }
-        }
+        if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull())
+            each_number(info[0], "decodeNext(stop) takes an array of sequence indices",
+                        [&](Napi::Number x) { stop.push_back(x.Int32Value()); });
         claim(env);
         Engine* e = engine_.get();
         std::atomic<bool>* cancel = &cancel_;

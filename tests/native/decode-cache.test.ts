@@ -137,6 +137,20 @@ describe('decoding limits', () => {
     await expect(engine.decodeBegin({ prompts: [Int32Array.of(vocab)], maxNewTokens: 1 })).rejects.toThrow(/outside the vocabulary/);
     await expect(engine.decodeBegin({ prompts: [p], maxNewTokens: 1, topP: 0 })).rejects.toThrow(/top_p/);
   });
+
+  it('refuses malformed arguments by name, and decoding goes on after', async () => {
+    const { engine, vocab } = await engineFor('llama-tiny', 'device');
+    const [p] = prompts(vocab);
+    expect(() => engine.decodeBegin({ prompts: p as never, maxNewTokens: 2 })).toThrow(/field 'prompts' must be an array of Int32Arrays/);
+    expect(() => engine.decodeBegin({ prompts: [[...p]] as never, maxNewTokens: 2 })).toThrow(/field 'prompts' must be an array of Int32Arrays/);
+    expect(() => engine.decodeBegin({ prompts: [p], maxNewTokens: 2, eos: [0] as never })).toThrow(/field 'eos' must be an Int32Array/);
+    await engine.decodeBegin({ prompts: [p, p], maxNewTokens: 3 });
+    expect(() => engine.decodeNext(0 as never)).toThrow(/decodeNext\(stop\) takes an array of sequence indices/);
+    expect(() => engine.decodeNext([0, '1'] as never)).toThrow(/decodeNext\(stop\) takes an array of sequence indices/);
+    await expect(engine.decodeNext([2])).rejects.toThrow(/stop: sequence 2 does not exist/);
+    const n = await engine.decodeNext([1]);
+    expect(n.finish).toEqual([null, 'stopped']);
+  });
 });
 
 describe.each(ALL.filter((n) => !MODELS.includes(n)))('decoding %s, whose rotary table changes with the length', (name) => {

@@ -141,6 +141,9 @@ describe('RoPE config forms', () => {
     expect(r({ type: 'longrope', theta: 10000, rotaryDim: 64, originalMaxPositions: 512, shortFactor: [1], longFactor: [1] })).toThrow(/short_factor and long_factor need 32 entries/);
     expect(r({ type: 'llama3', theta: 10000, rotaryDim: 64, factor: 8, originalMaxPositions: 8192 })).toThrow(/low_freq_factor and high_freq_factor/);
     expect(r({ type: 'default', theta: 10000, rotaryDim: 63 })).toThrow(/rotary dims 63 must be even/);
+    const longrope = { type: 'longrope', theta: 10000, rotaryDim: 64, originalMaxPositions: 512, longFactor: Array(32).fill(1) };
+    expect(r({ ...longrope, shortFactor: 'short' as never })).toThrow(/field 'shortFactor' must be an array of numbers/);
+    expect(r({ ...longrope, shortFactor: [...Array(31).fill(1), 'one'] as never })).toThrow(/field 'shortFactor' must be an array of numbers/);
   });
 });
 
