@@ -12,7 +12,7 @@ import type { ArchitectureFamily } from './family.js';
 import { ConfigFields, isObject, kvHeadsOf } from './fields.js';
 import { type LayerType, layerTypesOf, windowedLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
-import { type TensorPicker, blockRoles, headUnit } from './tensors.js';
+import { type TensorPicker, decoderUnits } from './tensors.js';
 
 interface Variant {
   family: ArchFamily;
@@ -128,32 +128,17 @@ function parse(f: ConfigFields, arch: string) {
 }
 
 function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
-  const C = cfg.hidden;
-  const I = cfg.intermediate;
   const HD = cfg.headDim;
-  const QD = cfg.heads * HD;
-  const KVD = cfg.kvHeads * HD;
-  const result: UnitSpec[] = [
-    { kind: 'embed', index: -1, tensors: { tok: pk.need('model.embed_tokens.weight', [cfg.vocabSize, C]) } },
-  ];
-  for (let i = 0; i < cfg.layers; i++) {
-    const l = `model.layers.${i}.`;
-    const b = blockRoles(pk, l, C);
+  return decoderUnits(cfg, pk, (b) => {
     b.norm('attn_norm', 'input_layernorm', false);
-    b.attention(QD, KVD, bias);
-    if (cfg.family === 'gemma3') {
-      // One weight per head dim, shared by every head.
-      b.tensors.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [HD]);
-      b.tensors.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [HD]);
-    }
+    b.attention(cfg.heads * HD, cfg.kvHeads * HD, bias);
+    // Gemma 3: one weight per head dim, shared by every head.
+    if (cfg.family === 'gemma3') b.qkNorms(HD, HD);
     b.norm('post_attn_norm', 'post_attention_layernorm', false);
     b.norm('mlp_norm', 'pre_feedforward_layernorm', false);
-    b.gatedMlp(I);
+    b.gatedMlp(cfg.intermediate);
     b.norm('post_mlp_norm', 'post_feedforward_layernorm', false);
-    result.push({ kind: 'block', index: i, tensors: b.tensors });
-  }
-  result.push(headUnit(cfg, pk, 'model.norm.weight', null));
-  return result;
+  });
 }
 
 export const gemma2: ArchitectureFamily = {

@@ -6,13 +6,13 @@
 // VARIANTS. Families whose block is Llama's plus a little (qwen3.ts, phi3.ts)
 // read their config with parseLlamaConfig and name their tensors with llamaUnits.
 
-import type { ArchFamily, LayerAttention, ModelConfig, RopeType, TensorRef, UnitSpec } from '../types.js';
+import type { ArchFamily, LayerAttention, ModelConfig, RopeType, UnitSpec } from '../types.js';
 import { ModelError } from '../errors.js';
 import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf } from './fields.js';
 import { layerTypesOf, uniformLayers, windowedLayers } from './layers.js';
 import { ropeOf } from './rope.js';
-import { type TensorPicker, headUnit } from './tensors.js';
+import { type BlockRoles, type TensorPicker, decoderUnits } from './tensors.js';
 
 export interface Biases {
   /** q/k/v projections (Llama attention_bias, always for Qwen2). */
@@ -164,51 +164,36 @@ function parse(f: ConfigFields, arch: string) {
 
 /**
  * Llama's tensors by unit and role. `fused`: Phi-3's qkv_proj [q; k; v] and gate_up_proj
- * [gate; up] in place of the separate projections; `more` adds a family's own tensors to each
+ * [gate; up] in place of the separate projections; `more` binds a family's own tensors in each
  * block (l: the block's name prefix, e.g. "model.layers.3.").
  */
 export function llamaUnits(
   cfg: ModelConfig,
   biases: Biases,
   pk: TensorPicker,
-  opts: { fused?: boolean; more?: (l: string, t: Record<string, TensorRef>) => void } = {},
+  opts: { fused?: boolean; more?: (b: BlockRoles, l: string) => void } = {},
 ): UnitSpec[] {
   const C = cfg.hidden;
   const I = cfg.intermediate;
   const QD = cfg.heads * cfg.headDim;
   const KVD = cfg.kvHeads * cfg.headDim;
-  const result: UnitSpec[] = [
-    { kind: 'embed', index: -1, tensors: { tok: pk.need('model.embed_tokens.weight', [cfg.vocabSize, C]) } },
-  ];
-  for (let i = 0; i < cfg.layers; i++) {
-    const l = `model.layers.${i}.`;
-    const t: Record<string, TensorRef> = {};
-    const lin = (role: string, name: string, out: number, inp: number, bias: boolean) => {
-      t[`${role}_w`] = pk.need(`${l}${name}.weight`, [out, inp]);
-      if (bias) t[`${role}_b`] = pk.need(`${l}${name}.bias`, [out]);
-    };
-    t.attn_norm_w = pk.need(`${l}input_layernorm.weight`, [C]);
+  return decoderUnits(cfg, pk, (b, l) => {
+    b.norm('attn_norm', 'input_layernorm', false);
     if (opts.fused) {
-      lin('qkv', 'self_attn.qkv_proj', QD + 2 * KVD, C, biases.qkv);
+      b.linear('qkv', 'self_attn.qkv_proj', QD + 2 * KVD, C, biases.qkv);
+      b.linear('o', 'self_attn.o_proj', C, QD, biases.o);
     } else {
-      lin('q', 'self_attn.q_proj', QD, C, biases.qkv);
-      lin('k', 'self_attn.k_proj', KVD, C, biases.qkv);
-      lin('v', 'self_attn.v_proj', KVD, C, biases.qkv);
+      b.attention(QD, KVD, biases.qkv, biases.o);
     }
-    lin('o', 'self_attn.o_proj', C, QD, biases.o);
-    t.mlp_norm_w = pk.need(`${l}post_attention_layernorm.weight`, [C]);
+    b.norm('mlp_norm', 'post_attention_layernorm', false);
     if (opts.fused) {
-      lin('gate_up', 'mlp.gate_up_proj', 2 * I, C, biases.mlp);
+      b.linear('gate_up', 'mlp.gate_up_proj', 2 * I, C, biases.mlp);
+      b.linear('down', 'mlp.down_proj', C, I, biases.mlp);
     } else {
-      lin('gate', 'mlp.gate_proj', I, C, biases.mlp);
-      lin('up', 'mlp.up_proj', I, C, biases.mlp);
+      b.gatedMlp(I, biases.mlp);
     }
-    lin('down', 'mlp.down_proj', C, I, biases.mlp);
-    opts.more?.(l, t);
-    result.push({ kind: 'block', index: i, tensors: t });
-  }
-  result.push(headUnit(cfg, pk, 'model.norm.weight', null));
-  return result;
+    opts.more?.(b, l);
+  });
 }
 
 /**

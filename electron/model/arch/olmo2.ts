@@ -8,7 +8,7 @@ import type { ArchitectureFamily } from './family.js';
 import { type ConfigFields, headDimOf, kvHeadsOf } from './fields.js';
 import { uniformLayers } from './layers.js';
 import { ropeOf, ropeTypeOf } from './rope.js';
-import { type TensorPicker, blockRoles, headUnit } from './tensors.js';
+import { type TensorPicker, decoderUnits } from './tensors.js';
 
 function parse(f: ConfigFields, arch: string) {
   const hidden = f.int('hidden_size');
@@ -46,27 +46,16 @@ function parse(f: ConfigFields, arch: string) {
 }
 
 function units(cfg: ModelConfig, bias: boolean, pk: TensorPicker): UnitSpec[] {
-  const C = cfg.hidden;
-  const I = cfg.intermediate;
   const QD = cfg.heads * cfg.headDim;
   const KVD = cfg.kvHeads * cfg.headDim;
-  const result: UnitSpec[] = [
-    { kind: 'embed', index: -1, tensors: { tok: pk.need('model.embed_tokens.weight', [cfg.vocabSize, C]) } },
-  ];
-  for (let i = 0; i < cfg.layers; i++) {
-    const l = `model.layers.${i}.`;
-    const b = blockRoles(pk, l, C);
+  return decoderUnits(cfg, pk, (b) => {
     b.attention(QD, KVD, bias);
     // q and k are normed over all their heads at once: weights as wide as the projections.
-    b.tensors.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [QD]);
-    b.tensors.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [KVD]);
+    b.qkNorms(QD, KVD);
     b.norm('post_attn_norm', 'post_attention_layernorm', false);
-    b.gatedMlp(I);
+    b.gatedMlp(cfg.intermediate);
     b.norm('post_mlp_norm', 'post_feedforward_layernorm', false);
-    result.push({ kind: 'block', index: i, tensors: b.tensors });
-  }
-  result.push(headUnit(cfg, pk, 'model.norm.weight', null));
-  return result;
+  });
 }
 
 export const olmo2: ArchitectureFamily = {

@@ -22,16 +22,7 @@ function parse(f: ConfigFields, arch: string) {
   const config = parseLlamaConfig(f, arch, QWEN3, 'qwen3');
   const biases = QWEN3.biases(f);
   const HD = config.headDim;
-  return {
-    config,
-    units: (pk: TensorPicker) =>
-      llamaUnits(config, biases, pk, {
-        more: (l, t) => {
-          t.q_norm_w = pk.need(`${l}self_attn.q_norm.weight`, [HD]);
-          t.k_norm_w = pk.need(`${l}self_attn.k_norm.weight`, [HD]);
-        },
-      }),
-  };
+  return { config, units: (pk: TensorPicker) => llamaUnits(config, biases, pk, { more: (b) => b.qkNorms(HD, HD) }) };
 }
 
 export const qwen3: ArchitectureFamily = {

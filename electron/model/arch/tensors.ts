@@ -63,6 +63,13 @@ export class TensorPicker {
  * `<role>_w` to `<prefix><name>.weight` [out, in] and, with bias, `<role>_b` to `.bias` [out];
  * `norm(role, name, bias)` a norm's [C] weight (and bias).
  */
+export type BlockRoles = ReturnType<typeof blockRoles>;
+
+/**
+ * A block's roles as a family names them: `linear(role, name, out, in, bias)` binds
+ * `<role>_w` to `<prefix><name>.weight` [out, in] and, with bias, `<role>_b` to `.bias` [out];
+ * `norm(role, name, bias)` a norm's [C] weight (and bias).
+ */
 export function blockRoles(pk: TensorPicker, prefix: string, C: number) {
   const tensors: Record<string, TensorRef> = {};
   const linear = (role: string, name: string, out: number, inp: number, bias: boolean): void => {
@@ -77,19 +84,43 @@ export function blockRoles(pk: TensorPicker, prefix: string, C: number) {
       if (bias) tensors[`${role}_b`] = pk.need(`${prefix}${name}.bias`, [C]);
     },
     /** self_attn.{q,k,v,o}_proj of grouped-query heads (q and o NH*HD wide, k and v KV*HD). */
-    attention(qd: number, kvd: number, bias: boolean): void {
+    attention(qd: number, kvd: number, bias: boolean, oBias = bias): void {
       linear('q', 'self_attn.q_proj', qd, C, bias);
       linear('k', 'self_attn.k_proj', kvd, C, bias);
       linear('v', 'self_attn.v_proj', kvd, C, bias);
-      linear('o', 'self_attn.o_proj', C, qd, bias);
+      linear('o', 'self_attn.o_proj', C, qd, oBias);
     },
-    /** mlp.{gate,up,down}_proj without biases. */
-    gatedMlp(I: number): void {
-      linear('gate', 'mlp.gate_proj', I, C, false);
-      linear('up', 'mlp.up_proj', I, C, false);
-      linear('down', 'mlp.down_proj', C, I, false);
+    /** self_attn.{q,k}_norm: RMSNorm weights of the queries and keys, `q` and `k` wide. */
+    qkNorms(q: number, k: number): void {
+      tensors.q_norm_w = pk.need(`${prefix}self_attn.q_norm.weight`, [q]);
+      tensors.k_norm_w = pk.need(`${prefix}self_attn.k_norm.weight`, [k]);
+    },
+    /** mlp.{gate,up,down}_proj. */
+    gatedMlp(I: number, bias = false): void {
+      linear('gate', 'mlp.gate_proj', I, C, bias);
+      linear('up', 'mlp.up_proj', I, C, bias);
+      linear('down', 'mlp.down_proj', C, I, bias);
     },
   };
+}
+
+/**
+ * The units of Llama's checkpoint layout, which the families after it keep: model.embed_tokens,
+ * one block per layer under model.layers.<i>. (its roles bound by `block`; l is that prefix),
+ * model.norm and, untied, lm_head.
+ */
+export function decoderUnits(cfg: ModelConfig, pk: TensorPicker, block: (b: BlockRoles, l: string) => void): UnitSpec[] {
+  const result: UnitSpec[] = [
+    { kind: 'embed', index: -1, tensors: { tok: pk.need('model.embed_tokens.weight', [cfg.vocabSize, cfg.hidden]) } },
+  ];
+  for (let i = 0; i < cfg.layers; i++) {
+    const l = `model.layers.${i}.`;
+    const b = blockRoles(pk, l, cfg.hidden);
+    block(b, l);
+    result.push({ kind: 'block', index: i, tensors: b.tensors });
+  }
+  result.push(headUnit(cfg, pk, 'model.norm.weight', null));
+  return result;
 }
 
 /** Returns the first prefix p for which `p + probe` exists. */
