@@ -6,31 +6,12 @@ import { describe, expect, it } from 'vitest';
 
 import { distPlan } from '../../../electron/engine/dist-plan.js';
 import { makePlan } from '../../../electron/engine/planner.js';
-import type { PlanInput, PlannerModel, PlannerRates } from '../../../electron/engine/planner.js';
+import type { PlanInput, PlannerRates } from '../../../electron/engine/planner.js';
+import { BLOCK, SYNTHETIC_RATES, syntheticModel } from '../../helpers/planner-model.js';
 
-const C = 64;
-const V = 100;
 const LAYERS = 8;
-const BLOCK = 12 * C * C + 13 * C;
-const model: PlannerModel = {
-  name: 'synthetic',
-  config: { hidden: C, heads: 4, intermediate: 4 * C, vocabSize: V, tiedEmbeddings: true },
-  units: [
-    { kind: 'embed', index: -1, parameters: V * C + 130 * C },
-    ...Array.from({ length: LAYERS }, (_, i) => ({ kind: 'block' as const, index: i, parameters: BLOCK })),
-    { kind: 'head', index: -1, parameters: 2 * C },
-  ],
-};
-const RATES: PlannerRates = {
-  h2dBytesPerS: 25e9,
-  d2hBytesPerS: 25e9,
-  ssdReadBytesPerS: 7e9,
-  ssdWriteBytesPerS: 5e9,
-  gemmFlopsPerS: 1e12,
-  cpuUpdateElemsPerS: 1e9,
-  deviceUpdateElemsPerS: 1e11,
-  date: 'fixed',
-};
+const model = syntheticModel(LAYERS);
+const RATES: PlannerRates = { ...SYNTHETIC_RATES, deviceUpdateElemsPerS: 1e11 };
 const BATCH = 8;
 // A GPU that holds the embeddings, the head and the scratch but no block: every block streams from the CPU.
 const input = (over: Partial<PlanInput> = {}): PlanInput => ({

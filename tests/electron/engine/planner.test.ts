@@ -6,32 +6,9 @@ import { describe, expect, it } from 'vitest';
 
 import { ENGINE_RUNTIME_BYTES, activationBytes, forwardFlops, formatBytes, makePlan } from '../../../electron/engine/planner.js';
 import { parseBytes } from '../../../electron/common/format.js';
-import type { PlanInput, PlannerModel, PlannerRates } from '../../../electron/engine/planner.js';
+import type { PlanInput } from '../../../electron/engine/planner.js';
+import { BLOCK, C, SYNTHETIC_LAYERS as L, SYNTHETIC_RATES as RATES, V, syntheticModel as model } from '../../helpers/planner-model.js';
 
-const C = 64;
-const V = 100;
-const L = 6;
-const BLOCK = 12 * C * C + 13 * C; // parameters of one OPT-like block
-function model(layers = L): PlannerModel {
-  return {
-    name: 'synthetic',
-    config: { hidden: C, heads: 4, intermediate: 4 * C, vocabSize: V, tiedEmbeddings: true },
-    units: [
-      { kind: 'embed', index: -1, parameters: V * C + 130 * C },
-      ...Array.from({ length: layers }, (_, i) => ({ kind: 'block' as const, index: i, parameters: BLOCK })),
-      { kind: 'head', index: -1, parameters: 2 * C },
-    ],
-  };
-}
-const RATES: PlannerRates = {
-  h2dBytesPerS: 25e9,
-  d2hBytesPerS: 25e9,
-  ssdReadBytesPerS: 7e9,
-  ssdWriteBytesPerS: 5e9,
-  gemmFlopsPerS: 1e12,
-  cpuUpdateElemsPerS: 1e9,
-  date: 'fixed',
-};
 const B = 2;
 const T = 16;
 const base = (over: Partial<PlanInput> = {}): PlanInput => ({
