@@ -38,3 +38,19 @@ export function venvPython(): string {
   }
   return py;
 }
+
+/**
+ * Jobs for tests/reference/hf_tiny.py (tiny models made, run and loaded back by transformers, in
+ * the venv): one process for the list, one result per job.
+ */
+export function transformersJobs(jobs: unknown[]): unknown[] {
+  return JSON.parse(
+    execFileSync(venvPython(), [join(import.meta.dirname, '..', 'reference', 'hf_tiny.py')], {
+      input: JSON.stringify(jobs),
+      env: { ...process.env, OMP_NUM_THREADS: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      maxBuffer: 1 << 28,
+      timeout: 600_000,
+    }).toString(),
+  ) as unknown[];
+}

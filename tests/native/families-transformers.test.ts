@@ -1,5 +1,5 @@
 // Each family against the real transformers: tiny models made, saved and run by
-// transformers itself (tests/reference/hf_families.py, in the venv), scored by
+// transformers itself (tests/reference/hf_tiny.py, in the venv), scored by
 // the engine from the folder transformers wrote, against transformers' per-token
 // log-probabilities in float32 and in float64; then fine-tuned by the engine
 // (three MeZO steps), saved, and loaded back into transformers, which must give
@@ -9,7 +9,6 @@
 // Tolerances: log-probs within 2e-5 of either precision (the golden forward
 // tests' bound: float32 through a whole forward, logits up to |10|); the
 // reference's logits within 1e-4 x max(1, max |logit|).
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,8 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { packBatch } from '../../electron/engine/batch.js';
 import { readSideFiles, saveFineTuned } from '../../electron/engine/trainer.js';
-import { ROOT, loadEngine } from '../helpers/engine.js';
-import { venvPython } from '../helpers/python.js';
+import { loadEngine } from '../helpers/engine.js';
+import { transformersJobs } from '../helpers/python.js';
 
 const LOGPROB_ATOL = 2e-5;
 const LOGIT_RTOL = 1e-4;
@@ -34,15 +33,6 @@ interface Case {
   max_logit: number;
 }
 
-const SCRIPT = join(ROOT, 'tests', 'reference', 'hf_families.py');
-const python = (args: string[], input?: string): string =>
-  execFileSync(venvPython(), [SCRIPT, ...args], {
-    input,
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
-    stdio: ['pipe', 'pipe', 'ignore'],
-    timeout: 600_000,
-  }).toString();
-
 const lmBatch = (seqs: number[][]) =>
   packBatch(seqs.map((t) => ({ kind: 'lm' as const, label: -1, source: 'hf', sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }] })));
 
@@ -52,7 +42,7 @@ const worst = (a: ArrayLike<number>, b: number[]) => {
 };
 
 describe('model families against transformers', () => {
-  const cases: Case[] = JSON.parse(python(['make', mkdtempSync(join(tmpdir(), 'spw-hf-'))]));
+  const [cases] = transformersJobs([{ op: 'families', out: mkdtempSync(join(tmpdir(), 'spw-hf-')) }]) as Case[][];
   const figures: string[] = [];
 
   // Every family fine-tuned (three MeZO steps) and saved by the engine, then scored by
@@ -74,10 +64,10 @@ describe('model families against transformers', () => {
       const out = join(saved, c.name);
       await saveFineTuned(engine, await readSideFiles(c.folder), out, { status: 'completed' }, []);
       engine.close();
-      jobs.push({ folder: out, sequences: c.sequences });
+      jobs.push({ op: 'saved', dir: out, sequences: c.sequences });
     }
-    const hf = JSON.parse(python(['score'], JSON.stringify(jobs))) as number[][][];
-    cases.forEach((c, i) => (tuned.get(c.name)!.hf = hf[i].flat()));
+    const hf = transformersJobs(jobs) as { tokens: number[][] }[];
+    cases.forEach((c, i) => (tuned.get(c.name)!.hf = hf[i].tokens.flat()));
   }, 600_000);
   afterAll(() => console.info(`families against transformers ${'(max |d logit| reference vs transformers f32 / f64; max |d log p| engine vs f32 / f64)'}\n${figures.join('\n')}`));
 

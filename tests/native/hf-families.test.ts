@@ -7,7 +7,6 @@
 // - for one case per family, a few MeZO steps, the folder Spillway saves loaded back into
 //   transformers with the engine's log-probs.
 // Adding a family: its cases below. The figures are printed (console) for the reports.
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,8 +16,8 @@ import { packBatch } from '../../electron/engine/batch.js';
 import type { NativeEngine } from '../../electron/engine/native.js';
 import { readSideFiles, saveFineTuned } from '../../electron/engine/trainer.js';
 import { loadModelInfo } from '../../electron/model/index.js';
-import { ROOT, loadEngine } from '../helpers/engine.js';
-import { venvPython } from '../helpers/python.js';
+import { loadEngine } from '../helpers/engine.js';
+import { transformersJobs } from '../helpers/python.js';
 
 // Engine (float32) against transformers: the golden tests' bound on a token's log-prob.
 const LOGPROB_ATOL = 2e-5;
@@ -128,18 +127,6 @@ interface Sides {
   rows: number[][];
 }
 
-function python(jobs: unknown[]): unknown[] {
-  return JSON.parse(
-    execFileSync(venvPython(), [join(ROOT, 'tests', 'reference', 'hf_tiny.py')], {
-      input: JSON.stringify(jobs),
-      env: { ...process.env, OMP_NUM_THREADS: '1' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      maxBuffer: 1 << 28,
-      timeout: 600_000,
-    }).toString(),
-  ) as unknown[];
-}
-
 const tokenBatch = (seqs: number[][]) =>
   packBatch(seqs.map((t) => ({ kind: 'lm' as const, label: -1, source: 'hf', sequences: [{ tokens: t, scoreStart: 1, scoreEnd: t.length }] })));
 
@@ -173,7 +160,7 @@ const logitSpread = (a: number[], b: number[]) => {
 
 const dir = mkdtempSync(join(tmpdir(), 'spw-hf-'));
 const folders = CASES.map((_, i) => join(dir, `case-${i}`));
-const refs = python([
+const refs = transformersJobs([
   ...CASES.map((c, i) => ({ op: 'make', dir: folders[i], arch: c.arch, config: c.config, seed: 1000 + i, dtype: c.dtype ?? 'float32' })),
   ...CASES.map((_, i) => ({ op: 'logprobs', dir: folders[i], sequences: SEQUENCES })),
 ]).slice(CASES.length) as Record<'float32' | 'float64', Sides>[];
@@ -227,7 +214,7 @@ describe.each(CASES.map((c, i) => [c.name, c, i] as const))('%s, against transfo
 describe('folders saved by Spillway, loaded back into transformers', () => {
   it('load as their architecture and give the engine’s log-probs', () => {
     expect(tuned.length).toBe(CASES.filter((c) => c.saved).length);
-    const loaded = python(tuned.map((t) => ({ op: 'saved', dir: t.folder, sequences: SEQUENCES }))) as { class: string; tokens: number[][] }[];
+    const loaded = transformersJobs(tuned.map((t) => ({ op: 'saved', dir: t.folder, sequences: SEQUENCES }))) as { class: string; tokens: number[][] }[];
     tuned.forEach((t, k) => {
       expect(loaded[k].class).toBe(t.c.arch);
       const d = Math.max(...t.tokens.map((x, j) => maxAbs(x, loaded[k].tokens[j])));
