@@ -53,7 +53,7 @@ export async function scoreDataset(options: ScoreOptions, emit: (e: ScoreEvent) 
   const info = await loadModelInfo(o.model);
   if (!info.tokenizer) throw new Error(`${info.dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)`);
   const tokenize = exampleTokenizer(o.task, await loadTokenizer(info.dir), info, trainingMaxLength(info, o.maxLength))(o.train);
-  const { engine } = await openEngine(info, o, undefined, emit);
+  const { engine } = await openEngine(info, o, emit);
   let index = 0;
   let r: Awaited<ReturnType<typeof scoreExamples>>;
   try {

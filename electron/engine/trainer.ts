@@ -331,14 +331,23 @@ export interface OpenedEngine {
   cuda: ResolvedDevice['cuda'];
 }
 
+/** How openEngine places and opens the model where the options alone do not say. */
+export interface OpenEngineOptions {
+  /** Each unit's home; none: every unit on the device. */
+  placement?: TierPlacement;
+  /** Ranks on this machine, which share its cores (1). */
+  ranksHere?: number;
+  /** The device already picked for the run; none: picked here from the options. */
+  picked?: PickedDevice;
+  /** The run's plan, which a failure while loading quotes. */
+  plan?: Plan | null;
+}
+
 export async function openEngine(
   info: ModelInfo,
   o: Pick<TrainOptions, 'threads' | 'gpuMem' | 'device' | 'gemm'> & Partial<TrainOptions>,
-  placement: TierPlacement | undefined,
   emit: (e: TrainEvent) => void,
-  ranksHere = 1,
-  picked: PickedDevice = pickDevice(o, (message) => emit({ type: 'log', message })),
-  plan: Plan | null = null,
+  { placement, ranksHere = 1, picked = pickDevice(o, (message) => emit({ type: 'log', message })), plan = null }: OpenEngineOptions = {},
 ): Promise<OpenedEngine> {
   const native = loadNative();
   // The ranks on one machine share its cores.
@@ -373,7 +382,8 @@ function gemmOfBackend(backend: string | undefined, asked: Gemm): Gemm {
   return m ? (m[1] as Gemm) : asked;
 }
 
-const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) => openEngine(p.info, p.o, p.placement, emit, world?.localSize ?? 1, p.device, p.plan ?? null);
+const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) =>
+  openEngine(p.info, p.o, emit, { placement: p.placement, ranksHere: world?.localSize ?? 1, picked: p.device, plan: p.plan ?? null });
 
 export interface Loaded extends OpenedEngine {
   info: ModelInfo;
