@@ -1165,13 +1165,17 @@ public:
                                                           scale);
         SPW_LAUNCHED("rope");
     }
-    void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,
-                   const int32_t* seq_start, int nseq) override {
-        if (nseq <= 0) return;
+    // What both attention kernels can take: a lane's kDimsPerLane dims of a head, a grid's 65535 heads.
+    static void attention_limits(const AttentionShape& s) {
         if (s.head_dim > 32 * kDimsPerLane)
             throw std::runtime_error("CUDA attention supports head_dim up to " + std::to_string(32 * kDimsPerLane) +
                                      " (got " + std::to_string(s.head_dim) + ")");
         if (s.heads > 65535) throw std::runtime_error("CUDA attention: too many heads");
+    }
+    void attention(float* out, const float* q, const float* k, const float* v, const AttentionShape& s,
+                   const int32_t* seq_start, int nseq) override {
+        if (nseq <= 0) return;
+        attention_limits(s);
         cur();
         // Sequence lengths live on the device; enough query tiles to fill the GPU, idle warps leave early.
         int base = nseq * s.heads;
@@ -1195,10 +1199,7 @@ public:
                           const int32_t* positions, int N, const int32_t* seq_start, const int32_t* kv_start,
                           int nseq) override {
         if (nseq <= 0 || N <= 0) return;
-        if (s.head_dim > 32 * kDimsPerLane)
-            throw std::runtime_error("CUDA attention supports head_dim up to " + std::to_string(32 * kDimsPerLane) +
-                                     " (got " + std::to_string(s.head_dim) + ")");
-        if (s.heads > 65535) throw std::runtime_error("CUDA attention: too many heads");
+        attention_limits(s);
         cur();
         dim3 grid((unsigned)N, (unsigned)s.heads);
         k_attention_cached<<<grid, 32 * kAttnWarps, 0, stream_>>>(out, q, kc, vc, s, positions, seq_start, kv_start, nseq);

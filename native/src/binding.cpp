@@ -512,9 +512,23 @@ public:
 private:
     void claim(Napi::Env env) {
         bool expected = false;
-        if (!busy_.compare_exchange_strong(expected, true))
-            throw Napi::Error::New(env, "the engine is busy with another operation");
+        if (!busy_.compare_exchange_strong(expected, true)) busy_error(env);
         cancel_.store(false);
+    }
+    void not_busy(Napi::Env env) {
+        if (busy_.load()) busy_error(env);
+    }
+    [[noreturn]] static void busy_error(Napi::Env env) {
+        throw Napi::Error::New(env, "the engine is busy with another operation");
+    }
+    // Claims the engine and runs work(engine, cancel flag) on a worker thread; the promise settles
+    // with to_js(its result).
+    template <typename Result, typename Work>
+    Napi::Promise engine_job(Napi::Env env, Work work, typename Job<Result>::ToJs to_js) {
+        claim(env);
+        Engine* e = engine_.get();
+        std::atomic<bool>* cancel = &cancel_;
+        return run_job<Result>(env, &busy_, [e, cancel, work]() { return work(e, cancel); }, std::move(to_js));
     }
     void need_model(Napi::Env env) {
         if (!engine_) throw Napi::Error::New(env, "no model loaded");
@@ -664,12 +678,9 @@ private:
             }
             is_shared = true;
         }
-        claim(env);
-        Engine* e = engine_.get();
-        std::atomic<bool>* cancel = &cancel_;
-        return run_job<StepOut>(
-            env, &busy_,
-            [e, batch, p, cancel, shared, is_shared]() {
+        return engine_job<StepOut>(
+            env,
+            [batch, p, shared, is_shared](Engine* e, std::atomic<bool>* cancel) {
                 StepOut out;
                 out.step = e->step(batch, p, cancel, is_shared ? &shared->share : nullptr);
                 out.ranks = shared->ranks;
@@ -714,11 +725,8 @@ private:
         need_model(env);
         if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "score(batch) needs a batch object");
         Batch batch = parse_batch(info[0].As<Napi::Object>());
-        claim(env);
-        Engine* e = engine_.get();
-        std::atomic<bool>* cancel = &cancel_;
-        return run_job<ScoreResult>(
-            env, &busy_, [e, batch, cancel]() { return e->score(batch, cancel); },
+        return engine_job<ScoreResult>(
+            env, [batch](Engine* e, std::atomic<bool>* cancel) { return e->score(batch, cancel); },
             [](Napi::Env env, const ScoreResult& r) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
                 o.Set("exampleLoss", array_js(env, r.example_loss));
@@ -756,10 +764,8 @@ private:
         if (present(o, "seed")) r.sampling.seed = u64(o.Get("seed"), "seed");
         if (present(o, "eos")) r.eos = ints(o, "eos");
         opt_bool(o, "logits", r.logits);
-        claim(env);
-        Engine* e = engine_.get();
-        std::atomic<bool>* cancel = &cancel_;
-        return run_job<DecodeStep>(env, &busy_, [e, r, cancel]() { return e->decode_begin(r, cancel); }, decode_step_js);
+        return engine_job<DecodeStep>(
+            env, [r](Engine* e, std::atomic<bool>* cancel) { return e->decode_begin(r, cancel); }, decode_step_js);
     }
 
     // decodeNext(stop?: number[]): one more token of every unfinished sequence, after finishing those in stop.
@@ -770,16 +776,14 @@ private:
         if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull())
             each_number(info[0], "decodeNext(stop) takes an array of sequence indices",
                         [&](Napi::Number x) { stop.push_back(x.Int32Value()); });
-        claim(env);
-        Engine* e = engine_.get();
-        std::atomic<bool>* cancel = &cancel_;
-        return run_job<DecodeStep>(env, &busy_, [e, stop, cancel]() { return e->decode_next(stop, cancel); }, decode_step_js);
+        return engine_job<DecodeStep>(
+            env, [stop](Engine* e, std::atomic<bool>* cancel) { return e->decode_next(stop, cancel); }, decode_step_js);
     }
 
     // Frees the KV cache now.
     Napi::Value DecodeEnd(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
-        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        not_busy(env);
         if (engine_) engine_->decode_end();
         return env.Undefined();
     }
@@ -825,7 +829,7 @@ private:
     Napi::Value GetTensor(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         need_model(env);
-        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        not_busy(env);
         if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "getTensor(name) needs a name");
         const std::string name = info[0].As<Napi::String>().Utf8Value();
         const Tensor* t = engine_->model().tensor(name);
@@ -862,7 +866,7 @@ private:
     Napi::Value SetTensor(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         need_model(env);
-        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        not_busy(env);
         if (info.Length() < 2 || !info[0].IsString() || !info[1].IsTypedArray() ||
             info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
             throw_type(env, "setTensor(name, values) needs a name and a Float32Array");
@@ -924,7 +928,7 @@ private:
     // collection (which a process that exits never reaches).
     Napi::Value Close(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
-        if (busy_.load()) throw Napi::Error::New(env, "the engine is busy with another operation");
+        not_busy(env);
         // A rank whose exchange failed is about to be aborted: a late message may still land in
         // the engine's buffers, which therefore stay.
         if (dist_failed()) return env.Undefined();
