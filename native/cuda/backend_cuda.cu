@@ -546,13 +546,14 @@ __global__ void k_attention(float* out, const float* qb, const float* kb, const 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int HD = s.head_dim;
     size_t out_ld = (size_t)s.heads * HD;
-    const float* kbase = kb + (size_t)start * s.ldk + (size_t)kvh * HD;
-    const float* vbase = vb + (size_t)start * s.ldv + (size_t)kvh * HD;
+    // Keys and values by their row in the pass: this sequence's are rows start + j0 .. start + i.
+    const float* kbase = kb + (size_t)kvh * HD;
+    const float* vbase = vb + (size_t)kvh * HD;
     for (int i = blockIdx.z * kAttnWarps + warp; i < T; i += gridDim.z * kAttnWarps) {
         float qr[kDimsPerLane], acc[kDimsPerLane], m, l;
         warp_load_query(qr, qb + (size_t)(start + i) * s.ldq + (size_t)h * HD, HD, lane);
         int j0 = s.window > 0 ? max(0, i - s.window + 1) : 0;
-        warp_softmax_keys(qr, kbase, vbase, s, j0, i, 1, lane, acc, m, l);
+        warp_softmax_keys(qr, kbase, vbase, s, start + j0, start + i, 1, lane, acc, m, l);
         warp_store_row(out + (size_t)(start + i) * out_ld + (size_t)h * HD, acc, l, HD, lane);
     }
 }
