@@ -165,19 +165,19 @@ function parse(f: ConfigFields, arch: string) {
 /**
  * Llama's tensors by unit and role. `fused`: Phi-3's qkv_proj [q; k; v] and gate_up_proj
  * [gate; up] in place of the separate projections; `more` binds a family's own tensors in each
- * block (l: the block's name prefix, e.g. "model.layers.3.").
+ * block.
  */
 export function llamaUnits(
   cfg: ModelConfig,
   biases: Biases,
   pk: TensorPicker,
-  opts: { fused?: boolean; more?: (b: BlockRoles, l: string) => void } = {},
+  opts: { fused?: boolean; more?: (b: BlockRoles) => void } = {},
 ): UnitSpec[] {
   const C = cfg.hidden;
   const I = cfg.intermediate;
   const QD = cfg.heads * cfg.headDim;
   const KVD = cfg.kvHeads * cfg.headDim;
-  return decoderUnits(cfg, pk, (b, l) => {
+  return decoderUnits(cfg, pk, (b) => {
     b.norm('attn_norm', 'input_layernorm', false);
     if (opts.fused) {
       b.linear('qkv', 'self_attn.qkv_proj', QD + 2 * KVD, C, biases.qkv);
@@ -192,7 +192,7 @@ export function llamaUnits(
     } else {
       b.gatedMlp(I, biases.mlp);
     }
-    opts.more?.(b, l);
+    opts.more?.(b);
   });
 }
 

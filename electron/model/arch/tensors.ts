@@ -106,17 +106,17 @@ export function blockRoles(pk: TensorPicker, prefix: string, C: number) {
 
 /**
  * The units of Llama's checkpoint layout, which the families after it keep: model.embed_tokens,
- * one block per layer under model.layers.<i>. (its roles bound by `block`; l is that prefix),
- * model.norm and, untied, lm_head.
+ * one block per layer under model.layers.<i>. (its roles bound by `block`), model.norm and,
+ * untied, lm_head.
  */
-export function decoderUnits(cfg: ModelConfig, pk: TensorPicker, block: (b: BlockRoles, l: string) => void): UnitSpec[] {
+export function decoderUnits(cfg: ModelConfig, pk: TensorPicker, block: (b: BlockRoles) => void): UnitSpec[] {
   const result: UnitSpec[] = [
     { kind: 'embed', index: -1, tensors: { tok: pk.need('model.embed_tokens.weight', [cfg.vocabSize, cfg.hidden]) } },
   ];
   for (let i = 0; i < cfg.layers; i++) {
     const l = `model.layers.${i}.`;
     const b = blockRoles(pk, l, cfg.hidden);
-    block(b, l);
+    block(b);
     result.push({ kind: 'block', index: i, tensors: b.tensors });
   }
   result.push(headUnit(cfg, pk, 'model.norm.weight', null));
