@@ -66,6 +66,19 @@ size_t WorkingCopies::largest_block_group(const Model& m) {
     return most;
 }
 
+size_t WorkingCopies::frozen_base_group(const Model& m, const AdapterHook& adapters, bool base16) {
+    size_t most = base16 ? largest_block_group(m) : 0;
+    for (const BlockParams& b : m.params.blocks)
+        for (const BlockField& f : block_fields()) {
+            const int w = (b.*f.field).w, bias = (b.*f.field).b;
+            if (w < 0 || adapters.adapter_of(w) < 0) continue;
+            size_t n = pad16(m.tensors[(size_t)w].numel);
+            if (bias >= 0) n += pad16(m.tensors[(size_t)bias].numel);
+            most = std::max(most, n);
+        }
+    return most;
+}
+
 void WorkingCopies::reserve(size_t floats) {
     if (floats <= capacity_) return;
     if (z_) be_.release(z_);

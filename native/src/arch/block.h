@@ -83,6 +83,10 @@ public:
     static size_t largest_group(const Model& m);
     // The largest group of a block of `m` (what a pair's second copy holds).
     static size_t largest_block_group(const Model& m);
+    // What a step over a frozen base (lora, loldu) needs, in floats: the largest block group
+    // holding an adapted weight (its base + delta, and the delta in z), and with the base held in
+    // bf16/fp16 the largest block group (widened). Frozen float32 groups are read in place.
+    static size_t frozen_base_group(const Model& m, const AdapterHook& adapters, bool base16);
     // Grows z and the working copy to hold `floats`.
     void reserve(size_t floats);
     // Grows the pair's second copy to hold `floats` (no more than reserve's).
