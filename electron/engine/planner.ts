@@ -472,10 +472,11 @@ export function makePlan(input: PlanInput): Plan {
   );
   // The CPU backend makes a block's groups a +eps/-eps pair at a time: one more copy, of the largest block group.
   const largestBlockGroup = Math.max(0, ...m.units.filter((u) => u.kind === 'block').map((u) => F32 * (u.maxGroupParameters ?? u.parameters)));
-  // A frozen base is read in place: z and the working copy only for the adapted groups (and a
-  // 16-bit block widened), never a +eps/-eps pair (WorkingCopies::frozen_base_group).
+  // A frozen base is read in place: z holds the largest adapted group's delta, the working copy
+  // that group's weight (or, with a 16-bit base, the widened largest block group); never a
+  // +eps/-eps pair (WorkingCopies::largest_adapted_group).
   const workingCopies = frozenBase
-    ? 2 * Math.max(F32 * tf.adaptedGroupFloats, EB < F32 ? largestBlockGroup : 0)
+    ? F32 * tf.adaptedGroupFloats + Math.max(F32 * tf.adaptedGroupFloats, EB < F32 ? largestBlockGroup : 0)
     : 2 * largestUnit + (shared ? largestBlockGroup : 0);
   const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);
   const fixedUnits = m.units.filter((u) => u.kind !== 'block').reduce((n, u) => n + bytesOf(u), 0);

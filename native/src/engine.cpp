@@ -189,7 +189,9 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
     // base is read in place (float32) or widened (bf16/fp16 blocks): only its adapted groups need
     // z, and none is ever perturbed as a +eps/-eps pair; the head's group (often the largest) none.
     if (trainable_->base_frozen()) {
-        copies_->reserve(WorkingCopies::frozen_base_group(*model_, *trainable_, residency_->master_dtype() != MASTER_F32));
+        const size_t adapted = WorkingCopies::largest_adapted_group(*model_, *trainable_);
+        const bool base16 = residency_->master_dtype() != MASTER_F32;
+        copies_->reserve(base16 ? std::max(adapted, WorkingCopies::largest_block_group(*model_)) : adapted, adapted);
     } else {
         copies_->reserve(WorkingCopies::largest_group(*model_));
         if (backend_->runs_pairs()) copies_->reserve_pairs(WorkingCopies::largest_block_group(*model_));

@@ -100,6 +100,10 @@ describe('plan: a frozen base on fixed rates', () => {
     expect(lora.breakdown.adapters).toBe(4 * (tensors + 2 * scratch));
     expect(lora.trainable.elements).toBe(adapted.reduce((n, x) => n + r * (x.in + x.out), 0));
     expect(lora.breakdown.workingCopies).toBe(2 * 4 * Math.max(...adapted.map((x) => x.groupFloats)));
+    // A bf16 base widens every block group into the working copy; z still holds only the adapted group's delta.
+    const bf16 = makePlan(ssdInput({ trainable: LORA, masters: 'bf16' }));
+    const blockGroup = 4 * Math.max(...blocks().map((u) => u.maxGroupParameters!));
+    expect(bf16.breakdown.workingCopies).toBe(4 * Math.max(...adapted.map((x) => x.groupFloats)) + Math.max(4 * Math.max(...adapted.map((x) => x.groupFloats)), blockGroup));
     expect(lora.breakdown.workingCopies).toBeLessThan(full.breakdown.workingCopies);
     expect(full.breakdown.adapters).toBe(0);
   });
