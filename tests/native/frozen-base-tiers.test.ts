@@ -3,7 +3,7 @@
 // the SSD, updated at home or on the device, the run writes nothing back (no device → host bytes,
 // no SSD bytes after the spill file is made, the spill file's bytes unchanged), and its losses and
 // adapters are bit-identical to the all-resident run's. A base kept in bf16 trains float32
-// adapters the same way. Bits are compared exactly: the engine guarantees placement invariance.
+// adapters the same way (fp16 too). Bits are compared exactly: the engine guarantees placement invariance.
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,7 +80,7 @@ const CASES: Case[] = [
 ];
 
 for (const [setName, spec] of [['lora', LORA], ['loldu', LOLDU]] as const) {
-  for (const masters of ['fp32', 'bf16'] as Masters[]) {
+  for (const masters of ['fp32', 'bf16', 'fp16'] as Masters[]) {
     describe(`${setName}, ${masters} base: the frozen base is read, never written`, () => {
       let resident: { losses: number[]; adapters: Map<string, Float32Array>; model: Map<string, Float32Array> } | undefined;
       const residentRun = async () => {
