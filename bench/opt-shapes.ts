@@ -23,6 +23,12 @@ export const OPT: OptShape[] = [
 const VOCAB = 50272;
 const POSITIONS = 2048;
 
+/** A block's matrices with their biases (what lora and loldu adapt): q, k, v, o [C, C]; fc1 [4C, C]; fc2 [C, 4C]. */
+function matrices(C: number): NonNullable<PlannerModel['units'][number]['matrices']> {
+  const m = (stem: string, out: number, inp: number) => ({ stem, out, in: inp, groupFloats: out * inp + out });
+  return [m('q', C, C), m('k', C, C), m('v', C, C), m('o', C, C), m('fc1', 4 * C, C), m('fc2', C, 4 * C)];
+}
+
 /** OPT units: embeddings (tokens + learned positions, offset 2), blocks (q/k/v/o, fc1/fc2 with biases, two layer norms), final norm + tied head. */
 export function optModel(s: OptShape): PlannerModel {
   const C = s.hidden;
@@ -33,7 +39,7 @@ export function optModel(s: OptShape): PlannerModel {
       // The engine perturbs one tensor group at a time: its working copies are the largest group
       // (fc1 with its bias in a block; the head's norm and the tied embedding); embeddings on the fly.
       { kind: 'embed', index: -1, parameters: VOCAB * C + (POSITIONS + 2) * C, maxGroupParameters: 0 },
-      ...Array.from({ length: s.layers }, (_, i) => ({ kind: 'block' as const, index: i, parameters: 12 * C * C + 13 * C, maxGroupParameters: 4 * C * C + 4 * C })),
+      ...Array.from({ length: s.layers }, (_, i) => ({ kind: 'block' as const, index: i, parameters: 12 * C * C + 13 * C, maxGroupParameters: 4 * C * C + 4 * C, matrices: matrices(C) })),
       { kind: 'head', index: -1, parameters: 2 * C, maxGroupParameters: 2 * C + VOCAB * C },
     ],
   };

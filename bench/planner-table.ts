@@ -154,6 +154,45 @@ out.push(
     '',
   );
 }
+// A frozen base (issue 15): MeZO-full against LoRA (rank 8 on q and v) on the first machine, every block streamed
+// (device budget 0, ZO2's regime) and placed by the machine's budgets: trainable and frozen bytes apart, the
+// scratch a frozen base needs, and the base read but never written.
+{
+  const m = MACHINES[0];
+  const spill = { spillDirs: m.spill.map((f) => f.dir), spillInfo: m.spill.map((f) => ({ device: f.device })) };
+  const rates = { ...m.rates, spill: m.spill.map((f) => f.rates) };
+  const LORA = { set: 'lora' as const, rank: 8, targets: ['q', 'v'] };
+  out.push(
+    `## A frozen base: MeZO-full against LoRA (rank 8 on q, v), ${m.label}`,
+    '',
+    'Same assumptions and shape as the first table, fp32 and bf16 masters. "min. device": every block streamed (device budget 0).',
+    "LoRA's base is read from its home every step and never updated, replayed or written back: no SSD writes, no device → host",
+    'copies, no update time; its working copies are those of the adapted matrices (q or v with its bias), not the head\'s group',
+    '(the tied embedding) a trained head needs; the adapters live on the device. "placed": the machine\'s budgets (24 GB GPU, 256 GB RAM).',
+    '',
+    '| model | masters | set | trainable (where) | frozen: device / CPU / SSD | working copies | min. device | placed: homes device / CPU / SSD | SSD read / write per step | predicted step | floor (bound) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  );
+  for (const s of OPT.filter((x) => ['OPT-13B', 'OPT-66B', 'OPT-175B'].includes(x.name))) {
+    for (const masters of ['fp32', 'bf16'] as const) {
+      for (const trainable of [undefined, LORA]) {
+        const plan = (device: number) =>
+          makePlan({ model: optModel(s), computeDevice: 'gpu', budgets: { device, cpu: m.ram }, ...spill, masters, batchSize: BATCH, maxLength: SEQ, rates, ...(trainable ? { trainable } : {}) });
+        const least = plan(0);
+        const p = plan(m.gpu);
+        const t = p.trainable;
+        const tb = t.bytes.device + t.bytes.cpu + t.bytes.ssd;
+        const where = t.baseFrozen ? 'device' : [t.bytes.device && 'device', t.bytes.cpu && 'CPU', t.bytes.ssd && 'SSD'].filter(Boolean).join(', ');
+        out.push(
+          `| ${s.name} | ${masters} | ${trainable ? 'lora r8 q,v' : 'full'} | ${gb(tb)} (${where}) | ${gb(t.frozenBytes.device)} / ${gb(t.frozenBytes.cpu)} / ${gb(t.frozenBytes.ssd)} | ` +
+            `${gb(least.breakdown.workingCopies)} | ${gb(least.memory.device)} | ${p.count.device} / ${p.count.cpu} / ${p.count.ssd} | ` +
+            `${gb(p.linkBytesPerStep.ssdRead)} / ${gb(p.linkBytesPerStep.ssdWrite)} | ${p.feasible ? time(p.predictedStepMs) : 'does not fit'} | ${time(p.floorMs)} (${p.bound ?? 'n/a'}) |`,
+        );
+      }
+    }
+  }
+  out.push('');
+}
 const text = out.join('\n');
 process.stdout.write(text);
 const dir = join(packageRoot(), 'bench', 'results');

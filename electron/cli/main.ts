@@ -54,6 +54,10 @@ const PlanFields = RunFields.pick({
   parallel: true,
   groups: true,
   sliced: true,
+  trainable: true,
+  rank: true,
+  targets: true,
+  sparseFraction: true,
 }).extend({ maxLength: PlanRequest.shape.maxLength });
 /** `spillway plan`'s exit status when the plan does not fit. */
 export const EXIT_DOES_NOT_FIT = 2;
@@ -533,6 +537,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
       spillDirs: o.spillDirs ?? [],
       updateMode: o.updateOn ?? 'auto',
+      trainable: { set: o.trainable, rank: o.rank, targets: o.targets, fraction: o.sparseFraction },
       masters: o.masters ?? 'fp32',
       batchSize: o.batchSize,
       maxLength: o.maxLength,

@@ -25,6 +25,7 @@ import {
   RunOptions,
   SamplingOptions,
   TaskTemplate,
+  TrainableSet,
   UpdateMode,
 } from './options.js';
 
@@ -243,7 +244,7 @@ export const RunDevice = z.object({
 // --- plan
 
 /** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
-export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true }).extend({
+export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true, trainable: true, rank: true, targets: true, sparseFraction: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })
@@ -279,6 +280,8 @@ export const PlanUnit = z.object({
 });
 
 export const TierMemory = z.object({ gpu: Bytes, cpu: Bytes, ssd: Bytes });
+/** Bytes per home (the device is the CPU's arena when the CPU computes). */
+const PlanTierBytes = z.object({ device: Bytes, cpu: Bytes, ssd: Bytes });
 
 /** One spill folder of a plan: its filesystem, the SSD units striped onto it and its measured rates. */
 export const PlanSpillFolder = z.object({
@@ -332,7 +335,26 @@ export const PlanResult = z.object({
     prefetchBuffers: Bytes.optional(),
     /** The engine process itself (runtime, addon, BLAS, small buffers), counted in CPU memory. */
     runtime: Bytes.optional(),
+    /** lora, loldu: the adapters on the compute device with their noise and working copies. */
+    adapters: Bytes.optional(),
   }),
+  /** What trains and what is frozen, and where each lives (tiers as the plan's units name them: device, cpu, ssd). */
+  trainable: z
+    .object({
+      set: TrainableSet,
+      rank: z.number().int().positive().nullable(),
+      targets: z.array(z.string()).nullable(),
+      fraction: z.number().positive().nullable(),
+      /** Elements a step moves (sparse: at most). */
+      elements: z.number().int().nonnegative(),
+      /** lora, loldu: the base is read only wherever it lives (no update, no write-back, no replay). */
+      baseFrozen: z.boolean(),
+      /** What holds the trained values: the adapters (device), or the trained masters at their homes. */
+      bytes: PlanTierBytes,
+      /** The frozen part of the model at its stored precision, at its homes. */
+      frozenBytes: PlanTierBytes,
+    })
+    .optional(),
   /** Bytes moved per step on each link (0 when every unit stays resident on the CPU); fractional with write-back every K. */
   linkBytesPerStep: z.object({ hostToDevice: Bytes, deviceToHost: z.number().nonnegative(), ssdRead: Bytes, ssdWrite: z.number().nonnegative() }),
   /** null until the engine has been calibrated on this machine. */

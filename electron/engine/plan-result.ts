@@ -14,7 +14,7 @@ import { defaultGpuBudget } from './device.js';
 import type { ResolvedDevice } from './device.js';
 import { formatBytes } from './safe-write.js';
 import { makePlan, plannerModel } from './planner.js';
-import type { ComputeSource, Plan, PlanInput, UpdateMode, UpdateOn } from './planner.js';
+import type { ComputeSource, Plan, PlanInput, PlanTrainable, UpdateMode, UpdateOn } from './planner.js';
 
 export interface PlanOptions {
   model: string | ModelInfo;
@@ -40,6 +40,8 @@ export interface PlanOptions {
   prefetch?: number;
   /** Tokens a step really computes, when known from the data (PlanInput.tokensPerStep). */
   tokensPerStep?: number;
+  /** What trains (default every weight). */
+  trainable?: PlanTrainable;
   /** Folder of calibration.json (null: nothing cached). */
   dataDir: string | null;
   /** 'cached': use the cache only; 'measure': measure when not cached; 'recalibrate': always measure. */
@@ -116,6 +118,7 @@ export async function planFor(
     q: o.q,
     writeBackEvery: o.writeBackEvery,
     updateMode: o.updateMode,
+    ...(o.trainable ? { trainable: o.trainable } : {}),
     prefetch: o.prefetch ?? DEFAULT_PREFETCH,
     rates: cal ? ratesOf(cal) : null,
   };
@@ -179,6 +182,7 @@ export function toPlanResult(plan: Plan, modelDir: string, prefetchRequested = D
     })),
     memory: onCpu ? { gpu: 0, cpu: plan.memory.device + plan.memory.cpu, ssd: plan.memory.ssd } : { gpu: plan.memory.device, cpu: plan.memory.cpu, ssd: plan.memory.ssd },
     breakdown: plan.breakdown,
+    trainable: plan.trainable,
     linkBytesPerStep: plan.linkBytesPerStep,
     predictedStepMs: plan.predictedStepMs,
     floorMs: plan.floorMs,

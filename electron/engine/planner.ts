@@ -5,6 +5,7 @@
 // physical floor of one step. Pure: the inputs are the model's shape, the
 // budgets and the calibrated rates (calibration.ts).
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
+import type { TrainableSet } from '../common/options.js';
 import { formatDuration } from '../common/format.js';
 import type { ModelInfo } from '../model/index.js';
 import type { ArchFamily, NormKind } from '../model/types.js';
@@ -28,7 +29,22 @@ export interface PlannerUnit {
    * so its working copies are this size (default: the whole unit).
    */
   maxGroupParameters?: number;
+  /** A block's 2-D weights by role stem (q, v, down, ...): what lora and loldu adapt and sparse masks. */
+  matrices?: { stem: string; out: number; in: number; groupFloats: number }[];
 }
+
+/** What a run trains, as far as the plan is concerned (docs/ENGINE-SPEC.md, "Trainable sets"). */
+export interface PlanTrainable {
+  set: TrainableSet;
+  /** lora, loldu (default 8). */
+  rank?: number;
+  /** lora, loldu: block role stems (default q, v). */
+  targets?: string[];
+  /** sparse: the share of each block matrix that trains (default 0.25). */
+  fraction?: number;
+}
+
+export type TierBytes = { device: number; cpu: number; ssd: number };
 
 export interface PlannerModel {
   name: string;
@@ -112,6 +128,8 @@ export interface PlanInput {
   writeBackEvery?: number;
   /** Where streamed units are updated: chosen per unit by the cost model (default), or forced. */
   updateMode?: UpdateMode;
+  /** What trains (default every weight): lora and loldu freeze the base, which is then read and never written. */
+  trainable?: PlanTrainable;
   /** SSD read-ahead buffers in host memory (the engine's default 2). */
   prefetch?: number;
   /** Device staging slots (the engine's default: 2 on a GPU, 1 on the CPU). */
@@ -193,6 +211,27 @@ export interface Plan {
     prefetchBuffers: number;
     /** The engine process itself (runtime, addon, BLAS, small buffers). */
     runtime: number;
+    /** lora, loldu: the adapters on the compute device with their noise and working copies. */
+    adapters: number;
+  };
+  /**
+   * What trains and what is frozen, and where each lives. Bytes as the engine holds them: blocks in
+   * the masters' format wherever they live, the embeddings and the head float32, SSD units as their
+   * 4 KiB-aligned slots.
+   */
+  trainable: {
+    set: TrainableSet;
+    rank: number | null;
+    targets: string[] | null;
+    fraction: number | null;
+    /** Elements a step moves (sparse: at most; ties at the threshold train fewer). */
+    elements: number;
+    /** lora, loldu: the base is read-only wherever it lives (no update, no write-back, no replay). */
+    baseFrozen: boolean;
+    /** What holds the trained values: the adapters (on the device), or the masters of the trained tensors at their homes. */
+    bytes: TierBytes;
+    /** The frozen part of the model at its stored precision, at its homes. */
+    frozenBytes: TierBytes;
   };
   /** SSD read-ahead depth the engine should use: the requested one, lowered when the CPU budget cannot hold its buffers. */
   prefetch: number;
@@ -267,6 +306,66 @@ function largestGroup(info: ModelInfo, u: ModelInfo['units'][number]): number {
   return Math.max(0, ...groups.values());
 }
 
+/** A block's 2-D weights (roles <stem>_w) with the floats of their group (the weight and its bias, padded to 16). */
+function matricesOf(u: ModelInfo['units'][number]): NonNullable<PlannerUnit['matrices']> {
+  return Object.entries(u.tensors)
+    .filter(([role, t]) => role.endsWith('_w') && t.shape.length === 2)
+    .map(([role, t]) => {
+      const stem = role.slice(0, -2);
+      const bias = u.tensors[`${stem}_b`];
+      return { stem, out: t.shape[0], in: t.shape[1], groupFloats: roundUp(t.shape[0] * t.shape[1], 16) + (bias ? roundUp(bias.shape.reduce((a, b) => a * b, 1), 16) : 0) };
+    });
+}
+
+/**
+ * What a trainable set costs (native/src/zo/trainable.cpp): the elements a step moves, the adapters'
+ * device bytes with their noise and working copies (Trainable::device_bytes), the largest block group
+ * holding an adapted weight (its working copy), in floats, and per unit the parameters of its block
+ * matrices (what sparse trains).
+ */
+export function trainableOf(
+  m: PlannerModel,
+  t: PlanTrainable,
+): { elements: number; adapterBytes: number; adaptedGroupFloats: number; adaptedParameters: number; matrixParameters: Map<PlannerUnit, number> } {
+  const pad = (n: number) => roundUp(n, 16);
+  const r = t.rank ?? 8;
+  const targets = new Set(t.targets ?? ['q', 'v']);
+  const fraction = t.fraction ?? 0.25;
+  let elements = 0;
+  let tensors = 0;
+  let noise = 0;
+  let work = 0;
+  let adaptedGroupFloats = 0;
+  let adaptedParameters = 0;
+  const matrixParameters = new Map<PlannerUnit, number>();
+  for (const u of m.units) {
+    if (u.kind !== 'block') continue;
+    matrixParameters.set(u, (u.matrices ?? []).reduce((n, x) => n + x.out * x.in, 0));
+    for (const x of u.matrices ?? []) {
+      if (t.set === 'sparse') elements += Math.floor(fraction * x.out * x.in);
+      if ((t.set !== 'lora' && t.set !== 'loldu') || !targets.has(x.stem)) continue;
+      adaptedGroupFloats = Math.max(adaptedGroupFloats, x.groupFloats);
+      adaptedParameters += x.out * x.in;
+      if (t.set === 'lora') {
+        // A (r, in) and B (out, r), each with its noise and perturbed copy.
+        tensors += pad(r * x.in) + pad(x.out * r);
+        noise = Math.max(noise, pad(r * x.in) + pad(x.out * r));
+        work = Math.max(work, pad(r * x.in) + pad(x.out * r));
+        elements += r * (x.in + x.out);
+      } else {
+        // U_r (r, in), P L_r (out, r), -D_r, z (r) and s (1); z and s train.
+        tensors += pad(r * x.in) + pad(x.out * r) + 2 * pad(r) + pad(1);
+        noise = Math.max(noise, pad(r) + 16);
+        work = Math.max(work, pad(r) + 16 + pad(r) + pad(r * x.in));
+        elements += r + 1;
+      }
+    }
+  }
+  if (t.set === 'full') elements = m.units.reduce((n, u) => n + u.parameters, 0);
+  const adapterBytes = t.set === 'lora' || t.set === 'loldu' ? F32 * (tensors + noise + work) : 0;
+  return { elements, adapterBytes, adaptedGroupFloats, adaptedParameters, matrixParameters };
+}
+
 /** The planner's view of a loaded model folder: parameters and engine slot size per unit. */
 export function plannerModel(info: ModelInfo): PlannerModel {
   const seen = new Set<string>();
@@ -280,7 +379,7 @@ export function plannerModel(info: ModelInfo): PlannerModel {
       seen.add(t.name);
       slot += roundUp(n, 16) * F32;
     }
-    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, maxGroupParameters: largestGroup(info, u) };
+    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, maxGroupParameters: largestGroup(info, u), ...(u.kind === 'block' ? { matrices: matricesOf(u) } : {}) };
   });
   const c = info.config;
   return {
@@ -347,6 +446,11 @@ export function makePlan(input: PlanInput): Plan {
   // (widened or perturbed into float32 a tensor group at a time); resident ones stay float32.
   const EB = input.masters === 'fp32' ? F32 : 2;
   const dirs = input.spillDirs ?? [];
+  // lora and loldu freeze the base: it is read wherever it lives and never updated or written back;
+  // the adapters live on the compute device (ENGINE-SPEC.md, "Trainable sets").
+  const train: PlanTrainable = input.trainable?.set ? input.trainable : { set: 'full' };
+  const frozenBase = train.set === 'lora' || train.set === 'loldu';
+  const tf = trainableOf(m, train);
   const shortfalls: string[] = [];
   const notes: string[] = [];
 
@@ -368,10 +472,16 @@ export function makePlan(input: PlanInput): Plan {
   );
   // The CPU backend makes a block's groups a +eps/-eps pair at a time: one more copy, of the largest block group.
   const largestBlockGroup = Math.max(0, ...m.units.filter((u) => u.kind === 'block').map((u) => F32 * (u.maxGroupParameters ?? u.parameters)));
-  const workingCopies = 2 * largestUnit + (shared ? largestBlockGroup : 0);
+  // A frozen base is read in place: z holds the largest adapted group's delta, the working copy
+  // that group's weight (or, with a 16-bit base, the widened largest block group); never a
+  // +eps/-eps pair (WorkingCopies::largest_adapted_group).
+  const workingCopies = frozenBase
+    ? F32 * tf.adaptedGroupFloats + Math.max(F32 * tf.adaptedGroupFloats, EB < F32 ? largestBlockGroup : 0)
+    : 2 * largestUnit + (shared ? largestBlockGroup : 0);
   const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);
   const fixedUnits = m.units.filter((u) => u.kind !== 'block').reduce((n, u) => n + bytesOf(u), 0);
-  const fixedDevice = fixedUnits + workingCopies + activations;
+  const adapters = tf.adapterBytes;
+  const fixedDevice = fixedUnits + workingCopies + activations + adapters;
 
   const cpuCap = budgets.cpu ?? inf;
   const devCap = shared ? Math.min(budgets.device ?? inf, cpuCap) : budgets.device ?? inf;
@@ -545,14 +655,18 @@ export function makePlan(input: PlanInput): Plan {
     const estimatedBlock = blocks.length ? (1000 * 2 * fwd.blocks) / blocks.length / r.gemmFlopsPerS : 0;
     const measured = r.blockForwardMs !== undefined;
     const perturb = measured ? Math.min(r.blockPerturbMs ?? 0, r.blockForwardMs as number) : 0;
+    // A frozen base perturbs nothing but its adapted matrices (base + delta): that share of the block's perturbation time.
+    const blockParams = blocks.reduce((n, u) => n + u.parameters, 0);
+    const perturbShare = frozenBase ? Math.min(1, tf.adaptedParameters / Math.max(1, blockParams)) : 1;
     const scaled = tokenScale < 1 ? `, scaled to ${Math.round(input.tokensPerStep as number)} tokens per step from the ${shapeTokens} of the shape` : '';
     compute = {
-      blockMs: measured ? perturb + ((r.blockForwardMs as number) - perturb) * tokenScale : estimatedBlock * tokenScale,
+      blockMs: measured ? perturb * perturbShare + ((r.blockForwardMs as number) - perturb) * tokenScale : estimatedBlock * tokenScale,
       blockSource: measured ? r.blockSource ?? 'measured' : 'estimated',
       headMs: ((1000 * 2 * fwd.head) / r.gemmFlopsPerS) * tokenScale,
       headSource: 'estimated',
       detail: measured
-        ? `${(r.blockForwardMs as number).toFixed(2)} ms per block for both forwards, z and the perturbed copies included${r.blockDetail ? ` (${r.blockDetail})` : ''}${scaled}`
+        ? `${(r.blockForwardMs as number).toFixed(2)} ms per block for both forwards, z and the perturbed copies included${r.blockDetail ? ` (${r.blockDetail})` : ''}${scaled}` +
+          (frozenBase ? `; of its ${perturb.toFixed(2)} ms of z and perturbed copies, the adapted matrices' share ${(100 * perturbShare).toFixed(0)}% (the frozen rest is read in place)` : '')
         : `${(fwd.blocks / Math.max(1, blocks.length) / 1e9).toFixed(3)} GFLOP per block per forward at the measured GEMM rate of ${(r.gemmFlopsPerS / 1e9).toFixed(1)} GFLOP/s${scaled}`,
     };
   }
@@ -570,6 +684,7 @@ export function makePlan(input: PlanInput): Plan {
   const updateCost = (u: PlannerUnit, on: UpdateOn) => {
     const home = homeOf(u);
     const n = u.parameters;
+    if (frozenBase) return { ms: 0, d2h: 0 };
     if (home === 'device') return { ms: devRate ? (1000 * q * n) / devRate : null, d2h: 0 };
     if (on === 'device') {
       const floats = q * n * (home === 'ssd' ? pendingPerVisit : 1);
@@ -580,11 +695,12 @@ export function makePlan(input: PlanInput): Plan {
   };
   const evaluate = (onDevice: Set<PlannerUnit>) => {
     const on = (u: PlannerUnit): UpdateOn => (homeOf(u) === 'device' || onDevice.has(u) ? 'device' : 'home');
-    let deviceFloats = q * residentParams;
+    // A frozen base: only the adapters are updated, on the device; no unit is updated or written back.
+    let deviceFloats = q * (frozenBase ? tf.elements : residentParams);
     let hostFloats = 0;
     let replayFloats = 0;
     let d2hBytes = 0;
-    for (const u of streamed) {
+    for (const u of frozenBase ? [] : streamed) {
       const n = u.parameters;
       if (on(u) === 'device') {
         deviceFloats += q * n * (homeOf(u) === 'ssd' ? pendingPerVisit : 1);
@@ -599,7 +715,7 @@ export function makePlan(input: PlanInput): Plan {
       hostToDevice: streamed.reduce((n, u) => n + storedOf(u), 0), // one visit per step, whatever q is
       deviceToHost: d2hBytes,
       ssdRead: ssdBytes,
-      ssdWrite: ssdBytes / K,
+      ssdWrite: frozenBase ? 0 : ssdBytes / K,
     };
     if (!r) return { link, on, times: null, predicted: null, floor: null, bound: null as Bound | null };
     // SSD traffic per device: reads and write-backs of its folders' units.
@@ -614,8 +730,9 @@ export function makePlan(input: PlanInput): Plan {
       const read = folders.length ? deviceBw(key, 'readBytesPerS') : r.ssdReadBytesPerS;
       const write = folders.length ? deviceBw(key, 'writeBytesPerS') : r.ssdWriteBytesPerS;
       const rb = mine.reduce((n, u) => n + storedOf(u), 0);
-      const wh = mine.filter((u) => on(u) === 'home').reduce((n, u) => n + storedOf(u) / K, 0);
-      const wd = mine.filter((u) => on(u) === 'device').reduce((n, u) => n + storedOf(u) / K, 0);
+      const written = frozenBase ? [] : mine;
+      const wh = written.filter((u) => on(u) === 'home').reduce((n, u) => n + storedOf(u) / K, 0);
+      const wd = written.filter((u) => on(u) === 'device').reduce((n, u) => n + storedOf(u) / K, 0);
       ssdReadMs = Math.max(ssdReadMs, ms(rb, read));
       ssdWriteMs = Math.max(ssdWriteMs, ms(wh + wd, write));
       ssdWriteHomeMs = Math.max(ssdWriteHomeMs, ms(wh, write));
@@ -664,7 +781,9 @@ export function makePlan(input: PlanInput): Plan {
   const allDevice = evaluate(new Set(streamed));
   let chosen = allHome;
   let reason: string;
-  if (!streamed.length) {
+  if (frozenBase) {
+    reason = `the base is frozen (${train.set}): streamed blocks are read and never updated, replayed or written back; only the adapters are updated, on the compute device`;
+  } else if (!streamed.length) {
     reason = 'every unit is resident on the compute device and is updated there';
   } else if (mode === 'home') {
     reason = 'forced: every streamed unit is updated at home (--update-on home)';
@@ -759,7 +878,42 @@ export function makePlan(input: PlanInput): Plan {
   if (ssdUnits.length && prefetch > 0) {
     notes.push(`SSD blocks are read ahead into ${prefetch} host buffer${prefetch === 1 ? '' : 's'} of the largest block (${formatBytes(prefetchBuffers)}), counted in CPU memory.`);
   }
-  if (ssdUnits.length && K > 1) notes.push(`SSD blocks are rewritten every ${K} updates; pending updates are replayed on read in between.`);
+  if (ssdUnits.length && K > 1 && !frozenBase) notes.push(`SSD blocks are rewritten every ${K} updates; pending updates are replayed on read in between.`);
+
+  // What trains and what is frozen, per tier, as the engine holds it.
+  function trainableSplit(): Plan['trainable'] {
+    const held = (u: PlannerUnit) => (u.kind === 'block' ? (slotOf(u) / F32) * EB : slotOf(u));
+    const bytes: TierBytes = { device: adapters, cpu: 0, ssd: 0 };
+    const frozenBytes: TierBytes = { device: 0, cpu: 0, ssd: 0 };
+    for (const u of m.units) {
+      const home = homeOf(u);
+      const whole = home === 'ssd' ? roundUp(held(u), SPILL_ALIGN) : held(u);
+      const trained = train.set === 'full' ? whole : train.set === 'sparse' ? (tf.matrixParameters.get(u) ?? 0) * (u.kind === 'block' ? EB : F32) : 0;
+      bytes[home] += trained;
+      frozenBytes[home] += whole - trained;
+    }
+    const adapterSet = frozenBase;
+    return {
+      set: train.set,
+      rank: adapterSet ? train.rank ?? 8 : null,
+      targets: adapterSet ? [...(train.targets ?? ['q', 'v'])] : null,
+      fraction: train.set === 'sparse' ? train.fraction ?? 0.25 : null,
+      elements: tf.elements,
+      baseFrozen: frozenBase,
+      bytes,
+      frozenBytes,
+    };
+  }
+  if (frozenBase) {
+    notes.push(
+      `What trains: ${train.set} rank ${train.rank ?? 8} on ${(train.targets ?? ['q', 'v']).join(', ')}: ${tf.elements} elements; the adapters take ${formatBytes(adapters)} of ${devName} with their noise and working copies. ` +
+        `The base is frozen: read from its home every step, never written (no update, replay or write-back; the spill file is written once at load), and its working copies are only those of the adapted matrices.`,
+    );
+  } else if (train.set === 'sparse') {
+    notes.push(
+      `What trains: sparse, the smallest ${train.fraction ?? 0.25} of each block matrix (at most ${tf.elements} elements); the blocks are updated and written back as in a full run.`,
+    );
+  }
 
   const readAgg = deviceKeys.map((k) => deviceBw(k, 'readBytesPerS'));
   const writeAgg = deviceKeys.map((k) => deviceBw(k, 'writeBytesPerS'));
@@ -775,7 +929,8 @@ export function makePlan(input: PlanInput): Plan {
     updateOn: planned.map((u) => u.updateOn),
     count,
     memory: { device: devUsed, cpu: cpuUsed, ssd: ssdFile },
-    breakdown: { weights, workingCopies, activations, stage, ioBuffer, prefetchBuffers, runtime },
+    breakdown: { weights, workingCopies, activations, stage, ioBuffer, prefetchBuffers, runtime, adapters },
+    trainable: trainableSplit(),
     prefetch,
     stageSlots: slots,
     bytesPerParameter: EB,
@@ -817,6 +972,29 @@ export function runPlan(p: Plan): RunPlan {
   };
 }
 
+/** The plan's "what trains" lines: trainable and frozen bytes apart, and where each lives. */
+export function formatTrainable(p: Plan): string[] {
+  const t = p.trainable;
+  const dev = p.computeDevice === 'cpu' ? 'device (CPU arena)' : 'device (GPU)';
+  const where = (b: TierBytes) => {
+    const parts = ([['device', dev], ['cpu', 'CPU'], ['ssd', 'SSD']] as const).filter(([k]) => b[k] > 0).map(([k, name]) => `${name} ${formatBytes(b[k])}`);
+    return parts.length ? parts.join(', ') : 'none';
+  };
+  const sum = (b: TierBytes) => b.device + b.cpu + b.ssd;
+  const what =
+    t.set === 'full'
+      ? 'full (every weight)'
+      : t.set === 'sparse'
+        ? `sparse (the smallest ${t.fraction} of each block matrix)`
+        : `${t.set} rank ${t.rank} on ${(t.targets ?? []).join(', ')}`;
+  const precision = p.bytesPerParameter === F32 ? 'float32' : `blocks in ${p.bytesPerParameter} bytes per parameter`;
+  return [
+    `what trains: ${what}; ${t.elements} elements a step moves${t.set === 'sparse' ? ' (at most)' : ''}`,
+    `  trainable ${formatBytes(sum(t.bytes))}: ${where(t.bytes)}${t.baseFrozen ? ' (the adapters, with their noise and working copies)' : ''}`,
+    `  frozen    ${formatBytes(sum(t.frozenBytes))}: ${where(t.frozenBytes)} (${precision})${t.baseFrozen ? '; read only: never updated, replayed or written back' : ''}`,
+  ];
+}
+
 /** A plain-text rendering for `spillway plan`; `steps`: the run's, for its predicted whole time. */
 export function formatPlan(p: Plan, o: { steps?: number } = {}): string {
   const ms = (x: number | null) => (x === null ? 'n/a' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(1)} ms`);
@@ -832,7 +1010,7 @@ export function formatPlan(p: Plan, o: { steps?: number } = {}): string {
     const name = `${u.kind}${u.index >= 0 ? ` ${u.index}` : ''}`;
     const folder = striped ? `  ${(u.spillIndex === null ? '' : `#${u.spillIndex}`).padEnd(6)}` : '';
     const wb = u.deviceToHostBytes ? ` + write-back ${formatBytes(u.deviceToHostBytes)}` : '';
-    const upd = `${u.updateOn.padEnd(6)} ${u.updateMs === null ? '' : ms(u.updateMs)}${wb}`;
+    const upd = p.trainable.baseFrozen ? 'frozen (read only)' : `${u.updateOn.padEnd(6)} ${u.updateMs === null ? '' : ms(u.updateMs)}${wb}`;
     lines.push(`${name.padEnd(12)} ${String(u.parameters).padStart(11)} ${formatBytes(u.bytes).padStart(12)}  ${u.home.padEnd(6)}${folder}  ${upd}`);
   }
   lines.push(
@@ -854,6 +1032,7 @@ export function formatPlan(p: Plan, o: { steps?: number } = {}): string {
       );
     }
   }
+  lines.push(...formatTrainable(p));
   lines.push(
     'bytes per step',
     `  host → device  ${formatBytes(p.linkBytesPerStep.hostToDevice)}`,

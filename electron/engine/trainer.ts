@@ -107,6 +107,7 @@ export async function planPlacement(
     budgets: { device: o.gpuMem, cpu: o.cpuMem, ssd: o.ssdMem },
     spillDirs: o.spillDirs ?? [],
     updateMode: o.updateOn ?? 'auto',
+    trainable: { set: o.trainable, rank: o.rank, targets: o.targets, fraction: o.sparseFraction },
     masters: o.masters ?? 'fp32',
     batchSize: o.batchSize,
     maxLength,

@@ -321,6 +321,7 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
           spillDirs,
           masters: p.masters ?? 'fp32',
           updateMode: p.updateOn,
+          trainable: { set: p.trainable, rank: p.rank, targets: p.targets, fraction: p.sparseFraction },
           batchSize: p.batchSize,
           maxLength: p.maxLength,
           ...(data ? { tokensPerStep: data.meanTokens * p.batchSize } : {}),

@@ -185,9 +185,17 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
         h_capacity_ = hneed;
     }
     while ((int)hbuf_.size() < nstreams) hbuf_.push_back(static_cast<float*>(backend_->alloc(h_capacity_ * sizeof(float))));
-    // z and the working copy hold the largest group of tensors one kernel call reads.
-    copies_->reserve(WorkingCopies::largest_group(*model_));
-    if (backend_->runs_pairs()) copies_->reserve_pairs(WorkingCopies::largest_block_group(*model_));
+    // z and the working copy hold the largest group of tensors one kernel call reads. A frozen
+    // base is read in place (float32) or widened (bf16/fp16 blocks): only its adapted groups need
+    // z, and none is ever perturbed as a +eps/-eps pair; the head's group (often the largest) none.
+    if (trainable_->base_frozen()) {
+        const size_t adapted = WorkingCopies::largest_adapted_group(*model_, *trainable_);
+        const bool base16 = residency_->master_dtype() != MASTER_F32;
+        copies_->reserve(base16 ? std::max(adapted, WorkingCopies::largest_block_group(*model_)) : adapted, adapted);
+    } else {
+        copies_->reserve(WorkingCopies::largest_group(*model_));
+        if (backend_->runs_pairs()) copies_->reserve_pairs(WorkingCopies::largest_block_group(*model_));
+    }
     if ((size_t)std::max(1, M) > lp_capacity_) {
         if (lp_) backend_->release(lp_);
         lp_ = nullptr;

@@ -215,3 +215,54 @@ describe('spillway train --cpu-mem', () => {
     expect(bad.stdout + bad.stderr).toMatch(/unknown master precision fp8 \(fp32, bf16, fp16\)/);
   });
 });
+
+describe('spillway plan --train', () => {
+  interface TrainablePlan extends PlanJson {
+    breakdown: { workingCopies: number; adapters: number };
+    trainable: { set: string; elements: number; baseFrozen: boolean; bytes: Record<string, number>; frozenBytes: Record<string, number> };
+  }
+  it('shows a lora run\'s adapters apart from its frozen base, which the run then reads from the SSD and never writes', async () => {
+    const spill = mkdtempSync(join(tmpdir(), 'spw-plan-lora-'));
+    const shape = ['--model', DEMO_MODEL, '--batch-size', '16', '--max-length', '64', '--spill', spill, '--calibration-bytes', '16MiB'];
+    const lora = ['--train', 'lora', '--rank', '4', '--targets', 'q,v'];
+    const planOf = async (args: string[]) => {
+      const r = await spillway(['plan', ...shape, ...args, '--json']);
+      expect([0, 2], r.stderr).toContain(r.code);
+      return JSON.parse(r.stdout) as TrainablePlan;
+    };
+    // A CPU budget half a block short of everything resident: some blocks go to the SSD.
+    const loose = await planOf(lora);
+    const block = loose.units.find((u) => u.kind === 'block')!.bytes;
+    const budget = ['--cpu-mem', String(loose.memory.cpu - block / 2)];
+    const p = await planOf([...lora, ...budget]);
+    const full = await planOf(budget);
+    expect(p.feasible).toBe(true);
+    expect(p.units.some((u) => u.home === 'ssd')).toBe(true);
+    expect(p.trainable).toMatchObject({ set: 'lora', baseFrozen: true, bytes: { device: p.breakdown.adapters, cpu: 0, ssd: 0 } });
+    expect(p.breakdown.adapters).toBeGreaterThan(0);
+    expect(p.trainable.frozenBytes.ssd).toBe(p.memory.ssd);
+    expect(full.trainable).toMatchObject({ set: 'full', baseFrozen: false, frozenBytes: { device: 0, cpu: 0, ssd: 0 } });
+    expect(p.linkBytesPerStep.ssdWrite).toBe(0);
+    expect(p.linkBytesPerStep.deviceToHost).toBe(0);
+    expect(p.breakdown.workingCopies).toBeLessThan(full.breakdown.workingCopies);
+    const text = await spillway(['plan', ...shape, ...lora, ...budget]);
+    expect(text.stdout).toMatch(/what trains: lora rank 4 on q, v; \d+ elements a step moves/);
+    expect(text.stdout).toMatch(/frozen .* read only: never updated, replayed or written back/);
+    expect(text.stdout).toMatch(/block \d .* ssd +frozen \(read only\)/);
+
+    // The run placed by that plan: its start event carries it, and each step's measured I/O agrees.
+    const run = await spillway(['train', ...lora, ...budget, '--spill', spill, '--steps', '3', '--max-length', '64', '--no-zero-shot', '--eval-max', '4', '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const start = lines(run.stdout).find((e) => e.type === 'start') as { plan: { homes: Record<string, number>; linkBytes: Record<string, number> } };
+    expect(start.plan.homes.ssd).toBe(p.units.filter((u) => u.home === 'ssd').length);
+    expect(start.plan.linkBytes).toMatchObject({ ssdWrite: 0, deviceToHost: 0, ssdRead: p.linkBytesPerStep.ssdRead });
+    const io = lines(run.stdout).filter((e) => e.type === 'step').map((e) => e.io as { ssdReadBytes: number; ssdWriteBytes: number; d2hBytes: number });
+    expect(io).toHaveLength(3);
+    for (const s of io) {
+      expect(s).toMatchObject({ ssdWriteBytes: 0, d2hBytes: 0 });
+      // The blocks' bytes, read as their 4 KiB-aligned slots: at least the plan's figure, at most the spill file.
+      expect(s.ssdReadBytes).toBeGreaterThanOrEqual(p.linkBytesPerStep.ssdRead);
+      expect(s.ssdReadBytes).toBeLessThanOrEqual(p.memory.ssd);
+    }
+  });
+});

@@ -640,6 +640,13 @@ describe('Spillway GUI', { timeout: 600_000 }, () => {
     expect(await page.inputValue('[data-testid="lr"]')).toBe('0.0001');
     await page.fill('[data-testid="rank"]', '2');
     await page.fill('[data-testid="targets"]', 'q, v');
+    // The plan follows the set: the adapters' elements as the backend plans them, the base apart and frozen (never written back).
+    const model = await page.inputValue('[data-testid="model-select"]');
+    const planned = (await callApi('plan', { model, trainable: 'lora', rank: 2, targets: ['q', 'v'], batchSize: 4 })) as { trainable: { elements: number; bytes: { device: number } } };
+    expect(planned.trainable.elements).toBeGreaterThan(0);
+    await page.waitForSelector(`[data-testid="plan-trainable-set"][data-set="lora"][data-elements="${planned.trainable.elements}"]`);
+    await page.waitForSelector('[data-testid="plan-frozen-base"]');
+    expect(Number(await page.getAttribute('[data-testid="plan-trainable"] tr[data-what="trainable"]', 'data-bytes'))).toBe(planned.trainable.bytes.device);
     await page.selectOption('[data-testid="estimator"]', 'fzoo');
     expect(await page.inputValue('[data-testid="q"]')).toBe('4');
     await page.fill('[data-testid="q"]', '2');

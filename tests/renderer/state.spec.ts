@@ -110,6 +110,22 @@ describe('NewRunState', () => {
     expect(s.formErrors.join(' ')).toMatch(/Rank must be a whole number from 1 to 4096/);
     expect(s.formErrors.join(' ')).toMatch(/"attention" is not one \(q, k, v, o, qkv/);
   });
+  it('plans with the trainable set chosen: its rank and targets once they parse, the sparse fraction', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    expect(s.planRequest()).toMatchObject({ trainable: 'full' });
+    expect(s.planRequest()).not.toHaveProperty('rank');
+    s.setTrainable('lora');
+    s.targets = 'q, down';
+    s.rank = 4;
+    expect(s.planRequest()).toMatchObject({ trainable: 'lora', rank: 4, targets: ['q', 'down'] });
+    s.targets = 'q, attention';
+    expect(s.planRequest()).not.toHaveProperty('targets');
+    s.setTrainable('sparse');
+    s.sparseFraction = 0.1;
+    expect(s.planRequest()).toMatchObject({ trainable: 'sparse', sparseFraction: 0.1 });
+    expect(s.planRequest()).not.toHaveProperty('rank');
+  });
   it('reads target matrices separated by commas or spaces, each once', () => {
     expect(parseTargets('q, v  q')).toEqual({ targets: ['q', 'v'], error: null });
     expect(parseTargets(' ').error).toMatch(/name at least one/);

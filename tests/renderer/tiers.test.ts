@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { RunPlan, StepIo } from '../../electron/common/contract.ts';
 import { RunSeries } from '../../renderer/src/lib/series.ts';
-import { addIoSample, formatMB, formatMs, formatRatio, ratio, streamsUnits, tierSummary, unitsByMemory, type IoSample } from '../../renderer/src/lib/tiers.ts';
+import { addIoSample, formatMB, formatMs, formatRatio, ratio, streamsUnits, tierSummary, trainableRows, unitsByMemory, type IoSample } from '../../renderer/src/lib/tiers.ts';
 
 const io = (ssdRead: number, waitMs = 2, over: Partial<StepIo> = {}): StepIo => ({ h2dBytes: ssdRead, d2hBytes: 0, ssdReadBytes: ssdRead, ssdWriteBytes: ssdRead / 2, waitMs, ...over });
 const step = (s: number, stepMs: number, i: StepIo | null | undefined, skipped = false) => ({
@@ -109,5 +109,30 @@ describe('Tiers panel', () => {
     expect(streamsUnits(null, 'cpu', [])).toBe(true);
     expect(streamsUnits(null, undefined, still)).toBe(false);
     expect(streamsUnits(null, 'none', moved)).toBe(true);
+  });
+});
+
+describe('plan: what trains', () => {
+  const trainable = (baseFrozen: boolean) => ({
+    set: baseFrozen ? ('lora' as const) : ('full' as const),
+    rank: baseFrozen ? 8 : null,
+    targets: baseFrozen ? ['q', 'v'] : null,
+    fraction: null,
+    elements: 1000,
+    baseFrozen,
+    bytes: baseFrozen ? { device: 5000, cpu: 0, ssd: 0 } : { device: 100, cpu: 200, ssd: 4096 },
+    frozenBytes: baseFrozen ? { device: 100, cpu: 200, ssd: 4096 } : { device: 0, cpu: 0, ssd: 0 },
+  });
+  it('shows trainable and frozen bytes apart with the memories holding them; the device is the one that computes', () => {
+    const rows = trainableRows({ trainable: trainable(true), computeDevice: 'gpu' })!;
+    expect(rows.map((r) => [r.what, r.bytes])).toEqual([['trainable', 5000], ['frozen', 4396]]);
+    expect(rows[0].where).toEqual([{ memory: 'gpu', bytes: 5000 }]);
+    expect(rows[1].where).toEqual([{ memory: 'gpu', bytes: 100 }, { memory: 'cpu', bytes: 200 }, { memory: 'ssd', bytes: 4096 }]);
+    expect(rows[1].label).toMatch(/read only/);
+    // On the CPU the device arena is CPU memory: one CPU entry holds both.
+    const cpu = trainableRows({ trainable: trainable(false), computeDevice: 'cpu' })!;
+    expect(cpu[0].where).toEqual([{ memory: 'cpu', bytes: 300 }, { memory: 'ssd', bytes: 4096 }]);
+    expect(cpu[1].where).toEqual([]);
+    expect(trainableRows({ computeDevice: 'cpu' })).toBeNull();
   });
 });

@@ -66,14 +66,33 @@ size_t WorkingCopies::largest_block_group(const Model& m) {
     return most;
 }
 
-void WorkingCopies::reserve(size_t floats) {
-    if (floats <= capacity_) return;
-    if (z_) be_.release(z_);
-    if (w_) be_.release(w_);
-    z_ = w_ = nullptr;
-    z_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
-    w_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
-    capacity_ = floats;
+size_t WorkingCopies::largest_adapted_group(const Model& m, const AdapterHook& adapters) {
+    size_t most = 0;
+    for (const BlockParams& b : m.params.blocks)
+        for (const BlockField& f : block_fields()) {
+            const int w = (b.*f.field).w, bias = (b.*f.field).b;
+            if (w < 0 || adapters.adapter_of(w) < 0) continue;
+            size_t n = pad16(m.tensors[(size_t)w].numel);
+            if (bias >= 0) n += pad16(m.tensors[(size_t)bias].numel);
+            most = std::max(most, n);
+        }
+    return most;
+}
+
+void WorkingCopies::reserve(size_t floats, size_t z_floats) {
+    if (z_floats == SIZE_MAX) z_floats = floats;
+    if (floats > capacity_) {
+        if (w_) be_.release(w_);
+        w_ = nullptr;
+        w_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
+        capacity_ = floats;
+    }
+    if (z_floats > z_capacity_) {
+        if (z_) be_.release(z_);
+        z_ = nullptr;
+        z_ = static_cast<float*>(be_.alloc(z_floats * sizeof(float)));
+        z_capacity_ = z_floats;
+    }
 }
 
 void WorkingCopies::reserve_pairs(size_t floats) {

@@ -83,13 +83,18 @@ public:
     static size_t largest_group(const Model& m);
     // The largest group of a block of `m` (what a pair's second copy holds).
     static size_t largest_block_group(const Model& m);
-    // Grows z and the working copy to hold `floats`.
-    void reserve(size_t floats);
+    // The largest block group holding an adapted weight, in floats: over a frozen base (lora,
+    // loldu) z holds no more (the delta, as merge's scratch), and the working copy no more unless
+    // the base is held in bf16/fp16 (every block group widened into it). Frozen float32 groups
+    // are read in place.
+    static size_t largest_adapted_group(const Model& m, const AdapterHook& adapters);
+    // Grows the working copy to hold `floats`, and z `z_floats` (default: as many).
+    void reserve(size_t floats, size_t z_floats = SIZE_MAX);
     // Grows the pair's second copy to hold `floats` (no more than reserve's).
     void reserve_pairs(size_t floats);
     size_t capacity() const { return capacity_; }
     // Device memory of z and the copies.
-    size_t bytes() const { return (2 * capacity_ + pair_capacity_) * sizeof(float); }
+    size_t bytes() const { return (capacity_ + z_capacity_ + pair_capacity_) * sizeof(float); }
 
     // fn(si, w) for every stream, w[i] the tensor ids[i] as stream si computes with it (nullptr
     // for -1). Time spent drawing z is added to noise_ms.
@@ -115,7 +120,7 @@ private:
     float* z_ = nullptr;        // noise of one group
     float* w_ = nullptr;        // its perturbed working copy (a pair's +eps copy)
     float* w_minus_ = nullptr;  // a pair's -eps copy
-    size_t capacity_ = 0, pair_capacity_ = 0;
+    size_t capacity_ = 0, z_capacity_ = 0, pair_capacity_ = 0;
 };
 
 // A decoding pass's KV cache (one stream, the clean masters): every block's keys and values of

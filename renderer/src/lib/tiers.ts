@@ -95,6 +95,32 @@ export function memoryOf(home: Home, computeDevice: PlanResult['computeDevice'])
   return home === 'device' ? computeDevice : home;
 }
 
+/** One row of the plan's "What trains": its bytes and the memories holding them (the device named as the one that computes). */
+export interface TrainableRow {
+  what: 'trainable' | 'frozen';
+  label: string;
+  bytes: number;
+  where: { memory: 'gpu' | 'cpu' | 'ssd'; bytes: number }[];
+}
+
+/** The plan's trainable and frozen bytes apart, each with where it lives; null for a plan without them. */
+export function trainableRows(plan: Pick<PlanResult, 'trainable' | 'computeDevice'>): TrainableRow[] | null {
+  const t = plan.trainable;
+  if (!t) return null;
+  const rows = (what: TrainableRow['what'], label: string, b: { device: number; cpu: number; ssd: number }): TrainableRow => {
+    const where = new Map<'gpu' | 'cpu' | 'ssd', number>();
+    for (const home of ['device', 'cpu', 'ssd'] as const) {
+      if (b[home] > 0) where.set(memoryOf(home, plan.computeDevice), (where.get(memoryOf(home, plan.computeDevice)) ?? 0) + b[home]);
+    }
+    return { what, label, bytes: b.device + b.cpu + b.ssd, where: [...where].map(([memory, bytes]) => ({ memory, bytes })) };
+  };
+  const trained = t.baseFrozen ? 'Adapters (with their noise and working copies)' : t.set === 'sparse' ? 'Block matrices (their smallest weights train)' : 'Every weight';
+  return [
+    rows('trainable', trained, t.bytes),
+    rows('frozen', t.baseFrozen ? 'Base (read only: never updated or written back)' : 'Frozen weights', t.frozenBytes),
+  ];
+}
+
 /** Units per memory a plan homes them in. */
 export function unitsByMemory(plan: Pick<PlanResult, 'units' | 'computeDevice'>): { gpu: number; cpu: number; ssd: number } {
   const n = { gpu: 0, cpu: 0, ssd: 0 };

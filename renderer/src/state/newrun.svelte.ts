@@ -404,11 +404,18 @@ export class NewRunState {
       masters,
       updateOn: this.updateOn,
       ...this.deviceOptions(),
+      ...this.planTrainable(),
       batchSize: this.hyper.batchSize,
       maxLength: this.hyper.maxLength,
       // The training data and task: the step is then predicted for the data's mean length, as the run's own plan is.
       ...(this.train.trim() && this.templateComplete ? { train: this.train.trim(), task: this.template } : {}),
     };
+  }
+
+  /** What trains, for the plan (trainable and frozen bytes apart; a frozen base writes nothing back): targets only once they parse. */
+  planTrainable(): Pick<MethodParamsInput<'plan'>, 'trainable' | 'rank' | 'targets' | 'sparseFraction'> {
+    const { trainable, rank, targets, sparseFraction } = this.method();
+    return { trainable, ...(rank !== undefined ? { rank } : {}), ...(targets?.length ? { targets } : {}), ...(sparseFraction !== undefined ? { sparseFraction } : {}) };
   }
 
   /** Whether the task template is one the backend accepts (classification needs two label words or more). */
