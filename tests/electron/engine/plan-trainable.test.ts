@@ -19,19 +19,11 @@ import { loadModelInfo } from '../../../electron/model/index.js';
 import type { ModelInfo } from '../../../electron/model/index.js';
 import { FIXTURE_MODELS, GOLDEN, readJson, toExamples } from '../../helpers/engine.js';
 import type { GoldenExample } from '../../helpers/engine.js';
+import { SYNTHETIC_RATES } from '../../helpers/planner-model.js';
 
-const RATES: PlannerRates = {
-  h2dBytesPerS: 25e9,
-  d2hBytesPerS: 25e9,
-  ssdReadBytesPerS: 7e9,
-  ssdWriteBytesPerS: 5e9,
-  gemmFlopsPerS: 1e12,
-  cpuUpdateElemsPerS: 1e9,
-  deviceUpdateElemsPerS: 1e10,
-  blockForwardMs: 2,
-  blockPerturbMs: 1,
-  date: 'fixed',
-};
+// The shared fixed rates, with a device update rate and per-block times so that every term of the
+// step shows in the expectations.
+const RATES: PlannerRates = { ...SYNTHETIC_RATES, deviceUpdateElemsPerS: 1e10, blockForwardMs: 2, blockPerturbMs: 1 };
 
 let info: ModelInfo;
 let model: PlannerModel;
