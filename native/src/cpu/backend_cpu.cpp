@@ -164,16 +164,20 @@ public:
     // step (widened into buf, or where they lie), store(c0, m, v) writes the updated ones; in
     // between theta -= sum_j coef_j z_j, then theta -= decay * theta_before, in that order per element.
     // Elements with |before| >= mask_below keep their value (sparse training; +inf: none).
+    // in_place (float32 masters): where nothing needs the values before the step (no decay, no
+    // mask), the terms are applied to theta itself, in the same order, and store is not called.
     template <class Load, class Store>
     void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay,
-                       float mask_below, Load load, Store store) {
+                       float mask_below, Load load, Store store, float* in_place = nullptr) {
+        const bool direct = in_place && decay == 0.0f && mask_below == INFINITY;
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             constexpr size_t kChunk = 1024;
-            float z[kChunk], v[kChunk], buf[kChunk];
+            float z[kChunk], v_buf[kChunk], buf[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
                 const float* before = load(c0, m, buf);
-                if (nterms == 0) std::memcpy(v, before, m * sizeof(float));
+                float* v = direct ? in_place + c0 : v_buf;
+                if (nterms == 0 && !direct) std::memcpy(v, before, m * sizeof(float));
                 for (int j = 0; j < nterms; j++) {
                     noise_range_isa(isa_, z, m, terms[j].seed, id, kind, c0);
                     float neg = -terms[j].coef;
@@ -185,7 +189,7 @@ public:
                 if (mask_below != INFINITY)
                     for (size_t i = 0; i < m; i++)
                         if (!(fabsf(before[i]) < mask_below)) v[i] = before[i];
-                store(c0, m, v);
+                if (!direct) store(c0, m, v);
             }
         });
     }
@@ -194,7 +198,7 @@ public:
                    float decay, float mask_below) override {
         update_chunks(
             n, id, kind, terms, nterms, decay, mask_below, [&](size_t c0, size_t, float*) -> const float* { return theta + c0; },
-            [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); });
+            [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); }, theta);
     }
 
     void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
