@@ -10,7 +10,6 @@
 // "calls","threads","reps","bestMs","bestCpuMs","cpuNsPerElement","wallNsPerElement"}, after one
 // untimed call; a repetition is `calls` calls; CPU time is user + system of all threads, of the
 // repetition that took the least.
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -21,20 +20,15 @@
 #include <stdexcept>
 #include <string>
 
+#include "bench_common.h"
 #include "spillway/backend.h"
 #include "spillway/noise.h"
 
 using namespace spw;
+using spw::bench::Clock;
+using spw::bench::cpu_ms;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double cpu_ms() {
-    rusage r;
-    getrusage(RUSAGE_SELF, &r);
-    return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1e3 + (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e3;
-}
 
 // A repetition calls `run` often enough to cover ~32M elements: tens of milliseconds, well above
 // the resolution of the CPU-time counters.
@@ -65,10 +59,7 @@ int main(int argc, char** argv) {
     try {
         for (int i = 1; i < argc; i++) {
             std::string a = argv[i];
-            auto val = [&]() -> std::string {
-                if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-                return argv[++i];
-            };
+            auto val = [&] { return spw::bench::flag_value(argc, argv, i); };
             if (a == "--threads") threads = std::max(1, std::atoi(val().c_str()));
             else if (a == "--reps") reps = std::max(1, std::atoi(val().c_str()));
             else if (a == "--elements") n = (size_t)std::max(1L, std::atol(val().c_str()));
