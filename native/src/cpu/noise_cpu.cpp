@@ -110,7 +110,7 @@ void noise_range_isa(NoiseIsa isa, float* z, size_t n, uint64_t seed, uint32_t i
     if (isa == NoiseIsa::Avx512) return noise_range_avx512(z, n, seed, id, kind, k0);
 #endif
 #ifdef SPW_NOISE_AVX2
-    // Four groups (32 blocks) at a time, as the AVX-512 path (bench/results/noise-cpu.md).
+    // Four groups (32 blocks) at a time, as the AVX-512 path (noise_avx512.cpp says why).
     if (isa == NoiseIsa::Avx2) return simd_noise::fill<Avx2Lanes, 4>(z, n, seed, id, kind, k0);
 #endif
     for (size_t i = 0; i < n; i += 4) {
