@@ -13,8 +13,8 @@
 //   torch2          PyTorch 2.x from the venv (MKL, oneDNN as they come), eager: run twice,
 //                   OpenMP's default wait policy and OMP_WAIT_POLICY=PASSIVE
 //   torch2-compile  the same with the forward under torch.compile (inductor)
-// --engine-also runs another build of the engine (an addon file, e.g. one built before a change)
-// as one more implementation: what a change bought, measured the same way.
+// --engine-also runs other builds of the engine (addon files, e.g. one built before a change;
+// comma-separated), each as one more implementation: what a change bought, measured the same way.
 //
 // Paired steps: the engine and each implementation it is compared with run as servers in their
 // own processes (each peak RSS is that implementation's own), and take turns, one step each,
@@ -89,9 +89,9 @@ function parseArgs(argv: string[]): Options & { engineChild: string } {
   const anchors = a.anchors.split(',').map((s) => s.trim()).filter(Boolean);
   for (const x of anchors) if (!ANCHORS.includes(x)) throw new Error(`unknown anchor '${x}' (known: ${ANCHORS.join(', ')})`);
   const engineAlso: Options['engineAlso'] = [];
-  if (a['engine-also']) {
-    const m = /^([^=]+)=(.+)$/.exec(a['engine-also']);
-    if (!m || !existsSync(m[2])) throw new Error('--engine-also needs LABEL=ADDON with an existing addon file');
+  for (const spec of a['engine-also'].split(',').filter(Boolean)) {
+    const m = /^([^=]+)=(.+)$/.exec(spec);
+    if (!m || !existsSync(m[2])) throw new Error(`--engine-also ${spec}: expected LABEL=ADDON with an existing addon file (several: comma-separated)`);
     engineAlso.push({ label: m[1], addon: resolve(m[2]) });
   }
   return {

@@ -372,8 +372,13 @@ export interface NativeAddon {
     directIo?: ProbeResult;
     blas: string;
   };
-  /** Noise values element by element, or with `bulk` through the CPU backend's generator. */
-  noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string; bulk?: boolean }): Float32Array;
+  /**
+   * Noise values element by element, with `bulk` through the CPU backend's generator, or with
+   * `isa` on that one of its generators (one of noiseIsas()).
+   */
+  noise(o: { seed: bigint | number; id: number; start: number; count: number; kind: string; bulk?: boolean; isa?: string }): Float32Array;
+  /** The CPU backend's bulk noise generators this CPU can run ('scalar', 'avx2', 'avx512'). */
+  noiseIsas(): string[];
   fnv1a32(name: string): number;
   stepSeed(runSeed: bigint | number, step: number, j: number): bigint;
   philox(words: Uint32Array): Uint32Array;

@@ -15,7 +15,6 @@
 // (user + system, all threads: the rate of one busy core, which other processes on the machine
 // slow much less than the wall time), after one untimed call.
 #include <dlfcn.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -29,19 +28,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench_common.h"
 #include "spillway/backend.h"
 
 using namespace spw;
+using spw::bench::Clock;
+using spw::bench::cpu_ms;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double cpu_ms() {
-    rusage r;
-    getrusage(RUSAGE_SELF, &r);
-    return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1e3 + (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e3;
-}
 
 struct Shape {
     int m = 0, k = 0, n = 0;
@@ -131,10 +125,7 @@ int main(int argc, char** argv) {
     try {
         for (int i = 1; i < argc; i++) {
             std::string a = argv[i];
-            auto val = [&]() -> std::string {
-                if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-                return argv[++i];
-            };
+            auto val = [&] { return spw::bench::flag_value(argc, argv, i); };
             if (a == "--threads") threads = std::max(1, std::atoi(val().c_str()));
             else if (a == "--reps") reps = std::max(1, std::atoi(val().c_str()));
             else if (a == "--blas") lib = val();

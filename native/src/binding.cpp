@@ -15,6 +15,7 @@
 #include "arch/family.h"
 #include "arch/params.h"
 #include "arch/rope.h"
+#include "cpu/noise_cpu.h"
 #include "spillway/engine.h"
 #include "spillway/noise.h"
 #include "spillway/nvml.h"
@@ -163,6 +164,7 @@ Napi::Object tensor_entry(Napi::Env env, const Tensor& t) {
 }
 
 constexpr Name<NoiseKind> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher", NOISE_RADEMACHER}};
+constexpr Name<NoiseIsa> kNoiseIsas[] = {{"scalar", NoiseIsa::Scalar}, {"avx2", NoiseIsa::Avx2}, {"avx512", NoiseIsa::Avx512}};
 constexpr Name<Estimator> kEstimators[] = {{"mezo", ESTIMATOR_MEZO}, {"fzoo", ESTIMATOR_FZOO}};
 constexpr Name<TrainKind> kTrainKinds[] = {
     {"full", TrainKind::Full}, {"sparse", TrainKind::Sparse}, {"lora", TrainKind::Lora}, {"loldu", TrainKind::Loldu}};
@@ -956,13 +958,34 @@ Napi::Value Noise(const Napi::CallbackInfo& info) {
     int k = named_field(o, "kind", kNoise);
     Napi::Float32Array out = Napi::Float32Array::New(env, count);
     Napi::Value bulk = o.Get("bulk");
-    if (bulk.IsBoolean() && bulk.As<Napi::Boolean>().Value()) {
+    if (present(o, "isa")) {
+        // One of the CPU's bulk generators by name, so that tests compare each with the definition.
+        NoiseIsa isa = named_field(o, "isa", kNoiseIsas);
+        if (!noise_isa_available(isa)) throw_type(env, "noise: isa '" + str(o, "isa") + "' is not available on this CPU");
+        if (start % 4 != 0) throw_type(env, "bulk noise needs start to be a multiple of 4");
+        noise_range_isa(isa, out.Data(), count, seed, id, k, start);
+    } else if (bulk.IsBoolean() && bulk.As<Napi::Boolean>().Value()) {
         // The CPU backend's bulk generator (the one training uses), for tests.
         if (start % 4 != 0) throw_type(env, "bulk noise needs start to be a multiple of 4");
-        make_cpu_backend(2, false)->noise_fill(out.Data(), count, seed, id, k, start);
+        std::unique_ptr<Backend> cpu;
+        try {
+            cpu = make_cpu_backend(2, false);
+        } catch (const std::exception& e) {
+            throw Napi::Error::New(env, e.what());
+        }
+        cpu->noise_fill(out.Data(), count, seed, id, k, start);
     } else {
         for (uint32_t i = 0; i < count; i++) out[i] = noise_at(seed, id, start + i, k);
     }
+    return out;
+}
+
+// The bulk noise generators this CPU can run, by the names noise({isa}) takes.
+Napi::Value NoiseIsas(const Napi::CallbackInfo& info) {
+    Napi::Array out = Napi::Array::New(info.Env());
+    uint32_t n = 0;
+    for (const auto& e : kNoiseIsas)
+        if (noise_isa_available(e.value)) out.Set(n++, e.js);
     return out;
 }
 
@@ -1235,6 +1258,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
     exports.Set("nvmlSample", Napi::Function::New(env, NvmlSample));
     exports.Set("Engine", EngineWrap::Init(env));
     exports.Set("noise", Napi::Function::New(env, Noise));
+    exports.Set("noiseIsas", Napi::Function::New(env, NoiseIsas));
     exports.Set("fnv1a32", Napi::Function::New(env, Fnv));
     exports.Set("stepSeed", Napi::Function::New(env, StepSeed));
     exports.Set("philox", Napi::Function::New(env, Philox));

@@ -58,7 +58,7 @@ void sgemm_nn(int M, int N, int K, float alpha, const float* A, int lda, const f
 }
 
 // A row of a tensor gathered with optional noise: out[c] = src[c] + scale * z(k0 + c).
-void noisy_row(float* out, const float* src, int C, const NoiseSpec& ns, uint64_t k0, bool accumulate) {
+void noisy_row(NoiseIsa isa, float* out, const float* src, int C, const NoiseSpec& ns, uint64_t k0, bool accumulate) {
     if (ns.scale == 0.0f) {
         if (accumulate)
             for (int c = 0; c < C; c++) out[c] += src[c];
@@ -75,7 +75,7 @@ void noisy_row(float* out, const float* src, int C, const NoiseSpec& ns, uint64_
         uint64_t k = k0 + (uint64_t)c;
         int lane = (int)(k & 3);
         int n = std::min(kSpan - lane, C - c);
-        noise_range(z, (size_t)(lane + n), ns.seed, ns.id, ns.kind, k - (uint64_t)lane);
+        noise_range_isa(isa, z, (size_t)(lane + n), ns.seed, ns.id, ns.kind, k - (uint64_t)lane);
         for (int i = 0; i < n; i++) {
             float w = fmaf(ns.scale, z[lane + i], src[c + i]);
             out[c + i] = accumulate ? out[c + i] + w : w;
@@ -101,7 +101,7 @@ float act_one(float x, Act act) {
 
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(int threads, bool sets_blas_threads) : pool_(threads) {
+    CpuBackend(int threads, bool sets_blas_threads) : pool_(threads), isa_(noise_isa_from_env()) {
         if (sets_blas_threads) openblas_set_num_threads(1);
     }
 
@@ -134,7 +134,7 @@ public:
     void synchronize() override {}
 
     void noise_fill(float* z, size_t n, uint64_t seed, uint32_t id, int kind, uint64_t k0) override {
-        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) { noise_range(z + b, e - b, seed, id, kind, k0 + b); });
+        pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) { noise_range_isa(isa_, z + b, e - b, seed, id, kind, k0 + b); });
     }
 
     void perturb(float* w, const float* theta, const float* z, float scale, size_t n) override {
@@ -151,7 +151,7 @@ public:
             float z[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
-                noise_range(z, m, seed, id, kind, c0);
+                noise_range_isa(isa_, z, m, seed, id, kind, c0);
                 for (size_t i = 0; i < m; i++) {
                     w_plus[c0 + i] = fmaf(scale, z[i], theta[c0 + i]);
                     w_minus[c0 + i] = fmaf(-scale, z[i], theta[c0 + i]);
@@ -164,18 +164,22 @@ public:
     // step (widened into buf, or where they lie), store(c0, m, v) writes the updated ones; in
     // between theta -= sum_j coef_j z_j, then theta -= decay * theta_before, in that order per element.
     // Elements with |before| >= mask_below keep their value (sparse training; +inf: none).
+    // in_place (float32 masters): where nothing needs the values before the step (no decay, no
+    // mask), the terms are applied to theta itself, in the same order, and store is not called.
     template <class Load, class Store>
     void update_chunks(size_t n, uint32_t id, int kind, const UpdateTerm* terms, int nterms, float decay,
-                       float mask_below, Load load, Store store) {
+                       float mask_below, Load load, Store store, float* in_place = nullptr) {
+        const bool direct = in_place && decay == 0.0f && mask_below == INFINITY;
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
             constexpr size_t kChunk = 1024;
-            float z[kChunk], v[kChunk], buf[kChunk];
+            float z[kChunk], v_buf[kChunk], buf[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
                 const float* before = load(c0, m, buf);
-                if (nterms == 0) std::memcpy(v, before, m * sizeof(float));
+                float* v = direct ? in_place + c0 : v_buf;
+                if (nterms == 0 && !direct) std::memcpy(v, before, m * sizeof(float));
                 for (int j = 0; j < nterms; j++) {
-                    noise_range(z, m, terms[j].seed, id, kind, c0);
+                    noise_range_isa(isa_, z, m, terms[j].seed, id, kind, c0);
                     float neg = -terms[j].coef;
                     const float* from = j == 0 ? before : v;
                     for (size_t i = 0; i < m; i++) v[i] = fmaf(neg, z[i], from[i]);
@@ -185,7 +189,7 @@ public:
                 if (mask_below != INFINITY)
                     for (size_t i = 0; i < m; i++)
                         if (!(fabsf(before[i]) < mask_below)) v[i] = before[i];
-                store(c0, m, v);
+                if (!direct) store(c0, m, v);
             }
         });
     }
@@ -194,7 +198,7 @@ public:
                    float decay, float mask_below) override {
         update_chunks(
             n, id, kind, terms, nterms, decay, mask_below, [&](size_t c0, size_t, float*) -> const float* { return theta + c0; },
-            [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); });
+            [&](size_t c0, size_t m, const float* v) { std::memcpy(theta + c0, v, m * sizeof(float)); }, theta);
     }
 
     void zo_update_rounded(void* theta, bool packed, int dtype, size_t n, uint32_t id, int kind, const UpdateTerm* terms,
@@ -254,10 +258,10 @@ public:
         pool_.parallel_for((size_t)N, 1, [&](size_t b, size_t e) {
             for (size_t n = b; n < e; n++) {
                 uint64_t row = (uint64_t)ids[n];
-                noisy_row(out + n * C, tok + row * C, C, tok_noise, row * (uint64_t)C, false);
+                noisy_row(isa_, out + n * C, tok + row * C, C, tok_noise, row * (uint64_t)C, false);
                 if (pos) {
                     uint64_t prow = (uint64_t)posidx[n];
-                    noisy_row(out + n * C, pos + prow * C, C, pos_noise, prow * (uint64_t)C, true);
+                    noisy_row(isa_, out + n * C, pos + prow * C, C, pos_noise, prow * (uint64_t)C, true);
                 }
             }
         });
@@ -524,6 +528,7 @@ public:
 
 private:
     ThreadPool pool_;
+    NoiseIsa isa_;  // the bulk noise generator (all give the same bits)
     std::vector<float> part_max_, part_sum_, target_logit_;  // token_logprobs: per row and vocabulary chunk
 };
 
