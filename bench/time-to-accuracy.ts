@@ -58,18 +58,21 @@ interface RunConfig {
 }
 
 const ALL7: NonNullable<TrainOptionsInput['targets']> = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
-// Learning rates and eps from --sweep on the demo (seed 0; bench/results/tta-sweep-demo-*.md).
+// Learning rates and eps from --sweep on the demo (seed 0; bench/results/tta-sweep-demo-*.md). Where
+// no setting of the sweep moved the held-out accuracy off chance (LoRA, LoLDU on q and v, sparse),
+// the largest learning rate that kept it there: a larger one only adds noise.
+// MeZO-full keeps the demo's 3e-4 (the best final accuracy; 1e-3 reaches 98.5% sooner, then drifts).
 const CONFIGS: Record<string, RunConfig> = {
   full: { label: 'MeZO, every weight', options: () => ({ trainable: 'full', lr: 3e-4, eps: 1e-3 }) },
-  lora: { label: 'MeZO-LoRA (r 8, q and v)', options: () => ({ trainable: 'lora', lr: 0.3, eps: 1e-2 }) },
+  lora: { label: 'MeZO-LoRA (r 8, q and v)', options: () => ({ trainable: 'lora', lr: 1e-2, eps: 1e-2 }) },
   'lora-all': { label: 'MeZO-LoRA (r 8, all 7 block matrices)', options: () => ({ trainable: 'lora', targets: ALL7, lr: 0.3, eps: 1e-2 }) },
-  loldu: { label: 'LoLDU (r 8, q and v)', options: () => ({ trainable: 'loldu', lr: 0.1, eps: 1e-2 }) },
-  'loldu-all': { label: 'LoLDU (r 8, all 7 block matrices)', options: () => ({ trainable: 'loldu', targets: ALL7, lr: 0.1, eps: 1e-2 }) },
+  loldu: { label: 'LoLDU (r 8, q and v)', options: () => ({ trainable: 'loldu', lr: 1e-2, eps: 1e-2 }) },
+  'loldu-all': { label: 'LoLDU (r 8, all 7 block matrices)', options: () => ({ trainable: 'loldu', targets: ALL7, lr: 1e-3, eps: 1e-2 }) },
   sparse: { label: 'Sparse MeZO (25% of each matrix)', options: () => ({ trainable: 'sparse', lr: 3e-3, eps: 1e-3 }) },
   blocks: { label: 'MeZO on the block matrices (no embedding, no norms)', options: () => ({ trainable: 'sparse', sparseFraction: 1, lr: 3e-4, eps: 1e-3 }) },
   'fzoo-lora': { label: 'FZOO, 4 probes, LoRA', options: () => ({ trainable: 'lora', estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },
   'fzoo-loldu': { label: 'FZOO, 4 probes, LoLDU', options: () => ({ trainable: 'loldu', estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },
-  'fzoo-loldu-all': { label: 'FZOO, 4 probes, LoLDU (all 7)', options: () => ({ trainable: 'loldu', targets: ALL7, estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },
+  'fzoo-loldu-all': { label: 'FZOO, 4 probes, LoLDU (all 7)', options: () => ({ trainable: 'loldu', targets: ALL7, estimator: 'fzoo', lr: 1e-4, eps: 1e-2 }) },
 };
 
 interface Curve {
@@ -159,7 +162,7 @@ async function main() {
     'eval-every': 10,
     'eval-max': 0,
     threads: 2,
-    runs: 'full,lora,loldu,sparse,fzoo-loldu',
+    runs: 'full,lora,loldu,loldu-all,sparse',
     sweep: '',
     lrs: '',
     epss: '',

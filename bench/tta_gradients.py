@@ -114,7 +114,7 @@ def main():
     label_rows = [c[0] for c in examples(tok, DEMO["data"]["train"], 1)[0][1]]
     whole = sum(g2.values())
     print(f"Demo task, loss over the first {a.examples} training examples: {loss.item():.5f}\n")
-    print("| group | elements | |grad|^2 | share |\n|---|---|---|---|")
+    print("| group | elements | ‖grad‖² | share |\n|---|---|---|---|")
     for k in g2:
         print(f"| {k} | {n[k]} | {g2[k]:.3e} | {g2[k] / whole:.4f} |")
     print(f"| of which the label words' rows of the embedding | {len(label_rows) * emb.shape[1]} | {emb[label_rows].pow(2).sum().item():.3e} | {emb[label_rows].pow(2).sum().item() / whole:.4f} |")
@@ -127,7 +127,7 @@ def main():
         "the norms": (g2["norms"], n["norms"]),
         "the embedding (tied head)": (g2["embedding (tied head)"], n["embedding (tied head)"]),
     }
-    print("\n| set | elements d | |grad_S|^2 | share | |grad_S|^2 / d |\n|---|---|---|---|---|")
+    print("\n| set | elements d | ‖grad_S‖² | share | ‖grad_S‖² / d |\n|---|---|---|---|---|")
     for k, (g, d) in sets.items():
         print(f"| {k} | {d} | {g:.3e} | {g / whole:.4f} | {g / d:.2e} |")
     if a.adam:
