@@ -69,34 +69,44 @@ function maxAbs(a: Float32Array, b: Float32Array, off = 0, len = b.length): numb
   return m;
 }
 
+/** Decodes `ps` together and compares each step of each sequence with a fresh prefill of it alone. */
+async function checkAgainstFull(engine: NativeEngine, vocab: number, name: string, ps: Int32Array[]): Promise<void> {
+  const chosen: number[][] = ps.map(() => []);
+  const logits: Float32Array[][] = ps.map(() => []);
+  let r = await engine.decodeBegin({ prompts: ps, maxNewTokens: NEW_TOKENS, logits: true });
+  for (;;) {
+    r.tokens.forEach((t, s) => {
+      if (t < 0) return;
+      chosen[s].push(t);
+      logits[s].push(r.logits!.slice(s * vocab, (s + 1) * vocab));
+    });
+    if (r.finish.every((f) => f !== null)) break;
+    r = await engine.decodeNext();
+  }
+  expect(r.finish).toEqual(ps.map(() => 'length'));
+  let worst = 0;
+  for (let s = 0; s < ps.length; s++) {
+    expect(chosen[s]).toHaveLength(NEW_TOKENS);
+    for (let t = 0; t < NEW_TOKENS; t++) {
+      const full = Int32Array.from([...ps[s], ...chosen[s].slice(0, t)]);
+      const f = await engine.decodeBegin({ prompts: [full], maxNewTokens: 1, logits: true });
+      expect(f.tokens[0], `${name} sequence ${s} step ${t}`).toBe(chosen[s][t]);
+      worst = Math.max(worst, maxAbs(f.logits!, logits[s][t]));
+    }
+  }
+  expect(worst).toBeLessThan(LOGIT_TOL);
+}
+
 describe.each(MODELS)('KV-cache decoding of %s equals the full forward each step', (name) => {
   it.each(['device', 'cpu', 'ssd'] as Home[])('with blocks homed on the %s', async (home) => {
     const { engine, vocab } = await engineFor(name, home);
-    const ps = prompts(vocab);
-    const chosen: number[][] = ps.map(() => []);
-    const logits: Float32Array[][] = ps.map(() => []);
-    let r = await engine.decodeBegin({ prompts: ps, maxNewTokens: NEW_TOKENS, logits: true });
-    for (;;) {
-      r.tokens.forEach((t, s) => {
-        if (t < 0) return;
-        chosen[s].push(t);
-        logits[s].push(r.logits!.slice(s * vocab, (s + 1) * vocab));
-      });
-      if (r.finish.every((f) => f !== null)) break;
-      r = await engine.decodeNext();
-    }
-    expect(r.finish).toEqual(ps.map(() => 'length'));
-    let worst = 0;
-    for (let s = 0; s < ps.length; s++) {
-      expect(chosen[s]).toHaveLength(NEW_TOKENS);
-      for (let t = 0; t < NEW_TOKENS; t++) {
-        const full = Int32Array.from([...ps[s], ...chosen[s].slice(0, t)]);
-        const f = await engine.decodeBegin({ prompts: [full], maxNewTokens: 1, logits: true });
-        expect(f.tokens[0], `${name} sequence ${s} step ${t}`).toBe(chosen[s][t]);
-        worst = Math.max(worst, maxAbs(f.logits!, logits[s][t]));
-      }
-    }
-    expect(worst).toBeLessThan(LOGIT_TOL);
+    await checkAgainstFull(engine, vocab, name, prompts(vocab));
+  });
+
+  // One sequence makes every step's products a single row (the CPU backend's matrix-vector path).
+  it('with one sequence alone', async () => {
+    const { engine, vocab } = await engineFor(name, 'device');
+    await checkAgainstFull(engine, vocab, name, prompts(vocab).slice(2));
   });
 
   it('streams each block once per decoding step, whatever the number of sequences', async () => {

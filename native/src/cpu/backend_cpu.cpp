@@ -38,6 +38,9 @@ constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Phi
 // threads: whole products, whatever the count); run to run they do not (each band is always the
 // same call).
 constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
+// A single row (decoding one sequence) is a matrix-vector product, bound by reading the weight,
+// not by arithmetic: it is worth splitting from far fewer multiply-adds.
+constexpr double kRowBandMinMacs = 1.0 * 1024 * 1024;
 constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM kernels' tiles
 // token_logprobs: logits are made kVocabChunk columns at a time for up to kLogitRows rows, and
 // reduced while they are in cache; the chunks (fixed, whatever the thread count) are combined
@@ -315,7 +318,7 @@ public:
             width = (O + bands - 1) / bands;
             width = (width + kColumnGrain - 1) / kColumnGrain * kColumnGrain;
             int narrowest = O - (bands - 1) * width;  // the last band
-            if (bands == 1 || (narrowest > 0 && (double)N * I * narrowest >= kBandMinMacs)) break;
+            if (bands == 1 || (narrowest > 0 && (double)N * I * narrowest >= (N == 1 ? kRowBandMinMacs : kBandMinMacs))) break;
         }
         pool_.parallel_tasks((size_t)streams * bands, [&](size_t task) {
             size_t s = task / (size_t)bands;
@@ -323,7 +326,14 @@ public:
             float* y = out[s];
             if (b[s])
                 for (int r = 0; r < N; r++) std::memcpy(y + (size_t)r * O + o0, b[s] + o0, sizeof(float) * (size_t)n);
-            if (transposed)
+            const float beta = b[s] ? 1.0f : 0.0f;
+            // One row (decoding a single sequence): a matrix-vector product reads the weight once,
+            // where OpenBLAS's GEMM would first pack all of it.
+            if (N == 1 && transposed)
+                cblas_sgemv(CblasRowMajor, CblasTrans, I, n, 1.0f, W[s] + o0, O, inp[s], 1, beta, y + o0, 1);
+            else if (N == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, n, I, 1.0f, W[s] + (size_t)o0 * I, I, inp[s], 1, beta, y + o0, 1);
+            else if (transposed)
                 sgemm_nn(N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr);
             else
                 sgemm_nt(N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr);
