@@ -38,9 +38,10 @@ constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Phi
 // threads: whole products, whatever the count); run to run they do not (each band is always the
 // same call).
 constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
-// A single row (decoding one sequence) is a matrix-vector product, bound by reading the weight,
-// not by arithmetic: it is worth splitting from far fewer multiply-adds.
-constexpr double kRowBandMinMacs = 1.0 * 1024 * 1024;
+// A product of a few rows (decoding: one per sequence) is bound by reading the weight, not by
+// arithmetic: it is worth splitting from far fewer multiply-adds.
+constexpr int kFewRows = 8;
+constexpr double kFewRowsBandMinMacs = 1.0 * 1024 * 1024;
 constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM kernels' tiles
 // token_logprobs: logits are made kVocabChunk columns at a time for up to kLogitRows rows, and
 // reduced while they are in cache; the chunks (fixed, whatever the thread count) are combined
@@ -318,7 +319,7 @@ public:
             width = (O + bands - 1) / bands;
             width = (width + kColumnGrain - 1) / kColumnGrain * kColumnGrain;
             int narrowest = O - (bands - 1) * width;  // the last band
-            if (bands == 1 || (narrowest > 0 && (double)N * I * narrowest >= (N == 1 ? kRowBandMinMacs : kBandMinMacs))) break;
+            if (bands == 1 || (narrowest > 0 && (double)N * I * narrowest >= (N <= kFewRows ? kFewRowsBandMinMacs : kBandMinMacs))) break;
         }
         pool_.parallel_tasks((size_t)streams * bands, [&](size_t task) {
             size_t s = task / (size_t)bands;
