@@ -560,6 +560,11 @@ async function cmdPlan(argv: string[]): Promise<number> {
   }
 }
 
+function asksForHelp(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  return err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && /^Unknown option '(--help|-h)'/.test(err.message ?? '');
+}
+
 export async function main(argv: string[]): Promise<number> {
   watchOutput();
   const [cmd, ...rest] = argv;
@@ -594,7 +599,13 @@ export async function main(argv: string[]): Promise<number> {
         return 1;
     }
   } catch (e) {
-    // parseArgs rejects unknown flags here.
+    // parseArgs rejects unknown flags here; `--help` or `-h` after a command is not an error but
+    // a request for the usage (it is refused as unknown only where it stands as a flag, so a
+    // prompt or value spelled "-h" is not taken for it).
+    if (asksForHelp(e)) {
+      out(USAGE);
+      return 0;
+    }
     process.stderr.write(`spillway: ${(e as Error).message}\n`);
     return 1;
   }

@@ -133,6 +133,16 @@ describe('spillway train', () => {
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/frobnicate/);
   });
+
+  it('prints the usage for --help or -h after any command, without running it', async () => {
+    for (const args of [['train', '--help'], ['generate', '--model', model, '-h'], ['plan', '--help'], ['runs', 'list', '--help']]) {
+      const r = await spillway(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout, args.join(' ')).toMatch(/^Usage:$/m);
+      expect(r.stdout, args.join(' ')).toMatch(/^Train options:$/m);
+      expect(r.stderr, args.join(' ')).toBe('');
+    }
+  });
 });
 
 describe('spillway score', () => {
