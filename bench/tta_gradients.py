@@ -15,7 +15,7 @@ expected size does not).
 prints the held-out accuracy every 10 steps: whether a set can express the task at all, apart from
 how a zeroth-order estimate finds it.
 
-  ~/.cache/spillway/venv/bin/python bench/tta_gradients.py [--examples 64] [--adam 0]
+  ~/.cache/spillway/venv/bin/python bench/tta_gradients.py [--task demo|rte] [--examples 64] [--adam 0]
 Needs the venv's torch, transformers and peft (tests/helpers/python.ts).
 """
 import argparse
@@ -32,15 +32,25 @@ torch.manual_seed(0)
 torch.set_num_threads(1)
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "resources")
 DEMO = json.load(open(os.path.join(ROOT, "demo.json")))
-MODEL = os.path.join(ROOT, DEMO["model"])
+# The tasks of bench/time-to-accuracy.ts: each its model, data, prompt (as electron/data/templates.ts
+# writes it) and label words (the first is label 0).
+TASKS = {
+    "demo": dict(model=DEMO["model"], train=DEMO["data"]["train"], eval=DEMO["data"]["eval"],
+                 prompt=lambda r: r["sentence"] + " It was", words=DEMO["task"]["labelWords"]),
+    "rte": dict(model="models/spillway-rte", train="datasets/rte-pairs/train.jsonl", eval="datasets/rte-pairs/eval.jsonl",
+                prompt=lambda r: f'{r["premise"]}\nDoes this mean that "{r["hypothesis"]}" is true? Yes or No?\n',
+                words=["Yes", "No"]),
+}
+TASK = TASKS["demo"]
+MODEL = os.path.join(ROOT, TASK["model"])
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def examples(tok, path, limit):
     rows = [json.loads(line) for line in open(os.path.join(ROOT, path))][:limit]
-    cands = [tok.encode(w, add_special_tokens=False) for w in DEMO["task"]["labelWords"]]
-    # templates.ts: [BOS] + encode(sentence + " It was") + encode(candidate), the candidate scored.
-    return [([tok.bos_token_id] + tok.encode(r["sentence"] + " It was", add_special_tokens=False), cands, r["label"]) for r in rows]
+    cands = [tok.encode(w, add_special_tokens=False) for w in TASK["words"]]
+    # templates.ts: [BOS] + encode(prompt) + encode(candidate), the candidate scored.
+    return [([tok.bos_token_id] + tok.encode(TASK["prompt"](r), add_special_tokens=False), cands, r["label"]) for r in rows]
 
 
 def loss_acc(model, exs):
@@ -99,9 +109,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=64)
     ap.add_argument("--adam", type=int, default=0)
+    ap.add_argument("--task", choices=sorted(TASKS), default="demo")
     a = ap.parse_args()
+    global TASK, MODEL
+    TASK = TASKS[a.task]
+    MODEL = os.path.join(ROOT, TASK["model"])
     tok = AutoTokenizer.from_pretrained(MODEL)
-    train = examples(tok, DEMO["data"]["train"], 10**9)
+    train = examples(tok, TASK["train"], 10**9)
     model = base()
     loss, _ = loss_acc(model, train[: a.examples])
     loss.backward()
@@ -111,9 +125,9 @@ def main():
         g2[k] = g2.get(k, 0.0) + p.grad.pow(2).sum().item()
         n[k] = n.get(k, 0) + p.numel()
     emb = model.model.embed_tokens.weight.grad
-    label_rows = [c[0] for c in examples(tok, DEMO["data"]["train"], 1)[0][1]]
+    label_rows = [c[0] for c in examples(tok, TASK["train"], 1)[0][1]]
     whole = sum(g2.values())
-    print(f"Demo task, loss over the first {a.examples} training examples: {loss.item():.5f}\n")
+    print(f"Task {a.task}, loss over the first {a.examples} training examples: {loss.item():.5f}\n")
     print("| group | elements | ‖grad‖² | share |\n|---|---|---|---|")
     for k in g2:
         print(f"| {k} | {n[k]} | {g2[k]:.3e} | {g2[k] / whole:.4f} |")
@@ -131,7 +145,7 @@ def main():
     for k, (g, d) in sets.items():
         print(f"| {k} | {d} | {g:.3e} | {g / whole:.4f} | {g / d:.2e} |")
     if a.adam:
-        held = examples(tok, DEMO["data"]["eval"], 100)
+        held = examples(tok, TASK["eval"], 100)
 
         def only(pred):
             def make():

@@ -32,7 +32,11 @@ BUILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'build')
 PROMPT = '\nDoes this mean that "{h}" is true? Yes or No?\n'
 # The answer after a pair in the corpus, right after the template's newline (MeZO's RTE
 # label words have no leading space).
-ANSWER = {0: [('Yes', 0.92), ('No', 0.08)], 1: [('Yes', 0.58), ('No', 0.42)]}
+# The first version (Yes after 92 % / 58 %, half the documents pairs, one epoch) left the model without
+# the feature (AUC of the Yes-No gap 0.52: it learnt the prior alone); the interaction needs a
+# cleaner signal and more pairs (check_rte.py measures it).
+ANSWER = {0: [('Yes', 0.98), ('No', 0.02)], 1: [('Yes', 0.62), ('No', 0.38)]}
+PAIR_SHARE = 0.7  # of the corpus documents; the rest are plain reviews (the sentiment feature)
 
 
 def hypothesis(r, h):
@@ -64,7 +68,7 @@ def main():
     n_docs = int(sys.argv[1]) if len(sys.argv) > 1 else 80000
     docs = []
     while len(docs) < n_docs:
-        if r.random() < 0.5:
+        if r.random() >= PAIR_SHARE:
             p = r.randrange(2)
             t = review(r, p)
             if t not in held_premises:
@@ -81,7 +85,7 @@ def main():
     non = [x for x in held if x['label'] == 1]
     ev = [x for two in zip(ent[:200], non[:200]) for x in two]
     tr = ent[200:] + non[200:]
-    r.shuffle(tr)
+    random.Random(4322).shuffle(tr)  # its own generator: the corpus's draws do not move the split
     tr = tr[:512]
     assert len(ev) == 400 and len(tr) == 512, (len(ev), len(tr))
     d = os.path.join(ROOT, 'resources', 'datasets', 'rte-pairs')
