@@ -71,6 +71,7 @@ const CONFIGS: Record<string, RunConfig> = {
   'loldu-all': { label: 'LoLDU (r 8, all 7 block matrices)', options: () => ({ trainable: 'loldu', targets: ALL7, lr: 1e-3, eps: 1e-2 }) },
   sparse: { label: 'Sparse MeZO (25% of each matrix)', options: () => ({ trainable: 'sparse', lr: 3e-3, eps: 1e-3 }) },
   blocks: { label: 'MeZO on the block matrices (no embedding, no norms)', options: () => ({ trainable: 'sparse', sparseFraction: 1, lr: 3e-4, eps: 1e-3 }) },
+  tokens: { label: "MeZO on the label words' rows (trainable tokens)", options: () => ({ trainable: 'tokens', lr: 1e-2, eps: 1e-3 }) },
   'fzoo-full': { label: 'FZOO, 4 probes, every weight', options: () => ({ trainable: 'full', estimator: 'fzoo', lr: 1e-4, eps: 1e-3 }) },
   'fzoo-lora': { label: 'FZOO, 4 probes, LoRA', options: () => ({ trainable: 'lora', estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },
   'fzoo-loldu': { label: 'FZOO, 4 probes, LoLDU', options: () => ({ trainable: 'loldu', estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },

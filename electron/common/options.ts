@@ -29,9 +29,12 @@ export const UpdateMode = choice(['auto', 'home', 'device'], 'update mode');
 export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
 /**
  * What a step trains (native/src/zo/trainable.h): every weight, the small weights of each block matrix
- * (Sparse MeZO), or adapters over a frozen base (LoRA; LoLDU's diagonal of an LU decomposition).
+ * (Sparse MeZO), or adapters over a frozen base (LoRA; LoLDU's diagonal of an LU decomposition; the
+ * task's label words' rows of the embedding, what peft calls trainable tokens).
  */
-export const TrainableSet = choice(['full', 'lora', 'loldu', 'sparse'], 'trainable set');
+export const TrainableSet = choice(['full', 'lora', 'loldu', 'sparse', 'tokens'], 'trainable set');
+/** The task kinds that have label words (the rows --train tokens trains). */
+export const LABEL_WORD_TASKS: readonly string[] = ['sst2', 'rte', 'classify'];
 /** How a step estimates its direction: MeZO's two-point SPSA, or FZOO's one-sided probes normalised by their losses' spread. */
 export const Estimator = choice(['mezo', 'fzoo'], 'estimator');
 /** A block matrix an adapter may target, by its role in the engine's spec (native/src/arch/params.cpp); qkv is GPT-2's fused one. */
@@ -294,6 +297,7 @@ export const TRAIN_DEFAULTS = {
   sparse: { lr: 1e-6, eps: 1e-3 },
   lora: { lr: 1e-4, eps: 1e-2, rank: 8 },
   loldu: { lr: 1e-4, eps: 1e-2, rank: 8 },
+  tokens: { lr: 1e-2, eps: 1e-3 },
 } as const;
 export const ESTIMATOR_DEFAULTS = {
   mezo: { noise: 'gaussian', q: 1 },
@@ -338,7 +342,7 @@ export const RunFields = z.object({
     .register(flags, {
       flag: 'train',
       arg: 'SET',
-      help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen) or sparse (the smallest --sparse-fraction of each block matrix)',
+      help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen) sparse (the smallest --sparse-fraction of each block matrix) or tokens (the rows of the task\'s label words in the embedding and the tied head, the base frozen)',
     })
     .register(trajectory, { onlyIf: (o) => (o.trainable ?? 'full') !== 'full' }),
   rank: int(1, MAX_RANK)
@@ -503,13 +507,16 @@ export const RunFields = z.object({
  * New run form show them beside the field). `--merge` without `--out` is the trainer's to refuse:
  * a run started from the app always has an output folder.
  */
-function checkCombined<T extends { trainable: TrainableSet; estimator: Estimator; q?: number; merge: boolean; ranks: number }>(o: T, ctx: z.RefinementCtx<T>): void {
+function checkCombined<T extends { trainable: TrainableSet; estimator: Estimator; q?: number; merge: boolean; ranks: number; task: { kind: string } }>(o: T, ctx: z.RefinementCtx<T>): void {
   // Several ranks exchange MeZO's loss pairs and may share CPU homes the trainable sets read at load.
   if (o.ranks > 1 && (o.trainable !== 'full' || o.estimator !== 'mezo')) {
     ctx.addIssue({ code: 'custom', path: ['ranks'], message: `several ranks train every weight with MeZO; the trainable set ${o.trainable} and the ${o.estimator} estimator run on one rank` });
   }
-  if (o.merge && o.trainable !== 'lora' && o.trainable !== 'loldu') {
-    ctx.addIssue({ code: 'custom', path: ['merge'], message: 'merging saves the base with its adapter merged in: it needs the trainable set lora or loldu' });
+  if (o.merge && o.trainable !== 'lora' && o.trainable !== 'loldu' && o.trainable !== 'tokens') {
+    ctx.addIssue({ code: 'custom', path: ['merge'], message: 'merging saves the base with its adapter merged in: it needs the trainable set lora, loldu or tokens' });
+  }
+  if (o.trainable === 'tokens' && !LABEL_WORD_TASKS.includes(o.task.kind)) {
+    ctx.addIssue({ code: 'custom', path: ['trainable'], message: `the trainable set tokens trains the rows of the task's label words: it needs a task with label words (${LABEL_WORD_TASKS.join(', ')}), not ${o.task.kind}` });
   }
   if (o.estimator === 'fzoo' && o.q !== undefined && o.q < 2) {
     ctx.addIssue({ code: 'custom', path: ['q'], message: `the fzoo estimator needs at least 2 probes, got ${o.q}: the spread of their losses scales the step` });

@@ -1,23 +1,59 @@
-// Adapter runs (--train lora or loldu): what the engine is told to train, the peft adapter a run
+// Adapter runs (--train lora, loldu or tokens): what the engine is told to train, the peft adapter a run
 // saves (adapter_config.json + adapter_model.safetensors, with the names and layout the peft
 // library writes), the base with the adapter merged in, and the trained tensors a checkpoint keeps.
 //
 // A LoLDU adapter is saved as the LoRA it equals: W + P L_r diag(s z - D_r) U_r is W + B A with
 // A = U_r, B = P L_r diag(s z - D_r) and alpha = r, so peft loads it as it is.
+//
+// Trainable tokens (the task's label words' rows of the embedding) are saved as peft's
+// TRAINABLE_TOKENS adapter: its trainable_tokens_delta holds the rows themselves (the base's rows
+// plus the engine's delta), one per adapted module (the embedding, and the head: tied, the same rows).
 import { readFile } from 'node:fs/promises';
 
 import type { TrainOptions } from '../common/options.js';
+import { LABEL_WORD_TASKS } from '../common/options.js';
+import { RTE_LABEL_WORDS, SST2_LABEL_WORDS, type TaskTemplate } from '../data/templates.js';
+import type { SpillwayTokenizer } from '../data/tokenizer.js';
 import { encodeSafetensors, readSafetensorsHeader } from '../model/index.js';
 import { TRAINED_FILE } from './checkpoint.js';
 import type { FolderFile } from './safe-write.js';
 import type { NativeEngine, NativeTrainSpec } from './native.js';
 
 /** Runs whose base is frozen and whose result is an adapter. */
-export const isAdapterRun = (o: Pick<TrainOptions, 'trainable'>): boolean => o.trainable === 'lora' || o.trainable === 'loldu';
+export const isAdapterRun = (o: Pick<TrainOptions, 'trainable'>): boolean => o.trainable === 'lora' || o.trainable === 'loldu' || o.trainable === 'tokens';
 
-/** What Engine.load trains for these options. */
-export function trainSpecOf(o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'targets' | 'sparseFraction' | 'seed'>): NativeTrainSpec {
-  return { kind: o.trainable, rank: o.rank, alpha: o.loraAlpha, targets: o.targets, fraction: o.sparseFraction, seed: o.seed };
+/** The adapter's name in messages. */
+export const adapterName = (set: TrainOptions['trainable']): string =>
+  set === 'lora' ? 'LoRA' : set === 'loldu' ? 'LoLDU' : set === 'tokens' ? 'trainable tokens' : set;
+
+/**
+ * The rows --train tokens trains: every token of the task's label words (as the prompt's candidates
+ * are encoded, electron/data/templates.ts), each once, in order.
+ */
+export function labelTokenIds(task: TaskTemplate, tokenizer: SpillwayTokenizer): number[] {
+  if (!LABEL_WORD_TASKS.includes(task.kind)) throw new Error(`--train tokens needs a task with label words (${LABEL_WORD_TASKS.join(', ')}), not ${task.kind}`);
+  const t = task as { kind: string; labelWords?: readonly string[] };
+  const words = t.labelWords ?? (task.kind === 'rte' ? RTE_LABEL_WORDS : SST2_LABEL_WORDS);
+  const ids: number[] = [];
+  for (const w of words) {
+    const enc = tokenizer.encode(w, { addSpecialTokens: false });
+    if (!enc.length) throw new Error(`label word ${JSON.stringify(w)} encodes to no tokens`);
+    for (const id of enc) if (!ids.includes(id)) ids.push(id);
+  }
+  return ids;
+}
+
+/** What Engine.load trains for these options (tokens: the rows labelTokenIds gives). */
+export function trainSpecOf(o: Pick<TrainOptions, 'trainable' | 'rank' | 'loraAlpha' | 'targets' | 'sparseFraction' | 'seed'>, tokens?: number[]): NativeTrainSpec {
+  return {
+    kind: o.trainable,
+    rank: o.rank,
+    alpha: o.loraAlpha,
+    targets: o.targets,
+    fraction: o.sparseFraction,
+    seed: o.seed,
+    ...(o.trainable === 'tokens' ? { tokens: Int32Array.from(tokens ?? []) } : {}),
+  };
 }
 
 
@@ -155,4 +191,73 @@ export async function restoreTrained(engine: NativeEngine, file: string): Promis
     engine.setTensor(t.name, data);
   }
   if (expected.size) throw new Error(`${file} lacks ${[...expected][0]}${expected.size > 1 ? ` and ${expected.size - 1} more` : ''}: it was saved with other adapter options`);
+}
+
+/** Trained rows of the embedding (and of an untied head): each module's rows as peft keeps them. */
+export interface PeftTokens {
+  tokens: number[];
+  /** module (e.g. model.embed_tokens, lm_head) -> its rows, base plus delta [tokens, width]. */
+  rows: { module: string; weight: string; width: number; data: Float32Array }[];
+}
+
+/** The engine's token deltas as peft's trainable tokens (the base's rows plus each delta). */
+export function peftTokens(engine: NativeEngine): PeftTokens {
+  const rows: PeftTokens['rows'] = [];
+  let tokens: number[] = [];
+  for (const t of engine.trainableTensors()) {
+    const m = /^base_model\.model\.(.+)\.token_rows_delta$/.exec(t.name);
+    if (!m) continue;
+    tokens = t.rows ?? [];
+    const weight = `${m[1]}.weight`;
+    const base = engine.getTensor(weight);
+    const delta = engine.getTensor(t.name);
+    const width = t.shape[1];
+    if (t.shape[0] !== tokens.length) throw new Error(`the engine's ${t.name} has ${t.shape[0]} rows for ${tokens.length} tokens`);
+    const data = new Float32Array(tokens.length * width);
+    // The engine adds the delta to the row in float32: the same sum.
+    for (let j = 0; j < tokens.length; j++) for (let c = 0; c < width; c++) data[j * width + c] = f32(base[tokens[j] * width + c] + delta[j * width + c]);
+    rows.push({ module: m[1], weight, width, data });
+  }
+  if (!rows.length) throw new Error('the engine has no trained token rows');
+  return { tokens, rows };
+}
+
+/**
+ * adapter_config.json and adapter_model.safetensors as peft 0.21 writes a TRAINABLE_TOKENS adapter:
+ * with a tied head it keeps the rows under the embedding and under lm_head alike.
+ */
+export function peftTokenFiles(t: PeftTokens, baseModel: string, tiedHead: string | null): FolderFile[] {
+  const leaf = (m: string) => m.slice(m.lastIndexOf('.') + 1);
+  const config = {
+    auto_mapping: null,
+    base_model_name_or_path: baseModel,
+    inference_mode: true,
+    init_weights: true,
+    peft_type: 'TRAINABLE_TOKENS',
+    revision: null,
+    target_modules: [...new Set(t.rows.map((r) => leaf(r.module)))].sort(),
+    task_type: null,
+    token_indices: t.tokens,
+  };
+  const tensors = t.rows.flatMap((r) => [r.module, ...(tiedHead ? [tiedHead] : [])].map((module) => ({
+    name: `base_model.model.${module}.trainable_tokens_delta`,
+    dtype: 'F32' as const,
+    shape: [t.tokens.length, r.width],
+    data: bytesOf(r.data),
+  })));
+  return [
+    { name: 'adapter_config.json', data: JSON.stringify(config, null, 2) + '\n' },
+    { name: 'adapter_model.safetensors', data: encodeSafetensors(tensors, { format: 'pt' }, 'adapter_model.safetensors') },
+  ];
+}
+
+/** The whole model with the trained rows in place (peft's merge of trainable tokens). */
+export function mergedTokenTensors(engine: NativeEngine, t: PeftTokens): { name: string; shape: number[]; data: Float32Array }[] {
+  const byWeight = new Map(t.rows.map((r) => [r.weight, r]));
+  return engine.tensorNames().map(({ name, shape }) => {
+    const w = engine.getTensor(name);
+    const r = byWeight.get(name);
+    if (r) for (let j = 0; j < t.tokens.length; j++) w.set(r.data.subarray(j * r.width, (j + 1) * r.width), t.tokens[j] * r.width);
+    return { name, shape, data: w };
+  });
 }

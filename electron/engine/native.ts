@@ -95,14 +95,18 @@ export interface NativeTrainSpec {
   fraction?: number;
   /** lora: A's draw */
   seed?: number | bigint;
+  /** tokens: the embedding rows that train (the task's label words' tokens) */
+  tokens?: Int32Array;
 }
 
-/** A tensor of the adapters (lora, loldu); frozen ones are rebuilt from the base at load. */
+/** A tensor of the adapters (lora, loldu, tokens); frozen ones are rebuilt from the base at load. */
 export interface NativeAdapterTensor {
   name: string;
   shape: number[];
   frozen: boolean;
   decay: boolean;
+  /** tokens: the embedding rows the delta adds to, in its row order. */
+  rows?: number[];
 }
 
 export interface NativeScoreResult {

@@ -42,6 +42,8 @@ export interface PlanTrainable {
   targets?: string[];
   /** sparse: the share of each block matrix that trains (default 0.25). */
   fraction?: number;
+  /** tokens: the rows that train (default 2: a pair of one-token label words). */
+  tokens?: number;
 }
 
 export type TierBytes = { device: number; cpu: number; ssd: number };
@@ -362,7 +364,19 @@ export function trainableOf(
     }
   }
   if (t.set === 'full') elements = m.units.reduce((n, u) => n + u.parameters, 0);
-  const adapterBytes = t.set === 'lora' || t.set === 'loldu' ? F32 * (tensors + noise + work) : 0;
+  if (t.set === 'tokens') {
+    // A delta per row for the embedding, and one for an untied head; each with its noise and copy.
+    // The working copy holds the whole embedding (and the head's group) with the rows merged in.
+    const rows = (t.tokens ?? 2) * m.config.hidden;
+    const deltas = m.config.tiedEmbeddings ? 1 : 2;
+    elements = deltas * rows;
+    tensors = deltas * pad(rows);
+    noise = work = pad(rows);
+    const embedding = m.config.vocabSize * m.config.hidden;
+    adaptedGroupFloats = pad(embedding);
+    adaptedParameters = deltas * embedding;
+  }
+  const adapterBytes = t.set === 'lora' || t.set === 'loldu' || t.set === 'tokens' ? F32 * (tensors + noise + work) : 0;
   return { elements, adapterBytes, adaptedGroupFloats, adaptedParameters, matrixParameters };
 }
 
@@ -449,7 +463,7 @@ export function makePlan(input: PlanInput): Plan {
   // lora and loldu freeze the base: it is read wherever it lives and never updated or written back;
   // the adapters live on the compute device (ENGINE-SPEC.md, "Trainable sets").
   const train: PlanTrainable = input.trainable?.set ? input.trainable : { set: 'full' };
-  const frozenBase = train.set === 'lora' || train.set === 'loldu';
+  const frozenBase = train.set === 'lora' || train.set === 'loldu' || train.set === 'tokens';
   const tf = trainableOf(m, train);
   const shortfalls: string[] = [];
   const notes: string[] = [];

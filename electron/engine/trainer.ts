@@ -21,7 +21,7 @@ import type { ModelInfo } from '../model/index.js';
 import { packBatch } from './batch.js';
 import { evaluateAnswers, generationConfigFor, generationDefaults } from './generate.js';
 import { CheckpointError, isCompleteCheckpoint, openCheckpoint, otherRunsIn, pruneCheckpoints, STATE_FILE, TRAINED_FILE, withManifest } from './checkpoint.js';
-import { isAdapterRun, mergedTensors, peftFiles, peftLora, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
+import { adapterName, isAdapterRun, labelTokenIds, mergedTensors, mergedTokenTensors, peftFiles, peftLora, peftTokenFiles, peftTokens, restoreTrained, trainSpecOf, trainedFile } from './adapters.js';
 import type { CheckpointState, OpenedCheckpoint, OptionChange, SeedLogEntry } from './checkpoint.js';
 import { findStaleSpillFiles } from './spill-files.js';
 import { DiskWriteError, byteLength, diskBytes, formatBytes, freeSpace, writeFolderAtomic } from './safe-write.js';
@@ -360,7 +360,8 @@ export async function openEngine(
   const engine = new native.Engine({ threads, device: resolved.id, gemm, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   try {
-    const loaded = await engine.load(engineSpec(info), placement, o.trainable ? trainSpecOf(o as TrainOptions) : undefined);
+    const tokens = o.trainable === 'tokens' ? labelTokenIds((o as TrainOptions).task, await loadTokenizer(info.dir)) : undefined;
+    const loaded = await engine.load(engineSpec(info), placement, o.trainable ? trainSpecOf(o as TrainOptions, tokens) : undefined);
     const t = loaded.trainable;
     if (t && o.trainable && o.trainable !== 'full') {
       const setup = t.setupSeconds >= 0.01 ? ` (set up in ${t.setupSeconds.toFixed(2)} s)` : '';
@@ -736,7 +737,7 @@ async function trainLoaded(p: Prepared, opened: OpenedEngine, emit: (e: TrainEve
   } else if (o.out) {
     out = resolve(o.out);
     await saveRun(engine, side, out, { ...stateOf(status, step), eval: lastEval, zero_shot: zeroShot }, seedLog, o, { what: 'model not saved', note: () => intactNote('last') });
-    const what = isAdapterRun(o) ? `${o.trainable === 'lora' ? 'LoRA' : 'LoLDU'} adapter (peft)${o.merge ? ' and the merged model in merged/' : ''}` : 'fine-tuned model';
+    const what = isAdapterRun(o) ? `${adapterName(o.trainable)} adapter (peft)${o.merge ? ' and the merged model in merged/' : ''}` : 'fine-tuned model';
     emit({ type: 'log', message: `saved ${status === 'completed' ? what : `partial ${what} (stopped at step ${step} of ${o.steps})`} to ${out}` });
     if (world) await waitForRankZero(world, 'rank 0 saving the model', writeWaitMs);
   }
@@ -964,14 +965,26 @@ export async function saveRun(
   so: SaveOptions = {},
 ): Promise<{ bytes: number; weightsBytes: number }> {
   if (!isAdapterRun(o)) return saveFineTuned(engine, side, out, meta, seedLog, so);
-  const lora = peftLora(engine, o);
-  const adapter = peftFiles(lora, side.dir);
+  let adapter: FolderFile[];
+  let merged: () => { name: string; shape: number[]; data: Float32Array }[];
+  if (o.trainable === 'tokens') {
+    const rows = peftTokens(engine);
+    const names = new Set(engine.tensorNames().map((t) => t.name));
+    // A tied head (no weight of its own): peft keeps the rows under lm_head too.
+    const tied = rows.rows.length === 1 && !rows.rows[0].module.endsWith('lm_head') && !names.has('lm_head.weight') ? 'lm_head' : null;
+    adapter = peftTokenFiles(rows, side.dir, tied);
+    merged = () => mergedTokenTensors(engine, rows);
+  } else {
+    const lora = peftLora(engine, o);
+    adapter = peftFiles(lora, side.dir);
+    merged = () => mergedTensors(engine, lora);
+  }
   const files = [
     ...adapter,
     trainedFile(engine),
     ...[...side.files].map(([name, data]) => ({ name, data })),
     ...runFiles(side, meta, seedLog),
-    ...(o.merge ? modelFiles(mergedTensors(engine, lora), side, out, 'merged/') : []),
+    ...(o.merge ? modelFiles(merged(), side, out, 'merged/') : []),
   ];
   const bytes = await writeFolderAtomic(out, withManifest(files), { what: so.what ?? 'adapter not saved', note: so.note, makeRoom: so.makeRoom });
   return { bytes, weightsBytes: byteLength(adapter[1].data) };
@@ -1002,7 +1015,9 @@ async function estimatedSaveSizes(info: ModelInfo, o: TrainOptions, logEntries: 
 }
 
 /** An adapter's float32 bytes, generously (LoLDU keeps fewer: z and s, but saves B and A as a LoRA). */
-function adapterBytes(info: ModelInfo, o: Pick<TrainOptions, 'targets' | 'rank'>): number {
+function adapterBytes(info: ModelInfo, o: Pick<TrainOptions, 'targets' | 'rank' | 'trainable'>): number {
+  // Trainable tokens: a few rows of the embedding (and of the head), generously 64 of them.
+  if (o.trainable === 'tokens') return 4 * 64 * 2 * 2 * info.config.hidden + 4096;
   let floats = 0;
   for (const u of info.units) {
     if (u.kind !== 'block') continue;

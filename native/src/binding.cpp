@@ -167,7 +167,8 @@ constexpr Name<NoiseKind> kNoise[] = {{"gaussian", NOISE_GAUSSIAN}, {"rademacher
 constexpr Name<NoiseIsa> kNoiseIsas[] = {{"scalar", NoiseIsa::Scalar}, {"avx2", NoiseIsa::Avx2}, {"avx512", NoiseIsa::Avx512}};
 constexpr Name<Estimator> kEstimators[] = {{"mezo", ESTIMATOR_MEZO}, {"fzoo", ESTIMATOR_FZOO}};
 constexpr Name<TrainKind> kTrainKinds[] = {
-    {"full", TrainKind::Full}, {"sparse", TrainKind::Sparse}, {"lora", TrainKind::Lora}, {"loldu", TrainKind::Loldu}};
+    {"full", TrainKind::Full}, {"sparse", TrainKind::Sparse}, {"lora", TrainKind::Lora}, {"loldu", TrainKind::Loldu},
+    {"tokens", TrainKind::Tokens}};
 constexpr Name<MasterDtype> kMasters[] = {{"fp32", MASTER_F32}, {"bf16", MASTER_BF16}, {"fp16", MASTER_F16}};
 constexpr Name<Home> kHomes[] = {{"device", Home::Device}, {"cpu", Home::Cpu}, {"ssd", Home::Ssd}};
 constexpr Name<Act> kActivations[] = {{"relu", Act::Relu}, {"gelu", Act::Gelu}, {"gelu_new", Act::GeluNew}, {"silu", Act::Silu}};
@@ -589,7 +590,8 @@ private:
                 slice_timeout_s = num(sv.As<Napi::Object>(), "timeoutMs") / 1000.0;
             }
         }
-        // train: {kind: 'full' | 'sparse' | 'lora' | 'loldu', rank, alpha, targets: string[], fraction, seed}
+        // train: {kind: 'full' | 'sparse' | 'lora' | 'loldu' | 'tokens', rank, alpha, targets: string[], fraction, seed,
+        //         tokens: Int32Array (the embedding rows that train)}
         TrainSpec train;
         if (info.Length() > 2 && info[2].IsObject()) {
             Napi::Object o = info[2].As<Napi::Object>();
@@ -601,6 +603,7 @@ private:
             if (present(o, "targets")) train.targets = strings(o, "targets");
             opt_num(o, "fraction", train.fraction);
             if (present(o, "seed")) train.seed = u64(o.Get("seed"), "seed");
+            if (present(o, "tokens")) train.tokens = ints(o, "tokens");
         }
         claim(env);
         engine_.reset();
@@ -850,15 +853,23 @@ private:
         return out;
     }
 
-    // The adapters' tensors (lora, loldu): [{name, shape, frozen, decay}], in the order they were made.
+    // The adapters' tensors (lora, loldu, tokens): [{name, shape, frozen, decay}], in the order they
+    // were made; a token-rows delta also has rows: the embedding rows it adds to, in its row order.
     Napi::Value TrainableTensors(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         need_model(env);
-        const std::vector<Tensor>& ts = engine_->trainable().tensors();
+        const Trainable& tr = engine_->trainable();
+        const std::vector<Tensor>& ts = tr.tensors();
         Napi::Array a = Napi::Array::New(env, ts.size());
         for (size_t i = 0; i < ts.size(); i++) {
             Napi::Object t = tensor_entry(env, ts[i]);
             t.Set("frozen", ts[i].frozen);
+            if (tr.spec().kind == TrainKind::Tokens) {
+                const std::vector<int32_t>& rows = tr.spec().tokens;
+                Napi::Array r = Napi::Array::New(env, rows.size());
+                for (size_t j = 0; j < rows.size(); j++) r.Set((uint32_t)j, rows[j]);
+                t.Set("rows", r);
+            }
             a.Set((uint32_t)i, t);
         }
         return a;

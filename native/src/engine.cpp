@@ -215,7 +215,14 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     auto t0 = Clock::now();
     const Tensor& tok = model_->tensors[(size_t)params.embed.tok];
     const Tensor* pos = params.embed.pos >= 0 ? &model_->tensors[(size_t)params.embed.pos] : nullptr;
-    if (params.embed.proj < 0) {
+    if (params.embed.proj < 0 && trainable_->adapter_of(params.embed.tok) >= 0) {
+        // Trainable tokens: the lookup reads the embedding with each stream's rows merged in (the
+        // base itself is frozen, as are the positions).
+        const int ids[1] = {params.embed.tok};
+        copies_->with(model_->tensors, ids, 1, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+            be.embed(streams[si].h, w[0], p.ids, N, C, NoiseSpec{}, pos ? pos->device : nullptr, p.posidx, NoiseSpec{});
+        });
+    } else if (params.embed.proj < 0) {
         for (auto& s : streams) {
             NoiseSpec tn{s.seed, tok.id, noise, tok.frozen ? 0.f : s.scale};
             NoiseSpec pn{s.seed, pos ? pos->id : 0u, noise, pos && !pos->frozen ? s.scale : 0.f};

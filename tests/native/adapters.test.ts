@@ -1,6 +1,7 @@
-// LoRA and LoLDU against the real peft and transformers (tests/reference/peft_reference.py, in the
-// venv): one MeZO step of a LoRA against the same step on the model peft builds (losses at +eps z
-// and -eps z, the projected gradient, the updated A and B); the LoLDU factors against
+// LoRA, LoLDU and trainable tokens against the real peft and transformers
+// (tests/reference/peft_reference.py, in the venv): one MeZO step of a LoRA, and of trainable token
+// rows, against the same step on the model peft builds (losses at +eps z and -eps z, the projected
+// gradient, the updated A and B or rows' delta); the LoLDU factors against
 // torch.linalg.lu; and a saved adapter (adapter_config.json + adapter_model.safetensors) loaded by
 // PeftModel.from_pretrained, and the merged folder by AutoModelForCausalLM alone, giving the
 // engine's token log-probs.
@@ -15,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { peftLora } from '../../electron/engine/adapters.js';
+import { peftLora, peftTokens } from '../../electron/engine/adapters.js';
 import { packBatch } from '../../electron/engine/batch.js';
 import { loadNative } from '../../electron/engine/native.js';
 import type { NativeEngine, NativeTrainSpec } from '../../electron/engine/native.js';
@@ -116,19 +117,74 @@ describe.each(['llama-tiny', 'qwen2-tiny'])('adapters on %s against peft', (name
     engine.close();
   });
 
-  it.each(['lora', 'loldu'] as const)('a saved %s adapter loads into peft, and the merged folder into transformers, with the engine\'s log-probs', async (kind) => {
-    const spec: NativeTrainSpec = kind === 'lora' ? { kind, rank: 4, alpha: 8, targets: ['q', 'v', 'o'], seed: 2 } : { kind, rank: 4, targets: ['q', 'v'] };
+  it('a MeZO step of trainable tokens: losses, projected gradient, updated rows', async () => {
+    const rows = [5, 9, 17];
+    const engine = await load(model, { kind: 'tokens', tokens: Int32Array.from(rows) });
+    const tied = name === 'qwen2-tiny';
+    const names = engine.trainableTensors().map((t) => t.name);
+    // One delta for the embedding, and one for an untied head.
+    expect(names).toEqual(tied ? ['base_model.model.model.embed_tokens.token_rows_delta'] : ['base_model.model.model.embed_tokens.token_rows_delta', 'base_model.model.lm_head.token_rows_delta']);
+    expect(engine.trainableTensors()[0].rows).toEqual(rows);
+    // The sequences hold the trained rows (the embedding's side moves too), and the span scores them.
+    const seqs = sequences(4, 10, 77).map((s, i) => s.map((t, k) => (k % 3 === i % 3 ? rows[k % rows.length] : t)));
+    const train = lmBatch(seqs, [4, 10]);
+    const lr = 0.05;
+    const eps = 1e-2;
+    for (let step = 0; step < 2; step++) await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
+    const before = Object.fromEntries(names.map((n) => [n, Array.from(engine.getTensor(n))]));
+    const step = 2;
+    const seed = native.stepSeed(21n, step, 0);
+    const noise = Object.fromEntries(names.map((n) => [n, Array.from(native.noise({ seed, id: native.fnv1a32(n), start: 0, count: before[n].length, kind: 'gaussian' }))]));
+    const r = await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
+    const [ref] = reference<StepRef>([
+      {
+        kind: 'tokens_step',
+        model,
+        modules: tied ? ['model.embed_tokens'] : ['model.embed_tokens', 'lm_head'],
+        rows,
+        lr,
+        eps,
+        adapter: before,
+        noise,
+        batch: seqs.map((tokens) => ({ tokens, span: [4, 10] })),
+      },
+    ]);
+    expect(Math.abs(r.lossPlus[0] - ref.loss_plus)).toBeLessThan(1e-5);
+    expect(Math.abs(r.lossMinus[0] - ref.loss_minus)).toBeLessThan(1e-5);
+    expect(Math.abs(ref.loss_plus - ref.loss_minus)).toBeGreaterThan(1e-3);
+    const gTol = 1e-5 / eps;
+    expect(Math.abs(r.projectedGrad[0] - ref.projected_grad)).toBeLessThan(gTol);
+    for (const n of names) {
+      expect(maxAbsDiff(before[n], ref.updated[n]), n).toBeGreaterThan(1e-4);
+      expect(maxAbsDiff(engine.getTensor(n), ref.updated[n]), n).toBeLessThan(1e-6 + lr * gTol * 6);
+    }
+    engine.close();
+  });
+
+  it.each(['lora', 'loldu', 'tokens'] as const)('a saved %s adapter loads into peft, and the merged folder into transformers, with the engine\'s log-probs', async (kind) => {
+    const spec: NativeTrainSpec =
+      kind === 'lora' ? { kind, rank: 4, alpha: 8, targets: ['q', 'v', 'o'], seed: 2 } : kind === 'loldu' ? { kind, rank: 4, targets: ['q', 'v'] } : { kind, tokens: Int32Array.from([7, 3]) };
     const engine = await load(model, spec);
     const train = lmBatch(sequences(4, 10, 5), [2, 10]);
-    for (let step = 0; step < 4; step++) await engine.step(train, { seed: 3n, step, q: 1, lr: kind === 'lora' ? 0.05 : 0.5, eps: 1e-2, weightDecay: 0, noise: 'gaussian' });
+    for (let step = 0; step < 4; step++) await engine.step(train, { seed: 3n, step, q: 1, lr: kind === 'lora' ? 0.05 : kind === 'loldu' ? 0.5 : 5, eps: 1e-2, weightDecay: 0, noise: 'gaussian' });
     const out = join(tmp, `${name}-${kind}`);
     const o = { trainable: kind, rank: 4, loraAlpha: 8, merge: true };
     await saveRun(engine, await readSideFiles(model), out, {}, [], o);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
-    expect(config).toMatchObject({ peft_type: 'LORA', r: 4, task_type: 'CAUSAL_LM', lora_alpha: kind === 'lora' ? 8 : 4 });
-    // The adapter is not the identity: it changes the base's log-probs by more than the tolerance.
-    expect(Math.max(...peftLora(engine, o).matrices.map((m) => Math.max(...m.b.map(Math.abs))))).toBeGreaterThan(1e-3);
-    const seqs = sequences(3, 12, 31);
+    if (kind === 'tokens') {
+      expect(config).toMatchObject({ peft_type: 'TRAINABLE_TOKENS', token_indices: [7, 3], target_modules: name === 'qwen2-tiny' ? ['embed_tokens'] : ['embed_tokens', 'lm_head'] });
+      // The rows moved: peft's rows (base + delta) differ from the base's.
+      const t = peftTokens(engine);
+      const delta = engine.getTensor(engine.trainableTensors()[0].name);
+      expect(t.tokens).toEqual([7, 3]);
+      expect(Math.max(...delta.map(Math.abs))).toBeGreaterThan(1e-3);
+    } else {
+      expect(config).toMatchObject({ peft_type: 'LORA', r: 4, task_type: 'CAUSAL_LM', lora_alpha: kind === 'lora' ? 8 : 4 });
+      // The adapter is not the identity: it changes the base's log-probs by more than the tolerance.
+      expect(Math.max(...peftLora(engine, o).matrices.map((m) => Math.max(...m.b.map(Math.abs))))).toBeGreaterThan(1e-3);
+    }
+    // Each holds the trained rows of the tokens case (what its embedding side moves).
+    const seqs = sequences(3, 12, 31).map((q) => q.map((t, k) => (k === 2 ? 7 : k === 5 ? 3 : t)));
     const [base, adapted, merged] = reference<number[][]>([
       { kind: 'logprobs', model, adapter: null, sequences: seqs },
       { kind: 'logprobs', model, adapter: out, sequences: seqs },

@@ -13,6 +13,11 @@ Reads a JSON list of jobs on stdin and prints their results as one JSON list. Ea
   batch of each example's mean NLL over its span), the projected gradient (L+ - L-) / (2 eps) and
   the adapter after theta -= lr * g * z. Engine names are peft's saved names
   (base_model.model.<module>.lora_A.weight); the live module holds them under the adapter "default".
+- {"kind": "tokens_step", "model": dir, "modules": [module names], "rows": [token ids], "lr", "eps",
+  "adapter": {engine name: [values]}, "noise": {engine name: [values]}, "batch": [...]}: the same step
+  for trainable tokens on the model peft builds (get_peft_model with TrainableTokensConfig): the
+  engine's base_model.model.<module>.token_rows_delta is added to the module's rows, which peft
+  holds whole (its trainable_tokens_delta is the rows themselves); "updated" is the engine's delta.
 - {"kind": "lu", "matrix": [[...], ...], "rank": r}: torch.linalg.lu (partial pivoting) of the
   matrix in float64: P L's first r columns, D_r = the first r entries of diag(U) and U_r = the first
   r rows of U divided by D_r, for the LoLDU factors.
@@ -23,7 +28,7 @@ import sys
 
 import torch
 import transformers
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, TrainableTokensConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 transformers.logging.set_verbosity_error()
@@ -83,6 +88,39 @@ def lora_step(job):
     }
 
 
+def tokens_step(job):
+    base = load(job["model"])
+    rows = job["rows"]
+    start = {m: base.get_submodule(m).weight.detach()[rows].clone() for m in job["modules"]}
+    model = get_peft_model(base, TrainableTokensConfig(target_modules=job["modules"], token_indices=rows)).eval()
+    params = dict(model.named_parameters())
+    module = {n: n[len("base_model.model."):-len(".token_rows_delta")] for n in job["adapter"]}
+    delta = {n: torch.tensor(v, dtype=torch.float32).reshape(start[module[n]].shape) for n, v in job["adapter"].items()}
+    noise = {n: torch.tensor(v, dtype=torch.float32).reshape(delta[n].shape) for n, v in job["noise"].items()}
+    eps = torch.tensor(job["eps"], dtype=torch.float32).item()
+
+    def loss(sign):
+        with torch.no_grad():
+            for n, d in delta.items():
+                params[f"base_model.model.{module[n]}.trainable_tokens_delta.default"].copy_(start[module[n]] + (d + (sign * eps) * noise[n]))
+            total = 0.0
+            for ex in job["batch"]:
+                lp = token_logprobs(model, ex["tokens"])
+                s, e = ex["span"]
+                total += -sum(lp[s - 1 : e - 1]) / (e - s)
+            return total / len(job["batch"])
+
+    lp, lm = loss(1.0), loss(-1.0)
+    g = (lp - lm) / (2 * eps)
+    coef = job["lr"] * g
+    return {
+        "loss_plus": lp,
+        "loss_minus": lm,
+        "projected_grad": g,
+        "updated": {n: (d.double() - coef * noise[n].double()).flatten().tolist() for n, d in delta.items()},
+    }
+
+
 def lu(job):
     w = torch.tensor(job["matrix"], dtype=torch.float64)
     r = job["rank"]
@@ -91,5 +129,5 @@ def lu(job):
     return {"pl": (p @ l)[:, :r].tolist(), "d": d.tolist(), "u": (u[:r] / d[:, None]).tolist()}
 
 
-KINDS = {"logprobs": logprobs, "lora_step": lora_step, "lu": lu}
+KINDS = {"logprobs": logprobs, "lora_step": lora_step, "tokens_step": tokens_step, "lu": lu}
 print(json.dumps([KINDS[job["kind"]](job) for job in json.load(sys.stdin)]))

@@ -76,6 +76,19 @@ size_t WorkingCopies::largest_adapted_group(const Model& m, const AdapterHook& a
             if (bias >= 0) n += pad16(m.tensors[(size_t)bias].numel);
             most = std::max(most, n);
         }
+    // Trainable tokens adapt the embedding and the head: their groups as with() lays them out.
+    auto group = [&](std::initializer_list<int> ids) {
+        size_t n = 0;
+        bool adapted = false;
+        for (int ti : ids)
+            if (ti >= 0) {
+                n += pad16(m.tensors[(size_t)ti].numel);
+                adapted |= adapters.adapter_of(ti) >= 0;
+            }
+        return adapted ? n : 0;
+    };
+    most = std::max(most, group({m.params.embed.tok}));
+    most = std::max(most, group({m.params.head.norm.w, m.params.head.norm.b, m.params.head.proj, m.params.head.lm_head}));
     return most;
 }
 

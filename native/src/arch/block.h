@@ -86,7 +86,8 @@ public:
     // The largest block group holding an adapted weight, in floats: over a frozen base (lora,
     // loldu) z holds no more (the delta, as merge's scratch), and the working copy no more unless
     // the base is held in bf16/fp16 (every block group widened into it). Frozen float32 groups
-    // are read in place.
+    // are read in place. Adapted token rows (trainable tokens) count the embedding's and the head's
+    // groups whole.
     static size_t largest_adapted_group(const Model& m, const AdapterHook& adapters);
     // Grows the working copy to hold `floats`, and z `z_floats` (default: as many).
     void reserve(size_t floats, size_t z_floats = SIZE_MAX);

@@ -102,6 +102,10 @@ Trainable::Trainable(Backend& be, Model& model, const TrainSpec& spec) : be_(be)
                 for (Tensor& t : model_.tensors) t.frozen = true;
                 build_adapters();
                 break;
+            case TrainKind::Tokens:
+                for (Tensor& t : model_.tensors) t.frozen = true;
+                build_tokens();
+                break;
         }
     } catch (...) {
         for (Tensor& t : tensors_)
@@ -239,6 +243,54 @@ void Trainable::build_adapters() {
     scratch_floats_ = noise_floats + work_floats;
 }
 
+// A delta of the chosen rows for the token embedding and, when the head is a tensor of its own, for
+// the head: named as the peft library names the module (its noise id), "token_rows_delta" (peft's
+// trainable_tokens_delta holds the rows themselves, base plus this; the export adds them).
+void Trainable::build_tokens() {
+    const int tok = model_.params.embed.tok;
+    if (tok < 0) throw std::runtime_error("trainable tokens: this model has no token embedding");
+    if (model_.params.embed.proj >= 0)
+        throw std::runtime_error("trainable tokens: a projected token embedding (OPT-350m's project_in) is not supported");
+    if (spec_.tokens.empty()) throw std::runtime_error("trainable tokens: no token chosen (the task's label words)");
+    const Tensor& e = model_.tensors[(size_t)tok];
+    if (e.shape.size() != 2) throw std::runtime_error("trainable tokens: " + e.name + " is not a matrix");
+    std::vector<int32_t> seen;
+    for (int32_t t : spec_.tokens) {
+        if (t < 0 || t >= e.shape[0])
+            throw std::runtime_error("trainable tokens: token " + std::to_string(t) + " is not a row of " + e.name + " (" +
+                                     std::to_string(e.shape[0]) + " rows)");
+        if (std::find(seen.begin(), seen.end(), t) != seen.end())
+            throw std::runtime_error("trainable tokens: token " + std::to_string(t) + " is chosen twice");
+        seen.push_back(t);
+    }
+    const size_t n = spec_.tokens.size();
+    size_t most = 0;
+    std::vector<int> bases{tok};
+    const int head = model_.params.head.lm_head;
+    if (head >= 0 && head != tok) bases.push_back(head);  // an untied head: its rows get their own delta
+    for (int wi : bases) {
+        const Tensor& base = model_.tensors[(size_t)wi];
+        if (base.shape.size() != 2 || base.shape[0] != e.shape[0] || base.transposed)
+            throw std::runtime_error("trainable tokens: " + base.name + " is not a [vocabulary, width] matrix");
+        const std::string suffix = ".weight";
+        if (base.name.size() <= suffix.size() || base.name.compare(base.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+            throw std::runtime_error("trainable tokens cannot name a delta for " + base.name + " (no .weight suffix)");
+        const std::string module = base.name.substr(0, base.name.size() - suffix.size());
+        Adapter ad;
+        ad.weight = wi;
+        ad.out = (int)base.shape[0];
+        ad.in = (int)base.shape[1];
+        ad.a = add_tensor("base_model.model." + module + ".token_rows_delta", {(int64_t)n, (int64_t)ad.in},
+                          std::vector<float>(n * (size_t)ad.in, 0.f), false, false);
+        most = std::max(most, pad16(n * (size_t)ad.in));
+        adapter_of_[(size_t)wi] = (int)adapters_.size();
+        adapters_.push_back(ad);
+    }
+    noise_ = static_cast<float*>(be_.alloc(most * sizeof(float)));
+    work_ = static_cast<float*>(be_.alloc(most * sizeof(float)));
+    scratch_floats_ = 2 * most;
+}
+
 uint64_t Trainable::device_bytes() const {
     uint64_t n = scratch_floats_;
     for (const Tensor& t : tensors_) n += pad16(t.numel);
@@ -268,6 +320,11 @@ void Trainable::update(const std::vector<UpdateTerm>& terms, float decay, int no
 
 void Trainable::draw(int adapter, uint64_t seed, int noise) {
     const Adapter& ad = adapters_[(size_t)adapter];
+    if (spec_.kind == TrainKind::Tokens) {
+        const Tensor& d = tensors_[(size_t)ad.a];
+        be_.noise_fill(noise_, d.numel, seed, d.id, noise, 0);
+        return;
+    }
     if (spec_.kind == TrainKind::Lora) {
         const Tensor &a = tensors_[(size_t)ad.a], &b = tensors_[(size_t)ad.b];
         be_.noise_fill(noise_, a.numel, seed, a.id, noise, 0);
@@ -282,6 +339,7 @@ void Trainable::draw(int adapter, uint64_t seed, int noise) {
 // lora:  scratch = B' A' (out, in), w = base + alpha/r scratch, A' and B' the adapter as the stream
 //        perturbs it (A + scale z_A, B + scale z_B).
 // loldu: v = s' z' - D_r (s' z' first, then + (-D_r)), scratch = P L_r (diag(v) U_r), w = base + scratch.
+// tokens: w = base, then each chosen row + its delta as the stream perturbs it (scratch unused).
 void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, float* w, float* scratch) {
     const Adapter& ad = adapters_[(size_t)adapter];
     auto perturbed = [&](const Tensor& t, float* noise, float* work) -> const float* {
@@ -289,6 +347,16 @@ void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, f
         be_.perturb(work, t.device, noise, scale, t.numel);
         return work;
     };
+    if (spec_.kind == TrainKind::Tokens) {
+        if (base.device16)
+            be_.widen(w, base.device16, base.numel, dtype);
+        else
+            be_.copy(w, base.device, base.numel * sizeof(float));
+        const float* d = perturbed(tensors_[(size_t)ad.a], noise_, work_);
+        const size_t C = (size_t)ad.in;
+        for (size_t j = 0; j < spec_.tokens.size(); j++) be_.add(w + (size_t)spec_.tokens[j] * C, d + j * C, C);
+        return;
+    }
     float c = 1.f;
     if (spec_.kind == TrainKind::Lora) {
         const Tensor &a = tensors_[(size_t)ad.a], &b = tensors_[(size_t)ad.b];

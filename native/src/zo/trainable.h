@@ -10,8 +10,12 @@
 //   loldu   w = W + P L_r diag(s z - D_r) U_r on the target matrices, from the first r steps of LU
 //           with partial pivoting of W (W = P L D U, L and U unit triangular); z starts at D_r and
 //           s at 1, so the delta is exactly 0 at the start; only z (r numbers) and s train.
+//   tokens  chosen rows of the token embedding (a task's label words): a delta per row, 0 at the
+//           start, added to those rows of the embedding wherever it is read (the input lookup and,
+//           tied, the head); an untied head's rows get their own delta. What the peft library
+//           calls trainable tokens.
 //
-// With lora and loldu every tensor of the model is frozen: the base is read-only wherever it
+// With lora, loldu and tokens every tensor of the model is frozen: the base is read-only wherever it
 // lives and in whatever precision it is kept; the adapters live on the compute device, float32.
 // An adapted weight's working copy is its base plus the delta as each stream perturbs the
 // adapter (the AdapterHook WorkingCopies calls, native/src/arch/block.h).
@@ -27,7 +31,7 @@
 
 namespace spw {
 
-enum class TrainKind : int { Full = 0, Sparse = 1, Lora = 2, Loldu = 3 };
+enum class TrainKind : int { Full = 0, Sparse = 1, Lora = 2, Loldu = 3, Tokens = 4 };
 
 struct TrainSpec {
     TrainKind kind = TrainKind::Full;
@@ -36,6 +40,7 @@ struct TrainSpec {
     std::vector<std::string> targets{"q", "v"};  // lora, loldu: block roles (arch/params.h stems)
     double fraction = 0.25;                      // sparse: the share of each block matrix that trains
     uint64_t seed = 0;                           // lora: A's draw (the run seed)
+    std::vector<int32_t> tokens;                 // tokens: the embedding rows that train (distinct)
 };
 
 // One adapted weight. Indices are into Trainable::tensors().
@@ -44,6 +49,7 @@ struct Adapter {
     int out = 0, in = 0;  // its shape
     // lora: a = lora_A (r, in), b = lora_B (out, r).
     // loldu: a = U_r (r, in), b = P L_r (out, r), neg_d = -D_r (r), all frozen; z (r) and s (1) train.
+    // tokens: a = the rows' delta (rows, in), in the order of TrainSpec::tokens.
     int a = -1, b = -1, neg_d = -1, z = -1, s = -1;
 };
 
@@ -71,8 +77,10 @@ public:
     Trainable& operator=(const Trainable&) = delete;
 
     const TrainSpec& spec() const { return spec_; }
-    // lora, loldu: no tensor of the model moves.
-    bool base_frozen() const { return spec_.kind == TrainKind::Lora || spec_.kind == TrainKind::Loldu; }
+    // lora, loldu, tokens: no tensor of the model moves.
+    bool base_frozen() const {
+        return spec_.kind == TrainKind::Lora || spec_.kind == TrainKind::Loldu || spec_.kind == TrainKind::Tokens;
+    }
     // The adapters' tensors, frozen parts included (names: docs/ENGINE-SPEC.md); device holds each.
     const std::vector<Tensor>& tensors() const { return tensors_; }
     const std::vector<Adapter>& adapters() const { return adapters_; }
@@ -100,6 +108,7 @@ public:
 private:
     void mark_sparse();
     void build_adapters();
+    void build_tokens();
     int add_tensor(const std::string& name, std::vector<int64_t> shape, std::vector<float> values, bool frozen,
                    bool decay);
 

@@ -298,7 +298,7 @@ export class NewRunState {
     this.trainable = t;
     const d = TRAIN_DEFAULTS[t];
     this.hyper = { ...this.hyper, lr: d.lr, eps: d.eps };
-    if (!isAdapterSet(t)) this.merge = false;
+    if (!isAdapterSet(t) && t !== 'tokens') this.merge = false;
   }
 
   /** Another estimator, with its noise and probes (FZOO: 4 Rademacher probes). */
@@ -370,6 +370,7 @@ export class NewRunState {
       ...(isAdapterSet(t) ? { rank: this.rank, targets: this.targetsParsed.targets, ...(this.merge ? { merge: true } : {}) } : {}),
       ...(t === 'lora' ? { loraAlpha: this.loraAlpha } : {}),
       ...(t === 'sparse' ? { sparseFraction: this.sparseFraction } : {}),
+      ...(t === 'tokens' && this.merge ? { merge: true } : {}),
     };
   }
 
