@@ -373,7 +373,9 @@ export function trainableOf(
     tensors = deltas * pad(rows);
     noise = work = pad(rows);
     const embedding = m.config.vocabSize * m.config.hidden;
-    adaptedGroupFloats = pad(embedding);
+    // The embedding's group, or the head's (its norm and the rows' matrix) when larger.
+    const head = m.units.find((u) => u.kind === 'head');
+    adaptedGroupFloats = Math.max(pad(embedding), head?.maxGroupParameters ?? 0);
     adaptedParameters = deltas * embedding;
   }
   const adapterBytes = t.set === 'lora' || t.set === 'loldu' || t.set === 'tokens' ? F32 * (tensors + noise + work) : 0;

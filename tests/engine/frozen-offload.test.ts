@@ -1,4 +1,4 @@
-// LoRA and LoLDU runs with the frozen base streamed from the SSD or CPU memory, as `spillway train
+// LoRA, LoLDU and trainable-tokens runs with the frozen base streamed from the SSD or CPU memory, as `spillway train
 // --train lora --offload ssd` runs them (the engine in its own process, the demo data): every step
 // reads the base and writes nothing back (its measured I/O), the spill folder is empty afterwards,
 // and the losses and the saved adapter are bit-identical to the resident run's. A bf16 base trains
@@ -35,7 +35,7 @@ const losses = (events: TrainEvent[]) => steps(events).map((e) => [e.step, e.los
 const adapter = (out: string) => readFileSync(join(out, 'adapter_model.safetensors'));
 
 describe('a frozen base streamed from its tier', () => {
-  for (const set of [{ trainable: 'lora', rank: 2, targets: ['q', 'v', 'down'] }, { trainable: 'loldu', rank: 4, targets: ['q', 'v'] }] as const) {
+  for (const set of [{ trainable: 'lora', rank: 2, targets: ['q', 'v', 'down'] }, { trainable: 'loldu', rank: 4, targets: ['q', 'v'] }, { trainable: 'tokens' }] as const) {
     for (const masters of ['fp32', 'bf16'] as const) {
       it(`${set.trainable}, ${masters} base: on the SSD and in CPU memory it is read every step, never written, and trains the resident run's bits`, async () => {
         const base = { ...set, masters, lr: 1e-2 };

@@ -1,5 +1,5 @@
 // A frozen base in the tiered store (docs/TIERED-STORE.md, "Updates"; ENGINE-SPEC "Trainable sets"):
-// with lora and loldu every model tensor is read-only wherever it lives. Streamed from the CPU or
+// with lora, loldu and tokens every model tensor is read-only wherever it lives. Streamed from the CPU or
 // the SSD, updated at home or on the device, the run writes nothing back (no device → host bytes,
 // no SSD bytes after the spill file is made, the spill file's bytes unchanged), and its losses and
 // adapters are bit-identical to the all-resident run's. A base kept in bf16 trains float32
@@ -29,6 +29,8 @@ afterAll(() => {
 
 const LORA: NativeTrainSpec = { kind: 'lora', rank: 4, alpha: 8, targets: ['q', 'v', 'down'], seed: 11 };
 const LOLDU: NativeTrainSpec = { kind: 'loldu', rank: 4, targets: ['q', 'v'] };
+// Rows of the embedding: the tied case's merged working copy of the embedding and of the head.
+const TOKENS: NativeTrainSpec = { kind: 'tokens', tokens: Int32Array.from([5, 9, 17]) };
 
 async function open(train: NativeTrainSpec, placement?: (units: number) => Omit<TierPlacement, 'spillDirs'>): Promise<NativeEngine> {
   const info = await loadModelInfo(MODEL);
@@ -79,7 +81,7 @@ const CASES: Case[] = [
   { name: 'CPU and SSD blocks alternating', homes: alternating, deviceUpdate: all(false), writeBackEvery: 1 },
 ];
 
-for (const [setName, spec] of [['lora', LORA], ['loldu', LOLDU]] as const) {
+for (const [setName, spec] of [['lora', LORA], ['loldu', LOLDU], ['tokens', TOKENS]] as const) {
   for (const masters of ['fp32', 'bf16', 'fp16'] as Masters[]) {
     describe(`${setName}, ${masters} base: the frozen base is read, never written`, () => {
       let resident: { losses: number[]; adapters: Map<string, Float32Array>; model: Map<string, Float32Array> } | undefined;

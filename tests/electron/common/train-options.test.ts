@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { trainOptionsFromArgs } from '../../../electron/cli/main.js';
 import { argOptions } from '../../../electron/cli/flags.js';
 import { parseParams, RunOptions, TrainOptions } from '../../../electron/common/contract.js';
+import { TRAIN_DEFAULTS } from '../../../electron/common/options.js';
 import type { SpillwayError } from '../../../electron/common/contract.js';
 import { parseTrainOptions } from '../../../electron/engine/trainer.js';
 
@@ -19,6 +20,7 @@ describe('run options: trainable set and estimator', () => {
       expect(RunOptions.parse({ ...base, trainable })).toMatchObject({ lr: 1e-4, eps: 1e-2, targets: ['q', 'v'], rank: 8, merge: false });
     }
     expect(RunOptions.parse({ ...base, trainable: 'sparse' })).toMatchObject({ lr: 1e-6, eps: 1e-3, sparseFraction: 0.25 });
+    expect(RunOptions.parse({ ...base, trainable: 'tokens' })).toMatchObject({ lr: TRAIN_DEFAULTS.tokens.lr, eps: 1e-3 });
     expect(RunOptions.parse({ ...base, estimator: 'fzoo' })).toMatchObject({ noise: 'rademacher', q: 4 });
     const given = { ...base, trainable: 'lora', estimator: 'fzoo', lr: 3e-3, eps: 5e-3, noise: 'gaussian', q: 6, rank: 2, targets: ['k', 'o'] };
     expect(parseTrainOptions(given)).toMatchObject({ lr: 3e-3, eps: 5e-3, noise: 'gaussian', q: 6, rank: 2, targets: ['k', 'o'] });
@@ -33,14 +35,17 @@ describe('run options: trainable set and estimator', () => {
       }
       throw new Error(`accepted ${JSON.stringify(options)}`);
     };
-    expect(refused({ trainable: 'adapters' })).toMatch(/options\.trainable: unknown trainable set adapters \(full, lora, loldu, sparse\)/);
+    expect(refused({ trainable: 'adapters' })).toMatch(/options\.trainable: unknown trainable set adapters \(full, lora, loldu, sparse, tokens\)/);
     expect(refused({ estimator: 'spsa' })).toMatch(/options\.estimator: unknown estimator spsa \(mezo, fzoo\)/);
     expect(refused({ trainable: 'lora', targets: ['q', 'query'] })).toMatch(/options\.targets\.1: unknown target matrix query \(q, k, v, o, qkv/);
     expect(refused({ trainable: 'lora', targets: [] })).toMatch(/options\.targets: expected at least one target matrix/);
     expect(refused({ trainable: 'lora', rank: 0 })).toMatch(/options\.rank: expected an integer from 1 to 4096, got 0/);
     expect(refused({ trainable: 'sparse', sparseFraction: 1.5 })).toMatch(/options\.sparseFraction: expected a finite number > 0 and <= 1, got 1\.5/);
     expect(refused({ estimator: 'fzoo', q: 1 })).toMatch(/options\.q: the fzoo estimator needs at least 2 probes, got 1/);
-    expect(refused({ trainable: 'full', merge: true })).toMatch(/options\.merge: merging .* needs the trainable set lora or loldu/);
+    expect(refused({ trainable: 'full', merge: true })).toMatch(/options\.merge: merging .* needs the trainable set lora, loldu or tokens/);
+    // tokens trains the label words' rows: a task without label words has none.
+    expect(refused({ trainable: 'tokens', task: { kind: 'text' } })).toMatch(/options\.trainable: the trainable set tokens trains the rows of the task's label words: it needs a task with label words \(sst2, rte, classify\), not text/);
+    expect(TrainOptions.safeParse({ ...base, trainable: 'tokens', merge: true }).success).toBe(true);
     // The trainer's own entry applies the same checks.
     expect(() => parseTrainOptions({ ...base, estimator: 'fzoo', q: 1 })).toThrow(/^q: the fzoo estimator needs at least 2 probes/);
     expect(TrainOptions.safeParse({ ...base, trainable: 'loldu', merge: true }).success).toBe(true);
@@ -64,7 +69,8 @@ describe('spillway train: --train, --estimator and the adapter flags', () => {
   it('name the flag in their errors', () => {
     expect(() => args('--train', 'lora', '--targets', 'q,attn')).toThrow(/--targets.*unknown target matrix attn/);
     expect(() => args('--estimator', 'fzoo', '--q', '1')).toThrow(/--q.*at least 2 probes/);
-    expect(() => args('--merge', '--out', '/o')).toThrow(/--merge.*lora or loldu/);
+    expect(() => args('--merge', '--out', '/o')).toThrow(/--merge.*lora, loldu or tokens/);
+    expect(() => args('--train', 'tokens', '--task', 'text')).toThrow(/--train.*needs a task with label words/);
     expect(() => args('--train', 'loldu', '--rank', '0')).toThrow(/--rank.*expected an integer from 1 to 4096/);
   });
 });

@@ -35,6 +35,7 @@ beforeAll(async () => {
 const LORA: PlanTrainable = { set: 'lora', rank: 4, targets: ['q', 'v', 'down'] };
 const LOLDU: PlanTrainable = { set: 'loldu', rank: 4, targets: ['q', 'v'] };
 const SPARSE: PlanTrainable = { set: 'sparse', fraction: 0.3 };
+const TOKENS: PlanTrainable = { set: 'tokens', tokens: 3 };
 const blocks = () => model.units.filter((u) => u.kind === 'block');
 const pad = (n: number) => Math.ceil(n / 16) * 16;
 const sum = (b: { device: number; cpu: number; ssd: number }) => b.device + b.cpu + b.ssd;
@@ -133,11 +134,18 @@ const spill = mkdtempSync(join(tmpdir(), 'spw-plan-trainable-'));
 const opened: NativeEngine[] = [];
 afterAll(() => opened.forEach((e) => e.close()));
 
-const specOf = (t: PlanTrainable): NativeTrainSpec => ({ kind: t.set, rank: t.rank, targets: t.targets, fraction: t.fraction, seed: 1 });
+const specOf = (t: PlanTrainable): NativeTrainSpec => ({
+  kind: t.set,
+  rank: t.rank,
+  targets: t.targets,
+  fraction: t.fraction,
+  seed: 1,
+  ...(t.set === 'tokens' ? { tokens: Int32Array.from([5, 9, 17].slice(0, t.tokens)) } : {}),
+});
 
 describe('plan: trainable and frozen figures against the engine loaded with its homes', () => {
   const batch = () => packBatch(toExamples(readJson<{ examples: { batch: GoldenExample[] } }>(join(GOLDEN, 'llama-tiny.json')).examples.batch));
-  for (const t of [{ set: 'full' } as PlanTrainable, LORA, LOLDU, SPARSE]) {
+  for (const t of [{ set: 'full' } as PlanTrainable, LORA, LOLDU, SPARSE, TOKENS]) {
     for (const masters of ['fp32', 'bf16'] as Masters[]) {
       it(`${t.set}, ${masters} masters, blocks on the SSD`, async () => {
         // On the CPU backend a block streams only from the SSD (a CPU home would be the same memory):
