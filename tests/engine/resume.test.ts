@@ -92,6 +92,26 @@ describe('checkpoint and resume', () => {
     expect(log.every((e) => Number.isFinite(e.coef) && e.coef !== (e.lr * e.projected_grad) / 3)).toBe(true);
   });
 
+  it('resumes a trainable-tokens run bit-identically, and saves its rows as peft does', async () => {
+    const set = { trainable: 'tokens', lr: 1e-2 } as const;
+    const whole = await runToEnd(options({ ...set, out: join(work, 'tokens-whole'), merge: true }));
+    expect(whole.find((e) => e.type === 'error')).toBeUndefined();
+    const config = JSON.parse(readFileSync(join(work, 'tokens-whole', 'adapter_config.json'), 'utf8')) as { peft_type: string; token_indices: number[] };
+    expect(config.peft_type).toBe('TRAINABLE_TOKENS');
+    expect(config.token_indices.length).toBeGreaterThan(0);
+    expect(readdirSync(join(work, 'tokens-whole', 'merged'))).toEqual(expect.arrayContaining(['config.json', 'model.safetensors']));
+    const ckpts = join(work, 'ckpt-tokens');
+    await runToEnd(options({ ...set, checkpointEvery: 5, checkpointDir: ckpts }));
+    const resumeFrom = join(ckpts, 'step-00000005');
+    expect(readdirSync(resumeFrom)).toContain('trainable.safetensors');
+    expect(readdirSync(resumeFrom)).not.toContain('model.safetensors');
+    const rest = await runToEnd(options({ ...set, resumeFrom, out: join(work, 'tokens-resumed') }));
+    expect(stepLosses(rest)).toEqual(stepLosses(whole).slice(5));
+    for (const f of ['adapter_model.safetensors', 'trainable.safetensors']) {
+      expect(readFileSync(join(work, 'tokens-resumed', f)).equals(readFileSync(join(work, 'tokens-whole', f))), f).toBe(true);
+    }
+  });
+
   it('resumes bf16 masters bit-identically, in the checkpoint\'s precision, with blocks on the SSD', async () => {
     const spill = mkdtempSync(join(tmpdir(), 'spw-resume-spill-'));
     const bf16 = (over: Partial<TrainOptions>) => options({ masters: 'bf16', offload: 'ssd', spillDirs: [spill], writeBackEvery: 2, ...over });
