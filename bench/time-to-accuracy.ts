@@ -73,7 +73,7 @@ const lrs = {
   loldu: byTask(1e-2, 1e-2),
   lolduAll: byTask(1e-3, 1e-3),
   sparse: byTask(3e-3, 1e-2),
-  tokens: byTask(1e-2, 1e-2),
+  tokens: byTask(3e-2, 1e-2),
   fzooFull: byTask(3e-6, 3e-6),
   fzooLolduAll: byTask(1e-4, 3e-5),
 };

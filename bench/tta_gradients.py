@@ -140,6 +140,7 @@ def main():
         "LoRA r 8, all 7 (at B = 0)": lora_b_grad2(model, ALL7),
         "the norms": (g2["norms"], n["norms"]),
         "the embedding (tied head)": (g2["embedding (tied head)"], n["embedding (tied head)"]),
+        "the label words' rows (--train tokens)": (emb[label_rows].pow(2).sum().item(), len(label_rows) * emb.shape[1]),
     }
     print("\n| set | elements d | ‖grad_S‖² | share | ‖grad_S‖² / d |\n|---|---|---|---|---|")
     for k, (g, d) in sets.items():
