@@ -110,6 +110,20 @@ describe('NewRunState', () => {
     expect(s.formErrors.join(' ')).toMatch(/Rank must be a whole number from 1 to 4096/);
     expect(s.formErrors.join(' ')).toMatch(/"attention" is not one \(q, k, v, o, qkv/);
   });
+  it('sends trainable tokens with their lr and eps and the merge, without rank or targets', () => {
+    const s = new NewRunState(noClient as () => Client);
+    s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
+    s.setTrainable('tokens');
+    expect(s.hyper).toMatchObject({ lr: 1e-2, eps: 1e-3 });
+    s.merge = true;
+    expect(s.formErrors).toEqual([]);
+    expect(s.options()).toMatchObject({ trainable: 'tokens', merge: true, lr: 1e-2, eps: 1e-3 });
+    expect(s.options()).not.toHaveProperty('rank');
+    expect(s.options()).not.toHaveProperty('targets');
+    // Another set that saves no adapter drops the merge.
+    s.setTrainable('full');
+    expect(s.merge).toBe(false);
+  });
   it('plans with the trainable set chosen: its rank and targets once they parse, the sparse fraction', () => {
     const s = new NewRunState(noClient as () => Client);
     s.useDemo('/m/spillway-demo', '/d/train.jsonl', '/d/eval.jsonl');
