@@ -70,6 +70,35 @@ interface StepRef {
   updated: Record<string, number[]>;
 }
 
+/**
+ * Step 2 of a run (two steps first, so that every trained tensor already moved) against the same
+ * step in the reference: `job` names the reference's kind and its own fields.
+ */
+async function stepAgainstReference(engine: NativeEngine, seqs: number[][], span: [number, number], job: Record<string, unknown>) {
+  const train = lmBatch(seqs, span);
+  const lr = 0.05;
+  const eps = 1e-2;
+  for (let step = 0; step < 2; step++) await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
+  const names = engine.trainableTensors().filter((t) => !t.frozen).map((t) => t.name);
+  const before = Object.fromEntries(names.map((n) => [n, Array.from(engine.getTensor(n))]));
+  const step = 2;
+  const seed = native.stepSeed(21n, step, 0);
+  const noise = Object.fromEntries(names.map((n) => [n, Array.from(native.noise({ seed, id: native.fnv1a32(n), start: 0, count: before[n].length, kind: 'gaussian' }))]));
+  const r = await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
+  const [ref] = reference<StepRef>([{ ...job, lr, eps, adapter: before, noise, batch: seqs.map((tokens) => ({ tokens, span })) }]);
+  expect(r.seeds).toEqual([seed]);
+  expect(Math.abs(r.lossPlus[0] - ref.loss_plus)).toBeLessThan(1e-5);
+  expect(Math.abs(r.lossMinus[0] - ref.loss_minus)).toBeLessThan(1e-5);
+  // The step moves the loss by far more than the tolerance: the comparison has something to see.
+  expect(Math.abs(ref.loss_plus - ref.loss_minus)).toBeGreaterThan(1e-3);
+  const gTol = 1e-5 / eps;
+  expect(Math.abs(r.projectedGrad[0] - ref.projected_grad)).toBeLessThan(gTol);
+  for (const n of names) {
+    expect(maxAbsDiff(before[n], ref.updated[n]), n).toBeGreaterThan(1e-4);
+    expect(maxAbsDiff(engine.getTensor(n), ref.updated[n]), n).toBeLessThan(1e-6 + lr * gTol * 6);
+  }
+}
+
 describe.each(['llama-tiny', 'qwen2-tiny'])('adapters on %s against peft', (name) => {
   const model = join(FIXTURE_MODELS, name);
 
@@ -77,43 +106,7 @@ describe.each(['llama-tiny', 'qwen2-tiny'])('adapters on %s against peft', (name
     const rank = 4;
     const alpha = 8;
     const engine = await load(model, { kind: 'lora', rank, alpha, targets: ['q', 'v'], seed: 9 });
-    const train = lmBatch(sequences(4, 10, 77), [4, 10]);
-    // Two steps first, so that B is no longer 0 and A's perturbation changes the loss too.
-    for (let step = 0; step < 2; step++) await engine.step(train, { seed: 21n, step, q: 1, lr: 0.05, eps: 1e-2, weightDecay: 0, noise: 'gaussian' });
-    const names = engine.trainableTensors().map((t) => t.name);
-    const before = Object.fromEntries(names.map((n) => [n, Array.from(engine.getTensor(n))]));
-    const step = 2;
-    const lr = 0.05;
-    const eps = 1e-2;
-    const seed = native.stepSeed(21n, step, 0);
-    const noise = Object.fromEntries(names.map((n) => [n, Array.from(native.noise({ seed, id: native.fnv1a32(n), start: 0, count: before[n].length, kind: 'gaussian' }))]));
-    const r = await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
-    const [ref] = reference<StepRef>([
-      {
-        kind: 'lora_step',
-        model,
-        rank,
-        alpha,
-        targets: ['q_proj', 'v_proj'],
-        lr,
-        eps,
-        adapter: before,
-        noise,
-        batch: sequences(4, 10, 77).map((tokens) => ({ tokens, span: [4, 10] })),
-      },
-    ]);
-    expect(r.seeds).toEqual([seed]);
-    expect(Math.abs(r.lossPlus[0] - ref.loss_plus)).toBeLessThan(1e-5);
-    expect(Math.abs(r.lossMinus[0] - ref.loss_minus)).toBeLessThan(1e-5);
-    // The step moves the loss by far more than the tolerance: the comparison has something to see.
-    expect(Math.abs(ref.loss_plus - ref.loss_minus)).toBeGreaterThan(1e-3);
-    const gTol = 1e-5 / eps;
-    expect(Math.abs(r.projectedGrad[0] - ref.projected_grad)).toBeLessThan(gTol);
-    for (const n of names) {
-      const moved = maxAbsDiff(before[n], ref.updated[n]);
-      expect(moved, n).toBeGreaterThan(1e-4);
-      expect(maxAbsDiff(engine.getTensor(n), ref.updated[n]), n).toBeLessThan(1e-6 + lr * gTol * 6);
-    }
+    await stepAgainstReference(engine, sequences(4, 10, 77), [4, 10], { kind: 'lora_step', model, rank, alpha, targets: ['q_proj', 'v_proj'] });
     engine.close();
   });
 
@@ -121,43 +114,14 @@ describe.each(['llama-tiny', 'qwen2-tiny'])('adapters on %s against peft', (name
     const rows = [5, 9, 17];
     const engine = await load(model, { kind: 'tokens', tokens: Int32Array.from(rows) });
     const tied = name === 'qwen2-tiny';
-    const names = engine.trainableTensors().map((t) => t.name);
     // One delta for the embedding, and one for an untied head.
-    expect(names).toEqual(tied ? ['base_model.model.model.embed_tokens.token_rows_delta'] : ['base_model.model.model.embed_tokens.token_rows_delta', 'base_model.model.lm_head.token_rows_delta']);
+    expect(engine.trainableTensors().map((t) => t.name)).toEqual(
+      tied ? ['base_model.model.model.embed_tokens.token_rows_delta'] : ['base_model.model.model.embed_tokens.token_rows_delta', 'base_model.model.lm_head.token_rows_delta'],
+    );
     expect(engine.trainableTensors()[0].rows).toEqual(rows);
     // The sequences hold the trained rows (the embedding's side moves too), and the span scores them.
     const seqs = sequences(4, 10, 77).map((s, i) => s.map((t, k) => (k % 3 === i % 3 ? rows[k % rows.length] : t)));
-    const train = lmBatch(seqs, [4, 10]);
-    const lr = 0.05;
-    const eps = 1e-2;
-    for (let step = 0; step < 2; step++) await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
-    const before = Object.fromEntries(names.map((n) => [n, Array.from(engine.getTensor(n))]));
-    const step = 2;
-    const seed = native.stepSeed(21n, step, 0);
-    const noise = Object.fromEntries(names.map((n) => [n, Array.from(native.noise({ seed, id: native.fnv1a32(n), start: 0, count: before[n].length, kind: 'gaussian' }))]));
-    const r = await engine.step(train, { seed: 21n, step, q: 1, lr, eps, weightDecay: 0, noise: 'gaussian' });
-    const [ref] = reference<StepRef>([
-      {
-        kind: 'tokens_step',
-        model,
-        modules: tied ? ['model.embed_tokens'] : ['model.embed_tokens', 'lm_head'],
-        rows,
-        lr,
-        eps,
-        adapter: before,
-        noise,
-        batch: seqs.map((tokens) => ({ tokens, span: [4, 10] })),
-      },
-    ]);
-    expect(Math.abs(r.lossPlus[0] - ref.loss_plus)).toBeLessThan(1e-5);
-    expect(Math.abs(r.lossMinus[0] - ref.loss_minus)).toBeLessThan(1e-5);
-    expect(Math.abs(ref.loss_plus - ref.loss_minus)).toBeGreaterThan(1e-3);
-    const gTol = 1e-5 / eps;
-    expect(Math.abs(r.projectedGrad[0] - ref.projected_grad)).toBeLessThan(gTol);
-    for (const n of names) {
-      expect(maxAbsDiff(before[n], ref.updated[n]), n).toBeGreaterThan(1e-4);
-      expect(maxAbsDiff(engine.getTensor(n), ref.updated[n]), n).toBeLessThan(1e-6 + lr * gTol * 6);
-    }
+    await stepAgainstReference(engine, seqs, [4, 10], { kind: 'tokens_step', model, modules: tied ? ['model.embed_tokens'] : ['model.embed_tokens', 'lm_head'], rows });
     engine.close();
   });
 

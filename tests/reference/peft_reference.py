@@ -58,18 +58,15 @@ def live_name(name):
     return f"{head}.default.{tail}"
 
 
-def lora_step(job):
-    config = LoraConfig(r=job["rank"], lora_alpha=job["alpha"], target_modules=job["targets"], lora_dropout=0.0, bias="none")
-    model = get_peft_model(load(job["model"]), config).eval()
-    params = dict(model.named_parameters())
-    adapter = {n: torch.tensor(v, dtype=torch.float32).reshape(params[live_name(n)].shape) for n, v in job["adapter"].items()}
-    noise = {n: torch.tensor(v, dtype=torch.float32).reshape(adapter[n].shape) for n, v in job["noise"].items()}
+def mezo_step(job, model, trained, noise, put):
+    """One MeZO step (q = 1) of `trained` ({engine name: values}): put(name, values) sets a tensor in
+    the live model; the loss is the batch mean of each example's mean NLL over its span."""
     eps = torch.tensor(job["eps"], dtype=torch.float32).item()
 
     def loss(sign):
         with torch.no_grad():
-            for n, a in adapter.items():
-                params[live_name(n)].copy_(a + (sign * eps) * noise[n])
+            for n, t in trained.items():
+                put(n, t + (sign * eps) * noise[n])
             total = 0.0
             for ex in job["batch"]:
                 lp = token_logprobs(model, ex["tokens"])
@@ -84,8 +81,17 @@ def lora_step(job):
         "loss_plus": lp,
         "loss_minus": lm,
         "projected_grad": g,
-        "updated": {n: (a.double() - coef * noise[n].double()).flatten().tolist() for n, a in adapter.items()},
+        "updated": {n: (t.double() - coef * noise[n].double()).flatten().tolist() for n, t in trained.items()},
     }
+
+
+def lora_step(job):
+    config = LoraConfig(r=job["rank"], lora_alpha=job["alpha"], target_modules=job["targets"], lora_dropout=0.0, bias="none")
+    model = get_peft_model(load(job["model"]), config).eval()
+    params = dict(model.named_parameters())
+    adapter = {n: torch.tensor(v, dtype=torch.float32).reshape(params[live_name(n)].shape) for n, v in job["adapter"].items()}
+    noise = {n: torch.tensor(v, dtype=torch.float32).reshape(adapter[n].shape) for n, v in job["noise"].items()}
+    return mezo_step(job, model, adapter, noise, lambda n, v: params[live_name(n)].copy_(v))
 
 
 def tokens_step(job):
@@ -97,28 +103,8 @@ def tokens_step(job):
     module = {n: n[len("base_model.model."):-len(".token_rows_delta")] for n in job["adapter"]}
     delta = {n: torch.tensor(v, dtype=torch.float32).reshape(start[module[n]].shape) for n, v in job["adapter"].items()}
     noise = {n: torch.tensor(v, dtype=torch.float32).reshape(delta[n].shape) for n, v in job["noise"].items()}
-    eps = torch.tensor(job["eps"], dtype=torch.float32).item()
-
-    def loss(sign):
-        with torch.no_grad():
-            for n, d in delta.items():
-                params[f"base_model.model.{module[n]}.trainable_tokens_delta.default"].copy_(start[module[n]] + (d + (sign * eps) * noise[n]))
-            total = 0.0
-            for ex in job["batch"]:
-                lp = token_logprobs(model, ex["tokens"])
-                s, e = ex["span"]
-                total += -sum(lp[s - 1 : e - 1]) / (e - s)
-            return total / len(job["batch"])
-
-    lp, lm = loss(1.0), loss(-1.0)
-    g = (lp - lm) / (2 * eps)
-    coef = job["lr"] * g
-    return {
-        "loss_plus": lp,
-        "loss_minus": lm,
-        "projected_grad": g,
-        "updated": {n: (d.double() - coef * noise[n].double()).flatten().tolist() for n, d in delta.items()},
-    }
+    # peft holds the rows themselves: the base's rows plus the engine's delta.
+    return mezo_step(job, model, delta, noise, lambda n, v: params[f"base_model.model.{module[n]}.trainable_tokens_delta.default"].copy_(start[module[n]] + v))
 
 
 def lu(job):
