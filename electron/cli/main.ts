@@ -173,6 +173,12 @@ export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unkn
   const base: Record<string, unknown> = demo ? { ...demoOptions() } : { ...resumed };
   // A budget without --offload: the planner places the blocks.
   if (v.offload === undefined && (v['gpu-mem'] ?? v['cpu-mem'] ?? v['ssd-mem']) !== undefined) base.offload = 'auto';
+  // The demo's lr and eps are MeZO's on every weight: another trainable set takes its own defaults
+  // (the adapters' 1e-4 / 1e-2, the label words' rows 1e-2 / 1e-3) unless --lr or --eps says otherwise.
+  if (demo && v.train !== undefined && v.train !== 'full') {
+    delete base.lr;
+    delete base.eps;
+  }
   const o = optionsFromFlags(TrainOptions, v, base, 'train');
   if (o.checkpointEvery && !o.checkpointDir) throw new Error('--checkpoint-every needs --checkpoint-dir');
   return filled(o);

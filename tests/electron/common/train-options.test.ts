@@ -1,6 +1,8 @@
 // The trainable set and the estimator in the one options schema: the defaults that follow them
 // (MeZO-LoRA's lr and eps for the adapter sets, FZOO's probes), the checks across options, and
 // the same through the CLI's flags (names in errors are the flags there, the fields here).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
@@ -8,6 +10,7 @@ import { trainOptionsFromArgs } from '../../../electron/cli/main.js';
 import { argOptions } from '../../../electron/cli/flags.js';
 import { parseParams, RunOptions, TrainOptions } from '../../../electron/common/contract.js';
 import { TRAIN_DEFAULTS } from '../../../electron/common/options.js';
+import { ROOT } from '../../helpers/engine.js';
 import type { SpillwayError } from '../../../electron/common/contract.js';
 import { parseTrainOptions } from '../../../electron/engine/trainer.js';
 
@@ -64,6 +67,17 @@ describe('spillway train: --train, --estimator and the adapter flags', () => {
     expect(args('--train', 'sparse', '--sparse-fraction', '0.1', '--estimator', 'fzoo', '--q', '3')).toMatchObject({
       trainable: 'sparse', sparseFraction: 0.1, estimator: 'fzoo', q: 3, noise: 'rademacher', lr: 1e-6,
     });
+  });
+
+  it('on the demo, another trainable set takes its own lr and eps, not MeZO-full\'s, unless given', () => {
+    const demo = (...argv: string[]) => trainOptionsFromArgs(parseArgs({ args: argv, options: flags, allowPositionals: false }).values);
+    const full = demo();
+    const spec = JSON.parse(readFileSync(join(ROOT, 'resources', 'demo.json'), 'utf8')) as { lr: number; eps: number };
+    expect(full).toMatchObject({ trainable: 'full', lr: spec.lr, eps: spec.eps });
+    expect(spec.lr).not.toBe(TRAIN_DEFAULTS.tokens.lr);
+    expect(demo('--train', 'tokens')).toMatchObject({ trainable: 'tokens', lr: TRAIN_DEFAULTS.tokens.lr, eps: TRAIN_DEFAULTS.tokens.eps, steps: full.steps });
+    expect(demo('--train', 'lora')).toMatchObject({ trainable: 'lora', lr: 1e-4, eps: 1e-2 });
+    expect(demo('--train', 'tokens', '--lr', '0.05')).toMatchObject({ lr: 0.05, eps: 1e-3 });
   });
 
   it('name the flag in their errors', () => {
