@@ -342,7 +342,7 @@ export const RunFields = z.object({
     .register(flags, {
       flag: 'train',
       arg: 'SET',
-      help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen) sparse (the smallest --sparse-fraction of each block matrix) or tokens (the rows of the task\'s label words in the embedding and the tied head, the base frozen)',
+      help: 'what trains: full (every weight), lora (adapters on --targets, the base frozen), loldu (the diagonal of an LU decomposition of --targets, the base frozen), sparse (the smallest --sparse-fraction of each block matrix) or tokens (the rows of the task\'s label words in the embedding and the tied head, the base frozen)',
     })
     .register(trajectory, { onlyIf: (o) => (o.trainable ?? 'full') !== 'full' }),
   rank: int(1, MAX_RANK)
