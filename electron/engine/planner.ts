@@ -922,8 +922,8 @@ export function makePlan(input: PlanInput): Plan {
   }
   if (frozenBase) {
     notes.push(
-      `What trains: ${train.set} rank ${train.rank ?? 8} on ${(train.targets ?? ['q', 'v']).join(', ')}: ${tf.elements} elements; the adapters take ${formatBytes(adapters)} of ${devName} with their noise and working copies. ` +
-        `The base is frozen: read from its home every step, never written (no update, replay or write-back; the spill file is written once at load), and its working copies are only those of the adapted matrices.`,
+      `What trains: ${train.set === 'tokens' ? `the label words' rows (${train.tokens ?? 2} tokens) of the embedding${m.config.tiedEmbeddings ? ' and the tied head' : ' and of the head'}` : `${train.set} rank ${train.rank ?? 8} on ${(train.targets ?? ['q', 'v']).join(', ')}`}: ${tf.elements} elements; the adapters take ${formatBytes(adapters)} of ${devName} with their noise and working copies. ` +
+        `The base is frozen: read from its home every step, never written (no update, replay or write-back; the spill file is written once at load), and its working copies are only those of the adapted ${train.set === 'tokens' ? 'embedding and head' : 'matrices'}.`,
     );
   } else if (train.set === 'sparse') {
     notes.push(
@@ -1002,7 +1002,9 @@ export function formatTrainable(p: Plan): string[] {
       ? 'full (every weight)'
       : t.set === 'sparse'
         ? `sparse (the smallest ${t.fraction} of each block matrix)`
-        : `${t.set} rank ${t.rank} on ${(t.targets ?? []).join(', ')}`;
+        : t.set === 'tokens'
+          ? "tokens (the label words' rows of the embedding)"
+          : `${t.set} rank ${t.rank} on ${(t.targets ?? []).join(', ')}`;
   const precision = p.bytesPerParameter === F32 ? 'float32' : `blocks in ${p.bytesPerParameter} bytes per parameter`;
   return [
     `what trains: ${what}; ${t.elements} elements a step moves${t.set === 'sparse' ? ' (at most)' : ''}`,

@@ -118,6 +118,17 @@ describe('plan: a frozen base on fixed rates', () => {
     }
   });
 
+  it("tokens trains the label words' rows of the embedding and of the untied head, over a frozen base", () => {
+    const p = makePlan(ssdInput({ trainable: TOKENS }));
+    expect(model.config.tiedEmbeddings).toBe(false);
+    // Three rows, a delta for the embedding and one for the head.
+    const n = 2 * 3 * model.config.hidden;
+    expect(p.trainable.elements).toBe(n);
+    expect(p.linkBytesPerStep.ssdWrite).toBe(0);
+    expect(formatPlan(p)).toContain(`what trains: tokens (the label words' rows of the embedding); ${n} elements`);
+    expect(p.notes.join(' ')).toMatch(/What trains: the label words' rows \(3 tokens\) of the embedding and of the head/);
+  });
+
   it('sparse trains at most its fraction of every block matrix and still writes its blocks back', () => {
     const sparse = makePlan(ssdInput({ trainable: SPARSE }));
     const matrices = blocks().flatMap((u) => u.matrices!);
