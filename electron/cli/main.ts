@@ -2,7 +2,7 @@
 // run in an engine host process; this process only parses, prints and relays.
 // The flags of train, score and plan come from the options schema
 // (electron/common/options.ts, read by ./flags.ts).
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -184,6 +184,16 @@ export function trainOptionsFromArgs(v: ArgValues, resumed?: Record<string, unkn
   return filled(o);
 }
 
+/**
+ * How to try a saved run: a model folder chats as it is; an adapter (lora, loldu, tokens) through its
+ * merged folder, which --merge writes (chat and generate load Hugging Face folders).
+ */
+function tryIt(out: string): string {
+  if (!existsSync(join(out, 'adapter_config.json'))) return `try it: spillway chat --model ${out}`;
+  if (existsSync(join(out, 'merged', 'config.json'))) return `try it: spillway chat --model ${join(out, 'merged')}`;
+  return 'a peft adapter over the base model: load it with peft, or train with --merge to chat with it here';
+}
+
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
 
 /** "cuda:0 (NVIDIA H100 80GB HBM3, gemm fp32)" or "cpu × 8 threads". */
@@ -311,7 +321,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
           `${event.status === 'completed' ? 'done' : 'stopped'}: ${event.steps} steps in ${formatDuration(event.wallS * 1000)}; ` +
             evalChange(zeroShot, event.eval) +
             (event.skippedSteps ? `; ${event.skippedSteps} steps skipped (non-finite)` : '') +
-            (event.out ? `\nsaved to ${event.out} (try it: spillway chat --model ${event.out})` : '') +
+            (event.out ? `\nsaved to ${event.out} (${tryIt(event.out)})` : '') +
             '\n',
         );
         break;

@@ -102,6 +102,24 @@ describe('spillway train', () => {
     expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
   });
 
+  it('trains the label words\' rows, saves them as a peft adapter with the merged model, and says to chat with the merged one', async () => {
+    const out = join(work, 'tokens');
+    const r = await spillway([
+      'train', '--model', model, '--data', train, '--eval-data', evalData, '--eval-max', '16',
+      '--steps', '3', '--batch-size', '4', '--train', 'tokens', '--merge', '--out', out,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/training \d+ of [\d,]+ parameters \(tokens\)/);
+    expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ peft_type: 'TRAINABLE_TOKENS' });
+    expect(r.stderr).toContain(`try it: spillway chat --model ${join(out, 'merged')}`);
+    const g = await spillway(['generate', '--model', join(out, 'merged'), '--prompt', 'It was', '--max-new-tokens', '3', '--json']);
+    expect(g.code, g.stderr).toBe(0);
+    // Without --merge there is no folder to chat with, and the hint says so.
+    const bare = await spillway(['train', '--model', model, '--data', train, '--eval-data', evalData, '--eval-max', '16', '--steps', '1', '--batch-size', '4', '--train', 'tokens', '--out', join(work, 'tokens-bare')]);
+    expect(bare.code, bare.stderr).toBe(0);
+    expect(bare.stderr).toMatch(/a peft adapter over the base model: .* --merge/);
+  });
+
   it('gives the same losses for the same seed and different ones for another', async () => {
     const args = (seed: string) => ['train', '--model', model, '--data', train, '--eval-fraction', '0', '--no-zero-shot', '--steps', '3', '--batch-size', '4', '--lr', '1e-3', '--seed', seed, '--json'];
     const losses = async (seed: string) => lines((await spillway(args(seed))).stdout).filter((e) => e.type === 'step').map((e) => e.loss);
