@@ -76,6 +76,7 @@ const lrs = {
   tokens: byTask(3e-2, 1e-2),
   fzooFull: byTask(3e-6, 3e-6),
   fzooLolduAll: byTask(1e-4, 3e-5),
+  fzooTokens: byTask(1e-4, 1e-4),
 };
 const CONFIGS: Record<string, RunConfig> = {
   full: { label: 'MeZO, every weight', options: (t) => ({ trainable: 'full', lr: lrs.full(t), eps: 1e-3 }) },
@@ -88,6 +89,7 @@ const CONFIGS: Record<string, RunConfig> = {
   blocks: { label: 'MeZO on the block matrices (no embedding, no norms)', options: () => ({ trainable: 'sparse', sparseFraction: 1, lr: 3e-4, eps: 1e-3 }) },
   tokens: { label: "MeZO on the label words' rows (trainable tokens)", options: (t) => ({ trainable: 'tokens', lr: lrs.tokens(t), eps: 1e-3 }) },
   'fzoo-full': { label: 'FZOO, 4 probes, every weight', options: (t) => ({ trainable: 'full', estimator: 'fzoo', lr: lrs.fzooFull(t), eps: 1e-3 }) },
+  'fzoo-tokens': { label: "FZOO, 4 probes, the label words' rows", options: (t) => ({ trainable: 'tokens', estimator: 'fzoo', lr: lrs.fzooTokens(t), eps: 1e-3 }) },
   'fzoo-lora': { label: 'FZOO, 4 probes, LoRA', options: () => ({ trainable: 'lora', estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },
   'fzoo-loldu': { label: 'FZOO, 4 probes, LoLDU', options: () => ({ trainable: 'loldu', estimator: 'fzoo', lr: 1e-3, eps: 1e-2 }) },
   'fzoo-loldu-all': { label: 'FZOO, 4 probes, LoLDU (all 7)', options: (t) => ({ trainable: 'loldu', targets: ALL7, estimator: 'fzoo', lr: lrs.fzooLolduAll(t), eps: 1e-2 }) },
