@@ -33,6 +33,8 @@ export const Offload = choice(['none', 'cpu', 'ssd', 'auto'], 'offload');
  * task's label words' rows of the embedding, what peft calls trainable tokens).
  */
 export const TrainableSet = choice(['full', 'lora', 'loldu', 'sparse', 'tokens'], 'trainable set');
+/** The sets that train over a frozen base, read and never written, and save an adapter (lora, loldu, tokens). */
+export const freezesBase = (t: TrainableSet): boolean => t === 'lora' || t === 'loldu' || t === 'tokens';
 /** The task kinds that have label words (the rows --train tokens trains). */
 export const LABEL_WORD_TASKS: readonly string[] = ['sst2', 'rte', 'classify'];
 /** How a step estimates its direction: MeZO's two-point SPSA, or FZOO's one-sided probes normalised by their losses' spread. */
@@ -512,7 +514,7 @@ function checkCombined<T extends { trainable: TrainableSet; estimator: Estimator
   if (o.ranks > 1 && (o.trainable !== 'full' || o.estimator !== 'mezo')) {
     ctx.addIssue({ code: 'custom', path: ['ranks'], message: `several ranks train every weight with MeZO; the trainable set ${o.trainable} and the ${o.estimator} estimator run on one rank` });
   }
-  if (o.merge && o.trainable !== 'lora' && o.trainable !== 'loldu' && o.trainable !== 'tokens') {
+  if (o.merge && !freezesBase(o.trainable)) {
     ctx.addIssue({ code: 'custom', path: ['merge'], message: 'merging saves the base with its adapter merged in: it needs the trainable set lora, loldu or tokens' });
   }
   if (o.trainable === 'tokens' && !LABEL_WORD_TASKS.includes(o.task.kind)) {

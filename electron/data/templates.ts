@@ -27,6 +27,20 @@ export const SST2_LABEL_WORDS: readonly string[] = [' terrible', ' great'];
 export const RTE_LABEL_WORDS: readonly string[] = ['Yes', 'No'];
 export const DEFAULT_CLASSIFY_PROMPT = '{text} It was';
 
+/** A classification task's label words, its own or its kind's default (MeZO's); null for a task without them. */
+export function labelWordsOf(template: TaskTemplate): readonly string[] | null {
+  switch (template.kind) {
+    case 'sst2':
+      return template.labelWords ?? SST2_LABEL_WORDS;
+    case 'rte':
+      return template.labelWords ?? RTE_LABEL_WORDS;
+    case 'classify':
+      return template.labelWords;
+    default:
+      return null;
+  }
+}
+
 export interface Sst2Template {
   kind: 'sst2';
   sentenceField?: string; // default "sentence"
@@ -209,7 +223,7 @@ export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<
   switch (template.kind) {
     case 'sst2': {
       const sentence = getString(row, template.sentenceField ?? 'sentence', file);
-      candidates = [...(template.labelWords ?? SST2_LABEL_WORDS)];
+      candidates = [...labelWordsOf(template)!];
       label = getIndexLabel(row, template.labelField ?? 'label', file, candidates.length, { negative: 0, positive: 1 });
       prompt = `${sentence} It was`;
       kind = 'classify';
@@ -218,7 +232,7 @@ export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<
     case 'rte': {
       const premise = getString(row, template.premiseField ?? 'premise', file);
       const hypothesis = getString(row, template.hypothesisField ?? 'hypothesis', file);
-      candidates = [...(template.labelWords ?? RTE_LABEL_WORDS)];
+      candidates = [...labelWordsOf(template)!];
       label = getIndexLabel(row, template.labelField ?? 'label', file, candidates.length, {
         entailment: 0,
         not_entailment: 1,
@@ -229,7 +243,7 @@ export function renderExample(row: DatasetRow, template: TaskTemplate, file = '<
     }
     case 'classify': {
       const text = getString(row, template.textField ?? 'text', file);
-      candidates = [...template.labelWords];
+      candidates = [...labelWordsOf(template)!];
       const field = template.labelField ?? 'label';
       label = template.labelMap
         ? getMappedLabel(row, field, file, template.labelMap)

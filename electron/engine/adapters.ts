@@ -11,8 +11,8 @@
 import { readFile } from 'node:fs/promises';
 
 import type { TrainOptions } from '../common/options.js';
-import { LABEL_WORD_TASKS } from '../common/options.js';
-import { RTE_LABEL_WORDS, SST2_LABEL_WORDS, type TaskTemplate } from '../data/templates.js';
+import { LABEL_WORD_TASKS, freezesBase } from '../common/options.js';
+import { labelWordsOf, type TaskTemplate } from '../data/templates.js';
 import type { SpillwayTokenizer } from '../data/tokenizer.js';
 import { encodeSafetensors, readSafetensorsHeader } from '../model/index.js';
 import { TRAINED_FILE } from './checkpoint.js';
@@ -20,7 +20,7 @@ import type { FolderFile } from './safe-write.js';
 import type { NativeEngine, NativeTrainSpec } from './native.js';
 
 /** Runs whose base is frozen and whose result is an adapter. */
-export const isAdapterRun = (o: Pick<TrainOptions, 'trainable'>): boolean => o.trainable === 'lora' || o.trainable === 'loldu' || o.trainable === 'tokens';
+export const isAdapterRun = (o: Pick<TrainOptions, 'trainable'>): boolean => freezesBase(o.trainable);
 
 /** The adapter's name in messages. */
 export const adapterName = (set: TrainOptions['trainable']): string =>
@@ -31,9 +31,8 @@ export const adapterName = (set: TrainOptions['trainable']): string =>
  * are encoded, electron/data/templates.ts), each once, in order.
  */
 export function labelTokenIds(task: TaskTemplate, tokenizer: SpillwayTokenizer): number[] {
-  if (!LABEL_WORD_TASKS.includes(task.kind)) throw new Error(`--train tokens needs a task with label words (${LABEL_WORD_TASKS.join(', ')}), not ${task.kind}`);
-  const t = task as { kind: string; labelWords?: readonly string[] };
-  const words = t.labelWords ?? (task.kind === 'rte' ? RTE_LABEL_WORDS : SST2_LABEL_WORDS);
+  const words = labelWordsOf(task);
+  if (!words) throw new Error(`--train tokens needs a task with label words (${LABEL_WORD_TASKS.join(', ')}), not ${task.kind}`);
   const ids: number[] = [];
   for (const w of words) {
     const enc = tokenizer.encode(w, { addSpecialTokens: false });

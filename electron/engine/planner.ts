@@ -5,7 +5,7 @@
 // physical floor of one step. Pure: the inputs are the model's shape, the
 // budgets and the calibrated rates (calibration.ts).
 import type { Home, Masters, RunPlan, UpdateMode } from '../common/contract.js';
-import type { TrainableSet } from '../common/options.js';
+import { freezesBase, type TrainableSet } from '../common/options.js';
 import { formatDuration } from '../common/format.js';
 import type { ModelInfo } from '../model/index.js';
 import type { ArchFamily, NormKind } from '../model/types.js';
@@ -378,7 +378,7 @@ export function trainableOf(
     adaptedGroupFloats = Math.max(pad(embedding), head?.maxGroupParameters ?? 0);
     adaptedParameters = deltas * embedding;
   }
-  const adapterBytes = t.set === 'lora' || t.set === 'loldu' || t.set === 'tokens' ? F32 * (tensors + noise + work) : 0;
+  const adapterBytes = freezesBase(t.set) ? F32 * (tensors + noise + work) : 0;
   return { elements, adapterBytes, adaptedGroupFloats, adaptedParameters, matrixParameters };
 }
 
@@ -462,10 +462,10 @@ export function makePlan(input: PlanInput): Plan {
   // (widened or perturbed into float32 a tensor group at a time); resident ones stay float32.
   const EB = input.masters === 'fp32' ? F32 : 2;
   const dirs = input.spillDirs ?? [];
-  // lora and loldu freeze the base: it is read wherever it lives and never updated or written back;
+  // lora, loldu and tokens freeze the base: it is read wherever it lives and never updated or written back;
   // the adapters live on the compute device (ENGINE-SPEC.md, "Trainable sets").
   const train: PlanTrainable = input.trainable?.set ? input.trainable : { set: 'full' };
-  const frozenBase = train.set === 'lora' || train.set === 'loldu' || train.set === 'tokens';
+  const frozenBase = freezesBase(train.set);
   const tf = trainableOf(m, train);
   const shortfalls: string[] = [];
   const notes: string[] = [];

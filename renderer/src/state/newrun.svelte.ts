@@ -2,7 +2,7 @@
 // task), budgets and precision, and the plan the backend makes from them.
 
 import type { AdapterTarget, Device, DeviceList, Estimator, Gemm, Masters, MethodParamsInput, NoiseKind, PlanResult, RunOptionsInput, RunSummary, Schedule, Settings, TaskKind, TaskTemplate, TrainableSet, UpdateMode } from '../../../electron/common/contract.ts';
-import { AdapterTarget as AdapterTargetSchema, ESTIMATOR_DEFAULTS, MAX_RANK, TRAIN_DEFAULTS } from '../../../electron/common/options.ts';
+import { AdapterTarget as AdapterTargetSchema, ESTIMATOR_DEFAULTS, MAX_RANK, TRAIN_DEFAULTS, freezesBase } from '../../../electron/common/options.ts';
 import { app } from './app.svelte.ts';
 import { library } from './library.svelte.ts';
 import type { Client } from '../../../electron/common/client.ts';
@@ -298,7 +298,7 @@ export class NewRunState {
     this.trainable = t;
     const d = TRAIN_DEFAULTS[t];
     this.hyper = { ...this.hyper, lr: d.lr, eps: d.eps };
-    if (!isAdapterSet(t) && t !== 'tokens') this.merge = false;
+    if (!freezesBase(t)) this.merge = false;
   }
 
   /** Another estimator, with its noise and probes (FZOO: 4 Rademacher probes). */
@@ -367,10 +367,10 @@ export class NewRunState {
     return {
       trainable: t,
       estimator: this.estimator,
-      ...(isAdapterSet(t) ? { rank: this.rank, targets: this.targetsParsed.targets, ...(this.merge ? { merge: true } : {}) } : {}),
+      ...(isAdapterSet(t) ? { rank: this.rank, targets: this.targetsParsed.targets } : {}),
+      ...(freezesBase(t) && this.merge ? { merge: true } : {}),
       ...(t === 'lora' ? { loraAlpha: this.loraAlpha } : {}),
       ...(t === 'sparse' ? { sparseFraction: this.sparseFraction } : {}),
-      ...(t === 'tokens' && this.merge ? { merge: true } : {}),
     };
   }
 
