@@ -12,6 +12,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { batchIndices, loadTokenizer } from '../data/index.js';
+import type { SpillwayTokenizer } from '../data/tokenizer.js';
 import type { ExampleSet, TokenizedExample } from '../data/index.js';
 import { TrainOptions, filled, trajectoryChanges } from '../common/options.js';
 import type { Gemm, Masters } from '../common/options.js';
@@ -213,6 +214,8 @@ export interface Prepared {
   side: ModelSideFiles;
   /** The device --device resolved to, and the GEMM precision it computes with. */
   device: PickedDevice;
+  /** The model's tokenizer, as the data was encoded with it. */
+  tokenizer: SpillwayTokenizer;
 }
 
 /** A device --device resolved to (against the CUDA runtime's list) and the GEMM precision it runs. */
@@ -286,7 +289,7 @@ export async function prepareTraining(options: unknown, emit: (e: TrainEvent) =>
     placement = slicedPlacement(o, placement, emit, world);
     const side = await readSideFiles(info.dir);
     emit({ type: 'ready' });
-    return { o, info, data, resume, optionChanges, placement, plan, side, device };
+    return { o, info, data, resume, optionChanges, placement, plan, side, device, tokenizer };
   } catch (e) {
     await data.close();
     throw e;
@@ -342,13 +345,15 @@ export interface OpenEngineOptions {
   picked?: PickedDevice;
   /** The run's plan, which a failure while loading quotes. */
   plan?: Plan | null;
+  /** The model's tokenizer when already loaded (--train tokens encodes the label words with it). */
+  tokenizer?: SpillwayTokenizer;
 }
 
 export async function openEngine(
   info: ModelInfo,
   o: Pick<TrainOptions, 'threads' | 'gpuMem' | 'device' | 'gemm'> & Partial<TrainOptions>,
   emit: (e: TrainEvent) => void,
-  { placement, ranksHere = 1, picked = pickDevice(o, (message) => emit({ type: 'log', message })), plan = null }: OpenEngineOptions = {},
+  { placement, ranksHere = 1, picked = pickDevice(o, (message) => emit({ type: 'log', message })), plan = null, tokenizer }: OpenEngineOptions = {},
 ): Promise<OpenedEngine> {
   const native = loadNative();
   // The ranks on one machine share its cores.
@@ -360,7 +365,7 @@ export async function openEngine(
   const engine = new native.Engine({ threads, device: resolved.id, gemm, ...(o.gpuMem !== undefined ? { deviceMemory: o.gpuMem } : {}) });
   emit({ type: 'log', message: `loading ${info.name} (${info.config.hfArchitecture})` });
   try {
-    const tokens = o.trainable === 'tokens' ? labelTokenIds((o as TrainOptions).task, await loadTokenizer(info.dir)) : undefined;
+    const tokens = o.trainable === 'tokens' ? labelTokenIds((o as TrainOptions).task, tokenizer ?? (await loadTokenizer(info.dir))) : undefined;
     const loaded = await engine.load(engineSpec(info), placement, o.trainable ? trainSpecOf(o as TrainOptions, tokens) : undefined);
     const t = loaded.trainable;
     if (t && o.trainable && o.trainable !== 'full') {
@@ -385,7 +390,7 @@ function gemmOfBackend(backend: string | undefined, asked: Gemm): Gemm {
 }
 
 const loadEngine = (p: Prepared, emit: (e: TrainEvent) => void, world?: World) =>
-  openEngine(p.info, p.o, emit, { placement: p.placement, ranksHere: world?.localSize ?? 1, picked: p.device, plan: p.plan ?? null });
+  openEngine(p.info, p.o, emit, { placement: p.placement, ranksHere: world?.localSize ?? 1, picked: p.device, plan: p.plan ?? null, tokenizer: p.tokenizer });
 
 export interface Loaded extends OpenedEngine {
   info: ModelInfo;
@@ -969,10 +974,9 @@ export async function saveRun(
   let merged: () => { name: string; shape: number[]; data: Float32Array }[];
   if (o.trainable === 'tokens') {
     const rows = peftTokens(engine);
-    const names = new Set(engine.tensorNames().map((t) => t.name));
-    // A tied head (no weight of its own): peft keeps the rows under lm_head too.
-    const tied = rows.rows.length === 1 && !rows.rows[0].module.endsWith('lm_head') && !names.has('lm_head.weight') ? 'lm_head' : null;
-    adapter = peftTokenFiles(rows, side.dir, tied);
+    // One delta: the head is tied to the embedding (the engine makes one for an untied head), and
+    // peft keeps the rows under lm_head too.
+    adapter = peftTokenFiles(rows, side.dir, rows.rows.length === 1 ? 'lm_head' : null);
     merged = () => mergedTokenTensors(engine, rows);
   } else {
     const lora = peftLora(engine, o);
