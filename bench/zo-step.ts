@@ -507,9 +507,9 @@ const sec = (ms: number) => `${(ms / 1e3).toFixed(2)} s`;
 const f2 = (x: number) => x.toFixed(2);
 
 const PHASE_WHY: Record<string, string> = {
-  noiseMs: 'not a GEMM: z for every parameter (Philox + Box-Muller), once per step for both forwards',
+  noiseMs: 'not a GEMM: z for every parameter but the head (Philox + Box-Muller), once per step for both forwards',
   forwardMs: 'the blocks: projections and attention (GEMMs), plus the perturbed working copies, norms, activations, residuals',
-  headMs: 'the tied head over the full vocabulary (a GEMM) and its log-softmax',
+  headMs: 'the tied head over the full vocabulary (a GEMM) and its log-softmax; its z and +eps/-eps copies made a 1,024-row chunk at a time beside the products',
   updateMs: 'not a GEMM: z regenerated and theta -= lr g z over every parameter',
 };
 

@@ -13,6 +13,7 @@ import type { Calibration } from './calibration.js';
 import { defaultGpuBudget } from './device.js';
 import type { ResolvedDevice } from './device.js';
 import { formatBytes } from './safe-write.js';
+import { engineThreads } from './native.js';
 import { makePlan, plannerModel } from './planner.js';
 import type { ComputeSource, Plan, PlanInput, PlanTrainable, UpdateMode, UpdateOn } from './planner.js';
 
@@ -120,6 +121,7 @@ export async function planFor(
     updateMode: o.updateMode,
     ...(o.trainable ? { trainable: o.trainable } : {}),
     prefetch: o.prefetch ?? DEFAULT_PREFETCH,
+    threads: engineThreads(o.threads),
     rates: cal ? ratesOf(cal) : null,
   };
   const plan = makePlan(input);

@@ -29,6 +29,12 @@ export interface PlannerUnit {
    * so its working copies are this size (default: the whole unit).
    */
   maxGroupParameters?: number;
+  /**
+   * The head: its group without lm_head, and lm_head's width E. The CPU backend perturbs lm_head a
+   * vocabulary chunk at a time into a scratch of its own (Backend::head_chunk_floats), so its
+   * working copies hold the rest of the group alone.
+   */
+  chunkedHead?: { groupParameters: number; rows: number; width: number };
   /** A block's 2-D weights by role stem (q, v, down, ...): what lora and loldu adapt and sparse masks. */
   matrices?: { stem: string; out: number; in: number; groupFloats: number }[];
 }
@@ -134,6 +140,8 @@ export interface PlanInput {
   trainable?: PlanTrainable;
   /** SSD read-ahead buffers in host memory (the engine's default 2). */
   prefetch?: number;
+  /** The engine's threads (default 1): on the CPU each perturbs its own chunks of the head. */
+  threads?: number;
   /** Device staging slots (the engine's default: 2 on a GPU, 1 on the CPU). */
   stageSlots?: number;
   rates: PlannerRates | null;
@@ -284,6 +292,8 @@ export interface Plan {
 
 const F32 = 4;
 const SPILL_ALIGN = 4096;
+/** The CPU backend's vocabulary chunk (native/src/cpu/backend_cpu.cpp kVocabChunk). */
+const HEAD_CHUNK_ROWS = 1024;
 /** The engine process's own memory beyond the buffers the plan counts (measured: 75–96 MiB, bench/results/big-model-cpu.md). */
 export const ENGINE_RUNTIME_BYTES = 128 * 2 ** 20;
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
@@ -296,16 +306,21 @@ const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 function largestGroup(info: ModelInfo, u: ModelInfo['units'][number]): number {
   const floats = (t: { shape: number[] } | undefined) => (t ? roundUp(t.shape.reduce((a, b) => a * b, 1), 16) : 0);
   if (u.kind === 'embed') return 0;
-  if (u.kind === 'head') {
-    const lmHead = u.tensors.lm_head ?? (info.config.tiedEmbeddings ? info.units.find((x) => x.kind === 'embed')?.tensors.tok : undefined);
-    return floats(u.tensors.norm_w) + floats(u.tensors.norm_b) + floats(lmHead);
-  }
+  if (u.kind === 'head') return headGroup(info, u) + floats(lmHeadOf(info, u));
   const groups = new Map<string, number>();
   for (const [role, t] of Object.entries(u.tensors)) {
     const stem = role.replace(/_[wb]$/, '');
     groups.set(stem, (groups.get(stem) ?? 0) + floats(t));
   }
   return Math.max(0, ...groups.values());
+}
+
+const lmHeadOf = (info: ModelInfo, u: ModelInfo['units'][number]) =>
+  u.tensors.lm_head ?? (info.config.tiedEmbeddings ? info.units.find((x) => x.kind === 'embed')?.tensors.tok : undefined);
+
+/** The head's group without lm_head: its norm and project_out (OPT-350m), padded to 16 floats each. */
+function headGroup(info: ModelInfo, u: ModelInfo['units'][number]): number {
+  return [u.tensors.norm_w, u.tensors.norm_b, u.tensors.proj].reduce((n, t) => n + (t ? roundUp(t.shape.reduce((a, b) => a * b, 1), 16) : 0), 0);
 }
 
 /** A block's 2-D weights (roles <stem>_w) with the floats of their group (the weight and its bias, padded to 16). */
@@ -395,7 +410,16 @@ export function plannerModel(info: ModelInfo): PlannerModel {
       seen.add(t.name);
       slot += roundUp(n, 16) * F32;
     }
-    return { kind: u.kind, index: u.index, parameters, slotBytes: slot, maxGroupParameters: largestGroup(info, u), ...(u.kind === 'block' ? { matrices: matricesOf(u) } : {}) };
+    const lmHead = u.kind === 'head' ? lmHeadOf(info, u) : undefined;
+    return {
+      kind: u.kind,
+      index: u.index,
+      parameters,
+      slotBytes: slot,
+      maxGroupParameters: largestGroup(info, u),
+      ...(u.kind === 'block' ? { matrices: matricesOf(u) } : {}),
+      ...(lmHead ? { chunkedHead: { groupParameters: headGroup(info, u), rows: lmHead.shape[0], width: lmHead.shape[1] } } : {}),
+    };
   });
   const c = info.config;
   return {
@@ -478,12 +502,26 @@ export function makePlan(input: PlanInput): Plan {
   const weights = m.units.reduce((n, u) => n + bytesOf(u), 0);
   // The engine's scratch: z and the perturbed working copy, each the size of the largest group of
   // tensors one kernel call reads (embeddings are perturbed on the fly; a tied head reads the embedding).
+  // On the CPU a trained head is perturbed a vocabulary chunk at a time: two chunks of up to 1,024
+  // rows (a +eps/-eps pair) per thread at work, instead of lm_head in the working copies
+  // (Engine::head_chunked, CpuBackend::head_chunk_floats).
+  const head = m.units.find((u) => u.kind === 'head');
+  const chunkedHead = shared && !frozenBase ? head?.chunkedHead : undefined;
+  const headChunks = chunkedHead
+    ? F32 *
+      Math.min(Math.max(1, input.threads ?? 1), Math.ceil(chunkedHead.rows / HEAD_CHUNK_ROWS)) *
+      2 *
+      Math.min(chunkedHead.rows, HEAD_CHUNK_ROWS) *
+      chunkedHead.width
+    : 0;
   const largestUnit = Math.max(
     0,
     ...m.units.map((u) =>
-      u.maxGroupParameters !== undefined
-        ? F32 * u.maxGroupParameters
-        : bytesOf(u) + (u.kind === 'head' && m.config.tiedEmbeddings ? F32 * m.config.vocabSize * m.config.hidden : 0),
+      u === head && chunkedHead
+        ? F32 * chunkedHead.groupParameters
+        : u.maxGroupParameters !== undefined
+          ? F32 * u.maxGroupParameters
+          : bytesOf(u) + (u.kind === 'head' && m.config.tiedEmbeddings ? F32 * m.config.vocabSize * m.config.hidden : 0),
     ),
   );
   // The CPU backend makes a block's groups a +eps/-eps pair at a time: one more copy, of the largest block group.
@@ -493,7 +531,7 @@ export function makePlan(input: PlanInput): Plan {
   // +eps/-eps pair (WorkingCopies::largest_adapted_group).
   const workingCopies = frozenBase
     ? F32 * tf.adaptedGroupFloats + Math.max(F32 * tf.adaptedGroupFloats, EB < F32 ? largestBlockGroup : 0)
-    : 2 * largestUnit + (shared ? largestBlockGroup : 0);
+    : 2 * largestUnit + (shared ? largestBlockGroup : 0) + headChunks;
   const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);
   const fixedUnits = m.units.filter((u) => u.kind !== 'block').reduce((n, u) => n + bytesOf(u), 0);
   const adapters = tf.adapterBytes;

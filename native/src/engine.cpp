@@ -162,6 +162,12 @@ void Engine::validate(const Batch& b) const {
     }
 }
 
+bool Engine::head_chunked() const {
+    const int ti = model_->params.head.lm_head;
+    return backend_->head_chunk_floats(model_->config.embed_dim, model_->config.vocab) > 0 && model_->tensors[(size_t)ti].device &&
+           trainable_->adapter_of(ti) < 0;
+}
+
 void Engine::ensure_buffers(int N, int M, int nstreams) {
     const ModelConfig& c = model_->config;
     size_t C = (size_t)c.hidden;
@@ -193,13 +199,17 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
         const bool base16 = residency_->master_dtype() != MASTER_F32;
         copies_->reserve(base16 ? std::max(adapted, WorkingCopies::largest_block_group(*model_)) : adapted, adapted);
     } else {
-        copies_->reserve(WorkingCopies::largest_group(*model_));
+        const bool chunked = head_chunked();
+        copies_->reserve(WorkingCopies::largest_group(*model_, chunked));
         if (backend_->runs_pairs()) copies_->reserve_pairs(WorkingCopies::largest_block_group(*model_));
+        if (chunked) copies_->reserve_head_chunks(backend_->head_chunk_floats(c.embed_dim, c.vocab));
     }
-    if ((size_t)std::max(1, M) > lp_capacity_) {
+    // Every stream's log-probabilities (the head runs the streams in one call).
+    const size_t lp_need = (size_t)std::max(1, M) * (size_t)std::max(1, nstreams);
+    if (lp_need > lp_capacity_) {
         if (lp_) backend_->release(lp_);
         lp_ = nullptr;
-        lp_capacity_ = (size_t)std::max(1, M);
+        lp_capacity_ = lp_need;
         lp_ = static_cast<float*>(backend_->alloc(lp_capacity_ * sizeof(float)));
     }
 }
@@ -275,22 +285,53 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
 
     check_cancel(cancel);
     const HeadParams& head = params.head;
+    // The scored rows of h, the final norm (if any), project_out (if any): x [M, E], in `at`.
+    auto head_rows = [&](size_t si, const float* const* w, float* at) {
+        float* x = at;
+        be.gather_rows(x, streams[si].h, p.rows, p.M, C);
+        if (c.final_norm) {
+            float* xn = at + (size_t)p.M * C;
+            norm_rows(be, c, xn, x, w[0], w[1], p.M, C);
+            x = xn;
+        }
+        if (w[2]) {
+            float* xp = at + 2 * (size_t)p.M * C;
+            be.linear(xp, x, w[2], nullptr, p.M, C, c.embed_dim, false);
+            x = xp;
+        }
+        return x;
+    };
+    if (!p.logits && head_chunked()) {
+        // Every stream's rows in its own share of the arena, then one call for all of them: the
+        // backend perturbs lm_head a vocabulary chunk at a time (a pair from one draw of z).
+        const int ids[3] = {head.norm.w, head.norm.b, head.proj};
+        const Tensor& lm = model_->tensors[(size_t)head.lm_head];
+        const size_t share = act_capacity_ / std::max<size_t>(1, streams.size());
+        std::vector<const float*> xs(streams.size());
+        std::vector<float*> lps(streams.size());
+        std::vector<NoiseSpec> ns(streams.size());
+        timed(times.head_ms, [&] {
+            copies_->with(model_->tensors, ids, 3, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+                xs[si] = head_rows(si, w, act_ + si * share);
+                lps[si] = lp_ + si * (size_t)p.M;
+                ns[si] = NoiseSpec{streams[si].seed, lm.id, noise, lm.frozen ? 0.f : streams[si].scale};
+            });
+            be.token_logprobs_noisy((int)streams.size(), lps.data(), xs.data(), lm.device, ns.data(), lm.mask_below,
+                                    copies_->head_chunks(), p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
+            for (size_t si = 0; si < streams.size(); si++) {
+                logprob[si].resize((size_t)p.M);
+                be.download(logprob[si].data(), lps[si], sizeof(float) * (size_t)p.M);
+            }
+        });
+        auto ts = Clock::now();
+        be.synchronize();
+        times.head_ms += ms_since(ts);
+        return;
+    }
     const int ids[4] = {head.norm.w, head.norm.b, head.proj, head.lm_head};
     timed(times.head_ms, [&] {
         copies_->with(model_->tensors, ids, 4, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
-            // The scored rows of h, the final norm (if any), project_out (if any): x [M, E].
-            float* x = act_;
-            be.gather_rows(x, streams[si].h, p.rows, p.M, C);
-            if (c.final_norm) {
-                float* xn = act_ + (size_t)p.M * C;
-                norm_rows(be, c, xn, x, w[0], w[1], p.M, C);
-                x = xn;
-            }
-            if (w[2]) {
-                float* xp = act_ + 2 * (size_t)p.M * C;
-                be.linear(xp, x, w[2], nullptr, p.M, C, c.embed_dim, false);
-                x = xp;
-            }
+            float* x = head_rows(si, w, act_);
             if (p.logits) {
                 const size_t n = (size_t)p.M * c.vocab;
                 if (n > logits_capacity_) {

@@ -280,7 +280,7 @@ describe('working copies', () => {
     const e = await engineFor(name, blocksOn('device'));
     await steps(e, name, 0, 1);
     const pm = plannerModel(info);
-    const plan = makePlan({ model: pm, computeDevice: 'cpu', budgets: {}, masters: 'fp32', batchSize: 1, maxLength: 8, rates: null });
+    const plan = makePlan({ model: pm, computeDevice: 'cpu', budgets: {}, masters: 'fp32', batchSize: 1, maxLength: 8, threads: 2, rates: null });
     expect(e.info().tiers!.scratchBytes).toBe(plan.breakdown.workingCopies);
     const largestUnit = Math.max(...pm.units.filter((u) => u.kind === 'block').map((u) => 4 * u.parameters));
     expect(plan.breakdown.workingCopies).toBeLessThan(2 * largestUnit);

@@ -85,6 +85,9 @@ public:
     // its threads): the engine then perturbs a block's weight groups a pair at a time
     // (perturb_pair, one more working copy) instead of a stream at a time.
     virtual bool runs_pairs() const { return false; }
+    // Floats of the scratch token_logprobs_noisy needs for a head of V rows of width C; 0: the
+    // backend has no such kernel, and the engine perturbs the head whole into its working copy first.
+    virtual size_t head_chunk_floats(int C, int V) const { (void)C; (void)V; return 0; }
 
     // ---- the device memory budget ----
     // Bytes alloc() may hand out in all (0: no budget). Beyond it alloc() throws, naming the
@@ -228,6 +231,14 @@ public:
     // becomes softcap * tanh(l / softcap) first (Gemma 2's final soft-cap).
     virtual void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M,
                                 int C, int V, float softcap = 0.f) = 0;
+    // token_logprobs for `streams` streams, stream s reading rows x[s] against theta + noise[s].scale
+    // * z(noise[s]) (scale 0: theta itself), z zeroed where !(|theta| < mask_below) (+inf: nowhere).
+    // The perturbed weight is made a vocabulary chunk at a time in `scratch` (head_chunk_floats),
+    // never whole, and z drawn once for a +eps/-eps pair of one seed (streams s, s + 1); the bits
+    // are those of perturb (or perturb_pair), then token_logprobs. Only where head_chunk_floats > 0.
+    virtual void token_logprobs_noisy(int streams, float* const* logprob, const float* const* x, const float* theta,
+                                      const NoiseSpec* noise, float mask_below, float* scratch, const int32_t* target,
+                                      int M, int C, int V, float softcap);
 
     // ---- decoding with a KV cache (src/generate/) ----
     // cache[rows[n] * width + c] = x[n * ld + c] for n < N, c < width: the keys or values of a

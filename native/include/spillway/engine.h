@@ -185,6 +185,9 @@ private:
     void run_forward(const Prepared& prep, std::vector<Stream>& streams, std::vector<std::vector<float>>& logprob,
                      int noise, const std::atomic<bool>* cancel, PhaseTimes& times);
     void ensure_buffers(int N, int M, int nstreams);
+    // Whether the head's weight is perturbed a vocabulary chunk at a time by the backend
+    // (token_logprobs_noisy): float32, not an adapter's (trainable tokens merge it whole).
+    bool head_chunked() const;
     // The index arrays of a pass into the int arena, each padded to 16; their device pointers in order.
     std::vector<const int32_t*> upload_ints(const std::vector<const std::vector<int32_t>*>& parts);
     // Decoding: one pass of the unfinished sequences, then each one's next token.

@@ -41,16 +41,17 @@ WorkingCopies::~WorkingCopies() {
     if (z_) be_.release(z_);
     if (w_) be_.release(w_);
     if (w_minus_) be_.release(w_minus_);
+    if (chunks_) be_.release(chunks_);
 }
 
-size_t WorkingCopies::largest_group(const Model& m) {
+size_t WorkingCopies::largest_group(const Model& m, bool head_chunked) {
     auto floats = [&](std::initializer_list<int> ids) {
         size_t n = 0;
         for (int ti : ids)
             if (ti >= 0) n += pad16(m.tensors[(size_t)ti].numel);
         return n;
     };
-    return std::max({floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.proj, m.params.head.lm_head}),
+    return std::max({floats({m.params.head.norm.w, m.params.head.norm.b, m.params.head.proj, head_chunked ? -1 : m.params.head.lm_head}),
                      floats({m.params.embed.proj}), largest_block_group(m)});
 }
 
@@ -114,6 +115,14 @@ void WorkingCopies::reserve_pairs(size_t floats) {
     w_minus_ = nullptr;
     w_minus_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
     pair_capacity_ = floats;
+}
+
+void WorkingCopies::reserve_head_chunks(size_t floats) {
+    if (floats <= chunks_capacity_) return;
+    if (chunks_) be_.release(chunks_);
+    chunks_ = nullptr;
+    chunks_ = static_cast<float*>(be_.alloc(floats * sizeof(float)));
+    chunks_capacity_ = floats;
 }
 
 bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,

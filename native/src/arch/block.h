@@ -80,7 +80,9 @@ public:
     WorkingCopies& operator=(const WorkingCopies&) = delete;
 
     // The largest group any unit of `m` perturbs at once, in floats (each tensor padded to 16).
-    static size_t largest_group(const Model& m);
+    // head_chunked: lm_head left out (the backend perturbs it a vocabulary chunk at a time into
+    // the head's own scratch, reserve_head_chunks).
+    static size_t largest_group(const Model& m, bool head_chunked = false);
     // The largest group of a block of `m` (what a pair's second copy holds).
     static size_t largest_block_group(const Model& m);
     // The largest block group holding an adapted weight, in floats: over a frozen base (lora,
@@ -93,9 +95,12 @@ public:
     void reserve(size_t floats, size_t z_floats = SIZE_MAX);
     // Grows the pair's second copy to hold `floats` (no more than reserve's).
     void reserve_pairs(size_t floats);
+    // Grows the scratch of the head's perturbed chunks to `floats` (Backend::head_chunk_floats).
+    void reserve_head_chunks(size_t floats);
+    float* head_chunks() const { return chunks_; }
     size_t capacity() const { return capacity_; }
     // Device memory of z and the copies.
-    size_t bytes() const { return (capacity_ + z_capacity_ + pair_capacity_) * sizeof(float); }
+    size_t bytes() const { return (capacity_ + z_capacity_ + pair_capacity_ + chunks_capacity_) * sizeof(float); }
 
     // fn(si, w) for every stream, w[i] the tensor ids[i] as stream si computes with it (nullptr
     // for -1). Time spent drawing z is added to noise_ms.
@@ -121,7 +126,8 @@ private:
     float* z_ = nullptr;        // noise of one group
     float* w_ = nullptr;        // its perturbed working copy (a pair's +eps copy)
     float* w_minus_ = nullptr;  // a pair's -eps copy
-    size_t capacity_ = 0, z_capacity_ = 0, pair_capacity_ = 0;
+    float* chunks_ = nullptr;   // the head's perturbed vocabulary chunks
+    size_t capacity_ = 0, z_capacity_ = 0, pair_capacity_ = 0, chunks_capacity_ = 0;
 };
 
 // A decoding pass's KV cache (one stream, the clean masters): every block's keys and values of

@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <vector>
@@ -48,6 +50,9 @@ constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM ke
 // in order, so the result does not depend on the number of threads.
 constexpr int kVocabChunk = 1024;
 constexpr int kLogitRows = 1024;
+// token_logprobs_noisy: a perturbed chunk of the head is made once per kHeadRows rows (the partial
+// maxima and sums of that many rows are kept per chunk).
+constexpr int kHeadRows = 8 * kLogitRows;
 constexpr int kQueryBlock = 64;      // attention: query rows per pair of products
 
 // C[M, N] = alpha A[M, K] B^T (+ C when accumulate), B stored [N, K]; row-major with leading dimensions.
@@ -103,9 +108,17 @@ float act_one(float x, Act act) {
     return x;
 }
 
+bool head_whole_from_env() {
+    const char* env = std::getenv("SPILLWAY_HEAD_WHOLE");
+    if (!env || !*env || std::strcmp(env, "0") == 0) return false;
+    if (std::strcmp(env, "1") == 0) return true;
+    throw std::runtime_error(std::string("SPILLWAY_HEAD_WHOLE=") + env + ": expected 0 or 1");
+}
+
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(int threads, bool sets_blas_threads) : pool_(threads), isa_(noise_isa_from_env()) {
+    CpuBackend(int threads, bool sets_blas_threads)
+        : pool_(threads), isa_(noise_isa_from_env()), head_whole_(head_whole_from_env()) {
         if (sets_blas_threads) openblas_set_num_threads(1);
     }
 
@@ -162,6 +175,25 @@ public:
                 }
             }
         });
+    }
+
+    // w = theta + scale z over elements [k0, k0 + n) of the tensor (and w2 = theta - scale z when
+    // given), z drawn a piece at a time into L1 and zeroed where !(|theta| < mask_below): the
+    // bits of noise_fill, mask_small and perturb (perturb_pair), single-threaded.
+    void perturb_rows(float* w, float* w2, const float* theta, size_t n, const NoiseSpec& ns, uint64_t k0, float mask_below) {
+        constexpr size_t kPiece = 1024;
+        float z[kPiece];
+        for (size_t c0 = 0; c0 < n; c0 += kPiece) {
+            const size_t m = std::min(kPiece, n - c0);
+            const float* t = theta + c0;
+            noise_range_isa(isa_, z, m, ns.seed, ns.id, ns.kind, k0 + c0);
+            if (mask_below != INFINITY)
+                for (size_t i = 0; i < m; i++)
+                    if (!(fabsf(t[i]) < mask_below)) z[i] = 0.0f;
+            for (size_t i = 0; i < m; i++) w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
+            if (w2)
+                for (size_t i = 0; i < m; i++) w2[c0 + i] = fmaf(-ns.scale, z[i], t[i]);
+        }
     }
 
     // The ZO update over chunks of 1024 elements: load(c0, m, buf) gives the values before the
@@ -499,47 +531,107 @@ public:
         });
     }
 
-    // log_softmax at the target, kLogitRows rows at a time: each vocabulary chunk's logits are
-    // made by one single-threaded product and reduced to their maximum and sum of exponentials
-    // right away; the chunks are then combined in order (log-sum-exp of the partial sums).
-    void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C,
-                        int V, float softcap) override {
+    // Two chunks (a pair's) per thread at work; none with SPILLWAY_HEAD_WHOLE=1 (the engine then
+    // perturbs the head whole into its working copy, as on backends without chunks: the same bits).
+    size_t head_chunk_floats(int C, int V) const override {
+        return head_whole_ ? 0 : head_slots(V) * 2 * (size_t)std::min(V, kVocabChunk) * (size_t)C;
+    }
+    // The chunks made at once: one per thread, no more than there are.
+    size_t head_slots(int V) const { return (size_t)std::min(pool_.size(), (V + kVocabChunk - 1) / kVocabChunk); }
+
+    void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C, int V,
+                        float softcap) override {
+        const NoiseSpec clean{};
+        token_logprobs_noisy(1, &logprob, &x, W, &clean, INFINITY, nullptr, target, M, C, V, softcap);
+    }
+
+    // log_softmax at the target, per stream, kLogitRows rows at a time: each vocabulary chunk's
+    // logits are made by one single-threaded product and reduced to their maximum and sum of
+    // exponentials right away; the chunks are then combined in order (log-sum-exp of the partial
+    // sums). A perturbed stream's chunk of the weight is made in the task's slot of the scratch
+    // (both of a pair's from one draw of z) just before its products, once per kHeadRows rows.
+    void token_logprobs_noisy(int S, float* const* logprob, const float* const* x, const float* theta,
+                              const NoiseSpec* ns, float mask_below, float* scratch, const int32_t* target, int M, int C,
+                              int V, float softcap) override {
         const int chunks = (V + kVocabChunk - 1) / kVocabChunk;
-        for (int m0 = 0; m0 < M; m0 += kLogitRows) {
-            int m = std::min(kLogitRows, M - m0);
-            part_max_.resize((size_t)m * chunks);
-            part_sum_.resize((size_t)m * chunks);
-            target_logit_.resize((size_t)m);
+        const size_t chunk_floats = (size_t)std::min(V, kVocabChunk) * C;
+        // pair[s]: stream s is the -eps (or +eps) twin of stream s - 1, its chunk made with that one's.
+        std::vector<char> pair((size_t)S, 0);
+        bool perturbed = false;
+        for (int s = 0; s < S; s++) {
+            perturbed |= ns[s].scale != 0.f;
+            if (s > 0 && !pair[(size_t)s - 1] && ns[s - 1].scale != 0.f && ns[s].seed == ns[s - 1].seed &&
+                ns[s].id == ns[s - 1].id && ns[s].kind == ns[s - 1].kind && ns[s].scale == -ns[s - 1].scale)
+                pair[(size_t)s] = 1;
+        }
+        if (perturbed && !scratch) throw std::logic_error("token_logprobs_noisy: a perturbed head needs its scratch");
+        std::vector<int> free_slots;
+        for (int i = (int)head_slots(V) - 1; i >= 0; i--) free_slots.push_back(i);
+        std::mutex slots_mu;
+        for (int b0 = 0; b0 < M; b0 += kHeadRows) {
+            const int rows = std::min(kHeadRows, M - b0);
+            part_max_.resize((size_t)S * rows * chunks);
+            part_sum_.resize((size_t)S * rows * chunks);
+            target_logit_.resize((size_t)S * rows);
             pool_.parallel_tasks((size_t)chunks, [&](size_t c) {
                 thread_local std::vector<float> logits;
-                logits.resize((size_t)m * kVocabChunk);
-                int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
-                sgemm_nt(m, n, C, 1.0f, x + (size_t)m0 * C, C, W + (size_t)v0 * C, C, logits.data(), n);
-                if (softcap > 0.f)
-                    for (size_t i = 0; i < (size_t)m * n; i++) logits[i] = softcap * tanhf(logits[i] / softcap);
-                for (int r = 0; r < m; r++) {
-                    const float* l = logits.data() + (size_t)r * n;
-                    float mx = max_of(l, n);
-                    part_max_[(size_t)r * chunks + c] = mx;
-                    part_sum_[(size_t)r * chunks + c] = sum_exp(l, n, mx);
-                    int t = target[m0 + r] - v0;
-                    if (t >= 0 && t < n) target_logit_[(size_t)r] = l[t];
+                logits.resize((size_t)kLogitRows * kVocabChunk);
+                const int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
+                const float* base = theta + (size_t)v0 * C;
+                float* slot = nullptr;
+                if (perturbed) {
+                    std::lock_guard<std::mutex> lock(slots_mu);
+                    slot = scratch + (size_t)free_slots.back() * 2 * chunk_floats;
+                    free_slots.pop_back();
+                }
+                for (int s = 0; s < S; s++) {
+                    const float* w = base;
+                    if (pair[(size_t)s]) {
+                        w = slot + chunk_floats;
+                    } else if (ns[s].scale != 0.f) {
+                        const bool twin = s + 1 < S && pair[(size_t)s + 1];
+                        perturb_rows(slot, twin ? slot + chunk_floats : nullptr, base, (size_t)n * C, ns[s],
+                                     (uint64_t)v0 * (uint64_t)C, mask_below);
+                        w = slot;
+                    }
+                    for (int m0 = 0; m0 < rows; m0 += kLogitRows) {
+                        const int m = std::min(kLogitRows, rows - m0);
+                        sgemm_nt(m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n);
+                        if (softcap > 0.f)
+                            for (size_t i = 0; i < (size_t)m * n; i++) logits[i] = softcap * tanhf(logits[i] / softcap);
+                        for (int r = 0; r < m; r++) {
+                            const float* l = logits.data() + (size_t)r * n;
+                            const size_t row = (size_t)s * rows + (size_t)(m0 + r);
+                            const float mx = max_of(l, n);
+                            part_max_[row * chunks + c] = mx;
+                            part_sum_[row * chunks + c] = sum_exp(l, n, mx);
+                            const int t = target[b0 + m0 + r] - v0;
+                            if (t >= 0 && t < n) target_logit_[row] = l[t];
+                        }
+                    }
+                }
+                if (slot) {
+                    std::lock_guard<std::mutex> lock(slots_mu);
+                    free_slots.push_back((int)((slot - scratch) / (std::ptrdiff_t)(2 * chunk_floats)));
                 }
             });
-            for (int r = 0; r < m; r++) {
-                const float* pm = part_max_.data() + (size_t)r * chunks;
-                const float* ps = part_sum_.data() + (size_t)r * chunks;
-                float mx = max_of(pm, chunks);
-                float sum = 0.f;
-                for (int c = 0; c < chunks; c++) sum += ps[c] * expf(pm[c] - mx);
-                logprob[m0 + r] = target_logit_[(size_t)r] - mx - logf(sum);
-            }
+            for (int s = 0; s < S; s++)
+                for (int r = 0; r < rows; r++) {
+                    const size_t row = (size_t)s * rows + (size_t)r;
+                    const float* pm = part_max_.data() + row * chunks;
+                    const float* ps = part_sum_.data() + row * chunks;
+                    const float mx = max_of(pm, chunks);
+                    float sum = 0.f;
+                    for (int c = 0; c < chunks; c++) sum += ps[c] * expf(pm[c] - mx);
+                    logprob[s][b0 + r] = target_logit_[row] - mx - logf(sum);
+                }
         }
     }
 
 private:
     ThreadPool pool_;
     NoiseIsa isa_;  // the bulk noise generator (all give the same bits)
+    bool head_whole_;  // SPILLWAY_HEAD_WHOLE=1: no token_logprobs_noisy
     std::vector<float> part_max_, part_sum_, target_logit_;  // token_logprobs: per row and vocabulary chunk
 };
 
@@ -601,6 +693,10 @@ void Backend::linear_streams(int streams, float* const* out, const float* const*
     for (int s = 0; s < streams; s++) linear(out[s], inp[s], W[s], b[s], N, I, O, transposed);
 }
 
+void Backend::token_logprobs_noisy(int, float* const*, const float* const*, const float*, const NoiseSpec*, float, float*,
+                                   const int32_t*, int, int, int, float) {
+    throw std::logic_error("the " + name() + " backend perturbs the head whole (head_chunk_floats is 0)");
+}
 void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float, float) {
     throw std::runtime_error("the " + name() + " backend cannot keep bf16/fp16 masters");
 }

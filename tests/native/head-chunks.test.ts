@@ -1,0 +1,130 @@
+// The CPU backend perturbs the head a vocabulary chunk at a time (token_logprobs_noisy) instead of
+// writing theta + eps z for the whole of lm_head into the working copies first. Both ways must give
+// the same bits: every loss, projected gradient and tensor after the steps is compared exactly
+// (Object.is) against the same engine with SPILLWAY_HEAD_WHOLE=1, the path of backends without
+// chunks. The model's vocabulary (2,500) spans three chunks of 1,024, the last one partial.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { packBatch } from '../../electron/engine/batch.js';
+import { loadNative } from '../../electron/engine/native.js';
+import type { NativeEngine, NativeStepParams, NativeTrainSpec } from '../../electron/engine/native.js';
+import { engineSpec } from '../../electron/engine/spec.js';
+import type { TokenizedExample } from '../../electron/data/types.js';
+import { loadModelInfo } from '../../electron/model/index.js';
+import { FIXTURE_MODELS } from '../helpers/engine.js';
+import { makeTinyLlama } from '../helpers/tiny-model.js';
+
+const VOCAB = 2500;
+let work = '';
+let tied = '';
+const opened: NativeEngine[] = [];
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'spw-head-chunks-'));
+  tied = await makeTinyLlama(join(work, 'tied'), { vocab: VOCAB, hidden: 32, layers: 2, seed: 7, maxPositions: 512 });
+});
+afterAll(() => {
+  for (const e of opened) e.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function load(model: string, whole: boolean, train?: NativeTrainSpec): Promise<NativeEngine> {
+  if (whole) process.env.SPILLWAY_HEAD_WHOLE = '1';
+  try {
+    const engine = new (loadNative().Engine)({ threads: 2 });
+    opened.push(engine);
+    await engine.load(engineSpec(await loadModelInfo(model)), undefined, train);
+    return engine;
+  } finally {
+    delete process.env.SPILLWAY_HEAD_WHOLE;
+  }
+}
+
+/** `n` LM examples of `len` tokens drawn below `vocab`, all but the first token scored. */
+function batch(n: number, len: number, vocab: number) {
+  let x = 4242;
+  const next = () => (x = (x * 1103515245 + 12345) % 2 ** 31) % vocab;
+  const examples: TokenizedExample[] = Array.from({ length: n }, (_, i) => ({
+    kind: 'lm',
+    label: -1,
+    source: `ex${i}`,
+    sequences: [{ tokens: Array.from({ length: len }, next), scoreStart: 1, scoreEnd: len }],
+  }));
+  return packBatch(examples);
+}
+
+const params = (step: number, over: Partial<NativeStepParams> = {}): NativeStepParams => ({
+  seed: 5n,
+  step,
+  q: 2,
+  lr: 1e-2,
+  eps: 1e-2,
+  weightDecay: 0,
+  noise: 'gaussian',
+  ...over,
+});
+
+/** Runs the same steps on both engines and compares every result and every tensor bit for bit. */
+async function sameBits(chunked: NativeEngine, whole: NativeEngine, b: ReturnType<typeof batch>, steps: NativeStepParams[]) {
+  for (const p of steps) {
+    const [c, w] = [await chunked.step(b, p), await whole.step(b, p)];
+    expect(c.skipped).toBe(false);
+    for (const key of ['lossPlus', 'lossMinus', 'projectedGrad'] as const)
+      expect(c[key].every((v, i) => Object.is(v, w[key][i])), `${key} of step ${p.step}: ${c[key]} vs ${w[key]}`).toBe(true);
+  }
+  for (const t of chunked.tensorNames()) {
+    const a = chunked.getTensor(t.name);
+    const z = whole.getTensor(t.name);
+    expect(a.every((v, i) => Object.is(v, z[i])), t.name).toBe(true);
+  }
+}
+
+describe('the head perturbed a vocabulary chunk at a time', () => {
+  it('MeZO, two +eps/-eps pairs a step: the same bits as the head perturbed whole, in less scratch', async () => {
+    const [chunked, whole] = [await load(tied, false), await load(tied, true)];
+    const b = batch(6, 24, VOCAB);
+    await sameBits(chunked, whole, b, [0, 1, 2].map((s) => params(s)));
+    // z and the working copy held the head's group (its norm, 32, and lm_head, 2,500 x 32 floats);
+    // now the largest block group (gate or up, 64 x 32), beside two chunks of 1,024 rows for each
+    // of the two threads.
+    const [c, w] = [chunked.info().tiers!.scratchBytes, whole.info().tiers!.scratchBytes];
+    expect(w - c).toBe(4 * (2 * (32 + VOCAB * 32) - 2 * 64 * 32 - 2 * 2 * 1024 * 32));
+  });
+
+  it('FZOO, the clean masters and three single probes a step', async () => {
+    const [chunked, whole] = [await load(tied, false), await load(tied, true)];
+    await sameBits(chunked, whole, batch(4, 20, VOCAB), [0, 1].map((s) => params(s, { q: 3, estimator: 'fzoo' })));
+  });
+
+  it('more scored rows than one band of 8,192 (the chunks are made again per band)', async () => {
+    const [chunked, whole] = [await load(tied, false), await load(tied, true)];
+    // 33 sequences of 256 tokens: 8,415 scored rows.
+    await sameBits(chunked, whole, batch(33, 256, VOCAB), [params(0, { q: 1 })]);
+  });
+
+  it('a frozen head (sparse trains the block matrices alone) is read in place', async () => {
+    const train: NativeTrainSpec = { kind: 'sparse', fraction: 0.25 };
+    const [chunked, whole] = [await load(tied, false, train), await load(tied, true, train)];
+    await sameBits(chunked, whole, batch(4, 20, VOCAB), [0, 1].map((s) => params(s)));
+  });
+
+  it('an untied head (llama-tiny), one chunk', async () => {
+    const model = join(FIXTURE_MODELS, 'llama-tiny');
+    const [chunked, whole] = [await load(model, false), await load(model, true)];
+    await sameBits(chunked, whole, batch(4, 12, 128), [0, 1].map((s) => params(s)));
+  });
+
+  it('refuses a malformed SPILLWAY_HEAD_WHOLE, naming it', async () => {
+    process.env.SPILLWAY_HEAD_WHOLE = 'yes';
+    try {
+      const engine = new (loadNative().Engine)({ threads: 1 });
+      opened.push(engine);
+      await expect(engine.load(engineSpec(await loadModelInfo(tied)))).rejects.toThrow(/SPILLWAY_HEAD_WHOLE=yes: expected 0 or 1/);
+    } finally {
+      delete process.env.SPILLWAY_HEAD_WHOLE;
+    }
+  });
+});
