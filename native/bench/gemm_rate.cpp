@@ -2,6 +2,7 @@
 // `npm run bench` (bench/zo-step.ts) and the library comparison of `npm run bench:gemm`.
 //
 // usage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] SHAPE ...
+//        gemm_rate [--threads T] [--reps R] --peak
 //   SHAPE is MxKxN: out[M, N] = inp[M, K] W^T, W stored [N, K] (the engine's linear layout).
 //   Default: the CPU backend's own linear(), i.e. the GEMM the engine runs (OpenBLAS, threaded
 //   the way the backend threads it).
@@ -9,12 +10,16 @@
 //   the library's own threads (openblas_set_num_threads or bli_thread_set_num_threads when it
 //   has them; OMP_NUM_THREADS otherwise).
 //   --dnnl LIB: oneDNN's dnnl_sgemm (row-major) from LIB; threads: OMP_NUM_THREADS.
+//   --peak: instead of shapes, the machine's float32 FMA peak on T threads (independent fused
+//   multiply-adds in registers, AVX-512 where the CPU has it, else AVX2; best of R): the rate no
+//   GEMM can pass. One JSON line {"peak","isa","threads","reps","gflops"}.
 // Prints one JSON line per shape: {"shape","m","k","n","via","threads","reps","bestMs",
 // "medianMs","gflops","gflopsMedian","bestCpuMs","gflopsPerCpuSecond"}; gflops from the best
 // repetition (wall time), gflopsPerCpuSecond from the repetition that took the least CPU time
 // (user + system, all threads: the rate of one busy core, which other processes on the machine
 // slow much less than the wall time), after one untimed call.
 #include <dlfcn.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -115,12 +120,70 @@ void measure(const Gemm& g, const Shape& s, int threads, int reps) {
     std::fflush(stdout);
 }
 
+// kIters rounds of 12 independent FMA chains of one vector each: the FMA units kept full.
+constexpr long kPeakIters = 100'000'000;
+
+__attribute__((target("avx512f"))) float fma_chains_avx512() {
+    __m512 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(1.0f + (float)i * 1e-7f);
+    const __m512 b = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+    for (long it = 0; it < kPeakIters; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+    }
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+    float lanes[16];
+    _mm512_storeu_ps(lanes, s);
+    float t = 0.f;
+    for (float v : lanes) t += v;
+    return t;
+}
+
+__attribute__((target("avx2,fma"))) float fma_chains_avx2() {
+    __m256 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(1.0f + (float)i * 1e-7f);
+    const __m256 b = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+    for (long it = 0; it < kPeakIters; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
+    }
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, s);
+    float t = 0.f;
+    for (float v : lanes) t += v;
+    return t;
+}
+
+void measure_peak(int threads, int reps) {
+    const bool avx512 = __builtin_cpu_supports("avx512f");
+    const int lanes = avx512 ? 16 : 8;
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        std::vector<float> sink((size_t)threads);
+        std::vector<std::thread> pool;
+        auto t0 = Clock::now();
+        for (int t = 0; t < threads; t++)
+            pool.emplace_back([&, t] { sink[(size_t)t] = avx512 ? fma_chains_avx512() : fma_chains_avx2(); });
+        for (std::thread& th : pool) th.join();
+        double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        double sum = 0;
+        for (float v : sink) sum += v;
+        if (!(sum == sum)) throw std::runtime_error("the FMA chains gave NaN");
+        best = std::max(best, (double)threads * kPeakIters * 12.0 * lanes * 2.0 / s / 1e9);
+    }
+    std::printf("{\"peak\":true,\"isa\":\"%s\",\"threads\":%d,\"reps\":%d,\"gflops\":%.2f}\n", avx512 ? "avx512" : "avx2",
+                threads, reps, best);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     int threads = 2, reps = 5;
     std::string lib;
-    bool dnnl = false;
+    bool dnnl = false, peak = false;
     std::vector<Shape> shapes;
     try {
         for (int i = 1; i < argc; i++) {
@@ -130,15 +193,20 @@ int main(int argc, char** argv) {
             else if (a == "--reps") reps = std::max(1, std::atoi(val().c_str()));
             else if (a == "--blas") lib = val();
             else if (a == "--dnnl") lib = val(), dnnl = true;
+            else if (a == "--peak") peak = true;
             else if (!a.empty() && a[0] == '-') throw std::runtime_error("unknown option " + a);
             else shapes.push_back(parse_shape(a));
+        }
+        if (peak) {
+            measure_peak(threads, reps);
+            return 0;
         }
         if (shapes.empty()) throw std::runtime_error("no shapes given");
         Gemm g = lib.empty() ? engine_gemm(threads) : library_gemm(lib, dnnl, threads);
         for (const Shape& s : shapes) measure(g, s, threads, reps);
     } catch (const std::exception& e) {
         std::fprintf(stderr,
-                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] MxKxN ...\n",
+                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] MxKxN ... | --peak\n",
                      e.what());
         return 2;
     }
