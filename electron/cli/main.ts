@@ -58,6 +58,7 @@ const PlanFields = RunFields.pick({
   rank: true,
   targets: true,
   sparseFraction: true,
+  threads: true,
 }).extend({ maxLength: PlanRequest.shape.maxLength });
 /** `spillway plan`'s exit status when the plan does not fit. */
 export const EXIT_DOES_NOT_FIT = 2;
@@ -562,6 +563,7 @@ async function cmdPlan(argv: string[]): Promise<number> {
       dataDir: resolveDataDir({ explicit: values['data-dir'] as string | undefined }),
       calibrate: values.recalibrate ? 'recalibrate' : 'measure',
       calibrationBytes: typeof values['calibration-bytes'] === 'string' ? parseBytes(values['calibration-bytes']) : undefined,
+      threads: o.threads || undefined,
     });
     const runMs = plan.predictedStepMs === null ? null : plan.predictedStepMs * o.steps;
     const ranks = o.ranks > 1 ? rankPlan(input, { ...o, q: o.q ?? ESTIMATOR_DEFAULTS.mezo.q }, values) : null;

@@ -244,7 +244,7 @@ export const RunDevice = z.object({
 // --- plan
 
 /** A plan asks what a run with these options would need: the run options it shares, and the budgets. */
-export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true, trainable: true, rank: true, targets: true, sparseFraction: true }).extend({
+export const PlanRequest = RunFields.pick({ model: true, masters: true, batchSize: true, device: true, gemm: true, trainable: true, rank: true, targets: true, sparseFraction: true, threads: true }).extend({
   /** Memory each tier may use; absent = unlimited (the plan then reports what it would need). */
   budgets: z
     .object({ gpu: Bytes.optional(), cpu: Bytes.optional(), ssd: Bytes.optional() })

@@ -327,6 +327,8 @@ export function createServices(options: ServicesOptions = {}): SpillwayServices 
           ...(data ? { tokensPerStep: data.meanTokens * p.batchSize } : {}),
           dataDir: settings.dataDir,
           calibrate: p.recalibrate ? 'recalibrate' : 'cached',
+          // The threads a run with these options takes (its own, else the settings'; 0: all cores).
+          threads: p.threads || settings.threads || undefined,
         });
         if (dataNote) plan.notes.push(dataNote);
         return {

@@ -142,7 +142,7 @@ describe('the backend over the contract', () => {
     const model = await makeTinyLlama(join(work, 'tiny4'), { layers: 4 });
     const spill = [mkdtempSync(join(work, 'spill-a-')), mkdtempSync(join(work, 'spill-b-'))];
     const shape = { batchSize: 4, maxLength: 64 };
-    const base = { model, spillDirs: spill, updateOn: 'device' as const, ...shape };
+    const base = { model, spillDirs: spill, updateOn: 'device' as const, threads: 1, ...shape };
     const { cpu: cpuMem } = await allBlocksOnSsdBudget((c, masters) => a.call('plan', { ...base, masters, ...(c === undefined ? {} : { budgets: { cpu: c } }) }));
     const ask = { ...base, budgets: { cpu: cpuMem } };
     const f32 = await a.call('plan', { ...ask, masters: 'fp32' });

@@ -151,9 +151,12 @@ describe('step I/O', () => {
   });
 });
 
-/** A CPU budget half a block under "everything resident": streaming adds a staging slot and an I/O buffer, so blocks go to the SSD. */
+/**
+ * A CPU budget half a block under "everything resident": streaming adds a staging slot and an I/O buffer, so blocks go to the SSD.
+ * Planned for the runs' own thread count (options(): 1), as a run plans itself.
+ */
 async function budgetForSsd(model: string, spill: string): Promise<number> {
-  const { plan } = await planFor({ model, computeDevice: 'cpu', budgets: {}, spillDirs: [spill], batchSize: 4, maxLength: 64, dataDir: null, calibrate: 'cached' });
+  const { plan } = await planFor({ model, computeDevice: 'cpu', budgets: {}, spillDirs: [spill], batchSize: 4, maxLength: 64, dataDir: null, calibrate: 'cached', threads: 1 });
   const block = plan.units.find((u) => u.kind === 'block');
   return plan.memory.device + plan.memory.cpu - (block?.bytes ?? 0) / 2;
 }
