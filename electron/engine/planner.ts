@@ -381,7 +381,8 @@ export function trainableOf(
   if (t.set === 'full') elements = m.units.reduce((n, u) => n + u.parameters, 0);
   if (t.set === 'tokens') {
     // A delta per row for the embedding, and one for an untied head; each with its noise and copy.
-    // The working copy holds the whole embedding (and the head's group) with the rows merged in.
+    // The working copy holds the whole embedding (and the head's group) with the rows merged in
+    // (not on the CPU, where the rows are merged on their own: makePlan's rowsMerged).
     const rows = (t.tokens ?? 2) * m.config.hidden;
     const deltas = m.config.tiedEmbeddings ? 1 : 2;
     elements = deltas * rows;
@@ -504,9 +505,13 @@ export function makePlan(input: PlanInput): Plan {
   // tensors one kernel call reads (embeddings are perturbed on the fly; a tied head reads the embedding).
   // On the CPU a trained head is perturbed a vocabulary chunk at a time: two chunks of up to 1,024
   // rows (a +eps/-eps pair) per thread at work, instead of lm_head in the working copies
-  // (Engine::head_chunked, CpuBackend::head_chunk_floats).
+  // (Engine::head_chunked, CpuBackend::head_chunk_floats). Trainable tokens' rows are merged on
+  // their own there (Engine::rows_merged): the head's chunks take them, and the embedding and the
+  // head need no working copy.
   const head = m.units.find((u) => u.kind === 'head');
-  const chunkedHead = shared && !frozenBase ? head?.chunkedHead : undefined;
+  const rowsMerged = shared && train.set === 'tokens';
+  const chunkedHead = shared && (!frozenBase || rowsMerged) ? head?.chunkedHead : undefined;
+  const adaptedGroupFloats = rowsMerged ? 0 : tf.adaptedGroupFloats;
   const headChunks = chunkedHead
     ? F32 *
       Math.min(Math.max(1, input.threads ?? 1), Math.ceil(chunkedHead.rows / HEAD_CHUNK_ROWS)) *
@@ -530,7 +535,7 @@ export function makePlan(input: PlanInput): Plan {
   // that group's weight (or, with a 16-bit base, the widened largest block group); never a
   // +eps/-eps pair (WorkingCopies::largest_adapted_group).
   const workingCopies = frozenBase
-    ? F32 * tf.adaptedGroupFloats + Math.max(F32 * tf.adaptedGroupFloats, EB < F32 ? largestBlockGroup : 0)
+    ? F32 * adaptedGroupFloats + Math.max(F32 * adaptedGroupFloats, EB < F32 ? largestBlockGroup : 0) + headChunks
     : 2 * largestUnit + (shared ? largestBlockGroup : 0) + headChunks;
   const activations = activationBytes(m.config, input.batchSize, input.maxLength, 2 * q);
   const fixedUnits = m.units.filter((u) => u.kind !== 'block').reduce((n, u) => n + bytesOf(u), 0);

@@ -165,7 +165,30 @@ void Engine::validate(const Batch& b) const {
 bool Engine::head_chunked() const {
     const int ti = model_->params.head.lm_head;
     return backend_->head_chunk_floats(model_->config.embed_dim, model_->config.vocab) > 0 && model_->tensors[(size_t)ti].device &&
-           trainable_->adapter_of(ti) < 0;
+           (trainable_->adapter_of(ti) < 0 || rows_merged());
+}
+
+bool Engine::rows_merged() const {
+    const int ad = trainable_->adapter_of(model_->params.embed.tok);
+    return ad >= 0 && trainable_->adapted_rows(ad) && backend_->host_addressable() &&
+           backend_->head_chunk_floats(model_->config.embed_dim, model_->config.vocab) > 0;
+}
+
+void Engine::merge_stream_rows(int adapter, const Tensor& base, const std::vector<Stream>& streams, int noise,
+                               double& noise_ms, float* out, size_t per) {
+    for (size_t si = 0; si < streams.size(); si++) {
+        if (si == 0 || streams[si].seed != streams[si - 1].seed) {
+            bool perturbed = false;
+            for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
+                perturbed |= streams[sj].scale != 0.f;
+            if (perturbed) {
+                auto t0 = Clock::now();
+                trainable_->draw(adapter, streams[si].seed, noise);
+                noise_ms += ms_since(t0);
+            }
+        }
+        trainable_->merge_rows(adapter, streams[si].scale, base, residency_->master_dtype(), out + si * per);
+    }
 }
 
 void Engine::ensure_buffers(int N, int M, int nstreams) {
@@ -195,9 +218,11 @@ void Engine::ensure_buffers(int N, int M, int nstreams) {
     // base is read in place (float32) or widened (bf16/fp16 blocks): only its adapted groups need
     // z, and none is ever perturbed as a +eps/-eps pair; the head's group (often the largest) none.
     if (trainable_->base_frozen()) {
-        const size_t adapted = WorkingCopies::largest_adapted_group(*model_, *trainable_);
+        const bool rows = rows_merged();
+        const size_t adapted = WorkingCopies::largest_adapted_group(*model_, *trainable_, rows);
         const bool base16 = residency_->master_dtype() != MASTER_F32;
         copies_->reserve(base16 ? std::max(adapted, WorkingCopies::largest_block_group(*model_)) : adapted, adapted);
+        if (rows) copies_->reserve_head_chunks(backend_->head_chunk_floats(c.embed_dim, c.vocab));
     } else {
         const bool chunked = head_chunked();
         copies_->reserve(WorkingCopies::largest_group(*model_, chunked));
@@ -225,7 +250,34 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     auto t0 = Clock::now();
     const Tensor& tok = model_->tensors[(size_t)params.embed.tok];
     const Tensor* pos = params.embed.pos >= 0 ? &model_->tensors[(size_t)params.embed.pos] : nullptr;
-    if (params.embed.proj < 0 && trainable_->adapter_of(params.embed.tok) >= 0) {
+    if (params.embed.proj < 0 && trainable_->adapter_of(params.embed.tok) >= 0 && rows_merged()) {
+        // Trainable tokens, rows merged on their own: the lookup reads the base, then each position
+        // holding a chosen token takes that stream's merged row (plus its position's row), as the
+        // lookup of a whole merged copy would (the base itself is frozen, as are the positions).
+        const int ad = trainable_->adapter_of(params.embed.tok);
+        const std::vector<int32_t>& rows = *trainable_->adapted_rows(ad);
+        const size_t per = rows.size() * (size_t)C;
+        embed_rows_.resize(streams.size() * per);
+        merge_stream_rows(ad, tok, streams, noise, times.noise_ms, embed_rows_.data(), per);
+        if (row_of_.size() != (size_t)c.vocab) {
+            row_of_.assign((size_t)c.vocab, -1);
+            for (size_t j = 0; j < rows.size(); j++) row_of_[(size_t)rows[j]] = (int32_t)j;
+        }
+        for (size_t si = 0; si < streams.size(); si++) {
+            float* h = streams[si].h;
+            be.embed(h, tok.device, p.ids, N, C, NoiseSpec{}, pos ? pos->device : nullptr, p.posidx, NoiseSpec{});
+            for (int n = 0; n < N; n++) {
+                const int32_t j = row_of_[(size_t)p.ids[n]];
+                if (j < 0) continue;
+                float* out = h + (size_t)n * C;
+                std::memcpy(out, embed_rows_.data() + si * per + (size_t)j * C, sizeof(float) * (size_t)C);
+                if (pos) {
+                    const float* pr = pos->device + (size_t)p.posidx[n] * C;
+                    for (int k = 0; k < C; k++) out[k] += pr[k];
+                }
+            }
+        }
+    } else if (params.embed.proj < 0 && trainable_->adapter_of(params.embed.tok) >= 0) {
         // Trainable tokens: the lookup reads the embedding with each stream's rows merged in (the
         // base itself is frozen, as are the positions).
         const int ids[1] = {params.embed.tok};
@@ -301,11 +353,16 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
         }
         return x;
     };
-    if (!p.logits && head_chunked()) {
+    const int head_adapter = trainable_->adapter_of(head.lm_head);
+    if (head_chunked() && (!p.logits || head_adapter >= 0)) {
         // Every stream's rows in its own share of the arena, then one call for all of them: the
-        // backend perturbs lm_head a vocabulary chunk at a time (a pair from one draw of z).
+        // backend perturbs lm_head a vocabulary chunk at a time (a pair from one draw of z), and
+        // patches trainable tokens' rows in with each stream's merged rows.
         const int ids[3] = {head.norm.w, head.norm.b, head.proj};
         const Tensor& lm = model_->tensors[(size_t)head.lm_head];
+        const std::vector<int32_t>* rows = head_adapter >= 0 ? trainable_->adapted_rows(head_adapter) : nullptr;
+        const size_t per = rows ? rows->size() * (size_t)c.embed_dim : 0;
+        std::vector<const float*> patched(streams.size(), nullptr);
         const size_t share = act_capacity_ / std::max<size_t>(1, streams.size());
         std::vector<const float*> xs(streams.size());
         std::vector<float*> lps(streams.size());
@@ -316,7 +373,37 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                 lps[si] = lp_ + si * (size_t)p.M;
                 ns[si] = NoiseSpec{streams[si].seed, lm.id, noise, lm.frozen ? 0.f : streams[si].scale};
             });
+            if (rows) {
+                head_rows_.resize(streams.size() * per);
+                merge_stream_rows(head_adapter, lm, streams, noise, times.noise_ms, head_rows_.data(), per);
+                for (size_t si = 0; si < streams.size(); si++) patched[si] = head_rows_.data() + si * per;
+            }
+            if (p.logits) {
+                // Decoding with trainable tokens: the base's logits, then the chosen tokens' columns
+                // from their merged rows.
+                const size_t n = (size_t)p.M * c.vocab;
+                if (n > logits_capacity_) {
+                    if (logits_) be.release(logits_);
+                    logits_ = nullptr;
+                    logits_ = static_cast<float*>(be.alloc(n * sizeof(float)));
+                    logits_capacity_ = n;
+                }
+                std::vector<float> cols((size_t)p.M * rows->size());
+                for (size_t si = 0; si < streams.size(); si++) {
+                    be.linear(logits_, xs[si], lm.device, nullptr, p.M, c.embed_dim, c.vocab, false);
+                    be.linear(cols.data(), xs[si], patched[si], nullptr, p.M, c.embed_dim, (int)rows->size(), false);
+                    for (int m = 0; m < p.M; m++)
+                        for (size_t j = 0; j < rows->size(); j++)
+                            logits_[(size_t)m * c.vocab + (size_t)(*rows)[j]] = cols[(size_t)m * rows->size() + j];
+                    logprob[si].resize(n);
+                    be.download(logprob[si].data(), logits_, sizeof(float) * n);
+                    if (c.final_softcap > 0.f)
+                        for (float& l : logprob[si]) l = c.final_softcap * std::tanh(l / c.final_softcap);
+                }
+                return;
+            }
             be.token_logprobs_noisy((int)streams.size(), lps.data(), xs.data(), lm.device, ns.data(), lm.mask_below,
+                                    rows ? rows->data() : nullptr, rows ? (int)rows->size() : 0, rows ? patched.data() : nullptr,
                                     copies_->head_chunks(), p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
             for (size_t si = 0; si < streams.size(); si++) {
                 logprob[si].resize((size_t)p.M);

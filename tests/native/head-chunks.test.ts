@@ -2,7 +2,8 @@
 // writing theta + eps z for the whole of lm_head into the working copies first. Both ways must give
 // the same bits: every loss, projected gradient and tensor after the steps is compared exactly
 // (Object.is) against the same engine with SPILLWAY_HEAD_WHOLE=1, the path of backends without
-// chunks. The model's vocabulary (2,500) spans three chunks of 1,024, the last one partial.
+// chunks. The model's vocabulary (2,500) spans three chunks of 1,024, the last one partial. Trainable
+// tokens' rows, merged on their own on the CPU, are held to the same bits as whole merged copies.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +116,69 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
     const model = join(FIXTURE_MODELS, 'llama-tiny');
     const [chunked, whole] = [await load(model, false), await load(model, true)];
     await sameBits(chunked, whole, batch(4, 12, 128), [0, 1].map((s) => params(s)));
+  });
+
+  // Trainable tokens: the chosen rows are merged on their own (the lookup and the head's chunks
+  // patched with each stream's rows) instead of into whole copies of the embedding and the head.
+  const TOKENS = [5, 1500, 2400]; // in the first, second and last (partial) chunk
+  /** Sequences that use the chosen tokens often, as inputs and as targets. */
+  function tokensBatch(n: number, len: number) {
+    let x = 99;
+    const pool = [...TOKENS, 7, 300, 1200, 2000];
+    const next = () => pool[(x = (x * 1103515245 + 12345) % 2 ** 31) % pool.length];
+    return packBatch(
+      Array.from({ length: n }, (_, i): TokenizedExample => ({
+        kind: 'lm',
+        label: -1,
+        source: `t${i}`,
+        sequences: [{ tokens: Array.from({ length: len }, next), scoreStart: 1, scoreEnd: len }],
+      })),
+    );
+  }
+  const tokensSpec = (tokens: number[]): NativeTrainSpec => ({ kind: 'tokens', tokens: Int32Array.from(tokens) });
+  const sameAdapters = (a: NativeEngine, b: NativeEngine) => {
+    for (const t of a.trainableTensors()) {
+      const [x, y] = [a.getTensor(t.name), b.getTensor(t.name)];
+      expect(x.every((v, i) => Object.is(v, y[i])), t.name).toBe(true);
+    }
+  };
+
+  it('trainable tokens on a tied head: the same bits as whole merged copies, with no copy of the embedding', async () => {
+    const [rows, whole] = [await load(tied, false, tokensSpec(TOKENS)), await load(tied, true, tokensSpec(TOKENS))];
+    const b = tokensBatch(6, 24);
+    await sameBits(rows, whole, b, [0, 1, 2].map((s) => params(s, { lr: 1 })));
+    sameAdapters(rows, whole);
+    // The rows moved (a test of the merge, not of two zero deltas).
+    const delta = rows.getTensor(rows.trainableTensors()[0].name);
+    expect(Math.max(...delta.map(Math.abs))).toBeGreaterThan(1e-3);
+    // Whole: z and a working copy of the head's group (its norm, 32 floats, and the tied embedding,
+    // 2,500 x 32). Merged rows: the head's chunks alone (two of 1,024 rows for each of two threads).
+    expect(whole.info().tiers!.scratchBytes).toBe(4 * 2 * (32 + VOCAB * 32));
+    expect(rows.info().tiers!.scratchBytes).toBe(4 * 2 * 2 * 1024 * 32);
+    // FZOO: the clean stream and single probes.
+    await sameBits(rows, whole, b, [3, 4].map((s) => params(s, { q: 3, estimator: 'fzoo', lr: 1 })));
+    sameAdapters(rows, whole);
+    // Decoding after training: the chosen tokens' logit columns come from their merged rows (a
+    // product of their own, so within 1e-6 of the whole copy's, relative to the logit: a float32 dot
+    // product of 32 terms rounded in another order; every other logit bit for bit).
+    const prompts = [Int32Array.from([5, 300, 1500, 7]), Int32Array.from([2400, 5, 2000])];
+    const [dr, dw] = [await rows.decodeBegin({ prompts, maxNewTokens: 1, logits: true }), await whole.decodeBegin({ prompts, maxNewTokens: 1, logits: true })];
+    expect(dr.tokens).toEqual(dw.tokens);
+    let worst = 0;
+    for (let i = 0; i < dw.logits!.length; i++) {
+      const d = Math.abs(dr.logits![i] - dw.logits![i]) / Math.max(1, Math.abs(dw.logits![i]));
+      if (TOKENS.includes(i % VOCAB)) worst = Math.max(worst, d);
+      else expect(Object.is(dr.logits![i], dw.logits![i]), `logit ${i}`).toBe(true);
+    }
+    expect(worst).toBeLessThan(1e-6);
+  });
+
+  it('trainable tokens on an untied head (llama-tiny: a delta for each)', async () => {
+    const model = join(FIXTURE_MODELS, 'llama-tiny');
+    const [rows, whole] = [await load(model, false, tokensSpec([5, 9, 17])), await load(model, true, tokensSpec([5, 9, 17]))];
+    await sameBits(rows, whole, batch(4, 12, 128), [0, 1].map((s) => params(s, { lr: 1 })));
+    sameAdapters(rows, whole);
+    expect(rows.trainableTensors()).toHaveLength(2);
   });
 
   it('refuses a malformed SPILLWAY_HEAD_WHOLE, naming it', async () => {

@@ -235,10 +235,13 @@ public:
     // * z(noise[s]) (scale 0: theta itself), z zeroed where !(|theta| < mask_below) (+inf: nowhere).
     // The perturbed weight is made a vocabulary chunk at a time in `scratch` (head_chunk_floats),
     // never whole, and z drawn once for a +eps/-eps pair of one seed (streams s, s + 1); the bits
-    // are those of perturb (or perturb_pair), then token_logprobs. Only where head_chunk_floats > 0.
+    // are those of perturb (or perturb_pair), then token_logprobs. With patch_values[s] (host
+    // memory), stream s reads row patch_rows[j] of theta as patch_values[s][j * C ..] instead
+    // (trainable tokens' merged rows; its noise scale must be 0). Only where head_chunk_floats > 0.
     virtual void token_logprobs_noisy(int streams, float* const* logprob, const float* const* x, const float* theta,
-                                      const NoiseSpec* noise, float mask_below, float* scratch, const int32_t* target,
-                                      int M, int C, int V, float softcap);
+                                      const NoiseSpec* noise, float mask_below, const int32_t* patch_rows, int npatch,
+                                      const float* const* patch_values, float* scratch, const int32_t* target, int M,
+                                      int C, int V, float softcap);
 
     // ---- decoding with a KV cache (src/generate/) ----
     // cache[rows[n] * width + c] = x[n * ld + c] for n < N, c < width: the keys or values of a

@@ -188,6 +188,14 @@ private:
     // Whether the head's weight is perturbed a vocabulary chunk at a time by the backend
     // (token_logprobs_noisy): float32, not an adapter's (trainable tokens merge it whole).
     bool head_chunked() const;
+    // Whether trainable tokens' rows are merged on their own (the embedding's lookup patched, the
+    // head's chunks patched) instead of into whole working copies: host-addressable backends that
+    // make the head in chunks.
+    bool rows_merged() const;
+    // Each stream's merged rows of row adapter `adapter` on `base`, at out + si * per; the adapter's
+    // noise drawn once per seed (as WorkingCopies::with draws it), its time added to noise_ms.
+    void merge_stream_rows(int adapter, const Tensor& base, const std::vector<Stream>& streams, int noise,
+                           double& noise_ms, float* out, size_t per);
     // The index arrays of a pass into the int arena, each padded to 16; their device pointers in order.
     std::vector<const int32_t*> upload_ints(const std::vector<const std::vector<int32_t>*>& parts);
     // Decoding: one pass of the unfinished sequences, then each one's next token.
@@ -214,11 +222,15 @@ private:
     size_t h_capacity_ = 0;
     int32_t* ints_ = nullptr;    // the batch's index arrays
     size_t ints_capacity_ = 0;
-    float* lp_ = nullptr;        // token log-probs of one stream
+    float* lp_ = nullptr;        // token log-probs, every stream's
     size_t lp_capacity_ = 0;
     float* logits_ = nullptr;    // decoding: [sequences, V]
     size_t logits_capacity_ = 0;
     std::unique_ptr<Decoding> decoding_;  // the KV cache and sequences of the decode in progress
+    // Trainable tokens without whole working copies (rows_merged): each stream's merged rows of the
+    // embedding and of the head (host memory), and each token's row among them (-1: none).
+    std::vector<float> embed_rows_, head_rows_;
+    std::vector<int32_t> row_of_;
 
     // RoPE: the tables in use (host, by ModelConfig::ropes index) and where kernels read them.
     std::vector<std::vector<float>> rope_inv_freq_;

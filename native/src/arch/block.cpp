@@ -67,7 +67,7 @@ size_t WorkingCopies::largest_block_group(const Model& m) {
     return most;
 }
 
-size_t WorkingCopies::largest_adapted_group(const Model& m, const AdapterHook& adapters) {
+size_t WorkingCopies::largest_adapted_group(const Model& m, const AdapterHook& adapters, bool rows_merged) {
     size_t most = 0;
     for (const BlockParams& b : m.params.blocks)
         for (const BlockField& f : block_fields()) {
@@ -78,6 +78,7 @@ size_t WorkingCopies::largest_adapted_group(const Model& m, const AdapterHook& a
             most = std::max(most, n);
         }
     // Trainable tokens adapt the embedding and the head: their groups as with() lays them out.
+    if (rows_merged) return most;
     auto group = [&](std::initializer_list<int> ids) {
         size_t n = 0;
         bool adapted = false;

@@ -63,6 +63,13 @@ public:
     // w = base + delta, the adapter perturbed by `scale` (0: as it is); scratch holds base.numel
     // floats. The base is float32 at base.device or bf16/fp16 (`dtype`) at base.device16.
     virtual void merge(int adapter, float scale, const Tensor& base, int dtype, float* w, float* scratch) = 0;
+    // Row adapters (trainable tokens): the base's rows the adapter changes, in order, or null when
+    // it changes the whole weight; merge_rows writes just those rows of what merge writes whole
+    // ([rows, base width]), the same bits.
+    virtual const std::vector<int32_t>* adapted_rows(int adapter) const { (void)adapter; return nullptr; }
+    virtual void merge_rows(int adapter, float scale, const Tensor& base, int dtype, float* rows) {
+        (void)adapter, (void)scale, (void)base, (void)dtype, (void)rows;
+    }
 };
 
 // Where the working copies of a pass come from: for each stream, the weights a kernel reads
@@ -90,7 +97,9 @@ public:
     // the base is held in bf16/fp16 (every block group widened into it). Frozen float32 groups
     // are read in place. Adapted token rows (trainable tokens) count the embedding's and the head's
     // groups whole.
-    static size_t largest_adapted_group(const Model& m, const AdapterHook& adapters);
+    // rows_merged: row adapters (adapted_rows) leave no group in the working copies: their rows are
+    // merged on their own (Engine::rows_merged).
+    static size_t largest_adapted_group(const Model& m, const AdapterHook& adapters, bool rows_merged = false);
     // Grows the working copy to hold `floats`, and z `z_floats` (default: as many).
     void reserve(size_t floats, size_t z_floats = SIZE_MAX);
     // Grows the pair's second copy to hold `floats` (no more than reserve's).

@@ -542,7 +542,7 @@ public:
     void token_logprobs(float* logprob, const float* x, const float* W, const int32_t* target, int M, int C, int V,
                         float softcap) override {
         const NoiseSpec clean{};
-        token_logprobs_noisy(1, &logprob, &x, W, &clean, INFINITY, nullptr, target, M, C, V, softcap);
+        token_logprobs_noisy(1, &logprob, &x, W, &clean, INFINITY, nullptr, 0, nullptr, nullptr, target, M, C, V, softcap);
     }
 
     // log_softmax at the target, per stream, kLogitRows rows at a time: each vocabulary chunk's
@@ -551,15 +551,24 @@ public:
     // sums). A perturbed stream's chunk of the weight is made in the task's slot of the scratch
     // (both of a pair's from one draw of z) just before its products, once per kHeadRows rows.
     void token_logprobs_noisy(int S, float* const* logprob, const float* const* x, const float* theta,
-                              const NoiseSpec* ns, float mask_below, float* scratch, const int32_t* target, int M, int C,
+                              const NoiseSpec* ns, float mask_below, const int32_t* patch_rows, int npatch,
+                              const float* const* patch_values, float* scratch, const int32_t* target, int M, int C,
                               int V, float softcap) override {
         const int chunks = (V + kVocabChunk - 1) / kVocabChunk;
         const size_t chunk_floats = (size_t)std::min(V, kVocabChunk) * C;
+        // The patched rows (index into patch_rows) of each chunk.
+        std::vector<std::vector<int>> patches((size_t)chunks);
+        for (int j = 0; patch_values && j < npatch; j++) {
+            if (patch_rows[j] < 0 || patch_rows[j] >= V) throw std::logic_error("token_logprobs_noisy: a patched row outside the vocabulary");
+            patches[(size_t)(patch_rows[j] / kVocabChunk)].push_back(j);
+        }
         // pair[s]: stream s is the -eps (or +eps) twin of stream s - 1, its chunk made with that one's.
         std::vector<char> pair((size_t)S, 0);
         bool perturbed = false;
         for (int s = 0; s < S; s++) {
-            perturbed |= ns[s].scale != 0.f;
+            const bool patched = patch_values && patch_values[s] && npatch > 0;
+            if (patched && ns[s].scale != 0.f) throw std::logic_error("token_logprobs_noisy: a patched stream must not be perturbed");
+            perturbed |= ns[s].scale != 0.f || patched;
             if (s > 0 && !pair[(size_t)s - 1] && ns[s - 1].scale != 0.f && ns[s].seed == ns[s - 1].seed &&
                 ns[s].id == ns[s - 1].id && ns[s].kind == ns[s - 1].kind && ns[s].scale == -ns[s - 1].scale)
                 pair[(size_t)s] = 1;
@@ -588,6 +597,12 @@ public:
                     const float* w = base;
                     if (pair[(size_t)s]) {
                         w = slot + chunk_floats;
+                    } else if (patch_values && patch_values[s] && !patches[c].empty()) {
+                        // The base's chunk with this stream's rows in place of the patched ones.
+                        std::memcpy(slot, base, sizeof(float) * (size_t)n * C);
+                        for (int j : patches[c])
+                            std::memcpy(slot + (size_t)(patch_rows[j] - v0) * C, patch_values[s] + (size_t)j * C, sizeof(float) * (size_t)C);
+                        w = slot;
                     } else if (ns[s].scale != 0.f) {
                         const bool twin = s + 1 < S && pair[(size_t)s + 1];
                         perturb_rows(slot, twin ? slot + chunk_floats : nullptr, base, (size_t)n * C, ns[s],
@@ -693,8 +708,8 @@ void Backend::linear_streams(int streams, float* const* out, const float* const*
     for (int s = 0; s < streams; s++) linear(out[s], inp[s], W[s], b[s], N, I, O, transposed);
 }
 
-void Backend::token_logprobs_noisy(int, float* const*, const float* const*, const float*, const NoiseSpec*, float, float*,
-                                   const int32_t*, int, int, int, float) {
+void Backend::token_logprobs_noisy(int, float* const*, const float* const*, const float*, const NoiseSpec*, float,
+                                   const int32_t*, int, const float* const*, float*, const int32_t*, int, int, int, float) {
     throw std::logic_error("the " + name() + " backend perturbs the head whole (head_chunk_floats is 0)");
 }
 void Backend::zo_update_rounded(void*, bool, int, size_t, uint32_t, int, const UpdateTerm*, int, float, float) {

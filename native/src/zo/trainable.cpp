@@ -386,4 +386,30 @@ void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, f
         be_.perturb(w, base.device, scratch, c, base.numel);
 }
 
+const std::vector<int32_t>* Trainable::adapted_rows(int adapter) const {
+    (void)adapter;
+    return spec_.kind == TrainKind::Tokens ? &spec_.tokens : nullptr;
+}
+
+// merge's tokens case row by row: each chosen row of the base, + its delta as the stream perturbs it.
+void Trainable::merge_rows(int adapter, float scale, const Tensor& base, int dtype, float* rows) {
+    if (spec_.kind != TrainKind::Tokens) throw std::logic_error("merge_rows: only trainable tokens adapt rows");
+    const Adapter& ad = adapters_[(size_t)adapter];
+    const size_t C = (size_t)ad.in;
+    const Tensor& delta = tensors_[(size_t)ad.a];
+    const float* d = delta.device;
+    if (scale != 0.f) {
+        be_.perturb(work_, delta.device, noise_, scale, delta.numel);
+        d = work_;
+    }
+    for (size_t j = 0; j < spec_.tokens.size(); j++) {
+        const size_t r = (size_t)spec_.tokens[j];
+        if (base.device16)
+            be_.widen(rows + j * C, base.device16 + r * C, C, dtype);
+        else
+            be_.copy(rows + j * C, base.device + r * C, C * sizeof(float));
+        be_.add(rows + j * C, d + j * C, C);
+    }
+}
+
 }  // namespace spw

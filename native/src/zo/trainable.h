@@ -104,6 +104,8 @@ public:
     int adapter_of(int ti) const override;
     void draw(int adapter, uint64_t seed, int noise) override;
     void merge(int adapter, float scale, const Tensor& base, int dtype, float* w, float* scratch) override;
+    const std::vector<int32_t>* adapted_rows(int adapter) const override;
+    void merge_rows(int adapter, float scale, const Tensor& base, int dtype, float* rows) override;
 
 private:
     void mark_sparse();
