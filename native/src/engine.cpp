@@ -168,6 +168,14 @@ bool Engine::head_chunked() const {
            (trainable_->adapter_of(ti) < 0 || rows_merged());
 }
 
+void Engine::ensure_logits(size_t floats) {
+    if (floats <= logits_capacity_) return;
+    if (logits_) backend_->release(logits_);
+    logits_ = nullptr;
+    logits_ = static_cast<float*>(backend_->alloc(floats * sizeof(float)));
+    logits_capacity_ = floats;
+}
+
 bool Engine::rows_merged() const {
     const int ad = trainable_->adapter_of(model_->params.embed.tok);
     return ad >= 0 && trainable_->adapted_rows(ad) && backend_->host_addressable() &&
@@ -177,15 +185,10 @@ bool Engine::rows_merged() const {
 void Engine::merge_stream_rows(int adapter, const Tensor& base, const std::vector<Stream>& streams, int noise,
                                double& noise_ms, float* out, size_t per) {
     for (size_t si = 0; si < streams.size(); si++) {
-        if (si == 0 || streams[si].seed != streams[si - 1].seed) {
-            bool perturbed = false;
-            for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
-                perturbed |= streams[sj].scale != 0.f;
-            if (perturbed) {
-                auto t0 = Clock::now();
-                trainable_->draw(adapter, streams[si].seed, noise);
-                noise_ms += ms_since(t0);
-            }
+        if (draws_noise_at(streams, si)) {
+            auto t0 = Clock::now();
+            trainable_->draw(adapter, streams[si].seed, noise);
+            noise_ms += ms_since(t0);
         }
         trainable_->merge_rows(adapter, streams[si].scale, base, residency_->master_dtype(), out + si * per);
     }
@@ -382,12 +385,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                 // Decoding with trainable tokens: the base's logits, then the chosen tokens' columns
                 // from their merged rows.
                 const size_t n = (size_t)p.M * c.vocab;
-                if (n > logits_capacity_) {
-                    if (logits_) be.release(logits_);
-                    logits_ = nullptr;
-                    logits_ = static_cast<float*>(be.alloc(n * sizeof(float)));
-                    logits_capacity_ = n;
-                }
+                ensure_logits(n);
                 std::vector<float> cols((size_t)p.M * rows->size());
                 for (size_t si = 0; si < streams.size(); si++) {
                     be.linear(logits_, xs[si], lm.device, nullptr, p.M, c.embed_dim, c.vocab, false);
@@ -421,12 +419,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
             float* x = head_rows(si, w, act_);
             if (p.logits) {
                 const size_t n = (size_t)p.M * c.vocab;
-                if (n > logits_capacity_) {
-                    if (logits_) be.release(logits_);
-                    logits_ = nullptr;
-                    logits_ = static_cast<float*>(be.alloc(n * sizeof(float)));
-                    logits_capacity_ = n;
-                }
+                ensure_logits(n);
                 be.linear(logits_, x, w[3], nullptr, p.M, c.embed_dim, c.vocab, false);
                 logprob[si].resize(n);
                 be.download(logprob[si].data(), logits_, sizeof(float) * n);

@@ -192,6 +192,8 @@ private:
     // head's chunks patched) instead of into whole working copies: host-addressable backends that
     // make the head in chunks.
     bool rows_merged() const;
+    // Grows the decoding logits to `floats`.
+    void ensure_logits(size_t floats);
     // Each stream's merged rows of row adapter `adapter` on `base`, at out + si * per; the adapter's
     // noise drawn once per seed (as WorkingCopies::with draws it), its time added to noise_ms.
     void merge_stream_rows(int adapter, const Tensor& base, const std::vector<Stream>& streams, int noise,

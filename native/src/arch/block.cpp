@@ -175,29 +175,24 @@ void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int
         if (ids[i] >= 0 && adapters_) adapter[i] = adapters_->adapter_of(ids[i]);
     const float* w[4] = {nullptr, nullptr, nullptr, nullptr};
     for (size_t si = 0; si < streams.size(); si++) {
-        if (si == 0 || streams[si].seed != streams[si - 1].seed) {
-            bool perturbed = false;
-            for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
-                perturbed |= streams[sj].scale != 0.f;
-            if (perturbed) {
-                auto t0 = Clock::now();
-                for (int i = 0; i < n; i++) {
-                    if (ids[i] < 0) continue;
-                    if (adapter[i] >= 0) adapters_->draw(adapter[i], streams[si].seed, noise);
-                    const Tensor& t = tensors[(size_t)ids[i]];
-                    if (t.frozen) continue;
-                    be_.noise_fill(z_ + offs[i], t.numel, streams[si].seed, t.id, noise, 0);
-                    if (t.mask_below == INFINITY) continue;
-                    // Sparse: the mask is read from the master (widened first when held in 16 bits).
-                    const float* theta = t.device;
-                    if (t.device16) {
-                        be_.widen(w_ + offs[i], t.device16, t.numel, dtype_);
-                        theta = w_ + offs[i];
-                    }
-                    be_.mask_small(z_ + offs[i], theta, t.mask_below, t.numel);
+        if (draws_noise_at(streams, si)) {
+            auto t0 = Clock::now();
+            for (int i = 0; i < n; i++) {
+                if (ids[i] < 0) continue;
+                if (adapter[i] >= 0) adapters_->draw(adapter[i], streams[si].seed, noise);
+                const Tensor& t = tensors[(size_t)ids[i]];
+                if (t.frozen) continue;
+                be_.noise_fill(z_ + offs[i], t.numel, streams[si].seed, t.id, noise, 0);
+                if (t.mask_below == INFINITY) continue;
+                // Sparse: the mask is read from the master (widened first when held in 16 bits).
+                const float* theta = t.device;
+                if (t.device16) {
+                    be_.widen(w_ + offs[i], t.device16, t.numel, dtype_);
+                    theta = w_ + offs[i];
                 }
-                noise_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+                be_.mask_small(z_ + offs[i], theta, t.mask_below, t.numel);
             }
+            noise_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         }
         for (int i = 0; i < n; i++) {
             if (ids[i] < 0) {

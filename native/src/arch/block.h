@@ -33,6 +33,15 @@ struct Stream {
     float* h = nullptr; // [N, C], updated in place block after block
 };
 
+// Whether streams[si] opens a run of streams of one seed (they share one draw of z) and any of them
+// is perturbed: where that seed's noise is drawn.
+inline bool draws_noise_at(const std::vector<Stream>& streams, size_t si) {
+    if (si > 0 && streams[si].seed == streams[si - 1].seed) return false;
+    for (size_t sj = si; sj < streams.size() && streams[sj].seed == streams[si].seed; sj++)
+        if (streams[sj].scale != 0.f) return true;
+    return false;
+}
+
 // One stream's scratch inside a block, carved from the activation arena (N rows):
 // a, tmp [N, C]; q, att [N, max(NH*HD, C)]; k, v [N, max(KV*HD, C)]; m1, m2 [N, max(I, NH*HD)].
 // q, att and k are contiguous, so a fused [N, 3C] q|k|v projection spans them. h is not scratch:
