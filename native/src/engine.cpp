@@ -341,7 +341,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     check_cancel(cancel);
     const HeadParams& head = params.head;
     // The scored rows of h, the final norm (if any), project_out (if any): x [M, E], in `at`.
-    auto head_rows = [&](size_t si, const float* const* w, float* at) {
+    auto head_input = [&](size_t si, const float* const* w, float* at) {
         float* x = at;
         be.gather_rows(x, streams[si].h, p.rows, p.M, C);
         if (c.final_norm) {
@@ -372,7 +372,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
         std::vector<NoiseSpec> ns(streams.size());
         timed(times.head_ms, [&] {
             copies_->with(model_->tensors, ids, 3, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
-                xs[si] = head_rows(si, w, act_ + si * share);
+                xs[si] = head_input(si, w, act_ + si * share);
                 lps[si] = lp_ + si * (size_t)p.M;
                 ns[si] = NoiseSpec{streams[si].seed, lm.id, noise, lm.frozen ? 0.f : streams[si].scale};
             });
@@ -416,7 +416,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
     const int ids[4] = {head.norm.w, head.norm.b, head.proj, head.lm_head};
     timed(times.head_ms, [&] {
         copies_->with(model_->tensors, ids, 4, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
-            float* x = head_rows(si, w, act_);
+            float* x = head_input(si, w, act_);
             if (p.logits) {
                 const size_t n = (size_t)p.M * c.vocab;
                 ensure_logits(n);
