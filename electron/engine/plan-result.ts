@@ -2,6 +2,7 @@
 // plan request to a plan (model info, budgets, cached calibration), shared by
 // the service facade, `spillway plan` and training.
 import { statfs } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
 import type { Gemm, Masters, PlanResult } from '../common/contract.js';
@@ -121,7 +122,8 @@ export async function planFor(
     updateMode: o.updateMode,
     ...(o.trainable ? { trainable: o.trainable } : {}),
     prefetch: o.prefetch ?? DEFAULT_PREFETCH,
-    threads: engineThreads(o.threads),
+    // As the engine runs them: at most the cores present (binding.cpp).
+    threads: Math.min(engineThreads(o.threads), Math.max(1, availableParallelism())),
     rates: cal ? ratesOf(cal) : null,
   };
   const plan = makePlan(input);

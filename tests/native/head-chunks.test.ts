@@ -5,7 +5,7 @@
 // chunks. The model's vocabulary (2,500) spans three chunks of 1,024, the last one partial. Trainable
 // tokens' rows, merged on their own on the CPU, are held to the same bits as whole merged copies.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -179,6 +179,26 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
     await sameBits(rows, whole, batch(4, 12, 128), [0, 1].map((s) => params(s, { lr: 1 })));
     sameAdapters(rows, whole);
     expect(rows.trainableTensors()).toHaveLength(2);
+  });
+
+  it("the plan counts the chunks of as many threads as the run takes, as the engine allocates them", async () => {
+    const { makePlan, plannerModel } = await import('../../electron/engine/planner.js');
+    const info = await loadModelInfo(tied);
+    const plan = (threads: number, set: 'full' | 'tokens') =>
+      makePlan({ model: plannerModel(info), computeDevice: 'cpu', budgets: {}, masters: 'fp32', batchSize: 1, maxLength: 8, threads, trainable: { set, tokens: TOKENS.length }, rates: null });
+    // The engine runs at most the cores present (the plan, made by planFor, the same).
+    for (const threads of [1, 2].filter((t) => t <= availableParallelism())) {
+      for (const set of ['full', 'tokens'] as const) {
+        const e = new (loadNative().Engine)({ threads });
+        opened.push(e);
+        await e.load(engineSpec(info), undefined, set === 'tokens' ? tokensSpec(TOKENS) : undefined);
+        await e.step(tokensBatch(2, 8), params(0, { q: 1 }));
+        expect(e.info().tiers!.scratchBytes, `${set}, ${threads} threads`).toBe(plan(threads, set).breakdown.workingCopies);
+      }
+    }
+    // Three chunks of the 2,500-row head: a third thread adds two more chunks, a fourth none.
+    expect(plan(3, 'full').breakdown.workingCopies - plan(2, 'full').breakdown.workingCopies).toBe(4 * 2 * 1024 * 32);
+    expect(plan(4, 'full').breakdown.workingCopies).toBe(plan(3, 'full').breakdown.workingCopies);
   });
 
   it('refuses a malformed SPILLWAY_HEAD_WHOLE, naming it', async () => {
