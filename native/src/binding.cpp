@@ -779,8 +779,14 @@ private:
         need_model(env);
         std::vector<int32_t> stop;
         if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull())
-            each_number(info[0], "decodeNext(stop) takes an array of sequence indices",
-                        [&](Napi::Number x) { stop.push_back(x.Int32Value()); });
+            each_number(info[0], "decodeNext(stop) takes an array of sequence indices", [&](Napi::Number x) {
+                // An index, not a number truncated to one (1.5 stopped sequence 1).
+                const double d = x.DoubleValue();
+                if (!(d >= 0) || d != std::floor(d) || d > 2147483647.0)
+                    throw_type(env, "decodeNext(stop) takes an array of sequence indices: " + x.ToString().Utf8Value() +
+                                        " is not one (an integer >= 0)");
+                stop.push_back((int32_t)d);
+            });
         return engine_job<DecodeStep>(
             env, [stop](Engine* e, std::atomic<bool>* cancel) { return e->decode_next(stop, cancel); }, decode_step_js);
     }

@@ -157,6 +157,10 @@ describe('decoding limits', () => {
     await engine.decodeBegin({ prompts: [p, p], maxNewTokens: 3 });
     expect(() => engine.decodeNext(0 as never)).toThrow(/decodeNext\(stop\) takes an array of sequence indices/);
     expect(() => engine.decodeNext([0, '1'] as never)).toThrow(/decodeNext\(stop\) takes an array of sequence indices/);
+    // Not truncated to an index: 1.5 would have stopped sequence 1.
+    expect(() => engine.decodeNext([1.5])).toThrow(/decodeNext\(stop\) takes an array of sequence indices: 1.5 is not one/);
+    expect(() => engine.decodeNext([-1])).toThrow(/-1 is not one/);
+    expect(() => engine.decodeNext([Number.NaN])).toThrow(/NaN is not one/);
     await expect(engine.decodeNext([2])).rejects.toThrow(/stop: sequence 2 does not exist/);
     const n = await engine.decodeNext([1]);
     expect(n.finish).toEqual([null, 'stopped']);
