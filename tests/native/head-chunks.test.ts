@@ -106,6 +106,12 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
     await sameBits(chunked, whole, batch(33, 256, VOCAB), [params(0, { q: 1 })]);
   });
 
+  it('FZOO with 16 probes over more than one band (17 streams: bands of 1,024 rows)', async () => {
+    const [chunked, whole] = [await load(tied, false), await load(tied, true)];
+    // 5 sequences of 256 tokens: 1,275 scored rows.
+    await sameBits(chunked, whole, batch(5, 256, VOCAB), [params(0, { q: 16, estimator: 'fzoo' })]);
+  });
+
   it('a frozen head (sparse trains the block matrices alone) is read in place', async () => {
     const train: NativeTrainSpec = { kind: 'sparse', fraction: 0.25 };
     const [chunked, whole] = [await load(tied, false, train), await load(tied, true, train)];

@@ -50,8 +50,10 @@ constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM ke
 // in order, so the result does not depend on the number of threads.
 constexpr int kVocabChunk = 1024;
 constexpr int kLogitRows = 1024;
-// token_logprobs_noisy: a perturbed chunk of the head is made once per kHeadRows rows (the partial
-// maxima and sums of that many rows are kept per chunk).
+// token_logprobs_noisy: a perturbed chunk of the head is made once per band of rows, the partial
+// maxima and sums of a band's rows kept per chunk for every stream: kHeadRows rows for a pair of
+// streams, fewer for more streams (FZOO's q + 1), never under kLogitRows. Bands are whole row
+// blocks of kLogitRows, so the products, and the bits, do not depend on the band.
 constexpr int kHeadRows = 8 * kLogitRows;
 constexpr int kQueryBlock = 64;      // attention: query rows per pair of products
 
@@ -577,8 +579,9 @@ public:
         std::vector<int> free_slots;
         for (int i = (int)head_slots(V) - 1; i >= 0; i--) free_slots.push_back(i);
         std::mutex slots_mu;
-        for (int b0 = 0; b0 < M; b0 += kHeadRows) {
-            const int rows = std::min(kHeadRows, M - b0);
+        const int band = std::max(kLogitRows, 2 * kHeadRows / std::max(1, S) / kLogitRows * kLogitRows);
+        for (int b0 = 0; b0 < M; b0 += band) {
+            const int rows = std::min(band, M - b0);
             part_max_.resize((size_t)S * rows * chunks);
             part_sum_.resize((size_t)S * rows * chunks);
             target_logit_.resize((size_t)S * rows);
