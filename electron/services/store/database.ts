@@ -147,7 +147,14 @@ function copyWal(file: string): string | null {
   const st = statSync(wal, { throwIfNoEntry: false });
   if (!st || st.size <= WAL_HEADER_BYTES) return null;
   const copy = `${wal}.at-open-${process.pid}`;
-  copyFileSync(wal, copy);
+  try {
+    copyFileSync(wal, copy);
+  } catch (e) {
+    // Another process closed the database between the stat and the copy: SQLite checkpointed the
+    // log into the file and removed it, so there is nothing left to keep.
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
   return copy;
 }
 
