@@ -162,20 +162,13 @@ public:
         });
     }
 
-    // z a chunk at a time in a buffer that stays in L1, both copies written from it.
+    // z a chunk at a time in a buffer that stays in L1, both copies written from it (perturb_rows
+    // over each thread's share).
     void perturb_pair(float* w_plus, float* w_minus, const float* theta, size_t n, uint64_t seed, uint32_t id, int kind,
                       float scale) override {
+        const NoiseSpec ns{seed, id, kind, scale};
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
-            constexpr size_t kChunk = 1024;
-            float z[kChunk];
-            for (size_t c0 = b; c0 < e; c0 += kChunk) {
-                size_t m = std::min(kChunk, e - c0);
-                noise_range_isa(isa_, z, m, seed, id, kind, c0);
-                for (size_t i = 0; i < m; i++) {
-                    w_plus[c0 + i] = fmaf(scale, z[i], theta[c0 + i]);
-                    w_minus[c0 + i] = fmaf(-scale, z[i], theta[c0 + i]);
-                }
-            }
+            perturb_rows(w_plus + b, w_minus + b, theta + b, e - b, ns, b, INFINITY);
         });
     }
 
@@ -192,9 +185,14 @@ public:
             if (mask_below != INFINITY)
                 for (size_t i = 0; i < m; i++)
                     if (!(fabsf(t[i]) < mask_below)) z[i] = 0.0f;
-            for (size_t i = 0; i < m; i++) w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
-            if (w2)
-                for (size_t i = 0; i < m; i++) w2[c0 + i] = fmaf(-ns.scale, z[i], t[i]);
+            if (w2) {
+                for (size_t i = 0; i < m; i++) {
+                    w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
+                    w2[c0 + i] = fmaf(-ns.scale, z[i], t[i]);
+                }
+            } else {
+                for (size_t i = 0; i < m; i++) w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
+            }
         }
     }
 
