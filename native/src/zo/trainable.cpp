@@ -342,17 +342,12 @@ void Trainable::draw(int adapter, uint64_t seed, int noise) {
 // tokens: w = base, then each chosen row + its delta as the stream perturbs it (scratch unused).
 void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, float* w, float* scratch) {
     const Adapter& ad = adapters_[(size_t)adapter];
-    auto perturbed = [&](const Tensor& t, float* noise, float* work) -> const float* {
-        if (scale == 0.f) return t.device;
-        be_.perturb(work, t.device, noise, scale, t.numel);
-        return work;
-    };
     if (spec_.kind == TrainKind::Tokens) {
         if (base.device16)
             be_.widen(w, base.device16, base.numel, dtype);
         else
             be_.copy(w, base.device, base.numel * sizeof(float));
-        const float* d = perturbed(tensors_[(size_t)ad.a], noise_, work_);
+        const float* d = perturbed_by(tensors_[(size_t)ad.a], scale, noise_, work_);
         const size_t C = (size_t)ad.in;
         for (size_t j = 0; j < spec_.tokens.size(); j++) be_.add(w + (size_t)spec_.tokens[j] * C, d + j * C, C);
         return;
@@ -360,8 +355,8 @@ void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, f
     float c = 1.f;
     if (spec_.kind == TrainKind::Lora) {
         const Tensor &a = tensors_[(size_t)ad.a], &b = tensors_[(size_t)ad.b];
-        const float* ap = perturbed(a, noise_, work_);
-        const float* bp = perturbed(b, noise_ + pad16(a.numel), work_ + pad16(a.numel));
+        const float* ap = perturbed_by(a, scale, noise_, work_);
+        const float* bp = perturbed_by(b, scale, noise_ + pad16(a.numel), work_ + pad16(a.numel));
         be_.linear(scratch, bp, ap, nullptr, ad.out, spec_.rank, ad.in, true);
         c = spec_.alpha / (float)spec_.rank;
     } else {
@@ -371,8 +366,8 @@ void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, f
         float* sw = zw + pad16(R);
         float* v = sw + 16;
         float* uw = v + pad16(R);
-        const float* zp = perturbed(z, noise_, zw);
-        const float* sp = perturbed(s, noise_ + pad16(R), sw);
+        const float* zp = perturbed_by(z, scale, noise_, zw);
+        const float* sp = perturbed_by(s, scale, noise_ + pad16(R), sw);
         be_.copy(v, zp, R * sizeof(float));
         be_.scale_rows(v, sp, 1, (int)R);
         be_.add(v, tensors_[(size_t)ad.neg_d].device, R);
@@ -386,6 +381,12 @@ void Trainable::merge(int adapter, float scale, const Tensor& base, int dtype, f
         be_.perturb(w, base.device, scratch, c, base.numel);
 }
 
+const float* Trainable::perturbed_by(const Tensor& t, float scale, const float* noise, float* work) {
+    if (scale == 0.f) return t.device;
+    be_.perturb(work, t.device, noise, scale, t.numel);
+    return work;
+}
+
 const std::vector<int32_t>* Trainable::adapted_rows(int adapter) const {
     (void)adapter;
     return spec_.kind == TrainKind::Tokens ? &spec_.tokens : nullptr;
@@ -396,12 +397,7 @@ void Trainable::merge_rows(int adapter, float scale, const Tensor& base, int dty
     if (spec_.kind != TrainKind::Tokens) throw std::logic_error("merge_rows: only trainable tokens adapt rows");
     const Adapter& ad = adapters_[(size_t)adapter];
     const size_t C = (size_t)ad.in;
-    const Tensor& delta = tensors_[(size_t)ad.a];
-    const float* d = delta.device;
-    if (scale != 0.f) {
-        be_.perturb(work_, delta.device, noise_, scale, delta.numel);
-        d = work_;
-    }
+    const float* d = perturbed_by(tensors_[(size_t)ad.a], scale, noise_, work_);
     for (size_t j = 0; j < spec_.tokens.size(); j++) {
         const size_t r = (size_t)spec_.tokens[j];
         if (base.device16)

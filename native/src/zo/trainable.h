@@ -111,6 +111,9 @@ private:
     void mark_sparse();
     void build_adapters();
     void build_tokens();
+    // An adapter tensor as a stream perturbed by `scale` computes with it: t itself (scale 0), or
+    // t + scale * noise written into work.
+    const float* perturbed_by(const Tensor& t, float scale, const float* noise, float* work);
     int add_tensor(const std::string& name, std::vector<int64_t> shape, std::vector<float> values, bool frozen,
                    bool decay);
 
