@@ -356,6 +356,14 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
         }
         return x;
     };
+    // Decoding: logits_ (n floats) into stream si's results, with Gemma 2's final soft-cap on the
+    // host (decoding reads every logit there anyway).
+    auto take_logits = [&](size_t si, size_t n) {
+        logprob[si].resize(n);
+        be.download(logprob[si].data(), logits_, sizeof(float) * n);
+        if (c.final_softcap > 0.f)
+            for (float& l : logprob[si]) l = c.final_softcap * std::tanh(l / c.final_softcap);
+    };
     const int head_adapter = trainable_->adapter_of(head.lm_head);
     if (head_chunked() && (!p.logits || head_adapter >= 0)) {
         // Every stream's rows in its own share of the arena, then one call for all of them: the
@@ -393,10 +401,7 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                     for (int m = 0; m < p.M; m++)
                         for (size_t j = 0; j < rows->size(); j++)
                             logits_[(size_t)m * c.vocab + (size_t)(*rows)[j]] = cols[(size_t)m * rows->size() + j];
-                    logprob[si].resize(n);
-                    be.download(logprob[si].data(), logits_, sizeof(float) * n);
-                    if (c.final_softcap > 0.f)
-                        for (float& l : logprob[si]) l = c.final_softcap * std::tanh(l / c.final_softcap);
+                    take_logits(si, n);
                 }
                 return;
             }
@@ -408,31 +413,24 @@ void Engine::run_forward(const Prepared& p, std::vector<Stream>& streams, std::v
                 be.download(logprob[si].data(), lps[si], sizeof(float) * (size_t)p.M);
             }
         });
-        auto ts = Clock::now();
-        be.synchronize();
-        times.head_ms += ms_since(ts);
-        return;
-    }
-    const int ids[4] = {head.norm.w, head.norm.b, head.proj, head.lm_head};
-    timed(times.head_ms, [&] {
-        copies_->with(model_->tensors, ids, 4, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
-            float* x = head_input(si, w, act_);
-            if (p.logits) {
-                const size_t n = (size_t)p.M * c.vocab;
-                ensure_logits(n);
-                be.linear(logits_, x, w[3], nullptr, p.M, c.embed_dim, c.vocab, false);
-                logprob[si].resize(n);
-                be.download(logprob[si].data(), logits_, sizeof(float) * n);
-                // Gemma 2's final soft-cap, on the host: decoding reads every logit there anyway.
-                if (c.final_softcap > 0.f)
-                    for (float& l : logprob[si]) l = c.final_softcap * std::tanh(l / c.final_softcap);
-            } else {
-                be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
-                logprob[si].resize((size_t)p.M);
-                be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
-            }
+    } else {
+        const int ids[4] = {head.norm.w, head.norm.b, head.proj, head.lm_head};
+        timed(times.head_ms, [&] {
+            copies_->with(model_->tensors, ids, 4, streams, noise, times.noise_ms, [&](size_t si, const float* const* w) {
+                float* x = head_input(si, w, act_);
+                if (p.logits) {
+                    const size_t n = (size_t)p.M * c.vocab;
+                    ensure_logits(n);
+                    be.linear(logits_, x, w[3], nullptr, p.M, c.embed_dim, c.vocab, false);
+                    take_logits(si, n);
+                } else {
+                    be.token_logprobs(lp_, x, w[3], p.targets, p.M, c.embed_dim, c.vocab, c.final_softcap);
+                    logprob[si].resize((size_t)p.M);
+                    be.download(logprob[si].data(), lp_, sizeof(float) * (size_t)p.M);
+                }
+            });
         });
-    });
+    }
     auto ts = Clock::now();
     be.synchronize();
     times.head_ms += ms_since(ts);
