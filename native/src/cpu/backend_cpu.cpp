@@ -1,4 +1,5 @@
-// The CPU backend: reference kernels, multithreaded, GEMMs through OpenBLAS.
+// The CPU backend: reference kernels, multithreaded; the big GEMMs on its own AVX-512 kernel
+// (gemm_avx512.cpp) where the CPU has one, the rest through OpenBLAS.
 //
 // Threads: the backend's pool is the only set of threads. OpenBLAS runs single-threaded and
 // the pool splits the products into independent single-threaded calls (a linear's output
@@ -20,6 +21,7 @@
 #include "spillway/backend.h"
 #include "spillway/noise.h"
 #include "spillway/precision.h"
+#include "gemm_cpu.h"
 #include "noise_cpu.h"
 #include "simd_cpu.h"
 #include "../thread_pool.h"
@@ -57,14 +59,49 @@ constexpr int kLogitRows = 1024;
 constexpr int kHeadRows = 8 * kLogitRows;
 constexpr int kQueryBlock = 64;      // attention: query rows per pair of products
 
+// The products' library: the backend's own AVX-512 GEMM (gemm_avx512.cpp) where the CPU has
+// AVX-512F, else OpenBLAS; $SPILLWAY_CPU_GEMM (own, openblas) chooses, to compare them.
+enum class Gemm { Own, OpenBlas };
+
+bool own_gemm_available() {
+#ifdef SPW_GEMM_AVX512
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+Gemm gemm_from_env() {
+    const char* env = std::getenv("SPILLWAY_CPU_GEMM");
+    if (!env || !*env) return own_gemm_available() ? Gemm::Own : Gemm::OpenBlas;
+    if (std::strcmp(env, "openblas") == 0) return Gemm::OpenBlas;
+    if (std::strcmp(env, "own") != 0) throw std::runtime_error(std::string("SPILLWAY_CPU_GEMM=") + env + ": expected own or openblas");
+    if (!own_gemm_available()) throw std::runtime_error("SPILLWAY_CPU_GEMM=own: this CPU (or build) has no AVX-512F");
+    return Gemm::Own;
+}
+
+// The own GEMM takes the products with rows and depth enough for its 12-row tiles and 768-deep
+// panels to pay: the projections and the head. Attention's (64-deep heads) and decoding's few
+// rows stay on OpenBLAS. The choice never depends on the columns, so the bands of columns a
+// linear is split into (any width) take the same GEMM, and the whole product's bits.
+constexpr int kOwnGemmMinRows = 16, kOwnGemmMinDepth = 128;
+
+bool takes_own(Gemm gemm, int M, int K) { return gemm == Gemm::Own && M >= kOwnGemmMinRows && K >= kOwnGemmMinDepth; }
+
 // C[M, N] = alpha A[M, K] B^T (+ C when accumulate), B stored [N, K]; row-major with leading dimensions.
-void sgemm_nt(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+void sgemm_nt(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
               bool accumulate = false) {
+#ifdef SPW_GEMM_AVX512
+    if (takes_own(gemm, M, K)) return gemm_avx512(M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate);
+#endif
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 // The same with B stored [K, N].
-void sgemm_nn(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+void sgemm_nn(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
               bool accumulate = false) {
+#ifdef SPW_GEMM_AVX512
+    if (takes_own(gemm, M, K)) return gemm_avx512(M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate);
+#endif
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 
@@ -120,7 +157,7 @@ bool head_whole_from_env() {
 class CpuBackend final : public Backend {
 public:
     CpuBackend(int threads, bool sets_blas_threads)
-        : pool_(threads), isa_(noise_isa_from_env()), head_whole_(head_whole_from_env()) {
+        : pool_(threads), isa_(noise_isa_from_env()), gemm_(gemm_from_env()), head_whole_(head_whole_from_env()) {
         if (sets_blas_threads) openblas_set_num_threads(1);
     }
 
@@ -357,6 +394,12 @@ public:
             size_t s = task / (size_t)bands;
             int o0 = (int)(task % (size_t)bands) * width, n = std::min(O, o0 + width) - o0;
             float* y = out[s];
+#ifdef SPW_GEMM_AVX512
+            // The own GEMM adds the bias as it stores the band (the same bits): no pass to write it first.
+            if (takes_own(gemm_, N, I))
+                return gemm_avx512(N, n, I, 1.0f, inp[s], I, transposed ? W[s] + o0 : W[s] + (size_t)o0 * I, transposed ? O : I,
+                                   !transposed, y + o0, O, false, b[s] ? b[s] + o0 : nullptr);
+#endif
             if (b[s])
                 for (int r = 0; r < N; r++) std::memcpy(y + (size_t)r * O + o0, b[s] + o0, sizeof(float) * (size_t)n);
             const float beta = b[s] ? 1.0f : 0.0f;
@@ -367,9 +410,9 @@ public:
             else if (N == 1)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, n, I, 1.0f, W[s] + (size_t)o0 * I, I, inp[s], 1, beta, y + o0, 1);
             else if (transposed)
-                sgemm_nn(N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr);
+                sgemm_nn(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr);
             else
-                sgemm_nt(N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr);
+                sgemm_nt(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr);
         });
     }
 
@@ -420,7 +463,7 @@ public:
                 int j0 = s.window > 0 ? std::max(0, i0 - s.window + 1) : 0;
                 int keys = i1 - j0;
                 scores.resize((size_t)rows * keys);
-                sgemm_nt(rows, keys, HD, s.scale, q + (size_t)i0 * s.ldq, s.ldq, k + (size_t)j0 * s.ldk, s.ldk,
+                sgemm_nt(gemm_, rows, keys, HD, s.scale, q + (size_t)i0 * s.ldq, s.ldq, k + (size_t)j0 * s.ldk, s.ldk,
                          scores.data(), keys);
                 for (int r = 0; r < rows; r++) {
                     int i = i0 + r;
@@ -433,7 +476,7 @@ public:
                     for (int j = lo; j < hi; j++) p[j] *= inv;
                     for (int j = hi; j < keys; j++) p[j] = 0.f;
                 }
-                sgemm_nn(rows, HD, keys, 1.0f, scores.data(), keys, v + (size_t)j0 * s.ldv, s.ldv, o + (size_t)i0 * out_ld,
+                sgemm_nn(gemm_, rows, HD, keys, 1.0f, scores.data(), keys, v + (size_t)j0 * s.ldv, s.ldv, o + (size_t)i0 * out_ld,
                          out_ld);
             }
         });
@@ -467,12 +510,12 @@ public:
                 const int keys = pos - j0 + 1;
                 scores.resize((size_t)keys);
                 float* p = scores.data();
-                sgemm_nt(1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys);
+                sgemm_nt(gemm_, 1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys);
                 if (s.softcap > 0.f)
                     for (int j = 0; j < keys; j++) p[j] = s.softcap * tanhf(p[j] / s.softcap);
                 const float inv = 1.0f / exp_shift(p, keys, max_of(p, keys));
                 for (int j = 0; j < keys; j++) p[j] *= inv;
-                sgemm_nn(1, HD, keys, 1.0f, p, keys, base_v + (size_t)j0 * s.ldv, s.ldv, out + (size_t)n * out_ld + (size_t)h * HD,
+                sgemm_nn(gemm_, 1, HD, keys, 1.0f, p, keys, base_v + (size_t)j0 * s.ldv, s.ldv, out + (size_t)n * out_ld + (size_t)h * HD,
                          (int)out_ld);
             }
         });
@@ -612,7 +655,7 @@ public:
                     }
                     for (int m0 = 0; m0 < rows; m0 += kLogitRows) {
                         const int m = std::min(kLogitRows, rows - m0);
-                        sgemm_nt(m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n);
+                        sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n);
                         if (softcap > 0.f)
                             for (size_t i = 0; i < (size_t)m * n; i++) logits[i] = softcap * tanhf(logits[i] / softcap);
                         for (int r = 0; r < m; r++) {
@@ -647,6 +690,7 @@ public:
 private:
     ThreadPool pool_;
     NoiseIsa isa_;  // the bulk noise generator (all give the same bits)
+    Gemm gemm_;     // the products' library
     bool head_whole_;  // SPILLWAY_HEAD_WHOLE=1: no token_logprobs_noisy
     std::vector<float> part_max_, part_sum_, target_logit_;  // token_logprobs: per row and vocabulary chunk
 };

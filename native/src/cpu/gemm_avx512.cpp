@@ -1,0 +1,264 @@
+// The CPU backend's own float32 GEMM for AVX-512: C = alpha A op(B) (+ C), single-threaded (the
+// backend's pool splits products into bands, one call per band), for the big products of a step
+// (the projections and the head). At a ZO step's shapes it runs at about 95 % of the FMA peak
+// where OpenBLAS's Cooperlake kernels, packing included, reach 85 % (bench/gemm-libs.ts).
+//
+// Blocking (Goto's): for each block of NC output columns and KC of depth, B's block is packed
+// into panels of 32 columns ([k][32], 16 x 16 transposes when B is stored [N, K]), then for each
+// block of MC rows A's block into panels of 12 rows ([k][12]); the 12 x 32 kernel keeps its tile
+// in 24 registers over the block's depth, broadcasting A and loading two vectors of B per step.
+// Sizes for a Zen 4 core (32 KiB L1, 1 MiB L2): a 12 x 768 panel of A (36 KiB) streams from L2,
+// the 768 x 32 panel of B (96 KiB) stays in L2 across the MC / 12 tiles that use it.
+//
+// Every element is the same chain whatever its place or the product's shape: per depth block, a
+// sum started at zero and fused-multiply-added in the order of k, times alpha, then added to C
+// (the previous blocks, or C's value when accumulating). Zero rows and columns pad the edges of
+// the panels and are never stored. So a band of columns gives the bits of the whole product.
+//
+// This file alone is compiled with AVX-512 and called only where the CPU has it
+// (backend_cpu.cpp), so, like noise_avx512.cpp, it uses no inline function that other files
+// also compile (no std::min, no std::vector): the linker could keep this copy for every caller.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "gemm_cpu.h"
+
+namespace spw {
+
+namespace {
+
+constexpr int kMR = 12, kNR = 32;
+// Measured on the step's shapes (1024 rows x 768 / 3072): MC from 120 to 360 and NC from 512 to
+// 4096 within 3 % of each other; NC 256 and KC 384 or 512 slower.
+constexpr int kKC = 768, kMC = 240, kNC = 1024;
+
+int lesser(int a, int b) { return a < b ? a : b; }
+
+// Per-thread packing buffers, grown on demand and kept for the thread's life.
+struct Panels {
+    float* a = nullptr;
+    float* b = nullptr;
+    size_t a_floats = 0, b_floats = 0;
+    ~Panels() {
+        std::free(a);
+        std::free(b);
+    }
+    static float* grow(float*& p, size_t& have, size_t want) {
+        if (want <= have) return p;
+        std::free(p);
+        p = static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64));
+        if (!p) {
+            have = 0;
+            throw std::bad_alloc();
+        }
+        have = want;
+        return p;
+    }
+};
+thread_local Panels tls_panels;
+
+// dst[k * ldd + j] = src[j * lds + k] for k < 16 and the lanes j that `keep` sets; rows j >= rows
+// read as zero (and are not read).
+void transpose16(const float* src, size_t lds, int rows, float* dst, size_t ldd, __mmask16 keep) {
+    __m512 r[16], t[16];
+    for (int j = 0; j < 16; j++) r[j] = j < rows ? _mm512_loadu_ps(src + (size_t)j * lds) : _mm512_setzero_ps();
+    // Within each 128-bit lane: pairs of rows interleaved, then groups of four rows gathered, so
+    // u[4g + q] holds, in lane L, column 4L + q of rows 4g .. 4g + 3.
+    for (int j = 0; j < 16; j += 2) {
+        t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);      // columns 4L, 4L + 1
+        t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);  // columns 4L + 2, 4L + 3
+    }
+    for (int g = 0; g < 16; g += 4) {
+        r[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+        r[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+        r[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        r[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    // Column 4L + q: lane L of r[q], r[4 + q], r[8 + q], r[12 + q].
+    for (int q = 0; q < 4; q++) {
+        __m512 x0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44);   // lanes 0, 1 of each
+        __m512 x1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);   // lanes 2, 3
+        __m512 y0 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+        __m512 y1 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
+        _mm512_mask_storeu_ps(dst + (size_t)q * ldd, keep, _mm512_shuffle_f32x4(x0, y0, 0x88));
+        _mm512_mask_storeu_ps(dst + (size_t)(4 + q) * ldd, keep, _mm512_shuffle_f32x4(x0, y0, 0xDD));
+        _mm512_mask_storeu_ps(dst + (size_t)(8 + q) * ldd, keep, _mm512_shuffle_f32x4(x1, y1, 0x88));
+        _mm512_mask_storeu_ps(dst + (size_t)(12 + q) * ldd, keep, _mm512_shuffle_f32x4(x1, y1, 0xDD));
+    }
+}
+
+// A region of `rows` rows of `lines` cache lines each (leading dimension ld floats), fetched into
+// L2 a slice of lines at a time, a row's lines in order, then the next row's.
+struct Fetch {
+    const float* base = nullptr;
+    size_t ld = 0;
+    int rows = 0, lines = 0;
+    int total() const { return rows * lines; }
+    // Lines [done, done + count); returns where the next slice starts.
+    int issue(int done, int count) const {
+        const int end = lesser(done + count, total());
+        if (end <= done) return done;
+        int r = done / lines, c = done % lines;
+        for (int l = done; l < end; l++) {
+            _mm_prefetch(reinterpret_cast<const char*>(base + (size_t)r * ld) + (size_t)c * 64, _MM_HINT_T1);
+            if (++c == lines) c = 0, r++;
+        }
+        return end;
+    }
+};
+
+// B's block, columns [j0, j0 + nc) and depth [k0, k0 + kc), into panels of kNR columns:
+// panel p at out + p * kc * kNR, element (k, j) at k * kNR + j; columns past N are zero.
+void pack_b(const float* B, int ldb, bool b_nk, int N, int j0, int nc, int k0, int kc, float* out) {
+    for (int p0 = 0; p0 < nc; p0 += kNR) {
+        float* panel = out + (size_t)p0 * kc;
+        const int cols = lesser(kNR, N - (j0 + p0));
+        if (b_nk) {
+            // B stored [N, K]: rows of B become columns of the panel.
+            int k = 0;
+            for (; k + 16 <= kc; k += 16)
+                for (int h = 0; h < kNR; h += 16)
+                    transpose16(B + (size_t)(j0 + p0 + h) * ldb + k0 + k, (size_t)ldb, cols - h, panel + (size_t)k * kNR + h, kNR, 0xFFFF);
+            for (; k < kc; k++)
+                for (int j = 0; j < kNR; j++) panel[(size_t)k * kNR + j] = j < cols ? B[(size_t)(j0 + p0 + j) * ldb + k0 + k] : 0.0f;
+        } else {
+            // B stored [K, N]: a row of the panel is a run of B's row.
+            const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << (cols > 0 ? cols : 0)) - 1);
+            const __mmask16 m1 = (__mmask16)(cols >= 32 ? 0xFFFF : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+            for (int k = 0; k < kc; k++) {
+                const float* row = B + (size_t)(k0 + k) * ldb + j0 + p0;
+                _mm512_store_ps(panel + (size_t)k * kNR, _mm512_maskz_loadu_ps(m0, row));
+                _mm512_store_ps(panel + (size_t)k * kNR + 16, _mm512_maskz_loadu_ps(m1, row + 16));
+            }
+        }
+    }
+}
+
+// A's block, rows [i0, i0 + mc) and depth [k0, k0 + kc), into panels of kMR rows: panel p at
+// out + p * kc * kMR, element (i, k) at k * kMR + i; rows past M are zero.
+void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, float* out) {
+    for (int p0 = 0; p0 < mc; p0 += kMR) {
+        float* panel = out + (size_t)p0 * kc;
+        const int rows = lesser(kMR, M - (i0 + p0));
+        const float* x = A + (size_t)(i0 + p0) * lda + k0;
+        int k = 0;
+        for (; k + 16 <= kc; k += 16) transpose16(x + k, (size_t)lda, rows > 0 ? rows : 0, panel + (size_t)k * kMR, kMR, 0x0FFF);
+        for (; k < kc; k++)
+            for (int i = 0; i < kMR; i++) panel[(size_t)k * kMR + i] = i < rows ? x[(size_t)i * lda + k] : 0.0f;
+    }
+}
+
+// The 12 x 32 tile: c = alpha (a b) + what `add` points at, rows x cols of it stored. `add` is c
+// itself (row stride ldc), one row added to every row (stride 0: a bias), or null.
+void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_t ldc, int rows, int cols, const float* add,
+            size_t ld_add) {
+    __m512 c0[kMR], c1[kMR];
+    for (int i = 0; i < kMR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < kMR; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+        }
+        a += kMR;
+        b += kNR;
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+    if (alpha != 1.0f)
+        for (int i = 0; i < kMR; i++) {
+            c0[i] = _mm512_mul_ps(va, c0[i]);
+            c1[i] = _mm512_mul_ps(va, c1[i]);
+        }
+    if (rows == kMR && cols == kNR) {
+        for (int i = 0; i < kMR; i++) {
+            float* r = c + (size_t)i * ldc;
+            if (add) {
+                const float* s = add + (size_t)i * ld_add;
+                c0[i] = _mm512_add_ps(_mm512_loadu_ps(s), c0[i]);
+                c1[i] = _mm512_add_ps(_mm512_loadu_ps(s + 16), c1[i]);
+            }
+            _mm512_storeu_ps(r, c0[i]);
+            _mm512_storeu_ps(r + 16, c1[i]);
+        }
+        return;
+    }
+    const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+    const __mmask16 m1 = (__mmask16)(cols >= 32 ? 0xFFFF : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    for (int i = 0; i < rows; i++) {
+        float* r = c + (size_t)i * ldc;
+        if (add) {
+            const float* s = add + (size_t)i * ld_add;
+            c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, s), c0[i]);
+            c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, s + 16), c1[i]);
+        }
+        _mm512_mask_storeu_ps(r, m0, c0[i]);
+        _mm512_mask_storeu_ps(r + 16, m1, c1[i]);
+    }
+}
+
+}  // namespace
+
+void gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
+                 int ldc, bool accumulate, const float* bias) {
+    if (M <= 0 || N <= 0) return;
+    Panels& tls = tls_panels;
+    const int kc_max = lesser(K, kKC), mc_max = lesser((M + kMR - 1) / kMR * kMR, kMC);
+    const int nc_max = lesser((N + kNR - 1) / kNR * kNR, kNC);
+    float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)(kc_max > 0 ? kc_max : 1));
+    float* pb = Panels::grow(tls.b, tls.b_floats, (size_t)nc_max * (size_t)(kc_max > 0 ? kc_max : 1));
+    if (K <= 0) {
+        // No depth: alpha times an empty sum.
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++)
+                C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
+        return;
+    }
+    const int lines = (lesser(K, kKC) * (int)sizeof(float) + 63) / 64;  // cache lines in a row of a block
+    for (int j0 = 0; j0 < N; j0 += kNC) {
+        const int nc = lesser(kNC, N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
+        for (int k0 = 0; k0 < K; k0 += kKC) {
+            const int kc = lesser(kKC, K - k0);
+            // The first depth block adds C (accumulating) or the bias; later ones add C.
+            const bool add_c = accumulate || k0 > 0, add_bias = !add_c && bias;
+            for (int i0 = 0; i0 < M; i0 += kMC) {
+                const int mc = lesser(kMC, M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
+                pack_a(A, lda, M, i0, mc_padded, k0, kc, pa);
+                // The next block of A is fetched into L2 a slice per tile while this one is used.
+                const int next_rows = lesser(kMC, M - (i0 + kMC));
+                const Fetch next_a{A + (size_t)(i0 + kMC) * lda + k0, (size_t)lda, next_rows > 0 ? next_rows : 0, lines};
+                const int a_lines = next_a.total(), a_slice = (a_lines + panels * tiles - 1) / (panels * tiles);
+                int a_done = 0;
+                for (int p = 0; p < nc_padded; p += kNR) {
+                    const int cols = lesser(kNR, nc - p);
+                    // B's panels are packed as the first block of rows reaches them, the next one's
+                    // source fetched into L2 while this one's tiles run: the packing reads L2, not memory.
+                    Fetch next_b{};
+                    if (i0 == 0) {
+                        pack_b(B, ldb, b_nk, N, j0 + p, kNR, k0, kc, pb + (size_t)p * kc);
+                        const int next_cols = lesser(kNR, nc - (p + kNR));
+                        if (next_cols > 0)
+                            next_b = b_nk ? Fetch{B + (size_t)(j0 + p + kNR) * ldb + k0, (size_t)ldb, next_cols, lines}
+                                          : Fetch{B + (size_t)k0 * ldb + j0 + p + kNR, (size_t)ldb, kc, 2};
+                    }
+                    const int b_lines = next_b.total(), b_slice = (b_lines + tiles - 1) / tiles;
+                    int b_done = 0;
+                    for (int q = 0; q < mc_padded; q += kMR) {
+                        b_done = next_b.issue(b_done, b_slice);
+                        a_done = next_a.issue(a_done, a_slice);
+                        float* c = C + (size_t)(i0 + q) * ldc + j0 + p;
+                        kernel(kc, pa + (size_t)q * kc, pb + (size_t)p * kc, alpha, c, (size_t)ldc, lesser(kMR, mc - q), cols,
+                               add_c ? c : add_bias ? bias + j0 + p : nullptr, add_c ? (size_t)ldc : 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace spw

@@ -1,0 +1,141 @@
+// gemm_check: the CPU backend's products (linear, linear_streams) on each GEMM it has, its own
+// AVX-512 kernel (gemm_avx512.cpp) and OpenBLAS, against a float64 reference, on shapes that
+// cross every edge of the own kernel's tiles and blocks (12 rows, 32 columns, 768 of depth, 240
+// rows, 1,024 columns), with and without a bias, W stored [O, I] and [I, O].
+//
+//   error bound per element: (I + 2) u (sum_k |x_k w_k| + |b|), u = 2^-24 (a float32 sum of
+//   I products, fused or not, in any order, is within I u of it to first order)
+//
+// Then the own kernel's one promise OpenBLAS does not make: the same bits whatever the thread
+// count (a band of output columns is the whole product's columns), and a pair of streams side by
+// side the bits of each stream alone.
+//
+// usage: gemm_check   prints one JSON line per case and a last {"ok":...,"own":...}; exit 1 on a
+//                     failure. Without AVX-512F, the own kernel's cases are skipped ("own":false).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "spillway/backend.h"
+
+using namespace spw;
+
+namespace {
+
+struct Case {
+    int n, i, o;
+};
+
+// The backend with the GEMM $SPILLWAY_CPU_GEMM names (read when a backend is made).
+std::unique_ptr<Backend> backend(const char* gemm, int threads) {
+    setenv("SPILLWAY_CPU_GEMM", gemm, 1);
+    auto be = make_cpu_backend(threads);
+    unsetenv("SPILLWAY_CPU_GEMM");
+    return be;
+}
+
+struct Data {
+    std::vector<float> x, w, b;
+};
+
+Data make(const Case& c, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    Data d;
+    d.x.resize((size_t)c.n * c.i);
+    d.w.resize((size_t)c.o * c.i);
+    d.b.resize((size_t)c.o);
+    for (auto& v : d.x) v = u(rng);
+    for (auto& v : d.w) v = u(rng) * 0.05f;
+    for (auto& v : d.b) v = u(rng);
+    return d;
+}
+
+// Worst error over the bound (<= 1 passes); W stored [O, I], or [I, O] when transposed. Big
+// products are checked on every 13th row (every tile's rows are among them over the 12-row
+// period) to keep the float64 reference quick.
+double worst_over_bound(const Case& c, const Data& d, bool bias, bool transposed, const std::vector<float>& y) {
+    double worst = 0;
+    const int stride = (double)c.n * c.i * c.o > 5e7 ? 13 : 1;
+    for (int r = 0; r < c.n; r += stride)
+        for (int j = 0; j < c.o; j++) {
+            double sum = bias ? d.b[(size_t)j] : 0.0, mag = bias ? std::fabs(d.b[(size_t)j]) : 0.0;
+            for (int k = 0; k < c.i; k++) {
+                double w = transposed ? d.w[(size_t)k * c.o + j] : d.w[(size_t)j * c.i + k];
+                double p = (double)d.x[(size_t)r * c.i + k] * w;
+                sum += p;
+                mag += std::fabs(p);
+            }
+            double bound = (c.i + 2) * std::ldexp(1.0, -24) * mag + 1e-30;
+            double e = std::fabs((double)y[(size_t)r * c.o + j] - sum) / bound;
+            if (!(e <= worst)) worst = e;  // NaN propagates as a failure
+        }
+    return worst;
+}
+
+std::vector<float> run(Backend& be, const Case& c, const Data& d, bool bias, bool transposed) {
+    std::vector<float> y((size_t)c.n * c.o, std::nanf(""));
+    be.linear(y.data(), d.x.data(), d.w.data(), bias ? d.b.data() : nullptr, c.n, c.i, c.o, transposed);
+    return y;
+}
+
+}  // namespace
+
+int main() {
+    const bool own = __builtin_cpu_supports("avx512f");
+    // Rows x depth x columns: tiny, under the own kernel's thresholds, one tile, tile edges,
+    // two depth blocks with a tail, more than one row block and column block, a step's shapes.
+    const Case cases[] = {{1, 64, 40},     {7, 100, 9},     {12, 128, 32},    {13, 129, 33},   {16, 128, 16},
+                          {31, 1537, 97},  {241, 800, 1025}, {250, 770, 70},   {64, 3072, 768}, {1024, 768, 768},
+                          {1024, 768, 3072}};
+    std::vector<const char*> gemms = {"openblas"};
+    if (own) gemms.push_back("own");
+    int failed = 0, total = 0;
+    uint32_t seed = 1;
+    for (const Case& c : cases) {
+        Data d = make(c, seed++);
+        for (const char* g : gemms) {
+            auto be = backend(g, 2);
+            for (int bias = 0; bias < 2; bias++)
+                for (int tr = 0; tr < 2; tr++) {
+                    double worst = worst_over_bound(c, d, bias, tr, run(*be, c, d, bias, tr));
+                    bool ok = worst <= 1.0;
+                    failed += !ok;
+                    total++;
+                    std::printf("{\"case\":\"%dx%dx%d\",\"gemm\":\"%s\",\"bias\":%s,\"transposed\":%s,\"worstOverBound\":%.4g,\"ok\":%s}\n",
+                                c.n, c.i, c.o, g, bias ? "true" : "false", tr ? "true" : "false", worst, ok ? "true" : "false");
+                }
+        }
+    }
+    if (own) {
+        // The same bits on 1, 2 and 3 threads, and for each stream of a pair alone.
+        auto one = backend("own", 1), two = backend("own", 2), three = backend("own", 3);
+        for (const Case& c : {Case{1024, 768, 3072}, Case{250, 770, 1025}, Case{300, 800, 4000}}) {
+            Data d = make(c, seed++), e = make(c, seed++);
+            for (int tr = 0; tr < 2; tr++) {
+                auto a1 = run(*one, c, d, true, tr), a2 = run(*two, c, d, true, tr), a3 = run(*three, c, d, true, tr);
+                auto b1 = run(*one, c, e, true, tr);
+                std::vector<float> y0((size_t)c.n * c.o), y1((size_t)c.n * c.o);
+                float* outs[2] = {y0.data(), y1.data()};
+                const float* inps[2] = {d.x.data(), e.x.data()};
+                const float* ws[2] = {d.w.data(), e.w.data()};
+                const float* bs[2] = {d.b.data(), e.b.data()};
+                two->linear_streams(2, outs, inps, ws, bs, c.n, c.i, c.o, tr);
+                size_t bytes = sizeof(float) * a1.size();
+                bool threads_same = !std::memcmp(a1.data(), a2.data(), bytes) && !std::memcmp(a1.data(), a3.data(), bytes);
+                bool streams_same = !std::memcmp(a1.data(), y0.data(), bytes) && !std::memcmp(b1.data(), y1.data(), bytes);
+                failed += !threads_same + !streams_same;
+                total += 2;
+                std::printf("{\"case\":\"%dx%dx%d\",\"gemm\":\"own\",\"transposed\":%s,\"sameBitsOn1To3Threads\":%s,\"pairSameBitsAsAlone\":%s}\n",
+                            c.n, c.i, c.o, tr ? "true" : "false", threads_same ? "true" : "false", streams_same ? "true" : "false");
+            }
+        }
+    }
+    std::printf("{\"ok\":%s,\"own\":%s,\"checks\":%d,\"failed\":%d}\n", failed ? "false" : "true", own ? "true" : "false", total, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,47 @@
+// The CPU backend's GEMMs (native/build/gemm_check): its own AVX-512 kernel and OpenBLAS against
+// a float64 reference with a rigorous bound ((I + 2) u sum |x w|), on shapes crossing every edge
+// of the own kernel's tiles and blocks; and the own kernel's same bits on 1 to 3 threads and for
+// each stream of a side-by-side pair. The engine's own results on the own kernel are held to
+// transformers' by the golden tests (forward-golden, mezo-golden, families-transformers).
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { describe, expect, it } from 'vitest';
+
+import { ROOT } from '../helpers/engine.js';
+
+const exec = promisify(execFile);
+// The own kernel runs where the CPU has AVX-512F; elsewhere gemm_check checks OpenBLAS alone.
+const hasAvx512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+
+interface Line {
+  case?: string;
+  gemm?: string;
+  ok?: boolean;
+  own?: boolean;
+  worstOverBound?: number;
+  sameBitsOn1To3Threads?: boolean;
+  pairSameBitsAsAlone?: boolean;
+  checks?: number;
+  failed?: number;
+}
+
+describe('the CPU backend GEMMs', () => {
+  it('are within the float64 reference bound, and the own kernel keeps its bits across threads and streams', async () => {
+    const r = await exec(join(ROOT, 'native', 'build', 'gemm_check'), [], { maxBuffer: 1 << 22 }).catch((e) => e);
+    const lines: Line[] = String(r.stdout).trim().split('\n').map((l) => JSON.parse(l));
+    const last = lines.at(-1)!;
+    const bad = lines.filter((l) => l.ok === false || l.sameBitsOn1To3Threads === false || l.pairSameBitsAsAlone === false);
+    expect(bad).toEqual([]);
+    expect(last.ok).toBe(true);
+    expect(last.own).toBe(hasAvx512);
+    // Both GEMMs ran every case, and each case was held to the bound.
+    const cases = new Set(lines.filter((l) => l.worstOverBound !== undefined).map((l) => l.case));
+    expect(cases.size).toBeGreaterThanOrEqual(10);
+    for (const g of hasAvx512 ? ['openblas', 'own'] : ['openblas'])
+      expect(lines.filter((l) => l.gemm === g && l.worstOverBound !== undefined).length).toBe(cases.size * 4);
+    if (hasAvx512) expect(lines.filter((l) => l.sameBitsOn1To3Threads === true).length).toBe(6);
+  }, 120_000);
+});
