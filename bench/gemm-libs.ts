@@ -1,13 +1,13 @@
 // `npm run bench:gemm`: the float32 GEMM libraries Debian offers, at the shapes of the CPU ZO
-// step (OPT-125M, the batch shapes of `npm run bench`), against the engine's own GEMM, on the
-// same threads. Writes bench/results/gemm-libs-cpu.{json,md}: what the engine's choice of
+// step (OPT-125M, the batch shapes of `npm run bench`), against the engine's GEMMs (its own
+// AVX-512 kernel, and OpenBLAS as it ran before: SPILLWAY_CPU_GEMM), on the same threads. Writes bench/results/gemm-libs-cpu.{json,md}: what the engine's choice of
 // library rests on.
 //
 //   node dist/bench/gemm-libs.js [--threads 2] [--reps 5] [--rounds 2] [--shapes 16x64,4x256,1x512]
 //
 // Each library is dlopen'ed by native/build/gemm_rate (--blas / --dnnl) and runs on its own
 // threads; a library that is not installed is listed as such. MKL comes through torch 2 (the venv).
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -26,6 +26,8 @@ interface Candidate {
   args: string[];
   env: NodeJS.ProcessEnv;
   path?: string;
+  /** Why it cannot run on this machine, where it cannot. */
+  missing?: string;
 }
 
 function candidates(threads: number, venvPython: string): Candidate[] {
@@ -39,7 +41,21 @@ function candidates(threads: number, venvPython: string): Candidate[] {
     path,
   });
   return [
-    { label: 'spillway cpu backend (OpenBLAS single-threaded per column band)', pkg: 'libopenblas0-pthread', cmd: GEMM_RATE, args: [], env: {} },
+    {
+      label: 'spillway cpu backend, own AVX-512 kernel (one call per column band)',
+      pkg: 'spillway',
+      cmd: GEMM_RATE,
+      args: [],
+      env: { SPILLWAY_CPU_GEMM: 'own' },
+      missing: /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) ? undefined : 'no AVX-512F on this CPU',
+    },
+    {
+      label: 'spillway cpu backend, OpenBLAS single-threaded per column band',
+      pkg: 'libopenblas0-pthread',
+      cmd: GEMM_RATE,
+      args: [],
+      env: { SPILLWAY_CPU_GEMM: 'openblas' },
+    },
     lib('OpenBLAS, pthreads build, own threads', 'libopenblas0-pthread', `${LIB}/openblas-pthread/libopenblas.so.0`),
     lib('OpenBLAS, OpenMP build, own threads', 'libopenblas0-openmp', `${LIB}/openblas-openmp/libopenblas.so.0`, '--blas', omp),
     lib('BLIS, pthreads build', 'libblis4-pthread', `${LIB}/blis-pthread/libblis.so.4`),
@@ -82,7 +98,7 @@ async function main(): Promise<void> {
     return [`${b * t}x${C}x${C}`, `${b * t}x${C}x${F}`, `${b * t}x${F}x${C}`, `${b * (t - 1)}x${C}x${V}`];
   }))];
   const cands = candidates(o.threads, venvPython());
-  const present = cands.filter((c) => !c.path || existsSync(c.path));
+  const present = cands.filter((c) => !c.missing && (!c.path || existsSync(c.path)));
   const rates = new Map<string, number[]>(); // label|shape -> best GFLOP/s of each round
   const cpuRates = new Map<string, number[]>(); // label|shape -> best GFLOP per CPU second of each round
   const loads: number[] = []; // 1-minute load average as each library's run starts
@@ -126,7 +142,7 @@ async function main(): Promise<void> {
         `| ${c.label} (${c.pkg}) | ${gemms.map((g) => `${cell(rates, c.label, g).toFixed(0)}; ${cell(cpuRates, c.label, g).toFixed(0)}`).join(' | ')} |`,
     ),
     ...(present.length > 1 ? [ratioRow(rates, 'wall time'), ratioRow(cpuRates, 'per CPU second')] : []),
-    ...cands.filter((c) => !present.includes(c)).map((c) => `| ${c.label} (${c.pkg}): not installed | ${gemms.map(() => '–').join(' | ')} |`),
+    ...cands.filter((c) => !present.includes(c)).map((c) => `| ${c.label} (${c.pkg}): ${c.missing ?? 'not installed'} | ${gemms.map(() => '–').join(' | ')} |`),
     '',
     `Command: \`npm run build && ${process.argv.length > 2 ? `node dist/bench/gemm-libs.js ${process.argv.slice(2).join(' ')}` : 'npm run bench:gemm'}\`.`,
     '',

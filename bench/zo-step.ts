@@ -363,7 +363,7 @@ interface Rate {
   gflopsPerCpuSecond: number;
 }
 
-/** GEMM rates at the shapes: the engine's own GEMM (OpenBLAS as the backend runs it) and MKL through torch 2. */
+/** GEMM rates at the shapes: the engine's GEMM (the CPU backend's linear, as the engine runs it) and MKL through torch 2. */
 async function measureRates(o: Options, shapes: string[]): Promise<Rate[]> {
   const rates: Rate[] = [];
   const plain = shapes.filter((s) => !s.startsWith('bmm:'));
@@ -570,7 +570,7 @@ function markdown(res: { machine: Machine; threads: number; warmup: number; step
     '',
     'Every product of the step (both forwards of every block, attention over the causal half, the head over the full vocabulary) at the best ' +
       "float32 GEMM rate measured on this machine for its shape, in the same run (before and after the paired steps): the engine's own GEMM " +
-      "(`native/build/gemm_rate`: the CPU backend's linear, OpenBLAS as the engine runs it) and MKL through torch 2 (`bench/gemm_torch.py`: " +
+      "(`native/build/gemm_rate`: the CPU backend's linear as the engine runs it, its own AVX-512 kernel where the CPU has one) and MKL through torch 2 (`bench/gemm_torch.py`: " +
       "F.linear, and torch.bmm for attention's per-head products). Rates are the best of 5 repetitions; everything else in the step (noise, " +
       'perturbed copies, norms, softmax, update) counts for nothing, so the floor is below anything that computes the step. ' +
       'The wall-time floor uses the fastest repetition; the CPU-time floor uses the rate per CPU second of the repetition that took the least ' +
