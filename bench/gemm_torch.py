@@ -9,15 +9,19 @@ Usage: python bench/gemm_torch.py [--threads 2] [--reps 5] SHAPE ...
 Prints one JSON line per shape: {"shape", "via", "threads", "reps", "bestMs", "medianMs",
 "gflops", "gflopsMedian", "bestCpuMs", "gflopsPerCpuSecond"} (gflops from the best repetition,
 gflopsPerCpuSecond from the one that took the least CPU time of the process, after one
-untimed call). Run it with OMP_WAIT_POLICY=PASSIVE for CPU times that count no spinning.
+untimed call; a repetition is a batch of callsPerRep calls lasting at least 50 ms, its times
+per call). Run it with OMP_WAIT_POLICY=PASSIVE for CPU times that count no spinning.
 """
 import argparse
 import json
+import math
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+
+BATCH_S = 0.05
 
 
 def operands(shape):
@@ -42,17 +46,24 @@ def main():
         for shape in args.shapes:
             run, flops = operands(shape)
             run()
+            # A repetition is a batch of calls lasting at least BATCH_S (as gemm_rate's): the CPU
+            # time of a thread running on another core is only counted at its next tick or
+            # switch, so one call of a few ms can miss most of a worker's time.
+            t0 = time.perf_counter()
+            run()
+            inner = max(1, math.ceil(BATCH_S / max(time.perf_counter() - t0, 1e-6)))
             ms, cpu = [], []
             for _ in range(args.reps):
                 c0 = time.process_time()
                 t0 = time.perf_counter()
-                run()
-                ms.append((time.perf_counter() - t0) * 1e3)
-                cpu.append((time.process_time() - c0) * 1e3)
+                for _ in range(inner):
+                    run()
+                ms.append((time.perf_counter() - t0) * 1e3 / inner)
+                cpu.append((time.process_time() - c0) * 1e3 / inner)
             best, med = min(ms), statistics.median(ms)
             print(json.dumps({
                 "shape": shape, "via": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
-                "reps": args.reps, "bestMs": best, "medianMs": med,
+                "reps": args.reps, "callsPerRep": inner, "bestMs": best, "medianMs": med,
                 "gflops": flops / best / 1e6, "gflopsMedian": flops / med / 1e6,
                 "bestCpuMs": min(cpu), "gflopsPerCpuSecond": flops / min(cpu) / 1e6,
             }), flush=True)
