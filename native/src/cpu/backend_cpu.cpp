@@ -1,9 +1,9 @@
 // The CPU backend: reference kernels, multithreaded; the big GEMMs on its own AVX-512 kernel
 // (gemm_avx512.cpp) where the CPU has one, the rest through OpenBLAS.
 //
-// Threads: the backend's pool is the only set of threads. OpenBLAS runs single-threaded and
-// the pool splits the products into independent single-threaded calls (a linear's output
-// columns, the head's vocabulary chunks, attention's heads). OpenBLAS's own threads would
+// Threads: the backend's pool is the only set of threads. OpenBLAS (and the own GEMM) runs
+// single-threaded and the pool splits the products into independent single-threaded calls (a
+// linear's output columns, the head's vocabulary chunks, attention's heads). OpenBLAS's own threads would
 // otherwise stay awake (yielding) between its calls, beside the pool's kernels, on the same cores.
 #include <cblas.h>
 
@@ -36,11 +36,11 @@ constexpr size_t kElemGrain = 4096;  // elements per task: a multiple of the Phi
 // A linear is split into bands of output columns (the threads a stream has: all of them, or
 // their share when a pair's streams run side by side) only where every band has at least
 // kBandMinMacs multiply-adds: a smaller product is one call whatever the thread count, so a small
-// model gives the same bits on any number of threads. A band can round differently from the whole
-// product (OpenBLAS's kernels, its small-matrix paths below ~28 x 512 x 512), so bigger products
-// depend on the thread count, as they did under OpenBLAS's own threads (a pair on up to two
-// threads: whole products, whatever the count); run to run they do not (each band is always the
-// same call).
+// model gives the same bits on any number of threads. On OpenBLAS a band can round differently
+// from the whole product (its kernels, its small-matrix paths below ~28 x 512 x 512), so bigger
+// products depend on the thread count, as they did under OpenBLAS's own threads (a pair on up to
+// two threads: whole products, whatever the count); run to run they do not (each band is always
+// the same call). The own AVX-512 GEMM rounds every element alike, so its bands never differ.
 constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
 // A product of a few rows (decoding: one per sequence) is bound by reading the weight, not by
 // arithmetic: it is worth splitting from far fewer multiply-adds.
@@ -92,7 +92,7 @@ bool takes_own(Gemm gemm, int M, int K) { return gemm == Gemm::Own && M >= kOwnG
 void sgemm_nt(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
               bool accumulate = false) {
 #ifdef SPW_GEMM_AVX512
-    if (takes_own(gemm, M, K)) return gemm_avx512(M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate);
+    if (takes_own(gemm, M, K) && gemm_avx512(M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate)) return;
 #endif
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
@@ -100,7 +100,7 @@ void sgemm_nt(Gemm gemm, int M, int N, int K, float alpha, const float* A, int l
 void sgemm_nn(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
               bool accumulate = false) {
 #ifdef SPW_GEMM_AVX512
-    if (takes_own(gemm, M, K)) return gemm_avx512(M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate);
+    if (takes_own(gemm, M, K) && gemm_avx512(M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate)) return;
 #endif
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
@@ -396,9 +396,10 @@ public:
             float* y = out[s];
 #ifdef SPW_GEMM_AVX512
             // The own GEMM adds the bias as it stores the band (the same bits): no pass to write it first.
-            if (takes_own(gemm_, N, I))
-                return gemm_avx512(N, n, I, 1.0f, inp[s], I, transposed ? W[s] + o0 : W[s] + (size_t)o0 * I, transposed ? O : I,
-                                   !transposed, y + o0, O, false, b[s] ? b[s] + o0 : nullptr);
+            if (takes_own(gemm_, N, I) &&
+                gemm_avx512(N, n, I, 1.0f, inp[s], I, transposed ? W[s] + o0 : W[s] + (size_t)o0 * I, transposed ? O : I,
+                            !transposed, y + o0, O, false, b[s] ? b[s] + o0 : nullptr))
+                return;
 #endif
             if (b[s])
                 for (int r = 0; r < N; r++) std::memcpy(y + (size_t)r * O + o0, b[s] + o0, sizeof(float) * (size_t)n);

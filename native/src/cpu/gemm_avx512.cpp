@@ -1,14 +1,17 @@
-// The CPU backend's own float32 GEMM for AVX-512: C = alpha A op(B) (+ C), single-threaded (the
-// backend's pool splits products into bands, one call per band), for the big products of a step
-// (the projections and the head). At a ZO step's shapes it runs at about 95 % of the FMA peak
-// where OpenBLAS's Cooperlake kernels, packing included, reach 85 % (bench/gemm-libs.ts).
+// The CPU backend's own float32 GEMM for AVX-512: C = alpha A op(B) (+ C, or + a bias row),
+// single-threaded (the backend's pool splits products into bands, one call per band), for the big
+// products of a step (the projections and the head). At a ZO step's shapes its kernel runs at
+// 96 % of the FMA peak inside the step (bench/results/zo-step-profile-cpu.md), a whole product,
+// packing included, at ~90 %: level with oneDNN's dnnl_sgemm, 3-5 % above OpenBLAS's Cooperlake
+// kernels as the backend called them (`npm run bench:gemm`).
 //
-// Blocking (Goto's): for each block of NC output columns and KC of depth, B's block is packed
-// into panels of 32 columns ([k][32], 16 x 16 transposes when B is stored [N, K]), then for each
-// block of MC rows A's block into panels of 12 rows ([k][12]); the 12 x 32 kernel keeps its tile
-// in 24 registers over the block's depth, broadcasting A and loading two vectors of B per step.
-// Sizes for a Zen 4 core (32 KiB L1, 1 MiB L2): a 12 x 768 panel of A (36 KiB) streams from L2,
-// the 768 x 32 panel of B (96 KiB) stays in L2 across the MC / 12 tiles that use it.
+// Blocking (Goto's): for each block of NC output columns and KC of depth, and each block of MC
+// rows, A's block is packed into panels of 12 rows ([k][12]); B's panels of 32 columns ([k][32])
+// are packed as the first row block reaches them, while the next panel's source is fetched into
+// L2 (16 x 16 transposes where B is stored [N, K]). The 12 x 32 kernel keeps its tile in 24
+// registers over the block's depth, broadcasting A and loading two vectors of B per step. Sizes
+// for a Zen 4 core (32 KiB L1, 1 MiB L2): a 12 x 768 panel of A (36 KiB) streams from L2, the
+// 768 x 32 panel of B (96 KiB) stays in L2 across the MC / 12 tiles that use it.
 //
 // Every element is the same chain whatever its place or the product's shape: per depth block, a
 // sum started at zero and fused-multiply-added in the order of k, times alpha, then added to C
@@ -17,13 +20,13 @@
 //
 // This file alone is compiled with AVX-512 and called only where the CPU has it
 // (backend_cpu.cpp), so, like noise_avx512.cpp, it uses no inline function that other files
-// also compile (no std::min, no std::vector): the linker could keep this copy for every caller.
+// also compile (no std::min, no std::vector, no exception thrown): the linker could keep this
+// copy for every caller.
 #include <immintrin.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 
 #include "gemm_cpu.h"
 
@@ -47,15 +50,12 @@ struct Panels {
         std::free(a);
         std::free(b);
     }
+    // Null when the memory is not there (the caller then takes another GEMM).
     static float* grow(float*& p, size_t& have, size_t want) {
         if (want <= have) return p;
         std::free(p);
         p = static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64));
-        if (!p) {
-            have = 0;
-            throw std::bad_alloc();
-        }
-        have = want;
+        have = p ? want : 0;
         return p;
     }
 };
@@ -204,21 +204,22 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
 
 }  // namespace
 
-void gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
+bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
                  int ldc, bool accumulate, const float* bias) {
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || N <= 0) return true;
     Panels& tls = tls_panels;
     const int kc_max = lesser(K, kKC), mc_max = lesser((M + kMR - 1) / kMR * kMR, kMC);
     const int nc_max = lesser((N + kNR - 1) / kNR * kNR, kNC);
-    float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)(kc_max > 0 ? kc_max : 1));
-    float* pb = Panels::grow(tls.b, tls.b_floats, (size_t)nc_max * (size_t)(kc_max > 0 ? kc_max : 1));
     if (K <= 0) {
         // No depth: alpha times an empty sum.
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++)
                 C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
-        return;
+        return true;
     }
+    float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max);
+    float* pb = Panels::grow(tls.b, tls.b_floats, (size_t)nc_max * (size_t)kc_max);
+    if (!pa || !pb) return false;
     const int lines = (lesser(K, kKC) * (int)sizeof(float) + 63) / 64;  // cache lines in a row of a block
     for (int j0 = 0; j0 < N; j0 += kNC) {
         const int nc = lesser(kNC, N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
@@ -259,6 +260,7 @@ void gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
             }
         }
     }
+    return true;
 }
 
 }  // namespace spw
