@@ -30,7 +30,9 @@ interface Line {
 
 describe('the CPU backend GEMMs', () => {
   it('are within the float64 reference bound, and the own kernel keeps its bits across threads and streams', async () => {
+    // A failed check exits 1 with its lines printed; a crash prints no last line.
     const r = await exec(join(ROOT, 'native', 'build', 'gemm_check'), [], { maxBuffer: 1 << 22 }).catch((e) => e);
+    expect(String(r.stdout), `gemm_check printed no summary; stderr: ${String(r.stderr)}`).toMatch(/"checks":\d+/);
     const lines: Line[] = String(r.stdout).trim().split('\n').map((l) => JSON.parse(l));
     const last = lines.at(-1)!;
     const bad = lines.filter((l) => l.ok === false || l.sameBitsOn1To3Threads === false || l.pairSameBitsAsAlone === false);
