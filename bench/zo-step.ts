@@ -23,7 +23,7 @@
 // stopped (SIGSTOP) except during its own steps, so that its idle threads cannot take the cores.
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -494,9 +494,12 @@ function machine(o: Options): Machine {
   } catch {
     /* reported as unknown */
   }
+  // The projections and the head take the backend's own AVX-512 GEMM where the CPU has AVX-512F
+  // (unless SPILLWAY_CPU_GEMM=openblas); attention's small products are OpenBLAS's either way.
+  const gemm = process.env.SPILLWAY_CPU_GEMM?.trim() || (/\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) ? 'own' : 'openblas');
   return {
     ...machineInfo(),
-    engineBlas: blas,
+    engineBlas: gemm === 'own' ? `own AVX-512 GEMM (projections, head) and ${blas} (attention)` : blas,
     torchDebian: `${torch(o.debianPython)} (${o.debianPython})`,
     torchVenv: `${torch(o.venvPython)} (${o.venvPython})`,
   };
@@ -529,7 +532,7 @@ function markdown(res: { machine: Machine; threads: number; warmup: number; step
       `${res.steps} times after ${res.warmup} warm-up step(s) each; a server is stopped (SIGSTOP) outside its own steps, so that idle threads ` +
       "cannot spin on the cores. A ratio is the median of its pairs' ratios (their range beside it); Spillway's own figures are over all its timed steps.",
     '',
-    `${machineLine(m)}; engine BLAS ${m.engineBlas}; PyTorch ${m.torchDebian} and ${m.torchVenv}.`,
+    `${machineLine(m)}; engine GEMM ${m.engineBlas}; PyTorch ${m.torchDebian} and ${m.torchVenv}.`,
     '',
     maxOthers > 0.1
       ? `**The machine was shared:** other processes took a median ${f2(medOthers)} and up to ${f2(maxOthers)} of the ${m.cores} cores during timed steps ` +
