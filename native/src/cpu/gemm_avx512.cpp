@@ -220,11 +220,11 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
     float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max);
     float* pb = Panels::grow(tls.b, tls.b_floats, (size_t)nc_max * (size_t)kc_max);
     if (!pa || !pb) return false;
-    const int lines = (lesser(K, kKC) * (int)sizeof(float) + 63) / 64;  // cache lines in a row of a block
     for (int j0 = 0; j0 < N; j0 += kNC) {
         const int nc = lesser(kNC, N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
         for (int k0 = 0; k0 < K; k0 += kKC) {
             const int kc = lesser(kKC, K - k0);
+            const int lines = (kc * (int)sizeof(float) + 63) / 64;  // cache lines in a row of this block
             // The first depth block adds C (accumulating) or the bias; later ones add C.
             const bool add_c = accumulate || k0 > 0, add_bias = !add_c && bias;
             for (int i0 = 0; i0 < M; i0 += kMC) {
