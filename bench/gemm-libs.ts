@@ -7,7 +7,7 @@
 //
 // Each library is dlopen'ed by native/build/gemm_rate (--blas / --dnnl) and runs on its own
 // threads; a library that is not installed is listed as such. MKL comes through torch 2 (the venv).
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -30,7 +30,7 @@ interface Candidate {
   missing?: string;
 }
 
-function candidates(threads: number, venvPython: string): Candidate[] {
+function candidates(threads: number, venvPython: string, simd: string[]): Candidate[] {
   const omp = { OMP_NUM_THREADS: String(threads) };
   const lib = (label: string, pkg: string, path: string, flag = '--blas', env: NodeJS.ProcessEnv = {}): Candidate => ({
     label,
@@ -47,7 +47,7 @@ function candidates(threads: number, venvPython: string): Candidate[] {
       cmd: GEMM_RATE,
       args: [],
       env: { SPILLWAY_CPU_GEMM: 'own' },
-      missing: /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) ? undefined : 'no AVX-512F on this CPU',
+      missing: simd.includes('avx512f') ? undefined : 'no AVX-512F on this CPU',
     },
     {
       label: 'spillway cpu backend, OpenBLAS single-threaded per column band',
@@ -97,7 +97,8 @@ async function main(): Promise<void> {
     const [b, t] = s.split('x').map(Number);
     return [`${b * t}x${C}x${C}`, `${b * t}x${C}x${F}`, `${b * t}x${F}x${C}`, `${b * (t - 1)}x${C}x${V}`];
   }))];
-  const cands = candidates(o.threads, venvPython());
+  const machine = machineInfo();
+  const cands = candidates(o.threads, venvPython(), machine.simd);
   const present = cands.filter((c) => !c.missing && (!c.path || existsSync(c.path)));
   const rates = new Map<string, number[]>(); // label|shape -> best GFLOP/s of each round
   const cpuRates = new Map<string, number[]>(); // label|shape -> best GFLOP per CPU second of each round
@@ -112,7 +113,6 @@ async function main(): Promise<void> {
         cpuRates.set(key, [...(cpuRates.get(key) ?? []), r.gflopsPerCpuSecond as number]);
       }
     }
-  const machine = machineInfo();
   const cell = (m: Map<string, number[]>, label: string, g: string) => median(m.get(`${label}|${g}`) ?? [0]);
   const engine = present[0];
   // The engine's rate over the best other library's, per shape: below 1, that library would serve the step better.

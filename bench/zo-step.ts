@@ -23,7 +23,7 @@
 // stopped (SIGSTOP) except during its own steps, so that its idle threads cannot take the cores.
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -496,9 +496,10 @@ function machine(o: Options): Machine {
   }
   // The projections and the head take the backend's own AVX-512 GEMM where the CPU has AVX-512F
   // (unless SPILLWAY_CPU_GEMM=openblas); attention's small products are OpenBLAS's either way.
-  const gemm = process.env.SPILLWAY_CPU_GEMM?.trim() || (/\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) ? 'own' : 'openblas');
+  const machine = machineInfo();
+  const gemm = process.env.SPILLWAY_CPU_GEMM?.trim() || (machine.simd.includes('avx512f') ? 'own' : 'openblas');
   return {
-    ...machineInfo(),
+    ...machine,
     engineBlas: gemm === 'own' ? `own AVX-512 GEMM (projections, head) and ${blas} (attention)` : blas,
     torchDebian: `${torch(o.debianPython)} (${o.debianPython})`,
     torchVenv: `${torch(o.venvPython)} (${o.venvPython})`,
