@@ -3,6 +3,7 @@
 //
 // usage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] SHAPE ...
 //        gemm_rate [--threads T] [--reps R] --peak
+//        gemm_rate [--threads T] [--reps R] --pair copies|masters SHAPE ...
 //   SHAPE is MxKxN: out[M, N] = inp[M, K] W^T, W stored [N, K] (the engine's linear layout).
 //   Default: the CPU backend's own linear(), i.e. the GEMM the engine runs (OpenBLAS, threaded
 //   the way the backend threads it).
@@ -10,6 +11,7 @@
 //   the library's own threads (openblas_set_num_threads or bli_thread_set_num_threads when it
 //   has them; OMP_NUM_THREADS otherwise).
 //   --dnnl LIB: oneDNN's dnnl_sgemm (row-major) from LIB; threads: OMP_NUM_THREADS.
+//   --pair: a +eps/-eps pair's two products (engine_pair below); the rate counts both.
 //   --peak: instead of shapes, the machine's float32 FMA peak on T threads (independent fused
 //   multiply-adds in registers, AVX-512 where the CPU has it, else AVX2; best of R): the rate no
 //   GEMM can pass. One JSON line {"peak","isa","threads","reps","gflops"}.
@@ -67,12 +69,44 @@ using DnnlSgemm = int (*)(char, char, long, long, long, float, const float*, lon
 struct Gemm {
     std::string via;
     std::function<void(const Shape&, const float*, const float*, float*)> run;
+    bool pair = false;  // two products a call
 };
 
 Gemm engine_gemm(int threads) {
     std::shared_ptr<Backend> be = make_cpu_backend(threads);
     return {"spillway cpu backend (" + std::to_string(be->threads()) + " threads)",
             [be](const Shape& s, const float* a, const float* w, float* c) { be->linear(c, a, w, nullptr, s.m, s.k, s.n, false); }};
+}
+
+// A +eps/-eps pair's two products on the engine's backend (twice the FLOPs of one): "copies",
+// its two perturbed weights written by perturb_pair and then the products side by side
+// (linear_streams), or "masters", both made from the master as the GEMM packs them
+// (linear_pair_noisy; the same bits). The noise is drawn in both.
+Gemm engine_pair(int threads, const std::string& how) {
+    if (how != "copies" && how != "masters") throw std::runtime_error("--pair " + how + ": expected copies or masters");
+    std::shared_ptr<Backend> be = make_cpu_backend(threads);
+    auto copies = std::make_shared<std::vector<float>>();
+    auto x2 = std::make_shared<std::vector<float>>(), c2 = std::make_shared<std::vector<float>>();
+    return {"spillway cpu backend pair from " + how + " (" + std::to_string(be->threads()) + " threads)",
+            [be, how, copies, x2, c2](const Shape& s, const float* a, const float* w, float* c) {
+                const size_t nw = (size_t)s.n * s.k;
+                // The second stream's input and output: the first's input, its own output.
+                if (x2->size() != (size_t)s.m * s.k) x2->assign(a, a + (size_t)s.m * s.k);
+                c2->resize((size_t)s.m * s.n);
+                float* outs[2] = {c, c2->data()};
+                const float* inps[2] = {a, x2->data()};
+                if (how == "masters") {
+                    const NoiseSpec ns{7, 1, 0, 1e-3f};
+                    if (!be->linear_pair_noisy(outs, inps, w, nullptr, ns, 0, ns, 0, s.m, s.k, s.n, false))
+                        throw std::runtime_error("linear_pair_noisy does not take " + s.text);
+                    return;
+                }
+                copies->resize(2 * nw);
+                be->perturb_pair(copies->data(), copies->data() + nw, w, nw, 7, 1, 0, 1e-3f);
+                const float* ws[2] = {copies->data(), copies->data() + nw};
+                const float* bs[2] = {nullptr, nullptr};
+                be->linear_streams(2, outs, inps, ws, bs, s.m, s.k, s.n, false);
+            }};
 }
 
 Gemm library_gemm(const std::string& path, bool dnnl, int threads) {
@@ -120,7 +154,7 @@ void measure(const Gemm& g, const Shape& s, int threads, int reps) {
     }
     std::sort(ms.begin(), ms.end());
     double med = reps % 2 ? ms[(size_t)reps / 2] : (ms[(size_t)reps / 2 - 1] + ms[(size_t)reps / 2]) / 2;
-    double flop = 2.0 * s.m * s.k * s.n;
+    double flop = (g.pair ? 4.0 : 2.0) * s.m * s.k * s.n;
     std::printf(
         "{\"shape\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"via\":\"%s\",\"threads\":%d,\"reps\":%d,\"callsPerRep\":%d,"
         "\"bestMs\":%.4f,\"medianMs\":%.4f,\"gflops\":%.2f,\"gflopsMedian\":%.2f,\"bestCpuMs\":%.4f,"
@@ -192,7 +226,7 @@ void measure_peak(int threads, int reps) {
 
 int main(int argc, char** argv) {
     int threads = 2, reps = 5;
-    std::string lib;
+    std::string lib, pair;
     bool dnnl = false, peak = false;
     std::vector<Shape> shapes;
     try {
@@ -204,6 +238,7 @@ int main(int argc, char** argv) {
             else if (a == "--blas") lib = val();
             else if (a == "--dnnl") lib = val(), dnnl = true;
             else if (a == "--peak") peak = true;
+            else if (a == "--pair") pair = val();
             else if (!a.empty() && a[0] == '-') throw std::runtime_error("unknown option " + a);
             else shapes.push_back(parse_shape(a));
         }
@@ -212,11 +247,12 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (shapes.empty()) throw std::runtime_error("no shapes given");
-        Gemm g = lib.empty() ? engine_gemm(threads) : library_gemm(lib, dnnl, threads);
+        Gemm g = !pair.empty() ? engine_pair(threads, pair) : lib.empty() ? engine_gemm(threads) : library_gemm(lib, dnnl, threads);
+        g.pair = !pair.empty();
         for (const Shape& s : shapes) measure(g, s, threads, reps);
     } catch (const std::exception& e) {
         std::fprintf(stderr,
-                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] MxKxN ... | --peak\n",
+                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB | --pair copies|masters] MxKxN ... | --peak\n",
                      e.what());
         return 2;
     }

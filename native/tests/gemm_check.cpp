@@ -8,7 +8,8 @@
 //
 // Then the own kernel's one promise OpenBLAS does not make: the same bits whatever the thread
 // count (a band of output columns is the whole product's columns), and a pair of streams side by
-// side the bits of each stream alone.
+// side the bits of each stream alone; and a +eps/-eps pair made from the masters as it is packed
+// (linear_pair_noisy) the bits of the pair's copies.
 //
 // usage: gemm_check   prints one JSON line per case and a last {"ok":...,"own":...}; exit 1 on a
 //                     failure. Without AVX-512F, the own kernel's cases are skipped ("own":false).
@@ -133,6 +134,50 @@ int main() {
                 total += 2;
                 std::printf("{\"case\":\"%dx%dx%d\",\"gemm\":\"own\",\"transposed\":%s,\"sameBitsOn1To3Threads\":%s,\"pairSameBitsAsAlone\":%s}\n",
                             c.n, c.i, c.o, tr ? "true" : "false", threads_same ? "true" : "false", streams_same ? "true" : "false");
+            }
+        }
+    }
+    if (own) {
+        // A pair straight from the masters (linear_pair_noisy: the perturbed weights made as they
+        // are packed) against the copies perturb_pair writes, then linear_streams: the same bits,
+        // on 1 to 3 threads. The piece starts at row 5 of its tensor (a fused QKV's second piece),
+        // so the noise indices start there too, and the bias's off a block of 4. Depths that are
+        // not multiples of 4, or deeper than one depth block (768), are refused, and so are
+        // products the own kernel does not take.
+        const Case pcs[] = {{1024, 768, 768}, {241, 800, 1025}, {64, 3072, 768}, {16, 128, 33}, {300, 1540, 100}, {20, 770, 40}};
+        const int row = 5;
+        const float eps = 1e-3f;
+        for (const Case& c : pcs) {
+            Data d = make(Case{c.n, c.i, c.o + row}, seed++), e = make(c, seed++);
+            for (int threads = 1; threads <= 3; threads++) {
+                auto be = backend("own", threads);
+                const size_t nw = (size_t)(c.o + row) * c.i;
+                std::vector<float> wp(nw), wm(nw), bp((size_t)(c.o + row)), bm((size_t)(c.o + row));
+                be->perturb_pair(wp.data(), wm.data(), d.w.data(), nw, 77, 3, 0, eps);
+                be->perturb_pair(bp.data(), bm.data(), d.b.data(), bp.size(), 77, 4, 0, eps);
+                std::vector<float> r0((size_t)c.n * c.o), r1((size_t)c.n * c.o), y0(r0.size(), NAN), y1(r0.size(), NAN);
+                float* refs[2] = {r0.data(), r1.data()};
+                float* outs[2] = {y0.data(), y1.data()};
+                const float* inps[2] = {d.x.data(), e.x.data()};
+                const float* ws[2] = {wp.data() + (size_t)row * c.i, wm.data() + (size_t)row * c.i};
+                const float* bs[2] = {bp.data() + row, bm.data() + row};
+                be->linear_streams(2, refs, inps, ws, bs, c.n, c.i, c.o, false);
+                const NoiseSpec wn{77, 3, 0, eps}, bn{77, 4, 0, eps};
+                bool taken = be->linear_pair_noisy(outs, inps, d.w.data() + (size_t)row * c.i, d.b.data() + row, wn,
+                                                   (uint64_t)row * c.i, bn, row, c.n, c.i, c.o, false);
+                const bool expect_taken = c.i % 4 == 0 && c.i <= 768;  // deeper: the copies (backend_cpu.cpp)
+                bool same = taken && !std::memcmp(r0.data(), y0.data(), sizeof(float) * r0.size()) &&
+                            !std::memcmp(r1.data(), y1.data(), sizeof(float) * r1.size());
+                // Never for W stored [I, O], nor on OpenBLAS.
+                bool refused = !be->linear_pair_noisy(outs, inps, d.w.data(), d.b.data(), wn, 0, bn, 0, c.n, c.i, c.o, true) &&
+                               !backend("openblas", threads)->linear_pair_noisy(outs, inps, d.w.data(), d.b.data(), wn, 0, bn, 0,
+                                                                               c.n, c.i, c.o, false);
+                bool ok = (expect_taken ? same : !taken) && refused;
+                failed += !ok;
+                total++;
+                std::printf("{\"case\":\"%dx%dx%d\",\"gemm\":\"own\",\"threads\":%d,\"pairFromMasters\":%s,\"taken\":%s,\"ok\":%s}\n",
+                            c.n, c.i, c.o, threads, same ? "\"sameBitsAsCopies\"" : taken ? "\"differs\"" : "\"refused\"",
+                            taken ? "true" : "false", ok ? "true" : "false");
             }
         }
     }

@@ -203,6 +203,19 @@ public:
     // The default runs them one after the other; the CPU backend runs them side by side.
     virtual void linear_streams(int streams, float* const* out, const float* const* inp, const float* const* W,
                                 const float* const* b, int N, int I, int O, bool transposed);
+    // A +eps/-eps pair's two products straight from the masters: out[0] = inp[0] (W + scale z)^T
+    // + (b + scale z_b) and out[1] the same with -scale (w_ns.scale; z of tensor w_ns.id, element
+    // (o, i) of W at index w_first + o * I + i, and b_ns's z for b at index b_first + o), the bits
+    // of perturb_pair then linear_streams, with no working copy written. False, having done
+    // nothing, where the backend does not (by the shape alone, the same for every pair of a pass):
+    // the engine then makes the pair's copies.
+    virtual bool linear_pair_noisy(float* const* out, const float* const* inp, const float* W, const float* b,
+                                   const NoiseSpec& w_ns, uint64_t w_first, const NoiseSpec& b_ns, uint64_t b_first, int N,
+                                   int I, int O, bool transposed) {
+        (void)out, (void)inp, (void)W, (void)b, (void)w_ns, (void)w_first, (void)b_ns, (void)b_first, (void)N, (void)I,
+            (void)O, (void)transposed;
+        return false;
+    }
     // rotate_half RoPE, in place, on `nheads` heads of each row of x (row stride ld): the first
     // `rotary_dim` dims of each head rotate in pairs (i, i + rotary_dim / 2) by positions[n] *
     // inv_freq[i], with cos and sin multiplied by `scale`; the rest of the head passes through.

@@ -126,24 +126,33 @@ void WorkingCopies::reserve_head_chunks(size_t floats) {
     chunks_capacity_ = floats;
 }
 
-bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
-                               int noise, double& noise_ms,
-                               const std::function<void(size_t, const float* const*, const float* const*)>& fn) {
-    size_t offs[4] = {0, 0, 0, 0};
-    size_t off = 0;
+bool WorkingCopies::pairable(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams) const {
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0) continue;
         const Tensor& t = tensors[(size_t)ids[i]];
         if (!t.device) return false;  // held in bf16/fp16: widened by with()
         // Frozen, masked (sparse) or adapted tensors: with() perturbs only what trains.
         if (t.frozen || t.mask_below != INFINITY || (adapters_ && adapters_->adapter_of(ids[i]) >= 0)) return false;
-        offs[i] = off;
-        off += pad16(t.numel);
     }
-    if (off > pair_capacity_ || off > capacity_ || streams.size() % 2) return false;
+    if (streams.empty() || streams.size() % 2) return false;
     for (size_t si = 0; si < streams.size(); si += 2)
         if (streams[si].seed != streams[si + 1].seed || streams[si].scale == 0.f || streams[si + 1].scale != -streams[si].scale)
             return false;
+    return true;
+}
+
+bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
+                               int noise, double& noise_ms,
+                               const std::function<void(size_t, const float* const*, const float* const*)>& fn) {
+    if (!pairable(tensors, ids, n, streams)) return false;
+    size_t offs[4] = {0, 0, 0, 0};
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0) continue;
+        offs[i] = off;
+        off += pad16(tensors[(size_t)ids[i]].numel);
+    }
+    if (off > pair_capacity_ || off > capacity_) return false;
     const float* plus[4] = {nullptr, nullptr, nullptr, nullptr};
     const float* minus[4] = {nullptr, nullptr, nullptr, nullptr};
     for (size_t si = 0; si < streams.size(); si += 2) {
@@ -260,9 +269,39 @@ void BlockPass::norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, i
     });
 }
 
+bool BlockPass::pieces_from_masters(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces,
+                                    bool transposed) {
+    const int ids[2] = {w.w, w.b};
+    if (transposed || !copies_.pairable(tensors_, ids, 2, streams_)) return false;
+    const Tensor& wt = tensors_[(size_t)w.w];
+    const Tensor* bt = w.b >= 0 ? &tensors_[(size_t)w.b] : nullptr;
+    for (size_t si = 0; si < streams_.size(); si += 2) {
+        Acts x = acts(si), y = acts(si + 1);
+        const NoiseSpec wn{streams_[si].seed, wt.id, noise_, streams_[si].scale};
+        const NoiseSpec bn{streams_[si].seed, bt ? bt->id : 0u, noise_, streams_[si].scale};
+        size_t row = 0;
+        for (const Piece& piece : pieces) {
+            float* outs[2] = {x.*piece.out, y.*piece.out};
+            const float* ins[2] = {x.*in, y.*in};
+            bool done = false;
+            timed(KernelKind::Linear, [&] {
+                done = be_.linear_pair_noisy(outs, ins, wt.device + row * (size_t)in_dim, bt ? bt->device + row : nullptr, wn,
+                                             row * (size_t)in_dim, bn, row, in_.N, in_dim, piece.width, false);
+            });
+            // The backend decides by the shape alone: every pair after the first is taken alike.
+            if (!done && (si > 0 || row > 0))
+                throw std::logic_error("linear_pair_noisy refused a shape it took before (" + wt.name + ")");
+            if (!done) return false;
+            row += (size_t)piece.width;
+        }
+    }
+    return true;
+}
+
 void BlockPass::linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim) {
     const int ids[2] = {w.w, w.b};
     const bool transposed = tensors_[(size_t)w.w].transposed;
+    if (pieces_from_masters(in, w, in_dim, {Piece{out, out_dim}}, transposed)) return;
     // A pair's two products side by side, from both its copies.
     bool paired = copies_.with_pairs(tensors_, ids, 2, streams_, noise_, noise_ms_,
                                      [&](size_t si, const float* const* plus, const float* const* minus) {
@@ -322,6 +361,7 @@ void BlockPass::linear_pieces(float* Acts::*in, const WeightBias& w, int in_dim,
             row += (size_t)piece.width;
         }
     };
+    if (pieces_from_masters(in, w, in_dim, pieces, false)) return;
     const int ids[2] = {w.w, w.b};
     bool paired = copies_.with_pairs(tensors_, ids, 2, streams_, noise_, noise_ms_,
                                      [&](size_t si, const float* const* plus, const float* const* minus) {

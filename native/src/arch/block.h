@@ -137,6 +137,11 @@ public:
                     int noise, double& noise_ms,
                     const std::function<void(size_t, const float* const*, const float* const*)>& fn);
 
+    // Whether the group ids[0..n) can be made a +eps/-eps pair at a time from its masters: the
+    // streams are such pairs, every tensor float32 on the device and trained whole (not frozen,
+    // masked or adapted). with_pairs makes such pairs' copies; Backend::linear_pair_noisy needs none.
+    bool pairable(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams) const;
+
 private:
     Backend& be_;
     int dtype_;
@@ -230,6 +235,11 @@ public:
         int width;
     };
     void linear_pieces(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces);
+    // linear_pieces' products for every pair of streams straight from the masters
+    // (Backend::linear_pair_noisy), where the group is pairable and the backend takes the shape;
+    // false, having done nothing, otherwise.
+    bool pieces_from_masters(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces,
+                             bool transposed);
 
     // ---- kernels without weights ----
     // f(x, h) for every stream: its activations and its hidden states.

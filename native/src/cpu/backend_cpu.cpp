@@ -47,6 +47,7 @@ constexpr double kBandMinMacs = 8.0 * 1024 * 1024;
 constexpr int kFewRows = 8;
 constexpr double kFewRowsBandMinMacs = 1.0 * 1024 * 1024;
 constexpr int kColumnGrain = 16;     // band widths are multiples of the GEMM kernels' tiles
+constexpr int kPairGrain = 32;       // linear_pair_noisy: the own kernel's 32 columns
 // token_logprobs: logits are made kVocabChunk columns at a time for up to kLogitRows rows, and
 // reduced while they are in cache; the chunks (fixed, whatever the thread count) are combined
 // in order, so the result does not depend on the number of threads.
@@ -154,10 +155,43 @@ bool head_whole_from_env() {
     throw std::runtime_error(std::string("SPILLWAY_HEAD_WHOLE=") + env + ": expected 0 or 1");
 }
 
+// SPILLWAY_CPU_PAIR_COPIES=1: a pair's perturbed weights written into working copies first and
+// packed from there (the path before linear_pair_noisy), to compare the two (the same bits).
+bool pair_copies_from_env() {
+    const char* env = std::getenv("SPILLWAY_CPU_PAIR_COPIES");
+    if (!env || !*env || std::strcmp(env, "0") == 0) return false;
+    if (std::strcmp(env, "1") == 0) return true;
+    throw std::runtime_error(std::string("SPILLWAY_CPU_PAIR_COPIES=") + env + ": expected 0 or 1");
+}
+
+#ifdef SPW_GEMM_AVX512
+// The noise of a pair's B for gemm_avx512_pair: tensor ns.id, drawn on `isa`.
+struct PairDraw {
+    NoiseIsa isa;
+    NoiseSpec ns;
+    NoisyPairB b(const float* theta, size_t ldt, uint64_t first, float* panels = nullptr, bool packed = false) const {
+        NoisyPairB nb;
+        nb.theta = theta;
+        nb.ldt = ldt;
+        nb.first = first;
+        nb.scale = ns.scale;
+        nb.ctx = this;
+        nb.draw = [](const void* ctx, float* z, size_t m, uint64_t k0) {
+            const PairDraw& d = *static_cast<const PairDraw*>(ctx);
+            noise_range_isa(d.isa, z, m, d.ns.seed, d.ns.id, d.ns.kind, k0);
+        };
+        nb.panels = panels;
+        nb.packed = packed;
+        return nb;
+    }
+};
+#endif
+
 class CpuBackend final : public Backend {
 public:
     CpuBackend(int threads, bool sets_blas_threads)
-        : pool_(threads), isa_(noise_isa_from_env()), gemm_(gemm_from_env()), head_whole_(head_whole_from_env()) {
+        : pool_(threads), isa_(noise_isa_from_env()), gemm_(gemm_from_env()), head_whole_(head_whole_from_env()),
+          pairs_off_(pair_copies_from_env()) {
         if (sets_blas_threads) openblas_set_num_threads(1);
     }
 
@@ -417,6 +451,59 @@ public:
         });
     }
 
+    // The own GEMM makes both perturbed weights as it packs them (gemm_avx512_pair), a band of
+    // output columns per thread with both streams in it: z is drawn once per weight, and neither
+    // working copy is written. The bias pair is made first (O floats).
+    bool linear_pair_noisy(float* const* out, const float* const* inp, const float* W, const float* b,
+                           const NoiseSpec& w_ns, uint64_t w_first, const NoiseSpec& b_ns, uint64_t b_first, int N, int I,
+                           int O, bool transposed) override {
+#ifdef SPW_GEMM_AVX512
+        // Deeper products stay with the copies: every thread would pack both streams' rows for
+        // each depth block (a band of columns holds both), and at 3,072 deep that traffic costs
+        // what the copies did (gemm_rate --pair: 1008 x 3072 x 768 level or slower, 768 deep 9 % faster).
+        if (transposed || !takes_own(gemm_, N, I) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
+        if (b) {
+            // z of the bias from the block of 4 its first element is in (draws start on one).
+            const size_t lead = (size_t)(b_first % 4);
+            pair_bias_.resize(3 * (size_t)O + lead);
+            float* z = pair_bias_.data() + 2 * (size_t)O;
+            noise_range_isa(isa_, z, (size_t)O + lead, b_ns.seed, b_ns.id, b_ns.kind, b_first - lead);
+            for (int o = 0; o < O; o++) {
+                pair_bias_[(size_t)o] = fmaf(b_ns.scale, z[lead + (size_t)o], b[o]);
+                pair_bias_[(size_t)O + o] = fmaf(-b_ns.scale, z[lead + (size_t)o], b[o]);
+            }
+        }
+        int bands = pool_.size(), width = O;
+        for (; bands > 0; bands--) {
+            width = ((O + bands - 1) / bands + kPairGrain - 1) / kPairGrain * kPairGrain;
+            const int narrowest = O - (bands - 1) * width;
+            if (bands == 1 || (narrowest > 0 && 2.0 * N * I * narrowest >= kBandMinMacs)) break;
+        }
+        const PairDraw draw{isa_, w_ns};
+        pool_.parallel_tasks((size_t)bands, [&](size_t task) {
+            const int o0 = (int)task * width, n = std::min(O, o0 + width) - o0;
+            const NoisyPairB nb = draw.b(W + (size_t)o0 * I, (size_t)I, w_first + (uint64_t)o0 * (uint64_t)I);
+            float* const c[2] = {out[0] + o0, out[1] + o0};
+            const float* const bias[2] = {b ? pair_bias_.data() + o0 : nullptr, b ? pair_bias_.data() + O + o0 : nullptr};
+            if (gemm_avx512_pair(N, n, I, inp, I, nb, c, O, bias)) return;
+            // Its buffers could not be had: the band's copies, and OpenBLAS's products on them.
+            std::vector<float> wp((size_t)n * I), wm((size_t)n * I);
+            perturb_rows(wp.data(), wm.data(), nb.theta, (size_t)n * I, w_ns, nb.first, INFINITY);
+            const float* const ws[2] = {wp.data(), wm.data()};
+            for (int s = 0; s < 2; s++) {
+                if (bias[s])
+                    for (int r = 0; r < N; r++) std::memcpy(c[s] + (size_t)r * O, bias[s], sizeof(float) * (size_t)n);
+                sgemm_nt(Gemm::OpenBlas, N, n, I, 1.0f, inp[s], I, ws[s], I, c[s], O, bias[s] != nullptr);
+            }
+        });
+        return true;
+#else
+        (void)out, (void)inp, (void)W, (void)b, (void)w_ns, (void)w_first, (void)b_ns, (void)b_first, (void)N, (void)I,
+            (void)O, (void)transposed;
+        return false;
+#endif
+    }
+
     void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
               const float* inv_freq, float scale) override {
         int half = rotary_dim / 2;
@@ -627,8 +714,14 @@ public:
             part_max_.resize((size_t)S * rows * chunks);
             part_sum_.resize((size_t)S * rows * chunks);
             target_logit_.resize((size_t)S * rows);
+            // A pair's chunk can be made as the own GEMM packs it (gemm_avx512_pair, into the slot,
+            // kept there for the band's later row blocks) where every block of the band takes
+            // the own GEMM, as sgemm_nt would choose: the same bits.
+            const int last_block = rows - (rows - 1) / kLogitRows * kLogitRows;
+            const bool fuse = fuses_head_pairs(last_block, C, mask_below);
+            (void)fuse;  // without the own GEMM in the build
             pool_.parallel_tasks((size_t)chunks, [&](size_t c) {
-                thread_local std::vector<float> logits;
+                thread_local std::vector<float> logits, logits2;
                 logits.resize((size_t)kLogitRows * kVocabChunk);
                 const int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
                 const float* base = theta + (size_t)v0 * C;
@@ -638,7 +731,45 @@ public:
                     slot = scratch + (size_t)free_slots.back() * 2 * chunk_floats;
                     free_slots.pop_back();
                 }
+                // Row block m0 of stream s's logits, reduced to their maxima and sums.
+                auto reduce = [&](int s, int m0, int m, float* l0) {
+                    if (softcap > 0.f)
+                        for (size_t i = 0; i < (size_t)m * n; i++) l0[i] = softcap * tanhf(l0[i] / softcap);
+                    for (int r = 0; r < m; r++) {
+                        const float* l = l0 + (size_t)r * n;
+                        const size_t row = (size_t)s * rows + (size_t)(m0 + r);
+                        const float mx = max_of(l, n);
+                        part_max_[row * chunks + c] = mx;
+                        part_sum_[row * chunks + c] = sum_exp(l, n, mx);
+                        const int t = target[b0 + m0 + r] - v0;
+                        if (t >= 0 && t < n) target_logit_[row] = l[t];
+                    }
+                };
                 for (int s = 0; s < S; s++) {
+#ifdef SPW_GEMM_AVX512
+                    if (fuse && s + 1 < S && pair[(size_t)s + 1] && pair_panel_floats(n, C) <= chunk_floats) {
+                        logits2.resize(logits.size());
+                        const PairDraw draw{isa_, ns[s]};
+                        bool done = true;
+                        for (int m0 = 0; m0 < rows && done; m0 += kLogitRows) {
+                            const int m = std::min(kLogitRows, rows - m0);
+                            const float* const a[2] = {x[s] + (size_t)(b0 + m0) * C, x[s + 1] + (size_t)(b0 + m0) * C};
+                            float* const out[2] = {logits.data(), logits2.data()};
+                            const float* const none[2] = {nullptr, nullptr};
+                            // Only the first block can fail (its buffers are the largest): then the copies.
+                            done = gemm_avx512_pair(m, n, C, a, C, draw.b(base, (size_t)C, (uint64_t)v0 * (uint64_t)C, slot, m0 > 0),
+                                                    out, n, none);
+                            if (!done && m0 > 0) throw std::logic_error("gemm_avx512_pair failed after its first block");
+                            if (!done) break;
+                            reduce(s, m0, m, logits.data());
+                            reduce(s + 1, m0, m, logits2.data());
+                        }
+                        if (done) {
+                            s++;
+                            continue;
+                        }
+                    }
+#endif
                     const float* w = base;
                     if (pair[(size_t)s]) {
                         w = slot + chunk_floats;
@@ -657,17 +788,7 @@ public:
                     for (int m0 = 0; m0 < rows; m0 += kLogitRows) {
                         const int m = std::min(kLogitRows, rows - m0);
                         sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n);
-                        if (softcap > 0.f)
-                            for (size_t i = 0; i < (size_t)m * n; i++) logits[i] = softcap * tanhf(logits[i] / softcap);
-                        for (int r = 0; r < m; r++) {
-                            const float* l = logits.data() + (size_t)r * n;
-                            const size_t row = (size_t)s * rows + (size_t)(m0 + r);
-                            const float mx = max_of(l, n);
-                            part_max_[row * chunks + c] = mx;
-                            part_sum_[row * chunks + c] = sum_exp(l, n, mx);
-                            const int t = target[b0 + m0 + r] - v0;
-                            if (t >= 0 && t < n) target_logit_[row] = l[t];
-                        }
+                        reduce(s, m0, m, logits.data());
                     }
                 }
                 if (slot) {
@@ -689,11 +810,19 @@ public:
     }
 
 private:
+    // Whether token_logprobs_noisy makes a pair's chunks as the own GEMM packs them: where every
+    // row block takes the own GEMM (the smallest, `fewest_rows`), unmasked, not switched off.
+    bool fuses_head_pairs(int fewest_rows, int C, float mask_below) const {
+        return takes_own(gemm_, fewest_rows, C) && !pairs_off_ && mask_below == INFINITY && C % 4 == 0;
+    }
+
     ThreadPool pool_;
     NoiseIsa isa_;  // the bulk noise generator (all give the same bits)
     Gemm gemm_;     // the products' library
     bool head_whole_;  // SPILLWAY_HEAD_WHOLE=1: no token_logprobs_noisy
+    bool pairs_off_;   // SPILLWAY_CPU_PAIR_COPIES=1: a pair's working copies as before linear_pair_noisy
     std::vector<float> part_max_, part_sum_, target_logit_;  // token_logprobs: per row and vocabulary chunk
+    std::vector<float> pair_bias_;  // linear_pair_noisy: the bias pair
 };
 
 }  // namespace

@@ -37,7 +37,7 @@ namespace {
 constexpr int kMR = 12, kNR = 32;
 // Measured on the step's shapes (1024 rows x 768 / 3072): MC from 120 to 360 and NC from 512 to
 // 4096 within 3 % of each other; NC 256 and KC 384 or 512 slower.
-constexpr int kKC = 768, kMC = 240, kNC = 1024;
+constexpr int kKC = kOwnGemmDepthBlock, kMC = 240, kNC = 1024;
 
 int lesser(int a, int b) { return a < b ? a : b; }
 
@@ -45,10 +45,12 @@ int lesser(int a, int b) { return a < b ? a : b; }
 struct Panels {
     float* a = nullptr;
     float* b = nullptr;
-    size_t a_floats = 0, b_floats = 0;
+    float* stage = nullptr;  // a pair's perturbed rows before their transposes
+    size_t a_floats = 0, b_floats = 0, stage_floats = 0;
     ~Panels() {
         std::free(a);
         std::free(b);
+        std::free(stage);
     }
     // Null when the memory is not there (the caller then takes another GEMM).
     static float* grow(float*& p, size_t& have, size_t want) {
@@ -135,6 +137,48 @@ void pack_b(const float* B, int ldb, bool b_nk, int N, int j0, int nc, int k0, i
                 _mm512_store_ps(panel + (size_t)k * kNR + 16, _mm512_maskz_loadu_ps(m1, row + 16));
             }
         }
+    }
+}
+
+// Both of a pair's panels of columns [j, j + kNR) (`cols` of them real) over depth [k0, k0 + kc):
+// each row of theta has its noise drawn into the staging rows and is perturbed there both ways
+// (the two fused multiply-adds perturb_pair makes), then 16 rows at a time are transposed into
+// the panels. The staging (2 x 16 rows of kc) stays in L2; nothing the size of B is written.
+void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
+    float* sp = stage;
+    float* sm = stage + (size_t)16 * kc;
+    const __m512 up = _mm512_set1_ps(b.scale), down = _mm512_set1_ps(-b.scale);
+    const __mmask16 tail = (__mmask16)((1u << (kc % 16)) - 1);
+    for (int h = 0; h < kNR; h += 16) {
+        const int rows = cols - h < 0 ? 0 : lesser(16, cols - h);
+        for (int r = 0; r < rows; r++) {
+            const size_t row = (size_t)(j + h + r);
+            const float* t = b.theta + row * b.ldt + k0;
+            float* zp = sp + (size_t)r * kc;
+            float* zm = sm + (size_t)r * kc;
+            b.draw(b.ctx, zp, (size_t)kc, b.first + row * b.ldt + (size_t)k0);
+            int k = 0;
+            for (; k + 16 <= kc; k += 16) {
+                const __m512 z = _mm512_loadu_ps(zp + k), w = _mm512_loadu_ps(t + k);
+                _mm512_storeu_ps(zm + k, _mm512_fmadd_ps(down, z, w));
+                _mm512_storeu_ps(zp + k, _mm512_fmadd_ps(up, z, w));
+            }
+            if (k < kc) {
+                const __m512 z = _mm512_maskz_loadu_ps(tail, zp + k), w = _mm512_maskz_loadu_ps(tail, t + k);
+                _mm512_mask_storeu_ps(zm + k, tail, _mm512_fmadd_ps(down, z, w));
+                _mm512_mask_storeu_ps(zp + k, tail, _mm512_fmadd_ps(up, z, w));
+            }
+        }
+        int k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            transpose16(sp + k, (size_t)kc, rows, plus + (size_t)k * kNR + h, kNR, 0xFFFF);
+            transpose16(sm + k, (size_t)kc, rows, minus + (size_t)k * kNR + h, kNR, 0xFFFF);
+        }
+        for (; k < kc; k++)
+            for (int r = 0; r < 16; r++) {
+                plus[(size_t)k * kNR + h + r] = r < rows ? sp[(size_t)r * kc + k] : 0.0f;
+                minus[(size_t)k * kNR + h + r] = r < rows ? sm[(size_t)r * kc + k] : 0.0f;
+            }
     }
 }
 
@@ -255,6 +299,68 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
                         float* c = C + (size_t)(i0 + q) * ldc + j0 + p;
                         kernel(kc, pa + (size_t)q * kc, pb + (size_t)p * kc, alpha, c, (size_t)ldc, lesser(kMR, mc - q), cols,
                                add_c ? c : add_bias ? bias + j0 + p : nullptr, add_c ? (size_t)ldc : 0);
+                    }
+                }
+            }
+        }
+    }
+    return true;
+}
+
+size_t pair_panel_floats(int N, int K) {
+    return N <= 0 || K <= 0 ? 0 : (size_t)((N + kNR - 1) / kNR * kNR) * (size_t)K;
+}
+
+// gemm_avx512's blocking with both products in it: for each block of rows, A's block of one
+// stream, all its tiles, then the other's, against the panels both were given at the first block
+// of rows (one draw of z). The kept layout: block (j0, k0) at j0 * K + k0 * (its padded width).
+bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
+                      const float* const* bias) {
+    if (M <= 0 || N <= 0) return true;
+    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
+    Panels& tls = tls_panels;
+    const int kc_max = lesser(K, kKC), mc_max = lesser((M + kMR - 1) / kMR * kMR, kMC);
+    const int nc_max = lesser((N + kNR - 1) / kNR * kNR, kNC);
+    float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max);
+    float* pb = b.panels ? nullptr : Panels::grow(tls.b, tls.b_floats, 2 * (size_t)nc_max * (size_t)kc_max);
+    float* stage = Panels::grow(tls.stage, tls.stage_floats, 2 * 16 * (size_t)kc_max);
+    if (!pa || !stage || (!b.panels && !pb)) return false;
+    const bool make = !(b.panels && b.packed);
+    const size_t second = b.panels ? pair_panel_floats(N, K) : (size_t)nc_max * (size_t)kc_max;
+    for (int j0 = 0; j0 < N; j0 += kNC) {
+        const int nc = lesser(kNC, N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
+        for (int k0 = 0; k0 < K; k0 += kKC) {
+            const int kc = lesser(kKC, K - k0);
+            const int lines = (kc * (int)sizeof(float) + 63) / 64;
+            float* blk = b.panels ? b.panels + (size_t)j0 * K + (size_t)k0 * nc_padded : pb;
+            for (int i0 = 0; i0 < M; i0 += kMC) {
+                const int mc = lesser(kMC, M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
+                for (int s = 0; s < 2; s++) {
+                    pack_a(A[s], lda, M, i0, mc_padded, k0, kc, pa);
+                    // Next: the other stream's block of these rows, or the first stream's next block.
+                    const int next_i = s == 0 ? i0 : i0 + kMC, next_rows = lesser(kMC, M - next_i);
+                    const Fetch next_a{A[1 - s] + (size_t)next_i * lda + k0, (size_t)lda, next_rows > 0 ? next_rows : 0, lines};
+                    const int a_lines = next_a.total(), a_slice = (a_lines + panels * tiles - 1) / (panels * tiles);
+                    int a_done = 0;
+                    const float* const add_bias = k0 == 0 ? bias[s] : nullptr;
+                    for (int p = 0; p < nc_padded; p += kNR) {
+                        const int cols = lesser(kNR, nc - p);
+                        Fetch next_b{};
+                        if (make && i0 == 0 && s == 0) {
+                            pack_b_pair(b, j0 + p, cols, k0, kc, blk + (size_t)p * kc, blk + second + (size_t)p * kc, stage);
+                            const int next_cols = lesser(kNR, nc - (p + kNR));
+                            if (next_cols > 0) next_b = Fetch{b.theta + (size_t)(j0 + p + kNR) * b.ldt + k0, b.ldt, next_cols, lines};
+                        }
+                        const int b_lines = next_b.total(), b_slice = (b_lines + tiles - 1) / tiles;
+                        int b_done = 0;
+                        const float* panel = blk + (s ? second : 0) + (size_t)p * kc;
+                        for (int q = 0; q < mc_padded; q += kMR) {
+                            b_done = next_b.issue(b_done, b_slice);
+                            a_done = next_a.issue(a_done, a_slice);
+                            float* c = C[s] + (size_t)(i0 + q) * ldc + j0 + p;
+                            kernel(kc, pa + (size_t)q * kc, panel, 1.0f, c, (size_t)ldc, lesser(kMR, mc - q), cols,
+                                   k0 > 0 ? c : add_bias ? add_bias + j0 + p : nullptr, k0 > 0 ? (size_t)ldc : 0);
+                        }
                     }
                 }
             }

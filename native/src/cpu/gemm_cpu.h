@@ -3,6 +3,9 @@
 
 namespace spw {
 
+// The own GEMM's depth block: a product no deeper is one pass over K per block of columns.
+constexpr int kOwnGemmDepthBlock = 768;
+
 // C[M, N] = alpha A[M, K] op(B) + C when accumulate, else + bias[N] on every row when bias is not
 // null; single-threaded, row-major with leading dimensions; op(B) = B^T for B stored [N, K]
 // (b_nk), else B stored [K, N]. Every element is the same chain of fused multiply-adds whatever
@@ -11,5 +14,31 @@ namespace spw {
 // its packing buffers (under 4 MiB per thread) could not be allocated.
 bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
                  int ldc, bool accumulate, const float* bias = nullptr);
+
+// B of a +eps/-eps pair, made from the master as it is packed: theta stored [N, K], element
+// (j, k) at theta[j * ldt + k] with noise index first + j * ldt + k; C[0] is computed with
+// fma(scale, z, theta), C[1] with fma(-scale, z, theta), z drawn once for both (perturb_pair's
+// bits). draw(ctx, z, n, k0) writes the noise of indices [k0, k0 + n) (k0 % 4 == 0).
+// panels, when not null, keeps both Bs packed (2 * pair_panel_floats(N, K)): a call with
+// packed = false writes them, later calls with packed = true read them and draw nothing.
+struct NoisyPairB {
+    const float* theta = nullptr;
+    size_t ldt = 0;
+    uint64_t first = 0;
+    float scale = 0.0f;
+    void (*draw)(const void* ctx, float* z, size_t n, uint64_t k0) = nullptr;
+    const void* ctx = nullptr;
+    float* panels = nullptr;
+    bool packed = false;
+};
+// Floats of one packed B of the pair: N rounded up to the kernel's 32 columns, times K.
+size_t pair_panel_floats(int N, int K);
+
+// The pair's products, C[s][M, N] = A[s][M, K] B_s^T (+ bias[s][N] on every row when not null),
+// single-threaded, with gemm_avx512's bits for each (B_s as perturb_pair would have written it).
+// False, with C untouched, when its buffers could not be allocated, or where the noise indices
+// are not multiples of 4 at the rows' starts (ldt or first; the caller then makes the copies).
+bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
+                      const float* const* bias);
 
 }  // namespace spw
