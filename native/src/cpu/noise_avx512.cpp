@@ -30,11 +30,14 @@ struct Avx512Lanes {
     static U or_(U a, U b) { return _mm512_or_si512(a, b); }
     static U xor3(U a, U b, U c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
     template <int S> static U srli(U a) { return _mm512_srli_epi32(a, S); }
+    // The 64-bit products of the even lanes and of the odd ones; each half put in place by one
+    // masked shuffle (the other lanes kept): hi takes the even products' upper words down into
+    // the even lanes, lo the odd products' lower words up into the odd lanes.
     static void mul_hilo(U a, U m, U* hi, U* lo) {
         __m512i even = _mm512_mul_epu32(a, m);
         __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-        *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-        *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        *hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);
+        *lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
     }
     static U as_u(F a) { return _mm512_castps_si512(a); }
     static F as_f(U a) { return _mm512_castsi512_ps(a); }
