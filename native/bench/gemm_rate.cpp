@@ -97,7 +97,7 @@ Gemm engine_pair(int threads, const std::string& how) {
                 const float* inps[2] = {a, x2->data()};
                 if (how == "masters") {
                     const NoiseSpec ns{7, 1, 0, 1e-3f};
-                    if (!be->linear_pair_noisy(outs, inps, w, nullptr, ns, 0, ns, 0, s.m, s.k, s.n, false))
+                    if (!be->linear_pair_noisy(outs, inps, w, nullptr, ns, 0, ns, 0, s.m, s.k, s.n, false, false))
                         throw std::runtime_error("linear_pair_noisy does not take " + s.text);
                     return;
                 }

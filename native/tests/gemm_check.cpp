@@ -9,7 +9,7 @@
 // Then the own kernel's one promise OpenBLAS does not make: the same bits whatever the thread
 // count (a band of output columns is the whole product's columns), and a pair of streams side by
 // side the bits of each stream alone; and a +eps/-eps pair made from the masters as it is packed
-// (linear_pair_noisy) the bits of the pair's copies.
+// (linear_pair_noisy) the bits of the pair's copies, with and without the ReLU it can store.
 //
 // usage: gemm_check   prints one JSON line per case and a last {"ok":...,"own":...}; exit 1 on a
 //                     failure. Without AVX-512F, the own kernel's cases are skipped ("own":false).
@@ -164,14 +164,23 @@ int main() {
                 be->linear_streams(2, refs, inps, ws, bs, c.n, c.i, c.o, false);
                 const NoiseSpec wn{77, 3, 0, eps}, bn{77, 4, 0, eps};
                 bool taken = be->linear_pair_noisy(outs, inps, d.w.data() + (size_t)row * c.i, d.b.data() + row, wn,
-                                                   (uint64_t)row * c.i, bn, row, c.n, c.i, c.o, false);
+                                                   (uint64_t)row * c.i, bn, row, c.n, c.i, c.o, false, false);
                 const bool expect_taken = c.i % 4 == 0 && c.i <= 768;  // deeper: the copies (backend_cpu.cpp)
                 bool same = taken && !std::memcmp(r0.data(), y0.data(), sizeof(float) * r0.size()) &&
                             !std::memcmp(r1.data(), y1.data(), sizeof(float) * r1.size());
+                // With the ReLU stored by the GEMM: the bits of activation(Relu) on the copies' products.
+                if (taken) {
+                    be->activation(r0.data(), r0.size(), Act::Relu);
+                    be->activation(r1.data(), r1.size(), Act::Relu);
+                    same = same && be->linear_pair_noisy(outs, inps, d.w.data() + (size_t)row * c.i, d.b.data() + row, wn,
+                                                         (uint64_t)row * c.i, bn, row, c.n, c.i, c.o, false, true) &&
+                           !std::memcmp(r0.data(), y0.data(), sizeof(float) * r0.size()) &&
+                           !std::memcmp(r1.data(), y1.data(), sizeof(float) * r1.size());
+                }
                 // Never for W stored [I, O], nor on OpenBLAS.
-                bool refused = !be->linear_pair_noisy(outs, inps, d.w.data(), d.b.data(), wn, 0, bn, 0, c.n, c.i, c.o, true) &&
+                bool refused = !be->linear_pair_noisy(outs, inps, d.w.data(), d.b.data(), wn, 0, bn, 0, c.n, c.i, c.o, true, false) &&
                                !backend("openblas", threads)->linear_pair_noisy(outs, inps, d.w.data(), d.b.data(), wn, 0, bn, 0,
-                                                                               c.n, c.i, c.o, false);
+                                                                               c.n, c.i, c.o, false, false);
                 bool ok = (expect_taken ? same : !taken) && refused;
                 failed += !ok;
                 total++;

@@ -208,12 +208,13 @@ public:
     // (o, i) of W at index w_first + o * I + i, and b_ns's z for b at index b_first + o), the bits
     // of perturb_pair then linear_streams, with no working copy written. False, having done
     // nothing, where the backend does not (by the shape alone, the same for every pair of a pass):
-    // the engine then makes the pair's copies.
+    // the engine then makes the pair's copies. relu: the outputs' ReLU stored instead, the bits of
+    // activation(Act::Relu) after the products.
     virtual bool linear_pair_noisy(float* const* out, const float* const* inp, const float* W, const float* b,
                                    const NoiseSpec& w_ns, uint64_t w_first, const NoiseSpec& b_ns, uint64_t b_first, int N,
-                                   int I, int O, bool transposed) {
+                                   int I, int O, bool transposed, bool relu) {
         (void)out, (void)inp, (void)W, (void)b, (void)w_ns, (void)w_first, (void)b_ns, (void)b_first, (void)N, (void)I,
-            (void)O, (void)transposed;
+            (void)O, (void)transposed, (void)relu;
         return false;
     }
     // rotate_half RoPE, in place, on `nheads` heads of each row of x (row stride ld): the first

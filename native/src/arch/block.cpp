@@ -270,7 +270,7 @@ void BlockPass::norm(float* Acts::*out, float* Acts::*in, const WeightBias& w, i
 }
 
 bool BlockPass::pieces_from_masters(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces,
-                                    bool transposed) {
+                                    bool transposed, bool relu) {
     const int ids[2] = {w.w, w.b};
     if (transposed || !copies_.pairable(tensors_, ids, 2, streams_)) return false;
     const Tensor& wt = tensors_[(size_t)w.w];
@@ -286,7 +286,7 @@ bool BlockPass::pieces_from_masters(float* Acts::*in, const WeightBias& w, int i
             bool done = false;
             timed(KernelKind::Linear, [&] {
                 done = be_.linear_pair_noisy(outs, ins, wt.device + row * (size_t)in_dim, bt ? bt->device + row : nullptr, wn,
-                                             row * (size_t)in_dim, bn, row, in_.N, in_dim, piece.width, false);
+                                             row * (size_t)in_dim, bn, row, in_.N, in_dim, piece.width, false, relu);
             });
             // The backend decides by the shape alone: every pair after the first is taken alike.
             if (!done && (si > 0 || row > 0))
@@ -296,6 +296,10 @@ bool BlockPass::pieces_from_masters(float* Acts::*in, const WeightBias& w, int i
         }
     }
     return true;
+}
+
+bool BlockPass::linear_relu(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim) {
+    return pieces_from_masters(in, w, in_dim, {Piece{out, out_dim}}, tensors_[(size_t)w.w].transposed, true);
 }
 
 void BlockPass::linear(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim) {

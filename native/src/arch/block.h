@@ -239,7 +239,11 @@ public:
     // (Backend::linear_pair_noisy), where the group is pairable and the backend takes the shape;
     // false, having done nothing, otherwise.
     bool pieces_from_masters(float* Acts::*in, const WeightBias& w, int in_dim, std::initializer_list<Piece> pieces,
-                             bool transposed);
+                             bool transposed, bool relu = false);
+    // linear() with the ReLU of its output stored by the products themselves, where they are a pair
+    // from the masters (pieces_from_masters); false, having done nothing, otherwise (then linear()
+    // and activation(): the same bits).
+    bool linear_relu(float* Acts::*out, float* Acts::*in, const WeightBias& w, int in_dim, int out_dim);
 
     // ---- kernels without weights ----
     // f(x, h) for every stream: its activations and its hidden states.

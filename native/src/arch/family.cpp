@@ -51,8 +51,11 @@ int dim_of(Dim d, const ModelConfig& c) {
 
 void plain_mlp(BlockPass& p, const BlockParams& w, float* Acts::*out, float* Acts::*in) {
     const int C = p.config().hidden, I = p.config().intermediate;
-    p.linear(&Acts::m1, in, w.fc1, C, I);
-    p.each([&](Acts& x, float*) { p.activation(x.m1, I); });
+    // OPT's ReLU is stored by fc1's products where the backend can (the same bits).
+    if (p.config().activation != (int)Act::Relu || !p.linear_relu(&Acts::m1, in, w.fc1, C, I)) {
+        p.linear(&Acts::m1, in, w.fc1, C, I);
+        p.each([&](Acts& x, float*) { p.activation(x.m1, I); });
+    }
     p.linear(out, &Acts::m1, w.fc2, I, C);
 }
 

@@ -456,7 +456,7 @@ public:
     // working copy is written. The bias pair is made first (O floats).
     bool linear_pair_noisy(float* const* out, const float* const* inp, const float* W, const float* b,
                            const NoiseSpec& w_ns, uint64_t w_first, const NoiseSpec& b_ns, uint64_t b_first, int N, int I,
-                           int O, bool transposed) override {
+                           int O, bool transposed, bool relu) override {
 #ifdef SPW_GEMM_AVX512
         // Deeper products stay with the copies: every thread would pack both streams' rows for
         // each depth block (a band of columns holds both), and at 3,072 deep that traffic costs
@@ -485,7 +485,7 @@ public:
             const NoisyPairB nb = draw.b(W + (size_t)o0 * I, (size_t)I, w_first + (uint64_t)o0 * (uint64_t)I);
             float* const c[2] = {out[0] + o0, out[1] + o0};
             const float* const bias[2] = {b ? pair_bias_.data() + o0 : nullptr, b ? pair_bias_.data() + O + o0 : nullptr};
-            if (gemm_avx512_pair(N, n, I, inp, I, nb, c, O, bias)) return;
+            if (gemm_avx512_pair(N, n, I, inp, I, nb, c, O, bias, relu)) return;
             // Its buffers could not be had: the band's copies, and OpenBLAS's products on them.
             std::vector<float> wp((size_t)n * I), wm((size_t)n * I);
             perturb_rows(wp.data(), wm.data(), nb.theta, (size_t)n * I, w_ns, nb.first, INFINITY);
@@ -494,12 +494,15 @@ public:
                 if (bias[s])
                     for (int r = 0; r < N; r++) std::memcpy(c[s] + (size_t)r * O, bias[s], sizeof(float) * (size_t)n);
                 sgemm_nt(Gemm::OpenBlas, N, n, I, 1.0f, inp[s], I, ws[s], I, c[s], O, bias[s] != nullptr);
+                if (relu)
+                    for (int r = 0; r < N; r++)
+                        for (int j = 0; j < n; j++) c[s][(size_t)r * O + j] = act_one(c[s][(size_t)r * O + j], Act::Relu);
             }
         });
         return true;
 #else
         (void)out, (void)inp, (void)W, (void)b, (void)w_ns, (void)w_first, (void)b_ns, (void)b_first, (void)N, (void)I,
-            (void)O, (void)transposed;
+            (void)O, (void)transposed, (void)relu;
         return false;
 #endif
     }

@@ -197,9 +197,10 @@ void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, floa
 }
 
 // The 12 x 32 tile: c = alpha (a b) + what `add` points at, rows x cols of it stored. `add` is c
-// itself (row stride ldc), one row added to every row (stride 0: a bias), or null.
+// itself (row stride ldc), one row added to every row (stride 0: a bias), or null. relu: max(c, 0)
+// is stored (max_ps returns its second operand for NaN and for zeros of either sign: x > 0 ? x : 0).
 void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_t ldc, int rows, int cols, const float* add,
-            size_t ld_add) {
+            size_t ld_add, bool relu = false) {
     __m512 c0[kMR], c1[kMR];
     for (int i = 0; i < kMR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
@@ -219,6 +220,7 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
             c0[i] = _mm512_mul_ps(va, c0[i]);
             c1[i] = _mm512_mul_ps(va, c1[i]);
         }
+    const __m512 zero = _mm512_setzero_ps();
     if (rows == kMR && cols == kNR) {
         for (int i = 0; i < kMR; i++) {
             float* r = c + (size_t)i * ldc;
@@ -226,6 +228,10 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
                 const float* s = add + (size_t)i * ld_add;
                 c0[i] = _mm512_add_ps(_mm512_loadu_ps(s), c0[i]);
                 c1[i] = _mm512_add_ps(_mm512_loadu_ps(s + 16), c1[i]);
+            }
+            if (relu) {
+                c0[i] = _mm512_max_ps(c0[i], zero);
+                c1[i] = _mm512_max_ps(c1[i], zero);
             }
             _mm512_storeu_ps(r, c0[i]);
             _mm512_storeu_ps(r + 16, c1[i]);
@@ -240,6 +246,10 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
             const float* s = add + (size_t)i * ld_add;
             c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, s), c0[i]);
             c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, s + 16), c1[i]);
+        }
+        if (relu) {
+            c0[i] = _mm512_max_ps(c0[i], zero);
+            c1[i] = _mm512_max_ps(c1[i], zero);
         }
         _mm512_mask_storeu_ps(r, m0, c0[i]);
         _mm512_mask_storeu_ps(r + 16, m1, c1[i]);
@@ -315,7 +325,7 @@ size_t pair_panel_floats(int N, int K) {
 // stream, all its tiles, then the other's, against the panels both were given at the first block
 // of rows (one draw of z). The kept layout: block (j0, k0) at j0 * K + k0 * (its padded width).
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
-                      const float* const* bias) {
+                      const float* const* bias, bool relu) {
     if (M <= 0 || N <= 0) return true;
     if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
     Panels& tls = tls_panels;
@@ -332,6 +342,7 @@ bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const
         for (int k0 = 0; k0 < K; k0 += kKC) {
             const int kc = lesser(kKC, K - k0);
             const int lines = (kc * (int)sizeof(float) + 63) / 64;
+            const bool last = k0 + kc >= K;
             float* blk = b.panels ? b.panels + (size_t)j0 * K + (size_t)k0 * nc_padded : pb;
             for (int i0 = 0; i0 < M; i0 += kMC) {
                 const int mc = lesser(kMC, M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
@@ -359,7 +370,7 @@ bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const
                             a_done = next_a.issue(a_done, a_slice);
                             float* c = C[s] + (size_t)(i0 + q) * ldc + j0 + p;
                             kernel(kc, pa + (size_t)q * kc, panel, 1.0f, c, (size_t)ldc, lesser(kMR, mc - q), cols,
-                                   k0 > 0 ? c : add_bias ? add_bias + j0 + p : nullptr, k0 > 0 ? (size_t)ldc : 0);
+                                   k0 > 0 ? c : add_bias ? add_bias + j0 + p : nullptr, k0 > 0 ? (size_t)ldc : 0, relu && last);
                         }
                     }
                 }

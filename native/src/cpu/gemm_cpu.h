@@ -35,10 +35,11 @@ struct NoisyPairB {
 size_t pair_panel_floats(int N, int K);
 
 // The pair's products, C[s][M, N] = A[s][M, K] B_s^T (+ bias[s][N] on every row when not null),
-// single-threaded, with gemm_avx512's bits for each (B_s as perturb_pair would have written it).
+// single-threaded, with gemm_avx512's bits for each (B_s as perturb_pair would have written it);
+// relu: max(C, 0) stored instead (the bits of x > 0 ? x : 0 afterwards).
 // False, with C untouched, when its buffers could not be allocated, or where the noise indices
 // are not multiples of 4 at the rows' starts (ldt or first; the caller then makes the copies).
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
-                      const float* const* bias);
+                      const float* const* bias, bool relu = false);
 
 }  // namespace spw
