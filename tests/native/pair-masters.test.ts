@@ -83,6 +83,11 @@ describe('a pair perturbed as the GEMM packs it', () => {
     await sameBits(fused, copies, batch(3, 400), [0, 1].map((s) => params(s)));
   }, 120_000);
 
+  it('one block of head rows (598), two pairs: the same bits', async () => {
+    const [fused, copies] = [await load({}), await load({ SPILLWAY_CPU_PAIR_COPIES: '1', SPILLWAY_HEAD_WHOLE: '1' })];
+    await sameBits(fused, copies, batch(2, 300), [0, 1].map((s) => params(s)));
+  }, 120_000);
+
   it("a head block under the own GEMM's 16 rows (1,030 scored: 1,024 + 6) keeps the copies there, the same bits", async () => {
     const [fused, copies] = [await load({}), await load({ SPILLWAY_CPU_PAIR_COPIES: '1', SPILLWAY_HEAD_WHOLE: '1' })];
     await sameBits(fused, copies, batch(2, 516), [params(0, 1)]);
