@@ -36,10 +36,10 @@ afterAll(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function load(env: Record<string, string>): Promise<NativeEngine> {
+async function load(env: Record<string, string>, threads = 2): Promise<NativeEngine> {
   Object.assign(process.env, env);
   try {
-    const engine = new (loadNative().Engine)({ threads: 2 });
+    const engine = new (loadNative().Engine)({ threads });
     opened.push(engine);
     await engine.load(engineSpec(await loadModelInfo(model)));
     return engine;
@@ -86,6 +86,11 @@ describe('a pair perturbed as the GEMM packs it', () => {
   it('one block of head rows (598), two pairs: the same bits', async () => {
     const [fused, copies] = [await load({}), await load({ SPILLWAY_CPU_PAIR_COPIES: '1', SPILLWAY_HEAD_WHOLE: '1' })];
     await sameBits(fused, copies, batch(2, 300), [0, 1].map((s) => params(s)));
+  }, 120_000);
+
+  it("the same bits on 1 and 3 threads (the bands of the pairs' products, and the head's last chunks split by rows among the threads)", async () => {
+    const [one, three] = [await load({}, 1), await load({}, 3)];
+    await sameBits(one, three, batch(2, 300), [0, 1].map((s) => params(s)));
   }, 120_000);
 
   it("a head block under the own GEMM's 16 rows (1,030 scored: 1,024 + 6) keeps the copies there, the same bits", async () => {

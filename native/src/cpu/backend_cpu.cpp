@@ -723,7 +723,22 @@ public:
             const int last_block = rows - (rows - 1) / kLogitRows * kLogitRows;
             const bool fuse = fuses_head_pairs(last_block, C, mask_below);
             (void)fuse;  // without the own GEMM in the build
-            pool_.parallel_tasks((size_t)chunks, [&](size_t c) {
+            // The last chunks (one per thread) are split by rows among the threads, so that they
+            // finish together: an odd count of whole chunks (OPT's 49 and a 96-row one) left one
+            // thread idle for most of a chunk. Only where every part takes the own GEMM, whose
+            // bits do not depend on the rows it is given (each part draws its chunk's noise).
+            const int T = pool_.size();
+            const int tail = T > 1 && rows <= kLogitRows && takes_own(gemm_, rows / T, C) ? std::min(chunks, T) : 0;
+            const size_t tasks = (size_t)(chunks - tail) + (size_t)tail * T;
+            pool_.parallel_tasks(tasks, [&](size_t task) {
+                size_t c = task;
+                int lo = 0, hi = rows;
+                if (task >= (size_t)(chunks - tail)) {
+                    const size_t u = task - (size_t)(chunks - tail), part = u % (size_t)T;
+                    c = (size_t)(chunks - tail) + u / (size_t)T;
+                    lo = (int)((size_t)rows * part / (size_t)T);
+                    hi = (int)((size_t)rows * (part + 1) / (size_t)T);
+                }
                 thread_local std::vector<float> logits, logits2;
                 logits.resize((size_t)kLogitRows * kVocabChunk);
                 const int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
@@ -754,15 +769,15 @@ public:
                         logits2.resize(logits.size());
                         const PairDraw draw{isa_, ns[s]};
                         bool done = true;
-                        for (int m0 = 0; m0 < rows && done; m0 += kLogitRows) {
-                            const int m = std::min(kLogitRows, rows - m0);
+                        for (int m0 = lo; m0 < hi && done; m0 += kLogitRows) {
+                            const int m = std::min(kLogitRows, hi - m0);
                             const float* const a[2] = {x[s] + (size_t)(b0 + m0) * C, x[s + 1] + (size_t)(b0 + m0) * C};
                             float* const out[2] = {logits.data(), logits2.data()};
                             const float* const none[2] = {nullptr, nullptr};
                             // Only the first block can fail (its buffers are the largest): then the copies.
-                            done = gemm_avx512_pair(m, n, C, a, C, draw.b(base, (size_t)C, (uint64_t)v0 * (uint64_t)C, slot, m0 > 0),
+                            done = gemm_avx512_pair(m, n, C, a, C, draw.b(base, (size_t)C, (uint64_t)v0 * (uint64_t)C, slot, m0 > lo),
                                                     out, n, none);
-                            if (!done && m0 > 0) throw std::logic_error("gemm_avx512_pair failed after its first block");
+                            if (!done && m0 > lo) throw std::logic_error("gemm_avx512_pair failed after its first block");
                             if (!done) break;
                             reduce(s, m0, m, logits.data());
                             reduce(s + 1, m0, m, logits2.data());
@@ -788,8 +803,8 @@ public:
                                      (uint64_t)v0 * (uint64_t)C, mask_below);
                         w = slot;
                     }
-                    for (int m0 = 0; m0 < rows; m0 += kLogitRows) {
-                        const int m = std::min(kLogitRows, rows - m0);
+                    for (int m0 = lo; m0 < hi; m0 += kLogitRows) {
+                        const int m = std::min(kLogitRows, hi - m0);
                         sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n);
                         reduce(s, m0, m, logits.data());
                     }
