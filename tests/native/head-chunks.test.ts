@@ -16,6 +16,7 @@ import { engineSpec } from '../../electron/engine/spec.js';
 import type { TokenizedExample } from '../../electron/data/types.js';
 import { loadModelInfo } from '../../electron/model/index.js';
 import { FIXTURE_MODELS } from '../helpers/engine.js';
+import { expectSameBits, lmBatch } from '../helpers/same-bits.js';
 import { makeTinyLlama } from '../helpers/tiny-model.js';
 
 const VOCAB = 2500;
@@ -44,19 +45,6 @@ async function load(model: string, whole: boolean, train?: NativeTrainSpec): Pro
   }
 }
 
-/** `n` LM examples of `len` tokens drawn below `vocab`, all but the first token scored. */
-function batch(n: number, len: number, vocab: number) {
-  let x = 4242;
-  const next = () => (x = (x * 1103515245 + 12345) % 2 ** 31) % vocab;
-  const examples: TokenizedExample[] = Array.from({ length: n }, (_, i) => ({
-    kind: 'lm',
-    label: -1,
-    source: `ex${i}`,
-    sequences: [{ tokens: Array.from({ length: len }, next), scoreStart: 1, scoreEnd: len }],
-  }));
-  return packBatch(examples);
-}
-
 const params = (step: number, over: Partial<NativeStepParams> = {}): NativeStepParams => ({
   seed: 5n,
   step,
@@ -68,26 +56,11 @@ const params = (step: number, over: Partial<NativeStepParams> = {}): NativeStepP
   ...over,
 });
 
-/** Runs the same steps on both engines and compares every result and every tensor bit for bit. */
-async function sameBits(chunked: NativeEngine, whole: NativeEngine, b: ReturnType<typeof batch>, steps: NativeStepParams[]) {
-  for (const p of steps) {
-    const [c, w] = [await chunked.step(b, p), await whole.step(b, p)];
-    expect(c.skipped).toBe(false);
-    for (const key of ['lossPlus', 'lossMinus', 'projectedGrad'] as const)
-      expect(c[key].every((v, i) => Object.is(v, w[key][i])), `${key} of step ${p.step}: ${c[key]} vs ${w[key]}`).toBe(true);
-  }
-  for (const t of chunked.tensorNames()) {
-    const a = chunked.getTensor(t.name);
-    const z = whole.getTensor(t.name);
-    expect(a.every((v, i) => Object.is(v, z[i])), t.name).toBe(true);
-  }
-}
-
 describe('the head perturbed a vocabulary chunk at a time', () => {
   it('MeZO, two +eps/-eps pairs a step: the same bits as the head perturbed whole, in less scratch', async () => {
     const [chunked, whole] = [await load(tied, false), await load(tied, true)];
-    const b = batch(6, 24, VOCAB);
-    await sameBits(chunked, whole, b, [0, 1, 2].map((s) => params(s)));
+    const b = lmBatch(6, 24, VOCAB);
+    await expectSameBits(chunked, whole, b, [0, 1, 2].map((s) => params(s)));
     // z and the working copy held the head's group (its norm, 32, and lm_head, 2,500 x 32 floats);
     // now the largest block group (gate or up, 64 x 32), beside two chunks of 1,024 rows for each
     // of the two threads.
@@ -97,31 +70,31 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
 
   it('FZOO, the clean masters and three single probes a step', async () => {
     const [chunked, whole] = [await load(tied, false), await load(tied, true)];
-    await sameBits(chunked, whole, batch(4, 20, VOCAB), [0, 1].map((s) => params(s, { q: 3, estimator: 'fzoo' })));
+    await expectSameBits(chunked, whole, lmBatch(4, 20, VOCAB), [0, 1].map((s) => params(s, { q: 3, estimator: 'fzoo' })));
   });
 
   it('more scored rows than one band of 8,192 (the chunks are made again per band)', async () => {
     const [chunked, whole] = [await load(tied, false), await load(tied, true)];
     // 33 sequences of 256 tokens: 8,415 scored rows.
-    await sameBits(chunked, whole, batch(33, 256, VOCAB), [params(0, { q: 1 })]);
+    await expectSameBits(chunked, whole, lmBatch(33, 256, VOCAB), [params(0, { q: 1 })]);
   });
 
   it('FZOO with 16 probes over more than one band (17 streams: bands of 1,024 rows)', async () => {
     const [chunked, whole] = [await load(tied, false), await load(tied, true)];
     // 5 sequences of 256 tokens: 1,275 scored rows.
-    await sameBits(chunked, whole, batch(5, 256, VOCAB), [params(0, { q: 16, estimator: 'fzoo' })]);
+    await expectSameBits(chunked, whole, lmBatch(5, 256, VOCAB), [params(0, { q: 16, estimator: 'fzoo' })]);
   });
 
   it('a frozen head (sparse trains the block matrices alone) is read in place', async () => {
     const train: NativeTrainSpec = { kind: 'sparse', fraction: 0.25 };
     const [chunked, whole] = [await load(tied, false, train), await load(tied, true, train)];
-    await sameBits(chunked, whole, batch(4, 20, VOCAB), [0, 1].map((s) => params(s)));
+    await expectSameBits(chunked, whole, lmBatch(4, 20, VOCAB), [0, 1].map((s) => params(s)));
   });
 
   it('an untied head (llama-tiny), one chunk', async () => {
     const model = join(FIXTURE_MODELS, 'llama-tiny');
     const [chunked, whole] = [await load(model, false), await load(model, true)];
-    await sameBits(chunked, whole, batch(4, 12, 128), [0, 1].map((s) => params(s)));
+    await expectSameBits(chunked, whole, lmBatch(4, 12, 128), [0, 1].map((s) => params(s)));
   });
 
   // Trainable tokens: the chosen rows are merged on their own (the lookup and the head's chunks
@@ -152,7 +125,7 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
   it('trainable tokens on a tied head: the same bits as whole merged copies, with no copy of the embedding', async () => {
     const [rows, whole] = [await load(tied, false, tokensSpec(TOKENS)), await load(tied, true, tokensSpec(TOKENS))];
     const b = tokensBatch(6, 24);
-    await sameBits(rows, whole, b, [0, 1, 2].map((s) => params(s, { lr: 1 })));
+    await expectSameBits(rows, whole, b, [0, 1, 2].map((s) => params(s, { lr: 1 })));
     sameAdapters(rows, whole);
     // The rows moved (a test of the merge, not of two zero deltas).
     const delta = rows.getTensor(rows.trainableTensors()[0].name);
@@ -162,7 +135,7 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
     expect(whole.info().tiers!.scratchBytes).toBe(4 * 2 * (32 + VOCAB * 32));
     expect(rows.info().tiers!.scratchBytes).toBe(4 * 2 * 2 * 1024 * 32);
     // FZOO: the clean stream and single probes.
-    await sameBits(rows, whole, b, [3, 4].map((s) => params(s, { q: 3, estimator: 'fzoo', lr: 1 })));
+    await expectSameBits(rows, whole, b, [3, 4].map((s) => params(s, { q: 3, estimator: 'fzoo', lr: 1 })));
     sameAdapters(rows, whole);
     // Decoding after training: the chosen tokens' logit columns come from their merged rows (a
     // product of their own, so within 1e-6 of the whole copy's, relative to the logit: a float32 dot
@@ -182,7 +155,7 @@ describe('the head perturbed a vocabulary chunk at a time', () => {
   it('trainable tokens on an untied head (llama-tiny: a delta for each)', async () => {
     const model = join(FIXTURE_MODELS, 'llama-tiny');
     const [rows, whole] = [await load(model, false, tokensSpec([5, 9, 17])), await load(model, true, tokensSpec([5, 9, 17]))];
-    await sameBits(rows, whole, batch(4, 12, 128), [0, 1].map((s) => params(s, { lr: 1 })));
+    await expectSameBits(rows, whole, lmBatch(4, 12, 128), [0, 1].map((s) => params(s, { lr: 1 })));
     sameAdapters(rows, whole);
     expect(rows.trainableTensors()).toHaveLength(2);
   });

@@ -126,6 +126,19 @@ void WorkingCopies::reserve_head_chunks(size_t floats) {
     chunks_capacity_ = floats;
 }
 
+// Where each tensor of the group ids[0..n) starts in a working copy (each padded to 16 floats);
+// returns the floats they take.
+static size_t group_offsets(const std::vector<Tensor>& tensors, const int* ids, int n, size_t (&offs)[4]) {
+    size_t off = 0;
+    for (int i = 0; i < 4; i++) offs[i] = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0) continue;
+        offs[i] = off;
+        off += pad16(tensors[(size_t)ids[i]].numel);
+    }
+    return off;
+}
+
 bool WorkingCopies::pairable(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams) const {
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0) continue;
@@ -145,13 +158,8 @@ bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* id
                                int noise, double& noise_ms,
                                const std::function<void(size_t, const float* const*, const float* const*)>& fn) {
     if (!pairable(tensors, ids, n, streams)) return false;
-    size_t offs[4] = {0, 0, 0, 0};
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (ids[i] < 0) continue;
-        offs[i] = off;
-        off += pad16(tensors[(size_t)ids[i]].numel);
-    }
+    size_t offs[4];
+    const size_t off = group_offsets(tensors, ids, n, offs);
     if (off > pair_capacity_ || off > capacity_) return false;
     const float* plus[4] = {nullptr, nullptr, nullptr, nullptr};
     const float* minus[4] = {nullptr, nullptr, nullptr, nullptr};
@@ -172,13 +180,8 @@ bool WorkingCopies::with_pairs(const std::vector<Tensor>& tensors, const int* id
 
 void WorkingCopies::with(const std::vector<Tensor>& tensors, const int* ids, int n, const std::vector<Stream>& streams,
                          int noise, double& noise_ms, const std::function<void(size_t, const float* const*)>& fn) {
-    size_t offs[4] = {0, 0, 0, 0};
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (ids[i] < 0) continue;
-        offs[i] = off;
-        off += pad16(tensors[(size_t)ids[i]].numel);
-    }
+    size_t offs[4];
+    group_offsets(tensors, ids, n, offs);
     int adapter[4] = {-1, -1, -1, -1};
     for (int i = 0; i < n; i++)
         if (ids[i] >= 0 && adapters_) adapter[i] = adapters_->adapter_of(ids[i]);
