@@ -463,15 +463,11 @@ public:
         // what the copies did (gemm_rate --pair: 1008 x 3072 x 768 level or slower, 768 deep 9 % faster).
         if (transposed || !takes_own(gemm_, N, I) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
         if (b) {
-            // z of the bias from the block of 4 its first element is in (draws start on one).
-            const size_t lead = (size_t)(b_first % 4);
-            pair_bias_.resize(3 * (size_t)O + lead);
-            float* z = pair_bias_.data() + 2 * (size_t)O;
-            noise_range_isa(isa_, z, (size_t)O + lead, b_ns.seed, b_ns.id, b_ns.kind, b_first - lead);
-            for (int o = 0; o < O; o++) {
-                pair_bias_[(size_t)o] = fmaf(b_ns.scale, z[lead + (size_t)o], b[o]);
-                pair_bias_[(size_t)O + o] = fmaf(-b_ns.scale, z[lead + (size_t)o], b[o]);
-            }
+            // The bias pair as perturb_pair makes it (noisy_row draws from any first element).
+            pair_bias_.resize(2 * (size_t)O);
+            const NoiseSpec down{b_ns.seed, b_ns.id, b_ns.kind, -b_ns.scale};
+            noisy_row(isa_, pair_bias_.data(), b, O, b_ns, b_first, false);
+            noisy_row(isa_, pair_bias_.data() + O, b, O, down, b_first, false);
         }
         int bands = pool_.size(), width = O;
         for (; bands > 0; bands--) {
