@@ -722,9 +722,11 @@ public:
             // The last chunks (one per thread) are split by rows among the threads, so that they
             // finish together: an odd count of whole chunks (OPT's 49 and a 96-row one) left one
             // thread idle for most of a chunk. Only where every part takes the own GEMM, whose
-            // bits do not depend on the rows it is given (each part draws its chunk's noise).
+            // bits do not depend on the rows it is given (each part draws its chunk's noise), and
+            // where there are as many chunks as threads: every part running holds a slot, and there
+            // are head_slots(V) = min(threads, chunks) of them.
             const int T = pool_.size();
-            const int tail = T > 1 && rows <= kLogitRows && takes_own(gemm_, rows / T, C) ? std::min(chunks, T) : 0;
+            const int tail = T > 1 && chunks >= T && rows <= kLogitRows && takes_own(gemm_, rows / T, C) ? T : 0;
             const size_t tasks = (size_t)(chunks - tail) + (size_t)tail * T;
             pool_.parallel_tasks(tasks, [&](size_t task) {
                 size_t c = task;
@@ -742,6 +744,7 @@ public:
                 float* slot = nullptr;
                 if (perturbed) {
                     std::lock_guard<std::mutex> lock(slots_mu);
+                    if (free_slots.empty()) throw std::logic_error("token_logprobs_noisy: more chunks at once than head slots");
                     slot = scratch + (size_t)free_slots.back() * 2 * chunk_floats;
                     free_slots.pop_back();
                 }
