@@ -1,6 +1,6 @@
 // `npm run bench:gemm`: the float32 GEMM libraries Debian offers, at the shapes of the CPU ZO
 // step (OPT-125M, the batch shapes of `npm run bench`), against the engine's GEMMs (its own
-// AVX-512 kernel, and OpenBLAS as it ran before: SPILLWAY_CPU_GEMM), on the same threads. Writes bench/results/gemm-libs-cpu.{json,md}: what the engine's choice of
+// AVX-512 and AVX2 kernels, and OpenBLAS as it ran before: SPILLWAY_CPU_GEMM), on the same threads. Writes bench/results/gemm-libs-cpu.{json,md}: what the engine's choice of
 // library rests on.
 //
 //   node dist/bench/gemm-libs.js [--threads 2] [--reps 5] [--rounds 2] [--shapes 16x64,4x256,1x512]
@@ -48,6 +48,13 @@ function candidates(threads: number, venvPython: string, simd: string[]): Candid
       args: [],
       env: { SPILLWAY_CPU_GEMM: 'own' },
       missing: simd.includes('avx512f') ? undefined : 'no AVX-512F on this CPU',
+    },
+    {
+      label: 'spillway cpu backend, own AVX2 kernel (one call per column band)',
+      pkg: 'spillway',
+      cmd: GEMM_RATE,
+      args: [],
+      env: { SPILLWAY_CPU_GEMM: 'avx2' },
     },
     {
       label: 'spillway cpu backend, OpenBLAS single-threaded per column band',

@@ -494,13 +494,15 @@ function machine(o: Options): Machine {
   } catch {
     /* reported as unknown */
   }
-  // The projections and the head take the backend's own AVX-512 GEMM where the CPU has AVX-512F
-  // (unless SPILLWAY_CPU_GEMM=openblas); attention's small products are OpenBLAS's either way.
+  // The projections and the head take the backend's own GEMM, its AVX-512 kernel where the CPU has
+  // AVX-512F, else its AVX2 one (unless SPILLWAY_CPU_GEMM says avx2 or openblas); attention's small
+  // products are OpenBLAS's either way.
   const machine = machineInfo();
-  const gemm = process.env.SPILLWAY_CPU_GEMM?.trim() || (machine.simd.includes('avx512f') ? 'own' : 'openblas');
+  const gemm = process.env.SPILLWAY_CPU_GEMM?.trim() || 'own';
+  const kernel = gemm === 'avx2' || !machine.simd.includes('avx512f') ? 'AVX2' : 'AVX-512';
   return {
     ...machine,
-    engineBlas: gemm === 'own' ? `own AVX-512 GEMM (projections, head) and ${blas} (attention)` : blas,
+    engineBlas: gemm === 'openblas' ? blas : `own ${kernel} GEMM (projections, head) and ${blas} (attention)`,
     torchDebian: `${torch(o.debianPython)} (${o.debianPython})`,
     torchVenv: `${torch(o.venvPython)} (${o.venvPython})`,
   };
@@ -574,7 +576,7 @@ function markdown(res: { machine: Machine; threads: number; warmup: number; step
     '',
     'Every product of the step (both forwards of every block, attention over the causal half, the head over the full vocabulary) at the best ' +
       "float32 GEMM rate measured on this machine for its shape, in the same run (before and after the paired steps): the engine's own GEMM " +
-      "(`native/build/gemm_rate`: the CPU backend's linear as the engine runs it, its own AVX-512 kernel where the CPU has one) and MKL through torch 2 (`bench/gemm_torch.py`: " +
+      "(`native/build/gemm_rate`: the CPU backend's linear as the engine runs it, its own AVX-512 kernel where the CPU has one, else its AVX2 one) and MKL through torch 2 (`bench/gemm_torch.py`: " +
       "F.linear, and torch.bmm for attention's per-head products). Rates are the best of 5 repetitions; everything else in the step (noise, " +
       'perturbed copies, norms, softmax, update) counts for nothing, so the floor is below anything that computes the step. ' +
       'The wall-time floor uses the fastest repetition; the CPU-time floor uses the rate per CPU second of the repetition that took the least ' +

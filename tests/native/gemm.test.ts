@@ -1,8 +1,10 @@
-// The CPU backend's GEMMs (native/build/gemm_check): its own AVX-512 kernel and OpenBLAS against
-// a float64 reference with a rigorous bound ((I + 2) u sum |x w|), on shapes crossing every edge
-// of the own kernel's tiles and blocks; and the own kernel's same bits on 1 to 3 threads and for
-// each stream of a side-by-side pair. The engine's own results on the own kernel are held to
-// transformers' by the golden tests (forward-golden, mezo-golden, families-transformers).
+// The CPU backend's GEMMs (native/build/gemm_check): its own kernels (AVX2 everywhere, AVX-512 where
+// the CPU has it) and OpenBLAS against a float64 reference with a rigorous bound ((I + 2) u sum
+// |x w|), on shapes crossing every edge of the own kernels' tiles and blocks; every element of an
+// own kernel's product the bits of one scalar chain (so AVX2 and AVX-512 machines agree); and the
+// own kernels' same bits on 1 to 3 threads and for each stream of a side-by-side pair. The
+// engine's own results on the own kernel are held to transformers' by the golden tests
+// (forward-golden, mezo-golden, families-transformers).
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,14 +15,15 @@ import { describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers/engine.js';
 
 const exec = promisify(execFile);
-// The own kernel runs where the CPU has AVX-512F; elsewhere gemm_check checks OpenBLAS alone.
+// The AVX-512 kernel ("own" there) runs where the CPU has AVX-512F; the AVX2 one everywhere.
 const hasAvx512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 
 interface Line {
   case?: string;
   gemm?: string;
   ok?: boolean;
-  own?: boolean;
+  avx512?: boolean;
+  chainBits?: 'same' | 'differ' | null;
   worstOverBound?: number;
   sameBitsOn1To3Threads?: boolean;
   pairSameBitsAsAlone?: boolean;
@@ -35,15 +38,21 @@ describe('the CPU backend GEMMs', () => {
     expect(String(r.stdout), `gemm_check printed no summary; stderr: ${String(r.stderr)}`).toMatch(/"checks":\d+/);
     const lines: Line[] = String(r.stdout).trim().split('\n').map((l) => JSON.parse(l));
     const last = lines.at(-1)!;
-    const bad = lines.filter((l) => l.ok === false || l.sameBitsOn1To3Threads === false || l.pairSameBitsAsAlone === false);
+    const bad = lines.filter(
+      (l) => l.ok === false || l.sameBitsOn1To3Threads === false || l.pairSameBitsAsAlone === false || l.chainBits === 'differ',
+    );
     expect(bad).toEqual([]);
     expect(last.ok).toBe(true);
-    expect(last.own).toBe(hasAvx512);
-    // Both GEMMs ran every case, and each case was held to the bound.
+    expect(last.avx512).toBe(hasAvx512);
+    // Every GEMM ran every case, and each case was held to the bound.
+    const owns = hasAvx512 ? ['avx2', 'own'] : ['avx2'];
     const cases = new Set(lines.filter((l) => l.worstOverBound !== undefined).map((l) => l.case));
     expect(cases.size).toBeGreaterThanOrEqual(10);
-    for (const g of hasAvx512 ? ['openblas', 'own'] : ['openblas'])
+    for (const g of ['openblas', ...owns])
       expect(lines.filter((l) => l.gemm === g && l.worstOverBound !== undefined).length).toBe(cases.size * 4);
-    if (hasAvx512) expect(lines.filter((l) => l.sameBitsOn1To3Threads === true).length).toBe(6);
+    // The own kernels' products (16 rows or more, any depth) were held to the chain's bits.
+    for (const g of owns) expect(lines.filter((l) => l.gemm === g && l.chainBits === 'same').length).toBeGreaterThanOrEqual(9 * 4);
+    expect(lines.filter((l) => l.gemm === 'openblas' && l.chainBits !== null).length).toBe(0);
+    expect(lines.filter((l) => l.sameBitsOn1To3Threads === true).length).toBe(6 * owns.length);
   }, 120_000);
 });

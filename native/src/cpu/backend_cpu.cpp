@@ -1,5 +1,5 @@
-// The CPU backend: reference kernels, multithreaded; the big GEMMs on its own AVX-512 kernel
-// (gemm_avx512.cpp) where the CPU has one, the rest through OpenBLAS.
+// The CPU backend: reference kernels, multithreaded; the big GEMMs on its own kernel (gemm_avx512.cpp
+// where the CPU has AVX-512F, else gemm_avx2.cpp: the same bits), the rest through OpenBLAS.
 //
 // Threads: the backend's pool is the only set of threads. OpenBLAS (and the own GEMM) runs
 // single-threaded and the pool splits the products into independent single-threaded calls (a
@@ -60,11 +60,13 @@ constexpr int kLogitRows = 1024;
 constexpr int kHeadRows = 8 * kLogitRows;
 constexpr int kQueryBlock = 64;      // attention: query rows per pair of products
 
-// The products' library: the backend's own AVX-512 GEMM (gemm_avx512.cpp) where the CPU has
-// AVX-512F, else OpenBLAS; $SPILLWAY_CPU_GEMM (own, openblas) chooses, to compare them.
-enum class Gemm { Own, OpenBlas };
+// The products' library: the backend's own GEMM, its AVX-512 kernel (gemm_avx512.cpp) where the
+// CPU has AVX-512F, else its AVX2 one (gemm_avx2.cpp), or OpenBLAS. $SPILLWAY_CPU_GEMM chooses, to
+// compare them: own (the default: the best kernel this CPU has), avx2 (the AVX2 kernel even where
+// AVX-512 is there: the two give the same bits), openblas.
+enum class Gemm { Avx512, Avx2, OpenBlas };
 
-bool own_gemm_available() {
+bool avx512_gemm_available() {
 #ifdef SPW_GEMM_AVX512
     return __builtin_cpu_supports("avx512f");
 #else
@@ -74,35 +76,63 @@ bool own_gemm_available() {
 
 Gemm gemm_from_env() {
     const char* env = std::getenv("SPILLWAY_CPU_GEMM");
-    if (!env || !*env) return own_gemm_available() ? Gemm::Own : Gemm::OpenBlas;
+    const Gemm own = avx512_gemm_available() ? Gemm::Avx512 : Gemm::Avx2;
+    if (!env || !*env || std::strcmp(env, "own") == 0) return own;
+    if (std::strcmp(env, "avx2") == 0) return Gemm::Avx2;
     if (std::strcmp(env, "openblas") == 0) return Gemm::OpenBlas;
-    if (std::strcmp(env, "own") != 0) throw std::runtime_error(std::string("SPILLWAY_CPU_GEMM=") + env + ": expected own or openblas");
-    if (!own_gemm_available()) throw std::runtime_error("SPILLWAY_CPU_GEMM=own: this CPU (or build) has no AVX-512F");
-    return Gemm::Own;
+    throw std::runtime_error(std::string("SPILLWAY_CPU_GEMM=") + env + ": expected own, avx2 or openblas");
 }
 
-// The own GEMM takes the products with rows and depth enough for its 12-row tiles and 768-deep
-// panels to pay: the projections and the head. Attention's (64-deep heads) and decoding's few
-// rows stay on OpenBLAS. The choice never depends on the columns, so the bands of columns a
-// linear is split into (any width) take the same GEMM, and the whole product's bits.
+// Which products the own GEMM takes. Its every row gets the bits of one chain however many rows
+// come with it, so a data-parallel rank's shard gives each example the bits the whole batch's
+// forward gives it, where OpenBLAS's Zen kernels give a row other bits with another count of rows
+// (tests/cli/ranks.test.ts). So: the head's scores (token_logprobs: a classification task scores
+// one row per example) at any size; a linear's products (the projections, adapters) from 16 rows
+// at any depth (decoding's few rows stay on OpenBLAS, whose kernels read a weight without
+// packing it); others (attention's, per sequence) from 16 rows and 128 deep. The choice never
+// depends on the columns, so the bands of columns a product is split into (any width) take the
+// same GEMM, and the whole product's bits.
 constexpr int kOwnGemmMinRows = 16, kOwnGemmMinDepth = 128;
+enum class Takes { Sized, Linear, Head };
 
-bool takes_own(Gemm gemm, int M, int K) { return gemm == Gemm::Own && M >= kOwnGemmMinRows && K >= kOwnGemmMinDepth; }
+bool takes_own(Gemm gemm, int M, int K, Takes rule = Takes::Sized) {
+    if (gemm == Gemm::OpenBlas) return false;
+    return rule == Takes::Head || (M >= kOwnGemmMinRows && (rule == Takes::Linear || K >= kOwnGemmMinDepth));
+}
 
-// C[M, N] = alpha A[M, K] B^T (+ C when accumulate), B stored [N, K]; row-major with leading dimensions.
-void sgemm_nt(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
-              bool accumulate = false) {
+// The own GEMM's kernels (gemm_cpu.h), on the one `gemm` names.
+bool own_gemm(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
+              int ldc, bool accumulate, const float* bias = nullptr) {
 #ifdef SPW_GEMM_AVX512
-    if (takes_own(gemm, M, K) && gemm_avx512(M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate)) return;
+    if (gemm == Gemm::Avx512) return gemm_avx512(M, N, K, alpha, A, lda, B, ldb, b_nk, C, ldc, accumulate, bias);
 #endif
+    return gemm_avx2(M, N, K, alpha, A, lda, B, ldb, b_nk, C, ldc, accumulate, bias);
+}
+bool own_gemm_pair(Gemm gemm, int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
+                   const float* const* bias, bool relu = false) {
+#ifdef SPW_GEMM_AVX512
+    if (gemm == Gemm::Avx512) return gemm_avx512_pair(M, N, K, A, lda, b, C, ldc, bias, relu);
+#endif
+    return gemm_avx2_pair(M, N, K, A, lda, b, C, ldc, bias, relu);
+}
+size_t own_pair_panel_floats(Gemm gemm, int N, int K) {
+#ifdef SPW_GEMM_AVX512
+    if (gemm == Gemm::Avx512) return pair_panel_floats(N, K);
+#endif
+    return pair_panel_floats_avx2(N, K);
+}
+
+// C[M, N] = alpha A[M, K] B^T (+ C when accumulate), B stored [N, K]; row-major with leading
+// dimensions; `rule`: which products of this kind the own GEMM takes (takes_own).
+void sgemm_nt(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+              bool accumulate = false, Takes rule = Takes::Sized) {
+    if (takes_own(gemm, M, K, rule) && own_gemm(gemm, M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate)) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 // The same with B stored [K, N].
 void sgemm_nn(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
-              bool accumulate = false) {
-#ifdef SPW_GEMM_AVX512
-    if (takes_own(gemm, M, K) && gemm_avx512(M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate)) return;
-#endif
+              bool accumulate = false, Takes rule = Takes::Sized) {
+    if (takes_own(gemm, M, K, rule) && own_gemm(gemm, M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate)) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 
@@ -164,8 +194,7 @@ bool pair_copies_from_env() {
     throw std::runtime_error(std::string("SPILLWAY_CPU_PAIR_COPIES=") + env + ": expected 0 or 1");
 }
 
-#ifdef SPW_GEMM_AVX512
-// The noise of a pair's B for gemm_avx512_pair: tensor ns.id, drawn on `isa`.
+// The noise of a pair's B for the own GEMM's pair: tensor ns.id, drawn on `isa`.
 struct PairDraw {
     NoiseIsa isa;
     NoiseSpec ns;
@@ -185,7 +214,6 @@ struct PairDraw {
         return nb;
     }
 };
-#endif
 
 class CpuBackend final : public Backend {
 public:
@@ -428,13 +456,11 @@ public:
             size_t s = task / (size_t)bands;
             int o0 = (int)(task % (size_t)bands) * width, n = std::min(O, o0 + width) - o0;
             float* y = out[s];
-#ifdef SPW_GEMM_AVX512
             // The own GEMM adds the bias as it stores the band (the same bits): no pass to write it first.
-            if (takes_own(gemm_, N, I) &&
-                gemm_avx512(N, n, I, 1.0f, inp[s], I, transposed ? W[s] + o0 : W[s] + (size_t)o0 * I, transposed ? O : I,
-                            !transposed, y + o0, O, false, b[s] ? b[s] + o0 : nullptr))
+            if (takes_own(gemm_, N, I, Takes::Linear) &&
+                own_gemm(gemm_, N, n, I, 1.0f, inp[s], I, transposed ? W[s] + o0 : W[s] + (size_t)o0 * I, transposed ? O : I,
+                         !transposed, y + o0, O, false, b[s] ? b[s] + o0 : nullptr))
                 return;
-#endif
             if (b[s])
                 for (int r = 0; r < N; r++) std::memcpy(y + (size_t)r * O + o0, b[s] + o0, sizeof(float) * (size_t)n);
             const float beta = b[s] ? 1.0f : 0.0f;
@@ -445,23 +471,22 @@ public:
             else if (N == 1)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, n, I, 1.0f, W[s] + (size_t)o0 * I, I, inp[s], 1, beta, y + o0, 1);
             else if (transposed)
-                sgemm_nn(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr);
+                sgemm_nn(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr, Takes::Linear);
             else
-                sgemm_nt(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr);
+                sgemm_nt(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr, Takes::Linear);
         });
     }
 
-    // The own GEMM makes both perturbed weights as it packs them (gemm_avx512_pair), a band of
+    // The own GEMM makes both perturbed weights as it packs them (gemm_avx512_pair, gemm_avx2_pair), a band of
     // output columns per thread with both streams in it: z is drawn once per weight, and neither
     // working copy is written. The bias pair is made first (O floats).
     bool linear_pair_noisy(float* const* out, const float* const* inp, const float* W, const float* b,
                            const NoiseSpec& w_ns, uint64_t w_first, const NoiseSpec& b_ns, uint64_t b_first, int N, int I,
                            int O, bool transposed, bool relu) override {
-#ifdef SPW_GEMM_AVX512
         // Deeper products stay with the copies: every thread would pack both streams' rows for
         // each depth block (a band of columns holds both), and at 3,072 deep that traffic costs
         // what the copies did (gemm_rate --pair: 1008 x 3072 x 768 level or slower, 768 deep 9 % faster).
-        if (transposed || !takes_own(gemm_, N, I) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
+        if (transposed || !takes_own(gemm_, N, I, Takes::Linear) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
         if (b) {
             // The bias pair as perturb_pair makes it (noisy_row draws from any first element).
             pair_bias_.resize(2 * (size_t)O);
@@ -481,7 +506,7 @@ public:
             const NoisyPairB nb = draw.b(W + (size_t)o0 * I, (size_t)I, w_first + (uint64_t)o0 * (uint64_t)I);
             float* const c[2] = {out[0] + o0, out[1] + o0};
             const float* const bias[2] = {b ? pair_bias_.data() + o0 : nullptr, b ? pair_bias_.data() + O + o0 : nullptr};
-            if (gemm_avx512_pair(N, n, I, inp, I, nb, c, O, bias, relu)) return;
+            if (own_gemm_pair(gemm_, N, n, I, inp, I, nb, c, O, bias, relu)) return;
             // Its buffers could not be had: the band's copies, and OpenBLAS's products on them.
             std::vector<float> wp((size_t)n * I), wm((size_t)n * I);
             perturb_rows(wp.data(), wm.data(), nb.theta, (size_t)n * I, w_ns, nb.first, INFINITY);
@@ -496,11 +521,6 @@ public:
             }
         });
         return true;
-#else
-        (void)out, (void)inp, (void)W, (void)b, (void)w_ns, (void)w_first, (void)b_ns, (void)b_first, (void)N, (void)I,
-            (void)O, (void)transposed, (void)relu;
-        return false;
-#endif
     }
 
     void rope(float* x, int ld, int nheads, int head_dim, int rotary_dim, const int32_t* positions, int N,
@@ -713,12 +733,11 @@ public:
             part_max_.resize((size_t)S * rows * chunks);
             part_sum_.resize((size_t)S * rows * chunks);
             target_logit_.resize((size_t)S * rows);
-            // A pair's chunk can be made as the own GEMM packs it (gemm_avx512_pair, into the slot,
+            // A pair's chunk can be made as the own GEMM packs it (own_gemm_pair, into the slot,
             // kept there for the band's later row blocks) where every block of the band takes
             // the own GEMM, as sgemm_nt would choose: the same bits.
             const int last_block = rows - (rows - 1) / kLogitRows * kLogitRows;
             const bool fuse = fuses_head_pairs(last_block, C, mask_below);
-            (void)fuse;  // without the own GEMM in the build
             // The last chunks (one per thread) are split by rows among the threads, so that they
             // finish together: an odd count of whole chunks (OPT's 49 and a 96-row one) left one
             // thread idle for most of a chunk. Only where every part takes the own GEMM, whose
@@ -726,7 +745,7 @@ public:
             // where there are as many chunks as threads: every part running holds a slot, and there
             // are head_slots(V) = min(threads, chunks) of them.
             const int T = pool_.size();
-            const int tail = T > 1 && chunks >= T && rows <= kLogitRows && takes_own(gemm_, rows / T, C) ? T : 0;
+            const int tail = T > 1 && chunks >= T && rows <= kLogitRows && takes_own(gemm_, rows / T, C, Takes::Linear) ? T : 0;
             const size_t tasks = (size_t)(chunks - tail) + (size_t)tail * T;
             pool_.parallel_tasks(tasks, [&](size_t task) {
                 size_t c = task;
@@ -763,8 +782,7 @@ public:
                     }
                 };
                 for (int s = 0; s < S; s++) {
-#ifdef SPW_GEMM_AVX512
-                    if (fuse && s + 1 < S && pair[(size_t)s + 1] && pair_panel_floats(n, C) <= chunk_floats) {
+                    if (fuse && s + 1 < S && pair[(size_t)s + 1] && own_pair_panel_floats(gemm_, n, C) <= chunk_floats) {
                         logits2.resize(logits.size());
                         const PairDraw draw{isa_, ns[s]};
                         bool done = true;
@@ -774,9 +792,9 @@ public:
                             float* const out[2] = {logits.data(), logits2.data()};
                             const float* const none[2] = {nullptr, nullptr};
                             // Only the first block can fail (its buffers are the largest): then the copies.
-                            done = gemm_avx512_pair(m, n, C, a, C, draw.b(base, (size_t)C, (uint64_t)v0 * (uint64_t)C, slot, m0 > lo),
+                            done = own_gemm_pair(gemm_, m, n, C, a, C, draw.b(base, (size_t)C, (uint64_t)v0 * (uint64_t)C, slot, m0 > lo),
                                                     out, n, none);
-                            if (!done && m0 > lo) throw std::logic_error("gemm_avx512_pair failed after its first block");
+                            if (!done && m0 > lo) throw std::logic_error("own_gemm_pair failed after its first block");
                             if (!done) break;
                             reduce(s, m0, m, logits.data());
                             reduce(s + 1, m0, m, logits2.data());
@@ -786,7 +804,6 @@ public:
                             continue;
                         }
                     }
-#endif
                     const float* w = base;
                     if (pair[(size_t)s]) {
                         w = slot + chunk_floats;
@@ -804,7 +821,7 @@ public:
                     }
                     for (int m0 = lo; m0 < hi; m0 += kLogitRows) {
                         const int m = std::min(kLogitRows, hi - m0);
-                        sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n);
+                        sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n, false, Takes::Head);
                         reduce(s, m0, m, logits.data());
                     }
                 }
@@ -830,7 +847,7 @@ private:
     // Whether token_logprobs_noisy makes a pair's chunks as the own GEMM packs them: where every
     // row block takes the own GEMM (the smallest, `fewest_rows`), unmasked, not switched off.
     bool fuses_head_pairs(int fewest_rows, int C, float mask_below) const {
-        return takes_own(gemm_, fewest_rows, C) && !pairs_off_ && mask_below == INFINITY && C % 4 == 0;
+        return takes_own(gemm_, fewest_rows, C, Takes::Head) && !pairs_off_ && mask_below == INFINITY && C % 4 == 0;
     }
 
     ThreadPool pool_;

@@ -1,4 +1,5 @@
-// The CPU backend's own GEMM (gemm_avx512.cpp), for CPUs with AVX-512F.
+// The CPU backend's own GEMM: gemm_avx512.cpp for CPUs with AVX-512F, gemm_avx2.cpp (AVX2 and FMA)
+// for the others, with the same bits: each element is the same chain of fused multiply-adds.
 #pragma once
 
 namespace spw {
@@ -41,5 +42,13 @@ size_t pair_panel_floats(int N, int K);
 // are not multiples of 4 at the rows' starts (ldt or first; the caller then makes the copies).
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                       const float* const* bias, bool relu = false);
+
+// The AVX2 twins (gemm_avx2.cpp): the same contracts and the same bits, for any x86-64 CPU with
+// AVX2 and FMA. Their panels are 16 columns wide: pair_panel_floats_avx2 sizes the kept ones.
+bool gemm_avx2(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C, int ldc,
+               bool accumulate, const float* bias = nullptr);
+size_t pair_panel_floats_avx2(int N, int K);
+bool gemm_avx2_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
+                    const float* const* bias, bool relu = false);
 
 }  // namespace spw
