@@ -494,15 +494,15 @@ function machine(o: Options): Machine {
   } catch {
     /* reported as unknown */
   }
-  // The projections and the head take the backend's own GEMM, its AVX-512 kernel where the CPU has
-  // AVX-512F, else its AVX2 one (unless SPILLWAY_CPU_GEMM says avx2 or openblas); attention's small
-  // products are OpenBLAS's either way.
+  // Every product of the step takes the backend's own GEMM, its AVX-512 kernel where the CPU has
+  // AVX-512F, else its AVX2 one, unless SPILLWAY_CPU_GEMM says avx2 or openblas (OpenBLAS's own
+  // name for the kernels it picked is in `blas`).
   const machine = machineInfo();
   const gemm = process.env.SPILLWAY_CPU_GEMM?.trim() || 'own';
   const kernel = gemm === 'avx2' || !machine.simd.includes('avx512f') ? 'AVX2' : 'AVX-512';
   return {
     ...machine,
-    engineBlas: gemm === 'openblas' ? blas : `own ${kernel} GEMM (projections, head) and ${blas} (attention)`,
+    engineBlas: gemm === 'openblas' ? blas : `own ${kernel} GEMM (projections, attention, head; ${blas} present, unused by the step)`,
     torchDebian: `${torch(o.debianPython)} (${o.debianPython})`,
     torchVenv: `${torch(o.venvPython)} (${o.venvPython})`,
   };

@@ -1,12 +1,12 @@
-// On the CPU backend's own AVX-512 GEMM, a +eps/-eps pair's perturbed weights are made as the GEMM
+// On the CPU backend's own GEMM, a +eps/-eps pair's perturbed weights are made as the GEMM
 // packs them (Backend::linear_pair_noisy for the block products up to 768 deep; the head's chunks in
 // token_logprobs_noisy), from one draw of z, instead of being written into working copies first.
 // Both ways must give the same bits: every loss, projected gradient and tensor after the steps is
 // compared exactly (Object.is) against the same engine with SPILLWAY_CPU_PAIR_COPIES=1 and
 // SPILLWAY_HEAD_WHOLE=1 (the copies, and the head perturbed whole: the path of every other backend).
 // The model is OPT-shaped (biases on every product, a tied head) and wide enough for the own GEMM
-// (128 wide, 512 deep in fc2: it takes 16 rows or more, 128 deep or more); where the CPU has no
-// AVX-512F both engines run OpenBLAS and the comparison still holds. gemm_check holds the backend
+// (128 wide, 512 deep in fc2: it takes a linear's products from 16 rows); where the CPU has no
+// AVX-512F both engines run its AVX2 kernel, which has a pair path of its own. gemm_check holds the backend
 // call itself to the copies' bits at edge shapes (pieces starting mid-tensor, refused shapes).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -84,20 +84,24 @@ Gemm gemm_from_env() {
 }
 
 // Which products the own GEMM takes. Its every row gets the bits of one chain however many rows
-// come with it, so a data-parallel rank's shard gives each example the bits the whole batch's
-// forward gives it, where OpenBLAS's Zen kernels give a row other bits with another count of rows
-// (tests/cli/ranks.test.ts). So: the head's scores (token_logprobs: a classification task scores
-// one row per example) at any size; a linear's products (the projections, adapters) from 16 rows
-// at any depth (decoding's few rows stay on OpenBLAS, whose kernels read a weight without
-// packing it); others (attention's, per sequence) from 16 rows and 128 deep. The choice never
-// depends on the columns, so the bands of columns a product is split into (any width) take the
-// same GEMM, and the whole product's bits.
-constexpr int kOwnGemmMinRows = 16, kOwnGemmMinDepth = 128;
-enum class Takes { Sized, Linear, Head };
+// come with it and whichever kernel (AVX-512 or AVX2) runs it, where OpenBLAS's bits depend on the
+// core type it picked for the CPU (Prescott, Haswell, SkylakeX, Zen...) and, on Zen, on the count
+// of rows. So a training step's every product is the own GEMM's, and a run replays bit for bit on
+// any x86-64 CPU with AVX2 (tests/cli/replay-cpus.test.ts), and a data-parallel rank's shard gives
+// each example the bits the whole batch's forward gives it (tests/cli/ranks.test.ts):
+//   Always: the head's scores (token_logprobs: a classification task scores one row per example)
+//     and attention's products (per block of queries: 64 deep for most heads) at any size;
+//   From16Rows: a linear's products (the projections, adapters) from 16 rows at any depth.
+// Decoding's few rows stay on OpenBLAS, whose kernels read a weight without packing it (a linear's
+// rows, and attention over the cache one query at a time). The choice never depends on the
+// columns, so the bands of columns a product is split into (any width) take the same GEMM, and the
+// whole product's bits.
+constexpr int kOwnGemmMinRows = 16;
+enum class Takes { From16Rows, Always };
 
-bool takes_own(Gemm gemm, int M, int K, Takes rule = Takes::Sized) {
+bool takes_own(Gemm gemm, int M, Takes rule) {
     if (gemm == Gemm::OpenBlas) return false;
-    return rule == Takes::Head || (M >= kOwnGemmMinRows && (rule == Takes::Linear || K >= kOwnGemmMinDepth));
+    return rule == Takes::Always || M >= kOwnGemmMinRows;
 }
 
 // The own GEMM's kernels (gemm_cpu.h), on the one `gemm` names.
@@ -125,14 +129,14 @@ size_t own_pair_panel_floats(Gemm gemm, int N, int K) {
 // C[M, N] = alpha A[M, K] B^T (+ C when accumulate), B stored [N, K]; row-major with leading
 // dimensions; `rule`: which products of this kind the own GEMM takes (takes_own).
 void sgemm_nt(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
-              bool accumulate = false, Takes rule = Takes::Sized) {
-    if (takes_own(gemm, M, K, rule) && own_gemm(gemm, M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate)) return;
+              Takes rule, bool accumulate = false) {
+    if (takes_own(gemm, M, rule) && own_gemm(gemm, M, N, K, alpha, A, lda, B, ldb, true, C, ldc, accumulate)) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 // The same with B stored [K, N].
 void sgemm_nn(Gemm gemm, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
-              bool accumulate = false, Takes rule = Takes::Sized) {
-    if (takes_own(gemm, M, K, rule) && own_gemm(gemm, M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate)) return;
+              Takes rule, bool accumulate = false) {
+    if (takes_own(gemm, M, rule) && own_gemm(gemm, M, N, K, alpha, A, lda, B, ldb, false, C, ldc, accumulate)) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 
@@ -457,7 +461,7 @@ public:
             int o0 = (int)(task % (size_t)bands) * width, n = std::min(O, o0 + width) - o0;
             float* y = out[s];
             // The own GEMM adds the bias as it stores the band (the same bits): no pass to write it first.
-            if (takes_own(gemm_, N, I, Takes::Linear) &&
+            if (takes_own(gemm_, N, Takes::From16Rows) &&
                 own_gemm(gemm_, N, n, I, 1.0f, inp[s], I, transposed ? W[s] + o0 : W[s] + (size_t)o0 * I, transposed ? O : I,
                          !transposed, y + o0, O, false, b[s] ? b[s] + o0 : nullptr))
                 return;
@@ -471,9 +475,9 @@ public:
             else if (N == 1)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, n, I, 1.0f, W[s] + (size_t)o0 * I, I, inp[s], 1, beta, y + o0, 1);
             else if (transposed)
-                sgemm_nn(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, b[s] != nullptr, Takes::Linear);
+                sgemm_nn(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + o0, O, y + o0, O, Takes::From16Rows, b[s] != nullptr);
             else
-                sgemm_nt(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, b[s] != nullptr, Takes::Linear);
+                sgemm_nt(gemm_, N, n, I, 1.0f, inp[s], I, W[s] + (size_t)o0 * I, I, y + o0, O, Takes::From16Rows, b[s] != nullptr);
         });
     }
 
@@ -486,7 +490,7 @@ public:
         // Deeper products stay with the copies: every thread would pack both streams' rows for
         // each depth block (a band of columns holds both), and at 3,072 deep that traffic costs
         // what the copies did (gemm_rate --pair: 1008 x 3072 x 768 level or slower, 768 deep 9 % faster).
-        if (transposed || !takes_own(gemm_, N, I, Takes::Linear) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
+        if (transposed || !takes_own(gemm_, N, Takes::From16Rows) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
         if (b) {
             // The bias pair as perturb_pair makes it (noisy_row draws from any first element).
             pair_bias_.resize(2 * (size_t)O);
@@ -514,7 +518,7 @@ public:
             for (int s = 0; s < 2; s++) {
                 if (bias[s])
                     for (int r = 0; r < N; r++) std::memcpy(c[s] + (size_t)r * O, bias[s], sizeof(float) * (size_t)n);
-                sgemm_nt(Gemm::OpenBlas, N, n, I, 1.0f, inp[s], I, ws[s], I, c[s], O, bias[s] != nullptr);
+                sgemm_nt(Gemm::OpenBlas, N, n, I, 1.0f, inp[s], I, ws[s], I, c[s], O, Takes::From16Rows, bias[s] != nullptr);
                 if (relu)
                     for (int r = 0; r < N; r++)
                         for (int j = 0; j < n; j++) c[s][(size_t)r * O + j] = act_one(c[s][(size_t)r * O + j], Act::Relu);
@@ -571,7 +575,7 @@ public:
                 int keys = i1 - j0;
                 scores.resize((size_t)rows * keys);
                 sgemm_nt(gemm_, rows, keys, HD, s.scale, q + (size_t)i0 * s.ldq, s.ldq, k + (size_t)j0 * s.ldk, s.ldk,
-                         scores.data(), keys);
+                         scores.data(), keys, Takes::Always);
                 for (int r = 0; r < rows; r++) {
                     int i = i0 + r;
                     int lo = (s.window > 0 ? std::max(0, i - s.window + 1) : 0) - j0, hi = i - j0 + 1;
@@ -584,7 +588,7 @@ public:
                     for (int j = hi; j < keys; j++) p[j] = 0.f;
                 }
                 sgemm_nn(gemm_, rows, HD, keys, 1.0f, scores.data(), keys, v + (size_t)j0 * s.ldv, s.ldv, o + (size_t)i0 * out_ld,
-                         out_ld);
+                         out_ld, Takes::Always);
             }
         });
     }
@@ -617,13 +621,13 @@ public:
                 const int keys = pos - j0 + 1;
                 scores.resize((size_t)keys);
                 float* p = scores.data();
-                sgemm_nt(gemm_, 1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys);
+                sgemm_nt(gemm_, 1, keys, HD, s.scale, q, s.ldq, base_k + (size_t)j0 * s.ldk, s.ldk, p, keys, Takes::From16Rows);
                 if (s.softcap > 0.f)
                     for (int j = 0; j < keys; j++) p[j] = s.softcap * tanhf(p[j] / s.softcap);
                 const float inv = 1.0f / exp_shift(p, keys, max_of(p, keys));
                 for (int j = 0; j < keys; j++) p[j] *= inv;
                 sgemm_nn(gemm_, 1, HD, keys, 1.0f, p, keys, base_v + (size_t)j0 * s.ldv, s.ldv, out + (size_t)n * out_ld + (size_t)h * HD,
-                         (int)out_ld);
+                         (int)out_ld, Takes::From16Rows);
             }
         });
     }
@@ -745,7 +749,7 @@ public:
             // where there are as many chunks as threads: every part running holds a slot, and there
             // are head_slots(V) = min(threads, chunks) of them.
             const int T = pool_.size();
-            const int tail = T > 1 && chunks >= T && rows <= kLogitRows && takes_own(gemm_, rows / T, C, Takes::Linear) ? T : 0;
+            const int tail = T > 1 && chunks >= T && rows <= kLogitRows && takes_own(gemm_, rows / T, Takes::From16Rows) ? T : 0;
             const size_t tasks = (size_t)(chunks - tail) + (size_t)tail * T;
             pool_.parallel_tasks(tasks, [&](size_t task) {
                 size_t c = task;
@@ -821,7 +825,7 @@ public:
                     }
                     for (int m0 = lo; m0 < hi; m0 += kLogitRows) {
                         const int m = std::min(kLogitRows, hi - m0);
-                        sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n, false, Takes::Head);
+                        sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n, Takes::Always);
                         reduce(s, m0, m, logits.data());
                     }
                 }
@@ -847,7 +851,7 @@ private:
     // Whether token_logprobs_noisy makes a pair's chunks as the own GEMM packs them: where every
     // row block takes the own GEMM (the smallest, `fewest_rows`), unmasked, not switched off.
     bool fuses_head_pairs(int fewest_rows, int C, float mask_below) const {
-        return takes_own(gemm_, fewest_rows, C, Takes::Head) && !pairs_off_ && mask_below == INFINITY && C % 4 == 0;
+        return takes_own(gemm_, fewest_rows, Takes::Always) && !pairs_off_ && mask_below == INFINITY && C % 4 == 0;
     }
 
     ThreadPool pool_;
