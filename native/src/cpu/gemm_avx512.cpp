@@ -256,111 +256,83 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
     }
 }
 
-}  // namespace
+// One or two streams' products against the same panels' layout. Plain: B (ldb, b_nk) packed into
+// the thread's buffer. Pair: panels made from the master (pair != null), kept in pair->panels when
+// given. Streams' bias and ReLU as gemm_cpu.h says.
+struct Product {
+    int M, N, K;
+    int streams;
+    const float* const* A;
+    int lda;
+    const float* B;  // plain
+    int ldb;
+    bool b_nk;
+    const NoisyPairB* pair;
+    float* const* C;
+    int ldc;
+    float alpha;
+    bool accumulate;
+    const float* const* bias;
+    bool relu;
+};
 
-bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
-                 int ldc, bool accumulate, const float* bias) {
-    if (M <= 0 || N <= 0) return true;
+// Goto's loops. For each block of rows, A's block of each stream in turn, all its tiles, against
+// the panels the first stream's first block packed (a pair: one draw of z for both). The kept
+// layout of a pair's panels: block (j0, k0) at j0 * K + k0 * (its padded width).
+bool run(const Product& x) {
+    if (x.M <= 0 || x.N <= 0) return true;
     Panels& tls = tls_panels;
-    const int kc_max = lesser(K, kKC), mc_max = lesser((M + kMR - 1) / kMR * kMR, kMC);
-    const int nc_max = lesser((N + kNR - 1) / kNR * kNR, kNC);
-    if (K <= 0) {
-        // No depth: alpha times an empty sum.
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++)
-                C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
-        return true;
-    }
+    const int kc_max = lesser(x.K, kKC), mc_max = lesser((x.M + kMR - 1) / kMR * kMR, kMC);
+    const int nc_max = lesser((x.N + kNR - 1) / kNR * kNR, kNC);
+    const NoisyPairB* pb = x.pair;
+    const bool kept = pb && pb->panels;
     float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max);
-    float* pb = Panels::grow(tls.b, tls.b_floats, (size_t)nc_max * (size_t)kc_max);
-    if (!pa || !pb) return false;
-    for (int j0 = 0; j0 < N; j0 += kNC) {
-        const int nc = lesser(kNC, N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
-        for (int k0 = 0; k0 < K; k0 += kKC) {
-            const int kc = lesser(kKC, K - k0);
+    float* own_b = kept ? nullptr : Panels::grow(tls.b, tls.b_floats, (size_t)x.streams * (size_t)nc_max * (size_t)kc_max);
+    float* stage = pb ? Panels::grow(tls.stage, tls.stage_floats, 2 * 16 * (size_t)kc_max) : nullptr;
+    if (!pa || (!kept && !own_b) || (pb && !stage)) return false;
+    const bool make = !(kept && pb->packed);
+    const size_t second = kept ? pair_panel_floats(x.N, x.K) : (size_t)nc_max * (size_t)kc_max;
+    // Where B's next panel is read from: the master of a pair, else B as stored.
+    const float* const src = pb ? pb->theta : x.B;
+    const size_t ld_src = pb ? pb->ldt : (size_t)x.ldb;
+    const bool src_nk = pb || x.b_nk;
+    for (int j0 = 0; j0 < x.N; j0 += kNC) {
+        const int nc = lesser(kNC, x.N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
+        for (int k0 = 0; k0 < x.K; k0 += kKC) {
+            const int kc = lesser(kKC, x.K - k0);
             const int lines = (kc * (int)sizeof(float) + 63) / 64;  // cache lines in a row of this block
+            const bool last = k0 + kc >= x.K;
             // The first depth block adds C (accumulating) or the bias; later ones add C.
-            const bool add_c = accumulate || k0 > 0, add_bias = !add_c && bias;
-            for (int i0 = 0; i0 < M; i0 += kMC) {
-                const int mc = lesser(kMC, M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
-                pack_a(A, lda, M, i0, mc_padded, k0, kc, pa);
-                // The next block of A is fetched into L2 a slice per tile while this one is used.
-                const int next_rows = lesser(kMC, M - (i0 + kMC));
-                const Fetch next_a{A + (size_t)(i0 + kMC) * lda + k0, (size_t)lda, next_rows > 0 ? next_rows : 0, lines};
-                const int a_lines = next_a.total(), a_slice = (a_lines + panels * tiles - 1) / (panels * tiles);
-                int a_done = 0;
-                for (int p = 0; p < nc_padded; p += kNR) {
-                    const int cols = lesser(kNR, nc - p);
-                    // B's panels are packed as the first block of rows reaches them, the next one's
-                    // source fetched into L2 while this one's tiles run: the packing reads L2, not memory.
-                    Fetch next_b{};
-                    if (i0 == 0) {
-                        pack_b(B, ldb, b_nk, N, j0 + p, kNR, k0, kc, pb + (size_t)p * kc);
-                        const int next_cols = lesser(kNR, nc - (p + kNR));
-                        if (next_cols > 0)
-                            next_b = b_nk ? Fetch{B + (size_t)(j0 + p + kNR) * ldb + k0, (size_t)ldb, next_cols, lines}
-                                          : Fetch{B + (size_t)k0 * ldb + j0 + p + kNR, (size_t)ldb, kc, 2};
-                    }
-                    const int b_lines = next_b.total(), b_slice = (b_lines + tiles - 1) / tiles;
-                    int b_done = 0;
-                    for (int q = 0; q < mc_padded; q += kMR) {
-                        b_done = next_b.issue(b_done, b_slice);
-                        a_done = next_a.issue(a_done, a_slice);
-                        float* c = C + (size_t)(i0 + q) * ldc + j0 + p;
-                        kernel(kc, pa + (size_t)q * kc, pb + (size_t)p * kc, alpha, c, (size_t)ldc, lesser(kMR, mc - q), cols,
-                               add_c ? c : add_bias ? bias + j0 + p : nullptr, add_c ? (size_t)ldc : 0);
-                    }
-                }
-            }
-        }
-    }
-    return true;
-}
-
-size_t pair_panel_floats(int N, int K) {
-    return N <= 0 || K <= 0 ? 0 : (size_t)((N + kNR - 1) / kNR * kNR) * (size_t)K;
-}
-
-// gemm_avx512's blocking with both products in it: for each block of rows, A's block of one
-// stream, all its tiles, then the other's, against the panels both were given at the first block
-// of rows (one draw of z). The kept layout: block (j0, k0) at j0 * K + k0 * (its padded width).
-bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
-                      const float* const* bias, bool relu) {
-    if (M <= 0 || N <= 0) return true;
-    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
-    Panels& tls = tls_panels;
-    const int kc_max = lesser(K, kKC), mc_max = lesser((M + kMR - 1) / kMR * kMR, kMC);
-    const int nc_max = lesser((N + kNR - 1) / kNR * kNR, kNC);
-    float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max);
-    float* pb = b.panels ? nullptr : Panels::grow(tls.b, tls.b_floats, 2 * (size_t)nc_max * (size_t)kc_max);
-    float* stage = Panels::grow(tls.stage, tls.stage_floats, 2 * 16 * (size_t)kc_max);
-    if (!pa || !stage || (!b.panels && !pb)) return false;
-    const bool make = !(b.panels && b.packed);
-    const size_t second = b.panels ? pair_panel_floats(N, K) : (size_t)nc_max * (size_t)kc_max;
-    for (int j0 = 0; j0 < N; j0 += kNC) {
-        const int nc = lesser(kNC, N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
-        for (int k0 = 0; k0 < K; k0 += kKC) {
-            const int kc = lesser(kKC, K - k0);
-            const int lines = (kc * (int)sizeof(float) + 63) / 64;
-            const bool last = k0 + kc >= K;
-            float* blk = b.panels ? b.panels + (size_t)j0 * K + (size_t)k0 * nc_padded : pb;
-            for (int i0 = 0; i0 < M; i0 += kMC) {
-                const int mc = lesser(kMC, M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
-                for (int s = 0; s < 2; s++) {
-                    pack_a(A[s], lda, M, i0, mc_padded, k0, kc, pa);
-                    // Next: the other stream's block of these rows, or the first stream's next block.
-                    const int next_i = s == 0 ? i0 : i0 + kMC, next_rows = lesser(kMC, M - next_i);
-                    const Fetch next_a{A[1 - s] + (size_t)next_i * lda + k0, (size_t)lda, next_rows > 0 ? next_rows : 0, lines};
+            const bool add_c = x.accumulate || k0 > 0;
+            float* blk = kept ? pb->panels + (size_t)j0 * x.K + (size_t)k0 * nc_padded : own_b;
+            for (int i0 = 0; i0 < x.M; i0 += kMC) {
+                const int mc = lesser(kMC, x.M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
+                for (int s = 0; s < x.streams; s++) {
+                    pack_a(x.A[s], x.lda, x.M, i0, mc_padded, k0, kc, pa);
+                    // The next block of A (the next stream's of these rows, or the first stream's
+                    // next rows) is fetched into L2 a slice per tile while this one is used.
+                    const bool same_rows = s + 1 < x.streams;
+                    const int next_i = same_rows ? i0 : i0 + kMC, next_rows = lesser(kMC, x.M - next_i);
+                    const Fetch next_a{x.A[same_rows ? s + 1 : 0] + (size_t)next_i * x.lda + k0, (size_t)x.lda,
+                                       next_rows > 0 ? next_rows : 0, lines};
                     const int a_lines = next_a.total(), a_slice = (a_lines + panels * tiles - 1) / (panels * tiles);
                     int a_done = 0;
-                    const float* const add_bias = k0 == 0 ? bias[s] : nullptr;
+                    const float* const bias = !add_c && x.bias ? x.bias[s] : nullptr;
                     for (int p = 0; p < nc_padded; p += kNR) {
                         const int cols = lesser(kNR, nc - p);
+                        // B's panels are packed as the first block of rows (and stream) reaches them,
+                        // the next one's source fetched into L2 while this one's tiles run: the
+                        // packing reads L2, not memory.
                         Fetch next_b{};
                         if (make && i0 == 0 && s == 0) {
-                            pack_b_pair(b, j0 + p, cols, k0, kc, blk + (size_t)p * kc, blk + second + (size_t)p * kc, stage);
+                            if (pb)
+                                pack_b_pair(*pb, j0 + p, cols, k0, kc, blk + (size_t)p * kc, blk + second + (size_t)p * kc, stage);
+                            else
+                                pack_b(x.B, x.ldb, x.b_nk, x.N, j0 + p, kNR, k0, kc, blk + (size_t)p * kc);
                             const int next_cols = lesser(kNR, nc - (p + kNR));
-                            if (next_cols > 0) next_b = Fetch{b.theta + (size_t)(j0 + p + kNR) * b.ldt + k0, b.ldt, next_cols, lines};
+                            if (next_cols > 0)
+                                next_b = src_nk ? Fetch{src + (size_t)(j0 + p + kNR) * ld_src + k0, ld_src, next_cols, lines}
+                                                : Fetch{src + (size_t)k0 * ld_src + j0 + p + kNR, ld_src, kc, 2};
                         }
                         const int b_lines = next_b.total(), b_slice = (b_lines + tiles - 1) / tiles;
                         int b_done = 0;
@@ -368,9 +340,9 @@ bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const
                         for (int q = 0; q < mc_padded; q += kMR) {
                             b_done = next_b.issue(b_done, b_slice);
                             a_done = next_a.issue(a_done, a_slice);
-                            float* c = C[s] + (size_t)(i0 + q) * ldc + j0 + p;
-                            kernel(kc, pa + (size_t)q * kc, panel, 1.0f, c, (size_t)ldc, lesser(kMR, mc - q), cols,
-                                   k0 > 0 ? c : add_bias ? add_bias + j0 + p : nullptr, k0 > 0 ? (size_t)ldc : 0, relu && last);
+                            float* c = x.C[s] + (size_t)(i0 + q) * x.ldc + j0 + p;
+                            kernel(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, lesser(kMR, mc - q), cols,
+                                   add_c ? c : bias ? bias + j0 + p : nullptr, add_c ? (size_t)x.ldc : 0, x.relu && last);
                         }
                     }
                 }
@@ -378,6 +350,35 @@ bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const
         }
     }
     return true;
+}
+
+}  // namespace
+
+bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
+                 int ldc, bool accumulate, const float* bias) {
+    if (M <= 0 || N <= 0) return true;
+    if (K <= 0) {
+        // No depth: alpha times an empty sum.
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++)
+                C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
+        return true;
+    }
+    const float* const a[1] = {A};
+    float* const c[1] = {C};
+    const float* const b[1] = {bias};
+    return run(Product{M, N, K, 1, a, lda, B, ldb, b_nk, nullptr, c, ldc, alpha, accumulate, bias ? b : nullptr, false});
+}
+
+size_t pair_panel_floats(int N, int K) {
+    return N <= 0 || K <= 0 ? 0 : (size_t)((N + kNR - 1) / kNR * kNR) * (size_t)K;
+}
+
+bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
+                      const float* const* bias, bool relu) {
+    if (M <= 0 || N <= 0) return true;
+    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
+    return run(Product{M, N, K, 2, A, lda, nullptr, 0, true, &b, C, ldc, 1.0f, false, bias, relu});
 }
 
 }  // namespace spw
