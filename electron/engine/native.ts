@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { RopeSpec } from '../model/types.js';
 
 import type { Estimator, Gemm, Home, Masters, NoiseKind, TrainableSet } from '../common/options.js';
+import { chooseOpenblasCore } from './blas-core.js';
 
 export interface NativeBatch {
   tokens: Int32Array;
@@ -441,6 +442,8 @@ export function loadNative(): NativeAddon {
   if (!existsSync(file)) {
     throw new Error(`the native engine is not built (${file} is missing): run \`npm run build:native\``);
   }
+  // Before OpenBLAS loads with the addon: it reads its kernels' choice then (blas-core.ts).
+  chooseOpenblasCore();
   cached = createRequire(import.meta.url)(file) as NativeAddon;
   return cached;
 }
