@@ -266,25 +266,7 @@ void kernel(int kc, const float* a, const float* b, const float* from, float* pa
     }
 }
 
-// One or two streams' products against the same panels' layout. Plain: B (ldb, b_nk) packed into
-// the thread's buffer. Pair: panels made from the master (pair != null), kept in pair->panels when
-// given. Streams' bias and ReLU as gemm_cpu.h says.
-struct Product {
-    int M, N, K;
-    int streams;
-    const float* const* A;
-    int lda;
-    const float* B;  // plain
-    int ldb;
-    bool b_nk;
-    const NoisyPairB* pair;
-    float* const* C;
-    int ldc;
-    float alpha;
-    bool accumulate;
-    const float* const* bias;
-    bool relu;
-};
+using Product = GemmProduct;
 
 bool run(const Product& x) {
     if (x.M <= 0 || x.N <= 0) return true;
@@ -351,16 +333,18 @@ bool gemm_avx2(int M, int N, int K, float alpha, const float* A, int lda, const 
                bool accumulate, const float* bias) {
     if (M <= 0 || N <= 0) return true;
     if (K <= 0) {
-        // No depth: alpha times an empty sum.
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++)
-                C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
+        gemm_no_depth(M, N, C, ldc, accumulate, bias);
         return true;
     }
     const float* const a[1] = {A};
     float* const c[1] = {C};
     const float* const b[1] = {bias};
     return run(Product{M, N, K, 1, a, lda, B, ldb, b_nk, nullptr, c, ldc, alpha, accumulate, bias ? b : nullptr, false});
+}
+
+void gemm_no_depth(int M, int N, float* C, int ldc, bool accumulate, const float* bias) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
 }
 
 size_t pair_panel_floats_avx2(int N, int K) {

@@ -256,25 +256,7 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
     }
 }
 
-// One or two streams' products against the same panels' layout. Plain: B (ldb, b_nk) packed into
-// the thread's buffer. Pair: panels made from the master (pair != null), kept in pair->panels when
-// given. Streams' bias and ReLU as gemm_cpu.h says.
-struct Product {
-    int M, N, K;
-    int streams;
-    const float* const* A;
-    int lda;
-    const float* B;  // plain
-    int ldb;
-    bool b_nk;
-    const NoisyPairB* pair;
-    float* const* C;
-    int ldc;
-    float alpha;
-    bool accumulate;
-    const float* const* bias;
-    bool relu;
-};
+using Product = GemmProduct;
 
 // Goto's loops. For each block of rows, A's block of each stream in turn, all its tiles, against
 // the panels the first stream's first block packed (a pair: one draw of z for both). The kept
@@ -358,10 +340,7 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
                  int ldc, bool accumulate, const float* bias) {
     if (M <= 0 || N <= 0) return true;
     if (K <= 0) {
-        // No depth: alpha times an empty sum.
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++)
-                C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + 0.0f : bias ? bias[j] + 0.0f : 0.0f;
+        gemm_no_depth(M, N, C, ldc, accumulate, bias);
         return true;
     }
     const float* const a[1] = {A};

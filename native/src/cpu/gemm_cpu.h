@@ -43,6 +43,30 @@ size_t pair_panel_floats(int N, int K);
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                       const float* const* bias, bool relu = false);
 
+// What each kernel file's loop computes: one or two streams' products against the same panels'
+// layout. Plain: B (ldb, b_nk) packed into the thread's buffer. Pair: panels made from the master
+// (pair != null), kept in pair->panels when given. Streams' bias and ReLU as above.
+struct GemmProduct {
+    int M, N, K;
+    int streams;
+    const float* const* A;
+    int lda;
+    const float* B;  // plain
+    int ldb;
+    bool b_nk;
+    const NoisyPairB* pair;
+    float* const* C;
+    int ldc;
+    float alpha;
+    bool accumulate;
+    const float* const* bias;
+    bool relu;
+};
+
+// A product with no depth (K <= 0), for both kernels: alpha times an empty sum, so C + 0
+// (accumulating), the bias + 0, or 0 (gemm_avx2.cpp).
+void gemm_no_depth(int M, int N, float* C, int ldc, bool accumulate, const float* bias);
+
 // The AVX2 twins (gemm_avx2.cpp): the same contracts and the same bits, for any x86-64 CPU with
 // AVX2 and FMA. Their panels are 16 columns wide: pair_panel_floats_avx2 sizes the kept ones.
 bool gemm_avx2(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C, int ldc,
