@@ -56,8 +56,18 @@ type FlagValue = number | string | boolean;
  * false for a switch. Unknown flags and numbers that do not read are errors.
  */
 export function benchArgs<T extends Record<string, FlagValue>>(argv: string[], defaults: T): { -readonly [K in keyof T]: T[K] extends boolean ? boolean : T[K] } {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(benchUsage(defaults));
+    process.exit(0);
+  }
   const options = Object.fromEntries(Object.entries(defaults).map(([k, v]) => [k, { type: typeof v === 'boolean' ? ('boolean' as const) : ('string' as const) }]));
-  const { values } = parseArgs({ args: argv, options, strict: true });
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true }));
+  } catch (e) {
+    // parseArgs's own words ("Unknown option '--x'", "Option '--runs <value>' argument missing"), and the flags there are.
+    throw new Error(`${e instanceof Error ? e.message : String(e)}\n${benchUsage(defaults)}`);
+  }
   const out: Record<string, FlagValue> = { ...defaults };
   for (const [k, v] of Object.entries(values)) {
     if (typeof defaults[k] !== 'number') {
@@ -69,6 +79,12 @@ export function benchArgs<T extends Record<string, FlagValue>>(argv: string[], d
     out[k] = n;
   }
   return out as { -readonly [K in keyof T]: T[K] extends boolean ? boolean : T[K] };
+}
+
+/** The flags a benchmark takes, with their defaults (its --help, and the tail of a flag error). */
+export function benchUsage(defaults: Record<string, FlagValue>): string {
+  const flags = Object.entries(defaults).map(([k, v]) => (typeof v === 'boolean' ? `  --${k}` : `  --${k} <${typeof v}>  (default ${v === '' ? 'none' : String(v)})`));
+  return `flags (the file's opening comment says what each does):\n${flags.join('\n')}\n`;
 }
 
 export function median(xs: number[]): number {
