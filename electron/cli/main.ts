@@ -12,6 +12,7 @@ import { ESTIMATOR_DEFAULTS, RunFields, filled } from '../common/options.js';
 import type { RunOptionsInput } from '../common/contract.js';
 import { formatInspect, formatRefused, inspectModel, inspectRefused, isModelError } from '../model/index.js';
 import { packageRoot } from '../engine/native.js';
+import { openblasCoreChoice } from '../engine/blas-core.js';
 import { startEngineJob } from '../engine/runner.js';
 import type { ScoreEvent } from '../engine/score.js';
 import type { EvalEvent, TrainEvent } from '../engine/trainer.js';
@@ -443,6 +444,13 @@ async function cmdInspect(argv: string[]): Promise<number> {
   }
 }
 
+/** Who picked OpenBLAS's kernels, after its configuration on doctor's blas line. */
+function blasKernelsNote(k: ReturnType<typeof openblasCoreChoice>): string {
+  if (k.by === 'spillway') return ` (${k.core}: picked from the CPU's flags; set OPENBLAS_CORETYPE to choose others)`;
+  if (k.by === 'environment') return ` (OPENBLAS_CORETYPE=${JSON.stringify(k.core)})`;
+  return '';
+}
+
 async function cmdDoctor(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, spill: { type: 'string' }, 'clean-spill': { type: 'boolean' } } });
   const { loadNative } = await import('../engine/native.js');
@@ -469,6 +477,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
     cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), memoryBytes: os.totalmem() },
     blas: probe.blas,
+    blasKernels: openblasCoreChoice(),
     cudaCompiled: native.cudaCompiled,
     cuda,
     cublas: probe.cublas,
@@ -488,7 +497,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   const lines = [
     `node         ${report.node} on ${report.platform}`,
     `cpu          ${report.cpu.model}, ${report.cpu.cores} cores, ${(report.cpu.memoryBytes / 2 ** 30).toFixed(1)} GiB`,
-    `blas         ${report.blas}`,
+    `blas         ${report.blas}${blasKernelsNote(report.blasKernels)}`,
     `cuda         ${report.cudaCompiled ? 'compiled in' : 'not compiled in'}; ${cuda.state}${cuda.detail ? ` (${String(cuda.detail)})` : ''}`,
     ...((cuda.devices as { index: number; name: string; totalBytes: number; computeCapability: string }[] | undefined) ?? []).map(
       (d) => `  device ${d.index}     ${d.name}, ${(d.totalBytes / 2 ** 30).toFixed(1)} GiB, compute capability ${d.computeCapability}`,

@@ -23,6 +23,15 @@ export function openblasCoreFor(cpuinfo: string): string | null {
   return null;
 }
 
+let setHere: string | null = null;
+
+/** Who chose OpenBLAS's kernels in this process: Spillway's loader (from the CPU's flags), someone's OPENBLAS_CORETYPE, or OpenBLAS itself. */
+export function openblasCoreChoice(): { core: string | null; by: 'spillway' | 'environment' | 'openblas' } {
+  if (setHere !== null && process.env.OPENBLAS_CORETYPE === setHere) return { core: setHere, by: 'spillway' };
+  if (process.env.OPENBLAS_CORETYPE !== undefined) return { core: process.env.OPENBLAS_CORETYPE, by: 'environment' };
+  return { core: null, by: 'openblas' };
+}
+
 /**
  * Sets OPENBLAS_CORETYPE in `env` (before OpenBLAS loads) where it is not set at all; a value
  * someone set, even an empty one, is theirs. Returns what it set, or null.
@@ -36,6 +45,9 @@ export function chooseOpenblasCore(env: NodeJS.ProcessEnv = process.env, readCpu
     return null; // not Linux, or /proc not mounted: OpenBLAS picks on its own
   }
   const core = openblasCoreFor(cpuinfo);
-  if (core) env.OPENBLAS_CORETYPE = core;
+  if (core) {
+    env.OPENBLAS_CORETYPE = core;
+    if (env === process.env) setHere = core;
+  }
   return core;
 }

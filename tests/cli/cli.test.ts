@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
+import { openblasCoreFor } from '../../electron/engine/blas-core.js';
 import { readSafetensorsHeader } from '../../electron/model/index.js';
 import { jsonLines, runSpillway } from '../helpers/cli.js';
 import { FIXTURE_MODELS, ROOT } from '../helpers/engine.js';
@@ -241,6 +242,12 @@ describe('spillway doctor', () => {
     for (const k of ['cublas', 'nvml', 'ioUring', 'directIo']) expect(typeof d[k].ok, k).toBe('boolean');
     expect(d.directIo.folder).toBe(work);
     expect(String(d.blas)).toMatch(/OpenBLAS/);
+    // Who picked OpenBLAS's kernels (electron/engine/blas-core.ts), and its configuration naming them.
+    const set = process.env.OPENBLAS_CORETYPE;
+    const picked = openblasCoreFor(readFileSync('/proc/cpuinfo', 'utf8'));
+    const expected = set !== undefined ? { core: set, by: 'environment' } : picked ? { core: picked, by: 'spillway' } : { core: null, by: 'openblas' };
+    expect(d.blasKernels).toEqual(expected);
+    if (expected.by === 'spillway') expect(String(d.blas).split(' ')).toContain(expected.core);
     const missing = await spillway(['doctor', '--spill', join(work, 'no-such-dir'), '--json']);
     const m = JSON.parse(missing.stdout) as Record<string, { ok: boolean; detail: string }>;
     expect(m.directIo.ok).toBe(false);
