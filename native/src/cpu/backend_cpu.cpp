@@ -198,7 +198,33 @@ bool pair_copies_from_env() {
     throw std::runtime_error(std::string("SPILLWAY_CPU_PAIR_COPIES=") + env + ": expected 0 or 1");
 }
 
-// The noise of a pair's B for the own GEMM's pair: tensor ns.id, drawn on `isa`.
+// w = theta + scale z over elements [k0, k0 + n) of the tensor (and w2 = theta - scale z when
+// given), z drawn on `isa` a piece at a time into L1 and zeroed where !(|theta| < mask_below): the
+// bits of noise_fill, mask_small and perturb (perturb_pair), single-threaded.
+void perturb_rows(NoiseIsa isa, float* w, float* w2, const float* theta, size_t n, const NoiseSpec& ns, uint64_t k0,
+                  float mask_below) {
+    constexpr size_t kPiece = 1024;
+    float z[kPiece];
+    for (size_t c0 = 0; c0 < n; c0 += kPiece) {
+        const size_t m = std::min(kPiece, n - c0);
+        const float* t = theta + c0;
+        noise_range_isa(isa, z, m, ns.seed, ns.id, ns.kind, k0 + c0);
+        if (mask_below != INFINITY)
+            for (size_t i = 0; i < m; i++)
+                if (!(fabsf(t[i]) < mask_below)) z[i] = 0.0f;
+        if (w2) {
+            for (size_t i = 0; i < m; i++) {
+                w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
+                w2[c0 + i] = fmaf(-ns.scale, z[i], t[i]);
+            }
+        } else {
+            for (size_t i = 0; i < m; i++) w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
+        }
+    }
+}
+
+// A pair's B for the own GEMM's pair: tensor ns.id, its rows perturbed both ways by perturb_rows
+// (z drawn on `isa`).
 struct PairDraw {
     NoiseIsa isa;
     NoiseSpec ns;
@@ -207,11 +233,10 @@ struct PairDraw {
         nb.theta = theta;
         nb.ldt = ldt;
         nb.first = first;
-        nb.scale = ns.scale;
         nb.ctx = this;
-        nb.draw = [](const void* ctx, float* z, size_t m, uint64_t k0) {
+        nb.perturb = [](const void* ctx, float* plus, float* minus, const float* row, size_t m, uint64_t k0) {
             const PairDraw& d = *static_cast<const PairDraw*>(ctx);
-            noise_range_isa(d.isa, z, m, d.ns.seed, d.ns.id, d.ns.kind, k0);
+            perturb_rows(d.isa, plus, minus, row, m, d.ns, k0, INFINITY);
         };
         nb.panels = panels;
         nb.packed = packed;
@@ -271,32 +296,8 @@ public:
                       float scale) override {
         const NoiseSpec ns{seed, id, kind, scale};
         pool_.parallel_for(n, kElemGrain, [&](size_t b, size_t e) {
-            perturb_rows(w_plus + b, w_minus + b, theta + b, e - b, ns, b, INFINITY);
+            perturb_rows(isa_, w_plus + b, w_minus + b, theta + b, e - b, ns, b, INFINITY);
         });
-    }
-
-    // w = theta + scale z over elements [k0, k0 + n) of the tensor (and w2 = theta - scale z when
-    // given), z drawn a piece at a time into L1 and zeroed where !(|theta| < mask_below): the
-    // bits of noise_fill, mask_small and perturb (perturb_pair), single-threaded.
-    void perturb_rows(float* w, float* w2, const float* theta, size_t n, const NoiseSpec& ns, uint64_t k0, float mask_below) {
-        constexpr size_t kPiece = 1024;
-        float z[kPiece];
-        for (size_t c0 = 0; c0 < n; c0 += kPiece) {
-            const size_t m = std::min(kPiece, n - c0);
-            const float* t = theta + c0;
-            noise_range_isa(isa_, z, m, ns.seed, ns.id, ns.kind, k0 + c0);
-            if (mask_below != INFINITY)
-                for (size_t i = 0; i < m; i++)
-                    if (!(fabsf(t[i]) < mask_below)) z[i] = 0.0f;
-            if (w2) {
-                for (size_t i = 0; i < m; i++) {
-                    w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
-                    w2[c0 + i] = fmaf(-ns.scale, z[i], t[i]);
-                }
-            } else {
-                for (size_t i = 0; i < m; i++) w[c0 + i] = fmaf(ns.scale, z[i], t[i]);
-            }
-        }
     }
 
     // The ZO update over chunks of 1024 elements: load(c0, m, buf) gives the values before the
@@ -513,7 +514,7 @@ public:
             if (own_gemm_pair(gemm_, N, n, I, inp, I, nb, c, O, bias, relu)) return;
             // Its buffers could not be had: the band's copies, and OpenBLAS's products on them.
             std::vector<float> wp((size_t)n * I), wm((size_t)n * I);
-            perturb_rows(wp.data(), wm.data(), nb.theta, (size_t)n * I, w_ns, nb.first, INFINITY);
+            perturb_rows(isa_, wp.data(), wm.data(), nb.theta, (size_t)n * I, w_ns, nb.first, INFINITY);
             const float* const ws[2] = {wp.data(), wm.data()};
             for (int s = 0; s < 2; s++) {
                 if (bias[s])
@@ -819,7 +820,7 @@ public:
                         w = slot;
                     } else if (ns[s].scale != 0.f) {
                         const bool twin = s + 1 < S && pair[(size_t)s + 1];
-                        perturb_rows(slot, twin ? slot + chunk_floats : nullptr, base, (size_t)n * C, ns[s],
+                        perturb_rows(isa_, slot, twin ? slot + chunk_floats : nullptr, base, (size_t)n * C, ns[s],
                                      (uint64_t)v0 * (uint64_t)C, mask_below);
                         w = slot;
                     }

@@ -126,31 +126,17 @@ void pack_b_panel(const float* B, int ldb, bool b_nk, int j, int cols, int k0, i
 }
 
 // Both of a pair's panels of columns [j, j + kNR) (`cols` real) over depth [k0, k0 + kc): each row
-// of theta has its noise drawn into the staging rows and is perturbed there both ways (the two
-// fused multiply-adds perturb_pair makes), then 8 rows at a time are transposed into the panels.
+// of theta is perturbed both ways into the staging rows by b.perturb (the backend's perturb_pair,
+// one draw of z for both), then 8 rows at a time are transposed into the panels.
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
     float* sp = stage;
     float* sm = stage + (size_t)8 * kc;
-    const __m256 up = _mm256_set1_ps(b.scale), down = _mm256_set1_ps(-b.scale);
     for (int h = 0; h < kNR; h += 8) {
         const int rows = cols - h < 0 ? 0 : lesser(8, cols - h);
         for (int r = 0; r < rows; r++) {
             const size_t row = (size_t)(j + h + r);
-            const float* t = b.theta + row * b.ldt + k0;
-            float* zp = sp + (size_t)r * kc;
-            float* zm = sm + (size_t)r * kc;
-            b.draw(b.ctx, zp, (size_t)kc, b.first + row * b.ldt + (size_t)k0);
-            int k = 0;
-            for (; k + 8 <= kc; k += 8) {
-                const __m256 z = _mm256_loadu_ps(zp + k), w = _mm256_loadu_ps(t + k);
-                _mm256_storeu_ps(zm + k, _mm256_fmadd_ps(down, z, w));
-                _mm256_storeu_ps(zp + k, _mm256_fmadd_ps(up, z, w));
-            }
-            for (; k < kc; k++) {
-                const float z = zp[k];
-                zm[k] = __builtin_fmaf(-b.scale, z, t[k]);
-                zp[k] = __builtin_fmaf(b.scale, z, t[k]);
-            }
+            b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, b.theta + row * b.ldt + k0, (size_t)kc,
+                      b.first + row * b.ldt + (size_t)k0);
         }
         int k = 0;
         for (; k + 8 <= kc; k += 8) {
@@ -354,7 +340,7 @@ size_t pair_panel_floats_avx2(int N, int K) {
 bool gemm_avx2_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                     const float* const* bias, bool relu) {
     if (M <= 0 || N <= 0) return true;
-    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
+    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.perturb && !b.packed)) return false;
     return run(Product{M, N, K, 2, A, lda, nullptr, 0, true, &b, C, ldc, 1.0f, false, bias, relu});
 }
 

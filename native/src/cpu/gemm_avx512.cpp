@@ -141,33 +141,17 @@ void pack_b(const float* B, int ldb, bool b_nk, int N, int j0, int nc, int k0, i
 }
 
 // Both of a pair's panels of columns [j, j + kNR) (`cols` of them real) over depth [k0, k0 + kc):
-// each row of theta has its noise drawn into the staging rows and is perturbed there both ways
-// (the two fused multiply-adds perturb_pair makes), then 16 rows at a time are transposed into
-// the panels. The staging (2 x 16 rows of kc) stays in L2; nothing the size of B is written.
+// each row of theta is perturbed both ways into the staging rows by b.perturb (the backend's
+// perturb_pair, one draw of z for both), then 16 rows at a time are transposed into the panels. The staging (2 x 16 rows of kc) stays in L2; nothing the size of B is written.
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
     float* sp = stage;
     float* sm = stage + (size_t)16 * kc;
-    const __m512 up = _mm512_set1_ps(b.scale), down = _mm512_set1_ps(-b.scale);
-    const __mmask16 tail = (__mmask16)((1u << (kc % 16)) - 1);
     for (int h = 0; h < kNR; h += 16) {
         const int rows = cols - h < 0 ? 0 : lesser(16, cols - h);
         for (int r = 0; r < rows; r++) {
             const size_t row = (size_t)(j + h + r);
-            const float* t = b.theta + row * b.ldt + k0;
-            float* zp = sp + (size_t)r * kc;
-            float* zm = sm + (size_t)r * kc;
-            b.draw(b.ctx, zp, (size_t)kc, b.first + row * b.ldt + (size_t)k0);
-            int k = 0;
-            for (; k + 16 <= kc; k += 16) {
-                const __m512 z = _mm512_loadu_ps(zp + k), w = _mm512_loadu_ps(t + k);
-                _mm512_storeu_ps(zm + k, _mm512_fmadd_ps(down, z, w));
-                _mm512_storeu_ps(zp + k, _mm512_fmadd_ps(up, z, w));
-            }
-            if (k < kc) {
-                const __m512 z = _mm512_maskz_loadu_ps(tail, zp + k), w = _mm512_maskz_loadu_ps(tail, t + k);
-                _mm512_mask_storeu_ps(zm + k, tail, _mm512_fmadd_ps(down, z, w));
-                _mm512_mask_storeu_ps(zp + k, tail, _mm512_fmadd_ps(up, z, w));
-            }
+            b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, b.theta + row * b.ldt + k0, (size_t)kc,
+                      b.first + row * b.ldt + (size_t)k0);
         }
         int k = 0;
         for (; k + 16 <= kc; k += 16) {
@@ -356,7 +340,7 @@ size_t pair_panel_floats(int N, int K) {
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                       const float* const* bias, bool relu) {
     if (M <= 0 || N <= 0) return true;
-    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
+    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.perturb && !b.packed)) return false;
     return run(Product{M, N, K, 2, A, lda, nullptr, 0, true, &b, C, ldc, 1.0f, false, bias, relu});
 }
 

@@ -19,15 +19,16 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
 // B of a +eps/-eps pair, made from the master as it is packed: theta stored [N, K], element
 // (j, k) at theta[j * ldt + k] with noise index first + j * ldt + k; C[0] is computed with
 // fma(scale, z, theta), C[1] with fma(-scale, z, theta), z drawn once for both (perturb_pair's
-// bits). draw(ctx, z, n, k0) writes the noise of indices [k0, k0 + n) (k0 % 4 == 0).
+// bits). perturb(ctx, plus, minus, theta, n, k0) writes both of the n elements of noise indices
+// [k0, k0 + n) (k0 % 4 == 0) from theta: the backend's own perturbation, so the kernels only
+// stage and transpose what it writes.
 // panels, when not null, keeps both Bs packed (2 * pair_panel_floats(N, K)): a call with
 // packed = false writes them, later calls with packed = true read them and draw nothing.
 struct NoisyPairB {
     const float* theta = nullptr;
     size_t ldt = 0;
     uint64_t first = 0;
-    float scale = 0.0f;
-    void (*draw)(const void* ctx, float* z, size_t n, uint64_t k0) = nullptr;
+    void (*perturb)(const void* ctx, float* plus, float* minus, const float* theta, size_t n, uint64_t k0) = nullptr;
     const void* ctx = nullptr;
     float* panels = nullptr;
     bool packed = false;
