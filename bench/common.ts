@@ -129,6 +129,49 @@ export function machineLine(m: ReturnType<typeof machineInfo>): string {
   );
 }
 
+/**
+ * How steady the machine was while a benchmark ran, as a report's paragraph. `probes`: a fixed
+ * product's rate (GFLOP/s) read between timed steps; `maxOtherCores` / `medianOtherCores`: the
+ * share of the cores that other processes took during a timed step (from /proc/stat, steal time
+ * included). A virtual machine's neighbours on its host can slow memory-bound work without
+ * taking any of its cores, so that accounting can read 0 while the same product runs at half its
+ * rate: the probe is what sees them. Steady: no process took over 0.1 of a core, and the slowest
+ * probe was within `spread` of the fastest.
+ */
+export function steadiness(
+  probes: number[],
+  probeWhat: string,
+  other: { median: number; max: number; cores: number; maxLoad1: number },
+  spread = 1.15,
+): { steady: boolean; text: string } {
+  const f2 = (x: number) => x.toFixed(2);
+  const ok = probes.filter((x) => Number.isFinite(x) && x > 0);
+  const lo = ok.length ? Math.min(...ok) : NaN;
+  const hi = ok.length ? Math.max(...ok) : NaN;
+  const read = ok.length
+    ? `${probeWhat}, read ${ok.length} times between timed steps, ran at ${lo.toFixed(0)}-${hi.toFixed(0)} GFLOP/s (median ${median(ok).toFixed(0)})`
+    : '';
+  const shared = other.max > 0.1;
+  const unsteady = ok.length > 1 && hi / lo > spread;
+  const text: string[] = [];
+  if (shared)
+    text.push(
+      `**The machine was shared:** other processes took a median ${f2(other.median)} and up to ${f2(other.max)} of the ${other.cores} cores ` +
+        `during timed steps (1-minute load average up to ${other.maxLoad1.toFixed(1)}). Wall times are inflated and noisy, and implementations ` +
+        'whose threads spin (OpenMP) lose more than others: read the ratios as measured under that load, not as those of an idle machine.',
+    );
+  if (unsteady)
+    text.push(
+      `**The host was not steady:** ${read}, its slowest reading ${Math.round((1 - lo / hi) * 100)} % under its fastest` +
+        (shared ? '.' : ', while no other process took more than 0.1 of a core: work outside this machine (other guests of its host) slowed it.') +
+        ' Step times carry that spread; paired ratios less, since the two steps of a pair run back to back; the floor takes every product at its best repetition, so a step is compared with a quiet moment.',
+    );
+  if (!shared && !unsteady)
+    text.push(`The machine was quiet: other processes took at most 0.1 of a core during any timed step${read ? `, and ${read}` : ''}.`);
+  else if (shared && !unsteady && read) text.push(`${read[0].toUpperCase()}${read.slice(1)}.`);
+  return { steady: !shared && !unsteady, text: text.join(' ') };
+}
+
 /** Runs a child to completion and returns its JSON lines on stdout. stderr passes through (progress). */
 export function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string[]> {
   return new Promise((resolve, reject) => {

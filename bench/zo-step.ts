@@ -35,12 +35,14 @@ import { engineSpec } from '../electron/engine/spec.js';
 import { loadModelInfo } from '../electron/model/index.js';
 import { makeOptModel, OPT_125M } from './make-model.js';
 import type { OptShape } from './make-model.js';
-import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, machineInfo, machineLine, makeTokens, median, runChild, venvPython } from './common.js';
+import { BENCH, EPS, LR, MODEL_DIR, RESULTS, ROOT, WD, WORK, batchFile, benchArgs, benchBatch, machineBusyMs, machineInfo, machineLine, makeTokens, median, runChild, steadiness, venvPython } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const GEMM_RATE = join(ROOT, 'native', 'build', 'gemm_rate');
 const TARGET_VS_PYTORCH = 0.5;
 const TARGET_VS_FLOOR = 1.25;
+// The host's steadiness, read before every pair of steps: this product's rate on the step's threads.
+const PROBE_SHAPE = '1024x768x768';
 
 interface Shape {
   batch: number;
@@ -363,6 +365,12 @@ interface Rate {
   gflopsPerCpuSecond: number;
 }
 
+/** One reading of the host's steadiness: PROBE_SHAPE's rate on the engine's GEMM, best of 3 repetitions. */
+async function probeHost(o: Options): Promise<number> {
+  const [line] = await runChild(GEMM_RATE, ['--threads', String(o.threads), '--reps', '3', PROBE_SHAPE], process.env);
+  return (JSON.parse(line) as Rate).gflops;
+}
+
 /** GEMM rates at the shapes: the engine's GEMM (the CPU backend's linear, as the engine runs it) and MKL through torch 2. */
 async function measureRates(o: Options, shapes: string[]): Promise<Rate[]> {
   const rates: Rate[] = [];
@@ -428,11 +436,13 @@ interface Summary {
   pairRatios: number[];
   /** The median of pairRatios. */
   ratio: number;
+  /** probeHost's readings before each of its pairs (all of the shape's for Spillway). */
+  probes: number[];
   steps: StepRecord[];
   summary: ImplResult;
 }
 
-function summarise(r: Runner, shape: Shape, steps: StepRecord[], summary: ImplResult, pairRatios: number[]): Summary {
+function summarise(r: Runner, shape: Shape, steps: StepRecord[], summary: ImplResult, pairRatios: number[], probes: number[]): Summary {
   const timed = steps.filter((s) => !s.warmup);
   const ms = timed.map((s) => s.ms);
   const med = median(ms);
@@ -457,6 +467,7 @@ function summarise(r: Runner, shape: Shape, steps: StepRecord[], summary: ImplRe
     phases,
     pairRatios,
     ratio: pairRatios.length ? median(pairRatios) : 1,
+    probes,
     steps,
     summary,
   };
@@ -524,6 +535,11 @@ function markdown(res: { machine: Machine; threads: number; warmup: number; step
   const maxOthers = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxOtherCores)));
   const medOthers = median(shapes.flatMap((s) => s.impls.map((i) => i.medianOtherCores)));
   const maxLoad = Math.max(...shapes.flatMap((s) => s.impls.map((i) => i.maxLoad1)));
+  const host = steadiness(
+    shapes.flatMap((s) => s.spillway.probes),
+    `a fixed product (the engine's GEMM at ${PROBE_SHAPE}, ${res.threads} threads, best of 3 repetitions)`,
+    { median: medOthers, max: maxOthers, cores: m.cores, maxLoad1: maxLoad },
+  );
   const spread = (xs: number[]) => (xs.length ? `${f2(Math.min(...xs))} – ${f2(Math.max(...xs))}` : '');
   const lines = [
     "# ZO step, CPU: Spillway against the strongest PyTorch MeZO, and against the machine's floor",
@@ -537,11 +553,7 @@ function markdown(res: { machine: Machine; threads: number; warmup: number; step
     '',
     `${machineLine(m)}; engine GEMM ${m.engineBlas}; PyTorch ${m.torchDebian} and ${m.torchVenv}.`,
     '',
-    maxOthers > 0.1
-      ? `**The machine was shared:** other processes took a median ${f2(medOthers)} and up to ${f2(maxOthers)} of the ${m.cores} cores during timed steps ` +
-        `(1-minute load average up to ${maxLoad.toFixed(1)}). Wall times are inflated and noisy, and implementations whose threads spin ` +
-        '(OpenMP) lose more than others: read the ratios as measured under that load, not as those of an idle machine.'
-      : 'The machine was quiet: other processes took at most 0.1 of a core during any timed step.',
+    host.text,
     '',
     '## Step time by shape',
     '',
@@ -648,7 +660,10 @@ async function main(): Promise<void> {
       const steps: StepRecord[] = [];
       for (let w = 0; w < o.warmup; w++) steps.push(await other.step(true));
       const ratios: number[] = [];
+      const probes: number[] = [];
       for (let i = 0; i < o.steps; i++) {
+        // Both servers are stopped here: the reading is the host's, not theirs.
+        probes.push(await probeHost(o));
         // Who goes first alternates, so that neither always follows the other.
         const [a, b] = i % 2 ? [await other.step(false), await engine.step(false)] : [await engine.step(false), await other.step(false)];
         const [mine, theirs] = i % 2 ? [b, a] : [a, b];
@@ -656,11 +671,11 @@ async function main(): Promise<void> {
         steps.push(theirs);
         ratios.push(mine.ms / theirs.ms);
       }
-      sums.push(summarise(r, shape, steps, await other.close(), ratios));
+      sums.push(summarise(r, shape, steps, await other.close(), ratios, probes));
     }
     process.stderr.write(`[bench] ${name}: GEMM rates for the floor, again\n`);
     rates.push(...(await measureRates(o, gemms)));
-    const spillway = summarise(self, shape, engineSteps, await engine.close(), []);
+    const spillway = summarise(self, shape, engineSteps, await engine.close(), [], sums.flatMap((x) => x.probes));
     const anchors = sums.filter((s) => s.kind === 'pytorch');
     const best = anchors.length ? anchors.reduce((a, b) => (b.medianMs < a.medianMs ? b : a)) : undefined;
     const floor = floorRows(products, rates);
