@@ -448,6 +448,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
 function blasKernelsNote(k: ReturnType<typeof openblasCoreChoice>): string {
   if (k.by === 'spillway') return ` (${k.core}: picked from the CPU's flags; set OPENBLAS_CORETYPE to choose others)`;
   if (k.by === 'environment') return ` (OPENBLAS_CORETYPE=${JSON.stringify(k.core)})`;
+  if (k.by === 'build') return ' (built for one target: its kernels whatever OPENBLAS_CORETYPE says)';
   return '';
 }
 
@@ -477,7 +478,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
     cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), memoryBytes: os.totalmem() },
     blas: probe.blas,
-    blasKernels: openblasCoreChoice(),
+    blasKernels: openblasCoreChoice(probe.blas),
     cudaCompiled: native.cudaCompiled,
     cuda,
     cublas: probe.cublas,

@@ -25,8 +25,14 @@ export function openblasCoreFor(cpuinfo: string): string | null {
 
 let setHere: string | null = null;
 
-/** Who chose OpenBLAS's kernels in this process: Spillway's loader (from the CPU's flags), someone's OPENBLAS_CORETYPE, or OpenBLAS itself. */
-export function openblasCoreChoice(): { core: string | null; by: 'spillway' | 'environment' | 'openblas' } {
+/**
+ * Who chose OpenBLAS's kernels in this process: Spillway's loader (from the CPU's flags), someone's
+ * OPENBLAS_CORETYPE, or OpenBLAS itself. `config`, OpenBLAS's configuration string where known
+ * (probe().blas): a build for one target (no DYNAMIC_ARCH in it) has only that target's kernels
+ * and reads no OPENBLAS_CORETYPE, so its kernels are the build's whatever the variable says.
+ */
+export function openblasCoreChoice(config?: string): { core: string | null; by: 'spillway' | 'environment' | 'openblas' | 'build' } {
+  if (config !== undefined && /OpenBLAS/.test(config) && !/\bDYNAMIC_ARCH\b/.test(config)) return { core: null, by: 'build' };
   if (setHere !== null && process.env.OPENBLAS_CORETYPE === setHere) return { core: setHere, by: 'spillway' };
   if (process.env.OPENBLAS_CORETYPE !== undefined) return { core: process.env.OPENBLAS_CORETYPE, by: 'environment' };
   return { core: null, by: 'openblas' };
