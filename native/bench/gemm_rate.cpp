@@ -4,6 +4,7 @@
 // usage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB] SHAPE ...
 //        gemm_rate [--threads T] [--reps R] --peak
 //        gemm_rate [--threads T] [--reps R] --pair copies|masters SHAPE ...
+//        gemm_rate [--reps R] --kernel KCxTILESxPANELS
 //   SHAPE is MxKxN: out[M, N] = inp[M, K] W^T, W stored [N, K] (the engine's linear layout).
 //   Default: the CPU backend's own linear(), i.e. the GEMM the engine runs (OpenBLAS, threaded
 //   the way the backend threads it).
@@ -15,6 +16,13 @@
 //   --peak: instead of shapes, the machine's float32 FMA peak on T threads (independent fused
 //   multiply-adds in registers, AVX-512 where the CPU has it, else AVX2; best of R): the rate no
 //   GEMM can pass. One JSON line {"peak","isa","threads","reps","gflops"}.
+//   --kernel: the own AVX-512 kernel alone on one thread (gemm_avx512_kernel_sweep): TILES packed
+//   A panels (KC x 12) against PANELS packed B panels (KC x 32), every pair, panels outermost as
+//   the GEMM's loop runs them. The counts place the operands: 20 tiles and 8 panels (720 KiB and
+//   768 KiB at KC 768) stay in a 2 MiB L2, 64 panels (6 MiB, a pair's block at NC 1024) stream
+//   from L3. Best of R repetitions of at least 20 ms each (on a shared host, the best of many
+//   short ones is the kernel's own rate). One JSON line {"kernel","kc","tiles","panels","aKiB",
+//   "bKiB","reps","gflops","gflopsMedian"}.
 // Prints one JSON line per shape: {"shape","m","k","n","via","threads","reps","callsPerRep",
 // "bestMs","medianMs","gflops","gflopsMedian","bestCpuMs","gflopsPerCpuSecond"}; gflops from the
 // best repetition (wall time), gflopsPerCpuSecond from the repetition that took the least CPU
@@ -37,6 +45,7 @@
 #include <thread>
 #include <vector>
 
+#include "../src/cpu/gemm_cpu.h"
 #include "bench_common.h"
 #include "spillway/backend.h"
 
@@ -222,11 +231,44 @@ void measure_peak(int threads, int reps) {
                 threads, reps, best);
 }
 
+void measure_kernel(const std::string& spec, int reps) {
+    int kc = 0, tiles = 0, panels = 0;
+    char end = 0;
+    if (std::sscanf(spec.c_str(), "%dx%dx%d%c", &kc, &tiles, &panels, &end) != 3 || kc <= 0 || kc > kOwnGemmDepthBlock || tiles <= 0 ||
+        panels <= 0)
+        throw std::runtime_error("--kernel '" + spec + "': expected KCxTILESxPANELS, KC from 1 to " + std::to_string(kOwnGemmDepthBlock));
+    if (!__builtin_cpu_supports("avx512f")) throw std::runtime_error("--kernel: this CPU has no AVX-512F");
+    const size_t a_floats = (size_t)tiles * kc * 12, b_floats = (size_t)panels * kc * 32;
+    auto grab = [](size_t n) {
+        float* p = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+        if (!p) throw std::runtime_error("--kernel: out of memory");
+        for (size_t i = 0; i < n; i++) p[i] = 1.0f + (float)(i % 97) * 1e-3f;
+        return std::unique_ptr<float, decltype(&std::free)>(p, &std::free);
+    };
+    auto a = grab(a_floats), b = grab(b_floats), c = grab(12 * 32);
+    const double flops = 2.0 * 12 * 32 * kc * (double)tiles * panels;
+    gemm_avx512_kernel_sweep(kc, a.get(), tiles, b.get(), panels, c.get());  // untimed: pages touched, caches warm
+    auto t0 = Clock::now();
+    gemm_avx512_kernel_sweep(kc, a.get(), tiles, b.get(), panels, c.get());
+    const double one = std::chrono::duration<double>(Clock::now() - t0).count();
+    const long sweeps = std::max(1L, (long)std::ceil(0.02 / std::max(one, 1e-9)));
+    std::vector<double> rates;
+    for (int r = 0; r < reps; r++) {
+        t0 = Clock::now();
+        for (long i = 0; i < sweeps; i++) gemm_avx512_kernel_sweep(kc, a.get(), tiles, b.get(), panels, c.get());
+        rates.push_back(flops * (double)sweeps / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
+    }
+    if (!std::isfinite(c.get()[0])) throw std::runtime_error("--kernel: the tile is not finite");
+    std::sort(rates.begin(), rates.end());
+    std::printf("{\"kernel\":true,\"kc\":%d,\"tiles\":%d,\"panels\":%d,\"aKiB\":%.0f,\"bKiB\":%.0f,\"reps\":%d,\"gflops\":%.2f,\"gflopsMedian\":%.2f}\n",
+                kc, tiles, panels, a_floats * 4.0 / 1024, b_floats * 4.0 / 1024, reps, rates.back(), rates[rates.size() / 2]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     int threads = 2, reps = 5;
-    std::string lib, pair;
+    std::string lib, pair, kernel;
     bool dnnl = false, peak = false;
     std::vector<Shape> shapes;
     try {
@@ -239,11 +281,16 @@ int main(int argc, char** argv) {
             else if (a == "--dnnl") lib = val(), dnnl = true;
             else if (a == "--peak") peak = true;
             else if (a == "--pair") pair = val();
+            else if (a == "--kernel") kernel = val();
             else if (!a.empty() && a[0] == '-') throw std::runtime_error("unknown option " + a);
             else shapes.push_back(parse_shape(a));
         }
         if (peak) {
             measure_peak(threads, reps);
+            return 0;
+        }
+        if (!kernel.empty()) {
+            measure_kernel(kernel, reps);
             return 0;
         }
         if (shapes.empty()) throw std::runtime_error("no shapes given");
@@ -252,7 +299,7 @@ int main(int argc, char** argv) {
         for (const Shape& s : shapes) measure(g, s, threads, reps);
     } catch (const std::exception& e) {
         std::fprintf(stderr,
-                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB | --pair copies|masters] MxKxN ... | --peak\n",
+                     "gemm_rate: %s\nusage: gemm_rate [--threads T] [--reps R] [--blas LIB | --dnnl LIB | --pair copies|masters] MxKxN ... | --peak | --kernel KCxTILESxPANELS\n",
                      e.what());
         return 2;
     }

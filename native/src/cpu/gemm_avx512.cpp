@@ -333,6 +333,12 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
     return run(Product{M, N, K, 1, a, lda, B, ldb, b_nk, nullptr, c, ldc, alpha, accumulate, bias ? b : nullptr, false});
 }
 
+void gemm_avx512_kernel_sweep(int kc, const float* a, int tiles, const float* b, int panels, float* c) {
+    for (int p = 0; p < panels; p++)
+        for (int q = 0; q < tiles; q++)
+            kernel(kc, a + (size_t)q * kc * kMR, b + (size_t)p * kc * kNR, 1.0f, c, kNR, kMR, kNR, nullptr, 0);
+}
+
 size_t pair_panel_floats(int N, int K) {
     return N <= 0 || K <= 0 ? 0 : (size_t)((N + kNR - 1) / kNR * kNR) * (size_t)K;
 }

@@ -44,6 +44,14 @@ size_t pair_panel_floats(int N, int K);
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                       const float* const* bias, bool relu = false);
 
+// The AVX-512 12 x 32 kernel alone, for gemm_rate --kernel (where a product's operands sit, and
+// what that costs the kernel): `tiles` packed A panels (kc x 12 each, as pack_a leaves them)
+// against `panels` packed B panels (kc x 32 each, as pack_b leaves them), every tile against
+// every panel, panels outermost as gemm_avx512's loop runs them; each tile's result is stored
+// into C (12 x 32, row stride 32), the last one kept. kc <= kOwnGemmDepthBlock. Only where the CPU
+// has AVX-512F.
+void gemm_avx512_kernel_sweep(int kc, const float* a, int tiles, const float* b, int panels, float* c);
+
 // What each kernel file's loop computes: one or two streams' products against the same panels'
 // layout. Plain: B (ldb, b_nk) packed into the thread's buffer. Pair: panels made from the master
 // (pair != null), kept in pair->panels when given. Streams' bias and ReLU as above.
