@@ -15,6 +15,9 @@
 // the masters as it is packed (linear_pair_noisy) the bits of the pair's copies, with and without
 // the ReLU it can store.
 //
+// Last, where the CPU has AVX-512F, gemm_rate --kernel's sweep: each tile the chain's bits, so the
+// rate it reports is the product's kernel at work.
+//
 // usage: gemm_check   prints one JSON line per case and a last {"ok":...,"avx512":...}; exit 1 on
 //                     a failure. Without AVX-512F, only the AVX2 kernel is checked ("avx512":false).
 #include <cmath>
@@ -26,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "../src/cpu/gemm_cpu.h"
 #include "spillway/backend.h"
 
 using namespace spw;
@@ -228,6 +232,33 @@ int main() {
                             taken ? "true" : "false", ok ? "true" : "false");
             }
         }
+    }
+    // gemm_avx512_kernel_sweep (gemm_rate --kernel): the last tile against the last panel keeps
+    // the chain from zero in the order of k, fused, as the products' elements do.
+    for (int kc : {1, 37, 768}) {
+        if (!avx512) break;
+        const int tiles = 2, panels = 3;
+        std::mt19937 rng(100u + (uint32_t)kc);
+        std::uniform_real_distribution<float> u(-1.f, 1.f);
+        std::vector<float> a((size_t)tiles * kc * 12), b((size_t)panels * kc * 32), c(12 * 32, NAN);
+        for (float& v : a) v = u(rng);
+        for (float& v : b) v = u(rng);
+        float* pb = static_cast<float*>(std::aligned_alloc(64, b.size() * sizeof(float) + 64));  // B panels are loaded aligned
+        std::memcpy(pb, b.data(), b.size() * sizeof(float));
+        spw::gemm_avx512_kernel_sweep(kc, a.data(), tiles, pb, panels, c.data());
+        std::free(pb);
+        const float* la = a.data() + (size_t)(tiles - 1) * kc * 12;
+        const float* lb = b.data() + (size_t)(panels - 1) * kc * 32;
+        bool ok = true;
+        for (int i = 0; i < 12; i++)
+            for (int j = 0; j < 32; j++) {
+                float acc = 0.f;
+                for (int k = 0; k < kc; k++) acc = std::fmaf(la[(size_t)k * 12 + i], lb[(size_t)k * 32 + j], acc);
+                ok &= std::memcmp(&acc, &c[(size_t)i * 32 + j], sizeof acc) == 0;
+            }
+        total++;
+        failed += !ok;
+        std::printf("{\"kernelSweep\":%d,\"ok\":%s}\n", kc, ok ? "true" : "false");
     }
     std::printf("{\"ok\":%s,\"avx512\":%s,\"checks\":%d,\"failed\":%d}\n", failed ? "false" : "true", avx512 ? "true" : "false", total,
                 failed);

@@ -28,6 +28,7 @@ interface Line {
   sameBitsOn1To3Threads?: boolean;
   pairSameBitsAsAlone?: boolean;
   checks?: number;
+  kernelSweep?: number;
   failed?: number;
 }
 
@@ -54,5 +55,7 @@ describe('the CPU backend GEMMs', () => {
     for (const g of owns) expect(lines.filter((l) => l.gemm === g && l.chainBits === 'same').length).toBeGreaterThanOrEqual(9 * 4);
     expect(lines.filter((l) => l.gemm === 'openblas' && l.chainBits !== null).length).toBe(0);
     expect(lines.filter((l) => l.sameBitsOn1To3Threads === true).length).toBe(6 * owns.length);
+    // gemm_rate --kernel's sweep gives the chain's bits (AVX-512 only): its rate is the kernel's.
+    expect(lines.filter((l) => l.kernelSweep !== undefined && l.ok === true).length).toBe(hasAvx512 ? 3 : 0);
   }, 120_000);
 });
