@@ -131,9 +131,9 @@ export function machineLine(m: ReturnType<typeof machineInfo>): string {
 
 /**
  * How steady the machine was while a benchmark ran, as a report's paragraph. `probes`: a fixed
- * product's rate (GFLOP/s) read between timed steps; `maxOtherCores` / `medianOtherCores`: the
- * share of the cores that other processes took during a timed step (from /proc/stat, steal time
- * included). A virtual machine's neighbours on its host can slow memory-bound work without
+ * product's rate (GFLOP/s) read between timed steps, `probeWhat` naming it; `other`: the median
+ * and largest share of the cores that other processes took during a timed step (from /proc/stat,
+ * steal time included), the cores, the largest 1-minute load average. A virtual machine's neighbours on its host can slow memory-bound work without
  * taking any of its cores, so that accounting can read 0 while the same product runs at half its
  * rate: the probe is what sees them. Steady: no process took over 0.1 of a core, and the slowest
  * probe was within `spread` of the fastest.
