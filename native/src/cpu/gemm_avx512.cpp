@@ -322,15 +322,7 @@ bool run(const Product& x) {
 
 bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk, float* C,
                  int ldc, bool accumulate, const float* bias) {
-    if (M <= 0 || N <= 0) return true;
-    if (K <= 0) {
-        gemm_no_depth(M, N, C, ldc, accumulate, bias);
-        return true;
-    }
-    const float* const a[1] = {A};
-    float* const c[1] = {C};
-    const float* const b[1] = {bias};
-    return run(Product{M, N, K, 1, a, lda, B, ldb, b_nk, nullptr, c, ldc, alpha, accumulate, bias ? b : nullptr, false});
+    return gemm_plain_via(run, M, N, K, alpha, A, lda, B, ldb, b_nk, C, ldc, accumulate, bias);
 }
 
 void gemm_avx512_kernel_sweep(int kc, const float* a, int tiles, const float* b, int panels, float* c) {
@@ -345,9 +337,7 @@ size_t pair_panel_floats(int N, int K) {
 
 bool gemm_avx512_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                       const float* const* bias, bool relu) {
-    if (M <= 0 || N <= 0) return true;
-    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.perturb && !b.packed)) return false;
-    return run(Product{M, N, K, 2, A, lda, nullptr, 0, true, &b, C, ldc, 1.0f, false, bias, relu});
+    return gemm_pair_via(run, M, N, K, A, lda, b, C, ldc, bias, relu);
 }
 
 }  // namespace spw

@@ -72,9 +72,18 @@ struct GemmProduct {
     bool relu;
 };
 
-// A product with no depth (K <= 0), for both kernels: alpha times an empty sum, so C + 0
-// (accumulating), the bias + 0, or 0 (gemm_avx2.cpp).
-void gemm_no_depth(int M, int N, float* C, int ldc, bool accumulate, const float* bias);
+// A kernel file's loop over a GemmProduct (its `run`).
+using GemmLoop = bool (*)(const GemmProduct&);
+
+// The entry points' shared part, around a kernel file's loop (gemm_avx2.cpp), with the contracts
+// of gemm_avx512 and gemm_avx512_pair above. Plain: an empty product is done; one with no depth
+// is alpha times an empty sum (C + 0 accumulating, the bias + 0, or 0); else the one stream is
+// handed to `run`. Pair: an empty product is done; no depth, noise indices whose rows do not start
+// at multiples of 4, or neither a perturbation nor kept panels, are refused; else both streams.
+bool gemm_plain_via(GemmLoop run, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk,
+                    float* C, int ldc, bool accumulate, const float* bias);
+bool gemm_pair_via(GemmLoop run, int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C,
+                   int ldc, const float* const* bias, bool relu);
 
 // The AVX2 twins (gemm_avx2.cpp): the same contracts and the same bits, for any x86-64 CPU with
 // AVX2 and FMA. Their panels are 16 columns wide: pair_panel_floats_avx2 sizes the kept ones.
