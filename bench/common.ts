@@ -129,14 +129,18 @@ export function machineLine(m: ReturnType<typeof machineInfo>): string {
   );
 }
 
+/** The share of a core other processes may take during timed steps before a report calls the machine shared. */
+const SHARED_CORES = 0.1;
+
 /**
  * How steady the machine was while a benchmark ran, as a report's paragraph. `probes`: a fixed
  * product's rate (GFLOP/s) read between timed steps, `probeWhat` naming it; `other`: the median
  * and largest share of the cores that other processes took during a timed step (from /proc/stat,
- * steal time included), the cores, the largest 1-minute load average. A virtual machine's neighbours on its host can slow memory-bound work without
- * taking any of its cores, so that accounting can read 0 while the same product runs at half its
- * rate: the probe is what sees them. Steady: no process took over 0.1 of a core, and the slowest
- * probe was within `spread` of the fastest.
+ * steal time included), the cores, the largest 1-minute load average. A virtual machine's
+ * neighbours on its host can slow memory-bound work without taking any of its cores, so that
+ * accounting can read 0 while the same product runs at half its rate: the probe is what sees
+ * them. Steady: no process took over SHARED_CORES of a core, and the slowest probe was within
+ * `spread` of the fastest.
  */
 export function steadiness(
   probes: number[],
@@ -151,7 +155,7 @@ export function steadiness(
   const read = ok.length
     ? `${probeWhat}, read ${ok.length} times between timed steps, ran at ${lo.toFixed(0)}-${hi.toFixed(0)} GFLOP/s (median ${median(ok).toFixed(0)})`
     : '';
-  const shared = other.max > 0.1;
+  const shared = other.max > SHARED_CORES;
   const unsteady = ok.length > 1 && hi / lo > spread;
   const text: string[] = [];
   if (shared)
@@ -163,11 +167,11 @@ export function steadiness(
   if (unsteady)
     text.push(
       `**The host was not steady:** ${read}, its slowest reading ${Math.round((1 - lo / hi) * 100)} % under its fastest` +
-        (shared ? '.' : ', while no other process took more than 0.1 of a core: work outside this machine (other guests of its host) slowed it.') +
+        (shared ? '.' : `, while no other process took more than ${SHARED_CORES} of a core: work outside this machine (other guests of its host) slowed it.`) +
         ' Step times carry that spread; paired ratios less, since the two steps of a pair run back to back; the floor takes every product at its best repetition, so a step is compared with a quiet moment.',
     );
   if (!shared && !unsteady)
-    text.push(`The machine was quiet: other processes took at most 0.1 of a core during any timed step${read ? `, and ${read}` : ''}.`);
+    text.push(`The machine was quiet: other processes took at most ${SHARED_CORES} of a core during any timed step${read ? `, and ${read}` : ''}.`);
   else if (shared && !unsteady && read) text.push(`${read[0].toUpperCase()}${read.slice(1)}.`);
   return { steady: !shared && !unsteady, text: text.join(' ') };
 }
