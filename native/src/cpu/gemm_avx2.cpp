@@ -178,6 +178,13 @@ void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, floa
 // is stored (max_ps returns its second operand for NaN and for zeros of either sign: x > 0 ? x : 0).
 void kernel(int kc, const float* a, const float* b, const float* from, float* part, float alpha, float* c, size_t ldc, int rows,
             int cols, const float* add, size_t ld_add, bool relu) {
+    // The last slice fetches the tile's lines of C now, as gemm_avx512.cpp's kernel does.
+    if (!part)
+        for (int i = 0; i < rows; i++) {
+            const char* r = reinterpret_cast<const char*>(c + (size_t)i * ldc);
+            _mm_prefetch(r, _MM_HINT_T0);
+            _mm_prefetch(r + 63, _MM_HINT_T0);
+        }
     __m256 c0[kMR], c1[kMR];
     if (from) {
 #pragma GCC unroll 6
