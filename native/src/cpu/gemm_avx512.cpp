@@ -63,9 +63,8 @@ struct Panels {
 };
 thread_local Panels tls_panels;
 
-// dst[k * ldd + j] = src[j * lds + k] for k < 16 and the lanes j that `keep` sets; rows j >= rows
-// read as zero (and are not read).
-void transpose16(const float* src, size_t lds, int rows, float* dst, size_t ldd, __mmask16 keep) {
+// out[k] lane j = src[j * lds + k] for k < 16: rows j >= rows read as zero (and are not read).
+void transpose16_regs(const float* src, size_t lds, int rows, __m512 out[16]) {
     __m512 r[16], t[16];
     for (int j = 0; j < 16; j++) r[j] = j < rows ? _mm512_loadu_ps(src + (size_t)j * lds) : _mm512_setzero_ps();
     // Within each 128-bit lane: pairs of rows interleaved, then groups of four rows gathered, so
@@ -86,11 +85,19 @@ void transpose16(const float* src, size_t lds, int rows, float* dst, size_t ldd,
         __m512 x1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);   // lanes 2, 3
         __m512 y0 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
         __m512 y1 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
-        _mm512_mask_storeu_ps(dst + (size_t)q * ldd, keep, _mm512_shuffle_f32x4(x0, y0, 0x88));
-        _mm512_mask_storeu_ps(dst + (size_t)(4 + q) * ldd, keep, _mm512_shuffle_f32x4(x0, y0, 0xDD));
-        _mm512_mask_storeu_ps(dst + (size_t)(8 + q) * ldd, keep, _mm512_shuffle_f32x4(x1, y1, 0x88));
-        _mm512_mask_storeu_ps(dst + (size_t)(12 + q) * ldd, keep, _mm512_shuffle_f32x4(x1, y1, 0xDD));
+        out[q] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+        out[4 + q] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+        out[8 + q] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+        out[12 + q] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
     }
+}
+
+// dst[k * ldd + j] = src[j * lds + k] for k < 16 and the lanes j that `keep` sets; rows j >= rows
+// read as zero (and are not read).
+void transpose16(const float* src, size_t lds, int rows, float* dst, size_t ldd, __mmask16 keep) {
+    __m512 c[16];
+    transpose16_regs(src, lds, rows, c);
+    for (int k = 0; k < 16; k++) _mm512_mask_storeu_ps(dst + (size_t)k * ldd, keep, c[k]);
 }
 
 // A region of `rows` rows of `lines` cache lines each (leading dimension ld floats), fetched into
@@ -140,19 +147,43 @@ void pack_b(const float* B, int ldb, bool b_nk, int N, int j0, int nc, int k0, i
     }
 }
 
-// Both of a pair's panels of columns [j, j + kNR) (`cols` of them real) over depth [k0, k0 + kc):
-// each row of theta is perturbed both ways into the staging rows by b.perturb (the backend's
-// perturb_pair, one draw of z for both), then 16 rows at a time are transposed into the panels. The staging (2 x 16 rows of kc) stays in L2; nothing the size of B is written.
+// Both of a pair's panels of columns [j, j + kNR) (`cols` of them real) over depth [k0, k0 + kc),
+// 16 rows of theta at a time; the staging (16 rows of kc) stays in L1 or L2, and nothing the size
+// of B is written. Where the backend gives its draw (b.draw), z alone is staged, and each 16 x 16
+// tile of z and of theta is transposed in registers and perturbed there both ways (fma(scale, z,
+// theta), fma(-scale, z, theta): perturb_pair's bits); else b.perturb writes both perturbed rows
+// into the staging (2 x 16 rows) and those are transposed. The first is 10-15 % faster (a band of
+// 384 to 1,536 rows of 768, one thread, z's draw included: bench/results/zo-step-profile-cpu.md).
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
     float* sp = stage;
     float* sm = stage + (size_t)16 * kc;
     for (int h = 0; h < kNR; h += 16) {
         const int rows = cols - h < 0 ? 0 : lesser(16, cols - h);
-        for (int r = 0; r < rows; r++) {
-            const size_t row = (size_t)(j + h + r);
-            b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, b.theta + row * b.ldt + k0, (size_t)kc,
-                      b.first + row * b.ldt + (size_t)k0);
+        const float* theta = b.theta + (size_t)(j + h) * b.ldt + k0;
+        if (b.draw) {
+            for (int r = 0; r < rows; r++) b.draw(b.ctx, sp + (size_t)r * kc, (size_t)kc, b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
+            const __m512 up = _mm512_set1_ps(b.scale), down = _mm512_set1_ps(-b.scale);
+            int k = 0;
+            for (; k + 16 <= kc; k += 16) {
+                __m512 z[16], t[16];
+                transpose16_regs(sp + k, (size_t)kc, rows, z);
+                transpose16_regs(theta + k, b.ldt, rows, t);
+                for (int q = 0; q < 16; q++) {
+                    _mm512_store_ps(plus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(up, z[q], t[q]));
+                    _mm512_store_ps(minus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(down, z[q], t[q]));
+                }
+            }
+            for (; k < kc; k++)
+                for (int r = 0; r < 16; r++) {
+                    const float z = r < rows ? sp[(size_t)r * kc + k] : 0.0f, t = r < rows ? theta[(size_t)r * b.ldt + k] : 0.0f;
+                    plus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
+                    minus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
+                }
+            continue;
         }
+        for (int r = 0; r < rows; r++)
+            b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, theta + (size_t)r * b.ldt, (size_t)kc,
+                      b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
         int k = 0;
         for (; k + 16 <= kc; k += 16) {
             transpose16(sp + k, (size_t)kc, rows, plus + (size_t)k * kNR + h, kNR, 0xFFFF);
