@@ -495,10 +495,12 @@ public:
     bool linear_pair_noisy(float* const* out, const float* const* inp, const float* W, const float* b,
                            const NoiseSpec& w_ns, uint64_t w_first, const NoiseSpec& b_ns, uint64_t b_first, int N, int I,
                            int O, bool transposed, bool relu) override {
-        // Deeper products stay with the copies: every thread would pack both streams' rows for
-        // each depth block (a band of columns holds both), and at 3,072 deep that traffic costs
-        // what the copies did (gemm_rate --pair: 1008 x 3072 x 768 level or slower, 768 deep 9 % faster).
-        if (transposed || !takes_own(gemm_, N, Takes::From16Rows) || I > kOwnGemmDepthBlock || pairs_off_ || I % 4 || w_first % 4) return false;
+        // Any depth: since the panels are perturbed in registers (gemm_avx512.cpp's pack_b_pair),
+        // a product deeper than one depth block (fc2, 3,072 deep) is faster from the masters too,
+        // though each band packs both streams' A for every depth block (gemm_rate --pair, 2 threads,
+        // eight rounds on an Emerald Rapids guest: 1008 x 3072 x 768 at 273-276 GFLOP/s from the
+        // masters, 250-255 from the copies; before that change, level).
+        if (transposed || !takes_own(gemm_, N, Takes::From16Rows) || pairs_off_ || I % 4 || w_first % 4) return false;
         if (b) {
             // The bias pair as perturb_pair makes it (noisy_row draws from any first element).
             pair_bias_.resize(2 * (size_t)O);
