@@ -524,9 +524,9 @@ const sec = (ms: number) => `${(ms / 1e3).toFixed(2)} s`;
 const f2 = (x: number) => x.toFixed(2);
 
 const PHASE_WHY: Record<string, string> = {
-  noiseMs: 'not a GEMM: z for every parameter but the head (Philox + Box-Muller), once per step for both forwards',
-  forwardMs: 'the blocks: projections and attention (GEMMs), plus the perturbed working copies, norms, activations, residuals',
-  headMs: 'the tied head over the full vocabulary (a GEMM) and its log-softmax; its z and +eps/-eps copies made a 1,024-row chunk at a time beside the products',
+  noiseMs: 'not a GEMM: z (Philox + Box-Muller) and the +eps/-eps working copies of what no product makes from the masters (norms, biases, embeddings), once per step for both forwards',
+  forwardMs: 'the blocks: projections and attention (GEMMs; each weight perturbed both ways from its master as the GEMM packs it, z drawn there), norms, activations, residuals',
+  headMs: 'the tied head over the full vocabulary (a GEMM, its weight perturbed as it is packed, a 1,024-row chunk at a time) and its log-softmax',
   updateMs: 'not a GEMM: z regenerated and theta -= lr g z over every parameter',
 };
 
