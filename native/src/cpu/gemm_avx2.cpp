@@ -125,14 +125,38 @@ void pack_b_panel(const float* B, int ldb, bool b_nk, int j, int cols, int k0, i
     }
 }
 
-// Both of a pair's panels of columns [j, j + kNR) (`cols` real) over depth [k0, k0 + kc): each row
-// of theta is perturbed both ways into the staging rows by b.perturb (the backend's perturb_pair,
-// one draw of z for both), then 8 rows at a time are transposed into the panels.
+// Both of a pair's panels of columns [j, j + kNR) (`cols` real) over depth [k0, k0 + kc), 8 rows
+// of theta at a time, as gemm_avx512.cpp's pack_b_pair: where the backend gives its draw (b.draw),
+// z alone is staged and each 8 x 8 tile of z and of theta is transposed in registers and
+// perturbed there both ways; else b.perturb writes both perturbed rows into the staging (2 x 8
+// rows) and those are transposed.
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
     float* sp = stage;
     float* sm = stage + (size_t)8 * kc;
     for (int h = 0; h < kNR; h += 8) {
         const int rows = cols - h < 0 ? 0 : lesser(8, cols - h);
+        if (b.draw) {
+            const float* theta = b.theta + (size_t)(j + h) * b.ldt + k0;
+            for (int r = 0; r < rows; r++) b.draw(b.ctx, sp + (size_t)r * kc, (size_t)kc, b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
+            const __m256 up = _mm256_set1_ps(b.scale), down = _mm256_set1_ps(-b.scale);
+            int k = 0;
+            for (; k + 8 <= kc; k += 8) {
+                __m256 z[8], t[8];
+                load_columns8(sp + k, (size_t)kc, rows, z);
+                load_columns8(theta + k, b.ldt, rows, t);
+                for (int q = 0; q < 8; q++) {
+                    _mm256_store_ps(plus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(up, z[q], t[q]));
+                    _mm256_store_ps(minus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(down, z[q], t[q]));
+                }
+            }
+            for (; k < kc; k++)
+                for (int c = 0; c < 8; c++) {
+                    const float z = c < rows ? sp[(size_t)c * kc + k] : 0.0f, t = c < rows ? theta[(size_t)c * b.ldt + k] : 0.0f;
+                    plus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
+                    minus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
+                }
+            continue;
+        }
         for (int r = 0; r < rows; r++) {
             const size_t row = (size_t)(j + h + r);
             b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, b.theta + row * b.ldt + k0, (size_t)kc,
