@@ -238,8 +238,8 @@ struct PairDraw {
             const PairDraw& d = *static_cast<const PairDraw*>(ctx);
             perturb_rows(d.isa, plus, minus, row, m, d.ns, k0, INFINITY);
         };
-        // The same perturbation, z alone (perturb_rows masks nothing here): the AVX-512 kernel
-        // perturbs as it transposes.
+        // The same perturbation, z alone (perturb_rows masks nothing here): the kernels perturb
+        // as they transpose.
         nb.draw = [](const void* ctx, float* z, size_t m, uint64_t k0) {
             const PairDraw& d = *static_cast<const PairDraw*>(ctx);
             noise_range_isa(d.isa, z, m, d.ns.seed, d.ns.id, d.ns.kind, k0);

@@ -152,7 +152,7 @@ void pack_b(const float* B, int ldb, bool b_nk, int N, int j0, int nc, int k0, i
 // of B is written. Where the backend gives its draw (b.draw), z alone is staged, and each 16 x 16
 // tile of z and of theta is transposed in registers and perturbed there both ways (fma(scale, z,
 // theta), fma(-scale, z, theta): perturb_pair's bits); else b.perturb writes both perturbed rows
-// into the staging (2 x 16 rows) and those are transposed. The first is 10-15 % faster (a band of
+// into the staging (2 x 16 rows) and those are transposed. The first is 10-20 % faster (a band of
 // 384 to 1,536 rows of 768, one thread, z's draw included: bench/results/zo-step-profile-cpu.md).
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
     float* sp = stage;

@@ -23,7 +23,7 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
 // [k0, k0 + n) (k0 % 4 == 0) from theta: the backend's own perturbation, so the kernels only
 // stage and transpose what it writes.
 // draw(ctx, z, n, k0), where given, writes z alone for those indices (noise_fill's bits), and the
-// AVX-512 kernel perturbs with it as it transposes: fma(scale, z, theta) and fma(-scale, z, theta),
+// kernels perturb with it as they transpose: fma(scale, z, theta) and fma(-scale, z, theta),
 // which are perturb's bits where it draws z that way and masks nothing.
 // panels, when not null, keeps both Bs packed (2 * pair_panel_floats(N, K)): a call with
 // packed = false writes them, later calls with packed = true read them and draw nothing.
