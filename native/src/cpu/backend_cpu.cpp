@@ -223,8 +223,8 @@ void perturb_rows(NoiseIsa isa, float* w, float* w2, const float* theta, size_t 
     }
 }
 
-// A pair's B for the own GEMM's pair: tensor ns.id, its rows perturbed both ways by perturb_rows
-// (z drawn on `isa`).
+// A pair's B for the own GEMM's pair: tensor ns.id, its rows perturbed both ways as perturb_rows
+// does (z drawn on `isa`).
 struct PairDraw {
     NoiseIsa isa;
     NoiseSpec ns;
@@ -234,12 +234,8 @@ struct PairDraw {
         nb.ldt = ldt;
         nb.first = first;
         nb.ctx = this;
-        nb.perturb = [](const void* ctx, float* plus, float* minus, const float* row, size_t m, uint64_t k0) {
-            const PairDraw& d = *static_cast<const PairDraw*>(ctx);
-            perturb_rows(d.isa, plus, minus, row, m, d.ns, k0, INFINITY);
-        };
-        // The same perturbation, z alone (perturb_rows masks nothing here): the kernels perturb
-        // as they transpose.
+        // z alone (a pair from the masters masks nothing): the kernels perturb as they transpose,
+        // with perturb_rows' fmas.
         nb.draw = [](const void* ctx, float* z, size_t m, uint64_t k0) {
             const PairDraw& d = *static_cast<const PairDraw*>(ctx);
             noise_range_isa(d.isa, z, m, d.ns.seed, d.ns.id, d.ns.kind, k0);

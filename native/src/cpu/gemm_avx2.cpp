@@ -48,7 +48,7 @@ int lesser(int a, int b) { return a < b ? a : b; }
 struct Panels {
     float* a = nullptr;
     float* b = nullptr;
-    float* stage = nullptr;  // a pair's perturbed rows before their transposes
+    float* stage = nullptr;  // a pair's z, rows before their transposes
     float* part = nullptr;   // the tiles' sums between slices of a depth block
     size_t a_floats = 0, b_floats = 0, stage_floats = 0, part_floats = 0;
     ~Panels() {
@@ -126,54 +126,29 @@ void pack_b_panel(const float* B, int ldb, bool b_nk, int j, int cols, int k0, i
 }
 
 // Both of a pair's panels of columns [j, j + kNR) (`cols` real) over depth [k0, k0 + kc), 8 rows
-// of theta at a time, as gemm_avx512.cpp's pack_b_pair: where the backend gives its draw (b.draw),
-// z alone is staged and each 8 x 8 tile of z and of theta is transposed in registers and
-// perturbed there both ways; else b.perturb writes both perturbed rows into the staging (2 x 8
-// rows) and those are transposed.
+// of theta at a time, as gemm_avx512.cpp's pack_b_pair: b.draw stages their z, then each 8 x 8
+// tile of z and of theta is transposed in registers and perturbed there both ways.
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
-    float* sp = stage;
-    float* sm = stage + (size_t)8 * kc;
+    const __m256 up = _mm256_set1_ps(b.scale), down = _mm256_set1_ps(-b.scale);
     for (int h = 0; h < kNR; h += 8) {
         const int rows = cols - h < 0 ? 0 : lesser(8, cols - h);
-        if (b.draw) {
-            const float* theta = b.theta + (size_t)(j + h) * b.ldt + k0;
-            for (int r = 0; r < rows; r++) b.draw(b.ctx, sp + (size_t)r * kc, (size_t)kc, b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
-            const __m256 up = _mm256_set1_ps(b.scale), down = _mm256_set1_ps(-b.scale);
-            int k = 0;
-            for (; k + 8 <= kc; k += 8) {
-                __m256 z[8], t[8];
-                load_columns8(sp + k, (size_t)kc, rows, z);
-                load_columns8(theta + k, b.ldt, rows, t);
-                for (int q = 0; q < 8; q++) {
-                    _mm256_store_ps(plus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(up, z[q], t[q]));
-                    _mm256_store_ps(minus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(down, z[q], t[q]));
-                }
-            }
-            for (; k < kc; k++)
-                for (int c = 0; c < 8; c++) {
-                    const float z = c < rows ? sp[(size_t)c * kc + k] : 0.0f, t = c < rows ? theta[(size_t)c * b.ldt + k] : 0.0f;
-                    plus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
-                    minus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
-                }
-            continue;
-        }
-        for (int r = 0; r < rows; r++) {
-            const size_t row = (size_t)(j + h + r);
-            b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, b.theta + row * b.ldt + k0, (size_t)kc,
-                      b.first + row * b.ldt + (size_t)k0);
-        }
+        const float* theta = b.theta + (size_t)(j + h) * b.ldt + k0;
+        for (int r = 0; r < rows; r++) b.draw(b.ctx, stage + (size_t)r * kc, (size_t)kc, b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
         int k = 0;
         for (; k + 8 <= kc; k += 8) {
-            __m256 r[8];
-            load_columns8(sp + k, (size_t)kc, rows, r);
-            for (int q = 0; q < 8; q++) _mm256_store_ps(plus + (size_t)(k + q) * kNR + h, r[q]);
-            load_columns8(sm + k, (size_t)kc, rows, r);
-            for (int q = 0; q < 8; q++) _mm256_store_ps(minus + (size_t)(k + q) * kNR + h, r[q]);
+            __m256 z[8], t[8];
+            load_columns8(stage + k, (size_t)kc, rows, z);
+            load_columns8(theta + k, b.ldt, rows, t);
+            for (int q = 0; q < 8; q++) {
+                _mm256_store_ps(plus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(up, z[q], t[q]));
+                _mm256_store_ps(minus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(down, z[q], t[q]));
+            }
         }
         for (; k < kc; k++)
             for (int c = 0; c < 8; c++) {
-                plus[(size_t)k * kNR + h + c] = c < rows ? sp[(size_t)c * kc + k] : 0.0f;
-                minus[(size_t)k * kNR + h + c] = c < rows ? sm[(size_t)c * kc + k] : 0.0f;
+                const float z = c < rows ? stage[(size_t)c * kc + k] : 0.0f, t = c < rows ? theta[(size_t)c * b.ldt + k] : 0.0f;
+                plus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
+                minus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
             }
     }
 }
@@ -294,7 +269,7 @@ bool run(const Product& x) {
     const bool kept = pb && pb->panels;
     float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max + kSlack);
     float* own_b = kept ? nullptr : Panels::grow(tls.b, tls.b_floats, (size_t)x.streams * (size_t)nc_max * (size_t)kc_max);
-    float* stage = pb ? Panels::grow(tls.stage, tls.stage_floats, 2 * 8 * (size_t)kc_max) : nullptr;
+    float* stage = pb ? Panels::grow(tls.stage, tls.stage_floats, 8 * (size_t)kc_max) : nullptr;
     float* part = Panels::grow(tls.part, tls.part_floats, (size_t)mc_max * kNR);
     if (!pa || !part || (!kept && !own_b) || (pb && !stage)) return false;
     const bool make = !(kept && pb->packed);
@@ -368,7 +343,7 @@ bool gemm_plain_via(GemmLoop run, int M, int N, int K, float alpha, const float*
 bool gemm_pair_via(GemmLoop run, int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C,
                    int ldc, const float* const* bias, bool relu) {
     if (M <= 0 || N <= 0) return true;
-    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.perturb && !b.packed)) return false;
+    if (K <= 0 || b.first % 4 || b.ldt % 4 || (!b.draw && !b.packed)) return false;
     return run(GemmProduct{M, N, K, 2, A, lda, nullptr, 0, true, &b, C, ldc, 1.0f, false, bias, relu});
 }
 

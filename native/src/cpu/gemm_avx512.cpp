@@ -45,7 +45,7 @@ int lesser(int a, int b) { return a < b ? a : b; }
 struct Panels {
     float* a = nullptr;
     float* b = nullptr;
-    float* stage = nullptr;  // a pair's perturbed rows before their transposes
+    float* stage = nullptr;  // a pair's z, rows before their transposes
     size_t a_floats = 0, b_floats = 0, stage_floats = 0;
     ~Panels() {
         std::free(a);
@@ -148,51 +148,32 @@ void pack_b(const float* B, int ldb, bool b_nk, int N, int j0, int nc, int k0, i
 }
 
 // Both of a pair's panels of columns [j, j + kNR) (`cols` of them real) over depth [k0, k0 + kc),
-// 16 rows of theta at a time; the staging (16 rows of kc) stays in L1 or L2, and nothing the size
-// of B is written. Where the backend gives its draw (b.draw), z alone is staged, and each 16 x 16
+// 16 rows of theta at a time: b.draw stages their z (16 rows of kc, in L1 or L2), then each 16 x 16
 // tile of z and of theta is transposed in registers and perturbed there both ways (fma(scale, z,
-// theta), fma(-scale, z, theta): perturb_pair's bits); else b.perturb writes both perturbed rows
-// into the staging (2 x 16 rows) and those are transposed. The first is 10-20 % faster (a band of
-// 384 to 1,536 rows of 768, one thread, z's draw included: bench/results/zo-step-profile-cpu.md).
+// theta), fma(-scale, z, theta): perturb_pair's bits). Nothing the size of B is written. 10-20 %
+// faster than staging both perturbed rows and transposing those (a band of 384 to 1,536 rows of
+// 768, one thread, z's draw included: bench/results/zo-step-profile-cpu.md).
 void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* plus, float* minus, float* stage) {
-    float* sp = stage;
-    float* sm = stage + (size_t)16 * kc;
+    const __m512 up = _mm512_set1_ps(b.scale), down = _mm512_set1_ps(-b.scale);
     for (int h = 0; h < kNR; h += 16) {
         const int rows = cols - h < 0 ? 0 : lesser(16, cols - h);
         const float* theta = b.theta + (size_t)(j + h) * b.ldt + k0;
-        if (b.draw) {
-            for (int r = 0; r < rows; r++) b.draw(b.ctx, sp + (size_t)r * kc, (size_t)kc, b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
-            const __m512 up = _mm512_set1_ps(b.scale), down = _mm512_set1_ps(-b.scale);
-            int k = 0;
-            for (; k + 16 <= kc; k += 16) {
-                __m512 z[16], t[16];
-                transpose16_regs(sp + k, (size_t)kc, rows, z);
-                transpose16_regs(theta + k, b.ldt, rows, t);
-                for (int q = 0; q < 16; q++) {
-                    _mm512_store_ps(plus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(up, z[q], t[q]));
-                    _mm512_store_ps(minus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(down, z[q], t[q]));
-                }
-            }
-            for (; k < kc; k++)
-                for (int r = 0; r < 16; r++) {
-                    const float z = r < rows ? sp[(size_t)r * kc + k] : 0.0f, t = r < rows ? theta[(size_t)r * b.ldt + k] : 0.0f;
-                    plus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
-                    minus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
-                }
-            continue;
-        }
-        for (int r = 0; r < rows; r++)
-            b.perturb(b.ctx, sp + (size_t)r * kc, sm + (size_t)r * kc, theta + (size_t)r * b.ldt, (size_t)kc,
-                      b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
+        for (int r = 0; r < rows; r++) b.draw(b.ctx, stage + (size_t)r * kc, (size_t)kc, b.first + (size_t)(j + h + r) * b.ldt + (size_t)k0);
         int k = 0;
         for (; k + 16 <= kc; k += 16) {
-            transpose16(sp + k, (size_t)kc, rows, plus + (size_t)k * kNR + h, kNR, 0xFFFF);
-            transpose16(sm + k, (size_t)kc, rows, minus + (size_t)k * kNR + h, kNR, 0xFFFF);
+            __m512 z[16], t[16];
+            transpose16_regs(stage + k, (size_t)kc, rows, z);
+            transpose16_regs(theta + k, b.ldt, rows, t);
+            for (int q = 0; q < 16; q++) {
+                _mm512_store_ps(plus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(up, z[q], t[q]));
+                _mm512_store_ps(minus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(down, z[q], t[q]));
+            }
         }
         for (; k < kc; k++)
             for (int r = 0; r < 16; r++) {
-                plus[(size_t)k * kNR + h + r] = r < rows ? sp[(size_t)r * kc + k] : 0.0f;
-                minus[(size_t)k * kNR + h + r] = r < rows ? sm[(size_t)r * kc + k] : 0.0f;
+                const float z = r < rows ? stage[(size_t)r * kc + k] : 0.0f, t = r < rows ? theta[(size_t)r * b.ldt + k] : 0.0f;
+                plus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
+                minus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
             }
     }
 }
@@ -294,7 +275,7 @@ bool run(const Product& x) {
     const bool kept = pb && pb->panels;
     float* pa = Panels::grow(tls.a, tls.a_floats, (size_t)mc_max * (size_t)kc_max);
     float* own_b = kept ? nullptr : Panels::grow(tls.b, tls.b_floats, (size_t)x.streams * (size_t)nc_max * (size_t)kc_max);
-    float* stage = pb ? Panels::grow(tls.stage, tls.stage_floats, 2 * 16 * (size_t)kc_max) : nullptr;
+    float* stage = pb ? Panels::grow(tls.stage, tls.stage_floats, 16 * (size_t)kc_max) : nullptr;
     if (!pa || (!kept && !own_b) || (pb && !stage)) return false;
     const bool make = !(kept && pb->packed);
     const size_t second = kept ? pair_panel_floats(x.N, x.K) : (size_t)nc_max * (size_t)kc_max;

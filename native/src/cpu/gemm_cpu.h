@@ -19,19 +19,15 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
 // B of a +eps/-eps pair, made from the master as it is packed: theta stored [N, K], element
 // (j, k) at theta[j * ldt + k] with noise index first + j * ldt + k; C[0] is computed with
 // fma(scale, z, theta), C[1] with fma(-scale, z, theta), z drawn once for both (perturb_pair's
-// bits). perturb(ctx, plus, minus, theta, n, k0) writes both of the n elements of noise indices
-// [k0, k0 + n) (k0 % 4 == 0) from theta: the backend's own perturbation, so the kernels only
-// stage and transpose what it writes.
-// draw(ctx, z, n, k0), where given, writes z alone for those indices (noise_fill's bits), and the
-// kernels perturb with it as they transpose: fma(scale, z, theta) and fma(-scale, z, theta),
-// which are perturb's bits where it draws z that way and masks nothing.
+// bits where nothing is masked). draw(ctx, z, n, k0) writes z for the n noise indices [k0, k0 + n)
+// (k0 % 4 == 0): the backend's own generator (noise_fill's bits); the kernels perturb with it as
+// they transpose.
 // panels, when not null, keeps both Bs packed (2 * pair_panel_floats(N, K)): a call with
 // packed = false writes them, later calls with packed = true read them and draw nothing.
 struct NoisyPairB {
     const float* theta = nullptr;
     size_t ldt = 0;
     uint64_t first = 0;
-    void (*perturb)(const void* ctx, float* plus, float* minus, const float* theta, size_t n, uint64_t k0) = nullptr;
     void (*draw)(const void* ctx, float* z, size_t n, uint64_t k0) = nullptr;
     float scale = 0.0f;
     const void* ctx = nullptr;
@@ -84,7 +80,7 @@ using GemmLoop = bool (*)(const GemmProduct&);
 // of gemm_avx512 and gemm_avx512_pair above. Plain: an empty product is done; one with no depth
 // is alpha times an empty sum (C + 0 accumulating, the bias + 0, or 0); else the one stream is
 // handed to `run`. Pair: an empty product is done; no depth, noise indices whose rows do not start
-// at multiples of 4, or neither a perturbation nor kept panels, are refused; else both streams.
+// at multiples of 4, or neither a draw nor kept panels, are refused; else both streams.
 bool gemm_plain_via(GemmLoop run, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, bool b_nk,
                     float* C, int ldc, bool accumulate, const float* bias);
 bool gemm_pair_via(GemmLoop run, int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C,
