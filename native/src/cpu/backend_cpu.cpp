@@ -58,6 +58,13 @@ constexpr int kLogitRows = 1024;
 // streams, fewer for more streams (FZOO's q + 1), never under kLogitRows. Bands are whole row
 // blocks of kLogitRows, so the products, and the bits, do not depend on the band.
 constexpr int kHeadRows = 8 * kLogitRows;
+// The own GEMM makes and reduces the logits in row blocks of about kLogitBlock rows instead, so
+// that a block's logits (a pair's two: 576 KiB) are still in L2 when they are reduced, and its
+// stores do not push A's block and the chunk's panels out of L2: a 1,008-row chunk of OPT's head,
+// product and reduction, 5-6 % faster on one Emerald Rapids core (48 to 168 rows alike), the
+// step's head 7 % (bench/results/zo-step-profile-cpu.md). Its bits do not depend on the rows a
+// product is given; OpenBLAS's can, so it keeps kLogitRows.
+constexpr int kLogitBlock = 72;
 constexpr int kQueryBlock = 64;      // attention: query rows per pair of products
 
 // The products' library: the backend's own GEMM, its AVX-512 kernel (gemm_avx512.cpp) where the
@@ -705,10 +712,10 @@ public:
         token_logprobs_noisy(1, &logprob, &x, W, &clean, INFINITY, nullptr, 0, nullptr, nullptr, target, M, C, V, softcap);
     }
 
-    // log_softmax at the target, per stream, kLogitRows rows at a time: each vocabulary chunk's
-    // logits are made by one single-threaded product and reduced to their maximum and sum of
-    // exponentials right away; the chunks are then combined in order (log-sum-exp of the partial
-    // sums). A perturbed stream's chunk of the weight is made in the task's slot of the scratch
+    // log_softmax at the target, per stream, a block of rows at a time (logit_block): each
+    // vocabulary chunk's logits are made by one single-threaded product and reduced to their
+    // maximum and sum of exponentials right away; the chunks are then combined in order
+    // (log-sum-exp of the partial sums). A perturbed stream's chunk of the weight is made in the task's slot of the scratch
     // (both of a pair's from one draw of z) just before its products, once per kHeadRows rows.
     void token_logprobs_noisy(int S, float* const* logprob, const float* const* x, const float* theta,
                               const NoiseSpec* ns, float mask_below, const int32_t* patch_rows, int npatch,
@@ -791,13 +798,14 @@ public:
                         if (t >= 0 && t < n) target_logit_[row] = l[t];
                     }
                 };
+                const int block = logit_block(hi - lo);
                 for (int s = 0; s < S; s++) {
                     if (fuse && s + 1 < S && pair[(size_t)s + 1] && own_pair_panel_floats(gemm_, n, C) <= chunk_floats) {
                         logits2.resize(logits.size());
                         const PairDraw draw{isa_, ns[s]};
                         bool done = true;
-                        for (int m0 = lo; m0 < hi && done; m0 += kLogitRows) {
-                            const int m = std::min(kLogitRows, hi - m0);
+                        for (int m0 = lo; m0 < hi && done; m0 += block) {
+                            const int m = std::min(block, hi - m0);
                             const float* const a[2] = {x[s] + (size_t)(b0 + m0) * C, x[s + 1] + (size_t)(b0 + m0) * C};
                             float* const out[2] = {logits.data(), logits2.data()};
                             const float* const none[2] = {nullptr, nullptr};
@@ -829,8 +837,8 @@ public:
                                      (uint64_t)v0 * (uint64_t)C, mask_below);
                         w = slot;
                     }
-                    for (int m0 = lo; m0 < hi; m0 += kLogitRows) {
-                        const int m = std::min(kLogitRows, hi - m0);
+                    for (int m0 = lo; m0 < hi; m0 += block) {
+                        const int m = std::min(block, hi - m0);
                         sgemm_nt(gemm_, m, n, C, 1.0f, x[s] + (size_t)(b0 + m0) * C, C, w, C, logits.data(), n, Takes::Always);
                         reduce(s, m0, m, logits.data());
                     }
@@ -854,6 +862,15 @@ public:
     }
 
 private:
+    // token_logprobs_noisy's rows per product and reduction, for `rows` rows: about kLogitBlock on
+    // the own GEMM, in equal blocks of whole tiles (a last block of a few rows would read the
+    // chunk's panels for little work); kLogitRows on OpenBLAS.
+    int logit_block(int rows) const {
+        if (gemm_ == Gemm::OpenBlas || rows <= 0) return kLogitRows;
+        const int blocks = (rows + kLogitBlock - 1) / kLogitBlock, per = (rows + blocks - 1) / blocks;
+        return std::min(kLogitRows, (per + 11) / 12 * 12);
+    }
+
     // Whether token_logprobs_noisy makes a pair's chunks as the own GEMM packs them: where every
     // row block takes the own GEMM (the smallest, `fewest_rows`), unmasked, not switched off.
     bool fuses_head_pairs(int fewest_rows, int C, float mask_below) const {
