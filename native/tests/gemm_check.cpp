@@ -16,7 +16,8 @@
 // the ReLU it can store.
 //
 // Last, where the CPU has AVX-512F, gemm_rate --kernel's sweep: each tile the chain's bits, so the
-// rate it reports is the product's kernel at work.
+// rate it reports is the product's kernel at work; and the head's AVX-512 sums of exponentials
+// sum_exp's bits.
 //
 // usage: gemm_check   prints one JSON line per case and a last {"ok":...,"avx512":...}; exit 1 on
 //                     a failure. Without AVX-512F, only the AVX2 kernel is checked ("avx512":false).
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "../src/cpu/gemm_cpu.h"
+#include "../src/cpu/simd_cpu.h"
 #include "spillway/backend.h"
 
 using namespace spw;
@@ -259,6 +261,34 @@ int main() {
         total++;
         failed += !ok;
         std::printf("{\"kernelSweep\":%d,\"ok\":%s}\n", kc, ok ? "true" : "false");
+    }
+    // sum_exp_avx512 (the head's log-softmax sums where the AVX-512 kernel runs): sum_exp's bits,
+    // on rows of every length to 300 and at three alignments, with NaN, infinities, values that
+    // overflow and underflow exp and exact zeros among them, and on rows of a head's chunk (1,024
+    // logits) shifted by their maximum as the head does.
+    if (avx512) {
+        std::mt19937 rng(7);
+        std::normal_distribution<float> g(0.f, 4.f);
+        std::vector<float> x(1 << 17);
+        for (float& v : x) v = g(rng);
+        const float odd[] = {NAN, INFINITY, -INFINITY, 90.f, -200.f, 0.f, -0.f, 88.7f, -87.3f, -87.4f, 1e-30f};
+        for (size_t j = 0; j < sizeof odd / sizeof odd[0]; j++) x[37 * j + 3] = odd[j];
+        int differ = 0, rows = 0;
+        for (int n = 0; n <= 300; n++)
+            for (int off = 0; off < 3; off++, rows++) {
+                const float* r = x.data() + 1 + off * 97;
+                const float a = sum_exp(r, n, 1.5f), b = sum_exp_avx512(r, n, 1.5f);
+                differ += std::memcmp(&a, &b, sizeof a) != 0;
+            }
+        for (size_t r0 = 512; r0 + 1024 <= x.size(); r0 += 1024, rows++) {
+            const float* r = x.data() + r0;
+            const float mx = max_of(r, 1024);
+            const float a = sum_exp(r, 1024, mx), b = sum_exp_avx512(r, 1024, mx);
+            differ += std::memcmp(&a, &b, sizeof a) != 0;
+        }
+        total++;
+        failed += differ != 0;
+        std::printf("{\"sumExpAvx512\":%d,\"differ\":%d,\"ok\":%s}\n", rows, differ, differ ? "false" : "true");
     }
     std::printf("{\"ok\":%s,\"avx512\":%s,\"checks\":%d,\"failed\":%d}\n", failed ? "false" : "true", avx512 ? "true" : "false", total,
                 failed);

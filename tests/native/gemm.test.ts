@@ -2,7 +2,8 @@
 // the CPU has it) and OpenBLAS against a float64 reference with a rigorous bound ((I + 2) u sum
 // |x w|), on shapes crossing every edge of the own kernels' tiles and blocks; every element of an
 // own kernel's product the bits of one scalar chain (so AVX2 and AVX-512 machines agree); and the
-// own kernels' same bits on 1 to 3 threads and for each stream of a side-by-side pair. The
+// own kernels' same bits on 1 to 3 threads and for each stream of a side-by-side pair; and the
+// head's AVX-512 sums of exponentials sum_exp's (the AVX2 loop's) bits. The
 // engine's own results on the own kernel are held to transformers' by the golden tests
 // (forward-golden, mezo-golden, families-transformers).
 import { execFile } from 'node:child_process';
@@ -29,6 +30,7 @@ interface Line {
   pairSameBitsAsAlone?: boolean;
   checks?: number;
   kernelSweep?: number;
+  sumExpAvx512?: number;
   failed?: number;
 }
 
@@ -57,5 +59,9 @@ describe('the CPU backend GEMMs', () => {
     expect(lines.filter((l) => l.sameBitsOn1To3Threads === true).length).toBe(6 * owns.length);
     // gemm_rate --kernel's sweep gives the chain's bits (AVX-512 only): its rate is the kernel's.
     expect(lines.filter((l) => l.kernelSweep !== undefined && l.ok === true).length).toBe(hasAvx512 ? 3 : 0);
+    // The head's AVX-512 sums of exponentials give sum_exp's bits on over a thousand rows (AVX-512 only).
+    const sums = lines.filter((l) => l.sumExpAvx512 !== undefined);
+    expect(sums.length).toBe(hasAvx512 ? 1 : 0);
+    for (const l of sums) expect([l.sumExpAvx512! > 1000, l.ok]).toEqual([true, true]);
   }, 120_000);
 });

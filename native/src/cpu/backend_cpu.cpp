@@ -793,7 +793,7 @@ public:
                         const size_t row = (size_t)s * rows + (size_t)(m0 + r);
                         const float mx = max_of(l, n);
                         part_max_[row * chunks + c] = mx;
-                        part_sum_[row * chunks + c] = sum_exp(l, n, mx);
+                        part_sum_[row * chunks + c] = head_sum_exp(l, n, mx);
                         const int t = target[b0 + m0 + r] - v0;
                         if (t >= 0 && t < n) target_logit_[row] = l[t];
                     }
@@ -862,6 +862,14 @@ public:
     }
 
 private:
+    // sum_exp's bits, with AVX-512 where the AVX-512 kernel runs the products (the CPU has it).
+    float head_sum_exp(const float* l, int n, float mx) const {
+#ifdef SPW_GEMM_AVX512
+        if (gemm_ == Gemm::Avx512) return sum_exp_avx512(l, n, mx);
+#endif
+        return sum_exp(l, n, mx);
+    }
+
     // token_logprobs_noisy's rows per product and reduction, for `rows` rows: about kLogitBlock on
     // the own GEMM, in equal blocks of whole tiles (a last block of a few rows would read the
     // chunk's panels for little work); kLogitRows on OpenBLAS.

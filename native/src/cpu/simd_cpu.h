@@ -159,4 +159,7 @@ inline float sum_exp(const float* x, int n, float shift) {
     return s;
 }
 
+// sum_exp's bits with AVX-512 (reduce_avx512.cpp): call only where the CPU has AVX-512F.
+float sum_exp_avx512(const float* x, int n, float shift);
+
 }  // namespace spw
