@@ -38,6 +38,9 @@ constexpr int kMR = 12, kNR = 32;
 // Measured on the step's shapes (1024 rows x 768 / 3072): MC from 120 to 360 and NC from 512 to
 // 4096 within 3 % of each other; NC 256 and KC 384 or 512 slower.
 constexpr int kKC = kOwnGemmDepthBlock, kMC = 240, kNC = 1024;
+// Steps of depth before a tile's end at which its lines of C are fetched into L1 (kernel): 24 to
+// 96 measured alike.
+constexpr int kCFetchL1 = 48;
 
 int lesser(int a, int b) { return a < b ? a : b; }
 
@@ -197,18 +200,29 @@ void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, floa
 // is stored (max_ps returns its second operand for NaN and for zeros of either sign: x > 0 ? x : 0).
 void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_t ldc, int rows, int cols, const float* add,
             size_t ld_add, bool relu = false) {
-    // The tile's lines of C (three where a row does not start a line) are fetched now, to be in L1
-    // when they are stored or added to after the depth: stores that missed there held up the start
-    // of the next tile. 2-3 % on one Emerald Rapids core (bench/results/zo-step-profile-cpu.md).
+    // The tile's lines of C (three where a row does not start a line) are fetched into L2 now and
+    // into L1 kCFetchL1 steps before the end of the depth, to be there when they are stored or
+    // added to: stores that missed held up the start of the next tile, and lines fetched into L1
+    // at the start were pushed out by A's and B's panels before the end. 2-3 % on one Emerald
+    // Rapids core for the first fetch, 0.5-1 % more for the second, on the step's products
+    // (bench/results/zo-step-profile-cpu.md).
     for (int i = 0; i < rows; i++) {
         const char* r = reinterpret_cast<const char*>(c + (size_t)i * ldc);
-        _mm_prefetch(r, _MM_HINT_T0);
-        _mm_prefetch(r + 64, _MM_HINT_T0);
-        _mm_prefetch(r + 127, _MM_HINT_T0);
+        _mm_prefetch(r, _MM_HINT_T1);
+        _mm_prefetch(r + 64, _MM_HINT_T1);
+        _mm_prefetch(r + 127, _MM_HINT_T1);
     }
     __m512 c0[kMR], c1[kMR];
     for (int i = 0; i < kMR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    const int l1_from = kc > kCFetchL1 ? kc - kCFetchL1 : 0;
     for (int k = 0; k < kc; k++) {
+        if (k == l1_from)
+            for (int i = 0; i < rows; i++) {
+                const char* r = reinterpret_cast<const char*>(c + (size_t)i * ldc);
+                _mm_prefetch(r, _MM_HINT_T0);
+                _mm_prefetch(r + 64, _MM_HINT_T0);
+                _mm_prefetch(r + 127, _MM_HINT_T0);
+            }
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
         for (int i = 0; i < kMR; i++) {
