@@ -325,6 +325,13 @@ public:
             float z[kChunk], v_buf[kChunk], buf[kChunk];
             for (size_t c0 = b; c0 < e; c0 += kChunk) {
                 size_t m = std::min(kChunk, e - c0);
+                // The next chunk of the parameters (float32 masters) is fetched while this chunk's
+                // noise is drawn: the hardware's prefetch, paced by the loop's bursts of loads, left
+                // them waiting on memory. 10 % off the update of OPT-125M's 125 M parameters on two
+                // Emerald Rapids cores (84-88 ms against 95-99: zo-step-profile-cpu.md).
+                if (in_place)
+                    for (size_t i = c0 + kChunk, end = std::min(e, c0 + 2 * kChunk); i < end; i += 16)
+                        __builtin_prefetch(in_place + i, 0, 3);
                 const float* before = load(c0, m, buf);
                 float* v = direct ? in_place + c0 : v_buf;
                 if (nterms == 0 && !direct) std::memcpy(v, before, m * sizeof(float));
