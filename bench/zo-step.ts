@@ -526,7 +526,7 @@ const f2 = (x: number) => x.toFixed(2);
 const PHASE_WHY: Record<string, string> = {
   noiseMs: 'not a GEMM: z (Philox + Box-Muller) and the +eps/-eps working copies of what no product makes from the masters (norms, biases, embeddings), once per step for both forwards',
   forwardMs: 'the blocks: projections and attention (GEMMs; each weight perturbed both ways from its master as the GEMM packs it, z drawn there), norms, activations, residuals',
-  headMs: 'the tied head over the full vocabulary (a GEMM, its weight perturbed as it is packed, a 1,024-row chunk at a time) and its log-softmax',
+  headMs: 'the tied head over the full vocabulary (a GEMM, its weight perturbed as it is packed, a chunk of 1,024 words at a time, its logits made and reduced 72 tokens at a time so that they stay in L2) and its log-softmax',
   updateMs: 'not a GEMM: z regenerated and theta -= lr g z over every parameter',
 };
 

@@ -1,9 +1,11 @@
 // The CPU backend's own float32 GEMM for AVX-512: C = alpha A op(B) (+ C, or + a bias row),
 // single-threaded (the backend's pool splits products into bands, one call per band), for the big
 // products of a step (the projections and the head). At a ZO step's shapes its kernel runs at
-// 96 % of the FMA peak inside the step (bench/results/zo-step-profile-cpu.md), a whole product,
-// packing included, at ~90 %: level with oneDNN's dnnl_sgemm, 3-5 % above OpenBLAS's Cooperlake
-// kernels as the backend called them (`npm run bench:gemm`).
+// 96 % of the FMA peak inside the step on a Zen 4 and ~89 % on an Emerald Rapids guest (98 %
+// there with its operands in L2; bench/results/zo-step-profile-cpu.md), a whole product, packing
+// included, at 84-90 %: level with oneDNN's dnnl_sgemm, 3-5 % above OpenBLAS's Cooperlake
+// kernels as the backend called them (`npm run bench:gemm`), 7-12 % under MKL on the Emerald
+// Rapids guest.
 //
 // Blocking (Goto's): for each block of NC output columns and KC of depth, and each block of MC
 // rows, A's block is packed into panels of 12 rows ([k][12]); B's panels of 32 columns ([k][32])
