@@ -26,7 +26,15 @@ struct Avx2Lanes {
     using M = __m256;  // all-ones lanes where true
     static constexpr int L = 8;
 
-    static U load(const uint32_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
+    // Block indices b .. b + 7 as noise_avx512.cpp's blocks_from makes them (the carry found by a
+    // signed compare of the words with their top bits flipped: AVX2 has no unsigned one).
+    static void blocks_from(uint64_t b, U* lo, U* hi) {
+        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), top = _mm256_set1_epi32((int)0x80000000u);
+        const __m256i l = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)b), iota);
+        const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(iota, top), _mm256_xor_si256(l, top));  // l < iota, unsigned
+        *lo = l;
+        *hi = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)(b >> 32)), wrapped);  // -(-1) where it wrapped
+    }
     static U set1(uint32_t v) { return _mm256_set1_epi32((int)v); }
     static F set1f(float v) { return _mm256_set1_ps(v); }
     static U add(U a, U b) { return _mm256_add_epi32(a, b); }

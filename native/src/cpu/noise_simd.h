@@ -77,14 +77,7 @@ void blocks(uint64_t seed, uint32_t id, uint64_t b0, int kind, float* out) {
     using U = typename V::U;
     U x0[G], x1[G], x2[G], x3[G];
     for (int g = 0; g < G; g++) {
-        uint32_t lo[V::L], hi[V::L];
-        for (int l = 0; l < V::L; l++) {
-            uint64_t b = b0 + (uint64_t)(g * V::L + l);
-            lo[l] = (uint32_t)b;
-            hi[l] = (uint32_t)(b >> 32);
-        }
-        x0[g] = V::load(lo);
-        x1[g] = V::load(hi);
+        V::blocks_from(b0 + (uint64_t)(g * V::L), &x0[g], &x1[g]);
         x2[g] = V::set1(id);
         x3[g] = V::set1(0x5A4F5A4Fu);
     }
