@@ -197,9 +197,12 @@ void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, floa
     }
 }
 
-// The 12 x 32 tile: c = alpha (a b) + what `add` points at, rows x cols of it stored. `add` is c
-// itself (row stride ldc), one row added to every row (stride 0: a bias), or null. relu: max(c, 0)
-// is stored (max_ps returns its second operand for NaN and for zeros of either sign: x > 0 ? x : 0).
+// The MR x 32 tile (12 rows, or the first 4 or 8 of a panel for a product's last rows, so that
+// their padding is not computed: 1024 rows leave 4): c = alpha (a b) + what `add` points at, rows
+// x cols of it stored. `add` is c itself (row stride ldc), one row added to every row (stride 0: a
+// bias), or null. relu: max(c, 0) is stored (max_ps returns its second operand for NaN and for
+// zeros of either sign: x > 0 ? x : 0). Each element is the same chain whatever MR.
+template <int MR>
 void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_t ldc, int rows, int cols, const float* add,
             size_t ld_add, bool relu = false) {
     // The tile's lines of C (three where a row does not start a line) are fetched into L2 now and
@@ -214,8 +217,8 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
         _mm_prefetch(r + 64, _MM_HINT_T1);
         _mm_prefetch(r + 127, _MM_HINT_T1);
     }
-    __m512 c0[kMR], c1[kMR];
-    for (int i = 0; i < kMR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    __m512 c0[MR], c1[MR];
+    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     const int l1_from = kc > kCFetchL1 ? kc - kCFetchL1 : 0;
     for (int k = 0; k < kc; k++) {
         if (k == l1_from)
@@ -227,7 +230,7 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
             }
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
-        for (int i = 0; i < kMR; i++) {
+        for (int i = 0; i < MR; i++) {
             const __m512 ai = _mm512_set1_ps(a[i]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
@@ -237,13 +240,13 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
     }
     const __m512 va = _mm512_set1_ps(alpha);
     if (alpha != 1.0f)
-        for (int i = 0; i < kMR; i++) {
+        for (int i = 0; i < MR; i++) {
             c0[i] = _mm512_mul_ps(va, c0[i]);
             c1[i] = _mm512_mul_ps(va, c1[i]);
         }
     const __m512 zero = _mm512_setzero_ps();
-    if (rows == kMR && cols == kNR) {
-        for (int i = 0; i < kMR; i++) {
+    if (rows == MR && cols == kNR) {
+        for (int i = 0; i < MR; i++) {
             float* r = c + (size_t)i * ldc;
             if (add) {
                 const float* s = add + (size_t)i * ld_add;
@@ -344,8 +347,15 @@ bool run(const Product& x) {
                             b_done = next_b.issue(b_done, b_slice);
                             a_done = next_a.issue(a_done, a_slice);
                             float* c = x.C[s] + (size_t)(i0 + q) * x.ldc + j0 + p;
-                            kernel(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, lesser(kMR, mc - q), cols,
-                                   add_c ? c : bias ? bias + j0 + p : nullptr, add_c ? (size_t)x.ldc : 0, x.relu && last);
+                            const int rows = lesser(kMR, mc - q);
+                            const float* const add = add_c ? c : bias ? bias + j0 + p : nullptr;
+                            const size_t ld_add = add_c ? (size_t)x.ldc : 0;
+                            if (rows > 8)
+                                kernel<kMR>(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, rows, cols, add, ld_add, x.relu && last);
+                            else if (rows > 4)
+                                kernel<8>(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, rows, cols, add, ld_add, x.relu && last);
+                            else
+                                kernel<4>(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, rows, cols, add, ld_add, x.relu && last);
                         }
                     }
                 }
@@ -365,7 +375,7 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
 void gemm_avx512_kernel_sweep(int kc, const float* a, int tiles, const float* b, int panels, float* c) {
     for (int p = 0; p < panels; p++)
         for (int q = 0; q < tiles; q++)
-            kernel(kc, a + (size_t)q * kc * kMR, b + (size_t)p * kc * kNR, 1.0f, c, kNR, kMR, kNR, nullptr, 0);
+            kernel<kMR>(kc, a + (size_t)q * kc * kMR, b + (size_t)p * kc * kNR, 1.0f, c, kNR, kMR, kNR, nullptr, 0);
 }
 
 size_t pair_panel_floats(int N, int K) {
