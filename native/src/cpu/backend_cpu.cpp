@@ -722,8 +722,9 @@ public:
     // log_softmax at the target, per stream, a block of rows at a time (logit_block): each
     // vocabulary chunk's logits are made by one single-threaded product and reduced to their
     // maximum and sum of exponentials right away; the chunks are then combined in order
-    // (log-sum-exp of the partial sums). A perturbed stream's chunk of the weight is made in the task's slot of the scratch
-    // (both of a pair's from one draw of z) just before its products, once per kHeadRows rows.
+    // (log-sum-exp of the partial sums). A perturbed stream's chunk of the weight is made in the
+    // task's slot of the scratch (both of a pair's from one draw of z) just before its products,
+    // once per kHeadRows rows.
     void token_logprobs_noisy(int S, float* const* logprob, const float* const* x, const float* theta,
                               const NoiseSpec* ns, float mask_below, const int32_t* patch_rows, int npatch,
                               const float* const* patch_values, float* scratch, const int32_t* target, int M, int C,

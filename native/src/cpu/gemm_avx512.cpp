@@ -348,14 +348,16 @@ bool run(const Product& x) {
                             a_done = next_a.issue(a_done, a_slice);
                             float* c = x.C[s] + (size_t)(i0 + q) * x.ldc + j0 + p;
                             const int rows = lesser(kMR, mc - q);
+                            const float* const a = pa + (size_t)q * kc;
                             const float* const add = add_c ? c : bias ? bias + j0 + p : nullptr;
-                            const size_t ld_add = add_c ? (size_t)x.ldc : 0;
+                            const size_t ldc = (size_t)x.ldc, ld_add = add_c ? ldc : 0;
+                            const bool relu = x.relu && last;
                             if (rows > 8)
-                                kernel<kMR>(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, rows, cols, add, ld_add, x.relu && last);
+                                kernel<kMR>(kc, a, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
                             else if (rows > 4)
-                                kernel<8>(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, rows, cols, add, ld_add, x.relu && last);
+                                kernel<8>(kc, a, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
                             else
-                                kernel<4>(kc, pa + (size_t)q * kc, panel, x.alpha, c, (size_t)x.ldc, rows, cols, add, ld_add, x.relu && last);
+                                kernel<4>(kc, a, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
                         }
                     }
                 }

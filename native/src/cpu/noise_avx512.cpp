@@ -26,7 +26,8 @@ struct Avx512Lanes {
     // generator's time). A lane whose low word wrapped past 2^32 carries into its high word.
     static void blocks_from(uint64_t b, U* lo, U* hi) {
         const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        const __m512i l = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)b), iota), h = _mm512_set1_epi32((int)(uint32_t)(b >> 32));
+        const __m512i l = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)b), iota);
+        const __m512i h = _mm512_set1_epi32((int)(uint32_t)(b >> 32));
         *lo = l;
         *hi = _mm512_mask_add_epi32(h, _mm512_cmplt_epu32_mask(l, iota), h, _mm512_set1_epi32(1));
     }

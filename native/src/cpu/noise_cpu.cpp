@@ -31,7 +31,8 @@ struct Avx2Lanes {
     static void blocks_from(uint64_t b, U* lo, U* hi) {
         const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), top = _mm256_set1_epi32((int)0x80000000u);
         const __m256i l = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)b), iota);
-        const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(iota, top), _mm256_xor_si256(l, top));  // l < iota, unsigned
+        // l < iota, unsigned: the lanes whose low word wrapped.
+        const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(iota, top), _mm256_xor_si256(l, top));
         *lo = l;
         *hi = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)(b >> 32)), wrapped);  // -(-1) where it wrapped
     }
