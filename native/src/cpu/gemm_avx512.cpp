@@ -197,6 +197,18 @@ void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, floa
     }
 }
 
+// The lines of a tile's `rows` rows of C (three a row where it does not start a line) fetched
+// toward the core: Hint is _MM_HINT_T1 (into L2) or _MM_HINT_T0 (into L1).
+template <int Hint>
+void fetch_tile_c(const float* c, size_t ldc, int rows) {
+    for (int i = 0; i < rows; i++) {
+        const char* r = reinterpret_cast<const char*>(c + (size_t)i * ldc);
+        _mm_prefetch(r, static_cast<_mm_hint>(Hint));
+        _mm_prefetch(r + 64, static_cast<_mm_hint>(Hint));
+        _mm_prefetch(r + 127, static_cast<_mm_hint>(Hint));
+    }
+}
+
 // The MR x 32 tile (12 rows, or the first 4 or 8 of a panel for a product's last rows, so that
 // their padding is not computed: 1024 rows leave 4): c = alpha (a b) + what `add` points at, rows
 // x cols of it stored. `add` is c itself (row stride ldc), one row added to every row (stride 0: a
@@ -205,29 +217,17 @@ void pack_a(const float* A, int lda, int M, int i0, int mc, int k0, int kc, floa
 template <int MR>
 void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_t ldc, int rows, int cols, const float* add,
             size_t ld_add, bool relu = false) {
-    // The tile's lines of C (three where a row does not start a line) are fetched into L2 now and
-    // into L1 kCFetchL1 steps before the end of the depth, to be there when they are stored or
-    // added to: stores that missed held up the start of the next tile, and lines fetched into L1
-    // at the start were pushed out by A's and B's panels before the end. 2-3 % on one Emerald
-    // Rapids core for the first fetch, 0.5-1 % more for the second, on the step's products
-    // (bench/results/zo-step-profile-cpu.md).
-    for (int i = 0; i < rows; i++) {
-        const char* r = reinterpret_cast<const char*>(c + (size_t)i * ldc);
-        _mm_prefetch(r, _MM_HINT_T1);
-        _mm_prefetch(r + 64, _MM_HINT_T1);
-        _mm_prefetch(r + 127, _MM_HINT_T1);
-    }
+    // The tile's lines of C are fetched into L2 now and into L1 kCFetchL1 steps before the end of
+    // the depth, to be there when they are stored or added to: stores that missed held up the
+    // start of the next tile, and lines fetched into L1 at the start were pushed out by A's and B's
+    // panels before the end. 2-3 % on one Emerald Rapids core for the first fetch, 0.5-1 % more
+    // for the second, on the step's products (bench/results/zo-step-profile-cpu.md).
+    fetch_tile_c<_MM_HINT_T1>(c, ldc, rows);
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     const int l1_from = kc > kCFetchL1 ? kc - kCFetchL1 : 0;
     for (int k = 0; k < kc; k++) {
-        if (k == l1_from)
-            for (int i = 0; i < rows; i++) {
-                const char* r = reinterpret_cast<const char*>(c + (size_t)i * ldc);
-                _mm_prefetch(r, _MM_HINT_T0);
-                _mm_prefetch(r + 64, _MM_HINT_T0);
-                _mm_prefetch(r + 127, _MM_HINT_T0);
-            }
+        if (k == l1_from) fetch_tile_c<_MM_HINT_T0>(c, ldc, rows);
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
