@@ -144,12 +144,7 @@ void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* pl
                 _mm256_store_ps(minus + (size_t)(k + q) * kNR + h, _mm256_fmadd_ps(down, z[q], t[q]));
             }
         }
-        for (; k < kc; k++)
-            for (int c = 0; c < 8; c++) {
-                const float z = c < rows ? stage[(size_t)c * kc + k] : 0.0f, t = c < rows ? theta[(size_t)c * b.ldt + k] : 0.0f;
-                plus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
-                minus[(size_t)k * kNR + h + c] = c < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
-            }
+        pack_pair_tail<8>(stage, theta, b.ldt, rows, k, kc, b.scale, plus + h, minus + h, kNR);
     }
 }
 

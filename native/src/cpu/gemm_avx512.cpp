@@ -174,12 +174,7 @@ void pack_b_pair(const NoisyPairB& b, int j, int cols, int k0, int kc, float* pl
                 _mm512_store_ps(minus + (size_t)(k + q) * kNR + h, _mm512_fmadd_ps(down, z[q], t[q]));
             }
         }
-        for (; k < kc; k++)
-            for (int r = 0; r < 16; r++) {
-                const float z = r < rows ? stage[(size_t)r * kc + k] : 0.0f, t = r < rows ? theta[(size_t)r * b.ldt + k] : 0.0f;
-                plus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(b.scale, z, t) : 0.0f;
-                minus[(size_t)k * kNR + h + r] = r < rows ? __builtin_fmaf(-b.scale, z, t) : 0.0f;
-            }
+        pack_pair_tail<16>(stage, theta, b.ldt, rows, k, kc, b.scale, plus + h, minus + h, kNR);
     }
 }
 

@@ -2,6 +2,8 @@
 // for the others, with the same bits: each element is the same chain of fused multiply-adds.
 #pragma once
 
+#include <cstddef>
+
 namespace spw {
 
 // The own GEMM's depth block: a product no deeper is one pass over K per block of columns.
@@ -93,5 +95,25 @@ bool gemm_avx2(int M, int N, int K, float alpha, const float* A, int lda, const 
 size_t pair_panel_floats_avx2(int N, int K);
 bool gemm_avx2_pair(int M, int N, int K, const float* const* A, int lda, const NoisyPairB& b, float* const* C, int ldc,
                     const float* const* bias, bool relu = false);
+
+namespace {
+
+// Both kernel files' pack_b_pair past its last whole transpose: depth [k, kc) of W rows of z
+// (staged, row stride kc) and of theta (row stride ldt), `rows` of them real, one element at a
+// time into W lanes of both panels (row stride ld; the lanes of missing rows zero), with
+// perturb_pair's bits. In an anonymous namespace: each file that uses it has its own copy, so the
+// AVX-512 file's (compiled with AVX-512) is never the one the AVX2 file calls.
+template <int W>
+void pack_pair_tail(const float* stage, const float* theta, size_t ldt, int rows, int k, int kc, float scale, float* plus,
+                    float* minus, size_t ld) {
+    for (; k < kc; k++)
+        for (int r = 0; r < W; r++) {
+            const float z = r < rows ? stage[(size_t)r * kc + k] : 0.0f, t = r < rows ? theta[(size_t)r * ldt + k] : 0.0f;
+            plus[(size_t)k * ld + r] = r < rows ? __builtin_fmaf(scale, z, t) : 0.0f;
+            minus[(size_t)k * ld + r] = r < rows ? __builtin_fmaf(-scale, z, t) : 0.0f;
+        }
+}
+
+}  // namespace
 
 }  // namespace spw
