@@ -2,7 +2,8 @@
 // kernels (gemm_avx512.cpp where the CPU has AVX-512F, gemm_avx2.cpp everywhere) and OpenBLAS,
 // against a float64 reference, on shapes that cross every edge of the own kernels' tiles and
 // blocks (12 and 6 rows, 32 and 16 columns, 768 of depth, 240 and 120 rows, 1,024 columns), with
-// and without a bias, W stored [O, I] and [I, O].
+// and without a bias, W stored [O, I] and [I, O]. The AVX-512 kernel reads A in place at depths
+// up to 800 (tiles of 12 rows; a last tile of fewer packed) and packs it at 1,537 and 3,072.
 //
 //   error bound per element: (I + 2) u (sum_k |x_k w_k| + |b|), u = 2^-24 (a float32 sum of
 //   I products, fused or not, in any order, is within I u of it to first order)

@@ -8,12 +8,14 @@
 // Rapids guest.
 //
 // Blocking (Goto's): for each block of NC output columns and KC of depth, and each block of MC
-// rows, A's block is packed into panels of 12 rows ([k][12]); B's panels of 32 columns ([k][32])
-// are packed as the first row block reaches them, while the next panel's source is fetched into
-// L2 (16 x 16 transposes where B is stored [N, K]). The 12 x 32 kernel keeps its tile in 24
-// registers over the block's depth, broadcasting A and loading two vectors of B per step. Sizes
-// for a Zen 4 core (32 KiB L1, 1 MiB L2): a 12 x 768 panel of A (36 KiB) streams from L2, the
-// 768 x 32 panel of B (96 KiB) stays in L2 across the MC / 12 tiles that use it.
+// rows, A's block is packed into panels of 12 rows ([k][12]), or, where A's rows do not crowd
+// L1's sets (reads_a_in_place: 768 floats a row, not 3,072), read by the kernel where it is
+// stored, its next block fetched into L2 meanwhile; B's panels of 32 columns ([k][32]) are packed
+// as the first row block reaches them, while the next panel's source is fetched into L2 (16 x 16
+// transposes where B is stored [N, K]). The 12 x 32 kernel keeps its tile in 24 registers over
+// the block's depth, broadcasting A and loading two vectors of B per step. Sizes for a Zen 4 core
+// (32 KiB L1, 1 MiB L2): a 12 x 768 panel of A (36 KiB) streams from L2, the 768 x 32 panel of B
+// (96 KiB) stays in L2 across the MC / 12 tiles that use it.
 //
 // Every element is the same chain whatever its place or the product's shape: per depth block, a
 // sum started at zero and fused-multiply-added in the order of k, times alpha, then added to C
@@ -209,9 +211,13 @@ void fetch_tile_c(const float* c, size_t ldc, int rows) {
 // x cols of it stored. `add` is c itself (row stride ldc), one row added to every row (stride 0: a
 // bias), or null. relu: max(c, 0) is stored (max_ps returns its second operand for NaN and for
 // zeros of either sign: x > 0 ? x : 0). Each element is the same chain whatever MR.
-template <int MR>
-void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_t ldc, int rows, int cols, const float* add,
-            size_t ld_add, bool relu = false) {
+// A is a packed panel ([k][12], lda unused), or with Direct, 12 whole rows of A where it is stored
+// (lda floats apart), read through four row pointers and multiples of the row stride that x86
+// addressing takes (base + index * 1, 2, 4 or 8), so nothing spills.
+template <int MR, bool Direct = false>
+void kernel(int kc, const float* a, size_t lda, const float* b, float alpha, float* c, size_t ldc, int rows, int cols,
+            const float* add, size_t ld_add, bool relu = false) {
+    static_assert(!Direct || MR == kMR, "a direct tile has 12 rows");
     // The tile's lines of C are fetched into L2 now and into L1 kCFetchL1 steps before the end of
     // the depth, to be there when they are stored or added to: stores that missed held up the
     // start of the next tile, and lines fetched into L1 at the start were pushed out by A's and B's
@@ -221,16 +227,30 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     const int l1_from = kc > kCFetchL1 ? kc - kCFetchL1 : 0;
+    const size_t L = lda * sizeof(float);
+    const char* p0 = reinterpret_cast<const char*>(a);
+    const char *p3 = p0 + 3 * L, *p6 = p0 + 6 * L, *p9 = p0 + 9 * L;
+    const auto row = [L](const char* p, size_t s) { return *reinterpret_cast<const float*>(p + s * L); };
     for (int k = 0; k < kc; k++) {
         if (k == l1_from) fetch_tile_c<_MM_HINT_T0>(c, ldc, rows);
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        const auto step = [&](const float* v) {
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
-            const __m512 ai = _mm512_set1_ps(a[i]);
-            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            for (int i = 0; i < MR; i++) {
+                const __m512 ai = _mm512_set1_ps(v[i]);
+                c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            }
+        };
+        if constexpr (Direct) {
+            const float v[kMR] = {row(p0, 0), row(p0, 1), row(p0, 2), row(p3, 0), row(p0, 4), row(p3, 2),
+                                  row(p6, 0), row(p3, 4), row(p0, 8), row(p9, 0), row(p6, 4), row(p3, 8)};
+            step(v);
+            p0 += sizeof(float), p3 += sizeof(float), p6 += sizeof(float), p9 += sizeof(float);
+        } else {
+            step(a);
+            a += kMR;
         }
-        a += kMR;
         b += kNR;
     }
     const __m512 va = _mm512_set1_ps(alpha);
@@ -277,6 +297,23 @@ void kernel(int kc, const float* a, const float* b, float alpha, float* c, size_
 
 using Product = GemmProduct;
 
+// Whether the kernel reads a tile's 12 rows of A where A is stored (kernel<12, true>) rather than
+// from a packed panel: where the rows' cache lines fall in at most 3 of a set of L1 (64 sets of
+// 64-byte lines, a 4 KiB period, on Intel's and AMD's cores alike), so that they leave B's panel
+// and C most of the set's 8 or 12 ways. A row of 768 floats puts 3 rows a set; one of 1,024 or
+// 3,072 floats puts all 12 in one, and is packed. In place, the transposes of pack_a are not
+// made: on two Emerald Rapids cores, a pair's 1024 x 768 x 768 1-4 % faster, 1024 x 768 x 3072
+// level within the host's noise (A rewritten before each product, as in a step); the head, whose
+// rows stay in L2 across its chunks, gains most.
+bool reads_a_in_place(size_t lda) {
+    int in_set[64] = {}, most = 0;
+    for (int i = 0; i < kMR; i++) {
+        const int n = ++in_set[(i * lda * sizeof(float) / 64) % 64];
+        most = n > most ? n : most;
+    }
+    return most <= 3;
+}
+
 // Goto's loops. For each block of rows, A's block of each stream in turn, all its tiles, against
 // the panels the first stream's first block packed (a pair: one draw of z for both). The kept
 // layout of a pair's panels: block (j0, k0) at j0 * K + k0 * (its padded width).
@@ -297,6 +334,7 @@ bool run(const Product& x) {
     const float* const src = pb ? pb->theta : x.B;
     const size_t ld_src = pb ? pb->ldt : (size_t)x.ldb;
     const bool src_nk = pb || x.b_nk;
+    const bool direct = reads_a_in_place((size_t)x.lda);
     for (int j0 = 0; j0 < x.N; j0 += kNC) {
         const int nc = lesser(kNC, x.N - j0), nc_padded = (nc + kNR - 1) / kNR * kNR, panels = nc_padded / kNR;
         for (int k0 = 0; k0 < x.K; k0 += kKC) {
@@ -309,7 +347,11 @@ bool run(const Product& x) {
             for (int i0 = 0; i0 < x.M; i0 += kMC) {
                 const int mc = lesser(kMC, x.M - i0), mc_padded = (mc + kMR - 1) / kMR * kMR, tiles = mc_padded / kMR;
                 for (int s = 0; s < x.streams; s++) {
-                    pack_a(x.A[s], x.lda, x.M, i0, mc_padded, k0, kc, pa);
+                    // Read in place, A's block needs packing only in a last tile of under 12 rows.
+                    if (!direct)
+                        pack_a(x.A[s], x.lda, x.M, i0, mc_padded, k0, kc, pa);
+                    else if (mc % kMR)
+                        pack_a(x.A[s], x.lda, x.M, i0 + mc_padded - kMR, kMR, k0, kc, pa + (size_t)(mc_padded - kMR) * kc);
                     // The next block of A (the next stream's of these rows, or the first stream's
                     // next rows) is fetched into L2 a slice per tile while this one is used.
                     const bool same_rows = s + 1 < x.streams;
@@ -347,12 +389,16 @@ bool run(const Product& x) {
                             const float* const add = add_c ? c : bias ? bias + j0 + p : nullptr;
                             const size_t ldc = (size_t)x.ldc, ld_add = add_c ? ldc : 0;
                             const bool relu = x.relu && last;
-                            if (rows > 8)
-                                kernel<kMR>(kc, a, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
-                            else if (rows > 4)
-                                kernel<8>(kc, a, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
-                            else
-                                kernel<4>(kc, a, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
+                            if (direct && rows == kMR) {
+                                const float* const in_place = x.A[s] + (size_t)(i0 + q) * x.lda + k0;
+                                kernel<kMR, true>(kc, in_place, (size_t)x.lda, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
+                            } else if (rows > 8) {
+                                kernel<kMR>(kc, a, 0, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
+                            } else if (rows > 4) {
+                                kernel<8>(kc, a, 0, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
+                            } else {
+                                kernel<4>(kc, a, 0, panel, x.alpha, c, ldc, rows, cols, add, ld_add, relu);
+                            }
                         }
                     }
                 }
@@ -372,7 +418,7 @@ bool gemm_avx512(int M, int N, int K, float alpha, const float* A, int lda, cons
 void gemm_avx512_kernel_sweep(int kc, const float* a, int tiles, const float* b, int panels, float* c) {
     for (int p = 0; p < panels; p++)
         for (int q = 0; q < tiles; q++)
-            kernel<kMR>(kc, a + (size_t)q * kc * kMR, b + (size_t)p * kc * kNR, 1.0f, c, kNR, kMR, kNR, nullptr, 0);
+            kernel<kMR>(kc, a + (size_t)q * kc * kMR, 0, b + (size_t)p * kc * kNR, 1.0f, c, kNR, kMR, kNR, nullptr, 0);
 }
 
 size_t pair_panel_floats(int N, int K) {
