@@ -782,7 +782,6 @@ public:
                     hi = (int)((size_t)rows * (part + 1) / (size_t)T);
                 }
                 thread_local std::vector<float> logits, logits2;
-                logits.resize((size_t)kLogitRows * kVocabChunk);
                 const int v0 = (int)c * kVocabChunk, n = std::min(kVocabChunk, V - v0);
                 const float* base = theta + (size_t)v0 * C;
                 float* slot = nullptr;
@@ -807,6 +806,8 @@ public:
                     }
                 };
                 const int block = logit_block(hi - lo);
+                // A block's logits (72 rows on the own GEMM: 288 KiB, not the 4 MiB of kLogitRows).
+                if (logits.size() < (size_t)block * kVocabChunk) logits.resize((size_t)block * kVocabChunk);
                 for (int s = 0; s < S; s++) {
                     if (fuse && s + 1 < S && pair[(size_t)s + 1] && own_pair_panel_floats(gemm_, n, C) <= chunk_floats) {
                         logits2.resize(logits.size());
