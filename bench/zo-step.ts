@@ -16,6 +16,13 @@
 // --engine-also runs other builds of the engine (addon files, e.g. one built before a change;
 // comma-separated), each as one more implementation: what a change bought, measured the same way.
 //
+//   node dist/bench/zo-step.js --pair BEFORE.node,AFTER.node [--pairs 10] [--shapes 16x64]
+//
+// --pair compares two engine builds alone, step by step: both load, then take one step each in
+// turn (the first of a pair alternating), and each pair's ratio (after / before) is printed for
+// the step and its forward, head and update phases, with their medians and any pair whose losses
+// differ. Nothing is written to bench/results/.
+//
 // Paired steps: the engine and each implementation it is compared with run as servers in their
 // own processes (each peak RSS is that implementation's own), and take turns, one step each,
 // `--steps` times (after their warm-up steps). On a machine other work shares, the two steps of
@@ -62,6 +69,9 @@ interface Options {
   engineAlso: { label: string; addon: string }[];
   /** Base name of the results pair in bench/results/. */
   out: string;
+  /** --pair: two engine builds (addon files) compared step by step, and how many pairs. */
+  pair: [string, string] | null;
+  pairs: number;
 }
 
 function parseShape(text: string): Shape {
@@ -84,9 +94,11 @@ function parseArgs(argv: string[]): Options & { engineChild: string } {
     'engine-also': '',
     'engine-child': '',
     out: 'zo-step-cpu',
+    pair: '',
+    pairs: 10,
   });
   if (!/^[\w.-]+$/.test(a.out)) throw new Error(`--out '${a.out}': expected a file base name (letters, digits, '.', '_', '-')`);
-  for (const [k, min] of [['threads', 1], ['steps', 1], ['warmup', 0]] as const)
+  for (const [k, min] of [['threads', 1], ['steps', 1], ['warmup', 0], ['pairs', 1]] as const)
     if (!Number.isInteger(a[k]) || a[k] < min) throw new Error(`--${k} needs an integer >= ${min}`);
   const anchors = a.anchors.split(',').map((s) => s.trim()).filter(Boolean);
   for (const x of anchors) if (!ANCHORS.includes(x)) throw new Error(`unknown anchor '${x}' (known: ${ANCHORS.join(', ')})`);
@@ -96,6 +108,9 @@ function parseArgs(argv: string[]): Options & { engineChild: string } {
     if (!m || !existsSync(m[2])) throw new Error(`--engine-also ${spec}: expected LABEL=ADDON with an existing addon file (several: comma-separated)`);
     engineAlso.push({ label: m[1], addon: resolve(m[2]) });
   }
+  const pair = a.pair ? a.pair.split(',').map((f) => resolve(f)) : null;
+  if (pair && (pair.length !== 2 || !pair.every((f) => existsSync(f))))
+    throw new Error(`--pair ${a.pair}: expected BEFORE,AFTER, two existing addon files (native/build/Release/spillway.node of two builds)`);
   return {
     threads: a.threads,
     steps: a.steps,
@@ -107,6 +122,8 @@ function parseArgs(argv: string[]): Options & { engineChild: string } {
     engineAlso,
     engineChild: a['engine-child'],
     out: a.out,
+    pair: pair as [string, string] | null,
+    pairs: a.pairs,
   };
 }
 
@@ -263,20 +280,33 @@ interface Runner {
   start(shape: Shape): Served;
 }
 
-function runners(o: Options): Runner[] {
-  const common = ['--threads', String(o.threads)];
+// The environment every implementation starts from: no thread settings of the caller's.
+function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.OPENBLAS_NUM_THREADS;
   delete env.OMP_NUM_THREADS;
   delete env.OMP_WAIT_POLICY;
-  const engine = (label: string, kind: Runner['kind'], extraEnv: NodeJS.ProcessEnv): Runner => {
-    const r: Runner = {
-      label,
-      kind,
-      start: (shape) => new Served(r, process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), ...common], { ...env, ...extraEnv }),
-    };
-    return r;
+  return env;
+}
+
+// The engine as a step server (this file's --engine-child), with extra variables (SPILLWAY_ADDON).
+function engineRunner(o: Options, label: string, kind: Runner['kind'], extraEnv: NodeJS.ProcessEnv): Runner {
+  const r: Runner = {
+    label,
+    kind,
+    start: (shape) =>
+      new Served(r, process.execPath, [SELF, '--engine-child', batchFile(shape.batch, shape.seq), '--threads', String(o.threads)], {
+        ...childEnv(),
+        ...extraEnv,
+      }),
   };
+  return r;
+}
+
+function runners(o: Options): Runner[] {
+  const common = ['--threads', String(o.threads)];
+  const env = childEnv();
+  const engine = (label: string, kind: Runner['kind'], extraEnv: NodeJS.ProcessEnv) => engineRunner(o, label, kind, extraEnv);
   const torch = (label: string, python: string, extraEnv: NodeJS.ProcessEnv, extraArgs: string[]): Runner => {
     const r: Runner = {
       label,
@@ -627,22 +657,73 @@ function markdown(res: { machine: Machine; threads: number; warmup: number; step
   return lines.join('\n');
 }
 
-async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
-  if (o.engineChild) return engineChild(o, o.engineChild);
-  checkPythons(o);
-
+// The model, written once into bench/work/ (reused after).
+async function benchModel(): Promise<void> {
   mkdirSync(WORK, { recursive: true });
-  mkdirSync(RESULTS, { recursive: true });
   const t0 = performance.now();
   const made = await makeOptModel(MODEL_DIR);
   process.stderr.write(`[bench] model ${made.reused ? 'reused' : 'written'}: ${MODEL_DIR} (${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`);
+}
+
+const writeBatch = (shape: Shape) =>
+  writeFileSync(batchFile(shape.batch, shape.seq), JSON.stringify({ tokens: makeTokens(OPT_125M.vocab, shape.batch, shape.seq) }));
+
+// --pair: two engine builds, one step each in turn. Two steps a couple of seconds apart see
+// nearly the same host, where whole runs a minute apart do not; a host whose speed swings within
+// seconds still spreads the pairs (results/zo-step-profile-cpu.md).
+async function pairBuilds(o: Options, [before, after]: [string, string]): Promise<void> {
+  await benchModel();
+  for (const shape of o.shapes) {
+    writeBatch(shape);
+    const b = engineRunner(o, 'before', 'spillway-other', { SPILLWAY_ADDON: before }).start(shape);
+    const a = engineRunner(o, 'after', 'spillway-other', { SPILLWAY_ADDON: after }).start(shape);
+    await b.ready();
+    await a.ready();
+    for (let w = 0; w < o.warmup; w++) {
+      await b.step(true);
+      await a.step(true);
+    }
+    const pairs: { rb: StepRecord; ra: StepRecord }[] = [];
+    const ratio = (ra: StepRecord, rb: StepRecord, k: 'forwardMs' | 'headMs' | 'updateMs') => ra.times![k] / rb.times![k];
+    for (let i = 0; i < o.pairs; i++) {
+      // Who goes first alternates, so that neither always follows the other.
+      const [first, second] = i % 2 ? [a, b] : [b, a];
+      const r1 = await first.step(false), r2 = await second.step(false);
+      const [rb, ra] = i % 2 ? [r2, r1] : [r1, r2];
+      pairs.push({ rb, ra });
+      const r = (k: 'forwardMs' | 'headMs' | 'updateMs') => ratio(ra, rb, k).toFixed(3);
+      process.stdout.write(
+        `${shapeName(shape)}: before ${rb.ms.toFixed(0)} ms, after ${ra.ms.toFixed(0)} ms: ${(ra.ms / rb.ms).toFixed(3)} | ` +
+          `forward ${r('forwardMs')}, head ${r('headMs')}, update ${r('updateMs')}` +
+          (ra.lossPlus === rb.lossPlus && ra.lossMinus === rb.lossMinus ? '' : ' | the losses differ') +
+          '\n',
+      );
+    }
+    const med = (k: 'forwardMs' | 'headMs' | 'updateMs') => median(pairs.map(({ ra, rb }) => ratio(ra, rb, k))).toFixed(3);
+    process.stdout.write(
+      `${shapeName(shape)}: median after / before: step ${median(pairs.map(({ ra, rb }) => ra.ms / rb.ms)).toFixed(3)}, ` +
+        `forward ${med('forwardMs')}, head ${med('headMs')}, update ${med('updateMs')} (before's steps ` +
+        `${median(pairs.map(({ rb }) => rb.ms)).toFixed(0)} ms, after's ${median(pairs.map(({ ra }) => ra.ms)).toFixed(0)} ms, medians)\n`,
+    );
+    await b.close();
+    await a.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (o.engineChild) return engineChild(o, o.engineChild);
+  if (o.pair) return pairBuilds(o, o.pair);
+  checkPythons(o);
+
+  mkdirSync(RESULTS, { recursive: true });
+  await benchModel();
   const info = await loadModelInfo(MODEL_DIR);
   const [self, ...others] = runners(o);
   const results: ShapeResult[] = [];
   for (const shape of o.shapes) {
     const name = shapeName(shape);
-    writeFileSync(batchFile(shape.batch, shape.seq), JSON.stringify({ tokens: makeTokens(OPT_125M.vocab, shape.batch, shape.seq) }));
+    writeBatch(shape);
     const products = stepProducts(OPT_125M, shape);
     const gemms = [...new Set(products.map((p) => p.shape))];
     process.stderr.write(`[bench] ${name}: GEMM rates for the floor\n`);
